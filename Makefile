@@ -1,0 +1,40 @@
+# Makefile - thin entry points for newcomers; the work is done in scripts/.
+#
+#   make          dependencies + release build (RelWithDebInfo) in build/release
+#   make test     every test under ASan/UBSan, with a test stack of its own
+#   make demo     build, bring the local stack up, post orders, read the events
+#   make up       build, then start the local stack (.local); make down stops it
+#   make status   what runs, on which port, and whether it is healthy
+#   make clean    remove build/release and build/asan (not the stack's data)
+SHELL := /bin/bash
+JOBS ?= 2
+RELEASE_DIR := build/release
+
+.PHONY: all deps build test demo up down status clean
+
+all: build
+
+deps:
+	scripts/deps.sh
+
+build: deps
+	cmake -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(RELEASE_DIR) -j $(JOBS)
+
+test:
+	scripts/test.sh
+
+demo:
+	scripts/demo.sh
+
+up: build
+	BUILD_DIR=$(RELEASE_DIR) scripts/stack.sh up
+
+down:
+	BUILD_DIR=$(RELEASE_DIR) scripts/stack.sh down
+
+status:
+	BUILD_DIR=$(RELEASE_DIR) scripts/stack.sh status
+
+clean:
+	rm -rf $(RELEASE_DIR) build/asan

@@ -1,0 +1,69 @@
+/*
+ * db.h - Postgres through libpq: connections that reconnect, parameterized queries
+ * only, transactions, and versioned schema migrations.
+ *
+ * A deta_db_t is one connection, used by one thread at a time. When the server
+ * went away, the next call reconnects (once per call); if that fails the call
+ * returns DETA_ERR_TRANSIENT. Errors map from SQLSTATE: class 08 and 57P0x
+ * (connection lost, shutdown) -> TRANSIENT; 23505 (unique violation) -> CONFLICT;
+ * 40001/40P01 (serialization failure, deadlock) -> TRANSIENT; others -> INTERNAL.
+ *
+ * A deta_db_pool_t hands each thread its own connection (created on first use,
+ * closed when the thread exits or the pool is freed): handlers in the HTTP pool
+ * and consumer threads each keep one.
+ */
+#ifndef DETA_DB_H
+#define DETA_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <libpq-fe.h>
+#include "deta/config.h"
+#include "deta/err.h"
+
+typedef struct deta_db deta_db_t;
+typedef struct deta_db_pool deta_db_pool_t;
+
+/* Connects to cfg's pg_* settings. Never fails for an unreachable server: the
+ * handle is returned and connects on first use. NULL only when out of memory. */
+deta_db_t *deta_db_new(const deta_config_t *cfg);
+void deta_db_free(deta_db_t *db);
+
+/* Runs sql with text parameters (NULL entries are SQL NULL). On success returns
+ * the result (PGRES_COMMAND_OK or PGRES_TUPLES_OK; caller PQclear()s it) and
+ * *err = DETA_OK; else NULL with *err set as above and errstr filled. */
+PGresult *deta_db_exec(deta_db_t *db, const char *sql, int nparams, const char *const *params,
+                       deta_err_t *err, char *errstr, size_t errsize);
+/* The same, for statements whose rows are not needed. */
+deta_err_t deta_db_run(deta_db_t *db, const char *sql, int nparams, const char *const *params,
+                       char *errstr, size_t errsize);
+
+deta_err_t deta_db_begin(deta_db_t *db, char *errstr, size_t errsize);
+deta_err_t deta_db_commit(deta_db_t *db, char *errstr, size_t errsize);
+/* Never fails from the caller's view: a lost connection has rolled back anyway. */
+void deta_db_rollback(deta_db_t *db);
+
+/* SELECT 1 within a short timeout. */
+bool deta_db_ping(deta_db_t *db, char *errstr, size_t errsize);
+/* The raw connection (connected, or NULL): for LISTEN/NOTIFY and the like. */
+PGconn *deta_db_conn(deta_db_t *db, char *errstr, size_t errsize);
+
+/* Migrations: component names a set ("order-service", "outbox", "inbox"); each
+ * version runs once, in its own transaction, recorded in schema_migrations
+ * (component, version, name, applied_at). Concurrent instances serialize on an
+ * advisory lock. Versions must ascend. */
+typedef struct deta_migration {
+    int version;
+    const char *name;
+    const char *sql; /* may hold several statements */
+} deta_migration_t;
+
+deta_err_t deta_db_migrate(deta_db_t *db, const char *component, const deta_migration_t *m,
+                           size_t n, char *errstr, size_t errsize);
+
+deta_db_pool_t *deta_db_pool_new(const deta_config_t *cfg);
+/* The calling thread's connection. NULL only when out of memory. */
+deta_db_t *deta_db_pool_get(deta_db_pool_t *pool);
+void deta_db_pool_free(deta_db_pool_t *pool);
+
+#endif

@@ -1,0 +1,51 @@
+/*
+ * events.h - consuming events idempotently: the part of every consumer that is the
+ * same in every service, written once.
+ *
+ * For each message: the envelope is parsed and validated (a malformed one is a
+ * dead letter); the message key must equal the envelope's orderId; an event type
+ * the service has no route for is skipped (consumers ignore what they do not
+ * handle); otherwise, in one transaction, the event id is claimed in
+ * processed_events (a duplicate delivery stops here and changes nothing) and the
+ * route's handler applies its effects and writes its own events to the outbox.
+ * The transaction commits before the offset is stored. A handler returns DETA_OK,
+ * DETA_ERR_TRANSIENT (rolled back, retried with backoff) or another code (rolled
+ * back, dead-lettered with errstr as x-error).
+ *
+ * Metrics: deta_events_total{type,outcome="applied|duplicate|ignored|failed"}.
+ */
+#ifndef DETA_EVENTS_H
+#define DETA_EVENTS_H
+
+#include <stddef.h>
+#include "deta/db.h"
+#include "deta/envelope.h"
+#include "deta/kafka.h"
+#include "deta/service.h"
+
+/* Runs inside the open transaction on db, after the claim. */
+typedef deta_err_t (*deta_event_fn)(deta_db_t *db, const deta_event_t *ev, void *opaque,
+                                    char *errstr, size_t errsize);
+
+typedef struct deta_event_route {
+    const char *event_type;
+    deta_event_fn fn;
+} deta_event_route_t;
+
+/* Subscribes the service's consumer group to topics and dispatches by type.
+ * routes must stay valid while the service runs. Migrates the inbox table. */
+deta_err_t deta_service_on_events(deta_service_t *s, const char *const *topics, size_t ntopics,
+                                  const deta_event_route_t *routes, size_t nroutes,
+                                  void *opaque, const deta_consumer_opts_t *opts, char *errstr,
+                                  size_t errsize);
+
+/* The same steps for one message, for a service that drives its own consumer
+ * (and for tests): parse, check, claim, apply, commit. */
+typedef struct deta_event_dispatch deta_event_dispatch_t;
+deta_event_dispatch_t *deta_event_dispatch_new(deta_service_t *s, const deta_event_route_t *routes,
+                                               size_t nroutes, void *opaque);
+void deta_event_dispatch_free(deta_event_dispatch_t *d);
+deta_err_t deta_event_dispatch(const deta_kafka_msg_t *msg, void *dispatch, char *errstr,
+                               size_t errsize);
+
+#endif

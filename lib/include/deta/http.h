@@ -1,0 +1,89 @@
+/*
+ * http.h - a small JSON HTTP server on libmicrohttpd.
+ *
+ * Routes are (method, pattern) pairs; a pattern's segments are literals or
+ * "{name}" parameters ("/api/orders/{orderId}"). Requests are served by a pool of
+ * threads (handlers must be thread-safe). The server, not the handler, enforces:
+ *   - 404 {"status":404,"error":"Not Found",...} for an unknown path,
+ *     405 for a known path with another method;
+ *   - with DETA_HTTP_JSON_BODY: 415 unless Content-Type is application/json
+ *     (parameters such as charset allowed), 413 when the body exceeds the limit
+ *     (checked on Content-Length first, then on the bytes received), and 400 with
+ *     field "body" for malformed JSON; the handler then gets the parsed body.
+ * Error bodies always have the shape
+ *   {"status":400,"error":"Bad Request","field":"items[0].quantity","message":"..."}
+ * with "field" present only when a field is to blame.
+ */
+#ifndef DETA_HTTP_H
+#define DETA_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <jansson.h>
+#include "deta/err.h"
+#include "deta/metrics.h"
+
+#define DETA_HTTP_MAX_PARAMS 4
+
+typedef struct deta_http_server deta_http_server_t;
+
+typedef struct deta_http_req {
+    const char *method;
+    const char *path; /* without the query string */
+    const char *content_type; /* NULL when absent */
+    const char *body; /* raw bytes received, NUL-terminated; NULL when none */
+    size_t body_len;
+    json_t *json; /* parsed body (borrowed) when the route takes a JSON body */
+    const char *param_names[DETA_HTTP_MAX_PARAMS];
+    const char *param_values[DETA_HTTP_MAX_PARAMS];
+    int nparams;
+    void *impl; /* the server's own; used by deta_http_query */
+} deta_http_req_t;
+
+typedef struct deta_http_resp {
+    int status;
+    char *body;               /* malloc'd, freed by the server */
+    const char *content_type; /* static string */
+} deta_http_resp_t;
+
+typedef void (*deta_http_handler_fn)(const deta_http_req_t *req, deta_http_resp_t *resp,
+                                     void *opaque);
+
+/* Route flags. */
+#define DETA_HTTP_JSON_BODY 0x1
+
+/* port 0 picks a free port (see deta_http_server_port). */
+deta_http_server_t *deta_http_server_new(int port, long body_limit, int threads, char *errstr,
+                                         size_t errsize);
+deta_err_t deta_http_route(deta_http_server_t *srv, const char *method, const char *pattern,
+                           int flags, deta_http_handler_fn fn, void *opaque);
+/* Optional: observe every request in http_request_duration_seconds{method,route,status}
+ * (route = the pattern, or "unmatched") and count http_requests_total likewise. */
+void deta_http_server_set_metrics(deta_http_server_t *srv, deta_metrics_t *metrics);
+/* Binds and starts serving; DETA_ERR_TRANSIENT when the port is taken. */
+deta_err_t deta_http_server_start(deta_http_server_t *srv, char *errstr, size_t errsize);
+int deta_http_server_port(const deta_http_server_t *srv);
+/* Stop accepting new connections (the first step of a graceful shutdown). */
+void deta_http_server_quiesce(deta_http_server_t *srv);
+/* Stops (waits for handlers in flight) and frees. NULL is fine. */
+void deta_http_server_free(deta_http_server_t *srv);
+
+/* A path parameter or a query-string argument by name; NULL when absent. */
+const char *deta_http_param(const deta_http_req_t *req, const char *name);
+const char *deta_http_query(const deta_http_req_t *req, const char *name);
+
+/* Responses. deta_http_resp_json takes ownership of body (a reference is stolen). */
+void deta_http_resp_json(deta_http_resp_t *resp, int status, json_t *body);
+void deta_http_resp_text(deta_http_resp_t *resp, int status, const char *content_type,
+                         const char *text);
+void deta_http_resp_error(deta_http_resp_t *resp, int status, const char *field,
+                          const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Pure: does path match pattern? Fills names/values (values point into a copy
+ * kept in buf, buflen bytes) and returns the number of parameters, or -1.
+ * The names (without braces) are copied into buf too; strlen(path) +
+ * strlen(pattern) + 2 bytes always suffice. */
+int deta_http_match(const char *pattern, const char *path, char *buf, size_t buflen,
+                    const char **names, const char **values, int max);
+
+#endif

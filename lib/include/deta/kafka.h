@@ -1,0 +1,106 @@
+/*
+ * kafka.h - the producer and the consumer loop every service uses.
+ *
+ * Producer: idempotent (enable.idempotence=true, acks=all), keyed by orderId so
+ * that the events of one order stay on one partition and in order. Sends are
+ * synchronous from the caller's view: deta_producer_send_batch() returns only
+ * when every message was acknowledged by the broker or failed, and reports how
+ * long the acknowledged prefix is, which is what the outbox relay marks as sent.
+ *
+ * Consumer loop: one group member (group = the service's name) that calls a
+ * handler per message. The handler's return value decides what happens:
+ *   DETA_OK            effects are durable: the offset is stored for commit;
+ *   DETA_ERR_TRANSIENT retried with exponential backoff, at most max_retries
+ *                      times, then dead-lettered;
+ *   anything else      dead-lettered at once (malformed, fails validation, cannot
+ *                      be applied).
+ * A dead letter goes to the dlq. twin of the message's topic with the original key,
+ * value and headers, plus x-retry-count, x-original-topic, x-original-partition,
+ * x-original-offset and x-error; the offset is stored only once the dead letter is
+ * acknowledged. Offsets are committed (auto-commit of stored offsets, and a final
+ * commit on close) only for messages whose handling finished, so delivery is
+ * at-least-once and handlers must be idempotent (see inbox.h).
+ */
+#ifndef DETA_KAFKA_H
+#define DETA_KAFKA_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "deta/config.h"
+#include "deta/err.h"
+#include "deta/metrics.h"
+
+typedef struct deta_producer deta_producer_t;
+typedef struct deta_consumer deta_consumer_t;
+
+typedef struct deta_kafka_header {
+    const char *name;
+    const char *value; /* NUL-terminated text */
+} deta_kafka_header_t;
+
+typedef struct deta_kafka_out {
+    const char *topic;
+    const char *key; /* NUL-terminated; NULL for none */
+    const char *value;
+    size_t len;
+    const deta_kafka_header_t *headers;
+    size_t nheaders;
+} deta_kafka_out_t;
+
+deta_producer_t *deta_producer_new(const deta_config_t *cfg, char *errstr, size_t errsize);
+/* Flushes what is in flight (bounded wait) and frees. NULL is fine. */
+void deta_producer_free(deta_producer_t *p);
+
+/* Produces msgs[0..n) in order and waits up to timeout_ms for their delivery
+ * reports. *nacked = the number of leading messages acknowledged. DETA_OK when all
+ * were; DETA_ERR_TRANSIENT when the broker is unreachable or timed out. */
+deta_err_t deta_producer_send_batch(deta_producer_t *p, const deta_kafka_out_t *msgs, size_t n,
+                                    int timeout_ms, size_t *nacked, char *errstr, size_t errsize);
+deta_err_t deta_producer_send(deta_producer_t *p, const deta_kafka_out_t *msg, int timeout_ms,
+                              char *errstr, size_t errsize);
+/* True when the producer has a live connection to the cluster (metadata request
+ * answered within timeout_ms). */
+bool deta_producer_ping(deta_producer_t *p, int timeout_ms, char *errstr, size_t errsize);
+
+typedef struct deta_kafka_msg {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    const char *key; /* not NUL-terminated; key_len bytes; NULL when none */
+    size_t key_len;
+    const char *value; /* NUL-terminated copy; len bytes before the NUL */
+    size_t len;
+    int attempt; /* 0 on first delivery to the handler, then 1, 2, ... on retries */
+    void *impl;
+} deta_kafka_msg_t;
+
+/* A header of a consumed message by name, as NUL-terminated text in buf; NULL when
+ * absent. */
+const char *deta_kafka_msg_header(const deta_kafka_msg_t *msg, const char *name, char *buf,
+                                  size_t bufsize);
+
+typedef deta_err_t (*deta_consume_fn)(const deta_kafka_msg_t *msg, void *opaque, char *errstr,
+                                      size_t errsize);
+
+typedef struct deta_consumer_opts {
+    int max_retries;      /* default 5 */
+    int backoff_ms;       /* first retry delay, doubled each time; default 200 */
+    int backoff_max_ms;   /* default 5000 */
+    deta_metrics_t *metrics; /* optional: deta_consumer_* counters by topic */
+} deta_consumer_opts_t;
+
+/* group: the consumer group (the service's name). dlq: the producer used for dead
+ * letters (borrowed). opts may be NULL for the defaults. */
+deta_consumer_t *deta_consumer_new(const deta_config_t *cfg, const char *group,
+                                   const char *const *topics, size_t ntopics, deta_consume_fn fn,
+                                   void *opaque, deta_producer_t *dlq,
+                                   const deta_consumer_opts_t *opts, char *errstr, size_t errsize);
+/* Polls and dispatches until *stop becomes true; then returns DETA_OK. Between
+ * retries it also watches *stop. */
+deta_err_t deta_consumer_run(deta_consumer_t *c, atomic_bool *stop);
+/* Commits stored offsets, leaves the group, frees. NULL is fine. */
+void deta_consumer_free(deta_consumer_t *c);
+
+#endif

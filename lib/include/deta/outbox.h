@@ -1,0 +1,50 @@
+/*
+ * outbox.h - the transactional outbox.
+ *
+ * A service writes its events with deta_outbox_add() inside the same transaction
+ * as its state change; the insert also issues pg_notify('deta_outbox', ...), which
+ * Postgres delivers on commit. The relay, a thread with its own connection,
+ * LISTENs on that channel and wakes at once (with a fallback poll every
+ * DETA_OUTBOX_POLL_MS in case a notification was lost across a reconnect). It
+ * publishes unsent rows in id order, in batches, waits for the broker's
+ * acknowledgement and only then marks them sent; a failed publish is retried with
+ * backoff. Only one relay per database publishes at a time (a session advisory
+ * lock), so rows keep their order even with several instances running; the
+ * others wait as standby. Published rows are deleted after a retention period.
+ *
+ * Ordering: rows of one order are written by transactions that serialize on that
+ * order's rows, so their ids ascend in commit order and they are published in the
+ * order they happened.
+ */
+#ifndef DETA_OUTBOX_H
+#define DETA_OUTBOX_H
+
+#include <stddef.h>
+#include "deta/config.h"
+#include "deta/db.h"
+#include "deta/envelope.h"
+#include "deta/kafka.h"
+#include "deta/metrics.h"
+
+#define DETA_OUTBOX_POLL_MS 1000
+
+/* The outbox table's migrations, component "outbox". */
+extern const deta_migration_t deta_outbox_migrations[];
+extern const size_t deta_outbox_migrations_count;
+
+/* Inside the caller's open transaction: queue ev for topic (key = ev->order_id). */
+deta_err_t deta_outbox_add(deta_db_t *db, const char *topic, const deta_event_t *ev,
+                           char *errstr, size_t errsize);
+
+typedef struct deta_outbox_relay deta_outbox_relay_t;
+
+/* producer borrowed; metrics optional (deta_outbox_published_total,
+ * deta_outbox_publish_errors_total, deta_outbox_pending gauge). */
+deta_outbox_relay_t *deta_outbox_relay_new(const deta_config_t *cfg, deta_producer_t *producer,
+                                           deta_metrics_t *metrics, char *errstr,
+                                           size_t errsize);
+deta_err_t deta_outbox_relay_start(deta_outbox_relay_t *r, char *errstr, size_t errsize);
+/* Publishes what it can within a bounded time, stops the thread, frees. */
+void deta_outbox_relay_free(deta_outbox_relay_t *r);
+
+#endif

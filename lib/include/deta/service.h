@@ -1,0 +1,64 @@
+/*
+ * service.h - the skeleton every service shares, so that a service's main.c only
+ * wires: config, connections, HTTP routes, consumers, shutdown.
+ *
+ * deta_service_new() reads the configuration, starts logging, and prepares the
+ * metrics registry, the health checks ("db" and "kafka", both required), the HTTP
+ * server with /actuator/health (and /health, /actuator/health/liveness,
+ * /actuator/health/readiness) and /actuator/prometheus (and /metrics), the
+ * per-thread Postgres pool and the producer. deta_service_run() applies nothing by
+ * itself: the service migrates, adds routes and consumers first, then runs. Run
+ * blocks until SIGTERM or SIGINT, then shuts down in order: stop HTTP intake, stop
+ * consumers (committing offsets), stop the outbox relay, flush the producer.
+ */
+#ifndef DETA_SERVICE_H
+#define DETA_SERVICE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include "deta/config.h"
+#include "deta/db.h"
+#include "deta/err.h"
+#include "deta/health.h"
+#include "deta/http.h"
+#include "deta/kafka.h"
+#include "deta/metrics.h"
+
+typedef struct deta_service deta_service_t;
+
+deta_service_t *deta_service_new(const char *name, char *errstr, size_t errsize);
+void deta_service_free(deta_service_t *s);
+
+const deta_config_t *deta_service_config(const deta_service_t *s);
+deta_http_server_t *deta_service_http(deta_service_t *s);
+deta_metrics_t *deta_service_metrics(deta_service_t *s);
+deta_health_t *deta_service_health(deta_service_t *s);
+deta_db_pool_t *deta_service_db(deta_service_t *s);
+deta_producer_t *deta_service_producer(deta_service_t *s);
+/* Becomes true when the service was asked to stop. */
+atomic_bool *deta_service_stopping(deta_service_t *s);
+
+/* Applies a component's migrations on the calling thread's connection, waiting
+ * (with backoff, logged) while Postgres is unreachable; fails on a bad migration
+ * or when asked to stop. */
+deta_err_t deta_service_migrate(deta_service_t *s, const char *component,
+                                const deta_migration_t *m, size_t n, char *errstr,
+                                size_t errsize);
+/* Migrates the outbox table and has run() start the relay. */
+deta_err_t deta_service_use_outbox(deta_service_t *s, char *errstr, size_t errsize);
+/* Migrates the processed-events table (for idempotent consumers). */
+deta_err_t deta_service_use_inbox(deta_service_t *s, char *errstr, size_t errsize);
+/* A consumer thread in the service's group, started by run(). */
+deta_err_t deta_service_consume(deta_service_t *s, const char *const *topics, size_t ntopics,
+                                deta_consume_fn fn, void *opaque,
+                                const deta_consumer_opts_t *opts, char *errstr, size_t errsize);
+
+/* The service frees obj with free_fn after it stopped (for objects that handlers
+ * use until the very end). At most DETA_SERVICE_MAX_ADOPTED. */
+#define DETA_SERVICE_MAX_ADOPTED 16
+deta_err_t deta_service_adopt(deta_service_t *s, void *obj, void (*free_fn)(void *));
+
+/* Starts everything and blocks until asked to stop; returns the exit status. */
+int deta_service_run(deta_service_t *s);
+
+#endif

@@ -1,0 +1,39 @@
+/*
+ * topics.h - topic names and event types, in one place for all services.
+ */
+#ifndef DETA_TOPICS_H
+#define DETA_TOPICS_H
+
+#define DETA_TOPIC_ORDER_EVENTS "raw.order-events"
+#define DETA_TOPIC_INVENTORY_EVENTS "raw.inventory-events"
+#define DETA_TOPIC_PAYMENT_EVENTS "raw.payment-events"
+#define DETA_TOPIC_DELIVERY_EVENTS "raw.delivery-events"
+
+#define DETA_TOPIC_DLQ_ORDER_EVENTS "dlq.order-events"
+#define DETA_TOPIC_DLQ_INVENTORY_EVENTS "dlq.inventory-events"
+#define DETA_TOPIC_DLQ_PAYMENT_EVENTS "dlq.payment-events"
+#define DETA_TOPIC_DLQ_DELIVERY_EVENTS "dlq.delivery-events"
+
+/* The eight topics of the seed, raw first, then their dead-letter twins. */
+extern const char *const deta_topics_all[8];
+#define DETA_TOPICS_COUNT 8
+
+#define DETA_EVT_ORDER_CREATED "order.created"
+#define DETA_EVT_INVENTORY_RESERVED "inventory.reserved"
+#define DETA_EVT_INVENTORY_REJECTED "inventory.rejected"
+#define DETA_EVT_INVENTORY_RELEASED "inventory.released"
+#define DETA_EVT_PAYMENT_AUTHORIZED "payment.authorized"
+#define DETA_EVT_PAYMENT_FAILED "payment.failed"
+#define DETA_EVT_DELIVERY_ASSIGNED "delivery.assigned"
+#define DETA_EVT_ETA_UPDATED "eta.updated"
+#define DETA_EVT_DELIVERY_PICKED_UP "delivery.picked_up"
+#define DETA_EVT_DELIVERY_DELIVERED "delivery.delivered"
+
+/* The raw topic an event type is published on, or NULL for an unknown type. */
+const char *deta_topic_for_event_type(const char *event_type);
+
+/* "raw.order-events" -> "dlq.order-events"; NULL when topic is not a raw.* topic
+ * of the seed. */
+const char *deta_topic_dlq_for(const char *raw_topic);
+
+#endif

@@ -1,0 +1,203 @@
+/*
+ * config.c - settings from environment variables, read in one place
+ * (see deta/config.h).
+ *
+ * Design: twelve-factor style, a flat set of named variables like librdkafka's
+ * properties. deta_config_load() is the only place that knows the shared
+ * library's variables and their defaults, so the README's table can be checked
+ * against one function. Bad values stop the service at start with the variable's
+ * name in the message ("HTTP_PORT: \"80x\" is not an integer") instead of being
+ * silently replaced by a default: a typo in a deployment should be loud.
+ * A value too long for its field is rejected the same way, never truncated.
+ *
+ * An unset variable and an empty one both mean "use the default", so that
+ * `FOO= ./service` behaves like leaving FOO out.
+ */
+#include "deta/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "deta/log.h"
+
+typedef struct service_defaults {
+    const char *name;
+    int port;
+    const char *database;
+} service_defaults_t;
+
+/* CONTRACTS.md's ports and the seed's databases. */
+static const service_defaults_t known_services[] = {
+    {"query-api", 8080, "delivery_query"},
+    {"order-service", 8081, "order_db"},
+    {"payment-service", 8082, "delivery_eta"},
+    {"inventory-service", 8083, "inventory_db"},
+    {"delivery-service", 8084, "delivery_db"},
+};
+
+static const service_defaults_t *find_service(const char *service) {
+    if (!service)
+        return NULL;
+    for (size_t i = 0; i < sizeof known_services / sizeof known_services[0]; i++)
+        if (strcmp(known_services[i].name, service) == 0)
+            return &known_services[i];
+    return NULL;
+}
+
+int deta_service_default_port(const char *service) {
+    const service_defaults_t *d = find_service(service);
+    return d ? d->port : 0;
+}
+
+const char *deta_service_default_db(const char *service) {
+    const service_defaults_t *d = find_service(service);
+    return d ? d->database : "postgres";
+}
+
+const char *deta_config_str(const char *name, const char *def) {
+    const char *v = getenv(name);
+    return v && *v ? v : def;
+}
+
+/* Decimal digits with an optional leading '-': no blanks, no '+', no hex. */
+static bool parse_long(const char *s, long *out) {
+    const char *p = *s == '-' ? s + 1 : s;
+    if (*p < '0' || *p > '9')
+        return false;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno == ERANGE || *end != '\0')
+        return false;
+    *out = v;
+    return true;
+}
+
+deta_err_t deta_config_int(const char *name, long def, long min, long max, long *out,
+                           char *errstr, size_t errsize) {
+    const char *v = deta_config_str(name, NULL);
+    if (!v) {
+        *out = def;
+        return DETA_OK;
+    }
+    long n;
+    if (!parse_long(v, &n))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: \"%.64s\" is not an integer",
+                         name, v);
+    if (n < min || n > max)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "%s: %ld is out of range (%ld..%ld)", name, n, min, max);
+    *out = n;
+    return DETA_OK;
+}
+
+/* A string variable copied into dst, or def when unset; too long is an error. */
+static deta_err_t config_copy(const char *name, const char *def, char *dst, size_t dstsize,
+                              char *errstr, size_t errsize) {
+    const char *v = deta_config_str(name, def);
+    size_t len = strlen(v);
+    if (len >= dstsize)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: longer than %zu bytes", name,
+                         dstsize - 1);
+    memcpy(dst, v, len + 1);
+    return DETA_OK;
+}
+
+/* deta_config_int into an int field. */
+static deta_err_t config_int(const char *name, long def, long min, long max, int *dst,
+                             char *errstr, size_t errsize) {
+    long v;
+    deta_err_t err = deta_config_int(name, def, min, max, &v, errstr, errsize);
+    if (err == DETA_OK)
+        *dst = (int)v;
+    return err;
+}
+
+static deta_err_t load_identity(deta_config_t *cfg, const char *service, char *errstr,
+                                size_t errsize) {
+    if (!service || !*service)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "service name: empty");
+    if (strlen(service) >= sizeof cfg->service)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "service name: longer than %zu bytes",
+                         sizeof cfg->service - 1);
+    strcpy(cfg->service, service);
+    char def[sizeof cfg->instance_id];
+    snprintf(def, sizeof def, "%s-%ld", service, (long)getpid());
+    return config_copy("INSTANCE_ID", def, cfg->instance_id, sizeof cfg->instance_id, errstr,
+                       errsize);
+}
+
+static deta_err_t load_kafka(deta_config_t *cfg, char *errstr, size_t errsize) {
+    deta_err_t err = config_copy("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092",
+                                 cfg->kafka_bootstrap, sizeof cfg->kafka_bootstrap, errstr,
+                                 errsize);
+    if (err)
+        return err;
+    return config_int("KAFKA_SESSION_TIMEOUT_MS", 45000, 1000, 300000,
+                      &cfg->kafka_session_timeout_ms, errstr, errsize);
+}
+
+static deta_err_t load_postgres(deta_config_t *cfg, char *errstr, size_t errsize) {
+    deta_err_t err;
+    if ((err = config_copy("PGHOST", "localhost", cfg->pg_host, sizeof cfg->pg_host, errstr,
+                           errsize)) ||
+        (err = config_int("PGPORT", 5432, 1, 65535, &cfg->pg_port, errstr, errsize)) ||
+        (err = config_copy("PGUSER", "postgres", cfg->pg_user, sizeof cfg->pg_user, errstr,
+                           errsize)) ||
+        (err = config_copy("PGPASSWORD", "postgres", cfg->pg_password,
+                           sizeof cfg->pg_password, errstr, errsize)))
+        return err;
+    return config_copy("PGDATABASE", deta_service_default_db(cfg->service), cfg->pg_database,
+                       sizeof cfg->pg_database, errstr, errsize);
+}
+
+static deta_err_t load_redis(deta_config_t *cfg, char *errstr, size_t errsize) {
+    deta_err_t err = config_copy("REDIS_HOST", "localhost", cfg->redis_host,
+                                 sizeof cfg->redis_host, errstr, errsize);
+    if (err)
+        return err;
+    return config_int("REDIS_PORT", 6379, 1, 65535, &cfg->redis_port, errstr, errsize);
+}
+
+/* HTTP_PORT defaults to the service's port of CONTRACTS.md; for a name that has
+ * none (a tool, a test) the default is 0, which asks for an ephemeral port. */
+static deta_err_t load_http(deta_config_t *cfg, char *errstr, size_t errsize) {
+    deta_err_t err;
+    if ((err = config_int("HTTP_PORT", deta_service_default_port(cfg->service), 1, 65535,
+                          &cfg->http_port, errstr, errsize)) ||
+        (err = deta_config_int("HTTP_BODY_LIMIT", 65536, 1024, 67108864, &cfg->http_body_limit,
+                               errstr, errsize)))
+        return err;
+    return config_int("HTTP_THREADS", 4, 1, 64, &cfg->http_threads, errstr, errsize);
+}
+
+/* One of the four level names, in any case; kept in lower case. */
+static deta_err_t load_log_level(deta_config_t *cfg, char *errstr, size_t errsize) {
+    const char *v = deta_config_str("LOG_LEVEL", "info");
+    deta_log_level_t level;
+    if (!deta_log_level_parse(v, &level))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "LOG_LEVEL: \"%.32s\" is not one of debug, info, warn, error", v);
+    size_t i;
+    for (i = 0; v[i] && i < sizeof cfg->log_level - 1; i++)
+        cfg->log_level[i] = (char)tolower((unsigned char)v[i]);
+    cfg->log_level[i] = '\0';
+    return DETA_OK;
+}
+
+deta_err_t deta_config_load(deta_config_t *cfg, const char *service, char *errstr,
+                            size_t errsize) {
+    memset(cfg, 0, sizeof *cfg);
+    deta_err_t err;
+    if ((err = load_identity(cfg, service, errstr, errsize)) ||
+        (err = load_kafka(cfg, errstr, errsize)) || (err = load_postgres(cfg, errstr, errsize)) ||
+        (err = load_redis(cfg, errstr, errsize)) || (err = load_http(cfg, errstr, errsize)) ||
+        (err = load_log_level(cfg, errstr, errsize)))
+        return err;
+    return DETA_OK;
+}

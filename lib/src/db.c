@@ -1,0 +1,530 @@
+/*
+ * db.c - Postgres through libpq (see deta/db.h).
+ *
+ * A deta_db_t owns one PGconn, connected lazily with PQconnectdbParams from the
+ * configuration (connect_timeout 3 s, application_name = the service, so that
+ * pg_stat_activity tells the services apart). Every call first makes sure the
+ * connection is usable, at most one reconnect per call:
+ *
+ *   - a connection libpq already knows is bad is reset (PQreset);
+ *   - an idle connection whose socket is readable has heard something from the
+ *     server while we were not asking: usually the FATAL message and end of file
+ *     of a backend that was terminated or a server that shut down. It is read
+ *     (PQconsumeInput, which also queues any NOTIFY) and, if that shows the
+ *     connection dead, reset before the statement is sent. So the first call after
+ *     a lost connection normally succeeds instead of failing once.
+ *
+ * Inside a transaction a lost connection is never silently replaced: the
+ * statements already run are gone, and running the rest in autocommit would
+ * commit half a transaction. Calls then fail with TRANSIENT until the caller
+ * rolls back (deta_db_rollback clears the state), and the next call reconnects.
+ *
+ * A statement is never resent after it may have reached the server: the caller
+ * sees TRANSIENT and decides (its transaction decides what happened).
+ *
+ * Migrations take a session advisory lock, so that instances starting together
+ * apply each version once; each version runs in its own transaction together
+ * with its schema_migrations row, through the simple-query protocol so that one
+ * migration may hold several statements.
+ *
+ * The pool keeps one deta_db_t per thread in a pthread key whose destructor
+ * closes it when the thread exits; every connection is also on the pool's list,
+ * so deta_db_pool_free() closes those of threads still alive (or of the main
+ * thread, whose key destructors never run). The pool must outlive the threads
+ * that use it, or they must have exited before it is freed.
+ */
+#include "deta/db.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "deta/log.h"
+
+#define DB_CONNECT_TIMEOUT_S "3"
+#define DB_PING_TIMEOUT_MS 2000
+#define DB_MIGRATION_LOCK "deta_migrations"
+#define DB_IDLE_READS 4 /* bounded: notifications may keep the socket readable */
+
+struct deta_db {
+    char host[256];
+    char port[16];
+    char user[64];
+    char password[128];
+    char dbname[64];
+    char appname[64];
+    PGconn *conn;
+    bool in_tx; /* between a successful begin and commit/rollback */
+    bool tx_lost; /* the connection died inside that transaction */
+};
+
+/* ---- connection ---- */
+
+deta_db_t *deta_db_new(const deta_config_t *cfg) {
+    if (!cfg)
+        return NULL;
+    deta_db_t *db = calloc(1, sizeof *db);
+    if (!db)
+        return NULL;
+    snprintf(db->host, sizeof db->host, "%s", cfg->pg_host);
+    snprintf(db->port, sizeof db->port, "%d", cfg->pg_port);
+    snprintf(db->user, sizeof db->user, "%s", cfg->pg_user);
+    snprintf(db->password, sizeof db->password, "%s", cfg->pg_password);
+    snprintf(db->dbname, sizeof db->dbname, "%s", cfg->pg_database);
+    snprintf(db->appname, sizeof db->appname, "%s", cfg->service[0] ? cfg->service : "deta");
+    return db;
+}
+
+void deta_db_free(deta_db_t *db) {
+    if (!db)
+        return;
+    if (db->conn)
+        PQfinish(db->conn);
+    free(db);
+}
+
+/* libpq's messages end with a newline; errstr should not. */
+static deta_err_t fail_with_conn(deta_db_t *db, deta_err_t err, char *errstr, size_t errsize,
+                                 const char *what) {
+    const char *msg = db->conn ? PQerrorMessage(db->conn) : "out of memory";
+    int len = (int)strlen(msg);
+    while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == ' '))
+        len--;
+    return deta_errf(err, errstr, errsize, "%s: %.*s", what, len, msg);
+}
+
+/* Server notices (NOTICE, WARNING, a dying backend's FATAL) go to our log, not
+ * to stderr. */
+static void log_notice(void *arg, const char *message) {
+    (void)arg;
+    int len = (int)strlen(message);
+    while (len > 0 && message[len - 1] == '\n')
+        len--;
+    DETA_DEBUG("postgres: %.*s", len, message);
+}
+
+static void open_connection(deta_db_t *db) {
+    const char *keys[] = {"host",   "port",           "user",
+                          "password", "dbname",       "connect_timeout",
+                          "application_name", NULL};
+    const char *vals[] = {db->host,   db->port,          db->user, db->password,
+                          db->dbname, DB_CONNECT_TIMEOUT_S, db->appname, NULL};
+    db->conn = PQconnectdbParams(keys, vals, 0);
+    if (db->conn)
+        PQsetNoticeProcessor(db->conn, log_notice, NULL);
+}
+
+/* True when an idle connection has heard from the server unasked and, having read
+ * it, libpq now knows the connection is dead. */
+static bool idle_connection_died(PGconn *conn) {
+    if (PQtransactionStatus(conn) != PQTRANS_IDLE)
+        return false;
+    /* A dying backend sends its FATAL message, then closes: two reads to see. */
+    for (int i = 0; i < DB_IDLE_READS; i++) {
+        struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN};
+        if (pfd.fd < 0)
+            return true;
+        if (poll(&pfd, 1, 0) <= 0)
+            return false;
+        if (!PQconsumeInput(conn) || PQstatus(conn) != CONNECTION_OK)
+            return true;
+    }
+    return false;
+}
+
+/* A usable connection, reconnecting at most once; NULL with errstr otherwise. */
+static PGconn *usable_connection(deta_db_t *db, char *errstr, size_t errsize) {
+    if (db->tx_lost) {
+        deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                  "the connection was lost inside a transaction: roll back first");
+        return NULL;
+    }
+    if (!db->conn) {
+        open_connection(db);
+    } else if (PQstatus(db->conn) != CONNECTION_OK || idle_connection_died(db->conn)) {
+        if (db->in_tx) {
+            db->tx_lost = true;
+            deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                      "the connection was lost inside a transaction");
+            return NULL;
+        }
+        PQreset(db->conn);
+    }
+    if (!db->conn || PQstatus(db->conn) != CONNECTION_OK) {
+        fail_with_conn(db, DETA_ERR_TRANSIENT, errstr, errsize, "cannot connect to Postgres");
+        return NULL;
+    }
+    return db->conn;
+}
+
+PGconn *deta_db_conn(deta_db_t *db, char *errstr, size_t errsize) {
+    if (!db) {
+        deta_errf(DETA_ERR_INVALID, errstr, errsize, "no database handle");
+        return NULL;
+    }
+    return usable_connection(db, errstr, errsize);
+}
+
+/* ---- statements ---- */
+
+static deta_err_t err_from_sqlstate(const char *state) {
+    if (!state || strlen(state) != 5)
+        return DETA_ERR_INTERNAL;
+    if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0)
+        return DETA_ERR_TRANSIENT;
+    if (strcmp(state, "23505") == 0)
+        return DETA_ERR_CONFLICT;
+    if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
+        return DETA_ERR_TRANSIENT;
+    return DETA_ERR_INTERNAL;
+}
+
+/* Maps a failed (or missing) result to an error and fills errstr. */
+static deta_err_t result_error(deta_db_t *db, const PGresult *res, char *errstr, size_t errsize) {
+    if (db->in_tx && PQstatus(db->conn) != CONNECTION_OK)
+        db->tx_lost = true;
+    if (!res || PQstatus(db->conn) != CONNECTION_OK)
+        return fail_with_conn(db, DETA_ERR_TRANSIENT, errstr, errsize, "Postgres connection lost");
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    deta_err_t err = err_from_sqlstate(state);
+    return deta_errf(err, errstr, errsize, "%s (SQLSTATE %s)", msg ? msg : "query failed",
+                     state ? state : "none");
+}
+
+static bool result_ok(const PGresult *res) {
+    ExecStatusType st = PQresultStatus(res);
+    return res && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
+}
+
+PGresult *deta_db_exec(deta_db_t *db, const char *sql, int nparams, const char *const *params,
+                       deta_err_t *err, char *errstr, size_t errsize) {
+    deta_err_t dummy;
+    if (!err)
+        err = &dummy;
+    if (!db || !sql || nparams < 0 || (nparams > 0 && !params)) {
+        *err = deta_errf(DETA_ERR_INVALID, errstr, errsize, "bad arguments to deta_db_exec");
+        return NULL;
+    }
+    PGconn *conn = usable_connection(db, errstr, errsize);
+    if (!conn) {
+        *err = DETA_ERR_TRANSIENT;
+        return NULL;
+    }
+    PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    if (result_ok(res)) {
+        *err = DETA_OK;
+        return res;
+    }
+    *err = result_error(db, res, errstr, errsize);
+    PQclear(res);
+    return NULL;
+}
+
+deta_err_t deta_db_run(deta_db_t *db, const char *sql, int nparams, const char *const *params,
+                       char *errstr, size_t errsize) {
+    deta_err_t err;
+    PGresult *res = deta_db_exec(db, sql, nparams, params, &err, errstr, errsize);
+    PQclear(res);
+    return err;
+}
+
+/* Simple-query protocol: sql may hold several statements (migrations). */
+static deta_err_t run_script(deta_db_t *db, const char *sql, char *errstr, size_t errsize) {
+    PGconn *conn = usable_connection(db, errstr, errsize);
+    if (!conn)
+        return DETA_ERR_TRANSIENT;
+    PGresult *res = PQexec(conn, sql);
+    deta_err_t err = result_ok(res) ? DETA_OK : result_error(db, res, errstr, errsize);
+    PQclear(res);
+    return err;
+}
+
+/* ---- transactions ---- */
+
+deta_err_t deta_db_begin(deta_db_t *db, char *errstr, size_t errsize) {
+    if (!db)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "no database handle");
+    if (db->in_tx)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "a transaction is already open");
+    deta_err_t err = deta_db_run(db, "BEGIN", 0, NULL, errstr, errsize);
+    if (err == DETA_OK)
+        db->in_tx = true;
+    return err;
+}
+
+deta_err_t deta_db_commit(deta_db_t *db, char *errstr, size_t errsize) {
+    if (!db)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "no database handle");
+    if (!db->in_tx)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "no transaction is open");
+    if (db->tx_lost) {
+        db->in_tx = db->tx_lost = false;
+        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                         "the connection was lost inside the transaction: nothing committed");
+    }
+    /* COMMIT of an aborted transaction "succeeds" as a ROLLBACK: report that. */
+    bool aborted = PQtransactionStatus(db->conn) == PQTRANS_INERROR;
+    deta_err_t err = deta_db_run(db, "COMMIT", 0, NULL, errstr, errsize);
+    db->in_tx = db->tx_lost = false;
+    if (err == DETA_OK && aborted)
+        err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize,
+                        "the transaction had failed: it was rolled back");
+    return err;
+}
+
+void deta_db_rollback(deta_db_t *db) {
+    if (!db)
+        return;
+    if (db->in_tx && !db->tx_lost && db->conn && PQstatus(db->conn) == CONNECTION_OK) {
+        PGresult *res = PQexec(db->conn, "ROLLBACK");
+        PQclear(res);
+    }
+    db->in_tx = db->tx_lost = false;
+}
+
+/* ---- health ---- */
+
+static long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* Waits for the result of a sent query up to timeout_ms; false on timeout or
+ * connection failure (any results are consumed either way when it succeeds). */
+static bool await_ping(PGconn *conn, int timeout_ms) {
+    long deadline = now_ms() + timeout_ms;
+    bool ok = false;
+    for (;;) {
+        while (!PQisBusy(conn)) {
+            PGresult *res = PQgetResult(conn);
+            if (!res)
+                return ok;
+            ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+            PQclear(res);
+        }
+        long left = deadline - now_ms();
+        if (left <= 0)
+            return false;
+        struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN};
+        if (poll(&pfd, 1, (int)left) < 0 || !PQconsumeInput(conn))
+            return false;
+    }
+}
+
+bool deta_db_ping(deta_db_t *db, char *errstr, size_t errsize) {
+    if (!db) {
+        deta_errf(DETA_ERR_INVALID, errstr, errsize, "no database handle");
+        return false;
+    }
+    PGconn *conn = usable_connection(db, errstr, errsize);
+    if (!conn)
+        return false;
+    if (!PQsendQuery(conn, "SELECT 1")) {
+        fail_with_conn(db, DETA_ERR_TRANSIENT, errstr, errsize, "ping failed");
+        return false;
+    }
+    if (await_ping(conn, DB_PING_TIMEOUT_MS))
+        return true;
+    fail_with_conn(db, DETA_ERR_TRANSIENT, errstr, errsize, "ping failed or timed out");
+    /* A query may still be running: drop the connection rather than wait on it. */
+    if (db->in_tx)
+        db->tx_lost = true;
+    PQfinish(db->conn);
+    db->conn = NULL;
+    return false;
+}
+
+/* ---- migrations ---- */
+
+static const char migrations_table_sql[] =
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    " component text NOT NULL,"
+    " version int NOT NULL,"
+    " name text NOT NULL,"
+    " applied_at timestamptz NOT NULL DEFAULT now(),"
+    " PRIMARY KEY (component, version))";
+
+static deta_err_t check_migrations(const char *component, const deta_migration_t *m, size_t n,
+                                   char *errstr, size_t errsize) {
+    if (!component || !*component || (n > 0 && !m))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "bad arguments to deta_db_migrate");
+    for (size_t i = 0; i < n; i++) {
+        if (!m[i].sql || !m[i].name || m[i].version < 1)
+            return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                             "%s migration #%zu lacks sql, name or a positive version",
+                             component, i);
+        if (i > 0 && m[i].version <= m[i - 1].version)
+            return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                             "%s migration versions must ascend (%d after %d)", component,
+                             m[i].version, m[i - 1].version);
+    }
+    return DETA_OK;
+}
+
+static deta_err_t is_applied(deta_db_t *db, const char *component, int version, bool *applied,
+                             char *errstr, size_t errsize) {
+    char vbuf[16];
+    snprintf(vbuf, sizeof vbuf, "%d", version);
+    const char *params[] = {component, vbuf};
+    deta_err_t err;
+    PGresult *res = deta_db_exec(db,
+                                 "SELECT 1 FROM schema_migrations"
+                                 " WHERE component = $1 AND version = $2::int",
+                                 2, params, &err, errstr, errsize);
+    if (res)
+        *applied = PQntuples(res) > 0;
+    PQclear(res);
+    return err;
+}
+
+static deta_err_t apply_one(deta_db_t *db, const char *component, const deta_migration_t *m,
+                            char *errstr, size_t errsize) {
+    char why[512] = "";
+    char vbuf[16];
+    snprintf(vbuf, sizeof vbuf, "%d", m->version);
+    const char *params[] = {component, vbuf, m->name};
+    deta_err_t err = deta_db_begin(db, why, sizeof why);
+    if (err == DETA_OK)
+        err = run_script(db, m->sql, why, sizeof why);
+    if (err == DETA_OK)
+        err = deta_db_run(db,
+                          "INSERT INTO schema_migrations (component, version, name)"
+                          " VALUES ($1, $2::int, $3)",
+                          3, params, why, sizeof why);
+    if (err == DETA_OK)
+        err = deta_db_commit(db, why, sizeof why);
+    else
+        deta_db_rollback(db);
+    if (err != DETA_OK)
+        return deta_errf(err, errstr, errsize, "%s migration %d (%s) failed: %s", component,
+                         m->version, m->name, why);
+    return DETA_OK;
+}
+
+static deta_err_t apply_pending(deta_db_t *db, const char *component, const deta_migration_t *m,
+                                size_t n, char *errstr, size_t errsize) {
+    deta_err_t err = run_script(db, migrations_table_sql, errstr, errsize);
+    for (size_t i = 0; i < n && err == DETA_OK; i++) {
+        bool applied = false;
+        err = is_applied(db, component, m[i].version, &applied, errstr, errsize);
+        if (err == DETA_OK && !applied)
+            err = apply_one(db, component, &m[i], errstr, errsize);
+    }
+    return err;
+}
+
+deta_err_t deta_db_migrate(deta_db_t *db, const char *component, const deta_migration_t *m,
+                           size_t n, char *errstr, size_t errsize) {
+    if (!db)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "no database handle");
+    deta_err_t err = check_migrations(component, m, n, errstr, errsize);
+    if (err != DETA_OK)
+        return err;
+    if (db->in_tx)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "migrations cannot run inside an open transaction");
+    const char *lock[] = {DB_MIGRATION_LOCK};
+    err = deta_db_run(db, "SELECT pg_advisory_lock(hashtext($1))", 1, lock, errstr, errsize);
+    if (err != DETA_OK)
+        return err;
+    err = apply_pending(db, component, m, n, errstr, errsize);
+    /* If the connection is gone, so is the session lock. */
+    deta_db_run(db, "SELECT pg_advisory_unlock(hashtext($1))", 1, lock, NULL, 0);
+    return err;
+}
+
+/* ---- per-thread pool ---- */
+
+typedef struct pool_entry {
+    deta_db_pool_t *pool;
+    deta_db_t *db;
+    struct pool_entry *prev, *next;
+} pool_entry_t;
+
+struct deta_db_pool {
+    deta_config_t cfg;
+    pthread_key_t key;
+    pthread_mutex_t lock;
+    pool_entry_t *entries; /* every connection not yet closed */
+};
+
+static void pool_unlink(deta_db_pool_t *pool, pool_entry_t *e) {
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        pool->entries = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+}
+
+/* Thread exit: close that thread's connection. */
+static void pool_release_thread(void *value) {
+    pool_entry_t *e = value;
+    deta_db_pool_t *pool = e->pool;
+    pthread_mutex_lock(&pool->lock);
+    pool_unlink(pool, e);
+    pthread_mutex_unlock(&pool->lock);
+    deta_db_free(e->db);
+    free(e);
+}
+
+deta_db_pool_t *deta_db_pool_new(const deta_config_t *cfg) {
+    if (!cfg)
+        return NULL;
+    deta_db_pool_t *pool = calloc(1, sizeof *pool);
+    if (!pool)
+        return NULL;
+    pool->cfg = *cfg;
+    if (pthread_key_create(&pool->key, pool_release_thread) != 0) {
+        free(pool);
+        return NULL;
+    }
+    pthread_mutex_init(&pool->lock, NULL);
+    return pool;
+}
+
+deta_db_t *deta_db_pool_get(deta_db_pool_t *pool) {
+    if (!pool)
+        return NULL;
+    pool_entry_t *e = pthread_getspecific(pool->key);
+    if (e)
+        return e->db;
+    e = calloc(1, sizeof *e);
+    deta_db_t *db = e ? deta_db_new(&pool->cfg) : NULL;
+    if (!db || pthread_setspecific(pool->key, e) != 0) {
+        deta_db_free(db);
+        free(e);
+        return NULL;
+    }
+    e->pool = pool;
+    e->db = db;
+    pthread_mutex_lock(&pool->lock);
+    e->next = pool->entries;
+    if (pool->entries)
+        pool->entries->prev = e;
+    pool->entries = e;
+    pthread_mutex_unlock(&pool->lock);
+    return db;
+}
+
+void deta_db_pool_free(deta_db_pool_t *pool) {
+    if (!pool)
+        return;
+    /* After this no destructor runs for this key; the calling thread's own value
+     * is on the list like the others. */
+    pthread_key_delete(pool->key);
+    pool_entry_t *e = pool->entries;
+    while (e) {
+        pool_entry_t *next = e->next;
+        deta_db_free(e->db);
+        free(e);
+        e = next;
+    }
+    pthread_mutex_destroy(&pool->lock);
+    free(pool);
+}

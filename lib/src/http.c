@@ -1,0 +1,723 @@
+/*
+ * http.c - the JSON HTTP server on libmicrohttpd (see deta/http.h).
+ *
+ * Threads. libmicrohttpd runs its own polling threads (epoll on Linux, picked by
+ * MHD_USE_AUTO) in a pool of `threads`; the access handler, and so every route
+ * handler, runs in those threads. The route table is written only before
+ * deta_http_server_start (deta_http_route refuses afterwards), so the pool reads
+ * it without a lock. MHD_USE_ITC is set because MHD_quiesce_daemon needs it.
+ * Without an address option MHD binds 0.0.0.0, which is what a service in a
+ * container wants; port 0 lets the kernel pick and is read back from MHD.
+ *
+ * One request. MHD calls the access handler several times per request: once
+ * with the headers (we allocate a request_t, match the route and decide the
+ * early errors), then once per piece of body (we append it), then once with no
+ * data (we parse and call the handler). Every request_t is freed in the
+ * completion callback (MHD_OPTION_NOTIFY_COMPLETED), whatever happened.
+ *
+ * Errors the server answers itself, as {"status","error","field"?,"message"}
+ * with "error" the reason phrase MHD puts on the status line:
+ *   404 no pattern matches the path; 405 a pattern matches but not the method
+ *   (with an Allow header); for DETA_HTTP_JSON_BODY routes 415 unless the media
+ *   type is application/json (case-insensitive, parameters allowed) and 400 with
+ *   field "body" for malformed JSON (jansson's message and position).
+ *   413 when the body exceeds the limit, on every route (raw bodies are buffered
+ *   too, so they need the same bound): decided up front from Content-Length, or
+ *   while receiving (chunked uploads). An early error is queued with the headers,
+ *   which makes MHD skip the body and close the connection. MHD 0.9.75 cannot
+ *   queue a response in the middle of an upload, so a chunked body that crosses
+ *   the limit is read on and dropped (nothing more is buffered) and answered 413
+ *   at its end; a client that keeps sending DISCARD_SLACK bytes past the limit is
+ *   disconnected instead.
+ *
+ * Matching. Patterns are matched in registration order and the first match
+ * wins, so register a literal ("/api/orders/stats") before a parameter at the
+ * same place ("/api/orders/{id}"). Methods compare exactly: HEAD is not GET. MHD percent-decodes the path before we see it
+ * (its default unescaper), so parameters arrive decoded; an encoded slash
+ * ("%2F") becomes a separator and such a value does not match one parameter.
+ * deta_http_match copies parameter values and names (without braces) into buf:
+ * strlen(path) + strlen(pattern) + 2 bytes always suffice; a pattern without
+ * parameters needs none.
+ *
+ * Metrics. The duration (from the headers to the queued response) and the count
+ * are recorded when the response is queued, labelled method (one of the
+ * standard methods or OTHER, to bound cardinality), route (the pattern, or
+ * "unmatched") and status. Series are looked up in the registry per request.
+ */
+#include "deta/http.h"
+
+#include <errno.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "deta/log.h"
+
+#define ROUTE_UNMATCHED "unmatched"
+#define DISCARD_SLACK (1024L * 1024L)
+#define CONNECTION_TIMEOUT_SECONDS 30u
+#define JSON_MEDIA_TYPE "application/json"
+
+typedef struct route {
+    char *method;
+    char *pattern;
+    int flags;
+    deta_http_handler_fn fn;
+    void *opaque;
+} route_t;
+
+struct deta_http_server {
+    int port; /* as asked; the bound port once started */
+    long body_limit;
+    int threads;
+    route_t *routes;
+    size_t nroutes, cap;
+    size_t longest_pattern;
+    deta_metrics_t *metrics;
+    struct MHD_Daemon *daemon;
+    MHD_socket quiesced_fd; /* the listen socket MHD hands back on quiesce */
+};
+
+typedef struct request {
+    deta_http_server_t *srv;
+    struct MHD_Connection *conn;
+    const route_t *route;      /* NULL unless path and method matched */
+    const char *route_label;   /* the pattern, or ROUTE_UNMATCHED */
+    struct timespec started;
+    char *match_buf;           /* parameter values and names */
+    size_t match_size;
+    char *body;
+    size_t body_len, body_cap;
+    size_t received;           /* body bytes seen, kept or dropped */
+    bool too_large;
+    deta_http_req_t req;
+} request_t;
+
+/* ---- path matching (pure) ---- */
+
+/* Length without one trailing slash ("/a/" -> "/a"; "/" and "/a//" unchanged). */
+static size_t trimmed_length(const char *s) {
+    size_t n = strlen(s);
+    if (n > 1 && s[n - 1] == '/' && s[n - 2] != '/')
+        n--;
+    return n;
+}
+
+static bool is_param_segment(const char *seg, size_t len) {
+    return len >= 3 && seg[0] == '{' && seg[len - 1] == '}';
+}
+
+static const char *segment_end(const char *seg, const char *end) {
+    const char *slash = memchr(seg, '/', (size_t)(end - seg));
+    return slash ? slash : end;
+}
+
+/* Appends len bytes and a NUL at buf[*used]; NULL when it does not fit. */
+static const char *copy_into(char *buf, size_t buflen, size_t *used, const char *s, size_t len) {
+    if (!buf || buflen - *used < len + 1)
+        return NULL;
+    char *dst = buf + *used;
+    memcpy(dst, s, len);
+    dst[len] = '\0';
+    *used += len + 1;
+    return dst;
+}
+
+int deta_http_match(const char *pattern, const char *path, char *buf, size_t buflen,
+                    const char **names, const char **values, int max) {
+    if (!pattern || !path || pattern[0] != '/' || path[0] != '/')
+        return -1;
+    const char *p = path + 1, *p_end = path + trimmed_length(path);
+    const char *t = pattern + 1, *t_end = pattern + trimmed_length(pattern);
+    size_t used = 0;
+    int n = 0;
+    for (;;) {
+        const char *p_seg_end = segment_end(p, p_end), *t_seg_end = segment_end(t, t_end);
+        size_t p_len = (size_t)(p_seg_end - p), t_len = (size_t)(t_seg_end - t);
+        if (is_param_segment(t, t_len)) {
+            if (p_len == 0 || n >= max || !names || !values)
+                return -1;
+            values[n] = copy_into(buf, buflen, &used, p, p_len);
+            names[n] = copy_into(buf, buflen, &used, t + 1, t_len - 2);
+            if (!values[n] || !names[n])
+                return -1;
+            n++;
+        } else if (p_len != t_len || memcmp(p, t, p_len) != 0) {
+            return -1;
+        }
+        bool path_done = p_seg_end == p_end, pattern_done = t_seg_end == t_end;
+        if (path_done || pattern_done)
+            return path_done && pattern_done ? n : -1;
+        p = p_seg_end + 1;
+        t = t_seg_end + 1;
+    }
+}
+
+/* ---- responses ---- */
+
+static void resp_reset(deta_http_resp_t *resp) {
+    free(resp->body);
+    resp->body = NULL;
+}
+
+static const char *reason_phrase(int status) {
+    const char *reason = MHD_get_reason_phrase_for((unsigned)status);
+    return reason ? reason : "Unknown";
+}
+
+static void resp_verror(deta_http_resp_t *resp, int status, const char *field, const char *fmt,
+                        va_list ap) {
+    resp_reset(resp);
+    resp->status = status;
+    resp->content_type = "application/json";
+    char *message = NULL;
+    if (vasprintf(&message, fmt, ap) < 0)
+        message = NULL;
+    json_t *body = json_pack("{s:i,s:s}", "status", status, "error", reason_phrase(status));
+    if (body && field)
+        json_object_set_new(body, "field", json_string(field));
+    if (body)
+        json_object_set_new(body, "message", json_string(message ? message : ""));
+    free(message);
+    resp->body = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+}
+
+void deta_http_resp_error(deta_http_resp_t *resp, int status, const char *field,
+                          const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    resp_verror(resp, status, field, fmt, ap);
+    va_end(ap);
+}
+
+void deta_http_resp_json(deta_http_resp_t *resp, int status, json_t *body) {
+    if (!body) {
+        deta_http_resp_error(resp, 500, NULL, "the handler built no response body");
+        return;
+    }
+    char *text = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(body);
+    if (!text) {
+        deta_http_resp_error(resp, 500, NULL, "cannot encode the response body");
+        return;
+    }
+    resp_reset(resp);
+    resp->status = status;
+    resp->body = text;
+    resp->content_type = "application/json";
+}
+
+void deta_http_resp_text(deta_http_resp_t *resp, int status, const char *content_type,
+                         const char *text) {
+    resp_reset(resp);
+    resp->status = status;
+    resp->content_type = content_type;
+    resp->body = text ? strdup(text) : NULL;
+    if (text && !resp->body)
+        deta_http_resp_error(resp, 500, NULL, "out of memory");
+}
+
+/* ---- request accessors ---- */
+
+const char *deta_http_param(const deta_http_req_t *req, const char *name) {
+    if (!req || !name)
+        return NULL;
+    for (int i = 0; i < req->nparams; i++) {
+        if (strcmp(req->param_names[i], name) == 0)
+            return req->param_values[i];
+    }
+    return NULL;
+}
+
+/* "?flag" (no '=') is present with an empty value. */
+const char *deta_http_query(const deta_http_req_t *req, const char *name) {
+    if (!req || !req->impl || !name)
+        return NULL;
+    const request_t *r = req->impl;
+    const char *value = NULL;
+    size_t len = 0;
+    if (MHD_lookup_connection_value_n(r->conn, MHD_GET_ARGUMENT_KIND, name, strlen(name),
+                                      &value, &len) != MHD_YES)
+        return NULL;
+    return value ? value : "";
+}
+
+/* ---- server lifecycle and routes ---- */
+
+deta_http_server_t *deta_http_server_new(int port, long body_limit, int threads, char *errstr,
+                                         size_t errsize) {
+    if (port < 0 || port > 65535 || body_limit <= 0 || threads < 1) {
+        deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                  "bad HTTP settings: port %d (0..65535), body limit %ld (> 0), threads %d (>= 1)",
+                  port, body_limit, threads);
+        return NULL;
+    }
+    deta_http_server_t *srv = calloc(1, sizeof *srv);
+    if (!srv) {
+        deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+        return NULL;
+    }
+    srv->port = port;
+    srv->body_limit = body_limit;
+    srv->threads = threads;
+    srv->quiesced_fd = MHD_INVALID_SOCKET;
+    return srv;
+}
+
+static bool valid_method(const char *method) {
+    if (!method || !*method)
+        return false;
+    for (const char *p = method; *p; p++) {
+        if (*p < 'A' || *p > 'Z')
+            return false;
+    }
+    return true;
+}
+
+/* Starts with '/', has no characters that would break a metric label or can
+ * never reach us in a path, and every '{' opens a whole-segment "{name}".
+ * Returns the number of parameters, or -1. */
+static int pattern_params(const char *pattern) {
+    if (!pattern || pattern[0] != '/' || strpbrk(pattern, "\"\\?# \t\r\n"))
+        return -1;
+    int n = 0;
+    const char *end = pattern + strlen(pattern);
+    for (const char *seg = pattern + 1; seg <= end;) {
+        const char *seg_end = segment_end(seg, end);
+        size_t len = (size_t)(seg_end - seg);
+        bool braces = memchr(seg, '{', len) || memchr(seg, '}', len);
+        if (is_param_segment(seg, len) && !memchr(seg + 1, '{', len - 2) &&
+            !memchr(seg + 1, '}', len - 2))
+            n++;
+        else if (braces)
+            return -1;
+        seg = seg_end + 1;
+    }
+    return n;
+}
+
+static const route_t *find_exact_route(const deta_http_server_t *srv, const char *method,
+                                       const char *pattern) {
+    for (size_t i = 0; i < srv->nroutes; i++) {
+        if (strcmp(srv->routes[i].method, method) == 0 &&
+            strcmp(srv->routes[i].pattern, pattern) == 0)
+            return &srv->routes[i];
+    }
+    return NULL;
+}
+
+static bool grow_routes(deta_http_server_t *srv) {
+    if (srv->nroutes < srv->cap)
+        return true;
+    size_t cap = srv->cap ? srv->cap * 2 : 8;
+    route_t *routes = realloc(srv->routes, cap * sizeof *routes);
+    if (!routes)
+        return false;
+    srv->routes = routes;
+    srv->cap = cap;
+    return true;
+}
+
+deta_err_t deta_http_route(deta_http_server_t *srv, const char *method, const char *pattern,
+                           int flags, deta_http_handler_fn fn, void *opaque) {
+    if (!srv || !fn || srv->daemon || !valid_method(method))
+        return DETA_ERR_INVALID;
+    int nparams = pattern_params(pattern);
+    if (nparams < 0 || nparams > DETA_HTTP_MAX_PARAMS)
+        return DETA_ERR_INVALID;
+    if (find_exact_route(srv, method, pattern))
+        return DETA_ERR_CONFLICT;
+    if (!grow_routes(srv))
+        return DETA_ERR_INTERNAL;
+    route_t r = {strdup(method), strdup(pattern), flags, fn, opaque};
+    if (!r.method || !r.pattern) {
+        free(r.method);
+        free(r.pattern);
+        return DETA_ERR_INTERNAL;
+    }
+    srv->routes[srv->nroutes++] = r;
+    if (strlen(pattern) > srv->longest_pattern)
+        srv->longest_pattern = strlen(pattern);
+    return DETA_OK;
+}
+
+void deta_http_server_set_metrics(deta_http_server_t *srv, deta_metrics_t *metrics) {
+    if (srv && !srv->daemon)
+        srv->metrics = metrics;
+}
+
+int deta_http_server_port(const deta_http_server_t *srv) { return srv ? srv->port : 0; }
+
+/* MHD stops accepting but hands the listen socket back, still listening: new
+ * clients would complete the handshake and then hang in the backlog. A shutdown
+ * of the socket makes Linux refuse them at once (a load balancer moves on), while
+ * the descriptor stays open, as MHD requires, until MHD_stop_daemon has run.
+ * Connections already accepted keep being served. */
+void deta_http_server_quiesce(deta_http_server_t *srv) {
+    if (!srv || !srv->daemon || srv->quiesced_fd != MHD_INVALID_SOCKET)
+        return;
+    srv->quiesced_fd = MHD_quiesce_daemon(srv->daemon);
+    if (srv->quiesced_fd != MHD_INVALID_SOCKET)
+        shutdown(srv->quiesced_fd, SHUT_RDWR);
+}
+
+void deta_http_server_free(deta_http_server_t *srv) {
+    if (!srv)
+        return;
+    if (srv->daemon)
+        MHD_stop_daemon(srv->daemon);
+    if (srv->quiesced_fd != MHD_INVALID_SOCKET)
+        close(srv->quiesced_fd);
+    for (size_t i = 0; i < srv->nroutes; i++) {
+        free(srv->routes[i].method);
+        free(srv->routes[i].pattern);
+    }
+    free(srv->routes);
+    free(srv);
+}
+
+/* ---- one request ---- */
+
+static double seconds_since(const struct timespec *start) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+static const char *method_label(const char *method) {
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH",
+                                        "OPTIONS"};
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++) {
+        if (strcmp(method, known[i]) == 0)
+            return known[i];
+    }
+    return "OTHER";
+}
+
+static void record_metrics(const request_t *r, int status) {
+    deta_metrics_t *m = r->srv->metrics;
+    if (!m)
+        return;
+    char *labels = NULL;
+    if (asprintf(&labels, "method=\"%s\",route=\"%s\",status=\"%d\"",
+                 method_label(r->req.method), r->route_label, status) < 0)
+        return;
+    deta_histogram_observe(deta_histogram(m, "http_request_duration_seconds",
+                                          "HTTP request duration in seconds", labels, NULL, 0),
+                           seconds_since(&r->started));
+    deta_counter_inc(deta_counter(m, "http_requests_total", "HTTP requests served", labels));
+    free(labels);
+}
+
+/* Hands resp (and its body) to MHD. */
+static enum MHD_Result queue_response(request_t *r, deta_http_resp_t *resp, const char *allow) {
+    struct MHD_Response *mr;
+    if (resp->body)
+        mr = MHD_create_response_from_buffer(strlen(resp->body), resp->body,
+                                             MHD_RESPMEM_MUST_FREE);
+    else
+        mr = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!mr) {
+        resp_reset(resp);
+        return MHD_NO;
+    }
+    resp->body = NULL; /* MHD frees it with the response */
+    if (resp->content_type)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
+    if (allow)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_ALLOW, allow);
+    record_metrics(r, resp->status);
+    enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)resp->status, mr);
+    MHD_destroy_response(mr);
+    return ok;
+}
+
+static enum MHD_Result respond_error(request_t *r, int status, const char *field,
+                                     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static enum MHD_Result respond_error(request_t *r, int status, const char *field,
+                                     const char *fmt, ...) {
+    deta_http_resp_t resp = {0};
+    va_list ap;
+    va_start(ap, fmt);
+    resp_verror(&resp, status, field, fmt, ap);
+    va_end(ap);
+    return queue_response(r, &resp, NULL);
+}
+
+/* "GET, POST": the methods of every route whose pattern matches path. */
+static char *allowed_methods(const request_t *r) {
+    char *list = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&list, &len);
+    if (!out)
+        return NULL;
+    const deta_http_server_t *srv = r->srv;
+    const char *names[DETA_HTTP_MAX_PARAMS], *values[DETA_HTTP_MAX_PARAMS];
+    bool first = true;
+    for (size_t i = 0; i < srv->nroutes; i++) {
+        if (deta_http_match(srv->routes[i].pattern, r->req.path, r->match_buf, r->match_size,
+                            names, values, DETA_HTTP_MAX_PARAMS) < 0)
+            continue;
+        fprintf(out, "%s%s", first ? "" : ", ", srv->routes[i].method);
+        first = false;
+    }
+    fclose(out);
+    return list;
+}
+
+static enum MHD_Result respond_405(request_t *r) {
+    deta_http_resp_t resp = {0};
+    deta_http_resp_error(&resp, 405, NULL, "%s is not allowed on %s", r->req.method,
+                         r->req.path);
+    char *allow = allowed_methods(r);
+    enum MHD_Result ok = queue_response(r, &resp, allow);
+    free(allow);
+    return ok;
+}
+
+/* First route matching path and method; on failure 404 or 405. */
+static int match_route(request_t *r) {
+    const deta_http_server_t *srv = r->srv;
+    deta_http_req_t *req = &r->req;
+    bool path_known = false;
+    for (size_t i = 0; i < srv->nroutes; i++) {
+        const route_t *rt = &srv->routes[i];
+        int n = deta_http_match(rt->pattern, req->path, r->match_buf, r->match_size,
+                                req->param_names, req->param_values, DETA_HTTP_MAX_PARAMS);
+        if (n < 0)
+            continue;
+        if (!path_known)
+            r->route_label = rt->pattern;
+        path_known = true;
+        if (strcmp(rt->method, req->method) == 0) {
+            r->route = rt;
+            r->route_label = rt->pattern;
+            req->nparams = n;
+            return 0;
+        }
+    }
+    req->nparams = 0;
+    return path_known ? 405 : 404;
+}
+
+static bool is_json_media_type(const char *content_type) {
+    if (!content_type)
+        return false;
+    const char *p = content_type + strspn(content_type, " \t");
+    if (strncasecmp(p, JSON_MEDIA_TYPE, strlen(JSON_MEDIA_TYPE)) != 0)
+        return false;
+    p += strlen(JSON_MEDIA_TYPE);
+    p += strspn(p, " \t");
+    return *p == '\0' || *p == ';';
+}
+
+/* Content-Length above the limit; MHD has already rejected malformed values. */
+static bool declared_too_large(const request_t *r) {
+    const char *cl =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (!cl)
+        return false;
+    errno = 0;
+    unsigned long long n = strtoull(cl, NULL, 10);
+    return errno == ERANGE || n > (unsigned long long)r->srv->body_limit;
+}
+
+static void request_free(request_t *r) {
+    if (!r)
+        return;
+    free(r->match_buf);
+    free(r->body);
+    free(r);
+}
+
+static request_t *request_new(deta_http_server_t *srv, struct MHD_Connection *conn,
+                              const char *url, const char *method) {
+    request_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    clock_gettime(CLOCK_MONOTONIC, &r->started);
+    r->srv = srv;
+    r->conn = conn;
+    r->route_label = ROUTE_UNMATCHED;
+    r->match_size = strlen(url) + srv->longest_pattern + 2;
+    r->match_buf = malloc(r->match_size);
+    if (!r->match_buf) {
+        free(r);
+        return NULL;
+    }
+    r->req.method = method;
+    r->req.path = url;
+    r->req.content_type =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    r->req.impl = r;
+    return r;
+}
+
+/* The headers are in: route, and answer at once what can be answered. */
+static enum MHD_Result begin_request(deta_http_server_t *srv, struct MHD_Connection *conn,
+                                     const char *url, const char *method, void **con_cls) {
+    request_t *r = request_new(srv, conn, url, method);
+    if (!r)
+        return MHD_NO;
+    *con_cls = r;
+    int status = match_route(r);
+    if (status == 404)
+        return respond_error(r, 404, NULL, "no route for %s", url);
+    if (status == 405)
+        return respond_405(r);
+    bool json = (r->route->flags & DETA_HTTP_JSON_BODY) != 0;
+    if (json && !is_json_media_type(r->req.content_type))
+        return respond_error(r, 415, NULL, "Content-Type must be application/json, not %s",
+                             r->req.content_type ? r->req.content_type : "absent");
+    if (declared_too_large(r))
+        return respond_error(r, 413, NULL, "request body exceeds %ld bytes",
+                             srv->body_limit);
+    return MHD_YES;
+}
+
+static bool append_body(request_t *r, const char *data, size_t n) {
+    if (r->body_len + n + 1 > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap : 1024;
+        while (cap < r->body_len + n + 1)
+            cap *= 2;
+        char *body = realloc(r->body, cap);
+        if (!body)
+            return false;
+        r->body = body;
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, data, n);
+    r->body_len += n;
+    r->body[r->body_len] = '\0';
+    return true;
+}
+
+/* A piece of body: keep it while under the limit, drop it (and what was kept)
+ * past it, and hang up on a client that goes on and on. */
+static enum MHD_Result receive_body(request_t *r, const char *data, size_t *size) {
+    size_t n = *size;
+    *size = 0;
+    r->received += n;
+    size_t limit = (size_t)r->srv->body_limit;
+    if (r->received > limit) {
+        r->too_large = true;
+        free(r->body);
+        r->body = NULL;
+        r->body_len = r->body_cap = 0;
+        return r->received - limit > (size_t)DISCARD_SLACK ? MHD_NO : MHD_YES;
+    }
+    return append_body(r, data, n) ? MHD_YES : MHD_NO;
+}
+
+/* The whole body is in: parse, run the handler, answer. */
+static enum MHD_Result finish_request(request_t *r) {
+    if (r->too_large)
+        return respond_error(r, 413, NULL, "request body exceeds %ld bytes", r->srv->body_limit);
+    const route_t *route = r->route;
+    deta_http_req_t *req = &r->req;
+    req->body = r->body;
+    req->body_len = r->body_len;
+    if (route->flags & DETA_HTTP_JSON_BODY) {
+        json_error_t jerr;
+        req->json = json_loadb(r->body ? r->body : "", r->body_len, 0, &jerr);
+        if (!req->json)
+            return respond_error(r, 400, "body", "malformed JSON: %s (line %d, column %d)",
+                                 jerr.text, jerr.line, jerr.column);
+    }
+    deta_http_resp_t resp = {0};
+    route->fn(req, &resp, route->opaque);
+    json_decref(req->json);
+    req->json = NULL;
+    if (resp.status < 100 || resp.status > 999) {
+        DETA_ERROR("handler for %s %s set no valid status (%d)", route->method, route->pattern,
+                   resp.status);
+        deta_http_resp_error(&resp, 500, NULL, "the handler produced no response");
+    }
+    return queue_response(r, &resp, NULL);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls) {
+    (void)version;
+    request_t *r = *con_cls;
+    if (!r)
+        return begin_request(cls, conn, url, method, con_cls);
+    if (*upload_data_size > 0)
+        return receive_body(r, upload_data, upload_data_size);
+    return finish_request(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe) {
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    request_free(*con_cls);
+    *con_cls = NULL;
+}
+
+static void log_mhd(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char line[512];
+    vsnprintf(line, sizeof line, fmt, ap);
+    line[strcspn(line, "\r\n")] = '\0';
+    DETA_WARN("libmicrohttpd: %s", line);
+}
+
+/* After MHD failed to start: is the port held by someone else? */
+static bool port_in_use(int port) {
+    if (port == 0)
+        return false;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return false;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                               .sin_addr.s_addr = htonl(INADDR_ANY)};
+    bool in_use = bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 && errno == EADDRINUSE;
+    close(fd);
+    return in_use;
+}
+
+deta_err_t deta_http_server_start(deta_http_server_t *srv, char *errstr, size_t errsize) {
+    if (!srv || srv->daemon)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "HTTP server missing or started");
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC |
+                         MHD_USE_ERROR_LOG;
+    /* MHD warns about a pool of one: one thread is simply no pool option. */
+    struct MHD_OptionItem pool[] = {
+        {srv->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+         (intptr_t)srv->threads, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    srv->daemon = MHD_start_daemon(
+        flags, (uint16_t)srv->port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER,
+        log_mhd, (void *)NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)NULL,
+        MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_SECONDS, MHD_OPTION_ARRAY, pool,
+        MHD_OPTION_END);
+    if (!srv->daemon) {
+        if (port_in_use(srv->port))
+            return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize, "port %d is in use",
+                             srv->port);
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize,
+                         "libmicrohttpd could not start on port %d", srv->port);
+    }
+    const union MHD_DaemonInfo *info =
+        MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    if (info && info->port)
+        srv->port = info->port;
+    return DETA_OK;
+}

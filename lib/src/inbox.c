@@ -1,0 +1,42 @@
+/*
+ * inbox.c - idempotent consumption (see deta/inbox.h).
+ *
+ * The claim is an INSERT ... ON CONFLICT DO NOTHING RETURNING 1 in the caller's
+ * transaction: a row back means this consumer sees the event for the first time.
+ * Two handlers claiming the same event at once serialize on the primary key: the
+ * second waits for the first to commit and then gets no row (or, if the first
+ * rolled back, becomes the first itself).
+ */
+#include "deta/inbox.h"
+
+#include "deta/envelope.h"
+
+const deta_migration_t deta_inbox_migrations[] = {
+    {1, "create processed_events",
+     "CREATE TABLE IF NOT EXISTS processed_events ("
+     " consumer text NOT NULL,"
+     " event_id uuid NOT NULL,"
+     " processed_at timestamptz NOT NULL DEFAULT now(),"
+     " PRIMARY KEY (consumer, event_id))"},
+};
+const size_t deta_inbox_migrations_count =
+    sizeof deta_inbox_migrations / sizeof deta_inbox_migrations[0];
+
+deta_err_t deta_inbox_claim(deta_db_t *db, const char *consumer, const char *event_id,
+                            bool *first, char *errstr, size_t errsize) {
+    if (!db || !consumer || !*consumer || !first)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "bad arguments to deta_inbox_claim");
+    if (!event_id || !deta_uuid_valid(event_id))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "event id is not a UUID");
+    const char *params[] = {consumer, event_id};
+    deta_err_t err;
+    PGresult *res = deta_db_exec(db,
+                                 "INSERT INTO processed_events (consumer, event_id)"
+                                 " VALUES ($1, $2::uuid) ON CONFLICT DO NOTHING RETURNING 1",
+                                 2, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    *first = PQntuples(res) == 1;
+    PQclear(res);
+    return DETA_OK;
+}

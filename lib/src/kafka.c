@@ -1,0 +1,756 @@
+/*
+ * kafka.c - the producer and the consumer loop (see deta/kafka.h), over librdkafka.
+ *
+ * Producer. Idempotent (enable.idempotence, acks=all), linger.ms=5, and a bounded
+ * message.timeout.ms, so that every produced message gets its delivery report
+ * within DETA_KAFKA_MESSAGE_TIMEOUT_MS: acknowledged or failed, never forgotten.
+ * Delivery reports are served by one background thread per producer that does
+ * nothing but rd_kafka_poll(): callers of send_batch just wait on a condition
+ * variable, several threads may send at once (the outbox relay, consumers writing
+ * dead letters), and an idle producer still has its error and log events served.
+ *
+ * A batch's statuses live in a block that is referenced by the caller and by each
+ * produced message still awaiting its report (the message's opaque points at its
+ * slot). Whoever drops the last reference frees it, so a caller that gives up on
+ * timeout returns at once, and the late reports land in memory that is still
+ * there. deta_producer_free() flushes (bounded), purges what is left and serves
+ * the purge reports, so no block outlives the producer.
+ *
+ * Consumer loop. One message at a time, in the order of rd_kafka_consumer_poll().
+ * A message whose handler asks for a retry is kept and re-handled after a backoff
+ * (200 ms doubled up to 5 s, interruptible by *stop; a zero field of the options
+ * selects that default, since services pass zeroed options) without polling:
+ * this stalls the consumer's other partitions for the few seconds of the retries,
+ * but keeps every partition strictly in order with no pause/seek bookkeeping, and
+ * librdkafka's own thread keeps the group session alive (only a stall longer than
+ * max.poll.interval.ms, 5 min, e.g. a dead-letter topic unreachable that long,
+ * costs the membership; the message is then redelivered). Offsets are stored
+ * (enable.auto.offset.store=false) only once a message is handled or its dead
+ * letter acknowledged; auto-commit sends stored offsets, and close commits the
+ * last ones. A message abandoned because of *stop is not stored: the group's next
+ * member gets it again.
+ *
+ * Dead letters go to deta_topic_dlq_for(topic) through the borrowed producer,
+ * synchronously, retried forever with backoff (until *stop) since skipping the
+ * message would lose it. A message on a topic with no dead-letter twin is logged
+ * as an error and its offset stored: there is nowhere to put it, and blocking the
+ * partition forever would be worse.
+ *
+ * Assignment strategy: cooperative-sticky (incremental rebalances: members that
+ * keep their partitions keep consuming while another joins or leaves). It works
+ * against librdkafka's mock cluster too, since the assignment is computed by the
+ * group leader on the client side.
+ */
+#include "deta/kafka.h"
+
+#include <librdkafka/rdkafka.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "deta/log.h"
+#include "deta/topics.h"
+
+#define DETA_KAFKA_MESSAGE_TIMEOUT_MS 10000 /* every report arrives within this */
+#define DETA_KAFKA_FLUSH_MS 5000            /* deta_producer_free's bounded wait */
+#define DETA_KAFKA_DLQ_SEND_MS (DETA_KAFKA_MESSAGE_TIMEOUT_MS + 2000)
+#define DETA_KAFKA_POLL_MS 100
+#define DETA_KAFKA_ASSIGNMENT "cooperative-sticky"
+
+/* ---- shared helpers ---- */
+
+static long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* librdkafka's log lines go through deta_log. Its LOG_ERR lines (a refused
+ * connection, a broker gone) are conditions it recovers from by itself: warnings
+ * for us; a fatal error comes through the error callback. */
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    deta_log_level_t lvl = level <= 4 ? DETA_LOG_WARN : level <= 6 ? DETA_LOG_INFO : DETA_LOG_DEBUG;
+    deta_log(lvl, NULL, NULL, "kafka %s %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
+static bool conf_set_all(rd_kafka_conf_t *conf, const char *const (*kv)[2], size_t n,
+                         char *errstr, size_t errsize) {
+    char why[256];
+    for (size_t i = 0; i < n; i++) {
+        if (rd_kafka_conf_set(conf, kv[i][0], kv[i][1], why, sizeof why) != RD_KAFKA_CONF_OK) {
+            deta_errf(DETA_ERR_INVALID, errstr, errsize, "kafka setting %s=%s: %s", kv[i][0],
+                      kv[i][1], why);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* What a failed delivery means for the caller. */
+static deta_err_t err_from_kafka(rd_kafka_resp_err_t e) {
+    switch (e) {
+    case RD_KAFKA_RESP_ERR_NO_ERROR:
+        return DETA_OK;
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+        return DETA_ERR_INVALID;
+    case RD_KAFKA_RESP_ERR__FATAL:
+        return DETA_ERR_INTERNAL;
+    default: /* timeouts, transport, queue full, leader changes, purges... */
+        return DETA_ERR_TRANSIENT;
+    }
+}
+
+/* ---- producer: delivery tracking ---- */
+
+typedef struct dr_batch dr_batch_t;
+
+typedef struct dr_slot {
+    dr_batch_t *batch;
+    rd_kafka_resp_err_t err;
+    bool done;
+} dr_slot_t;
+
+struct dr_batch {
+    size_t refs;    /* the caller + each produced message still without report */
+    size_t pending; /* produced messages still without report */
+    dr_slot_t slots[];
+};
+
+struct deta_producer {
+    rd_kafka_t *rk;
+    pthread_t poller;
+    atomic_bool stop;
+    pthread_mutex_t lock; /* guards every batch's counters and slots */
+    pthread_cond_t reported;
+};
+
+/* A message on its way out: headers owned until produced. */
+typedef struct out_msg {
+    const char *topic;
+    const void *key;
+    size_t key_len;
+    const void *value;
+    size_t len;
+    rd_kafka_headers_t *headers;
+} out_msg_t;
+
+/* Drops one reference under p->lock; true when the caller must free the batch. */
+static bool batch_unref(dr_batch_t *b) { return --b->refs == 0; }
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    (void)rk;
+    deta_producer_t *p = opaque;
+    dr_slot_t *slot = m->_private;
+    if (!slot)
+        return;
+    pthread_mutex_lock(&p->lock);
+    slot->err = m->err;
+    slot->done = true;
+    dr_batch_t *b = slot->batch;
+    b->pending--;
+    bool last = batch_unref(b);
+    pthread_cond_broadcast(&p->reported);
+    pthread_mutex_unlock(&p->lock);
+    if (last)
+        free(b);
+}
+
+static void on_producer_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    (void)opaque;
+    deta_log(err == RD_KAFKA_RESP_ERR__FATAL ? DETA_LOG_ERROR : DETA_LOG_WARN, NULL, NULL,
+             "kafka %s: %s: %s", rd_kafka_name(rk), rd_kafka_err2name(err), reason);
+}
+
+static void *producer_poll_main(void *arg) {
+    deta_producer_t *p = arg;
+    while (!atomic_load(&p->stop))
+        rd_kafka_poll(p->rk, DETA_KAFKA_POLL_MS);
+    return NULL;
+}
+
+/* ---- producer: lifecycle ---- */
+
+static rd_kafka_conf_t *producer_conf(const deta_config_t *cfg, deta_producer_t *p, char *errstr,
+                                      size_t errsize) {
+    char timeout[16];
+    snprintf(timeout, sizeof timeout, "%d", DETA_KAFKA_MESSAGE_TIMEOUT_MS);
+    const char *const kv[][2] = {
+        {"bootstrap.servers", cfg->kafka_bootstrap},
+        {"client.id", cfg->instance_id[0] ? cfg->instance_id : "deta"},
+        {"enable.idempotence", "true"},
+        {"acks", "all"},
+        {"linger.ms", "5"},
+        {"message.timeout.ms", timeout},
+    };
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (!conf_set_all(conf, kv, sizeof kv / sizeof *kv, errstr, errsize)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_opaque(conf, p);
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_error_cb(conf, on_producer_error);
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    return conf;
+}
+
+static void producer_release(deta_producer_t *p) {
+    pthread_cond_destroy(&p->reported);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+deta_producer_t *deta_producer_new(const deta_config_t *cfg, char *errstr, size_t errsize) {
+    if (!cfg || !cfg->kafka_bootstrap[0]) {
+        deta_errf(DETA_ERR_INVALID, errstr, errsize, "no Kafka bootstrap servers configured");
+        return NULL;
+    }
+    deta_producer_t *p = calloc(1, sizeof *p);
+    if (!p) {
+        deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+        return NULL;
+    }
+    atomic_init(&p->stop, false);
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->reported, &attr);
+    pthread_condattr_destroy(&attr);
+
+    char why[512];
+    rd_kafka_conf_t *conf = producer_conf(cfg, p, errstr, errsize);
+    if (conf && !(p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why))) {
+        rd_kafka_conf_destroy(conf);
+        deta_errf(DETA_ERR_INVALID, errstr, errsize, "cannot create the Kafka producer: %s", why);
+    }
+    if (p->rk && pthread_create(&p->poller, NULL, producer_poll_main, p) != 0) {
+        deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot start the producer's poll thread");
+        rd_kafka_destroy(p->rk);
+        p->rk = NULL;
+    }
+    if (!p->rk) {
+        producer_release(p);
+        return NULL;
+    }
+    return p;
+}
+
+void deta_producer_free(deta_producer_t *p) {
+    if (!p)
+        return;
+    if (rd_kafka_flush(p->rk, DETA_KAFKA_FLUSH_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        DETA_WARN("kafka producer closing with %d messages undelivered",
+                  rd_kafka_outq_len(p->rk));
+        /* Their reports (purged) release the batches waiting for them. */
+        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_flush(p->rk, DETA_KAFKA_FLUSH_MS);
+    }
+    atomic_store(&p->stop, true);
+    pthread_join(p->poller, NULL);
+    rd_kafka_destroy(p->rk);
+    producer_release(p);
+}
+
+/* ---- producer: sending ---- */
+
+static rd_kafka_resp_err_t produce_one(deta_producer_t *p, out_msg_t *m, dr_slot_t *slot) {
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        p->rk, RD_KAFKA_V_TOPIC(m->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_VALUE((void *)m->value, m->len),
+        RD_KAFKA_V_HEADERS(m->headers), RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+        m->headers = NULL; /* librdkafka owns them now */
+    return e;
+}
+
+/* Waits under p->lock until b has no pending report or the deadline passes. */
+static void await_reports(deta_producer_t *p, dr_batch_t *b, long deadline) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long left = deadline - now_ms();
+    ts.tv_sec += left / 1000;
+    ts.tv_nsec += (left % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    while (b->pending > 0 && left > 0) {
+        if (pthread_cond_timedwait(&p->reported, &p->lock, &ts) != 0)
+            break;
+    }
+}
+
+/* Under p->lock: the acknowledged prefix and the error that ended it. */
+static size_t acked_prefix(const dr_batch_t *b, size_t produced, rd_kafka_resp_err_t *first) {
+    size_t i = 0;
+    while (i < produced && b->slots[i].done && b->slots[i].err == RD_KAFKA_RESP_ERR_NO_ERROR)
+        i++;
+    *first = i < produced && b->slots[i].done ? b->slots[i].err : RD_KAFKA_RESP_ERR__TIMED_OUT;
+    return i;
+}
+
+/* Hands msgs to librdkafka in order, each holding a reference on b; stops at the
+ * first that cannot be enqueued (a later one must not overtake it). Returns how
+ * many were enqueued. */
+static size_t enqueue_all(deta_producer_t *p, dr_batch_t *b, out_msg_t *msgs, size_t n,
+                          rd_kafka_resp_err_t *err) {
+    for (size_t i = 0; i < n; i++) {
+        b->slots[i].batch = b;
+        pthread_mutex_lock(&p->lock);
+        b->refs++;
+        b->pending++;
+        pthread_mutex_unlock(&p->lock);
+        *err = produce_one(p, &msgs[i], &b->slots[i]);
+        if (*err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            pthread_mutex_lock(&p->lock); /* no report will come for this one */
+            b->refs--;
+            b->pending--;
+            pthread_mutex_unlock(&p->lock);
+            return i;
+        }
+    }
+    return n;
+}
+
+/* Produces msgs in order (taking their headers) and waits for the reports. */
+static deta_err_t send_out_msgs(deta_producer_t *p, out_msg_t *msgs, size_t n, int timeout_ms,
+                                size_t *nacked, char *errstr, size_t errsize) {
+    char why[256];
+    *nacked = 0;
+    if (rd_kafka_fatal_error(p->rk, why, sizeof why))
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "kafka producer failed: %s", why);
+    dr_batch_t *b = calloc(1, sizeof *b + n * sizeof b->slots[0]);
+    if (!b)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    b->refs = 1;
+    rd_kafka_resp_err_t enqueue_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    size_t produced = enqueue_all(p, b, msgs, n, &enqueue_err);
+    pthread_mutex_lock(&p->lock);
+    await_reports(p, b, now_ms() + (timeout_ms > 0 ? timeout_ms : 0));
+    rd_kafka_resp_err_t first;
+    *nacked = acked_prefix(b, produced, &first);
+    size_t pending = b->pending;
+    bool last = batch_unref(b);
+    pthread_mutex_unlock(&p->lock);
+    if (last)
+        free(b);
+    if (*nacked == n)
+        return DETA_OK;
+    if (*nacked == produced)
+        first = enqueue_err;
+    if (first == RD_KAFKA_RESP_ERR__TIMED_OUT && pending > 0)
+        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                         "timed out after %d ms: %zu of %zu messages acknowledged", timeout_ms,
+                         *nacked, n);
+    return deta_errf(err_from_kafka(first), errstr, errsize,
+                     "message %zu of %zu to %s not delivered: %s", *nacked + 1, n,
+                     msgs[*nacked].topic, rd_kafka_err2str(first));
+}
+
+static deta_err_t check_out(const deta_kafka_out_t *m, size_t i, char *errstr, size_t errsize) {
+    if (!m->topic || !*m->topic || (!m->value && m->len > 0) || (!m->headers && m->nheaders))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "message %zu: bad topic, value or headers", i);
+    for (size_t h = 0; h < m->nheaders; h++)
+        if (!m->headers[h].name || !*m->headers[h].name || !m->headers[h].value)
+            return deta_errf(DETA_ERR_INVALID, errstr, errsize, "message %zu: bad header %zu", i, h);
+    return DETA_OK;
+}
+
+static rd_kafka_headers_t *headers_of(const deta_kafka_out_t *m) {
+    rd_kafka_headers_t *h = rd_kafka_headers_new(m->nheaders);
+    for (size_t i = 0; i < m->nheaders; i++)
+        rd_kafka_header_add(h, m->headers[i].name, -1, m->headers[i].value, -1);
+    return h;
+}
+
+static void free_out_headers(out_msg_t *msgs, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (msgs[i].headers)
+            rd_kafka_headers_destroy(msgs[i].headers);
+}
+
+deta_err_t deta_producer_send_batch(deta_producer_t *p, const deta_kafka_out_t *msgs, size_t n,
+                                    int timeout_ms, size_t *nacked, char *errstr, size_t errsize) {
+    size_t ignored;
+    if (!nacked)
+        nacked = &ignored;
+    *nacked = 0;
+    if (!p || (!msgs && n > 0))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "bad arguments to send_batch");
+    for (size_t i = 0; i < n; i++) {
+        deta_err_t err = check_out(&msgs[i], i, errstr, errsize);
+        if (err != DETA_OK)
+            return err;
+    }
+    if (n == 0)
+        return DETA_OK;
+    out_msg_t *out = calloc(n, sizeof *out);
+    if (!out)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        out[i] = (out_msg_t){.topic = msgs[i].topic,
+                             .key = msgs[i].key,
+                             .key_len = msgs[i].key ? strlen(msgs[i].key) : 0,
+                             .value = msgs[i].value,
+                             .len = msgs[i].len,
+                             .headers = msgs[i].nheaders ? headers_of(&msgs[i]) : NULL};
+    }
+    deta_err_t err = send_out_msgs(p, out, n, timeout_ms, nacked, errstr, errsize);
+    free_out_headers(out, n);
+    free(out);
+    return err;
+}
+
+deta_err_t deta_producer_send(deta_producer_t *p, const deta_kafka_out_t *msg, int timeout_ms,
+                              char *errstr, size_t errsize) {
+    size_t nacked;
+    if (!msg)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "no message");
+    return deta_producer_send_batch(p, msg, 1, timeout_ms, &nacked, errstr, errsize);
+}
+
+bool deta_producer_ping(deta_producer_t *p, int timeout_ms, char *errstr, size_t errsize) {
+    if (!p) {
+        deta_errf(DETA_ERR_INVALID, errstr, errsize, "no producer");
+        return false;
+    }
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(p->rk, 0, NULL, &md, timeout_ms);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        deta_errf(DETA_ERR_TRANSIENT, errstr, errsize, "no answer from the Kafka cluster: %s",
+                  rd_kafka_err2str(e));
+        return false;
+    }
+    bool ok = md->broker_cnt > 0;
+    rd_kafka_metadata_destroy(md);
+    if (!ok)
+        deta_errf(DETA_ERR_TRANSIENT, errstr, errsize, "the Kafka cluster lists no broker");
+    return ok;
+}
+
+/* ---- consumer ---- */
+
+struct deta_consumer {
+    rd_kafka_t *rk;
+    deta_consume_fn fn;
+    void *opaque;
+    deta_producer_t *dlq;
+    int max_retries;
+    int backoff_ms;
+    int backoff_max_ms;
+    deta_metrics_t *metrics;
+};
+
+const char *deta_kafka_msg_header(const deta_kafka_msg_t *msg, const char *name, char *buf,
+                                  size_t bufsize) {
+    if (!msg || !msg->impl || !name || !buf || bufsize == 0)
+        return NULL;
+    rd_kafka_headers_t *hdrs = NULL;
+    const void *val = NULL;
+    size_t size = 0;
+    if (rd_kafka_message_headers(msg->impl, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(hdrs, name, &val, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return NULL;
+    if (size > bufsize - 1)
+        size = bufsize - 1;
+    if (val)
+        memcpy(buf, val, size);
+    else
+        size = 0;
+    buf[size] = '\0';
+    return buf;
+}
+
+static rd_kafka_conf_t *consumer_conf(const deta_config_t *cfg, const char *group, char *errstr,
+                                      size_t errsize) {
+    int session = cfg->kafka_session_timeout_ms > 0 ? cfg->kafka_session_timeout_ms : 45000;
+    char session_s[16], heartbeat_s[16];
+    snprintf(session_s, sizeof session_s, "%d", session);
+    snprintf(heartbeat_s, sizeof heartbeat_s, "%d", session / 3 > 0 ? session / 3 : 1);
+    const char *const kv[][2] = {
+        {"bootstrap.servers", cfg->kafka_bootstrap},
+        {"client.id", cfg->instance_id[0] ? cfg->instance_id : group},
+        {"group.id", group},
+        {"session.timeout.ms", session_s},
+        {"heartbeat.interval.ms", heartbeat_s},
+        {"enable.auto.commit", "true"},
+        {"enable.auto.offset.store", "false"},
+        {"auto.offset.reset", "earliest"},
+        {"partition.assignment.strategy", DETA_KAFKA_ASSIGNMENT},
+    };
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (!conf_set_all(conf, kv, sizeof kv / sizeof *kv, errstr, errsize)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    return conf;
+}
+
+static deta_err_t check_consumer_args(const deta_config_t *cfg, const char *group,
+                                      const char *const *topics, size_t ntopics,
+                                      deta_consume_fn fn, deta_producer_t *dlq,
+                                      const deta_consumer_opts_t *opts, char *errstr,
+                                      size_t errsize) {
+    if (!cfg || !cfg->kafka_bootstrap[0] || !group || !*group || !fn || !dlq)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "a consumer needs a configuration, a group, a handler and a producer");
+    if (!topics || ntopics == 0)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "a consumer needs topics");
+    for (size_t i = 0; i < ntopics; i++)
+        if (!topics[i] || !*topics[i])
+            return deta_errf(DETA_ERR_INVALID, errstr, errsize, "topic %zu is empty", i);
+    if (opts && (opts->max_retries < 0 || opts->backoff_ms < 0 || opts->backoff_max_ms < 0))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "negative retry settings");
+    return DETA_OK;
+}
+
+/* Zero (or no opts) selects a default: the service passes zeroed options. */
+static void apply_opts(deta_consumer_t *c, const deta_consumer_opts_t *opts) {
+    c->max_retries = opts && opts->max_retries ? opts->max_retries : 5;
+    c->backoff_ms = opts && opts->backoff_ms ? opts->backoff_ms : 200;
+    c->backoff_max_ms = opts && opts->backoff_max_ms ? opts->backoff_max_ms : 5000;
+    if (c->backoff_max_ms < c->backoff_ms)
+        c->backoff_max_ms = c->backoff_ms;
+    c->metrics = opts ? opts->metrics : NULL;
+}
+
+static deta_err_t subscribe(rd_kafka_t *rk, const char *const *topics, size_t ntopics,
+                            char *errstr, size_t errsize) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new((int)ntopics);
+    for (size_t i = 0; i < ntopics; i++)
+        rd_kafka_topic_partition_list_add(list, topics[i], RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(rk, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "cannot subscribe: %s",
+                         rd_kafka_err2str(e));
+    return DETA_OK;
+}
+
+deta_consumer_t *deta_consumer_new(const deta_config_t *cfg, const char *group,
+                                   const char *const *topics, size_t ntopics, deta_consume_fn fn,
+                                   void *opaque, deta_producer_t *dlq,
+                                   const deta_consumer_opts_t *opts, char *errstr,
+                                   size_t errsize) {
+    if (check_consumer_args(cfg, group, topics, ntopics, fn, dlq, opts, errstr, errsize))
+        return NULL;
+    deta_consumer_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+        return NULL;
+    }
+    c->fn = fn;
+    c->opaque = opaque;
+    c->dlq = dlq;
+    apply_opts(c, opts);
+    char why[512];
+    rd_kafka_conf_t *conf = consumer_conf(cfg, group, errstr, errsize);
+    if (conf && !(c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why))) {
+        rd_kafka_conf_destroy(conf);
+        deta_errf(DETA_ERR_INVALID, errstr, errsize, "cannot create the Kafka consumer: %s", why);
+    }
+    if (!c->rk) {
+        free(c);
+        return NULL;
+    }
+    rd_kafka_poll_set_consumer(c->rk);
+    if (subscribe(c->rk, topics, ntopics, errstr, errsize) != DETA_OK) {
+        rd_kafka_destroy(c->rk);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void deta_consumer_free(deta_consumer_t *c) {
+    if (!c)
+        return;
+    rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+        DETA_WARN("kafka consumer close: %s", rd_kafka_err2str(e));
+    rd_kafka_destroy(c->rk);
+    free(c);
+}
+
+static void count_outcome(deta_consumer_t *c, const char *topic, const char *outcome) {
+    if (!c->metrics)
+        return;
+    char labels[256];
+    snprintf(labels, sizeof labels, "topic=\"%s\",outcome=\"%s\"", topic, outcome);
+    deta_counter_inc(deta_counter(c->metrics, "deta_consumer_messages_total",
+                                  "Messages the consumer loop finished or retried, by outcome",
+                                  labels));
+}
+
+/* Sleeps ms in short steps; false when *stop became true meanwhile. */
+static bool sleep_unless_stopped(int ms, atomic_bool *stop) {
+    long deadline = now_ms() + ms;
+    for (;;) {
+        if (atomic_load(stop))
+            return false;
+        long left = deadline - now_ms();
+        if (left <= 0)
+            return true;
+        long step = left < 50 ? left : 50;
+        struct timespec ts = {0, step * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int next_backoff(const deta_consumer_t *c, int backoff) {
+    return backoff >= c->backoff_max_ms / 2 ? c->backoff_max_ms : backoff * 2;
+}
+
+/* Marks m handled: its offset + 1 is committed with the next (auto) commit. */
+static void store_offset(deta_consumer_t *c, const rd_kafka_message_t *m) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, rd_kafka_topic_name(m->rkt), m->partition)->offset =
+        m->offset + 1;
+    rd_kafka_resp_err_t e = rd_kafka_offsets_store(c->rk, list);
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+        e = list->elems[0].err;
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+        DETA_WARN("cannot store offset %s[%d]@%lld (partition revoked? it will be redelivered): %s",
+                  rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
+                  rd_kafka_err2str(e));
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+static const char *const dead_letter_header_names[] = {
+    "x-retry-count", "x-original-topic", "x-original-partition", "x-original-offset", "x-error"};
+
+/* The original headers, minus any stale x-* of ours, plus the dead-letter facts. */
+static rd_kafka_headers_t *dead_letter_headers(const rd_kafka_message_t *m, int retries,
+                                               const char *why) {
+    rd_kafka_headers_t *src = NULL;
+    rd_kafka_headers_t *h = rd_kafka_message_headers(m, &src) == RD_KAFKA_RESP_ERR_NO_ERROR
+                                ? rd_kafka_headers_copy(src)
+                                : rd_kafka_headers_new(5);
+    for (size_t i = 0; i < sizeof dead_letter_header_names / sizeof *dead_letter_header_names; i++)
+        rd_kafka_header_remove(h, dead_letter_header_names[i]);
+    char count[16], partition[16], offset[24];
+    snprintf(count, sizeof count, "%d", retries);
+    snprintf(partition, sizeof partition, "%d", (int)m->partition);
+    snprintf(offset, sizeof offset, "%lld", (long long)m->offset);
+    rd_kafka_header_add(h, "x-retry-count", -1, count, -1);
+    rd_kafka_header_add(h, "x-original-topic", -1, rd_kafka_topic_name(m->rkt), -1);
+    rd_kafka_header_add(h, "x-original-partition", -1, partition, -1);
+    rd_kafka_header_add(h, "x-original-offset", -1, offset, -1);
+    rd_kafka_header_add(h, "x-error", -1, why, -1);
+    return h;
+}
+
+/* Publishes the dead letter until acknowledged; false when stopped first. */
+static bool send_dead_letter(deta_consumer_t *c, const rd_kafka_message_t *m, const char *dlq_topic,
+                             int retries, const char *why, atomic_bool *stop) {
+    int backoff = c->backoff_ms;
+    for (;;) {
+        out_msg_t out = {.topic = dlq_topic,
+                         .key = m->key,
+                         .key_len = m->key_len,
+                         .value = m->payload,
+                         .len = m->len,
+                         .headers = dead_letter_headers(m, retries, why)};
+        char err[256] = "";
+        size_t nacked = 0;
+        send_out_msgs(c->dlq, &out, 1, DETA_KAFKA_DLQ_SEND_MS, &nacked, err, sizeof err);
+        free_out_headers(&out, 1);
+        if (nacked == 1)
+            return true;
+        DETA_ERROR("cannot dead-letter %s[%d]@%lld to %s, retrying in %d ms: %s",
+                   rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset, dlq_topic,
+                   backoff, err);
+        if (!sleep_unless_stopped(backoff, stop))
+            return false;
+        backoff = next_backoff(c, backoff);
+    }
+}
+
+/* Handles a message that failed for good; false when stopped before it was done. */
+static bool dead_letter(deta_consumer_t *c, const rd_kafka_message_t *m, int retries,
+                        const char *why, atomic_bool *stop) {
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    const char *dlq_topic = deta_topic_dlq_for(topic);
+    if (!dlq_topic) {
+        DETA_ERROR("dropping %s[%d]@%lld after %d retries, no dead-letter topic for it: %s", topic,
+                   (int)m->partition, (long long)m->offset, retries, why);
+        return true;
+    }
+    if (!send_dead_letter(c, m, dlq_topic, retries, why, stop))
+        return false;
+    DETA_WARN("dead-lettered %s[%d]@%lld to %s after %d retries: %s", topic, (int)m->partition,
+              (long long)m->offset, dlq_topic, retries, why);
+    count_outcome(c, topic, "dead_lettered");
+    return true;
+}
+
+/* Runs the handler, retrying transient failures; stores the offset once the
+ * message is done one way or the other. Returns without storing when stopped. */
+static void handle_message(deta_consumer_t *c, const rd_kafka_message_t *m, atomic_bool *stop) {
+    char *value = malloc(m->len + 1);
+    if (!value) {
+        DETA_ERROR("out of memory for a %zu-byte message: it will be redelivered", m->len);
+        return;
+    }
+    if (m->len)
+        memcpy(value, m->payload, m->len);
+    value[m->len] = '\0';
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    deta_kafka_msg_t msg = {.topic = topic,
+                            .partition = m->partition,
+                            .offset = m->offset,
+                            .key = m->key,
+                            .key_len = m->key ? m->key_len : 0,
+                            .value = value,
+                            .len = m->len,
+                            .impl = (void *)m};
+    int backoff = c->backoff_ms;
+    for (;;) {
+        char why[512] = "";
+        deta_err_t err = c->fn(&msg, c->opaque, why, sizeof why);
+        if (err == DETA_OK) {
+            count_outcome(c, topic, "processed");
+            store_offset(c, m);
+            break;
+        }
+        if (!why[0])
+            snprintf(why, sizeof why, "handler failed: %s", deta_err_name(err));
+        if (err != DETA_ERR_TRANSIENT || msg.attempt >= c->max_retries) {
+            if (dead_letter(c, m, msg.attempt, why, stop))
+                store_offset(c, m);
+            break;
+        }
+        DETA_WARN("retrying %s[%d]@%lld in %d ms (retry %d of %d): %s", topic, (int)m->partition,
+                  (long long)m->offset, backoff, msg.attempt + 1, c->max_retries, why);
+        count_outcome(c, topic, "retried");
+        if (!sleep_unless_stopped(backoff, stop))
+            break;
+        backoff = next_backoff(c, backoff);
+        msg.attempt++;
+    }
+    free(value);
+}
+
+deta_err_t deta_consumer_run(deta_consumer_t *c, atomic_bool *stop) {
+    if (!c || !stop)
+        return DETA_ERR_INVALID;
+    while (!atomic_load(stop)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, DETA_KAFKA_POLL_MS);
+        if (!m)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR)
+            handle_message(c, m, stop);
+        else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            DETA_WARN("kafka consumer: %s", rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+    }
+    return DETA_OK;
+}

@@ -1,0 +1,443 @@
+/*
+ * outbox.c - the transactional outbox and its relay (see deta/outbox.h).
+ *
+ * deta_outbox_add() inserts the serialized envelope and calls
+ * pg_notify('deta_outbox', '') in one statement (a CTE: one round trip), inside
+ * the caller's transaction, so the row and its wake-up exist only if the
+ * transaction commits. Postgres folds identical notifications of a transaction
+ * into one.
+ *
+ * The relay is one thread with its own connection. Each turn of its loop:
+ *
+ *   1. make sure the session is set up: a new backend (first connect or after a
+ *      reconnect, seen as a new PQbackendPID) needs LISTEN again and has lost the
+ *      session advisory lock, which is then tried again;
+ *   2. as the lock holder (the leader), publish: select up to 500 unsent rows by
+ *      id, send them as one batch, mark the acknowledged prefix published, repeat
+ *      while batches come back full; then purge old rows (once a minute) and
+ *      update the pending gauge. Standbys do nothing but try the lock each turn;
+ *   3. wait with poll() on the connection's socket and an eventfd (stop) for a
+ *      notification, up to DETA_OUTBOX_POLL_MS, or the backoff after a failure.
+ *
+ * A notification read by some other call on the connection (libpq queues them)
+ * is looked for before waiting, so none is slept through. Marking happens after
+ * the broker's acknowledgement: a crash in between republishes the batch
+ * (at-least-once; consumers are idempotent). Each wake-up is counted by reason in
+ * deta_outbox_wakeups_total{reason="notify|poll"}, which shows (and lets tests
+ * check) that notifications, not the fallback poll, drive the relay.
+ */
+#include "deta/outbox.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "deta/log.h"
+
+#define OUTBOX_CHANNEL "deta_outbox"
+#define OUTBOX_LOCK "deta_outbox_relay"
+#define OUTBOX_BATCH 500
+#define OUTBOX_SEND_TIMEOUT_MS 12000 /* > the producer's message timeout: all reports come */
+#define OUTBOX_BACKOFF_MIN_MS 100
+#define OUTBOX_BACKOFF_MAX_MS 5000
+#define OUTBOX_PURGE_EVERY_MS 60000L
+#define OUTBOX_DRAIN_SLICE_MS 10000L /* a long backlog still lets the loop look around */
+#define OUTBOX_FINAL_FLUSH_MS 5000L
+
+const deta_migration_t deta_outbox_migrations[] = {
+    {1, "create outbox",
+     "CREATE TABLE IF NOT EXISTS outbox ("
+     " id bigserial PRIMARY KEY,"
+     " topic text NOT NULL,"
+     " msg_key text NOT NULL,"
+     " payload text NOT NULL,"
+     " created_at timestamptz NOT NULL DEFAULT now(),"
+     " published_at timestamptz);"
+     "CREATE INDEX IF NOT EXISTS outbox_unpublished_idx ON outbox (id)"
+     " WHERE published_at IS NULL;"},
+};
+const size_t deta_outbox_migrations_count =
+    sizeof deta_outbox_migrations / sizeof deta_outbox_migrations[0];
+
+/* ---- writing ---- */
+
+deta_err_t deta_outbox_add(deta_db_t *db, const char *topic, const deta_event_t *ev,
+                           char *errstr, size_t errsize) {
+    if (!db || !topic || !*topic || !ev || !ev->order_id[0])
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "an outbox row needs a topic and an event with an orderId");
+    PGconn *conn = deta_db_conn(db, errstr, errsize);
+    if (!conn)
+        return DETA_ERR_TRANSIENT;
+    if (PQtransactionStatus(conn) == PQTRANS_IDLE)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "deta_outbox_add must run inside the caller's transaction");
+    char *payload = deta_event_serialize(ev);
+    if (!payload)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    const char *params[] = {topic, ev->order_id, payload};
+    deta_err_t err = deta_db_run(db,
+                                 "WITH ins AS (INSERT INTO outbox (topic, msg_key, payload)"
+                                 " VALUES ($1, $2, $3) RETURNING id)"
+                                 " SELECT pg_notify('" OUTBOX_CHANNEL "', '') FROM ins",
+                                 3, params, errstr, errsize);
+    free(payload);
+    return err;
+}
+
+/* ---- the relay ---- */
+
+struct deta_outbox_relay {
+    deta_producer_t *producer;
+    deta_db_t *db;
+    long retention_s;
+    int wake_fd; /* eventfd: written once to stop */
+    atomic_bool stop;
+    pthread_t thread;
+    bool started;
+
+    int backend_pid; /* the session LISTEN and the lock belong to */
+    bool leader;
+    int backoff_ms; /* 0 while things work */
+    bool more;      /* the last drain stopped at its deadline, not at the end */
+    long last_purge_ms;
+
+    deta_counter_t *published;
+    deta_counter_t *errors;
+    deta_gauge_t *pending;
+    deta_counter_t *woke_notify;
+    deta_counter_t *woke_poll;
+};
+
+static long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static void register_metrics(deta_outbox_relay_t *r, deta_metrics_t *m) {
+    if (!m)
+        return;
+    r->published = deta_counter(m, "deta_outbox_published_total",
+                                "Outbox rows published to Kafka and marked sent", NULL);
+    r->errors = deta_counter(m, "deta_outbox_publish_errors_total",
+                             "Failed outbox publish or mark attempts", NULL);
+    r->pending = deta_gauge(m, "deta_outbox_pending", "Outbox rows not yet published", NULL);
+    r->woke_notify = deta_counter(m, "deta_outbox_wakeups_total",
+                                  "Relay wake-ups, by what woke it", "reason=\"notify\"");
+    r->woke_poll = deta_counter(m, "deta_outbox_wakeups_total",
+                                "Relay wake-ups, by what woke it", "reason=\"poll\"");
+}
+
+static void count(deta_counter_t *c, double v) {
+    if (c && v > 0)
+        deta_counter_add(c, v);
+}
+
+deta_outbox_relay_t *deta_outbox_relay_new(const deta_config_t *cfg, deta_producer_t *producer,
+                                           deta_metrics_t *metrics, char *errstr,
+                                           size_t errsize) {
+    if (!cfg || !producer) {
+        deta_errf(DETA_ERR_INVALID, errstr, errsize, "the relay needs a configuration and a producer");
+        return NULL;
+    }
+    long retention = 3600;
+    if (deta_config_int("OUTBOX_RETENTION_S", 3600, 0, 365L * 24 * 3600, &retention, errstr,
+                        errsize) != DETA_OK)
+        return NULL;
+    deta_outbox_relay_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+        return NULL;
+    }
+    r->producer = producer;
+    r->retention_s = retention;
+    r->backend_pid = -1;
+    r->last_purge_ms = now_ms() - OUTBOX_PURGE_EVERY_MS;
+    atomic_init(&r->stop, false);
+    r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    r->db = deta_db_new(cfg);
+    if (r->wake_fd < 0 || !r->db) {
+        deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot create the relay: %s",
+                  r->wake_fd < 0 ? strerror(errno) : "out of memory");
+        if (r->wake_fd >= 0)
+            close(r->wake_fd);
+        deta_db_free(r->db);
+        free(r);
+        return NULL;
+    }
+    register_metrics(r, metrics);
+    return r;
+}
+
+/* LISTEN and the lock, again whenever the connection is a new backend. */
+static bool ensure_session(deta_outbox_relay_t *r, char *why, size_t whysize) {
+    PGconn *conn = deta_db_conn(r->db, why, whysize);
+    if (!conn)
+        return false;
+    if (PQbackendPID(conn) != r->backend_pid) {
+        if (deta_db_run(r->db, "LISTEN " OUTBOX_CHANNEL, 0, NULL, why, whysize) != DETA_OK)
+            return false;
+        r->backend_pid = PQbackendPID(conn);
+        r->leader = false;
+    }
+    if (!r->leader) {
+        const char *lock[] = {OUTBOX_LOCK};
+        deta_err_t err;
+        PGresult *res = deta_db_exec(r->db, "SELECT pg_try_advisory_lock(hashtext($1))", 1,
+                                     lock, &err, why, whysize);
+        if (!res)
+            return false;
+        r->leader = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        PQclear(res);
+        if (r->leader)
+            DETA_INFO("outbox relay: this instance publishes (backend %d)", r->backend_pid);
+    }
+    return true;
+}
+
+/* Sets published_at for the rows ids[0..n), given as a Postgres array literal. */
+static deta_err_t mark_published(deta_outbox_relay_t *r, PGresult *rows, size_t n, char *why,
+                                 size_t whysize) {
+    size_t cap = 3 + n * 21;
+    char *ids = malloc(cap);
+    if (!ids)
+        return deta_errf(DETA_ERR_INTERNAL, why, whysize, "out of memory");
+    size_t len = 0;
+    ids[len++] = '{';
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(ids + len, cap - len, "%s%s", i ? "," : "",
+                                PQgetvalue(rows, (int)i, 0));
+    snprintf(ids + len, cap - len, "}");
+    const char *params[] = {ids};
+    deta_err_t err = deta_db_run(r->db,
+                                 "UPDATE outbox SET published_at = now()"
+                                 " WHERE id = ANY($1::bigint[])",
+                                 1, params, why, whysize);
+    free(ids);
+    return err;
+}
+
+/* Sends the selected rows as one batch and marks what the broker acknowledged. */
+static deta_err_t publish_rows(deta_outbox_relay_t *r, PGresult *rows, int send_timeout_ms,
+                               char *why, size_t whysize) {
+    size_t n = (size_t)PQntuples(rows);
+    deta_kafka_out_t *msgs = calloc(n, sizeof *msgs);
+    if (!msgs)
+        return deta_errf(DETA_ERR_INTERNAL, why, whysize, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        msgs[i] = (deta_kafka_out_t){.topic = PQgetvalue(rows, (int)i, 1),
+                                     .key = PQgetvalue(rows, (int)i, 2),
+                                     .value = PQgetvalue(rows, (int)i, 3),
+                                     .len = (size_t)PQgetlength(rows, (int)i, 3)};
+    size_t nacked = 0;
+    deta_err_t err = deta_producer_send_batch(r->producer, msgs, n, send_timeout_ms, &nacked, why,
+                                              whysize);
+    free(msgs);
+    if (nacked > 0) {
+        char mark_why[256];
+        deta_err_t mark_err = mark_published(r, rows, nacked, mark_why, sizeof mark_why);
+        if (mark_err != DETA_OK) {
+            /* They are out: a later turn publishes them again (at-least-once). */
+            snprintf(why, whysize, "published %zu rows but cannot mark them: %s", nacked, mark_why);
+            return mark_err;
+        }
+        count(r->published, (double)nacked);
+    }
+    return err;
+}
+
+/* One batch; *full tells whether more rows may be waiting. */
+static deta_err_t publish_batch(deta_outbox_relay_t *r, int send_timeout_ms, bool *full, char *why,
+                                size_t whysize) {
+    char limit[16];
+    snprintf(limit, sizeof limit, "%d", OUTBOX_BATCH);
+    const char *params[] = {limit};
+    deta_err_t err;
+    PGresult *rows = deta_db_exec(r->db,
+                                  "SELECT id, topic, msg_key, payload FROM outbox"
+                                  " WHERE published_at IS NULL ORDER BY id LIMIT $1::int",
+                                  1, params, &err, why, whysize);
+    *full = false;
+    if (!rows)
+        return err;
+    *full = PQntuples(rows) == OUTBOX_BATCH;
+    if (PQntuples(rows) > 0)
+        err = publish_rows(r, rows, send_timeout_ms, why, whysize);
+    PQclear(rows);
+    return err;
+}
+
+/* Publishes batches until the outbox is empty, something fails or the deadline;
+ * r->more tells whether the deadline left rows behind. A hard deadline (stopping)
+ * also bounds the wait for the broker; otherwise a batch gets the full timeout. */
+static deta_err_t drain(deta_outbox_relay_t *r, long deadline, bool hard, char *why,
+                        size_t whysize) {
+    bool full = true;
+    deta_err_t err = DETA_OK;
+    long left;
+    while (full && err == DETA_OK && (left = deadline - now_ms()) > 0) {
+        int timeout = hard && left < OUTBOX_SEND_TIMEOUT_MS ? (int)left : OUTBOX_SEND_TIMEOUT_MS;
+        err = publish_batch(r, timeout, &full, why, whysize);
+    }
+    r->more = err == DETA_OK && full;
+    return err;
+}
+
+static void purge_if_due(deta_outbox_relay_t *r) {
+    if (now_ms() - r->last_purge_ms < OUTBOX_PURGE_EVERY_MS)
+        return;
+    r->last_purge_ms = now_ms();
+    char secs[24], why[256];
+    snprintf(secs, sizeof secs, "%ld", r->retention_s);
+    const char *params[] = {secs};
+    if (deta_db_run(r->db,
+                    "DELETE FROM outbox WHERE published_at IS NOT NULL"
+                    " AND published_at < now() - make_interval(secs => $1::bigint)",
+                    1, params, why, sizeof why) != DETA_OK)
+        DETA_WARN("outbox purge failed: %s", why);
+}
+
+static void update_pending(deta_outbox_relay_t *r) {
+    if (!r->pending)
+        return;
+    deta_err_t err;
+    PGresult *res = deta_db_exec(r->db, "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+                                 0, NULL, &err, NULL, 0);
+    if (res)
+        deta_gauge_set(r->pending, atof(PQgetvalue(res, 0, 0)));
+    PQclear(res);
+}
+
+static void note_failure(deta_outbox_relay_t *r, const char *why) {
+    count(r->errors, 1);
+    r->backoff_ms = r->backoff_ms ? r->backoff_ms * 2 : OUTBOX_BACKOFF_MIN_MS;
+    if (r->backoff_ms > OUTBOX_BACKOFF_MAX_MS)
+        r->backoff_ms = OUTBOX_BACKOFF_MAX_MS;
+    DETA_WARN("outbox relay: %s; retrying in %d ms", why, r->backoff_ms);
+}
+
+/* One turn as described at the top; failures set the backoff. */
+static void relay_turn(deta_outbox_relay_t *r) {
+    char why[512] = "";
+    r->more = false;
+    if (!ensure_session(r, why, sizeof why)) {
+        r->leader = false;
+        note_failure(r, why);
+        return;
+    }
+    if (!r->leader) {
+        r->backoff_ms = 0;
+        return;
+    }
+    if (drain(r, now_ms() + OUTBOX_DRAIN_SLICE_MS, false, why, sizeof why) != DETA_OK) {
+        note_failure(r, why);
+    } else {
+        r->backoff_ms = 0;
+        purge_if_due(r);
+    }
+    update_pending(r);
+}
+
+/* True when a notification is queued on the connection; consumes them all. */
+static bool take_notifications(deta_outbox_relay_t *r) {
+    PGconn *conn = deta_db_conn(r->db, NULL, 0);
+    if (!conn)
+        return false;
+    bool any = false;
+    PGnotify *n;
+    while ((n = PQnotifies(conn)) != NULL) {
+        any = true;
+        PQfreemem(n);
+    }
+    return any;
+}
+
+/* Waits for a notification, the stop signal, or the timeout. */
+static void wait_for_work(deta_outbox_relay_t *r) {
+    if (r->more)
+        return;
+    if (r->backoff_ms == 0 && take_notifications(r)) {
+        count(r->woke_notify, 1);
+        return;
+    }
+    PGconn *conn = r->backoff_ms ? NULL : deta_db_conn(r->db, NULL, 0);
+    if (conn && PQbackendPID(conn) != r->backend_pid)
+        return; /* reconnected just now: LISTEN first, then wait */
+    struct pollfd fds[2] = {{.fd = r->wake_fd, .events = POLLIN},
+                            {.fd = conn ? PQsocket(conn) : -1, .events = POLLIN}};
+    int timeout = r->backoff_ms ? r->backoff_ms : DETA_OUTBOX_POLL_MS;
+    long deadline = now_ms() + timeout;
+    for (;;) {
+        int ready = poll(fds, 2, timeout);
+        if (ready < 0 && errno != EINTR)
+            return;
+        if (atomic_load(&r->stop) || fds[0].revents)
+            return;
+        if (ready > 0 && fds[1].revents) {
+            if (!PQconsumeInput(conn))
+                return; /* lost: the next turn reconnects */
+            if (take_notifications(r)) {
+                count(r->woke_notify, 1);
+                return;
+            }
+        }
+        timeout = (int)(deadline - now_ms());
+        if (timeout <= 0) {
+            count(r->woke_poll, 1);
+            return;
+        }
+    }
+}
+
+static void final_flush(deta_outbox_relay_t *r) {
+    char why[512];
+    if (!r->leader || !ensure_session(r, why, sizeof why) || !r->leader)
+        return;
+    if (drain(r, now_ms() + OUTBOX_FINAL_FLUSH_MS, true, why, sizeof why) != DETA_OK)
+        DETA_WARN("outbox relay stopping with rows unpublished: %s", why);
+}
+
+static void *relay_main(void *arg) {
+    deta_outbox_relay_t *r = arg;
+    while (!atomic_load(&r->stop)) {
+        relay_turn(r);
+        if (!atomic_load(&r->stop))
+            wait_for_work(r);
+    }
+    final_flush(r);
+    return NULL;
+}
+
+deta_err_t deta_outbox_relay_start(deta_outbox_relay_t *r, char *errstr, size_t errsize) {
+    if (!r)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "no relay");
+    if (r->started)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "the relay is running already");
+    if (pthread_create(&r->thread, NULL, relay_main, r) != 0)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot start the relay thread");
+    r->started = true;
+    return DETA_OK;
+}
+
+void deta_outbox_relay_free(deta_outbox_relay_t *r) {
+    if (!r)
+        return;
+    if (r->started) {
+        atomic_store(&r->stop, true);
+        uint64_t one = 1;
+        if (write(r->wake_fd, &one, sizeof one) < 0)
+            DETA_WARN("outbox relay: cannot signal stop: %s", strerror(errno));
+        pthread_join(r->thread, NULL);
+    }
+    close(r->wake_fd);
+    deta_db_free(r->db);
+    free(r);
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# deps.sh - install the Debian packages this project builds and runs with.
+#
+# Idempotent and quiet when there is nothing to do: every package is checked
+# with dpkg first, and apt is touched only for what is missing: apt-get update
+# (skipped when the package lists were refreshed in the last 30 minutes, e.g.
+# by .ci/run just before), then apt-get install -y. Runs apt as root directly,
+# through sudo when the caller is not root and sudo exists, and otherwise stops
+# with the list of what is missing so that someone with root can install it.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config
+  librdkafka-dev libpq-dev postgresql redis-server libhiredis-dev
+  libmicrohttpd-dev libjansson-dev uuid-dev libcmocka-dev libcurl4-openssl-dev
+  kcat curl gnuplot-nox
+)
+
+# Prints the packages that are not installed, one per line.
+missing_packages() {
+  local p
+  for p in "${PACKAGES[@]}"; do
+    if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != installed ]; then
+      echo "$p"
+    fi
+  done
+}
+
+# True when apt's package lists exist and are less than 30 minutes old.
+apt_lists_fresh() {
+  [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -30 -print -quit 2>/dev/null)" ]
+}
+
+# Runs its arguments as root: directly, or through sudo.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  else
+    sudo "$@"
+  fi
+}
+
+main() {
+  if ! command -v dpkg >/dev/null 2>&1; then
+    echo "deps.sh: this script needs a Debian-based system (dpkg/apt-get)" >&2
+    exit 1
+  fi
+  local missing
+  mapfile -t missing < <(missing_packages)
+  if [ "${#missing[@]}" -eq 0 ]; then
+    echo "deps.sh: all ${#PACKAGES[@]} packages already installed, nothing to do"
+    return 0
+  fi
+  if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
+    echo "deps.sh: missing packages: ${missing[*]}" >&2
+    echo "deps.sh: not root and no sudo: as root run: apt-get update && apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "deps.sh: installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt_lists_fresh; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+}
+
+main "$@"

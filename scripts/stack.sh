@@ -1,0 +1,660 @@
+#!/usr/bin/env bash
+# stack.sh - the whole system on one machine, without Docker: Postgres, Redis,
+# the local Kafka broker (tools/local-broker) and every service built so far.
+#
+#   stack.sh up | down | status | env | clean
+#   stack.sh start <part> | stop <part>
+#   stack.sh broker <down N|up N|down all|up all|errors K C N|clear>
+#
+# Parts: postgres redis broker order-service inventory-service payment-service
+# delivery-service query-api. A service is started only when its binary exists
+# in $BUILD_DIR/services/, so the stack grows as services are written.
+#
+# Design. Every part runs in the background in its own session (setsid), so it
+# outlives this script; its pid goes to $STACK_DIR/pids/<part>.pid and its
+# output to $STACK_DIR/logs/<part>.log. Everything later (status, stop, down)
+# works from those pid files alone: down stops exactly what up started, and a
+# pid is trusted only while /proc says it is still the program we launched.
+# Ports: each part has a preferred port (env PG_PORT, REDIS_PORT,
+# ORDER_SERVICE_PORT, ...); a taken one is reported and the next free port is
+# used, skipping the other parts' preferred ports. The chosen ports and the
+# broker's address (the mock picks ephemeral ports) are written to
+# $STACK_DIR/stack.env, which tests and people source. Every start waits until
+# the part is healthy, and stops waiting at once if its process dies.
+#
+# Settings (env): STACK_DIR (.local), BUILD_DIR (build/release), both relative
+# to the repository; PG_PORT REDIS_PORT ORDER_SERVICE_PORT PAYMENT_SERVICE_PORT
+# INVENTORY_SERVICE_PORT DELIVERY_SERVICE_PORT QUERY_API_PORT; KAFKA_PARTITIONS
+# (6), KAFKA_BROKERS (1), LOG_LEVEL (info), STACK_TIMEOUT (30 s per part).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# A path relative to the repository root made absolute.
+absolute() {
+  case "$1" in
+    /*) printf '%s\n' "$1" ;;
+    *) printf '%s/%s\n' "$ROOT" "$1" ;;
+  esac
+}
+
+STACK_DIR=$(absolute "${STACK_DIR:-.local}")
+BUILD_DIR=$(absolute "${BUILD_DIR:-build/release}")
+STACK_TIMEOUT=${STACK_TIMEOUT:-30}
+LOG_LEVEL=${LOG_LEVEL:-info}
+
+INFRA=(postgres redis broker)
+SERVICES=(order-service inventory-service payment-service delivery-service query-api)
+DATABASES=(order_db inventory_db delivery_eta delivery_db delivery_query)
+BOOTSTRAP_FILE=$STACK_DIR/kafka.bootstrap
+CONTROL_FIFO=$STACK_DIR/broker.ctl
+ENV_FILE=$STACK_DIR/stack.env
+
+say() { printf 'stack: %s\n' "$*"; }
+die() { printf 'stack: error: %s\n' "$*" >&2; exit 1; }
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# ---- parts, ports and pids ------------------------------------------------
+
+is_service() {
+  local s
+  for s in "${SERVICES[@]}"; do [ "$s" = "$1" ] && return 0; done
+  return 1
+}
+
+is_part() {
+  case "$1" in postgres | redis | broker) return 0 ;; esac
+  is_service "$1"
+}
+
+# postgres -> PG_PORT, order-service -> ORDER_SERVICE_PORT, ...
+port_var() {
+  case "$1" in
+    postgres) echo PG_PORT ;;
+    *) local v=${1//-/_}; echo "${v^^}_PORT" ;;
+  esac
+}
+
+default_port() {
+  case "$1" in
+    postgres) echo 5432 ;;
+    redis) echo 6379 ;;
+    query-api) echo 8080 ;;
+    order-service) echo 8081 ;;
+    payment-service) echo 8082 ;;
+    inventory-service) echo 8083 ;;
+    delivery-service) echo 8084 ;;
+    *) echo 0 ;;
+  esac
+}
+
+preferred_port() {
+  local var
+  var=$(port_var "$1")
+  echo "${!var:-$(default_port "$1")}"
+}
+
+pid_file() { echo "$STACK_DIR/pids/$1.pid"; }
+port_file() { echo "$STACK_DIR/ports/$1.port"; }
+log_file() { echo "$STACK_DIR/logs/$1.log"; }
+read_first_line() { if [ -r "$1" ]; then head -n 1 "$1"; fi; }
+part_pid() { read_first_line "$(pid_file "$1")"; }
+part_port() { read_first_line "$(port_file "$1")"; }
+
+# The name a part's process has on its command line.
+part_program() {
+  case "$1" in
+    redis) echo redis-server ;;
+    broker) echo local-broker ;;
+    *) echo "$1" ;;
+  esac
+}
+
+# True for a live process (a zombie is dead: it only waits to be reaped).
+pid_alive() {
+  local pid=$1 state
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  state=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# True when the part's pid file names a live process running its program, so
+# that a recycled pid is never taken for ours.
+part_running() {
+  local pid
+  pid=$(part_pid "$1")
+  pid_alive "$pid" || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$(part_program "$1")"
+}
+
+# True when something listens on 127.0.0.1:port (or on every address).
+port_in_use() {
+  if command -v ss >/dev/null 2>&1; then
+    ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
+  else
+    timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+  fi
+}
+
+# Ports this part must not take: the preferred ports of the other parts and
+# the ports the other running parts use.
+ports_of_others() {
+  local p
+  for p in "${INFRA[@]}" "${SERVICES[@]}"; do
+    [ "$p" = "$1" ] && continue
+    [ "$p" = broker ] || preferred_port "$p"
+    part_running "$p" && part_port "$p"
+  done
+  return 0
+}
+
+# Sets CHOSEN_PORT: the preferred port, or the next free one (said aloud).
+choose_port() {
+  local part=$1 pref port others
+  pref=$(preferred_port "$part")
+  others=" $(ports_of_others "$part" | tr '\n' ' ') "
+  for ((port = pref; port < pref + 200; port++)); do
+    if [ "$port" != "$pref" ] && [[ "$others" == *" $port "* ]]; then continue; fi
+    if ! port_in_use "$port"; then
+      [ "$port" = "$pref" ] || say "$part: port $pref is taken; using $port instead"
+      CHOSEN_PORT=$port
+      echo "$port" >"$(port_file "$part")"
+      return 0
+    fi
+  done
+  die "$part: no free port in $pref..$((pref + 199))"
+}
+
+# ---- starting and stopping -------------------------------------------------
+
+need_command() {
+  command -v "$1" >/dev/null 2>&1 ||
+    die "'$1' not found (package $2): install the dependencies with scripts/deps.sh"
+}
+
+log_tail() {
+  local log
+  log=$(log_file "$1")
+  echo "----- last lines of $log -----" >&2
+  tail -n 30 "$log" >&2 2>/dev/null || true
+  echo "-----" >&2
+}
+
+# Starts "$@" in its own session with cwd $2, output appended to the part's
+# log; the process writes its own pid (it is the one that execs the program).
+# It must not inherit the lock (fd 9), or the lock would live as long as it.
+# Sets LAUNCHED_PID.
+launch() {
+  local part=$1 cwd=$2 pidf log
+  shift 2
+  pidf=$(pid_file "$part")
+  log=$(log_file "$part")
+  rm -f "$pidf"
+  printf '=== stack.sh: starting %s at %s ===\n' "$part" "$(date -Is)" >>"$log"
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0"; cd "$1" || exit 1; shift; exec "$@"' \
+    "$pidf" "$cwd" "$@" </dev/null >>"$log" 2>&1 9>&- &
+  local i
+  for ((i = 0; i < 50; i++)); do
+    [ -s "$pidf" ] && break
+    sleep 0.1
+  done
+  LAUNCHED_PID=$(read_first_line "$pidf")
+  [ -n "$LAUNCHED_PID" ] || die "$part: could not be launched (see $log)"
+}
+
+# Is the part answering? Quick checks, each bounded by a short timeout.
+part_healthy() {
+  local part=$1 port=$2
+  case "$part" in
+    postgres) pg_isready -q -h 127.0.0.1 -p "$port" -t 2 ;;
+    redis) [ "$(timeout 2 redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ] ;;
+    broker) broker_reachable ;;
+    *) curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/actuator/health" 2>/dev/null ;;
+  esac
+}
+
+# Waits until the part is healthy; fails at once when its process dies, or
+# after STACK_TIMEOUT seconds (then stops it: nothing half-started is left
+# behind), showing the end of its log either way.
+wait_healthy() {
+  local part=$1 pid=$2 port=$3 deadline=$((SECONDS + STACK_TIMEOUT))
+  while ((SECONDS < deadline)); do
+    part_healthy "$part" "$port" && return 0
+    if ! pid_alive "$pid"; then
+      local status=0
+      wait "$pid" 2>/dev/null || status=$?
+      echo "stack: error: $part (pid $pid) exited during startup (status $status)" >&2
+      log_tail "$part"
+      rm -f "$(pid_file "$part")"
+      return 1
+    fi
+    sleep 0.2
+  done
+  echo "stack: error: $part not healthy after ${STACK_TIMEOUT}s; stopping it (pid $pid)" >&2
+  log_tail "$part"
+  terminate "$part" "$pid"
+  rm -f "$(pid_file "$part")"
+  return 1
+}
+
+# SIGTERM, up to 10 s, then SIGKILL.
+terminate() {
+  local part=$1 pid=$2 i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 100; i++)); do
+    pid_alive "$pid" || return 0
+    sleep 0.1
+  done
+  say "$part (pid $pid) ignored SIGTERM for 10 s: SIGKILL"
+  kill -KILL "$pid" 2>/dev/null || true
+}
+
+stop_part() {
+  local part=$1 pidf pid
+  pidf=$(pid_file "$part")
+  if [ ! -e "$pidf" ]; then
+    return 0
+  fi
+  pid=$(part_pid "$part")
+  if ! part_running "$part"; then
+    say "$part: not running (stale pid file removed)"
+    rm -f "$pidf"
+    return 0
+  fi
+  say "stopping $part (pid $pid)"
+  if [ "$part" = postgres ]; then
+    stop_postgres "$pid"
+  else
+    terminate "$part" "$pid"
+  fi
+  rm -f "$pidf"
+  [ "$part" != broker ] || rm -f "$BOOTSTRAP_FILE"
+}
+
+# ---- postgres --------------------------------------------------------------
+
+pg_bin_dir() {
+  local d
+  d=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  if [ ! -x "$d/postgres" ]; then
+    die "the Postgres server is not installed (package postgresql): run scripts/deps.sh"
+  fi
+  echo "$d"
+}
+
+# Runs a Postgres program as the user that owns the cluster: postgres when we
+# are root (the server refuses to run as root), else ourselves.
+pg_as() {
+  if is_root; then
+    (cd / && runuser -u postgres -- "$@")
+  else
+    "$@"
+  fi
+}
+
+# Sets PG_DATA and PG_SOCK. The data normally lives in $STACK_DIR/pg; when we
+# are root and the postgres user cannot reach $STACK_DIR (a 0700 home or temp
+# directory, as in CI), it lives under /var/tmp and $STACK_DIR/pg links to it.
+pg_layout() {
+  local link=$STACK_DIR/pg base
+  base=/var/tmp/deta-pg-$(printf '%s' "$STACK_DIR" | sha256sum | cut -c1-16)
+  if [ -L "$link" ] || { [ ! -e "$link" ] && is_root && ! pg_as test -x "$STACK_DIR"; }; then
+    if [ ! -L "$link" ]; then
+      say "postgres: user postgres cannot reach $STACK_DIR; its data goes to $base (linked from $link)"
+    fi
+    mkdir -p "$base/data" "$base/run"
+    chown -R postgres:postgres "$base"
+    chmod 0700 "$base/data"
+    ln -sfn "$base/data" "$link"
+    ln -sfn "$base/run" "$STACK_DIR/run"
+    PG_DATA=$base/data
+    PG_SOCK=$base/run
+    return 0
+  fi
+  mkdir -p "$link" "$STACK_DIR/run"
+  if is_root; then chown postgres:postgres "$link" "$STACK_DIR/run"; fi
+  chmod 0700 "$link"
+  PG_DATA=$link
+  PG_SOCK=$STACK_DIR/run
+}
+
+# initdb once: user postgres with password postgres, scram-sha-256 over TCP,
+# trust on the local socket.
+pg_init_once() {
+  local bin=$1 pwfile log
+  [ -f "$PG_DATA/PG_VERSION" ] && return 0
+  log=$(log_file postgres)
+  if [ -n "$(ls -A "$PG_DATA" 2>/dev/null)" ]; then
+    say "postgres: $PG_DATA holds an unfinished cluster; starting it afresh"
+    find "$PG_DATA" -mindepth 1 -delete
+  fi
+  say "postgres: initdb in $PG_DATA"
+  pwfile=$(mktemp /tmp/deta-pgpw.XXXXXX)
+  echo postgres >"$pwfile"
+  if is_root; then chown postgres "$pwfile"; fi
+  if ! pg_as "$bin/initdb" -D "$PG_DATA" -U postgres --pwfile="$pwfile" \
+    --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >>"$log" 2>&1; then
+    rm -f "$pwfile"
+    echo "stack: error: initdb failed" >&2
+    log_tail postgres
+    exit 1
+  fi
+  rm -f "$pwfile"
+}
+
+pg_create_databases() {
+  local bin=$1 port=$2 db exists
+  for db in "${DATABASES[@]}"; do
+    exists=$(PGPASSWORD=postgres "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres \
+      -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'") ||
+      die "postgres: cannot list databases"
+    if [ "$exists" != 1 ]; then
+      PGPASSWORD=postgres "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres "$db" ||
+        die "postgres: cannot create database $db"
+      say "postgres: database $db created"
+    fi
+  done
+}
+
+start_postgres() {
+  local bin
+  bin=$(pg_bin_dir)
+  need_command pg_isready postgresql-client
+  if is_root; then
+    id postgres >/dev/null 2>&1 || die "no 'postgres' user (package postgresql): run scripts/deps.sh"
+  fi
+  pg_layout
+  pg_init_once "$bin"
+  choose_port postgres
+  local pg_cmd=("$bin/postgres" -D "$PG_DATA" -p "$CHOSEN_PORT" -k "$PG_SOCK"
+    -c listen_addresses=127.0.0.1 -c max_connections=200)
+  if is_root; then pg_cmd=(runuser -u postgres -- "${pg_cmd[@]}"); fi
+  launch postgres / "${pg_cmd[@]}"
+  wait_healthy postgres "$LAUNCHED_PID" "$CHOSEN_PORT" || exit 1
+  # The pid to keep is the postmaster's (runuser, when used, is its parent).
+  read_first_line "$PG_DATA/postmaster.pid" >"$(pid_file postgres)"
+  pg_create_databases "$bin" "$CHOSEN_PORT"
+}
+
+stop_postgres() {
+  local pid=$1 bin
+  bin=$(pg_bin_dir)
+  pg_layout
+  if ! pg_as "$bin/pg_ctl" stop -D "$PG_DATA" -m fast -w -t 10 >>"$(log_file postgres)" 2>&1; then
+    say "postgres: pg_ctl stop failed; signalling pid $pid"
+    terminate postgres "$pid"
+  fi
+}
+
+# ---- redis -----------------------------------------------------------------
+
+start_redis() {
+  need_command redis-server redis-server
+  need_command redis-cli redis-tools
+  mkdir -p "$STACK_DIR/redis"
+  choose_port redis
+  launch redis "$STACK_DIR/redis" redis-server --bind 127.0.0.1 --port "$CHOSEN_PORT" \
+    --dir "$STACK_DIR/redis" --appendonly yes --daemonize no
+  wait_healthy redis "$LAUNCHED_PID" "$CHOSEN_PORT" || exit 1
+}
+
+# ---- broker ----------------------------------------------------------------
+
+broker_bootstrap() { read_first_line "$BOOTSTRAP_FILE"; }
+
+# The bootstrap file exists and its first address accepts a TCP connection.
+broker_reachable() {
+  local first host port
+  first=$(broker_bootstrap | cut -d, -f1)
+  [ -n "$first" ] || return 1
+  host=${first%:*}
+  port=${first##*:}
+  timeout 2 bash -c "exec 3<>/dev/tcp/$host/$port" 2>/dev/null
+}
+
+start_broker() {
+  local bin=$BUILD_DIR/tools/local-broker
+  [ -x "$bin" ] || die "no local broker at $bin: build it first (make, or cmake --build $BUILD_DIR)"
+  rm -f "$BOOTSTRAP_FILE"
+  launch broker "$ROOT" env LOG_LEVEL="$LOG_LEVEL" "$bin" \
+    --bootstrap-file "$BOOTSTRAP_FILE" --control "$CONTROL_FIFO" \
+    --partitions "${KAFKA_PARTITIONS:-6}" --brokers "${KAFKA_BROKERS:-1}"
+  wait_healthy broker "$LAUNCHED_PID" 0 || exit 1
+  broker_bootstrap | cut -d, -f1 | sed 's/.*://' >"$(port_file broker)"
+}
+
+# stack.sh broker <command...>: one line to the broker's control FIFO.
+broker_command() {
+  [ $# -gt 0 ] || die "usage: stack.sh broker <down N|up N|down all|up all|errors K C N|clear>"
+  part_running broker || die "the broker is not running (stack.sh up)"
+  [ -p "$CONTROL_FIFO" ] || die "no control FIFO at $CONTROL_FIFO"
+  # shellcheck disable=SC2016 # expanded by the inner bash
+  timeout 5 bash -c 'printf "%s\n" "$1" >"$0"' "$CONTROL_FIFO" "$*" ||
+    die "could not write to $CONTROL_FIFO"
+  say "sent to broker: $*"
+}
+
+# ---- services --------------------------------------------------------------
+
+service_binary() { echo "$BUILD_DIR/services/$1"; }
+
+start_service() {
+  local name=$1 bin pg redis
+  bin=$(service_binary "$name")
+  [ -x "$bin" ] || die "no $name binary at $bin: build it first (make)"
+  part_running broker || die "$name needs the broker: start it first (stack.sh up)"
+  pg=$(part_port postgres)
+  redis=$(part_port redis)
+  part_running postgres || die "$name needs postgres: start it first (stack.sh up)"
+  part_running redis || die "$name needs redis: start it first (stack.sh up)"
+  choose_port "$name"
+  launch "$name" "$ROOT" env HTTP_PORT="$CHOSEN_PORT" \
+    KAFKA_BOOTSTRAP_SERVERS="$(broker_bootstrap)" KAFKA_SESSION_TIMEOUT_MS=6000 \
+    PGHOST=127.0.0.1 PGPORT="$pg" PGUSER=postgres PGPASSWORD=postgres \
+    REDIS_HOST=127.0.0.1 REDIS_PORT="$redis" LOG_LEVEL="$LOG_LEVEL" "$bin"
+  wait_healthy "$name" "$LAUNCHED_PID" "$CHOSEN_PORT" || exit 1
+}
+
+running_services() {
+  local s
+  for s in "${SERVICES[@]}"; do
+    if part_running "$s"; then echo "$s"; fi
+  done
+}
+
+# ---- the commands ----------------------------------------------------------
+
+# Starts one part unless it runs already. A fresh broker has a new address and
+# no data, so services still running are restarted to pick it up.
+start_part() {
+  local part=$1 services=()
+  if part_running "$part"; then
+    say "$part already running (pid $(part_pid "$part"))"
+    return 0
+  fi
+  if [ "$part" = broker ]; then mapfile -t services < <(running_services); fi
+  say "starting $part"
+  case "$part" in
+    postgres) start_postgres ;;
+    redis) start_redis ;;
+    broker) start_broker ;;
+    *) start_service "$part" ;;
+  esac
+  say "$part is up (pid $(part_pid "$part"), port $(part_port "$part"))"
+  if [ "${#services[@]}" -gt 0 ]; then
+    say "the broker is new (new address, no data): restarting ${services[*]}"
+    local s
+    for s in "${services[@]}"; do stop_part "$s"; done
+    for s in "${services[@]}"; do start_part "$s"; done
+  fi
+}
+
+# KEY=value, single-quoted only when the value holds characters a shell or a
+# plain KEY=value reader would take differently.
+env_line() {
+  if [[ "$2" =~ ^[A-Za-z0-9_.,:/@%+=-]*$ ]]; then
+    printf '%s=%s\n' "$1" "$2"
+  else
+    printf "%s='%s'\n" "$1" "${2//\'/\'\\\'\'}"
+  fi
+}
+
+# Writes stack.env for the parts that run (atomically); removes it when none.
+write_env() {
+  local tmp=$ENV_FILE.tmp s var port any=0
+  {
+    env_line STACK_DIR "$STACK_DIR"
+    if part_running broker; then
+      env_line KAFKA_BOOTSTRAP_SERVERS "$(broker_bootstrap)"
+      any=1
+    fi
+    if part_running postgres; then
+      port=$(part_port postgres)
+      env_line PGHOST 127.0.0.1
+      env_line PGPORT "$port"
+      env_line PG_PORT "$port"
+      env_line PGUSER postgres
+      env_line PGPASSWORD postgres
+      any=1
+    fi
+    if part_running redis; then
+      env_line REDIS_HOST 127.0.0.1
+      env_line REDIS_PORT "$(part_port redis)"
+      any=1
+    fi
+    for s in "${SERVICES[@]}"; do
+      part_running "$s" || continue
+      port=$(part_port "$s")
+      var=$(port_var "$s")
+      env_line "$var" "$port"
+      env_line "${var%_PORT}_URL" "http://127.0.0.1:$port"
+      any=1
+    done
+  } >"$tmp"
+  if [ "$any" = 1 ]; then mv "$tmp" "$ENV_FILE"; else rm -f "$tmp" "$ENV_FILE"; fi
+}
+
+prepare_dirs() {
+  mkdir -p "$STACK_DIR/pids" "$STACK_DIR/ports" "$STACK_DIR/logs"
+}
+
+# One stack.sh at a time changes a given stack.
+take_lock() {
+  prepare_dirs
+  exec 9>"$STACK_DIR/.lock"
+  flock -w 60 9 || die "another stack.sh holds $STACK_DIR/.lock"
+}
+
+# On a failed up or start: what did start keeps running, and says so.
+after_failed_start() {
+  local status=$?
+  [ "$status" -eq 0 ] && return 0
+  write_env || true
+  echo "stack: the parts that started are still running (scripts/stack.sh status);" \
+    "stop them with scripts/stack.sh down" >&2
+  return "$status"
+}
+
+cmd_up() {
+  local part
+  take_lock
+  trap after_failed_start EXIT
+  for part in "${INFRA[@]}"; do start_part "$part"; done
+  for part in "${SERVICES[@]}"; do
+    if [ -x "$(service_binary "$part")" ]; then
+      start_part "$part"
+    else
+      say "$part: not built yet ($(service_binary "$part") missing), skipped"
+    fi
+  done
+  write_env
+  say "stack is up; its settings: $ENV_FILE (source it, or: scripts/stack.sh env)"
+}
+
+cmd_down() {
+  local i
+  take_lock
+  for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do stop_part "${SERVICES[i]}"; done
+  stop_part broker
+  stop_part redis
+  stop_part postgres
+  rm -f "$ENV_FILE"
+  say "stack is down"
+}
+
+cmd_status() {
+  local part pid port state health
+  printf '%-18s %-8s %-6s %-8s %s\n' PART PID PORT STATE HEALTH
+  for part in "${INFRA[@]}" "${SERVICES[@]}"; do
+    pid=- port=- state=stopped health=DOWN
+    if part_running "$part"; then
+      pid=$(part_pid "$part")
+      port=$(part_port "$part")
+      state=running
+      if part_healthy "$part" "$port"; then health=UP; fi
+    fi
+    printf '%-18s %-8s %-6s %-8s %s\n' "$part" "$pid" "${port:--}" "$state" "$health"
+  done
+}
+
+cmd_start() {
+  is_part "${1:-}" || die "usage: stack.sh start <part> (${INFRA[*]} ${SERVICES[*]})"
+  take_lock
+  trap after_failed_start EXIT
+  start_part "$1"
+  write_env
+}
+
+cmd_stop() {
+  is_part "${1:-}" || die "usage: stack.sh stop <part> (${INFRA[*]} ${SERVICES[*]})"
+  take_lock
+  if ! part_running "$1"; then say "$1 is not running"; fi
+  stop_part "$1"
+  write_env
+}
+
+cmd_env() {
+  [ -r "$ENV_FILE" ] || die "no $ENV_FILE: the stack is not up (scripts/stack.sh up)"
+  cat "$ENV_FILE"
+}
+
+# Removes the stack's data (it must be down), including a Postgres data
+# directory that lives under /var/tmp.
+cmd_clean() {
+  local part target
+  [ -d "$STACK_DIR" ] || return 0
+  case "$STACK_DIR" in / | "$ROOT" | "$HOME") die "refusing to remove $STACK_DIR" ;; esac
+  for part in "${INFRA[@]}" "${SERVICES[@]}"; do
+    if part_running "$part"; then die "$part is running: scripts/stack.sh down first"; fi
+  done
+  if [ -L "$STACK_DIR/pg" ]; then
+    target=$(dirname "$(readlink "$STACK_DIR/pg")")
+    case "$target" in /var/tmp/deta-pg-*) rm -rf "$target" ;; esac
+  fi
+  rm -rf "$STACK_DIR"
+  say "removed $STACK_DIR"
+}
+
+usage() {
+  sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+main() {
+  local cmd=${1:-}
+  [ $# -gt 0 ] && shift
+  case "$cmd" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    start) cmd_start "$@" ;;
+    stop) cmd_stop "$@" ;;
+    broker) broker_command "$@" ;;
+    env) cmd_env ;;
+    clean) cmd_clean ;;
+    -h | --help | help) usage ;;
+    *) usage >&2; exit 2 ;;
+  esac
+}
+
+main "$@"

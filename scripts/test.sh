@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# test.sh - what `make test` (and CI) runs: every test, under the sanitizers.
+#
+#   1. dependencies (scripts/deps.sh: does nothing when all is installed);
+#   2. configure and build with -DDETA_SANITIZE=ON (ASan + UBSan) in build/asan;
+#   3. unit tests: ctest -L unit (no server needed);
+#   4. a test stack of its own (.local/test, wiped first so that runs are
+#      independent; ports 25432, 26379 and 28080..28084 preferred, so that a
+#      developer's `make up` stack is left alone) built from build/asan, so the
+#      services and the broker run instrumented too; its stack.env is exported;
+#   5. integration tests: ctest -L integration against that stack;
+#   6. the stack is brought down (always, by trap, even on failure or ^C), and
+#      its logs are searched for sanitizer reports: a service that leaked or
+#      hit undefined behaviour fails the run even when every test passed.
+# Every step runs even when an earlier test step failed (a build failure stops
+# the run); the exit status is non-zero when anything failed.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+JOBS=${JOBS:-2}
+ASAN_BUILD=build/asan
+export ASAN_OPTIONS=detect_leaks=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export STACK_DIR=.local/test BUILD_DIR=$ASAN_BUILD
+export PG_PORT=25432 REDIS_PORT=26379 QUERY_API_PORT=28080 ORDER_SERVICE_PORT=28081 \
+  PAYMENT_SERVICE_PORT=28082 INVENTORY_SERVICE_PORT=28083 DELIVERY_SERVICE_PORT=28084
+
+FAILED=()
+step() { printf '\n==> %s\n' "$*"; }
+fail() { FAILED+=("$1"); printf '==> FAILED: %s\n' "$1" >&2; }
+
+stack_down() {
+  step "stopping the test stack"
+  scripts/stack.sh down || fail "stopping the test stack"
+}
+
+# Lines of the test stack's logs that report a sanitizer error.
+scan_sanitizer_logs() {
+  local logs=("$STACK_DIR"/logs/*.log)
+  [ -e "${logs[0]}" ] || return 0
+  if grep -n -E 'ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:' "${logs[@]}"; then
+    fail "sanitizer reports in $STACK_DIR/logs (lines above)"
+  else
+    echo "no sanitizer reports in $STACK_DIR/logs"
+  fi
+}
+
+main() {
+  step "dependencies"
+  scripts/deps.sh
+
+  step "build with sanitizers in $ASAN_BUILD"
+  cmake -S . -B "$ASAN_BUILD" -DDETA_SANITIZE=ON
+  cmake --build "$ASAN_BUILD" -j "$JOBS"
+
+  step "unit tests"
+  ctest --test-dir "$ASAN_BUILD" -L unit --output-on-failure || fail "unit tests"
+
+  step "test stack in $STACK_DIR (previous data removed)"
+  scripts/stack.sh down >/dev/null 2>&1 || true
+  scripts/stack.sh clean
+  trap stack_down EXIT
+  if scripts/stack.sh up; then
+    set -a
+    # shellcheck disable=SC1091
+    . "$STACK_DIR/stack.env"
+    set +a
+    step "integration tests"
+    ctest --test-dir "$ASAN_BUILD" -L integration --output-on-failure || fail "integration tests"
+  else
+    fail "starting the test stack"
+  fi
+  trap - EXIT
+  stack_down
+
+  step "sanitizer reports in the stack's logs"
+  scan_sanitizer_logs
+
+  if [ "${#FAILED[@]}" -gt 0 ]; then
+    printf '\n==> test.sh: FAILED: %s\n' "$(IFS=';'; echo "${FAILED[*]}")" >&2
+    exit 1
+  fi
+  printf '\n==> test.sh: all passed\n'
+}
+
+main "$@"

@@ -1,0 +1,112 @@
+/*
+ * api.c - order-service's REST handlers.
+ *
+ * POST validates the whole request before touching the database (domain.c), so a
+ * bad request writes nothing; a good one is written with its outbox row in one
+ * transaction (store.c) and answered 201 only after the commit. A database that is
+ * down is 503, not 500: the request may be retried.
+ */
+#include "api.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "deta/log.h"
+#include "domain.h"
+#include "store.h"
+
+struct order_api {
+    deta_service_t *svc;
+    deta_counter_t *created;
+};
+
+order_api_t *order_api_new(deta_service_t *svc) {
+    order_api_t *api = calloc(1, sizeof *api);
+    if (!api)
+        return NULL;
+    api->svc = svc;
+    api->created = deta_counter(deta_service_metrics(svc), "orders_created_total",
+                                "Orders accepted and written", NULL);
+    return api;
+}
+
+void order_api_free(order_api_t *api) { free(api); }
+
+static void count_rejection(order_api_t *api, const char *reason) {
+    char labels[96];
+    snprintf(labels, sizeof labels, "reason=\"%s\"", reason);
+    deta_counter_inc(deta_counter(deta_service_metrics(api->svc), "orders_rejected_total",
+                                  "Order requests refused, by reason", labels));
+}
+
+static void answer_store_error(deta_http_resp_t *resp, deta_err_t err, const char *why) {
+    if (err == DETA_ERR_TRANSIENT)
+        deta_http_resp_error(resp, 503, NULL, "database unavailable, retry later");
+    else
+        deta_http_resp_error(resp, 500, NULL, "internal error");
+    DETA_ERROR("order store: %s: %s", deta_err_name(err), why);
+}
+
+static void handle_create(const deta_http_req_t *req, deta_http_resp_t *resp, void *opaque) {
+    order_api_t *api = opaque;
+    order_t *o = malloc(sizeof *o);
+    if (!o) {
+        deta_http_resp_error(resp, 500, NULL, "out of memory");
+        return;
+    }
+    order_violation_t v;
+    if (order_from_request(req->json, o, &v) != DETA_OK) {
+        count_rejection(api, v.reason);
+        deta_http_resp_error(resp, 400, v.field, "%s %s", v.field, v.message);
+        free(o);
+        return;
+    }
+    order_assign_identity(o, NULL);
+
+    char why[256] = "";
+    deta_db_t *db = deta_db_pool_get(deta_service_db(api->svc));
+    deta_err_t err = db ? order_store_create(db, o, why, sizeof why) : DETA_ERR_INTERNAL;
+    if (err) {
+        answer_store_error(resp, err, why);
+        free(o);
+        return;
+    }
+    deta_counter_inc(api->created);
+    deta_log(DETA_LOG_INFO, o->order_id, o->correlation_id, "order created");
+
+    char total[DETA_MONEY_STRLEN];
+    deta_http_resp_json(resp, 201,
+                        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "orderId", o->order_id,
+                                  "customerId", o->customer_id, "totalAmount",
+                                  deta_money_format(o->total, total), "currency", o->currency,
+                                  "status", ORDER_STATUS_CREATED, "createdAt", o->created_at,
+                                  "correlationId", o->correlation_id));
+    free(o);
+}
+
+static void handle_get(const deta_http_req_t *req, deta_http_resp_t *resp, void *opaque) {
+    order_api_t *api = opaque;
+    const char *id = deta_http_param(req, "orderId");
+    if (!id || !deta_uuid_valid(id)) {
+        deta_http_resp_error(resp, 400, "orderId", "orderId must be a UUID");
+        return;
+    }
+    char why[256] = "";
+    json_t *order = NULL;
+    deta_db_t *db = deta_db_pool_get(deta_service_db(api->svc));
+    deta_err_t err = db ? order_store_get(db, id, &order, why, sizeof why) : DETA_ERR_INTERNAL;
+    if (err == DETA_ERR_NOT_FOUND)
+        deta_http_resp_error(resp, 404, "orderId", "no order with id %s", id);
+    else if (err)
+        answer_store_error(resp, err, why);
+    else
+        deta_http_resp_json(resp, 200, order);
+}
+
+deta_err_t order_api_mount(order_api_t *api, char *errstr, size_t errsize) {
+    deta_http_server_t *http = deta_service_http(api->svc);
+    if (deta_http_route(http, "POST", "/api/orders", DETA_HTTP_JSON_BODY, handle_create, api) ||
+        deta_http_route(http, "GET", "/api/orders/{orderId}", 0, handle_get, api))
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot register routes");
+    return DETA_OK;
+}

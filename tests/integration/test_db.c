@@ -1,0 +1,513 @@
+/*
+ * test_db.c - deta/db.h and deta/inbox.h against the test stack's Postgres.
+ *
+ * Each run works in a scratch database of its own (it_db_<pid>), created through
+ * the "postgres" database and dropped at the end, so runs never see each other's
+ * tables. What is checked: parameters and NULLs, the SQLSTATE mapping, that
+ * transactions commit and roll back, that a connection lost inside a transaction
+ * is never silently replaced, migrations (once, recorded, rolled back on failure,
+ * serialized between concurrent runners), reconnecting after our backend was
+ * killed, the per-thread pool, and the inbox claim.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "deta/db.h"
+#include "deta/inbox.h"
+#include "deta/log.h"
+#include "testsupport.h"
+
+static char dbname[64];
+static deta_config_t cfg;
+
+static int setup_db(void **state) {
+    (void)state;
+    deta_log_init("it-db", DETA_LOG_WARN);
+    char err[256];
+    if (deta_config_load(&cfg, "it-db", err, sizeof err) != DETA_OK) {
+        fprintf(stderr, "config: %s\n", err);
+        return -1;
+    }
+    snprintf(dbname, sizeof dbname, "it_db_%d", (int)getpid());
+    snprintf(cfg.pg_database, sizeof cfg.pg_database, "%s", dbname);
+    snprintf(cfg.service, sizeof cfg.service, "it-db-%d", (int)getpid());
+    PGconn *admin = ts_pg("postgres");
+    char sql[128];
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", dbname);
+    PGresult *r = PQexec(admin, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        fprintf(stderr, "%s: %s\n", sql, PQerrorMessage(admin));
+    PQclear(r);
+    PQfinish(admin);
+    return ok ? 0 : -1;
+}
+
+static int teardown_db(void **state) {
+    (void)state;
+    PGconn *admin = ts_pg("postgres");
+    char sql[128];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", dbname);
+    PQclear(PQexec(admin, sql));
+    PQfinish(admin);
+    return 0;
+}
+
+static deta_db_t *new_db(void) {
+    deta_db_t *db = deta_db_new(&cfg);
+    assert_non_null(db);
+    return db;
+}
+
+static long query_long(deta_db_t *db, const char *sql) {
+    deta_err_t err;
+    char why[256] = "";
+    PGresult *r = deta_db_exec(db, sql, 0, NULL, &err, why, sizeof why);
+    if (!r)
+        fail_msg("%s: %s", sql, why);
+    assert_int_equal(err, DETA_OK);
+    long v = atol(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return v;
+}
+
+/* ---- statements and errors ---- */
+
+static void test_exec_with_params(void **state) {
+    (void)state;
+    deta_db_t *db = new_db();
+    char why[256];
+    assert_int_equal(deta_db_run(db, "CREATE TABLE people (id int PRIMARY KEY, name text)", 0,
+                                 NULL, why, sizeof why),
+                     DETA_OK);
+    const char *p1[] = {"1", "ada"};
+    const char *p2[] = {"2", NULL};
+    assert_int_equal(deta_db_run(db, "INSERT INTO people VALUES ($1::int, $2)", 2, p1, why,
+                                 sizeof why),
+                     DETA_OK);
+    assert_int_equal(deta_db_run(db, "INSERT INTO people VALUES ($1::int, $2)", 2, p2, why,
+                                 sizeof why),
+                     DETA_OK);
+
+    deta_err_t err = DETA_ERR_INTERNAL;
+    const char *q[] = {"1"};
+    PGresult *r = deta_db_exec(db, "SELECT name FROM people WHERE id = $1::int", 1, q, &err, why,
+                               sizeof why);
+    assert_non_null(r);
+    assert_int_equal(err, DETA_OK);
+    assert_int_equal(PQntuples(r), 1);
+    assert_string_equal(PQgetvalue(r, 0, 0), "ada");
+    PQclear(r);
+
+    /* A NULL parameter is SQL NULL, not an empty string. */
+    assert_int_equal(query_long(db, "SELECT count(*) FROM people WHERE name IS NULL"), 1);
+    /* A parameter is data, never SQL. */
+    const char *inj[] = {"1; DROP TABLE people"};
+    r = deta_db_exec(db, "SELECT count(*) FROM people WHERE name = $1", 1, inj, &err, why,
+                     sizeof why);
+    assert_non_null(r);
+    assert_string_equal(PQgetvalue(r, 0, 0), "0");
+    PQclear(r);
+    assert_int_equal(query_long(db, "SELECT count(*) FROM people"), 2);
+    deta_db_free(db);
+}
+
+static void test_error_mapping(void **state) {
+    (void)state;
+    deta_db_t *db = new_db();
+    char why[256] = "";
+    assert_int_equal(deta_db_run(db, "CREATE TABLE uniq (k text PRIMARY KEY)", 0, NULL, why,
+                                 sizeof why),
+                     DETA_OK);
+    const char *k[] = {"a"};
+    assert_int_equal(deta_db_run(db, "INSERT INTO uniq VALUES ($1)", 1, k, why, sizeof why),
+                     DETA_OK);
+    assert_int_equal(deta_db_run(db, "INSERT INTO uniq VALUES ($1)", 1, k, why, sizeof why),
+                     DETA_ERR_CONFLICT);
+    assert_non_null(strstr(why, "23505"));
+
+    deta_err_t err = DETA_OK;
+    why[0] = 0;
+    PGresult *r = deta_db_exec(db, "SELEKT 1", 0, NULL, &err, why, sizeof why);
+    assert_null(r);
+    assert_int_equal(err, DETA_ERR_INTERNAL);
+    assert_non_null(strstr(why, "42601"));
+    assert_int_equal(deta_db_run(db, "SELECT * FROM no_such_table", 0, NULL, why, sizeof why),
+                     DETA_ERR_INTERNAL);
+    /* The connection is fine after errors. */
+    assert_int_equal(query_long(db, "SELECT 41 + 1"), 42);
+
+    /* Bad arguments are the caller's. */
+    assert_null(deta_db_exec(db, NULL, 0, NULL, &err, why, sizeof why));
+    assert_int_equal(err, DETA_ERR_INVALID);
+    assert_null(deta_db_exec(db, "SELECT $1", 1, NULL, &err, why, sizeof why));
+    assert_int_equal(err, DETA_ERR_INVALID);
+    assert_null(deta_db_exec(NULL, "SELECT 1", 0, NULL, &err, why, sizeof why));
+    assert_int_equal(err, DETA_ERR_INVALID);
+    assert_int_equal(deta_db_run(db, "SELECT 1", -1, NULL, NULL, 0), DETA_ERR_INVALID);
+    deta_db_free(db);
+}
+
+static void test_unreachable_server(void **state) {
+    (void)state;
+    deta_config_t bad = cfg;
+    bad.pg_port = 1; /* nothing listens there */
+    deta_db_t *db = deta_db_new(&bad);
+    assert_non_null(db); /* never fails for an unreachable server */
+    char why[256] = "";
+    assert_int_equal(deta_db_run(db, "SELECT 1", 0, NULL, why, sizeof why), DETA_ERR_TRANSIENT);
+    assert_non_null(strstr(why, "connect"));
+    assert_false(deta_db_ping(db, why, sizeof why));
+    assert_null(deta_db_conn(db, why, sizeof why));
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_ERR_TRANSIENT);
+    deta_db_free(db);
+    assert_null(deta_db_new(NULL));
+    deta_db_free(NULL);
+}
+
+static void test_ping_and_conn(void **state) {
+    (void)state;
+    deta_db_t *db = new_db();
+    char why[256] = "";
+    assert_true(deta_db_ping(db, why, sizeof why));
+    PGconn *c = deta_db_conn(db, why, sizeof why);
+    assert_non_null(c);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    assert_false(deta_db_ping(NULL, why, sizeof why));
+    deta_db_free(db);
+}
+
+/* ---- transactions ---- */
+
+static long count_in_other_session(const char *sql) {
+    PGconn *other = ts_pg(dbname);
+    long n = ts_pg_long(other, sql, 0, NULL);
+    PQfinish(other);
+    return n;
+}
+
+static void test_transactions(void **state) {
+    (void)state;
+    deta_db_t *db = new_db();
+    char why[256] = "";
+    assert_int_equal(deta_db_run(db, "CREATE TABLE txt (v int)", 0, NULL, why, sizeof why), DETA_OK);
+
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_OK);
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_ERR_INVALID); /* no nesting */
+    assert_int_equal(deta_db_run(db, "INSERT INTO txt VALUES (1)", 0, NULL, why, sizeof why),
+                     DETA_OK);
+    assert_int_equal(count_in_other_session("SELECT count(*) FROM txt"), 0); /* not yet */
+    assert_int_equal(deta_db_commit(db, why, sizeof why), DETA_OK);
+    assert_int_equal(count_in_other_session("SELECT count(*) FROM txt"), 1);
+
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_OK);
+    assert_int_equal(deta_db_run(db, "INSERT INTO txt VALUES (2)", 0, NULL, why, sizeof why),
+                     DETA_OK);
+    deta_db_rollback(db);
+    assert_int_equal(count_in_other_session("SELECT count(*) FROM txt"), 1);
+
+    /* A statement failed inside: commit must not pretend it committed. */
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_OK);
+    assert_int_equal(deta_db_run(db, "INSERT INTO txt VALUES (3)", 0, NULL, why, sizeof why),
+                     DETA_OK);
+    assert_int_equal(deta_db_run(db, "INSERT INTO txt VALUES ('x')", 0, NULL, why, sizeof why),
+                     DETA_ERR_INTERNAL);
+    assert_int_not_equal(deta_db_commit(db, why, sizeof why), DETA_OK);
+    assert_int_equal(count_in_other_session("SELECT count(*) FROM txt"), 1);
+
+    assert_int_equal(deta_db_commit(db, why, sizeof why), DETA_ERR_INVALID); /* none open */
+    deta_db_rollback(db); /* harmless without a transaction */
+    deta_db_rollback(NULL);
+    assert_int_equal(query_long(db, "SELECT count(*) FROM txt"), 1);
+    deta_db_free(db);
+}
+
+/* ---- reconnecting ---- */
+
+static void kill_backend(long pid) {
+    char p[24];
+    snprintf(p, sizeof p, "%ld", pid);
+    const char *params[] = {p};
+    PGconn *admin = ts_pg("postgres");
+    assert_int_equal(ts_pg_long(admin, "SELECT pg_terminate_backend($1::int)::int", 1, params), 1);
+    /* Until the backend is gone, the victim may not have heard yet. */
+    for (int i = 0; i < 100; i++) {
+        if (ts_pg_long(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int", 1,
+                       params) == 0)
+            break;
+        ts_sleep_ms(50);
+    }
+    PQfinish(admin);
+}
+
+static void test_reconnect_after_backend_killed(void **state) {
+    (void)state;
+    deta_db_t *db = new_db();
+    long pid = query_long(db, "SELECT pg_backend_pid()");
+    kill_backend(pid);
+    /* The next call notices the dead session before sending, and reconnects. */
+    long pid2 = query_long(db, "SELECT pg_backend_pid()");
+    assert_true(pid2 != pid);
+
+    /* Inside a transaction the loss is reported, never papered over. */
+    char why[256] = "";
+    assert_int_equal(deta_db_run(db, "CREATE TABLE rc (v int)", 0, NULL, why, sizeof why), DETA_OK);
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_OK);
+    assert_int_equal(deta_db_run(db, "INSERT INTO rc VALUES (1)", 0, NULL, why, sizeof why),
+                     DETA_OK);
+    kill_backend(pid2);
+    assert_int_equal(deta_db_run(db, "INSERT INTO rc VALUES (2)", 0, NULL, why, sizeof why),
+                     DETA_ERR_TRANSIENT);
+    assert_int_equal(deta_db_run(db, "INSERT INTO rc VALUES (3)", 0, NULL, why, sizeof why),
+                     DETA_ERR_TRANSIENT); /* still: no autocommit behind our back */
+    assert_int_equal(deta_db_commit(db, why, sizeof why), DETA_ERR_TRANSIENT);
+    assert_int_equal(query_long(db, "SELECT count(*) FROM rc"), 0);
+
+    /* The same, with the caller rolling back instead of committing. */
+    long pid3 = query_long(db, "SELECT pg_backend_pid()");
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_OK);
+    kill_backend(pid3);
+    assert_int_equal(deta_db_run(db, "INSERT INTO rc VALUES (4)", 0, NULL, why, sizeof why),
+                     DETA_ERR_TRANSIENT);
+    deta_db_rollback(db);
+    assert_int_equal(deta_db_run(db, "INSERT INTO rc VALUES (5)", 0, NULL, why, sizeof why),
+                     DETA_OK);
+    assert_int_equal(query_long(db, "SELECT count(*) FROM rc"), 1);
+    deta_db_free(db);
+}
+
+/* ---- migrations ---- */
+
+static long migrations_recorded(deta_db_t *db, const char *component) {
+    const char *params[] = {component};
+    deta_err_t err;
+    PGresult *r = deta_db_exec(db, "SELECT count(*) FROM schema_migrations WHERE component = $1",
+                               1, params, &err, NULL, 0);
+    assert_non_null(r);
+    long n = atol(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return n;
+}
+
+static void test_migrations(void **state) {
+    (void)state;
+    deta_db_t *db = new_db();
+    char why[512] = "";
+    /* Not idempotent on purpose: running v1 twice would fail. */
+    deta_migration_t m[] = {
+        {1, "create m1", "CREATE TABLE m1 (a int); INSERT INTO m1 VALUES (1)"},
+        {2, "create m2", "CREATE TABLE m2 (b int)"},
+        {3, "add column", "ALTER TABLE m1 ADD COLUMN c text"},
+        {4, "broken", "CREATE TABLE m4 (a int); SELECT no_such_function()"},
+    };
+    assert_int_equal(deta_db_migrate(db, "comp-a", m, 2, why, sizeof why), DETA_OK);
+    assert_int_equal(migrations_recorded(db, "comp-a"), 2);
+    assert_int_equal(query_long(db, "SELECT count(*) FROM m1"), 1);
+    assert_int_equal(query_long(db, "SELECT count(*) FROM schema_migrations"
+                                    " WHERE component = 'comp-a' AND version = 2"
+                                    " AND name = 'create m2' AND applied_at <= now()"),
+                     1);
+
+    /* Second run: nothing to do. */
+    assert_int_equal(deta_db_migrate(db, "comp-a", m, 2, why, sizeof why), DETA_OK);
+    assert_int_equal(query_long(db, "SELECT count(*) FROM m1"), 1);
+    /* A new version applies alone. */
+    assert_int_equal(deta_db_migrate(db, "comp-a", m, 3, why, sizeof why), DETA_OK);
+    assert_int_equal(migrations_recorded(db, "comp-a"), 3);
+    assert_int_equal(query_long(db, "SELECT count(*) FROM information_schema.columns"
+                                    " WHERE table_name = 'm1' AND column_name = 'c'"),
+                     1);
+
+    /* A failing one rolls back entirely, is not recorded, and is reported. */
+    why[0] = 0;
+    assert_int_equal(deta_db_migrate(db, "comp-a", m, 4, why, sizeof why), DETA_ERR_INTERNAL);
+    assert_non_null(strstr(why, "comp-a migration 4 (broken)"));
+    assert_non_null(strstr(why, "no_such_function"));
+    assert_int_equal(migrations_recorded(db, "comp-a"), 3);
+    assert_int_equal(query_long(db, "SELECT count(*) FROM pg_tables WHERE tablename = 'm4'"), 0);
+    /* and the connection is usable, outside any transaction */
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_OK);
+    deta_db_rollback(db);
+
+    /* Components are independent sets of versions. */
+    deta_migration_t other[] = {{1, "other m1", "CREATE TABLE other_m1 (a int)"}};
+    assert_int_equal(deta_db_migrate(db, "comp-b", other, 1, why, sizeof why), DETA_OK);
+    assert_int_equal(migrations_recorded(db, "comp-b"), 1);
+
+    /* Bad sets are refused before anything runs. */
+    deta_migration_t desc[] = {{2, "two", "CREATE TABLE d2 (a int)"},
+                               {1, "one", "CREATE TABLE d1 (a int)"}};
+    assert_int_equal(deta_db_migrate(db, "comp-c", desc, 2, why, sizeof why), DETA_ERR_INVALID);
+    assert_int_equal(query_long(db, "SELECT count(*) FROM pg_tables WHERE tablename = 'd2'"), 0);
+    deta_migration_t dup[] = {{1, "one", "SELECT 1"}, {1, "again", "SELECT 1"}};
+    assert_int_equal(deta_db_migrate(db, "comp-c", dup, 2, why, sizeof why), DETA_ERR_INVALID);
+    deta_migration_t nosql[] = {{1, "one", NULL}};
+    assert_int_equal(deta_db_migrate(db, "comp-c", nosql, 1, why, sizeof why), DETA_ERR_INVALID);
+    assert_int_equal(deta_db_migrate(db, "", other, 1, why, sizeof why), DETA_ERR_INVALID);
+    assert_int_equal(deta_db_migrate(db, "comp-c", NULL, 1, why, sizeof why), DETA_ERR_INVALID);
+    /* Not inside a caller's transaction. */
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_OK);
+    assert_int_equal(deta_db_migrate(db, "comp-d", other, 1, why, sizeof why), DETA_ERR_INVALID);
+    deta_db_rollback(db);
+    deta_db_free(db);
+}
+
+/* Two instances migrating at once: each version runs once. */
+static const deta_migration_t slow_set[] = {
+    {1, "slow create", "SELECT pg_sleep(0.3); CREATE TABLE slow_t (a int)"},
+    {2, "slow insert", "INSERT INTO slow_t VALUES (1)"},
+};
+
+static void *migrate_thread(void *arg) {
+    deta_err_t *out = arg;
+    deta_db_t *db = deta_db_new(&cfg);
+    char why[256];
+    *out = deta_db_migrate(db, "slow", slow_set, 2, why, sizeof why);
+    deta_db_free(db);
+    return NULL;
+}
+
+static void test_concurrent_migrations(void **state) {
+    (void)state;
+    pthread_t t[3];
+    deta_err_t res[3];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, migrate_thread, &res[i]), 0);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(res[i], DETA_OK);
+    }
+    deta_db_t *db = new_db();
+    assert_int_equal(migrations_recorded(db, "slow"), 2);
+    assert_int_equal(query_long(db, "SELECT count(*) FROM slow_t"), 1);
+    deta_db_free(db);
+}
+
+/* ---- pool ---- */
+
+typedef struct pool_probe {
+    deta_db_pool_t *pool;
+    deta_db_t *db;
+    long pid;
+    bool same_twice;
+    pthread_barrier_t *hold; /* keeps the threads alive together */
+} pool_probe_t;
+
+static void *pool_thread(void *arg) {
+    pool_probe_t *p = arg;
+    p->db = deta_db_pool_get(p->pool);
+    p->same_twice = p->db && deta_db_pool_get(p->pool) == p->db;
+    p->pid = p->db ? query_long(p->db, "SELECT pg_backend_pid()") : -1;
+    pthread_barrier_wait(p->hold);
+    return NULL;
+}
+
+static long sessions_of_service(void) {
+    const char *params[] = {cfg.service};
+    PGconn *admin = ts_pg("postgres");
+    long n = ts_pg_long(admin, "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                        1, params);
+    PQfinish(admin);
+    return n;
+}
+
+static void test_pool(void **state) {
+    (void)state;
+    deta_db_pool_t *pool = deta_db_pool_new(&cfg);
+    assert_non_null(pool);
+    deta_db_t *mine = deta_db_pool_get(pool);
+    assert_non_null(mine);
+    long my_pid = query_long(mine, "SELECT pg_backend_pid()");
+
+    pthread_barrier_t hold;
+    pthread_barrier_init(&hold, NULL, 3);
+    pool_probe_t probes[2] = {{.pool = pool, .hold = &hold}, {.pool = pool, .hold = &hold}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, pool_thread, &probes[i]), 0);
+    pthread_barrier_wait(&hold);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&hold);
+
+    for (int i = 0; i < 2; i++) {
+        assert_true(probes[i].same_twice);
+        assert_true(probes[i].db != mine);
+        assert_true(probes[i].pid > 0 && probes[i].pid != my_pid);
+    }
+    assert_true(probes[0].db != probes[1].db);
+    assert_true(probes[0].pid != probes[1].pid);
+
+    /* The threads' connections closed as they exited; ours is still open. */
+    long n = 0;
+    for (int i = 0; i < 50 && (n = sessions_of_service()) != 1; i++)
+        ts_sleep_ms(50);
+    assert_int_equal(n, 1);
+    assert_true(deta_db_pool_get(pool) == mine);
+    deta_db_pool_free(pool);
+    for (int i = 0; i < 50 && (n = sessions_of_service()) != 0; i++)
+        ts_sleep_ms(50);
+    assert_int_equal(n, 0);
+
+    assert_null(deta_db_pool_new(NULL));
+    assert_null(deta_db_pool_get(NULL));
+    deta_db_pool_free(NULL);
+}
+
+/* ---- inbox ---- */
+
+static void test_inbox_claim(void **state) {
+    (void)state;
+    deta_db_t *db = new_db();
+    char why[256] = "";
+    assert_int_equal(deta_db_migrate(db, "inbox", deta_inbox_migrations,
+                                     deta_inbox_migrations_count, why, sizeof why),
+                     DETA_OK);
+    const char *ev = "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
+    bool first = false;
+
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_OK);
+    assert_int_equal(deta_inbox_claim(db, "svc-a", ev, &first, why, sizeof why), DETA_OK);
+    assert_true(first);
+    deta_db_rollback(db); /* the claim goes with the rollback */
+
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_OK);
+    assert_int_equal(deta_inbox_claim(db, "svc-a", ev, &first, why, sizeof why), DETA_OK);
+    assert_true(first);
+    assert_int_equal(deta_inbox_claim(db, "svc-a", ev, &first, why, sizeof why), DETA_OK);
+    assert_false(first);
+    assert_int_equal(deta_db_commit(db, why, sizeof why), DETA_OK);
+
+    assert_int_equal(deta_inbox_claim(db, "svc-a", ev, &first, why, sizeof why), DETA_OK);
+    assert_false(first);
+    /* Another consumer has its own record of the same event. */
+    assert_int_equal(deta_inbox_claim(db, "svc-b", ev, &first, why, sizeof why), DETA_OK);
+    assert_true(first);
+
+    assert_int_equal(deta_inbox_claim(db, "svc-a", "not-a-uuid", &first, why, sizeof why),
+                     DETA_ERR_INVALID);
+    assert_int_equal(deta_inbox_claim(db, "", ev, &first, why, sizeof why), DETA_ERR_INVALID);
+    assert_int_equal(deta_inbox_claim(db, "svc-a", NULL, &first, why, sizeof why),
+                     DETA_ERR_INVALID);
+    assert_int_equal(query_long(db, "SELECT count(*) FROM processed_events"), 2);
+    deta_db_free(db);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_exec_with_params),
+        cmocka_unit_test(test_error_mapping),
+        cmocka_unit_test(test_unreachable_server),
+        cmocka_unit_test(test_ping_and_conn),
+        cmocka_unit_test(test_transactions),
+        cmocka_unit_test(test_reconnect_after_backend_killed),
+        cmocka_unit_test(test_migrations),
+        cmocka_unit_test(test_concurrent_migrations),
+        cmocka_unit_test(test_pool),
+        cmocka_unit_test(test_inbox_claim),
+    };
+    return cmocka_run_group_tests(tests, setup_db, teardown_db);
+}

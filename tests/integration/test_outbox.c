@@ -1,0 +1,468 @@
+/*
+ * test_outbox.c - deta/outbox.h against the test stack's Postgres and broker.
+ *
+ * A scratch database (it_outbox_<pid>) holds the outbox; keys are fresh UUIDs
+ * because the broker is shared. The relays run on their own threads as in a
+ * service. What is checked: rows are published only after their transaction
+ * commits, in id order, keyed by orderId, and marked; a rollback publishes
+ * nothing; notifications (not the fallback poll) wake the relay, also after its
+ * connection was killed; two relays on one database publish each row once and the
+ * standby takes over; a relay stopping flushes; a failed publish leaves the row
+ * for later; published rows are purged after the retention; bad input.
+ */
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "deta/envelope.h"
+#include "deta/log.h"
+#include "deta/metrics.h"
+#include "deta/outbox.h"
+#include "deta/topics.h"
+#include "testsupport.h"
+
+#define TOPIC DETA_TOPIC_ORDER_EVENTS
+#define WAIT_MS 20000
+
+static char dbname[64];
+static deta_config_t cfg;
+static deta_producer_t *producer;
+static deta_db_t *db;
+static deta_metrics_t *metrics1;
+static deta_outbox_relay_t *relay1;
+
+static long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static void admin_sql(const char *sql) {
+    PGconn *admin = ts_pg("postgres");
+    PGresult *r = PQexec(admin, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        fprintf(stderr, "%s: %s\n", sql, PQerrorMessage(admin));
+    PQclear(r);
+    PQfinish(admin);
+}
+
+static int setup(void **state) {
+    (void)state;
+    deta_log_init("it-outbox", DETA_LOG_WARN);
+    char err[256], sql[128];
+    if (deta_config_load(&cfg, "it-outbox", err, sizeof err) != DETA_OK) {
+        fprintf(stderr, "config: %s\n", err);
+        return -1;
+    }
+    snprintf(dbname, sizeof dbname, "it_outbox_%d", (int)getpid());
+    snprintf(cfg.pg_database, sizeof cfg.pg_database, "%s", dbname);
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", dbname);
+    admin_sql(sql);
+    db = deta_db_new(&cfg);
+    if (deta_db_migrate(db, "outbox", deta_outbox_migrations, deta_outbox_migrations_count, err,
+                        sizeof err) != DETA_OK) {
+        fprintf(stderr, "migrate: %s\n", err);
+        return -1;
+    }
+    producer = deta_producer_new(&cfg, err, sizeof err);
+    metrics1 = deta_metrics_new();
+    relay1 = producer ? deta_outbox_relay_new(&cfg, producer, metrics1, err, sizeof err) : NULL;
+    if (!relay1 || deta_outbox_relay_start(relay1, err, sizeof err) != DETA_OK) {
+        fprintf(stderr, "relay: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    char sql[128];
+    deta_outbox_relay_free(relay1);
+    deta_metrics_free(metrics1);
+    deta_producer_free(producer);
+    deta_db_free(db);
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", dbname);
+    admin_sql(sql);
+    return 0;
+}
+
+/* ---- helpers ---- */
+
+static void new_key(char *out, size_t size, const char *prefix) {
+    char uuid[DETA_UUID_LEN + 1];
+    deta_uuid_new(uuid);
+    snprintf(out, size, "%s-%s", prefix, uuid);
+}
+
+/* Adds an event for order key inside the open transaction; returns its id. */
+static void add_event(const char *key, const char *type, char event_id[DETA_UUID_LEN + 1]) {
+    deta_event_t ev;
+    char err[256];
+    if (deta_event_init(&ev, type, key, "corr-1", "it-outbox", json_pack("{s:s}", "k", key), err,
+                        sizeof err) != DETA_OK)
+        fail_msg("event: %s", err);
+    if (event_id)
+        memcpy(event_id, ev.event_id, DETA_UUID_LEN + 1);
+    deta_err_t rc = deta_outbox_add(db, TOPIC, &ev, err, sizeof err);
+    deta_event_clear(&ev);
+    if (rc != DETA_OK)
+        fail_msg("outbox add: %s", err);
+}
+
+static void commit_one(const char *key) {
+    char err[256];
+    assert_int_equal(deta_db_begin(db, err, sizeof err), DETA_OK);
+    add_event(key, DETA_EVT_ORDER_CREATED, NULL);
+    assert_int_equal(deta_db_commit(db, err, sizeof err), DETA_OK);
+}
+
+static long rows(const char *key, bool published) {
+    const char *params[] = {key};
+    PGconn *c = ts_pg(dbname);
+    long n = ts_pg_long(c,
+                        published ? "SELECT count(*) FROM outbox WHERE msg_key = $1"
+                                    " AND published_at IS NOT NULL"
+                                  : "SELECT count(*) FROM outbox WHERE msg_key = $1",
+                        1, params);
+    PQfinish(c);
+    return n;
+}
+
+static bool wait_published(const char *key, long want, int timeout_ms) {
+    long deadline = now_ms() + timeout_ms;
+    while (now_ms() < deadline) {
+        if (rows(key, true) >= want)
+            return true;
+        ts_sleep_ms(50);
+    }
+    return false;
+}
+
+static double counter(deta_metrics_t *m, const char *name, const char *labels) {
+    return deta_counter_value(deta_counter(m, name, "", labels));
+}
+
+static double published_by(deta_metrics_t *m) {
+    return counter(m, "deta_outbox_published_total", NULL);
+}
+
+/* Every value with this key on the topic, in partition order (one key, one
+ * partition); reads until want values arrived or the timeout. */
+static int read_values(const char *key, int want, int timeout_ms, char **out) {
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", ts_env("KAFKA_BOOTSTRAP_SERVERS"), err, sizeof err);
+    rd_kafka_conf_set(conf, "group.id", "it-outbox-reader", err, sizeof err);
+    rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    assert_non_null(rk);
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, TOPIC, NULL);
+    const rd_kafka_metadata_t *md = NULL;
+    assert_int_equal(rd_kafka_metadata(rk, 0, t, &md, 5000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(8);
+    for (int p = 0; p < md->topics[0].partition_cnt; p++)
+        rd_kafka_topic_partition_list_add(parts, TOPIC, md->topics[0].partitions[p].id)->offset =
+            RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(t);
+    rd_kafka_assign(rk, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    int n = 0;
+    size_t klen = strlen(key);
+    long deadline = now_ms() + timeout_ms;
+    while (n < want && now_ms() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (!m)
+            continue;
+        if (!m->err && m->key_len == klen && memcmp(m->key, key, klen) == 0)
+            out[n++] = strndup(m->payload, m->len);
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_assign(rk, NULL);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return n;
+}
+
+/* ---- tests ---- */
+
+static void test_add_needs_a_transaction_and_valid_input(void **state) {
+    (void)state;
+    deta_event_t ev;
+    char err[256] = "";
+    assert_int_equal(deta_event_init(&ev, "order.created", "o-1", "c-1", "it", json_object(), err,
+                                     sizeof err),
+                     DETA_OK);
+    assert_int_equal(deta_outbox_add(db, TOPIC, &ev, err, sizeof err), DETA_ERR_INVALID);
+    assert_non_null(strstr(err, "transaction"));
+    assert_int_equal(deta_db_begin(db, err, sizeof err), DETA_OK);
+    assert_int_equal(deta_outbox_add(db, NULL, &ev, err, sizeof err), DETA_ERR_INVALID);
+    assert_int_equal(deta_outbox_add(db, "", &ev, err, sizeof err), DETA_ERR_INVALID);
+    assert_int_equal(deta_outbox_add(db, TOPIC, NULL, err, sizeof err), DETA_ERR_INVALID);
+    assert_int_equal(deta_outbox_add(NULL, TOPIC, &ev, err, sizeof err), DETA_ERR_INVALID);
+    deta_db_rollback(db);
+    deta_event_clear(&ev);
+    assert_int_equal(rows("o-1", false), 0);
+
+    setenv("OUTBOX_RETENTION_S", "soon", 1);
+    err[0] = 0;
+    assert_null(deta_outbox_relay_new(&cfg, producer, NULL, err, sizeof err));
+    assert_non_null(strstr(err, "OUTBOX_RETENTION_S"));
+    unsetenv("OUTBOX_RETENTION_S");
+    assert_null(deta_outbox_relay_new(NULL, producer, NULL, err, sizeof err));
+    assert_null(deta_outbox_relay_new(&cfg, NULL, NULL, err, sizeof err));
+    assert_int_equal(deta_outbox_relay_start(NULL, err, sizeof err), DETA_ERR_INVALID);
+    assert_int_equal(deta_outbox_relay_start(relay1, err, sizeof err), DETA_ERR_INVALID);
+    deta_outbox_relay_free(NULL);
+}
+
+static void test_published_after_commit_in_order(void **state) {
+    (void)state;
+    char key[64], err[256];
+    char ids[3][DETA_UUID_LEN + 1];
+    const char *types[] = {DETA_EVT_ORDER_CREATED, DETA_EVT_INVENTORY_RESERVED,
+                           DETA_EVT_PAYMENT_AUTHORIZED};
+    new_key(key, sizeof key, "order");
+    assert_int_equal(deta_db_begin(db, err, sizeof err), DETA_OK);
+    for (int i = 0; i < 3; i++)
+        add_event(key, types[i], ids[i]);
+    /* Longer than the fallback poll: the relay looked, and saw nothing. */
+    ts_sleep_ms(DETA_OUTBOX_POLL_MS + 500);
+    assert_int_equal(ts_kafka_count(TOPIC, key, 10000), 0);
+    assert_int_equal(rows(key, false), 0); /* invisible outside the transaction */
+    assert_int_equal(deta_db_commit(db, err, sizeof err), DETA_OK);
+
+    char *values[3] = {0};
+    assert_int_equal(read_values(key, 3, WAIT_MS, values), 3);
+    for (int i = 0; i < 3; i++) {
+        deta_event_t ev;
+        assert_int_equal(deta_event_parse(values[i], strlen(values[i]), &ev, err, sizeof err),
+                         DETA_OK);
+        assert_string_equal(ev.event_id, ids[i]);
+        assert_string_equal(ev.event_type, types[i]);
+        assert_string_equal(ev.order_id, key);
+        assert_string_equal(json_string_value(json_object_get(ev.payload, "k")), key);
+        deta_event_clear(&ev);
+        free(values[i]);
+    }
+    assert_true(wait_published(key, 3, WAIT_MS));
+    assert_int_equal(rows(key, false), 3);
+    assert_int_equal(ts_kafka_count(TOPIC, key, 10000), 3);
+}
+
+static void test_rollback_publishes_nothing(void **state) {
+    (void)state;
+    char key[64], marker[64], err[256];
+    new_key(key, sizeof key, "rolled-back");
+    new_key(marker, sizeof marker, "marker");
+    assert_int_equal(deta_db_begin(db, err, sizeof err), DETA_OK);
+    add_event(key, DETA_EVT_ORDER_CREATED, NULL);
+    deta_db_rollback(db);
+    commit_one(marker); /* written after: once it is out, the relay has seen past key */
+    assert_true(wait_published(marker, 1, WAIT_MS));
+    assert_int_equal(rows(key, false), 0);
+    assert_int_equal(ts_kafka_count(TOPIC, marker, 10000), 1);
+    assert_int_equal(ts_kafka_count(TOPIC, key, 10000), 0);
+}
+
+static void test_woken_by_notify(void **state) {
+    (void)state;
+    char key[64];
+    const char *notify = "reason=\"notify\"";
+    ts_sleep_ms(300); /* let the relay settle into its wait */
+    double before = counter(metrics1, "deta_outbox_wakeups_total", notify);
+    double published_before = published_by(metrics1);
+    new_key(key, sizeof key, "notified");
+    long t0 = now_ms();
+    commit_one(key);
+    assert_true(wait_published(key, 1, WAIT_MS));
+    long took = now_ms() - t0;
+    assert_true(counter(metrics1, "deta_outbox_wakeups_total", notify) > before);
+    assert_true(published_by(metrics1) >= published_before + 1);
+    print_message("published %ld ms after commit (fallback poll: %d ms)\n", took,
+                  DETA_OUTBOX_POLL_MS);
+}
+
+/* The relay's session: the one holding the relay's advisory lock. */
+static long relay_backend(void) {
+    PGconn *c = ts_pg(dbname);
+    long pid = ts_pg_long(c,
+                          "SELECT coalesce(max(pid), 0) FROM pg_locks WHERE locktype = 'advisory'"
+                          " AND granted AND objid = hashtext('deta_outbox_relay')::oid",
+                          0, NULL);
+    PQfinish(c);
+    return pid;
+}
+
+static void test_reconnects_and_listens_again(void **state) {
+    (void)state;
+    long pid = relay_backend();
+    assert_true(pid > 0);
+    char p[24];
+    snprintf(p, sizeof p, "%ld", pid);
+    const char *params[] = {p};
+    PGconn *admin = ts_pg("postgres");
+    assert_int_equal(ts_pg_long(admin, "SELECT pg_terminate_backend($1::int)::int", 1, params), 1);
+    PQfinish(admin);
+
+    /* It comes back with a new session that holds the lock again... */
+    long pid2 = 0;
+    for (int i = 0; i < 100 && ((pid2 = relay_backend()) == 0 || pid2 == pid); i++)
+        ts_sleep_ms(50);
+    assert_true(pid2 > 0 && pid2 != pid);
+    /* ...and listens again: a commit wakes it by notification. */
+    ts_sleep_ms(300);
+    const char *notify = "reason=\"notify\"";
+    double before = counter(metrics1, "deta_outbox_wakeups_total", notify);
+    char key[64];
+    new_key(key, sizeof key, "after-reconnect");
+    commit_one(key);
+    assert_true(wait_published(key, 1, WAIT_MS));
+    assert_true(counter(metrics1, "deta_outbox_wakeups_total", notify) > before);
+}
+
+static void test_two_relays_publish_each_row_once(void **state) {
+    (void)state;
+    char err[256], key[64];
+    deta_metrics_t *metrics2 = deta_metrics_new();
+    deta_outbox_relay_t *relay2 = deta_outbox_relay_new(&cfg, producer, metrics2, err, sizeof err);
+    assert_non_null(relay2);
+    assert_int_equal(deta_outbox_relay_start(relay2, err, sizeof err), DETA_OK);
+    double one_before = published_by(metrics1);
+
+    new_key(key, sizeof key, "two-relays");
+    for (int i = 0; i < 20; i++)
+        commit_one(key);
+    assert_true(wait_published(key, 20, WAIT_MS));
+    assert_int_equal(ts_kafka_count(TOPIC, key, 10000), 20);
+    /* relay1 leads; the standby published nothing. */
+    assert_true(published_by(metrics1) - one_before >= 20);
+    assert_true(published_by(metrics2) == 0);
+
+    /* The leader goes away: the standby takes over. */
+    deta_outbox_relay_free(relay1);
+    relay1 = NULL;
+    new_key(key, sizeof key, "handover");
+    commit_one(key);
+    assert_true(wait_published(key, 1, WAIT_MS));
+    assert_true(published_by(metrics2) >= 1);
+    assert_int_equal(ts_kafka_count(TOPIC, key, 10000), 1);
+
+    /* Stopping publishes what was committed before. */
+    new_key(key, sizeof key, "flushed-on-stop");
+    commit_one(key);
+    deta_outbox_relay_free(relay2);
+    assert_int_equal(rows(key, true), 1);
+    assert_int_equal(ts_kafka_count(TOPIC, key, 10000), 1);
+    deta_metrics_free(metrics2);
+}
+
+static void test_failed_publish_keeps_the_row(void **state) {
+    (void)state;
+    char err[256], key[64];
+    deta_config_t dead = cfg;
+    snprintf(dead.kafka_bootstrap, sizeof dead.kafka_bootstrap, "127.0.0.1:1");
+    deta_producer_t *dead_producer = deta_producer_new(&dead, err, sizeof err);
+    assert_non_null(dead_producer);
+    deta_metrics_t *m = deta_metrics_new();
+    deta_outbox_relay_t *r = deta_outbox_relay_new(&cfg, dead_producer, m, err, sizeof err);
+    assert_non_null(r);
+    assert_int_equal(deta_outbox_relay_start(r, err, sizeof err), DETA_OK);
+    new_key(key, sizeof key, "kafka-down");
+    commit_one(key);
+    long deadline = now_ms() + 30000;
+    while (counter(m, "deta_outbox_publish_errors_total", NULL) < 1 && now_ms() < deadline)
+        ts_sleep_ms(100);
+    assert_true(counter(m, "deta_outbox_publish_errors_total", NULL) >= 1);
+    assert_true(deta_gauge_value(deta_gauge(m, "deta_outbox_pending", "", NULL)) >= 1);
+    assert_true(published_by(m) == 0);
+    long t0 = now_ms();
+    deta_outbox_relay_free(r);
+    assert_true(now_ms() - t0 < 10000); /* a bounded final attempt */
+    deta_producer_free(dead_producer);
+    deta_metrics_free(m);
+    assert_int_equal(rows(key, true), 0);
+    assert_int_equal(rows(key, false), 1);
+
+    /* A working relay publishes it later. */
+    relay1 = deta_outbox_relay_new(&cfg, producer, metrics1, err, sizeof err);
+    assert_non_null(relay1);
+    assert_int_equal(deta_outbox_relay_start(relay1, err, sizeof err), DETA_OK);
+    assert_true(wait_published(key, 1, WAIT_MS));
+    assert_true(ts_kafka_count(TOPIC, key, 10000) >= 1); /* at least once */
+    deta_gauge_t *pending = deta_gauge(metrics1, "deta_outbox_pending", "", NULL);
+    deadline = now_ms() + WAIT_MS;
+    while (deta_gauge_value(pending) != 0 && now_ms() < deadline)
+        ts_sleep_ms(50);
+    assert_true(deta_gauge_value(pending) == 0);
+}
+
+static void test_database_down(void **state) {
+    (void)state;
+    char err[256];
+    deta_config_t bad = cfg;
+    bad.pg_port = 1;
+    deta_metrics_t *m = deta_metrics_new();
+    deta_outbox_relay_t *r = deta_outbox_relay_new(&bad, producer, m, err, sizeof err);
+    assert_non_null(r);
+    assert_int_equal(deta_outbox_relay_start(r, err, sizeof err), DETA_OK);
+    long deadline = now_ms() + 10000;
+    while (counter(m, "deta_outbox_publish_errors_total", NULL) < 2 && now_ms() < deadline)
+        ts_sleep_ms(50);
+    assert_true(counter(m, "deta_outbox_publish_errors_total", NULL) >= 2); /* keeps trying */
+    long t0 = now_ms();
+    deta_outbox_relay_free(r); /* stop interrupts the backoff */
+    assert_true(now_ms() - t0 < 2000);
+    deta_metrics_free(m);
+}
+
+static void test_purges_old_published_rows(void **state) {
+    (void)state;
+    char err[256], old_key[64], recent_key[64], unsent_key[64];
+    new_key(old_key, sizeof old_key, "purge-old");
+    new_key(recent_key, sizeof recent_key, "purge-recent");
+    new_key(unsent_key, sizeof unsent_key, "purge-unsent");
+    /* The relay of the previous test leads; a new one purges on its first turn. */
+    deta_outbox_relay_free(relay1);
+    relay1 = NULL;
+    const char *params[] = {old_key, recent_key};
+    PGconn *c = ts_pg(dbname);
+    PGresult *r = PQexecParams(c,
+                               "INSERT INTO outbox (topic, msg_key, payload, published_at) VALUES"
+                               " ('" TOPIC "', $1, '{}', now() - interval '2 hours'),"
+                               " ('" TOPIC "', $2, '{}', now() - interval '10 minutes')",
+                               2, NULL, params, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(c);
+    commit_one(unsent_key);
+
+    relay1 = deta_outbox_relay_new(&cfg, producer, metrics1, err, sizeof err);
+    assert_non_null(relay1);
+    assert_int_equal(deta_outbox_relay_start(relay1, err, sizeof err), DETA_OK);
+    assert_true(wait_published(unsent_key, 1, WAIT_MS));
+    long deadline = now_ms() + WAIT_MS;
+    while (rows(old_key, false) > 0 && now_ms() < deadline)
+        ts_sleep_ms(50);
+    assert_int_equal(rows(old_key, false), 0);    /* older than the hour of retention */
+    assert_int_equal(rows(recent_key, false), 1); /* within it */
+    assert_int_equal(rows(unsent_key, false), 1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_add_needs_a_transaction_and_valid_input),
+        cmocka_unit_test(test_published_after_commit_in_order),
+        cmocka_unit_test(test_rollback_publishes_nothing),
+        cmocka_unit_test(test_woken_by_notify),
+        cmocka_unit_test(test_reconnects_and_listens_again),
+        cmocka_unit_test(test_two_relays_publish_each_row_once),
+        cmocka_unit_test(test_failed_publish_keeps_the_row),
+        cmocka_unit_test(test_database_down),
+        cmocka_unit_test(test_purges_old_published_rows),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,267 @@
+/*
+ * testsupport.c - helpers for the integration tests (see testsupport.h).
+ *
+ * The Kafka reader assigns every partition explicitly from the beginning instead
+ * of joining a consumer group: no group join delay, nothing committed, and the
+ * services' own groups are untouched.
+ */
+#include "testsupport.h"
+
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+const char *ts_env(const char *name) {
+    const char *v = getenv(name);
+    if (!v || !*v)
+        fail_msg("environment variable %s is not set: run the integration tests through "
+                 "`make test` (scripts/test.sh), which starts the test stack",
+                 name);
+    return v;
+}
+
+void ts_sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* ---- HTTP ---- */
+
+typedef struct {
+    char *buf;
+    size_t len;
+} growbuf_t;
+
+static size_t collect(char *data, size_t size, size_t n, void *opaque) {
+    growbuf_t *g = opaque;
+    size_t add = size * n;
+    char *nb = realloc(g->buf, g->len + add + 1);
+    if (!nb)
+        return 0;
+    memcpy(nb + g->len, data, add);
+    g->buf = nb;
+    g->len += add;
+    g->buf[g->len] = 0;
+    return add;
+}
+
+void ts_http(const char *method, const char *base_var, const char *path,
+             const char *content_type, const char *body, ts_http_resp_t *out) {
+    char url[1024];
+    snprintf(url, sizeof url, "%s%s", ts_env(base_var), path);
+    CURL *c = curl_easy_init();
+    assert_non_null(c);
+    growbuf_t g = {calloc(1, 1), 0};
+    struct curl_slist *hdrs = NULL;
+    char ct[256];
+    if (content_type) {
+        snprintf(ct, sizeof ct, "Content-Type: %s", content_type);
+        hdrs = curl_slist_append(hdrs, ct);
+    } else {
+        hdrs = curl_slist_append(hdrs, "Content-Type:"); /* send none at all */
+    }
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &g);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    }
+    CURLcode rc = curl_easy_perform(c);
+    if (rc != CURLE_OK)
+        fail_msg("%s %s: %s", method, url, curl_easy_strerror(rc));
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(c);
+    out->body = g.buf;
+    out->json = json_loads(g.buf, 0, NULL);
+}
+
+void ts_http_resp_free(ts_http_resp_t *r) {
+    free(r->body);
+    json_decref(r->json);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---- Postgres ---- */
+
+PGconn *ts_pg(const char *dbname) {
+    const char *keys[] = {"host", "port", "user", "password", "dbname", NULL};
+    const char *vals[] = {ts_env("PGHOST"), ts_env("PGPORT"), ts_env("PGUSER"),
+                          ts_env("PGPASSWORD"), dbname, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 0);
+    if (PQstatus(c) != CONNECTION_OK)
+        fail_msg("cannot connect to Postgres database %s: %s", dbname, PQerrorMessage(c));
+    return c;
+}
+
+long ts_pg_long(PGconn *c, const char *sql, int nparams, const char *const *params) {
+    PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) < 1)
+        fail_msg("query failed: %s: %s", sql, PQerrorMessage(c));
+    long v = PQgetisnull(r, 0, 0) ? 0 : atol(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return v;
+}
+
+/* ---- Kafka ---- */
+
+static rd_kafka_t *reader_new(const char *topic) {
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char group[64];
+    snprintf(group, sizeof group, "testsupport-%d", (int)getpid());
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", ts_env("KAFKA_BOOTSTRAP_SERVERS"), err,
+                          sizeof err) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "group.id", group, err, sizeof err) != RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", err, sizeof err) !=
+            RD_KAFKA_CONF_OK ||
+        rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof err) !=
+            RD_KAFKA_CONF_OK)
+        fail_msg("kafka conf: %s", err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    if (!rk)
+        fail_msg("kafka consumer: %s", err);
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+    for (int i = 0; i < 50; i++) {
+        e = rd_kafka_metadata(rk, 0, t, &md, 2000);
+        if (!e && md->topic_cnt == 1 && md->topics[0].partition_cnt > 0)
+            break;
+        if (!e)
+            rd_kafka_metadata_destroy(md);
+        md = NULL;
+        ts_sleep_ms(200);
+    }
+    rd_kafka_topic_destroy(t);
+    if (!md)
+        fail_msg("no metadata for topic %s: %s", topic, rd_kafka_err2str(e));
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(8);
+    for (int p = 0; p < md->topics[0].partition_cnt; p++)
+        rd_kafka_topic_partition_list_add(parts, topic, md->topics[0].partitions[p].id)->offset =
+            RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_assign(rk, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    return rk;
+}
+
+static void reader_free(rd_kafka_t *rk) {
+    rd_kafka_assign(rk, NULL);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+}
+
+static void copy_msg(const rd_kafka_message_t *m, ts_kafka_msg_t *out) {
+    memset(out, 0, sizeof *out);
+    out->key = strndup(m->key ? (const char *)m->key : "", m->key_len);
+    out->value = strndup(m->payload ? (const char *)m->payload : "", m->len);
+    out->partition = m->partition;
+    out->offset = m->offset;
+    rd_kafka_headers_t *h = NULL;
+    if (rd_kafka_message_headers(m, &h) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        const char *name;
+        const void *val;
+        size_t len;
+        for (size_t i = 0; out->nheaders < 8 && !rd_kafka_header_get_all(h, i, &name, &val, &len);
+             i++) {
+            snprintf(out->headers[out->nheaders][0], 128, "%s", name);
+            snprintf(out->headers[out->nheaders][1], 128, "%.*s", (int)len,
+                     val ? (const char *)val : "");
+            out->nheaders++;
+        }
+    }
+}
+
+static long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* Scans topic; calls visit for each message with the key. Stops when visit
+ * returns nonzero, when every partition reached its end (if to_end) or on timeout. */
+static int scan(const char *topic, const char *key, int timeout_ms, int to_end,
+                int (*visit)(const rd_kafka_message_t *, void *), void *opaque) {
+    rd_kafka_t *rk = reader_new(topic);
+    long deadline = now_ms() + timeout_ms;
+    int eofs = 0, nparts = 0, found = 0;
+    rd_kafka_topic_partition_list_t *assigned = NULL;
+    if (!rd_kafka_assignment(rk, &assigned)) {
+        nparts = assigned->cnt;
+        rd_kafka_topic_partition_list_destroy(assigned);
+    }
+    size_t klen = strlen(key);
+    while (!found && now_ms() < deadline && !(to_end && eofs >= nparts)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (!m)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            eofs++;
+        else if (!m->err && m->key_len == klen && memcmp(m->key, key, klen) == 0)
+            found = visit(m, opaque);
+        rd_kafka_message_destroy(m);
+    }
+    reader_free(rk);
+    return found;
+}
+
+static int visit_copy(const rd_kafka_message_t *m, void *opaque) {
+    copy_msg(m, opaque);
+    return 1;
+}
+
+int ts_kafka_find(const char *topic, const char *key, int timeout_ms, ts_kafka_msg_t *out) {
+    memset(out, 0, sizeof *out);
+    return scan(topic, key, timeout_ms, 0, visit_copy, out);
+}
+
+static int visit_count(const rd_kafka_message_t *m, void *opaque) {
+    (void)m;
+    (*(int *)opaque)++;
+    return 0;
+}
+
+int ts_kafka_count(const char *topic, const char *key, int timeout_ms) {
+    int n = 0;
+    scan(topic, key, timeout_ms, 1, visit_count, &n);
+    return n;
+}
+
+const char *ts_kafka_header(const ts_kafka_msg_t *m, const char *name) {
+    for (int i = 0; i < m->nheaders; i++)
+        if (strcmp(m->headers[i][0], name) == 0)
+            return m->headers[i][1];
+    return NULL;
+}
+
+void ts_kafka_msg_free(ts_kafka_msg_t *m) {
+    free(m->key);
+    free(m->value);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- the local broker's control FIFO ---- */
+
+void ts_broker(const char *command) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/broker.ctl", ts_env("STACK_DIR"));
+    int fd = open(path, O_WRONLY | O_NONBLOCK);
+    if (fd < 0)
+        fail_msg("cannot open the broker control FIFO %s", path);
+    char line[256];
+    int n = snprintf(line, sizeof line, "%s\n", command);
+    ssize_t w = write(fd, line, (size_t)n);
+    close(fd);
+    assert_int_equal(w, n);
+    ts_sleep_ms(300); /* let the broker apply it */
+}

@@ -1,0 +1,300 @@
+/*
+ * test_config.c - configuration from environment variables: defaults per
+ * service, overrides, and rejection of bad values (lib/src/config.c).
+ *
+ * Every test starts from an environment with none of the library's variables
+ * set (setup clears them), so results never depend on the shell running ctest.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "deta/config.h"
+
+static const char *const all_vars[] = {
+    "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SESSION_TIMEOUT_MS", "PGHOST", "PGPORT", "PGUSER",
+    "PGPASSWORD", "PGDATABASE", "REDIS_HOST", "REDIS_PORT", "HTTP_PORT", "HTTP_BODY_LIMIT",
+    "HTTP_THREADS", "LOG_LEVEL", "INSTANCE_ID", "DETA_TEST_INT", "DETA_TEST_STR",
+};
+
+static int clear_env(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof all_vars / sizeof all_vars[0]; i++)
+        unsetenv(all_vars[i]);
+    return 0;
+}
+
+static void load_ok(deta_config_t *cfg, const char *service) {
+    char err[256] = "";
+    if (deta_config_load(cfg, service, err, sizeof err) != DETA_OK)
+        fail_msg("load failed: %s", err);
+}
+
+/* Asserts that loading with name=value set fails naming the variable. */
+static void load_bad(const char *name, const char *value) {
+    clear_env(NULL);
+    setenv(name, value, 1);
+    deta_config_t cfg;
+    char err[256] = "";
+    deta_err_t rc = deta_config_load(&cfg, "order-service", err, sizeof err);
+    unsetenv(name);
+    if (rc != DETA_ERR_INVALID)
+        fail_msg("%s=\"%s\" accepted (rc %s)", name, value, deta_err_name(rc));
+    if (!strstr(err, name))
+        fail_msg("%s=\"%s\": errstr \"%s\" does not name the variable", name, value, err);
+}
+
+static void test_defaults_per_service(void **state) {
+    (void)state;
+    struct {
+        const char *service;
+        int port;
+        const char *db;
+    } want[] = {
+        {"query-api", 8080, "delivery_query"},       {"order-service", 8081, "order_db"},
+        {"payment-service", 8082, "delivery_eta"},   {"inventory-service", 8083, "inventory_db"},
+        {"delivery-service", 8084, "delivery_db"},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        deta_config_t cfg;
+        load_ok(&cfg, want[i].service);
+        assert_string_equal(cfg.service, want[i].service);
+        assert_int_equal(cfg.http_port, want[i].port);
+        assert_string_equal(cfg.pg_database, want[i].db);
+        assert_int_equal(deta_service_default_port(want[i].service), want[i].port);
+        assert_string_equal(deta_service_default_db(want[i].service), want[i].db);
+    }
+}
+
+static void test_common_defaults(void **state) {
+    (void)state;
+    deta_config_t cfg;
+    load_ok(&cfg, "payment-service");
+    assert_string_equal(cfg.kafka_bootstrap, "localhost:9092");
+    assert_int_equal(cfg.kafka_session_timeout_ms, 45000);
+    assert_string_equal(cfg.pg_host, "localhost");
+    assert_int_equal(cfg.pg_port, 5432);
+    assert_string_equal(cfg.pg_user, "postgres");
+    assert_string_equal(cfg.pg_password, "postgres");
+    assert_string_equal(cfg.redis_host, "localhost");
+    assert_int_equal(cfg.redis_port, 6379);
+    assert_int_equal(cfg.http_body_limit, 65536);
+    assert_int_equal(cfg.http_threads, 4);
+    assert_string_equal(cfg.log_level, "info");
+    char want[96];
+    snprintf(want, sizeof want, "payment-service-%ld", (long)getpid());
+    assert_string_equal(cfg.instance_id, want);
+}
+
+static void test_unknown_service(void **state) {
+    (void)state;
+    assert_int_equal(deta_service_default_port("billing-service"), 0);
+    assert_int_equal(deta_service_default_port(NULL), 0);
+    assert_string_equal(deta_service_default_db("billing-service"), "postgres");
+    assert_string_equal(deta_service_default_db(NULL), "postgres");
+    deta_config_t cfg;
+    load_ok(&cfg, "local-broker");
+    assert_int_equal(cfg.http_port, 0); /* no contract port: ephemeral */
+    assert_string_equal(cfg.pg_database, "postgres");
+    setenv("HTTP_PORT", "9000", 1);
+    load_ok(&cfg, "local-broker");
+    assert_int_equal(cfg.http_port, 9000);
+}
+
+static void test_overrides(void **state) {
+    (void)state;
+    setenv("KAFKA_BOOTSTRAP_SERVERS", "k1:9092,k2:9092", 1);
+    setenv("KAFKA_SESSION_TIMEOUT_MS", "6000", 1);
+    setenv("PGHOST", "db.internal", 1);
+    setenv("PGPORT", "15432", 1);
+    setenv("PGUSER", "deta", 1);
+    setenv("PGPASSWORD", "s3cret", 1);
+    setenv("PGDATABASE", "other_db", 1);
+    setenv("REDIS_HOST", "cache", 1);
+    setenv("REDIS_PORT", "16379", 1);
+    setenv("HTTP_PORT", "18081", 1);
+    setenv("HTTP_BODY_LIMIT", "1024", 1);
+    setenv("HTTP_THREADS", "64", 1);
+    setenv("LOG_LEVEL", "debug", 1);
+    setenv("INSTANCE_ID", "order-a", 1);
+    deta_config_t cfg;
+    load_ok(&cfg, "order-service");
+    assert_string_equal(cfg.kafka_bootstrap, "k1:9092,k2:9092");
+    assert_int_equal(cfg.kafka_session_timeout_ms, 6000);
+    assert_string_equal(cfg.pg_host, "db.internal");
+    assert_int_equal(cfg.pg_port, 15432);
+    assert_string_equal(cfg.pg_user, "deta");
+    assert_string_equal(cfg.pg_password, "s3cret");
+    assert_string_equal(cfg.pg_database, "other_db");
+    assert_string_equal(cfg.redis_host, "cache");
+    assert_int_equal(cfg.redis_port, 16379);
+    assert_int_equal(cfg.http_port, 18081);
+    assert_int_equal(cfg.http_body_limit, 1024);
+    assert_int_equal(cfg.http_threads, 64);
+    assert_string_equal(cfg.log_level, "debug");
+    assert_string_equal(cfg.instance_id, "order-a");
+}
+
+static void test_empty_means_default(void **state) {
+    (void)state;
+    setenv("PGHOST", "", 1);
+    setenv("HTTP_PORT", "", 1);
+    setenv("LOG_LEVEL", "", 1);
+    deta_config_t cfg;
+    load_ok(&cfg, "delivery-service");
+    assert_string_equal(cfg.pg_host, "localhost");
+    assert_int_equal(cfg.http_port, 8084);
+    assert_string_equal(cfg.log_level, "info");
+}
+
+static void test_log_level_any_case(void **state) {
+    (void)state;
+    const char *in[] = {"DEBUG", "Info", "warn", "ERROR"};
+    const char *want[] = {"debug", "info", "warn", "error"};
+    for (size_t i = 0; i < 4; i++) {
+        setenv("LOG_LEVEL", in[i], 1);
+        deta_config_t cfg;
+        load_ok(&cfg, "query-api");
+        assert_string_equal(cfg.log_level, want[i]);
+    }
+}
+
+static void test_bounds_accepted(void **state) {
+    (void)state;
+    setenv("KAFKA_SESSION_TIMEOUT_MS", "1000", 1);
+    setenv("PGPORT", "1", 1);
+    setenv("REDIS_PORT", "65535", 1);
+    setenv("HTTP_BODY_LIMIT", "67108864", 1);
+    setenv("HTTP_THREADS", "1", 1);
+    deta_config_t cfg;
+    load_ok(&cfg, "query-api");
+    assert_int_equal(cfg.kafka_session_timeout_ms, 1000);
+    assert_int_equal(cfg.pg_port, 1);
+    assert_int_equal(cfg.redis_port, 65535);
+    assert_int_equal(cfg.http_body_limit, 67108864);
+    assert_int_equal(cfg.http_threads, 1);
+    setenv("KAFKA_SESSION_TIMEOUT_MS", "300000", 1);
+    load_ok(&cfg, "query-api");
+    assert_int_equal(cfg.kafka_session_timeout_ms, 300000);
+}
+
+static void test_bad_numbers_rejected(void **state) {
+    (void)state;
+    const char *ints[] = {"KAFKA_SESSION_TIMEOUT_MS", "PGPORT", "REDIS_PORT", "HTTP_PORT",
+                          "HTTP_BODY_LIMIT", "HTTP_THREADS"};
+    const char *junk[] = {"abc", "12x", " 80", "80 ", "+80", "0x50", "1e3", "8.5", "-",
+                          "99999999999999999999999"};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        for (size_t k = 0; k < sizeof junk / sizeof junk[0]; k++)
+            load_bad(ints[i], junk[k]);
+}
+
+static void test_out_of_range_rejected(void **state) {
+    (void)state;
+    load_bad("PGPORT", "0");
+    load_bad("PGPORT", "65536");
+    load_bad("REDIS_PORT", "-1");
+    load_bad("REDIS_PORT", "70000");
+    load_bad("HTTP_PORT", "0");
+    load_bad("HTTP_PORT", "65536");
+    load_bad("KAFKA_SESSION_TIMEOUT_MS", "999");
+    load_bad("KAFKA_SESSION_TIMEOUT_MS", "300001");
+    load_bad("HTTP_BODY_LIMIT", "1023");
+    load_bad("HTTP_BODY_LIMIT", "67108865");
+    load_bad("HTTP_THREADS", "0");
+    load_bad("HTTP_THREADS", "65");
+}
+
+static void test_bad_log_level_rejected(void **state) {
+    (void)state;
+    load_bad("LOG_LEVEL", "verbose");
+    load_bad("LOG_LEVEL", "warning");
+    load_bad("LOG_LEVEL", "info ");
+}
+
+static void test_too_long_strings_rejected(void **state) {
+    (void)state;
+    char big[600];
+    memset(big, 'h', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    const char *strs[] = {"KAFKA_BOOTSTRAP_SERVERS", "PGHOST", "PGUSER", "PGPASSWORD",
+                          "PGDATABASE", "REDIS_HOST", "INSTANCE_ID"};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        load_bad(strs[i], big);
+    /* Exactly the field's capacity is fine. */
+    big[63] = '\0';
+    setenv("PGDATABASE", big, 1);
+    deta_config_t cfg;
+    load_ok(&cfg, "order-service");
+    assert_string_equal(cfg.pg_database, big);
+}
+
+static void test_bad_service_name(void **state) {
+    (void)state;
+    deta_config_t cfg;
+    char err[128] = "";
+    assert_int_equal(deta_config_load(&cfg, NULL, err, sizeof err), DETA_ERR_INVALID);
+    assert_non_null(strstr(err, "service"));
+    assert_int_equal(deta_config_load(&cfg, "", NULL, 0), DETA_ERR_INVALID);
+    char name[65];
+    memset(name, 's', 64);
+    name[64] = '\0';
+    assert_int_equal(deta_config_load(&cfg, name, err, sizeof err), DETA_ERR_INVALID);
+    name[63] = '\0';
+    load_ok(&cfg, name);
+}
+
+static void test_config_int(void **state) {
+    (void)state;
+    long v = 0;
+    char err[128] = "";
+    assert_int_equal(deta_config_int("DETA_TEST_INT", 7, 0, 10, &v, err, sizeof err), DETA_OK);
+    assert_int_equal(v, 7);
+    setenv("DETA_TEST_INT", "-5", 1);
+    assert_int_equal(deta_config_int("DETA_TEST_INT", 7, -10, 10, &v, err, sizeof err), DETA_OK);
+    assert_int_equal(v, -5);
+    v = 99;
+    assert_int_equal(deta_config_int("DETA_TEST_INT", 7, 0, 10, &v, err, sizeof err),
+                     DETA_ERR_INVALID);
+    assert_non_null(strstr(err, "DETA_TEST_INT"));
+    assert_non_null(strstr(err, "out of range"));
+    assert_int_equal(v, 99);
+    setenv("DETA_TEST_INT", "--5", 1);
+    assert_int_equal(deta_config_int("DETA_TEST_INT", 7, -10, 10, &v, err, sizeof err),
+                     DETA_ERR_INVALID);
+    assert_non_null(strstr(err, "not an integer"));
+    assert_int_equal(deta_config_int("DETA_TEST_INT", 7, -10, 10, &v, NULL, 0),
+                     DETA_ERR_INVALID);
+}
+
+static void test_config_str(void **state) {
+    (void)state;
+    assert_string_equal(deta_config_str("DETA_TEST_STR", "def"), "def");
+    assert_null(deta_config_str("DETA_TEST_STR", NULL));
+    setenv("DETA_TEST_STR", "", 1);
+    assert_string_equal(deta_config_str("DETA_TEST_STR", "def"), "def");
+    setenv("DETA_TEST_STR", "val", 1);
+    assert_string_equal(deta_config_str("DETA_TEST_STR", "def"), "val");
+}
+
+#define T(f) cmocka_unit_test_setup(f, clear_env)
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        T(test_defaults_per_service),  T(test_common_defaults),
+        T(test_unknown_service),       T(test_overrides),
+        T(test_empty_means_default),   T(test_log_level_any_case),
+        T(test_bounds_accepted),       T(test_bad_numbers_rejected),
+        T(test_out_of_range_rejected), T(test_bad_log_level_rejected),
+        T(test_too_long_strings_rejected), T(test_bad_service_name),
+        T(test_config_int),            T(test_config_str),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,100 @@
+/*
+ * test_topics.c - event type to topic mapping and dead-letter twins
+ * (lib/src/topics.c).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "deta/topics.h"
+
+static void test_all_topics_raw_then_dlq(void **state) {
+    (void)state;
+    const char *want[DETA_TOPICS_COUNT] = {
+        "raw.order-events", "raw.inventory-events", "raw.payment-events", "raw.delivery-events",
+        "dlq.order-events", "dlq.inventory-events", "dlq.payment-events", "dlq.delivery-events",
+    };
+    assert_int_equal(sizeof deta_topics_all / sizeof deta_topics_all[0], DETA_TOPICS_COUNT);
+    for (size_t i = 0; i < DETA_TOPICS_COUNT; i++)
+        assert_string_equal(deta_topics_all[i], want[i]);
+}
+
+static void assert_topic(const char *type, const char *want) {
+    const char *got = deta_topic_for_event_type(type);
+    if (!got)
+        fail_msg("%s maps to no topic", type);
+    assert_string_equal(got, want);
+}
+
+static void test_known_types_map_to_their_topic(void **state) {
+    (void)state;
+    assert_topic("order.created", "raw.order-events");
+    assert_topic("inventory.reserved", "raw.inventory-events");
+    assert_topic("inventory.rejected", "raw.inventory-events");
+    assert_topic("inventory.released", "raw.inventory-events");
+    assert_topic("payment.authorized", "raw.payment-events");
+    assert_topic("payment.failed", "raw.payment-events");
+    assert_topic("delivery.assigned", "raw.delivery-events");
+    assert_topic("eta.updated", "raw.delivery-events");
+    assert_topic("delivery.picked_up", "raw.delivery-events");
+    assert_topic("delivery.delivered", "raw.delivery-events");
+}
+
+static void test_unknown_types_map_to_null(void **state) {
+    (void)state;
+    const char *unknown[] = {"order.craeted", "order.", "order", "ORDER.CREATED", "",
+                             "order.created ", "payment.refunded", "eta.updated.v2",
+                             "raw.order-events"};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++)
+        if (deta_topic_for_event_type(unknown[i]))
+            fail_msg("\"%s\" maps to %s", unknown[i], deta_topic_for_event_type(unknown[i]));
+    assert_null(deta_topic_for_event_type(NULL));
+}
+
+static void test_dlq_twins(void **state) {
+    (void)state;
+    for (size_t i = 0; i < 4; i++) {
+        const char *dlq = deta_topic_dlq_for(deta_topics_all[i]);
+        assert_non_null(dlq);
+        assert_string_equal(dlq, deta_topics_all[i + 4]);
+        assert_int_equal(strncmp(dlq, "dlq.", 4), 0);
+        assert_string_equal(dlq + 4, deta_topics_all[i] + 4);
+    }
+}
+
+static void test_dlq_of_non_raw_topics_is_null(void **state) {
+    (void)state;
+    assert_null(deta_topic_dlq_for("dlq.order-events"));
+    assert_null(deta_topic_dlq_for("raw.other-events"));
+    assert_null(deta_topic_dlq_for("order-events"));
+    assert_null(deta_topic_dlq_for(""));
+    assert_null(deta_topic_dlq_for(NULL));
+}
+
+/* Every event type's topic has a dead-letter twin. */
+static void test_every_type_has_a_dlq(void **state) {
+    (void)state;
+    const char *types[] = {DETA_EVT_ORDER_CREATED,     DETA_EVT_INVENTORY_RESERVED,
+                           DETA_EVT_INVENTORY_REJECTED, DETA_EVT_INVENTORY_RELEASED,
+                           DETA_EVT_PAYMENT_AUTHORIZED, DETA_EVT_PAYMENT_FAILED,
+                           DETA_EVT_DELIVERY_ASSIGNED,  DETA_EVT_ETA_UPDATED,
+                           DETA_EVT_DELIVERY_PICKED_UP, DETA_EVT_DELIVERY_DELIVERED};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        assert_non_null(deta_topic_dlq_for(deta_topic_for_event_type(types[i])));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_all_topics_raw_then_dlq),
+        cmocka_unit_test(test_known_types_map_to_their_topic),
+        cmocka_unit_test(test_unknown_types_map_to_null),
+        cmocka_unit_test(test_dlq_twins),
+        cmocka_unit_test(test_dlq_of_non_raw_topics_is_null),
+        cmocka_unit_test(test_every_type_has_a_dlq),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
