@@ -25,7 +25,9 @@
 # Settings (env): STACK_DIR (.local), BUILD_DIR (build/release), both relative
 # to the repository; PG_PORT REDIS_PORT ORDER_SERVICE_PORT PAYMENT_SERVICE_PORT
 # INVENTORY_SERVICE_PORT DELIVERY_SERVICE_PORT QUERY_API_PORT; KAFKA_PARTITIONS
-# (6), KAFKA_BROKERS (1), LOG_LEVEL (info), STACK_TIMEOUT (30 s per part).
+# (6), KAFKA_BROKERS (1), LOG_LEVEL (info), STACK_TIMEOUT (30 s per part);
+# STACK_SERVICES ("order-service payment-service": start only these services).
+# Services inherit the caller's environment, so their own settings pass through.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -562,7 +564,9 @@ cmd_up() {
   trap after_failed_start EXIT
   for part in "${INFRA[@]}"; do start_part "$part"; done
   for part in "${SERVICES[@]}"; do
-    if [ -x "$(service_binary "$part")" ]; then
+    if [ -n "${STACK_SERVICES:-}" ] && [[ " $STACK_SERVICES " != *" $part "* ]]; then
+      say "$part: not in STACK_SERVICES, skipped"
+    elif [ -x "$(service_binary "$part")" ]; then
       start_part "$part"
     else
       say "$part: not built yet ($(service_binary "$part") missing), skipped"

@@ -24,6 +24,10 @@ ASAN_BUILD=build/asan
 export ASAN_OPTIONS=detect_leaks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export STACK_DIR=.local/test BUILD_DIR=$ASAN_BUILD
+# The services of the test stack: the delivery clock runs 600x so that a delivery
+# completes in seconds; the gateway declines customers named decline-*.
+export DELIVERY_CLOCK_SPEED=${DELIVERY_CLOCK_SPEED:-600}
+export PAYMENT_DECLINE_CUSTOMERS=${PAYMENT_DECLINE_CUSTOMERS:-decline-*}
 export PG_PORT=25432 REDIS_PORT=26379 QUERY_API_PORT=28080 ORDER_SERVICE_PORT=28081 \
   PAYMENT_SERVICE_PORT=28082 INVENTORY_SERVICE_PORT=28083 DELIVERY_SERVICE_PORT=28084
 

@@ -194,7 +194,7 @@ static deta_err_t get_string(const json_t *root, const char *field, const char *
 /* A non-empty string of at most `max` bytes, copied into dst (max + 1 bytes). */
 static deta_err_t take_text(const json_t *root, const char *field, char *dst, size_t max,
                             char *errstr, size_t errsize) {
-    const char *s;
+    const char *s = NULL;
     deta_err_t err = get_string(root, field, &s, errstr, errsize);
     if (err)
         return err;
@@ -208,7 +208,7 @@ static deta_err_t take_text(const json_t *root, const char *field, char *dst, si
 
 static deta_err_t take_uuid(const json_t *root, const char *field, char dst[DETA_UUID_LEN + 1],
                             char *errstr, size_t errsize) {
-    const char *s;
+    const char *s = NULL;
     deta_err_t err = get_string(root, field, &s, errstr, errsize);
     if (err)
         return err;
@@ -221,7 +221,7 @@ static deta_err_t take_uuid(const json_t *root, const char *field, char dst[DETA
 
 static deta_err_t take_timestamp(const json_t *root, const char *field, char dst[DETA_TS_LEN],
                                  char *errstr, size_t errsize) {
-    const char *s;
+    const char *s = NULL;
     deta_err_t err = get_string(root, field, &s, errstr, errsize);
     if (err)
         return err;

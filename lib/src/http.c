@@ -418,6 +418,18 @@ static void record_metrics(const request_t *r, int status) {
     free(labels);
 }
 
+/* Requests the server refuses before any handler sees them, by reason, so that a
+ * service's "rejected requests" include the ones its handlers never saw. */
+static void count_rejection(const request_t *r, const char *reason) {
+    deta_metrics_t *m = r->srv->metrics;
+    char *labels = NULL;
+    if (!m || asprintf(&labels, "route=\"%s\",reason=\"%s\"", r->route_label, reason) < 0)
+        return;
+    deta_counter_inc(deta_counter(m, "http_requests_rejected_total",
+                                  "Requests refused by the HTTP layer, by reason", labels));
+    free(labels);
+}
+
 /* Hands resp (and its body) to MHD. */
 static enum MHD_Result queue_response(request_t *r, deta_http_resp_t *resp, const char *allow) {
     struct MHD_Response *mr;
@@ -576,12 +588,16 @@ static enum MHD_Result begin_request(deta_http_server_t *srv, struct MHD_Connect
     if (status == 405)
         return respond_405(r);
     bool json = (r->route->flags & DETA_HTTP_JSON_BODY) != 0;
-    if (json && !is_json_media_type(r->req.content_type))
+    if (json && !is_json_media_type(r->req.content_type)) {
+        count_rejection(r, "unsupported_media_type");
         return respond_error(r, 415, NULL, "Content-Type must be application/json, not %s",
                              r->req.content_type ? r->req.content_type : "absent");
-    if (declared_too_large(r))
+    }
+    if (declared_too_large(r)) {
+        count_rejection(r, "body_too_large");
         return respond_error(r, 413, NULL, "request body exceeds %ld bytes",
                              srv->body_limit);
+    }
     return MHD_YES;
 }
 
@@ -621,8 +637,10 @@ static enum MHD_Result receive_body(request_t *r, const char *data, size_t *size
 
 /* The whole body is in: parse, run the handler, answer. */
 static enum MHD_Result finish_request(request_t *r) {
-    if (r->too_large)
+    if (r->too_large) {
+        count_rejection(r, "body_too_large");
         return respond_error(r, 413, NULL, "request body exceeds %ld bytes", r->srv->body_limit);
+    }
     const route_t *route = r->route;
     deta_http_req_t *req = &r->req;
     req->body = r->body;
@@ -630,9 +648,11 @@ static enum MHD_Result finish_request(request_t *r) {
     if (route->flags & DETA_HTTP_JSON_BODY) {
         json_error_t jerr;
         req->json = json_loadb(r->body ? r->body : "", r->body_len, 0, &jerr);
-        if (!req->json)
+        if (!req->json) {
+            count_rejection(r, "malformed_json");
             return respond_error(r, 400, "body", "malformed JSON: %s (line %d, column %d)",
                                  jerr.text, jerr.line, jerr.column);
+        }
     }
     deta_http_resp_t resp = {0};
     route->fn(req, &resp, route->opaque);

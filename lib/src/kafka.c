@@ -16,8 +16,9 @@
  * there. deta_producer_free() flushes (bounded), purges what is left and serves
  * the purge reports, so no block outlives the producer.
  *
- * Consumer loop. One message at a time, in the order of rd_kafka_consumer_poll().
- * A message whose handler asks for a retry is kept and re-handled after a backoff
+ * Consumer loop, workers 0 or 1. One message at a time, in the order of
+ * rd_kafka_consumer_poll(). A message whose handler asks for a retry is kept and
+ * re-handled after a backoff
  * (200 ms doubled up to 5 s, interruptible by *stop; a zero field of the options
  * selects that default, since services pass zeroed options) without polling:
  * this stalls the consumer's other partitions for the few seconds of the retries,
@@ -30,8 +31,17 @@
  * last ones. A message abandoned because of *stop is not stored: the group's next
  * member gets it again.
  *
- * Dead letters go to deta_topic_dlq_for(topic) through the borrowed producer,
- * synchronously, retried forever with backoff (until *stop) since skipping the
+ * Consumer loop, workers N > 1 (its own section below explains it in full). The
+ * polling thread hands each message to worker hash(key) % N through a short
+ * bounded queue, pausing a partition whose next message finds its queue full; the
+ * workers run the same handling as above. A partition's offset is stored only up
+ * to its completed watermark (offsets.h): the highest offset that, with every
+ * earlier one dispatched, is finished. A revoke waits (bounded) for the revoked
+ * partitions' running handlers; a stop lets each worker finish its message.
+ *
+ * Dead letters go to deta_topic_dlq_for(topic) (raw.X -> dlq.X) through the borrowed producer,
+ * synchronously, retried forever with backoff (until *stop, or with workers until
+ * its partition is revoked) since skipping the
  * message would lose it. A message on a topic with no dead-letter twin is logged
  * as an error and its offset stored: there is nowhere to put it, and blocking the
  * partition forever would be worse.
@@ -52,12 +62,18 @@
 
 #include "deta/log.h"
 #include "deta/topics.h"
+#include "offsets.h"
 
 #define DETA_KAFKA_MESSAGE_TIMEOUT_MS 10000 /* every report arrives within this */
 #define DETA_KAFKA_FLUSH_MS 5000            /* deta_producer_free's bounded wait */
 #define DETA_KAFKA_DLQ_SEND_MS (DETA_KAFKA_MESSAGE_TIMEOUT_MS + 2000)
 #define DETA_KAFKA_POLL_MS 100
 #define DETA_KAFKA_ASSIGNMENT "cooperative-sticky"
+#define DETA_KAFKA_MAX_WORKERS 256
+#define DETA_KAFKA_WORKER_QUEUE 16      /* jobs queued per worker before the poller holds */
+#define DETA_KAFKA_HELD_POLL_MS 10      /* poll wait while messages are held */
+#define DETA_KAFKA_REVOKE_WAIT_MS 10000 /* a revoke waits this long for running handlers */
+#define DETA_KAFKA_SEEK_MS 5000
 
 /* ---- shared helpers ---- */
 
@@ -65,6 +81,21 @@ static long now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* The CLOCK_MONOTONIC time ms from now, for pthread_cond_timedwait. */
+static struct timespec monotonic_after(long ms) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    if (ms < 0)
+        ms = 0;
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
 }
 
 /* librdkafka's log lines go through deta_log. Its LOG_ERR lines (a refused
@@ -272,15 +303,8 @@ static rd_kafka_resp_err_t produce_one(deta_producer_t *p, out_msg_t *m, dr_slot
 
 /* Waits under p->lock until b has no pending report or the deadline passes. */
 static void await_reports(deta_producer_t *p, dr_batch_t *b, long deadline) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
     long left = deadline - now_ms();
-    ts.tv_sec += left / 1000;
-    ts.tv_nsec += (left % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = monotonic_after(left);
     while (b->pending > 0 && left > 0) {
         if (pthread_cond_timedwait(&p->reported, &p->lock, &ts) != 0)
             break;
@@ -437,6 +461,9 @@ bool deta_producer_ping(deta_producer_t *p, int timeout_ms, char *errstr, size_t
 
 /* ---- consumer ---- */
 
+typedef struct worker worker_t;
+typedef struct part part_t;
+
 struct deta_consumer {
     rd_kafka_t *rk;
     deta_consume_fn fn;
@@ -446,7 +473,21 @@ struct deta_consumer {
     int backoff_ms;
     int backoff_max_ms;
     deta_metrics_t *metrics;
+    /* With workers (nworkers > 1; see "consumer: workers" below). */
+    int nworkers;
+    worker_t *workers;
+    pthread_mutex_t lock;    /* guards the queues, current jobs, trackers, stopping */
+    pthread_cond_t progress; /* a worker is done with a job */
+    bool stopping;           /* workers take no more jobs */
+    atomic_bool *stop;       /* deta_consumer_run's flag */
+    part_t *parts;           /* the poller's thread only */
+    size_t nheld;            /* the poller's thread only */
 };
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *partitions, void *opaque);
+static bool workers_init(deta_consumer_t *c);
+static void workers_destroy(deta_consumer_t *c);
 
 const char *deta_kafka_msg_header(const deta_kafka_msg_t *msg, const char *name, char *buf,
                                   size_t bufsize) {
@@ -468,8 +509,8 @@ const char *deta_kafka_msg_header(const deta_kafka_msg_t *msg, const char *name,
     return buf;
 }
 
-static rd_kafka_conf_t *consumer_conf(const deta_config_t *cfg, const char *group, char *errstr,
-                                      size_t errsize) {
+static rd_kafka_conf_t *consumer_conf(const deta_config_t *cfg, const char *group,
+                                      deta_consumer_t *c, char *errstr, size_t errsize) {
     int session = cfg->kafka_session_timeout_ms > 0 ? cfg->kafka_session_timeout_ms : 45000;
     char session_s[16], heartbeat_s[16];
     snprintf(session_s, sizeof session_s, "%d", session);
@@ -491,6 +532,10 @@ static rd_kafka_conf_t *consumer_conf(const deta_config_t *cfg, const char *grou
         return NULL;
     }
     rd_kafka_conf_set_log_cb(conf, on_log);
+    if (c->nworkers > 1) { /* revocations must wait for the workers */
+        rd_kafka_conf_set_opaque(conf, c);
+        rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    }
     return conf;
 }
 
@@ -509,6 +554,9 @@ static deta_err_t check_consumer_args(const deta_config_t *cfg, const char *grou
             return deta_errf(DETA_ERR_INVALID, errstr, errsize, "topic %zu is empty", i);
     if (opts && (opts->max_retries < 0 || opts->backoff_ms < 0 || opts->backoff_max_ms < 0))
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "negative retry settings");
+    if (opts && (opts->workers < 0 || opts->workers > DETA_KAFKA_MAX_WORKERS))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "workers must be 0..%d, not %d",
+                         DETA_KAFKA_MAX_WORKERS, opts->workers);
     return DETA_OK;
 }
 
@@ -520,6 +568,7 @@ static void apply_opts(deta_consumer_t *c, const deta_consumer_opts_t *opts) {
     if (c->backoff_max_ms < c->backoff_ms)
         c->backoff_max_ms = c->backoff_ms;
     c->metrics = opts ? opts->metrics : NULL;
+    c->nworkers = opts && opts->workers > 1 ? opts->workers : 0;
 }
 
 static deta_err_t subscribe(rd_kafka_t *rk, const char *const *topics, size_t ntopics,
@@ -533,6 +582,13 @@ static deta_err_t subscribe(rd_kafka_t *rk, const char *const *topics, size_t nt
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "cannot subscribe: %s",
                          rd_kafka_err2str(e));
     return DETA_OK;
+}
+
+static void consumer_release(deta_consumer_t *c) {
+    if (c->rk)
+        rd_kafka_destroy(c->rk);
+    workers_destroy(c);
+    free(c);
 }
 
 deta_consumer_t *deta_consumer_new(const deta_config_t *cfg, const char *group,
@@ -551,20 +607,24 @@ deta_consumer_t *deta_consumer_new(const deta_config_t *cfg, const char *group,
     c->opaque = opaque;
     c->dlq = dlq;
     apply_opts(c, opts);
+    if (!workers_init(c)) {
+        deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+        consumer_release(c);
+        return NULL;
+    }
     char why[512];
-    rd_kafka_conf_t *conf = consumer_conf(cfg, group, errstr, errsize);
+    rd_kafka_conf_t *conf = consumer_conf(cfg, group, c, errstr, errsize);
     if (conf && !(c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof why))) {
         rd_kafka_conf_destroy(conf);
         deta_errf(DETA_ERR_INVALID, errstr, errsize, "cannot create the Kafka consumer: %s", why);
     }
     if (!c->rk) {
-        free(c);
+        consumer_release(c);
         return NULL;
     }
     rd_kafka_poll_set_consumer(c->rk);
     if (subscribe(c->rk, topics, ntopics, errstr, errsize) != DETA_OK) {
-        rd_kafka_destroy(c->rk);
-        free(c);
+        consumer_release(c);
         return NULL;
     }
     return c;
@@ -576,8 +636,20 @@ void deta_consumer_free(deta_consumer_t *c) {
     rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
         DETA_WARN("kafka consumer close: %s", rd_kafka_err2str(e));
-    rd_kafka_destroy(c->rk);
-    free(c);
+    consumer_release(c);
+}
+
+/* ---- consumer: handling one message (on the poller or on a worker) ---- */
+
+/* What makes a retry or dead-letter loop give up on its message: the consumer
+ * stopping, or (with workers) the message's partition being revoked. */
+typedef struct cancel {
+    atomic_bool *stop;
+    atomic_bool *revoked; /* NULL when only stop applies */
+} cancel_t;
+
+static bool cancelled(const cancel_t *x) {
+    return atomic_load(x->stop) || (x->revoked && atomic_load(x->revoked));
 }
 
 static void count_outcome(deta_consumer_t *c, const char *topic, const char *outcome) {
@@ -590,11 +662,11 @@ static void count_outcome(deta_consumer_t *c, const char *topic, const char *out
                                   labels));
 }
 
-/* Sleeps ms in short steps; false when *stop became true meanwhile. */
-static bool sleep_unless_stopped(int ms, atomic_bool *stop) {
+/* Sleeps ms in short steps; false when cancelled meanwhile. */
+static bool sleep_unless_cancelled(int ms, const cancel_t *cancel) {
     long deadline = now_ms() + ms;
     for (;;) {
-        if (atomic_load(stop))
+        if (cancelled(cancel))
             return false;
         long left = deadline - now_ms();
         if (left <= 0)
@@ -609,18 +681,16 @@ static int next_backoff(const deta_consumer_t *c, int backoff) {
     return backoff >= c->backoff_max_ms / 2 ? c->backoff_max_ms : backoff * 2;
 }
 
-/* Marks m handled: its offset + 1 is committed with the next (auto) commit. */
-static void store_offset(deta_consumer_t *c, const rd_kafka_message_t *m) {
+/* Stores next (the offset after the last finished message) for commit. */
+static void store_offset(deta_consumer_t *c, const char *topic, int32_t partition, int64_t next) {
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(list, rd_kafka_topic_name(m->rkt), m->partition)->offset =
-        m->offset + 1;
+    rd_kafka_topic_partition_list_add(list, topic, partition)->offset = next;
     rd_kafka_resp_err_t e = rd_kafka_offsets_store(c->rk, list);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
         e = list->elems[0].err;
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
         DETA_WARN("cannot store offset %s[%d]@%lld (partition revoked? it will be redelivered): %s",
-                  rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
-                  rd_kafka_err2str(e));
+                  topic, (int)partition, (long long)(next - 1), rd_kafka_err2str(e));
     rd_kafka_topic_partition_list_destroy(list);
 }
 
@@ -648,9 +718,9 @@ static rd_kafka_headers_t *dead_letter_headers(const rd_kafka_message_t *m, int 
     return h;
 }
 
-/* Publishes the dead letter until acknowledged; false when stopped first. */
+/* Publishes the dead letter until acknowledged; false when cancelled first. */
 static bool send_dead_letter(deta_consumer_t *c, const rd_kafka_message_t *m, const char *dlq_topic,
-                             int retries, const char *why, atomic_bool *stop) {
+                             int retries, const char *why, const cancel_t *cancel) {
     int backoff = c->backoff_ms;
     for (;;) {
         out_msg_t out = {.topic = dlq_topic,
@@ -668,23 +738,24 @@ static bool send_dead_letter(deta_consumer_t *c, const rd_kafka_message_t *m, co
         DETA_ERROR("cannot dead-letter %s[%d]@%lld to %s, retrying in %d ms: %s",
                    rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset, dlq_topic,
                    backoff, err);
-        if (!sleep_unless_stopped(backoff, stop))
+        if (!sleep_unless_cancelled(backoff, cancel))
             return false;
         backoff = next_backoff(c, backoff);
     }
 }
 
-/* Handles a message that failed for good; false when stopped before it was done. */
+/* Handles a message that failed for good; false when cancelled before it was done. */
 static bool dead_letter(deta_consumer_t *c, const rd_kafka_message_t *m, int retries,
-                        const char *why, atomic_bool *stop) {
+                        const char *why, const cancel_t *cancel) {
     const char *topic = rd_kafka_topic_name(m->rkt);
-    const char *dlq_topic = deta_topic_dlq_for(topic);
+    char dlq_buf[DETA_TOPIC_MAX + 1];
+    const char *dlq_topic = deta_topic_dlq_for(topic, dlq_buf, sizeof dlq_buf);
     if (!dlq_topic) {
         DETA_ERROR("dropping %s[%d]@%lld after %d retries, no dead-letter topic for it: %s", topic,
                    (int)m->partition, (long long)m->offset, retries, why);
         return true;
     }
-    if (!send_dead_letter(c, m, dlq_topic, retries, why, stop))
+    if (!send_dead_letter(c, m, dlq_topic, retries, why, cancel))
         return false;
     DETA_WARN("dead-lettered %s[%d]@%lld to %s after %d retries: %s", topic, (int)m->partition,
               (long long)m->offset, dlq_topic, retries, why);
@@ -692,13 +763,15 @@ static bool dead_letter(deta_consumer_t *c, const rd_kafka_message_t *m, int ret
     return true;
 }
 
-/* Runs the handler, retrying transient failures; stores the offset once the
- * message is done one way or the other. Returns without storing when stopped. */
-static void handle_message(deta_consumer_t *c, const rd_kafka_message_t *m, atomic_bool *stop) {
+/* Runs the handler, retrying transient failures, dead-lettering what fails for
+ * good. True when the message is finished one way or the other (its offset may be
+ * stored); false when cancelled first (it must be redelivered). */
+static bool handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
+                           const cancel_t *cancel) {
     char *value = malloc(m->len + 1);
     if (!value) {
         DETA_ERROR("out of memory for a %zu-byte message: it will be redelivered", m->len);
-        return;
+        return false;
     }
     if (m->len)
         memcpy(value, m->payload, m->len);
@@ -712,45 +785,553 @@ static void handle_message(deta_consumer_t *c, const rd_kafka_message_t *m, atom
                             .value = value,
                             .len = m->len,
                             .impl = (void *)m};
+    bool finished = false;
     int backoff = c->backoff_ms;
     for (;;) {
         char why[512] = "";
         deta_err_t err = c->fn(&msg, c->opaque, why, sizeof why);
         if (err == DETA_OK) {
             count_outcome(c, topic, "processed");
-            store_offset(c, m);
+            finished = true;
             break;
         }
         if (!why[0])
             snprintf(why, sizeof why, "handler failed: %s", deta_err_name(err));
         if (err != DETA_ERR_TRANSIENT || msg.attempt >= c->max_retries) {
-            if (dead_letter(c, m, msg.attempt, why, stop))
-                store_offset(c, m);
+            finished = dead_letter(c, m, msg.attempt, why, cancel);
             break;
         }
         DETA_WARN("retrying %s[%d]@%lld in %d ms (retry %d of %d): %s", topic, (int)m->partition,
                   (long long)m->offset, backoff, msg.attempt + 1, c->max_retries, why);
         count_outcome(c, topic, "retried");
-        if (!sleep_unless_stopped(backoff, stop))
+        if (!sleep_unless_cancelled(backoff, cancel))
             break;
         backoff = next_backoff(c, backoff);
         msg.attempt++;
     }
     free(value);
+    return finished;
+}
+
+/* ---- consumer: one message at a time on the poller (workers 0 or 1) ---- */
+
+static deta_err_t run_inline(deta_consumer_t *c, atomic_bool *stop) {
+    cancel_t cancel = {.stop = stop, .revoked = NULL};
+    while (!atomic_load(stop)) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, DETA_KAFKA_POLL_MS);
+        if (!m)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            if (handle_message(c, m, &cancel))
+                store_offset(c, rd_kafka_topic_name(m->rkt), m->partition, m->offset + 1);
+        } else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            DETA_WARN("kafka consumer: %s", rd_kafka_message_errstr(m));
+        }
+        rd_kafka_message_destroy(m);
+    }
+    return DETA_OK;
+}
+
+/* ---- consumer: workers (opts.workers = N > 1) ----
+ *
+ * Threads. The thread in deta_consumer_run() polls and dispatches; N workers
+ * handle, each with the same retry and dead-letter logic as above. A message
+ * goes to worker hash(key) % N (no key: partition % N), so the messages of one
+ * key are handled one after the other in partition order, while other keys go on
+ * in parallel: a message being retried holds up its worker only.
+ *
+ * Backpressure. Each worker has a short bounded queue. When a message's queue is
+ * full, the poller holds it (in its partition's held list) and pauses that
+ * partition: librdkafka then drops what it prefetched for it and, on resume,
+ * fetches again from just after the held message. The poller keeps polling the
+ * other partitions meanwhile, so it never stops calling poll for long and
+ * max.poll.interval.ms is not at risk even while a worker retries for minutes.
+ * Held messages are dispatched in order as room appears; then the partition
+ * resumes.
+ *
+ * Offsets. Per partition the poller has a part_t whose tracker (offsets.h) lists
+ * the offsets dispatched, in order. A worker that finishes a message (handled or
+ * dead-lettered) marks it and, if the partition's completed watermark moved,
+ * stores it. Marking and storing happen under c->lock, so two workers never store
+ * out of order. A message given up (stop, revoke) is never marked: the offset
+ * stays before it.
+ *
+ * Rebalance (cooperative: only partitions that move are revoked). The revoke
+ * callback runs on the poller's thread. It drops the revoked partitions' held and
+ * queued messages (not started: their next owner gets them), tells their messages
+ * in a retry or dead-letter loop to give up, and waits up to
+ * DETA_KAFKA_REVOKE_WAIT_MS for their handler calls still running to end (each
+ * storing its offset as usual). A call still running after that is orphaned: it
+ * completes but stores nothing. Then the partitions' state is discarded, and
+ * librdkafka commits the stored offsets as it unassigns them.
+ *
+ * Stop. The poller stops polling and tells the workers: each finishes its current
+ * message (a retry loop gives up at once) and takes no other. The poller joins
+ * them, drops what was queued or held, and rewinds every partition with
+ * unfinished messages to the first of them, so that a later run() on this handle
+ * does not skip them; deta_consumer_free() commits and leaves the group.
+ *
+ * Ownership. c->lock guards the queues, the workers' current jobs, the trackers,
+ * job->part and c->stopping. Only the poller's thread creates, lists and frees
+ * parts and their held lists, and it calls librdkafka (pause, resume, seek,
+ * assign) without holding the lock; workers call only rd_kafka_offsets_store,
+ * under it.
+ */
+
+/* A polled message on its way through a worker. */
+typedef struct job {
+    rd_kafka_message_t *m;
+    part_t *part;        /* its partition's state; NULL once orphaned by a revoke */
+    bool tracked;        /* its offset is in part's tracker */
+    atomic_bool revoked; /* its partition is being revoked: give up retrying */
+    struct job *next;    /* in its part's held list */
+} job_t;
+
+/* A partition the poller has dispatched from. */
+struct part {
+    char *topic;
+    int32_t partition;
+    deta_offsets_t offsets;   /* dispatched, not yet passed by the watermark */
+    job_t *held, *held_tail;  /* waiting for room in their worker's queue */
+    bool paused;              /* by us, while something is held */
+    bool revoking;            /* in the revoke callback */
+    part_t *next;
+};
+
+struct worker {
+    deta_consumer_t *c;
+    pthread_t thread;
+    pthread_cond_t wake; /* a job was queued, or stopping */
+    job_t *queue[DETA_KAFKA_WORKER_QUEUE];
+    size_t head, count;
+    job_t *current; /* being handled, or NULL */
+};
+
+static pthread_cond_t *cond_init_monotonic(pthread_cond_t *cond) {
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(cond, &attr);
+    pthread_condattr_destroy(&attr);
+    return cond;
+}
+
+static bool workers_init(deta_consumer_t *c) {
+    if (c->nworkers <= 1)
+        return true;
+    c->workers = calloc((size_t)c->nworkers, sizeof *c->workers);
+    if (!c->workers)
+        return false;
+    pthread_mutex_init(&c->lock, NULL);
+    cond_init_monotonic(&c->progress);
+    for (int i = 0; i < c->nworkers; i++) {
+        c->workers[i].c = c;
+        pthread_cond_init(&c->workers[i].wake, NULL);
+    }
+    return true;
+}
+
+static void workers_destroy(deta_consumer_t *c) {
+    if (!c->workers)
+        return;
+    for (int i = 0; i < c->nworkers; i++)
+        pthread_cond_destroy(&c->workers[i].wake);
+    pthread_cond_destroy(&c->progress);
+    pthread_mutex_destroy(&c->lock);
+    free(c->workers);
+    c->workers = NULL;
+}
+
+/* FNV-1a: cheap, and spreads similar keys (UUIDs) well enough. */
+static uint32_t key_hash(const unsigned char *key, size_t len) {
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ key[i]) * 16777619u;
+    return h;
+}
+
+static worker_t *worker_for(deta_consumer_t *c, const rd_kafka_message_t *m) {
+    uint32_t h = m->key ? key_hash(m->key, m->key_len) : (uint32_t)m->partition;
+    return &c->workers[h % (uint32_t)c->nworkers];
+}
+
+/* -- jobs and queues (queues under c->lock) -- */
+
+static job_t *job_new(rd_kafka_message_t *m, part_t *part) {
+    job_t *j = calloc(1, sizeof *j);
+    if (!j)
+        return NULL;
+    j->m = m;
+    j->part = part;
+    atomic_init(&j->revoked, false);
+    return j;
+}
+
+static void job_free(job_t *j) {
+    rd_kafka_message_destroy(j->m);
+    free(j);
+}
+
+static bool queue_full(const worker_t *w) { return w->count == DETA_KAFKA_WORKER_QUEUE; }
+
+static void queue_push(worker_t *w, job_t *j) {
+    w->queue[(w->head + w->count++) % DETA_KAFKA_WORKER_QUEUE] = j;
+}
+
+static job_t *queue_pop(worker_t *w) {
+    job_t *j = w->queue[w->head];
+    w->head = (w->head + 1) % DETA_KAFKA_WORKER_QUEUE;
+    w->count--;
+    return j;
+}
+
+/* Frees the queued jobs whose partition is being revoked (all when all),
+ * keeping the others in order. */
+static void queue_drop(worker_t *w, bool all) {
+    size_t n = w->count;
+    for (size_t i = 0; i < n; i++) {
+        job_t *j = queue_pop(w);
+        if (all || (j->part && j->part->revoking))
+            job_free(j);
+        else
+            queue_push(w, j);
+    }
+}
+
+/* -- partitions (the poller's thread) -- */
+
+static part_t *part_find(deta_consumer_t *c, const char *topic, int32_t partition) {
+    for (part_t *p = c->parts; p; p = p->next)
+        if (p->partition == partition && strcmp(p->topic, topic) == 0)
+            return p;
+    return NULL;
+}
+
+static part_t *part_get(deta_consumer_t *c, const char *topic, int32_t partition) {
+    part_t *p = part_find(c, topic, partition);
+    if (p)
+        return p;
+    p = calloc(1, sizeof *p);
+    if (!p || !(p->topic = strdup(topic))) {
+        free(p);
+        return NULL;
+    }
+    p->partition = partition;
+    deta_offsets_init(&p->offsets);
+    p->next = c->parts;
+    c->parts = p;
+    return p;
+}
+
+/* Pauses or resumes the partition's fetching (without c->lock). */
+static void part_set_paused(deta_consumer_t *c, part_t *p, bool pause) {
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, p->topic, p->partition);
+    rd_kafka_resp_err_t e = pause ? rd_kafka_pause_partitions(c->rk, list)
+                                  : rd_kafka_resume_partitions(c->rk, list);
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
+        e = list->elems[0].err;
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+        DETA_WARN("cannot %s %s[%d]: %s", pause ? "pause" : "resume", p->topic, (int)p->partition,
+                  rd_kafka_err2str(e));
+    rd_kafka_topic_partition_list_destroy(list);
+    p->paused = pause;
+}
+
+/* Frees the held jobs (never dispatched, so never tracked). */
+static void part_drop_held(deta_consumer_t *c, part_t *p) {
+    while (p->held) {
+        job_t *j = p->held;
+        p->held = j->next;
+        c->nheld--;
+        job_free(j);
+    }
+    p->held_tail = NULL;
+}
+
+/* Drops held messages, resumes, unlinks and frees p. No job may point to it. */
+static void part_discard(deta_consumer_t *c, part_t *p) {
+    part_drop_held(c, p);
+    if (p->paused)
+        part_set_paused(c, p, false); /* a pause would outlive the assignment */
+    for (part_t **pp = &c->parts; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    deta_offsets_reset(&p->offsets);
+    free(p->topic);
+    free(p);
+}
+
+/* -- dispatching (the poller's thread) -- */
+
+/* Under c->lock: records the job's offset and queues it on w. */
+static void dispatch_locked(worker_t *w, job_t *j) {
+    j->tracked = deta_offsets_add(&j->part->offsets, j->m->offset);
+    if (!j->tracked) /* librdkafka went back (offset reset): the earlier copy is tracked */
+        DETA_WARN("%s[%d]@%lld dispatched out of order: its offset will not be stored",
+                  j->part->topic, (int)j->part->partition, (long long)j->m->offset);
+    queue_push(w, j);
+    pthread_cond_signal(&w->wake);
+}
+
+/* Keeps j until its worker has room; the partition pauses meanwhile. */
+static void hold(deta_consumer_t *c, job_t *j) {
+    part_t *p = j->part;
+    if (p->held_tail)
+        p->held_tail->next = j;
+    else
+        p->held = j;
+    p->held_tail = j;
+    c->nheld++;
+    if (!p->paused)
+        part_set_paused(c, p, true);
+}
+
+static void dispatch_polled(deta_consumer_t *c, rd_kafka_message_t *m) {
+    part_t *p = part_get(c, rd_kafka_topic_name(m->rkt), m->partition);
+    job_t *j = p ? job_new(m, p) : NULL;
+    if (!j) {
+        DETA_ERROR("out of memory for %s[%d]@%lld: it will be redelivered",
+                   rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset);
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    worker_t *w = worker_for(c, m);
+    pthread_mutex_lock(&c->lock);
+    bool room = !p->held && !queue_full(w); /* never overtake a held message */
+    if (room)
+        dispatch_locked(w, j);
+    pthread_mutex_unlock(&c->lock);
+    if (!room)
+        hold(c, j);
+}
+
+/* Dispatches held messages, in order, as far as their workers have room. */
+static void dispatch_held(deta_consumer_t *c) {
+    if (c->nheld == 0)
+        return;
+    for (part_t *p = c->parts; p; p = p->next) {
+        pthread_mutex_lock(&c->lock);
+        worker_t *w;
+        while (p->held && !queue_full(w = worker_for(c, p->held->m))) {
+            job_t *j = p->held;
+            p->held = j->next;
+            j->next = NULL;
+            c->nheld--;
+            dispatch_locked(w, j);
+        }
+        if (!p->held)
+            p->held_tail = NULL;
+        pthread_mutex_unlock(&c->lock);
+        if (!p->held && p->paused)
+            part_set_paused(c, p, false);
+    }
+}
+
+/* -- workers -- */
+
+/* Under c->lock: a finished message moves its partition's watermark. */
+static void record_finished(deta_consumer_t *c, job_t *j) {
+    part_t *p = j->part;
+    if (!p || !j->tracked || !deta_offsets_finish(&p->offsets, j->m->offset))
+        return;
+    int64_t next = deta_offsets_advance(&p->offsets);
+    if (next >= 0)
+        store_offset(c, p->topic, p->partition, next);
+}
+
+static void *worker_main(void *arg) {
+    worker_t *w = arg;
+    deta_consumer_t *c = w->c;
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        while (!c->stopping && w->count == 0)
+            pthread_cond_wait(&w->wake, &c->lock);
+        if (c->stopping || atomic_load(c->stop))
+            break;
+        job_t *j = w->current = queue_pop(w);
+        pthread_mutex_unlock(&c->lock);
+
+        cancel_t cancel = {.stop = c->stop, .revoked = &j->revoked};
+        bool finished = handle_message(c, j->m, &cancel);
+
+        pthread_mutex_lock(&c->lock);
+        if (finished)
+            record_finished(c, j);
+        w->current = NULL;
+        pthread_cond_broadcast(&c->progress);
+        pthread_mutex_unlock(&c->lock);
+        job_free(j);
+        pthread_mutex_lock(&c->lock);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+/* Starts the workers; returns how many started. */
+static int start_workers(deta_consumer_t *c, atomic_bool *stop) {
+    c->stop = stop;
+    c->stopping = false;
+    for (int i = 0; i < c->nworkers; i++)
+        if (pthread_create(&c->workers[i].thread, NULL, worker_main, &c->workers[i]) != 0)
+            return i;
+    return c->nworkers;
+}
+
+/* Lets the started workers finish their current message, joins them, and frees
+ * what they had queued. */
+static void stop_workers(deta_consumer_t *c, int started) {
+    pthread_mutex_lock(&c->lock);
+    c->stopping = true;
+    for (int i = 0; i < c->nworkers; i++)
+        pthread_cond_signal(&c->workers[i].wake);
+    pthread_mutex_unlock(&c->lock);
+    for (int i = 0; i < started; i++)
+        pthread_join(c->workers[i].thread, NULL);
+    for (int i = 0; i < c->nworkers; i++)
+        queue_drop(&c->workers[i], true);
+}
+
+/* -- rebalance (the poller's thread, inside poll or close) -- */
+
+/* Under c->lock: a worker is still handling a message of a revoked partition. */
+static bool revoking_busy(const deta_consumer_t *c) {
+    for (int i = 0; i < c->nworkers; i++) {
+        const job_t *j = c->workers[i].current;
+        if (j && j->part && j->part->revoking)
+            return true;
+    }
+    return false;
+}
+
+/* Under c->lock: stops the revoked partitions' work and waits for it to end. */
+static void settle_revoking_locked(deta_consumer_t *c) {
+    for (int i = 0; i < c->nworkers; i++) {
+        worker_t *w = &c->workers[i];
+        queue_drop(w, false);
+        if (w->current && w->current->part && w->current->part->revoking)
+            atomic_store(&w->current->revoked, true);
+    }
+    struct timespec until = monotonic_after(DETA_KAFKA_REVOKE_WAIT_MS);
+    while (revoking_busy(c))
+        if (pthread_cond_timedwait(&c->progress, &c->lock, &until) != 0)
+            break;
+    for (int i = 0; i < c->nworkers; i++) {
+        job_t *j = c->workers[i].current;
+        if (j && j->part && j->part->revoking) {
+            DETA_WARN("%s[%d]@%lld still being handled %d ms after its partition was revoked: "
+                      "its offset will not be stored",
+                      j->part->topic, (int)j->part->partition, (long long)j->m->offset,
+                      DETA_KAFKA_REVOKE_WAIT_MS);
+            j->part = NULL;
+        }
+    }
+}
+
+static void revoke_parts(deta_consumer_t *c, const rd_kafka_topic_partition_list_t *revoked) {
+    bool any = false;
+    for (int i = 0; i < revoked->cnt; i++) {
+        part_t *p = part_find(c, revoked->elems[i].topic, revoked->elems[i].partition);
+        if (p)
+            any = p->revoking = true;
+    }
+    if (!any)
+        return;
+    pthread_mutex_lock(&c->lock);
+    settle_revoking_locked(c);
+    pthread_mutex_unlock(&c->lock);
+    part_t *p = c->parts;
+    while (p) {
+        part_t *next = p->next;
+        if (p->revoking)
+            part_discard(c, p);
+        p = next;
+    }
+}
+
+static void log_assign_error(const char *what, rd_kafka_error_t *error) {
+    if (!error)
+        return;
+    DETA_ERROR("kafka %s: %s", what, rd_kafka_error_string(error));
+    rd_kafka_error_destroy(error);
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *partitions, void *opaque) {
+    deta_consumer_t *c = opaque;
+    bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (cooperative)
+            log_assign_error("assign", rd_kafka_incremental_assign(rk, partitions));
+        else
+            rd_kafka_assign(rk, partitions);
+        return;
+    }
+    if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+        revoke_parts(c, partitions);
+    else
+        DETA_WARN("kafka rebalance: %s", rd_kafka_err2str(err));
+    if (cooperative)
+        log_assign_error("unassign", rd_kafka_incremental_unassign(rk, partitions));
+    else
+        rd_kafka_assign(rk, NULL);
+}
+
+/* -- the poll loop -- */
+
+/* After the workers are joined: sends each partition back to its first
+ * unfinished message (a later run must not skip it) and forgets it. */
+static void rewind_and_discard_parts(deta_consumer_t *c) {
+    while (c->parts) {
+        part_t *p = c->parts;
+        int64_t first = deta_offsets_first(&p->offsets);
+        if (first < 0 && p->held)
+            first = p->held->m->offset;
+        char topic[256];
+        snprintf(topic, sizeof topic, "%s", p->topic);
+        int32_t partition = p->partition;
+        part_discard(c, p); /* resumes first: a seek must come after */
+        if (first < 0)
+            continue;
+        rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(list, topic, partition)->offset = first;
+        rd_kafka_error_t *error = rd_kafka_seek_partitions(c->rk, list, DETA_KAFKA_SEEK_MS);
+        if (error)
+            log_assign_error("seek back", error);
+        rd_kafka_topic_partition_list_destroy(list);
+    }
+}
+
+static deta_err_t run_workers(deta_consumer_t *c, atomic_bool *stop) {
+    int started = start_workers(c, stop);
+    if (started < c->nworkers) {
+        stop_workers(c, started);
+        DETA_ERROR("cannot start %d consumer workers (%d started)", c->nworkers, started);
+        return DETA_ERR_INTERNAL;
+    }
+    while (!atomic_load(stop)) {
+        dispatch_held(c);
+        int wait_ms = c->nheld ? DETA_KAFKA_HELD_POLL_MS : DETA_KAFKA_POLL_MS;
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, wait_ms);
+        if (!m)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            dispatch_polled(c, m);
+            continue;
+        }
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            DETA_WARN("kafka consumer: %s", rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+    }
+    stop_workers(c, started);
+    rewind_and_discard_parts(c);
+    return DETA_OK;
 }
 
 deta_err_t deta_consumer_run(deta_consumer_t *c, atomic_bool *stop) {
     if (!c || !stop)
         return DETA_ERR_INVALID;
-    while (!atomic_load(stop)) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, DETA_KAFKA_POLL_MS);
-        if (!m)
-            continue;
-        if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR)
-            handle_message(c, m, stop);
-        else if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-            DETA_WARN("kafka consumer: %s", rd_kafka_message_errstr(m));
-        rd_kafka_message_destroy(m);
-    }
-    return DETA_OK;
+    return c->nworkers > 1 ? run_workers(c, stop) : run_inline(c, stop);
 }

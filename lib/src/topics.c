@@ -2,10 +2,12 @@
  * topics.c - which topic an event type travels on, and dead-letter twins
  * (see deta/topics.h).
  *
- * Design: two small tables rather than prefix matching. Only the event types the
+ * Design: a table rather than prefix matching for event types. Only the types the
  * system defines map to a topic, so a typo such as "order.craeted" is caught at
  * the producer (NULL) instead of being published on a plausible-looking topic.
- * Adding a type means adding a constant to topics.h and a row here.
+ * Adding a type means adding a constant to topics.h and a row here. Dead letters,
+ * by contrast, follow the seed's naming rule (raw.X -> dlq.X) for any topic, so a
+ * consumer of a topic outside the seed's eight still has somewhere to put them.
  */
 #include "deta/topics.h"
 
@@ -37,13 +39,6 @@ static const topic_pair_t event_topics[] = {
     {DETA_EVT_DELIVERY_DELIVERED, DETA_TOPIC_DELIVERY_EVENTS},
 };
 
-static const topic_pair_t dlq_topics[] = {
-    {DETA_TOPIC_ORDER_EVENTS, DETA_TOPIC_DLQ_ORDER_EVENTS},
-    {DETA_TOPIC_INVENTORY_EVENTS, DETA_TOPIC_DLQ_INVENTORY_EVENTS},
-    {DETA_TOPIC_PAYMENT_EVENTS, DETA_TOPIC_DLQ_PAYMENT_EVENTS},
-    {DETA_TOPIC_DELIVERY_EVENTS, DETA_TOPIC_DLQ_DELIVERY_EVENTS},
-};
-
 static const char *lookup(const topic_pair_t *pairs, size_t n, const char *key) {
     if (!key)
         return NULL;
@@ -57,6 +52,15 @@ const char *deta_topic_for_event_type(const char *event_type) {
     return lookup(event_topics, sizeof event_topics / sizeof event_topics[0], event_type);
 }
 
-const char *deta_topic_dlq_for(const char *raw_topic) {
-    return lookup(dlq_topics, sizeof dlq_topics / sizeof dlq_topics[0], raw_topic);
+const char *deta_topic_dlq_for(const char *raw_topic, char *buf, size_t bufsize) {
+    static const char raw[] = "raw.", dlq[] = "dlq.";
+    if (!raw_topic || !buf || strncmp(raw_topic, raw, sizeof raw - 1) != 0)
+        return NULL;
+    const char *name = raw_topic + sizeof raw - 1;
+    size_t len = strlen(name);
+    if (len == 0 || sizeof dlq + len > bufsize)
+        return NULL;
+    memcpy(buf, dlq, sizeof dlq - 1);
+    memcpy(buf + sizeof dlq - 1, name, len + 1);
+    return buf;
 }

@@ -241,6 +241,9 @@ static void kill_backend(long pid) {
         ts_sleep_ms(50);
     }
     PQfinish(admin);
+    /* Let the backend's farewell (FATAL 57P01) reach the victim's socket: the
+     * behaviour under test is noticing it before sending, not racing it. */
+    ts_sleep_ms(300);
 }
 
 static void test_reconnect_after_backend_killed(void **state) {

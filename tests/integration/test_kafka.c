@@ -12,7 +12,16 @@
  * does not block the message after it; retries run out into the dead-letter
  * topic; offsets are committed only after success (a consumer closed mid-retry
  * hands the message to the next member); a dead letter that cannot be published
- * is never skipped; bad arguments and an unreachable broker.
+ * is never skipped; bad arguments and an unreachable broker. The consumer tests
+ * run both one-at-a-time and with workers.
+ *
+ * With workers (opts.workers = 4) also: every message handled exactly once, in
+ * order per key, never two calls for one key at once, really in parallel (more
+ * than one handler call observed running at once, at most 4); a key being
+ * retried does not hold up other keys; after a stop mid-way, the next member
+ * gets exactly the messages at or after each partition's first unfinished one;
+ * when a second member joins, partitions move without a key ever being handled
+ * by both members at once and without losing a message.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -28,8 +37,12 @@
 #include "deta/topics.h"
 #include "testsupport.h"
 
-#define TOPIC DETA_TOPIC_DELIVERY_EVENTS
-#define DLQ DETA_TOPIC_DLQ_DELIVERY_EVENTS
+/* A topic pair of this run's own (raw.X and its dead-letter twin dlq.X): the
+ * seed's topics are consumed by the test stack's services, whose own dead letters
+ * of our messages would mix with the ones under test. */
+static char topic_buf[64], dlq_buf[64];
+#define TOPIC ((const char *)topic_buf)
+#define DLQ ((const char *)dlq_buf)
 #define WAIT_MS 45000
 
 static deta_config_t cfg;
@@ -46,10 +59,25 @@ static int setup(void **state) {
     }
     cfg.kafka_session_timeout_ms = 6000;
     deta_uuid_new(run);
+    snprintf(topic_buf, sizeof topic_buf, "raw.it-kafka-%.8s", run);
+    if (!deta_topic_dlq_for(topic_buf, dlq_buf, sizeof dlq_buf))
+        return -1;
     producer = deta_producer_new(&cfg, err, sizeof err);
-    if (!producer)
+    if (!producer) {
         fprintf(stderr, "producer: %s\n", err);
-    return producer ? 0 : -1;
+        return -1;
+    }
+    /* Create both topics (the broker makes them on first use) before anyone
+     * subscribes to or reads them. */
+    const char *topics[] = {topic_buf, dlq_buf};
+    for (size_t i = 0; i < 2; i++) {
+        deta_kafka_out_t m = {.topic = topics[i], .key = "create", .value = "x", .len = 1};
+        if (deta_producer_send(producer, &m, 15000, err, sizeof err) != DETA_OK) {
+            fprintf(stderr, "creating %s: %s\n", topics[i], err);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static int teardown(void **state) {
@@ -168,16 +196,20 @@ static void *run_consumer(void *arg) {
     return NULL;
 }
 
-static void runner_start(runner_t *r, const char *group, probe_t *p, deta_producer_t *dlq,
-                         const deta_consumer_opts_t *opts) {
+static void runner_start_fn(runner_t *r, const char *group, deta_consume_fn fn, void *opaque,
+                            deta_producer_t *dlq, const deta_consumer_opts_t *opts) {
     const char *topics[] = {TOPIC};
     char err[256] = "";
     atomic_init(&r->stop, false);
-    r->consumer = deta_consumer_new(&cfg, group, topics, 1, probe_handler, p, dlq, opts, err,
-                                    sizeof err);
+    r->consumer = deta_consumer_new(&cfg, group, topics, 1, fn, opaque, dlq, opts, err, sizeof err);
     if (!r->consumer)
         fail_msg("consumer: %s", err);
     assert_int_equal(pthread_create(&r->thread, NULL, run_consumer, r), 0);
+}
+
+static void runner_start(runner_t *r, const char *group, probe_t *p, deta_producer_t *dlq,
+                         const deta_consumer_opts_t *opts) {
+    runner_start_fn(r, group, probe_handler, p, dlq, opts);
 }
 
 static void runner_stop(runner_t *r) {
@@ -287,13 +319,13 @@ static void test_unreachable_broker(void **state) {
     deta_producer_free(p); /* purges what it could not deliver; no leak, no hang */
 }
 
-static void test_consume_retry_and_dead_letter(void **state) {
-    (void)state;
+/* tag makes this call's keys and group its own; workers is opts.workers. */
+static void check_retry_and_dead_letter(const char *tag, int workers) {
     char prefix[48], key[64], key2[64], group[64];
-    snprintf(prefix, sizeof prefix, "k-%s", run);
+    snprintf(prefix, sizeof prefix, "%s-%s", tag, run);
     snprintf(key, sizeof key, "%s-a", prefix);
     snprintf(key2, sizeof key2, "%s-b", prefix);
-    snprintf(group, sizeof group, "it-kafka-%s", run);
+    snprintf(group, sizeof group, "it-kafka-%s", prefix);
     const char *values[] = {"ok", "transient", "poison", "after"};
     send_values(key, values, 4);
     const char *values2[] = {"always-transient"};
@@ -303,7 +335,7 @@ static void test_consume_retry_and_dead_letter(void **state) {
     probe_t probe;
     probe_init(&probe, prefix, DETA_OK);
     deta_consumer_opts_t opts = {.max_retries = 2, .backoff_ms = 50, .backoff_max_ms = 200,
-                                 .metrics = metrics};
+                                 .metrics = metrics, .workers = workers};
     runner_t r;
     runner_start(&r, group, &probe, producer, &opts);
     assert_true(wait_seen(&probe, key, "after", 1, WAIT_MS));
@@ -370,14 +402,24 @@ static void test_consume_retry_and_dead_letter(void **state) {
     deta_metrics_free(metrics);
 }
 
-static void test_offsets_committed_only_after_success(void **state) {
+static void test_consume_retry_and_dead_letter(void **state) {
     (void)state;
-    char key[64], group[64];
-    snprintf(key, sizeof key, "c-%s", run);
-    snprintf(group, sizeof group, "it-kafka-commit-%s", run);
+    check_retry_and_dead_letter("k", 0);
+}
+
+static void test_workers_retry_and_dead_letter(void **state) {
+    (void)state;
+    check_retry_and_dead_letter("q", 4);
+}
+
+static void check_committed_only_after_success(const char *tag, int workers) {
+    char key[64], group[96];
+    snprintf(key, sizeof key, "%s-%s", tag, run);
+    snprintf(group, sizeof group, "it-kafka-commit-%s", key);
     const char *values[] = {"first", "stuck"};
     send_values(key, values, 2);
-    deta_consumer_opts_t opts = {.max_retries = 1000, .backoff_ms = 100, .backoff_max_ms = 100};
+    deta_consumer_opts_t opts = {.max_retries = 1000, .backoff_ms = 100, .backoff_max_ms = 100,
+                                 .workers = workers};
 
     probe_t a;
     probe_init(&a, key, DETA_ERR_TRANSIENT);
@@ -401,14 +443,24 @@ static void test_offsets_committed_only_after_success(void **state) {
     assert_int_equal(times_seen(&b, key, "first", NULL), 0);
 }
 
-static void test_dead_letter_never_skipped(void **state) {
+static void test_offsets_committed_only_after_success(void **state) {
     (void)state;
-    char key[64], group[64];
-    snprintf(key, sizeof key, "d-%s", run);
-    snprintf(group, sizeof group, "it-kafka-dlq-%s", run);
+    check_committed_only_after_success("c", 0);
+}
+
+static void test_workers_committed_only_after_success(void **state) {
+    (void)state;
+    check_committed_only_after_success("cw", 4);
+}
+
+static void check_dead_letter_never_skipped(const char *tag, int workers) {
+    char key[64], group[96];
+    snprintf(key, sizeof key, "%s-%s", tag, run);
+    snprintf(group, sizeof group, "it-kafka-dlq-%s", key);
     const char *values[] = {"poison"};
     send_values(key, values, 1);
-    deta_consumer_opts_t opts = {.max_retries = 1, .backoff_ms = 100, .backoff_max_ms = 200};
+    deta_consumer_opts_t opts = {.max_retries = 1, .backoff_ms = 100, .backoff_max_ms = 200,
+                                 .workers = workers};
 
     /* The first member's dead letters cannot be published. */
     deta_config_t dead = cfg;
@@ -439,6 +491,560 @@ static void test_dead_letter_never_skipped(void **state) {
     ts_kafka_msg_free(&dl);
 }
 
+static void test_dead_letter_never_skipped(void **state) {
+    (void)state;
+    check_dead_letter_never_skipped("d", 0);
+}
+
+static void test_workers_dead_letter_never_skipped(void **state) {
+    (void)state;
+    check_dead_letter_never_skipped("dw", 4);
+}
+
+/* ---- a journal of handler calls, for the tests with workers ---- */
+
+#define JOURNAL_MAX 4096
+#define JOURNAL_KEYS 64
+#define JOURNAL_PARTITIONS 64
+
+typedef struct entry {
+    char key[64];
+    char value[16];
+    int member; /* which consumer handled it */
+    int attempt;
+    int32_t partition;
+    int64_t offset;
+    bool ok; /* the handler returned DETA_OK */
+} entry_t;
+
+/* Every call of the handler on this test's keys, in the order the calls ended,
+ * plus what was running at once. Shared by the members of one test. */
+typedef struct journal {
+    pthread_mutex_t lock;
+    char prefix[64];
+    int sleep_ms;            /* each call on our keys takes this long */
+    deta_err_t stuck_result; /* what value "stuck" gets */
+    entry_t *entries;
+    int n;
+    bool overflow;
+    int running, max_running; /* calls in progress on our keys */
+    char keys[JOURNAL_KEYS][64];
+    int busy[JOURNAL_KEYS]; /* calls in progress per key */
+    int nkeys;
+    int overlaps; /* times a call began while another on the same key ran */
+    int pbusy[3][JOURNAL_PARTITIONS]; /* calls in progress per member (1, 2) and partition */
+    int handovers_early; /* a member began on a partition the other one was still in */
+    int gate_member;     /* its calls wait for the other member's first call... */
+    int gate_ms;         /* ...or this long */
+    bool gate_open;
+} journal_t;
+
+typedef struct member {
+    journal_t *j;
+    int id;
+} member_t;
+
+static void journal_init(journal_t *j, const char *prefix, int sleep_ms) {
+    memset(j, 0, sizeof *j);
+    pthread_mutex_init(&j->lock, NULL);
+    snprintf(j->prefix, sizeof j->prefix, "%s", prefix);
+    j->sleep_ms = sleep_ms;
+    j->stuck_result = DETA_OK;
+    j->entries = calloc(JOURNAL_MAX, sizeof *j->entries);
+    assert_non_null(j->entries);
+}
+
+static void journal_free(journal_t *j) {
+    assert_false(j->overflow);
+    free(j->entries);
+    pthread_mutex_destroy(&j->lock);
+}
+
+static int key_slot(journal_t *j, const char *key) {
+    for (int i = 0; i < j->nkeys; i++)
+        if (strcmp(j->keys[i], key) == 0)
+            return i;
+    assert_true(j->nkeys < JOURNAL_KEYS);
+    snprintf(j->keys[j->nkeys], sizeof j->keys[0], "%s", key);
+    return j->nkeys++;
+}
+
+static void key_enter(journal_t *j, const char *key, const member_t *mb, int32_t partition) {
+    pthread_mutex_lock(&j->lock);
+    assert_true(partition >= 0 && partition < JOURNAL_PARTITIONS);
+    if (j->pbusy[mb->id == 1 ? 2 : 1][partition] > 0)
+        j->handovers_early++;
+    j->pbusy[mb->id][partition]++;
+    if (j->gate_member && mb->id != j->gate_member)
+        j->gate_open = true;
+    int k = key_slot(j, key);
+    if (j->busy[k]++ > 0)
+        j->overlaps++;
+    if (++j->running > j->max_running)
+        j->max_running = j->running;
+    pthread_mutex_unlock(&j->lock);
+}
+
+static void key_leave(journal_t *j, const char *key, const member_t *mb,
+                      const deta_kafka_msg_t *msg, bool ok) {
+    pthread_mutex_lock(&j->lock);
+    if (j->n < JOURNAL_MAX) {
+        entry_t *e = &j->entries[j->n++];
+        snprintf(e->key, sizeof e->key, "%s", key);
+        snprintf(e->value, sizeof e->value, "%s", msg->value);
+        e->member = mb->id;
+        e->attempt = msg->attempt;
+        e->partition = msg->partition;
+        e->offset = msg->offset;
+        e->ok = ok;
+    } else {
+        j->overflow = true;
+    }
+    j->busy[key_slot(j, key)]--;
+    j->pbusy[mb->id][msg->partition]--;
+    j->running--;
+    pthread_mutex_unlock(&j->lock);
+}
+
+/* Holds a call of the gated member until the other member has begun one. */
+static void journal_gate(journal_t *j, const member_t *mb) {
+    long deadline = now_ms() + j->gate_ms;
+    for (;;) {
+        pthread_mutex_lock(&j->lock);
+        bool wait = j->gate_member == mb->id && !j->gate_open && now_ms() < deadline;
+        pthread_mutex_unlock(&j->lock);
+        if (!wait)
+            return;
+        ts_sleep_ms(20);
+    }
+}
+
+static deta_err_t journal_verdict(journal_t *j, const deta_kafka_msg_t *msg, char *errstr,
+                                  size_t errsize) {
+    if (strcmp(msg->value, "flaky") == 0 && msg->attempt < 3)
+        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize, "flaky");
+    if (strcmp(msg->value, "stuck") == 0)
+        return j->stuck_result == DETA_OK ? DETA_OK
+                                          : deta_errf(j->stuck_result, errstr, errsize, "stuck");
+    return DETA_OK;
+}
+
+static deta_err_t journal_handler(const deta_kafka_msg_t *msg, void *opaque, char *errstr,
+                                  size_t errsize) {
+    member_t *mb = opaque;
+    journal_t *j = mb->j;
+    size_t plen = strlen(j->prefix);
+    if (!msg->key || msg->key_len < plen || memcmp(msg->key, j->prefix, plen) != 0)
+        return DETA_OK; /* another test's or run's message */
+    char key[64];
+    snprintf(key, sizeof key, "%.*s", (int)msg->key_len, msg->key);
+    key_enter(j, key, mb, msg->partition);
+    journal_gate(j, mb);
+    if (j->sleep_ms)
+        ts_sleep_ms(j->sleep_ms);
+    deta_err_t rc = journal_verdict(j, msg, errstr, errsize);
+    key_leave(j, key, mb, msg, rc == DETA_OK);
+    return rc;
+}
+
+/* Successful calls for (key, value), by member (0: any). */
+static int journal_ok(journal_t *j, const char *key, const char *value, int member) {
+    int n = 0;
+    pthread_mutex_lock(&j->lock);
+    for (int i = 0; i < j->n; i++) {
+        const entry_t *e = &j->entries[i];
+        if (e->ok && (!member || e->member == member) && strcmp(e->key, key) == 0 &&
+            strcmp(e->value, value) == 0)
+            n++;
+    }
+    pthread_mutex_unlock(&j->lock);
+    return n;
+}
+
+static int journal_ok_total(journal_t *j, int member) {
+    int n = 0;
+    pthread_mutex_lock(&j->lock);
+    for (int i = 0; i < j->n; i++)
+        n += j->entries[i].ok && (!member || j->entries[i].member == member);
+    pthread_mutex_unlock(&j->lock);
+    return n;
+}
+
+/* Waits until at least n successful calls (of member; 0: any) are recorded. */
+static bool wait_ok_total(journal_t *j, int member, int n, int timeout_ms) {
+    long deadline = now_ms() + timeout_ms;
+    while (now_ms() < deadline) {
+        if (journal_ok_total(j, member) >= n)
+            return true;
+        ts_sleep_ms(50);
+    }
+    return false;
+}
+
+/* Calls for (key, value), whatever their outcome. */
+static int journal_calls(journal_t *j, const char *key, const char *value) {
+    int n = 0;
+    pthread_mutex_lock(&j->lock);
+    for (int i = 0; i < j->n; i++)
+        n += strcmp(j->entries[i].key, key) == 0 && strcmp(j->entries[i].value, value) == 0;
+    pthread_mutex_unlock(&j->lock);
+    return n;
+}
+
+static bool wait_calls(journal_t *j, const char *key, const char *value, int n, int timeout_ms) {
+    long deadline = now_ms() + timeout_ms;
+    while (now_ms() < deadline) {
+        if (journal_calls(j, key, value) >= n)
+            return true;
+        ts_sleep_ms(50);
+    }
+    return false;
+}
+
+/* Waits until the number of successful calls stops changing for quiet_ms. */
+static void wait_quiet(journal_t *j, int quiet_ms, int timeout_ms) {
+    long deadline = now_ms() + timeout_ms;
+    int last = -1;
+    long since = now_ms();
+    while (now_ms() < deadline) {
+        int n = journal_ok_total(j, 0);
+        if (n != last) {
+            last = n;
+            since = now_ms();
+        } else if (now_ms() - since >= quiet_ms) {
+            return;
+        }
+        ts_sleep_ms(50);
+    }
+}
+
+/* Produces rounds x nkeys messages: round r gives key "<prefix>-NN" value "r". */
+static void send_rounds(const char *prefix, int nkeys, int rounds) {
+    deta_kafka_out_t *msgs = calloc((size_t)nkeys, sizeof *msgs);
+    char(*keys)[64] = calloc((size_t)nkeys, sizeof *keys);
+    assert_non_null(msgs);
+    assert_non_null(keys);
+    for (int r = 0; r < rounds; r++) {
+        char value[16];
+        snprintf(value, sizeof value, "%d", r);
+        for (int k = 0; k < nkeys; k++) {
+            snprintf(keys[k], sizeof keys[k], "%s-%02d", prefix, k);
+            msgs[k] = (deta_kafka_out_t){.topic = TOPIC, .key = keys[k], .value = value,
+                                         .len = strlen(value)};
+        }
+        size_t nacked = 0;
+        char err[256] = "";
+        if (deta_producer_send_batch(producer, msgs, (size_t)nkeys, 15000, &nacked, err,
+                                     sizeof err) != DETA_OK)
+            fail_msg("send_batch: %s", err);
+    }
+    free(keys);
+    free(msgs);
+}
+
+/* ---- tests with workers ---- */
+
+static void test_workers_parallel_in_key_order(void **state) {
+    (void)state;
+    enum { KEYS = 20, ROUNDS = 10 };
+    char prefix[48], group[64];
+    snprintf(prefix, sizeof prefix, "w-%s", run);
+    snprintf(group, sizeof group, "it-kafka-%s", prefix);
+    send_rounds(prefix, KEYS, ROUNDS);
+
+    journal_t j;
+    journal_init(&j, prefix, 50);
+    member_t mb = {&j, 1};
+    deta_consumer_opts_t opts = {.workers = 4};
+    runner_t r;
+    runner_start_fn(&r, group, journal_handler, &mb, producer, &opts);
+    assert_true(wait_ok_total(&j, 0, KEYS * ROUNDS, WAIT_MS));
+    ts_sleep_ms(300); /* would anything come twice? */
+    runner_stop(&r);
+
+    assert_int_equal(j.n, KEYS * ROUNDS); /* each exactly once */
+    for (int k = 0; k < KEYS; k++) {
+        char key[64];
+        snprintf(key, sizeof key, "%s-%02d", prefix, k);
+        int next = 0; /* the rounds of one key, in order */
+        for (int i = 0; i < j.n; i++) {
+            if (strcmp(j.entries[i].key, key) != 0)
+                continue;
+            assert_true(j.entries[i].ok);
+            assert_int_equal(atoi(j.entries[i].value), next);
+            next++;
+        }
+        assert_int_equal(next, ROUNDS);
+    }
+    assert_int_equal(j.overlaps, 0);
+    assert_true(j.max_running > 1); /* in parallel... */
+    assert_true(j.max_running <= 4); /* ...on the 4 workers only */
+    journal_free(&j);
+}
+
+static void test_workers_retry_does_not_block_other_keys(void **state) {
+    (void)state;
+    enum { KEYS = 16, ROUNDS = 2 };
+    char prefix[48], slow[64], group[64];
+    snprintf(prefix, sizeof prefix, "r-%s", run);
+    snprintf(slow, sizeof slow, "%s-slow", prefix);
+    snprintf(group, sizeof group, "it-kafka-%s", prefix);
+    const char *slow_values[] = {"flaky", "after"};
+    send_values(slow, slow_values, 2);
+    send_rounds(prefix, KEYS, ROUNDS);
+
+    deta_metrics_t *metrics = deta_metrics_new();
+    journal_t j;
+    journal_init(&j, prefix, 0);
+    member_t mb = {&j, 1};
+    deta_consumer_opts_t opts = {.workers = 4, .max_retries = 5, .backoff_ms = 300,
+                                 .backoff_max_ms = 300, .metrics = metrics};
+    runner_t r;
+    runner_start_fn(&r, group, journal_handler, &mb, producer, &opts);
+    assert_true(wait_ok_total(&j, 0, KEYS * ROUNDS + 2, WAIT_MS));
+    ts_sleep_ms(300);
+    runner_stop(&r);
+
+    /* The slow key: three failures, then success, then its next message. */
+    static const struct {
+        const char *value;
+        int attempt;
+        bool ok;
+    } want[] = {{"flaky", 0, false}, {"flaky", 1, false}, {"flaky", 2, false},
+                {"flaky", 3, true},  {"after", 0, true}};
+    int w = 0, slow_done = -1;
+    for (int i = 0; i < j.n; i++) {
+        if (strcmp(j.entries[i].key, slow) != 0)
+            continue;
+        assert_true(w < 5);
+        assert_string_equal(j.entries[i].value, want[w].value);
+        assert_int_equal(j.entries[i].attempt, want[w].attempt);
+        assert_int_equal(j.entries[i].ok, want[w].ok);
+        if (w == 3)
+            slow_done = i;
+        w++;
+    }
+    assert_int_equal(w, 5);
+    /* Other keys finished (both their messages) while the slow key was retrying:
+     * with 16 keys on 4 workers, all of them sharing its worker is a 4^-16 chance. */
+    int finished_meanwhile = 0;
+    for (int k = 0; k < KEYS; k++) {
+        char key[64];
+        snprintf(key, sizeof key, "%s-%02d", prefix, k);
+        int done = 0;
+        for (int i = 0; i < slow_done; i++)
+            done += strcmp(j.entries[i].key, key) == 0;
+        assert_int_equal(journal_ok(&j, key, "0", 0), 1);
+        assert_int_equal(journal_ok(&j, key, "1", 0), 1);
+        finished_meanwhile += done == ROUNDS;
+    }
+    assert_true(finished_meanwhile >= 1);
+    assert_int_equal(j.overlaps, 0);
+    assert_true(counter_value(metrics, "retried") == 3);
+    assert_true(counter_value(metrics, "processed") >= KEYS * ROUNDS + 2);
+    assert_true(counter_value(metrics, "dead_lettered") == 0);
+    deta_metrics_free(metrics);
+    journal_free(&j);
+}
+
+/* Where (key, value) is, from any call recorded; false when never seen. */
+static bool journal_where(journal_t *j, const char *key, const char *value, int32_t *partition,
+                          int64_t *offset) {
+    for (int i = 0; i < j->n; i++)
+        if (strcmp(j->entries[i].key, key) == 0 && strcmp(j->entries[i].value, value) == 0) {
+            *partition = j->entries[i].partition;
+            *offset = j->entries[i].offset;
+            return true;
+        }
+    return false;
+}
+
+#define MAX_PARTITIONS 64
+
+#define RESUME_KEYS 40
+#define RESUME_ROUNDS 3
+
+/* The m-th message of the resume test: the rounds of its keys, then "stuck". */
+static void resume_message(int m, const char *prefix, const char *slow, char key[64],
+                           char value[16]) {
+    enum { KEYS = RESUME_KEYS, ROUNDS = RESUME_ROUNDS };
+    if (m == KEYS * ROUNDS) {
+        snprintf(key, 64, "%s", slow);
+        snprintf(value, 16, "stuck");
+    } else {
+        snprintf(key, 64, "%s-%02d", prefix, m % KEYS);
+        snprintf(value, 16, "%d", m / KEYS);
+    }
+}
+
+static void test_workers_resume_at_first_unfinished(void **state) {
+    (void)state;
+    enum { KEYS = RESUME_KEYS, ROUNDS = RESUME_ROUNDS, TOTAL = KEYS * ROUNDS + 1 };
+    char prefix[48], slow[64], group[64];
+    snprintf(prefix, sizeof prefix, "o-%s", run);
+    snprintf(slow, sizeof slow, "%s-slow", prefix);
+    snprintf(group, sizeof group, "it-kafka-%s", prefix);
+    const char *slow_values[] = {"stuck"};
+    send_values(slow, slow_values, 1);
+    send_rounds(prefix, KEYS, ROUNDS);
+    deta_consumer_opts_t opts = {.workers = 4, .max_retries = 1000, .backoff_ms = 100,
+                                 .backoff_max_ms = 100};
+
+    /* Member 1: "stuck" fails until it is stopped; the others finish what they can. */
+    journal_t j;
+    journal_init(&j, prefix, 0);
+    j.stuck_result = DETA_ERR_TRANSIENT;
+    member_t a = {&j, 1};
+    runner_t ra;
+    runner_start_fn(&ra, group, journal_handler, &a, producer, &opts);
+    assert_true(wait_calls(&j, slow, "stuck", 3, WAIT_MS)); /* mid-retry */
+    wait_quiet(&j, 1500, WAIT_MS);
+    runner_stop(&ra); /* commits each partition up to its first unfinished message */
+    pthread_mutex_lock(&j.lock);
+    j.stuck_result = DETA_OK;
+    int n_a = j.n;
+    pthread_mutex_unlock(&j.lock);
+
+    /* Member 2 of the same group takes over. */
+    member_t b = {&j, 2};
+    runner_t rb;
+    runner_start_fn(&rb, group, journal_handler, &b, producer, &opts);
+    /* Every message handled by one member or the other: none lost. */
+    long deadline = now_ms() + WAIT_MS;
+    bool covered = false;
+    while (!covered && now_ms() < deadline) {
+        covered = journal_ok(&j, slow, "stuck", 0) >= 1;
+        for (int k = 0; covered && k < KEYS; k++)
+            for (int r = 0; covered && r < ROUNDS; r++) {
+                char key[64], value[16];
+                snprintf(key, sizeof key, "%s-%02d", prefix, k);
+                snprintf(value, sizeof value, "%d", r);
+                covered = journal_ok(&j, key, value, 0) >= 1;
+            }
+        if (!covered)
+            ts_sleep_ms(100);
+    }
+    assert_true(covered);
+    wait_quiet(&j, 1500, WAIT_MS);
+    runner_stop(&rb);
+
+    /* Each partition's first message member 1 did not finish. */
+    int64_t first_open[MAX_PARTITIONS];
+    for (int p = 0; p < MAX_PARTITIONS; p++)
+        first_open[p] = INT64_MAX;
+    int expected_b = 0;
+    int32_t slow_partition = -1;
+    int64_t slow_offset = -1;
+    assert_true(journal_where(&j, slow, "stuck", &slow_partition, &slow_offset));
+    for (int m = 0; m < TOTAL; m++) {
+        char key[64], value[16];
+        int32_t p = -1;
+        int64_t o = -1;
+        resume_message(m, prefix, slow, key, value);
+        assert_true(journal_where(&j, key, value, &p, &o));
+        assert_true(p >= 0 && p < MAX_PARTITIONS);
+        if (journal_ok(&j, key, value, 1) == 0 && o < first_open[p])
+            first_open[p] = o;
+    }
+    assert_int_equal(first_open[slow_partition], slow_offset);
+    /* Member 2 got exactly the messages at or after those, each once. */
+    bool finished_after_slow = false;
+    for (int m = 0; m < TOTAL; m++) {
+        char key[64], value[16];
+        int32_t p = -1;
+        int64_t o = -1;
+        resume_message(m, prefix, slow, key, value);
+        assert_true(journal_where(&j, key, value, &p, &o));
+        int by_b = journal_ok(&j, key, value, 2);
+        if (o >= first_open[p]) {
+            if (by_b != 1)
+                fail_msg("%s=%s at [%d]@%lld (first open %lld): member 2 handled it %d times",
+                         key, value, (int)p, (long long)o, (long long)first_open[p], by_b);
+            expected_b++;
+        } else {
+            assert_int_equal(by_b, 0);
+        }
+        if (p == slow_partition && o > slow_offset && journal_ok(&j, key, value, 1) == 1)
+            finished_after_slow = true;
+    }
+    assert_int_equal(journal_ok_total(&j, 2), expected_b);
+    assert_true(expected_b < TOTAL); /* member 1 did commit something */
+    /* Member 1 finished messages after "stuck" in its partition, yet they came back:
+     * the offset stayed at "stuck" (40 keys: most are not on "stuck"'s worker). */
+    assert_true(finished_after_slow);
+    assert_true(n_a > 0);
+    assert_int_equal(j.overlaps, 0);
+    journal_free(&j);
+}
+
+/* Member 1 consumes alone; member 2 joins and gets half of the partitions. While
+ * the partitions move, member 1's calls are held (up to 8 s, less than the 10 s a
+ * revoke waits) until member 2 begins one: had the revoke not waited for them,
+ * member 2 would begin on a moved partition while member 1 is still in it. */
+static void test_workers_rebalance_hands_over(void **state) {
+    (void)state;
+    enum { KEYS = 20, ROUNDS = 20 };
+    char prefix[48], group[64];
+    snprintf(prefix, sizeof prefix, "g-%s", run);
+    snprintf(group, sizeof group, "it-kafka-%s", prefix);
+    send_rounds(prefix, KEYS, ROUNDS);
+
+    journal_t j;
+    journal_init(&j, prefix, 50);
+    member_t a = {&j, 1}, b = {&j, 2};
+    deta_consumer_opts_t opts = {.workers = 8};
+    int session = cfg.kafka_session_timeout_ms;
+    cfg.kafka_session_timeout_ms = 3000; /* a quicker rebalance */
+    runner_t ra, rb;
+    runner_start_fn(&ra, group, journal_handler, &a, producer, &opts);
+    assert_true(wait_ok_total(&j, 1, 40, WAIT_MS));
+    pthread_mutex_lock(&j.lock);
+    j.gate_member = 1;
+    j.gate_ms = 8000;
+    pthread_mutex_unlock(&j.lock);
+    runner_start_fn(&rb, group, journal_handler, &b, producer, &opts); /* partitions move */
+    cfg.kafka_session_timeout_ms = session;
+
+    long deadline = now_ms() + 2 * WAIT_MS;
+    bool covered = false;
+    while (!covered && now_ms() < deadline) {
+        covered = true;
+        for (int k = 0; covered && k < KEYS; k++)
+            for (int r = 0; covered && r < ROUNDS; r++) {
+                char key[64], value[16];
+                snprintf(key, sizeof key, "%s-%02d", prefix, k);
+                snprintf(value, sizeof value, "%d", r);
+                covered = journal_ok(&j, key, value, 0) >= 1;
+            }
+        if (!covered)
+            ts_sleep_ms(100);
+    }
+    runner_stop(&ra);
+    runner_stop(&rb);
+    assert_true(covered); /* none lost */
+    assert_true(journal_ok_total(&j, 2) > 0); /* member 2 did get partitions */
+    /* A key was never in two handlers at once, and member 2 began on a partition
+     * only once member 1's calls on it had ended: the revoke waited for them. */
+    assert_int_equal(j.overlaps, 0);
+    assert_int_equal(j.handovers_early, 0);
+    /* Per key, first deliveries in order; a repeat only of something handled. */
+    for (int k = 0; k < KEYS; k++) {
+        char key[64];
+        snprintf(key, sizeof key, "%s-%02d", prefix, k);
+        int next = 0;
+        for (int i = 0; i < j.n; i++) {
+            if (strcmp(j.entries[i].key, key) != 0)
+                continue;
+            int v = atoi(j.entries[i].value);
+            assert_true(v <= next);
+            if (v == next)
+                next++;
+        }
+        assert_int_equal(next, ROUNDS);
+    }
+    journal_free(&j);
+}
+
 static void test_consumer_bad_input(void **state) {
     (void)state;
     const char *topics[] = {TOPIC};
@@ -460,6 +1066,13 @@ static void test_consumer_bad_input(void **state) {
                                   sizeof err));
     assert_null(deta_consumer_new(&cfg, "g", topics, 1, probe_handler, &p, producer, &negative,
                                   err, sizeof err));
+    deta_consumer_opts_t bad_workers[] = {{.workers = -1}, {.workers = 100000}};
+    for (size_t i = 0; i < 2; i++) {
+        err[0] = 0;
+        assert_null(deta_consumer_new(&cfg, "g", topics, 1, probe_handler, &p, producer,
+                                      &bad_workers[i], err, sizeof err));
+        assert_non_null(strstr(err, "workers"));
+    }
     assert_int_equal(deta_consumer_run(NULL, NULL), DETA_ERR_INVALID);
     deta_consumer_free(NULL);
     char buf[8];
@@ -474,6 +1087,13 @@ int main(void) {
         cmocka_unit_test(test_consume_retry_and_dead_letter),
         cmocka_unit_test(test_offsets_committed_only_after_success),
         cmocka_unit_test(test_dead_letter_never_skipped),
+        cmocka_unit_test(test_workers_retry_and_dead_letter),
+        cmocka_unit_test(test_workers_committed_only_after_success),
+        cmocka_unit_test(test_workers_dead_letter_never_skipped),
+        cmocka_unit_test(test_workers_parallel_in_key_order),
+        cmocka_unit_test(test_workers_retry_does_not_block_other_keys),
+        cmocka_unit_test(test_workers_resume_at_first_unfinished),
+        cmocka_unit_test(test_workers_rebalance_hands_over),
         cmocka_unit_test(test_consumer_bad_input),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -214,6 +214,13 @@ static void health_and_metrics_are_served(void **state) {
         assert_non_null(strstr(r.body, "orders_rejected_total{reason=\"missing_field\"}"));
         assert_non_null(strstr(r.body, "# TYPE http_request_duration_seconds histogram"));
         assert_non_null(strstr(r.body, "route=\"/api/orders\""));
+        /* Refusals made by the HTTP layer itself, from the bad-request test. */
+        assert_non_null(strstr(r.body, "http_requests_rejected_total{route=\"/api/orders\","
+                                       "reason=\"unsupported_media_type\"}"));
+        assert_non_null(strstr(r.body, "http_requests_rejected_total{route=\"/api/orders\","
+                                       "reason=\"body_too_large\"}"));
+        assert_non_null(strstr(r.body, "http_requests_rejected_total{route=\"/api/orders\","
+                                       "reason=\"malformed_json\"}"));
         ts_http_resp_free(&r);
     }
 }

@@ -16,6 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "deta/envelope.h"
+
 const char *ts_env(const char *name) {
     const char *v = getenv(name);
     if (!v || !*v)
@@ -249,6 +251,44 @@ void ts_kafka_msg_free(ts_kafka_msg_t *m) {
     free(m->value);
     memset(m, 0, sizeof *m);
 }
+
+void ts_kafka_produce(const char *topic, const char *key, const char *value) {
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", ts_env("KAFKA_BOOTSTRAP_SERVERS"), err,
+                          sizeof err) != RD_KAFKA_CONF_OK)
+        fail_msg("kafka conf: %s", err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    if (!rk)
+        fail_msg("kafka producer: %s", err);
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+        RD_KAFKA_V_VALUE((void *)value, strlen(value)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_END);
+    if (e)
+        fail_msg("produce to %s: %s", topic, rd_kafka_err2str(e));
+    e = rd_kafka_flush(rk, 15000);
+    rd_kafka_destroy(rk);
+    if (e)
+        fail_msg("flush to %s: %s", topic, rd_kafka_err2str(e));
+}
+
+char *ts_event(const char *event_type, const char *order_id, const char *correlation_id,
+               json_t *payload, char *event_id) {
+    deta_event_t ev;
+    char err[256];
+    if (deta_event_init(&ev, event_type, order_id, correlation_id ? correlation_id : order_id,
+                        "testsupport", payload, err, sizeof err) != DETA_OK)
+        fail_msg("ts_event: %s", err);
+    if (event_id)
+        memcpy(event_id, ev.event_id, sizeof ev.event_id);
+    char *text = deta_event_serialize(&ev);
+    deta_event_clear(&ev);
+    assert_non_null(text);
+    return text;
+}
+
+void ts_uuid(char out[37]) { deta_uuid_new(out); }
 
 /* ---- the local broker's control FIFO ---- */
 

@@ -52,6 +52,16 @@ int ts_kafka_count(const char *topic, const char *key, int timeout_ms);
 const char *ts_kafka_header(const ts_kafka_msg_t *m, const char *name);
 void ts_kafka_msg_free(ts_kafka_msg_t *m);
 
+/* Produces one message (key may be NULL) and waits for its acknowledgement. */
+void ts_kafka_produce(const char *topic, const char *key, const char *value);
+/* A serialized, valid envelope of event_type for order_id carrying payload (a
+ * reference is stolen); malloc'd. *event_id, when not NULL, receives its id
+ * (37 bytes). correlation_id NULL means a fresh one. */
+char *ts_event(const char *event_type, const char *order_id, const char *correlation_id,
+               json_t *payload, char *event_id);
+/* A fresh UUID, for order ids and the like. */
+void ts_uuid(char out[37]);
+
 /* A line for the local broker's control FIFO: "down all", "up all", ... */
 void ts_broker(const char *command);
 

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "domain.h"
+#include "order-service/domain.h"
 
 static deta_err_t validate(const char *json, order_t *o, order_violation_t *v) {
     json_error_t jerr;

@@ -58,7 +58,8 @@ static void test_unknown_types_map_to_null(void **state) {
 static void test_dlq_twins(void **state) {
     (void)state;
     for (size_t i = 0; i < 4; i++) {
-        const char *dlq = deta_topic_dlq_for(deta_topics_all[i]);
+        char buf[DETA_TOPIC_MAX + 1];
+        const char *dlq = deta_topic_dlq_for(deta_topics_all[i], buf, sizeof buf);
         assert_non_null(dlq);
         assert_string_equal(dlq, deta_topics_all[i + 4]);
         assert_int_equal(strncmp(dlq, "dlq.", 4), 0);
@@ -68,11 +69,25 @@ static void test_dlq_twins(void **state) {
 
 static void test_dlq_of_non_raw_topics_is_null(void **state) {
     (void)state;
-    assert_null(deta_topic_dlq_for("dlq.order-events"));
-    assert_null(deta_topic_dlq_for("raw.other-events"));
-    assert_null(deta_topic_dlq_for("order-events"));
-    assert_null(deta_topic_dlq_for(""));
-    assert_null(deta_topic_dlq_for(NULL));
+    char buf[DETA_TOPIC_MAX + 1];
+    assert_null(deta_topic_dlq_for("dlq.order-events", buf, sizeof buf));
+    assert_null(deta_topic_dlq_for("order-events", buf, sizeof buf));
+    assert_null(deta_topic_dlq_for("raw.", buf, sizeof buf));
+    assert_null(deta_topic_dlq_for("", buf, sizeof buf));
+    assert_null(deta_topic_dlq_for(NULL, buf, sizeof buf));
+    assert_null(deta_topic_dlq_for("raw.order-events", NULL, 0));
+    char tiny[8];
+    assert_null(deta_topic_dlq_for("raw.order-events", tiny, sizeof tiny));
+}
+
+/* The rule holds for any raw.* topic, not only the seed's (tests use their own). */
+static void test_dlq_of_any_raw_topic(void **state) {
+    (void)state;
+    char buf[DETA_TOPIC_MAX + 1];
+    assert_string_equal(deta_topic_dlq_for("raw.other-events", buf, sizeof buf),
+                        "dlq.other-events");
+    char fit[sizeof "dlq.x"];
+    assert_string_equal(deta_topic_dlq_for("raw.x", fit, sizeof fit), "dlq.x");
 }
 
 /* Every event type's topic has a dead-letter twin. */
@@ -83,8 +98,9 @@ static void test_every_type_has_a_dlq(void **state) {
                            DETA_EVT_PAYMENT_AUTHORIZED, DETA_EVT_PAYMENT_FAILED,
                            DETA_EVT_DELIVERY_ASSIGNED,  DETA_EVT_ETA_UPDATED,
                            DETA_EVT_DELIVERY_PICKED_UP, DETA_EVT_DELIVERY_DELIVERED};
+    char buf[DETA_TOPIC_MAX + 1];
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
-        assert_non_null(deta_topic_dlq_for(deta_topic_for_event_type(types[i])));
+        assert_non_null(deta_topic_dlq_for(deta_topic_for_event_type(types[i]), buf, sizeof buf));
 }
 
 int main(void) {
@@ -94,6 +110,7 @@ int main(void) {
         cmocka_unit_test(test_unknown_types_map_to_null),
         cmocka_unit_test(test_dlq_twins),
         cmocka_unit_test(test_dlq_of_non_raw_topics_is_null),
+        cmocka_unit_test(test_dlq_of_any_raw_topic),
         cmocka_unit_test(test_every_type_has_a_dlq),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -84,11 +84,19 @@ const char *deta_kafka_msg_header(const deta_kafka_msg_t *msg, const char *name,
 typedef deta_err_t (*deta_consume_fn)(const deta_kafka_msg_t *msg, void *opaque, char *errstr,
                                       size_t errsize);
 
+/* Zero in any field means its default. */
 typedef struct deta_consumer_opts {
     int max_retries;      /* default 5 */
     int backoff_ms;       /* first retry delay, doubled each time; default 200 */
     int backoff_max_ms;   /* default 5000 */
     deta_metrics_t *metrics; /* optional: deta_consumer_* counters by topic */
+    /* Concurrency: 0 or 1 handles messages one at a time on the polling thread.
+     * N > 1 hands them to N worker threads, every message of one key (one order)
+     * always to the same worker, so the events of an order stay in order while
+     * independent orders proceed in parallel; a partition's offset advances only
+     * past messages that are all finished. The handler is then called from N
+     * threads at once: it and its opaque must be thread-safe. */
+    int workers;
 } deta_consumer_opts_t;
 
 /* group: the consumer group (the service's name). dlq: the producer used for dead

@@ -4,6 +4,8 @@
 #ifndef DETA_TOPICS_H
 #define DETA_TOPICS_H
 
+#include <stddef.h>
+
 #define DETA_TOPIC_ORDER_EVENTS "raw.order-events"
 #define DETA_TOPIC_INVENTORY_EVENTS "raw.inventory-events"
 #define DETA_TOPIC_PAYMENT_EVENTS "raw.payment-events"
@@ -32,8 +34,10 @@ extern const char *const deta_topics_all[8];
 /* The raw topic an event type is published on, or NULL for an unknown type. */
 const char *deta_topic_for_event_type(const char *event_type);
 
-/* "raw.order-events" -> "dlq.order-events"; NULL when topic is not a raw.* topic
- * of the seed. */
-const char *deta_topic_dlq_for(const char *raw_topic);
+/* The seed's naming rule for dead letters, for any topic: "raw.<name>" ->
+ * "dlq.<name>", written into buf. NULL (buf untouched) when topic is not of the
+ * form raw.<name> or the name does not fit. */
+#define DETA_TOPIC_MAX 250
+const char *deta_topic_dlq_for(const char *raw_topic, char *buf, size_t bufsize);
 
 #endif

@@ -1,0 +1,333 @@
+/*
+ * domain.c - delivery-service's rules: distances and ETAs on a simulated clock,
+ * the choice of a driver, and the events in and out (see domain.h).
+ *
+ * Decisions where the contracts are silent:
+ *   - distance: 1.0..15.0 km in steps of 100 m, from a hash of the orderId;
+ *   - travel time = distance / speed, plus a jitter of at most a fifth of it either
+ *     way (so travel never drops below 4/5 of the ideal and an ETA is never before
+ *     the instant it is computed at); the pickup stage draws a new jitter that is
+ *     never equal to the first, so the ETA published at pickup differs;
+ *   - a stage never happens before the previous one, even if the caller's clock
+ *     stepped back: instants are clamped, so assigned <= picked up <= delivered.
+ * The hash is FNV-1a with a final avalanche (splitmix64's), so that order ids that
+ * differ in one character land far apart.
+ */
+#include "domain.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "deta/topics.h"
+
+/* ---- stages ---- */
+
+static const char *const STAGE_NAMES[] = {"ASSIGNED", "PICKED_UP", "DELIVERED"};
+#define STAGE_COUNT (sizeof STAGE_NAMES / sizeof *STAGE_NAMES)
+
+const char *delivery_stage_name(delivery_stage_t stage) {
+    return (unsigned)stage < STAGE_COUNT ? STAGE_NAMES[stage] : NULL;
+}
+
+bool delivery_stage_parse(const char *s, delivery_stage_t *out) {
+    for (size_t i = 0; s && i < STAGE_COUNT; i++)
+        if (strcmp(s, STAGE_NAMES[i]) == 0) {
+            *out = (delivery_stage_t)i;
+            return true;
+        }
+    return false;
+}
+
+const char *delivery_stage_event_type(delivery_stage_t stage) {
+    switch (stage) {
+    case DELIVERY_ASSIGNED:
+        return DETA_EVT_DELIVERY_ASSIGNED;
+    case DELIVERY_PICKED_UP:
+        return DETA_EVT_DELIVERY_PICKED_UP;
+    case DELIVERY_DELIVERED:
+        return DETA_EVT_DELIVERY_DELIVERED;
+    }
+    return NULL;
+}
+
+void delivery_params_defaults(delivery_params_t *p) {
+    p->drivers = 20;
+    p->capacity = 5;
+    p->pickup_minutes = 10;
+    p->speed_kmh = 25;
+    p->clock_speed = 1;
+    p->tick_ms = 200;
+}
+
+/* ---- stable numbers from an order id ---- */
+
+static uint64_t stable_hash(const char *s, uint64_t salt) {
+    uint64_t h = 14695981039346656037ULL ^ salt;
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        h ^= *c;
+        h *= 1099511628211ULL;
+    }
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebULL;
+    return h ^ (h >> 31);
+}
+
+/* Salts keep the distance and the jitter of each stage independent. */
+#define SALT_DISTANCE 0x64697374616e6365ULL
+#define SALT_JITTER 0x6a69747465720000ULL
+
+int delivery_distance_hm(const char *order_id) {
+    uint64_t span = DELIVERY_DISTANCE_MAX_HM - DELIVERY_DISTANCE_MIN_HM + 1;
+    return DELIVERY_DISTANCE_MIN_HM + (int)(stable_hash(order_id, SALT_DISTANCE) % span);
+}
+
+int64_t delivery_travel_s(const delivery_params_t *p, int distance_hm) {
+    /* hm / 10 km at speed km/h is hm * 360 / speed seconds */
+    int64_t s = ((int64_t)distance_hm * 360 + p->speed_kmh / 2) / p->speed_kmh;
+    return s > 0 ? s : 1;
+}
+
+static int64_t raw_jitter(const char *order_id, int64_t bound, delivery_stage_t stage) {
+    uint64_t span = (uint64_t)(2 * bound + 1);
+    return (int64_t)(stable_hash(order_id, SALT_JITTER + (uint64_t)stage) % span) - bound;
+}
+
+int64_t delivery_jitter_s(const char *order_id, int64_t travel_s, delivery_stage_t stage) {
+    int64_t bound = travel_s / DELIVERY_JITTER_DIVISOR;
+    if (bound <= 0 || stage == DELIVERY_DELIVERED)
+        return 0;
+    int64_t j = raw_jitter(order_id, bound, stage);
+    if (stage == DELIVERY_PICKED_UP) {
+        int64_t first = raw_jitter(order_id, bound, DELIVERY_ASSIGNED);
+        if (j == first)
+            j = first < bound ? first + 1 : first - 1;
+    }
+    return j;
+}
+
+int64_t delivery_real_ms(const delivery_params_t *p, int64_t simulated_s) {
+    int64_t speed = p->clock_speed;
+    int64_t ms = simulated_s * 1000;
+    return ms >= 0 ? (ms + speed / 2) / speed : -((-ms + speed / 2) / speed);
+}
+
+/* ---- the life of a delivery ---- */
+
+static bool copy_text(char *dst, size_t dstsize, const char *src) {
+    if (!src || strlen(src) >= dstsize)
+        return false;
+    memcpy(dst, src, strlen(src) + 1);
+    return true;
+}
+
+static int64_t pickup_s(const delivery_params_t *p) { return (int64_t)p->pickup_minutes * 60; }
+
+deta_err_t delivery_assign(const delivery_params_t *p, delivery_t *d, const char *delivery_id,
+                           const char *order_id, const char *driver_id, const char *driver_name,
+                           int64_t now_ms) {
+    memset(d, 0, sizeof *d);
+    if (!copy_text(d->delivery_id, sizeof d->delivery_id, delivery_id) ||
+        !copy_text(d->order_id, sizeof d->order_id, order_id) ||
+        !copy_text(d->driver_id, sizeof d->driver_id, driver_id) ||
+        !copy_text(d->driver_name, sizeof d->driver_name, driver_name))
+        return DETA_ERR_INVALID;
+    d->status = DELIVERY_ASSIGNED;
+    d->distance_hm = delivery_distance_hm(order_id);
+    d->assigned_ms = now_ms;
+    int64_t travel = delivery_travel_s(p, d->distance_hm);
+    int64_t jitter = delivery_jitter_s(order_id, travel, DELIVERY_ASSIGNED);
+    d->next_transition_ms = now_ms + delivery_real_ms(p, pickup_s(p));
+    d->eta_ms = now_ms + delivery_real_ms(p, pickup_s(p) + travel + jitter);
+    return DETA_OK;
+}
+
+static int64_t not_before(int64_t t, int64_t floor) { return t > floor ? t : floor; }
+
+deta_err_t delivery_advance(const delivery_params_t *p, delivery_t *d, int64_t now_ms) {
+    if (d->status == DELIVERY_ASSIGNED) {
+        int64_t travel = delivery_travel_s(p, d->distance_hm);
+        int64_t jitter = delivery_jitter_s(d->order_id, travel, DELIVERY_PICKED_UP);
+        d->picked_up_ms = not_before(now_ms, d->assigned_ms);
+        d->eta_ms = d->picked_up_ms + delivery_real_ms(p, travel + jitter);
+        d->next_transition_ms = d->eta_ms;
+        d->status = DELIVERY_PICKED_UP;
+        return DETA_OK;
+    }
+    if (d->status == DELIVERY_PICKED_UP) {
+        d->delivered_ms = not_before(now_ms, d->picked_up_ms);
+        d->eta_ms = d->delivered_ms;
+        d->next_transition_ms = 0;
+        d->status = DELIVERY_DELIVERED;
+        return DETA_OK;
+    }
+    return DETA_ERR_INVALID;
+}
+
+double delivery_estimated_minutes(const delivery_params_t *p, const delivery_t *d) {
+    int64_t travel = delivery_travel_s(p, d->distance_hm);
+    int64_t jitter = delivery_jitter_s(d->order_id, travel, DELIVERY_ASSIGNED);
+    return (double)(pickup_s(p) + travel + jitter) / 60.0;
+}
+
+/* ---- drivers ---- */
+
+static bool can_take(const delivery_driver_t *d, long capacity) {
+    return d->available && d->active < capacity;
+}
+
+static bool less_busy(const delivery_driver_t *a, const delivery_driver_t *b) {
+    if (a->active != b->active)
+        return a->active < b->active;
+    return strcmp(a->driver_id, b->driver_id) < 0;
+}
+
+int delivery_choose_driver(const delivery_driver_t *rows, size_t n, long capacity) {
+    int best = -1;
+    for (size_t i = 0; i < n; i++)
+        if (can_take(&rows[i], capacity) && (best < 0 || less_busy(&rows[i], &rows[best])))
+            best = (int)i;
+    return best;
+}
+
+bool delivery_driver_identity(long i, char *id, size_t idsize, char *name, size_t namesize) {
+    if (i < 1)
+        return false;
+    int a = snprintf(id, idsize, "driver-%02ld", i);
+    int b = snprintf(name, namesize, "Driver %02ld", i);
+    return a > 0 && (size_t)a < idsize && b > 0 && (size_t)b < namesize;
+}
+
+/* ---- payment.authorized ---- */
+
+static deta_err_t take_text(const json_t *payload, const char *key, char *out, size_t outsize,
+                            char *errstr, size_t errsize) {
+    const json_t *j = json_object_get(payload, key);
+    if (!j)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload.%s is required", key);
+    if (!json_is_string(j) || json_string_length(j) == 0)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload.%s must be a non-empty string",
+                         key);
+    size_t len = json_string_length(j);
+    if (len >= outsize || strlen(json_string_value(j)) != len)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload.%s is too long or holds NUL",
+                         key);
+    memcpy(out, json_string_value(j), len + 1);
+    return DETA_OK;
+}
+
+static deta_err_t take_amount(const json_t *payload, payment_authorized_t *out, char *errstr,
+                              size_t errsize) {
+    const json_t *j = json_object_get(payload, "amount");
+    char why[128];
+    if (!j)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload.amount is required");
+    if (deta_money_from_json(j, &out->amount, why, sizeof why) != DETA_OK)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload.amount: %s", why);
+    if (out->amount < 0)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload.amount must not be negative");
+    return DETA_OK;
+}
+
+static deta_err_t check_order_id(const deta_event_t *ev, const payment_authorized_t *out,
+                                 char *errstr, size_t errsize) {
+    if (strcmp(out->order_id, ev->order_id) != 0)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "payload.orderId %s differs from the envelope's orderId %s",
+                         out->order_id, ev->order_id);
+    if (!deta_uuid_valid(out->order_id))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "orderId %s is not a UUID",
+                         out->order_id);
+    return DETA_OK;
+}
+
+deta_err_t delivery_parse_payment_authorized(const deta_event_t *ev, payment_authorized_t *out,
+                                             char *errstr, size_t errsize) {
+    memset(out, 0, sizeof *out);
+    const json_t *p = ev->payload;
+    if (!json_is_object(p))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload must be an object");
+    char order_id[DETA_ID_MAX + 1];
+    deta_err_t err = take_text(p, "orderId", order_id, sizeof order_id, errstr, errsize);
+    if (err)
+        return err;
+    if (!copy_text(out->order_id, sizeof out->order_id, order_id))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload.orderId is not a UUID");
+    if ((err = check_order_id(ev, out, errstr, errsize)) ||
+        (err = take_text(p, "paymentId", out->payment_id, sizeof out->payment_id, errstr,
+                         errsize)) ||
+        (err = take_text(p, "customerId", out->customer_id, sizeof out->customer_id, errstr,
+                         errsize)) ||
+        (err = take_amount(p, out, errstr, errsize)))
+        return err;
+    char currency[8];
+    if ((err = take_text(p, "currency", currency, sizeof currency, errstr, errsize)))
+        return err;
+    if (!deta_currency_valid(currency))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "payload.currency must be three capital letters");
+    memcpy(out->currency, currency, sizeof out->currency);
+    if ((err = take_text(p, "authorizedAt", out->authorized_at, sizeof out->authorized_at, errstr,
+                         errsize)))
+        return err;
+    if (!deta_timestamp_valid(out->authorized_at))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "payload.authorizedAt must be an ISO-8601 UTC instant");
+    return DETA_OK;
+}
+
+/* ---- events out ---- */
+
+void delivery_format_instant(int64_t ms, char out[DETA_TS_LEN]) {
+    time_t secs = (time_t)(ms / 1000);
+    int millis = (int)(ms % 1000);
+    if (millis < 0) {
+        secs -= 1;
+        millis += 1000;
+    }
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    char date[24];
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out, DETA_TS_LEN, "%s.%03dZ", date, millis);
+}
+
+void delivery_format_km(int distance_hm, char *out, size_t outsize) {
+    snprintf(out, outsize, "%d.%d", distance_hm / 10, distance_hm % 10);
+}
+
+json_t *delivery_stage_payload(const delivery_t *d) {
+    char at[DETA_TS_LEN], eta[DETA_TS_LEN];
+    delivery_format_instant(d->eta_ms, eta);
+    switch (d->status) {
+    case DELIVERY_ASSIGNED:
+        delivery_format_instant(d->assigned_ms, at);
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "orderId", d->order_id, "deliveryId",
+                         d->delivery_id, "driverId", d->driver_id, "driverName", d->driver_name,
+                         "assignedAt", at, "estimatedDeliveryAt", eta);
+    case DELIVERY_PICKED_UP:
+        delivery_format_instant(d->picked_up_ms, at);
+        return json_pack("{s:s, s:s, s:s, s:s, s:s}", "orderId", d->order_id, "deliveryId",
+                         d->delivery_id, "driverId", d->driver_id, "pickedUpAt", at,
+                         "estimatedDeliveryAt", eta);
+    case DELIVERY_DELIVERED:
+        delivery_format_instant(d->delivered_ms, at);
+        return json_pack("{s:s, s:s, s:s, s:s}", "orderId", d->order_id, "deliveryId",
+                         d->delivery_id, "driverId", d->driver_id, "deliveredAt", at);
+    }
+    return NULL;
+}
+
+json_t *delivery_eta_payload(const delivery_t *d, int64_t calculated_ms) {
+    const char *stage = delivery_stage_name(d->status);
+    if (!stage)
+        return NULL;
+    char eta[DETA_TS_LEN], calc[DETA_TS_LEN];
+    delivery_format_instant(d->eta_ms, eta);
+    delivery_format_instant(calculated_ms, calc);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s}", "orderId", d->order_id, "deliveryId",
+                     d->delivery_id, "stage", stage, "estimatedDeliveryAt", eta, "calculatedAt",
+                     calc);
+}

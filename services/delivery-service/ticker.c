@@ -1,0 +1,223 @@
+/*
+ * ticker.c - the thread that advances due deliveries on the simulated clock.
+ *
+ * Every DELIVERY_TICK_MS it takes due deliveries (next_transition_at <= now) one
+ * at a time, each in its own transaction: lock the most overdue row with
+ * FOR UPDATE SKIP LOCKED, advance it (domain.c), save it, and write its stage
+ * event and eta.updated to the outbox; at delivery the driver's active count goes
+ * down in the same transaction. SKIP LOCKED lets several instances tick side by
+ * side without waiting for or repeating each other's work, and one transaction
+ * per delivery keeps one bad row from holding back the others' progress. At most
+ * TICK_BATCH deliveries per turn; a full batch starts the next turn at once.
+ *
+ * The thread has its own connection from the service's pool and stops when the
+ * service is stopping (or when delivery_ticker_stop asks). Its heartbeat feeds the
+ * "ticker" health check, and once a second it recounts the active deliveries for
+ * the delivery_active gauge (a count from the database is right even when another
+ * instance assigned or delivered them).
+ */
+#include "ticker.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "deta/log.h"
+#include "settings.h"
+#include "store.h"
+
+#define TICK_BATCH 100
+#define GAUGE_REFRESH_MS 1000
+#define BACKOFF_MAX_MS 5000
+#define STALE_MIN_MS 10000 /* the health check's patience, at least */
+#define NAP_SLICE_MS 50
+
+struct delivery_ticker {
+    deta_service_t *svc;
+    delivery_params_t params;
+    pthread_t thread;
+    atomic_bool started; /* read by the health check on HTTP threads */
+    atomic_bool stop;
+    atomic_llong last_beat_ms;
+    int64_t gauge_refreshed_ms; /* the thread's own */
+    deta_counter_t *picked_up;
+    deta_counter_t *delivered;
+    deta_counter_t *eta_updates;
+    deta_gauge_t *active;
+};
+
+static bool stopping(delivery_ticker_t *t) {
+    return atomic_load(&t->stop) || atomic_load(deta_service_stopping(t->svc));
+}
+
+/* Sleeps ms, waking early when asked to stop. */
+static void nap(delivery_ticker_t *t, long ms) {
+    while (ms > 0 && !stopping(t)) {
+        long slice = ms < NAP_SLICE_MS ? ms : NAP_SLICE_MS;
+        struct timespec ts = {0, slice * 1000000L};
+        nanosleep(&ts, NULL);
+        ms -= slice;
+    }
+}
+
+/* One due delivery moved on in its own transaction; *moved false when none was
+ * due. */
+static deta_err_t advance_one(delivery_ticker_t *t, deta_db_t *db, delivery_t *d,
+                              char *correlation_id, bool *moved, char *errstr, size_t errsize) {
+    int64_t now = delivery_now_ms();
+    *moved = false;
+    deta_err_t err = deta_db_begin(db, errstr, errsize);
+    if (err)
+        return err;
+    err = delivery_store_claim_due(db, now, d, correlation_id, moved, errstr, errsize);
+    if (!err && *moved && delivery_advance(&t->params, d, now) != DETA_OK)
+        err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "delivery %s cannot advance",
+                        d->delivery_id);
+    if (!err && *moved)
+        err = delivery_store_save_stage(db, d, errstr, errsize);
+    if (!err && *moved)
+        err = delivery_store_announce(db, d, correlation_id, errstr, errsize);
+    if (err || !*moved) {
+        deta_db_rollback(db);
+        *moved = false;
+        return err;
+    }
+    return deta_db_commit(db, errstr, errsize);
+}
+
+static void report_step(delivery_ticker_t *t, const delivery_t *d, const char *correlation_id) {
+    char eta[DETA_TS_LEN];
+    delivery_format_instant(d->eta_ms, eta);
+    deta_counter_inc(t->eta_updates);
+    if (d->status == DELIVERY_PICKED_UP) {
+        deta_counter_inc(t->picked_up);
+        deta_log(DETA_LOG_INFO, d->order_id, correlation_id,
+                 "delivery %s picked up by %s, ETA %s", d->delivery_id, d->driver_id, eta);
+    } else {
+        deta_counter_inc(t->delivered);
+        deta_gauge_add(t->active, -1);
+        deta_log(DETA_LOG_INFO, d->order_id, correlation_id, "delivery %s delivered by %s at %s",
+                 d->delivery_id, d->driver_id, eta);
+    }
+}
+
+/* Up to TICK_BATCH due deliveries; returns how many moved, -1 after a failure. */
+static int advance_due(delivery_ticker_t *t, deta_db_t *db) {
+    int n = 0;
+    while (n < TICK_BATCH && !stopping(t)) {
+        delivery_t d;
+        char correlation_id[DETA_ID_MAX + 1] = "";
+        char why[512] = "";
+        bool moved = false;
+        deta_err_t err = advance_one(t, db, &d, correlation_id, &moved, why, sizeof why);
+        if (err) {
+            DETA_WARN("ticker: cannot advance deliveries (%s): %s", deta_err_name(err), why);
+            return -1;
+        }
+        if (!moved)
+            break;
+        report_step(t, &d, correlation_id);
+        n++;
+    }
+    return n;
+}
+
+static void refresh_gauge(delivery_ticker_t *t, deta_db_t *db) {
+    int64_t now = delivery_now_ms();
+    if (now - t->gauge_refreshed_ms < GAUGE_REFRESH_MS)
+        return;
+    long n = 0;
+    char why[256];
+    if (delivery_store_count_active(db, &n, why, sizeof why) == DETA_OK) {
+        deta_gauge_set(t->active, (double)n);
+        t->gauge_refreshed_ms = now;
+    }
+}
+
+static void *ticker_main(void *arg) {
+    delivery_ticker_t *t = arg;
+    deta_db_t *db = deta_db_pool_get(deta_service_db(t->svc));
+    if (!db) {
+        DETA_ERROR("ticker: out of memory, deliveries will not advance");
+        return NULL;
+    }
+    long backoff = t->params.tick_ms;
+    while (!stopping(t)) {
+        int moved = advance_due(t, db);
+        if (moved >= 0)
+            refresh_gauge(t, db);
+        atomic_store(&t->last_beat_ms, delivery_now_ms());
+        if (moved == TICK_BATCH)
+            continue;
+        if (moved < 0) {
+            nap(t, backoff);
+            backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        } else {
+            backoff = t->params.tick_ms;
+            nap(t, t->params.tick_ms);
+        }
+    }
+    return NULL;
+}
+
+/* UP while the thread keeps turning (a database outage shows in "db"). */
+static bool check_ticker(void *opaque, char *detail, size_t detailsize) {
+    delivery_ticker_t *t = opaque;
+    if (!atomic_load(&t->started)) {
+        deta_errf(DETA_ERR_INTERNAL, detail, detailsize, "not running");
+        return false;
+    }
+    long long age = delivery_now_ms() - atomic_load(&t->last_beat_ms);
+    long long patience = t->params.tick_ms * 20 + BACKOFF_MAX_MS;
+    if (patience < STALE_MIN_MS)
+        patience = STALE_MIN_MS;
+    if (age <= patience)
+        return true;
+    deta_errf(DETA_ERR_INTERNAL, detail, detailsize, "no tick for %lld ms", age);
+    return false;
+}
+
+delivery_ticker_t *delivery_ticker_new(deta_service_t *svc, const delivery_params_t *params) {
+    delivery_ticker_t *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->svc = svc;
+    t->params = *params;
+    atomic_init(&t->stop, false);
+    atomic_init(&t->started, false);
+    atomic_init(&t->last_beat_ms, 0);
+    deta_metrics_t *m = deta_service_metrics(svc);
+    t->picked_up = deta_counter(m, "delivery_picked_up_total", "Deliveries picked up", NULL);
+    t->delivered = deta_counter(m, "delivery_delivered_total", "Deliveries handed over", NULL);
+    t->eta_updates = deta_counter(m, "eta_updates_total", "ETAs published (eta.updated)", NULL);
+    t->active = deta_gauge(m, "delivery_active", "Deliveries not yet delivered", NULL);
+    if (!t->picked_up || !t->delivered || !t->eta_updates || !t->active) {
+        free(t);
+        return NULL;
+    }
+    deta_health_add(deta_service_health(svc), "ticker", true, check_ticker, t);
+    return t;
+}
+
+deta_err_t delivery_ticker_start(delivery_ticker_t *t, char *errstr, size_t errsize) {
+    atomic_store(&t->last_beat_ms, delivery_now_ms());
+    if (pthread_create(&t->thread, NULL, ticker_main, t) != 0)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot start the ticker thread");
+    atomic_store(&t->started, true);
+    return DETA_OK;
+}
+
+void delivery_ticker_stop(delivery_ticker_t *t) {
+    if (!t || !atomic_load(&t->started))
+        return;
+    atomic_store(&t->stop, true);
+    pthread_join(t->thread, NULL);
+    atomic_store(&t->started, false);
+}
+
+void delivery_ticker_free(delivery_ticker_t *t) {
+    delivery_ticker_stop(t);
+    free(t);
+}

@@ -1,0 +1,327 @@
+/*
+ * domain.c - inventory-service's rules (see domain.h): reading order.created,
+ * reserve-or-reject, settling after a payment, the catalog, the admin's update and
+ * the payloads of inventory.reserved / .rejected / .released.
+ *
+ * Decisions: an order.created that breaks order-service's own limits (no lines,
+ * more than 100, a quantity outside 1..100000, a missing customer or amount) is
+ * malformed, not "rejected": no stock decision can be made from it, so it is
+ * dead-lettered for a person to look at. Item ids in an order are any 1..64-byte
+ * string (an id the stock does not know is an UNKNOWN_ITEM rejection); ids that
+ * the catalog and the REST path create are restricted to URL-safe characters so
+ * that every stocked item can be addressed as /api/inventory/{itemId}.
+ */
+#include "domain.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char INV_DEFAULT_CATALOG[] =
+    "sku-1:100000,sku-2:100000,sku-3:100000,sku-4:100000,sku-5:100000,"
+    "sku-6:100000,sku-7:100000,sku-8:100000,sku-9:100000,sku-10:100000,"
+    "sku-11:100000,sku-12:100000,sku-13:100000,sku-14:100000,sku-15:100000,"
+    "sku-16:100000,sku-17:100000,sku-18:100000,sku-19:100000,sku-20:100000,"
+    "sku-limited:25";
+
+/* ---- order.created ---- */
+
+/* A required non-empty string of at most max bytes without NULs, copied to out. */
+static deta_err_t take_string(const json_t *obj, const char *key, const char *field, char *out,
+                              size_t max, char *errstr, size_t errsize) {
+    const json_t *j = json_object_get(obj, key);
+    if (!j)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s is required", field);
+    if (!json_is_string(j))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s must be a string", field);
+    size_t len = json_string_length(j);
+    if (len == 0 || len > max || strlen(json_string_value(j)) != len)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "%s must be a string of 1 to %zu characters", field, max);
+    memcpy(out, json_string_value(j), len + 1);
+    return DETA_OK;
+}
+
+static deta_err_t take_amount(const json_t *payload, inv_request_t *r, char *errstr,
+                              size_t errsize) {
+    const json_t *j = json_object_get(payload, "totalAmount");
+    char why[128];
+    if (!j)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "totalAmount is required");
+    if (deta_money_from_json(j, &r->total, why, sizeof why) != DETA_OK)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "totalAmount: %s", why);
+    if (r->total < 0)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "totalAmount must not be negative");
+    return DETA_OK;
+}
+
+static deta_err_t take_currency(const json_t *payload, inv_request_t *r, char *errstr,
+                                size_t errsize) {
+    const json_t *j = json_object_get(payload, "currency");
+    if (!json_is_string(j) || !deta_currency_valid(json_string_value(j)))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "currency must be an ISO 4217 code: three capital letters");
+    memcpy(r->currency, json_string_value(j), sizeof r->currency);
+    return DETA_OK;
+}
+
+/* Adds qty of item to the request, on the line that item already has if any. */
+static void add_line(inv_request_t *r, const char *item_id, int64_t qty) {
+    for (size_t i = 0; i < r->nlines; i++)
+        if (strcmp(r->lines[i].item_id, item_id) == 0) {
+            r->lines[i].quantity += qty;
+            return;
+        }
+    inv_line_t *l = &r->lines[r->nlines++];
+    snprintf(l->item_id, sizeof l->item_id, "%s", item_id);
+    l->quantity = qty;
+}
+
+static deta_err_t take_line(const json_t *j, size_t i, inv_request_t *r, char *errstr,
+                            size_t errsize) {
+    char field[48], item_id[INV_ID_MAX + 1];
+    if (!json_is_object(j))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "items[%zu] must be an object", i);
+    snprintf(field, sizeof field, "items[%zu].itemId", i);
+    if (take_string(j, "itemId", field, item_id, INV_ID_MAX, errstr, errsize))
+        return DETA_ERR_INVALID;
+    const json_t *q = json_object_get(j, "quantity");
+    if (!json_is_integer(q) || json_integer_value(q) < 1 ||
+        json_integer_value(q) > INV_MAX_QUANTITY)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "items[%zu].quantity must be an integer from 1 to %d", i,
+                         INV_MAX_QUANTITY);
+    add_line(r, item_id, (int64_t)json_integer_value(q));
+    return DETA_OK;
+}
+
+static deta_err_t take_lines(const json_t *payload, inv_request_t *r, char *errstr,
+                             size_t errsize) {
+    const json_t *items = json_object_get(payload, "items");
+    if (!json_is_array(items))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "items must be a list");
+    size_t n = json_array_size(items);
+    if (n < 1 || n > INV_MAX_LINES)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "items must hold 1 to %d lines",
+                         INV_MAX_LINES);
+    for (size_t i = 0; i < n; i++)
+        if (take_line(json_array_get(items, i), i, r, errstr, errsize))
+            return DETA_ERR_INVALID;
+    return DETA_OK;
+}
+
+deta_err_t inv_request_from_order_created(const json_t *payload, const char *order_id,
+                                          inv_request_t *r, char *errstr, size_t errsize) {
+    memset(r, 0, sizeof *r);
+    if (!json_is_object(payload))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload must be an object");
+    if (take_string(payload, "orderId", "orderId", r->order_id, INV_ID_MAX, errstr, errsize))
+        return DETA_ERR_INVALID;
+    if (strcmp(r->order_id, order_id) != 0)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "orderId %s differs from the envelope's %s", r->order_id, order_id);
+    if (take_string(payload, "customerId", "customerId", r->customer_id, INV_ID_MAX, errstr,
+                    errsize) ||
+        take_amount(payload, r, errstr, errsize) || take_currency(payload, r, errstr, errsize) ||
+        take_lines(payload, r, errstr, errsize))
+        return DETA_ERR_INVALID;
+    return DETA_OK;
+}
+
+/* ---- decisions ---- */
+
+static const inv_level_t *level_of(const char *item_id, const inv_level_t *levels, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(levels[i].item_id, item_id) == 0)
+            return &levels[i];
+    return NULL;
+}
+
+void inv_decide(const inv_request_t *r, const inv_level_t *levels, size_t nlevels,
+                inv_decision_t *d) {
+    memset(d, 0, sizeof *d);
+    d->reserve = true;
+    for (size_t i = 0; i < r->nlines; i++) {
+        const inv_line_t *l = &r->lines[i];
+        const inv_level_t *s = level_of(l->item_id, levels, nlevels);
+        if (s && s->available >= l->quantity)
+            continue;
+        d->reserve = false;
+        d->reason = s ? INV_REASON_INSUFFICIENT_STOCK : INV_REASON_UNKNOWN_ITEM;
+        snprintf(d->item_id, sizeof d->item_id, "%s", l->item_id);
+        d->requested = l->quantity;
+        d->available = s ? s->available : 0;
+        return;
+    }
+}
+
+const char *inv_status_after_payment(const char *status, bool authorized) {
+    if (!status || strcmp(status, INV_STATUS_HELD) != 0)
+        return NULL;
+    return authorized ? INV_STATUS_SOLD : INV_STATUS_RELEASED;
+}
+
+bool inv_item_id_valid(const char *s) {
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > INV_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x80 || !(isalnum(c) || c == '.' || c == '_' || c == '~' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* ---- the catalog ---- */
+
+static bool all_digits(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+    return n > 0;
+}
+
+static bool in_catalog(const inv_catalog_t *c, const char *item_id) {
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->items[i].item_id, item_id) == 0)
+            return true;
+    return false;
+}
+
+/* One "itemId:units" entry (already trimmed, len bytes at e), appended to c. */
+static deta_err_t take_entry(const char *e, size_t len, size_t no, inv_catalog_t *c,
+                             char *errstr, size_t errsize) {
+    const char *colon = memchr(e, ':', len);
+    if (!colon)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         INV_CATALOG_VAR ": entry %zu \"%.*s\" is not itemId:units", no, (int)len,
+                         e);
+    size_t idlen = (size_t)(colon - e), ulen = len - idlen - 1;
+    char id[INV_ID_MAX + 2];
+    snprintf(id, sizeof id, "%.*s", (int)(idlen > INV_ID_MAX ? INV_ID_MAX + 1 : idlen), e);
+    if (idlen > INV_ID_MAX || !inv_item_id_valid(id))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         INV_CATALOG_VAR ": entry %zu \"%.*s\": itemId must be 1 to %d of "
+                                         "A-Z a-z 0-9 . _ ~ -",
+                         no, (int)len, e, INV_ID_MAX);
+    if (!all_digits(colon + 1, ulen) || ulen > 10 || strtoll(colon + 1, NULL, 10) > INV_MAX_UNITS)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         INV_CATALOG_VAR ": entry %zu \"%.*s\": units must be an integer from 0 "
+                                         "to %lld",
+                         no, (int)len, e, (long long)INV_MAX_UNITS);
+    if (in_catalog(c, id))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         INV_CATALOG_VAR ": entry %zu: itemId %s is listed twice", no, id);
+    inv_line_t *more = realloc(c->items, (c->n + 1) * sizeof *more);
+    if (!more)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    c->items = more;
+    memcpy(c->items[c->n].item_id, id, idlen + 1);
+    c->items[c->n].quantity = strtoll(colon + 1, NULL, 10);
+    c->n++;
+    return DETA_OK;
+}
+
+deta_err_t inv_catalog_parse(const char *spec, inv_catalog_t *c, char *errstr, size_t errsize) {
+    memset(c, 0, sizeof *c);
+    if (!spec)
+        spec = "";
+    const char *p = spec;
+    for (size_t no = 1;; no++) {
+        const char *end = strchr(p, ',');
+        if (!end)
+            end = p + strlen(p);
+        const char *b = p, *e = end;
+        while (b < e && isspace((unsigned char)*b))
+            b++;
+        while (e > b && isspace((unsigned char)e[-1]))
+            e--;
+        deta_err_t err = b == e ? deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                                            INV_CATALOG_VAR ": entry %zu is empty (expected "
+                                                            "itemId:units,itemId:units,...)",
+                                            no)
+                                : take_entry(b, (size_t)(e - b), no, c, errstr, errsize);
+        if (err) {
+            inv_catalog_clear(c);
+            return err;
+        }
+        if (!*end)
+            return DETA_OK;
+        p = end + 1;
+    }
+}
+
+void inv_catalog_clear(inv_catalog_t *c) {
+    free(c->items);
+    memset(c, 0, sizeof *c);
+}
+
+/* ---- the admin's stock update ---- */
+
+static deta_err_t violation(inv_violation_t *v, const char *field, const char *message) {
+    snprintf(v->field, sizeof v->field, "%s", field);
+    snprintf(v->message, sizeof v->message, "%s", message);
+    return DETA_ERR_INVALID;
+}
+
+deta_err_t inv_stock_update_from_request(const json_t *body, inv_stock_update_t *u,
+                                         inv_violation_t *v) {
+    memset(u, 0, sizeof *u);
+    if (!json_is_object(body))
+        return violation(v, "body", "must be a JSON object");
+    const json_t *a = json_object_get(body, "available");
+    if (!a)
+        return violation(v, "available", "is required");
+    if (!json_is_integer(a) || json_integer_value(a) < 0 ||
+        json_integer_value(a) > INV_MAX_UNITS)
+        return violation(v, "available", "must be an integer from 0 to 1000000000");
+    u->available = (int64_t)json_integer_value(a);
+    const json_t *n = json_object_get(body, "name");
+    if (!n)
+        return DETA_OK;
+    if (!json_is_string(n) || json_string_length(n) == 0 || json_string_length(n) > INV_NAME_MAX ||
+        strlen(json_string_value(n)) != json_string_length(n))
+        return violation(v, "name", "must be a string of 1 to 128 characters");
+    u->has_name = true;
+    memcpy(u->name, json_string_value(n), json_string_length(n) + 1);
+    return DETA_OK;
+}
+
+/* ---- payloads ---- */
+
+json_t *inv_lines_json(const inv_line_t *lines, size_t n) {
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < n; i++)
+        if (json_array_append_new(a, json_pack("{s:s, s:I}", "itemId", lines[i].item_id,
+                                               "quantity", (json_int_t)lines[i].quantity))) {
+            json_decref(a);
+            return NULL;
+        }
+    return a;
+}
+
+json_t *inv_reserved_payload(const inv_request_t *r, const char *reservation_id,
+                             const char *reserved_at) {
+    char total[DETA_MONEY_STRLEN];
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:s}", "orderId", r->order_id,
+                     "reservationId", reservation_id, "customerId", r->customer_id,
+                     "totalAmount", deta_money_format(r->total, total), "currency", r->currency,
+                     "items", inv_lines_json(r->lines, r->nlines), "reservedAt", reserved_at);
+}
+
+json_t *inv_rejected_payload(const inv_request_t *r, const inv_decision_t *d,
+                             const char *rejected_at) {
+    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "orderId", r->order_id, "customerId",
+                     r->customer_id, "reason", d->reason, "itemId", d->item_id, "requested",
+                     (json_int_t)d->requested, "available", (json_int_t)d->available,
+                     "rejectedAt", rejected_at);
+}
+
+json_t *inv_released_payload(const char *order_id, const char *reservation_id,
+                             const inv_line_t *lines, size_t n, const char *released_at) {
+    return json_pack("{s:s, s:s, s:s, s:o, s:s}", "orderId", order_id, "reservationId",
+                     reservation_id, "reason", INV_REASON_PAYMENT_FAILED, "items",
+                     inv_lines_json(lines, n), "releasedAt", released_at);
+}

@@ -1,0 +1,217 @@
+/*
+ * events.c - inventory-service's event handlers (see events.h).
+ *
+ * Each handler runs inside the transaction the events.h dispatcher opened after
+ * claiming the event id, and writes its own event only through the outbox in that
+ * same transaction: the stock move, the reservation, the claim and the outbox row
+ * commit together, or nothing does and the message is retried.
+ *
+ * order.created: the order's stock rows are locked in a fixed order and read, the
+ * domain decides all-or-nothing, and the order's single reservation row is
+ * inserted (HELD or REJECTED) before any stock moves. The reservation's key is
+ * the order id, so an order.created re-sent with a new event id (which the claim
+ * does not catch) finds the row and changes nothing.
+ *
+ * Payment outcomes settle a HELD reservation: payment.authorized moves held to
+ * sold (status SOLD; nothing is published, since no one waits for it: the order's
+ * next step follows from payment.authorized itself), payment.failed moves held
+ * back to available (status RELEASED) and publishes inventory.released. An outcome
+ * for a reservation that is already settled or was rejected is a no-op. An outcome
+ * for an order with no reservation yet came before its order.created and is
+ * answered DETA_ERR_TRANSIENT, so the consumer retries it with backoff (and
+ * dead-letters it if the reservation never comes).
+ *
+ * Metrics are counted when a handler has applied its effects, just before the
+ * dispatcher commits; a commit that then fails (rare: the connection died) is
+ * retried and may count twice.
+ */
+#include "events.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "deta/events.h"
+#include "deta/log.h"
+#include "deta/outbox.h"
+#include "deta/topics.h"
+#include "domain.h"
+#include "store.h"
+
+/* Worker threads of the consumer: orders are independent, and the stock locks
+ * keep concurrent reservations of one item correct. */
+#define INV_CONSUMER_WORKERS 4
+
+struct inv_events {
+    deta_service_t *svc;
+    deta_counter_t *reserved;
+    deta_counter_t *rejected;
+    deta_counter_t *released;
+    deta_counter_t *sold;
+};
+
+inv_events_t *inv_events_new(deta_service_t *svc) {
+    inv_events_t *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    deta_metrics_t *m = deta_service_metrics(svc);
+    const char *help = "Orders decided by inventory, by outcome";
+    e->svc = svc;
+    e->reserved = deta_counter(m, "inventory_reservations_total", help, "outcome=\"reserved\"");
+    e->rejected = deta_counter(m, "inventory_reservations_total", help, "outcome=\"rejected\"");
+    e->released = deta_counter(m, "inventory_released_total",
+                               "Held reservations released after a failed payment", NULL);
+    e->sold = deta_counter(m, "inventory_sold_total",
+                           "Held reservations sold after an authorized payment", NULL);
+    return e;
+}
+
+void inv_events_free(inv_events_t *e) { free(e); }
+
+/* Queues an inventory event about cause's order in the open transaction. */
+static deta_err_t publish(inv_events_t *e, deta_db_t *db, const char *type,
+                          const deta_event_t *cause, json_t *payload, const char *at,
+                          char *errstr, size_t errsize) {
+    deta_event_t out;
+    deta_err_t err =
+        deta_event_init(&out, type, cause->order_id, cause->correlation_id,
+                        deta_service_config(e->svc)->service, payload, errstr, errsize);
+    if (err)
+        return err;
+    snprintf(out.occurred_at, sizeof out.occurred_at, "%s", at);
+    err = deta_outbox_add(db, DETA_TOPIC_INVENTORY_EVENTS, &out, errstr, errsize);
+    deta_event_clear(&out);
+    return err;
+}
+
+static deta_err_t reserve(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
+                          const inv_request_t *r, const char *reservation_id, const char *at,
+                          char *errstr, size_t errsize) {
+    deta_err_t err = inv_store_hold(db, r, errstr, errsize);
+    if (!err)
+        err = publish(e, db, DETA_EVT_INVENTORY_RESERVED, ev,
+                      inv_reserved_payload(r, reservation_id, at), at, errstr, errsize);
+    if (err)
+        return err;
+    deta_counter_inc(e->reserved);
+    deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+             "stock held for %zu item(s), reservation %s", r->nlines, reservation_id);
+    return DETA_OK;
+}
+
+static deta_err_t reject(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
+                         const inv_request_t *r, const inv_decision_t *d, const char *at,
+                         char *errstr, size_t errsize) {
+    deta_err_t err = publish(e, db, DETA_EVT_INVENTORY_REJECTED, ev,
+                             inv_rejected_payload(r, d, at), at, errstr, errsize);
+    if (err)
+        return err;
+    deta_counter_inc(e->rejected);
+    deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+             "order rejected: %s for item %s (requested %lld, available %lld)", d->reason,
+             d->item_id, (long long)d->requested, (long long)d->available);
+    return DETA_OK;
+}
+
+static deta_err_t on_order_created(deta_db_t *db, const deta_event_t *ev, void *opaque,
+                                   char *errstr, size_t errsize) {
+    inv_events_t *e = opaque;
+    inv_request_t r;
+    inv_level_t levels[INV_MAX_LINES];
+    size_t nlevels = 0;
+    if (inv_request_from_order_created(ev->payload, ev->order_id, &r, errstr, errsize))
+        return DETA_ERR_INVALID;
+    deta_err_t err = inv_store_lock_levels(db, &r, levels, &nlevels, errstr, errsize);
+    if (err)
+        return err;
+    inv_decision_t d;
+    inv_decide(&r, levels, nlevels, &d);
+
+    char reservation_id[DETA_UUID_LEN + 1], at[DETA_TS_LEN];
+    deta_uuid_new(reservation_id);
+    deta_timestamp_now(at);
+    bool inserted = false;
+    err = inv_store_insert_reservation(db, &r, reservation_id,
+                                       d.reserve ? INV_STATUS_HELD : INV_STATUS_REJECTED,
+                                       d.reserve ? NULL : d.reason, at, &inserted, errstr,
+                                       errsize);
+    if (err)
+        return err;
+    if (!inserted) {
+        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+                 "order.created %s: the order has a reservation already, nothing to do",
+                 ev->event_id);
+        return DETA_OK;
+    }
+    return d.reserve ? reserve(e, db, ev, &r, reservation_id, at, errstr, errsize)
+                     : reject(e, db, ev, &r, &d, at, errstr, errsize);
+}
+
+static deta_err_t settle(inv_events_t *e, deta_db_t *db, const deta_event_t *ev, bool authorized,
+                         char *errstr, size_t errsize) {
+    inv_reservation_t res;
+    deta_err_t err = inv_store_lock_reservation(db, ev->order_id, &res, errstr, errsize);
+    if (err == DETA_ERR_NOT_FOUND)
+        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                         "%s for order %s, which has no reservation yet (before its "
+                         "order.created?)",
+                         ev->event_type, ev->order_id);
+    if (err)
+        return err;
+    const char *next = inv_status_after_payment(res.status, authorized);
+    if (!next) {
+        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+                 "%s for a %s reservation: nothing to do", ev->event_type, res.status);
+        return DETA_OK;
+    }
+    char at[DETA_TS_LEN];
+    deta_timestamp_now(at);
+    err = inv_store_settle(db, &res, next, at, errstr, errsize);
+    if (!err && !authorized)
+        err = publish(e, db, DETA_EVT_INVENTORY_RELEASED, ev,
+                      inv_released_payload(res.order_id, res.reservation_id, res.lines,
+                                           res.nlines, at),
+                      at, errstr, errsize);
+    if (err)
+        return err;
+    deta_counter_inc(authorized ? e->sold : e->released);
+    deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id, "reservation %s %s",
+             res.reservation_id, authorized ? "sold" : "released");
+    return DETA_OK;
+}
+
+static deta_err_t on_payment_authorized(deta_db_t *db, const deta_event_t *ev, void *opaque,
+                                        char *errstr, size_t errsize) {
+    return settle(opaque, db, ev, true, errstr, errsize);
+}
+
+static deta_err_t on_payment_failed(deta_db_t *db, const deta_event_t *ev, void *opaque,
+                                    char *errstr, size_t errsize) {
+    return settle(opaque, db, ev, false, errstr, errsize);
+}
+
+/* Two consumers: orders, and payment outcomes. A payment outcome that has to wait
+ * for its reservation (retried in place) then holds up only other outcomes, never
+ * the order.created that would create the reservation it waits for. */
+static const deta_event_route_t ORDER_ROUTES[] = {
+    {DETA_EVT_ORDER_CREATED, on_order_created},
+};
+static const deta_event_route_t PAYMENT_ROUTES[] = {
+    {DETA_EVT_PAYMENT_AUTHORIZED, on_payment_authorized},
+    {DETA_EVT_PAYMENT_FAILED, on_payment_failed},
+};
+
+static const char *const ORDER_TOPICS[] = {DETA_TOPIC_ORDER_EVENTS};
+static const char *const PAYMENT_TOPICS[] = {DETA_TOPIC_PAYMENT_EVENTS};
+
+deta_err_t inv_events_subscribe(inv_events_t *e, char *errstr, size_t errsize) {
+    deta_consumer_opts_t opts = {.workers = INV_CONSUMER_WORKERS};
+    deta_err_t err = deta_service_on_events(e->svc, ORDER_TOPICS, 1, ORDER_ROUTES,
+                                            sizeof ORDER_ROUTES / sizeof *ORDER_ROUTES, e, &opts,
+                                            errstr, errsize);
+    if (err)
+        return err;
+    return deta_service_on_events(e->svc, PAYMENT_TOPICS, 1, PAYMENT_ROUTES,
+                                  sizeof PAYMENT_ROUTES / sizeof *PAYMENT_ROUTES, e, &opts, errstr,
+                                  errsize);
+}

@@ -1,0 +1,63 @@
+/*
+ * main.c - inventory-service: holds stock for orders (raw.order-events), settles
+ * it when their payments succeed or fail (raw.payment-events), and announces the
+ * outcome on raw.inventory-events through its outbox. This file only wires.
+ *
+ * The catalog (INVENTORY_CATALOG, "itemId:units,...") is seeded at every start
+ * with items that do not exist yet, so a restart never resets stock.
+ */
+#include <stdio.h>
+
+#include "api.h"
+#include "deta/config.h"
+#include "deta/log.h"
+#include "deta/service.h"
+#include "domain.h"
+#include "events.h"
+#include "store.h"
+
+static deta_err_t seed_catalog(deta_service_t *svc, const inv_catalog_t *catalog, char *errstr,
+                               size_t errsize) {
+    long inserted = 0;
+    deta_db_t *db = deta_db_pool_get(deta_service_db(svc));
+    deta_err_t err =
+        db ? inv_store_seed(db, catalog, &inserted, errstr, errsize) : DETA_ERR_INTERNAL;
+    if (!err)
+        DETA_INFO("catalog of %zu item(s) seeded: %ld new", catalog->n, inserted);
+    return err;
+}
+
+int main(void) {
+    char err[512] = "";
+    deta_service_t *svc = deta_service_new("inventory-service", err, sizeof err);
+    if (!svc) {
+        fprintf(stderr, "inventory-service: %s\n", err);
+        return 2;
+    }
+    inv_catalog_t catalog;
+    if (inv_catalog_parse(deta_config_str(INV_CATALOG_VAR, INV_DEFAULT_CATALOG), &catalog, err,
+                          sizeof err)) {
+        DETA_ERROR("bad configuration: %s", err);
+        deta_service_free(svc);
+        return 2;
+    }
+    inv_api_t *api = inv_api_new(svc);
+    inv_events_t *events = inv_events_new(svc);
+    int status = 1;
+    if (!api || !events)
+        DETA_ERROR("out of memory");
+    else if (deta_service_migrate(svc, "inventory-service", inv_migrations,
+                                  inv_migrations_count, err, sizeof err) ||
+             seed_catalog(svc, &catalog, err, sizeof err) ||
+             deta_service_use_outbox(svc, err, sizeof err) ||
+             inv_api_mount(api, err, sizeof err) ||
+             inv_events_subscribe(events, err, sizeof err))
+        DETA_ERROR("cannot start: %s", err);
+    else
+        status = deta_service_run(svc);
+    inv_catalog_clear(&catalog);
+    deta_service_free(svc);
+    inv_events_free(events);
+    inv_api_free(api);
+    return status;
+}

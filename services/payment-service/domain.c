@@ -1,0 +1,303 @@
+/*
+ * domain.c - the simulated gateway, the inventory.reserved request and the
+ * payment events (see domain.h for the rules and settings).
+ *
+ * Design. Settings are parsed strictly and once: a typo in a decline rule must
+ * stop the service at start, not silently authorize everything. The decline rate
+ * is read as a decimal into parts per million with integer arithmetic, and the
+ * random rule draws from a hash of (seed, orderId) - FNV-1a, then a SplitMix64
+ * finalizer so that similar ids spread evenly - so the same order always gets
+ * the same answer, whatever instance or retry decides it.
+ */
+#include "domain.h"
+
+#include <ctype.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "deta/config.h"
+#include "deta/topics.h"
+
+#define PAYMENT_PRODUCER "payment-service"
+#define RATE_DECIMALS 6
+
+/* ---- settings ---- */
+
+static deta_err_t load_decline_above(payment_settings_t *s, char *errstr, size_t errsize) {
+    const char *v = deta_config_str("PAYMENT_DECLINE_ABOVE", "10000.00");
+    char why[128];
+    if (deta_money_parse(v, &s->decline_above, why, sizeof why) != DETA_OK)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "PAYMENT_DECLINE_ABOVE: %s", why);
+    if (s->decline_above < 0)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "PAYMENT_DECLINE_ABOVE: must not be negative");
+    return DETA_OK;
+}
+
+/* One comma-separated entry, blanks around it removed; false when malformed. */
+static bool parse_customer_rule(const char *start, size_t len, payment_customer_rule_t *rule) {
+    while (len > 0 && isspace((unsigned char)*start))
+        start++, len--;
+    while (len > 0 && isspace((unsigned char)start[len - 1]))
+        len--;
+    rule->prefix = len > 0 && start[len - 1] == '*';
+    if (rule->prefix)
+        len--;
+    if (len > PAYMENT_ID_MAX || memchr(start, '*', len))
+        return false;
+    memcpy(rule->text, start, len);
+    rule->text[len] = '\0';
+    return true;
+}
+
+static bool rule_is_empty(const payment_customer_rule_t *rule) {
+    return !rule->prefix && rule->text[0] == '\0';
+}
+
+static deta_err_t load_decline_customers(payment_settings_t *s, char *errstr, size_t errsize) {
+    static const char var[] = "PAYMENT_DECLINE_CUSTOMERS";
+    const char *v = deta_config_str(var, "decline-*");
+    s->ndecline_customers = 0;
+    if (strcmp(v, "none") == 0)
+        return DETA_OK;
+    for (const char *p = v;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        payment_customer_rule_t rule;
+        if (!parse_customer_rule(p, len, &rule))
+            return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                             "%s: \"%.*s\" is not a customer id of at most %d characters, "
+                             "optionally ending in '*'",
+                             var, (int)(len > 80 ? 80 : len), p, PAYMENT_ID_MAX);
+        if (!rule_is_empty(&rule)) {
+            if (s->ndecline_customers == PAYMENT_MAX_CUSTOMER_RULES)
+                return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: more than %d entries",
+                                 var, PAYMENT_MAX_CUSTOMER_RULES);
+            s->decline_customers[s->ndecline_customers++] = rule;
+        }
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    if (s->ndecline_customers == 0)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "%s: no customer ids (set it to none to decline nobody)", var);
+    return DETA_OK;
+}
+
+/* "0", "1", "0.25", "1.000000": digits, then at most RATE_DECIMALS decimals. */
+static bool parse_rate_ppm(const char *s, long *ppm) {
+    long whole = 0, frac = 0;
+    int decimals = 0;
+    const char *p = s;
+    if (!isdigit((unsigned char)*p))
+        return false;
+    for (; isdigit((unsigned char)*p); p++)
+        if ((whole = whole * 10 + (*p - '0')) > 1)
+            return false;
+    if (*p == '.') {
+        for (p++; isdigit((unsigned char)*p); p++, decimals++)
+            if (decimals == RATE_DECIMALS)
+                return false;
+            else
+                frac = frac * 10 + (*p - '0');
+        if (decimals == 0)
+            return false;
+    }
+    if (*p != '\0')
+        return false;
+    for (; decimals < RATE_DECIMALS; decimals++)
+        frac *= 10;
+    *ppm = whole * PAYMENT_RATE_SCALE + frac;
+    return *ppm <= PAYMENT_RATE_SCALE;
+}
+
+static deta_err_t load_decline_rate(payment_settings_t *s, char *errstr, size_t errsize) {
+    const char *v = deta_config_str("PAYMENT_DECLINE_RATE", "0");
+    if (!parse_rate_ppm(v, &s->decline_rate_ppm))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "PAYMENT_DECLINE_RATE: \"%.32s\" is not a number from 0 to 1 with at "
+                         "most %d decimals",
+                         v, RATE_DECIMALS);
+    return DETA_OK;
+}
+
+deta_err_t payment_settings_load(payment_settings_t *s, char *errstr, size_t errsize) {
+    memset(s, 0, sizeof *s);
+    long workers = 0;
+    deta_err_t err;
+    if ((err = load_decline_above(s, errstr, errsize)) ||
+        (err = load_decline_customers(s, errstr, errsize)) ||
+        (err = load_decline_rate(s, errstr, errsize)) ||
+        (err = deta_config_int("PAYMENT_DECLINE_SEED", 0, LONG_MIN, LONG_MAX, &s->decline_seed,
+                               errstr, errsize)) ||
+        (err = deta_config_int("PAYMENT_GATEWAY_LATENCY_MS", 0, 0, 60000,
+                               &s->gateway_latency_ms, errstr, errsize)) ||
+        (err = deta_config_int("PAYMENT_WORKERS", 8, 1, 64, &workers, errstr, errsize)))
+        return err;
+    s->workers = (int)workers;
+    return DETA_OK;
+}
+
+/* ---- the request ---- */
+
+static deta_err_t invalid(char *errstr, size_t errsize, const char *field, const char *why) {
+    return deta_errf(DETA_ERR_INVALID, errstr, errsize, "inventory.reserved %s %s", field, why);
+}
+
+static deta_err_t take_customer(const json_t *payload, payment_request_t *req, char *errstr,
+                                size_t errsize) {
+    const json_t *j = json_object_get(payload, "customerId");
+    if (!json_is_string(j))
+        return invalid(errstr, errsize, "payload.customerId", "must be a string");
+    size_t len = json_string_length(j);
+    if (len == 0 || len > PAYMENT_ID_MAX || strlen(json_string_value(j)) != len)
+        return invalid(errstr, errsize, "payload.customerId", "must have 1 to 64 characters");
+    memcpy(req->customer_id, json_string_value(j), len + 1);
+    return DETA_OK;
+}
+
+static deta_err_t take_amount(const json_t *payload, payment_request_t *req, char *errstr,
+                              size_t errsize) {
+    const json_t *j = json_object_get(payload, "totalAmount");
+    char why[128];
+    if (!j)
+        return invalid(errstr, errsize, "payload.totalAmount", "is required");
+    if (deta_money_from_json(j, &req->amount, why, sizeof why) != DETA_OK)
+        return invalid(errstr, errsize, "payload.totalAmount", why);
+    if (req->amount < 0)
+        return invalid(errstr, errsize, "payload.totalAmount", "must not be negative");
+    return DETA_OK;
+}
+
+static deta_err_t take_currency(const json_t *payload, payment_request_t *req, char *errstr,
+                                size_t errsize) {
+    const json_t *j = json_object_get(payload, "currency");
+    if (!json_is_string(j) || !deta_currency_valid(json_string_value(j)))
+        return invalid(errstr, errsize, "payload.currency", "must be three capital letters");
+    memcpy(req->currency, json_string_value(j), sizeof req->currency);
+    return DETA_OK;
+}
+
+deta_err_t payment_request_from_event(const deta_event_t *ev, payment_request_t *req,
+                                      char *errstr, size_t errsize) {
+    memset(req, 0, sizeof *req);
+    if (!deta_uuid_valid(ev->order_id))
+        return invalid(errstr, errsize, "orderId", "must be a UUID");
+    if (!json_is_object(ev->payload))
+        return invalid(errstr, errsize, "payload", "must be an object");
+    const json_t *oid = json_object_get(ev->payload, "orderId");
+    if (!json_is_string(oid) || strcmp(json_string_value(oid), ev->order_id) != 0)
+        return invalid(errstr, errsize, "payload.orderId", "must equal the envelope's orderId");
+    deta_err_t err;
+    if ((err = take_customer(ev->payload, req, errstr, errsize)) ||
+        (err = take_amount(ev->payload, req, errstr, errsize)) ||
+        (err = take_currency(ev->payload, req, errstr, errsize)))
+        return err;
+    memcpy(req->event_id, ev->event_id, sizeof req->event_id);
+    memcpy(req->order_id, ev->order_id, sizeof req->order_id);
+    memcpy(req->correlation_id, ev->correlation_id, sizeof req->correlation_id);
+    return DETA_OK;
+}
+
+/* ---- the gateway ---- */
+
+bool payment_customer_matches(const payment_customer_rule_t *rule, const char *customer_id) {
+    if (rule->prefix)
+        return strncmp(customer_id, rule->text, strlen(rule->text)) == 0;
+    return strcmp(customer_id, rule->text) == 0;
+}
+
+static bool customer_declined(const payment_settings_t *s, const char *customer_id) {
+    for (size_t i = 0; i < s->ndecline_customers; i++)
+        if (payment_customer_matches(&s->decline_customers[i], customer_id))
+            return true;
+    return false;
+}
+
+static uint64_t fnv1a(uint64_t h, const char *s) {
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= UINT64_C(0x100000001b3);
+    }
+    return h;
+}
+
+static uint64_t splitmix64(uint64_t z) {
+    z += UINT64_C(0x9e3779b97f4a7c15);
+    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+    return z ^ (z >> 31);
+}
+
+/* The order's draw in [0, PAYMENT_RATE_SCALE): the same for the same seed and id. */
+static long random_draw(long seed, const char *order_id) {
+    char seed_text[32];
+    snprintf(seed_text, sizeof seed_text, "%ld:", seed);
+    uint64_t h = fnv1a(fnv1a(UINT64_C(0xcbf29ce484222325), seed_text), order_id);
+    return (long)(splitmix64(h) % PAYMENT_RATE_SCALE);
+}
+
+payment_decision_t payment_gateway_decide(const payment_settings_t *s,
+                                          const payment_request_t *req) {
+    if (customer_declined(s, req->customer_id))
+        return (payment_decision_t){false, PAYMENT_DECLINED_CUSTOMER};
+    if (req->amount > s->decline_above)
+        return (payment_decision_t){false, PAYMENT_DECLINED_AMOUNT_LIMIT};
+    if (s->decline_rate_ppm > 0 && random_draw(s->decline_seed, req->order_id) < s->decline_rate_ppm)
+        return (payment_decision_t){false, PAYMENT_DECLINED_RANDOM};
+    return (payment_decision_t){true, NULL};
+}
+
+/* ---- the payment and its event ---- */
+
+void payment_init(payment_t *p, const payment_request_t *req, payment_decision_t decision) {
+    memset(p, 0, sizeof *p);
+    deta_uuid_new(p->payment_id);
+    p->req = *req;
+    p->decision = decision;
+    deta_timestamp_now(p->decided_at);
+}
+
+const char *payment_status(const payment_t *p) {
+    return p->decision.authorized ? PAYMENT_STATUS_AUTHORIZED : PAYMENT_STATUS_DECLINED;
+}
+
+const char *payment_event_type(const payment_t *p) {
+    return p->decision.authorized ? DETA_EVT_PAYMENT_AUTHORIZED : DETA_EVT_PAYMENT_FAILED;
+}
+
+json_t *payment_event_payload(const payment_t *p) {
+    char amount[DETA_MONEY_STRLEN];
+    deta_money_format(p->req.amount, amount);
+    if (p->decision.authorized)
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "orderId", p->req.order_id,
+                         "paymentId", p->payment_id, "customerId", p->req.customer_id, "amount",
+                         amount, "currency", p->req.currency, "authorizedAt", p->decided_at);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "orderId", p->req.order_id,
+                     "paymentId", p->payment_id, "customerId", p->req.customer_id, "amount",
+                     amount, "currency", p->req.currency, "reason", p->decision.reason,
+                     "failedAt", p->decided_at);
+}
+
+deta_err_t payment_event_build(const payment_t *p, deta_event_t *ev, char *errstr,
+                               size_t errsize) {
+    json_t *payload = payment_event_payload(p);
+    if (!payload)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    deta_err_t err = deta_event_init(ev, payment_event_type(p), p->req.order_id,
+                                     p->req.correlation_id, PAYMENT_PRODUCER, payload, errstr,
+                                     errsize);
+    if (err == DETA_OK)
+        snprintf(ev->occurred_at, sizeof ev->occurred_at, "%s", p->decided_at);
+    return err;
+}
+
+void payment_dedup_key(char out[PAYMENT_KEY_MAX], const char *event_id) {
+    snprintf(out, PAYMENT_KEY_MAX, "payment:dedup:%s", event_id);
+}
+
+void payment_lock_key(char out[PAYMENT_KEY_MAX], const char *order_id) {
+    snprintf(out, PAYMENT_KEY_MAX, "payment-lock:order:%s", order_id);
+}

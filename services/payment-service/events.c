@@ -1,0 +1,280 @@
+/*
+ * events.c - payment-service's consumer of raw.inventory-events.
+ *
+ * Why not events.h's dispatcher: that opens the database transaction first and
+ * claims the event in processed_events inside it. Payments follow the three
+ * layers of CONTRACTS.md instead, and the lock must be held BEFORE the
+ * transaction (and around the gateway call, which must not sit inside a
+ * transaction). For each inventory.reserved (other types are ignored):
+ *
+ *   1. marker payment:dedup:{eventId} present -> a duplicate, done;
+ *   2. lock payment-lock:order:{orderId} with a fresh random token (SET NX PX
+ *      30000); held by another -> DETA_ERR_TRANSIENT, the consumer retries later;
+ *   3. the payments table already has the event id or the order -> a duplicate;
+ *      else the gateway decides, and ONE transaction writes the payment and its
+ *      payment.authorized / payment.failed to the outbox (a twin that committed
+ *      first turns ours into a duplicate, not an error);
+ *   4. after the commit, the marker is set for 24 h;
+ *   5. the lock is released by compare-and-delete, on every path once taken.
+ *
+ * With Redis unreachable, steps 1, 2, 4 and 5 are skipped (guard.c says so once):
+ * a Postgres advisory lock on the order takes the Redis lock's place, so the
+ * gateway is still called once, and step 3 keeps each order recorded once.
+ *
+ * Retries: a lock held by another consumer is normally released within a gateway
+ * call, but one left by a crashed consumer lives until its 30 s expiry. The retry
+ * budget (PAYMENT_MAX_RETRIES with the consumer's backoff 0.2, 0.4, ... capped at
+ * 5 s: 31 s in all) outlasts that, so an orphaned lock delays an order instead of
+ * sending it to the dead letters.
+ *
+ * Thread safety: with deta_consumer_opts_t.workers > 1 several threads run this
+ * handler at once (the messages of one order always on the same thread). The
+ * handler keeps no state of its own between calls; each thread uses its own
+ * Postgres and Redis connections from the pools, and metrics are thread-safe.
+ */
+#include "events.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "deta/log.h"
+#include "deta/topics.h"
+#include "store.h"
+
+#define PAYMENT_MAX_RETRIES 10
+
+typedef enum outcome {
+    OUTCOME_NEW,       /* a payment was decided and recorded */
+    OUTCOME_DUP_REDIS, /* the marker said: done before */
+    OUTCOME_DUP_DB,    /* the payments table said: done before */
+} outcome_t;
+
+struct payment_events {
+    deta_service_t *svc;
+    payment_settings_t settings;
+    payment_guard_t *guard;
+    deta_counter_t *processed;
+    deta_counter_t *failed;
+    deta_counter_t *duplicate;
+    deta_counter_t *redis_hit;
+    deta_counter_t *db_hit;
+    deta_counter_t *lock_timeout;
+    deta_histogram_t *duration;
+};
+
+payment_events_t *payment_events_new(deta_service_t *svc, const payment_settings_t *settings,
+                                     payment_guard_t *guard) {
+    payment_events_t *pe = calloc(1, sizeof *pe);
+    if (!pe)
+        return NULL;
+    deta_metrics_t *m = deta_service_metrics(svc);
+    pe->svc = svc;
+    pe->settings = *settings;
+    pe->guard = guard;
+    pe->processed = deta_counter(m, "payment_processed_total",
+                                 "Payments decided and recorded (authorized or declined)", NULL);
+    pe->failed = deta_counter(m, "payment_failed_total", "Payments the gateway declined", NULL);
+    pe->duplicate = deta_counter(m, "payment_duplicate_total",
+                                 "inventory.reserved events recognised as already paid", NULL);
+    pe->redis_hit = deta_counter(m, "payment_dedup_redis_hit_total",
+                                 "Duplicates caught by the Redis marker", NULL);
+    pe->db_hit = deta_counter(m, "payment_dedup_db_hit_total",
+                              "Duplicates caught by the payments table's unique keys", NULL);
+    pe->lock_timeout = deta_counter(m, "payment_lock_timeout_total",
+                                    "Attempts that found the order's payment lock held", NULL);
+    pe->duration = deta_histogram(m, "payment_processing_duration_seconds",
+                                  "Time to handle one inventory.reserved event", NULL, NULL, 0);
+    return pe;
+}
+
+void payment_events_free(payment_events_t *pe) { free(pe); }
+
+/* ---- the steps ---- */
+
+static void gateway_wait(long ms) {
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* Step 3: the database layer, the gateway and the one transaction. */
+static deta_err_t record_once(payment_events_t *pe, const payment_request_t *req, payment_t *p,
+                              outcome_t *out, char *errstr, size_t errsize) {
+    deta_db_t *db = deta_db_pool_get(deta_service_db(pe->svc));
+    if (!db)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    bool found = false;
+    deta_err_t err = payment_store_find(db, req->event_id, req->order_id, &found, NULL, errstr,
+                                        errsize);
+    if (err || found) {
+        *out = OUTCOME_DUP_DB;
+        return err;
+    }
+    payment_decision_t decision = payment_gateway_decide(&pe->settings, req);
+    if (pe->settings.gateway_latency_ms > 0)
+        gateway_wait(pe->settings.gateway_latency_ms);
+    payment_init(p, req, decision);
+
+    deta_event_t ev;
+    err = payment_event_build(p, &ev, errstr, errsize);
+    if (err)
+        return err;
+    bool recorded = false;
+    err = payment_store_record(db, p, &ev, &recorded, errstr, errsize);
+    deta_event_clear(&ev);
+    *out = recorded ? OUTCOME_NEW : OUTCOME_DUP_DB;
+    return err;
+}
+
+/* Without Redis, two consumers could both find no payment and both call the
+ * gateway (one row would still win, but the customer would be charged twice). A
+ * Postgres advisory lock on the order serializes them instead. */
+static deta_err_t record_under_db_lock(payment_events_t *pe, const payment_request_t *req,
+                                       payment_t *p, outcome_t *out, char *errstr,
+                                       size_t errsize) {
+    deta_db_t *db = deta_db_pool_get(deta_service_db(pe->svc));
+    if (!db)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    bool got = false;
+    deta_err_t err = payment_store_try_lock_order(db, req->order_id, &got, errstr, errsize);
+    if (err)
+        return err;
+    if (!got) {
+        deta_counter_inc(pe->lock_timeout);
+        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                         "the order's payment lock (Postgres, Redis being down) is held");
+    }
+    err = record_once(pe, req, p, out, errstr, errsize);
+    payment_store_unlock_order(db, req->order_id);
+    return err;
+}
+
+/* Steps 1 to 5. */
+static deta_err_t charge_once(payment_events_t *pe, const payment_request_t *req, payment_t *p,
+                              outcome_t *out, char *errstr, size_t errsize) {
+    guard_result_t seen = payment_guard_seen(pe->guard, req->event_id);
+    if (seen == GUARD_HIT) {
+        *out = OUTCOME_DUP_REDIS;
+        return DETA_OK;
+    }
+    char token[DETA_UUID_LEN + 1];
+    bool locked = false;
+    if (seen == GUARD_OK) {
+        deta_uuid_new(token);
+        guard_result_t lock = payment_guard_lock(pe->guard, req->order_id, token);
+        if (lock == GUARD_HIT) {
+            deta_counter_inc(pe->lock_timeout);
+            return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                             "the order's payment lock is held by another consumer");
+        }
+        locked = lock == GUARD_OK;
+    }
+    if (!locked)
+        return record_under_db_lock(pe, req, p, out, errstr, errsize);
+    deta_err_t err = record_once(pe, req, p, out, errstr, errsize);
+    if (err == DETA_OK && locked)
+        payment_guard_mark(pe->guard, req->event_id, req->order_id);
+    if (locked)
+        payment_guard_unlock(pe->guard, req->order_id, token);
+    return err;
+}
+
+/* ---- reporting ---- */
+
+static double seconds_since(const struct timespec *t0) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) + (double)(now.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+static void report_success(payment_events_t *pe, const deta_event_t *ev, outcome_t out,
+                           const payment_t *p) {
+    if (out != OUTCOME_NEW) {
+        bool redis = out == OUTCOME_DUP_REDIS;
+        deta_counter_inc(pe->duplicate);
+        deta_counter_inc(redis ? pe->redis_hit : pe->db_hit);
+        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+                 "inventory.reserved %s is a duplicate (caught by %s): nothing charged",
+                 ev->event_id, redis ? "the Redis marker" : "the payments table");
+        return;
+    }
+    deta_counter_inc(pe->processed);
+    char amount[DETA_MONEY_STRLEN];
+    deta_money_format(p->req.amount, amount);
+    if (p->decision.authorized) {
+        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+                 "payment %s authorized: %s %s", p->payment_id, amount, p->req.currency);
+    } else {
+        deta_counter_inc(pe->failed);
+        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+                 "payment %s declined (%s): %s %s", p->payment_id, p->decision.reason, amount,
+                 p->req.currency);
+    }
+}
+
+static void report_failure(const deta_event_t *ev, const deta_kafka_msg_t *msg, deta_err_t err,
+                           const char *why) {
+    deta_log(err == DETA_ERR_TRANSIENT ? DETA_LOG_WARN : DETA_LOG_ERROR, ev->order_id,
+             ev->correlation_id, "inventory.reserved %s not processed (%s, attempt %d): %s",
+             ev->event_id, deta_err_name(err), msg->attempt + 1, why);
+}
+
+/* ---- the handler ---- */
+
+static bool key_is_order(const deta_kafka_msg_t *msg, const char *order_id) {
+    return msg->key && msg->key_len == strlen(order_id) &&
+           memcmp(msg->key, order_id, msg->key_len) == 0;
+}
+
+static deta_err_t handle_reserved(payment_events_t *pe, const deta_kafka_msg_t *msg,
+                                  const deta_event_t *ev, char *errstr, size_t errsize) {
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    char why[512] = "";
+    payment_request_t req;
+    payment_t p;
+    outcome_t out = OUTCOME_DUP_DB;
+    deta_err_t err = payment_request_from_event(ev, &req, why, sizeof why);
+    if (err == DETA_OK)
+        err = charge_once(pe, &req, &p, &out, why, sizeof why);
+    if (err) {
+        report_failure(ev, msg, err, why);
+        return deta_errf(err, errstr, errsize, "%s", why);
+    }
+    report_success(pe, ev, out, &p);
+    deta_histogram_observe(pe->duration, seconds_since(&t0));
+    return DETA_OK;
+}
+
+deta_err_t payment_events_handle(const deta_kafka_msg_t *msg, void *opaque, char *errstr,
+                                 size_t errsize) {
+    payment_events_t *pe = opaque;
+    deta_event_t ev;
+    char why[256];
+    if (deta_event_parse(msg->value, msg->len, &ev, why, sizeof why) != DETA_OK) {
+        DETA_ERROR("malformed event on %s [%d] at %lld: %s", msg->topic, (int)msg->partition,
+                   (long long)msg->offset, why);
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "malformed event: %s", why);
+    }
+    deta_err_t err = DETA_OK;
+    if (!key_is_order(msg, ev.order_id)) {
+        err = deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                        "message key does not match orderId %s", ev.order_id);
+        deta_log(DETA_LOG_ERROR, ev.order_id, ev.correlation_id, "%s %s: %s", ev.event_type,
+                 ev.event_id, errstr ? errstr : "bad key");
+    } else if (strcmp(ev.event_type, DETA_EVT_INVENTORY_RESERVED) == 0) {
+        err = handle_reserved(pe, msg, &ev, errstr, errsize);
+    }
+    deta_event_clear(&ev);
+    return err;
+}
+
+deta_err_t payment_events_subscribe(payment_events_t *pe, char *errstr, size_t errsize) {
+    static const char *const topics[] = {DETA_TOPIC_INVENTORY_EVENTS};
+    deta_consumer_opts_t opts = {.max_retries = PAYMENT_MAX_RETRIES,
+                                 .workers = pe->settings.workers};
+    return deta_service_consume(pe->svc, topics, 1, payment_events_handle, pe, &opts, errstr,
+                                errsize);
+}

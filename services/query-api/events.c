@@ -1,0 +1,173 @@
+/*
+ * events.c - query-api's event handlers.
+ *
+ * One consumer reads all four raw topics through libdeta's dispatcher
+ * (deta/events.h): parse, route by type, claim the event id and apply it in one
+ * transaction. Every type has a route, and every route is the same handler: the
+ * differences between types are data (domain.c's table), not code. An event
+ * whose payload breaks the contract is refused as invalid and so dead-lettered.
+ *
+ * Metrics count only what committed. The handler runs inside the transaction,
+ * which may still roll back (and be retried), so it leaves what it applied in a
+ * thread-local note; the consume function records the note once the dispatcher
+ * reports the commit. With several workers each message is handled wholly on one
+ * thread, so the note never crosses threads.
+ *
+ *   query_events_applied_total{type}   events folded into the read model
+ *   query_view_status_changes_total    events that moved an order's status
+ *   query_event_lag_seconds            now - occurredAt when applied
+ *
+ * QUERY_API_CONSUMER_WORKERS (default 4, 1..32): the consumer's worker threads;
+ * the events of one order always go to the same worker, in order.
+ */
+#include "events.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "deta/config.h"
+#include "deta/events.h"
+#include "deta/log.h"
+#include "deta/topics.h"
+
+static const char *const event_types[] = {
+    DETA_EVT_ORDER_CREATED,      DETA_EVT_INVENTORY_RESERVED, DETA_EVT_INVENTORY_REJECTED,
+    DETA_EVT_INVENTORY_RELEASED, DETA_EVT_PAYMENT_AUTHORIZED, DETA_EVT_PAYMENT_FAILED,
+    DETA_EVT_DELIVERY_ASSIGNED,  DETA_EVT_DELIVERY_PICKED_UP, DETA_EVT_DELIVERY_DELIVERED,
+    DETA_EVT_ETA_UPDATED,
+};
+#define QUERY_EVENT_TYPES (sizeof event_types / sizeof *event_types)
+
+static const char *const raw_topics[] = {DETA_TOPIC_ORDER_EVENTS, DETA_TOPIC_INVENTORY_EVENTS,
+                                         DETA_TOPIC_PAYMENT_EVENTS,
+                                         DETA_TOPIC_DELIVERY_EVENTS};
+
+/* Seconds; events are normally applied within milliseconds, a replay lags hours. */
+static const double lag_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                     2.5,   5,    10,    30,   60,  300, 3600};
+
+struct query_events {
+    deta_service_t *svc;
+    read_model_t *rm;
+    deta_event_route_t routes[QUERY_EVENT_TYPES];
+    deta_event_dispatch_t *dispatch;
+    deta_counter_t *applied[QUERY_EVENT_TYPES];
+    deta_counter_t *status_changes;
+    deta_histogram_t *lag;
+};
+
+/* What the handler applied in the transaction now open on this thread. */
+typedef struct applied_note {
+    bool set;
+    size_t type;
+    int64_t occurred_us;
+    bool status_changed;
+} applied_note_t;
+
+static _Thread_local applied_note_t note;
+
+static size_t type_index(const char *type) {
+    for (size_t i = 0; i < QUERY_EVENT_TYPES; i++)
+        if (strcmp(event_types[i], type) == 0)
+            return i;
+    return 0; /* unreachable: only routed types reach the handler */
+}
+
+static deta_err_t apply_event(deta_db_t *db, const deta_event_t *ev, void *opaque,
+                              char *errstr, size_t errsize) {
+    query_events_t *qe = opaque;
+    query_change_t c;
+    deta_err_t err = query_change_from_event(ev, &c, errstr, errsize);
+    if (err)
+        return err; /* the dispatcher logs it with the order's ids, and dead-letters it */
+    read_model_outcome_t out;
+    err = read_model_apply(qe->rm, db, &c, &out, errstr, errsize);
+    if (err || !out.applied)
+        return err;
+    note.set = true;
+    note.type = type_index(c.event_type);
+    query_instant_parse(c.occurred_at, &note.occurred_us);
+    note.status_changed = out.status_changed;
+    if (out.status_changed)
+        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id, "status %s after %s",
+                 c.fields.status, c.event_type);
+    return DETA_OK;
+}
+
+static double seconds_since(int64_t occurred_us) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t now_us = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+    return now_us > occurred_us ? (double)(now_us - occurred_us) / 1e6 : 0.0;
+}
+
+static void record(query_events_t *qe) {
+    deta_counter_inc(qe->applied[note.type]);
+    if (note.status_changed)
+        deta_counter_inc(qe->status_changes);
+    deta_histogram_observe(qe->lag, seconds_since(note.occurred_us));
+}
+
+static deta_err_t consume(const deta_kafka_msg_t *msg, void *opaque, char *errstr,
+                          size_t errsize) {
+    query_events_t *qe = opaque;
+    memset(&note, 0, sizeof note);
+    deta_err_t err = deta_event_dispatch(msg, qe->dispatch, errstr, errsize);
+    if (!err && note.set)
+        record(qe);
+    return err;
+}
+
+static void register_metrics(query_events_t *qe) {
+    deta_metrics_t *m = deta_service_metrics(qe->svc);
+    for (size_t i = 0; i < QUERY_EVENT_TYPES; i++) {
+        char labels[96];
+        snprintf(labels, sizeof labels, "type=\"%s\"", event_types[i]);
+        qe->applied[i] = deta_counter(m, "query_events_applied_total",
+                                      "Events folded into the read model, by type", labels);
+    }
+    qe->status_changes = deta_counter(m, "query_view_status_changes_total",
+                                      "Events that moved an order's status", NULL);
+    qe->lag = deta_histogram(m, "query_event_lag_seconds",
+                             "Time from an event's occurredAt to its application", NULL,
+                             lag_buckets, sizeof lag_buckets / sizeof *lag_buckets);
+}
+
+query_events_t *query_events_new(deta_service_t *svc, read_model_t *rm) {
+    query_events_t *qe = calloc(1, sizeof *qe);
+    if (!qe)
+        return NULL;
+    qe->svc = svc;
+    qe->rm = rm;
+    for (size_t i = 0; i < QUERY_EVENT_TYPES; i++)
+        qe->routes[i] = (deta_event_route_t){event_types[i], apply_event};
+    qe->dispatch = deta_event_dispatch_new(svc, qe->routes, QUERY_EVENT_TYPES, qe);
+    if (!qe->dispatch) {
+        free(qe);
+        return NULL;
+    }
+    register_metrics(qe);
+    return qe;
+}
+
+void query_events_free(query_events_t *qe) {
+    if (!qe)
+        return;
+    deta_event_dispatch_free(qe->dispatch);
+    free(qe);
+}
+
+deta_err_t query_events_subscribe(query_events_t *qe, char *errstr, size_t errsize) {
+    long workers = 4;
+    deta_err_t err = deta_config_int("QUERY_API_CONSUMER_WORKERS", 4, 1, 32, &workers, errstr,
+                                     errsize);
+    if (!err)
+        err = deta_service_use_inbox(qe->svc, errstr, errsize);
+    if (err)
+        return err;
+    deta_consumer_opts_t opts = {.metrics = deta_service_metrics(qe->svc), .workers = (int)workers};
+    return deta_service_consume(qe->svc, raw_topics, sizeof raw_topics / sizeof *raw_topics,
+                                consume, qe, &opts, errstr, errsize);
+}

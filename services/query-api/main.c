@@ -1,0 +1,37 @@
+/*
+ * main.c - query-api: the read model of every order, folded from the four raw
+ * topics and served over REST. This file only wires.
+ */
+#include <stdio.h>
+
+#include "api.h"
+#include "deta/log.h"
+#include "deta/service.h"
+#include "events.h"
+#include "read_model.h"
+
+int main(void) {
+    char err[512] = "";
+    deta_service_t *svc = deta_service_new("query-api", err, sizeof err);
+    if (!svc) {
+        fprintf(stderr, "query-api: %s\n", err);
+        return 2;
+    }
+    read_model_t *rm = read_model_new(svc);
+    query_events_t *events = rm ? query_events_new(svc, rm) : NULL;
+    query_api_t *api = rm ? query_api_new(svc, rm) : NULL;
+    int status = 1;
+    if (!rm || !events || !api)
+        DETA_ERROR("out of memory");
+    else if (read_model_prepare(rm, err, sizeof err) ||
+             query_events_subscribe(events, err, sizeof err) ||
+             query_api_mount(api, err, sizeof err))
+        DETA_ERROR("cannot start: %s", err);
+    else
+        status = deta_service_run(svc);
+    deta_service_free(svc);
+    query_api_free(api);
+    query_events_free(events);
+    read_model_free(rm);
+    return status;
+}

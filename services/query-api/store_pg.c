@@ -1,0 +1,401 @@
+/*
+ * store_pg.c - the read model in Postgres (database delivery_query): the
+ * implementation of read_model.h on the local stack.
+ *
+ * Applying an event is two statements in the consumer's transaction: the
+ * timeline row (ON CONFLICT (event_id) DO NOTHING, so a duplicate stops there)
+ * and one upsert of the view that does query_view_merge()'s fold in SQL, atomically
+ * under the row lock that INSERT ... ON CONFLICT takes: GREATEST for the rank and
+ * updatedAt, COALESCE for fields, a strict comparison of calculatedAt for the ETA.
+ * No read-modify-write in C, so two events of one order applied at once by two
+ * consumers still fold correctly. status_event_id records which event set the
+ * status; it is also how the upsert tells whether this event moved it.
+ *
+ * The list is ordered by (first_seen_at DESC, order_id DESC): first_seen_at is
+ * set when the row is created and never changes, so keyset pagination over it
+ * never shows an order twice nor skips one while orders change state. Instants
+ * leave Postgres as integer microseconds and are spelled by domain.c, so a cursor
+ * round-trips exactly.
+ */
+#include "read_model.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct read_model {
+    deta_service_t *svc;
+};
+
+static const deta_migration_t read_model_migrations[] = {
+    {1, "order_view and order_events",
+     "CREATE TABLE order_view ("
+     "  order_id uuid PRIMARY KEY,"
+     "  customer_id text,"
+     "  total_amount numeric(15,2),"
+     "  currency text,"
+     "  status text,"
+     "  status_rank int NOT NULL DEFAULT 0,"
+     "  status_event_id uuid,"
+     "  created_at timestamptz,"
+     "  updated_at timestamptz NOT NULL,"
+     "  reservation_id text,"
+     "  payment_id text,"
+     "  delivery_id text,"
+     "  driver_id text,"
+     "  driver_name text,"
+     "  estimated_delivery_at timestamptz,"
+     "  eta_calculated_at timestamptz,"
+     "  delivered_at timestamptz,"
+     "  failure_reason text,"
+     "  correlation_id text,"
+     "  first_seen_at timestamptz NOT NULL DEFAULT now());"
+     "CREATE INDEX order_view_list_idx ON order_view (first_seen_at DESC, order_id DESC);"
+     "CREATE INDEX order_view_status_idx ON order_view"
+     "  (status, first_seen_at DESC, order_id DESC);"
+     "CREATE INDEX order_view_customer_idx ON order_view"
+     "  (customer_id, first_seen_at DESC, order_id DESC);"
+     "CREATE TABLE order_events ("
+     "  event_id uuid PRIMARY KEY,"
+     "  seq bigint GENERATED ALWAYS AS IDENTITY,"
+     "  order_id uuid NOT NULL,"
+     "  event_type text NOT NULL,"
+     "  topic text NOT NULL,"
+     "  occurred_at timestamptz NOT NULL,"
+     "  payload jsonb NOT NULL,"
+     "  applied_at timestamptz NOT NULL DEFAULT now());"
+     "CREATE INDEX order_events_order_idx ON order_events (order_id, occurred_at, seq);"},
+};
+
+read_model_t *read_model_new(deta_service_t *svc) {
+    read_model_t *rm = calloc(1, sizeof *rm);
+    if (rm)
+        rm->svc = svc;
+    return rm;
+}
+
+void read_model_free(read_model_t *rm) { free(rm); }
+
+deta_err_t read_model_prepare(read_model_t *rm, char *errstr, size_t errsize) {
+    return deta_service_migrate(rm->svc, "query-api", read_model_migrations,
+                                sizeof read_model_migrations / sizeof *read_model_migrations,
+                                errstr, errsize);
+}
+
+/* A read on the calling thread's connection of the service's pool. */
+static PGresult *query(read_model_t *rm, const char *sql, int nparams, const char *const *params,
+                       deta_err_t *err, char *errstr, size_t errsize) {
+    deta_db_t *db = deta_db_pool_get(deta_service_db(rm->svc));
+    if (!db) {
+        *err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+        return NULL;
+    }
+    return deta_db_exec(db, sql, nparams, params, err, errstr, errsize);
+}
+
+/* "" is SQL NULL. */
+static const char *nullable(const char *s) { return s[0] ? s : NULL; }
+
+/* ---- apply ---- */
+
+static const char INSERT_EVENT_SQL[] =
+    "INSERT INTO order_events (event_id, order_id, event_type, topic, occurred_at, payload)"
+    " VALUES ($1::uuid, $2::uuid, $3, $4, $5::timestamptz, $6::jsonb)"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING seq";
+
+/* Identity fields: order.created ($20) overwrites, other events fill gaps. */
+#define IDENTITY(col)                                                                  \
+    " " col " = CASE WHEN $20::bool THEN COALESCE(EXCLUDED." col ", v." col ")"         \
+    " ELSE COALESCE(v." col ", EXCLUDED." col ") END,"
+#define COALESCED(col) " " col " = COALESCE(EXCLUDED." col ", v." col "),"
+#define RANK_RISES " EXCLUDED.status_rank > v.status_rank "
+#define ETA_NEWER                                                                      \
+    " EXCLUDED.eta_calculated_at IS NOT NULL AND (v.eta_calculated_at IS NULL"         \
+    " OR EXCLUDED.eta_calculated_at > v.eta_calculated_at) "
+
+static const char UPSERT_VIEW_SQL[] =
+    "INSERT INTO order_view AS v (order_id, customer_id, total_amount, currency, status,"
+    "  status_rank, status_event_id, created_at, updated_at, reservation_id, payment_id,"
+    "  delivery_id, driver_id, driver_name, estimated_delivery_at, eta_calculated_at,"
+    "  delivered_at, failure_reason, correlation_id)"
+    " VALUES ($1::uuid, $2, $3::numeric, $4, $5, $6::int,"
+    "  CASE WHEN $6::int > 0 THEN $7::uuid END, $8::timestamptz, $9::timestamptz, $10, $11,"
+    "  $12, $13, $14, $15::timestamptz, $16::timestamptz, $17::timestamptz, $18, $19)"
+    " ON CONFLICT (order_id) DO UPDATE SET"
+    IDENTITY("customer_id") IDENTITY("total_amount") IDENTITY("currency") IDENTITY("created_at")
+    " status = CASE WHEN" RANK_RISES "THEN EXCLUDED.status ELSE v.status END,"
+    " status_event_id = CASE WHEN" RANK_RISES
+    "   THEN EXCLUDED.status_event_id ELSE v.status_event_id END,"
+    " status_rank = GREATEST(v.status_rank, EXCLUDED.status_rank),"
+    " updated_at = GREATEST(v.updated_at, EXCLUDED.updated_at),"
+    COALESCED("reservation_id") COALESCED("payment_id") COALESCED("delivery_id")
+    COALESCED("driver_id") COALESCED("driver_name") COALESCED("delivered_at")
+    COALESCED("failure_reason")
+    " estimated_delivery_at = CASE WHEN" ETA_NEWER
+    "   THEN EXCLUDED.estimated_delivery_at ELSE v.estimated_delivery_at END,"
+    " eta_calculated_at = CASE WHEN" ETA_NEWER
+    "   THEN EXCLUDED.eta_calculated_at ELSE v.eta_calculated_at END,"
+    " correlation_id = COALESCE(v.correlation_id, EXCLUDED.correlation_id)"
+    " RETURNING COALESCE(status_event_id = $7::uuid, false)";
+
+#undef IDENTITY
+#undef COALESCED
+#undef RANK_RISES
+#undef ETA_NEWER
+
+/* The timeline row; *inserted false for an event already there. */
+static deta_err_t insert_event(deta_db_t *tx, const query_change_t *c, bool *inserted,
+                               char *errstr, size_t errsize) {
+    char *payload = json_dumps(c->payload, JSON_COMPACT);
+    if (!payload)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot serialize the payload");
+    const char *params[] = {c->event_id, c->fields.order_id, c->event_type,
+                            c->topic,    c->occurred_at,     payload};
+    deta_err_t err;
+    PGresult *res = deta_db_exec(tx, INSERT_EVENT_SQL, 6, params, &err, errstr, errsize);
+    free(payload);
+    if (!res)
+        return err;
+    *inserted = PQntuples(res) == 1;
+    PQclear(res);
+    return DETA_OK;
+}
+
+static deta_err_t upsert_view(deta_db_t *tx, const query_change_t *c, bool *status_changed,
+                              char *errstr, size_t errsize) {
+    const query_view_t *f = &c->fields;
+    char rank[16];
+    snprintf(rank, sizeof rank, "%d", f->status_rank);
+    const char *params[] = {
+        f->order_id,
+        nullable(f->customer_id),
+        nullable(f->total_amount),
+        nullable(f->currency),
+        nullable(f->status),
+        rank,
+        c->event_id,
+        nullable(f->created_at),
+        f->updated_at,
+        nullable(f->reservation_id),
+        nullable(f->payment_id),
+        nullable(f->delivery_id),
+        nullable(f->driver_id),
+        nullable(f->driver_name),
+        nullable(f->estimated_delivery_at),
+        nullable(f->eta_calculated_at),
+        nullable(f->delivered_at),
+        nullable(f->failure_reason),
+        nullable(f->correlation_id),
+        c->authoritative ? "true" : "false",
+    };
+    deta_err_t err;
+    PGresult *res = deta_db_exec(tx, UPSERT_VIEW_SQL, 20, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    *status_changed = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    return DETA_OK;
+}
+
+deta_err_t read_model_apply(read_model_t *rm, deta_db_t *tx, const query_change_t *c,
+                            read_model_outcome_t *out, char *errstr, size_t errsize) {
+    (void)rm;
+    memset(out, 0, sizeof *out);
+    deta_err_t err = insert_event(tx, c, &out->applied, errstr, errsize);
+    if (err || !out->applied)
+        return err;
+    return upsert_view(tx, c, &out->status_changed, errstr, errsize);
+}
+
+/* ---- reading rows ---- */
+
+#define MICROS(col) "(extract(epoch FROM " col ") * 1000000)::bigint"
+
+static const char VIEW_COLUMNS[] =
+    "order_id::text, customer_id, total_amount::text, currency, status, status_rank, "
+    MICROS("created_at") ", " MICROS("updated_at") ", reservation_id, payment_id, delivery_id, "
+    "driver_id, driver_name, " MICROS("estimated_delivery_at") ", " MICROS("eta_calculated_at")
+    ", " MICROS("delivered_at") ", failure_reason, correlation_id, " MICROS("first_seen_at");
+
+static void text_col(const PGresult *res, int row, int col, char *dst, size_t size) {
+    snprintf(dst, size, "%s", PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col));
+}
+
+static void instant_col(const PGresult *res, int row, int col, char dst[DETA_TS_LEN]) {
+    dst[0] = '\0';
+    if (!PQgetisnull(res, row, col))
+        query_instant_format(strtoll(PQgetvalue(res, row, col), NULL, 10), dst);
+}
+
+#define TEXT(member) text_col(res, row, col++, v->member, sizeof v->member)
+#define INSTANT(member) instant_col(res, row, col++, v->member)
+
+static void view_from_row(const PGresult *res, int row, query_view_t *v) {
+    memset(v, 0, sizeof *v);
+    int col = 0;
+    TEXT(order_id);
+    TEXT(customer_id);
+    TEXT(total_amount);
+    TEXT(currency);
+    TEXT(status);
+    v->status_rank = atoi(PQgetvalue(res, row, col++));
+    INSTANT(created_at);
+    INSTANT(updated_at);
+    TEXT(reservation_id);
+    TEXT(payment_id);
+    TEXT(delivery_id);
+    TEXT(driver_id);
+    TEXT(driver_name);
+    INSTANT(estimated_delivery_at);
+    INSTANT(eta_calculated_at);
+    INSTANT(delivered_at);
+    TEXT(failure_reason);
+    TEXT(correlation_id);
+    INSTANT(first_seen_at);
+}
+
+#undef TEXT
+#undef INSTANT
+
+/* ---- get and list ---- */
+
+deta_err_t read_model_get(read_model_t *rm, const char *order_id, query_view_t *out,
+                          char *errstr, size_t errsize) {
+    char sql[1024];
+    snprintf(sql, sizeof sql, "SELECT %s FROM order_view WHERE order_id = $1::uuid",
+             VIEW_COLUMNS);
+    const char *params[] = {order_id};
+    deta_err_t err;
+    PGresult *res = query(rm, sql, 1, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    if (PQntuples(res) == 0)
+        err = deta_errf(DETA_ERR_NOT_FOUND, errstr, errsize, "no order %s", order_id);
+    else
+        view_from_row(res, 0, out);
+    PQclear(res);
+    return err;
+}
+
+/* One statement for every combination of filters: an absent filter is a NULL
+ * parameter. Parameters are sent with each query (no prepared generic plan), so
+ * the planner still sees which index fits. One row more than asked tells whether
+ * another page follows. */
+static const char LIST_WHERE[] =
+    " FROM order_view"
+    " WHERE ($1::text IS NULL OR status = $1)"
+    "   AND ($2::text IS NULL OR customer_id = $2)"
+    "   AND ($3::timestamptz IS NULL OR (first_seen_at, order_id) < ($3::timestamptz, $4::uuid))"
+    " ORDER BY first_seen_at DESC, order_id DESC LIMIT $5::int";
+
+deta_err_t read_model_list(read_model_t *rm, const query_list_params_t *p, query_page_t *out,
+                           char *errstr, size_t errsize) {
+    memset(out, 0, sizeof *out);
+    char sql[2048], limit[16];
+    snprintf(sql, sizeof sql, "SELECT %s%s", VIEW_COLUMNS, LIST_WHERE);
+    snprintf(limit, sizeof limit, "%d", p->limit + 1);
+    const char *params[] = {nullable(p->status), nullable(p->customer_id),
+                            p->has_cursor ? p->after.at : NULL,
+                            p->has_cursor ? p->after.order_id : NULL, limit};
+    deta_err_t err;
+    PGresult *res = query(rm, sql, 5, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    int rows = PQntuples(res);
+    size_t n = rows > p->limit ? (size_t)p->limit : (size_t)rows;
+    out->items = calloc(n ? n : 1, sizeof *out->items);
+    if (!out->items) {
+        PQclear(res);
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++)
+        view_from_row(res, (int)i, &out->items[i]);
+    out->n = n;
+    out->more = rows > p->limit;
+    PQclear(res);
+    return DETA_OK;
+}
+
+/* ---- timeline and stats ---- */
+
+static const char TIMELINE_SQL[] =
+    "SELECT event_id::text, event_type, topic, " MICROS("occurred_at") ", payload::text"
+    " FROM order_events WHERE order_id = $1::uuid ORDER BY occurred_at, seq LIMIT $2::int";
+
+static deta_err_t entry_from_row(const PGresult *res, int row, query_timeline_entry_t *e,
+                                 char *errstr, size_t errsize) {
+    text_col(res, row, 0, e->event_id, sizeof e->event_id);
+    text_col(res, row, 1, e->event_type, sizeof e->event_type);
+    text_col(res, row, 2, e->topic, sizeof e->topic);
+    instant_col(res, row, 3, e->occurred_at);
+    json_error_t jerr;
+    e->payload = json_loads(PQgetvalue(res, row, 4), JSON_DECODE_ANY, &jerr);
+    if (!e->payload)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "bad payload JSON: %s", jerr.text);
+    return DETA_OK;
+}
+
+deta_err_t read_model_timeline(read_model_t *rm, const char *order_id, query_timeline_t *out,
+                               char *errstr, size_t errsize) {
+    memset(out, 0, sizeof *out);
+    char max[16];
+    snprintf(max, sizeof max, "%d", QUERY_TIMELINE_MAX);
+    const char *params[] = {order_id, max};
+    deta_err_t err;
+    PGresult *res = query(rm, TIMELINE_SQL, 2, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    int rows = PQntuples(res);
+    if (rows == 0) {
+        PQclear(res);
+        return deta_errf(DETA_ERR_NOT_FOUND, errstr, errsize, "no events for order %s",
+                         order_id);
+    }
+    out->entries = calloc((size_t)rows, sizeof *out->entries);
+    if (!out->entries) {
+        PQclear(res);
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    }
+    for (int i = 0; i < rows && !err; i++) {
+        err = entry_from_row(res, i, &out->entries[i], errstr, errsize);
+        if (!err)
+            out->n = (size_t)i + 1;
+    }
+    PQclear(res);
+    if (err)
+        query_timeline_clear(out);
+    return err;
+}
+
+deta_err_t read_model_stats(read_model_t *rm, query_stats_t *out, char *errstr,
+                            size_t errsize) {
+    memset(out, 0, sizeof *out);
+    deta_err_t err;
+    PGresult *res = query(rm, "SELECT status, count(*) FROM order_view GROUP BY status", 0, NULL,
+                          &err, errstr, errsize);
+    if (!res)
+        return err;
+    for (int row = 0; row < PQntuples(res); row++) {
+        long n = strtol(PQgetvalue(res, row, 1), NULL, 10);
+        const char *status = PQgetisnull(res, row, 0) ? NULL : PQgetvalue(res, row, 0);
+        int i = 0;
+        while (status && i < QUERY_STATUS_COUNT && strcmp(query_statuses[i], status) != 0)
+            i++;
+        if (status && i < QUERY_STATUS_COUNT)
+            out->by_status[i] += n;
+        else
+            out->without_status += n;
+    }
+    PQclear(res);
+    return DETA_OK;
+}
+
+bool read_model_ping(read_model_t *rm, char *detail, size_t detailsize) {
+    deta_err_t err;
+    PGresult *res = query(rm, "SELECT 1 FROM order_view LIMIT 1", 0, NULL,
+                                 &err, detail, detailsize);
+    PQclear(res);
+    return res != NULL;
+}
+
+#undef MICROS

@@ -1,0 +1,307 @@
+#!/usr/bin/env python3
+"""check_compose.py - infra/compose against the seed, field by field.
+
+  check_compose.py [root]     (root: a repository tree; default: this one)
+
+Checks, each against its source of truth (deploylib.py):
+  - the seed's five infrastructure services with exactly its images, ports,
+    named volumes and paths, health checks (command and interval), Kafka's two
+    listeners and ZooKeeper dependency, auto-creation as the seed has it, and
+    no dependency for the others ("all others start independently");
+  - init-postgres.sql (mounted into /docker-entrypoint-initdb.d) creates every
+    database of the seed and of the five services; init-roles.sh gives each
+    service's database a role, and that role and password are the service's;
+  - kafka-init creates exactly the seed's eight topics, after a healthy Kafka;
+  - the five services of lib/src/config.c: built from infra/docker/Dockerfile
+    with their SERVICE and HTTP_PORT, port published, through kafka:29092,
+    every variable their code reads set (and none it does not), no literal
+    password (each is ${VAR:?...} and listed in .env.example), each started
+    after what it needs is healthy.
+"""
+
+import os
+import re
+import sys
+
+import deploylib as dl
+
+INFRA = ("zookeeper", "kafka", "postgres", "cassandra", "redis")
+REQUIRED_VAR = re.compile(r"^\$\{(" + dl.VAR_RE + r"):\?[^}]*\}$")
+
+
+def env_dict(svc):
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(e.split("=", 1) if "=" in e else (e, None) for e in env)
+    return {k: (None if v is None else str(v)) for k, v in env.items()}
+
+
+def published_ports(svc):
+    """[(host, container)] of a service's ports, short or long syntax."""
+    out = []
+    for p in svc.get("ports") or []:
+        if isinstance(p, dict):
+            out.append((int(p.get("published", 0)), int(p["target"])))
+            continue
+        parts = str(p).split("/")[0].split(":")
+        container = int(parts[-1])
+        host = int(parts[-2]) if len(parts) >= 2 else 0
+        out.append((host, container))
+    return out
+
+
+def healthcheck_argv(hc):
+    test = hc.get("test")
+    if isinstance(test, str):
+        return ["CMD-SHELL", test]
+    return [str(t) for t in test or []]
+
+
+def depends(svc):
+    d = svc.get("depends_on") or {}
+    if isinstance(d, list):
+        return {name: None for name in d}
+    return {name: (v or {}).get("condition") for name, v in d.items()}
+
+
+def check_infra(c, seed, problems):
+    svcs = c.get("services") or {}
+    for name in INFRA:
+        s = svcs.get(name)
+        if s is None:
+            problems.append("service %s (seed) is missing" % name)
+            continue
+        if s.get("image") != seed.images[name]:
+            problems.append("%s: image %r, the seed says %r" % (name, s.get("image"),
+                                                                 seed.images[name]))
+        want = seed.ports[name][0]
+        if (want, want) not in published_ports(s):
+            problems.append("%s: port %d is not published as %d:%d" % (name, want, want, want))
+        hc = s.get("healthcheck")
+        if not hc:
+            problems.append("%s: no healthcheck (the seed has one)" % name)
+        else:
+            argv = healthcheck_argv(hc)
+            if not seed.health_matches(name, argv[1:]):
+                problems.append("%s: healthcheck %r is not the seed's %r" %
+                                (name, argv, seed.health[name][0]))
+            try:
+                interval = dl.duration_s(hc.get("interval", "30s"))
+            except ValueError as e:
+                interval = None
+                problems.append("%s: healthcheck interval: %s" % (name, e))
+            if interval != seed.health[name][1]:
+                problems.append("%s: healthcheck interval %r, the seed says %ss" %
+                                (name, hc.get("interval"), int(seed.health[name][1])))
+        deps = depends(s)
+        if name == "kafka":
+            if deps != {"zookeeper": "service_healthy"}:
+                problems.append("kafka: must depend on zookeeper (service_healthy) only, has %r"
+                                % deps)
+        elif deps:
+            problems.append("%s: depends on %r, the seed starts it independently" % (name, deps))
+
+
+def listener_map(value):
+    out = {}
+    for item in str(value or "").split(","):
+        m = re.match(r"^\s*(\w+)://([^,]*)$", item)
+        if m:
+            out[m.group(1)] = m.group(2)
+    return out
+
+
+def check_kafka(c, seed, problems):
+    env = env_dict((c.get("services") or {}).get("kafka") or {})
+    adv = listener_map(env.get("KAFKA_ADVERTISED_LISTENERS"))
+    if adv != seed.listeners:
+        problems.append("kafka: advertised listeners %r, the seed says %r" % (adv, seed.listeners))
+    bound = listener_map(env.get("KAFKA_LISTENERS"))
+    for name, address in seed.listeners.items():
+        port = address.rsplit(":", 1)[-1]
+        if name not in bound or not bound[name].endswith(":" + port):
+            problems.append("kafka: KAFKA_LISTENERS does not bind %s on port %s" % (name, port))
+    protocols = dict(p.split(":", 1) for p in
+                     str(env.get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "")).split(",") if ":" in p)
+    for name in seed.listeners:
+        if name not in protocols:
+            problems.append("kafka: no security protocol for listener %s" % name)
+    if env.get("KAFKA_INTER_BROKER_LISTENER_NAME") != "PLAINTEXT":
+        problems.append("kafka: the inter-broker listener must be the in-network PLAINTEXT")
+    if env.get("KAFKA_ZOOKEEPER_CONNECT") != "zookeeper:%d" % seed.ports["zookeeper"][0]:
+        problems.append("kafka: KAFKA_ZOOKEEPER_CONNECT is %r" % env.get("KAFKA_ZOOKEEPER_CONNECT"))
+    if str(env.get("KAFKA_AUTO_CREATE_TOPICS_ENABLE")).lower() != seed.auto_create:
+        problems.append("kafka: KAFKA_AUTO_CREATE_TOPICS_ENABLE must be %s as in the seed"
+                        % seed.auto_create)
+    exposed = [str(p) for p in (c["services"]["kafka"].get("expose") or [])]
+    if str(seed.kafka_internal_port) not in exposed:
+        problems.append("kafka: the in-network port %d is not in expose" % seed.kafka_internal_port)
+
+
+def mounts(svc):
+    """[(source, target)] of a service's volumes, short or long syntax."""
+    out = []
+    for v in svc.get("volumes") or []:
+        if isinstance(v, dict):
+            out.append((str(v.get("source")), str(v.get("target"))))
+        else:
+            parts = str(v).split(":")
+            out.append((parts[0], parts[1] if len(parts) > 1 else parts[0]))
+    return out
+
+
+def check_volumes(c, seed, problems):
+    declared = set((c.get("volumes") or {}).keys())
+    if declared != set(seed.volumes):
+        problems.append("named volumes %s, the seed has %s" % (sorted(declared), sorted(seed.volumes)))
+    for vol, (service, path) in seed.volumes.items():
+        svc = (c.get("services") or {}).get(service) or {}
+        if (vol, path) not in mounts(svc):
+            problems.append("%s: volume %s is not mounted at %s" % (service, vol, path))
+
+
+def check_postgres_init(root, c, services, problems):
+    compose_dir = os.path.join(root, "infra", "compose")
+    pg = (c.get("services") or {}).get("postgres") or {}
+    targets = {src: dst for src, dst in mounts(pg)}
+    for f in ("init-postgres.sql", "init-roles.sh"):
+        dst = targets.get("./" + f) or targets.get(f)
+        if not dst or not dst.startswith("/docker-entrypoint-initdb.d/"):
+            problems.append("postgres: %s is not mounted into /docker-entrypoint-initdb.d/" % f)
+    order = [targets.get("./init-postgres.sql", ""), targets.get("./init-roles.sh", "")]
+    if all(order) and sorted(order) != order:
+        problems.append("postgres: init-roles.sh must run after init-postgres.sql (name order)")
+    sql = open(os.path.join(compose_dir, "init-postgres.sql"), encoding="utf-8").read()
+    created = dl.created_databases(sql)
+    wanted = set(dl.load_seed(root)[0].databases) | {db for _, db in services.values()}
+    for db in sorted(wanted - created):
+        problems.append("init-postgres.sql does not create database %s" % db)
+    roles = dl.init_roles(root)
+    for db in sorted(wanted - set(roles)):
+        problems.append("init-roles.sh gives database %s no role" % db)
+    env = env_dict(pg)
+    for _, var in roles.values():
+        if var not in env:
+            problems.append("postgres: %s (read by init-roles.sh) is not passed" % var)
+
+
+def check_topics(root, c, seed, problems):
+    init = (c.get("services") or {}).get("kafka-init")
+    if not init:
+        problems.append("no kafka-init service to pre-create the topics")
+        return
+    if init.get("image") != seed.images["kafka"]:
+        problems.append("kafka-init: image %r, want the broker's %r" % (init.get("image"),
+                                                                         seed.images["kafka"]))
+    if depends(init) != {"kafka": "service_healthy"}:
+        problems.append("kafka-init: must depend on kafka (service_healthy), has %r" % depends(init))
+    env = env_dict(init)
+    if env.get("KAFKA_BOOTSTRAP_SERVERS") != seed.listeners["PLAINTEXT"]:
+        problems.append("kafka-init: KAFKA_BOOTSTRAP_SERVERS must be %s" % seed.listeners["PLAINTEXT"])
+    if not env.get("KAFKA_TOPIC_PARTITIONS"):
+        problems.append("kafka-init: KAFKA_TOPIC_PARTITIONS is not set")
+    script = open(os.path.join(root, "infra", "compose", "init-topics.sh"), encoding="utf-8").read()
+    topics = dl.topics_in_script(script)
+    if sorted(topics) != sorted(seed.topics):
+        problems.append("init-topics.sh creates %s, the seed has %s" % (topics, seed.topics))
+    if "./init-topics.sh" not in dict(mounts(init)):
+        problems.append("kafka-init: init-topics.sh is not mounted")
+
+
+def password_refs(c, problems):
+    """Checks that every password-like value is ${VAR:?...}; returns the VARs."""
+    refs = set()
+    for name, svc in (c.get("services") or {}).items():
+        for key, value in env_dict(svc).items():
+            if not dl.is_password_name(key):
+                continue
+            m = REQUIRED_VAR.match(value or "")
+            if not m:
+                problems.append("%s: %s is %r: a literal or defaulted password; use ${VAR:?...}"
+                                % (name, key, value))
+            else:
+                refs.add(m.group(1))
+    return refs
+
+
+def check_env_example(root, refs, problems):
+    path = os.path.join(root, "infra", "compose", ".env.example")
+    if not os.path.exists(path):
+        problems.append("infra/compose/.env.example is missing")
+        return
+    keys = set(re.findall(r"^(" + dl.VAR_RE + r")=", open(path, encoding="utf-8").read(), re.M))
+    for var in sorted(refs - keys):
+        problems.append(".env.example does not list %s" % var)
+    ignore = os.path.join(root, "infra", "compose", ".gitignore")
+    if not os.path.exists(ignore) or ".env" not in open(ignore).read().split():
+        problems.append("infra/compose/.gitignore must ignore .env (it holds the passwords)")
+
+
+def check_service(root, c, seed, name, port, db, problems):
+    svcs = c.get("services") or {}
+    s = svcs.get(name)
+    if s is None:
+        problems.append("service %s is missing" % name)
+        return
+    build = s.get("build") or {}
+    if build.get("dockerfile") != "infra/docker/Dockerfile" or \
+            os.path.normpath(os.path.join(root, "infra", "compose", str(build.get("context")))) != \
+            os.path.normpath(root):
+        problems.append("%s: must build ../docker/Dockerfile with the repository as context" % name)
+    args = {k: str(v) for k, v in (build.get("args") or {}).items()}
+    if args.get("SERVICE") != name or args.get("HTTP_PORT") != str(port):
+        problems.append("%s: build args %r, want SERVICE=%s HTTP_PORT=%d" % (name, args, name, port))
+    if (port, port) not in published_ports(s):
+        problems.append("%s: port %d is not published" % (name, port))
+    env = env_dict(s)
+    reads, why = dl.service_vars(name, root)
+    problems.extend(why)
+    for var in sorted(reads - set(env)):
+        problems.append("%s: %s is read by the code but not set" % (name, var))
+    for var in sorted(set(env) - reads):
+        problems.append("%s: %s is set but no code reads it" % (name, var))
+    expect = {"KAFKA_BOOTSTRAP_SERVERS": seed.listeners["PLAINTEXT"], "PGHOST": "postgres",
+              "PGPORT": str(seed.ports["postgres"][0]), "REDIS_HOST": "redis",
+              "REDIS_PORT": str(seed.ports["redis"][0]), "HTTP_PORT": str(port), "PGDATABASE": db}
+    for var, value in expect.items():
+        if var in env and env[var] != value:
+            problems.append("%s: %s is %r, want %r" % (name, var, env[var], value))
+    role, pwvar = dl.init_roles(root).get(db, (None, None))
+    if env.get("PGUSER") != role or role in (None, "postgres"):
+        problems.append("%s: PGUSER is %r, want its own role %r (init-roles.sh)" %
+                        (name, env.get("PGUSER"), role))
+    m = REQUIRED_VAR.match(env.get("PGPASSWORD") or "")
+    if not m or m.group(1) != pwvar:
+        problems.append("%s: PGPASSWORD must be ${%s:?...}, the password of %s" % (name, pwvar, role))
+    needs = {"postgres": "service_healthy", "kafka": "service_healthy",
+             "kafka-init": "service_completed_successfully"}
+    if name in dl.REDIS_USERS:
+        needs["redis"] = "service_healthy"
+    deps = depends(s)
+    if deps != needs:
+        problems.append("%s: depends_on %r, want %r" % (name, deps, needs))
+    for dep, cond in deps.items():
+        if cond == "service_healthy" and not (svcs.get(dep) or {}).get("healthcheck"):
+            problems.append("%s: waits for %s to be healthy, which has no healthcheck" % (name, dep))
+
+
+def check(root):
+    seed, problems = dl.load_seed(root)
+    c = dl.load_yaml(os.path.join(root, "infra", "compose", "compose.yml"))
+    services = dl.services(root)
+    check_infra(c, seed, problems)
+    check_kafka(c, seed, problems)
+    check_volumes(c, seed, problems)
+    check_postgres_init(root, c, services, problems)
+    check_topics(root, c, seed, problems)
+    for name, (port, db) in services.items():
+        check_service(root, c, seed, name, port, db, problems)
+    check_env_example(root, password_refs(c, problems), problems)
+    known = set(INFRA) | set(services) | {"kafka-init"}
+    for extra in sorted(set(c.get("services") or {}) - known):
+        problems.append("service %s is neither the seed's nor one of the five" % extra)
+    return problems
+
+
+if __name__ == "__main__":
+    sys.exit(dl.run_check("compose", check, sys.argv))

@@ -1,0 +1,287 @@
+"""deploylib.py - what the deployment checks share: where things are, the
+seed's tables, the services and the settings their code reads.
+
+Design: the checks (check_compose.py, check_k8s.py, check_dockerfile.py)
+compare the deployment files with their sources of truth, never with a copy
+written into the test:
+  - the seed (../shared/seeds/infrastructure-services.md, relative to the
+    repository root), parsed table by table: images, ports, listeners, topics,
+    databases, volumes, health checks. When the repository is checked out
+    without ../shared (a CI machine), seed-snapshot.md next to this file is
+    used instead; when both exist they must be identical, so the snapshot
+    cannot drift from the seed unnoticed;
+  - lib/src/config.c for the five services, their ports and databases;
+  - the C sources for the environment variables each service reads
+    (deta_config_str/int, the library's config helpers, getenv) and the list
+    in lib/include/deta/config.h.
+Each check is a function of a root directory returning a list of problems, so
+test_mutations.py can run it on a broken copy and see it fail.
+"""
+
+import os
+import re
+import shlex
+import sys
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover - reported, not hidden
+    sys.stderr.write("deploy tests need PyYAML: apt-get install python3-yaml "
+                     "(scripts/deps.sh installs it)\n")
+    sys.exit(1)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+SEED_REL = os.path.join("..", "shared", "seeds", "infrastructure-services.md")
+SNAPSHOT = os.path.join(HERE, "seed-snapshot.md")
+
+VAR_RE = r"[A-Z][A-Z0-9_]*"
+# A call that reads one environment variable, and its first argument.
+READ_CALL = re.compile(
+    r"\b(?:deta_config_str|deta_config_int|config_copy|config_int|getenv|secure_getenv)"
+    r"\s*\(\s*([^,()]+?)\s*[,)]")
+
+# The seed: "Used by the payment service" (Redis), CONTRACTS.md: payment-service owns Redis.
+REDIS_USERS = {"payment-service"}
+
+
+# ---- the seed ------------------------------------------------------------
+
+def read_seed(repo=REPO):
+    """The seed's text: the real one when present (and then the snapshot must
+    equal it), else the snapshot. Returns (text, problems)."""
+    real = os.path.normpath(os.path.join(repo, SEED_REL))
+    problems = []
+    if os.path.exists(real):
+        text = open(real, encoding="utf-8").read()
+        if not os.path.exists(SNAPSHOT) or open(SNAPSHOT, encoding="utf-8").read() != text:
+            problems.append("tests/deploy/seed-snapshot.md differs from %s: copy the seed "
+                            "over it" % real)
+        return text, problems
+    return open(SNAPSHOT, encoding="utf-8").read(), problems
+
+
+def _cells(line):
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    return [c.replace("**", "").replace("`", "").strip() for c in cells]
+
+
+def md_tables(text):
+    """{heading: [table, ...]}, a table being a list of {column: cell}; cells
+    lose their ** and backticks."""
+    tables = {}
+    heading = ""
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        m = re.match(r"^#+\s+(.*)$", line)
+        if m:
+            heading = m.group(1).strip()
+        elif (line.lstrip().startswith("|") and i + 1 < len(lines)
+              and re.match(r"^\s*\|[\s:|-]+\|\s*$", lines[i + 1])):
+            header = _cells(line)
+            rows = []
+            i += 2
+            while i < len(lines) and lines[i].lstrip().startswith("|"):
+                rows.append(dict(zip(header, _cells(lines[i]))))
+                i += 1
+            tables.setdefault(heading, []).append(rows)
+            continue
+        i += 1
+    return tables
+
+
+def duration_s(text):
+    """'10s', '1m30s', '500ms', 30 -> seconds (float)."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    total, rest = 0.0, str(text).strip()
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001, "us": 1e-6}
+    for num, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)", rest):
+        total += float(num) * units[unit]
+    if not re.fullmatch(r"(\d+(?:\.\d+)?(ms|us|h|m|s))+", rest):
+        raise ValueError("not a duration: %r" % text)
+    return total
+
+
+class Seed:
+    """The seed's tables, keyed by the lower-case service name (zookeeper,
+    kafka, postgres, cassandra, redis)."""
+
+    def __init__(self, text):
+        t = md_tables(text)
+        self.text = text
+        self.images, self.ports = {}, {}
+        for row in t["Services"][0]:
+            name = row["Service"].lower()
+            self.images[name] = row["Image"]
+            self.ports[name] = [int(p) for p in re.findall(r"\d+", row["Port"])]
+        # Kafka: "9092 (host), 29092 (Docker internal)"
+        self.kafka_host_port, self.kafka_internal_port = self.ports["kafka"][:2]
+        self.listeners = {r["Listener"]: r["Address"] for r in t["Listener Configuration"][0]}
+        self.topics = [r["Topic"] for r in t["Topics"][0]] + \
+                      [r["DLQ Topic"] for r in t["Topics"][1]]
+        self.databases = {r["Database"]: r["Service"] for r in t["Postgres"][0]}
+        self.volumes = {r["Volume"]: (r["Service"].lower(), r["Path in Container"])
+                        for r in t["Data Persistence"][0]}
+        self.health = {}
+        for r in t["Health Checks"][0]:
+            self.health[r["Service"].lower()] = (r["Check"], duration_s(r["Interval"]))
+        self.auto_create = re.search(r"KAFKA_AUTO_CREATE_TOPICS_ENABLE:\s*(\w+)", text).group(1)
+
+    def health_matches(self, service, argv):
+        """True when argv (a probe command) is the seed's check for service."""
+        check, _ = self.health[service]
+        joined = " ".join(argv)
+        m = re.match(r"TCP connect on port (\d+)", check)
+        if m:
+            port = m.group(1)
+            return port in joined and ("/dev/tcp/" in joined or "nc -z" in joined)
+        want = shlex.split(check)
+        return any(argv[i:i + len(want)] == want for i in range(len(argv)))
+
+
+def load_seed(repo=REPO):
+    text, problems = read_seed(repo)
+    return Seed(text), problems
+
+
+# ---- the services and what they read --------------------------------------
+
+def services(repo=REPO):
+    """{name: (port, database)} from config.c's table of known services."""
+    src = open(os.path.join(repo, "lib", "src", "config.c"), encoding="utf-8").read()
+    found = re.findall(r'\{\s*"([a-z-]+)"\s*,\s*(\d+)\s*,\s*"([a-z_]+)"\s*\}', src)
+    if len(found) != 5:
+        raise AssertionError("expected five services in lib/src/config.c, found %r" % found)
+    return {name: (int(port), db) for name, port, db in found}
+
+
+def _resolve(arg, text, defines):
+    """The variable names a call's first argument stands for: a literal; an
+    identifier bound to a literal (#define X "NAME", char x[] = "NAME");
+    a struct field or array element (s->name), which stands for every
+    {"NAME", ...} table entry of the file. None when it cannot tell."""
+    m = re.fullmatch(r'"(' + VAR_RE + r')"', arg)
+    if m:
+        return {m.group(1)}
+    if re.fullmatch(r"[A-Za-z_]\w*", arg):
+        if arg in defines:
+            return {defines[arg]}
+        m = re.search(r"\b" + arg + r'\s*(?:\[\s*\])?\s*=\s*"(' + VAR_RE + r')"', text)
+        return {m.group(1)} if m else None
+    if re.fullmatch(r"[A-Za-z_]\w*(?:->|\.)\w+|[A-Za-z_]\w*\[[^]]+\](?:\.\w+)?", arg):
+        # only NAME_LIKE_THIS: a table of routes ({"GET", ...}) is not settings
+        found = {n for n in re.findall(r'\{\s*"(' + VAR_RE + r')"\s*,', text) if "_" in n}
+        return found or None
+    return None
+
+
+def _read_vars(paths, strict):
+    """Variables read by the files; (names, problems). strict: an argument
+    that cannot be resolved is a problem (a service's own code), else it is
+    skipped (the library's pass-through wrappers in config.c)."""
+    texts = {p: open(p, encoding="utf-8", errors="replace").read() for p in paths}
+    defines = {}
+    for text in texts.values():
+        defines.update(re.findall(r'^\s*#\s*define\s+(\w+)\s+"(' + VAR_RE + r')"\s*$', text, re.M))
+    found, problems = set(), []
+    for path, text in texts.items():
+        for arg in READ_CALL.findall(text):
+            names = _resolve(arg.strip(), text, defines)
+            if names:
+                found |= names
+            elif strict:
+                problems.append("%s: cannot tell which variable %r names: read settings "
+                                "with a literal, a #define or a {\"NAME\", ...} table"
+                                % (os.path.relpath(path, REPO), arg))
+    return found, problems
+
+
+def _sources(directory):
+    if not os.path.isdir(directory):
+        return []
+    return sorted(os.path.join(directory, f) for f in os.listdir(directory)
+                  if f.endswith((".c", ".h")))
+
+
+def config_h_vars(repo=REPO):
+    """The variables listed in the comment at the top of deta/config.h."""
+    text = open(os.path.join(repo, "lib", "include", "deta", "config.h"), encoding="utf-8").read()
+    comment = text[text.index("/*"):text.index("*/")]
+    found = set()
+    for line in comment.splitlines():
+        m = re.match(r"^\s*\*\s{3,}(\S.*)$", line)
+        if not m:
+            continue
+        first = re.split(r"\s{2,}", m.group(1).strip())[0].split()
+        if first and all(re.fullmatch(VAR_RE, w) for w in first):
+            found.update(first)
+    return found
+
+
+def library_vars(repo=REPO):
+    """What every service reads: the library's sources plus config.h's list."""
+    found, _ = _read_vars(_sources(os.path.join(repo, "lib", "src")), strict=False)
+    return found | config_h_vars(repo)
+
+
+def service_vars(name, repo=REPO):
+    """(every variable the named service reads, problems): its own sources and
+    headers plus the library."""
+    own, problems = _read_vars(_sources(os.path.join(repo, "services", name)), strict=True)
+    return library_vars(repo) | own, problems
+
+
+def init_roles(repo=REPO):
+    """{database: (role, password variable)} from init-roles.sh."""
+    text = open(os.path.join(repo, "infra", "compose", "init-roles.sh"), encoding="utf-8").read()
+    return {db: (role, var) for role, db, var in
+            re.findall(r"^\s*deta_init_role\s+(\S+)\s+(\S+)\s+(\S+)\s*$", text, re.M)}
+
+
+def created_databases(sql_text):
+    return set(re.findall(r"CREATE\s+DATABASE\s+\"?(\w+)\"?", sql_text, re.I))
+
+
+def topics_in_script(text):
+    m = re.search(r"TOPICS=\((.*?)\)", text, re.S)
+    return m.group(1).split() if m else []
+
+
+# ---- YAML and reporting -----------------------------------------------------
+
+def load_yaml(path):
+    with open(path, encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+def load_yaml_all(path):
+    with open(path, encoding="utf-8") as f:
+        return [d for d in yaml.safe_load_all(f) if d is not None]
+
+
+def is_password_name(name):
+    return "PASSWORD" in name.upper() or "SECRET" in name.upper()
+
+
+def report(name, problems):
+    """Prints the problems (or OK) and returns the exit status."""
+    if problems:
+        print("%s: %d problem(s):" % (name, len(problems)))
+        for p in problems:
+            print("  - " + p)
+        return 1
+    print("%s: OK" % name)
+    return 0
+
+
+def run_check(name, check, argv):
+    """main() of a check script: the root is argv[1] or the repository."""
+    root = os.path.abspath(argv[1]) if len(argv) > 1 else REPO
+    try:
+        problems = check(root)
+    except Exception as e:  # a file that does not even parse is a problem too
+        problems = ["%s: %s" % (type(e).__name__, e)]
+    return report(name, problems)

@@ -1,0 +1,211 @@
+#!/usr/bin/env python3
+"""test_mutations.py - the deployment checks must fail on broken files.
+
+  test_mutations.py [service binary]
+
+A check that passes whatever the files say proves nothing. Each case copies
+the parts of the repository the checks read into a temporary tree, breaks one
+thing (a wrong image tag, a literal password, a missing probe, a runtime
+library left out...), runs the check that should notice, and requires a new
+problem naming it: one absent from the same check on the unbroken copy, so the
+case holds even while the real tree has problems of its own. A case whose
+text is no longer in the file fails too, so the cases follow the files.
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+
+import check_compose
+import check_dockerfile
+import check_k8s
+import deploylib as dl
+
+COMPOSE = "infra/compose/compose.yml"
+DOCKERFILE = "infra/docker/Dockerfile"
+K8S = "infra/k8s/"
+
+# (check, file, old text, new text, a word of the expected problem)
+CASES = [
+    # compose: the seed's fields
+    ("compose", COMPOSE, "image: confluentinc/cp-kafka:7.5.0\n    depends_on:\n      zookeeper",
+     "image: confluentinc/cp-kafka:7.4.0\n    depends_on:\n      zookeeper", "kafka: image"),
+    ("compose", COMPOSE, '"5432:5432"', '"5433:5432"', "postgres: port 5432"),
+    ("compose", COMPOSE, "PLAINTEXT://kafka:29092,PLAINTEXT_HOST://localhost:9092",
+     "PLAINTEXT://kafka:29092", "advertised listeners"),
+    ("compose", COMPOSE, "KAFKA_LISTENERS: PLAINTEXT://0.0.0.0:29092,",
+     "KAFKA_LISTENERS: PLAINTEXT://0.0.0.0:29093,", "does not bind PLAINTEXT"),
+    ("compose", COMPOSE, '"describe cluster"]\n      interval: 30s',
+     '"describe cluster"]\n      interval: 10s', "cassandra: healthcheck interval"),
+    ("compose", COMPOSE, '["CMD", "redis-cli", "ping"]', '["CMD", "redis-cli", "info"]',
+     "redis: healthcheck"),
+    ("compose", COMPOSE, '"exec 3<>/dev/tcp/127.0.0.1/2181"', '"exit 0"', "zookeeper: healthcheck"),
+    ("compose", COMPOSE, "redis_data:/data", "redis_data:/var/lib/redis", "volume redis_data"),
+    ("compose", COMPOSE, "  redis_data:\n", "  redis_data:\n  extra_data:\n", "named volumes"),
+    ("compose", COMPOSE, "image: cassandra:4.1\n    ports:", "image: cassandra:4.1\n    depends_on: [redis]\n    ports:",
+     "starts it independently"),
+    ("compose", "infra/compose/init-postgres.sql", "CREATE DATABASE delivery_query;", "",
+     "does not create database delivery_query"),
+    ("compose", "infra/compose/init-roles.sh", "deta_init_role query_svc delivery_query QUERY_DB_PASSWORD",
+     "", "gives database delivery_query no role"),
+    ("compose", "infra/compose/init-topics.sh", "dlq.delivery-events\n)", ")", "init-topics.sh creates"),
+    ("compose", COMPOSE, "./init-roles.sh:/docker-entrypoint-initdb.d/02-init-roles.sh",
+     "./init-roles.sh:/docker-entrypoint-initdb.d/00-init-roles.sh", "must run after"),
+    # compose: the services
+    ("compose", COMPOSE, "PGPASSWORD: ${ORDER_DB_PASSWORD:?set ORDER_DB_PASSWORD in .env (see .env.example)}",
+     "PGPASSWORD: postgres", "literal"),
+    ("compose", COMPOSE, "POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:?set POSTGRES_PASSWORD in .env (see .env.example)}",
+     "POSTGRES_PASSWORD: ${POSTGRES_PASSWORD:-postgres}", "POSTGRES_PASSWORD"),
+    ("compose", COMPOSE, "PGPASSWORD: ${QUERY_DB_PASSWORD:?",
+     "PGPASSWORD: ${ORDER_DB_PASSWORD:?", "query-api: PGPASSWORD"),
+    ("compose", COMPOSE, "PGUSER: payment_svc", "PGUSER: postgres", "payment-service: PGUSER"),
+    ("compose", COMPOSE, "kafka-init:\n    condition: service_completed_successfully",
+     "kafka-init:\n    condition: service_started", "depends_on"),
+    ("compose", COMPOSE, "      redis:\n        condition: service_healthy\n", "",
+     "payment-service: depends_on"),
+    ("compose", COMPOSE, '  HTTP_THREADS: "4"\n', "", "HTTP_THREADS is read by the code but not set"),
+    ("compose", COMPOSE, "  PGHOST: postgres\n", "  PGHOST: postgres\n  PGHOTS: postgres\n",
+     "PGHOTS is set but no code reads it"),
+    ("compose", COMPOSE, "KAFKA_BOOTSTRAP_SERVERS: kafka:29092\n  KAFKA_SESSION",
+     "KAFKA_BOOTSTRAP_SERVERS: localhost:9092\n  KAFKA_SESSION", "KAFKA_BOOTSTRAP_SERVERS"),
+    ("compose", COMPOSE, 'SERVICE: delivery-service\n        HTTP_PORT: "8084"',
+     'SERVICE: delivery-service\n        HTTP_PORT: "8080"', "delivery-service: build args"),
+    ("compose", "infra/compose/.env.example", "QUERY_DB_PASSWORD=change-me\n", "",
+     ".env.example does not list QUERY_DB_PASSWORD"),
+    # the code reads a new variable: both deployments must follow
+    ("compose", "services/order-service/main.c", "int main(void) {",
+     'static const char *knob(void) { return deta_config_str("ORDER_NEW_KNOB", "x"); }\n'
+     "int main(void) {", "ORDER_NEW_KNOB is read by the code but not set"),
+    ("k8s", "services/order-service/main.c", "int main(void) {",
+     'static const char *knob(void) { return deta_config_str("ORDER_NEW_KNOB", "x"); }\n'
+     "int main(void) {", "ORDER_NEW_KNOB is read by the code but not set"),
+    ("compose", "services/order-service/main.c", "int main(void) {",
+     'static const char *knob(const char *n) { return deta_config_str(n + 1, "x"); }\n'
+     "int main(void) {", "cannot tell which variable"),
+    # k8s
+    ("k8s", K8S + "order-service.yaml", "path: /actuator/health/readiness", "path: /ready",
+     "readinessProbe must GET"),
+    ("k8s", K8S + "payment-service.yaml",
+     "          limits:\n              cpu: 500m\n              memory: 256Mi\n          securityContext",
+     "          securityContext", "no limits.cpu"),
+    ("k8s", K8S + "payment-service.yaml",
+     "            limits:\n              cpu: 500m\n              memory: 256Mi\n          securityContext",
+     "            limits:\n              cpu: 500m\n          securityContext", "no limits.memory"),
+    ("k8s", K8S + "delivery-service.yaml",
+     "              valueFrom:\n                secretKeyRef:\n                  name: deta-credentials\n"
+     "                  key: DELIVERY_DB_PASSWORD",
+     '              value: "hunter2"', "must come from a Secret"),
+    ("k8s", K8S + "query-api.yaml", "key: QUERY_DB_PASSWORD", "key: QUERY_PASSWORD", "has no key"),
+    ("k8s", K8S + "inventory-service.yaml", "key: INVENTORY_DB_PASSWORD", "key: ORDER_DB_PASSWORD",
+     "inventory-service: PGPASSWORD"),
+    ("k8s", K8S + "cassandra.yaml", "image: cassandra:4.1", "image: cassandra:4.0",
+     "cassandra: image"),
+    ("k8s", K8S + "redis.yaml", '["redis-cli", "ping"]\n            periodSeconds: 10',
+     '["redis-cli", "ping"]\n            periodSeconds: 5', "readiness period"),
+    ("k8s", K8S + "postgres.yaml", 'command: ["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-U", "postgres"]\n            periodSeconds: 10',
+     'command: ["true"]\n            periodSeconds: 10', "postgres: readiness probe"),
+    ("k8s", K8S + "kafka.yaml", "value: PLAINTEXT://0.0.0.0:9092",
+     "value: PLAINTEXT://0.0.0.0:9092,PLAINTEXT_HOST://0.0.0.0:29092", "single PLAINTEXT listener"),
+    ("k8s", "infra/compose/init-postgres.sql", "CREATE DATABASE order_db;",
+     "CREATE DATABASE order_db;\nCREATE DATABASE spare;", "postgres-init: init-postgres.sql"),
+    ("k8s", "infra/compose/init-topics.sh", "set -euo pipefail", "set -eu",
+     "kafka-init-scripts: init-topics.sh differs"),
+    ("k8s", K8S + "redis.yaml", "      enableServiceLinks: false\n", "", "enableServiceLinks"),
+    ("k8s", K8S + "kustomization.yaml", "  - redis.yaml\n", "", "redis.yaml is not in"),
+    ("k8s", K8S + "order-service.yaml", "runAsNonRoot: true", "runAsNonRoot: false", "non-root"),
+    ("k8s", K8S + "config.yaml", "  LOG_LEVEL: info\n", "  LOG_LEVEL: info\n  PGPASSWORD: postgres\n",
+     "is a password"),
+    ("k8s", K8S + "secrets.env.example", "ORDER_DB_PASSWORD=change-me", "ORDER_DB_PASSWORD=hunter2",
+     "placeholders only"),
+    ("k8s", K8S + "config.yaml", "  PGUSER: query_svc\n", "", "query-api: PGUSER"),
+    ("k8s", K8S + "order-service.yaml", "name: order-service-config", "name: order-config",
+     "order-config does not exist"),
+    ("k8s", K8S + "zookeeper.yaml", "              memory: 256Mi\n            limits:",
+     "              memory: 1Gi\n            limits:", "above its limit"),
+    # Dockerfile
+    ("dockerfile", DOCKERFILE, "USER 10001:10001", "USER root", "non-root USER"),
+    ("dockerfile", DOCKERFILE, "USER 10001:10001", "USER 10002", "differs from the Kubernetes"),
+    ("dockerfile", DOCKERFILE, 'HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \\\n'
+     '  CMD ["/usr/local/bin/deta-healthcheck"]\n', "", "no HEALTHCHECK"),
+    ("dockerfile", DOCKERFILE, 'CMD ["/usr/local/bin/deta-healthcheck"]',
+     "CMD curl -f http://127.0.0.1:8080/actuator/health", "no HEALTHCHECK running deta-healthcheck"),
+    ("dockerfile", DOCKERFILE, "FROM debian:12-slim", "FROM debian:12", "debian:12-slim"),
+    ("dockerfile", DOCKERFILE, "WORKDIR /src\n",
+     "WORKDIR /src\nRUN curl -fsSL https://example.invalid/install.sh | sh\n", "pipes a download"),
+    ("dockerfile", DOCKERFILE, "      librdkafka1 libpq5", "      librdkafka-dev libpq5",
+     "build tools stay"),
+    ("dockerfile", DOCKERFILE, "build-essential cmake pkg-config \\\n      librdkafka-dev libpq-dev libhiredis-dev",
+     "build-essential cmake pkg-config \\\n      librdkafka-dev libpq-dev", "lacks libhiredis-dev"),
+    ("dockerfile", DOCKERFILE, "query-api \\\n      deta-healthcheck", "query-api",
+     "does not build deta-healthcheck"),
+    ("dockerfile", DOCKERFILE, 'ENTRYPOINT ["/usr/local/bin/deta-service"]',
+     "ENTRYPOINT /usr/local/bin/deta-service", "exec form"),
+    ("dockerfile", "infra/docker/Dockerfile.dockerignore", "\nbuild\n", "\n", "does not leave out build"),
+]
+
+# Needs a service binary (argv[1]): a runtime library left out of the image.
+BINARY_CASE = ("dockerfile", DOCKERFILE, "librdkafka1 libpq5 libhiredis0.14",
+               "librdkafka1 libhiredis0.14", "libpq.so.5")
+
+COPIED = ["infra", "lib/src", "lib/include", "services", "scripts/deps.sh"]
+
+
+def copy_tree(dst):
+    for rel in COPIED:
+        src = os.path.join(dl.REPO, rel)
+        target = os.path.join(dst, rel)
+        if os.path.isdir(src):
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("secrets.env", ".env"))
+        else:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copy(src, target)
+
+
+def run(check, root, binaries):
+    try:
+        if check == "dockerfile":
+            return check_dockerfile.check(root, binaries)
+        return {"compose": check_compose.check, "k8s": check_k8s.check}[check](root)
+    except Exception as e:
+        return ["%s: %s" % (type(e).__name__, e)]
+
+
+def run_case(case, baselines, binaries):
+    """None when the case passes, else why it did not."""
+    check, rel, old, new, expect = case
+    with tempfile.TemporaryDirectory(prefix="deta-mutation-") as root:
+        copy_tree(root)
+        path = os.path.join(root, rel)
+        text = open(path, encoding="utf-8").read()
+        if old not in text:
+            return "the text to break is no longer in %s: %r" % (rel, old[:60])
+        open(path, "w", encoding="utf-8").write(text.replace(old, new, 1))
+        found = [p for p in run(check, root, binaries) if p not in baselines[check]]
+    if not any(expect in p for p in found):
+        return "no new problem mentions %r; new problems: %r" % (expect, found)
+    return None
+
+
+def main(argv):
+    binaries = argv[1:2]
+    check_k8s.RUN_KUSTOMIZE = False
+    cases = CASES + ([BINARY_CASE] if binaries else [])
+    with tempfile.TemporaryDirectory(prefix="deta-baseline-") as root:
+        copy_tree(root)
+        baselines = {c: set(run(c, root, binaries)) for c in ("compose", "k8s", "dockerfile")}
+    failed = 0
+    for i, case in enumerate(cases, 1):
+        why = run_case(case, baselines, binaries)
+        label = "%2d %-10s %s: %s" % (i, case[0], case[1], case[4])
+        if why:
+            failed += 1
+            print("FAIL " + label + "\n       " + why)
+        else:
+            print("ok   " + label)
+    print("%d of %d mutations caught" % (len(cases) - failed, len(cases)))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# test_pg_init.sh - Postgres's init files of the deployment (infra/compose:
+# init-postgres.sql, then init-roles.sh; Kubernetes mounts the same text) run
+# the way the postgres image's entrypoint runs them, on a private throwaway
+# cluster, and the result is what the deployment promises:
+#   - every database exists, each owned by its service's role;
+#   - each role logs in (over TCP, with its password: scram-sha-256 like the
+#     image) to its own database, creates tables there, and uses what the
+#     library needs (LISTEN/NOTIFY, advisory locks);
+#   - no role reaches another service's database, the superuser's database or
+#     template1; a wrong password is refused; the roles hold no special power;
+#   - the superuser still reaches everything (postgres/postgres keeps working);
+#   - a password with quotes, blanks, '$' and '\' survives intact;
+#   - a missing password stops the script with its name; running it again (or
+#     sourcing it, as the entrypoint does with a non-executable script) is
+#     harmless.
+# Needs the postgresql package (scripts/deps.sh), no running server: it starts
+# its own on a free port and removes it at the end.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+INIT_SQL=$ROOT/infra/compose/init-postgres.sql
+INIT_ROLES=$ROOT/infra/compose/init-roles.sh
+FAILS=0
+CHECKS=0
+
+fail() { echo "FAIL: $*" >&2; FAILS=$((FAILS + 1)); }
+ok() { CHECKS=$((CHECKS + 1)); }
+# expect WHAT COMMAND...: a passed check when COMMAND succeeds, else the failure WHAT.
+expect() {
+  local what=$1
+  shift
+  if "$@"; then ok; else fail "$what"; fi
+}
+quietly() { "$@" >/dev/null; }
+
+PG_BIN=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+[ -x "$PG_BIN/postgres" ] || { echo "test_pg_init: no Postgres server (package postgresql)" >&2; exit 1; }
+
+TMP=$(mktemp -d /tmp/deta-pg-init.XXXXXX)
+chmod 755 "$TMP"
+as_owner() {
+  if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
+}
+cleanup() {
+  as_owner "$PG_BIN/pg_ctl" stop -D "$TMP/data" -m immediate >/dev/null 2>&1 || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# A port nothing listens on, below Linux's ephemeral range (32768+), where
+# outgoing connections would make a "free" port unbindable.
+free_port() {
+  local p
+  for _ in $(seq 50); do
+    p=$((20000 + RANDOM % 12000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+  return 1
+}
+
+start_cluster() {
+  mkdir -p "$TMP/data" "$TMP/sock"
+  echo "super-secret" >"$TMP/pw"
+  if [ "$(id -u)" -eq 0 ]; then chown -R postgres "$TMP"; fi
+  as_owner "$PG_BIN/initdb" -D "$TMP/data" -U postgres --pwfile="$TMP/pw" \
+    --auth-local=trust --auth-host=scram-sha-256 -E UTF8 >"$TMP/initdb.log" 2>&1 ||
+    { cat "$TMP/initdb.log" >&2; exit 1; }
+  for _ in 1 2 3 4 5; do  # a port can be taken between the look and the bind
+    PORT=$(free_port)
+    if as_owner "$PG_BIN/pg_ctl" start -D "$TMP/data" -w -l "$TMP/server.log" \
+      -o "-p $PORT -k $TMP/sock -c listen_addresses=127.0.0.1" >/dev/null; then
+      return 0
+    fi
+  done
+  cat "$TMP/server.log" >&2
+  exit 1
+}
+
+# What the entrypoint does: the superuser over the Unix socket.
+export PGHOST=$TMP/sock POSTGRES_USER=postgres
+export ORDER_DB_PASSWORD="o'p \"w\" \$x \\y"
+export INVENTORY_DB_PASSWORD=inv-pw PAYMENT_DB_PASSWORD=pay-pw
+export DELIVERY_DB_PASSWORD=del-pw QUERY_DB_PASSWORD=query-pw
+
+# psql_as ROLE PASSWORD DB SQL: over TCP with a password, as a service would.
+psql_as() {
+  PGPASSWORD=$2 psql -X -q -t -A -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PORT" -U "$1" -d "$3" \
+    -c "$4" 2>"$TMP/psql.err"
+}
+
+superuser() { psql -X -q -t -A -v ON_ERROR_STOP=1 -p "$PORT" -U postgres -d postgres -c "$1"; }
+
+check_role() {
+  local role=$1 db=$2 pw=$3 out other
+  out=$(psql_as "$role" "$pw" "$db" \
+    "CREATE TABLE t_$role (id int PRIMARY KEY); INSERT INTO t_$role VALUES (1);
+     LISTEN deta_outbox; SELECT pg_notify('deta_outbox', '');
+     SELECT pg_try_advisory_lock(1); SELECT count(*) FROM t_$role;") ||
+    fail "$role cannot work in $db: $(cat "$TMP/psql.err")"
+  # The row count, the advisory lock taken, the notification delivered.
+  if grep -qx 1 <<<"$out" && grep -qx t <<<"$out" &&
+    grep -q 'notification "deta_outbox" received' <<<"$out"; then ok
+  else fail "$role in $db: got '$out'"; fi
+  expect "$db is not owned by $role" \
+    [ "$(superuser "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '$db'")" = "$role" ]
+  for other in order_db inventory_db delivery_eta delivery_db delivery_query postgres template1; do
+    [ "$other" = "$db" ] && continue
+    if psql_as "$role" "$pw" "$other" "SELECT 1" >/dev/null; then
+      fail "$role reaches $other"
+    elif grep -q "permission denied for database" "$TMP/psql.err"; then
+      ok
+    else
+      fail "$role on $other: unexpected error: $(cat "$TMP/psql.err")"
+    fi
+  done
+  if psql_as "$role" "wrong-$pw" "$db" "SELECT 1" >/dev/null; then
+    fail "$role logs in with a wrong password"
+  else ok; fi
+  expect "$role holds a special power" \
+    [ "$(superuser "SELECT rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication OR rolbypassrls
+                    FROM pg_roles WHERE rolname = '$role'")" = f ]
+}
+
+main() {
+  start_cluster
+  psql -X -q -v ON_ERROR_STOP=1 -p "$PORT" -U postgres -d postgres -f "$INIT_SQL" >/dev/null ||
+    { echo "init-postgres.sql failed" >&2; exit 1; }
+  PGPORT=$PORT sh "$INIT_ROLES" >"$TMP/roles.log" 2>&1 ||
+    { cat "$TMP/roles.log" >&2; echo "init-roles.sh failed" >&2; exit 1; }
+
+  check_role order_svc order_db "$ORDER_DB_PASSWORD"
+  check_role inventory_svc inventory_db "$INVENTORY_DB_PASSWORD"
+  check_role payment_svc delivery_eta "$PAYMENT_DB_PASSWORD"
+  check_role delivery_svc delivery_db "$DELIVERY_DB_PASSWORD"
+  check_role query_svc delivery_query "$QUERY_DB_PASSWORD"
+
+  local db
+  for db in order_db inventory_db delivery_eta delivery_db delivery_query postgres; do
+    expect "the superuser cannot reach $db" env PGPASSWORD=super-secret \
+      psql -X -q -t -A -h 127.0.0.1 -p "$PORT" -U postgres -d "$db" -o /dev/null -c "SELECT 1"
+  done
+
+  # A missing password stops the script and names the variable.
+  if env -u QUERY_DB_PASSWORD PGPORT="$PORT" sh "$INIT_ROLES" >"$TMP/missing.log" 2>&1; then
+    fail "init-roles.sh succeeded without QUERY_DB_PASSWORD"
+  elif grep -q "QUERY_DB_PASSWORD is empty" "$TMP/missing.log"; then ok
+  else fail "init-roles.sh without QUERY_DB_PASSWORD: $(cat "$TMP/missing.log")"; fi
+
+  # Again, sourced by bash as the entrypoint does: harmless, passwords unchanged.
+  if PGPORT=$PORT bash -c '. "$1"' _ "$INIT_ROLES" >"$TMP/again.log" 2>&1; then ok
+  else fail "init-roles.sh sourced a second time failed: $(cat "$TMP/again.log")"; fi
+  expect "order_svc lost its password or table after a second run" \
+    quietly psql_as order_svc "$ORDER_DB_PASSWORD" order_db "SELECT count(*) FROM t_order_svc"
+
+  echo "test_pg_init: $CHECKS checks passed, $FAILS failed"
+  [ "$FAILS" -eq 0 ]
+}
+
+main "$@"

@@ -1,0 +1,671 @@
+/*
+ * test_query_api.c - query-api against the real test stack. The test plays every
+ * other service: it injects their events (valid envelopes, fresh order ids) on
+ * the raw topics and watches the read model over REST, so it relies on no other
+ * service running. Covered: the happy path state by state; every out-of-order
+ * arrival that matters (a late order.created fills a partial row, a late
+ * payment.authorized or an older ETA changes nothing back); failure ends and
+ * inventory.released (timeline only); the same event delivered five times; a
+ * malformed message and a contract-breaking payload going to their dead-letter
+ * topic while the next event is applied; keyset pagination visiting every order
+ * exactly once even while orders change state; filters; 400s naming the field,
+ * 404s; stats, health and metrics.
+ *
+ * Events of one order on different topics are consumed independently, so to make
+ * "B arrives after A" happen for real, the test waits until A's effect is visible
+ * before it injects B, and waits for B's own visible effect before asserting
+ * that B changed nothing else.
+ *
+ * The other services may be running and would react to what the test injects
+ * (inventory to order.created, payment to inventory.reserved, delivery to
+ * payment.authorized) with events of their own for the same order. So each of
+ * those three payloads leaves out what its downstream consumer needs and the
+ * query-api does not read (order.created has no items, inventory.reserved no
+ * totalAmount, payment.authorized no amount): a running service dead-letters them
+ * and adds nothing to the order. Dead-letter assertions use raw.delivery-events,
+ * which only the query-api consumes, so every dead letter there is its own.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "deta/envelope.h"
+#include "deta/topics.h"
+#include "testsupport.h"
+
+#define WAIT_MS 60000
+#define POLL_MS 100
+
+/* ---- injecting events ---- */
+
+/* A serialized envelope that occurred at `at` (NULL: now); *event_id gets its id. */
+static char *envelope(const char *type, const char *order_id, const char *at, json_t *payload,
+                      char *event_id) {
+    deta_event_t ev;
+    char err[256];
+    json_object_set_new(payload, "orderId", json_string(order_id));
+    if (deta_event_init(&ev, type, order_id, order_id, "test-query-api", payload, err,
+                        sizeof err) != DETA_OK)
+        fail_msg("event_init: %s", err);
+    if (at)
+        snprintf(ev.occurred_at, sizeof ev.occurred_at, "%s", at);
+    if (event_id)
+        memcpy(event_id, ev.event_id, sizeof ev.event_id);
+    char *text = deta_event_serialize(&ev);
+    deta_event_clear(&ev);
+    assert_non_null(text);
+    return text;
+}
+
+/* Produces an event on its type's topic, keyed by the order. */
+static void inject(const char *type, const char *order_id, const char *at, json_t *payload,
+                   char *event_id) {
+    char *text = envelope(type, order_id, at, payload, event_id);
+    ts_kafka_produce(deta_topic_for_event_type(type), order_id, text);
+    free(text);
+}
+
+static void inject_created(const char *order_id, const char *customer, const char *at) {
+    inject(DETA_EVT_ORDER_CREATED, order_id, at,
+           json_pack("{s:s, s:s, s:s, s:s, s:s, s:[]}", "customerId", customer, "totalAmount",
+                     "20.48", "currency", "EUR", "status", "CREATED", "createdAt",
+                     at ? at : "2026-11-25T12:00:00.000Z", "items"),
+           NULL);
+}
+
+/* No amount: a running delivery-service must not assign the test's orders. */
+static json_t *payment_authorized(const char *payment_id) {
+    return json_pack("{s:s, s:s, s:s, s:s}", "paymentId", payment_id, "customerId", "cust-q",
+                     "currency", "EUR", "authorizedAt", "2026-11-25T12:00:02.000Z");
+}
+
+static json_t *delivery_assigned(const char *eta) {
+    return json_pack("{s:s, s:s, s:s, s:s, s:s}", "deliveryId",
+                     "d0d0d0d0-0000-4000-8000-000000000001", "driverId", "drv-7", "driverName",
+                     "Ada Lovelace", "assignedAt", "2026-11-25T12:00:03.000Z",
+                     "estimatedDeliveryAt", eta);
+}
+
+static json_t *eta_updated(const char *eta, const char *calculated_at) {
+    return json_pack("{s:s, s:s, s:s, s:s}", "deliveryId",
+                     "d0d0d0d0-0000-4000-8000-000000000001", "stage", "ASSIGNED",
+                     "estimatedDeliveryAt", eta, "calculatedAt", calculated_at);
+}
+
+/* ---- reading the read model ---- */
+
+static long get(const char *path, json_t **out) {
+    ts_http_resp_t r;
+    ts_http("GET", "QUERY_API_URL", path, NULL, NULL, &r);
+    long status = r.status;
+    *out = r.json ? json_incref(r.json) : NULL;
+    ts_http_resp_free(&r);
+    return status;
+}
+
+static const char *str(const json_t *o, const char *key) {
+    return json_string_value(json_object_get(o, key));
+}
+
+/* Polls the order's view until field equals want; returns the view (caller frees). */
+static json_t *await_field(const char *order_id, const char *field, const char *want) {
+    char path[128];
+    snprintf(path, sizeof path, "/api/orders/%s", order_id);
+    char last[256] = "(order not in the read model)";
+    for (int waited = 0; waited < WAIT_MS; waited += POLL_MS) {
+        json_t *v = NULL;
+        if (get(path, &v) == 200) {
+            const char *s = str(v, field);
+            snprintf(last, sizeof last, "%s", s ? s : "null");
+            if (s && strcmp(s, want) == 0)
+                return v;
+        }
+        json_decref(v);
+        ts_sleep_ms(POLL_MS);
+    }
+    fail_msg("order %s: %s never became %s (last: %s)", order_id, field, want, last);
+    return NULL;
+}
+
+static json_t *timeline(const char *order_id) {
+    char path[128];
+    snprintf(path, sizeof path, "/api/orders/%s/events", order_id);
+    json_t *t = NULL;
+    long status = get(path, &t);
+    if (status != 200)
+        fail_msg("GET %s: %ld", path, status);
+    json_t *events = json_incref(json_object_get(t, "events"));
+    assert_true(json_is_array(events));
+    assert_string_equal(str(t, "orderId"), order_id);
+    json_decref(t);
+    return events;
+}
+
+/* Polls until the timeline holds the event; returns the timeline (caller frees). */
+static json_t *await_event(const char *order_id, const char *event_id) {
+    char path[128];
+    snprintf(path, sizeof path, "/api/orders/%s/events", order_id);
+    for (int waited = 0; waited < WAIT_MS; waited += POLL_MS) {
+        json_t *t = NULL;
+        if (get(path, &t) == 200) {
+            size_t i;
+            json_t *e;
+            json_array_foreach(json_object_get(t, "events"), i, e) {
+                if (strcmp(str(e, "eventId"), event_id) == 0) {
+                    json_t *events = json_incref(json_object_get(t, "events"));
+                    json_decref(t);
+                    return events;
+                }
+            }
+        }
+        json_decref(t);
+        ts_sleep_ms(POLL_MS);
+    }
+    fail_msg("order %s: event %s never reached the timeline", order_id, event_id);
+    return NULL;
+}
+
+static size_t count_type(const json_t *events, const char *type) {
+    size_t n = 0, i;
+    json_t *e;
+    json_array_foreach(events, i, e) n += strcmp(str(e, "eventType"), type) == 0;
+    return n;
+}
+
+static void expect_error(const char *path, long status, const char *field) {
+    json_t *body = NULL;
+    long got = get(path, &body);
+    if (got != status)
+        fail_msg("GET %s: %ld, expected %ld", path, got, status);
+    assert_non_null(body);
+    assert_int_equal(json_integer_value(json_object_get(body, "status")), status);
+    if (field)
+        assert_string_equal(str(body, "field"), field);
+    assert_non_null(str(body, "message"));
+    json_decref(body);
+}
+
+/* A metric's value from /actuator/prometheus (the line starting with series). */
+static double metric(const char *series) {
+    ts_http_resp_t r;
+    ts_http("GET", "QUERY_API_URL", "/actuator/prometheus", NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    double v = 0;
+    size_t n = strlen(series);
+    for (const char *line = r.body; line && *line; line = strchr(line, '\n'), line += !!line) {
+        if (strncmp(line, series, n) == 0 && line[n] == ' ') {
+            v = strtod(line + n + 1, NULL);
+            break;
+        }
+    }
+    ts_http_resp_free(&r);
+    return v;
+}
+
+/* ---- tests ---- */
+
+static void happy_path_moves_through_every_state(void **state) {
+    (void)state;
+    char order[37], ids[7][37];
+    ts_uuid(order);
+    double applied_before = metric("query_events_applied_total{type=\"order.created\"}");
+    double changes_before = metric("query_view_status_changes_total");
+
+    inject(DETA_EVT_ORDER_CREATED, order, "2026-11-25T12:00:00.000Z",
+           json_pack("{s:s, s:s, s:s, s:s, s:s, s:[]}", "customerId", "cust-happy",
+                     "totalAmount", "20.48", "currency", "EUR", "status", "CREATED", "createdAt",
+                     "2026-11-25T12:00:00.000Z", "items"),
+           ids[0]);
+    json_t *v = await_field(order, "status", "CREATED");
+    assert_string_equal(str(v, "orderId"), order);
+    assert_string_equal(str(v, "customerId"), "cust-happy");
+    assert_string_equal(str(v, "totalAmount"), "20.48");
+    assert_string_equal(str(v, "currency"), "EUR");
+    assert_string_equal(str(v, "createdAt"), "2026-11-25T12:00:00.000Z");
+    assert_string_equal(str(v, "correlationId"), order);
+    assert_true(json_is_null(json_object_get(v, "paymentId")));
+    json_decref(v);
+
+    inject(DETA_EVT_INVENTORY_RESERVED, order, "2026-11-25T12:00:01.000Z",
+           json_pack("{s:s, s:s, s:s, s:[], s:s}", "reservationId",
+                     "aaaaaaaa-0000-4000-8000-000000000001", "customerId", "cust-happy",
+                     "currency", "EUR", "items", "reservedAt", "2026-11-25T12:00:01.000Z"),
+           ids[1]);
+    json_decref(await_field(order, "status", "INVENTORY_RESERVED"));
+
+    inject(DETA_EVT_PAYMENT_AUTHORIZED, order, "2026-11-25T12:00:02.000Z",
+           payment_authorized("bbbbbbbb-0000-4000-8000-000000000001"), ids[2]);
+    v = await_field(order, "status", "PAYMENT_AUTHORIZED");
+    assert_string_equal(str(v, "paymentId"), "bbbbbbbb-0000-4000-8000-000000000001");
+    json_decref(v);
+
+    inject(DETA_EVT_DELIVERY_ASSIGNED, order, "2026-11-25T12:00:03.000Z",
+           delivery_assigned("2026-11-25T12:40:00.000Z"), ids[3]);
+    v = await_field(order, "status", "DELIVERY_ASSIGNED");
+    assert_string_equal(str(v, "driverName"), "Ada Lovelace");
+    assert_string_equal(str(v, "deliveryId"), "d0d0d0d0-0000-4000-8000-000000000001");
+    assert_string_equal(str(v, "estimatedDeliveryAt"), "2026-11-25T12:40:00.000Z");
+    json_decref(v);
+
+    inject(DETA_EVT_ETA_UPDATED, order, "2026-11-25T12:00:04.000Z",
+           eta_updated("2026-11-25T12:45:00.000Z", "2026-11-25T12:00:04.000Z"), ids[4]);
+    v = await_field(order, "estimatedDeliveryAt", "2026-11-25T12:45:00.000Z");
+    assert_string_equal(str(v, "status"), "DELIVERY_ASSIGNED"); /* an ETA moves no state */
+    json_decref(v);
+
+    inject(DETA_EVT_DELIVERY_PICKED_UP, order, "2026-11-25T12:10:00.000Z",
+           json_pack("{s:s, s:s, s:s, s:s}", "deliveryId", "d0d0d0d0-0000-4000-8000-000000000001",
+                     "driverId", "drv-7", "pickedUpAt", "2026-11-25T12:10:00.000Z",
+                     "estimatedDeliveryAt", "2026-11-25T12:38:00.000Z"),
+           ids[5]);
+    v = await_field(order, "status", "PICKED_UP");
+    assert_string_equal(str(v, "estimatedDeliveryAt"), "2026-11-25T12:38:00.000Z");
+    json_decref(v);
+
+    inject(DETA_EVT_DELIVERY_DELIVERED, order, "2026-11-25T12:36:00.000Z",
+           json_pack("{s:s, s:s, s:s}", "deliveryId", "d0d0d0d0-0000-4000-8000-000000000001",
+                     "driverId", "drv-7", "deliveredAt", "2026-11-25T12:35:59.000Z"),
+           ids[6]);
+    v = await_field(order, "status", "DELIVERED");
+    assert_string_equal(str(v, "deliveredAt"), "2026-11-25T12:35:59.000Z");
+    assert_string_equal(str(v, "estimatedDeliveryAt"), "2026-11-25T12:35:59.000Z");
+    assert_string_equal(str(v, "updatedAt"), "2026-11-25T12:36:00.000Z");
+    assert_string_equal(str(v, "customerId"), "cust-happy");
+    json_decref(v);
+
+    /* the timeline: every event once, in occurredAt order, with its payload */
+    json_t *events = timeline(order);
+    assert_int_equal(json_array_size(events), 7);
+    for (size_t i = 0; i < 7; i++) {
+        json_t *e = json_array_get(events, i);
+        assert_string_equal(str(e, "eventId"), ids[i]);
+        assert_string_equal(str(json_object_get(e, "payload"), "orderId"), order);
+        assert_true(deta_timestamp_valid(str(e, "occurredAt")));
+    }
+    assert_string_equal(str(json_array_get(events, 0), "eventType"), "order.created");
+    assert_string_equal(str(json_array_get(events, 0), "topic"), "raw.order-events");
+    assert_string_equal(str(json_array_get(events, 6), "eventType"), "delivery.delivered");
+    assert_string_equal(
+        str(json_object_get(json_array_get(events, 0), "payload"), "totalAmount"), "20.48");
+    json_decref(events);
+
+    assert_true(metric("query_events_applied_total{type=\"order.created\"}") >= applied_before + 1);
+    assert_true(metric("query_view_status_changes_total") >= changes_before + 6);
+    assert_true(metric("query_event_lag_seconds_count") >= 7);
+}
+
+static void late_order_created_fills_the_partial_row(void **state) {
+    (void)state;
+    char order[37];
+    ts_uuid(order);
+    inject(DETA_EVT_DELIVERY_ASSIGNED, order, "2026-11-25T12:00:03.000Z",
+           delivery_assigned("2026-11-25T12:40:00.000Z"), NULL);
+    json_t *v = await_field(order, "status", "DELIVERY_ASSIGNED");
+    assert_true(json_is_null(json_object_get(v, "customerId")));
+    assert_true(json_is_null(json_object_get(v, "totalAmount")));
+    assert_true(json_is_null(json_object_get(v, "createdAt")));
+    assert_string_equal(str(v, "driverName"), "Ada Lovelace");
+    json_decref(v);
+
+    inject_created(order, "cust-late", "2026-11-25T12:00:00.000Z");
+    v = await_field(order, "customerId", "cust-late");
+    assert_string_equal(str(v, "status"), "DELIVERY_ASSIGNED");
+    assert_string_equal(str(v, "totalAmount"), "20.48");
+    assert_string_equal(str(v, "currency"), "EUR");
+    assert_string_equal(str(v, "createdAt"), "2026-11-25T12:00:00.000Z");
+    assert_string_equal(str(v, "driverName"), "Ada Lovelace"); /* not erased */
+    assert_string_equal(str(v, "estimatedDeliveryAt"), "2026-11-25T12:40:00.000Z");
+    assert_string_equal(str(v, "updatedAt"), "2026-11-25T12:00:03.000Z");
+    json_decref(v);
+
+    /* the timeline orders by occurredAt, not by arrival */
+    json_t *events = timeline(order);
+    assert_int_equal(json_array_size(events), 2);
+    assert_string_equal(str(json_array_get(events, 0), "eventType"), "order.created");
+    assert_string_equal(str(json_array_get(events, 1), "eventType"), "delivery.assigned");
+    json_decref(events);
+}
+
+static void late_payment_authorized_does_not_move_back(void **state) {
+    (void)state;
+    char order[37];
+    ts_uuid(order);
+    inject_created(order, "cust-back", "2026-11-25T12:00:00.000Z");
+    json_decref(await_field(order, "status", "CREATED"));
+    inject(DETA_EVT_DELIVERY_ASSIGNED, order, "2026-11-25T12:00:03.000Z",
+           delivery_assigned("2026-11-25T12:40:00.000Z"), NULL);
+    json_decref(await_field(order, "status", "DELIVERY_ASSIGNED"));
+
+    inject(DETA_EVT_PAYMENT_AUTHORIZED, order, "2026-11-25T12:00:02.000Z",
+           payment_authorized("bbbbbbbb-0000-4000-8000-000000000002"), NULL);
+    json_t *v = await_field(order, "paymentId", "bbbbbbbb-0000-4000-8000-000000000002");
+    assert_string_equal(str(v, "status"), "DELIVERY_ASSIGNED");
+    json_decref(v);
+
+    /* an earlier state of the same topic family, arriving last, changes nothing either */
+    char reserved_id[37];
+    inject(DETA_EVT_INVENTORY_RESERVED, order, "2026-11-25T12:00:01.000Z",
+           json_pack("{s:s}", "reservationId", "aaaaaaaa-0000-4000-8000-000000000002"),
+           reserved_id);
+    json_decref(await_event(order, reserved_id));
+    v = await_field(order, "reservationId", "aaaaaaaa-0000-4000-8000-000000000002");
+    assert_string_equal(str(v, "status"), "DELIVERY_ASSIGNED");
+    json_decref(v);
+}
+
+static void older_eta_does_not_overwrite_a_newer_one(void **state) {
+    (void)state;
+    char order[37], older_id[37];
+    ts_uuid(order);
+    inject(DETA_EVT_ETA_UPDATED, order, "2026-11-25T12:20:00.000Z",
+           eta_updated("2026-11-25T12:50:00.000Z", "2026-11-25T12:20:00.000Z"), NULL);
+    json_t *v = await_field(order, "estimatedDeliveryAt", "2026-11-25T12:50:00.000Z");
+    assert_true(json_is_null(json_object_get(v, "status"))); /* an ETA gives no status */
+    json_decref(v);
+
+    /* occurred later, but calculated earlier: older */
+    inject(DETA_EVT_ETA_UPDATED, order, "2026-11-25T12:25:00.000Z",
+           eta_updated("2026-11-25T12:30:00.000Z", "2026-11-25T12:10:00.000Z"), older_id);
+    json_t *events = await_event(order, older_id);
+    assert_int_equal(count_type(events, "eta.updated"), 2);
+    json_decref(events);
+    /* the first ETA of delivery.assigned is older still */
+    inject(DETA_EVT_DELIVERY_ASSIGNED, order, "2026-11-25T12:00:03.000Z",
+           delivery_assigned("2026-11-25T12:40:00.000Z"), NULL);
+    v = await_field(order, "status", "DELIVERY_ASSIGNED");
+    assert_string_equal(str(v, "estimatedDeliveryAt"), "2026-11-25T12:50:00.000Z");
+    assert_string_equal(str(v, "etaCalculatedAt"), "2026-11-25T12:20:00.000Z");
+    json_decref(v);
+}
+
+static void failure_ends_and_release_in_the_timeline(void **state) {
+    (void)state;
+    char rejected[37], failed[37], released_id[37];
+    ts_uuid(rejected);
+    inject_created(rejected, "cust-fail", "2026-11-25T12:00:00.000Z");
+    inject(DETA_EVT_INVENTORY_REJECTED, rejected, "2026-11-25T12:00:01.000Z",
+           json_pack("{s:s, s:s, s:s, s:i, s:i, s:s}", "customerId", "cust-fail", "reason",
+                     "INSUFFICIENT_STOCK", "itemId", "sku-1", "requested", 2, "available", 1,
+                     "rejectedAt", "2026-11-25T12:00:01.000Z"),
+           NULL);
+    json_t *v = await_field(rejected, "status", "INVENTORY_REJECTED");
+    assert_string_equal(str(v, "failureReason"), "INSUFFICIENT_STOCK");
+    json_decref(v);
+    json_decref(await_field(rejected, "customerId", "cust-fail"));
+
+    ts_uuid(failed);
+    inject_created(failed, "cust-fail", "2026-11-25T12:00:00.000Z");
+    inject(DETA_EVT_INVENTORY_RESERVED, failed, "2026-11-25T12:00:01.000Z",
+           json_pack("{s:s}", "reservationId", "aaaaaaaa-0000-4000-8000-000000000003"), NULL);
+    json_decref(await_field(failed, "status", "INVENTORY_RESERVED"));
+    inject(DETA_EVT_PAYMENT_FAILED, failed, "2026-11-25T12:00:02.000Z",
+           json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "paymentId",
+                     "bbbbbbbb-0000-4000-8000-000000000003", "customerId", "cust-fail",
+                     "amount", "20.48", "currency", "EUR", "reason", "DECLINED_CUSTOMER",
+                     "failedAt", "2026-11-25T12:00:02.000Z"),
+           NULL);
+    v = await_field(failed, "status", "PAYMENT_FAILED");
+    assert_string_equal(str(v, "failureReason"), "DECLINED_CUSTOMER");
+    assert_string_equal(str(v, "paymentId"), "bbbbbbbb-0000-4000-8000-000000000003");
+    json_decref(v);
+
+    inject(DETA_EVT_INVENTORY_RELEASED, failed, "2026-11-25T12:00:03.000Z",
+           json_pack("{s:s, s:s, s:[], s:s}", "reservationId",
+                     "aaaaaaaa-0000-4000-8000-000000000003", "reason", "PAYMENT_FAILED", "items",
+                     "releasedAt", "2026-11-25T12:00:03.000Z"),
+           released_id);
+    json_t *events = await_event(failed, released_id);
+    assert_int_equal(json_array_size(events), 4);
+    assert_string_equal(str(json_array_get(events, 3), "eventType"), "inventory.released");
+    json_decref(events);
+    v = await_field(failed, "status", "PAYMENT_FAILED");
+    assert_string_equal(str(v, "failureReason"), "DECLINED_CUSTOMER");
+    json_decref(v);
+}
+
+static void the_same_event_five_times_is_applied_once(void **state) {
+    (void)state;
+    char order[37], event_id[37], marker_id[37];
+    ts_uuid(order);
+    double dups_before =
+        metric("deta_events_total{type=\"order.created\",outcome=\"duplicate\"}");
+    char *text = envelope(DETA_EVT_ORDER_CREATED, order, "2026-11-25T12:00:00.000Z",
+                          json_pack("{s:s, s:s, s:s, s:s, s:s, s:[]}", "customerId", "cust-dup",
+                                    "totalAmount", "5.00", "currency", "USD", "status",
+                                    "CREATED", "createdAt", "2026-11-25T12:00:00.000Z", "items"),
+                          event_id);
+    for (int i = 0; i < 5; i++)
+        ts_kafka_produce(DETA_TOPIC_ORDER_EVENTS, order, text);
+    free(text);
+    /* a later event on the same topic and key: once it is applied, so are the five */
+    char *marker = envelope(DETA_EVT_ORDER_CREATED, order, "2026-11-25T12:00:00.000Z",
+                            json_pack("{s:s, s:s, s:s, s:s, s:s, s:[]}", "customerId",
+                                      "cust-dup", "totalAmount", "5.00", "currency", "USD",
+                                      "status", "CREATED", "createdAt",
+                                      "2026-11-25T12:00:00.000Z", "items"),
+                            marker_id);
+    ts_kafka_produce(DETA_TOPIC_ORDER_EVENTS, order, marker);
+    free(marker);
+    json_t *events = await_event(order, marker_id);
+    size_t copies = 0, i;
+    json_t *e;
+    json_array_foreach(events, i, e) copies += strcmp(str(e, "eventId"), event_id) == 0;
+    assert_int_equal(copies, 1);
+    assert_int_equal(json_array_size(events), 2);
+    json_decref(events);
+
+    PGconn *db = ts_pg("delivery_query");
+    const char *params[] = {event_id};
+    assert_int_equal(ts_pg_long(db, "SELECT count(*) FROM order_events WHERE event_id = $1::uuid",
+                                1, params),
+                     1);
+    assert_int_equal(ts_pg_long(db, "SELECT count(*) FROM processed_events WHERE event_id::text"
+                                    " = $1",
+                                1, params),
+                     1);
+    const char *order_param[] = {order};
+    assert_int_equal(ts_pg_long(db, "SELECT count(*) FROM order_view WHERE order_id = $1::uuid",
+                                1, order_param),
+                     1);
+    PQfinish(db);
+    assert_true(metric("deta_events_total{type=\"order.created\",outcome=\"duplicate\"}") >=
+                dups_before + 4);
+}
+
+/* The first dead letter of the order on dlq.delivery-events, checked. */
+static void expect_dead_letter(const char *order_id, const char *value, const char *error_part) {
+    ts_kafka_msg_t m;
+    assert_true(ts_kafka_find(DETA_TOPIC_DLQ_DELIVERY_EVENTS, order_id, WAIT_MS, &m));
+    if (value)
+        assert_string_equal(m.value, value);
+    assert_string_equal(ts_kafka_header(&m, "x-original-topic"), DETA_TOPIC_DELIVERY_EVENTS);
+    const char *why = ts_kafka_header(&m, "x-error");
+    assert_non_null(why);
+    if (!strstr(why, error_part))
+        fail_msg("x-error does not say why (%s): %s", error_part, why);
+    ts_kafka_msg_free(&m);
+}
+
+static void bad_messages_go_to_the_dead_letter_topic(void **state) {
+    (void)state;
+    char order[37], other[37];
+    ts_uuid(order);
+    ts_uuid(other);
+
+    /* not JSON at all, then a valid event of the same order on the same topic */
+    ts_kafka_produce(DETA_TOPIC_DELIVERY_EVENTS, order, "{\"eventId\": oops");
+    inject(DETA_EVT_DELIVERY_ASSIGNED, order, "2026-11-25T12:00:03.000Z",
+           delivery_assigned("2026-11-25T12:40:00.000Z"), NULL);
+    json_decref(await_field(order, "status", "DELIVERY_ASSIGNED"));
+    expect_dead_letter(order, "{\"eventId\": oops", "malformed");
+
+    /* a valid envelope whose payload breaks the contract, then a good one */
+    inject(DETA_EVT_DELIVERY_ASSIGNED, other, "2026-11-25T12:00:03.000Z",
+           delivery_assigned("in half an hour"), NULL);
+    inject(DETA_EVT_DELIVERY_PICKED_UP, other, "2026-11-25T12:10:00.000Z",
+           json_pack("{s:s, s:s}", "deliveryId", "d0d0d0d0-0000-4000-8000-000000000001",
+                     "pickedUpAt", "2026-11-25T12:10:00.000Z"),
+           NULL);
+    json_t *v = await_field(other, "status", "PICKED_UP");
+    assert_true(json_is_null(json_object_get(v, "driverName"))); /* the bad one left nothing */
+    json_decref(v);
+    expect_dead_letter(other, NULL, "estimatedDeliveryAt");
+    json_t *events = timeline(other);
+    assert_int_equal(json_array_size(events), 1);
+    assert_int_equal(count_type(events, "delivery.assigned"), 0);
+    json_decref(events);
+}
+
+#define PAGE_ORDERS 7
+
+/* Walks customer's orders with limit 3, marking each id seen; returns the pages. */
+static int walk(const char *customer, const char *extra, char ids[PAGE_ORDERS][37],
+                int seen[PAGE_ORDERS], const char *mutate_after_first_page) {
+    char cursor[256] = "";
+    int pages = 0;
+    do {
+        char path[512];
+        snprintf(path, sizeof path, "/api/orders?limit=3&customerId=%s%s%s%s", customer, extra,
+                 cursor[0] ? "&cursor=" : "", cursor);
+        json_t *page = NULL;
+        assert_int_equal(get(path, &page), 200);
+        json_t *items = json_object_get(page, "items");
+        assert_true(json_array_size(items) <= 3);
+        size_t i;
+        json_t *item;
+        json_array_foreach(items, i, item) {
+            int k = 0;
+            while (k < PAGE_ORDERS && strcmp(ids[k], str(item, "orderId")) != 0)
+                k++;
+            if (k == PAGE_ORDERS)
+                fail_msg("page holds an order of someone else: %s", str(item, "orderId"));
+            seen[k]++;
+            assert_string_equal(str(item, "customerId"), customer);
+        }
+        json_t *next = json_object_get(page, "nextCursor");
+        assert_true(json_is_null(next) || json_is_string(next));
+        snprintf(cursor, sizeof cursor, "%s", json_is_string(next) ? json_string_value(next) : "");
+        if (cursor[0])
+            assert_int_equal(json_array_size(items), 3);
+        json_decref(page);
+        if (pages++ == 0 && mutate_after_first_page) {
+            inject(DETA_EVT_PAYMENT_FAILED, mutate_after_first_page, "2026-11-25T12:00:02.000Z",
+                   json_pack("{s:s}", "reason", "DECLINED_RANDOM"), NULL);
+            json_decref(await_field(mutate_after_first_page, "status", "PAYMENT_FAILED"));
+        }
+    } while (cursor[0] && pages < 20);
+    return pages;
+}
+
+static void pagination_visits_every_order_once(void **state) {
+    (void)state;
+    char customer[64], uuid[37], ids[PAGE_ORDERS][37];
+    ts_uuid(uuid);
+    snprintf(customer, sizeof customer, "page-%.8s", uuid);
+    for (int i = 0; i < PAGE_ORDERS; i++) {
+        ts_uuid(ids[i]);
+        inject_created(ids[i], customer, "2026-11-25T12:00:00.000Z");
+    }
+    for (int i = 0; i < PAGE_ORDERS; i++)
+        json_decref(await_field(ids[i], "customerId", customer));
+
+    int seen[PAGE_ORDERS] = {0};
+    assert_int_equal(walk(customer, "", ids, seen, NULL), 3);
+    for (int i = 0; i < PAGE_ORDERS; i++)
+        assert_int_equal(seen[i], 1);
+
+    /* an order that changes state during the walk is still seen once */
+    memset(seen, 0, sizeof seen);
+    assert_int_equal(walk(customer, "", ids, seen, ids[0]), 3);
+    for (int i = 0; i < PAGE_ORDERS; i++)
+        assert_int_equal(seen[i], 1);
+
+    /* filters: status narrows the customer's orders */
+    inject(DETA_EVT_PAYMENT_FAILED, ids[1], "2026-11-25T12:00:02.000Z",
+           json_pack("{s:s}", "reason", "DECLINED_RANDOM"), NULL);
+    json_decref(await_field(ids[1], "status", "PAYMENT_FAILED"));
+    memset(seen, 0, sizeof seen);
+    assert_int_equal(walk(customer, "&status=PAYMENT_FAILED", ids, seen, NULL), 1);
+    for (int i = 0; i < PAGE_ORDERS; i++)
+        assert_int_equal(seen[i], i < 2 ? 1 : 0);
+    memset(seen, 0, sizeof seen);
+    assert_int_equal(walk(customer, "&status=CREATED", ids, seen, NULL), 2);
+    for (int i = 0; i < PAGE_ORDERS; i++)
+        assert_int_equal(seen[i], i < 2 ? 0 : 1);
+
+    /* without the customer filter the list still works and is bounded by limit */
+    json_t *page = NULL;
+    assert_int_equal(get("/api/orders?limit=2", &page), 200);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 2);
+    assert_true(json_is_string(json_object_get(page, "nextCursor")));
+    json_decref(page);
+    assert_int_equal(get("/api/orders?customerId=nobody-has-this-id", &page), 200);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 0);
+    assert_true(json_is_null(json_object_get(page, "nextCursor")));
+    json_decref(page);
+}
+
+static void bad_requests_name_the_field(void **state) {
+    (void)state;
+    expect_error("/api/orders?limit=0", 400, "limit");
+    expect_error("/api/orders?limit=201", 400, "limit");
+    expect_error("/api/orders?limit=abc", 400, "limit");
+    expect_error("/api/orders?limit=", 400, "limit");
+    expect_error("/api/orders?cursor=garbage!", 400, "cursor");
+    expect_error("/api/orders?cursor=MjAyNi0xMS0yNVQxMjozODowNVp8eA", 400, "cursor");
+    expect_error("/api/orders?status=SHIPPED", 400, "status");
+    expect_error("/api/orders?status=created", 400, "status");
+    expect_error("/api/orders?customerId=", 400, "customerId");
+    expect_error("/api/orders/not-a-uuid", 400, "orderId");
+    expect_error("/api/orders/not-a-uuid/events", 400, "orderId");
+    char order[37], path[128];
+    ts_uuid(order);
+    snprintf(path, sizeof path, "/api/orders/%s", order);
+    expect_error(path, 404, "orderId");
+    snprintf(path, sizeof path, "/api/orders/%s/events", order);
+    expect_error(path, 404, "orderId");
+    expect_error("/api/nothing-here", 404, NULL);
+}
+
+static void stats_and_health(void **state) {
+    (void)state;
+    json_t *before = NULL, *after = NULL;
+    assert_int_equal(get("/api/stats", &before), 200);
+    json_t *by = json_object_get(before, "byStatus");
+    assert_int_equal(json_object_size(by), 8);
+    assert_true(json_is_integer(json_object_get(by, "PAYMENT_FAILED")));
+    char order[37];
+    ts_uuid(order);
+    inject_created(order, "cust-stats", "2026-11-25T12:00:00.000Z");
+    json_decref(await_field(order, "status", "CREATED"));
+    assert_int_equal(get("/api/stats", &after), 200);
+    /* rows are never deleted: the total grows by at least our order */
+    assert_true(json_integer_value(json_object_get(after, "total")) >=
+                json_integer_value(json_object_get(before, "total")) + 1);
+    json_decref(before);
+    json_decref(after);
+
+    json_t *health = NULL;
+    assert_int_equal(get("/actuator/health", &health), 200);
+    assert_string_equal(str(health, "status"), "UP");
+    assert_string_equal(str(json_object_get(json_object_get(health, "components"), "readModel"),
+                            "status"),
+                        "UP");
+    json_decref(health);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(happy_path_moves_through_every_state),
+        cmocka_unit_test(late_order_created_fills_the_partial_row),
+        cmocka_unit_test(late_payment_authorized_does_not_move_back),
+        cmocka_unit_test(older_eta_does_not_overwrite_a_newer_one),
+        cmocka_unit_test(failure_ends_and_release_in_the_timeline),
+        cmocka_unit_test(the_same_event_five_times_is_applied_once),
+        cmocka_unit_test(bad_messages_go_to_the_dead_letter_topic),
+        cmocka_unit_test(pagination_visits_every_order_once),
+        cmocka_unit_test(bad_requests_name_the_field),
+        cmocka_unit_test(stats_and_health),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,205 @@
+/*
+ * test_saga.c - every path of the state machine end to end, through the real
+ * services of the test stack: an order posted to order-service is followed in the
+ * query-api's read model until its end state, and each service's own database is
+ * checked for what it should hold.
+ *
+ *   happy:    CREATED → INVENTORY_RESERVED → PAYMENT_AUTHORIZED → DELIVERY_ASSIGNED
+ *             → PICKED_UP → DELIVERED (the test stack's delivery clock is sped up)
+ *   rejected: an item with too little stock → INVENTORY_REJECTED, nothing charged
+ *   declined: a customer the gateway declines → PAYMENT_FAILED, stock released
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testsupport.h"
+
+/* Posts an order for qty units of item at 2.50 each; returns its id (malloc'd). */
+static char *place_order(const char *customer, const char *item, int qty) {
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"customerId\":\"%s\",\"currency\":\"USD\",\"items\":[{\"itemId\":\"%s\","
+             "\"quantity\":%d,\"unitPrice\":\"2.50\"}]}",
+             customer, item, qty);
+    ts_http_resp_t r;
+    ts_http("POST", "ORDER_SERVICE_URL", "/api/orders", "application/json", body, &r);
+    if (r.status != 201)
+        fail_msg("POST /api/orders: %ld %s", r.status, r.body);
+    char *id = strdup(json_string_value(json_object_get(r.json, "orderId")));
+    ts_http_resp_free(&r);
+    return id;
+}
+
+/* Sets an item's available stock through inventory-service's admin endpoint. */
+static void set_stock(const char *item, int available) {
+    char path[128], body[64];
+    snprintf(path, sizeof path, "/api/inventory/%s", item);
+    snprintf(body, sizeof body, "{\"available\":%d}", available);
+    ts_http_resp_t r;
+    ts_http("PUT", "INVENTORY_SERVICE_URL", path, "application/json", body, &r);
+    if (r.status != 200 && r.status != 201)
+        fail_msg("PUT %s: %ld %s", path, r.status, r.body);
+    ts_http_resp_free(&r);
+}
+
+static long stock_field(const char *item, const char *field) {
+    char path[128];
+    snprintf(path, sizeof path, "/api/inventory/%s", item);
+    ts_http_resp_t r;
+    ts_http("GET", "INVENTORY_SERVICE_URL", path, NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    json_t *v = json_object_get(r.json, field);
+    if (!json_is_integer(v))
+        fail_msg("inventory %s has no integer %s: %s", item, field, r.body);
+    long n = (long)json_integer_value(v);
+    ts_http_resp_free(&r);
+    return n;
+}
+
+/* Polls the read model until the order's status is want (or 90 s pass). */
+static void await_status(const char *order_id, const char *want) {
+    char path[128], last[64] = "(not in the read model)";
+    snprintf(path, sizeof path, "/api/orders/%s", order_id);
+    for (int i = 0; i < 450; i++) {
+        ts_http_resp_t r;
+        ts_http("GET", "QUERY_API_URL", path, NULL, NULL, &r);
+        if (r.status == 200) {
+            const char *s = json_string_value(json_object_get(r.json, "status"));
+            snprintf(last, sizeof last, "%s", s ? s : "(no status)");
+            if (s && strcmp(s, want) == 0) {
+                ts_http_resp_free(&r);
+                return;
+            }
+        }
+        ts_http_resp_free(&r);
+        ts_sleep_ms(200);
+    }
+    fail_msg("order %s did not reach %s; last status %s", order_id, want, last);
+}
+
+/* How many timeline events of this type the query-api shows for the order. */
+static int timeline_count(const char *order_id, const char *type) {
+    char path[128];
+    snprintf(path, sizeof path, "/api/orders/%s/events", order_id);
+    ts_http_resp_t r;
+    ts_http("GET", "QUERY_API_URL", path, NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    json_t *list = json_is_array(r.json) ? r.json : json_object_get(r.json, "events");
+    if (!json_is_array(list))
+        fail_msg("timeline is not a list: %s", r.body);
+    int n = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(list, i, e) {
+        const char *t = json_string_value(json_object_get(e, "eventType"));
+        if (t && strcmp(t, type) == 0)
+            n++;
+    }
+    ts_http_resp_free(&r);
+    return n;
+}
+
+static long count_in(const char *db, const char *sql, const char *order_id) {
+    PGconn *c = ts_pg(db);
+    const char *params[] = {order_id};
+    long n = ts_pg_long(c, sql, 1, params);
+    PQfinish(c);
+    return n;
+}
+
+/* Each service settles on its own schedule (inventory learns of the payment from
+ * another topic than the read model does): poll a service's database, 60 s at most. */
+static void await_count_in(const char *db, const char *sql, const char *order_id, long want) {
+    long n = -1;
+    for (int i = 0; i < 300 && (n = count_in(db, sql, order_id)) != want; i++)
+        ts_sleep_ms(200);
+    if (n != want)
+        fail_msg("%s: %s for %s gave %ld, expected %ld", db, sql, order_id, n, want);
+}
+
+static void await_stock(const char *item, const char *field, long want) {
+    long n = -1;
+    for (int i = 0; i < 300 && (n = stock_field(item, field)) != want; i++)
+        ts_sleep_ms(200);
+    if (n != want)
+        fail_msg("stock of %s: %s is %ld, expected %ld", item, field, n, want);
+}
+
+static void happy_path_reaches_delivered(void **state) {
+    (void)state;
+    char item[64], uuid[37];
+    ts_uuid(uuid);
+    snprintf(item, sizeof item, "saga-%.8s", uuid);
+    set_stock(item, 10);
+    char *id = place_order("saga-customer", item, 3);
+    await_status(id, "DELIVERED");
+
+    const char *chain[] = {"order.created",      "inventory.reserved", "payment.authorized",
+                           "delivery.assigned",  "delivery.picked_up", "delivery.delivered"};
+    for (size_t i = 0; i < sizeof chain / sizeof *chain; i++)
+        if (timeline_count(id, chain[i]) != 1)
+            fail_msg("order %s: expected one %s in the timeline", id, chain[i]);
+    assert_int_equal(timeline_count(id, "eta.updated"), 3);
+
+    await_count_in("inventory_db", "SELECT count(*) FROM reservations WHERE order_id = "
+                                              "$1 AND status = 'SOLD'", id, 1);
+    await_count_in("delivery_eta", "SELECT count(*) FROM payments WHERE order_id = $1 "
+                                              "AND status = 'AUTHORIZED'", id, 1);
+    await_count_in("delivery_db", "SELECT count(*) FROM deliveries WHERE order_id = $1 "
+                                             "AND status = 'DELIVERED'", id, 1);
+    await_stock(item, "available", 7);
+    await_stock(item, "held", 0);
+    await_stock(item, "sold", 3);
+    free(id);
+}
+
+static void short_stock_is_rejected_and_never_charged(void **state) {
+    (void)state;
+    char item[64], uuid[37];
+    ts_uuid(uuid);
+    snprintf(item, sizeof item, "saga-short-%.8s", uuid);
+    set_stock(item, 1);
+    char *id = place_order("saga-customer", item, 2);
+    await_status(id, "INVENTORY_REJECTED");
+    assert_int_equal(timeline_count(id, "inventory.rejected"), 1);
+    assert_int_equal(timeline_count(id, "inventory.reserved"), 0);
+    await_count_in("delivery_eta", "SELECT count(*) FROM payments WHERE order_id = $1", id, 0);
+    await_count_in("delivery_db", "SELECT count(*) FROM deliveries WHERE order_id = $1", id, 0);
+    await_stock(item, "available", 1);
+    await_stock(item, "held", 0);
+    free(id);
+}
+
+static void declined_payment_releases_the_stock(void **state) {
+    (void)state;
+    char item[64], customer[64], uuid[37];
+    ts_uuid(uuid);
+    snprintf(item, sizeof item, "saga-decl-%.8s", uuid);
+    snprintf(customer, sizeof customer, "decline-%.8s", uuid);
+    set_stock(item, 5);
+    char *id = place_order(customer, item, 4);
+    await_status(id, "PAYMENT_FAILED");
+    /* The release follows the decline on another topic: wait for it. */
+    for (int i = 0; i < 300 && timeline_count(id, "inventory.released") == 0; i++)
+        ts_sleep_ms(200);
+    assert_int_equal(timeline_count(id, "inventory.released"), 1);
+    await_count_in("delivery_eta", "SELECT count(*) FROM payments WHERE order_id = $1 "
+                                              "AND status = 'DECLINED'", id, 1);
+    await_count_in("inventory_db", "SELECT count(*) FROM reservations WHERE order_id = "
+                                              "$1 AND status = 'RELEASED'", id, 1);
+    await_count_in("delivery_db", "SELECT count(*) FROM deliveries WHERE order_id = $1", id, 0);
+    await_stock(item, "available", 5);
+    await_stock(item, "held", 0);
+    await_stock(item, "sold", 0);
+    free(id);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(happy_path_reaches_delivered),
+        cmocka_unit_test(short_stock_is_rejected_and_never_charged),
+        cmocka_unit_test(declined_payment_releases_the_stock),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

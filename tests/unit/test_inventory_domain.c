@@ -1,0 +1,503 @@
+/*
+ * test_inventory_domain.c - inventory-service's rules, no server: reading
+ * order.created (and refusing malformed ones), the all-or-nothing decision,
+ * settling after payments, item ids, the catalog, the admin's update and the
+ * payloads of docs/events.md.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "inventory-service/domain.h"
+
+#define ORDER "3f1c2b7e-0000-4000-8000-000000000001"
+
+/* ---- order.created ---- */
+
+static deta_err_t parse(const char *json, inv_request_t *r, char *why, size_t whysize) {
+    json_error_t jerr;
+    json_t *payload = json_loads(json, JSON_DECODE_ANY, &jerr);
+    if (!payload)
+        fail_msg("test JSON does not parse: %s: %s", jerr.text, json);
+    deta_err_t err = inv_request_from_order_created(payload, ORDER, r, why, whysize);
+    json_decref(payload);
+    return err;
+}
+
+/* A payload with the given items array text and the usual other fields. */
+static char *payload_with_items(const char *items) {
+    size_t n = strlen(items) + 256;
+    char *s = malloc(n);
+    assert_non_null(s);
+    snprintf(s, n,
+             "{\"orderId\":\"" ORDER "\",\"customerId\":\"c-1\",\"totalAmount\":\"20.48\","
+             "\"currency\":\"EUR\",\"status\":\"CREATED\",\"items\":%s}",
+             items);
+    return s;
+}
+
+static void expect_malformed(const char *json, const char *mention) {
+    inv_request_t r;
+    char why[256] = "";
+    if (parse(json, &r, why, sizeof why) != DETA_ERR_INVALID)
+        fail_msg("accepted a malformed payload: %s", json);
+    if (!strstr(why, mention))
+        fail_msg("error \"%s\" does not mention %s (payload %s)", why, mention, json);
+}
+
+static void expect_malformed_items(const char *items, const char *mention) {
+    char *json = payload_with_items(items);
+    expect_malformed(json, mention);
+    free(json);
+}
+
+static void order_created_is_read_with_duplicates_added(void **state) {
+    (void)state;
+    inv_request_t r;
+    char why[256] = "";
+    char *json = payload_with_items("[{\"itemId\":\"b\",\"quantity\":2,\"unitPrice\":\"1.00\"},"
+                                    "{\"itemId\":\"a\",\"quantity\":1,\"unitPrice\":\"1.00\"},"
+                                    "{\"itemId\":\"b\",\"quantity\":5,\"unitPrice\":\"2.00\"}]");
+    assert_int_equal(parse(json, &r, why, sizeof why), DETA_OK);
+    free(json);
+    assert_string_equal(r.order_id, ORDER);
+    assert_string_equal(r.customer_id, "c-1");
+    assert_string_equal(r.currency, "EUR");
+    assert_int_equal(r.total, 2048);
+    assert_int_equal(r.nlines, 2); /* b twice became one line, first-appearance order */
+    assert_string_equal(r.lines[0].item_id, "b");
+    assert_int_equal(r.lines[0].quantity, 7);
+    assert_string_equal(r.lines[1].item_id, "a");
+    assert_int_equal(r.lines[1].quantity, 1);
+}
+
+static void order_created_accepts_limits_and_numeric_amounts(void **state) {
+    (void)state;
+    inv_request_t r;
+    char why[256] = "";
+    /* Two full lines of one item add up beyond a single line's limit: allowed. */
+    assert_int_equal(parse("{\"orderId\":\"" ORDER "\",\"customerId\":\"c\",\"totalAmount\":0,"
+                           "\"currency\":\"USD\",\"items\":["
+                           "{\"itemId\":\"x\",\"quantity\":100000},"
+                           "{\"itemId\":\"x\",\"quantity\":100000}]}",
+                           &r, why, sizeof why),
+                     DETA_OK);
+    assert_int_equal(r.total, 0);
+    assert_int_equal(r.nlines, 1);
+    assert_int_equal(r.lines[0].quantity, 200000);
+
+    /* 100 lines is the most, with a 64-character item id. */
+    char items[100 * 100] = "[";
+    char id64[65];
+    memset(id64, 'z', 64);
+    id64[64] = 0;
+    for (int i = 0; i < 100; i++) {
+        char id[72], line[128];
+        snprintf(id, sizeof id, "%s", id64);
+        if (i > 0)
+            snprintf(id, sizeof id, "i%d", i);
+        snprintf(line, sizeof line, "%s{\"itemId\":\"%s\",\"quantity\":1}", i ? "," : "", id);
+        strcat(items, line);
+    }
+    strcat(items, "]");
+    char *json = payload_with_items(items);
+    assert_int_equal(parse(json, &r, why, sizeof why), DETA_OK);
+    free(json);
+    assert_int_equal(r.nlines, 100);
+    assert_string_equal(r.lines[0].item_id, id64);
+
+    strcpy(items + strlen(items) - 1, ",{\"itemId\":\"one-more\",\"quantity\":1}]");
+    expect_malformed_items(items, "items");
+}
+
+static void malformed_order_created_is_refused_naming_the_field(void **state) {
+    (void)state;
+    expect_malformed("[]", "payload");
+    expect_malformed("{\"customerId\":\"c\",\"totalAmount\":\"1.00\",\"currency\":\"USD\","
+                     "\"items\":[{\"itemId\":\"a\",\"quantity\":1}]}",
+                     "orderId");
+    expect_malformed("{\"orderId\":\"another\",\"customerId\":\"c\",\"totalAmount\":\"1.00\","
+                     "\"currency\":\"USD\",\"items\":[{\"itemId\":\"a\",\"quantity\":1}]}",
+                     "orderId");
+    expect_malformed("{\"orderId\":\"" ORDER "\",\"totalAmount\":\"1.00\",\"currency\":\"USD\","
+                     "\"items\":[{\"itemId\":\"a\",\"quantity\":1}]}",
+                     "customerId");
+    expect_malformed("{\"orderId\":\"" ORDER "\",\"customerId\":\"\",\"totalAmount\":\"1.00\","
+                     "\"currency\":\"USD\",\"items\":[{\"itemId\":\"a\",\"quantity\":1}]}",
+                     "customerId");
+    expect_malformed("{\"orderId\":\"" ORDER "\",\"customerId\":7,\"totalAmount\":\"1.00\","
+                     "\"currency\":\"USD\",\"items\":[{\"itemId\":\"a\",\"quantity\":1}]}",
+                     "customerId");
+    expect_malformed("{\"orderId\":\"" ORDER "\",\"customerId\":\"c\",\"currency\":\"USD\","
+                     "\"items\":[{\"itemId\":\"a\",\"quantity\":1}]}",
+                     "totalAmount");
+    expect_malformed("{\"orderId\":\"" ORDER "\",\"customerId\":\"c\",\"totalAmount\":\"1.005\","
+                     "\"currency\":\"USD\",\"items\":[{\"itemId\":\"a\",\"quantity\":1}]}",
+                     "totalAmount");
+    expect_malformed("{\"orderId\":\"" ORDER "\",\"customerId\":\"c\",\"totalAmount\":\"-1.00\","
+                     "\"currency\":\"USD\",\"items\":[{\"itemId\":\"a\",\"quantity\":1}]}",
+                     "totalAmount");
+    expect_malformed("{\"orderId\":\"" ORDER "\",\"customerId\":\"c\",\"totalAmount\":\"1.00\","
+                     "\"items\":[{\"itemId\":\"a\",\"quantity\":1}]}",
+                     "currency");
+    expect_malformed("{\"orderId\":\"" ORDER "\",\"customerId\":\"c\",\"totalAmount\":\"1.00\","
+                     "\"currency\":\"usd\",\"items\":[{\"itemId\":\"a\",\"quantity\":1}]}",
+                     "currency");
+    expect_malformed("{\"orderId\":\"" ORDER "\",\"customerId\":\"c\",\"totalAmount\":\"1.00\","
+                     "\"currency\":\"USD\"}",
+                     "items");
+}
+
+static void malformed_items_are_refused_naming_the_line(void **state) {
+    (void)state;
+    char long_id[128];
+    snprintf(long_id, sizeof long_id, "[{\"itemId\":\"%065d\",\"quantity\":1}]", 0);
+    expect_malformed_items("{}", "items");
+    expect_malformed_items("[]", "items");
+    expect_malformed_items("[7]", "items[0]");
+    expect_malformed_items("[{\"itemId\":\"a\",\"quantity\":1},{\"quantity\":1}]",
+                           "items[1].itemId");
+    expect_malformed_items("[{\"itemId\":\"\",\"quantity\":1}]", "items[0].itemId");
+    expect_malformed_items("[{\"itemId\":5,\"quantity\":1}]", "items[0].itemId");
+    expect_malformed_items(long_id, "items[0].itemId");
+    expect_malformed_items("[{\"itemId\":\"a\"}]", "items[0].quantity");
+    expect_malformed_items("[{\"itemId\":\"a\",\"quantity\":0}]", "items[0].quantity");
+    expect_malformed_items("[{\"itemId\":\"a\",\"quantity\":-3}]", "items[0].quantity");
+    expect_malformed_items("[{\"itemId\":\"a\",\"quantity\":100001}]", "items[0].quantity");
+    expect_malformed_items("[{\"itemId\":\"a\",\"quantity\":2.5}]", "items[0].quantity");
+    expect_malformed_items("[{\"itemId\":\"a\",\"quantity\":\"3\"}]", "items[0].quantity");
+    expect_malformed_items("[{\"itemId\":\"a\",\"quantity\":null}]", "items[0].quantity");
+}
+
+/* ---- the decision ---- */
+
+static inv_request_t request_of(const char *const *ids, const int64_t *qty, size_t n) {
+    inv_request_t r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.order_id, sizeof r.order_id, "%s", ORDER);
+    snprintf(r.customer_id, sizeof r.customer_id, "c-1");
+    for (size_t i = 0; i < n; i++) {
+        snprintf(r.lines[i].item_id, sizeof r.lines[i].item_id, "%s", ids[i]);
+        r.lines[i].quantity = qty[i];
+    }
+    r.nlines = n;
+    return r;
+}
+
+static void enough_stock_everywhere_reserves(void **state) {
+    (void)state;
+    const char *ids[] = {"a", "b"};
+    const int64_t qty[] = {3, 10};
+    inv_request_t r = request_of(ids, qty, 2);
+    const inv_level_t levels[] = {{"b", 10}, {"a", 4}, {"other", 0}};
+    inv_decision_t d;
+    inv_decide(&r, levels, 3, &d);
+    assert_true(d.reserve); /* b exactly drained is enough */
+    assert_null(d.reason);
+}
+
+static void one_short_line_rejects_the_whole_order(void **state) {
+    (void)state;
+    const char *ids[] = {"a", "b", "c"};
+    const int64_t qty[] = {1, 5, 1};
+    inv_request_t r = request_of(ids, qty, 3);
+    const inv_level_t levels[] = {{"a", 100}, {"b", 4}}; /* c unknown, but b comes first */
+    inv_decision_t d;
+    inv_decide(&r, levels, 2, &d);
+    assert_false(d.reserve);
+    assert_string_equal(d.reason, INV_REASON_INSUFFICIENT_STOCK);
+    assert_string_equal(d.item_id, "b");
+    assert_int_equal(d.requested, 5);
+    assert_int_equal(d.available, 4);
+}
+
+static void an_unknown_item_rejects_with_zero_available(void **state) {
+    (void)state;
+    const char *ids[] = {"a", "ghost", "b"};
+    const int64_t qty[] = {1, 2, 50};
+    inv_request_t r = request_of(ids, qty, 3);
+    const inv_level_t levels[] = {{"a", 100}, {"b", 1}};
+    inv_decision_t d;
+    inv_decide(&r, levels, 2, &d);
+    assert_false(d.reserve);
+    assert_string_equal(d.reason, INV_REASON_UNKNOWN_ITEM);
+    assert_string_equal(d.item_id, "ghost");
+    assert_int_equal(d.requested, 2);
+    assert_int_equal(d.available, 0);
+
+    inv_decide(&r, NULL, 0, &d); /* no stock rows at all */
+    assert_false(d.reserve);
+    assert_string_equal(d.item_id, "a");
+    assert_string_equal(d.reason, INV_REASON_UNKNOWN_ITEM);
+}
+
+static void zero_available_is_short_not_unknown(void **state) {
+    (void)state;
+    const char *ids[] = {"a"};
+    const int64_t qty[] = {1};
+    inv_request_t r = request_of(ids, qty, 1);
+    const inv_level_t levels[] = {{"a", 0}};
+    inv_decision_t d;
+    inv_decide(&r, levels, 1, &d);
+    assert_false(d.reserve);
+    assert_string_equal(d.reason, INV_REASON_INSUFFICIENT_STOCK);
+    assert_int_equal(d.available, 0);
+}
+
+static void only_a_held_reservation_is_settled(void **state) {
+    (void)state;
+    assert_string_equal(inv_status_after_payment(INV_STATUS_HELD, true), INV_STATUS_SOLD);
+    assert_string_equal(inv_status_after_payment(INV_STATUS_HELD, false), INV_STATUS_RELEASED);
+    const char *others[] = {INV_STATUS_SOLD, INV_STATUS_RELEASED, INV_STATUS_REJECTED, "", NULL};
+    for (size_t i = 0; i < sizeof others / sizeof *others; i++) {
+        assert_null(inv_status_after_payment(others[i], true));
+        assert_null(inv_status_after_payment(others[i], false));
+    }
+}
+
+/* ---- item ids and the catalog ---- */
+
+static void item_ids_are_url_safe(void **state) {
+    (void)state;
+    char id64[66];
+    memset(id64, 'a', 65);
+    id64[65] = 0;
+    assert_false(inv_item_id_valid(id64));
+    id64[64] = 0;
+    assert_true(inv_item_id_valid(id64));
+    assert_true(inv_item_id_valid("sku-limited"));
+    assert_true(inv_item_id_valid("A.b_c~d-9"));
+    const char *bad[] = {NULL, "", "a b", "a/b", "a:b", "a,b", "a?b", "a%20", "caf\xc3\xa9"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        if (inv_item_id_valid(bad[i]))
+            fail_msg("accepted item id %s", bad[i] ? bad[i] : "(null)");
+}
+
+static void default_catalog_has_the_demo_items(void **state) {
+    (void)state;
+    inv_catalog_t c;
+    char why[256] = "";
+    assert_int_equal(inv_catalog_parse(INV_DEFAULT_CATALOG, &c, why, sizeof why), DETA_OK);
+    assert_int_equal(c.n, 21);
+    for (size_t i = 0; i < 20; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "sku-%zu", i + 1);
+        assert_string_equal(c.items[i].item_id, id);
+        assert_int_equal(c.items[i].quantity, 100000);
+    }
+    assert_string_equal(c.items[20].item_id, "sku-limited");
+    assert_int_equal(c.items[20].quantity, 25);
+    inv_catalog_clear(&c);
+    assert_int_equal(c.n, 0);
+    assert_null(c.items);
+}
+
+static void catalog_allows_blanks_zero_and_the_maximum(void **state) {
+    (void)state;
+    inv_catalog_t c;
+    char why[256] = "";
+    assert_int_equal(inv_catalog_parse(" a:1 ,\tb:0,c:1000000000 ", &c, why, sizeof why), DETA_OK);
+    assert_int_equal(c.n, 3);
+    assert_string_equal(c.items[0].item_id, "a");
+    assert_int_equal(c.items[0].quantity, 1);
+    assert_int_equal(c.items[1].quantity, 0);
+    assert_int_equal(c.items[2].quantity, INV_MAX_UNITS);
+    inv_catalog_clear(&c);
+}
+
+static void bad_catalogs_name_the_variable_and_entry(void **state) {
+    (void)state;
+    char id65[80];
+    snprintf(id65, sizeof id65, "%065d:1", 0);
+    const struct {
+        const char *spec;
+        const char *mention;
+    } cases[] = {
+        {"", "entry 1"},         {"a", "entry 1"},          {"a:", "entry 1"},
+        {"a:x", "entry 1"},      {"a:-1", "entry 1"},       {":5", "entry 1"},
+        {"a:1,,b:2", "entry 2"}, {"a:1,", "entry 2"},       {"a:1,a:2", "twice"},
+        {"a:1000000001", "units"}, {"a:99999999999", "units"}, {"a b:1", "itemId"},
+        {"a:1:2", "units"},      {id65, "itemId"},          {"a:1.5", "units"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        inv_catalog_t c;
+        char why[256] = "";
+        if (inv_catalog_parse(cases[i].spec, &c, why, sizeof why) != DETA_ERR_INVALID)
+            fail_msg("accepted catalog \"%s\"", cases[i].spec);
+        if (strncmp(why, INV_CATALOG_VAR, strlen(INV_CATALOG_VAR)) != 0 ||
+            !strstr(why, cases[i].mention))
+            fail_msg("catalog \"%s\": error \"%s\" should name %s and %s", cases[i].spec, why,
+                     INV_CATALOG_VAR, cases[i].mention);
+        assert_int_equal(c.n, 0);
+        assert_null(c.items);
+    }
+}
+
+/* ---- the admin's update ---- */
+
+static deta_err_t update(const char *json, inv_stock_update_t *u, inv_violation_t *v) {
+    json_t *body = json_loads(json, JSON_DECODE_ANY, NULL);
+    assert_non_null(body);
+    deta_err_t err = inv_stock_update_from_request(body, u, v);
+    json_decref(body);
+    return err;
+}
+
+static void stock_update_reads_available_and_name(void **state) {
+    (void)state;
+    inv_stock_update_t u;
+    inv_violation_t v;
+    assert_int_equal(update("{\"available\":0}", &u, &v), DETA_OK);
+    assert_int_equal(u.available, 0);
+    assert_false(u.has_name);
+    assert_int_equal(update("{\"available\":1000000000,\"name\":\"Blue mug\",\"x\":1}", &u, &v),
+                     DETA_OK);
+    assert_int_equal(u.available, INV_MAX_UNITS);
+    assert_true(u.has_name);
+    assert_string_equal(u.name, "Blue mug");
+}
+
+static void bad_stock_updates_name_the_field(void **state) {
+    (void)state;
+    char long_name[200];
+    snprintf(long_name, sizeof long_name, "{\"available\":1,\"name\":\"%0129d\"}", 0);
+    const struct {
+        const char *json;
+        const char *field;
+    } cases[] = {
+        {"{}", "available"},
+        {"{\"available\":-1}", "available"},
+        {"{\"available\":1.5}", "available"},
+        {"{\"available\":\"5\"}", "available"},
+        {"{\"available\":null}", "available"},
+        {"{\"available\":1000000001}", "available"},
+        {"{\"available\":true}", "available"},
+        {"[1]", "body"},
+        {"{\"available\":1,\"name\":\"\"}", "name"},
+        {"{\"available\":1,\"name\":5}", "name"},
+        {long_name, "name"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        inv_stock_update_t u;
+        inv_violation_t v;
+        memset(&v, 0, sizeof v);
+        if (update(cases[i].json, &u, &v) != DETA_ERR_INVALID)
+            fail_msg("accepted %s", cases[i].json);
+        assert_string_equal(v.field, cases[i].field);
+        assert_true(strlen(v.message) > 0);
+    }
+}
+
+/* ---- payloads ---- */
+
+static const char *str_of(const json_t *o, const char *key) {
+    const char *s = json_string_value(json_object_get(o, key));
+    if (!s)
+        fail_msg("payload has no string %s", key);
+    return s;
+}
+
+static json_int_t int_of(const json_t *o, const char *key) {
+    const json_t *j = json_object_get(o, key);
+    if (!json_is_integer(j))
+        fail_msg("payload has no integer %s", key);
+    return json_integer_value(j);
+}
+
+static void reserved_payload_carries_the_order_forward(void **state) {
+    (void)state;
+    const char *ids[] = {"a", "b"};
+    const int64_t qty[] = {2, 7};
+    inv_request_t r = request_of(ids, qty, 2);
+    r.total = 2048;
+    memcpy(r.currency, "EUR", 4);
+    json_t *p = inv_reserved_payload(&r, "11111111-2222-4333-8444-555555555555",
+                                     "2026-11-25T12:38:05.123Z");
+    assert_non_null(p);
+    assert_int_equal(json_object_size(p), 7);
+    assert_string_equal(str_of(p, "orderId"), ORDER);
+    assert_string_equal(str_of(p, "reservationId"), "11111111-2222-4333-8444-555555555555");
+    assert_string_equal(str_of(p, "customerId"), "c-1");
+    assert_string_equal(str_of(p, "totalAmount"), "20.48");
+    assert_string_equal(str_of(p, "currency"), "EUR");
+    assert_string_equal(str_of(p, "reservedAt"), "2026-11-25T12:38:05.123Z");
+    json_t *items = json_object_get(p, "items");
+    assert_int_equal(json_array_size(items), 2);
+    assert_string_equal(str_of(json_array_get(items, 1), "itemId"), "b");
+    assert_int_equal(int_of(json_array_get(items, 1), "quantity"), 7);
+    assert_int_equal(json_object_size(json_array_get(items, 1)), 2);
+    json_decref(p);
+}
+
+static void rejected_payload_names_the_item_at_fault(void **state) {
+    (void)state;
+    const char *ids[] = {"a"};
+    const int64_t qty[] = {30};
+    inv_request_t r = request_of(ids, qty, 1);
+    const inv_level_t levels[] = {{"a", 25}};
+    inv_decision_t d;
+    inv_decide(&r, levels, 1, &d);
+    json_t *p = inv_rejected_payload(&r, &d, "2026-11-25T12:38:05.123Z");
+    assert_non_null(p);
+    assert_int_equal(json_object_size(p), 7);
+    assert_string_equal(str_of(p, "orderId"), ORDER);
+    assert_string_equal(str_of(p, "customerId"), "c-1");
+    assert_string_equal(str_of(p, "reason"), "INSUFFICIENT_STOCK");
+    assert_string_equal(str_of(p, "itemId"), "a");
+    assert_int_equal(int_of(p, "requested"), 30);
+    assert_int_equal(int_of(p, "available"), 25);
+    assert_string_equal(str_of(p, "rejectedAt"), "2026-11-25T12:38:05.123Z");
+    json_decref(p);
+}
+
+static void released_payload_lists_what_went_back(void **state) {
+    (void)state;
+    const inv_line_t lines[] = {{"a", 2}, {"b", 1}};
+    json_t *p = inv_released_payload(ORDER, "11111111-2222-4333-8444-555555555555", lines, 2,
+                                      "2026-11-25T12:38:05.123Z");
+    assert_non_null(p);
+    assert_int_equal(json_object_size(p), 5);
+    assert_string_equal(str_of(p, "orderId"), ORDER);
+    assert_string_equal(str_of(p, "reservationId"), "11111111-2222-4333-8444-555555555555");
+    assert_string_equal(str_of(p, "reason"), "PAYMENT_FAILED");
+    assert_string_equal(str_of(p, "releasedAt"), "2026-11-25T12:38:05.123Z");
+    json_t *items = json_object_get(p, "items");
+    assert_int_equal(json_array_size(items), 2);
+    assert_string_equal(str_of(json_array_get(items, 0), "itemId"), "a");
+    assert_int_equal(int_of(json_array_get(items, 0), "quantity"), 2);
+    json_decref(p);
+
+    json_t *none = inv_lines_json(NULL, 0);
+    assert_true(json_is_array(none));
+    assert_int_equal(json_array_size(none), 0);
+    json_decref(none);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(order_created_is_read_with_duplicates_added),
+        cmocka_unit_test(order_created_accepts_limits_and_numeric_amounts),
+        cmocka_unit_test(malformed_order_created_is_refused_naming_the_field),
+        cmocka_unit_test(malformed_items_are_refused_naming_the_line),
+        cmocka_unit_test(enough_stock_everywhere_reserves),
+        cmocka_unit_test(one_short_line_rejects_the_whole_order),
+        cmocka_unit_test(an_unknown_item_rejects_with_zero_available),
+        cmocka_unit_test(zero_available_is_short_not_unknown),
+        cmocka_unit_test(only_a_held_reservation_is_settled),
+        cmocka_unit_test(item_ids_are_url_safe),
+        cmocka_unit_test(default_catalog_has_the_demo_items),
+        cmocka_unit_test(catalog_allows_blanks_zero_and_the_maximum),
+        cmocka_unit_test(bad_catalogs_name_the_variable_and_entry),
+        cmocka_unit_test(stock_update_reads_available_and_name),
+        cmocka_unit_test(bad_stock_updates_name_the_field),
+        cmocka_unit_test(reserved_payload_carries_the_order_forward),
+        cmocka_unit_test(rejected_payload_names_the_item_at_fault),
+        cmocka_unit_test(released_payload_lists_what_went_back),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

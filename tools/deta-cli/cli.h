@@ -1,0 +1,213 @@
+/*
+ * cli.h - the internal interface of deta-cli, one section per file.
+ *
+ * deta-cli is a client of the running system and nothing more: every command is
+ * a handful of HTTP calls to order-service (the write side), query-api (the read
+ * model) and inventory-service (stock). One header for the whole tool, grouped by
+ * the file that implements each part, keeps the pieces visible at a glance:
+ *
+ *   main.c      argument dispatch, usage, service URLs (env, then flags)
+ *   http.c      a blocking libcurl client: one handle per thread, keep-alive
+ *   commands.c  create, get, list, watch
+ *   mix.c       the demo's deterministic (seeded) mix of orders; no I/O
+ *   stock.c     the inventory's stock levels, parsed and compared
+ *   progress.c  the single updating progress line on stderr
+ *   demo.c      the demo driver: place orders concurrently, wait for end states
+ *   report.c    latency statistics, timestamps and the demo's final report
+ *
+ * Exit status everywhere: 0 success, 1 failure (a service unreachable or saying
+ * no, an order that never finished), 2 usage (bad arguments, missing settings).
+ */
+#ifndef DETA_CLI_H
+#define DETA_CLI_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "deta/money.h"
+
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
+
+/* ---- main.c ---------------------------------------------------------------- */
+
+/* Where the services answer: from ORDER_SERVICE_URL, QUERY_API_URL and
+ * INVENTORY_SERVICE_URL (what stack.env holds), overridden by flags. */
+typedef struct cli_ctx {
+    const char *order_url;
+    const char *query_url;
+    const char *inventory_url;
+} cli_ctx_t;
+
+/* Long options every command accepts (values CLI_OPT_*), and their handling. */
+enum { CLI_OPT_ORDER_URL = 1000, CLI_OPT_QUERY_URL, CLI_OPT_INVENTORY_URL, CLI_OPT_HELP };
+#define CLI_URL_OPTIONS                                                                            \
+    {"order-url", 1, NULL, CLI_OPT_ORDER_URL}, {"query-url", 1, NULL, CLI_OPT_QUERY_URL},          \
+        {"inventory-url", 1, NULL, CLI_OPT_INVENTORY_URL}, {                                       \
+        "help", 0, NULL, CLI_OPT_HELP                                                              \
+    }
+/* True when opt was one of CLI_URL_OPTIONS other than help (and is now applied). */
+bool cli_take_url_option(cli_ctx_t *ctx, int opt, const char *arg);
+/* The URL, or NULL after saying which variable or flag is missing. */
+const char *cli_need_url(const char *url, const char *var, const char *flag);
+/* Prints "deta-cli: <message>" on stderr; returns status. */
+int cli_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A whole number in [min, max] from text, or false. */
+bool cli_parse_long(const char *s, long min, long max, long *out);
+
+/* ---- http.c ---------------------------------------------------------------- */
+
+typedef struct cli_http cli_http_t;
+
+typedef struct cli_resp {
+    long status;   /* HTTP status; 0 when no response arrived */
+    char *body;    /* NUL-terminated, possibly empty */
+    json_t *json;  /* the body parsed, or NULL when it is not JSON */
+    double millis; /* how long the exchange took */
+} cli_resp_t;
+
+/* timeout_ms bounds each whole request. NULL when out of memory. */
+cli_http_t *cli_http_new(long timeout_ms);
+void cli_http_free(cli_http_t *h);
+/* method to url, with a JSON body when body is not NULL. Returns 0 when a
+ * response arrived (whatever its status), -1 when none did; errstr then says
+ * why ("cannot reach http://...: Connection refused"). */
+int cli_http_request(cli_http_t *h, const char *method, const char *url, const char *body,
+                     cli_resp_t *out, char *errstr, size_t errsize);
+void cli_resp_clear(cli_resp_t *r);
+/* "HTTP 404 Not Found: no order with id ..." from an error response. */
+void cli_resp_describe(const cli_resp_t *r, char *buf, size_t size);
+/* base + path (a trailing '/' of base dropped); malloc'd. */
+char *cli_url(const char *base, const char *path);
+/* s percent-encoded for a query string; malloc'd. */
+char *cli_url_escape(const char *s);
+/* Whole-process libcurl setup; before any thread starts. */
+bool cli_http_global_init(void);
+void cli_http_global_cleanup(void);
+
+/* ---- commands.c -------------------------------------------------------------- */
+
+int cli_cmd_create(cli_ctx_t *ctx, int argc, char **argv);
+int cli_cmd_get(cli_ctx_t *ctx, int argc, char **argv);
+int cli_cmd_list(cli_ctx_t *ctx, int argc, char **argv);
+int cli_cmd_watch(cli_ctx_t *ctx, int argc, char **argv);
+/* The list of events in GET /api/orders/{id}/events's answer
+ * ({"orderId", "events": [...]}); NULL when there is none. */
+const json_t *cli_timeline_events(const json_t *timeline);
+/* True for DELIVERED, INVENTORY_REJECTED and PAYMENT_FAILED. */
+bool cli_is_end_state(const char *status);
+/* "sku-1:2:9.99" -> item, quantity, unit price; false with a reason. */
+bool cli_parse_item(const char *spec, char *item_id, size_t idsize, long *quantity,
+                    deta_money_t *unit_price, char *why, size_t whysize);
+
+/* ---- mix.c ------------------------------------------------------------------- */
+
+typedef enum mix_kind {
+    MIX_ORDINARY,          /* 1-3 catalog items: expected DELIVERED */
+    MIX_LIMITED,           /* sku-limited, 25 in stock: DELIVERED until it runs out */
+    MIX_DECLINED_CUSTOMER, /* customer decline-<n>: PAYMENT_FAILED, stock released */
+    MIX_DECLINED_AMOUNT,   /* above the gateway's amount limit: PAYMENT_FAILED */
+    MIX_KINDS
+} mix_kind_t;
+
+#define MIX_MAX_LINES 3
+#define MIX_LIMITED_SKU "sku-limited"
+#define MIX_LIMITED_STOCK 25
+
+typedef struct mix_line {
+    char item_id[16];
+    int quantity;
+    deta_money_t unit_price;
+} mix_line_t;
+
+typedef struct mix_order {
+    mix_kind_t kind;
+    char customer[32];
+    int nlines;
+    mix_line_t lines[MIX_MAX_LINES];
+} mix_order_t;
+
+/* n orders, the same for the same seed and n. */
+void mix_plan(uint64_t seed, size_t n, mix_order_t *out);
+/* The POST /api/orders body; malloc'd. */
+char *mix_order_body(const mix_order_t *o);
+const char *mix_kind_name(mix_kind_t kind);
+/* What the kind should end as (the limited kind: DELIVERED or INVENTORY_REJECTED). */
+const char *mix_kind_expectation(mix_kind_t kind);
+
+/* ---- stock.c ----------------------------------------------------------------- */
+
+typedef struct stock_row {
+    char item_id[64];
+    long available, held, sold;
+} stock_row_t;
+
+typedef struct stock {
+    stock_row_t *rows;
+    size_t n;
+} stock_t;
+
+/* GET /api/inventory into *out (a list of rows, or {"items": [...]}). */
+bool stock_fetch(cli_http_t *h, const char *inventory_url, stock_t *out, char *errstr,
+                 size_t errsize);
+bool stock_from_json(const json_t *j, stock_t *out, char *errstr, size_t errsize);
+const stock_row_t *stock_find(const stock_t *s, const char *item_id);
+void stock_clear(stock_t *s);
+
+/* ---- progress.c -------------------------------------------------------------- */
+
+/* A line on stderr redrawn in place (on a terminal; elsewhere a line every few
+ * seconds): "label [#####.....] done/total  extra". */
+void progress_draw(const char *label, size_t done, size_t total, const char *extra);
+/* Ends the line (the last state stays visible). */
+void progress_end(void);
+
+/* ---- report.c ---------------------------------------------------------------- */
+
+typedef struct lat_stats {
+    size_t n;
+    double p50, p95, p99, max;
+} lat_stats_t;
+
+/* Nearest-rank percentiles of v[0..n) (sorted in place). */
+lat_stats_t lat_stats_of(double *v, size_t n);
+/* "p50 3.1 ms  p95 ..." or "no samples". */
+void lat_stats_format(const lat_stats_t *s, char *buf, size_t size);
+/* ISO-8601 UTC ("2026-11-25T12:38:05.123Z") to milliseconds since the epoch. */
+bool cli_ts_ms(const char *iso, int64_t *ms);
+
+/* ---- demo.c ------------------------------------------------------------------ */
+
+typedef struct demo_order {
+    mix_order_t plan;
+    long http_status;     /* answer to the POST; 0 when none came */
+    char error[160];      /* why it was not accepted */
+    double intake_ms;     /* POST round trip, for 201s */
+    char id[40];          /* orderId, when accepted */
+    int64_t created_ms;   /* createdAt */
+    char status[32];      /* last status seen in the read model ("" before) */
+    bool done;            /* reached an end state */
+    int64_t assigned_ms;  /* delivery.assigned occurredAt, or -1 */
+    int64_t delivered_ms; /* delivery.delivered occurredAt, or -1 */
+} demo_order_t;
+
+typedef struct demo_run {
+    cli_ctx_t *ctx;
+    size_t norders;
+    int concurrency;
+    uint64_t seed;
+    int wait_seconds;
+    demo_order_t *orders;
+    stock_t before, after;
+    double intake_seconds; /* first POST sent to last answer */
+    double settle_seconds; /* first POST sent to last end state seen */
+    bool timed_out;
+} demo_run_t;
+
+int cli_cmd_demo(cli_ctx_t *ctx, int argc, char **argv);
+
+/* Prints the report of a finished run; returns CLI_OK when every number adds up. */
+int report_print(const demo_run_t *run);
+
+#endif

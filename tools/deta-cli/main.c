@@ -1,0 +1,134 @@
+/*
+ * main.c - deta-cli's entry point: picks the command and says how to use it.
+ *
+ *   deta-cli create --customer C [--currency EUR] --item sku-1:2:9.99 [--item ...]
+ *   deta-cli get ID [--write-side]
+ *   deta-cli list [--status S] [--customer C] [--limit N] [--cursor X] [--all]
+ *   deta-cli watch ID [--timeout S]
+ *   deta-cli demo [--orders 300] [--concurrency 8] [--seed 42] [--wait 180]
+ *
+ * The service URLs come from the environment that stack.env sets
+ * (ORDER_SERVICE_URL, QUERY_API_URL, INVENTORY_SERVICE_URL); each command also
+ * takes --order-url, --query-url and --inventory-url to override them. Each
+ * command parses its own options (getopt_long, restarted per command), so the
+ * options of one never leak into another.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char USAGE[] =
+    "usage: deta-cli <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  create --customer C [--currency EUR] --item SKU:QTY:PRICE [--item ...]\n"
+    "                     place an order (order-service) and print it\n"
+    "  get ID [--write-side]\n"
+    "                     an order from the read model (query-api), or from\n"
+    "                     order-service with --write-side\n"
+    "  list [--status S] [--customer C] [--limit N] [--cursor X] [--all]\n"
+    "                     orders from the read model as a table (--all follows cursors)\n"
+    "  watch ID [--timeout S]\n"
+    "                     print each status change and event of an order until it ends\n"
+    "                     (DELIVERED, INVENTORY_REJECTED or PAYMENT_FAILED); default 120 s\n"
+    "  demo [--orders N] [--concurrency C] [--seed S] [--wait S]\n"
+    "                     run N orders (300) through the whole saga and report on them\n"
+    "\n"
+    "services (each command): --order-url URL (env ORDER_SERVICE_URL),\n"
+    "  --query-url URL (env QUERY_API_URL), --inventory-url URL (env INVENTORY_SERVICE_URL);\n"
+    "  the local stack writes them to .local/stack.env: set -a; . .local/stack.env; set +a\n"
+    "\n"
+    "exit status: 0 success, 1 failure, 2 usage error\n";
+
+int cli_fail(int status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("deta-cli: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return status;
+}
+
+bool cli_parse_long(const char *s, long min, long max, long *out) {
+    if (!s || !*s)
+        return false;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+bool cli_take_url_option(cli_ctx_t *ctx, int opt, const char *arg) {
+    switch (opt) {
+    case CLI_OPT_ORDER_URL: ctx->order_url = arg; return true;
+    case CLI_OPT_QUERY_URL: ctx->query_url = arg; return true;
+    case CLI_OPT_INVENTORY_URL: ctx->inventory_url = arg; return true;
+    default: return false;
+    }
+}
+
+const char *cli_need_url(const char *url, const char *var, const char *flag) {
+    if (url && *url)
+        return url;
+    cli_fail(CLI_USAGE,
+             "%s is not set: pass %s URL, or load the stack's settings "
+             "(set -a; . .local/stack.env; set +a)",
+             var, flag);
+    return NULL;
+}
+
+static const char *env_or_null(const char *name) {
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+typedef int (*command_fn)(cli_ctx_t *ctx, int argc, char **argv);
+
+static command_fn find_command(const char *name) {
+    static const struct {
+        const char *name;
+        command_fn fn;
+    } commands[] = {{"create", cli_cmd_create},
+                    {"get", cli_cmd_get},
+                    {"list", cli_cmd_list},
+                    {"watch", cli_cmd_watch},
+                    {"demo", cli_cmd_demo}};
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return commands[i].fn;
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fputs(USAGE, stderr);
+        return CLI_USAGE;
+    }
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        fputs(USAGE, stdout);
+        return CLI_OK;
+    }
+    command_fn fn = find_command(argv[1]);
+    if (!fn) {
+        cli_fail(CLI_USAGE, "unknown command '%s'", argv[1]);
+        fputs(USAGE, stderr);
+        return CLI_USAGE;
+    }
+    opterr = 0; /* each command names the bad option itself */
+    cli_ctx_t ctx = {env_or_null("ORDER_SERVICE_URL"), env_or_null("QUERY_API_URL"),
+                     env_or_null("INVENTORY_SERVICE_URL")};
+    if (!cli_http_global_init())
+        return cli_fail(CLI_FAIL, "libcurl could not be initialised");
+    int status = fn(&ctx, argc - 1, argv + 1);
+    cli_http_global_cleanup();
+    return status;
+}

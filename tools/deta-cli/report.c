@@ -1,0 +1,370 @@
+/*
+ * report.c - what the demo saw, and whether the numbers add up.
+ *
+ * The report is for a person reading a terminal: each section is a few aligned
+ * lines, and every check says what it compared, so that a FAIL explains itself.
+ * The verdict is PASS only when
+ *   - every order was accepted (201): the demo's orders are all valid;
+ *   - every accepted order reached an end state, and the end states add up to the
+ *     accepted count;
+ *   - for each item the demo touched, available + held + sold is the same before
+ *     and after, nothing is left held, and sold grew by exactly the units of the
+ *     demo's paid orders (inventory-service sells at payment.authorized), which
+ *     are its DELIVERED orders once every order has ended.
+ * What is only informative (an ordinary order declined by a random gateway
+ * decline, a decline-* customer that the gateway let through because the stack
+ * runs with other settings) is printed as a note, not a failure.
+ *
+ * Latencies: intake is the POST round trip seen by the client; order-to-assigned
+ * and order-to-delivered come from the events' occurredAt minus the order's
+ * createdAt, both written by the services' clocks, so they measure the saga and
+ * not the polling. Percentiles are nearest-rank.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+static int compare_doubles(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* The smallest value with at least pct% of the values at or below it. */
+static double nearest_rank(const double *sorted, size_t n, size_t pct) {
+    size_t rank = (pct * n + 99) / 100;
+    if (rank < 1)
+        rank = 1;
+    return sorted[(rank > n ? n : rank) - 1];
+}
+
+lat_stats_t lat_stats_of(double *v, size_t n) {
+    lat_stats_t s = {0};
+    s.n = n;
+    if (n == 0)
+        return s;
+    qsort(v, n, sizeof *v, compare_doubles);
+    s.p50 = nearest_rank(v, n, 50);
+    s.p95 = nearest_rank(v, n, 95);
+    s.p99 = nearest_rank(v, n, 99);
+    s.max = v[n - 1];
+    return s;
+}
+
+/* Milliseconds shown as "3.1 ms" below a second, "12.40 s" above. */
+static void format_ms(double ms, char *buf, size_t size) {
+    if (ms < 1000)
+        snprintf(buf, size, "%.1f ms", ms);
+    else
+        snprintf(buf, size, "%.2f s", ms / 1000);
+}
+
+void lat_stats_format(const lat_stats_t *s, char *buf, size_t size) {
+    if (s->n == 0) {
+        snprintf(buf, size, "no samples");
+        return;
+    }
+    char a[24], b[24], c[24], d[24];
+    format_ms(s->p50, a, sizeof a);
+    format_ms(s->p95, b, sizeof b);
+    format_ms(s->p99, c, sizeof c);
+    format_ms(s->max, d, sizeof d);
+    snprintf(buf, size, "p50 %s   p95 %s   p99 %s   max %s   (%zu orders)", a, b, c, d, s->n);
+}
+
+bool cli_ts_ms(const char *iso, int64_t *ms) {
+    struct tm tm = {0};
+    int consumed = 0;
+    if (!iso ||
+        sscanf(iso, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
+               &tm.tm_min, &tm.tm_sec, &consumed) != 6 ||
+        consumed != 19)
+        return false;
+    const char *p = iso + consumed;
+    int64_t frac = 0, scale = 1000;
+    if (*p == '.') {
+        for (p++; *p >= '0' && *p <= '9'; p++) {
+            if (scale > 1) {
+                scale /= 10;
+                frac += (*p - '0') * scale;
+            }
+        }
+    }
+    if (strcmp(p, "Z") != 0 && strcmp(p, "+00:00") != 0)
+        return false;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    time_t t = timegm(&tm);
+    if (t == (time_t)-1)
+        return false;
+    *ms = (int64_t)t * 1000 + frac;
+    return true;
+}
+
+/* ---- the verdict's bookkeeping ---------------------------------------------- */
+
+typedef struct verdict {
+    int failures;
+} verdict_t;
+
+static void check(verdict_t *v, bool ok, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void check(verdict_t *v, bool ok, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printf("  [%s] ", ok ? " ok " : "FAIL");
+    vprintf(fmt, ap);
+    putchar('\n');
+    va_end(ap);
+    if (!ok)
+        v->failures++;
+}
+
+/* ---- sections ------------------------------------------------------------------ */
+
+static const char *const END_STATES[] = {"DELIVERED", "INVENTORY_REJECTED", "PAYMENT_FAILED"};
+#define NEND 3
+
+static size_t count_accepted(const demo_run_t *run) {
+    size_t n = 0;
+    for (size_t i = 0; i < run->norders; i++)
+        n += run->orders[i].id[0] != '\0';
+    return n;
+}
+
+static void report_intake(const demo_run_t *run, verdict_t *v) {
+    size_t accepted = 0;
+    double *lat = malloc((run->norders ? run->norders : 1) * sizeof *lat);
+    const demo_order_t *first_refused = NULL;
+    for (size_t i = 0; i < run->norders; i++) {
+        const demo_order_t *o = &run->orders[i];
+        if (o->id[0]) {
+            if (lat)
+                lat[accepted] = o->intake_ms;
+            accepted++;
+        } else if (!first_refused) {
+            first_refused = o;
+        }
+    }
+    printf("\nintake (POST /api/orders)\n");
+    printf("  placed %zu, accepted %zu, refused or failed %zu\n", run->norders, accepted,
+           run->norders - accepted);
+    char line[256];
+    lat_stats_t s = lat_stats_of(lat, lat ? accepted : 0);
+    lat_stats_format(&s, line, sizeof line);
+    printf("  latency      %s\n", line);
+    printf("  throughput   %.1f orders/s (%zu in %.2f s)\n",
+           run->intake_seconds > 0 ? (double)accepted / run->intake_seconds : 0.0, accepted,
+           run->intake_seconds);
+    if (first_refused)
+        printf("  first refusal: %s\n", first_refused->error[0] ? first_refused->error : "?");
+    check(v, accepted == run->norders, "every order accepted (%zu of %zu)", accepted, run->norders);
+    free(lat);
+}
+
+static size_t count_status(const demo_run_t *run, const char *status, int kind) {
+    size_t n = 0;
+    for (size_t i = 0; i < run->norders; i++) {
+        const demo_order_t *o = &run->orders[i];
+        n += o->id[0] && o->done && !strcmp(o->status, status) &&
+             (kind < 0 || (int)o->plan.kind == kind);
+    }
+    return n;
+}
+
+static void report_stuck(const demo_run_t *run, size_t stuck) {
+    printf("  not finished after %d s (%zu):\n", run->wait_seconds, stuck);
+    size_t shown = 0;
+    for (size_t i = 0; i < run->norders && shown < 20; i++) {
+        const demo_order_t *o = &run->orders[i];
+        if (!o->id[0] || o->done)
+            continue;
+        printf("    %s  %-18s %-18s %s\n", o->id, o->status[0] ? o->status : "(not in read model)",
+               mix_kind_name(o->plan.kind), o->error);
+        shown++;
+    }
+    if (stuck > shown)
+        printf("    ... and %zu more\n", stuck - shown);
+}
+
+static void report_end_states(const demo_run_t *run, verdict_t *v) {
+    size_t accepted = count_accepted(run), total = 0;
+    printf("\nend states (read model, GET /api/orders/{id})\n");
+    for (int e = 0; e < NEND; e++) {
+        size_t n = count_status(run, END_STATES[e], -1);
+        printf("  %-20s %6zu\n", END_STATES[e], n);
+        total += n;
+    }
+    printf("  %-20s %6zu\n", "total", total);
+    if (total < accepted)
+        report_stuck(run, accepted - total);
+    check(v, total == accepted && accepted > 0,
+          "end states add up to the accepted orders (%zu = %zu)", total, accepted);
+    if (run->settle_seconds > 0 && total == accepted)
+        printf("  all seen in an end state %.1f s after the first order (%.1f orders/s end to "
+               "end; polled every 0.5 s)\n",
+               run->settle_seconds, (double)total / run->settle_seconds);
+}
+
+static void report_kinds(const demo_run_t *run) {
+    printf("\nby kind of order          %10s %10s %10s   expected\n", "DELIVERED", "REJECTED",
+           "PAY_FAILED");
+    for (int k = 0; k < MIX_KINDS; k++) {
+        size_t n[NEND], all = 0;
+        for (int e = 0; e < NEND; e++)
+            all += n[e] = count_status(run, END_STATES[e], k);
+        if (all == 0)
+            continue;
+        printf("  %-22s %10zu %10zu %10zu   %s\n", mix_kind_name((mix_kind_t)k), n[0], n[1], n[2],
+               mix_kind_expectation((mix_kind_t)k));
+    }
+    size_t declined_ok = count_status(run, "PAYMENT_FAILED", MIX_DECLINED_CUSTOMER),
+           declined_all = 0,
+           limited_rejected = count_status(run, "INVENTORY_REJECTED", MIX_LIMITED);
+    for (int e = 0; e < NEND; e++)
+        declined_all += count_status(run, END_STATES[e], MIX_DECLINED_CUSTOMER);
+    if (declined_ok < declined_all)
+        printf("  note: %zu decline-* customers were not declined: does the stack run with "
+               "PAYMENT_DECLINE_CUSTOMERS='decline-*'?\n",
+               declined_all - declined_ok);
+    if (limited_rejected == 0)
+        printf("  note: no sku-limited order was rejected: too few orders to exhaust its stock\n");
+}
+
+static void report_saga_latency(const demo_run_t *run) {
+    double *assigned = malloc((run->norders ? run->norders : 1) * sizeof *assigned);
+    double *delivered = malloc((run->norders ? run->norders : 1) * sizeof *delivered);
+    size_t na = 0, nd = 0;
+    for (size_t i = 0; assigned && delivered && i < run->norders; i++) {
+        const demo_order_t *o = &run->orders[i];
+        if (o->assigned_ms >= 0)
+            assigned[na++] = (double)(o->assigned_ms - o->created_ms);
+        if (o->delivered_ms >= 0)
+            delivered[nd++] = (double)(o->delivered_ms - o->created_ms);
+    }
+    char line[256];
+    printf("\nsaga latency (event occurredAt - order createdAt)\n");
+    lat_stats_t s = lat_stats_of(assigned, assigned ? na : 0);
+    lat_stats_format(&s, line, sizeof line);
+    printf("  order -> delivery.assigned    %s\n", line);
+    s = lat_stats_of(delivered, delivered ? nd : 0);
+    lat_stats_format(&s, line, sizeof line);
+    printf("  order -> delivery.delivered   %s\n", line);
+    free(assigned);
+    free(delivered);
+}
+
+/* Paid: the status follows payment.authorized, when inventory-service sells. */
+static bool is_paid(const char *status) {
+    return !strcmp(status, "PAYMENT_AUTHORIZED") || !strcmp(status, "DELIVERY_ASSIGNED") ||
+           !strcmp(status, "PICKED_UP") || !strcmp(status, "DELIVERED");
+}
+
+/* Units of item_id in the demo's paid orders (all of them DELIVERED, when every
+ * order finished). */
+static long paid_units(const demo_run_t *run, const char *item_id) {
+    long units = 0;
+    for (size_t i = 0; i < run->norders; i++) {
+        const demo_order_t *o = &run->orders[i];
+        if (!o->id[0] || !is_paid(o->status))
+            continue;
+        for (int l = 0; l < o->plan.nlines; l++)
+            if (!strcmp(o->plan.lines[l].item_id, item_id))
+                units += o->plan.lines[l].quantity;
+    }
+    return units;
+}
+
+static bool item_in_orders(const demo_run_t *run, const char *item_id) {
+    for (size_t i = 0; i < run->norders; i++)
+        for (int l = 0; run->orders[i].id[0] && l < run->orders[i].plan.nlines; l++)
+            if (!strcmp(run->orders[i].plan.lines[l].item_id, item_id))
+                return true;
+    return false;
+}
+
+static void report_stock(const demo_run_t *run, verdict_t *v) {
+    printf("\nstock of the items ordered (GET /api/inventory): before -> after\n");
+    printf("  %-12s %20s   %20s   %s\n", "ITEM", "available/held/sold", "available/held/sold",
+           "sold +, units paid");
+    size_t items = 0, unconserved = 0, still_held = 0, mismatched = 0;
+    for (size_t i = 0; i < run->before.n; i++) {
+        const stock_row_t *b = &run->before.rows[i];
+        if (!item_in_orders(run, b->item_id))
+            continue;
+        const stock_row_t *a = stock_find(&run->after, b->item_id);
+        if (!a) {
+            printf("  %-12s missing after the run\n", b->item_id);
+            unconserved++;
+            continue;
+        }
+        long want = paid_units(run, b->item_id), got = a->sold - b->sold;
+        char before[48], after[48];
+        snprintf(before, sizeof before, "%ld/%ld/%ld", b->available, b->held, b->sold);
+        snprintf(after, sizeof after, "%ld/%ld/%ld", a->available, a->held, a->sold);
+        printf("  %-12s %20s -> %20s   +%ld, %ld\n", b->item_id, before, after, got, want);
+        items++;
+        unconserved += b->available + b->held + b->sold != a->available + a->held + a->sold;
+        still_held += a->held != 0;
+        mismatched += got != want;
+    }
+    check(v, run->after.n > 0 && unconserved == 0,
+          "available + held + sold unchanged on each of %zu items (%zu differ)", items,
+          unconserved);
+    check(v, run->after.n > 0 && still_held == 0, "nothing left held (%zu items hold units)",
+          still_held);
+    check(v, run->after.n > 0 && mismatched == 0,
+          "sold grew by the units of the paid orders (%zu items differ)", mismatched);
+}
+
+static const demo_order_t *first_with_status(const demo_run_t *run, const char *status) {
+    for (size_t i = 0; i < run->norders; i++)
+        if (run->orders[i].done && !strcmp(run->orders[i].status, status))
+            return &run->orders[i];
+    return NULL;
+}
+
+static void report_where_next(const demo_run_t *run) {
+    printf("\nwhere to look next\n");
+    for (int e = 0; e < NEND; e++) {
+        const demo_order_t *o = first_with_status(run, END_STATES[e]);
+        if (o)
+            printf("  deta-cli get %s      # ended %s\n", o->id, END_STATES[e]);
+    }
+    const demo_order_t *o = first_with_status(run, "DELIVERED");
+    if (o)
+        printf("  deta-cli watch %s    # its timeline, event by event\n", o->id);
+    printf("  deta-cli list --status PAYMENT_FAILED --limit 20\n");
+    printf("  deta-cli list --customer %s\n", run->norders ? run->orders[0].plan.customer : "c-1");
+    const char *stack_dir = getenv("STACK_DIR");
+    printf("  logs:    %s/logs/ (one file per service)\n",
+           stack_dir && *stack_dir ? stack_dir : ".local");
+    static const char *const urls[] = {"ORDER_SERVICE_URL", "INVENTORY_SERVICE_URL",
+                                       "PAYMENT_SERVICE_URL", "DELIVERY_SERVICE_URL",
+                                       "QUERY_API_URL"};
+    for (size_t i = 0; i < sizeof urls / sizeof urls[0]; i++) {
+        const char *u = getenv(urls[i]);
+        if (u && *u)
+            printf("  metrics: %s/actuator/prometheus\n", u);
+    }
+}
+
+int report_print(const demo_run_t *run) {
+    verdict_t v = {0};
+    report_intake(run, &v);
+    report_end_states(run, &v);
+    report_kinds(run);
+    report_saga_latency(run);
+    report_stock(run, &v);
+    report_where_next(run);
+    if (v.failures == 0)
+        printf("\ndemo PASSED: every order reached an end state and the numbers add up\n");
+    else
+        printf("\ndemo FAILED: %d check%s failed (marked FAIL above)\n", v.failures,
+               v.failures == 1 ? "" : "s");
+    fflush(stdout);
+    return v.failures == 0 ? CLI_OK : CLI_FAIL;
+}
