@@ -27,11 +27,11 @@
  * with its schema_migrations row, through the simple-query protocol so that one
  * migration may hold several statements.
  *
- * The pool keeps one deta_db_t per thread in a pthread key whose destructor
- * closes it when the thread exits; every connection is also on the pool's list,
- * so deta_db_pool_free() closes those of threads still alive (or of the main
- * thread, whose key destructors never run). The pool must outlive the threads
- * that use it, or they must have exited before it is freed.
+ * The pool keeps one deta_db_t per thread (perthread.c, shared with redis.c):
+ * closed when its thread exits, and deta_db_pool_free() closes those of threads
+ * still alive (or of the main thread, whose key destructors never run). The pool
+ * must outlive the threads that use it, or they must have exited before it is
+ * freed.
  */
 #include "deta/db.h"
 
@@ -43,6 +43,7 @@
 #include <time.h>
 
 #include "deta/log.h"
+#include "perthread.h"
 
 #define DB_CONNECT_TIMEOUT_S "3"
 #define DB_PING_TIMEOUT_MS 2000
@@ -245,6 +246,26 @@ static deta_err_t run_script(deta_db_t *db, const char *sql, char *errstr, size_
 
 /* ---- transactions ---- */
 
+deta_err_t deta_db_query_json(deta_db_t *db, const char *sql, int nparams,
+                              const char *const *params, json_t **out, char *errstr,
+                              size_t errsize) {
+    deta_err_t err;
+    *out = NULL;
+    PGresult *res = deta_db_exec(db, sql, nparams, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    if (PQntuples(res) == 0 || PQnfields(res) == 0 || PQgetisnull(res, 0, 0)) {
+        PQclear(res);
+        return deta_errf(DETA_ERR_NOT_FOUND, errstr, errsize, "no such row");
+    }
+    json_error_t jerr;
+    *out = json_loads(PQgetvalue(res, 0, 0), JSON_DECODE_ANY, &jerr);
+    PQclear(res);
+    if (!*out)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "row is not JSON: %s", jerr.text);
+    return DETA_OK;
+}
+
 deta_err_t deta_db_begin(deta_db_t *db, char *errstr, size_t errsize) {
     if (!db)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "no database handle");
@@ -438,93 +459,33 @@ deta_err_t deta_db_migrate(deta_db_t *db, const char *component, const deta_migr
     return err;
 }
 
-/* ---- per-thread pool ---- */
-
-typedef struct pool_entry {
-    deta_db_pool_t *pool;
-    deta_db_t *db;
-    struct pool_entry *prev, *next;
-} pool_entry_t;
+/* ---- per-thread pool: perthread.c with this file's constructor ---- */
 
 struct deta_db_pool {
-    deta_config_t cfg;
-    pthread_key_t key;
-    pthread_mutex_t lock;
-    pool_entry_t *entries; /* every connection not yet closed */
+    deta_perthread_t *threads;
 };
 
-static void pool_unlink(deta_db_pool_t *pool, pool_entry_t *e) {
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        pool->entries = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-}
-
-/* Thread exit: close that thread's connection. */
-static void pool_release_thread(void *value) {
-    pool_entry_t *e = value;
-    deta_db_pool_t *pool = e->pool;
-    pthread_mutex_lock(&pool->lock);
-    pool_unlink(pool, e);
-    pthread_mutex_unlock(&pool->lock);
-    deta_db_free(e->db);
-    free(e);
-}
+static void *pool_make(const deta_config_t *cfg) { return deta_db_new(cfg); }
+static void pool_destroy(void *obj) { deta_db_free(obj); }
 
 deta_db_pool_t *deta_db_pool_new(const deta_config_t *cfg) {
-    if (!cfg)
-        return NULL;
     deta_db_pool_t *pool = calloc(1, sizeof *pool);
-    if (!pool)
-        return NULL;
-    pool->cfg = *cfg;
-    if (pthread_key_create(&pool->key, pool_release_thread) != 0) {
+    if (pool)
+        pool->threads = deta_perthread_new(cfg, pool_make, pool_destroy);
+    if (pool && !pool->threads) {
         free(pool);
         return NULL;
     }
-    pthread_mutex_init(&pool->lock, NULL);
     return pool;
 }
 
 deta_db_t *deta_db_pool_get(deta_db_pool_t *pool) {
-    if (!pool)
-        return NULL;
-    pool_entry_t *e = pthread_getspecific(pool->key);
-    if (e)
-        return e->db;
-    e = calloc(1, sizeof *e);
-    deta_db_t *db = e ? deta_db_new(&pool->cfg) : NULL;
-    if (!db || pthread_setspecific(pool->key, e) != 0) {
-        deta_db_free(db);
-        free(e);
-        return NULL;
-    }
-    e->pool = pool;
-    e->db = db;
-    pthread_mutex_lock(&pool->lock);
-    e->next = pool->entries;
-    if (pool->entries)
-        pool->entries->prev = e;
-    pool->entries = e;
-    pthread_mutex_unlock(&pool->lock);
-    return db;
+    return pool ? deta_perthread_get(pool->threads) : NULL;
 }
 
 void deta_db_pool_free(deta_db_pool_t *pool) {
     if (!pool)
         return;
-    /* After this no destructor runs for this key; the calling thread's own value
-     * is on the list like the others. */
-    pthread_key_delete(pool->key);
-    pool_entry_t *e = pool->entries;
-    while (e) {
-        pool_entry_t *next = e->next;
-        deta_db_free(e->db);
-        free(e);
-        e = next;
-    }
-    pthread_mutex_destroy(&pool->lock);
+    deta_perthread_free(pool->threads);
     free(pool);
 }

@@ -28,9 +28,9 @@
  * Writing to a connection the peer closed raises SIGPIPE: services ignore it
  * (service.c), and so must any other program that uses this file.
  *
- * The pool keeps one deta_redis_t per thread in a pthread key whose destructor
- * closes it when the thread exits; every connection is also on the pool's list,
- * so deta_redis_pool_free() closes those of threads still alive. The pool must
+ * The pool keeps one deta_redis_t per thread (perthread.c, shared with db.c):
+ * closed when its thread exits, and deta_redis_pool_free() closes those of
+ * threads still alive. The pool must
  * outlive the threads that use it, or they must have exited before it is freed.
  */
 #include "deta/redis.h"
@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include "perthread.h"
 
 /* Atomic owner-only delete: compare and delete in one step on the server. */
 static const char DEL_IF_EQUAL_SCRIPT[] =
@@ -285,93 +286,33 @@ bool deta_redis_ping(deta_redis_t *r, char *errstr, size_t errsize) {
     return ok;
 }
 
-/* ---- per-thread pool ---- */
-
-typedef struct pool_entry {
-    deta_redis_pool_t *pool;
-    deta_redis_t *redis;
-    struct pool_entry *prev, *next;
-} pool_entry_t;
+/* ---- per-thread pool: perthread.c with this file's constructor ---- */
 
 struct deta_redis_pool {
-    deta_config_t cfg;
-    pthread_key_t key;
-    pthread_mutex_t lock;
-    pool_entry_t *entries; /* every connection not yet closed */
+    deta_perthread_t *threads;
 };
 
-static void pool_unlink(deta_redis_pool_t *pool, pool_entry_t *e) {
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        pool->entries = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-}
-
-/* Thread exit: close that thread's connection. */
-static void pool_release_thread(void *value) {
-    pool_entry_t *e = value;
-    deta_redis_pool_t *pool = e->pool;
-    pthread_mutex_lock(&pool->lock);
-    pool_unlink(pool, e);
-    pthread_mutex_unlock(&pool->lock);
-    deta_redis_free(e->redis);
-    free(e);
-}
+static void *pool_make(const deta_config_t *cfg) { return deta_redis_new(cfg); }
+static void pool_destroy(void *obj) { deta_redis_free(obj); }
 
 deta_redis_pool_t *deta_redis_pool_new(const deta_config_t *cfg) {
-    if (!cfg)
-        return NULL;
     deta_redis_pool_t *pool = calloc(1, sizeof *pool);
-    if (!pool)
-        return NULL;
-    pool->cfg = *cfg;
-    if (pthread_key_create(&pool->key, pool_release_thread) != 0) {
+    if (pool)
+        pool->threads = deta_perthread_new(cfg, pool_make, pool_destroy);
+    if (pool && !pool->threads) {
         free(pool);
         return NULL;
     }
-    pthread_mutex_init(&pool->lock, NULL);
     return pool;
 }
 
 deta_redis_t *deta_redis_pool_get(deta_redis_pool_t *pool) {
-    if (!pool)
-        return NULL;
-    pool_entry_t *e = pthread_getspecific(pool->key);
-    if (e)
-        return e->redis;
-    e = calloc(1, sizeof *e);
-    deta_redis_t *r = e ? deta_redis_new(&pool->cfg) : NULL;
-    if (!r || pthread_setspecific(pool->key, e) != 0) {
-        deta_redis_free(r);
-        free(e);
-        return NULL;
-    }
-    e->pool = pool;
-    e->redis = r;
-    pthread_mutex_lock(&pool->lock);
-    e->next = pool->entries;
-    if (pool->entries)
-        pool->entries->prev = e;
-    pool->entries = e;
-    pthread_mutex_unlock(&pool->lock);
-    return r;
+    return pool ? deta_perthread_get(pool->threads) : NULL;
 }
 
 void deta_redis_pool_free(deta_redis_pool_t *pool) {
     if (!pool)
         return;
-    /* After this no destructor runs for this key; the calling thread's own value
-     * is on the list like the others. */
-    pthread_key_delete(pool->key);
-    pool_entry_t *e = pool->entries;
-    while (e) {
-        pool_entry_t *next = e->next;
-        deta_redis_free(e->redis);
-        free(e);
-        e = next;
-    }
-    pthread_mutex_destroy(&pool->lock);
+    deta_perthread_free(pool->threads);
     free(pool);
 }

@@ -73,26 +73,6 @@ static long run_counted(deta_db_t *db, const char *sql, int nparams, const char 
     return n;
 }
 
-/* The first column of the only row of sql, parsed as JSON; NOT_FOUND when no row. */
-static deta_err_t query_json(deta_db_t *db, const char *sql, int nparams,
-                             const char *const *params, json_t **out, char *errstr,
-                             size_t errsize) {
-    deta_err_t err;
-    PGresult *res = deta_db_exec(db, sql, nparams, params, &err, errstr, errsize);
-    if (!res)
-        return err;
-    if (PQntuples(res) == 0) {
-        PQclear(res);
-        return deta_errf(DETA_ERR_NOT_FOUND, errstr, errsize, "no such row");
-    }
-    json_error_t jerr;
-    *out = json_loads(PQgetvalue(res, 0, 0), 0, &jerr);
-    PQclear(res);
-    if (!*out)
-        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "bad row JSON: %s", jerr.text);
-    return DETA_OK;
-}
-
 /* ---- seeding and REST ---- */
 
 static const char SEED_SQL[] =
@@ -114,17 +94,17 @@ deta_err_t inv_store_seed(deta_db_t *db, const inv_catalog_t *c, long *inserted,
 }
 
 deta_err_t inv_store_list(deta_db_t *db, json_t **out, char *errstr, size_t errsize) {
-    return query_json(db,
-                      "SELECT coalesce(json_agg(" ITEM_JSON " ORDER BY item_id COLLATE \"C\"),"
-                      " '[]'::json) FROM stock",
-                      0, NULL, out, errstr, errsize);
+    return deta_db_query_json(db,
+                              "SELECT coalesce(json_agg(" ITEM_JSON
+                              " ORDER BY item_id COLLATE \"C\"), '[]'::json) FROM stock",
+                              0, NULL, out, errstr, errsize);
 }
 
 deta_err_t inv_store_get(deta_db_t *db, const char *item_id, json_t **out, char *errstr,
                          size_t errsize) {
     const char *params[] = {item_id};
-    return query_json(db, "SELECT " ITEM_JSON " FROM stock WHERE item_id = $1", 1, params, out,
-                      errstr, errsize);
+    return deta_db_query_json(db, "SELECT " ITEM_JSON " FROM stock WHERE item_id = $1", 1,
+                              params, out, errstr, errsize);
 }
 
 static const char SET_AVAILABLE_SQL[] =

@@ -94,19 +94,6 @@ static const char SELECT_ORDER_SQL[] =
 
 deta_err_t order_store_get(deta_db_t *db, const char *order_id, json_t **out, char *errstr,
                            size_t errsize) {
-    deta_err_t err;
     const char *params[] = {order_id};
-    PGresult *res = deta_db_exec(db, SELECT_ORDER_SQL, 1, params, &err, errstr, errsize);
-    if (!res)
-        return err;
-    if (PQntuples(res) == 0) {
-        PQclear(res);
-        return deta_errf(DETA_ERR_NOT_FOUND, errstr, errsize, "no order %s", order_id);
-    }
-    json_error_t jerr;
-    *out = json_loads(PQgetvalue(res, 0, 0), 0, &jerr);
-    PQclear(res);
-    if (!*out)
-        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "bad row JSON: %s", jerr.text);
-    return DETA_OK;
+    return deta_db_query_json(db, SELECT_ORDER_SQL, 1, params, out, errstr, errsize);
 }

@@ -107,21 +107,7 @@ static const char SELECT_PAYMENT_SQL[] =
 deta_err_t payment_store_get(deta_db_t *db, const char *order_id, json_t **out, char *errstr,
                              size_t errsize) {
     const char *params[] = {order_id};
-    deta_err_t err;
-    PGresult *res = deta_db_exec(db, SELECT_PAYMENT_SQL, 1, params, &err, errstr, errsize);
-    if (!res)
-        return err;
-    if (PQntuples(res) == 0) {
-        PQclear(res);
-        return deta_errf(DETA_ERR_NOT_FOUND, errstr, errsize, "no payment for order %s",
-                         order_id);
-    }
-    json_error_t jerr;
-    *out = json_loads(PQgetvalue(res, 0, 0), 0, &jerr);
-    PQclear(res);
-    if (!*out)
-        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "bad row JSON: %s", jerr.text);
-    return DETA_OK;
+    return deta_db_query_json(db, SELECT_PAYMENT_SQL, 1, params, out, errstr, errsize);
 }
 
 deta_err_t payment_store_try_lock_order(deta_db_t *db, const char *order_id, bool *got,

@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <jansson.h>
 #include <libpq-fe.h>
 #include "deta/config.h"
 #include "deta/err.h"
@@ -37,6 +38,13 @@ PGresult *deta_db_exec(deta_db_t *db, const char *sql, int nparams, const char *
 /* The same, for statements whose rows are not needed. */
 deta_err_t deta_db_run(deta_db_t *db, const char *sql, int nparams, const char *const *params,
                        char *errstr, size_t errsize);
+
+/* The first column of the first row, parsed as JSON (the services build their
+ * REST answers with json_build_object in SQL). DETA_ERR_NOT_FOUND when there is
+ * no row; *out is a new reference on success. */
+deta_err_t deta_db_query_json(deta_db_t *db, const char *sql, int nparams,
+                              const char *const *params, json_t **out, char *errstr,
+                              size_t errsize);
 
 deta_err_t deta_db_begin(deta_db_t *db, char *errstr, size_t errsize);
 deta_err_t deta_db_commit(deta_db_t *db, char *errstr, size_t errsize);

@@ -1,0 +1,22 @@
+/*
+ * perthread.h - private to libdeta: one object per thread, made on the thread's
+ * first request and freed when the thread exits or the set is freed. The
+ * connection pools of db.c and redis.c are this, with their own constructors.
+ */
+#ifndef DETA_PERTHREAD_H
+#define DETA_PERTHREAD_H
+
+#include "deta/config.h"
+
+typedef struct deta_perthread deta_perthread_t;
+typedef void *(*deta_perthread_new_fn)(const deta_config_t *cfg);
+typedef void (*deta_perthread_free_fn)(void *obj);
+
+deta_perthread_t *deta_perthread_new(const deta_config_t *cfg, deta_perthread_new_fn make,
+                                     deta_perthread_free_fn destroy);
+/* The calling thread's object; NULL only when it cannot be made. */
+void *deta_perthread_get(deta_perthread_t *set);
+/* Frees every object still alive, whichever thread made it. NULL is fine. */
+void deta_perthread_free(deta_perthread_t *set);
+
+#endif
