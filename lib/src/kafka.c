@@ -466,6 +466,7 @@ typedef struct part part_t;
 
 struct deta_consumer {
     rd_kafka_t *rk;
+    char group[128]; /* named in each dead letter: which consumer gave up on it */
     deta_consume_fn fn;
     void *opaque;
     deta_producer_t *dlq;
@@ -606,6 +607,7 @@ deta_consumer_t *deta_consumer_new(const deta_config_t *cfg, const char *group,
     c->fn = fn;
     c->opaque = opaque;
     c->dlq = dlq;
+    snprintf(c->group, sizeof c->group, "%s", group);
     apply_opts(c, opts);
     if (!workers_init(c)) {
         deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
@@ -695,10 +697,12 @@ static void store_offset(deta_consumer_t *c, const char *topic, int32_t partitio
 }
 
 static const char *const dead_letter_header_names[] = {
-    "x-retry-count", "x-original-topic", "x-original-partition", "x-original-offset", "x-error"};
+    "x-retry-count", "x-original-topic", "x-original-partition", "x-original-offset", "x-error",
+    "x-consumer-group"};
 
 /* The original headers, minus any stale x-* of ours, plus the dead-letter facts. */
-static rd_kafka_headers_t *dead_letter_headers(const rd_kafka_message_t *m, int retries,
+static rd_kafka_headers_t *dead_letter_headers(const deta_consumer_t *c,
+                                               const rd_kafka_message_t *m, int retries,
                                                const char *why) {
     rd_kafka_headers_t *src = NULL;
     rd_kafka_headers_t *h = rd_kafka_message_headers(m, &src) == RD_KAFKA_RESP_ERR_NO_ERROR
@@ -715,6 +719,7 @@ static rd_kafka_headers_t *dead_letter_headers(const rd_kafka_message_t *m, int 
     rd_kafka_header_add(h, "x-original-partition", -1, partition, -1);
     rd_kafka_header_add(h, "x-original-offset", -1, offset, -1);
     rd_kafka_header_add(h, "x-error", -1, why, -1);
+    rd_kafka_header_add(h, "x-consumer-group", -1, c->group, -1);
     return h;
 }
 
@@ -728,7 +733,7 @@ static bool send_dead_letter(deta_consumer_t *c, const rd_kafka_message_t *m, co
                          .key_len = m->key_len,
                          .value = m->payload,
                          .len = m->len,
-                         .headers = dead_letter_headers(m, retries, why)};
+                         .headers = dead_letter_headers(c, m, retries, why)};
         char err[256] = "";
         size_t nacked = 0;
         send_out_msgs(c->dlq, &out, 1, DETA_KAFKA_DLQ_SEND_MS, &nacked, err, sizeof err);

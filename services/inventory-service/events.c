@@ -17,9 +17,10 @@
  * next step follows from payment.authorized itself), payment.failed moves held
  * back to available (status RELEASED) and publishes inventory.released. An outcome
  * for a reservation that is already settled or was rejected is a no-op. An outcome
- * for an order with no reservation yet came before its order.created and is
- * answered DETA_ERR_TRANSIENT, so the consumer retries it with backoff (and
- * dead-letters it if the reservation never comes).
+ * for an order with no reservation at all is dead-lettered at once: payment acts
+ * only on inventory.reserved, which this service publishes (through its outbox)
+ * after the reservation committed, so such an outcome can never be applied later,
+ * and retrying it would only hold up the outcomes queued behind it.
  *
  * Metrics are counted when a handler has applied its effects, just before the
  * dispatcher commits; a commit that then fails (rare: the connection died) is
@@ -152,9 +153,8 @@ static deta_err_t settle(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
     inv_reservation_t res;
     deta_err_t err = inv_store_lock_reservation(db, ev->order_id, &res, errstr, errsize);
     if (err == DETA_ERR_NOT_FOUND)
-        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
-                         "%s for order %s, which has no reservation yet (before its "
-                         "order.created?)",
+        return deta_errf(DETA_ERR_NOT_FOUND, errstr, errsize,
+                         "%s for order %s, which has no reservation: nothing to settle",
                          ev->event_type, ev->order_id);
     if (err)
         return err;

@@ -388,6 +388,7 @@ static void check_retry_and_dead_letter(const char *tag, int workers) {
     assert_string_equal(ts_kafka_header(&dl, "x-original-partition"), partition);
     assert_string_equal(ts_kafka_header(&dl, "x-original-offset"), offset);
     assert_string_equal(ts_kafka_header(&dl, "x-error"), "bad payload");
+    assert_string_equal(ts_kafka_header(&dl, "x-consumer-group"), group);
     assert_string_equal(dl2.value, "always-transient");
     assert_string_equal(ts_kafka_header(&dl2, "x-retry-count"), "2");
     assert_string_equal(ts_kafka_header(&dl2, "x-error"), "still down");

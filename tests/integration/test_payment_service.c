@@ -426,7 +426,8 @@ static void bad_events_are_dead_lettered_and_others_ignored(void **state) {
     free(bad);
     await_metric_above(DEAD_LETTERS, dead);
     ts_kafka_msg_t m;
-    if (!ts_kafka_find(DETA_TOPIC_DLQ_INVENTORY_EVENTS, order, WAIT_MS, &m))
+    if (!ts_kafka_find_where(DETA_TOPIC_DLQ_INVENTORY_EVENTS, order, "x-consumer-group",
+                             "payment-service", WAIT_MS, &m))
         fail_msg("the malformed event was not dead-lettered");
     const char *why = ts_kafka_header(&m, "x-error");
     assert_non_null(why);
@@ -447,7 +448,9 @@ static void bad_events_are_dead_lettered_and_others_ignored(void **state) {
     free(text);
     inject_reserved(other, "cust-r", "2.00", eid);
     await_payments(other, 1);
-    assert_int_equal(ts_kafka_count(DETA_TOPIC_DLQ_INVENTORY_EVENTS, other, 5000), 0);
+    assert_int_equal(ts_kafka_count_where(DETA_TOPIC_DLQ_INVENTORY_EVENTS, other, "x-consumer-group",
+                                          "payment-service", 5000),
+                     0);
 }
 
 static void without_redis_payments_stay_exactly_once(void **state) {

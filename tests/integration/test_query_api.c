@@ -475,7 +475,8 @@ static void the_same_event_five_times_is_applied_once(void **state) {
 /* The first dead letter of the order on dlq.delivery-events, checked. */
 static void expect_dead_letter(const char *order_id, const char *value, const char *error_part) {
     ts_kafka_msg_t m;
-    assert_true(ts_kafka_find(DETA_TOPIC_DLQ_DELIVERY_EVENTS, order_id, WAIT_MS, &m));
+    assert_true(ts_kafka_find_where(DETA_TOPIC_DLQ_DELIVERY_EVENTS, order_id, "x-consumer-group",
+                                    "query-api", WAIT_MS, &m));
     if (value)
         assert_string_equal(m.value, value);
     assert_string_equal(ts_kafka_header(&m, "x-original-topic"), DETA_TOPIC_DELIVERY_EVENTS);

@@ -174,7 +174,7 @@ static void copy_msg(const rd_kafka_message_t *m, ts_kafka_msg_t *out) {
         const char *name;
         const void *val;
         size_t len;
-        for (size_t i = 0; out->nheaders < 8 && !rd_kafka_header_get_all(h, i, &name, &val, &len);
+        for (size_t i = 0; out->nheaders < 16 && !rd_kafka_header_get_all(h, i, &name, &val, &len);
              i++) {
             snprintf(out->headers[out->nheaders][0], 128, "%s", name);
             snprintf(out->headers[out->nheaders][1], 128, "%.*s", (int)len,
@@ -227,6 +227,31 @@ int ts_kafka_find(const char *topic, const char *key, int timeout_ms, ts_kafka_m
     return scan(topic, key, timeout_ms, 0, visit_copy, out);
 }
 
+typedef struct {
+    const char *header, *contains;
+    ts_kafka_msg_t *out;
+} where_t;
+
+static int visit_where(const rd_kafka_message_t *m, void *opaque) {
+    where_t *w = opaque;
+    ts_kafka_msg_t tmp;
+    copy_msg(m, &tmp);
+    const char *v = ts_kafka_header(&tmp, w->header);
+    if (v && strstr(v, w->contains)) {
+        *w->out = tmp;
+        return 1;
+    }
+    ts_kafka_msg_free(&tmp);
+    return 0;
+}
+
+int ts_kafka_find_where(const char *topic, const char *key, const char *header,
+                        const char *contains, int timeout_ms, ts_kafka_msg_t *out) {
+    memset(out, 0, sizeof *out);
+    where_t w = {header, contains, out};
+    return scan(topic, key, timeout_ms, 0, visit_where, &w);
+}
+
 static int visit_count(const rd_kafka_message_t *m, void *opaque) {
     (void)m;
     (*(int *)opaque)++;
@@ -237,6 +262,28 @@ int ts_kafka_count(const char *topic, const char *key, int timeout_ms) {
     int n = 0;
     scan(topic, key, timeout_ms, 1, visit_count, &n);
     return n;
+}
+
+typedef struct {
+    const char *header, *value;
+    int n;
+} count_where_t;
+
+static int visit_count_where(const rd_kafka_message_t *m, void *opaque) {
+    count_where_t *w = opaque;
+    ts_kafka_msg_t tmp;
+    copy_msg(m, &tmp);
+    const char *v = ts_kafka_header(&tmp, w->header);
+    w->n += v && strcmp(v, w->value) == 0;
+    ts_kafka_msg_free(&tmp);
+    return 0;
+}
+
+int ts_kafka_count_where(const char *topic, const char *key, const char *header,
+                         const char *value, int timeout_ms) {
+    count_where_t w = {header, value, 0};
+    scan(topic, key, timeout_ms, 1, visit_count_where, &w);
+    return w.n;
 }
 
 const char *ts_kafka_header(const ts_kafka_msg_t *m, const char *name) {

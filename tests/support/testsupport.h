@@ -40,13 +40,20 @@ typedef struct ts_kafka_msg {
     char *value;
     int32_t partition;
     int64_t offset;
-    char headers[8][2][128]; /* name, value */
+    char headers[16][2][128]; /* name, value */
     int nheaders;
 } ts_kafka_msg_t;
 
 /* Reads topic from the beginning (all partitions, no consumer group) until a
  * message with this key arrives; true when found within timeout_ms. */
 int ts_kafka_find(const char *topic, const char *key, int timeout_ms, ts_kafka_msg_t *out);
+/* Like ts_kafka_find, for the first message with this key whose header `header`
+ * contains `contains` (several services may dead-letter the same message). */
+int ts_kafka_find_where(const char *topic, const char *key, const char *header,
+                        const char *contains, int timeout_ms, ts_kafka_msg_t *out);
+/* How many messages with this key and a header `header` equal to `value`. */
+int ts_kafka_count_where(const char *topic, const char *key, const char *header,
+                         const char *value, int timeout_ms);
 /* How many messages with this key the topic holds (reads to the end). */
 int ts_kafka_count(const char *topic, const char *key, int timeout_ms);
 const char *ts_kafka_header(const ts_kafka_msg_t *m, const char *name);

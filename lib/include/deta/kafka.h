@@ -16,7 +16,8 @@
  *                      be applied).
  * A dead letter goes to the dlq. twin of the message's topic with the original key,
  * value and headers, plus x-retry-count, x-original-topic, x-original-partition,
- * x-original-offset and x-error; the offset is stored only once the dead letter is
+ * x-original-offset, x-error and x-consumer-group (several groups read one topic:
+ * the group says which consumer gave up on the message); the offset is stored only once the dead letter is
  * acknowledged. Offsets are committed (auto-commit of stored offsets, and a final
  * commit on close) only for messages whose handling finished, so delivery is
  * at-least-once and handlers must be idempotent (see inbox.h).
