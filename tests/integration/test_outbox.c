@@ -291,7 +291,10 @@ static long relay_backend(void) {
     PGconn *c = ts_pg(dbname);
     long pid = ts_pg_long(c,
                           "SELECT coalesce(max(pid), 0) FROM pg_locks WHERE locktype = 'advisory'"
-                          " AND granted AND objid = hashtext('deta_outbox_relay')::oid",
+                          " AND granted AND objid = hashtext('deta_outbox_relay')::oid"
+                          /* every service's relay holds this key in its own database */
+                          " AND database = (SELECT oid FROM pg_database"
+                          "                 WHERE datname = current_database())",
                           0, NULL);
     PQfinish(c);
     return pid;
