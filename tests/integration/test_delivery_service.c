@@ -8,9 +8,9 @@
  * delivery completes in a few real seconds; they poll with generous timeouts and
  * never assume timing.
  *
- * The order of an order's events matters here, and ts_kafka_find returns only the
- * first, so this file has its own reader, ts_kafka_collect, that returns every
- * message of a key in partition order (one key lives on one partition). Whether
+ * The order of an order's events matters here, so the tests read them with
+ * ts_kafka_collect: every message of a key in partition order (one key lives on
+ * one partition). Whether
  * an ignored event was consumed at all is read from the consumer group's
  * committed offset.
  */
@@ -52,77 +52,6 @@ static rd_kafka_t *kafka_client(const char *group) {
     if (!rk)
         fail_msg("kafka consumer: %s", err);
     return rk;
-}
-
-static int partition_count(rd_kafka_t *rk, const char *topic) {
-    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
-    int n = 0;
-    for (int i = 0; i < 50 && n == 0; i++) {
-        const rd_kafka_metadata_t *md = NULL;
-        if (rd_kafka_metadata(rk, 0, t, &md, 2000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            if (md->topic_cnt == 1)
-                n = md->topics[0].partition_cnt;
-            rd_kafka_metadata_destroy(md);
-        }
-        if (n == 0)
-            ts_sleep_ms(200);
-    }
-    rd_kafka_topic_destroy(t);
-    if (n == 0)
-        fail_msg("no metadata for %s", topic);
-    return n;
-}
-
-static void copy_message(const rd_kafka_message_t *m, ts_kafka_msg_t *out) {
-    memset(out, 0, sizeof *out);
-    out->key = strndup(m->key ? (const char *)m->key : "", m->key_len);
-    out->value = strndup(m->payload ? (const char *)m->payload : "", m->len);
-    out->partition = m->partition;
-    out->offset = m->offset;
-    rd_kafka_headers_t *h = NULL;
-    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return;
-    const char *name;
-    const void *val;
-    size_t len;
-    for (size_t i = 0; out->nheaders < 8 && !rd_kafka_header_get_all(h, i, &name, &val, &len);
-         i++) {
-        snprintf(out->headers[out->nheaders][0], 128, "%s", name);
-        snprintf(out->headers[out->nheaders][1], 128, "%.*s", (int)len,
-                 val ? (const char *)val : "");
-        out->nheaders++;
-    }
-}
-
-/* Every message of key on topic, from the beginning, in order, until want of them
- * arrived or timeout_ms passed; returns how many were copied into out (at most
- * max; the caller frees each with ts_kafka_msg_free). */
-static int ts_kafka_collect(const char *topic, const char *key, int want, int timeout_ms,
-                            ts_kafka_msg_t *out, int max) {
-    char group[64];
-    snprintf(group, sizeof group, "delivery-test-%d", (int)getpid());
-    rd_kafka_t *rk = kafka_client(group);
-    int parts = partition_count(rk, topic);
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(parts);
-    for (int p = 0; p < parts; p++)
-        rd_kafka_topic_partition_list_add(list, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_assign(rk, list);
-    rd_kafka_topic_partition_list_destroy(list);
-    int n = 0;
-    size_t klen = strlen(key);
-    long long deadline = mono_ms() + timeout_ms;
-    while (n < want && n < max && mono_ms() < deadline) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
-        if (!m)
-            continue;
-        if (!m->err && m->key_len == klen && memcmp(m->key, key, klen) == 0)
-            copy_message(m, &out[n++]);
-        rd_kafka_message_destroy(m);
-    }
-    rd_kafka_assign(rk, NULL);
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
-    return n;
 }
 
 static void free_messages(ts_kafka_msg_t *m, int n) {

@@ -265,6 +265,25 @@ int ts_kafka_count(const char *topic, const char *key, int timeout_ms) {
 }
 
 typedef struct {
+    ts_kafka_msg_t *out;
+    int want, max, n;
+} collect_t;
+
+static int visit_collect(const rd_kafka_message_t *m, void *opaque) {
+    collect_t *c = opaque;
+    copy_msg(m, &c->out[c->n++]);
+    return c->n >= c->want || c->n >= c->max;
+}
+
+int ts_kafka_collect(const char *topic, const char *key, int want, int timeout_ms,
+                     ts_kafka_msg_t *out, int max) {
+    collect_t c = {out, want, max, 0};
+    if (want > 0 && max > 0)
+        scan(topic, key, timeout_ms, 0, visit_collect, &c);
+    return c.n;
+}
+
+typedef struct {
     const char *header, *value;
     int n;
 } count_where_t;

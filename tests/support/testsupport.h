@@ -51,6 +51,11 @@ int ts_kafka_find(const char *topic, const char *key, int timeout_ms, ts_kafka_m
  * contains `contains` (several services may dead-letter the same message). */
 int ts_kafka_find_where(const char *topic, const char *key, const char *header,
                         const char *contains, int timeout_ms, ts_kafka_msg_t *out);
+/* Every message of key on topic, from the beginning, in order, until want of them
+ * arrived or timeout_ms passed; returns how many were copied into out (at most
+ * max; free each with ts_kafka_msg_free). */
+int ts_kafka_collect(const char *topic, const char *key, int want, int timeout_ms,
+                     ts_kafka_msg_t *out, int max);
 /* How many messages with this key and a header `header` equal to `value`. */
 int ts_kafka_count_where(const char *topic, const char *key, const char *header,
                          const char *value, int timeout_ms);
