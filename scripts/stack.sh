@@ -28,6 +28,8 @@
 # (6), KAFKA_BROKERS (1), LOG_LEVEL (info), STACK_TIMEOUT (30 s per part);
 # STACK_SERVICES ("order-service payment-service": start only these services).
 # Services inherit the caller's environment, so their own settings pass through.
+# QUERY_API_ADMIN_TOKEN (query-api's dead-letter administration) is the caller's,
+# or else made at random once per stack directory; stack.env carries it.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -454,7 +456,8 @@ start_service() {
   launch "$name" "$ROOT" env HTTP_PORT="$CHOSEN_PORT" \
     KAFKA_BOOTSTRAP_SERVERS="$(broker_bootstrap)" KAFKA_SESSION_TIMEOUT_MS=6000 \
     PGHOST=127.0.0.1 PGPORT="$pg" PGUSER=postgres PGPASSWORD=postgres \
-    REDIS_HOST=127.0.0.1 REDIS_PORT="$redis" LOG_LEVEL="$LOG_LEVEL" "$bin"
+    REDIS_HOST=127.0.0.1 REDIS_PORT="$redis" LOG_LEVEL="$LOG_LEVEL" \
+    QUERY_API_ADMIN_TOKEN="$(admin_token)" "$bin"
   wait_healthy "$name" "$LAUNCHED_PID" "$CHOSEN_PORT" || exit 1
 }
 
@@ -525,6 +528,9 @@ write_env() {
       env_line REDIS_PORT "$(part_port redis)"
       any=1
     fi
+    if part_running query-api; then
+      env_line QUERY_API_ADMIN_TOKEN "$(admin_token)"
+    fi
     for s in "${SERVICES[@]}"; do
       part_running "$s" || continue
       port=$(part_port "$s")
@@ -535,6 +541,21 @@ write_env() {
     done
   } >"$tmp"
   if [ "$any" = 1 ]; then mv "$tmp" "$ENV_FILE"; else rm -f "$tmp" "$ENV_FILE"; fi
+}
+
+# The token of query-api's dead-letter administration for this stack: the
+# caller's QUERY_API_ADMIN_TOKEN, else one made at random once per stack
+# directory and kept (mode 0600) in $STACK_DIR/admin.token.
+admin_token() {
+  local file=$STACK_DIR/admin.token
+  if [ -n "${QUERY_API_ADMIN_TOKEN:-}" ]; then
+    printf '%s\n' "$QUERY_API_ADMIN_TOKEN"
+    return
+  fi
+  if [ ! -s "$file" ]; then
+    (umask 077 && od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$file.tmp" && mv "$file.tmp" "$file")
+  fi
+  read_first_line "$file"
 }
 
 prepare_dirs() {

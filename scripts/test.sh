@@ -8,7 +8,8 @@
 #      independent; ports 25432, 26379 and 28080..28084 preferred, so that a
 #      developer's `make up` stack is left alone) built from build/asan, so the
 #      services and the broker run instrumented too; its stack.env is exported;
-#   5. integration tests: ctest -L integration against that stack;
+#   5. integration tests: ctest -L integration against that stack, then the
+#      fault tests (ctest -L faults), which stop, kill and restart its parts;
 #   6. the stack is brought down (always, by trap, even on failure or ^C), and
 #      its logs are searched for sanitizer reports: a service that leaked or
 #      hit undefined behaviour fails the run even when every test passed.
@@ -73,6 +74,9 @@ main() {
     set +a
     step "integration tests"
     ctest --test-dir "$ASAN_BUILD" -L integration --output-on-failure || fail "integration tests"
+    step "fault tests"
+    ctest --test-dir "$ASAN_BUILD" -L faults --output-on-failure --no-tests=ignore \
+      || fail "fault tests"
   else
     fail "starting the test stack"
   fi
