@@ -3,6 +3,7 @@
 #   make          dependencies + release build (RelWithDebInfo) in build/release
 #   make test     every test under ASan/UBSan, with a test stack of its own
 #   make demo     build, bring the local stack up, post orders, read the events
+#   make bench    the benchmark on a stack of its own (bench/README.md; ~10 min)
 #   make up       build, then start the local stack (.local); make down stops it
 #   make status   what runs, on which port, and whether it is healthy
 #   make clean    remove build/release and build/asan (not the stack's data)
@@ -10,7 +11,7 @@ SHELL := /bin/bash
 JOBS ?= 2
 RELEASE_DIR := build/release
 
-.PHONY: all deps build test demo up down status clean
+.PHONY: all deps build test demo bench up down status clean
 
 all: build
 
@@ -26,6 +27,9 @@ test:
 
 demo:
 	scripts/demo.sh
+
+bench: deps
+	BUILD_DIR=$(RELEASE_DIR) JOBS=$(JOBS) scripts/bench.sh
 
 up: build
 	BUILD_DIR=$(RELEASE_DIR) scripts/stack.sh up

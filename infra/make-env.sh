@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make-env.sh - write a settings file from a template, with a fresh random
-# password wherever the template says `change-me`.
+# password wherever the template says `change-me` (the passwords, and
+# query-api's admin token QUERY_API_ADMIN_TOKEN, which takes the same form).
 #
 #   infra/make-env.sh compose/.env.example compose/.env   # docker compose
 #   infra/make-env.sh k8s/secrets.env.example k8s/secrets.env   # kubectl apply -k
@@ -23,7 +24,8 @@ main() {
   umask 077
   local tmp
   tmp=$(mktemp "$output.XXXXXX")
-  trap 'rm -f "$tmp"' EXIT
+  # ${tmp:-}: the trap runs at exit, after main's locals are gone (set -u).
+  trap 'rm -f "${tmp:-}"' EXIT
   while IFS= read -r line || [ -n "$line" ]; do
     if [[ $line =~ ^([A-Za-z_][A-Za-z0-9_]*)=change-me$ ]]; then
       line="${BASH_REMATCH[1]}=$(random_password)"

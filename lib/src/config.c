@@ -12,12 +12,18 @@
  *
  * An unset variable and an empty one both mean "use the default", so that
  * `FOO= ./service` behaves like leaving FOO out.
+ *
+ * A few settings belong to one service (owned_settings): they are loaded for
+ * that service only, so a secret such as query-api's admin token never sits in
+ * another service's memory, and tests/deploy (which reads this table) requires
+ * it in that service's deployment alone. Their values are never logged.
  */
 #include "deta/config.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,6 +196,71 @@ static deta_err_t load_log_level(deta_config_t *cfg, char *errstr, size_t errsiz
     return DETA_OK;
 }
 
+/* ---- settings of one service ---- */
+
+typedef deta_err_t (*owned_check_fn)(const char *name, const char *value, char *errstr,
+                                     size_t errsize);
+
+typedef struct owned_setting {
+    const char *service;
+    const char *name;
+    size_t offset; /* of a char array in deta_config_t */
+    size_t size;
+    owned_check_fn check; /* called on a set value */
+} owned_setting_t;
+
+/* RFC 6750's b64token characters: what a bearer token may be made of. */
+static bool is_token_char(unsigned char ch) {
+    return isalnum(ch) || strchr("-._~+/=", ch) != NULL;
+}
+
+/* The value is never echoed: it is a secret. */
+static deta_err_t check_admin_token(const char *name, const char *value, char *errstr,
+                                    size_t errsize) {
+    size_t len = strlen(value);
+    if (len < DETA_ADMIN_TOKEN_MIN)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: shorter than %d characters",
+                         name, DETA_ADMIN_TOKEN_MIN);
+    for (size_t i = 0; i < len; i++)
+        if (!is_token_char((unsigned char)value[i]))
+            return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                             "%s: character %zu is not one of A-Z a-z 0-9 - . _ ~ + / =", name,
+                             i + 1);
+    return DETA_OK;
+}
+
+#define OWNED(svc, var, member, fn) \
+    {svc, var, offsetof(deta_config_t, member), sizeof(((deta_config_t *)0)->member), fn}
+
+static const owned_setting_t owned_settings[] = {
+    OWNED("query-api", "QUERY_API_ADMIN_TOKEN", admin_token, check_admin_token),
+};
+
+#undef OWNED
+
+static deta_err_t load_owned(deta_config_t *cfg, char *errstr, size_t errsize) {
+    for (size_t i = 0; i < sizeof owned_settings / sizeof *owned_settings; i++) {
+        const owned_setting_t *o = &owned_settings[i];
+        if (strcmp(o->service, cfg->service) != 0)
+            continue;
+        char *dst = (char *)cfg + o->offset;
+        deta_err_t err = config_copy(o->name, "", dst, o->size, errstr, errsize);
+        if (!err && dst[0])
+            err = o->check(o->name, dst, errstr, errsize);
+        if (err) {
+            memset(dst, 0, o->size);
+            return err;
+        }
+    }
+    return DETA_OK;
+}
+
+/* The bound on a graceful shutdown (service.c). */
+static deta_err_t load_shutdown(deta_config_t *cfg, char *errstr, size_t errsize) {
+    return config_int("DETA_SHUTDOWN_TIMEOUT_MS", 10000, 1000, 600000, &cfg->shutdown_timeout_ms,
+                      errstr, errsize);
+}
+
 deta_err_t deta_config_load(deta_config_t *cfg, const char *service, char *errstr,
                             size_t errsize) {
     memset(cfg, 0, sizeof *cfg);
@@ -197,7 +268,8 @@ deta_err_t deta_config_load(deta_config_t *cfg, const char *service, char *errst
     if ((err = load_identity(cfg, service, errstr, errsize)) ||
         (err = load_kafka(cfg, errstr, errsize)) || (err = load_postgres(cfg, errstr, errsize)) ||
         (err = load_redis(cfg, errstr, errsize)) || (err = load_http(cfg, errstr, errsize)) ||
-        (err = load_log_level(cfg, errstr, errsize)))
+        (err = load_log_level(cfg, errstr, errsize)) || (err = load_owned(cfg, errstr, errsize)) ||
+        (err = load_shutdown(cfg, errstr, errsize)))
         return err;
     return DETA_OK;
 }

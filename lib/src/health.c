@@ -9,6 +9,11 @@
  * probes do not queue behind each other. Names are copied; opaque pointers are
  * the caller's.
  *
+ * deta_health_required_up() is the same roll-up cut short: required checks
+ * only, ending at the first DOWN one. The consumer loop asks it (through the
+ * service's cache) whether a transient failure is an outage or the message's
+ * own problem.
+ *
  * Roll-up: any required check DOWN makes the service DOWN (503); otherwise any
  * optional check DOWN makes it DEGRADED (200); otherwise UP (200). A DOWN
  * component always carries details.error, with a generic text when the check
@@ -18,6 +23,7 @@
 #include "deta/health.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -140,4 +146,28 @@ json_t *deta_health_report(deta_health_t *h, int *http_status) {
     if (!report) /* json_pack's "o" consumes components even on failure */
         return internal_failure(http_status, "out of memory building the report");
     return report;
+}
+
+bool deta_health_required_up(deta_health_t *h, char *detail, size_t detailsize) {
+    if (detail && detailsize)
+        detail[0] = '\0';
+    if (!h)
+        return false;
+    size_t n;
+    bool lost_check;
+    check_t *checks = snapshot(h, &n, &lost_check);
+    bool up = checks && !lost_check;
+    if (!up && detail && detailsize)
+        snprintf(detail, detailsize, "health: out of memory registering health checks");
+    for (size_t i = 0; i < n && up; i++) {
+        if (!checks[i].required)
+            continue;
+        char why[DETAIL_SIZE] = "";
+        up = checks[i].fn(checks[i].opaque, why, sizeof why);
+        why[sizeof why - 1] = '\0';
+        if (!up && detail && detailsize)
+            snprintf(detail, detailsize, "%s: %s", checks[i].name, *why ? why : "check failed");
+    }
+    free(checks);
+    return up;
 }

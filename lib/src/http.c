@@ -39,6 +39,10 @@
  * strlen(path) + strlen(pattern) + 2 bytes always suffice; a pattern without
  * parameters needs none.
  *
+ * Headers. A handler reads request headers with deta_http_header (MHD compares
+ * names case-insensitively) and may add one response header of its own
+ * (deta_http_resp_header: WWW-Authenticate on a 401 is what needs it).
+ *
  * Metrics. The duration (from the headers to the queued response) and the count
  * are recorded when the response is queued, labelled method (one of the
  * standard methods or OTHER, to bound cardinality), route (the pattern, or
@@ -226,7 +230,19 @@ void deta_http_resp_text(deta_http_resp_t *resp, int status, const char *content
         deta_http_resp_error(resp, 500, NULL, "out of memory");
 }
 
+void deta_http_resp_header(deta_http_resp_t *resp, const char *name, const char *value) {
+    resp->header_name = name;
+    resp->header_value = value;
+}
+
 /* ---- request accessors ---- */
+
+const char *deta_http_header(const deta_http_req_t *req, const char *name) {
+    if (!req || !req->impl || !name)
+        return NULL;
+    const request_t *r = req->impl;
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
 
 const char *deta_http_param(const deta_http_req_t *req, const char *name) {
     if (!req || !name)
@@ -447,6 +463,8 @@ static enum MHD_Result queue_response(request_t *r, deta_http_resp_t *resp, cons
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
     if (allow)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_ALLOW, allow);
+    if (resp->header_name && resp->header_value)
+        MHD_add_response_header(mr, resp->header_name, resp->header_value);
     record_metrics(r, resp->status);
     enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)resp->status, mr);
     MHD_destroy_response(mr);

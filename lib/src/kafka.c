@@ -44,7 +44,47 @@
  * its partition is revoked) since skipping the
  * message would lose it. A message on a topic with no dead-letter twin is logged
  * as an error and its offset stored: there is nowhere to put it, and blocking the
- * partition forever would be worse.
+ * partition forever would be worse. The wait for a dead letter's acknowledgement
+ * watches the same cancellation: once cancelled it allows DETA_KAFKA_CANCEL_GRACE_MS
+ * more (an ack that is on its way saves a duplicate dead letter), then gives up,
+ * so a stop never waits out the 12 s delivery timeout of an unreachable broker.
+ *
+ * Retry budget and outages. A transient failure first asks opts.dependencies_up.
+ * Down: the failure is the outage's, not the message's; the message waits (the
+ * same backoff, not counted) and the consumer's outage flag, set by the first
+ * waiting message and cleared by the first one to find the dependencies back,
+ * makes the outage one warning and one "back" line in the log whatever the
+ * number of messages and retries. Up: the retry counts, and once max_retries
+ * counted retries failed the message is dead-lettered. When the dependencies come
+ * back the backoff restarts from backoff_ms, so the waiting messages are handled
+ * within a few hundred ms. A message's attempt number (and x-retry-count) counts
+ * every retry, waiting ones included. An inline consumer waiting out an outage
+ * longer than max.poll.interval.ms (5 min) loses its membership; its message is
+ * then redelivered to the group, which is what an outage that long deserves.
+ *
+ * Rebalance callback. Set in both modes: with workers it settles revoked
+ * partitions (below); in both it keeps the assigned-partitions gauge, recounted
+ * from rd_kafka_assignment() after each assign or unassign, and applied as a
+ * difference, so two consumers of one group in a process add up.
+ *
+ * Commit. deta_consumer_commit() commits the stored offsets explicitly, before
+ * the close: the commit librdkafka makes while closing comes after the unassign
+ * and fails (REBALANCE_IN_PROGRESS, ILLEGAL_GENERATION) when another member of
+ * the group (the service's other consumer, stopping at the same time) has just
+ * left. An explicit commit that meets a rebalance is retried, serving the
+ * rebalance, until its deadline.
+ *
+ * Close. deta_consumer_close() uses rd_kafka_consumer_close_queue() and serves
+ * that queue (rebalances included) until the close is done or its time
+ * is up, instead of rd_kafka_consumer_close(), which can block for as long as the
+ * group coordinator is unreachable. The handle is then destroyed without a second
+ * close. librdkafka 2.0.2 aborts when a cooperative-sticky consumer is destroyed
+ * after its first JoinGroup answer but before its first assignment (its assignor
+ * state is still NULL: librdkafka issue #4312, fixed in 2.3.0), which a service
+ * stopped during its first rebalance would hit. So a consumer that never had a
+ * rebalance callback (after each SyncGroup there is one, even for an empty
+ * assignment) first polls, within the close's time, until it gets one; what it
+ * polls meanwhile is dropped unstored, and so redelivered.
  *
  * Assignment strategy: cooperative-sticky (incremental rebalances: members that
  * keep their partitions keep consuming while another joins or leaves). It works
@@ -74,6 +114,9 @@
 #define DETA_KAFKA_HELD_POLL_MS 10      /* poll wait while messages are held */
 #define DETA_KAFKA_REVOKE_WAIT_MS 10000 /* a revoke waits this long for running handlers */
 #define DETA_KAFKA_SEEK_MS 5000
+#define DETA_KAFKA_CANCEL_GRACE_MS 1000 /* a cancelled dead letter's ack may still come */
+#define DETA_KAFKA_GIVE_UP_POLL_MS 20   /* how often a wait looks at its give-up flag */
+#define DETA_KAFKA_CLOSE_MS 10000       /* deta_consumer_free's close when none was made */
 
 /* ---- shared helpers ---- */
 
@@ -301,14 +344,34 @@ static rd_kafka_resp_err_t produce_one(deta_producer_t *p, out_msg_t *m, dr_slot
     return e;
 }
 
-/* Waits under p->lock until b has no pending report or the deadline passes. */
-static void await_reports(deta_producer_t *p, dr_batch_t *b, long deadline) {
-    long left = deadline - now_ms();
-    struct timespec ts = monotonic_after(left);
-    while (b->pending > 0 && left > 0) {
-        if (pthread_cond_timedwait(&p->reported, &p->lock, &ts) != 0)
+/* What may end a wait for delivery reports before its deadline: when now(arg)
+ * turns true, the wait goes on for at most grace_ms more. */
+typedef struct give_up {
+    bool (*now)(const void *arg);
+    const void *arg;
+    int grace_ms;
+} give_up_t;
+
+/* Waits under p->lock until b has no pending report, the deadline passes, or g
+ * says to give up (then true). */
+static bool await_reports(deta_producer_t *p, dr_batch_t *b, long deadline, const give_up_t *g) {
+    bool gave_up = false;
+    while (b->pending > 0) {
+        long now = now_ms();
+        if (g && !gave_up && g->now(g->arg)) {
+            gave_up = true;
+            if (now + g->grace_ms < deadline)
+                deadline = now + g->grace_ms;
+        }
+        long left = deadline - now;
+        if (left <= 0)
             break;
+        if (g && !gave_up && left > DETA_KAFKA_GIVE_UP_POLL_MS)
+            left = DETA_KAFKA_GIVE_UP_POLL_MS;
+        struct timespec ts = monotonic_after(left);
+        pthread_cond_timedwait(&p->reported, &p->lock, &ts);
     }
+    return gave_up && b->pending > 0;
 }
 
 /* Under p->lock: the acknowledged prefix and the error that ended it. */
@@ -343,9 +406,11 @@ static size_t enqueue_all(deta_producer_t *p, dr_batch_t *b, out_msg_t *msgs, si
     return n;
 }
 
-/* Produces msgs in order (taking their headers) and waits for the reports. */
+/* Produces msgs in order (taking their headers) and waits for the reports; g (may
+ * be NULL) can cut the wait short. */
 static deta_err_t send_out_msgs(deta_producer_t *p, out_msg_t *msgs, size_t n, int timeout_ms,
-                                size_t *nacked, char *errstr, size_t errsize) {
+                                const give_up_t *g, size_t *nacked, char *errstr,
+                                size_t errsize) {
     char why[256];
     *nacked = 0;
     if (rd_kafka_fatal_error(p->rk, why, sizeof why))
@@ -357,7 +422,7 @@ static deta_err_t send_out_msgs(deta_producer_t *p, out_msg_t *msgs, size_t n, i
     rd_kafka_resp_err_t enqueue_err = RD_KAFKA_RESP_ERR_NO_ERROR;
     size_t produced = enqueue_all(p, b, msgs, n, &enqueue_err);
     pthread_mutex_lock(&p->lock);
-    await_reports(p, b, now_ms() + (timeout_ms > 0 ? timeout_ms : 0));
+    bool gave_up = await_reports(p, b, now_ms() + (timeout_ms > 0 ? timeout_ms : 0), g);
     rd_kafka_resp_err_t first;
     *nacked = acked_prefix(b, produced, &first);
     size_t pending = b->pending;
@@ -369,6 +434,10 @@ static deta_err_t send_out_msgs(deta_producer_t *p, out_msg_t *msgs, size_t n, i
         return DETA_OK;
     if (*nacked == produced)
         first = enqueue_err;
+    if (gave_up && first == RD_KAFKA_RESP_ERR__TIMED_OUT && pending > 0)
+        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                         "gave up waiting (stopping): %zu of %zu messages acknowledged", *nacked,
+                         n);
     if (first == RD_KAFKA_RESP_ERR__TIMED_OUT && pending > 0)
         return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
                          "timed out after %d ms: %zu of %zu messages acknowledged", timeout_ms,
@@ -400,8 +469,11 @@ static void free_out_headers(out_msg_t *msgs, size_t n) {
             rd_kafka_headers_destroy(msgs[i].headers);
 }
 
-deta_err_t deta_producer_send_batch(deta_producer_t *p, const deta_kafka_out_t *msgs, size_t n,
-                                    int timeout_ms, size_t *nacked, char *errstr, size_t errsize) {
+static bool flag_set(const void *flag) { return atomic_load((const atomic_bool *)flag); }
+
+static deta_err_t send_batch(deta_producer_t *p, const deta_kafka_out_t *msgs, size_t n,
+                             int timeout_ms, const give_up_t *g, size_t *nacked, char *errstr,
+                             size_t errsize) {
     size_t ignored;
     if (!nacked)
         nacked = &ignored;
@@ -426,10 +498,40 @@ deta_err_t deta_producer_send_batch(deta_producer_t *p, const deta_kafka_out_t *
                              .len = msgs[i].len,
                              .headers = msgs[i].nheaders ? headers_of(&msgs[i]) : NULL};
     }
-    deta_err_t err = send_out_msgs(p, out, n, timeout_ms, nacked, errstr, errsize);
+    deta_err_t err = send_out_msgs(p, out, n, timeout_ms, g, nacked, errstr, errsize);
     free_out_headers(out, n);
     free(out);
     return err;
+}
+
+deta_err_t deta_producer_send_batch(deta_producer_t *p, const deta_kafka_out_t *msgs, size_t n,
+                                    int timeout_ms, size_t *nacked, char *errstr, size_t errsize) {
+    return send_batch(p, msgs, n, timeout_ms, NULL, nacked, errstr, errsize);
+}
+
+deta_err_t deta_producer_send_batch_until(deta_producer_t *p, const deta_kafka_out_t *msgs,
+                                          size_t n, int timeout_ms, const atomic_bool *give_up,
+                                          size_t *nacked, char *errstr, size_t errsize) {
+    give_up_t g = {.now = flag_set, .arg = give_up, .grace_ms = 0};
+    return send_batch(p, msgs, n, timeout_ms, give_up ? &g : NULL, nacked, errstr, errsize);
+}
+
+int deta_producer_purge(deta_producer_t *p) {
+    if (!p)
+        return 0;
+    int n = rd_kafka_outq_len(p->rk);
+    rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    return n;
+}
+
+deta_err_t deta_producer_flush(deta_producer_t *p, int timeout_ms, char *errstr, size_t errsize) {
+    if (!p)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "no producer");
+    if (rd_kafka_flush(p->rk, timeout_ms > 0 ? timeout_ms : 0) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        return DETA_OK;
+    return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                     "%d messages still without delivery report after %d ms",
+                     rd_kafka_outq_len(p->rk), timeout_ms);
 }
 
 deta_err_t deta_producer_send(deta_producer_t *p, const deta_kafka_out_t *msg, int timeout_ms,
@@ -464,6 +566,13 @@ bool deta_producer_ping(deta_producer_t *p, int timeout_ms, char *errstr, size_t
 typedef struct worker worker_t;
 typedef struct part part_t;
 
+/* A subscribed topic and its share of the assigned-partitions gauge. */
+typedef struct sub_topic {
+    char *name;
+    deta_gauge_t *assigned_gauge; /* NULL without metrics */
+    int assigned;                 /* what this consumer added to the gauge */
+} sub_topic_t;
+
 struct deta_consumer {
     rd_kafka_t *rk;
     char group[128]; /* named in each dead letter: which consumer gave up on it */
@@ -474,6 +583,18 @@ struct deta_consumer {
     int backoff_ms;
     int backoff_max_ms;
     deta_metrics_t *metrics;
+    bool (*dependencies_up)(void *opaque);
+    void *dependencies_opaque;
+    deta_gauge_t *waiting_gauge; /* messages waiting for their dependencies */
+    atomic_bool outage;          /* a message is waiting: the outage was logged */
+    atomic_int nwaiting;         /* messages waiting now */
+    atomic_long outage_since_ms;
+    sub_topic_t *topics;
+    size_t ntopics;
+    bool synced; /* a rebalance callback came: the group gave us an assignment */
+    atomic_bool committed; /* deta_consumer_commit succeeded: the close's own commit is moot */
+    bool closed;
+    deta_err_t close_result;
     /* With workers (nworkers > 1; see "consumer: workers" below). */
     int nworkers;
     worker_t *workers;
@@ -510,6 +631,20 @@ const char *deta_kafka_msg_header(const deta_kafka_msg_t *msg, const char *name,
     return buf;
 }
 
+/* The consumer's librdkafka log: as on_log, except that the commit librdkafka
+ * makes while closing, after deta_consumer_commit() did it, failing because the
+ * group is rebalancing (the service's other consumer left) is no news. */
+static void on_consumer_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    const deta_consumer_t *c = rd_kafka_opaque(rk);
+    if (c && atomic_load(&c->committed) && strcmp(fac, "COMMITFAIL") == 0) {
+        deta_log(DETA_LOG_INFO, NULL, NULL,
+                 "kafka %s: the commit on leaving failed, the offsets were committed before: %s",
+                 rd_kafka_name(rk), buf);
+        return;
+    }
+    on_log(rk, level, fac, buf);
+}
+
 static rd_kafka_conf_t *consumer_conf(const deta_config_t *cfg, const char *group,
                                       deta_consumer_t *c, char *errstr, size_t errsize) {
     int session = cfg->kafka_session_timeout_ms > 0 ? cfg->kafka_session_timeout_ms : 45000;
@@ -532,11 +667,10 @@ static rd_kafka_conf_t *consumer_conf(const deta_config_t *cfg, const char *grou
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    rd_kafka_conf_set_log_cb(conf, on_log);
-    if (c->nworkers > 1) { /* revocations must wait for the workers */
-        rd_kafka_conf_set_opaque(conf, c);
-        rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
-    }
+    rd_kafka_conf_set_log_cb(conf, on_consumer_log);
+    /* Revocations must wait for the workers; assignments feed the gauge. */
+    rd_kafka_conf_set_opaque(conf, c);
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     return conf;
 }
 
@@ -570,6 +704,56 @@ static void apply_opts(deta_consumer_t *c, const deta_consumer_opts_t *opts) {
         c->backoff_max_ms = c->backoff_ms;
     c->metrics = opts ? opts->metrics : NULL;
     c->nworkers = opts && opts->workers > 1 ? opts->workers : 0;
+    c->dependencies_up = opts ? opts->dependencies_up : NULL;
+    c->dependencies_opaque = opts ? opts->dependencies_opaque : NULL;
+}
+
+/* The gauges of this consumer's group (and topics), when it has metrics. */
+static void register_gauges(deta_consumer_t *c) {
+    if (!c->metrics)
+        return;
+    char labels[512];
+    snprintf(labels, sizeof labels, "group=\"%s\"", c->group);
+    c->waiting_gauge = deta_gauge(c->metrics, "deta_consumer_waiting_on_dependencies",
+                                  "Messages whose handling waits for a dependency to come back",
+                                  labels);
+    for (size_t i = 0; i < c->ntopics; i++) {
+        snprintf(labels, sizeof labels, "group=\"%s\",topic=\"%s\"", c->group,
+                 c->topics[i].name);
+        c->topics[i].assigned_gauge =
+            deta_gauge(c->metrics, "deta_consumer_assigned_partitions",
+                       "Partitions of the topic assigned to this consumer", labels);
+    }
+}
+
+static bool copy_topics(deta_consumer_t *c, const char *const *topics, size_t ntopics) {
+    c->topics = calloc(ntopics, sizeof *c->topics);
+    if (!c->topics)
+        return false;
+    c->ntopics = ntopics;
+    for (size_t i = 0; i < ntopics; i++)
+        if (!(c->topics[i].name = strdup(topics[i])))
+            return false;
+    return true;
+}
+
+/* Recounts this consumer's partitions per topic and moves the gauges by the
+ * difference (poller's thread, in the rebalance callback or at close). */
+static void update_assigned(deta_consumer_t *c, bool none) {
+    rd_kafka_topic_partition_list_t *list = NULL;
+    if (!none && rd_kafka_assignment(c->rk, &list) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    for (size_t t = 0; t < c->ntopics; t++) {
+        int n = 0;
+        for (int i = 0; list && i < list->cnt; i++)
+            if (strcmp(list->elems[i].topic, c->topics[t].name) == 0)
+                n++;
+        if (c->topics[t].assigned_gauge && n != c->topics[t].assigned)
+            deta_gauge_add(c->topics[t].assigned_gauge, n - c->topics[t].assigned);
+        c->topics[t].assigned = n;
+    }
+    if (list)
+        rd_kafka_topic_partition_list_destroy(list);
 }
 
 static deta_err_t subscribe(rd_kafka_t *rk, const char *const *topics, size_t ntopics,
@@ -587,8 +771,11 @@ static deta_err_t subscribe(rd_kafka_t *rk, const char *const *topics, size_t nt
 
 static void consumer_release(deta_consumer_t *c) {
     if (c->rk)
-        rd_kafka_destroy(c->rk);
+        rd_kafka_destroy_flags(c->rk, c->closed ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0);
     workers_destroy(c);
+    for (size_t i = 0; c->topics && i < c->ntopics; i++)
+        free(c->topics[i].name);
+    free(c->topics);
     free(c);
 }
 
@@ -607,9 +794,13 @@ deta_consumer_t *deta_consumer_new(const deta_config_t *cfg, const char *group,
     c->fn = fn;
     c->opaque = opaque;
     c->dlq = dlq;
+    atomic_init(&c->outage, false);
+    atomic_init(&c->nwaiting, 0);
+    atomic_init(&c->committed, false);
+    atomic_init(&c->outage_since_ms, 0);
     snprintf(c->group, sizeof c->group, "%s", group);
     apply_opts(c, opts);
-    if (!workers_init(c)) {
+    if (!copy_topics(c, topics, ntopics) || !workers_init(c)) {
         deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
         consumer_release(c);
         return NULL;
@@ -624,6 +815,7 @@ deta_consumer_t *deta_consumer_new(const deta_config_t *cfg, const char *group,
         consumer_release(c);
         return NULL;
     }
+    register_gauges(c);
     rd_kafka_poll_set_consumer(c->rk);
     if (subscribe(c->rk, topics, ntopics, errstr, errsize) != DETA_OK) {
         consumer_release(c);
@@ -632,12 +824,118 @@ deta_consumer_t *deta_consumer_new(const deta_config_t *cfg, const char *group,
     return c;
 }
 
+/* An event of the close queue: a rebalance goes to the rebalance callback (the
+ * queue hands it over as an event, not as a callback call); others are dropped. */
+static void serve_close_event(deta_consumer_t *c, rd_kafka_event_t *ev) {
+    if (!ev)
+        return;
+    if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+        on_rebalance(c->rk, rd_kafka_event_error(ev), rd_kafka_event_topic_partition_list(ev), c);
+    rd_kafka_event_destroy(ev);
+}
+
+/* One commit of the stored offsets, waiting for its answer until the deadline:
+ * the request's error, else the first partition's error. */
+static rd_kafka_resp_err_t commit_once(deta_consumer_t *c, rd_kafka_queue_t *q, long deadline) {
+    rd_kafka_resp_err_t e = rd_kafka_commit_queue(c->rk, NULL, q, NULL, NULL);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return e;
+    e = RD_KAFKA_RESP_ERR__TIMED_OUT;
+    long left;
+    while ((left = deadline - now_ms()) > 0) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, (int)left);
+        if (!ev)
+            continue;
+        bool answer = rd_kafka_event_type(ev) == RD_KAFKA_EVENT_OFFSET_COMMIT;
+        if (answer) {
+            e = rd_kafka_event_error(ev);
+            const rd_kafka_topic_partition_list_t *list = rd_kafka_event_topic_partition_list(ev);
+            for (int i = 0; e == RD_KAFKA_RESP_ERR_NO_ERROR && list && i < list->cnt; i++)
+                e = list->elems[i].err;
+        }
+        rd_kafka_event_destroy(ev);
+        if (answer)
+            break;
+    }
+    return e;
+}
+
+deta_err_t deta_consumer_commit(deta_consumer_t *c, int timeout_ms) {
+    if (!c || c->closed)
+        return DETA_ERR_INVALID;
+    long deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+    rd_kafka_resp_err_t e;
+    while ((e = commit_once(c, q, deadline)) != RD_KAFKA_RESP_ERR_NO_ERROR &&
+           e != RD_KAFKA_RESP_ERR__NO_OFFSET && now_ms() < deadline) {
+        /* A rebalance (someone left or joined) must finish first, and it needs
+         * this consumer's callbacks: serve them for a while; polled messages are
+         * dropped unstored, so redelivered. */
+        long retry_at = now_ms() + DETA_KAFKA_POLL_MS;
+        while (now_ms() < retry_at) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, DETA_KAFKA_POLL_MS / 4);
+            if (m)
+                rd_kafka_message_destroy(m);
+        }
+    }
+    rd_kafka_queue_destroy(q);
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR || e == RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        atomic_store(&c->committed, true);
+        return DETA_OK;
+    }
+    DETA_WARN("kafka consumer %s: offsets not committed within %d ms (%s): what was handled "
+              "since the last commit is redelivered",
+              c->group, timeout_ms, rd_kafka_err2str(e));
+    return DETA_ERR_TRANSIENT;
+}
+
+/* Polls (dropping messages, unstored) until the first rebalance callback or the
+ * deadline: see "Close" at the top. */
+static void await_first_assignment(deta_consumer_t *c, long deadline) {
+    if (!c->synced)
+        DETA_INFO("kafka consumer %s: closing during its first rebalance; waiting for it",
+                  c->group);
+    while (!c->synced && now_ms() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, DETA_KAFKA_POLL_MS / 2);
+        if (m)
+            rd_kafka_message_destroy(m);
+    }
+}
+
+deta_err_t deta_consumer_close(deta_consumer_t *c, int timeout_ms) {
+    if (!c)
+        return DETA_ERR_INVALID;
+    if (c->closed)
+        return c->close_result;
+    long deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    await_first_assignment(c, deadline);
+    c->closed = true;
+    c->close_result = DETA_OK;
+    rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+    rd_kafka_error_t *error = rd_kafka_consumer_close_queue(c->rk, q);
+    if (error) {
+        DETA_WARN("kafka consumer close: %s", rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        c->close_result = DETA_ERR_INTERNAL;
+    } else {
+        while (!rd_kafka_consumer_closed(c->rk) && now_ms() < deadline)
+            serve_close_event(c, rd_kafka_queue_poll(q, DETA_KAFKA_POLL_MS / 2));
+        if (!rd_kafka_consumer_closed(c->rk)) {
+            DETA_WARN("kafka consumer %s: close not finished after %d ms (coordinator "
+                      "unreachable?): offsets not committed are redelivered",
+                      c->group, timeout_ms);
+            c->close_result = DETA_ERR_TRANSIENT;
+        }
+    }
+    rd_kafka_queue_destroy(q);
+    update_assigned(c, true);
+    return c->close_result;
+}
+
 void deta_consumer_free(deta_consumer_t *c) {
     if (!c)
         return;
-    rd_kafka_resp_err_t e = rd_kafka_consumer_close(c->rk);
-    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-        DETA_WARN("kafka consumer close: %s", rd_kafka_err2str(e));
+    deta_consumer_close(c, DETA_KAFKA_CLOSE_MS);
     consumer_release(c);
 }
 
@@ -653,6 +951,8 @@ typedef struct cancel {
 static bool cancelled(const cancel_t *x) {
     return atomic_load(x->stop) || (x->revoked && atomic_load(x->revoked));
 }
+
+static bool cancelled_now(const void *x) { return cancelled(x); }
 
 static void count_outcome(deta_consumer_t *c, const char *topic, const char *outcome) {
     if (!c->metrics)
@@ -736,10 +1036,17 @@ static bool send_dead_letter(deta_consumer_t *c, const rd_kafka_message_t *m, co
                          .headers = dead_letter_headers(c, m, retries, why)};
         char err[256] = "";
         size_t nacked = 0;
-        send_out_msgs(c->dlq, &out, 1, DETA_KAFKA_DLQ_SEND_MS, &nacked, err, sizeof err);
+        give_up_t g = {.now = cancelled_now, .arg = cancel, .grace_ms = DETA_KAFKA_CANCEL_GRACE_MS};
+        send_out_msgs(c->dlq, &out, 1, DETA_KAFKA_DLQ_SEND_MS, &g, &nacked, err, sizeof err);
         free_out_headers(&out, 1);
         if (nacked == 1)
             return true;
+        if (cancelled(cancel)) {
+            DETA_WARN("gave up dead-lettering %s[%d]@%lld (stopping or revoked): it will be "
+                      "redelivered: %s",
+                      rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset, err);
+            return false;
+        }
         DETA_ERROR("cannot dead-letter %s[%d]@%lld to %s, retrying in %d ms: %s",
                    rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset, dlq_topic,
                    backoff, err);
@@ -768,30 +1075,77 @@ static bool dead_letter(deta_consumer_t *c, const rd_kafka_message_t *m, int ret
     return true;
 }
 
-/* Runs the handler, retrying transient failures, dead-lettering what fails for
- * good. True when the message is finished one way or the other (its offset may be
- * stored); false when cancelled first (it must be redelivered). */
-static bool handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
-                           const cancel_t *cancel) {
+/* ---- consumer: waiting out an outage ---- */
+
+/* True unless the consumer's dependencies hook says they are down. */
+static bool dependencies_up(const deta_consumer_t *c) {
+    return !c->dependencies_up || c->dependencies_up(c->dependencies_opaque);
+}
+
+/* A message starts waiting for its dependencies; the first one logs the outage. */
+static void wait_begins(deta_consumer_t *c, const rd_kafka_message_t *m, const char *why) {
+    if (c->waiting_gauge)
+        deta_gauge_add(c->waiting_gauge, 1);
+    atomic_fetch_add(&c->nwaiting, 1);
+    if (atomic_exchange(&c->outage, true))
+        return;
+    atomic_store(&c->outage_since_ms, now_ms());
+    DETA_WARN("%s: dependencies are down (%s[%d]@%lld failed: %s); messages wait for them "
+              "without using up their %d retries",
+              c->group, rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
+              why, c->max_retries);
+}
+
+/* A waiting message is done waiting; up tells whether the dependencies came back
+ * (the first to see it logs the end of the outage) or it gave up (stopping,
+ * revoked: when the last waiting message gives up the flag goes quietly, so
+ * that the next outage is logged). */
+static void wait_ends(deta_consumer_t *c, bool up) {
+    if (c->waiting_gauge)
+        deta_gauge_add(c->waiting_gauge, -1);
+    bool last = atomic_fetch_sub(&c->nwaiting, 1) == 1;
+    if (up && atomic_exchange(&c->outage, false))
+        DETA_INFO("%s: dependencies are back after %ld ms; waiting messages resume", c->group,
+                  now_ms() - atomic_load(&c->outage_since_ms));
+    else if (!up && last)
+        atomic_store(&c->outage, false);
+}
+
+/* ---- consumer: handling one message ---- */
+
+/* A copy of m as the handler sees it; value is a NUL-terminated copy to free. */
+static bool msg_view(const rd_kafka_message_t *m, deta_kafka_msg_t *msg) {
     char *value = malloc(m->len + 1);
-    if (!value) {
-        DETA_ERROR("out of memory for a %zu-byte message: it will be redelivered", m->len);
+    if (!value)
         return false;
-    }
     if (m->len)
         memcpy(value, m->payload, m->len);
     value[m->len] = '\0';
-    const char *topic = rd_kafka_topic_name(m->rkt);
-    deta_kafka_msg_t msg = {.topic = topic,
-                            .partition = m->partition,
-                            .offset = m->offset,
-                            .key = m->key,
-                            .key_len = m->key ? m->key_len : 0,
-                            .value = value,
-                            .len = m->len,
-                            .impl = (void *)m};
-    bool finished = false;
-    int backoff = c->backoff_ms;
+    *msg = (deta_kafka_msg_t){.topic = rd_kafka_topic_name(m->rkt),
+                              .partition = m->partition,
+                              .offset = m->offset,
+                              .key = m->key,
+                              .key_len = m->key ? m->key_len : 0,
+                              .value = value,
+                              .len = m->len,
+                              .impl = (void *)m};
+    return true;
+}
+
+/* Runs the handler, retrying transient failures, dead-lettering what fails for
+ * good; retries made while the dependencies are down do not count (see the top).
+ * True when the message is finished one way or the other (its offset may be
+ * stored); false when cancelled first (it must be redelivered). */
+static bool handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
+                           const cancel_t *cancel) {
+    deta_kafka_msg_t msg;
+    if (!msg_view(m, &msg)) {
+        DETA_ERROR("out of memory for a %zu-byte message: it will be redelivered", m->len);
+        return false;
+    }
+    const char *topic = msg.topic;
+    bool finished = false, waiting = false;
+    int counted = 0, backoff = c->backoff_ms;
     for (;;) {
         char why[512] = "";
         deta_err_t err = c->fn(&msg, c->opaque, why, sizeof why);
@@ -802,19 +1156,36 @@ static bool handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
         }
         if (!why[0])
             snprintf(why, sizeof why, "handler failed: %s", deta_err_name(err));
-        if (err != DETA_ERR_TRANSIENT || msg.attempt >= c->max_retries) {
+        bool up = err == DETA_ERR_TRANSIENT && dependencies_up(c);
+        if (up && waiting) { /* back: a fresh start with the whole budget's backoff */
+            waiting = false;
+            wait_ends(c, true);
+            backoff = c->backoff_ms;
+        }
+        if (err != DETA_ERR_TRANSIENT || (up && counted >= c->max_retries)) {
             finished = dead_letter(c, m, msg.attempt, why, cancel);
             break;
         }
-        DETA_WARN("retrying %s[%d]@%lld in %d ms (retry %d of %d): %s", topic, (int)m->partition,
-                  (long long)m->offset, backoff, msg.attempt + 1, c->max_retries, why);
-        count_outcome(c, topic, "retried");
+        if (up) {
+            counted++;
+            DETA_WARN("retrying %s[%d]@%lld in %d ms (retry %d of %d): %s", topic,
+                      (int)m->partition, (long long)m->offset, backoff, counted, c->max_retries,
+                      why);
+            count_outcome(c, topic, "retried");
+        } else {
+            if (!waiting)
+                wait_begins(c, m, why);
+            waiting = true;
+            count_outcome(c, topic, "waiting");
+        }
         if (!sleep_unless_cancelled(backoff, cancel))
             break;
         backoff = next_backoff(c, backoff);
         msg.attempt++;
     }
-    free(value);
+    if (waiting)
+        wait_ends(c, finished);
+    free((char *)msg.value);
     return finished;
 }
 
@@ -870,11 +1241,17 @@ static deta_err_t run_inline(deta_consumer_t *c, atomic_bool *stop) {
  * completes but stores nothing. Then the partitions' state is discarded, and
  * librdkafka commits the stored offsets as it unassigns them.
  *
- * Stop. The poller stops polling and tells the workers: each finishes its current
- * message (a retry loop gives up at once) and takes no other. The poller joins
- * them, drops what was queued or held, and rewinds every partition with
+ * Stop. The poller stops polling and tells the workers: each handles what its
+ * queue still holds (at most DETA_KAFKA_WORKER_QUEUE messages, already fetched and
+ * usually quick), so that every dispatched message is finished and the watermark,
+ * which is what gets committed, passes them all: otherwise a message finished by
+ * one worker behind one still queued on another would be past the watermark and
+ * handled a second time after the restart (harmless, the inbox sees duplicates,
+ * but work). A retry loop gives up at once; its worker then drops the rest of its
+ * queue (same keys must not overtake it), and those messages come again. The
+ * poller joins the workers, drops what was held, and rewinds every partition with
  * unfinished messages to the first of them, so that a later run() on this handle
- * does not skip them; deta_consumer_free() commits and leaves the group.
+ * does not skip them; deta_consumer_commit() and _close() then commit and leave.
  *
  * Ownership. c->lock guards the queues, the workers' current jobs, the trackers,
  * job->part and c->stopping. Only the poller's thread creates, lists and frees
@@ -1147,14 +1524,18 @@ static void record_finished(deta_consumer_t *c, job_t *j) {
         store_offset(c, p->topic, p->partition, next);
 }
 
+/* Handles the worker's queue in order. Once stopping it still empties the
+ * queue (see "Stop" above), unless a message is given up: those after it in the
+ * queue may share its key, so they must not overtake it. */
 static void *worker_main(void *arg) {
     worker_t *w = arg;
     deta_consumer_t *c = w->c;
+    bool gave_up = false;
     pthread_mutex_lock(&c->lock);
     for (;;) {
         while (!c->stopping && w->count == 0)
             pthread_cond_wait(&w->wake, &c->lock);
-        if (c->stopping || atomic_load(c->stop))
+        if (w->count == 0 || (gave_up && atomic_load(c->stop)))
             break;
         job_t *j = w->current = queue_pop(w);
         pthread_mutex_unlock(&c->lock);
@@ -1165,6 +1546,8 @@ static void *worker_main(void *arg) {
         pthread_mutex_lock(&c->lock);
         if (finished)
             record_finished(c, j);
+        else if (atomic_load(c->stop))
+            gave_up = true;
         w->current = NULL;
         pthread_cond_broadcast(&c->progress);
         pthread_mutex_unlock(&c->lock);
@@ -1267,21 +1650,26 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *partitions, void *opaque) {
     deta_consumer_t *c = opaque;
     bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    c->synced = true;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         if (cooperative)
             log_assign_error("assign", rd_kafka_incremental_assign(rk, partitions));
         else
             rd_kafka_assign(rk, partitions);
+        update_assigned(c, false);
         return;
     }
-    if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
-        revoke_parts(c, partitions);
-    else
+    if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        if (c->nworkers > 1)
+            revoke_parts(c, partitions);
+    } else {
         DETA_WARN("kafka rebalance: %s", rd_kafka_err2str(err));
+    }
     if (cooperative)
         log_assign_error("unassign", rd_kafka_incremental_unassign(rk, partitions));
     else
         rd_kafka_assign(rk, NULL);
+    update_assigned(c, false);
 }
 
 /* -- the poll loop -- */

@@ -22,9 +22,19 @@
  * A notification read by some other call on the connection (libpq queues them)
  * is looked for before waiting, so none is slept through. Marking happens after
  * the broker's acknowledgement: a crash in between republishes the batch
- * (at-least-once; consumers are idempotent). Each wake-up is counted by reason in
+ * (at-least-once; consumers are idempotent). A failed turn (broker down or
+ * failing, Postgres away) backs off, doubling from OUTBOX_BACKOFF_MIN_MS to
+ * OUTBOX_BACKOFF_MAX_MS; rows stay unpublished and go out, in id order, on the
+ * first turn that works. Each wake-up is counted by reason in
  * deta_outbox_wakeups_total{reason="notify|poll"}, which shows (and lets tests
  * check) that notifications, not the fallback poll, drive the relay.
+ *
+ * Stopping is bounded (deta_outbox_relay_stop): the stop flag ends the drain
+ * between batches, so the batch in hand completes; a final drain then publishes
+ * what is left until the deadline. Every send waits with a give-up flag that
+ * the stopping thread raises at the deadline if the relay has not finished by
+ * then, so a broker that does not answer cannot hold the shutdown for the 12 s
+ * of a send's timeout.
  */
 #include "deta/outbox.h"
 
@@ -49,7 +59,6 @@
 #define OUTBOX_BACKOFF_MAX_MS 5000
 #define OUTBOX_PURGE_EVERY_MS 60000L
 #define OUTBOX_DRAIN_SLICE_MS 10000L /* a long backlog still lets the loop look around */
-#define OUTBOX_FINAL_FLUSH_MS 5000L
 
 const deta_migration_t deta_outbox_migrations[] = {
     {1, "create outbox",
@@ -100,8 +109,14 @@ struct deta_outbox_relay {
     long retention_s;
     int wake_fd; /* eventfd: written once to stop */
     atomic_bool stop;
+    atomic_long stop_deadline_ms; /* set before stop */
+    atomic_bool give_up;          /* the deadline passed: abandon the send in hand */
     pthread_t thread;
-    bool started;
+    bool started, stopped;
+    pthread_mutex_t lock; /* guards finished and final_result */
+    pthread_cond_t finished_cond;
+    bool finished;
+    deta_err_t final_result;
 
     int backend_pid; /* the session LISTEN and the lock belong to */
     bool leader;
@@ -162,6 +177,14 @@ deta_outbox_relay_t *deta_outbox_relay_new(const deta_config_t *cfg, deta_produc
     r->backend_pid = -1;
     r->last_purge_ms = now_ms() - OUTBOX_PURGE_EVERY_MS;
     atomic_init(&r->stop, false);
+    atomic_init(&r->stop_deadline_ms, 0);
+    atomic_init(&r->give_up, false);
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->finished_cond, &attr);
+    pthread_condattr_destroy(&attr);
     r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     r->db = deta_db_new(cfg);
     if (r->wake_fd < 0 || !r->db) {
@@ -170,6 +193,8 @@ deta_outbox_relay_t *deta_outbox_relay_new(const deta_config_t *cfg, deta_produc
         if (r->wake_fd >= 0)
             close(r->wake_fd);
         deta_db_free(r->db);
+        pthread_cond_destroy(&r->finished_cond);
+        pthread_mutex_destroy(&r->lock);
         free(r);
         return NULL;
     }
@@ -238,8 +263,8 @@ static deta_err_t publish_rows(deta_outbox_relay_t *r, PGresult *rows, int send_
                                      .value = PQgetvalue(rows, (int)i, 3),
                                      .len = (size_t)PQgetlength(rows, (int)i, 3)};
     size_t nacked = 0;
-    deta_err_t err = deta_producer_send_batch(r->producer, msgs, n, send_timeout_ms, &nacked, why,
-                                              whysize);
+    deta_err_t err = deta_producer_send_batch_until(r->producer, msgs, n, send_timeout_ms,
+                                                    &r->give_up, &nacked, why, whysize);
     free(msgs);
     if (nacked > 0) {
         char mark_why[256];
@@ -277,13 +302,15 @@ static deta_err_t publish_batch(deta_outbox_relay_t *r, int send_timeout_ms, boo
 
 /* Publishes batches until the outbox is empty, something fails or the deadline;
  * r->more tells whether the deadline left rows behind. A hard deadline (stopping)
- * also bounds the wait for the broker; otherwise a batch gets the full timeout. */
+ * also bounds the wait for the broker; otherwise a batch gets the full timeout,
+ * and a stop request ends the drain after the batch in hand. */
 static deta_err_t drain(deta_outbox_relay_t *r, long deadline, bool hard, char *why,
                         size_t whysize) {
     bool full = true;
     deta_err_t err = DETA_OK;
     long left;
-    while (full && err == DETA_OK && (left = deadline - now_ms()) > 0) {
+    while (full && err == DETA_OK && (hard || !atomic_load(&r->stop)) &&
+           !atomic_load(&r->give_up) && (left = deadline - now_ms()) > 0) {
         int timeout = hard && left < OUTBOX_SEND_TIMEOUT_MS ? (int)left : OUTBOX_SEND_TIMEOUT_MS;
         err = publish_batch(r, timeout, &full, why, whysize);
     }
@@ -397,12 +424,21 @@ static void wait_for_work(deta_outbox_relay_t *r) {
     }
 }
 
-static void final_flush(deta_outbox_relay_t *r) {
-    char why[512];
-    if (!r->leader || !ensure_session(r, why, sizeof why) || !r->leader)
-        return;
-    if (drain(r, now_ms() + OUTBOX_FINAL_FLUSH_MS, true, why, sizeof why) != DETA_OK)
-        DETA_WARN("outbox relay stopping with rows unpublished: %s", why);
+/* The last drain, until the stop deadline: DETA_OK when nothing is left (or this
+ * relay is a standby, which has nothing to publish). */
+static deta_err_t final_flush(deta_outbox_relay_t *r) {
+    char why[512] = "";
+    if (!r->leader)
+        return DETA_OK;
+    deta_err_t err = ensure_session(r, why, sizeof why) ? DETA_OK : DETA_ERR_TRANSIENT;
+    if (!err && r->leader)
+        err = drain(r, atomic_load(&r->stop_deadline_ms), true, why, sizeof why);
+    if (!err && r->more)
+        err = deta_errf(DETA_ERR_TRANSIENT, why, sizeof why, "out of time");
+    if (err)
+        DETA_WARN("outbox relay stopping with rows unpublished (they go out after the "
+                  "restart): %s", why);
+    return err;
 }
 
 static void *relay_main(void *arg) {
@@ -412,7 +448,12 @@ static void *relay_main(void *arg) {
         if (!atomic_load(&r->stop))
             wait_for_work(r);
     }
-    final_flush(r);
+    deta_err_t result = final_flush(r);
+    pthread_mutex_lock(&r->lock);
+    r->final_result = result;
+    r->finished = true;
+    pthread_cond_broadcast(&r->finished_cond);
+    pthread_mutex_unlock(&r->lock);
     return NULL;
 }
 
@@ -427,17 +468,58 @@ deta_err_t deta_outbox_relay_start(deta_outbox_relay_t *r, char *errstr, size_t 
     return DETA_OK;
 }
 
+/* Waits until the relay thread says it finished or the deadline passes. */
+static bool await_finished(deta_outbox_relay_t *r, long deadline) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long left = deadline - now_ms();
+    if (left < 0)
+        left = 0;
+    ts.tv_sec += left / 1000;
+    ts.tv_nsec += (left % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&r->lock);
+    while (!r->finished)
+        if (pthread_cond_timedwait(&r->finished_cond, &r->lock, &ts) != 0)
+            break;
+    bool finished = r->finished;
+    pthread_mutex_unlock(&r->lock);
+    return finished;
+}
+
+deta_err_t deta_outbox_relay_stop(deta_outbox_relay_t *r, int within_ms) {
+    if (!r)
+        return DETA_ERR_INVALID;
+    if (!r->started || r->stopped)
+        return r->stopped ? r->final_result : DETA_OK;
+    long deadline = now_ms() + (within_ms > 0 ? within_ms : 0);
+    atomic_store(&r->stop_deadline_ms, deadline);
+    atomic_store(&r->stop, true);
+    uint64_t one = 1;
+    if (write(r->wake_fd, &one, sizeof one) < 0)
+        DETA_WARN("outbox relay: cannot signal stop: %s", strerror(errno));
+    if (!await_finished(r, deadline)) {
+        DETA_WARN("outbox relay: still publishing after %d ms: abandoning the batch in hand",
+                  within_ms);
+        atomic_store(&r->give_up, true);
+    }
+    pthread_join(r->thread, NULL);
+    r->stopped = true;
+    if (atomic_load(&r->give_up) && r->final_result == DETA_OK)
+        r->final_result = DETA_ERR_TRANSIENT;
+    return r->final_result;
+}
+
 void deta_outbox_relay_free(deta_outbox_relay_t *r) {
     if (!r)
         return;
-    if (r->started) {
-        atomic_store(&r->stop, true);
-        uint64_t one = 1;
-        if (write(r->wake_fd, &one, sizeof one) < 0)
-            DETA_WARN("outbox relay: cannot signal stop: %s", strerror(errno));
-        pthread_join(r->thread, NULL);
-    }
+    deta_outbox_relay_stop(r, DETA_OUTBOX_FINAL_FLUSH_MS);
     close(r->wake_fd);
     deta_db_free(r->db);
+    pthread_cond_destroy(&r->finished_cond);
+    pthread_mutex_destroy(&r->lock);
     free(r);
 }

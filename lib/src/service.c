@@ -4,18 +4,47 @@
  * Signals: SIGTERM and SIGINT are blocked in every thread before any library
  * starts a thread of its own (libmicrohttpd, librdkafka, the relay), and the main
  * thread alone waits for them with sigtimedwait(). So no handler runs in an odd
- * context and shutdown is ordinary code: stop HTTP intake, stop the consumers
- * (each commits its stored offsets as it closes), let HTTP finish what is in
- * flight, let the outbox relay publish what it can, flush the producer.
+ * context and shutdown is ordinary code, in phases, each logged with its
+ * duration, all within DETA_SHUTDOWN_TIMEOUT_MS (T):
+ *
+ *   1. http intake     readiness turns 503; the listen socket is shut (new
+ *                      connections are refused: a load balancer moves on);
+ *   2. http requests   a short grace (T/20, 500 ms at most) for requests in
+ *                      flight, then the server stops, waiting for its handlers;
+ *   3. consumers       each stops after the messages in hand (a retry loop gives
+ *                      up; its message stays uncommitted and is redelivered),
+ *                      commits, and once all of them have committed (a member
+ *                      leaving would fail the others' commits) leaves the group,
+ *                      in parallel, by 0.6 T;
+ *   4. outbox relay    finishes the batch in hand and publishes what is left,
+ *                      by 0.85 T (what it cannot is published after the restart);
+ *   5. producer        flushes what is in flight (dead letters), by 0.95 T.
+ *
+ * HTTP drains before the consumers stop and the relay stops last, so that the
+ * rows written by requests and handlers in flight are published before exit.
+ * The exit status is 0 when every phase finished cleanly, 1 when one had to be
+ * cut short (the log says which and why). A watchdog thread, armed when the
+ * shutdown begins, backs the bounds up: should anything still run at T (a handler
+ * stuck in a call), it logs the phase and what was still running and exits the
+ * process with status 1 rather than hang.
+ *
+ * Readiness for the consumers: deta_service_consume() gives each consumer the
+ * service's required health checks (db, kafka) as its dependencies_up hook, so an
+ * outage does not use up messages' retries (see kafka.h). Handlers call it after
+ * failures, from many threads at once, so the answer is cached for
+ * DETA_READINESS_CACHE_MS and refreshed by one caller at a time while the others
+ * take the cached answer.
  */
 #include "deta/service.h"
 
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "deta/inbox.h"
 #include "deta/log.h"
@@ -23,6 +52,9 @@
 
 #define DETA_MAX_CONSUMERS 8
 #define DETA_MAX_TOPICS 8
+#define DETA_READINESS_CACHE_MS 300
+#define DETA_HTTP_GRACE_MAX_MS 500
+#define DETA_CONSUMER_CLOSE_MS 10000 /* a consumer that ended without a shutdown */
 
 typedef struct deta_consumer_slot {
     deta_service_t *svc;
@@ -35,7 +67,41 @@ typedef struct deta_consumer_slot {
     deta_consumer_t *consumer;
     pthread_t thread;
     bool started;
+    atomic_bool finished; /* run and close returned */
+    deta_err_t close_result;
 } deta_consumer_slot_t;
+
+/* The cached answer of the required health checks (see the top). */
+typedef struct readiness {
+    pthread_mutex_t lock;
+    long checked_ms; /* 0: never */
+    bool up;
+    bool refreshing;
+} readiness_t;
+
+typedef enum shutdown_phase {
+    PHASE_HTTP_INTAKE,
+    PHASE_HTTP_REQUESTS,
+    PHASE_CONSUMERS,
+    PHASE_OUTBOX,
+    PHASE_PRODUCER,
+    PHASE_COUNT,
+} shutdown_phase_t;
+
+static const char *const phase_names[PHASE_COUNT] = {"http intake", "http requests",
+                                                     "consumers", "outbox relay", "producer"};
+
+/* The shutdown's clock, timeline and watchdog. */
+typedef struct shutdown_clock {
+    long started_ms, deadline_ms;
+    long phase_ms[PHASE_COUNT]; /* durations of the phases done */
+    atomic_int phase;           /* the phase running now */
+    pthread_t watchdog;
+    bool watching;
+    pthread_mutex_t lock;
+    pthread_cond_t done_cond;
+    bool done;
+} shutdown_clock_t;
 
 struct deta_service {
     deta_config_t cfg;
@@ -48,7 +114,14 @@ struct deta_service {
     deta_outbox_relay_t *relay;
     deta_consumer_slot_t consumers[DETA_MAX_CONSUMERS];
     size_t nconsumers;
-    atomic_bool stop;
+    atomic_bool stop;           /* asked to stop (signal, or the service itself) */
+    atomic_bool consumers_stop; /* phase 3 */
+    atomic_long consumers_close_by_ms;
+    pthread_mutex_t commit_lock; /* guards the two counts below */
+    pthread_cond_t commit_cond;
+    size_t nstarted, ncommitted; /* consumer threads; those that committed */
+    readiness_t ready;
+    shutdown_clock_t shutdown;
     struct timespec started_at;
     struct {
         void *obj;
@@ -56,6 +129,29 @@ struct deta_service {
     } adopted[DETA_SERVICE_MAX_ADOPTED];
     size_t nadopted;
 };
+
+static long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* The CLOCK_MONOTONIC time `at` (in now_ms() terms), for pthread_cond_timedwait
+ * on a condition variable set to that clock. */
+static struct timespec monotonic_at(long at) {
+    long left = at - now_ms();
+    if (left < 0)
+        left = 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += left / 1000;
+    ts.tv_nsec += (left % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
 
 /* ---- health checks and observability routes ---- */
 
@@ -76,6 +172,44 @@ static void handle_health(const deta_http_req_t *req, deta_http_resp_t *resp, vo
     int status = 200;
     json_t *report = deta_health_report(s->health, &status);
     deta_http_resp_json(resp, status, report);
+}
+
+/* Readiness is the health report, except that a stopping service is out of
+ * rotation whatever its dependencies say. */
+static void handle_readiness(const deta_http_req_t *req, deta_http_resp_t *resp, void *opaque) {
+    deta_service_t *s = opaque;
+    if (!atomic_load(&s->stop)) {
+        handle_health(req, resp, opaque);
+        return;
+    }
+    deta_http_resp_json(resp, 503, json_pack("{s:s}", "status", "OUT_OF_SERVICE"));
+}
+
+/* The consumers' dependencies_up hook: the required checks, cached. */
+static bool dependencies_up(void *opaque) {
+    deta_service_t *s = opaque;
+    readiness_t *r = &s->ready;
+    pthread_mutex_lock(&r->lock);
+    bool fresh = r->checked_ms && now_ms() - r->checked_ms < DETA_READINESS_CACHE_MS;
+    bool up = r->up;
+    if (fresh || r->refreshing) {
+        pthread_mutex_unlock(&r->lock);
+        return up;
+    }
+    r->refreshing = true;
+    pthread_mutex_unlock(&r->lock);
+    char why[512];
+    up = deta_health_required_up(s->health, why, sizeof why);
+    pthread_mutex_lock(&r->lock);
+    if (r->up && !up)
+        DETA_WARN("dependencies down: %s", why);
+    else if (!r->up && up)
+        DETA_INFO("dependencies up again");
+    r->up = up;
+    r->checked_ms = now_ms();
+    r->refreshing = false;
+    pthread_mutex_unlock(&r->lock);
+    return up;
 }
 
 /* Liveness says only that the process answers: a dependency being down must not
@@ -99,14 +233,15 @@ static void handle_metrics(const deta_http_req_t *req, deta_http_resp_t *resp, v
 }
 
 static deta_err_t mount_observability(deta_service_t *s) {
-    static const char *const health_paths[] = {"/actuator/health", "/health",
-                                               "/actuator/health/readiness"};
+    static const char *const health_paths[] = {"/actuator/health", "/health"};
     static const char *const metrics_paths[] = {"/actuator/prometheus", "/metrics"};
     deta_err_t err = DETA_OK;
     for (size_t i = 0; i < sizeof health_paths / sizeof *health_paths && !err; i++)
         err = deta_http_route(s->http, "GET", health_paths[i], 0, handle_health, s);
     for (size_t i = 0; i < sizeof metrics_paths / sizeof *metrics_paths && !err; i++)
         err = deta_http_route(s->http, "GET", metrics_paths[i], 0, handle_metrics, s);
+    if (!err)
+        err = deta_http_route(s->http, "GET", "/actuator/health/readiness", 0, handle_readiness, s);
     if (!err)
         err = deta_http_route(s->http, "GET", "/actuator/health/liveness", 0, handle_liveness, s);
     return err;
@@ -132,8 +267,21 @@ deta_service_t *deta_service_new(const char *name, char *errstr, size_t errsize)
     }
     clock_gettime(CLOCK_MONOTONIC, &s->started_at);
     atomic_init(&s->stop, false);
+    atomic_init(&s->consumers_stop, false);
+    atomic_init(&s->consumers_close_by_ms, 0);
+    pthread_mutex_init(&s->ready.lock, NULL);
+    s->ready.up = true;
+    pthread_mutex_init(&s->commit_lock, NULL);
+    atomic_init(&s->shutdown.phase, PHASE_HTTP_INTAKE);
+    pthread_mutex_init(&s->shutdown.lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->shutdown.done_cond, &attr);
+    pthread_cond_init(&s->commit_cond, &attr);
+    pthread_condattr_destroy(&attr);
     if (deta_config_load(&s->cfg, name, errstr, errsize) != DETA_OK) {
-        free(s);
+        deta_service_free(s);
         return NULL;
     }
     deta_log_level_t level = DETA_LOG_INFO;
@@ -235,6 +383,10 @@ deta_err_t deta_service_consume(deta_service_t *s, const char *const *topics, si
     }
     if (!slot->opts.metrics)
         slot->opts.metrics = s->metrics;
+    if (!slot->opts.dependencies_up) {
+        slot->opts.dependencies_up = dependencies_up;
+        slot->opts.dependencies_opaque = s;
+    }
     slot->has_opts = true;
     return DETA_OK;
 }
@@ -250,9 +402,41 @@ deta_err_t deta_service_adopt(deta_service_t *s, void *obj, void (*free_fn)(void
     return DETA_OK;
 }
 
+static int ms_until(long by) {
+    long left = by - now_ms();
+    return left > 0 ? (int)left : 0;
+}
+
+/* Counts this consumer's commit done and waits (until by) for the others': the
+ * first to leave the group would make the others' commits fail. */
+static void await_all_committed(deta_service_t *s, long by) {
+    struct timespec until = monotonic_at(by);
+    pthread_mutex_lock(&s->commit_lock);
+    s->ncommitted++;
+    pthread_cond_broadcast(&s->commit_cond);
+    while (s->ncommitted < s->nstarted)
+        if (pthread_cond_timedwait(&s->commit_cond, &s->commit_lock, &until) != 0)
+            break;
+    pthread_mutex_unlock(&s->commit_lock);
+}
+
+/* Runs the consumer until phase 3, then commits, and once every consumer of the
+ * service has, leaves the group; all by the phase's deadline, every consumer in
+ * parallel. A consumer that ends on its own (no shutdown) does the same with the
+ * default bound. */
 static void *consumer_main(void *arg) {
     deta_consumer_slot_t *slot = arg;
-    deta_consumer_run(slot->consumer, &slot->svc->stop);
+    deta_service_t *s = slot->svc;
+    deta_consumer_run(slot->consumer, &s->consumers_stop);
+    long by = atomic_load(&s->consumers_close_by_ms);
+    if (!by)
+        by = now_ms() + DETA_CONSUMER_CLOSE_MS;
+    long commit_by = by - (by - now_ms()) / 3; /* two thirds of the time to commit */
+    deta_err_t committed = deta_consumer_commit(slot->consumer, ms_until(commit_by));
+    await_all_committed(s, commit_by);
+    deta_err_t closed = deta_consumer_close(slot->consumer, ms_until(by));
+    slot->close_result = committed ? committed : closed;
+    atomic_store(&slot->finished, true);
     return NULL;
 }
 
@@ -264,23 +448,174 @@ static deta_err_t start_consumers(deta_service_t *s, char *errstr, size_t errsiz
                                            slot->has_opts ? &slot->opts : NULL, errstr, errsize);
         if (!slot->consumer)
             return DETA_ERR_INTERNAL;
-        if (pthread_create(&slot->thread, NULL, consumer_main, slot) != 0)
+        atomic_init(&slot->finished, false);
+        pthread_mutex_lock(&s->commit_lock);
+        bool started = pthread_create(&slot->thread, NULL, consumer_main, slot) == 0;
+        if (started)
+            s->nstarted++;
+        pthread_mutex_unlock(&s->commit_lock);
+        if (!started)
             return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot start a consumer thread");
         slot->started = true;
     }
     return DETA_OK;
 }
 
-static void stop_consumers(deta_service_t *s) {
-    atomic_store(&s->stop, true);
+/* Stops, closes (by close_by_ms, a CLOCK_MONOTONIC time; 0: the default bound)
+ * and frees the consumers; false when one could not commit and leave in time. */
+static bool stop_consumers(deta_service_t *s, long close_by_ms) {
+    atomic_store(&s->consumers_close_by_ms, close_by_ms);
+    atomic_store(&s->consumers_stop, true);
+    bool clean = true;
     for (size_t i = 0; i < s->nconsumers; i++) {
         deta_consumer_slot_t *slot = &s->consumers[i];
-        if (slot->started)
+        if (slot->started) {
             pthread_join(slot->thread, NULL);
+            clean = clean && slot->close_result == DETA_OK;
+        }
         slot->started = false;
         deta_consumer_free(slot->consumer);
         slot->consumer = NULL;
     }
+    return clean;
+}
+
+/* ---- shutdown ---- */
+
+/* What the phase running now still waits for, into buf. */
+static void describe_running(deta_service_t *s, shutdown_phase_t phase, char *buf, size_t size) {
+    size_t len = (size_t)snprintf(buf, size, "%s", phase_names[phase]);
+    if (phase != PHASE_CONSUMERS)
+        return;
+    for (size_t i = 0; i < s->nconsumers && len < size; i++) {
+        deta_consumer_slot_t *slot = &s->consumers[i];
+        if (!slot->started || atomic_load(&slot->finished))
+            continue;
+        len += (size_t)snprintf(buf + len, size - len, " [%s%s]", slot->topics[0],
+                                slot->ntopics > 1 ? ",..." : "");
+    }
+}
+
+/* Exits the process when the shutdown is not done by its deadline. */
+static void *watchdog_main(void *arg) {
+    deta_service_t *s = arg;
+    shutdown_clock_t *sc = &s->shutdown;
+    struct timespec until = monotonic_at(sc->deadline_ms);
+    pthread_mutex_lock(&sc->lock);
+    while (!sc->done)
+        if (pthread_cond_timedwait(&sc->done_cond, &sc->lock, &until) == ETIMEDOUT)
+            break;
+    bool done = sc->done;
+    pthread_mutex_unlock(&sc->lock);
+    if (done)
+        return NULL;
+    char running[512];
+    describe_running(s, (shutdown_phase_t)atomic_load(&sc->phase), running, sizeof running);
+    DETA_ERROR("shutdown did not finish within %d ms (DETA_SHUTDOWN_TIMEOUT_MS): still "
+               "running: %s; exiting with status 1",
+               s->cfg.shutdown_timeout_ms, running);
+    _exit(1);
+}
+
+static void shutdown_begin(deta_service_t *s) {
+    shutdown_clock_t *sc = &s->shutdown;
+    sc->started_ms = now_ms();
+    sc->deadline_ms = sc->started_ms + s->cfg.shutdown_timeout_ms;
+    atomic_store(&sc->phase, PHASE_HTTP_INTAKE);
+    sc->watching = pthread_create(&sc->watchdog, NULL, watchdog_main, s) == 0;
+    if (!sc->watching)
+        DETA_WARN("cannot start the shutdown watchdog: the shutdown is not bounded");
+    DETA_INFO("stopping: within %d ms", s->cfg.shutdown_timeout_ms);
+}
+
+/* The time at fraction f of the shutdown's bound. */
+static long shutdown_mark(const deta_service_t *s, double f) {
+    return s->shutdown.started_ms + (long)(f * s->cfg.shutdown_timeout_ms);
+}
+
+/* Ends the phase running now (logged with its duration); the next one begins. */
+static void phase_done(deta_service_t *s, long *phase_started, bool clean) {
+    shutdown_clock_t *sc = &s->shutdown;
+    int phase = atomic_load(&sc->phase);
+    long now = now_ms();
+    sc->phase_ms[phase] = now - *phase_started;
+    deta_log(clean ? DETA_LOG_INFO : DETA_LOG_WARN, NULL, NULL, "shutdown: %s %s in %ld ms",
+             phase_names[phase], clean ? "done" : "cut short", sc->phase_ms[phase]);
+    *phase_started = now;
+    if (phase + 1 < PHASE_COUNT)
+        atomic_store(&sc->phase, phase + 1);
+}
+
+/* Disarms the watchdog (it has nothing to do once the shutdown is done). */
+static void shutdown_end(deta_service_t *s) {
+    shutdown_clock_t *sc = &s->shutdown;
+    if (!sc->watching)
+        return;
+    pthread_mutex_lock(&sc->lock);
+    sc->done = true;
+    pthread_cond_broadcast(&sc->done_cond);
+    pthread_mutex_unlock(&sc->lock);
+    pthread_join(sc->watchdog, NULL);
+    sc->watching = false;
+}
+
+static void sleep_ms(long ms) {
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+    while (ms > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* Phases 1 and 2. */
+static void stop_http(deta_service_t *s, long *t) {
+    deta_http_server_quiesce(s->http);
+    phase_done(s, t, true);
+    long grace = s->cfg.shutdown_timeout_ms / 20;
+    sleep_ms(grace < DETA_HTTP_GRACE_MAX_MS ? grace : DETA_HTTP_GRACE_MAX_MS);
+    deta_http_server_free(s->http);
+    s->http = NULL;
+    phase_done(s, t, true);
+}
+
+/* Phases 4 and 5; false when something was left unpublished. */
+static bool stop_publishing(deta_service_t *s, long *t) {
+    bool clean = true;
+    if (s->relay) {
+        int within = (int)(shutdown_mark(s, 0.85) - now_ms());
+        clean = deta_outbox_relay_stop(s->relay, within > 0 ? within : 0) == DETA_OK;
+        deta_outbox_relay_free(s->relay);
+        s->relay = NULL;
+    }
+    phase_done(s, t, clean);
+    char err[256];
+    int within = (int)(shutdown_mark(s, 0.95) - now_ms());
+    bool flushed = deta_producer_flush(s->producer, within > 0 ? within : 0, err, sizeof err) ==
+                   DETA_OK;
+    if (!flushed) {
+        DETA_WARN("shutdown: producer: %s; dropping them (outbox rows are published after "
+                  "the restart, unfinished messages redelivered)",
+                  err);
+        deta_producer_purge(s->producer);
+    }
+    phase_done(s, t, flushed);
+    return clean && flushed;
+}
+
+/* The phases in order; returns the exit status. */
+static int shut_down(deta_service_t *s) {
+    shutdown_begin(s);
+    long t = s->shutdown.started_ms;
+    stop_http(s, &t);
+    bool clean = stop_consumers(s, shutdown_mark(s, 0.6));
+    phase_done(s, &t, clean);
+    clean = stop_publishing(s, &t) && clean;
+    const long *ms = s->shutdown.phase_ms;
+    deta_log(clean ? DETA_LOG_INFO : DETA_LOG_WARN, NULL, NULL,
+             "stopped in %ld ms (bound %d ms): http intake %ld ms, http requests %ld ms, "
+             "consumers %ld ms, outbox relay %ld ms, producer %ld ms; exit status %d",
+             now_ms() - s->shutdown.started_ms, s->cfg.shutdown_timeout_ms,
+             ms[PHASE_HTTP_INTAKE], ms[PHASE_HTTP_REQUESTS], ms[PHASE_CONSUMERS],
+             ms[PHASE_OUTBOX], ms[PHASE_PRODUCER], clean ? 0 : 1);
+    return clean ? 0 : 1;
 }
 
 static double seconds_since(const struct timespec *t0) {
@@ -302,12 +637,12 @@ int deta_service_run(deta_service_t *s) {
     }
     if (start_consumers(s, err, sizeof err) != DETA_OK) {
         DETA_ERROR("cannot start consumers: %s", err);
-        stop_consumers(s);
+        stop_consumers(s, 0);
         return 1;
     }
     if (deta_http_server_start(s->http, err, sizeof err) != DETA_OK) {
         DETA_ERROR("cannot start HTTP on port %d: %s", s->cfg.http_port, err);
-        stop_consumers(s);
+        stop_consumers(s, 0);
         return 1;
     }
     deta_gauge_set(deta_gauge(s->metrics, "deta_startup_seconds",
@@ -319,21 +654,15 @@ int deta_service_run(deta_service_t *s) {
 
     while (!wait_for_signal(1000) && !atomic_load(&s->stop))
         ;
-    DETA_INFO("stopping: no new requests, finishing what is in flight");
-    deta_http_server_quiesce(s->http);
-    stop_consumers(s);
-    deta_http_server_free(s->http);
-    s->http = NULL;
-    deta_outbox_relay_free(s->relay);
-    s->relay = NULL;
-    DETA_INFO("stopped");
-    return 0;
+    atomic_store(&s->stop, true);
+    return shut_down(s);
 }
 
 void deta_service_free(deta_service_t *s) {
     if (!s)
         return;
-    stop_consumers(s);
+    atomic_store(&s->stop, true);
+    stop_consumers(s, 0);
     deta_http_server_free(s->http);
     deta_outbox_relay_free(s->relay);
     deta_producer_free(s->producer);
@@ -342,5 +671,11 @@ void deta_service_free(deta_service_t *s) {
         s->adopted[i - 1].free_fn(s->adopted[i - 1].obj);
     deta_health_free(s->health);
     deta_metrics_free(s->metrics);
+    shutdown_end(s); /* the watchdog covers the frees above too */
+    pthread_cond_destroy(&s->shutdown.done_cond);
+    pthread_mutex_destroy(&s->shutdown.lock);
+    pthread_mutex_destroy(&s->ready.lock);
+    pthread_cond_destroy(&s->commit_cond);
+    pthread_mutex_destroy(&s->commit_lock);
     free(s);
 }

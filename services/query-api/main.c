@@ -1,10 +1,15 @@
 /*
  * main.c - query-api: the read model of every order, folded from the four raw
- * topics and served over REST. This file only wires.
+ * topics and served over REST, and the administration of the dead letters of
+ * the four dlq topics (captured by a second consumer, listed and replayed over
+ * REST behind a token). This file only wires.
  */
 #include <stdio.h>
 
+#include "admin_api.h"
 #include "api.h"
+#include "dead_letter_events.h"
+#include "dead_letters.h"
 #include "deta/log.h"
 #include "deta/service.h"
 #include "events.h"
@@ -20,16 +25,24 @@ int main(void) {
     read_model_t *rm = read_model_new(svc);
     query_events_t *events = rm ? query_events_new(svc, rm) : NULL;
     query_api_t *api = rm ? query_api_new(svc, rm) : NULL;
+    dead_letters_t *dl = dead_letters_new(svc);
+    query_dlq_capture_t *capture = dl ? query_dlq_capture_new(svc, dl) : NULL;
+    query_admin_t *admin = dl ? query_admin_new(svc, dl) : NULL;
     int status = 1;
-    if (!rm || !events || !api)
+    if (!rm || !events || !api || !dl || !capture || !admin)
         DETA_ERROR("out of memory");
     else if (read_model_prepare(rm, err, sizeof err) ||
+             dead_letters_prepare(dl, err, sizeof err) ||
              query_events_subscribe(events, err, sizeof err) ||
-             query_api_mount(api, err, sizeof err))
+             query_dlq_capture_subscribe(capture, err, sizeof err) ||
+             query_api_mount(api, err, sizeof err) || query_admin_mount(admin, err, sizeof err))
         DETA_ERROR("cannot start: %s", err);
     else
         status = deta_service_run(svc);
     deta_service_free(svc);
+    query_admin_free(admin);
+    query_dlq_capture_free(capture);
+    dead_letters_free(dl);
     query_api_free(api);
     query_events_free(events);
     read_model_free(rm);

@@ -13,7 +13,9 @@ written into the test:
   - lib/src/config.c for the five services, their ports and databases;
   - the C sources for the environment variables each service reads
     (deta_config_str/int, the library's config helpers, getenv) and the list
-    in lib/include/deta/config.h.
+    in lib/include/deta/config.h; plus the settings config.c loads for one
+    service only (its owned_settings table: OWNED("query-api",
+    "QUERY_API_ADMIN_TOKEN", ...)), which that service alone reads.
 Each check is a function of a root directory returning a list of problems, so
 test_mutations.py can run it on a broken copy and see it fail.
 """
@@ -221,17 +223,29 @@ def config_h_vars(repo=REPO):
     return found
 
 
+def owned_vars(repo=REPO):
+    """{service: {variable}}: what config.c's owned_settings table loads for
+    one service only (OWNED("service", "VARIABLE", member, check))."""
+    text = open(os.path.join(repo, "lib", "src", "config.c"), encoding="utf-8").read()
+    found = {}
+    for svc, var in re.findall(r'\bOWNED\(\s*"([a-z-]+)"\s*,\s*"(' + VAR_RE + r')"', text):
+        found.setdefault(svc, set()).add(var)
+    return found
+
+
 def library_vars(repo=REPO):
-    """What every service reads: the library's sources plus config.h's list."""
+    """What every service reads: the library's sources plus config.h's list,
+    less the settings that belong to one service (owned_vars)."""
     found, _ = _read_vars(_sources(os.path.join(repo, "lib", "src")), strict=False)
-    return found | config_h_vars(repo)
+    owned = set().union(*owned_vars(repo).values()) if owned_vars(repo) else set()
+    return (found | config_h_vars(repo)) - owned
 
 
 def service_vars(name, repo=REPO):
     """(every variable the named service reads, problems): its own sources and
-    headers plus the library."""
+    headers, the library, and what the library loads for it alone."""
     own, problems = _read_vars(_sources(os.path.join(repo, "services", name)), strict=True)
-    return library_vars(repo) | own, problems
+    return library_vars(repo) | own | owned_vars(repo).get(name, set()), problems
 
 
 def init_roles(repo=REPO):
@@ -263,7 +277,10 @@ def load_yaml_all(path):
 
 
 def is_password_name(name):
-    return "PASSWORD" in name.upper() or "SECRET" in name.upper()
+    """A credential: a password, a secret or a token (QUERY_API_ADMIN_TOKEN).
+    Such a value never has a literal or a default in a deployment file."""
+    upper = name.upper()
+    return "PASSWORD" in upper or "SECRET" in upper or "TOKEN" in upper
 
 
 def report(name, problems):

@@ -83,6 +83,38 @@ CASES = [
     ("compose", "services/order-service/main.c", "int main(void) {",
      'static const char *knob(const char *n) { return deta_config_str(n + 1, "x"); }\n'
      "int main(void) {", "cannot tell which variable"),
+    # query-api's admin token: no literal, no default, in both deployments, and
+    # query-api's alone (config.c's owned_settings says whose it is)
+    ("compose", COMPOSE, "QUERY_API_ADMIN_TOKEN: ${QUERY_API_ADMIN_TOKEN:?set QUERY_API_ADMIN_TOKEN in .env "
+     "(see .env.example)}", "QUERY_API_ADMIN_TOKEN: ${QUERY_API_ADMIN_TOKEN:-0123456789abcdef0123}",
+     "QUERY_API_ADMIN_TOKEN is '${QUERY_API_ADMIN_TOKEN:-"),
+    ("compose", COMPOSE, "QUERY_API_ADMIN_TOKEN: ${QUERY_API_ADMIN_TOKEN:?set QUERY_API_ADMIN_TOKEN in .env "
+     "(see .env.example)}", 'QUERY_API_ADMIN_TOKEN: "0123456789abcdef0123"',
+     "QUERY_API_ADMIN_TOKEN is '0123456789abcdef0123': a literal"),
+    ("compose", COMPOSE, "      QUERY_API_ADMIN_TOKEN: ${QUERY_API_ADMIN_TOKEN:?set QUERY_API_ADMIN_TOKEN in "
+     ".env (see .env.example)}\n", "", "query-api: QUERY_API_ADMIN_TOKEN is read by the code but not set"),
+    ("compose", "infra/compose/.env.example", "QUERY_API_ADMIN_TOKEN=change-me\n", "",
+     ".env.example does not list QUERY_API_ADMIN_TOKEN"),
+    ("compose", COMPOSE, "INSTANCE_ID: order-service\n",
+     "INSTANCE_ID: order-service\n      QUERY_API_ADMIN_TOKEN: ${QUERY_API_ADMIN_TOKEN:?x}\n",
+     "order-service: QUERY_API_ADMIN_TOKEN is set but no code reads it"),
+    ("compose", "lib/src/config.c", 'OWNED("query-api", "QUERY_API_ADMIN_TOKEN"',
+     'OWNED("order-service", "QUERY_API_ADMIN_TOKEN"',
+     "order-service: QUERY_API_ADMIN_TOKEN is read by the code but not set"),
+    ("k8s", K8S + "query-api.yaml",
+     "            - name: QUERY_API_ADMIN_TOKEN\n              valueFrom:\n                secretKeyRef:\n"
+     "                  name: deta-credentials\n                  key: QUERY_API_ADMIN_TOKEN\n", "",
+     "query-api: QUERY_API_ADMIN_TOKEN is read by the code but not set"),
+    ("k8s", K8S + "query-api.yaml",
+     "            - name: QUERY_API_ADMIN_TOKEN\n              valueFrom:\n                secretKeyRef:\n"
+     "                  name: deta-credentials\n                  key: QUERY_API_ADMIN_TOKEN\n",
+     '            - name: QUERY_API_ADMIN_TOKEN\n              value: "0123456789abcdef0123"\n',
+     "QUERY_API_ADMIN_TOKEN must come from a Secret"),
+    ("k8s", K8S + "secrets.env.example", "QUERY_API_ADMIN_TOKEN=change-me\n", "",
+     "has no key QUERY_API_ADMIN_TOKEN"),
+    ("k8s", K8S + "config.yaml", '  QUERY_API_CONSUMER_WORKERS: "4"\n',
+     '  QUERY_API_CONSUMER_WORKERS: "4"\n  QUERY_API_ADMIN_TOKEN: "0123456789abcdef0123"\n',
+     "QUERY_API_ADMIN_TOKEN is a password"),
     # k8s
     ("k8s", K8S + "order-service.yaml", "path: /actuator/health/readiness", "path: /ready",
      "readinessProbe must GET"),

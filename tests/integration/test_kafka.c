@@ -12,8 +12,19 @@
  * does not block the message after it; retries run out into the dead-letter
  * topic; offsets are committed only after success (a consumer closed mid-retry
  * hands the message to the next member); a dead letter that cannot be published
- * is never skipped; bad arguments and an unreachable broker. The consumer tests
- * run both one-at-a-time and with workers.
+ * is never skipped, and a consumer stopped while it cannot be published stops
+ * within the cancellation grace (not the 12 s of a send); bad arguments and an
+ * unreachable broker. The consumer tests run both one-at-a-time and with workers.
+ *
+ * Outages (opts.dependencies_up): while the hook says "down", a message that
+ * keeps failing transiently is retried without limit and never dead-lettered
+ * (gauge deta_consumer_waiting_on_dependencies 1, outcome "waiting" counted,
+ * "retried" not), and it is processed once the hook says "up"; a message that
+ * still fails when the hook says "up" is dead-lettered after exactly max_retries
+ * counted retries (the hook said "up" max_retries + 1 times), its x-retry-count
+ * counting every retry. The assigned-partitions gauge follows a second member
+ * joining and leaving, and drops to 0 on close. send_batch_until gives up when
+ * told; deta_producer_flush reports what it could not deliver.
  *
  * With workers (opts.workers = 4) also: every message handled exactly once, in
  * order per key, never two calls for one key at once, really in parallel (more
@@ -29,6 +40,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
 
 #include "deta/envelope.h"
 #include "deta/kafka.h"
@@ -480,7 +493,12 @@ static void check_dead_letter_never_skipped(const char *tag, int workers) {
     runner_start(&ra, group, &a, dead_producer, &opts);
     assert_true(wait_seen(&a, key, "poison", 1, WAIT_MS));
     ts_sleep_ms(500);
+    long t0 = now_ms();
     runner_stop(&ra); /* gives up on the dead letter without storing the offset */
+    /* Within the cancellation grace (1 s) and the close, not a send's 12 s. */
+    long took = now_ms() - t0;
+    if (took > 4000)
+        fail_msg("stopping during a dead-letter send took %ld ms", took);
     deta_producer_free(dead_producer);
     assert_int_equal(ts_kafka_count(DLQ, key, 10000), 0);
 
@@ -1091,6 +1109,305 @@ static void test_workers_rebalance_hands_over(void **state) {
     journal_free(&j);
 }
 
+/* ---- outages: the dependencies hook ---- */
+
+/* A handler whose messages fail transiently while the "outage" lasts, and a hook
+ * that reports it, as a service's readiness would. */
+typedef struct outage {
+    pthread_mutex_t lock;
+    char prefix[64];
+    atomic_bool down;       /* the hook's answer is !down */
+    bool always_fail;       /* fail even when up (a message's own trouble) */
+    int calls, ok_calls;    /* handler calls on our keys; successful ones */
+    int hook_up, hook_down; /* the hook's answers */
+} outage_t;
+
+static void outage_init(outage_t *o, const char *prefix, bool down, bool always_fail) {
+    memset(o, 0, sizeof *o);
+    pthread_mutex_init(&o->lock, NULL);
+    snprintf(o->prefix, sizeof o->prefix, "%s", prefix);
+    atomic_init(&o->down, down);
+    o->always_fail = always_fail;
+}
+
+static bool outage_hook(void *opaque) {
+    outage_t *o = opaque;
+    bool up = !atomic_load(&o->down);
+    pthread_mutex_lock(&o->lock);
+    if (up)
+        o->hook_up++;
+    else
+        o->hook_down++;
+    pthread_mutex_unlock(&o->lock);
+    return up;
+}
+
+static deta_err_t outage_handler(const deta_kafka_msg_t *msg, void *opaque, char *errstr,
+                                 size_t errsize) {
+    outage_t *o = opaque;
+    size_t plen = strlen(o->prefix);
+    if (!msg->key || msg->key_len < plen || memcmp(msg->key, o->prefix, plen) != 0)
+        return DETA_OK;
+    bool fail = o->always_fail || atomic_load(&o->down);
+    pthread_mutex_lock(&o->lock);
+    o->calls++;
+    if (!fail)
+        o->ok_calls++;
+    pthread_mutex_unlock(&o->lock);
+    return fail ? deta_errf(DETA_ERR_TRANSIENT, errstr, errsize, "database unreachable")
+                : DETA_OK;
+}
+
+static int outage_get(outage_t *o, const int *field) {
+    pthread_mutex_lock(&o->lock);
+    int v = *field;
+    pthread_mutex_unlock(&o->lock);
+    return v;
+}
+
+static bool wait_outage(outage_t *o, const int *field, int at_least, int timeout_ms) {
+    long deadline = now_ms() + timeout_ms;
+    while (now_ms() < deadline) {
+        if (outage_get(o, field) >= at_least)
+            return true;
+        ts_sleep_ms(20);
+    }
+    return false;
+}
+
+static double waiting_gauge(deta_metrics_t *m, const char *group) {
+    char labels[160];
+    snprintf(labels, sizeof labels, "group=\"%s\"", group);
+    return deta_gauge_value(deta_gauge(m, "deta_consumer_waiting_on_dependencies", "", labels));
+}
+
+/* Down for many times the retry budget: no dead letter; up: processed once. */
+static void check_waits_while_dependencies_down(const char *tag, int workers) {
+    char prefix[48], key[64], group[96];
+    snprintf(prefix, sizeof prefix, "%s-%s", tag, run);
+    snprintf(key, sizeof key, "%s-a", prefix);
+    snprintf(group, sizeof group, "it-kafka-outage-%s", prefix);
+    deta_metrics_t *metrics = deta_metrics_new();
+    outage_t o;
+    outage_init(&o, prefix, true, false);
+    deta_consumer_opts_t opts = {.max_retries = 2, .backoff_ms = 20, .backoff_max_ms = 50,
+                                 .metrics = metrics, .workers = workers,
+                                 .dependencies_up = outage_hook, .dependencies_opaque = &o};
+    const char *values[] = {"order"};
+    send_values(key, values, 1);
+    runner_t r;
+    runner_start_fn(&r, group, outage_handler, &o, producer, &opts);
+
+    /* Five times the budget of retries while down. */
+    assert_true(wait_outage(&o, &o.calls, 5 * (opts.max_retries + 1), WAIT_MS));
+    assert_int_equal(waiting_gauge(metrics, group), 1);
+    assert_int_equal(counter_value(metrics, "retried"), 0);
+    assert_true(counter_value(metrics, "waiting") >= 5 * (opts.max_retries + 1) - 1);
+    assert_int_equal(counter_value(metrics, "dead_lettered"), 0);
+    assert_int_equal(outage_get(&o, &o.hook_up), 0);
+
+    atomic_store(&o.down, false); /* the dependency is back */
+    assert_true(wait_outage(&o, &o.ok_calls, 1, WAIT_MS));
+    ts_sleep_ms(300);
+    runner_stop(&r);
+    assert_int_equal(outage_get(&o, &o.ok_calls), 1);
+    assert_int_equal(counter_value(metrics, "dead_lettered"), 0);
+    assert_int_equal(waiting_gauge(metrics, group), 0);
+    assert_int_equal(ts_kafka_count(DLQ, key, 5000), 0);
+    deta_metrics_free(metrics);
+}
+
+static void test_waits_while_dependencies_down(void **state) {
+    (void)state;
+    check_waits_while_dependencies_down("dep", 0);
+}
+
+static void test_workers_wait_while_dependencies_down(void **state) {
+    (void)state;
+    check_waits_while_dependencies_down("depw", 4);
+}
+
+/* A message that fails on its own: waiting while down does not spend its budget,
+ * and once up it is dead-lettered after exactly max_retries counted retries. */
+static void check_budget_applies_when_up(const char *tag, int workers) {
+    char prefix[48], key[64], group[96];
+    snprintf(prefix, sizeof prefix, "%s-%s", tag, run);
+    snprintf(key, sizeof key, "%s-a", prefix);
+    snprintf(group, sizeof group, "it-kafka-budget-%s", prefix);
+    deta_metrics_t *metrics = deta_metrics_new();
+    outage_t o;
+    outage_init(&o, prefix, true, true);
+    deta_consumer_opts_t opts = {.max_retries = 3, .backoff_ms = 20, .backoff_max_ms = 50,
+                                 .metrics = metrics, .workers = workers,
+                                 .dependencies_up = outage_hook, .dependencies_opaque = &o};
+    const char *values[] = {"lock-timeout"};
+    send_values(key, values, 1);
+    runner_t r;
+    runner_start_fn(&r, group, outage_handler, &o, producer, &opts);
+    assert_true(wait_outage(&o, &o.calls, 10, WAIT_MS));
+    assert_int_equal(counter_value(metrics, "dead_lettered"), 0);
+
+    atomic_store(&o.down, false); /* everything is up, the message still fails */
+    ts_kafka_msg_t dl;
+    assert_true(ts_kafka_find(DLQ, key, 20000, &dl));
+    ts_sleep_ms(300); /* would another call come? */
+    runner_stop(&r);
+    assert_int_equal(outage_get(&o, &o.hook_up), opts.max_retries + 1);
+    int calls = outage_get(&o, &o.calls);
+    assert_int_equal(calls, outage_get(&o, &o.hook_down) + opts.max_retries + 1);
+    char retries[16];
+    snprintf(retries, sizeof retries, "%d", calls - 1);
+    assert_string_equal(ts_kafka_header(&dl, "x-retry-count"), retries);
+    assert_string_equal(ts_kafka_header(&dl, "x-error"), "database unreachable");
+    assert_int_equal(counter_value(metrics, "retried"), opts.max_retries);
+    assert_int_equal(counter_value(metrics, "dead_lettered"), 1);
+    assert_int_equal(waiting_gauge(metrics, group), 0);
+    assert_int_equal(ts_kafka_count(DLQ, key, 5000), 1);
+    ts_kafka_msg_free(&dl);
+    deta_metrics_free(metrics);
+}
+
+static void test_budget_applies_when_up(void **state) {
+    (void)state;
+    check_budget_applies_when_up("bud", 0);
+}
+
+static void test_workers_budget_applies_when_up(void **state) {
+    (void)state;
+    check_budget_applies_when_up("budw", 4);
+}
+
+/* ---- the assigned-partitions gauge ---- */
+
+static double assigned_gauge(deta_metrics_t *m, const char *group) {
+    char labels[256];
+    snprintf(labels, sizeof labels, "group=\"%s\",topic=\"%s\"", group, TOPIC);
+    return deta_gauge_value(deta_gauge(m, "deta_consumer_assigned_partitions", "", labels));
+}
+
+static bool wait_assigned(deta_metrics_t *m, const char *group, double want, int timeout_ms) {
+    long deadline = now_ms() + timeout_ms;
+    while (now_ms() < deadline) {
+        if (assigned_gauge(m, group) == want)
+            return true;
+        ts_sleep_ms(50);
+    }
+    return false;
+}
+
+/* How many partitions TOPIC has, from the cluster's metadata. */
+static int topic_partitions(void) {
+    char err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", cfg.kafka_bootstrap, err, sizeof err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    assert_non_null(rk);
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, TOPIC, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    assert_int_equal(rd_kafka_metadata(rk, 0, rkt, &md, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    int n = md->topics[0].partition_cnt;
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    rd_kafka_destroy(rk);
+    return n;
+}
+
+/* One member alone has every partition; a second (with workers) takes a share,
+ * the two adding up to all of them; it leaves and they go back; close: 0. */
+static void test_assigned_partitions_gauge(void **state) {
+    (void)state;
+    char group[96];
+    snprintf(group, sizeof group, "it-kafka-gauge-%s", run);
+    int partitions = topic_partitions();
+    assert_true(partitions >= 2);
+    deta_metrics_t *ma = deta_metrics_new(), *mb = deta_metrics_new();
+    probe_t p;
+    probe_init(&p, "nothing-of-ours", DETA_OK);
+    int session = cfg.kafka_session_timeout_ms;
+    cfg.kafka_session_timeout_ms = 3000;
+    deta_consumer_opts_t oa = {.metrics = ma}, ob = {.metrics = mb, .workers = 4};
+    runner_t ra, rb;
+    runner_start(&ra, group, &p, producer, &oa);
+    assert_true(wait_assigned(ma, group, partitions, WAIT_MS));
+    runner_start(&rb, group, &p, producer, &ob);
+    cfg.kafka_session_timeout_ms = session;
+    long deadline = now_ms() + WAIT_MS;
+    double a = 0, b = 0;
+    while (now_ms() < deadline) {
+        a = assigned_gauge(ma, group);
+        b = assigned_gauge(mb, group);
+        if (a > 0 && b > 0 && a + b == partitions)
+            break;
+        ts_sleep_ms(50);
+    }
+    assert_true(a > 0 && b > 0);
+    assert_int_equal(a + b, partitions);
+    runner_stop(&rb); /* leaves: its partitions go back to the first member */
+    assert_int_equal(assigned_gauge(mb, group), 0);
+    assert_true(wait_assigned(ma, group, partitions, WAIT_MS));
+    runner_stop(&ra);
+    assert_int_equal(assigned_gauge(ma, group), 0);
+    deta_metrics_free(ma);
+    deta_metrics_free(mb);
+}
+
+/* ---- producer: giving up and flushing ---- */
+
+typedef struct raiser {
+    atomic_bool *flag;
+    int after_ms;
+} raiser_t;
+
+static void *raise_later(void *arg) {
+    raiser_t *r = arg;
+    ts_sleep_ms(r->after_ms);
+    atomic_store(r->flag, true);
+    return NULL;
+}
+
+static void test_send_until_gives_up_and_flush(void **state) {
+    (void)state;
+    deta_config_t dead = cfg;
+    snprintf(dead.kafka_bootstrap, sizeof dead.kafka_bootstrap, "127.0.0.1:1");
+    char err[256] = "";
+    deta_producer_t *p = deta_producer_new(&dead, err, sizeof err);
+    assert_non_null(p);
+    deta_kafka_out_t m = {.topic = TOPIC, .key = "k", .value = "v", .len = 1};
+    atomic_bool give_up;
+    atomic_init(&give_up, false);
+    raiser_t rz = {&give_up, 300};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, raise_later, &rz), 0);
+    size_t nacked = 7;
+    long t0 = now_ms();
+    assert_int_equal(deta_producer_send_batch_until(p, &m, 1, 15000, &give_up, &nacked, err,
+                                                    sizeof err),
+                     DETA_ERR_TRANSIENT);
+    long took = now_ms() - t0;
+    pthread_join(t, NULL);
+    assert_true(took >= 250 && took < 2000);
+    assert_int_equal(nacked, 0);
+    assert_non_null(strstr(err, "gave up"));
+    /* The abandoned message is still in flight: a flush cannot deliver it. */
+    t0 = now_ms();
+    assert_int_equal(deta_producer_flush(p, 300, err, sizeof err), DETA_ERR_TRANSIENT);
+    assert_true(now_ms() - t0 < 2000);
+    assert_non_null(strstr(err, "without delivery report"));
+    assert_int_equal(deta_producer_flush(NULL, 10, err, sizeof err), DETA_ERR_INVALID);
+    deta_producer_free(p);
+
+    /* A live producer: acknowledged without giving up, nothing left to flush. */
+    atomic_store(&give_up, false);
+    assert_int_equal(deta_producer_send_batch_until(producer, &m, 1, 15000, &give_up, &nacked,
+                                                    err, sizeof err),
+                     DETA_OK);
+    assert_int_equal(nacked, 1);
+    assert_int_equal(deta_producer_send_batch_until(producer, &m, 1, 15000, NULL, &nacked, err,
+                                                    sizeof err),
+                     DETA_OK);
+    assert_int_equal(deta_producer_flush(producer, 5000, err, sizeof err), DETA_OK);
+}
+
 static void test_consumer_bad_input(void **state) {
     (void)state;
     const char *topics[] = {TOPIC};
@@ -1120,6 +1437,7 @@ static void test_consumer_bad_input(void **state) {
         assert_non_null(strstr(err, "workers"));
     }
     assert_int_equal(deta_consumer_run(NULL, NULL), DETA_ERR_INVALID);
+    assert_int_equal(deta_consumer_close(NULL, 10), DETA_ERR_INVALID);
     deta_consumer_free(NULL);
     char buf[8];
     assert_null(deta_kafka_msg_header(NULL, "h", buf, sizeof buf));
@@ -1140,6 +1458,12 @@ int main(void) {
         cmocka_unit_test(test_workers_retry_does_not_block_other_keys),
         cmocka_unit_test(test_workers_resume_at_first_unfinished),
         cmocka_unit_test(test_workers_rebalance_hands_over),
+        cmocka_unit_test(test_waits_while_dependencies_down),
+        cmocka_unit_test(test_workers_wait_while_dependencies_down),
+        cmocka_unit_test(test_budget_applies_when_up),
+        cmocka_unit_test(test_workers_budget_applies_when_up),
+        cmocka_unit_test(test_assigned_partitions_gauge),
+        cmocka_unit_test(test_send_until_gives_up_and_flush),
         cmocka_unit_test(test_consumer_bad_input),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -9,6 +9,9 @@
  * connection was killed; two relays on one database publish each row once and the
  * standby takes over; a relay stopping flushes; a failed publish leaves the row
  * for later; published rows are purged after the retention; bad input.
+ * deta_outbox_relay_stop: a healthy relay publishes what was committed and stops
+ * at once; one whose broker does not answer stops within its bound (not the 12 s
+ * of a send), reports rows left, and leaves the row for the next relay.
  */
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
@@ -461,6 +464,55 @@ static void test_purges_old_published_rows(void **state) {
     assert_int_equal(rows(unsent_key, false), 1);
 }
 
+static void test_stop_is_bounded(void **state) {
+    (void)state;
+    char err[256], key[64];
+    /* Healthy: what was committed goes out, and the stop is quick. */
+    new_key(key, sizeof key, "stop-flush");
+    commit_one(key);
+    long t0 = now_ms();
+    assert_int_equal(deta_outbox_relay_stop(relay1, 5000), DETA_OK);
+    assert_true(now_ms() - t0 < 3000);
+    assert_int_equal(rows(key, true), 1);
+    assert_int_equal(deta_outbox_relay_stop(relay1, 5000), DETA_OK); /* once */
+    deta_outbox_relay_free(relay1);
+    relay1 = NULL;
+    assert_int_equal(deta_outbox_relay_stop(NULL, 10), DETA_ERR_INVALID);
+
+    /* The broker does not answer: the send in hand is abandoned at the bound. */
+    deta_config_t dead = cfg;
+    snprintf(dead.kafka_bootstrap, sizeof dead.kafka_bootstrap, "127.0.0.1:1");
+    deta_producer_t *dead_producer = deta_producer_new(&dead, err, sizeof err);
+    assert_non_null(dead_producer);
+    deta_outbox_relay_t *r = deta_outbox_relay_new(&cfg, dead_producer, NULL, err, sizeof err);
+    assert_non_null(r);
+    assert_int_equal(deta_outbox_relay_stop(r, 10), DETA_OK); /* never started */
+    deta_outbox_relay_free(r);
+    r = deta_outbox_relay_new(&cfg, dead_producer, NULL, err, sizeof err);
+    assert_non_null(r);
+    assert_int_equal(deta_outbox_relay_start(r, err, sizeof err), DETA_OK);
+    new_key(key, sizeof key, "stop-abandoned");
+    commit_one(key);
+    ts_sleep_ms(1000); /* the relay is in a send that cannot finish */
+    t0 = now_ms();
+    assert_int_equal(deta_outbox_relay_stop(r, 1500), DETA_ERR_TRANSIENT);
+    long took = now_ms() - t0;
+    if (took < 1400 || took > 3000)
+        fail_msg("a relay stop bounded by 1500 ms took %ld ms", took);
+    deta_outbox_relay_free(r);
+    deta_producer_purge(dead_producer);
+    deta_producer_free(dead_producer);
+    assert_int_equal(rows(key, true), 0);
+    assert_int_equal(rows(key, false), 1);
+
+    /* The next relay publishes it. */
+    relay1 = deta_outbox_relay_new(&cfg, producer, metrics1, err, sizeof err);
+    assert_non_null(relay1);
+    assert_int_equal(deta_outbox_relay_start(relay1, err, sizeof err), DETA_OK);
+    assert_true(wait_published(key, 1, WAIT_MS));
+    assert_int_equal(ts_kafka_count(TOPIC, key, 10000), 1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_add_needs_a_transaction_and_valid_input),
@@ -472,6 +524,7 @@ int main(void) {
         cmocka_unit_test(test_failed_publish_keeps_the_row),
         cmocka_unit_test(test_database_down),
         cmocka_unit_test(test_purges_old_published_rows),
+        cmocka_unit_test(test_stop_is_bounded),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -10,10 +10,13 @@
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "deta/envelope.h"
@@ -91,6 +94,38 @@ void ts_http_resp_free(ts_http_resp_t *r) {
     free(r->body);
     json_decref(r->json);
     memset(r, 0, sizeof *r);
+}
+
+void ts_http_headers(const char *method, const char *base_var, const char *path,
+                     const char *const *headers, ts_http_resp_t *out, char **resp_headers) {
+    char url[1024];
+    snprintf(url, sizeof url, "%s%s", ts_env(base_var), path);
+    CURL *c = curl_easy_init();
+    assert_non_null(c);
+    growbuf_t g = {calloc(1, 1), 0}, h = {calloc(1, 1), 0};
+    struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type:");
+    for (size_t i = 0; headers && headers[i]; i++)
+        hdrs = curl_slist_append(hdrs, headers[i]);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &g);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
+    CURLcode rc = curl_easy_perform(c);
+    if (rc != CURLE_OK)
+        fail_msg("%s %s: %s", method, url, curl_easy_strerror(rc));
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(c);
+    out->body = g.buf;
+    out->json = json_loads(g.buf, 0, NULL);
+    if (resp_headers)
+        *resp_headers = h.buf;
+    else
+        free(h.buf);
 }
 
 /* ---- Postgres ---- */
@@ -305,6 +340,49 @@ int ts_kafka_count_where(const char *topic, const char *key, const char *header,
     return w.n;
 }
 
+/* Marks partition p as having reached its end; true when it had not yet. */
+static bool mark_end(int32_t p, bool *ended, int nparts) {
+    if (p < 0 || p >= nparts || ended[p])
+        return false;
+    ended[p] = true;
+    return true;
+}
+
+int ts_kafka_scan_all(const char *topic, int timeout_ms,
+                      void (*visit)(const ts_kafka_msg_t *m, void *opaque), void *opaque) {
+    rd_kafka_t *rk = reader_new(topic);
+    rd_kafka_topic_partition_list_t *assigned = NULL;
+    int nparts = 0, nended = 0, n = 0;
+    if (!rd_kafka_assignment(rk, &assigned)) {
+        nparts = assigned->cnt;
+        rd_kafka_topic_partition_list_destroy(assigned);
+    }
+    bool *ended = calloc(nparts > 0 ? (size_t)nparts : 1, sizeof *ended);
+    assert_non_null(ended);
+    long deadline = now_ms() + timeout_ms;
+    while (nended < nparts && now_ms() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        if (!m)
+            continue;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            nended += mark_end(m->partition, ended, nparts);
+        } else if (!m->err) {
+            ts_kafka_msg_t tmp;
+            copy_msg(m, &tmp);
+            visit(&tmp, opaque);
+            ts_kafka_msg_free(&tmp);
+            n++;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    free(ended);
+    reader_free(rk);
+    if (nended < nparts)
+        fail_msg("%s: only %d of %d partitions read to their end in %d ms", topic, nended, nparts,
+                 timeout_ms);
+    return n;
+}
+
 const char *ts_kafka_header(const ts_kafka_msg_t *m, const char *name) {
     for (int i = 0; i < m->nheaders; i++)
         if (strcmp(m->headers[i][0], name) == 0)
@@ -370,4 +448,243 @@ void ts_broker(const char *command) {
     close(fd);
     assert_int_equal(w, n);
     ts_sleep_ms(300); /* let the broker apply it */
+}
+
+/* ---- the stack's parts ---- */
+
+/* The repository's root, from this file's path (CMake compiles it by its
+ * absolute path: tests/support/testsupport.c). */
+static void repo_root(char *out, size_t size) {
+    snprintf(out, size, "%s", __FILE__);
+    for (int up = 0; up < 3; up++) {
+        char *slash = strrchr(out, '/');
+        if (!slash)
+            fail_msg("cannot find the repository root from %s", __FILE__);
+        *slash = '\0';
+    }
+}
+
+int ts_stack(const char *fmt, ...) {
+    char root[1024], args[512], cmd[2048];
+    repo_root(root, sizeof root);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "'%s/scripts/stack.sh' %s 1>&2", root, args);
+    fprintf(stderr, "ts_stack: %s\n", args);
+    int rc = system(cmd);
+    return rc == -1 ? -1 : WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+}
+
+long ts_stack_pid(const char *part) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/pids/%s.pid", ts_env("STACK_DIR"), part);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    long pid = 0;
+    if (fscanf(f, "%ld", &pid) != 1)
+        pid = 0;
+    fclose(f);
+    return pid;
+}
+
+int ts_http_try(const char *method, const char *base_var, const char *path,
+                const char *content_type, const char *body, long timeout_ms,
+                ts_http_resp_t *out) {
+    char url[1024], ct[256];
+    snprintf(url, sizeof url, "%s%s", ts_env(base_var), path);
+    memset(out, 0, sizeof *out);
+    CURL *c = curl_easy_init();
+    assert_non_null(c);
+    growbuf_t g = {calloc(1, 1), 0};
+    snprintf(ct, sizeof ct, "Content-Type:%s%s", content_type ? " " : "",
+             content_type ? content_type : "");
+    struct curl_slist *hdrs = curl_slist_append(NULL, ct);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &g);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
+    }
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
+    curl_slist_free_all(hdrs);
+    curl_easy_cleanup(c);
+    out->body = g.buf;
+    out->json = rc == CURLE_OK ? json_loads(g.buf, 0, NULL) : NULL;
+    return rc == CURLE_OK;
+}
+
+double ts_metric(const char *base_var, const char *series) {
+    ts_http_resp_t r;
+    double v = -1;
+    if (ts_http_try("GET", base_var, "/actuator/prometheus", NULL, NULL, 5000, &r) &&
+        r.status == 200) {
+        size_t n = strlen(series);
+        for (const char *line = r.body; line && *line;) {
+            if (strncmp(line, series, n) == 0 && line[n] == ' ') {
+                v = atof(line + n + 1);
+                break;
+            }
+            line = strchr(line, '\n');
+            line = line ? line + 1 : NULL;
+        }
+    }
+    ts_http_resp_free(&r);
+    return v;
+}
+
+const char *const ts_services[5] = {"order-service", "inventory-service", "payment-service",
+                                    "delivery-service", "query-api"};
+const char *const ts_service_urls[5] = {"ORDER_SERVICE_URL", "INVENTORY_SERVICE_URL",
+                                        "PAYMENT_SERVICE_URL", "DELIVERY_SERVICE_URL",
+                                        "QUERY_API_URL"};
+
+/* True when the service answers /actuator/health with status UP. */
+static int service_up(const char *url_var) {
+    ts_http_resp_t r;
+    int up = ts_http_try("GET", url_var, "/actuator/health", NULL, NULL, 3000, &r) &&
+             r.status == 200;
+    const char *status = up ? json_string_value(json_object_get(r.json, "status")) : NULL;
+    up = status && strcmp(status, "UP") == 0;
+    ts_http_resp_free(&r);
+    return up;
+}
+
+int ts_stack_heal(int timeout_ms) {
+    ts_stack("start postgres");
+    ts_stack("start redis");
+    ts_stack("start broker");
+    ts_stack("broker clear");
+    for (size_t i = 0; i < 5; i++)
+        ts_stack("start %s", ts_services[i]);
+    long deadline = now_ms() + timeout_ms;
+    for (size_t i = 0; i < 5; i++) {
+        while (!service_up(ts_service_urls[i])) {
+            if (now_ms() > deadline) {
+                fprintf(stderr, "ts_stack_heal: %s is not UP after %d ms\n", ts_services[i],
+                        timeout_ms);
+                return 0;
+            }
+            ts_sleep_ms(200);
+        }
+    }
+    return 1;
+}
+
+/* ---- orders ---- */
+
+void ts_stock_set(const char *item, int available) {
+    char path[160], body[64];
+    snprintf(path, sizeof path, "/api/inventory/%s", item);
+    snprintf(body, sizeof body, "{\"available\":%d}", available);
+    ts_http_resp_t r;
+    ts_http("PUT", "INVENTORY_SERVICE_URL", path, "application/json", body, &r);
+    if (r.status != 200 && r.status != 201)
+        fail_msg("PUT %s: %ld %s", path, r.status, r.body);
+    ts_http_resp_free(&r);
+}
+
+long ts_order_place(const char *customer, const char *item, int qty, char id[37]) {
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"customerId\":\"%s\",\"currency\":\"USD\",\"items\":[{\"itemId\":\"%s\","
+             "\"quantity\":%d,\"unitPrice\":\"2.50\"}]}",
+             customer, item, qty);
+    ts_http_resp_t r;
+    id[0] = '\0';
+    ts_http_try("POST", "ORDER_SERVICE_URL", "/api/orders", "application/json", body, 10000, &r);
+    long status = r.status;
+    const char *v = json_string_value(json_object_get(r.json, "orderId"));
+    if (status == 201 && v)
+        snprintf(id, 37, "%s", v);
+    ts_http_resp_free(&r);
+    return status;
+}
+
+void ts_order_status(const char *order_id, char *status, size_t size) {
+    char path[128];
+    snprintf(path, sizeof path, "/api/orders/%s", order_id);
+    ts_http_resp_t r;
+    status[0] = '\0';
+    if (ts_http_try("GET", "QUERY_API_URL", path, NULL, NULL, 5000, &r) && r.status == 200) {
+        const char *s = json_string_value(json_object_get(r.json, "status"));
+        snprintf(status, size, "%s", s ? s : "");
+    }
+    ts_http_resp_free(&r);
+}
+
+int ts_orders_await(char (*ids)[37], size_t n, const char *want, int timeout_ms) {
+    long deadline = now_ms() + timeout_ms;
+    char status[64] = "";
+    for (size_t i = 0; i < n; i++) {
+        for (;;) {
+            ts_order_status(ids[i], status, sizeof status);
+            if (strcmp(status, want) == 0)
+                break;
+            if (now_ms() > deadline) {
+                fprintf(stderr, "order %s: status \"%s\", not %s, after %d ms\n", ids[i], status,
+                        want, timeout_ms);
+                return 0;
+            }
+            ts_sleep_ms(200);
+        }
+    }
+    return 1;
+}
+
+int ts_orders_rows_not(const char *db, const char *table, char (*ids)[37], size_t n, long want) {
+    PGconn *c = ts_pg(db);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE order_id = $1", table);
+    int wrong = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *params[] = {ids[i]};
+        long got = ts_pg_long(c, sql, 1, params);
+        if (got != want) {
+            fprintf(stderr, "%s.%s: %ld rows for order %s, expected %ld\n", db, table, got,
+                    ids[i], want);
+            wrong++;
+        }
+    }
+    PQfinish(c);
+    return wrong;
+}
+
+typedef struct key_counts {
+    char (*ids)[37];
+    size_t n;
+    int *counts;
+} key_counts_t;
+
+static void visit_key_counts(const ts_kafka_msg_t *m, void *opaque) {
+    key_counts_t *k = opaque;
+    for (size_t i = 0; m->key && i < k->n; i++)
+        if (strcmp(m->key, k->ids[i]) == 0)
+            k->counts[i]++;
+}
+
+void ts_kafka_counts_by_key(const char *topic, char (*ids)[37], size_t n, int *counts,
+                            int timeout_ms) {
+    memset(counts, 0, n * sizeof *counts);
+    key_counts_t k = {ids, n, counts};
+    ts_kafka_scan_all(topic, timeout_ms, visit_key_counts, &k);
+}
+
+int ts_kafka_count_keys(const char *topic, char (*ids)[37], size_t n, int timeout_ms) {
+    int *counts = calloc(n ? n : 1, sizeof *counts);
+    assert_non_null(counts);
+    ts_kafka_counts_by_key(topic, ids, n, counts, timeout_ms);
+    int total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += counts[i];
+    free(counts);
+    return total;
 }

@@ -29,6 +29,11 @@ typedef struct ts_http_resp {
 void ts_http(const char *method, const char *base_var, const char *path,
              const char *content_type, const char *body, ts_http_resp_t *out);
 void ts_http_resp_free(ts_http_resp_t *r);
+/* ts_http without a body, with extra request headers ("Name: value", a
+ * NULL-terminated list; NULL for none). *resp_headers, when not NULL, receives the
+ * response's status line and header lines as one malloc'd text. */
+void ts_http_headers(const char *method, const char *base_var, const char *path,
+                     const char *const *headers, ts_http_resp_t *out, char **resp_headers);
 
 /* Connects to the test stack's Postgres, database dbname. */
 PGconn *ts_pg(const char *dbname);
@@ -61,6 +66,12 @@ int ts_kafka_count_where(const char *topic, const char *key, const char *header,
                          const char *value, int timeout_ms);
 /* How many messages with this key the topic holds (reads to the end). */
 int ts_kafka_count(const char *topic, const char *key, int timeout_ms);
+/* Calls visit for every message of topic, whatever its key, from the beginning of
+ * each partition up to its end as the reader finds it; returns how many were read.
+ * The message lives only during the call. Fails the test when the ends are not
+ * reached within timeout_ms. */
+int ts_kafka_scan_all(const char *topic, int timeout_ms,
+                      void (*visit)(const ts_kafka_msg_t *m, void *opaque), void *opaque);
 const char *ts_kafka_header(const ts_kafka_msg_t *m, const char *name);
 void ts_kafka_msg_free(ts_kafka_msg_t *m);
 
@@ -78,5 +89,53 @@ void ts_uuid(char out[37]);
 void ts_broker(const char *command);
 
 void ts_sleep_ms(int ms);
+
+/* ---- the stack's parts (for the fault tests) ---- */
+
+/* Runs scripts/stack.sh (of this repository) with the arguments, printf-style,
+ * under the caller's environment (STACK_DIR, BUILD_DIR); returns its exit status. */
+int ts_stack(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The pid in $STACK_DIR/pids/<part>.pid, or 0 when there is none. */
+long ts_stack_pid(const char *part);
+/* Like ts_http, but a request that gets no answer (connection refused, timeout
+ * after timeout_ms) does not fail the test: returns false and out->status = 0. */
+int ts_http_try(const char *method, const char *base_var, const char *path,
+                const char *content_type, const char *body, long timeout_ms,
+                ts_http_resp_t *out);
+/* The value of one series of base_var's /actuator/prometheus, named with its
+ * labels exactly as rendered ("deta_outbox_pending" or
+ * "deta_consumer_assigned_partitions{group=\"g\",topic=\"t\"}"); -1 when the
+ * series is absent or the service does not answer. */
+double ts_metric(const char *base_var, const char *series);
+/* The service parts of the stack, by name and URL variable (the five services). */
+extern const char *const ts_services[5];
+extern const char *const ts_service_urls[5];
+/* Brings the stack back whole, whatever a fault test did: starts postgres, redis
+ * and the broker if they are not running, clears the broker's injected errors and
+ * brings its brokers up, starts every service that is not running, and waits up
+ * to timeout_ms for every service's /actuator/health to say UP. True when it did;
+ * for a test's teardown (it never fails the test itself). */
+int ts_stack_heal(int timeout_ms);
+
+/* ---- orders, through the services (for the fault tests) ---- */
+
+/* Sets an item's available stock (inventory-service). */
+void ts_stock_set(const char *item, int available);
+/* POSTs an order of qty units of item at 2.50; returns the HTTP status (0 when
+ * no answer) and, on 201, its id in id. */
+long ts_order_place(const char *customer, const char *item, int qty, char id[37]);
+/* The order's status in the query-api's read model into status ("" when absent). */
+void ts_order_status(const char *order_id, char *status, size_t size);
+/* Polls the read model until every order of ids has status want; false (with
+ * the first one that has not, and its status, on stderr) after timeout_ms. */
+int ts_orders_await(char (*ids)[37], size_t n, const char *want, int timeout_ms);
+/* SELECT count(*) ... WHERE order_id = $1 in database db, for each order of ids:
+ * how many of them do not have exactly want rows (each such is printed). */
+int ts_orders_rows_not(const char *db, const char *table, char (*ids)[37], size_t n, long want);
+/* How many messages whose key is one of ids the topic holds (reads to the end). */
+int ts_kafka_count_keys(const char *topic, char (*ids)[37], size_t n, int timeout_ms);
+/* Per order of ids, how many messages of the topic carry it as key, into counts. */
+void ts_kafka_counts_by_key(const char *topic, char (*ids)[37], size_t n, int *counts,
+                            int timeout_ms);
 
 #endif

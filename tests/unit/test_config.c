@@ -4,6 +4,8 @@
  *
  * Every test starts from an environment with none of the library's variables
  * set (setup clears them), so results never depend on the shell running ctest.
+ * QUERY_API_ADMIN_TOKEN is query-api's alone: no default, loaded for no other
+ * service, checked for length and characters, never echoed in an error.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,6 +24,7 @@ static const char *const all_vars[] = {
     "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SESSION_TIMEOUT_MS", "PGHOST", "PGPORT", "PGUSER",
     "PGPASSWORD", "PGDATABASE", "REDIS_HOST", "REDIS_PORT", "HTTP_PORT", "HTTP_BODY_LIMIT",
     "HTTP_THREADS", "LOG_LEVEL", "INSTANCE_ID", "DETA_TEST_INT", "DETA_TEST_STR",
+    "QUERY_API_ADMIN_TOKEN",
 };
 
 static int clear_env(void **state) {
@@ -284,6 +287,82 @@ static void test_config_str(void **state) {
     assert_string_equal(deta_config_str("DETA_TEST_STR", "def"), "val");
 }
 
+
+/* ---- query-api's admin token ---- */
+
+#define GOOD_TOKEN "0123456789abcdef0123456789abcdef0123456789abcdef"
+
+static void test_admin_token_has_no_default(void **state) {
+    (void)state;
+    deta_config_t cfg;
+    load_ok(&cfg, "query-api");
+    assert_string_equal(cfg.admin_token, "");
+    setenv("QUERY_API_ADMIN_TOKEN", "", 1);
+    load_ok(&cfg, "query-api");
+    assert_string_equal(cfg.admin_token, "");
+}
+
+static void test_admin_token_is_query_apis_alone(void **state) {
+    (void)state;
+    deta_config_t cfg;
+    setenv("QUERY_API_ADMIN_TOKEN", GOOD_TOKEN, 1);
+    load_ok(&cfg, "query-api");
+    assert_string_equal(cfg.admin_token, GOOD_TOKEN);
+    const char *others[] = {"order-service", "inventory-service", "payment-service",
+                            "delivery-service", "deta-cli"};
+    for (size_t i = 0; i < sizeof others / sizeof *others; i++) {
+        load_ok(&cfg, others[i]);
+        assert_string_equal(cfg.admin_token, "");
+    }
+    /* Another service does not even look at it, so a bad one stops only query-api. */
+    setenv("QUERY_API_ADMIN_TOKEN", "short", 1);
+    load_ok(&cfg, "order-service");
+}
+
+static void test_admin_token_bounds_and_characters(void **state) {
+    (void)state;
+    deta_config_t cfg;
+    char token[DETA_ADMIN_TOKEN_MAX + 2];
+    memset(token, 'a', sizeof token - 1);
+    token[DETA_ADMIN_TOKEN_MAX] = '\0'; /* exactly the longest */
+    setenv("QUERY_API_ADMIN_TOKEN", token, 1);
+    load_ok(&cfg, "query-api");
+    assert_string_equal(cfg.admin_token, token);
+    setenv("QUERY_API_ADMIN_TOKEN", "Az09-._~+/=Az09-._~+/=", 1);
+    load_ok(&cfg, "query-api");
+    token[DETA_ADMIN_TOKEN_MIN] = '\0'; /* exactly the shortest */
+    setenv("QUERY_API_ADMIN_TOKEN", token, 1);
+    load_ok(&cfg, "query-api");
+}
+
+/* Refused naming the variable, and without echoing the would-be secret. */
+static void admin_token_bad(const char *value) {
+    clear_env(NULL);
+    setenv("QUERY_API_ADMIN_TOKEN", value, 1);
+    deta_config_t cfg;
+    char err[256] = "";
+    deta_err_t rc = deta_config_load(&cfg, "query-api", err, sizeof err);
+    if (rc != DETA_ERR_INVALID)
+        fail_msg("token \"%s\" accepted", value);
+    assert_non_null(strstr(err, "QUERY_API_ADMIN_TOKEN"));
+    if (strlen(value) >= 8 && strstr(err, value))
+        fail_msg("the error \"%s\" shows the token", err);
+}
+
+static void test_admin_token_rejected(void **state) {
+    (void)state;
+    admin_token_bad("x");
+    admin_token_bad("0123456789abcde"); /* 15 */
+    admin_token_bad("0123456789abcdef 0123456789abcdef");
+    admin_token_bad("0123456789abcdef\t");
+    admin_token_bad("0123456789abcdef\"quoted\"");
+    admin_token_bad("0123456789abcdef\xc3\xa9");
+    char token[DETA_ADMIN_TOKEN_MAX + 2];
+    memset(token, 'a', sizeof token - 1);
+    token[sizeof token - 1] = '\0'; /* one too long */
+    admin_token_bad(token);
+}
+
 #define T(f) cmocka_unit_test_setup(f, clear_env)
 
 int main(void) {
@@ -295,6 +374,8 @@ int main(void) {
         T(test_out_of_range_rejected), T(test_bad_log_level_rejected),
         T(test_too_long_strings_rejected), T(test_bad_service_name),
         T(test_config_int),            T(test_config_str),
+        T(test_admin_token_has_no_default), T(test_admin_token_is_query_apis_alone),
+        T(test_admin_token_bounds_and_characters), T(test_admin_token_rejected),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,12 +16,23 @@
  *   HTTP_THREADS              4
  *   LOG_LEVEL                 info    (debug, info, warn, error)
  *   INSTANCE_ID               <service>-<pid>
+ *   DETA_SHUTDOWN_TIMEOUT_MS  10000   (SIGTERM to exit; past it the service exits non-zero)
+ *
+ * Settings of one service only, loaded for that service alone (the table
+ * owned_settings in config.c says which; the other services never see them):
+ *  - QUERY_API_ADMIN_TOKEN (query-api): the bearer token of the dead-letter
+ *    administration. No default: unset or empty disables those routes. When set
+ *    it must be 16 to 256 characters of A-Z a-z 0-9 - . _ ~ + / = (RFC 6750's
+ *    token characters), so that a typo or a toy token stops the service.
  */
 #ifndef DETA_CONFIG_H
 #define DETA_CONFIG_H
 
 #include <stddef.h>
 #include "deta/err.h"
+
+#define DETA_ADMIN_TOKEN_MIN 16
+#define DETA_ADMIN_TOKEN_MAX 256
 
 typedef struct deta_config {
     char service[64];
@@ -39,6 +50,8 @@ typedef struct deta_config {
     long http_body_limit;
     int http_threads;
     char log_level[16];
+    char admin_token[DETA_ADMIN_TOKEN_MAX + 1]; /* query-api only; "" when not set */
+    int shutdown_timeout_ms;
 } deta_config_t;
 
 /* Fills cfg for the named service. DETA_ERR_INVALID with the variable's name in

@@ -27,5 +27,9 @@ void deta_health_add(deta_health_t *h, const char *name, bool required, deta_hea
                      void *opaque);
 /* Runs every check; returns the report and sets *http_status to 200 or 503. */
 json_t *deta_health_report(deta_health_t *h, int *http_status);
+/* Runs only the required checks, stopping at the first DOWN one: true when all
+ * are UP (the service can do its work; optional checks do not matter). When one
+ * is DOWN, detail gets "<name>: <its reason>". */
+bool deta_health_required_up(deta_health_t *h, char *detail, size_t detailsize);
 
 #endif

@@ -44,6 +44,10 @@ typedef struct deta_http_resp {
     int status;
     char *body;               /* malloc'd, freed by the server */
     const char *content_type; /* static string */
+    /* One optional extra response header (such as WWW-Authenticate), set with
+     * deta_http_resp_header; static strings. */
+    const char *header_name;
+    const char *header_value;
 } deta_http_resp_t;
 
 typedef void (*deta_http_handler_fn)(const deta_http_req_t *req, deta_http_resp_t *resp,
@@ -71,6 +75,8 @@ void deta_http_server_free(deta_http_server_t *srv);
 /* A path parameter or a query-string argument by name; NULL when absent. */
 const char *deta_http_param(const deta_http_req_t *req, const char *name);
 const char *deta_http_query(const deta_http_req_t *req, const char *name);
+/* A request header by name (case-insensitive); NULL when absent. */
+const char *deta_http_header(const deta_http_req_t *req, const char *name);
 
 /* Responses. deta_http_resp_json takes ownership of body (a reference is stolen). */
 void deta_http_resp_json(deta_http_resp_t *resp, int status, json_t *body);
@@ -78,6 +84,9 @@ void deta_http_resp_text(deta_http_resp_t *resp, int status, const char *content
                          const char *text);
 void deta_http_resp_error(deta_http_resp_t *resp, int status, const char *field,
                           const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Adds one header to the response (name and value must be static strings; a
+ * second call replaces the first). Call it after the body is set. */
+void deta_http_resp_header(deta_http_resp_t *resp, const char *name, const char *value);
 
 /* Pure: does path match pattern? Fills names/values (values point into a copy
  * kept in buf, buflen bytes) and returns the number of parameters, or -1.

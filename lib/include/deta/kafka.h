@@ -10,10 +10,21 @@
  * Consumer loop: one group member (group = the service's name) that calls a
  * handler per message. The handler's return value decides what happens:
  *   DETA_OK            effects are durable: the offset is stored for commit;
- *   DETA_ERR_TRANSIENT retried with exponential backoff, at most max_retries
- *                      times, then dead-lettered;
+ *   DETA_ERR_TRANSIENT retried with exponential backoff; dead-lettered once
+ *                      max_retries retries were made while the dependencies
+ *                      were up (see below);
  *   anything else      dead-lettered at once (malformed, fails validation, cannot
  *                      be applied).
+ * Outages are not the message's fault. With opts.dependencies_up set (services
+ * get their required health checks, db and kafka, wired in), a transient failure
+ * while that hook says "down" does not count against max_retries: the message
+ * waits (backoff up to backoff_max_ms, giving up only on stop or revocation),
+ * for as long as the outage lasts, and is handled when the hook says "up" again.
+ * The first message to wait logs the outage once (and its end once); meanwhile
+ * deta_consumer_waiting_on_dependencies{group} counts the waiting messages and
+ * deta_consumer_messages_total{topic,outcome="waiting"} each wait. A transient
+ * failure while everything is up (a lock that stays taken, a timeout that keeps
+ * happening) still uses up the budget and is dead-lettered.
  * A dead letter goes to the dlq. twin of the message's topic with the original key,
  * value and headers, plus x-retry-count, x-original-topic, x-original-partition,
  * x-original-offset, x-error and x-consumer-group (several groups read one topic:
@@ -21,6 +32,16 @@
  * acknowledged. Offsets are committed (auto-commit of stored offsets, and a final
  * commit on close) only for messages whose handling finished, so delivery is
  * at-least-once and handlers must be idempotent (see inbox.h).
+ *
+ * With opts.metrics, deta_consumer_assigned_partitions{group,topic} is the number
+ * of the topic's partitions assigned to this consumer, updated on every
+ * rebalance (incremental with cooperative-sticky).
+ *
+ * Stopping: *stop makes run() return once the messages in hand are finished (a
+ * retry or dead-letter loop gives up, leaving its message uncommitted for the
+ * group's next member; a dead letter already sent gets a short grace for its
+ * acknowledgement). deta_consumer_commit() then commits what was finished and
+ * deta_consumer_close() leaves the group, each within a bounded time.
  */
 #ifndef DETA_KAFKA_H
 #define DETA_KAFKA_H
@@ -64,6 +85,19 @@ deta_err_t deta_producer_send(deta_producer_t *p, const deta_kafka_out_t *msg, i
 /* True when the producer has a live connection to the cluster (metadata request
  * answered within timeout_ms). */
 bool deta_producer_ping(deta_producer_t *p, int timeout_ms, char *errstr, size_t errsize);
+/* send_batch that also stops waiting as soon as *give_up becomes true (polled every
+ * few ms): for a caller that is shutting down. A message not acknowledged by then
+ * may still be delivered later: the caller must treat it as maybe sent. */
+deta_err_t deta_producer_send_batch_until(deta_producer_t *p, const deta_kafka_out_t *msgs,
+                                          size_t n, int timeout_ms, const atomic_bool *give_up,
+                                          size_t *nacked, char *errstr, size_t errsize);
+/* Waits up to timeout_ms for every message in flight to get its delivery report.
+ * DETA_OK when none is left; DETA_ERR_TRANSIENT with the count otherwise. */
+deta_err_t deta_producer_flush(deta_producer_t *p, int timeout_ms, char *errstr, size_t errsize);
+/* Drops every message still queued or in flight (each is reported failed to its
+ * sender), so that freeing the producer does not wait for them: for a shutdown
+ * out of time. Returns how many there were. */
+int deta_producer_purge(deta_producer_t *p);
 
 typedef struct deta_kafka_msg {
     const char *topic;
@@ -98,6 +132,12 @@ typedef struct deta_consumer_opts {
      * past messages that are all finished. The handler is then called from N
      * threads at once: it and its opaque must be thread-safe. */
     int workers;
+    /* Optional: true when what the handler needs is reachable (called from the
+     * polling or worker threads after a transient failure, so it must be cheap
+     * and thread-safe: cache). NULL counts every transient failure against
+     * max_retries. deta_service_consume() fills in the service's readiness. */
+    bool (*dependencies_up)(void *opaque);
+    void *dependencies_opaque;
 } deta_consumer_opts_t;
 
 /* group: the consumer group (the service's name). dlq: the producer used for dead
@@ -109,7 +149,18 @@ deta_consumer_t *deta_consumer_new(const deta_config_t *cfg, const char *group,
 /* Polls and dispatches until *stop becomes true; then returns DETA_OK. Between
  * retries it also watches *stop. */
 deta_err_t deta_consumer_run(deta_consumer_t *c, atomic_bool *stop);
-/* Commits stored offsets, leaves the group, frees. NULL is fine. */
+/* After run() returned: commits the stored offsets now and waits for the
+ * broker's answer, retrying (and serving rebalances meanwhile) while the group
+ * is rebalancing, for at most timeout_ms. DETA_OK when committed or nothing was
+ * stored. Several consumers of one group in one process should all commit
+ * before any of them closes: a member leaving starts a rebalance that makes the
+ * others' commits fail until it is over. */
+deta_err_t deta_consumer_commit(deta_consumer_t *c, int timeout_ms);
+/* After run() returned: commits stored offsets and leaves the group, waiting at
+ * most timeout_ms. DETA_OK when that finished in time; otherwise the group
+ * redelivers what was not committed. A second call does nothing. */
+deta_err_t deta_consumer_close(deta_consumer_t *c, int timeout_ms);
+/* Closes (bounded, if deta_consumer_close was not called) and frees. NULL is fine. */
 void deta_consumer_free(deta_consumer_t *c);
 
 #endif

@@ -44,7 +44,15 @@ deta_outbox_relay_t *deta_outbox_relay_new(const deta_config_t *cfg, deta_produc
                                            deta_metrics_t *metrics, char *errstr,
                                            size_t errsize);
 deta_err_t deta_outbox_relay_start(deta_outbox_relay_t *r, char *errstr, size_t errsize);
-/* Publishes what it can within a bounded time, stops the thread, frees. */
+/* Stops the relay within within_ms: it finishes the batch in hand, publishes what
+ * else it can until then, and its thread has ended when this returns (a send
+ * still unacknowledged at the deadline is abandoned: its rows stay unpublished
+ * and go out after the restart, perhaps twice). DETA_OK when it left nothing
+ * unpublished (or is a standby); DETA_ERR_TRANSIENT when rows were left. Once. */
+deta_err_t deta_outbox_relay_stop(deta_outbox_relay_t *r, int within_ms);
+/* Stops (within DETA_OUTBOX_FINAL_FLUSH_MS unless deta_outbox_relay_stop ran),
+ * frees. NULL is fine. */
+#define DETA_OUTBOX_FINAL_FLUSH_MS 5000
 void deta_outbox_relay_free(deta_outbox_relay_t *r);
 
 #endif

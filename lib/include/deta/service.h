@@ -8,8 +8,19 @@
  * /actuator/health/readiness) and /actuator/prometheus (and /metrics), the
  * per-thread Postgres pool and the producer. deta_service_run() applies nothing by
  * itself: the service migrates, adds routes and consumers first, then runs. Run
- * blocks until SIGTERM or SIGINT, then shuts down in order: stop HTTP intake, stop
- * consumers (committing offsets), stop the outbox relay, flush the producer.
+ * blocks until SIGTERM or SIGINT, then shuts down in order, each phase logged with
+ * its duration: stop HTTP intake (readiness 503, new connections refused), let the
+ * requests in flight finish, stop consumers after the messages in hand (committing
+ * offsets), stop the outbox relay after its batch in hand (publishing what it can),
+ * flush the producer; all within DETA_SHUTDOWN_TIMEOUT_MS (config.h). It returns 0
+ * when all of that finished cleanly, 1 when something had to be left (the log says
+ * what; it is redelivered or published after the restart); should the bound pass
+ * with something still running, the process logs it and exits with status 1.
+ *
+ * Consumers added with deta_service_consume() get the service's readiness (its
+ * required checks, db and kafka, cached for a few hundred ms) as their
+ * dependencies_up hook unless the options bring their own: an outage then makes
+ * messages wait instead of using up their retries (kafka.h).
  */
 #ifndef DETA_SERVICE_H
 #define DETA_SERVICE_H
@@ -48,7 +59,8 @@ deta_err_t deta_service_migrate(deta_service_t *s, const char *component,
 deta_err_t deta_service_use_outbox(deta_service_t *s, char *errstr, size_t errsize);
 /* Migrates the processed-events table (for idempotent consumers). */
 deta_err_t deta_service_use_inbox(deta_service_t *s, char *errstr, size_t errsize);
-/* A consumer thread in the service's group, started by run(). */
+/* A consumer thread in the service's group, started by run(). opts may be NULL;
+ * a NULL opts->dependencies_up is filled with the service's readiness. */
 deta_err_t deta_service_consume(deta_service_t *s, const char *const *topics, size_t ntopics,
                                 deta_consume_fn fn, void *opaque,
                                 const deta_consumer_opts_t *opts, char *errstr, size_t errsize);
@@ -58,7 +70,8 @@ deta_err_t deta_service_consume(deta_service_t *s, const char *const *topics, si
 #define DETA_SERVICE_MAX_ADOPTED 16
 deta_err_t deta_service_adopt(deta_service_t *s, void *obj, void (*free_fn)(void *));
 
-/* Starts everything and blocks until asked to stop; returns the exit status. */
+/* Starts everything and blocks until asked to stop; returns the exit status (0
+ * after a clean shutdown, 1 otherwise). */
 int deta_service_run(deta_service_t *s);
 
 #endif

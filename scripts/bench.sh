@@ -1,0 +1,671 @@
+#!/usr/bin/env bash
+# bench.sh - the benchmark (`make bench`): the whole system on this machine,
+# loaded until its latency breaks down, with the machine's own ceilings
+# measured in the same run. bench/README.md says what each figure means.
+#
+#   scripts/bench.sh            about 6 to 10 minutes
+#   BENCH_QUICK=1 scripts/bench.sh   a smoke run of about 2 minutes
+#
+# Phases, in this order (the progress goes to stderr):
+#   1. release build in $BUILD_DIR (services, broker, bench/ programs);
+#   2. a stack of its own in $BENCH_STACK_DIR, wiped first, Postgres with
+#      pg_stat_statements loaded, on ports away from the other stacks;
+#   3. startup: each service stopped and started again BENCH_STARTUP_REPEATS
+#      times, launch-to-healthy measured by bench/healthtime; then a few
+#      seconds of idle CPU;
+#   4. ceilings: pgbench (one-row insert, BENCH_CONNECTIONS clients) on the
+#      same Postgres, bench/brokerbench on the same broker;
+#   5. the ramp: a warm-up, an idle baseline (BENCH_BASELINE_RATE orders/s)
+#      that sets the breakdown bound, then bench/loadgen at each of
+#      BENCH_RATES until a step breaks down, then BENCH_REFINE bisections
+#      between the last sustained rate and the first broken one; the highest
+#      sustained rate is the throughput;
+#   6. the latency run at half that rate for BENCH_LATENCY_SECONDS, with CPU
+#      per service, transactions per database and pg_stat_statements around it,
+#      and the saga cut into hops from the read model's own instants;
+#   7. peak RSS of every part (VmHWM: covers phases 5 and 6);
+#   8. payment-service restarted with PAYMENT_GATEWAY_LATENCY_MS=100, and the
+#      ramp again;
+#   9. bench/report.sh writes report.md and latency.png into
+#      bench/results/<UTC time>/ and copies them to bench/results/latest/.
+# The stack is stopped on every exit (trap) unless BENCH_KEEP=1.
+#
+# Settings (env): BENCH_RATES ("10 20 40 80 160 320 640 1280"),
+# BENCH_STEP_SECONDS (10), BENCH_DRAIN_SECONDS (10), BENCH_P99_BOUND_MS (1000),
+# BENCH_P99_FACTOR (3), BENCH_BASELINE_RATE (5),
+# BENCH_REFINE (2), BENCH_LATENCY_SECONDS (30), BENCH_CONNECTIONS (8),
+# BENCH_PGBENCH_SECONDS (10), BENCH_BROKER_MESSAGES (200000),
+# BENCH_STARTUP_REPEATS (3), BENCH_GATEWAY_MS (100), BENCH_QUICK (0),
+# BENCH_KEEP (0), BENCH_STACK_DIR (.local/bench), BUILD_DIR (build/release),
+# BENCH_PG_PORT (19432), BENCH_REDIS_PORT (19379), BENCH_HTTP_PORT_BASE (19080:
+# query-api 19080, order 19081, payment 19082, inventory 19083, delivery 19084),
+# BENCH_LOG_LEVEL (info), BENCH_RESULTS (bench/results), JOBS (2).
+# Nothing in `make test` runs this: the benchmark measures time, tests do not.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+# ---- settings ---------------------------------------------------------------
+
+QUICK=${BENCH_QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+  RATES=${BENCH_RATES:-"10 20 40"}
+  STEP_S=${BENCH_STEP_SECONDS:-3}
+  DRAIN_S=${BENCH_DRAIN_SECONDS:-6}
+  REFINE=${BENCH_REFINE:-0}
+  LATENCY_S=${BENCH_LATENCY_SECONDS:-6}
+  PGBENCH_S=${BENCH_PGBENCH_SECONDS:-3}
+  BROKER_MSGS=${BENCH_BROKER_MESSAGES:-30000}
+  STARTUP_REPEATS=${BENCH_STARTUP_REPEATS:-1}
+  IDLE_S=3
+else
+  RATES=${BENCH_RATES:-"10 20 40 80 160 320 640 1280"}
+  STEP_S=${BENCH_STEP_SECONDS:-10}
+  DRAIN_S=${BENCH_DRAIN_SECONDS:-10}
+  REFINE=${BENCH_REFINE:-2}
+  LATENCY_S=${BENCH_LATENCY_SECONDS:-30}
+  PGBENCH_S=${BENCH_PGBENCH_SECONDS:-10}
+  BROKER_MSGS=${BENCH_BROKER_MESSAGES:-200000}
+  STARTUP_REPEATS=${BENCH_STARTUP_REPEATS:-3}
+  IDLE_S=5
+fi
+P99_BOUND_MS=${BENCH_P99_BOUND_MS:-1000}
+P99_FACTOR=${BENCH_P99_FACTOR:-3}
+BASELINE_RATE=${BENCH_BASELINE_RATE:-5}
+CONNECTIONS=${BENCH_CONNECTIONS:-8}
+GATEWAY_MS=${BENCH_GATEWAY_MS:-100}
+KEEP=${BENCH_KEEP:-0}
+JOBS=${JOBS:-2}
+QUIET_TIMEOUT_S=${BENCH_QUIET_TIMEOUT:-180}
+RESULTS=${BENCH_RESULTS:-bench/results}
+PG_BIN=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+
+export STACK_DIR=${BENCH_STACK_DIR:-.local/bench}
+export BUILD_DIR=${BUILD_DIR:-build/release}
+HTTP_BASE=${BENCH_HTTP_PORT_BASE:-19080}
+export PG_PORT=${BENCH_PG_PORT:-19432} REDIS_PORT=${BENCH_REDIS_PORT:-19379}
+export QUERY_API_PORT=$HTTP_BASE ORDER_SERVICE_PORT=$((HTTP_BASE + 1)) \
+  PAYMENT_SERVICE_PORT=$((HTTP_BASE + 2)) INVENTORY_SERVICE_PORT=$((HTTP_BASE + 3)) \
+  DELIVERY_SERVICE_PORT=$((HTTP_BASE + 4))
+
+# The services' settings for the benchmark: every order must succeed (no
+# declines, stock that never runs out), and the simulated fleet must never be
+# what limits (20 drivers x 1000 deliveries each); the delivery clock runs 600x
+# as in the demo, so each order's whole life (pick-up, delivery) happens within
+# the run and its cost is counted.
+export DELIVERY_CLOCK_SPEED=600 DELIVERY_DRIVERS=20 DELIVERY_DRIVER_CAPACITY=1000
+export PAYMENT_DECLINE_CUSTOMERS=none PAYMENT_DECLINE_RATE=0 PAYMENT_GATEWAY_LATENCY_MS=0
+INVENTORY_CATALOG=$(for i in $(seq 1 20); do printf 'sku-%d:1000000000,' "$i"; done)
+export INVENTORY_CATALOG=${INVENTORY_CATALOG%,}
+export LOG_LEVEL=${BENCH_LOG_LEVEL:-info}
+
+SERVICES=(order-service inventory-service payment-service delivery-service query-api)
+PARTS=("${SERVICES[@]}" broker redis postgres)
+TARGETS=(local-broker loadgen brokerbench healthtime "${SERVICES[@]}")
+RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)
+RUN_DIR=$RESULTS/$RUN_ID
+BIN=$BUILD_DIR/bench
+T0=$SECONDS
+ACCEPTED_TOTAL=0
+STACK_STARTED=0
+STEP_BOUND_MS=3600000 # the saga p99 above which a step has broken down; set by the baseline
+
+# ---- output -------------------------------------------------------------------
+
+phase() {
+  if [ -t 2 ]; then
+    printf '\n\033[1m==> [%s] %s\033[0m  (%ds)\n' "$1" "$2" "$((SECONDS - T0))" >&2
+  else
+    printf '\n==> [%s] %s  (%ds)\n' "$1" "$2" "$((SECONDS - T0))" >&2
+  fi
+}
+note() { printf '    %s\n' "$*" >&2; }
+die() { printf 'bench: error: %s\n' "$*" >&2; exit 1; }
+
+# The value of key in a key=value file.
+kv() { sed -n "s/^$2=//p" "$1" | head -n 1; }
+
+# awk arithmetic on shell values: calc '<expression>' (numbers only).
+calc() { awk "BEGIN { print ($1) }"; }
+
+# ---- the stack ------------------------------------------------------------------
+
+stack() { scripts/stack.sh "$@"; }
+
+finish() {
+  local status=$?
+  if [ "$STACK_STARTED" = 1 ] && [ "$KEEP" != 1 ]; then
+    phase end "stopping the benchmark stack"
+    stack down >/dev/null 2>&1 || true
+  elif [ "$STACK_STARTED" = 1 ]; then
+    note "the stack keeps running (BENCH_KEEP=1): STACK_DIR=$STACK_DIR scripts/stack.sh down"
+  fi
+  [ "$status" = 0 ] || printf 'bench: failed (status %s); partial results in %s\n' \
+    "$status" "$RUN_DIR" >&2
+  exit "$status"
+}
+
+refuse_shared_stack_dir() {
+  case "$(realpath -m "$STACK_DIR")" in
+    "$ROOT/.local" | "$ROOT/.local/test")
+      die "BENCH_STACK_DIR=$STACK_DIR is a stack of daily use; the benchmark wipes its own" ;;
+  esac
+}
+
+load_env() {
+  set -a
+  # shellcheck disable=SC1091
+  . "$STACK_DIR/stack.env"
+  set +a
+}
+
+psql_db() {
+  local db=$1
+  shift
+  PGPASSWORD=postgres PGOPTIONS='-c client_min_messages=warning' \
+    "$PG_BIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -d "$db" \
+    -v ON_ERROR_STOP=1 -X -q "$@"
+}
+
+# Postgres first, alone, to load pg_stat_statements (a restart is needed),
+# then everything.
+start_stack() {
+  refuse_shared_stack_dir
+  stack down >/dev/null 2>&1 || true
+  stack clean >/dev/null
+  STACK_STARTED=1
+  stack start postgres >/dev/null
+  load_env
+  psql_db postgres -c "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'"
+  stack stop postgres >/dev/null
+  stack up >"$RUN_DIR/stack-up.log" 2>&1 || { cat "$RUN_DIR/stack-up.log" >&2; die "stack up failed"; }
+  load_env
+  psql_db postgres -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
+    -c "ALTER SYSTEM SET pg_stat_statements.track_planning = on" -c "SELECT pg_reload_conf()" \
+    >/dev/null
+  note "stack up in $STACK_DIR: order-service $ORDER_SERVICE_URL, query-api $QUERY_API_URL"
+}
+
+pid_of() { head -n 1 "$STACK_DIR/pids/$1.pid" 2>/dev/null || true; }
+
+# ---- /proc: CPU and memory ---------------------------------------------------------
+
+# utime+stime of a process in clock ticks (with its reaped children's when $2=1).
+ticks_of() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+  awk -v with_children="${2:-0}" '{
+    sub(/^.*\) /, "")
+    t = $12 + $13
+    if (with_children) t += $14 + $15
+    print t
+  }' <<<"$stat"
+}
+
+# Postgres is many processes: the postmaster (with the children it reaped)
+# plus every live backend.
+postgres_ticks() {
+  local pm total child
+  pm=$(pid_of postgres)
+  [ -n "$pm" ] || { echo 0; return; }
+  total=$(ticks_of "$pm" 1)
+  for child in $(pgrep -P "$pm" || true); do
+    total=$((total + $(ticks_of "$child")))
+  done
+  echo "$total"
+}
+
+# "part ticks" for every part.
+cpu_snapshot() {
+  local part
+  for part in "${PARTS[@]}"; do
+    if [ "$part" = postgres ]; then
+      echo "postgres $(postgres_ticks)"
+    else
+      echo "$part $(ticks_of "$(pid_of "$part")")"
+    fi
+  done
+}
+
+# VmHWM and VmRSS (kB) of one process.
+memory_of() {
+  awk '/^VmHWM:/ { h = $2 } /^VmRSS:/ { r = $2 } END { print (h ? h : 0), (r ? r : 0) }' \
+    "/proc/$1/status" 2>/dev/null || echo "0 0"
+}
+
+# ---- phase 3: startup ---------------------------------------------------------------
+
+# One stop and start of a service, timed by healthtime; prints its output.
+time_one_start() {
+  local svc=$1 since starter out
+  stack stop "$svc" >/dev/null
+  since=$(date +%s%6N)
+  stack start "$svc" >>"$RUN_DIR/startup-stack.log" 2>&1 &
+  starter=$!
+  out=$("$BIN/healthtime" --pid-file "$STACK_DIR/pids/$svc.pid" \
+    --port-file "$STACK_DIR/ports/$svc.port" --since-us "$since" --timeout 30) || out=""
+  wait "$starter" || out=""
+  [ -n "$out" ] && echo "$out"
+}
+
+# A start that fails is tried once more (a port in the ephemeral range can be
+# held for a moment by some client's connection) before the run gives up.
+measure_startup() {
+  local svc k out
+  echo "service,repeat,first_answer_ms,healthy_ms" >"$RUN_DIR/startup.csv"
+  for svc in "${SERVICES[@]}"; do
+    for ((k = 1; k <= STARTUP_REPEATS; k++)); do
+      out=$(time_one_start "$svc") || {
+        note "$svc did not start (see $STACK_DIR/logs/$svc.log); once more"
+        sleep 1
+        out=$(time_one_start "$svc") || die "$svc did not become healthy (see $STACK_DIR/logs/$svc.log)"
+      }
+      printf '%s,%s,%s,%s\n' "$svc" "$k" "$(kv <(echo "$out") first_answer_ms)" \
+        "$(kv <(echo "$out") healthy_ms)" >>"$RUN_DIR/startup.csv"
+      note "$(printf '%-18s #%d  healthy after %7s ms' "$svc" "$k" "$(kv <(echo "$out") healthy_ms)")"
+    done
+  done
+  load_env
+}
+
+# CPU of every part while no order moves: what the background work (relay and
+# consumer polling, tickers, health of the stack) costs per second. It is in
+# every CPU-per-order figure, and weighs more the lower the rate.
+measure_idle() {
+  sleep 2
+  cpu_snapshot >"$RUN_DIR/idle-before.txt"
+  sleep "$IDLE_S"
+  cpu_snapshot >"$RUN_DIR/idle-after.txt"
+  echo "idle_s=$IDLE_S" >>"$RUN_DIR/result.env"
+}
+
+# ---- phase 4: ceilings --------------------------------------------------------------
+
+run_pgbench() {
+  local script=$RUN_DIR/pgbench-insert.sql out tps
+  psql_db postgres -c "DROP DATABASE IF EXISTS bench_scratch" -c "CREATE DATABASE bench_scratch"
+  psql_db bench_scratch -c "CREATE TABLE one_row (id bigserial PRIMARY KEY, payload text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now())"
+  echo "INSERT INTO one_row (payload) VALUES ('order');" >"$script"
+  out=$(PGPASSWORD=postgres "$PG_BIN/pgbench" -h 127.0.0.1 -p "$PGPORT" -U postgres -n \
+    -M prepared -c "$CONNECTIONS" -j "$((CONNECTIONS < 2 ? 1 : 2))" -T "$PGBENCH_S" -f "$script" bench_scratch 2>&1) ||
+    { echo "$out" >&2; die "pgbench failed"; }
+  echo "$out" >"$RUN_DIR/pgbench.log"
+  tps=$(sed -n 's/^tps = \([0-9]*\).* (without initial connection time)/\1/p' <<<"$out")
+  [ -n "$tps" ] || tps=$(sed -n 's/^tps = \([0-9]*\).*/\1/p' <<<"$out" | tail -n 1)
+  {
+    echo "pgbench_tps=$tps"
+    echo "pgbench_clients=$CONNECTIONS"
+    echo "pgbench_seconds=$PGBENCH_S"
+  } >>"$RUN_DIR/ceilings.env"
+  psql_db postgres -c "DROP DATABASE bench_scratch"
+  note "pgbench one-row insert, $CONNECTIONS clients, ${PGBENCH_S}s: $tps TPS"
+}
+
+run_brokerbench() {
+  local out_default out_short
+  out_default=$("$BIN/brokerbench" --bootstrap "$KAFKA_BOOTSTRAP_SERVERS" \
+    --messages "$BROKER_MSGS" 2>>"$RUN_DIR/brokerbench.log") || die "brokerbench failed"
+  out_short=$("$BIN/brokerbench" --bootstrap "$KAFKA_BOOTSTRAP_SERVERS" \
+    --messages "$BROKER_MSGS" --fetch-wait-ms 10 2>>"$RUN_DIR/brokerbench.log") ||
+    die "brokerbench (fetch.wait.max.ms=10) failed"
+  {
+    sed 's/^/broker_/' <<<"$out_default"
+    sed 's/^/broker_fast_/' <<<"$out_short"
+  } >>"$RUN_DIR/ceilings.env"
+  note "broker, consumers as the services': $(kv <(echo "$out_default") produce_to_consume_per_s) msg/s," \
+    "one hop $(kv <(echo "$out_default") hop_p50_ms) ms (p50)"
+  note "broker, fetch.wait.max.ms=10:        $(kv <(echo "$out_short") produce_to_consume_per_s) msg/s," \
+    "one hop $(kv <(echo "$out_short") hop_p50_ms) ms (p50)"
+}
+
+# ---- phases 5, 6, 8: steps of load --------------------------------------------------
+
+# Counts of the read model by status, as "STATUS=n" words.
+read_model_counts() {
+  curl -fsS --max-time 5 "$QUERY_API_URL/api/stats" 2>/dev/null |
+    grep -o '"[A-Za-z_]*":[0-9]*' | tr -d '"' | tr ':' '=' | tr '\n' ' '
+}
+
+# The count of one key in read_model_counts' words; 0 when absent.
+count_of() {
+  local v
+  v=$(tr ' ' '\n' <<<"$2" | sed -n "s/^$1=//p")
+  echo "${v:-0}"
+}
+
+# Waits until the read model holds every order accepted so far and none is
+# still in the saga or on its way to the door, so that a step starts on an
+# idle system. False after QUIET_TIMEOUT_S.
+wait_quiet() {
+  local deadline=$((SECONDS + QUIET_TIMEOUT_S)) counts total busy
+  while ((SECONDS < deadline)); do
+    counts=$(read_model_counts)
+    total=$(count_of total "$counts")
+    busy=0
+    for s in withoutStatus CREATED INVENTORY_RESERVED PAYMENT_AUTHORIZED DELIVERY_ASSIGNED \
+      PICKED_UP; do
+      busy=$((busy + $(count_of "$s" "$counts")))
+    done
+    if [ -n "$counts" ] && [ "$total" -ge "$ACCEPTED_TOTAL" ] && [ "$busy" = 0 ]; then
+      if [ -t 2 ]; then printf '\r\033[K' >&2; fi
+      return 0
+    fi
+    if [ -t 2 ]; then
+      printf '\r\033[K    settling: %s of %s orders in the read model, %s still moving' \
+        "${total:-?}" "$ACCEPTED_TOTAL" "$busy" >&2
+    fi
+    sleep 0.5
+  done
+  if [ -t 2 ]; then printf '\n' >&2; fi
+  return 1
+}
+
+STEP_CSV_HEADER="phase,rate,sustained,orders,accepted,errors,ended_ok,ended_failed,incomplete,\
+intake_p50_ms,intake_p95_ms,intake_p99_ms,intake_max_ms,saga_p50_ms,saga_p95_ms,saga_p99_ms,\
+saga_max_ms,completed_per_s,poll_requests,send_late_max_ms,reason"
+
+# One loadgen run: run_step <phase> <rate> <seconds> <label>. Sets STEP_SUMMARY.
+run_step() {
+  local phase=$1 rate=$2 seconds=$3 label=$4 name bound=$STEP_BOUND_MS
+  name=$phase-$(printf '%08.1f' "$rate")
+  case "$phase" in warmup | baseline) bound=3600000 ;; esac
+  STEP_SUMMARY=$RUN_DIR/steps/$name.summary
+  mkdir -p "$RUN_DIR/steps"
+  "$BIN/loadgen" --rate "$rate" --duration "$seconds" --drain "$DRAIN_S" \
+    --connections "$CONNECTIONS" --p99-bound-ms "$bound" --prefix "b$RUN_ID-$name" \
+    --csv "$RUN_DIR/steps/$name.csv" --label "    $label" >"$STEP_SUMMARY" ||
+    die "loadgen failed at $rate/s"
+  ACCEPTED_TOTAL=$((ACCEPTED_TOTAL + $(kv "$STEP_SUMMARY" accepted)))
+  [ "$phase" = warmup ] || step_csv_row "$phase" "$STEP_SUMMARY" >>"$RUN_DIR/steps.csv"
+  local verdict="sustained"
+  [ "$(kv "$STEP_SUMMARY" sustained)" = 1 ] || verdict="BROKE DOWN: $(kv "$STEP_SUMMARY" reason)"
+  case "$phase" in warmup | baseline) verdict=$phase ;; esac
+  note "$(printf '%7s/s  intake p99 %7s ms  saga p50 %7s p99 %7s ms  -> %s' "$rate" \
+    "$(kv "$STEP_SUMMARY" intake_p99_ms)" "$(kv "$STEP_SUMMARY" saga_p50_ms)" \
+    "$(kv "$STEP_SUMMARY" saga_p99_ms)" "$verdict")"
+  wait_quiet || { note "the system did not settle within ${QUIET_TIMEOUT_S}s"; return 2; }
+}
+
+step_csv_row() {
+  local f=$2 k row=$1
+  for k in rate sustained orders accepted; do row+=",$(kv "$f" "$k")"; done
+  row+=",$(($(kv "$f" refused) + $(kv "$f" dropped)))"
+  for k in ended_ok ended_failed incomplete intake_p50_ms intake_p95_ms intake_p99_ms \
+    intake_max_ms saga_p50_ms saga_p95_ms saga_p99_ms saga_max_ms completed_per_s \
+    poll_requests send_late_max_ms; do
+    row+=",$(kv "$f" "$k")"
+  done
+  echo "$row,\"$(kv "$f" reason | tr '"' "'")\""
+}
+
+sustained() { [ "$(kv "$STEP_SUMMARY" sustained)" = 1 ]; }
+
+# The ramp: rising rates until a breakdown, then bisection. Sets RAMP_BEST,
+# the highest sustained rate (0 when none). ramp <phase> <label>
+ramp() {
+  local phase=$1 label=$2 best=0 bad="" rate n=0 total k
+  total=$(wc -w <<<"$RATES")
+  for rate in $RATES; do
+    n=$((n + 1))
+    run_step "$phase" "$rate" "$STEP_S" "[$label $n/$total]" || { bad=$rate; break; }
+    if sustained; then best=$rate; else bad=$rate; break; fi
+  done
+  # Nothing sustained: halve the first rate, at most three times.
+  for k in 1 2 3; do
+    [ "$best" = 0 ] && [ -n "$bad" ] || break
+    rate=$(calc "$bad / 2")
+    run_step "$phase" "$rate" "$STEP_S" "[$label lower $k/3]" || break
+    if sustained; then best=$rate; else bad=$rate; fi
+  done
+  for ((k = 1; k <= REFINE; k++)); do
+    [ "$best" != 0 ] && [ -n "$bad" ] || break
+    rate=$(calc "int(($best + $bad) / 2)")
+    [ "$(calc "($rate > $best) && ($rate < $bad)")" = 1 ] || break
+    run_step "$phase" "$rate" "$STEP_S" "[$label refine $k/$REFINE]" || { bad=$rate; break; }
+    if sustained; then best=$rate; else bad=$rate; fi
+  done
+  RAMP_BEST=$best
+}
+
+# The saga's latency on an idle system (BASELINE_RATE orders/s, far below any
+# capacity), and from it the bound above which a step has broken down: the
+# larger of BENCH_P99_BOUND_MS and BENCH_P99_FACTOR times the idle p99. A
+# fixed bound alone would call a system with a slow idle path broken at any
+# rate; a relative one alone would let a fast system queue for seconds.
+measure_baseline() {
+  run_step baseline "$BASELINE_RATE" "$((STEP_S < 4 ? 4 : STEP_S))" "[idle baseline]" || true
+  local p99
+  p99=$(kv "$STEP_SUMMARY" saga_p99_ms)
+  STEP_BOUND_MS=$(calc "${p99:-0} * $P99_FACTOR > $P99_BOUND_MS ? int(${p99:-0} * $P99_FACTOR + 0.5) : $P99_BOUND_MS")
+  {
+    echo "baseline_rate=$BASELINE_RATE"
+    echo "baseline_saga_p50_ms=$(kv "$STEP_SUMMARY" saga_p50_ms)"
+    echo "baseline_saga_p99_ms=$p99"
+    echo "baseline_intake_p50_ms=$(kv "$STEP_SUMMARY" intake_p50_ms)"
+    echo "bound_ms=$STEP_BOUND_MS"
+  } >>"$RUN_DIR/result.env"
+  note "idle saga p99 ${p99} ms: a step breaks down above a saga p99 of $STEP_BOUND_MS ms"
+}
+
+# ---- phase 6: the latency run, and what it costs ---------------------------------------
+
+db_commits() {
+  psql_db postgres -At -F, -c "SELECT datname, xact_commit FROM pg_stat_database
+    WHERE datname IN ('order_db','inventory_db','delivery_eta','delivery_db','delivery_query')
+    ORDER BY datname"
+}
+
+latency_run() {
+  local rate=$1 before after
+  psql_db postgres -c "SELECT pg_stat_statements_reset()" >/dev/null
+  db_commits >"$RUN_DIR/commits-before.csv"
+  cpu_snapshot >"$RUN_DIR/cpu-before.txt"
+  before=$(date +%s%N)
+  run_step latency "$rate" "$LATENCY_S" "[latency run]" || true
+  after=$(date +%s%N)
+  cpu_snapshot >"$RUN_DIR/cpu-after.txt"
+  db_commits >"$RUN_DIR/commits-after.csv"
+  cp "$STEP_SUMMARY" "$RUN_DIR/latency.summary"
+  cp "${STEP_SUMMARY%.summary}.csv" "$RUN_DIR/latency-orders.csv"
+  echo "wall_s=$(calc "($after - $before) / 1e9")" >>"$RUN_DIR/latency.summary"
+  pg_top_statements
+  saga_hops
+}
+
+pg_top_statements() {
+  psql_db postgres -At -F '|' -c "
+    SELECT d.datname, s.calls, round(s.total_exec_time::numeric, 0),
+           round(s.mean_exec_time::numeric, 3), round(s.total_plan_time::numeric, 0),
+           replace(left(regexp_replace(s.query, '\s+', ' ', 'g'), 110), '|', '/')
+    FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+    WHERE d.datname <> 'postgres'
+    ORDER BY s.total_exec_time + s.total_plan_time DESC LIMIT 15" >"$RUN_DIR/pg-top.txt"
+}
+
+# The saga cut at the instants the services themselves recorded (occurredAt of
+# each event, applied_at in the read model), for the latency run's orders.
+saga_hops() {
+  psql_db delivery_query -At -F, >"$RUN_DIR/hops.csv" <<SQL
+CREATE TEMP TABLE lg (seq int, intended_us bigint, sent_us bigint, answered_us bigint,
+  http_status int, order_id text, saga_us bigint, end_status text);
+\copy lg FROM '$RUN_DIR/latency-orders.csv' CSV HEADER
+WITH ev AS (
+  SELECT e.order_id, e.event_type,
+         (extract(epoch FROM e.occurred_at) * 1e6)::bigint AS occ,
+         (extract(epoch FROM e.applied_at) * 1e6)::bigint AS app
+  FROM order_events e
+  WHERE e.order_id IN (SELECT order_id::uuid FROM lg WHERE order_id <> '')
+), per AS (
+  SELECT lg.intended_us, lg.answered_us, lg.saga_us,
+    max(occ) FILTER (WHERE event_type = 'order.created') AS c,
+    max(occ) FILTER (WHERE event_type = 'inventory.reserved') AS r,
+    max(occ) FILTER (WHERE event_type = 'payment.authorized') AS a,
+    max(occ) FILTER (WHERE event_type = 'delivery.assigned') AS d,
+    max(app) FILTER (WHERE event_type = 'delivery.assigned') AS dv
+  FROM lg JOIN ev ON ev.order_id = lg.order_id::uuid
+  GROUP BY lg.seq, lg.intended_us, lg.answered_us, lg.saga_us
+), hops AS (
+  SELECT 1 AS k, 'POST (intended) -> order.created committed' AS hop, c - intended_us AS us FROM per
+  UNION ALL SELECT 2, 'order.created -> inventory.reserved', r - c FROM per
+  UNION ALL SELECT 3, 'inventory.reserved -> payment.authorized', a - r FROM per
+  UNION ALL SELECT 4, 'payment.authorized -> delivery.assigned', d - a FROM per
+  UNION ALL SELECT 5, 'delivery.assigned -> applied in the read model', dv - d FROM per
+  UNION ALL SELECT 6, 'applied in the read model -> seen by the poller', saga_us - dv FROM per
+  UNION ALL SELECT 7, 'saga as applied in the read model (exact)', dv - intended_us FROM per
+  UNION ALL SELECT 8, 'saga as seen by the poller (reported)', saga_us - intended_us FROM per
+)
+SELECT k, hop, count(us),
+       round((percentile_cont(0.5) WITHIN GROUP (ORDER BY us) / 1000)::numeric, 1),
+       round((percentile_cont(0.95) WITHIN GROUP (ORDER BY us) / 1000)::numeric, 1),
+       round((percentile_cont(0.99) WITHIN GROUP (ORDER BY us) / 1000)::numeric, 1),
+       round((max(us) / 1000.0)::numeric, 1)
+FROM hops WHERE us IS NOT NULL GROUP BY k, hop ORDER BY k;
+\o '$RUN_DIR/events-per-order.txt'
+SELECT round(count(*)::numeric / greatest(count(DISTINCT order_id), 1), 2) FROM order_events
+WHERE order_id IN (SELECT order_id::uuid FROM lg WHERE order_id <> '');
+SQL
+}
+
+# ---- phase 7: memory ---------------------------------------------------------------------
+
+record_memory() {
+  local part pid
+  echo "part,peak_rss_kb,rss_kb" >"$RUN_DIR/memory.csv"
+  for part in "${SERVICES[@]}" broker redis; do
+    pid=$(pid_of "$part")
+    [ -n "$pid" ] || continue
+    echo "$part,$(memory_of "$pid" | tr ' ' ,)" >>"$RUN_DIR/memory.csv"
+  done
+}
+
+# ---- the run --------------------------------------------------------------------------------
+
+# The command that made this run: make bench, with the settings it was given.
+the_command() {
+  local settings
+  settings=$(env | grep -E '^BENCH_[A-Z_]+=' | sort | tr '\n' ' ')
+  if [ "$BUILD_DIR" != build/release ]; then settings+="BUILD_DIR=$BUILD_DIR "; fi
+  echo "${settings}make bench"
+}
+
+record_meta() {
+  {
+    echo "run_id=$RUN_ID"
+    echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "dirty=$(git status --porcelain 2>/dev/null | grep -qv '^??' && echo yes || echo no)"
+    echo "cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+    echo "cores=$(nproc)"
+    echo "memory_mb=$(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo)"
+    echo "load_before=$(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "quick=$QUICK"
+    echo "rates=$RATES"
+    echo "step_s=$STEP_S"
+    echo "drain_s=$DRAIN_S"
+    echo "p99_bound_ms=$P99_BOUND_MS"
+    echo "p99_factor=$P99_FACTOR"
+    echo "refine=$REFINE"
+    echo "latency_s=$LATENCY_S"
+    echo "connections=$CONNECTIONS"
+    echo "gateway_ms=$GATEWAY_MS"
+    echo "log_level=$LOG_LEVEL"
+    echo "command=$(the_command)"
+  } >"$RUN_DIR/meta.env"
+}
+
+build() {
+  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake --build "$BUILD_DIR" -j "$JOBS" --target "${TARGETS[@]}" >"$RUN_DIR/build.log" 2>&1 ||
+    { tail -n 30 "$RUN_DIR/build.log" >&2; die "build failed"; }
+}
+
+main() {
+  mkdir -p "$RUN_DIR"
+  : >"$RUN_DIR/result.env"
+  trap finish EXIT
+  record_meta
+  phase 1/9 "release build in $BUILD_DIR"
+  build
+  phase 2/9 "stack in $STACK_DIR (wiped), pg_stat_statements loaded"
+  start_stack
+  phase 3/9 "time from launch to healthy, each service x$STARTUP_REPEATS"
+  measure_startup
+  measure_idle
+  phase 4/9 "the machine's ceilings: pgbench and the broker"
+  run_pgbench
+  run_brokerbench
+  echo "$STEP_CSV_HEADER" >"$RUN_DIR/steps.csv"
+  phase 5/9 "rate ramp: $RATES orders/s, ${STEP_S}s each (+ warm-up)"
+  run_step warmup 10 3 "[warm-up]" || true
+  measure_baseline
+  local max half gmax
+  ramp ramp ramp
+  max=$RAMP_BEST
+  echo "max_sustained=$max" >>"$RUN_DIR/result.env"
+  note "highest sustained rate: $max orders/s"
+  half=$(calc "$max / 2")
+  if [ "$(calc "$half >= 0.5")" = 1 ]; then
+    phase 6/9 "latency run at half the maximum: $half orders/s for ${LATENCY_S}s"
+    latency_run "$half"
+  else
+    phase 6/9 "latency run skipped: no rate was sustained"
+  fi
+  echo "latency_rate=$half" >>"$RUN_DIR/result.env"
+  phase 7/9 "peak memory of every part"
+  record_memory
+  column -t -s, "$RUN_DIR/memory.csv" | sed 's/^/    /' >&2
+  phase 8/9 "payment-service with a ${GATEWAY_MS} ms gateway: the ramp again"
+  stack stop payment-service >/dev/null
+  PAYMENT_GATEWAY_LATENCY_MS=$GATEWAY_MS stack start payment-service >/dev/null
+  load_env
+  run_step warmup 10 3 "[warm-up]" || true
+  ramp gateway "gateway ${GATEWAY_MS}ms"
+  gmax=$RAMP_BEST
+  echo "gateway_max_sustained=$gmax" >>"$RUN_DIR/result.env"
+  note "highest sustained rate with the ${GATEWAY_MS} ms gateway: $gmax orders/s"
+  echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RUN_DIR/meta.env"
+  echo "duration_s=$((SECONDS - T0))" >>"$RUN_DIR/meta.env"
+  phase 9/9 "report"
+  bench/report.sh "$RUN_DIR"
+  publish_latest
+}
+
+# bench/results/latest/ gets the newest report and plot; every README with a
+# bench:latest block gets the summary (only when the results are the project's
+# own folder, not a BENCH_RESULTS elsewhere).
+publish_latest() {
+  rm -rf "$RESULTS/latest"
+  mkdir -p "$RESULTS/latest"
+  cp "$RUN_DIR/report.md" "$RUN_DIR/latency.png" "$RESULTS/latest/" 2>/dev/null || true
+  note "report: $RUN_DIR/report.md (copied to $RESULTS/latest/)"
+  [ "$(realpath -m "$RESULTS")" = "$ROOT/bench/results" ] || return 0
+  local readme
+  for readme in README.md bench/README.md; do
+    grep -q '^<!-- bench:latest -->$' "$readme" 2>/dev/null || continue
+    if [ "$readme" = bench/README.md ]; then
+      sed 's|(bench/results/|(results/|g' "$RUN_DIR/latest-block.md" >"$RUN_DIR/latest-block-bench.md"
+      replace_block "$readme" "$RUN_DIR/latest-block-bench.md"
+    else
+      replace_block "$readme" "$RUN_DIR/latest-block.md"
+    fi
+    note "$readme: latest figures updated"
+  done
+}
+
+# Replaces the lines between <!-- bench:latest --> and <!-- /bench:latest -->.
+replace_block() {
+  local file=$1 block=$2 tmp
+  tmp=$(mktemp "$file.XXXXXX")
+  awk -v block="$block" '
+    /^<!-- \/bench:latest -->$/ { skipping = 0 }
+    !skipping { print }
+    /^<!-- bench:latest -->$/ {
+      while ((getline line < block) > 0) print line
+      skipping = 1
+    }' "$file" >"$tmp" && cat "$tmp" >"$file"
+  rm -f "$tmp"
+}
+
+main "$@"
