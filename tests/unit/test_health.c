@@ -127,6 +127,39 @@ static void no_checks_is_up(void **state) {
     deta_health_free(NULL);
 }
 
+/* The consumer loop's question: are the required dependencies up? Optional
+ * checks are not asked; the first required DOWN one answers, with its detail. */
+static void required_up_ignores_optional_checks(void **state) {
+    deta_health_t *h = *state;
+    stub_t db = {true, NULL, 0}, redis = {false, "refused", 0}, kafka = {true, NULL, 0};
+    deta_health_add(h, "db", true, stub_check, &db);
+    deta_health_add(h, "redis", false, stub_check, &redis);
+    deta_health_add(h, "kafka", true, stub_check, &kafka);
+    char detail[128] = "stale";
+    assert_true(deta_health_required_up(h, detail, sizeof detail));
+    assert_string_equal(detail, "");
+    assert_int_equal(redis.calls, 0);
+    assert_int_equal(db.calls, 1);
+    assert_int_equal(kafka.calls, 1);
+}
+
+static void required_down_stops_at_the_first(void **state) {
+    deta_health_t *h = *state;
+    stub_t db = {false, "timeout", 0}, kafka = {false, "no brokers", 0};
+    deta_health_add(h, "db", true, stub_check, &db);
+    deta_health_add(h, "kafka", true, stub_check, &kafka);
+    char detail[128] = "";
+    assert_false(deta_health_required_up(h, detail, sizeof detail));
+    assert_non_null(strstr(detail, "timeout"));
+    assert_int_equal(kafka.calls, 0);
+    db.up = true;
+    assert_false(deta_health_required_up(h, detail, sizeof detail));
+    assert_non_null(strstr(detail, "no brokers"));
+    kafka.up = true;
+    assert_true(deta_health_required_up(h, NULL, 0));
+    assert_false(deta_health_required_up(NULL, NULL, 0));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(all_up_is_200_up, setup, teardown),
@@ -134,6 +167,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(required_down_is_503_down, setup, teardown),
         cmocka_unit_test_setup_teardown(checks_run_on_every_report, setup, teardown),
         cmocka_unit_test_setup_teardown(no_checks_is_up, setup, teardown),
+        cmocka_unit_test_setup_teardown(required_up_ignores_optional_checks, setup, teardown),
+        cmocka_unit_test_setup_teardown(required_down_stops_at_the_first, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
