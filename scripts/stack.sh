@@ -3,12 +3,15 @@
 # the local Kafka broker (tools/local-broker) and every service built so far.
 #
 #   stack.sh up | down | status | env | clean
-#   stack.sh start <part> | stop <part>
+#   stack.sh start <part> | stop <part> | kill <part>
+#   stack.sh scale <service> <N>
 #   stack.sh broker <down N|up N|down all|up all|errors K C N|clear>
 #
 # Parts: postgres redis broker order-service inventory-service payment-service
-# delivery-service query-api. A service is started only when its binary exists
-# in $BUILD_DIR/services/, so the stack grows as services are written.
+# delivery-service query-api, and further instances of a service, named
+# <service>.<K> (K = 2..99; <service>.1 is <service> itself). A service is
+# started only when its binary exists in $BUILD_DIR/services/, so the stack
+# grows as services are written.
 #
 # Design. Every part runs in the background in its own session (setsid), so it
 # outlives this script; its pid goes to $STACK_DIR/pids/<part>.pid and its
@@ -22,11 +25,26 @@
 # $STACK_DIR/stack.env, which tests and people source. Every start waits until
 # the part is healthy, and stops waiting at once if its process dies.
 #
+# Instances. Instance K of a service is a part of its own (pid, log and port
+# files named <service>.<K>) running the same binary in the same consumer group
+# (the group is the service's name), so the instances share the partitions of
+# its topics. Its preferred port is the service's plus 10*(K-1) (8082, 8092,
+# 8102, ...; env PAYMENT_SERVICE_2_PORT overrides), it gets
+# INSTANCE_ID=<service>-<K> (the Kafka client id and the log's instance), and
+# stack.env says PAYMENT_SERVICE_2_PORT and PAYMENT_SERVICE_2_URL. `scale`
+# brings a service to exactly N running instances; `down` stops them all.
+#
+# kill sends SIGKILL, as a crash would: to a service instance, to redis-server,
+# or to the postmaster and every process it started (a power cut for Postgres,
+# whose next start then runs crash recovery). `start` brings the part back.
+#
 # Settings (env): STACK_DIR (.local), BUILD_DIR (build/release), both relative
 # to the repository; PG_PORT REDIS_PORT ORDER_SERVICE_PORT PAYMENT_SERVICE_PORT
 # INVENTORY_SERVICE_PORT DELIVERY_SERVICE_PORT QUERY_API_PORT; KAFKA_PARTITIONS
 # (6), KAFKA_BROKERS (1), LOG_LEVEL (info), STACK_TIMEOUT (30 s per part);
-# STACK_SERVICES ("order-service payment-service": start only these services).
+# STACK_SERVICES ("order-service payment-service": start only these services);
+# STACK_INSTANCES ("payment-service=2 delivery-service=3": `up` starts that many
+# instances of those services; one of every other).
 # Services inherit the caller's environment, so their own settings pass through.
 # QUERY_API_ADMIN_TOKEN (query-api's dead-letter administration) is the caller's,
 # or else made at random once per stack directory; stack.env carries it.
@@ -66,16 +84,43 @@ is_service() {
   return 1
 }
 
-is_part() {
-  case "$1" in postgres | redis | broker) return 0 ;; esac
-  is_service "$1"
+MAX_INSTANCES=99
+
+# True for <service>.<K> with K in 1..MAX_INSTANCES (no leading zero).
+is_instance_name() {
+  local base=${1%.*} k=${1##*.}
+  [[ "$1" == *.* ]] && is_service "$base" && [[ "$k" =~ ^[1-9][0-9]?$ ]]
 }
 
-# postgres -> PG_PORT, order-service -> ORDER_SERVICE_PORT, ...
+is_part() {
+  case "$1" in postgres | redis | broker) return 0 ;; esac
+  is_service "$1" || is_instance_name "$1"
+}
+
+# The canonical name of a part: <service>.1 is <service>.
+canonical_part() {
+  if is_instance_name "$1" && [ "${1##*.}" = 1 ]; then echo "${1%.*}"; else echo "$1"; fi
+}
+
+# The service a part runs (itself for infrastructure), and which instance it is.
+part_service() { if is_instance_name "$1"; then echo "${1%.*}"; else echo "$1"; fi; }
+part_instance() { if is_instance_name "$1"; then echo "${1##*.}"; else echo 1; fi; }
+
+# The part of instance K of a service.
+instance_part() { if [ "$2" = 1 ]; then echo "$1"; else echo "$1.$2"; fi; }
+
+# postgres -> PG_PORT, order-service -> ORDER_SERVICE_PORT,
+# order-service.2 -> ORDER_SERVICE_2_PORT, ...
 port_var() {
-  case "$1" in
+  local base k v
+  base=$(part_service "$1")
+  k=$(part_instance "$1")
+  case "$base" in
     postgres) echo PG_PORT ;;
-    *) local v=${1//-/_}; echo "${v^^}_PORT" ;;
+    *)
+      v=${base//-/_}
+      if [ "$k" = 1 ]; then echo "${v^^}_PORT"; else echo "${v^^}_${k}_PORT"; fi
+      ;;
   esac
 }
 
@@ -92,10 +137,18 @@ default_port() {
   esac
 }
 
+# Instance K prefers the service's port plus 10*(K-1), unless its own variable
+# says otherwise.
 preferred_port() {
-  local var
+  local var base k
   var=$(port_var "$1")
-  echo "${!var:-$(default_port "$1")}"
+  base=$(part_service "$1")
+  k=$(part_instance "$1")
+  if [ "$k" = 1 ]; then
+    echo "${!var:-$(default_port "$1")}"
+  else
+    echo "${!var:-$(($(preferred_port "$base") + 10 * (k - 1)))}"
+  fi
 }
 
 pid_file() { echo "$STACK_DIR/pids/$1.pid"; }
@@ -105,12 +158,34 @@ read_first_line() { if [ -r "$1" ]; then head -n 1 "$1"; fi; }
 part_pid() { read_first_line "$(pid_file "$1")"; }
 part_port() { read_first_line "$(port_file "$1")"; }
 
+# The instances beyond the first that have a pid file (running or stale), in
+# order of service and instance.
+extra_instances() {
+  local f name
+  for f in "$STACK_DIR"/pids/*.pid; do
+    [ -e "$f" ] || continue
+    name=$(basename "$f" .pid)
+    if is_instance_name "$name" && [ "${name##*.}" != 1 ]; then echo "$name"; fi
+  done | sort -t. -k1,1 -k2,2n
+}
+
+# Every service part this stack knows of: each service followed by its
+# further instances.
+all_service_parts() {
+  local s extra
+  extra=$(extra_instances)
+  for s in "${SERVICES[@]}"; do
+    echo "$s"
+    if [ -n "$extra" ]; then grep "^$s\." <<<"$extra" || true; fi
+  done
+}
+
 # The name a part's process has on its command line.
 part_program() {
   case "$1" in
     redis) echo redis-server ;;
     broker) echo local-broker ;;
-    *) echo "$1" ;;
+    *) part_service "$1" ;;
   esac
 }
 
@@ -141,12 +216,16 @@ port_in_use() {
 }
 
 # Ports this part must not take: the preferred ports of the other parts and
-# the ports the other running parts use.
+# the ports the other running parts (instances included) use.
 ports_of_others() {
   local p
   for p in "${INFRA[@]}" "${SERVICES[@]}"; do
     [ "$p" = "$1" ] && continue
     [ "$p" = broker ] || preferred_port "$p"
+    part_running "$p" && part_port "$p"
+  done
+  for p in $(extra_instances); do
+    [ "$p" = "$1" ] && continue
     part_running "$p" && part_port "$p"
   done
   return 0
@@ -243,14 +322,17 @@ wait_healthy() {
 }
 
 # SIGTERM, up to 10 s, then SIGKILL.
+# A service bounds its own shutdown (DETA_SHUTDOWN_TIMEOUT_MS, 10 s by default)
+# and exits 1 when the bound passes; the SIGKILL here comes later than that, so
+# that a service's own exit is what normally ends it.
 terminate() {
   local part=$1 pid=$2 i
   kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 100; i++)); do
+  for ((i = 0; i < 150; i++)); do
     pid_alive "$pid" || return 0
     sleep 0.1
   done
-  say "$part (pid $pid) ignored SIGTERM for 10 s: SIGKILL"
+  say "$part (pid $pid) ignored SIGTERM for 15 s: SIGKILL"
   kill -KILL "$pid" 2>/dev/null || true
 }
 
@@ -444,8 +526,8 @@ broker_command() {
 service_binary() { echo "$BUILD_DIR/services/$1"; }
 
 start_service() {
-  local name=$1 bin pg redis
-  bin=$(service_binary "$name")
+  local name=$1 bin pg redis k instance=()
+  bin=$(service_binary "$(part_service "$name")")
   [ -x "$bin" ] || die "no $name binary at $bin: build it first (make)"
   part_running broker || die "$name needs the broker: start it first (stack.sh up)"
   pg=$(part_port postgres)
@@ -453,7 +535,9 @@ start_service() {
   part_running postgres || die "$name needs postgres: start it first (stack.sh up)"
   part_running redis || die "$name needs redis: start it first (stack.sh up)"
   choose_port "$name"
-  launch "$name" "$ROOT" env HTTP_PORT="$CHOSEN_PORT" \
+  k=$(part_instance "$name")
+  if [ "$k" != 1 ]; then instance=(INSTANCE_ID="$(part_service "$name")-$k"); fi
+  launch "$name" "$ROOT" env "${instance[@]}" HTTP_PORT="$CHOSEN_PORT" \
     KAFKA_BOOTSTRAP_SERVERS="$(broker_bootstrap)" KAFKA_SESSION_TIMEOUT_MS=6000 \
     PGHOST=127.0.0.1 PGPORT="$pg" PGUSER=postgres PGPASSWORD=postgres \
     REDIS_HOST=127.0.0.1 REDIS_PORT="$redis" LOG_LEVEL="$LOG_LEVEL" \
@@ -463,7 +547,7 @@ start_service() {
 
 running_services() {
   local s
-  for s in "${SERVICES[@]}"; do
+  for s in $(all_service_parts); do
     if part_running "$s"; then echo "$s"; fi
   done
 }
@@ -531,7 +615,7 @@ write_env() {
     if part_running query-api; then
       env_line QUERY_API_ADMIN_TOKEN "$(admin_token)"
     fi
-    for s in "${SERVICES[@]}"; do
+    for s in $(all_service_parts); do
       part_running "$s" || continue
       port=$(part_port "$s")
       var=$(port_var "$s")
@@ -579,8 +663,22 @@ after_failed_start() {
   return "$status"
 }
 
+# How many instances STACK_INSTANCES asks of a service ("svc=N ..."; 1 when
+# it does not name it). A malformed entry stops `up` before anything starts.
+wanted_instances() {
+  local entry n=1
+  for entry in ${STACK_INSTANCES:-}; do
+    if ! [[ "$entry" =~ ^([a-z-]+)=([1-9][0-9]?)$ ]] || ! is_service "${BASH_REMATCH[1]}"; then
+      die "STACK_INSTANCES: \"$entry\" is not <service>=<1..$MAX_INSTANCES>"
+    fi
+    if [ "${BASH_REMATCH[1]}" = "$1" ]; then n=${BASH_REMATCH[2]}; fi
+  done
+  echo "$n"
+}
+
 cmd_up() {
-  local part
+  local part k n
+  wanted_instances order-service >/dev/null
   take_lock
   trap after_failed_start EXIT
   for part in "${INFRA[@]}"; do start_part "$part"; done
@@ -588,7 +686,8 @@ cmd_up() {
     if [ -n "${STACK_SERVICES:-}" ] && [[ " $STACK_SERVICES " != *" $part "* ]]; then
       say "$part: not in STACK_SERVICES, skipped"
     elif [ -x "$(service_binary "$part")" ]; then
-      start_part "$part"
+      n=$(wanted_instances "$part")
+      for ((k = 1; k <= n; k++)); do start_part "$(instance_part "$part" "$k")"; done
     else
       say "$part: not built yet ($(service_binary "$part") missing), skipped"
     fi
@@ -598,8 +697,9 @@ cmd_up() {
 }
 
 cmd_down() {
-  local i
+  local i part
   take_lock
+  for part in $(extra_instances | sort -r); do stop_part "$part"; done
   for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do stop_part "${SERVICES[i]}"; done
   stop_part broker
   stop_part redis
@@ -610,8 +710,8 @@ cmd_down() {
 
 cmd_status() {
   local part pid port state health
-  printf '%-18s %-8s %-6s %-8s %s\n' PART PID PORT STATE HEALTH
-  for part in "${INFRA[@]}" "${SERVICES[@]}"; do
+  printf '%-22s %-8s %-6s %-8s %s\n' PART PID PORT STATE HEALTH
+  for part in "${INFRA[@]}" $(all_service_parts); do
     pid=- port=- state=stopped health=DOWN
     if part_running "$part"; then
       pid=$(part_pid "$part")
@@ -619,23 +719,102 @@ cmd_status() {
       state=running
       if part_healthy "$part" "$port"; then health=UP; fi
     fi
-    printf '%-18s %-8s %-6s %-8s %s\n' "$part" "$pid" "${port:--}" "$state" "$health"
+    printf '%-22s %-8s %-6s %-8s %s\n' "$part" "$pid" "${port:--}" "$state" "$health"
   done
 }
 
+PARTS_HELP="parts: ${INFRA[*]} ${SERVICES[*]}, or <service>.<K> for instance K"
+
 cmd_start() {
-  is_part "${1:-}" || die "usage: stack.sh start <part> (${INFRA[*]} ${SERVICES[*]})"
+  is_part "${1:-}" || die "usage: stack.sh start <part> ($PARTS_HELP)"
+  local part
+  part=$(canonical_part "$1")
   take_lock
   trap after_failed_start EXIT
-  start_part "$1"
+  start_part "$part"
   write_env
 }
 
 cmd_stop() {
-  is_part "${1:-}" || die "usage: stack.sh stop <part> (${INFRA[*]} ${SERVICES[*]})"
+  is_part "${1:-}" || die "usage: stack.sh stop <part> ($PARTS_HELP)"
+  local part
+  part=$(canonical_part "$1")
   take_lock
-  if ! part_running "$1"; then say "$1 is not running"; fi
-  stop_part "$1"
+  if ! part_running "$part"; then say "$part is not running"; fi
+  stop_part "$part"
+  write_env
+}
+
+# The pids of the processes whose working directory is $1: every process of a
+# Postgres cluster works in its data directory, orphans included.
+pids_working_in() {
+  local cwd d
+  for d in /proc/[0-9]*; do
+    cwd=$(readlink "$d/cwd" 2>/dev/null) || continue
+    if [ "$cwd" = "$1" ]; then echo "${d#/proc/}"; fi
+  done
+}
+
+# After the postmaster's SIGKILL, every process left in the data directory
+# (backends and helpers, orphaned: each is a session of its own, so a process
+# group would miss them). With the postmaster dead nothing forks any more, so
+# a few sweeps find them all; one left behind would keep the shared memory and
+# the next start would fail.
+kill_postgres_orphans() {
+  local data pids i
+  data=$(readlink -f "$STACK_DIR/pg")
+  for ((i = 0; i < 20; i++)); do
+    mapfile -t pids < <(pids_working_in "$data")
+    [ "${#pids[@]}" -gt 0 ] || return 0
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+    sleep 0.1
+  done
+  say "postgres: processes still in $data after SIGKILL: ${pids[*]}"
+}
+
+# SIGKILL, as a crash: the part's process, and for Postgres every process of
+# the cluster, as a power cut would. Waits until they are gone, so that the
+# next start finds the ports and Postgres's shared memory free.
+cmd_kill() {
+  is_part "${1:-}" || die "usage: stack.sh kill <part> ($PARTS_HELP)"
+  local part pid victims i
+  part=$(canonical_part "$1")
+  take_lock
+  if ! part_running "$part"; then
+    say "$part is not running"
+    return 0
+  fi
+  pid=$(part_pid "$part")
+  victims=("$pid")
+  say "killing $part (SIGKILL to pid $pid)"
+  kill -KILL "$pid" 2>/dev/null || true
+  if [ "$part" = postgres ]; then kill_postgres_orphans; fi
+  printf '=== stack.sh: %s killed (SIGKILL) at %s ===\n' "$part" "$(date -Is)" >>"$(log_file "$part")"
+  for ((i = 0; i < 100; i++)); do
+    local alive=0 v
+    for v in "${victims[@]}"; do if pid_alive "$v"; then alive=1; fi; done
+    [ "$alive" = 0 ] && break
+    sleep 0.1
+  done
+  [ "$part" != broker ] || rm -f "$BOOTSTRAP_FILE"
+  write_env
+}
+
+# Brings a service to exactly N running instances: starts the missing ones of
+# 1..N, stops those above N (0 stops them all).
+cmd_scale() {
+  local service=${1:-} n=${2:-} k part
+  if ! is_service "$service" || ! [[ "$n" =~ ^(0|[1-9][0-9]?)$ ]]; then
+    die "usage: stack.sh scale <service> <0..$MAX_INSTANCES> (services: ${SERVICES[*]})"
+  fi
+  take_lock
+  trap after_failed_start EXIT
+  for part in $(extra_instances | sort -r) "$service"; do
+    if [ "$(part_service "$part")" = "$service" ] && [ "$(part_instance "$part")" -gt "$n" ]; then
+      stop_part "$part"
+    fi
+  done
+  for ((k = 1; k <= n; k++)); do start_part "$(instance_part "$service" "$k")"; done
   write_env
 }
 
@@ -650,7 +829,7 @@ cmd_clean() {
   local part target
   [ -d "$STACK_DIR" ] || return 0
   case "$STACK_DIR" in / | "$ROOT" | "$HOME") die "refusing to remove $STACK_DIR" ;; esac
-  for part in "${INFRA[@]}" "${SERVICES[@]}"; do
+  for part in "${INFRA[@]}" $(all_service_parts); do
     if part_running "$part"; then die "$part is running: scripts/stack.sh down first"; fi
   done
   if [ -L "$STACK_DIR/pg" ]; then
@@ -662,7 +841,7 @@ cmd_clean() {
 }
 
 usage() {
-  sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 main() {
@@ -674,6 +853,8 @@ main() {
     status) cmd_status ;;
     start) cmd_start "$@" ;;
     stop) cmd_stop "$@" ;;
+    kill) cmd_kill "$@" ;;
+    scale) cmd_scale "$@" ;;
     broker) broker_command "$@" ;;
     env) cmd_env ;;
     clean) cmd_clean ;;

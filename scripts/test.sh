@@ -12,7 +12,10 @@
 #      fault tests (ctest -L faults), which stop, kill and restart its parts;
 #   6. the stack is brought down (always, by trap, even on failure or ^C), and
 #      its logs are searched for sanitizer reports: a service that leaked or
-#      hit undefined behaviour fails the run even when every test passed.
+#      hit undefined behaviour fails the run even when every test passed;
+#   7. the chaos test (scripts/chaos.sh) at CI size, CHAOS_ORDERS (600) orders
+#      while services, Redis and Postgres are killed at random, on a stack of
+#      its own (.local/chaos), whose logs it scans the same way.
 # Every step runs even when an earlier test step failed (a build failure stops
 # the run); the exit status is non-zero when anything failed.
 set -euo pipefail
@@ -85,6 +88,10 @@ main() {
 
   step "sanitizer reports in the stack's logs"
   scan_sanitizer_logs
+
+  step "chaos test (scripts/chaos.sh, ${CHAOS_ORDERS:-600} orders)"
+  STACK_DIR=.local/chaos BUILD_DIR=$ASAN_BUILD CHAOS_ORDERS=${CHAOS_ORDERS:-600} \
+    scripts/chaos.sh || fail "chaos test"
 
   if [ "${#FAILED[@]}" -gt 0 ]; then
     printf '\n==> test.sh: FAILED: %s\n' "$(IFS=';'; echo "${FAILED[*]}")" >&2

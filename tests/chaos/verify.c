@@ -1,0 +1,899 @@
+/*
+ * verify.c - after the faults: wait for the system to settle, then check it.
+ *
+ * A snapshot reads, with plain libpq, everything the run left in every
+ * database: its orders (order_db, by the run's customer names), their
+ * reservations and the stock of its items (inventory_db), payments
+ * (delivery_eta), deliveries (delivery_db), the read model (delivery_query) and
+ * unpublished outbox rows (the four services' databases). Orders are kept
+ * sorted by id, and every other row finds its order by binary search.
+ *
+ * An order is finished when it reached one of the end states everywhere:
+ *   rejected        reservation REJECTED, view INVENTORY_REJECTED;
+ *   payment failed  reservation RELEASED, payment DECLINED, view PAYMENT_FAILED;
+ *   delivered       reservation SOLD, payment AUTHORIZED, delivery DELIVERED,
+ *                   view DELIVERED;
+ * and none of its outbox rows waits. (DELIVERED rather than "assigned": the
+ * stack's delivery clock runs 600x, so a delivery completes within seconds, and
+ * the ticker's steps are then checked too.) Snapshots are taken every few
+ * seconds until all are finished or CHAOS_CONVERGE_S passed, with a progress
+ * line saying where the unfinished ones are.
+ *
+ * Then every invariant is checked, on the last snapshot and on the topics:
+ *   - every order answered 201 exists; no customer (plan index) has two orders;
+ *     each order's total is what was asked;
+ *   - exactly one reservation per order; one payment per reserved order and none
+ *     for a rejected one; one delivery per authorized order and none otherwise;
+ *     the reservation, payment and delivery agree with each other (SOLD with
+ *     AUTHORIZED, RELEASED with DECLINED, amounts equal to the order's total, the
+ *     delivery's payment id the payment's) and with the gateway's rules
+ *     (decline-* customers declined; others under the limit authorized, when the
+ *     stack runs with the default decline settings);
+ *   - stock per item: initial = available + held + sold, nothing held, sold =
+ *     the units of SOLD reservations;
+ *   - drivers: each one's active_deliveries equals its deliveries not yet
+ *     delivered (a booking lost or counted twice would leak capacity; the chaos
+ *     stack is its own, so every delivery in it belongs to a chaos run);
+ *   - each reservation holds the order's units item by item;
+ *   - the read model equals the write side for every order (status, customer,
+ *     total, currency, creation instant, correlation id, reservation, payment,
+ *     delivery, driver and its name, delivery instant and the final ETA, which
+ *     is that instant, failure reason), and its timeline (order_events) holds
+ *     each distinct event of the order once;
+ *   - on the raw topics, one distinct event of each kind the order's path has
+ *     (an event re-published after a crash has the same id and counts once;
+ *     two ids would mean the order was processed twice), carrying the ids the
+ *     databases hold, and the delivery steps in order on their partition;
+ *   - no dead letter on any dlq. topic for the run's orders.
+ */
+#include <libpq-fe.h>
+#include <jansson.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chaos.h"
+#include "deta/topics.h"
+#include "testsupport.h"
+
+#define POLL_MS 3000
+#define MAX_FAILED_SNAPSHOTS 10 /* in a row: the databases are up by now, so it is a bug */
+#define PROGRESS_EVERY_S 10.0
+#define KAFKA_SCAN_MS 120000
+#define TXT 48 /* room for an id, a status, an amount, an instant */
+
+typedef struct seen_event {
+    char id[40];
+    char type[32];
+    int64_t offset;
+    char ref[40]; /* reservationId, paymentId or deliveryId of the payload */
+} seen_event_t;
+
+#define LINES_TXT 256 /* "item:units,item:units,..." */
+
+typedef struct order_row {
+    char id[40];
+    long idx; /* plan index from the customer id; -1 when it does not parse */
+    bool decline;
+    char customer[96];
+    char total[TXT], currency[TXT], created[TXT], correlation[TXT];
+    char lines[LINES_TXT];     /* the order's units per item (order_items) */
+    char res_lines[LINES_TXT]; /* the reservation's (reservation_items) */
+    int nres;
+    char res_id[TXT], res_status[TXT], res_total[TXT], res_reason[TXT];
+    int npay;
+    char pay_id[TXT], pay_status[TXT], pay_reason[TXT], pay_amount[TXT];
+    int ndel;
+    char del_id[TXT], del_status[TXT], del_payment[TXT], del_driver[TXT], del_at[TXT],
+        del_driver_name[TXT];
+    int nview;
+    char v_status[TXT], v_total[TXT], v_customer[96], v_res[TXT], v_pay[TXT], v_del[TXT],
+        v_driver[TXT], v_at[TXT], v_failure[TXT], v_currency[TXT], v_created[TXT],
+        v_correlation[TXT], v_eta[TXT], v_driver_name[TXT];
+    long v_timeline; /* rows of query-api's order_events */
+    int unsent;
+    seen_event_t *events;
+    int nevents, capevents;
+} order_row_t;
+
+typedef struct item_row {
+    bool found;
+    long available, held, sold;
+    long units_sold, units_held; /* from the reservations */
+} item_row_t;
+
+typedef struct snapshot {
+    order_row_t *orders;
+    size_t n;
+    item_row_t items[CHAOS_ITEMS];
+    char *ids; /* "{id,id,...}": the orders as a Postgres array literal */
+} snapshot_t;
+
+/* ---- Postgres ---- */
+
+static PGconn *db_open(const char *dbname) {
+    char conninfo[128];
+    snprintf(conninfo, sizeof conninfo, "dbname=%s connect_timeout=5", dbname);
+    PGconn *c = PQconnectdb(conninfo);
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "chaos: cannot connect to %s: %s", dbname, PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Runs a query on a fresh connection to dbname; NULL (said) on failure. */
+static PGresult *db_query(const char *dbname, const char *sql, int n, const char *const *params) {
+    PGconn *c = db_open(dbname);
+    if (!c)
+        return NULL;
+    PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "chaos: %s: %s", dbname, PQerrorMessage(c));
+        PQclear(r);
+        r = NULL;
+    }
+    PQfinish(c);
+    return r;
+}
+
+static void cell(char *dst, size_t size, const PGresult *r, int row, int col) {
+    snprintf(dst, size, "%s", PQgetisnull(r, row, col) ? "" : PQgetvalue(r, row, col));
+}
+
+/* ---- the snapshot ---- */
+
+#define MS_UTC(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')"
+
+static int by_id(const void *a, const void *b) {
+    return strcmp(((const order_row_t *)a)->id, ((const order_row_t *)b)->id);
+}
+
+static order_row_t *find_order(const snapshot_t *s, const char *id) {
+    order_row_t key;
+    snprintf(key.id, sizeof key.id, "%s", id);
+    return bsearch(&key, s->orders, s->n, sizeof *s->orders, by_id);
+}
+
+static void snapshot_free(snapshot_t *s) {
+    for (size_t i = 0; i < s->n; i++)
+        free(s->orders[i].events);
+    free(s->orders);
+    free(s->ids);
+    memset(s, 0, sizeof *s);
+}
+
+/* The plan index of a customer id "[decline-]chaos-<tag>-<n>". */
+static long plan_index(const chaos_run_t *run, const char *customer, bool *decline) {
+    char prefix[64];
+    *decline = strncmp(customer, "decline-", 8) == 0;
+    snprintf(prefix, sizeof prefix, "chaos-%s-", run->tag);
+    const char *rest = customer + (*decline ? 8 : 0);
+    if (strncmp(rest, prefix, strlen(prefix)) != 0)
+        return -1;
+    char *end;
+    long i = strtol(rest + strlen(prefix), &end, 10);
+    return *end || i < 0 || i >= run->s.orders ? -1 : i;
+}
+
+static bool load_orders(const chaos_run_t *run, snapshot_t *s) {
+    char plain[64], decline[64];
+    snprintf(plain, sizeof plain, "chaos-%s-%%", run->tag);
+    snprintf(decline, sizeof decline, "decline-chaos-%s-%%", run->tag);
+    const char *params[] = {plain, decline};
+    PGresult *r = db_query("order_db",
+                           "SELECT order_id::text, customer_id, total_amount::text, currency, "
+                           MS_UTC("created_at") ", correlation_id::text FROM orders"
+                           " WHERE customer_id LIKE $1 OR customer_id LIKE $2",
+                           2, params);
+    if (!r)
+        return false;
+    s->n = (size_t)PQntuples(r);
+    s->orders = calloc(s->n ? s->n : 1, sizeof *s->orders);
+    s->ids = malloc(s->n * 40 + 3);
+    if (!s->orders || !s->ids) {
+        PQclear(r);
+        return false;
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        order_row_t *o = &s->orders[i];
+        cell(o->id, sizeof o->id, r, (int)i, 0);
+        cell(o->customer, sizeof o->customer, r, (int)i, 1);
+        cell(o->total, sizeof o->total, r, (int)i, 2);
+        cell(o->currency, TXT, r, (int)i, 3);
+        cell(o->created, TXT, r, (int)i, 4);
+        cell(o->correlation, TXT, r, (int)i, 5);
+        o->idx = plan_index(run, o->customer, &o->decline);
+    }
+    PQclear(r);
+    qsort(s->orders, s->n, sizeof *s->orders, by_id);
+    char *p = s->ids;
+    *p++ = '{';
+    for (size_t i = 0; i < s->n; i++)
+        p += sprintf(p, "%s%s", i ? "," : "", s->orders[i].id);
+    strcpy(p, "}");
+    return true;
+}
+
+static bool load_reservations(snapshot_t *s) {
+    const char *params[] = {s->ids};
+    PGresult *r = db_query("inventory_db",
+                           "SELECT order_id, reservation_id::text, status, total_amount::text,"
+                           " reason FROM reservations WHERE order_id = ANY($1::text[])",
+                           1, params);
+    if (!r)
+        return false;
+    for (int i = 0; i < PQntuples(r); i++) {
+        order_row_t *o = find_order(s, PQgetvalue(r, i, 0));
+        if (!o || o->nres++)
+            continue;
+        cell(o->res_id, TXT, r, i, 1);
+        cell(o->res_status, TXT, r, i, 2);
+        cell(o->res_total, TXT, r, i, 3);
+        cell(o->res_reason, TXT, r, i, 4);
+    }
+    PQclear(r);
+    return true;
+}
+
+static bool load_payments(snapshot_t *s) {
+    const char *params[] = {s->ids};
+    PGresult *r = db_query("delivery_eta",
+                           "SELECT order_id::text, payment_id::text, status, reason,"
+                           " amount::text FROM payments WHERE order_id = ANY($1::uuid[])",
+                           1, params);
+    if (!r)
+        return false;
+    for (int i = 0; i < PQntuples(r); i++) {
+        order_row_t *o = find_order(s, PQgetvalue(r, i, 0));
+        if (!o || o->npay++)
+            continue;
+        cell(o->pay_id, TXT, r, i, 1);
+        cell(o->pay_status, TXT, r, i, 2);
+        cell(o->pay_reason, TXT, r, i, 3);
+        cell(o->pay_amount, TXT, r, i, 4);
+    }
+    PQclear(r);
+    return true;
+}
+
+static bool load_deliveries(snapshot_t *s) {
+    const char *params[] = {s->ids};
+    PGresult *r = db_query("delivery_db",
+                           "SELECT x.order_id::text, x.delivery_id::text, x.status, x.payment_id,"
+                           " x.driver_id, " MS_UTC("x.delivered_at") ", d.name"
+                           " FROM deliveries x JOIN drivers d ON d.driver_id = x.driver_id"
+                           " WHERE x.order_id = ANY($1::uuid[])",
+                           1, params);
+    if (!r)
+        return false;
+    for (int i = 0; i < PQntuples(r); i++) {
+        order_row_t *o = find_order(s, PQgetvalue(r, i, 0));
+        if (!o || o->ndel++)
+            continue;
+        cell(o->del_id, TXT, r, i, 1);
+        cell(o->del_status, TXT, r, i, 2);
+        cell(o->del_payment, TXT, r, i, 3);
+        cell(o->del_driver, TXT, r, i, 4);
+        cell(o->del_at, TXT, r, i, 5);
+        cell(o->del_driver_name, TXT, r, i, 6);
+    }
+    PQclear(r);
+    return true;
+}
+
+static bool load_view(snapshot_t *s) {
+    const char *params[] = {s->ids};
+    PGresult *r = db_query("delivery_query",
+                           "SELECT order_id::text, status, total_amount::text, customer_id,"
+                           " reservation_id, payment_id, delivery_id, driver_id, "
+                           MS_UTC("delivered_at") ", failure_reason, currency, "
+                           MS_UTC("created_at") ", correlation_id, "
+                           MS_UTC("estimated_delivery_at") ", driver_name"
+                           " FROM order_view WHERE order_id = ANY($1::uuid[])",
+                           1, params);
+    if (!r)
+        return false;
+    for (int i = 0; i < PQntuples(r); i++) {
+        order_row_t *o = find_order(s, PQgetvalue(r, i, 0));
+        if (!o || o->nview++)
+            continue;
+        cell(o->v_status, TXT, r, i, 1);
+        cell(o->v_total, TXT, r, i, 2);
+        cell(o->v_customer, sizeof o->v_customer, r, i, 3);
+        cell(o->v_res, TXT, r, i, 4);
+        cell(o->v_pay, TXT, r, i, 5);
+        cell(o->v_del, TXT, r, i, 6);
+        cell(o->v_driver, TXT, r, i, 7);
+        cell(o->v_at, TXT, r, i, 8);
+        cell(o->v_failure, TXT, r, i, 9);
+        cell(o->v_currency, TXT, r, i, 10);
+        cell(o->v_created, TXT, r, i, 11);
+        cell(o->v_correlation, TXT, r, i, 12);
+        cell(o->v_eta, TXT, r, i, 13);
+        cell(o->v_driver_name, TXT, r, i, 14);
+    }
+    PQclear(r);
+    r = db_query("delivery_query",
+                 "SELECT order_id::text, count(*) FROM order_events"
+                 " WHERE order_id = ANY($1::uuid[]) GROUP BY 1",
+                 1, params);
+    if (!r)
+        return false;
+    for (int i = 0; i < PQntuples(r); i++) {
+        order_row_t *o = find_order(s, PQgetvalue(r, i, 0));
+        if (o)
+            o->v_timeline = atol(PQgetvalue(r, i, 1));
+    }
+    PQclear(r);
+    return true;
+}
+
+/* Appends "item:units" rows (order id, item, units; sorted by order id) to
+ * each order's lines text (at offset field of order_row_t). */
+static void take_lines(snapshot_t *s, const PGresult *r, size_t field) {
+    for (int i = 0; i < PQntuples(r); i++) {
+        order_row_t *o = find_order(s, PQgetvalue(r, i, 0));
+        if (!o)
+            continue;
+        char *text = (char *)o + field;
+        size_t len = strlen(text);
+        snprintf(text + len, LINES_TXT - len, "%s%s:%s", len ? "," : "", PQgetvalue(r, i, 1),
+                 PQgetvalue(r, i, 2));
+    }
+}
+
+static bool load_lines(snapshot_t *s) {
+    const char *params[] = {s->ids};
+    PGresult *r = db_query("order_db",
+                           "SELECT order_id::text, item_id, sum(quantity) FROM order_items"
+                           " WHERE order_id = ANY($1::uuid[])"
+                           " GROUP BY 1, 2 ORDER BY order_id, item_id COLLATE \"C\"",
+                           1, params);
+    if (!r)
+        return false;
+    take_lines(s, r, offsetof(order_row_t, lines));
+    PQclear(r);
+    r = db_query("inventory_db",
+                 "SELECT order_id, item_id, quantity FROM reservation_items"
+                 " WHERE order_id = ANY($1::text[]) ORDER BY order_id, item_id COLLATE \"C\"",
+                 1, params);
+    if (!r)
+        return false;
+    take_lines(s, r, offsetof(order_row_t, res_lines));
+    PQclear(r);
+    return true;
+}
+
+static bool load_unsent(snapshot_t *s) {
+    static const char *const dbs[] = {"order_db", "inventory_db", "delivery_eta", "delivery_db"};
+    const char *params[] = {s->ids};
+    for (size_t d = 0; d < sizeof dbs / sizeof *dbs; d++) {
+        PGresult *r = db_query(dbs[d],
+                               "SELECT msg_key FROM outbox WHERE published_at IS NULL"
+                               " AND msg_key = ANY($1::text[])",
+                               1, params);
+        if (!r)
+            return false;
+        for (int i = 0; i < PQntuples(r); i++) {
+            order_row_t *o = find_order(s, PQgetvalue(r, i, 0));
+            if (o)
+                o->unsent++;
+        }
+        PQclear(r);
+    }
+    return true;
+}
+
+static int item_index(const chaos_run_t *run, const char *id) {
+    for (int i = 0; i < CHAOS_ITEMS; i++)
+        if (strcmp(run->items[i].id, id) == 0)
+            return i;
+    return -1;
+}
+
+static bool load_stock(const chaos_run_t *run, snapshot_t *s) {
+    char like[64];
+    snprintf(like, sizeof like, "chaos-%s-%%", run->tag);
+    const char *params[] = {like};
+    PGresult *r = db_query("inventory_db",
+                           "SELECT item_id, available, held, sold FROM stock WHERE item_id LIKE $1",
+                           1, params);
+    if (!r)
+        return false;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int k = item_index(run, PQgetvalue(r, i, 0));
+        if (k < 0)
+            continue;
+        s->items[k].found = true;
+        s->items[k].available = atol(PQgetvalue(r, i, 1));
+        s->items[k].held = atol(PQgetvalue(r, i, 2));
+        s->items[k].sold = atol(PQgetvalue(r, i, 3));
+    }
+    PQclear(r);
+    r = db_query("inventory_db",
+                 "SELECT ri.item_id, r.status, sum(ri.quantity)::bigint FROM reservation_items ri"
+                 " JOIN reservations r ON r.order_id = ri.order_id WHERE ri.item_id LIKE $1"
+                 " GROUP BY 1, 2",
+                 1, params);
+    if (!r)
+        return false;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int k = item_index(run, PQgetvalue(r, i, 0));
+        const char *status = PQgetvalue(r, i, 1);
+        long units = atol(PQgetvalue(r, i, 2));
+        if (k >= 0 && strcmp(status, "SOLD") == 0)
+            s->items[k].units_sold += units;
+        else if (k >= 0 && strcmp(status, "HELD") == 0)
+            s->items[k].units_held += units;
+    }
+    PQclear(r);
+    return true;
+}
+
+static bool snapshot_load(const chaos_run_t *run, snapshot_t *s) {
+    memset(s, 0, sizeof *s);
+    if (load_orders(run, s) && load_reservations(s) && load_payments(s) && load_deliveries(s) &&
+        load_view(s) && load_unsent(s) && load_stock(run, s) && load_lines(s))
+        return true;
+    snapshot_free(s);
+    return false;
+}
+
+/* ---- end states ---- */
+
+static bool is(const char *a, const char *b) { return strcmp(a, b) == 0; }
+
+/* Where an order stands: NULL when finished, else a short phrase. */
+static const char *pending_stage(const order_row_t *o) {
+    if (o->nres == 0)
+        return "no reservation yet";
+    if (is(o->res_status, "HELD"))
+        return o->npay ? "paid, stock still held" : "reserved, no payment yet";
+    if (is(o->res_status, "REJECTED")) {
+        if (!is(o->v_status, "INVENTORY_REJECTED"))
+            return "rejected, read model behind";
+    } else if (o->npay == 0) {
+        return "stock settled without a payment";
+    } else if (is(o->pay_status, "DECLINED")) {
+        if (!is(o->v_status, "PAYMENT_FAILED"))
+            return "payment failed, read model behind";
+    } else if (o->ndel == 0) {
+        return "authorized, no delivery yet";
+    } else if (!is(o->del_status, "DELIVERED")) {
+        return "delivery under way";
+    } else if (!is(o->v_status, "DELIVERED")) {
+        return "delivered, read model behind";
+    }
+    return o->unsent ? "outbox rows unpublished" : NULL;
+}
+
+#define MAX_STAGES 16
+
+typedef struct stage_count {
+    const char *stage;
+    long n;
+} stage_count_t;
+
+/* How many orders are unfinished; the stages they are at in counts. */
+static size_t count_pending(const snapshot_t *s, stage_count_t *counts, int *ncounts) {
+    size_t pending = 0;
+    *ncounts = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        const char *st = pending_stage(&s->orders[i]);
+        if (!st)
+            continue;
+        pending++;
+        int k = 0;
+        while (k < *ncounts && counts[k].stage != st)
+            k++;
+        if (k == *ncounts && *ncounts < MAX_STAGES)
+            counts[(*ncounts)++] = (stage_count_t){st, 0};
+        if (k < *ncounts)
+            counts[k].n++;
+    }
+    return pending;
+}
+
+static void print_progress(const snapshot_t *s, double waited) {
+    stage_count_t counts[MAX_STAGES];
+    int nc;
+    size_t pending = count_pending(s, counts, &nc);
+    printf("chaos: converging (%.0f s): %zu/%zu orders finished", waited, s->n - pending, s->n);
+    for (int k = 0; k < nc; k++)
+        printf("%s %ld %s", k ? "," : ";", counts[k].n, counts[k].stage);
+    printf("\n");
+}
+
+/* Snapshots until every order is finished or the patience ran out; the last
+ * one stays in *s. Returns the seconds waited. */
+static double converge(const chaos_run_t *run, snapshot_t *s) {
+    double t0 = chaos_now(), last_print = 0;
+    stage_count_t counts[MAX_STAGES];
+    int nc, failed = 0;
+    for (;;) {
+        double waited = chaos_now() - t0;
+        bool loaded = snapshot_load(run, s);
+        failed = loaded ? 0 : failed + 1;
+        if (failed == MAX_FAILED_SNAPSHOTS) {
+            chaos_violation("databases unreadable", "%d snapshots in a row failed", failed);
+            return waited;
+        }
+        if (loaded && count_pending(s, counts, &nc) == 0) {
+            print_progress(s, waited);
+            return waited;
+        }
+        if (waited >= (double)run->s.converge_s) {
+            if (loaded)
+                print_progress(s, waited);
+            else
+                chaos_violation("databases unreadable", "no snapshot after %.0f s", waited);
+            return waited;
+        }
+        if (loaded && waited - last_print >= PROGRESS_EVERY_S) {
+            print_progress(s, waited);
+            last_print = waited;
+        }
+        if (loaded)
+            snapshot_free(s);
+        chaos_sleep_ms(POLL_MS);
+    }
+}
+
+/* ---- checks on the databases ---- */
+
+static void money_text(long cents, char *out, size_t size) {
+    snprintf(out, size, "%ld.%02ld", cents / 100, cents % 100);
+}
+
+static void check_client_view(const chaos_run_t *run, const snapshot_t *s) {
+    long *orders_of = calloc((size_t)run->s.orders, sizeof *orders_of);
+    if (!orders_of)
+        return;
+    for (size_t i = 0; i < s->n; i++) {
+        const order_row_t *o = &s->orders[i];
+        if (o->idx < 0) {
+            chaos_violation("order of an unknown customer", "order %s customer %s", o->id,
+                            o->customer);
+            continue;
+        }
+        if (++orders_of[o->idx] == 2)
+            chaos_violation("order created twice", "customer %s has several orders", o->customer);
+        char want[32];
+        money_text(run->orders[o->idx].total_cents, want, sizeof want);
+        if (!is(o->total, want))
+            chaos_violation("order total wrong", "order %s: %s, asked %s", o->id, o->total, want);
+    }
+    long unanswered = 0;
+    for (size_t i = 0; i < s->n; i++)
+        unanswered += s->orders[i].idx >= 0 && run->orders[s->orders[i].idx].placed !=
+                                                    PLACED_ACCEPTED;
+    printf("chaos: %ld of them exist without a 201 (cut off, or 5xx after the commit)\n",
+           unanswered);
+    for (long i = 0; i < run->s.orders; i++) {
+        const chaos_order_t *c = &run->orders[i];
+        if (c->placed != PLACED_ACCEPTED)
+            continue;
+        const order_row_t *o = find_order(s, c->order_id);
+        if (!o)
+            chaos_violation("accepted order lost", "order %s (201) is not in order_db",
+                            c->order_id);
+        else if (o->idx != i)
+            chaos_violation("accepted order mixed up", "order %s answered to plan %ld belongs to %s",
+                            c->order_id, i, o->customer);
+    }
+    free(orders_of);
+}
+
+/* The gateway's rules as the stack runs them (chaos.sh's defaults): decline-*
+ * customers declined, amounts above 10000.00 declined, no random declines. */
+static bool default_gateway(void) {
+    const char *customers = getenv("PAYMENT_DECLINE_CUSTOMERS");
+    const char *rate = getenv("PAYMENT_DECLINE_RATE");
+    const char *above = getenv("PAYMENT_DECLINE_ABOVE");
+    return customers && is(customers, "decline-*") && (!rate || !*rate || is(rate, "0")) &&
+           (!above || !*above || is(above, "10000.00"));
+}
+
+static void check_payment(const chaos_run_t *run, const order_row_t *o, bool gateway) {
+    if (o->npay != 1) {
+        chaos_violation("reserved order without exactly one payment", "order %s: %d payment(s)",
+                        o->id, o->npay);
+        return;
+    }
+    if (!is(o->pay_amount, o->total))
+        chaos_violation("payment amount differs from the order", "order %s: paid %s of %s",
+                        o->id, o->pay_amount, o->total);
+    bool authorized = is(o->pay_status, "AUTHORIZED");
+    if (!is(o->res_status, "HELD") && !is(o->res_status, authorized ? "SOLD" : "RELEASED"))
+        chaos_violation("reservation disagrees with payment", "order %s: %s reservation, %s payment",
+                        o->id, o->res_status, o->pay_status);
+    if (o->decline && authorized)
+        chaos_violation("decline-* customer authorized", "order %s", o->id);
+    if (gateway && o->idx >= 0 && !o->decline && !authorized &&
+        run->orders[o->idx].total_cents <= 1000000)
+        chaos_violation("payment declined against the rules", "order %s: %s, %s", o->id,
+                        o->pay_reason, o->total);
+}
+
+static void check_delivery(const order_row_t *o) {
+    bool authorized = o->npay == 1 && is(o->pay_status, "AUTHORIZED");
+    if (!authorized) {
+        if (o->ndel)
+            chaos_violation("delivery without an authorized payment", "order %s: %d deliveries",
+                            o->id, o->ndel);
+        return;
+    }
+    if (o->ndel != 1)
+        chaos_violation("authorized order without exactly one delivery",
+                        "order %s: %d deliveries", o->id, o->ndel);
+    else if (!is(o->del_payment, o->pay_id))
+        chaos_violation("delivery names another payment", "order %s: delivery's %s, payment %s",
+                        o->id, o->del_payment, o->pay_id);
+}
+
+static void check_write_side(const chaos_run_t *run, const order_row_t *o, bool gateway) {
+    const char *stage = pending_stage(o);
+    if (stage)
+        chaos_violation("order not in an end state", "order %s: %s", o->id, stage);
+    if (o->nres != 1) {
+        chaos_violation("order without exactly one reservation", "order %s: %d", o->id, o->nres);
+        return;
+    }
+    if (!is(o->res_total, o->total))
+        chaos_violation("reservation total differs from the order", "order %s: %s vs %s", o->id,
+                        o->res_total, o->total);
+    if (!is(o->res_lines, o->lines))
+        chaos_violation("reservation lines differ from the order", "order %s: %s vs %s", o->id,
+                        o->res_lines, o->lines);
+    if (is(o->res_status, "REJECTED")) {
+        if (o->npay || o->ndel)
+            chaos_violation("rejected order paid or delivered", "order %s: %d payment(s), %d "
+                            "deliveries", o->id, o->npay, o->ndel);
+        return;
+    }
+    check_payment(run, o, gateway);
+    check_delivery(o);
+}
+
+/* What the read model must say of an order, from the write side. */
+static void check_view(const order_row_t *o) {
+    if (o->nview != 1) {
+        chaos_violation("order missing from the read model", "order %s", o->id);
+        return;
+    }
+    bool rejected = is(o->res_status, "REJECTED");
+    bool declined = o->npay == 1 && is(o->pay_status, "DECLINED");
+    const char *want = rejected ? "INVENTORY_REJECTED" : declined ? "PAYMENT_FAILED" : "DELIVERED";
+    const struct {
+        const char *field, *view, *write;
+    } pairs[] = {
+        {"status", o->v_status, want},
+        {"customer", o->v_customer, o->customer},
+        {"total", o->v_total, o->total},
+        {"reservationId", o->v_res, rejected ? "" : o->res_id},
+        {"paymentId", o->v_pay, o->npay ? o->pay_id : ""},
+        {"deliveryId", o->v_del, o->ndel ? o->del_id : ""},
+        {"driverId", o->v_driver, o->ndel ? o->del_driver : ""},
+        {"deliveredAt", o->v_at, o->ndel ? o->del_at : ""},
+        {"failureReason", o->v_failure, rejected ? o->res_reason : declined ? o->pay_reason : ""},
+        {"currency", o->v_currency, o->currency},
+        {"createdAt", o->v_created, o->created},
+        {"correlationId", o->v_correlation, o->correlation},
+        {"driverName", o->v_driver_name, o->ndel ? o->del_driver_name : ""},
+        /* at delivery the estimate is the delivery instant (docs/events.md) */
+        {"estimatedDeliveryAt", o->v_eta, o->ndel ? o->del_at : ""},
+    };
+    for (size_t i = 0; i < sizeof pairs / sizeof *pairs; i++)
+        if (!is(pairs[i].view, pairs[i].write))
+            chaos_violation("read model differs from the write side", "order %s: %s \"%s\", "
+                            "write side \"%s\"", o->id, pairs[i].field, pairs[i].view,
+                            pairs[i].write);
+}
+
+static void check_stock(const chaos_run_t *run, const snapshot_t *s) {
+    for (int k = 0; k < CHAOS_ITEMS; k++) {
+        const item_row_t *it = &s->items[k];
+        const chaos_item_t *item = &run->items[k];
+        if (!it->found) {
+            chaos_violation("item lost", "%s is not in stock", item->id);
+            continue;
+        }
+        if (it->available + it->held + it->sold != item->initial)
+            chaos_violation("stock not conserved", "%s: %ld available + %ld held + %ld sold != "
+                            "%ld initial", item->id, it->available, it->held, it->sold,
+                            item->initial);
+        if (it->held != 0 || it->held != it->units_held)
+            chaos_violation("stock held after the run", "%s: %ld held (reservations hold %ld)",
+                            item->id, it->held, it->units_held);
+        if (it->sold != it->units_sold)
+            chaos_violation("sold stock differs from SOLD reservations", "%s: %ld sold, "
+                            "reservations %ld", item->id, it->sold, it->units_sold);
+    }
+}
+
+static void check_drivers(void) {
+    PGresult *r = db_query("delivery_db",
+                           "SELECT d.driver_id, d.active_deliveries, count(x.delivery_id)"
+                           " FROM drivers d LEFT JOIN deliveries x ON x.driver_id = d.driver_id"
+                           " AND x.status <> 'DELIVERED'"
+                           " GROUP BY d.driver_id, d.active_deliveries"
+                           " HAVING d.active_deliveries <> count(x.delivery_id)",
+                           0, NULL);
+    if (!r) {
+        chaos_violation("databases unreadable", "cannot read drivers");
+        return;
+    }
+    for (int i = 0; i < PQntuples(r); i++)
+        chaos_violation("driver capacity leaked", "driver %s: active_deliveries %s, %s "
+                        "deliveries under way", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+                        PQgetvalue(r, i, 2));
+    PQclear(r);
+}
+
+/* ---- checks on the topics ---- */
+
+static void remember_event(order_row_t *o, const char *id, const char *type, int64_t offset,
+                           const char *ref) {
+    for (int i = 0; i < o->nevents; i++)
+        if (is(o->events[i].id, id))
+            return; /* a re-publication of one event: same id */
+    if (o->nevents == o->capevents) {
+        int cap = o->capevents ? o->capevents * 2 : 8;
+        seen_event_t *more = realloc(o->events, (size_t)cap * sizeof *more);
+        if (!more)
+            return;
+        o->events = more;
+        o->capevents = cap;
+    }
+    seen_event_t *e = &o->events[o->nevents++];
+    snprintf(e->id, sizeof e->id, "%s", id);
+    snprintf(e->type, sizeof e->type, "%s", type);
+    snprintf(e->ref, sizeof e->ref, "%s", ref ? ref : "");
+    e->offset = offset;
+}
+
+static const char *payload_ref(const json_t *payload) {
+    static const char *const keys[] = {"deliveryId", "paymentId", "reservationId"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+        const char *v = json_string_value(json_object_get(payload, keys[i]));
+        if (v)
+            return v;
+    }
+    return NULL;
+}
+
+static void visit_raw(const ts_kafka_msg_t *m, void *opaque) {
+    snapshot_t *s = opaque;
+    order_row_t *o = m->key ? find_order(s, m->key) : NULL;
+    if (!o)
+        return;
+    json_t *ev = json_loads(m->value, 0, NULL);
+    const char *id = json_string_value(json_object_get(ev, "eventId"));
+    const char *type = json_string_value(json_object_get(ev, "eventType"));
+    if (id && type)
+        remember_event(o, id, type, m->offset, payload_ref(json_object_get(ev, "payload")));
+    else
+        chaos_violation("unreadable event", "order %s: %.120s", o->id, m->value);
+    json_decref(ev);
+}
+
+static void visit_dlq(const ts_kafka_msg_t *m, void *opaque) {
+    const snapshot_t *s = opaque;
+    const order_row_t *o = m->key ? find_order(s, m->key) : NULL;
+    if (!o)
+        return;
+    const char *topic = ts_kafka_header(m, "x-original-topic");
+    const char *group = ts_kafka_header(m, "x-consumer-group");
+    const char *error = ts_kafka_header(m, "x-error");
+    chaos_violation("dead letter for an order of the run", "order %s from %s by %s: %s", o->id,
+                    topic ? topic : "?", group ? group : "?", error ? error : "?");
+}
+
+/* The distinct events of type the order has, the first in *first. */
+static int count_type(const order_row_t *o, const char *type, const seen_event_t **first) {
+    int n = 0;
+    for (int i = 0; i < o->nevents; i++)
+        if (is(o->events[i].type, type) && n++ == 0 && first)
+            *first = &o->events[i];
+    return n;
+}
+
+/* Exactly want distinct events of type, whose payload names ref (when given). */
+static void expect_events(const order_row_t *o, const char *type, int want, const char *ref,
+                          const seen_event_t **first) {
+    const seen_event_t *e = NULL;
+    int n = count_type(o, type, &e);
+    if (first)
+        *first = e;
+    if (n != want)
+        chaos_violation("wrong number of distinct events", "order %s: %d %s, expected %d", o->id,
+                        n, type, want);
+    else if (n > 0 && ref && *ref && !is(e->ref, ref))
+        chaos_violation("event names another entity than the database", "order %s: %s names %s, "
+                        "database %s", o->id, type, e->ref, ref);
+}
+
+static void check_events(const order_row_t *o) {
+    bool rejected = is(o->res_status, "REJECTED");
+    bool authorized = o->npay == 1 && is(o->pay_status, "AUTHORIZED");
+    bool declined = o->npay == 1 && is(o->pay_status, "DECLINED");
+    expect_events(o, DETA_EVT_ORDER_CREATED, 1, NULL, NULL);
+    expect_events(o, DETA_EVT_INVENTORY_REJECTED, rejected, NULL, NULL);
+    expect_events(o, DETA_EVT_INVENTORY_RESERVED, !rejected, o->res_id, NULL);
+    expect_events(o, DETA_EVT_INVENTORY_RELEASED, declined, o->res_id, NULL);
+    expect_events(o, DETA_EVT_PAYMENT_AUTHORIZED, authorized, o->pay_id, NULL);
+    expect_events(o, DETA_EVT_PAYMENT_FAILED, declined, o->pay_id, NULL);
+    const seen_event_t *a = NULL, *p = NULL, *d = NULL;
+    expect_events(o, DETA_EVT_DELIVERY_ASSIGNED, authorized, o->del_id, &a);
+    expect_events(o, DETA_EVT_DELIVERY_PICKED_UP, authorized, o->del_id, &p);
+    expect_events(o, DETA_EVT_DELIVERY_DELIVERED, authorized, o->del_id, &d);
+    expect_events(o, DETA_EVT_ETA_UPDATED, authorized ? 3 : 0, o->del_id, NULL);
+    if (o->v_timeline != o->nevents)
+        chaos_violation("read model timeline differs from the topics", "order %s: %ld events in "
+                        "order_events, %d distinct on the topics", o->id, o->v_timeline,
+                        o->nevents);
+    if (a && p && d && !(a->offset < p->offset && p->offset < d->offset))
+        chaos_violation("delivery steps out of order", "order %s: assigned at %lld, picked up at "
+                        "%lld, delivered at %lld", o->id, (long long)a->offset,
+                        (long long)p->offset, (long long)d->offset);
+}
+
+static void check_topics(snapshot_t *s) {
+    static const char *const raw[] = {DETA_TOPIC_ORDER_EVENTS, DETA_TOPIC_INVENTORY_EVENTS,
+                                      DETA_TOPIC_PAYMENT_EVENTS, DETA_TOPIC_DELIVERY_EVENTS};
+    static const char *const dlq[] = {DETA_TOPIC_DLQ_ORDER_EVENTS, DETA_TOPIC_DLQ_INVENTORY_EVENTS,
+                                      DETA_TOPIC_DLQ_PAYMENT_EVENTS,
+                                      DETA_TOPIC_DLQ_DELIVERY_EVENTS};
+    long read = 0;
+    for (size_t t = 0; t < 4; t++)
+        read += ts_kafka_scan_all(raw[t], KAFKA_SCAN_MS, visit_raw, s);
+    for (size_t t = 0; t < 4; t++)
+        read += ts_kafka_scan_all(dlq[t], KAFKA_SCAN_MS, visit_dlq, s);
+    printf("chaos: %ld messages read from the raw and dlq topics\n", read);
+    for (size_t i = 0; i < s->n; i++)
+        if (s->orders[i].nres == 1)
+            check_events(&s->orders[i]);
+}
+
+/* ---- the whole ---- */
+
+static void print_outcomes(const snapshot_t *s) {
+    long rejected = 0, failed = 0, delivered = 0, other = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        const order_row_t *o = &s->orders[i];
+        if (pending_stage(o))
+            other++;
+        else if (is(o->res_status, "REJECTED"))
+            rejected++;
+        else if (is(o->pay_status, "DECLINED"))
+            failed++;
+        else
+            delivered++;
+    }
+    printf("chaos: %zu orders in order_db: %ld delivered, %ld rejected, %ld payment failed, "
+           "%ld unfinished\n",
+           s->n, delivered, rejected, failed, other);
+}
+
+double chaos_converge_and_verify(chaos_run_t *run) {
+    snapshot_t s;
+    memset(&s, 0, sizeof s);
+    double waited = converge(run, &s);
+    if (!s.orders)
+        return waited;
+    print_outcomes(&s);
+    bool gateway = default_gateway();
+    check_client_view(run, &s);
+    for (size_t i = 0; i < s.n; i++) {
+        check_write_side(run, &s.orders[i], gateway);
+        check_view(&s.orders[i]);
+    }
+    check_stock(run, &s);
+    check_drivers();
+    check_topics(&s);
+    snapshot_free(&s);
+    return waited;
+}
