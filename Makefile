@@ -19,7 +19,7 @@ deps:
 	scripts/deps.sh
 
 build: deps
-	cmake -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake -S . -B $(RELEASE_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDETA_SANITIZE=OFF
 	cmake --build $(RELEASE_DIR) -j $(JOBS)
 
 test:

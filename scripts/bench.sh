@@ -576,7 +576,7 @@ record_meta() {
 }
 
 build() {
-  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDETA_SANITIZE=OFF >/dev/null
   cmake --build "$BUILD_DIR" -j "$JOBS" --target "${TARGETS[@]}" >"$RUN_DIR/build.log" 2>&1 ||
     { tail -n 30 "$RUN_DIR/build.log" >&2; die "build failed"; }
 }

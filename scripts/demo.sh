@@ -95,7 +95,7 @@ main() {
   step "dependencies"
   scripts/deps.sh
   step "release build in $BUILD_DIR"
-  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+  cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDETA_SANITIZE=OFF >/dev/null
   cmake --build "$BUILD_DIR" -j "$JOBS" --target "${TARGETS[@]}"
 
   step "local stack in $STACK_DIR"

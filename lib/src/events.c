@@ -111,6 +111,122 @@ deta_err_t deta_event_dispatch(const deta_kafka_msg_t *msg, void *dispatch, char
     return err;
 }
 
+/* ---- batches (deta_event_dispatch_batch) ---- */
+
+/* What one message of a batch is, once parsed and checked. */
+typedef struct batch_item {
+    deta_event_t ev;
+    bool parsed;
+    const deta_event_route_t *route; /* NULL: refused or ignored */
+    bool duplicate;
+} batch_item_t;
+
+/* Parse, key check and route: the steps of deta_event_dispatch before the
+ * transaction. DETA_OK with no route means ignored. */
+static deta_err_t batch_check(deta_event_dispatch_t *d, const deta_kafka_msg_t *msg,
+                              batch_item_t *it, char *why, size_t whysize) {
+    char parse_why[256];
+    if (deta_event_parse(msg->value, msg->len, &it->ev, parse_why, sizeof parse_why) != DETA_OK)
+        return deta_errf(DETA_ERR_INVALID, why, whysize, "malformed event: %s", parse_why);
+    it->parsed = true;
+    if (!msg->key || msg->key_len != strlen(it->ev.order_id) ||
+        memcmp(msg->key, it->ev.order_id, msg->key_len) != 0)
+        return deta_errf(DETA_ERR_INVALID, why, whysize, "message key does not match orderId %s",
+                         it->ev.order_id);
+    it->route = route_for(d, it->ev.event_type);
+    return DETA_OK;
+}
+
+/* Claim and apply one event inside the batch's transaction, under a savepoint:
+ * a failure rolls back this event alone. */
+static deta_err_t batch_apply_one(deta_event_dispatch_t *d, deta_db_t *db, batch_item_t *it,
+                                  char *why, size_t whysize) {
+    deta_err_t err = deta_db_run(db, "SAVEPOINT deta_event", 0, NULL, why, whysize);
+    if (err)
+        return DETA_ERR_TRANSIENT;
+    bool first = false;
+    err = deta_inbox_claim(db, deta_service_config(d->svc)->service, it->ev.event_id, &first, why,
+                           whysize);
+    if (!err && first)
+        err = it->route->fn(db, &it->ev, d->opaque, why, whysize);
+    if (err) {
+        char ignored[128];
+        if (deta_db_run(db, "ROLLBACK TO SAVEPOINT deta_event", 0, NULL, ignored,
+                        sizeof ignored) != DETA_OK)
+            return DETA_ERR_TRANSIENT;
+        return err;
+    }
+    it->duplicate = !first;
+    return deta_db_run(db, "RELEASE SAVEPOINT deta_event", 0, NULL, why, whysize)
+               ? DETA_ERR_TRANSIENT
+               : DETA_OK;
+}
+
+/* The transaction: every routed item under its savepoint, then one commit. A
+ * transient failure anywhere rolls back the whole batch. */
+static deta_err_t batch_apply(deta_event_dispatch_t *d, batch_item_t *items, size_t n,
+                              deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX]) {
+    deta_db_t *db = deta_db_pool_get(deta_service_db(d->svc));
+    if (!db)
+        return DETA_ERR_INTERNAL;
+    char tx_why[256];
+    if (deta_db_begin(db, tx_why, sizeof tx_why) != DETA_OK)
+        return DETA_ERR_TRANSIENT;
+    for (size_t i = 0; i < n; i++) {
+        if (results[i] != DETA_OK || !items[i].route)
+            continue;
+        results[i] = batch_apply_one(d, db, &items[i], why[i], DETA_KAFKA_WHY_MAX);
+        if (results[i] == DETA_ERR_TRANSIENT) {
+            deta_log(DETA_LOG_WARN, items[i].ev.order_id, items[i].ev.correlation_id,
+                     "%s %s: batch of %zu rolled back, applying one at a time: %s",
+                     items[i].ev.event_type, items[i].ev.event_id, n, why[i]);
+            deta_db_rollback(db);
+            return DETA_ERR_TRANSIENT;
+        }
+    }
+    return deta_db_commit(db, tx_why, sizeof tx_why) ? DETA_ERR_TRANSIENT : DETA_OK;
+}
+
+/* After the commit: the same metrics and log lines as one at a time. */
+static void batch_report(deta_event_dispatch_t *d, batch_item_t *it, deta_err_t result,
+                         const char *why) {
+    if (!it->parsed) {
+        count(d, "unparsable", "failed");
+        return;
+    }
+    if (result != DETA_OK) {
+        count(d, it->ev.event_type, "failed");
+        deta_log(DETA_LOG_ERROR, it->ev.order_id, it->ev.correlation_id,
+                 "%s %s not applied (%s): %s", it->ev.event_type, it->ev.event_id,
+                 deta_err_name(result), why);
+    } else if (!it->route) {
+        count(d, it->ev.event_type, "ignored");
+    } else {
+        count(d, it->ev.event_type, it->duplicate ? "duplicate" : "applied");
+    }
+}
+
+deta_err_t deta_event_dispatch_batch(const deta_kafka_msg_t *msgs, size_t n, void *dispatch,
+                                     deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX]) {
+    deta_event_dispatch_t *d = dispatch;
+    batch_item_t *items = calloc(n, sizeof *items);
+    if (!items)
+        return DETA_ERR_INTERNAL;
+    for (size_t i = 0; i < n; i++) {
+        why[i][0] = '\0';
+        results[i] = batch_check(d, &msgs[i], &items[i], why[i], DETA_KAFKA_WHY_MAX);
+    }
+    deta_err_t err = batch_apply(d, items, n, results, why);
+    for (size_t i = 0; i < n; i++) {
+        if (err == DETA_OK)
+            batch_report(d, &items[i], results[i], why[i]);
+        if (items[i].parsed)
+            deta_event_clear(&items[i].ev);
+    }
+    free(items);
+    return err;
+}
+
 deta_err_t deta_service_on_events(deta_service_t *s, const char *const *topics, size_t ntopics,
                                   const deta_event_route_t *routes, size_t nroutes,
                                   void *opaque, const deta_consumer_opts_t *opts, char *errstr,

@@ -15,7 +15,9 @@
  *   2. as the lock holder (the leader), publish: select up to 500 unsent rows by
  *      id, send them as one batch, mark the acknowledged prefix published, repeat
  *      while batches come back full; then purge old rows (once a minute) and
- *      update the pending gauge. Standbys do nothing but try the lock each turn;
+ *      update the pending gauge (0 after a complete drain, without a query; a
+ *      count only after a failed or cut-short turn). Standbys do nothing but
+ *      try the lock each turn;
  *   3. wait with poll() on the connection's socket and an eventfd (stop) for a
  *      notification, up to DETA_OUTBOX_POLL_MS, or the backoff after a failure.
  *
@@ -332,9 +334,18 @@ static void purge_if_due(deta_outbox_relay_t *r) {
         DETA_WARN("outbox purge failed: %s", why);
 }
 
-static void update_pending(deta_outbox_relay_t *r) {
+/* The pending gauge. A drain that ended on a batch that was not full, all of it
+ * acknowledged and marked, left nothing behind as of its last SELECT: the gauge
+ * is 0 without asking (rows committed since then have notified and are the next
+ * turn's). Only a turn that failed or stopped with rows left counts them, so the
+ * relay does not run a count(*) per wake-up, i.e. per order. */
+static void update_pending(deta_outbox_relay_t *r, bool drained) {
     if (!r->pending)
         return;
+    if (drained) {
+        deta_gauge_set(r->pending, 0);
+        return;
+    }
     deta_err_t err;
     PGresult *res = deta_db_exec(r->db, "SELECT count(*) FROM outbox WHERE published_at IS NULL",
                                  0, NULL, &err, NULL, 0);
@@ -364,13 +375,15 @@ static void relay_turn(deta_outbox_relay_t *r) {
         r->backoff_ms = 0;
         return;
     }
+    bool drained = false;
     if (drain(r, now_ms() + OUTBOX_DRAIN_SLICE_MS, false, why, sizeof why) != DETA_OK) {
         note_failure(r, why);
     } else {
         r->backoff_ms = 0;
+        drained = !r->more && !atomic_load(&r->stop);
         purge_if_due(r);
     }
-    update_pending(r);
+    update_pending(r, drained);
 }
 
 /* True when a notification is queued on the connection; consumes them all. */

@@ -7,11 +7,16 @@
  * differences between types are data (domain.c's table), not code. An event
  * whose payload breaks the contract is refused as invalid and so dead-lettered.
  *
+ * Batches: a worker that finds several events queued applies them (up to
+ * QUERY_BATCH_MAX) in one transaction, a savepoint each
+ * (deta_event_dispatch_batch): one commit instead of one per event, and an event
+ * that breaks the contract is rolled back alone and dead-lettered.
+ *
  * Metrics count only what committed. The handler runs inside the transaction,
  * which may still roll back (and be retried), so it leaves what it applied in a
- * thread-local note; the consume function records the note once the dispatcher
- * reports the commit. With several workers each message is handled wholly on one
- * thread, so the note never crosses threads.
+ * thread-local list of notes; the consume functions record the notes once the
+ * dispatcher reports the commit. With several workers each message (or batch)
+ * is handled wholly on one thread, so the notes never cross threads.
  *
  *   query_events_applied_total{type}   events folded into the read model
  *   query_view_status_changes_total    events that moved an order's status
@@ -58,15 +63,17 @@ struct query_events {
     deta_histogram_t *lag;
 };
 
+#define QUERY_BATCH_MAX 16
+
 /* What the handler applied in the transaction now open on this thread. */
 typedef struct applied_note {
-    bool set;
     size_t type;
     int64_t occurred_us;
     bool status_changed;
 } applied_note_t;
 
-static _Thread_local applied_note_t note;
+static _Thread_local applied_note_t notes[QUERY_BATCH_MAX];
+static _Thread_local size_t nnotes;
 
 static size_t type_index(const char *type) {
     for (size_t i = 0; i < QUERY_EVENT_TYPES; i++)
@@ -86,10 +93,12 @@ static deta_err_t apply_event(deta_db_t *db, const deta_event_t *ev, void *opaqu
     err = read_model_apply(qe->rm, db, &c, &out, errstr, errsize);
     if (err || !out.applied)
         return err;
-    note.set = true;
-    note.type = type_index(c.event_type);
-    query_instant_parse(c.occurred_at, &note.occurred_us);
-    note.status_changed = out.status_changed;
+    if (nnotes < QUERY_BATCH_MAX) {
+        applied_note_t *note = &notes[nnotes++];
+        note->type = type_index(c.event_type);
+        query_instant_parse(c.occurred_at, &note->occurred_us);
+        note->status_changed = out.status_changed;
+    }
     if (out.status_changed)
         deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id, "status %s after %s",
                  c.fields.status, c.event_type);
@@ -104,19 +113,33 @@ static double seconds_since(int64_t occurred_us) {
 }
 
 static void record(query_events_t *qe) {
-    deta_counter_inc(qe->applied[note.type]);
-    if (note.status_changed)
-        deta_counter_inc(qe->status_changes);
-    deta_histogram_observe(qe->lag, seconds_since(note.occurred_us));
+    for (size_t i = 0; i < nnotes; i++) {
+        deta_counter_inc(qe->applied[notes[i].type]);
+        if (notes[i].status_changed)
+            deta_counter_inc(qe->status_changes);
+        deta_histogram_observe(qe->lag, seconds_since(notes[i].occurred_us));
+    }
+    nnotes = 0;
 }
 
 static deta_err_t consume(const deta_kafka_msg_t *msg, void *opaque, char *errstr,
                           size_t errsize) {
     query_events_t *qe = opaque;
-    memset(&note, 0, sizeof note);
+    nnotes = 0;
     deta_err_t err = deta_event_dispatch(msg, qe->dispatch, errstr, errsize);
-    if (!err && note.set)
+    if (!err)
         record(qe);
+    return err;
+}
+
+static deta_err_t consume_batch(const deta_kafka_msg_t *msgs, size_t n, void *opaque,
+                                deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX]) {
+    query_events_t *qe = opaque;
+    nnotes = 0;
+    deta_err_t err = deta_event_dispatch_batch(msgs, n, qe->dispatch, results, why);
+    if (!err)
+        record(qe);
+    nnotes = 0;
     return err;
 }
 
@@ -167,7 +190,10 @@ deta_err_t query_events_subscribe(query_events_t *qe, char *errstr, size_t errsi
         err = deta_service_use_inbox(qe->svc, errstr, errsize);
     if (err)
         return err;
-    deta_consumer_opts_t opts = {.metrics = deta_service_metrics(qe->svc), .workers = (int)workers};
+    deta_consumer_opts_t opts = {.metrics = deta_service_metrics(qe->svc),
+                                 .workers = (int)workers,
+                                 .batch_fn = consume_batch,
+                                 .batch_max = QUERY_BATCH_MAX};
     return deta_service_consume(qe->svc, raw_topics, sizeof raw_topics / sizeof *raw_topics,
                                 consume, qe, &opts, errstr, errsize);
 }

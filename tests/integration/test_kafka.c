@@ -1408,6 +1408,124 @@ static void test_send_until_gives_up_and_flush(void **state) {
     assert_int_equal(deta_producer_flush(producer, 5000, err, sizeof err), DETA_OK);
 }
 
+/* ---- batches (opts.batch_fn) ---- */
+
+typedef struct batcher {
+    probe_t probe;
+    atomic_int nbatches; /* calls of the batch handler with this run's messages */
+    atomic_int max_n;
+    atomic_bool fail_next; /* the next batch with this run's messages fails: transient */
+} batcher_t;
+
+static bool ours(const probe_t *p, const deta_kafka_msg_t *msg) {
+    size_t plen = strlen(p->prefix);
+    return msg->key && msg->key_len >= plen && memcmp(msg->key, p->prefix, plen) == 0;
+}
+
+/* One at a time: "slow" takes a while, so that what follows queues up behind it. */
+static deta_err_t batch_single(const deta_kafka_msg_t *msg, void *opaque, char *errstr,
+                               size_t errsize) {
+    batcher_t *b = opaque;
+    if (ours(&b->probe, msg) && strcmp(msg->value, "slow") == 0)
+        ts_sleep_ms(500);
+    return probe_handler(msg, &b->probe, errstr, errsize);
+}
+
+/* The batch: "poison" refused alone, the rest applied (recorded); or, once, the
+ * whole batch failing as if the database went away. */
+static deta_err_t batch_many(const deta_kafka_msg_t *msgs, size_t n, void *opaque,
+                             deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX]) {
+    batcher_t *b = opaque;
+    bool any = false;
+    for (size_t i = 0; i < n; i++)
+        any = any || ours(&b->probe, &msgs[i]);
+    if (any && atomic_exchange(&b->fail_next, false))
+        return DETA_ERR_TRANSIENT;
+    if (any) {
+        atomic_fetch_add(&b->nbatches, 1);
+        int seen = atomic_load(&b->max_n);
+        while ((int)n > seen && !atomic_compare_exchange_weak(&b->max_n, &seen, (int)n))
+            ;
+    }
+    for (size_t i = 0; i < n; i++) {
+        why[i][0] = '\0';
+        results[i] = DETA_OK;
+        if (!ours(&b->probe, &msgs[i]))
+            continue;
+        record(&b->probe, &msgs[i]);
+        if (strcmp(msgs[i].value, "poison") == 0)
+            results[i] = deta_errf(DETA_ERR_INVALID, why[i], DETA_KAFKA_WHY_MAX, "bad payload");
+    }
+    return DETA_OK;
+}
+
+static void check_batch(const char *tag, bool fail_first) {
+    char prefix[48], key[64], group[64];
+    snprintf(prefix, sizeof prefix, "%s-%s", tag, run);
+    snprintf(key, sizeof key, "%s-a", prefix);
+    snprintf(group, sizeof group, "it-kafka-%s", prefix);
+    const char *values[] = {"slow", "b1", "b2", "poison", "b4", "b5", "b6", "b7"};
+    send_values(key, values, 8);
+
+    deta_metrics_t *metrics = deta_metrics_new();
+    batcher_t *b = calloc(1, sizeof *b);
+    assert_non_null(b);
+    probe_init(&b->probe, prefix, DETA_OK);
+    atomic_init(&b->fail_next, fail_first);
+    deta_consumer_opts_t opts = {.backoff_ms = 50, .metrics = metrics, .workers = 2,
+                                 .batch_fn = batch_many};
+    runner_t r;
+    runner_start_fn(&r, group, batch_single, b, producer, &opts);
+    assert_true(wait_seen(&b->probe, key, "b7", 1, WAIT_MS));
+    ts_kafka_msg_t dl;
+    assert_true(ts_kafka_find(DLQ, key, 20000, &dl));
+    ts_sleep_ms(300);
+    runner_stop(&r);
+
+    /* Each message applied once, in partition order; the poison once, refused. */
+    int j = 0;
+    for (int i = 0; i < b->probe.nseen; i++)
+        if (strcmp(b->probe.seen[i].key, key) == 0) {
+            assert_true(j < 8);
+            assert_string_equal(b->probe.seen[i].value, values[j]);
+            j++;
+        }
+    assert_int_equal(j, 8);
+    if (fail_first)
+        assert_false(atomic_load(&b->fail_next)); /* a batch failed, went one at a time */
+    else
+        assert_true(atomic_load(&b->max_n) >= 2);
+    assert_string_equal(dl.value, "poison");
+    assert_string_equal(ts_kafka_header(&dl, "x-error"), "bad payload");
+    assert_string_equal(ts_kafka_header(&dl, "x-retry-count"), "0");
+    assert_string_equal(ts_kafka_header(&dl, "x-original-topic"), TOPIC);
+    assert_int_equal(ts_kafka_count(DLQ, key, 15000), 1);
+    ts_kafka_msg_free(&dl);
+    assert_true(counter_value(metrics, "dead_lettered") == 1);
+
+    /* The offsets passed the whole batch: the group's next member gets none of it. */
+    probe_t again;
+    probe_init(&again, prefix, DETA_OK);
+    runner_start(&r, group, &again, producer, NULL);
+    ts_sleep_ms(8000);
+    runner_stop(&r);
+    assert_int_equal(again.nseen, 0);
+    pthread_mutex_destroy(&again.lock);
+    pthread_mutex_destroy(&b->probe.lock);
+    free(b);
+    deta_metrics_free(metrics);
+}
+
+static void test_workers_batch_dead_letters_one(void **state) {
+    (void)state;
+    check_batch("bt", false);
+}
+
+static void test_workers_batch_falls_back_one_at_a_time(void **state) {
+    (void)state;
+    check_batch("bf", true);
+}
+
 static void test_consumer_bad_input(void **state) {
     (void)state;
     const char *topics[] = {TOPIC};
@@ -1458,6 +1576,8 @@ int main(void) {
         cmocka_unit_test(test_workers_retry_does_not_block_other_keys),
         cmocka_unit_test(test_workers_resume_at_first_unfinished),
         cmocka_unit_test(test_workers_rebalance_hands_over),
+        cmocka_unit_test(test_workers_batch_dead_letters_one),
+        cmocka_unit_test(test_workers_batch_falls_back_one_at_a_time),
         cmocka_unit_test(test_waits_while_dependencies_down),
         cmocka_unit_test(test_workers_wait_while_dependencies_down),
         cmocka_unit_test(test_budget_applies_when_up),

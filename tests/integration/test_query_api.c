@@ -7,7 +7,9 @@
  * payment.authorized or an older ETA changes nothing back); failure ends and
  * inventory.released (timeline only); the same event delivered five times; a
  * malformed message and a contract-breaking payload going to their dead-letter
- * topic while the next event is applied; keyset pagination visiting every order
+ * topic while the next event is applied; the same for a bad event among many
+ * sent at once, which query-api applies in batches (one transaction, a
+ * savepoint per event); keyset pagination visiting every order
  * exactly once even while orders change state; filters; 400s naming the field,
  * 404s; stats, health and metrics.
  *
@@ -29,7 +31,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deta/config.h"
 #include "deta/envelope.h"
+#include "deta/kafka.h"
 #include "deta/topics.h"
 #include "testsupport.h"
 
@@ -517,6 +521,75 @@ static void bad_messages_go_to_the_dead_letter_topic(void **state) {
     json_decref(events);
 }
 
+#define BATCH_ORDERS 6
+
+/* Sends msgs in one producer batch, so that they reach the consumer together. */
+static void send_together(const deta_kafka_out_t *msgs, size_t n) {
+    deta_config_t cfg;
+    char err[256];
+    if (deta_config_load(&cfg, "it-query-api", err, sizeof err) != DETA_OK)
+        fail_msg("config: %s", err);
+    deta_producer_t *p = deta_producer_new(&cfg, err, sizeof err);
+    if (!p)
+        fail_msg("producer: %s", err);
+    size_t nacked = 0;
+    if (deta_producer_send_batch(p, msgs, n, 15000, &nacked, err, sizeof err) != DETA_OK)
+        fail_msg("send_batch: %s", err);
+    assert_int_equal(nacked, n);
+    deta_producer_free(p);
+}
+
+static void a_bad_event_in_a_batch_is_dead_lettered_alone(void **state) {
+    (void)state;
+    const char *series = "deta_consumer_batches_total{outcome=\"committed\"}";
+    double batches_before = metric(series);
+    char orders[BATCH_ORDERS][37], eta_ids[BATCH_ORDERS][37], bad_id[37];
+    deta_kafka_out_t msgs[2 * BATCH_ORDERS + 1];
+    char *texts[2 * BATCH_ORDERS + 1];
+    size_t n = 0;
+    for (int k = 0; k < BATCH_ORDERS; k++) {
+        ts_uuid(orders[k]);
+        texts[n] = envelope(DETA_EVT_DELIVERY_ASSIGNED, orders[k], "2026-11-25T12:00:03.000Z",
+                            delivery_assigned("2026-11-25T12:40:00.000Z"), NULL);
+        msgs[n] = (deta_kafka_out_t){.topic = DETA_TOPIC_DELIVERY_EVENTS, .key = orders[k]};
+        n++;
+        if (k == 0) { /* between two good events of its order: refused alone */
+            texts[n] = envelope(DETA_EVT_DELIVERY_ASSIGNED, orders[k],
+                                "2026-11-25T12:00:04.000Z", delivery_assigned("in an hour"),
+                                bad_id);
+            msgs[n] = (deta_kafka_out_t){.topic = DETA_TOPIC_DELIVERY_EVENTS, .key = orders[k]};
+            n++;
+        }
+        texts[n] = envelope(DETA_EVT_ETA_UPDATED, orders[k], "2026-11-25T12:05:00.000Z",
+                            eta_updated("2026-11-25T12:45:00.000Z", "2026-11-25T12:05:00.000Z"),
+                            eta_ids[k]);
+        msgs[n] = (deta_kafka_out_t){.topic = DETA_TOPIC_DELIVERY_EVENTS, .key = orders[k]};
+        n++;
+    }
+    for (size_t i = 0; i < n; i++) {
+        msgs[i].value = texts[i];
+        msgs[i].len = strlen(texts[i]);
+    }
+    send_together(msgs, n);
+    for (size_t i = 0; i < n; i++)
+        free(texts[i]);
+
+    for (int k = 0; k < BATCH_ORDERS; k++) {
+        json_t *events = await_event(orders[k], eta_ids[k]);
+        assert_int_equal(json_array_size(events), 2); /* assigned and the ETA, once each */
+        assert_int_equal(count_type(events, "delivery.assigned"), 1);
+        size_t i;
+        json_t *e;
+        json_array_foreach(events, i, e) assert_string_not_equal(str(e, "eventId"), bad_id);
+        json_decref(events);
+    }
+    expect_dead_letter(orders[0], NULL, "estimatedDeliveryAt");
+    assert_int_equal(ts_kafka_count_where(DETA_TOPIC_DLQ_DELIVERY_EVENTS, orders[0],
+                                          "x-consumer-group", "query-api", 5000),
+                     1);
+    assert_true(metric(series) > batches_before);
+}
+
 #define PAGE_ORDERS 7
 
 /* Walks customer's orders with limit 3, marking each id seen; returns the pages. */
@@ -664,6 +737,7 @@ int main(void) {
         cmocka_unit_test(failure_ends_and_release_in_the_timeline),
         cmocka_unit_test(the_same_event_five_times_is_applied_once),
         cmocka_unit_test(bad_messages_go_to_the_dead_letter_topic),
+        cmocka_unit_test(a_bad_event_in_a_batch_is_dead_lettered_alone),
         cmocka_unit_test(pagination_visits_every_order_once),
         cmocka_unit_test(bad_requests_name_the_field),
         cmocka_unit_test(stats_and_health),

@@ -21,7 +21,8 @@
 #include "deta/config.h"
 
 static const char *const all_vars[] = {
-    "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SESSION_TIMEOUT_MS", "PGHOST", "PGPORT", "PGUSER",
+    "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SESSION_TIMEOUT_MS", "KAFKA_FETCH_WAIT_MAX_MS",
+    "PGHOST", "PGPORT", "PGUSER",
     "PGPASSWORD", "PGDATABASE", "REDIS_HOST", "REDIS_PORT", "HTTP_PORT", "HTTP_BODY_LIMIT",
     "HTTP_THREADS", "LOG_LEVEL", "INSTANCE_ID", "DETA_TEST_INT", "DETA_TEST_STR",
     "QUERY_API_ADMIN_TOKEN",
@@ -82,6 +83,7 @@ static void test_common_defaults(void **state) {
     load_ok(&cfg, "payment-service");
     assert_string_equal(cfg.kafka_bootstrap, "localhost:9092");
     assert_int_equal(cfg.kafka_session_timeout_ms, 45000);
+    assert_int_equal(cfg.kafka_fetch_wait_max_ms, 10);
     assert_string_equal(cfg.pg_host, "localhost");
     assert_int_equal(cfg.pg_port, 5432);
     assert_string_equal(cfg.pg_user, "postgres");
@@ -186,11 +188,18 @@ static void test_bounds_accepted(void **state) {
     setenv("KAFKA_SESSION_TIMEOUT_MS", "300000", 1);
     load_ok(&cfg, "query-api");
     assert_int_equal(cfg.kafka_session_timeout_ms, 300000);
+    setenv("KAFKA_FETCH_WAIT_MAX_MS", "1", 1);
+    load_ok(&cfg, "query-api");
+    assert_int_equal(cfg.kafka_fetch_wait_max_ms, 1);
+    setenv("KAFKA_FETCH_WAIT_MAX_MS", "500", 1);
+    load_ok(&cfg, "query-api");
+    assert_int_equal(cfg.kafka_fetch_wait_max_ms, 500);
 }
 
 static void test_bad_numbers_rejected(void **state) {
     (void)state;
-    const char *ints[] = {"KAFKA_SESSION_TIMEOUT_MS", "PGPORT", "REDIS_PORT", "HTTP_PORT",
+    const char *ints[] = {"KAFKA_SESSION_TIMEOUT_MS", "KAFKA_FETCH_WAIT_MAX_MS",
+                          "PGPORT", "REDIS_PORT", "HTTP_PORT",
                           "HTTP_BODY_LIMIT", "HTTP_THREADS"};
     const char *junk[] = {"abc", "12x", " 80", "80 ", "+80", "0x50", "1e3", "8.5", "-",
                           "99999999999999999999999"};
@@ -209,6 +218,8 @@ static void test_out_of_range_rejected(void **state) {
     load_bad("HTTP_PORT", "65536");
     load_bad("KAFKA_SESSION_TIMEOUT_MS", "999");
     load_bad("KAFKA_SESSION_TIMEOUT_MS", "300001");
+    load_bad("KAFKA_FETCH_WAIT_MAX_MS", "0");
+    load_bad("KAFKA_FETCH_WAIT_MAX_MS", "501");
     load_bad("HTTP_BODY_LIMIT", "1023");
     load_bad("HTTP_BODY_LIMIT", "67108865");
     load_bad("HTTP_THREADS", "0");

@@ -8,6 +8,8 @@
  *
  *   KAFKA_BOOTSTRAP_SERVERS   localhost:9092
  *   KAFKA_SESSION_TIMEOUT_MS  45000   (the local stack sets 6000)
+ *   KAFKA_FETCH_WAIT_MAX_MS   10      (1..500: how long a broker may hold a consumer's
+ *                                      fetch that found no data; see kafka.c)
  *   PGHOST PGPORT PGUSER PGPASSWORD   localhost 5432 postgres postgres
  *   PGDATABASE                the service's own database (deta_service_default_db)
  *   REDIS_HOST REDIS_PORT     localhost 6379
@@ -39,6 +41,7 @@ typedef struct deta_config {
     char instance_id[96];
     char kafka_bootstrap[512];
     int kafka_session_timeout_ms;
+    int kafka_fetch_wait_max_ms;
     char pg_host[256];
     int pg_port;
     char pg_user[64];

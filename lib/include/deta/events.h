@@ -47,5 +47,17 @@ deta_event_dispatch_t *deta_event_dispatch_new(deta_service_t *s, const deta_eve
 void deta_event_dispatch_free(deta_event_dispatch_t *d);
 deta_err_t deta_event_dispatch(const deta_kafka_msg_t *msg, void *dispatch, char *errstr,
                                size_t errsize);
+/* The same for several messages at once, a deta_consume_batch_fn whose opaque is
+ * the dispatch (deta_consumer_opts_t.batch_fn; deta_service_on_events passes the
+ * dispatch as opaque, so setting opts.batch_fn to this batches its consumer):
+ * one transaction, each message claimed and applied under a savepoint of its
+ * own. A message that is malformed, has the wrong key or whose handler fails
+ * with a non-transient code is rolled back to its savepoint and reported in
+ * results/why (to be dead-lettered); the rest commit together. A transient
+ * failure (or a failed commit) rolls back the whole batch and is returned: the
+ * consumer then handles the messages one at a time. Metrics and log lines are
+ * those of deta_event_dispatch, recorded once the batch committed. */
+deta_err_t deta_event_dispatch_batch(const deta_kafka_msg_t *msgs, size_t n, void *dispatch,
+                                     deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX]);
 
 #endif

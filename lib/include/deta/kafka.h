@@ -119,6 +119,20 @@ const char *deta_kafka_msg_header(const deta_kafka_msg_t *msg, const char *name,
 typedef deta_err_t (*deta_consume_fn)(const deta_kafka_msg_t *msg, void *opaque, char *errstr,
                                       size_t errsize);
 
+/* Room for the reason a batch handler gives for each message it refuses. */
+#define DETA_KAFKA_WHY_MAX 512
+
+/* Optional batch handler (workers > 1 only): applies msgs[0..n), n >= 2, the
+ * consecutive messages already queued for one worker, in one transaction. It
+ * returns DETA_OK once that transaction committed, with results[i] DETA_OK for
+ * a message applied (or skipped) and another code, not DETA_ERR_TRANSIENT, for
+ * one refused for good and rolled back alone (why[i] says why): those are
+ * dead-lettered. Any other return means nothing was applied: the consumer then
+ * handles the messages one at a time with fn, retries and all. */
+typedef deta_err_t (*deta_consume_batch_fn)(const deta_kafka_msg_t *msgs, size_t n, void *opaque,
+                                            deta_err_t *results,
+                                            char (*why)[DETA_KAFKA_WHY_MAX]);
+
 /* Zero in any field means its default. */
 typedef struct deta_consumer_opts {
     int max_retries;      /* default 5 */
@@ -138,6 +152,11 @@ typedef struct deta_consumer_opts {
      * max_retries. deta_service_consume() fills in the service's readiness. */
     bool (*dependencies_up)(void *opaque);
     void *dependencies_opaque;
+    /* Optional, with workers > 1: a worker that finds several messages queued
+     * hands up to batch_max of them (default and most 16) to batch_fn, called
+     * with the consumer's opaque, instead of one at a time to fn. */
+    deta_consume_batch_fn batch_fn;
+    int batch_max;
 } deta_consumer_opts_t;
 
 /* group: the consumer group (the service's name). dlq: the producer used for dead
