@@ -17,9 +17,13 @@
  *   4. after the commit, the marker is set for 24 h;
  *   5. the lock is released by compare-and-delete, on every path once taken.
  *
- * With Redis unreachable, steps 1, 2, 4 and 5 are skipped (guard.c says so once):
- * a Postgres advisory lock on the order takes the Redis lock's place, so the
- * gateway is still called once, and step 3 keeps each order recorded once.
+ * Step 3 always runs under a Postgres advisory lock on the order as well. With
+ * Redis unreachable, steps 1, 2, 4 and 5 are skipped (guard.c says so once) and
+ * that lock alone keeps the gateway called once. It is taken when Redis is up
+ * too, because "Redis is down" is each instance's own view: one instance that
+ * cannot reach Redis and another that can would otherwise both pass their lock
+ * and both call the gateway for one order (one row would still win, but the
+ * customer would be charged twice). Costs two short statements per payment.
  *
  * Retries: a lock held by another consumer is normally released within a gateway
  * call, but one left by a crashed consumer lives until its 30 s expiry. The retry
@@ -128,9 +132,8 @@ static deta_err_t record_once(payment_events_t *pe, const payment_request_t *req
     return err;
 }
 
-/* Without Redis, two consumers could both find no payment and both call the
- * gateway (one row would still win, but the customer would be charged twice). A
- * Postgres advisory lock on the order serializes them instead. */
+/* Step 3 under the order's Postgres advisory lock: two consumers cannot both
+ * find no payment and both call the gateway, whatever each thinks of Redis. */
 static deta_err_t record_under_db_lock(payment_events_t *pe, const payment_request_t *req,
                                        payment_t *p, outcome_t *out, char *errstr,
                                        size_t errsize) {
@@ -144,7 +147,7 @@ static deta_err_t record_under_db_lock(payment_events_t *pe, const payment_reque
     if (!got) {
         deta_counter_inc(pe->lock_timeout);
         return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
-                         "the order's payment lock (Postgres, Redis being down) is held");
+                         "the order's payment lock in Postgres is held by another consumer");
     }
     err = record_once(pe, req, p, out, errstr, errsize);
     payment_store_unlock_order(db, req->order_id);
@@ -171,9 +174,7 @@ static deta_err_t charge_once(payment_events_t *pe, const payment_request_t *req
         }
         locked = lock == GUARD_OK;
     }
-    if (!locked)
-        return record_under_db_lock(pe, req, p, out, errstr, errsize);
-    deta_err_t err = record_once(pe, req, p, out, errstr, errsize);
+    deta_err_t err = record_under_db_lock(pe, req, p, out, errstr, errsize);
     if (err == DETA_OK && locked)
         payment_guard_mark(pe->guard, req->event_id, req->order_id);
     if (locked)

@@ -358,6 +358,37 @@ static void held_lock_defers_the_payment_until_released(void **state) {
     assert_int_equal(ts_kafka_count(DETA_TOPIC_PAYMENT_EVENTS, order, 10000), 1);
 }
 
+/* Another instance that cannot reach Redis holds the order's Postgres advisory
+ * lock (its degraded-mode lock) while this one reaches Redis: this one must not
+ * call the gateway until that lock is released, Redis lock or not. */
+static void postgres_lock_defers_the_payment_with_redis_up(void **state) {
+    (void)state;
+    char order[37], eid[37], key[96];
+    ts_uuid(order);
+    lock_key(key, sizeof key, order);
+    PGconn *other = ts_pg("delivery_eta");
+    const char *params[] = {order};
+    assert_int_equal(ts_pg_long(other, "SELECT pg_try_advisory_lock(hashtextextended($1, 7))::int",
+                                1, params),
+                     1);
+    double timeouts = metric("payment_lock_timeout_total");
+    inject_reserved(order, "cust-pglock", "4.00", eid);
+
+    await_metric_above("payment_lock_timeout_total", timeouts);
+    double first = metric("payment_lock_timeout_total");
+    await_metric_above("payment_lock_timeout_total", first);
+    assert_int_equal(payments_of(order), 0);
+    await_key(key, false); /* it gave its Redis lock back while waiting */
+
+    assert_int_equal(ts_pg_long(other, "SELECT pg_advisory_unlock(hashtextextended($1, 7))::int",
+                                1, params),
+                     1);
+    PQfinish(other);
+    await_payments(order, 1);
+    json_decref(payment_event(order, DETA_EVT_PAYMENT_AUTHORIZED, "cust-pglock", "4.00", NULL));
+    assert_int_equal(ts_kafka_count(DETA_TOPIC_PAYMENT_EVENTS, order, 10000), 1);
+}
+
 static void marker_stops_a_processed_event(void **state) {
     (void)state;
     char order[37], eid[37], key[96];
@@ -503,6 +534,7 @@ int main(void) {
         cmocka_unit_test(payment_reads_back_over_rest),
         cmocka_unit_test(decline_rules_produce_payment_failed),
         cmocka_unit_test(held_lock_defers_the_payment_until_released),
+        cmocka_unit_test(postgres_lock_defers_the_payment_with_redis_up),
         cmocka_unit_test(marker_stops_a_processed_event),
         cmocka_unit_test(unique_key_catches_what_redis_forgot),
         cmocka_unit_test(bad_events_are_dead_lettered_and_others_ignored),
