@@ -49,25 +49,56 @@ static const deta_event_route_t *route_for(const deta_event_dispatch_t *d, const
     return NULL;
 }
 
+/* Parse, key check and route: what every message goes through before any
+ * transaction, one at a time or in a batch. *parsed says whether ev must be
+ * cleared; on DETA_OK *route may be NULL (a type this service ignores). */
+static deta_err_t check_message(const deta_event_dispatch_t *d, const deta_kafka_msg_t *msg,
+                                deta_event_t *ev, bool *parsed,
+                                const deta_event_route_t **route, char *errstr,
+                                size_t errsize) {
+    char why[256];
+    *parsed = false;
+    *route = NULL;
+    if (deta_event_parse(msg->value, msg->len, ev, why, sizeof why) != DETA_OK)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "malformed event: %s", why);
+    *parsed = true;
+    if (!msg->key || msg->key_len != strlen(ev->order_id) ||
+        memcmp(msg->key, ev->order_id, msg->key_len) != 0)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "message key does not match orderId %s", ev->order_id);
+    *route = route_for(d, ev->event_type);
+    return DETA_OK;
+}
+
+/* Claims the event and, the first time, applies it, inside the transaction (or
+ * savepoint) the caller opened on db. */
+static deta_err_t claim_and_apply(deta_event_dispatch_t *d, deta_db_t *db,
+                                  const deta_event_route_t *r, const deta_event_t *ev,
+                                  bool *duplicate, char *errstr, size_t errsize) {
+    bool first = false;
+    deta_err_t err = deta_inbox_claim(db, deta_service_config(d->svc)->service, ev->event_id,
+                                      &first, errstr, errsize);
+    if (!err && first)
+        err = r->fn(db, ev, d->opaque, errstr, errsize);
+    if (!err)
+        *duplicate = !first;
+    return err;
+}
+
 /* Claim and apply in one transaction. */
 static deta_err_t apply(deta_event_dispatch_t *d, const deta_event_route_t *r,
                         const deta_event_t *ev, bool *duplicate, char *errstr, size_t errsize) {
     deta_db_t *db = deta_db_pool_get(deta_service_db(d->svc));
     if (!db)
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
-    bool first = false;
     deta_err_t err = deta_db_begin(db, errstr, errsize);
     if (err)
         return err;
-    err = deta_inbox_claim(db, deta_service_config(d->svc)->service, ev->event_id, &first, errstr,
-                           errsize);
-    if (!err && first)
-        err = r->fn(db, ev, d->opaque, errstr, errsize);
+    err = claim_and_apply(d, db, r, ev, duplicate, errstr, errsize);
     if (err) {
         deta_db_rollback(db);
         return err;
     }
-    *duplicate = !first;
     return deta_db_commit(db, errstr, errsize);
 }
 
@@ -75,21 +106,15 @@ deta_err_t deta_event_dispatch(const deta_kafka_msg_t *msg, void *dispatch, char
                                size_t errsize) {
     deta_event_dispatch_t *d = dispatch;
     deta_event_t ev;
-    char why[256];
-    if (deta_event_parse(msg->value, msg->len, &ev, why, sizeof why) != DETA_OK) {
-        count(d, "unparsable", "failed");
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "malformed event: %s", why);
-    }
-    deta_err_t err = DETA_OK;
-    if (!msg->key || msg->key_len != strlen(ev.order_id) ||
-        memcmp(msg->key, ev.order_id, msg->key_len) != 0) {
-        err = deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                        "message key does not match orderId %s", ev.order_id);
-        count(d, ev.event_type, "failed");
-        deta_event_clear(&ev);
+    bool parsed = false;
+    const deta_event_route_t *r = NULL;
+    deta_err_t err = check_message(d, msg, &ev, &parsed, &r, errstr, errsize);
+    if (err) {
+        count(d, parsed ? ev.event_type : "unparsable", "failed");
+        if (parsed)
+            deta_event_clear(&ev);
         return err;
     }
-    const deta_event_route_t *r = route_for(d, ev.event_type);
     if (!r) {
         count(d, ev.event_type, "ignored");
         deta_event_clear(&ev);
@@ -121,22 +146,6 @@ typedef struct batch_item {
     bool duplicate;
 } batch_item_t;
 
-/* Parse, key check and route: the steps of deta_event_dispatch before the
- * transaction. DETA_OK with no route means ignored. */
-static deta_err_t batch_check(deta_event_dispatch_t *d, const deta_kafka_msg_t *msg,
-                              batch_item_t *it, char *why, size_t whysize) {
-    char parse_why[256];
-    if (deta_event_parse(msg->value, msg->len, &it->ev, parse_why, sizeof parse_why) != DETA_OK)
-        return deta_errf(DETA_ERR_INVALID, why, whysize, "malformed event: %s", parse_why);
-    it->parsed = true;
-    if (!msg->key || msg->key_len != strlen(it->ev.order_id) ||
-        memcmp(msg->key, it->ev.order_id, msg->key_len) != 0)
-        return deta_errf(DETA_ERR_INVALID, why, whysize, "message key does not match orderId %s",
-                         it->ev.order_id);
-    it->route = route_for(d, it->ev.event_type);
-    return DETA_OK;
-}
-
 /* Claim and apply one event inside the batch's transaction, under a savepoint:
  * a failure rolls back this event alone. */
 static deta_err_t batch_apply_one(deta_event_dispatch_t *d, deta_db_t *db, batch_item_t *it,
@@ -144,11 +153,7 @@ static deta_err_t batch_apply_one(deta_event_dispatch_t *d, deta_db_t *db, batch
     deta_err_t err = deta_db_run(db, "SAVEPOINT deta_event", 0, NULL, why, whysize);
     if (err)
         return DETA_ERR_TRANSIENT;
-    bool first = false;
-    err = deta_inbox_claim(db, deta_service_config(d->svc)->service, it->ev.event_id, &first, why,
-                           whysize);
-    if (!err && first)
-        err = it->route->fn(db, &it->ev, d->opaque, why, whysize);
+    err = claim_and_apply(d, db, it->route, &it->ev, &it->duplicate, why, whysize);
     if (err) {
         char ignored[128];
         if (deta_db_run(db, "ROLLBACK TO SAVEPOINT deta_event", 0, NULL, ignored,
@@ -156,7 +161,6 @@ static deta_err_t batch_apply_one(deta_event_dispatch_t *d, deta_db_t *db, batch
             return DETA_ERR_TRANSIENT;
         return err;
     }
-    it->duplicate = !first;
     return deta_db_run(db, "RELEASE SAVEPOINT deta_event", 0, NULL, why, whysize)
                ? DETA_ERR_TRANSIENT
                : DETA_OK;
@@ -214,7 +218,8 @@ deta_err_t deta_event_dispatch_batch(const deta_kafka_msg_t *msgs, size_t n, voi
         return DETA_ERR_INTERNAL;
     for (size_t i = 0; i < n; i++) {
         why[i][0] = '\0';
-        results[i] = batch_check(d, &msgs[i], &items[i], why[i], DETA_KAFKA_WHY_MAX);
+        results[i] = check_message(d, &msgs[i], &items[i].ev, &items[i].parsed, &items[i].route,
+                                   why[i], DETA_KAFKA_WHY_MAX);
     }
     deta_err_t err = batch_apply(d, items, n, results, why);
     for (size_t i = 0; i < n; i++) {
