@@ -33,6 +33,7 @@
  * must outlive the threads that use it, or they must have exited before it is
  * freed.
  */
+#include "clock.h"
 #include "deta/db.h"
 
 #include <poll.h>
@@ -309,16 +310,11 @@ void deta_db_rollback(deta_db_t *db) {
 
 /* ---- health ---- */
 
-static long now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
 
 /* Waits for the result of a sent query up to timeout_ms; false on timeout or
  * connection failure (any results are consumed either way when it succeeds). */
 static bool await_ping(PGconn *conn, int timeout_ms) {
-    long deadline = now_ms() + timeout_ms;
+    long deadline = deta_clock_ms() + timeout_ms;
     bool ok = false;
     for (;;) {
         while (!PQisBusy(conn)) {
@@ -328,7 +324,7 @@ static bool await_ping(PGconn *conn, int timeout_ms) {
             ok = PQresultStatus(res) == PGRES_TUPLES_OK;
             PQclear(res);
         }
-        long left = deadline - now_ms();
+        long left = deadline - deta_clock_ms();
         if (left <= 0)
             return false;
         struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN};

@@ -108,6 +108,7 @@
  * against librdkafka's mock cluster too, since the assignment is computed by the
  * group leader on the client side.
  */
+#include "clock.h"
 #include "deta/kafka.h"
 
 #include <librdkafka/rdkafka.h>
@@ -140,26 +141,8 @@
 
 /* ---- shared helpers ---- */
 
-static long now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
 
 /* The CLOCK_MONOTONIC time ms from now, for pthread_cond_timedwait. */
-static struct timespec monotonic_after(long ms) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    if (ms < 0)
-        ms = 0;
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
 
 /* librdkafka's log lines go through deta_log. Its LOG_ERR lines (a refused
  * connection, a broker gone) are conditions it recovers from by itself: warnings
@@ -312,11 +295,7 @@ deta_producer_t *deta_producer_new(const deta_config_t *cfg, char *errstr, size_
     }
     atomic_init(&p->stop, false);
     pthread_mutex_init(&p->lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->reported, &attr);
-    pthread_condattr_destroy(&attr);
+    deta_cond_init_monotonic(&p->reported);
 
     char why[512];
     rd_kafka_conf_t *conf = producer_conf(cfg, p, errstr, errsize);
@@ -377,7 +356,7 @@ typedef struct give_up {
 static bool await_reports(deta_producer_t *p, dr_batch_t *b, long deadline, const give_up_t *g) {
     bool gave_up = false;
     while (b->pending > 0) {
-        long now = now_ms();
+        long now = deta_clock_ms();
         if (g && !gave_up && g->now(g->arg)) {
             gave_up = true;
             if (now + g->grace_ms < deadline)
@@ -388,7 +367,7 @@ static bool await_reports(deta_producer_t *p, dr_batch_t *b, long deadline, cons
             break;
         if (g && !gave_up && left > DETA_KAFKA_GIVE_UP_POLL_MS)
             left = DETA_KAFKA_GIVE_UP_POLL_MS;
-        struct timespec ts = monotonic_after(left);
+        struct timespec ts = deta_clock_after(left);
         pthread_cond_timedwait(&p->reported, &p->lock, &ts);
     }
     return gave_up && b->pending > 0;
@@ -442,7 +421,7 @@ static deta_err_t send_out_msgs(deta_producer_t *p, out_msg_t *msgs, size_t n, i
     rd_kafka_resp_err_t enqueue_err = RD_KAFKA_RESP_ERR_NO_ERROR;
     size_t produced = enqueue_all(p, b, msgs, n, &enqueue_err);
     pthread_mutex_lock(&p->lock);
-    bool gave_up = await_reports(p, b, now_ms() + (timeout_ms > 0 ? timeout_ms : 0), g);
+    bool gave_up = await_reports(p, b, deta_clock_ms() + (timeout_ms > 0 ? timeout_ms : 0), g);
     rd_kafka_resp_err_t first;
     *nacked = acked_prefix(b, produced, &first);
     size_t pending = b->pending;
@@ -875,7 +854,7 @@ static rd_kafka_resp_err_t commit_once(deta_consumer_t *c, rd_kafka_queue_t *q, 
         return e;
     e = RD_KAFKA_RESP_ERR__TIMED_OUT;
     long left;
-    while ((left = deadline - now_ms()) > 0) {
+    while ((left = deadline - deta_clock_ms()) > 0) {
         rd_kafka_event_t *ev = rd_kafka_queue_poll(q, (int)left);
         if (!ev)
             continue;
@@ -896,16 +875,16 @@ static rd_kafka_resp_err_t commit_once(deta_consumer_t *c, rd_kafka_queue_t *q, 
 deta_err_t deta_consumer_commit(deta_consumer_t *c, int timeout_ms) {
     if (!c || c->closed)
         return DETA_ERR_INVALID;
-    long deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    long deadline = deta_clock_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
     rd_kafka_resp_err_t e;
     while ((e = commit_once(c, q, deadline)) != RD_KAFKA_RESP_ERR_NO_ERROR &&
-           e != RD_KAFKA_RESP_ERR__NO_OFFSET && now_ms() < deadline) {
+           e != RD_KAFKA_RESP_ERR__NO_OFFSET && deta_clock_ms() < deadline) {
         /* A rebalance (someone left or joined) must finish first, and it needs
          * this consumer's callbacks: serve them for a while; polled messages are
          * dropped unstored, so redelivered. */
-        long retry_at = now_ms() + DETA_KAFKA_POLL_MS;
-        while (now_ms() < retry_at) {
+        long retry_at = deta_clock_ms() + DETA_KAFKA_POLL_MS;
+        while (deta_clock_ms() < retry_at) {
             rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, DETA_KAFKA_POLL_MS / 4);
             if (m)
                 rd_kafka_message_destroy(m);
@@ -928,7 +907,7 @@ static void await_first_assignment(deta_consumer_t *c, long deadline) {
     if (!c->synced)
         DETA_INFO("kafka consumer %s: closing during its first rebalance; waiting for it",
                   c->group);
-    while (!c->synced && now_ms() < deadline) {
+    while (!c->synced && deta_clock_ms() < deadline) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, DETA_KAFKA_POLL_MS / 2);
         if (m)
             rd_kafka_message_destroy(m);
@@ -940,7 +919,7 @@ deta_err_t deta_consumer_close(deta_consumer_t *c, int timeout_ms) {
         return DETA_ERR_INVALID;
     if (c->closed)
         return c->close_result;
-    long deadline = now_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    long deadline = deta_clock_ms() + (timeout_ms > 0 ? timeout_ms : 0);
     await_first_assignment(c, deadline);
     c->closed = true;
     c->close_result = DETA_OK;
@@ -951,7 +930,7 @@ deta_err_t deta_consumer_close(deta_consumer_t *c, int timeout_ms) {
         rd_kafka_error_destroy(error);
         c->close_result = DETA_ERR_INTERNAL;
     } else {
-        while (!rd_kafka_consumer_closed(c->rk) && now_ms() < deadline)
+        while (!rd_kafka_consumer_closed(c->rk) && deta_clock_ms() < deadline)
             serve_close_event(c, rd_kafka_queue_poll(q, DETA_KAFKA_POLL_MS / 2));
         if (!rd_kafka_consumer_closed(c->rk)) {
             DETA_WARN("kafka consumer %s: close not finished after %d ms (coordinator "
@@ -999,11 +978,11 @@ static void count_outcome(deta_consumer_t *c, const char *topic, const char *out
 
 /* Sleeps ms in short steps; false when cancelled meanwhile. */
 static bool sleep_unless_cancelled(int ms, const cancel_t *cancel) {
-    long deadline = now_ms() + ms;
+    long deadline = deta_clock_ms() + ms;
     for (;;) {
         if (cancelled(cancel))
             return false;
-        long left = deadline - now_ms();
+        long left = deadline - deta_clock_ms();
         if (left <= 0)
             return true;
         long step = left < 50 ? left : 50;
@@ -1122,7 +1101,7 @@ static void wait_begins(deta_consumer_t *c, const rd_kafka_message_t *m, const c
     atomic_fetch_add(&c->nwaiting, 1);
     if (atomic_exchange(&c->outage, true))
         return;
-    atomic_store(&c->outage_since_ms, now_ms());
+    atomic_store(&c->outage_since_ms, deta_clock_ms());
     DETA_WARN("%s: dependencies are down (%s[%d]@%lld failed: %s); messages wait for them "
               "without using up their %d retries",
               c->group, rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
@@ -1139,7 +1118,7 @@ static void wait_ends(deta_consumer_t *c, bool up) {
     bool last = atomic_fetch_sub(&c->nwaiting, 1) == 1;
     if (up && atomic_exchange(&c->outage, false))
         DETA_INFO("%s: dependencies are back after %ld ms; waiting messages resume", c->group,
-                  now_ms() - atomic_load(&c->outage_since_ms));
+                  deta_clock_ms() - atomic_load(&c->outage_since_ms));
     else if (!up && last)
         atomic_store(&c->outage, false);
 }
@@ -1334,14 +1313,6 @@ struct worker {
     size_t ncurrent;
 };
 
-static pthread_cond_t *cond_init_monotonic(pthread_cond_t *cond) {
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(cond, &attr);
-    pthread_condattr_destroy(&attr);
-    return cond;
-}
 
 static bool workers_init(deta_consumer_t *c) {
     if (c->nworkers <= 1)
@@ -1350,7 +1321,7 @@ static bool workers_init(deta_consumer_t *c) {
     if (!c->workers)
         return false;
     pthread_mutex_init(&c->lock, NULL);
-    cond_init_monotonic(&c->progress);
+    deta_cond_init_monotonic(&c->progress);
     for (int i = 0; i < c->nworkers; i++) {
         c->workers[i].c = c;
         pthread_cond_init(&c->workers[i].wake, NULL);
@@ -1702,7 +1673,7 @@ static void settle_revoking_locked(deta_consumer_t *c) {
             if (w->current[k]->part && w->current[k]->part->revoking)
                 atomic_store(&w->current[k]->revoked, true);
     }
-    struct timespec until = monotonic_after(DETA_KAFKA_REVOKE_WAIT_MS);
+    struct timespec until = deta_clock_after(DETA_KAFKA_REVOKE_WAIT_MS);
     while (revoking_busy(c))
         if (pthread_cond_timedwait(&c->progress, &c->lock, &until) != 0)
             break;

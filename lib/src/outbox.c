@@ -38,6 +38,7 @@
  * then, so a broker that does not answer cannot hold the shutdown for the 12 s
  * of a send's timeout.
  */
+#include "clock.h"
 #include "deta/outbox.h"
 
 #include <errno.h>
@@ -133,11 +134,6 @@ struct deta_outbox_relay {
     deta_counter_t *woke_poll;
 };
 
-static long now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
 
 static void register_metrics(deta_outbox_relay_t *r, deta_metrics_t *m) {
     if (!m)
@@ -177,16 +173,12 @@ deta_outbox_relay_t *deta_outbox_relay_new(const deta_config_t *cfg, deta_produc
     r->producer = producer;
     r->retention_s = retention;
     r->backend_pid = -1;
-    r->last_purge_ms = now_ms() - OUTBOX_PURGE_EVERY_MS;
+    r->last_purge_ms = deta_clock_ms() - OUTBOX_PURGE_EVERY_MS;
     atomic_init(&r->stop, false);
     atomic_init(&r->stop_deadline_ms, 0);
     atomic_init(&r->give_up, false);
     pthread_mutex_init(&r->lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->finished_cond, &attr);
-    pthread_condattr_destroy(&attr);
+    deta_cond_init_monotonic(&r->finished_cond);
     r->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     r->db = deta_db_new(cfg);
     if (r->wake_fd < 0 || !r->db) {
@@ -312,7 +304,7 @@ static deta_err_t drain(deta_outbox_relay_t *r, long deadline, bool hard, char *
     deta_err_t err = DETA_OK;
     long left;
     while (full && err == DETA_OK && (hard || !atomic_load(&r->stop)) &&
-           !atomic_load(&r->give_up) && (left = deadline - now_ms()) > 0) {
+           !atomic_load(&r->give_up) && (left = deadline - deta_clock_ms()) > 0) {
         int timeout = hard && left < OUTBOX_SEND_TIMEOUT_MS ? (int)left : OUTBOX_SEND_TIMEOUT_MS;
         err = publish_batch(r, timeout, &full, why, whysize);
     }
@@ -321,9 +313,9 @@ static deta_err_t drain(deta_outbox_relay_t *r, long deadline, bool hard, char *
 }
 
 static void purge_if_due(deta_outbox_relay_t *r) {
-    if (now_ms() - r->last_purge_ms < OUTBOX_PURGE_EVERY_MS)
+    if (deta_clock_ms() - r->last_purge_ms < OUTBOX_PURGE_EVERY_MS)
         return;
-    r->last_purge_ms = now_ms();
+    r->last_purge_ms = deta_clock_ms();
     char secs[24], why[256];
     snprintf(secs, sizeof secs, "%ld", r->retention_s);
     const char *params[] = {secs};
@@ -376,7 +368,7 @@ static void relay_turn(deta_outbox_relay_t *r) {
         return;
     }
     bool drained = false;
-    if (drain(r, now_ms() + OUTBOX_DRAIN_SLICE_MS, false, why, sizeof why) != DETA_OK) {
+    if (drain(r, deta_clock_ms() + OUTBOX_DRAIN_SLICE_MS, false, why, sizeof why) != DETA_OK) {
         note_failure(r, why);
     } else {
         r->backoff_ms = 0;
@@ -414,7 +406,7 @@ static void wait_for_work(deta_outbox_relay_t *r) {
     struct pollfd fds[2] = {{.fd = r->wake_fd, .events = POLLIN},
                             {.fd = conn ? PQsocket(conn) : -1, .events = POLLIN}};
     int timeout = r->backoff_ms ? r->backoff_ms : DETA_OUTBOX_POLL_MS;
-    long deadline = now_ms() + timeout;
+    long deadline = deta_clock_ms() + timeout;
     for (;;) {
         int ready = poll(fds, 2, timeout);
         if (ready < 0 && errno != EINTR)
@@ -429,7 +421,7 @@ static void wait_for_work(deta_outbox_relay_t *r) {
                 return;
             }
         }
-        timeout = (int)(deadline - now_ms());
+        timeout = (int)(deadline - deta_clock_ms());
         if (timeout <= 0) {
             count(r->woke_poll, 1);
             return;
@@ -483,17 +475,7 @@ deta_err_t deta_outbox_relay_start(deta_outbox_relay_t *r, char *errstr, size_t 
 
 /* Waits until the relay thread says it finished or the deadline passes. */
 static bool await_finished(deta_outbox_relay_t *r, long deadline) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    long left = deadline - now_ms();
-    if (left < 0)
-        left = 0;
-    ts.tv_sec += left / 1000;
-    ts.tv_nsec += (left % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    struct timespec ts = deta_clock_at(deadline);
     pthread_mutex_lock(&r->lock);
     while (!r->finished)
         if (pthread_cond_timedwait(&r->finished_cond, &r->lock, &ts) != 0)
@@ -508,7 +490,7 @@ deta_err_t deta_outbox_relay_stop(deta_outbox_relay_t *r, int within_ms) {
         return DETA_ERR_INVALID;
     if (!r->started || r->stopped)
         return r->stopped ? r->final_result : DETA_OK;
-    long deadline = now_ms() + (within_ms > 0 ? within_ms : 0);
+    long deadline = deta_clock_ms() + (within_ms > 0 ? within_ms : 0);
     atomic_store(&r->stop_deadline_ms, deadline);
     atomic_store(&r->stop, true);
     uint64_t one = 1;

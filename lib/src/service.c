@@ -35,6 +35,7 @@
  * DETA_READINESS_CACHE_MS and refreshed by one caller at a time while the others
  * take the cached answer.
  */
+#include "clock.h"
 #include "deta/service.h"
 
 #include <errno.h>
@@ -132,28 +133,7 @@ struct deta_service {
     size_t nadopted;
 };
 
-static long now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
 
-/* The CLOCK_MONOTONIC time `at` (in now_ms() terms), for pthread_cond_timedwait
- * on a condition variable set to that clock. */
-static struct timespec monotonic_at(long at) {
-    long left = at - now_ms();
-    if (left < 0)
-        left = 0;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += left / 1000;
-    ts.tv_nsec += (left % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
-    return ts;
-}
 
 /* ---- health checks and observability routes ---- */
 
@@ -192,7 +172,7 @@ static bool dependencies_up(void *opaque) {
     deta_service_t *s = opaque;
     readiness_t *r = &s->ready;
     pthread_mutex_lock(&r->lock);
-    bool fresh = r->checked_ms && now_ms() - r->checked_ms < DETA_READINESS_CACHE_MS;
+    bool fresh = r->checked_ms && deta_clock_ms() - r->checked_ms < DETA_READINESS_CACHE_MS;
     bool up = r->up;
     if (fresh || r->refreshing) {
         pthread_mutex_unlock(&r->lock);
@@ -208,7 +188,7 @@ static bool dependencies_up(void *opaque) {
     else if (!r->up && up)
         DETA_INFO("dependencies up again");
     r->up = up;
-    r->checked_ms = now_ms();
+    r->checked_ms = deta_clock_ms();
     r->refreshing = false;
     pthread_mutex_unlock(&r->lock);
     return up;
@@ -285,12 +265,8 @@ deta_service_t *deta_service_new(const char *name, char *errstr, size_t errsize)
     pthread_mutex_init(&s->commit_lock, NULL);
     atomic_init(&s->shutdown.phase, PHASE_HTTP_INTAKE);
     pthread_mutex_init(&s->shutdown.lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&s->shutdown.done_cond, &attr);
-    pthread_cond_init(&s->commit_cond, &attr);
-    pthread_condattr_destroy(&attr);
+    deta_cond_init_monotonic(&s->shutdown.done_cond);
+    deta_cond_init_monotonic(&s->commit_cond);
     if (deta_config_load(&s->cfg, name, errstr, errsize) != DETA_OK) {
         deta_service_free(s);
         return NULL;
@@ -414,14 +390,14 @@ deta_err_t deta_service_adopt(deta_service_t *s, void *obj, void (*free_fn)(void
 }
 
 static int ms_until(long by) {
-    long left = by - now_ms();
+    long left = by - deta_clock_ms();
     return left > 0 ? (int)left : 0;
 }
 
 /* Counts this consumer's commit done and waits (until by) for the others': the
  * first to leave the group would make the others' commits fail. */
 static void await_all_committed(deta_service_t *s, long by) {
-    struct timespec until = monotonic_at(by);
+    struct timespec until = deta_clock_at(by);
     pthread_mutex_lock(&s->commit_lock);
     s->ncommitted++;
     pthread_cond_broadcast(&s->commit_cond);
@@ -441,8 +417,8 @@ static void *consumer_main(void *arg) {
     deta_consumer_run(slot->consumer, &s->consumers_stop);
     long by = atomic_load(&s->consumers_close_by_ms);
     if (!by)
-        by = now_ms() + DETA_CONSUMER_CLOSE_MS;
-    long commit_by = by - (by - now_ms()) / 3; /* two thirds of the time to commit */
+        by = deta_clock_ms() + DETA_CONSUMER_CLOSE_MS;
+    long commit_by = by - (by - deta_clock_ms()) / 3; /* two thirds of the time to commit */
     deta_err_t committed = deta_consumer_commit(slot->consumer, ms_until(commit_by));
     await_all_committed(s, commit_by);
     deta_err_t closed = deta_consumer_close(slot->consumer, ms_until(by));
@@ -511,7 +487,7 @@ static void describe_running(deta_service_t *s, shutdown_phase_t phase, char *bu
 static void *watchdog_main(void *arg) {
     deta_service_t *s = arg;
     shutdown_clock_t *sc = &s->shutdown;
-    struct timespec until = monotonic_at(sc->deadline_ms);
+    struct timespec until = deta_clock_at(sc->deadline_ms);
     pthread_mutex_lock(&sc->lock);
     while (!sc->done)
         if (pthread_cond_timedwait(&sc->done_cond, &sc->lock, &until) == ETIMEDOUT)
@@ -530,7 +506,7 @@ static void *watchdog_main(void *arg) {
 
 static void shutdown_begin(deta_service_t *s) {
     shutdown_clock_t *sc = &s->shutdown;
-    sc->started_ms = now_ms();
+    sc->started_ms = deta_clock_ms();
     sc->deadline_ms = sc->started_ms + s->cfg.shutdown_timeout_ms;
     atomic_store(&sc->phase, PHASE_HTTP_INTAKE);
     sc->watching = pthread_create(&sc->watchdog, NULL, watchdog_main, s) == 0;
@@ -548,7 +524,7 @@ static long shutdown_mark(const deta_service_t *s, double f) {
 static void phase_done(deta_service_t *s, long *phase_started, bool clean) {
     shutdown_clock_t *sc = &s->shutdown;
     int phase = atomic_load(&sc->phase);
-    long now = now_ms();
+    long now = deta_clock_ms();
     sc->phase_ms[phase] = now - *phase_started;
     deta_log(clean ? DETA_LOG_INFO : DETA_LOG_WARN, NULL, NULL, "shutdown: %s %s in %ld ms",
              phase_names[phase], clean ? "done" : "cut short", sc->phase_ms[phase]);
@@ -591,14 +567,14 @@ static void stop_http(deta_service_t *s, long *t) {
 static bool stop_publishing(deta_service_t *s, long *t) {
     bool clean = true;
     if (s->relay) {
-        int within = (int)(shutdown_mark(s, 0.85) - now_ms());
+        int within = (int)(shutdown_mark(s, 0.85) - deta_clock_ms());
         clean = deta_outbox_relay_stop(s->relay, within > 0 ? within : 0) == DETA_OK;
         deta_outbox_relay_free(s->relay);
         s->relay = NULL;
     }
     phase_done(s, t, clean);
     char err[256];
-    int within = (int)(shutdown_mark(s, 0.95) - now_ms());
+    int within = (int)(shutdown_mark(s, 0.95) - deta_clock_ms());
     bool flushed = deta_producer_flush(s->producer, within > 0 ? within : 0, err, sizeof err) ==
                    DETA_OK;
     if (!flushed) {
@@ -623,7 +599,7 @@ static int shut_down(deta_service_t *s) {
     deta_log(clean ? DETA_LOG_INFO : DETA_LOG_WARN, NULL, NULL,
              "stopped in %ld ms (bound %d ms): http intake %ld ms, http requests %ld ms, "
              "consumers %ld ms, outbox relay %ld ms, producer %ld ms; exit status %d",
-             now_ms() - s->shutdown.started_ms, s->cfg.shutdown_timeout_ms,
+             deta_clock_ms() - s->shutdown.started_ms, s->cfg.shutdown_timeout_ms,
              ms[PHASE_HTTP_INTAKE], ms[PHASE_HTTP_REQUESTS], ms[PHASE_CONSUMERS],
              ms[PHASE_OUTBOX], ms[PHASE_PRODUCER], clean ? 0 : 1);
     return clean ? 0 : 1;
