@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "deta/log.h"
@@ -102,6 +103,27 @@ deta_err_t deta_config_int(const char *name, long def, long min, long max, long 
     return DETA_OK;
 }
 
+/* A switch: on/off (also true/false, yes/no, 1/0), in any case; def when unset
+ * or empty. Anything else is an error naming the variable, never "off". */
+static deta_err_t config_bool(const char *name, bool def, bool *dst, char *errstr,
+                              size_t errsize) {
+    static const char *const yes[] = {"on", "true", "yes", "1"};
+    static const char *const no[] = {"off", "false", "no", "0"};
+    const char *v = deta_config_str(name, NULL);
+    if (!v) {
+        *dst = def;
+        return DETA_OK;
+    }
+    for (size_t i = 0; i < sizeof yes / sizeof *yes; i++) {
+        if (strcasecmp(v, yes[i]) == 0 || strcasecmp(v, no[i]) == 0) {
+            *dst = strcasecmp(v, yes[i]) == 0;
+            return DETA_OK;
+        }
+    }
+    return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: \"%.32s\" is not on or off", name,
+                     v);
+}
+
 /* A string variable copied into dst, or def when unset; too long is an error. */
 static deta_err_t config_copy(const char *name, const char *def, char *dst, size_t dstsize,
                               char *errstr, size_t errsize) {
@@ -159,7 +181,9 @@ static deta_err_t load_postgres(deta_config_t *cfg, char *errstr, size_t errsize
         (err = config_copy("PGUSER", "postgres", cfg->pg_user, sizeof cfg->pg_user, errstr,
                            errsize)) ||
         (err = config_copy("PGPASSWORD", "postgres", cfg->pg_password,
-                           sizeof cfg->pg_password, errstr, errsize)))
+                           sizeof cfg->pg_password, errstr, errsize)) ||
+        (err = config_bool("PG_PREPARED_STATEMENTS", true, &cfg->pg_prepared_statements,
+                           errstr, errsize)))
         return err;
     return config_copy("PGDATABASE", deta_service_default_db(cfg->service), cfg->pg_database,
                        sizeof cfg->pg_database, errstr, errsize);

@@ -22,6 +22,44 @@
  * A statement is never resent after it may have reached the server: the caller
  * sees TRANSIENT and decides (its transaction decides what happened).
  *
+ * Prepared statements. Sent through PQexecParams, every statement is parsed and
+ * planned by the server on every call, which cost about as much server time as
+ * running it. So deta_db_exec prepares each distinct statement once per
+ * connection, under a name of its own ("deta_s<N>", N counting up and never
+ * reused on the handle), and afterwards only binds and executes it
+ * (PQexecPrepared); the server may then also keep a generic plan. Callers do not
+ * change:
+ *
+ *   - The cache is keyed by the SQL text (a hash compared first, then strcmp),
+ *     not by the pointer: some callers build their SQL in a stack buffer. It is
+ *     a small array searched linearly, as it holds at most DB_STMT_MAX entries
+ *     and a lookup costs nothing beside a round trip to the server.
+ *   - It is bounded and never evicts: a statement past the bound runs unnamed,
+ *     as before. Evicting would need a DEALLOCATE round trip, and the services
+ *     have far fewer distinct statements than the bound.
+ *   - Only SELECT, INSERT, UPDATE, DELETE and WITH are prepared. BEGIN, COMMIT,
+ *     SAVEPOINT, LISTEN, SET, DEALLOCATE ... run as before: they gain nothing
+ *     from a plan, and some cannot be prepared at all.
+ *   - The statements live in the server session, so the cache belongs to the
+ *     PGconn: it is emptied whenever the connection is reset, replaced or
+ *     closed, and (should someone reset the raw PGconn of deta_db_conn) when the
+ *     backend's pid is not the one the statements were prepared on.
+ *   - The server can still lose them: DEALLOCATE ALL, or a transaction-mode
+ *     pooler handing us another backend (SQLSTATE 26000: then they are all
+ *     presumed gone and the whole cache is emptied), or a schema change that
+ *     alters a statement's result columns ("cached plan must not change result
+ *     type", 0A000: that one entry goes, DEALLOCATEd when outside a
+ *     transaction). Either way the statement did not run. Outside a transaction
+ *     it is prepared again and run once more; inside one the transaction is
+ *     aborted anyway, so the call fails TRANSIENT and the caller's retry
+ *     prepares it again.
+ *   - A statement the server refuses to prepare (a syntax error, an aborted
+ *     transaction) is reported exactly as PQexecParams would have reported it,
+ *     and nothing is cached.
+ *   - PG_PREPARED_STATEMENTS=off (for PgBouncer in transaction mode, where a
+ *     session's statements do not follow it) runs everything unnamed, as
+ *     before.
+ *
  * Migrations take a session advisory lock, so that instances starting together
  * apply each version once; each version runs in its own transaction together
  * with its schema_migrations row, through the simple-query protocol so that one
@@ -36,11 +74,14 @@
 #include "clock.h"
 #include "deta/db.h"
 
+#include <ctype.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "deta/log.h"
@@ -50,6 +91,16 @@
 #define DB_PING_TIMEOUT_MS 2000
 #define DB_MIGRATION_LOCK "deta_migrations"
 #define DB_IDLE_READS 4 /* bounded: notifications may keep the socket readable */
+#define DB_STMT_MAX 128 /* prepared statements per connection */
+#define DB_STMT_NAME_SIZE 32
+
+/* One statement prepared on the current connection. */
+typedef struct db_stmt {
+    char *sql; /* the key, owned */
+    uint32_t hash; /* of sql, compared before it */
+    int nparams;
+    unsigned long id; /* its server-side name is deta_s<id> */
+} db_stmt_t;
 
 struct deta_db {
     char host[256];
@@ -61,7 +112,53 @@ struct deta_db {
     PGconn *conn;
     bool in_tx; /* between a successful begin and commit/rollback */
     bool tx_lost; /* the connection died inside that transaction */
+    bool prepare; /* PG_PREPARED_STATEMENTS */
+    int stmt_backend; /* PQbackendPID of the session holding stmts */
+    int nstmts;
+    unsigned long next_stmt_id;
+    db_stmt_t stmts[DB_STMT_MAX];
 };
+
+/* ---- the prepared statements' cache (see the top of this file) ---- */
+
+/* FNV-1a: short, and good enough to tell a few dozen statements apart. */
+static uint32_t sql_hash(const char *sql) {
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)sql; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h;
+}
+
+static db_stmt_t *stmts_find(deta_db_t *db, const char *sql, uint32_t hash) {
+    for (int i = 0; i < db->nstmts; i++)
+        if (db->stmts[i].hash == hash && strcmp(db->stmts[i].sql, sql) == 0)
+            return &db->stmts[i];
+    return NULL;
+}
+
+/* Takes ownership of sql, prepared on conn as deta_s<next_stmt_id>. */
+static db_stmt_t *stmts_add(deta_db_t *db, PGconn *conn, char *sql, uint32_t hash, int nparams) {
+    db_stmt_t *st = &db->stmts[db->nstmts++];
+    *st = (db_stmt_t){.sql = sql, .hash = hash, .nparams = nparams, .id = db->next_stmt_id++};
+    db->stmt_backend = PQbackendPID(conn);
+    return st;
+}
+
+static void stmts_drop(deta_db_t *db, db_stmt_t *st) {
+    free(st->sql);
+    *st = db->stmts[--db->nstmts];
+}
+
+/* Forgets every statement: their session is gone (or they are). */
+static void stmts_clear(deta_db_t *db) {
+    for (int i = 0; i < db->nstmts; i++)
+        free(db->stmts[i].sql);
+    db->nstmts = 0;
+}
+
+static void stmt_name(unsigned long id, char *buf, size_t size) {
+    snprintf(buf, size, "deta_s%lu", id);
+}
 
 /* ---- connection ---- */
 
@@ -77,6 +174,7 @@ deta_db_t *deta_db_new(const deta_config_t *cfg) {
     snprintf(db->password, sizeof db->password, "%s", cfg->pg_password);
     snprintf(db->dbname, sizeof db->dbname, "%s", cfg->pg_database);
     snprintf(db->appname, sizeof db->appname, "%s", cfg->service[0] ? cfg->service : "deta");
+    db->prepare = cfg->pg_prepared_statements;
     return db;
 }
 
@@ -85,6 +183,7 @@ void deta_db_free(deta_db_t *db) {
         return;
     if (db->conn)
         PQfinish(db->conn);
+    stmts_clear(db);
     free(db);
 }
 
@@ -145,6 +244,7 @@ static PGconn *usable_connection(deta_db_t *db, char *errstr, size_t errsize) {
         return NULL;
     }
     if (!db->conn) {
+        stmts_clear(db);
         open_connection(db);
     } else if (PQstatus(db->conn) != CONNECTION_OK || idle_connection_died(db->conn)) {
         if (db->in_tx) {
@@ -153,6 +253,7 @@ static PGconn *usable_connection(deta_db_t *db, char *errstr, size_t errsize) {
                       "the connection was lost inside a transaction");
             return NULL;
         }
+        stmts_clear(db);
         PQreset(db->conn);
     }
     if (!db->conn || PQstatus(db->conn) != CONNECTION_OK) {
@@ -202,6 +303,149 @@ static bool result_ok(const PGresult *res) {
     return res && (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK);
 }
 
+/* The kinds of statement worth a plan: SELECT, INSERT, UPDATE, DELETE, WITH. */
+static bool is_preparable(const char *sql) {
+    static const char *const kinds[] = {"SELECT", "INSERT", "UPDATE", "DELETE", "WITH"};
+    while (isspace((unsigned char)*sql))
+        sql++;
+    for (size_t i = 0; i < sizeof kinds / sizeof *kinds; i++) {
+        size_t n = strlen(kinds[i]);
+        if (strncasecmp(sql, kinds[i], n) == 0 && !isalnum((unsigned char)sql[n]) &&
+            sql[n] != '_')
+            return true;
+    }
+    return false;
+}
+
+static PGresult *exec_unnamed(PGconn *conn, const char *sql, int nparams,
+                              const char *const *params) {
+    return PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+}
+
+/* Prepares sql (owned by the caller until it succeeds) under the next name and
+ * caches it. NULL when the server refused: *failed is its answer (or libpq's
+ * NULL), reported like any failed statement. */
+static db_stmt_t *prepare_statement(deta_db_t *db, PGconn *conn, char *sql, uint32_t hash,
+                                    int nparams, PGresult **failed) {
+    char name[DB_STMT_NAME_SIZE];
+    stmt_name(db->next_stmt_id, name, sizeof name);
+    PGresult *res = PQprepare(conn, name, sql, nparams, NULL);
+    if (!result_ok(res)) {
+        *failed = res;
+        return NULL;
+    }
+    PQclear(res);
+    return stmts_add(db, conn, sql, hash, nparams);
+}
+
+/* Runs sql as the connection's prepared statement, preparing it first if new.
+ * Unnamed, as without the cache, when the cache is full or holds the same text
+ * with another number of parameters (the caller's mistake, reported as before). */
+static PGresult *exec_cached(deta_db_t *db, PGconn *conn, const char *sql, int nparams,
+                             const char *const *params) {
+    uint32_t hash = sql_hash(sql);
+    db_stmt_t *st = stmts_find(db, sql, hash);
+    if (st ? st->nparams != nparams : db->nstmts == DB_STMT_MAX)
+        return exec_unnamed(conn, sql, nparams, params);
+    if (!st) {
+        char *key = strdup(sql);
+        if (!key)
+            return exec_unnamed(conn, sql, nparams, params);
+        PGresult *failed = NULL;
+        st = prepare_statement(db, conn, key, hash, nparams, &failed);
+        if (!st) {
+            free(key);
+            return failed;
+        }
+    }
+    char name[DB_STMT_NAME_SIZE];
+    stmt_name(st->id, name, sizeof name);
+    return PQexecPrepared(conn, name, nparams, params, NULL, NULL, 0);
+}
+
+static bool has_sqlstate(const PGresult *res, const char *want) {
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    return state && strcmp(state, want) == 0;
+}
+
+/* 0A000 is any unsupported feature; this one is the plan cache's. The function
+ * name is checked too as the message may be translated (lc_messages). */
+static bool result_type_changed(const PGresult *res) {
+    if (!has_sqlstate(res, "0A000"))
+        return false;
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *fn = PQresultErrorField(res, PG_DIAG_SOURCE_FUNCTION);
+    return (msg && strstr(msg, "cached plan must not change result type")) ||
+           (fn && strcmp(fn, "RevalidateCachedQuery") == 0);
+}
+
+/* The server no longer has (a usable form of) our prepared statement: it did
+ * not run. */
+static bool statement_lost(const PGresult *res) {
+    return has_sqlstate(res, "26000") || result_type_changed(res);
+}
+
+/* Drops what the failure res shows stale: every statement when the server lost
+ * one by name (they went together: DEALLOCATE ALL, another backend), else the
+ * one statement whose result changed, DEALLOCATEd when outside a transaction
+ * (inside, the aborted transaction refuses it; the name stays unused until the
+ * session ends). */
+static void forget_lost(deta_db_t *db, PGconn *conn, const char *sql, const PGresult *res) {
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    bool all = has_sqlstate(res, "26000");
+    DETA_WARN("postgres: %s: preparing again%s", msg ? msg : "prepared statement lost",
+              all ? " (behind a transaction-mode pooler, set PG_PREPARED_STATEMENTS=off)" : "");
+    if (all) {
+        stmts_clear(db);
+        return;
+    }
+    db_stmt_t *st = stmts_find(db, sql, sql_hash(sql));
+    if (!st)
+        return;
+    if (PQtransactionStatus(conn) == PQTRANS_IDLE) {
+        char cmd[DB_STMT_NAME_SIZE + 16] = "DEALLOCATE ";
+        stmt_name(st->id, cmd + strlen(cmd), sizeof cmd - strlen(cmd));
+        PQclear(PQexec(conn, cmd));
+    }
+    stmts_drop(db, st);
+}
+
+/* Whether the cache is still of this session (see the top of this file). */
+static void stmts_check_backend(deta_db_t *db, PGconn *conn) {
+    if (db->nstmts > 0 && PQbackendPID(conn) != db->stmt_backend)
+        stmts_clear(db);
+}
+
+/* Runs one statement, prepared when it should be. *lost_in_tx: it failed only
+ * because its prepared form was lost inside a transaction (see forget_lost). */
+static PGresult *run_statement(deta_db_t *db, PGconn *conn, const char *sql, int nparams,
+                               const char *const *params, bool *lost_in_tx) {
+    *lost_in_tx = false;
+    if (!db->prepare || !is_preparable(sql))
+        return exec_unnamed(conn, sql, nparams, params);
+    stmts_check_backend(db, conn);
+    PGresult *res = exec_cached(db, conn, sql, nparams, params);
+    if (!statement_lost(res))
+        return res;
+    forget_lost(db, conn, sql, res);
+    if (PQtransactionStatus(conn) != PQTRANS_IDLE) {
+        *lost_in_tx = true;
+        return res;
+    }
+    PQclear(res);
+    return exec_cached(db, conn, sql, nparams, params);
+}
+
+/* The error of a statement that run_statement could not run again. */
+static deta_err_t lost_error(const PGresult *res, char *errstr, size_t errsize) {
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                     "%s (SQLSTATE %s): the prepared statement was lost inside the"
+                     " transaction; retry it",
+                     msg ? msg : "prepared statement lost", state ? state : "none");
+}
+
 PGresult *deta_db_exec(deta_db_t *db, const char *sql, int nparams, const char *const *params,
                        deta_err_t *err, char *errstr, size_t errsize) {
     deta_err_t dummy;
@@ -216,12 +460,13 @@ PGresult *deta_db_exec(deta_db_t *db, const char *sql, int nparams, const char *
         *err = DETA_ERR_TRANSIENT;
         return NULL;
     }
-    PGresult *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
+    bool lost_in_tx;
+    PGresult *res = run_statement(db, conn, sql, nparams, params, &lost_in_tx);
     if (result_ok(res)) {
         *err = DETA_OK;
         return res;
     }
-    *err = result_error(db, res, errstr, errsize);
+    *err = lost_in_tx ? lost_error(res, errstr, errsize) : result_error(db, res, errstr, errsize);
     PQclear(res);
     return NULL;
 }
@@ -353,6 +598,7 @@ bool deta_db_ping(deta_db_t *db, char *errstr, size_t errsize) {
         db->tx_lost = true;
     PQfinish(db->conn);
     db->conn = NULL;
+    stmts_clear(db);
     return false;
 }
 

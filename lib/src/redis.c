@@ -14,13 +14,30 @@
  *     So the first call after a lost connection normally succeeds instead of
  *     failing once.
  *
+ * Every command but PING (and the connection's own CLIENT SETNAME) goes through
+ * deta_redis_pipeline(), the single-command functions as batches of one, so
+ * replies are interpreted in one place. A batch is queued
+ * whole in hiredis's output buffer (redisAppendCommandArgv), written at once by
+ * the first redisGetReply, and its replies are read back in order, one per op:
+ * n commands cost one round trip instead of n. The batch is bounded as a single
+ * command is: the first reply waits the socket's timeout, and a later reply
+ * that has not arrived yet only what is left of DETA_REDIS_TIMEOUT_MS since the
+ * batch began (the socket's timeout is narrowed for it, and restored after).
+ * Only independent single-key commands go in a batch, never a script over
+ * several keys, so that it would still work with keys in different slots of a
+ * Redis Cluster.
+ *
  * A command that fails on the wire is never resent: it may have reached the
  * server (a SET NX that ran but whose reply was lost would look, if resent, like
- * someone else's lock). The caller gets TRANSIENT and decides.
+ * someone else's lock). The caller gets TRANSIENT and decides. In a batch, the
+ * replies read before the failure keep their results; the connection is dropped
+ * with whatever was still pending on it, so a later call can never read a reply
+ * meant for an earlier one.
  *
  * Server error replies map to TRANSIENT when they describe a passing state
  * (LOADING, BUSY, MASTERDOWN, TRYAGAIN, READONLY, OOM, CLUSTERDOWN) and to
- * INTERNAL otherwise (a bug of ours, such as a wrong command).
+ * INTERNAL otherwise (a bug of ours, such as a wrong command). They are one
+ * op's outcome: the others of its batch are unaffected.
  *
  * Each connection names itself (CLIENT SETNAME) after the instance id, so that
  * CLIENT LIST tells the services apart, as application_name does in Postgres.
@@ -42,6 +59,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include "clock.h"
 #include "perthread.h"
 
 /* Atomic owner-only delete: compare and delete in one step on the server. */
@@ -138,7 +156,107 @@ static deta_err_t ensure_connection(deta_redis_t *r, char *errstr, size_t errsiz
     return r->ctx ? DETA_OK : connect_now(r, errstr, errsize);
 }
 
-/* ---- commands ---- */
+/* ---- the ops of a pipeline ---- */
+
+static const char *op_name(deta_redis_op_kind_t kind) {
+    switch (kind) {
+    case DETA_REDIS_GET: return "GET";
+    case DETA_REDIS_SET: return "SET";
+    case DETA_REDIS_SET_NX: return "SET NX";
+    case DETA_REDIS_DEL_IF_EQUAL: return "compare-and-delete";
+    }
+    return "?";
+}
+
+/* Why op cannot be sent, or NULL when it can. */
+static const char *op_flaw(const deta_redis_op_t *op) {
+    if (!op->key || !*op->key)
+        return "missing key";
+    switch (op->kind) {
+    case DETA_REDIS_GET:
+        return op->buf && op->bufsize > 0 ? NULL : "missing buffer";
+    case DETA_REDIS_SET:
+    case DETA_REDIS_SET_NX:
+        if (!op->value)
+            return "missing value";
+        return op->ttl_ms > 0 ? NULL : "expiry must be positive";
+    case DETA_REDIS_DEL_IF_EQUAL:
+        return op->value ? NULL : "missing value";
+    }
+    return "unknown kind";
+}
+
+/* All ops sendable, or every one marked INVALID (nothing of the batch is sent). */
+static deta_err_t check_ops(deta_redis_op_t *ops, size_t n, char *errstr, size_t errsize) {
+    for (size_t i = 0; i < n; i++) {
+        const char *flaw = op_flaw(&ops[i]);
+        if (!flaw)
+            continue;
+        for (size_t j = 0; j < n; j++)
+            ops[j].err = DETA_ERR_INVALID;
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "Redis: command %zu of %zu: %s",
+                         i + 1, n, flaw);
+    }
+    return DETA_OK;
+}
+
+/* Every op unanswered until its reply says otherwise. */
+static void reset_outputs(deta_redis_op_t *ops, size_t n, deta_err_t err) {
+    for (size_t i = 0; i < n; i++) {
+        ops[i].err = err;
+        ops[i].found = ops[i].set = ops[i].deleted = false;
+        if (ops[i].kind == DETA_REDIS_GET)
+            ops[i].buf[0] = '\0';
+    }
+}
+
+/* The command line of op; ttl is the room for its expiry's digits. */
+static int op_argv(const deta_redis_op_t *op, const char *argv[6], char ttl[24]) {
+    switch (op->kind) {
+    case DETA_REDIS_GET:
+        argv[0] = "GET";
+        argv[1] = op->key;
+        return 2;
+    case DETA_REDIS_SET:
+    case DETA_REDIS_SET_NX:
+        snprintf(ttl, 24, "%ld", op->ttl_ms);
+        argv[0] = "SET";
+        argv[1] = op->key;
+        argv[2] = op->value;
+        argv[3] = "PX";
+        argv[4] = ttl;
+        argv[5] = "NX";
+        return op->kind == DETA_REDIS_SET_NX ? 6 : 5;
+    case DETA_REDIS_DEL_IF_EQUAL:
+        argv[0] = "EVAL";
+        argv[1] = DEL_IF_EQUAL_SCRIPT;
+        argv[2] = "1";
+        argv[3] = op->key;
+        argv[4] = op->value;
+        return 5;
+    }
+    return 0;
+}
+
+/* Queues every command in hiredis's output buffer; nothing is written yet. On
+ * failure (out of memory) the connection and what it had queued are dropped. */
+static deta_err_t append_ops(deta_redis_t *r, const deta_redis_op_t *ops, size_t n,
+                             char *errstr, size_t errsize) {
+    for (size_t i = 0; i < n; i++) {
+        const char *argv[6];
+        char ttl[24];
+        int argc = op_argv(&ops[i], argv, ttl);
+        if (redisAppendCommandArgv(r->ctx, argc, argv, NULL) != REDIS_OK) {
+            drop_connection(r);
+            return deta_errf(DETA_ERR_INTERNAL, errstr, errsize,
+                             "Redis %s %s: cannot queue the command (out of memory)",
+                             op_name(ops[i].kind), ops[i].key);
+        }
+    }
+    return DETA_OK;
+}
+
+/* ---- replies ---- */
 
 static bool is_passing_state(const char *msg) {
     static const char *const passing[] = {"LOADING", "BUSY",  "MASTERDOWN", "TRYAGAIN",
@@ -151,123 +269,182 @@ static bool is_passing_state(const char *msg) {
     return false;
 }
 
-/* Sends argv once. DETA_OK with *out the reply (never an error reply; the caller
- * frees it), else an error with errstr filled and *out NULL. */
-static deta_err_t run(deta_redis_t *r, int argc, const char **argv, redisReply **out,
-                      char *errstr, size_t errsize) {
-    *out = NULL;
-    deta_err_t err = ensure_connection(r, errstr, errsize);
-    if (err)
-        return err;
-    redisReply *reply = redisCommandArgv(r->ctx, argc, argv, NULL);
-    if (!reply) {
-        deta_errf(DETA_ERR_TRANSIENT, errstr, errsize, "Redis %s failed: %s", argv[0],
-                  r->ctx->errstr[0] ? r->ctx->errstr : "connection lost");
-        drop_connection(r);
-        return DETA_ERR_TRANSIENT;
+/* The wire failed: the connection is dropped, and what it had pending with it. */
+static deta_err_t connection_lost(deta_redis_t *r, const char *what, const char *key,
+                                  const char *why, char *errstr, size_t errsize) {
+    deta_errf(DETA_ERR_TRANSIENT, errstr, errsize, "Redis %s%s%s failed: %s", what,
+              key ? " " : "", key ? key : "", why);
+    drop_connection(r);
+    return DETA_ERR_TRANSIENT;
+}
+
+static bool set_timeout_ms(redisContext *ctx, long ms) {
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    return redisSetTimeout(ctx, tv) == REDIS_OK;
+}
+
+/* The next reply, already read or from the socket. The first reply of a batch
+ * waits the socket's own timeout (the whole budget, as the batch just began);
+ * a later one that has not arrived yet only what is left until deadline, so
+ * that a server answering slowly cannot stretch the batch past it. *narrowed
+ * tells the caller to give the socket its full timeout back. */
+static deta_err_t next_reply(deta_redis_t *r, const deta_redis_op_t *op, long deadline,
+                             bool first, bool *narrowed, redisReply **out, char *errstr,
+                             size_t errsize) {
+    const char *what = op ? op_name(op->kind) : "PING", *key = op ? op->key : NULL;
+    void *reply = NULL;
+    if (!first && redisGetReplyFromReader(r->ctx, &reply) == REDIS_OK && !reply) {
+        long left = deadline - deta_clock_ms();
+        if (left <= 0)
+            return connection_lost(r, what, key, "no reply within the timeout", errstr, errsize);
+        if (!set_timeout_ms(r->ctx, left))
+            return connection_lost(r, what, key, "cannot set the timeout", errstr, errsize);
+        *narrowed = true;
     }
-    if (reply->type == REDIS_REPLY_ERROR) {
-        const char *msg = reply->str ? reply->str : "";
-        err = deta_errf(is_passing_state(msg) ? DETA_ERR_TRANSIENT : DETA_ERR_INTERNAL, errstr,
-                        errsize, "Redis %s: %s", argv[0], msg);
-        freeReplyObject(reply);
-        return err;
-    }
+    if (!reply && redisGetReply(r->ctx, &reply) != REDIS_OK)
+        reply = NULL;
+    if (!reply)
+        return connection_lost(r, what, key, r->ctx->errstr[0] ? r->ctx->errstr : "connection lost",
+                               errstr, errsize);
     *out = reply;
     return DETA_OK;
 }
 
-static deta_err_t unexpected(redisReply *reply, const char *cmd, char *errstr, size_t errsize) {
-    int type = reply->type;
-    freeReplyObject(reply);
-    return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "Redis %s: unexpected reply type %d",
-                     cmd, type);
+static deta_err_t unexpected(const redisReply *reply, const deta_redis_op_t *op, char *errstr,
+                             size_t errsize) {
+    return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "Redis %s %s: unexpected reply type %d",
+                     op_name(op->kind), op->key, reply->type);
 }
 
-static deta_err_t check_args(const deta_redis_t *r, const char *key, const char *value,
-                             long ttl_ms, char *errstr, size_t errsize) {
-    if (!r || !key || !*key || !value)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "Redis: missing handle, key or value");
-    if (ttl_ms <= 0)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "Redis: expiry must be positive");
+static deta_err_t take_get(deta_redis_op_t *op, const redisReply *reply, char *errstr,
+                           size_t errsize) {
+    if (reply->type == REDIS_REPLY_NIL)
+        return DETA_OK;
+    if (reply->type != REDIS_REPLY_STRING)
+        return unexpected(reply, op, errstr, errsize);
+    op->found = true;
+    if (reply->len >= op->bufsize)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "Redis GET %s: value of %zu bytes does not fit in %zu", op->key,
+                         reply->len, op->bufsize);
+    memcpy(op->buf, reply->str, reply->len + 1);
     return DETA_OK;
 }
 
-/* SET key value PX ttl [NX]: *set tells whether the key now holds value. */
-static deta_err_t set_px(deta_redis_t *r, const char *key, const char *value, long ttl_ms,
-                         bool nx, bool *set, char *errstr, size_t errsize) {
-    deta_err_t err = check_args(r, key, value, ttl_ms, errstr, errsize);
-    if (err)
-        return err;
-    char ttl[24];
-    snprintf(ttl, sizeof ttl, "%ld", ttl_ms);
-    const char *argv[] = {"SET", key, value, "PX", ttl, "NX"};
-    redisReply *reply;
-    err = run(r, nx ? 6 : 5, argv, &reply, errstr, errsize);
-    if (err)
-        return err;
-    if (reply->type == REDIS_REPLY_NIL && nx)
-        *set = false;
-    else if (reply->type == REDIS_REPLY_STATUS)
-        *set = true;
-    else
-        return unexpected(reply, "SET", errstr, errsize);
-    freeReplyObject(reply);
+static deta_err_t take_set(deta_redis_op_t *op, const redisReply *reply, char *errstr,
+                           size_t errsize) {
+    if (reply->type == REDIS_REPLY_STATUS)
+        op->set = true;
+    else if (reply->type != REDIS_REPLY_NIL || op->kind != DETA_REDIS_SET_NX)
+        return unexpected(reply, op, errstr, errsize);
     return DETA_OK;
+}
+
+static deta_err_t take_deleted(deta_redis_op_t *op, const redisReply *reply, char *errstr,
+                               size_t errsize) {
+    if (reply->type != REDIS_REPLY_INTEGER)
+        return unexpected(reply, op, errstr, errsize);
+    op->deleted = reply->integer == 1;
+    return DETA_OK;
+}
+
+/* op's outcome from its reply. Server errors map to TRANSIENT when they
+ * describe a passing state, else INTERNAL (a bug of ours, such as WRONGTYPE). */
+static deta_err_t take_reply(deta_redis_op_t *op, const redisReply *reply, char *errstr,
+                             size_t errsize) {
+    if (reply->type == REDIS_REPLY_ERROR) {
+        const char *msg = reply->str ? reply->str : "";
+        return deta_errf(is_passing_state(msg) ? DETA_ERR_TRANSIENT : DETA_ERR_INTERNAL, errstr,
+                         errsize, "Redis %s %s: %s", op_name(op->kind), op->key, msg);
+    }
+    switch (op->kind) {
+    case DETA_REDIS_GET: return take_get(op, reply, errstr, errsize);
+    case DETA_REDIS_SET:
+    case DETA_REDIS_SET_NX: return take_set(op, reply, errstr, errsize);
+    case DETA_REDIS_DEL_IF_EQUAL: return take_deleted(op, reply, errstr, errsize);
+    }
+    return unexpected(reply, op, errstr, errsize);
+}
+
+/* Reads the n replies in order into their ops. After a failure on the wire the
+ * rest stay TRANSIENT (the connection is gone with their replies). errstr gets
+ * the first failure's reason. */
+static deta_err_t read_replies(deta_redis_t *r, deta_redis_op_t *ops, size_t n, char *errstr,
+                               size_t errsize) {
+    long deadline = deta_clock_ms() + DETA_REDIS_TIMEOUT_MS;
+    bool narrowed = false;
+    deta_err_t result = DETA_OK;
+    for (size_t i = 0; i < n && r->ctx; i++) {
+        char why[512];
+        redisReply *reply;
+        deta_err_t err = next_reply(r, &ops[i], deadline, i == 0, &narrowed, &reply, why,
+                                    sizeof why);
+        if (!err) {
+            err = take_reply(&ops[i], reply, why, sizeof why);
+            freeReplyObject(reply);
+        }
+        ops[i].err = err;
+        if (err && !result)
+            result = deta_errf(err, errstr, errsize, "%s", why);
+    }
+    if (narrowed && r->ctx && !set_timeout_ms(r->ctx, DETA_REDIS_TIMEOUT_MS))
+        drop_connection(r);
+    return result;
+}
+
+/* ---- the public commands ---- */
+
+deta_err_t deta_redis_pipeline(deta_redis_t *r, deta_redis_op_t *ops, size_t n, char *errstr,
+                               size_t errsize) {
+    if (!r || (n > 0 && !ops))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "Redis: missing handle or commands");
+    if (n == 0)
+        return DETA_OK;
+    deta_err_t err = check_ops(ops, n, errstr, errsize);
+    if (err)
+        return err;
+    reset_outputs(ops, n, DETA_ERR_TRANSIENT);
+    err = ensure_connection(r, errstr, errsize);
+    if (!err)
+        err = append_ops(r, ops, n, errstr, errsize);
+    if (err) {
+        reset_outputs(ops, n, err);
+        return err;
+    }
+    return read_replies(r, ops, n, errstr, errsize);
 }
 
 deta_err_t deta_redis_set_nx(deta_redis_t *r, const char *key, const char *value, long ttl_ms,
                              bool *set, char *errstr, size_t errsize) {
-    bool dummy;
-    return set_px(r, key, value, ttl_ms, true, set ? set : &dummy, errstr, errsize);
+    deta_redis_op_t op = {.kind = DETA_REDIS_SET_NX, .key = key, .value = value, .ttl_ms = ttl_ms};
+    deta_err_t err = deta_redis_pipeline(r, &op, 1, errstr, errsize);
+    if (!err && set)
+        *set = op.set;
+    return err;
 }
 
 deta_err_t deta_redis_set(deta_redis_t *r, const char *key, const char *value, long ttl_ms,
                           char *errstr, size_t errsize) {
-    bool set;
-    return set_px(r, key, value, ttl_ms, false, &set, errstr, errsize);
+    deta_redis_op_t op = {.kind = DETA_REDIS_SET, .key = key, .value = value, .ttl_ms = ttl_ms};
+    return deta_redis_pipeline(r, &op, 1, errstr, errsize);
 }
 
 deta_err_t deta_redis_get(deta_redis_t *r, const char *key, char *buf, size_t bufsize,
                           char *errstr, size_t errsize) {
-    if (!r || !key || !*key || !buf || bufsize == 0)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "Redis: missing handle, key or buffer");
-    const char *argv[] = {"GET", key};
-    redisReply *reply;
-    deta_err_t err = run(r, 2, argv, &reply, errstr, errsize);
-    if (err)
-        return err;
-    if (reply->type == REDIS_REPLY_NIL) {
-        freeReplyObject(reply);
+    deta_redis_op_t op = {.kind = DETA_REDIS_GET, .key = key, .buf = buf, .bufsize = bufsize};
+    deta_err_t err = deta_redis_pipeline(r, &op, 1, errstr, errsize);
+    if (!err && !op.found)
         return deta_errf(DETA_ERR_NOT_FOUND, errstr, errsize, "no key %s", key);
-    }
-    if (reply->type != REDIS_REPLY_STRING)
-        return unexpected(reply, "GET", errstr, errsize);
-    if (reply->len >= bufsize)
-        err = deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                        "Redis GET %s: value of %zu bytes does not fit in %zu", key, reply->len,
-                        bufsize);
-    else
-        memcpy(buf, reply->str, reply->len + 1);
-    freeReplyObject(reply);
     return err;
 }
 
 deta_err_t deta_redis_del_if_equal(deta_redis_t *r, const char *key, const char *value,
                                    bool *deleted, char *errstr, size_t errsize) {
-    if (!r || !key || !*key || !value)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "Redis: missing handle, key or value");
-    const char *argv[] = {"EVAL", DEL_IF_EQUAL_SCRIPT, "1", key, value};
-    redisReply *reply;
-    deta_err_t err = run(r, 5, argv, &reply, errstr, errsize);
-    if (err)
-        return err;
-    if (reply->type != REDIS_REPLY_INTEGER)
-        return unexpected(reply, "EVAL", errstr, errsize);
-    if (deleted)
-        *deleted = reply->integer == 1;
-    freeReplyObject(reply);
-    return DETA_OK;
+    deta_redis_op_t op = {.kind = DETA_REDIS_DEL_IF_EQUAL, .key = key, .value = value};
+    deta_err_t err = deta_redis_pipeline(r, &op, 1, errstr, errsize);
+    if (!err && deleted)
+        *deleted = op.deleted;
+    return err;
 }
 
 bool deta_redis_ping(deta_redis_t *r, char *errstr, size_t errsize) {
@@ -275,9 +452,16 @@ bool deta_redis_ping(deta_redis_t *r, char *errstr, size_t errsize) {
         deta_errf(DETA_ERR_INVALID, errstr, errsize, "no Redis handle");
         return false;
     }
+    if (ensure_connection(r, errstr, errsize) != DETA_OK)
+        return false;
     const char *argv[] = {"PING"};
     redisReply *reply;
-    if (run(r, 1, argv, &reply, errstr, errsize) != DETA_OK)
+    bool narrowed = false;
+    if (redisAppendCommandArgv(r->ctx, 1, argv, NULL) != REDIS_OK) {
+        connection_lost(r, "PING", NULL, "out of memory", errstr, errsize);
+        return false;
+    }
+    if (next_reply(r, NULL, 0, true, &narrowed, &reply, errstr, errsize) != DETA_OK)
         return false;
     bool ok = reply->type == REDIS_REPLY_STATUS && strcmp(reply->str, "PONG") == 0;
     if (!ok)

@@ -125,18 +125,21 @@ static deta_err_t load_decline_rate(payment_settings_t *s, char *errstr, size_t 
 
 deta_err_t payment_settings_load(payment_settings_t *s, char *errstr, size_t errsize) {
     memset(s, 0, sizeof *s);
-    long workers = 0;
+    long workers = 0, connections = 0;
     deta_err_t err;
     if ((err = load_decline_above(s, errstr, errsize)) ||
         (err = load_decline_customers(s, errstr, errsize)) ||
         (err = load_decline_rate(s, errstr, errsize)) ||
         (err = deta_config_int("PAYMENT_DECLINE_SEED", 0, LONG_MIN, LONG_MAX, &s->decline_seed,
                                errstr, errsize)) ||
-        (err = deta_config_int("PAYMENT_GATEWAY_LATENCY_MS", 0, 0, 60000,
+        (err = deta_config_int("PAYMENT_GATEWAY_LATENCY_MS", 0, 0, PAYMENT_GATEWAY_LATENCY_MAX_MS,
                                &s->gateway_latency_ms, errstr, errsize)) ||
-        (err = deta_config_int("PAYMENT_WORKERS", 8, 1, 64, &workers, errstr, errsize)))
+        (err = deta_config_int("PAYMENT_WORKERS", 32, 1, 256, &workers, errstr, errsize)) ||
+        (err = deta_config_int("PAYMENT_DB_CONNECTIONS", 4, 1, 64, &connections, errstr,
+                               errsize)))
         return err;
     s->workers = (int)workers;
+    s->db_connections = (int)connections;
     return DETA_OK;
 }
 

@@ -10,23 +10,38 @@
  *   1. marker payment:dedup:{eventId} present -> a duplicate, done;
  *   2. lock payment-lock:order:{orderId} with a fresh random token (SET NX PX
  *      30000); held by another -> DETA_ERR_TRANSIENT, the consumer retries later;
- *   3. the payments table already has the event id or the order -> a duplicate;
- *      else the gateway decides, and ONE transaction writes the payment and its
+ *   3. the order's claim in Postgres (payment_claims, store.c) is taken, or the
+ *      attempt is retried like a held lock; the payments table already has the
+ *      event id or the order -> a duplicate; else the gateway decides, and ONE
+ *      transaction ends the claim and writes the payment and its
  *      payment.authorized / payment.failed to the outbox (a twin that committed
  *      first turns ours into a duplicate, not an error);
  *   4. after the commit, the marker is set for 24 h;
  *   5. the lock is released by compare-and-delete, on every path once taken.
  *
- * Step 3 always runs under a Postgres advisory lock on the order as well. With
- * Redis unreachable, steps 1, 2, 4 and 5 are skipped (guard.c says so once) and
- * that lock alone keeps the gateway called once. It is taken when Redis is up
- * too, because "Redis is down" is each instance's own view: one instance that
- * cannot reach Redis and another that can would otherwise both pass their lock
- * and both call the gateway for one order (one row would still win, but the
- * customer would be charged twice). Costs two short statements per payment.
+ * Steps 1 and 2 go to Redis in one pipelined round trip (guard.c), and so do
+ * steps 4 and 5.
+ *
+ * The claim is taken whether Redis is up or not, because "Redis is down" is each
+ * instance's own view: one instance that cannot reach Redis and another that can
+ * would otherwise both pass their lock and both call the gateway for one order
+ * (one row would still win, but the customer would be charged twice). With Redis
+ * unreachable, steps 1, 2, 4 and 5 are skipped (guard.c says so once) and the
+ * claim alone keeps the gateway called once.
+ *
+ * Throughput with a slow gateway. The gateway call is a wait, not work: each
+ * worker thread waits for its own call, so PAYMENT_WORKERS (default 32) calls
+ * can be in flight, and a 100 ms gateway allows about 320 payments/s. No
+ * Postgres connection is held during the wait: the workers borrow one of
+ * PAYMENT_DB_CONNECTIONS (default 4) shared connections for the claim, and again
+ * for the record, so the database sees 4 sessions however many calls wait. (A
+ * session advisory lock held across the call, as before, pinned a connection to
+ * every waiting worker.) The gateway call must end well within the claim's 30 s;
+ * PAYMENT_GATEWAY_LATENCY_MS is therefore at most 10 s.
  *
  * Retries: a lock held by another consumer is normally released within a gateway
- * call, but one left by a crashed consumer lives until its 30 s expiry. The retry
+ * call, but one left by a crashed consumer (Redis lock or claim) lives until its
+ * 30 s expiry. The retry
  * budget (PAYMENT_MAX_RETRIES with the consumer's backoff 0.2, 0.4, ... capped at
  * 5 s: 31 s in all) outlasts that, so an orphaned lock delays an order instead of
  * sending it to the dead letters.
@@ -34,7 +49,7 @@
  * Thread safety: with deta_consumer_opts_t.workers > 1 several threads run this
  * handler at once (the messages of one order always on the same thread). The
  * handler keeps no state of its own between calls; each thread uses its own
- * Postgres and Redis connections from the pools, and metrics are thread-safe.
+ * Redis connection, borrows a shared Postgres one, and metrics are thread-safe.
  */
 #include "events.h"
 
@@ -59,6 +74,7 @@ struct payment_events {
     deta_service_t *svc;
     payment_settings_t settings;
     payment_guard_t *guard;
+    deta_db_shared_t *db; /* settings.db_connections, shared by the workers */
     deta_counter_t *processed;
     deta_counter_t *failed;
     deta_counter_t *duplicate;
@@ -66,6 +82,8 @@ struct payment_events {
     deta_counter_t *db_hit;
     deta_counter_t *lock_timeout;
     deta_histogram_t *duration;
+    deta_gauge_t *in_flight;   /* gateway calls waiting now */
+    deta_gauge_t *connections; /* shared Postgres connections opened */
 };
 
 payment_events_t *payment_events_new(deta_service_t *svc, const payment_settings_t *settings,
@@ -77,6 +95,11 @@ payment_events_t *payment_events_new(deta_service_t *svc, const payment_settings
     pe->svc = svc;
     pe->settings = *settings;
     pe->guard = guard;
+    pe->db = deta_db_shared_new(deta_service_config(svc), settings->db_connections);
+    if (!pe->db) {
+        free(pe);
+        return NULL;
+    }
     pe->processed = deta_counter(m, "payment_processed_total",
                                  "Payments decided and recorded (authorized or declined)", NULL);
     pe->failed = deta_counter(m, "payment_failed_total", "Payments the gateway declined", NULL);
@@ -90,10 +113,20 @@ payment_events_t *payment_events_new(deta_service_t *svc, const payment_settings
                                     "Attempts that found the order's payment lock held", NULL);
     pe->duration = deta_histogram(m, "payment_processing_duration_seconds",
                                   "Time to handle one inventory.reserved event", NULL, NULL, 0);
+    pe->in_flight = deta_gauge(m, "payment_gateway_calls_in_flight",
+                               "Gateway calls waiting for their answer now", NULL);
+    pe->connections = deta_gauge(m, "payment_db_connections",
+                                 "Postgres connections the consumer's workers share (opened)",
+                                 NULL);
     return pe;
 }
 
-void payment_events_free(payment_events_t *pe) { free(pe); }
+void payment_events_free(payment_events_t *pe) {
+    if (!pe)
+        return;
+    deta_db_shared_free(pe->db);
+    free(pe);
+}
 
 /* ---- the steps ---- */
 
@@ -103,82 +136,84 @@ static void gateway_wait(long ms) {
         ;
 }
 
-/* Step 3: the database layer, the gateway and the one transaction. */
-static deta_err_t record_once(payment_events_t *pe, const payment_request_t *req, payment_t *p,
-                              outcome_t *out, char *errstr, size_t errsize) {
-    deta_db_t *db = deta_db_pool_get(deta_service_db(pe->svc));
-    if (!db)
-        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
-    bool found = false;
-    deta_err_t err = payment_store_find(db, req->event_id, req->order_id, &found, NULL, errstr,
-                                        errsize);
-    if (err || found) {
-        *out = OUTCOME_DUP_DB;
-        return err;
-    }
+/* The gateway's decision and its wait, then the one transaction that ends the
+ * claim and records the payment with its event. No connection is held during
+ * the wait. */
+static deta_err_t decide_and_record(payment_events_t *pe, const payment_request_t *req,
+                                    const char *holder, payment_t *p, outcome_t *out,
+                                    char *errstr, size_t errsize) {
     payment_decision_t decision = payment_gateway_decide(&pe->settings, req);
+    deta_gauge_add(pe->in_flight, 1);
     if (pe->settings.gateway_latency_ms > 0)
         gateway_wait(pe->settings.gateway_latency_ms);
+    deta_gauge_add(pe->in_flight, -1);
     payment_init(p, req, decision);
 
     deta_event_t ev;
-    err = payment_event_build(p, &ev, errstr, errsize);
-    if (err)
-        return err;
+    deta_err_t err = payment_event_build(p, &ev, errstr, errsize);
+    deta_db_t *db = deta_db_shared_take(pe->db);
+    if (!db)
+        err = err ? err : deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
     bool recorded = false;
-    err = payment_store_record(db, p, &ev, &recorded, errstr, errsize);
-    deta_event_clear(&ev);
+    if (!err) {
+        err = payment_store_record(db, p, &ev, holder, &recorded, errstr, errsize);
+        deta_event_clear(&ev);
+    }
+    if (err && db)
+        payment_store_unclaim(db, req->order_id, holder);
+    deta_db_shared_give(pe->db, db);
     *out = recorded ? OUTCOME_NEW : OUTCOME_DUP_DB;
     return err;
 }
 
-/* Step 3 under the order's Postgres advisory lock: two consumers cannot both
- * find no payment and both call the gateway, whatever each thinks of Redis. */
-static deta_err_t record_under_db_lock(payment_events_t *pe, const payment_request_t *req,
-                                       payment_t *p, outcome_t *out, char *errstr,
-                                       size_t errsize) {
-    deta_db_t *db = deta_db_pool_get(deta_service_db(pe->svc));
+/* Step 3: the order's claim in Postgres first, so that two consumers cannot both
+ * find no payment and both call the gateway, whatever each thinks of Redis; then
+ * the payments table's verdict; then the gateway and the record. */
+static deta_err_t record_once(payment_events_t *pe, const payment_request_t *req,
+                              const char *holder, payment_t *p, outcome_t *out, char *errstr,
+                              size_t errsize) {
+    *out = OUTCOME_DUP_DB;
+    deta_db_t *db = deta_db_shared_take(pe->db);
+    deta_gauge_set(pe->connections, deta_db_shared_opened(pe->db));
     if (!db)
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
-    bool got = false;
-    deta_err_t err = payment_store_try_lock_order(db, req->order_id, &got, errstr, errsize);
-    if (err)
+    bool claimed = false, found = false;
+    deta_err_t err = payment_store_claim(db, req->order_id, holder, &claimed, errstr, errsize);
+    if (!err && claimed) {
+        err = payment_store_find(db, req->event_id, req->order_id, &found, NULL, errstr,
+                                 errsize);
+        if (err || found)
+            payment_store_unclaim(db, req->order_id, holder);
+    }
+    deta_db_shared_give(pe->db, db);
+    if (err || found)
         return err;
-    if (!got) {
+    if (!claimed) {
         deta_counter_inc(pe->lock_timeout);
         return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
-                         "the order's payment lock in Postgres is held by another consumer");
+                         "the order's payment claim in Postgres is held by another consumer");
     }
-    err = record_once(pe, req, p, out, errstr, errsize);
-    payment_store_unlock_order(db, req->order_id);
-    return err;
+    return decide_and_record(pe, req, holder, p, out, errstr, errsize);
 }
 
-/* Steps 1 to 5. */
+/* Steps 1 to 5: steps 1+2 are one Redis round trip, and so are 4+5. */
 static deta_err_t charge_once(payment_events_t *pe, const payment_request_t *req, payment_t *p,
                               outcome_t *out, char *errstr, size_t errsize) {
-    guard_result_t seen = payment_guard_seen(pe->guard, req->event_id);
-    if (seen == GUARD_HIT) {
+    char token[DETA_UUID_LEN + 1]; /* holds the Redis lock and the claim */
+    deta_uuid_new(token);
+    guard_entry_t entry = payment_guard_enter(pe->guard, req->event_id, req->order_id, token);
+    if (entry == GUARD_DUPLICATE) {
         *out = OUTCOME_DUP_REDIS;
         return DETA_OK;
     }
-    char token[DETA_UUID_LEN + 1];
-    bool locked = false;
-    if (seen == GUARD_OK) {
-        deta_uuid_new(token);
-        guard_result_t lock = payment_guard_lock(pe->guard, req->order_id, token);
-        if (lock == GUARD_HIT) {
-            deta_counter_inc(pe->lock_timeout);
-            return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
-                             "the order's payment lock is held by another consumer");
-        }
-        locked = lock == GUARD_OK;
+    if (entry == GUARD_BUSY) {
+        deta_counter_inc(pe->lock_timeout);
+        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                         "the order's payment lock is held by another consumer");
     }
-    deta_err_t err = record_under_db_lock(pe, req, p, out, errstr, errsize);
-    if (err == DETA_OK && locked)
-        payment_guard_mark(pe->guard, req->event_id, req->order_id);
-    if (locked)
-        payment_guard_unlock(pe->guard, req->order_id, token);
+    deta_err_t err = record_once(pe, req, token, p, out, errstr, errsize);
+    if (entry == GUARD_LOCKED)
+        payment_guard_leave(pe->guard, req->event_id, req->order_id, token, err == DETA_OK);
     return err;
 }
 

@@ -11,6 +11,16 @@
  * starts, info when it ends), by the gauge payment_redis_degraded and by the
  * optional health component "redis".
  *
+ * Round trips. A payment's four commands go in two pipelines of independent
+ * single-key commands (deta_redis_pipeline): enter = GET marker + SET NX PX
+ * lock, leave = SET PX marker + compare-and-delete of the lock. Taking the lock
+ * before knowing whether the marker exists costs duplicates one more trip (to
+ * give the lock back), and saves every new payment one. The commands of a
+ * pipeline are not atomic together, and need not be: each is what it was as a
+ * single command, in the same order. A multi-key script would do both in one
+ * step too, but its keys (an event's and an order's) would sit in different
+ * slots of a Redis Cluster.
+ *
  * Each thread (consumer workers, HTTP handlers for health) has its own Redis
  * connection from a deta_redis_pool, as with Postgres. The degraded flag is an
  * atomic shared by all of them.
@@ -78,61 +88,81 @@ static deta_redis_t *redis_of_thread(payment_guard_t *g) {
     return r;
 }
 
-static guard_result_t outcome(payment_guard_t *g, deta_err_t err, const char *why) {
-    if (err == DETA_OK || err == DETA_ERR_NOT_FOUND) {
-        note_redis(g, true, NULL);
-        return GUARD_OK;
+/* Redis answered op: it ran, or it is a GET whose value was found (a marker
+ * longer than our buffer is still a marker). */
+static bool op_answered(const deta_redis_op_t *op) {
+    return op->err == DETA_OK || (op->kind == DETA_REDIS_GET && op->found);
+}
+
+/* Notes whether Redis answered every op of a pipeline; true when it did. */
+static bool note_answers(payment_guard_t *g, const deta_redis_op_t *ops, size_t n,
+                         const char *why) {
+    for (size_t i = 0; i < n; i++) {
+        if (!op_answered(&ops[i])) {
+            note_redis(g, false, why);
+            return false;
+        }
     }
-    note_redis(g, false, why);
-    return GUARD_DOWN;
+    note_redis(g, true, NULL);
+    return true;
 }
 
-guard_result_t payment_guard_seen(payment_guard_t *g, const char *event_id) {
+/* The verdict of steps 1 and 2 from their two replies. A marker that was read
+ * decides even when the lock's reply was lost. */
+static guard_entry_t entry_of(const deta_redis_op_t *marker, const deta_redis_op_t *lock,
+                              bool answered) {
+    if (marker->found)
+        return GUARD_DUPLICATE;
+    if (!answered)
+        return GUARD_DOWN;
+    return lock->set ? GUARD_LOCKED : GUARD_BUSY;
+}
+
+guard_entry_t payment_guard_enter(payment_guard_t *g, const char *event_id, const char *order_id,
+                                  const char *token) {
     deta_redis_t *r = redis_of_thread(g);
     if (!r)
         return GUARD_DOWN;
-    char key[PAYMENT_KEY_MAX], value[128], why[256] = "";
-    payment_dedup_key(key, event_id);
-    deta_err_t err = deta_redis_get(r, key, value, sizeof value, why, sizeof why);
-    if (err == DETA_ERR_INVALID) /* a value longer than ours: still a marker */
-        err = DETA_OK;
-    guard_result_t res = outcome(g, err, why);
-    return res == GUARD_OK && err == DETA_OK ? GUARD_HIT : res;
+    char marker_key[PAYMENT_KEY_MAX], lock_key[PAYMENT_KEY_MAX], marker[128], why[256] = "";
+    payment_dedup_key(marker_key, event_id);
+    payment_lock_key(lock_key, order_id);
+    deta_redis_op_t ops[2] = {
+        {.kind = DETA_REDIS_GET, .key = marker_key, .buf = marker, .bufsize = sizeof marker},
+        {.kind = DETA_REDIS_SET_NX, .key = lock_key, .value = token,
+         .ttl_ms = PAYMENT_LOCK_TTL_MS},
+    };
+    deta_redis_pipeline(r, ops, 2, why, sizeof why);
+    guard_entry_t entry = entry_of(&ops[0], &ops[1], note_answers(g, ops, 2, why));
+    /* a lock taken for a payment that will not run is given back at once */
+    if (ops[1].set && entry != GUARD_LOCKED)
+        payment_guard_leave(g, event_id, order_id, token, false);
+    return entry;
 }
 
-guard_result_t payment_guard_lock(payment_guard_t *g, const char *order_id, const char *token) {
-    deta_redis_t *r = redis_of_thread(g);
-    if (!r)
-        return GUARD_DOWN;
-    char key[PAYMENT_KEY_MAX], why[256] = "";
-    payment_lock_key(key, order_id);
-    bool taken = false;
-    deta_err_t err = deta_redis_set_nx(r, key, token, PAYMENT_LOCK_TTL_MS, &taken, why, sizeof why);
-    guard_result_t res = outcome(g, err, why);
-    return res == GUARD_OK && !taken ? GUARD_HIT : res;
-}
-
-guard_result_t payment_guard_mark(payment_guard_t *g, const char *event_id, const char *value) {
-    deta_redis_t *r = redis_of_thread(g);
-    if (!r)
-        return GUARD_DOWN;
-    char key[PAYMENT_KEY_MAX], why[256] = "";
-    payment_dedup_key(key, event_id);
-    return outcome(g, deta_redis_set(r, key, value, PAYMENT_DEDUP_TTL_MS, why, sizeof why), why);
-}
-
-guard_result_t payment_guard_unlock(payment_guard_t *g, const char *order_id, const char *token) {
-    deta_redis_t *r = redis_of_thread(g);
-    if (!r)
-        return GUARD_DOWN;
-    char key[PAYMENT_KEY_MAX], why[256] = "";
-    payment_lock_key(key, order_id);
-    bool deleted = false;
-    deta_err_t err = deta_redis_del_if_equal(r, key, token, &deleted, why, sizeof why);
-    if (err == DETA_OK && !deleted)
+static void warn_if_lock_lost(const deta_redis_op_t *release, const char *order_id) {
+    if (release->err == DETA_OK && !release->deleted)
         deta_log(DETA_LOG_WARN, order_id, NULL,
                  "payment lock had expired or changed owner before release; left alone");
-    return outcome(g, err, why);
+}
+
+void payment_guard_leave(payment_guard_t *g, const char *event_id, const char *order_id,
+                         const char *token, bool mark) {
+    deta_redis_t *r = redis_of_thread(g);
+    if (!r)
+        return;
+    char marker_key[PAYMENT_KEY_MAX], lock_key[PAYMENT_KEY_MAX], why[256] = "";
+    payment_dedup_key(marker_key, event_id);
+    payment_lock_key(lock_key, order_id);
+    deta_redis_op_t ops[2] = {
+        {.kind = DETA_REDIS_SET, .key = marker_key, .value = order_id,
+         .ttl_ms = PAYMENT_DEDUP_TTL_MS},
+        {.kind = DETA_REDIS_DEL_IF_EQUAL, .key = lock_key, .value = token},
+    };
+    deta_redis_op_t *first = mark ? &ops[0] : &ops[1];
+    size_t n = mark ? 2 : 1;
+    deta_redis_pipeline(r, first, n, why, sizeof why);
+    warn_if_lock_lost(&ops[1], order_id);
+    note_answers(g, first, n, why);
 }
 
 bool payment_guard_check(void *guard, char *detail, size_t detailsize) {

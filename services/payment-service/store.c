@@ -9,6 +9,15 @@
  * the caller treats as a duplicate; the transaction is then rolled back so its
  * outbox row is never written. Money is numeric(15,2) and crosses as decimal
  * text, never as a float.
+ *
+ * payment_claims is the database's lock on an order while its gateway call runs:
+ * a row with a holder and an expiry, taken by an insert that may only replace an
+ * expired row, and deleted by the holder in the transaction that records the
+ * payment. Unlike a session advisory lock it needs no connection held across the
+ * gateway call, so a few connections serve many calls in flight; unlike the
+ * Redis lock it is seen by every instance whatever each thinks of Redis. A
+ * holder that crashed leaves a row that the next attempt takes over once expired
+ * (the expiry is the Redis lock's, PAYMENT_LOCK_TTL_MS, on the server's clock).
  */
 #include "store.h"
 
@@ -31,6 +40,11 @@ const deta_migration_t payment_migrations[] = {
      "  reason text,"
      "  created_at timestamptz NOT NULL);"
      "CREATE INDEX payments_customer_idx ON payments (customer_id, created_at);"},
+    {2, "payment_claims",
+     "CREATE TABLE payment_claims ("
+     "  order_id uuid PRIMARY KEY,"
+     "  holder uuid NOT NULL,"
+     "  expires_at timestamptz NOT NULL);"},
 };
 const size_t payment_migrations_count = sizeof payment_migrations / sizeof *payment_migrations;
 
@@ -75,14 +89,37 @@ static deta_err_t insert_payment(deta_db_t *db, const payment_t *p, bool *insert
     return DETA_OK;
 }
 
+/* Inside the open transaction: the holder's claim is deleted, or *held is false
+ * (it expired and another attempt took it over). */
+static deta_err_t end_claim(deta_db_t *db, const char *order_id, const char *holder, bool *held,
+                            char *errstr, size_t errsize) {
+    const char *params[] = {order_id, holder};
+    deta_err_t err;
+    PGresult *res = deta_db_exec(db,
+                                 "DELETE FROM payment_claims WHERE order_id = $1 AND holder = $2"
+                                 " RETURNING 1",
+                                 2, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    *held = PQntuples(res) == 1;
+    PQclear(res);
+    return DETA_OK;
+}
+
 deta_err_t payment_store_record(deta_db_t *db, const payment_t *p, const deta_event_t *ev,
-                                bool *recorded, char *errstr, size_t errsize) {
-    bool inserted = false;
+                                const char *holder, bool *recorded, char *errstr,
+                                size_t errsize) {
+    bool inserted = false, held = false;
     *recorded = false;
     deta_err_t err = deta_db_begin(db, errstr, errsize);
     if (err)
         return err;
-    err = insert_payment(db, p, &inserted, errstr, errsize);
+    err = end_claim(db, p->req.order_id, holder, &held, errstr, errsize);
+    if (!err && !held)
+        err = deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                        "the order's payment claim expired during the gateway call");
+    if (!err)
+        err = insert_payment(db, p, &inserted, errstr, errsize);
     if (!err && inserted)
         err = deta_outbox_add(db, DETA_TOPIC_PAYMENT_EVENTS, ev, errstr, errsize);
     if (err || !inserted) {
@@ -110,20 +147,30 @@ deta_err_t payment_store_get(deta_db_t *db, const char *order_id, json_t **out, 
     return deta_db_query_json(db, SELECT_PAYMENT_SQL, 1, params, out, errstr, errsize);
 }
 
-deta_err_t payment_store_try_lock_order(deta_db_t *db, const char *order_id, bool *got,
-                                        char *errstr, size_t errsize) {
+static const char CLAIM_SQL[] =
+    "INSERT INTO payment_claims (order_id, holder, expires_at)"
+    " VALUES ($1, $2, now() + $3::bigint * interval '1 millisecond')"
+    " ON CONFLICT (order_id) DO UPDATE SET holder = excluded.holder,"
+    "                                      expires_at = excluded.expires_at"
+    " WHERE payment_claims.expires_at < now()"
+    " RETURNING 1";
+
+deta_err_t payment_store_claim(deta_db_t *db, const char *order_id, const char *holder,
+                               bool *got, char *errstr, size_t errsize) {
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%ld", PAYMENT_LOCK_TTL_MS);
+    const char *params[] = {order_id, holder, ttl};
     deta_err_t err;
-    const char *params[] = {order_id};
-    PGresult *res = deta_db_exec(db, "SELECT pg_try_advisory_lock(hashtextextended($1, 7))", 1,
-                                 params, &err, errstr, errsize);
+    PGresult *res = deta_db_exec(db, CLAIM_SQL, 3, params, &err, errstr, errsize);
     if (!res)
         return err;
-    *got = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    *got = PQntuples(res) == 1;
     PQclear(res);
     return DETA_OK;
 }
 
-void payment_store_unlock_order(deta_db_t *db, const char *order_id) {
-    const char *params[] = {order_id};
-    deta_db_run(db, "SELECT pg_advisory_unlock(hashtextextended($1, 7))", 1, params, NULL, 0);
+void payment_store_unclaim(deta_db_t *db, const char *order_id, const char *holder) {
+    const char *params[] = {order_id, holder};
+    deta_db_run(db, "DELETE FROM payment_claims WHERE order_id = $1 AND holder = $2", 2, params,
+                NULL, 0);
 }

@@ -20,18 +20,23 @@ extern const size_t payment_migrations_count;
 deta_err_t payment_store_find(deta_db_t *db, const char *event_id, const char *order_id,
                               bool *found, char *payment_id, char *errstr, size_t errsize);
 
-/* One transaction: the payment row and its event in the outbox. When another
- * payment for the same key or order won (a unique violation), nothing is written
- * and *recorded is false: a duplicate, not an error. */
+/* One transaction: the holder's claim ends, the payment row and its event go to
+ * the outbox. When another payment for the same key or order won (a unique
+ * violation), nothing is written and *recorded is false: a duplicate, not an
+ * error. A claim that is no longer the holder's (it expired) writes nothing and
+ * answers DETA_ERR_TRANSIENT. */
 deta_err_t payment_store_record(deta_db_t *db, const payment_t *p, const deta_event_t *ev,
-                                bool *recorded, char *errstr, size_t errsize);
+                                const char *holder, bool *recorded, char *errstr,
+                                size_t errsize);
 
-/* The Redis lock's stand-in while Redis is down: a Postgres session advisory lock
- * on the order, tried without waiting (*got false: another consumer holds it).
- * Held on this thread's connection; a lost connection releases it by itself. */
-deta_err_t payment_store_try_lock_order(deta_db_t *db, const char *order_id, bool *got,
-                                        char *errstr, size_t errsize);
-void payment_store_unlock_order(deta_db_t *db, const char *order_id);
+/* The order's claim for its gateway call (payment_claims), in its own
+ * transaction: *got is false while another holder's claim has not expired.
+ * Expires after PAYMENT_LOCK_TTL_MS; ends with payment_store_record, or with
+ * payment_store_unclaim when the payment could not be recorded. */
+deta_err_t payment_store_claim(deta_db_t *db, const char *order_id, const char *holder,
+                               bool *got, char *errstr, size_t errsize);
+/* Best effort: a claim left behind only delays a retry until it expires. */
+void payment_store_unclaim(deta_db_t *db, const char *order_id, const char *holder);
 
 /* The order's payment as the REST API shows it, or DETA_ERR_NOT_FOUND. */
 deta_err_t payment_store_get(deta_db_t *db, const char *order_id, json_t **out, char *errstr,

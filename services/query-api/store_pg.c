@@ -2,9 +2,10 @@
  * store_pg.c - the read model in Postgres (database delivery_query): the
  * implementation of read_model.h on the local stack.
  *
- * Applying an event is two statements in the consumer's transaction: the
- * timeline row (ON CONFLICT (event_id) DO NOTHING, so a duplicate stops there)
- * and one upsert of the view that does query_view_merge()'s fold in SQL, atomically
+ * Applying an event is one statement (two data-modifying parts, one round trip)
+ * in the consumer's transaction: the timeline row (ON CONFLICT (event_id) DO
+ * NOTHING, so a duplicate stops there) and, fed by it, one upsert of the view
+ * that does query_view_merge()'s fold in SQL, atomically
  * under the row lock that INSERT ... ON CONFLICT takes: GREATEST for the rank and
  * updatedAt, COALESCE for fields, a strict comparison of calculatedAt for the ETA.
  * No read-modify-write in C, so two events of one order applied at once by two
@@ -98,14 +99,13 @@ static const char *nullable(const char *s) { return s[0] ? s : NULL; }
 
 /* ---- apply ---- */
 
-static const char INSERT_EVENT_SQL[] =
-    "INSERT INTO order_events (event_id, order_id, event_type, topic, occurred_at, payload)"
-    " VALUES ($1::uuid, $2::uuid, $3, $4, $5::timestamptz, $6::jsonb)"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING seq";
-
-/* Identity fields: order.created ($20) overwrites, other events fill gaps. */
+/* One statement, one round trip per event: the timeline row, and only when it
+ * is new (the event id is the timeline's key, so a redelivery inserts nothing)
+ * the order's view row. Parameters: $1..$6 the event, $7..$24 the view.
+ * Identity fields: order.created ($24) overwrites, other events fill gaps. The
+ * answer is one row: whether the event was new, and whether it set the status. */
 #define IDENTITY(col)                                                                  \
-    " " col " = CASE WHEN $20::bool THEN COALESCE(EXCLUDED." col ", v." col ")"         \
+    " " col " = CASE WHEN $24::bool THEN COALESCE(EXCLUDED." col ", v." col ")"         \
     " ELSE COALESCE(v." col ", EXCLUDED." col ") END,"
 #define COALESCED(col) " " col " = COALESCE(EXCLUDED." col ", v." col "),"
 #define RANK_RISES " EXCLUDED.status_rank > v.status_rank "
@@ -113,14 +113,20 @@ static const char INSERT_EVENT_SQL[] =
     " EXCLUDED.eta_calculated_at IS NOT NULL AND (v.eta_calculated_at IS NULL"         \
     " OR EXCLUDED.eta_calculated_at > v.eta_calculated_at) "
 
-static const char UPSERT_VIEW_SQL[] =
-    "INSERT INTO order_view AS v (order_id, customer_id, total_amount, currency, status,"
+static const char APPLY_SQL[] =
+    "WITH ev AS ("
+    " INSERT INTO order_events (event_id, order_id, event_type, topic, occurred_at, payload)"
+    " VALUES ($1::uuid, $2::uuid, $3, $4, $5::timestamptz, $6::jsonb)"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING seq),"
+    " vw AS ("
+    " INSERT INTO order_view AS v (order_id, customer_id, total_amount, currency, status,"
     "  status_rank, status_event_id, created_at, updated_at, reservation_id, payment_id,"
     "  delivery_id, driver_id, driver_name, estimated_delivery_at, eta_calculated_at,"
     "  delivered_at, failure_reason, correlation_id)"
-    " VALUES ($1::uuid, $2, $3::numeric, $4, $5, $6::int,"
-    "  CASE WHEN $6::int > 0 THEN $7::uuid END, $8::timestamptz, $9::timestamptz, $10, $11,"
-    "  $12, $13, $14, $15::timestamptz, $16::timestamptz, $17::timestamptz, $18, $19)"
+    " SELECT $2::uuid, $7::text, $8::numeric, $9::text, $10::text, $11::int,"
+    "  CASE WHEN $11::int > 0 THEN $1::uuid END, $12::timestamptz, $13::timestamptz,"
+    "  $14::text, $15::text, $16::text, $17::text, $18::text, $19::timestamptz,"
+    "  $20::timestamptz, $21::timestamptz, $22::text, $23::text FROM ev"
     " ON CONFLICT (order_id) DO UPDATE SET"
     IDENTITY("customer_id") IDENTITY("total_amount") IDENTITY("currency") IDENTITY("created_at")
     " status = CASE WHEN" RANK_RISES "THEN EXCLUDED.status ELSE v.status END,"
@@ -136,44 +142,36 @@ static const char UPSERT_VIEW_SQL[] =
     " eta_calculated_at = CASE WHEN" ETA_NEWER
     "   THEN EXCLUDED.eta_calculated_at ELSE v.eta_calculated_at END,"
     " correlation_id = COALESCE(v.correlation_id, EXCLUDED.correlation_id)"
-    " RETURNING COALESCE(status_event_id = $7::uuid, false)";
+    " RETURNING COALESCE(status_event_id = $1::uuid, false) AS status_changed)"
+    " SELECT EXISTS (SELECT 1 FROM ev), COALESCE((SELECT status_changed FROM vw), false)";
 
 #undef IDENTITY
 #undef COALESCED
 #undef RANK_RISES
 #undef ETA_NEWER
 
-/* The timeline row; *inserted false for an event already there. */
-static deta_err_t insert_event(deta_db_t *tx, const query_change_t *c, bool *inserted,
-                               char *errstr, size_t errsize) {
+deta_err_t read_model_apply(read_model_t *rm, deta_db_t *tx, const query_change_t *c,
+                            read_model_outcome_t *out, char *errstr, size_t errsize) {
+    (void)rm;
+    memset(out, 0, sizeof *out);
     char *payload = json_dumps(c->payload, JSON_COMPACT);
     if (!payload)
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot serialize the payload");
-    const char *params[] = {c->event_id, c->fields.order_id, c->event_type,
-                            c->topic,    c->occurred_at,     payload};
-    deta_err_t err;
-    PGresult *res = deta_db_exec(tx, INSERT_EVENT_SQL, 6, params, &err, errstr, errsize);
-    free(payload);
-    if (!res)
-        return err;
-    *inserted = PQntuples(res) == 1;
-    PQclear(res);
-    return DETA_OK;
-}
-
-static deta_err_t upsert_view(deta_db_t *tx, const query_change_t *c, bool *status_changed,
-                              char *errstr, size_t errsize) {
     const query_view_t *f = &c->fields;
     char rank[16];
     snprintf(rank, sizeof rank, "%d", f->status_rank);
     const char *params[] = {
+        c->event_id,
         f->order_id,
+        c->event_type,
+        c->topic,
+        c->occurred_at,
+        payload,
         nullable(f->customer_id),
         nullable(f->total_amount),
         nullable(f->currency),
         nullable(f->status),
         rank,
-        c->event_id,
         nullable(f->created_at),
         f->updated_at,
         nullable(f->reservation_id),
@@ -189,22 +187,14 @@ static deta_err_t upsert_view(deta_db_t *tx, const query_change_t *c, bool *stat
         c->authoritative ? "true" : "false",
     };
     deta_err_t err;
-    PGresult *res = deta_db_exec(tx, UPSERT_VIEW_SQL, 20, params, &err, errstr, errsize);
+    PGresult *res = deta_db_exec(tx, APPLY_SQL, 24, params, &err, errstr, errsize);
+    free(payload);
     if (!res)
         return err;
-    *status_changed = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    out->applied = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    out->status_changed = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
     PQclear(res);
     return DETA_OK;
-}
-
-deta_err_t read_model_apply(read_model_t *rm, deta_db_t *tx, const query_change_t *c,
-                            read_model_outcome_t *out, char *errstr, size_t errsize) {
-    (void)rm;
-    memset(out, 0, sizeof *out);
-    deta_err_t err = insert_event(tx, c, &out->applied, errstr, errsize);
-    if (err || !out->applied)
-        return err;
-    return upsert_view(tx, c, &out->status_changed, errstr, errsize);
 }
 
 /* ---- reading rows ---- */

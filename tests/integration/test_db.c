@@ -8,6 +8,14 @@
  * is never silently replaced, migrations (once, recorded, rolled back on failure,
  * serialized between concurrent runners), reconnecting after our backend was
  * killed, the per-thread pool, and the inbox claim.
+ *
+ * Prepared statements (PG_PREPARED_STATEMENTS) are checked from inside the
+ * session, through pg_prepared_statements queried on the same handle: each
+ * statement prepared once, nothing with the setting off, recovery after
+ * DEALLOCATE ALL, a killed backend and a changed result type (outside and inside
+ * a transaction), errors reported exactly as without the cache, and the bound.
+ * The other tests run with whatever the environment says, so a run with
+ * PG_PREPARED_STATEMENTS=off checks the unnamed path the same way.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -282,6 +290,279 @@ static void test_reconnect_after_backend_killed(void **state) {
     deta_db_free(db);
 }
 
+/* ---- prepared statements ---- */
+
+#define PREPARED_MAX 128 /* db.h: at most 128 distinct statements per connection */
+
+static deta_db_t *new_db_prepared(bool on) {
+    deta_config_t c = cfg;
+    c.pg_prepared_statements = on;
+    deta_db_t *db = deta_db_new(&c);
+    assert_non_null(db);
+    return db;
+}
+
+/* How many statements of this session pg_prepared_statements shows with this
+ * text (NULL: all of ours), asked through the same handle. */
+static long prepared_count(deta_db_t *db, const char *sql) {
+    const char *params[] = {sql};
+    deta_err_t err;
+    char why[256] = "";
+    PGresult *r = deta_db_exec(db,
+                               "SELECT count(*) FROM pg_prepared_statements"
+                               " WHERE starts_with(name, 'deta_s')"
+                               " AND ($1::text IS NULL OR statement = $1)",
+                               1, params, &err, why, sizeof why);
+    if (!r)
+        fail_msg("pg_prepared_statements: %s", why);
+    long n = atol(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return n;
+}
+
+/* $1 + 1 through deta_db_exec. */
+static long plus_one(deta_db_t *db, const char *sql, long v) {
+    char p[24];
+    snprintf(p, sizeof p, "%ld", v);
+    const char *params[] = {p};
+    deta_err_t err;
+    char why[256] = "";
+    PGresult *r = deta_db_exec(db, sql, 1, params, &err, why, sizeof why);
+    if (!r)
+        fail_msg("%s: %s", sql, why);
+    assert_int_equal(err, DETA_OK);
+    long got = atol(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return got;
+}
+
+static const char plus_one_sql[] = "SELECT $1::int + 1";
+
+static void test_prepared_once_per_session(void **state) {
+    (void)state;
+    deta_db_t *db = new_db_prepared(true);
+    assert_int_equal(plus_one(db, plus_one_sql, 1), 2);
+    assert_int_equal(plus_one(db, plus_one_sql, 41), 42);
+    assert_int_equal(prepared_count(db, plus_one_sql), 1);
+    /* Keyed by text, not pointer: the same text in another buffer is the same. */
+    char copy[64];
+    snprintf(copy, sizeof copy, "%s", plus_one_sql);
+    assert_int_equal(plus_one(db, copy, 99), 100);
+    assert_int_equal(prepared_count(db, plus_one_sql), 1);
+
+    /* Any case, leading blanks, and WITH count; other kinds run unnamed. */
+    const char *with = "  \n with x AS (SELECT 5 AS v) select v FROM x";
+    assert_int_equal(query_long(db, with), 5);
+    assert_int_equal(query_long(db, with), 5);
+    assert_int_equal(prepared_count(db, with), 1);
+    assert_int_equal(query_long(db, "VALUES (7)"), 7);
+    assert_int_equal(prepared_count(db, "VALUES (7)"), 0);
+    char why[256] = "";
+    assert_int_equal(deta_db_run(db, "CREATE TABLE prep_kinds (v int)", 0, NULL, why, sizeof why),
+                     DETA_OK);
+    const char *ins = "INSERT INTO prep_kinds VALUES ($1::int)";
+    const char *one[] = {"1"};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(deta_db_run(db, ins, 1, one, why, sizeof why), DETA_OK);
+    assert_int_equal(prepared_count(db, ins), 1);
+    assert_int_equal(query_long(db, "SELECT count(*) FROM prep_kinds"), 3);
+    /* (the counting query, plus_one, WITH, INSERT and the count: five) */
+    assert_int_equal(prepared_count(db, NULL), 5);
+    assert_int_equal(prepared_count(db, "CREATE TABLE prep_kinds (v int)"), 0);
+    deta_db_free(db);
+}
+
+static void test_prepared_off(void **state) {
+    (void)state;
+    deta_db_t *db = new_db_prepared(false);
+    assert_int_equal(plus_one(db, plus_one_sql, 1), 2);
+    assert_int_equal(plus_one(db, plus_one_sql, 2), 3);
+    assert_int_equal(query_long(db, "SELECT count(*) FROM pg_prepared_statements"), 0);
+    deta_db_free(db);
+}
+
+static void test_prepared_after_deallocate_all(void **state) {
+    (void)state;
+    deta_db_t *db = new_db_prepared(true);
+    char why[256] = "";
+    const char *other = "SELECT $1::int + 2";
+    assert_int_equal(plus_one(db, plus_one_sql, 1), 2);
+    assert_int_equal(plus_one(db, other, 1), 3);
+    /* Not a kind that is prepared: it runs as such, and drops them all. */
+    assert_int_equal(deta_db_run(db, "DEALLOCATE ALL", 0, NULL, why, sizeof why), DETA_OK);
+    assert_int_equal(plus_one(db, plus_one_sql, 10), 11); /* prepared again, run once more */
+    assert_int_equal(prepared_count(db, plus_one_sql), 1);
+
+    /* Inside a transaction the statement cannot run again: TRANSIENT, and the
+     * retried transaction works, for every statement lost (not one per try). */
+    assert_int_equal(deta_db_run(db, "DEALLOCATE ALL", 0, NULL, why, sizeof why), DETA_OK);
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_OK);
+    const char *p[] = {"1"};
+    deta_err_t err = DETA_OK;
+    assert_null(deta_db_exec(db, plus_one_sql, 1, p, &err, why, sizeof why));
+    assert_int_equal(err, DETA_ERR_TRANSIENT);
+    assert_non_null(strstr(why, "26000"));
+    deta_db_rollback(db);
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_OK);
+    assert_int_equal(plus_one(db, plus_one_sql, 20), 21);
+    assert_int_equal(plus_one(db, other, 20), 22);
+    assert_int_equal(deta_db_commit(db, why, sizeof why), DETA_OK);
+    assert_int_equal(prepared_count(db, plus_one_sql), 1);
+    assert_int_equal(prepared_count(db, other), 1);
+    deta_db_free(db);
+}
+
+static void test_prepared_after_backend_killed(void **state) {
+    (void)state;
+    deta_db_t *db = new_db_prepared(true);
+    assert_int_equal(plus_one(db, plus_one_sql, 1), 2);
+    long pid = query_long(db, "SELECT pg_backend_pid()");
+    kill_backend(pid);
+    /* A new session: the cache was emptied with the old one, so it is prepared again. */
+    assert_int_equal(plus_one(db, plus_one_sql, 2), 3);
+    assert_true(query_long(db, "SELECT pg_backend_pid()") != pid);
+    assert_int_equal(prepared_count(db, plus_one_sql), 1);
+    assert_int_equal(plus_one(db, plus_one_sql, 3), 4);
+
+    /* The reconnect empties the cache before anything runs: a cached statement
+     * first used inside the new session's transaction works (were it still
+     * cached, the server would not know it: TRANSIENT). */
+    kill_backend(query_long(db, "SELECT pg_backend_pid()"));
+    char why[256] = "";
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_OK);
+    assert_int_equal(plus_one(db, plus_one_sql, 4), 5);
+    assert_int_equal(deta_db_commit(db, why, sizeof why), DETA_OK);
+    deta_db_free(db);
+}
+
+static void alter_elsewhere(const char *sql) {
+    PGconn *other = ts_pg(dbname);
+    PGresult *r = PQexec(other, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(other));
+    PQclear(r);
+    PQfinish(other);
+}
+
+/* The columns of SELECT * FROM prep_sc, or -1 with *err set. */
+static int select_star_columns(deta_db_t *db, deta_err_t *err, char *why, size_t whysize) {
+    PGresult *r = deta_db_exec(db, "SELECT * FROM prep_sc", 0, NULL, err, why, whysize);
+    int n = r ? PQnfields(r) : -1;
+    PQclear(r);
+    return n;
+}
+
+static void test_prepared_after_schema_change(void **state) {
+    (void)state;
+    deta_db_t *db = new_db_prepared(true);
+    char why[256] = "";
+    deta_err_t err;
+    assert_int_equal(deta_db_run(db, "CREATE TABLE prep_sc (a int)", 0, NULL, why, sizeof why),
+                     DETA_OK);
+    assert_int_equal(deta_db_run(db, "INSERT INTO prep_sc VALUES (1)", 0, NULL, why, sizeof why),
+                     DETA_OK);
+    assert_int_equal(select_star_columns(db, &err, why, sizeof why), 1);
+
+    /* Outside a transaction: prepared again, run again, the old one deallocated. */
+    alter_elsewhere("ALTER TABLE prep_sc ADD COLUMN b int");
+    assert_int_equal(select_star_columns(db, &err, why, sizeof why), 2);
+    assert_int_equal(err, DETA_OK);
+    assert_int_equal(prepared_count(db, "SELECT * FROM prep_sc"), 1);
+
+    /* Inside one: TRANSIENT, and after the rollback the retry works. */
+    alter_elsewhere("ALTER TABLE prep_sc ADD COLUMN c int");
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_OK);
+    assert_int_equal(select_star_columns(db, &err, why, sizeof why), -1);
+    assert_int_equal(err, DETA_ERR_TRANSIENT);
+    assert_non_null(strstr(why, "0A000"));
+    deta_db_rollback(db);
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_OK);
+    assert_int_equal(select_star_columns(db, &err, why, sizeof why), 3);
+    assert_int_equal(deta_db_commit(db, why, sizeof why), DETA_OK);
+    assert_int_equal(select_star_columns(db, &err, why, sizeof why), 3);
+    /* The first stale one was deallocated (outside a transaction); the second
+     * could not be, inside the aborted transaction: it stays, unused, until the
+     * session ends. So two, not three. */
+    assert_int_equal(prepared_count(db, "SELECT * FROM prep_sc"), 2);
+    deta_db_free(db);
+}
+
+/* Runs sql on a handle with prepared statements and on one without: the same
+ * outcome, error code and errstr. */
+static void same_error_both_ways(deta_db_t *on, deta_db_t *off, const char *sql, int nparams,
+                                 const char *const *params, deta_err_t want) {
+    char why_on[256] = "", why_off[256] = "";
+    deta_err_t err_on = DETA_OK, err_off = DETA_OK;
+    assert_null(deta_db_exec(on, sql, nparams, params, &err_on, why_on, sizeof why_on));
+    assert_null(deta_db_exec(off, sql, nparams, params, &err_off, why_off, sizeof why_off));
+    assert_int_equal(err_on, want);
+    assert_int_equal(err_off, want);
+    assert_string_equal(why_on, why_off);
+}
+
+static void test_prepared_errors_as_before(void **state) {
+    (void)state;
+    deta_db_t *on = new_db_prepared(true);
+    deta_db_t *off = new_db_prepared(false);
+    const char *bad = "SELECT 1 +";
+    same_error_both_ways(on, off, bad, 0, NULL, DETA_ERR_INTERNAL);
+    same_error_both_ways(on, off, bad, 0, NULL, DETA_ERR_INTERNAL); /* again: not cached */
+    char why[256] = "";
+    deta_err_t err;
+    assert_null(deta_db_exec(on, bad, 0, NULL, &err, why, sizeof why));
+    assert_non_null(strstr(why, "syntax error"));
+    assert_non_null(strstr(why, "42601"));
+    assert_int_equal(prepared_count(on, bad), 0);
+    /* Nothing poisoned: a good statement is prepared and runs. */
+    assert_int_equal(plus_one(on, plus_one_sql, 1), 2);
+    assert_int_equal(prepared_count(on, plus_one_sql), 1);
+    same_error_both_ways(on, off, "SELECT * FROM prep_no_such_table", 0, NULL,
+                         DETA_ERR_INTERNAL);
+
+    /* In an aborted transaction a new statement cannot be prepared: 25P02, as
+     * before, and it is prepared once the transaction is over. */
+    const char *fresh = "SELECT $1::int + 3";
+    const char *p[] = {"1"};
+    assert_int_equal(deta_db_begin(on, why, sizeof why), DETA_OK);
+    assert_int_equal(deta_db_begin(off, why, sizeof why), DETA_OK);
+    same_error_both_ways(on, off, bad, 0, NULL, DETA_ERR_INTERNAL);
+    same_error_both_ways(on, off, fresh, 1, p, DETA_ERR_INTERNAL);
+    assert_null(deta_db_exec(on, fresh, 1, p, &err, why, sizeof why));
+    assert_non_null(strstr(why, "25P02"));
+    deta_db_rollback(on);
+    deta_db_rollback(off);
+    assert_int_equal(plus_one(on, fresh, 1), 4);
+    assert_int_equal(prepared_count(on, fresh), 1);
+    /* A cached statement run with the wrong number of parameters fails as before. */
+    const char *two[] = {"1", "2"};
+    deta_err_t want = deta_db_run(off, fresh, 2, two, NULL, 0);
+    assert_int_not_equal(want, DETA_OK);
+    same_error_both_ways(on, off, fresh, 2, two, want);
+    assert_int_equal(plus_one(on, fresh, 2), 5);
+    deta_db_free(on);
+    deta_db_free(off);
+}
+
+static void test_prepared_more_than_the_cache_holds(void **state) {
+    (void)state;
+    deta_db_t *db = new_db_prepared(true);
+    enum { N = PREPARED_MAX + 72 };
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++) {
+            char sql[64];
+            snprintf(sql, sizeof sql, "SELECT $1::int + %d", i);
+            assert_int_equal(plus_one(db, sql, round), round + i);
+        }
+    }
+    /* The first PREPARED_MAX were prepared (this count is past the bound: unnamed). */
+    assert_int_equal(prepared_count(db, NULL), PREPARED_MAX);
+    assert_int_equal(prepared_count(db, "SELECT $1::int + 0"), 1);
+    char last[64];
+    snprintf(last, sizeof last, "SELECT $1::int + %d", N - 1);
+    assert_int_equal(prepared_count(db, last), 0);
+    deta_db_free(db);
+}
+
 /* ---- migrations ---- */
 
 static long migrations_recorded(deta_db_t *db, const char *component) {
@@ -507,6 +788,13 @@ int main(void) {
         cmocka_unit_test(test_ping_and_conn),
         cmocka_unit_test(test_transactions),
         cmocka_unit_test(test_reconnect_after_backend_killed),
+        cmocka_unit_test(test_prepared_once_per_session),
+        cmocka_unit_test(test_prepared_off),
+        cmocka_unit_test(test_prepared_after_deallocate_all),
+        cmocka_unit_test(test_prepared_after_backend_killed),
+        cmocka_unit_test(test_prepared_after_schema_change),
+        cmocka_unit_test(test_prepared_errors_as_before),
+        cmocka_unit_test(test_prepared_more_than_the_cache_holds),
         cmocka_unit_test(test_migrations),
         cmocka_unit_test(test_concurrent_migrations),
         cmocka_unit_test(test_pool),

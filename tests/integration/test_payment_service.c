@@ -9,8 +9,11 @@
  *     (and is never deleted by the service: release is compare-and-delete);
  *   - the marker: payment:dedup:{eventId} set beforehand stops the payment;
  *   - the unique key: with the marker gone, a redelivery still pays once;
+ *   - the claim in Postgres: another instance's claim holds the payment back
+ *     even with Redis up; an expired one (a crashed holder's) is taken over;
  *   - Redis stopped (scripts/stack.sh stop redis): duplicates still pay once,
  *     health is DEGRADED, and all comes back when Redis does.
+ * And a slow gateway's calls wait side by side on fewer Postgres connections.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -358,19 +361,36 @@ static void held_lock_defers_the_payment_until_released(void **state) {
     assert_int_equal(ts_kafka_count(DETA_TOPIC_PAYMENT_EVENTS, order, 10000), 1);
 }
 
-/* Another instance that cannot reach Redis holds the order's Postgres advisory
- * lock (its degraded-mode lock) while this one reaches Redis: this one must not
- * call the gateway until that lock is released, Redis lock or not. */
-static void postgres_lock_defers_the_payment_with_redis_up(void **state) {
+/* The order's claim in payment_claims, as another instance would hold it:
+ * expiring `seconds` from now (negative: expired, as a crashed holder leaves it). */
+static void claim_as_another(PGconn *db, const char *order, int seconds) {
+    char holder[37], secs[16];
+    ts_uuid(holder);
+    snprintf(secs, sizeof secs, "%d", seconds);
+    const char *params[] = {order, holder, secs};
+    assert_int_equal(ts_pg_long(db,
+                                "WITH c AS (INSERT INTO payment_claims (order_id, holder,"
+                                " expires_at) VALUES ($1, $2, now() + $3::int * interval"
+                                " '1 second') RETURNING 1) SELECT count(*) FROM c",
+                                3, params),
+                     1);
+}
+
+static long claims_of(PGconn *db, const char *order) {
+    const char *params[] = {order};
+    return ts_pg_long(db, "SELECT count(*) FROM payment_claims WHERE order_id = $1", 1, params);
+}
+
+/* Another instance that cannot reach Redis holds the order's claim in Postgres
+ * (its only lock then) while this one reaches Redis: this one must not call the
+ * gateway until that claim ends, Redis lock or not. */
+static void postgres_claim_defers_the_payment_with_redis_up(void **state) {
     (void)state;
     char order[37], eid[37], key[96];
     ts_uuid(order);
     lock_key(key, sizeof key, order);
     PGconn *other = ts_pg("delivery_eta");
-    const char *params[] = {order};
-    assert_int_equal(ts_pg_long(other, "SELECT pg_try_advisory_lock(hashtextextended($1, 7))::int",
-                                1, params),
-                     1);
+    claim_as_another(other, order, 600);
     double timeouts = metric("payment_lock_timeout_total");
     inject_reserved(order, "cust-pglock", "4.00", eid);
 
@@ -379,14 +399,81 @@ static void postgres_lock_defers_the_payment_with_redis_up(void **state) {
     await_metric_above("payment_lock_timeout_total", first);
     assert_int_equal(payments_of(order), 0);
     await_key(key, false); /* it gave its Redis lock back while waiting */
+    assert_int_equal(claims_of(other, order), 1); /* and left the other's claim alone */
 
-    assert_int_equal(ts_pg_long(other, "SELECT pg_advisory_unlock(hashtextextended($1, 7))::int",
+    const char *params[] = {order};
+    assert_int_equal(ts_pg_long(other,
+                                "WITH d AS (DELETE FROM payment_claims WHERE order_id = $1"
+                                " RETURNING 1) SELECT count(*) FROM d",
                                 1, params),
                      1);
-    PQfinish(other);
     await_payments(order, 1);
     json_decref(payment_event(order, DETA_EVT_PAYMENT_AUTHORIZED, "cust-pglock", "4.00", NULL));
     assert_int_equal(ts_kafka_count(DETA_TOPIC_PAYMENT_EVENTS, order, 10000), 1);
+    assert_int_equal(claims_of(other, order), 0); /* its own claim ended with the record */
+    PQfinish(other);
+}
+
+/* A claim whose holder crashed expires and is taken over: the order is paid once. */
+static void expired_claim_is_taken_over(void **state) {
+    (void)state;
+    char order[37], eid[37];
+    ts_uuid(order);
+    PGconn *other = ts_pg("delivery_eta");
+    claim_as_another(other, order, -1);
+    double timeouts = metric("payment_lock_timeout_total");
+    inject_reserved(order, "cust-expired", "5.00", eid);
+    await_payments(order, 1);
+    json_decref(payment_event(order, DETA_EVT_PAYMENT_AUTHORIZED, "cust-expired", "5.00", NULL));
+    assert_true(metric("payment_lock_timeout_total") == timeouts);
+    assert_int_equal(claims_of(other, order), 0);
+    PQfinish(other);
+}
+
+/* With a slow gateway the calls wait side by side, more of them than the
+ * Postgres connections the workers share: a waiting call holds no connection. */
+static void slow_gateway_calls_wait_side_by_side_on_few_connections(void **state) {
+    (void)state;
+    enum { ORDERS = 10, CONNECTIONS = 2 };
+    stack("stop payment-service");
+    setenv("PAYMENT_GATEWAY_LATENCY_MS", "2000", 1);
+    setenv("PAYMENT_WORKERS", "40", 1);
+    setenv("PAYMENT_DB_CONNECTIONS", "2", 1);
+    stack("start payment-service");
+    await_health(200, "UP", "UP");
+
+    char orders[ORDERS][37], eid[37];
+    for (int i = 0; i < ORDERS; i++) {
+        ts_uuid(orders[i]);
+        inject_reserved(orders[i], "cust-slow", "6.00", eid);
+    }
+    double most = 0;
+    for (int waited = 0; waited < WAIT_MS && most <= CONNECTIONS; waited += 50) {
+        double now = metric("payment_gateway_calls_in_flight");
+        most = now > most ? now : most;
+        ts_sleep_ms(50);
+    }
+    if (most <= CONNECTIONS)
+        fail_msg("at most %g gateway calls were in flight at once", most);
+    for (int i = 0; i < ORDERS; i++)
+        await_payments(orders[i], 1);
+    double opened = metric("payment_db_connections");
+    if (opened < 1 || opened > CONNECTIONS)
+        fail_msg("the workers opened %g shared connections, at most %d allowed", opened,
+                 CONNECTIONS);
+    assert_true(metric("payment_gateway_calls_in_flight") == 0);
+}
+
+/* The service runs again with the stack's own settings. */
+static int default_settings_back(void **state) {
+    (void)state;
+    unsetenv("PAYMENT_GATEWAY_LATENCY_MS");
+    unsetenv("PAYMENT_WORKERS");
+    unsetenv("PAYMENT_DB_CONNECTIONS");
+    stack("stop payment-service");
+    stack("start payment-service");
+    await_health(200, "UP", "UP");
+    return 0;
 }
 
 static void marker_stops_a_processed_event(void **state) {
@@ -534,7 +621,10 @@ int main(void) {
         cmocka_unit_test(payment_reads_back_over_rest),
         cmocka_unit_test(decline_rules_produce_payment_failed),
         cmocka_unit_test(held_lock_defers_the_payment_until_released),
-        cmocka_unit_test(postgres_lock_defers_the_payment_with_redis_up),
+        cmocka_unit_test(postgres_claim_defers_the_payment_with_redis_up),
+        cmocka_unit_test(expired_claim_is_taken_over),
+        cmocka_unit_test_teardown(slow_gateway_calls_wait_side_by_side_on_few_connections,
+                                  default_settings_back),
         cmocka_unit_test(marker_stops_a_processed_event),
         cmocka_unit_test(unique_key_catches_what_redis_forgot),
         cmocka_unit_test(bad_events_are_dead_lettered_and_others_ignored),

@@ -4,11 +4,14 @@
  *
  * Every test starts from an environment with none of the library's variables
  * set (setup clears them), so results never depend on the shell running ctest.
- * QUERY_API_ADMIN_TOKEN is query-api's alone: no default, loaded for no other
- * service, checked for length and characters, never echoed in an error.
+ * PG_PREPARED_STATEMENTS is a switch (on/off and the usual spellings, default
+ * on) that refuses anything else. QUERY_API_ADMIN_TOKEN is query-api's alone:
+ * no default, loaded for no other service, checked for length and characters,
+ * never echoed in an error.
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,7 +28,7 @@ static const char *const all_vars[] = {
     "PGHOST", "PGPORT", "PGUSER",
     "PGPASSWORD", "PGDATABASE", "REDIS_HOST", "REDIS_PORT", "HTTP_PORT", "HTTP_BODY_LIMIT",
     "HTTP_THREADS", "LOG_LEVEL", "INSTANCE_ID", "DETA_TEST_INT", "DETA_TEST_STR",
-    "QUERY_API_ADMIN_TOKEN",
+    "QUERY_API_ADMIN_TOKEN", "PG_PREPARED_STATEMENTS",
 };
 
 static int clear_env(void **state) {
@@ -88,6 +91,7 @@ static void test_common_defaults(void **state) {
     assert_int_equal(cfg.pg_port, 5432);
     assert_string_equal(cfg.pg_user, "postgres");
     assert_string_equal(cfg.pg_password, "postgres");
+    assert_true(cfg.pg_prepared_statements);
     assert_string_equal(cfg.redis_host, "localhost");
     assert_int_equal(cfg.redis_port, 6379);
     assert_int_equal(cfg.http_body_limit, 65536);
@@ -298,6 +302,39 @@ static void test_config_str(void **state) {
     assert_string_equal(deta_config_str("DETA_TEST_STR", "def"), "val");
 }
 
+/* ---- PG_PREPARED_STATEMENTS: a switch ---- */
+
+static bool prepared_with(const char *value) {
+    setenv("PG_PREPARED_STATEMENTS", value, 1);
+    deta_config_t cfg;
+    load_ok(&cfg, "order-service");
+    return cfg.pg_prepared_statements;
+}
+
+static void test_prepared_statements_switch(void **state) {
+    (void)state;
+    const char *on[] = {"on", "ON", "On", "true", "yes", "1"};
+    const char *off[] = {"off", "OFF", "Off", "false", "no", "0"};
+    for (size_t i = 0; i < sizeof on / sizeof *on; i++) {
+        assert_true(prepared_with(on[i]));
+        assert_false(prepared_with(off[i]));
+    }
+    assert_true(prepared_with("")); /* empty: the default */
+}
+
+static void test_prepared_statements_bad_value(void **state) {
+    (void)state;
+    const char *junk[] = {"of", "onn", " on", "off ", "2", "-1", "enabled", "none"};
+    for (size_t i = 0; i < sizeof junk / sizeof *junk; i++)
+        load_bad("PG_PREPARED_STATEMENTS", junk[i]);
+    /* The message says what is expected. */
+    setenv("PG_PREPARED_STATEMENTS", "maybe", 1);
+    deta_config_t cfg;
+    char err[256] = "";
+    assert_int_equal(deta_config_load(&cfg, "query-api", err, sizeof err), DETA_ERR_INVALID);
+    assert_non_null(strstr(err, "\"maybe\""));
+    assert_non_null(strstr(err, "on or off"));
+}
 
 /* ---- query-api's admin token ---- */
 
@@ -385,6 +422,7 @@ int main(void) {
         T(test_out_of_range_rejected), T(test_bad_log_level_rejected),
         T(test_too_long_strings_rejected), T(test_bad_service_name),
         T(test_config_int),            T(test_config_str),
+        T(test_prepared_statements_switch), T(test_prepared_statements_bad_value),
         T(test_admin_token_has_no_default), T(test_admin_token_is_query_apis_alone),
         T(test_admin_token_bounds_and_characters), T(test_admin_token_rejected),
     };

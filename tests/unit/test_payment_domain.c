@@ -20,6 +20,7 @@
 static const char *const SETTINGS_VARS[] = {
     "PAYMENT_DECLINE_ABOVE",      "PAYMENT_DECLINE_CUSTOMERS", "PAYMENT_DECLINE_RATE",
     "PAYMENT_DECLINE_SEED",       "PAYMENT_GATEWAY_LATENCY_MS", "PAYMENT_WORKERS",
+    "PAYMENT_DB_CONNECTIONS",
 };
 
 static int clear_env(void **state) {
@@ -63,7 +64,8 @@ static void settings_have_the_documented_defaults(void **state) {
     assert_int_equal(s.decline_rate_ppm, 0);
     assert_int_equal(s.decline_seed, 0);
     assert_int_equal(s.gateway_latency_ms, 0);
-    assert_int_equal(s.workers, 8);
+    assert_int_equal(s.workers, 32);
+    assert_int_equal(s.db_connections, 4);
 }
 
 static void settings_are_read_from_the_environment(void **state) {
@@ -74,6 +76,7 @@ static void settings_are_read_from_the_environment(void **state) {
     setenv("PAYMENT_DECLINE_SEED", "-42", 1);
     setenv("PAYMENT_GATEWAY_LATENCY_MS", "100", 1);
     setenv("PAYMENT_WORKERS", "3", 1);
+    setenv("PAYMENT_DB_CONNECTIONS", "2", 1);
     payment_settings_t s;
     char err[256];
     assert_int_equal(payment_settings_load(&s, err, sizeof err), DETA_OK);
@@ -88,6 +91,7 @@ static void settings_are_read_from_the_environment(void **state) {
     assert_int_equal(s.decline_seed, -42);
     assert_int_equal(s.gateway_latency_ms, 100);
     assert_int_equal(s.workers, 3);
+    assert_int_equal(s.db_connections, 2);
 
     setenv("PAYMENT_DECLINE_CUSTOMERS", "none", 1);
     setenv("PAYMENT_DECLINE_RATE", "1", 1);
@@ -121,9 +125,11 @@ static void bad_settings_are_refused_by_name(void **state) {
     expect_bad_setting("PAYMENT_DECLINE_RATE", "0.5x");
     expect_bad_setting("PAYMENT_DECLINE_SEED", "seed");
     expect_bad_setting("PAYMENT_GATEWAY_LATENCY_MS", "-5");
-    expect_bad_setting("PAYMENT_GATEWAY_LATENCY_MS", "60001");
+    expect_bad_setting("PAYMENT_GATEWAY_LATENCY_MS", "10001");
     expect_bad_setting("PAYMENT_WORKERS", "0");
-    expect_bad_setting("PAYMENT_WORKERS", "65");
+    expect_bad_setting("PAYMENT_WORKERS", "257");
+    expect_bad_setting("PAYMENT_DB_CONNECTIONS", "0");
+    expect_bad_setting("PAYMENT_DB_CONNECTIONS", "65");
     expect_bad_setting("PAYMENT_DECLINE_CUSTOMERS", "a*b");
     expect_bad_setting("PAYMENT_DECLINE_CUSTOMERS", "**");
     expect_bad_setting("PAYMENT_DECLINE_CUSTOMERS", ", ,");

@@ -12,6 +12,8 @@
  *                                      fetch that found no data; see kafka.c)
  *   PGHOST PGPORT PGUSER PGPASSWORD   localhost 5432 postgres postgres
  *   PGDATABASE                the service's own database (deta_service_default_db)
+ *   PG_PREPARED_STATEMENTS    on      (on/off: named prepared statements per connection, see
+ *                                      db.c; off behind PgBouncer in transaction mode)
  *   REDIS_HOST REDIS_PORT     localhost 6379
  *   HTTP_PORT                 the service's port of CONTRACTS.md (deta_service_default_port)
  *   HTTP_BODY_LIMIT           65536 bytes
@@ -30,6 +32,7 @@
 #ifndef DETA_CONFIG_H
 #define DETA_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include "deta/err.h"
 
@@ -47,6 +50,7 @@ typedef struct deta_config {
     char pg_user[64];
     char pg_password[128];
     char pg_database[64];
+    bool pg_prepared_statements; /* PG_PREPARED_STATEMENTS */
     char redis_host[256];
     int redis_port;
     int http_port;

@@ -7,6 +7,10 @@
  * returns DETA_ERR_TRANSIENT. Errors map from SQLSTATE: class 08 and 57P0x
  * (connection lost, shutdown) -> TRANSIENT; 23505 (unique violation) -> CONFLICT;
  * 40001/40P01 (serialization failure, deadlock) -> TRANSIENT; others -> INTERNAL.
+ * SELECT, INSERT, UPDATE, DELETE and WITH statements run as prepared statements
+ * of the connection (at most 128 distinct ones, the rest unnamed; not with
+ * PG_PREPARED_STATEMENTS=off), so one whose prepared form the server lost inside
+ * a transaction (DEALLOCATE ALL, a changed result type) fails TRANSIENT.
  *
  * A deta_db_pool_t hands each thread its own connection (created on first use,
  * closed when the thread exits or the pool is freed): handlers in the HTTP pool
@@ -73,5 +77,18 @@ deta_db_pool_t *deta_db_pool_new(const deta_config_t *cfg);
 /* The calling thread's connection. NULL only when out of memory. */
 deta_db_t *deta_db_pool_get(deta_db_pool_t *pool);
 void deta_db_pool_free(deta_db_pool_t *pool);
+
+/* Shared connections: at most `size`, borrowed by any thread for one unit of
+ * work and given back outside a transaction (no session state may outlive the
+ * loan). For threads that mostly wait on something else and must not each keep
+ * a connection; take() waits while all `size` are lent. NULL: out of memory. */
+typedef struct deta_db_shared deta_db_shared_t;
+deta_db_shared_t *deta_db_shared_new(const deta_config_t *cfg, int size);
+deta_db_t *deta_db_shared_take(deta_db_shared_t *s);
+void deta_db_shared_give(deta_db_shared_t *s, deta_db_t *db);
+/* Connections opened so far (never more than size). */
+int deta_db_shared_opened(deta_db_shared_t *s);
+/* After every borrower has given its connection back. */
+void deta_db_shared_free(deta_db_shared_t *s);
 
 #endif
