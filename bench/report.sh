@@ -271,6 +271,41 @@ postgres_section() {
   fi
 }
 
+# Where the CPU went at the highest sustained rate (perf), and what the commits
+# per order say about the pgbench ratio.
+profile_section() {
+  echo "## Where the CPU goes at the highest sustained rate"
+  echo
+  if ! have profile.csv; then
+    echo "No profile in this run (perf, package linux-perf, was missing or not allowed)."
+    echo
+    return
+  fi
+  echo "perf sampled every CPU for $(meta profile_s) s while the generator offered $MAX orders/s (no"
+  echo "call graphs: each sample is charged to the part whose thread ran, in user space or in"
+  echo "the kernel). Shares of all samples, idle included:"
+  echo
+  echo "| part | user % | kernel % | total % |"
+  echo "|---|---:|---:|---:|"
+  awk -F, 'NR > 1 { printf "%s,%s,%s,%.1f\n", $1, $2, $3, $2 + $3 }' "$RUN/profile.csv" |
+    sort -t, -k4 -rn | awk -F, '{ printf "| %s | %s | %s | %s |\n", $1, $2, $3, $4 }'
+  echo
+  if have commits-before.csv && have commits-after.csv && [ "${TPS:-0}" -gt 0 ] 2>/dev/null; then
+    local per_order
+    per_order=$(awk -F, -v orders="$(lat accepted)" 'NR == FNR { b[$1] = $2; next }
+      { t += $2 - b[$1] } END { printf "%.1f", t / (orders > 0 ? orders : 1) }' \
+      "$RUN/commits-before.csv" "$RUN/commits-after.csv")
+    echo "What bounds the ratio to pgbench: one order commits $per_order transactions across the five"
+    echo "databases (the latency run's pg_stat_database, read-only ones included), where a pgbench"
+    echo "transaction is one insert. Even if every one of them cost no more than pgbench's, and the"
+    echo "services, the broker and HTTP cost nothing, the system could reach $TPS / $per_order ="
+    echo "$(calc "sprintf(\"%.0f\", $TPS / $per_order)") orders/s, $(calc "sprintf(\"%.1f\", 100 / $per_order)") % of pgbench's rate. 25 % would need four orders per"
+    echo "pgbench transaction: under one commit per order for five services that each own a"
+    echo "database and a transactional outbox."
+    echo
+  fi
+}
+
 ceilings_section() {
   cat <<EOF
 ## The machine's ceilings, same run
@@ -354,6 +389,7 @@ main() {
     if have latency.summary; then latency_section; else printf '## Latency at half the maximum rate\n\nSkipped: no rate was sustained.\n\n'; fi
     services_section
     postgres_section
+    profile_section
     ceilings_section
     if grep -q '^gateway,' "$RUN/steps.csv" 2>/dev/null; then gateway_section; fi
   } >"$OUT"

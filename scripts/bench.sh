@@ -23,6 +23,9 @@
 #   6. the latency run at half that rate for BENCH_LATENCY_SECONDS, with CPU
 #      per service, transactions per database and pg_stat_statements around it,
 #      and the saga cut into hops from the read model's own instants;
+#      then a profile at the highest sustained rate: perf samples every CPU
+#      for BENCH_PROFILE_SECONDS, each sample charged to a part and to user or
+#      kernel space (skipped when perf, package linux-perf, is missing);
 #   7. peak RSS of every part (VmHWM: covers phases 5 and 6);
 #   8. payment-service restarted with PAYMENT_GATEWAY_LATENCY_MS=100, and the
 #      ramp again;
@@ -35,7 +38,8 @@
 # BENCH_P99_FACTOR (3), BENCH_BASELINE_RATE (5),
 # BENCH_REFINE (2), BENCH_LATENCY_SECONDS (30), BENCH_CONNECTIONS (8),
 # BENCH_PGBENCH_SECONDS (10), BENCH_BROKER_MESSAGES (200000),
-# BENCH_STARTUP_REPEATS (3), BENCH_GATEWAY_MS (100), BENCH_QUICK (0),
+# BENCH_STARTUP_REPEATS (3), BENCH_GATEWAY_MS (100), BENCH_PROFILE_SECONDS (15),
+# BENCH_QUICK (0),
 # BENCH_KEEP (0), BENCH_STACK_DIR (.local/bench), BUILD_DIR (build/release),
 # BENCH_PG_PORT (19432), BENCH_REDIS_PORT (19379), BENCH_HTTP_PORT_BASE (19080:
 # query-api 19080, order 19081, payment 19082, inventory 19083, delivery 19084),
@@ -59,6 +63,7 @@ if [ "$QUICK" = 1 ]; then
   BROKER_MSGS=${BENCH_BROKER_MESSAGES:-30000}
   STARTUP_REPEATS=${BENCH_STARTUP_REPEATS:-1}
   IDLE_S=3
+  PROFILE_S=${BENCH_PROFILE_SECONDS:-4}
 else
   RATES=${BENCH_RATES:-"10 20 40 80 160 320 640 1280"}
   STEP_S=${BENCH_STEP_SECONDS:-10}
@@ -69,6 +74,7 @@ else
   BROKER_MSGS=${BENCH_BROKER_MESSAGES:-200000}
   STARTUP_REPEATS=${BENCH_STARTUP_REPEATS:-3}
   IDLE_S=5
+  PROFILE_S=${BENCH_PROFILE_SECONDS:-15}
 fi
 P99_BOUND_MS=${BENCH_P99_BOUND_MS:-1000}
 P99_FACTOR=${BENCH_P99_FACTOR:-3}
@@ -474,6 +480,64 @@ latency_run() {
   saga_hops
 }
 
+# ---- phase 6, continued: where the CPU goes at the highest sustained rate --------
+
+# "tid part" for every live thread of every part (Postgres: the postmaster and
+# every backend).
+thread_parts() {
+  local part pid task
+  for part in "${PARTS[@]}"; do
+    if [ "$part" = postgres ]; then
+      pid=$(pid_of postgres)
+      [ -n "$pid" ] || continue
+      for task in $pid $(pgrep -P "$pid" || true); do echo "$task postgres"; done
+    else
+      pid=$(pid_of "$part")
+      [ -n "$pid" ] || continue
+      for task in /proc/"$pid"/task/*; do echo "${task##*/} $part"; done
+    fi
+  done
+}
+
+# perf samples all CPUs (no call graphs: only who and which side of the system
+# call boundary) while loadgen offers the rate; profile.csv gets
+# "part,user_pct,kernel_pct" of all samples, idle included.
+profile_run() {
+  local rate=$1 data=$RUN_DIR/perf.data prof
+  if ! command -v perf >/dev/null 2>&1; then
+    note "no perf (package linux-perf): the profile is skipped"
+    return 0
+  fi
+  (sleep 3 && perf record -a -F 499 -o "$data" -- sleep "$PROFILE_S") \
+    >"$RUN_DIR/perf-record.log" 2>&1 &
+  prof=$!
+  run_step profile "$rate" "$((PROFILE_S + 5))" "[profile]" || true
+  if ! wait "$prof"; then
+    note "perf record failed (see $RUN_DIR/perf-record.log): the profile is skipped"
+    return 0
+  fi
+  thread_parts >"$RUN_DIR/profile-threads.txt"
+  perf report -i "$data" --stdio --no-children --sort pid,dso 2>/dev/null |
+    awk -v map="$RUN_DIR/profile-threads.txt" '
+      BEGIN { while ((getline line < map) > 0) { split(line, f, " "); part[f[1]] = f[2] } }
+      /^#/ || NF < 3 { next }
+      {
+        pct = $1; sub(/%/, "", pct)
+        split($2, t, ":"); tid = t[1]; comm = substr($2, length(tid) + 2)
+        p = part[tid]
+        if (p == "") p = (comm == "swapper") ? "idle" : (comm == "postgres") ? "postgres" : \
+                         (comm == "loadgen") ? "loadgen" : "other"
+        side = ($3 == "[kernel.kallsyms]") ? "kernel" : "user"
+        share[p, side] += pct; seen[p] = 1
+      }
+      END {
+        print "part,user_pct,kernel_pct"
+        for (p in seen) printf "%s,%.1f,%.1f\n", p, share[p, "user"], share[p, "kernel"]
+      }' >"$RUN_DIR/profile.csv"
+  rm -f "$data"
+  note "profile: $(sort -t, -k2 -rn "$RUN_DIR/profile.csv" | awk -F, 'NR > 1 && NR < 5 { printf "%s %s+%s%%  ", $1, $2, $3 }')"
+}
+
 pg_top_statements() {
   psql_db postgres -At -F '|' -c "
     SELECT d.datname, s.calls, round(s.total_exec_time::numeric, 0),
@@ -570,6 +634,7 @@ record_meta() {
     echo "latency_s=$LATENCY_S"
     echo "connections=$CONNECTIONS"
     echo "gateway_ms=$GATEWAY_MS"
+    echo "profile_s=$PROFILE_S"
     echo "log_level=$LOG_LEVEL"
     echo "command=$(the_command)"
   } >"$RUN_DIR/meta.env"
@@ -609,6 +674,8 @@ main() {
   if [ "$(calc "$half >= 0.5")" = 1 ]; then
     phase 6/9 "latency run at half the maximum: $half orders/s for ${LATENCY_S}s"
     latency_run "$half"
+    note "profile at $max orders/s for ${PROFILE_S}s"
+    profile_run "$max"
   else
     phase 6/9 "latency run skipped: no rate was sustained"
   fi
