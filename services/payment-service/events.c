@@ -159,7 +159,7 @@ static deta_err_t decide_and_record(payment_events_t *pe, const payment_request_
         err = payment_store_record(db, p, &ev, holder, &recorded, errstr, errsize);
         deta_event_clear(&ev);
     }
-    if (err && db)
+    if ((err || !recorded) && db) /* not ended by a record: give it back */
         payment_store_unclaim(db, req->order_id, holder);
     deta_db_shared_give(pe->db, db);
     *out = recorded ? OUTCOME_NEW : OUTCOME_DUP_DB;
