@@ -14,9 +14,9 @@
  *   PAYMENT_DECLINE_RATE         0         share of orders declined at random, 0..1
  *                                          (at most 6 decimals)
  *   PAYMENT_DECLINE_SEED         0         integer mixed into the random rule
- *   PAYMENT_GATEWAY_LATENCY_MS   0         simulated gateway delay, 0..10000 (a
+ *   PAYMENT_GATEWAY_LATENCY_MS   0         simulated gateway delay, 0..5000 (a
  *                                          call must end well within the 30 s
- *                                          claim, events.c)
+ *                                          claim and a graceful stop, events.c)
  *   PAYMENT_WORKERS              32        consumer worker threads, 1..256: the
  *                                          gateway calls that can be in flight
  *   PAYMENT_DB_CONNECTIONS       4         Postgres connections the workers
@@ -49,7 +49,7 @@
 /* The idempotency layers of CONTRACTS.md: keys and expiries. */
 #define PAYMENT_KEY_MAX 96
 #define PAYMENT_LOCK_TTL_MS 30000L
-#define PAYMENT_GATEWAY_LATENCY_MAX_MS 10000L
+#define PAYMENT_GATEWAY_LATENCY_MAX_MS 5000L
 #define PAYMENT_DEDUP_TTL_MS 86400000L /* 24 h */
 
 typedef struct payment_customer_rule {

@@ -36,15 +36,25 @@
  * PAYMENT_DB_CONNECTIONS (default 4) shared connections for the claim, and again
  * for the record, so the database sees 4 sessions however many calls wait. (A
  * session advisory lock held across the call, as before, pinned a connection to
- * every waiting worker.) The gateway call must end well within the claim's 30 s;
- * PAYMENT_GATEWAY_LATENCY_MS is therefore at most 10 s.
+ * every waiting worker.) The gateway call must end well within the claim's 30 s,
+ * and within a graceful stop's time for the consumers (0.6 of
+ * DETA_SHUTDOWN_TIMEOUT_MS, 10 s): PAYMENT_GATEWAY_LATENCY_MS is at most 5 s.
  *
  * Retries: a lock held by another consumer is normally released within a gateway
  * call, but one left by a crashed consumer (Redis lock or claim) lives until its
- * 30 s expiry. The retry
- * budget (PAYMENT_MAX_RETRIES with the consumer's backoff 0.2, 0.4, ... capped at
- * 5 s: 31 s in all) outlasts that, so an orphaned lock delays an order instead of
- * sending it to the dead letters.
+ * 30 s expiry. The retry budget (PAYMENT_MAX_RETRIES 12 with the consumer's
+ * backoff 0.2, 0.4, ... capped at 5 s: 41 s in all) outlasts that with room to
+ * spare, so an orphaned lock delays an order instead of sending it to the dead
+ * letters.
+ *
+ * The one window left: a crash (SIGKILL, power) after the gateway answered and
+ * before the record committed. The claim then expires and the event's retry
+ * calls the gateway again. The simulated gateway answers the same; a real one
+ * must be given the payment's idempotency key (the event id) so that it too
+ * answers with the first charge instead of making a second. A database failure
+ * in that window is retried in place instead (record_decided), and a stopping
+ * service does not start a gateway call (the event comes again after the
+ * restart).
  *
  * Thread safety: with deta_consumer_opts_t.workers > 1 several threads run this
  * handler at once (the messages of one order always on the same thread). The
@@ -62,7 +72,9 @@
 #include "deta/topics.h"
 #include "store.h"
 
-#define PAYMENT_MAX_RETRIES 10
+#define PAYMENT_MAX_RETRIES 12
+#define RECORD_ATTEMPTS 4     /* a decided payment's record, tried in place */
+#define RECORD_BACKOFF_MS 100 /* doubling: 0.7 s in all */
 
 typedef enum outcome {
     OUTCOME_NEW,       /* a payment was decided and recorded */
@@ -82,6 +94,7 @@ struct payment_events {
     deta_counter_t *db_hit;
     deta_counter_t *lock_timeout;
     deta_histogram_t *duration;
+    deta_counter_t *gateway_calls;
     deta_gauge_t *in_flight;   /* gateway calls waiting now */
     deta_gauge_t *connections; /* shared Postgres connections opened */
 };
@@ -110,9 +123,11 @@ payment_events_t *payment_events_new(deta_service_t *svc, const payment_settings
     pe->db_hit = deta_counter(m, "payment_dedup_db_hit_total",
                               "Duplicates caught by the payments table's unique keys", NULL);
     pe->lock_timeout = deta_counter(m, "payment_lock_timeout_total",
-                                    "Attempts that found the order's payment lock held", NULL);
+                                    "Attempts that found the order's payment lock or claim held", NULL);
     pe->duration = deta_histogram(m, "payment_processing_duration_seconds",
                                   "Time to handle one inventory.reserved event", NULL, NULL, 0);
+    pe->gateway_calls = deta_counter(m, "payment_gateway_calls_total",
+                                     "Calls to the payment gateway (one per order charged)", NULL);
     pe->in_flight = deta_gauge(m, "payment_gateway_calls_in_flight",
                                "Gateway calls waiting for their answer now", NULL);
     pe->connections = deta_gauge(m, "payment_db_connections",
@@ -136,32 +151,55 @@ static void gateway_wait(long ms) {
         ;
 }
 
-/* The gateway's decision and its wait, then the one transaction that ends the
- * claim and records the payment with its event. No connection is held during
- * the wait. */
+static bool stopping(const payment_events_t *pe) {
+    return atomic_load(deta_service_stopping(pe->svc));
+}
+
+/* The decided payment and its event recorded in the one transaction that ends
+ * the claim. A transient failure here comes after the gateway answered, so it is
+ * retried in place with the same decision (RECORD_ATTEMPTS, well within the
+ * claim's life): a database blip must not send the message back to be charged
+ * again. Only when that fails too is the claim given back. */
+static deta_err_t record_decided(payment_events_t *pe, const payment_t *p, const char *holder,
+                                 bool *recorded, char *errstr, size_t errsize) {
+    deta_event_t ev;
+    deta_err_t err = payment_event_build(p, &ev, errstr, errsize);
+    if (err)
+        return err;
+    for (int attempt = 1;; attempt++) {
+        deta_db_t *db = deta_db_shared_take(pe->db);
+        if (!db) {
+            err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+            break;
+        }
+        err = payment_store_record(db, p, &ev, holder, recorded, errstr, errsize);
+        bool again = err == DETA_ERR_TRANSIENT && attempt < RECORD_ATTEMPTS && !stopping(pe);
+        if ((err || !*recorded) && !again) /* not ended by a record: give it back */
+            payment_store_unclaim(db, p->req.order_id, holder);
+        deta_db_shared_give(pe->db, db);
+        if (!again)
+            break;
+        DETA_WARN("payment %s decided but not recorded (attempt %d of %d): %s", p->payment_id,
+                  attempt, RECORD_ATTEMPTS, errstr ? errstr : "");
+        gateway_wait(RECORD_BACKOFF_MS << (attempt - 1));
+    }
+    deta_event_clear(&ev);
+    return err;
+}
+
+/* The gateway's decision and its wait (no connection held), then the record. */
 static deta_err_t decide_and_record(payment_events_t *pe, const payment_request_t *req,
                                     const char *holder, payment_t *p, outcome_t *out,
                                     char *errstr, size_t errsize) {
     payment_decision_t decision = payment_gateway_decide(&pe->settings, req);
+    deta_counter_inc(pe->gateway_calls);
     deta_gauge_add(pe->in_flight, 1);
     if (pe->settings.gateway_latency_ms > 0)
         gateway_wait(pe->settings.gateway_latency_ms);
     deta_gauge_add(pe->in_flight, -1);
     payment_init(p, req, decision);
-
-    deta_event_t ev;
-    deta_err_t err = payment_event_build(p, &ev, errstr, errsize);
-    deta_db_t *db = deta_db_shared_take(pe->db);
-    if (!db)
-        err = err ? err : deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
     bool recorded = false;
-    if (!err) {
-        err = payment_store_record(db, p, &ev, holder, &recorded, errstr, errsize);
-        deta_event_clear(&ev);
-    }
-    if ((err || !recorded) && db) /* not ended by a record: give it back */
-        payment_store_unclaim(db, req->order_id, holder);
-    deta_db_shared_give(pe->db, db);
+    deta_err_t err = record_decided(pe, p, holder, &recorded, errstr, errsize);
     *out = recorded ? OUTCOME_NEW : OUTCOME_DUP_DB;
     return err;
 }
@@ -182,6 +220,9 @@ static deta_err_t record_once(payment_events_t *pe, const payment_request_t *req
     if (!err && claimed) {
         err = payment_store_find(db, req->event_id, req->order_id, &found, NULL, errstr,
                                  errsize);
+        if (!err && !found && stopping(pe))
+            err = deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                            "stopping: the gateway is not called, the event comes again");
         if (err || found)
             payment_store_unclaim(db, req->order_id, holder);
     }

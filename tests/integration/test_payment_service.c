@@ -442,6 +442,7 @@ static void slow_gateway_calls_wait_side_by_side_on_few_connections(void **state
     stack("start payment-service");
     await_health(200, "UP", "UP");
 
+    double calls = metric("payment_gateway_calls_total");
     char orders[ORDERS][37], eid[37];
     for (int i = 0; i < ORDERS; i++) {
         ts_uuid(orders[i]);
@@ -462,6 +463,7 @@ static void slow_gateway_calls_wait_side_by_side_on_few_connections(void **state
         fail_msg("the workers opened %g shared connections, at most %d allowed", opened,
                  CONNECTIONS);
     assert_true(metric("payment_gateway_calls_in_flight") == 0);
+    assert_true(metric("payment_gateway_calls_total") == calls + ORDERS); /* once each */
 }
 
 /* The service runs again with the stack's own settings. */
