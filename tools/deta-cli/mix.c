@@ -49,7 +49,7 @@ static void catalog_line(mix_line_t *l, int k, int quantity) {
 
 /* 1-3 distinct catalog items, 1-3 units each. */
 static void ordinary_lines(uint64_t *st, mix_order_t *o) {
-    int want = 1 + draw(st, 3), used[MIX_MAX_LINES];
+    int want = 1 + draw(st, 3), used[MIX_MAX_LINES] = {0};
     o->nlines = 0;
     while (o->nlines < want) {
         int k = 1 + draw(st, CATALOG_SIZE), dup = 0;
