@@ -60,6 +60,40 @@
  *     session's statements do not follow it) runs everything unnamed, as
  *     before.
  *
+ * Round trips. Under load most of the server's CPU goes not to the SQL but to
+ * the exchanges themselves (half of it in the kernel, waking the peer of each
+ * send), so a transaction should cost as few round trips as it has statements.
+ * BEGIN, SAVEPOINT and RELEASE SAVEPOINT are therefore deferred: they are
+ * queued on the handle (deta_db_begin still makes the connection usable first,
+ * so an unreachable server fails begin as before) and go to the server with the
+ * next statement, in one libpq pipeline with one sync (run_pipeline). Every
+ * result is read, in order, before the call returns, and the connection always
+ * leaves pipeline mode (NOTIFY and LISTEN users of deta_db_conn read the socket
+ * between calls). How the rest follows:
+ *
+ *   - A queued command's failure makes the later ones PGRES_PIPELINE_ABORTED:
+ *     the statement reports the first real failure (its SQLSTATE, mapped and
+ *     worded as any other), and did not run.
+ *   - A statement not yet prepared on the connection goes after the queue was
+ *     sent on its own: a round trip more, once per statement and connection,
+ *     which keeps the preparing path below in one place.
+ *   - commit drops what is queued (nothing ran after it: RELEASEs COMMIT does
+ *     anyway, BEGIN and SAVEPOINTs that guard nothing), and sends nothing at all
+ *     when the transaction never sent its BEGIN; rollback drops the queue and
+ *     sends ROLLBACK only when BEGIN was sent.
+ *   - rollback_to of a SAVEPOINT still queued, with nothing but savepoints after
+ *     it, cuts the queue back to before it (release of one does the same);
+ *     otherwise the queue and ROLLBACK TO go in one pipeline.
+ *   - A pipeline that could not be sent whole, or left, closes the connection:
+ *     a half-sent queue must never let the rest run outside its transaction.
+ *     A connection lost mid-pipeline follows the rules above (tx_lost).
+ *   - Callers that send BEGIN or SAVEPOINT as text through deta_db_run are
+ *     unaffected: their statements follow the queue like any other; raw users
+ *     of deta_db_conn get the queue sent first, so PQtransactionStatus tells the
+ *     truth.
+ *   - The queue is small and fixed (DB_QUEUE_MAX); a full one is sent on its
+ *     own before the next command is queued.
+ *
  * Migrations take a session advisory lock, so that instances starting together
  * apply each version once; each version runs in its own transaction together
  * with its schema_migrations row, through the simple-query protocol so that one
@@ -93,6 +127,8 @@
 #define DB_IDLE_READS 4 /* bounded: notifications may keep the socket readable */
 #define DB_STMT_MAX 128 /* prepared statements per connection */
 #define DB_STMT_NAME_SIZE 32
+#define DB_QUEUE_MAX 16 /* deferred commands; a full queue is sent on its own */
+#define DB_NAME_MAX 63  /* a savepoint's name: Postgres's identifier length */
 
 /* One statement prepared on the current connection. */
 typedef struct db_stmt {
@@ -101,6 +137,14 @@ typedef struct db_stmt {
     int nparams;
     unsigned long id; /* its server-side name is deta_s<id> */
 } db_stmt_t;
+
+/* A command deferred to the next round trip (see the top of this file). */
+typedef enum db_cmd_kind { DB_CMD_BEGIN, DB_CMD_SAVEPOINT, DB_CMD_RELEASE } db_cmd_kind_t;
+
+typedef struct db_cmd {
+    db_cmd_kind_t kind;
+    char name[DB_NAME_MAX + 1]; /* the savepoint's; empty for BEGIN */
+} db_cmd_t;
 
 struct deta_db {
     char host[256];
@@ -112,11 +156,14 @@ struct deta_db {
     PGconn *conn;
     bool in_tx; /* between a successful begin and commit/rollback */
     bool tx_lost; /* the connection died inside that transaction */
+    bool tx_sent; /* that transaction's BEGIN went to the server */
     bool prepare; /* PG_PREPARED_STATEMENTS */
     int stmt_backend; /* PQbackendPID of the session holding stmts */
     int nstmts;
     unsigned long next_stmt_id;
     db_stmt_t stmts[DB_STMT_MAX];
+    int nqueued;
+    db_cmd_t queue[DB_QUEUE_MAX]; /* in the order they are to run */
 };
 
 /* ---- the prepared statements' cache (see the top of this file) ---- */
@@ -190,7 +237,7 @@ void deta_db_free(deta_db_t *db) {
 /* libpq's messages end with a newline; errstr should not. */
 static deta_err_t fail_with_conn(deta_db_t *db, deta_err_t err, char *errstr, size_t errsize,
                                  const char *what) {
-    const char *msg = db->conn ? PQerrorMessage(db->conn) : "out of memory";
+    const char *msg = db->conn ? PQerrorMessage(db->conn) : "no connection (out of memory)";
     int len = (int)strlen(msg);
     while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == ' '))
         len--;
@@ -263,12 +310,14 @@ static PGconn *usable_connection(deta_db_t *db, char *errstr, size_t errsize) {
     return db->conn;
 }
 
-PGconn *deta_db_conn(deta_db_t *db, char *errstr, size_t errsize) {
-    if (!db) {
-        deta_errf(DETA_ERR_INVALID, errstr, errsize, "no database handle");
-        return NULL;
-    }
-    return usable_connection(db, errstr, errsize);
+/* Closes a connection that cannot be trusted any more (a query may still be
+ * running, a pipeline was left half sent); the next call opens another. */
+static void drop_connection(deta_db_t *db) {
+    if (db->in_tx)
+        db->tx_lost = true;
+    PQfinish(db->conn);
+    db->conn = NULL;
+    stmts_clear(db);
 }
 
 /* ---- statements ---- */
@@ -289,6 +338,9 @@ static deta_err_t err_from_sqlstate(const char *state) {
 static deta_err_t result_error(deta_db_t *db, const PGresult *res, char *errstr, size_t errsize) {
     if (db->in_tx && PQstatus(db->conn) != CONNECTION_OK)
         db->tx_lost = true;
+    if (!db->conn)
+        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                         "Postgres connection lost: closed after a pipeline failed");
     if (!res || PQstatus(db->conn) != CONNECTION_OK)
         return fail_with_conn(db, DETA_ERR_TRANSIENT, errstr, errsize, "Postgres connection lost");
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -416,16 +468,156 @@ static void stmts_check_backend(deta_db_t *db, PGconn *conn) {
         stmts_clear(db);
 }
 
-/* Runs one statement, prepared when it should be. *lost_in_tx: it failed only
- * because its prepared form was lost inside a transaction (see forget_lost). */
+/* ---- deferred commands and pipelines (see the top of this file) ---- */
+
+static void cmd_sql(const db_cmd_t *cmd, char *buf, size_t size) {
+    switch (cmd->kind) {
+    case DB_CMD_BEGIN:
+        snprintf(buf, size, "BEGIN");
+        break;
+    case DB_CMD_SAVEPOINT:
+        snprintf(buf, size, "SAVEPOINT %s", cmd->name);
+        break;
+    case DB_CMD_RELEASE:
+        snprintf(buf, size, "RELEASE SAVEPOINT %s", cmd->name);
+        break;
+    }
+}
+
+/* The statement that ends a pipeline: by its prepared name, or unnamed. */
+typedef struct db_final {
+    const char *sql;
+    const char *prepared; /* its server-side name, or NULL */
+    int nparams;
+    const char *const *params;
+} db_final_t;
+
+static bool send_final(PGconn *conn, const db_final_t *f) {
+    if (f->prepared)
+        return PQsendQueryPrepared(conn, f->prepared, f->nparams, f->params, NULL, NULL, 0);
+    return PQsendQueryParams(conn, f->sql, f->nparams, NULL, f->params, NULL, NULL, 0);
+}
+
+/* Sends the queued commands in order; false when libpq refused one. */
+static bool send_queue(deta_db_t *db, PGconn *conn) {
+    for (int i = 0; i < db->nqueued; i++) {
+        char sql[DB_NAME_MAX + 32];
+        cmd_sql(&db->queue[i], sql, sizeof sql);
+        if (db->queue[i].kind == DB_CMD_BEGIN)
+            db->tx_sent = true; /* from here on it may have reached the server */
+        if (!PQsendQueryParams(conn, sql, 0, NULL, NULL, NULL, NULL, 0))
+            return false;
+    }
+    return true;
+}
+
+/* Keeps in *report the result to report: the first failure, else the latest. */
+static void keep_result(PGresult **report, PGresult *res) {
+    if (*report && !result_ok(*report)) {
+        PQclear(res);
+        return;
+    }
+    PQclear(*report);
+    *report = res;
+}
+
+/* Reads the results of the n queries of a pipeline and its sync (or, the
+ * connection lost, libpq's error in the sync's place). A failing query makes the
+ * later ones PGRES_PIPELINE_ABORTED: the first failure is what is returned. NULL
+ * when the connection failed before every query had answered. */
+static PGresult *read_pipeline(PGconn *conn, int n) {
+    PGresult *report = NULL, *res;
+    bool complete = true;
+    for (int i = 0; i < n && complete; i++) {
+        res = PQgetResult(conn);
+        complete = res != NULL;
+        for (; res; res = PQgetResult(conn))
+            keep_result(&report, res);
+    }
+    while ((res = PQgetResult(conn)) != NULL) {
+        if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+            PQclear(res);
+            break;
+        }
+        keep_result(&report, res);
+    }
+    if (!complete && result_ok(report)) {
+        PQclear(report);
+        report = NULL;
+    }
+    return report;
+}
+
+/* Sends the queue, then final (NULL: the queue alone), in one pipeline with one
+ * sync: one round trip. Returns the first failure, else the last result; NULL
+ * when the connection failed. Never leaves the connection in pipeline mode: one
+ * that cannot leave it, or that could not be sent the whole pipeline, is closed
+ * (a half-sent queue must not let the rest run outside its transaction). */
+static PGresult *run_pipeline(deta_db_t *db, PGconn *conn, const db_final_t *final) {
+    int n = db->nqueued + (final ? 1 : 0);
+    bool sent = PQenterPipelineMode(conn) && send_queue(db, conn);
+    db->nqueued = 0;
+    sent = sent && (!final || send_final(conn, final)) && PQpipelineSync(conn);
+    PGresult *report = sent ? read_pipeline(conn, n) : NULL;
+    if (!sent || !PQexitPipelineMode(conn)) {
+        PQclear(report);
+        report = NULL;
+        drop_connection(db);
+    }
+    return report;
+}
+
+/* Sends the queued commands on their own (one round trip), if there are any. */
+static deta_err_t flush_queue(deta_db_t *db, PGconn *conn, char *errstr, size_t errsize) {
+    if (db->nqueued == 0)
+        return DETA_OK;
+    PGresult *res = run_pipeline(db, conn, NULL);
+    deta_err_t err = result_ok(res) ? DETA_OK : result_error(db, res, errstr, errsize);
+    PQclear(res);
+    return err;
+}
+
+/* sql after the queued commands, in one pipeline. A statement still to be
+ * prepared goes the usual way after the queue was sent on its own: a round
+ * trip more, on its first use on the connection only. */
+static PGresult *exec_after_queue(deta_db_t *db, PGconn *conn, const char *sql, int nparams,
+                                  const char *const *params, bool prepared) {
+    char name[DB_STMT_NAME_SIZE];
+    db_final_t final = {.sql = sql, .nparams = nparams, .params = params};
+    if (prepared) {
+        db_stmt_t *st = stmts_find(db, sql, sql_hash(sql));
+        if (!st && db->nstmts < DB_STMT_MAX) {
+            PGresult *res = run_pipeline(db, conn, NULL);
+            if (!result_ok(res))
+                return res;
+            PQclear(res);
+            return exec_cached(db, conn, sql, nparams, params);
+        }
+        if (st && st->nparams == nparams) {
+            stmt_name(st->id, name, sizeof name);
+            final.prepared = name;
+        }
+    }
+    return run_pipeline(db, conn, &final);
+}
+
+/* Runs one statement, after the queued commands, prepared when it should be.
+ * *lost_in_tx: it failed only because its prepared form was lost inside a
+ * transaction (see forget_lost). */
 static PGresult *run_statement(deta_db_t *db, PGconn *conn, const char *sql, int nparams,
                                const char *const *params, bool *lost_in_tx) {
     *lost_in_tx = false;
-    if (!db->prepare || !is_preparable(sql))
-        return exec_unnamed(conn, sql, nparams, params);
-    stmts_check_backend(db, conn);
-    PGresult *res = exec_cached(db, conn, sql, nparams, params);
-    if (!statement_lost(res))
+    bool prepared = db->prepare && is_preparable(sql);
+    if (prepared)
+        stmts_check_backend(db, conn);
+    PGresult *res;
+    if (db->nqueued > 0)
+        res = exec_after_queue(db, conn, sql, nparams, params, prepared);
+    else if (prepared)
+        res = exec_cached(db, conn, sql, nparams, params);
+    else
+        res = exec_unnamed(conn, sql, nparams, params);
+    if (!prepared || !statement_lost(res))
         return res;
     forget_lost(db, conn, sql, res);
     if (PQtransactionStatus(conn) != PQTRANS_IDLE) {
@@ -484,6 +676,9 @@ static deta_err_t run_script(deta_db_t *db, const char *sql, char *errstr, size_
     PGconn *conn = usable_connection(db, errstr, errsize);
     if (!conn)
         return DETA_ERR_TRANSIENT;
+    deta_err_t queued = flush_queue(db, conn, errstr, errsize);
+    if (queued != DETA_OK)
+        return queued;
     PGresult *res = PQexec(conn, sql);
     deta_err_t err = result_ok(res) ? DETA_OK : result_error(db, res, errstr, errsize);
     PQclear(res);
@@ -512,14 +707,121 @@ deta_err_t deta_db_query_json(deta_db_t *db, const char *sql, int nparams,
     return DETA_OK;
 }
 
+/* Queues a command; a full queue is sent on its own first. */
+static deta_err_t queue_push(deta_db_t *db, db_cmd_kind_t kind, const char *name, char *errstr,
+                             size_t errsize) {
+    if (db->nqueued == DB_QUEUE_MAX) {
+        PGconn *conn = usable_connection(db, errstr, errsize);
+        if (!conn)
+            return DETA_ERR_TRANSIENT;
+        deta_err_t err = flush_queue(db, conn, errstr, errsize);
+        if (err != DETA_OK)
+            return err;
+    }
+    db_cmd_t *cmd = &db->queue[db->nqueued++];
+    cmd->kind = kind;
+    snprintf(cmd->name, sizeof cmd->name, "%s", name ? name : "");
+    return DETA_OK;
+}
+
+static int last_queued_savepoint(const deta_db_t *db, const char *name) {
+    for (int i = db->nqueued - 1; i >= 0; i--)
+        if (db->queue[i].kind == DB_CMD_SAVEPOINT && strcmp(db->queue[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+/* Whether the RELEASE queue[i] names a SAVEPOINT queued after queue[from]. */
+static bool releases_one_after(const deta_db_t *db, int from, int i) {
+    for (int j = from + 1; j < i; j++)
+        if (db->queue[j].kind == DB_CMD_SAVEPOINT &&
+            strcmp(db->queue[j].name, db->queue[i].name) == 0)
+            return true;
+    return false;
+}
+
+/* Where the last queued SAVEPOINT name is, when cutting the queue back to
+ * before it does what ROLLBACK TO or RELEASE of it would: inside a
+ * transaction, and followed only by SAVEPOINTs and RELEASEs of those (no
+ * statement ran after it: it would have been sent with it). -1 otherwise. */
+static int droppable_savepoint(const deta_db_t *db, const char *name) {
+    int at = db->in_tx ? last_queued_savepoint(db, name) : -1;
+    for (int i = at + 1; at >= 0 && i < db->nqueued; i++) {
+        db_cmd_kind_t kind = db->queue[i].kind;
+        if (kind == DB_CMD_BEGIN || (kind == DB_CMD_RELEASE && !releases_one_after(db, at, i)))
+            return -1;
+    }
+    return at;
+}
+
+/* [a-z_][a-z0-9_]*, at most DB_NAME_MAX: safe to put in SQL as it is. */
+static bool is_plain_name(const char *name) {
+    if (!name || !*name || strlen(name) > DB_NAME_MAX || isdigit((unsigned char)*name))
+        return false;
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
+            return false;
+    return true;
+}
+
+static deta_err_t check_savepoint(const deta_db_t *db, const char *name, char *errstr,
+                                  size_t errsize) {
+    if (!db)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "no database handle");
+    if (!is_plain_name(name))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "a savepoint's name is [a-z_][a-z0-9_]*, at most %d characters",
+                         DB_NAME_MAX);
+    if (db->tx_lost)
+        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                         "the connection was lost inside a transaction: roll back first");
+    return DETA_OK;
+}
+
+deta_err_t deta_db_savepoint(deta_db_t *db, const char *name, char *errstr, size_t errsize) {
+    deta_err_t err = check_savepoint(db, name, errstr, errsize);
+    return err ? err : queue_push(db, DB_CMD_SAVEPOINT, name, errstr, errsize);
+}
+
+deta_err_t deta_db_release(deta_db_t *db, const char *name, char *errstr, size_t errsize) {
+    deta_err_t err = check_savepoint(db, name, errstr, errsize);
+    if (err)
+        return err;
+    int at = droppable_savepoint(db, name);
+    if (at >= 0) {
+        db->nqueued = at; /* never sent, nothing ran since: as if never made */
+        return DETA_OK;
+    }
+    return queue_push(db, DB_CMD_RELEASE, name, errstr, errsize);
+}
+
+deta_err_t deta_db_rollback_to(deta_db_t *db, const char *name, char *errstr, size_t errsize) {
+    deta_err_t err = check_savepoint(db, name, errstr, errsize);
+    if (err)
+        return err;
+    int at = droppable_savepoint(db, name);
+    if (at >= 0) {
+        db->nqueued = at;
+        return DETA_OK;
+    }
+    char sql[DB_NAME_MAX + 32];
+    snprintf(sql, sizeof sql, "ROLLBACK TO SAVEPOINT %s", name);
+    return deta_db_run(db, sql, 0, NULL, errstr, errsize);
+}
+
 deta_err_t deta_db_begin(deta_db_t *db, char *errstr, size_t errsize) {
     if (!db)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "no database handle");
     if (db->in_tx)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "a transaction is already open");
-    deta_err_t err = deta_db_run(db, "BEGIN", 0, NULL, errstr, errsize);
-    if (err == DETA_OK)
+    /* Nothing is sent, but an unreachable server fails here, as callers expect. */
+    if (!usable_connection(db, errstr, errsize))
+        return DETA_ERR_TRANSIENT;
+    deta_err_t err = queue_push(db, DB_CMD_BEGIN, NULL, errstr, errsize);
+    if (err == DETA_OK) {
         db->in_tx = true;
+        db->tx_sent = false;
+    }
     return err;
 }
 
@@ -528,15 +830,22 @@ deta_err_t deta_db_commit(deta_db_t *db, char *errstr, size_t errsize) {
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "no database handle");
     if (!db->in_tx)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "no transaction is open");
+    /* What is queued has no statement after it: BEGIN and SAVEPOINTs that
+     * guard nothing, RELEASEs that COMMIT does anyway. */
+    db->nqueued = 0;
     if (db->tx_lost) {
-        db->in_tx = db->tx_lost = false;
+        db->in_tx = db->tx_lost = db->tx_sent = false;
         return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
                          "the connection was lost inside the transaction: nothing committed");
+    }
+    if (!db->tx_sent) {
+        db->in_tx = false; /* nothing ran: nothing to commit */
+        return DETA_OK;
     }
     /* COMMIT of an aborted transaction "succeeds" as a ROLLBACK: report that. */
     bool aborted = PQtransactionStatus(db->conn) == PQTRANS_INERROR;
     deta_err_t err = deta_db_run(db, "COMMIT", 0, NULL, errstr, errsize);
-    db->in_tx = db->tx_lost = false;
+    db->in_tx = db->tx_lost = db->tx_sent = false;
     if (err == DETA_OK && aborted)
         err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize,
                         "the transaction had failed: it was rolled back");
@@ -546,11 +855,35 @@ deta_err_t deta_db_commit(deta_db_t *db, char *errstr, size_t errsize) {
 void deta_db_rollback(deta_db_t *db) {
     if (!db)
         return;
-    if (db->in_tx && !db->tx_lost && db->conn && PQstatus(db->conn) == CONNECTION_OK) {
+    db->nqueued = 0;
+    if (db->in_tx && db->tx_sent && !db->tx_lost && db->conn &&
+        PQstatus(db->conn) == CONNECTION_OK) {
         PGresult *res = PQexec(db->conn, "ROLLBACK");
         PQclear(res);
     }
-    db->in_tx = db->tx_lost = false;
+    db->in_tx = db->tx_lost = db->tx_sent = false;
+}
+
+PGconn *deta_db_conn(deta_db_t *db, char *errstr, size_t errsize) {
+    if (!db) {
+        deta_errf(DETA_ERR_INVALID, errstr, errsize, "no database handle");
+        return NULL;
+    }
+    PGconn *conn = usable_connection(db, errstr, errsize);
+    if (!conn || db->nqueued == 0)
+        return conn;
+    /* The caller may look at the session (PQtransactionStatus): what is queued
+     * goes first. A command that failed has aborted the transaction, which the
+     * caller's next statement reports; only a lost connection is NULL here. */
+    char why[256] = "";
+    if (flush_queue(db, conn, why, sizeof why) != DETA_OK) {
+        if (!db->conn || PQstatus(db->conn) != CONNECTION_OK) {
+            deta_errf(DETA_ERR_TRANSIENT, errstr, errsize, "%s", why);
+            return NULL;
+        }
+        DETA_WARN("postgres: a queued command failed: %s", why);
+    }
+    return db->conn;
 }
 
 /* ---- health ---- */
@@ -594,11 +927,7 @@ bool deta_db_ping(deta_db_t *db, char *errstr, size_t errsize) {
         return true;
     fail_with_conn(db, DETA_ERR_TRANSIENT, errstr, errsize, "ping failed or timed out");
     /* A query may still be running: drop the connection rather than wait on it. */
-    if (db->in_tx)
-        db->tx_lost = true;
-    PQfinish(db->conn);
-    db->conn = NULL;
-    stmts_clear(db);
+    drop_connection(db);
     return false;
 }
 

@@ -147,23 +147,25 @@ typedef struct batch_item {
 } batch_item_t;
 
 /* Claim and apply one event inside the batch's transaction, under a savepoint:
- * a failure rolls back this event alone. */
+ * a failure rolls back this event alone. SAVEPOINT and RELEASE cost no round trip
+ * of their own (deta/db.h): they go with the next statement (the claim), so their
+ * errors come back from it. Inside a live transaction they cannot fail (failed
+ * events are rolled back to their savepoint, so it is never left aborted); a lost
+ * connection fails the claim and then the rollback to the savepoint: TRANSIENT,
+ * the whole batch rolled back, as before. */
 static deta_err_t batch_apply_one(deta_event_dispatch_t *d, deta_db_t *db, batch_item_t *it,
                                   char *why, size_t whysize) {
-    deta_err_t err = deta_db_run(db, "SAVEPOINT deta_event", 0, NULL, why, whysize);
+    deta_err_t err = deta_db_savepoint(db, "deta_event", why, whysize);
     if (err)
         return DETA_ERR_TRANSIENT;
     err = claim_and_apply(d, db, it->route, &it->ev, &it->duplicate, why, whysize);
     if (err) {
         char ignored[128];
-        if (deta_db_run(db, "ROLLBACK TO SAVEPOINT deta_event", 0, NULL, ignored,
-                        sizeof ignored) != DETA_OK)
+        if (deta_db_rollback_to(db, "deta_event", ignored, sizeof ignored) != DETA_OK)
             return DETA_ERR_TRANSIENT;
         return err;
     }
-    return deta_db_run(db, "RELEASE SAVEPOINT deta_event", 0, NULL, why, whysize)
-               ? DETA_ERR_TRANSIENT
-               : DETA_OK;
+    return deta_db_release(db, "deta_event", why, whysize) ? DETA_ERR_TRANSIENT : DETA_OK;
 }
 
 /* The transaction: every routed item under its savepoint, then one commit. A

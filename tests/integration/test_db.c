@@ -16,6 +16,15 @@
  * a transaction), errors reported exactly as without the cache, and the bound.
  * The other tests run with whatever the environment says, so a run with
  * PG_PREPARED_STATEMENTS=off checks the unnamed path the same way.
+ *
+ * Deferred BEGIN, SAVEPOINT and RELEASE (one round trip with the next
+ * statement) are checked with libpq's protocol trace of the handle's own
+ * connection (PQtrace: every Sync or Query sent is a round trip), both with
+ * prepared statements and without: a transaction that runs nothing sends
+ * nothing; savepoints roll back what they should, cut back without a round trip
+ * when never sent; a queued command's error is the next statement's; bad names
+ * are refused; the queue overflows safely; text BEGIN/SAVEPOINT still work;
+ * a backend killed before or during a pipeline; never left in pipeline mode.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -563,6 +572,535 @@ static void test_prepared_more_than_the_cache_holds(void **state) {
     deta_db_free(db);
 }
 
+/* ---- round trips: BEGIN, SAVEPOINT and RELEASE go with the next statement ---- */
+
+/* Each of these runs twice: with prepared statements and without. */
+typedef struct pl_ctx {
+    deta_db_t *db;
+    char why[256];
+} pl_ctx_t;
+
+static const char pl_insert_sql[] = "INSERT INTO pl VALUES ($1::int)";
+
+static deta_err_t pl_insert(pl_ctx_t *c, const char *v) {
+    const char *params[] = {v};
+    c->why[0] = '\0';
+    return deta_db_run(c->db, pl_insert_sql, 1, params, c->why, sizeof c->why);
+}
+
+/* A fresh table pl, on a handle with prepared statements on or off. */
+static pl_ctx_t pl_setup(bool prepare) {
+    pl_ctx_t c = {.db = new_db_prepared(prepare)};
+    assert_int_equal(deta_db_run(c.db, "DROP TABLE IF EXISTS pl", 0, NULL, c.why, sizeof c.why),
+                     DETA_OK);
+    assert_int_equal(deta_db_run(c.db, "CREATE TABLE pl (v int)", 0, NULL, c.why, sizeof c.why),
+                     DETA_OK);
+    return c;
+}
+
+/* What another session sees in pl: the values in order, comma-separated. */
+static void pl_committed(char *out, size_t size) {
+    PGconn *other = ts_pg(dbname);
+    PGresult *r =
+        PQexec(other, "SELECT coalesce(string_agg(v::text, ',' ORDER BY v), '') FROM pl");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("reading pl: %s", PQerrorMessage(other));
+    snprintf(out, size, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    PQfinish(other);
+}
+
+static void assert_committed(const char *want) {
+    char got[256];
+    pl_committed(got, sizeof got);
+    assert_string_equal(got, want);
+}
+
+/* Whatever happened, the handle's connection is not left in pipeline mode.
+ * (deta_db_conn sends what is queued: call it with nothing queued.) */
+static void assert_not_pipelined(deta_db_t *db) {
+    char why[256] = "";
+    PGconn *conn = deta_db_conn(db, why, sizeof why);
+    if (!conn)
+        fail_msg("no connection: %s", why);
+    assert_int_equal(PQpipelineStatus(conn), PQ_PIPELINE_OFF);
+    assert_int_equal(PQisBusy(conn), 0);
+}
+
+/* libpq's protocol trace of the handle's connection: what really goes to the
+ * server. A round trip is a Sync (extended protocol) or a Query (simple). */
+typedef struct trace {
+    PGconn *conn;
+    FILE *f;
+} trace_t;
+
+static trace_t trace_begin(deta_db_t *db) {
+    trace_t t = {deta_db_conn(db, NULL, 0), tmpfile()};
+    assert_non_null(t.conn);
+    assert_non_null(t.f);
+    PQtrace(t.conn, t.f);
+    PQsetTraceFlags(t.conn, PQTRACE_SUPPRESS_TIMESTAMPS);
+    return t;
+}
+
+/* Stops the trace; the round trips made, and in *messages (if not NULL) every
+ * message sent. The connection must still be the traced one. */
+static int trace_end(trace_t *t, int *messages) {
+    PQuntrace(t->conn);
+    rewind(t->f);
+    char line[512];
+    int trips = 0, sent = 0;
+    while (fgets(line, sizeof line, t->f)) {
+        if (strncmp(line, "F\t", 2) != 0)
+            continue;
+        sent++;
+        if (strstr(line, "\tSync") || strstr(line, "\tQuery"))
+            trips++;
+    }
+    fclose(t->f);
+    if (messages)
+        *messages = sent;
+    return trips;
+}
+
+static void check_round_trips(bool prepare) {
+    pl_ctx_t c = pl_setup(prepare);
+    char *why = c.why;
+    assert_int_equal(pl_insert(&c, "0"), DETA_OK); /* prepared now, if it is to be */
+
+    /* A transaction that runs nothing sends nothing. */
+    trace_t t = trace_begin(c.db);
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(deta_db_commit(c.db, why, 256), DETA_OK);
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "a", why, 256), DETA_OK);
+    assert_int_equal(deta_db_release(c.db, "a", why, 256), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "b", why, 256), DETA_OK);
+    assert_int_equal(deta_db_commit(c.db, why, 256), DETA_OK);
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "s", why, 256), DETA_OK);
+    assert_int_equal(deta_db_rollback_to(c.db, "s", why, 256), DETA_OK);
+    deta_db_rollback(c.db);
+    int messages = -1;
+    assert_int_equal(trace_end(&t, &messages), 0);
+    assert_int_equal(messages, 0);
+    /* and leaves nothing behind: the next statement runs outside any transaction. */
+    assert_int_equal(pl_insert(&c, "-1"), DETA_OK);
+    assert_int_equal(PQtransactionStatus(deta_db_conn(c.db, why, 256)), PQTRANS_IDLE);
+    assert_committed("-1,0");
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "a", why, 256), DETA_OK);
+    assert_int_equal(deta_db_commit(c.db, why, 256), DETA_OK);
+    assert_int_equal(query_long(c.db, "SELECT 1"), 1);
+    assert_int_equal(PQtransactionStatus(deta_db_conn(c.db, why, 256)), PQTRANS_IDLE);
+
+    /* Each statement carries what was queued before it: one round trip each,
+     * and one for COMMIT. */
+    t = trace_begin(c.db);
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "a", why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "1"), DETA_OK);
+    assert_int_equal(deta_db_release(c.db, "a", why, 256), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "b", why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "2"), DETA_OK);
+    assert_int_equal(deta_db_release(c.db, "b", why, 256), DETA_OK);
+    assert_committed("-1,0"); /* not yet */
+    assert_int_equal(deta_db_commit(c.db, why, 256), DETA_OK);
+    assert_int_equal(trace_end(&t, NULL), 3);
+    assert_committed("-1,0,1,2");
+
+    /* And a rollback of a transaction that ran something is sent. */
+    t = trace_begin(c.db);
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "3"), DETA_OK);
+    deta_db_rollback(c.db);
+    assert_int_equal(trace_end(&t, NULL), 2);
+    assert_committed("-1,0,1,2");
+    assert_not_pipelined(c.db);
+    deta_db_free(c.db);
+}
+
+static void test_round_trips_prepared(void **state) {
+    (void)state;
+    check_round_trips(true);
+}
+
+static void test_round_trips_unnamed(void **state) {
+    (void)state;
+    check_round_trips(false);
+}
+
+/* The deferred BEGIN does open the transaction the statements run in. */
+static void test_deferred_begin_opens_the_transaction(void **state) {
+    (void)state;
+    deta_db_t *db = new_db();
+    char why[256] = "";
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_OK);
+    long xid = query_long(db, "SELECT txid_current()");
+    assert_int_equal(query_long(db, "SELECT txid_current()"), xid); /* autocommit: another */
+    assert_int_equal(PQtransactionStatus(deta_db_conn(db, why, sizeof why)), PQTRANS_INTRANS);
+    assert_int_equal(deta_db_commit(db, why, sizeof why), DETA_OK);
+    assert_true(query_long(db, "SELECT txid_current()") != xid);
+
+    /* deta_db_conn sends the queue first: the raw connection shows the
+     * transaction the caller opened (deta_outbox_add relies on it). */
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_OK);
+    PGconn *conn = deta_db_conn(db, why, sizeof why);
+    assert_non_null(conn);
+    assert_int_equal(PQtransactionStatus(conn), PQTRANS_INTRANS);
+    assert_int_equal(PQpipelineStatus(conn), PQ_PIPELINE_OFF);
+    deta_db_rollback(db);
+    assert_int_equal(PQtransactionStatus(deta_db_conn(db, why, sizeof why)), PQTRANS_IDLE);
+    deta_db_free(db);
+}
+
+static void check_savepoints(bool prepare) {
+    pl_ctx_t c = pl_setup(prepare);
+    char *why = c.why;
+
+    /* Work before the savepoint and after the rollback to it is kept. */
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "1"), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "s", why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "10"), DETA_OK);
+    assert_int_equal(pl_insert(&c, "x"), DETA_ERR_INTERNAL);
+    assert_non_null(strstr(why, "22P02"));
+    assert_not_pipelined(c.db);
+    assert_int_equal(deta_db_rollback_to(c.db, "s", why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "2"), DETA_OK);
+    assert_int_equal(deta_db_commit(c.db, why, 256), DETA_OK);
+    assert_committed("1,2");
+
+    /* Rolling back to a savepoint never sent sends nothing, and drops the
+     * savepoints queued after it with it. */
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "3"), DETA_OK);
+    trace_t t = trace_begin(c.db);
+    assert_int_equal(deta_db_savepoint(c.db, "s2", why, 256), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "s3", why, 256), DETA_OK);
+    assert_int_equal(deta_db_rollback_to(c.db, "s2", why, 256), DETA_OK);
+    int messages = -1;
+    assert_int_equal(trace_end(&t, &messages), 0);
+    assert_int_equal(messages, 0);
+    assert_int_equal(pl_insert(&c, "4"), DETA_OK);
+    assert_int_equal(deta_db_commit(c.db, why, 256), DETA_OK);
+    assert_committed("1,2,3,4");
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "s2", why, 256), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "s3", why, 256), DETA_OK);
+    assert_int_equal(deta_db_rollback_to(c.db, "s2", why, 256), DETA_OK);
+    assert_int_equal(deta_db_rollback_to(c.db, "s3", why, 256), DETA_ERR_INTERNAL);
+    assert_non_null(strstr(why, "3B001")); /* s3 went with s2: none exists */
+    deta_db_rollback(c.db);
+
+    /* A savepoint sent with a statement, a later one still queued: both go,
+     * with the ROLLBACK TO, in one round trip. */
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "a", why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "5"), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "b", why, 256), DETA_OK);
+    t = trace_begin(c.db);
+    assert_int_equal(deta_db_rollback_to(c.db, "a", why, 256), DETA_OK);
+    assert_int_equal(trace_end(&t, NULL), 1);
+    assert_int_equal(pl_insert(&c, "6"), DETA_OK);
+    assert_int_equal(deta_db_rollback_to(c.db, "b", why, 256), DETA_ERR_INTERNAL);
+    assert_non_null(strstr(why, "3B001")); /* b was inside a */
+    deta_db_rollback(c.db);
+    assert_committed("1,2,3,4");
+
+    /* A savepoint queued after a RELEASE of an inner one is still cut back
+     * without a round trip; after a RELEASE of an outer one (which destroys it
+     * too), the ROLLBACK TO is sent and fails as Postgres says. */
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "a", why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "20"), DETA_OK);
+    t = trace_begin(c.db);
+    assert_int_equal(deta_db_savepoint(c.db, "b", why, 256), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "c", why, 256), DETA_OK);
+    assert_int_equal(deta_db_release(c.db, "c", why, 256), DETA_OK);
+    assert_int_equal(deta_db_rollback_to(c.db, "b", why, 256), DETA_OK);
+    assert_int_equal(trace_end(&t, &messages), 0);
+    assert_int_equal(messages, 0);
+    assert_int_equal(deta_db_savepoint(c.db, "b", why, 256), DETA_OK);
+    assert_int_equal(deta_db_release(c.db, "a", why, 256), DETA_OK);
+    assert_int_equal(deta_db_rollback_to(c.db, "b", why, 256), DETA_ERR_INTERNAL);
+    assert_non_null(strstr(why, "3B001"));
+    deta_db_rollback(c.db);
+
+    /* A RELEASE queued after the savepoint: rolling back to it is sent, and
+     * fails as Postgres says. */
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "a", why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "7"), DETA_OK);
+    assert_int_equal(deta_db_release(c.db, "a", why, 256), DETA_OK);
+    assert_int_equal(deta_db_rollback_to(c.db, "a", why, 256), DETA_ERR_INTERNAL);
+    assert_non_null(strstr(why, "3B001"));
+    assert_not_pipelined(c.db);
+    assert_int_not_equal(deta_db_commit(c.db, why, 256), DETA_OK); /* aborted */
+    assert_committed("1,2,3,4");
+
+    /* Release, then commit. */
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "a", why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "8"), DETA_OK);
+    assert_int_equal(deta_db_release(c.db, "a", why, 256), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "a", why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "9"), DETA_OK);
+    assert_int_equal(deta_db_release(c.db, "a", why, 256), DETA_OK);
+    assert_int_equal(deta_db_commit(c.db, why, 256), DETA_OK);
+    assert_committed("1,2,3,4,8,9");
+    assert_not_pipelined(c.db);
+    deta_db_free(c.db);
+}
+
+static void test_savepoints_prepared(void **state) {
+    (void)state;
+    check_savepoints(true);
+}
+
+static void test_savepoints_unnamed(void **state) {
+    (void)state;
+    check_savepoints(false);
+}
+
+static void check_queued_errors(bool prepare) {
+    pl_ctx_t c = pl_setup(prepare);
+    char *why = c.why;
+    deta_err_t err = DETA_OK;
+
+    /* Outside a transaction a SAVEPOINT is queued all the same; Postgres's
+     * refusal is the next statement's error, and that statement did not run. */
+    assert_int_equal(deta_db_savepoint(c.db, "s", why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "1"), DETA_ERR_INTERNAL);
+    assert_non_null(strstr(why, "SAVEPOINT can only be used in transaction blocks"));
+    assert_non_null(strstr(why, "25P01"));
+    assert_not_pipelined(c.db);
+    assert_committed("");
+    assert_int_equal(query_long(c.db, "SELECT 2"), 2); /* consumed: the next one runs */
+    assert_int_equal(deta_db_release(c.db, "s", why, 256), DETA_OK);
+    assert_null(deta_db_exec(c.db, "SELECT 3", 0, NULL, &err, why, 256));
+    assert_int_equal(err, DETA_ERR_INTERNAL);
+    assert_non_null(strstr(why, "RELEASE SAVEPOINT can only be used in transaction blocks"));
+    assert_int_equal(deta_db_rollback_to(c.db, "s", why, 256), DETA_ERR_INTERNAL);
+    assert_non_null(strstr(why, "ROLLBACK TO SAVEPOINT can only be used in transaction blocks"));
+    /* Nor is a queued one cut back outside a transaction: Postgres says no. */
+    assert_int_equal(deta_db_savepoint(c.db, "s", why, 256), DETA_OK);
+    assert_int_equal(deta_db_rollback_to(c.db, "s", why, 256), DETA_ERR_INTERNAL);
+    assert_non_null(strstr(why, "25P01"));
+    assert_int_equal(deta_db_savepoint(c.db, "s", why, 256), DETA_OK);
+    assert_int_equal(deta_db_release(c.db, "s", why, 256), DETA_OK);
+    assert_null(deta_db_exec(c.db, "SELECT 4", 0, NULL, &err, why, 256));
+    assert_non_null(strstr(why, "25P01"));
+
+    /* Inside one: the first failure is reported, not the aborted statement's. */
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "2"), DETA_OK);
+    assert_int_equal(deta_db_release(c.db, "nope", why, 256), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "s", why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "3"), DETA_ERR_INTERNAL);
+    assert_non_null(strstr(why, "\"nope\""));
+    assert_non_null(strstr(why, "3B001"));
+    assert_not_pipelined(c.db);
+    assert_int_equal(deta_db_commit(c.db, why, 256), DETA_ERR_INTERNAL);
+    assert_non_null(strstr(why, "rolled back"));
+    assert_committed("");
+
+    /* A SAVEPOINT queued outside a transaction, then begin: its error comes
+     * with the first statement, which did not run; rollback cleans up. */
+    assert_int_equal(deta_db_savepoint(c.db, "s", why, 256), DETA_OK);
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "4"), DETA_ERR_INTERNAL);
+    assert_non_null(strstr(why, "25P01"));
+    deta_db_rollback(c.db);
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "5"), DETA_OK);
+    assert_int_equal(deta_db_commit(c.db, why, 256), DETA_OK);
+    assert_committed("5");
+    deta_db_free(c.db);
+}
+
+static void test_queued_errors_prepared(void **state) {
+    (void)state;
+    check_queued_errors(true);
+}
+
+static void test_queued_errors_unnamed(void **state) {
+    (void)state;
+    check_queued_errors(false);
+}
+
+static void test_savepoint_names(void **state) {
+    (void)state;
+    deta_db_t *db = new_db();
+    char why[256] = "";
+    char longest[64], too_long[65];
+    memset(longest, 'a', 63);
+    longest[63] = '\0';
+    memset(too_long, 'b', 64);
+    too_long[64] = '\0';
+    const char *bad[] = {NULL, "", "A", "sP", "9a", "a-b", "a b", "a;drop table pl",
+                         "\"q\"", "\xc3\xa9", too_long};
+    deta_err_t (*const fns[])(deta_db_t *, const char *, char *, size_t) = {
+        deta_db_savepoint, deta_db_release, deta_db_rollback_to};
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_OK);
+    trace_t t = trace_begin(db);
+    for (size_t f = 0; f < 3; f++) {
+        for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+            why[0] = '\0';
+            assert_int_equal(fns[f](db, bad[i], why, sizeof why), DETA_ERR_INVALID);
+            assert_non_null(strstr(why, "[a-z_][a-z0-9_]*"));
+        }
+        assert_int_equal(fns[f](NULL, "a", why, sizeof why), DETA_ERR_INVALID);
+    }
+    int messages = -1;
+    assert_int_equal(trace_end(&t, &messages), 0);
+    assert_int_equal(messages, 0); /* refused before anything was queued or sent */
+    /* The longest name and the other characters allowed. */
+    assert_int_equal(deta_db_savepoint(db, longest, why, sizeof why), DETA_OK);
+    assert_int_equal(deta_db_savepoint(db, "_x9_", why, sizeof why), DETA_OK);
+    assert_int_equal(query_long(db, "SELECT 1"), 1);
+    assert_int_equal(deta_db_rollback_to(db, "_x9_", why, sizeof why), DETA_OK);
+    assert_int_equal(deta_db_release(db, longest, why, sizeof why), DETA_OK);
+    assert_int_equal(query_long(db, "SELECT 2"), 2);
+    assert_int_equal(deta_db_commit(db, why, sizeof why), DETA_OK);
+    deta_db_free(db);
+}
+
+/* More savepoints than the queue holds: the full queue is sent on its own. */
+static void test_savepoint_queue_overflow(void **state) {
+    (void)state;
+    pl_ctx_t c = pl_setup(true);
+    char *why = c.why;
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    for (int i = 0; i < 40; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "s%d", i);
+        assert_int_equal(deta_db_savepoint(c.db, name, why, 256), DETA_OK);
+    }
+    assert_int_equal(pl_insert(&c, "1"), DETA_OK);
+    assert_int_equal(deta_db_rollback_to(c.db, "s39", why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "2"), DETA_OK);
+    assert_int_equal(deta_db_rollback_to(c.db, "s0", why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "3"), DETA_OK);
+    assert_int_equal(deta_db_rollback_to(c.db, "s1", why, 256), DETA_ERR_INTERNAL);
+    deta_db_rollback(c.db);
+    assert_committed("");
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    for (int i = 0; i < 40; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "s%d", i);
+        assert_int_equal(deta_db_savepoint(c.db, name, why, 256), DETA_OK);
+    }
+    assert_int_equal(pl_insert(&c, "1"), DETA_OK);
+    assert_int_equal(deta_db_rollback_to(c.db, "s0", why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "2"), DETA_OK);
+    assert_int_equal(deta_db_commit(c.db, why, 256), DETA_OK);
+    assert_committed("2");
+    assert_not_pipelined(c.db);
+    deta_db_free(c.db);
+}
+
+/* BEGIN, SAVEPOINT ... sent as text through deta_db_run still work, alone and
+ * mixed with the queued ones. */
+static void test_transaction_commands_as_text(void **state) {
+    (void)state;
+    pl_ctx_t c = pl_setup(true);
+    char *why = c.why;
+    assert_int_equal(deta_db_run(c.db, "BEGIN", 0, NULL, why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "1"), DETA_OK);
+    assert_int_equal(deta_db_run(c.db, "SAVEPOINT t", 0, NULL, why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "x"), DETA_ERR_INTERNAL);
+    assert_int_equal(deta_db_run(c.db, "ROLLBACK TO SAVEPOINT t", 0, NULL, why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "2"), DETA_OK);
+    assert_int_equal(deta_db_run(c.db, "COMMIT", 0, NULL, why, 256), DETA_OK);
+    assert_committed("1,2");
+
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(deta_db_run(c.db, "SAVEPOINT t", 0, NULL, why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "3"), DETA_OK);
+    assert_int_equal(deta_db_rollback_to(c.db, "t", why, 256), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "u", why, 256), DETA_OK);
+    assert_int_equal(deta_db_run(c.db, "ROLLBACK TO SAVEPOINT u", 0, NULL, why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "4"), DETA_OK);
+    assert_int_equal(deta_db_commit(c.db, why, 256), DETA_OK);
+    assert_committed("1,2,4");
+    assert_not_pipelined(c.db);
+    deta_db_free(c.db);
+}
+
+/* A statement first used after queued commands is prepared (once), and not
+ * when a queued command failed. */
+static void test_prepared_after_queued_commands(void **state) {
+    (void)state;
+    deta_db_t *db = new_db_prepared(true);
+    char why[256] = "";
+    const char *fresh = "SELECT $1::int + 7";
+    assert_int_equal(deta_db_savepoint(db, "s", why, sizeof why), DETA_OK); /* fails: no tx */
+    const char *p[] = {"1"};
+    deta_err_t err = DETA_OK;
+    assert_null(deta_db_exec(db, fresh, 1, p, &err, why, sizeof why));
+    assert_int_equal(err, DETA_ERR_INTERNAL);
+    assert_non_null(strstr(why, "25P01"));
+    assert_int_equal(prepared_count(db, fresh), 0);
+    assert_int_equal(deta_db_begin(db, why, sizeof why), DETA_OK);
+    assert_int_equal(deta_db_savepoint(db, "s", why, sizeof why), DETA_OK);
+    assert_int_equal(plus_one(db, fresh, 1), 8);
+    assert_int_equal(deta_db_release(db, "s", why, sizeof why), DETA_OK);
+    assert_int_equal(plus_one(db, fresh, 2), 9);
+    assert_int_equal(deta_db_commit(db, why, sizeof why), DETA_OK);
+    assert_int_equal(prepared_count(db, fresh), 1);
+    assert_not_pipelined(db);
+    deta_db_free(db);
+}
+
+static void check_backend_killed_in_transaction(bool prepare) {
+    pl_ctx_t c = pl_setup(prepare);
+    char *why = c.why;
+    /* Between begin and the first statement: nothing was sent, but the
+     * transaction is the caller's, so the loss is reported all the same. */
+    long pid = query_long(c.db, "SELECT pg_backend_pid()");
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "s", why, 256), DETA_OK);
+    kill_backend(pid);
+    assert_int_equal(pl_insert(&c, "1"), DETA_ERR_TRANSIENT);
+    assert_int_equal(pl_insert(&c, "2"), DETA_ERR_TRANSIENT);
+    assert_int_equal(deta_db_savepoint(c.db, "t", why, 256), DETA_ERR_TRANSIENT);
+    assert_int_equal(deta_db_release(c.db, "s", why, 256), DETA_ERR_TRANSIENT);
+    assert_int_equal(deta_db_rollback_to(c.db, "s", why, 256), DETA_ERR_TRANSIENT);
+    deta_db_rollback(c.db);
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "3"), DETA_OK);
+    assert_int_equal(deta_db_commit(c.db, why, 256), DETA_OK);
+    assert_committed("3");
+    assert_true(query_long(c.db, "SELECT pg_backend_pid()") != pid);
+
+    /* In the middle of a pipeline: the backend dies while the queue and the
+     * statement are in flight. */
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(deta_db_savepoint(c.db, "s", why, 256), DETA_OK);
+    assert_int_equal(deta_db_run(c.db, "SELECT pg_terminate_backend(pg_backend_pid())", 0, NULL,
+                                 why, 256),
+                     DETA_ERR_TRANSIENT);
+    assert_int_equal(pl_insert(&c, "4"), DETA_ERR_TRANSIENT);
+    assert_int_equal(deta_db_commit(c.db, why, 256), DETA_ERR_TRANSIENT);
+    assert_not_pipelined(c.db);
+    assert_int_equal(deta_db_begin(c.db, why, 256), DETA_OK);
+    assert_int_equal(pl_insert(&c, "5"), DETA_OK);
+    assert_int_equal(deta_db_commit(c.db, why, 256), DETA_OK);
+    assert_committed("3,5");
+    deta_db_free(c.db);
+}
+
+static void test_backend_killed_in_transaction_prepared(void **state) {
+    (void)state;
+    check_backend_killed_in_transaction(true);
+}
+
+static void test_backend_killed_in_transaction_unnamed(void **state) {
+    (void)state;
+    check_backend_killed_in_transaction(false);
+}
+
 /* ---- migrations ---- */
 
 static long migrations_recorded(deta_db_t *db, const char *component) {
@@ -795,6 +1333,19 @@ int main(void) {
         cmocka_unit_test(test_prepared_after_schema_change),
         cmocka_unit_test(test_prepared_errors_as_before),
         cmocka_unit_test(test_prepared_more_than_the_cache_holds),
+        cmocka_unit_test(test_round_trips_prepared),
+        cmocka_unit_test(test_round_trips_unnamed),
+        cmocka_unit_test(test_deferred_begin_opens_the_transaction),
+        cmocka_unit_test(test_savepoints_prepared),
+        cmocka_unit_test(test_savepoints_unnamed),
+        cmocka_unit_test(test_queued_errors_prepared),
+        cmocka_unit_test(test_queued_errors_unnamed),
+        cmocka_unit_test(test_savepoint_names),
+        cmocka_unit_test(test_savepoint_queue_overflow),
+        cmocka_unit_test(test_transaction_commands_as_text),
+        cmocka_unit_test(test_prepared_after_queued_commands),
+        cmocka_unit_test(test_backend_killed_in_transaction_prepared),
+        cmocka_unit_test(test_backend_killed_in_transaction_unnamed),
         cmocka_unit_test(test_migrations),
         cmocka_unit_test(test_concurrent_migrations),
         cmocka_unit_test(test_pool),

@@ -12,6 +12,15 @@
  * PG_PREPARED_STATEMENTS=off), so one whose prepared form the server lost inside
  * a transaction (DEALLOCATE ALL, a changed result type) fails TRANSIENT.
  *
+ * Round trips, not SQL, are what a transaction costs the server most (waking a
+ * process for each message exchange). So BEGIN, SAVEPOINT and RELEASE SAVEPOINT
+ * do not go to the server when called: they are queued on the handle and sent
+ * in one pipeline (one round trip) together with the next statement. Their
+ * errors therefore surface as the error of that next statement (which then did
+ * not run), with the same mapping; a transaction that ran nothing costs nothing
+ * (commit and rollback send nothing). deta_db_conn sends what is queued first,
+ * so that the raw connection shows the transaction the caller opened.
+ *
  * A deta_db_pool_t hands each thread its own connection (created on first use,
  * closed when the thread exits or the pool is freed): handlers in the HTTP pool
  * and consumer threads each keep one.
@@ -50,14 +59,34 @@ deta_err_t deta_db_query_json(deta_db_t *db, const char *sql, int nparams,
                               const char *const *params, json_t **out, char *errstr,
                               size_t errsize);
 
+/* begin makes the connection usable (TRANSIENT when it cannot: the server is
+ * unreachable) and queues BEGIN. commit sends COMMIT only when something was
+ * sent in the transaction (queued RELEASEs and SAVEPOINTs are dropped: COMMIT
+ * releases every savepoint); rollback drops the queue and sends ROLLBACK only
+ * when something was sent. */
 deta_err_t deta_db_begin(deta_db_t *db, char *errstr, size_t errsize);
 deta_err_t deta_db_commit(deta_db_t *db, char *errstr, size_t errsize);
 /* Never fails from the caller's view: a lost connection has rolled back anyway. */
 void deta_db_rollback(deta_db_t *db);
 
+/* Savepoints inside the transaction. name is a plain identifier
+ * ([a-z_][a-z0-9_]*, at most 63 characters), else DETA_ERR_INVALID.
+ * savepoint and release are queued (see above): DETA_OK says only that; a
+ * failure (no transaction open, no such savepoint) is the next statement's
+ * error. rollback_to undoes the work since the savepoint name: when that
+ * SAVEPOINT is still queued nothing is sent (the queue is cut back to before
+ * it), otherwise the queue and ROLLBACK TO SAVEPOINT go in one round trip and
+ * their first error is returned. All three are TRANSIENT after the connection
+ * was lost inside the transaction, until rollback. */
+deta_err_t deta_db_savepoint(deta_db_t *db, const char *name, char *errstr, size_t errsize);
+deta_err_t deta_db_release(deta_db_t *db, const char *name, char *errstr, size_t errsize);
+deta_err_t deta_db_rollback_to(deta_db_t *db, const char *name, char *errstr, size_t errsize);
+
 /* SELECT 1 within a short timeout. */
 bool deta_db_ping(deta_db_t *db, char *errstr, size_t errsize);
-/* The raw connection (connected, or NULL): for LISTEN/NOTIFY and the like. */
+/* The raw connection (connected, or NULL): for LISTEN/NOTIFY and the like. The
+ * queued commands are sent first (a round trip when there are any); if one
+ * fails the connection is still returned, its transaction aborted. */
 PGconn *deta_db_conn(deta_db_t *db, char *errstr, size_t errsize);
 
 /* Migrations: component names a set ("order-service", "outbox", "inbox"); each
