@@ -20,8 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <hiredis/hiredis.h>
-
 #include "deta/envelope.h"
 #include "deta/topics.h"
 #include "testsupport.h"
@@ -139,38 +137,9 @@ static void await_health(long http_status, const char *status, const char *redis
 
 /* ---- Redis, seen from outside the service ---- */
 
-static redisContext *redis(void) {
-    struct timeval tv = {2, 0};
-    redisContext *c =
-        redisConnectWithTimeout(ts_env("REDIS_HOST"), atoi(ts_env("REDIS_PORT")), tv);
-    if (!c || c->err)
-        fail_msg("Redis: %s", c ? c->errstr : "out of memory");
-    return c;
-}
-
-static void redis_run(const char *fmt, const char *a, const char *b) {
-    redisContext *c = redis();
-    redisReply *reply = redisCommand(c, fmt, a, b);
-    if (!reply || reply->type == REDIS_REPLY_ERROR)
-        fail_msg("Redis %s: %s", fmt, reply ? reply->str : c->errstr);
-    freeReplyObject(reply);
-    redisFree(c);
-}
-
-/* The key's value, malloc'd, or NULL when absent. */
-static char *redis_get(const char *key) {
-    redisContext *c = redis();
-    redisReply *reply = redisCommand(c, "GET %s", key);
-    assert_non_null(reply);
-    char *v = reply->type == REDIS_REPLY_STRING ? strdup(reply->str) : NULL;
-    freeReplyObject(reply);
-    redisFree(c);
-    return v;
-}
-
 static void await_key(const char *key, bool present) {
     for (int waited = 0; waited < WAIT_MS; waited += 200, ts_sleep_ms(200)) {
-        char *v = redis_get(key);
+        char *v = ts_redis_get(key);
         free(v);
         if ((v != NULL) == present)
             return;
@@ -338,7 +307,7 @@ static void held_lock_defers_the_payment_until_released(void **state) {
     ts_uuid(order);
     ts_uuid(foreign);
     lock_key(key, sizeof key, order);
-    redis_run("SET %s %s PX 60000", key, foreign);
+    ts_redis_run("SET %s %s PX 60000", key, foreign);
     double timeouts = metric("payment_lock_timeout_total");
     inject_reserved(order, "cust-lock", "3.00", eid);
 
@@ -349,12 +318,12 @@ static void held_lock_defers_the_payment_until_released(void **state) {
     double first = metric("payment_lock_timeout_total");
     await_metric_above("payment_lock_timeout_total", first);
     assert_int_equal(payments_of(order), 0);
-    char *held = redis_get(key);
+    char *held = ts_redis_get(key);
     assert_non_null(held);
     assert_string_equal(held, foreign);
     free(held);
 
-    redis_run("DEL %s", key, NULL);
+    ts_redis_run("DEL %s", key, NULL);
     await_payments(order, 1);
     json_decref(payment_event(order, DETA_EVT_PAYMENT_AUTHORIZED, "cust-lock", "3.00", NULL));
     await_key(key, false); /* its own lock, released after the commit */
@@ -484,7 +453,7 @@ static void marker_stops_a_processed_event(void **state) {
     ts_uuid(order);
     char *text = reserved_event(order, "cust-marker", "4.00", NULL, eid);
     marker_key(key, sizeof key, eid);
-    redis_run("SET %s %s PX 600000", key, order);
+    ts_redis_run("SET %s %s PX 600000", key, order);
     double hits = metric("payment_dedup_redis_hit_total");
     double dups = metric("payment_duplicate_total");
     inject(order, text);
@@ -494,7 +463,7 @@ static void marker_stops_a_processed_event(void **state) {
     assert_true(metric("payment_duplicate_total") > dups);
     assert_int_equal(payments_of(order), 0);
     assert_int_equal(ts_kafka_count(DETA_TOPIC_PAYMENT_EVENTS, order, 5000), 0);
-    redis_run("DEL %s", key, NULL);
+    ts_redis_run("DEL %s", key, NULL);
 }
 
 static void unique_key_catches_what_redis_forgot(void **state) {
@@ -508,7 +477,7 @@ static void unique_key_catches_what_redis_forgot(void **state) {
     await_key(key, true);
 
     /* Redis forgets (eviction, restart without persistence): the same event again */
-    redis_run("DEL %s", key, NULL);
+    ts_redis_run("DEL %s", key, NULL);
     double hits = metric("payment_dedup_db_hit_total");
     inject(order, text);
     await_metric_above("payment_dedup_db_hit_total", hits);

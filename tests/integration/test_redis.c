@@ -268,28 +268,8 @@ static void unreachable_redis_is_transient_within_the_timeout(void **state) {
 
 /* ---- pipelines against the real Redis ---- */
 
-static void raw_run(const char *fmt, const char *a, const char *b) {
-    redisContext *c = raw_redis();
-    redisReply *reply = redisCommand(c, fmt, a, b);
-    if (!reply || reply->type == REDIS_REPLY_ERROR)
-        fail_msg("raw Redis %s: %s", fmt, reply ? reply->str : c->errstr);
-    freeReplyObject(reply);
-    redisFree(c);
-}
-
-/* The key's value through a raw connection, malloc'd; NULL when absent. */
-static char *raw_get(const char *key) {
-    redisContext *c = raw_redis();
-    redisReply *reply = redisCommand(c, "GET %s", key);
-    assert_non_null(reply);
-    char *v = reply->type == REDIS_REPLY_STRING ? strdup(reply->str) : NULL;
-    freeReplyObject(reply);
-    redisFree(c);
-    return v;
-}
-
 static void assert_raw_value(const char *key, const char *want) {
-    char *v = raw_get(key);
+    char *v = ts_redis_get(key);
     if (!want) {
         if (v)
             fail_msg("%s holds %s, expected absent", key, v);
@@ -323,8 +303,8 @@ static void pipeline_returns_each_commands_own_result(void **state) {
     fresh_key(absent, sizeof absent, "p-absent");
     fresh_key(marker, sizeof marker, "p-marker");
     fresh_key(owned, sizeof owned, "p-owned");
-    raw_run("SET %s %s PX 10000", held, "someone-else");
-    raw_run("SET %s %s PX 10000", owned, "token-A");
+    ts_redis_run("SET %s %s PX 10000", held, "someone-else");
+    ts_redis_run("SET %s %s PX 10000", owned, "token-A");
 
     char got_held[64] = "x", got_absent[64] = "x", got_mine[64] = "x";
     deta_redis_op_t ops[] = {
@@ -371,7 +351,7 @@ static void pipeline_value_too_long_is_that_commands_alone(void **state) {
     char longer[96], other[96], small[8] = "x", room[64], err[256] = "";
     fresh_key(longer, sizeof longer, "p-long");
     fresh_key(other, sizeof other, "p-other");
-    raw_run("SET %s %s PX 10000", longer, "0123456789");
+    ts_redis_run("SET %s %s PX 10000", longer, "0123456789");
     bool set = false;
     deta_redis_op_t ops[] = {
         op_get(longer, small, sizeof small),
@@ -399,8 +379,8 @@ static void pipeline_server_error_is_that_commands_alone(void **state) {
     char list[96], plain[96], buf[64], after[64], err[256] = "";
     fresh_key(list, sizeof list, "p-list");
     fresh_key(plain, sizeof plain, "p-plain");
-    raw_run("RPUSH %s %s", list, "item");
-    raw_run("PEXPIRE %s %s", list, "10000");
+    ts_redis_run("RPUSH %s %s", list, "item");
+    ts_redis_run("PEXPIRE %s %s", list, "10000");
     deta_redis_op_t ops[] = {
         op_set(DETA_REDIS_SET, plain, "before", 10000),
         op_get(list, buf, sizeof buf),      /* WRONGTYPE */

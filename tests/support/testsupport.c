@@ -7,6 +7,8 @@
  */
 #include "testsupport.h"
 
+#include <hiredis/hiredis.h>
+
 #include <curl/curl.h>
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
@@ -126,6 +128,37 @@ void ts_http_headers(const char *method, const char *base_var, const char *path,
         *resp_headers = h.buf;
     else
         free(h.buf);
+}
+
+/* ---- Redis, raw ---- */
+
+static redisContext *redis_connect(void) {
+    struct timeval tv = {2, 0};
+    redisContext *c =
+        redisConnectWithTimeout(ts_env("REDIS_HOST"), atoi(ts_env("REDIS_PORT")), tv);
+    if (!c || c->err)
+        fail_msg("raw Redis connection: %s", c ? c->errstr : "out of memory");
+    return c;
+}
+
+void ts_redis_run(const char *fmt, const char *a, const char *b) {
+    redisContext *c = redis_connect();
+    redisReply *reply = redisCommand(c, fmt, a, b);
+    if (!reply || reply->type == REDIS_REPLY_ERROR)
+        fail_msg("raw Redis %s: %s", fmt, reply ? reply->str : c->errstr);
+    freeReplyObject(reply);
+    redisFree(c);
+}
+
+char *ts_redis_get(const char *key) {
+    redisContext *c = redis_connect();
+    redisReply *reply = redisCommand(c, "GET %s", key);
+    if (!reply)
+        fail_msg("raw Redis GET %s: %s", key, c->errstr);
+    char *v = reply->type == REDIS_REPLY_STRING ? strdup(reply->str) : NULL;
+    freeReplyObject(reply);
+    redisFree(c);
+    return v;
 }
 
 /* ---- Postgres ---- */

@@ -40,6 +40,13 @@ PGconn *ts_pg(const char *dbname);
 /* First column of the first row of a query with text parameters, as a long. */
 long ts_pg_long(PGconn *c, const char *sql, int nparams, const char *const *params);
 
+/* A command on a fresh raw connection to the test stack's Redis (REDIS_HOST,
+ * REDIS_PORT), outside the adapter under test: fmt is a hiredis format with up
+ * to two %s arguments; an error reply fails the test. */
+void ts_redis_run(const char *fmt, const char *a, const char *b);
+/* GET key the same way: the value, malloc'd, or NULL when absent. */
+char *ts_redis_get(const char *key);
+
 typedef struct ts_kafka_msg {
     char *key;
     char *value;
