@@ -60,18 +60,8 @@ static void fresh_key(char *out, size_t size, const char *what) {
     snprintf(out, size, "test:%s:%s", what, id);
 }
 
-/* A plain hiredis connection, to look at the server from outside the adapter. */
-static redisContext *raw_redis(void) {
-    struct timeval tv = {2, 0};
-    redisContext *c =
-        redisConnectWithTimeout(ts_env("REDIS_HOST"), atoi(ts_env("REDIS_PORT")), tv);
-    if (!c || c->err)
-        fail_msg("raw Redis connection: %s", c ? c->errstr : "out of memory");
-    return c;
-}
-
 static long long raw_pttl(const char *key) {
-    redisContext *c = raw_redis();
+    redisContext *c = ts_redis_connect();
     redisReply *reply = redisCommand(c, "PTTL %s", key);
     assert_non_null(reply);
     long long ttl = reply->integer;
@@ -192,7 +182,7 @@ static void get_needs_room_and_arguments_are_checked(void **state) {
 
 /* CLIENT KILL every connection named name, from a raw connection. */
 static int kill_clients_named(const char *name) {
-    redisContext *c = raw_redis();
+    redisContext *c = ts_redis_connect();
     redisReply *list = redisCommand(c, "CLIENT LIST");
     assert_non_null(list);
     char needle[160];

@@ -132,7 +132,7 @@ void ts_http_headers(const char *method, const char *base_var, const char *path,
 
 /* ---- Redis, raw ---- */
 
-static redisContext *redis_connect(void) {
+redisContext *ts_redis_connect(void) {
     struct timeval tv = {2, 0};
     redisContext *c =
         redisConnectWithTimeout(ts_env("REDIS_HOST"), atoi(ts_env("REDIS_PORT")), tv);
@@ -142,7 +142,7 @@ static redisContext *redis_connect(void) {
 }
 
 void ts_redis_run(const char *fmt, const char *a, const char *b) {
-    redisContext *c = redis_connect();
+    redisContext *c = ts_redis_connect();
     redisReply *reply = redisCommand(c, fmt, a, b);
     if (!reply || reply->type == REDIS_REPLY_ERROR)
         fail_msg("raw Redis %s: %s", fmt, reply ? reply->str : c->errstr);
@@ -151,7 +151,7 @@ void ts_redis_run(const char *fmt, const char *a, const char *b) {
 }
 
 char *ts_redis_get(const char *key) {
-    redisContext *c = redis_connect();
+    redisContext *c = ts_redis_connect();
     redisReply *reply = redisCommand(c, "GET %s", key);
     if (!reply)
         fail_msg("raw Redis GET %s: %s", key, c->errstr);

@@ -40,6 +40,10 @@ PGconn *ts_pg(const char *dbname);
 /* First column of the first row of a query with text parameters, as a long. */
 long ts_pg_long(PGconn *c, const char *sql, int nparams, const char *const *params);
 
+/* A fresh raw connection to the test stack's Redis (hiredis's redisContext,
+ * declared opaque here); fails the test when it cannot connect. */
+struct redisContext;
+struct redisContext *ts_redis_connect(void);
 /* A command on a fresh raw connection to the test stack's Redis (REDIS_HOST,
  * REDIS_PORT), outside the adapter under test: fmt is a hiredis format with up
  * to two %s arguments; an error reply fails the test. */
