@@ -663,7 +663,8 @@ static int trace_end(trace_t *t, int *messages) {
     return trips;
 }
 
-static void check_round_trips(bool prepare) {
+static void check_round_trips(void **state) {
+    bool prepare = *(const bool *)*state;
     pl_ctx_t c = pl_setup(prepare);
     char *why = c.why;
     assert_int_equal(pl_insert(&c, "0"), DETA_OK); /* prepared now, if it is to be */
@@ -720,16 +721,6 @@ static void check_round_trips(bool prepare) {
     deta_db_free(c.db);
 }
 
-static void test_round_trips_prepared(void **state) {
-    (void)state;
-    check_round_trips(true);
-}
-
-static void test_round_trips_unnamed(void **state) {
-    (void)state;
-    check_round_trips(false);
-}
-
 /* The deferred BEGIN does open the transaction the statements run in. */
 static void test_deferred_begin_opens_the_transaction(void **state) {
     (void)state;
@@ -754,7 +745,8 @@ static void test_deferred_begin_opens_the_transaction(void **state) {
     deta_db_free(db);
 }
 
-static void check_savepoints(bool prepare) {
+static void check_savepoints(void **state) {
+    bool prepare = *(const bool *)*state;
     pl_ctx_t c = pl_setup(prepare);
     char *why = c.why;
 
@@ -853,17 +845,8 @@ static void check_savepoints(bool prepare) {
     deta_db_free(c.db);
 }
 
-static void test_savepoints_prepared(void **state) {
-    (void)state;
-    check_savepoints(true);
-}
-
-static void test_savepoints_unnamed(void **state) {
-    (void)state;
-    check_savepoints(false);
-}
-
-static void check_queued_errors(bool prepare) {
+static void check_queued_errors(void **state) {
+    bool prepare = *(const bool *)*state;
     pl_ctx_t c = pl_setup(prepare);
     char *why = c.why;
     deta_err_t err = DETA_OK;
@@ -917,16 +900,6 @@ static void check_queued_errors(bool prepare) {
     assert_int_equal(deta_db_commit(c.db, why, 256), DETA_OK);
     assert_committed("5");
     deta_db_free(c.db);
-}
-
-static void test_queued_errors_prepared(void **state) {
-    (void)state;
-    check_queued_errors(true);
-}
-
-static void test_queued_errors_unnamed(void **state) {
-    (void)state;
-    check_queued_errors(false);
 }
 
 static void test_savepoint_names(void **state) {
@@ -1053,7 +1026,8 @@ static void test_prepared_after_queued_commands(void **state) {
     deta_db_free(db);
 }
 
-static void check_backend_killed_in_transaction(bool prepare) {
+static void check_backend_killed_in_transaction(void **state) {
+    bool prepare = *(const bool *)*state;
     pl_ctx_t c = pl_setup(prepare);
     char *why = c.why;
     /* Between begin and the first statement: nothing was sent, but the
@@ -1089,16 +1063,6 @@ static void check_backend_killed_in_transaction(bool prepare) {
     assert_int_equal(deta_db_commit(c.db, why, 256), DETA_OK);
     assert_committed("3,5");
     deta_db_free(c.db);
-}
-
-static void test_backend_killed_in_transaction_prepared(void **state) {
-    (void)state;
-    check_backend_killed_in_transaction(true);
-}
-
-static void test_backend_killed_in_transaction_unnamed(void **state) {
-    (void)state;
-    check_backend_killed_in_transaction(false);
 }
 
 /* ---- migrations ---- */
@@ -1318,6 +1282,14 @@ static void test_inbox_claim(void **state) {
     deta_db_free(db);
 }
 
+/* A check run twice: with the statement cache and without it (its state says which). */
+static const bool PREPARED = true, UNNAMED = false;
+#define BOTH_WAYS(f)                                                                   \
+    {#f " (prepared)", f, NULL, NULL, (void *)&PREPARED},                             \
+    {                                                                                  \
+        #f " (unnamed)", f, NULL, NULL, (void *)&UNNAMED                               \
+    }
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exec_with_params),
@@ -1333,19 +1305,15 @@ int main(void) {
         cmocka_unit_test(test_prepared_after_schema_change),
         cmocka_unit_test(test_prepared_errors_as_before),
         cmocka_unit_test(test_prepared_more_than_the_cache_holds),
-        cmocka_unit_test(test_round_trips_prepared),
-        cmocka_unit_test(test_round_trips_unnamed),
+        BOTH_WAYS(check_round_trips),
         cmocka_unit_test(test_deferred_begin_opens_the_transaction),
-        cmocka_unit_test(test_savepoints_prepared),
-        cmocka_unit_test(test_savepoints_unnamed),
-        cmocka_unit_test(test_queued_errors_prepared),
-        cmocka_unit_test(test_queued_errors_unnamed),
+        BOTH_WAYS(check_savepoints),
+        BOTH_WAYS(check_queued_errors),
         cmocka_unit_test(test_savepoint_names),
         cmocka_unit_test(test_savepoint_queue_overflow),
         cmocka_unit_test(test_transaction_commands_as_text),
         cmocka_unit_test(test_prepared_after_queued_commands),
-        cmocka_unit_test(test_backend_killed_in_transaction_prepared),
-        cmocka_unit_test(test_backend_killed_in_transaction_unnamed),
+        BOTH_WAYS(check_backend_killed_in_transaction),
         cmocka_unit_test(test_migrations),
         cmocka_unit_test(test_concurrent_migrations),
         cmocka_unit_test(test_pool),
