@@ -217,109 +217,87 @@ static bool load_orders(const chaos_run_t *run, snapshot_t *s) {
     return true;
 }
 
-static bool load_reservations(snapshot_t *s) {
+/* A query whose first column is the order id and whose other columns fill the
+ * order's fields in turn; count_at is the order's counter of such rows (only the
+ * first row fills the fields, the count shows duplicates). */
+typedef struct column_field {
+    size_t at, size;
+} column_field_t;
+#define FIELD(member) {offsetof(order_row_t, member), sizeof((order_row_t *)0)->member}
+#define MAX_FIELDS 14
+
+typedef struct per_order_query {
+    const char *db, *sql;
+    size_t count_at;
+    column_field_t fields[MAX_FIELDS];
+    int nfields;
+} per_order_query_t;
+
+static bool load_per_order(snapshot_t *s, const per_order_query_t *q) {
     const char *params[] = {s->ids};
-    PGresult *r = db_query("inventory_db",
-                           "SELECT order_id, reservation_id::text, status, total_amount::text,"
-                           " reason FROM reservations WHERE order_id = ANY($1::text[])",
-                           1, params);
+    PGresult *r = db_query(q->db, q->sql, 1, params);
     if (!r)
         return false;
     for (int i = 0; i < PQntuples(r); i++) {
         order_row_t *o = find_order(s, PQgetvalue(r, i, 0));
-        if (!o || o->nres++)
+        if (!o || (*(int *)((char *)o + q->count_at))++)
             continue;
-        cell(o->res_id, TXT, r, i, 1);
-        cell(o->res_status, TXT, r, i, 2);
-        cell(o->res_total, TXT, r, i, 3);
-        cell(o->res_reason, TXT, r, i, 4);
+        for (int f = 0; f < q->nfields; f++)
+            cell((char *)o + q->fields[f].at, q->fields[f].size, r, i, f + 1);
     }
     PQclear(r);
     return true;
 }
 
-static bool load_payments(snapshot_t *s) {
-    const char *params[] = {s->ids};
-    PGresult *r = db_query("delivery_eta",
-                           "SELECT order_id::text, payment_id::text, status, reason,"
-                           " amount::text FROM payments WHERE order_id = ANY($1::uuid[])",
-                           1, params);
-    if (!r)
-        return false;
-    for (int i = 0; i < PQntuples(r); i++) {
-        order_row_t *o = find_order(s, PQgetvalue(r, i, 0));
-        if (!o || o->npay++)
-            continue;
-        cell(o->pay_id, TXT, r, i, 1);
-        cell(o->pay_status, TXT, r, i, 2);
-        cell(o->pay_reason, TXT, r, i, 3);
-        cell(o->pay_amount, TXT, r, i, 4);
-    }
-    PQclear(r);
-    return true;
-}
+static const per_order_query_t RESERVATIONS = {
+    "inventory_db",
+    "SELECT order_id, reservation_id::text, status, total_amount::text,"
+    " reason FROM reservations WHERE order_id = ANY($1::text[])",
+    offsetof(order_row_t, nres),
+    {FIELD(res_id), FIELD(res_status), FIELD(res_total), FIELD(res_reason)},
+    4};
 
-static bool load_deliveries(snapshot_t *s) {
-    const char *params[] = {s->ids};
-    PGresult *r = db_query("delivery_db",
-                           "SELECT x.order_id::text, x.delivery_id::text, x.status, x.payment_id,"
-                           " x.driver_id, " MS_UTC("x.delivered_at") ", d.name"
-                           " FROM deliveries x JOIN drivers d ON d.driver_id = x.driver_id"
-                           " WHERE x.order_id = ANY($1::uuid[])",
-                           1, params);
-    if (!r)
-        return false;
-    for (int i = 0; i < PQntuples(r); i++) {
-        order_row_t *o = find_order(s, PQgetvalue(r, i, 0));
-        if (!o || o->ndel++)
-            continue;
-        cell(o->del_id, TXT, r, i, 1);
-        cell(o->del_status, TXT, r, i, 2);
-        cell(o->del_payment, TXT, r, i, 3);
-        cell(o->del_driver, TXT, r, i, 4);
-        cell(o->del_at, TXT, r, i, 5);
-        cell(o->del_driver_name, TXT, r, i, 6);
-    }
-    PQclear(r);
-    return true;
-}
+static const per_order_query_t PAYMENTS = {
+    "delivery_eta",
+    "SELECT order_id::text, payment_id::text, status, reason,"
+    " amount::text FROM payments WHERE order_id = ANY($1::uuid[])",
+    offsetof(order_row_t, npay),
+    {FIELD(pay_id), FIELD(pay_status), FIELD(pay_reason), FIELD(pay_amount)},
+    4};
+
+static const per_order_query_t DELIVERIES = {
+    "delivery_db",
+    "SELECT x.order_id::text, x.delivery_id::text, x.status, x.payment_id,"
+    " x.driver_id, " MS_UTC("x.delivered_at") ", d.name"
+    " FROM deliveries x JOIN drivers d ON d.driver_id = x.driver_id"
+    " WHERE x.order_id = ANY($1::uuid[])",
+    offsetof(order_row_t, ndel),
+    {FIELD(del_id), FIELD(del_status), FIELD(del_payment), FIELD(del_driver), FIELD(del_at),
+     FIELD(del_driver_name)},
+    6};
+
+static const per_order_query_t VIEW = {
+    "delivery_query",
+    "SELECT order_id::text, status, total_amount::text, customer_id,"
+    " reservation_id, payment_id, delivery_id, driver_id, "
+    MS_UTC("delivered_at") ", failure_reason, currency, "
+    MS_UTC("created_at") ", correlation_id, "
+    MS_UTC("estimated_delivery_at") ", driver_name"
+    " FROM order_view WHERE order_id = ANY($1::uuid[])",
+    offsetof(order_row_t, nview),
+    {FIELD(v_status), FIELD(v_total), FIELD(v_customer), FIELD(v_res), FIELD(v_pay),
+     FIELD(v_del), FIELD(v_driver), FIELD(v_at), FIELD(v_failure), FIELD(v_currency),
+     FIELD(v_created), FIELD(v_correlation), FIELD(v_eta), FIELD(v_driver_name)},
+    14};
 
 static bool load_view(snapshot_t *s) {
+    if (!load_per_order(s, &VIEW))
+        return false;
     const char *params[] = {s->ids};
     PGresult *r = db_query("delivery_query",
-                           "SELECT order_id::text, status, total_amount::text, customer_id,"
-                           " reservation_id, payment_id, delivery_id, driver_id, "
-                           MS_UTC("delivered_at") ", failure_reason, currency, "
-                           MS_UTC("created_at") ", correlation_id, "
-                           MS_UTC("estimated_delivery_at") ", driver_name"
-                           " FROM order_view WHERE order_id = ANY($1::uuid[])",
+                           "SELECT order_id::text, count(*) FROM order_events"
+                           " WHERE order_id = ANY($1::uuid[]) GROUP BY 1",
                            1, params);
-    if (!r)
-        return false;
-    for (int i = 0; i < PQntuples(r); i++) {
-        order_row_t *o = find_order(s, PQgetvalue(r, i, 0));
-        if (!o || o->nview++)
-            continue;
-        cell(o->v_status, TXT, r, i, 1);
-        cell(o->v_total, TXT, r, i, 2);
-        cell(o->v_customer, sizeof o->v_customer, r, i, 3);
-        cell(o->v_res, TXT, r, i, 4);
-        cell(o->v_pay, TXT, r, i, 5);
-        cell(o->v_del, TXT, r, i, 6);
-        cell(o->v_driver, TXT, r, i, 7);
-        cell(o->v_at, TXT, r, i, 8);
-        cell(o->v_failure, TXT, r, i, 9);
-        cell(o->v_currency, TXT, r, i, 10);
-        cell(o->v_created, TXT, r, i, 11);
-        cell(o->v_correlation, TXT, r, i, 12);
-        cell(o->v_eta, TXT, r, i, 13);
-        cell(o->v_driver_name, TXT, r, i, 14);
-    }
-    PQclear(r);
-    r = db_query("delivery_query",
-                 "SELECT order_id::text, count(*) FROM order_events"
-                 " WHERE order_id = ANY($1::uuid[]) GROUP BY 1",
-                 1, params);
     if (!r)
         return false;
     for (int i = 0; i < PQntuples(r); i++) {
@@ -435,8 +413,9 @@ static bool load_stock(const chaos_run_t *run, snapshot_t *s) {
 
 static bool snapshot_load(const chaos_run_t *run, snapshot_t *s) {
     memset(s, 0, sizeof *s);
-    if (load_orders(run, s) && load_reservations(s) && load_payments(s) && load_deliveries(s) &&
-        load_view(s) && load_unsent(s) && load_stock(run, s) && load_lines(s))
+    if (load_orders(run, s) && load_per_order(s, &RESERVATIONS) &&
+        load_per_order(s, &PAYMENTS) && load_per_order(s, &DELIVERIES) && load_view(s) &&
+        load_unsent(s) && load_stock(run, s) && load_lines(s))
         return true;
     snapshot_free(s);
     return false;
