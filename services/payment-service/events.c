@@ -145,7 +145,7 @@ void payment_events_free(payment_events_t *pe) {
 
 /* ---- the steps ---- */
 
-static void gateway_wait(long ms) {
+static void sleep_ms(long ms) {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
         ;
@@ -181,7 +181,7 @@ static deta_err_t record_decided(payment_events_t *pe, const payment_t *p, const
             break;
         DETA_WARN("payment %s decided but not recorded (attempt %d of %d): %s", p->payment_id,
                   attempt, RECORD_ATTEMPTS, errstr ? errstr : "");
-        gateway_wait(RECORD_BACKOFF_MS << (attempt - 1));
+        sleep_ms(RECORD_BACKOFF_MS << (attempt - 1));
     }
     deta_event_clear(&ev);
     return err;
@@ -195,7 +195,7 @@ static deta_err_t decide_and_record(payment_events_t *pe, const payment_request_
     deta_counter_inc(pe->gateway_calls);
     deta_gauge_add(pe->in_flight, 1);
     if (pe->settings.gateway_latency_ms > 0)
-        gateway_wait(pe->settings.gateway_latency_ms);
+        sleep_ms(pe->settings.gateway_latency_ms); /* the simulated gateway */
     deta_gauge_add(pe->in_flight, -1);
     payment_init(p, req, decision);
     bool recorded = false;

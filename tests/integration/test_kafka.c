@@ -337,8 +337,18 @@ static void test_unreachable_broker(void **state) {
     deta_producer_free(p); /* purges what it could not deliver; no leak, no hang */
 }
 
+/* The checks below run twice, on the consumer loop alone (workers 0) and with
+ * workers; their state says which, and the tag that keeps their keys apart. */
+typedef struct run_mode {
+    const char *tag;
+    int workers;
+} run_mode_t;
+
 /* tag makes this call's keys and group its own; workers is opts.workers. */
-static void check_retry_and_dead_letter(const char *tag, int workers) {
+static void check_retry_and_dead_letter(void **state) {
+    const run_mode_t *mode = *state;
+    const char *tag = mode->tag;
+    int workers = mode->workers;
     char prefix[48], key[64], key2[64], group[64];
     snprintf(prefix, sizeof prefix, "%s-%s", tag, run);
     snprintf(key, sizeof key, "%s-a", prefix);
@@ -421,17 +431,10 @@ static void check_retry_and_dead_letter(const char *tag, int workers) {
     deta_metrics_free(metrics);
 }
 
-static void test_consume_retry_and_dead_letter(void **state) {
-    (void)state;
-    check_retry_and_dead_letter("k", 0);
-}
-
-static void test_workers_retry_and_dead_letter(void **state) {
-    (void)state;
-    check_retry_and_dead_letter("q", 4);
-}
-
-static void check_committed_only_after_success(const char *tag, int workers) {
+static void check_committed_only_after_success(void **state) {
+    const run_mode_t *mode = *state;
+    const char *tag = mode->tag;
+    int workers = mode->workers;
     char key[64], group[96];
     snprintf(key, sizeof key, "%s-%s", tag, run);
     snprintf(group, sizeof group, "it-kafka-commit-%s", key);
@@ -462,17 +465,10 @@ static void check_committed_only_after_success(const char *tag, int workers) {
     assert_int_equal(times_seen(&b, key, "first", NULL), 0);
 }
 
-static void test_offsets_committed_only_after_success(void **state) {
-    (void)state;
-    check_committed_only_after_success("c", 0);
-}
-
-static void test_workers_committed_only_after_success(void **state) {
-    (void)state;
-    check_committed_only_after_success("cw", 4);
-}
-
-static void check_dead_letter_never_skipped(const char *tag, int workers) {
+static void check_dead_letter_never_skipped(void **state) {
+    const run_mode_t *mode = *state;
+    const char *tag = mode->tag;
+    int workers = mode->workers;
     char key[64], group[96];
     snprintf(key, sizeof key, "%s-%s", tag, run);
     snprintf(group, sizeof group, "it-kafka-dlq-%s", key);
@@ -513,16 +509,6 @@ static void check_dead_letter_never_skipped(const char *tag, int workers) {
     assert_string_equal(ts_kafka_header(&dl, "x-retry-count"), "0");
     assert_string_equal(ts_kafka_header(&dl, "x-error"), "bad payload");
     ts_kafka_msg_free(&dl);
-}
-
-static void test_dead_letter_never_skipped(void **state) {
-    (void)state;
-    check_dead_letter_never_skipped("d", 0);
-}
-
-static void test_workers_dead_letter_never_skipped(void **state) {
-    (void)state;
-    check_dead_letter_never_skipped("dw", 4);
 }
 
 /* ---- a journal of handler calls, for the tests with workers ---- */
@@ -1182,7 +1168,10 @@ static double waiting_gauge(deta_metrics_t *m, const char *group) {
 }
 
 /* Down for many times the retry budget: no dead letter; up: processed once. */
-static void check_waits_while_dependencies_down(const char *tag, int workers) {
+static void check_waits_while_dependencies_down(void **state) {
+    const run_mode_t *mode = *state;
+    const char *tag = mode->tag;
+    int workers = mode->workers;
     char prefix[48], key[64], group[96];
     snprintf(prefix, sizeof prefix, "%s-%s", tag, run);
     snprintf(key, sizeof key, "%s-a", prefix);
@@ -1217,19 +1206,12 @@ static void check_waits_while_dependencies_down(const char *tag, int workers) {
     deta_metrics_free(metrics);
 }
 
-static void test_waits_while_dependencies_down(void **state) {
-    (void)state;
-    check_waits_while_dependencies_down("dep", 0);
-}
-
-static void test_workers_wait_while_dependencies_down(void **state) {
-    (void)state;
-    check_waits_while_dependencies_down("depw", 4);
-}
-
 /* A message that fails on its own: waiting while down does not spend its budget,
  * and once up it is dead-lettered after exactly max_retries counted retries. */
-static void check_budget_applies_when_up(const char *tag, int workers) {
+static void check_budget_applies_when_up(void **state) {
+    const run_mode_t *mode = *state;
+    const char *tag = mode->tag;
+    int workers = mode->workers;
     char prefix[48], key[64], group[96];
     snprintf(prefix, sizeof prefix, "%s-%s", tag, run);
     snprintf(key, sizeof key, "%s-a", prefix);
@@ -1265,16 +1247,6 @@ static void check_budget_applies_when_up(const char *tag, int workers) {
     assert_int_equal(ts_kafka_count(DLQ, key, 5000), 1);
     ts_kafka_msg_free(&dl);
     deta_metrics_free(metrics);
-}
-
-static void test_budget_applies_when_up(void **state) {
-    (void)state;
-    check_budget_applies_when_up("bud", 0);
-}
-
-static void test_workers_budget_applies_when_up(void **state) {
-    (void)state;
-    check_budget_applies_when_up("budw", 4);
 }
 
 /* ---- the assigned-partitions gauge ---- */
@@ -1561,27 +1533,30 @@ static void test_consumer_bad_input(void **state) {
     assert_null(deta_kafka_msg_header(NULL, "h", buf, sizeof buf));
 }
 
+#define IN_MODE(f, tag, workers)                                                       \
+    {#f " (" #workers " workers)", f, NULL, NULL, &(run_mode_t){tag, workers}}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_send_batch_acks),
         cmocka_unit_test(test_producer_bad_input),
         cmocka_unit_test(test_unreachable_broker),
-        cmocka_unit_test(test_consume_retry_and_dead_letter),
-        cmocka_unit_test(test_offsets_committed_only_after_success),
-        cmocka_unit_test(test_dead_letter_never_skipped),
-        cmocka_unit_test(test_workers_retry_and_dead_letter),
-        cmocka_unit_test(test_workers_committed_only_after_success),
-        cmocka_unit_test(test_workers_dead_letter_never_skipped),
+        IN_MODE(check_retry_and_dead_letter, "k", 0),
+        IN_MODE(check_committed_only_after_success, "c", 0),
+        IN_MODE(check_dead_letter_never_skipped, "d", 0),
+        IN_MODE(check_retry_and_dead_letter, "q", 4),
+        IN_MODE(check_committed_only_after_success, "cw", 4),
+        IN_MODE(check_dead_letter_never_skipped, "dw", 4),
         cmocka_unit_test(test_workers_parallel_in_key_order),
         cmocka_unit_test(test_workers_retry_does_not_block_other_keys),
         cmocka_unit_test(test_workers_resume_at_first_unfinished),
         cmocka_unit_test(test_workers_rebalance_hands_over),
         cmocka_unit_test(test_workers_batch_dead_letters_one),
         cmocka_unit_test(test_workers_batch_falls_back_one_at_a_time),
-        cmocka_unit_test(test_waits_while_dependencies_down),
-        cmocka_unit_test(test_workers_wait_while_dependencies_down),
-        cmocka_unit_test(test_budget_applies_when_up),
-        cmocka_unit_test(test_workers_budget_applies_when_up),
+        IN_MODE(check_waits_while_dependencies_down, "dep", 0),
+        IN_MODE(check_waits_while_dependencies_down, "depw", 4),
+        IN_MODE(check_budget_applies_when_up, "bud", 0),
+        IN_MODE(check_budget_applies_when_up, "budw", 4),
         cmocka_unit_test(test_assigned_partitions_gauge),
         cmocka_unit_test(test_send_until_gives_up_and_flush),
         cmocka_unit_test(test_consumer_bad_input),

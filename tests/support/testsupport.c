@@ -57,27 +57,25 @@ static size_t collect(char *data, size_t size, size_t n, void *opaque) {
     return add;
 }
 
-void ts_http(const char *method, const char *base_var, const char *path,
-             const char *content_type, const char *body, ts_http_resp_t *out) {
+/* One request to the service at base_var: hdrs is the request's header list
+ * (freed here), body may be NULL; resp_headers, when not NULL, receives the
+ * response's header block (malloc'd). */
+static void perform(const char *method, const char *base_var, const char *path,
+                    struct curl_slist *hdrs, const char *body, long timeout_s,
+                    ts_http_resp_t *out, char **resp_headers) {
     char url[1024];
     snprintf(url, sizeof url, "%s%s", ts_env(base_var), path);
     CURL *c = curl_easy_init();
     assert_non_null(c);
-    growbuf_t g = {calloc(1, 1), 0};
-    struct curl_slist *hdrs = NULL;
-    char ct[256];
-    if (content_type) {
-        snprintf(ct, sizeof ct, "Content-Type: %s", content_type);
-        hdrs = curl_slist_append(hdrs, ct);
-    } else {
-        hdrs = curl_slist_append(hdrs, "Content-Type:"); /* send none at all */
-    }
+    growbuf_t g = {calloc(1, 1), 0}, h = {calloc(1, 1), 0};
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &g);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, timeout_s);
     if (body) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
@@ -90,6 +88,20 @@ void ts_http(const char *method, const char *base_var, const char *path,
     curl_easy_cleanup(c);
     out->body = g.buf;
     out->json = json_loads(g.buf, 0, NULL);
+    if (resp_headers)
+        *resp_headers = h.buf;
+    else
+        free(h.buf);
+}
+
+void ts_http(const char *method, const char *base_var, const char *path,
+             const char *content_type, const char *body, ts_http_resp_t *out) {
+    char ct[256];
+    if (content_type)
+        snprintf(ct, sizeof ct, "Content-Type: %s", content_type);
+    else
+        snprintf(ct, sizeof ct, "Content-Type:"); /* send none at all */
+    perform(method, base_var, path, curl_slist_append(NULL, ct), body, 30L, out, NULL);
 }
 
 void ts_http_resp_free(ts_http_resp_t *r) {
@@ -100,34 +112,10 @@ void ts_http_resp_free(ts_http_resp_t *r) {
 
 void ts_http_headers(const char *method, const char *base_var, const char *path,
                      const char *const *headers, ts_http_resp_t *out, char **resp_headers) {
-    char url[1024];
-    snprintf(url, sizeof url, "%s%s", ts_env(base_var), path);
-    CURL *c = curl_easy_init();
-    assert_non_null(c);
-    growbuf_t g = {calloc(1, 1), 0}, h = {calloc(1, 1), 0};
     struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type:");
     for (size_t i = 0; headers && headers[i]; i++)
         hdrs = curl_slist_append(hdrs, headers[i]);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &g);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-    CURLcode rc = curl_easy_perform(c);
-    if (rc != CURLE_OK)
-        fail_msg("%s %s: %s", method, url, curl_easy_strerror(rc));
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(c);
-    out->body = g.buf;
-    out->json = json_loads(g.buf, 0, NULL);
-    if (resp_headers)
-        *resp_headers = h.buf;
-    else
-        free(h.buf);
+    perform(method, base_var, path, hdrs, NULL, 60L, out, resp_headers);
 }
 
 /* ---- Redis, raw ---- */
