@@ -183,7 +183,11 @@ static deta_err_t load_postgres(deta_config_t *cfg, char *errstr, size_t errsize
         (err = config_copy("PGPASSWORD", "postgres", cfg->pg_password,
                            sizeof cfg->pg_password, errstr, errsize)) ||
         (err = config_bool("PG_PREPARED_STATEMENTS", true, &cfg->pg_prepared_statements,
-                           errstr, errsize)))
+                           errstr, errsize)) ||
+        (err = config_int("PG_STATEMENT_TIMEOUT_MS", 30000, 0, 3600000,
+                          &cfg->pg_statement_timeout_ms, errstr, errsize)) ||
+        (err = config_int("PG_LOCK_TIMEOUT_MS", 10000, 0, 3600000, &cfg->pg_lock_timeout_ms,
+                          errstr, errsize)))
         return err;
     return config_copy("PGDATABASE", deta_service_default_db(cfg->service), cfg->pg_database,
                        sizeof cfg->pg_database, errstr, errsize);

@@ -122,6 +122,11 @@
 #include "perthread.h"
 
 #define DB_CONNECT_TIMEOUT_S "3"
+#define DB_KEEPALIVE_IDLE_S "10"     /* idle seconds before the first probe */
+#define DB_KEEPALIVE_INTERVAL_S "5"  /* between unanswered probes */
+#define DB_KEEPALIVE_COUNT "3"       /* unanswered probes that end the connection */
+#define DB_TCP_USER_TIMEOUT_MS "20000" /* unacknowledged data that ends it */
+#define DB_IDLE_IN_TX_TIMEOUT_MS 60000
 #define DB_PING_TIMEOUT_MS 2000
 #define DB_MIGRATION_LOCK "deta_migrations"
 #define DB_IDLE_READS 4 /* bounded: notifications may keep the socket readable */
@@ -153,6 +158,8 @@ struct deta_db {
     char password[128];
     char dbname[64];
     char appname[64];
+    char options[384]; /* the session's settings, sent at connect (see open_connection) */
+    unsigned long session; /* counts the connections made: another one, another session */
     PGconn *conn;
     bool in_tx; /* between a successful begin and commit/rollback */
     bool tx_lost; /* the connection died inside that transaction */
@@ -222,6 +229,13 @@ deta_db_t *deta_db_new(const deta_config_t *cfg) {
     snprintf(db->dbname, sizeof db->dbname, "%s", cfg->pg_database);
     snprintf(db->appname, sizeof db->appname, "%s", cfg->service[0] ? cfg->service : "deta");
     db->prepare = cfg->pg_prepared_statements;
+    snprintf(db->options, sizeof db->options,
+             "-c statement_timeout=%d -c lock_timeout=%d -c idle_in_transaction_session_timeout=%d"
+             " -c tcp_keepalives_idle=%s -c tcp_keepalives_interval=%s"
+             " -c tcp_keepalives_count=%s -c tcp_user_timeout=%s",
+             cfg->pg_statement_timeout_ms, cfg->pg_lock_timeout_ms, DB_IDLE_IN_TX_TIMEOUT_MS,
+             DB_KEEPALIVE_IDLE_S, DB_KEEPALIVE_INTERVAL_S, DB_KEEPALIVE_COUNT,
+             DB_TCP_USER_TIMEOUT_MS);
     return db;
 }
 
@@ -254,13 +268,28 @@ static void log_notice(void *arg, const char *message) {
     DETA_DEBUG("postgres: %.*s", len, message);
 }
 
+/* A peer that vanishes without closing (a partition, a frozen host) must not hold
+ * a session, its advisory locks or its transaction for the kernel's default of
+ * hours. Both ends therefore probe an idle connection (TCP keepalives) and give
+ * up on unacknowledged data (TCP_USER_TIMEOUT): the client's side is set here,
+ * the server's in options, so that a zombie client's backend, and the relay lock
+ * it holds, are gone within about half a minute. Statements and lock waits are
+ * bounded by the settings (PG_STATEMENT_TIMEOUT_MS, PG_LOCK_TIMEOUT_MS; their
+ * failures are transient), and a transaction left idle by a stalled client is
+ * ended by the server after DB_IDLE_IN_TX_TIMEOUT_MS. */
 static void open_connection(deta_db_t *db) {
-    const char *keys[] = {"host",   "port",           "user",
-                          "password", "dbname",       "connect_timeout",
-                          "application_name", NULL};
-    const char *vals[] = {db->host,   db->port,          db->user, db->password,
-                          db->dbname, DB_CONNECT_TIMEOUT_S, db->appname, NULL};
+    const char *keys[] = {"host",         "port",          "user",
+                          "password",     "dbname",        "connect_timeout",
+                          "application_name", "options",   "keepalives",
+                          "keepalives_idle",  "keepalives_interval", "keepalives_count",
+                          "tcp_user_timeout", NULL};
+    const char *vals[] = {db->host,         db->port,          db->user,
+                          db->password,     db->dbname,        DB_CONNECT_TIMEOUT_S,
+                          db->appname,      db->options,       "1",
+                          DB_KEEPALIVE_IDLE_S, DB_KEEPALIVE_INTERVAL_S, DB_KEEPALIVE_COUNT,
+                          DB_TCP_USER_TIMEOUT_MS, NULL};
     db->conn = PQconnectdbParams(keys, vals, 0);
+    db->session++;
     if (db->conn)
         PQsetNoticeProcessor(db->conn, log_notice, NULL);
 }
@@ -302,6 +331,7 @@ static PGconn *usable_connection(deta_db_t *db, char *errstr, size_t errsize) {
         }
         stmts_clear(db);
         PQreset(db->conn);
+        db->session++;
     }
     if (!db->conn || PQstatus(db->conn) != CONNECTION_OK) {
         fail_with_conn(db, DETA_ERR_TRANSIENT, errstr, errsize, "cannot connect to Postgres");
@@ -322,15 +352,22 @@ static void drop_connection(deta_db_t *db) {
 
 /* ---- statements ---- */
 
+/* Which failures pass by themselves (waiting and trying again is right) and which
+ * are the statement's own fault. Transient: the connection (class 08), the server
+ * shutting down or starting (57P0x), a statement or lock timeout (57014, 55P03),
+ * a serialization failure or deadlock (40001, 40P01), a read-only server (25006:
+ * a primary demoted by a failover, until the client reaches the new one), and a
+ * server short of resources or failing its disk (classes 53 and 58). */
 static deta_err_t err_from_sqlstate(const char *state) {
+    static const char *const transient[] = {"08",    "57P0",  "57014", "55P03", "40001",
+                                            "40P01", "25006", "53",    "58"};
     if (!state || strlen(state) != 5)
         return DETA_ERR_INTERNAL;
-    if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0)
-        return DETA_ERR_TRANSIENT;
     if (strcmp(state, "23505") == 0)
         return DETA_ERR_CONFLICT;
-    if (strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
-        return DETA_ERR_TRANSIENT;
+    for (size_t i = 0; i < sizeof transient / sizeof *transient; i++)
+        if (strncmp(state, transient[i], strlen(transient[i])) == 0)
+            return DETA_ERR_TRANSIENT;
     return DETA_ERR_INTERNAL;
 }
 
@@ -864,6 +901,10 @@ void deta_db_rollback(deta_db_t *db) {
     db->in_tx = db->tx_lost = db->tx_sent = false;
 }
 
+unsigned long deta_db_session(const deta_db_t *db) {
+    return db ? db->session : 0;
+}
+
 PGconn *deta_db_conn(deta_db_t *db, char *errstr, size_t errsize) {
     if (!db) {
         deta_errf(DETA_ERR_INVALID, errstr, errsize, "no database handle");
@@ -891,15 +932,26 @@ PGconn *deta_db_conn(deta_db_t *db, char *errstr, size_t errsize) {
 
 /* Waits for the result of a sent query up to timeout_ms; false on timeout or
  * connection failure (any results are consumed either way when it succeeds). */
-static bool await_ping(PGconn *conn, int timeout_ms) {
+/* Waits for the answer to PING_SQL up to timeout_ms; DB_PING_OK when the server
+ * answered that it takes writes, DB_PING_READ_ONLY when it answered that it does
+ * not, DB_PING_FAILED on a timeout or a failure (any results are consumed either
+ * way when it succeeds). */
+#define PING_SQL "SELECT current_setting('transaction_read_only')"
+typedef enum { DB_PING_FAILED, DB_PING_OK, DB_PING_READ_ONLY } db_ping_t;
+
+static db_ping_t await_ping(PGconn *conn, int timeout_ms) {
     long deadline = deta_clock_ms() + timeout_ms;
-    bool ok = false;
+    db_ping_t got = DB_PING_FAILED;
     for (;;) {
         while (!PQisBusy(conn)) {
             PGresult *res = PQgetResult(conn);
             if (!res)
-                return ok;
-            ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+                return got;
+            if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+                got = strcmp(PQgetvalue(res, 0, 0), "off") == 0 ? DB_PING_OK
+                                                                 : DB_PING_READ_ONLY;
+            else
+                got = DB_PING_FAILED;
             PQclear(res);
         }
         long left = deadline - deta_clock_ms();
@@ -919,12 +971,20 @@ bool deta_db_ping(deta_db_t *db, char *errstr, size_t errsize) {
     PGconn *conn = usable_connection(db, errstr, errsize);
     if (!conn)
         return false;
-    if (!PQsendQuery(conn, "SELECT 1")) {
+    if (!PQsendQuery(conn, PING_SQL)) {
         fail_with_conn(db, DETA_ERR_TRANSIENT, errstr, errsize, "ping failed");
         return false;
     }
-    if (await_ping(conn, DB_PING_TIMEOUT_MS))
+    db_ping_t got = await_ping(conn, DB_PING_TIMEOUT_MS);
+    if (got == DB_PING_OK)
         return true;
+    if (got == DB_PING_READ_ONLY) {
+        /* A demoted primary or a standby: reachable, but every write would fail. */
+        deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                  "Postgres answers but is read-only (a standby, or a primary demoted by a "
+                  "failover)");
+        return false;
+    }
     fail_with_conn(db, DETA_ERR_TRANSIENT, errstr, errsize, "ping failed or timed out");
     /* A query may still be running: drop the connection rather than wait on it. */
     drop_connection(db);

@@ -12,11 +12,15 @@
  *
  * Connections are handed out last-in first-out, so under a light load the same
  * few stay warm (their prepared statements with them) and the others are never
- * opened. A borrower gives its connection back outside any transaction; session
+ * opened. A wait is bounded by the borrower's timeout: a borrower whose work has a
+ * deadline (a claim that expires) must not sit behind a stalled one for longer.
+ * A borrower gives its connection back outside any transaction; session
  * state (advisory locks, SET) must not outlive the loan.
  */
+#include "clock.h"
 #include "deta/db.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -48,7 +52,7 @@ deta_db_shared_t *deta_db_shared_new(const deta_config_t *cfg, int size) {
     s->cfg = *cfg;
     s->size = size;
     pthread_mutex_init(&s->lock, NULL);
-    pthread_cond_init(&s->given_back, NULL);
+    deta_cond_init_monotonic(&s->given_back);
     return s;
 }
 
@@ -62,7 +66,8 @@ static deta_db_t *open_one(deta_db_shared_t *s) {
     return db;
 }
 
-deta_db_t *deta_db_shared_take(deta_db_shared_t *s) {
+deta_db_t *deta_db_shared_take(deta_db_shared_t *s, long timeout_ms) {
+    struct timespec deadline = deta_clock_after(timeout_ms);
     pthread_mutex_lock(&s->lock);
     deta_db_t *db = NULL;
     while (!db) {
@@ -72,8 +77,8 @@ deta_db_t *deta_db_shared_take(deta_db_shared_t *s) {
             db = open_one(s);
             if (!db)
                 break; /* out of memory */
-        } else
-            pthread_cond_wait(&s->given_back, &s->lock);
+        } else if (pthread_cond_timedwait(&s->given_back, &s->lock, &deadline) == ETIMEDOUT)
+            break;
     }
     pthread_mutex_unlock(&s->lock);
     return db;

@@ -167,7 +167,7 @@ static deta_err_t record_decided(payment_events_t *pe, const payment_t *p, const
     if (err)
         return err;
     for (int attempt = 1;; attempt++) {
-        deta_db_t *db = deta_db_shared_take(pe->db);
+        deta_db_t *db = deta_db_shared_take(pe->db, 5000);
         if (!db) {
             err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
             break;
@@ -211,7 +211,7 @@ static deta_err_t record_once(payment_events_t *pe, const payment_request_t *req
                               const char *holder, payment_t *p, outcome_t *out, char *errstr,
                               size_t errsize) {
     *out = OUTCOME_DUP_DB;
-    deta_db_t *db = deta_db_shared_take(pe->db);
+    deta_db_t *db = deta_db_shared_take(pe->db, 5000);
     deta_gauge_set(pe->connections, deta_db_shared_opened(pe->db));
     if (!db)
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");

@@ -168,6 +168,123 @@ static void test_error_mapping(void **state) {
     deta_db_free(db);
 }
 
+static void kill_backend(long pid) {
+    char p[24];
+    snprintf(p, sizeof p, "%ld", pid);
+    const char *params[] = {p};
+    PGconn *admin = ts_pg("postgres");
+    assert_int_equal(ts_pg_long(admin, "SELECT pg_terminate_backend($1::int)::int", 1, params), 1);
+    /* Until the backend is gone, the victim may not have heard yet. */
+    for (int i = 0; i < 100; i++) {
+        if (ts_pg_long(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int", 1,
+                       params) == 0)
+            break;
+        ts_sleep_ms(50);
+    }
+    PQfinish(admin);
+    /* Let the backend's farewell (FATAL 57P01) reach the victim's socket: the
+     * behaviour under test is noticing it before sending, not racing it. */
+    ts_sleep_ms(300);
+}
+
+/* Errors that pass by themselves are TRANSIENT (the caller waits and retries,
+ * never dead-letters): each raised by the server itself with its SQLSTATE. */
+static void test_transient_sqlstates(void **state) {
+    (void)state;
+    deta_db_t *db = new_db();
+    static const char *const transient[] = {"08006", "57P01", "57P03", "57014", "55P03",
+                                            "40001", "40P01", "25006", "53100", "53200",
+                                            "53300", "58030"};
+    static const char *const internal[] = {"42703", "22P02", "23502", "P0001", "25P02"};
+    char sql[160], why[256];
+    for (size_t i = 0; i < sizeof transient / sizeof *transient; i++) {
+        snprintf(sql, sizeof sql,
+                 "DO $$BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '%s'; END$$",
+                 transient[i]);
+        why[0] = 0;
+        deta_err_t err = deta_db_run(db, sql, 0, NULL, why, sizeof why);
+        if (err != DETA_ERR_TRANSIENT)
+            fail_msg("SQLSTATE %s mapped to %s (%s)", transient[i], deta_err_name(err), why);
+        assert_non_null(strstr(why, transient[i]));
+    }
+    for (size_t i = 0; i < sizeof internal / sizeof *internal; i++) {
+        snprintf(sql, sizeof sql,
+                 "DO $$BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '%s'; END$$",
+                 internal[i]);
+        deta_err_t err = deta_db_run(db, sql, 0, NULL, why, sizeof why);
+        if (err != DETA_ERR_INTERNAL)
+            fail_msg("SQLSTATE %s mapped to %s (%s)", internal[i], deta_err_name(err), why);
+    }
+    deta_db_free(db);
+}
+
+/* The session's bounds come from the settings; a statement past its timeout, a
+ * lock wait past its bound and a write to a read-only session fail TRANSIENT for
+ * real, and ping reports a read-only server. */
+static void test_session_bounds(void **state) {
+    (void)state;
+    deta_config_t c = cfg;
+    c.pg_statement_timeout_ms = 300;
+    c.pg_lock_timeout_ms = 200;
+    deta_db_t *db = deta_db_new(&c);
+    assert_non_null(db);
+    char why[256] = "";
+    PGresult *r = deta_db_exec(db,
+                               "SELECT current_setting('statement_timeout'),"
+                               " current_setting('lock_timeout'),"
+                               " current_setting('idle_in_transaction_session_timeout'),"
+                               " current_setting('tcp_keepalives_idle'),"
+                               " current_setting('tcp_user_timeout')",
+                               0, NULL, &(deta_err_t){0}, why, sizeof why);
+    assert_non_null(r);
+    assert_string_equal(PQgetvalue(r, 0, 0), "300ms");
+    assert_string_equal(PQgetvalue(r, 0, 1), "200ms");
+    assert_string_equal(PQgetvalue(r, 0, 2), "1min");
+    PQclear(r);
+
+    assert_int_equal(deta_db_run(db, "SELECT pg_sleep(2)", 0, NULL, why, sizeof why),
+                     DETA_ERR_TRANSIENT);
+    assert_non_null(strstr(why, "57014"));
+
+    assert_int_equal(deta_db_run(db, "CREATE TABLE bounds (v int)", 0, NULL, why, sizeof why),
+                     DETA_OK);
+    PGconn *other = ts_pg(dbname);
+    PQclear(PQexec(other, "BEGIN; LOCK TABLE bounds IN ACCESS EXCLUSIVE MODE"));
+    assert_int_equal(deta_db_run(db, "INSERT INTO bounds VALUES (1)", 0, NULL, why, sizeof why),
+                     DETA_ERR_TRANSIENT);
+    assert_non_null(strstr(why, "55P03"));
+    PQclear(PQexec(other, "ROLLBACK"));
+    PQfinish(other);
+
+    assert_true(deta_db_ping(db, why, sizeof why));
+    assert_int_equal(deta_db_run(db, "SET default_transaction_read_only = on", 0, NULL, why,
+                                 sizeof why),
+                     DETA_OK);
+    assert_int_equal(deta_db_run(db, "INSERT INTO bounds VALUES (2)", 0, NULL, why, sizeof why),
+                     DETA_ERR_TRANSIENT);
+    assert_non_null(strstr(why, "25006"));
+    why[0] = 0;
+    assert_false(deta_db_ping(db, why, sizeof why));
+    assert_non_null(strstr(why, "read-only"));
+    deta_db_free(db);
+}
+
+/* The session number changes exactly when the connection is replaced. */
+static void test_session_number(void **state) {
+    (void)state;
+    deta_db_t *db = new_db();
+    long pid = query_long(db, "SELECT pg_backend_pid()");
+    unsigned long s1 = deta_db_session(db);
+    assert_true(s1 > 0);
+    query_long(db, "SELECT 1");
+    assert_int_equal(deta_db_session(db), s1);
+    kill_backend(pid);
+    query_long(db, "SELECT 1");
+    assert_true(deta_db_session(db) != s1);
+    assert_int_equal(deta_db_session(NULL), 0);
+    deta_db_free(db);
+}
+
 static void test_unreachable_server(void **state) {
     (void)state;
     deta_config_t bad = cfg;
@@ -244,24 +361,6 @@ static void test_transactions(void **state) {
 
 /* ---- reconnecting ---- */
 
-static void kill_backend(long pid) {
-    char p[24];
-    snprintf(p, sizeof p, "%ld", pid);
-    const char *params[] = {p};
-    PGconn *admin = ts_pg("postgres");
-    assert_int_equal(ts_pg_long(admin, "SELECT pg_terminate_backend($1::int)::int", 1, params), 1);
-    /* Until the backend is gone, the victim may not have heard yet. */
-    for (int i = 0; i < 100; i++) {
-        if (ts_pg_long(admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int", 1,
-                       params) == 0)
-            break;
-        ts_sleep_ms(50);
-    }
-    PQfinish(admin);
-    /* Let the backend's farewell (FATAL 57P01) reach the victim's socket: the
-     * behaviour under test is noticing it before sending, not racing it. */
-    ts_sleep_ms(300);
-}
 
 static void test_reconnect_after_backend_killed(void **state) {
     (void)state;
@@ -1294,6 +1393,9 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exec_with_params),
         cmocka_unit_test(test_error_mapping),
+        cmocka_unit_test(test_transient_sqlstates),
+        cmocka_unit_test(test_session_bounds),
+        cmocka_unit_test(test_session_number),
         cmocka_unit_test(test_unreachable_server),
         cmocka_unit_test(test_ping_and_conn),
         cmocka_unit_test(test_transactions),

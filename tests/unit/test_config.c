@@ -28,7 +28,8 @@ static const char *const all_vars[] = {
     "PGHOST", "PGPORT", "PGUSER",
     "PGPASSWORD", "PGDATABASE", "REDIS_HOST", "REDIS_PORT", "HTTP_PORT", "HTTP_BODY_LIMIT",
     "HTTP_THREADS", "LOG_LEVEL", "INSTANCE_ID", "DETA_TEST_INT", "DETA_TEST_STR",
-    "QUERY_API_ADMIN_TOKEN", "PG_PREPARED_STATEMENTS",
+    "QUERY_API_ADMIN_TOKEN", "PG_PREPARED_STATEMENTS", "PG_STATEMENT_TIMEOUT_MS",
+    "PG_LOCK_TIMEOUT_MS",
 };
 
 static int clear_env(void **state) {
@@ -92,6 +93,8 @@ static void test_common_defaults(void **state) {
     assert_string_equal(cfg.pg_user, "postgres");
     assert_string_equal(cfg.pg_password, "postgres");
     assert_true(cfg.pg_prepared_statements);
+    assert_int_equal(cfg.pg_statement_timeout_ms, 30000);
+    assert_int_equal(cfg.pg_lock_timeout_ms, 10000);
     assert_string_equal(cfg.redis_host, "localhost");
     assert_int_equal(cfg.redis_port, 6379);
     assert_int_equal(cfg.http_body_limit, 65536);
@@ -198,13 +201,19 @@ static void test_bounds_accepted(void **state) {
     setenv("KAFKA_FETCH_WAIT_MAX_MS", "500", 1);
     load_ok(&cfg, "query-api");
     assert_int_equal(cfg.kafka_fetch_wait_max_ms, 500);
+    setenv("PG_STATEMENT_TIMEOUT_MS", "0", 1);
+    setenv("PG_LOCK_TIMEOUT_MS", "3600000", 1);
+    load_ok(&cfg, "query-api");
+    assert_int_equal(cfg.pg_statement_timeout_ms, 0);
+    assert_int_equal(cfg.pg_lock_timeout_ms, 3600000);
 }
 
 static void test_bad_numbers_rejected(void **state) {
     (void)state;
     const char *ints[] = {"KAFKA_SESSION_TIMEOUT_MS", "KAFKA_FETCH_WAIT_MAX_MS",
                           "PGPORT", "REDIS_PORT", "HTTP_PORT",
-                          "HTTP_BODY_LIMIT", "HTTP_THREADS"};
+                          "HTTP_BODY_LIMIT", "HTTP_THREADS", "PG_STATEMENT_TIMEOUT_MS",
+                          "PG_LOCK_TIMEOUT_MS"};
     const char *junk[] = {"abc", "12x", " 80", "80 ", "+80", "0x50", "1e3", "8.5", "-",
                           "99999999999999999999999"};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
@@ -228,6 +237,10 @@ static void test_out_of_range_rejected(void **state) {
     load_bad("HTTP_BODY_LIMIT", "67108865");
     load_bad("HTTP_THREADS", "0");
     load_bad("HTTP_THREADS", "65");
+    load_bad("PG_STATEMENT_TIMEOUT_MS", "-1");
+    load_bad("PG_STATEMENT_TIMEOUT_MS", "3600001");
+    load_bad("PG_LOCK_TIMEOUT_MS", "-1");
+    load_bad("PG_LOCK_TIMEOUT_MS", "3600001");
 }
 
 static void test_bad_log_level_rejected(void **state) {

@@ -14,6 +14,9 @@
  *   PGDATABASE                the service's own database (deta_service_default_db)
  *   PG_PREPARED_STATEMENTS    on      (on/off: named prepared statements per connection, see
  *                                      db.c; off behind PgBouncer in transaction mode)
+ *   PG_STATEMENT_TIMEOUT_MS   30000   (0..3600000, 0 none: the server cancels a longer
+ *                                      statement; the failure is transient)
+ *   PG_LOCK_TIMEOUT_MS        10000   (0..3600000, 0 none: the longest wait for a lock)
  *   REDIS_HOST REDIS_PORT     localhost 6379
  *   HTTP_PORT                 the service's port of CONTRACTS.md (deta_service_default_port)
  *   HTTP_BODY_LIMIT           65536 bytes
@@ -51,6 +54,8 @@ typedef struct deta_config {
     char pg_password[128];
     char pg_database[64];
     bool pg_prepared_statements; /* PG_PREPARED_STATEMENTS */
+    int pg_statement_timeout_ms; /* PG_STATEMENT_TIMEOUT_MS; 0: none */
+    int pg_lock_timeout_ms;      /* PG_LOCK_TIMEOUT_MS; 0: none */
     char redis_host[256];
     int redis_port;
     int http_port;

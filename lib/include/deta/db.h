@@ -4,9 +4,15 @@
  *
  * A deta_db_t is one connection, used by one thread at a time. When the server
  * went away, the next call reconnects (once per call); if that fails the call
- * returns DETA_ERR_TRANSIENT. Errors map from SQLSTATE: class 08 and 57P0x
- * (connection lost, shutdown) -> TRANSIENT; 23505 (unique violation) -> CONFLICT;
- * 40001/40P01 (serialization failure, deadlock) -> TRANSIENT; others -> INTERNAL.
+ * returns DETA_ERR_TRANSIENT. Errors map from SQLSTATE: 23505 (unique violation)
+ * -> CONFLICT; what passes by itself -> TRANSIENT: class 08 (connection), 57P0x
+ * (shutdown, starting), 57014 and 55P03 (statement and lock timeouts), 40001 and
+ * 40P01 (serialization failure, deadlock), 25006 (a read-only server: a demoted
+ * primary), classes 53 and 58 (out of resources, disk failing); others -> INTERNAL.
+ * Every session is bounded: PG_STATEMENT_TIMEOUT_MS, PG_LOCK_TIMEOUT_MS, an idle
+ * transaction ended by the server after 60 s, and TCP keepalives and
+ * tcp_user_timeout on both ends, so that a vanished peer's session (and the
+ * advisory locks it holds) goes within about half a minute.
  * SELECT, INSERT, UPDATE, DELETE and WITH statements run as prepared statements
  * of the connection (at most 128 distinct ones, the rest unnamed; not with
  * PG_PREPARED_STATEMENTS=off), so one whose prepared form the server lost inside
@@ -82,8 +88,15 @@ deta_err_t deta_db_savepoint(deta_db_t *db, const char *name, char *errstr, size
 deta_err_t deta_db_release(deta_db_t *db, const char *name, char *errstr, size_t errsize);
 deta_err_t deta_db_rollback_to(deta_db_t *db, const char *name, char *errstr, size_t errsize);
 
-/* SELECT 1 within a short timeout. */
+/* Asks the server, within a short timeout, whether it takes writes: false (with
+ * errstr) when it is unreachable, slow, or read-only (a standby, a demoted
+ * primary). */
 bool deta_db_ping(deta_db_t *db, char *errstr, size_t errsize);
+/* Which server session the handle has: a number that changes whenever the
+ * connection is replaced (a reconnect after a loss, a reset). Session state
+ * (advisory locks, LISTEN, SET) belongs to one value of it: a caller that holds
+ * such state checks the number before relying on it. */
+unsigned long deta_db_session(const deta_db_t *db);
 /* The raw connection (connected, or NULL): for LISTEN/NOTIFY and the like. The
  * queued commands are sent first (a round trip when there are any); if one
  * fails the connection is still returned, its transaction aborted. */
@@ -110,10 +123,11 @@ void deta_db_pool_free(deta_db_pool_t *pool);
 /* Shared connections: at most `size`, borrowed by any thread for one unit of
  * work and given back outside a transaction (no session state may outlive the
  * loan). For threads that mostly wait on something else and must not each keep
- * a connection; take() waits while all `size` are lent. NULL: out of memory. */
+ * a connection; take() waits while all `size` are lent, at most timeout_ms.
+ * NULL: none was given back in time, or out of memory. */
 typedef struct deta_db_shared deta_db_shared_t;
 deta_db_shared_t *deta_db_shared_new(const deta_config_t *cfg, int size);
-deta_db_t *deta_db_shared_take(deta_db_shared_t *s);
+deta_db_t *deta_db_shared_take(deta_db_shared_t *s, long timeout_ms);
 void deta_db_shared_give(deta_db_shared_t *s, deta_db_t *db);
 /* Connections opened so far (never more than size). */
 int deta_db_shared_opened(deta_db_shared_t *s);
