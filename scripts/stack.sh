@@ -46,6 +46,8 @@
 # STACK_INSTANCES ("payment-service=2 delivery-service=3": `up` starts that many
 # instances of those services; one of every other).
 # Services inherit the caller's environment, so their own settings pass through.
+# PAYMENT_GATEWAY_LEDGER (the simulated gateway's charges, one file for every
+# payment-service instance) is the caller's, or $STACK_DIR/payment-gateway.ledger.
 # QUERY_API_ADMIN_TOKEN (query-api's dead-letter administration) is the caller's,
 # or else made at random once per stack directory; stack.env carries it.
 set -euo pipefail
@@ -541,7 +543,7 @@ start_service() {
     KAFKA_BOOTSTRAP_SERVERS="$(broker_bootstrap)" KAFKA_SESSION_TIMEOUT_MS=6000 \
     PGHOST=127.0.0.1 PGPORT="$pg" PGUSER=postgres PGPASSWORD=postgres \
     REDIS_HOST=127.0.0.1 REDIS_PORT="$redis" LOG_LEVEL="$LOG_LEVEL" \
-    QUERY_API_ADMIN_TOKEN="$(admin_token)" "$bin"
+    QUERY_API_ADMIN_TOKEN="$(admin_token)" PAYMENT_GATEWAY_LEDGER="$(gateway_ledger)" "$bin"
   wait_healthy "$name" "$LAUNCHED_PID" "$CHOSEN_PORT" || exit 1
 }
 
@@ -590,6 +592,13 @@ env_line() {
 }
 
 # Writes stack.env for the parts that run (atomically); removes it when none.
+# The simulated gateway's ledger of charges, shared by every payment-service
+# instance of the stack: the caller's PAYMENT_GATEWAY_LEDGER, else a file in
+# the stack's directory (kept until `clean`, like the databases).
+gateway_ledger() {
+  printf '%s\n' "${PAYMENT_GATEWAY_LEDGER:-$STACK_DIR/payment-gateway.ledger}"
+}
+
 write_env() {
   local tmp=$ENV_FILE.tmp s var port any=0
   {
@@ -614,6 +623,9 @@ write_env() {
     fi
     if part_running query-api; then
       env_line QUERY_API_ADMIN_TOKEN "$(admin_token)"
+    fi
+    if part_running payment-service; then
+      env_line PAYMENT_GATEWAY_LEDGER "$(gateway_ledger)"
     fi
     for s in $(all_service_parts); do
       part_running "$s" || continue

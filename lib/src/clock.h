@@ -1,5 +1,5 @@
 /*
- * clock.h - private to libdeta: the monotonic clock in milliseconds, and the
+ * clock.h - private to libdeta: beside the public deta/clock.h, the
  * deadlines pthread_cond_timedwait needs on condition variables that run on
  * that clock. Every timed wait in the library uses CLOCK_MONOTONIC, so that a
  * wall-clock step (NTP) neither cuts a wait short nor stretches it.
@@ -10,8 +10,8 @@
 #include <pthread.h>
 #include <time.h>
 
-/* Milliseconds on CLOCK_MONOTONIC (an arbitrary origin: only differences count). */
-long deta_clock_ms(void);
+#include "deta/clock.h" /* deta_clock_ms, deta_sleep_ms */
+
 /* The CLOCK_MONOTONIC instant ms from now (0 when ms is negative). */
 struct timespec deta_clock_after(long ms);
 /* The CLOCK_MONOTONIC instant of `at`, a deta_clock_ms() value. */

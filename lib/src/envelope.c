@@ -121,6 +121,23 @@ bool deta_timestamp_valid(const char *s) {
     return strcmp(p, "Z") == 0 || strcmp(p, "+00:00") == 0;
 }
 
+int64_t deta_timestamp_ms(const char *s) {
+    if (!deta_timestamp_valid(s))
+        return -1;
+    struct tm tm = {0};
+    tm.tm_year = read_fixed(s, 4) - 1900;
+    tm.tm_mon = read_fixed(s + 5, 2) - 1;
+    tm.tm_mday = read_fixed(s + 8, 2);
+    tm.tm_hour = read_fixed(s + 11, 2);
+    tm.tm_min = read_fixed(s + 14, 2);
+    tm.tm_sec = read_fixed(s + 17, 2);
+    int64_t ms = (int64_t)timegm(&tm) * 1000;
+    if (s[19] == '.') /* the first three digits of the fraction are the milliseconds */
+        for (int i = 0, scale = 100; i < 3 && is_digit(s[20 + i]); i++, scale /= 10)
+            ms += (s[20 + i] - '0') * scale;
+    return ms;
+}
+
 /* ---- building ---- */
 
 /* A field the caller hands us: present, non-empty, short enough, and text that

@@ -546,18 +546,12 @@ static void shutdown_end(deta_service_t *s) {
     sc->watching = false;
 }
 
-static void sleep_ms(long ms) {
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    while (ms > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
 /* Phases 1 and 2. */
 static void stop_http(deta_service_t *s, long *t) {
     deta_http_server_quiesce(s->http);
     phase_done(s, t, true);
     long grace = s->cfg.shutdown_timeout_ms / 20;
-    sleep_ms(grace < DETA_HTTP_GRACE_MAX_MS ? grace : DETA_HTTP_GRACE_MAX_MS);
+    deta_sleep_ms(grace < DETA_HTTP_GRACE_MAX_MS ? grace : DETA_HTTP_GRACE_MAX_MS);
     deta_http_server_free(s->http);
     s->http = NULL;
     phase_done(s, t, true);

@@ -138,6 +138,12 @@ deta_err_t payment_settings_load(payment_settings_t *s, char *errstr, size_t err
         (err = deta_config_int("PAYMENT_DB_CONNECTIONS", 4, 1, 64, &connections, errstr,
                                errsize)))
         return err;
+    const char *ledger = deta_config_str("PAYMENT_GATEWAY_LEDGER", "");
+    if (strlen(ledger) >= sizeof s->gateway_ledger)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "PAYMENT_GATEWAY_LEDGER: longer than %zu bytes",
+                         sizeof s->gateway_ledger - 1);
+    strcpy(s->gateway_ledger, ledger);
     s->workers = (int)workers;
     s->db_connections = (int)connections;
     return DETA_OK;
@@ -183,6 +189,18 @@ static deta_err_t take_currency(const json_t *payload, payment_request_t *req, c
     return DETA_OK;
 }
 
+static deta_err_t take_hold_expiry(const json_t *payload, payment_request_t *req,
+                                   char *errstr, size_t errsize) {
+    const json_t *j = json_object_get(payload, "holdExpiresAt");
+    req->hold_expires_ms = -1;
+    if (!j)
+        return DETA_OK;
+    if (!json_is_string(j) || (req->hold_expires_ms = deta_timestamp_ms(json_string_value(j))) < 0)
+        return invalid(errstr, errsize, "payload.holdExpiresAt",
+                       "must be an ISO-8601 UTC instant");
+    return DETA_OK;
+}
+
 deta_err_t payment_request_from_event(const deta_event_t *ev, payment_request_t *req,
                                       char *errstr, size_t errsize) {
     memset(req, 0, sizeof *req);
@@ -196,7 +214,8 @@ deta_err_t payment_request_from_event(const deta_event_t *ev, payment_request_t 
     deta_err_t err;
     if ((err = take_customer(ev->payload, req, errstr, errsize)) ||
         (err = take_amount(ev->payload, req, errstr, errsize)) ||
-        (err = take_currency(ev->payload, req, errstr, errsize)))
+        (err = take_currency(ev->payload, req, errstr, errsize)) ||
+        (err = take_hold_expiry(ev->payload, req, errstr, errsize)))
         return err;
     memcpy(req->event_id, ev->event_id, sizeof req->event_id);
     memcpy(req->order_id, ev->order_id, sizeof req->order_id);
@@ -253,11 +272,50 @@ payment_decision_t payment_gateway_decide(const payment_settings_t *s,
     return (payment_decision_t){true, NULL};
 }
 
+bool payment_hold_expired(const payment_request_t *req, int64_t now_ms) {
+    return req->hold_expires_ms >= 0 && now_ms >= req->hold_expires_ms;
+}
+
+/* ---- the simulated gateway's ledger ---- */
+
+/* The decline reasons a ledger line may name, as the constants decisions carry. */
+static const char *reason_named(const char *text) {
+    static const char *const reasons[] = {PAYMENT_DECLINED_AMOUNT_LIMIT, PAYMENT_DECLINED_CUSTOMER,
+                                          PAYMENT_DECLINED_RANDOM};
+    for (size_t i = 0; i < sizeof reasons / sizeof *reasons; i++)
+        if (strcmp(text, reasons[i]) == 0)
+            return reasons[i];
+    return NULL;
+}
+
+void payment_ledger_format(char out[PAYMENT_LEDGER_LINE_MAX], const char *key,
+                           payment_decision_t decision, const char *instance) {
+    snprintf(out, PAYMENT_LEDGER_LINE_MAX, "charge %s %s %s %.96s\n", key,
+             decision.authorized ? PAYMENT_STATUS_AUTHORIZED : PAYMENT_STATUS_DECLINED,
+             decision.authorized ? "-" : decision.reason, instance);
+}
+
+bool payment_ledger_parse(const char *line, char key[DETA_UUID_LEN + 1],
+                          payment_decision_t *decision) {
+    char k[DETA_UUID_LEN + 2], status[16], reason[40];
+    if (sscanf(line, "charge %37s %15s %39s", k, status, reason) != 3 || !deta_uuid_valid(k))
+        return false;
+    if (strcmp(status, PAYMENT_STATUS_AUTHORIZED) == 0 && strcmp(reason, "-") == 0)
+        *decision = (payment_decision_t){true, NULL};
+    else if (strcmp(status, PAYMENT_STATUS_DECLINED) == 0 && reason_named(reason))
+        *decision = (payment_decision_t){false, reason_named(reason)};
+    else
+        return false;
+    memcpy(key, k, DETA_UUID_LEN + 1);
+    return true;
+}
+
 /* ---- the payment and its event ---- */
 
-void payment_init(payment_t *p, const payment_request_t *req, payment_decision_t decision) {
+void payment_init(payment_t *p, const char *payment_id, const payment_request_t *req,
+                  payment_decision_t decision) {
     memset(p, 0, sizeof *p);
-    deta_uuid_new(p->payment_id);
+    snprintf(p->payment_id, sizeof p->payment_id, "%s", payment_id);
     p->req = *req;
     p->decision = decision;
     deta_timestamp_now(p->decided_at);

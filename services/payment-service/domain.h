@@ -21,6 +21,10 @@
  *                                          gateway calls that can be in flight
  *   PAYMENT_DB_CONNECTIONS       4         Postgres connections the workers
  *                                          share, 1..64
+ *   PAYMENT_GATEWAY_LEDGER       ""        the simulated gateway's ledger of
+ *                                          charges: a file appended to by every
+ *                                          instance that shares it (gateway.c);
+ *                                          empty: the simulation keeps none
  * The rules apply in that order: customer, amount, random; the first that
  * declines gives the reason.
  */
@@ -45,6 +49,9 @@
 #define PAYMENT_DECLINED_AMOUNT_LIMIT "DECLINED_AMOUNT_LIMIT"
 #define PAYMENT_DECLINED_CUSTOMER "DECLINED_CUSTOMER"
 #define PAYMENT_DECLINED_RANDOM "DECLINED_RANDOM"
+/* Not the gateway's: the stock's hold had expired before the charge, so the
+ * gateway was not called (inventory releases the hold; see events.c). */
+#define PAYMENT_DECLINED_HOLD_EXPIRED "DECLINED_HOLD_EXPIRED"
 
 /* The idempotency layers of CONTRACTS.md: keys and expiries. */
 #define PAYMENT_KEY_MAX 96
@@ -66,6 +73,7 @@ typedef struct payment_settings {
     long gateway_latency_ms;
     int workers;
     int db_connections;
+    char gateway_ledger[512]; /* PAYMENT_GATEWAY_LEDGER; "" for none */
 } payment_settings_t;
 
 /* Reads and validates the settings above; DETA_ERR_INVALID naming the variable. */
@@ -79,11 +87,13 @@ typedef struct payment_request {
     char customer_id[PAYMENT_ID_MAX + 1];
     deta_money_t amount;
     char currency[4];
+    int64_t hold_expires_ms; /* payload.holdExpiresAt; -1 when the event has none */
 } payment_request_t;
 
 /* From a parsed inventory.reserved envelope: the order id must be a UUID and the
  * payload's orderId (when present) the same; customerId 1..64 bytes, totalAmount
- * money >= 0, currency ISO 4217. DETA_ERR_INVALID naming the field otherwise. */
+ * money >= 0, currency ISO 4217, holdExpiresAt (optional) an ISO-8601 UTC
+ * instant. DETA_ERR_INVALID naming the field otherwise. */
 deta_err_t payment_request_from_event(const deta_event_t *ev, payment_request_t *req,
                                       char *errstr, size_t errsize);
 
@@ -96,6 +106,22 @@ typedef struct payment_decision {
 payment_decision_t payment_gateway_decide(const payment_settings_t *s,
                                           const payment_request_t *req);
 
+/* May the gateway still be asked to charge req at now_ms (ms since the epoch)?
+ * No once the stock's hold has expired: the charge would pay for units that
+ * inventory may already have released. An event without holdExpiresAt (from an
+ * inventory-service older than the field) never expires. */
+bool payment_hold_expired(const payment_request_t *req, int64_t now_ms);
+
+/* The simulated gateway's ledger: one line a charge, "charge <key> <status>
+ * <reason or -> <instance>". format writes it (with the newline) into out;
+ * parse reads one line (without the newline): true with key and decision
+ * filled when it is a well-formed charge line. */
+#define PAYMENT_LEDGER_LINE_MAX 256
+void payment_ledger_format(char out[PAYMENT_LEDGER_LINE_MAX], const char *key,
+                           payment_decision_t decision, const char *instance);
+bool payment_ledger_parse(const char *line, char key[DETA_UUID_LEN + 1],
+                          payment_decision_t *decision);
+
 /* Does customer_id match a rule ("vip" exactly, "decline-*" as a prefix)? */
 bool payment_customer_matches(const payment_customer_rule_t *rule, const char *customer_id);
 
@@ -107,8 +133,10 @@ typedef struct payment {
     char decided_at[DETA_TS_LEN];
 } payment_t;
 
-/* A fresh payment id and the decision instant. */
-void payment_init(payment_t *p, const payment_request_t *req, payment_decision_t decision);
+/* The payment of the attempt payment_id (the id the attempt was given when it
+ * began) with its decision, decided now. */
+void payment_init(payment_t *p, const char *payment_id, const payment_request_t *req,
+                  payment_decision_t decision);
 const char *payment_status(const payment_t *p); /* AUTHORIZED or DECLINED */
 
 /* payment.authorized: orderId, paymentId, customerId, amount, currency,

@@ -2,79 +2,87 @@
  * events.c - payment-service's consumer of raw.inventory-events.
  *
  * Why not events.h's dispatcher: that opens the database transaction first and
- * claims the event in processed_events inside it. Payments follow the three
- * layers of CONTRACTS.md instead, and the lock must be held BEFORE the
- * transaction (and around the gateway call, which must not sit inside a
- * transaction). For each inventory.reserved (other types are ignored):
+ * claims the event in processed_events inside it. Payments follow the layers of
+ * the README instead, and the gateway call must sit between two transactions,
+ * never inside one. For each inventory.reserved (other types are ignored):
  *
  *   1. marker payment:dedup:{eventId} present -> a duplicate, done;
  *   2. lock payment-lock:order:{orderId} with a fresh random token (SET NX PX
  *      30000); held by another -> DETA_ERR_TRANSIENT, the consumer retries later;
- *   3. the order's claim in Postgres (payment_claims, store.c) is taken, or the
- *      attempt is retried like a held lock; the payments table already has the
- *      event id or the order -> a duplicate; else the gateway decides, and ONE
- *      transaction ends the claim and writes the payment and its
- *      payment.authorized / payment.failed to the outbox (a twin that committed
- *      first turns ours into a duplicate, not an error);
- *   4. after the commit, the marker is set for 24 h;
- *   5. the lock is released by compare-and-delete, on every path once taken.
+ *   3. the attempt begins (store.c, one transaction): the order's claim in
+ *      Postgres, then the payments table (paid already -> a duplicate) and the
+ *      order's attempt: begun now, or found unfinished from an earlier attempt
+ *      that may have charged; committed BEFORE the gateway is called;
+ *   4. the decision: a new attempt charges under the order's key; a resumed one
+ *      looks the key up and charges only when the gateway never took a charge
+ *      under it; a hold that has expired is declined without a call;
+ *   5. the record (store.c, one transaction): the payment, the end of the
+ *      attempt and the claim, and payment.authorized / payment.failed in the
+ *      outbox. Once the gateway has answered, the record is retried in place
+ *      until it commits: every error, transient or not, for as long as the
+ *      service runs (a stopping service tries for STOP_RECORD_MS more, then
+ *      leaves the attempt for the next one to resume), renewing the claim on
+ *      each try; a claim is never given back after a decision;
+ *   6. after the commit, the marker is set for 24 h, and the lock is released
+ *      by compare-and-delete, on every path once taken.
  *
  * Steps 1 and 2 go to Redis in one pipelined round trip (guard.c), and so do
- * steps 4 and 5.
+ * the two of step 6.
  *
- * The claim is taken whether Redis is up or not, because "Redis is down" is each
- * instance's own view: one instance that cannot reach Redis and another that can
- * would otherwise both pass their lock and both call the gateway for one order
- * (one row would still win, but the customer would be charged twice). With Redis
- * unreachable, steps 1, 2, 4 and 5 are skipped (guard.c says so once) and the
- * claim alone keeps the gateway called once.
+ * Exactly one charge per order. The claim keeps two attempts from charging at
+ * once; the attempt row, committed before the call, makes every later attempt
+ * (after a crash, an outage, a lost commit answer) a look-up instead of a second
+ * charge. The one place where a claim could still be outlived is a long stall
+ * between step 3 and the call (a process paused, a connection wait): the attempt
+ * refuses to charge once its claim is older than CHARGE_DEADLINE_MS (half the
+ * claim's life, measured from before step 3 began, on this process's monotonic
+ * clock), gives the claim back and retries; and the gateway's key, the order,
+ * makes a real gateway answer a second charge request with the first charge.
+ * The claim is taken whether Redis is up or not, because "Redis is down" is
+ * each instance's own view; with Redis unreachable steps 1, 2 and 6 are skipped
+ * (guard.c says so once).
  *
  * Throughput with a slow gateway. The gateway call is a wait, not work: each
  * worker thread waits for its own call, so PAYMENT_WORKERS (default 32) calls
- * can be in flight, and a 100 ms gateway allows about 320 payments/s. No
- * Postgres connection is held during the wait: the workers borrow one of
- * PAYMENT_DB_CONNECTIONS (default 4) shared connections for the claim, and again
- * for the record, so the database sees 4 sessions however many calls wait. (A
- * session advisory lock held across the call, as before, pinned a connection to
- * every waiting worker.) The gateway call must end well within the claim's 30 s,
- * and within a graceful stop's time for the consumers (0.6 of
- * DETA_SHUTDOWN_TIMEOUT_MS, 10 s): PAYMENT_GATEWAY_LATENCY_MS is at most 5 s.
+ * can be in flight. No Postgres connection is held during the wait: the workers
+ * borrow one of PAYMENT_DB_CONNECTIONS (default 4) shared connections for step
+ * 3, and again for step 5 (a borrower waits at most DB_TAKE_MS for one). The
+ * simulated latency is at most 5 s, well within the claim's 30 s and a graceful
+ * stop.
  *
- * Retries: a lock held by another consumer is normally released within a gateway
- * call, but one left by a crashed consumer (Redis lock or claim) lives until its
- * 30 s expiry. The retry budget (PAYMENT_MAX_RETRIES 12 with the consumer's
- * backoff 0.2, 0.4, ... capped at 5 s: 41 s in all) outlasts that with room to
- * spare, so an orphaned lock delays an order instead of sending it to the dead
- * letters.
+ * Retries: a lock or claim held by another consumer is normally released within
+ * a gateway call, but one left by a crashed consumer lives until its 30 s
+ * expiry. The retry budget (PAYMENT_MAX_RETRIES 12 with the consumer's backoff
+ * 0.2, 0.4, ... capped at 5 s: 41 s in all) outlasts that with room to spare.
  *
- * The one window left: a crash (SIGKILL, power) after the gateway answered and
- * before the record committed. The claim then expires and the event's retry
- * calls the gateway again. The simulated gateway answers the same; a real one
- * must be given the payment's idempotency key (the event id) so that it too
- * answers with the first charge instead of making a second. A database failure
- * in that window is retried in place instead (record_decided), and a stopping
- * service does not start a gateway call (the event comes again after the
- * restart).
+ * Housekeeping: at most once per HOUSEKEEP_MS, the worker that passes deletes
+ * expired claims and counts stale attempts (payment_attempts_stale).
  *
  * Thread safety: with deta_consumer_opts_t.workers > 1 several threads run this
  * handler at once (the messages of one order always on the same thread). The
- * handler keeps no state of its own between calls; each thread uses its own
- * Redis connection, borrows a shared Postgres one, and metrics are thread-safe.
+ * handler keeps no state of its own between calls but the housekeeping's time
+ * (atomic); each thread uses its own Redis connection, borrows a shared
+ * Postgres one, and metrics are thread-safe.
  */
 #include "events.h"
 
-#include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "deta/clock.h"
 #include "deta/log.h"
 #include "deta/topics.h"
 #include "store.h"
 
 #define PAYMENT_MAX_RETRIES 12
-#define RECORD_ATTEMPTS 4     /* a decided payment's record, tried in place */
-#define RECORD_BACKOFF_MS 100 /* doubling: 0.7 s in all */
+#define DB_TAKE_MS 5000L              /* the longest wait for a shared connection */
+#define CHARGE_DEADLINE_MS (PAYMENT_LOCK_TTL_MS / 2) /* a claim older is not charged on */
+#define RECORD_BACKOFF_MS 100L        /* doubling, capped: */
+#define RECORD_BACKOFF_MAX_MS 2000L
+#define STOP_RECORD_MS 3000L          /* a stopping service's last tries of a record */
+#define HOUSEKEEP_MS 60000L
 
 typedef enum outcome {
     OUTCOME_NEW,       /* a payment was decided and recorded */
@@ -86,7 +94,9 @@ struct payment_events {
     deta_service_t *svc;
     payment_settings_t settings;
     payment_guard_t *guard;
+    payment_gateway_t *gateway;
     deta_db_shared_t *db; /* settings.db_connections, shared by the workers */
+    atomic_long next_housekeeping; /* deta_clock_ms() */
     deta_counter_t *processed;
     deta_counter_t *failed;
     deta_counter_t *duplicate;
@@ -95,12 +105,18 @@ struct payment_events {
     deta_counter_t *lock_timeout;
     deta_histogram_t *duration;
     deta_counter_t *gateway_calls;
+    deta_counter_t *gateway_lookups;
+    deta_counter_t *resumed;
+    deta_counter_t *record_retries;
+    deta_counter_t *hold_expired;
+    deta_counter_t *claims_purged;
+    deta_gauge_t *stale_attempts;
     deta_gauge_t *in_flight;   /* gateway calls waiting now */
     deta_gauge_t *connections; /* shared Postgres connections opened */
 };
 
 payment_events_t *payment_events_new(deta_service_t *svc, const payment_settings_t *settings,
-                                     payment_guard_t *guard) {
+                                     payment_guard_t *guard, payment_gateway_t *gateway) {
     payment_events_t *pe = calloc(1, sizeof *pe);
     if (!pe)
         return NULL;
@@ -108,6 +124,7 @@ payment_events_t *payment_events_new(deta_service_t *svc, const payment_settings
     pe->svc = svc;
     pe->settings = *settings;
     pe->guard = guard;
+    pe->gateway = gateway;
     pe->db = deta_db_shared_new(deta_service_config(svc), settings->db_connections);
     if (!pe->db) {
         free(pe);
@@ -115,7 +132,7 @@ payment_events_t *payment_events_new(deta_service_t *svc, const payment_settings
     }
     pe->processed = deta_counter(m, "payment_processed_total",
                                  "Payments decided and recorded (authorized or declined)", NULL);
-    pe->failed = deta_counter(m, "payment_failed_total", "Payments the gateway declined", NULL);
+    pe->failed = deta_counter(m, "payment_failed_total", "Payments declined", NULL);
     pe->duplicate = deta_counter(m, "payment_duplicate_total",
                                  "inventory.reserved events recognised as already paid", NULL);
     pe->redis_hit = deta_counter(m, "payment_dedup_redis_hit_total",
@@ -127,7 +144,21 @@ payment_events_t *payment_events_new(deta_service_t *svc, const payment_settings
     pe->duration = deta_histogram(m, "payment_processing_duration_seconds",
                                   "Time to handle one inventory.reserved event", NULL, NULL, 0);
     pe->gateway_calls = deta_counter(m, "payment_gateway_calls_total",
-                                     "Calls to the payment gateway (one per order charged)", NULL);
+                                     "Charges asked of the payment gateway (one per order)", NULL);
+    pe->gateway_lookups = deta_counter(m, "payment_gateway_lookups_total",
+                                       "Look-ups of an earlier attempt's charge at the gateway",
+                                       NULL);
+    pe->resumed = deta_counter(m, "payment_attempts_resumed_total",
+                               "Attempts that found an earlier one unfinished", NULL);
+    pe->record_retries = deta_counter(m, "payment_record_retries_total",
+                                      "Records of a decided payment tried again", NULL);
+    pe->hold_expired = deta_counter(m, "payment_hold_expired_total",
+                                    "Reservations declined uncharged: their hold had expired",
+                                    NULL);
+    pe->claims_purged = deta_counter(m, "payment_claims_purged_total",
+                                     "Expired claims deleted by the housekeeping", NULL);
+    pe->stale_attempts = deta_gauge(m, "payment_attempts_stale",
+                                    "Attempts begun over 2 minutes ago without an outcome", NULL);
     pe->in_flight = deta_gauge(m, "payment_gateway_calls_in_flight",
                                "Gateway calls waiting for their answer now", NULL);
     pe->connections = deta_gauge(m, "payment_db_connections",
@@ -145,99 +176,181 @@ void payment_events_free(payment_events_t *pe) {
 
 /* ---- the steps ---- */
 
-static void sleep_ms(long ms) {
-    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
 static bool stopping(const payment_events_t *pe) {
     return atomic_load(deta_service_stopping(pe->svc));
 }
 
-/* The decided payment and its event recorded in the one transaction that ends
- * the claim. A transient failure here comes after the gateway answered, so it is
- * retried in place with the same decision (RECORD_ATTEMPTS, well within the
- * claim's life): a database blip must not send the message back to be charged
- * again. Only when that fails too is the claim given back. */
+static deta_db_t *take_db(payment_events_t *pe, char *errstr, size_t errsize) {
+    deta_db_t *db = deta_db_shared_take(pe->db, DB_TAKE_MS);
+    deta_gauge_set(pe->connections, deta_db_shared_opened(pe->db));
+    if (!db)
+        deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                  "no shared Postgres connection came free within %ld ms", DB_TAKE_MS);
+    return db;
+}
+
+/* Deletes expired claims and counts stale attempts, at most once per
+ * HOUSEKEEP_MS over all workers (the one that wins the exchange does it). */
+static void housekeep(payment_events_t *pe, deta_db_t *db) {
+    long now = deta_clock_ms(), due = atomic_load(&pe->next_housekeeping);
+    if (now < due ||
+        !atomic_compare_exchange_strong(&pe->next_housekeeping, &due, now + HOUSEKEEP_MS))
+        return;
+    long purged = 0, stale = 0;
+    char why[256] = "";
+    if (payment_store_housekeep(db, &purged, &stale, why, sizeof why) != DETA_OK) {
+        DETA_WARN("payment housekeeping failed: %s", why);
+        return;
+    }
+    deta_counter_add(pe->claims_purged, (double)purged);
+    deta_gauge_set(pe->stale_attempts, (double)stale);
+    if (stale > 0)
+        DETA_WARN("%ld payment attempts have no outcome after %ld s", stale,
+                  PAYMENT_ATTEMPT_STALE_MS / 1000);
+}
+
+/* Step 3 on a borrowed connection. */
+static deta_err_t begin_attempt(payment_events_t *pe, const payment_request_t *req,
+                                const char *holder, payment_attempt_t *attempt,
+                                char payment_id[DETA_UUID_LEN + 1], char *errstr,
+                                size_t errsize) {
+    deta_db_t *db = take_db(pe, errstr, errsize);
+    if (!db)
+        return DETA_ERR_TRANSIENT;
+    deta_err_t err = payment_store_begin(db, req, holder, attempt, payment_id, errstr, errsize);
+    if (!err)
+        housekeep(pe, db);
+    deta_db_shared_give(pe->db, db);
+    return err;
+}
+
+/* Before any charge: the claim goes back (a retry may then begin at once). */
+static deta_err_t give_back(payment_events_t *pe, const payment_request_t *req,
+                            const char *holder, deta_err_t err, char *errstr, size_t errsize,
+                            const char *why) {
+    deta_db_t *db = deta_db_shared_take(pe->db, DB_TAKE_MS);
+    if (db) {
+        payment_store_unclaim(db, req->order_id, holder);
+        deta_db_shared_give(pe->db, db);
+    }
+    return deta_errf(err, errstr, errsize, "%s", why);
+}
+
+static deta_err_t charge(payment_events_t *pe, const payment_request_t *req,
+                         payment_decision_t *decision, char *errstr, size_t errsize) {
+    deta_counter_inc(pe->gateway_calls);
+    deta_gauge_add(pe->in_flight, 1);
+    deta_err_t err =
+        payment_gateway_charge(pe->gateway, req->order_id, req, decision, errstr, errsize);
+    deta_gauge_add(pe->in_flight, -1);
+    return err;
+}
+
+/* Step 4. *decided false (with an error) when nothing was charged and the claim
+ * went back; from a charge or a found one on, the decision stands. */
+static deta_err_t decide(payment_events_t *pe, const payment_request_t *req, const char *holder,
+                         payment_attempt_t attempt, long claimed_at,
+                         payment_decision_t *decision, char *errstr, size_t errsize) {
+    if (attempt == PAYMENT_ATTEMPT_RESUMED) {
+        bool found = false;
+        deta_counter_inc(pe->resumed);
+        deta_counter_inc(pe->gateway_lookups);
+        deta_err_t err = payment_gateway_lookup(pe->gateway, req->order_id, req, &found,
+                                                decision, errstr, errsize);
+        if (err)
+            return give_back(pe, req, holder, err, errstr, errsize, errstr ? errstr : "");
+        if (found)
+            return DETA_OK;
+    }
+    if (payment_hold_expired(req, (int64_t)time(NULL) * 1000)) {
+        deta_counter_inc(pe->hold_expired);
+        *decision = (payment_decision_t){false, PAYMENT_DECLINED_HOLD_EXPIRED};
+        return DETA_OK;
+    }
+    if (stopping(pe))
+        return give_back(pe, req, holder, DETA_ERR_TRANSIENT, errstr, errsize,
+                         "stopping: the gateway is not called, the event comes again");
+    if (deta_clock_ms() - claimed_at > CHARGE_DEADLINE_MS)
+        return give_back(pe, req, holder, DETA_ERR_TRANSIENT, errstr, errsize,
+                         "the claim is too old to charge on: it could expire during the call");
+    deta_err_t err = charge(pe, req, decision, errstr, errsize);
+    if (err) /* the gateway took no charge */
+        return give_back(pe, req, holder, err, errstr, errsize, errstr ? errstr : "");
+    return DETA_OK;
+}
+
+/* One try of step 5; the claim renewed first on a retry. */
+static deta_err_t record_try(payment_events_t *pe, const payment_t *p, const deta_event_t *ev,
+                             const char *holder, int attempt, bool *recorded, char *errstr,
+                             size_t errsize) {
+    deta_db_t *db = take_db(pe, errstr, errsize);
+    if (!db)
+        return DETA_ERR_TRANSIENT;
+    bool held = true;
+    deta_err_t err = DETA_OK;
+    if (attempt > 1)
+        err = payment_store_extend(db, p->req.order_id, holder, &held, errstr, errsize);
+    if (!err)
+        err = payment_store_record(db, p, ev, holder, recorded, errstr, errsize);
+    deta_db_shared_give(pe->db, db);
+    return err;
+}
+
+/* Step 5, retried in place until it commits (see the top of this file). */
 static deta_err_t record_decided(payment_events_t *pe, const payment_t *p, const char *holder,
                                  bool *recorded, char *errstr, size_t errsize) {
     deta_event_t ev;
     deta_err_t err = payment_event_build(p, &ev, errstr, errsize);
     if (err)
         return err;
+    long stop_deadline = 0, backoff = RECORD_BACKOFF_MS;
     for (int attempt = 1;; attempt++) {
-        deta_db_t *db = deta_db_shared_take(pe->db, 5000);
-        if (!db) {
-            err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+        err = record_try(pe, p, &ev, holder, attempt, recorded, errstr, errsize);
+        if (!err)
             break;
-        }
-        err = payment_store_record(db, p, &ev, holder, recorded, errstr, errsize);
-        bool again = err == DETA_ERR_TRANSIENT && attempt < RECORD_ATTEMPTS && !stopping(pe);
-        if ((err || !*recorded) && !again) /* not ended by a record: give it back */
-            payment_store_unclaim(db, p->req.order_id, holder);
-        deta_db_shared_give(pe->db, db);
-        if (!again)
-            break;
-        DETA_WARN("payment %s decided but not recorded (attempt %d of %d): %s", p->payment_id,
-                  attempt, RECORD_ATTEMPTS, errstr ? errstr : "");
-        sleep_ms(RECORD_BACKOFF_MS << (attempt - 1));
+        if (stopping(pe) && !stop_deadline)
+            stop_deadline = deta_clock_ms() + STOP_RECORD_MS;
+        if (stop_deadline && deta_clock_ms() >= stop_deadline)
+            break; /* the attempt stays: the next one resumes it by a look-up */
+        deta_counter_inc(pe->record_retries);
+        if (attempt == 1 || attempt % 10 == 0)
+            DETA_WARN("payment %s of order %s decided but not recorded (try %d, %s): %s",
+                      p->payment_id, p->req.order_id, attempt, deta_err_name(err),
+                      errstr ? errstr : "");
+        deta_sleep_ms(backoff);
+        backoff = backoff * 2 > RECORD_BACKOFF_MAX_MS ? RECORD_BACKOFF_MAX_MS : backoff * 2;
     }
     deta_event_clear(&ev);
-    return err;
+    return err == DETA_OK ? DETA_OK : DETA_ERR_TRANSIENT;
 }
 
-/* The gateway's decision and its wait (no connection held), then the record. */
-static deta_err_t decide_and_record(payment_events_t *pe, const payment_request_t *req,
-                                    const char *holder, payment_t *p, outcome_t *out,
-                                    char *errstr, size_t errsize) {
-    payment_decision_t decision = payment_gateway_decide(&pe->settings, req);
-    deta_counter_inc(pe->gateway_calls);
-    deta_gauge_add(pe->in_flight, 1);
-    if (pe->settings.gateway_latency_ms > 0)
-        sleep_ms(pe->settings.gateway_latency_ms); /* the simulated gateway */
-    deta_gauge_add(pe->in_flight, -1);
-    payment_init(p, req, decision);
-    bool recorded = false;
-    deta_err_t err = record_decided(pe, p, holder, &recorded, errstr, errsize);
-    *out = recorded ? OUTCOME_NEW : OUTCOME_DUP_DB;
-    return err;
-}
-
-/* Step 3: the order's claim in Postgres first, so that two consumers cannot both
- * find no payment and both call the gateway, whatever each thinks of Redis; then
- * the payments table's verdict; then the gateway and the record. */
+/* Steps 3 to 5. */
 static deta_err_t record_once(payment_events_t *pe, const payment_request_t *req,
                               const char *holder, payment_t *p, outcome_t *out, char *errstr,
                               size_t errsize) {
     *out = OUTCOME_DUP_DB;
-    deta_db_t *db = deta_db_shared_take(pe->db, 5000);
-    deta_gauge_set(pe->connections, deta_db_shared_opened(pe->db));
-    if (!db)
-        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
-    bool claimed = false, found = false;
-    deta_err_t err = payment_store_claim(db, req->order_id, holder, &claimed, errstr, errsize);
-    if (!err && claimed) {
-        err = payment_store_find(db, req->event_id, req->order_id, &found, NULL, errstr,
-                                 errsize);
-        if (!err && !found && stopping(pe))
-            err = deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
-                            "stopping: the gateway is not called, the event comes again");
-        if (err || found)
-            payment_store_unclaim(db, req->order_id, holder);
-    }
-    deta_db_shared_give(pe->db, db);
-    if (err || found)
+    char payment_id[DETA_UUID_LEN + 1] = "";
+    payment_attempt_t attempt = PAYMENT_ATTEMPT_BUSY;
+    long claimed_at = deta_clock_ms(); /* before the claim: on the safe side */
+    deta_err_t err = begin_attempt(pe, req, holder, &attempt, payment_id, errstr, errsize);
+    if (err || attempt == PAYMENT_ATTEMPT_DONE)
         return err;
-    if (!claimed) {
+    if (attempt == PAYMENT_ATTEMPT_BUSY) {
         deta_counter_inc(pe->lock_timeout);
         return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
                          "the order's payment claim in Postgres is held by another consumer");
     }
-    return decide_and_record(pe, req, holder, p, out, errstr, errsize);
+    payment_decision_t decision;
+    if ((err = decide(pe, req, holder, attempt, claimed_at, &decision, errstr, errsize)))
+        return err;
+    payment_init(p, payment_id, req, decision);
+    bool recorded = false;
+    err = record_decided(pe, p, holder, &recorded, errstr, errsize);
+    *out = recorded ? OUTCOME_NEW : OUTCOME_DUP_DB;
+    return err;
 }
 
-/* Steps 1 to 5: steps 1+2 are one Redis round trip, and so are 4+5. */
+/* Steps 1 to 6: steps 1+2 are one Redis round trip, and so are those of 6. */
 static deta_err_t charge_once(payment_events_t *pe, const payment_request_t *req, payment_t *p,
                               outcome_t *out, char *errstr, size_t errsize) {
     char token[DETA_UUID_LEN + 1]; /* holds the Redis lock and the claim */

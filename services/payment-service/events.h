@@ -7,13 +7,15 @@
 
 #include "deta/service.h"
 #include "domain.h"
+#include "gateway.h"
 #include "guard.h"
 
 typedef struct payment_events payment_events_t;
 
-/* settings are copied; guard is borrowed and must outlive the service's run. */
+/* settings are copied; guard and gateway are borrowed and must outlive the
+ * service's run. */
 payment_events_t *payment_events_new(deta_service_t *svc, const payment_settings_t *settings,
-                                     payment_guard_t *guard);
+                                     payment_guard_t *guard, payment_gateway_t *gateway);
 void payment_events_free(payment_events_t *pe);
 
 /* Subscribes the service's consumer group to raw.inventory-events. */

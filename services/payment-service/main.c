@@ -38,9 +38,16 @@ int main(void) {
         fprintf(stderr, "payment-service: %s\n", err);
         return 2;
     }
+    payment_gateway_t *gateway =
+        payment_gateway_new(&settings, deta_service_config(svc)->instance_id, err, sizeof err);
+    if (!gateway) {
+        fprintf(stderr, "payment-service: %s\n", err);
+        deta_service_free(svc);
+        return 2;
+    }
     payment_guard_t *guard =
         payment_guard_new(deta_service_config(svc), deta_service_metrics(svc));
-    payment_events_t *events = guard ? payment_events_new(svc, &settings, guard) : NULL;
+    payment_events_t *events = guard ? payment_events_new(svc, &settings, guard, gateway) : NULL;
     payment_api_t *api = payment_api_new(svc);
     int status = 1;
     if (wire(svc, guard, events, api, err, sizeof err) != DETA_OK)
@@ -52,5 +59,6 @@ int main(void) {
     payment_events_free(events);
     payment_api_free(api);
     payment_guard_free(guard);
+    payment_gateway_free(gateway);
     return status;
 }

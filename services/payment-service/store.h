@@ -1,7 +1,7 @@
 /*
- * store.h - payment-service's SQL (database delivery_eta): the payments table,
- * the idempotency check, the recording of a decided payment with its event, and
- * the payment of an order for the REST API.
+ * store.h - payment-service's SQL (database delivery_eta): an order's claim and
+ * attempt, the recording of a decided payment with its event, housekeeping, and
+ * the payment of an order for the REST API (store.c says how they fit).
  */
 #ifndef PAYMENT_STORE_H
 #define PAYMENT_STORE_H
@@ -15,28 +15,46 @@
 extern const deta_migration_t payment_migrations[];
 extern const size_t payment_migrations_count;
 
-/* Is there a payment for this idempotency key (event id) or this order already?
- * *found says; payment_id (37 bytes) receives its id when found. */
-deta_err_t payment_store_find(deta_db_t *db, const char *event_id, const char *order_id,
-                              bool *found, char *payment_id, char *errstr, size_t errsize);
+/* How long an attempt may stay without its outcome before it counts as stale
+ * (payment_attempts_stale): well past a gateway call and its record's retries. */
+#define PAYMENT_ATTEMPT_STALE_MS 120000L
 
-/* One transaction: the holder's claim ends, the payment row and its event go to
- * the outbox. When another payment for the same key or order won (a unique
- * violation), nothing is written and *recorded is false: a duplicate, not an
- * error. A claim that is no longer the holder's (it expired) writes nothing and
- * answers DETA_ERR_TRANSIENT. */
+typedef enum payment_attempt {
+    PAYMENT_ATTEMPT_BUSY,    /* another holder's claim is alive: try later */
+    PAYMENT_ATTEMPT_DONE,    /* the order (or the event) is paid already */
+    PAYMENT_ATTEMPT_NEW,     /* claimed, and the attempt begun: charge */
+    PAYMENT_ATTEMPT_RESUMED, /* claimed; an earlier attempt may have charged: look up */
+} payment_attempt_t;
+
+/* One transaction: the order's claim for holder (PAYMENT_LOCK_TTL_MS), then
+ * either the payment found (DONE, nothing kept), or the order's attempt begun
+ * (NEW) or found unfinished (RESUMED), committed with the claim. payment_id
+ * receives the payment's id (the found payment's, or the attempt's). */
+deta_err_t payment_store_begin(deta_db_t *db, const payment_request_t *req, const char *holder,
+                               payment_attempt_t *out, char payment_id[DETA_UUID_LEN + 1],
+                               char *errstr, size_t errsize);
+
+/* One transaction: the payment row, the end of its attempt and of the holder's
+ * claim, and its event in the outbox. *recorded is true when the payment is
+ * stored as this attempt's (now, or by an earlier commit whose answer was lost),
+ * false when another payment of the order or event was (a duplicate); either
+ * way the attempt is over. Errors are the database's: the caller retries. */
 deta_err_t payment_store_record(deta_db_t *db, const payment_t *p, const deta_event_t *ev,
                                 const char *holder, bool *recorded, char *errstr,
                                 size_t errsize);
 
-/* The order's claim for its gateway call (payment_claims), in its own
- * transaction: *got is false while another holder's claim has not expired.
- * Expires after PAYMENT_LOCK_TTL_MS; ends with payment_store_record, or with
- * payment_store_unclaim when the payment could not be recorded. */
-deta_err_t payment_store_claim(deta_db_t *db, const char *order_id, const char *holder,
-                               bool *got, char *errstr, size_t errsize);
-/* Best effort: a claim left behind only delays a retry until it expires. */
+/* Renews the holder's claim for PAYMENT_LOCK_TTL_MS; *held false when it is not
+ * the holder's any more. */
+deta_err_t payment_store_extend(deta_db_t *db, const char *order_id, const char *holder,
+                                bool *held, char *errstr, size_t errsize);
+/* Best effort, and only before a charge: a claim left behind only delays a
+ * retry until it expires. */
 void payment_store_unclaim(deta_db_t *db, const char *order_id, const char *holder);
+
+/* Deletes up to 1000 expired claims (*purged) and counts the attempts older
+ * than PAYMENT_ATTEMPT_STALE_MS (*stale). */
+deta_err_t payment_store_housekeep(deta_db_t *db, long *purged, long *stale, char *errstr,
+                                   size_t errsize);
 
 /* The order's payment as the REST API shows it, or DETA_ERR_NOT_FOUND. */
 deta_err_t payment_store_get(deta_db_t *db, const char *order_id, json_t **out, char *errstr,

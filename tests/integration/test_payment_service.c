@@ -14,6 +14,11 @@
  *   - Redis stopped (scripts/stack.sh stop redis): duplicates still pay once,
  *     health is DEGRADED, and all comes back when Redis does.
  * And a slow gateway's calls wait side by side on fewer Postgres connections.
+ * An attempt that an instance left unfinished (its row in payment_attempts) is
+ * resumed by a look-up in the gateway's ledger: charged once when the ledger
+ * has nothing, recorded with the ledger's answer when it has; a reservation
+ * whose hold expired is declined without a charge; the housekeeping deletes
+ * expired claims and counts stale attempts.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -435,6 +440,122 @@ static void slow_gateway_calls_wait_side_by_side_on_few_connections(void **state
     assert_true(metric("payment_gateway_calls_total") == calls + ORDERS); /* once each */
 }
 
+/* ---- attempts resumed, holds expired, housekeeping ---- */
+
+/* An attempt left by an instance that crashed before its charge: the order's
+ * attempt row exists, the gateway's ledger has nothing under the order. */
+static void begin_attempt_as_a_crashed_instance(const char *order, const char *payment_id,
+                                                const char *minutes_ago) {
+    char event_id[37];
+    ts_uuid(event_id);
+    PGconn *db = ts_pg("delivery_eta");
+    const char *params[] = {order, payment_id, event_id, minutes_ago};
+    assert_int_equal(ts_pg_long(db,
+                                "WITH a AS (INSERT INTO payment_attempts (order_id, payment_id,"
+                                " event_id, started_at) VALUES ($1, $2, $3,"
+                                " now() - $4::int * interval '1 minute') RETURNING 1)"
+                                " SELECT count(*) FROM a",
+                                4, params),
+                     1);
+    PQfinish(db);
+}
+
+/* The resumed attempt looks the charge up, finds none, charges once and records
+ * the payment under the attempt's own id. */
+static void attempt_without_a_charge_is_charged_once(void **state) {
+    (void)state;
+    char order[37], pid[37], eid[37];
+    ts_uuid(order);
+    ts_uuid(pid);
+    begin_attempt_as_a_crashed_instance(order, pid, "0");
+    double calls = metric("payment_gateway_calls_total");
+    double lookups = metric("payment_gateway_lookups_total");
+    inject_reserved(order, "cust-resume", "8.00", eid);
+    await_payments(order, 1);
+    json_decref(payment_event(order, DETA_EVT_PAYMENT_AUTHORIZED, "cust-resume", "8.00", NULL));
+    expect_column(order, "payment_id", pid);
+    assert_int_equal(ts_ledger_charges(order), 1);
+    assert_true(metric("payment_gateway_calls_total") == calls + 1);
+    assert_true(metric("payment_gateway_lookups_total") == lookups + 1);
+}
+
+/* The resumed attempt finds the charge in the gateway's ledger and records the
+ * gateway's answer, not its own rule's (which would authorize this customer),
+ * without a second charge. */
+static void attempt_with_a_charge_records_the_gateways_answer(void **state) {
+    (void)state;
+    char order[37], pid[37], eid[37], line[160];
+    ts_uuid(order);
+    ts_uuid(pid);
+    begin_attempt_as_a_crashed_instance(order, pid, "0");
+    snprintf(line, sizeof line, "charge %s DECLINED DECLINED_RANDOM crashed-instance\n", order);
+    ts_ledger_append(line);
+    double calls = metric("payment_gateway_calls_total");
+    inject_reserved(order, "cust-charged", "9.00", eid);
+    await_payments(order, 1);
+    json_t *p = payment_event(order, DETA_EVT_PAYMENT_FAILED, "cust-charged", "9.00", NULL);
+    assert_string_equal(json_string_value(json_object_get(p, "reason")), "DECLINED_RANDOM");
+    assert_string_equal(json_string_value(json_object_get(p, "paymentId")), pid);
+    json_decref(p);
+    assert_int_equal(ts_ledger_charges(order), 1);
+    assert_true(metric("payment_gateway_calls_total") == calls);
+}
+
+/* A reservation whose hold expired is declined without a call to the gateway. */
+static void expired_hold_is_declined_uncharged(void **state) {
+    (void)state;
+    char order[37], eid[37];
+    ts_uuid(order);
+    json_t *payload = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "orderId", order, "customerId",
+                                "cust-late", "totalAmount", "3.00", "currency", "EUR",
+                                "reservedAt", "2026-11-25T12:00:00.000Z", "holdExpiresAt",
+                                "2026-11-25T12:15:00.000Z");
+    char *text = ts_event(DETA_EVT_INVENTORY_RESERVED, order, NULL, payload, eid);
+    double calls = metric("payment_gateway_calls_total");
+    inject(order, text);
+    free(text);
+    await_payments(order, 1);
+    json_t *p = payment_event(order, DETA_EVT_PAYMENT_FAILED, "cust-late", "3.00", NULL);
+    assert_string_equal(json_string_value(json_object_get(p, "reason")),
+                        "DECLINED_HOLD_EXPIRED");
+    json_decref(p);
+    expect_column(order, "status", "DECLINED");
+    assert_int_equal(ts_ledger_charges(order), 0);
+    assert_true(metric("payment_gateway_calls_total") == calls);
+}
+
+/* Expired claims are deleted, and attempts left without an outcome counted, by
+ * the housekeeping that the first event after a start runs. */
+static void housekeeping_purges_claims_and_counts_stale_attempts(void **state) {
+    (void)state;
+    char expired[37], live[37], stale[37], stale_pid[37], order[37], eid[37];
+    ts_uuid(expired);
+    ts_uuid(live);
+    ts_uuid(stale);
+    ts_uuid(stale_pid);
+    PGconn *db = ts_pg("delivery_eta");
+    claim_as_another(db, expired, -3600);
+    claim_as_another(db, live, 600);
+    begin_attempt_as_a_crashed_instance(stale, stale_pid, "10");
+    stack("stop payment-service");
+    stack("start payment-service");
+    ts_uuid(order);
+    inject_reserved(order, "cust-housekeeping", "1.00", eid);
+    await_payments(order, 1);
+    assert_int_equal(claims_of(db, expired), 0);
+    assert_int_equal(claims_of(db, live), 1); /* alive: left alone */
+    if (metric("payment_claims_purged_total") < 1)
+        fail_msg("no claim was purged");
+    if (metric("payment_attempts_stale") < 1)
+        fail_msg("the stale attempt was not counted");
+    const char *params[] = {stale, live};
+    ts_pg_long(db,
+               "WITH a AS (DELETE FROM payment_attempts WHERE order_id = $1),"
+               " c AS (DELETE FROM payment_claims WHERE order_id = $2) SELECT 0",
+               2, params);
+    PQfinish(db);
+}
+
 /* The service runs again with the stack's own settings. */
 static int default_settings_back(void **state) {
     (void)state;
@@ -596,6 +717,10 @@ int main(void) {
         cmocka_unit_test(expired_claim_is_taken_over),
         cmocka_unit_test_teardown(slow_gateway_calls_wait_side_by_side_on_few_connections,
                                   default_settings_back),
+        cmocka_unit_test(attempt_without_a_charge_is_charged_once),
+        cmocka_unit_test(attempt_with_a_charge_records_the_gateways_answer),
+        cmocka_unit_test(expired_hold_is_declined_uncharged),
+        cmocka_unit_test(housekeeping_purges_claims_and_counts_stale_attempts),
         cmocka_unit_test(marker_stops_a_processed_event),
         cmocka_unit_test(unique_key_catches_what_redis_forgot),
         cmocka_unit_test(bad_events_are_dead_lettered_and_others_ignored),

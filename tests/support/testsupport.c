@@ -709,3 +709,26 @@ int ts_kafka_count_keys(const char *topic, char (*ids)[37], size_t n, int timeou
     free(counts);
     return total;
 }
+
+/* ---- the simulated payment gateway ---- */
+
+int ts_ledger_charges(const char *order_id) {
+    FILE *f = fopen(ts_env("PAYMENT_GATEWAY_LEDGER"), "r");
+    if (!f)
+        return 0;
+    char line[512], want[64];
+    snprintf(want, sizeof want, "charge %s ", order_id);
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        n += strncmp(line, want, strlen(want)) == 0;
+    fclose(f);
+    return n;
+}
+
+void ts_ledger_append(const char *line) {
+    FILE *f = fopen(ts_env("PAYMENT_GATEWAY_LEDGER"), "a");
+    if (!f)
+        fail_msg("cannot open the gateway's ledger %s", ts_env("PAYMENT_GATEWAY_LEDGER"));
+    fputs(line, f);
+    fclose(f);
+}

@@ -149,4 +149,12 @@ int ts_kafka_count_keys(const char *topic, char (*ids)[37], size_t n, int timeou
 void ts_kafka_counts_by_key(const char *topic, char (*ids)[37], size_t n, int *counts,
                             int timeout_ms);
 
+/* ---- the simulated payment gateway ---- */
+
+/* Charges the gateway's ledger ($PAYMENT_GATEWAY_LEDGER) holds under the order's
+ * key (0 when there is no ledger yet). */
+int ts_ledger_charges(const char *order_id);
+/* Appends a line to the ledger, as the gateway would have written it. */
+void ts_ledger_append(const char *line);
+
 #endif

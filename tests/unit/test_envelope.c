@@ -493,6 +493,28 @@ static void test_timestamps_valid(void **state) {
             fail_msg("%s rejected", good[i]);
 }
 
+/* Instants as milliseconds since the epoch: both suffixes, any fraction (cut to
+ * milliseconds), a leap day; -1 for what is not valid. */
+static void test_timestamp_ms(void **state) {
+    (void)state;
+    assert_true(deta_timestamp_ms("1970-01-01T00:00:00Z") == 0);
+    assert_true(deta_timestamp_ms("1970-01-01T00:00:01.5Z") == 1500);
+    assert_true(deta_timestamp_ms("2026-11-25T12:38:05.123Z") == INT64_C(1795610285123));
+    assert_true(deta_timestamp_ms("2024-02-29T23:59:59.999999999+00:00") ==
+                deta_timestamp_ms("2024-03-01T00:00:00Z") - 1);
+    assert_true(deta_timestamp_ms("2026-11-25T12:38:06Z") -
+                    deta_timestamp_ms("2026-11-25T12:38:05.250Z") ==
+                750);
+    assert_true(deta_timestamp_ms("2000-01-01T00:00:00Z") == INT64_C(946684800000));
+    char now[DETA_TS_LEN];
+    deta_timestamp_now(now);
+    int64_t ms = deta_timestamp_ms(now);
+    assert_true(ms > INT64_C(946684800000));
+    assert_true(deta_timestamp_ms("2026-02-30T00:00:00Z") == -1);
+    assert_true(deta_timestamp_ms("soon") == -1);
+    assert_true(deta_timestamp_ms(NULL) == -1);
+}
+
 static void test_timestamps_invalid(void **state) {
     (void)state;
     const char *bad[] = {
@@ -561,6 +583,7 @@ int main(void) {
         cmocka_unit_test(test_timestamp_now_format),
         cmocka_unit_test(test_timestamps_valid),
         cmocka_unit_test(test_timestamps_invalid),
+        cmocka_unit_test(test_timestamp_ms),
         cmocka_unit_test(test_parse_rejects_bad_timestamps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -20,7 +20,7 @@
 static const char *const SETTINGS_VARS[] = {
     "PAYMENT_DECLINE_ABOVE",      "PAYMENT_DECLINE_CUSTOMERS", "PAYMENT_DECLINE_RATE",
     "PAYMENT_DECLINE_SEED",       "PAYMENT_GATEWAY_LATENCY_MS", "PAYMENT_WORKERS",
-    "PAYMENT_DB_CONNECTIONS",
+    "PAYMENT_DB_CONNECTIONS",     "PAYMENT_GATEWAY_LEDGER",
 };
 
 static int clear_env(void **state) {
@@ -47,6 +47,7 @@ static payment_request_t request(const char *order_id, const char *customer,
     snprintf(r.customer_id, sizeof r.customer_id, "%s", customer);
     r.amount = amount;
     memcpy(r.currency, "EUR", 4);
+    r.hold_expires_ms = -1;
     return r;
 }
 
@@ -66,6 +67,7 @@ static void settings_have_the_documented_defaults(void **state) {
     assert_int_equal(s.gateway_latency_ms, 0);
     assert_int_equal(s.workers, 32);
     assert_int_equal(s.db_connections, 4);
+    assert_string_equal(s.gateway_ledger, "");
 }
 
 static void settings_are_read_from_the_environment(void **state) {
@@ -263,6 +265,60 @@ static void reserved_event_becomes_a_request(void **state) {
     assert_string_equal(req.customer_id, "cust-7");
     assert_int_equal(req.amount, 2048);
     assert_string_equal(req.currency, "EUR");
+    assert_true(req.hold_expires_ms == -1); /* no holdExpiresAt: the hold never expires */
+
+    snprintf(payload, sizeof payload,
+             "{\"orderId\":\"%s\",\"customerId\":\"cust-7\",\"totalAmount\":\"1.00\","
+             "\"currency\":\"EUR\",\"holdExpiresAt\":\"2026-11-25T12:15:00.000Z\"}",
+             ORDER);
+    assert_int_equal(parse_reserved(ORDER, payload, &req, err, sizeof err), DETA_OK);
+    assert_true(req.hold_expires_ms == deta_timestamp_ms("2026-11-25T12:15:00Z"));
+}
+
+/* The gateway is never asked to charge for a hold that has expired. */
+static void expired_holds_are_not_charged(void **state) {
+    (void)state;
+    payment_request_t req = request(ORDER, "cust-1", 100);
+    assert_false(payment_hold_expired(&req, INT64_MAX)); /* no expiry given */
+    req.hold_expires_ms = deta_timestamp_ms("2026-11-25T12:15:00Z");
+    assert_false(payment_hold_expired(&req, req.hold_expires_ms - 1));
+    assert_true(payment_hold_expired(&req, req.hold_expires_ms));
+    assert_true(payment_hold_expired(&req, req.hold_expires_ms + 60000));
+}
+
+/* A ledger line says what was charged under a key, and reads back the same. */
+static void ledger_lines_round_trip(void **state) {
+    (void)state;
+    char line[PAYMENT_LEDGER_LINE_MAX], key[DETA_UUID_LEN + 1];
+    payment_decision_t d;
+    payment_ledger_format(line, ORDER, (payment_decision_t){true, NULL}, "payment-service-7");
+    assert_string_equal(line, "charge 7d9f2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f AUTHORIZED - "
+                              "payment-service-7\n");
+    assert_true(payment_ledger_parse(line, key, &d));
+    assert_string_equal(key, ORDER);
+    assert_true(d.authorized);
+    assert_null(d.reason);
+
+    const char *reasons[] = {PAYMENT_DECLINED_CUSTOMER, PAYMENT_DECLINED_AMOUNT_LIMIT,
+                             PAYMENT_DECLINED_RANDOM};
+    for (size_t i = 0; i < sizeof reasons / sizeof *reasons; i++) {
+        payment_ledger_format(line, ORDER, (payment_decision_t){false, reasons[i]}, "x");
+        assert_true(payment_ledger_parse(line, key, &d));
+        assert_false(d.authorized);
+        assert_string_equal(d.reason, reasons[i]);
+    }
+    const char *bad[] = {"",
+                         "charge",
+                         "charge not-a-uuid AUTHORIZED - x",
+                         "charge 7d9f2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f MAYBE - x",
+                         "charge 7d9f2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f AUTHORIZED DECLINED_RANDOM x",
+                         "charge 7d9f2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f DECLINED - x",
+                         "charge 7d9f2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f DECLINED NO_REASON x",
+                         "refund 7d9f2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f AUTHORIZED - x",
+                         "charge 7d9f2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5fff AUTHORIZED - x"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        if (payment_ledger_parse(bad[i], key, &d))
+            fail_msg("accepted ledger line \"%s\"", bad[i]);
 }
 
 static void expect_bad_request(const char *order_id, const char *payload, const char *field) {
@@ -296,6 +352,12 @@ static void malformed_reserved_events_are_invalid(void **state) {
         {"{\"orderId\":\"%s\",\"customerId\":\"c\",\"totalAmount\":\"1.00\",\"currency\":\"eur\"}",
          "currency"},
         {"{\"orderId\":\"%s\",\"customerId\":\"c\",\"totalAmount\":\"1.00\"}", "currency"},
+        {"{\"orderId\":\"%s\",\"customerId\":\"c\",\"totalAmount\":\"1.00\",\"currency\":\"EUR\","
+         "\"holdExpiresAt\":\"tomorrow\"}",
+         "holdExpiresAt"},
+        {"{\"orderId\":\"%s\",\"customerId\":\"c\",\"totalAmount\":\"1.00\",\"currency\":\"EUR\","
+         "\"holdExpiresAt\":1764072900}",
+         "holdExpiresAt"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char payload[512];
@@ -321,8 +383,8 @@ static void authorized_payload_carries_the_charge(void **state) {
     (void)state;
     payment_request_t req = request(ORDER, "cust-1", 1234567);
     payment_t p;
-    payment_init(&p, &req, (payment_decision_t){true, NULL});
-    assert_true(deta_uuid_valid(p.payment_id));
+    payment_init(&p, "5a1f0e3c-8b2d-4e6f-9a0b-1c2d3e4f5a6b", &req, (payment_decision_t){true, NULL});
+    assert_string_equal(p.payment_id, "5a1f0e3c-8b2d-4e6f-9a0b-1c2d3e4f5a6b");
     assert_true(deta_timestamp_valid(p.decided_at));
     assert_string_equal(payment_status(&p), "AUTHORIZED");
     assert_string_equal(payment_event_type(&p), DETA_EVT_PAYMENT_AUTHORIZED);
@@ -358,7 +420,8 @@ static void failed_payload_carries_the_reason(void **state) {
     (void)state;
     payment_request_t req = request(ORDER, "decline-1", 5);
     payment_t p;
-    payment_init(&p, &req, (payment_decision_t){false, PAYMENT_DECLINED_CUSTOMER});
+    payment_init(&p, "5a1f0e3c-8b2d-4e6f-9a0b-1c2d3e4f5a6b", &req,
+                 (payment_decision_t){false, PAYMENT_DECLINED_CUSTOMER});
     assert_string_equal(payment_status(&p), "DECLINED");
     assert_string_equal(payment_event_type(&p), DETA_EVT_PAYMENT_FAILED);
     json_t *pl = payment_event_payload(&p);
@@ -370,9 +433,11 @@ static void failed_payload_carries_the_reason(void **state) {
     assert_null(json_object_get(pl, "authorizedAt"));
     json_decref(pl);
 
+    /* the id is the attempt's: a resumed attempt records the payment it began */
     payment_t q;
-    payment_init(&q, &req, (payment_decision_t){false, PAYMENT_DECLINED_CUSTOMER});
-    assert_string_not_equal(q.payment_id, p.payment_id);
+    payment_init(&q, "0c0d0e0f-1a2b-4c3d-8e9f-000000000002", &req,
+                 (payment_decision_t){false, PAYMENT_DECLINED_CUSTOMER});
+    assert_string_equal(q.payment_id, "0c0d0e0f-1a2b-4c3d-8e9f-000000000002");
 }
 
 static void redis_keys_follow_the_contract(void **state) {
@@ -396,6 +461,8 @@ int main(void) {
         cmocka_unit_test(random_rule_is_deterministic_per_order),
         cmocka_unit_test(reserved_event_becomes_a_request),
         cmocka_unit_test(malformed_reserved_events_are_invalid),
+        cmocka_unit_test(expired_holds_are_not_charged),
+        cmocka_unit_test(ledger_lines_round_trip),
         cmocka_unit_test(authorized_payload_carries_the_charge),
         cmocka_unit_test(failed_payload_carries_the_reason),
         cmocka_unit_test(redis_keys_follow_the_contract),

@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <jansson.h>
 #include "deta/err.h"
 
@@ -60,5 +61,8 @@ void deta_timestamp_now(char out[DETA_TS_LEN]); /* UTC, milliseconds, 'Z' */
 /* ISO-8601 UTC instant: YYYY-MM-DDTHH:MM:SS, optional fraction, then 'Z' or
  * "+00:00"; the date and time must exist (no Feb 30, no hour 24). */
 bool deta_timestamp_valid(const char *s);
+/* Such an instant as milliseconds since the Unix epoch (the fraction cut to
+ * milliseconds); -1 when s is not valid. */
+int64_t deta_timestamp_ms(const char *s);
 
 #endif

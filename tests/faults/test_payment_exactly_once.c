@@ -1,0 +1,273 @@
+/*
+ * test_payment_exactly_once.c - one gateway charge per order, whatever fails
+ * after the charge: payment-service on the shared test stack, with the
+ * simulated gateway's ledger (PAYMENT_GATEWAY_LEDGER, from stack.env) as the
+ * bank's own count of charges.
+ *
+ *   postgres killed while gateway calls are in flight (a 2 s gateway, 40
+ *             orders, at least 20 calls waiting): once Postgres is back every
+ *             order is paid, with exactly one charge each in the ledger and as
+ *             many calls in the service's counter as orders;
+ *   payment-service killed (SIGKILL) after its charges and before their
+ *             answers: the next instance finds the attempts, looks the charges
+ *             up and records them, charging none again;
+ *   the record refused after the charge, by a transient error (57014) and by
+ *             one that is not (23514), raised by a trigger for these orders'
+ *             customers: the record is retried in place, nothing is
+ *             dead-lettered, and once the trigger goes each order is paid with
+ *             one charge; and a service stopped (SIGTERM) while it retries such
+ *             a record leaves the attempt to the next instance, which records
+ *             it without a second charge.
+ *
+ * Every test's teardown brings the stack back whole and healthy, with the
+ * stack's own payment settings.
+ */
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "deta/topics.h"
+#include "testsupport.h"
+
+#define SLOW_ORDERS 40
+#define WAIT_MS 180000
+#define HEAL_MS 120000
+
+/* ---- the orders and what became of them ---- */
+
+/* A fresh order's inventory.reserved on raw.inventory-events. */
+static void inject_reserved(char order[37], const char *customer) {
+    char event_id[37];
+    ts_uuid(order);
+    json_t *payload = json_pack("{s:s, s:s, s:s, s:s, s:s, s:[{s:s, s:i}], s:s}", "orderId",
+                                order, "reservationId", "res-fault", "customerId", customer,
+                                "totalAmount", "7.00", "currency", "EUR", "items", "itemId",
+                                "sku-1", "quantity", 1, "reservedAt", "2026-11-25T12:00:00.000Z");
+    assert_non_null(payload);
+    char *text = ts_event(DETA_EVT_INVENTORY_RESERVED, order, NULL, payload, event_id);
+    ts_kafka_produce(DETA_TOPIC_INVENTORY_EVENTS, order, text);
+    free(text);
+}
+
+static long rows_of(const char *table, const char *order) {
+    PGconn *db = ts_pg("delivery_eta");
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM %s WHERE order_id = $1", table);
+    const char *params[] = {order};
+    long n = ts_pg_long(db, sql, 1, params);
+    PQfinish(db);
+    return n;
+}
+
+/* Waits until every order has its payment row; fails naming the first without. */
+static void await_paid(char (*orders)[37], int n) {
+    for (int i = 0; i < n; i++)
+        for (int waited = 0; rows_of("payments", orders[i]) != 1; waited += 250) {
+            if (waited > WAIT_MS)
+                fail_msg("order %s was never paid", orders[i]);
+            ts_sleep_ms(250);
+        }
+}
+
+/* Exactly one charge each, no attempt left, one payment event each, and nothing
+ * dead-lettered. */
+static void expect_charged_once(char (*orders)[37], int n) {
+    for (int i = 0; i < n; i++) {
+        int charges = ts_ledger_charges(orders[i]);
+        if (charges != 1)
+            fail_msg("order %s was charged %d times", orders[i], charges);
+        assert_int_equal(rows_of("payment_attempts", orders[i]), 0);
+    }
+    int *events = calloc((size_t)n, sizeof *events);
+    assert_non_null(events);
+    ts_kafka_counts_by_key(DETA_TOPIC_PAYMENT_EVENTS, orders, (size_t)n, events, 10000);
+    for (int i = 0; i < n; i++)
+        if (events[i] != 1)
+            fail_msg("order %s has %d payment events", orders[i], events[i]);
+    free(events);
+    assert_int_equal(ts_kafka_count_keys(DETA_TOPIC_DLQ_INVENTORY_EVENTS, orders, (size_t)n, 5000),
+                     0);
+}
+
+static double payment_metric(const char *series) {
+    return ts_metric("PAYMENT_SERVICE_URL", series);
+}
+
+/* payment-service again, with the gateway latency given (NULL: the stack's). */
+static void restart_payment(const char *latency_ms) {
+    assert_int_equal(ts_stack("stop payment-service"), 0);
+    if (latency_ms) {
+        setenv("PAYMENT_GATEWAY_LATENCY_MS", latency_ms, 1);
+        setenv("PAYMENT_WORKERS", "40", 1);
+    } else {
+        unsetenv("PAYMENT_GATEWAY_LATENCY_MS");
+        unsetenv("PAYMENT_WORKERS");
+    }
+    assert_int_equal(ts_stack("start payment-service"), 0);
+}
+
+static int heal(void **state) {
+    (void)state;
+    unsetenv("PAYMENT_GATEWAY_LATENCY_MS");
+    unsetenv("PAYMENT_WORKERS");
+    PGconn *db = ts_pg("delivery_eta");
+    PQclear(PQexec(db, "DROP TRIGGER IF EXISTS refuse_record ON payments"));
+    PQfinish(db);
+    ts_stack("stop payment-service");
+    return ts_stack_heal(HEAL_MS) ? 0 : -1;
+}
+
+/* ---- Postgres killed while calls are in flight ---- */
+
+static void postgres_killed_during_calls_charges_each_order_once(void **state) {
+    (void)state;
+    restart_payment("2000");
+    double calls = payment_metric("payment_gateway_calls_total");
+    char orders[SLOW_ORDERS][37];
+    for (int i = 0; i < SLOW_ORDERS; i++)
+        inject_reserved(orders[i], "cust-pgkill");
+    double in_flight = 0;
+    for (int waited = 0; waited < 60000 && in_flight < SLOW_ORDERS / 2; waited += 20) {
+        in_flight = payment_metric("payment_gateway_calls_in_flight");
+        ts_sleep_ms(20);
+    }
+    if (in_flight < SLOW_ORDERS / 2)
+        fail_msg("only %g gateway calls were ever in flight at once", in_flight);
+    assert_int_equal(ts_stack("kill postgres"), 0);
+    ts_sleep_ms(5000);
+    assert_int_equal(ts_stack("start postgres"), 0);
+
+    await_paid(orders, SLOW_ORDERS);
+    double made = payment_metric("payment_gateway_calls_total") - calls;
+    if (made != SLOW_ORDERS)
+        fail_msg("%d orders took %g gateway calls", SLOW_ORDERS, made);
+    expect_charged_once(orders, SLOW_ORDERS);
+}
+
+/* ---- payment-service killed between its charges and their answers ---- */
+
+static void killed_after_charging_resumes_without_charging_again(void **state) {
+    (void)state;
+    enum { N = 6 };
+    restart_payment("4000"); /* charged at 2 s, answered at 4 s */
+    char orders[N][37];
+    for (int i = 0; i < N; i++)
+        inject_reserved(orders[i], "cust-kill9");
+    for (int i = 0; i < N; i++)
+        for (int waited = 0; ts_ledger_charges(orders[i]) == 0; waited += 20) {
+            if (waited > 60000)
+                fail_msg("order %s was never charged", orders[i]);
+            ts_sleep_ms(20);
+        }
+    assert_int_equal(ts_stack("kill payment-service"), 0);
+    int unanswered = 0; /* charged, but killed before the answer was recorded */
+    for (int i = 0; i < N; i++)
+        unanswered += rows_of("payments", orders[i]) == 0;
+    if (unanswered == 0)
+        fail_msg("every charge was recorded before the kill: nothing was left to resume");
+    restart_payment(NULL);
+
+    await_paid(orders, N);
+    expect_charged_once(orders, N);
+    if (payment_metric("payment_gateway_lookups_total") < unanswered)
+        fail_msg("the new instance looked up %g charges, %d were left unrecorded",
+                 payment_metric("payment_gateway_lookups_total"), unanswered);
+    assert_true(payment_metric("payment_gateway_calls_total") == 0);
+}
+
+/* ---- the record refused after the charge ---- */
+
+/* A trigger that refuses the payments of customers cust-refuse-<SQLSTATE> with
+ * that SQLSTATE. */
+static void refuse_records(void) {
+    PGconn *db = ts_pg("delivery_eta");
+    PGresult *r = PQexec(db,
+                         "CREATE OR REPLACE FUNCTION refuse_record() RETURNS trigger AS $$"
+                         "BEGIN"
+                         "  IF NEW.customer_id LIKE 'cust-refuse-%' THEN"
+                         "    RAISE EXCEPTION 'refused for the test'"
+                         "      USING ERRCODE = substr(NEW.customer_id, 13, 5);"
+                         "  END IF;"
+                         "  RETURN NEW;"
+                         "END $$ LANGUAGE plpgsql;"
+                         "DROP TRIGGER IF EXISTS refuse_record ON payments;"
+                         "CREATE TRIGGER refuse_record BEFORE INSERT ON payments"
+                         "  FOR EACH ROW EXECUTE FUNCTION refuse_record()");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        fail_msg("trigger: %s", PQerrorMessage(db));
+    PQclear(r);
+    PQfinish(db);
+}
+
+static void accept_records(void) {
+    PGconn *db = ts_pg("delivery_eta");
+    PQclear(PQexec(db, "DROP TRIGGER IF EXISTS refuse_record ON payments"));
+    PQfinish(db);
+}
+
+static void refused_records_are_retried_not_charged_again(void **state) {
+    (void)state;
+    restart_payment(NULL);
+    refuse_records();
+    double calls = payment_metric("payment_gateway_calls_total");
+    double retries = payment_metric("payment_record_retries_total");
+    char orders[2][37];
+    inject_reserved(orders[0], "cust-refuse-57014"); /* a statement timeout */
+    inject_reserved(orders[1], "cust-refuse-23514"); /* a check violation */
+    for (int waited = 0; payment_metric("payment_record_retries_total") < retries + 6;
+         waited += 100) {
+        if (waited > 60000)
+            fail_msg("the refused records were not retried");
+        ts_sleep_ms(100);
+    }
+    ts_sleep_ms(2000);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(rows_of("payments", orders[i]), 0);
+        assert_int_equal(rows_of("payment_attempts", orders[i]), 1);
+        assert_int_equal(ts_ledger_charges(orders[i]), 1);
+    }
+    assert_true(payment_metric("payment_gateway_calls_total") == calls + 2);
+    accept_records();
+    await_paid(orders, 2);
+    expect_charged_once(orders, 2);
+    assert_true(payment_metric("payment_gateway_calls_total") == calls + 2);
+}
+
+static void stopped_while_retrying_a_record_leaves_it_to_the_next(void **state) {
+    (void)state;
+    restart_payment(NULL);
+    refuse_records();
+    double retries = payment_metric("payment_record_retries_total");
+    char order[1][37];
+    inject_reserved(order[0], "cust-refuse-57014");
+    for (int waited = 0; payment_metric("payment_record_retries_total") < retries + 2;
+         waited += 100) {
+        if (waited > 60000)
+            fail_msg("the refused record was not retried");
+        ts_sleep_ms(100);
+    }
+    assert_int_equal(ts_stack("stop payment-service"), 0); /* SIGTERM, a graceful stop */
+    assert_int_equal(rows_of("payments", order[0]), 0);
+    assert_int_equal(rows_of("payment_attempts", order[0]), 1);
+    accept_records();
+    assert_int_equal(ts_stack("start payment-service"), 0);
+    await_paid(order, 1);
+    expect_charged_once(order, 1);
+    assert_true(payment_metric("payment_gateway_calls_total") == 0);
+    assert_true(payment_metric("payment_gateway_lookups_total") >= 1);
+}
+
+int main(void) {
+    /* TEST_FILTER runs only the tests whose names match (cmocka's pattern). */
+    if (getenv("TEST_FILTER"))
+        cmocka_set_test_filter(getenv("TEST_FILTER"));
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(postgres_killed_during_calls_charges_each_order_once, heal),
+        cmocka_unit_test_teardown(killed_after_charging_resumes_without_charging_again, heal),
+        cmocka_unit_test_teardown(refused_records_are_retried_not_charged_again, heal),
+        cmocka_unit_test_teardown(stopped_while_retrying_a_record_leaves_it_to_the_next, heal),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
