@@ -32,7 +32,9 @@
 # CHAOS_FAULT_S (0: faults go on at least this many seconds, even after the
 # orders are placed), CHAOS_TARGETS (default: postgres, redis and every running
 # service instance; "broker" adds outages of the broker),
-# CHAOS_CONVERGE_S (300: patience for the system to settle).
+# CHAOS_CONVERGE_S (300: patience for the system to settle),
+# CHAOS_GATEWAY_LATENCY_MS (300: the simulated gateway's, so that faults hit
+# calls in flight; every charge is counted in the stack's gateway ledger).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -46,6 +48,9 @@ export PG_PORT=$((BASE + 432)) REDIS_PORT=$((BASE + 379)) QUERY_API_PORT=$((BASE
   INVENTORY_SERVICE_PORT=$((BASE + 83)) DELIVERY_SERVICE_PORT=$((BASE + 84))
 export DELIVERY_CLOCK_SPEED=${DELIVERY_CLOCK_SPEED:-600}
 export PAYMENT_DECLINE_CUSTOMERS='decline-*'
+# A gateway slow enough that Postgres and payment-service are often killed while
+# calls are in flight; its ledger is the count of charges the verification reads.
+export PAYMENT_GATEWAY_LATENCY_MS=${CHAOS_GATEWAY_LATENCY_MS:-300}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export STACK_INSTANCES=${CHAOS_INSTANCES:-}
@@ -60,6 +65,7 @@ case "$STACK_DIR" in
   /*) ABS_STACK_DIR=$STACK_DIR ;;
   *) ABS_STACK_DIR=$ROOT/$STACK_DIR ;;
 esac
+export PAYMENT_GATEWAY_LEDGER=$ABS_STACK_DIR/payment-gateway.ledger
 
 say() { printf 'chaos.sh: %s\n' "$*"; }
 

@@ -44,7 +44,11 @@
  *     (an event re-published after a crash has the same id and counts once;
  *     two ids would mean the order was processed twice), carrying the ids the
  *     databases hold, and the delivery steps in order on their partition;
- *   - no dead letter on any dlq. topic for the run's orders.
+ *   - no dead letter on any dlq. topic for the run's orders;
+ *   - the gateway's own count (its ledger, PAYMENT_GATEWAY_LEDGER): exactly one
+ *     charge for every order with a payment, whose answer is the payment's
+ *     status, and none for any other order (a rejected one, or one declined
+ *     uncharged because its hold had expired).
  */
 #include <libpq-fe.h>
 #include <jansson.h>
@@ -92,6 +96,8 @@ typedef struct order_row {
         v_driver[TXT], v_at[TXT], v_failure[TXT], v_currency[TXT], v_created[TXT],
         v_correlation[TXT], v_eta[TXT], v_driver_name[TXT];
     long v_timeline; /* rows of query-api's order_events */
+    int charges;           /* lines of the gateway's ledger under the order's key */
+    char charge_status[TXT]; /* the first one's status */
     int unsent;
     seen_event_t *events;
     int nevents, capevents;
@@ -837,6 +843,43 @@ static void check_topics(snapshot_t *s) {
             check_events(&s->orders[i]);
 }
 
+/* ---- the gateway's ledger ---- */
+
+/* Counts each order's charges in the ledger (the run's stack is its own, so a
+ * line whose key is no order of the snapshot is some other run's). */
+static bool load_charges(snapshot_t *s) {
+    const char *path = getenv("PAYMENT_GATEWAY_LEDGER");
+    FILE *f = path && *path ? fopen(path, "r") : NULL;
+    if (!f) {
+        chaos_violation("the gateway's ledger cannot be read", "PAYMENT_GATEWAY_LEDGER=%s",
+                        path ? path : "(unset)");
+        return false;
+    }
+    char line[512], key[40], status[TXT];
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "charge %39s %47s", key, status) != 2)
+            continue;
+        order_row_t *o = find_order(s, key);
+        if (o && o->charges++ == 0)
+            snprintf(o->charge_status, sizeof o->charge_status, "%s", status);
+    }
+    fclose(f);
+    return true;
+}
+
+static void check_charges(const order_row_t *o) {
+    bool charged = o->npay == 1 && !is(o->pay_reason, "DECLINED_HOLD_EXPIRED");
+    if (o->charges != (charged ? 1 : 0))
+        chaos_violation(charged ? "charged order without exactly one gateway charge"
+                                : "gateway charge for an order without a charged payment",
+                        "order %s: %d charge(s), %d payment(s) %s", o->id, o->charges, o->npay,
+                        o->pay_status);
+    else if (charged && !is(o->charge_status, o->pay_status))
+        chaos_violation("payment disagrees with the gateway's charge",
+                        "order %s: payment %s, charge %s", o->id, o->pay_status,
+                        o->charge_status);
+}
+
 /* ---- the whole ---- */
 
 static void print_outcomes(const snapshot_t *s) {
@@ -870,6 +913,9 @@ double chaos_converge_and_verify(chaos_run_t *run) {
         check_write_side(run, &s.orders[i], gateway);
         check_view(&s.orders[i]);
     }
+    if (load_charges(&s))
+        for (size_t i = 0; i < s.n; i++)
+            check_charges(&s.orders[i]);
     check_stock(run, &s);
     check_drivers();
     check_topics(&s);
