@@ -679,9 +679,11 @@ static void rest_lists_gets_and_refuses_bad_input(void **state) {
     assert_string_equal(json_string_value(json_object_get(r.json, "field")), "itemId");
     ts_http_resp_free(&r);
 
-    /* An update keeps held and sold, may rename, and answers 200. */
-    ts_http("PUT", "INVENTORY_SERVICE_URL", path, "application/json",
-            "{\"available\":3,\"name\":\"Blue mug\"}", &r);
+    /* An update (of the version read) keeps held and sold, may rename, and answers 200. */
+    char body[96];
+    snprintf(body, sizeof body, "{\"available\":3,\"name\":\"Blue mug\",\"expectedVersion\":%ld}",
+             version_of(a));
+    ts_http("PUT", "INVENTORY_SERVICE_URL", path, "application/json", body, &r);
     assert_int_equal(r.status, 200);
     assert_string_equal(json_string_value(json_object_get(r.json, "name")), "Blue mug");
     assert_int_equal(int_field(r.json, "available", r.body), 3);
