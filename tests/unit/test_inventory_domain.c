@@ -190,14 +190,21 @@ static inv_request_t request_of(const char *const *ids, const int64_t *qty, size
     return r;
 }
 
+/* The decision on an order of these lines against these stock levels. */
+static inv_decision_t decision_of(const char *const *ids, const int64_t *qty, size_t n,
+                                  const inv_level_t *levels, size_t nlevels) {
+    inv_request_t r = request_of(ids, qty, n);
+    inv_decision_t d;
+    inv_decide(r.lines, r.nlines, levels, nlevels, &d);
+    return d;
+}
+
 static void enough_stock_everywhere_reserves(void **state) {
     (void)state;
     const char *ids[] = {"a", "b"};
     const int64_t qty[] = {3, 10};
-    inv_request_t r = request_of(ids, qty, 2);
     const inv_level_t levels[] = {{"b", 10, true}, {"a", 4, true}, {"other", 0, true}};
-    inv_decision_t d;
-    inv_decide(r.lines, r.nlines, levels, 3, &d);
+    inv_decision_t d = decision_of(ids, qty, 2, levels, 3);
     assert_true(d.reserve); /* b exactly drained is enough */
     assert_null(d.reason);
 }
@@ -206,10 +213,8 @@ static void one_short_line_rejects_the_whole_order(void **state) {
     (void)state;
     const char *ids[] = {"a", "b", "c"};
     const int64_t qty[] = {1, 5, 1};
-    inv_request_t r = request_of(ids, qty, 3);
     const inv_level_t levels[] = {{"a", 100, true}, {"b", 4, true}}; /* c unknown, b first */
-    inv_decision_t d;
-    inv_decide(r.lines, r.nlines, levels, 2, &d);
+    inv_decision_t d = decision_of(ids, qty, 3, levels, 2);
     assert_false(d.reserve);
     assert_string_equal(d.reason, INV_REASON_INSUFFICIENT_STOCK);
     assert_string_equal(d.item_id, "b");
@@ -221,17 +226,15 @@ static void an_unknown_item_rejects_with_zero_available(void **state) {
     (void)state;
     const char *ids[] = {"a", "ghost", "b"};
     const int64_t qty[] = {1, 2, 50};
-    inv_request_t r = request_of(ids, qty, 3);
     const inv_level_t levels[] = {{"a", 100, true}, {"b", 1, true}};
-    inv_decision_t d;
-    inv_decide(r.lines, r.nlines, levels, 2, &d);
+    inv_decision_t d = decision_of(ids, qty, 3, levels, 2);
     assert_false(d.reserve);
     assert_string_equal(d.reason, INV_REASON_UNKNOWN_ITEM);
     assert_string_equal(d.item_id, "ghost");
     assert_int_equal(d.requested, 2);
     assert_int_equal(d.available, 0);
 
-    inv_decide(r.lines, r.nlines, NULL, 0, &d); /* no stock rows at all */
+    d = decision_of(ids, qty, 3, NULL, 0); /* no stock rows at all */
     assert_false(d.reserve);
     assert_string_equal(d.item_id, "a");
     assert_string_equal(d.reason, INV_REASON_UNKNOWN_ITEM);
@@ -241,10 +244,8 @@ static void zero_available_is_short_not_unknown(void **state) {
     (void)state;
     const char *ids[] = {"a"};
     const int64_t qty[] = {1};
-    inv_request_t r = request_of(ids, qty, 1);
     const inv_level_t levels[] = {{"a", 0, true}};
-    inv_decision_t d;
-    inv_decide(r.lines, r.nlines, levels, 1, &d);
+    inv_decision_t d = decision_of(ids, qty, 1, levels, 1);
     assert_false(d.reserve);
     assert_string_equal(d.reason, INV_REASON_INSUFFICIENT_STOCK);
     assert_int_equal(d.available, 0);
@@ -254,10 +255,8 @@ static void stopped_sales_reject_whatever_is_available(void **state) {
     (void)state;
     const char *ids[] = {"a", "b"};
     const int64_t qty[] = {1, 1};
-    inv_request_t r = request_of(ids, qty, 2);
     const inv_level_t levels[] = {{"a", 100, true}, {"b", 100, false}};
-    inv_decision_t d;
-    inv_decide(r.lines, r.nlines, levels, 2, &d);
+    inv_decision_t d = decision_of(ids, qty, 2, levels, 2);
     assert_false(d.reserve);
     assert_string_equal(d.reason, INV_REASON_NOT_SELLABLE);
     assert_string_equal(d.item_id, "b");
@@ -589,11 +588,9 @@ static void rejected_payload_names_the_item_at_fault(void **state) {
     (void)state;
     const char *ids[] = {"a"};
     const int64_t qty[] = {30};
-    inv_request_t r = request_of(ids, qty, 1);
     const inv_level_t levels[] = {{"a", 25, true}};
-    inv_decision_t d;
-    inv_decide(r.lines, r.nlines, levels, 1, &d);
-    json_t *p = inv_rejected_payload(r.order_id, r.customer_id, &d, "2026-11-25T12:38:05.123Z");
+    inv_decision_t d = decision_of(ids, qty, 1, levels, 1);
+    json_t *p = inv_rejected_payload(ORDER, "c-1", &d, "2026-11-25T12:38:05.123Z");
     assert_non_null(p);
     assert_int_equal(json_object_size(p), 7);
     assert_string_equal(str_of(p, "orderId"), ORDER);
