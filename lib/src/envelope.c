@@ -59,17 +59,29 @@ static void put_digits(char *dst, long v, int width) {
     }
 }
 
-void deta_timestamp_now(char out[DETA_TS_LEN]) {
+int64_t deta_wall_ms(void) {
     struct timespec ts;
-    struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void deta_timestamp_from_ms(int64_t epoch_ms, char out[DETA_TS_LEN]) {
+    int64_t millis = epoch_ms % 1000, secs = epoch_ms / 1000;
+    if (millis < 0) {
+        millis += 1000;
+        secs -= 1;
+    }
+    time_t t = (time_t)secs;
+    struct tm tm;
+    gmtime_r(&t, &tm);
     size_t n = strftime(out, DETA_TS_LEN, "%Y-%m-%dT%H:%M:%S", &tm);
     out[n] = '.';
-    put_digits(out + n + 1, ts.tv_nsec / 1000000, 3);
+    put_digits(out + n + 1, (long)millis, 3);
     out[n + 4] = 'Z';
     out[n + 5] = '\0';
 }
+
+void deta_timestamp_now(char out[DETA_TS_LEN]) { deta_timestamp_from_ms(deta_wall_ms(), out); }
 
 /* The number written with exactly `width` digits at s, or -1. */
 static int read_fixed(const char *s, int width) {

@@ -1,15 +1,21 @@
 /*
  * api.c - inventory-service's REST handlers.
  *
- * Reading the stock is for everyone; PUT is the operators' (and the tests') way to
- * set an item's available count, creating the item when it is new (201) or
- * updating it (200). PUT never touches held or sold: those belong to
- * reservations, and a reservation's release or sale must find its units where it
- * left them. A malformed itemId in a path is 400 naming itemId; a well-formed
- * unknown one is 404. A database that is down is 503: the request may be retried.
+ * Reading the stock is for everyone; PUT and PATCH are the operators' (and the
+ * tests') way to change it (rules in domain.h, inv_stock_apply). PUT sets an
+ * item's available count, creating the item when it is new (201) or, with the
+ * version the client read (expectedVersion), updating it (200): reservations
+ * move available all the time, so a count computed from an older read must not
+ * overwrite them (409 with the current state; 428 without a version). PATCH
+ * adds a delta to whatever is there, and sets sellable (stop or resume sales)
+ * or the name. Neither touches held or sold: those belong to reservations, and
+ * a reservation's release or sale must find its units where it left them. A
+ * malformed itemId in a path is 400 naming itemId; a well-formed unknown one is
+ * 404. A database that is down is 503: the request may be retried.
  */
 #include "api.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "deta/log.h"
@@ -79,30 +85,79 @@ static void handle_get(const deta_http_req_t *req, deta_http_resp_t *resp, void 
         deta_http_resp_json(resp, 200, item);
 }
 
-static void handle_put(const deta_http_req_t *req, deta_http_resp_t *resp, void *opaque) {
-    inv_api_t *api = opaque;
-    const char *id = item_id_of(req, resp);
-    if (!id)
-        return;
-    inv_stock_update_t u;
-    inv_violation_t v;
-    if (inv_stock_update_from_request(req->json, &u, &v) != DETA_OK) {
-        deta_http_resp_error(resp, 400, v.field, "%s %s", v.field, v.message);
-        return;
-    }
+/* A refused change: the usual error body plus the item as it is now. */
+static void answer_refusal(deta_http_resp_t *resp, int status, const char *error,
+                           const inv_violation_t *v, json_t *current) {
+    char message[sizeof v->field + sizeof v->message + 2];
+    snprintf(message, sizeof message, "%s %s", v->field, v->message);
+    deta_http_resp_json(resp, status,
+                        json_pack("{s:i, s:s, s:s, s:s, s:o}", "status", status, "error", error,
+                                  "field", v->field, "message", message, "current",
+                                  current ? current : json_null()));
+}
+
+static void change(inv_api_t *api, const char *id, const inv_stock_change_t *c,
+                   deta_http_resp_t *resp) {
     char why[256] = "";
     json_t *item = NULL;
-    bool created = false;
+    inv_change_outcome_t outcome = INV_CHANGE_SAME;
+    inv_violation_t v = {{0}, {0}};
     deta_db_t *db = db_of(api);
-    deta_err_t err = db ? inv_store_set_available(db, id, &u, &created, &item, why, sizeof why)
+    deta_err_t err = db ? inv_store_change(db, id, c, &outcome, &v, &item, why, sizeof why)
                         : DETA_ERR_INTERNAL;
     if (err) {
         answer_store_error(resp, err, why);
         return;
     }
-    DETA_INFO("stock of %s set to %lld available%s", id, (long long)u.available,
-              created ? " (new item)" : "");
-    deta_http_resp_json(resp, created ? 201 : 200, item);
+    switch (outcome) {
+    case INV_CHANGE_CREATE:
+    case INV_CHANGE_UPDATE:
+        DETA_INFO("stock of %s %s: available %lld, sellable %s, version %lld", id,
+                  outcome == INV_CHANGE_CREATE ? "created" : "changed",
+                  (long long)json_integer_value(json_object_get(item, "available")),
+                  json_is_true(json_object_get(item, "sellable")) ? "yes" : "no",
+                  (long long)json_integer_value(json_object_get(item, "version")));
+        deta_http_resp_json(resp, outcome == INV_CHANGE_CREATE ? 201 : 200, item);
+        return;
+    case INV_CHANGE_SAME:
+        deta_http_resp_json(resp, 200, item);
+        return;
+    case INV_CHANGE_NOT_FOUND:
+        json_decref(item);
+        deta_http_resp_error(resp, 404, "itemId", "no item with id %s", id);
+        return;
+    case INV_CHANGE_VERSION_REQUIRED:
+        answer_refusal(resp, 428, "Precondition Required", &v, item);
+        return;
+    case INV_CHANGE_STALE:
+    case INV_CHANGE_OUT_OF_RANGE:
+        answer_refusal(resp, 409, "Conflict", &v, item);
+        return;
+    }
+}
+
+static void handle_change(const deta_http_req_t *req, deta_http_resp_t *resp, void *opaque,
+                          bool relative) {
+    const char *id = item_id_of(req, resp);
+    if (!id)
+        return;
+    inv_stock_change_t c;
+    inv_violation_t v;
+    deta_err_t err = relative ? inv_stock_patch_from_request(req->json, &c, &v)
+                              : inv_stock_put_from_request(req->json, &c, &v);
+    if (err != DETA_OK) {
+        deta_http_resp_error(resp, 400, v.field, "%s %s", v.field, v.message);
+        return;
+    }
+    change(opaque, id, &c, resp);
+}
+
+static void handle_put(const deta_http_req_t *req, deta_http_resp_t *resp, void *opaque) {
+    handle_change(req, resp, opaque, false);
+}
+
+static void handle_patch(const deta_http_req_t *req, deta_http_resp_t *resp, void *opaque) {
+    handle_change(req, resp, opaque, true);
 }
 
 deta_err_t inv_api_mount(inv_api_t *api, char *errstr, size_t errsize) {
@@ -110,7 +165,9 @@ deta_err_t inv_api_mount(inv_api_t *api, char *errstr, size_t errsize) {
     if (deta_http_route(http, "GET", "/api/inventory", 0, handle_list, api) ||
         deta_http_route(http, "GET", "/api/inventory/{itemId}", 0, handle_get, api) ||
         deta_http_route(http, "PUT", "/api/inventory/{itemId}", DETA_HTTP_JSON_BODY, handle_put,
-                        api))
+                        api) ||
+        deta_http_route(http, "PATCH", "/api/inventory/{itemId}", DETA_HTTP_JSON_BODY,
+                        handle_patch, api))
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot register routes");
     return DETA_OK;
 }

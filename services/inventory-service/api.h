@@ -1,6 +1,7 @@
 /*
  * api.h - inventory-service's REST handlers: GET /api/inventory,
- * GET /api/inventory/{itemId}, and the admin's PUT /api/inventory/{itemId}.
+ * GET /api/inventory/{itemId}, and the admin's PUT (versioned) and PATCH
+ * (relative, stop sales) of /api/inventory/{itemId}.
  */
 #ifndef INVENTORY_API_H
 #define INVENTORY_API_H

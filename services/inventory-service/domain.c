@@ -1,7 +1,7 @@
 /*
  * domain.c - inventory-service's rules (see domain.h): reading order.created,
- * reserve-or-reject, settling after a payment, the catalog, the admin's update and
- * the payloads of inventory.reserved / .rejected / .released.
+ * reserve-or-reject, settling after a payment, the catalog, the admin's stock
+ * changes and the payloads of inventory.reserved / .rejected / .released.
  *
  * Decisions: an order.created that breaks order-service's own limits (no lines,
  * more than 100, a quantity outside 1..100000, a missing customer or amount) is
@@ -138,17 +138,19 @@ static const inv_level_t *level_of(const char *item_id, const inv_level_t *level
     return NULL;
 }
 
-void inv_decide(const inv_request_t *r, const inv_level_t *levels, size_t nlevels,
-                inv_decision_t *d) {
+void inv_decide(const inv_line_t *lines, size_t nlines, const inv_level_t *levels,
+                size_t nlevels, inv_decision_t *d) {
     memset(d, 0, sizeof *d);
     d->reserve = true;
-    for (size_t i = 0; i < r->nlines; i++) {
-        const inv_line_t *l = &r->lines[i];
+    for (size_t i = 0; i < nlines; i++) {
+        const inv_line_t *l = &lines[i];
         const inv_level_t *s = level_of(l->item_id, levels, nlevels);
-        if (s && s->available >= l->quantity)
+        if (s && s->sellable && s->available >= l->quantity)
             continue;
         d->reserve = false;
-        d->reason = s ? INV_REASON_INSUFFICIENT_STOCK : INV_REASON_UNKNOWN_ITEM;
+        d->reason = !s            ? INV_REASON_UNKNOWN_ITEM
+                    : !s->sellable ? INV_REASON_NOT_SELLABLE
+                                   : INV_REASON_INSUFFICIENT_STOCK;
         snprintf(d->item_id, sizeof d->item_id, "%s", l->item_id);
         d->requested = l->quantity;
         d->available = s ? s->available : 0;
@@ -156,10 +158,15 @@ void inv_decide(const inv_request_t *r, const inv_level_t *levels, size_t nlevel
     }
 }
 
-const char *inv_status_after_payment(const char *status, bool authorized) {
-    if (!status || strcmp(status, INV_STATUS_HELD) != 0)
-        return NULL;
-    return authorized ? INV_STATUS_SOLD : INV_STATUS_RELEASED;
+static bool same(const char *a, const char *b) { return a && b && strcmp(a, b) == 0; }
+
+inv_settlement_t inv_settlement_after_payment(const char *status, const char *reason,
+                                              bool authorized) {
+    if (same(status, INV_STATUS_HELD))
+        return authorized ? INV_SETTLE_SELL : INV_SETTLE_RELEASE;
+    if (authorized && same(status, INV_STATUS_RELEASED) && same(reason, INV_REASON_HOLD_EXPIRED))
+        return INV_SETTLE_RETAKE;
+    return INV_SETTLE_NOTHING;
 }
 
 bool inv_item_id_valid(const char *s) {
@@ -258,7 +265,7 @@ void inv_catalog_clear(inv_catalog_t *c) {
     memset(c, 0, sizeof *c);
 }
 
-/* ---- the admin's stock update ---- */
+/* ---- the admin's stock changes ---- */
 
 static deta_err_t violation(inv_violation_t *v, const char *field, const char *message) {
     snprintf(v->field, sizeof v->field, "%s", field);
@@ -266,27 +273,115 @@ static deta_err_t violation(inv_violation_t *v, const char *field, const char *m
     return DETA_ERR_INVALID;
 }
 
-deta_err_t inv_stock_update_from_request(const json_t *body, inv_stock_update_t *u,
-                                         inv_violation_t *v) {
-    memset(u, 0, sizeof *u);
-    if (!json_is_object(body))
-        return violation(v, "body", "must be a JSON object");
-    const json_t *a = json_object_get(body, "available");
-    if (!a)
-        return violation(v, "available", "is required");
-    if (!json_is_integer(a) || json_integer_value(a) < 0 ||
-        json_integer_value(a) > INV_MAX_UNITS)
-        return violation(v, "available", "must be an integer from 0 to 1000000000");
-    u->available = (int64_t)json_integer_value(a);
+/* An optional integer member within [min, max]; *has tells whether it was there. */
+static deta_err_t take_int(const json_t *body, const char *key, int64_t min, int64_t max,
+                           const char *message, bool *has, int64_t *out, inv_violation_t *v) {
+    const json_t *j = json_object_get(body, key);
+    *has = j != NULL;
+    if (!j)
+        return DETA_OK;
+    if (!json_is_integer(j) || json_integer_value(j) < min || json_integer_value(j) > max)
+        return violation(v, key, message);
+    *out = (int64_t)json_integer_value(j);
+    return DETA_OK;
+}
+
+/* name, sellable and expectedVersion (at least min_version), which PUT and PATCH share. */
+static deta_err_t take_common(const json_t *body, int64_t min_version, inv_stock_change_t *c,
+                              inv_violation_t *v) {
+    if (take_int(body, "expectedVersion", min_version, INT64_MAX,
+                 min_version ? "must be the item's version, an integer from 1"
+                             : "must be the item's version, an integer from 0 (no item yet)",
+                 &c->has_expected_version, &c->expected_version, v))
+        return DETA_ERR_INVALID;
+    const json_t *s = json_object_get(body, "sellable");
+    if (s && !json_is_boolean(s))
+        return violation(v, "sellable", "must be true or false");
+    c->has_sellable = s != NULL;
+    c->sellable = json_is_true(s);
     const json_t *n = json_object_get(body, "name");
     if (!n)
         return DETA_OK;
     if (!json_is_string(n) || json_string_length(n) == 0 || json_string_length(n) > INV_NAME_MAX ||
         strlen(json_string_value(n)) != json_string_length(n))
         return violation(v, "name", "must be a string of 1 to 128 characters");
-    u->has_name = true;
-    memcpy(u->name, json_string_value(n), json_string_length(n) + 1);
+    c->has_name = true;
+    memcpy(c->name, json_string_value(n), json_string_length(n) + 1);
     return DETA_OK;
+}
+
+deta_err_t inv_stock_put_from_request(const json_t *body, inv_stock_change_t *c,
+                                      inv_violation_t *v) {
+    memset(c, 0, sizeof *c);
+    if (!json_is_object(body))
+        return violation(v, "body", "must be a JSON object");
+    if (!json_object_get(body, "available"))
+        return violation(v, "available", "is required");
+    if (take_int(body, "available", 0, INV_MAX_UNITS, "must be an integer from 0 to 1000000000",
+                 &c->has_available, &c->available, v))
+        return DETA_ERR_INVALID;
+    return take_common(body, 0, c, v);
+}
+
+deta_err_t inv_stock_patch_from_request(const json_t *body, inv_stock_change_t *c,
+                                        inv_violation_t *v) {
+    memset(c, 0, sizeof *c);
+    c->relative = true;
+    if (!json_is_object(body))
+        return violation(v, "body", "must be a JSON object");
+    if (json_object_get(body, "available"))
+        return violation(v, "available",
+                         "cannot be set by PATCH: send delta, or PUT it with expectedVersion");
+    if (take_int(body, "delta", -INV_MAX_UNITS, INV_MAX_UNITS,
+                 "must be an integer from -1000000000 to 1000000000", &c->has_delta, &c->delta,
+                 v) ||
+        take_common(body, 1, c, v))
+        return DETA_ERR_INVALID;
+    if (!c->has_delta && !c->has_sellable && !c->has_name)
+        return violation(v, "delta", "is required (or sellable, or name)");
+    return DETA_OK;
+}
+
+/* Would writing c over cur change anything? (for an unversioned put) */
+static bool changes(const inv_stock_row_t *cur, const inv_stock_change_t *c) {
+    return cur->available != c->available || (c->has_sellable && cur->sellable != c->sellable) ||
+           (c->has_name && strcmp(cur->name, c->name) != 0);
+}
+
+static inv_change_outcome_t refuse(inv_change_outcome_t o, inv_violation_t *v, const char *field,
+                                   const char *message) {
+    violation(v, field, message);
+    return o;
+}
+
+inv_change_outcome_t inv_stock_apply(const inv_stock_row_t *cur, const inv_stock_change_t *c,
+                                     inv_stock_row_t *next, inv_violation_t *v) {
+    int64_t version = cur ? cur->version : 0;
+    if (!cur && c->relative)
+        return refuse(INV_CHANGE_NOT_FOUND, v, "itemId", "no such item");
+    if (c->has_expected_version && c->expected_version != version)
+        return refuse(INV_CHANGE_STALE, v, "expectedVersion",
+                      cur ? "is not the item's version: it changed since it was read"
+                          : "names a version of an item that does not exist");
+    if (cur && !c->relative && !c->has_expected_version) {
+        if (!changes(cur, c))
+            return INV_CHANGE_SAME;
+        return refuse(INV_CHANGE_VERSION_REQUIRED, v, "expectedVersion",
+                      "is required to change an existing item: GET it and send its version, "
+                      "or PATCH a delta");
+    }
+    memset(next, 0, sizeof *next);
+    next->version = version + 1;
+    next->sellable = c->has_sellable ? c->sellable : cur ? cur->sellable : true;
+    if (c->has_name)
+        memcpy(next->name, c->name, sizeof next->name);
+    else if (cur)
+        memcpy(next->name, cur->name, sizeof next->name);
+    next->available = c->relative ? cur->available + c->delta : c->available;
+    if (next->available < 0 || next->available > INV_MAX_UNITS)
+        return refuse(INV_CHANGE_OUT_OF_RANGE, v, "delta",
+                      "would leave available outside 0 to 1000000000");
+    return cur ? INV_CHANGE_UPDATE : INV_CHANGE_CREATE;
 }
 
 /* ---- payloads ---- */
@@ -303,25 +398,26 @@ json_t *inv_lines_json(const inv_line_t *lines, size_t n) {
 }
 
 json_t *inv_reserved_payload(const inv_request_t *r, const char *reservation_id,
-                             const char *reserved_at) {
+                             const char *reserved_at, const char *hold_expires_at) {
     char total[DETA_MONEY_STRLEN];
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:s}", "orderId", r->order_id,
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:s, s:s}", "orderId", r->order_id,
                      "reservationId", reservation_id, "customerId", r->customer_id,
                      "totalAmount", deta_money_format(r->total, total), "currency", r->currency,
-                     "items", inv_lines_json(r->lines, r->nlines), "reservedAt", reserved_at);
+                     "items", inv_lines_json(r->lines, r->nlines), "reservedAt", reserved_at,
+                     "holdExpiresAt", hold_expires_at);
 }
 
-json_t *inv_rejected_payload(const inv_request_t *r, const inv_decision_t *d,
-                             const char *rejected_at) {
-    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "orderId", r->order_id, "customerId",
-                     r->customer_id, "reason", d->reason, "itemId", d->item_id, "requested",
+json_t *inv_rejected_payload(const char *order_id, const char *customer_id,
+                             const inv_decision_t *d, const char *rejected_at) {
+    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:I, s:s}", "orderId", order_id, "customerId",
+                     customer_id, "reason", d->reason, "itemId", d->item_id, "requested",
                      (json_int_t)d->requested, "available", (json_int_t)d->available,
                      "rejectedAt", rejected_at);
 }
 
-json_t *inv_released_payload(const char *order_id, const char *reservation_id,
+json_t *inv_released_payload(const char *order_id, const char *reservation_id, const char *reason,
                              const inv_line_t *lines, size_t n, const char *released_at) {
     return json_pack("{s:s, s:s, s:s, s:o, s:s}", "orderId", order_id, "reservationId",
-                     reservation_id, "reason", INV_REASON_PAYMENT_FAILED, "items",
-                     inv_lines_json(lines, n), "releasedAt", released_at);
+                     reservation_id, "reason", reason, "items", inv_lines_json(lines, n),
+                     "releasedAt", released_at);
 }

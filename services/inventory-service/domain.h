@@ -6,8 +6,10 @@
  * lines of one itemId added together, so that the store locks and moves each stock
  * row exactly once. Whether the order is reserved or rejected is decided here from
  * the request and the stock levels the store read under lock: all of it or none.
- * The catalog seeded at start, the admin's stock update and the three payloads
- * this service publishes are built here too, so every rule is unit-tested.
+ * The catalog seeded at start, the admin's stock changes (versioned or relative,
+ * see inv_stock_apply), what a payment outcome does to a reservation (including a
+ * late authorization of a hold that expired) and the payloads this service
+ * publishes are decided here too, so every rule is unit-tested.
  */
 #ifndef INVENTORY_DOMAIN_H
 #define INVENTORY_DOMAIN_H
@@ -36,10 +38,30 @@ extern const char INV_DEFAULT_CATALOG[];
 #define INV_STATUS_SOLD "SOLD"
 #define INV_STATUS_RELEASED "RELEASED"
 #define INV_STATUS_REJECTED "REJECTED"
+/* Released when its hold expired, then authorized when the stock was gone. */
+#define INV_STATUS_UNFULFILLABLE "UNFULFILLABLE"
 
 #define INV_REASON_UNKNOWN_ITEM "UNKNOWN_ITEM"
 #define INV_REASON_INSUFFICIENT_STOCK "INSUFFICIENT_STOCK"
 #define INV_REASON_PAYMENT_FAILED "PAYMENT_FAILED"
+#define INV_REASON_NOT_SELLABLE "NOT_SELLABLE" /* the admin stopped sales of the item */
+#define INV_REASON_HOLD_EXPIRED "HOLD_EXPIRED"
+
+/* Holds expire (#22 finding 7): payment-service charges none whose holdExpiresAt
+ * (reservation time + TTL, in inventory.reserved) has passed; this service
+ * releases a hold still HELD a grace after that instant (the grace covers the
+ * lag from payment's decision to its outcome arriving here). */
+#define INV_HOLD_TTL_VAR "INVENTORY_HOLD_TTL_S"
+#define INV_HOLD_GRACE_VAR "INVENTORY_HOLD_GRACE_S"
+#define INV_DEFAULT_HOLD_TTL_S 900
+#define INV_DEFAULT_HOLD_GRACE_S 300
+#define INV_MAX_HOLD_TTL_S 604800 /* a week */
+#define INV_MAX_HOLD_GRACE_S 86400
+
+typedef struct inv_settings {
+    long hold_ttl_s;
+    long hold_grace_s;
+} inv_settings_t;
 
 typedef struct inv_line {
     char item_id[INV_ID_MAX + 1];
@@ -60,6 +82,7 @@ typedef struct inv_request {
 typedef struct inv_level {
     char item_id[INV_ID_MAX + 1];
     int64_t available;
+    bool sellable;
 } inv_level_t;
 
 typedef struct inv_decision {
@@ -78,15 +101,26 @@ typedef struct inv_decision {
 deta_err_t inv_request_from_order_created(const json_t *payload, const char *order_id,
                                           inv_request_t *r, char *errstr, size_t errsize);
 
-/* Reserve only when every line's item is known and has enough available units;
- * otherwise the first line at fault (in the request's order) is reported, an
- * unknown item as UNKNOWN_ITEM, a short one as INSUFFICIENT_STOCK. */
-void inv_decide(const inv_request_t *r, const inv_level_t *levels, size_t nlevels,
-                inv_decision_t *d);
+/* Take the lines only when every line's item is known, sellable and has enough
+ * available units; otherwise the first line at fault (in the lines' order) is
+ * reported, an unknown item as UNKNOWN_ITEM, one whose sales are stopped as
+ * NOT_SELLABLE, a short one as INSUFFICIENT_STOCK. */
+void inv_decide(const inv_line_t *lines, size_t nlines, const inv_level_t *levels,
+                size_t nlevels, inv_decision_t *d);
 
-/* A reservation's status after a payment outcome, or NULL when the outcome
- * changes nothing (only a HELD reservation is settled: SOLD or RELEASED). */
-const char *inv_status_after_payment(const char *status, bool authorized);
+/* What a payment outcome does to a reservation of this status (and reason). */
+typedef enum inv_settlement {
+    INV_SETTLE_NOTHING, /* settled already, rejected, or a contradiction: no-op */
+    INV_SETTLE_SELL,    /* HELD, authorized: held -> sold */
+    INV_SETTLE_RELEASE, /* HELD, failed: held -> available */
+    /* RELEASED because its hold expired, then authorized after all: take the
+     * units from available again if they are all there (sold), else the order
+     * is UNFULFILLABLE (nothing taken: never oversell). */
+    INV_SETTLE_RETAKE,
+} inv_settlement_t;
+
+inv_settlement_t inv_settlement_after_payment(const char *status, const char *reason,
+                                              bool authorized);
 
 /* An itemId the catalog and the REST path accept: 1..64 of [A-Za-z0-9._~-]. */
 bool inv_item_id_valid(const char *s);
@@ -101,31 +135,74 @@ typedef struct inv_catalog {
 deta_err_t inv_catalog_parse(const char *spec, inv_catalog_t *c, char *errstr, size_t errsize);
 void inv_catalog_clear(inv_catalog_t *c);
 
-/* The admin's PUT /api/inventory/{itemId} body: {"available": N, "name": "..."},
- * name optional. */
-typedef struct inv_stock_update {
+/* The admin's stock changes (#22 finding 8). Every change of a stock row, by a
+ * reservation or the admin, raises its version; an item that does not exist has
+ * version 0.
+ *   PUT   {"available": N, "expectedVersion": V, "name"?, "sellable"?}: sets the
+ *         count when V is the item's version (compare-and-set); V 0 or absent
+ *         creates an item. Absent on an existing item: refused (version
+ *         required), unless the put changes nothing (a retried create).
+ *   PATCH {"delta": D, "sellable"?, "name"?, "expectedVersion"?}: adds D (may be
+ *         negative) to whatever is available now; never creates.
+ * sellable false stops sales: reservations of the item are rejected whatever
+ * is available, so units a release brings back are not sold until sales resume. */
+typedef struct inv_stock_change {
+    bool relative; /* PATCH */
+    bool has_available;
     int64_t available;
+    bool has_delta;
+    int64_t delta;
+    bool has_sellable;
+    bool sellable;
     bool has_name;
     char name[INV_NAME_MAX + 1];
-} inv_stock_update_t;
+    bool has_expected_version;
+    int64_t expected_version;
+} inv_stock_change_t;
 
 typedef struct inv_violation {
     char field[32];
-    char message[128];
+    char message[160];
 } inv_violation_t;
 
-deta_err_t inv_stock_update_from_request(const json_t *body, inv_stock_update_t *u,
-                                         inv_violation_t *v);
+deta_err_t inv_stock_put_from_request(const json_t *body, inv_stock_change_t *c,
+                                      inv_violation_t *v);
+deta_err_t inv_stock_patch_from_request(const json_t *body, inv_stock_change_t *c,
+                                        inv_violation_t *v);
+
+/* An item's row as the store read it under lock. */
+typedef struct inv_stock_row {
+    int64_t available;
+    int64_t version;
+    bool sellable;
+    char name[INV_NAME_MAX + 1];
+} inv_stock_row_t;
+
+typedef enum inv_change_outcome {
+    INV_CHANGE_CREATE,           /* insert next */
+    INV_CHANGE_UPDATE,           /* write next (the version goes up) */
+    INV_CHANGE_SAME,             /* nothing to write (a repeated unversioned put) */
+    INV_CHANGE_NOT_FOUND,        /* PATCH of an unknown item */
+    INV_CHANGE_VERSION_REQUIRED, /* PUT of an existing item without expectedVersion */
+    INV_CHANGE_STALE,            /* expectedVersion is not the item's version */
+    INV_CHANGE_OUT_OF_RANGE,     /* the delta would leave available outside 0..max */
+} inv_change_outcome_t;
+
+/* The rule: cur is the item's row, NULL when there is none; next receives the row
+ * to write (CREATE, UPDATE), v the field to blame for a refusal. */
+inv_change_outcome_t inv_stock_apply(const inv_stock_row_t *cur, const inv_stock_change_t *c,
+                                     inv_stock_row_t *next, inv_violation_t *v);
 
 /* [{itemId, quantity}] */
 json_t *inv_lines_json(const inv_line_t *lines, size_t n);
 
 /* The payloads of docs/events.md. */
 json_t *inv_reserved_payload(const inv_request_t *r, const char *reservation_id,
-                             const char *reserved_at);
-json_t *inv_rejected_payload(const inv_request_t *r, const inv_decision_t *d,
-                             const char *rejected_at);
-json_t *inv_released_payload(const char *order_id, const char *reservation_id,
+                             const char *reserved_at, const char *hold_expires_at);
+json_t *inv_rejected_payload(const char *order_id, const char *customer_id,
+                             const inv_decision_t *d, const char *rejected_at);
+/* reason: INV_REASON_PAYMENT_FAILED or INV_REASON_HOLD_EXPIRED */
+json_t *inv_released_payload(const char *order_id, const char *reservation_id, const char *reason,
                              const inv_line_t *lines, size_t n, const char *released_at);
 
 #endif

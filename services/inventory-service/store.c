@@ -16,6 +16,15 @@
  *
  * Lines travel to Postgres as the JSON array of the payload ([{itemId, quantity}])
  * and are unpacked there, so an order costs a few round trips whatever its size.
+ *
+ * Versions: every statement that changes a stock row sets version = version + 1
+ * (holding, settling, retaking, the admin's change), so an admin's
+ * compare-and-set fails whenever anything moved the item since it was read.
+ *
+ * Expired holds are found through a partial index of the HELD reservations by
+ * hold_expires_at (few rows: holds normally live for milliseconds), and taken
+ * with FOR UPDATE SKIP LOCKED, so several instances sweep side by side and a
+ * payment outcome being applied to a reservation is never waited for.
  */
 #include "store.h"
 
@@ -47,12 +56,25 @@ const deta_migration_t inv_migrations[] = {
      "  item_id text NOT NULL,"
      "  quantity bigint NOT NULL CHECK (quantity > 0),"
      "  PRIMARY KEY (order_id, item_id));"},
+    {2, "stock versions and stop-sales, hold expiry, UNFULFILLABLE",
+     "ALTER TABLE stock ADD COLUMN version bigint NOT NULL DEFAULT 1 CHECK (version >= 1),"
+     "  ADD COLUMN sellable boolean NOT NULL DEFAULT true;"
+     "ALTER TABLE reservations ADD COLUMN correlation_id text,"
+     "  ADD COLUMN hold_expires_at timestamptz;"
+     /* holds made before expiry existed get the default TTL */
+     "UPDATE reservations SET hold_expires_at = created_at + interval '900 seconds'"
+     "  WHERE status = 'HELD';"
+     "ALTER TABLE reservations DROP CONSTRAINT reservations_status_check;"
+     "ALTER TABLE reservations ADD CONSTRAINT reservations_status_check"
+     "  CHECK (status IN ('HELD', 'SOLD', 'RELEASED', 'REJECTED', 'UNFULFILLABLE'));"
+     "CREATE INDEX reservations_held_by_expiry ON reservations (hold_expires_at)"
+     "  WHERE status = 'HELD';"},
 };
 const size_t inv_migrations_count = sizeof inv_migrations / sizeof *inv_migrations;
 
 #define ITEM_JSON                                                                             \
     "json_build_object('itemId', item_id, 'name', name, 'available', available, 'held', held," \
-    " 'sold', sold)"
+    " 'sold', sold, 'sellable', sellable, 'version', version)"
 
 /* The lines as the text of a JSON array, malloc'd. */
 static char *lines_text(const inv_line_t *lines, size_t n) {
@@ -107,42 +129,98 @@ deta_err_t inv_store_get(deta_db_t *db, const char *item_id, json_t **out, char 
                               params, out, errstr, errsize);
 }
 
-static const char SET_AVAILABLE_SQL[] =
-    "INSERT INTO stock (item_id, name, available)"
-    " VALUES ($1, coalesce($2::text, $1), $3::bigint)"
-    " ON CONFLICT (item_id) DO UPDATE SET available = EXCLUDED.available,"
-    "   name = coalesce($2::text, stock.name), updated_at = now()"
-    " RETURNING " ITEM_JSON ", (xmax = 0)";
+/* ---- the admin's change ---- */
 
-deta_err_t inv_store_set_available(deta_db_t *db, const char *item_id,
-                                   const inv_stock_update_t *u, bool *created, json_t **out,
-                                   char *errstr, size_t errsize) {
-    char available[24];
-    snprintf(available, sizeof available, "%lld", (long long)u->available);
-    const char *params[] = {item_id, u->has_name ? u->name : NULL, available};
+static const char LOCK_ITEM_SQL[] =
+    "SELECT available, version, sellable, name FROM stock WHERE item_id = $1 FOR UPDATE";
+static const char CREATE_ITEM_SQL[] =
+    "INSERT INTO stock (item_id, name, available, sellable) VALUES ($1, $2, $3::bigint, $4)"
+    " RETURNING " ITEM_JSON;
+static const char UPDATE_ITEM_SQL[] =
+    "UPDATE stock SET available = $3::bigint, name = $2, sellable = $4,"
+    "  version = version + 1, updated_at = now()"
+    " WHERE item_id = $1 RETURNING " ITEM_JSON;
+
+/* Locks the item's row and reads it; *found false when there is none. */
+static deta_err_t lock_item(deta_db_t *db, const char *item_id, inv_stock_row_t *row,
+                            bool *found, char *errstr, size_t errsize) {
+    const char *params[] = {item_id};
     deta_err_t err;
-    PGresult *res = deta_db_exec(db, SET_AVAILABLE_SQL, 3, params, &err, errstr, errsize);
+    PGresult *res = deta_db_exec(db, LOCK_ITEM_SQL, 1, params, &err, errstr, errsize);
     if (!res)
         return err;
-    json_error_t jerr;
-    *out = json_loads(PQgetvalue(res, 0, 0), 0, &jerr);
-    *created = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+    *found = PQntuples(res) == 1;
+    if (*found) {
+        row->available = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+        row->version = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+        row->sellable = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+        snprintf(row->name, sizeof row->name, "%s", PQgetvalue(res, 0, 3));
+    }
     PQclear(res);
-    if (!*out)
-        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "bad row JSON: %s", jerr.text);
     return DETA_OK;
+}
+
+/* Writes next as decided (CREATE or UPDATE) and reads the item back into *item. */
+static deta_err_t write_item(deta_db_t *db, const char *item_id, const inv_stock_row_t *next,
+                             bool create, json_t **item, char *errstr, size_t errsize) {
+    char available[24];
+    snprintf(available, sizeof available, "%lld", (long long)next->available);
+    const char *params[] = {item_id, next->name[0] ? next->name : item_id, available,
+                            next->sellable ? "true" : "false"};
+    return deta_db_query_json(db, create ? CREATE_ITEM_SQL : UPDATE_ITEM_SQL, 4, params, item,
+                              errstr, errsize);
+}
+
+/* One attempt, inside an open transaction. */
+static deta_err_t change_once(deta_db_t *db, const char *item_id, const inv_stock_change_t *c,
+                              inv_change_outcome_t *outcome, inv_violation_t *v, json_t **item,
+                              char *errstr, size_t errsize) {
+    inv_stock_row_t cur, next;
+    bool found = false;
+    deta_err_t err = lock_item(db, item_id, &cur, &found, errstr, errsize);
+    if (err)
+        return err;
+    *outcome = inv_stock_apply(found ? &cur : NULL, c, &next, v);
+    if (*outcome == INV_CHANGE_CREATE || *outcome == INV_CHANGE_UPDATE)
+        return write_item(db, item_id, &next, *outcome == INV_CHANGE_CREATE, item, errstr,
+                          errsize);
+    return found ? inv_store_get(db, item_id, item, errstr, errsize) : DETA_OK;
+}
+
+deta_err_t inv_store_change(deta_db_t *db, const char *item_id, const inv_stock_change_t *c,
+                            inv_change_outcome_t *outcome, inv_violation_t *v, json_t **item,
+                            char *errstr, size_t errsize) {
+    deta_err_t err = DETA_OK;
+    /* A second attempt only after a create lost a race (CONFLICT): it then finds the row. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        *item = NULL;
+        err = deta_db_begin(db, errstr, errsize);
+        if (!err)
+            err = change_once(db, item_id, c, outcome, v, item, errstr, errsize);
+        if (!err)
+            err = deta_db_commit(db, errstr, errsize);
+        if (!err)
+            return DETA_OK;
+        deta_db_rollback(db);
+        json_decref(*item);
+        *item = NULL;
+        if (err != DETA_ERR_CONFLICT)
+            break;
+    }
+    return err;
 }
 
 /* ---- reserving ---- */
 
 static const char LOCK_LEVELS_SQL[] =
-    "SELECT item_id, available FROM stock"
+    "SELECT item_id, available, sellable FROM stock"
     " WHERE item_id IN (SELECT e->>'itemId' FROM jsonb_array_elements($1::jsonb) e)"
     " ORDER BY item_id COLLATE \"C\" FOR UPDATE";
 
-deta_err_t inv_store_lock_levels(deta_db_t *db, const inv_request_t *r, inv_level_t *levels,
-                                 size_t *nlevels, char *errstr, size_t errsize) {
-    char *items = lines_text(r->lines, r->nlines);
+deta_err_t inv_store_lock_levels(deta_db_t *db, const inv_line_t *lines, size_t nlines,
+                                 inv_level_t *levels, size_t *nlevels, char *errstr,
+                                 size_t errsize) {
+    char *items = lines_text(lines, nlines);
     if (!items)
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
     const char *params[] = {items};
@@ -157,6 +235,7 @@ deta_err_t inv_store_lock_levels(deta_db_t *db, const inv_request_t *r, inv_leve
         inv_level_t *l = &levels[(*nlevels)++];
         snprintf(l->item_id, sizeof l->item_id, "%s", PQgetvalue(res, i, 0));
         l->available = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+        l->sellable = strcmp(PQgetvalue(res, i, 2), "t") == 0;
     }
     PQclear(res);
     return DETA_OK;
@@ -165,61 +244,74 @@ deta_err_t inv_store_lock_levels(deta_db_t *db, const inv_request_t *r, inv_leve
 static const char INSERT_RESERVATION_SQL[] =
     "WITH r AS ("
     "  INSERT INTO reservations (order_id, reservation_id, status, customer_id, total_amount,"
-    "                            currency, reason, created_at, updated_at)"
-    "  VALUES ($1, $2, $3, $4, $5::numeric, $6, $7, $8::timestamptz, $8::timestamptz)"
+    "                            currency, reason, created_at, updated_at, correlation_id,"
+    "                            hold_expires_at)"
+    "  VALUES ($1, $2, $3, $4, $5::numeric, $6, $7, $8::timestamptz, $8::timestamptz, $10,"
+    "          $11::timestamptz)"
     "  ON CONFLICT (order_id) DO NOTHING RETURNING order_id)"
     "INSERT INTO reservation_items (order_id, item_id, quantity)"
     "  SELECT r.order_id, e->>'itemId', (e->>'quantity')::bigint"
     "  FROM r, jsonb_array_elements($9::jsonb) e";
 
 deta_err_t inv_store_insert_reservation(deta_db_t *db, const inv_request_t *r,
-                                        const char *reservation_id, const char *status,
-                                        const char *reason, const char *at, bool *inserted,
+                                        const char *reservation_id, const char *correlation_id,
+                                        const char *status, const char *reason, const char *at,
+                                        const char *hold_expires_at, bool *inserted,
                                         char *errstr, size_t errsize) {
     char *items = lines_text(r->lines, r->nlines);
     if (!items)
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
     char total[DETA_MONEY_STRLEN];
-    const char *params[] = {r->order_id, reservation_id, status, r->customer_id,
-                            deta_money_format(r->total, total), r->currency, reason, at, items};
+    const char *params[] = {r->order_id,    reservation_id,
+                            status,         r->customer_id,
+                            deta_money_format(r->total, total),
+                            r->currency,    reason,
+                            at,             items,
+                            correlation_id, hold_expires_at};
     deta_err_t err = DETA_OK;
-    long n = run_counted(db, INSERT_RESERVATION_SQL, 9, params, &err, errstr, errsize);
+    long n = run_counted(db, INSERT_RESERVATION_SQL, 11, params, &err, errstr, errsize);
     free(items);
     *inserted = n > 0; /* a request has at least one line */
     return err;
 }
 
-static const char HOLD_SQL[] =
-    "UPDATE stock s SET available = s.available - l.q, held = s.held + l.q, updated_at = now()"
+static const char TAKE_SQL[] =
+    "UPDATE stock s SET available = s.available - l.q,"
+    "  held = s.held + CASE WHEN $2::text = 'HELD' THEN l.q ELSE 0 END,"
+    "  sold = s.sold + CASE WHEN $2::text = 'SOLD' THEN l.q ELSE 0 END,"
+    "  version = s.version + 1, updated_at = now()"
     " FROM (SELECT e->>'itemId' AS item_id, (e->>'quantity')::bigint AS q"
     "       FROM jsonb_array_elements($1::jsonb) e) l"
     " WHERE s.item_id = l.item_id";
 
-deta_err_t inv_store_hold(deta_db_t *db, const inv_request_t *r, char *errstr, size_t errsize) {
-    char *items = lines_text(r->lines, r->nlines);
+deta_err_t inv_store_take(deta_db_t *db, const inv_line_t *lines, size_t nlines, const char *into,
+                          char *errstr, size_t errsize) {
+    char *items = lines_text(lines, nlines);
     if (!items)
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
-    const char *params[] = {items};
+    const char *params[] = {items, into};
     deta_err_t err = DETA_OK;
-    long n = run_counted(db, HOLD_SQL, 1, params, &err, errstr, errsize);
+    long n = run_counted(db, TAKE_SQL, 2, params, &err, errstr, errsize);
     free(items);
-    if (!err && n != (long)r->nlines)
+    if (!err && n != (long)nlines)
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize,
-                         "held %ld stock rows for %zu lines", n, r->nlines);
+                         "moved %ld stock rows for %zu lines", n, nlines);
     return err;
 }
 
 /* ---- settling ---- */
+
+static const char LOCK_RESERVATION_SQL[] =
+    "SELECT reservation_id, status, coalesce(reason, ''), customer_id,"
+    "  coalesce(correlation_id, order_id)"
+    " FROM reservations WHERE order_id = $1 FOR UPDATE";
 
 deta_err_t inv_store_lock_reservation(deta_db_t *db, const char *order_id, inv_reservation_t *res,
                                       char *errstr, size_t errsize) {
     memset(res, 0, sizeof *res);
     const char *params[] = {order_id};
     deta_err_t err;
-    PGresult *r = deta_db_exec(db,
-                               "SELECT reservation_id, status FROM reservations"
-                               " WHERE order_id = $1 FOR UPDATE",
-                               1, params, &err, errstr, errsize);
+    PGresult *r = deta_db_exec(db, LOCK_RESERVATION_SQL, 1, params, &err, errstr, errsize);
     if (!r)
         return err;
     if (PQntuples(r) == 0) {
@@ -230,6 +322,9 @@ deta_err_t inv_store_lock_reservation(deta_db_t *db, const char *order_id, inv_r
     snprintf(res->order_id, sizeof res->order_id, "%s", order_id);
     snprintf(res->reservation_id, sizeof res->reservation_id, "%s", PQgetvalue(r, 0, 0));
     snprintf(res->status, sizeof res->status, "%s", PQgetvalue(r, 0, 1));
+    snprintf(res->reason, sizeof res->reason, "%s", PQgetvalue(r, 0, 2));
+    snprintf(res->customer_id, sizeof res->customer_id, "%s", PQgetvalue(r, 0, 3));
+    snprintf(res->correlation_id, sizeof res->correlation_id, "%s", PQgetvalue(r, 0, 4));
     PQclear(r);
 
     r = deta_db_exec(db,
@@ -247,6 +342,42 @@ deta_err_t inv_store_lock_reservation(deta_db_t *db, const char *order_id, inv_r
     return DETA_OK;
 }
 
+static const char LOCK_EXPIRED_SQL[] =
+    "SELECT order_id FROM reservations"
+    " WHERE status = 'HELD' AND hold_expires_at < now() - make_interval(secs => $1::bigint)"
+    " ORDER BY hold_expires_at LIMIT 1 FOR UPDATE SKIP LOCKED";
+
+deta_err_t inv_store_lock_expired(deta_db_t *db, long grace_s, inv_reservation_t *res,
+                                  bool *found, char *errstr, size_t errsize) {
+    char grace[24], order_id[INV_ID_MAX + 1];
+    snprintf(grace, sizeof grace, "%ld", grace_s);
+    const char *params[] = {grace};
+    deta_err_t err;
+    PGresult *r = deta_db_exec(db, LOCK_EXPIRED_SQL, 1, params, &err, errstr, errsize);
+    if (!r)
+        return err;
+    *found = PQntuples(r) == 1;
+    if (*found)
+        snprintf(order_id, sizeof order_id, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    /* already locked by this transaction: this only reads it with its lines */
+    return *found ? inv_store_lock_reservation(db, order_id, res, errstr, errsize) : DETA_OK;
+}
+
+deta_err_t inv_store_oldest_hold_age(deta_db_t *db, double *seconds, char *errstr,
+                                     size_t errsize) {
+    deta_err_t err;
+    PGresult *r = deta_db_exec(db,
+                               "SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)"
+                               " FROM reservations WHERE status = 'HELD'",
+                               0, NULL, &err, errstr, errsize);
+    if (!r)
+        return err;
+    *seconds = atof(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return DETA_OK;
+}
+
 static const char LOCK_RESERVED_STOCK_SQL[] =
     "SELECT s.item_id FROM stock s"
     " JOIN reservation_items ri ON ri.item_id = s.item_id AND ri.order_id = $1"
@@ -256,19 +387,26 @@ static const char SETTLE_STOCK_SQL[] =
     "UPDATE stock s SET held = s.held - ri.quantity,"
     "  available = s.available + CASE WHEN $2::text = 'RELEASED' THEN ri.quantity ELSE 0 END,"
     "  sold = s.sold + CASE WHEN $2::text = 'SOLD' THEN ri.quantity ELSE 0 END,"
-    "  updated_at = now()"
+    "  version = s.version + 1, updated_at = now()"
     " FROM reservation_items ri WHERE ri.order_id = $1 AND ri.item_id = s.item_id";
 
+static const char SET_STATUS_SQL[] =
+    "UPDATE reservations SET status = $2, updated_at = $3::timestamptz,"
+    "  reason = coalesce($4, reason) WHERE order_id = $1";
+
 deta_err_t inv_store_settle(deta_db_t *db, const inv_reservation_t *res, const char *status,
-                            const char *at, char *errstr, size_t errsize) {
-    const char *params[] = {res->order_id, status, at};
+                            const char *reason, const char *at, char *errstr, size_t errsize) {
+    const char *params[] = {res->order_id, status, at, reason};
     deta_err_t err = deta_db_run(db, LOCK_RESERVED_STOCK_SQL, 1, params, errstr, errsize);
     if (!err)
         err = deta_db_run(db, SETTLE_STOCK_SQL, 2, params, errstr, errsize);
     if (!err)
-        err = deta_db_run(db,
-                          "UPDATE reservations SET status = $2, updated_at = $3::timestamptz"
-                          " WHERE order_id = $1",
-                          3, params, errstr, errsize);
+        err = deta_db_run(db, SET_STATUS_SQL, 4, params, errstr, errsize);
     return err;
+}
+
+deta_err_t inv_store_set_status(deta_db_t *db, const inv_reservation_t *res, const char *status,
+                                const char *at, char *errstr, size_t errsize) {
+    const char *params[] = {res->order_id, status, at, NULL};
+    return deta_db_run(db, SET_STATUS_SQL, 4, params, errstr, errsize);
 }

@@ -1,7 +1,7 @@
 /*
  * store.h - inventory-service's SQL (database inventory_db): the stock table, the
- * reservations and their items, and what the REST API and the event handlers do
- * with them.
+ * reservations and their items, and what the REST API, the event handlers and the
+ * sweeper of expired holds do with them.
  *
  * Functions marked "in the caller's transaction" run inside the transaction the
  * events.h dispatcher opened for an event, so the stock, the reservation, the
@@ -24,38 +24,51 @@ extern const size_t inv_migrations_count;
 deta_err_t inv_store_seed(deta_db_t *db, const inv_catalog_t *c, long *inserted, char *errstr,
                           size_t errsize);
 
-/* REST: every item (a JSON array sorted by itemId), one item (DETA_ERR_NOT_FOUND),
- * and the admin's update, which creates the item when needed (*created). Items
- * are {itemId, name, available, held, sold}. */
+/* REST: every item (a JSON array sorted by itemId) and one item
+ * (DETA_ERR_NOT_FOUND). Items are {itemId, name, available, held, sold, sellable,
+ * version}. */
 deta_err_t inv_store_list(deta_db_t *db, json_t **out, char *errstr, size_t errsize);
 deta_err_t inv_store_get(deta_db_t *db, const char *item_id, json_t **out, char *errstr,
                          size_t errsize);
-deta_err_t inv_store_set_available(deta_db_t *db, const char *item_id,
-                                   const inv_stock_update_t *u, bool *created, json_t **out,
-                                   char *errstr, size_t errsize);
 
-/* In the caller's transaction: locks the stock rows of r's items in itemId byte
- * order (so that concurrent reservations never deadlock) and reads their levels
- * into levels[INV_MAX_LINES]; unknown items are simply absent. */
-deta_err_t inv_store_lock_levels(deta_db_t *db, const inv_request_t *r, inv_level_t *levels,
-                                 size_t *nlevels, char *errstr, size_t errsize);
+/* The admin's change, in its own transaction: locks the item's row, lets
+ * inv_stock_apply decide, writes what it decided and answers the item as it is
+ * then in *item (also after a refusal: the current state; NULL when the item
+ * does not exist). A create that raced with another is decided again. */
+deta_err_t inv_store_change(deta_db_t *db, const char *item_id, const inv_stock_change_t *c,
+                            inv_change_outcome_t *outcome, inv_violation_t *v, json_t **item,
+                            char *errstr, size_t errsize);
+
+/* In the caller's transaction: locks the stock rows of the lines' items in itemId
+ * byte order (so that concurrent reservations never deadlock) and reads their
+ * levels into levels[INV_MAX_LINES]; unknown items are simply absent. */
+deta_err_t inv_store_lock_levels(deta_db_t *db, const inv_line_t *lines, size_t nlines,
+                                 inv_level_t *levels, size_t *nlevels, char *errstr,
+                                 size_t errsize);
 
 /* In the caller's transaction: the order's one reservation row with status (HELD
- * or REJECTED) and its lines. *inserted is false when the order has one already
- * (then nothing was written). */
+ * or REJECTED), its saga's correlation id, the instant its hold expires (NULL
+ * when rejected) and its lines. *inserted is false when the order has one
+ * already (then nothing was written). */
 deta_err_t inv_store_insert_reservation(deta_db_t *db, const inv_request_t *r,
-                                        const char *reservation_id, const char *status,
-                                        const char *reason, const char *at, bool *inserted,
+                                        const char *reservation_id, const char *correlation_id,
+                                        const char *status, const char *reason, const char *at,
+                                        const char *hold_expires_at, bool *inserted,
                                         char *errstr, size_t errsize);
 
-/* In the caller's transaction: moves r's quantities from available to held (rows
- * already locked by inv_store_lock_levels). */
-deta_err_t inv_store_hold(deta_db_t *db, const inv_request_t *r, char *errstr, size_t errsize);
+/* In the caller's transaction: moves the lines' quantities from available to
+ * held (into INV_STATUS_HELD) or to sold (INV_STATUS_SOLD: a late authorization
+ * retaking them); rows already locked by inv_store_lock_levels. */
+deta_err_t inv_store_take(deta_db_t *db, const inv_line_t *lines, size_t nlines, const char *into,
+                          char *errstr, size_t errsize);
 
 typedef struct inv_reservation {
     char order_id[INV_ID_MAX + 1];
     char reservation_id[DETA_UUID_LEN + 1];
     char status[16];
+    char reason[32]; /* "" when none */
+    char customer_id[INV_ID_MAX + 1];
+    char correlation_id[DETA_ID_MAX + 1]; /* the order id for rows older than the column */
     size_t nlines;
     inv_line_t lines[INV_MAX_LINES];
 } inv_reservation_t;
@@ -65,9 +78,25 @@ typedef struct inv_reservation {
 deta_err_t inv_store_lock_reservation(deta_db_t *db, const char *order_id, inv_reservation_t *res,
                                       char *errstr, size_t errsize);
 
+/* In the caller's transaction: locks the HELD reservation whose hold expired
+ * longest ago, more than grace_s seconds ago, skipping any another transaction
+ * has locked, and reads it like inv_store_lock_reservation; *found false when
+ * there is none. */
+deta_err_t inv_store_lock_expired(deta_db_t *db, long grace_s, inv_reservation_t *res,
+                                  bool *found, char *errstr, size_t errsize);
+
+/* The age in seconds of the oldest reservation still HELD (0 when none). */
+deta_err_t inv_store_oldest_hold_age(deta_db_t *db, double *seconds, char *errstr,
+                                     size_t errsize);
+
 /* In the caller's transaction: settles a HELD reservation, moving its quantities
- * from held to sold (status SOLD) or back to available (status RELEASED). */
+ * from held to sold (status SOLD) or back to available (status RELEASED), with
+ * reason (NULL: the row's is kept). */
 deta_err_t inv_store_settle(deta_db_t *db, const inv_reservation_t *res, const char *status,
-                            const char *at, char *errstr, size_t errsize);
+                            const char *reason, const char *at, char *errstr, size_t errsize);
+
+/* In the caller's transaction: the reservation's new status, no stock moved. */
+deta_err_t inv_store_set_status(deta_db_t *db, const inv_reservation_t *res, const char *status,
+                                const char *at, char *errstr, size_t errsize);
 
 #endif

@@ -11,6 +11,12 @@
  * (for events that must change nothing) is awaited by polling the service's
  * processed_events claim of that event id. Events of one order share a key, hence
  * a partition, so they are handled in the order they were produced.
+ *
+ * The second group runs with payment-service stopped (no outcome ever comes on
+ * its own) and inventory-service restarted with holds of 2 s and a grace of 1 s
+ * (INVENTORY_HOLD_TTL_S, INVENTORY_HOLD_GRACE_S), so that expiry, late
+ * authorizations and a release after a "stop sales" happen in a few seconds; its
+ * teardown brings both back with the stack's settings.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -262,6 +268,43 @@ static long pint(const deta_event_t *ev, const char *key) {
     return (long)json_integer_value(j);
 }
 
+/* ---- the admin's stock changes ---- */
+
+/* method on /api/inventory/{item} with a JSON body; the answer in r. */
+static void item_request(const char *method, const char *item, const char *body,
+                         ts_http_resp_t *r) {
+    char path[128];
+    snprintf(path, sizeof path, "/api/inventory/%s", item);
+    ts_http(method, "INVENTORY_SERVICE_URL", path, "application/json", body, r);
+}
+
+/* The item's version as GET answers it. */
+static long version_of(const char *item) {
+    ts_http_resp_t r;
+    item_request("GET", item, NULL, &r);
+    if (r.status != 200)
+        fail_msg("GET %s: %ld %s", item, r.status, r.body);
+    long v = int_field(r.json, "version", r.body);
+    ts_http_resp_free(&r);
+    return v;
+}
+
+/* An error answer of this status naming field. */
+static void expect_refusal(const ts_http_resp_t *r, long status, const char *field) {
+    const char *f = json_string_value(json_object_get(r->json, "field"));
+    if (r->status != status || !f || strcmp(f, field) != 0)
+        fail_msg("expected %ld naming %s, got %ld %s", status, field, r->status, r->body);
+}
+
+/* The database's verdict on a comparison of instants, e.g. "$1::timestamptz +
+ * interval '2 seconds' = $2::timestamptz" (clearer than parsing them here). */
+static int pg_true(PGconn *db, const char *predicate, const char *a, const char *b) {
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT (%s)::int", predicate);
+    const char *params[] = {a, b};
+    return (int)ts_pg_long(db, sql, 2, params);
+}
+
 /* ---- reserving ---- */
 
 static void order_holds_exact_stock_and_publishes_reserved(void **state) {
@@ -298,6 +341,9 @@ static void order_holds_exact_stock_and_publishes_reserved(void **state) {
     assert_string_equal(pstr(&ev, "totalAmount"), "12.00");
     assert_string_equal(pstr(&ev, "currency"), "EUR");
     assert_true(deta_timestamp_valid(pstr(&ev, "reservedAt")));
+    /* the stack's INVENTORY_HOLD_TTL_S is the default, 900 s */
+    assert_true(pg_true(db, "$1::timestamptz + interval '900 seconds' = $2::timestamptz",
+                        pstr(&ev, "reservedAt"), pstr(&ev, "holdExpiresAt")));
     json_t *items = json_object_get(ev.payload, "items");
     assert_int_equal(json_array_size(items), 2);
     assert_string_equal(json_string_value(json_object_get(json_array_get(items, 0), "itemId")), a);
@@ -633,9 +679,11 @@ static void rest_lists_gets_and_refuses_bad_input(void **state) {
     assert_string_equal(json_string_value(json_object_get(r.json, "field")), "itemId");
     ts_http_resp_free(&r);
 
-    /* An update keeps held and sold, may rename, and answers 200. */
-    ts_http("PUT", "INVENTORY_SERVICE_URL", path, "application/json",
-            "{\"available\":3,\"name\":\"Blue mug\"}", &r);
+    /* An update (of the version read) keeps held and sold, may rename, and answers 200. */
+    char body[96];
+    snprintf(body, sizeof body, "{\"available\":3,\"name\":\"Blue mug\",\"expectedVersion\":%ld}",
+             version_of(a));
+    ts_http("PUT", "INVENTORY_SERVICE_URL", path, "application/json", body, &r);
     assert_int_equal(r.status, 200);
     assert_string_equal(json_string_value(json_object_get(r.json, "name")), "Blue mug");
     assert_int_equal(int_field(r.json, "available", r.body), 3);
@@ -643,21 +691,38 @@ static void rest_lists_gets_and_refuses_bad_input(void **state) {
     expect_stock(a, 3, 0, 0);
 
     const struct {
-        const char *content_type, *body;
+        const char *method, *content_type, *body;
         long status;
         const char *field;
     } cases[] = {
-        {"application/json", "{}", 400, "available"},
-        {"application/json", "{\"available\":-1}", 400, "available"},
-        {"application/json", "{\"available\":\"5\"}", 400, "available"},
-        {"application/json", "{\"available\":2.5}", 400, "available"},
-        {"application/json", "{\"available\":1000000001}", 400, "available"},
-        {"application/json", "{\"available\":1,\"name\":\"\"}", 400, "name"},
-        {"application/json", "{\"available\":", 400, "body"},
-        {"text/plain", "{\"available\":1}", 415, NULL},
+        {"PUT", "application/json", "{}", 400, "available"},
+        {"PUT", "application/json", "{\"available\":-1}", 400, "available"},
+        {"PUT", "application/json", "{\"available\":\"5\"}", 400, "available"},
+        {"PUT", "application/json", "{\"available\":2.5}", 400, "available"},
+        {"PUT", "application/json", "{\"available\":1000000001}", 400, "available"},
+        {"PUT", "application/json", "{\"available\":1,\"name\":\"\"}", 400, "name"},
+        {"PUT", "application/json", "{\"available\":", 400, "body"},
+        {"PUT", "text/plain", "{\"available\":1}", 415, NULL},
+        {"PUT", "application/json", "{\"available\":1,\"expectedVersion\":-1}", 400,
+         "expectedVersion"},
+        {"PUT", "application/json", "{\"available\":1,\"expectedVersion\":\"1\"}", 400,
+         "expectedVersion"},
+        {"PUT", "application/json", "{\"available\":1,\"sellable\":\"no\"}", 400, "sellable"},
+        {"PUT", "application/json", "{\"available\":1,\"expectedVersion\":999999}", 409,
+         "expectedVersion"},
+        {"PATCH", "application/json", "{}", 400, "delta"},
+        {"PATCH", "application/json", "{\"delta\":\"5\"}", 400, "delta"},
+        {"PATCH", "application/json", "{\"delta\":1000000001}", 400, "delta"},
+        {"PATCH", "application/json", "{\"available\":5}", 400, "available"},
+        {"PATCH", "application/json", "{\"delta\":1,\"expectedVersion\":0}", 400,
+         "expectedVersion"},
+        {"PATCH", "application/json", "{\"delta\":1,\"expectedVersion\":999999}", 409,
+         "expectedVersion"},
+        {"PATCH", "text/plain", "{\"delta\":1}", 415, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        ts_http("PUT", "INVENTORY_SERVICE_URL", path, cases[i].content_type, cases[i].body, &r);
+        ts_http(cases[i].method, "INVENTORY_SERVICE_URL", path, cases[i].content_type,
+                cases[i].body, &r);
         if (r.status != cases[i].status)
             fail_msg("case %zu: expected %ld, got %ld %s", i, cases[i].status, r.status, r.body);
         assert_non_null(r.json);
@@ -707,6 +772,279 @@ static void health_and_metrics_are_served(void **state) {
     ts_http_resp_free(&r);
 }
 
+/* ---- races with the admin (#22 finding 8) ---- */
+
+/* The operator reads 10, an order holds 4, the operator puts 15 "to add 5":
+ * with the version read before the order, the put is refused (409, with the
+ * current state), so 19 units never become sellable; a relative change adds
+ * exactly 5 to whatever is there. */
+static void a_stale_put_is_refused_and_a_delta_adds_to_what_is_there(void **state) {
+    (void)state;
+    PGconn *db = ts_pg("inventory_db");
+    char a[64], order[37], body[128];
+    new_item(a, "cas", 10);
+    long read_version = version_of(a);
+    ts_uuid(order);
+    const char *ids[] = {a};
+    const int four[] = {4};
+    inject_order(order, CUSTOMER, 1, ids, four);
+    /* payment-service authorizes this customer: once sold, nothing else moves the item */
+    await_status(db, order, "SOLD");
+    expect_stock(a, 6, 0, 4);
+
+    ts_http_resp_t r;
+    snprintf(body, sizeof body, "{\"available\":15,\"expectedVersion\":%ld}", read_version);
+    item_request("PUT", a, body, &r);
+    expect_refusal(&r, 409, "expectedVersion");
+    const json_t *current = json_object_get(r.json, "current");
+    assert_int_equal(int_field(current, "available", r.body), 6);
+    assert_true(int_field(current, "version", r.body) > read_version);
+    ts_http_resp_free(&r);
+    expect_stock(a, 6, 0, 4); /* nothing changed */
+
+    /* A put without a version cannot change an existing item either. */
+    item_request("PUT", a, "{\"available\":15}", &r);
+    expect_refusal(&r, 428, "expectedVersion");
+    assert_int_equal(int_field(json_object_get(r.json, "current"), "available", r.body), 6);
+    ts_http_resp_free(&r);
+
+    item_request("PATCH", a, "{\"delta\":5}", &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(int_field(r.json, "available", r.body), 11);
+    ts_http_resp_free(&r);
+    stock_t s = stock_of(a);
+    assert_int_equal(s.available + s.held + s.sold, 15); /* 10 + 5, not 19 */
+    assert_int_equal(s.available, 11);
+
+    /* A put with the current version sets the count; a delta below zero is refused. */
+    snprintf(body, sizeof body, "{\"available\":20,\"expectedVersion\":%ld}", version_of(a));
+    item_request("PUT", a, body, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(int_field(r.json, "available", r.body), 20);
+    ts_http_resp_free(&r);
+    item_request("PATCH", a, "{\"delta\":-21}", &r);
+    expect_refusal(&r, 409, "delta");
+    assert_int_equal(int_field(json_object_get(r.json, "current"), "available", r.body), 20);
+    ts_http_resp_free(&r);
+    assert_int_equal(stock_of(a).available, 20);
+    PQfinish(db);
+}
+
+/* An unknown item: PATCH is 404; PUT creates it without a version (or with 0,
+ * "it must not exist yet"), and the same PUT again changes nothing (200). */
+static void a_put_creates_and_a_patch_needs_an_item(void **state) {
+    (void)state;
+    char ghost[64], uuid[37];
+    ts_uuid(uuid);
+    snprintf(ghost, sizeof ghost, "inv-new-%.8s", uuid);
+    ts_http_resp_t r;
+    item_request("PATCH", ghost, "{\"delta\":1}", &r);
+    expect_refusal(&r, 404, "itemId");
+    ts_http_resp_free(&r);
+    /* Creating an item takes no version (or 0: "it must not exist yet"). */
+    item_request("PUT", ghost, "{\"available\":2,\"expectedVersion\":0}", &r);
+    assert_int_equal(r.status, 201);
+    assert_true(json_is_true(json_object_get(r.json, "sellable")));
+    ts_http_resp_free(&r);
+    /* The same put again (a retry after a lost answer) changes nothing: 200. */
+    item_request("PUT", ghost, "{\"available\":2}", &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(int_field(r.json, "version", r.body), 1);
+    ts_http_resp_free(&r);
+    expect_stock(ghost, 2, 0, 0);
+}
+
+/* ---- short holds: payment-service stopped, holds of 2 s (#22 finding 7) ---- */
+
+#define HOLD_TTL "2"
+#define HOLD_GRACE "1"
+
+static void stack_ok(const char *args) {
+    int rc = ts_stack("%s", args);
+    if (rc != 0)
+        fail_msg("scripts/stack.sh %s: exit status %d", args, rc);
+}
+
+static int short_holds(void **state) {
+    (void)state;
+    stack_ok("stop payment-service");
+    stack_ok("stop inventory-service");
+    setenv("INVENTORY_HOLD_TTL_S", HOLD_TTL, 1);
+    setenv("INVENTORY_HOLD_GRACE_S", HOLD_GRACE, 1);
+    stack_ok("start inventory-service");
+    return 0;
+}
+
+static int stack_settings_back(void **state) {
+    (void)state;
+    unsetenv("INVENTORY_HOLD_TTL_S");
+    unsetenv("INVENTORY_HOLD_GRACE_S");
+    stack_ok("stop inventory-service");
+    stack_ok("start inventory-service");
+    stack_ok("start payment-service");
+    return 0;
+}
+
+/* An order of qty units of item, awaited reserved: HELD, since no payment-service
+ * runs (or RELEASED already, should this poll come more than TTL + grace late). */
+static void hold(PGconn *db, const char *item, int qty, char order[37]) {
+    ts_uuid(order);
+    const char *ids[] = {item};
+    inject_order(order, CUSTOMER, 1, ids, &qty);
+    char status[16];
+    await_reservation(db, order, status);
+    if (strcmp(status, "HELD") != 0 && strcmp(status, "RELEASED") != 0)
+        fail_msg("order %s: reservation is %s, expected HELD", order, status);
+}
+
+static void a_hold_whose_payment_never_comes_is_released_after_ttl_and_grace(void **state) {
+    (void)state;
+    PGconn *db = ts_pg("inventory_db");
+    char a[64], order[37];
+    new_item(a, "exp", 10);
+    hold(db, a, 4, order);
+
+    deta_event_t reserved;
+    outbox_event(db, order, DETA_EVT_INVENTORY_RESERVED, &reserved);
+    char expires[DETA_TS_LEN];
+    snprintf(expires, sizeof expires, "%s", pstr(&reserved, "holdExpiresAt"));
+    assert_true(pg_true(db, "$1::timestamptz + interval '" HOLD_TTL " seconds' = $2::timestamptz",
+                        pstr(&reserved, "reservedAt"), expires));
+    deta_event_clear(&reserved);
+
+    await_status(db, order, "RELEASED");
+    expect_stock(a, 10, 0, 0);
+    char reason[32];
+    pg_text(db, "SELECT reason FROM reservations WHERE order_id = $1", order, reason,
+            sizeof reason);
+    assert_string_equal(reason, "HOLD_EXPIRED");
+
+    deta_event_t released;
+    outbox_event(db, order, DETA_EVT_INVENTORY_RELEASED, &released);
+    assert_string_equal(released.correlation_id, order); /* the saga's, kept */
+    assert_string_equal(pstr(&released, "reason"), "HOLD_EXPIRED");
+    json_t *items = json_object_get(released.payload, "items");
+    assert_int_equal(json_array_size(items), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(items, 0), "quantity")), 4);
+    /* not before the expiry and the grace */
+    assert_true(pg_true(db,
+                        "$2::timestamptz >= $1::timestamptz + interval '" HOLD_GRACE " seconds'",
+                        expires, pstr(&released, "releasedAt")));
+    deta_event_clear(&released);
+    for (int i = 0; i < 100 && ts_kafka_count(DETA_TOPIC_INVENTORY_EVENTS, order, 10000) < 2; i++)
+        ts_sleep_ms(200);
+    assert_int_equal(ts_kafka_count(DETA_TOPIC_INVENTORY_EVENTS, order, 30000), 2);
+
+    /* payment-service's "hold expired" failure, coming after the release: nothing. */
+    char ev[37];
+    inject_payment(DETA_EVT_PAYMENT_FAILED, order, ev);
+    await_handled(db, ev);
+    await_status(db, order, "RELEASED");
+    expect_stock(a, 10, 0, 0);
+    assert_int_equal(count_for(db, "SELECT count(*) FROM outbox WHERE msg_key = $1", order), 2);
+    PQfinish(db);
+}
+
+static void a_late_authorization_with_stock_there_keeps_the_sale(void **state) {
+    (void)state;
+    PGconn *db = ts_pg("inventory_db");
+    char a[64], order[37], ev[37];
+    new_item(a, "late-ok", 10);
+    hold(db, a, 4, order);
+    await_status(db, order, "RELEASED");
+    expect_stock(a, 10, 0, 0);
+
+    inject_payment(DETA_EVT_PAYMENT_AUTHORIZED, order, ev);
+    await_status(db, order, "SOLD");
+    expect_stock(a, 6, 0, 4);
+    /* reserved, released: nothing more is published (a sale never is) */
+    assert_int_equal(count_for(db, "SELECT count(*) FROM outbox WHERE msg_key = $1", order), 2);
+    PQfinish(db);
+}
+
+static void a_late_authorization_without_stock_does_not_oversell(void **state) {
+    (void)state;
+    PGconn *db = ts_pg("inventory_db");
+    char a[64], late[37], other[37], ev1[37], ev2[37];
+    new_item(a, "late-short", 5);
+    hold(db, a, 4, late);
+    await_status(db, late, "RELEASED");
+    /* Another order takes 3 of the 5 units back and is paid for. */
+    hold(db, a, 3, other);
+    inject_payment(DETA_EVT_PAYMENT_AUTHORIZED, other, ev1);
+    await_status(db, other, "SOLD");
+    expect_stock(a, 2, 0, 3);
+
+    inject_payment(DETA_EVT_PAYMENT_AUTHORIZED, late, ev2);
+    await_status(db, late, "UNFULFILLABLE");
+    expect_stock(a, 2, 0, 3); /* 4 were paid for, 2 are there: none taken */
+    deta_event_t ev;
+    outbox_event(db, late, DETA_EVT_INVENTORY_REJECTED, &ev);
+    assert_string_equal(pstr(&ev, "reason"), "HOLD_EXPIRED");
+    assert_string_equal(pstr(&ev, "itemId"), a);
+    assert_int_equal(pint(&ev, "requested"), 4);
+    assert_int_equal(pint(&ev, "available"), 2);
+    deta_event_clear(&ev);
+    for (int i = 0; i < 100 && ts_kafka_count(DETA_TOPIC_INVENTORY_EVENTS, late, 10000) < 3; i++)
+        ts_sleep_ms(200);
+    assert_int_equal(ts_kafka_count(DETA_TOPIC_INVENTORY_EVENTS, late, 30000), 3);
+    PQfinish(db);
+}
+
+/* Stop sales while an order holds units: the release that follows returns the
+ * units to available, and none of them is sold until sales resume. */
+static void stopped_sales_stay_stopped_after_a_release(void **state) {
+    (void)state;
+    PGconn *db = ts_pg("inventory_db");
+    char a[64], held[37], next[37], ev[37];
+    new_item(a, "stop", 10);
+    hold(db, a, 4, held);
+
+    ts_http_resp_t r;
+    item_request("PATCH", a, "{\"sellable\":false}", &r);
+    assert_int_equal(r.status, 200);
+    assert_true(json_is_false(json_object_get(r.json, "sellable")));
+    ts_http_resp_free(&r);
+    inject_payment(DETA_EVT_PAYMENT_FAILED, held, ev); /* or the hold expired first */
+    await_status(db, held, "RELEASED");
+    expect_stock(a, 10, 0, 0);
+
+    ts_uuid(next);
+    const char *ids[] = {a};
+    const int one[] = {1};
+    inject_order(next, CUSTOMER, 1, ids, one);
+    await_status(db, next, "REJECTED");
+    char reason[32];
+    pg_text(db, "SELECT reason FROM reservations WHERE order_id = $1", next, reason,
+            sizeof reason);
+    assert_string_equal(reason, "NOT_SELLABLE");
+    expect_stock(a, 10, 0, 0);
+
+    item_request("PATCH", a, "{\"sellable\":true}", &r);
+    assert_int_equal(r.status, 200);
+    ts_http_resp_free(&r);
+    char again[37];
+    hold(db, a, 1, again);
+    PQfinish(db);
+}
+
+static void old_holds_are_measured(void **state) {
+    (void)state;
+    ts_http_resp_t r;
+    ts_http("GET", "INVENTORY_SERVICE_URL", "/actuator/prometheus", NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, "# TYPE inventory_holds_oldest_age_seconds gauge"));
+    assert_true(metric_value(r.body, "inventory_holds_oldest_age_seconds") >= 0);
+    /* since the restart: each test above let one hold expire at least */
+    assert_true(metric_value(r.body, "inventory_holds_expired_total") >= 3);
+    assert_true(metric_value(r.body, "inventory_late_authorizations_total{outcome=\"sold\"}") >=
+                1);
+    assert_true(
+        metric_value(r.body, "inventory_late_authorizations_total{outcome=\"unfulfillable\"}") >=
+        1);
+    ts_http_resp_free(&r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(order_holds_exact_stock_and_publishes_reserved),
@@ -719,7 +1057,17 @@ int main(void) {
         cmocka_unit_test(twenty_orders_for_ten_units_reserve_exactly_ten),
         cmocka_unit_test(a_payment_outcome_for_no_reservation_is_dead_lettered_at_once),
         cmocka_unit_test(rest_lists_gets_and_refuses_bad_input),
+        cmocka_unit_test(a_stale_put_is_refused_and_a_delta_adds_to_what_is_there),
+        cmocka_unit_test(a_put_creates_and_a_patch_needs_an_item),
         cmocka_unit_test(health_and_metrics_are_served),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest short_hold_tests[] = {
+        cmocka_unit_test(a_hold_whose_payment_never_comes_is_released_after_ttl_and_grace),
+        cmocka_unit_test(a_late_authorization_with_stock_there_keeps_the_sale),
+        cmocka_unit_test(a_late_authorization_without_stock_does_not_oversell),
+        cmocka_unit_test(stopped_sales_stay_stopped_after_a_release),
+        cmocka_unit_test(old_holds_are_measured),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    return failed + cmocka_run_group_tests(short_hold_tests, short_holds, stack_settings_back);
 }

@@ -478,6 +478,24 @@ static void test_timestamp_now_format(void **state) {
     assert_int_equal(strncmp(ts, "20", 2), 0);
 }
 
+static void test_timestamp_from_ms(void **state) {
+    (void)state;
+    char ts[DETA_TS_LEN];
+    deta_timestamp_from_ms(INT64_C(1795610285123), ts);
+    assert_string_equal(ts, "2026-11-25T12:38:05.123Z");
+    deta_timestamp_from_ms(INT64_C(1795610285123) + 900000, ts); /* + 15 minutes */
+    assert_string_equal(ts, "2026-11-25T12:53:05.123Z");
+    deta_timestamp_from_ms(0, ts);
+    assert_string_equal(ts, "1970-01-01T00:00:00.000Z");
+    deta_timestamp_from_ms(-1, ts);
+    assert_string_equal(ts, "1969-12-31T23:59:59.999Z");
+    int64_t before = deta_wall_ms();
+    deta_timestamp_now(ts);
+    char floor[DETA_TS_LEN];
+    deta_timestamp_from_ms(before, floor);
+    assert_true(strcmp(ts, floor) >= 0); /* same format, so text order is time order */
+}
+
 static void test_timestamps_valid(void **state) {
     (void)state;
     const char *good[] = {
@@ -581,6 +599,7 @@ int main(void) {
         cmocka_unit_test(test_uuid_is_lower_cased),
         cmocka_unit_test(test_uuid_new),
         cmocka_unit_test(test_timestamp_now_format),
+        cmocka_unit_test(test_timestamp_from_ms),
         cmocka_unit_test(test_timestamps_valid),
         cmocka_unit_test(test_timestamps_invalid),
         cmocka_unit_test(test_timestamp_ms),

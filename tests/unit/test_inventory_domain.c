@@ -1,8 +1,9 @@
 /*
  * test_inventory_domain.c - inventory-service's rules, no server: reading
  * order.created (and refusing malformed ones), the all-or-nothing decision,
- * settling after payments, item ids, the catalog, the admin's update and the
- * payloads of docs/events.md.
+ * settling after payments (a late authorization of an expired hold included),
+ * item ids, the catalog, the admin's versioned and relative stock changes and
+ * the payloads of docs/events.md.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -189,14 +190,21 @@ static inv_request_t request_of(const char *const *ids, const int64_t *qty, size
     return r;
 }
 
+/* The decision on an order of these lines against these stock levels. */
+static inv_decision_t decision_of(const char *const *ids, const int64_t *qty, size_t n,
+                                  const inv_level_t *levels, size_t nlevels) {
+    inv_request_t r = request_of(ids, qty, n);
+    inv_decision_t d;
+    inv_decide(r.lines, r.nlines, levels, nlevels, &d);
+    return d;
+}
+
 static void enough_stock_everywhere_reserves(void **state) {
     (void)state;
     const char *ids[] = {"a", "b"};
     const int64_t qty[] = {3, 10};
-    inv_request_t r = request_of(ids, qty, 2);
-    const inv_level_t levels[] = {{"b", 10}, {"a", 4}, {"other", 0}};
-    inv_decision_t d;
-    inv_decide(&r, levels, 3, &d);
+    const inv_level_t levels[] = {{"b", 10, true}, {"a", 4, true}, {"other", 0, true}};
+    inv_decision_t d = decision_of(ids, qty, 2, levels, 3);
     assert_true(d.reserve); /* b exactly drained is enough */
     assert_null(d.reason);
 }
@@ -205,10 +213,8 @@ static void one_short_line_rejects_the_whole_order(void **state) {
     (void)state;
     const char *ids[] = {"a", "b", "c"};
     const int64_t qty[] = {1, 5, 1};
-    inv_request_t r = request_of(ids, qty, 3);
-    const inv_level_t levels[] = {{"a", 100}, {"b", 4}}; /* c unknown, but b comes first */
-    inv_decision_t d;
-    inv_decide(&r, levels, 2, &d);
+    const inv_level_t levels[] = {{"a", 100, true}, {"b", 4, true}}; /* c unknown, b first */
+    inv_decision_t d = decision_of(ids, qty, 3, levels, 2);
     assert_false(d.reserve);
     assert_string_equal(d.reason, INV_REASON_INSUFFICIENT_STOCK);
     assert_string_equal(d.item_id, "b");
@@ -220,17 +226,15 @@ static void an_unknown_item_rejects_with_zero_available(void **state) {
     (void)state;
     const char *ids[] = {"a", "ghost", "b"};
     const int64_t qty[] = {1, 2, 50};
-    inv_request_t r = request_of(ids, qty, 3);
-    const inv_level_t levels[] = {{"a", 100}, {"b", 1}};
-    inv_decision_t d;
-    inv_decide(&r, levels, 2, &d);
+    const inv_level_t levels[] = {{"a", 100, true}, {"b", 1, true}};
+    inv_decision_t d = decision_of(ids, qty, 3, levels, 2);
     assert_false(d.reserve);
     assert_string_equal(d.reason, INV_REASON_UNKNOWN_ITEM);
     assert_string_equal(d.item_id, "ghost");
     assert_int_equal(d.requested, 2);
     assert_int_equal(d.available, 0);
 
-    inv_decide(&r, NULL, 0, &d); /* no stock rows at all */
+    d = decision_of(ids, qty, 3, NULL, 0); /* no stock rows at all */
     assert_false(d.reserve);
     assert_string_equal(d.item_id, "a");
     assert_string_equal(d.reason, INV_REASON_UNKNOWN_ITEM);
@@ -240,27 +244,54 @@ static void zero_available_is_short_not_unknown(void **state) {
     (void)state;
     const char *ids[] = {"a"};
     const int64_t qty[] = {1};
-    inv_request_t r = request_of(ids, qty, 1);
-    const inv_level_t levels[] = {{"a", 0}};
-    inv_decision_t d;
-    inv_decide(&r, levels, 1, &d);
+    const inv_level_t levels[] = {{"a", 0, true}};
+    inv_decision_t d = decision_of(ids, qty, 1, levels, 1);
     assert_false(d.reserve);
     assert_string_equal(d.reason, INV_REASON_INSUFFICIENT_STOCK);
     assert_int_equal(d.available, 0);
 }
 
-static void only_a_held_reservation_is_settled(void **state) {
+static void stopped_sales_reject_whatever_is_available(void **state) {
     (void)state;
-    assert_string_equal(inv_status_after_payment(INV_STATUS_HELD, true), INV_STATUS_SOLD);
-    assert_string_equal(inv_status_after_payment(INV_STATUS_HELD, false), INV_STATUS_RELEASED);
-    const char *others[] = {INV_STATUS_SOLD, INV_STATUS_RELEASED, INV_STATUS_REJECTED, "", NULL};
-    for (size_t i = 0; i < sizeof others / sizeof *others; i++) {
-        assert_null(inv_status_after_payment(others[i], true));
-        assert_null(inv_status_after_payment(others[i], false));
-    }
+    const char *ids[] = {"a", "b"};
+    const int64_t qty[] = {1, 1};
+    const inv_level_t levels[] = {{"a", 100, true}, {"b", 100, false}};
+    inv_decision_t d = decision_of(ids, qty, 2, levels, 2);
+    assert_false(d.reserve);
+    assert_string_equal(d.reason, INV_REASON_NOT_SELLABLE);
+    assert_string_equal(d.item_id, "b");
+    assert_int_equal(d.available, 100);
 }
 
-/* ---- item ids and the catalog ---- */
+static void payment_outcomes_settle_held_and_retake_expired(void **state) {
+    (void)state;
+    assert_int_equal(inv_settlement_after_payment(INV_STATUS_HELD, "", true), INV_SETTLE_SELL);
+    assert_int_equal(inv_settlement_after_payment(INV_STATUS_HELD, "", false),
+                     INV_SETTLE_RELEASE);
+    /* released because the hold expired, then authorized after all */
+    assert_int_equal(
+        inv_settlement_after_payment(INV_STATUS_RELEASED, INV_REASON_HOLD_EXPIRED, true),
+        INV_SETTLE_RETAKE);
+    const struct {
+        const char *status, *reason;
+        bool authorized;
+    } nothing[] = {
+        {INV_STATUS_RELEASED, INV_REASON_HOLD_EXPIRED, false}, /* "hold expired" failure */
+        {INV_STATUS_RELEASED, INV_REASON_PAYMENT_FAILED, true}, /* a contradiction */
+        {INV_STATUS_RELEASED, INV_REASON_PAYMENT_FAILED, false},
+        {INV_STATUS_RELEASED, "", true},
+        {INV_STATUS_SOLD, INV_REASON_HOLD_EXPIRED, true},
+        {INV_STATUS_SOLD, "", false},
+        {INV_STATUS_UNFULFILLABLE, INV_REASON_HOLD_EXPIRED, true},
+        {INV_STATUS_REJECTED, INV_REASON_INSUFFICIENT_STOCK, true},
+        {"", "", true},
+        {NULL, NULL, true},
+    };
+    for (size_t i = 0; i < sizeof nothing / sizeof *nothing; i++)
+        if (inv_settlement_after_payment(nothing[i].status, nothing[i].reason,
+                                         nothing[i].authorized) != INV_SETTLE_NOTHING)
+            fail_msg("case %zu settles", i);
+}
 
 static void item_ids_are_url_safe(void **state) {
     (void)state;
@@ -338,59 +369,177 @@ static void bad_catalogs_name_the_variable_and_entry(void **state) {
     }
 }
 
-/* ---- the admin's update ---- */
+/* ---- the admin's stock changes ---- */
 
-static deta_err_t update(const char *json, inv_stock_update_t *u, inv_violation_t *v) {
+static deta_err_t change_from(const char *json, bool relative, inv_stock_change_t *c,
+                              inv_violation_t *v) {
     json_t *body = json_loads(json, JSON_DECODE_ANY, NULL);
     assert_non_null(body);
-    deta_err_t err = inv_stock_update_from_request(body, u, v);
+    deta_err_t err = relative ? inv_stock_patch_from_request(body, c, v)
+                              : inv_stock_put_from_request(body, c, v);
     json_decref(body);
     return err;
 }
 
-static void stock_update_reads_available_and_name(void **state) {
+static void stock_put_reads_available_name_sellable_and_version(void **state) {
     (void)state;
-    inv_stock_update_t u;
+    inv_stock_change_t c;
     inv_violation_t v;
-    assert_int_equal(update("{\"available\":0}", &u, &v), DETA_OK);
-    assert_int_equal(u.available, 0);
-    assert_false(u.has_name);
-    assert_int_equal(update("{\"available\":1000000000,\"name\":\"Blue mug\",\"x\":1}", &u, &v),
+    assert_int_equal(change_from("{\"available\":0}", false, &c, &v), DETA_OK);
+    assert_int_equal(c.available, 0);
+    assert_false(c.relative);
+    assert_false(c.has_name);
+    assert_false(c.has_sellable);
+    assert_false(c.has_expected_version);
+    assert_int_equal(change_from("{\"available\":1000000000,\"name\":\"Blue mug\",\"x\":1,"
+                                 "\"sellable\":false,\"expectedVersion\":0}",
+                                 false, &c, &v),
                      DETA_OK);
-    assert_int_equal(u.available, INV_MAX_UNITS);
-    assert_true(u.has_name);
-    assert_string_equal(u.name, "Blue mug");
+    assert_int_equal(c.available, INV_MAX_UNITS);
+    assert_true(c.has_name);
+    assert_string_equal(c.name, "Blue mug");
+    assert_true(c.has_sellable);
+    assert_false(c.sellable);
+    assert_true(c.has_expected_version);
+    assert_int_equal(c.expected_version, 0);
 }
 
-static void bad_stock_updates_name_the_field(void **state) {
+static void stock_patch_reads_delta_and_sellable(void **state) {
+    (void)state;
+    inv_stock_change_t c;
+    inv_violation_t v;
+    assert_int_equal(change_from("{\"delta\":-5}", true, &c, &v), DETA_OK);
+    assert_true(c.relative);
+    assert_true(c.has_delta);
+    assert_int_equal(c.delta, -5);
+    assert_int_equal(change_from("{\"sellable\":true,\"expectedVersion\":7}", true, &c, &v),
+                     DETA_OK);
+    assert_false(c.has_delta);
+    assert_true(c.sellable);
+    assert_int_equal(c.expected_version, 7);
+}
+
+static void bad_stock_changes_name_the_field(void **state) {
     (void)state;
     char long_name[200];
     snprintf(long_name, sizeof long_name, "{\"available\":1,\"name\":\"%0129d\"}", 0);
     const struct {
         const char *json;
+        bool relative;
         const char *field;
     } cases[] = {
-        {"{}", "available"},
-        {"{\"available\":-1}", "available"},
-        {"{\"available\":1.5}", "available"},
-        {"{\"available\":\"5\"}", "available"},
-        {"{\"available\":null}", "available"},
-        {"{\"available\":1000000001}", "available"},
-        {"{\"available\":true}", "available"},
-        {"[1]", "body"},
-        {"{\"available\":1,\"name\":\"\"}", "name"},
-        {"{\"available\":1,\"name\":5}", "name"},
-        {long_name, "name"},
+        {"{}", false, "available"},
+        {"{\"available\":-1}", false, "available"},
+        {"{\"available\":1.5}", false, "available"},
+        {"{\"available\":\"5\"}", false, "available"},
+        {"{\"available\":null}", false, "available"},
+        {"{\"available\":1000000001}", false, "available"},
+        {"{\"available\":true}", false, "available"},
+        {"[1]", false, "body"},
+        {"{\"available\":1,\"name\":\"\"}", false, "name"},
+        {"{\"available\":1,\"name\":5}", false, "name"},
+        {long_name, false, "name"},
+        {"{\"available\":1,\"sellable\":1}", false, "sellable"},
+        {"{\"available\":1,\"expectedVersion\":-1}", false, "expectedVersion"},
+        {"{\"available\":1,\"expectedVersion\":1.0}", false, "expectedVersion"},
+        {"[1]", true, "body"},
+        {"{}", true, "delta"},
+        {"{\"delta\":null}", true, "delta"},
+        {"{\"delta\":\"1\"}", true, "delta"},
+        {"{\"delta\":-1000000001}", true, "delta"},
+        {"{\"available\":3}", true, "available"},
+        {"{\"delta\":1,\"expectedVersion\":0}", true, "expectedVersion"},
+        {"{\"sellable\":\"false\"}", true, "sellable"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        inv_stock_update_t u;
+        inv_stock_change_t c;
         inv_violation_t v;
         memset(&v, 0, sizeof v);
-        if (update(cases[i].json, &u, &v) != DETA_ERR_INVALID)
+        if (change_from(cases[i].json, cases[i].relative, &c, &v) != DETA_ERR_INVALID)
             fail_msg("accepted %s", cases[i].json);
-        assert_string_equal(v.field, cases[i].field);
+        if (strcmp(v.field, cases[i].field) != 0)
+            fail_msg("case %zu: blamed %s, expected %s", i, v.field, cases[i].field);
         assert_true(strlen(v.message) > 0);
     }
+}
+
+static inv_change_outcome_t apply(const inv_stock_row_t *cur, const char *json, bool relative,
+                                  inv_stock_row_t *next, inv_violation_t *v) {
+    inv_stock_change_t c;
+    assert_int_equal(change_from(json, relative, &c, v), DETA_OK);
+    memset(v, 0, sizeof *v);
+    return inv_stock_apply(cur, &c, next, v);
+}
+
+/* Stock 10 read at version 3; an order then held 4 (version 4). */
+static void a_put_must_name_the_version_it_read(void **state) {
+    (void)state;
+    const inv_stock_row_t now = {6, 4, true, "Blue mug"};
+    inv_stock_row_t next;
+    inv_violation_t v;
+    assert_int_equal(apply(&now, "{\"available\":15,\"expectedVersion\":3}", false, &next, &v),
+                     INV_CHANGE_STALE);
+    assert_string_equal(v.field, "expectedVersion");
+    assert_int_equal(apply(&now, "{\"available\":15}", false, &next, &v),
+                     INV_CHANGE_VERSION_REQUIRED);
+    assert_string_equal(v.field, "expectedVersion");
+    assert_int_equal(apply(&now, "{\"available\":15,\"expectedVersion\":0}", false, &next, &v),
+                     INV_CHANGE_STALE); /* "create" of an item that exists */
+    assert_int_equal(apply(&now, "{\"available\":15,\"expectedVersion\":4}", false, &next, &v),
+                     INV_CHANGE_UPDATE);
+    assert_int_equal(next.available, 15);
+    assert_int_equal(next.version, 5);
+    assert_true(next.sellable);
+    assert_string_equal(next.name, "Blue mug");
+    /* an unversioned put that changes nothing (a retried create) */
+    assert_int_equal(apply(&now, "{\"available\":6}", false, &next, &v), INV_CHANGE_SAME);
+    assert_int_equal(apply(&now, "{\"available\":6,\"sellable\":true,\"name\":\"Blue mug\"}",
+                           false, &next, &v),
+                     INV_CHANGE_SAME);
+    assert_int_equal(apply(&now, "{\"available\":6,\"sellable\":false}", false, &next, &v),
+                     INV_CHANGE_VERSION_REQUIRED);
+}
+
+static void a_put_creates_an_item_that_does_not_exist(void **state) {
+    (void)state;
+    inv_stock_row_t next;
+    inv_violation_t v;
+    assert_int_equal(apply(NULL, "{\"available\":5}", false, &next, &v), INV_CHANGE_CREATE);
+    assert_int_equal(next.available, 5);
+    assert_int_equal(next.version, 1);
+    assert_true(next.sellable);
+    assert_string_equal(next.name, ""); /* the store names it by its id */
+    assert_int_equal(apply(NULL, "{\"available\":5,\"expectedVersion\":0,\"sellable\":false}",
+                           false, &next, &v),
+                     INV_CHANGE_CREATE);
+    assert_false(next.sellable);
+    assert_int_equal(apply(NULL, "{\"available\":5,\"expectedVersion\":2}", false, &next, &v),
+                     INV_CHANGE_STALE);
+    assert_int_equal(apply(NULL, "{\"delta\":5}", true, &next, &v), INV_CHANGE_NOT_FOUND);
+    assert_string_equal(v.field, "itemId");
+}
+
+static void a_delta_adds_to_what_is_there(void **state) {
+    (void)state;
+    const inv_stock_row_t now = {6, 4, true, "mug"};
+    inv_stock_row_t next;
+    inv_violation_t v;
+    assert_int_equal(apply(&now, "{\"delta\":5}", true, &next, &v), INV_CHANGE_UPDATE);
+    assert_int_equal(next.available, 11);
+    assert_int_equal(next.version, 5);
+    assert_int_equal(apply(&now, "{\"delta\":-6}", true, &next, &v), INV_CHANGE_UPDATE);
+    assert_int_equal(next.available, 0);
+    assert_int_equal(apply(&now, "{\"delta\":-7}", true, &next, &v), INV_CHANGE_OUT_OF_RANGE);
+    assert_string_equal(v.field, "delta");
+    assert_int_equal(apply(&now, "{\"delta\":1000000000}", true, &next, &v),
+                     INV_CHANGE_OUT_OF_RANGE);
+    assert_int_equal(apply(&now, "{\"delta\":1,\"expectedVersion\":3}", true, &next, &v),
+                     INV_CHANGE_STALE);
+    /* stop sales: only the flag changes */
+    assert_int_equal(apply(&now, "{\"sellable\":false}", true, &next, &v), INV_CHANGE_UPDATE);
+    assert_int_equal(next.available, 6);
+    assert_false(next.sellable);
+    assert_string_equal(next.name, "mug");
 }
 
 /* ---- payloads ---- */
@@ -417,9 +566,10 @@ static void reserved_payload_carries_the_order_forward(void **state) {
     r.total = 2048;
     memcpy(r.currency, "EUR", 4);
     json_t *p = inv_reserved_payload(&r, "11111111-2222-4333-8444-555555555555",
-                                     "2026-11-25T12:38:05.123Z");
+                                     "2026-11-25T12:38:05.123Z", "2026-11-25T12:53:05.123Z");
     assert_non_null(p);
-    assert_int_equal(json_object_size(p), 7);
+    assert_int_equal(json_object_size(p), 8);
+    assert_string_equal(str_of(p, "holdExpiresAt"), "2026-11-25T12:53:05.123Z");
     assert_string_equal(str_of(p, "orderId"), ORDER);
     assert_string_equal(str_of(p, "reservationId"), "11111111-2222-4333-8444-555555555555");
     assert_string_equal(str_of(p, "customerId"), "c-1");
@@ -438,11 +588,9 @@ static void rejected_payload_names_the_item_at_fault(void **state) {
     (void)state;
     const char *ids[] = {"a"};
     const int64_t qty[] = {30};
-    inv_request_t r = request_of(ids, qty, 1);
-    const inv_level_t levels[] = {{"a", 25}};
-    inv_decision_t d;
-    inv_decide(&r, levels, 1, &d);
-    json_t *p = inv_rejected_payload(&r, &d, "2026-11-25T12:38:05.123Z");
+    const inv_level_t levels[] = {{"a", 25, true}};
+    inv_decision_t d = decision_of(ids, qty, 1, levels, 1);
+    json_t *p = inv_rejected_payload(ORDER, "c-1", &d, "2026-11-25T12:38:05.123Z");
     assert_non_null(p);
     assert_int_equal(json_object_size(p), 7);
     assert_string_equal(str_of(p, "orderId"), ORDER);
@@ -458,8 +606,9 @@ static void rejected_payload_names_the_item_at_fault(void **state) {
 static void released_payload_lists_what_went_back(void **state) {
     (void)state;
     const inv_line_t lines[] = {{"a", 2}, {"b", 1}};
-    json_t *p = inv_released_payload(ORDER, "11111111-2222-4333-8444-555555555555", lines, 2,
-                                      "2026-11-25T12:38:05.123Z");
+    json_t *p = inv_released_payload(ORDER, "11111111-2222-4333-8444-555555555555",
+                                     INV_REASON_PAYMENT_FAILED, lines, 2,
+                                     "2026-11-25T12:38:05.123Z");
     assert_non_null(p);
     assert_int_equal(json_object_size(p), 5);
     assert_string_equal(str_of(p, "orderId"), ORDER);
@@ -470,6 +619,10 @@ static void released_payload_lists_what_went_back(void **state) {
     assert_int_equal(json_array_size(items), 2);
     assert_string_equal(str_of(json_array_get(items, 0), "itemId"), "a");
     assert_int_equal(int_of(json_array_get(items, 0), "quantity"), 2);
+    json_decref(p);
+    p = inv_released_payload(ORDER, "11111111-2222-4333-8444-555555555555",
+                             INV_REASON_HOLD_EXPIRED, lines, 1, "2026-11-25T12:38:05.123Z");
+    assert_string_equal(str_of(p, "reason"), "HOLD_EXPIRED");
     json_decref(p);
 
     json_t *none = inv_lines_json(NULL, 0);
@@ -488,13 +641,18 @@ int main(void) {
         cmocka_unit_test(one_short_line_rejects_the_whole_order),
         cmocka_unit_test(an_unknown_item_rejects_with_zero_available),
         cmocka_unit_test(zero_available_is_short_not_unknown),
-        cmocka_unit_test(only_a_held_reservation_is_settled),
+        cmocka_unit_test(stopped_sales_reject_whatever_is_available),
+        cmocka_unit_test(payment_outcomes_settle_held_and_retake_expired),
         cmocka_unit_test(item_ids_are_url_safe),
         cmocka_unit_test(default_catalog_has_the_demo_items),
         cmocka_unit_test(catalog_allows_blanks_zero_and_the_maximum),
         cmocka_unit_test(bad_catalogs_name_the_variable_and_entry),
-        cmocka_unit_test(stock_update_reads_available_and_name),
-        cmocka_unit_test(bad_stock_updates_name_the_field),
+        cmocka_unit_test(stock_put_reads_available_name_sellable_and_version),
+        cmocka_unit_test(stock_patch_reads_delta_and_sellable),
+        cmocka_unit_test(bad_stock_changes_name_the_field),
+        cmocka_unit_test(a_put_must_name_the_version_it_read),
+        cmocka_unit_test(a_put_creates_an_item_that_does_not_exist),
+        cmocka_unit_test(a_delta_adds_to_what_is_there),
         cmocka_unit_test(reserved_payload_carries_the_order_forward),
         cmocka_unit_test(rejected_payload_names_the_item_at_fault),
         cmocka_unit_test(released_payload_lists_what_went_back),
