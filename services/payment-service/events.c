@@ -262,7 +262,7 @@ static deta_err_t decide(payment_events_t *pe, const payment_request_t *req, con
         if (found)
             return DETA_OK;
     }
-    if (payment_hold_expired(req, (int64_t)time(NULL) * 1000)) {
+    if (payment_hold_expired(req, deta_wall_ms())) {
         deta_counter_inc(pe->hold_expired);
         *decision = (payment_decision_t){false, PAYMENT_DECLINED_HOLD_EXPIRED};
         return DETA_OK;
