@@ -17,7 +17,11 @@
  *             dead-lettered, and once the trigger goes each order is paid with
  *             one charge; and a service stopped (SIGTERM) while it retries such
  *             a record leaves the attempt to the next instance, which records
- *             it without a second charge.
+ *             it without a second charge;
+ *   a commit whose answer is lost (a relay to Postgres, tests/support/pgcut.c,
+ *             closes the connection after the record's COMMIT went through): the
+ *             retried record finds the payment it stored itself and counts it as
+ *             recorded, not as a duplicate, with one charge.
  *
  * Every test's teardown brings the stack back whole and healthy, with the
  * stack's own payment settings.
@@ -28,7 +32,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/wait.h>
+
 #include "deta/topics.h"
+#include "pgcut.h"
 #include "testsupport.h"
 
 #define SLOW_ORDERS 40
@@ -108,8 +115,18 @@ static void restart_payment(const char *latency_ms) {
     assert_int_equal(ts_stack("start payment-service"), 0);
 }
 
+static pid_t child;   /* a payment-service of the test's own */
+static pgcut_t *cut; /* its way to Postgres */
+
 static int heal(void **state) {
     (void)state;
+    if (child > 0) {
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+        child = 0;
+    }
+    pgcut_stop(cut);
+    cut = NULL;
     unsetenv("PAYMENT_GATEWAY_LATENCY_MS");
     unsetenv("PAYMENT_WORKERS");
     PGconn *db = ts_pg("delivery_eta");
@@ -259,6 +276,62 @@ static void stopped_while_retrying_a_record_leaves_it_to_the_next(void **state) 
     assert_true(payment_metric("payment_gateway_lookups_total") >= 1);
 }
 
+/* ---- a commit whose answer is lost ---- */
+
+static void await_child_healthy(void) {
+    for (int waited = 0; waited < 30000; waited += 200) {
+        ts_http_resp_t r;
+        int ok = ts_http_try("GET", "PAYMENT_SERVICE_URL", "/actuator/health", NULL, NULL, 2000,
+                             &r) &&
+                 r.status == 200;
+        ts_http_resp_free(&r);
+        if (ok)
+            return;
+        if (waitpid(child, NULL, WNOHANG) == child) {
+            child = 0;
+            fail_msg("payment-service exited during startup");
+        }
+        ts_sleep_ms(200);
+    }
+    fail_msg("payment-service was not healthy in 30 s");
+}
+
+static void lost_commit_answer_is_recorded_not_a_duplicate(void **state) {
+    (void)state;
+    assert_int_equal(ts_stack("stop payment-service"), 0);
+    int port = 0;
+    cut = pgcut_start(atoi(ts_env("PGPORT")), &port);
+    assert_non_null(cut);
+    static char pgport[32];
+    snprintf(pgport, sizeof pgport, "PGPORT=%d", port);
+    const char *extra[] = {pgport, "PGHOST=127.0.0.1", "PAYMENT_DB_CONNECTIONS=1", NULL};
+    child = ts_service_spawn("payment-service", "PAYMENT_SERVICE_PORT", extra);
+    await_child_healthy();
+
+    double processed = payment_metric("payment_processed_total");
+    double duplicates = payment_metric("payment_duplicate_total");
+    /* The record's transaction is the one whose statements carry its event. */
+    pgcut_arm(cut, "payment.authorized");
+    char order[1][37];
+    inject_reserved(order[0], "cust-lost-commit");
+    await_paid(order, 1);
+    for (int waited = 0; !pgcut_done(cut); waited += 100) {
+        if (waited > 30000)
+            fail_msg("no COMMIT answer was cut");
+        ts_sleep_ms(100);
+    }
+    for (int waited = 0; payment_metric("payment_processed_total") == processed &&
+                         payment_metric("payment_duplicate_total") == duplicates;
+         waited += 100) {
+        if (waited > 90000)
+            fail_msg("the payment was never counted");
+        ts_sleep_ms(100);
+    }
+    assert_true(payment_metric("payment_processed_total") == processed + 1);
+    assert_true(payment_metric("payment_duplicate_total") == duplicates);
+    expect_charged_once(order, 1);
+}
+
 int main(void) {
     /* TEST_FILTER runs only the tests whose names match (cmocka's pattern). */
     if (getenv("TEST_FILTER"))
@@ -268,6 +341,7 @@ int main(void) {
         cmocka_unit_test_teardown(killed_after_charging_resumes_without_charging_again, heal),
         cmocka_unit_test_teardown(refused_records_are_retried_not_charged_again, heal),
         cmocka_unit_test_teardown(stopped_while_retrying_a_record_leaves_it_to_the_next, heal),
+        cmocka_unit_test_teardown(lost_commit_answer_is_recorded_not_a_duplicate, heal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

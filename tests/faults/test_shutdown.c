@@ -72,56 +72,6 @@ static int heal(void **state) {
 
 /* ---- a service of our own ---- */
 
-/* $BUILD_DIR/services/<name>, BUILD_DIR relative to the repository's root. */
-static void service_binary(const char *name, char *out, size_t size) {
-    const char *build = ts_env("BUILD_DIR");
-    if (build[0] == '/') {
-        if ((size_t)snprintf(out, size, "%.512s/services/%.64s", build, name) >= size)
-            fail_msg("path of %s too long", name);
-        return;
-    }
-    char root[512];
-    snprintf(root, sizeof root, "%s", __FILE__); /* <root>/tests/faults/test_shutdown.c */
-    for (int up = 0; up < 3; up++) {
-        char *slash = strrchr(root, '/');
-        assert_non_null(slash);
-        *slash = '\0';
-    }
-    if ((size_t)snprintf(out, size, "%s/%.256s/services/%.64s", root, build, name) >= size)
-        fail_msg("path of %s too long", name);
-}
-
-/* Starts the service as our child on the stack's port for it, with the stack's
- * settings (the environment) plus extra ("NAME=value", NULL-terminated). */
-static pid_t spawn_service(const char *name, const char *port_var, const char *const *extra) {
-    char bin[1024], log[1024];
-    service_binary(name, bin, sizeof bin);
-    snprintf(log, sizeof log, "%s/logs/%s.log", ts_env("STACK_DIR"), name);
-    const char *port = ts_env(port_var);
-    fflush(NULL);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        setsid();
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-            close(fd);
-        }
-        setenv("HTTP_PORT", port, 1);
-        setenv("KAFKA_SESSION_TIMEOUT_MS", "6000", 1);
-        setenv("LOG_LEVEL", "info", 1);
-        for (size_t i = 0; extra && extra[i]; i++)
-            putenv((char *)extra[i]);
-        printf("=== test_shutdown: starting %s ===\n", name);
-        fflush(stdout);
-        execl(bin, bin, (char *)NULL);
-        _exit(127);
-    }
-    return pid;
-}
-
 /* Waits until the child answers /actuator/health with 200. */
 static void await_healthy(pid_t pid, const char *url_var, int timeout_ms) {
     long deadline = now_ms() + timeout_ms;
@@ -272,7 +222,7 @@ static void await_rows(const char *db, const char *table, char (*ids)[37], size_
 static void order_service_drains_and_exits_zero(void **state) {
     (void)state;
     assert_int_equal(ts_stack("stop order-service"), 0);
-    child = spawn_service("order-service", "ORDER_SERVICE_PORT", NULL);
+    child = ts_service_spawn("order-service", "ORDER_SERVICE_PORT", NULL);
     await_healthy(child, "ORDER_SERVICE_URL", 30000);
 
     load_start(&the_load, "shutdown-orders", 5);
@@ -315,7 +265,7 @@ static double duplicates_of(const char *type) {
 static void inventory_commits_on_shutdown(void **state) {
     (void)state;
     assert_int_equal(ts_stack("stop inventory-service"), 0);
-    child = spawn_service("inventory-service", "INVENTORY_SERVICE_PORT", NULL);
+    child = ts_service_spawn("inventory-service", "INVENTORY_SERVICE_PORT", NULL);
     await_healthy(child, "INVENTORY_SERVICE_URL", 30000);
     /* Both of its consumers (one group, two topics) have their partitions. */
 #define ASSIGNED(topic) \
@@ -360,7 +310,7 @@ static void out_of_time_exits_nonzero(void **state) {
     (void)state;
     assert_int_equal(ts_stack("stop order-service"), 0);
     static const char *const extra[] = {"DETA_SHUTDOWN_TIMEOUT_MS=3000", NULL};
-    child = spawn_service("order-service", "ORDER_SERVICE_PORT", extra);
+    child = ts_service_spawn("order-service", "ORDER_SERVICE_PORT", extra);
     await_healthy(child, "ORDER_SERVICE_URL", 30000);
     char uuid[37], item[64];
     ts_uuid(uuid);

@@ -732,3 +732,53 @@ void ts_ledger_append(const char *line) {
     fputs(line, f);
     fclose(f);
 }
+
+/* ---- a service of the test's own ---- */
+
+/* $BUILD_DIR/services/<name>, BUILD_DIR relative to the repository's root. */
+static void service_binary(const char *name, char *out, size_t size) {
+    const char *build = ts_env("BUILD_DIR");
+    if (build[0] == '/') {
+        if ((size_t)snprintf(out, size, "%.512s/services/%.64s", build, name) >= size)
+            fail_msg("path of %s too long", name);
+        return;
+    }
+    char root[512];
+    snprintf(root, sizeof root, "%s", __FILE__); /* <root>/tests/support/testsupport.c */
+    for (int up = 0; up < 3; up++) {
+        char *slash = strrchr(root, '/');
+        assert_non_null(slash);
+        *slash = '\0';
+    }
+    if ((size_t)snprintf(out, size, "%s/%.256s/services/%.64s", root, build, name) >= size)
+        fail_msg("path of %s too long", name);
+}
+
+pid_t ts_service_spawn(const char *name, const char *port_var, const char *const *extra) {
+    char bin[1024], log[1024];
+    service_binary(name, bin, sizeof bin);
+    snprintf(log, sizeof log, "%s/logs/%s.log", ts_env("STACK_DIR"), name);
+    const char *port = ts_env(port_var);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        setsid();
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        setenv("HTTP_PORT", port, 1);
+        setenv("KAFKA_SESSION_TIMEOUT_MS", "6000", 1);
+        setenv("LOG_LEVEL", "info", 1);
+        for (size_t i = 0; extra && extra[i]; i++)
+            putenv((char *)extra[i]);
+        printf("=== a test starts %s ===\n", name);
+        fflush(stdout);
+        execl(bin, bin, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}

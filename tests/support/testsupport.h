@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <setjmp.h>
 #include <cmocka.h>
 #include <jansson.h>
@@ -148,6 +149,13 @@ int ts_kafka_count_keys(const char *topic, char (*ids)[37], size_t n, int timeou
 /* Per order of ids, how many messages of the topic carry it as key, into counts. */
 void ts_kafka_counts_by_key(const char *topic, char (*ids)[37], size_t n, int *counts,
                             int timeout_ms);
+
+/* ---- a service of the test's own ---- */
+
+/* Starts $BUILD_DIR/services/<name> as the caller's child (its own session, its
+ * output appended to $STACK_DIR/logs/<name>.log) on the port in port_var, with
+ * the stack's settings (the environment) plus extra ("NAME=value", NULL-ended). */
+pid_t ts_service_spawn(const char *name, const char *port_var, const char *const *extra);
 
 /* ---- the simulated payment gateway ---- */
 
