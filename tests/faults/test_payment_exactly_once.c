@@ -279,21 +279,13 @@ static void stopped_while_retrying_a_record_leaves_it_to_the_next(void **state) 
 /* ---- a commit whose answer is lost ---- */
 
 static void await_child_healthy(void) {
-    for (int waited = 0; waited < 30000; waited += 200) {
-        ts_http_resp_t r;
-        int ok = ts_http_try("GET", "PAYMENT_SERVICE_URL", "/actuator/health", NULL, NULL, 2000,
-                             &r) &&
-                 r.status == 200;
-        ts_http_resp_free(&r);
-        if (ok)
-            return;
-        if (waitpid(child, NULL, WNOHANG) == child) {
-            child = 0;
-            fail_msg("payment-service exited during startup");
-        }
-        ts_sleep_ms(200);
+    int got = ts_service_await_healthy(child, "PAYMENT_SERVICE_URL", 30000);
+    if (got == 0) {
+        child = 0;
+        fail_msg("payment-service exited during startup");
     }
-    fail_msg("payment-service was not healthy in 30 s");
+    if (got < 0)
+        fail_msg("payment-service was not healthy in 30 s");
 }
 
 static void lost_commit_answer_is_recorded_not_a_duplicate(void **state) {

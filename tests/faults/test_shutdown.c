@@ -74,21 +74,13 @@ static int heal(void **state) {
 
 /* Waits until the child answers /actuator/health with 200. */
 static void await_healthy(pid_t pid, const char *url_var, int timeout_ms) {
-    long deadline = now_ms() + timeout_ms;
-    while (now_ms() < deadline) {
-        ts_http_resp_t r;
-        int ok = ts_http_try("GET", url_var, "/actuator/health", NULL, NULL, 2000, &r) &&
-                 r.status == 200;
-        ts_http_resp_free(&r);
-        if (ok)
-            return;
-        if (waitpid(pid, NULL, WNOHANG) == pid) {
-            child = 0;
-            fail_msg("the service exited during startup");
-        }
-        ts_sleep_ms(200);
+    int got = ts_service_await_healthy(pid, url_var, timeout_ms);
+    if (got == 0) {
+        child = 0; /* it exited: nothing left for the teardown to stop */
+        fail_msg("the service exited during startup");
     }
-    fail_msg("the service was not healthy after %d ms", timeout_ms);
+    if (got < 0)
+        fail_msg("the service was not healthy after %d ms", timeout_ms);
 }
 
 /* SIGTERM, then waits for the exit; returns the milliseconds it took and the

@@ -782,3 +782,18 @@ pid_t ts_service_spawn(const char *name, const char *port_var, const char *const
     }
     return pid;
 }
+
+int ts_service_await_healthy(pid_t pid, const char *url_var, int timeout_ms) {
+    for (int waited = 0; waited < timeout_ms; waited += 200) {
+        ts_http_resp_t r;
+        int ok = ts_http_try("GET", url_var, "/actuator/health", NULL, NULL, 2000, &r) &&
+                 r.status == 200;
+        ts_http_resp_free(&r);
+        if (ok)
+            return 1;
+        if (waitpid(pid, NULL, WNOHANG) == pid)
+            return 0;
+        ts_sleep_ms(200);
+    }
+    return -1;
+}

@@ -156,6 +156,9 @@ void ts_kafka_counts_by_key(const char *topic, char (*ids)[37], size_t n, int *c
  * output appended to $STACK_DIR/logs/<name>.log) on the port in port_var, with
  * the stack's settings (the environment) plus extra ("NAME=value", NULL-ended). */
 pid_t ts_service_spawn(const char *name, const char *port_var, const char *const *extra);
+/* Waits until that child answers url_var's /actuator/health with 200: 1 when it
+ * did, 0 when the child exited first (it is reaped), -1 after timeout_ms. */
+int ts_service_await_healthy(pid_t pid, const char *url_var, int timeout_ms);
 
 /* ---- the simulated payment gateway ---- */
 
