@@ -417,7 +417,8 @@ void ts_kafka_msg_free(ts_kafka_msg_t *m) {
     memset(m, 0, sizeof *m);
 }
 
-void ts_kafka_produce(const char *topic, const char *key, const char *value) {
+void ts_kafka_produce_many(const char *topic, const char *const *keys,
+                          const char *const *values, size_t n) {
     char err[512];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (rd_kafka_conf_set(conf, "bootstrap.servers", ts_env("KAFKA_BOOTSTRAP_SERVERS"), err,
@@ -426,16 +427,22 @@ void ts_kafka_produce(const char *topic, const char *key, const char *value) {
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
     if (!rk)
         fail_msg("kafka producer: %s", err);
-    rd_kafka_resp_err_t e = rd_kafka_producev(
-        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
-        RD_KAFKA_V_VALUE((void *)value, strlen(value)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_END);
-    if (e)
-        fail_msg("produce to %s: %s", topic, rd_kafka_err2str(e));
-    e = rd_kafka_flush(rk, 15000);
+    for (size_t i = 0; i < n; i++) {
+        rd_kafka_resp_err_t e = rd_kafka_producev(
+            rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(keys[i], keys[i] ? strlen(keys[i]) : 0),
+            RD_KAFKA_V_VALUE((void *)values[i], strlen(values[i])),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        if (e)
+            fail_msg("produce to %s: %s", topic, rd_kafka_err2str(e));
+    }
+    rd_kafka_resp_err_t e = rd_kafka_flush(rk, 15000);
     rd_kafka_destroy(rk);
     if (e)
         fail_msg("flush to %s: %s", topic, rd_kafka_err2str(e));
+}
+
+void ts_kafka_produce(const char *topic, const char *key, const char *value) {
+    ts_kafka_produce_many(topic, &key, &value, 1);
 }
 
 char *ts_event(const char *event_type, const char *order_id, const char *correlation_id,

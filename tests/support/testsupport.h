@@ -89,6 +89,9 @@ void ts_kafka_msg_free(ts_kafka_msg_t *m);
 
 /* Produces one message (key may be NULL) and waits for its acknowledgement. */
 void ts_kafka_produce(const char *topic, const char *key, const char *value);
+/* n messages with one producer and one flush (so that they arrive together). */
+void ts_kafka_produce_many(const char *topic, const char *const *keys,
+                          const char *const *values, size_t n);
 /* A serialized, valid envelope of event_type for order_id carrying payload (a
  * reference is stolen); malloc'd. *event_id, when not NULL, receives its id
  * (37 bytes). correlation_id NULL means a fresh one. */
