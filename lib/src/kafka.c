@@ -1,13 +1,30 @@
 /*
  * kafka.c - the producer and the consumer loop (see deta/kafka.h), over librdkafka.
  *
- * Producer. Idempotent (enable.idempotence, acks=all), linger.ms=1, and a bounded
- * message.timeout.ms, so that every produced message gets its delivery report
- * within DETA_KAFKA_MESSAGE_TIMEOUT_MS: acknowledged or failed, never forgotten.
+ * Producer. Idempotent (enable.idempotence, acks=all), linger.ms=1, and no
+ * message timeout (message.timeout.ms=0): librdkafka never gives up a message
+ * while the broker is slow or unreachable, it retries it in order until the
+ * broker has it. A timeout there would fail a message that the broker may still
+ * append, and let the messages behind it through: 1..5 could land as 1,4,5, and
+ * the outbox relay's resend of 2..5 would put event 4 before event 2 (issue #22).
+ * How long a caller waits is the caller's timeout; a message it stops waiting
+ * for stays in flight. While such abandoned messages have no report yet, a new
+ * send first waits (within its own timeout) for them, and fails with nothing
+ * sent if they are still out: the relay retrying a batch every few seconds
+ * through an outage would otherwise queue one more copy of it each time.
+ *
  * Delivery reports are served by one background thread per producer that does
  * nothing but rd_kafka_poll(): callers of send_batch just wait on a condition
  * variable, several threads may send at once (the outbox relay, consumers writing
  * dead letters), and an idle producer still has its error and log events served.
+ *
+ * A fatal error (an idempotence guarantee broken, e.g. the broker's
+ * OUT_OF_ORDER_SEQUENCE_NUMBER) makes a librdkafka producer refuse everything
+ * for good. The poll thread then replaces the handle by a new one (a new
+ * producer id) made from the same settings: the old handle's messages are
+ * purged, so their senders get a failure and send again (at-least-once), and
+ * the old handle is destroyed once no caller uses it (each caller holds the
+ * handle it uses, counted under the lock). Until then sends fail as transient.
  *
  * A batch's statuses live in a block that is referenced by the caller and by each
  * produced message still awaiting its report (the message's opaque points at its
@@ -122,9 +139,10 @@
 #include "deta/topics.h"
 #include "offsets.h"
 
-#define DETA_KAFKA_MESSAGE_TIMEOUT_MS 10000 /* every report arrives within this */
-#define DETA_KAFKA_FLUSH_MS 5000            /* deta_producer_free's bounded wait */
-#define DETA_KAFKA_DLQ_SEND_MS (DETA_KAFKA_MESSAGE_TIMEOUT_MS + 2000)
+#define DETA_KAFKA_MESSAGE_TIMEOUT "0" /* librdkafka never gives a message up */
+#define DETA_KAFKA_FLUSH_MS 5000        /* deta_producer_free's bounded wait */
+#define DETA_KAFKA_DLQ_SEND_MS 12000    /* one dead-letter send's wait, then again */
+#define DETA_KAFKA_REPLACE_RETRY_MS 1000 /* a failed replacement of a fatal handle */
 #define DETA_KAFKA_POLL_MS 100
 #define DETA_KAFKA_LINGER_MS "1" /* the relay sends whole batches: waiting adds latency */
 #define DETA_KAFKA_QUEUED_MAX_KBYTES "8192"   /* prefetch per consumer (default 64 MB) */
@@ -176,9 +194,8 @@ static deta_err_t err_from_kafka(rd_kafka_resp_err_t e) {
     case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
     case RD_KAFKA_RESP_ERR__INVALID_ARG:
         return DETA_ERR_INVALID;
-    case RD_KAFKA_RESP_ERR__FATAL:
-        return DETA_ERR_INTERNAL;
-    default: /* timeouts, transport, queue full, leader changes, purges... */
+    default: /* timeouts, transport, queue full, leader changes, purges, a fatal
+              * error (the handle is being replaced)... */
         return DETA_ERR_TRANSIENT;
     }
 }
@@ -196,15 +213,24 @@ typedef struct dr_slot {
 struct dr_batch {
     size_t refs;    /* the caller + each produced message still without report */
     size_t pending; /* produced messages still without report */
+    bool abandoned; /* the caller stopped waiting: pending ones count as orphans */
     dr_slot_t slots[];
 };
 
-struct deta_producer {
+/* A librdkafka handle of the producer; replaced after a fatal error. */
+typedef struct handle {
     rd_kafka_t *rk;
+    int users; /* callers using rk now (under the producer's lock) */
+} handle_t;
+
+struct deta_producer {
+    handle_t *cur;          /* under lock; only the poll thread replaces it */
+    rd_kafka_conf_t *conf;  /* the settings, for a replacement handle */
     pthread_t poller;
     atomic_bool stop;
-    pthread_mutex_t lock; /* guards every batch's counters and slots */
-    pthread_cond_t reported;
+    pthread_mutex_t lock;    /* guards cur, the handles' users, orphans, every batch */
+    pthread_cond_t reported; /* a report came, or a handle lost a user */
+    size_t orphans;          /* messages of abandoned batches still without report */
 };
 
 /* A message on its way out: headers owned until produced. */
@@ -231,6 +257,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     slot->done = true;
     dr_batch_t *b = slot->batch;
     b->pending--;
+    if (b->abandoned)
+        p->orphans--;
     bool last = batch_unref(b);
     pthread_cond_broadcast(&p->reported);
     pthread_mutex_unlock(&p->lock);
@@ -244,10 +272,83 @@ static void on_producer_error(rd_kafka_t *rk, int err, const char *reason, void 
              "kafka %s: %s: %s", rd_kafka_name(rk), rd_kafka_err2name(err), reason);
 }
 
+/* The current handle, held until handle_give: a replacement waits for it. */
+static handle_t *handle_take(deta_producer_t *p) {
+    pthread_mutex_lock(&p->lock);
+    handle_t *h = p->cur;
+    h->users++;
+    pthread_mutex_unlock(&p->lock);
+    return h;
+}
+
+static void handle_give(deta_producer_t *p, handle_t *h) {
+    pthread_mutex_lock(&p->lock);
+    if (--h->users == 0)
+        pthread_cond_broadcast(&p->reported);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* A new librdkafka handle with the producer's settings; NULL (errstr says why)
+ * when it cannot be made. */
+static handle_t *handle_new(deta_producer_t *p, char *errstr, size_t errsize) {
+    handle_t *h = calloc(1, sizeof *h);
+    rd_kafka_conf_t *conf = rd_kafka_conf_dup(p->conf);
+    char why[512] = "out of memory";
+    if (h && conf && (h->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why)))
+        return h;
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    free(h);
+    deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot create the Kafka producer: %s", why);
+    return NULL;
+}
+
+/* Fails what is still queued or in flight on h, serves those reports (so that
+ * their senders are released), waits until nobody uses h, and destroys it. */
+static void handle_retire(deta_producer_t *p, handle_t *h) {
+    rd_kafka_purge(h->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_flush(h->rk, DETA_KAFKA_FLUSH_MS);
+    pthread_mutex_lock(&p->lock);
+    while (h->users > 0)
+        pthread_cond_wait(&p->reported, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+    rd_kafka_destroy(h->rk);
+    free(h);
+}
+
+/* The poll thread, after a fatal error of the current handle: a new one takes
+ * its place (see the top). False when none could be made (tried again later). */
+static bool replace_fatal_handle(deta_producer_t *p) {
+    char fatal[512], err[512];
+    rd_kafka_resp_err_t code = rd_kafka_fatal_error(p->cur->rk, fatal, sizeof fatal);
+    handle_t *h = handle_new(p, err, sizeof err);
+    if (!h) {
+        DETA_ERROR("kafka producer failed fatally (%s: %s) and cannot be replaced yet: %s",
+                   rd_kafka_err2name(code), fatal, err);
+        return false;
+    }
+    pthread_mutex_lock(&p->lock);
+    handle_t *old = p->cur;
+    p->cur = h;
+    pthread_mutex_unlock(&p->lock);
+    DETA_ERROR("kafka producer failed fatally (%s: %s): replaced by a new one; its %d messages "
+               "not yet acknowledged are reported failed, for their senders to send again",
+               rd_kafka_err2name(code), fatal, rd_kafka_outq_len(old->rk));
+    handle_retire(p, old);
+    return true;
+}
+
 static void *producer_poll_main(void *arg) {
     deta_producer_t *p = arg;
-    while (!atomic_load(&p->stop))
-        rd_kafka_poll(p->rk, DETA_KAFKA_POLL_MS);
+    while (!atomic_load(&p->stop)) {
+        rd_kafka_poll(p->cur->rk, DETA_KAFKA_POLL_MS); /* this thread alone swaps cur */
+        if (rd_kafka_fatal_error(p->cur->rk, NULL, 0) != RD_KAFKA_RESP_ERR_NO_ERROR &&
+            !replace_fatal_handle(p)) {
+            struct timespec ts = {DETA_KAFKA_REPLACE_RETRY_MS / 1000,
+                                  (DETA_KAFKA_REPLACE_RETRY_MS % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
     return NULL;
 }
 
@@ -255,15 +356,13 @@ static void *producer_poll_main(void *arg) {
 
 static rd_kafka_conf_t *producer_conf(const deta_config_t *cfg, deta_producer_t *p, char *errstr,
                                       size_t errsize) {
-    char timeout[16];
-    snprintf(timeout, sizeof timeout, "%d", DETA_KAFKA_MESSAGE_TIMEOUT_MS);
     const char *const kv[][2] = {
         {"bootstrap.servers", cfg->kafka_bootstrap},
         {"client.id", cfg->instance_id[0] ? cfg->instance_id : "deta"},
         {"enable.idempotence", "true"},
         {"acks", "all"},
         {"linger.ms", DETA_KAFKA_LINGER_MS},
-        {"message.timeout.ms", timeout},
+        {"message.timeout.ms", DETA_KAFKA_MESSAGE_TIMEOUT},
     };
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (!conf_set_all(conf, kv, sizeof kv / sizeof *kv, errstr, errsize)) {
@@ -278,6 +377,8 @@ static rd_kafka_conf_t *producer_conf(const deta_config_t *cfg, deta_producer_t 
 }
 
 static void producer_release(deta_producer_t *p) {
+    if (p->conf)
+        rd_kafka_conf_destroy(p->conf);
     pthread_cond_destroy(&p->reported);
     pthread_mutex_destroy(&p->lock);
     free(p);
@@ -297,18 +398,15 @@ deta_producer_t *deta_producer_new(const deta_config_t *cfg, char *errstr, size_
     pthread_mutex_init(&p->lock, NULL);
     deta_cond_init_monotonic(&p->reported);
 
-    char why[512];
-    rd_kafka_conf_t *conf = producer_conf(cfg, p, errstr, errsize);
-    if (conf && !(p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why))) {
-        rd_kafka_conf_destroy(conf);
-        deta_errf(DETA_ERR_INVALID, errstr, errsize, "cannot create the Kafka producer: %s", why);
-    }
-    if (p->rk && pthread_create(&p->poller, NULL, producer_poll_main, p) != 0) {
+    p->conf = producer_conf(cfg, p, errstr, errsize);
+    if (p->conf && (p->cur = handle_new(p, errstr, errsize)) &&
+        pthread_create(&p->poller, NULL, producer_poll_main, p) != 0) {
         deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot start the producer's poll thread");
-        rd_kafka_destroy(p->rk);
-        p->rk = NULL;
+        rd_kafka_destroy(p->cur->rk);
+        free(p->cur);
+        p->cur = NULL;
     }
-    if (!p->rk) {
+    if (!p->cur) {
         producer_release(p);
         return NULL;
     }
@@ -318,24 +416,27 @@ deta_producer_t *deta_producer_new(const deta_config_t *cfg, char *errstr, size_
 void deta_producer_free(deta_producer_t *p) {
     if (!p)
         return;
-    if (rd_kafka_flush(p->rk, DETA_KAFKA_FLUSH_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        DETA_WARN("kafka producer closing with %d messages undelivered",
-                  rd_kafka_outq_len(p->rk));
-        /* Their reports (purged) release the batches waiting for them. */
-        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-        rd_kafka_flush(p->rk, DETA_KAFKA_FLUSH_MS);
-    }
+    /* The poll thread goes first (it may be replacing the handle); flush serves
+     * the reports itself. */
     atomic_store(&p->stop, true);
     pthread_join(p->poller, NULL);
-    rd_kafka_destroy(p->rk);
+    rd_kafka_t *rk = p->cur->rk;
+    if (rd_kafka_flush(rk, DETA_KAFKA_FLUSH_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        DETA_WARN("kafka producer closing with %d messages undelivered", rd_kafka_outq_len(rk));
+        /* Their reports (purged) release the batches waiting for them. */
+        rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_flush(rk, DETA_KAFKA_FLUSH_MS);
+    }
+    rd_kafka_destroy(rk);
+    free(p->cur);
     producer_release(p);
 }
 
 /* ---- producer: sending ---- */
 
-static rd_kafka_resp_err_t produce_one(deta_producer_t *p, out_msg_t *m, dr_slot_t *slot) {
+static rd_kafka_resp_err_t produce_one(rd_kafka_t *rk, out_msg_t *m, dr_slot_t *slot) {
     rd_kafka_resp_err_t e = rd_kafka_producev(
-        p->rk, RD_KAFKA_V_TOPIC(m->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        rk, RD_KAFKA_V_TOPIC(m->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_VALUE((void *)m->value, m->len),
         RD_KAFKA_V_HEADERS(m->headers), RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -351,11 +452,12 @@ typedef struct give_up {
     int grace_ms;
 } give_up_t;
 
-/* Waits under p->lock until b has no pending report, the deadline passes, or g
- * says to give up (then true). */
-static bool await_reports(deta_producer_t *p, dr_batch_t *b, long deadline, const give_up_t *g) {
+/* Waits under p->lock until *count (a batch's pending reports, the producer's
+ * orphans) is 0, the deadline passes, or g says to give up (then true). */
+static bool await_none(deta_producer_t *p, const size_t *count, long deadline,
+                       const give_up_t *g) {
     bool gave_up = false;
-    while (b->pending > 0) {
+    while (*count > 0) {
         long now = deta_clock_ms();
         if (g && !gave_up && g->now(g->arg)) {
             gave_up = true;
@@ -370,7 +472,7 @@ static bool await_reports(deta_producer_t *p, dr_batch_t *b, long deadline, cons
         struct timespec ts = deta_clock_after(left);
         pthread_cond_timedwait(&p->reported, &p->lock, &ts);
     }
-    return gave_up && b->pending > 0;
+    return gave_up && *count > 0;
 }
 
 /* Under p->lock: the acknowledged prefix and the error that ended it. */
@@ -385,15 +487,15 @@ static size_t acked_prefix(const dr_batch_t *b, size_t produced, rd_kafka_resp_e
 /* Hands msgs to librdkafka in order, each holding a reference on b; stops at the
  * first that cannot be enqueued (a later one must not overtake it). Returns how
  * many were enqueued. */
-static size_t enqueue_all(deta_producer_t *p, dr_batch_t *b, out_msg_t *msgs, size_t n,
-                          rd_kafka_resp_err_t *err) {
+static size_t enqueue_all(deta_producer_t *p, rd_kafka_t *rk, dr_batch_t *b, out_msg_t *msgs,
+                          size_t n, rd_kafka_resp_err_t *err) {
     for (size_t i = 0; i < n; i++) {
         b->slots[i].batch = b;
         pthread_mutex_lock(&p->lock);
         b->refs++;
         b->pending++;
         pthread_mutex_unlock(&p->lock);
-        *err = produce_one(p, &msgs[i], &b->slots[i]);
+        *err = produce_one(rk, &msgs[i], &b->slots[i]);
         if (*err != RD_KAFKA_RESP_ERR_NO_ERROR) {
             pthread_mutex_lock(&p->lock); /* no report will come for this one */
             b->refs--;
@@ -407,24 +509,63 @@ static size_t enqueue_all(deta_producer_t *p, dr_batch_t *b, out_msg_t *msgs, si
 
 /* Produces msgs in order (taking their headers) and waits for the reports; g (may
  * be NULL) can cut the wait short. */
+/* Waits (within the send's deadline) until no abandoned message is in flight:
+ * DETA_OK, or why not. */
+static deta_err_t await_orphans(deta_producer_t *p, long deadline, const give_up_t *g,
+                                char *errstr, size_t errsize) {
+    pthread_mutex_lock(&p->lock);
+    await_none(p, &p->orphans, deadline, g);
+    size_t orphans = p->orphans;
+    pthread_mutex_unlock(&p->lock);
+    if (orphans == 0)
+        return DETA_OK;
+    return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                     "%zu earlier messages still await the broker's acknowledgement (broker slow "
+                     "or unreachable): nothing sent behind them",
+                     orphans);
+}
+
+/* The current handle for a send, or NULL (errstr says why) after a fatal error. */
+static handle_t *handle_for_send(deta_producer_t *p, char *errstr, size_t errsize) {
+    handle_t *h = handle_take(p);
+    char why[256];
+    if (rd_kafka_fatal_error(h->rk, why, sizeof why) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        return h;
+    handle_give(p, h);
+    deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+              "kafka producer failed fatally, being replaced: %s", why);
+    return NULL;
+}
+
 static deta_err_t send_out_msgs(deta_producer_t *p, out_msg_t *msgs, size_t n, int timeout_ms,
                                 const give_up_t *g, size_t *nacked, char *errstr,
                                 size_t errsize) {
-    char why[256];
     *nacked = 0;
-    if (rd_kafka_fatal_error(p->rk, why, sizeof why))
-        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "kafka producer failed: %s", why);
+    long deadline = deta_clock_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    deta_err_t err = await_orphans(p, deadline, g, errstr, errsize);
+    if (err != DETA_OK)
+        return err;
     dr_batch_t *b = calloc(1, sizeof *b + n * sizeof b->slots[0]);
     if (!b)
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    handle_t *h = handle_for_send(p, errstr, errsize);
+    if (!h) {
+        free(b);
+        return DETA_ERR_TRANSIENT;
+    }
     b->refs = 1;
     rd_kafka_resp_err_t enqueue_err = RD_KAFKA_RESP_ERR_NO_ERROR;
-    size_t produced = enqueue_all(p, b, msgs, n, &enqueue_err);
+    size_t produced = enqueue_all(p, h->rk, b, msgs, n, &enqueue_err);
+    handle_give(p, h);
     pthread_mutex_lock(&p->lock);
-    bool gave_up = await_reports(p, b, deta_clock_ms() + (timeout_ms > 0 ? timeout_ms : 0), g);
+    bool gave_up = await_none(p, &b->pending, deadline, g);
     rd_kafka_resp_err_t first;
     *nacked = acked_prefix(b, produced, &first);
     size_t pending = b->pending;
+    if (pending > 0) { /* they stay in flight: later sends wait for them */
+        b->abandoned = true;
+        p->orphans += pending;
+    }
     bool last = batch_unref(b);
     pthread_mutex_unlock(&p->lock);
     if (last)
@@ -518,19 +659,25 @@ deta_err_t deta_producer_send_batch_until(deta_producer_t *p, const deta_kafka_o
 int deta_producer_purge(deta_producer_t *p) {
     if (!p)
         return 0;
-    int n = rd_kafka_outq_len(p->rk);
-    rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    handle_t *h = handle_take(p);
+    int n = rd_kafka_outq_len(h->rk);
+    rd_kafka_purge(h->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    handle_give(p, h);
     return n;
 }
 
 deta_err_t deta_producer_flush(deta_producer_t *p, int timeout_ms, char *errstr, size_t errsize) {
     if (!p)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "no producer");
-    if (rd_kafka_flush(p->rk, timeout_ms > 0 ? timeout_ms : 0) == RD_KAFKA_RESP_ERR_NO_ERROR)
+    handle_t *h = handle_take(p);
+    int left = rd_kafka_flush(h->rk, timeout_ms > 0 ? timeout_ms : 0) == RD_KAFKA_RESP_ERR_NO_ERROR
+                   ? 0
+                   : rd_kafka_outq_len(h->rk);
+    handle_give(p, h);
+    if (left == 0)
         return DETA_OK;
     return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
-                     "%d messages still without delivery report after %d ms",
-                     rd_kafka_outq_len(p->rk), timeout_ms);
+                     "%d messages still without delivery report after %d ms", left, timeout_ms);
 }
 
 deta_err_t deta_producer_send(deta_producer_t *p, const deta_kafka_out_t *msg, int timeout_ms,
@@ -546,8 +693,12 @@ bool deta_producer_ping(deta_producer_t *p, int timeout_ms, char *errstr, size_t
         deta_errf(DETA_ERR_INVALID, errstr, errsize, "no producer");
         return false;
     }
+    handle_t *h = handle_for_send(p, errstr, errsize);
+    if (!h)
+        return false;
     const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t e = rd_kafka_metadata(p->rk, 0, NULL, &md, timeout_ms);
+    rd_kafka_resp_err_t e = rd_kafka_metadata(h->rk, 0, NULL, &md, timeout_ms);
+    handle_give(p, h);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
         deta_errf(DETA_ERR_TRANSIENT, errstr, errsize, "no answer from the Kafka cluster: %s",
                   rd_kafka_err2str(e));

@@ -3,9 +3,17 @@
  *
  * Producer: idempotent (enable.idempotence=true, acks=all), keyed by orderId so
  * that the events of one order stay on one partition and in order. Sends are
- * synchronous from the caller's view: deta_producer_send_batch() returns only
- * when every message was acknowledged by the broker or failed, and reports how
- * long the acknowledged prefix is, which is what the outbox relay marks as sent.
+ * synchronous from the caller's view: deta_producer_send_batch() returns when
+ * every message was acknowledged by the broker, one failed, or the caller's
+ * timeout passed, and reports how long the acknowledged prefix is, which is what
+ * the outbox relay marks as sent. librdkafka never gives a message up while the
+ * broker is slow or unreachable (no message timeout: a message failed by a
+ * timeout could still land, after the ones behind it), so a message the caller
+ * stopped waiting for stays in flight; until it has its report, a later send
+ * waits for it (within its own timeout) and fails with nothing sent if it is
+ * still out, so that retries do not queue copy after copy behind it. After a
+ * fatal error (an idempotence guarantee broken) the producer replaces its
+ * librdkafka handle by itself; meanwhile sends fail as transient.
  *
  * Consumer loop: one group member (group = the service's name) that calls a
  * handler per message. The handler's return value decides what happens:
@@ -77,13 +85,16 @@ void deta_producer_free(deta_producer_t *p);
 
 /* Produces msgs[0..n) in order and waits up to timeout_ms for their delivery
  * reports. *nacked = the number of leading messages acknowledged. DETA_OK when all
- * were; DETA_ERR_TRANSIENT when the broker is unreachable or timed out. */
+ * were; DETA_ERR_TRANSIENT when the broker is unreachable or slow (timed out:
+ * the messages without report stay in flight), earlier abandoned messages are
+ * still in flight (nothing sent), or the producer is being replaced after a
+ * fatal error. */
 deta_err_t deta_producer_send_batch(deta_producer_t *p, const deta_kafka_out_t *msgs, size_t n,
                                     int timeout_ms, size_t *nacked, char *errstr, size_t errsize);
 deta_err_t deta_producer_send(deta_producer_t *p, const deta_kafka_out_t *msg, int timeout_ms,
                               char *errstr, size_t errsize);
 /* True when the producer has a live connection to the cluster (metadata request
- * answered within timeout_ms). */
+ * answered within timeout_ms) and has not failed fatally. */
 bool deta_producer_ping(deta_producer_t *p, int timeout_ms, char *errstr, size_t errsize);
 /* send_batch that also stops waiting as soon as *give_up becomes true (polled every
  * few ms): for a caller that is shutting down. A message not acknowledged by then
