@@ -754,6 +754,7 @@ struct deta_consumer {
     pthread_cond_t progress; /* a worker is done with a job */
     bool stopping;           /* workers take no more jobs */
     atomic_bool *stop;       /* deta_consumer_run's flag */
+    atomic_bool halt;        /* stopping on its own (out of memory): run() fails */
     part_t *parts;           /* the poller's thread only */
     size_t nheld;            /* the poller's thread only */
 };
@@ -961,6 +962,7 @@ deta_consumer_t *deta_consumer_new(const deta_config_t *cfg, const char *group,
     atomic_init(&c->nwaiting, 0);
     atomic_init(&c->committed, false);
     atomic_init(&c->outage_since_ms, 0);
+    atomic_init(&c->halt, false);
     snprintf(c->group, sizeof c->group, "%s", group);
     apply_opts(c, opts);
     if (!copy_topics(c, topics, ntopics) || !workers_init(c)) {
@@ -1104,15 +1106,20 @@ void deta_consumer_free(deta_consumer_t *c) {
 
 /* ---- consumer: handling one message (on the poller or on a worker) ---- */
 
+/* The consumer is to stop: run()'s flag, or a failure of its own (halt). */
+static bool must_stop(const deta_consumer_t *c) {
+    return atomic_load(c->stop) || atomic_load(&c->halt);
+}
+
 /* What makes a retry or dead-letter loop give up on its message: the consumer
  * stopping, or (with workers) the message's partition being revoked. */
 typedef struct cancel {
-    atomic_bool *stop;
-    atomic_bool *revoked; /* NULL when only stop applies */
+    const deta_consumer_t *c;
+    atomic_bool *revoked; /* NULL when only stopping applies */
 } cancel_t;
 
 static bool cancelled(const cancel_t *x) {
-    return atomic_load(x->stop) || (x->revoked && atomic_load(x->revoked));
+    return must_stop(x->c) || (x->revoked && atomic_load(x->revoked));
 }
 
 static bool cancelled_now(const void *x) { return cancelled(x); }
@@ -1355,7 +1362,7 @@ static bool handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
 /* ---- consumer: one message at a time on the poller (workers 0 or 1) ---- */
 
 static deta_err_t run_inline(deta_consumer_t *c, atomic_bool *stop) {
-    cancel_t cancel = {.stop = stop, .revoked = NULL};
+    cancel_t cancel = {.c = c, .revoked = NULL};
     while (!atomic_load(stop)) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, DETA_KAFKA_POLL_MS);
         if (!m)
@@ -1424,11 +1431,15 @@ static deta_err_t run_inline(deta_consumer_t *c, atomic_bool *stop) {
  * transient failure, anything) changed nothing, and its messages go one at a
  * time through handle_message, with its retries, backoff and dead letters. The
  * jobs are in queue order and their offsets are recorded in that order, so the
- * per-key order and the watermark are as without batches; a revoke waits for
- * every job of the batch in hand (all of them are "current").
+ * per-key order and the watermark are as without batches. Each job is settled
+ * (its offset recorded, or given up) as soon as its handling ends. A revoke
+ * waits for the jobs in a handler now: the whole batch while the batch handler
+ * runs, then the one being handled on its own; a job of a revoked partition not
+ * started yet is left to the new owner, so one given up for the revoke is never
+ * overtaken by the next message of its key (issue #22).
  *
  * Ownership. c->lock guards the queues, the workers' current jobs, the trackers,
- * job->part and c->stopping. Only the poller's thread creates, lists and frees
+ * job->part, job->running and c->stopping. Only the poller's thread creates, lists and frees
  * parts and their held lists, and it calls librdkafka (pause, resume, seek,
  * assign) without holding the lock; workers call only rd_kafka_offsets_store,
  * under it.
@@ -1437,8 +1448,9 @@ static deta_err_t run_inline(deta_consumer_t *c, atomic_bool *stop) {
 /* A polled message on its way through a worker. */
 typedef struct job {
     rd_kafka_message_t *m;
-    part_t *part;        /* its partition's state; NULL once orphaned by a revoke */
+    part_t *part;        /* its partition's state; NULL once settled or orphaned */
     bool tracked;        /* its offset is in part's tracker */
+    bool running;        /* in a handler (or the batch handler) now: a revoke waits */
     atomic_bool revoked; /* its partition is being revoked: give up retrying */
     struct job *next;    /* in its part's held list */
 } job_t;
@@ -1691,11 +1703,87 @@ static void record_finished(deta_consumer_t *c, job_t *j) {
         store_offset(c, p->topic, p->partition, next);
 }
 
-/* Handles jobs[0..n) with the batch handler (see "Batches" above); finished[i]
- * tells which may have their offsets stored. Falls back to one at a time when the
- * batch did not commit; a message given up because of a stop ends the fallback
- * (the rest are not finished and come again). */
-static void handle_batch(deta_consumer_t *c, job_t **jobs, size_t n, bool *finished) {
+/* A job's handling ended: finished (its offset may be stored) or given up. A
+ * revoke waiting for it may go on. */
+static void job_settle(deta_consumer_t *c, job_t *j, bool finished) {
+    pthread_mutex_lock(&c->lock);
+    if (finished)
+        record_finished(c, j);
+    j->running = false;
+    j->part = NULL;
+    pthread_cond_broadcast(&c->progress);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* A job of a failed batch is about to be handled on its own: false (and settled,
+ * unhandled) when its partition was revoked meanwhile, the new owner's now. */
+static bool job_begin(deta_consumer_t *c, job_t *j) {
+    pthread_mutex_lock(&c->lock);
+    bool go = j->part && !atomic_load(&j->revoked);
+    j->running = go;
+    if (!go)
+        j->part = NULL;
+    pthread_mutex_unlock(&c->lock);
+    return go;
+}
+
+/* Handles one job (already running); true when it was given up. */
+static bool handle_job(deta_consumer_t *c, job_t *j) {
+    cancel_t cancel = {.c = c, .revoked = &j->revoked};
+    bool finished = handle_message(c, j->m, &cancel);
+    job_settle(c, j, finished);
+    return !finished;
+}
+
+/* After the batch handler committed: the refused messages are dead-lettered,
+ * the others are done. True when a dead letter was given up. */
+static bool settle_committed_batch(deta_consumer_t *c, job_t **jobs, size_t n,
+                                   const deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX]) {
+    bool gave_up = false;
+    for (size_t i = 0; i < n; i++) {
+        cancel_t cancel = {.c = c, .revoked = &jobs[i]->revoked};
+        const rd_kafka_message_t *m = jobs[i]->m;
+        bool finished = true;
+        if (results[i] == DETA_OK)
+            count_outcome(c, rd_kafka_topic_name(m->rkt), "processed");
+        else
+            finished = dead_letter(c, m, 0, why[i][0] ? why[i] : "refused in a batch", &cancel);
+        job_settle(c, jobs[i], finished);
+        gave_up = gave_up || !finished;
+    }
+    return gave_up;
+}
+
+/* The batch did not commit: its jobs one at a time, in order. None is in hand
+ * until it starts, so a revoke waits only for the one running; a job whose
+ * partition was revoked is left to the new owner, handler not called, and since
+ * a revoke marks every job of the partition at once, so are the ones after a
+ * job given up for it (they must not overtake it). A stop ends the fallback at
+ * the first job given up. True when a job was given up or left. */
+static bool handle_one_at_a_time(deta_consumer_t *c, job_t **jobs, size_t n) {
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < n; i++)
+        jobs[i]->running = false;
+    pthread_cond_broadcast(&c->progress);
+    pthread_mutex_unlock(&c->lock);
+    bool gave_up = false;
+    for (size_t i = 0; i < n; i++) {
+        if (gave_up && must_stop(c)) {
+            job_settle(c, jobs[i], false);
+            continue;
+        }
+        if (!job_begin(c, jobs[i])) {
+            gave_up = true;
+            continue;
+        }
+        gave_up = handle_job(c, jobs[i]) || gave_up;
+    }
+    return gave_up;
+}
+
+/* Handles jobs[0..n) (all running) with the batch handler (see "Batches"
+ * above), settling each; true when one was given up. */
+static bool handle_batch(deta_consumer_t *c, job_t **jobs, size_t n) {
     deta_kafka_msg_t msgs[DETA_KAFKA_WORKER_QUEUE];
     deta_err_t results[DETA_KAFKA_WORKER_QUEUE];
     char(*why)[DETA_KAFKA_WHY_MAX] = calloc(n, sizeof *why);
@@ -1711,24 +1799,10 @@ static void handle_batch(deta_consumer_t *c, job_t **jobs, size_t n, bool *finis
                                       "Batches of messages handed to the batch handler, by outcome",
                                       err == DETA_OK ? "outcome=\"committed\""
                                                      : "outcome=\"one_at_a_time\""));
-    for (size_t i = 0; i < n; i++) {
-        cancel_t cancel = {.stop = c->stop, .revoked = &jobs[i]->revoked};
-        const rd_kafka_message_t *m = jobs[i]->m;
-        if (err != DETA_OK) {
-            finished[i] = handle_message(c, m, &cancel);
-            if (!finished[i] && atomic_load(c->stop)) {
-                while (++i < n)
-                    finished[i] = false;
-                break;
-            }
-        } else if (results[i] == DETA_OK) {
-            count_outcome(c, rd_kafka_topic_name(m->rkt), "processed");
-            finished[i] = true;
-        } else {
-            finished[i] = dead_letter(c, m, 0, why[i][0] ? why[i] : "refused in a batch", &cancel);
-        }
-    }
+    bool gave_up = err == DETA_OK ? settle_committed_batch(c, jobs, n, results, why)
+                                  : handle_one_at_a_time(c, jobs, n);
     free(why);
+    return gave_up;
 }
 
 /* Handles the worker's queue in order: up to batch_max queued jobs at once with
@@ -1743,28 +1817,22 @@ static void *worker_main(void *arg) {
     for (;;) {
         while (!c->stopping && w->count == 0)
             pthread_cond_wait(&w->wake, &c->lock);
-        if (w->count == 0 || (gave_up && atomic_load(c->stop)))
+        if (w->count == 0 || (gave_up && must_stop(c)))
             break;
         size_t max = c->batch_fn ? (size_t)c->batch_max : 1;
-        while (w->ncurrent < max && w->count > 0)
-            w->current[w->ncurrent++] = queue_pop(w);
+        while (w->ncurrent < max && w->count > 0) {
+            job_t *j = queue_pop(w);
+            j->running = true;
+            w->current[w->ncurrent++] = j;
+        }
         size_t n = w->ncurrent;
         pthread_mutex_unlock(&c->lock);
 
-        bool finished[DETA_KAFKA_WORKER_QUEUE];
-        if (n == 1) {
-            cancel_t cancel = {.stop = c->stop, .revoked = &w->current[0]->revoked};
-            finished[0] = handle_message(c, w->current[0]->m, &cancel);
-        } else {
-            handle_batch(c, w->current, n, finished);
-        }
+        bool lost = n == 1 ? handle_job(c, w->current[0]) : handle_batch(c, w->current, n);
 
         pthread_mutex_lock(&c->lock);
-        for (size_t i = 0; i < n; i++)
-            if (finished[i])
-                record_finished(c, w->current[i]);
-            else if (atomic_load(c->stop))
-                gave_up = true;
+        if (lost && must_stop(c))
+            gave_up = true;
         job_t *done[DETA_KAFKA_WORKER_QUEUE];
         memcpy(done, w->current, n * sizeof *done);
         w->ncurrent = 0;
@@ -1779,8 +1847,7 @@ static void *worker_main(void *arg) {
 }
 
 /* Starts the workers; returns how many started. */
-static int start_workers(deta_consumer_t *c, atomic_bool *stop) {
-    c->stop = stop;
+static int start_workers(deta_consumer_t *c) {
     c->stopping = false;
     for (int i = 0; i < c->nworkers; i++)
         if (pthread_create(&c->workers[i].thread, NULL, worker_main, &c->workers[i]) != 0)
@@ -1809,7 +1876,7 @@ static bool revoking_busy(const deta_consumer_t *c) {
     for (int i = 0; i < c->nworkers; i++)
         for (size_t k = 0; k < c->workers[i].ncurrent; k++) {
             const job_t *j = c->workers[i].current[k];
-            if (j->part && j->part->revoking)
+            if (j->running && j->part && j->part->revoking)
                 return true;
         }
     return false;
@@ -1832,11 +1899,12 @@ static void settle_revoking_locked(deta_consumer_t *c) {
         for (size_t k = 0; k < c->workers[i].ncurrent; k++) {
             job_t *j = c->workers[i].current[k];
             if (j->part && j->part->revoking) {
-                DETA_WARN("%s[%d]@%lld still being handled %d ms after its partition was "
-                          "revoked: its offset will not be stored",
-                          j->part->topic, (int)j->part->partition, (long long)j->m->offset,
-                          DETA_KAFKA_REVOKE_WAIT_MS);
-                j->part = NULL;
+                if (j->running)
+                    DETA_WARN("%s[%d]@%lld still being handled %d ms after its partition was "
+                              "revoked: its offset will not be stored",
+                              j->part->topic, (int)j->part->partition, (long long)j->m->offset,
+                              DETA_KAFKA_REVOKE_WAIT_MS);
+                j->part = NULL; /* not started: left to the new owner */
             }
         }
 }
@@ -1921,7 +1989,7 @@ static void rewind_and_discard_parts(deta_consumer_t *c) {
 }
 
 static deta_err_t run_workers(deta_consumer_t *c, atomic_bool *stop) {
-    int started = start_workers(c, stop);
+    int started = start_workers(c);
     if (started < c->nworkers) {
         stop_workers(c, started);
         DETA_ERROR("cannot start %d consumer workers (%d started)", c->nworkers, started);
@@ -1949,5 +2017,7 @@ static deta_err_t run_workers(deta_consumer_t *c, atomic_bool *stop) {
 deta_err_t deta_consumer_run(deta_consumer_t *c, atomic_bool *stop) {
     if (!c || !stop)
         return DETA_ERR_INVALID;
+    c->stop = stop;
+    atomic_store(&c->halt, false);
     return c->nworkers > 1 ? run_workers(c, stop) : run_inline(c, stop);
 }
