@@ -113,6 +113,15 @@
  * Linger is 1 ms: the outbox relay and the dead letters send whole batches and
  * wait for them, so a longer linger is added to every hop of the saga.
  *
+ * Out of memory. The memory a message needs (its copy for the handler, its job,
+ * its partition's state and offset tracker) comes through alloc.h, which tests
+ * can make fail. Failing it sets the consumer's halt flag: the message is not
+ * handled and not counted finished, so no stored offset passes it; the consumer
+ * stops as on *stop (workers finish their messages in hand, a worker that gave
+ * one up drops its queue), and run() returns DETA_ERR_INTERNAL and refuses to
+ * run again on the handle. Going on would let the next message's offset pass
+ * the one left behind, losing it.
+ *
  * Memory. librdkafka prefetches up to queued.max.messages.kbytes (64 MB) per
  * consumer, in fetch answers of up to fetch.max.bytes (50 MB): sized for big
  * brokers, and a service has a few consumers. With 8 MB and 1 MB, query-api
@@ -135,6 +144,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "alloc.h"
 #include "deta/log.h"
 #include "deta/topics.h"
 #include "offsets.h"
@@ -1283,9 +1293,19 @@ static void wait_ends(deta_consumer_t *c, bool up) {
 
 /* ---- consumer: handling one message ---- */
 
+/* Out of memory for what message m needs: the consumer stops (run() fails),
+ * leaving m and what follows it unfinished, so that no offset passes it. */
+static void halt(deta_consumer_t *c, const rd_kafka_message_t *m, const char *doing) {
+    DETA_ERROR("%s: out of memory %s %s[%d]@%lld: the consumer stops; that message and the "
+               "ones after it are redelivered",
+               c->group, doing, rd_kafka_topic_name(m->rkt), (int)m->partition,
+               (long long)m->offset);
+    atomic_store(&c->halt, true);
+}
+
 /* A copy of m as the handler sees it; value is a NUL-terminated copy to free. */
 static bool msg_view(const rd_kafka_message_t *m, deta_kafka_msg_t *msg) {
-    char *value = malloc(m->len + 1);
+    char *value = deta_malloc(m->len + 1);
     if (!value)
         return false;
     if (m->len)
@@ -1310,7 +1330,7 @@ static bool handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
                            const cancel_t *cancel) {
     deta_kafka_msg_t msg;
     if (!msg_view(m, &msg)) {
-        DETA_ERROR("out of memory for a %zu-byte message: it will be redelivered", m->len);
+        halt(c, m, "copying");
         return false;
     }
     const char *topic = msg.topic;
@@ -1361,9 +1381,9 @@ static bool handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
 
 /* ---- consumer: one message at a time on the poller (workers 0 or 1) ---- */
 
-static deta_err_t run_inline(deta_consumer_t *c, atomic_bool *stop) {
+static void run_inline(deta_consumer_t *c) {
     cancel_t cancel = {.c = c, .revoked = NULL};
-    while (!atomic_load(stop)) {
+    while (!must_stop(c)) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, DETA_KAFKA_POLL_MS);
         if (!m)
             continue;
@@ -1375,7 +1395,6 @@ static deta_err_t run_inline(deta_consumer_t *c, atomic_bool *stop) {
         }
         rd_kafka_message_destroy(m);
     }
-    return DETA_OK;
 }
 
 /* ---- consumer: workers (opts.workers = N > 1) ----
@@ -1519,7 +1538,7 @@ static worker_t *worker_for(deta_consumer_t *c, const rd_kafka_message_t *m) {
 /* -- jobs and queues (queues under c->lock) -- */
 
 static job_t *job_new(rd_kafka_message_t *m, part_t *part) {
-    job_t *j = calloc(1, sizeof *j);
+    job_t *j = deta_calloc(1, sizeof *j);
     if (!j)
         return NULL;
     j->m = m;
@@ -1572,7 +1591,7 @@ static part_t *part_get(deta_consumer_t *c, const char *topic, int32_t partition
     part_t *p = part_find(c, topic, partition);
     if (p)
         return p;
-    p = calloc(1, sizeof *p);
+    p = deta_calloc(1, sizeof *p);
     if (!p || !(p->topic = strdup(topic))) {
         free(p);
         return NULL;
@@ -1627,14 +1646,19 @@ static void part_discard(deta_consumer_t *c, part_t *p) {
 
 /* -- dispatching (the poller's thread) -- */
 
-/* Under c->lock: records the job's offset and queues it on w. */
-static void dispatch_locked(worker_t *w, job_t *j) {
-    j->tracked = deta_offsets_add(&j->part->offsets, j->m->offset);
+/* Under c->lock: records the job's offset and queues it on w; false (nothing
+ * queued) when its offset cannot be recorded for want of memory. */
+static bool dispatch_locked(worker_t *w, job_t *j) {
+    deta_offsets_added_t added = deta_offsets_add(&j->part->offsets, j->m->offset);
+    if (added == DETA_OFFSETS_NO_MEMORY)
+        return false;
+    j->tracked = added == DETA_OFFSETS_ADDED;
     if (!j->tracked) /* librdkafka went back (offset reset): the earlier copy is tracked */
         DETA_WARN("%s[%d]@%lld dispatched out of order: its offset will not be stored",
                   j->part->topic, (int)j->part->partition, (long long)j->m->offset);
     queue_push(w, j);
     pthread_cond_signal(&w->wake);
+    return true;
 }
 
 /* Keeps j until its worker has room; the partition pauses meanwhile. */
@@ -1654,16 +1678,18 @@ static void dispatch_polled(deta_consumer_t *c, rd_kafka_message_t *m) {
     part_t *p = part_get(c, rd_kafka_topic_name(m->rkt), m->partition);
     job_t *j = p ? job_new(m, p) : NULL;
     if (!j) {
-        DETA_ERROR("out of memory for %s[%d]@%lld: it will be redelivered",
-                   rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset);
+        halt(c, m, "dispatching it");
         rd_kafka_message_destroy(m);
         return;
     }
     worker_t *w = worker_for(c, m);
     pthread_mutex_lock(&c->lock);
     bool room = !p->held && !queue_full(w); /* never overtake a held message */
-    if (room)
-        dispatch_locked(w, j);
+    bool lost = room && !dispatch_locked(w, j);
+    if (lost) {
+        halt(c, m, "tracking its offset");
+        job_free(j);
+    }
     pthread_mutex_unlock(&c->lock);
     if (!room)
         hold(c, j);
@@ -1681,7 +1707,11 @@ static void dispatch_held(deta_consumer_t *c) {
             p->held = j->next;
             j->next = NULL;
             c->nheld--;
-            dispatch_locked(w, j);
+            if (!dispatch_locked(w, j)) {
+                halt(c, j->m, "tracking its offset");
+                job_free(j);
+                break;
+            }
         }
         if (!p->held)
             p->held_tail = NULL;
@@ -1988,14 +2018,14 @@ static void rewind_and_discard_parts(deta_consumer_t *c) {
     }
 }
 
-static deta_err_t run_workers(deta_consumer_t *c, atomic_bool *stop) {
+static deta_err_t run_workers(deta_consumer_t *c) {
     int started = start_workers(c);
     if (started < c->nworkers) {
         stop_workers(c, started);
         DETA_ERROR("cannot start %d consumer workers (%d started)", c->nworkers, started);
         return DETA_ERR_INTERNAL;
     }
-    while (!atomic_load(stop)) {
+    while (!must_stop(c)) {
         dispatch_held(c);
         int wait_ms = c->nheld ? DETA_KAFKA_HELD_POLL_MS : DETA_KAFKA_POLL_MS;
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, wait_ms);
@@ -2017,7 +2047,13 @@ static deta_err_t run_workers(deta_consumer_t *c, atomic_bool *stop) {
 deta_err_t deta_consumer_run(deta_consumer_t *c, atomic_bool *stop) {
     if (!c || !stop)
         return DETA_ERR_INVALID;
+    if (atomic_load(&c->halt))
+        return DETA_ERR_INTERNAL; /* what it could not handle must not be skipped */
     c->stop = stop;
-    atomic_store(&c->halt, false);
-    return c->nworkers > 1 ? run_workers(c, stop) : run_inline(c, stop);
+    deta_err_t err = DETA_OK;
+    if (c->nworkers > 1)
+        err = run_workers(c);
+    else
+        run_inline(c);
+    return err == DETA_OK && atomic_load(&c->halt) ? DETA_ERR_INTERNAL : err;
 }

@@ -49,6 +49,7 @@
 #include "deta/metrics.h"
 #include "deta/topics.h"
 #include "testsupport.h"
+#include "../../lib/src/alloc.h"
 
 /* A topic pair of this run's own (raw.X and its dead-letter twin dlq.X): the
  * seed's topics are consumed by the test stack's services, whose own dead letters
@@ -206,11 +207,14 @@ typedef struct runner {
     deta_consumer_t *consumer;
     atomic_bool stop;
     pthread_t thread;
+    atomic_bool returned; /* run() returned (on its own, unless stop was set) */
+    deta_err_t result;    /* what it returned */
 } runner_t;
 
 static void *run_consumer(void *arg) {
     runner_t *r = arg;
-    deta_consumer_run(r->consumer, &r->stop);
+    r->result = deta_consumer_run(r->consumer, &r->stop);
+    atomic_store(&r->returned, true);
     return NULL;
 }
 
@@ -219,6 +223,7 @@ static void runner_start_fn(runner_t *r, const char *group, deta_consume_fn fn, 
     const char *topics[] = {TOPIC};
     char err[256] = "";
     atomic_init(&r->stop, false);
+    atomic_init(&r->returned, false);
     r->consumer = deta_consumer_new(&cfg, group, topics, 1, fn, opaque, dlq, opts, err, sizeof err);
     if (!r->consumer)
         fail_msg("consumer: %s", err);
@@ -509,6 +514,63 @@ static void check_dead_letter_never_skipped(void **state) {
     assert_string_equal(ts_kafka_header(&dl, "x-retry-count"), "0");
     assert_string_equal(ts_kafka_header(&dl, "x-error"), "bad payload");
     ts_kafka_msg_free(&dl);
+}
+
+/* ---- out of memory (issue #22, finding 14) ---- */
+
+#define OOM_LEN 777 /* the value whose copy for the handler fails */
+
+static atomic_bool oom_armed;
+
+static bool fail_oom_copy(size_t size) {
+    return size == OOM_LEN + 1 && atomic_load(&oom_armed);
+}
+
+/* The copy of a message for its handler fails (out of memory): the consumer
+ * must stop with an error, not go on to the next message and store its offset
+ * past the one it could not handle; the group's next member gets that one. */
+static void check_out_of_memory_stops(void **state) {
+    const run_mode_t *mode = *state;
+    char key[64], group[96], big[OOM_LEN + 1], big_seen[32];
+    snprintf(key, sizeof key, "%s-%s", mode->tag, run);
+    snprintf(group, sizeof group, "it-kafka-oom-%s", key);
+    memset(big, 'x', OOM_LEN);
+    big[OOM_LEN] = '\0';
+    memcpy(big_seen, big, sizeof big_seen - 1); /* as the probe records it */
+    big_seen[sizeof big_seen - 1] = '\0';
+    const char *values[] = {"before", big, "after"};
+    send_values(key, values, 3);
+    deta_consumer_opts_t opts = {.workers = mode->workers};
+
+    atomic_store(&deta_alloc_fail, fail_oom_copy);
+    atomic_store(&oom_armed, true);
+    probe_t a;
+    probe_init(&a, key, DETA_OK);
+    runner_t ra;
+    runner_start(&ra, group, &a, producer, &opts);
+    long deadline = now_ms() + WAIT_MS;
+    while (!atomic_load(&ra.returned) && now_ms() < deadline)
+        ts_sleep_ms(50);
+    bool returned = atomic_load(&ra.returned);
+    atomic_store(&oom_armed, false);
+    runner_stop(&ra);
+    atomic_store(&deta_alloc_fail, NULL);
+    if (!returned)
+        fail_msg("the consumer went on after running out of memory for a message");
+    assert_int_equal(ra.result, DETA_ERR_INTERNAL);
+    assert_int_equal(times_seen(&a, key, "before", NULL), 1);
+    assert_int_equal(times_seen(&a, key, big_seen, NULL), 0);
+    assert_int_equal(times_seen(&a, key, "after", NULL), 0);
+
+    probe_t b;
+    probe_init(&b, key, DETA_OK);
+    runner_t rb;
+    runner_start(&rb, group, &b, producer, &opts);
+    assert_true(wait_seen(&b, key, "after", 1, WAIT_MS));
+    runner_stop(&rb);
+    assert_int_equal(times_seen(&b, key, "before", NULL), 0);
+    assert_int_equal(times_seen(&b, key, big_seen, NULL), 1);
+    assert_int_equal(times_seen(&b, key, "after", NULL), 1);
 }
 
 /* ---- a journal of handler calls, for the tests with workers ---- */
@@ -1735,6 +1797,8 @@ int main(void) {
         IN_MODE(check_retry_and_dead_letter, "q", 4),
         IN_MODE(check_committed_only_after_success, "cw", 4),
         IN_MODE(check_dead_letter_never_skipped, "dw", 4),
+        IN_MODE(check_out_of_memory_stops, "m", 0),
+        IN_MODE(check_out_of_memory_stops, "mw", 4),
         cmocka_unit_test(test_workers_parallel_in_key_order),
         cmocka_unit_test(test_workers_retry_does_not_block_other_keys),
         cmocka_unit_test(test_workers_resume_at_first_unfinished),

@@ -45,6 +45,9 @@
  * of the topic's partitions assigned to this consumer, updated on every
  * rebalance (incremental with cooperative-sticky).
  *
+ * Out of memory: a message the consumer cannot allocate for is never counted as
+ * handled; the consumer stops as on *stop and run() fails (see below).
+ *
  * Stopping: *stop makes run() return once the messages in hand are finished (a
  * retry or dead-letter loop gives up, leaving its message uncommitted for the
  * group's next member; a dead letter already sent gets a short grace for its
@@ -177,7 +180,11 @@ deta_consumer_t *deta_consumer_new(const deta_config_t *cfg, const char *group,
                                    void *opaque, deta_producer_t *dlq,
                                    const deta_consumer_opts_t *opts, char *errstr, size_t errsize);
 /* Polls and dispatches until *stop becomes true; then returns DETA_OK. Between
- * retries it also watches *stop. */
+ * retries it also watches *stop. DETA_ERR_INTERNAL when it stopped on its own:
+ * out of memory for a message (its copy for the handler, its job or offset
+ * bookkeeping). That message and the ones after it are left unfinished, their
+ * offsets not stored, and run() refuses to go on with this handle (it would
+ * skip them): commit, close, and let the service be restarted. */
 deta_err_t deta_consumer_run(deta_consumer_t *c, atomic_bool *stop);
 /* After run() returned: commits the stored offsets now and waits for the
  * broker's answer, retrying (and serving rebalances meanwhile) while the group
