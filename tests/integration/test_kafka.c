@@ -32,7 +32,13 @@
  * retried does not hold up other keys; after a stop mid-way, the next member
  * gets exactly the messages at or after each partition's first unfinished one;
  * when a second member joins, partitions move without a key ever being handled
- * by both members at once and without losing a message.
+ * by both members at once and without losing a message; a revoke that finds a
+ * failed batch's message being retried leaves the rest of its partition's batch
+ * unhandled for the new owner, so N+1 is never applied before N (issue #22).
+ *
+ * Out of memory (alloc.h's hook makes the copy of one message fail): the
+ * consumer stops with DETA_ERR_INTERNAL instead of going on past the message,
+ * and the group's next member gets it (both modes).
  */
 #include <pthread.h>
 #include <stdio.h>
