@@ -442,6 +442,17 @@ static void check_retry_and_dead_letter(void **state) {
     deta_metrics_free(metrics);
 }
 
+/* The group's next member, with a probe b of key: runs until it has seen value
+ * once, then stops. */
+static void next_member_until(probe_t *b, const char *group, const char *key, const char *value,
+                              const deta_consumer_opts_t *opts) {
+    probe_init(b, key, DETA_OK);
+    runner_t r;
+    runner_start(&r, group, b, producer, opts);
+    assert_true(wait_seen(b, key, value, 1, WAIT_MS));
+    runner_stop(&r);
+}
+
 static void check_committed_only_after_success(void **state) {
     const run_mode_t *mode = *state;
     const char *tag = mode->tag;
@@ -463,11 +474,7 @@ static void check_committed_only_after_success(void **state) {
     assert_int_equal(times_seen(&a, key, "first", NULL), 1);
 
     probe_t b;
-    probe_init(&b, key, DETA_OK);
-    runner_t rb;
-    runner_start(&rb, group, &b, producer, &opts);
-    assert_true(wait_seen(&b, key, "stuck", 1, WAIT_MS));
-    runner_stop(&rb);
+    next_member_until(&b, group, key, "stuck", &opts);
     int attempt = -1;
     assert_int_equal(times_seen(&b, key, "stuck", &attempt), 1);
     assert_int_equal(attempt, 0);
@@ -569,11 +576,7 @@ static void check_out_of_memory_stops(void **state) {
     assert_int_equal(times_seen(&a, key, "after", NULL), 0);
 
     probe_t b;
-    probe_init(&b, key, DETA_OK);
-    runner_t rb;
-    runner_start(&rb, group, &b, producer, &opts);
-    assert_true(wait_seen(&b, key, "after", 1, WAIT_MS));
-    runner_stop(&rb);
+    next_member_until(&b, group, key, "after", &opts);
     assert_int_equal(times_seen(&b, key, "before", NULL), 0);
     assert_int_equal(times_seen(&b, key, big_seen, NULL), 1);
     assert_int_equal(times_seen(&b, key, "after", NULL), 1);
