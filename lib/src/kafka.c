@@ -12,6 +12,14 @@
  * send first waits (within its own timeout) for them, and fails with nothing
  * sent if they are still out: the relay retrying a batch every few seconds
  * through an outage would otherwise queue one more copy of it each time.
+ * Such a sender sends the same messages again (the relay: the rows it could not
+ * mark), and those the broker acknowledged after it stopped waiting are in the
+ * log already. So the producer keeps a copy of each abandoned batch's messages
+ * (those without headers, the relay's; at most DETA_KAFKA_KEEP_ABANDONED
+ * batches): a send whose leading messages equal them (topic, key, value), in
+ * order, while they were acknowledged, reports those as acknowledged without
+ * producing them again, and the rest go out behind them. An outage then does
+ * not publish a row twice.
  *
  * Delivery reports are served by one background thread per producer that does
  * nothing but rd_kafka_poll(): callers of send_batch just wait on a condition
@@ -153,6 +161,7 @@
 #define DETA_KAFKA_FLUSH_MS 5000        /* deta_producer_free's bounded wait */
 #define DETA_KAFKA_DLQ_SEND_MS 12000    /* one dead-letter send's wait, then again */
 #define DETA_KAFKA_REPLACE_RETRY_MS 1000 /* a failed replacement of a fatal handle */
+#define DETA_KAFKA_KEEP_ABANDONED 8      /* abandoned batches kept to recognize resends */
 #define DETA_KAFKA_POLL_MS 100
 #define DETA_KAFKA_LINGER_MS "1" /* the relay sends whole batches: waiting adds latency */
 #define DETA_KAFKA_QUEUED_MAX_KBYTES "8192"   /* prefetch per consumer (default 64 MB) */
@@ -218,6 +227,7 @@ typedef struct dr_slot {
     dr_batch_t *batch;
     rd_kafka_resp_err_t err;
     bool done;
+    bool plain; /* produced without headers: its resend can be recognized */
 } dr_slot_t;
 
 struct dr_batch {
@@ -233,6 +243,21 @@ typedef struct handle {
     int users; /* callers using rk now (under the producer's lock) */
 } handle_t;
 
+/* A message kept from an abandoned batch, to recognize its resend. */
+typedef struct kept_msg {
+    char *topic, *key, *value;
+    size_t key_len, len;
+} kept_msg_t;
+
+/* An abandoned batch: its slots first..first+count-1, the ones its sender did
+ * not see acknowledged, with copies of their messages. Holds a reference on b. */
+typedef struct abandoned {
+    dr_batch_t *b;
+    size_t first, count;
+    kept_msg_t *msgs;
+    struct abandoned *next;
+} abandoned_t;
+
 struct deta_producer {
     handle_t *cur;          /* under lock; only the poll thread replaces it */
     rd_kafka_conf_t *conf;  /* the settings, for a replacement handle */
@@ -241,6 +266,8 @@ struct deta_producer {
     pthread_mutex_t lock;    /* guards cur, the handles' users, orphans, every batch */
     pthread_cond_t reported; /* a report came, or a handle lost a user */
     size_t orphans;          /* messages of abandoned batches still without report */
+    abandoned_t *abandoned;  /* kept, oldest first (under lock) */
+    size_t nabandoned;
 };
 
 /* A message on its way out: headers owned until produced. */
@@ -423,6 +450,8 @@ deta_producer_t *deta_producer_new(const deta_config_t *cfg, char *errstr, size_
     return p;
 }
 
+static void abandoned_free_all(deta_producer_t *p);
+
 void deta_producer_free(deta_producer_t *p) {
     if (!p)
         return;
@@ -439,6 +468,7 @@ void deta_producer_free(deta_producer_t *p) {
     }
     rd_kafka_destroy(rk);
     free(p->cur);
+    abandoned_free_all(p);
     producer_release(p);
 }
 
@@ -494,13 +524,14 @@ static size_t acked_prefix(const dr_batch_t *b, size_t produced, rd_kafka_resp_e
     return i;
 }
 
-/* Hands msgs to librdkafka in order, each holding a reference on b; stops at the
- * first that cannot be enqueued (a later one must not overtake it). Returns how
- * many were enqueued. */
+/* Hands msgs[from..n) to librdkafka in order, each holding a reference on b;
+ * stops at the first that cannot be enqueued (a later one must not overtake
+ * it). Returns the index after the last one enqueued. */
 static size_t enqueue_all(deta_producer_t *p, rd_kafka_t *rk, dr_batch_t *b, out_msg_t *msgs,
-                          size_t n, rd_kafka_resp_err_t *err) {
-    for (size_t i = 0; i < n; i++) {
+                          size_t from, size_t n, rd_kafka_resp_err_t *err) {
+    for (size_t i = from; i < n; i++) {
         b->slots[i].batch = b;
+        b->slots[i].plain = msgs[i].headers == NULL;
         pthread_mutex_lock(&p->lock);
         b->refs++;
         b->pending++;
@@ -517,8 +548,141 @@ static size_t enqueue_all(deta_producer_t *p, rd_kafka_t *rk, dr_batch_t *b, out
     return n;
 }
 
-/* Produces msgs in order (taking their headers) and waits for the reports; g (may
- * be NULL) can cut the wait short. */
+/* ---- producer: abandoned batches and their resends (see the top) ---- */
+
+static void kept_free(kept_msg_t *k, size_t n) {
+    for (size_t i = 0; k && i < n; i++) {
+        free(k[i].topic);
+        free(k[i].key);
+        free(k[i].value);
+    }
+    free(k);
+}
+
+/* Copies of msgs[first..n) up to the first with headers; NULL when none or out
+ * of memory (then the resend is produced again: a duplicate, never a loss). */
+static kept_msg_t *kept_copy(const dr_batch_t *b, const out_msg_t *msgs, size_t first, size_t n,
+                             size_t *count) {
+    *count = 0;
+    while (first + *count < n && b->slots[first + *count].plain)
+        (*count)++;
+    kept_msg_t *k = *count ? calloc(*count, sizeof *k) : NULL;
+    for (size_t i = 0; k && i < *count; i++) {
+        const out_msg_t *m = &msgs[first + i];
+        k[i] = (kept_msg_t){.topic = strdup(m->topic),
+                            .key = malloc(m->key_len + 1),
+                            .value = malloc(m->len + 1),
+                            .key_len = m->key_len,
+                            .len = m->len};
+        if (!k[i].topic || !k[i].key || !k[i].value) {
+            kept_free(k, i + 1);
+            return NULL;
+        }
+        if (m->key_len)
+            memcpy(k[i].key, m->key, m->key_len);
+        if (m->len)
+            memcpy(k[i].value, m->value, m->len);
+    }
+    if (!k)
+        *count = 0;
+    return k;
+}
+
+/* Under p->lock: drops a kept batch and its reference; returns the batch when
+ * that was the last reference, for the caller to free after unlocking. */
+static dr_batch_t *abandoned_drop(abandoned_t *a) {
+    dr_batch_t *b = batch_unref(a->b) ? a->b : NULL;
+    kept_free(a->msgs, a->count);
+    free(a);
+    return b;
+}
+
+/* Hands the caller's reference on b (abandoned, msgs its messages) to the kept
+ * list, keeping copies of the ones from first on; drops the oldest beyond the
+ * limit. */
+static void abandon(deta_producer_t *p, dr_batch_t *b, const out_msg_t *msgs, size_t first,
+                    size_t n) {
+    abandoned_t *a = calloc(1, sizeof *a);
+    if (a)
+        a->msgs = kept_copy(b, msgs, first, n, &a->count);
+    dr_batch_t *to_free[2] = {NULL, NULL};
+    pthread_mutex_lock(&p->lock);
+    if (!a || !a->msgs) {
+        to_free[0] = batch_unref(b) ? b : NULL;
+        free(a);
+    } else {
+        a->b = b;
+        a->first = first;
+        abandoned_t **tail = &p->abandoned;
+        while (*tail)
+            tail = &(*tail)->next;
+        *tail = a;
+        if (++p->nabandoned > DETA_KAFKA_KEEP_ABANDONED) {
+            abandoned_t *oldest = p->abandoned;
+            p->abandoned = oldest->next;
+            p->nabandoned--;
+            to_free[1] = abandoned_drop(oldest);
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    free(to_free[0]);
+    free(to_free[1]);
+}
+
+static bool same_msg(const out_msg_t *m, const kept_msg_t *k) {
+    return !m->headers && m->len == k->len && m->key_len == k->key_len &&
+           strcmp(m->topic, k->topic) == 0 && (!m->len || !memcmp(m->value, k->value, m->len)) &&
+           (!m->key_len || !memcmp(m->key, k->key, m->key_len));
+}
+
+/* Under p->lock, with no abandoned message in flight: marks b's leading slots
+ * acknowledged while msgs resend kept messages, in order, that the broker
+ * acknowledged; the kept batches passed by such a resend are dropped (into
+ * *to_free, for the caller to free after unlocking). Returns how many. */
+static size_t adopt_resends(deta_producer_t *p, dr_batch_t *b, const out_msg_t *msgs, size_t n,
+                            dr_batch_t **to_free, size_t *nfree) {
+    size_t i = 0;
+    abandoned_t *a = p->abandoned;
+    size_t k = 0;
+    while (a && i < n) {
+        if (k == a->count) {
+            a = a->next;
+            k = 0;
+            continue;
+        }
+        const dr_slot_t *slot = &a->b->slots[a->first + k];
+        if (!slot->done || slot->err != RD_KAFKA_RESP_ERR_NO_ERROR ||
+            !same_msg(&msgs[i], &a->msgs[k]))
+            break;
+        b->slots[i].batch = b;
+        b->slots[i].done = true;
+        b->slots[i].err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        i++;
+        k++;
+    }
+    if (i == 0)
+        return 0; /* another sender's messages, maybe: the kept ones stay */
+    abandoned_t *stop = a && k < a->count ? a : (a ? a->next : NULL);
+    while (p->abandoned != stop) { /* superseded by this resend */
+        abandoned_t *gone = p->abandoned;
+        p->abandoned = gone->next;
+        p->nabandoned--;
+        dr_batch_t *f = abandoned_drop(gone);
+        if (f)
+            to_free[(*nfree)++] = f;
+    }
+    return i;
+}
+
+static void abandoned_free_all(deta_producer_t *p) {
+    while (p->abandoned) {
+        abandoned_t *a = p->abandoned;
+        p->abandoned = a->next;
+        free(abandoned_drop(a));
+    }
+    p->nabandoned = 0;
+}
+
 /* Waits (within the send's deadline) until no abandoned message is in flight:
  * DETA_OK, or why not. */
 static deta_err_t await_orphans(deta_producer_t *p, long deadline, const give_up_t *g,
@@ -547,6 +711,18 @@ static handle_t *handle_for_send(deta_producer_t *p, char *errstr, size_t errsiz
     return NULL;
 }
 
+/* Under p->lock after await_orphans: marks the resent messages already
+ * acknowledged (see adopt_resends) and frees what that released; returns how
+ * many. */
+static size_t adopt_locked(deta_producer_t *p, dr_batch_t *b, const out_msg_t *msgs, size_t n) {
+    dr_batch_t *to_free[DETA_KAFKA_KEEP_ABANDONED + 1];
+    size_t nfree = 0;
+    size_t adopted = adopt_resends(p, b, msgs, n, to_free, &nfree);
+    for (size_t i = 0; i < nfree; i++)
+        free(to_free[i]); /* unreferenced: no report can reach them */
+    return adopted;
+}
+
 static deta_err_t send_out_msgs(deta_producer_t *p, out_msg_t *msgs, size_t n, int timeout_ms,
                                 const give_up_t *g, size_t *nacked, char *errstr,
                                 size_t errsize) {
@@ -564,8 +740,11 @@ static deta_err_t send_out_msgs(deta_producer_t *p, out_msg_t *msgs, size_t n, i
         return DETA_ERR_TRANSIENT;
     }
     b->refs = 1;
+    pthread_mutex_lock(&p->lock);
+    size_t adopted = adopt_locked(p, b, msgs, n);
+    pthread_mutex_unlock(&p->lock);
     rd_kafka_resp_err_t enqueue_err = RD_KAFKA_RESP_ERR_NO_ERROR;
-    size_t produced = enqueue_all(p, h->rk, b, msgs, n, &enqueue_err);
+    size_t produced = enqueue_all(p, h->rk, b, msgs, adopted, n, &enqueue_err);
     handle_give(p, h);
     pthread_mutex_lock(&p->lock);
     bool gave_up = await_none(p, &b->pending, deadline, g);
@@ -576,9 +755,11 @@ static deta_err_t send_out_msgs(deta_producer_t *p, out_msg_t *msgs, size_t n, i
         b->abandoned = true;
         p->orphans += pending;
     }
-    bool last = batch_unref(b);
+    bool last = pending > 0 ? false : batch_unref(b);
     pthread_mutex_unlock(&p->lock);
-    if (last)
+    if (pending > 0)
+        abandon(p, b, msgs, *nacked, produced); /* takes the caller's reference */
+    else if (last)
         free(b);
     if (*nacked == n)
         return DETA_OK;
@@ -1458,10 +1639,10 @@ static void run_inline(deta_consumer_t *c) {
  * overtaken by the next message of its key (issue #22).
  *
  * Ownership. c->lock guards the queues, the workers' current jobs, the trackers,
- * job->part, job->running and c->stopping. Only the poller's thread creates, lists and frees
- * parts and their held lists, and it calls librdkafka (pause, resume, seek,
- * assign) without holding the lock; workers call only rd_kafka_offsets_store,
- * under it.
+ * job->part, job->running and c->stopping. Only the poller's thread creates,
+ * lists and frees parts and their held lists, and it calls librdkafka (pause,
+ * resume, seek, assign) without holding the lock; workers call only
+ * rd_kafka_offsets_store, under it.
  */
 
 /* A polled message on its way through a worker. */

@@ -107,7 +107,8 @@ static void test_refuses_bad_input(void **state) {
     assert_false(deta_offsets_finish(&t, 5)); /* twice */
     assert_int_equal(deta_offsets_advance(&t), 6);
     assert_false(deta_offsets_finish(&t, 5)); /* already passed */
-    assert_int_equal(deta_offsets_add(&t, 3), DETA_OFFSETS_STALE);    /* still below the last one added */
+    /* still below the last one added */
+    assert_int_equal(deta_offsets_add(&t, 3), DETA_OFFSETS_STALE);
     assert_int_equal(deta_offsets_add(&t, 6), DETA_OFFSETS_ADDED);
     deta_offsets_reset(&t);
     assert_int_equal(deta_offsets_add(&t, 3), DETA_OFFSETS_ADDED); /* reset forgets the past */

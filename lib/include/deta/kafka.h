@@ -11,7 +11,10 @@
  * timeout could still land, after the ones behind it), so a message the caller
  * stopped waiting for stays in flight; until it has its report, a later send
  * waits for it (within its own timeout) and fails with nothing sent if it is
- * still out, so that retries do not queue copy after copy behind it. After a
+ * still out, so that retries do not queue copy after copy behind it; and when
+ * that send begins with the same messages (topic, key, value; no headers) that
+ * the broker acknowledged after their sender stopped waiting, those count as
+ * acknowledged without being published twice (the relay's resend). After a
  * fatal error (an idempotence guarantee broken) the producer replaces its
  * librdkafka handle by itself; meanwhile sends fail as transient.
  *
