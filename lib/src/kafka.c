@@ -1,13 +1,38 @@
 /*
  * kafka.c - the producer and the consumer loop (see deta/kafka.h), over librdkafka.
  *
- * Producer. Idempotent (enable.idempotence, acks=all), linger.ms=1, and a bounded
- * message.timeout.ms, so that every produced message gets its delivery report
- * within DETA_KAFKA_MESSAGE_TIMEOUT_MS: acknowledged or failed, never forgotten.
+ * Producer. Idempotent (enable.idempotence, acks=all), linger.ms=1, and no
+ * message timeout (message.timeout.ms=0): librdkafka never gives up a message
+ * while the broker is slow or unreachable, it retries it in order until the
+ * broker has it. A timeout there would fail a message that the broker may still
+ * append, and let the messages behind it through: 1..5 could land as 1,4,5, and
+ * the outbox relay's resend of 2..5 would put event 4 before event 2 (issue #22).
+ * How long a caller waits is the caller's timeout; a message it stops waiting
+ * for stays in flight. While such abandoned messages have no report yet, a new
+ * send first waits (within its own timeout) for them, and fails with nothing
+ * sent if they are still out: the relay retrying a batch every few seconds
+ * through an outage would otherwise queue one more copy of it each time.
+ * Such a sender sends the same messages again (the relay: the rows it could not
+ * mark), and those the broker acknowledged after it stopped waiting are in the
+ * log already. So the producer keeps a copy of each abandoned batch's messages
+ * (those without headers, the relay's; at most DETA_KAFKA_KEEP_ABANDONED
+ * batches): a send whose leading messages equal them (topic, key, value), in
+ * order, while they were acknowledged, reports those as acknowledged without
+ * producing them again, and the rest go out behind them. An outage then does
+ * not publish a row twice.
+ *
  * Delivery reports are served by one background thread per producer that does
  * nothing but rd_kafka_poll(): callers of send_batch just wait on a condition
  * variable, several threads may send at once (the outbox relay, consumers writing
  * dead letters), and an idle producer still has its error and log events served.
+ *
+ * A fatal error (an idempotence guarantee broken, e.g. the broker's
+ * OUT_OF_ORDER_SEQUENCE_NUMBER) makes a librdkafka producer refuse everything
+ * for good. The poll thread then replaces the handle by a new one (a new
+ * producer id) made from the same settings: the old handle's messages are
+ * purged, so their senders get a failure and send again (at-least-once), and
+ * the old handle is destroyed once no caller uses it (each caller holds the
+ * handle it uses, counted under the lock). Until then sends fail as transient.
  *
  * A batch's statuses live in a block that is referenced by the caller and by each
  * produced message still awaiting its report (the message's opaque points at its
@@ -96,6 +121,15 @@
  * Linger is 1 ms: the outbox relay and the dead letters send whole batches and
  * wait for them, so a longer linger is added to every hop of the saga.
  *
+ * Out of memory. The memory a message needs (its copy for the handler, its job,
+ * its partition's state and offset tracker) comes through alloc.h, which tests
+ * can make fail. Failing it sets the consumer's halt flag: the message is not
+ * handled and not counted finished, so no stored offset passes it; the consumer
+ * stops as on *stop (workers finish their messages in hand, a worker that gave
+ * one up drops its queue), and run() returns DETA_ERR_INTERNAL and refuses to
+ * run again on the handle. Going on would let the next message's offset pass
+ * the one left behind, losing it.
+ *
  * Memory. librdkafka prefetches up to queued.max.messages.kbytes (64 MB) per
  * consumer, in fetch answers of up to fetch.max.bytes (50 MB): sized for big
  * brokers, and a service has a few consumers. With 8 MB and 1 MB, query-api
@@ -118,13 +152,16 @@
 #include <string.h>
 #include <time.h>
 
+#include "alloc.h"
 #include "deta/log.h"
 #include "deta/topics.h"
 #include "offsets.h"
 
-#define DETA_KAFKA_MESSAGE_TIMEOUT_MS 10000 /* every report arrives within this */
-#define DETA_KAFKA_FLUSH_MS 5000            /* deta_producer_free's bounded wait */
-#define DETA_KAFKA_DLQ_SEND_MS (DETA_KAFKA_MESSAGE_TIMEOUT_MS + 2000)
+#define DETA_KAFKA_MESSAGE_TIMEOUT "0" /* librdkafka never gives a message up */
+#define DETA_KAFKA_FLUSH_MS 5000        /* deta_producer_free's bounded wait */
+#define DETA_KAFKA_DLQ_SEND_MS 12000    /* one dead-letter send's wait, then again */
+#define DETA_KAFKA_REPLACE_RETRY_MS 1000 /* a failed replacement of a fatal handle */
+#define DETA_KAFKA_KEEP_ABANDONED 8      /* abandoned batches kept to recognize resends */
 #define DETA_KAFKA_POLL_MS 100
 #define DETA_KAFKA_LINGER_MS "1" /* the relay sends whole batches: waiting adds latency */
 #define DETA_KAFKA_QUEUED_MAX_KBYTES "8192"   /* prefetch per consumer (default 64 MB) */
@@ -176,9 +213,8 @@ static deta_err_t err_from_kafka(rd_kafka_resp_err_t e) {
     case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
     case RD_KAFKA_RESP_ERR__INVALID_ARG:
         return DETA_ERR_INVALID;
-    case RD_KAFKA_RESP_ERR__FATAL:
-        return DETA_ERR_INTERNAL;
-    default: /* timeouts, transport, queue full, leader changes, purges... */
+    default: /* timeouts, transport, queue full, leader changes, purges, a fatal
+              * error (the handle is being replaced)... */
         return DETA_ERR_TRANSIENT;
     }
 }
@@ -191,20 +227,47 @@ typedef struct dr_slot {
     dr_batch_t *batch;
     rd_kafka_resp_err_t err;
     bool done;
+    bool plain; /* produced without headers: its resend can be recognized */
 } dr_slot_t;
 
 struct dr_batch {
     size_t refs;    /* the caller + each produced message still without report */
     size_t pending; /* produced messages still without report */
+    bool abandoned; /* the caller stopped waiting: pending ones count as orphans */
     dr_slot_t slots[];
 };
 
-struct deta_producer {
+/* A librdkafka handle of the producer; replaced after a fatal error. */
+typedef struct handle {
     rd_kafka_t *rk;
+    int users; /* callers using rk now (under the producer's lock) */
+} handle_t;
+
+/* A message kept from an abandoned batch, to recognize its resend. */
+typedef struct kept_msg {
+    char *topic, *key, *value;
+    size_t key_len, len;
+} kept_msg_t;
+
+/* An abandoned batch: its slots first..first+count-1, the ones its sender did
+ * not see acknowledged, with copies of their messages. Holds a reference on b. */
+typedef struct abandoned {
+    dr_batch_t *b;
+    size_t first, count;
+    kept_msg_t *msgs;
+    struct abandoned *next;
+} abandoned_t;
+
+struct deta_producer {
+    handle_t *cur;          /* under lock; only the poll thread replaces it */
+    rd_kafka_conf_t *conf;  /* the settings, for a replacement handle */
     pthread_t poller;
     atomic_bool stop;
-    pthread_mutex_t lock; /* guards every batch's counters and slots */
-    pthread_cond_t reported;
+    pthread_mutex_t lock;    /* guards cur, the handles' users, orphans, every batch */
+    pthread_cond_t reported; /* a report came, or a handle lost a user */
+    size_t orphans;          /* messages of abandoned batches still without report */
+    abandoned_t *abandoned;  /* kept, oldest first (under lock) */
+    size_t nabandoned;
 };
 
 /* A message on its way out: headers owned until produced. */
@@ -231,6 +294,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     slot->done = true;
     dr_batch_t *b = slot->batch;
     b->pending--;
+    if (b->abandoned)
+        p->orphans--;
     bool last = batch_unref(b);
     pthread_cond_broadcast(&p->reported);
     pthread_mutex_unlock(&p->lock);
@@ -244,10 +309,83 @@ static void on_producer_error(rd_kafka_t *rk, int err, const char *reason, void 
              "kafka %s: %s: %s", rd_kafka_name(rk), rd_kafka_err2name(err), reason);
 }
 
+/* The current handle, held until handle_give: a replacement waits for it. */
+static handle_t *handle_take(deta_producer_t *p) {
+    pthread_mutex_lock(&p->lock);
+    handle_t *h = p->cur;
+    h->users++;
+    pthread_mutex_unlock(&p->lock);
+    return h;
+}
+
+static void handle_give(deta_producer_t *p, handle_t *h) {
+    pthread_mutex_lock(&p->lock);
+    if (--h->users == 0)
+        pthread_cond_broadcast(&p->reported);
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* A new librdkafka handle with the producer's settings; NULL (errstr says why)
+ * when it cannot be made. */
+static handle_t *handle_new(deta_producer_t *p, char *errstr, size_t errsize) {
+    handle_t *h = calloc(1, sizeof *h);
+    rd_kafka_conf_t *conf = rd_kafka_conf_dup(p->conf);
+    char why[512] = "out of memory";
+    if (h && conf && (h->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why)))
+        return h;
+    if (conf)
+        rd_kafka_conf_destroy(conf);
+    free(h);
+    deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot create the Kafka producer: %s", why);
+    return NULL;
+}
+
+/* Fails what is still queued or in flight on h, serves those reports (so that
+ * their senders are released), waits until nobody uses h, and destroys it. */
+static void handle_retire(deta_producer_t *p, handle_t *h) {
+    rd_kafka_purge(h->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_flush(h->rk, DETA_KAFKA_FLUSH_MS);
+    pthread_mutex_lock(&p->lock);
+    while (h->users > 0)
+        pthread_cond_wait(&p->reported, &p->lock);
+    pthread_mutex_unlock(&p->lock);
+    rd_kafka_destroy(h->rk);
+    free(h);
+}
+
+/* The poll thread, after a fatal error of the current handle: a new one takes
+ * its place (see the top). False when none could be made (tried again later). */
+static bool replace_fatal_handle(deta_producer_t *p) {
+    char fatal[512], err[512];
+    rd_kafka_resp_err_t code = rd_kafka_fatal_error(p->cur->rk, fatal, sizeof fatal);
+    handle_t *h = handle_new(p, err, sizeof err);
+    if (!h) {
+        DETA_ERROR("kafka producer failed fatally (%s: %s) and cannot be replaced yet: %s",
+                   rd_kafka_err2name(code), fatal, err);
+        return false;
+    }
+    pthread_mutex_lock(&p->lock);
+    handle_t *old = p->cur;
+    p->cur = h;
+    pthread_mutex_unlock(&p->lock);
+    DETA_ERROR("kafka producer failed fatally (%s: %s): replaced by a new one; its %d messages "
+               "not yet acknowledged are reported failed, for their senders to send again",
+               rd_kafka_err2name(code), fatal, rd_kafka_outq_len(old->rk));
+    handle_retire(p, old);
+    return true;
+}
+
 static void *producer_poll_main(void *arg) {
     deta_producer_t *p = arg;
-    while (!atomic_load(&p->stop))
-        rd_kafka_poll(p->rk, DETA_KAFKA_POLL_MS);
+    while (!atomic_load(&p->stop)) {
+        rd_kafka_poll(p->cur->rk, DETA_KAFKA_POLL_MS); /* this thread alone swaps cur */
+        if (rd_kafka_fatal_error(p->cur->rk, NULL, 0) != RD_KAFKA_RESP_ERR_NO_ERROR &&
+            !replace_fatal_handle(p)) {
+            struct timespec ts = {DETA_KAFKA_REPLACE_RETRY_MS / 1000,
+                                  (DETA_KAFKA_REPLACE_RETRY_MS % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
     return NULL;
 }
 
@@ -255,15 +393,13 @@ static void *producer_poll_main(void *arg) {
 
 static rd_kafka_conf_t *producer_conf(const deta_config_t *cfg, deta_producer_t *p, char *errstr,
                                       size_t errsize) {
-    char timeout[16];
-    snprintf(timeout, sizeof timeout, "%d", DETA_KAFKA_MESSAGE_TIMEOUT_MS);
     const char *const kv[][2] = {
         {"bootstrap.servers", cfg->kafka_bootstrap},
         {"client.id", cfg->instance_id[0] ? cfg->instance_id : "deta"},
         {"enable.idempotence", "true"},
         {"acks", "all"},
         {"linger.ms", DETA_KAFKA_LINGER_MS},
-        {"message.timeout.ms", timeout},
+        {"message.timeout.ms", DETA_KAFKA_MESSAGE_TIMEOUT},
     };
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (!conf_set_all(conf, kv, sizeof kv / sizeof *kv, errstr, errsize)) {
@@ -278,6 +414,8 @@ static rd_kafka_conf_t *producer_conf(const deta_config_t *cfg, deta_producer_t 
 }
 
 static void producer_release(deta_producer_t *p) {
+    if (p->conf)
+        rd_kafka_conf_destroy(p->conf);
     pthread_cond_destroy(&p->reported);
     pthread_mutex_destroy(&p->lock);
     free(p);
@@ -297,45 +435,48 @@ deta_producer_t *deta_producer_new(const deta_config_t *cfg, char *errstr, size_
     pthread_mutex_init(&p->lock, NULL);
     deta_cond_init_monotonic(&p->reported);
 
-    char why[512];
-    rd_kafka_conf_t *conf = producer_conf(cfg, p, errstr, errsize);
-    if (conf && !(p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof why))) {
-        rd_kafka_conf_destroy(conf);
-        deta_errf(DETA_ERR_INVALID, errstr, errsize, "cannot create the Kafka producer: %s", why);
-    }
-    if (p->rk && pthread_create(&p->poller, NULL, producer_poll_main, p) != 0) {
+    p->conf = producer_conf(cfg, p, errstr, errsize);
+    if (p->conf && (p->cur = handle_new(p, errstr, errsize)) &&
+        pthread_create(&p->poller, NULL, producer_poll_main, p) != 0) {
         deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot start the producer's poll thread");
-        rd_kafka_destroy(p->rk);
-        p->rk = NULL;
+        rd_kafka_destroy(p->cur->rk);
+        free(p->cur);
+        p->cur = NULL;
     }
-    if (!p->rk) {
+    if (!p->cur) {
         producer_release(p);
         return NULL;
     }
     return p;
 }
 
+static void abandoned_free_all(deta_producer_t *p);
+
 void deta_producer_free(deta_producer_t *p) {
     if (!p)
         return;
-    if (rd_kafka_flush(p->rk, DETA_KAFKA_FLUSH_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        DETA_WARN("kafka producer closing with %d messages undelivered",
-                  rd_kafka_outq_len(p->rk));
-        /* Their reports (purged) release the batches waiting for them. */
-        rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-        rd_kafka_flush(p->rk, DETA_KAFKA_FLUSH_MS);
-    }
+    /* The poll thread goes first (it may be replacing the handle); flush serves
+     * the reports itself. */
     atomic_store(&p->stop, true);
     pthread_join(p->poller, NULL);
-    rd_kafka_destroy(p->rk);
+    rd_kafka_t *rk = p->cur->rk;
+    if (rd_kafka_flush(rk, DETA_KAFKA_FLUSH_MS) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        DETA_WARN("kafka producer closing with %d messages undelivered", rd_kafka_outq_len(rk));
+        /* Their reports (purged) release the batches waiting for them. */
+        rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_flush(rk, DETA_KAFKA_FLUSH_MS);
+    }
+    rd_kafka_destroy(rk);
+    free(p->cur);
+    abandoned_free_all(p);
     producer_release(p);
 }
 
 /* ---- producer: sending ---- */
 
-static rd_kafka_resp_err_t produce_one(deta_producer_t *p, out_msg_t *m, dr_slot_t *slot) {
+static rd_kafka_resp_err_t produce_one(rd_kafka_t *rk, out_msg_t *m, dr_slot_t *slot) {
     rd_kafka_resp_err_t e = rd_kafka_producev(
-        p->rk, RD_KAFKA_V_TOPIC(m->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        rk, RD_KAFKA_V_TOPIC(m->topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
         RD_KAFKA_V_KEY(m->key, m->key_len), RD_KAFKA_V_VALUE((void *)m->value, m->len),
         RD_KAFKA_V_HEADERS(m->headers), RD_KAFKA_V_OPAQUE(slot), RD_KAFKA_V_END);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -351,11 +492,12 @@ typedef struct give_up {
     int grace_ms;
 } give_up_t;
 
-/* Waits under p->lock until b has no pending report, the deadline passes, or g
- * says to give up (then true). */
-static bool await_reports(deta_producer_t *p, dr_batch_t *b, long deadline, const give_up_t *g) {
+/* Waits under p->lock until *count (a batch's pending reports, the producer's
+ * orphans) is 0, the deadline passes, or g says to give up (then true). */
+static bool await_none(deta_producer_t *p, const size_t *count, long deadline,
+                       const give_up_t *g) {
     bool gave_up = false;
-    while (b->pending > 0) {
+    while (*count > 0) {
         long now = deta_clock_ms();
         if (g && !gave_up && g->now(g->arg)) {
             gave_up = true;
@@ -370,7 +512,7 @@ static bool await_reports(deta_producer_t *p, dr_batch_t *b, long deadline, cons
         struct timespec ts = deta_clock_after(left);
         pthread_cond_timedwait(&p->reported, &p->lock, &ts);
     }
-    return gave_up && b->pending > 0;
+    return gave_up && *count > 0;
 }
 
 /* Under p->lock: the acknowledged prefix and the error that ended it. */
@@ -382,18 +524,19 @@ static size_t acked_prefix(const dr_batch_t *b, size_t produced, rd_kafka_resp_e
     return i;
 }
 
-/* Hands msgs to librdkafka in order, each holding a reference on b; stops at the
- * first that cannot be enqueued (a later one must not overtake it). Returns how
- * many were enqueued. */
-static size_t enqueue_all(deta_producer_t *p, dr_batch_t *b, out_msg_t *msgs, size_t n,
-                          rd_kafka_resp_err_t *err) {
-    for (size_t i = 0; i < n; i++) {
+/* Hands msgs[from..n) to librdkafka in order, each holding a reference on b;
+ * stops at the first that cannot be enqueued (a later one must not overtake
+ * it). Returns the index after the last one enqueued. */
+static size_t enqueue_all(deta_producer_t *p, rd_kafka_t *rk, dr_batch_t *b, out_msg_t *msgs,
+                          size_t from, size_t n, rd_kafka_resp_err_t *err) {
+    for (size_t i = from; i < n; i++) {
         b->slots[i].batch = b;
+        b->slots[i].plain = msgs[i].headers == NULL;
         pthread_mutex_lock(&p->lock);
         b->refs++;
         b->pending++;
         pthread_mutex_unlock(&p->lock);
-        *err = produce_one(p, &msgs[i], &b->slots[i]);
+        *err = produce_one(rk, &msgs[i], &b->slots[i]);
         if (*err != RD_KAFKA_RESP_ERR_NO_ERROR) {
             pthread_mutex_lock(&p->lock); /* no report will come for this one */
             b->refs--;
@@ -405,29 +548,218 @@ static size_t enqueue_all(deta_producer_t *p, dr_batch_t *b, out_msg_t *msgs, si
     return n;
 }
 
-/* Produces msgs in order (taking their headers) and waits for the reports; g (may
- * be NULL) can cut the wait short. */
+/* ---- producer: abandoned batches and their resends (see the top) ---- */
+
+static void kept_free(kept_msg_t *k, size_t n) {
+    for (size_t i = 0; k && i < n; i++) {
+        free(k[i].topic);
+        free(k[i].key);
+        free(k[i].value);
+    }
+    free(k);
+}
+
+/* Copies of msgs[first..n) up to the first with headers; NULL when none or out
+ * of memory (then the resend is produced again: a duplicate, never a loss). */
+static kept_msg_t *kept_copy(const dr_batch_t *b, const out_msg_t *msgs, size_t first, size_t n,
+                             size_t *count) {
+    *count = 0;
+    while (first + *count < n && b->slots[first + *count].plain)
+        (*count)++;
+    kept_msg_t *k = *count ? calloc(*count, sizeof *k) : NULL;
+    for (size_t i = 0; k && i < *count; i++) {
+        const out_msg_t *m = &msgs[first + i];
+        k[i] = (kept_msg_t){.topic = strdup(m->topic),
+                            .key = malloc(m->key_len + 1),
+                            .value = malloc(m->len + 1),
+                            .key_len = m->key_len,
+                            .len = m->len};
+        if (!k[i].topic || !k[i].key || !k[i].value) {
+            kept_free(k, i + 1);
+            return NULL;
+        }
+        if (m->key_len)
+            memcpy(k[i].key, m->key, m->key_len);
+        if (m->len)
+            memcpy(k[i].value, m->value, m->len);
+    }
+    if (!k)
+        *count = 0;
+    return k;
+}
+
+/* Under p->lock: drops a kept batch and its reference; returns the batch when
+ * that was the last reference, for the caller to free after unlocking. */
+static dr_batch_t *abandoned_drop(abandoned_t *a) {
+    dr_batch_t *b = batch_unref(a->b) ? a->b : NULL;
+    kept_free(a->msgs, a->count);
+    free(a);
+    return b;
+}
+
+/* Hands the caller's reference on b (abandoned, msgs its messages) to the kept
+ * list, keeping copies of the ones from first on; drops the oldest beyond the
+ * limit. */
+static void abandon(deta_producer_t *p, dr_batch_t *b, const out_msg_t *msgs, size_t first,
+                    size_t n) {
+    abandoned_t *a = calloc(1, sizeof *a);
+    if (a)
+        a->msgs = kept_copy(b, msgs, first, n, &a->count);
+    dr_batch_t *to_free[2] = {NULL, NULL};
+    pthread_mutex_lock(&p->lock);
+    if (!a || !a->msgs) {
+        to_free[0] = batch_unref(b) ? b : NULL;
+        free(a);
+    } else {
+        a->b = b;
+        a->first = first;
+        abandoned_t **tail = &p->abandoned;
+        while (*tail)
+            tail = &(*tail)->next;
+        *tail = a;
+        if (++p->nabandoned > DETA_KAFKA_KEEP_ABANDONED) {
+            abandoned_t *oldest = p->abandoned;
+            p->abandoned = oldest->next;
+            p->nabandoned--;
+            to_free[1] = abandoned_drop(oldest);
+        }
+    }
+    pthread_mutex_unlock(&p->lock);
+    free(to_free[0]);
+    free(to_free[1]);
+}
+
+static bool same_msg(const out_msg_t *m, const kept_msg_t *k) {
+    return !m->headers && m->len == k->len && m->key_len == k->key_len &&
+           strcmp(m->topic, k->topic) == 0 && (!m->len || !memcmp(m->value, k->value, m->len)) &&
+           (!m->key_len || !memcmp(m->key, k->key, m->key_len));
+}
+
+/* Under p->lock, with no abandoned message in flight: marks b's leading slots
+ * acknowledged while msgs resend kept messages, in order, that the broker
+ * acknowledged; the kept batches passed by such a resend are dropped (into
+ * *to_free, for the caller to free after unlocking). Returns how many. */
+static size_t adopt_resends(deta_producer_t *p, dr_batch_t *b, const out_msg_t *msgs, size_t n,
+                            dr_batch_t **to_free, size_t *nfree) {
+    size_t i = 0;
+    abandoned_t *a = p->abandoned;
+    size_t k = 0;
+    while (a && i < n) {
+        if (k == a->count) {
+            a = a->next;
+            k = 0;
+            continue;
+        }
+        const dr_slot_t *slot = &a->b->slots[a->first + k];
+        if (!slot->done || slot->err != RD_KAFKA_RESP_ERR_NO_ERROR ||
+            !same_msg(&msgs[i], &a->msgs[k]))
+            break;
+        b->slots[i].batch = b;
+        b->slots[i].done = true;
+        b->slots[i].err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        i++;
+        k++;
+    }
+    if (i == 0)
+        return 0; /* another sender's messages, maybe: the kept ones stay */
+    abandoned_t *stop = a && k < a->count ? a : (a ? a->next : NULL);
+    while (p->abandoned != stop) { /* superseded by this resend */
+        abandoned_t *gone = p->abandoned;
+        p->abandoned = gone->next;
+        p->nabandoned--;
+        dr_batch_t *f = abandoned_drop(gone);
+        if (f)
+            to_free[(*nfree)++] = f;
+    }
+    return i;
+}
+
+static void abandoned_free_all(deta_producer_t *p) {
+    while (p->abandoned) {
+        abandoned_t *a = p->abandoned;
+        p->abandoned = a->next;
+        free(abandoned_drop(a));
+    }
+    p->nabandoned = 0;
+}
+
+/* Waits (within the send's deadline) until no abandoned message is in flight:
+ * DETA_OK, or why not. */
+static deta_err_t await_orphans(deta_producer_t *p, long deadline, const give_up_t *g,
+                                char *errstr, size_t errsize) {
+    pthread_mutex_lock(&p->lock);
+    await_none(p, &p->orphans, deadline, g);
+    size_t orphans = p->orphans;
+    pthread_mutex_unlock(&p->lock);
+    if (orphans == 0)
+        return DETA_OK;
+    return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                     "%zu earlier messages still await the broker's acknowledgement (broker slow "
+                     "or unreachable): nothing sent behind them",
+                     orphans);
+}
+
+/* The current handle for a send, or NULL (errstr says why) after a fatal error. */
+static handle_t *handle_for_send(deta_producer_t *p, char *errstr, size_t errsize) {
+    handle_t *h = handle_take(p);
+    char why[256];
+    if (rd_kafka_fatal_error(h->rk, why, sizeof why) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        return h;
+    handle_give(p, h);
+    deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+              "kafka producer failed fatally, being replaced: %s", why);
+    return NULL;
+}
+
+/* Under p->lock after await_orphans: marks the resent messages already
+ * acknowledged (see adopt_resends) and frees what that released; returns how
+ * many. */
+static size_t adopt_locked(deta_producer_t *p, dr_batch_t *b, const out_msg_t *msgs, size_t n) {
+    dr_batch_t *to_free[DETA_KAFKA_KEEP_ABANDONED + 1];
+    size_t nfree = 0;
+    size_t adopted = adopt_resends(p, b, msgs, n, to_free, &nfree);
+    for (size_t i = 0; i < nfree; i++)
+        free(to_free[i]); /* unreferenced: no report can reach them */
+    return adopted;
+}
+
 static deta_err_t send_out_msgs(deta_producer_t *p, out_msg_t *msgs, size_t n, int timeout_ms,
                                 const give_up_t *g, size_t *nacked, char *errstr,
                                 size_t errsize) {
-    char why[256];
     *nacked = 0;
-    if (rd_kafka_fatal_error(p->rk, why, sizeof why))
-        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "kafka producer failed: %s", why);
+    long deadline = deta_clock_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    deta_err_t err = await_orphans(p, deadline, g, errstr, errsize);
+    if (err != DETA_OK)
+        return err;
     dr_batch_t *b = calloc(1, sizeof *b + n * sizeof b->slots[0]);
     if (!b)
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    handle_t *h = handle_for_send(p, errstr, errsize);
+    if (!h) {
+        free(b);
+        return DETA_ERR_TRANSIENT;
+    }
     b->refs = 1;
-    rd_kafka_resp_err_t enqueue_err = RD_KAFKA_RESP_ERR_NO_ERROR;
-    size_t produced = enqueue_all(p, b, msgs, n, &enqueue_err);
     pthread_mutex_lock(&p->lock);
-    bool gave_up = await_reports(p, b, deta_clock_ms() + (timeout_ms > 0 ? timeout_ms : 0), g);
+    size_t adopted = adopt_locked(p, b, msgs, n);
+    pthread_mutex_unlock(&p->lock);
+    rd_kafka_resp_err_t enqueue_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    size_t produced = enqueue_all(p, h->rk, b, msgs, adopted, n, &enqueue_err);
+    handle_give(p, h);
+    pthread_mutex_lock(&p->lock);
+    bool gave_up = await_none(p, &b->pending, deadline, g);
     rd_kafka_resp_err_t first;
     *nacked = acked_prefix(b, produced, &first);
     size_t pending = b->pending;
-    bool last = batch_unref(b);
+    if (pending > 0) { /* they stay in flight: later sends wait for them */
+        b->abandoned = true;
+        p->orphans += pending;
+    }
+    bool last = pending > 0 ? false : batch_unref(b);
     pthread_mutex_unlock(&p->lock);
-    if (last)
+    if (pending > 0)
+        abandon(p, b, msgs, *nacked, produced); /* takes the caller's reference */
+    else if (last)
         free(b);
     if (*nacked == n)
         return DETA_OK;
@@ -518,19 +850,25 @@ deta_err_t deta_producer_send_batch_until(deta_producer_t *p, const deta_kafka_o
 int deta_producer_purge(deta_producer_t *p) {
     if (!p)
         return 0;
-    int n = rd_kafka_outq_len(p->rk);
-    rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    handle_t *h = handle_take(p);
+    int n = rd_kafka_outq_len(h->rk);
+    rd_kafka_purge(h->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    handle_give(p, h);
     return n;
 }
 
 deta_err_t deta_producer_flush(deta_producer_t *p, int timeout_ms, char *errstr, size_t errsize) {
     if (!p)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "no producer");
-    if (rd_kafka_flush(p->rk, timeout_ms > 0 ? timeout_ms : 0) == RD_KAFKA_RESP_ERR_NO_ERROR)
+    handle_t *h = handle_take(p);
+    int left = rd_kafka_flush(h->rk, timeout_ms > 0 ? timeout_ms : 0) == RD_KAFKA_RESP_ERR_NO_ERROR
+                   ? 0
+                   : rd_kafka_outq_len(h->rk);
+    handle_give(p, h);
+    if (left == 0)
         return DETA_OK;
     return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
-                     "%d messages still without delivery report after %d ms",
-                     rd_kafka_outq_len(p->rk), timeout_ms);
+                     "%d messages still without delivery report after %d ms", left, timeout_ms);
 }
 
 deta_err_t deta_producer_send(deta_producer_t *p, const deta_kafka_out_t *msg, int timeout_ms,
@@ -546,8 +884,12 @@ bool deta_producer_ping(deta_producer_t *p, int timeout_ms, char *errstr, size_t
         deta_errf(DETA_ERR_INVALID, errstr, errsize, "no producer");
         return false;
     }
+    handle_t *h = handle_for_send(p, errstr, errsize);
+    if (!h)
+        return false;
     const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t e = rd_kafka_metadata(p->rk, 0, NULL, &md, timeout_ms);
+    rd_kafka_resp_err_t e = rd_kafka_metadata(h->rk, 0, NULL, &md, timeout_ms);
+    handle_give(p, h);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
         deta_errf(DETA_ERR_TRANSIENT, errstr, errsize, "no answer from the Kafka cluster: %s",
                   rd_kafka_err2str(e));
@@ -603,6 +945,7 @@ struct deta_consumer {
     pthread_cond_t progress; /* a worker is done with a job */
     bool stopping;           /* workers take no more jobs */
     atomic_bool *stop;       /* deta_consumer_run's flag */
+    atomic_bool halt;        /* stopping on its own (out of memory): run() fails */
     part_t *parts;           /* the poller's thread only */
     size_t nheld;            /* the poller's thread only */
 };
@@ -810,6 +1153,7 @@ deta_consumer_t *deta_consumer_new(const deta_config_t *cfg, const char *group,
     atomic_init(&c->nwaiting, 0);
     atomic_init(&c->committed, false);
     atomic_init(&c->outage_since_ms, 0);
+    atomic_init(&c->halt, false);
     snprintf(c->group, sizeof c->group, "%s", group);
     apply_opts(c, opts);
     if (!copy_topics(c, topics, ntopics) || !workers_init(c)) {
@@ -953,15 +1297,20 @@ void deta_consumer_free(deta_consumer_t *c) {
 
 /* ---- consumer: handling one message (on the poller or on a worker) ---- */
 
+/* The consumer is to stop: run()'s flag, or a failure of its own (halt). */
+static bool must_stop(const deta_consumer_t *c) {
+    return atomic_load(c->stop) || atomic_load(&c->halt);
+}
+
 /* What makes a retry or dead-letter loop give up on its message: the consumer
  * stopping, or (with workers) the message's partition being revoked. */
 typedef struct cancel {
-    atomic_bool *stop;
-    atomic_bool *revoked; /* NULL when only stop applies */
+    const deta_consumer_t *c;
+    atomic_bool *revoked; /* NULL when only stopping applies */
 } cancel_t;
 
 static bool cancelled(const cancel_t *x) {
-    return atomic_load(x->stop) || (x->revoked && atomic_load(x->revoked));
+    return must_stop(x->c) || (x->revoked && atomic_load(x->revoked));
 }
 
 static bool cancelled_now(const void *x) { return cancelled(x); }
@@ -1125,9 +1474,19 @@ static void wait_ends(deta_consumer_t *c, bool up) {
 
 /* ---- consumer: handling one message ---- */
 
+/* Out of memory for what message m needs: the consumer stops (run() fails),
+ * leaving m and what follows it unfinished, so that no offset passes it. */
+static void halt(deta_consumer_t *c, const rd_kafka_message_t *m, const char *doing) {
+    DETA_ERROR("%s: out of memory %s %s[%d]@%lld: the consumer stops; that message and the "
+               "ones after it are redelivered",
+               c->group, doing, rd_kafka_topic_name(m->rkt), (int)m->partition,
+               (long long)m->offset);
+    atomic_store(&c->halt, true);
+}
+
 /* A copy of m as the handler sees it; value is a NUL-terminated copy to free. */
 static bool msg_view(const rd_kafka_message_t *m, deta_kafka_msg_t *msg) {
-    char *value = malloc(m->len + 1);
+    char *value = deta_malloc(m->len + 1);
     if (!value)
         return false;
     if (m->len)
@@ -1152,7 +1511,7 @@ static bool handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
                            const cancel_t *cancel) {
     deta_kafka_msg_t msg;
     if (!msg_view(m, &msg)) {
-        DETA_ERROR("out of memory for a %zu-byte message: it will be redelivered", m->len);
+        halt(c, m, "copying");
         return false;
     }
     const char *topic = msg.topic;
@@ -1203,9 +1562,9 @@ static bool handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
 
 /* ---- consumer: one message at a time on the poller (workers 0 or 1) ---- */
 
-static deta_err_t run_inline(deta_consumer_t *c, atomic_bool *stop) {
-    cancel_t cancel = {.stop = stop, .revoked = NULL};
-    while (!atomic_load(stop)) {
+static void run_inline(deta_consumer_t *c) {
+    cancel_t cancel = {.c = c, .revoked = NULL};
+    while (!must_stop(c)) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, DETA_KAFKA_POLL_MS);
         if (!m)
             continue;
@@ -1217,7 +1576,6 @@ static deta_err_t run_inline(deta_consumer_t *c, atomic_bool *stop) {
         }
         rd_kafka_message_destroy(m);
     }
-    return DETA_OK;
 }
 
 /* ---- consumer: workers (opts.workers = N > 1) ----
@@ -1273,21 +1631,26 @@ static deta_err_t run_inline(deta_consumer_t *c, atomic_bool *stop) {
  * transient failure, anything) changed nothing, and its messages go one at a
  * time through handle_message, with its retries, backoff and dead letters. The
  * jobs are in queue order and their offsets are recorded in that order, so the
- * per-key order and the watermark are as without batches; a revoke waits for
- * every job of the batch in hand (all of them are "current").
+ * per-key order and the watermark are as without batches. Each job is settled
+ * (its offset recorded, or given up) as soon as its handling ends. A revoke
+ * waits for the jobs in a handler now: the whole batch while the batch handler
+ * runs, then the one being handled on its own; a job of a revoked partition not
+ * started yet is left to the new owner, so one given up for the revoke is never
+ * overtaken by the next message of its key (issue #22).
  *
  * Ownership. c->lock guards the queues, the workers' current jobs, the trackers,
- * job->part and c->stopping. Only the poller's thread creates, lists and frees
- * parts and their held lists, and it calls librdkafka (pause, resume, seek,
- * assign) without holding the lock; workers call only rd_kafka_offsets_store,
- * under it.
+ * job->part, job->running and c->stopping. Only the poller's thread creates,
+ * lists and frees parts and their held lists, and it calls librdkafka (pause,
+ * resume, seek, assign) without holding the lock; workers call only
+ * rd_kafka_offsets_store, under it.
  */
 
 /* A polled message on its way through a worker. */
 typedef struct job {
     rd_kafka_message_t *m;
-    part_t *part;        /* its partition's state; NULL once orphaned by a revoke */
+    part_t *part;        /* its partition's state; NULL once settled or orphaned */
     bool tracked;        /* its offset is in part's tracker */
+    bool running;        /* in a handler (or the batch handler) now: a revoke waits */
     atomic_bool revoked; /* its partition is being revoked: give up retrying */
     struct job *next;    /* in its part's held list */
 } job_t;
@@ -1356,7 +1719,7 @@ static worker_t *worker_for(deta_consumer_t *c, const rd_kafka_message_t *m) {
 /* -- jobs and queues (queues under c->lock) -- */
 
 static job_t *job_new(rd_kafka_message_t *m, part_t *part) {
-    job_t *j = calloc(1, sizeof *j);
+    job_t *j = deta_calloc(1, sizeof *j);
     if (!j)
         return NULL;
     j->m = m;
@@ -1409,7 +1772,7 @@ static part_t *part_get(deta_consumer_t *c, const char *topic, int32_t partition
     part_t *p = part_find(c, topic, partition);
     if (p)
         return p;
-    p = calloc(1, sizeof *p);
+    p = deta_calloc(1, sizeof *p);
     if (!p || !(p->topic = strdup(topic))) {
         free(p);
         return NULL;
@@ -1464,14 +1827,19 @@ static void part_discard(deta_consumer_t *c, part_t *p) {
 
 /* -- dispatching (the poller's thread) -- */
 
-/* Under c->lock: records the job's offset and queues it on w. */
-static void dispatch_locked(worker_t *w, job_t *j) {
-    j->tracked = deta_offsets_add(&j->part->offsets, j->m->offset);
+/* Under c->lock: records the job's offset and queues it on w; false (nothing
+ * queued) when its offset cannot be recorded for want of memory. */
+static bool dispatch_locked(worker_t *w, job_t *j) {
+    deta_offsets_added_t added = deta_offsets_add(&j->part->offsets, j->m->offset);
+    if (added == DETA_OFFSETS_NO_MEMORY)
+        return false;
+    j->tracked = added == DETA_OFFSETS_ADDED;
     if (!j->tracked) /* librdkafka went back (offset reset): the earlier copy is tracked */
         DETA_WARN("%s[%d]@%lld dispatched out of order: its offset will not be stored",
                   j->part->topic, (int)j->part->partition, (long long)j->m->offset);
     queue_push(w, j);
     pthread_cond_signal(&w->wake);
+    return true;
 }
 
 /* Keeps j until its worker has room; the partition pauses meanwhile. */
@@ -1491,16 +1859,18 @@ static void dispatch_polled(deta_consumer_t *c, rd_kafka_message_t *m) {
     part_t *p = part_get(c, rd_kafka_topic_name(m->rkt), m->partition);
     job_t *j = p ? job_new(m, p) : NULL;
     if (!j) {
-        DETA_ERROR("out of memory for %s[%d]@%lld: it will be redelivered",
-                   rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset);
+        halt(c, m, "dispatching it");
         rd_kafka_message_destroy(m);
         return;
     }
     worker_t *w = worker_for(c, m);
     pthread_mutex_lock(&c->lock);
     bool room = !p->held && !queue_full(w); /* never overtake a held message */
-    if (room)
-        dispatch_locked(w, j);
+    bool lost = room && !dispatch_locked(w, j);
+    if (lost) {
+        halt(c, m, "tracking its offset");
+        job_free(j);
+    }
     pthread_mutex_unlock(&c->lock);
     if (!room)
         hold(c, j);
@@ -1518,7 +1888,11 @@ static void dispatch_held(deta_consumer_t *c) {
             p->held = j->next;
             j->next = NULL;
             c->nheld--;
-            dispatch_locked(w, j);
+            if (!dispatch_locked(w, j)) {
+                halt(c, j->m, "tracking its offset");
+                job_free(j);
+                break;
+            }
         }
         if (!p->held)
             p->held_tail = NULL;
@@ -1540,11 +1914,87 @@ static void record_finished(deta_consumer_t *c, job_t *j) {
         store_offset(c, p->topic, p->partition, next);
 }
 
-/* Handles jobs[0..n) with the batch handler (see "Batches" above); finished[i]
- * tells which may have their offsets stored. Falls back to one at a time when the
- * batch did not commit; a message given up because of a stop ends the fallback
- * (the rest are not finished and come again). */
-static void handle_batch(deta_consumer_t *c, job_t **jobs, size_t n, bool *finished) {
+/* A job's handling ended: finished (its offset may be stored) or given up. A
+ * revoke waiting for it may go on. */
+static void job_settle(deta_consumer_t *c, job_t *j, bool finished) {
+    pthread_mutex_lock(&c->lock);
+    if (finished)
+        record_finished(c, j);
+    j->running = false;
+    j->part = NULL;
+    pthread_cond_broadcast(&c->progress);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* A job of a failed batch is about to be handled on its own: false (and settled,
+ * unhandled) when its partition was revoked meanwhile, the new owner's now. */
+static bool job_begin(deta_consumer_t *c, job_t *j) {
+    pthread_mutex_lock(&c->lock);
+    bool go = j->part && !atomic_load(&j->revoked);
+    j->running = go;
+    if (!go)
+        j->part = NULL;
+    pthread_mutex_unlock(&c->lock);
+    return go;
+}
+
+/* Handles one job (already running); true when it was given up. */
+static bool handle_job(deta_consumer_t *c, job_t *j) {
+    cancel_t cancel = {.c = c, .revoked = &j->revoked};
+    bool finished = handle_message(c, j->m, &cancel);
+    job_settle(c, j, finished);
+    return !finished;
+}
+
+/* After the batch handler committed: the refused messages are dead-lettered,
+ * the others are done. True when a dead letter was given up. */
+static bool settle_committed_batch(deta_consumer_t *c, job_t **jobs, size_t n,
+                                   const deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX]) {
+    bool gave_up = false;
+    for (size_t i = 0; i < n; i++) {
+        cancel_t cancel = {.c = c, .revoked = &jobs[i]->revoked};
+        const rd_kafka_message_t *m = jobs[i]->m;
+        bool finished = true;
+        if (results[i] == DETA_OK)
+            count_outcome(c, rd_kafka_topic_name(m->rkt), "processed");
+        else
+            finished = dead_letter(c, m, 0, why[i][0] ? why[i] : "refused in a batch", &cancel);
+        job_settle(c, jobs[i], finished);
+        gave_up = gave_up || !finished;
+    }
+    return gave_up;
+}
+
+/* The batch did not commit: its jobs one at a time, in order. None is in hand
+ * until it starts, so a revoke waits only for the one running; a job whose
+ * partition was revoked is left to the new owner, handler not called, and since
+ * a revoke marks every job of the partition at once, so are the ones after a
+ * job given up for it (they must not overtake it). A stop ends the fallback at
+ * the first job given up. True when a job was given up or left. */
+static bool handle_one_at_a_time(deta_consumer_t *c, job_t **jobs, size_t n) {
+    pthread_mutex_lock(&c->lock);
+    for (size_t i = 0; i < n; i++)
+        jobs[i]->running = false;
+    pthread_cond_broadcast(&c->progress);
+    pthread_mutex_unlock(&c->lock);
+    bool gave_up = false;
+    for (size_t i = 0; i < n; i++) {
+        if (gave_up && must_stop(c)) {
+            job_settle(c, jobs[i], false);
+            continue;
+        }
+        if (!job_begin(c, jobs[i])) {
+            gave_up = true;
+            continue;
+        }
+        gave_up = handle_job(c, jobs[i]) || gave_up;
+    }
+    return gave_up;
+}
+
+/* Handles jobs[0..n) (all running) with the batch handler (see "Batches"
+ * above), settling each; true when one was given up. */
+static bool handle_batch(deta_consumer_t *c, job_t **jobs, size_t n) {
     deta_kafka_msg_t msgs[DETA_KAFKA_WORKER_QUEUE];
     deta_err_t results[DETA_KAFKA_WORKER_QUEUE];
     char(*why)[DETA_KAFKA_WHY_MAX] = calloc(n, sizeof *why);
@@ -1560,24 +2010,10 @@ static void handle_batch(deta_consumer_t *c, job_t **jobs, size_t n, bool *finis
                                       "Batches of messages handed to the batch handler, by outcome",
                                       err == DETA_OK ? "outcome=\"committed\""
                                                      : "outcome=\"one_at_a_time\""));
-    for (size_t i = 0; i < n; i++) {
-        cancel_t cancel = {.stop = c->stop, .revoked = &jobs[i]->revoked};
-        const rd_kafka_message_t *m = jobs[i]->m;
-        if (err != DETA_OK) {
-            finished[i] = handle_message(c, m, &cancel);
-            if (!finished[i] && atomic_load(c->stop)) {
-                while (++i < n)
-                    finished[i] = false;
-                break;
-            }
-        } else if (results[i] == DETA_OK) {
-            count_outcome(c, rd_kafka_topic_name(m->rkt), "processed");
-            finished[i] = true;
-        } else {
-            finished[i] = dead_letter(c, m, 0, why[i][0] ? why[i] : "refused in a batch", &cancel);
-        }
-    }
+    bool gave_up = err == DETA_OK ? settle_committed_batch(c, jobs, n, results, why)
+                                  : handle_one_at_a_time(c, jobs, n);
     free(why);
+    return gave_up;
 }
 
 /* Handles the worker's queue in order: up to batch_max queued jobs at once with
@@ -1592,28 +2028,22 @@ static void *worker_main(void *arg) {
     for (;;) {
         while (!c->stopping && w->count == 0)
             pthread_cond_wait(&w->wake, &c->lock);
-        if (w->count == 0 || (gave_up && atomic_load(c->stop)))
+        if (w->count == 0 || (gave_up && must_stop(c)))
             break;
         size_t max = c->batch_fn ? (size_t)c->batch_max : 1;
-        while (w->ncurrent < max && w->count > 0)
-            w->current[w->ncurrent++] = queue_pop(w);
+        while (w->ncurrent < max && w->count > 0) {
+            job_t *j = queue_pop(w);
+            j->running = true;
+            w->current[w->ncurrent++] = j;
+        }
         size_t n = w->ncurrent;
         pthread_mutex_unlock(&c->lock);
 
-        bool finished[DETA_KAFKA_WORKER_QUEUE];
-        if (n == 1) {
-            cancel_t cancel = {.stop = c->stop, .revoked = &w->current[0]->revoked};
-            finished[0] = handle_message(c, w->current[0]->m, &cancel);
-        } else {
-            handle_batch(c, w->current, n, finished);
-        }
+        bool lost = n == 1 ? handle_job(c, w->current[0]) : handle_batch(c, w->current, n);
 
         pthread_mutex_lock(&c->lock);
-        for (size_t i = 0; i < n; i++)
-            if (finished[i])
-                record_finished(c, w->current[i]);
-            else if (atomic_load(c->stop))
-                gave_up = true;
+        if (lost && must_stop(c))
+            gave_up = true;
         job_t *done[DETA_KAFKA_WORKER_QUEUE];
         memcpy(done, w->current, n * sizeof *done);
         w->ncurrent = 0;
@@ -1628,8 +2058,7 @@ static void *worker_main(void *arg) {
 }
 
 /* Starts the workers; returns how many started. */
-static int start_workers(deta_consumer_t *c, atomic_bool *stop) {
-    c->stop = stop;
+static int start_workers(deta_consumer_t *c) {
     c->stopping = false;
     for (int i = 0; i < c->nworkers; i++)
         if (pthread_create(&c->workers[i].thread, NULL, worker_main, &c->workers[i]) != 0)
@@ -1658,7 +2087,7 @@ static bool revoking_busy(const deta_consumer_t *c) {
     for (int i = 0; i < c->nworkers; i++)
         for (size_t k = 0; k < c->workers[i].ncurrent; k++) {
             const job_t *j = c->workers[i].current[k];
-            if (j->part && j->part->revoking)
+            if (j->running && j->part && j->part->revoking)
                 return true;
         }
     return false;
@@ -1681,11 +2110,12 @@ static void settle_revoking_locked(deta_consumer_t *c) {
         for (size_t k = 0; k < c->workers[i].ncurrent; k++) {
             job_t *j = c->workers[i].current[k];
             if (j->part && j->part->revoking) {
-                DETA_WARN("%s[%d]@%lld still being handled %d ms after its partition was "
-                          "revoked: its offset will not be stored",
-                          j->part->topic, (int)j->part->partition, (long long)j->m->offset,
-                          DETA_KAFKA_REVOKE_WAIT_MS);
-                j->part = NULL;
+                if (j->running)
+                    DETA_WARN("%s[%d]@%lld still being handled %d ms after its partition was "
+                              "revoked: its offset will not be stored",
+                              j->part->topic, (int)j->part->partition, (long long)j->m->offset,
+                              DETA_KAFKA_REVOKE_WAIT_MS);
+                j->part = NULL; /* not started: left to the new owner */
             }
         }
 }
@@ -1769,14 +2199,14 @@ static void rewind_and_discard_parts(deta_consumer_t *c) {
     }
 }
 
-static deta_err_t run_workers(deta_consumer_t *c, atomic_bool *stop) {
-    int started = start_workers(c, stop);
+static deta_err_t run_workers(deta_consumer_t *c) {
+    int started = start_workers(c);
     if (started < c->nworkers) {
         stop_workers(c, started);
         DETA_ERROR("cannot start %d consumer workers (%d started)", c->nworkers, started);
         return DETA_ERR_INTERNAL;
     }
-    while (!atomic_load(stop)) {
+    while (!must_stop(c)) {
         dispatch_held(c);
         int wait_ms = c->nheld ? DETA_KAFKA_HELD_POLL_MS : DETA_KAFKA_POLL_MS;
         rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, wait_ms);
@@ -1798,5 +2228,13 @@ static deta_err_t run_workers(deta_consumer_t *c, atomic_bool *stop) {
 deta_err_t deta_consumer_run(deta_consumer_t *c, atomic_bool *stop) {
     if (!c || !stop)
         return DETA_ERR_INVALID;
-    return c->nworkers > 1 ? run_workers(c, stop) : run_inline(c, stop);
+    if (atomic_load(&c->halt))
+        return DETA_ERR_INTERNAL; /* what it could not handle must not be skipped */
+    c->stop = stop;
+    deta_err_t err = DETA_OK;
+    if (c->nworkers > 1)
+        err = run_workers(c);
+    else
+        run_inline(c);
+    return err == DETA_OK && atomic_load(&c->halt) ? DETA_ERR_INTERNAL : err;
 }

@@ -7,11 +7,14 @@
  * binary search. Offsets need not be contiguous (compacted topics, transaction
  * markers): the watermark is "last finished offset of the prefix + 1", which skips
  * the gaps exactly as Kafka would. The ring doubles when full; how many slots it
- * holds is bounded by the consumer's in-flight messages, a few dozen.
+ * holds is bounded by the consumer's in-flight messages, a few dozen. Its memory
+ * comes through alloc.h, so that a test can make growing fail.
  */
 #include "offsets.h"
 
 #include <stdlib.h>
+
+#include "alloc.h"
 
 #define OFFSETS_MIN_CAP 16
 
@@ -29,7 +32,7 @@ void deta_offsets_reset(deta_offsets_t *t) {
 /* Doubles the ring, moving the tracked slots to its start. */
 static bool grow(deta_offsets_t *t) {
     size_t cap = t->cap ? t->cap * 2 : OFFSETS_MIN_CAP;
-    deta_offset_slot_t *slots = malloc(cap * sizeof *slots);
+    deta_offset_slot_t *slots = deta_malloc(cap * sizeof *slots);
     if (!slots)
         return false;
     for (size_t i = 0; i < t->count; i++)
@@ -41,14 +44,14 @@ static bool grow(deta_offsets_t *t) {
     return true;
 }
 
-bool deta_offsets_add(deta_offsets_t *t, int64_t offset) {
+deta_offsets_added_t deta_offsets_add(deta_offsets_t *t, int64_t offset) {
     if (offset < 0 || offset < t->next_min)
-        return false;
+        return DETA_OFFSETS_STALE;
     if (t->count == t->cap && !grow(t))
-        return false;
+        return DETA_OFFSETS_NO_MEMORY;
     *slot_at(t, t->count++) = (deta_offset_slot_t){.offset = offset, .finished = false};
     t->next_min = offset + 1;
-    return true;
+    return DETA_OFFSETS_ADDED;
 }
 
 bool deta_offsets_finish(deta_offsets_t *t, int64_t offset) {

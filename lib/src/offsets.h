@@ -35,10 +35,16 @@ void deta_offsets_init(deta_offsets_t *t);
 /* Forgets every offset and frees the memory; the tracker is empty again. */
 void deta_offsets_reset(deta_offsets_t *t);
 
-/* Records a dispatched offset. False (and nothing recorded) when it is negative,
- * not above the last one ever recorded (passed by the watermark or not), or
- * memory ran out. */
-bool deta_offsets_add(deta_offsets_t *t, int64_t offset);
+typedef enum deta_offsets_added {
+    DETA_OFFSETS_ADDED,
+    DETA_OFFSETS_STALE,     /* negative, or not above the last one ever recorded */
+    DETA_OFFSETS_NO_MEMORY, /* the ring could not grow: the caller must stop */
+} deta_offsets_added_t;
+
+/* Records a dispatched offset; anything but ADDED records nothing. Running out
+ * of memory is told apart from a refusal: a message whose offset is not tracked
+ * could be passed by the watermark before it is finished. */
+deta_offsets_added_t deta_offsets_add(deta_offsets_t *t, int64_t offset);
 /* Marks a recorded offset finished. False when it is not tracked (never added,
  * already passed by the watermark) or was already finished. */
 bool deta_offsets_finish(deta_offsets_t *t, int64_t offset);

@@ -32,7 +32,13 @@
  * retried does not hold up other keys; after a stop mid-way, the next member
  * gets exactly the messages at or after each partition's first unfinished one;
  * when a second member joins, partitions move without a key ever being handled
- * by both members at once and without losing a message.
+ * by both members at once and without losing a message; a revoke that finds a
+ * failed batch's message being retried leaves the rest of its partition's batch
+ * unhandled for the new owner, so N+1 is never applied before N (issue #22).
+ *
+ * Out of memory (alloc.h's hook makes the copy of one message fail): the
+ * consumer stops with DETA_ERR_INTERNAL instead of going on past the message,
+ * and the group's next member gets it (both modes).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -49,6 +55,7 @@
 #include "deta/metrics.h"
 #include "deta/topics.h"
 #include "testsupport.h"
+#include "../../lib/src/alloc.h"
 
 /* A topic pair of this run's own (raw.X and its dead-letter twin dlq.X): the
  * seed's topics are consumed by the test stack's services, whose own dead letters
@@ -206,11 +213,14 @@ typedef struct runner {
     deta_consumer_t *consumer;
     atomic_bool stop;
     pthread_t thread;
+    atomic_bool returned; /* run() returned (on its own, unless stop was set) */
+    deta_err_t result;    /* what it returned */
 } runner_t;
 
 static void *run_consumer(void *arg) {
     runner_t *r = arg;
-    deta_consumer_run(r->consumer, &r->stop);
+    r->result = deta_consumer_run(r->consumer, &r->stop);
+    atomic_store(&r->returned, true);
     return NULL;
 }
 
@@ -219,6 +229,7 @@ static void runner_start_fn(runner_t *r, const char *group, deta_consume_fn fn, 
     const char *topics[] = {TOPIC};
     char err[256] = "";
     atomic_init(&r->stop, false);
+    atomic_init(&r->returned, false);
     r->consumer = deta_consumer_new(&cfg, group, topics, 1, fn, opaque, dlq, opts, err, sizeof err);
     if (!r->consumer)
         fail_msg("consumer: %s", err);
@@ -431,6 +442,17 @@ static void check_retry_and_dead_letter(void **state) {
     deta_metrics_free(metrics);
 }
 
+/* The group's next member, with a probe b of key: runs until it has seen value
+ * once, then stops. */
+static void next_member_until(probe_t *b, const char *group, const char *key, const char *value,
+                              const deta_consumer_opts_t *opts) {
+    probe_init(b, key, DETA_OK);
+    runner_t r;
+    runner_start(&r, group, b, producer, opts);
+    assert_true(wait_seen(b, key, value, 1, WAIT_MS));
+    runner_stop(&r);
+}
+
 static void check_committed_only_after_success(void **state) {
     const run_mode_t *mode = *state;
     const char *tag = mode->tag;
@@ -452,11 +474,7 @@ static void check_committed_only_after_success(void **state) {
     assert_int_equal(times_seen(&a, key, "first", NULL), 1);
 
     probe_t b;
-    probe_init(&b, key, DETA_OK);
-    runner_t rb;
-    runner_start(&rb, group, &b, producer, &opts);
-    assert_true(wait_seen(&b, key, "stuck", 1, WAIT_MS));
-    runner_stop(&rb);
+    next_member_until(&b, group, key, "stuck", &opts);
     int attempt = -1;
     assert_int_equal(times_seen(&b, key, "stuck", &attempt), 1);
     assert_int_equal(attempt, 0);
@@ -509,6 +527,59 @@ static void check_dead_letter_never_skipped(void **state) {
     assert_string_equal(ts_kafka_header(&dl, "x-retry-count"), "0");
     assert_string_equal(ts_kafka_header(&dl, "x-error"), "bad payload");
     ts_kafka_msg_free(&dl);
+}
+
+/* ---- out of memory (issue #22, finding 14) ---- */
+
+#define OOM_LEN 777 /* the value whose copy for the handler fails */
+
+static atomic_bool oom_armed;
+
+static bool fail_oom_copy(size_t size) {
+    return size == OOM_LEN + 1 && atomic_load(&oom_armed);
+}
+
+/* The copy of a message for its handler fails (out of memory): the consumer
+ * must stop with an error, not go on to the next message and store its offset
+ * past the one it could not handle; the group's next member gets that one. */
+static void check_out_of_memory_stops(void **state) {
+    const run_mode_t *mode = *state;
+    char key[64], group[96], big[OOM_LEN + 1], big_seen[32];
+    snprintf(key, sizeof key, "%s-%s", mode->tag, run);
+    snprintf(group, sizeof group, "it-kafka-oom-%s", key);
+    memset(big, 'x', OOM_LEN);
+    big[OOM_LEN] = '\0';
+    memcpy(big_seen, big, sizeof big_seen - 1); /* as the probe records it */
+    big_seen[sizeof big_seen - 1] = '\0';
+    const char *values[] = {"before", big, "after"};
+    send_values(key, values, 3);
+    deta_consumer_opts_t opts = {.workers = mode->workers};
+
+    atomic_store(&deta_alloc_fail, fail_oom_copy);
+    atomic_store(&oom_armed, true);
+    probe_t a;
+    probe_init(&a, key, DETA_OK);
+    runner_t ra;
+    runner_start(&ra, group, &a, producer, &opts);
+    long deadline = now_ms() + WAIT_MS;
+    while (!atomic_load(&ra.returned) && now_ms() < deadline)
+        ts_sleep_ms(50);
+    bool returned = atomic_load(&ra.returned);
+    atomic_store(&oom_armed, false);
+    runner_stop(&ra);
+    atomic_store(&deta_alloc_fail, NULL);
+    if (!returned)
+        fail_msg("the consumer went on after running out of memory for a message");
+    assert_int_equal(ra.result, DETA_ERR_INTERNAL);
+    assert_int_equal(times_seen(&a, key, "before", NULL), 1);
+    assert_int_equal(times_seen(&a, key, big_seen, NULL), 0);
+    assert_int_equal(times_seen(&a, key, "after", NULL), 0);
+
+    probe_t b;
+    next_member_until(&b, group, key, "after", &opts);
+    assert_int_equal(times_seen(&b, key, "before", NULL), 0);
+    assert_int_equal(times_seen(&b, key, big_seen, NULL), 1);
+    assert_int_equal(times_seen(&b, key, "after", NULL), 1);
 }
 
 /* ---- a journal of handler calls, for the tests with workers ---- */
@@ -1533,6 +1604,194 @@ static void test_consumer_bad_input(void **state) {
     assert_null(deta_kafka_msg_header(NULL, "h", buf, sizeof buf));
 }
 
+/* ---- a revoke during a batch's one-at-a-time fallback (issue #22, finding 10) ---- */
+
+#define REVOKE_KEYS 4
+
+/* Member 1 fails "n1" transiently for as long as it has it, so that it is being
+ * retried when member 2 joins and takes some partitions; member 2 applies all. */
+typedef struct revoke_case {
+    pthread_mutex_t lock;
+    char keys[REVOKE_KEYS][64];
+    pthread_t thread[REVOKE_KEYS]; /* member 1's worker for each key */
+    bool batched[REVOKE_KEYS];     /* a batch of member 1 held n1 and n2 of the key */
+    int n1_calls[REVOKE_KEYS];     /* member 1's calls with n1 */
+    struct applied {
+        int member, key;
+        char value[8];
+    } applied[64]; /* every successful call on our keys, in order */
+    int napplied;
+} revoke_case_t;
+
+typedef struct revoke_member {
+    revoke_case_t *rc;
+    int id;
+} revoke_member_t;
+
+static int revoke_key(revoke_case_t *rc, const deta_kafka_msg_t *msg) {
+    for (int k = 0; k < REVOKE_KEYS; k++)
+        if (msg->key && msg->key_len == strlen(rc->keys[k]) &&
+            memcmp(msg->key, rc->keys[k], msg->key_len) == 0)
+            return k;
+    return -1;
+}
+
+static deta_err_t revoke_handler(const deta_kafka_msg_t *msg, void *opaque, char *errstr,
+                                 size_t errsize) {
+    revoke_member_t *mb = opaque;
+    revoke_case_t *rc = mb->rc;
+    int k = revoke_key(rc, msg);
+    if (k < 0)
+        return DETA_OK; /* "create" */
+    bool first = mb->id == 1;
+    if (first && strcmp(msg->value, "gate") == 0)
+        ts_sleep_ms(300); /* n1 and n2 queue up behind it: one batch */
+    pthread_mutex_lock(&rc->lock);
+    if (first && strcmp(msg->value, "gate") == 0)
+        rc->thread[k] = pthread_self();
+    bool fail = first && strcmp(msg->value, "n1") == 0;
+    if (fail) {
+        rc->n1_calls[k]++;
+    } else if (rc->napplied < 64) {
+        struct applied *e = &rc->applied[rc->napplied++];
+        e->member = mb->id;
+        e->key = k;
+        snprintf(e->value, sizeof e->value, "%s", msg->value);
+    }
+    pthread_mutex_unlock(&rc->lock);
+    return fail ? deta_errf(DETA_ERR_TRANSIENT, errstr, errsize, "not yet") : DETA_OK;
+}
+
+/* A batch that never commits (the database went away, say): one at a time. */
+static deta_err_t revoke_batch(const deta_kafka_msg_t *msgs, size_t n, void *opaque,
+                               deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX]) {
+    (void)results;
+    (void)why;
+    revoke_member_t *mb = opaque;
+    revoke_case_t *rc = mb->rc;
+    pthread_mutex_lock(&rc->lock);
+    for (size_t i = 0; i + 1 < n; i++) {
+        int k = revoke_key(rc, &msgs[i]);
+        if (mb->id == 1 && k >= 0 && strcmp(msgs[i].value, "n1") == 0 &&
+            revoke_key(rc, &msgs[i + 1]) == k && strcmp(msgs[i + 1].value, "n2") == 0)
+            rc->batched[k] = true;
+    }
+    pthread_mutex_unlock(&rc->lock);
+    return DETA_ERR_TRANSIENT;
+}
+
+/* The consumer's dispatch (kafka.c: FNV-1a of the key, modulo the workers),
+ * copied so that the test can give each of its keys a worker of its own. */
+static uint32_t dispatch_hash(const char *key) {
+    uint32_t h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h;
+}
+
+/* Produces key/value to one partition of TOPIC (the producer of deta/kafka.h
+ * picks partitions by key; the test needs one key per partition). */
+static void produce_to(rd_kafka_t *rk, int32_t partition, const char *key, const char *value) {
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        rk, RD_KAFKA_V_TOPIC(TOPIC), RD_KAFKA_V_PARTITION(partition),
+        RD_KAFKA_V_KEY(key, strlen(key)), RD_KAFKA_V_VALUE((void *)value, strlen(value)),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+    assert_int_equal(e, RD_KAFKA_RESP_ERR_NO_ERROR);
+}
+
+/* Four keys, one per partition and one per worker of member 1 (4 workers), each
+ * with gate, n1, n2. Member 1's batches fail, so it handles them one at a time;
+ * n1 fails for it while it has the key. Member 2 joins: the partitions it takes
+ * are revoked from member 1 while their n1 is being retried. Member 1 must then
+ * leave n2 alone (the new owner applies n1 first); it used to go on to n2 and
+ * apply it, before member 2 applied n1. */
+static void test_workers_revoke_stops_the_fallback(void **state) {
+    (void)state;
+    assert_true(use_topics(run, "-revoke"));
+    assert_true(topic_partitions() >= REVOKE_KEYS);
+    revoke_case_t *rc = calloc(1, sizeof *rc);
+    assert_non_null(rc);
+    pthread_mutex_init(&rc->lock, NULL);
+    bool taken[REVOKE_KEYS] = {false};
+    for (int i = 0, found = 0; found < REVOKE_KEYS; i++) {
+        char key[64];
+        snprintf(key, sizeof key, "rv-%s-%d", run, i);
+        uint32_t w = dispatch_hash(key) % REVOKE_KEYS;
+        if (taken[w])
+            continue;
+        taken[w] = true;
+        snprintf(rc->keys[found++], sizeof rc->keys[0], "%s", key);
+    }
+    char err[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", cfg.kafka_bootstrap, err, sizeof err);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+    assert_non_null(rk);
+    const char *values[] = {"gate", "n1", "n2"};
+    for (int k = 0; k < REVOKE_KEYS; k++)
+        for (int v = 0; v < 3; v++)
+            produce_to(rk, k, rc->keys[k], values[v]);
+    assert_int_equal(rd_kafka_flush(rk, 15000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(rk);
+
+    char group[96];
+    snprintf(group, sizeof group, "it-kafka-revoke-%s", run);
+    deta_consumer_opts_t opts = {.workers = REVOKE_KEYS, .max_retries = 1000, .backoff_ms = 50,
+                                 .backoff_max_ms = 100, .batch_fn = revoke_batch};
+    revoke_member_t a = {rc, 1}, b = {rc, 2};
+    int session = cfg.kafka_session_timeout_ms;
+    cfg.kafka_session_timeout_ms = 3000; /* a quicker rebalance */
+    runner_t ra, rb;
+    runner_start_fn(&ra, group, revoke_handler, &a, producer, &opts);
+    long deadline = now_ms() + WAIT_MS;
+    for (bool all = false; !all && now_ms() < deadline; ts_sleep_ms(50)) {
+        pthread_mutex_lock(&rc->lock);
+        all = true;
+        for (int k = 0; k < REVOKE_KEYS; k++)
+            all = all && rc->n1_calls[k] >= 2; /* every n1 is being retried */
+        pthread_mutex_unlock(&rc->lock);
+    }
+    runner_start_fn(&rb, group, revoke_handler, &b, producer, &opts);
+    cfg.kafka_session_timeout_ms = session;
+    /* Member 2 applies n2 of each key it took; then a little longer for stragglers. */
+    int got_n2 = 0;
+    for (deadline = now_ms() + WAIT_MS; got_n2 == 0 && now_ms() < deadline; ts_sleep_ms(100)) {
+        pthread_mutex_lock(&rc->lock);
+        for (int i = 0; i < rc->napplied; i++)
+            got_n2 += rc->applied[i].member == 2 && strcmp(rc->applied[i].value, "n2") == 0;
+        pthread_mutex_unlock(&rc->lock);
+    }
+    ts_sleep_ms(2000);
+    runner_stop(&rb);
+    runner_stop(&ra);
+
+    /* The setup did what it meant to: each key on a worker of its own, n1 and n2
+     * in one (failed) batch, and member 2 took at least one key. */
+    for (int k = 0; k < REVOKE_KEYS; k++) {
+        for (int l = 0; l < k; l++)
+            if (pthread_equal(rc->thread[k], rc->thread[l]))
+                fail_msg("keys %d and %d share a worker: dispatch_hash is not kafka.c's", l, k);
+        assert_true(rc->batched[k]);
+    }
+    assert_true(got_n2 > 0);
+    /* Member 1 never applied n2 (its n1 never succeeded), and per key n1 was
+     * applied before n2. */
+    for (int i = 0; i < rc->napplied; i++) {
+        const struct applied *e = &rc->applied[i];
+        if (strcmp(e->value, "n2") != 0)
+            continue;
+        if (e->member == 1)
+            fail_msg("member 1 applied n2 of key %d after giving up its n1", e->key);
+        bool n1_before = false;
+        for (int j = 0; j < i; j++)
+            n1_before = n1_before || (rc->applied[j].key == e->key &&
+                                      strcmp(rc->applied[j].value, "n1") == 0);
+        assert_true(n1_before);
+    }
+    pthread_mutex_destroy(&rc->lock);
+    free(rc);
+}
+
 #define IN_MODE(f, tag, workers)                                                       \
     {#f " (" #workers " workers)", f, NULL, NULL, &(run_mode_t){tag, workers}}
 
@@ -1547,6 +1806,8 @@ int main(void) {
         IN_MODE(check_retry_and_dead_letter, "q", 4),
         IN_MODE(check_committed_only_after_success, "cw", 4),
         IN_MODE(check_dead_letter_never_skipped, "dw", 4),
+        IN_MODE(check_out_of_memory_stops, "m", 0),
+        IN_MODE(check_out_of_memory_stops, "mw", 4),
         cmocka_unit_test(test_workers_parallel_in_key_order),
         cmocka_unit_test(test_workers_retry_does_not_block_other_keys),
         cmocka_unit_test(test_workers_resume_at_first_unfinished),
@@ -1560,6 +1821,10 @@ int main(void) {
         cmocka_unit_test(test_assigned_partitions_gauge),
         cmocka_unit_test(test_send_until_gives_up_and_flush),
         cmocka_unit_test(test_consumer_bad_input),
+        cmocka_unit_test(test_workers_revoke_stops_the_fallback), /* last: a topic of its own */
     };
+    /* CMOCKA_TEST_FILTER="test_workers_*" runs some of them (while working on one). */
+    if (getenv("CMOCKA_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("CMOCKA_TEST_FILTER"));
     return cmocka_run_group_tests(tests, setup, teardown);
 }

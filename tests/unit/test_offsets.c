@@ -5,15 +5,20 @@
  * Pinned here: the watermark moves only over a prefix of finished offsets, lands
  * on "last finished + 1" across gaps, never moves backwards; out-of-order or
  * duplicate additions and unknown or repeated finishes are refused; the ring keeps
- * its order while it wraps and grows.
+ * its order while it wraps and grows; running out of memory while it grows is
+ * told apart from a refusal and records nothing (issue #22, finding 14: the
+ * consumer then stops instead of dispatching a message its watermark would pass).
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <cmocka.h>
 
+#include "../../lib/src/alloc.h"
 #include "../../lib/src/offsets.h"
 
 static void test_empty(void **state) {
@@ -27,7 +32,7 @@ static void test_empty(void **state) {
     deta_offsets_reset(&t);
     deta_offsets_t zeroed = {0}; /* zero-initialized is empty too */
     assert_int_equal(deta_offsets_advance(&zeroed), -1);
-    assert_true(deta_offsets_add(&zeroed, 3));
+    assert_int_equal(deta_offsets_add(&zeroed, 3), DETA_OFFSETS_ADDED);
     deta_offsets_reset(&zeroed);
 }
 
@@ -36,7 +41,7 @@ static void test_in_order(void **state) {
     deta_offsets_t t;
     deta_offsets_init(&t);
     for (int64_t o = 10; o < 13; o++)
-        assert_true(deta_offsets_add(&t, o));
+        assert_int_equal(deta_offsets_add(&t, o), DETA_OFFSETS_ADDED);
     assert_true(deta_offsets_finish(&t, 10));
     assert_int_equal(deta_offsets_advance(&t), 11);
     assert_int_equal(deta_offsets_advance(&t), -1); /* nothing new */
@@ -53,7 +58,7 @@ static void test_out_of_order(void **state) {
     deta_offsets_t t;
     deta_offsets_init(&t);
     for (int64_t o = 0; o < 5; o++)
-        assert_true(deta_offsets_add(&t, o));
+        assert_int_equal(deta_offsets_add(&t, o), DETA_OFFSETS_ADDED);
     assert_true(deta_offsets_finish(&t, 4));
     assert_true(deta_offsets_finish(&t, 2));
     assert_true(deta_offsets_finish(&t, 1));
@@ -75,9 +80,9 @@ static void test_gaps(void **state) {
     (void)state;
     deta_offsets_t t;
     deta_offsets_init(&t);
-    assert_true(deta_offsets_add(&t, 100));
-    assert_true(deta_offsets_add(&t, 105));
-    assert_true(deta_offsets_add(&t, 230));
+    assert_int_equal(deta_offsets_add(&t, 100), DETA_OFFSETS_ADDED);
+    assert_int_equal(deta_offsets_add(&t, 105), DETA_OFFSETS_ADDED);
+    assert_int_equal(deta_offsets_add(&t, 230), DETA_OFFSETS_ADDED);
     assert_false(deta_offsets_finish(&t, 101)); /* never dispatched */
     assert_true(deta_offsets_finish(&t, 105));
     assert_true(deta_offsets_finish(&t, 100));
@@ -91,10 +96,10 @@ static void test_refuses_bad_input(void **state) {
     (void)state;
     deta_offsets_t t;
     deta_offsets_init(&t);
-    assert_false(deta_offsets_add(&t, -1));
-    assert_true(deta_offsets_add(&t, 5));
-    assert_false(deta_offsets_add(&t, 5)); /* duplicate */
-    assert_false(deta_offsets_add(&t, 4)); /* backwards */
+    assert_int_equal(deta_offsets_add(&t, -1), DETA_OFFSETS_STALE);
+    assert_int_equal(deta_offsets_add(&t, 5), DETA_OFFSETS_ADDED);
+    assert_int_equal(deta_offsets_add(&t, 5), DETA_OFFSETS_STALE); /* duplicate */
+    assert_int_equal(deta_offsets_add(&t, 4), DETA_OFFSETS_STALE); /* backwards */
     assert_int_equal(deta_offsets_pending(&t), 1);
     assert_false(deta_offsets_finish(&t, 6));
     assert_false(deta_offsets_finish(&t, -1));
@@ -102,10 +107,11 @@ static void test_refuses_bad_input(void **state) {
     assert_false(deta_offsets_finish(&t, 5)); /* twice */
     assert_int_equal(deta_offsets_advance(&t), 6);
     assert_false(deta_offsets_finish(&t, 5)); /* already passed */
-    assert_false(deta_offsets_add(&t, 3));    /* still below the last one added */
-    assert_true(deta_offsets_add(&t, 6));
+    /* still below the last one added */
+    assert_int_equal(deta_offsets_add(&t, 3), DETA_OFFSETS_STALE);
+    assert_int_equal(deta_offsets_add(&t, 6), DETA_OFFSETS_ADDED);
     deta_offsets_reset(&t);
-    assert_true(deta_offsets_add(&t, 3)); /* reset forgets the past */
+    assert_int_equal(deta_offsets_add(&t, 3), DETA_OFFSETS_ADDED); /* reset forgets the past */
     deta_offsets_reset(&t);
 }
 
@@ -118,7 +124,7 @@ static void test_wraps_and_grows(void **state) {
     /* Wrap: keep ~10 in flight over many rounds. */
     for (int round = 0; round < 100; round++) {
         while (deta_offsets_pending(&t) < 10)
-            assert_true(deta_offsets_add(&t, next++));
+            assert_int_equal(deta_offsets_add(&t, next++), DETA_OFFSETS_ADDED);
         assert_true(deta_offsets_finish(&t, stored));
         assert_true(deta_offsets_finish(&t, stored + 1));
         int64_t w = deta_offsets_advance(&t);
@@ -128,7 +134,7 @@ static void test_wraps_and_grows(void **state) {
     /* Grow while wrapped: 1000 in flight, finished newest first. */
     int64_t first = next;
     for (int i = 0; i < 1000; i++)
-        assert_true(deta_offsets_add(&t, next++));
+        assert_int_equal(deta_offsets_add(&t, next++), DETA_OFFSETS_ADDED);
     for (int64_t o = next - 1; o >= first; o--) {
         assert_true(deta_offsets_finish(&t, o));
         assert_int_equal(deta_offsets_advance(&t), -1); /* stored..first-1 still open */
@@ -140,6 +146,41 @@ static void test_wraps_and_grows(void **state) {
     deta_offsets_reset(&t);
 }
 
+static atomic_bool out_of_memory;
+
+static bool fail_while_out_of_memory(size_t size) {
+    (void)size;
+    return atomic_load(&out_of_memory);
+}
+
+/* No memory for the first ring, then none to grow it: NO_MEMORY, nothing
+ * recorded, the tracked offsets intact, and the same offset accepted later. */
+static void test_out_of_memory(void **state) {
+    (void)state;
+    atomic_store(&deta_alloc_fail, fail_while_out_of_memory);
+    deta_offsets_t t;
+    deta_offsets_init(&t);
+    atomic_store(&out_of_memory, true);
+    assert_int_equal(deta_offsets_add(&t, 0), DETA_OFFSETS_NO_MEMORY);
+    assert_int_equal(deta_offsets_pending(&t), 0);
+    atomic_store(&out_of_memory, false);
+    int64_t o = 0;
+    while (t.count < t.cap || t.cap == 0)
+        assert_int_equal(deta_offsets_add(&t, o++), DETA_OFFSETS_ADDED);
+    size_t full = deta_offsets_pending(&t);
+    atomic_store(&out_of_memory, true);
+    assert_int_equal(deta_offsets_add(&t, o), DETA_OFFSETS_NO_MEMORY);
+    assert_int_equal(deta_offsets_pending(&t), full);
+    assert_int_equal(deta_offsets_first(&t), 0);
+    assert_true(deta_offsets_finish(&t, 0));
+    assert_int_equal(deta_offsets_advance(&t), 1);
+    atomic_store(&out_of_memory, false);
+    assert_int_equal(deta_offsets_add(&t, o), DETA_OFFSETS_ADDED); /* not taken as stale */
+    assert_int_equal(deta_offsets_pending(&t), full);
+    deta_offsets_reset(&t);
+    atomic_store(&deta_alloc_fail, NULL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_empty),
@@ -148,6 +189,7 @@ int main(void) {
         cmocka_unit_test(test_gaps),
         cmocka_unit_test(test_refuses_bad_input),
         cmocka_unit_test(test_wraps_and_grows),
+        cmocka_unit_test(test_out_of_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

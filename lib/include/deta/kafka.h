@@ -3,9 +3,20 @@
  *
  * Producer: idempotent (enable.idempotence=true, acks=all), keyed by orderId so
  * that the events of one order stay on one partition and in order. Sends are
- * synchronous from the caller's view: deta_producer_send_batch() returns only
- * when every message was acknowledged by the broker or failed, and reports how
- * long the acknowledged prefix is, which is what the outbox relay marks as sent.
+ * synchronous from the caller's view: deta_producer_send_batch() returns when
+ * every message was acknowledged by the broker, one failed, or the caller's
+ * timeout passed, and reports how long the acknowledged prefix is, which is what
+ * the outbox relay marks as sent. librdkafka never gives a message up while the
+ * broker is slow or unreachable (no message timeout: a message failed by a
+ * timeout could still land, after the ones behind it), so a message the caller
+ * stopped waiting for stays in flight; until it has its report, a later send
+ * waits for it (within its own timeout) and fails with nothing sent if it is
+ * still out, so that retries do not queue copy after copy behind it; and when
+ * that send begins with the same messages (topic, key, value; no headers) that
+ * the broker acknowledged after their sender stopped waiting, those count as
+ * acknowledged without being published twice (the relay's resend). After a
+ * fatal error (an idempotence guarantee broken) the producer replaces its
+ * librdkafka handle by itself; meanwhile sends fail as transient.
  *
  * Consumer loop: one group member (group = the service's name) that calls a
  * handler per message. The handler's return value decides what happens:
@@ -36,6 +47,9 @@
  * With opts.metrics, deta_consumer_assigned_partitions{group,topic} is the number
  * of the topic's partitions assigned to this consumer, updated on every
  * rebalance (incremental with cooperative-sticky).
+ *
+ * Out of memory: a message the consumer cannot allocate for is never counted as
+ * handled; the consumer stops as on *stop and run() fails (see below).
  *
  * Stopping: *stop makes run() return once the messages in hand are finished (a
  * retry or dead-letter loop gives up, leaving its message uncommitted for the
@@ -77,13 +91,16 @@ void deta_producer_free(deta_producer_t *p);
 
 /* Produces msgs[0..n) in order and waits up to timeout_ms for their delivery
  * reports. *nacked = the number of leading messages acknowledged. DETA_OK when all
- * were; DETA_ERR_TRANSIENT when the broker is unreachable or timed out. */
+ * were; DETA_ERR_TRANSIENT when the broker is unreachable or slow (timed out:
+ * the messages without report stay in flight), earlier abandoned messages are
+ * still in flight (nothing sent), or the producer is being replaced after a
+ * fatal error. */
 deta_err_t deta_producer_send_batch(deta_producer_t *p, const deta_kafka_out_t *msgs, size_t n,
                                     int timeout_ms, size_t *nacked, char *errstr, size_t errsize);
 deta_err_t deta_producer_send(deta_producer_t *p, const deta_kafka_out_t *msg, int timeout_ms,
                               char *errstr, size_t errsize);
 /* True when the producer has a live connection to the cluster (metadata request
- * answered within timeout_ms). */
+ * answered within timeout_ms) and has not failed fatally. */
 bool deta_producer_ping(deta_producer_t *p, int timeout_ms, char *errstr, size_t errsize);
 /* send_batch that also stops waiting as soon as *give_up becomes true (polled every
  * few ms): for a caller that is shutting down. A message not acknowledged by then
@@ -166,7 +183,11 @@ deta_consumer_t *deta_consumer_new(const deta_config_t *cfg, const char *group,
                                    void *opaque, deta_producer_t *dlq,
                                    const deta_consumer_opts_t *opts, char *errstr, size_t errsize);
 /* Polls and dispatches until *stop becomes true; then returns DETA_OK. Between
- * retries it also watches *stop. */
+ * retries it also watches *stop. DETA_ERR_INTERNAL when it stopped on its own:
+ * out of memory for a message (its copy for the handler, its job or offset
+ * bookkeeping). That message and the ones after it are left unfinished, their
+ * offsets not stored, and run() refuses to go on with this handle (it would
+ * skip them): commit, close, and let the service be restarted. */
 deta_err_t deta_consumer_run(deta_consumer_t *c, atomic_bool *stop);
 /* After run() returned: commits the stored offsets now and waits for the
  * broker's answer, retrying (and serving rebalances meanwhile) while the group
