@@ -47,6 +47,9 @@ export PG_PORT=$((BASE + 432)) REDIS_PORT=$((BASE + 379)) QUERY_API_PORT=$((BASE
   ORDER_SERVICE_PORT=$((BASE + 81)) PAYMENT_SERVICE_PORT=$((BASE + 82)) \
   INVENTORY_SERVICE_PORT=$((BASE + 83)) DELIVERY_SERVICE_PORT=$((BASE + 84))
 export DELIVERY_CLOCK_SPEED=${DELIVERY_CLOCK_SPEED:-600}
+# A fleet too small for the load (10 slots for about 4 paid orders a second, each
+# delivery 1-6 s): orders wait for a driver, and must all be delivered anyway.
+export DELIVERY_DRIVERS=${DELIVERY_DRIVERS:-5} DELIVERY_DRIVER_CAPACITY=${DELIVERY_DRIVER_CAPACITY:-2}
 export PAYMENT_DECLINE_CUSTOMERS='decline-*'
 # A gateway slow enough that Postgres and payment-service are often killed while
 # calls are in flight; its ledger is the count of charges the verification reads.

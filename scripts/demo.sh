@@ -32,6 +32,9 @@ JOBS=${JOBS:-2}
 export STACK_DIR=${DEMO_STACK_DIR:-.local}
 export BUILD_DIR=${DEMO_BUILD_DIR:-build/release}
 export DELIVERY_CLOCK_SPEED=${DELIVERY_CLOCK_SPEED:-600}
+# 10 drivers with room for 2 deliveries each: a burst of orders waits for drivers
+# (DELIVERY_WAITING in the read model) and is served first paid, first served.
+export DELIVERY_DRIVERS=${DELIVERY_DRIVERS:-10} DELIVERY_DRIVER_CAPACITY=${DELIVERY_DRIVER_CAPACITY:-2}
 export PAYMENT_DECLINE_CUSTOMERS=${PAYMENT_DECLINE_CUSTOMERS:-decline-*}
 export PAYMENT_DECLINE_ABOVE=${PAYMENT_DECLINE_ABOVE:-10000.00}
 export PAYMENT_DECLINE_RATE=${PAYMENT_DECLINE_RATE:-0}
@@ -104,7 +107,7 @@ main() {
     echo "the stack in $STACK_DIR is running already: using it as it is (and leaving it up)"
   else
     STARTED_STACK=1
-    echo "delivery clock x$DELIVERY_CLOCK_SPEED; the gateway declines '$PAYMENT_DECLINE_CUSTOMERS'" \
+    echo "delivery clock x$DELIVERY_CLOCK_SPEED, $DELIVERY_DRIVERS drivers x $DELIVERY_DRIVER_CAPACITY; the gateway declines '$PAYMENT_DECLINE_CUSTOMERS'" \
       "and amounts above $PAYMENT_DECLINE_ABOVE"
     scripts/stack.sh up || die "the stack did not come up (see the messages above)"
   fi

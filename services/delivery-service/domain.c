@@ -320,6 +320,16 @@ json_t *delivery_stage_payload(const delivery_t *d) {
     return NULL;
 }
 
+json_t *delivery_waiting_payload(const char *order_id, const char *payment_id, int64_t since_ms,
+                                 long position) {
+    if (position < 1)
+        return NULL;
+    char since[DETA_TS_LEN];
+    delivery_format_instant(since_ms, since);
+    return json_pack("{s:s, s:s, s:s, s:I}", "orderId", order_id, "paymentId", payment_id,
+                     "waitingSince", since, "position", (json_int_t)position);
+}
+
 json_t *delivery_eta_payload(const delivery_t *d, int64_t calculated_ms) {
     const char *stage = delivery_stage_name(d->status);
     if (!stage)

@@ -13,6 +13,11 @@
  * orderId, never from a random source: a redelivered event or a second instance
  * computes the same numbers, and tests can predict them.
  *
+ * Waiting. A paid order that finds no free driver is not a failure: it waits in
+ * a queue, first paid (authorizedAt), first served, announced by
+ * delivery.waiting with its place in the queue, and is assigned as soon as a
+ * driver has room (delivery_waiting_payload).
+ *
  * The life of a delivery is ASSIGNED -> PICKED_UP -> DELIVERED; each step is a
  * pure function of the delivery and the instant it happens (delivery_assign,
  * delivery_advance), and each step is announced by its own event followed by an
@@ -148,6 +153,10 @@ deta_err_t delivery_parse_payment_authorized(const deta_event_t *ev, payment_aut
 json_t *delivery_stage_payload(const delivery_t *d);
 /* Its event type. */
 const char *delivery_stage_event_type(delivery_stage_t stage);
+/* delivery.waiting: the order waits for a driver since since_ms, at position
+ * (1 = next to be served) in the queue when it began to wait. */
+json_t *delivery_waiting_payload(const char *order_id, const char *payment_id, int64_t since_ms,
+                                 long position);
 /* eta.updated for d's current stage, calculated at calculated_ms. */
 json_t *delivery_eta_payload(const delivery_t *d, int64_t calculated_ms);
 

@@ -1,5 +1,6 @@
 /*
- * events.c - payment.authorized -> a driver, a delivery and its first ETA.
+ * events.c - payment.authorized -> a driver, a delivery and its first ETA, or a
+ * place in the queue of orders waiting for a driver.
  *
  * The steps of events.h's dispatcher (parse, claim the event id, apply, commit)
  * are used as they are; this file adds the handler and a thin wrapper around the
@@ -8,90 +9,71 @@
  *
  * One delivery per order, however often the event arrives: a redelivered event
  * finds its claim; a second payment.authorized for the order (another event id)
- * finds the delivery and does nothing; two racing instances both insert with
- * ON CONFLICT DO NOTHING, and the loser rolls back (its driver booking with it)
- * and retries, which then finds the winner's delivery.
+ * finds the delivery, or the order waiting, and does nothing; two racing
+ * instances both insert with ON CONFLICT DO NOTHING, and the loser rolls back
+ * (its driver booking with it) and retries, which then finds the winner's
+ * delivery.
  *
- * The driver: delivery_choose_driver (domain.c) picks from the current rows, and
- * the booking re-checks capacity on the locked row; if another instance filled
- * that driver in between, the choice is made again on fresh rows. With no driver
- * free at all the event is TRANSIENT: retried with backoff until one frees up.
+ * Waiting for a driver is a state, not a failure. When other orders wait already
+ * (they keep their turn: first paid, first served) or no driver has room, the
+ * order joins the queue (waiting_orders) and delivery.waiting announces it, in
+ * the same transaction, and the handler commits like any other: the consumer
+ * moves on to the next message at once. The ticker (ticker.c) assigns waiting
+ * orders, in paid order, as soon as drivers have room.
  */
 #include "events.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "assign.h"
 #include "deta/events.h"
 #include "deta/log.h"
 #include "deta/topics.h"
 #include "settings.h"
 #include "store.h"
 
-#define BOOKING_ATTEMPTS 3
-/* Retries are how an event waits for a free driver (or for Postgres): about a
- * minute and a half of backoff before the event is dead-lettered. */
+/* Retries are for Postgres and for a lost race with another instance; waiting
+ * for a driver is not done by retrying. */
 #define CONSUMER_MAX_RETRIES 20
 #define CONSUMER_BACKOFF_MS 200
 #define CONSUMER_BACKOFF_MAX_MS 5000
-
-static const double ETA_MINUTE_BUCKETS[] = {10, 15, 20, 25, 30, 35, 40, 45, 50, 60, 75, 90, 120};
 
 struct delivery_events {
     deta_service_t *svc;
     delivery_params_t params;
     deta_event_dispatch_t *dispatch;
-    deta_counter_t *assigned;
-    deta_counter_t *eta_updates;
-    deta_gauge_t *active;
-    deta_histogram_t *eta_minutes;
+    delivery_assigner_t *assigner;
 };
 
 /* What the handler did, applied once the dispatcher committed. One per thread,
  * since the consumer may run handlers on several workers. */
 typedef struct pending {
     bool assigned;
-    double eta_minutes;
+    bool parked;
+    char order_id[DETA_UUID_LEN + 1];
     delivery_t delivery;
     char correlation_id[DETA_ID_MAX + 1];
 } pending_t;
 static _Thread_local pending_t pending;
 
-/* Books the least busy driver and fills d. */
-static deta_err_t assign_driver(delivery_events_t *e, deta_db_t *db, const char *order_id,
-                                delivery_t *d, char *errstr, size_t errsize) {
-    for (int attempt = 0; attempt < BOOKING_ATTEMPTS; attempt++) {
-        delivery_driver_t *rows = NULL;
-        size_t n = 0;
-        deta_err_t err = delivery_store_load_drivers(db, &rows, &n, errstr, errsize);
-        if (err)
-            return err;
-        int i = delivery_choose_driver(rows, n, e->params.capacity);
-        if (i < 0) {
-            free(rows);
-            return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
-                             "no driver available: all %zu at capacity %ld or unavailable", n,
-                             e->params.capacity);
-        }
-        bool booked = false;
-        char name[DELIVERY_DRIVER_NAME_MAX + 1] = "";
-        err = delivery_store_book_driver(db, rows[i].driver_id, e->params.capacity, &booked, name,
-                                         sizeof name, errstr, errsize);
-        if (!err && booked) {
-            char delivery_id[DETA_UUID_LEN + 1];
-            deta_uuid_new(delivery_id);
-            err = delivery_assign(&e->params, d, delivery_id, order_id, rows[i].driver_id, name,
-                                  delivery_now_ms());
-            if (err)
-                deta_errf(err, errstr, errsize, "driver %s does not fit a delivery",
-                          rows[i].driver_id);
-        }
-        free(rows);
-        if (err || booked)
-            return err;
-    }
-    return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
-                     "drivers kept being taken by concurrent assignments");
+/* A driver for the order now, unless it must wait: *assigned says which. */
+static deta_err_t try_assign(delivery_events_t *e, deta_db_t *db, const payment_authorized_t *pa,
+                             const char *correlation_id, bool *assigned, char *errstr,
+                             size_t errsize) {
+    *assigned = false;
+    bool others_waiting = false;
+    deta_err_t err = delivery_store_anyone_waiting(db, &others_waiting, errstr, errsize);
+    if (err || others_waiting) /* they keep their turn */
+        return err;
+    delivery_driver_t *rows = NULL;
+    size_t n = 0;
+    if ((err = delivery_store_load_drivers(db, &rows, &n, errstr, errsize)))
+        return err;
+    err = delivery_assign_order(e->assigner, db, rows, n, pa->order_id, pa->payment_id,
+                                correlation_id, &pending.delivery, assigned, errstr, errsize);
+    free(rows);
+    return err;
 }
 
 static deta_err_t on_payment_authorized(deta_db_t *db, const deta_event_t *ev, void *opaque,
@@ -109,21 +91,21 @@ static deta_err_t on_payment_authorized(deta_db_t *db, const deta_event_t *ev, v
                  "payment.authorized %s: the order has a delivery already", ev->event_id);
         return DETA_OK;
     }
-    delivery_t *d = &pending.delivery;
-    if ((err = assign_driver(e, db, pa.order_id, d, errstr, errsize)))
+    bool assigned = false;
+    if ((err = try_assign(e, db, &pa, ev->correlation_id, &assigned, errstr, errsize)))
         return err;
-    bool inserted = false;
-    if ((err = delivery_store_insert(db, d, pa.payment_id, ev->correlation_id, &inserted, errstr,
-                                     errsize)))
-        return err;
-    if (!inserted)
-        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
-                         "another instance assigned order %s meanwhile", pa.order_id);
-    if ((err = delivery_store_announce(db, d, ev->correlation_id, errstr, errsize)))
-        return err;
-    pending.assigned = true;
-    pending.eta_minutes = delivery_estimated_minutes(&e->params, d);
-    memcpy(pending.correlation_id, ev->correlation_id, sizeof pending.correlation_id);
+    if (!assigned) {
+        delivery_waiting_t w;
+        memcpy(w.order_id, pa.order_id, sizeof w.order_id);
+        memcpy(w.payment_id, pa.payment_id, sizeof w.payment_id);
+        snprintf(w.correlation_id, sizeof w.correlation_id, "%s", ev->correlation_id);
+        if ((err = delivery_store_park(db, &w, pa.authorized_at, delivery_now_ms(),
+                                       &pending.parked, errstr, errsize)))
+            return err;
+    }
+    pending.assigned = assigned;
+    memcpy(pending.order_id, pa.order_id, sizeof pending.order_id);
+    snprintf(pending.correlation_id, sizeof pending.correlation_id, "%s", ev->correlation_id);
     return DETA_OK;
 }
 
@@ -132,27 +114,17 @@ static const deta_event_route_t ROUTES[] = {
     {DETA_EVT_PAYMENT_AUTHORIZED, on_payment_authorized},
 };
 
-static void report_assignment(delivery_events_t *e) {
-    const delivery_t *d = &pending.delivery;
-    deta_counter_inc(e->assigned);
-    deta_counter_inc(e->eta_updates);
-    deta_gauge_add(e->active, 1);
-    deta_histogram_observe(e->eta_minutes, pending.eta_minutes);
-    char eta[DETA_TS_LEN];
-    delivery_format_instant(d->eta_ms, eta);
-    deta_log(DETA_LOG_INFO, d->order_id, pending.correlation_id,
-             "delivery %s assigned to %s (%s), %d.%d km, ETA %s", d->delivery_id, d->driver_id,
-             d->driver_name, d->distance_hm / 10, d->distance_hm % 10, eta);
-}
-
 static deta_err_t consume(const deta_kafka_msg_t *msg, void *opaque, char *errstr,
                           size_t errsize) {
     delivery_events_t *e = opaque;
-    pending.assigned = false;
+    pending.assigned = pending.parked = false;
     deta_err_t err = deta_event_dispatch(msg, e->dispatch, errstr, errsize);
     if (!err && pending.assigned)
-        report_assignment(e);
-    pending.assigned = false;
+        delivery_assigner_report(e->assigner, &pending.delivery, pending.correlation_id);
+    if (!err && pending.parked)
+        deta_log(DETA_LOG_INFO, pending.order_id, pending.correlation_id,
+                 "no driver has room: the order waits for one");
+    pending.assigned = pending.parked = false;
     return err;
 }
 
@@ -163,15 +135,8 @@ delivery_events_t *delivery_events_new(deta_service_t *svc, const delivery_param
     e->svc = svc;
     e->params = *params;
     e->dispatch = deta_event_dispatch_new(svc, ROUTES, sizeof ROUTES / sizeof *ROUTES, e);
-    deta_metrics_t *m = deta_service_metrics(svc);
-    e->assigned = deta_counter(m, "delivery_assigned_total", "Deliveries assigned to a driver",
-                               NULL);
-    e->eta_updates = deta_counter(m, "eta_updates_total", "ETAs published (eta.updated)", NULL);
-    e->active = deta_gauge(m, "delivery_active", "Deliveries not yet delivered", NULL);
-    e->eta_minutes = deta_histogram(
-        m, "delivery_eta_minutes", "Estimated minutes to delivery at assignment (simulated)", NULL,
-        ETA_MINUTE_BUCKETS, sizeof ETA_MINUTE_BUCKETS / sizeof *ETA_MINUTE_BUCKETS);
-    if (!e->dispatch || !e->assigned || !e->eta_updates || !e->active || !e->eta_minutes) {
+    e->assigner = delivery_assigner_new(svc, params);
+    if (!e->dispatch || !e->assigner) {
         delivery_events_free(e);
         return NULL;
     }
@@ -182,6 +147,7 @@ void delivery_events_free(delivery_events_t *e) {
     if (!e)
         return;
     deta_event_dispatch_free(e->dispatch);
+    delivery_assigner_free(e->assigner);
     free(e);
 }
 

@@ -1,18 +1,28 @@
 /*
  * store.c - delivery-service's schema and queries (database delivery_db).
  *
- * Concurrency. Two things must hold with several instances and the ticker running
- * next to the consumer:
+ * Concurrency. Three things must hold with several instances and the ticker
+ * running next to the consumer:
  *   - a driver never carries more than the capacity: the booking is one
  *     conditional UPDATE ... RETURNING, whose WHERE is evaluated again on the
  *     locked, latest row version, so two bookings of one driver serialize and the
  *     second fails once the driver is full;
  *   - a delivery advances once per stage: the ticker takes a due row with
  *     FOR UPDATE SKIP LOCKED, so instances never wait for, nor repeat, each
- *     other's work.
- * Lock order is deliveries row, then drivers row (the ticker releases a driver
- * after locking its delivery; a booking locks a driver and only inserts a new
- * delivery), so the two never deadlock.
+ *     other's work;
+ *   - no two transactions deadlock on drivers: a transaction that waits for
+ *     drivers' rows locks all it needs in one statement in driver_id order
+ *     (delivery_store_lock_drivers: the ticker, once per turn, after its
+ *     deliveries are moved and before it releases or books anyone), and the
+ *     consumer's booking never waits for a driver's row (SKIP LOCKED). Before,
+ *     each delivered delivery released its driver as the turn went, in due
+ *     order, and two tickers whose turns met the drivers in crossing orders
+ *     deadlocked (40P01) and rolled their turns back.
+ * Lock order is deliveries rows, then drivers rows, then waiting_orders rows.
+ *
+ * The queue. waiting_orders holds the paid orders that found no free driver, in
+ * paid order (authorizedAt, then arrival). Only a transaction that holds every
+ * driver's row takes orders out of it, so instances serve it strictly in order.
  *
  * Instants cross the boundary as ISO-8601 text going in and as epoch
  * milliseconds coming out (extract(epoch) is exact numeric), so no float ever
@@ -54,6 +64,15 @@ const deta_migration_t delivery_migrations[] = {
      "CREATE INDEX deliveries_due_idx ON deliveries (next_transition_at)"
      "  WHERE status <> 'DELIVERED';"
      "CREATE INDEX deliveries_driver_idx ON deliveries (driver_id);"},
+    {2, "orders waiting for a driver",
+     "CREATE TABLE waiting_orders ("
+     "  order_id uuid PRIMARY KEY,"
+     "  payment_id text NOT NULL,"
+     "  correlation_id text NOT NULL,"
+     "  paid_at timestamptz NOT NULL,"
+     "  waiting_since timestamptz NOT NULL,"
+     "  seq bigint GENERATED ALWAYS AS IDENTITY);"
+     "CREATE INDEX waiting_orders_queue_idx ON waiting_orders (paid_at, seq);"},
 };
 const size_t delivery_migrations_count = sizeof delivery_migrations / sizeof *delivery_migrations;
 
@@ -137,8 +156,10 @@ deta_err_t delivery_store_book_driver(deta_db_t *db, const char *driver_id, long
     deta_err_t err;
     PGresult *res = deta_db_exec(db,
                                  "UPDATE drivers SET active_deliveries = active_deliveries + 1"
-                                 " WHERE driver_id = $1 AND available"
-                                 "   AND active_deliveries < $2::int"
+                                 " WHERE driver_id = (SELECT driver_id FROM drivers"
+                                 "   WHERE driver_id = $1 AND available"
+                                 "     AND active_deliveries < $2::int"
+                                 "   FOR UPDATE SKIP LOCKED)"
                                  " RETURNING name",
                                  2, params, &err, errstr, errsize);
     if (!res)
@@ -150,14 +171,140 @@ deta_err_t delivery_store_book_driver(deta_db_t *db, const char *driver_id, long
     return DETA_OK;
 }
 
+/* ids as a Postgres text[] literal, malloc'd: {"a","b"}. Driver ids are the
+ * service's own (delivery_driver_identity), never holding quotes or backslashes. */
+static char *text_array(const char *const *ids, size_t n) {
+    size_t size = 3;
+    for (size_t i = 0; i < n; i++)
+        size += strlen(ids[i]) + 3;
+    char *out = malloc(size);
+    if (!out)
+        return NULL;
+    char *p = out;
+    *p++ = '{';
+    for (size_t i = 0; i < n; i++)
+        p += sprintf(p, "%s\"%s\"", i ? "," : "", ids[i]);
+    strcpy(p, "}");
+    return out;
+}
+
+/* One statement over the drivers named in ids (text[] as $1). */
+static deta_err_t run_on_drivers(deta_db_t *db, const char *sql, const char *const *ids, size_t n,
+                                 char *errstr, size_t errsize) {
+    char *array = text_array(ids, n);
+    if (!array)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    const char *params[] = {array};
+    deta_err_t err = deta_db_run(db, sql, 1, params, errstr, errsize);
+    free(array);
+    return err;
+}
+
+deta_err_t delivery_store_lock_drivers(deta_db_t *db, const char *const *ids, size_t n, bool all,
+                                       char *errstr, size_t errsize) {
+    if (all)
+        return deta_db_run(db, "SELECT 1 FROM drivers ORDER BY driver_id FOR UPDATE", 0, NULL,
+                           errstr, errsize);
+    if (n == 0)
+        return DETA_OK;
+    return run_on_drivers(db,
+                          "SELECT 1 FROM drivers WHERE driver_id = ANY ($1::text[])"
+                          " ORDER BY driver_id FOR UPDATE",
+                          ids, n, errstr, errsize);
+}
+
+deta_err_t delivery_store_release_drivers(deta_db_t *db, const char *const *ids, size_t n,
+                                          char *errstr, size_t errsize) {
+    if (n == 0)
+        return DETA_OK;
+    return run_on_drivers(db,
+                          "UPDATE drivers r SET active_deliveries ="
+                          "  GREATEST(r.active_deliveries - x.n, 0)"
+                          " FROM (SELECT id, count(*)::int AS n FROM unnest($1::text[]) id"
+                          "       GROUP BY id) x"
+                          " WHERE r.driver_id = x.id",
+                          ids, n, errstr, errsize);
+}
+
+/* ---- the queue ---- */
+
+deta_err_t delivery_store_anyone_waiting(deta_db_t *db, bool *waiting, char *errstr,
+                                         size_t errsize) {
+    deta_err_t err;
+    PGresult *res = deta_db_exec(db, "SELECT 1 FROM waiting_orders LIMIT 1", 0, NULL, &err,
+                                 errstr, errsize);
+    if (!res)
+        return err;
+    *waiting = PQntuples(res) > 0;
+    PQclear(res);
+    return DETA_OK;
+}
+
+static deta_err_t announce_waiting(deta_db_t *db, const delivery_waiting_t *w, int64_t now_ms,
+                                   long position, char *errstr, size_t errsize);
+
+deta_err_t delivery_store_park(deta_db_t *db, const delivery_waiting_t *w, const char *paid_at,
+                               int64_t now_ms, bool *parked, char *errstr, size_t errsize) {
+    instant_param_t since;
+    const char *params[] = {w->order_id, w->payment_id, w->correlation_id, paid_at,
+                            instant(&since, now_ms)};
+    deta_err_t err;
+    PGresult *res = deta_db_exec(
+        db,
+        "WITH mine AS (INSERT INTO waiting_orders (order_id, payment_id, correlation_id, paid_at,"
+        "  waiting_since) VALUES ($1, $2, $3, $4, $5)"
+        "  ON CONFLICT (order_id) DO NOTHING RETURNING paid_at, seq)"
+        " SELECT 1 + (SELECT count(*) FROM waiting_orders q"
+        "   WHERE (q.paid_at, q.seq) < (mine.paid_at, mine.seq)) FROM mine",
+        5, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    *parked = PQntuples(res) == 1;
+    long position = *parked ? strtol(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+    PQclear(res);
+    return *parked ? announce_waiting(db, w, now_ms, position, errstr, errsize) : DETA_OK;
+}
+
+deta_err_t delivery_store_next_waiting(deta_db_t *db, delivery_waiting_t *w, bool *found,
+                                       char *errstr, size_t errsize) {
+    deta_err_t err;
+    PGresult *res = deta_db_exec(db,
+                                 "SELECT w.order_id, w.payment_id, w.correlation_id,"
+                                 "  EXISTS (SELECT 1 FROM deliveries d"
+                                 "          WHERE d.order_id = w.order_id)"
+                                 " FROM waiting_orders w ORDER BY w.paid_at, w.seq"
+                                 " LIMIT 1 FOR UPDATE OF w SKIP LOCKED",
+                                 0, NULL, &err, errstr, errsize);
+    if (!res)
+        return err;
+    *found = PQntuples(res) == 1;
+    if (*found) {
+        copy_column(w->order_id, sizeof w->order_id, res, 0, 0);
+        copy_column(w->payment_id, sizeof w->payment_id, res, 0, 1);
+        copy_column(w->correlation_id, sizeof w->correlation_id, res, 0, 2);
+        w->has_delivery = PQgetvalue(res, 0, 3)[0] == 't';
+    }
+    PQclear(res);
+    return DETA_OK;
+}
+
+deta_err_t delivery_store_unpark(deta_db_t *db, const char *order_id, char *errstr,
+                                 size_t errsize) {
+    const char *params[] = {order_id};
+    return deta_db_run(db, "DELETE FROM waiting_orders WHERE order_id = $1::uuid", 1, params,
+                       errstr, errsize);
+}
+
 /* ---- deliveries ---- */
 
 deta_err_t delivery_store_order_known(deta_db_t *db, const char *order_id, bool *known,
                                       char *errstr, size_t errsize) {
     const char *params[] = {order_id};
     deta_err_t err;
-    PGresult *res = deta_db_exec(db, "SELECT 1 FROM deliveries WHERE order_id = $1::uuid", 1,
-                                 params, &err, errstr, errsize);
+    PGresult *res = deta_db_exec(db,
+                                 "SELECT 1 FROM deliveries WHERE order_id = $1::uuid"
+                                 " UNION ALL SELECT 1 FROM waiting_orders WHERE order_id = $1::uuid",
+                                 1, params, &err, errstr, errsize);
     if (!res)
         return err;
     *known = PQntuples(res) > 0;
@@ -244,15 +391,6 @@ deta_err_t delivery_store_claim_due(deta_db_t *db, int64_t now_ms, delivery_t *d
     return err;
 }
 
-static deta_err_t release_driver(deta_db_t *db, const char *driver_id, char *errstr,
-                                 size_t errsize) {
-    const char *params[] = {driver_id};
-    return deta_db_run(db,
-                       "UPDATE drivers SET active_deliveries = active_deliveries - 1"
-                       " WHERE driver_id = $1 AND active_deliveries > 0",
-                       1, params, errstr, errsize);
-}
-
 deta_err_t delivery_store_save_stage(deta_db_t *db, const delivery_t *d, char *errstr,
                                      size_t errsize) {
     instant_param_t picked, delivered, eta, next;
@@ -267,28 +405,25 @@ deta_err_t delivery_store_save_stage(deta_db_t *db, const delivery_t *d, char *e
                             instant(&eta, d->eta_ms),
                             instant(&next, d->next_transition_ms),
                             instant(&changed, changed_ms)};
-    deta_err_t err = deta_db_run(db,
-                                 "UPDATE deliveries SET status = $2, picked_up_at = $3,"
-                                 "  delivered_at = $4, estimated_delivery_at = $5,"
-                                 "  next_transition_at = $6, updated_at = $7"
-                                 " WHERE delivery_id = $1",
-                                 7, params, errstr, errsize);
-    if (!err && d->status == DELIVERY_DELIVERED)
-        err = release_driver(db, d->driver_id, errstr, errsize);
-    return err;
+    return deta_db_run(db,
+                       "UPDATE deliveries SET status = $2, picked_up_at = $3,"
+                       "  delivered_at = $4, estimated_delivery_at = $5,"
+                       "  next_transition_at = $6, updated_at = $7"
+                       " WHERE delivery_id = $1",
+                       7, params, errstr, errsize);
 }
 
 /* ---- events ---- */
 
-/* One event for d's order to the outbox, occurring at occurred_ms. Takes payload. */
-static deta_err_t add_event(deta_db_t *db, const char *type, const delivery_t *d,
+/* One event for the order to the outbox, occurring at occurred_ms. Takes payload. */
+static deta_err_t add_event(deta_db_t *db, const char *type, const char *order_id,
                             const char *correlation_id, json_t *payload, int64_t occurred_ms,
                             char *errstr, size_t errsize) {
     if (!payload)
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot build the %s payload", type);
     deta_event_t ev;
     deta_err_t err =
-        deta_event_init(&ev, type, d->order_id, correlation_id, PRODUCER, payload, errstr, errsize);
+        deta_event_init(&ev, type, order_id, correlation_id, PRODUCER, payload, errstr, errsize);
     if (err)
         return err;
     delivery_format_instant(occurred_ms, ev.occurred_at);
@@ -312,12 +447,19 @@ static int64_t stage_instant(const delivery_t *d) {
 deta_err_t delivery_store_announce(deta_db_t *db, const delivery_t *d, const char *correlation_id,
                                    char *errstr, size_t errsize) {
     int64_t at = stage_instant(d);
-    deta_err_t err = add_event(db, delivery_stage_event_type(d->status), d, correlation_id,
-                               delivery_stage_payload(d), at, errstr, errsize);
+    deta_err_t err = add_event(db, delivery_stage_event_type(d->status), d->order_id,
+                               correlation_id, delivery_stage_payload(d), at, errstr, errsize);
     if (!err)
-        err = add_event(db, DETA_EVT_ETA_UPDATED, d, correlation_id, delivery_eta_payload(d, at),
-                        at, errstr, errsize);
+        err = add_event(db, DETA_EVT_ETA_UPDATED, d->order_id, correlation_id,
+                        delivery_eta_payload(d, at), at, errstr, errsize);
     return err;
+}
+
+static deta_err_t announce_waiting(deta_db_t *db, const delivery_waiting_t *w, int64_t now_ms,
+                                   long position, char *errstr, size_t errsize) {
+    return add_event(db, DETA_EVT_DELIVERY_WAITING, w->order_id, w->correlation_id,
+                     delivery_waiting_payload(w->order_id, w->payment_id, now_ms, position),
+                     now_ms, errstr, errsize);
 }
 
 /* ---- reads for the REST API and the gauge ---- */
@@ -355,10 +497,21 @@ static deta_err_t query_text(deta_db_t *db, const char *sql, int nparams,
     return *out ? DETA_OK : deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
 }
 
+static const char SELECT_WAITING_SQL[] =
+    "SELECT json_build_object("
+    "  'orderId', w.order_id, 'status', 'WAITING', 'paymentId', w.payment_id,"
+    "  'waitingSince', " ISO("w.waiting_since") ","
+    "  'position', 1 + (SELECT count(*) FROM waiting_orders q"
+    "                   WHERE (q.paid_at, q.seq) < (w.paid_at, w.seq)))::text"
+    " FROM waiting_orders w WHERE w.order_id = $1::uuid";
+
 deta_err_t delivery_store_get_json(deta_db_t *db, const char *order_id, char **json,
                                    char *errstr, size_t errsize) {
     const char *params[] = {order_id};
-    return query_text(db, SELECT_DELIVERY_SQL, 1, params, json, errstr, errsize);
+    deta_err_t err = query_text(db, SELECT_DELIVERY_SQL, 1, params, json, errstr, errsize);
+    if (err == DETA_ERR_NOT_FOUND)
+        err = query_text(db, SELECT_WAITING_SQL, 1, params, json, errstr, errsize);
+    return err;
 }
 
 deta_err_t delivery_store_drivers_json(deta_db_t *db, long capacity, char **json, char *errstr,
@@ -375,13 +528,18 @@ deta_err_t delivery_store_drivers_json(deta_db_t *db, long capacity, char **json
                       1, params, json, errstr, errsize);
 }
 
-deta_err_t delivery_store_count_active(deta_db_t *db, long *n, char *errstr, size_t errsize) {
+deta_err_t delivery_store_count_active(deta_db_t *db, long *n, long *waiting, char *errstr,
+                                       size_t errsize) {
     deta_err_t err;
-    PGresult *res = deta_db_exec(db, "SELECT count(*) FROM deliveries WHERE status <> 'DELIVERED'",
+    PGresult *res = deta_db_exec(db,
+                                 "SELECT (SELECT count(*) FROM deliveries"
+                                 "        WHERE status <> 'DELIVERED'),"
+                                 "  (SELECT count(*) FROM waiting_orders)",
                                  0, NULL, &err, errstr, errsize);
     if (!res)
         return err;
     *n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+    *waiting = strtol(PQgetvalue(res, 0, 1), NULL, 10);
     PQclear(res);
     return DETA_OK;
 }

@@ -4,11 +4,22 @@
  * Every DELIVERY_TICK_MS it takes the due deliveries (next_transition_at <= now)
  * in one transaction per turn: lock the most overdue row with FOR UPDATE SKIP
  * LOCKED, advance it (domain.c), save it, write its stage event and eta.updated
- * to the outbox, and take the next, up to TICK_BATCH; at delivery the driver's
- * active count goes down in the same transaction. A row advanced in this turn is
- * no longer due, so it is not taken twice. SKIP LOCKED lets several instances
+ * to the outbox, and take the next, up to TICK_BATCH. A row advanced in this turn
+ * is no longer due, so it is not taken twice. SKIP LOCKED lets several instances
  * tick side by side without waiting for or repeating each other's work. A full
  * batch starts the next turn at once.
+ *
+ * Drivers last, in the same transaction, and in a fixed order: once the turn's
+ * deliveries are moved, it locks the drivers it touches in one statement, in
+ * driver_id order (store.c), releases those whose delivery was handed over, and
+ * then, when orders wait, assigns them in paid order (first paid, first served)
+ * as long as a driver has room, up to TICK_BATCH per turn, each with its
+ * delivery.assigned and eta.updated. With orders waiting it locks every driver,
+ * which also makes the instances serve the queue one at a time, strictly in
+ * order. A slot freed is thus given to the first waiting order in the very
+ * transaction that frees it. Two tickers whose deliveries meet the drivers in
+ * crossing orders wait for each other at most, never deadlock (they did when
+ * each delivery released its driver as the turn went).
  *
  * One transaction per turn rather than per delivery: a turn under load moves
  * tens of deliveries, and each commit is a WAL flush and two round trips. Nothing
@@ -30,8 +41,10 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
+#include "assign.h"
 #include "deta/log.h"
 #include "settings.h"
 #include "store.h"
@@ -54,10 +67,12 @@ struct delivery_ticker {
     deta_counter_t *delivered;
     deta_counter_t *eta_updates;
     deta_gauge_t *active;
-    struct {
+    deta_gauge_t *waiting;
+    delivery_assigner_t *assigner;
+    struct step {
         delivery_t d;
         char correlation_id[DETA_ID_MAX + 1];
-    } turn[TICK_BATCH]; /* the thread's own: what one turn moved */
+    } turn[TICK_BATCH], assigned[TICK_BATCH]; /* the thread's own: what one turn did */
 };
 
 static bool stopping(delivery_ticker_t *t) {
@@ -110,13 +125,64 @@ static void report_step(delivery_ticker_t *t, const delivery_t *d, const char *c
     }
 }
 
-/* One turn: up to TICK_BATCH due deliveries in one transaction; returns how
- * many moved, -1 after a failure (what moved before a refused delivery still
+/* Waiting orders, first paid first served, get the drivers that have room
+ * (every driver's row is locked by the caller); *n how many. */
+static deta_err_t assign_waiting(delivery_ticker_t *t, deta_db_t *db, int *n, char *errstr,
+                                 size_t errsize) {
+    delivery_driver_t *rows = NULL;
+    size_t nrows = 0;
+    deta_err_t err = delivery_store_load_drivers(db, &rows, &nrows, errstr, errsize);
+    while (!err && *n < TICK_BATCH) {
+        delivery_waiting_t w;
+        bool found = false, assigned = false;
+        struct step *s = &t->assigned[*n];
+        err = delivery_store_next_waiting(db, &w, &found, errstr, errsize);
+        if (!err && found && w.has_delivery) { /* nothing more to give it */
+            err = delivery_store_unpark(db, w.order_id, errstr, errsize);
+            continue;
+        }
+        if (!err && found)
+            err = delivery_assign_order(t->assigner, db, rows, nrows, w.order_id, w.payment_id,
+                                        w.correlation_id, &s->d, &assigned, errstr, errsize);
+        if (err || !assigned)
+            break;
+        err = delivery_store_unpark(db, w.order_id, errstr, errsize);
+        memcpy(s->correlation_id, w.correlation_id, sizeof s->correlation_id);
+        (*n)++;
+    }
+    free(rows);
+    return err;
+}
+
+/* The drivers' part of a turn, after its n moves: lock the drivers it touches in
+ * driver_id order, release those of the delivered, assign waiting orders;
+ * *assigned how many were. */
+static deta_err_t settle_drivers(delivery_ticker_t *t, deta_db_t *db, int n, int *assigned,
+                                 char *errstr, size_t errsize) {
+    const char *released[TICK_BATCH];
+    size_t nreleased = 0;
+    for (int i = 0; i < n; i++)
+        if (t->turn[i].d.status == DELIVERY_DELIVERED)
+            released[nreleased++] = t->turn[i].d.driver_id;
+    bool waiting = false;
+    deta_err_t err = delivery_store_anyone_waiting(db, &waiting, errstr, errsize);
+    if (!err)
+        err = delivery_store_lock_drivers(db, released, nreleased, waiting, errstr, errsize);
+    if (!err)
+        err = delivery_store_release_drivers(db, released, nreleased, errstr, errsize);
+    if (!err && waiting)
+        err = assign_waiting(t, db, assigned, errstr, errsize);
+    return err;
+}
+
+/* One turn: up to TICK_BATCH due deliveries, their drivers and the waiting
+ * orders that get a driver, in one transaction; returns how many moved or were
+ * assigned, -1 after a failure (what moved before a refused delivery still
  * commits). */
 static int advance_due(delivery_ticker_t *t, deta_db_t *db) {
     char why[512] = "";
     deta_err_t err = deta_db_begin(db, why, sizeof why);
-    int n = 0;
+    int n = 0, assigned = 0;
     bool refused = false;
     while (!err && n < TICK_BATCH && !stopping(t)) {
         bool moved = false;
@@ -133,8 +199,10 @@ static int advance_due(delivery_ticker_t *t, deta_db_t *db) {
         n++;
     }
     if (!err)
-        err = n > 0 ? deta_db_commit(db, why, sizeof why) : DETA_OK;
-    if (err || n == 0)
+        err = settle_drivers(t, db, n, &assigned, why, sizeof why);
+    if (!err)
+        err = n + assigned > 0 ? deta_db_commit(db, why, sizeof why) : DETA_OK;
+    if (err || n + assigned == 0)
         deta_db_rollback(db);
     if (err) {
         DETA_WARN("ticker: cannot advance deliveries (%s): %s", deta_err_name(err), why);
@@ -142,17 +210,20 @@ static int advance_due(delivery_ticker_t *t, deta_db_t *db) {
     }
     for (int i = 0; i < n; i++)
         report_step(t, &t->turn[i].d, t->turn[i].correlation_id);
-    return refused ? -1 : n;
+    for (int i = 0; i < assigned; i++)
+        delivery_assigner_report(t->assigner, &t->assigned[i].d, t->assigned[i].correlation_id);
+    return refused ? -1 : n > assigned ? n : assigned;
 }
 
 static void refresh_gauge(delivery_ticker_t *t, deta_db_t *db) {
     int64_t now = delivery_now_ms();
     if (now - t->gauge_refreshed_ms < GAUGE_REFRESH_MS)
         return;
-    long n = 0;
+    long n = 0, waiting = 0;
     char why[256];
-    if (delivery_store_count_active(db, &n, why, sizeof why) == DETA_OK) {
+    if (delivery_store_count_active(db, &n, &waiting, why, sizeof why) == DETA_OK) {
         deta_gauge_set(t->active, (double)n);
+        deta_gauge_set(t->waiting, (double)waiting);
         t->gauge_refreshed_ms = now;
     }
 }
@@ -214,7 +285,11 @@ delivery_ticker_t *delivery_ticker_new(deta_service_t *svc, const delivery_param
     t->delivered = deta_counter(m, "delivery_delivered_total", "Deliveries handed over", NULL);
     t->eta_updates = deta_counter(m, "eta_updates_total", "ETAs published (eta.updated)", NULL);
     t->active = deta_gauge(m, "delivery_active", "Deliveries not yet delivered", NULL);
-    if (!t->picked_up || !t->delivered || !t->eta_updates || !t->active) {
+    t->waiting = deta_gauge(m, "delivery_waiting", "Paid orders waiting for a driver", NULL);
+    t->assigner = delivery_assigner_new(svc, params);
+    if (!t->picked_up || !t->delivered || !t->eta_updates || !t->active || !t->waiting ||
+        !t->assigner) {
+        delivery_assigner_free(t->assigner);
         free(t);
         return NULL;
     }
@@ -240,5 +315,7 @@ void delivery_ticker_stop(delivery_ticker_t *t) {
 
 void delivery_ticker_free(delivery_ticker_t *t) {
     delivery_ticker_stop(t);
+    if (t)
+        delivery_assigner_free(t->assigner);
     free(t);
 }

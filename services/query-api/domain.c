@@ -22,11 +22,14 @@
 /* ---- states ---- */
 
 const char *const query_statuses[QUERY_STATUS_COUNT] = {
-    "CREATED",   "INVENTORY_RESERVED", "PAYMENT_AUTHORIZED", "DELIVERY_ASSIGNED",
-    "PICKED_UP", "DELIVERED",          "INVENTORY_REJECTED", "PAYMENT_FAILED",
+    "CREATED",           "INVENTORY_RESERVED", "PAYMENT_AUTHORIZED",
+    "DELIVERY_WAITING",  "DELIVERY_ASSIGNED",  "PICKED_UP",
+    "DELIVERED",         "INVENTORY_REJECTED", "PAYMENT_FAILED",
 };
 
-static const int status_ranks[QUERY_STATUS_COUNT] = {1, 2, 3, 4, 5, 6, QUERY_RANK_FAILED,
+/* DELIVERY_WAITING (4) is a paid order that waits for a driver (delivery.waiting);
+ * it moves on to DELIVERY_ASSIGNED once one has room. */
+static const int status_ranks[QUERY_STATUS_COUNT] = {1, 2, 3, 4, 5, 6, 7, QUERY_RANK_FAILED,
                                                      QUERY_RANK_FAILED};
 
 int query_status_rank(const char *status) {
@@ -100,6 +103,8 @@ static const event_rule_t event_rules[] = {
      {F("paymentId", FIELD_ID, payment_id, false),
       F("customerId", FIELD_ID, customer_id, false),
       F("reason", FIELD_TEXT, failure_reason, false)}},
+    {DETA_EVT_DELIVERY_WAITING, "DELIVERY_WAITING", false, false,
+     {F("paymentId", FIELD_ID, payment_id, false)}},
     {DETA_EVT_DELIVERY_ASSIGNED, "DELIVERY_ASSIGNED", false, false,
      {F("deliveryId", FIELD_ID, delivery_id, true),
       F("driverId", FIELD_ID, driver_id, false),
@@ -562,8 +567,9 @@ deta_err_t query_list_params_parse(const char *limit, const char *cursor, const 
     if (status) {
         if (!query_status_valid(status))
             return violation(v, "status",
-                             "status must be one of CREATED, INVENTORY_RESERVED, "
-                             "PAYMENT_AUTHORIZED, DELIVERY_ASSIGNED, PICKED_UP, DELIVERED, "
+                             "status must be CREATED, INVENTORY_RESERVED, "
+                             "PAYMENT_AUTHORIZED, DELIVERY_WAITING, DELIVERY_ASSIGNED, "
+                             "PICKED_UP, DELIVERED, "
                              "INVENTORY_REJECTED, PAYMENT_FAILED");
         snprintf(p->status, sizeof p->status, "%s", status);
     }

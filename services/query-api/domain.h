@@ -38,14 +38,14 @@
 
 /* ---- states ---- */
 
-#define QUERY_STATUS_COUNT 8
+#define QUERY_STATUS_COUNT 9
 #define QUERY_STATUS_MAX 24   /* longest state name plus NUL */
-#define QUERY_RANK_FAILED 7
+#define QUERY_RANK_FAILED 8
 
 /* The states in rank order (failure ends last), for listing and stats. */
 extern const char *const query_statuses[QUERY_STATUS_COUNT];
 
-/* A state's rank (CREATED 1 ... DELIVERED 6, failure ends 7); 0 for anything else. */
+/* A state's rank (CREATED 1 ... DELIVERED 7, failure ends 8); 0 for anything else. */
 int query_status_rank(const char *status);
 bool query_status_valid(const char *status);
 /* The state an event type moves an order to, or NULL when it moves none

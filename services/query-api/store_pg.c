@@ -66,6 +66,8 @@ static const deta_migration_t read_model_migrations[] = {
      "  payload jsonb NOT NULL,"
      "  applied_at timestamptz NOT NULL DEFAULT now());"
      "CREATE INDEX order_events_order_idx ON order_events (order_id, occurred_at, seq);"},
+    {2, "DELIVERY_WAITING ranks 4: the states above it move up one",
+     "UPDATE order_view SET status_rank = status_rank + 1 WHERE status_rank >= 4;"},
 };
 
 read_model_t *read_model_new(deta_service_t *svc) {

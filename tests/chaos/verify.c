@@ -45,6 +45,8 @@
  *     two ids would mean the order was processed twice), carrying the ids the
  *     databases hold, and the delivery steps in order on their partition;
  *   - no dead letter on any dlq. topic for the run's orders;
+ *   - at most one delivery.waiting per order, before its delivery.assigned, and
+ *     no order left waiting for a driver (the chaos fleet is small on purpose);
  *   - the gateway's own count (its ledger, PAYMENT_GATEWAY_LEDGER): exactly one
  *     charge for every order with a payment, whose answer is the payment's
  *     status, and none for any other order (a rejected one, or one declined
@@ -716,6 +718,11 @@ static void check_drivers(void) {
                         "deliveries under way", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
                         PQgetvalue(r, i, 2));
     PQclear(r);
+    r = db_query("delivery_db", "SELECT order_id::text FROM waiting_orders", 0, NULL);
+    for (int i = 0; r && i < PQntuples(r); i++)
+        chaos_violation("paid order still waiting for a driver", "order %s",
+                        PQgetvalue(r, i, 0));
+    PQclear(r);
 }
 
 /* ---- checks on the topics ---- */
@@ -820,6 +827,12 @@ static void check_events(const order_row_t *o) {
         chaos_violation("read model timeline differs from the topics", "order %s: %ld events in "
                         "order_events, %d distinct on the topics", o->id, o->v_timeline,
                         o->nevents);
+    /* an order that waited for a driver did so once, before its assignment */
+    const seen_event_t *w = NULL;
+    int waited = count_type(o, DETA_EVT_DELIVERY_WAITING, &w);
+    if (waited > (authorized ? 1 : 0) || (w && a && w->offset > a->offset))
+        chaos_violation("delivery.waiting out of place", "order %s: %d delivery.waiting, "
+                        "authorized %d", o->id, waited, authorized);
     if (a && p && d && !(a->offset < p->offset && p->offset < d->offset))
         chaos_violation("delivery steps out of order", "order %s: assigned at %lld, picked up at "
                         "%lld, delivered at %lld", o->id, (long long)a->offset,

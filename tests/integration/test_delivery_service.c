@@ -484,16 +484,6 @@ static double metric_value(const char *text, const char *name) {
     return at ? atof(at + strlen(needle)) : -1;
 }
 
-static double payment_retries(void) {
-    ts_http_resp_t r;
-    ts_http("GET", "DELIVERY_SERVICE_URL", "/actuator/prometheus", NULL, NULL, &r);
-    assert_int_equal(r.status, 200);
-    double v = metric_value(r.body, "deta_consumer_messages_total{topic=\""
-                                    DETA_TOPIC_PAYMENT_EVENTS "\",outcome=\"retried\"}");
-    ts_http_resp_free(&r);
-    return v < 0 ? 0 : v;
-}
-
 static void set_drivers_available(bool available) {
     PGconn *db = ts_pg("delivery_db");
     PGresult *res = PQexec(db, available ? "UPDATE drivers SET available = true"
@@ -510,30 +500,246 @@ static int drivers_back_on_duty(void **state) {
     return 0;
 }
 
-/* With every driver off duty the event is retried, not dead-lettered, and the
- * delivery is assigned as soon as a driver is back. */
-static void no_driver_available_is_retried_until_one_is(void **state) {
+/* With every driver off duty the order waits (delivery.waiting, no retry of the
+ * event), and is assigned as soon as a driver is back. */
+static void no_driver_available_parks_the_order_until_one_is(void **state) {
     (void)state;
     clock_speed();
-    double before = payment_retries();
     set_drivers_available(false);
     char order[37], corr[37], event_id[37];
     free(inject_authorized(order, corr, event_id));
-    long long deadline = mono_ms() + WAIT_MS;
-    while (payment_retries() < before + 2 && mono_ms() < deadline)
-        ts_sleep_ms(200);
-    assert_true(payment_retries() >= before + 2);
+    await_long("SELECT count(*) FROM waiting_orders WHERE order_id = $1", order, 1);
     assert_int_equal(sql_long(COUNT_DELIVERIES, order), 0);
+    ts_kafka_msg_t m;
+    assert_true(ts_kafka_find(DETA_TOPIC_DELIVERY_EVENTS, order, WAIT_MS, &m));
+    assert_non_null(strstr(m.value, "\"" DETA_EVT_DELIVERY_WAITING "\""));
+    ts_kafka_msg_free(&m);
 
     set_drivers_available(true);
     await_long(COUNT_DELIVERIES, order, 1);
     await_long("SELECT count(*) FROM deliveries WHERE order_id = $1 AND status = 'DELIVERED'",
                order, 1);
+    assert_int_equal(sql_long("SELECT count(*) FROM waiting_orders WHERE order_id = $1", order),
+                     0);
     /* Not dead-lettered by delivery-service (inventory-service, which never
      * reserved this injected order, dead-letters its copy: not ours to count). */
     assert_int_equal(ts_kafka_count_where(DETA_TOPIC_DLQ_PAYMENT_EVENTS, order, "x-consumer-group",
                                           "delivery-service", 5000),
                      0);
+}
+
+/* ---- waiting for a driver (issue #22, finding 6) ---- */
+
+/* payment.authorized for order_id (a fresh one when *order_id is "") paid at
+ * authorized_at. */
+static void inject_paid_at(char order_id[37], const char *authorized_at) {
+    if (!order_id[0])
+        ts_uuid(order_id);
+    json_t *payload = authorized_payload(order_id);
+    json_object_set_new(payload, "authorizedAt", json_string(authorized_at));
+    char *text = ts_event(DETA_EVT_PAYMENT_AUTHORIZED, order_id, NULL, payload, NULL);
+    ts_kafka_produce(DETA_TOPIC_PAYMENT_EVENTS, order_id, text);
+    free(text);
+}
+
+static void run_sql(const char *sql) {
+    PGconn *db = ts_pg("delivery_db");
+    PGresult *res = PQexec(db, sql);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(db));
+    PQclear(res);
+    PQfinish(db);
+}
+
+/* Restarts delivery-service (one instance) with the capacity per driver given,
+ * or the stack's own setting for NULL; 0 when it came up. */
+static int restart_with_capacity(const char *capacity) {
+    if (capacity)
+        setenv("DELIVERY_DRIVER_CAPACITY", capacity, 1);
+    else
+        unsetenv("DELIVERY_DRIVER_CAPACITY");
+    int status = ts_stack("scale delivery-service 0");
+    return ts_stack("scale delivery-service 1") || status;
+}
+
+/* Whatever the test did or where it failed: every driver on duty, the stack's
+ * own capacity. */
+static int fleet_restored(void **state) {
+    (void)state;
+    set_drivers_available(true);
+    return restart_with_capacity(NULL);
+}
+
+/* The first event of type for key on raw.delivery-events, parsed into ev. */
+static void first_event_of(const char *key, const char *type, deta_event_t *ev) {
+    ts_kafka_msg_t m[MAX_MSGS];
+    int n = ts_kafka_collect(DETA_TOPIC_DELIVERY_EVENTS, key, MAX_MSGS, 3000, m, MAX_MSGS);
+    long long deadline = mono_ms() + WAIT_MS;
+    int found = -1;
+    for (;;) {
+        for (int i = 0; i < n && found < 0; i++)
+            if (strstr(m[i].value, type)) {
+                char why[256];
+                if (deta_event_parse(m[i].value, strlen(m[i].value), ev, why, sizeof why) ==
+                        DETA_OK &&
+                    strcmp(ev->event_type, type) == 0)
+                    found = i;
+                else if (found < 0)
+                    deta_event_clear(ev);
+            }
+        if (found >= 0 || mono_ms() >= deadline)
+            break;
+        free_messages(m, n);
+        n = ts_kafka_collect(DETA_TOPIC_DELIVERY_EVENTS, key, MAX_MSGS, 3000, m, MAX_MSGS);
+    }
+    if (found < 0)
+        fail_msg("no %s for %s on %s (%d events)", type, key, DETA_TOPIC_DELIVERY_EVENTS, n);
+    /* and it came before any assignment of the order */
+    for (int i = 0; i < found; i++)
+        if (strstr(m[i].value, DETA_EVT_DELIVERY_ASSIGNED) && strcmp(type, DETA_EVT_DELIVERY_ASSIGNED))
+            fail_msg("%s: delivery.assigned before %s", key, type);
+    free_messages(m, n);
+}
+
+static void await_view_status(const char *order_id, const char *want) {
+    char status[32] = "";
+    long long deadline = mono_ms() + WAIT_MS;
+    ts_order_status(order_id, status, sizeof status);
+    while (strcmp(status, want) != 0 && mono_ms() < deadline) {
+        ts_sleep_ms(200);
+        ts_order_status(order_id, status, sizeof status);
+    }
+    assert_string_equal(status, want);
+}
+
+/* One driver with room for one delivery. A is assigned at once; B and C, paid
+ * while the driver is busy (and while it is off duty), are not retried nor
+ * dead-lettered but wait, each announced by delivery.waiting, shown as
+ * DELIVERY_WAITING by the query-api and by GET /api/deliveries; C, paid before
+ * B but arriving after it, is served first once the driver is back. */
+static void paid_orders_wait_for_a_driver_first_paid_first_served(void **state) {
+    (void)state;
+    clock_speed();
+    assert_int_equal(restart_with_capacity("1"), 0);
+    run_sql("UPDATE drivers SET available = (driver_id = 'driver-01')");
+    await_long("SELECT active_deliveries FROM drivers WHERE driver_id = 'driver-01'", NULL, 0);
+    char a[37] = "", b[37] = "", c[37] = "";
+    inject_paid_at(a, "2026-11-25T12:00:01.000Z");
+    await_long(COUNT_DELIVERIES, a, 1);
+    /* off duty: nobody is assigned, whatever frees up, until it is back */
+    run_sql("UPDATE drivers SET available = false");
+    inject_paid_at(b, "2026-11-25T12:00:03.000Z");
+    inject_paid_at(c, "2026-11-25T12:00:02.000Z");
+
+    deta_event_t wb, wc;
+    first_event_of(b, DETA_EVT_DELIVERY_WAITING, &wb);
+    first_event_of(c, DETA_EVT_DELIVERY_WAITING, &wc);
+    assert_int_equal(json_integer_value(json_object_get(wb.payload, "position")), 1);
+    assert_int_equal(json_integer_value(json_object_get(wc.payload, "position")), 1);
+    assert_true(deta_timestamp_valid(field(wc.payload, "waitingSince")));
+    assert_non_null(json_object_get(wc.payload, "paymentId"));
+    deta_event_clear(&wb);
+    deta_event_clear(&wc);
+    await_view_status(b, "DELIVERY_WAITING");
+    await_view_status(c, "DELIVERY_WAITING");
+    char path[128];
+    snprintf(path, sizeof path, "/api/deliveries/%s", b);
+    ts_http_resp_t r;
+    ts_http("GET", "DELIVERY_SERVICE_URL", path, NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(field(r.json, "status"), "WAITING");
+    assert_int_equal(json_integer_value(json_object_get(r.json, "position")), 2);
+    ts_http_resp_free(&r);
+    assert_int_equal(sql_long(COUNT_DELIVERIES, b), 0);
+    assert_int_equal(sql_long(COUNT_DELIVERIES, c), 0);
+
+    run_sql("UPDATE drivers SET available = (driver_id = 'driver-01')");
+    const char *done = "SELECT count(*) FROM deliveries WHERE order_id = $1"
+                       " AND status = 'DELIVERED'";
+    await_long(done, a, 1);
+    await_long(done, c, 1);
+    await_long(done, b, 1);
+    PGconn *db = ts_pg("delivery_db");
+    const char *ids[] = {a, b, c};
+    /* one at a time on the one driver, C (paid first) before B */
+    assert_int_equal(ts_pg_long(db,
+                                "SELECT count(*) FROM deliveries a, deliveries b, deliveries c"
+                                " WHERE a.order_id = $1 AND b.order_id = $2 AND c.order_id = $3"
+                                " AND c.assigned_at >= a.delivered_at"
+                                " AND b.assigned_at >= c.delivered_at"
+                                " AND a.driver_id = 'driver-01' AND b.driver_id = 'driver-01'"
+                                " AND c.driver_id = 'driver-01'",
+                                3, ids),
+                     1);
+    assert_int_equal(ts_pg_long(db,
+                                "SELECT count(*) FROM waiting_orders WHERE order_id IN"
+                                " ($1::uuid, $2::uuid, $3::uuid)",
+                                3, ids),
+                     0);
+    PQfinish(db);
+    await_view_status(b, "DELIVERED");
+    await_view_status(c, "DELIVERED");
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ts_kafka_count_where(DETA_TOPIC_DLQ_PAYMENT_EVENTS, ids[i],
+                                              "x-consumer-group", "delivery-service", 5000),
+                         0);
+}
+
+/* ---- two tickers (issue #22, finding 9) ---- */
+
+#define CROSSING_DRIVERS 4
+#define CROSSING_PER_DRIVER 400
+
+static long deadlocks(void) {
+    return sql_long("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+                    NULL);
+}
+
+static int one_instance_again(void **state) {
+    (void)state;
+    ts_stack("scale delivery-service 1");
+    run_sql("DELETE FROM deliveries WHERE payment_id = 'crossing-test';"
+            "DELETE FROM drivers WHERE driver_id LIKE 'crossing-%'");
+    return 0;
+}
+
+/* Two instances' tickers deliver many due deliveries whose drivers alternate in
+ * due order, so that their turns take the drivers in crossing orders: no turn
+ * may deadlock (pg_stat_database.deadlocks stays put) and every driver ends
+ * with nothing active. */
+static void tickers_of_two_instances_never_deadlock(void **state) {
+    (void)state;
+    clock_speed();
+    long before = deadlocks();
+    assert_int_equal(ts_stack("scale delivery-service 2"), 0);
+    char sql[2048];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO drivers (driver_id, name, active_deliveries, available)"
+             " SELECT 'crossing-' || k, 'Crossing ' || k, %d, false"
+             " FROM generate_series(1, %d) k;"
+             "INSERT INTO deliveries (delivery_id, order_id, driver_id, payment_id,"
+             "  correlation_id, status, distance_km, assigned_at, picked_up_at,"
+             "  estimated_delivery_at, next_transition_at, updated_at)"
+             " SELECT gen_random_uuid(), gen_random_uuid(),"
+             "  'crossing-' || (1 + i %% %d), 'crossing-test', gen_random_uuid()::text,"
+             "  'PICKED_UP', 1.0, now() - interval '1 hour', now() - interval '1 hour',"
+             "  now() + interval '2 seconds' + i * interval '1 microsecond',"
+             "  now() + interval '2 seconds' + i * interval '1 microsecond', now()"
+             " FROM generate_series(0, %d) i",
+             CROSSING_PER_DRIVER, CROSSING_DRIVERS, CROSSING_DRIVERS,
+             CROSSING_DRIVERS * CROSSING_PER_DRIVER - 1);
+    run_sql(sql);
+    await_long("SELECT count(*) FROM deliveries WHERE payment_id = 'crossing-test'"
+               " AND status <> 'DELIVERED'",
+               NULL, 0);
+    assert_int_equal(sql_long("SELECT coalesce(sum(active_deliveries), -1) FROM drivers"
+                              " WHERE driver_id LIKE 'crossing-%'",
+                              NULL),
+                     0);
+    /* a backend reports its deadlocks to pg_stat_database once idle, within
+     * about ten seconds (PGSTAT_IDLE_INTERVAL) */
+    ts_sleep_ms(12000);
+    assert_int_equal(deadlocks(), before);
 }
 
 static void rest_answers_deliveries_and_drivers(void **state) {
@@ -611,6 +817,7 @@ static void metrics_and_health_report_the_deliveries(void **state) {
     assert_true(metric_value(r.body, "delivery_delivered_total") >= 1);
     assert_true(metric_value(r.body, "eta_updates_total") >= 3);
     assert_true(metric_value(r.body, "delivery_active") >= 0);
+    assert_true(metric_value(r.body, "delivery_waiting") >= 0);
     assert_true(metric_value(r.body, "delivery_eta_minutes_count") >= 1);
     assert_non_null(strstr(r.body, "# TYPE delivery_eta_minutes histogram"));
     assert_non_null(strstr(r.body, "delivery_eta_minutes_bucket{le=\"60\"}"));
@@ -631,10 +838,13 @@ int main(void) {
         cmocka_unit_test(payment_failed_delivers_nothing),
         cmocka_unit_test(malformed_payment_authorized_is_dead_lettered),
         cmocka_unit_test(burst_spreads_over_drivers_within_capacity),
-        cmocka_unit_test_teardown(no_driver_available_is_retried_until_one_is,
+        cmocka_unit_test_teardown(no_driver_available_parks_the_order_until_one_is,
                                   drivers_back_on_duty),
         cmocka_unit_test(rest_answers_deliveries_and_drivers),
         cmocka_unit_test(metrics_and_health_report_the_deliveries),
+        cmocka_unit_test_teardown(paid_orders_wait_for_a_driver_first_paid_first_served,
+                                  fleet_restored),
+        cmocka_unit_test_teardown(tickers_of_two_instances_never_deadlock, one_instance_again),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

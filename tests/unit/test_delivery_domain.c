@@ -479,6 +479,18 @@ static void payloads_follow_the_contract(void **state) {
     assert_null(delivery_eta_payload(&d, T0));
 }
 
+static void waiting_payload_says_since_when_and_where_in_the_queue(void **state) {
+    (void)state;
+    json_t *w = delivery_waiting_payload(ORDER, "pay-1", T0, 3);
+    expect_keys(w, 4);
+    assert_string_equal(str(w, "orderId"), ORDER);
+    assert_string_equal(str(w, "paymentId"), "pay-1");
+    assert_string_equal(str(w, "waitingSince"), "2025-11-25T12:38:05.123Z");
+    assert_int_equal(json_integer_value(json_object_get(w, "position")), 3);
+    json_decref(w);
+    assert_null(delivery_waiting_payload(ORDER, "pay-1", T0, 0)); /* 1 is the head */
+}
+
 static void instants_and_distances_format_exactly(void **state) {
     (void)state;
     char ts[DETA_TS_LEN], km[16];
@@ -519,6 +531,7 @@ int main(void) {
         cmocka_unit_test(malformed_fields_are_invalid),
         cmocka_unit_test(order_id_must_match_the_envelope_and_be_a_uuid),
         cmocka_unit_test(payloads_follow_the_contract),
+        cmocka_unit_test(waiting_payload_says_since_when_and_where_in_the_queue),
         cmocka_unit_test(instants_and_distances_format_exactly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

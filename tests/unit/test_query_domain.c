@@ -60,12 +60,13 @@ static json_t *created_payload(void) {
 
 static void ranks_follow_the_docs(void **state) {
     (void)state;
-    const char *order[] = {"CREATED",   "INVENTORY_RESERVED", "PAYMENT_AUTHORIZED",
-                           "DELIVERY_ASSIGNED", "PICKED_UP", "DELIVERED"};
-    for (int i = 0; i < 6; i++)
+    const char *order[] = {"CREATED",          "INVENTORY_RESERVED", "PAYMENT_AUTHORIZED",
+                           "DELIVERY_WAITING", "DELIVERY_ASSIGNED",  "PICKED_UP",
+                           "DELIVERED"};
+    for (int i = 0; i < 7; i++)
         assert_int_equal(query_status_rank(order[i]), i + 1);
-    assert_int_equal(query_status_rank("INVENTORY_REJECTED"), 7);
-    assert_int_equal(query_status_rank("PAYMENT_FAILED"), 7);
+    assert_int_equal(query_status_rank("INVENTORY_REJECTED"), 8);
+    assert_int_equal(query_status_rank("PAYMENT_FAILED"), 8);
     assert_int_equal(query_status_rank("created"), 0);
     assert_int_equal(query_status_rank(""), 0);
     assert_int_equal(query_status_rank(NULL), 0);
@@ -82,6 +83,7 @@ static void event_types_map_to_states(void **state) {
     assert_string_equal(query_status_for_event(DETA_EVT_INVENTORY_REJECTED), "INVENTORY_REJECTED");
     assert_string_equal(query_status_for_event(DETA_EVT_PAYMENT_AUTHORIZED), "PAYMENT_AUTHORIZED");
     assert_string_equal(query_status_for_event(DETA_EVT_PAYMENT_FAILED), "PAYMENT_FAILED");
+    assert_string_equal(query_status_for_event(DETA_EVT_DELIVERY_WAITING), "DELIVERY_WAITING");
     assert_string_equal(query_status_for_event(DETA_EVT_DELIVERY_ASSIGNED), "DELIVERY_ASSIGNED");
     assert_string_equal(query_status_for_event(DETA_EVT_DELIVERY_PICKED_UP), "PICKED_UP");
     assert_string_equal(query_status_for_event(DETA_EVT_DELIVERY_DELIVERED), "DELIVERED");
@@ -100,6 +102,11 @@ static void status_moves_only_up(void **state) {
     assert_true(query_status_may_move("PAYMENT_AUTHORIZED", "PAYMENT_FAILED"));
     assert_false(query_status_may_move("DELIVERY_ASSIGNED", "PAYMENT_AUTHORIZED"));
     assert_false(query_status_may_move("DELIVERY_ASSIGNED", "DELIVERY_ASSIGNED"));
+    /* a waiting order moves on to its assignment, never back to waiting */
+    assert_true(query_status_may_move("PAYMENT_AUTHORIZED", "DELIVERY_WAITING"));
+    assert_true(query_status_may_move("DELIVERY_WAITING", "DELIVERY_ASSIGNED"));
+    assert_false(query_status_may_move("DELIVERY_ASSIGNED", "DELIVERY_WAITING"));
+    assert_false(query_status_may_move("DELIVERED", "DELIVERY_WAITING"));
     assert_false(query_status_may_move("DELIVERED", "CREATED"));
     assert_false(query_status_may_move("INVENTORY_REJECTED", "PAYMENT_FAILED"));
     assert_false(query_status_may_move("PAYMENT_FAILED", "DELIVERED"));
@@ -433,7 +440,7 @@ static void late_order_created_fills_the_partial_row(void **state) {
     assert_string_equal(v.payment_id, "p-1"); /* but its field lands */
     assert_false(query_view_merge(&v, &c[0])); /* order.created */
     assert_string_equal(v.status, "DELIVERY_ASSIGNED");
-    assert_int_equal(v.status_rank, 4);
+    assert_int_equal(v.status_rank, 5);
     assert_string_equal(v.customer_id, "cust-7");
     assert_string_equal(v.total_amount, "20.48");
     assert_string_equal(v.currency, "EUR");
@@ -647,7 +654,7 @@ static void views_render_unknown_fields_as_null(void **state) {
     query_stats_t s;
     memset(&s, 0, sizeof s);
     s.by_status[0] = 3;
-    s.by_status[7] = 2;
+    s.by_status[QUERY_STATUS_COUNT - 1] = 2; /* PAYMENT_FAILED, the last */
     s.without_status = 1;
     j = query_stats_to_json(&s);
     assert_int_equal(json_integer_value(json_object_get(j, "total")), 6);

@@ -42,6 +42,7 @@ static void test_known_types_map_to_their_topic(void **state) {
     assert_topic("eta.updated", "raw.delivery-events");
     assert_topic("delivery.picked_up", "raw.delivery-events");
     assert_topic("delivery.delivered", "raw.delivery-events");
+    assert_topic("delivery.waiting", "raw.delivery-events");
 }
 
 static void test_unknown_types_map_to_null(void **state) {
@@ -97,7 +98,8 @@ static void test_every_type_has_a_dlq(void **state) {
                            DETA_EVT_INVENTORY_REJECTED, DETA_EVT_INVENTORY_RELEASED,
                            DETA_EVT_PAYMENT_AUTHORIZED, DETA_EVT_PAYMENT_FAILED,
                            DETA_EVT_DELIVERY_ASSIGNED,  DETA_EVT_ETA_UPDATED,
-                           DETA_EVT_DELIVERY_PICKED_UP, DETA_EVT_DELIVERY_DELIVERED};
+                           DETA_EVT_DELIVERY_PICKED_UP, DETA_EVT_DELIVERY_DELIVERED,
+                           DETA_EVT_DELIVERY_WAITING};
     char buf[DETA_TOPIC_MAX + 1];
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
         assert_non_null(deta_topic_dlq_for(deta_topic_for_event_type(types[i]), buf, sizeof buf));

@@ -259,8 +259,9 @@ static void report_saga_latency(const demo_run_t *run) {
 
 /* Paid: the status follows payment.authorized, when inventory-service sells. */
 static bool is_paid(const char *status) {
-    return !strcmp(status, "PAYMENT_AUTHORIZED") || !strcmp(status, "DELIVERY_ASSIGNED") ||
-           !strcmp(status, "PICKED_UP") || !strcmp(status, "DELIVERED");
+    return !strcmp(status, "PAYMENT_AUTHORIZED") || !strcmp(status, "DELIVERY_WAITING") ||
+           !strcmp(status, "DELIVERY_ASSIGNED") || !strcmp(status, "PICKED_UP") ||
+           !strcmp(status, "DELIVERED");
 }
 
 /* Units of item_id in the demo's paid orders (all of them DELIVERED, when every

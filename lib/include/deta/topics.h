@@ -26,6 +26,7 @@ extern const char *const deta_topics_all[8];
 #define DETA_EVT_INVENTORY_RELEASED "inventory.released"
 #define DETA_EVT_PAYMENT_AUTHORIZED "payment.authorized"
 #define DETA_EVT_PAYMENT_FAILED "payment.failed"
+#define DETA_EVT_DELIVERY_WAITING "delivery.waiting"
 #define DETA_EVT_DELIVERY_ASSIGNED "delivery.assigned"
 #define DETA_EVT_ETA_UPDATED "eta.updated"
 #define DETA_EVT_DELIVERY_PICKED_UP "delivery.picked_up"
