@@ -23,6 +23,10 @@
  *      a standby may hold the lock by then, and the next turn takes it again
  *      before anything else. What was sent before the loss may go out twice
  *      (a send cannot be fenced), nothing is read and sent after it;
+ *      Before its first drain on a newly locked session, and after a failed
+ *      turn, the leader pings (deta_db_ping): a read-only server (a standby, a
+ *      demoted primary) fails the turn before anything is published, instead of
+ *      every turn publishing rows it cannot mark;
  *   2b. a row the broker refuses for good (larger than message.max.bytes, topic
  *      refused: the producer's DETA_ERR_INVALID) is parked (parked_at,
  *      parked_reason; deta_outbox_parked_total, the deta_outbox_parked gauge, an
@@ -142,6 +146,7 @@ struct deta_outbox_relay {
     bool leader;
     bool lost;       /* the drain saw that session replaced: re-take the lock first */
     bool any_parked; /* some row is parked: rows of its order are held behind it */
+    bool unchecked;  /* the lock was just taken: is the server writable? */
     int backoff_ms; /* 0 while things work */
     bool more;      /* the last drain stopped at its deadline, not at the end */
     long last_purge_ms;
@@ -268,6 +273,7 @@ static bool ensure_session(deta_outbox_relay_t *r, char *why, size_t whysize) {
             return false;
         }
         r->leader = got;
+        r->unchecked = got;
         r->lost = false;
         if (r->leader) {
             DETA_INFO("outbox relay: this instance publishes (session %lu)", r->session);
@@ -545,6 +551,15 @@ static void relay_turn(deta_outbox_relay_t *r) {
         r->backoff_ms = 0;
         return;
     }
+    /* On a session just locked, and again after a failed turn, ask whether the
+     * server takes writes: one that answers read-only (a standby, a primary
+     * demoted by a failover) could not mark what went out, and every turn would
+     * publish the same rows again. */
+    if ((r->unchecked || r->backoff_ms > 0) && !deta_db_ping(r->db, why, sizeof why)) {
+        note_failure(r, why);
+        return;
+    }
+    r->unchecked = false;
     bool drained = false;
     if (drain(r, deta_clock_ms() + OUTBOX_DRAIN_SLICE_MS, false, why, sizeof why) != DETA_OK) {
         if (r->lost) {

@@ -12,6 +12,12 @@
  * deta_outbox_relay_stop: a healthy relay publishes what was committed and stops
  * at once; one whose broker does not answer stops within its bound (not the 12 s
  * of a send), reports rows left, and leaves the row for the next relay.
+ * Issue #22: a leader whose backend is terminated while a batch is in its hands
+ * publishes nothing after that while the standby holds the lock, and stands by
+ * until the lock is free again; a row too large for the broker, or refused with
+ * TOPIC_AUTHORIZATION_FAILED, is parked and the rows behind it go, the later rows
+ * of its order parked behind it; a read-only server gets nothing published until
+ * it takes writes again, and then the row goes once.
  */
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
@@ -704,18 +710,25 @@ static void test_a_refused_row_is_parked(void **state) {
 }
 
 /* The broker refuses a Produce request for good (TOPIC_AUTHORIZATION_FAILED,
- * injected): the row is parked, the rows behind it go. An injected error is the
- * cluster's, taken by whichever client produces next (the stack's services
- * dead-letter the test's events): a row that went out because another client
- * took the error is tried again with a fresh one. */
+ * injected): the row is parked, the rows behind it (for another topic: the
+ * producer fails the refused topic's next messages at once) go. An injected
+ * error is the cluster's, taken by whichever client produces next (the stack's
+ * services dead-letter the test's events): a row that went out because another
+ * client took the error is tried again with a fresh one. */
+#define REFUSED_TOPIC "it-outbox-refused"
+
 static void test_a_topic_refused_row_is_parked(void **state) {
     (void)state;
-    char key[64], other[64];
+    char key[64], other[64], sql[512];
     bool parked = false;
     for (int attempt = 0; attempt < 5 && !parked; attempt++) {
         new_key(key, sizeof key, "unauthorized");
         ts_broker("errors 0 29 1");
-        commit_one(key);
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO outbox (topic, msg_key, payload) VALUES"
+                 " ('" REFUSED_TOPIC "', '%s', '{}'); SELECT pg_notify('deta_outbox', '')",
+                 key);
+        scratch_sql(sql);
         long deadline = now_ms() + WAIT_MS;
         while (!(parked = parked_like(key, "%", "%")) && rows(key, true) == 0 &&
                now_ms() < deadline)
@@ -728,7 +741,49 @@ static void test_a_topic_refused_row_is_parked(void **state) {
     assert_true(wait_published(other, 1, WAIT_MS));
     assert_int_equal(rows(key, true), 0);
     assert_int_equal(ts_kafka_count(TOPIC, other, 10000), 1);
+    assert_int_equal(ts_kafka_count(REFUSED_TOPIC, key, 10000), 0);
+}
+
+/* ---- a read-only server (#22 finding 12) ---- */
+
+static void set_read_only(bool on) {
+    char sql[160];
+    snprintf(sql, sizeof sql, "ALTER DATABASE %s %s", dbname,
+             on ? "SET default_transaction_read_only = on" : "RESET default_transaction_read_only");
+    admin_sql(sql);
+    terminate(relay_backend()); /* the relay's next session has the new default */
+}
+
+/* A server that answers but takes no writes (a standby, a demoted primary): the
+ * relay cannot mark what it publishes, so it must not publish (it would send the
+ * same rows again every turn); once the server is writable, the row goes once. */
+static void test_a_read_only_server_gets_nothing_published(void **state) {
+    (void)state;
+    char key[64], sql[512];
+    const char *errors = "deta_outbox_publish_errors_total";
+    set_read_only(true);
+    new_key(key, sizeof key, "read-only");
+    PGconn *c = ts_pg(dbname);
+    PGresult *r = PQexec(c, "SET default_transaction_read_only = off");
+    PQclear(r);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO outbox (topic, msg_key, payload) VALUES ('" TOPIC "', '%s', '{}');"
+             " SELECT pg_notify('deta_outbox', '')",
+             key);
+    r = PQexec(c, sql);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+    PQfinish(c);
+    double before = counter(metrics1, errors, NULL);
+    long deadline = now_ms() + WAIT_MS;
+    while (counter(metrics1, errors, NULL) < before + 4 && now_ms() < deadline)
+        ts_sleep_ms(50);
+    assert_true(counter(metrics1, errors, NULL) >= before + 4); /* turns failed */
     assert_int_equal(ts_kafka_count(TOPIC, key, 10000), 0);
+
+    set_read_only(false);
+    assert_true(wait_published(key, 1, WAIT_MS));
+    assert_int_equal(ts_kafka_count(TOPIC, key, 10000), 1);
 }
 
 int main(void) {
@@ -746,6 +801,7 @@ int main(void) {
         cmocka_unit_test(test_stop_is_bounded),
         cmocka_unit_test(test_a_relay_that_lost_its_lock_stops),
         cmocka_unit_test(test_a_refused_row_is_parked),
+        cmocka_unit_test(test_a_read_only_server_gets_nothing_published),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
