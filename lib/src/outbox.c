@@ -9,15 +9,31 @@
  *
  * The relay is one thread with its own connection. Each turn of its loop:
  *
- *   1. make sure the session is set up: a new backend (first connect or after a
- *      reconnect, seen as a new PQbackendPID) needs LISTEN again and has lost the
- *      session advisory lock, which is then tried again;
+ *   1. make sure the session is set up: another session (first connect or after
+ *      a reconnect, seen as a new deta_db_session number) needs LISTEN again and
+ *      has lost the session advisory lock, which is then tried again;
  *   2. as the lock holder (the leader), publish: select up to 500 unsent rows by
  *      id, send them as one batch, mark the acknowledged prefix published, repeat
  *      while batches come back full; then purge old rows (once a minute) and
  *      update the pending gauge (0 after a complete drain, without a query; a
  *      count only after a failed or cut-short turn). Standbys do nothing but
- *      try the lock each turn;
+ *      try the lock each turn. A batch read on another session than the one
+ *      that took the lock (deta_db reconnected under the drain: the backend was
+ *      terminated, the server restarted) is dropped unsent and the drain ends:
+ *      a standby may hold the lock by then, and the next turn takes it again
+ *      before anything else. What was sent before the loss may go out twice
+ *      (a send cannot be fenced), nothing is read and sent after it;
+ *      Before its first drain on a newly locked session, and after a failed
+ *      turn, the leader pings (deta_db_ping): a read-only server (a standby, a
+ *      demoted primary) fails the turn before anything is published, instead of
+ *      every turn publishing rows it cannot mark;
+ *   2b. a row the broker refuses for good (larger than message.max.bytes, topic
+ *      refused: the producer's DETA_ERR_INVALID) is parked (parked_at,
+ *      parked_reason; deta_outbox_parked_total, the deta_outbox_parked gauge, an
+ *      ERROR line) and the drain goes on with the rows behind it. Later rows of
+ *      the same order (msg_key) are parked too, "held", so that one order's
+ *      events never overtake each other; other orders are not held up. The
+ *      lookup for held rows runs only while some row is parked;
  *   3. wait with poll() on the connection's socket and an eventfd (stop) for a
  *      notification, up to DETA_OUTBOX_POLL_MS, or the backoff after a failure.
  *
@@ -74,6 +90,11 @@ const deta_migration_t deta_outbox_migrations[] = {
      " published_at timestamptz);"
      "CREATE INDEX IF NOT EXISTS outbox_unpublished_idx ON outbox (id)"
      " WHERE published_at IS NULL;"},
+    {2, "park rows the broker refuses for good",
+     "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS parked_at timestamptz,"
+     " ADD COLUMN IF NOT EXISTS parked_reason text;"
+     "CREATE INDEX IF NOT EXISTS outbox_parked_key_idx ON outbox (msg_key)"
+     " WHERE parked_at IS NOT NULL;"},
 };
 const size_t deta_outbox_migrations_count =
     sizeof deta_outbox_migrations / sizeof deta_outbox_migrations[0];
@@ -121,15 +142,20 @@ struct deta_outbox_relay {
     bool finished;
     deta_err_t final_result;
 
-    int backend_pid; /* the session LISTEN and the lock belong to */
+    unsigned long session; /* deta_db_session of the session LISTEN and the lock belong to */
     bool leader;
+    bool lost;       /* the drain saw that session replaced: re-take the lock first */
+    bool any_parked; /* some row is parked: rows of its order are held behind it */
+    bool unchecked;  /* the lock was just taken: is the server writable? */
     int backoff_ms; /* 0 while things work */
     bool more;      /* the last drain stopped at its deadline, not at the end */
     long last_purge_ms;
 
     deta_counter_t *published;
     deta_counter_t *errors;
+    deta_counter_t *parked_total;
     deta_gauge_t *pending;
+    deta_gauge_t *parked;
     deta_counter_t *woke_notify;
     deta_counter_t *woke_poll;
 };
@@ -142,7 +168,12 @@ static void register_metrics(deta_outbox_relay_t *r, deta_metrics_t *m) {
                                 "Outbox rows published to Kafka and marked sent", NULL);
     r->errors = deta_counter(m, "deta_outbox_publish_errors_total",
                              "Failed outbox publish or mark attempts", NULL);
+    r->parked_total = deta_counter(m, "deta_outbox_parked_total",
+                                   "Outbox rows parked: refused by the broker for good, or"
+                                   " held behind such a row of the same order", NULL);
     r->pending = deta_gauge(m, "deta_outbox_pending", "Outbox rows not yet published", NULL);
+    r->parked = deta_gauge(m, "deta_outbox_parked", "Outbox rows parked now (alert when > 0)",
+                           NULL);
     r->woke_notify = deta_counter(m, "deta_outbox_wakeups_total",
                                   "Relay wake-ups, by what woke it", "reason=\"notify\"");
     r->woke_poll = deta_counter(m, "deta_outbox_wakeups_total",
@@ -172,7 +203,6 @@ deta_outbox_relay_t *deta_outbox_relay_new(const deta_config_t *cfg, deta_produc
     }
     r->producer = producer;
     r->retention_s = retention;
-    r->backend_pid = -1;
     r->last_purge_ms = deta_clock_ms() - OUTBOX_PURGE_EVERY_MS;
     atomic_init(&r->stop, false);
     atomic_init(&r->stop_deadline_ms, 0);
@@ -196,16 +226,37 @@ deta_outbox_relay_t *deta_outbox_relay_new(const deta_config_t *cfg, deta_produc
     return r;
 }
 
-/* LISTEN and the lock, again whenever the connection is a new backend. */
+/* How many rows are parked: sets the gauge and whether the drain must look for
+ * rows held behind them. */
+static void refresh_parked(deta_outbox_relay_t *r) {
+    deta_err_t err;
+    char why[256];
+    PGresult *res = deta_db_exec(r->db, "SELECT count(*) FROM outbox WHERE parked_at IS NOT NULL",
+                                 0, NULL, &err, why, sizeof why);
+    if (!res) {
+        r->any_parked = true; /* not known: look, to be safe */
+        DETA_WARN("outbox relay: cannot count parked rows: %s", why);
+        return;
+    }
+    double n = atof(PQgetvalue(res, 0, 0));
+    PQclear(res);
+    r->any_parked = n > 0;
+    if (r->parked)
+        deta_gauge_set(r->parked, n);
+}
+
+/* LISTEN and the lock, again whenever the connection is another session (see
+ * deta_db_session): a replaced connection has lost both. A statement reconnects
+ * before it is sent, never after, so the session a statement ran on is the one
+ * the handle has when it returns. */
 static bool ensure_session(deta_outbox_relay_t *r, char *why, size_t whysize) {
-    PGconn *conn = deta_db_conn(r->db, why, whysize);
-    if (!conn)
+    if (!deta_db_conn(r->db, why, whysize))
         return false;
-    if (PQbackendPID(conn) != r->backend_pid) {
+    if (deta_db_session(r->db) != r->session) {
+        r->leader = false;
         if (deta_db_run(r->db, "LISTEN " OUTBOX_CHANNEL, 0, NULL, why, whysize) != DETA_OK)
             return false;
-        r->backend_pid = PQbackendPID(conn);
-        r->leader = false;
+        r->session = deta_db_session(r->db);
     }
     if (!r->leader) {
         const char *lock[] = {OUTBOX_LOCK};
@@ -214,55 +265,136 @@ static bool ensure_session(deta_outbox_relay_t *r, char *why, size_t whysize) {
                                      lock, &err, why, whysize);
         if (!res)
             return false;
-        r->leader = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        bool got = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
         PQclear(res);
-        if (r->leader)
-            DETA_INFO("outbox relay: this instance publishes (backend %d)", r->backend_pid);
+        if (deta_db_session(r->db) != r->session) {
+            deta_errf(DETA_ERR_TRANSIENT, why, whysize,
+                      "the connection was replaced while taking the lock");
+            return false;
+        }
+        r->leader = got;
+        r->unchecked = got;
+        r->lost = false;
+        if (r->leader) {
+            DETA_INFO("outbox relay: this instance publishes (session %lu)", r->session);
+            refresh_parked(r);
+        }
     }
     return true;
 }
 
-/* Sets published_at for the rows ids[0..n), given as a Postgres array literal. */
-static deta_err_t mark_published(deta_outbox_relay_t *r, PGresult *rows, size_t n, char *why,
-                                 size_t whysize) {
+/* The ids of rows idx[0..n) of a selected batch as a Postgres array literal
+ * (malloc'd; NULL when out of memory). */
+static char *ids_literal(PGresult *rows, const int *idx, size_t n) {
     size_t cap = 3 + n * 21;
     char *ids = malloc(cap);
     if (!ids)
-        return deta_errf(DETA_ERR_INTERNAL, why, whysize, "out of memory");
+        return NULL;
     size_t len = 0;
     ids[len++] = '{';
     for (size_t i = 0; i < n; i++)
         len += (size_t)snprintf(ids + len, cap - len, "%s%s", i ? "," : "",
-                                PQgetvalue(rows, (int)i, 0));
+                                PQgetvalue(rows, idx[i], 0));
     snprintf(ids + len, cap - len, "}");
-    const char *params[] = {ids};
-    deta_err_t err = deta_db_run(r->db,
-                                 "UPDATE outbox SET published_at = now()"
-                                 " WHERE id = ANY($1::bigint[])",
-                                 1, params, why, whysize);
+    return ids;
+}
+
+/* Runs sql, an UPDATE of the rows idx[0..n) ($1, their ids) with an optional $2. */
+static deta_err_t update_rows(deta_outbox_relay_t *r, const char *sql, PGresult *rows,
+                              const int *idx, size_t n, const char *arg, char *why,
+                              size_t whysize) {
+    char *ids = ids_literal(rows, idx, n);
+    if (!ids)
+        return deta_errf(DETA_ERR_INTERNAL, why, whysize, "out of memory");
+    const char *params[] = {ids, arg};
+    deta_err_t err = deta_db_run(r->db, sql, arg ? 2 : 1, params, why, whysize);
     free(ids);
     return err;
 }
 
-/* Sends the selected rows as one batch and marks what the broker acknowledged. */
-static deta_err_t publish_rows(deta_outbox_relay_t *r, PGresult *rows, int send_timeout_ms,
-                               char *why, size_t whysize) {
-    size_t n = (size_t)PQntuples(rows);
-    deta_kafka_out_t *msgs = calloc(n, sizeof *msgs);
-    if (!msgs)
-        return deta_errf(DETA_ERR_INTERNAL, why, whysize, "out of memory");
+static deta_err_t mark_published(deta_outbox_relay_t *r, PGresult *rows, const int *idx,
+                                 size_t n, char *why, size_t whysize) {
+    return update_rows(r, "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                       rows, idx, n, NULL, why, whysize);
+}
+
+/* Takes rows out of the drain for good (until someone clears parked_at), with
+ * the reason, an alert-worthy event: counted, the gauge refreshed, logged. */
+static deta_err_t park(deta_outbox_relay_t *r, PGresult *rows, const int *idx, size_t n,
+                       const char *reason, char *why, size_t whysize) {
+    if (n == 0)
+        return DETA_OK;
+    deta_err_t err = update_rows(r,
+                                 "UPDATE outbox SET parked_at = now(), parked_reason = $2"
+                                 " WHERE id = ANY($1::bigint[]) AND published_at IS NULL",
+                                 rows, idx, n, reason, why, whysize);
+    if (err != DETA_OK)
+        return err;
     for (size_t i = 0; i < n; i++)
-        msgs[i] = (deta_kafka_out_t){.topic = PQgetvalue(rows, (int)i, 1),
-                                     .key = PQgetvalue(rows, (int)i, 2),
-                                     .value = PQgetvalue(rows, (int)i, 3),
-                                     .len = (size_t)PQgetlength(rows, (int)i, 3)};
+        DETA_ERROR("outbox relay: parked row %s (topic %s, order %s): %s",
+                   PQgetvalue(rows, idx[i], 0), PQgetvalue(rows, idx[i], 1),
+                   PQgetvalue(rows, idx[i], 2), reason);
+    count(r->parked_total, (double)n);
+    refresh_parked(r);
+    r->any_parked = true;
+    return DETA_OK;
+}
+
+/* The rows of one selected batch, sorted by what happens to them. */
+typedef struct batch {
+    int *send;       /* row indexes to send, in id order */
+    size_t nsend;
+    int *held;       /* rows of an order with a parked row: parked too */
+    size_t nheld;
+    int *untopical;  /* rows without a topic (written around deta_outbox_add) */
+    size_t nuntopical;
+    deta_kafka_out_t *msgs; /* msgs[i] is row send[i] */
+} batch_t;
+
+static void batch_free(batch_t *b) {
+    free(b->send);
+    free(b->held);
+    free(b->untopical);
+    free(b->msgs);
+}
+
+static bool batch_sort(batch_t *b, PGresult *rows) {
+    size_t n = (size_t)PQntuples(rows);
+    *b = (batch_t){.send = calloc(n, sizeof(int)),
+                   .held = calloc(n, sizeof(int)),
+                   .untopical = calloc(n, sizeof(int)),
+                   .msgs = calloc(n, sizeof(deta_kafka_out_t))};
+    if (!b->send || !b->held || !b->untopical || !b->msgs)
+        return false;
+    for (int i = 0; i < (int)n; i++) {
+        if (!*PQgetvalue(rows, i, 1)) {
+            b->untopical[b->nuntopical++] = i;
+        } else if (strcmp(PQgetvalue(rows, i, 4), "t") == 0) {
+            b->held[b->nheld++] = i;
+        } else {
+            b->msgs[b->nsend] = (deta_kafka_out_t){.topic = PQgetvalue(rows, i, 1),
+                                                   .key = PQgetvalue(rows, i, 2),
+                                                   .value = PQgetvalue(rows, i, 3),
+                                                   .len = (size_t)PQgetlength(rows, i, 3)};
+            b->send[b->nsend++] = i;
+        }
+    }
+    return true;
+}
+
+/* Sends the rows to send as one batch and marks what the broker acknowledged. A
+ * row the broker refuses for good (too large, topic refused: the producer says
+ * DETA_ERR_INVALID for the first unacknowledged one) is parked instead of
+ * blocking every row behind it; *parked tells the drain to go on at once. */
+static deta_err_t send_rows(deta_outbox_relay_t *r, PGresult *rows, const batch_t *b,
+                            int send_timeout_ms, bool *parked, char *why, size_t whysize) {
     size_t nacked = 0;
-    deta_err_t err = deta_producer_send_batch_until(r->producer, msgs, n, send_timeout_ms,
-                                                    &r->give_up, &nacked, why, whysize);
-    free(msgs);
+    deta_err_t err = deta_producer_send_batch_until(r->producer, b->msgs, b->nsend,
+                                                    send_timeout_ms, &r->give_up, &nacked, why,
+                                                    whysize);
     if (nacked > 0) {
         char mark_why[256];
-        deta_err_t mark_err = mark_published(r, rows, nacked, mark_why, sizeof mark_why);
+        deta_err_t mark_err = mark_published(r, rows, b->send, nacked, mark_why, sizeof mark_why);
         if (mark_err != DETA_OK) {
             /* They are out: a later turn publishes them again (at-least-once). */
             snprintf(why, whysize, "published %zu rows but cannot mark them: %s", nacked, mark_why);
@@ -270,26 +402,76 @@ static deta_err_t publish_rows(deta_outbox_relay_t *r, PGresult *rows, int send_
         }
         count(r->published, (double)nacked);
     }
+    if (err == DETA_ERR_INVALID && nacked < b->nsend) {
+        char reason[512];
+        snprintf(reason, sizeof reason, "refused by the broker: %s", why);
+        err = park(r, rows, b->send + nacked, 1, reason, why, whysize);
+        *parked = err == DETA_OK;
+    }
     return err;
 }
 
-/* One batch; *full tells whether more rows may be waiting. */
+/* Parks what cannot go, then sends the rest. */
+static deta_err_t publish_rows(deta_outbox_relay_t *r, PGresult *rows, int send_timeout_ms,
+                               bool *parked, char *why, size_t whysize) {
+    batch_t b;
+    deta_err_t err = DETA_OK;
+    if (!batch_sort(&b, rows))
+        err = deta_errf(DETA_ERR_INTERNAL, why, whysize, "out of memory");
+    if (!err)
+        err = park(r, rows, b.untopical, b.nuntopical, "the row has no topic", why, whysize);
+    if (!err)
+        err = park(r, rows, b.held, b.nheld,
+                   "held: an earlier row of the same order is parked (its events stay in order)",
+                   why, whysize);
+    *parked = b.nuntopical + b.nheld > 0;
+    if (!err && b.nsend > 0) {
+        bool refused = false;
+        err = send_rows(r, rows, &b, send_timeout_ms, &refused, why, whysize);
+        *parked = *parked || refused;
+    }
+    batch_free(&b);
+    return err;
+}
+
+/* One batch; *full tells whether more rows may be waiting. The rows are used only
+ * when they were read on the session that holds the lock: when the connection
+ * was replaced (a reconnect after the backend was lost), a standby may hold the
+ * lock by now, and publishing would double its rows. The drain then ends, and
+ * the next turn takes the lock again before anything else. */
 static deta_err_t publish_batch(deta_outbox_relay_t *r, int send_timeout_ms, bool *full, char *why,
                                 size_t whysize) {
     char limit[16];
     snprintf(limit, sizeof limit, "%d", OUTBOX_BATCH);
     const char *params[] = {limit};
     deta_err_t err;
+    /* Without parked rows (the rule) nothing is held: no lookup per row. */
     PGresult *rows = deta_db_exec(r->db,
-                                  "SELECT id, topic, msg_key, payload FROM outbox"
-                                  " WHERE published_at IS NULL ORDER BY id LIMIT $1::int",
+                                  r->any_parked
+                                      ? "SELECT o.id, o.topic, o.msg_key, o.payload, EXISTS ("
+                                        "SELECT 1 FROM outbox p WHERE p.parked_at IS NOT NULL"
+                                        " AND p.msg_key = o.msg_key) FROM outbox o"
+                                        " WHERE o.published_at IS NULL AND o.parked_at IS NULL"
+                                        " ORDER BY o.id LIMIT $1::int"
+                                      : "SELECT id, topic, msg_key, payload, false FROM outbox"
+                                        " WHERE published_at IS NULL AND parked_at IS NULL"
+                                        " ORDER BY id LIMIT $1::int",
                                   1, params, &err, why, whysize);
     *full = false;
     if (!rows)
         return err;
+    if (deta_db_session(r->db) != r->session) {
+        PQclear(rows);
+        r->leader = false;
+        r->lost = true;
+        return deta_errf(DETA_ERR_TRANSIENT, why, whysize,
+                         "the session holding the relay lock was lost (reconnected)");
+    }
+    bool parked = false;
     *full = PQntuples(rows) == OUTBOX_BATCH;
     if (PQntuples(rows) > 0)
-        err = publish_rows(r, rows, send_timeout_ms, why, whysize);
+        err = publish_rows(r, rows, send_timeout_ms, &parked, why, whysize);
+    *full = *full || parked;
     PQclear(rows);
     return err;
 }
@@ -339,7 +521,9 @@ static void update_pending(deta_outbox_relay_t *r, bool drained) {
         return;
     }
     deta_err_t err;
-    PGresult *res = deta_db_exec(r->db, "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+    PGresult *res = deta_db_exec(r->db,
+                                 "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+                                 " AND parked_at IS NULL",
                                  0, NULL, &err, NULL, 0);
     if (res)
         deta_gauge_set(r->pending, atof(PQgetvalue(res, 0, 0)));
@@ -367,8 +551,24 @@ static void relay_turn(deta_outbox_relay_t *r) {
         r->backoff_ms = 0;
         return;
     }
+    /* On a session just locked, and again after a failed turn, ask whether the
+     * server takes writes: one that answers read-only (a standby, a primary
+     * demoted by a failover) could not mark what went out, and every turn would
+     * publish the same rows again. */
+    if ((r->unchecked || r->backoff_ms > 0) && !deta_db_ping(r->db, why, sizeof why)) {
+        note_failure(r, why);
+        return;
+    }
+    r->unchecked = false;
     bool drained = false;
     if (drain(r, deta_clock_ms() + OUTBOX_DRAIN_SLICE_MS, false, why, sizeof why) != DETA_OK) {
+        if (r->lost) {
+            /* Not a failure to back off from: take the lock again, at once. */
+            count(r->errors, 1);
+            DETA_WARN("outbox relay: %s; stopped publishing, taking the lock again", why);
+            r->more = true;
+            return;
+        }
         note_failure(r, why);
     } else {
         r->backoff_ms = 0;
@@ -401,7 +601,7 @@ static void wait_for_work(deta_outbox_relay_t *r) {
         return;
     }
     PGconn *conn = r->backoff_ms ? NULL : deta_db_conn(r->db, NULL, 0);
-    if (conn && PQbackendPID(conn) != r->backend_pid)
+    if (conn && deta_db_session(r->db) != r->session)
         return; /* reconnected just now: LISTEN first, then wait */
     struct pollfd fds[2] = {{.fd = r->wake_fd, .events = POLLIN},
                             {.fd = conn ? PQsocket(conn) : -1, .events = POLLIN}};

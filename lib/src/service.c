@@ -115,6 +115,7 @@ struct deta_service {
     deta_producer_t *producer;
     bool use_outbox;
     deta_outbox_relay_t *relay;
+    deta_inbox_purger_t *inbox_purger; /* run by the main loop (deta_service_run) */
     deta_consumer_slot_t consumers[DETA_MAX_CONSUMERS];
     size_t nconsumers;
     atomic_bool stop;           /* asked to stop (signal, or the service itself) */
@@ -348,8 +349,12 @@ deta_err_t deta_service_use_outbox(deta_service_t *s, char *errstr, size_t errsi
 }
 
 deta_err_t deta_service_use_inbox(deta_service_t *s, char *errstr, size_t errsize) {
-    return deta_service_migrate(s, "inbox", deta_inbox_migrations, deta_inbox_migrations_count,
-                                errstr, errsize);
+    deta_err_t err = deta_service_migrate(s, "inbox", deta_inbox_migrations,
+                                          deta_inbox_migrations_count, errstr, errsize);
+    if (err == DETA_OK && !s->inbox_purger &&
+        !(s->inbox_purger = deta_inbox_purger_new(s->metrics, errstr, errsize)))
+        err = DETA_ERR_INVALID;
+    return err;
 }
 
 deta_err_t deta_service_consume(deta_service_t *s, const char *const *topics, size_t ntopics,
@@ -633,8 +638,11 @@ int deta_service_run(deta_service_t *s) {
               s->cfg.instance_id, deta_http_server_port(s->http), s->cfg.kafka_bootstrap,
               s->cfg.pg_host, s->cfg.pg_port, s->cfg.pg_database);
 
+    /* The main thread waits for signals; between them it purges old inbox claims
+     * on its connection (the one the migrations used). */
     while (!wait_for_signal(1000) && !atomic_load(&s->stop))
-        ;
+        if (s->inbox_purger)
+            deta_inbox_purger_run(s->inbox_purger, deta_db_pool_get(s->db));
     atomic_store(&s->stop, true);
     return shut_down(s);
 }
@@ -646,6 +654,7 @@ void deta_service_free(deta_service_t *s) {
     stop_consumers(s, 0);
     deta_http_server_free(s->http);
     deta_outbox_relay_free(s->relay);
+    deta_inbox_purger_free(s->inbox_purger);
     deta_producer_free(s->producer);
     deta_db_pool_free(s->db);
     for (size_t i = s->nadopted; i > 0; i--)

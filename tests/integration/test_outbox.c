@@ -12,6 +12,12 @@
  * deta_outbox_relay_stop: a healthy relay publishes what was committed and stops
  * at once; one whose broker does not answer stops within its bound (not the 12 s
  * of a send), reports rows left, and leaves the row for the next relay.
+ * Issue #22: a leader whose backend is terminated while a batch is in its hands
+ * publishes nothing after that while the standby holds the lock, and stands by
+ * until the lock is free again; a row too large for the broker, or refused with
+ * TOPIC_AUTHORIZATION_FAILED, is parked and the rows behind it go, the later rows
+ * of its order parked behind it; a read-only server gets nothing published until
+ * it takes writes again, and then the row goes once.
  */
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
@@ -513,18 +519,289 @@ static void test_stop_is_bounded(void **state) {
     assert_int_equal(ts_kafka_count(TOPIC, key, 10000), 1);
 }
 
+/* ---- a relay that lost its lock (#22 finding 12) ---- */
+
+/* Runs sql (several statements: one implicit transaction) on the scratch database. */
+static void scratch_sql(const char *sql) {
+    PGconn *c = ts_pg(dbname);
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+}
+
+/* Commits n rows of order key at once (one transaction, one notification), each
+ * with the payload payload_sql (an SQL expression). */
+static void commit_rows(const char *key, int n, const char *payload_sql) {
+    char sql[1024];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO outbox (topic, msg_key, payload) SELECT '" TOPIC "', '%s', %s"
+             " FROM generate_series(1, %d); SELECT pg_notify('deta_outbox', '')",
+             key, payload_sql, n);
+    scratch_sql(sql);
+}
+
+/* Whether session pid's last statement was the relay's SELECT of rows and it
+ * went idle: it holds a batch and waits for the broker. */
+static bool wait_batch_in_hand(long pid, int timeout_ms) {
+    char p[24];
+    snprintf(p, sizeof p, "%ld", pid);
+    const char *params[] = {p};
+    PGconn *c = ts_pg("postgres");
+    bool seen = false;
+    for (long end = now_ms() + timeout_ms; !seen && now_ms() < end; ts_sleep_ms(10))
+        seen = ts_pg_long(c,
+                          "SELECT count(*) FROM pg_stat_activity WHERE pid = $1::int"
+                          " AND state = 'idle' AND query LIKE 'SELECT %FROM outbox%ORDER BY%'",
+                          1, params) == 1;
+    PQfinish(c);
+    return seen;
+}
+
+static void terminate(long pid) {
+    char p[24];
+    snprintf(p, sizeof p, "%ld", pid);
+    const char *params[] = {p};
+    PGconn *admin = ts_pg("postgres");
+    assert_int_equal(ts_pg_long(admin, "SELECT pg_terminate_backend($1::int)::int", 1, params), 1);
+    PQfinish(admin);
+}
+
+static long unpublished(const char *key) { return rows(key, false) - rows(key, true); }
+
+#define LOST_ROWS 5000 /* ten batches: B is still at it when A's batch in hand is done */
+
+static void test_a_relay_that_lost_its_lock_stops(void **state) {
+    (void)state;
+    char err[256], key[64];
+    /* Relay A leads alone; relay B (another instance: its own producer) stands by. */
+    deta_outbox_relay_free(relay1);
+    relay1 = NULL;
+    deta_metrics_t *ma = deta_metrics_new(), *mb = deta_metrics_new();
+    deta_producer_t *pb = deta_producer_new(&cfg, err, sizeof err);
+    deta_outbox_relay_t *a = deta_outbox_relay_new(&cfg, producer, ma, err, sizeof err);
+    assert_non_null(a);
+    assert_int_equal(deta_outbox_relay_start(a, err, sizeof err), DETA_OK);
+    long pid_a = 0;
+    for (long end = now_ms() + WAIT_MS; (pid_a = relay_backend()) == 0 && now_ms() < end;)
+        ts_sleep_ms(50);
+    assert_true(pid_a > 0);
+    deta_outbox_relay_t *b = deta_outbox_relay_new(&cfg, pb, mb, err, sizeof err);
+    assert_non_null(b);
+    assert_int_equal(deta_outbox_relay_start(b, err, sizeof err), DETA_OK);
+
+    /* The broker answers Produce requests slowly for a while (each refused with
+     * REQUEST_TIMED_OUT, retried by the producer): A's first batch stays
+     * in its hands while its backend is terminated. */
+    ts_broker("errors 0 7 30");
+    new_key(key, sizeof key, "lost-lock");
+    commit_rows(key, LOST_ROWS, "'{}'");
+    assert_true(wait_batch_in_hand(pid_a, WAIT_MS));
+    terminate(pid_a);
+    long pid_b = 0;
+    for (long end = now_ms() + WAIT_MS; ((pid_b = relay_backend()) == 0 || pid_b == pid_a) &&
+                                        now_ms() < end;)
+        ts_sleep_ms(20);
+    assert_true(pid_b > 0 && pid_b != pid_a); /* B holds the lock now */
+
+    long deadline = now_ms() + 60000;
+    while (unpublished(key) > 0 && now_ms() < deadline)
+        ts_sleep_ms(100);
+    assert_int_equal(unpublished(key), 0);
+    ts_sleep_ms(500); /* what A might still send is sent by now */
+    double by_a = published_by(ma), by_b = published_by(mb);
+    print_message("published by A %.0f (its batch in hand: 500), by B %.0f\n", by_a, by_b);
+    /* A published only the batch it had read under the lock; every later row
+     * went out by B alone, once. */
+    assert_true(by_a <= 500);
+    assert_true(by_b >= LOST_ROWS - 500);
+    int on_kafka = ts_kafka_count(TOPIC, key, 20000);
+    assert_true(on_kafka >= LOST_ROWS && on_kafka <= LOST_ROWS + 500);
+
+    /* A took the lock again first thing, found it taken, and stands by: when B
+     * goes, A publishes again. */
+    deta_outbox_relay_free(b);
+    deta_producer_free(pb);
+    double a_before = published_by(ma);
+    new_key(key, sizeof key, "lost-lock-after");
+    commit_one(key);
+    assert_true(wait_published(key, 1, WAIT_MS));
+    assert_true(published_by(ma) >= a_before + 1);
+    deta_outbox_relay_free(a);
+    deta_metrics_free(ma);
+    deta_metrics_free(mb);
+    ts_broker("clear");
+
+    relay1 = deta_outbox_relay_new(&cfg, producer, metrics1, err, sizeof err);
+    assert_non_null(relay1);
+    assert_int_equal(deta_outbox_relay_start(relay1, err, sizeof err), DETA_OK);
+}
+
+/* ---- a row the broker refuses (#22 finding 13) ---- */
+
+/* Whether one row of order key with a payload LIKE payload_like is parked (and
+ * unpublished) for a reason LIKE reason_like. */
+static bool parked_like(const char *key, const char *payload_like, const char *reason_like) {
+    const char *params[] = {key, payload_like, reason_like};
+    PGconn *c = ts_pg(dbname);
+    long n = ts_pg_long(c,
+                        "SELECT count(*) FROM outbox WHERE msg_key = $1 AND payload LIKE $2"
+                        " AND parked_at IS NOT NULL AND published_at IS NULL"
+                        " AND parked_reason LIKE $3",
+                        3, params);
+    PQfinish(c);
+    return n == 1;
+}
+
+static void test_a_refused_row_is_parked(void **state) {
+    (void)state;
+    char key[64], other[64], later[64], sql[1024];
+    const char *parked = "deta_outbox_parked_total";
+    double parked_before = counter(metrics1, parked, NULL);
+    new_key(key, sizeof key, "refused");
+    new_key(other, sizeof other, "behind-refused");
+    /* In one transaction: the order's first event, one larger than the broker
+     * takes (message.max.bytes, 1 MB), the order's next event; then another
+     * order's event, behind them all. */
+    snprintf(sql, sizeof sql,
+             "INSERT INTO outbox (topic, msg_key, payload) VALUES"
+             " ('" TOPIC "', '%s', '{\"n\":1}'), ('" TOPIC "', '%s', '{\"n\":2,' || repeat('x', 1100000)),"
+             " ('" TOPIC "', '%s', '{\"n\":3}'), ('" TOPIC "', '%s', '{\"n\":1}');"
+             " SELECT pg_notify('deta_outbox', '')",
+             key, key, key, other);
+    scratch_sql(sql);
+
+    /* The rows behind the refused one go. */
+    assert_true(wait_published(other, 1, WAIT_MS));
+    assert_int_equal(ts_kafka_count(TOPIC, other, 10000), 1);
+    /* The refused row is parked with the broker's reason, and the order's next
+     * row is held behind it: one order's events stay in order. */
+    assert_int_equal(rows(key, true), 1);
+    assert_true(parked_like(key, "{\"n\":2,%", "refused by the broker:%too large%"));
+    assert_true(parked_like(key, "{\"n\":3}", "held:%"));
+    assert_int_equal(ts_kafka_count(TOPIC, key, 10000), 1);
+    assert_true(counter(metrics1, parked, NULL) >= parked_before + 2);
+    assert_true(deta_gauge_value(deta_gauge(metrics1, "deta_outbox_parked", "", NULL)) >= 2);
+
+    /* A later event of the held order is held too; other orders flow. */
+    new_key(later, sizeof later, "after-parked");
+    commit_one(key);
+    commit_one(later);
+    assert_true(wait_published(later, 1, WAIT_MS));
+    assert_int_equal(rows(key, false), 4);
+    assert_int_equal(rows(key, true), 1);
+    assert_int_equal(ts_kafka_count(TOPIC, key, 10000), 1);
+    assert_true(counter(metrics1, parked, NULL) >= parked_before + 3);
+
+    /* Parked rows are not pending: they wait for an operator, not for the relay. */
+    deta_gauge_t *pending = deta_gauge(metrics1, "deta_outbox_pending", "", NULL);
+    deta_outbox_relay_free(relay1); /* a new relay counts what is left */
+    relay1 = NULL;
+    char err[256];
+    relay1 = deta_outbox_relay_new(&cfg, producer, metrics1, err, sizeof err);
+    assert_non_null(relay1);
+    assert_int_equal(deta_outbox_relay_start(relay1, err, sizeof err), DETA_OK);
+    new_key(later, sizeof later, "after-restart");
+    commit_one(later);
+    assert_true(wait_published(later, 1, WAIT_MS));
+    assert_true(deta_gauge_value(pending) == 0);
+    assert_int_equal(rows(key, false), 4);
+}
+
+/* The broker refuses a Produce request for good (TOPIC_AUTHORIZATION_FAILED,
+ * injected): the row is parked, the rows behind it (for another topic: the
+ * producer fails the refused topic's next messages at once) go. An injected
+ * error is the cluster's, taken by whichever client produces next (the stack's
+ * services dead-letter the test's events): a row that went out because another
+ * client took the error is tried again with a fresh one. */
+#define REFUSED_TOPIC "it-outbox-refused"
+
+static void test_a_topic_refused_row_is_parked(void **state) {
+    (void)state;
+    char key[64], other[64], sql[512];
+    bool parked = false;
+    for (int attempt = 0; attempt < 5 && !parked; attempt++) {
+        new_key(key, sizeof key, "unauthorized");
+        ts_broker("errors 0 29 1");
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO outbox (topic, msg_key, payload) VALUES"
+                 " ('" REFUSED_TOPIC "', '%s', '{}'); SELECT pg_notify('deta_outbox', '')",
+                 key);
+        scratch_sql(sql);
+        long deadline = now_ms() + WAIT_MS;
+        while (!(parked = parked_like(key, "%", "%")) && rows(key, true) == 0 &&
+               now_ms() < deadline)
+            ts_sleep_ms(50);
+    }
+    ts_broker("clear");
+    assert_true(parked_like(key, "%", "refused by the broker:%uthoriz%"));
+    new_key(other, sizeof other, "behind-unauthorized");
+    commit_one(other);
+    assert_true(wait_published(other, 1, WAIT_MS));
+    assert_int_equal(rows(key, true), 0);
+    assert_int_equal(ts_kafka_count(TOPIC, other, 10000), 1);
+    assert_int_equal(ts_kafka_count(REFUSED_TOPIC, key, 10000), 0);
+}
+
+/* ---- a read-only server (#22 finding 12) ---- */
+
+static void set_read_only(bool on) {
+    char sql[160];
+    snprintf(sql, sizeof sql, "ALTER DATABASE %s %s", dbname,
+             on ? "SET default_transaction_read_only = on" : "RESET default_transaction_read_only");
+    admin_sql(sql);
+    terminate(relay_backend()); /* the relay's next session has the new default */
+}
+
+/* A server that answers but takes no writes (a standby, a demoted primary): the
+ * relay cannot mark what it publishes, so it must not publish (it would send the
+ * same rows again every turn); once the server is writable, the row goes once. */
+static void test_a_read_only_server_gets_nothing_published(void **state) {
+    (void)state;
+    char key[64], sql[512];
+    const char *errors = "deta_outbox_publish_errors_total";
+    set_read_only(true);
+    new_key(key, sizeof key, "read-only");
+    PGconn *c = ts_pg(dbname);
+    PGresult *r = PQexec(c, "SET default_transaction_read_only = off");
+    PQclear(r);
+    snprintf(sql, sizeof sql,
+             "INSERT INTO outbox (topic, msg_key, payload) VALUES ('" TOPIC "', '%s', '{}');"
+             " SELECT pg_notify('deta_outbox', '')",
+             key);
+    r = PQexec(c, sql);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    PQclear(r);
+    PQfinish(c);
+    double before = counter(metrics1, errors, NULL);
+    long deadline = now_ms() + WAIT_MS;
+    while (counter(metrics1, errors, NULL) < before + 4 && now_ms() < deadline)
+        ts_sleep_ms(50);
+    assert_true(counter(metrics1, errors, NULL) >= before + 4); /* turns failed */
+    assert_int_equal(ts_kafka_count(TOPIC, key, 10000), 0);
+
+    set_read_only(false);
+    assert_true(wait_published(key, 1, WAIT_MS));
+    assert_int_equal(ts_kafka_count(TOPIC, key, 10000), 1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_add_needs_a_transaction_and_valid_input),
         cmocka_unit_test(test_published_after_commit_in_order),
         cmocka_unit_test(test_rollback_publishes_nothing),
         cmocka_unit_test(test_woken_by_notify),
+        cmocka_unit_test(test_a_topic_refused_row_is_parked),
         cmocka_unit_test(test_reconnects_and_listens_again),
         cmocka_unit_test(test_two_relays_publish_each_row_once),
         cmocka_unit_test(test_failed_publish_keeps_the_row),
         cmocka_unit_test(test_database_down),
         cmocka_unit_test(test_purges_old_published_rows),
         cmocka_unit_test(test_stop_is_bounded),
+        cmocka_unit_test(test_a_relay_that_lost_its_lock_stops),
+        cmocka_unit_test(test_a_refused_row_is_parked),
+        cmocka_unit_test(test_a_read_only_server_gets_nothing_published),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

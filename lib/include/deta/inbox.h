@@ -5,6 +5,15 @@
  * A handler begins its transaction, calls deta_inbox_claim(); when *first is
  * false the event was applied before and the handler commits nothing else. Since
  * the claim and the effects commit together, a crash between them leaves neither.
+ *
+ * Claims are kept for INBOX_RETENTION_HOURS (default 168, a week; 0 keeps them
+ * for ever), then purged in small batches by a deta_inbox_purger_t that the
+ * service's main loop runs once a second (it acts every DETA_INBOX_PURGE_EVERY_MS,
+ * and at once again while a backlog is left). A claim is what makes a redelivered
+ * event a no-op, so the retention must be longer than any event can come back:
+ * Kafka's retention of the raw topics (a consumer group reset to the earliest
+ * offset) and the age of dead letters that may be replayed. Past it, such an
+ * event would be applied a second time.
  */
 #ifndef DETA_INBOX_H
 #define DETA_INBOX_H
@@ -12,11 +21,33 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include "deta/db.h"
+#include "deta/metrics.h"
 
 extern const deta_migration_t deta_inbox_migrations[];
 extern const size_t deta_inbox_migrations_count;
 
+/* DETA_ERR_TRANSIENT (from deta_db: a lost connection, a lock or statement
+ * timeout, a read-only server) means retry: the consumer waits it out. */
 deta_err_t deta_inbox_claim(deta_db_t *db, const char *consumer, const char *event_id,
                             bool *first, char *errstr, size_t errsize);
+
+/* Deletes at most max_rows claims older than retention_s seconds (any consumer);
+ * *purged = how many went. */
+deta_err_t deta_inbox_purge(deta_db_t *db, long retention_s, int max_rows, long *purged,
+                            char *errstr, size_t errsize);
+
+#define DETA_INBOX_PURGE_EVERY_MS 10000
+#define DETA_INBOX_PURGE_BATCH 1000 /* rows per DELETE: short row locks, short statements */
+#define DETA_INBOX_PURGE_BATCHES 10 /* DELETEs per run at most: the caller's loop goes on */
+
+typedef struct deta_inbox_purger deta_inbox_purger_t;
+/* Reads INBOX_RETENTION_HOURS (0..87600); metrics optional
+ * (deta_inbox_purged_total). NULL with errstr on a bad setting or no memory. */
+deta_inbox_purger_t *deta_inbox_purger_new(deta_metrics_t *metrics, char *errstr,
+                                           size_t errsize);
+/* When due: purges on db (the caller's connection, outside a transaction).
+ * Failures are logged and tried again at the next due time. */
+void deta_inbox_purger_run(deta_inbox_purger_t *p, deta_db_t *db);
+void deta_inbox_purger_free(deta_inbox_purger_t *p);
 
 #endif

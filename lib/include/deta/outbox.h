@@ -10,7 +10,18 @@
  * acknowledgement and only then marks them sent; a failed publish is retried with
  * backoff. Only one relay per database publishes at a time (a session advisory
  * lock), so rows keep their order even with several instances running; the
- * others wait as standby. Published rows are deleted after a retention period.
+ * others wait as standby. A relay whose connection was replaced (deta_db
+ * reconnects by itself) has lost the lock: it publishes nothing it reads on the
+ * new session and takes the lock again first. The lock and LISTEN are session
+ * state: the relay needs a session-mode connection (directly to Postgres, or a
+ * pooler in session mode; not PgBouncer in transaction mode). Published rows are
+ * deleted after a retention period (OUTBOX_RETENTION_S).
+ *
+ * A row the broker refuses for good (too large, topic not authorised) is parked
+ * (columns parked_at, parked_reason) and the rows behind it go on; later rows of
+ * the same order are parked behind it, so an order's events never overtake each
+ * other. Parked rows stay until someone clears parked_at (they are published
+ * again, in id order) or deletes them.
  *
  * Ordering: rows of one order are written by transactions that serialize on that
  * order's rows, so their ids ascend in commit order and they are published in the
@@ -39,7 +50,8 @@ deta_err_t deta_outbox_add(deta_db_t *db, const char *topic, const deta_event_t 
 typedef struct deta_outbox_relay deta_outbox_relay_t;
 
 /* producer borrowed; metrics optional (deta_outbox_published_total,
- * deta_outbox_publish_errors_total, deta_outbox_pending gauge). */
+ * deta_outbox_publish_errors_total, deta_outbox_pending gauge,
+ * deta_outbox_parked_total, deta_outbox_parked gauge: alert when above 0). */
 deta_outbox_relay_t *deta_outbox_relay_new(const deta_config_t *cfg, deta_producer_t *producer,
                                            deta_metrics_t *metrics, char *errstr,
                                            size_t errsize);
