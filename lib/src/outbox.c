@@ -73,7 +73,7 @@
 #define OUTBOX_CHANNEL "deta_outbox"
 #define OUTBOX_LOCK "deta_outbox_relay"
 #define OUTBOX_BATCH 500
-#define OUTBOX_SEND_TIMEOUT_MS 12000 /* > the producer's message timeout: all reports come */
+#define OUTBOX_SEND_TIMEOUT_MS 12000 /* a send waited for; the producer keeps what is left in flight */
 #define OUTBOX_BACKOFF_MIN_MS 100
 #define OUTBOX_BACKOFF_MAX_MS 5000
 #define OUTBOX_PURGE_EVERY_MS 60000L

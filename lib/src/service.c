@@ -119,6 +119,7 @@ struct deta_service {
     deta_consumer_slot_t consumers[DETA_MAX_CONSUMERS];
     size_t nconsumers;
     atomic_bool stop;           /* asked to stop (signal, or the service itself) */
+    atomic_bool consumer_failed; /* a consumer gave up (out of memory): exit non-zero */
     atomic_bool consumers_stop; /* phase 3 */
     atomic_long consumers_close_by_ms;
     pthread_mutex_t commit_lock; /* guards the two counts below */
@@ -259,6 +260,7 @@ deta_service_t *deta_service_new(const char *name, char *errstr, size_t errsize)
     }
     clock_gettime(CLOCK_MONOTONIC, &s->started_at);
     atomic_init(&s->stop, false);
+    atomic_init(&s->consumer_failed, false);
     atomic_init(&s->consumers_stop, false);
     atomic_init(&s->consumers_close_by_ms, 0);
     pthread_mutex_init(&s->ready.lock, NULL);
@@ -419,7 +421,15 @@ static void await_all_committed(deta_service_t *s, long by) {
 static void *consumer_main(void *arg) {
     deta_consumer_slot_t *slot = arg;
     deta_service_t *s = slot->svc;
-    deta_consumer_run(slot->consumer, &s->consumers_stop);
+    if (deta_consumer_run(slot->consumer, &s->consumers_stop) != DETA_OK &&
+        !atomic_load(&s->consumers_stop)) {
+        /* It stopped by itself, rather than skip a message it could not handle:
+         * the whole service stops and exits non-zero, so that the orchestrator
+         * starts it again (a service without its consumer is no use healthy). */
+        DETA_ERROR("a consumer of %s stopped by itself: the service stops", s->cfg.service);
+        atomic_store(&s->consumer_failed, true);
+        atomic_store(&s->stop, true);
+    }
     long by = atomic_load(&s->consumers_close_by_ms);
     if (!by)
         by = deta_clock_ms() + DETA_CONSUMER_CLOSE_MS;
@@ -601,7 +611,7 @@ static int shut_down(deta_service_t *s) {
              deta_clock_ms() - s->shutdown.started_ms, s->cfg.shutdown_timeout_ms,
              ms[PHASE_HTTP_INTAKE], ms[PHASE_HTTP_REQUESTS], ms[PHASE_CONSUMERS],
              ms[PHASE_OUTBOX], ms[PHASE_PRODUCER], clean ? 0 : 1);
-    return clean ? 0 : 1;
+    return clean && !atomic_load(&s->consumer_failed) ? 0 : 1;
 }
 
 static double seconds_since(const struct timespec *t0) {
