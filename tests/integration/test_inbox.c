@@ -26,27 +26,13 @@ static char dbname[64];
 static deta_config_t cfg;
 static deta_db_t *db;
 
-static void admin_sql(const char *sql) {
-    PGconn *admin = ts_pg("postgres");
-    PGresult *r = PQexec(admin, sql);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        fprintf(stderr, "%s: %s\n", sql, PQerrorMessage(admin));
-    PQclear(r);
-    PQfinish(admin);
-}
-
 static int setup(void **state) {
     (void)state;
     deta_log_init("it-inbox", DETA_LOG_WARN);
-    char err[256], sql[128];
-    if (deta_config_load(&cfg, "it-inbox", err, sizeof err) != DETA_OK) {
-        fprintf(stderr, "config: %s\n", err);
+    char err[256];
+    if (ts_scratch_db_create("it-inbox", "inbox", &cfg) != 0)
         return -1;
-    }
-    snprintf(dbname, sizeof dbname, "it_inbox_%d", (int)getpid());
-    snprintf(cfg.pg_database, sizeof cfg.pg_database, "%s", dbname);
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", dbname);
-    admin_sql(sql);
+    snprintf(dbname, sizeof dbname, "%s", cfg.pg_database);
     db = deta_db_new(&cfg);
     if (deta_db_migrate(db, "inbox", deta_inbox_migrations, deta_inbox_migrations_count, err,
                         sizeof err) != DETA_OK) {
@@ -58,10 +44,8 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    char sql[128];
     deta_db_free(db);
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", dbname);
-    admin_sql(sql);
+    ts_scratch_db_drop(&cfg);
     return 0;
 }
 

@@ -49,27 +49,13 @@ static long now_ms(void) {
     return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
-static void admin_sql(const char *sql) {
-    PGconn *admin = ts_pg("postgres");
-    PGresult *r = PQexec(admin, sql);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK)
-        fprintf(stderr, "%s: %s\n", sql, PQerrorMessage(admin));
-    PQclear(r);
-    PQfinish(admin);
-}
-
 static int setup(void **state) {
     (void)state;
     deta_log_init("it-outbox", DETA_LOG_WARN);
-    char err[256], sql[128];
-    if (deta_config_load(&cfg, "it-outbox", err, sizeof err) != DETA_OK) {
-        fprintf(stderr, "config: %s\n", err);
+    char err[256];
+    if (ts_scratch_db_create("it-outbox", "outbox", &cfg) != 0)
         return -1;
-    }
-    snprintf(dbname, sizeof dbname, "it_outbox_%d", (int)getpid());
-    snprintf(cfg.pg_database, sizeof cfg.pg_database, "%s", dbname);
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", dbname);
-    admin_sql(sql);
+    snprintf(dbname, sizeof dbname, "%s", cfg.pg_database);
     db = deta_db_new(&cfg);
     if (deta_db_migrate(db, "outbox", deta_outbox_migrations, deta_outbox_migrations_count, err,
                         sizeof err) != DETA_OK) {
@@ -88,13 +74,11 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     (void)state;
-    char sql[128];
     deta_outbox_relay_free(relay1);
     deta_metrics_free(metrics1);
     deta_producer_free(producer);
     deta_db_free(db);
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", dbname);
-    admin_sql(sql);
+    ts_scratch_db_drop(&cfg);
     return 0;
 }
 
@@ -750,7 +734,7 @@ static void set_read_only(bool on) {
     char sql[160];
     snprintf(sql, sizeof sql, "ALTER DATABASE %s %s", dbname,
              on ? "SET default_transaction_read_only = on" : "RESET default_transaction_read_only");
-    admin_sql(sql);
+    ts_pg_admin(sql);
     terminate(relay_backend()); /* the relay's next session has the new default */
 }
 

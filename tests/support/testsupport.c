@@ -804,3 +804,32 @@ int ts_service_await_healthy(pid_t pid, const char *url_var, int timeout_ms) {
     }
     return -1;
 }
+
+/* ---- a scratch database of the test's own ---- */
+
+void ts_pg_admin(const char *sql) {
+    PGconn *admin = ts_pg("postgres");
+    PGresult *r = PQexec(admin, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+        fprintf(stderr, "%s: %s\n", sql, PQerrorMessage(admin));
+    PQclear(r);
+    PQfinish(admin);
+}
+
+int ts_scratch_db_create(const char *service, const char *tag, deta_config_t *cfg) {
+    char err[256], sql[160];
+    if (deta_config_load(cfg, service, err, sizeof err) != DETA_OK) {
+        fprintf(stderr, "config: %s\n", err);
+        return -1;
+    }
+    snprintf(cfg->pg_database, sizeof cfg->pg_database, "it_%.32s_%d", tag, (int)getpid());
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", cfg->pg_database);
+    ts_pg_admin(sql);
+    return 0;
+}
+
+void ts_scratch_db_drop(const deta_config_t *cfg) {
+    char sql[160];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", cfg->pg_database);
+    ts_pg_admin(sql);
+}

@@ -16,6 +16,8 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "deta/config.h"
+
 /* An environment variable the test stack exports; fails the test when missing
  * ("run through make test"). */
 const char *ts_env(const char *name);
@@ -152,6 +154,17 @@ int ts_kafka_count_keys(const char *topic, char (*ids)[37], size_t n, int timeou
 /* Per order of ids, how many messages of the topic carry it as key, into counts. */
 void ts_kafka_counts_by_key(const char *topic, char (*ids)[37], size_t n, int *counts,
                             int timeout_ms);
+
+/* ---- a scratch database of the test's own ---- */
+
+/* Runs sql on the "postgres" database (CREATE, DROP, ALTER DATABASE): a failure
+ * is printed, not fatal (for setups and teardowns). */
+void ts_pg_admin(const char *sql);
+/* Loads cfg for service, names its database it_<tag>_<pid> and creates it: 0 on
+ * success, -1 (printed) otherwise; for a group setup. */
+int ts_scratch_db_create(const char *service, const char *tag, deta_config_t *cfg);
+/* Drops cfg's database, whoever is still connected. */
+void ts_scratch_db_drop(const deta_config_t *cfg);
 
 /* ---- a service of the test's own ---- */
 
