@@ -11,8 +11,9 @@
  *   payment-service killed (SIGKILL) after its charges and before their
  *             answers: the next instance finds the attempts, looks the charges
  *             up and records them, charging none again;
- *   the record refused after the charge, by a transient error (57014) and by
- *             one that is not (23514), raised by a trigger for these orders'
+ *   the record refused after the charge, by a transient error (57014), by one
+ *             that is not (23514), and by a unique violation that is not the
+ *             payment's twin (23505), raised by a trigger for these orders'
  *             customers: the record is retried in place, nothing is
  *             dead-lettered, and once the trigger goes each order is paid with
  *             one charge; and a service stopped (SIGTERM) while it retries such
@@ -242,26 +243,28 @@ static void refused_records_are_retried_not_charged_again(void **state) {
     refuse_records();
     double calls = payment_metric("payment_gateway_calls_total");
     double retries = payment_metric("payment_record_retries_total");
-    char orders[2][37];
+    enum { N = 3 };
+    char orders[N][37];
     inject_reserved(orders[0], "cust-refuse-57014"); /* a statement timeout */
     inject_reserved(orders[1], "cust-refuse-23514"); /* a check violation */
-    for (int waited = 0; payment_metric("payment_record_retries_total") < retries + 6;
+    inject_reserved(orders[2], "cust-refuse-23505"); /* a unique violation, not the twin's */
+    for (int waited = 0; payment_metric("payment_record_retries_total") < retries + 3 * N;
          waited += 100) {
         if (waited > 60000)
             fail_msg("the refused records were not retried");
         ts_sleep_ms(100);
     }
     ts_sleep_ms(2000);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < N; i++) {
         assert_int_equal(rows_of("payments", orders[i]), 0);
         assert_int_equal(rows_of("payment_attempts", orders[i]), 1);
         assert_int_equal(ts_ledger_charges(orders[i]), 1);
     }
-    assert_true(payment_metric("payment_gateway_calls_total") == calls + 2);
+    assert_true(payment_metric("payment_gateway_calls_total") == calls + N);
     accept_records();
-    await_paid(orders, 2);
-    expect_charged_once(orders, 2);
-    assert_true(payment_metric("payment_gateway_calls_total") == calls + 2);
+    await_paid(orders, N);
+    expect_charged_once(orders, N);
+    assert_true(payment_metric("payment_gateway_calls_total") == calls + N);
 }
 
 static void stopped_while_retrying_a_record_leaves_it_to_the_next(void **state) {

@@ -240,6 +240,12 @@ static void test_session_bounds(void **state) {
     assert_string_equal(PQgetvalue(r, 0, 0), "300ms");
     assert_string_equal(PQgetvalue(r, 0, 1), "200ms");
     assert_string_equal(PQgetvalue(r, 0, 2), "1min");
+    if (strcmp(PQgetvalue(r, 0, 3), "0") != 0) { /* over TCP: a vanished client is noticed */
+        assert_string_equal(PQgetvalue(r, 0, 3), "10");
+        assert_string_equal(PQgetvalue(r, 0, 4), "20000"); /* ms */
+    } else if (strcmp(ts_env("PGHOST"), "127.0.0.1") == 0) {
+        fail_msg("no server-side keepalives on a TCP connection");
+    }
     PQclear(r);
 
     assert_int_equal(deta_db_run(db, "SELECT pg_sleep(2)", 0, NULL, why, sizeof why),
