@@ -1533,6 +1533,12 @@ static bool handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
             wait_ends(c, true);
             backoff = c->backoff_ms;
         }
+        /* A transient failure while the consumer is being stopped or revoked is
+         * never the message's last word: it is left for redelivery (a handler
+         * may fail transiently because the service stops, after work that the
+         * next attempt resumes), not dead-lettered on a spent budget. */
+        if (err == DETA_ERR_TRANSIENT && cancelled(cancel))
+            break;
         if (err != DETA_ERR_TRANSIENT || (up && counted >= c->max_retries)) {
             finished = dead_letter(c, m, msg.attempt, why, cancel);
             break;

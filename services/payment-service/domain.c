@@ -290,7 +290,7 @@ static const char *reason_named(const char *text) {
 
 void payment_ledger_format(char out[PAYMENT_LEDGER_LINE_MAX], const char *key,
                            payment_decision_t decision, const char *instance) {
-    snprintf(out, PAYMENT_LEDGER_LINE_MAX, "charge %s %s %s %.96s\n", key,
+    snprintf(out, PAYMENT_LEDGER_LINE_MAX, "\ncharge %s %s %s %.96s\n", key,
              decision.authorized ? PAYMENT_STATUS_AUTHORIZED : PAYMENT_STATUS_DECLINED,
              decision.authorized ? "-" : decision.reason, instance);
 }

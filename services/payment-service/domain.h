@@ -113,7 +113,9 @@ payment_decision_t payment_gateway_decide(const payment_settings_t *s,
 bool payment_hold_expired(const payment_request_t *req, int64_t now_ms);
 
 /* The simulated gateway's ledger: one line a charge, "charge <key> <status>
- * <reason or -> <instance>". format writes it (with the newline) into out;
+ * <reason or -> <instance>". format writes it into out between two newlines
+ * (so that a write cut short elsewhere never glues onto it: readers skip empty
+ * lines and fragments);
  * parse reads one line (without the newline): true with key and decision
  * filled when it is a well-formed charge line. */
 #define PAYMENT_LEDGER_LINE_MAX 256

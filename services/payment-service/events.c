@@ -228,12 +228,14 @@ static deta_err_t begin_attempt(payment_events_t *pe, const payment_request_t *r
 static deta_err_t give_back(payment_events_t *pe, const payment_request_t *req,
                             const char *holder, deta_err_t err, char *errstr, size_t errsize,
                             const char *why) {
+    char reason[256];
+    snprintf(reason, sizeof reason, "%s", why ? why : ""); /* why may be errstr itself */
     deta_db_t *db = deta_db_shared_take(pe->db, DB_TAKE_MS);
     if (db) {
         payment_store_unclaim(db, req->order_id, holder);
         deta_db_shared_give(pe->db, db);
     }
-    return deta_errf(err, errstr, errsize, "%s", why);
+    return deta_errf(err, errstr, errsize, "%s", reason);
 }
 
 static deta_err_t charge(payment_events_t *pe, const payment_request_t *req,
@@ -301,8 +303,8 @@ static deta_err_t record_decided(payment_events_t *pe, const payment_t *p, const
                                  bool *recorded, char *errstr, size_t errsize) {
     deta_event_t ev;
     deta_err_t err = payment_event_build(p, &ev, errstr, errsize);
-    if (err)
-        return err;
+    if (err) /* out of memory, after the charge: the next attempt resumes by a look-up */
+        return DETA_ERR_TRANSIENT;
     long stop_deadline = 0, backoff = RECORD_BACKOFF_MS;
     for (int attempt = 1;; attempt++) {
         err = record_try(pe, p, &ev, holder, attempt, recorded, errstr, errsize);

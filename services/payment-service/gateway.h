@@ -16,6 +16,12 @@
  * shared by every instance that names the same file, and the count of charges
  * per order that the tests and the chaos run check. Without one the simulation
  * remembers nothing, and a look-up answers with its rule as if it did.
+ *
+ * Where the simulation falls short of a real gateway: it does not answer a
+ * second charge under a key with the first one (it charges again, and the
+ * ledger shows two). events.c never asks twice while its claim holds; only a
+ * process stalled for over half the claim's life between its last check and the
+ * call could, and a real gateway would then answer with the first charge.
  */
 #ifndef PAYMENT_GATEWAY_H
 #define PAYMENT_GATEWAY_H

@@ -207,7 +207,10 @@ deta_err_t payment_store_record(deta_db_t *db, const payment_t *p, const deta_ev
                       2, find, &got, twin, sizeof twin, errstr, errsize);
     if (err)
         return err;
-    *recorded = got && strcmp(twin, p->payment_id) == 0;
+    if (!got) /* a conflict, but no payment of the order or event: not a twin */
+        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                         "the payment's insert conflicted, yet no payment of the order exists");
+    *recorded = strcmp(twin, p->payment_id) == 0;
     return deta_db_run(db, END_ATTEMPT_SQL, 2, end, errstr, errsize);
 }
 
