@@ -178,6 +178,11 @@ static deta_err_t probe_handler(const deta_kafka_msg_t *msg, void *opaque, char 
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "bad payload");
     if (strcmp(msg->value, "always-transient") == 0)
         return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize, "still down");
+    if (strcmp(msg->value, "slow-transient") == 0) { /* the retry fails after the stop began */
+        if (msg->attempt > 0)
+            ts_sleep_ms(1500);
+        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize, "stopping");
+    }
     if (strcmp(msg->value, "stuck") == 0)
         return p->stuck_result;
     return DETA_OK;
@@ -481,6 +486,29 @@ static void check_committed_only_after_success(void **state) {
     /* "first" precedes "stuck" in the partition: had it not been committed, the
      * second member would have been handed it before "stuck". */
     assert_int_equal(times_seen(&b, key, "first", NULL), 0);
+}
+
+/* A transient failure that comes while the consumer is being stopped (a handler
+ * that fails because its service stops) is left for redelivery, even with the
+ * retry budget spent: never dead-lettered. */
+static void check_transient_at_stop_is_redelivered(void **state) {
+    const run_mode_t *mode = *state;
+    char key[64], group[96];
+    snprintf(key, sizeof key, "%s-%s", mode->tag, run);
+    snprintf(group, sizeof group, "it-kafka-stopfail-%s", key);
+    const char *values[] = {"slow-transient"};
+    send_values(key, values, 1);
+    deta_consumer_opts_t opts = {.max_retries = 1, .backoff_ms = 100, .backoff_max_ms = 100,
+                                 .workers = mode->workers};
+    probe_t a;
+    probe_init(&a, key, DETA_OK);
+    runner_t ra;
+    runner_start(&ra, group, &a, producer, &opts);
+    assert_true(wait_seen(&a, key, "slow-transient", 2, WAIT_MS)); /* the last retry */
+    runner_stop(&ra); /* while that retry is still at work */
+    assert_int_equal(ts_kafka_count(DLQ, key, 5000), 0);
+    probe_t b;
+    next_member_until(&b, group, key, "slow-transient", &opts); /* redelivered */
 }
 
 static void check_dead_letter_never_skipped(void **state) {
@@ -1803,9 +1831,11 @@ int main(void) {
         IN_MODE(check_retry_and_dead_letter, "k", 0),
         IN_MODE(check_committed_only_after_success, "c", 0),
         IN_MODE(check_dead_letter_never_skipped, "d", 0),
+        IN_MODE(check_transient_at_stop_is_redelivered, "s", 0),
         IN_MODE(check_retry_and_dead_letter, "q", 4),
         IN_MODE(check_committed_only_after_success, "cw", 4),
         IN_MODE(check_dead_letter_never_skipped, "dw", 4),
+        IN_MODE(check_transient_at_stop_is_redelivered, "sw", 4),
         IN_MODE(check_out_of_memory_stops, "m", 0),
         IN_MODE(check_out_of_memory_stops, "mw", 4),
         cmocka_unit_test(test_workers_parallel_in_key_order),
