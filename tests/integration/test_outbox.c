@@ -293,16 +293,20 @@ static long relay_backend(void) {
     return pid;
 }
 
-static void test_reconnects_and_listens_again(void **state) {
-    (void)state;
-    long pid = relay_backend();
-    assert_true(pid > 0);
+static void terminate(long pid) {
     char p[24];
     snprintf(p, sizeof p, "%ld", pid);
     const char *params[] = {p};
     PGconn *admin = ts_pg("postgres");
     assert_int_equal(ts_pg_long(admin, "SELECT pg_terminate_backend($1::int)::int", 1, params), 1);
     PQfinish(admin);
+}
+
+static void test_reconnects_and_listens_again(void **state) {
+    (void)state;
+    long pid = relay_backend();
+    assert_true(pid > 0);
+    terminate(pid);
 
     /* It comes back with a new session that holds the lock again... */
     long pid2 = 0;
@@ -543,14 +547,6 @@ static bool wait_batch_in_hand(long pid, int timeout_ms) {
     return seen;
 }
 
-static void terminate(long pid) {
-    char p[24];
-    snprintf(p, sizeof p, "%ld", pid);
-    const char *params[] = {p};
-    PGconn *admin = ts_pg("postgres");
-    assert_int_equal(ts_pg_long(admin, "SELECT pg_terminate_backend($1::int)::int", 1, params), 1);
-    PQfinish(admin);
-}
 
 static long unpublished(const char *key) { return rows(key, false) - rows(key, true); }
 
