@@ -4,6 +4,8 @@
 #   make test     every test under ASan/UBSan, with a test stack of its own
 #   make demo     build, bring the local stack up, post orders, read the events
 #   make bench    the benchmark on a stack of its own (bench/README.md; ~10 min)
+#   make images   the five container images built with podman, checked, and run
+#                 with a saga through them (tests/deploy/images.sh; ~5 min)
 #   make up       build, then start the local stack (.local); make down stops it
 #   make status   what runs, on which port, and whether it is healthy
 #   make clean    remove build/release and build/asan (not the stack's data)
@@ -11,7 +13,7 @@ SHELL := /bin/bash
 JOBS ?= 2
 RELEASE_DIR := build/release
 
-.PHONY: all deps build test demo bench up down status clean
+.PHONY: all deps build test demo bench images up down status clean
 
 all: build
 
@@ -30,6 +32,9 @@ demo:
 
 bench: deps
 	BUILD_DIR=$(RELEASE_DIR) JOBS=$(JOBS) scripts/bench.sh
+
+images: build
+	BUILD_DIR=$(RELEASE_DIR) tests/deploy/images.sh
 
 up: build
 	BUILD_DIR=$(RELEASE_DIR) scripts/stack.sh up

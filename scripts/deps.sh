@@ -14,6 +14,7 @@ PACKAGES=(
   librdkafka-dev libpq-dev postgresql redis-server libhiredis-dev
   libmicrohttpd-dev libjansson-dev uuid-dev libcmocka-dev libcurl4-openssl-dev
   kcat curl gnuplot-nox linux-perf python3 python3-yaml
+  podman runc debootstrap
 )
 
 # Prints the packages that are not installed, one per line.

@@ -15,7 +15,11 @@
 #      hit undefined behaviour fails the run even when every test passed;
 #   7. the chaos test (scripts/chaos.sh) at CI size, CHAOS_ORDERS (600) orders
 #      while services, Redis and Postgres are killed at random, on a stack of
-#      its own (.local/chaos), whose logs it scans the same way.
+#      its own (.local/chaos), whose logs it scans the same way;
+#   8. the container images (tests/deploy/images.sh): the five built with
+#      podman from infra/docker/Dockerfile as compose builds them, checked, and
+#      run with a saga through them against a stack of their own
+#      (.local/images); every container and image it made is removed.
 # Every step runs even when an earlier test step failed (a build failure stops
 # the run); the exit status is non-zero when anything failed.
 set -euo pipefail
@@ -92,6 +96,9 @@ main() {
   step "chaos test (scripts/chaos.sh, ${CHAOS_ORDERS:-600} orders)"
   STACK_DIR=.local/chaos BUILD_DIR=$ASAN_BUILD CHAOS_ORDERS=${CHAOS_ORDERS:-600} \
     scripts/chaos.sh || fail "chaos test"
+
+  step "container images (tests/deploy/images.sh)"
+  BUILD_DIR=$ASAN_BUILD tests/deploy/images.sh || fail "container images"
 
   if [ "${#FAILED[@]}" -gt 0 ]; then
     printf '\n==> test.sh: FAILED: %s\n' "$(IFS=';'; echo "${FAILED[*]}")" >&2
