@@ -3,7 +3,7 @@
 -- /docker-entrypoint-initdb.d/; Kubernetes mounts the same text from the
 -- ConfigMap in ../k8s/postgres.yaml, and tests/deploy checks they are equal).
 --
--- One database per service, as the seed and CONTRACTS.md name them; the
+-- One database per service, as the seed and docs/contracts.md name them; the
 -- query-api's read model (delivery_query) is a Postgres database here as on
 -- the local stack. Owners and access are set by init-roles.sh, which runs
 -- after this file.

@@ -38,7 +38,7 @@ typedef struct service_defaults {
     const char *database;
 } service_defaults_t;
 
-/* CONTRACTS.md's ports and the seed's databases. */
+/* The ports and databases of docs/contracts.md. */
 static const service_defaults_t known_services[] = {
     {"query-api", 8080, "delivery_query"},
     {"order-service", 8081, "order_db"},
@@ -201,7 +201,7 @@ static deta_err_t load_redis(deta_config_t *cfg, char *errstr, size_t errsize) {
     return config_int("REDIS_PORT", 6379, 1, 65535, &cfg->redis_port, errstr, errsize);
 }
 
-/* HTTP_PORT defaults to the service's port of CONTRACTS.md; for a name that has
+/* HTTP_PORT defaults to the service's port of docs/contracts.md; for a name that has
  * none (a tool, a test) the default is 0, which asks for an ephemeral port. */
 static deta_err_t load_http(deta_config_t *cfg, char *errstr, size_t errsize) {
     deta_err_t err;

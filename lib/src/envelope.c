@@ -1,5 +1,5 @@
 /*
- * envelope.c - the event envelope of CONTRACTS.md (see deta/envelope.h).
+ * envelope.c - the event envelope of docs/contracts.md (see deta/envelope.h).
  *
  * Design: a message from Kafka is untrusted input, so parsing checks every
  * required field against the contract before a consumer sees it, and the error

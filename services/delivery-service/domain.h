@@ -132,7 +132,7 @@ bool delivery_driver_identity(long i, char *id, size_t idsize, char *name, size_
 
 /* ---- events in and out ---- */
 
-/* payment.authorized, as docs/events.md defines its payload. */
+/* payment.authorized, as docs/contracts.md defines its payload. */
 typedef struct payment_authorized {
     char order_id[DETA_UUID_LEN + 1];
     char payment_id[DETA_ID_MAX + 1];
@@ -149,7 +149,7 @@ deta_err_t delivery_parse_payment_authorized(const deta_event_t *ev, payment_aut
                                              char *errstr, size_t errsize);
 
 /* The payload of the event that announces d's current stage: delivery.assigned,
- * delivery.picked_up or delivery.delivered (docs/events.md). */
+ * delivery.picked_up or delivery.delivered (docs/contracts.md). */
 json_t *delivery_stage_payload(const delivery_t *d);
 /* Its event type. */
 const char *delivery_stage_event_type(delivery_stage_t stage);

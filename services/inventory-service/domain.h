@@ -196,7 +196,7 @@ inv_change_outcome_t inv_stock_apply(const inv_stock_row_t *cur, const inv_stock
 /* [{itemId, quantity}] */
 json_t *inv_lines_json(const inv_line_t *lines, size_t n);
 
-/* The payloads of docs/events.md. */
+/* The payloads of docs/contracts.md. */
 json_t *inv_reserved_payload(const inv_request_t *r, const char *reservation_id,
                              const char *reserved_at, const char *hold_expires_at);
 json_t *inv_rejected_payload(const char *order_id, const char *customer_id,

@@ -1,7 +1,7 @@
 /*
  * domain.c - validation of order requests and the order.created payload.
  *
- * Decisions where CONTRACTS.md is silent: an order holds at most ORDER_MAX_ITEMS
+ * Decisions where docs/contracts.md is silent: an order holds at most ORDER_MAX_ITEMS
  * lines and a line at most ORDER_MAX_QUANTITY units; a unit price of zero is
  * allowed (a free item), a negative one is not; ids are 1..64 bytes; currency
  * defaults to USD when the field is absent, but an explicit null or empty string

@@ -53,7 +53,7 @@
  * gateway was not called (inventory releases the hold; see events.c). */
 #define PAYMENT_DECLINED_HOLD_EXPIRED "DECLINED_HOLD_EXPIRED"
 
-/* The idempotency layers of CONTRACTS.md: keys and expiries. */
+/* The idempotency layers of docs/contracts.md: keys and expiries. */
 #define PAYMENT_KEY_MAX 96
 #define PAYMENT_LOCK_TTL_MS 30000L
 #define PAYMENT_GATEWAY_LATENCY_MAX_MS 5000L

@@ -7,7 +7,7 @@
  * whatever order they come in) and idempotent (an event applied twice changes
  * nothing more):
  *
- *   - status moves only to a higher rank (docs/events.md): max() is commutative;
+ *   - status moves only to a higher rank (docs/contracts.md): max() is commutative;
  *   - a field is never erased by an event that lacks it (coalesce);
  *   - the order's identity (customer, total, currency, createdAt) comes from
  *     order.created, which overwrites; other events that copy it forward only

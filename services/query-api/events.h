@@ -1,5 +1,5 @@
 /*
- * events.h - query-api's event handlers: every event type of docs/events.md, from
+ * events.h - query-api's event handlers: every event type of docs/contracts.md, from
  * the four raw topics, folded into the read model.
  */
 #ifndef QUERY_EVENTS_H

@@ -670,7 +670,7 @@ static void check_view(const order_row_t *o) {
         {"createdAt", o->v_created, o->created},
         {"correlationId", o->v_correlation, o->correlation},
         {"driverName", o->v_driver_name, o->ndel ? o->del_driver_name : ""},
-        /* at delivery the estimate is the delivery instant (docs/events.md) */
+        /* at delivery the estimate is the delivery instant (docs/contracts.md) */
         {"estimatedDeliveryAt", o->v_eta, o->ndel ? o->del_at : ""},
     };
     for (size_t i = 0; i < sizeof pairs / sizeof *pairs; i++)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # base-image.sh - the debian:12 base image that infra/docker/Dockerfile builds
 # FROM, made here from Debian's own packages, for machines that have podman but
-# no image registry to pull it from (ours: see ../shared/LOCAL-STACK.md).
+# no image registry to pull it from (ours: see infra/README.md, Tests).
 #
 #   tests/deploy/base-image.sh            make it unless a usable one exists
 #   tests/deploy/base-image.sh --force    make it again

@@ -43,7 +43,7 @@ READ_CALL = re.compile(
     r"\b(?:deta_config_str|deta_config_int|config_copy|config_int|getenv|secure_getenv)"
     r"\s*\(\s*([^,()]+?)\s*[,)]")
 
-# The seed: "Used by the payment service" (Redis), CONTRACTS.md: payment-service owns Redis.
+# The seed: "Used by the payment service" (Redis), docs/contracts.md: payment-service owns Redis.
 REDIS_USERS = {"payment-service"}
 
 

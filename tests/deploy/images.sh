@@ -257,7 +257,7 @@ start_infra() {
 # The container's environment: compose's, with this stack's addresses, and the
 # session timeout every service gets on the local broker (stack.sh): the mock
 # cluster holds a group's rebalance until a member's session times out
-# (../shared/LOCAL-STACK.md), so with compose's 45 s, query-api's second
+# (scripts/README.md), so with compose's 45 s, query-api's second
 # consumer of its group waits up to 45 s for its first assignment, and a
 # SIGTERM in that time overruns the shutdown bound. A real broker does not.
 write_env_file() {

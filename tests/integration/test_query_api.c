@@ -706,7 +706,7 @@ static void stats_and_health(void **state) {
     json_t *before = NULL, *after = NULL;
     assert_int_equal(get("/api/stats", &before), 200);
     json_t *by = json_object_get(before, "byStatus");
-    assert_int_equal(json_object_size(by), 9); /* docs/events.md: the nine states */
+    assert_int_equal(json_object_size(by), 9); /* docs/contracts.md: the nine states */
     assert_true(json_is_integer(json_object_get(by, "PAYMENT_FAILED")));
     assert_true(json_is_integer(json_object_get(by, "DELIVERY_WAITING")));
     char order[37];

@@ -3,7 +3,7 @@
  * order.created (and refusing malformed ones), the all-or-nothing decision,
  * settling after payments (a late authorization of an expired hold included),
  * item ids, the catalog, the admin's versioned and relative stock changes and
- * the payloads of docs/events.md.
+ * the payloads of docs/contracts.md.
  */
 #include <setjmp.h>
 #include <stdarg.h>

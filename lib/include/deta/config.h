@@ -18,7 +18,7 @@
  *                                      statement; the failure is transient)
  *   PG_LOCK_TIMEOUT_MS        10000   (0..3600000, 0 none: the longest wait for a lock)
  *   REDIS_HOST REDIS_PORT     localhost 6379
- *   HTTP_PORT                 the service's port of CONTRACTS.md (deta_service_default_port)
+ *   HTTP_PORT                 the service's port of docs/contracts.md (deta_service_default_port)
  *   HTTP_BODY_LIMIT           65536 bytes
  *   HTTP_THREADS              4
  *   LOG_LEVEL                 info    (debug, info, warn, error)
@@ -76,7 +76,7 @@ const char *deta_config_str(const char *name, const char *def);
 deta_err_t deta_config_int(const char *name, long def, long min, long max, long *out,
                            char *errstr, size_t errsize);
 
-/* CONTRACTS.md: query-api 8080, order-service 8081, payment-service 8082,
+/* docs/contracts.md: query-api 8080, order-service 8081, payment-service 8082,
  * inventory-service 8083, delivery-service 8084; 0 for an unknown name. */
 int deta_service_default_port(const char *service);
 /* The seed: order_db, delivery_eta (payment), inventory_db, delivery_db,

@@ -1,5 +1,5 @@
 /*
- * envelope.h - the event envelope of CONTRACTS.md: build, serialize, parse, validate.
+ * envelope.h - the event envelope of docs/contracts.md: build, serialize, parse, validate.
  *
  * An event is a plain struct with fixed-size fields (no allocation but the payload)
  * so that consumers can parse into a stack variable. Parsing validates every
