@@ -18,7 +18,9 @@
  * The C fold sees duplicates as they come (it has no timeline to stop them: its
  * idempotence is part of the contract); the Postgres store stops them at its
  * timeline. The folds are a table (folds[]): the first is the reference, and a
- * second store (Cassandra) joins the comparison with one more entry.
+ * second store (Cassandra) joins the comparison with one more entry, once it can
+ * be linked beside the Postgres one (read_model.h's functions are one store's
+ * today: the second needs names of its own, or the interface a table of them).
  */
 #include <stdio.h>
 #include <stdlib.h>
