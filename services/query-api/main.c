@@ -1,15 +1,15 @@
 /*
  * main.c - query-api: the read model of every order, folded from the four raw
  * topics and served over REST, and the administration of the dead letters of
- * the four dlq topics (captured by a second consumer, listed and replayed over
- * REST behind a token). This file only wires.
+ * the four dlq topics (deadletters/: captured by a second consumer, listed and
+ * replayed over REST behind a token). This file only wires.
  */
 #include <stdio.h>
 
-#include "admin_api.h"
 #include "api.h"
-#include "dead_letter_events.h"
-#include "dead_letters.h"
+#include "deadletters/admin_api.h"
+#include "deadletters/dead_letter_events.h"
+#include "deadletters/dead_letters.h"
 #include "deta/log.h"
 #include "deta/service.h"
 #include "events.h"

@@ -5,13 +5,13 @@
  * The seed keeps the read model in Cassandra (keyspace delivery_query, table
  * order_view). No Cassandra runs on the machines this project is built and tested
  * on, so the local stack keeps it in Postgres (database delivery_query), in
- * store_pg.c, the one implementation of these functions today. The interface is
+ * read_model_pg.c, the one implementation of these functions today. The interface is
  * what the rest of the service needs and nothing more: prepare the schema, apply
  * one event, get one order, list a page, read a timeline, count by status.
  * Nothing here names SQL; the rules of the fold live in domain.c.
  *
- * A Cassandra implementation (store_cql.c, chosen at build time instead of
- * store_pg.c) would keep:
+ * A Cassandra implementation (read_model_cql.c, chosen at build time instead of
+ * read_model_pg.c) would keep:
  *   - order_view keyed by order_id, written by reading the row, folding the change
  *     with query_view_merge() and writing it back with a lightweight transaction
  *     conditioned on the row's version (retried on a lost race);

@@ -1,10 +1,10 @@
 /*
  * test_query_dead_letters.c - the pure rules of query-api's dead-letter
- * administration (services/query-api/domain.c), no server: the record made of a
- * consumed dead letter (tolerant of anything), its JSON (text or base64), the
- * list's arguments and the record id, what a replay sends (target topic, headers
- * filtered and x-replayed-from added, what cannot be sent), the summary, and the
- * bearer-token check.
+ * administration (services/query-api/deadletters/domain.c), no server: the
+ * record made of a consumed dead letter (tolerant of anything), its JSON (text
+ * or base64), the list's arguments and the record id, what a replay sends
+ * (target topic, headers filtered and x-replayed-from added, what cannot be
+ * sent), the summary, and the bearer-token check.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,7 +16,7 @@
 #include <cmocka.h>
 
 #include "deta/topics.h"
-#include "query-api/domain.h"
+#include "query-api/deadletters/domain.h"
 
 #define KEY "0b7e8c1a-1111-4222-8333-444455556666"
 #define VALUE "{\"eventType\":\"order.created\""

@@ -1,5 +1,5 @@
 /*
- * store_pg.c - the read model in Postgres (database delivery_query): the
+ * read_model_pg.c - the read model in Postgres (database delivery_query): the
  * implementation of read_model.h on the local stack.
  *
  * Applying an event is one statement (two data-modifying parts, one round trip)

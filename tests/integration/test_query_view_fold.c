@@ -1,0 +1,458 @@
+/*
+ * test_query_view_fold.c - query-api's two folds of events into an order's view
+ * agree: query_view_merge() (the C fold, services/query-api/domain.c) and the
+ * upsert of the Postgres read model (read_model_pg.c, run through read_model.h
+ * on a scratch database it_query_fold_<pid> of the test stack's Postgres).
+ *
+ * Each scenario is a set of events of one order and the arrivals to try: every
+ * distinct order of those arrivals (all permutations of a multiset, so an event
+ * listed twice is a duplicate delivery, same eventId) is one order of its own (a
+ * fresh orderId), and every fold folds its events in that order. The views must
+ * then be equal field by field (first_seen_at aside: the store's list key, set
+ * by the store alone), and each arrival must have moved the status in one fold
+ * exactly when it did in the other. The scenarios cover every order of arrival of
+ * a delivered order's events, ETAs out of order and tied (the first wins),
+ * duplicate deliveries, events arriving after an end state, failures of equal
+ * rank, and an identity told differently by later events (order.created wins).
+ *
+ * The C fold sees duplicates as they come (it has no timeline to stop them: its
+ * idempotence is part of the contract); the Postgres store stops them at its
+ * timeline. The folds are a table (folds[]): the first is the reference, and a
+ * second store (Cassandra) joins the comparison with one more entry, once it can
+ * be linked beside the Postgres one (read_model.h's functions are one store's
+ * today: the second needs names of its own, or the interface a table of them).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "deta/envelope.h"
+#include "deta/log.h"
+#include "deta/service.h"
+#include "deta/topics.h"
+#include "read_model.h"
+#include "testsupport.h"
+
+#define MAX_SPECS 8
+#define MAX_ARRIVALS 8
+#define BATCH 256 /* orders folded per transaction */
+
+/* ---- the folds under test ---- */
+
+typedef struct fold {
+    const char *name;
+    int (*open)(void **s);
+    void (*close)(void *s);
+    void (*begin)(void *s);
+    /* Folds c into the view of the batch's order n; true when it moved the status. */
+    bool (*apply)(void *s, size_t n, const query_change_t *c);
+    void (*commit)(void *s);
+    /* The view of the batch's order n, whose id is order_id, after commit. */
+    void (*view)(void *s, size_t n, const char *order_id, query_view_t *out);
+} fold_t;
+
+/* The C fold: the batch's views in memory. */
+static query_view_t c_views[BATCH];
+
+static int c_open(void **s) {
+    *s = c_views;
+    return 0;
+}
+
+static void c_close(void *s) { (void)s; }
+
+static void c_begin(void *s) {
+    (void)s;
+    memset(c_views, 0, sizeof c_views);
+}
+
+static bool c_apply(void *s, size_t n, const query_change_t *c) {
+    (void)s;
+    return query_view_merge(&c_views[n], c);
+}
+
+static void c_commit(void *s) { (void)s; }
+
+static void c_view(void *s, size_t n, const char *order_id, query_view_t *out) {
+    (void)s;
+    (void)order_id;
+    *out = c_views[n];
+}
+
+/* The Postgres store, as query-api runs it: a service on the scratch database. */
+typedef struct pg_fold {
+    deta_config_t cfg;
+    deta_service_t *svc;
+    read_model_t *rm;
+    deta_db_t *tx;
+} pg_fold_t;
+
+static int pg_open(void **s) {
+    static pg_fold_t pg;
+    char err[512] = "";
+    if (ts_scratch_db_create("it-query-fold", "query_fold", &pg.cfg) != 0)
+        return -1;
+    setenv("PGDATABASE", pg.cfg.pg_database, 1);
+    pg.svc = deta_service_new("it-query-fold", err, sizeof err);
+    pg.rm = pg.svc ? read_model_new(pg.svc) : NULL;
+    if (!pg.rm || read_model_prepare(pg.rm, err, sizeof err) != DETA_OK) {
+        fprintf(stderr, "the Postgres read model: %s\n", err);
+        return -1;
+    }
+    deta_log_init("it-query-fold", DETA_LOG_WARN);
+    pg.tx = deta_db_pool_get(deta_service_db(pg.svc));
+    *s = &pg;
+    return 0;
+}
+
+static void pg_close(void *s) {
+    pg_fold_t *pg = s;
+    read_model_free(pg->rm);
+    deta_service_free(pg->svc);
+    ts_scratch_db_drop(&pg->cfg);
+}
+
+static void pg_begin(void *s) {
+    pg_fold_t *pg = s;
+    char err[256] = "";
+    if (deta_db_begin(pg->tx, err, sizeof err) != DETA_OK)
+        fail_msg("begin: %s", err);
+}
+
+static bool pg_apply(void *s, size_t n, const query_change_t *c) {
+    (void)n;
+    pg_fold_t *pg = s;
+    char err[256] = "";
+    read_model_outcome_t out;
+    if (read_model_apply(pg->rm, pg->tx, c, &out, err, sizeof err) != DETA_OK)
+        fail_msg("read_model_apply %s: %s", c->event_type, err);
+    return out.status_changed;
+}
+
+static void pg_commit(void *s) {
+    pg_fold_t *pg = s;
+    char err[256] = "";
+    if (deta_db_commit(pg->tx, err, sizeof err) != DETA_OK)
+        fail_msg("commit: %s", err);
+}
+
+static void pg_view(void *s, size_t n, const char *order_id, query_view_t *out) {
+    (void)n;
+    pg_fold_t *pg = s;
+    char err[256] = "";
+    if (read_model_get(pg->rm, order_id, out, err, sizeof err) != DETA_OK)
+        fail_msg("read_model_get %s: %s", order_id, err);
+}
+
+static const fold_t folds[] = {
+    {"query_view_merge", c_open, c_close, c_begin, c_apply, c_commit, c_view},
+    {"postgres", pg_open, pg_close, pg_begin, pg_apply, pg_commit, pg_view},
+};
+#define NFOLDS (sizeof folds / sizeof *folds)
+
+static void *fold_state[NFOLDS];
+
+/* ---- the view, field by field ---- */
+
+typedef struct view_field {
+    const char *name;
+    size_t offset;
+} view_field_t;
+
+#define FIELD(m) {#m, offsetof(query_view_t, m)}
+/* Every text field of the view but first_seen_at (the store's own). */
+static const view_field_t view_fields[] = {
+    FIELD(order_id),       FIELD(customer_id),     FIELD(total_amount),
+    FIELD(currency),       FIELD(status),          FIELD(created_at),
+    FIELD(updated_at),     FIELD(reservation_id),  FIELD(payment_id),
+    FIELD(delivery_id),    FIELD(driver_id),       FIELD(driver_name),
+    FIELD(estimated_delivery_at), FIELD(eta_calculated_at), FIELD(delivered_at),
+    FIELD(failure_reason), FIELD(correlation_id),
+};
+#undef FIELD
+
+static const char *field_of(const query_view_t *v, const view_field_t *f) {
+    return (const char *)v + f->offset;
+}
+
+/* ---- scenarios ---- */
+
+typedef struct event_spec {
+    const char *type;
+    const char *occurred_at;
+    const char *payload; /* JSON */
+} event_spec_t;
+
+typedef struct scenario {
+    const char *name;
+    event_spec_t specs[MAX_SPECS];
+    int arrivals[MAX_ARRIVALS]; /* indices into specs, ascending; -1 ends */
+    int final_rank;             /* the status rank every order must end with */
+} scenario_t;
+
+#define T(hhmm) "2026-11-25T" hhmm ":00.000Z"
+#define CREATED(at)                                                                      \
+    {DETA_EVT_ORDER_CREATED, T(at),                                                      \
+     "{\"customerId\":\"c-1\",\"totalAmount\":\"20.48\",\"currency\":\"EUR\","           \
+     "\"createdAt\":\"" T("12:00") "\",\"items\":[]}"}
+#define RESERVED(at)                                                                     \
+    {DETA_EVT_INVENTORY_RESERVED, T(at),                                                 \
+     "{\"reservationId\":\"r-1\",\"customerId\":\"c-1\",\"totalAmount\":\"20.48\","      \
+     "\"currency\":\"EUR\"}"}
+#define AUTHORIZED(at)                                                                   \
+    {DETA_EVT_PAYMENT_AUTHORIZED, T(at), "{\"paymentId\":\"p-1\",\"customerId\":\"c-1\"}"}
+#define WAITING(at) {DETA_EVT_DELIVERY_WAITING, T(at), "{\"paymentId\":\"p-1\"}"}
+#define ASSIGNED(at, eta)                                                                \
+    {DETA_EVT_DELIVERY_ASSIGNED, T(at),                                                  \
+     "{\"deliveryId\":\"d-1\",\"driverId\":\"drv-1\",\"driverName\":\"Ada\","             \
+     "\"estimatedDeliveryAt\":\"" T(eta) "\",\"assignedAt\":\"" T(at) "\"}"}
+#define PICKED_UP(at, eta)                                                               \
+    {DETA_EVT_DELIVERY_PICKED_UP, T(at),                                                 \
+     "{\"deliveryId\":\"d-1\",\"driverId\":\"drv-1\","                                    \
+     "\"estimatedDeliveryAt\":\"" T(eta) "\",\"pickedUpAt\":\"" T(at) "\"}"}
+#define DELIVERED(at)                                                                    \
+    {DETA_EVT_DELIVERY_DELIVERED, T(at),                                                 \
+     "{\"deliveryId\":\"d-1\",\"driverId\":\"drv-1\",\"deliveredAt\":\"" T(at) "\"}"}
+#define ETA(at, calc, eta)                                                               \
+    {DETA_EVT_ETA_UPDATED, T(at),                                                        \
+     "{\"deliveryId\":\"d-1\",\"estimatedDeliveryAt\":\"" T(eta) "\","                    \
+     "\"calculatedAt\":\"" T(calc) "\"}"}
+
+static const scenario_t scenarios[] = {
+    {"a delivered order, every order of arrival",
+     {CREATED("12:00"), RESERVED("12:01"), AUTHORIZED("12:02"),
+      ASSIGNED("12:03", "12:40"), PICKED_UP("12:10", "12:35"), DELIVERED("12:30")},
+     {0, 1, 2, 3, 4, 5, -1},
+     7},
+    {"ETAs out of order, and two calculated at the same instant",
+     {CREATED("12:00"), WAITING("12:02"), ASSIGNED("12:03", "12:40"),
+      ETA("12:05", "12:05", "12:45"), ETA("12:06", "12:04", "12:50"),
+      ETA("12:07", "12:05", "12:55")},
+     {0, 1, 2, 3, 4, 5, -1},
+     5},
+    {"duplicate deliveries",
+     {CREATED("12:00"), RESERVED("12:01"), AUTHORIZED("12:02"), WAITING("12:02"),
+      ASSIGNED("12:03", "12:40")},
+     {0, 1, 1, 2, 3, 4, 4, -1},
+     5},
+    {"late events after a failure, failures of equal rank",
+     {CREATED("12:00"),
+      {DETA_EVT_INVENTORY_REJECTED, T("12:01"),
+       "{\"customerId\":\"c-1\",\"reason\":\"out of stock\"}"},
+      RESERVED("12:02"),
+      {DETA_EVT_PAYMENT_FAILED, T("12:03"), "{\"paymentId\":\"p-1\",\"reason\":\"declined\"}"},
+      {DETA_EVT_INVENTORY_RELEASED, T("12:04"), "{\"reservationId\":\"r-1\"}"},
+      AUTHORIZED("12:05")},
+     {0, 1, 2, 3, 4, 5, -1},
+     QUERY_RANK_FAILED},
+    {"late events after delivery, an ETA calculated after it",
+     {CREATED("12:00"), ASSIGNED("12:03", "12:40"), PICKED_UP("12:10", "12:35"),
+      DELIVERED("12:30"), ETA("12:20", "12:20", "12:50"), ETA("12:31", "12:31", "13:00")},
+     {0, 1, 2, 3, 4, 5, -1},
+     7},
+    {"an identity told otherwise by later events",
+     {CREATED("12:00"),
+      {DETA_EVT_INVENTORY_RESERVED, T("12:01"),
+       "{\"customerId\":\"c-other\",\"totalAmount\":\"1.00\",\"currency\":\"USD\"}"},
+      {DETA_EVT_INVENTORY_REJECTED, T("12:02"), "{\"customerId\":\"c-x\",\"reason\":\"r\"}"},
+      {DETA_EVT_PAYMENT_FAILED, T("12:03"), "{\"customerId\":\"c-y\",\"reason\":\"d\"}"},
+      ETA("12:04", "12:04", "12:30")},
+     {0, 1, 2, 3, 4, -1},
+     QUERY_RANK_FAILED},
+};
+
+/* ---- orders: one arrival order each ---- */
+
+typedef struct order {
+    char id[DETA_UUID_LEN + 1];
+    int arrivals[MAX_ARRIVALS];
+    size_t n;
+    deta_event_t events[MAX_SPECS];
+    query_change_t changes[MAX_SPECS];
+    size_t nspecs;
+    bool changed[NFOLDS][MAX_ARRIVALS];
+    query_view_t views[NFOLDS];
+} order_t;
+
+static order_t batch[BATCH];
+
+static size_t spec_count(const scenario_t *sc) {
+    size_t n = 0;
+    while (n < MAX_SPECS && sc->specs[n].type)
+        n++;
+    return n;
+}
+
+/* The order's events (a fresh eventId each) and their changes. */
+static void order_build(order_t *o, const scenario_t *sc, const int *arrivals, size_t n) {
+    deta_uuid_new(o->id);
+    memcpy(o->arrivals, arrivals, n * sizeof *arrivals);
+    o->n = n;
+    o->nspecs = spec_count(sc);
+    for (size_t i = 0; i < o->nspecs; i++) {
+        const event_spec_t *s = &sc->specs[i];
+        char err[256] = "";
+        json_error_t jerr;
+        json_t *payload = json_loads(s->payload, 0, &jerr);
+        if (!payload)
+            fail_msg("%s: bad payload: %s", s->type, jerr.text);
+        if (deta_event_init(&o->events[i], s->type, o->id, "corr-fold", "it-query-fold",
+                            payload, err, sizeof err) != DETA_OK)
+            fail_msg("event_init: %s", err);
+        snprintf(o->events[i].occurred_at, sizeof o->events[i].occurred_at, "%s", s->occurred_at);
+        if (query_change_from_event(&o->events[i], &o->changes[i], err, sizeof err) != DETA_OK)
+            fail_msg("%s refused: %s", s->type, err);
+    }
+}
+
+/* Idempotent: a failed comparison leaves the batch to the group's teardown. */
+static void order_clear(order_t *o) {
+    for (size_t i = 0; i < o->nspecs; i++)
+        deta_event_clear(&o->events[i]);
+    o->nspecs = 0;
+}
+
+/* The next distinct permutation of a (lexicographic order); false after the last. */
+static bool next_arrival_order(int *a, size_t n) {
+    size_t i = n - 1;
+    while (i > 0 && a[i - 1] >= a[i])
+        i--;
+    if (i == 0)
+        return false;
+    size_t j = n - 1;
+    while (a[j] <= a[i - 1])
+        j--;
+    int t = a[i - 1];
+    a[i - 1] = a[j];
+    a[j] = t;
+    for (size_t l = i, r = n - 1; l < r; l++, r--) {
+        t = a[l];
+        a[l] = a[r];
+        a[r] = t;
+    }
+    return true;
+}
+
+/* ---- folding and comparing ---- */
+
+static void fold_batch(size_t f, size_t norders) {
+    const fold_t *fold = &folds[f];
+    fold->begin(fold_state[f]);
+    for (size_t i = 0; i < norders; i++)
+        for (size_t k = 0; k < batch[i].n; k++)
+            batch[i].changed[f][k] =
+                fold->apply(fold_state[f], i, &batch[i].changes[batch[i].arrivals[k]]);
+    fold->commit(fold_state[f]);
+    for (size_t i = 0; i < norders; i++)
+        fold->view(fold_state[f], i, batch[i].id, &batch[i].views[f]);
+}
+
+/* "order.created, inventory.reserved x2, ..." into buf. */
+static const char *arrival_text(const scenario_t *sc, const order_t *o, char *buf,
+                                size_t size) {
+    size_t used = 0;
+    buf[0] = '\0';
+    for (size_t k = 0; k < o->n && used < size; k++)
+        used += (size_t)snprintf(buf + used, size - used, "%s%s#%d", k ? ", " : "",
+                                 sc->specs[o->arrivals[k]].type, o->arrivals[k]);
+    return buf;
+}
+
+static void fail_on(const scenario_t *sc, const order_t *o, size_t f, const char *what,
+                    const char *want, const char *got) {
+    char arrivals[1024];
+    fail_msg("%s: %s differs from %s in %s: %s has \"%s\", %s has \"%s\"\n  arrival: %s",
+             sc->name, folds[f].name, folds[0].name, what, folds[0].name, want, folds[f].name,
+             got, arrival_text(sc, o, arrivals, sizeof arrivals));
+}
+
+static void compare(const scenario_t *sc, const order_t *o) {
+    const query_view_t *ref = &o->views[0];
+    char want[48], got[48];
+    if (ref->status_rank != sc->final_rank) {
+        snprintf(want, sizeof want, "%d", sc->final_rank);
+        snprintf(got, sizeof got, "%d", ref->status_rank);
+        fail_on(sc, o, 0, "the status rank the scenario ends with", want, got);
+    }
+    for (size_t f = 1; f < NFOLDS; f++) {
+        const query_view_t *v = &o->views[f];
+        for (size_t i = 0; i < sizeof view_fields / sizeof *view_fields; i++)
+            if (strcmp(field_of(ref, &view_fields[i]), field_of(v, &view_fields[i])) != 0)
+                fail_on(sc, o, f, view_fields[i].name, field_of(ref, &view_fields[i]),
+                        field_of(v, &view_fields[i]));
+        snprintf(want, sizeof want, "%d", ref->status_rank);
+        snprintf(got, sizeof got, "%d", v->status_rank);
+        if (ref->status_rank != v->status_rank)
+            fail_on(sc, o, f, "status_rank", want, got);
+        for (size_t k = 0; k < o->n; k++) {
+            snprintf(want, sizeof want, "%zu:%d", k, o->changed[0][k]);
+            snprintf(got, sizeof got, "%zu:%d", k, o->changed[f][k]);
+            if (o->changed[0][k] != o->changed[f][k])
+                fail_on(sc, o, f, "whether arrival k moved the status", want, got);
+        }
+    }
+}
+
+static size_t run_batch(const scenario_t *sc, size_t norders) {
+    for (size_t f = 0; f < NFOLDS; f++)
+        fold_batch(f, norders);
+    for (size_t i = 0; i < norders; i++) {
+        compare(sc, &batch[i]);
+        order_clear(&batch[i]);
+    }
+    return norders;
+}
+
+static void run_scenario(void **state) {
+    const scenario_t *sc = *state;
+    int arrivals[MAX_ARRIVALS];
+    size_t n = 0;
+    while (n < MAX_ARRIVALS && sc->arrivals[n] >= 0) {
+        arrivals[n] = sc->arrivals[n];
+        n++;
+    }
+    size_t total = 0, norders = 0;
+    bool more = true;
+    while (more) {
+        order_build(&batch[norders++], sc, arrivals, n);
+        more = next_arrival_order(arrivals, n);
+        if (norders == BATCH || !more) {
+            total += run_batch(sc, norders);
+            norders = 0;
+        }
+    }
+    printf("%s: %zu orders of arrival, folded alike by %zu folds\n", sc->name, total, NFOLDS);
+}
+
+/* ---- setup ---- */
+
+static int setup(void **state) {
+    (void)state;
+    deta_log_init("it-query-fold", DETA_LOG_WARN);
+    for (size_t f = 0; f < NFOLDS; f++)
+        if (folds[f].open(&fold_state[f]) != 0) {
+            fprintf(stderr, "cannot open the fold %s\n", folds[f].name);
+            return -1;
+        }
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    for (size_t i = 0; i < BATCH; i++)
+        order_clear(&batch[i]);
+    for (size_t f = 0; f < NFOLDS; f++)
+        if (fold_state[f])
+            folds[f].close(fold_state[f]);
+    return 0;
+}
+
+/* A test per scenario, named after it. */
+#define SCENARIO(i) {scenarios[i].name, run_scenario, NULL, NULL, (void *)&scenarios[i]}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        SCENARIO(0), SCENARIO(1), SCENARIO(2), SCENARIO(3), SCENARIO(4), SCENARIO(5),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
