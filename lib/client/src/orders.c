@@ -47,18 +47,24 @@ bool deta_order_reached(const char *status, const char *step) {
     return at >= 0 && want >= 0 && at >= want;
 }
 
-int deta_order_place(deta_client_t *c, const char *order_url, const char *body,
-                     deta_client_resp_t *out, char *errstr, size_t errsize) {
-    char *url = deta_client_url(order_url, "/api/orders");
+/* A JSON call to base + path; out of memory is said like a request that failed. */
+static int call(deta_client_t *c, const char *method, const char *base, const char *path,
+                const char *body, deta_client_resp_t *out, char *errstr, size_t errsize) {
+    char *url = deta_client_url(base, path);
     if (!url) {
         memset(out, 0, sizeof *out);
         out->body = "";
         snprintf(errstr, errsize, "out of memory");
         return -1;
     }
-    int rc = deta_client_json(c, "POST", url, body, out, errstr, errsize);
+    int rc = deta_client_json(c, method, url, body, out, errstr, errsize);
     free(url);
     return rc;
+}
+
+int deta_order_place(deta_client_t *c, const char *order_url, const char *body,
+                     deta_client_resp_t *out, char *errstr, size_t errsize) {
+    return call(c, "POST", order_url, "/api/orders", body, out, errstr, errsize);
 }
 
 bool deta_order_id_of(const json_t *answer, char *id, size_t size) {
@@ -73,16 +79,7 @@ int deta_order_read(deta_client_t *c, const char *query_url, const char *id,
                     deta_client_resp_t *out, char *errstr, size_t errsize) {
     char path[160];
     snprintf(path, sizeof path, "/api/orders/%s", id);
-    char *url = deta_client_url(query_url, path);
-    if (!url) {
-        memset(out, 0, sizeof *out);
-        out->body = "";
-        snprintf(errstr, errsize, "out of memory");
-        return -1;
-    }
-    int rc = deta_client_json(c, "GET", url, NULL, out, errstr, errsize);
-    free(url);
-    return rc;
+    return call(c, "GET", query_url, path, NULL, out, errstr, errsize);
 }
 
 void deta_order_status(deta_client_t *c, const char *query_url, const char *id, char *status,
