@@ -16,64 +16,39 @@
  *
  * An order has ended when its status is DELIVERY_ASSIGNED or a later state of
  * the happy path (PICKED_UP, DELIVERED: the delivery may move on before the
- * next poll), or a failure end (INVENTORY_REJECTED, PAYMENT_FAILED). Its saga
+ * next poll), or a failure end (INVENTORY_REJECTED, PAYMENT_FAILED), as
+ * deta/client_orders.h names them for every client. Its saga
  * instant is when the answer that first showed it arrived: never earlier than
  * the truth, and later by at most one cycle (poll_ms; longer when the budget
  * stretches the rounds) plus one list request. scripts/bench.sh compares it
  * with the instant the read model applied delivery.assigned.
+ * The request goes over one deta_client_t handle, whose connection and answer
+ * buffer serve every poll; its body is parsed only after the answer's instant
+ * is taken, so the parse never counts in a request's time.
  * A window is closed when each of its orders is decided (refused, dropped, or
  * ended); the poller stops when every window is closed or at the deadline.
  */
-#include <curl/curl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "deta/client_orders.h"
 #include "loadgen.h"
-
-typedef struct answer {
-    char *data;
-    size_t len, cap;
-} answer_t;
 
 typedef struct poller {
     lg_run_t *run;
-    CURL *easy;
-    answer_t answer;
+    deta_client_t *client; /* one keep-alive connection, the answer's buffer kept */
     size_t nwindows;
     size_t first_open; /* windows before it are closed */
     size_t resume_at;  /* where the next pass starts, when the budget cut the last one */
 } poller_t;
 
-static size_t keep_answer(char *ptr, size_t size, size_t nmemb, void *userdata) {
-    answer_t *a = userdata;
-    size_t n = size * nmemb;
-    if (a->len + n + 1 > a->cap) {
-        size_t cap = a->cap ? a->cap : 16384;
-        while (cap < a->len + n + 1)
-            cap *= 2;
-        char *data = realloc(a->data, cap);
-        if (!data)
-            return 0; /* curl reports a write error */
-        a->data = data;
-        a->cap = cap;
-    }
-    memcpy(a->data + a->len, ptr, n);
-    a->len += n;
-    a->data[a->len] = '\0';
-    return n;
-}
-
 static lg_end_t end_of(const char *status) {
-    static const char *const assigned[] = {"DELIVERY_ASSIGNED", "PICKED_UP", "DELIVERED"};
-    static const char *const failed[] = {"INVENTORY_REJECTED", "PAYMENT_FAILED"};
-    for (size_t i = 0; i < sizeof assigned / sizeof *assigned; i++)
-        if (strcmp(status, assigned[i]) == 0)
-            return END_ASSIGNED;
-    for (size_t i = 0; i < sizeof failed / sizeof *failed; i++)
-        if (strcmp(status, failed[i]) == 0)
-            return END_FAILED;
+    if (deta_order_reached(status, "DELIVERY_ASSIGNED"))
+        return END_ASSIGNED;
+    if (deta_order_is_failed(status))
+        return END_FAILED;
     return END_NONE;
 }
 
@@ -132,8 +107,8 @@ static void note_end(poller_t *p, size_t w, const char *id, const char *status, 
     }
 }
 
-static void read_items(poller_t *p, size_t w, int64_t seen) {
-    json_t *root = json_loads(p->answer.data, 0, NULL);
+static void read_items(poller_t *p, size_t w, const char *answer, int64_t seen) {
+    json_t *root = json_loads(answer, 0, NULL);
     json_t *items = json_object_get(root, "items");
     size_t k;
     json_t *item;
@@ -153,20 +128,19 @@ static void poll_window(poller_t *p, size_t w) {
     lg_customer_id(p->run, window_first(p, w), customer, sizeof customer);
     snprintf(url, sizeof url, "%s/api/orders?customerId=%s&limit=%d", p->run->query_url, customer,
              LG_WINDOW_MAX);
-    curl_easy_setopt(p->easy, CURLOPT_URL, url);
-    p->answer.len = 0;
+    deta_client_req_t req = {.method = "GET", .url = url, .raw = true};
+    deta_client_resp_t r;
+    char err[256];
     int64_t asked = lg_now_us();
-    CURLcode rc = curl_easy_perform(p->easy);
+    int rc = deta_client_request(p->client, &req, &r, err, sizeof err);
     int64_t seen = lg_now_us();
     atomic_fetch_add(&p->run->poll_requests, 1);
     atomic_fetch_add(&p->run->poll_us_total, seen - asked);
-    long status = 0;
-    curl_easy_getinfo(p->easy, CURLINFO_RESPONSE_CODE, &status);
-    if (rc != CURLE_OK || status != 200 || !p->answer.data) {
+    if (rc != 0 || r.status != 200 || r.body_len == 0) {
         atomic_fetch_add(&p->run->poll_errors, 1);
         return;
     }
-    read_items(p, w, seen);
+    read_items(p, w, r.body, seen);
 }
 
 /* The last window whose first order was handed to the sender. */
@@ -217,19 +191,13 @@ static void poll_until_done(poller_t *p) {
 void *lg_poller_main(void *arg) {
     poller_t p = {.run = arg};
     p.nwindows = (p.run->n + p.run->per_window - 1) / p.run->per_window;
-    p.easy = curl_easy_init();
-    if (p.easy) {
-        curl_easy_setopt(p.easy, CURLOPT_WRITEFUNCTION, keep_answer);
-        curl_easy_setopt(p.easy, CURLOPT_WRITEDATA, &p.answer);
-        curl_easy_setopt(p.easy, CURLOPT_TIMEOUT_MS, p.run->timeout_ms);
-        curl_easy_setopt(p.easy, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(p.easy, CURLOPT_TCP_NODELAY, 1L);
+    p.client = deta_client_new(p.run->timeout_ms, 0);
+    if (p.client) {
         poll_until_done(&p);
-        curl_easy_cleanup(p.easy);
+        deta_client_free(p.client);
     } else {
         fprintf(stderr, "loadgen: cannot set up curl for the poller\n");
     }
-    free(p.answer.data);
     atomic_store(&p.run->poller_done, true);
     return NULL;
 }

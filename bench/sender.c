@@ -14,7 +14,9 @@
  * dropped and counted, which makes its step fail rather than exhaust memory.
  *
  * Easy handles are recycled through a free list, each with its own body and
- * answer buffers; an answer is parsed for orderId with jansson. At the run's
+ * answer buffers (the answer's a fixed deta_client_buf_t: written by the
+ * clients' one write callback, cut rather than grown, never allocating); an
+ * answer is parsed for orderId with jansson (deta_order_id_of). At the run's
  * deadline whatever is still unanswered is abandoned and counted as refused.
  */
 #include <curl/curl.h>
@@ -23,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deta/client_orders.h"
 #include "loadgen.h"
 
 #define BODY_MAX 256
@@ -33,7 +36,7 @@ typedef struct request {
     size_t index;
     char body[BODY_MAX];
     char answer[ANSWER_MAX];
-    size_t answer_len;
+    deta_client_buf_t buf; /* fixed, over answer: cut, never grown */
     struct request *next_free;
 } request_t;
 
@@ -48,17 +51,6 @@ typedef struct sender {
     size_t next; /* the next order to send */
 } sender_t;
 
-static size_t keep_answer(char *ptr, size_t size, size_t nmemb, void *userdata) {
-    request_t *q = userdata;
-    size_t n = size * nmemb;
-    size_t room = ANSWER_MAX - 1 - q->answer_len;
-    size_t take = n < room ? n : room;
-    memcpy(q->answer + q->answer_len, ptr, take);
-    q->answer_len += take;
-    q->answer[q->answer_len] = '\0';
-    return n; /* an over-long answer is cut, never an error */
-}
-
 static request_t *request_new(sender_t *s) {
     request_t *q = calloc(1, sizeof *q);
     if (!q)
@@ -68,11 +60,12 @@ static request_t *request_new(sender_t *s) {
         free(q);
         return NULL;
     }
+    q->buf = (deta_client_buf_t){.data = q->answer, .cap = ANSWER_MAX, .fixed = true};
     CURL *e = q->easy;
     curl_easy_setopt(e, CURLOPT_URL, s->url);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, s->headers);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, keep_answer);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, q);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, deta_client_buf_write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &q->buf);
     curl_easy_setopt(e, CURLOPT_PRIVATE, q);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, s->run->timeout_ms);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
@@ -168,8 +161,7 @@ static void send_order(sender_t *s, size_t i) {
         return;
     }
     q->index = i;
-    q->answer_len = 0;
-    q->answer[0] = '\0';
+    deta_client_buf_reset(&q->buf);
     order_body(r, i, q->body, sizeof q->body);
     curl_easy_setopt(q->easy, CURLOPT_POSTFIELDS, q->body);
     curl_easy_setopt(q->easy, CURLOPT_POSTFIELDSIZE, (long)strlen(q->body));
@@ -183,10 +175,7 @@ static void send_order(sender_t *s, size_t i) {
 /* The orderId of a 201's body, copied into id; false when there is none. */
 static bool answer_order_id(const char *answer, char *id, size_t size) {
     json_t *root = json_loads(answer, 0, NULL);
-    const char *v = json_string_value(json_object_get(root, "orderId"));
-    bool ok = v && strlen(v) < size;
-    if (ok)
-        memcpy(id, v, strlen(v) + 1);
+    bool ok = deta_order_id_of(root, id, size);
     json_decref(root);
     return ok;
 }

@@ -49,9 +49,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
-
 #include "chaos.h"
+#include "deta/client.h"
 
 /* ---- small helpers ---- */
 
@@ -264,7 +263,7 @@ int main(void) {
     }
     if (!load_settings(&run.s))
         return 2;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || !make_plan(&run, verify_only)) {
+    if (!deta_client_global_init() || !make_plan(&run, verify_only)) {
         fprintf(stderr, "chaos: cannot initialise\n");
         return 2;
     }
@@ -278,6 +277,6 @@ int main(void) {
     printf("chaos: %s\n", status == 0 ? "PASSED" : status == 1 ? "FAILED" : "could not run");
     chaos_violations_free();
     free(run.orders);
-    curl_global_cleanup();
+    deta_client_global_cleanup();
     return status;
 }

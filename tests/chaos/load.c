@@ -13,7 +13,6 @@
  * the client asked for only once. The answer is recorded in the plan (accepted
  * with its orderId, refused, unavailable, cut off or unreachable) for verify.c.
  */
-#include <curl/curl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -21,74 +20,47 @@
 #include <string.h>
 
 #include "chaos.h"
+#include "deta/client_orders.h"
 
 #define PATIENCE_S 60.0     /* how long an order waits for order-service to be back */
-#define REQUEST_TIMEOUT_S 20L
+#define REQUEST_TIMEOUT_MS 20000L
+#define CONNECT_TIMEOUT_MS 3000L
 #define RETRY_PAUSE_MS 200
 
-typedef struct body {
-    char *buf;
-    size_t len;
-} body_t;
-
-static size_t collect(char *data, size_t size, size_t n, void *opaque) {
-    body_t *b = opaque;
-    size_t add = size * n;
-    char *nb = realloc(b->buf, b->len + add + 1);
-    if (!nb)
-        return 0;
-    memcpy(nb + b->len, data, add);
-    b->buf = nb;
-    b->len += add;
-    b->buf[b->len] = '\0';
-    return add;
-}
-
-/* One HTTP request with a JSON body; *status 0 when there was no answer.
- * Returns curl's code; the body (malloc'd, maybe NULL) in *answer. */
-static CURLcode http_json(const char *method, const char *url, const char *json, long *status,
-                          char **answer) {
-    CURL *c = curl_easy_init();
-    body_t b = {NULL, 0};
-    *status = 0;
-    *answer = NULL;
+/* A handle of its own for one request: a connection kept across the kills
+ * would mostly be found dead. NULL (with err said) when out of memory. */
+static deta_client_t *fresh_client(char *err, size_t errsize) {
+    deta_client_t *c = deta_client_new(REQUEST_TIMEOUT_MS, CONNECT_TIMEOUT_MS);
     if (!c)
-        return CURLE_FAILED_INIT;
-    struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, json);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(json));
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, REQUEST_TIMEOUT_S);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 3L);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    CURLcode rc = curl_easy_perform(c);
-    if (rc == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, status);
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(c);
-    *answer = b.buf;
-    return rc;
+        snprintf(err, errsize, "out of memory");
+    return c;
 }
 
 /* ---- items ---- */
+
+/* One PUT of the item's stock; true when answered 200 or 201. */
+static bool put_once(const char *url, const char *body) {
+    char err[512];
+    deta_client_t *c = fresh_client(err, sizeof err);
+    deta_client_resp_t r = {.body = ""};
+    if (c)
+        deta_client_json(c, "PUT", url, body, &r, err, sizeof err);
+    bool ok = r.status == 200 || r.status == 201;
+    if (!ok)
+        fprintf(stderr, "chaos: PUT %s: %s, status %ld; retrying\n", url,
+                deta_client_strerror(r.error), r.status);
+    deta_client_resp_clear(&r);
+    deta_client_free(c);
+    return ok;
+}
 
 static bool put_item(const chaos_run_t *run, const chaos_item_t *it) {
     char url[512], body[128];
     snprintf(url, sizeof url, "%s/api/inventory/%s", run->s.inventory_url, it->id);
     snprintf(body, sizeof body, "{\"available\": %ld}", it->initial);
     for (double until = chaos_now() + PATIENCE_S; chaos_now() < until;) {
-        long status;
-        char *answer;
-        CURLcode rc = http_json("PUT", url, body, &status, &answer);
-        free(answer);
-        if (rc == CURLE_OK && (status == 200 || status == 201))
+        if (put_once(url, body))
             return true;
-        fprintf(stderr, "chaos: PUT %s: %s, status %ld; retrying\n", url, curl_easy_strerror(rc),
-                status);
         chaos_sleep_ms(1000);
     }
     return false;
@@ -127,24 +99,36 @@ static char *order_body(const chaos_run_t *run, long i) {
     return text;
 }
 
-static void take_order_id(chaos_order_t *o, const char *answer) {
-    json_t *j = answer ? json_loads(answer, 0, NULL) : NULL;
-    const char *id = json_string_value(json_object_get(j, "orderId"));
-    if (id && strlen(id) < sizeof o->order_id) {
-        snprintf(o->order_id, sizeof o->order_id, "%s", id);
+static void take_order_id(chaos_order_t *o, const deta_client_resp_t *r) {
+    if (deta_order_id_of(r->json, o->order_id, sizeof o->order_id)) {
         o->placed = PLACED_ACCEPTED;
     } else {
-        chaos_violation("201 without an orderId", "answer %.200s", answer ? answer : "(none)");
+        chaos_violation("201 without an orderId", "answer %.200s", r->body);
         o->placed = PLACED_CUT_OFF;
     }
-    json_decref(j);
+}
+
+/* What the answer (or its absence) to order i's POST means for the order. */
+static void judge_answer(chaos_order_t *o, long i, int rc, const deta_client_resp_t *r) {
+    o->http_status = r->status;
+    if (deta_client_never_connected(r))
+        o->placed = PLACED_UNREACHABLE;
+    else if (rc != 0)
+        o->placed = PLACED_CUT_OFF;
+    else if (r->status == 201)
+        take_order_id(o, r);
+    else if (r->status >= 500)
+        o->placed = PLACED_UNAVAILABLE;
+    else {
+        o->placed = PLACED_REFUSED;
+        chaos_violation("valid order refused", "order %ld: HTTP %ld: %.200s", i, r->status,
+                        r->body);
+    }
 }
 
 /* Places order i: retried only while order-service cannot be reached at all. */
 static void place_one(chaos_run_t *run, long i) {
     chaos_order_t *o = &run->orders[i];
-    char url[512];
-    snprintf(url, sizeof url, "%s/api/orders", run->s.order_url);
     char *body = order_body(run, i);
     if (!body) {
         o->placed = PLACED_UNREACHABLE;
@@ -152,28 +136,18 @@ static void place_one(chaos_run_t *run, long i) {
     }
     double until = chaos_now() + PATIENCE_S;
     for (;;) {
-        char *answer = NULL;
-        CURLcode rc = http_json("POST", url, body, &o->http_status, &answer);
-        if (rc == CURLE_COULDNT_CONNECT && chaos_now() < until) {
-            free(answer);
-            chaos_sleep_ms(RETRY_PAUSE_MS);
-            continue;
-        }
-        if (rc == CURLE_COULDNT_CONNECT)
-            o->placed = PLACED_UNREACHABLE;
-        else if (rc != CURLE_OK)
-            o->placed = PLACED_CUT_OFF;
-        else if (o->http_status == 201)
-            take_order_id(o, answer);
-        else if (o->http_status >= 500)
-            o->placed = PLACED_UNAVAILABLE;
-        else {
-            o->placed = PLACED_REFUSED;
-            chaos_violation("valid order refused", "order %ld: HTTP %ld: %.200s", i,
-                            o->http_status, answer ? answer : "");
-        }
-        free(answer);
-        break;
+        char err[512];
+        deta_client_t *c = fresh_client(err, sizeof err);
+        deta_client_resp_t r = {.body = ""};
+        int rc = c ? deta_order_place(c, run->s.order_url, body, &r, err, sizeof err) : -1;
+        bool again = deta_client_never_connected(&r) && chaos_now() < until;
+        if (!again)
+            judge_answer(o, i, rc, &r);
+        deta_client_resp_clear(&r);
+        deta_client_free(c);
+        if (!again)
+            break;
+        chaos_sleep_ms(RETRY_PAUSE_MS);
     }
     free(body);
 }

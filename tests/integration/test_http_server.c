@@ -18,6 +18,7 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 
+#include "deta/client.h"
 #include "deta/http.h"
 #include "deta/metrics.h"
 
@@ -124,7 +125,8 @@ static int teardown(void **state) {
     return 0;
 }
 
-/* ---- a small libcurl client ---- */
+/* ---- a small libcurl client (chunked uploads, reused handles, raw headers),
+ * writing the body through the clients' buffer (deta/client.h) ---- */
 
 typedef struct call {
     const char *method;
@@ -152,18 +154,6 @@ typedef struct upload {
     const char *data;
     size_t len, pos;
 } upload_t;
-
-static size_t on_body(char *data, size_t size, size_t n, void *userdata) {
-    reply_t *r = userdata;
-    char *grown = realloc(r->body, r->len + size * n + 1);
-    if (!grown)
-        return 0;
-    r->body = grown;
-    memcpy(r->body + r->len, data, size * n);
-    r->len += size * n;
-    r->body[r->len] = '\0';
-    return size * n;
-}
 
 static void copy_header_value(char *dst, size_t dstsize, const char *v, size_t len) {
     while (len > 0 && (*v == ' ' || *v == '\t'))
@@ -208,10 +198,11 @@ static void http_call(int port, const call_t *c, reply_t *r) {
              c->content_type ? c->content_type : "");
     headers = curl_slist_append(headers, ct);
     upload_t up = {c->body, c->endless ? c->endless : c->body_len, 0};
+    deta_client_buf_t body = {0}; /* stays NULL when no byte of body came */
     curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, c->method);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, deta_client_buf_write);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
     curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(curl, CURLOPT_HEADERDATA, r);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, c->timeout_ms ? c->timeout_ms : 10000L);
@@ -234,6 +225,8 @@ static void http_call(int port, const call_t *c, reply_t *r) {
     curl_slist_free_all(headers);
     if (!c->curl)
         curl_easy_cleanup(curl);
+    r->body = body.data;
+    r->len = body.len;
     if (r->body)
         r->json = json_loads(r->body, 0, NULL);
 }

@@ -17,30 +17,11 @@
 
 /* Posts an order for qty units of item at 2.50 each; returns its id (malloc'd). */
 static char *place_order(const char *customer, const char *item, int qty) {
-    char body[512];
-    snprintf(body, sizeof body,
-             "{\"customerId\":\"%s\",\"currency\":\"USD\",\"items\":[{\"itemId\":\"%s\","
-             "\"quantity\":%d,\"unitPrice\":\"2.50\"}]}",
-             customer, item, qty);
-    ts_http_resp_t r;
-    ts_http("POST", "ORDER_SERVICE_URL", "/api/orders", "application/json", body, &r);
-    if (r.status != 201)
-        fail_msg("POST /api/orders: %ld %s", r.status, r.body);
-    char *id = strdup(json_string_value(json_object_get(r.json, "orderId")));
-    ts_http_resp_free(&r);
-    return id;
-}
-
-/* Sets an item's available stock through inventory-service's admin endpoint. */
-static void set_stock(const char *item, int available) {
-    char path[128], body[64];
-    snprintf(path, sizeof path, "/api/inventory/%s", item);
-    snprintf(body, sizeof body, "{\"available\":%d}", available);
-    ts_http_resp_t r;
-    ts_http("PUT", "INVENTORY_SERVICE_URL", path, "application/json", body, &r);
-    if (r.status != 200 && r.status != 201)
-        fail_msg("PUT %s: %ld %s", path, r.status, r.body);
-    ts_http_resp_free(&r);
+    char id[37];
+    long status = ts_order_place(customer, item, qty, id);
+    if (status != 201 || !id[0])
+        fail_msg("POST /api/orders: %ld, order id \"%s\"", status, id);
+    return strdup(id);
 }
 
 static long stock_field(const char *item, const char *field) {
@@ -59,23 +40,10 @@ static long stock_field(const char *item, const char *field) {
 
 /* Polls the read model until the order's status is want (or 90 s pass). */
 static void await_status(const char *order_id, const char *want) {
-    char path[128], last[64] = "(not in the read model)";
-    snprintf(path, sizeof path, "/api/orders/%s", order_id);
-    for (int i = 0; i < 450; i++) {
-        ts_http_resp_t r;
-        ts_http("GET", "QUERY_API_URL", path, NULL, NULL, &r);
-        if (r.status == 200) {
-            const char *s = json_string_value(json_object_get(r.json, "status"));
-            snprintf(last, sizeof last, "%s", s ? s : "(no status)");
-            if (s && strcmp(s, want) == 0) {
-                ts_http_resp_free(&r);
-                return;
-            }
-        }
-        ts_http_resp_free(&r);
-        ts_sleep_ms(200);
-    }
-    fail_msg("order %s did not reach %s; last status %s", order_id, want, last);
+    char ids[1][37];
+    snprintf(ids[0], sizeof ids[0], "%s", order_id);
+    if (!ts_orders_await(ids, 1, want, 90000))
+        fail_msg("order %s did not reach %s (its last status is above)", order_id, want);
 }
 
 /* How many timeline events of this type the query-api shows for the order. */
@@ -131,7 +99,7 @@ static void happy_path_reaches_delivered(void **state) {
     char item[64], uuid[37];
     ts_uuid(uuid);
     snprintf(item, sizeof item, "saga-%.8s", uuid);
-    set_stock(item, 10);
+    ts_stock_set(item, 10);
     char *id = place_order("saga-customer", item, 3);
     await_status(id, "DELIVERED");
 
@@ -159,7 +127,7 @@ static void short_stock_is_rejected_and_never_charged(void **state) {
     char item[64], uuid[37];
     ts_uuid(uuid);
     snprintf(item, sizeof item, "saga-short-%.8s", uuid);
-    set_stock(item, 1);
+    ts_stock_set(item, 1);
     char *id = place_order("saga-customer", item, 2);
     await_status(id, "INVENTORY_REJECTED");
     assert_int_equal(timeline_count(id, "inventory.rejected"), 1);
@@ -177,7 +145,7 @@ static void declined_payment_releases_the_stock(void **state) {
     ts_uuid(uuid);
     snprintf(item, sizeof item, "saga-decl-%.8s", uuid);
     snprintf(customer, sizeof customer, "decline-%.8s", uuid);
-    set_stock(item, 5);
+    ts_stock_set(item, 5);
     char *id = place_order(customer, item, 4);
     await_status(id, "PAYMENT_FAILED");
     /* The release follows the decline on another topic: wait for it. */

@@ -3,13 +3,15 @@
  *
  * The Kafka reader assigns every partition explicitly from the beginning instead
  * of joining a consumer group: no group join delay, nothing committed, and the
- * services' own groups are untouched.
+ * services' own groups are untouched. HTTP and the order calls are the clients'
+ * library's (lib/client: deta/client.h, deta/client_orders.h), each request on a
+ * connection of its own (a wait for orders keeps one for its polls); what is
+ * here only turns their answers into the tests' shape and failures.
  */
 #include "testsupport.h"
 
 #include <hiredis/hiredis.h>
 
-#include <curl/curl.h>
 #include <fcntl.h>
 #include <librdkafka/rdkafka.h>
 #include <stdarg.h>
@@ -21,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "deta/client_orders.h"
 #include "deta/envelope.h"
 
 const char *ts_env(const char *name) {
@@ -39,69 +42,61 @@ void ts_sleep_ms(int ms) {
 
 /* ---- HTTP ---- */
 
-typedef struct {
-    char *buf;
-    size_t len;
-} growbuf_t;
-
-static size_t collect(char *data, size_t size, size_t n, void *opaque) {
-    growbuf_t *g = opaque;
-    size_t add = size * n;
-    char *nb = realloc(g->buf, g->len + add + 1);
-    if (!nb)
-        return 0;
-    memcpy(nb + g->len, data, add);
-    g->buf = nb;
-    g->len += add;
-    g->buf[g->len] = 0;
-    return add;
+/* An answer of the clients' library (deta/client.h) as the tests hold it: the
+ * body copied out of the handle, the JSON kept only when it is an object or an
+ * array (what the tests have always been given). */
+static void keep_answer(const deta_client_resp_t *r, ts_http_resp_t *out) {
+    out->status = r->status;
+    out->body = malloc(r->body_len + 1);
+    assert_non_null(out->body);
+    memcpy(out->body, r->body, r->body_len + 1);
+    out->json = json_is_object(r->json) || json_is_array(r->json) ? json_incref(r->json) : NULL;
 }
 
-/* One request to the service at base_var: hdrs is the request's header list
- * (freed here), body may be NULL; resp_headers, when not NULL, receives the
- * response's header block (malloc'd). */
-static void perform(const char *method, const char *base_var, const char *path,
-                    struct curl_slist *hdrs, const char *body, long timeout_s,
-                    ts_http_resp_t *out, char **resp_headers) {
-    char url[1024];
+/* One request to the service at base_var on a connection of its own: headers
+ * are the request's lines (NULL-terminated), body may be NULL; resp_headers,
+ * when not NULL, receives the answer's header block (malloc'd). Returns 0 when
+ * an answer came; otherwise libcurl's code, with out's status 0 and body "". */
+static int perform(const char *method, const char *base_var, const char *path,
+                   const char *const *headers, const char *body, long timeout_ms,
+                   ts_http_resp_t *out, char **resp_headers) {
+    char url[1024], err[1200];
     snprintf(url, sizeof url, "%s%s", ts_env(base_var), path);
-    CURL *c = curl_easy_init();
+    deta_client_t *c = deta_client_new(timeout_ms, 0);
     assert_non_null(c);
-    growbuf_t g = {calloc(1, 1), 0}, h = {calloc(1, 1), 0};
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &g);
-    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_HEADERDATA, &h);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT, timeout_s);
-    if (body) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    }
-    CURLcode rc = curl_easy_perform(c);
-    if (rc != CURLE_OK)
-        fail_msg("%s %s: %s", method, url, curl_easy_strerror(rc));
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(c);
-    out->body = g.buf;
-    out->json = json_loads(g.buf, 0, NULL);
+    deta_client_req_t req = {.method = method, .url = url, .body = body, .headers = headers,
+                             .keep_headers = resp_headers != NULL};
+    deta_client_resp_t r;
+    int error = deta_client_request(c, &req, &r, err, sizeof err) == 0 ? 0 : r.error;
+    keep_answer(&r, out);
     if (resp_headers)
-        *resp_headers = h.buf;
-    else
-        free(h.buf);
+        *resp_headers = strdup(r.headers ? r.headers : "");
+    deta_client_resp_clear(&r);
+    deta_client_free(c);
+    return error;
+}
+
+/* perform, failing the test when no answer came. */
+static void perform_or_fail(const char *method, const char *base_var, const char *path,
+                            const char *const *headers, const char *body, long timeout_ms,
+                            ts_http_resp_t *out, char **resp_headers) {
+    int error = perform(method, base_var, path, headers, body, timeout_ms, out, resp_headers);
+    if (error)
+        fail_msg("%s %s%s: %s", method, ts_env(base_var), path, deta_client_strerror(error));
+}
+
+/* "Content-Type: <type>", or "Content-Type:" (send none at all) for NULL. */
+static void content_type_line(const char *content_type, char *line, size_t size) {
+    snprintf(line, size, "Content-Type:%s%s", content_type ? " " : "",
+             content_type ? content_type : "");
 }
 
 void ts_http(const char *method, const char *base_var, const char *path,
              const char *content_type, const char *body, ts_http_resp_t *out) {
     char ct[256];
-    if (content_type)
-        snprintf(ct, sizeof ct, "Content-Type: %s", content_type);
-    else
-        snprintf(ct, sizeof ct, "Content-Type:"); /* send none at all */
-    perform(method, base_var, path, curl_slist_append(NULL, ct), body, 30L, out, NULL);
+    content_type_line(content_type, ct, sizeof ct);
+    const char *const headers[] = {ct, NULL};
+    perform_or_fail(method, base_var, path, headers, body, 30000L, out, NULL);
 }
 
 void ts_http_resp_free(ts_http_resp_t *r) {
@@ -112,10 +107,16 @@ void ts_http_resp_free(ts_http_resp_t *r) {
 
 void ts_http_headers(const char *method, const char *base_var, const char *path,
                      const char *const *headers, ts_http_resp_t *out, char **resp_headers) {
-    struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type:");
-    for (size_t i = 0; headers && headers[i]; i++)
-        hdrs = curl_slist_append(hdrs, headers[i]);
-    perform(method, base_var, path, hdrs, NULL, 60L, out, resp_headers);
+    size_t n = 0;
+    while (headers && headers[n])
+        n++;
+    const char **lines = calloc(n + 2, sizeof *lines);
+    assert_non_null(lines);
+    lines[0] = "Content-Type:";
+    for (size_t i = 0; i < n; i++)
+        lines[i + 1] = headers[i];
+    perform_or_fail(method, base_var, path, lines, NULL, 60000L, out, resp_headers);
+    free(lines);
 }
 
 /* ---- Redis, raw ---- */
@@ -521,33 +522,10 @@ long ts_stack_pid(const char *part) {
 int ts_http_try(const char *method, const char *base_var, const char *path,
                 const char *content_type, const char *body, long timeout_ms,
                 ts_http_resp_t *out) {
-    char url[1024], ct[256];
-    snprintf(url, sizeof url, "%s%s", ts_env(base_var), path);
-    memset(out, 0, sizeof *out);
-    CURL *c = curl_easy_init();
-    assert_non_null(c);
-    growbuf_t g = {calloc(1, 1), 0};
-    snprintf(ct, sizeof ct, "Content-Type:%s%s", content_type ? " " : "",
-             content_type ? content_type : "");
-    struct curl_slist *hdrs = curl_slist_append(NULL, ct);
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &g);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
-    if (body) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-    }
-    CURLcode rc = curl_easy_perform(c);
-    if (rc == CURLE_OK)
-        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &out->status);
-    curl_slist_free_all(hdrs);
-    curl_easy_cleanup(c);
-    out->body = g.buf;
-    out->json = rc == CURLE_OK ? json_loads(g.buf, 0, NULL) : NULL;
-    return rc == CURLE_OK;
+    char ct[256];
+    content_type_line(content_type, ct, sizeof ct);
+    const char *const headers[] = {ct, NULL};
+    return perform(method, base_var, path, headers, body, timeout_ms, out, NULL) == 0;
 }
 
 double ts_metric(const char *base_var, const char *series) {
@@ -621,50 +599,47 @@ void ts_stock_set(const char *item, int available) {
 }
 
 long ts_order_place(const char *customer, const char *item, int qty, char id[37]) {
-    char body[512];
+    char body[512], err[512];
     snprintf(body, sizeof body,
              "{\"customerId\":\"%s\",\"currency\":\"USD\",\"items\":[{\"itemId\":\"%s\","
              "\"quantity\":%d,\"unitPrice\":\"2.50\"}]}",
              customer, item, qty);
-    ts_http_resp_t r;
+    deta_client_t *c = deta_client_new(10000, 0);
+    assert_non_null(c);
+    deta_client_resp_t r;
     id[0] = '\0';
-    ts_http_try("POST", "ORDER_SERVICE_URL", "/api/orders", "application/json", body, 10000, &r);
+    deta_order_place(c, ts_env("ORDER_SERVICE_URL"), body, &r, err, sizeof err);
     long status = r.status;
-    const char *v = json_string_value(json_object_get(r.json, "orderId"));
-    if (status == 201 && v)
-        snprintf(id, 37, "%s", v);
-    ts_http_resp_free(&r);
+    if (status == 201 && !deta_order_id_of(r.json, id, 37))
+        id[0] = '\0';
+    deta_client_resp_clear(&r);
+    deta_client_free(c);
     return status;
 }
 
 void ts_order_status(const char *order_id, char *status, size_t size) {
-    char path[128];
-    snprintf(path, sizeof path, "/api/orders/%s", order_id);
-    ts_http_resp_t r;
-    status[0] = '\0';
-    if (ts_http_try("GET", "QUERY_API_URL", path, NULL, NULL, 5000, &r) && r.status == 200) {
-        const char *s = json_string_value(json_object_get(r.json, "status"));
-        snprintf(status, size, "%s", s ? s : "");
-    }
-    ts_http_resp_free(&r);
+    deta_client_t *c = deta_client_new(5000, 0);
+    assert_non_null(c);
+    deta_order_status(c, ts_env("QUERY_API_URL"), order_id, status, size);
+    deta_client_free(c);
 }
 
 int ts_orders_await(char (*ids)[37], size_t n, const char *want, int timeout_ms) {
     long deadline = now_ms() + timeout_ms;
     char status[64] = "";
+    deta_client_t *c = deta_client_new(5000, 0);
+    assert_non_null(c);
+    const char *query_url = ts_env("QUERY_API_URL");
     for (size_t i = 0; i < n; i++) {
-        for (;;) {
-            ts_order_status(ids[i], status, sizeof status);
-            if (strcmp(status, want) == 0)
-                break;
-            if (now_ms() > deadline) {
-                fprintf(stderr, "order %s: status \"%s\", not %s, after %d ms\n", ids[i], status,
-                        want, timeout_ms);
-                return 0;
-            }
-            ts_sleep_ms(200);
+        if (!deta_order_await(c, query_url, ids[i], want, deadline - now_ms(), 200, status,
+                              sizeof status)) {
+            fprintf(stderr, "order %s: status \"%s\", not %s, after %d ms\n", ids[i], status,
+                    want, timeout_ms);
+            deta_client_free(c);
+            return 0;
         }
     }
+    deta_client_free(c);
     return 1;
 }
 

@@ -1,6 +1,6 @@
 /*
  * testsupport.h - what the integration tests share: the test stack's addresses,
- * an HTTP client (libcurl), Postgres queries, a Kafka reader and the local
+ * an HTTP client (the clients' library, lib/client), Postgres queries, a Kafka reader and the local
  * broker's control channel. Everything fails the running cmocka test with a clear
  * message rather than returning errors the test would have to check.
  */

@@ -6,8 +6,8 @@
  * model) and inventory-service (stock). One header for the whole tool, grouped by
  * the file that implements each part, keeps the pieces visible at a glance:
  *
- *   main.c      argument dispatch, usage, service URLs (env, then flags)
- *   http.c      a blocking libcurl client: one handle per thread, keep-alive
+ *   main.c      argument dispatch, usage, service URLs (env, then flags), the
+ *               HTTP handle every command uses (lib/client: deta/client.h)
  *   commands.c  create, get, list, watch
  *   mix.c       the demo's deterministic (seeded) mix of orders; no I/O
  *   stock.c     the inventory's stock levels, parsed and compared
@@ -26,6 +26,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "deta/client.h"
+#include "deta/client_orders.h"
 #include "deta/money.h"
 
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
@@ -55,36 +57,9 @@ const char *cli_need_url(const char *url, const char *var, const char *flag);
 int cli_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* A whole number in [min, max] from text, or false. */
 bool cli_parse_long(const char *s, long min, long max, long *out);
-
-/* ---- http.c ---------------------------------------------------------------- */
-
-typedef struct cli_http cli_http_t;
-
-typedef struct cli_resp {
-    long status;   /* HTTP status; 0 when no response arrived */
-    char *body;    /* NUL-terminated, possibly empty */
-    json_t *json;  /* the body parsed, or NULL when it is not JSON */
-    double millis; /* how long the exchange took */
-} cli_resp_t;
-
-/* timeout_ms bounds each whole request. NULL when out of memory. */
-cli_http_t *cli_http_new(long timeout_ms);
-void cli_http_free(cli_http_t *h);
-/* method to url, with a JSON body when body is not NULL. Returns 0 when a
- * response arrived (whatever its status), -1 when none did; errstr then says
- * why ("cannot reach http://...: Connection refused"). */
-int cli_http_request(cli_http_t *h, const char *method, const char *url, const char *body,
-                     cli_resp_t *out, char *errstr, size_t errsize);
-void cli_resp_clear(cli_resp_t *r);
-/* "HTTP 404 Not Found: no order with id ..." from an error response. */
-void cli_resp_describe(const cli_resp_t *r, char *buf, size_t size);
-/* base + path (a trailing '/' of base dropped); malloc'd. */
-char *cli_url(const char *base, const char *path);
-/* s percent-encoded for a query string; malloc'd. */
-char *cli_url_escape(const char *s);
-/* Whole-process libcurl setup; before any thread starts. */
-bool cli_http_global_init(void);
-void cli_http_global_cleanup(void);
+/* A keep-alive HTTP handle for one thread: 10 s per request, 5 s to connect.
+ * NULL when out of memory. */
+deta_client_t *cli_client_new(void);
 
 /* ---- commands.c -------------------------------------------------------------- */
 
@@ -95,8 +70,6 @@ int cli_cmd_watch(cli_ctx_t *ctx, int argc, char **argv);
 /* The list of events in GET /api/orders/{id}/events's answer
  * ({"orderId", "events": [...]}); NULL when there is none. */
 const json_t *cli_timeline_events(const json_t *timeline);
-/* True for DELIVERED, INVENTORY_REJECTED and PAYMENT_FAILED. */
-bool cli_is_end_state(const char *status);
 /* "sku-1:2:9.99" -> item, quantity, unit price; false with a reason. */
 bool cli_parse_item(const char *spec, char *item_id, size_t idsize, long *quantity,
                     deta_money_t *unit_price, char *why, size_t whysize);
@@ -149,7 +122,7 @@ typedef struct stock {
 } stock_t;
 
 /* GET /api/inventory into *out (a list of rows, or {"items": [...]}). */
-bool stock_fetch(cli_http_t *h, const char *inventory_url, stock_t *out, char *errstr,
+bool stock_fetch(deta_client_t *h, const char *inventory_url, stock_t *out, char *errstr,
                  size_t errsize);
 bool stock_from_json(const json_t *j, stock_t *out, char *errstr, size_t errsize);
 const stock_row_t *stock_find(const stock_t *s, const char *item_id);

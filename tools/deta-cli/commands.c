@@ -21,7 +21,6 @@
 #include "cli.h"
 #include "deta/envelope.h"
 
-#define REQUEST_TIMEOUT_MS 10000L
 #define WATCH_POLL_MS 250
 #define LIST_PAGE_MAX 200 /* query-api's maximum */
 
@@ -44,10 +43,10 @@ static int usage_error(const char *usage, const char *fmt, const char *arg) {
 }
 
 /* The request, or false after printing why no response came. */
-static bool call(cli_http_t *h, const char *method, const char *url, const char *body,
-                 cli_resp_t *r) {
+static bool call(deta_client_t *h, const char *method, const char *url, const char *body,
+                 deta_client_resp_t *r) {
     char err[512];
-    if (cli_http_request(h, method, url, body, r, err, sizeof err) == 0)
+    if (deta_client_json(h, method, url, body, r, err, sizeof err) == 0)
         return true;
     cli_fail(CLI_FAIL, "%s", err);
     return false;
@@ -70,11 +69,6 @@ const json_t *cli_timeline_events(const json_t *timeline) {
         return timeline;
     const json_t *events = json_object_get(timeline, "events");
     return events ? events : json_object_get(timeline, "items");
-}
-
-bool cli_is_end_state(const char *status) {
-    return status && (!strcmp(status, "DELIVERED") || !strcmp(status, "INVENTORY_REJECTED") ||
-                      !strcmp(status, "PAYMENT_FAILED"));
 }
 
 /* ---- create -------------------------------------------------------------- */
@@ -136,23 +130,23 @@ static bool add_item(json_t *items, const char *spec) {
 }
 
 static int post_order(const char *order_url, const json_t *body) {
-    char *url = cli_url(order_url, "/api/orders");
+    char *url = deta_client_url(order_url, "/api/orders");
     char *text = json_dumps(body, JSON_COMPACT);
-    cli_http_t *h = cli_http_new(REQUEST_TIMEOUT_MS);
+    deta_client_t *h = cli_client_new();
     int status = CLI_FAIL;
-    cli_resp_t r;
+    deta_client_resp_t r;
     if (url && text && h && call(h, "POST", url, text, &r)) {
         if (r.status == 201 && r.json) {
             print_json(r.json);
             status = CLI_OK;
         } else {
             char why[512];
-            cli_resp_describe(&r, why, sizeof why);
+            deta_client_resp_describe(&r, why, sizeof why);
             cli_fail(CLI_FAIL, "order-service refused the order (POST %s): %s", url, why);
         }
-        cli_resp_clear(&r);
+        deta_client_resp_clear(&r);
     }
-    cli_http_free(h);
+    deta_client_free(h);
     free(text);
     free(url);
     return status;
@@ -209,14 +203,14 @@ static const char GET_USAGE[] =
 static int get_order(const char *base, const char *id, bool write_side) {
     char path[128];
     snprintf(path, sizeof path, "/api/orders/%s", id);
-    char *url = cli_url(base, path);
-    cli_http_t *h = cli_http_new(REQUEST_TIMEOUT_MS);
+    char *url = deta_client_url(base, path);
+    deta_client_t *h = cli_client_new();
     const char *who = write_side ? "order-service" : "query-api";
     int status = CLI_FAIL;
-    cli_resp_t r;
+    deta_client_resp_t r;
     if (url && h && call(h, "GET", url, NULL, &r)) {
         char why[512];
-        cli_resp_describe(&r, why, sizeof why);
+        deta_client_resp_describe(&r, why, sizeof why);
         if (r.status == 200 && r.json) {
             print_json(r.json);
             status = CLI_OK;
@@ -231,9 +225,9 @@ static int get_order(const char *base, const char *id, bool write_side) {
         } else {
             cli_fail(CLI_FAIL, "%s could not answer for order %s (GET %s): %s", who, id, url, why);
         }
-        cli_resp_clear(&r);
+        deta_client_resp_clear(&r);
     }
-    cli_http_free(h);
+    deta_client_free(h);
     free(url);
     return status;
 }
@@ -296,7 +290,7 @@ typedef struct list_query {
 static void add_param(char *buf, size_t size, const char *name, const char *value) {
     if (!value)
         return;
-    char *e = cli_url_escape(value);
+    char *e = deta_client_url_escape(value);
     size_t len = strlen(buf);
     snprintf(buf + len, size - len, "%c%s=%s", strchr(buf, '?') ? '&' : '?', name, e ? e : "");
     free(e);
@@ -311,16 +305,16 @@ static void print_row(const json_t *o) {
 
 /* One page: prints its rows (after the table's header, when *count is still 0),
  * sets *next (malloc'd, NULL at the end). */
-static int list_page(cli_http_t *h, const char *base, const list_query_t *q, const char *cursor,
+static int list_page(deta_client_t *h, const char *base, const list_query_t *q, const char *cursor,
                      size_t *count, char **next) {
     char path[1024];
     snprintf(path, sizeof path, "/api/orders?limit=%ld", q->limit);
     add_param(path, sizeof path, "status", q->status);
     add_param(path, sizeof path, "customerId", q->customer);
     add_param(path, sizeof path, "cursor", cursor);
-    char *url = cli_url(base, path);
+    char *url = deta_client_url(base, path);
     *next = NULL;
-    cli_resp_t r;
+    deta_client_resp_t r;
     if (!url || !call(h, "GET", url, NULL, &r)) {
         free(url);
         return CLI_FAIL;
@@ -329,7 +323,7 @@ static int list_page(cli_http_t *h, const char *base, const list_query_t *q, con
     json_t *items = json_object_get(r.json, "items");
     if (r.status != 200 || !json_is_array(items)) {
         char why[512];
-        cli_resp_describe(&r, why, sizeof why);
+        deta_client_resp_describe(&r, why, sizeof why);
         status = cli_fail(CLI_FAIL, "query-api could not list orders (GET %s): %s", url, why);
     } else {
         size_t i;
@@ -343,13 +337,13 @@ static int list_page(cli_http_t *h, const char *base, const list_query_t *q, con
         if (c && *c && json_array_size(items) > 0)
             *next = strdup(c);
     }
-    cli_resp_clear(&r);
+    deta_client_resp_clear(&r);
     free(url);
     return status;
 }
 
 static int list_orders(const char *base, const list_query_t *q) {
-    cli_http_t *h = cli_http_new(REQUEST_TIMEOUT_MS);
+    deta_client_t *h = cli_client_new();
     if (!h)
         return cli_fail(CLI_FAIL, "out of memory");
     size_t count = 0;
@@ -367,7 +361,7 @@ static int list_orders(const char *base, const list_query_t *q) {
     }
     free(next);
     free(cursor);
-    cli_http_free(h);
+    deta_client_free(h);
     return status;
 }
 
@@ -489,9 +483,9 @@ static void print_new_events(watch_state_t *w, const json_t *timeline) {
 }
 
 /* One round: the order, then its timeline. CLI_OK to go on, else the exit status. */
-static int watch_round(cli_http_t *h, const char *order_url, const char *events_url,
+static int watch_round(deta_client_t *h, const char *order_url, const char *events_url,
                        watch_state_t *w) {
-    cli_resp_t r;
+    deta_client_resp_t r;
     char why[512];
     if (!call(h, "GET", order_url, NULL, &r))
         return CLI_FAIL;
@@ -499,12 +493,12 @@ static int watch_round(cli_http_t *h, const char *order_url, const char *events_
         if (!w->announced_absent)
             printf("waiting for the order to reach the read model...\n");
         w->announced_absent = true;
-        cli_resp_clear(&r);
+        deta_client_resp_clear(&r);
         return CLI_OK;
     }
     if (r.status != 200) {
-        cli_resp_describe(&r, why, sizeof why);
-        cli_resp_clear(&r);
+        deta_client_resp_describe(&r, why, sizeof why);
+        deta_client_resp_clear(&r);
         return cli_fail(CLI_FAIL, "query-api (GET %s): %s", order_url, why);
     }
     const char *status = str_field(r.json, "status", "");
@@ -515,12 +509,12 @@ static int watch_round(cli_http_t *h, const char *order_url, const char *events_
                w->status[0] ? " -> " : "", status);
         snprintf(w->status, sizeof w->status, "%s", status);
     }
-    cli_resp_clear(&r);
+    deta_client_resp_clear(&r);
     if (!call(h, "GET", events_url, NULL, &r))
         return CLI_FAIL;
     if (r.status == 200)
         print_new_events(w, r.json);
-    cli_resp_clear(&r);
+    deta_client_resp_clear(&r);
     fflush(stdout);
     return CLI_OK;
 }
@@ -528,20 +522,20 @@ static int watch_round(cli_http_t *h, const char *order_url, const char *events_
 static int watch_order(const char *base, const char *id, long timeout_s) {
     char path[160];
     snprintf(path, sizeof path, "/api/orders/%s", id);
-    char *order_url = cli_url(base, path);
+    char *order_url = deta_client_url(base, path);
     snprintf(path, sizeof path, "/api/orders/%s/events", id);
-    char *events_url = cli_url(base, path);
-    cli_http_t *h = cli_http_new(REQUEST_TIMEOUT_MS);
+    char *events_url = deta_client_url(base, path);
+    deta_client_t *h = cli_client_new();
     watch_state_t w = {0};
     int status = order_url && events_url && h ? CLI_OK : CLI_FAIL;
     double deadline = now_seconds() + (double)timeout_s;
     printf("watching order %s (until an end state, at most %ld s)\n", id, timeout_s);
-    while (status == CLI_OK && !cli_is_end_state(w.status) && now_seconds() < deadline) {
+    while (status == CLI_OK && !deta_order_is_end_state(w.status) && now_seconds() < deadline) {
         status = watch_round(h, order_url, events_url, &w);
-        if (status == CLI_OK && !cli_is_end_state(w.status))
+        if (status == CLI_OK && !deta_order_is_end_state(w.status))
             sleep_ms(WATCH_POLL_MS);
     }
-    if (status == CLI_OK && cli_is_end_state(w.status)) {
+    if (status == CLI_OK && deta_order_is_end_state(w.status)) {
         sleep_ms(2 * WATCH_POLL_MS); /* events applied just after the end state */
         status = watch_round(h, order_url, events_url, &w);
         if (status == CLI_OK)
@@ -555,7 +549,7 @@ static int watch_order(const char *base, const char *id, long timeout_s) {
     for (size_t i = 0; i < w.nseen; i++)
         free(w.seen[i]);
     free(w.seen);
-    cli_http_free(h);
+    deta_client_free(h);
     free(order_url);
     free(events_url);
     return status;

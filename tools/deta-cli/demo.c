@@ -31,7 +31,6 @@
 #include "cli.h"
 #include "deta/topics.h"
 
-#define REQUEST_TIMEOUT_MS 10000L
 #define POLL_ROUND_MS 500
 #define STOCK_SETTLE_SECONDS 30
 #define MAX_THREADS 64
@@ -56,7 +55,7 @@ static void sleep_ms(long ms) {
 
 /* ---- a pass of work over some orders, on a pool of threads ------------------ */
 
-typedef bool (*order_work_fn)(demo_run_t *run, cli_http_t *h, demo_order_t *o);
+typedef bool (*order_work_fn)(demo_run_t *run, deta_client_t *h, demo_order_t *o);
 
 typedef struct pass {
     demo_run_t *run;
@@ -68,7 +67,7 @@ typedef struct pass {
 
 static void *pass_worker(void *arg) {
     pass_t *p = arg;
-    cli_http_t *h = cli_http_new(REQUEST_TIMEOUT_MS);
+    deta_client_t *h = cli_client_new();
     size_t i;
     while ((i = atomic_fetch_add(&p->next, 1)) < p->n) {
         demo_order_t *o = &p->run->orders[p->indices[i]];
@@ -79,7 +78,7 @@ static void *pass_worker(void *arg) {
             atomic_fetch_add(&p->succeeded, 1);
         atomic_fetch_add(&p->finished, 1);
     }
-    cli_http_free(h);
+    deta_client_free(h);
     return NULL;
 }
 
@@ -113,28 +112,28 @@ static void run_pass(demo_run_t *run, const size_t *indices, size_t n, order_wor
 
 /* ---- intake ----------------------------------------------------------------- */
 
-static bool place_one(demo_run_t *run, cli_http_t *h, demo_order_t *o) {
-    char *url = cli_url(run->ctx->order_url, "/api/orders");
+static bool place_one(demo_run_t *run, deta_client_t *h, demo_order_t *o) {
     char *body = mix_order_body(&o->plan);
-    cli_resp_t r;
+    deta_client_resp_t r;
     bool accepted = false;
-    if (!url || !body) {
+    if (!body) {
         snprintf(o->error, sizeof o->error, "out of memory");
-    } else if (cli_http_request(h, "POST", url, body, &r, o->error, sizeof o->error) == 0) {
+    } else if (deta_order_place(h, run->ctx->order_url, body, &r, o->error, sizeof o->error) ==
+               0) {
         o->http_status = r.status;
-        const char *id = json_string_value(json_object_get(r.json, "orderId"));
+        char id[sizeof o->id];
         const char *created = json_string_value(json_object_get(r.json, "createdAt"));
-        if (r.status == 201 && id && created && cli_ts_ms(created, &o->created_ms)) {
-            snprintf(o->id, sizeof o->id, "%s", id);
+        if (r.status == 201 && deta_order_id_of(r.json, id, sizeof id) && created &&
+            cli_ts_ms(created, &o->created_ms)) {
+            memcpy(o->id, id, sizeof id);
             o->intake_ms = r.millis;
             accepted = true;
         } else {
-            cli_resp_describe(&r, o->error, sizeof o->error);
+            deta_client_resp_describe(&r, o->error, sizeof o->error);
         }
-        cli_resp_clear(&r);
+        deta_client_resp_clear(&r);
     }
     free(body);
-    free(url);
     return accepted;
 }
 
@@ -162,23 +161,19 @@ static void place_orders(demo_run_t *run) {
 
 /* ---- settling: every accepted order to an end state -------------------------- */
 
-static bool poll_one(demo_run_t *run, cli_http_t *h, demo_order_t *o) {
-    char path[96];
-    snprintf(path, sizeof path, "/api/orders/%s", o->id);
-    char *url = cli_url(run->ctx->query_url, path);
-    cli_resp_t r;
-    if (url && cli_http_request(h, "GET", url, NULL, &r, o->error, sizeof o->error) == 0) {
+static bool poll_one(demo_run_t *run, deta_client_t *h, demo_order_t *o) {
+    deta_client_resp_t r;
+    if (deta_order_read(h, run->ctx->query_url, o->id, &r, o->error, sizeof o->error) == 0) {
         const char *status = json_string_value(json_object_get(r.json, "status"));
         if (r.status == 200 && status) {
             snprintf(o->status, sizeof o->status, "%s", status);
-            o->done = cli_is_end_state(status);
+            o->done = deta_order_is_end_state(status);
             o->error[0] = '\0';
         } else if (r.status != 404) {
-            cli_resp_describe(&r, o->error, sizeof o->error);
+            deta_client_resp_describe(&r, o->error, sizeof o->error);
         }
-        cli_resp_clear(&r);
+        deta_client_resp_clear(&r);
     }
-    free(url);
     return o->done;
 }
 
@@ -248,19 +243,19 @@ static int64_t event_instant(const json_t *timeline, const char *type) {
     return -1;
 }
 
-static bool read_timeline(demo_run_t *run, cli_http_t *h, demo_order_t *o) {
+static bool read_timeline(demo_run_t *run, deta_client_t *h, demo_order_t *o) {
     char path[128];
     snprintf(path, sizeof path, "/api/orders/%s/events", o->id);
-    char *url = cli_url(run->ctx->query_url, path);
-    cli_resp_t r;
+    char *url = deta_client_url(run->ctx->query_url, path);
+    deta_client_resp_t r;
     bool ok = false;
-    if (url && cli_http_request(h, "GET", url, NULL, &r, o->error, sizeof o->error) == 0) {
+    if (url && deta_client_json(h, "GET", url, NULL, &r, o->error, sizeof o->error) == 0) {
         if (r.status == 200) {
             o->assigned_ms = event_instant(r.json, DETA_EVT_DELIVERY_ASSIGNED);
             o->delivered_ms = event_instant(r.json, DETA_EVT_DELIVERY_DELIVERED);
             ok = o->assigned_ms >= 0;
         }
-        cli_resp_clear(&r);
+        deta_client_resp_clear(&r);
     }
     free(url);
     return ok;
@@ -299,7 +294,7 @@ static bool nothing_held(const demo_run_t *run, const stock_t *s) {
 
 /* Reads the stock until nothing is held (or STOCK_SETTLE_SECONDS pass). */
 static bool read_stock_after(demo_run_t *run, char *errstr, size_t errsize) {
-    cli_http_t *h = cli_http_new(REQUEST_TIMEOUT_MS);
+    deta_client_t *h = cli_client_new();
     double deadline = monotonic() + STOCK_SETTLE_SECONDS;
     bool ok = false;
     while (h) {
@@ -309,7 +304,7 @@ static bool read_stock_after(demo_run_t *run, char *errstr, size_t errsize) {
             break;
         sleep_ms(POLL_ROUND_MS);
     }
-    cli_http_free(h);
+    deta_client_free(h);
     return ok;
 }
 
@@ -366,9 +361,9 @@ static int run_demo(demo_run_t *run) {
     printf("  order-service %s, query-api %s, inventory-service %s\n", run->ctx->order_url,
            run->ctx->query_url, run->ctx->inventory_url);
     fflush(stdout);
-    cli_http_t *h = cli_http_new(REQUEST_TIMEOUT_MS);
+    deta_client_t *h = cli_client_new();
     bool have_stock = h && stock_fetch(h, run->ctx->inventory_url, &run->before, err, sizeof err);
-    cli_http_free(h);
+    deta_client_free(h);
     if (!have_stock)
         return cli_fail(CLI_FAIL, "cannot read the stock before the run: %s", err);
 

@@ -11,7 +11,8 @@
  * (ORDER_SERVICE_URL, QUERY_API_URL, INVENTORY_SERVICE_URL); each command also
  * takes --order-url, --query-url and --inventory-url to override them. Each
  * command parses its own options (getopt_long, restarted per command), so the
- * options of one never leak into another.
+ * options of one never leak into another. Every command's HTTP handle comes
+ * from cli_client_new, so that they all wait alike.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -21,6 +22,9 @@
 #include <string.h>
 
 #include "cli.h"
+
+#define REQUEST_TIMEOUT_MS 10000L /* each whole request */
+#define CONNECT_TIMEOUT_MS 5000L  /* its connection */
 
 static const char USAGE[] =
     "usage: deta-cli <command> [options]\n"
@@ -65,6 +69,10 @@ bool cli_parse_long(const char *s, long min, long max, long *out) {
         return false;
     *out = v;
     return true;
+}
+
+deta_client_t *cli_client_new(void) {
+    return deta_client_new(REQUEST_TIMEOUT_MS, CONNECT_TIMEOUT_MS);
 }
 
 bool cli_take_url_option(cli_ctx_t *ctx, int opt, const char *arg) {
@@ -126,9 +134,9 @@ int main(int argc, char **argv) {
     opterr = 0; /* each command names the bad option itself */
     cli_ctx_t ctx = {env_or_null("ORDER_SERVICE_URL"), env_or_null("QUERY_API_URL"),
                      env_or_null("INVENTORY_SERVICE_URL")};
-    if (!cli_http_global_init())
+    if (!deta_client_global_init())
         return cli_fail(CLI_FAIL, "libcurl could not be initialised");
     int status = fn(&ctx, argc - 1, argv + 1);
-    cli_http_global_cleanup();
+    deta_client_global_cleanup();
     return status;
 }

@@ -125,9 +125,6 @@ static void check(verdict_t *v, bool ok, const char *fmt, ...) {
 
 /* ---- sections ------------------------------------------------------------------ */
 
-static const char *const END_STATES[] = {"DELIVERED", "INVENTORY_REJECTED", "PAYMENT_FAILED"};
-#define NEND 3
-
 static size_t count_accepted(const demo_run_t *run) {
     size_t n = 0;
     for (size_t i = 0; i < run->norders; i++)
@@ -193,9 +190,9 @@ static void report_stuck(const demo_run_t *run, size_t stuck) {
 static void report_end_states(const demo_run_t *run, verdict_t *v) {
     size_t accepted = count_accepted(run), total = 0;
     printf("\nend states (read model, GET /api/orders/{id})\n");
-    for (int e = 0; e < NEND; e++) {
-        size_t n = count_status(run, END_STATES[e], -1);
-        printf("  %-20s %6zu\n", END_STATES[e], n);
+    for (int e = 0; e < DETA_ORDER_END_STATES; e++) {
+        size_t n = count_status(run, deta_order_end_states[e], -1);
+        printf("  %-20s %6zu\n", deta_order_end_states[e], n);
         total += n;
     }
     printf("  %-20s %6zu\n", "total", total);
@@ -213,9 +210,9 @@ static void report_kinds(const demo_run_t *run) {
     printf("\nby kind of order          %10s %10s %10s   expected\n", "DELIVERED", "REJECTED",
            "PAY_FAILED");
     for (int k = 0; k < MIX_KINDS; k++) {
-        size_t n[NEND], all = 0;
-        for (int e = 0; e < NEND; e++)
-            all += n[e] = count_status(run, END_STATES[e], k);
+        size_t n[DETA_ORDER_END_STATES], all = 0;
+        for (int e = 0; e < DETA_ORDER_END_STATES; e++)
+            all += n[e] = count_status(run, deta_order_end_states[e], k);
         if (all == 0)
             continue;
         printf("  %-22s %10zu %10zu %10zu   %s\n", mix_kind_name((mix_kind_t)k), n[0], n[1], n[2],
@@ -224,8 +221,8 @@ static void report_kinds(const demo_run_t *run) {
     size_t declined_ok = count_status(run, "PAYMENT_FAILED", MIX_DECLINED_CUSTOMER),
            declined_all = 0,
            limited_rejected = count_status(run, "INVENTORY_REJECTED", MIX_LIMITED);
-    for (int e = 0; e < NEND; e++)
-        declined_all += count_status(run, END_STATES[e], MIX_DECLINED_CUSTOMER);
+    for (int e = 0; e < DETA_ORDER_END_STATES; e++)
+        declined_all += count_status(run, deta_order_end_states[e], MIX_DECLINED_CUSTOMER);
     if (declined_ok < declined_all)
         printf("  note: %zu decline-* customers were not declined: does the stack run with "
                "PAYMENT_DECLINE_CUSTOMERS='decline-*'?\n",
@@ -259,9 +256,7 @@ static void report_saga_latency(const demo_run_t *run) {
 
 /* Paid: the status follows payment.authorized, when inventory-service sells. */
 static bool is_paid(const char *status) {
-    return !strcmp(status, "PAYMENT_AUTHORIZED") || !strcmp(status, "DELIVERY_WAITING") ||
-           !strcmp(status, "DELIVERY_ASSIGNED") || !strcmp(status, "PICKED_UP") ||
-           !strcmp(status, "DELIVERED");
+    return deta_order_reached(status, "PAYMENT_AUTHORIZED");
 }
 
 /* Units of item_id in the demo's paid orders (all of them DELIVERED, when every
@@ -330,10 +325,10 @@ static const demo_order_t *first_with_status(const demo_run_t *run, const char *
 
 static void report_where_next(const demo_run_t *run) {
     printf("\nwhere to look next\n");
-    for (int e = 0; e < NEND; e++) {
-        const demo_order_t *o = first_with_status(run, END_STATES[e]);
+    for (int e = 0; e < DETA_ORDER_END_STATES; e++) {
+        const demo_order_t *o = first_with_status(run, deta_order_end_states[e]);
         if (o)
-            printf("  deta-cli get %s      # ended %s\n", o->id, END_STATES[e]);
+            printf("  deta-cli get %s      # ended %s\n", o->id, deta_order_end_states[e]);
     }
     const demo_order_t *o = first_with_status(run, "DELIVERED");
     if (o)

@@ -61,27 +61,27 @@ bool stock_from_json(const json_t *j, stock_t *out, char *errstr, size_t errsize
     return true;
 }
 
-bool stock_fetch(cli_http_t *h, const char *inventory_url, stock_t *out, char *errstr,
+bool stock_fetch(deta_client_t *h, const char *inventory_url, stock_t *out, char *errstr,
                  size_t errsize) {
     memset(out, 0, sizeof *out);
-    char *url = cli_url(inventory_url, "/api/inventory");
-    cli_resp_t r;
+    char *url = deta_client_url(inventory_url, "/api/inventory");
+    deta_client_resp_t r;
     char why[512];
-    if (!url || cli_http_request(h, "GET", url, NULL, &r, why, sizeof why) != 0) {
+    if (!url || deta_client_json(h, "GET", url, NULL, &r, why, sizeof why) != 0) {
         snprintf(errstr, errsize, "inventory-service: %s", url ? why : "out of memory");
         free(url);
         return false;
     }
     bool ok = false;
     if (r.status != 200) {
-        cli_resp_describe(&r, why, sizeof why);
+        deta_client_resp_describe(&r, why, sizeof why);
         snprintf(errstr, errsize, "inventory-service (GET %s): %s", url, why);
     } else if (!stock_from_json(r.json, out, why, sizeof why)) {
         snprintf(errstr, errsize, "inventory-service (GET %s): %s", url, why);
     } else {
         ok = true;
     }
-    cli_resp_clear(&r);
+    deta_client_resp_clear(&r);
     free(url);
     return ok;
 }
