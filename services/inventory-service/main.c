@@ -17,6 +17,7 @@
 #include "deta/config.h"
 #include "deta/log.h"
 #include "deta/service.h"
+#include "deta_services.h"
 #include "domain.h"
 #include "events.h"
 #include "store.h"
@@ -46,9 +47,11 @@ static deta_err_t load_settings(inv_settings_t *st, inv_catalog_t *catalog, char
     return err;
 }
 
+static const deta_service_def_t self = DETA_SERVICE_INVENTORY_SERVICE;
+
 int main(void) {
     char err[512] = "";
-    deta_service_t *svc = deta_service_new("inventory-service", err, sizeof err);
+    deta_service_t *svc = deta_service_new(&self, err, sizeof err);
     if (!svc) {
         fprintf(stderr, "inventory-service: %s\n", err);
         return 2;
