@@ -194,6 +194,16 @@ static deta_err_t load_log_level(deta_config_t *cfg, char *errstr, size_t errsiz
     return DETA_OK;
 }
 
+/* How long the outbox (outbox.c) and the inbox (inbox.c) keep what they hold. */
+static deta_err_t load_retention(deta_config_t *cfg, char *errstr, size_t errsize) {
+    deta_err_t err = deta_config_int("OUTBOX_RETENTION_S", 3600, 0, 365L * 24 * 3600,
+                                     &cfg->outbox_retention_s, errstr, errsize);
+    if (err)
+        return err;
+    return deta_config_int("INBOX_RETENTION_HOURS", 168, 0, 87600, &cfg->inbox_retention_hours,
+                           errstr, errsize);
+}
+
 /* The bound on a graceful shutdown (service.c). */
 static deta_err_t load_shutdown(deta_config_t *cfg, char *errstr, size_t errsize) {
     return config_int("DETA_SHUTDOWN_TIMEOUT_MS", 10000, 1000, 600000, &cfg->shutdown_timeout_ms,
@@ -209,7 +219,8 @@ deta_err_t deta_config_load_service(deta_config_t *cfg, const deta_service_def_t
         (err = load_postgres(cfg, def->database, errstr, errsize)) ||
         (err = load_redis(cfg, errstr, errsize)) ||
         (err = load_http(cfg, def->http_port, errstr, errsize)) ||
-        (err = load_log_level(cfg, errstr, errsize)) || (err = load_shutdown(cfg, errstr, errsize)))
+        (err = load_log_level(cfg, errstr, errsize)) ||
+        (err = load_retention(cfg, errstr, errsize)) || (err = load_shutdown(cfg, errstr, errsize)))
         return err;
     return DETA_OK;
 }

@@ -354,7 +354,7 @@ deta_err_t deta_service_use_inbox(deta_service_t *s, char *errstr, size_t errsiz
     deta_err_t err = deta_service_migrate(s, "inbox", deta_inbox_migrations,
                                           deta_inbox_migrations_count, errstr, errsize);
     if (err == DETA_OK && !s->inbox_purger &&
-        !(s->inbox_purger = deta_inbox_purger_new(s->metrics, errstr, errsize)))
+        !(s->inbox_purger = deta_inbox_purger_new(&s->cfg, s->metrics, errstr, errsize)))
         err = DETA_ERR_INVALID;
     return err;
 }

@@ -30,7 +30,7 @@ static const char *const all_vars[] = {
     "PGPASSWORD", "PGDATABASE", "REDIS_HOST", "REDIS_PORT", "HTTP_PORT", "HTTP_BODY_LIMIT",
     "HTTP_THREADS", "LOG_LEVEL", "INSTANCE_ID", "DETA_TEST_INT", "DETA_TEST_STR",
     "PG_PREPARED_STATEMENTS", "PG_STATEMENT_TIMEOUT_MS",
-    "PG_LOCK_TIMEOUT_MS",
+    "PG_LOCK_TIMEOUT_MS", "OUTBOX_RETENTION_S", "INBOX_RETENTION_HOURS",
 };
 
 static int clear_env(void **state) {
@@ -119,6 +119,8 @@ static void test_common_defaults(void **state) {
     assert_int_equal(cfg.http_body_limit, 65536);
     assert_int_equal(cfg.http_threads, 4);
     assert_string_equal(cfg.log_level, "info");
+    assert_int_equal(cfg.outbox_retention_s, 3600);
+    assert_int_equal(cfg.inbox_retention_hours, 168);
     char want[96];
     snprintf(want, sizeof want, "payment-service-%ld", (long)getpid());
     assert_string_equal(cfg.instance_id, want);
@@ -234,6 +236,16 @@ static void test_bounds_accepted(void **state) {
     load_ok(&cfg, "query-api");
     assert_int_equal(cfg.pg_statement_timeout_ms, 0);
     assert_int_equal(cfg.pg_lock_timeout_ms, 3600000);
+    setenv("OUTBOX_RETENTION_S", "0", 1);
+    setenv("INBOX_RETENTION_HOURS", "87600", 1);
+    load_ok(&cfg, "query-api");
+    assert_int_equal(cfg.outbox_retention_s, 0);
+    assert_int_equal(cfg.inbox_retention_hours, 87600);
+    setenv("OUTBOX_RETENTION_S", "31536000", 1);
+    setenv("INBOX_RETENTION_HOURS", "0", 1); /* for ever */
+    load_ok(&cfg, "query-api");
+    assert_int_equal(cfg.outbox_retention_s, 31536000);
+    assert_int_equal(cfg.inbox_retention_hours, 0);
 }
 
 static void test_bad_numbers_rejected(void **state) {
@@ -241,7 +253,7 @@ static void test_bad_numbers_rejected(void **state) {
     const char *ints[] = {"KAFKA_SESSION_TIMEOUT_MS", "KAFKA_FETCH_WAIT_MAX_MS",
                           "PGPORT", "REDIS_PORT", "HTTP_PORT",
                           "HTTP_BODY_LIMIT", "HTTP_THREADS", "PG_STATEMENT_TIMEOUT_MS",
-                          "PG_LOCK_TIMEOUT_MS"};
+                          "PG_LOCK_TIMEOUT_MS", "OUTBOX_RETENTION_S", "INBOX_RETENTION_HOURS"};
     const char *junk[] = {"abc", "12x", " 80", "80 ", "+80", "0x50", "1e3", "8.5", "-",
                           "99999999999999999999999"};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
@@ -269,6 +281,10 @@ static void test_out_of_range_rejected(void **state) {
     load_bad("PG_STATEMENT_TIMEOUT_MS", "3600001");
     load_bad("PG_LOCK_TIMEOUT_MS", "-1");
     load_bad("PG_LOCK_TIMEOUT_MS", "3600001");
+    load_bad("OUTBOX_RETENTION_S", "-1");
+    load_bad("OUTBOX_RETENTION_S", "31536001");
+    load_bad("INBOX_RETENTION_HOURS", "-1");
+    load_bad("INBOX_RETENTION_HOURS", "87601");
 }
 
 static void test_bad_log_level_rejected(void **state) {

@@ -27,6 +27,8 @@
  *   HTTP_THREADS              4
  *   LOG_LEVEL                 info    (debug, info, warn, error)
  *   INSTANCE_ID               <service>-<pid>
+ *   OUTBOX_RETENTION_S        3600    (0..31536000: published outbox rows kept this long)
+ *   INBOX_RETENTION_HOURS     168     (0..87600, 0 for ever: processed-event claims kept)
  *   DETA_SHUTDOWN_TIMEOUT_MS  10000   (SIGTERM to exit; past it the service exits non-zero)
  */
 #ifndef DETA_CONFIG_H
@@ -65,6 +67,8 @@ typedef struct deta_config {
     long http_body_limit;
     int http_threads;
     char log_level[16];
+    long outbox_retention_s;   /* OUTBOX_RETENTION_S */
+    long inbox_retention_hours; /* INBOX_RETENTION_HOURS; 0: for ever */
     int shutdown_timeout_ms;
 } deta_config_t;
 
