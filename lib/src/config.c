@@ -3,9 +3,9 @@
  * (see deta/config.h).
  *
  * Design: twelve-factor style, a flat set of named variables like librdkafka's
- * properties. deta_config_load() is the only place that knows the shared
- * library's variables and their defaults, so the README's table can be checked
- * against one function. Bad values stop the service at start with the variable's
+ * properties. deta_config_load_service() (deta_config_load() for a program that
+ * is no service) is the only place that knows the shared library's variables and
+ * their defaults, so the README's table can be checked against one function. Bad values stop the service at start with the variable's
  * name in the message ("HTTP_PORT: \"80x\" is not an integer") instead of being
  * silently replaced by a default: a typo in a deployment should be loud.
  * A value too long for its field is rejected the same way, never truncated.
