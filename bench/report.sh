@@ -15,6 +15,9 @@
 set -euo pipefail
 
 RUN=${1:?usage: bench/report.sh <run folder>}
+# SERVICES: services/services.tsv.
+. "$(dirname "${BASH_SOURCE[0]}")/../scripts/services.sh"
+deta_services_load
 [ -d "$RUN" ] || { echo "report: no folder $RUN" >&2; exit 1; }
 OUT=$RUN/report.md
 TICKS=$(getconf CLK_TCK)
@@ -223,8 +226,7 @@ EOF
   start=$(startup_figures)
   idle=$(idle_cpu)
   local part
-  for part in order-service inventory-service payment-service delivery-service query-api \
-    broker redis postgres "loadgen (bench)" total; do
+  for part in "${SERVICES[@]}" broker redis postgres "loadgen (bench)" total; do
     local c s m
     c=$(awk -v p="$part" '{ name = $1; for (i = 2; i < NF - 1; i++) name = name " " $i
         if (name == p) print $(NF - 1), $NF "%" }' <<<"$cpu")

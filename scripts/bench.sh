@@ -106,7 +106,8 @@ INVENTORY_CATALOG=$(for i in $(seq 1 20); do printf 'sku-%d:1000000000,' "$i"; d
 export INVENTORY_CATALOG=${INVENTORY_CATALOG%,}
 export LOG_LEVEL=${BENCH_LOG_LEVEL:-info}
 
-SERVICES=(order-service inventory-service payment-service delivery-service query-api)
+. "$ROOT/scripts/services.sh"
+deta_services_load
 PARTS=("${SERVICES[@]}" broker redis postgres)
 TARGETS=(local-broker loadgen brokerbench healthtime "${SERVICES[@]}")
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)
@@ -458,8 +459,10 @@ measure_baseline() {
 # ---- phase 6: the latency run, and what it costs ---------------------------------------
 
 db_commits() {
+  local dbs
+  dbs=$(printf "'%s'," "${DATABASES[@]}")
   psql_db postgres -At -F, -c "SELECT datname, xact_commit FROM pg_stat_database
-    WHERE datname IN ('order_db','inventory_db','delivery_eta','delivery_db','delivery_query')
+    WHERE datname IN (${dbs%,})
     ORDER BY datname"
 }
 

@@ -38,7 +38,8 @@ export DELIVERY_DRIVERS=${DELIVERY_DRIVERS:-10} DELIVERY_DRIVER_CAPACITY=${DELIV
 export PAYMENT_DECLINE_CUSTOMERS=${PAYMENT_DECLINE_CUSTOMERS:-decline-*}
 export PAYMENT_DECLINE_ABOVE=${PAYMENT_DECLINE_ABOVE:-10000.00}
 export PAYMENT_DECLINE_RATE=${PAYMENT_DECLINE_RATE:-0}
-SERVICES=(order-service inventory-service payment-service delivery-service query-api)
+. "$ROOT/scripts/services.sh"
+deta_services_load
 TARGETS=(local-broker deta-cli "${SERVICES[@]}")
 STARTED_STACK=0
 

@@ -7,8 +7,9 @@
 #   stack.sh scale <service> <N>
 #   stack.sh broker <down N|up N|down all|up all|errors K C N|clear>
 #
-# Parts: postgres redis broker order-service inventory-service payment-service
-# delivery-service query-api, and further instances of a service, named
+# Parts: postgres redis broker, the services of services/services.tsv
+# (order-service inventory-service payment-service delivery-service query-api,
+# started in that order), and further instances of a service, named
 # <service>.<K> (K = 2..99; <service>.1 is <service> itself). A service is
 # started only when its binary exists in $BUILD_DIR/services/, so the stack
 # grows as services are written.
@@ -68,8 +69,9 @@ STACK_TIMEOUT=${STACK_TIMEOUT:-30}
 LOG_LEVEL=${LOG_LEVEL:-info}
 
 INFRA=(postgres redis broker)
-SERVICES=(order-service inventory-service payment-service delivery-service query-api)
-DATABASES=(order_db inventory_db delivery_eta delivery_db delivery_query)
+# SERVICES, DATABASES and service_default_port: services/services.tsv.
+. "$ROOT/scripts/services.sh"
+deta_services_load
 BOOTSTRAP_FILE=$STACK_DIR/kafka.bootstrap
 CONTROL_FIFO=$STACK_DIR/broker.ctl
 ENV_FILE=$STACK_DIR/stack.env
@@ -130,12 +132,7 @@ default_port() {
   case "$1" in
     postgres) echo 5432 ;;
     redis) echo 6379 ;;
-    query-api) echo 8080 ;;
-    order-service) echo 8081 ;;
-    payment-service) echo 8082 ;;
-    inventory-service) echo 8083 ;;
-    delivery-service) echo 8084 ;;
-    *) echo 0 ;;
+    *) if is_service "$1"; then service_default_port "$1"; else echo 0; fi ;;
   esac
 }
 

@@ -3,9 +3,9 @@
  * (see deta/config.h).
  *
  * Design: twelve-factor style, a flat set of named variables like librdkafka's
- * properties. deta_config_load() is the only place that knows the shared
- * library's variables and their defaults, so the README's table can be checked
- * against one function. Bad values stop the service at start with the variable's
+ * properties. deta_config_load_service() (deta_config_load() for a program that
+ * is no service) is the only place that knows the shared library's variables and
+ * their defaults, so the README's table can be checked against one function. Bad values stop the service at start with the variable's
  * name in the message ("HTTP_PORT: \"80x\" is not an integer") instead of being
  * silently replaced by a default: a typo in a deployment should be loud.
  * A value too long for its field is rejected the same way, never truncated.
@@ -13,10 +13,10 @@
  * An unset variable and an empty one both mean "use the default", so that
  * `FOO= ./service` behaves like leaving FOO out.
  *
- * A few settings belong to one service (owned_settings): they are loaded for
- * that service only, so a secret such as query-api's admin token never sits in
- * another service's memory, and tests/deploy (which reads this table) requires
- * it in that service's deployment alone. Their values are never logged.
+ * The library knows no service: the caller says who it is (deta_service_def_t,
+ * from services/services.tsv) and so gives the defaults of HTTP_PORT and
+ * PGDATABASE. A service's own settings are read in its settings.c, so a secret
+ * such as query-api's admin token never sits in another service's memory.
  */
 #include "deta/config.h"
 
@@ -31,40 +31,6 @@
 #include <unistd.h>
 
 #include "deta/log.h"
-
-typedef struct service_defaults {
-    const char *name;
-    int port;
-    const char *database;
-} service_defaults_t;
-
-/* The ports and databases of docs/contracts.md. */
-static const service_defaults_t known_services[] = {
-    {"query-api", 8080, "delivery_query"},
-    {"order-service", 8081, "order_db"},
-    {"payment-service", 8082, "delivery_eta"},
-    {"inventory-service", 8083, "inventory_db"},
-    {"delivery-service", 8084, "delivery_db"},
-};
-
-static const service_defaults_t *find_service(const char *service) {
-    if (!service)
-        return NULL;
-    for (size_t i = 0; i < sizeof known_services / sizeof known_services[0]; i++)
-        if (strcmp(known_services[i].name, service) == 0)
-            return &known_services[i];
-    return NULL;
-}
-
-int deta_service_default_port(const char *service) {
-    const service_defaults_t *d = find_service(service);
-    return d ? d->port : 0;
-}
-
-const char *deta_service_default_db(const char *service) {
-    const service_defaults_t *d = find_service(service);
-    return d ? d->database : "postgres";
-}
 
 const char *deta_config_str(const char *name, const char *def) {
     const char *v = getenv(name);
@@ -173,7 +139,8 @@ static deta_err_t load_kafka(deta_config_t *cfg, char *errstr, size_t errsize) {
                       errstr, errsize);
 }
 
-static deta_err_t load_postgres(deta_config_t *cfg, char *errstr, size_t errsize) {
+static deta_err_t load_postgres(deta_config_t *cfg, const char *database, char *errstr,
+                                size_t errsize) {
     deta_err_t err;
     if ((err = config_copy("PGHOST", "localhost", cfg->pg_host, sizeof cfg->pg_host, errstr,
                            errsize)) ||
@@ -189,7 +156,7 @@ static deta_err_t load_postgres(deta_config_t *cfg, char *errstr, size_t errsize
         (err = config_int("PG_LOCK_TIMEOUT_MS", 10000, 0, 3600000, &cfg->pg_lock_timeout_ms,
                           errstr, errsize)))
         return err;
-    return config_copy("PGDATABASE", deta_service_default_db(cfg->service), cfg->pg_database,
+    return config_copy("PGDATABASE", database ? database : "postgres", cfg->pg_database,
                        sizeof cfg->pg_database, errstr, errsize);
 }
 
@@ -201,11 +168,11 @@ static deta_err_t load_redis(deta_config_t *cfg, char *errstr, size_t errsize) {
     return config_int("REDIS_PORT", 6379, 1, 65535, &cfg->redis_port, errstr, errsize);
 }
 
-/* HTTP_PORT defaults to the service's port of docs/contracts.md; for a name that has
- * none (a tool, a test) the default is 0, which asks for an ephemeral port. */
-static deta_err_t load_http(deta_config_t *cfg, char *errstr, size_t errsize) {
+/* HTTP_PORT defaults to the service's port of docs/contracts.md; for a program that
+ * has none (a tool, a test) the default is 0, which asks for an ephemeral port. */
+static deta_err_t load_http(deta_config_t *cfg, int port, char *errstr, size_t errsize) {
     deta_err_t err;
-    if ((err = config_int("HTTP_PORT", deta_service_default_port(cfg->service), 1, 65535,
+    if ((err = config_int("HTTP_PORT", port, 1, 65535,
                           &cfg->http_port, errstr, errsize)) ||
         (err = deta_config_int("HTTP_BODY_LIMIT", 65536, 1024, 67108864, &cfg->http_body_limit,
                                errstr, errsize)))
@@ -227,63 +194,14 @@ static deta_err_t load_log_level(deta_config_t *cfg, char *errstr, size_t errsiz
     return DETA_OK;
 }
 
-/* ---- settings of one service ---- */
-
-typedef deta_err_t (*owned_check_fn)(const char *name, const char *value, char *errstr,
-                                     size_t errsize);
-
-typedef struct owned_setting {
-    const char *service;
-    const char *name;
-    size_t offset; /* of a char array in deta_config_t */
-    size_t size;
-    owned_check_fn check; /* called on a set value */
-} owned_setting_t;
-
-/* RFC 6750's b64token characters: what a bearer token may be made of. */
-static bool is_token_char(unsigned char ch) {
-    return isalnum(ch) || strchr("-._~+/=", ch) != NULL;
-}
-
-/* The value is never echoed: it is a secret. */
-static deta_err_t check_admin_token(const char *name, const char *value, char *errstr,
-                                    size_t errsize) {
-    size_t len = strlen(value);
-    if (len < DETA_ADMIN_TOKEN_MIN)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: shorter than %d characters",
-                         name, DETA_ADMIN_TOKEN_MIN);
-    for (size_t i = 0; i < len; i++)
-        if (!is_token_char((unsigned char)value[i]))
-            return deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                             "%s: character %zu is not one of A-Z a-z 0-9 - . _ ~ + / =", name,
-                             i + 1);
-    return DETA_OK;
-}
-
-#define OWNED(svc, var, member, fn) \
-    {svc, var, offsetof(deta_config_t, member), sizeof(((deta_config_t *)0)->member), fn}
-
-static const owned_setting_t owned_settings[] = {
-    OWNED("query-api", "QUERY_API_ADMIN_TOKEN", admin_token, check_admin_token),
-};
-
-#undef OWNED
-
-static deta_err_t load_owned(deta_config_t *cfg, char *errstr, size_t errsize) {
-    for (size_t i = 0; i < sizeof owned_settings / sizeof *owned_settings; i++) {
-        const owned_setting_t *o = &owned_settings[i];
-        if (strcmp(o->service, cfg->service) != 0)
-            continue;
-        char *dst = (char *)cfg + o->offset;
-        deta_err_t err = config_copy(o->name, "", dst, o->size, errstr, errsize);
-        if (!err && dst[0])
-            err = o->check(o->name, dst, errstr, errsize);
-        if (err) {
-            memset(dst, 0, o->size);
-            return err;
-        }
-    }
-    return DETA_OK;
+/* How long the outbox (outbox.c) and the inbox (inbox.c) keep what they hold. */
+static deta_err_t load_retention(deta_config_t *cfg, char *errstr, size_t errsize) {
+    deta_err_t err = deta_config_int("OUTBOX_RETENTION_S", 3600, 0, 365L * 24 * 3600,
+                                     &cfg->outbox_retention_s, errstr, errsize);
+    if (err)
+        return err;
+    return deta_config_int("INBOX_RETENTION_HOURS", 168, 0, 87600, &cfg->inbox_retention_hours,
+                           errstr, errsize);
 }
 
 /* The bound on a graceful shutdown (service.c). */
@@ -292,15 +210,23 @@ static deta_err_t load_shutdown(deta_config_t *cfg, char *errstr, size_t errsize
                       errstr, errsize);
 }
 
-deta_err_t deta_config_load(deta_config_t *cfg, const char *service, char *errstr,
-                            size_t errsize) {
+deta_err_t deta_config_load_service(deta_config_t *cfg, const deta_service_def_t *def,
+                                    char *errstr, size_t errsize) {
     memset(cfg, 0, sizeof *cfg);
     deta_err_t err;
-    if ((err = load_identity(cfg, service, errstr, errsize)) ||
-        (err = load_kafka(cfg, errstr, errsize)) || (err = load_postgres(cfg, errstr, errsize)) ||
-        (err = load_redis(cfg, errstr, errsize)) || (err = load_http(cfg, errstr, errsize)) ||
-        (err = load_log_level(cfg, errstr, errsize)) || (err = load_owned(cfg, errstr, errsize)) ||
-        (err = load_shutdown(cfg, errstr, errsize)))
+    if ((err = load_identity(cfg, def ? def->name : NULL, errstr, errsize)) ||
+        (err = load_kafka(cfg, errstr, errsize)) ||
+        (err = load_postgres(cfg, def->database, errstr, errsize)) ||
+        (err = load_redis(cfg, errstr, errsize)) ||
+        (err = load_http(cfg, def->http_port, errstr, errsize)) ||
+        (err = load_log_level(cfg, errstr, errsize)) ||
+        (err = load_retention(cfg, errstr, errsize)) || (err = load_shutdown(cfg, errstr, errsize)))
         return err;
     return DETA_OK;
+}
+
+deta_err_t deta_config_load(deta_config_t *cfg, const char *name, char *errstr,
+                            size_t errsize) {
+    const deta_service_def_t def = {name, 0, NULL};
+    return deta_config_load_service(cfg, &def, errstr, errsize);
 }

@@ -82,18 +82,18 @@ struct deta_inbox_purger {
     deta_counter_t *purged;
 };
 
-deta_inbox_purger_t *deta_inbox_purger_new(deta_metrics_t *metrics, char *errstr,
-                                           size_t errsize) {
-    long hours = 168;
-    if (deta_config_int("INBOX_RETENTION_HOURS", 168, 0, 87600, &hours, errstr, errsize) !=
-        DETA_OK)
+deta_inbox_purger_t *deta_inbox_purger_new(const deta_config_t *cfg, deta_metrics_t *metrics,
+                                           char *errstr, size_t errsize) {
+    if (!cfg) {
+        deta_errf(DETA_ERR_INVALID, errstr, errsize, "the purger needs a configuration");
         return NULL;
+    }
     deta_inbox_purger_t *p = calloc(1, sizeof *p);
     if (!p) {
         deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
         return NULL;
     }
-    p->retention_s = hours * 3600;
+    p->retention_s = cfg->inbox_retention_hours * 3600;
     p->next_ms = deta_clock_ms();
     if (metrics)
         p->purged = deta_counter(metrics, "deta_inbox_purged_total",

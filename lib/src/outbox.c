@@ -192,17 +192,13 @@ deta_outbox_relay_t *deta_outbox_relay_new(const deta_config_t *cfg, deta_produc
         deta_errf(DETA_ERR_INVALID, errstr, errsize, "the relay needs a configuration and a producer");
         return NULL;
     }
-    long retention = 3600;
-    if (deta_config_int("OUTBOX_RETENTION_S", 3600, 0, 365L * 24 * 3600, &retention, errstr,
-                        errsize) != DETA_OK)
-        return NULL;
     deta_outbox_relay_t *r = calloc(1, sizeof *r);
     if (!r) {
         deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
         return NULL;
     }
     r->producer = producer;
-    r->retention_s = retention;
+    r->retention_s = cfg->outbox_retention_s;
     r->last_purge_ms = deta_clock_ms() - OUTBOX_PURGE_EVERY_MS;
     atomic_init(&r->stop, false);
     atomic_init(&r->stop_deadline_ms, 0);

@@ -250,7 +250,7 @@ static void block_signals(void) {
  * (Set here rather than through MALLOC_ARENA_MAX so that every deployment gets it.) */
 static void limit_malloc_arenas(void) { mallopt(M_ARENA_MAX, DETA_MALLOC_ARENAS); }
 
-deta_service_t *deta_service_new(const char *name, char *errstr, size_t errsize) {
+deta_service_t *deta_service_new(const deta_service_def_t *def, char *errstr, size_t errsize) {
     limit_malloc_arenas();
     block_signals();
     deta_service_t *s = calloc(1, sizeof *s);
@@ -270,7 +270,7 @@ deta_service_t *deta_service_new(const char *name, char *errstr, size_t errsize)
     pthread_mutex_init(&s->shutdown.lock, NULL);
     deta_cond_init_monotonic(&s->shutdown.done_cond);
     deta_cond_init_monotonic(&s->commit_cond);
-    if (deta_config_load(&s->cfg, name, errstr, errsize) != DETA_OK) {
+    if (deta_config_load_service(&s->cfg, def, errstr, errsize) != DETA_OK) {
         deta_service_free(s);
         return NULL;
     }
@@ -354,7 +354,7 @@ deta_err_t deta_service_use_inbox(deta_service_t *s, char *errstr, size_t errsiz
     deta_err_t err = deta_service_migrate(s, "inbox", deta_inbox_migrations,
                                           deta_inbox_migrations_count, errstr, errsize);
     if (err == DETA_OK && !s->inbox_purger &&
-        !(s->inbox_purger = deta_inbox_purger_new(s->metrics, errstr, errsize)))
+        !(s->inbox_purger = deta_inbox_purger_new(&s->cfg, s->metrics, errstr, errsize)))
         err = DETA_ERR_INVALID;
     return err;
 }

@@ -11,6 +11,7 @@
 #include "api.h"
 #include "deta/log.h"
 #include "deta/service.h"
+#include "deta_services.h"
 #include "events.h"
 #include "settings.h"
 #include "store.h"
@@ -30,9 +31,11 @@ static deta_err_t prepare_database(deta_service_t *svc, const delivery_params_t 
     return e;
 }
 
+static const deta_service_def_t self = DETA_SERVICE_DELIVERY_SERVICE;
+
 int main(void) {
     char err[512] = "";
-    deta_service_t *svc = deta_service_new("delivery-service", err, sizeof err);
+    deta_service_t *svc = deta_service_new(&self, err, sizeof err);
     if (!svc) {
         fprintf(stderr, "delivery-service: %s\n", err);
         return 2;

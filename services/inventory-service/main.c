@@ -6,19 +6,20 @@
  * and stopped before the service is freed, since it uses the service's pool.
  *
  * The catalog (INVENTORY_CATALOG, "itemId:units,...") is seeded at every start
- * with items that do not exist yet, so a restart never resets stock. The holds'
- * INVENTORY_HOLD_TTL_S and INVENTORY_HOLD_GRACE_S are read here too; a bad value
- * of any of them stops the service at start (exit status 2).
+ * with items that do not exist yet, so a restart never resets stock. It and the
+ * holds' INVENTORY_HOLD_TTL_S and INVENTORY_HOLD_GRACE_S are read in settings.c;
+ * a bad value of any of them stops the service at start (exit status 2).
  */
 #include <stdatomic.h>
 #include <stdio.h>
 
 #include "api.h"
-#include "deta/config.h"
 #include "deta/log.h"
 #include "deta/service.h"
+#include "deta_services.h"
 #include "domain.h"
 #include "events.h"
+#include "settings.h"
 #include "store.h"
 #include "sweeper.h"
 
@@ -33,29 +34,18 @@ static deta_err_t seed_catalog(deta_service_t *svc, const inv_catalog_t *catalog
     return err;
 }
 
-static deta_err_t load_settings(inv_settings_t *st, inv_catalog_t *catalog, char *errstr,
-                                size_t errsize) {
-    deta_err_t err = deta_config_int(INV_HOLD_TTL_VAR, INV_DEFAULT_HOLD_TTL_S, 1,
-                                     INV_MAX_HOLD_TTL_S, &st->hold_ttl_s, errstr, errsize);
-    if (!err)
-        err = deta_config_int(INV_HOLD_GRACE_VAR, INV_DEFAULT_HOLD_GRACE_S, 0,
-                              INV_MAX_HOLD_GRACE_S, &st->hold_grace_s, errstr, errsize);
-    if (!err)
-        err = inv_catalog_parse(deta_config_str(INV_CATALOG_VAR, INV_DEFAULT_CATALOG), catalog,
-                                errstr, errsize);
-    return err;
-}
+static const deta_service_def_t self = DETA_SERVICE_INVENTORY_SERVICE;
 
 int main(void) {
     char err[512] = "";
-    deta_service_t *svc = deta_service_new("inventory-service", err, sizeof err);
+    deta_service_t *svc = deta_service_new(&self, err, sizeof err);
     if (!svc) {
         fprintf(stderr, "inventory-service: %s\n", err);
         return 2;
     }
     inv_catalog_t catalog = {0};
     inv_settings_t settings;
-    if (load_settings(&settings, &catalog, err, sizeof err)) {
+    if (inv_settings_load(&settings, &catalog, err, sizeof err)) {
         DETA_ERROR("bad configuration: %s", err);
         deta_service_free(svc);
         return 2;

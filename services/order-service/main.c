@@ -7,11 +7,14 @@
 #include "api.h"
 #include "deta/log.h"
 #include "deta/service.h"
+#include "deta_services.h"
 #include "store.h"
+
+static const deta_service_def_t self = DETA_SERVICE_ORDER_SERVICE;
 
 int main(void) {
     char err[512] = "";
-    deta_service_t *svc = deta_service_new("order-service", err, sizeof err);
+    deta_service_t *svc = deta_service_new(&self, err, sizeof err);
     if (!svc) {
         fprintf(stderr, "order-service: %s\n", err);
         return 2;

@@ -16,16 +16,15 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "deta/config.h"
 #include "deta/topics.h"
 
 #define PAYMENT_PRODUCER "payment-service"
 #define RATE_DECIMALS 6
 
-/* ---- settings ---- */
+/* ---- settings: the values settings.c read, parsed ---- */
 
-static deta_err_t load_decline_above(payment_settings_t *s, char *errstr, size_t errsize) {
-    const char *v = deta_config_str("PAYMENT_DECLINE_ABOVE", "10000.00");
+deta_err_t payment_parse_decline_above(const char *v, payment_settings_t *s, char *errstr,
+                                       size_t errsize) {
     char why[128];
     if (deta_money_parse(v, &s->decline_above, why, sizeof why) != DETA_OK)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "PAYMENT_DECLINE_ABOVE: %s", why);
@@ -55,9 +54,9 @@ static bool rule_is_empty(const payment_customer_rule_t *rule) {
     return !rule->prefix && rule->text[0] == '\0';
 }
 
-static deta_err_t load_decline_customers(payment_settings_t *s, char *errstr, size_t errsize) {
+deta_err_t payment_parse_decline_customers(const char *v, payment_settings_t *s, char *errstr,
+                                           size_t errsize) {
     static const char var[] = "PAYMENT_DECLINE_CUSTOMERS";
-    const char *v = deta_config_str(var, "decline-*");
     s->ndecline_customers = 0;
     if (strcmp(v, "none") == 0)
         return DETA_OK;
@@ -113,39 +112,13 @@ static bool parse_rate_ppm(const char *s, long *ppm) {
     return *ppm <= PAYMENT_RATE_SCALE;
 }
 
-static deta_err_t load_decline_rate(payment_settings_t *s, char *errstr, size_t errsize) {
-    const char *v = deta_config_str("PAYMENT_DECLINE_RATE", "0");
+deta_err_t payment_parse_decline_rate(const char *v, payment_settings_t *s, char *errstr,
+                                      size_t errsize) {
     if (!parse_rate_ppm(v, &s->decline_rate_ppm))
         return deta_errf(DETA_ERR_INVALID, errstr, errsize,
                          "PAYMENT_DECLINE_RATE: \"%.32s\" is not a number from 0 to 1 with at "
                          "most %d decimals",
                          v, RATE_DECIMALS);
-    return DETA_OK;
-}
-
-deta_err_t payment_settings_load(payment_settings_t *s, char *errstr, size_t errsize) {
-    memset(s, 0, sizeof *s);
-    long workers = 0, connections = 0;
-    deta_err_t err;
-    if ((err = load_decline_above(s, errstr, errsize)) ||
-        (err = load_decline_customers(s, errstr, errsize)) ||
-        (err = load_decline_rate(s, errstr, errsize)) ||
-        (err = deta_config_int("PAYMENT_DECLINE_SEED", 0, LONG_MIN, LONG_MAX, &s->decline_seed,
-                               errstr, errsize)) ||
-        (err = deta_config_int("PAYMENT_GATEWAY_LATENCY_MS", 0, 0, PAYMENT_GATEWAY_LATENCY_MAX_MS,
-                               &s->gateway_latency_ms, errstr, errsize)) ||
-        (err = deta_config_int("PAYMENT_WORKERS", 32, 1, 256, &workers, errstr, errsize)) ||
-        (err = deta_config_int("PAYMENT_DB_CONNECTIONS", 4, 1, 64, &connections, errstr,
-                               errsize)))
-        return err;
-    const char *ledger = deta_config_str("PAYMENT_GATEWAY_LEDGER", "");
-    if (strlen(ledger) >= sizeof s->gateway_ledger)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                         "PAYMENT_GATEWAY_LEDGER: longer than %zu bytes",
-                         sizeof s->gateway_ledger - 1);
-    strcpy(s->gateway_ledger, ledger);
-    s->workers = (int)workers;
-    s->db_connections = (int)connections;
     return DETA_OK;
 }
 

@@ -7,7 +7,8 @@
  * the same way, and tests can predict every outcome. Its latency is a setting
  * that the caller applies, not part of the decision.
  *
- * Settings (environment, read once by payment_settings_load through deta_config):
+ * Settings (environment, read once by settings.c's payment_settings_load; the
+ * values of the decline rules are parsed here):
  *   PAYMENT_DECLINE_ABOVE        10000.00  amounts strictly above are declined
  *   PAYMENT_DECLINE_CUSTOMERS    decline-* comma list of customer ids; an entry
  *                                ending in '*' is a prefix; "none" declines nobody
@@ -76,8 +77,13 @@ typedef struct payment_settings {
     char gateway_ledger[512]; /* PAYMENT_GATEWAY_LEDGER; "" for none */
 } payment_settings_t;
 
-/* Reads and validates the settings above; DETA_ERR_INVALID naming the variable. */
-deta_err_t payment_settings_load(payment_settings_t *s, char *errstr, size_t errsize);
+/* The decline rules' values parsed into s; DETA_ERR_INVALID naming the variable. */
+deta_err_t payment_parse_decline_above(const char *v, payment_settings_t *s, char *errstr,
+                                       size_t errsize);
+deta_err_t payment_parse_decline_customers(const char *v, payment_settings_t *s, char *errstr,
+                                           size_t errsize);
+deta_err_t payment_parse_decline_rate(const char *v, payment_settings_t *s, char *errstr,
+                                      size_t errsize);
 
 /* What an inventory.reserved event asks to be charged. */
 typedef struct payment_request {

@@ -8,8 +8,10 @@
 #include "api.h"
 #include "deta/log.h"
 #include "deta/service.h"
+#include "deta_services.h"
 #include "events.h"
 #include "guard.h"
+#include "settings.h"
 #include "store.h"
 
 static deta_err_t wire(deta_service_t *svc, payment_guard_t *guard, payment_events_t *events,
@@ -26,6 +28,8 @@ static deta_err_t wire(deta_service_t *svc, payment_guard_t *guard, payment_even
     return payment_events_subscribe(events, err, errsize);
 }
 
+static const deta_service_def_t self = DETA_SERVICE_PAYMENT_SERVICE;
+
 int main(void) {
     char err[512] = "";
     payment_settings_t settings;
@@ -33,7 +37,7 @@ int main(void) {
         fprintf(stderr, "payment-service: %s\n", err);
         return 2;
     }
-    deta_service_t *svc = deta_service_new("payment-service", err, sizeof err);
+    deta_service_t *svc = deta_service_new(&self, err, sizeof err);
     if (!svc) {
         fprintf(stderr, "payment-service: %s\n", err);
         return 2;

@@ -22,8 +22,8 @@
  *   query_view_status_changes_total    events that moved an order's status
  *   query_event_lag_seconds            now - occurredAt when applied
  *
- * QUERY_API_CONSUMER_WORKERS (default 4, 1..32): the consumer's worker threads;
- * the events of one order always go to the same worker, in order.
+ * The consumer runs QUERY_API_CONSUMER_WORKERS worker threads (settings.h); the
+ * events of one order always go to the same worker, in order.
  */
 #include "events.h"
 
@@ -32,7 +32,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "deta/config.h"
 #include "deta/events.h"
 #include "deta/log.h"
 #include "deta/topics.h"
@@ -182,16 +181,13 @@ void query_events_free(query_events_t *qe) {
     free(qe);
 }
 
-deta_err_t query_events_subscribe(query_events_t *qe, char *errstr, size_t errsize) {
-    long workers = 4;
-    deta_err_t err = deta_config_int("QUERY_API_CONSUMER_WORKERS", 4, 1, 32, &workers, errstr,
-                                     errsize);
-    if (!err)
-        err = deta_service_use_inbox(qe->svc, errstr, errsize);
+deta_err_t query_events_subscribe(query_events_t *qe, int workers, char *errstr,
+                                  size_t errsize) {
+    deta_err_t err = deta_service_use_inbox(qe->svc, errstr, errsize);
     if (err)
         return err;
     deta_consumer_opts_t opts = {.metrics = deta_service_metrics(qe->svc),
-                                 .workers = (int)workers,
+                                 .workers = workers,
                                  .batch_fn = consume_batch,
                                  .batch_max = QUERY_BATCH_MAX};
     return deta_service_consume(qe->svc, raw_topics, sizeof raw_topics / sizeof *raw_topics,

@@ -16,6 +16,7 @@ void query_events_free(query_events_t *qe);
 
 /* One consumer in group query-api on raw.order-events, raw.inventory-events,
  * raw.payment-events and raw.delivery-events; migrates the inbox table. */
-deta_err_t query_events_subscribe(query_events_t *qe, char *errstr, size_t errsize);
+deta_err_t query_events_subscribe(query_events_t *qe, int workers, char *errstr,
+                                  size_t errsize);
 
 #endif

@@ -12,14 +12,24 @@
 #include "deadletters/dead_letters.h"
 #include "deta/log.h"
 #include "deta/service.h"
+#include "deta_services.h"
 #include "events.h"
 #include "read_model.h"
+#include "settings.h"
+
+static const deta_service_def_t self = DETA_SERVICE_QUERY_API;
 
 int main(void) {
     char err[512] = "";
-    deta_service_t *svc = deta_service_new("query-api", err, sizeof err);
+    deta_service_t *svc = deta_service_new(&self, err, sizeof err);
     if (!svc) {
         fprintf(stderr, "query-api: %s\n", err);
+        return 2;
+    }
+    query_settings_t settings;
+    if (query_settings_load(&settings, err, sizeof err) != DETA_OK) {
+        DETA_ERROR("bad configuration: %s", err);
+        deta_service_free(svc);
         return 2;
     }
     read_model_t *rm = read_model_new(svc);
@@ -27,13 +37,13 @@ int main(void) {
     query_api_t *api = rm ? query_api_new(svc, rm) : NULL;
     dead_letters_t *dl = dead_letters_new(svc);
     query_dlq_capture_t *capture = dl ? query_dlq_capture_new(svc, dl) : NULL;
-    query_admin_t *admin = dl ? query_admin_new(svc, dl) : NULL;
+    query_admin_t *admin = dl ? query_admin_new(svc, dl, settings.admin_token) : NULL;
     int status = 1;
     if (!rm || !events || !api || !dl || !capture || !admin)
         DETA_ERROR("out of memory");
     else if (read_model_prepare(rm, err, sizeof err) ||
              dead_letters_prepare(dl, err, sizeof err) ||
-             query_events_subscribe(events, err, sizeof err) ||
+             query_events_subscribe(events, settings.consumer_workers, err, sizeof err) ||
              query_dlq_capture_subscribe(capture, err, sizeof err) ||
              query_api_mount(api, err, sizeof err) || query_admin_mount(admin, err, sizeof err))
         DETA_ERROR("cannot start: %s", err);

@@ -10,12 +10,13 @@ written into the test:
     without ../shared (a CI machine), seed-snapshot.md next to this file is
     used instead; when both exist they must be identical, so the snapshot
     cannot drift from the seed unnoticed;
-  - lib/src/config.c for the five services, their ports and databases;
+  - services/services.tsv, the one table of the five services, their ports
+    and databases (the services, the scripts and these checks all read it);
   - the C sources for the environment variables each service reads
-    (deta_config_str/int, the library's config helpers, getenv) and the list
-    in lib/include/deta/config.h; plus the settings config.c loads for one
-    service only (its owned_settings table: OWNED("query-api",
-    "QUERY_API_ADMIN_TOKEN", ...)), which that service alone reads.
+    (deta_config_str/int, the library's config helpers, getenv): the
+    library's (lib/src, and the list in lib/include/deta/config.h), which
+    every service reads, and the service's own (services/<name>: its
+    settings.c), which that service alone reads.
 Each check is a function of a root directory returning a list of problems, so
 test_mutations.py can run it on a broken copy and see it fail.
 """
@@ -151,13 +152,27 @@ def load_seed(repo=REPO):
 
 # ---- the services and what they read --------------------------------------
 
+SERVICES_TSV = os.path.join("services", "services.tsv")
+
+
 def services(repo=REPO):
-    """{name: (port, database)} from config.c's table of known services."""
-    src = open(os.path.join(repo, "lib", "src", "config.c"), encoding="utf-8").read()
-    found = re.findall(r'\{\s*"([a-z-]+)"\s*,\s*(\d+)\s*,\s*"([a-z_]+)"\s*\}', src)
+    """{name: (port, database)} from services/services.tsv: lines of
+    service<TAB>port<TAB>database, '#' starting a comment line."""
+    found = {}
+    with open(os.path.join(repo, SERVICES_TSV), encoding="utf-8") as f:
+        for line in f:
+            if not line.strip() or line.startswith("#"):
+                continue
+            cells = line.rstrip("\n").split("\t")
+            if len(cells) != 3 or not re.fullmatch(r"[a-z][a-z-]*", cells[0]) or \
+                    not re.fullmatch(r"[1-9]\d*", cells[1]) or \
+                    not re.fullmatch(r"[a-z_]+", cells[2]):
+                raise AssertionError("%s: %r is not service<TAB>port<TAB>database"
+                                     % (SERVICES_TSV, line))
+            found[cells[0]] = (int(cells[1]), cells[2])
     if len(found) != 5:
-        raise AssertionError("expected five services in lib/src/config.c, found %r" % found)
-    return {name: (int(port), db) for name, port, db in found}
+        raise AssertionError("expected five services in %s, found %r" % (SERVICES_TSV, found))
+    return found
 
 
 def _resolve(arg, text, defines):
@@ -223,29 +238,17 @@ def config_h_vars(repo=REPO):
     return found
 
 
-def owned_vars(repo=REPO):
-    """{service: {variable}}: what config.c's owned_settings table loads for
-    one service only (OWNED("service", "VARIABLE", member, check))."""
-    text = open(os.path.join(repo, "lib", "src", "config.c"), encoding="utf-8").read()
-    found = {}
-    for svc, var in re.findall(r'\bOWNED\(\s*"([a-z-]+)"\s*,\s*"(' + VAR_RE + r')"', text):
-        found.setdefault(svc, set()).add(var)
-    return found
-
-
 def library_vars(repo=REPO):
-    """What every service reads: the library's sources plus config.h's list,
-    less the settings that belong to one service (owned_vars)."""
+    """What every service reads: the library's sources plus config.h's list."""
     found, _ = _read_vars(_sources(os.path.join(repo, "lib", "src")), strict=False)
-    owned = set().union(*owned_vars(repo).values()) if owned_vars(repo) else set()
-    return (found | config_h_vars(repo)) - owned
+    return found | config_h_vars(repo)
 
 
 def service_vars(name, repo=REPO):
-    """(every variable the named service reads, problems): its own sources and
-    headers, the library, and what the library loads for it alone."""
+    """(every variable the named service reads, problems): the library's and
+    its own sources' and headers' (its settings.c)."""
     own, problems = _read_vars(_sources(os.path.join(repo, "services", name)), strict=True)
-    return library_vars(repo) | own | owned_vars(repo).get(name, set()), problems
+    return library_vars(repo) | own, problems
 
 
 def init_roles(repo=REPO):

@@ -61,7 +61,8 @@ ORDERS=${IMAGES_ORDERS:-60}
 KEEP=${IMAGES_KEEP:-0}
 TAG=images-test
 RUN_ID=deta-images-$$
-SERVICES=(order-service inventory-service payment-service delivery-service query-api)
+. "$ROOT/scripts/services.sh"
+deta_services_load
 # The engine's own limits: podman's defaults exceed what this machine allows.
 ULIMITS=(--ulimit nofile=20000:20000 --ulimit nproc=4096:4096)
 # As infra/k8s runs the containers.

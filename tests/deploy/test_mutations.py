@@ -85,7 +85,7 @@ CASES = [
      'static const char *knob(const char *n) { return deta_config_str(n + 1, "x"); }\n'
      "int main(void) {", "cannot tell which variable"),
     # query-api's admin token: no literal, no default, in both deployments, and
-    # query-api's alone (config.c's owned_settings says whose it is)
+    # query-api's alone (read in services/query-api/settings.c)
     ("compose", COMPOSE, "QUERY_API_ADMIN_TOKEN: ${QUERY_API_ADMIN_TOKEN:?set QUERY_API_ADMIN_TOKEN in .env "
      "(see .env.example)}", "QUERY_API_ADMIN_TOKEN: ${QUERY_API_ADMIN_TOKEN:-0123456789abcdef0123}",
      "QUERY_API_ADMIN_TOKEN is '${QUERY_API_ADMIN_TOKEN:-"),
@@ -99,9 +99,12 @@ CASES = [
     ("compose", COMPOSE, "INSTANCE_ID: order-service\n",
      "INSTANCE_ID: order-service\n      QUERY_API_ADMIN_TOKEN: ${QUERY_API_ADMIN_TOKEN:?x}\n",
      "order-service: QUERY_API_ADMIN_TOKEN is set but no code reads it"),
-    ("compose", "lib/src/config.c", 'OWNED("query-api", "QUERY_API_ADMIN_TOKEN"',
-     'OWNED("order-service", "QUERY_API_ADMIN_TOKEN"',
-     "order-service: QUERY_API_ADMIN_TOKEN is read by the code but not set"),
+    ("compose", "services/order-service/main.c", "int main(void) {",
+     'static const char *token(void) { return deta_config_str("QUERY_API_ADMIN_TOKEN", ""); }\n'
+     "int main(void) {", "order-service: QUERY_API_ADMIN_TOKEN is read by the code but not set"),
+    ("compose", "services/query-api/settings.c", '#define ADMIN_TOKEN_VAR "QUERY_API_ADMIN_TOKEN"',
+     '#define ADMIN_TOKEN_VAR "QUERY_API_ADMIN_SECRET"',
+     "query-api: QUERY_API_ADMIN_TOKEN is set but no code reads it"),
     ("k8s", K8S + "query-api.yaml",
      "            - name: QUERY_API_ADMIN_TOKEN\n              valueFrom:\n                secretKeyRef:\n"
      "                  name: deta-credentials\n                  key: QUERY_API_ADMIN_TOKEN\n", "",
@@ -116,6 +119,16 @@ CASES = [
     ("k8s", K8S + "config.yaml", '  QUERY_API_CONSUMER_WORKERS: "4"\n',
      '  QUERY_API_CONSUMER_WORKERS: "4"\n  QUERY_API_ADMIN_TOKEN: "0123456789abcdef0123"\n',
      "QUERY_API_ADMIN_TOKEN is a password"),
+    # the table of the services (services/services.tsv) is what both deployments
+    # are checked against: a port or a database changed there alone is caught
+    ("compose", "services/services.tsv", "delivery-service\t8084\tdelivery_db",
+     "delivery-service\t8085\tdelivery_db", "delivery-service: build args"),
+    ("k8s", "services/services.tsv", "delivery-service\t8084\tdelivery_db",
+     "delivery-service\t8085\tdelivery_db", "delivery-service: container port 8085 missing"),
+    ("compose", "services/services.tsv", "query-api\t8080\tdelivery_query",
+     "query-api\t8080\tdelivery_read", "does not create database delivery_read"),
+    ("k8s", "services/services.tsv", "order-service\t8081\torder_db\n", "",
+     "expected five services"),
     # k8s
     ("k8s", K8S + "order-service.yaml", "path: /actuator/health/readiness", "path: /ready",
      "readinessProbe must GET"),

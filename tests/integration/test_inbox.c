@@ -111,10 +111,12 @@ static void test_purge_deletes_old_claims_in_batches(void **state) {
     assert_int_equal(deta_inbox_purge(db, WEEK_S, 0, &n, why, sizeof why), DETA_ERR_INVALID);
     PQfinish(c);
 
-    setenv("INBOX_RETENTION_HOURS", "a week", 1);
-    assert_null(deta_inbox_purger_new(NULL, why, sizeof why));
+    setenv("INBOX_RETENTION_HOURS", "a week", 1); /* read with the configuration (config.c) */
+    deta_config_t week;
+    assert_int_equal(deta_config_load(&week, "it-inbox", why, sizeof why), DETA_ERR_INVALID);
     assert_non_null(strstr(why, "INBOX_RETENTION_HOURS"));
     unsetenv("INBOX_RETENTION_HOURS");
+    assert_null(deta_inbox_purger_new(NULL, NULL, why, sizeof why));
     deta_inbox_purger_free(NULL);
     deta_inbox_purger_run(NULL, db);
 }
@@ -126,10 +128,10 @@ static void test_purger_runs_when_due(void **state) {
     char why[256] = "";
     PGconn *c = ts_pg(dbname);
     deta_metrics_t *m = deta_metrics_new();
-    setenv("INBOX_RETENTION_HOURS", "0", 1);
-    deta_inbox_purger_t *keep = deta_inbox_purger_new(m, why, sizeof why);
-    unsetenv("INBOX_RETENTION_HOURS");
-    deta_inbox_purger_t *p = deta_inbox_purger_new(m, why, sizeof why);
+    deta_config_t forever = cfg;
+    forever.inbox_retention_hours = 0;
+    deta_inbox_purger_t *keep = deta_inbox_purger_new(&forever, m, why, sizeof why);
+    deta_inbox_purger_t *p = deta_inbox_purger_new(&cfg, m, why, sizeof why);
     assert_non_null(keep);
     assert_non_null(p);
     add_claims(c, "it-due", 1500, WEEK_S + 60);

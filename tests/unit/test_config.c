@@ -1,13 +1,13 @@
 /*
  * test_config.c - configuration from environment variables: defaults per
- * service, overrides, and rejection of bad values (lib/src/config.c).
+ * service (the rows of services/services.tsv, through the generated
+ * deta_services.h), overrides, and rejection of bad values (lib/src/config.c).
  *
  * Every test starts from an environment with none of the library's variables
  * set (setup clears them), so results never depend on the shell running ctest.
  * PG_PREPARED_STATEMENTS is a switch (on/off and the usual spellings, default
- * on) that refuses anything else. QUERY_API_ADMIN_TOKEN is query-api's alone:
- * no default, loaded for no other service, checked for length and characters,
- * never echoed in an error.
+ * on) that refuses anything else. The library loads no service's own setting:
+ * QUERY_API_ADMIN_TOKEN is query-api's (test_query_settings.c).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -22,14 +22,15 @@
 #include <cmocka.h>
 
 #include "deta/config.h"
+#include "deta_services.h"
 
 static const char *const all_vars[] = {
     "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SESSION_TIMEOUT_MS", "KAFKA_FETCH_WAIT_MAX_MS",
     "PGHOST", "PGPORT", "PGUSER",
     "PGPASSWORD", "PGDATABASE", "REDIS_HOST", "REDIS_PORT", "HTTP_PORT", "HTTP_BODY_LIMIT",
     "HTTP_THREADS", "LOG_LEVEL", "INSTANCE_ID", "DETA_TEST_INT", "DETA_TEST_STR",
-    "QUERY_API_ADMIN_TOKEN", "PG_PREPARED_STATEMENTS", "PG_STATEMENT_TIMEOUT_MS",
-    "PG_LOCK_TIMEOUT_MS",
+    "PG_PREPARED_STATEMENTS", "PG_STATEMENT_TIMEOUT_MS",
+    "PG_LOCK_TIMEOUT_MS", "OUTBOX_RETENTION_S", "INBOX_RETENTION_HOURS",
 };
 
 static int clear_env(void **state) {
@@ -42,6 +43,23 @@ static int clear_env(void **state) {
 static void load_ok(deta_config_t *cfg, const char *service) {
     char err[256] = "";
     if (deta_config_load(cfg, service, err, sizeof err) != DETA_OK)
+        fail_msg("load failed: %s", err);
+}
+
+/* The row of services.tsv for the named service; fails the test when none. */
+static const deta_service_def_t *service_def(const char *service) {
+    static const deta_service_def_t defs[] = DETA_SERVICES;
+    for (size_t i = 0; i < sizeof defs / sizeof *defs; i++)
+        if (strcmp(defs[i].name, service) == 0)
+            return &defs[i];
+    fail_msg("services.tsv has no %s", service);
+    return NULL;
+}
+
+/* Loads as the named service does, with its row of the table. */
+static void load_service_ok(deta_config_t *cfg, const char *service) {
+    char err[256] = "";
+    if (deta_config_load_service(cfg, service_def(service), err, sizeof err) != DETA_OK)
         fail_msg("load failed: %s", err);
 }
 
@@ -70,14 +88,15 @@ static void test_defaults_per_service(void **state) {
         {"payment-service", 8082, "delivery_eta"},   {"inventory-service", 8083, "inventory_db"},
         {"delivery-service", 8084, "delivery_db"},
     };
+    assert_int_equal(DETA_SERVICE_COUNT, sizeof want / sizeof want[0]);
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         deta_config_t cfg;
-        load_ok(&cfg, want[i].service);
+        load_service_ok(&cfg, want[i].service);
         assert_string_equal(cfg.service, want[i].service);
         assert_int_equal(cfg.http_port, want[i].port);
         assert_string_equal(cfg.pg_database, want[i].db);
-        assert_int_equal(deta_service_default_port(want[i].service), want[i].port);
-        assert_string_equal(deta_service_default_db(want[i].service), want[i].db);
+        assert_int_equal(service_def(want[i].service)->http_port, want[i].port);
+        assert_string_equal(service_def(want[i].service)->database, want[i].db);
     }
 }
 
@@ -100,18 +119,29 @@ static void test_common_defaults(void **state) {
     assert_int_equal(cfg.http_body_limit, 65536);
     assert_int_equal(cfg.http_threads, 4);
     assert_string_equal(cfg.log_level, "info");
+    assert_int_equal(cfg.outbox_retention_s, 3600);
+    assert_int_equal(cfg.inbox_retention_hours, 168);
     char want[96];
     snprintf(want, sizeof want, "payment-service-%ld", (long)getpid());
     assert_string_equal(cfg.instance_id, want);
 }
 
+/* A program that is no service (or a service's name without its row: the
+ * library knows no service) gets no port and the postgres database. */
 static void test_unknown_service(void **state) {
     (void)state;
-    assert_int_equal(deta_service_default_port("billing-service"), 0);
-    assert_int_equal(deta_service_default_port(NULL), 0);
-    assert_string_equal(deta_service_default_db("billing-service"), "postgres");
-    assert_string_equal(deta_service_default_db(NULL), "postgres");
     deta_config_t cfg;
+    load_ok(&cfg, "billing-service");
+    assert_int_equal(cfg.http_port, 0);
+    assert_string_equal(cfg.pg_database, "postgres");
+    load_ok(&cfg, "order-service");
+    assert_int_equal(cfg.http_port, 0);
+    assert_string_equal(cfg.pg_database, "postgres");
+    const deta_service_def_t bare = {"billing-service", 0, NULL};
+    char err[256] = "";
+    assert_int_equal(deta_config_load_service(&cfg, &bare, err, sizeof err), DETA_OK);
+    assert_int_equal(cfg.http_port, 0);
+    assert_string_equal(cfg.pg_database, "postgres");
     load_ok(&cfg, "local-broker");
     assert_int_equal(cfg.http_port, 0); /* no contract port: ephemeral */
     assert_string_equal(cfg.pg_database, "postgres");
@@ -160,7 +190,7 @@ static void test_empty_means_default(void **state) {
     setenv("HTTP_PORT", "", 1);
     setenv("LOG_LEVEL", "", 1);
     deta_config_t cfg;
-    load_ok(&cfg, "delivery-service");
+    load_service_ok(&cfg, "delivery-service");
     assert_string_equal(cfg.pg_host, "localhost");
     assert_int_equal(cfg.http_port, 8084);
     assert_string_equal(cfg.log_level, "info");
@@ -206,6 +236,16 @@ static void test_bounds_accepted(void **state) {
     load_ok(&cfg, "query-api");
     assert_int_equal(cfg.pg_statement_timeout_ms, 0);
     assert_int_equal(cfg.pg_lock_timeout_ms, 3600000);
+    setenv("OUTBOX_RETENTION_S", "0", 1);
+    setenv("INBOX_RETENTION_HOURS", "87600", 1);
+    load_ok(&cfg, "query-api");
+    assert_int_equal(cfg.outbox_retention_s, 0);
+    assert_int_equal(cfg.inbox_retention_hours, 87600);
+    setenv("OUTBOX_RETENTION_S", "31536000", 1);
+    setenv("INBOX_RETENTION_HOURS", "0", 1); /* for ever */
+    load_ok(&cfg, "query-api");
+    assert_int_equal(cfg.outbox_retention_s, 31536000);
+    assert_int_equal(cfg.inbox_retention_hours, 0);
 }
 
 static void test_bad_numbers_rejected(void **state) {
@@ -213,7 +253,7 @@ static void test_bad_numbers_rejected(void **state) {
     const char *ints[] = {"KAFKA_SESSION_TIMEOUT_MS", "KAFKA_FETCH_WAIT_MAX_MS",
                           "PGPORT", "REDIS_PORT", "HTTP_PORT",
                           "HTTP_BODY_LIMIT", "HTTP_THREADS", "PG_STATEMENT_TIMEOUT_MS",
-                          "PG_LOCK_TIMEOUT_MS"};
+                          "PG_LOCK_TIMEOUT_MS", "OUTBOX_RETENTION_S", "INBOX_RETENTION_HOURS"};
     const char *junk[] = {"abc", "12x", " 80", "80 ", "+80", "0x50", "1e3", "8.5", "-",
                           "99999999999999999999999"};
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
@@ -241,6 +281,10 @@ static void test_out_of_range_rejected(void **state) {
     load_bad("PG_STATEMENT_TIMEOUT_MS", "3600001");
     load_bad("PG_LOCK_TIMEOUT_MS", "-1");
     load_bad("PG_LOCK_TIMEOUT_MS", "3600001");
+    load_bad("OUTBOX_RETENTION_S", "-1");
+    load_bad("OUTBOX_RETENTION_S", "31536001");
+    load_bad("INBOX_RETENTION_HOURS", "-1");
+    load_bad("INBOX_RETENTION_HOURS", "87601");
 }
 
 static void test_bad_log_level_rejected(void **state) {
@@ -349,81 +393,6 @@ static void test_prepared_statements_bad_value(void **state) {
     assert_non_null(strstr(err, "on or off"));
 }
 
-/* ---- query-api's admin token ---- */
-
-#define GOOD_TOKEN "0123456789abcdef0123456789abcdef0123456789abcdef"
-
-static void test_admin_token_has_no_default(void **state) {
-    (void)state;
-    deta_config_t cfg;
-    load_ok(&cfg, "query-api");
-    assert_string_equal(cfg.admin_token, "");
-    setenv("QUERY_API_ADMIN_TOKEN", "", 1);
-    load_ok(&cfg, "query-api");
-    assert_string_equal(cfg.admin_token, "");
-}
-
-static void test_admin_token_is_query_apis_alone(void **state) {
-    (void)state;
-    deta_config_t cfg;
-    setenv("QUERY_API_ADMIN_TOKEN", GOOD_TOKEN, 1);
-    load_ok(&cfg, "query-api");
-    assert_string_equal(cfg.admin_token, GOOD_TOKEN);
-    const char *others[] = {"order-service", "inventory-service", "payment-service",
-                            "delivery-service", "deta-cli"};
-    for (size_t i = 0; i < sizeof others / sizeof *others; i++) {
-        load_ok(&cfg, others[i]);
-        assert_string_equal(cfg.admin_token, "");
-    }
-    /* Another service does not even look at it, so a bad one stops only query-api. */
-    setenv("QUERY_API_ADMIN_TOKEN", "short", 1);
-    load_ok(&cfg, "order-service");
-}
-
-static void test_admin_token_bounds_and_characters(void **state) {
-    (void)state;
-    deta_config_t cfg;
-    char token[DETA_ADMIN_TOKEN_MAX + 2];
-    memset(token, 'a', sizeof token - 1);
-    token[DETA_ADMIN_TOKEN_MAX] = '\0'; /* exactly the longest */
-    setenv("QUERY_API_ADMIN_TOKEN", token, 1);
-    load_ok(&cfg, "query-api");
-    assert_string_equal(cfg.admin_token, token);
-    setenv("QUERY_API_ADMIN_TOKEN", "Az09-._~+/=Az09-._~+/=", 1);
-    load_ok(&cfg, "query-api");
-    token[DETA_ADMIN_TOKEN_MIN] = '\0'; /* exactly the shortest */
-    setenv("QUERY_API_ADMIN_TOKEN", token, 1);
-    load_ok(&cfg, "query-api");
-}
-
-/* Refused naming the variable, and without echoing the would-be secret. */
-static void admin_token_bad(const char *value) {
-    clear_env(NULL);
-    setenv("QUERY_API_ADMIN_TOKEN", value, 1);
-    deta_config_t cfg;
-    char err[256] = "";
-    deta_err_t rc = deta_config_load(&cfg, "query-api", err, sizeof err);
-    if (rc != DETA_ERR_INVALID)
-        fail_msg("token \"%s\" accepted", value);
-    assert_non_null(strstr(err, "QUERY_API_ADMIN_TOKEN"));
-    if (strlen(value) >= 8 && strstr(err, value))
-        fail_msg("the error \"%s\" shows the token", err);
-}
-
-static void test_admin_token_rejected(void **state) {
-    (void)state;
-    admin_token_bad("x");
-    admin_token_bad("0123456789abcde"); /* 15 */
-    admin_token_bad("0123456789abcdef 0123456789abcdef");
-    admin_token_bad("0123456789abcdef\t");
-    admin_token_bad("0123456789abcdef\"quoted\"");
-    admin_token_bad("0123456789abcdef\xc3\xa9");
-    char token[DETA_ADMIN_TOKEN_MAX + 2];
-    memset(token, 'a', sizeof token - 1);
-    token[sizeof token - 1] = '\0'; /* one too long */
-    admin_token_bad(token);
-}
-
 #define T(f) cmocka_unit_test_setup(f, clear_env)
 
 int main(void) {
@@ -436,8 +405,6 @@ int main(void) {
         T(test_too_long_strings_rejected), T(test_bad_service_name),
         T(test_config_int),            T(test_config_str),
         T(test_prepared_statements_switch), T(test_prepared_statements_bad_value),
-        T(test_admin_token_has_no_default), T(test_admin_token_is_query_apis_alone),
-        T(test_admin_token_bounds_and_characters), T(test_admin_token_rejected),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,6 +16,7 @@
 #include "deta/topics.h"
 /* by path: every service has a domain.h, and all their folders are on the include path */
 #include "payment-service/domain.h"
+#include "payment-service/settings.h"
 
 static const char *const SETTINGS_VARS[] = {
     "PAYMENT_DECLINE_ABOVE",      "PAYMENT_DECLINE_CUSTOMERS", "PAYMENT_DECLINE_RATE",

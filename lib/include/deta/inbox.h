@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include "deta/config.h"
 #include "deta/db.h"
 #include "deta/metrics.h"
 
@@ -41,10 +42,10 @@ deta_err_t deta_inbox_purge(deta_db_t *db, long retention_s, int max_rows, long 
 #define DETA_INBOX_PURGE_BATCHES 10 /* DELETEs per run at most: the caller's loop goes on */
 
 typedef struct deta_inbox_purger deta_inbox_purger_t;
-/* Reads INBOX_RETENTION_HOURS (0..87600); metrics optional
- * (deta_inbox_purged_total). NULL with errstr on a bad setting or no memory. */
-deta_inbox_purger_t *deta_inbox_purger_new(deta_metrics_t *metrics, char *errstr,
-                                           size_t errsize);
+/* Keeps claims for cfg's INBOX_RETENTION_HOURS (config.h); metrics optional
+ * (deta_inbox_purged_total). NULL with errstr when cfg is NULL or on no memory. */
+deta_inbox_purger_t *deta_inbox_purger_new(const deta_config_t *cfg, deta_metrics_t *metrics,
+                                           char *errstr, size_t errsize);
 /* When due: purges on db (the caller's connection, outside a transaction).
  * Failures are logged and tried again at the next due time. */
 void deta_inbox_purger_run(deta_inbox_purger_t *p, deta_db_t *db);

@@ -2,7 +2,9 @@
  * service.h - the skeleton every service shares, so that a service's main.c only
  * wires: config, connections, HTTP routes, consumers, shutdown.
  *
- * deta_service_new() reads the configuration, starts logging, and prepares the
+ * deta_service_new() takes the service's identity (deta_service_def_t of config.h:
+ * name, default port, database, from the generated deta_services.h), reads the
+ * configuration, starts logging, and prepares the
  * metrics registry, the health checks ("db" and "kafka", both required), the HTTP
  * server with /actuator/health (and /health, /actuator/health/liveness,
  * /actuator/health/readiness) and /actuator/prometheus (and /metrics), the
@@ -37,7 +39,7 @@
 
 typedef struct deta_service deta_service_t;
 
-deta_service_t *deta_service_new(const char *name, char *errstr, size_t errsize);
+deta_service_t *deta_service_new(const deta_service_def_t *def, char *errstr, size_t errsize);
 void deta_service_free(deta_service_t *s);
 
 const deta_config_t *deta_service_config(const deta_service_t *s);

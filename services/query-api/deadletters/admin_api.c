@@ -72,7 +72,7 @@ static const char *const auth_outcome_names[AUTH_OUTCOMES] = {"allowed", "unauth
 struct query_admin {
     deta_service_t *svc;
     dead_letters_t *store;
-    const char *token; /* the service's configuration: "" when unset */
+    const char *token; /* QUERY_API_ADMIN_TOKEN (settings.h): "" when unset */
     deta_counter_t *requests[AUTH_OUTCOMES];
     deta_counter_t *replays[QUERY_DLQ_TOPIC_COUNT][REPLAY_OUTCOMES];
 };
@@ -96,13 +96,13 @@ static void register_metrics(query_admin_t *a) {
         }
 }
 
-query_admin_t *query_admin_new(deta_service_t *svc, dead_letters_t *store) {
+query_admin_t *query_admin_new(deta_service_t *svc, dead_letters_t *store, const char *token) {
     query_admin_t *a = calloc(1, sizeof *a);
     if (!a)
         return NULL;
     a->svc = svc;
     a->store = store;
-    a->token = deta_service_config(svc)->admin_token;
+    a->token = token;
     register_metrics(a);
     return a;
 }

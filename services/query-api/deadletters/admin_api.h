@@ -16,7 +16,7 @@
 
 typedef struct query_admin query_admin_t;
 
-query_admin_t *query_admin_new(deta_service_t *svc, dead_letters_t *store);
+query_admin_t *query_admin_new(deta_service_t *svc, dead_letters_t *store, const char *token);
 void query_admin_free(query_admin_t *a);
 /* Adds the routes; warns when no token is configured (the routes then answer 503). */
 deta_err_t query_admin_mount(query_admin_t *a, char *errstr, size_t errsize);
