@@ -93,7 +93,9 @@ static int pg_open(void **s) {
     if (ts_scratch_db_create("it-query-fold", "query_fold", &pg.cfg) != 0)
         return -1;
     setenv("PGDATABASE", pg.cfg.pg_database, 1);
-    pg.svc = deta_service_new("it-query-fold", err, sizeof err);
+    /* A service of its own name, on the scratch database (PGDATABASE above). */
+    static const deta_service_def_t self = {"it-query-fold", 0, "postgres"};
+    pg.svc = deta_service_new(&self, err, sizeof err);
     pg.rm = pg.svc ? read_model_new(pg.svc) : NULL;
     if (!pg.rm || read_model_prepare(pg.rm, err, sizeof err) != DETA_OK) {
         fprintf(stderr, "the Postgres read model: %s\n", err);
