@@ -17,7 +17,6 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "deta/topics.h"
 
@@ -280,40 +279,26 @@ deta_err_t delivery_parse_payment_authorized(const deta_event_t *ev, payment_aut
 
 /* ---- events out ---- */
 
-void delivery_format_instant(int64_t ms, char out[DETA_TS_LEN]) {
-    time_t secs = (time_t)(ms / 1000);
-    int millis = (int)(ms % 1000);
-    if (millis < 0) {
-        secs -= 1;
-        millis += 1000;
-    }
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    char date[24];
-    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, DETA_TS_LEN, "%s.%03dZ", date, millis);
-}
-
 void delivery_format_km(int distance_hm, char *out, size_t outsize) {
     snprintf(out, outsize, "%d.%d", distance_hm / 10, distance_hm % 10);
 }
 
 json_t *delivery_stage_payload(const delivery_t *d) {
     char at[DETA_TS_LEN], eta[DETA_TS_LEN];
-    delivery_format_instant(d->eta_ms, eta);
+    deta_timestamp_from_ms(d->eta_ms, eta);
     switch (d->status) {
     case DELIVERY_ASSIGNED:
-        delivery_format_instant(d->assigned_ms, at);
+        deta_timestamp_from_ms(d->assigned_ms, at);
         return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "orderId", d->order_id, "deliveryId",
                          d->delivery_id, "driverId", d->driver_id, "driverName", d->driver_name,
                          "assignedAt", at, "estimatedDeliveryAt", eta);
     case DELIVERY_PICKED_UP:
-        delivery_format_instant(d->picked_up_ms, at);
+        deta_timestamp_from_ms(d->picked_up_ms, at);
         return json_pack("{s:s, s:s, s:s, s:s, s:s}", "orderId", d->order_id, "deliveryId",
                          d->delivery_id, "driverId", d->driver_id, "pickedUpAt", at,
                          "estimatedDeliveryAt", eta);
     case DELIVERY_DELIVERED:
-        delivery_format_instant(d->delivered_ms, at);
+        deta_timestamp_from_ms(d->delivered_ms, at);
         return json_pack("{s:s, s:s, s:s, s:s}", "orderId", d->order_id, "deliveryId",
                          d->delivery_id, "driverId", d->driver_id, "deliveredAt", at);
     }
@@ -325,7 +310,7 @@ json_t *delivery_waiting_payload(const char *order_id, const char *payment_id, i
     if (position < 1)
         return NULL;
     char since[DETA_TS_LEN];
-    delivery_format_instant(since_ms, since);
+    deta_timestamp_from_ms(since_ms, since);
     return json_pack("{s:s, s:s, s:s, s:I}", "orderId", order_id, "paymentId", payment_id,
                      "waitingSince", since, "position", (json_int_t)position);
 }
@@ -335,8 +320,8 @@ json_t *delivery_eta_payload(const delivery_t *d, int64_t calculated_ms) {
     if (!stage)
         return NULL;
     char eta[DETA_TS_LEN], calc[DETA_TS_LEN];
-    delivery_format_instant(d->eta_ms, eta);
-    delivery_format_instant(calculated_ms, calc);
+    deta_timestamp_from_ms(d->eta_ms, eta);
+    deta_timestamp_from_ms(calculated_ms, calc);
     return json_pack("{s:s, s:s, s:s, s:s, s:s}", "orderId", d->order_id, "deliveryId",
                      d->delivery_id, "stage", stage, "estimatedDeliveryAt", eta, "calculatedAt",
                      calc);

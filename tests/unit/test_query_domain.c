@@ -115,39 +115,6 @@ static void status_moves_only_up(void **state) {
 
 /* ---- instants and the ETA rule ---- */
 
-static void instants_parse_and_format_exactly(void **state) {
-    (void)state;
-    int64_t us;
-    char out[DETA_TS_LEN];
-    assert_true(query_instant_parse("1970-01-01T00:00:00Z", &us));
-    assert_int_equal(us, 0);
-    assert_true(query_instant_parse("2026-11-25T12:38:05.123Z", &us));
-    assert_int_equal(us, INT64_C(1795610285123000));
-    query_instant_format(us, out);
-    assert_string_equal(out, "2026-11-25T12:38:05.123Z");
-    assert_true(query_instant_parse("2026-11-25T12:38:05.123456789+00:00", &us));
-    assert_int_equal(us, INT64_C(1795610285123456));
-    query_instant_format(us, out);
-    assert_string_equal(out, "2026-11-25T12:38:05.123456Z");
-    assert_true(query_instant_parse("2024-02-29T23:59:59.5Z", &us));
-    query_instant_format(us, out);
-    assert_string_equal(out, "2024-02-29T23:59:59.500Z");
-    assert_true(query_instant_parse("1969-12-31T23:59:59.999999Z", &us));
-    assert_int_equal(us, -1);
-    query_instant_format(us, out);
-    assert_string_equal(out, "1969-12-31T23:59:59.999999Z");
-    query_instant_format(0, out);
-    assert_string_equal(out, "1970-01-01T00:00:00.000Z");
-
-    const char *bad[] = {"", "2026-11-25", "2026-11-25 12:38:05Z", "2026-02-30T00:00:00Z",
-                         "2026-11-25T24:00:00Z", "2026-11-25T12:38:05+01:00",
-                         "2026-11-25T12:38:05.Z", "tomorrow"};
-    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-        if (query_instant_parse(bad[i], &us))
-            fail_msg("accepted %s", bad[i]);
-    assert_false(query_instant_parse(NULL, &us));
-}
-
 static void eta_newer_means_strictly_later_calculation(void **state) {
     (void)state;
     assert_true(query_eta_is_newer("2026-11-25T12:00:00.000Z", ""));
@@ -672,7 +639,6 @@ int main(void) {
         cmocka_unit_test(ranks_follow_the_docs),
         cmocka_unit_test(event_types_map_to_states),
         cmocka_unit_test(status_moves_only_up),
-        cmocka_unit_test(instants_parse_and_format_exactly),
         cmocka_unit_test(eta_newer_means_strictly_later_calculation),
         cmocka_unit_test(order_created_gives_the_identity),
         cmocka_unit_test(bad_payloads_are_refused_naming_the_field),

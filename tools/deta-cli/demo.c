@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "deta/timestamp.h"
 #include "deta/topics.h"
 
 #define REQUEST_TIMEOUT_MS 10000L
@@ -124,7 +125,7 @@ static bool place_one(demo_run_t *run, cli_http_t *h, demo_order_t *o) {
         o->http_status = r.status;
         const char *id = json_string_value(json_object_get(r.json, "orderId"));
         const char *created = json_string_value(json_object_get(r.json, "createdAt"));
-        if (r.status == 201 && id && created && cli_ts_ms(created, &o->created_ms)) {
+        if (r.status == 201 && id && created && (o->created_ms = deta_timestamp_ms(created)) >= 0) {
             snprintf(o->id, sizeof o->id, "%s", id);
             o->intake_ms = r.millis;
             accepted = true;
@@ -242,7 +243,7 @@ static int64_t event_instant(const json_t *timeline, const char *type) {
     json_array_foreach(cli_timeline_events(timeline), i, ev) {
         const char *t = json_string_value(json_object_get(ev, "eventType"));
         const char *at = json_string_value(json_object_get(ev, "occurredAt"));
-        if (t && at && !strcmp(t, type) && cli_ts_ms(at, &ms))
+        if (t && at && !strcmp(t, type) && (ms = deta_timestamp_ms(at)) >= 0)
             return ms;
     }
     return -1;

@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
 
@@ -73,35 +72,6 @@ void lat_stats_format(const lat_stats_t *s, char *buf, size_t size) {
     format_ms(s->p99, c, sizeof c);
     format_ms(s->max, d, sizeof d);
     snprintf(buf, size, "p50 %s   p95 %s   p99 %s   max %s   (%zu orders)", a, b, c, d, s->n);
-}
-
-bool cli_ts_ms(const char *iso, int64_t *ms) {
-    struct tm tm = {0};
-    int consumed = 0;
-    if (!iso ||
-        sscanf(iso, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-               &tm.tm_min, &tm.tm_sec, &consumed) != 6 ||
-        consumed != 19)
-        return false;
-    const char *p = iso + consumed;
-    int64_t frac = 0, scale = 1000;
-    if (*p == '.') {
-        for (p++; *p >= '0' && *p <= '9'; p++) {
-            if (scale > 1) {
-                scale /= 10;
-                frac += (*p - '0') * scale;
-            }
-        }
-    }
-    if (strcmp(p, "Z") != 0 && strcmp(p, "+00:00") != 0)
-        return false;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    time_t t = timegm(&tm);
-    if (t == (time_t)-1)
-        return false;
-    *ms = (int64_t)t * 1000 + frac;
-    return true;
 }
 
 /* ---- the verdict's bookkeeping ---------------------------------------------- */
