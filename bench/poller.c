@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deta/states.h"
 #include "loadgen.h"
 
 typedef struct answer {
@@ -66,8 +67,9 @@ static size_t keep_answer(char *ptr, size_t size, size_t nmemb, void *userdata) 
 }
 
 static lg_end_t end_of(const char *status) {
-    static const char *const assigned[] = {"DELIVERY_ASSIGNED", "PICKED_UP", "DELIVERED"};
-    static const char *const failed[] = {"INVENTORY_REJECTED", "PAYMENT_FAILED"};
+    static const char *const assigned[] = {DETA_STATE_DELIVERY_ASSIGNED, DETA_STATE_PICKED_UP,
+                                           DETA_STATE_DELIVERED};
+    static const char *const failed[] = {DETA_STATE_INVENTORY_REJECTED, DETA_STATE_PAYMENT_FAILED};
     for (size_t i = 0; i < sizeof assigned / sizeof *assigned; i++)
         if (strcmp(status, assigned[i]) == 0)
             return END_ASSIGNED;

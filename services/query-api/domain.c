@@ -17,14 +17,15 @@
 #include <string.h>
 #include <strings.h>
 
+#include "deta/states.h"
 #include "deta/topics.h"
 
 /* ---- states ---- */
 
 const char *const query_statuses[QUERY_STATUS_COUNT] = {
-    "CREATED",           "INVENTORY_RESERVED", "PAYMENT_AUTHORIZED",
-    "DELIVERY_WAITING",  "DELIVERY_ASSIGNED",  "PICKED_UP",
-    "DELIVERED",         "INVENTORY_REJECTED", "PAYMENT_FAILED",
+    DETA_STATE_CREATED,          DETA_STATE_INVENTORY_RESERVED, DETA_STATE_PAYMENT_AUTHORIZED,
+    DETA_STATE_DELIVERY_WAITING, DETA_STATE_DELIVERY_ASSIGNED,  DETA_STATE_PICKED_UP,
+    DETA_STATE_DELIVERED,        DETA_STATE_INVENTORY_REJECTED, DETA_STATE_PAYMENT_FAILED,
 };
 
 /* DELIVERY_WAITING (4) is a paid order that waits for a driver (delivery.waiting);
@@ -82,41 +83,41 @@ typedef struct event_rule {
  * was made (assignedAt, pickedUpAt, calculatedAt) to eta_calculated_at; when an
  * event has an estimate but no such instant, its occurredAt stands in. */
 static const event_rule_t event_rules[] = {
-    {DETA_EVT_ORDER_CREATED, "CREATED", true, false,
+    {DETA_EVT_ORDER_CREATED, DETA_STATE_CREATED, true, false,
      {F("customerId", FIELD_ID, customer_id, true),
       F("totalAmount", FIELD_MONEY, total_amount, true),
       F("currency", FIELD_CURRENCY, currency, true),
       F("createdAt", FIELD_INSTANT, created_at, true)}},
-    {DETA_EVT_INVENTORY_RESERVED, "INVENTORY_RESERVED", false, false,
+    {DETA_EVT_INVENTORY_RESERVED, DETA_STATE_INVENTORY_RESERVED, false, false,
      {F("reservationId", FIELD_ID, reservation_id, false),
       F("customerId", FIELD_ID, customer_id, false),
       F("totalAmount", FIELD_MONEY, total_amount, false),
       F("currency", FIELD_CURRENCY, currency, false)}},
-    {DETA_EVT_INVENTORY_REJECTED, "INVENTORY_REJECTED", false, false,
+    {DETA_EVT_INVENTORY_REJECTED, DETA_STATE_INVENTORY_REJECTED, false, false,
      {F("customerId", FIELD_ID, customer_id, false),
       F("reason", FIELD_TEXT, failure_reason, false)}},
     {DETA_EVT_INVENTORY_RELEASED, NULL, false, false, {{0}}},
-    {DETA_EVT_PAYMENT_AUTHORIZED, "PAYMENT_AUTHORIZED", false, false,
+    {DETA_EVT_PAYMENT_AUTHORIZED, DETA_STATE_PAYMENT_AUTHORIZED, false, false,
      {F("paymentId", FIELD_ID, payment_id, true),
       F("customerId", FIELD_ID, customer_id, false)}},
-    {DETA_EVT_PAYMENT_FAILED, "PAYMENT_FAILED", false, false,
+    {DETA_EVT_PAYMENT_FAILED, DETA_STATE_PAYMENT_FAILED, false, false,
      {F("paymentId", FIELD_ID, payment_id, false),
       F("customerId", FIELD_ID, customer_id, false),
       F("reason", FIELD_TEXT, failure_reason, false)}},
-    {DETA_EVT_DELIVERY_WAITING, "DELIVERY_WAITING", false, false,
+    {DETA_EVT_DELIVERY_WAITING, DETA_STATE_DELIVERY_WAITING, false, false,
      {F("paymentId", FIELD_ID, payment_id, false)}},
-    {DETA_EVT_DELIVERY_ASSIGNED, "DELIVERY_ASSIGNED", false, false,
+    {DETA_EVT_DELIVERY_ASSIGNED, DETA_STATE_DELIVERY_ASSIGNED, false, false,
      {F("deliveryId", FIELD_ID, delivery_id, true),
       F("driverId", FIELD_ID, driver_id, false),
       F("driverName", FIELD_TEXT, driver_name, false),
       F("estimatedDeliveryAt", FIELD_INSTANT, estimated_delivery_at, true),
       F("assignedAt", FIELD_INSTANT, eta_calculated_at, false)}},
-    {DETA_EVT_DELIVERY_PICKED_UP, "PICKED_UP", false, false,
+    {DETA_EVT_DELIVERY_PICKED_UP, DETA_STATE_PICKED_UP, false, false,
      {F("deliveryId", FIELD_ID, delivery_id, true),
       F("driverId", FIELD_ID, driver_id, false),
       F("estimatedDeliveryAt", FIELD_INSTANT, estimated_delivery_at, false),
       F("pickedUpAt", FIELD_INSTANT, eta_calculated_at, false)}},
-    {DETA_EVT_DELIVERY_DELIVERED, "DELIVERED", false, true,
+    {DETA_EVT_DELIVERY_DELIVERED, DETA_STATE_DELIVERED, false, true,
      {F("deliveryId", FIELD_ID, delivery_id, true),
       F("driverId", FIELD_ID, driver_id, false),
       F("deliveredAt", FIELD_INSTANT, delivered_at, true)}},

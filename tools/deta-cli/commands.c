@@ -20,6 +20,7 @@
 
 #include "cli.h"
 #include "deta/envelope.h"
+#include "deta/states.h"
 
 #define REQUEST_TIMEOUT_MS 10000L
 #define WATCH_POLL_MS 250
@@ -73,8 +74,9 @@ const json_t *cli_timeline_events(const json_t *timeline) {
 }
 
 bool cli_is_end_state(const char *status) {
-    return status && (!strcmp(status, "DELIVERED") || !strcmp(status, "INVENTORY_REJECTED") ||
-                      !strcmp(status, "PAYMENT_FAILED"));
+    return status && (!strcmp(status, DETA_STATE_DELIVERED) ||
+                      !strcmp(status, DETA_STATE_INVENTORY_REJECTED) ||
+                      !strcmp(status, DETA_STATE_PAYMENT_FAILED));
 }
 
 /* ---- create -------------------------------------------------------------- */

@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "deta/states.h"
 #include "deta/timestamp.h"
 #include "deta/topics.h"
 
@@ -272,7 +273,7 @@ static void read_timelines(demo_run_t *run) {
     if (!idx)
         return;
     for (size_t i = 0; i < run->norders; i++)
-        if (run->orders[i].done && !strcmp(run->orders[i].status, "DELIVERED"))
+        if (run->orders[i].done && !strcmp(run->orders[i].status, DETA_STATE_DELIVERED))
             idx[n++] = i;
     run_pass(run, idx, n, read_timeline, NULL);
     free(idx);

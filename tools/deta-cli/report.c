@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "deta/states.h"
 
 static int compare_doubles(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -95,7 +96,8 @@ static void check(verdict_t *v, bool ok, const char *fmt, ...) {
 
 /* ---- sections ------------------------------------------------------------------ */
 
-static const char *const END_STATES[] = {"DELIVERED", "INVENTORY_REJECTED", "PAYMENT_FAILED"};
+static const char *const END_STATES[] = {DETA_STATE_DELIVERED, DETA_STATE_INVENTORY_REJECTED,
+                                         DETA_STATE_PAYMENT_FAILED};
 #define NEND 3
 
 static size_t count_accepted(const demo_run_t *run) {
@@ -191,9 +193,9 @@ static void report_kinds(const demo_run_t *run) {
         printf("  %-22s %10zu %10zu %10zu   %s\n", mix_kind_name((mix_kind_t)k), n[0], n[1], n[2],
                mix_kind_expectation((mix_kind_t)k));
     }
-    size_t declined_ok = count_status(run, "PAYMENT_FAILED", MIX_DECLINED_CUSTOMER),
+    size_t declined_ok = count_status(run, DETA_STATE_PAYMENT_FAILED, MIX_DECLINED_CUSTOMER),
            declined_all = 0,
-           limited_rejected = count_status(run, "INVENTORY_REJECTED", MIX_LIMITED);
+           limited_rejected = count_status(run, DETA_STATE_INVENTORY_REJECTED, MIX_LIMITED);
     for (int e = 0; e < NEND; e++)
         declined_all += count_status(run, END_STATES[e], MIX_DECLINED_CUSTOMER);
     if (declined_ok < declined_all)
@@ -229,9 +231,10 @@ static void report_saga_latency(const demo_run_t *run) {
 
 /* Paid: the status follows payment.authorized, when inventory-service sells. */
 static bool is_paid(const char *status) {
-    return !strcmp(status, "PAYMENT_AUTHORIZED") || !strcmp(status, "DELIVERY_WAITING") ||
-           !strcmp(status, "DELIVERY_ASSIGNED") || !strcmp(status, "PICKED_UP") ||
-           !strcmp(status, "DELIVERED");
+    return !strcmp(status, DETA_STATE_PAYMENT_AUTHORIZED) ||
+           !strcmp(status, DETA_STATE_DELIVERY_WAITING) ||
+           !strcmp(status, DETA_STATE_DELIVERY_ASSIGNED) || !strcmp(status, DETA_STATE_PICKED_UP) ||
+           !strcmp(status, DETA_STATE_DELIVERED);
 }
 
 /* Units of item_id in the demo's paid orders (all of them DELIVERED, when every
@@ -305,7 +308,7 @@ static void report_where_next(const demo_run_t *run) {
         if (o)
             printf("  deta-cli get %s      # ended %s\n", o->id, END_STATES[e]);
     }
-    const demo_order_t *o = first_with_status(run, "DELIVERED");
+    const demo_order_t *o = first_with_status(run, DETA_STATE_DELIVERED);
     if (o)
         printf("  deta-cli watch %s    # its timeline, event by event\n", o->id);
     printf("  deta-cli list --status PAYMENT_FAILED --limit 20\n");
