@@ -34,6 +34,7 @@
 #include <string.h>
 
 #include "deta/client_orders.h"
+#include "deta/states.h"
 #include "loadgen.h"
 
 typedef struct poller {
@@ -45,7 +46,7 @@ typedef struct poller {
 } poller_t;
 
 static lg_end_t end_of(const char *status) {
-    if (deta_order_reached(status, "DELIVERY_ASSIGNED"))
+    if (deta_order_reached(status, DETA_STATE_DELIVERY_ASSIGNED))
         return END_ASSIGNED;
     if (deta_order_is_failed(status))
         return END_FAILED;

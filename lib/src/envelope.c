@@ -24,10 +24,9 @@
 
 #include <limits.h>
 #include <string.h>
-#include <time.h>
 #include <uuid/uuid.h>
 
-/* ---- UUIDs and timestamps ---- */
+/* ---- UUIDs ---- */
 
 void deta_uuid_new(char out[DETA_UUID_LEN + 1]) {
     uuid_t u;
@@ -39,8 +38,6 @@ static bool is_hex(char c) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
 }
 
-static bool is_digit(char c) { return c >= '0' && c <= '9'; }
-
 bool deta_uuid_valid(const char *s) {
     if (!s)
         return false;
@@ -50,104 +47,6 @@ bool deta_uuid_valid(const char *s) {
             return false;
     }
     return s[DETA_UUID_LEN] == '\0';
-}
-
-static void put_digits(char *dst, long v, int width) {
-    for (int i = width - 1; i >= 0; i--) {
-        dst[i] = (char)('0' + v % 10);
-        v /= 10;
-    }
-}
-
-int64_t deta_wall_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-void deta_timestamp_from_ms(int64_t epoch_ms, char out[DETA_TS_LEN]) {
-    int64_t millis = epoch_ms % 1000, secs = epoch_ms / 1000;
-    if (millis < 0) {
-        millis += 1000;
-        secs -= 1;
-    }
-    time_t t = (time_t)secs;
-    struct tm tm;
-    gmtime_r(&t, &tm);
-    size_t n = strftime(out, DETA_TS_LEN, "%Y-%m-%dT%H:%M:%S", &tm);
-    out[n] = '.';
-    put_digits(out + n + 1, (long)millis, 3);
-    out[n + 4] = 'Z';
-    out[n + 5] = '\0';
-}
-
-void deta_timestamp_now(char out[DETA_TS_LEN]) { deta_timestamp_from_ms(deta_wall_ms(), out); }
-
-/* The number written with exactly `width` digits at s, or -1. */
-static int read_fixed(const char *s, int width) {
-    int v = 0;
-    for (int i = 0; i < width; i++) {
-        if (!is_digit(s[i]))
-            return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    return v;
-}
-
-static bool is_leap_year(int y) { return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0; }
-
-static int days_in_month(int y, int m) {
-    static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    return m == 2 && is_leap_year(y) ? 29 : days[m - 1];
-}
-
-/* "YYYY-MM-DD" naming a day that exists. */
-static bool date_valid(const char *s) {
-    int y = read_fixed(s, 4), m = read_fixed(s + 5, 2), d = read_fixed(s + 8, 2);
-    if (y < 0 || s[4] != '-' || m < 1 || m > 12 || s[7] != '-' || d < 1)
-        return false;
-    return d <= days_in_month(y, m);
-}
-
-/* "HH:MM:SS"; second 60 is allowed for a leap second. */
-static bool time_valid(const char *s) {
-    int h = read_fixed(s, 2), mi = read_fixed(s + 3, 2), sec = read_fixed(s + 6, 2);
-    return h >= 0 && h < 24 && s[2] == ':' && mi >= 0 && mi < 60 && s[5] == ':' &&
-           sec >= 0 && sec <= 60;
-}
-
-bool deta_timestamp_valid(const char *s) {
-    if (!s || strnlen(s, 20) < 20) /* date, 'T', time and at least 'Z' */
-        return false;
-    if (!date_valid(s) || s[10] != 'T' || !time_valid(s + 11))
-        return false;
-    const char *p = s + 19;
-    if (*p == '.') {
-        size_t n = 0;
-        while (is_digit(p[1 + n]))
-            n++;
-        if (n < 1 || n > 9)
-            return false;
-        p += 1 + n;
-    }
-    return strcmp(p, "Z") == 0 || strcmp(p, "+00:00") == 0;
-}
-
-int64_t deta_timestamp_ms(const char *s) {
-    if (!deta_timestamp_valid(s))
-        return -1;
-    struct tm tm = {0};
-    tm.tm_year = read_fixed(s, 4) - 1900;
-    tm.tm_mon = read_fixed(s + 5, 2) - 1;
-    tm.tm_mday = read_fixed(s + 8, 2);
-    tm.tm_hour = read_fixed(s + 11, 2);
-    tm.tm_min = read_fixed(s + 14, 2);
-    tm.tm_sec = read_fixed(s + 17, 2);
-    int64_t ms = (int64_t)timegm(&tm) * 1000;
-    if (s[19] == '.') /* the first three digits of the fraction are the milliseconds */
-        for (int i = 0, scale = 100; i < 3 && is_digit(s[20 + i]); i++, scale /= 10)
-            ms += (s[20 + i] - '0') * scale;
-    return ms;
 }
 
 /* ---- building ---- */

@@ -203,6 +203,15 @@ void deta_http_resp_error(deta_http_resp_t *resp, int status, const char *field,
     va_end(ap);
 }
 
+void deta_http_resp_store_error(deta_http_resp_t *resp, deta_err_t err, const char *store,
+                                const char *why) {
+    if (err == DETA_ERR_TRANSIENT)
+        deta_http_resp_error(resp, 503, NULL, "%s unavailable, retry later", store);
+    else
+        deta_http_resp_error(resp, 500, NULL, "internal error");
+    DETA_ERROR("%s: %s: %s", store, deta_err_name(err), why);
+}
+
 void deta_http_resp_json(deta_http_resp_t *resp, int status, json_t *body) {
     if (!body) {
         deta_http_resp_error(resp, 500, NULL, "the handler built no response body");

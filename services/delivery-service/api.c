@@ -37,14 +37,6 @@ delivery_api_t *delivery_api_new(deta_service_t *svc, const delivery_params_t *p
 
 void delivery_api_free(delivery_api_t *api) { free(api); }
 
-static void answer_store_error(deta_http_resp_t *resp, deta_err_t err, const char *why) {
-    if (err == DETA_ERR_TRANSIENT)
-        deta_http_resp_error(resp, 503, NULL, "database unavailable, retry later");
-    else
-        deta_http_resp_error(resp, 500, NULL, "internal error");
-    DETA_ERROR("delivery store: %s: %s", deta_err_name(err), why);
-}
-
 static void answer_json_text(deta_http_resp_t *resp, char *text) {
     deta_http_resp_text(resp, 200, JSON_TYPE, text);
     free(text);
@@ -66,7 +58,7 @@ static void handle_get_delivery(const deta_http_req_t *req, deta_http_resp_t *re
     if (err == DETA_ERR_NOT_FOUND)
         deta_http_resp_error(resp, 404, "orderId", "no delivery for order %s", id);
     else if (err)
-        answer_store_error(resp, err, why);
+        deta_http_resp_store_error(resp, err, "database", why);
     else
         answer_json_text(resp, json);
 }
@@ -82,7 +74,7 @@ static void handle_list_drivers(const deta_http_req_t *req, deta_http_resp_t *re
                                                       sizeof why)
                         : DETA_ERR_INTERNAL;
     if (err)
-        answer_store_error(resp, err, why);
+        deta_http_resp_store_error(resp, err, "database", why);
     else
         answer_json_text(resp, json);
 }

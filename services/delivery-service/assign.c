@@ -104,7 +104,7 @@ void delivery_assigner_report(delivery_assigner_t *a, const delivery_t *d,
     deta_gauge_add(a->active, 1);
     deta_histogram_observe(a->eta_minutes, delivery_estimated_minutes(&a->params, d));
     char eta[DETA_TS_LEN];
-    delivery_format_instant(d->eta_ms, eta);
+    deta_timestamp_from_ms(d->eta_ms, eta);
     deta_log(DETA_LOG_INFO, d->order_id, correlation_id,
              "delivery %s assigned to %s (%s), %d.%d km, ETA %s", d->delivery_id, d->driver_id,
              d->driver_name, d->distance_hm / 10, d->distance_hm % 10, eta);

@@ -17,8 +17,8 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
+#include "deta/fields.h"
 #include "deta/topics.h"
 
 /* ---- stages ---- */
@@ -202,34 +202,24 @@ bool delivery_driver_identity(long i, char *id, size_t idsize, char *name, size_
 
 /* ---- payment.authorized ---- */
 
-static deta_err_t take_text(const json_t *payload, const char *key, char *out, size_t outsize,
-                            char *errstr, size_t errsize) {
-    const json_t *j = json_object_get(payload, key);
-    if (!j)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload.%s is required", key);
-    if (!json_is_string(j) || json_string_length(j) == 0)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload.%s must be a non-empty string",
-                         key);
-    size_t len = json_string_length(j);
-    if (len >= outsize || strlen(json_string_value(j)) != len)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload.%s is too long or holds NUL",
-                         key);
-    memcpy(out, json_string_value(j), len + 1);
-    return DETA_OK;
-}
+/* The fields of payment.authorized's payload after orderId (deta/fields.h). */
+static const deta_field_t AUTHORIZED_FIELDS[] = {
+    DETA_FIELD("paymentId", DETA_FIELD_TEXT, true, 0, 0, payment_authorized_t, payment_id),
+    DETA_FIELD("customerId", DETA_FIELD_TEXT, true, 0, 0, payment_authorized_t, customer_id),
+    DETA_FIELD("amount", DETA_FIELD_AMOUNT, true, 0, 0, payment_authorized_t, amount),
+    DETA_FIELD("currency", DETA_FIELD_CURRENCY, true, 0, 0, payment_authorized_t, currency),
+    DETA_FIELD("authorizedAt", DETA_FIELD_INSTANT, true, 0, 0, payment_authorized_t,
+               authorized_at),
+};
 
-static deta_err_t take_amount(const json_t *payload, payment_authorized_t *out, char *errstr,
-                              size_t errsize) {
-    const json_t *j = json_object_get(payload, "amount");
-    char why[128];
-    if (!j)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload.amount is required");
-    if (deta_money_from_json(j, &out->amount, why, sizeof why) != DETA_OK)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload.amount: %s", why);
-    if (out->amount < 0)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload.amount must not be negative");
-    return DETA_OK;
-}
+/* The payload's orderId, read as text of at most DETA_ID_MAX bytes. */
+typedef struct order_id_in {
+    char order_id[DETA_ID_MAX + 1];
+} order_id_in_t;
+
+static const deta_field_t ORDER_ID_FIELD[] = {
+    DETA_FIELD("orderId", DETA_FIELD_TEXT, true, 0, 0, order_id_in_t, order_id),
+};
 
 static deta_err_t check_order_id(const deta_event_t *ev, const payment_authorized_t *out,
                                  char *errstr, size_t errsize) {
@@ -249,50 +239,22 @@ deta_err_t delivery_parse_payment_authorized(const deta_event_t *ev, payment_aut
     const json_t *p = ev->payload;
     if (!json_is_object(p))
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload must be an object");
-    char order_id[DETA_ID_MAX + 1];
-    deta_err_t err = take_text(p, "orderId", order_id, sizeof order_id, errstr, errsize);
+    order_id_in_t in;
+    deta_field_error_t e;
+    if (deta_fields_read(p, "payload.", ORDER_ID_FIELD, 1, &in, &e))
+        return deta_field_error_text(&e, errstr, errsize);
+    if (!copy_text(out->order_id, sizeof out->order_id, in.order_id))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload.orderId is not a UUID");
+    deta_err_t err = check_order_id(ev, out, errstr, errsize);
     if (err)
         return err;
-    if (!copy_text(out->order_id, sizeof out->order_id, order_id))
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload.orderId is not a UUID");
-    if ((err = check_order_id(ev, out, errstr, errsize)) ||
-        (err = take_text(p, "paymentId", out->payment_id, sizeof out->payment_id, errstr,
-                         errsize)) ||
-        (err = take_text(p, "customerId", out->customer_id, sizeof out->customer_id, errstr,
-                         errsize)) ||
-        (err = take_amount(p, out, errstr, errsize)))
-        return err;
-    char currency[8];
-    if ((err = take_text(p, "currency", currency, sizeof currency, errstr, errsize)))
-        return err;
-    if (!deta_currency_valid(currency))
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                         "payload.currency must be three capital letters");
-    memcpy(out->currency, currency, sizeof out->currency);
-    if ((err = take_text(p, "authorizedAt", out->authorized_at, sizeof out->authorized_at, errstr,
-                         errsize)))
-        return err;
-    if (!deta_timestamp_valid(out->authorized_at))
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                         "payload.authorizedAt must be an ISO-8601 UTC instant");
+    if (deta_fields_read(p, "payload.", AUTHORIZED_FIELDS,
+                         sizeof AUTHORIZED_FIELDS / sizeof *AUTHORIZED_FIELDS, out, &e))
+        return deta_field_error_text(&e, errstr, errsize);
     return DETA_OK;
 }
 
 /* ---- events out ---- */
-
-void delivery_format_instant(int64_t ms, char out[DETA_TS_LEN]) {
-    time_t secs = (time_t)(ms / 1000);
-    int millis = (int)(ms % 1000);
-    if (millis < 0) {
-        secs -= 1;
-        millis += 1000;
-    }
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    char date[24];
-    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out, DETA_TS_LEN, "%s.%03dZ", date, millis);
-}
 
 void delivery_format_km(int distance_hm, char *out, size_t outsize) {
     snprintf(out, outsize, "%d.%d", distance_hm / 10, distance_hm % 10);
@@ -300,20 +262,20 @@ void delivery_format_km(int distance_hm, char *out, size_t outsize) {
 
 json_t *delivery_stage_payload(const delivery_t *d) {
     char at[DETA_TS_LEN], eta[DETA_TS_LEN];
-    delivery_format_instant(d->eta_ms, eta);
+    deta_timestamp_from_ms(d->eta_ms, eta);
     switch (d->status) {
     case DELIVERY_ASSIGNED:
-        delivery_format_instant(d->assigned_ms, at);
+        deta_timestamp_from_ms(d->assigned_ms, at);
         return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "orderId", d->order_id, "deliveryId",
                          d->delivery_id, "driverId", d->driver_id, "driverName", d->driver_name,
                          "assignedAt", at, "estimatedDeliveryAt", eta);
     case DELIVERY_PICKED_UP:
-        delivery_format_instant(d->picked_up_ms, at);
+        deta_timestamp_from_ms(d->picked_up_ms, at);
         return json_pack("{s:s, s:s, s:s, s:s, s:s}", "orderId", d->order_id, "deliveryId",
                          d->delivery_id, "driverId", d->driver_id, "pickedUpAt", at,
                          "estimatedDeliveryAt", eta);
     case DELIVERY_DELIVERED:
-        delivery_format_instant(d->delivered_ms, at);
+        deta_timestamp_from_ms(d->delivered_ms, at);
         return json_pack("{s:s, s:s, s:s, s:s}", "orderId", d->order_id, "deliveryId",
                          d->delivery_id, "driverId", d->driver_id, "deliveredAt", at);
     }
@@ -325,7 +287,7 @@ json_t *delivery_waiting_payload(const char *order_id, const char *payment_id, i
     if (position < 1)
         return NULL;
     char since[DETA_TS_LEN];
-    delivery_format_instant(since_ms, since);
+    deta_timestamp_from_ms(since_ms, since);
     return json_pack("{s:s, s:s, s:s, s:I}", "orderId", order_id, "paymentId", payment_id,
                      "waitingSince", since, "position", (json_int_t)position);
 }
@@ -335,8 +297,8 @@ json_t *delivery_eta_payload(const delivery_t *d, int64_t calculated_ms) {
     if (!stage)
         return NULL;
     char eta[DETA_TS_LEN], calc[DETA_TS_LEN];
-    delivery_format_instant(d->eta_ms, eta);
-    delivery_format_instant(calculated_ms, calc);
+    deta_timestamp_from_ms(d->eta_ms, eta);
+    deta_timestamp_from_ms(calculated_ms, calc);
     return json_pack("{s:s, s:s, s:s, s:s, s:s}", "orderId", d->order_id, "deliveryId",
                      d->delivery_id, "stage", stage, "estimatedDeliveryAt", eta, "calculatedAt",
                      calc);

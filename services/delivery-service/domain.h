@@ -160,8 +160,6 @@ json_t *delivery_waiting_payload(const char *order_id, const char *payment_id, i
 /* eta.updated for d's current stage, calculated at calculated_ms. */
 json_t *delivery_eta_payload(const delivery_t *d, int64_t calculated_ms);
 
-/* "2026-11-25T12:38:05.123Z" for ms since the epoch (UTC). */
-void delivery_format_instant(int64_t ms, char out[DETA_TS_LEN]);
 /* "7.3" for 73 hectometres. */
 void delivery_format_km(int distance_hm, char *out, size_t outsize);
 

@@ -84,7 +84,7 @@ typedef struct instant_param {
 static const char *instant(instant_param_t *buf, int64_t ms) {
     if (ms == 0)
         return NULL;
-    delivery_format_instant(ms, buf->text);
+    deta_timestamp_from_ms(ms, buf->text);
     return buf->text;
 }
 
@@ -426,7 +426,7 @@ static deta_err_t add_event(deta_db_t *db, const char *type, const char *order_i
         deta_event_init(&ev, type, order_id, correlation_id, PRODUCER, payload, errstr, errsize);
     if (err)
         return err;
-    delivery_format_instant(occurred_ms, ev.occurred_at);
+    deta_timestamp_from_ms(occurred_ms, ev.occurred_at);
     err = deta_outbox_add(db, DETA_TOPIC_DELIVERY_EVENTS, &ev, errstr, errsize);
     deta_event_clear(&ev);
     return err;

@@ -111,7 +111,7 @@ static deta_err_t advance_next(delivery_ticker_t *t, deta_db_t *db, delivery_t *
 
 static void report_step(delivery_ticker_t *t, const delivery_t *d, const char *correlation_id) {
     char eta[DETA_TS_LEN];
-    delivery_format_instant(d->eta_ms, eta);
+    deta_timestamp_from_ms(d->eta_ms, eta);
     deta_counter_inc(t->eta_updates);
     if (d->status == DELIVERY_PICKED_UP) {
         deta_counter_inc(t->picked_up);

@@ -35,14 +35,6 @@ inv_api_t *inv_api_new(deta_service_t *svc) {
 
 void inv_api_free(inv_api_t *api) { free(api); }
 
-static void answer_store_error(deta_http_resp_t *resp, deta_err_t err, const char *why) {
-    if (err == DETA_ERR_TRANSIENT)
-        deta_http_resp_error(resp, 503, NULL, "database unavailable, retry later");
-    else
-        deta_http_resp_error(resp, 500, NULL, "internal error");
-    DETA_ERROR("inventory store: %s: %s", deta_err_name(err), why);
-}
-
 static deta_db_t *db_of(inv_api_t *api) { return deta_db_pool_get(deta_service_db(api->svc)); }
 
 /* The path's itemId, or NULL after answering 400. */
@@ -63,7 +55,7 @@ static void handle_list(const deta_http_req_t *req, deta_http_resp_t *resp, void
     deta_db_t *db = db_of(api);
     deta_err_t err = db ? inv_store_list(db, &items, why, sizeof why) : DETA_ERR_INTERNAL;
     if (err)
-        answer_store_error(resp, err, why);
+        deta_http_resp_store_error(resp, err, "database", why);
     else
         deta_http_resp_json(resp, 200, items);
 }
@@ -80,7 +72,7 @@ static void handle_get(const deta_http_req_t *req, deta_http_resp_t *resp, void 
     if (err == DETA_ERR_NOT_FOUND)
         deta_http_resp_error(resp, 404, "itemId", "no item with id %s", id);
     else if (err)
-        answer_store_error(resp, err, why);
+        deta_http_resp_store_error(resp, err, "database", why);
     else
         deta_http_resp_json(resp, 200, item);
 }
@@ -106,7 +98,7 @@ static void change(inv_api_t *api, const char *id, const inv_stock_change_t *c,
     deta_err_t err = db ? inv_store_change(db, id, c, &outcome, &v, &item, why, sizeof why)
                         : DETA_ERR_INTERNAL;
     if (err) {
-        answer_store_error(resp, err, why);
+        deta_http_resp_store_error(resp, err, "database", why);
         return;
     }
     switch (outcome) {

@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deta/fields.h"
+
 const char INV_DEFAULT_CATALOG[] =
     "sku-1:100000,sku-2:100000,sku-3:100000,sku-4:100000,sku-5:100000,"
     "sku-6:100000,sku-7:100000,sku-8:100000,sku-9:100000,sku-10:100000,"
@@ -27,44 +29,26 @@ const char INV_DEFAULT_CATALOG[] =
 
 /* ---- order.created ---- */
 
-/* A required non-empty string of at most max bytes without NULs, copied to out. */
-static deta_err_t take_string(const json_t *obj, const char *key, const char *field, char *out,
-                              size_t max, char *errstr, size_t errsize) {
-    const json_t *j = json_object_get(obj, key);
-    if (!j)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s is required", field);
-    if (!json_is_string(j))
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s must be a string", field);
-    size_t len = json_string_length(j);
-    if (len == 0 || len > max || strlen(json_string_value(j)) != len)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                         "%s must be a string of 1 to %zu characters", field, max);
-    memcpy(out, json_string_value(j), len + 1);
-    return DETA_OK;
-}
+/* The fields of order.created's payload (deta/fields.h); the envelope's orderId
+ * is compared after. items are read line by line with LINE_FIELDS. */
+static const deta_field_t REQUEST_FIELDS[] = {
+    DETA_FIELD("orderId", DETA_FIELD_TEXT, true, 1, INV_ID_MAX, inv_request_t, order_id),
+    DETA_FIELD("customerId", DETA_FIELD_TEXT, true, 1, INV_ID_MAX, inv_request_t, customer_id),
+    DETA_FIELD("totalAmount", DETA_FIELD_AMOUNT, true, 0, 0, inv_request_t, total),
+    DETA_FIELD("currency", DETA_FIELD_CURRENCY, true, 0, 0, inv_request_t, currency),
+};
 
-static deta_err_t take_amount(const json_t *payload, inv_request_t *r, char *errstr,
-                              size_t errsize) {
-    const json_t *j = json_object_get(payload, "totalAmount");
-    char why[128];
-    if (!j)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "totalAmount is required");
-    if (deta_money_from_json(j, &r->total, why, sizeof why) != DETA_OK)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "totalAmount: %s", why);
-    if (r->total < 0)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "totalAmount must not be negative");
-    return DETA_OK;
-}
+typedef struct line_in {
+    char item_id[INV_ID_MAX + 1];
+    int64_t quantity;
+} line_in_t;
 
-static deta_err_t take_currency(const json_t *payload, inv_request_t *r, char *errstr,
-                                size_t errsize) {
-    const json_t *j = json_object_get(payload, "currency");
-    if (!json_is_string(j) || !deta_currency_valid(json_string_value(j)))
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                         "currency must be an ISO 4217 code: three capital letters");
-    memcpy(r->currency, json_string_value(j), sizeof r->currency);
-    return DETA_OK;
-}
+static const deta_field_t LINE_FIELDS[] = {
+    DETA_FIELD("itemId", DETA_FIELD_TEXT, true, 1, INV_ID_MAX, line_in_t, item_id),
+    DETA_FIELD("quantity", DETA_FIELD_INT, true, 1, INV_MAX_QUANTITY, line_in_t, quantity),
+};
+
+#define NFIELDS(t) (sizeof t / sizeof *t)
 
 /* Adds qty of item to the request, on the line that item already has if any. */
 static void add_line(inv_request_t *r, const char *item_id, int64_t qty) {
@@ -80,19 +64,15 @@ static void add_line(inv_request_t *r, const char *item_id, int64_t qty) {
 
 static deta_err_t take_line(const json_t *j, size_t i, inv_request_t *r, char *errstr,
                             size_t errsize) {
-    char field[48], item_id[INV_ID_MAX + 1];
     if (!json_is_object(j))
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "items[%zu] must be an object", i);
-    snprintf(field, sizeof field, "items[%zu].itemId", i);
-    if (take_string(j, "itemId", field, item_id, INV_ID_MAX, errstr, errsize))
-        return DETA_ERR_INVALID;
-    const json_t *q = json_object_get(j, "quantity");
-    if (!json_is_integer(q) || json_integer_value(q) < 1 ||
-        json_integer_value(q) > INV_MAX_QUANTITY)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                         "items[%zu].quantity must be an integer from 1 to %d", i,
-                         INV_MAX_QUANTITY);
-    add_line(r, item_id, (int64_t)json_integer_value(q));
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "items[%zu].", i);
+    line_in_t line;
+    deta_field_error_t e;
+    if (deta_fields_read(j, prefix, LINE_FIELDS, NFIELDS(LINE_FIELDS), &line, &e))
+        return deta_field_error_text(&e, errstr, errsize);
+    add_line(r, line.item_id, line.quantity);
     return DETA_OK;
 }
 
@@ -116,15 +96,15 @@ deta_err_t inv_request_from_order_created(const json_t *payload, const char *ord
     memset(r, 0, sizeof *r);
     if (!json_is_object(payload))
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload must be an object");
-    if (take_string(payload, "orderId", "orderId", r->order_id, INV_ID_MAX, errstr, errsize))
-        return DETA_ERR_INVALID;
+    deta_field_error_t e;
+    if (deta_fields_read(payload, NULL, REQUEST_FIELDS, 1, r, &e)) /* orderId */
+        return deta_field_error_text(&e, errstr, errsize);
     if (strcmp(r->order_id, order_id) != 0)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize,
                          "orderId %s differs from the envelope's %s", r->order_id, order_id);
-    if (take_string(payload, "customerId", "customerId", r->customer_id, INV_ID_MAX, errstr,
-                    errsize) ||
-        take_amount(payload, r, errstr, errsize) || take_currency(payload, r, errstr, errsize) ||
-        take_lines(payload, r, errstr, errsize))
+    if (deta_fields_read(payload, NULL, REQUEST_FIELDS + 1, NFIELDS(REQUEST_FIELDS) - 1, r, &e))
+        return deta_field_error_text(&e, errstr, errsize);
+    if (take_lines(payload, r, errstr, errsize))
         return DETA_ERR_INVALID;
     return DETA_OK;
 }

@@ -39,14 +39,6 @@ static void count_rejection(order_api_t *api, const char *reason) {
                                   "Order requests refused, by reason", labels));
 }
 
-static void answer_store_error(deta_http_resp_t *resp, deta_err_t err, const char *why) {
-    if (err == DETA_ERR_TRANSIENT)
-        deta_http_resp_error(resp, 503, NULL, "database unavailable, retry later");
-    else
-        deta_http_resp_error(resp, 500, NULL, "internal error");
-    DETA_ERROR("order store: %s: %s", deta_err_name(err), why);
-}
-
 static void handle_create(const deta_http_req_t *req, deta_http_resp_t *resp, void *opaque) {
     order_api_t *api = opaque;
     order_t *o = malloc(sizeof *o);
@@ -67,7 +59,7 @@ static void handle_create(const deta_http_req_t *req, deta_http_resp_t *resp, vo
     deta_db_t *db = deta_db_pool_get(deta_service_db(api->svc));
     deta_err_t err = db ? order_store_create(db, o, why, sizeof why) : DETA_ERR_INTERNAL;
     if (err) {
-        answer_store_error(resp, err, why);
+        deta_http_resp_store_error(resp, err, "database", why);
         free(o);
         return;
     }
@@ -98,7 +90,7 @@ static void handle_get(const deta_http_req_t *req, deta_http_resp_t *resp, void 
     if (err == DETA_ERR_NOT_FOUND)
         deta_http_resp_error(resp, 404, "orderId", "no order with id %s", id);
     else if (err)
-        answer_store_error(resp, err, why);
+        deta_http_resp_store_error(resp, err, "database", why);
     else
         deta_http_resp_json(resp, 200, order);
 }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "deta/fields.h"
 #include "deta/money.h"
 
 static deta_err_t violation(order_violation_t *v, const char *reason, const char *field,
@@ -22,68 +23,64 @@ static deta_err_t violation(order_violation_t *v, const char *reason, const char
     return DETA_ERR_INVALID;
 }
 
-/* A required non-empty string of at most max bytes, copied into out. */
-static deta_err_t take_id(const json_t *obj, const char *key, const char *field, char *out,
-                          size_t max, order_violation_t *v) {
-    const json_t *j = json_object_get(obj, key);
-    if (!j)
-        return violation(v, "missing_field", field, "is required");
-    if (!json_is_string(j))
-        return violation(v, "invalid_type", field, "must be a string");
-    size_t len = json_string_length(j);
-    if (len == 0)
-        return violation(v, "empty_field", field, "must not be empty");
-    if (len > max)
-        return violation(v, "too_long", field, "must be at most 64 characters");
-    if (strlen(json_string_value(j)) != len)
-        return violation(v, "invalid_type", field, "must not contain NUL characters");
-    memcpy(out, json_string_value(j), len + 1);
-    return DETA_OK;
+/* The body's fields (deta/fields.h); currency is optional: the default stands
+ * when it is absent. items are read line by line with LINE_FIELDS. */
+static const deta_field_t ORDER_FIELDS[] = {
+    DETA_FIELD("customerId", DETA_FIELD_TEXT, true, 1, ORDER_ID_MAX, order_t, customer_id),
+    DETA_FIELD("currency", DETA_FIELD_CURRENCY, false, 0, 0, order_t, currency),
+};
+
+typedef struct line_in {
+    char item_id[ORDER_ID_MAX + 1];
+    int64_t quantity;
+    deta_money_t unit_price;
+} line_in_t;
+
+static const deta_field_t LINE_FIELDS[] = {
+    DETA_FIELD("itemId", DETA_FIELD_TEXT, true, 1, ORDER_ID_MAX, line_in_t, item_id),
+    DETA_FIELD("quantity", DETA_FIELD_INT, true, 1, ORDER_MAX_QUANTITY, line_in_t, quantity),
+    DETA_FIELD("unitPrice", DETA_FIELD_AMOUNT, true, 0, 0, line_in_t, unit_price),
+};
+
+#define NFIELDS(t) (sizeof t / sizeof *t)
+
+/* The rejection metric's label for a bad field: what is wrong with text, or
+ * which kind of value is wrong. */
+static const char *reason_of(const deta_field_error_t *e) {
+    if (e->problem == DETA_FIELD_MISSING)
+        return "missing_field";
+    switch (e->kind) {
+    case DETA_FIELD_INT: return "invalid_quantity";
+    case DETA_FIELD_AMOUNT: return "invalid_price";
+    case DETA_FIELD_CURRENCY: return "invalid_currency";
+    default: break;
+    }
+    return e->problem == DETA_FIELD_EMPTY      ? "empty_field"
+           : e->problem == DETA_FIELD_TOO_LONG ? "too_long"
+                                               : "invalid_type";
 }
 
-static deta_err_t take_currency(const json_t *body, order_t *o, order_violation_t *v) {
-    const json_t *j = json_object_get(body, "currency");
-    if (!j) {
-        memcpy(o->currency, ORDER_DEFAULT_CURRENCY, sizeof o->currency);
+static deta_err_t read_fields(const json_t *obj, const char *prefix, const deta_field_t *fields,
+                              size_t n, void *out, order_violation_t *v) {
+    deta_field_error_t e;
+    if (deta_fields_read(obj, prefix, fields, n, out, &e) == DETA_OK)
         return DETA_OK;
-    }
-    if (!json_is_string(j) || !deta_currency_valid(json_string_value(j)))
-        return violation(v, "invalid_currency", "currency",
-                         "must be an ISO 4217 code: three capital letters");
-    memcpy(o->currency, json_string_value(j), sizeof o->currency);
-    return DETA_OK;
+    return violation(v, reason_of(&e), e.field, e.message);
 }
 
 static deta_err_t take_item(const json_t *j, size_t i, order_item_t *it, order_violation_t *v) {
-    char field[48];
+    char prefix[32];
     if (!json_is_object(j)) {
-        snprintf(field, sizeof field, "items[%zu]", i);
-        return violation(v, "invalid_type", field, "must be an object");
+        snprintf(prefix, sizeof prefix, "items[%zu]", i);
+        return violation(v, "invalid_type", prefix, "must be an object");
     }
-    snprintf(field, sizeof field, "items[%zu].itemId", i);
-    if (take_id(j, "itemId", field, it->item_id, ORDER_ID_MAX, v))
+    snprintf(prefix, sizeof prefix, "items[%zu].", i);
+    line_in_t line;
+    if (read_fields(j, prefix, LINE_FIELDS, NFIELDS(LINE_FIELDS), &line, v))
         return DETA_ERR_INVALID;
-
-    snprintf(field, sizeof field, "items[%zu].quantity", i);
-    const json_t *q = json_object_get(j, "quantity");
-    if (!q)
-        return violation(v, "missing_field", field, "is required");
-    if (!json_is_integer(q))
-        return violation(v, "invalid_quantity", field, "must be an integer");
-    json_int_t qty = json_integer_value(q);
-    if (qty < 1 || qty > ORDER_MAX_QUANTITY)
-        return violation(v, "invalid_quantity", field, "must be between 1 and 100000");
-    it->quantity = (int)qty;
-
-    snprintf(field, sizeof field, "items[%zu].unitPrice", i);
-    const json_t *p = json_object_get(j, "unitPrice");
-    if (!p)
-        return violation(v, "missing_field", field, "is required");
-    char why[128];
-    if (deta_money_from_json(p, &it->unit_price, why, sizeof why) != DETA_OK)
-        return violation(v, "invalid_price", field, why);
-    if (it->unit_price < 0)
-        return violation(v, "invalid_price", field, "must not be negative");
+    memcpy(it->item_id, line.item_id, sizeof it->item_id);
+    it->quantity = (int)line.quantity;
+    it->unit_price = line.unit_price;
     return DETA_OK;
 }
 
@@ -116,8 +113,9 @@ deta_err_t order_from_request(const json_t *body, order_t *o, order_violation_t 
     memset(o, 0, sizeof *o);
     if (!json_is_object(body))
         return violation(v, "invalid_type", "body", "must be a JSON object");
-    if (take_id(body, "customerId", "customerId", o->customer_id, ORDER_ID_MAX, v) ||
-        take_currency(body, o, v) || take_items(body, o, v))
+    memcpy(o->currency, ORDER_DEFAULT_CURRENCY, sizeof o->currency);
+    if (read_fields(body, NULL, ORDER_FIELDS, NFIELDS(ORDER_FIELDS), o, v) ||
+        take_items(body, o, v))
         return DETA_ERR_INVALID;
     return DETA_OK;
 }

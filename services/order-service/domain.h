@@ -16,11 +16,12 @@
 #include "deta/envelope.h"
 #include "deta/err.h"
 #include "deta/money.h"
+#include "deta/states.h"
 
 #define ORDER_MAX_ITEMS 100
 #define ORDER_MAX_QUANTITY 100000
 #define ORDER_ID_MAX DETA_ID_MAX /* customerId and itemId */
-#define ORDER_STATUS_CREATED "CREATED"
+#define ORDER_STATUS_CREATED DETA_STATE_CREATED
 #define ORDER_DEFAULT_CURRENCY "USD"
 
 typedef struct order_item {

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "deta/fields.h"
 #include "deta/topics.h"
 
 #define PAYMENT_PRODUCER "payment-service"
@@ -128,51 +129,16 @@ static deta_err_t invalid(char *errstr, size_t errsize, const char *field, const
     return deta_errf(DETA_ERR_INVALID, errstr, errsize, "inventory.reserved %s %s", field, why);
 }
 
-static deta_err_t take_customer(const json_t *payload, payment_request_t *req, char *errstr,
-                                size_t errsize) {
-    const json_t *j = json_object_get(payload, "customerId");
-    if (!json_is_string(j))
-        return invalid(errstr, errsize, "payload.customerId", "must be a string");
-    size_t len = json_string_length(j);
-    if (len == 0 || len > PAYMENT_ID_MAX || strlen(json_string_value(j)) != len)
-        return invalid(errstr, errsize, "payload.customerId", "must have 1 to 64 characters");
-    memcpy(req->customer_id, json_string_value(j), len + 1);
-    return DETA_OK;
-}
-
-static deta_err_t take_amount(const json_t *payload, payment_request_t *req, char *errstr,
-                              size_t errsize) {
-    const json_t *j = json_object_get(payload, "totalAmount");
-    char why[128];
-    if (!j)
-        return invalid(errstr, errsize, "payload.totalAmount", "is required");
-    if (deta_money_from_json(j, &req->amount, why, sizeof why) != DETA_OK)
-        return invalid(errstr, errsize, "payload.totalAmount", why);
-    if (req->amount < 0)
-        return invalid(errstr, errsize, "payload.totalAmount", "must not be negative");
-    return DETA_OK;
-}
-
-static deta_err_t take_currency(const json_t *payload, payment_request_t *req, char *errstr,
-                                size_t errsize) {
-    const json_t *j = json_object_get(payload, "currency");
-    if (!json_is_string(j) || !deta_currency_valid(json_string_value(j)))
-        return invalid(errstr, errsize, "payload.currency", "must be three capital letters");
-    memcpy(req->currency, json_string_value(j), sizeof req->currency);
-    return DETA_OK;
-}
-
-static deta_err_t take_hold_expiry(const json_t *payload, payment_request_t *req,
-                                   char *errstr, size_t errsize) {
-    const json_t *j = json_object_get(payload, "holdExpiresAt");
-    req->hold_expires_ms = -1;
-    if (!j)
-        return DETA_OK;
-    if (!json_is_string(j) || (req->hold_expires_ms = deta_timestamp_ms(json_string_value(j))) < 0)
-        return invalid(errstr, errsize, "payload.holdExpiresAt",
-                       "must be an ISO-8601 UTC instant");
-    return DETA_OK;
-}
+/* The fields of inventory.reserved's payload after orderId (deta/fields.h); a
+ * holdExpiresAt before 1970 is no expiry any producer writes. */
+static const deta_field_t REQUEST_FIELDS[] = {
+    DETA_FIELD("customerId", DETA_FIELD_TEXT, true, 1, PAYMENT_ID_MAX, payment_request_t,
+               customer_id),
+    DETA_FIELD("totalAmount", DETA_FIELD_AMOUNT, true, 0, 0, payment_request_t, amount),
+    DETA_FIELD("currency", DETA_FIELD_CURRENCY, true, 0, 0, payment_request_t, currency),
+    DETA_FIELD("holdExpiresAt", DETA_FIELD_INSTANT_MS, false, 0, 0, payment_request_t,
+               hold_expires_ms),
+};
 
 deta_err_t payment_request_from_event(const deta_event_t *ev, payment_request_t *req,
                                       char *errstr, size_t errsize) {
@@ -184,12 +150,11 @@ deta_err_t payment_request_from_event(const deta_event_t *ev, payment_request_t 
     const json_t *oid = json_object_get(ev->payload, "orderId");
     if (!json_is_string(oid) || strcmp(json_string_value(oid), ev->order_id) != 0)
         return invalid(errstr, errsize, "payload.orderId", "must equal the envelope's orderId");
-    deta_err_t err;
-    if ((err = take_customer(ev->payload, req, errstr, errsize)) ||
-        (err = take_amount(ev->payload, req, errstr, errsize)) ||
-        (err = take_currency(ev->payload, req, errstr, errsize)) ||
-        (err = take_hold_expiry(ev->payload, req, errstr, errsize)))
-        return err;
+    req->hold_expires_ms = -1; /* when the event has none */
+    deta_field_error_t e;
+    if (deta_fields_read(ev->payload, "payload.", REQUEST_FIELDS,
+                         sizeof REQUEST_FIELDS / sizeof *REQUEST_FIELDS, req, &e))
+        return invalid(errstr, errsize, e.field, e.message);
     memcpy(req->event_id, ev->event_id, sizeof req->event_id);
     memcpy(req->order_id, ev->order_id, sizeof req->order_id);
     memcpy(req->correlation_id, ev->correlation_id, sizeof req->correlation_id);

@@ -40,14 +40,6 @@ query_api_t *query_api_new(deta_service_t *svc, read_model_t *rm) {
 
 void query_api_free(query_api_t *api) { free(api); }
 
-static void answer_store_error(deta_http_resp_t *resp, deta_err_t err, const char *why) {
-    if (err == DETA_ERR_TRANSIENT)
-        deta_http_resp_error(resp, 503, NULL, "read model unavailable, retry later");
-    else
-        deta_http_resp_error(resp, 500, NULL, "internal error");
-    DETA_ERROR("read model: %s: %s", deta_err_name(err), why);
-}
-
 /* The path's orderId, or NULL after answering 400. */
 static const char *order_id_of(const deta_http_req_t *req, deta_http_resp_t *resp) {
     const char *id = deta_http_param(req, "orderId");
@@ -69,7 +61,7 @@ static void handle_get(const deta_http_req_t *req, deta_http_resp_t *resp, void 
     if (err == DETA_ERR_NOT_FOUND)
         deta_http_resp_error(resp, 404, "orderId", "no order with id %s", id);
     else if (err)
-        answer_store_error(resp, err, why);
+        deta_http_resp_store_error(resp, err, "read model", why);
     else
         deta_http_resp_json(resp, 200, query_view_to_json(&v));
 }
@@ -107,7 +99,7 @@ static void handle_list(const deta_http_req_t *req, deta_http_resp_t *resp, void
     query_page_t page;
     deta_err_t err = read_model_list(api->rm, &p, &page, why, sizeof why);
     if (err) {
-        answer_store_error(resp, err, why);
+        deta_http_resp_store_error(resp, err, "read model", why);
         return;
     }
     deta_http_resp_json(resp, 200, page_to_json(&page));
@@ -127,7 +119,7 @@ static void handle_timeline(const deta_http_req_t *req, deta_http_resp_t *resp, 
         return;
     }
     if (err) {
-        answer_store_error(resp, err, why);
+        deta_http_resp_store_error(resp, err, "read model", why);
         return;
     }
     json_t *events = json_array();
@@ -145,7 +137,7 @@ static void handle_stats(const deta_http_req_t *req, deta_http_resp_t *resp, voi
     query_stats_t s;
     deta_err_t err = read_model_stats(api->rm, &s, why, sizeof why);
     if (err)
-        answer_store_error(resp, err, why);
+        deta_http_resp_store_error(resp, err, "read model", why);
     else
         deta_http_resp_json(resp, 200, query_stats_to_json(&s));
 }

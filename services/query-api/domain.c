@@ -16,14 +16,15 @@
 #include <string.h>
 #include <strings.h>
 
+#include "deta/states.h"
 #include "deta/topics.h"
 
 /* ---- states ---- */
 
 const char *const query_statuses[QUERY_STATUS_COUNT] = {
-    "CREATED",           "INVENTORY_RESERVED", "PAYMENT_AUTHORIZED",
-    "DELIVERY_WAITING",  "DELIVERY_ASSIGNED",  "PICKED_UP",
-    "DELIVERED",         "INVENTORY_REJECTED", "PAYMENT_FAILED",
+    DETA_STATE_CREATED,          DETA_STATE_INVENTORY_RESERVED, DETA_STATE_PAYMENT_AUTHORIZED,
+    DETA_STATE_DELIVERY_WAITING, DETA_STATE_DELIVERY_ASSIGNED,  DETA_STATE_PICKED_UP,
+    DETA_STATE_DELIVERED,        DETA_STATE_INVENTORY_REJECTED, DETA_STATE_PAYMENT_FAILED,
 };
 
 /* DELIVERY_WAITING (4) is a paid order that waits for a driver (delivery.waiting);
@@ -81,41 +82,41 @@ typedef struct event_rule {
  * was made (assignedAt, pickedUpAt, calculatedAt) to eta_calculated_at; when an
  * event has an estimate but no such instant, its occurredAt stands in. */
 static const event_rule_t event_rules[] = {
-    {DETA_EVT_ORDER_CREATED, "CREATED", true, false,
+    {DETA_EVT_ORDER_CREATED, DETA_STATE_CREATED, true, false,
      {F("customerId", FIELD_ID, customer_id, true),
       F("totalAmount", FIELD_MONEY, total_amount, true),
       F("currency", FIELD_CURRENCY, currency, true),
       F("createdAt", FIELD_INSTANT, created_at, true)}},
-    {DETA_EVT_INVENTORY_RESERVED, "INVENTORY_RESERVED", false, false,
+    {DETA_EVT_INVENTORY_RESERVED, DETA_STATE_INVENTORY_RESERVED, false, false,
      {F("reservationId", FIELD_ID, reservation_id, false),
       F("customerId", FIELD_ID, customer_id, false),
       F("totalAmount", FIELD_MONEY, total_amount, false),
       F("currency", FIELD_CURRENCY, currency, false)}},
-    {DETA_EVT_INVENTORY_REJECTED, "INVENTORY_REJECTED", false, false,
+    {DETA_EVT_INVENTORY_REJECTED, DETA_STATE_INVENTORY_REJECTED, false, false,
      {F("customerId", FIELD_ID, customer_id, false),
       F("reason", FIELD_TEXT, failure_reason, false)}},
     {DETA_EVT_INVENTORY_RELEASED, NULL, false, false, {{0}}},
-    {DETA_EVT_PAYMENT_AUTHORIZED, "PAYMENT_AUTHORIZED", false, false,
+    {DETA_EVT_PAYMENT_AUTHORIZED, DETA_STATE_PAYMENT_AUTHORIZED, false, false,
      {F("paymentId", FIELD_ID, payment_id, true),
       F("customerId", FIELD_ID, customer_id, false)}},
-    {DETA_EVT_PAYMENT_FAILED, "PAYMENT_FAILED", false, false,
+    {DETA_EVT_PAYMENT_FAILED, DETA_STATE_PAYMENT_FAILED, false, false,
      {F("paymentId", FIELD_ID, payment_id, false),
       F("customerId", FIELD_ID, customer_id, false),
       F("reason", FIELD_TEXT, failure_reason, false)}},
-    {DETA_EVT_DELIVERY_WAITING, "DELIVERY_WAITING", false, false,
+    {DETA_EVT_DELIVERY_WAITING, DETA_STATE_DELIVERY_WAITING, false, false,
      {F("paymentId", FIELD_ID, payment_id, false)}},
-    {DETA_EVT_DELIVERY_ASSIGNED, "DELIVERY_ASSIGNED", false, false,
+    {DETA_EVT_DELIVERY_ASSIGNED, DETA_STATE_DELIVERY_ASSIGNED, false, false,
      {F("deliveryId", FIELD_ID, delivery_id, true),
       F("driverId", FIELD_ID, driver_id, false),
       F("driverName", FIELD_TEXT, driver_name, false),
       F("estimatedDeliveryAt", FIELD_INSTANT, estimated_delivery_at, true),
       F("assignedAt", FIELD_INSTANT, eta_calculated_at, false)}},
-    {DETA_EVT_DELIVERY_PICKED_UP, "PICKED_UP", false, false,
+    {DETA_EVT_DELIVERY_PICKED_UP, DETA_STATE_PICKED_UP, false, false,
      {F("deliveryId", FIELD_ID, delivery_id, true),
       F("driverId", FIELD_ID, driver_id, false),
       F("estimatedDeliveryAt", FIELD_INSTANT, estimated_delivery_at, false),
       F("pickedUpAt", FIELD_INSTANT, eta_calculated_at, false)}},
-    {DETA_EVT_DELIVERY_DELIVERED, "DELIVERED", false, true,
+    {DETA_EVT_DELIVERY_DELIVERED, DETA_STATE_DELIVERED, false, true,
      {F("deliveryId", FIELD_ID, delivery_id, true),
       F("driverId", FIELD_ID, driver_id, false),
       F("deliveredAt", FIELD_INSTANT, delivered_at, true)}},
@@ -139,101 +140,13 @@ const char *query_status_for_event(const char *event_type) {
     return r ? r->status : NULL;
 }
 
-/* ---- instants ---- */
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (era arithmetic: 400-year
- * cycles of 146097 days, years starting in March so leap days come last). */
-static int64_t days_from_civil(int64_t y, int m, int d) {
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static void civil_from_days(int64_t z, int64_t *y, int *m, int *d) {
-    z += 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
-    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *y = yoe + era * 400 + (*m <= 2);
-}
-
-static int digits(const char *s, int n) {
-    int v = 0;
-    for (int i = 0; i < n; i++)
-        v = v * 10 + (s[i] - '0');
-    return v;
-}
-
-bool query_instant_parse(const char *ts, int64_t *micros) {
-    if (!ts || !deta_timestamp_valid(ts))
-        return false;
-    /* deta_timestamp_valid fixed the shape YYYY-MM-DDTHH:MM:SS[.f+](Z|+00:00). */
-    int64_t days = days_from_civil(digits(ts, 4), digits(ts + 5, 2), digits(ts + 8, 2));
-    int64_t secs = days * 86400 + digits(ts + 11, 2) * 3600 + digits(ts + 14, 2) * 60 +
-                   digits(ts + 17, 2);
-    int64_t frac = 0;
-    const char *p = ts + 19;
-    if (*p == '.') {
-        int n = 0;
-        for (p++; *p >= '0' && *p <= '9'; p++, n++)
-            if (n < 6)
-                frac = frac * 10 + (*p - '0');
-        for (; n < 6; n++)
-            frac *= 10;
-    }
-    *micros = secs * 1000000 + frac;
-    return true;
-}
-
-static char *put_digits(char *p, int64_t value, int width) {
-    for (int i = width - 1; i >= 0; i--, value /= 10)
-        p[i] = (char)('0' + value % 10);
-    return p + width;
-}
-
-/* Milliseconds when the instant has no finer part (the envelope's own form),
- * microseconds otherwise: either way format(parse(s)) is exact. Instants outside
- * the years 0000-9999 (which no parse yields) are clamped to them. */
-void query_instant_format(int64_t micros, char out[DETA_TS_LEN]) {
-    const int64_t lo = days_from_civil(0, 1, 1) * 86400 * INT64_C(1000000);
-    const int64_t hi = days_from_civil(10000, 1, 1) * 86400 * INT64_C(1000000) - 1;
-    micros = micros < lo ? lo : micros > hi ? hi : micros;
-    int64_t secs = micros >= 0 ? micros / 1000000 : -((-micros + 999999) / 1000000);
-    int64_t frac = micros - secs * 1000000;
-    int64_t days = secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
-    int64_t rem = secs - days * 86400;
-    int64_t y;
-    int m, d;
-    civil_from_days(days, &y, &m, &d);
-    char *p = put_digits(out, y, 4);
-    *p++ = '-';
-    p = put_digits(p, m, 2);
-    *p++ = '-';
-    p = put_digits(p, d, 2);
-    *p++ = 'T';
-    p = put_digits(p, rem / 3600, 2);
-    *p++ = ':';
-    p = put_digits(p, rem / 60 % 60, 2);
-    *p++ = ':';
-    p = put_digits(p, rem % 60, 2);
-    *p++ = '.';
-    p = frac % 1000 == 0 ? put_digits(p, frac / 1000, 3) : put_digits(p, frac, 6);
-    *p++ = 'Z';
-    *p = '\0';
-}
+/* ---- the ETA rule (instants: deta/timestamp.h) ---- */
 
 bool query_eta_is_newer(const char *candidate, const char *current) {
     int64_t cand, cur;
-    if (!query_instant_parse(candidate, &cand))
+    if (!deta_timestamp_us(candidate, &cand))
         return false;
-    if (!current || !current[0] || !query_instant_parse(current, &cur))
+    if (!current || !current[0] || !deta_timestamp_us(current, &cur))
         return true;
     return cand > cur;
 }
@@ -280,9 +193,9 @@ static deta_err_t read_field(const field_rule_t *f, const json_t *v, char *dst, 
     }
     case FIELD_INSTANT: {
         int64_t us;
-        if (!query_instant_parse(json_string_value(v), &us))
+        if (!deta_timestamp_us(json_string_value(v), &us))
             return field_invalid(f->name, "must be an ISO-8601 UTC instant", errstr, errsize);
-        query_instant_format(us, dst);
+        deta_timestamp_from_us(us, dst);
         return DETA_OK;
     }
     }
@@ -351,7 +264,7 @@ deta_err_t query_change_from_event(const deta_event_t *ev, query_change_t *c, ch
     if (err)
         return err;
     int64_t us;
-    if (!deta_uuid_valid(ev->event_id) || !query_instant_parse(ev->occurred_at, &us))
+    if (!deta_uuid_valid(ev->event_id) || !deta_timestamp_us(ev->occurred_at, &us))
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "bad eventId or occurredAt");
     err = read_fields(r, ev->payload, &c->fields, errstr, errsize);
     if (err)
@@ -360,7 +273,7 @@ deta_err_t query_change_from_event(const deta_event_t *ev, query_change_t *c, ch
     lower_copy(c->event_id, ev->event_id, sizeof c->event_id);
     c->event_type = r->type;
     c->topic = deta_topic_for_event_type(r->type);
-    query_instant_format(us, c->occurred_at);
+    deta_timestamp_from_us(us, c->occurred_at);
     c->authoritative = r->authoritative;
     c->payload = ev->payload;
     settle_eta(r, c);
@@ -404,9 +317,9 @@ static void merge_identity(query_view_t *v, const query_change_t *c) {
 
 static bool later(const char *a, const char *b) {
     int64_t x, y;
-    if (!query_instant_parse(a, &x))
+    if (!deta_timestamp_us(a, &x))
         return false;
-    return !query_instant_parse(b, &y) || x > y;
+    return !deta_timestamp_us(b, &y) || x > y;
 }
 
 bool query_view_merge(query_view_t *v, const query_change_t *c) {
@@ -506,9 +419,9 @@ bool query_cursor_encode(const query_cursor_t *c, char *out, size_t outsize) {
 static bool normalized_instant(const char *s) {
     int64_t us;
     char again[DETA_TS_LEN];
-    if (!query_instant_parse(s, &us))
+    if (!deta_timestamp_us(s, &us))
         return false;
-    query_instant_format(us, again);
+    deta_timestamp_from_us(us, again);
     return strcmp(again, s) == 0;
 }
 

@@ -60,11 +60,8 @@ bool query_status_may_move(const char *from, const char *to);
 
 /* ---- instants ---- */
 
-/* An ISO-8601 UTC instant (deta_timestamp_valid) as microseconds since the epoch;
- * digits beyond microseconds are dropped. false when not a valid instant. */
-bool query_instant_parse(const char *ts, int64_t *micros);
-/* "YYYY-MM-DDTHH:MM:SS.ffffffZ" */
-void query_instant_format(int64_t micros, char out[DETA_TS_LEN]);
+/* Instants are parsed and written by deta/timestamp.h (deta_timestamp_us,
+ * deta_timestamp_from_us: microseconds, exact both ways). */
 /* The ETA rule: a candidate ETA calculated at `candidate` replaces one calculated
  * at `current` when there is none yet ("" or NULL) or candidate is strictly later.
  * An invalid candidate never replaces anything. */

@@ -95,7 +95,7 @@ static deta_err_t apply_event(deta_db_t *db, const deta_event_t *ev, void *opaqu
     if (nnotes < QUERY_BATCH_MAX) {
         applied_note_t *note = &notes[nnotes++];
         note->type = type_index(c.event_type);
-        query_instant_parse(c.occurred_at, &note->occurred_us);
+        deta_timestamp_us(c.occurred_at, &note->occurred_us);
         note->status_changed = out.status_changed;
     }
     if (out.status_changed)

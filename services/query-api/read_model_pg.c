@@ -216,7 +216,7 @@ static void text_col(const PGresult *res, int row, int col, char *dst, size_t si
 static void instant_col(const PGresult *res, int row, int col, char dst[DETA_TS_LEN]) {
     dst[0] = '\0';
     if (!PQgetisnull(res, row, col))
-        query_instant_format(strtoll(PQgetvalue(res, row, col), NULL, 10), dst);
+        deta_timestamp_from_us(strtoll(PQgetvalue(res, row, col), NULL, 10), dst);
 }
 
 #define TEXT(member) text_col(res, row, col++, v->member, sizeof v->member)

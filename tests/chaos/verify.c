@@ -60,6 +60,7 @@
 #include <string.h>
 
 #include "chaos.h"
+#include "deta/states.h"
 #include "deta/topics.h"
 #include "testsupport.h"
 
@@ -440,18 +441,18 @@ static const char *pending_stage(const order_row_t *o) {
     if (is(o->res_status, "HELD"))
         return o->npay ? "paid, stock still held" : "reserved, no payment yet";
     if (is(o->res_status, "REJECTED")) {
-        if (!is(o->v_status, "INVENTORY_REJECTED"))
+        if (!is(o->v_status, DETA_STATE_INVENTORY_REJECTED))
             return "rejected, read model behind";
     } else if (o->npay == 0) {
         return "stock settled without a payment";
     } else if (is(o->pay_status, "DECLINED")) {
-        if (!is(o->v_status, "PAYMENT_FAILED"))
+        if (!is(o->v_status, DETA_STATE_PAYMENT_FAILED))
             return "payment failed, read model behind";
     } else if (o->ndel == 0) {
         return "authorized, no delivery yet";
     } else if (!is(o->del_status, "DELIVERED")) {
         return "delivery under way";
-    } else if (!is(o->v_status, "DELIVERED")) {
+    } else if (!is(o->v_status, DETA_STATE_DELIVERED)) {
         return "delivered, read model behind";
     }
     return o->unsent ? "outbox rows unpublished" : NULL;
@@ -653,7 +654,9 @@ static void check_view(const order_row_t *o) {
     }
     bool rejected = is(o->res_status, "REJECTED");
     bool declined = o->npay == 1 && is(o->pay_status, "DECLINED");
-    const char *want = rejected ? "INVENTORY_REJECTED" : declined ? "PAYMENT_FAILED" : "DELIVERED";
+    const char *want = rejected   ? DETA_STATE_INVENTORY_REJECTED
+                       : declined ? DETA_STATE_PAYMENT_FAILED
+                                  : DETA_STATE_DELIVERED;
     const struct {
         const char *field, *view, *write;
     } pairs[] = {

@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deta/states.h"
 #include "deta/topics.h"
 #include "testsupport.h"
 
@@ -361,8 +362,8 @@ static void await_taken_over(void) {
 static void check_rows(const run_t *r) {
     static char authorized[ORDERS][37], declined[ORDERS][37];
     size_t na = select_orders(r, false, authorized), nd = select_orders(r, true, declined);
-    assert_true(ts_orders_await(authorized, na, "DELIVERED", END_STATE_TIMEOUT_MS));
-    assert_true(ts_orders_await(declined, nd, "PAYMENT_FAILED", END_STATE_TIMEOUT_MS));
+    assert_true(ts_orders_await(authorized, na, DETA_STATE_DELIVERED, END_STATE_TIMEOUT_MS));
+    assert_true(ts_orders_await(declined, nd, DETA_STATE_PAYMENT_FAILED, END_STATE_TIMEOUT_MS));
     char (*all)[37] = (char (*)[37])r->ids;
     assert_int_equal(ts_orders_rows_not("inventory_db", "reservations", all, ORDERS, 1), 0);
     assert_int_equal(ts_orders_rows_not("delivery_eta", "payments", all, ORDERS, 1), 0);

@@ -33,6 +33,7 @@
 #include <sys/types.h>
 #include <time.h>
 
+#include "deta/states.h"
 #include "testsupport.h"
 
 #define N_ORDERS 8
@@ -76,7 +77,7 @@ static void place_orders(const char *item, char (*ids)[37], size_t n) {
 
 /* The orders ended DELIVERED with one reservation, payment and delivery each. */
 static void assert_completed_once(char (*ids)[37], size_t n) {
-    assert_true(ts_orders_await(ids, n, "DELIVERED", END_WAIT_MS));
+    assert_true(ts_orders_await(ids, n, DETA_STATE_DELIVERED, END_WAIT_MS));
     assert_int_equal(ts_orders_rows_not("inventory_db", "reservations", ids, n, 1), 0);
     assert_int_equal(ts_orders_rows_not("delivery_eta", "payments", ids, n, 1), 0);
     assert_int_equal(ts_orders_rows_not("delivery_db", "deliveries", ids, n, 1), 0);

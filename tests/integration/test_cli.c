@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "deta/envelope.h"
+#include "deta/states.h"
 #include "testsupport.h"
 
 static char cli_path[PATH_MAX + 32];
@@ -90,7 +91,7 @@ static void create_order(const char *customer, char id[37]) {
     assert_true(deta_uuid_valid(oid));
     assert_string_equal(json_string_value(json_object_get(j, "customerId")), customer);
     assert_string_equal(json_string_value(json_object_get(j, "totalAmount")), "5.00");
-    assert_string_equal(json_string_value(json_object_get(j, "status")), "CREATED");
+    assert_string_equal(json_string_value(json_object_get(j, "status")), DETA_STATE_CREATED);
     memcpy(id, oid, 37);
     json_decref(j);
     free(r.out);

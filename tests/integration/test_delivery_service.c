@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "deta/envelope.h"
+#include "deta/states.h"
 #include "deta/topics.h"
 #include "testsupport.h"
 
@@ -640,8 +641,8 @@ static void paid_orders_wait_for_a_driver_first_paid_first_served(void **state) 
     assert_non_null(json_object_get(wc.payload, "paymentId"));
     deta_event_clear(&wb);
     deta_event_clear(&wc);
-    await_view_status(b, "DELIVERY_WAITING");
-    await_view_status(c, "DELIVERY_WAITING");
+    await_view_status(b, DETA_STATE_DELIVERY_WAITING);
+    await_view_status(c, DETA_STATE_DELIVERY_WAITING);
     char path[128];
     snprintf(path, sizeof path, "/api/deliveries/%s", b);
     ts_http_resp_t r;
@@ -677,8 +678,8 @@ static void paid_orders_wait_for_a_driver_first_paid_first_served(void **state) 
                                 3, ids),
                      0);
     PQfinish(db);
-    await_view_status(b, "DELIVERED");
-    await_view_status(c, "DELIVERED");
+    await_view_status(b, DETA_STATE_DELIVERED);
+    await_view_status(c, DETA_STATE_DELIVERED);
     for (int i = 0; i < 3; i++)
         assert_int_equal(ts_kafka_count_where(DETA_TOPIC_DLQ_PAYMENT_EVENTS, ids[i],
                                               "x-consumer-group", "delivery-service", 5000),

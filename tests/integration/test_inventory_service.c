@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "deta/envelope.h"
+#include "deta/states.h"
 #include "deta/topics.h"
 #include "testsupport.h"
 
@@ -87,8 +88,8 @@ static json_t *order_payload(const char *order_id, const char *customer, int nli
         json_array_append_new(items, json_pack("{s:s, s:i, s:s}", "itemId", ids[i], "quantity",
                                                qty[i], "unitPrice", "1.50"));
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:o}", "orderId", order_id, "customerId",
-                     customer, "totalAmount", "12.00", "currency", "EUR", "status", "CREATED",
-                     "createdAt", "2026-11-25T12:38:05.123Z", "items", items);
+                     customer, "totalAmount", "12.00", "currency", "EUR", "status",
+                     DETA_STATE_CREATED, "createdAt", "2026-11-25T12:38:05.123Z", "items", items);
 }
 
 /* Injects an event on topic; returns its serialized text (to re-send) when keep. */

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "deta/envelope.h"
+#include "deta/states.h"
 #include "deta/topics.h"
 #include "testsupport.h"
 
@@ -40,7 +41,7 @@ static void order_reaches_the_topic_with_its_envelope(void **state) {
     assert_string_equal(json_string_value(json_object_get(r.json, "customerId")), "cust-42");
     assert_string_equal(json_string_value(json_object_get(r.json, "totalAmount")), "20.48");
     assert_string_equal(json_string_value(json_object_get(r.json, "currency")), "EUR");
-    assert_string_equal(json_string_value(json_object_get(r.json, "status")), "CREATED");
+    assert_string_equal(json_string_value(json_object_get(r.json, "status")), DETA_STATE_CREATED);
     assert_true(deta_timestamp_valid(json_string_value(json_object_get(r.json, "createdAt"))));
     char order_id[64];
     snprintf(order_id, sizeof order_id, "%s", id);
@@ -93,7 +94,7 @@ static void order_reads_back(void **state) {
     assert_int_equal(r.status, 200);
     assert_string_equal(json_string_value(json_object_get(r.json, "orderId")), id);
     assert_string_equal(json_string_value(json_object_get(r.json, "totalAmount")), "20.48");
-    assert_string_equal(json_string_value(json_object_get(r.json, "status")), "CREATED");
+    assert_string_equal(json_string_value(json_object_get(r.json, "status")), DETA_STATE_CREATED);
     json_t *items = json_object_get(r.json, "items");
     assert_int_equal(json_array_size(items), 2);
     json_t *first = json_array_get(items, 0);

@@ -34,6 +34,7 @@
 #include "deta/config.h"
 #include "deta/envelope.h"
 #include "deta/kafka.h"
+#include "deta/states.h"
 #include "deta/topics.h"
 #include "testsupport.h"
 
@@ -72,7 +73,7 @@ static void inject(const char *type, const char *order_id, const char *at, json_
 static void inject_created(const char *order_id, const char *customer, const char *at) {
     inject(DETA_EVT_ORDER_CREATED, order_id, at,
            json_pack("{s:s, s:s, s:s, s:s, s:s, s:[]}", "customerId", customer, "totalAmount",
-                     "20.48", "currency", "EUR", "status", "CREATED", "createdAt",
+                     "20.48", "currency", "EUR", "status", DETA_STATE_CREATED, "createdAt",
                      at ? at : "2026-11-25T12:00:00.000Z", "items"),
            NULL);
 }
@@ -216,11 +217,11 @@ static void happy_path_moves_through_every_state(void **state) {
     double changes_before = metric("query_view_status_changes_total");
 
     inject(DETA_EVT_ORDER_CREATED, order, "2026-11-25T12:00:00.000Z",
-           json_pack("{s:s, s:s, s:s, s:s, s:s, s:[]}", "customerId", "cust-happy",
-                     "totalAmount", "20.48", "currency", "EUR", "status", "CREATED", "createdAt",
+           json_pack("{s:s, s:s, s:s, s:s, s:s, s:[]}", "customerId", "cust-happy", "totalAmount",
+                     "20.48", "currency", "EUR", "status", DETA_STATE_CREATED, "createdAt",
                      "2026-11-25T12:00:00.000Z", "items"),
            ids[0]);
-    json_t *v = await_field(order, "status", "CREATED");
+    json_t *v = await_field(order, "status", DETA_STATE_CREATED);
     assert_string_equal(str(v, "orderId"), order);
     assert_string_equal(str(v, "customerId"), "cust-happy");
     assert_string_equal(str(v, "totalAmount"), "20.48");
@@ -235,17 +236,17 @@ static void happy_path_moves_through_every_state(void **state) {
                      "aaaaaaaa-0000-4000-8000-000000000001", "customerId", "cust-happy",
                      "currency", "EUR", "items", "reservedAt", "2026-11-25T12:00:01.000Z"),
            ids[1]);
-    json_decref(await_field(order, "status", "INVENTORY_RESERVED"));
+    json_decref(await_field(order, "status", DETA_STATE_INVENTORY_RESERVED));
 
     inject(DETA_EVT_PAYMENT_AUTHORIZED, order, "2026-11-25T12:00:02.000Z",
            payment_authorized("bbbbbbbb-0000-4000-8000-000000000001"), ids[2]);
-    v = await_field(order, "status", "PAYMENT_AUTHORIZED");
+    v = await_field(order, "status", DETA_STATE_PAYMENT_AUTHORIZED);
     assert_string_equal(str(v, "paymentId"), "bbbbbbbb-0000-4000-8000-000000000001");
     json_decref(v);
 
     inject(DETA_EVT_DELIVERY_ASSIGNED, order, "2026-11-25T12:00:03.000Z",
            delivery_assigned("2026-11-25T12:40:00.000Z"), ids[3]);
-    v = await_field(order, "status", "DELIVERY_ASSIGNED");
+    v = await_field(order, "status", DETA_STATE_DELIVERY_ASSIGNED);
     assert_string_equal(str(v, "driverName"), "Ada Lovelace");
     assert_string_equal(str(v, "deliveryId"), "d0d0d0d0-0000-4000-8000-000000000001");
     assert_string_equal(str(v, "estimatedDeliveryAt"), "2026-11-25T12:40:00.000Z");
@@ -254,7 +255,7 @@ static void happy_path_moves_through_every_state(void **state) {
     inject(DETA_EVT_ETA_UPDATED, order, "2026-11-25T12:00:04.000Z",
            eta_updated("2026-11-25T12:45:00.000Z", "2026-11-25T12:00:04.000Z"), ids[4]);
     v = await_field(order, "estimatedDeliveryAt", "2026-11-25T12:45:00.000Z");
-    assert_string_equal(str(v, "status"), "DELIVERY_ASSIGNED"); /* an ETA moves no state */
+    assert_string_equal(str(v, "status"), DETA_STATE_DELIVERY_ASSIGNED); /* an ETA moves no state */
     json_decref(v);
 
     inject(DETA_EVT_DELIVERY_PICKED_UP, order, "2026-11-25T12:10:00.000Z",
@@ -262,7 +263,7 @@ static void happy_path_moves_through_every_state(void **state) {
                      "driverId", "drv-7", "pickedUpAt", "2026-11-25T12:10:00.000Z",
                      "estimatedDeliveryAt", "2026-11-25T12:38:00.000Z"),
            ids[5]);
-    v = await_field(order, "status", "PICKED_UP");
+    v = await_field(order, "status", DETA_STATE_PICKED_UP);
     assert_string_equal(str(v, "estimatedDeliveryAt"), "2026-11-25T12:38:00.000Z");
     json_decref(v);
 
@@ -270,7 +271,7 @@ static void happy_path_moves_through_every_state(void **state) {
            json_pack("{s:s, s:s, s:s}", "deliveryId", "d0d0d0d0-0000-4000-8000-000000000001",
                      "driverId", "drv-7", "deliveredAt", "2026-11-25T12:35:59.000Z"),
            ids[6]);
-    v = await_field(order, "status", "DELIVERED");
+    v = await_field(order, "status", DETA_STATE_DELIVERED);
     assert_string_equal(str(v, "deliveredAt"), "2026-11-25T12:35:59.000Z");
     assert_string_equal(str(v, "estimatedDeliveryAt"), "2026-11-25T12:35:59.000Z");
     assert_string_equal(str(v, "updatedAt"), "2026-11-25T12:36:00.000Z");
@@ -304,7 +305,7 @@ static void late_order_created_fills_the_partial_row(void **state) {
     ts_uuid(order);
     inject(DETA_EVT_DELIVERY_ASSIGNED, order, "2026-11-25T12:00:03.000Z",
            delivery_assigned("2026-11-25T12:40:00.000Z"), NULL);
-    json_t *v = await_field(order, "status", "DELIVERY_ASSIGNED");
+    json_t *v = await_field(order, "status", DETA_STATE_DELIVERY_ASSIGNED);
     assert_true(json_is_null(json_object_get(v, "customerId")));
     assert_true(json_is_null(json_object_get(v, "totalAmount")));
     assert_true(json_is_null(json_object_get(v, "createdAt")));
@@ -313,7 +314,7 @@ static void late_order_created_fills_the_partial_row(void **state) {
 
     inject_created(order, "cust-late", "2026-11-25T12:00:00.000Z");
     v = await_field(order, "customerId", "cust-late");
-    assert_string_equal(str(v, "status"), "DELIVERY_ASSIGNED");
+    assert_string_equal(str(v, "status"), DETA_STATE_DELIVERY_ASSIGNED);
     assert_string_equal(str(v, "totalAmount"), "20.48");
     assert_string_equal(str(v, "currency"), "EUR");
     assert_string_equal(str(v, "createdAt"), "2026-11-25T12:00:00.000Z");
@@ -335,15 +336,15 @@ static void late_payment_authorized_does_not_move_back(void **state) {
     char order[37];
     ts_uuid(order);
     inject_created(order, "cust-back", "2026-11-25T12:00:00.000Z");
-    json_decref(await_field(order, "status", "CREATED"));
+    json_decref(await_field(order, "status", DETA_STATE_CREATED));
     inject(DETA_EVT_DELIVERY_ASSIGNED, order, "2026-11-25T12:00:03.000Z",
            delivery_assigned("2026-11-25T12:40:00.000Z"), NULL);
-    json_decref(await_field(order, "status", "DELIVERY_ASSIGNED"));
+    json_decref(await_field(order, "status", DETA_STATE_DELIVERY_ASSIGNED));
 
     inject(DETA_EVT_PAYMENT_AUTHORIZED, order, "2026-11-25T12:00:02.000Z",
            payment_authorized("bbbbbbbb-0000-4000-8000-000000000002"), NULL);
     json_t *v = await_field(order, "paymentId", "bbbbbbbb-0000-4000-8000-000000000002");
-    assert_string_equal(str(v, "status"), "DELIVERY_ASSIGNED");
+    assert_string_equal(str(v, "status"), DETA_STATE_DELIVERY_ASSIGNED);
     json_decref(v);
 
     /* an earlier state of the same topic family, arriving last, changes nothing either */
@@ -353,7 +354,7 @@ static void late_payment_authorized_does_not_move_back(void **state) {
            reserved_id);
     json_decref(await_event(order, reserved_id));
     v = await_field(order, "reservationId", "aaaaaaaa-0000-4000-8000-000000000002");
-    assert_string_equal(str(v, "status"), "DELIVERY_ASSIGNED");
+    assert_string_equal(str(v, "status"), DETA_STATE_DELIVERY_ASSIGNED);
     json_decref(v);
 }
 
@@ -376,7 +377,7 @@ static void older_eta_does_not_overwrite_a_newer_one(void **state) {
     /* the first ETA of delivery.assigned is older still */
     inject(DETA_EVT_DELIVERY_ASSIGNED, order, "2026-11-25T12:00:03.000Z",
            delivery_assigned("2026-11-25T12:40:00.000Z"), NULL);
-    v = await_field(order, "status", "DELIVERY_ASSIGNED");
+    v = await_field(order, "status", DETA_STATE_DELIVERY_ASSIGNED);
     assert_string_equal(str(v, "estimatedDeliveryAt"), "2026-11-25T12:50:00.000Z");
     assert_string_equal(str(v, "etaCalculatedAt"), "2026-11-25T12:20:00.000Z");
     json_decref(v);
@@ -392,7 +393,7 @@ static void failure_ends_and_release_in_the_timeline(void **state) {
                      "INSUFFICIENT_STOCK", "itemId", "sku-1", "requested", 2, "available", 1,
                      "rejectedAt", "2026-11-25T12:00:01.000Z"),
            NULL);
-    json_t *v = await_field(rejected, "status", "INVENTORY_REJECTED");
+    json_t *v = await_field(rejected, "status", DETA_STATE_INVENTORY_REJECTED);
     assert_string_equal(str(v, "failureReason"), "INSUFFICIENT_STOCK");
     json_decref(v);
     json_decref(await_field(rejected, "customerId", "cust-fail"));
@@ -401,14 +402,14 @@ static void failure_ends_and_release_in_the_timeline(void **state) {
     inject_created(failed, "cust-fail", "2026-11-25T12:00:00.000Z");
     inject(DETA_EVT_INVENTORY_RESERVED, failed, "2026-11-25T12:00:01.000Z",
            json_pack("{s:s}", "reservationId", "aaaaaaaa-0000-4000-8000-000000000003"), NULL);
-    json_decref(await_field(failed, "status", "INVENTORY_RESERVED"));
+    json_decref(await_field(failed, "status", DETA_STATE_INVENTORY_RESERVED));
     inject(DETA_EVT_PAYMENT_FAILED, failed, "2026-11-25T12:00:02.000Z",
            json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "paymentId",
                      "bbbbbbbb-0000-4000-8000-000000000003", "customerId", "cust-fail",
                      "amount", "20.48", "currency", "EUR", "reason", "DECLINED_CUSTOMER",
                      "failedAt", "2026-11-25T12:00:02.000Z"),
            NULL);
-    v = await_field(failed, "status", "PAYMENT_FAILED");
+    v = await_field(failed, "status", DETA_STATE_PAYMENT_FAILED);
     assert_string_equal(str(v, "failureReason"), "DECLINED_CUSTOMER");
     assert_string_equal(str(v, "paymentId"), "bbbbbbbb-0000-4000-8000-000000000003");
     json_decref(v);
@@ -422,7 +423,7 @@ static void failure_ends_and_release_in_the_timeline(void **state) {
     assert_int_equal(json_array_size(events), 4);
     assert_string_equal(str(json_array_get(events, 3), "eventType"), "inventory.released");
     json_decref(events);
-    v = await_field(failed, "status", "PAYMENT_FAILED");
+    v = await_field(failed, "status", DETA_STATE_PAYMENT_FAILED);
     assert_string_equal(str(v, "failureReason"), "DECLINED_CUSTOMER");
     json_decref(v);
 }
@@ -433,21 +434,22 @@ static void the_same_event_five_times_is_applied_once(void **state) {
     ts_uuid(order);
     double dups_before =
         metric("deta_events_total{type=\"order.created\",outcome=\"duplicate\"}");
-    char *text = envelope(DETA_EVT_ORDER_CREATED, order, "2026-11-25T12:00:00.000Z",
-                          json_pack("{s:s, s:s, s:s, s:s, s:s, s:[]}", "customerId", "cust-dup",
-                                    "totalAmount", "5.00", "currency", "USD", "status",
-                                    "CREATED", "createdAt", "2026-11-25T12:00:00.000Z", "items"),
-                          event_id);
+    char *text =
+        envelope(DETA_EVT_ORDER_CREATED, order, "2026-11-25T12:00:00.000Z",
+                 json_pack("{s:s, s:s, s:s, s:s, s:s, s:[]}", "customerId", "cust-dup",
+                           "totalAmount", "5.00", "currency", "USD", "status", DETA_STATE_CREATED,
+                           "createdAt", "2026-11-25T12:00:00.000Z", "items"),
+                 event_id);
     for (int i = 0; i < 5; i++)
         ts_kafka_produce(DETA_TOPIC_ORDER_EVENTS, order, text);
     free(text);
     /* a later event on the same topic and key: once it is applied, so are the five */
-    char *marker = envelope(DETA_EVT_ORDER_CREATED, order, "2026-11-25T12:00:00.000Z",
-                            json_pack("{s:s, s:s, s:s, s:s, s:s, s:[]}", "customerId",
-                                      "cust-dup", "totalAmount", "5.00", "currency", "USD",
-                                      "status", "CREATED", "createdAt",
-                                      "2026-11-25T12:00:00.000Z", "items"),
-                            marker_id);
+    char *marker =
+        envelope(DETA_EVT_ORDER_CREATED, order, "2026-11-25T12:00:00.000Z",
+                 json_pack("{s:s, s:s, s:s, s:s, s:s, s:[]}", "customerId", "cust-dup",
+                           "totalAmount", "5.00", "currency", "USD", "status", DETA_STATE_CREATED,
+                           "createdAt", "2026-11-25T12:00:00.000Z", "items"),
+                 marker_id);
     ts_kafka_produce(DETA_TOPIC_ORDER_EVENTS, order, marker);
     free(marker);
     json_t *events = await_event(order, marker_id);
@@ -501,7 +503,7 @@ static void bad_messages_go_to_the_dead_letter_topic(void **state) {
     ts_kafka_produce(DETA_TOPIC_DELIVERY_EVENTS, order, "{\"eventId\": oops");
     inject(DETA_EVT_DELIVERY_ASSIGNED, order, "2026-11-25T12:00:03.000Z",
            delivery_assigned("2026-11-25T12:40:00.000Z"), NULL);
-    json_decref(await_field(order, "status", "DELIVERY_ASSIGNED"));
+    json_decref(await_field(order, "status", DETA_STATE_DELIVERY_ASSIGNED));
     expect_dead_letter(order, "{\"eventId\": oops", "malformed");
 
     /* a valid envelope whose payload breaks the contract, then a good one */
@@ -511,7 +513,7 @@ static void bad_messages_go_to_the_dead_letter_topic(void **state) {
            json_pack("{s:s, s:s}", "deliveryId", "d0d0d0d0-0000-4000-8000-000000000001",
                      "pickedUpAt", "2026-11-25T12:10:00.000Z"),
            NULL);
-    json_t *v = await_field(other, "status", "PICKED_UP");
+    json_t *v = await_field(other, "status", DETA_STATE_PICKED_UP);
     assert_true(json_is_null(json_object_get(v, "driverName"))); /* the bad one left nothing */
     json_decref(v);
     expect_dead_letter(other, NULL, "estimatedDeliveryAt");
@@ -625,7 +627,7 @@ static int walk(const char *customer, const char *extra, char ids[PAGE_ORDERS][3
         if (pages++ == 0 && mutate_after_first_page) {
             inject(DETA_EVT_PAYMENT_FAILED, mutate_after_first_page, "2026-11-25T12:00:02.000Z",
                    json_pack("{s:s}", "reason", "DECLINED_RANDOM"), NULL);
-            json_decref(await_field(mutate_after_first_page, "status", "PAYMENT_FAILED"));
+            json_decref(await_field(mutate_after_first_page, "status", DETA_STATE_PAYMENT_FAILED));
         }
     } while (cursor[0] && pages < 20);
     return pages;
@@ -657,7 +659,7 @@ static void pagination_visits_every_order_once(void **state) {
     /* filters: status narrows the customer's orders */
     inject(DETA_EVT_PAYMENT_FAILED, ids[1], "2026-11-25T12:00:02.000Z",
            json_pack("{s:s}", "reason", "DECLINED_RANDOM"), NULL);
-    json_decref(await_field(ids[1], "status", "PAYMENT_FAILED"));
+    json_decref(await_field(ids[1], "status", DETA_STATE_PAYMENT_FAILED));
     memset(seen, 0, sizeof seen);
     assert_int_equal(walk(customer, "&status=PAYMENT_FAILED", ids, seen, NULL), 1);
     for (int i = 0; i < PAGE_ORDERS; i++)
@@ -707,12 +709,12 @@ static void stats_and_health(void **state) {
     assert_int_equal(get("/api/stats", &before), 200);
     json_t *by = json_object_get(before, "byStatus");
     assert_int_equal(json_object_size(by), 9); /* docs/contracts.md: the nine states */
-    assert_true(json_is_integer(json_object_get(by, "PAYMENT_FAILED")));
-    assert_true(json_is_integer(json_object_get(by, "DELIVERY_WAITING")));
+    assert_true(json_is_integer(json_object_get(by, DETA_STATE_PAYMENT_FAILED)));
+    assert_true(json_is_integer(json_object_get(by, DETA_STATE_DELIVERY_WAITING)));
     char order[37];
     ts_uuid(order);
     inject_created(order, "cust-stats", "2026-11-25T12:00:00.000Z");
-    json_decref(await_field(order, "status", "CREATED"));
+    json_decref(await_field(order, "status", DETA_STATE_CREATED));
     assert_int_equal(get("/api/stats", &after), 200);
     /* rows are never deleted: the total grows by at least our order */
     assert_true(json_integer_value(json_object_get(after, "total")) >=

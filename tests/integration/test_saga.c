@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deta/states.h"
 #include "testsupport.h"
 
 /* Posts an order for qty units of item at 2.50 each; returns its id (malloc'd). */
@@ -101,7 +102,7 @@ static void happy_path_reaches_delivered(void **state) {
     snprintf(item, sizeof item, "saga-%.8s", uuid);
     ts_stock_set(item, 10);
     char *id = place_order("saga-customer", item, 3);
-    await_status(id, "DELIVERED");
+    await_status(id, DETA_STATE_DELIVERED);
 
     const char *chain[] = {"order.created",      "inventory.reserved", "payment.authorized",
                            "delivery.assigned",  "delivery.picked_up", "delivery.delivered"};
@@ -129,7 +130,7 @@ static void short_stock_is_rejected_and_never_charged(void **state) {
     snprintf(item, sizeof item, "saga-short-%.8s", uuid);
     ts_stock_set(item, 1);
     char *id = place_order("saga-customer", item, 2);
-    await_status(id, "INVENTORY_REJECTED");
+    await_status(id, DETA_STATE_INVENTORY_REJECTED);
     assert_int_equal(timeline_count(id, "inventory.rejected"), 1);
     assert_int_equal(timeline_count(id, "inventory.reserved"), 0);
     await_count_in("delivery_eta", "SELECT count(*) FROM payments WHERE order_id = $1", id, 0);
@@ -147,7 +148,7 @@ static void declined_payment_releases_the_stock(void **state) {
     snprintf(customer, sizeof customer, "decline-%.8s", uuid);
     ts_stock_set(item, 5);
     char *id = place_order(customer, item, 4);
-    await_status(id, "PAYMENT_FAILED");
+    await_status(id, DETA_STATE_PAYMENT_FAILED);
     /* The release follows the decline on another topic: wait for it. */
     for (int i = 0; i < 300 && timeline_count(id, "inventory.released") == 0; i++)
         ts_sleep_ms(200);

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "deta/states.h"
 #include "order-service/domain.h"
 
 static deta_err_t validate(const char *json, order_t *o, order_violation_t *v) {
@@ -150,7 +151,7 @@ static void payload_carries_the_order(void **state) {
     assert_string_equal(json_string_value(json_object_get(p, "customerId")), "c-9");
     assert_string_equal(json_string_value(json_object_get(p, "totalAmount")), "9.00");
     assert_string_equal(json_string_value(json_object_get(p, "currency")), "USD");
-    assert_string_equal(json_string_value(json_object_get(p, "status")), "CREATED");
+    assert_string_equal(json_string_value(json_object_get(p, "status")), DETA_STATE_CREATED);
     json_t *items = json_object_get(p, "items");
     assert_int_equal(json_array_size(items), 1);
     json_t *it = json_array_get(items, 0);

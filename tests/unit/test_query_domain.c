@@ -13,6 +13,7 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "deta/states.h"
 #include "deta/topics.h"
 #include "query-api/domain.h"
 
@@ -52,25 +53,26 @@ static void expect_refused(const char *type, json_t *payload, const char *needle
 
 static json_t *created_payload(void) {
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:[]}", "orderId", ORDER, "customerId",
-                     "cust-7", "totalAmount", "20.48", "currency", "EUR", "status", "CREATED",
-                     "createdAt", "2026-11-25T12:00:00.000Z", "items");
+                     "cust-7", "totalAmount", "20.48", "currency", "EUR", "status",
+                     DETA_STATE_CREATED, "createdAt", "2026-11-25T12:00:00.000Z", "items");
 }
 
 /* ---- states ---- */
 
 static void ranks_follow_the_docs(void **state) {
     (void)state;
-    const char *order[] = {"CREATED",          "INVENTORY_RESERVED", "PAYMENT_AUTHORIZED",
-                           "DELIVERY_WAITING", "DELIVERY_ASSIGNED",  "PICKED_UP",
-                           "DELIVERED"};
+    const char *order[] = {
+        DETA_STATE_CREATED,          DETA_STATE_INVENTORY_RESERVED, DETA_STATE_PAYMENT_AUTHORIZED,
+        DETA_STATE_DELIVERY_WAITING, DETA_STATE_DELIVERY_ASSIGNED,  DETA_STATE_PICKED_UP,
+        DETA_STATE_DELIVERED};
     for (int i = 0; i < 7; i++)
         assert_int_equal(query_status_rank(order[i]), i + 1);
-    assert_int_equal(query_status_rank("INVENTORY_REJECTED"), 8);
-    assert_int_equal(query_status_rank("PAYMENT_FAILED"), 8);
+    assert_int_equal(query_status_rank(DETA_STATE_INVENTORY_REJECTED), 8);
+    assert_int_equal(query_status_rank(DETA_STATE_PAYMENT_FAILED), 8);
     assert_int_equal(query_status_rank("created"), 0);
     assert_int_equal(query_status_rank(""), 0);
     assert_int_equal(query_status_rank(NULL), 0);
-    assert_true(query_status_valid("PICKED_UP"));
+    assert_true(query_status_valid(DETA_STATE_PICKED_UP));
     assert_false(query_status_valid("SHIPPED"));
     for (int i = 0; i < QUERY_STATUS_COUNT; i++)
         assert_true(query_status_valid(query_statuses[i]));
@@ -78,15 +80,20 @@ static void ranks_follow_the_docs(void **state) {
 
 static void event_types_map_to_states(void **state) {
     (void)state;
-    assert_string_equal(query_status_for_event(DETA_EVT_ORDER_CREATED), "CREATED");
-    assert_string_equal(query_status_for_event(DETA_EVT_INVENTORY_RESERVED), "INVENTORY_RESERVED");
-    assert_string_equal(query_status_for_event(DETA_EVT_INVENTORY_REJECTED), "INVENTORY_REJECTED");
-    assert_string_equal(query_status_for_event(DETA_EVT_PAYMENT_AUTHORIZED), "PAYMENT_AUTHORIZED");
-    assert_string_equal(query_status_for_event(DETA_EVT_PAYMENT_FAILED), "PAYMENT_FAILED");
-    assert_string_equal(query_status_for_event(DETA_EVT_DELIVERY_WAITING), "DELIVERY_WAITING");
-    assert_string_equal(query_status_for_event(DETA_EVT_DELIVERY_ASSIGNED), "DELIVERY_ASSIGNED");
-    assert_string_equal(query_status_for_event(DETA_EVT_DELIVERY_PICKED_UP), "PICKED_UP");
-    assert_string_equal(query_status_for_event(DETA_EVT_DELIVERY_DELIVERED), "DELIVERED");
+    assert_string_equal(query_status_for_event(DETA_EVT_ORDER_CREATED), DETA_STATE_CREATED);
+    assert_string_equal(query_status_for_event(DETA_EVT_INVENTORY_RESERVED),
+                        DETA_STATE_INVENTORY_RESERVED);
+    assert_string_equal(query_status_for_event(DETA_EVT_INVENTORY_REJECTED),
+                        DETA_STATE_INVENTORY_REJECTED);
+    assert_string_equal(query_status_for_event(DETA_EVT_PAYMENT_AUTHORIZED),
+                        DETA_STATE_PAYMENT_AUTHORIZED);
+    assert_string_equal(query_status_for_event(DETA_EVT_PAYMENT_FAILED), DETA_STATE_PAYMENT_FAILED);
+    assert_string_equal(query_status_for_event(DETA_EVT_DELIVERY_WAITING),
+                        DETA_STATE_DELIVERY_WAITING);
+    assert_string_equal(query_status_for_event(DETA_EVT_DELIVERY_ASSIGNED),
+                        DETA_STATE_DELIVERY_ASSIGNED);
+    assert_string_equal(query_status_for_event(DETA_EVT_DELIVERY_PICKED_UP), DETA_STATE_PICKED_UP);
+    assert_string_equal(query_status_for_event(DETA_EVT_DELIVERY_DELIVERED), DETA_STATE_DELIVERED);
     assert_null(query_status_for_event(DETA_EVT_INVENTORY_RELEASED));
     assert_null(query_status_for_event(DETA_EVT_ETA_UPDATED));
     assert_null(query_status_for_event("order.cancelled"));
@@ -95,58 +102,26 @@ static void event_types_map_to_states(void **state) {
 
 static void status_moves_only_up(void **state) {
     (void)state;
-    assert_true(query_status_may_move(NULL, "CREATED"));
-    assert_true(query_status_may_move("", "DELIVERY_ASSIGNED"));
-    assert_true(query_status_may_move("CREATED", "INVENTORY_RESERVED"));
-    assert_true(query_status_may_move("CREATED", "DELIVERED"));
-    assert_true(query_status_may_move("PAYMENT_AUTHORIZED", "PAYMENT_FAILED"));
-    assert_false(query_status_may_move("DELIVERY_ASSIGNED", "PAYMENT_AUTHORIZED"));
-    assert_false(query_status_may_move("DELIVERY_ASSIGNED", "DELIVERY_ASSIGNED"));
+    assert_true(query_status_may_move(NULL, DETA_STATE_CREATED));
+    assert_true(query_status_may_move("", DETA_STATE_DELIVERY_ASSIGNED));
+    assert_true(query_status_may_move(DETA_STATE_CREATED, DETA_STATE_INVENTORY_RESERVED));
+    assert_true(query_status_may_move(DETA_STATE_CREATED, DETA_STATE_DELIVERED));
+    assert_true(query_status_may_move(DETA_STATE_PAYMENT_AUTHORIZED, DETA_STATE_PAYMENT_FAILED));
+    assert_false(
+        query_status_may_move(DETA_STATE_DELIVERY_ASSIGNED, DETA_STATE_PAYMENT_AUTHORIZED));
+    assert_false(query_status_may_move(DETA_STATE_DELIVERY_ASSIGNED, DETA_STATE_DELIVERY_ASSIGNED));
     /* a waiting order moves on to its assignment, never back to waiting */
-    assert_true(query_status_may_move("PAYMENT_AUTHORIZED", "DELIVERY_WAITING"));
-    assert_true(query_status_may_move("DELIVERY_WAITING", "DELIVERY_ASSIGNED"));
-    assert_false(query_status_may_move("DELIVERY_ASSIGNED", "DELIVERY_WAITING"));
-    assert_false(query_status_may_move("DELIVERED", "DELIVERY_WAITING"));
-    assert_false(query_status_may_move("DELIVERED", "CREATED"));
-    assert_false(query_status_may_move("INVENTORY_REJECTED", "PAYMENT_FAILED"));
-    assert_false(query_status_may_move("PAYMENT_FAILED", "DELIVERED"));
-    assert_false(query_status_may_move("CREATED", "BOGUS"));
+    assert_true(query_status_may_move(DETA_STATE_PAYMENT_AUTHORIZED, DETA_STATE_DELIVERY_WAITING));
+    assert_true(query_status_may_move(DETA_STATE_DELIVERY_WAITING, DETA_STATE_DELIVERY_ASSIGNED));
+    assert_false(query_status_may_move(DETA_STATE_DELIVERY_ASSIGNED, DETA_STATE_DELIVERY_WAITING));
+    assert_false(query_status_may_move(DETA_STATE_DELIVERED, DETA_STATE_DELIVERY_WAITING));
+    assert_false(query_status_may_move(DETA_STATE_DELIVERED, DETA_STATE_CREATED));
+    assert_false(query_status_may_move(DETA_STATE_INVENTORY_REJECTED, DETA_STATE_PAYMENT_FAILED));
+    assert_false(query_status_may_move(DETA_STATE_PAYMENT_FAILED, DETA_STATE_DELIVERED));
+    assert_false(query_status_may_move(DETA_STATE_CREATED, "BOGUS"));
 }
 
 /* ---- instants and the ETA rule ---- */
-
-static void instants_parse_and_format_exactly(void **state) {
-    (void)state;
-    int64_t us;
-    char out[DETA_TS_LEN];
-    assert_true(query_instant_parse("1970-01-01T00:00:00Z", &us));
-    assert_int_equal(us, 0);
-    assert_true(query_instant_parse("2026-11-25T12:38:05.123Z", &us));
-    assert_int_equal(us, INT64_C(1795610285123000));
-    query_instant_format(us, out);
-    assert_string_equal(out, "2026-11-25T12:38:05.123Z");
-    assert_true(query_instant_parse("2026-11-25T12:38:05.123456789+00:00", &us));
-    assert_int_equal(us, INT64_C(1795610285123456));
-    query_instant_format(us, out);
-    assert_string_equal(out, "2026-11-25T12:38:05.123456Z");
-    assert_true(query_instant_parse("2024-02-29T23:59:59.5Z", &us));
-    query_instant_format(us, out);
-    assert_string_equal(out, "2024-02-29T23:59:59.500Z");
-    assert_true(query_instant_parse("1969-12-31T23:59:59.999999Z", &us));
-    assert_int_equal(us, -1);
-    query_instant_format(us, out);
-    assert_string_equal(out, "1969-12-31T23:59:59.999999Z");
-    query_instant_format(0, out);
-    assert_string_equal(out, "1970-01-01T00:00:00.000Z");
-
-    const char *bad[] = {"", "2026-11-25", "2026-11-25 12:38:05Z", "2026-02-30T00:00:00Z",
-                         "2026-11-25T24:00:00Z", "2026-11-25T12:38:05+01:00",
-                         "2026-11-25T12:38:05.Z", "tomorrow"};
-    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
-        if (query_instant_parse(bad[i], &us))
-            fail_msg("accepted %s", bad[i]);
-    assert_false(query_instant_parse(NULL, &us));
-}
 
 static void eta_newer_means_strictly_later_calculation(void **state) {
     (void)state;
@@ -177,7 +152,7 @@ static void order_created_gives_the_identity(void **state) {
     assert_string_equal(c.fields.total_amount, "20.48");
     assert_string_equal(c.fields.currency, "EUR");
     assert_string_equal(c.fields.created_at, "2026-11-25T12:00:00.000Z");
-    assert_string_equal(c.fields.status, "CREATED");
+    assert_string_equal(c.fields.status, DETA_STATE_CREATED);
     assert_int_equal(c.fields.status_rank, 1);
     assert_string_equal(c.fields.updated_at, "2026-11-25T12:00:00.000Z");
     assert_string_equal(c.fields.correlation_id, "corr-1");
@@ -253,7 +228,7 @@ static void optional_fields_may_be_absent_or_null(void **state) {
               json_pack("{s:n, s:s}", "paymentId", "reason", "DECLINED_RANDOM"), &c);
     assert_string_equal(c.fields.payment_id, "");
     assert_string_equal(c.fields.failure_reason, "DECLINED_RANDOM");
-    assert_string_equal(c.fields.status, "PAYMENT_FAILED");
+    assert_string_equal(c.fields.status, DETA_STATE_PAYMENT_FAILED);
     assert_int_equal(c.fields.status_rank, QUERY_RANK_FAILED);
 
     change_of(DETA_EVT_INVENTORY_RELEASED, "2026-11-25T12:00:02.000Z",
@@ -296,7 +271,7 @@ static void delivery_events_carry_their_eta(void **state) {
               &c);
     assert_string_equal(c.fields.estimated_delivery_at, "");
     assert_string_equal(c.fields.eta_calculated_at, "");
-    assert_string_equal(c.fields.status, "PICKED_UP");
+    assert_string_equal(c.fields.status, DETA_STATE_PICKED_UP);
 
     /* delivered: the estimate becomes the actual instant */
     change_of(DETA_EVT_DELIVERY_DELIVERED, "2026-11-25T12:35:00.000Z",
@@ -381,7 +356,7 @@ static void every_order_of_arrival_folds_to_the_same_view(void **state) {
     memset(&want, 0, sizeof want);
     for (int i = 0; i < HAPPY_EVENTS; i++)
         query_view_merge(&want, &c[i]);
-    assert_string_equal(want.status, "PICKED_UP");
+    assert_string_equal(want.status, DETA_STATE_PICKED_UP);
     assert_string_equal(want.customer_id, "cust-7");
     assert_string_equal(want.total_amount, "20.48");
     assert_string_equal(want.payment_id, "p-1");
@@ -431,15 +406,15 @@ static void late_order_created_fills_the_partial_row(void **state) {
     query_view_t v;
     memset(&v, 0, sizeof v);
     assert_true(query_view_merge(&v, &c[3])); /* delivery.assigned first */
-    assert_string_equal(v.status, "DELIVERY_ASSIGNED");
+    assert_string_equal(v.status, DETA_STATE_DELIVERY_ASSIGNED);
     assert_string_equal(v.customer_id, "");
     assert_string_equal(v.total_amount, "");
     assert_string_equal(v.created_at, "");
     assert_false(query_view_merge(&v, &c[2])); /* payment.authorized: no step back */
-    assert_string_equal(v.status, "DELIVERY_ASSIGNED");
+    assert_string_equal(v.status, DETA_STATE_DELIVERY_ASSIGNED);
     assert_string_equal(v.payment_id, "p-1"); /* but its field lands */
     assert_false(query_view_merge(&v, &c[0])); /* order.created */
-    assert_string_equal(v.status, "DELIVERY_ASSIGNED");
+    assert_string_equal(v.status, DETA_STATE_DELIVERY_ASSIGNED);
     assert_int_equal(v.status_rank, 5);
     assert_string_equal(v.customer_id, "cust-7");
     assert_string_equal(v.total_amount, "20.48");
@@ -494,7 +469,7 @@ static void an_older_eta_never_overwrites_a_newer_one(void **state) {
     query_view_merge(&v, &assigned);
     assert_string_equal(v.estimated_delivery_at, "2026-11-25T12:45:00.000Z");
     assert_string_equal(v.eta_calculated_at, "2026-11-25T12:20:00.000Z");
-    assert_string_equal(v.status, "DELIVERY_ASSIGNED");
+    assert_string_equal(v.status, DETA_STATE_DELIVERY_ASSIGNED);
     assert_string_equal(v.updated_at, "2026-11-25T12:25:00.000Z");
 }
 
@@ -512,7 +487,7 @@ static void failure_ends_hold(void **state) {
     assert_true(query_view_merge(&v, &rejected));
     assert_false(query_view_merge(&v, &created));
     assert_false(query_view_merge(&v, &reserved));
-    assert_string_equal(v.status, "INVENTORY_REJECTED");
+    assert_string_equal(v.status, DETA_STATE_INVENTORY_REJECTED);
     assert_string_equal(v.failure_reason, "INSUFFICIENT_STOCK");
     assert_string_equal(v.customer_id, "cust-7");
 }
@@ -594,13 +569,14 @@ static void list_params_default_and_validate(void **state) {
     assert_string_equal(p.status, "");
     assert_string_equal(p.customer_id, "");
 
-    assert_int_equal(query_list_params_parse("200", CURSOR_TEXT, "DELIVERED", "cust-7", &p, &v),
-                     DETA_OK);
+    assert_int_equal(
+        query_list_params_parse("200", CURSOR_TEXT, DETA_STATE_DELIVERED, "cust-7", &p, &v),
+        DETA_OK);
     assert_int_equal(p.limit, 200);
     assert_true(p.has_cursor);
     assert_string_equal(p.after.at, "2026-11-25T12:38:05.123Z");
     assert_string_equal(p.after.order_id, ORDER);
-    assert_string_equal(p.status, "DELIVERED");
+    assert_string_equal(p.status, DETA_STATE_DELIVERED);
     assert_string_equal(p.customer_id, "cust-7");
     assert_int_equal(query_list_params_parse("1", NULL, NULL, NULL, &p, &v), DETA_OK);
     assert_int_equal(p.limit, 1);
@@ -633,7 +609,8 @@ static void views_render_unknown_fields_as_null(void **state) {
     query_view_merge(&v, &c);
     json_t *j = query_view_to_json(&v);
     assert_string_equal(json_string_value(json_object_get(j, "orderId")), ORDER);
-    assert_string_equal(json_string_value(json_object_get(j, "status")), "PAYMENT_AUTHORIZED");
+    assert_string_equal(json_string_value(json_object_get(j, "status")),
+                        DETA_STATE_PAYMENT_AUTHORIZED);
     assert_string_equal(json_string_value(json_object_get(j, "paymentId")), "p-1");
     assert_true(json_is_null(json_object_get(j, "customerId")));
     assert_true(json_is_null(json_object_get(j, "totalAmount")));
@@ -660,9 +637,9 @@ static void views_render_unknown_fields_as_null(void **state) {
     assert_int_equal(json_integer_value(json_object_get(j, "total")), 6);
     json_t *by = json_object_get(j, "byStatus");
     assert_int_equal(json_object_size(by), QUERY_STATUS_COUNT);
-    assert_int_equal(json_integer_value(json_object_get(by, "CREATED")), 3);
-    assert_int_equal(json_integer_value(json_object_get(by, "PAYMENT_FAILED")), 2);
-    assert_int_equal(json_integer_value(json_object_get(by, "DELIVERED")), 0);
+    assert_int_equal(json_integer_value(json_object_get(by, DETA_STATE_CREATED)), 3);
+    assert_int_equal(json_integer_value(json_object_get(by, DETA_STATE_PAYMENT_FAILED)), 2);
+    assert_int_equal(json_integer_value(json_object_get(by, DETA_STATE_DELIVERED)), 0);
     assert_int_equal(json_integer_value(json_object_get(j, "withoutStatus")), 1);
     json_decref(j);
 }
@@ -672,7 +649,6 @@ int main(void) {
         cmocka_unit_test(ranks_follow_the_docs),
         cmocka_unit_test(event_types_map_to_states),
         cmocka_unit_test(status_moves_only_up),
-        cmocka_unit_test(instants_parse_and_format_exactly),
         cmocka_unit_test(eta_newer_means_strictly_later_calculation),
         cmocka_unit_test(order_created_gives_the_identity),
         cmocka_unit_test(bad_payloads_are_refused_naming_the_field),

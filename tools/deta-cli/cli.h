@@ -147,8 +147,6 @@ typedef struct lat_stats {
 lat_stats_t lat_stats_of(double *v, size_t n);
 /* "p50 3.1 ms  p95 ..." or "no samples". */
 void lat_stats_format(const lat_stats_t *s, char *buf, size_t size);
-/* ISO-8601 UTC ("2026-11-25T12:38:05.123Z") to milliseconds since the epoch. */
-bool cli_ts_ms(const char *iso, int64_t *ms);
 
 /* ---- demo.c ------------------------------------------------------------------ */
 

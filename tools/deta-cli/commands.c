@@ -20,6 +20,7 @@
 
 #include "cli.h"
 #include "deta/envelope.h"
+#include "deta/states.h"
 
 #define WATCH_POLL_MS 250
 #define LIST_PAGE_MAX 200 /* query-api's maximum */

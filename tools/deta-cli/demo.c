@@ -29,6 +29,8 @@
 #include <time.h>
 
 #include "cli.h"
+#include "deta/states.h"
+#include "deta/timestamp.h"
 #include "deta/topics.h"
 
 #define POLL_ROUND_MS 500
@@ -124,7 +126,7 @@ static bool place_one(demo_run_t *run, deta_client_t *h, demo_order_t *o) {
         char id[sizeof o->id];
         const char *created = json_string_value(json_object_get(r.json, "createdAt"));
         if (r.status == 201 && deta_order_id_of(r.json, id, sizeof id) && created &&
-            cli_ts_ms(created, &o->created_ms)) {
+            (o->created_ms = deta_timestamp_ms(created)) >= 0) {
             memcpy(o->id, id, sizeof id);
             o->intake_ms = r.millis;
             accepted = true;
@@ -237,7 +239,7 @@ static int64_t event_instant(const json_t *timeline, const char *type) {
     json_array_foreach(cli_timeline_events(timeline), i, ev) {
         const char *t = json_string_value(json_object_get(ev, "eventType"));
         const char *at = json_string_value(json_object_get(ev, "occurredAt"));
-        if (t && at && !strcmp(t, type) && cli_ts_ms(at, &ms))
+        if (t && at && !strcmp(t, type) && (ms = deta_timestamp_ms(at)) >= 0)
             return ms;
     }
     return -1;
@@ -266,7 +268,7 @@ static void read_timelines(demo_run_t *run) {
     if (!idx)
         return;
     for (size_t i = 0; i < run->norders; i++)
-        if (run->orders[i].done && !strcmp(run->orders[i].status, "DELIVERED"))
+        if (run->orders[i].done && !strcmp(run->orders[i].status, DETA_STATE_DELIVERED))
             idx[n++] = i;
     run_pass(run, idx, n, read_timeline, NULL);
     free(idx);

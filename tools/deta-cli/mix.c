@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "deta/states.h"
 
 #define CATALOG_SIZE 20
 #define CUSTOMERS 40
@@ -135,8 +136,8 @@ const char *mix_kind_name(mix_kind_t kind) {
 
 const char *mix_kind_expectation(mix_kind_t kind) {
     switch (kind) {
-    case MIX_ORDINARY: return "DELIVERED";
+    case MIX_ORDINARY: return DETA_STATE_DELIVERED;
     case MIX_LIMITED: return "DELIVERED or INVENTORY_REJECTED";
-    default: return "PAYMENT_FAILED";
+    default: return DETA_STATE_PAYMENT_FAILED;
     }
 }

@@ -24,9 +24,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
+#include "deta/states.h"
 
 static int compare_doubles(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -73,35 +73,6 @@ void lat_stats_format(const lat_stats_t *s, char *buf, size_t size) {
     format_ms(s->p99, c, sizeof c);
     format_ms(s->max, d, sizeof d);
     snprintf(buf, size, "p50 %s   p95 %s   p99 %s   max %s   (%zu orders)", a, b, c, d, s->n);
-}
-
-bool cli_ts_ms(const char *iso, int64_t *ms) {
-    struct tm tm = {0};
-    int consumed = 0;
-    if (!iso ||
-        sscanf(iso, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon, &tm.tm_mday, &tm.tm_hour,
-               &tm.tm_min, &tm.tm_sec, &consumed) != 6 ||
-        consumed != 19)
-        return false;
-    const char *p = iso + consumed;
-    int64_t frac = 0, scale = 1000;
-    if (*p == '.') {
-        for (p++; *p >= '0' && *p <= '9'; p++) {
-            if (scale > 1) {
-                scale /= 10;
-                frac += (*p - '0') * scale;
-            }
-        }
-    }
-    if (strcmp(p, "Z") != 0 && strcmp(p, "+00:00") != 0)
-        return false;
-    tm.tm_year -= 1900;
-    tm.tm_mon -= 1;
-    time_t t = timegm(&tm);
-    if (t == (time_t)-1)
-        return false;
-    *ms = (int64_t)t * 1000 + frac;
-    return true;
 }
 
 /* ---- the verdict's bookkeeping ---------------------------------------------- */
@@ -218,9 +189,9 @@ static void report_kinds(const demo_run_t *run) {
         printf("  %-22s %10zu %10zu %10zu   %s\n", mix_kind_name((mix_kind_t)k), n[0], n[1], n[2],
                mix_kind_expectation((mix_kind_t)k));
     }
-    size_t declined_ok = count_status(run, "PAYMENT_FAILED", MIX_DECLINED_CUSTOMER),
+    size_t declined_ok = count_status(run, DETA_STATE_PAYMENT_FAILED, MIX_DECLINED_CUSTOMER),
            declined_all = 0,
-           limited_rejected = count_status(run, "INVENTORY_REJECTED", MIX_LIMITED);
+           limited_rejected = count_status(run, DETA_STATE_INVENTORY_REJECTED, MIX_LIMITED);
     for (int e = 0; e < DETA_ORDER_END_STATES; e++)
         declined_all += count_status(run, deta_order_end_states[e], MIX_DECLINED_CUSTOMER);
     if (declined_ok < declined_all)
@@ -256,7 +227,7 @@ static void report_saga_latency(const demo_run_t *run) {
 
 /* Paid: the status follows payment.authorized, when inventory-service sells. */
 static bool is_paid(const char *status) {
-    return deta_order_reached(status, "PAYMENT_AUTHORIZED");
+    return deta_order_reached(status, DETA_STATE_PAYMENT_AUTHORIZED);
 }
 
 /* Units of item_id in the demo's paid orders (all of them DELIVERED, when every
@@ -330,7 +301,7 @@ static void report_where_next(const demo_run_t *run) {
         if (o)
             printf("  deta-cli get %s      # ended %s\n", o->id, deta_order_end_states[e]);
     }
-    const demo_order_t *o = first_with_status(run, "DELIVERED");
+    const demo_order_t *o = first_with_status(run, DETA_STATE_DELIVERED);
     if (o)
         printf("  deta-cli watch %s    # its timeline, event by event\n", o->id);
     printf("  deta-cli list --status PAYMENT_FAILED --limit 20\n");

@@ -13,14 +13,15 @@
 #include <time.h>
 
 #include "deta/client_orders.h"
+#include "deta/states.h"
 
 const char *const deta_order_end_states[DETA_ORDER_END_STATES] = {
-    "DELIVERED", "INVENTORY_REJECTED", "PAYMENT_FAILED"};
+    DETA_STATE_DELIVERED, DETA_STATE_INVENTORY_REJECTED, DETA_STATE_PAYMENT_FAILED};
 
-static const char *const HAPPY_PATH[] = {"CREATED",           "INVENTORY_RESERVED",
-                                         "PAYMENT_AUTHORIZED", "DELIVERY_WAITING",
-                                         "DELIVERY_ASSIGNED", "PICKED_UP",
-                                         "DELIVERED"};
+static const char *const HAPPY_PATH[] = {
+    DETA_STATE_CREATED,           DETA_STATE_INVENTORY_RESERVED, DETA_STATE_PAYMENT_AUTHORIZED,
+    DETA_STATE_DELIVERY_WAITING,  DETA_STATE_DELIVERY_ASSIGNED,  DETA_STATE_PICKED_UP,
+    DETA_STATE_DELIVERED};
 #define HAPPY_STEPS (sizeof HAPPY_PATH / sizeof *HAPPY_PATH)
 
 /* Index of status in the happy path, or -1. */

@@ -17,9 +17,9 @@
 #include <stdint.h>
 #include <jansson.h>
 #include "deta/err.h"
+#include "deta/timestamp.h"
 
 #define DETA_UUID_LEN 36 /* text form, without NUL */
-#define DETA_TS_LEN 32   /* buffer for "2026-11-25T12:38:05.123Z" and NUL */
 #define DETA_ID_MAX 64   /* longest orderId / correlationId / producer / type */
 
 typedef struct deta_event {
@@ -57,16 +57,6 @@ void deta_event_clear(deta_event_t *ev);
 /* Helpers the envelope is made of, useful on their own. */
 void deta_uuid_new(char out[DETA_UUID_LEN + 1]);
 bool deta_uuid_valid(const char *s); /* 8-4-4-4-12 hex digits */
-void deta_timestamp_now(char out[DETA_TS_LEN]); /* UTC, milliseconds, 'Z' */
-/* The wall clock in milliseconds since 1970-01-01 UTC, and such an instant
- * written like deta_timestamp_now (for instants computed from now, e.g. expiries). */
-int64_t deta_wall_ms(void);
-void deta_timestamp_from_ms(int64_t epoch_ms, char out[DETA_TS_LEN]);
-/* ISO-8601 UTC instant: YYYY-MM-DDTHH:MM:SS, optional fraction, then 'Z' or
- * "+00:00"; the date and time must exist (no Feb 30, no hour 24). */
-bool deta_timestamp_valid(const char *s);
-/* Such an instant as milliseconds since the Unix epoch (the fraction cut to
- * milliseconds); -1 when s is not valid. */
-int64_t deta_timestamp_ms(const char *s);
+/* Instants (deta_timestamp_*) are in deta/timestamp.h, included above. */
 
 #endif

@@ -84,6 +84,12 @@ void deta_http_resp_text(deta_http_resp_t *resp, int status, const char *content
                          const char *text);
 void deta_http_resp_error(deta_http_resp_t *resp, int status, const char *field,
                           const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* The answer to a store call that failed with err (never DETA_OK): 503 "<store>
+ * unavailable, retry later" for DETA_ERR_TRANSIENT (the client may retry), 500
+ * "internal error" otherwise; logged as an ERROR "<store>: <ERR>: <why>". store
+ * names what failed for the client ("database", "read model"). */
+void deta_http_resp_store_error(deta_http_resp_t *resp, deta_err_t err, const char *store,
+                                const char *why);
 /* Adds one header to the response (name and value must be static strings; a
  * second call replaces the first). Call it after the body is set. */
 void deta_http_resp_header(deta_http_resp_t *resp, const char *name, const char *value);

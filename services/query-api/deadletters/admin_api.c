@@ -171,14 +171,6 @@ static bool id_of(const deta_http_req_t *req, deta_http_resp_t *resp, int64_t *i
     return false;
 }
 
-static void answer_store_error(deta_http_resp_t *resp, deta_err_t err, const char *why) {
-    if (err == DETA_ERR_TRANSIENT)
-        deta_http_resp_error(resp, 503, NULL, "dead-letter store unavailable, retry later");
-    else
-        deta_http_resp_error(resp, 500, NULL, "internal error");
-    DETA_ERROR("dead-letter store: %s: %s", deta_err_name(err), why);
-}
-
 /* ---- reading ---- */
 
 static void handle_summary(const deta_http_req_t *req, deta_http_resp_t *resp, void *opaque) {
@@ -189,7 +181,7 @@ static void handle_summary(const deta_http_req_t *req, deta_http_resp_t *resp, v
     query_dlq_counts_t counts[QUERY_DLQ_TOPIC_COUNT];
     deta_err_t err = dead_letters_counts(a->store, counts, why, sizeof why);
     if (err)
-        answer_store_error(resp, err, why);
+        deta_http_resp_store_error(resp, err, "dead-letter store", why);
     else
         deta_http_resp_json(resp, 200, query_dlq_summary_to_json(counts));
 }
@@ -221,7 +213,7 @@ static void handle_list(const deta_http_req_t *req, deta_http_resp_t *resp, void
     dead_letter_page_t page;
     deta_err_t err = dead_letters_list(a->store, topic, &p, &page, why, sizeof why);
     if (err) {
-        answer_store_error(resp, err, why);
+        deta_http_resp_store_error(resp, err, "dead-letter store", why);
         return;
     }
     deta_http_resp_json(resp, 200, page_to_json(topic, &p, &page));
@@ -242,7 +234,7 @@ static void handle_show(const deta_http_req_t *req, deta_http_resp_t *resp, void
         return;
     }
     if (err) {
-        answer_store_error(resp, err, why);
+        deta_http_resp_store_error(resp, err, "dead-letter store", why);
         return;
     }
     deta_http_resp_json(resp, 200, query_dead_letter_to_json(&d, true));
@@ -437,7 +429,7 @@ static void handle_replay_all(const deta_http_req_t *req, deta_http_resp_t *resp
     memset(&x, 0, sizeof x);
     deta_err_t err = dead_letters_last_id(a->store, topic, &w.upto, x.why, sizeof x.why);
     if (err) {
-        answer_store_error(resp, err, x.why);
+        deta_http_resp_store_error(resp, err, "dead-letter store", x.why);
         json_decref(w.skipped);
         return;
     }

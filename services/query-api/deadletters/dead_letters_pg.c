@@ -214,7 +214,7 @@ static long long number_col(const PGresult *res, int row, int col) {
 static void instant_col(const PGresult *res, int row, int col, char dst[DETA_TS_LEN]) {
     dst[0] = '\0';
     if (!PQgetisnull(res, row, col))
-        query_instant_format(strtoll(PQgetvalue(res, row, col), NULL, 10), dst);
+        deta_timestamp_from_us(strtoll(PQgetvalue(res, row, col), NULL, 10), dst);
 }
 
 static deta_err_t detail_from_row(const PGresult *res, int row, query_dead_letter_t *d,
