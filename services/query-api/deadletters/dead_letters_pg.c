@@ -17,7 +17,7 @@
  * only after that. A broker failure rolls back, so nothing is marked.
  */
 #include "dead_letters.h"
-#include "query-api/domain.h" /* query_instant_format: the read model spells instants */
+#include "deta/timestamp.h"
 
 #include <stdio.h>
 #include <stdlib.h>
