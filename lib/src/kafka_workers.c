@@ -74,7 +74,6 @@
  * resume, seek, assign) without holding the lock; workers call only
  * rd_kafka_offsets_store, under it.
  */
-
 #include "kafka_internal.h"
 
 #include <stdio.h>
@@ -90,6 +89,7 @@
 #define DETA_KAFKA_REVOKE_WAIT_MS 10000 /* a revoke waits this long for running handlers */
 #define DETA_KAFKA_SEEK_MS 5000
 
+/* A polled message on its way through a worker. */
 typedef struct job {
     rd_kafka_message_t *m;
     part_t *part;        /* its partition's state; NULL once settled or orphaned */
