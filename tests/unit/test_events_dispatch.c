@@ -95,6 +95,16 @@ static deta_kafka_msg_t message(const char *key, const char *value) {
                               .len = strlen(value)};
 }
 
+/* Dispatches a valid envelope of type for ORDER under key. */
+static deta_err_t dispatch_envelope(fixture_t *f, const char *type, const char *key, char *why,
+                                    size_t whysize) {
+    char *value = envelope(type);
+    deta_kafka_msg_t m = message(key, value);
+    deta_err_t err = deta_event_dispatch(&m, f->d, why, whysize);
+    free(value);
+    return err;
+}
+
 static void test_malformed_is_refused(void **state) {
     fixture_t *f = *state;
     deta_kafka_msg_t m = message(ORDER, "{\"eventType\":");
@@ -107,37 +117,31 @@ static void test_malformed_is_refused(void **state) {
 
 static void test_key_must_be_the_order_id(void **state) {
     fixture_t *f = *state;
-    char *value = envelope(DETA_EVT_ORDER_CREATED);
     const char *keys[] = {"another-order", NULL, ORDER "x"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
-        deta_kafka_msg_t m = message(keys[i], value);
         char why[256] = "";
-        assert_int_equal(deta_event_dispatch(&m, f->d, why, sizeof why), DETA_ERR_INVALID);
+        assert_int_equal(dispatch_envelope(f, DETA_EVT_ORDER_CREATED, keys[i], why, sizeof why),
+                         DETA_ERR_INVALID);
         assert_string_equal(why, "message key does not match orderId " ORDER);
     }
-    free(value);
     assert_int_equal(f->calls, 0);
     assert_true(counted(f, DETA_EVT_ORDER_CREATED, "failed") == 3);
 }
 
 static void test_type_without_route_is_skipped(void **state) {
     fixture_t *f = *state;
-    char *value = envelope(DETA_EVT_INVENTORY_RELEASED);
-    deta_kafka_msg_t m = message(ORDER, value);
     char why[256] = "";
-    assert_int_equal(deta_event_dispatch(&m, f->d, why, sizeof why), DETA_OK);
-    free(value);
+    assert_int_equal(dispatch_envelope(f, DETA_EVT_INVENTORY_RELEASED, ORDER, why, sizeof why),
+                     DETA_OK);
     assert_int_equal(f->calls, 0);
     assert_true(counted(f, DETA_EVT_INVENTORY_RELEASED, "ignored") == 1);
 }
 
 static void test_routed_event_waits_for_its_transaction(void **state) {
     fixture_t *f = *state;
-    char *value = envelope(DETA_EVT_ORDER_CREATED);
-    deta_kafka_msg_t m = message(ORDER, value);
     char why[256] = "";
-    assert_int_equal(deta_event_dispatch(&m, f->d, why, sizeof why), DETA_ERR_TRANSIENT);
-    free(value);
+    assert_int_equal(dispatch_envelope(f, DETA_EVT_ORDER_CREATED, ORDER, why, sizeof why),
+                     DETA_ERR_TRANSIENT);
     assert_int_equal(f->calls, 0); /* no claim, no effects */
     assert_true(counted(f, DETA_EVT_ORDER_CREATED, "failed") == 1);
     assert_true(counted(f, DETA_EVT_ORDER_CREATED, "applied") == 0);
