@@ -5,7 +5,7 @@
  *   brokerbench --bootstrap HOST:PORT [--messages N] [--size BYTES]
  *               [--window N] [--probes N] [--fetch-wait-ms MS] [--topic NAME]
  *
- * The producer is configured like the services' (lib/src/kafka.c): idempotent,
+ * The producer is configured like the services' (lib/src/kafka_conf.c): idempotent,
  * acks=all, linger.ms=5, keyed messages; the consumer too (librdkafka's
  * defaults; --fetch-wait-ms sets its fetch.wait.max.ms, to see what that
  * costs on the mock broker); the value is --size bytes (550, about

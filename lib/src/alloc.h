@@ -3,8 +3,8 @@
  * that lets tests make them fail (private to libdeta).
  *
  * A consumer that cannot allocate what a message needs must stop, never count the
- * message as handled (kafka.c, offsets.c): Kafka keeps one offset per partition,
- * and storing one past a message that was skipped loses it. Those paths run only
+ * message as handled (kafka_handle.c, kafka_workers.c, offsets.c): Kafka keeps one
+ * offset per partition, and storing one past a message that was skipped loses it. Those paths run only
  * when memory runs out, which a test cannot bring about by itself; so they
  * allocate through these two functions, which first ask deta_alloc_fail (when set)
  * and fail the allocation when it answers true. It is NULL outside tests.

@@ -1,5 +1,6 @@
 /*
- * db.c - Postgres through libpq (see deta/db.h).
+ * db.c - Postgres through libpq (see deta/db.h): connections, statements,
+ * transactions and their errors. The migrations are migrate.c's.
  *
  * A deta_db_t owns one PGconn, connected lazily with PQconnectdbParams from the
  * configuration (connect_timeout 3 s, application_name = the service, so that
@@ -94,11 +95,6 @@
  *   - The queue is small and fixed (DB_QUEUE_MAX); a full one is sent on its
  *     own before the next command is queued.
  *
- * Migrations take a session advisory lock, so that instances starting together
- * apply each version once; each version runs in its own transaction together
- * with its schema_migrations row, through the simple-query protocol so that one
- * migration may hold several statements.
- *
  * The pool keeps one deta_db_t per thread (perthread.c, shared with redis.c):
  * closed when its thread exits, and deta_db_pool_free() closes those of threads
  * still alive (or of the main thread, whose key destructors never run). The pool
@@ -118,6 +114,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "db_internal.h"
 #include "deta/log.h"
 #include "perthread.h"
 
@@ -128,7 +125,6 @@
 #define DB_TCP_USER_TIMEOUT_MS "20000" /* unacknowledged data that ends it */
 #define DB_IDLE_IN_TX_TIMEOUT_MS 60000
 #define DB_PING_TIMEOUT_MS 2000
-#define DB_MIGRATION_LOCK "deta_migrations"
 #define DB_IDLE_READS 4 /* bounded: notifications may keep the socket readable */
 #define DB_STMT_MAX 128 /* prepared statements per connection */
 #define DB_STMT_NAME_SIZE 32
@@ -708,8 +704,7 @@ deta_err_t deta_db_run(deta_db_t *db, const char *sql, int nparams, const char *
     return err;
 }
 
-/* Simple-query protocol: sql may hold several statements (migrations). */
-static deta_err_t run_script(deta_db_t *db, const char *sql, char *errstr, size_t errsize) {
+deta_err_t deta_db_run_script(deta_db_t *db, const char *sql, char *errstr, size_t errsize) {
     PGconn *conn = usable_connection(db, errstr, errsize);
     if (!conn)
         return DETA_ERR_TRANSIENT;
@@ -901,6 +896,8 @@ void deta_db_rollback(deta_db_t *db) {
     db->in_tx = db->tx_lost = db->tx_sent = false;
 }
 
+bool deta_db_in_tx(const deta_db_t *db) { return db->in_tx; }
+
 unsigned long deta_db_session(const deta_db_t *db) {
     return db ? db->session : 0;
 }
@@ -989,105 +986,6 @@ bool deta_db_ping(deta_db_t *db, char *errstr, size_t errsize) {
     /* A query may still be running: drop the connection rather than wait on it. */
     drop_connection(db);
     return false;
-}
-
-/* ---- migrations ---- */
-
-static const char migrations_table_sql[] =
-    "CREATE TABLE IF NOT EXISTS schema_migrations ("
-    " component text NOT NULL,"
-    " version int NOT NULL,"
-    " name text NOT NULL,"
-    " applied_at timestamptz NOT NULL DEFAULT now(),"
-    " PRIMARY KEY (component, version))";
-
-static deta_err_t check_migrations(const char *component, const deta_migration_t *m, size_t n,
-                                   char *errstr, size_t errsize) {
-    if (!component || !*component || (n > 0 && !m))
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "bad arguments to deta_db_migrate");
-    for (size_t i = 0; i < n; i++) {
-        if (!m[i].sql || !m[i].name || m[i].version < 1)
-            return deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                             "%s migration #%zu lacks sql, name or a positive version",
-                             component, i);
-        if (i > 0 && m[i].version <= m[i - 1].version)
-            return deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                             "%s migration versions must ascend (%d after %d)", component,
-                             m[i].version, m[i - 1].version);
-    }
-    return DETA_OK;
-}
-
-static deta_err_t is_applied(deta_db_t *db, const char *component, int version, bool *applied,
-                             char *errstr, size_t errsize) {
-    char vbuf[16];
-    snprintf(vbuf, sizeof vbuf, "%d", version);
-    const char *params[] = {component, vbuf};
-    deta_err_t err;
-    PGresult *res = deta_db_exec(db,
-                                 "SELECT 1 FROM schema_migrations"
-                                 " WHERE component = $1 AND version = $2::int",
-                                 2, params, &err, errstr, errsize);
-    if (res)
-        *applied = PQntuples(res) > 0;
-    PQclear(res);
-    return err;
-}
-
-static deta_err_t apply_one(deta_db_t *db, const char *component, const deta_migration_t *m,
-                            char *errstr, size_t errsize) {
-    char why[512] = "";
-    char vbuf[16];
-    snprintf(vbuf, sizeof vbuf, "%d", m->version);
-    const char *params[] = {component, vbuf, m->name};
-    deta_err_t err = deta_db_begin(db, why, sizeof why);
-    if (err == DETA_OK)
-        err = run_script(db, m->sql, why, sizeof why);
-    if (err == DETA_OK)
-        err = deta_db_run(db,
-                          "INSERT INTO schema_migrations (component, version, name)"
-                          " VALUES ($1, $2::int, $3)",
-                          3, params, why, sizeof why);
-    if (err == DETA_OK)
-        err = deta_db_commit(db, why, sizeof why);
-    else
-        deta_db_rollback(db);
-    if (err != DETA_OK)
-        return deta_errf(err, errstr, errsize, "%s migration %d (%s) failed: %s", component,
-                         m->version, m->name, why);
-    return DETA_OK;
-}
-
-static deta_err_t apply_pending(deta_db_t *db, const char *component, const deta_migration_t *m,
-                                size_t n, char *errstr, size_t errsize) {
-    deta_err_t err = run_script(db, migrations_table_sql, errstr, errsize);
-    for (size_t i = 0; i < n && err == DETA_OK; i++) {
-        bool applied = false;
-        err = is_applied(db, component, m[i].version, &applied, errstr, errsize);
-        if (err == DETA_OK && !applied)
-            err = apply_one(db, component, &m[i], errstr, errsize);
-    }
-    return err;
-}
-
-deta_err_t deta_db_migrate(deta_db_t *db, const char *component, const deta_migration_t *m,
-                           size_t n, char *errstr, size_t errsize) {
-    if (!db)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "no database handle");
-    deta_err_t err = check_migrations(component, m, n, errstr, errsize);
-    if (err != DETA_OK)
-        return err;
-    if (db->in_tx)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                         "migrations cannot run inside an open transaction");
-    const char *lock[] = {DB_MIGRATION_LOCK};
-    err = deta_db_run(db, "SELECT pg_advisory_lock(hashtext($1))", 1, lock, errstr, errsize);
-    if (err != DETA_OK)
-        return err;
-    err = apply_pending(db, component, m, n, errstr, errsize);
-    /* If the connection is gone, so is the session lock. */
-    deta_db_run(db, "SELECT pg_advisory_unlock(hashtext($1))", 1, lock, NULL, 0);
-    return err;
 }
 
 /* ---- per-thread pool: perthread.c with this file's constructor ---- */

@@ -1,8 +1,8 @@
 /*
  * offsets.h - the "completed watermark" of one partition (private to libdeta).
  *
- * The consumer loop with workers (kafka.c) finishes a partition's messages out of
- * order: a slow key holds one worker while the others go on. Kafka keeps one
+ * The consumer loop with workers (kafka_workers.c) finishes a partition's messages
+ * out of order: a slow key holds one worker while the others go on. Kafka keeps one
  * committed offset per partition, so the offset may only move past a message once
  * that message and every one dispatched before it are finished. This tracker
  * records the offsets dispatched, in order, marks them finished one by one, and

@@ -1708,7 +1708,7 @@ static deta_err_t revoke_batch(const deta_kafka_msg_t *msgs, size_t n, void *opa
     return DETA_ERR_TRANSIENT;
 }
 
-/* The consumer's dispatch (kafka.c: FNV-1a of the key, modulo the workers),
+/* The consumer's dispatch (kafka_workers.c: FNV-1a of the key, modulo the workers),
  * copied so that the test can give each of its keys a worker of its own. */
 static uint32_t dispatch_hash(const char *key) {
     uint32_t h = 2166136261u;
@@ -1798,7 +1798,8 @@ static void test_workers_revoke_stops_the_fallback(void **state) {
     for (int k = 0; k < REVOKE_KEYS; k++) {
         for (int l = 0; l < k; l++)
             if (pthread_equal(rc->thread[k], rc->thread[l]))
-                fail_msg("keys %d and %d share a worker: dispatch_hash is not kafka.c's", l, k);
+                fail_msg("keys %d and %d share a worker: dispatch_hash is not kafka_workers.c's",
+                         l, k);
         assert_true(rc->batched[k]);
     }
     assert_true(got_n2 > 0);

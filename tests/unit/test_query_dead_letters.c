@@ -28,7 +28,7 @@ static query_header_t text_header(const char *name, const char *value) {
     return (query_header_t){name, value, strlen(value)};
 }
 
-/* A dead letter as kafka.c publishes it, with one header of the producer's first. */
+/* A dead letter as kafka_dlq.c publishes it, with one header of the producer's first. */
 static void typical(query_dead_letter_t *d) {
     query_header_t h[] = {
         text_header("traceparent", "00-abc-01"),

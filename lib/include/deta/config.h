@@ -13,7 +13,7 @@
  *   KAFKA_BOOTSTRAP_SERVERS   localhost:9092
  *   KAFKA_SESSION_TIMEOUT_MS  45000   (the local stack sets 6000)
  *   KAFKA_FETCH_WAIT_MAX_MS   10      (1..500: how long a broker may hold a consumer's
- *                                      fetch that found no data; see kafka.c)
+ *                                      fetch that found no data; see kafka_conf.c)
  *   PGHOST PGPORT PGUSER PGPASSWORD   localhost 5432 postgres postgres
  *   PGDATABASE                the service's own database (deta_service_def_t)
  *   PG_PREPARED_STATEMENTS    on      (on/off: named prepared statements per connection, see

@@ -15,7 +15,7 @@
  *
  * Every header is kept, including ones the library's message API cannot list
  * (deta_kafka_msg_header finds one by name): they are read from librdkafka's
- * message, which libdeta passes as deta_kafka_msg_t.impl (lib/src/kafka.c). A
+ * message, which libdeta passes as deta_kafka_msg_t.impl (lib/src/kafka_handle.c). A
  * deta_kafka_msg_header_at() in kafka.h would remove that coupling.
  *
  *   query_api_dead_letters_total{topic}   dead letters stored (not counting

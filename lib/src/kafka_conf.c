@@ -1,0 +1,116 @@
+/*
+ * kafka_conf.c - the settings of the library's librdkafka handles, and where
+ * librdkafka's log lines go (see kafka_internal.h for the other kafka_ files).
+ *
+ * Producer. Idempotent (enable.idempotence, acks=all), and no message timeout
+ * (message.timeout.ms=0): librdkafka never gives up a message while the broker
+ * is slow or unreachable (why: kafka_producer.c).
+ *
+ * Linger is 1 ms: the outbox relay and the dead letters send whole batches and
+ * wait for them, so a longer linger is added to every hop of the saga.
+ *
+ * Consumer. Offsets are stored by the loop (enable.auto.offset.store=false),
+ * only once a message is handled or its dead letter acknowledged; auto-commit
+ * sends the stored offsets. A group with no committed offset starts at the
+ * earliest message.
+ *
+ * Fetch latency. fetch.wait.max.ms is KAFKA_FETCH_WAIT_MAX_MS (default 10).
+ * A real broker answers a fetch as soon as fetch.min.bytes (1) has arrived, so
+ * there the setting only bounds how often an idle consumer asks (every 10 ms:
+ * 100 small requests a second per broker it fetches from, cheap for a broker,
+ * and what keeps an idle consumer's first message quick); librdkafka's mock
+ * cluster (the local broker) answers only when the wait has passed, data or not,
+ * so with the default 500 every hop of the saga cost half a second there.
+ *
+ * Memory. librdkafka prefetches up to queued.max.messages.kbytes (64 MB) per
+ * consumer, in fetch answers of up to fetch.max.bytes (50 MB): sized for big
+ * brokers, and a service has a few consumers. With 8 MB and 1 MB, query-api
+ * catching up on a 10000-event backlog peaked at 25 MB RSS instead of 29 to 32
+ * MB, as fast; 2 MB with queued.min.messages 1000 kept it under 20 MB but cut
+ * its catch-up rate several times (measured on the local stack, issue #6).
+ *
+ * Assignment strategy: cooperative-sticky (incremental rebalances: members that
+ * keep their partitions keep consuming while another joins or leaves). It works
+ * against librdkafka's mock cluster too, since the assignment is computed by the
+ * group leader on the client side.
+ */
+#include "kafka_internal.h"
+
+#include <stdio.h>
+
+#include "deta/log.h"
+
+#define DETA_KAFKA_MESSAGE_TIMEOUT "0" /* librdkafka never gives a message up */
+#define DETA_KAFKA_LINGER_MS "1" /* the relay sends whole batches: waiting adds latency */
+#define DETA_KAFKA_QUEUED_MAX_KBYTES "8192"   /* prefetch per consumer (default 64 MB) */
+#define DETA_KAFKA_FETCH_MAX_BYTES "1048576"  /* one fetch answer (default 50 MB) */
+#define DETA_KAFKA_ASSIGNMENT "cooperative-sticky"
+
+/* librdkafka's log lines go through deta_log. Its LOG_ERR lines (a refused
+ * connection, a broker gone) are conditions it recovers from by itself: warnings
+ * for us; a fatal error comes through the error callback. */
+void deta_kafka_on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
+    deta_log_level_t lvl = level <= 4 ? DETA_LOG_WARN : level <= 6 ? DETA_LOG_INFO : DETA_LOG_DEBUG;
+    deta_log(lvl, NULL, NULL, "kafka %s %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
+static bool conf_set_all(rd_kafka_conf_t *conf, const char *const (*kv)[2], size_t n,
+                         char *errstr, size_t errsize) {
+    char why[256];
+    for (size_t i = 0; i < n; i++) {
+        if (rd_kafka_conf_set(conf, kv[i][0], kv[i][1], why, sizeof why) != RD_KAFKA_CONF_OK) {
+            deta_errf(DETA_ERR_INVALID, errstr, errsize, "kafka setting %s=%s: %s", kv[i][0],
+                      kv[i][1], why);
+            return false;
+        }
+    }
+    return true;
+}
+
+rd_kafka_conf_t *deta_kafka_producer_conf(const deta_config_t *cfg, char *errstr,
+                                          size_t errsize) {
+    const char *const kv[][2] = {
+        {"bootstrap.servers", cfg->kafka_bootstrap},
+        {"client.id", cfg->instance_id[0] ? cfg->instance_id : "deta"},
+        {"enable.idempotence", "true"},
+        {"acks", "all"},
+        {"linger.ms", DETA_KAFKA_LINGER_MS},
+        {"message.timeout.ms", DETA_KAFKA_MESSAGE_TIMEOUT},
+    };
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (!conf_set_all(conf, kv, sizeof kv / sizeof *kv, errstr, errsize)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    return conf;
+}
+
+rd_kafka_conf_t *deta_kafka_consumer_conf(const deta_config_t *cfg, const char *group,
+                                          char *errstr, size_t errsize) {
+    int session = cfg->kafka_session_timeout_ms > 0 ? cfg->kafka_session_timeout_ms : 45000;
+    int fetch_wait = cfg->kafka_fetch_wait_max_ms > 0 ? cfg->kafka_fetch_wait_max_ms : 10;
+    char session_s[16], heartbeat_s[16], fetch_wait_s[16];
+    snprintf(session_s, sizeof session_s, "%d", session);
+    snprintf(fetch_wait_s, sizeof fetch_wait_s, "%d", fetch_wait);
+    snprintf(heartbeat_s, sizeof heartbeat_s, "%d", session / 3 > 0 ? session / 3 : 1);
+    const char *const kv[][2] = {
+        {"bootstrap.servers", cfg->kafka_bootstrap},
+        {"client.id", cfg->instance_id[0] ? cfg->instance_id : group},
+        {"group.id", group},
+        {"session.timeout.ms", session_s},
+        {"heartbeat.interval.ms", heartbeat_s},
+        {"enable.auto.commit", "true"},
+        {"enable.auto.offset.store", "false"},
+        {"auto.offset.reset", "earliest"},
+        {"partition.assignment.strategy", DETA_KAFKA_ASSIGNMENT},
+        {"fetch.wait.max.ms", fetch_wait_s},
+        {"queued.max.messages.kbytes", DETA_KAFKA_QUEUED_MAX_KBYTES},
+        {"fetch.max.bytes", DETA_KAFKA_FETCH_MAX_BYTES},
+    };
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (!conf_set_all(conf, kv, sizeof kv / sizeof *kv, errstr, errsize)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    return conf;
+}

@@ -1,0 +1,184 @@
+/*
+ * test_events_dispatch.c - the idempotent dispatcher (deta/events.h,
+ * lib/src/events.c) up to its transaction: a malformed envelope and a key that
+ * is not the envelope's orderId are refused for good, a type without a route is
+ * skipped, each counted by deta_events_total; a routed event goes no further
+ * than its transaction, which fails TRANSIENT when Postgres cannot be reached,
+ * handler not called. A batch reports each message's refusal and records no
+ * metric unless it committed.
+ *
+ * No server: the service is made with addresses where nothing listens (Postgres
+ * and the broker on port 1, refused at once; nothing is started), so the only
+ * database step the dispatcher takes, BEGIN, fails as an outage does.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "deta/events.h"
+#include "deta/topics.h"
+
+#define ORDER "5b1e7c2a-0f3d-4c1e-9a7b-2d6e8f0a1b3c"
+
+typedef struct fixture {
+    deta_service_t *svc;
+    deta_event_dispatch_t *d;
+    int calls; /* of the route's handler */
+} fixture_t;
+
+static deta_err_t on_created(deta_db_t *db, const deta_event_t *ev, void *opaque, char *errstr,
+                             size_t errsize) {
+    (void)db, (void)ev, (void)errstr, (void)errsize;
+    ((fixture_t *)opaque)->calls++;
+    return DETA_OK;
+}
+
+static const deta_event_route_t routes[] = {{DETA_EVT_ORDER_CREATED, on_created}};
+
+static int setup(void **state) {
+    setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1", 1);
+    setenv("PGHOST", "127.0.0.1", 1);
+    setenv("PGPORT", "1", 1);
+    setenv("LOG_LEVEL", "error", 1);
+    fixture_t *f = calloc(1, sizeof *f);
+    char why[256] = "";
+    f->svc = deta_service_new("unit-events", why, sizeof why);
+    if (!f->svc) {
+        fprintf(stderr, "deta_service_new: %s\n", why);
+        free(f);
+        return -1;
+    }
+    f->d = deta_event_dispatch_new(f->svc, routes, 1, f);
+    *state = f;
+    return f->d ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    fixture_t *f = *state;
+    deta_event_dispatch_free(f->d);
+    deta_service_free(f->svc);
+    free(f);
+    return 0;
+}
+
+/* deta_events_total{type,outcome} now. */
+static double counted(fixture_t *f, const char *type, const char *outcome) {
+    char labels[160];
+    snprintf(labels, sizeof labels, "type=\"%s\",outcome=\"%s\"", type, outcome);
+    return deta_counter_value(deta_counter(deta_service_metrics(f->svc), "deta_events_total",
+                                           "Events consumed, by type and outcome", labels));
+}
+
+/* A valid envelope of type for ORDER, serialized (to free). */
+static char *envelope(const char *type) {
+    deta_event_t ev;
+    char why[256];
+    assert_int_equal(deta_event_init(&ev, type, ORDER, ORDER, "unit-test", json_object(), why,
+                                     sizeof why),
+                     DETA_OK);
+    char *text = deta_event_serialize(&ev);
+    deta_event_clear(&ev);
+    assert_non_null(text);
+    return text;
+}
+
+static deta_kafka_msg_t message(const char *key, const char *value) {
+    return (deta_kafka_msg_t){.topic = DETA_TOPIC_ORDER_EVENTS,
+                              .key = key,
+                              .key_len = key ? strlen(key) : 0,
+                              .value = value,
+                              .len = strlen(value)};
+}
+
+/* Dispatches a valid envelope of type for ORDER under key. */
+static deta_err_t dispatch_envelope(fixture_t *f, const char *type, const char *key, char *why,
+                                    size_t whysize) {
+    char *value = envelope(type);
+    deta_kafka_msg_t m = message(key, value);
+    deta_err_t err = deta_event_dispatch(&m, f->d, why, whysize);
+    free(value);
+    return err;
+}
+
+static void test_malformed_is_refused(void **state) {
+    fixture_t *f = *state;
+    deta_kafka_msg_t m = message(ORDER, "{\"eventType\":");
+    char why[256] = "";
+    assert_int_equal(deta_event_dispatch(&m, f->d, why, sizeof why), DETA_ERR_INVALID);
+    assert_memory_equal(why, "malformed event: ", strlen("malformed event: "));
+    assert_int_equal(f->calls, 0);
+    assert_true(counted(f, "unparsable", "failed") == 1);
+}
+
+static void test_key_must_be_the_order_id(void **state) {
+    fixture_t *f = *state;
+    const char *keys[] = {"another-order", NULL, ORDER "x"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+        char why[256] = "";
+        assert_int_equal(dispatch_envelope(f, DETA_EVT_ORDER_CREATED, keys[i], why, sizeof why),
+                         DETA_ERR_INVALID);
+        assert_string_equal(why, "message key does not match orderId " ORDER);
+    }
+    assert_int_equal(f->calls, 0);
+    assert_true(counted(f, DETA_EVT_ORDER_CREATED, "failed") == 3);
+}
+
+static void test_type_without_route_is_skipped(void **state) {
+    fixture_t *f = *state;
+    char why[256] = "";
+    assert_int_equal(dispatch_envelope(f, DETA_EVT_INVENTORY_RELEASED, ORDER, why, sizeof why),
+                     DETA_OK);
+    assert_int_equal(f->calls, 0);
+    assert_true(counted(f, DETA_EVT_INVENTORY_RELEASED, "ignored") == 1);
+}
+
+static void test_routed_event_waits_for_its_transaction(void **state) {
+    fixture_t *f = *state;
+    char why[256] = "";
+    assert_int_equal(dispatch_envelope(f, DETA_EVT_ORDER_CREATED, ORDER, why, sizeof why),
+                     DETA_ERR_TRANSIENT);
+    assert_int_equal(f->calls, 0); /* no claim, no effects */
+    assert_true(counted(f, DETA_EVT_ORDER_CREATED, "failed") == 1);
+    assert_true(counted(f, DETA_EVT_ORDER_CREATED, "applied") == 0);
+}
+
+static void test_batch_reports_each_refusal(void **state) {
+    fixture_t *f = *state;
+    char *created = envelope(DETA_EVT_ORDER_CREATED);
+    char *released = envelope(DETA_EVT_INVENTORY_RELEASED);
+    deta_kafka_msg_t msgs[] = {message(ORDER, "[]"), message("another-order", created),
+                               message(ORDER, released)};
+    deta_err_t results[3];
+    char why[3][DETA_KAFKA_WHY_MAX];
+    assert_int_equal(deta_event_dispatch_batch(msgs, 3, f->d, results, why), DETA_ERR_TRANSIENT);
+    assert_int_equal(results[0], DETA_ERR_INVALID);
+    assert_memory_equal(why[0], "malformed event: ", strlen("malformed event: "));
+    assert_int_equal(results[1], DETA_ERR_INVALID);
+    assert_string_equal(why[1], "message key does not match orderId " ORDER);
+    assert_int_equal(results[2], DETA_OK);
+    assert_string_equal(why[2], "");
+    free(created);
+    free(released);
+    assert_int_equal(f->calls, 0);
+    /* Not committed: nothing recorded (the messages go one at a time next). */
+    assert_true(counted(f, "unparsable", "failed") == 0);
+    assert_true(counted(f, DETA_EVT_ORDER_CREATED, "failed") == 0);
+    assert_true(counted(f, DETA_EVT_INVENTORY_RELEASED, "ignored") == 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_malformed_is_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_key_must_be_the_order_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_type_without_route_is_skipped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_routed_event_waits_for_its_transaction, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_batch_reports_each_refusal, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
