@@ -40,6 +40,8 @@ static deta_err_t on_created(deta_db_t *db, const deta_event_t *ev, void *opaque
 
 static const deta_event_route_t routes[] = {{DETA_EVT_ORDER_CREATED, on_created}};
 
+static const deta_service_def_t self = {"unit-events", 0, NULL};
+
 static int setup(void **state) {
     setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1", 1);
     setenv("PGHOST", "127.0.0.1", 1);
@@ -47,7 +49,7 @@ static int setup(void **state) {
     setenv("LOG_LEVEL", "error", 1);
     fixture_t *f = calloc(1, sizeof *f);
     char why[256] = "";
-    f->svc = deta_service_new("unit-events", why, sizeof why);
+    f->svc = deta_service_new(&self, why, sizeof why);
     if (!f->svc) {
         fprintf(stderr, "deta_service_new: %s\n", why);
         free(f);

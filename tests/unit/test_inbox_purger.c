@@ -1,7 +1,7 @@
 /*
  * test_inbox_purger.c - the inbox purger's own logic (deta/inbox.h,
- * lib/src/inbox.c), short of its SQL: INBOX_RETENTION_HOURS is read and bounded
- * (0..87600, a bad value fails deta_inbox_purger_new naming it), the purge
+ * lib/src/inbox.c), short of its SQL: it needs the configuration (where
+ * INBOX_RETENTION_HOURS is read and bounded: tests/unit/test_config.c), the purge
  * counter is registered at 0, and a purger given nothing to purge with, or
  * told to keep claims for ever, does nothing. The claim and the purge
  * themselves are SQL: tests/integration/test_db.c and test_inbox.c.
@@ -22,35 +22,26 @@ static double purged(deta_metrics_t *m) {
         NULL));
 }
 
-static void test_retention_setting_is_checked(void **state) {
+static void test_needs_the_configuration(void **state) {
     (void)state;
-    const char *bad[] = {"a week", "-1", "87601"};
-    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
-        setenv("INBOX_RETENTION_HOURS", bad[i], 1);
-        char why[256] = "";
-        assert_null(deta_inbox_purger_new(NULL, why, sizeof why));
-        assert_non_null(strstr(why, "INBOX_RETENTION_HOURS"));
-    }
-    const char *good[] = {"0", "1", "87600"};
-    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
-        setenv("INBOX_RETENTION_HOURS", good[i], 1);
-        char why[256] = "";
-        deta_inbox_purger_t *p = deta_inbox_purger_new(NULL, why, sizeof why);
+    char why[256] = "";
+    assert_null(deta_inbox_purger_new(NULL, NULL, why, sizeof why));
+    assert_true(why[0] != '\0');
+    const long kept[] = {0, 1, 168, 87600};
+    for (size_t i = 0; i < sizeof kept / sizeof *kept; i++) {
+        deta_config_t cfg = {.inbox_retention_hours = kept[i]};
+        deta_inbox_purger_t *p = deta_inbox_purger_new(&cfg, NULL, why, sizeof why);
         assert_non_null(p);
         deta_inbox_purger_free(p);
     }
-    unsetenv("INBOX_RETENTION_HOURS");
-    deta_inbox_purger_t *p = deta_inbox_purger_new(NULL, NULL, 0); /* the default, 168 */
-    assert_non_null(p);
-    deta_inbox_purger_free(p);
     deta_inbox_purger_free(NULL);
 }
 
 static void test_counter_registered_at_zero(void **state) {
     (void)state;
-    unsetenv("INBOX_RETENTION_HOURS");
+    deta_config_t cfg = {.inbox_retention_hours = 168};
     deta_metrics_t *m = deta_metrics_new();
-    deta_inbox_purger_t *p = deta_inbox_purger_new(m, NULL, 0);
+    deta_inbox_purger_t *p = deta_inbox_purger_new(&cfg, m, NULL, 0);
     assert_non_null(p);
     char *text = deta_metrics_render(m);
     assert_non_null(strstr(text, "deta_inbox_purged_total 0"));
@@ -64,12 +55,10 @@ static void test_counter_registered_at_zero(void **state) {
 
 static void test_kept_for_ever_touches_nothing(void **state) {
     (void)state;
-    setenv("INBOX_RETENTION_HOURS", "0", 1);
+    deta_config_t cfg = {.pg_port = 1, .inbox_retention_hours = 0};
     deta_metrics_t *m = deta_metrics_new();
-    deta_inbox_purger_t *p = deta_inbox_purger_new(m, NULL, 0);
-    unsetenv("INBOX_RETENTION_HOURS");
+    deta_inbox_purger_t *p = deta_inbox_purger_new(&cfg, m, NULL, 0);
     /* A handle to nowhere: with retention 0 the purger must not even try it. */
-    deta_config_t cfg = {.pg_port = 1};
     strcpy(cfg.pg_host, "127.0.0.1");
     deta_db_t *db = deta_db_new(&cfg);
     deta_inbox_purger_run(p, db);
@@ -82,7 +71,7 @@ static void test_kept_for_ever_touches_nothing(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_retention_setting_is_checked),
+        cmocka_unit_test(test_needs_the_configuration),
         cmocka_unit_test(test_counter_registered_at_zero),
         cmocka_unit_test(test_kept_for_ever_touches_nothing),
     };

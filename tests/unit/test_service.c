@@ -22,6 +22,9 @@
 
 #include "deta/service.h"
 
+/* A program of its own: no default port (an ephemeral one), database "postgres". */
+static const deta_service_def_t self = {"unit-service", 0, NULL};
+
 static void unreachable_env(void) {
     setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1", 1);
     setenv("PGHOST", "127.0.0.1", 1);
@@ -33,7 +36,7 @@ static void unreachable_env(void) {
 static int setup(void **state) {
     unreachable_env();
     char why[256] = "";
-    *state = deta_service_new("unit-service", why, sizeof why);
+    *state = deta_service_new(&self, why, sizeof why);
     if (!*state)
         fprintf(stderr, "deta_service_new: %s\n", why);
     return *state ? 0 : -1;
@@ -61,7 +64,7 @@ static void test_bad_setting_fails_new(void **state) {
     unreachable_env();
     setenv("HTTP_THREADS", "many", 1);
     char why[256] = "";
-    assert_null(deta_service_new("unit-service", why, sizeof why));
+    assert_null(deta_service_new(&self, why, sizeof why));
     unsetenv("HTTP_THREADS");
     assert_non_null(strstr(why, "HTTP_THREADS"));
 }
@@ -97,7 +100,7 @@ static void test_adopted_objects_freed_last_first(void **state) {
     (void)state;
     unreachable_env();
     char why[128] = "";
-    deta_service_t *s = deta_service_new("unit-service", why, sizeof why);
+    deta_service_t *s = deta_service_new(&self, why, sizeof why);
     assert_non_null(s);
     static int objs[DETA_SERVICE_MAX_ADOPTED + 1];
     nfreed = 0;
