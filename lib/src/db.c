@@ -1,6 +1,7 @@
 /*
  * db.c - Postgres through libpq (see deta/db.h): connections, statements,
- * transactions and their errors. The migrations are migrate.c's.
+ * transactions and their errors. The migrations are migrate.c's, the health
+ * check (ping) db_health.c's, the per-thread pool db_pool.c's.
  *
  * A deta_db_t owns one PGconn, connected lazily with PQconnectdbParams from the
  * configuration (connect_timeout 3 s, application_name = the service, so that
@@ -94,12 +95,6 @@
  *     truth.
  *   - The queue is small and fixed (DB_QUEUE_MAX); a full one is sent on its
  *     own before the next command is queued.
- *
- * The pool keeps one deta_db_t per thread (perthread.c, shared with redis.c):
- * closed when its thread exits, and deta_db_pool_free() closes those of threads
- * still alive (or of the main thread, whose key destructors never run). The pool
- * must outlive the threads that use it, or they must have exited before it is
- * freed.
  */
 #include "clock.h"
 #include "deta/db.h"
@@ -116,7 +111,6 @@
 
 #include "db_internal.h"
 #include "deta/log.h"
-#include "perthread.h"
 
 #define DB_CONNECT_TIMEOUT_S "3"
 #define DB_KEEPALIVE_IDLE_S "10"     /* idle seconds before the first probe */
@@ -124,7 +118,6 @@
 #define DB_KEEPALIVE_COUNT "3"       /* unanswered probes that end the connection */
 #define DB_TCP_USER_TIMEOUT_MS "20000" /* unacknowledged data that ends it */
 #define DB_IDLE_IN_TX_TIMEOUT_MS 60000
-#define DB_PING_TIMEOUT_MS 2000
 #define DB_IDLE_READS 4 /* bounded: notifications may keep the socket readable */
 #define DB_STMT_MAX 128 /* prepared statements per connection */
 #define DB_STMT_NAME_SIZE 32
@@ -924,97 +917,15 @@ PGconn *deta_db_conn(deta_db_t *db, char *errstr, size_t errsize) {
     return db->conn;
 }
 
-/* ---- health ---- */
+/* ---- lent to db_health.c (db_internal.h) ---- */
 
-
-/* Waits for the result of a sent query up to timeout_ms; false on timeout or
- * connection failure (any results are consumed either way when it succeeds). */
-/* Waits for the answer to PING_SQL up to timeout_ms; DB_PING_OK when the server
- * answered that it takes writes, DB_PING_READ_ONLY when it answered that it does
- * not, DB_PING_FAILED on a timeout or a failure (any results are consumed either
- * way when it succeeds). */
-#define PING_SQL "SELECT current_setting('transaction_read_only')"
-typedef enum { DB_PING_FAILED, DB_PING_OK, DB_PING_READ_ONLY } db_ping_t;
-
-static db_ping_t await_ping(PGconn *conn, int timeout_ms) {
-    long deadline = deta_clock_ms() + timeout_ms;
-    db_ping_t got = DB_PING_FAILED;
-    for (;;) {
-        while (!PQisBusy(conn)) {
-            PGresult *res = PQgetResult(conn);
-            if (!res)
-                return got;
-            if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
-                got = strcmp(PQgetvalue(res, 0, 0), "off") == 0 ? DB_PING_OK
-                                                                 : DB_PING_READ_ONLY;
-            else
-                got = DB_PING_FAILED;
-            PQclear(res);
-        }
-        long left = deadline - deta_clock_ms();
-        if (left <= 0)
-            return false;
-        struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN};
-        if (poll(&pfd, 1, (int)left) < 0 || !PQconsumeInput(conn))
-            return false;
-    }
+PGconn *deta_db_usable_connection(deta_db_t *db, char *errstr, size_t errsize) {
+    return usable_connection(db, errstr, errsize);
 }
 
-bool deta_db_ping(deta_db_t *db, char *errstr, size_t errsize) {
-    if (!db) {
-        deta_errf(DETA_ERR_INVALID, errstr, errsize, "no database handle");
-        return false;
-    }
-    PGconn *conn = usable_connection(db, errstr, errsize);
-    if (!conn)
-        return false;
-    if (!PQsendQuery(conn, PING_SQL)) {
-        fail_with_conn(db, DETA_ERR_TRANSIENT, errstr, errsize, "ping failed");
-        return false;
-    }
-    db_ping_t got = await_ping(conn, DB_PING_TIMEOUT_MS);
-    if (got == DB_PING_OK)
-        return true;
-    if (got == DB_PING_READ_ONLY) {
-        /* A demoted primary or a standby: reachable, but every write would fail. */
-        deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
-                  "Postgres answers but is read-only (a standby, or a primary demoted by a "
-                  "failover)");
-        return false;
-    }
-    fail_with_conn(db, DETA_ERR_TRANSIENT, errstr, errsize, "ping failed or timed out");
-    /* A query may still be running: drop the connection rather than wait on it. */
-    drop_connection(db);
-    return false;
+deta_err_t deta_db_fail_with_conn(deta_db_t *db, deta_err_t err, char *errstr, size_t errsize,
+                                  const char *what) {
+    return fail_with_conn(db, err, errstr, errsize, what);
 }
 
-/* ---- per-thread pool: perthread.c with this file's constructor ---- */
-
-struct deta_db_pool {
-    deta_perthread_t *threads;
-};
-
-static void *pool_make(const deta_config_t *cfg) { return deta_db_new(cfg); }
-static void pool_destroy(void *obj) { deta_db_free(obj); }
-
-deta_db_pool_t *deta_db_pool_new(const deta_config_t *cfg) {
-    deta_db_pool_t *pool = calloc(1, sizeof *pool);
-    if (pool)
-        pool->threads = deta_perthread_new(cfg, pool_make, pool_destroy);
-    if (pool && !pool->threads) {
-        free(pool);
-        return NULL;
-    }
-    return pool;
-}
-
-deta_db_t *deta_db_pool_get(deta_db_pool_t *pool) {
-    return pool ? deta_perthread_get(pool->threads) : NULL;
-}
-
-void deta_db_pool_free(deta_db_pool_t *pool) {
-    if (!pool)
-        return;
-    deta_perthread_free(pool->threads);
-    free(pool);
-}
+void deta_db_drop_connection(deta_db_t *db) { drop_connection(db); }
