@@ -237,6 +237,14 @@ static void accept_records(void) {
     PQfinish(db);
 }
 
+/* True when each of the n orders has its payment attempt row. */
+static bool attempts_begun(char (*orders)[37], int n) {
+    for (int i = 0; i < n; i++)
+        if (rows_of("payment_attempts", orders[i]) == 0)
+            return false;
+    return true;
+}
+
 static void refused_records_are_retried_not_charged_again(void **state) {
     (void)state;
     restart_payment(NULL);
@@ -248,7 +256,10 @@ static void refused_records_are_retried_not_charged_again(void **state) {
     inject_reserved(orders[0], "cust-refuse-57014"); /* a statement timeout */
     inject_reserved(orders[1], "cust-refuse-23514"); /* a check violation */
     inject_reserved(orders[2], "cust-refuse-23505"); /* a unique violation, not the twin's */
-    for (int waited = 0; payment_metric("payment_record_retries_total") < retries + 3 * N;
+    /* Every order's attempt begun (a partition may be assigned seconds after
+     * the others, after the restart), and the records retried. */
+    for (int waited = 0; payment_metric("payment_record_retries_total") < retries + 3 * N ||
+                         !attempts_begun(orders, N);
          waited += 100) {
         if (waited > 60000)
             fail_msg("the refused records were not retried");
