@@ -108,7 +108,8 @@ cleanup() {
     say "IMAGES_KEEP=1: the images stay (podman images | grep $TAG)"
   elif [ -n "$IMAGES_BEFORE" ]; then
     ids=$(images_made)
-    # Newest first, so that an image goes before the layers under it.
+    # One rmi of them all; a second try for a layer still held by an image
+    # the first pass had not yet removed.
     if [ -n "$ids" ]; then
       # shellcheck disable=SC2086
       podman rmi -f $ids >/dev/null 2>&1 || podman rmi -f $ids >/dev/null 2>&1
