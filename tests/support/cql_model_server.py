@@ -50,8 +50,12 @@ The control port takes one line per command and answers one line:
                             error NAME: OVERLOADED, UNAVAILABLE, WRITE_TIMEOUT,
                             READ_TIMEOUT, SERVER_ERROR, UNAUTHORIZED, INVALID
   faults                    how many injected errors are still to come
-  count <ks.table>          rows in the table
-  dump <ks.table>           the rows, as one JSON array
+  count <ks.table> [col=v]  rows in the table (whose columns show as v)
+  dump <ks.table> [col=v]   the rows, as one JSON array
+  exec <cql>                runs a statement (no bound values) as another client
+  race <N> <text> <cql>     runs <cql> just before each of the next N requests
+                            whose CQL contains <text>: a concurrent writer that
+                            gets between a store's read and its write
   log <path>|off            where the request log goes from now on
   ping                      pong
 """
@@ -421,7 +425,17 @@ class Parser:
         raise syntax("line 1:%d unsupported operator %s" % (self.i, op))
 
 
+PARSED = {}  # text -> statement: a prepared statement is parsed once
+
+
 def parse(text):
+    st = PARSED.get(text)
+    if st is None:
+        st = PARSED[text] = parse_text(text)
+    return st
+
+
+def parse_text(text):
     p = Parser(text)
     t = p.next()
     if t == ("kw", "select"):
@@ -693,6 +707,7 @@ class Store:
         self.host_id = uuid.uuid4().bytes
         self.prepared = {}  # id -> parsed statement
         self.faults = []  # [code, remaining, text]
+        self.races = []  # [remaining, text, cql]: run cql first when a request has text
 
     def table(self, ref, session_ks):
         ks, name = ref
@@ -1259,6 +1274,15 @@ class Server:
                 with open(self.log_path, "a") as f:
                     f.write(json.dumps(entry) + "\n")
 
+    def race(self, session, cql):
+        """Runs a statement set up with `race` before this request, as another
+        client would have, between the store's read and its write."""
+        with self.store.lock:
+            for r in self.store.races:
+                if r[0] > 0 and any(r[1] in c for c in cql):
+                    r[0] -= 1
+                    execute(self.store, Session(), parse(r[2]), [])
+
     def injected(self, cql, consistency):
         """An injected error for this request, or None."""
         with self.store.lock:
@@ -1346,6 +1370,7 @@ class Server:
             self.log(entry)
             if fault:
                 raise fault
+            self.race(session, [text])
             return OP_RESULT, self.run_one(session, st, text, p)
         if opcode == OP_BATCH:
             return OP_RESULT, self.run_batch(session, r)
@@ -1504,11 +1529,21 @@ class Control(socketserver.StreamRequestHandler):
         if words[0] == "faults":
             with store.lock:
                 return str(sum(f[1] for f in store.faults))
+        if words[0] == "exec":
+            with store.lock:
+                execute(store, Session(), parse(" ".join(words[1:])), [])
+            return "ok"
+        if words[0] == "race":
+            with store.lock:
+                store.races.append([int(words[1]), words[2], " ".join(words[3:])])
+            return "ok"
         if words[0] in ("count", "dump"):
             ks, name = words[1].split(".")
+            where = dict(w.split("=", 1) for w in words[2:])
             with store.lock:
                 t = store.table((ks, name), None)
-                rows = [r for k in list(t.partitions) for r in t.rows_of(k) if t.live(r)]
+                rows = [r for k in list(t.partitions) for r in t.rows_of(k) if t.live(r)
+                        and all(str(show(t.types[c], r.get(c))) == v for c, v in where.items())]
                 if words[0] == "count":
                     return str(len(rows))
                 return json.dumps([{c: show(t.types[c], r.get(c)) for c in t.star}
