@@ -42,6 +42,10 @@ void read_model_free(read_model_t *rm) {
 
 const char *read_model_store_name(const read_model_t *rm) { return rm->ops->name; }
 
+void *read_model_impl(read_model_t *rm, const read_model_ops_t *ops) {
+    return rm && rm->ops == ops ? rm->impl : NULL;
+}
+
 deta_err_t read_model_prepare(read_model_t *rm, char *errstr, size_t errsize) {
     return rm->ops->prepare(rm->impl, errstr, errsize);
 }

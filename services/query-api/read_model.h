@@ -132,6 +132,9 @@ typedef struct read_model_ops {
     bool (*ping)(void *impl, char *detail, size_t detailsize);
 } read_model_ops_t;
 
+/* rm's own state when its store is ops's, else NULL (for a store's test hooks). */
+void *read_model_impl(read_model_t *rm, const read_model_ops_t *ops);
+
 extern const read_model_ops_t read_model_pg_ops;  /* read_model_pg.c */
 extern const read_model_ops_t read_model_cql_ops; /* read_model_cql.c */
 

@@ -1130,6 +1130,15 @@ static deta_err_t cql_list(void *impl, const query_list_params_t *p, query_page_
     return err;
 }
 
+bool read_model_cql_client_stats(read_model_t *rm, deta_cql_stats_t *out) {
+    cql_model_t *m = read_model_impl(rm, &read_model_cql_ops);
+    deta_cql_t *c = m ? deta_cql_pool_get(m->pool) : NULL;
+    if (!c)
+        return false;
+    deta_cql_get_stats(c, out);
+    return true;
+}
+
 const read_model_ops_t read_model_cql_ops = {
     .name = "cassandra",
     .open = cql_open,

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "deta/cql.h"
+#include "read_model.h"
 #include "settings.h"
 
 /* schema_meta's version once every statement below has run. */
@@ -24,5 +26,9 @@ bool read_model_cql_ddl(size_t i, const query_cassandra_settings_t *s, char *out
 /* The clock first_seen_at is taken from (microseconds since the epoch); NULL
  * restores the wall clock. For tests whose expected statements name instants. */
 void read_model_cql_set_clock(int64_t (*now_us)(void));
+
+/* The counters of the calling thread's connection of rm's pool (round trips and
+ * bytes, for the docs' figures); false when rm is not the Cassandra store. */
+bool read_model_cql_client_stats(read_model_t *rm, deta_cql_stats_t *out);
 
 #endif

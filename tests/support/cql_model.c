@@ -65,6 +65,9 @@ void ts_cql_start(ts_cql_t *c, const char *log_path, const char *const *extra) {
     assert_true(c->pid >= 0);
     if (c->pid == 0) {
         setsid();
+        sigset_t none; /* a service in this process blocks SIGTERM for sigtimedwait */
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         if (!freopen(out, "a", stdout) || !freopen(out, "a", stderr))
             _exit(126);
         execv(argv[0], (char *const *)argv);

@@ -64,6 +64,7 @@ import argparse
 import hashlib
 import json
 import re
+import signal
 import socket
 import socketserver
 import struct
@@ -1570,6 +1571,9 @@ def main():
     ap.add_argument("--log")
     ap.add_argument("--dc", default="dc1")
     args = ap.parse_args()
+    # a parent that blocked them (a service waits for them with sigtimedwait)
+    # must still be able to stop the model
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
     if (args.user is None) != (args.password is None):
         ap.error("--user and --password go together")
     model = Server(args)
