@@ -1283,6 +1283,7 @@ class Server:
                 if r[0] > 0 and any(r[1] in c for c in cql):
                     r[0] -= 1
                     execute(self.store, Session(), parse(r[2]), [])
+                    return
 
     def injected(self, cql, consistency):
         """An injected error for this request, or None."""
