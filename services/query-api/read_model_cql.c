@@ -253,7 +253,7 @@ static deta_cql_t *conn(cql_model_t *m, deta_err_t *err, char *errstr, size_t er
 /* A client error as the store reports it: the class kept, a malformed answer
  * (the getters' INVALID) or Already_exists made INTERNAL. */
 static deta_err_t store_err(deta_err_t err) {
-    return err == DETA_ERR_TRANSIENT ? DETA_ERR_TRANSIENT : DETA_ERR_INTERNAL;
+    return err == DETA_OK || err == DETA_ERR_TRANSIENT ? err : DETA_ERR_INTERNAL;
 }
 
 /* EXECUTE of a statement the connection prepares once. */
