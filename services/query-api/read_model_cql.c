@@ -35,16 +35,24 @@
  * statement names its keyspace, so connections need no USE.
  *
  * Errors: the client's classes (deta/cql.h) pass through: TRANSIENT (the node is
- * away, overloaded, unavailable, timed out: the consumer retries, never
- * dead-letters) and INTERNAL (a statement refused: a bug or a misconfiguration).
+ * away, overloaded, unavailable, timed out) and INTERNAL (a statement refused: a
+ * bug or a misconfiguration). The consumer dead-letters a message whose handler
+ * failed transiently max_retries times while the service's required health
+ * checks were up; Cassandra refusing writes must never do that. So an apply that
+ * failed transiently makes read_model_ping (the required check "readModel") say
+ * DOWN until an apply succeeds, or for FAILING_MS after the last such failure:
+ * the consumer then waits the store out without counting retries, as it does for
+ * Postgres.
  */
 #include "read_model.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "deta/clock.h"
 #include "deta/cql.h"
 #include "deta/log.h"
 #include "read_model_cql.h"
@@ -53,6 +61,7 @@
 #define STATS_PAGE 5000       /* rows per page of the stats scan */
 #define BUCKETS_PAGE 64       /* days read per query of a scope's buckets */
 #define AGREEMENT_MS 10000    /* the longest wait for schema agreement */
+#define FAILING_MS 10000      /* how long a failed apply keeps the store DOWN */
 #define DAY_US 86400000000LL
 #define SCOPE_MAX (sizeof "customer:" + DETA_ID_MAX)
 
@@ -125,6 +134,10 @@ typedef struct cql_model {
     query_cassandra_settings_t cfg;
     deta_cql_pool_t *pool;
     deta_cql_consistency_t read_cl, write_cl, serial_cl;
+    /* the applies' health: the last transient failure and the last success */
+    pthread_mutex_t lock;
+    long failed_ms, applied_ms;
+    char failure[256];
     /* the statements, with the keyspace in them */
     char select_view[1024];
     char insert_view[1024];
@@ -230,6 +243,7 @@ static void *cql_open(deta_service_t *svc, const query_settings_t *settings, cha
         return NULL;
     }
     build_statements(m);
+    pthread_mutex_init(&m->lock, NULL);
     return m;
 }
 
@@ -239,6 +253,7 @@ static void cql_close(void *impl) {
         return;
     deta_cql_pool_free(m->pool);
     memset(&m->cfg, 0, sizeof m->cfg); /* the password */
+    pthread_mutex_destroy(&m->lock);
     free(m);
 }
 
@@ -558,10 +573,35 @@ static deta_err_t write_batch(cql_model_t *m, deta_cql_t *c, const query_change_
     return err ? store_err(err) : DETA_OK;
 }
 
+static deta_err_t apply_once(cql_model_t *m, const query_change_t *ch, read_model_outcome_t *out,
+                             char *errstr, size_t errsize);
+
+/* The apply's outcome for read_model_ping (see the top of the file). */
+static deta_err_t note_apply(cql_model_t *m, deta_err_t err, const char *why) {
+    pthread_mutex_lock(&m->lock);
+    if (err == DETA_OK) {
+        m->applied_ms = deta_clock_ms();
+    } else if (err == DETA_ERR_TRANSIENT) {
+        m->failed_ms = deta_clock_ms();
+        snprintf(m->failure, sizeof m->failure, "%s", why);
+    }
+    pthread_mutex_unlock(&m->lock);
+    return err;
+}
+
 static deta_err_t cql_apply(void *impl, deta_db_t *tx, const query_change_t *ch,
                             read_model_outcome_t *out, char *errstr, size_t errsize) {
     (void)tx; /* see the top of the file: the claim is Postgres's, these writes idempotent */
     cql_model_t *m = impl;
+    char why[512] = "";
+    deta_err_t err = apply_once(m, ch, out, why, sizeof why);
+    if (err)
+        deta_errf(err, errstr, errsize, "%s", why);
+    return note_apply(m, err, why);
+}
+
+static deta_err_t apply_once(cql_model_t *m, const query_change_t *ch, read_model_outcome_t *out,
+                             char *errstr, size_t errsize) {
     memset(out, 0, sizeof *out);
     deta_err_t err = DETA_OK;
     deta_cql_t *c = conn(m, &err, errstr, errsize);
@@ -758,6 +798,15 @@ static deta_err_t schema_version(cql_model_t *m, deta_cql_t *c, int32_t *version
 
 static bool cql_ping(void *impl, char *detail, size_t detailsize) {
     cql_model_t *m = impl;
+    pthread_mutex_lock(&m->lock);
+    long since = deta_clock_ms() - m->failed_ms;
+    bool failing = m->failed_ms > m->applied_ms && since < FAILING_MS;
+    if (failing)
+        snprintf(detail, detailsize, "cassandra: an event could not be applied %ld ms ago: %s",
+                 since, m->failure);
+    pthread_mutex_unlock(&m->lock);
+    if (failing)
+        return false;
     deta_err_t err = DETA_OK;
     deta_cql_t *c = conn(m, &err, detail, detailsize);
     int32_t version = 0;

@@ -777,15 +777,20 @@ static void an_overloaded_store_is_retried_not_dead_lettered(void **state) {
         printf("(only with QUERY_STORE=cassandra on the model server)\n");
         return;
     }
-    static const char *const faults[][2] = {
-        {"OVERLOADED", "IF NOT EXISTS"},           /* the view's lightweight transaction */
-        {"UNAVAILABLE", "order_list_buckets (scope"}, /* the timeline and list batch */
-        {"WRITE_TIMEOUT", "IF NOT EXISTS"},
+    /* more errors in a row than the consumer's retry budget (5) for one of them */
+    static const struct {
+        const char *error, *statement;
+        int times;
+    } faults[] = {
+        {"OVERLOADED", "IF NOT EXISTS", 7},              /* the view's lightweight transaction */
+        {"UNAVAILABLE", "order_list_buckets (scope", 3}, /* the timeline and list batch */
+        {"WRITE_TIMEOUT", "IF NOT EXISTS", 2},
     };
     for (size_t i = 0; i < sizeof faults / sizeof *faults; i++) {
         char order[37], event_id[37], line[160], reply[64];
         ts_uuid(order);
-        snprintf(line, sizeof line, "fail %s 3 %s", faults[i][0], faults[i][1]);
+        snprintf(line, sizeof line, "fail %s %d %s", faults[i].error, faults[i].times,
+                 faults[i].statement);
         ts_cql_control(&cql, line, reply, sizeof reply);
         inject(DETA_EVT_DELIVERY_ASSIGNED, order, "2026-11-25T12:00:03.000Z",
                delivery_assigned("2026-11-25T12:40:00.000Z"), event_id);
