@@ -816,11 +816,14 @@ static int start_cassandra_query_api(void **state) {
     if (!cassandra)
         return 0;
     ts_cql_start(&cql, NULL, NULL);
+    /* a real Cassandra's other settings (port, credentials) are the environment's */
     static char points[300], port[32];
     snprintf(points, sizeof points, "CASSANDRA_CONTACT_POINTS=%s", cql.contact_points);
-    snprintf(port, sizeof port, "CASSANDRA_PORT=%d", cql.port > 0 ? cql.port : 9042);
-    static const char *extra[] = {"QUERY_STORE=cassandra", points, port,
-                                  "CASSANDRA_KEYSPACE=" KEYSPACE, NULL};
+    snprintf(port, sizeof port, "CASSANDRA_PORT=%d", cql.port);
+    static const char *extra[] = {"QUERY_STORE=cassandra", points,
+                                  "CASSANDRA_KEYSPACE=" KEYSPACE, NULL, NULL};
+    if (!cql.real)
+        extra[3] = port;
     if (ts_stack("stop query-api") != 0) {
         fprintf(stderr, "cannot stop the stack's query-api\n");
         return -1;
