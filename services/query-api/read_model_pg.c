@@ -1,6 +1,7 @@
 /*
- * read_model_pg.c - the read model in Postgres (database delivery_query): the
- * implementation of read_model.h on the local stack.
+ * read_model_pg.c - the read model in Postgres (database delivery_query,
+ * QUERY_STORE=postgres, the default): read_model.h's functions, as the table
+ * read_model_pg_ops.
  *
  * Applying an event is one statement (two data-modifying parts, one round trip)
  * in the consumer's transaction: the timeline row (ON CONFLICT (event_id) DO
