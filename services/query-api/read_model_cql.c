@@ -58,7 +58,7 @@
 #include "read_model_cql.h"
 
 #define LWT_TRIES 10          /* lost races before an apply gives up (TRANSIENT) */
-#define STATS_PAGE 5000       /* rows per page of the stats scan */
+#define STATS_PAGE 5000       /* rows per page of the stats scan (tests: set_stats_page) */
 #define BUCKETS_PAGE 64       /* days read per query of a scope's buckets */
 #define AGREEMENT_MS 10000    /* the longest wait for schema agreement */
 #define FAILING_MS 10000      /* how long a failed apply keeps the store DOWN */
@@ -76,6 +76,10 @@ static int64_t wall_clock_us(void) {
 static int64_t (*now_us)(void) = wall_clock_us;
 
 void read_model_cql_set_clock(int64_t (*fn)(void)) { now_us = fn ? fn : wall_clock_us; }
+
+static int32_t stats_page = STATS_PAGE;
+
+void read_model_cql_set_stats_page(int32_t rows) { stats_page = rows > 0 ? rows : STATS_PAGE; }
 
 /* ---- the view's columns ---- */
 
@@ -745,7 +749,7 @@ static deta_err_t cql_stats(void *impl, query_stats_t *out, char *errstr, size_t
     do {
         deta_cql_query_t q = {.cql = m->select_statuses,
                               .consistency = m->read_cl,
-                              .page_size = STATS_PAGE,
+                              .page_size = stats_page,
                               .paging_state = state,
                               .paging_state_len = state_len};
         deta_cql_result_t r;
@@ -868,7 +872,9 @@ static deta_err_t await_agreement(cql_model_t *m, deta_cql_t *c, char *errstr,
             DETA_WARN("cassandra: no schema agreement after %d ms; going on", AGREEMENT_MS);
             return DETA_OK;
         }
-        if (m->svc && deta_service_pause(m->svc, 200))
+        if (!m->svc)
+            deta_sleep_ms(200);
+        else if (deta_service_pause(m->svc, 200))
             return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize, "stopped");
     }
 }

@@ -26,6 +26,9 @@ bool read_model_cql_ddl(size_t i, const query_cassandra_settings_t *s, char *out
 /* The clock first_seen_at is taken from (microseconds since the epoch); NULL
  * restores the wall clock. For tests whose expected statements name instants. */
 void read_model_cql_set_clock(int64_t (*now_us)(void));
+/* Rows per page of the stats scan (5000; 0 restores it), so that a test walks
+ * several pages without thousands of orders. */
+void read_model_cql_set_stats_page(int32_t rows);
 
 /* The counters of the calling thread's connection of rm's pool (round trips and
  * bytes, for the docs' figures); false when rm is not the Cassandra store. */

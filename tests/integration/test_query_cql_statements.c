@@ -575,6 +575,54 @@ static void a_list_walks_days_newest_first(void **state) {
     read_model_free(rm);
 }
 
+/* The stats scan follows the paging state page after page. */
+static void stats_follow_the_paging_state(void **state) {
+    (void)state;
+    read_model_t *rm = open_store("pages");
+    static const char *const types[] = {DETA_EVT_ORDER_CREATED, DETA_EVT_ORDER_CREATED,
+                                        DETA_EVT_INVENTORY_RESERVED, DETA_EVT_PAYMENT_FAILED,
+                                        DETA_EVT_ORDER_CREATED, DETA_EVT_INVENTORY_RELEASED,
+                                        DETA_EVT_ORDER_CREATED};
+    static const char *const payloads[] = {CREATED_PAYLOAD("c-1"), CREATED_PAYLOAD("c-2"),
+                                           "{}", "{}", CREATED_PAYLOAD("c-3"), "{}",
+                                           CREATED_PAYLOAD("c-4")};
+    for (size_t i = 0; i < 7; i++) {
+        char id[37];
+        ts_uuid(id);
+        event_t e;
+        event_make(&e, types[i], id, NULL, "2026-11-25T12:00:00.000Z", payloads[i]);
+        apply(rm, &e);
+        deta_event_clear(&e.ev);
+    }
+    control("log %s.pages", log_path);
+    read_model_cql_set_stats_page(2);
+    query_stats_t s;
+    char err[256] = "";
+    deta_err_t got = read_model_stats(rm, &s, err, sizeof err);
+    read_model_cql_set_stats_page(0);
+    control("log off");
+    assert_int_equal(got, DETA_OK);
+    assert_int_equal(s.by_status[0], 4); /* CREATED */
+    assert_int_equal(s.by_status[1], 1); /* INVENTORY_RESERVED */
+    assert_int_equal(s.by_status[8], 1); /* PAYMENT_FAILED */
+    assert_int_equal(s.without_status, 1);
+    char path[600];
+    snprintf(path, sizeof path, "%s.pages", log_path);
+    char *log = read_all(path);
+    assert_non_null(log);
+    int pages = 0, with_state = 0;
+    for (const char *p = log; (p = strstr(p, "SELECT status FROM pages.order_view")); p++) {
+        pages++;
+        const char *end = strchr(p, '\n');
+        const char *st = strstr(p, "\"paging_state\": true");
+        with_state += st && (!end || st < end);
+    }
+    assert_int_equal(pages, 4); /* 7 rows, 2 a page */
+    assert_int_equal(with_state, 3);
+    free(log);
+    read_model_free(rm);
+}
+
 /* ---- errors ---- */
 
 static void overloaded_and_unavailable_are_transient(void **state) {
@@ -690,6 +738,7 @@ int main(void) {
         cmocka_unit_test(a_lost_update_race_reads_again_and_merges),
         cmocka_unit_test(stale_keys_are_skipped_and_dropped),
         cmocka_unit_test(a_list_walks_days_newest_first),
+        cmocka_unit_test(stats_follow_the_paging_state),
         cmocka_unit_test(overloaded_and_unavailable_are_transient),
         cmocka_unit_test(the_schema_waits_for_an_overloaded_server_not_for_a_refusal),
         cmocka_unit_test(credentials_are_offered_and_checked),
