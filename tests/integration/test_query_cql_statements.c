@@ -611,7 +611,9 @@ static void stats_follow_the_paging_state(void **state) {
     char *log = read_all(path);
     assert_non_null(log);
     int pages = 0, with_state = 0;
-    for (const char *p = log; (p = strstr(p, "SELECT status FROM pages.order_view")); p++) {
+    static const char scan[] = "\"op\": \"EXECUTE\", \"cql\": \"SELECT status FROM "
+                               "pages.order_view\"";
+    for (const char *p = log; (p = strstr(p, scan)); p++) {
         pages++;
         const char *end = strchr(p, '\n');
         const char *st = strstr(p, "\"paging_state\": true");
