@@ -93,11 +93,21 @@ void ts_cql_start(ts_cql_t *c, const char *log_path, const char *const *extra) {
     fail_msg("the model CQL server did not listen within 10 s (its output: %s)", out);
 }
 
+/* Stops the model and removes its folder (its ports and its output). */
 void ts_cql_stop(ts_cql_t *c) {
     if (c->pid > 0) {
         kill(c->pid, SIGTERM);
         waitpid(c->pid, NULL, 0);
         c->pid = 0;
+    }
+    if (c->dir[0]) {
+        char path[300];
+        snprintf(path, sizeof path, "%s/ports", c->dir);
+        unlink(path);
+        snprintf(path, sizeof path, "%s/server.out", c->dir);
+        unlink(path);
+        rmdir(c->dir);
+        c->dir[0] = '\0';
     }
 }
 
