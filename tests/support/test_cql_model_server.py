@@ -13,6 +13,7 @@ Run with /usr/bin/python3 (the cassandra module is Debian's python3-cassandra).
 
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -61,6 +62,7 @@ class Model:
     def stop(self):
         self.proc.terminate()
         self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Conn:
