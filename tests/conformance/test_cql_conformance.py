@@ -13,7 +13,9 @@ prints what our decoder (and the getters, for the cells) reports; the same
 frames are decoded with ProtocolHandler.decode_message and both views are
 compared field by field. A few malformed frames must be refused by both.
 
-Usage: test_cql_conformance.py PATH/TO/cql_frames   (run by ctest).
+Usage: test_cql_conformance.py PATH/TO/cql_frames   (run by ctest);
+       test_cql_conformance.py --write-corpus DIR    (the valid response frames,
+       one file each: the seeds of tests/fuzz/corpus/cql_frame).
 """
 import datetime
 import json
@@ -492,9 +494,22 @@ def check_responses(prog):
               "python refused: %s, ours: %s" % (py_refused, ours.get(name)))
 
 
+def write_corpus(directory):
+    """The valid response frames, one file each: the fuzz target's seeds
+    (tests/fuzz/corpus/cql_frame)."""
+    import os
+    for name, fr in responses():
+        with open(os.path.join(directory, name), "wb") as f:
+            f.write(fr)
+
+
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--write-corpus":
+        write_corpus(sys.argv[2])
+        return
     if len(sys.argv) != 2:
-        sys.exit("usage: test_cql_conformance.py PATH/TO/cql_frames")
+        sys.exit("usage: test_cql_conformance.py PATH/TO/cql_frames\n"
+                 "       test_cql_conformance.py --write-corpus DIR")
     check_requests(sys.argv[1])
     check_responses(sys.argv[1])
     if FAILURES:
