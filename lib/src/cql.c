@@ -111,7 +111,7 @@ struct deta_cql {
 
     long retry_at;  /* deta_clock_ms() before which no connect is tried; 0: none */
     int backoff_ms; /* the wait armed by the last failure; 0 after a success */
-    char connect_error[256];
+    char connect_error[600]; /* why the last attempt failed, for the calls inside its backoff */
 
     int last_error;
     deta_cql_stats_t stats;
@@ -885,7 +885,8 @@ static deta_err_t ensure_connected(deta_cql_t *c, char *errstr, size_t errsize) 
         return fail(c, DETA_ERR_TRANSIENT, errstr, errsize,
                     "cassandra: reconnecting in %ld ms (last attempt: %s)", c->retry_at - now,
                     c->connect_error);
-    deta_err_t err = connect_any(c, errstr, errsize);
+    char why[sizeof c->connect_error];
+    deta_err_t err = connect_any(c, why, sizeof why);
     if (err == DETA_OK) {
         c->backoff_ms = 0;
         c->retry_at = 0;
@@ -899,8 +900,8 @@ static deta_err_t ensure_connected(deta_cql_t *c, char *errstr, size_t errsize) 
     c->retry_at = deta_clock_ms() + c->backoff_ms;
     if (c->retry_at == 0)
         c->retry_at = 1;
-    snprintf(c->connect_error, sizeof c->connect_error, "%s", errstr ? errstr : "failed");
-    return err;
+    memcpy(c->connect_error, why, sizeof why);
+    return deta_errf(err, errstr, errsize, "%s", why);
 }
 
 deta_err_t deta_cql_connect(deta_cql_t *c, char *errstr, size_t errsize) {

@@ -47,6 +47,7 @@ typedef enum action {
     OVERSIZED,
     BAD_HEADER,
     WRONG_STREAM,
+    ANSWER_CLOSE,
 } action_t;
 
 struct cqls_step {
@@ -433,7 +434,7 @@ static void serve(cqls_t *s, int fd) {
             send_event(fd);
         send_all(fd, f.p, st->action == CUT && st->action_n < f.len ? st->action_n : f.len);
         free(f.p);
-        if (st->action == CUT)
+        if (st->action == CUT || st->action == ANSWER_CLOSE)
             return;
     }
 }
@@ -782,5 +783,6 @@ void cqls_oversized(cqls_step_t *st, uint32_t length) {
     st->action = OVERSIZED;
     st->action_n = length;
 }
+void cqls_answer_then_close(cqls_step_t *st) { st->action = ANSWER_CLOSE; }
 void cqls_bad_header(cqls_step_t *st) { st->action = BAD_HEADER; }
 void cqls_wrong_stream(cqls_step_t *st) { st->action = WRONG_STREAM; }

@@ -117,6 +117,9 @@ void cqls_cut(cqls_step_t *st, size_t n);
 void cqls_silent(cqls_step_t *st);
 /* Sends a header announcing a body of `length` bytes, and no body. */
 void cqls_oversized(cqls_step_t *st, uint32_t length);
+/* Sends the answer, then closes the connection (a node restarting between two
+ * requests). */
+void cqls_answer_then_close(cqls_step_t *st);
 /* Sends the answer with a version byte that is no v4 response (0x05). */
 void cqls_bad_header(cqls_step_t *st);
 /* Sends the answer on the request's stream + 1. */

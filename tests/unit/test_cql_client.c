@@ -530,6 +530,7 @@ static void check_lost_then_reconnect(void (*misbehave)(cqls_step_t *, size_t), 
                                       deta_err_t want, const char *why) {
     cqls_t *s = cqls_start();
     script_ready(s);
+    cqls_error(cqls_expect(s, CQLS_QUERY), DETA_CQL_E_OVERLOADED, "busy");
     cqls_step_t *st = cqls_expect(s, CQLS_QUERY);
     cqls_void(st);
     misbehave(st, n);
@@ -537,6 +538,8 @@ static void check_lost_then_reconnect(void (*misbehave)(cqls_step_t *, size_t), 
     cqls_void(cqls_expect(s, CQLS_QUERY));
     deta_cql_t *c = client_for(s);
     char err[ERRSZ] = "";
+    assert_int_equal(run_query(c, "SELECT 1", err), DETA_ERR_TRANSIENT);
+    assert_int_equal(deta_cql_last_error(c), DETA_CQL_E_OVERLOADED);
     long t0 = deta_clock_ms();
     assert_int_equal(run_query(c, "SELECT 1", err), want);
     assert_true(deta_clock_ms() - t0 < 2000);
@@ -599,6 +602,28 @@ static void test_corrupted_header(void **state) {
 static void test_answer_on_another_stream(void **state) {
     (void)state;
     check_lost_then_reconnect(wrong_stream, 0, DETA_ERR_TRANSIENT, "stream");
+}
+
+/* A node that closed an idle connection (a restart between two calls): the next
+ * call notices before it writes, connects again and succeeds. */
+static void test_closed_idle_connection_replaced(void **state) {
+    (void)state;
+    cqls_t *s = cqls_start();
+    script_ready(s);
+    cqls_step_t *st = cqls_expect(s, CQLS_QUERY);
+    cqls_void(st);
+    cqls_answer_then_close(st);
+    script_ready(s);
+    cqls_void(cqls_expect(s, CQLS_QUERY));
+    deta_cql_t *c = client_for(s);
+    char err[ERRSZ] = "";
+    assert_int_equal(run_query(c, "SELECT 1", err), DETA_OK);
+    deta_sleep_ms(50); /* the server's close reaches the client's socket */
+    assert_int_equal(run_query(c, "SELECT 1", err), DETA_OK);
+    assert_int_equal(cqls_connections(s), 2);
+    assert_script_done(s);
+    deta_cql_free(c);
+    cqls_free(s);
 }
 
 /* An EVENT on stream -1 before the answer is skipped. */
@@ -821,6 +846,7 @@ int main(void) {
         cmocka_unit_test(test_oversized_frame),
         cmocka_unit_test(test_corrupted_header),
         cmocka_unit_test(test_answer_on_another_stream),
+        cmocka_unit_test(test_closed_idle_connection_replaced),
         cmocka_unit_test(test_event_before_the_answer),
         cmocka_unit_test(test_frame_over_the_setting),
         cmocka_unit_test(test_first_contact_point_refuses),
