@@ -46,9 +46,9 @@
  *
  *   - Prepared statements are kept per connection, keyed by their text, in an
  *     array sorted by text (binary search), at most PREPARED_MAX of them, the
- *     oldest evicted first. EXECUTE prepares on a miss; an UNPREPARED answer (the
- *     node forgot the id: restart, cache eviction) prepares again and executes once
- *     more, never twice. Losing the connection empties the cache: another node
+ *     oldest evicted first (a batch first marks its own as the newest). EXECUTE
+ *     prepares on a miss; an UNPREPARED answer (the node forgot the id: restart,
+ *     cache eviction) prepares again and executes once more, never twice. Losing the connection empties the cache: another node
  *     (or the same one restarted) may not know the ids.
  *
  * A deta_cql_t is used by one thread at a time: nothing in it is locked. The
@@ -1035,6 +1035,14 @@ deta_err_t deta_cql_batch(deta_cql_t *c, const deta_cql_batch_t *b, deta_cql_res
         return fail(c, DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
     }
     for (int attempt = 0;; attempt++) {
+        /* The batch's statements that are cached become the newest entries
+         * first: preparing the missing ones evicts the oldest, which must not be
+         * one of this batch while the cache holds others. */
+        for (size_t i = 0; i < b->nitems; i++) {
+            prepared_t *p = b->items[i].prepared ? cache_find(c, b->items[i].cql, NULL) : NULL;
+            if (p)
+                p->seq = ++c->prepared_seq;
+        }
         for (size_t i = 0; i < b->nitems && !err; i++) {
             if (b->items[i].prepared && !cache_find(c, b->items[i].cql, NULL)) {
                 if (attempt > 0)
@@ -1042,8 +1050,8 @@ deta_err_t deta_cql_batch(deta_cql_t *c, const deta_cql_batch_t *b, deta_cql_res
                 err = prepare_on(c, b->items[i].cql, NULL, errstr, errsize);
             }
         }
-        /* Every id is looked up after all were prepared: preparing one may have
-         * evicted another's entry when the batch holds more than the cache. */
+        /* Every id is looked up after all were prepared: preparing one may still
+         * have evicted another's entry when the batch holds more than the cache. */
         for (size_t i = 0; i < b->nitems && !err; i++) {
             if (!b->items[i].prepared)
                 continue;

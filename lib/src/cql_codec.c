@@ -16,7 +16,8 @@
  * cursor once. Counts that size an allocation (columns, rows times columns, bind
  * markers, partition key indexes) are first compared with what each element
  * needs at least, from the bytes that remain: a count the body cannot hold is
- * refused before anything is allocated. Type options nest (a list of maps of
+ * refused before anything is allocated (column specs are also bounded by
+ * COLUMNS_MAX, each being far larger in memory than in the body). Type options nest (a list of maps of
  * tuples ...): their recursion is bounded by OPTION_DEPTH_MAX.
  *
  * Names that the caller looks things up by (keyspace, table, column names of
@@ -35,6 +36,12 @@
 /* Nesting of type options: frozen<map<text, frozen<list<tuple<...>>>>> needs
  * a handful; 32 leaves room and keeps the stack bounded on hostile input. */
 #define OPTION_DEPTH_MAX 32
+
+/* Column specs (of rows, and bind markers): a spec takes as little as 4 bytes of
+ * a body but a deta_cql_column_t (three names of DETA_CQL_NAME_MAX, 776 bytes)
+ * in memory, so the body alone would let a 16 MiB frame take 3 GiB. No more
+ * than a [short] can bind (the <n> of values) are accepted. */
+#define COLUMNS_MAX 65535
 
 /* ---------------------------------------------------------------- encoding */
 
@@ -661,6 +668,10 @@ static void rd_col_specs(cur_t *c, bool global, size_t n, deta_cql_column_t **ou
         return;
     if (n > c->n / 4) {
         bad(c, "%zu column specs cannot fit in the %zu bytes left", n, c->n);
+        return;
+    }
+    if (n > COLUMNS_MAX) {
+        bad(c, "%zu column specs, more than %d", n, COLUMNS_MAX);
         return;
     }
     deta_cql_column_t *cols = calloc(n, sizeof *cols);

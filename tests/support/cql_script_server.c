@@ -17,7 +17,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define MAX_STEPS 64
+/* enough to fill the client's prepared cache (256) and go past it */
+#define MAX_STEPS 320
 #define MAX_VALUES 16
 #define MAX_ITEMS 8
 #define MAX_STREAMS 64

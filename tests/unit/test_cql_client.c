@@ -524,6 +524,52 @@ static void test_batch_with_prepared_items(void **state) {
     cqls_free(s);
 }
 
+/* A batch whose statements are all known but one, on a connection whose
+ * prepared cache is full: preparing the missing one must not evict another of
+ * the batch (the oldest entry is the batch's own first statement here). The
+ * batch is sent with both ids, and nothing else is prepared again. */
+static void test_batch_on_a_full_prepared_cache(void **state) {
+    (void)state;
+    enum { CACHE = 256 };
+    cqls_t *s = cqls_start();
+    script_ready(s);
+    cqls_step_t *st = cqls_expect(s, CQLS_PREPARE);
+    cqls_expect_query(st, "INSERT INTO a (k) VALUES (?)");
+    cqls_prepared(st, "PA", 2, 1);
+    char text[CACHE][48];
+    for (int i = 1; i < CACHE; i++) {
+        snprintf(text[i], sizeof text[i], "SELECT k FROM filler WHERE i = %d", i);
+        st = cqls_expect(s, CQLS_PREPARE);
+        cqls_expect_query(st, text[i]);
+        cqls_prepared(st, "F", 1, 0);
+    }
+    st = cqls_expect(s, CQLS_PREPARE);
+    cqls_expect_query(st, "INSERT INTO b (k) VALUES (?)");
+    cqls_prepared(st, "PB", 2, 1);
+    st = cqls_expect(s, CQLS_BATCH);
+    cqls_expect_batch_item(st, NULL, "PA", 2, 1);
+    cqls_expect_batch_item(st, NULL, "PB", 2, 1);
+    cqls_void(st);
+    deta_cql_t *c = client_for(s);
+    char err[ERRSZ] = "";
+    assert_int_equal(deta_cql_prepare(c, "INSERT INTO a (k) VALUES (?)", NULL, err, sizeof err),
+                     DETA_OK);
+    for (int i = 1; i < CACHE; i++)
+        assert_int_equal(deta_cql_prepare(c, text[i], NULL, err, sizeof err), DETA_OK);
+    deta_cql_value_t one[] = {deta_cql_int(1)};
+    deta_cql_batch_item_t items[] = {
+        {.cql = "INSERT INTO a (k) VALUES (?)", .prepared = true, .values = one, .nvalues = 1},
+        {.cql = "INSERT INTO b (k) VALUES (?)", .prepared = true, .values = one, .nvalues = 1},
+    };
+    deta_cql_batch_t b = {.type = DETA_CQL_BATCH_LOGGED, .items = items, .nitems = 2,
+                          .consistency = DETA_CQL_ONE};
+    if (deta_cql_batch(c, &b, NULL, err, sizeof err) != DETA_OK)
+        fail_msg("batch: %s", err);
+    assert_script_done(s);
+    deta_cql_free(c);
+    cqls_free(s);
+}
+
 /* ---- a connection that goes wrong ---- */
 
 static void check_lost_then_reconnect(void (*misbehave)(cqls_step_t *, size_t), size_t n,
@@ -841,6 +887,7 @@ int main(void) {
         cmocka_unit_test(test_statement_errors_are_internal),
         cmocka_unit_test(test_paging_over_three_pages),
         cmocka_unit_test(test_batch_with_prepared_items),
+        cmocka_unit_test(test_batch_on_a_full_prepared_cache),
         cmocka_unit_test(test_cut_mid_frame_is_transient_and_reconnects),
         cmocka_unit_test(test_request_timeout),
         cmocka_unit_test(test_oversized_frame),

@@ -1162,6 +1162,75 @@ static void test_bad_bodies(void **state) {
     cql_response_clear(NULL);
 }
 
+/* A big-endian [int] or [short] at p. */
+static uint8_t *w32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)(v >> 24), p[1] = (uint8_t)(v >> 16), p[2] = (uint8_t)(v >> 8), p[3] = (uint8_t)v;
+    return p + 4;
+}
+static uint8_t *w16(uint8_t *p, unsigned v) {
+    p[0] = (uint8_t)(v >> 8), p[1] = (uint8_t)v;
+    return p + 2;
+}
+
+/* A Rows body (kind 2, Global_tables_spec "k"."t") of n columns named "" of
+ * type int, and no rows; or a Prepared body (kind 4, id "i") of n such bind
+ * markers and no result metadata. Each column takes 4 bytes of the body. */
+static uint8_t *many_columns(bool prepared, size_t n, size_t *len) {
+    uint8_t *body = malloc(64 + 4 * n), *w = body;
+    assert_non_null(body);
+    w = w32(w, prepared ? 4 : 2);
+    if (prepared) {
+        w = w16(w, 1);
+        *w++ = 'i';
+    }
+    w = w32(w, 0x1);
+    w = w32(w, (uint32_t)n);
+    if (prepared)
+        w = w32(w, 0); /* no partition key indexes */
+    w = w16(w, 1);
+    *w++ = 'k';
+    w = w16(w, 1);
+    *w++ = 't';
+    for (size_t i = 0; i < n; i++) {
+        w = w16(w, 0);
+        w = w16(w, 0x0009);
+    }
+    if (prepared) {
+        w = w32(w, 0x4); /* result metadata: No_metadata, 0 columns */
+        w = w32(w, 0);
+    } else {
+        w = w32(w, 0); /* no rows */
+    }
+    *len = (size_t)(w - body);
+    return body;
+}
+
+/* Each column spec takes 4 bytes of a body and 776 bytes of memory (three
+ * names of DETA_CQL_NAME_MAX): a count is bounded by what a [short] can bind
+ * (65535), not only by the body, or a 16 MiB frame would take 3 GiB. */
+static void test_column_count_bound(void **state) {
+    (void)state;
+    for (int prepared = 0; prepared < 2; prepared++) {
+        size_t len;
+        cql_response_t r;
+        char err[256] = "";
+        uint8_t *body = many_columns(prepared, 65535, &len);
+        cql_header_t h = {.version = 0x84, .opcode = 0x08, .length = (uint32_t)len};
+        if (!cql_response_decode(&h, body, &r, err, sizeof err))
+            fail_msg("65535 columns refused: %s", err);
+        assert_int_equal(prepared ? r.result.nbind : r.result.ncolumns, 65535);
+        cql_response_clear(&r);
+        body = many_columns(prepared, 65536, &len);
+        h.length = (uint32_t)len;
+        if (cql_response_decode(&h, body, &r, err, sizeof err)) {
+            cql_response_clear(&r);
+            fail_msg("65536 columns accepted (prepared %d)", prepared);
+        }
+        if (!strstr(err, "more than 65535"))
+            fail_msg("error \"%s\" lacks \"more than 65535\"", err);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_startup),
@@ -1182,6 +1251,7 @@ int main(void) {
         cmocka_unit_test(test_result_prepared),
         cmocka_unit_test(test_frame_flags),
         cmocka_unit_test(test_bad_bodies),
+        cmocka_unit_test(test_column_count_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
