@@ -633,6 +633,13 @@ static deta_err_t roundtrip(deta_cql_t *c, cql_buf_t *b, int16_t stream, cql_res
         c->stats.bytes_in += CQL_HEADER_LEN + h.length;
         if (h.stream == -1 && h.opcode == CQL_OP_EVENT) {
             free(body);
+            /* Pushed events never extend a request's time: a node that kept
+             * sending them would otherwise hold us past the deadline. */
+            if (deta_clock_ms() >= deadline) {
+                drop_connection(c);
+                return fail(c, DETA_ERR_TRANSIENT, errstr, errsize,
+                            "cassandra %s: timed out (events but no answer)", node);
+            }
             continue;
         }
         if (h.stream != stream) {
