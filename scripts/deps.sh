@@ -16,11 +16,17 @@ PACKAGES=(
   kcat curl gnuplot-nox linux-perf python3 python3-yaml
   podman runc debootstrap
 )
+# What only tests use, kept apart from PACKAGES: the image's build stage
+# (infra/docker/Dockerfile) installs PACKAGES' -dev packages, which
+# tests/deploy/check_dockerfile.py compares with PACKAGES, and none of these.
+# python3-cassandra: the CQL codec's conformance test (tests/conformance);
+# clang and libclang-rt-14-dev (libFuzzer's runtime): tests/fuzz/run.sh.
+TEST_PACKAGES=(python3-cassandra clang libclang-rt-14-dev)
 
 # Prints the packages that are not installed, one per line.
 missing_packages() {
   local p
-  for p in "${PACKAGES[@]}"; do
+  for p in "${PACKAGES[@]}" "${TEST_PACKAGES[@]}"; do
     if [ "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" != installed ]; then
       echo "$p"
     fi
@@ -49,7 +55,7 @@ main() {
   local missing
   mapfile -t missing < <(missing_packages)
   if [ "${#missing[@]}" -eq 0 ]; then
-    echo "deps.sh: all ${#PACKAGES[@]} packages already installed, nothing to do"
+    echo "deps.sh: all $((${#PACKAGES[@]} + ${#TEST_PACKAGES[@]})) packages already installed, nothing to do"
     return 0
   fi
   if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then

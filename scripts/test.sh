@@ -4,19 +4,21 @@
 #   1. dependencies (scripts/deps.sh: does nothing when all is installed);
 #   2. configure and build with -DDETA_SANITIZE=ON (ASan + UBSan) in build/asan;
 #   3. unit tests: ctest -L unit (no server needed);
-#   4. a test stack of its own (.local/test, wiped first so that runs are
+#   4. the CQL frame fuzz target (tests/fuzz/run.sh: clang's libFuzzer, ASan,
+#      UBSan) for FUZZ_SECONDS (30) seconds;
+#   5. a test stack of its own (.local/test, wiped first so that runs are
 #      independent; ports 25432, 26379 and 28080..28084 preferred, so that a
 #      developer's `make up` stack is left alone) built from build/asan, so the
 #      services and the broker run instrumented too; its stack.env is exported;
-#   5. integration tests: ctest -L integration against that stack, then the
+#   6. integration tests: ctest -L integration against that stack, then the
 #      fault tests (ctest -L faults), which stop, kill and restart its parts;
-#   6. the stack is brought down (always, by trap, even on failure or ^C), and
+#   7. the stack is brought down (always, by trap, even on failure or ^C), and
 #      its logs are searched for sanitizer reports: a service that leaked or
 #      hit undefined behaviour fails the run even when every test passed;
-#   7. the chaos test (scripts/chaos.sh) at CI size, CHAOS_ORDERS (600) orders
+#   8. the chaos test (scripts/chaos.sh) at CI size, CHAOS_ORDERS (600) orders
 #      while services, Redis and Postgres are killed at random, on a stack of
 #      its own (.local/chaos), whose logs it scans the same way;
-#   8. the container images (tests/deploy/images.sh): the five built with
+#   9. the container images (tests/deploy/images.sh): the five built with
 #      podman from infra/docker/Dockerfile as compose builds them, checked, and
 #      run with a saga through them against a stack of their own
 #      (.local/images); every container and image it made is removed.
@@ -69,6 +71,9 @@ main() {
 
   step "unit tests"
   ctest --test-dir "$ASAN_BUILD" -L unit --output-on-failure || fail "unit tests"
+
+  step "fuzzing the CQL frame decoder (tests/fuzz/run.sh, ${FUZZ_SECONDS:-30}s)"
+  tests/fuzz/run.sh || fail "fuzzing the CQL frame decoder (tests/fuzz/run.sh)"
 
   step "test stack in $STACK_DIR (previous data removed)"
   scripts/stack.sh down >/dev/null 2>&1 || true

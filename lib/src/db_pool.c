@@ -13,16 +13,21 @@
 #include "perthread.h"
 
 struct deta_db_pool {
+    deta_config_t cfg; /* the constructor's argument, for the pool's lifetime */
     deta_perthread_t *threads;
 };
 
-static void *pool_make(const deta_config_t *cfg) { return deta_db_new(cfg); }
+static void *pool_make(const void *cfg) { return deta_db_new(cfg); }
 static void pool_destroy(void *obj) { deta_db_free(obj); }
 
 deta_db_pool_t *deta_db_pool_new(const deta_config_t *cfg) {
+    if (!cfg)
+        return NULL;
     deta_db_pool_t *pool = calloc(1, sizeof *pool);
-    if (pool)
-        pool->threads = deta_perthread_new(cfg, pool_make, pool_destroy);
+    if (pool) {
+        pool->cfg = *cfg;
+        pool->threads = deta_perthread_new(&pool->cfg, pool_make, pool_destroy);
+    }
     if (pool && !pool->threads) {
         free(pool);
         return NULL;

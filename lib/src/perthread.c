@@ -18,7 +18,7 @@ typedef struct entry {
 } entry_t;
 
 struct deta_perthread {
-    deta_config_t cfg;
+    const void *arg; /* the owner's, passed to make */
     deta_perthread_new_fn make;
     deta_perthread_free_fn destroy;
     pthread_key_t key;
@@ -46,14 +46,14 @@ static void release_thread(void *value) {
     free(e);
 }
 
-deta_perthread_t *deta_perthread_new(const deta_config_t *cfg, deta_perthread_new_fn make,
+deta_perthread_t *deta_perthread_new(const void *arg, deta_perthread_new_fn make,
                                      deta_perthread_free_fn destroy) {
-    if (!cfg || !make || !destroy)
+    if (!make || !destroy)
         return NULL;
     deta_perthread_t *set = calloc(1, sizeof *set);
     if (!set)
         return NULL;
-    set->cfg = *cfg;
+    set->arg = arg;
     set->make = make;
     set->destroy = destroy;
     if (pthread_key_create(&set->key, release_thread) != 0) {
@@ -71,7 +71,7 @@ void *deta_perthread_get(deta_perthread_t *set) {
     if (e)
         return e->obj;
     e = calloc(1, sizeof *e);
-    void *obj = e ? set->make(&set->cfg) : NULL;
+    void *obj = e ? set->make(set->arg) : NULL;
     if (!obj || pthread_setspecific(set->key, e) != 0) {
         if (obj)
             set->destroy(obj);

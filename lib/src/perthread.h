@@ -1,18 +1,19 @@
 /*
  * perthread.h - private to libdeta: one object per thread, made on the thread's
  * first request and freed when the thread exits or the set is freed. The
- * connection pools of db.c and redis.c are this, with their own constructors.
+ * connection pools of db.c, redis.c and cql.c are this, with their own
+ * constructors, each given the argument the set was made with (the pool's copy of
+ * its configuration, which must outlive the set).
  */
 #ifndef DETA_PERTHREAD_H
 #define DETA_PERTHREAD_H
 
-#include "deta/config.h"
-
 typedef struct deta_perthread deta_perthread_t;
-typedef void *(*deta_perthread_new_fn)(const deta_config_t *cfg);
+typedef void *(*deta_perthread_new_fn)(const void *arg);
 typedef void (*deta_perthread_free_fn)(void *obj);
 
-deta_perthread_t *deta_perthread_new(const deta_config_t *cfg, deta_perthread_new_fn make,
+/* arg is passed to make as it is (it may be NULL); the set does not copy it. */
+deta_perthread_t *deta_perthread_new(const void *arg, deta_perthread_new_fn make,
                                      deta_perthread_free_fn destroy);
 /* The calling thread's object; NULL only when it cannot be made. */
 void *deta_perthread_get(deta_perthread_t *set);

@@ -473,16 +473,21 @@ bool deta_redis_ping(deta_redis_t *r, char *errstr, size_t errsize) {
 /* ---- per-thread pool: perthread.c with this file's constructor ---- */
 
 struct deta_redis_pool {
+    deta_config_t cfg; /* the constructor's argument, for the pool's lifetime */
     deta_perthread_t *threads;
 };
 
-static void *pool_make(const deta_config_t *cfg) { return deta_redis_new(cfg); }
+static void *pool_make(const void *cfg) { return deta_redis_new(cfg); }
 static void pool_destroy(void *obj) { deta_redis_free(obj); }
 
 deta_redis_pool_t *deta_redis_pool_new(const deta_config_t *cfg) {
+    if (!cfg)
+        return NULL;
     deta_redis_pool_t *pool = calloc(1, sizeof *pool);
-    if (pool)
-        pool->threads = deta_perthread_new(cfg, pool_make, pool_destroy);
+    if (pool) {
+        pool->cfg = *cfg;
+        pool->threads = deta_perthread_new(&pool->cfg, pool_make, pool_destroy);
+    }
     if (pool && !pool->threads) {
         free(pool);
         return NULL;

@@ -18,8 +18,8 @@
 static atomic_int made, freed;
 
 /* The object: the number it was made as (1, 2, ...). */
-static void *make(const deta_config_t *cfg) {
-    (void)cfg;
+static void *make(const void *arg) {
+    (void)arg;
     int *obj = malloc(sizeof *obj);
     if (obj)
         *obj = atomic_fetch_add(&made, 1) + 1;
@@ -42,7 +42,7 @@ static void *get_on_thread(void *set) { return deta_perthread_get(set); }
 
 static void test_same_object_on_one_thread(void **state) {
     (void)state;
-    deta_config_t cfg = {0};
+    int cfg = 0;
     deta_perthread_t *set = deta_perthread_new(&cfg, make, destroy);
     assert_non_null(set);
     assert_int_equal(atomic_load(&made), 0); /* made on first request only */
@@ -57,7 +57,7 @@ static void test_same_object_on_one_thread(void **state) {
 
 static void test_other_thread_own_object_freed_at_exit(void **state) {
     (void)state;
-    deta_config_t cfg = {0};
+    int cfg = 0;
     deta_perthread_t *set = deta_perthread_new(&cfg, make, destroy);
     int *mine = deta_perthread_get(set);
     pthread_t t;
@@ -96,7 +96,7 @@ static void *hold_until_freed(void *arg) {
 
 static void test_free_frees_live_threads_objects_once(void **state) {
     (void)state;
-    deta_config_t cfg = {0};
+    int cfg = 0;
     holder_t h = {.set = deta_perthread_new(&cfg, make, destroy)};
     pthread_mutex_init(&h.lock, NULL);
     pthread_cond_init(&h.cond, NULL);
@@ -118,15 +118,31 @@ static void test_free_frees_live_threads_objects_once(void **state) {
     pthread_mutex_destroy(&h.lock);
 }
 
-static void *make_nothing(const deta_config_t *cfg) {
-    (void)cfg;
+static void *make_nothing(const void *arg) {
+    (void)arg;
     return NULL;
+}
+
+static const void *seen_arg;
+static void *make_seeing(const void *arg) {
+    seen_arg = arg;
+    return make(arg);
+}
+
+/* The constructor gets the argument the set was made with, as it is: the pools
+ * pass their own copy of their settings. */
+static void test_make_gets_the_sets_argument(void **state) {
+    (void)state;
+    int arg = 0;
+    deta_perthread_t *set = deta_perthread_new(&arg, make_seeing, destroy);
+    assert_non_null(deta_perthread_get(set));
+    assert_ptr_equal(seen_arg, &arg);
+    deta_perthread_free(set);
 }
 
 static void test_bad_arguments_and_failed_make(void **state) {
     (void)state;
-    deta_config_t cfg = {0};
-    assert_null(deta_perthread_new(NULL, make, destroy));
+    int cfg = 0;
     assert_null(deta_perthread_new(&cfg, NULL, destroy));
     assert_null(deta_perthread_new(&cfg, make, NULL));
     deta_perthread_free(NULL);
@@ -141,6 +157,7 @@ int main(void) {
         cmocka_unit_test_setup(test_same_object_on_one_thread, reset),
         cmocka_unit_test_setup(test_other_thread_own_object_freed_at_exit, reset),
         cmocka_unit_test_setup(test_free_frees_live_threads_objects_once, reset),
+        cmocka_unit_test_setup(test_make_gets_the_sets_argument, reset),
         cmocka_unit_test_setup(test_bad_arguments_and_failed_make, reset),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,16 +13,19 @@
  * success), trying every contact point again. A deta_cql_pool_t hands each thread
  * its own deta_cql_t, like deta_db_pool_t.
  *
- * Every request is bounded by request_timeout_ms (connecting by
- * connect_timeout_ms); a request that timed out loses the connection (its answer
+ * Every request is bounded by request_timeout_ms (the TCP connect to each contact
+ * point by connect_timeout_ms; each request of the handshake, like any other, by
+ * request_timeout_ms); a request that timed out loses the connection (its answer
  * could still arrive) and is DETA_ERR_TRANSIENT. A request is never sent twice by
  * the client except an EXECUTE answered UNPREPARED (0x2500): the statement is
  * prepared again and executed once more.
  *
  * Errors, as deta_err_t (the server's code is kept, deta_cql_last_error()):
- *   TRANSIENT  the connection (refused, lost, timed out, cut mid-frame), and the
+ *   TRANSIENT  the connection (refused, lost, timed out, cut mid-frame, an answer
+ *              on another stream than the request's: the connection is dropped), the
  *              server's Unavailable, Overloaded, IsBootstrapping, Truncate_error,
- *              Read/Write timeout, Read/Write failure, Server error: retry later;
+ *              Read/Write timeout, Read/Write failure, Server error, and an
+ *              Unprepared that outlived its one re-prepare: retry later;
  *   INTERNAL   Syntax, Invalid, Unauthorized, Config, Bad credentials,
  *              Function failure, Protocol error, and a malformed answer (a frame
  *              larger than max_frame_bytes, a body that does not parse): a bug or a
