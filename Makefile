@@ -2,6 +2,9 @@
 #
 #   make          dependencies + release build (RelWithDebInfo) in build/release
 #   make test     every test under ASan/UBSan, with a test stack of its own
+#   make test-cassandra  query-api's Cassandra store against the real Cassandra at
+#                 CASSANDRA_CONTACT_POINTS (scripts/test-cassandra.sh; exit 77,
+#                 not a pass, when there is none)
 #   make demo     build, bring the local stack up, post orders, read the events
 #   make bench    the benchmark on a stack of its own (bench/README.md; ~10 min)
 #   make images   the five container images built with podman, checked, and run
@@ -13,7 +16,7 @@ SHELL := /bin/bash
 JOBS ?= 2
 RELEASE_DIR := build/release
 
-.PHONY: all deps build test demo bench images up down status clean
+.PHONY: all deps build test test-cassandra demo bench images up down status clean
 
 all: build
 
@@ -26,6 +29,9 @@ build: deps
 
 test:
 	scripts/test.sh
+
+test-cassandra:
+	scripts/test-cassandra.sh
 
 demo:
 	scripts/demo.sh

@@ -19,7 +19,8 @@ PACKAGES=(
 # What only tests use, kept apart from PACKAGES: the image's build stage
 # (infra/docker/Dockerfile) installs PACKAGES' -dev packages, which
 # tests/deploy/check_dockerfile.py compares with PACKAGES, and none of these.
-# python3-cassandra: the CQL codec's conformance test (tests/conformance);
+# python3-cassandra: the CQL codec's conformance test (tests/conformance) and the
+# check of the model CQL server (tests/support/test_cql_model_server.py);
 # clang and libclang-rt-14-dev (libFuzzer's runtime): tests/fuzz/run.sh.
 TEST_PACKAGES=(python3-cassandra clang libclang-rt-14-dev)
 

@@ -321,6 +321,15 @@ static bool wait_for_signal(int ms) {
     return sig == SIGTERM || sig == SIGINT;
 }
 
+bool deta_service_pause(deta_service_t *s, int ms) {
+    if (atomic_load(&s->stop))
+        return true;
+    if (!wait_for_signal(ms))
+        return false;
+    atomic_store(&s->stop, true);
+    return true;
+}
+
 deta_err_t deta_service_migrate(deta_service_t *s, const char *component,
                                 const deta_migration_t *m, size_t n, char *errstr,
                                 size_t errsize) {

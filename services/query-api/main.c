@@ -2,9 +2,12 @@
  * main.c - query-api: the read model of every order, folded from the four raw
  * topics and served over REST, and the administration of the dead letters of
  * the four dlq topics (deadletters/: captured by a second consumer, listed and
- * replayed over REST behind a token). This file only wires.
+ * replayed over REST behind a token). This file only wires. The read model's
+ * store is QUERY_STORE's (read_model.h); the dead letters and the inbox are in
+ * Postgres whatever it is.
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "api.h"
 #include "deadletters/admin_api.h"
@@ -32,14 +35,20 @@ int main(void) {
         deta_service_free(svc);
         return 2;
     }
-    read_model_t *rm = read_model_new(svc);
-    query_events_t *events = rm ? query_events_new(svc, rm) : NULL;
-    query_api_t *api = rm ? query_api_new(svc, rm) : NULL;
+    read_model_t *rm = read_model_new(svc, &settings, err, sizeof err);
+    if (!rm) {
+        DETA_ERROR("cannot open the read model: %s", err);
+        memset(&settings, 0, sizeof settings); /* the secrets */
+        deta_service_free(svc);
+        return 2;
+    }
+    query_events_t *events = query_events_new(svc, rm);
+    query_api_t *api = query_api_new(svc, rm);
     dead_letters_t *dl = dead_letters_new(svc);
     query_dlq_capture_t *capture = dl ? query_dlq_capture_new(svc, dl) : NULL;
     query_admin_t *admin = dl ? query_admin_new(svc, dl, settings.admin_token) : NULL;
     int status = 1;
-    if (!rm || !events || !api || !dl || !capture || !admin)
+    if (!events || !api || !dl || !capture || !admin)
         DETA_ERROR("out of memory");
     else if (read_model_prepare(rm, err, sizeof err) ||
              dead_letters_prepare(dl, err, sizeof err) ||

@@ -1,29 +1,22 @@
 /*
  * read_model.h - where the read model is kept, behind an interface narrow enough
- * that another store can take Postgres's place.
+ * that the store is chosen at run time: QUERY_STORE=postgres (read_model_pg.c,
+ * database delivery_query) or QUERY_STORE=cassandra (read_model_cql.c, keyspace
+ * CASSANDRA_KEYSPACE; docs/read-model-cassandra.md). read_model.c picks one and
+ * dispatches through its table of functions (read_model_ops_t).
  *
- * The seed keeps the read model in Cassandra (keyspace delivery_query, table
- * order_view). No Cassandra runs on the machines this project is built and tested
- * on, so the local stack keeps it in Postgres (database delivery_query), in
- * read_model_pg.c, the one implementation of these functions today. The interface is
- * what the rest of the service needs and nothing more: prepare the schema, apply
- * one event, get one order, list a page, read a timeline, count by status.
- * Nothing here names SQL; the rules of the fold live in domain.c.
+ * The interface is what the rest of the service needs and nothing more: prepare
+ * the schema, apply one event, get one order, list a page, read a timeline, count
+ * by status, and tell whether the store is there. Nothing here names SQL or CQL;
+ * the rules of the fold live in domain.c. Both stores answer alike: the same
+ * views (query_view_merge()'s fold), the same list order and cursor, the same
+ * timeline order (occurredAt, then eventId).
  *
- * A Cassandra implementation (read_model_cql.c, chosen at build time instead of
- * read_model_pg.c) would keep:
- *   - order_view keyed by order_id, written by reading the row, folding the change
- *     with query_view_merge() and writing it back with a lightweight transaction
- *     conditioned on the row's version (retried on a lost race);
- *   - order_events keyed by (order_id, occurred_at, event_id), written with
- *     INSERT ... IF NOT EXISTS, so a duplicate adds no row;
- *   - for the list, a table partitioned by a time bucket and clustered by
- *     (first_seen_at DESC, order_id DESC), and one per filter it serves.
- * Both stores are safe without the processed-events claim: applying an event twice
- * folds to the same row (domain.h), which is what makes the swap possible.
+ * Whatever the store, the dead letters (deadletters/) and the consumer's inbox
+ * claims (processed_events) stay in query-api's Postgres database.
  *
- * Threads: every function may be called from any thread; the Postgres model uses
- * the calling thread's connection of the service's pool.
+ * Threads: every function may be called from any thread; each store uses the
+ * calling thread's connection of its pool.
  */
 #ifndef QUERY_READ_MODEL_H
 #define QUERY_READ_MODEL_H
@@ -35,6 +28,7 @@
 #include "deta/db.h"
 #include "deta/service.h"
 #include "domain.h"
+#include "settings.h"
 
 typedef struct read_model read_model_t;
 
@@ -45,7 +39,8 @@ typedef struct query_page {
     bool more; /* rows follow the last item */
 } query_page_t;
 
-/* An order's events in occurredAt order, ties in the order they were applied. */
+/* An order's events in occurredAt order, ties by eventId (so a timeline never
+ * depends on the order the events arrived in). */
 typedef struct query_timeline {
     query_timeline_entry_t *entries; /* malloc'd; each owns its payload */
     size_t n;
@@ -68,10 +63,18 @@ static inline void query_timeline_clear(query_timeline_t *t) {
 /* The most events a timeline returns (an order has about ten). */
 #define QUERY_TIMELINE_MAX 1000
 
-read_model_t *read_model_new(deta_service_t *svc);
+/* The store settings->store names (Postgres: the service's database pool;
+ * Cassandra: a connection pool of its own, settings->cassandra). Never connects.
+ * NULL, with errstr, when out of memory or the settings do not fit the store. */
+read_model_t *read_model_new(deta_service_t *svc, const query_settings_t *settings,
+                             char *errstr, size_t errsize);
 void read_model_free(read_model_t *rm);
+/* "postgres" or "cassandra". */
+const char *read_model_store_name(const read_model_t *rm);
 
-/* Creates or migrates the store's schema (waits while the store is unreachable). */
+/* Creates or migrates the store's schema, waiting (logged, with backoff) while
+ * the store is unreachable; fails at once on an error that waiting does not cure
+ * (bad credentials, no permission, a statement refused). */
 deta_err_t read_model_prepare(read_model_t *rm, char *errstr, size_t errsize);
 
 typedef struct read_model_outcome {
@@ -80,10 +83,14 @@ typedef struct read_model_outcome {
 } read_model_outcome_t;
 
 /* Applies one event: its timeline entry and its fold into the order's view.
- * tx is the transaction in which the consumer claimed the event; the Postgres
- * model writes in it, so claim, entry and view commit together. An event already
- * in the timeline (same eventId) changes nothing. DETA_ERR_TRANSIENT when the
- * store is away. */
+ * tx is the transaction in which the consumer claimed the event. The Postgres
+ * store writes in it, so claim, entry and view commit together, and an event
+ * already in the timeline (same eventId) changes nothing (applied false). The
+ * Cassandra store ignores tx: its writes are idempotent, so an event whose claim
+ * rolls back after it wrote folds to the same row when it comes again (applied
+ * is then true again: the claim, not the store, counts events once).
+ * DETA_ERR_TRANSIENT when the store is away or overloaded (the consumer retries);
+ * DETA_ERR_INTERNAL when it refuses a statement. */
 deta_err_t read_model_apply(read_model_t *rm, deta_db_t *tx, const query_change_t *c,
                             read_model_outcome_t *out, char *errstr, size_t errsize);
 
@@ -103,5 +110,32 @@ deta_err_t read_model_stats(read_model_t *rm, query_stats_t *out, char *errstr,
 
 /* For the health report: the store answers and its schema is in place. */
 bool read_model_ping(read_model_t *rm, char *detail, size_t detailsize);
+
+/* ---- the stores ---- */
+
+/* One store's implementation of the functions above; impl is its own state. */
+typedef struct read_model_ops {
+    const char *name;
+    void *(*open)(deta_service_t *svc, const query_settings_t *settings, char *errstr,
+                  size_t errsize);
+    void (*close)(void *impl);
+    deta_err_t (*prepare)(void *impl, char *errstr, size_t errsize);
+    deta_err_t (*apply)(void *impl, deta_db_t *tx, const query_change_t *c,
+                        read_model_outcome_t *out, char *errstr, size_t errsize);
+    deta_err_t (*get)(void *impl, const char *order_id, query_view_t *out, char *errstr,
+                      size_t errsize);
+    deta_err_t (*list)(void *impl, const query_list_params_t *p, query_page_t *out,
+                       char *errstr, size_t errsize);
+    deta_err_t (*timeline)(void *impl, const char *order_id, query_timeline_t *out,
+                           char *errstr, size_t errsize);
+    deta_err_t (*stats)(void *impl, query_stats_t *out, char *errstr, size_t errsize);
+    bool (*ping)(void *impl, char *detail, size_t detailsize);
+} read_model_ops_t;
+
+/* rm's own state when its store is ops's, else NULL (for a store's test hooks). */
+void *read_model_impl(read_model_t *rm, const read_model_ops_t *ops);
+
+extern const read_model_ops_t read_model_pg_ops;  /* read_model_pg.c */
+extern const read_model_ops_t read_model_cql_ops; /* read_model_cql.c */
 
 #endif

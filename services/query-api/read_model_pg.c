@@ -1,6 +1,7 @@
 /*
- * read_model_pg.c - the read model in Postgres (database delivery_query): the
- * implementation of read_model.h on the local stack.
+ * read_model_pg.c - the read model in Postgres (database delivery_query,
+ * QUERY_STORE=postgres, the default): read_model.h's functions, as the table
+ * read_model_pg_ops.
  *
  * Applying an event is one statement (two data-modifying parts, one round trip)
  * in the consumer's transaction: the timeline row (ON CONFLICT (event_id) DO
@@ -11,6 +12,9 @@
  * No read-modify-write in C, so two events of one order applied at once by two
  * consumers still fold correctly. status_event_id records which event set the
  * status; it is also how the upsert tells whether this event moved it.
+ *
+ * The timeline is ordered by (occurred_at, event_id), like the Cassandra store's
+ * clustering, so that ties do not depend on arrival order.
  *
  * The list is ordered by (first_seen_at DESC, order_id DESC): first_seen_at is
  * set when the row is created and never changes, so keyset pagination over it
@@ -24,9 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct read_model {
+typedef struct pg_model {
     deta_service_t *svc;
-};
+} pg_model_t;
 
 static const deta_migration_t read_model_migrations[] = {
     {1, "order_view and order_events",
@@ -68,25 +72,34 @@ static const deta_migration_t read_model_migrations[] = {
      "CREATE INDEX order_events_order_idx ON order_events (order_id, occurred_at, seq);"},
     {2, "DELIVERY_WAITING ranks 4: the states above it move up one",
      "UPDATE order_view SET status_rank = status_rank + 1 WHERE status_rank >= 4;"},
+    {3, "the timeline orders ties by event_id, not by arrival",
+     "CREATE INDEX order_events_order_event_idx ON order_events (order_id, occurred_at, event_id);"
+     "DROP INDEX order_events_order_idx;"},
 };
 
-read_model_t *read_model_new(deta_service_t *svc) {
-    read_model_t *rm = calloc(1, sizeof *rm);
-    if (rm)
-        rm->svc = svc;
+static void *pg_open(deta_service_t *svc, const query_settings_t *settings, char *errstr,
+                     size_t errsize) {
+    (void)settings;
+    pg_model_t *rm = calloc(1, sizeof *rm);
+    if (!rm) {
+        deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+        return NULL;
+    }
+    rm->svc = svc;
     return rm;
 }
 
-void read_model_free(read_model_t *rm) { free(rm); }
+static void pg_close(void *impl) { free(impl); }
 
-deta_err_t read_model_prepare(read_model_t *rm, char *errstr, size_t errsize) {
+static deta_err_t pg_prepare(void *impl, char *errstr, size_t errsize) {
+    pg_model_t *rm = impl;
     return deta_service_migrate(rm->svc, "query-api", read_model_migrations,
                                 sizeof read_model_migrations / sizeof *read_model_migrations,
                                 errstr, errsize);
 }
 
 /* A read on the calling thread's connection of the service's pool. */
-static PGresult *query(read_model_t *rm, const char *sql, int nparams, const char *const *params,
+static PGresult *query(pg_model_t *rm, const char *sql, int nparams, const char *const *params,
                        deta_err_t *err, char *errstr, size_t errsize) {
     deta_db_t *db = deta_db_pool_get(deta_service_db(rm->svc));
     if (!db) {
@@ -152,9 +165,9 @@ static const char APPLY_SQL[] =
 #undef RANK_RISES
 #undef ETA_NEWER
 
-deta_err_t read_model_apply(read_model_t *rm, deta_db_t *tx, const query_change_t *c,
-                            read_model_outcome_t *out, char *errstr, size_t errsize) {
-    (void)rm;
+static deta_err_t pg_apply(void *impl, deta_db_t *tx, const query_change_t *c,
+                           read_model_outcome_t *out, char *errstr, size_t errsize) {
+    (void)impl;
     memset(out, 0, sizeof *out);
     char *payload = json_dumps(c->payload, JSON_COMPACT);
     if (!payload)
@@ -251,8 +264,9 @@ static void view_from_row(const PGresult *res, int row, query_view_t *v) {
 
 /* ---- get and list ---- */
 
-deta_err_t read_model_get(read_model_t *rm, const char *order_id, query_view_t *out,
-                          char *errstr, size_t errsize) {
+static deta_err_t pg_get(void *impl, const char *order_id, query_view_t *out, char *errstr,
+                         size_t errsize) {
+    pg_model_t *rm = impl;
     char sql[1024];
     snprintf(sql, sizeof sql, "SELECT %s FROM order_view WHERE order_id = $1::uuid",
              VIEW_COLUMNS);
@@ -280,8 +294,9 @@ static const char LIST_WHERE[] =
     "   AND ($3::timestamptz IS NULL OR (first_seen_at, order_id) < ($3::timestamptz, $4::uuid))"
     " ORDER BY first_seen_at DESC, order_id DESC LIMIT $5::int";
 
-deta_err_t read_model_list(read_model_t *rm, const query_list_params_t *p, query_page_t *out,
-                           char *errstr, size_t errsize) {
+static deta_err_t pg_list(void *impl, const query_list_params_t *p, query_page_t *out,
+                          char *errstr, size_t errsize) {
+    pg_model_t *rm = impl;
     memset(out, 0, sizeof *out);
     char sql[2048], limit[16];
     snprintf(sql, sizeof sql, "SELECT %s%s", VIEW_COLUMNS, LIST_WHERE);
@@ -312,7 +327,7 @@ deta_err_t read_model_list(read_model_t *rm, const query_list_params_t *p, query
 
 static const char TIMELINE_SQL[] =
     "SELECT event_id::text, event_type, topic, " MICROS("occurred_at") ", payload::text"
-    " FROM order_events WHERE order_id = $1::uuid ORDER BY occurred_at, seq LIMIT $2::int";
+    " FROM order_events WHERE order_id = $1::uuid ORDER BY occurred_at, event_id LIMIT $2::int";
 
 static deta_err_t entry_from_row(const PGresult *res, int row, query_timeline_entry_t *e,
                                  char *errstr, size_t errsize) {
@@ -327,8 +342,9 @@ static deta_err_t entry_from_row(const PGresult *res, int row, query_timeline_en
     return DETA_OK;
 }
 
-deta_err_t read_model_timeline(read_model_t *rm, const char *order_id, query_timeline_t *out,
-                               char *errstr, size_t errsize) {
+static deta_err_t pg_timeline(void *impl, const char *order_id, query_timeline_t *out,
+                              char *errstr, size_t errsize) {
+    pg_model_t *rm = impl;
     memset(out, 0, sizeof *out);
     char max[16];
     snprintf(max, sizeof max, "%d", QUERY_TIMELINE_MAX);
@@ -359,8 +375,8 @@ deta_err_t read_model_timeline(read_model_t *rm, const char *order_id, query_tim
     return err;
 }
 
-deta_err_t read_model_stats(read_model_t *rm, query_stats_t *out, char *errstr,
-                            size_t errsize) {
+static deta_err_t pg_stats(void *impl, query_stats_t *out, char *errstr, size_t errsize) {
+    pg_model_t *rm = impl;
     memset(out, 0, sizeof *out);
     deta_err_t err;
     PGresult *res = query(rm, "SELECT status, count(*) FROM order_view GROUP BY status", 0, NULL,
@@ -382,7 +398,8 @@ deta_err_t read_model_stats(read_model_t *rm, query_stats_t *out, char *errstr,
     return DETA_OK;
 }
 
-bool read_model_ping(read_model_t *rm, char *detail, size_t detailsize) {
+static bool pg_ping(void *impl, char *detail, size_t detailsize) {
+    pg_model_t *rm = impl;
     deta_err_t err;
     PGresult *res = query(rm, "SELECT 1 FROM order_view LIMIT 1", 0, NULL,
                                  &err, detail, detailsize);
@@ -391,3 +408,16 @@ bool read_model_ping(read_model_t *rm, char *detail, size_t detailsize) {
 }
 
 #undef MICROS
+
+const read_model_ops_t read_model_pg_ops = {
+    .name = "postgres",
+    .open = pg_open,
+    .close = pg_close,
+    .prepare = pg_prepare,
+    .apply = pg_apply,
+    .get = pg_get,
+    .list = pg_list,
+    .timeline = pg_timeline,
+    .stats = pg_stats,
+    .ping = pg_ping,
+};

@@ -1,5 +1,6 @@
 /*
- * settings.h - query-api's own settings (env QUERY_API_*), read once at start.
+ * settings.h - query-api's own settings, read once at start and validated, each
+ * error naming its variable.
  *
  *   QUERY_API_CONSUMER_WORKERS  4     read-model events applied concurrently (1..32;
  *                                     one order's in order)
@@ -9,12 +10,40 @@
  *                                     16 to 256 characters of A-Z a-z 0-9 - . _ ~ + / =
  *                                     (RFC 6750's token characters), so that a typo or
  *                                     a toy token stops the service. Never logged.
+ *   QUERY_STORE                 postgres  where the read model is kept: postgres
+ *                                     (database delivery_query, read_model_pg.c) or
+ *                                     cassandra (read_model_cql.c). The dead letters and
+ *                                     the consumer's inbox claims stay in Postgres
+ *                                     either way (docs/read-model-cassandra.md).
  *
- * Only query-api reads these, so the token never sits in another service's memory.
+ * With QUERY_STORE=cassandra (ignored otherwise):
+ *   CASSANDRA_CONTACT_POINTS    none  required: host[:port],host[:port]...
+ *   CASSANDRA_PORT              9042  for contact points without a port
+ *   CASSANDRA_USERNAME / CASSANDRA_PASSWORD   optional, both or neither
+ *                                     (PasswordAuthenticator); the password is never
+ *                                     logged nor echoed in an error
+ *   CASSANDRA_KEYSPACE          delivery_query  created on start when missing; a
+ *                                     lower-case identifier (a-z, 0-9, _, at most 48)
+ *   CASSANDRA_LOCAL_DC          dc1   the data center this instance prefers, and the
+ *                                     one NetworkTopologyStrategy replicates to
+ *   CASSANDRA_REPLICATION_CLASS SimpleStrategy  or NetworkTopologyStrategy: the
+ *                                     keyspace's, when query-api creates it
+ *   CASSANDRA_REPLICATION_FACTOR 1    1..32; for NetworkTopologyStrategy, the local
+ *                                     data center's
+ *   CASSANDRA_READ_CONSISTENCY  LOCAL_QUORUM   every read
+ *   CASSANDRA_WRITE_CONSISTENCY LOCAL_QUORUM   every write (and a lightweight
+ *                                     transaction's commit)
+ *   CASSANDRA_SERIAL_CONSISTENCY LOCAL_SERIAL  the lightweight transactions' Paxos
+ *                                     (SERIAL or LOCAL_SERIAL)
+ *   CASSANDRA_REQUEST_TIMEOUT_MS 12000 a request's bound (100..600000)
+ *
+ * Only query-api reads these, so the token and the password never sit in another
+ * service's memory.
  */
 #ifndef QUERY_SETTINGS_H
 #define QUERY_SETTINGS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "deta/err.h"
@@ -22,14 +51,45 @@
 #define QUERY_ADMIN_TOKEN_MIN 16
 #define QUERY_ADMIN_TOKEN_MAX 256
 
+typedef enum query_store {
+    QUERY_STORE_POSTGRES = 0,
+    QUERY_STORE_CASSANDRA,
+} query_store_t;
+
+#define QUERY_CASSANDRA_KEYSPACE_MAX 48 /* Cassandra's longest keyspace name */
+
+/* The Cassandra store's settings (QUERY_STORE=cassandra). Consistencies are
+ * deta_cql_consistency_t values (deta/cql.h). */
+typedef struct query_cassandra_settings {
+    char contact_points[512];
+    int port;
+    char username[128]; /* "" when none */
+    char password[256]; /* "" when none; never logged */
+    char keyspace[QUERY_CASSANDRA_KEYSPACE_MAX + 1];
+    char local_dc[65];
+    bool network_topology; /* NetworkTopologyStrategy, else SimpleStrategy */
+    int replication_factor;
+    int read_consistency;
+    int write_consistency;
+    int serial_consistency;
+    int request_timeout_ms;
+} query_cassandra_settings_t;
+
 typedef struct query_settings {
     int consumer_workers;                        /* QUERY_API_CONSUMER_WORKERS */
     char admin_token[QUERY_ADMIN_TOKEN_MAX + 1]; /* QUERY_API_ADMIN_TOKEN; "" when not set */
+    query_store_t store;                         /* QUERY_STORE */
+    query_cassandra_settings_t cassandra;        /* CASSANDRA_*, when store is cassandra */
 } query_settings_t;
 
 /* Reads and validates the settings above. DETA_ERR_INVALID with the variable's
- * name in errstr (never the token's value) when a value is malformed or out of
- * range; the token is then left empty. */
+ * name in errstr (never the token's nor the password's value) when a value is
+ * malformed or out of range; the secrets are then left empty. */
 deta_err_t query_settings_load(query_settings_t *s, char *errstr, size_t errsize);
+
+/* The Cassandra settings alone, as query_settings_load reads them (for tests and
+ * tools that open the Cassandra store without the rest). */
+deta_err_t query_cassandra_settings_load(query_cassandra_settings_t *c, char *errstr,
+                                         size_t errsize);
 
 #endif

@@ -1,8 +1,12 @@
 /*
- * test_query_view_fold.c - query-api's two folds of events into an order's view
- * agree: query_view_merge() (the C fold, services/query-api/domain.c) and the
+ * test_query_view_fold.c - query-api's three folds of events into an order's view
+ * agree: query_view_merge() (the C fold, services/query-api/domain.c), the
  * upsert of the Postgres read model (read_model_pg.c, run through read_model.h
- * on a scratch database it_query_fold_<pid> of the test stack's Postgres).
+ * on a scratch database it_query_fold_<pid> of the test stack's Postgres), and
+ * the lightweight transactions of the Cassandra read model (read_model_cql.c,
+ * through read_model.h too, on a keyspace it_query_fold_<pid> of the model CQL
+ * server tests/support/cql_model_server.py, or of a real Cassandra when
+ * TEST_CASSANDRA_CONTACT_POINTS is set: make test-cassandra).
  *
  * Each scenario is a set of events of one order and the arrivals to try: every
  * distinct order of those arrivals (all permutations of a multiset, so an event
@@ -17,19 +21,20 @@
  *
  * The C fold sees duplicates as they come (it has no timeline to stop them: its
  * idempotence is part of the contract); the Postgres store stops them at its
- * timeline. The folds are a table (folds[]): the first is the reference, and a
- * second store (Cassandra) joins the comparison with one more entry, once it can
- * be linked beside the Postgres one (read_model.h's functions are one store's
- * today: the second needs names of its own, or the interface a table of them).
+ * timeline; the Cassandra store folds them again (its fold is query_view_merge
+ * itself, so a duplicate changes nothing). The folds are a table (folds[]): the
+ * first is the reference, each store one more entry.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "deta/envelope.h"
 #include "deta/log.h"
 #include "deta/service.h"
 #include "deta/topics.h"
+#include "cql_model.h"
 #include "read_model.h"
 #include "testsupport.h"
 
@@ -96,7 +101,8 @@ static int pg_open(void **s) {
     /* A service of its own name, on the scratch database (PGDATABASE above). */
     static const deta_service_def_t self = {"it-query-fold", 0, "postgres"};
     pg.svc = deta_service_new(&self, err, sizeof err);
-    pg.rm = pg.svc ? read_model_new(pg.svc) : NULL;
+    static const query_settings_t settings = {.store = QUERY_STORE_POSTGRES};
+    pg.rm = pg.svc ? read_model_new(pg.svc, &settings, err, sizeof err) : NULL;
     if (!pg.rm || read_model_prepare(pg.rm, err, sizeof err) != DETA_OK) {
         fprintf(stderr, "the Postgres read model: %s\n", err);
         return -1;
@@ -146,9 +152,67 @@ static void pg_view(void *s, size_t n, const char *order_id, query_view_t *out) 
         fail_msg("read_model_get %s: %s", order_id, err);
 }
 
+/* The Cassandra store on a keyspace of its own. It has no transaction (begin and
+ * commit do nothing) and no service (NULL: its schema does not wait for an
+ * absent server, it fails). */
+typedef struct cql_fold {
+    ts_cql_t server;
+    read_model_t *rm;
+} cql_fold_t;
+
+static int cql_open(void **s) {
+    static cql_fold_t cf;
+    char err[512] = "", keyspace[64];
+    ts_cql_start(&cf.server, NULL, NULL);
+    snprintf(keyspace, sizeof keyspace, "it_query_fold_%d", (int)getpid());
+    ts_cql_setenv(&cf.server, keyspace);
+    query_settings_t settings = {.store = QUERY_STORE_CASSANDRA};
+    if (query_cassandra_settings_load(&settings.cassandra, err, sizeof err) != DETA_OK) {
+        fprintf(stderr, "the Cassandra settings: %s\n", err);
+        ts_cql_stop(&cf.server);
+        return -1;
+    }
+    cf.rm = read_model_new(NULL, &settings, err, sizeof err);
+    if (!cf.rm || read_model_prepare(cf.rm, err, sizeof err) != DETA_OK) {
+        fprintf(stderr, "the Cassandra read model (%s): %s\n", cf.server.contact_points, err);
+        read_model_free(cf.rm);
+        ts_cql_stop(&cf.server);
+        return -1;
+    }
+    *s = &cf;
+    return 0;
+}
+
+static void cql_close(void *s) {
+    cql_fold_t *cf = s;
+    read_model_free(cf->rm);
+    ts_cql_stop(&cf->server);
+}
+
+static void cql_nothing(void *s) { (void)s; }
+
+static bool cql_apply(void *s, size_t n, const query_change_t *c) {
+    (void)n;
+    cql_fold_t *cf = s;
+    char err[256] = "";
+    read_model_outcome_t out;
+    if (read_model_apply(cf->rm, NULL, c, &out, err, sizeof err) != DETA_OK)
+        fail_msg("read_model_apply (cassandra) %s: %s", c->event_type, err);
+    return out.status_changed;
+}
+
+static void cql_view(void *s, size_t n, const char *order_id, query_view_t *out) {
+    (void)n;
+    cql_fold_t *cf = s;
+    char err[256] = "";
+    if (read_model_get(cf->rm, order_id, out, err, sizeof err) != DETA_OK)
+        fail_msg("read_model_get (cassandra) %s: %s", order_id, err);
+}
+
 static const fold_t folds[] = {
     {"query_view_merge", c_open, c_close, c_begin, c_apply, c_commit, c_view},
     {"postgres", pg_open, pg_close, pg_begin, pg_apply, pg_commit, pg_view},
+    {"cassandra", cql_open, cql_close, cql_nothing, cql_apply, cql_nothing, cql_view},
 };
 #define NFOLDS (sizeof folds / sizeof *folds)
 

@@ -50,6 +50,10 @@ deta_db_pool_t *deta_service_db(deta_service_t *s);
 deta_producer_t *deta_service_producer(deta_service_t *s);
 /* Becomes true when the service was asked to stop. */
 atomic_bool *deta_service_stopping(deta_service_t *s);
+/* Sleeps up to ms before run() (while a store's schema waits for its server, as
+ * deta_service_migrate does for Postgres); returns true, the service then
+ * stopping, when SIGTERM or SIGINT arrived meanwhile. */
+bool deta_service_pause(deta_service_t *s, int ms);
 
 /* Applies a component's migrations on the calling thread's connection, waiting
  * (with backoff, logged) while Postgres is unreachable; fails on a bad migration
