@@ -321,7 +321,10 @@ class CassandraInit:
         for setting in ("authenticator: PasswordAuthenticator", "authorizer: CassandraAuthorizer"):
             if setting not in code:
                 p("init-cassandra.sh does not set %r in cassandra.yaml" % setting)
-        if not re.search(r"ALTER\s+ROLE\s+\S+\s+WITH\s+PASSWORD\b", code, re.I) or \
+        # The superuser: cassandra, named directly or through SUPERUSER=cassandra.
+        superuser = re.escape("cassandra") + r"|\$\{?SUPERUSER\}?" \
+            if re.search(r"^SUPERUSER=cassandra$", code, re.M) else re.escape("cassandra")
+        if not re.search(r"ALTER\s+ROLE\s+(?:%s)\s+WITH\s+PASSWORD\b" % superuser, code, re.I) or \
                 "CASSANDRA_SUPERUSER_PASSWORD" not in code:
             p("init-cassandra.sh does not replace the superuser's default password with "
               "CASSANDRA_SUPERUSER_PASSWORD")
