@@ -61,13 +61,16 @@ server() {
   local yaml=$conf/cassandra.yaml
   [ -f "$yaml" ] || die "no $yaml"
   tmp=$(mktemp)
-  sed -E -e 's/^authenticator:.*/authenticator: PasswordAuthenticator/' \
-    -e 's/^authorizer:.*/authorizer: CassandraAuthorizer/' "$yaml" >"$tmp"
+  # Only a key with a class name for value (4.1's layout): in Cassandra 5's, the
+  # key holds a mapping on the lines below, which this must not leave dangling.
+  sed -E -e 's/^authenticator:[[:space:]]*[A-Za-z0-9_.]+[[:space:]]*$/authenticator: PasswordAuthenticator/' \
+    -e 's/^authorizer:[[:space:]]*[A-Za-z0-9_.]+[[:space:]]*$/authorizer: CassandraAuthorizer/' \
+    "$yaml" >"$tmp"
   # Written over, not moved: cassandra.yaml may be a bind-mounted file.
   cat "$tmp" >"$yaml"
   rm -f "$tmp"
-  # A cassandra.yaml of another layout (Cassandra 5 nests these keys) must stop
-  # the start here rather than run a server that lets anyone in.
+  # A cassandra.yaml of another layout must stop the start here rather than
+  # run a server that lets anyone in.
   grep -qx 'authenticator: PasswordAuthenticator' "$yaml" ||
     die "$yaml: could not set authenticator: PasswordAuthenticator"
   grep -qx 'authorizer: CassandraAuthorizer' "$yaml" ||
