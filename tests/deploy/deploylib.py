@@ -43,10 +43,6 @@ SEED_REL = os.path.join("..", "shared", "seeds", "infrastructure-services.md")
 SNAPSHOT = os.path.join(HERE, "seed-snapshot.md")
 
 VAR_RE = r"[A-Z][A-Z0-9_]*"
-# A call that reads one environment variable, and its first argument.
-READ_CALL = re.compile(
-    r"\b(?:deta_config_str|deta_config_int|config_copy|config_int|getenv|secure_getenv)"
-    r"\s*\(\s*([^,()]+?)\s*[,)]")
 
 # The seed: "Used by the payment service" (Redis), docs/contracts.md: payment-service owns Redis.
 REDIS_USERS = {"payment-service"}
@@ -229,17 +225,107 @@ def _resolve(arg, text, defines):
     return None
 
 
+# The functions that read one environment variable, named by their first argument.
+READERS = ("deta_config_str", "deta_config_int", "config_copy", "config_int", "getenv",
+           "secure_getenv")
+# A function's definition: its name and its parameter list, then its body's "{".
+FUNC_HEAD = re.compile(r"^[A-Za-z_][\w \t*]*?\b(\w+)\s*\(([^;{}()]*)\)\s*\{", re.M)
+
+
+def _call_args(text, start):
+    """The arguments of the call whose "(" is at text[start], split at its
+    top-level commas (strings and nested parentheses kept whole)."""
+    args, depth, cur, i, quote = [], 0, "", start + 1, None
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            cur += ch
+            if ch == "\\":
+                cur += text[i + 1:i + 2]
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+            cur += ch
+        elif ch in "([{":
+            depth += 1
+            cur += ch
+        elif ch in ")]}":
+            if depth == 0:
+                args.append(cur.strip())
+                return args
+            depth -= 1
+            cur += ch
+        elif ch == "," and depth == 0:
+            args.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+        i += 1
+    return args
+
+
+def _calls(text, readers):
+    """(position, reader, argument naming the variable) of each call to one
+    of readers ({function: index of that argument})."""
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, readers)) + r")\s*\(")
+    for m in pattern.finditer(text):
+        head = FUNC_HEAD.match(text, text.rfind("\n", 0, m.start()) + 1)
+        if head and head.start(1) == m.start():
+            continue  # its definition, not a call
+        args = _call_args(text, m.end() - 1)
+        index = readers[m.group(1)]
+        if index < len(args):
+            yield m.start(), m.group(1), args[index]
+
+
+def _enclosing(text, pos):
+    """(name, [parameter names]) of the function defined around pos, or None."""
+    head = None
+    for m in FUNC_HEAD.finditer(text, 0, pos):
+        head = m
+    if head is None:
+        return None
+    params = [re.findall(r"(\w+)\s*(?:\[\s*\])?\s*$", p.strip()) for p in head.group(2).split(",")]
+    return head.group(1), [p[0] if p else "" for p in params]
+
+
+def _wrappers(texts):
+    """{function: index}: the library's readers, and every function of texts
+    that passes one of its parameters on to a reader as the variable's name
+    (static const char *knob(const char *name) { ... deta_config_str(name, ...)
+    }), to a fixpoint: a call to it with a literal reads that variable."""
+    readers = {name: 0 for name in READERS}
+    while True:
+        added = False
+        for text in texts.values():
+            for pos, _, arg in _calls(text, readers):
+                fn = _enclosing(text, pos)
+                if fn and arg in fn[1] and fn[0] not in readers:
+                    readers[fn[0]] = fn[1].index(arg)
+                    added = True
+        if not added:
+            return readers
+
+
 def _read_vars(paths, strict):
     """Variables read by the files; (names, problems). strict: an argument
     that cannot be resolved is a problem (a service's own code), else it is
-    skipped (the library's pass-through wrappers in config.c)."""
+    skipped (the library's pass-through wrappers in config.c). A parameter
+    passed on by a wrapper (see _wrappers) is not resolved where it is passed:
+    the wrapper's callers name the variables."""
     texts = {p: open(p, encoding="utf-8", errors="replace").read() for p in paths}
     defines = {}
     for text in texts.values():
         defines.update(re.findall(r'^\s*#\s*define\s+(\w+)\s+"(' + VAR_RE + r')"\s*$', text, re.M))
+    readers = _wrappers(texts)
     found, problems = set(), []
     for path, text in texts.items():
-        for arg in READ_CALL.findall(text):
+        for pos, _, arg in _calls(text, readers):
+            fn = _enclosing(text, pos)
+            if fn and arg in fn[1] and readers.get(fn[0]) == fn[1].index(arg):
+                continue
             names = _resolve(arg.strip(), text, defines)
             if names:
                 found |= names

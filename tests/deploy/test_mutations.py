@@ -85,6 +85,12 @@ CASES = [
     ("compose", "services/order-service/main.c", "int main(void) {",
      'static const char *knob(const char *n) { return deta_config_str(n + 1, "x"); }\n'
      "int main(void) {", "cannot tell which variable"),
+    # a helper passing its parameter on (query-api's load_text("CASSANDRA_USERNAME", ...)):
+    # its callers name the variables
+    ("compose", "services/order-service/main.c", "int main(void) {",
+     'static const char *knob(const char *var) { return deta_config_str(var, "x"); }\n'
+     'static const char *wrapped(void) { return knob("ORDER_WRAPPED_KNOB"); }\n'
+     "int main(void) {", "ORDER_WRAPPED_KNOB is read by the code but not set"),
     # query-api's admin token: no literal, no default, in both deployments, and
     # query-api's alone (read in services/query-api/settings.c)
     ("compose", COMPOSE, "QUERY_API_ADMIN_TOKEN: ${QUERY_API_ADMIN_TOKEN:?set QUERY_API_ADMIN_TOKEN in .env "
