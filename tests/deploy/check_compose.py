@@ -12,6 +12,16 @@ Checks, each against its source of truth (deploylib.py):
     database of the seed and of the five services; init-roles.sh gives each
     service's database a role, and that role and password are the service's;
   - kafka-init creates exactly the seed's eight topics, after a healthy Kafka;
+  - Cassandra with authentication (init-cassandra.sh --server) and a health
+    check that logs in; cassandra-init, after a healthy Cassandra, runs
+    init-cassandra.sh with the superuser's and every role's password; the
+    script itself turns authentication on, replaces the superuser's default
+    password, makes roles that are not superusers, writes no password (see
+    deploylib.CassandraInit);
+  - the seed's Cassandra user (query-api) runs with QUERY_STORE=cassandra and
+    the seed's keyspace, datacenter and replication, logged in as a role of
+    init-cassandra.sh with that role's password, after a healthy Cassandra and
+    a finished cassandra-init;
   - the five services of lib/src/config.c: built from infra/docker/Dockerfile
     with their SERVICE and HTTP_PORT, port published, through kafka:29092,
     every variable their code reads set (and none it does not), no literal
@@ -208,6 +218,70 @@ def check_topics(root, c, seed, problems):
         problems.append("kafka-init: init-topics.sh is not mounted")
 
 
+def command_of(svc):
+    """entrypoint + command of a service, as one list of words."""
+    out = []
+    for key in ("entrypoint", "command"):
+        value = svc.get(key)
+        if isinstance(value, str):
+            out += value.split()
+        elif value:
+            out += [str(v) for v in value]
+    return out
+
+
+def check_cassandra(root, c, seed, init, problems):
+    svcs = c.get("services") or {}
+    problems.extend(init.problems)
+    server = svcs.get("cassandra") or {}
+    cmd = command_of(server)
+    if not any(w.endswith("init-cassandra.sh") for w in cmd) or "--server" not in cmd:
+        problems.append("cassandra: must start through init-cassandra.sh --server "
+                        "(authentication on), runs %r" % cmd)
+    if "./init-cassandra.sh" not in dict(mounts(server)):
+        problems.append("cassandra: init-cassandra.sh is not mounted")
+    argv = healthcheck_argv(server.get("healthcheck") or {})
+    if not dl.probe_logs_in(argv[1:], "CASSANDRA_SUPERUSER_PASSWORD"):
+        problems.append("cassandra: the healthcheck must log in (-u, -p $CASSANDRA_SUPERUSER_"
+                        "PASSWORD): with authentication on, cqlsh gets nothing without")
+    init_svc = svcs.get("cassandra-init")
+    if not init_svc:
+        problems.append("no cassandra-init service to make the Cassandra roles")
+        return
+    if init_svc.get("image") != seed.images["cassandra"]:
+        problems.append("cassandra-init: image %r, want Cassandra's %r (its cqlsh)"
+                        % (init_svc.get("image"), seed.images["cassandra"]))
+    if depends(init_svc) != {"cassandra": "service_healthy"}:
+        problems.append("cassandra-init: must depend on cassandra (service_healthy), has %r"
+                        % depends(init_svc))
+    cmd = command_of(init_svc)
+    if not any(w.endswith("init-cassandra.sh") for w in cmd) or \
+            {"--server", "--wait"} & set(cmd):
+        problems.append("cassandra-init: must run init-cassandra.sh (no option), runs %r" % cmd)
+    if "./init-cassandra.sh" not in dict(mounts(init_svc)):
+        problems.append("cassandra-init: init-cassandra.sh is not mounted")
+    env = env_dict(init_svc)
+    if env.get("CQLSH_HOST") != "cassandra" or \
+            env.get("CQLSH_PORT", str(seed.ports["cassandra"][0])) != str(seed.ports["cassandra"][0]):
+        problems.append("cassandra-init: CQLSH_HOST/CQLSH_PORT must be cassandra:%d, are %r:%r"
+                        % (seed.ports["cassandra"][0], env.get("CQLSH_HOST"), env.get("CQLSH_PORT")))
+    for var in ["CASSANDRA_SUPERUSER_PASSWORD"] + sorted(init.roles.values()):
+        m = REQUIRED_VAR.match(env.get(var) or "")
+        if not m or m.group(1) != var:
+            problems.append("cassandra-init: %s (read by init-cassandra.sh) must be ${%s:?...}"
+                            % (var, var))
+    m = REQUIRED_VAR.match(env_dict(server).get("CASSANDRA_SUPERUSER_PASSWORD") or "")
+    if not m or m.group(1) != "CASSANDRA_SUPERUSER_PASSWORD":
+        problems.append("cassandra: CASSANDRA_SUPERUSER_PASSWORD (its healthcheck's) must be "
+                        "${CASSANDRA_SUPERUSER_PASSWORD:?...}")
+    for name in sorted(seed.cassandra_users):
+        env = env_dict(svcs.get(name) or {})
+        m = REQUIRED_VAR.match(env.get("CASSANDRA_PASSWORD") or "")
+        problems.extend(dl.query_store_problems(
+            name, env, m.group(1) if m else None, seed, init,
+            env_dict(server).get("CASSANDRA_DC")))
+
+
 def password_refs(c, problems):
     """Checks that every password-like value is ${VAR:?...}; returns the VARs."""
     refs = set()
@@ -277,6 +351,9 @@ def check_service(root, c, seed, name, port, db, problems):
              "kafka-init": "service_completed_successfully"}
     if name in dl.REDIS_USERS:
         needs["redis"] = "service_healthy"
+    if name in seed.cassandra_users:
+        needs["cassandra"] = "service_healthy"
+        needs["cassandra-init"] = "service_completed_successfully"
     deps = depends(s)
     if deps != needs:
         problems.append("%s: depends_on %r, want %r" % (name, deps, needs))
@@ -294,10 +371,11 @@ def check(root):
     check_volumes(c, seed, problems)
     check_postgres_init(root, c, services, problems)
     check_topics(root, c, seed, problems)
+    check_cassandra(root, c, seed, dl.CassandraInit(root), problems)
     for name, (port, db) in services.items():
         check_service(root, c, seed, name, port, db, problems)
     check_env_example(root, password_refs(c, problems), problems)
-    known = set(INFRA) | set(services) | {"kafka-init"}
+    known = set(INFRA) | set(services) | {"kafka-init", "cassandra-init"}
     for extra in sorted(set(c.get("services") or {}) - known):
         problems.append("service %s is neither the seed's nor one of the five" % extra)
     return problems

@@ -13,6 +13,13 @@ Checks:
     at its interval, the seed's volumes as claims mounted at the seed's paths,
     Kafka with one PLAINTEXT listener, Postgres and the topic Job running the
     very text of infra/compose's init files;
+  - Cassandra started through init-cassandra.sh --server (authentication on,
+    the same text as infra/compose's, from a ConfigMap) with a readiness probe
+    that logs in; the Job cassandra-init running it with the superuser's and
+    every role's password from the Secret; the seed's Cassandra user
+    (query-api) with QUERY_STORE=cassandra, the seed's keyspace, datacenter and
+    replication, a role of init-cassandra.sh and that role's password, and an
+    init container that waits until the role logs in;
   - the five services: readiness and liveness probes on their health
     endpoints and port, every variable their code reads coming from the
     ConfigMaps or env (none unknown), their own role and database, the
@@ -354,6 +361,90 @@ def check_postgres(root, m, services, problems):
             problems.append("postgres: %s (read by init-roles.sh) is not passed" % var)
 
 
+def secret_key(ctr, var):
+    """The Secret key an env entry of ctr takes var from, or None."""
+    for e in ctr.get("env") or []:
+        if e.get("name") == var:
+            return (((e.get("valueFrom") or {}).get("secretKeyRef")) or {}).get("key")
+    return None
+
+
+def runs_script(ctr, script, option):
+    words = [str(w) for w in (ctr.get("command") or []) + (ctr.get("args") or [])]
+    opts = {"--server", "--wait"} & set(words)
+    return any(w.endswith(script) for w in words) and opts == ({option} if option else set())
+
+
+def mounts_configmap(m, spec, ctr, configmap):
+    vols = {v["name"]: (v.get("configMap") or {}).get("name") for v in spec.get("volumes") or []}
+    return any(vols.get(vm["name"]) == configmap for vm in ctr.get("volumeMounts") or [])
+
+
+def check_cassandra(root, m, seed, init, problems):
+    problems.extend(init.problems)
+    scripts = m.configmap("cassandra-init-scripts") or {}
+    if scripts.get("init-cassandra.sh") != init.text:
+        problems.append("ConfigMap cassandra-init-scripts: init-cassandra.sh missing or "
+                        "different from infra/compose/init-cassandra.sh")
+    port = seed.ports["cassandra"][0]
+    dep, ctr = main_container(m, "cassandra", [])
+    server_dc = None
+    if ctr:
+        if not runs_script(ctr, "init-cassandra.sh", "--server") or \
+                not mounts_configmap(m, pod_spec(dep), ctr, "cassandra-init-scripts"):
+            problems.append("cassandra: must start through init-cassandra.sh --server from "
+                            "cassandra-init-scripts (authentication on)")
+        rp = (ctr.get("readinessProbe") or {}).get("exec") or {}
+        if not dl.probe_logs_in([str(a) for a in rp.get("command") or []],
+                                "CASSANDRA_SUPERUSER_PASSWORD"):
+            problems.append("cassandra: the readiness probe must log in (-u, -p $CASSANDRA_"
+                            "SUPERUSER_PASSWORD): with authentication on, cqlsh gets nothing without")
+        if secret_key(ctr, "CASSANDRA_SUPERUSER_PASSWORD") != "CASSANDRA_SUPERUSER_PASSWORD":
+            problems.append("cassandra: CASSANDRA_SUPERUSER_PASSWORD (its probe's) must be the "
+                            "Secret's CASSANDRA_SUPERUSER_PASSWORD")
+        server_dc = env_value(m, ctr, "CASSANDRA_DC")
+    job = m.one("Job", "cassandra-init", problems)
+    if job:
+        spec = pod_spec(job)
+        jctr = (spec.get("containers") or [{}])[0]
+        if jctr.get("image") != seed.images["cassandra"] or \
+                not runs_script(jctr, "init-cassandra.sh", None) or \
+                not mounts_configmap(m, spec, jctr, "cassandra-init-scripts"):
+            problems.append("Job cassandra-init must run init-cassandra.sh (no option) from "
+                            "cassandra-init-scripts in %s" % seed.images["cassandra"])
+        if (env_value(m, jctr, "CQLSH_HOST"), env_value(m, jctr, "CQLSH_PORT") or str(port)) != \
+                ("cassandra", str(port)):
+            problems.append("Job cassandra-init: CQLSH_HOST/CQLSH_PORT must be cassandra:%d" % port)
+        for var in ["CASSANDRA_SUPERUSER_PASSWORD"] + sorted(init.roles.values()):
+            if secret_key(jctr, var) != var:
+                problems.append("Job cassandra-init: %s (read by init-cassandra.sh) must be the "
+                                "Secret's %s" % (var, var))
+    for name in sorted(seed.cassandra_users):
+        udep, uctr = main_container(m, name, [])
+        if not uctr:
+            continue
+        names, from_maps = env_names(m, uctr)
+        env = {var: env_value(m, uctr, var) for var in set(names) | set(from_maps)}
+        pw_var = secret_key(uctr, "CASSANDRA_PASSWORD")
+        problems.extend(dl.query_store_problems(name, env, pw_var, seed, init, server_dc))
+        spec = pod_spec(udep)
+        waits = [c for c in spec.get("initContainers") or []
+                 if runs_script(c, "init-cassandra.sh", "--wait")]
+        if not waits:
+            problems.append("%s: no init container waits for its Cassandra role "
+                            "(init-cassandra.sh --wait)" % name)
+        for w in waits:
+            if w.get("image") != seed.images["cassandra"] or \
+                    not mounts_configmap(m, spec, w, "cassandra-init-scripts") or \
+                    env_value(m, w, "CQLSH_HOST") != "cassandra":
+                problems.append("%s/%s: must run init-cassandra.sh --wait from "
+                                "cassandra-init-scripts in %s against cassandra"
+                                % (name, w.get("name"), seed.images["cassandra"]))
+            if pw_var and secret_key(w, pw_var) != pw_var:
+                problems.append("%s/%s: waits with a password other than its CASSANDRA_PASSWORD "
+                                "(the Secret's %s)" % (name, w.get("name"), pw_var))
+
+
 def check_service(root, m, name, port, db, problems):
     dep, ctr = main_container(m, name, problems)
     if not ctr:
@@ -435,6 +526,7 @@ def check(root):
     check_infra(root, m, seed, problems)
     check_kafka(root, m, seed, problems)
     check_postgres(root, m, services, problems)
+    check_cassandra(root, m, seed, dl.CassandraInit(root), problems)
     for name, (port, db) in services.items():
         check_service(root, m, name, port, db, problems)
     return problems

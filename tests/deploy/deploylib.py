@@ -16,7 +16,11 @@ written into the test:
     (deta_config_str/int, the library's config helpers, getenv): the
     library's (lib/src, and the list in lib/include/deta/config.h), which
     every service reads, and the service's own (services/<name>: its
-    settings.c), which that service alone reads.
+    settings.c), which that service alone reads;
+  - infra/compose/init-cassandra.sh for the Cassandra roles (the one who
+    makes them is the one who says which exist, with which password and
+    grants), and the seed's Cassandra section for the keyspace, datacenter
+    and replication query-api must be given.
 Each check is a function of a root directory returning a list of problems, so
 test_mutations.py can run it on a broken copy and see it fail.
 """
@@ -39,10 +43,6 @@ SEED_REL = os.path.join("..", "shared", "seeds", "infrastructure-services.md")
 SNAPSHOT = os.path.join(HERE, "seed-snapshot.md")
 
 VAR_RE = r"[A-Z][A-Z0-9_]*"
-# A call that reads one environment variable, and its first argument.
-READ_CALL = re.compile(
-    r"\b(?:deta_config_str|deta_config_int|config_copy|config_int|getenv|secure_getenv)"
-    r"\s*\(\s*([^,()]+?)\s*[,)]")
 
 # The seed: "Used by the payment service" (Redis), docs/contracts.md: payment-service owns Redis.
 REDIS_USERS = {"payment-service"}
@@ -132,9 +132,20 @@ class Seed:
         for r in t["Health Checks"][0]:
             self.health[r["Service"].lower()] = (r["Check"], duration_s(r["Interval"]))
         self.auto_create = re.search(r"KAFKA_AUTO_CREATE_TOPICS_ENABLE:\s*(\w+)", text).group(1)
+        # "## Cassandra": "Used exclusively by the query-api service ...",
+        # "**Keyspace:** `delivery_query`", "**Datacenter:** `dc1` (SimpleStrategy,
+        # replication factor 1 for local dev)".
+        section = re.search(r"^## Cassandra\s*$(.*?)(?=^## )", text, re.S | re.M).group(1)
+        self.cassandra_users = set(re.findall(r"[Uu]sed exclusively by the ([\w-]+) service",
+                                              section))
+        self.cassandra_keyspace = re.search(r"Keyspace:\*\*\s*`(\w+)`", section).group(1)
+        m = re.search(r"Datacenter:\*\*\s*`(\w+)`\s*\((\w+), replication factor (\d+)", section)
+        self.cassandra_dc, self.cassandra_class, self.cassandra_rf = m.groups()
 
     def health_matches(self, service, argv):
-        """True when argv (a probe command) is the seed's check for service."""
+        """True when argv (a probe command) is the seed's check for service;
+        a shell's command string (compose's CMD-SHELL, sh/bash -c) is looked
+        into word by word."""
         check, _ = self.health[service]
         joined = " ".join(argv)
         m = re.match(r"TCP connect on port (\d+)", check)
@@ -142,7 +153,26 @@ class Seed:
             port = m.group(1)
             return port in joined and ("/dev/tcp/" in joined or "nc -z" in joined)
         want = shlex.split(check)
-        return any(argv[i:i + len(want)] == want for i in range(len(argv)))
+        words = shell_words(argv)
+        return any(words[i:i + len(want)] == want for i in range(len(words)))
+
+
+def shell_words(argv):
+    """argv, or the words of the shell command it runs: [STRING] (compose's
+    CMD-SHELL without its tag) or [sh|bash, -c, STRING]. Operators (||, >,
+    ;) are words of their own."""
+    if len(argv) == 1:
+        string = argv[0]
+    elif len(argv) == 3 and os.path.basename(argv[0]) in ("sh", "bash") and argv[1] == "-c":
+        string = argv[2]
+    else:
+        return list(argv)
+    lex = shlex.shlex(string, posix=True, punctuation_chars=True)
+    lex.whitespace_split = True
+    try:
+        return list(lex)
+    except ValueError:  # unbalanced quotes: not a command the seed's check is in
+        return [string]
 
 
 def load_seed(repo=REPO):
@@ -195,17 +225,107 @@ def _resolve(arg, text, defines):
     return None
 
 
+# The functions that read one environment variable, named by their first argument.
+READERS = ("deta_config_str", "deta_config_int", "config_copy", "config_int", "getenv",
+           "secure_getenv")
+# A function's definition: its name and its parameter list, then its body's "{".
+FUNC_HEAD = re.compile(r"^[A-Za-z_][\w \t*]*?\b(\w+)\s*\(([^;{}()]*)\)\s*\{", re.M)
+
+
+def _call_args(text, start):
+    """The arguments of the call whose "(" is at text[start], split at its
+    top-level commas (strings and nested parentheses kept whole)."""
+    args, depth, cur, i, quote = [], 0, "", start + 1, None
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            cur += ch
+            if ch == "\\":
+                cur += text[i + 1:i + 2]
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif ch in "\"'":
+            quote = ch
+            cur += ch
+        elif ch in "([{":
+            depth += 1
+            cur += ch
+        elif ch in ")]}":
+            if depth == 0:
+                args.append(cur.strip())
+                return args
+            depth -= 1
+            cur += ch
+        elif ch == "," and depth == 0:
+            args.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+        i += 1
+    return args
+
+
+def _calls(text, readers):
+    """(position, reader, argument naming the variable) of each call to one
+    of readers ({function: index of that argument})."""
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, readers)) + r")\s*\(")
+    for m in pattern.finditer(text):
+        head = FUNC_HEAD.match(text, text.rfind("\n", 0, m.start()) + 1)
+        if head and head.start(1) == m.start():
+            continue  # its definition, not a call
+        args = _call_args(text, m.end() - 1)
+        index = readers[m.group(1)]
+        if index < len(args):
+            yield m.start(), m.group(1), args[index]
+
+
+def _enclosing(text, pos):
+    """(name, [parameter names]) of the function defined around pos, or None."""
+    head = None
+    for m in FUNC_HEAD.finditer(text, 0, pos):
+        head = m
+    if head is None:
+        return None
+    params = [re.findall(r"(\w+)\s*(?:\[\s*\])?\s*$", p.strip()) for p in head.group(2).split(",")]
+    return head.group(1), [p[0] if p else "" for p in params]
+
+
+def _wrappers(texts):
+    """{function: index}: the library's readers, and every function of texts
+    that passes one of its parameters on to a reader as the variable's name
+    (static const char *knob(const char *name) { ... deta_config_str(name, ...)
+    }), to a fixpoint: a call to it with a literal reads that variable."""
+    readers = {name: 0 for name in READERS}
+    while True:
+        added = False
+        for text in texts.values():
+            for pos, _, arg in _calls(text, readers):
+                fn = _enclosing(text, pos)
+                if fn and arg in fn[1] and fn[0] not in readers:
+                    readers[fn[0]] = fn[1].index(arg)
+                    added = True
+        if not added:
+            return readers
+
+
 def _read_vars(paths, strict):
     """Variables read by the files; (names, problems). strict: an argument
     that cannot be resolved is a problem (a service's own code), else it is
-    skipped (the library's pass-through wrappers in config.c)."""
+    skipped (the library's pass-through wrappers in config.c). A parameter
+    passed on by a wrapper (see _wrappers) is not resolved where it is passed:
+    the wrapper's callers name the variables."""
     texts = {p: open(p, encoding="utf-8", errors="replace").read() for p in paths}
     defines = {}
     for text in texts.values():
         defines.update(re.findall(r'^\s*#\s*define\s+(\w+)\s+"(' + VAR_RE + r')"\s*$', text, re.M))
+    readers = _wrappers(texts)
     found, problems = set(), []
     for path, text in texts.items():
-        for arg in READ_CALL.findall(text):
+        for pos, _, arg in _calls(text, readers):
+            fn = _enclosing(text, pos)
+            if fn and arg in fn[1] and readers.get(fn[0]) == fn[1].index(arg):
+                continue
             names = _resolve(arg.strip(), text, defines)
             if names:
                 found |= names
@@ -256,6 +376,145 @@ def init_roles(repo=REPO):
     text = open(os.path.join(repo, "infra", "compose", "init-roles.sh"), encoding="utf-8").read()
     return {db: (role, var) for role, db, var in
             re.findall(r"^\s*deta_init_role\s+(\S+)\s+(\S+)\s+(\S+)\s*$", text, re.M)}
+
+
+CASSANDRA_INIT = os.path.join("infra", "compose", "init-cassandra.sh")
+# The consistency levels a query-api setting may name (CQL v4 spec, section 3).
+CQL_CONSISTENCIES = {"ANY", "ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM",
+                     "EACH_QUORUM", "LOCAL_ONE"}
+CQL_SERIAL_CONSISTENCIES = {"SERIAL", "LOCAL_SERIAL"}
+
+
+class CassandraInit:
+    """What init-cassandra.sh does, read from its text: the roles it makes
+    (`init_role ROLE PASSWORD_VAR` lines), their grants (`grant ROLE ADMIN
+    PERMISSION ON RESOURCE` lines), and the problems of the text itself:
+    authentication off, the superuser's default password kept, a service role
+    that could be a superuser, a password written in the text."""
+
+    def __init__(self, repo=REPO):
+        path = os.path.join(repo, CASSANDRA_INIT)
+        self.text = open(path, encoding="utf-8").read()
+        text = self.text
+        self.roles = dict(re.findall(r"^\s*init_role\s+(\w+)\s+(\w+)\b", text, re.M))
+        self.grants = {}
+        for role, what in re.findall(r"^\s*grant\s+(\w+)\s+\S+\s+(.+?)\s*$", text, re.M):
+            self.grants.setdefault(role, []).append(" ".join(what.upper().split()))
+        self.problems = []
+        p = self.problems.append
+        # The commands, not the comments that talk about them.
+        code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+        for setting in ("authenticator: PasswordAuthenticator", "authorizer: CassandraAuthorizer"):
+            if setting not in code:
+                p("init-cassandra.sh does not set %r in cassandra.yaml" % setting)
+        # The superuser: cassandra, named directly or through SUPERUSER=cassandra.
+        superuser = re.escape("cassandra") + r"|\$\{?SUPERUSER\}?" \
+            if re.search(r"^SUPERUSER=cassandra$", code, re.M) else re.escape("cassandra")
+        if not re.search(r"ALTER\s+ROLE\s+(?:%s)\s+WITH\s+PASSWORD\b" % superuser, code, re.I) or \
+                "CASSANDRA_SUPERUSER_PASSWORD" not in code:
+            p("init-cassandra.sh does not replace the superuser's default password with "
+              "CASSANDRA_SUPERUSER_PASSWORD")
+        if not self.roles:
+            p("init-cassandra.sh makes no role (init_role ROLE PASSWORD_VAR)")
+        for stmt in re.findall(r"\b(?:CREATE|ALTER)\s+ROLE\s+(?:IF\s+NOT\s+EXISTS\s+)?\S+\s+WITH\b[^;]*;",
+                               code, re.I):
+            if re.search(r"SUPERUSER\s*=\s*true", stmt, re.I):
+                p("init-cassandra.sh: %r makes a superuser" % stmt.strip())
+            elif re.search(r"\bCREATE\b", stmt, re.I) and \
+                    not re.search(r"SUPERUSER\s*=\s*false", stmt, re.I):
+                p("init-cassandra.sh: %r does not say SUPERUSER = false" % stmt.strip())
+            if re.search(r"\bCREATE\b", stmt, re.I) and \
+                    not re.search(r"LOGIN\s*=\s*true", stmt, re.I):
+                p("init-cassandra.sh: %r makes a role that cannot log in" % stmt.strip())
+        for value in re.findall(r"PASSWORD\s*=\s*'([^']*)'", code, re.I):
+            if not value.startswith("$"):
+                p("init-cassandra.sh: a literal password (PASSWORD = '%s'); take it from the "
+                  "environment" % value)
+        for role, grants in self.grants.items():
+            for g in grants:
+                if "ROLE" in g or "AUTHORIZE" in g or "DESCRIBE" in g:
+                    p("init-cassandra.sh: role %s is granted %s (roles are the superuser's)"
+                      % (role, g))
+                elif g.endswith("ON ALL KEYSPACES") and g != "CREATE ON ALL KEYSPACES":
+                    p("init-cassandra.sh: role %s is granted %s: every keyspace, not its own"
+                      % (role, g))
+
+    def can_create_keyspace(self, role, keyspace):
+        """True when role may run CREATE KEYSPACE (Cassandra asks for CREATE
+        on all keyspaces, IF NOT EXISTS or not) or its keyspace is made for it."""
+        grants = self.grants.get(role, [])
+        return any(g in ("CREATE ON ALL KEYSPACES", "ALL PERMISSIONS ON ALL KEYSPACES",
+                         "ALL ON ALL KEYSPACES") or
+                   g.endswith("ON KEYSPACE " + keyspace.upper()) for g in grants)
+
+
+def contact_points(value, default_port):
+    """[(host, port)] of CASSANDRA_CONTACT_POINTS (host[:port],...)."""
+    out = []
+    for item in str(value or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, _, port = item.rpartition(":") if re.search(r":\d+$", item) else (item, "", "")
+        out.append((host, int(port) if port else default_port))
+    return out
+
+
+def query_store_problems(where, env, password_var, seed, init, server_dc):
+    """What a deployment gives a Cassandra user of the seed (query-api) to
+    reach the seed's Cassandra. env: {VAR: value} (None when not a literal);
+    password_var: the secrets-file variable CASSANDRA_PASSWORD comes from
+    (None when from none); init: CassandraInit; server_dc: the Cassandra
+    server's CASSANDRA_DC."""
+    problems = []
+    p = problems.append
+    want = {"QUERY_STORE": "cassandra", "CASSANDRA_KEYSPACE": seed.cassandra_keyspace,
+            "CASSANDRA_LOCAL_DC": seed.cassandra_dc,
+            "CASSANDRA_REPLICATION_CLASS": seed.cassandra_class,
+            "CASSANDRA_REPLICATION_FACTOR": seed.cassandra_rf}
+    for var, value in want.items():
+        if env.get(var) != value:
+            p("%s: %s is %r, want %r (the seed's Cassandra)" % (where, var, env.get(var), value))
+    if server_dc != seed.cassandra_dc:
+        p("cassandra: CASSANDRA_DC is %r, the seed's datacenter is %r" % (server_dc,
+                                                                         seed.cassandra_dc))
+    port = seed.ports["cassandra"][0]
+    try:
+        default_port = int(env.get("CASSANDRA_PORT") or port)
+    except ValueError:
+        default_port = None
+        p("%s: CASSANDRA_PORT is %r, not a port" % (where, env.get("CASSANDRA_PORT")))
+    points = contact_points(env.get("CASSANDRA_CONTACT_POINTS"), default_port)
+    if not points or any(pt != ("cassandra", port) for pt in points):
+        p("%s: CASSANDRA_CONTACT_POINTS %r (port %r) is not the seed's Cassandra, cassandra:%d"
+          % (where, env.get("CASSANDRA_CONTACT_POINTS"), env.get("CASSANDRA_PORT"), port))
+    user = env.get("CASSANDRA_USERNAME")
+    if user not in init.roles:
+        p("%s: CASSANDRA_USERNAME is %r, not a role init-cassandra.sh makes (%s)"
+          % (where, user, ", ".join(sorted(init.roles)) or "none"))
+    elif password_var != init.roles[user]:
+        p("%s: CASSANDRA_PASSWORD must be the secrets file's %s (the password of %s), is from %r"
+          % (where, init.roles[user], user, password_var))
+    elif not init.can_create_keyspace(user, seed.cassandra_keyspace):
+        p("%s: role %s cannot create its keyspace %s (init-cassandra.sh grants %r)"
+          % (where, user, seed.cassandra_keyspace, init.grants.get(user, [])))
+    for var in ("CASSANDRA_READ_CONSISTENCY", "CASSANDRA_WRITE_CONSISTENCY"):
+        if var in env and env[var] not in CQL_CONSISTENCIES:
+            p("%s: %s is %r, not a consistency level" % (where, var, env[var]))
+    if "CASSANDRA_SERIAL_CONSISTENCY" in env and \
+            env["CASSANDRA_SERIAL_CONSISTENCY"] not in CQL_SERIAL_CONSISTENCIES:
+        p("%s: CASSANDRA_SERIAL_CONSISTENCY is %r, not SERIAL or LOCAL_SERIAL"
+          % (where, env["CASSANDRA_SERIAL_CONSISTENCY"]))
+    return problems
+
+
+def probe_logs_in(argv, password_var):
+    """True when a cqlsh probe logs in with -u and -p $password_var (the
+    server has PasswordAuthenticator on: without a login it never answers)."""
+    words = shell_words(argv)
+    return "-u" in words and any(
+        words[i] == "-p" and words[i + 1].lstrip("$").strip("{}") == password_var
+        for i in range(len(words) - 1))
 
 
 def created_databases(sql_text):

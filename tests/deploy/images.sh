@@ -22,9 +22,10 @@
 #    in IMAGES_STACK_DIR), one login role per service made by compose's own
 #    init-roles.sh, then the five containers with compose's environment
 #    (compose_service.py env) where only the addresses differ (host network:
-#    127.0.0.1 and this stack's ports) and the Kafka session timeout (the
-#    local broker's 6 s, as stack.sh gives every service: see write_env_file),
-#    plus the demo's gateway and clock settings. As Kubernetes runs them: read-only root, every capability
+#    127.0.0.1 and this stack's ports), the Kafka session timeout (the
+#    local broker's 6 s, as stack.sh gives every service: see write_env_file)
+#    and query-api's store (Postgres: no Cassandra here), plus the demo's
+#    gateway and clock settings. As Kubernetes runs them: read-only root, every capability
 #    dropped, no new privileges. Each must pass its own HEALTHCHECK (its
 #    command, run inside the container with `podman exec`: podman's timer
 #    needs systemd).
@@ -246,7 +247,7 @@ start_infra() {
   set +a
   # The credentials compose takes from .env: made up for this run.
   for pw in ORDER_DB_PASSWORD INVENTORY_DB_PASSWORD PAYMENT_DB_PASSWORD DELIVERY_DB_PASSWORD \
-    QUERY_DB_PASSWORD QUERY_API_ADMIN_TOKEN; do
+    QUERY_DB_PASSWORD QUERY_API_ADMIN_TOKEN CASSANDRA_QUERY_API_PASSWORD; do
     export "$pw=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
   done
   # Compose's own init-roles.sh: each service logs in as its role, to its database only.
@@ -262,16 +263,23 @@ start_infra() {
 # (scripts/README.md), so with compose's 45 s, query-api's second
 # consumer of its group waits up to 45 s for its first assignment, and a
 # SIGTERM in that time overruns the shutdown bound. A real broker does not.
+# query-api's store, too: compose runs it on Cassandra (QUERY_STORE=cassandra),
+# and no Cassandra runs here (no server package, no registry to pull
+# cassandra:4.1 from), so its container keeps the read model in this stack's
+# Postgres (QUERY_STORE=postgres, the code's default); the CASSANDRA_* settings
+# stay as compose gives them, unused. The Cassandra part of compose is checked
+# from the files (check_compose.py).
 write_env_file() {
   local svc=$1 file=$STACK_DIR/env-$svc
   python3 "$HERE/compose_service.py" env "$svc" >"$file.compose" ||
     die "compose.yml: no environment for $svc"
   {
-    grep -v -E '^(KAFKA_BOOTSTRAP_SERVERS|KAFKA_SESSION_TIMEOUT_MS|PGHOST|PGPORT|REDIS_HOST|REDIS_PORT|HTTP_PORT)=' \
+    grep -v -E '^(KAFKA_BOOTSTRAP_SERVERS|KAFKA_SESSION_TIMEOUT_MS|PGHOST|PGPORT|REDIS_HOST|REDIS_PORT|HTTP_PORT|QUERY_STORE)=' \
       "$file.compose"
     printf '%s\n' "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS" KAFKA_SESSION_TIMEOUT_MS=6000 \
       PGHOST=127.0.0.1 "PGPORT=$PGPORT" REDIS_HOST=127.0.0.1 "REDIS_PORT=$REDIS_PORT" \
       "HTTP_PORT=${PORT[$svc]}" "${SAGA_ENV[@]}"
+    if [ "$svc" = query-api ]; then echo QUERY_STORE=postgres; fi
   } >"$file"
   chmod 600 "$file" "$file.compose"
   echo "$file"

@@ -26,6 +26,7 @@ import deploylib as dl
 COMPOSE = "infra/compose/compose.yml"
 DOCKERFILE = "infra/docker/Dockerfile"
 K8S = "infra/k8s/"
+CASSANDRA_INIT = "infra/compose/init-cassandra.sh"
 
 # (check, file, old text, new text, a word of the expected problem)
 CASES = [
@@ -37,15 +38,15 @@ CASES = [
      "PLAINTEXT://kafka:29092", "advertised listeners"),
     ("compose", COMPOSE, "KAFKA_LISTENERS: PLAINTEXT://0.0.0.0:29092,",
      "KAFKA_LISTENERS: PLAINTEXT://0.0.0.0:29093,", "does not bind PLAINTEXT"),
-    ("compose", COMPOSE, '"describe cluster"]\n      interval: 30s',
-     '"describe cluster"]\n      interval: 10s', "cassandra: healthcheck interval"),
+    ("compose", COMPOSE, '2>&1"]\n      interval: 30s', '2>&1"]\n      interval: 10s',
+     "cassandra: healthcheck interval"),
     ("compose", COMPOSE, '["CMD", "redis-cli", "ping"]', '["CMD", "redis-cli", "info"]',
      "redis: healthcheck"),
     ("compose", COMPOSE, '"exec 3<>/dev/tcp/127.0.0.1/2181"', '"exit 0"', "zookeeper: healthcheck"),
     ("compose", COMPOSE, "redis_data:/data", "redis_data:/var/lib/redis", "volume redis_data"),
     ("compose", COMPOSE, "  redis_data:\n", "  redis_data:\n  extra_data:\n", "named volumes"),
-    ("compose", COMPOSE, "image: cassandra:4.1\n    ports:", "image: cassandra:4.1\n    depends_on: [redis]\n    ports:",
-     "starts it independently"),
+    ("compose", COMPOSE, "image: cassandra:4.1\n    # Authentication",
+     "image: cassandra:4.1\n    depends_on: [redis]\n    # Authentication", "starts it independently"),
     ("compose", "infra/compose/init-postgres.sql", "CREATE DATABASE delivery_query;", "",
      "does not create database delivery_query"),
     ("compose", "infra/compose/init-roles.sh", "deta_init_role query_svc delivery_query QUERY_DB_PASSWORD",
@@ -84,6 +85,12 @@ CASES = [
     ("compose", "services/order-service/main.c", "int main(void) {",
      'static const char *knob(const char *n) { return deta_config_str(n + 1, "x"); }\n'
      "int main(void) {", "cannot tell which variable"),
+    # a helper passing its parameter on (query-api's load_text("CASSANDRA_USERNAME", ...)):
+    # its callers name the variables
+    ("compose", "services/order-service/main.c", "int main(void) {",
+     'static const char *knob(const char *var) { return deta_config_str(var, "x"); }\n'
+     'static const char *wrapped(void) { return knob("ORDER_WRAPPED_KNOB"); }\n'
+     "int main(void) {", "ORDER_WRAPPED_KNOB is read by the code but not set"),
     # query-api's admin token: no literal, no default, in both deployments, and
     # query-api's alone (read in services/query-api/settings.c)
     ("compose", COMPOSE, "QUERY_API_ADMIN_TOKEN: ${QUERY_API_ADMIN_TOKEN:?set QUERY_API_ADMIN_TOKEN in .env "
@@ -169,6 +176,106 @@ CASES = [
      "order-config does not exist"),
     ("k8s", K8S + "zookeeper.yaml", "              memory: 256Mi\n            limits:",
      "              memory: 1Gi\n            limits:", "above its limit"),
+    # Cassandra (issue 13): query-api on the seed's Cassandra, as a role that is not a
+    # superuser, after Cassandra is healthy and its role exists; authentication on; no
+    # password written anywhere
+    ("compose", COMPOSE, "      QUERY_STORE: cassandra\n", "", "query-api: QUERY_STORE is None"),
+    ("compose", COMPOSE, "QUERY_STORE: cassandra", "QUERY_STORE: postgres",
+     "query-api: QUERY_STORE is 'postgres'"),
+    ("compose", COMPOSE, "      cassandra:\n        condition: service_healthy\n      cassandra-init:",
+     "      cassandra-init:", "query-api: depends_on"),
+    ("compose", COMPOSE, "      cassandra-init:\n        condition: service_completed_successfully",
+     "      cassandra-init:\n        condition: service_started", "query-api: depends_on"),
+    ("compose", COMPOSE, "      cassandra:\n        condition: service_healthy\n    restart: \"no\"",
+     "      cassandra:\n        condition: service_started\n    restart: \"no\"",
+     "cassandra-init: must depend on cassandra (service_healthy)"),
+    ("compose", COMPOSE, "CASSANDRA_PASSWORD: ${CASSANDRA_QUERY_API_PASSWORD:?set CASSANDRA_QUERY_API_PASSWORD "
+     "in .env (see .env.example)}", 'CASSANDRA_PASSWORD: "0123456789abcdef"',
+     "CASSANDRA_PASSWORD is '0123456789abcdef': a literal"),
+    ("compose", COMPOSE, "CASSANDRA_PASSWORD: ${CASSANDRA_QUERY_API_PASSWORD:?",
+     "CASSANDRA_PASSWORD: ${CASSANDRA_SUPERUSER_PASSWORD:?",
+     "CASSANDRA_PASSWORD must be the secrets file's CASSANDRA_QUERY_API_PASSWORD"),
+    ("compose", COMPOSE, "CASSANDRA_USERNAME: query_api", "CASSANDRA_USERNAME: cassandra",
+     "not a role init-cassandra.sh makes"),
+    ("compose", COMPOSE, "CASSANDRA_LOCAL_DC: dc1", "CASSANDRA_LOCAL_DC: datacenter1",
+     "CASSANDRA_LOCAL_DC is 'datacenter1'"),
+    ("compose", COMPOSE, "CASSANDRA_DC: dc1", "CASSANDRA_DC: dc2", "cassandra: CASSANDRA_DC is 'dc2'"),
+    ("compose", COMPOSE, "CASSANDRA_KEYSPACE: delivery_query", "CASSANDRA_KEYSPACE: delivery",
+     "CASSANDRA_KEYSPACE is 'delivery'"),
+    ("compose", COMPOSE, 'CASSANDRA_REPLICATION_FACTOR: "1"', 'CASSANDRA_REPLICATION_FACTOR: "3"',
+     "CASSANDRA_REPLICATION_FACTOR is '3'"),
+    ("compose", COMPOSE, "CASSANDRA_CONTACT_POINTS: cassandra", "CASSANDRA_CONTACT_POINTS: localhost",
+     "CASSANDRA_CONTACT_POINTS"),
+    ("compose", COMPOSE, "CASSANDRA_CONTACT_POINTS: cassandra", "CASSANDRA_CONTACT_POINTS: cassandra:9142",
+     "CASSANDRA_CONTACT_POINTS"),
+    ("compose", COMPOSE, "CASSANDRA_READ_CONSISTENCY: LOCAL_QUORUM", "CASSANDRA_READ_CONSISTENCY: LOCAL_QUROUM",
+     "not a consistency level"),
+    ("compose", COMPOSE, '    entrypoint: ["bash", "/init-cassandra.sh", "--server"]\n', "",
+     "cassandra: must start through init-cassandra.sh --server"),
+    ("compose", COMPOSE, "test: [\"CMD-SHELL\", \"cqlsh -e 'describe cluster' -u cassandra",
+     "test: [\"CMD\", \"cqlsh\", \"-e\", \"describe cluster\"]\n      x: [\"cqlsh -e 'describe cluster' -u cassandra",
+     "the healthcheck must log in"),
+    ("compose", COMPOSE, "      CASSANDRA_QUERY_API_PASSWORD: ${CASSANDRA_QUERY_API_PASSWORD:?set "
+     "CASSANDRA_QUERY_API_PASSWORD in .env (see .env.example)}\n", "",
+     "cassandra-init: CASSANDRA_QUERY_API_PASSWORD"),
+    ("compose", "infra/compose/.env.example", "CASSANDRA_QUERY_API_PASSWORD=change-me\n", "",
+     ".env.example does not list CASSANDRA_QUERY_API_PASSWORD"),
+    ("compose", CASSANDRA_INIT, "AND LOGIN = true AND SUPERUSER = false;\nALTER",
+     "AND LOGIN = true AND SUPERUSER = true;\nALTER", "makes a superuser"),
+    ("compose", CASSANDRA_INIT, "WITH PASSWORD = '$pw' AND LOGIN = true AND SUPERUSER = false;\nALTER",
+     "WITH PASSWORD = '$pw' AND LOGIN = true;\nALTER", "does not say SUPERUSER = false"),
+    ("compose", CASSANDRA_INIT, "WITH PASSWORD = '$pw' AND LOGIN = true AND SUPERUSER = false;\nALTER",
+     "WITH PASSWORD = 'hunter2hunter2' AND LOGIN = true AND SUPERUSER = false;\nALTER",
+     "a literal password (PASSWORD = 'hunter2hunter2')"),
+    ("compose", CASSANDRA_INIT, "ALTER ROLE $SUPERUSER WITH PASSWORD = '$(cql_quote \"$want\")';\n", "",
+     "does not replace the superuser's default password"),
+    ("compose", CASSANDRA_INIT, 'grant query_api "$admin" CREATE ON ALL KEYSPACES',
+     'grant query_api "$admin" ALL PERMISSIONS ON ALL KEYSPACES', "every keyspace, not its own"),
+    ("compose", CASSANDRA_INIT, '  grant query_api "$admin" CREATE ON ALL KEYSPACES\n', "",
+     "cannot create its keyspace"),
+    ("compose", CASSANDRA_INIT, 'grant query_api "$admin" CREATE ON ALL KEYSPACES',
+     'grant query_api "$admin" CREATE ON ALL KEYSPACES\n  grant query_api "$admin" ALTER ON ALL ROLES',
+     "roles are the superuser's"),
+    ("compose", CASSANDRA_INIT, '  init_role  query_api  CASSANDRA_QUERY_API_PASSWORD "$admin"\n', "",
+     "not a role init-cassandra.sh makes"),
+    ("k8s", K8S + "config.yaml", "  QUERY_STORE: cassandra\n", "", "query-api: QUERY_STORE is None"),
+    ("k8s", K8S + "config.yaml", "CASSANDRA_USERNAME: query_api", "CASSANDRA_USERNAME: cassandra",
+     "not a role init-cassandra.sh makes"),
+    ("k8s", K8S + "config.yaml", "CASSANDRA_LOCAL_DC: dc1", "CASSANDRA_LOCAL_DC: dc2",
+     "CASSANDRA_LOCAL_DC is 'dc2'"),
+    ("k8s", K8S + "config.yaml", "  CASSANDRA_USERNAME: query_api\n",
+     "  CASSANDRA_USERNAME: query_api\n  CASSANDRA_PASSWORD: hunter2hunter2\n", "is a password"),
+    ("k8s", K8S + "query-api.yaml",
+     "            - name: CASSANDRA_PASSWORD\n              valueFrom:\n                secretKeyRef:\n"
+     "                  name: deta-credentials\n                  key: CASSANDRA_QUERY_API_PASSWORD\n", "",
+     "CASSANDRA_PASSWORD must be the secrets file's CASSANDRA_QUERY_API_PASSWORD"),
+    ("k8s", K8S + "query-api.yaml",
+     "            - name: CASSANDRA_PASSWORD\n              valueFrom:\n                secretKeyRef:\n"
+     "                  name: deta-credentials\n                  key: CASSANDRA_QUERY_API_PASSWORD\n",
+     '            - name: CASSANDRA_PASSWORD\n              value: "0123456789abcdef"\n',
+     "CASSANDRA_PASSWORD must come from a Secret"),
+    ("k8s", K8S + "query-api.yaml", 'command: ["bash", "/scripts/init-cassandra.sh", "--wait"]',
+     'command: ["bash", "-c", "true"]', "no init container waits for its Cassandra role"),
+    ("k8s", K8S + "query-api.yaml", "key: CASSANDRA_QUERY_API_PASSWORD", "key: CASSANDRA_SUPERUSER_PASSWORD",
+     "waits with a password other than its CASSANDRA_PASSWORD"),
+    ("k8s", K8S + "secrets.env.example", "CASSANDRA_SUPERUSER_PASSWORD=change-me\n", "",
+     "has no key CASSANDRA_SUPERUSER_PASSWORD"),
+    ("k8s", CASSANDRA_INIT, "set -euo pipefail", "set -eu",
+     "cassandra-init-scripts: init-cassandra.sh missing or different"),
+    ("k8s", K8S + "cassandra.yaml", '          command: ["bash", "/scripts/init-cassandra.sh", "--server"]\n',
+     "", "cassandra: must start through init-cassandra.sh --server"),
+    ("k8s", K8S + "cassandra.yaml", "-u cassandra -p \"$CASSANDRA_SUPERUSER_PASSWORD\" >/dev/null 2>&1 ||\n"
+     "                  cqlsh -e 'describe cluster' -u cassandra -p cassandra >/dev/null 2>&1", "",
+     "the readiness probe must log in"),
+    ("k8s", K8S + "cassandra.yaml", "kind: Job\nmetadata:\n  name: cassandra-init",
+     "kind: Job\nmetadata:\n  name: cassandra-setup", "want one Job cassandra-init, found 0"),
+    ("k8s", K8S + "cassandra.yaml",
+     "            - name: CASSANDRA_QUERY_API_PASSWORD\n              valueFrom:\n                secretKeyRef:\n"
+     "                  name: deta-credentials\n                  key: CASSANDRA_QUERY_API_PASSWORD\n", "",
+     "Job cassandra-init: CASSANDRA_QUERY_API_PASSWORD"),
+    ("k8s", K8S + "cassandra.yaml", "          image: cassandra:4.1\n          command: [\"bash\", "
+     "\"/scripts/init-cassandra.sh\"]", "          image: cassandra:4.0\n          command: [\"bash\", "
+     "\"/scripts/init-cassandra.sh\"]", "Job cassandra-init must run init-cassandra.sh"),
     # Dockerfile
     ("dockerfile", DOCKERFILE, "USER 10001:10001", "USER root", "non-root USER"),
     ("dockerfile", DOCKERFILE, "USER 10001:10001", "USER 10002", "differs from the Kubernetes"),
