@@ -153,12 +153,10 @@ __attribute__((format(printf, 5, 6))) static deta_err_t fail(deta_cql_t *c, deta
                                                               char *errstr, size_t errsize,
                                                               const char *fmt, ...) {
     c->last_error = -1;
-    if (errstr && errsize > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(errstr, errsize, fmt, ap);
-        va_end(ap);
-    }
+    va_list ap;
+    va_start(ap, fmt);
+    deta_verrf(err, errstr, errsize, fmt, ap);
+    va_end(ap);
     return err;
 }
 

@@ -18,12 +18,16 @@ const char *deta_err_name(deta_err_t err) {
     return "unknown";
 }
 
-deta_err_t deta_errf(deta_err_t err, char *errstr, size_t errsize, const char *fmt, ...) {
-    if (errstr && errsize > 0) {
-        va_list ap;
-        va_start(ap, fmt);
+deta_err_t deta_verrf(deta_err_t err, char *errstr, size_t errsize, const char *fmt, va_list ap) {
+    if (errstr && errsize > 0)
         vsnprintf(errstr, errsize, fmt, ap);
-        va_end(ap);
-    }
+    return err;
+}
+
+deta_err_t deta_errf(deta_err_t err, char *errstr, size_t errsize, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    deta_verrf(err, errstr, errsize, fmt, ap);
+    va_end(ap);
     return err;
 }

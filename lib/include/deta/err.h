@@ -11,6 +11,7 @@
 #ifndef DETA_ERR_H
 #define DETA_ERR_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 typedef enum deta_err {
@@ -29,5 +30,8 @@ const char *deta_err_name(deta_err_t err);
  * NUL-terminates. Returns err, so that `return deta_errf(err, ...)` reads well. */
 deta_err_t deta_errf(deta_err_t err, char *errstr, size_t errsize, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* deta_errf with the arguments as a va_list, for wrappers that do more. */
+deta_err_t deta_verrf(deta_err_t err, char *errstr, size_t errsize, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
 
 #endif
