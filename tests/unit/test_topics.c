@@ -43,12 +43,22 @@ static void test_known_types_map_to_their_topic(void **state) {
     assert_topic("delivery.picked_up", "raw.delivery-events");
     assert_topic("delivery.delivered", "raw.delivery-events");
     assert_topic("delivery.waiting", "raw.delivery-events");
+    assert_topic("order.cancel_requested", "raw.order-events");
+    assert_topic("inventory.cancel_forwarded", "raw.inventory-events");
+    assert_topic("inventory.cancel_refused", "raw.inventory-events");
+    assert_topic("inventory.cancelled", "raw.inventory-events");
+    assert_topic("payment.cancel_forwarded", "raw.payment-events");
+    assert_topic("payment.cancel_refused", "raw.payment-events");
+    assert_topic("payment.cancelled", "raw.payment-events");
+    assert_topic("payment.refunded", "raw.payment-events");
+    assert_topic("delivery.cancelled", "raw.delivery-events");
+    assert_topic("delivery.cancel_refused", "raw.delivery-events");
 }
 
 static void test_unknown_types_map_to_null(void **state) {
     (void)state;
     const char *unknown[] = {"order.craeted", "order.", "order", "ORDER.CREATED", "",
-                             "order.created ", "payment.refunded", "eta.updated.v2",
+                             "order.created ", "order.cancelled", "payment.refund", "eta.updated.v2",
                              "raw.order-events"};
     for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++)
         if (deta_topic_for_event_type(unknown[i]))

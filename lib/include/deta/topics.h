@@ -32,6 +32,21 @@ extern const char *const deta_topics_all[8];
 #define DETA_EVT_DELIVERY_PICKED_UP "delivery.picked_up"
 #define DETA_EVT_DELIVERY_DELIVERED "delivery.delivered"
 
+/* The cancellation saga (docs/contracts.md#cancellation): the request, passed on
+ * along the order's own path by each stage that the order went past, until the
+ * stage that holds it decides: <stage>.cancelled (the cancel won there) or
+ * <stage>.cancel_refused (the order had ended there, or was picked up). */
+#define DETA_EVT_ORDER_CANCEL_REQUESTED "order.cancel_requested"
+#define DETA_EVT_INVENTORY_CANCEL_FORWARDED "inventory.cancel_forwarded"
+#define DETA_EVT_INVENTORY_CANCEL_REFUSED "inventory.cancel_refused"
+#define DETA_EVT_INVENTORY_CANCELLED "inventory.cancelled"
+#define DETA_EVT_PAYMENT_CANCEL_FORWARDED "payment.cancel_forwarded"
+#define DETA_EVT_PAYMENT_CANCEL_REFUSED "payment.cancel_refused"
+#define DETA_EVT_PAYMENT_CANCELLED "payment.cancelled"
+#define DETA_EVT_PAYMENT_REFUNDED "payment.refunded"
+#define DETA_EVT_DELIVERY_CANCELLED "delivery.cancelled"
+#define DETA_EVT_DELIVERY_CANCEL_REFUSED "delivery.cancel_refused"
+
 /* The raw topic an event type is published on, or NULL for an unknown type. */
 const char *deta_topic_for_event_type(const char *event_type);
 
