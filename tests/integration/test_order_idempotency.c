@@ -439,9 +439,29 @@ typedef struct held {
     PGconn *db;
     racer_t first, second;
     pthread_t t1, t2;
+    bool started1, started2, joined1, joined2;
     char key[64];
     char *body;
 } held_t;
+
+/* The test's hold, static so that the teardown releases it when an assertion
+ * left the test early: a lock on outbox left held would stall every later order. */
+static held_t held;
+
+static int release_held(void **state) {
+    (void)state;
+    if (held.db)
+        PQfinish(held.db); /* ends the transaction and its lock */
+    if (held.started1 && !held.joined1)
+        pthread_join(held.t1, NULL);
+    if (held.started2 && !held.joined2)
+        pthread_join(held.t2, NULL);
+    answer_clear(&held.first.a);
+    answer_clear(&held.second.a);
+    free(held.body);
+    memset(&held, 0, sizeof held);
+    return 0;
+}
 
 static void hold_two_requests(held_t *h, const char *customer) {
     memset(h, 0, sizeof *h);
@@ -453,10 +473,12 @@ static void hold_two_requests(held_t *h, const char *customer) {
     PGconn *watch = ts_pg("order_db");
     h->first = (racer_t){"ORDER_SERVICE_URL", h->key, h->body, NULL, false, {0}};
     assert_int_equal(pthread_create(&h->t1, NULL, race, &h->first), 0);
+    h->started1 = true;
     if (!await_count(watch, WAITING_ON_OUTBOX, NULL))
         fail_msg("the first request does not wait on outbox");
     h->second = (racer_t){"ORDER_SERVICE_URL", h->key, h->body, NULL, false, {0}};
     assert_int_equal(pthread_create(&h->t2, NULL, race, &h->second), 0);
+    h->started2 = true;
     if (!await_count(watch, WAITING_ON_KEY, NULL))
         fail_msg("the second request does not wait on the first's key");
     PQfinish(watch);
@@ -466,32 +488,30 @@ static void a_waiting_request_replays_after_the_first_commits(void **state) {
     (void)state;
     char customer[64];
     fresh("idem", customer, sizeof customer);
-    held_t h;
-    hold_two_requests(&h, customer);
+    held_t *h = &held;
+    hold_two_requests(h, customer);
     assert_int_equal(orders_of(customer), 0); /* neither has committed */
-    pg_ok(h.db, "COMMIT");
-    pthread_join(h.t1, NULL);
-    pthread_join(h.t2, NULL);
-    PQfinish(h.db);
-    assert_true(h.first.answered && h.second.answered);
-    assert_int_equal(h.first.a.status, 201);
-    assert_false(h.first.a.replayed);
-    assert_int_equal(h.second.a.status, 200);
-    assert_true(h.second.a.replayed);
-    assert_string_equal(h.second.a.order_id, h.first.a.order_id);
+    pg_ok(h->db, "COMMIT");
+    pthread_join(h->t1, NULL);
+    h->joined1 = true;
+    pthread_join(h->t2, NULL);
+    h->joined2 = true;
+    assert_true(h->first.answered && h->second.answered);
+    assert_int_equal(h->first.a.status, 201);
+    assert_false(h->first.a.replayed);
+    assert_int_equal(h->second.a.status, 200);
+    assert_true(h->second.a.replayed);
+    assert_string_equal(h->second.a.order_id, h->first.a.order_id);
     assert_int_equal(orders_of(customer), 1);
-    one_order_created(h.first.a.order_id);
-    answer_clear(&h.first.a);
-    answer_clear(&h.second.a);
-    free(h.body);
+    one_order_created(h->first.a.order_id);
 }
 
 static void a_waiting_request_creates_when_the_first_failed(void **state) {
     (void)state;
     char customer[64];
     fresh("idem", customer, sizeof customer);
-    held_t h;
-    hold_two_requests(&h, customer);
+    held_t *h = &held;
+    hold_two_requests(h, customer);
     /* The first request's session ends: its transaction (key, order) rolls back,
      * and the second, no longer blocked by the key, goes on to wait on outbox. */
     PGconn *watch = ts_pg("order_db");
@@ -502,24 +522,22 @@ static void a_waiting_request_creates_when_the_first_failed(void **state) {
                                 " AND a.query ILIKE '%INSERT INTO outbox%'",
                                 0, NULL),
                      1);
-    pthread_join(h.t1, NULL);
+    pthread_join(h->t1, NULL);
+    h->joined1 = true;
     if (!await_count(watch, WAITING_ON_OUTBOX, NULL))
         fail_msg("the second request does not go on to write its order");
     PQfinish(watch);
-    pg_ok(h.db, "COMMIT");
-    pthread_join(h.t2, NULL);
-    PQfinish(h.db);
-    assert_true(h.first.answered && h.second.answered);
-    assert_int_equal(h.first.a.status, 503); /* the database failed it: retry */
-    assert_int_equal(h.second.a.status, 201);
-    assert_false(h.second.a.replayed);
+    pg_ok(h->db, "COMMIT");
+    pthread_join(h->t2, NULL);
+    h->joined2 = true;
+    assert_true(h->first.answered && h->second.answered);
+    assert_int_equal(h->first.a.status, 503); /* the database failed it: retry */
+    assert_int_equal(h->second.a.status, 201);
+    assert_false(h->second.a.replayed);
     assert_int_equal(orders_of(customer), 1);
-    one_order_created(h.second.a.order_id);
+    one_order_created(h->second.a.order_id);
     /* The key is the second's now. */
-    post_replayed("ORDER_SERVICE_URL", h.key, h.body, h.second.a.order_id);
-    answer_clear(&h.first.a);
-    answer_clear(&h.second.a);
-    free(h.body);
+    post_replayed("ORDER_SERVICE_URL", h->key, h->body, h->second.a.order_id);
 }
 
 /* ---- restarts and instances ---- */
@@ -644,8 +662,9 @@ int main(void) {
         cmocka_unit_test(bad_keys_are_400_naming_the_header),
         cmocka_unit_test(without_a_key_every_post_creates),
         cmocka_unit_test(concurrent_posts_with_one_key_make_one_order),
-        cmocka_unit_test(a_waiting_request_replays_after_the_first_commits),
-        cmocka_unit_test(a_waiting_request_creates_when_the_first_failed),
+        cmocka_unit_test_teardown(a_waiting_request_replays_after_the_first_commits,
+                                  release_held),
+        cmocka_unit_test_teardown(a_waiting_request_creates_when_the_first_failed, release_held),
         cmocka_unit_test(old_keys_are_purged_fresh_ones_stay),
         cmocka_unit_test_teardown(keys_outlive_a_restart, order_service_running),
         cmocka_unit_test_teardown(two_instances_make_one_order, back_to_one_instance),
