@@ -115,7 +115,12 @@ struct deta_service {
     deta_producer_t *producer;
     bool use_outbox;
     deta_outbox_relay_t *relay;
-    deta_inbox_purger_t *inbox_purger; /* run by the main loop (deta_service_run) */
+    deta_inbox_purger_t *inbox_purger; /* one of the tasks below */
+    struct {
+        deta_service_task_fn fn;
+        void *opaque;
+    } tasks[DETA_SERVICE_MAX_TASKS]; /* run by the main loop (deta_service_run) */
+    size_t ntasks;
     deta_consumer_slot_t consumers[DETA_MAX_CONSUMERS];
     size_t nconsumers;
     atomic_bool stop;           /* asked to stop (signal, or the service itself) */
@@ -359,13 +364,27 @@ deta_err_t deta_service_use_outbox(deta_service_t *s, char *errstr, size_t errsi
     return err;
 }
 
+static void run_inbox_purger(void *purger, deta_db_t *db) { deta_inbox_purger_run(purger, db); }
+
 deta_err_t deta_service_use_inbox(deta_service_t *s, char *errstr, size_t errsize) {
     deta_err_t err = deta_service_migrate(s, "inbox", deta_inbox_migrations,
                                           deta_inbox_migrations_count, errstr, errsize);
-    if (err == DETA_OK && !s->inbox_purger &&
-        !(s->inbox_purger = deta_inbox_purger_new(&s->cfg, s->metrics, errstr, errsize)))
-        err = DETA_ERR_INVALID;
-    return err;
+    if (err || s->inbox_purger)
+        return err;
+    if (!(s->inbox_purger = deta_inbox_purger_new(&s->cfg, s->metrics, errstr, errsize)))
+        return DETA_ERR_INVALID;
+    if (deta_service_add_task(s, run_inbox_purger, s->inbox_purger))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "too many periodic tasks");
+    return DETA_OK;
+}
+
+deta_err_t deta_service_add_task(deta_service_t *s, deta_service_task_fn fn, void *opaque) {
+    if (!s || !fn || s->ntasks == DETA_SERVICE_MAX_TASKS)
+        return DETA_ERR_INVALID;
+    s->tasks[s->ntasks].fn = fn;
+    s->tasks[s->ntasks].opaque = opaque;
+    s->ntasks++;
+    return DETA_OK;
 }
 
 deta_err_t deta_service_consume(deta_service_t *s, const char *const *topics, size_t ntopics,
@@ -657,11 +676,12 @@ int deta_service_run(deta_service_t *s) {
               s->cfg.instance_id, deta_http_server_port(s->http), s->cfg.kafka_bootstrap,
               s->cfg.pg_host, s->cfg.pg_port, s->cfg.pg_database);
 
-    /* The main thread waits for signals; between them it purges old inbox claims
-     * on its connection (the one the migrations used). */
+    /* The main thread waits for signals; between them it runs the periodic tasks
+     * (the inbox purge, a service's own) on its connection (the one the
+     * migrations used). */
     while (!wait_for_signal(1000) && !atomic_load(&s->stop))
-        if (s->inbox_purger)
-            deta_inbox_purger_run(s->inbox_purger, deta_db_pool_get(s->db));
+        for (size_t i = 0; i < s->ntasks && !atomic_load(&s->stop); i++)
+            s->tasks[i].fn(s->tasks[i].opaque, deta_db_pool_get(s->db));
     atomic_store(&s->stop, true);
     return shut_down(s);
 }

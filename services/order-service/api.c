@@ -5,9 +5,15 @@
  * bad request writes nothing; a good one is written with its outbox row in one
  * transaction (store.c) and answered 201 only after the commit. A database that is
  * down is 503, not 500: the request may be retried.
+ *
+ * With an Idempotency-Key (checked before the body), the key is written in the
+ * order's transaction; a retry of the same request is answered 200 with the
+ * order its key made and Idempotent-Replayed: true, another request under the
+ * key 422 (docs/contracts.md, "Idempotency keys").
  */
 #include "api.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +24,7 @@
 struct order_api {
     deta_service_t *svc;
     deta_counter_t *created;
+    deta_counter_t *replayed;
 };
 
 order_api_t *order_api_new(deta_service_t *svc) {
@@ -27,6 +34,9 @@ order_api_t *order_api_new(deta_service_t *svc) {
     api->svc = svc;
     api->created = deta_counter(deta_service_metrics(svc), "orders_created_total",
                                 "Orders accepted and written", NULL);
+    api->replayed = deta_counter(deta_service_metrics(svc), "order_idempotent_replays_total",
+                                 "Requests answered with the order their Idempotency-Key made",
+                                 NULL);
     return api;
 }
 
@@ -39,14 +49,57 @@ static void count_rejection(order_api_t *api, const char *reason) {
                                   "Order requests refused, by reason", labels));
 }
 
+/* Writes the order under its Idempotency-Key and answers: 201 (new), 200 with
+ * Idempotent-Replayed (the same request again), 422 (another request); false
+ * when nothing was answered yet because the order was created (the caller's 201). */
+static bool create_keyed(order_api_t *api, deta_db_t *db, const order_t *o, const char *key,
+                         deta_http_resp_t *resp) {
+    char why[256] = "";
+    char *canonical = order_request_canonical(o);
+    if (!canonical) {
+        deta_http_resp_error(resp, 500, NULL, "out of memory");
+        return true;
+    }
+    order_keyed_outcome_t outcome = ORDER_KEYED_CREATED;
+    json_t *existing = NULL;
+    deta_err_t err =
+        order_store_create_keyed(db, o, key, canonical, &outcome, &existing, why, sizeof why);
+    free(canonical);
+    if (err) {
+        deta_http_resp_store_error(resp, err, "database", why);
+        return true;
+    }
+    if (outcome == ORDER_KEYED_REPLAYED) {
+        deta_counter_inc(api->replayed);
+        deta_http_resp_json(resp, 200, existing);
+        deta_http_resp_header(resp, "Idempotent-Replayed", "true");
+        return true;
+    }
+    if (outcome == ORDER_KEYED_REUSED) {
+        count_rejection(api, "idempotency_key_reused");
+        deta_http_resp_error(resp, 422, ORDER_IDEMPOTENCY_HEADER,
+                             "%s was already used with another request", ORDER_IDEMPOTENCY_HEADER);
+        return true;
+    }
+    return false;
+}
+
 static void handle_create(const deta_http_req_t *req, deta_http_resp_t *resp, void *opaque) {
     order_api_t *api = opaque;
+    order_violation_t v;
+    /* The key is checked first: a request whose retries could not be recognized
+     * is refused whatever its body. */
+    const char *key = deta_http_header(req, ORDER_IDEMPOTENCY_HEADER);
+    if (key && order_idempotency_key_check(key, &v) != DETA_OK) {
+        count_rejection(api, v.reason);
+        deta_http_resp_error(resp, 400, v.field, "%s %s", v.field, v.message);
+        return;
+    }
     order_t *o = malloc(sizeof *o);
     if (!o) {
         deta_http_resp_error(resp, 500, NULL, "out of memory");
         return;
     }
-    order_violation_t v;
     if (order_from_request(req->json, o, &v) != DETA_OK) {
         count_rejection(api, v.reason);
         deta_http_resp_error(resp, 400, v.field, "%s %s", v.field, v.message);
@@ -57,11 +110,23 @@ static void handle_create(const deta_http_req_t *req, deta_http_resp_t *resp, vo
 
     char why[256] = "";
     deta_db_t *db = deta_db_pool_get(deta_service_db(api->svc));
-    deta_err_t err = db ? order_store_create(db, o, why, sizeof why) : DETA_ERR_INTERNAL;
-    if (err) {
-        deta_http_resp_store_error(resp, err, "database", why);
+    if (!db) {
+        deta_http_resp_store_error(resp, DETA_ERR_INTERNAL, "database", "out of memory");
         free(o);
         return;
+    }
+    if (key) {
+        if (create_keyed(api, db, o, key, resp)) {
+            free(o);
+            return;
+        }
+    } else {
+        deta_err_t err = order_store_create(db, o, why, sizeof why);
+        if (err) {
+            deta_http_resp_store_error(resp, err, "database", why);
+            free(o);
+            return;
+        }
     }
     deta_counter_inc(api->created);
     deta_log(DETA_LOG_INFO, o->order_id, o->correlation_id, "order created");

@@ -120,6 +120,45 @@ deta_err_t order_from_request(const json_t *body, order_t *o, order_violation_t 
     return DETA_OK;
 }
 
+deta_err_t order_idempotency_key_check(const char *key, order_violation_t *v) {
+    size_t n = key ? strlen(key) : 0;
+    if (n == 0)
+        return violation(v, "invalid_idempotency_key", ORDER_IDEMPOTENCY_HEADER,
+                         "must not be empty");
+    if (n > ORDER_IDEMPOTENCY_KEY_MAX)
+        return violation(v, "invalid_idempotency_key", ORDER_IDEMPOTENCY_HEADER,
+                         "must be at most 255 characters");
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)key[i];
+        if (c < 0x21 || c > 0x7e)
+            return violation(v, "invalid_idempotency_key", ORDER_IDEMPOTENCY_HEADER,
+                             "must hold only visible ASCII characters ('!' to '~')");
+    }
+    return DETA_OK;
+}
+
+/* Integers, not decimal text, for the amounts: "9.9" and 9.90 were both parsed
+ * to 990 minor units, so they compare equal without a formatting rule. The
+ * leading tag names the form, should it ever change. */
+char *order_request_canonical(const order_t *o) {
+    json_t *lines = json_array();
+    if (!lines)
+        return NULL;
+    for (size_t i = 0; i < o->nitems; i++) {
+        const order_item_t *it = &o->items[i];
+        if (json_array_append_new(lines, json_pack("[s, i, I]", it->item_id, it->quantity,
+                                                   (json_int_t)it->unit_price))) {
+            json_decref(lines);
+            return NULL;
+        }
+    }
+    json_t *form =
+        json_pack("[s, s, s, o]", "order-request/1", o->customer_id, o->currency, lines);
+    char *text = form ? json_dumps(form, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    json_decref(form);
+    return text;
+}
+
 void order_assign_identity(order_t *o, const char *correlation_id) {
     deta_uuid_new(o->order_id);
     if (correlation_id && deta_uuid_valid(correlation_id))

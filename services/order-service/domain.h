@@ -52,6 +52,25 @@ typedef struct order_violation {
  * timestamp are left to order_assign_identity. DETA_ERR_INVALID with *v filled. */
 deta_err_t order_from_request(const json_t *body, order_t *o, order_violation_t *v);
 
+/* ---- idempotency keys (docs/contracts.md, "Idempotency keys") ---- */
+
+#define ORDER_IDEMPOTENCY_HEADER "Idempotency-Key"
+#define ORDER_IDEMPOTENCY_KEY_MAX 255
+
+/* Checks an Idempotency-Key header's value: 1 to ORDER_IDEMPOTENCY_KEY_MAX bytes,
+ * each a visible ASCII character ('!' to '~'). DETA_ERR_INVALID with *v naming
+ * the header (reason "invalid_idempotency_key") otherwise. */
+deta_err_t order_idempotency_key_check(const char *key, order_violation_t *v);
+
+/* A validated order's request in its canonical form, what an idempotent replay
+ * is compared by (store.c keeps its SHA-256): customerId, currency (after its
+ * default) and the lines in order, amounts in minor units, as compact JSON
+ * (strings escaped, so no two requests share a form):
+ *   ["order-request/1","c-1","USD",[["sku-1",2,999],["sku-2",1,50]]]
+ * Ids and the total are left out (the one is new per request, the other follows
+ * from the lines). malloc'd; NULL when out of memory. */
+char *order_request_canonical(const order_t *o);
+
 /* Gives a validated order its id, correlation id and creation instant. */
 void order_assign_identity(order_t *o, const char *correlation_id);
 

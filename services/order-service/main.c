@@ -1,6 +1,10 @@
 /*
  * main.c - order-service: takes orders over REST and announces them on
  * raw.order-events through its outbox. This file only wires.
+ *
+ * Its settings (ORDER_IDEMPOTENCY_TTL_HOURS) are read in settings.c; a bad value
+ * stops the service at start (exit status 2). The purge of old idempotency keys
+ * runs on the service's main loop (purger.c), which the service frees last.
  */
 #include <stdio.h>
 
@@ -8,9 +12,18 @@
 #include "deta/log.h"
 #include "deta/service.h"
 #include "deta_services.h"
+#include "purger.h"
+#include "settings.h"
 #include "store.h"
 
 static const deta_service_def_t self = DETA_SERVICE_ORDER_SERVICE;
+
+static deta_err_t schedule_purge(deta_service_t *svc, order_purger_t *purger, char *errstr,
+                                 size_t errsize) {
+    if (deta_service_add_task(svc, order_purger_run, purger))
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot schedule the key purge");
+    return DETA_OK;
+}
 
 int main(void) {
     char err[512] = "";
@@ -19,14 +32,24 @@ int main(void) {
         fprintf(stderr, "order-service: %s\n", err);
         return 2;
     }
+    order_settings_t settings;
+    if (order_settings_load(&settings, err, sizeof err)) {
+        DETA_ERROR("bad configuration: %s", err);
+        deta_service_free(svc);
+        return 2;
+    }
+    order_purger_t *purger = order_purger_new(svc, &settings);
+    if (purger && deta_service_adopt(svc, purger, order_purger_free))
+        purger = NULL; /* freed by the refusal */
     order_api_t *api = order_api_new(svc);
     int status = 1;
-    if (!api)
+    if (!api || !purger)
         DETA_ERROR("out of memory");
     else if (deta_service_migrate(svc, "order-service", order_migrations, order_migrations_count,
                                   err, sizeof err) ||
              deta_service_use_outbox(svc, err, sizeof err) ||
-             order_api_mount(api, err, sizeof err))
+             order_api_mount(api, err, sizeof err) ||
+             schedule_purge(svc, purger, err, sizeof err))
         DETA_ERROR("cannot start: %s", err);
     else
         status = deta_service_run(svc);

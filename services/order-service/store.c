@@ -5,9 +5,15 @@
  * table) and crosses the boundary as decimal text, never as a float. Items are
  * inserted in one statement from parallel arrays, so an order costs the same few
  * round trips whatever its size.
+ *
+ * An Idempotency-Key is written in the order's own transaction, before the
+ * order (so the key and the order exist together or not at all, and a second
+ * request with the key waits on the first's row lock, whatever instance serves
+ * it). Keys are purged after ORDER_IDEMPOTENCY_TTL_HOURS (purger.c).
  */
 #include "store.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +40,15 @@ const deta_migration_t order_migrations[] = {
      "  quantity int NOT NULL CHECK (quantity > 0),"
      "  unit_price numeric(15,2) NOT NULL CHECK (unit_price >= 0),"
      "  PRIMARY KEY (order_id, line_no));"},
+    /* No foreign key to orders: the key is inserted first, so that a second
+     * request with it waits on the key's row before doing anything else. */
+    {2, "idempotency_keys",
+     "CREATE TABLE idempotency_keys ("
+     "  idempotency_key text PRIMARY KEY,"
+     "  request_digest text NOT NULL,"
+     "  order_id uuid NOT NULL,"
+     "  created_at timestamptz NOT NULL);"
+     "CREATE INDEX idempotency_keys_created_at_idx ON idempotency_keys (created_at);"},
 };
 const size_t order_migrations_count = sizeof order_migrations / sizeof *order_migrations;
 
@@ -49,7 +64,9 @@ static const char INSERT_ORDER_SQL[] =
     "         (e.v->>'unitPrice')::numeric"
     "  FROM o, jsonb_array_elements($8::jsonb) WITH ORDINALITY AS e(v, n)";
 
-deta_err_t order_store_create(deta_db_t *db, const order_t *o, char *errstr, size_t errsize) {
+/* The order, its items and its order.created outbox row, inside the caller's
+ * transaction. */
+static deta_err_t insert_order(deta_db_t *db, const order_t *o, char *errstr, size_t errsize) {
     deta_event_t ev;
     json_t *payload = order_created_payload(o);
     deta_err_t err = deta_event_init(&ev, DETA_EVT_ORDER_CREATED, o->order_id, o->correlation_id,
@@ -62,22 +79,130 @@ deta_err_t order_store_create(deta_db_t *db, const order_t *o, char *errstr, siz
     const char *params[] = {o->order_id,       o->customer_id, o->currency,
                             deta_money_format(o->total, total), ORDER_STATUS_CREATED,
                             o->correlation_id, o->created_at,  items};
-    if (!items) {
-        deta_event_clear(&ev);
-        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
-    }
-    err = deta_db_begin(db, errstr, errsize);
+    if (!items)
+        err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
     if (!err)
         err = deta_db_run(db, INSERT_ORDER_SQL, 8, params, errstr, errsize);
     if (!err)
         err = deta_outbox_add(db, DETA_TOPIC_ORDER_EVENTS, &ev, errstr, errsize);
+    free(items);
+    deta_event_clear(&ev);
+    return err;
+}
+
+deta_err_t order_store_create(deta_db_t *db, const order_t *o, char *errstr, size_t errsize) {
+    deta_err_t err = deta_db_begin(db, errstr, errsize);
+    if (!err)
+        err = insert_order(db, o, errstr, errsize);
     if (!err)
         err = deta_db_commit(db, errstr, errsize);
     else
         deta_db_rollback(db);
-    free(items);
-    deta_event_clear(&ev);
     return err;
+}
+
+/* The digest is computed by Postgres (sha256, no library of our own for it),
+ * the same expression in both statements. A concurrent INSERT of the same key
+ * waits for the transaction that holds it: after its commit DO NOTHING applies
+ * (no row returned), after its rollback this one inserts. */
+#define DIGEST_SQL "encode(sha256(convert_to($2::text, 'UTF8')), 'hex')"
+
+static const char INSERT_KEY_SQL[] =
+    "INSERT INTO idempotency_keys (idempotency_key, request_digest, order_id, created_at)"
+    " VALUES ($1, " DIGEST_SQL ", $3, $4) ON CONFLICT (idempotency_key) DO NOTHING RETURNING 1";
+
+/* The key's order in the 201's shape, and whether the request is the same. */
+static const char SELECT_KEYED_SQL[] =
+    "SELECT json_build_object("
+    "  'orderId', o.order_id, 'customerId', o.customer_id,"
+    "  'totalAmount', to_char(o.total_amount, 'FM9999999999999990.00'),"
+    "  'currency', o.currency, 'status', o.status,"
+    "  'createdAt', to_char(o.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+    "  'correlationId', o.correlation_id),"
+    " k.request_digest = " DIGEST_SQL
+    " FROM idempotency_keys k JOIN orders o ON o.order_id = k.order_id"
+    " WHERE k.idempotency_key = $1";
+
+/* Reads what the key's earlier request made: *found false when the key is gone
+ * (purged since the conflict). */
+static deta_err_t read_keyed(deta_db_t *db, const char *key, const char *canonical, bool *found,
+                             order_keyed_outcome_t *outcome, json_t **existing, char *errstr,
+                             size_t errsize) {
+    const char *params[] = {key, canonical};
+    deta_err_t err;
+    PGresult *res = deta_db_exec(db, SELECT_KEYED_SQL, 2, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    *found = PQntuples(res) == 1;
+    if (*found && strcmp(PQgetvalue(res, 0, 1), "t") != 0) {
+        *outcome = ORDER_KEYED_REUSED;
+    } else if (*found) {
+        json_error_t jerr;
+        *existing = json_loads(PQgetvalue(res, 0, 0), 0, &jerr);
+        *outcome = ORDER_KEYED_REPLAYED;
+        if (!*existing)
+            err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "the key's order: %s", jerr.text);
+    }
+    PQclear(res);
+    return err;
+}
+
+/* A key purged between the conflict and the read is tried again (it then makes
+ * a new order, as a key reused after its purge does); twice is more than the
+ * purge can race. */
+#define KEYED_ATTEMPTS 3
+
+deta_err_t order_store_create_keyed(deta_db_t *db, const order_t *o, const char *key,
+                                    const char *canonical, order_keyed_outcome_t *outcome,
+                                    json_t **existing, char *errstr, size_t errsize) {
+    *existing = NULL;
+    const char *params[] = {key, canonical, o->order_id, o->created_at};
+    for (int attempt = 0; attempt < KEYED_ATTEMPTS; attempt++) {
+        deta_err_t err = deta_db_begin(db, errstr, errsize);
+        if (err)
+            return err;
+        PGresult *res = deta_db_exec(db, INSERT_KEY_SQL, 4, params, &err, errstr, errsize);
+        bool inserted = res && PQntuples(res) == 1;
+        PQclear(res);
+        if (!err && inserted) {
+            *outcome = ORDER_KEYED_CREATED;
+            err = insert_order(db, o, errstr, errsize);
+            if (!err)
+                return deta_db_commit(db, errstr, errsize);
+            deta_db_rollback(db);
+            return err;
+        }
+        bool found = false;
+        if (!err)
+            err = read_keyed(db, key, canonical, &found, outcome, existing, errstr, errsize);
+        deta_db_rollback(db); /* nothing was written */
+        if (err || found)
+            return err;
+    }
+    return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                     "idempotency key %.64s: neither new nor found", key);
+}
+
+deta_err_t order_store_purge_keys(deta_db_t *db, long ttl_s, int max_rows, long *purged,
+                                  char *errstr, size_t errsize) {
+    *purged = 0;
+    char secs[24], limit[16];
+    snprintf(secs, sizeof secs, "%ld", ttl_s);
+    snprintf(limit, sizeof limit, "%d", max_rows);
+    const char *params[] = {secs, limit};
+    deta_err_t err;
+    /* By ctid, what a LIMITed scan of the created_at index finds: each DELETE
+     * locks at most a batch of rows, briefly (as the inbox purge does). */
+    PGresult *res = deta_db_exec(db,
+                                 "DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY ("
+                                 "SELECT ctid FROM idempotency_keys WHERE created_at <"
+                                 " now() - make_interval(secs => $1::bigint) LIMIT $2::int))",
+                                 2, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    *purged = atol(PQcmdTuples(res));
+    PQclear(res);
+    return DETA_OK;
 }
 
 static const char SELECT_ORDER_SQL[] =

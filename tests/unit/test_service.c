@@ -131,6 +131,41 @@ static void test_stop_signal_ends_a_waiting_migration(void **state) {
     assert_true(atomic_load(deta_service_stopping(s)));
 }
 
+/* Periodic tasks: at most DETA_SERVICE_MAX_TASKS; run() calls each, in order,
+ * about once a second until a stop signal (raised by the second task on its
+ * second round: run's own thread, where SIGTERM stays pending until run's wait). */
+static int task_calls[2];
+static int task_order[8];
+static int ntask_order;
+
+static void counting_task(void *opaque, deta_db_t *db) {
+    int which = *(int *)opaque;
+    assert_non_null(db);
+    task_calls[which]++;
+    if (ntask_order < 8)
+        task_order[ntask_order++] = which;
+    if (which == 1 && task_calls[1] == 2)
+        raise(SIGTERM);
+}
+
+static void test_tasks_run_until_stopped(void **state) {
+    deta_service_t *s = *state;
+    static int ids[2] = {0, 1};
+    assert_int_equal(deta_service_add_task(s, counting_task, &ids[0]), DETA_OK);
+    assert_int_equal(deta_service_add_task(s, counting_task, &ids[1]), DETA_OK);
+    assert_int_equal(deta_service_add_task(s, NULL, NULL), DETA_ERR_INVALID);
+    for (int i = 2; i < DETA_SERVICE_MAX_TASKS; i++)
+        assert_int_equal(deta_service_add_task(s, counting_task, &ids[0]), DETA_OK);
+    assert_int_equal(deta_service_add_task(s, counting_task, &ids[0]), DETA_ERR_INVALID);
+    deta_service_run(s); /* its status depends on the unreachable broker: not checked */
+    assert_int_equal(task_calls[1], 2);
+    assert_int_equal(task_calls[0], 2 * (DETA_SERVICE_MAX_TASKS - 1));
+    assert_int_equal(task_order[0], 0);
+    assert_int_equal(task_order[1], 1);
+    assert_int_equal(task_order[2], 0);
+    assert_true(atomic_load(deta_service_stopping(s)));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_reads_its_configuration, setup, teardown),
@@ -139,6 +174,7 @@ int main(void) {
         cmocka_unit_test(test_adopted_objects_freed_last_first),
         cmocka_unit_test_setup_teardown(test_stop_signal_ends_a_waiting_migration, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_tasks_run_until_stopped, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

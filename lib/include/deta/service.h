@@ -76,6 +76,17 @@ deta_err_t deta_service_consume(deta_service_t *s, const char *const *topics, si
 #define DETA_SERVICE_MAX_ADOPTED 16
 deta_err_t deta_service_adopt(deta_service_t *s, void *obj, void (*free_fn)(void *));
 
+/* Periodic tasks (housekeeping such as purges; the inbox purger is one): run()
+ * calls each fn(opaque, db) about once a second on its main thread, in the
+ * order added, between waits for a stop signal, with that thread's Postgres
+ * connection (outside any transaction; NULL only when out of memory), until the service is asked to stop. A
+ * task keeps its own schedule (it returns at once while not due) and must be
+ * short: the next task, and the start of a shutdown, wait for it. At most
+ * DETA_SERVICE_MAX_TASKS; add them before run(). */
+#define DETA_SERVICE_MAX_TASKS 8
+typedef void (*deta_service_task_fn)(void *opaque, deta_db_t *db);
+deta_err_t deta_service_add_task(deta_service_t *s, deta_service_task_fn fn, void *opaque);
+
 /* Starts everything and blocks until asked to stop; returns the exit status (0
  * after a clean shutdown, 1 otherwise). */
 int deta_service_run(deta_service_t *s);
