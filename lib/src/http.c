@@ -20,7 +20,10 @@
  *   404 no pattern matches the path; 405 a pattern matches but not the method
  *   (with an Allow header); for DETA_HTTP_JSON_BODY routes 415 unless the media
  *   type is application/json (case-insensitive, parameters allowed) and 400 with
- *   field "body" for malformed JSON (jansson's message and position).
+ *   field "body" for malformed JSON (jansson's message and position). A route
+ *   that also has DETA_HTTP_EMPTY_BODY_OK takes an empty body (req->json NULL)
+ *   whatever the media type, so its 415 waits until the body is in: whether it
+ *   has bytes is known only then (a chunked upload has no Content-Length).
  *   413 when the body exceeds the limit, on every route (raw bodies are buffered
  *   too, so they need the same bound): decided up front from Content-Length, or
  *   while receiving (chunked uploads). An early error is queued with the headers,
@@ -615,7 +618,8 @@ static enum MHD_Result begin_request(deta_http_server_t *srv, struct MHD_Connect
     if (status == 405)
         return respond_405(r);
     bool json = (r->route->flags & DETA_HTTP_JSON_BODY) != 0;
-    if (json && !is_json_media_type(r->req.content_type)) {
+    bool may_be_empty = (r->route->flags & DETA_HTTP_EMPTY_BODY_OK) != 0;
+    if (json && !may_be_empty && !is_json_media_type(r->req.content_type)) {
         count_rejection(r, "unsupported_media_type");
         return respond_error(r, 415, NULL, "Content-Type must be application/json, not %s",
                              r->req.content_type ? r->req.content_type : "absent");
@@ -672,7 +676,13 @@ static enum MHD_Result finish_request(request_t *r) {
     deta_http_req_t *req = &r->req;
     req->body = r->body;
     req->body_len = r->body_len;
-    if (route->flags & DETA_HTTP_JSON_BODY) {
+    bool empty_ok = (route->flags & DETA_HTTP_EMPTY_BODY_OK) != 0;
+    if ((route->flags & DETA_HTTP_JSON_BODY) && !(empty_ok && r->body_len == 0)) {
+        if (empty_ok && !is_json_media_type(req->content_type)) {
+            count_rejection(r, "unsupported_media_type");
+            return respond_error(r, 415, NULL, "Content-Type must be application/json, not %s",
+                                 req->content_type ? req->content_type : "absent");
+        }
         json_error_t jerr;
         req->json = json_loadb(r->body ? r->body : "", r->body_len, 0, &jerr);
         if (!req->json) {

@@ -10,6 +10,11 @@
  * order's transaction; a retry of the same request is answered 200 with the
  * order its key made and Idempotent-Replayed: true, another request under the
  * key 422 (docs/contracts.md, "Idempotency keys").
+ *
+ * POST .../cancel writes the request only when there is none and the order may
+ * still be cancelled (one conditional UPDATE, with its outbox row); otherwise it
+ * reads what the order is and answers by order_cancel_decide (domain.c). Both
+ * answers show the order as GET does, cancellation included.
  */
 #include "api.h"
 
@@ -26,6 +31,15 @@ struct order_api {
     deta_counter_t *created;
     deta_counter_t *replayed;
 };
+
+/* orders_cancel_requests_total{outcome}: order_cancel_outcome's labels, and
+ * invalid (400), not_found (404), error (500, 503). */
+static void count_cancel(order_api_t *api, const char *outcome) {
+    char labels[64];
+    snprintf(labels, sizeof labels, "outcome=\"%s\"", outcome);
+    deta_counter_inc(deta_counter(deta_service_metrics(api->svc), "orders_cancel_requests_total",
+                                  "Cancel requests, by answer", labels));
+}
 
 order_api_t *order_api_new(deta_service_t *svc) {
     order_api_t *api = calloc(1, sizeof *api);
@@ -141,13 +155,20 @@ static void handle_create(const deta_http_req_t *req, deta_http_resp_t *resp, vo
     free(o);
 }
 
+/* The path's orderId, or false once 400 naming it is answered. */
+static bool valid_order_id(const deta_http_req_t *req, deta_http_resp_t *resp, const char **id) {
+    *id = deta_http_param(req, "orderId");
+    if (*id && deta_uuid_valid(*id))
+        return true;
+    deta_http_resp_error(resp, 400, "orderId", "orderId must be a UUID");
+    return false;
+}
+
 static void handle_get(const deta_http_req_t *req, deta_http_resp_t *resp, void *opaque) {
     order_api_t *api = opaque;
-    const char *id = deta_http_param(req, "orderId");
-    if (!id || !deta_uuid_valid(id)) {
-        deta_http_resp_error(resp, 400, "orderId", "orderId must be a UUID");
+    const char *id;
+    if (!valid_order_id(req, resp, &id))
         return;
-    }
     char why[256] = "";
     json_t *order = NULL;
     deta_db_t *db = deta_db_pool_get(deta_service_db(api->svc));
@@ -160,10 +181,85 @@ static void handle_get(const deta_http_req_t *req, deta_http_resp_t *resp, void 
         deta_http_resp_json(resp, 200, order);
 }
 
+/* 409: the error body plus the order's status now. */
+static void answer_conflict(deta_http_resp_t *resp, const char *id, const char *status,
+                            order_cancel_answer_t a) {
+    char message[200];
+    if (a == ORDER_CANCEL_WAS_REFUSED)
+        snprintf(message, sizeof message, "the cancel of order %s was refused (order is %s)", id,
+                 status);
+    else
+        snprintf(message, sizeof message, "order %s cannot be cancelled: it is %s", id, status);
+    deta_http_resp_json(resp, 409, json_pack("{s:i, s:s, s:s, s:s}", "status", 409, "error",
+                                             "Conflict", "message", message, "orderStatus",
+                                             status));
+}
+
+static void handle_cancel(const deta_http_req_t *req, deta_http_resp_t *resp, void *opaque) {
+    order_api_t *api = opaque;
+    const char *id;
+    order_cancel_request_t c;
+    order_violation_t v;
+    if (!valid_order_id(req, resp, &id)) {
+        count_cancel(api, "invalid");
+        return;
+    }
+    if (order_cancel_from_request(req->json, &c, &v) != DETA_OK) {
+        count_cancel(api, "invalid");
+        deta_http_resp_error(resp, 400, v.field, "%s %s", v.field, v.message);
+        return;
+    }
+    char requested_at[DETA_TS_LEN], why[256] = "";
+    deta_timestamp_now(requested_at);
+    bool requested = false;
+    json_t *order = NULL;
+    deta_db_t *db = deta_db_pool_get(deta_service_db(api->svc));
+    deta_err_t err = db ? order_store_request_cancel(db, id, c.has_reason ? c.reason : NULL,
+                                                     requested_at, &requested, &order, why,
+                                                     sizeof why)
+                        : DETA_ERR_INTERNAL;
+    if (err == DETA_ERR_NOT_FOUND) {
+        count_cancel(api, "not_found");
+        deta_http_resp_error(resp, 404, "orderId", "no order with id %s", id);
+        return;
+    }
+    if (err) {
+        count_cancel(api, "error");
+        deta_http_resp_store_error(resp, err, "database", why);
+        return;
+    }
+    const char *status = json_string_value(json_object_get(order, "status"));
+    const char *cancel_status =
+        json_string_value(json_object_get(json_object_get(order, "cancellation"), "status"));
+    order_cancel_answer_t a =
+        requested ? ORDER_CANCEL_ASK : order_cancel_decide(status, cancel_status);
+    if (!requested && a == ORDER_CANCEL_ASK) {
+        /* Cancellable, yet the conditional UPDATE matched nothing: a status this
+         * build does not know. */
+        count_cancel(api, "error");
+        json_decref(order);
+        deta_http_resp_store_error(resp, DETA_ERR_INTERNAL, "database",
+                                   "a cancellable order the request did not match");
+        return;
+    }
+    count_cancel(api, order_cancel_outcome(a));
+    if (requested)
+        deta_log(DETA_LOG_INFO, id, json_string_value(json_object_get(order, "correlationId")),
+                 "cancel requested");
+    if (order_cancel_http_status(a) == 409) {
+        answer_conflict(resp, id, status ? status : "", a);
+        json_decref(order);
+        return;
+    }
+    deta_http_resp_json(resp, order_cancel_http_status(a), order);
+}
+
 deta_err_t order_api_mount(order_api_t *api, char *errstr, size_t errsize) {
     deta_http_server_t *http = deta_service_http(api->svc);
     if (deta_http_route(http, "POST", "/api/orders", DETA_HTTP_JSON_BODY, handle_create, api) ||
-        deta_http_route(http, "GET", "/api/orders/{orderId}", 0, handle_get, api))
+        deta_http_route(http, "GET", "/api/orders/{orderId}", 0, handle_get, api) ||
+        deta_http_route(http, "POST", "/api/orders/{orderId}/cancel",
+                        DETA_HTTP_JSON_BODY | DETA_HTTP_EMPTY_BODY_OK, handle_cancel, api))
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot register routes");
     return DETA_OK;
 }

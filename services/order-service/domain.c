@@ -6,6 +6,10 @@
  * allowed (a free item), a negative one is not; ids are 1..64 bytes; currency
  * defaults to USD when the field is absent, but an explicit null or empty string
  * is an error. The same itemId may appear on several lines (kept as sent).
+ *
+ * A cancel's body is optional; its reason may be null (= none). What a cancel
+ * request is answered, and what each event the service follows does to its
+ * order, are decided here too (order_cancel_decide, order_event_read).
  */
 #include "domain.h"
 
@@ -14,6 +18,7 @@
 
 #include "deta/fields.h"
 #include "deta/money.h"
+#include "deta/topics.h"
 
 static deta_err_t violation(order_violation_t *v, const char *reason, const char *field,
                             const char *message) {
@@ -181,4 +186,157 @@ json_t *order_created_payload(const order_t *o) {
                      "customerId", o->customer_id, "totalAmount",
                      deta_money_format(o->total, buf), "currency", o->currency, "status",
                      ORDER_STATUS_CREATED, "createdAt", o->created_at, "items", items);
+}
+
+/* ---- cancellation ---- */
+
+static const deta_field_t CANCEL_FIELDS[] = {
+    DETA_FIELD("reason", DETA_FIELD_TEXT, true, 1, ORDER_CANCEL_REASON_MAX,
+               order_cancel_request_t, reason),
+};
+
+/* An explicit null reason is the same as none: it is what GET and the event
+ * show for "no reason", so a client may send back what it read. */
+deta_err_t order_cancel_from_request(const json_t *body, order_cancel_request_t *c,
+                                     order_violation_t *v) {
+    memset(c, 0, sizeof *c);
+    if (!body)
+        return DETA_OK;
+    if (!json_is_object(body))
+        return violation(v, "invalid_type", "body", "must be a JSON object");
+    const json_t *reason = json_object_get(body, "reason");
+    if (!reason || json_is_null(reason))
+        return DETA_OK;
+    if (read_fields(body, NULL, CANCEL_FIELDS, NFIELDS(CANCEL_FIELDS), c, v))
+        return DETA_ERR_INVALID;
+    c->has_reason = true;
+    return DETA_OK;
+}
+
+/* The cancel's own state decides first: once asked, the answer follows the
+ * request (pending, won, refused) whatever the order's status says meanwhile (a
+ * pick-up seen before the refusal arrives is still "not decided yet"). Without
+ * a request, the order's status says whether one may be made. */
+order_cancel_answer_t order_cancel_decide(const char *status, const char *cancel_status) {
+    if (cancel_status && strcmp(cancel_status, ORDER_CANCEL_CANCELLED) == 0)
+        return ORDER_CANCEL_DONE;
+    if (cancel_status && strcmp(cancel_status, ORDER_CANCEL_REFUSED) == 0)
+        return ORDER_CANCEL_WAS_REFUSED;
+    if (cancel_status && strcmp(cancel_status, ORDER_CANCEL_REQUESTED) == 0)
+        return ORDER_CANCEL_PENDING;
+    /* A CANCELLED status without a request of ours (the saga cancelled it for
+     * another reason) is an order that is cancelled: 200. */
+    if (status && strcmp(status, DETA_STATE_CANCELLED) == 0)
+        return ORDER_CANCEL_DONE;
+    return deta_state_cancellable(status) ? ORDER_CANCEL_ASK : ORDER_CANCEL_NOT_CANCELLABLE;
+}
+
+int order_cancel_http_status(order_cancel_answer_t a) {
+    switch (a) {
+    case ORDER_CANCEL_ASK:
+    case ORDER_CANCEL_PENDING: return 202;
+    case ORDER_CANCEL_DONE: return 200;
+    case ORDER_CANCEL_NOT_CANCELLABLE:
+    case ORDER_CANCEL_WAS_REFUSED: return 409;
+    }
+    return 500;
+}
+
+const char *order_cancel_outcome(order_cancel_answer_t a) {
+    switch (a) {
+    case ORDER_CANCEL_ASK: return "requested";
+    case ORDER_CANCEL_PENDING: return "already_requested";
+    case ORDER_CANCEL_DONE: return "cancelled";
+    case ORDER_CANCEL_NOT_CANCELLABLE: return "not_cancellable";
+    case ORDER_CANCEL_WAS_REFUSED: return "refused";
+    }
+    return "error";
+}
+
+json_t *order_cancel_requested_payload(const char *order_id, const char *reason,
+                                       const char *requested_at) {
+    return json_pack("{s:s, s:s?, s:s}", "orderId", order_id, "reason", reason, "requestedAt",
+                     requested_at);
+}
+
+/* ---- the order's events ---- */
+
+typedef struct verdict_type {
+    const char *event_type;
+    const char *verdict;
+} verdict_type_t;
+
+static const verdict_type_t VERDICTS[] = {
+    {DETA_EVT_INVENTORY_CANCELLED, ORDER_CANCEL_CANCELLED},
+    {DETA_EVT_PAYMENT_CANCELLED, ORDER_CANCEL_CANCELLED},
+    {DETA_EVT_DELIVERY_CANCELLED, ORDER_CANCEL_CANCELLED},
+    {DETA_EVT_INVENTORY_CANCEL_REFUSED, ORDER_CANCEL_REFUSED},
+    {DETA_EVT_PAYMENT_CANCEL_REFUSED, ORDER_CANCEL_REFUSED},
+    {DETA_EVT_DELIVERY_CANCEL_REFUSED, ORDER_CANCEL_REFUSED},
+};
+
+static const char *verdict_of(const char *event_type) {
+    for (size_t i = 0; event_type && i < NFIELDS(VERDICTS); i++)
+        if (strcmp(VERDICTS[i].event_type, event_type) == 0)
+            return VERDICTS[i].verdict;
+    return NULL;
+}
+
+bool order_event_followed(const char *event_type) {
+    return deta_state_for_event(event_type) != NULL || verdict_of(event_type) != NULL;
+}
+
+typedef struct event_in {
+    char order_id[DETA_ID_MAX + 1];
+    char at[DETA_TS_LEN];
+    char order_status[DETA_STATE_MAX];
+} event_in_t;
+
+static const deta_field_t EVENT_ORDER_ID[] = {
+    DETA_FIELD("orderId", DETA_FIELD_TEXT, true, 0, 0, event_in_t, order_id),
+};
+static const deta_field_t CANCELLED_FIELDS[] = {
+    DETA_FIELD("cancelledAt", DETA_FIELD_INSTANT, true, 0, 0, event_in_t, at),
+};
+static const deta_field_t REFUSED_FIELDS[] = {
+    DETA_FIELD("orderStatus", DETA_FIELD_TEXT, true, 0, 0, event_in_t, order_status),
+    DETA_FIELD("refusedAt", DETA_FIELD_INSTANT, true, 0, 0, event_in_t, at),
+};
+
+deta_err_t order_event_read(const deta_event_t *ev, order_event_effect_t *eff, char *errstr,
+                            size_t errsize) {
+    memset(eff, 0, sizeof *eff);
+    if (!order_event_followed(ev->event_type))
+        return deta_errf(DETA_ERR_NOT_FOUND, errstr, errsize, "%s is not followed",
+                         ev->event_type);
+    if (!json_is_object(ev->payload))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload must be an object");
+    event_in_t in;
+    memset(&in, 0, sizeof in);
+    deta_field_error_t e;
+    if (deta_fields_read(ev->payload, "payload.", EVENT_ORDER_ID, 1, &in, &e))
+        return deta_field_error_text(&e, errstr, errsize);
+    if (strcmp(in.order_id, ev->order_id) != 0)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "payload.orderId %s differs from the envelope's orderId %s",
+                         in.order_id, ev->order_id);
+    if (!deta_uuid_valid(in.order_id))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload.orderId is not a UUID");
+    memcpy(eff->order_id, in.order_id, sizeof eff->order_id);
+    eff->state = deta_state_for_event(ev->event_type);
+    eff->rank = deta_state_rank(eff->state);
+    eff->verdict = verdict_of(ev->event_type);
+    if (!eff->verdict)
+        return DETA_OK;
+    bool refused = strcmp(eff->verdict, ORDER_CANCEL_REFUSED) == 0;
+    const deta_field_t *fields = refused ? REFUSED_FIELDS : CANCELLED_FIELDS;
+    size_t n = refused ? NFIELDS(REFUSED_FIELDS) : NFIELDS(CANCELLED_FIELDS);
+    if (deta_fields_read(ev->payload, "payload.", fields, n, &in, &e))
+        return deta_field_error_text(&e, errstr, errsize);
+    if (refused && deta_state_rank(in.order_status) == 0)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "payload.orderStatus must be an order state, not %s", in.order_status);
+    memcpy(eff->decided_at, in.at, sizeof eff->decided_at);
+    memcpy(eff->refused_because, in.order_status, sizeof eff->refused_because);
+    return DETA_OK;
 }

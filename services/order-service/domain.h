@@ -9,6 +9,7 @@
 #ifndef ORDER_DOMAIN_H
 #define ORDER_DOMAIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
@@ -77,5 +78,70 @@ void order_assign_identity(order_t *o, const char *correlation_id);
 /* The order.created payload: orderId, customerId, totalAmount, currency, status, createdAt
  * and items [{itemId, quantity, unitPrice}], amounts as decimal strings. */
 json_t *order_created_payload(const order_t *o);
+
+/* ---- cancellation (docs/contracts.md#cancellation) ---- */
+
+#define ORDER_CANCEL_REASON_MAX 200
+
+/* The cancel's own states (orders.cancel_status), apart from the order's. */
+#define ORDER_CANCEL_REQUESTED "REQUESTED"
+#define ORDER_CANCEL_CANCELLED "CANCELLED"
+#define ORDER_CANCEL_REFUSED "REFUSED"
+
+typedef struct order_cancel_request {
+    bool has_reason;
+    char reason[ORDER_CANCEL_REASON_MAX + 1];
+} order_cancel_request_t;
+
+/* Validates a cancel's body: NULL (no body) or a JSON object whose optional
+ * reason is null or a string of 1..ORDER_CANCEL_REASON_MAX bytes. Other fields
+ * are ignored. DETA_ERR_INVALID with *v naming "reason" (or "body"). */
+deta_err_t order_cancel_from_request(const json_t *body, order_cancel_request_t *c,
+                                     order_violation_t *v);
+
+/* What a cancel request gets, from what order-service knows of the order: its
+ * status and its cancel_status (NULL when no cancel was asked). */
+typedef enum order_cancel_answer {
+    ORDER_CANCEL_ASK,             /* 202: write the request (order.cancel_requested) */
+    ORDER_CANCEL_PENDING,         /* 202: asked already, not decided; nothing written */
+    ORDER_CANCEL_DONE,            /* 200: the cancel won */
+    ORDER_CANCEL_NOT_CANCELLABLE, /* 409: PICKED_UP or later, or a failed end */
+    ORDER_CANCEL_WAS_REFUSED,     /* 409: the cancel was asked and refused */
+} order_cancel_answer_t;
+
+order_cancel_answer_t order_cancel_decide(const char *status, const char *cancel_status);
+/* The HTTP status of an answer (202, 200 or 409). */
+int order_cancel_http_status(order_cancel_answer_t a);
+/* The label of orders_cancel_requests_total{outcome} for an answer. */
+const char *order_cancel_outcome(order_cancel_answer_t a);
+
+/* The order.cancel_requested payload: orderId, reason (NULL: null), requestedAt. */
+json_t *order_cancel_requested_payload(const char *order_id, const char *reason,
+                                       const char *requested_at);
+
+/* ---- following the order's events (events.c) ---- */
+
+/* What an event does to order-service's order: a state to fold into status (by
+ * rank) and/or a verdict on its cancel. */
+typedef struct order_event_effect {
+    char order_id[DETA_UUID_LEN + 1];
+    const char *state;   /* deta_state_for_event's, NULL when the type sets none */
+    int rank;            /* the state's rank (0 with no state) */
+    const char *verdict; /* ORDER_CANCEL_CANCELLED / ORDER_CANCEL_REFUSED, or NULL */
+    char decided_at[DETA_TS_LEN];                 /* cancelledAt / refusedAt */
+    char refused_because[DETA_STATE_MAX];         /* a refusal's orderStatus */
+} order_event_effect_t;
+
+/* Whether order-service reads events of this type: the ones that set a state,
+ * and the cancel's verdicts (*.cancelled, *.cancel_refused). */
+bool order_event_followed(const char *event_type);
+
+/* Reads a followed event's payload into *eff: payload.orderId (a UUID equal to
+ * the envelope's) for every type; cancelledAt for a *.cancelled; orderStatus (an
+ * order state) and refusedAt for a *.cancel_refused. DETA_ERR_INVALID with
+ * errstr naming the field at fault; DETA_ERR_NOT_FOUND for a type that is not
+ * followed. */
+deta_err_t order_event_read(const deta_event_t *ev, order_event_effect_t *eff, char *errstr,
+                            size_t errsize);
 
 #endif

@@ -1,5 +1,6 @@
 /*
- * store.h - order-service's SQL: its schema and the two things it does with it.
+ * store.h - order-service's SQL: its schema, orders, cancel requests and the
+ * order's events followed.
  */
 #ifndef ORDER_STORE_H
 #define ORDER_STORE_H
@@ -40,5 +41,24 @@ deta_err_t order_store_purge_keys(deta_db_t *db, long ttl_s, int max_rows, long 
 /* The order as the REST API shows it, or DETA_ERR_NOT_FOUND. */
 deta_err_t order_store_get(deta_db_t *db, const char *order_id, json_t **out, char *errstr,
                            size_t errsize);
+
+/* One transaction: the cancel request is written (with its order.cancel_requested
+ * outbox row, at requested_at; reason NULL for none) when the order has none yet
+ * and is in a cancellable state, *requested then true; either way *order is the
+ * order as GET shows it afterwards (a new reference), or DETA_ERR_NOT_FOUND. */
+deta_err_t order_store_request_cancel(deta_db_t *db, const char *order_id, const char *reason,
+                                      const char *requested_at, bool *requested, json_t **order,
+                                      char *errstr, size_t errsize);
+
+typedef enum order_event_result {
+    ORDER_EVENT_APPLIED,       /* the status moved, or the verdict was recorded */
+    ORDER_EVENT_UNCHANGED,     /* nothing to change: a lower rank, a verdict known */
+    ORDER_EVENT_UNKNOWN_ORDER, /* no such order here */
+} order_event_result_t;
+
+/* One transaction: folds eff's state into the order's status (strictly higher
+ * rank only) and records its verdict (over none or a request only). */
+deta_err_t order_store_apply_event(deta_db_t *db, const order_event_effect_t *eff,
+                                   order_event_result_t *result, char *errstr, size_t errsize);
 
 #endif

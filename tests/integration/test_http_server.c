@@ -61,6 +61,13 @@ static void post_raw(const deta_http_req_t *req, deta_http_resp_t *resp, void *o
                                              "body", req->body));
 }
 
+/* A route whose JSON body is optional: says whether one came. */
+static void post_optional(const deta_http_req_t *req, deta_http_resp_t *resp, void *opaque) {
+    (void)opaque;
+    deta_http_resp_json(resp, 200, json_pack("{s:b,s:i}", "hasBody", req->json != NULL,
+                                             "bodyLength", (int)req->body_len));
+}
+
 static void get_hello(const deta_http_req_t *req, deta_http_resp_t *resp, void *opaque) {
     (void)req;
     (void)opaque;
@@ -98,6 +105,10 @@ static deta_http_server_t *server_with_routes(int port, int threads, deta_metric
     assert_int_equal(deta_http_route(srv, "PUT", "/api/raw", 0, post_raw, NULL), DETA_OK);
     assert_int_equal(deta_http_route(srv, "GET", "/hello", 0, get_hello, NULL), DETA_OK);
     assert_int_equal(deta_http_route(srv, "GET", "/broken", 0, forget_to_respond, NULL),
+                     DETA_OK);
+    assert_int_equal(deta_http_route(srv, "POST", "/api/optional",
+                                     DETA_HTTP_JSON_BODY | DETA_HTTP_EMPTY_BODY_OK,
+                                     post_optional, NULL),
                      DETA_OK);
     deta_http_server_set_metrics(srv, metrics);
     return srv;
@@ -494,6 +505,35 @@ static void malformed_json_is_400_on_body(void **state) {
     reply_free(&r);
 }
 
+/* DETA_HTTP_EMPTY_BODY_OK: no body passes whatever the Content-Type; a body
+ * with bytes is held to the JSON route's rules (415, 400 on body). */
+static void optional_json_body_may_be_empty(void **state) {
+    fixture_t *f = *state;
+    const char *types[] = {NULL, "text/plain", "application/json"};
+    for (size_t i = 0; i < sizeof types / sizeof *types; i++) {
+        reply_t r;
+        http_call(f->port, &(call_t){.method = "POST", .path = "/api/optional",
+                                     .content_type = types[i]},
+                  &r);
+        assert_int_equal(r.status, 200);
+        assert_false(json_is_true(json_object_get(r.json, "hasBody")));
+        reply_free(&r);
+    }
+    reply_t r = post(f->port, "/api/optional", "application/json", "{\"reason\":\"x\"}");
+    assert_int_equal(r.status, 200);
+    assert_true(json_is_true(json_object_get(r.json, "hasBody")));
+    reply_free(&r);
+    r = post(f->port, "/api/optional", "text/plain", "{}");
+    assert_error(&r, 415, "Unsupported Media Type", NULL);
+    reply_free(&r);
+    r = post(f->port, "/api/optional", NULL, "{}");
+    assert_error(&r, 415, "Unsupported Media Type", NULL);
+    reply_free(&r);
+    r = post(f->port, "/api/optional", "application/json", "{\"reason\":");
+    assert_error(&r, 400, "Bad Request", "body");
+    reply_free(&r);
+}
+
 static void a_handler_that_sets_nothing_is_500(void **state) {
     fixture_t *f = *state;
     reply_t r = get(f->port, "/broken");
@@ -682,6 +722,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(unknown_path_is_404, setup, teardown),
         cmocka_unit_test_setup_teardown(wrong_method_is_405, setup, teardown),
         cmocka_unit_test_setup_teardown(json_route_without_json_is_415, setup, teardown),
+        cmocka_unit_test_setup_teardown(optional_json_body_may_be_empty, setup, teardown),
         cmocka_unit_test_setup_teardown(body_over_the_limit_is_413_by_content_length, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(body_over_the_limit_is_413_when_chunked, setup,

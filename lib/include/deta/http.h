@@ -9,7 +9,10 @@
  *   - with DETA_HTTP_JSON_BODY: 415 unless Content-Type is application/json
  *     (parameters such as charset allowed), 413 when the body exceeds the limit
  *     (checked on Content-Length first, then on the bytes received), and 400 with
- *     field "body" for malformed JSON; the handler then gets the parsed body.
+ *     field "body" for malformed JSON; the handler then gets the parsed body;
+ *   - with DETA_HTTP_EMPTY_BODY_OK as well: an empty body (no bytes) is let
+ *     through whatever the Content-Type, with req->json NULL (an optional body,
+ *     such as a cancel's); a body that has bytes follows the rules above.
  * Error bodies always have the shape
  *   {"status":400,"error":"Bad Request","field":"items[0].quantity","message":"..."}
  * with "field" present only when a field is to blame.
@@ -55,6 +58,7 @@ typedef void (*deta_http_handler_fn)(const deta_http_req_t *req, deta_http_resp_
 
 /* Route flags. */
 #define DETA_HTTP_JSON_BODY 0x1
+#define DETA_HTTP_EMPTY_BODY_OK 0x2 /* with DETA_HTTP_JSON_BODY: the body is optional */
 
 /* port 0 picks a free port (see deta_http_server_port). */
 deta_http_server_t *deta_http_server_new(int port, long body_limit, int threads, char *errstr,

@@ -1,0 +1,136 @@
+/*
+ * events.c - order-service follows its orders: every event that sets a state
+ * (deta_state_for_event) folds into orders.status by rank, and the cancel's
+ * verdicts (*.cancelled, *.cancel_refused) are recorded in its cancellation.
+ * Other types are skipped.
+ *
+ * Why not events.h's dispatcher: it claims every event in processed_events,
+ * and order-service needs no claims. Each effect is a conditional UPDATE that
+ * changes nothing the second time: the status moves only to a strictly higher
+ * rank, and a verdict is recorded only over no verdict (contracts: "verdicts
+ * are final"). A redelivered or re-sent event (another eventId) is therefore
+ * harmless, without a table that would grow with every event and need a purge.
+ * The envelope, key and routing steps are the dispatcher's, written here: parse
+ * (malformed -> dead letter), key == orderId (else dead letter), skip types
+ * not followed, read the payload (a bad field -> dead letter naming it), apply
+ * in one transaction; a database error is transient and retried.
+ *
+ * Unknown orders are skipped and counted (outcome unknown_order), not dead-
+ * lettered: the topics carry every order of the system, and one that did not
+ * come through this order-service (a test's injected events, an order of
+ * another environment's producer) is nobody's error here, and retrying would
+ * not make it known. An event of a known order cannot arrive before the order
+ * itself: order-service commits the order before its order.created is
+ * published, and every other event follows that one.
+ *
+ * Metrics: deta_events_total{type,outcome="applied|unchanged|unknown_order|
+ * ignored|failed"}, as the dispatcher counts (applied: something changed).
+ */
+#include "events.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "deta/log.h"
+#include "deta/topics.h"
+#include "domain.h"
+#include "store.h"
+
+/* The events of one order stay on one worker (kafka.h), so the per-order order of
+ * each topic holds; orders proceed in parallel. */
+#define CONSUMER_WORKERS 4
+
+struct order_events {
+    deta_service_t *svc;
+};
+
+order_events_t *order_events_new(deta_service_t *svc) {
+    order_events_t *e = calloc(1, sizeof *e);
+    if (e)
+        e->svc = svc;
+    return e;
+}
+
+void order_events_free(order_events_t *e) { free(e); }
+
+static void count(order_events_t *e, const char *type, const char *outcome) {
+    char labels[160];
+    snprintf(labels, sizeof labels, "type=\"%s\",outcome=\"%s\"", type, outcome);
+    deta_counter_inc(deta_counter(deta_service_metrics(e->svc), "deta_events_total",
+                                  "Events consumed, by type and outcome", labels));
+}
+
+static const char *outcome_name(order_event_result_t r) {
+    switch (r) {
+    case ORDER_EVENT_APPLIED: return "applied";
+    case ORDER_EVENT_UNCHANGED: return "unchanged";
+    case ORDER_EVENT_UNKNOWN_ORDER: return "unknown_order";
+    }
+    return "applied";
+}
+
+static bool key_is_order_id(const deta_kafka_msg_t *msg, const char *order_id) {
+    return msg->key && msg->key_len == strlen(order_id) &&
+           memcmp(msg->key, order_id, msg->key_len) == 0;
+}
+
+/* A parsed event this service follows: read, then applied. */
+static deta_err_t follow(order_events_t *e, const deta_event_t *ev, char *errstr,
+                         size_t errsize) {
+    order_event_effect_t eff;
+    deta_err_t err = order_event_read(ev, &eff, errstr, errsize);
+    order_event_result_t result = ORDER_EVENT_UNCHANGED;
+    if (!err) {
+        deta_db_t *db = deta_db_pool_get(deta_service_db(e->svc));
+        err = db ? order_store_apply_event(db, &eff, &result, errstr, errsize)
+                 : deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    }
+    if (err) {
+        count(e, ev->event_type, "failed");
+        deta_log(err == DETA_ERR_TRANSIENT ? DETA_LOG_WARN : DETA_LOG_ERROR, ev->order_id,
+                 ev->correlation_id, "%s %s not applied (%s): %s", ev->event_type, ev->event_id,
+                 deta_err_name(err), errstr ? errstr : "");
+        return err;
+    }
+    count(e, ev->event_type, outcome_name(result));
+    if (result == ORDER_EVENT_UNKNOWN_ORDER)
+        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+                 "%s %s: no such order here, skipped", ev->event_type, ev->event_id);
+    else if (result == ORDER_EVENT_APPLIED && eff.verdict)
+        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id, "cancel %s (%s)",
+                 eff.verdict, ev->event_type);
+    return DETA_OK;
+}
+
+static deta_err_t consume(const deta_kafka_msg_t *msg, void *opaque, char *errstr,
+                          size_t errsize) {
+    order_events_t *e = opaque;
+    deta_event_t ev;
+    char why[256];
+    if (deta_event_parse(msg->value, msg->len, &ev, why, sizeof why) != DETA_OK) {
+        count(e, "unparsable", "failed");
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "malformed event: %s", why);
+    }
+    deta_err_t err = DETA_OK;
+    if (!key_is_order_id(msg, ev.order_id)) {
+        count(e, ev.event_type, "failed");
+        err = deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                        "message key does not match orderId %s", ev.order_id);
+    } else if (!order_event_followed(ev.event_type)) {
+        count(e, ev.event_type, "ignored");
+    } else {
+        err = follow(e, &ev, errstr, errsize);
+    }
+    deta_event_clear(&ev);
+    return err;
+}
+
+deta_err_t order_events_subscribe(order_events_t *e, char *errstr, size_t errsize) {
+    static const char *const topics[] = {DETA_TOPIC_INVENTORY_EVENTS, DETA_TOPIC_PAYMENT_EVENTS,
+                                         DETA_TOPIC_DELIVERY_EVENTS};
+    deta_consumer_opts_t opts = {.workers = CONSUMER_WORKERS,
+                                 .metrics = deta_service_metrics(e->svc)};
+    return deta_service_consume(e->svc, topics, sizeof topics / sizeof *topics, consume, e,
+                                &opts, errstr, errsize);
+}
