@@ -1,7 +1,9 @@
 /*
  * domain.c - inventory-service's rules (see domain.h): reading order.created,
  * reserve-or-reject, settling after a payment, the catalog, the admin's stock
- * changes and the payloads of inventory.reserved / .rejected / .released.
+ * changes, the cancellation saga's rules (a cancel request by reservation
+ * status, the compensation of a cancel's verdict) and the payloads this service
+ * publishes.
  *
  * Decisions: an order.created that breaks order-service's own limits (no lines,
  * more than 100, a quantity outside 1..100000, a missing customer or amount) is
@@ -147,6 +149,75 @@ inv_settlement_t inv_settlement_after_payment(const char *status, const char *re
     if (authorized && same(status, INV_STATUS_RELEASED) && same(reason, INV_REASON_HOLD_EXPIRED))
         return INV_SETTLE_RETAKE;
     return INV_SETTLE_NOTHING;
+}
+
+/* ---- the cancellation saga ---- */
+
+static const deta_field_t CANCEL_FIELDS[] = {
+    DETA_FIELD("orderId", DETA_FIELD_TEXT, true, 1, INV_ID_MAX, inv_cancel_request_t, order_id),
+    DETA_FIELD("reason", DETA_FIELD_TEXT, false, 1, INV_CANCEL_REASON_MAX, inv_cancel_request_t,
+               reason),
+    DETA_FIELD("requestedAt", DETA_FIELD_INSTANT, true, 0, 0, inv_cancel_request_t,
+               requested_at),
+};
+
+/* The payload's orderId, which must be the envelope's. */
+static deta_err_t same_order(const json_t *payload, const char *order_id, char *errstr,
+                             size_t errsize) {
+    if (!json_is_object(payload))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload must be an object");
+    inv_cancel_request_t c;
+    deta_field_error_t e;
+    if (deta_fields_read(payload, NULL, CANCEL_FIELDS, 1, &c, &e))
+        return deta_field_error_text(&e, errstr, errsize);
+    if (strcmp(c.order_id, order_id) != 0)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "orderId %s differs from the envelope's %s", c.order_id, order_id);
+    return DETA_OK;
+}
+
+deta_err_t inv_cancel_request_read(const json_t *payload, const char *order_id,
+                                   inv_cancel_request_t *c, char *errstr, size_t errsize) {
+    memset(c, 0, sizeof *c);
+    if (same_order(payload, order_id, errstr, errsize))
+        return DETA_ERR_INVALID;
+    snprintf(c->order_id, sizeof c->order_id, "%s", order_id);
+    /* reason is the client's, or null when it gave none (fields.h knows no null) */
+    const json_t *reason = json_object_get(payload, "reason");
+    size_t from = reason && !json_is_null(reason) ? 1 : 2;
+    deta_field_error_t e;
+    if (deta_fields_read(payload, NULL, CANCEL_FIELDS + from, NFIELDS(CANCEL_FIELDS) - from, c,
+                         &e))
+        return deta_field_error_text(&e, errstr, errsize);
+    c->has_reason = c->reason[0] != '\0';
+    return DETA_OK;
+}
+
+deta_err_t inv_cancel_verdict_read(const json_t *payload, const char *order_id, char *errstr,
+                                   size_t errsize) {
+    return same_order(payload, order_id, errstr, errsize);
+}
+
+inv_cancel_step_t inv_cancel_step(const char *status, bool decided) {
+    if (!status || !*status)
+        return INV_CANCEL_STEP_RECORD;
+    if (decided || same(status, INV_STATUS_CANCELLED))
+        return INV_CANCEL_STEP_NOTHING;
+    if (same(status, INV_STATUS_REJECTED))
+        return INV_CANCEL_STEP_REFUSE;
+    /* HELD, SOLD, RELEASED, UNFULFILLABLE: the order went on to payment, which
+     * knows whether it was charged (a late authorization may still come). */
+    return INV_CANCEL_STEP_FORWARD;
+}
+
+inv_compensation_t inv_compensation(const char *status, const char *reason) {
+    if (same(status, INV_STATUS_HELD))
+        return INV_COMPENSATE_RELEASE_HELD;
+    if (same(status, INV_STATUS_SOLD))
+        return INV_COMPENSATE_RELEASE_SOLD;
+    if (same(status, INV_STATUS_RELEASED) && same(reason, INV_REASON_HOLD_EXPIRED))
+        return INV_COMPENSATE_FENCE;
+    return INV_COMPENSATE_NOTHING;
 }
 
 bool inv_item_id_valid(const char *s) {
@@ -400,4 +471,28 @@ json_t *inv_released_payload(const char *order_id, const char *reservation_id, c
     return json_pack("{s:s, s:s, s:s, s:o, s:s}", "orderId", order_id, "reservationId",
                      reservation_id, "reason", reason, "items", inv_lines_json(lines, n),
                      "releasedAt", released_at);
+}
+
+/* The request's reason, or null. */
+static json_t *reason_json(const inv_cancel_request_t *c) {
+    return c->has_reason ? json_string(c->reason) : json_null();
+}
+
+json_t *inv_cancel_forwarded_payload(const inv_cancel_request_t *c, const char *reservation_id,
+                                     const char *forwarded_at) {
+    return json_pack("{s:s, s:s, s:o, s:s, s:s}", "orderId", c->order_id, "reservationId",
+                     reservation_id, "reason", reason_json(c), "requestedAt", c->requested_at,
+                     "forwardedAt", forwarded_at);
+}
+
+json_t *inv_cancel_refused_payload(const inv_cancel_request_t *c, const char *refused_at) {
+    return json_pack("{s:s, s:s, s:o, s:s, s:s}", "orderId", c->order_id, "orderStatus",
+                     DETA_STATE_INVENTORY_REJECTED, "reason", reason_json(c), "requestedAt",
+                     c->requested_at, "refusedAt", refused_at);
+}
+
+json_t *inv_cancelled_payload(const inv_cancel_request_t *c, const char *cancelled_at) {
+    return json_pack("{s:s, s:s, s:o, s:s, s:s}", "orderId", c->order_id, "stage", "NONE",
+                     "reason", reason_json(c), "requestedAt", c->requested_at, "cancelledAt",
+                     cancelled_at);
 }

@@ -22,6 +22,8 @@
 #include "deta/envelope.h"
 #include "deta/err.h"
 #include "deta/money.h"
+#include "deta/states.h"
+#include "deta/timestamp.h"
 
 #define INV_MAX_LINES 100          /* lines of an order (as order-service allows) */
 #define INV_MAX_QUANTITY 100000    /* units of one order line (as order-service allows) */
@@ -40,12 +42,16 @@ extern const char INV_DEFAULT_CATALOG[];
 #define INV_STATUS_REJECTED "REJECTED"
 /* Released when its hold expired, then authorized when the stock was gone. */
 #define INV_STATUS_UNFULFILLABLE "UNFULFILLABLE"
+/* The cancel came before any order.created (docs/contracts.md#cancellation):
+ * a row without items, which a later order.created finds and leaves alone. */
+#define INV_STATUS_CANCELLED "CANCELLED"
 
 #define INV_REASON_UNKNOWN_ITEM "UNKNOWN_ITEM"
 #define INV_REASON_INSUFFICIENT_STOCK "INSUFFICIENT_STOCK"
 #define INV_REASON_PAYMENT_FAILED "PAYMENT_FAILED"
 #define INV_REASON_NOT_SELLABLE "NOT_SELLABLE" /* the admin stopped sales of the item */
 #define INV_REASON_HOLD_EXPIRED "HOLD_EXPIRED"
+#define INV_REASON_ORDER_CANCELLED DETA_REASON_ORDER_CANCELLED
 
 /* Holds expire (#22 finding 7): payment-service charges none whose holdExpiresAt
  * (reservation time + TTL, in inventory.reserved) has passed; this service
@@ -121,6 +127,60 @@ typedef enum inv_settlement {
 
 inv_settlement_t inv_settlement_after_payment(const char *status, const char *reason,
                                               bool authorized);
+
+/* ---- the cancellation saga (docs/contracts.md#cancellation) ---- */
+
+#define INV_CANCEL_REASON_MAX 200 /* bytes of the client's reason (as order-service allows) */
+
+/* What inventory-service decided about an order's cancel, kept on its
+ * reservation row (cancel_outcome) so that the stage decides once. */
+#define INV_CANCEL_FORWARDED "FORWARDED"
+#define INV_CANCEL_REFUSED "REFUSED"
+#define INV_CANCEL_CANCELLED "CANCELLED"
+
+/* order.cancel_requested's payload: orderId, reason (the client's, or null),
+ * requestedAt. */
+typedef struct inv_cancel_request {
+    char order_id[INV_ID_MAX + 1];
+    bool has_reason; /* false: null */
+    char reason[INV_CANCEL_REASON_MAX + 1];
+    char requested_at[DETA_TS_LEN];
+} inv_cancel_request_t;
+
+/* Reads order.cancel_requested's payload for the event's order_id. DETA_ERR_INVALID
+ * with the field named in errstr ("requestedAt is required"). An absent reason
+ * is taken as null. */
+deta_err_t inv_cancel_request_read(const json_t *payload, const char *order_id,
+                                   inv_cancel_request_t *c, char *errstr, size_t errsize);
+
+/* What a cancel request does, given the order's reservation status (NULL: the
+ * order has none) and whether a cancel was decided for it already. */
+typedef enum inv_cancel_step {
+    INV_CANCEL_STEP_NOTHING, /* decided before (a re-sent request), or CANCELLED */
+    INV_CANCEL_STEP_FORWARD, /* reserved (held, sold, released, unfulfillable): payment decides */
+    INV_CANCEL_STEP_REFUSE,  /* REJECTED: the order ended INVENTORY_REJECTED */
+    INV_CANCEL_STEP_RECORD,  /* no reservation: record CANCELLED, inventory.cancelled */
+} inv_cancel_step_t;
+
+inv_cancel_step_t inv_cancel_step(const char *status, bool decided);
+
+/* payment.cancelled and delivery.cancelled, as far as this service reads them:
+ * the payload's orderId must be the envelope's. */
+deta_err_t inv_cancel_verdict_read(const json_t *payload, const char *order_id, char *errstr,
+                                   size_t errsize);
+
+/* What a cancel's verdict (payment.cancelled, delivery.cancelled) does to the
+ * order's reservation of this status and reason. */
+typedef enum inv_compensation {
+    INV_COMPENSATE_NOTHING,      /* nothing held or sold: released, rejected, cancelled... */
+    INV_COMPENSATE_RELEASE_HELD, /* held -> available, RELEASED ORDER_CANCELLED */
+    INV_COMPENSATE_RELEASE_SOLD, /* sold -> available, RELEASED ORDER_CANCELLED */
+    /* RELEASED because its hold expired: nothing to give back now, but the reason
+     * becomes ORDER_CANCELLED so that a late authorization retakes nothing. */
+    INV_COMPENSATE_FENCE,
+} inv_compensation_t;
+
+inv_compensation_t inv_compensation(const char *status, const char *reason);
 
 /* An itemId the catalog and the REST path accept: 1..64 of [A-Za-z0-9._~-]. */
 bool inv_item_id_valid(const char *s);
@@ -201,8 +261,15 @@ json_t *inv_reserved_payload(const inv_request_t *r, const char *reservation_id,
                              const char *reserved_at, const char *hold_expires_at);
 json_t *inv_rejected_payload(const char *order_id, const char *customer_id,
                              const inv_decision_t *d, const char *rejected_at);
-/* reason: INV_REASON_PAYMENT_FAILED or INV_REASON_HOLD_EXPIRED */
+/* reason: INV_REASON_PAYMENT_FAILED, INV_REASON_HOLD_EXPIRED or INV_REASON_ORDER_CANCELLED */
 json_t *inv_released_payload(const char *order_id, const char *reservation_id, const char *reason,
                              const inv_line_t *lines, size_t n, const char *released_at);
+/* inventory.cancel_forwarded, inventory.cancel_refused (orderStatus
+ * INVENTORY_REJECTED) and inventory.cancelled (stage NONE): the request's
+ * reason and requestedAt copied forward. */
+json_t *inv_cancel_forwarded_payload(const inv_cancel_request_t *c, const char *reservation_id,
+                                     const char *forwarded_at);
+json_t *inv_cancel_refused_payload(const inv_cancel_request_t *c, const char *refused_at);
+json_t *inv_cancelled_payload(const inv_cancel_request_t *c, const char *cancelled_at);
 
 #endif

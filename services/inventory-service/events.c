@@ -28,6 +28,21 @@
  * after the reservation committed, so such an outcome can never be applied later,
  * and retrying it would only hold up the outcomes queued behind it.
  *
+ * The cancellation saga (docs/contracts.md#cancellation). order.cancel_requested
+ * comes on the order's own partition, so after its order.created: under the lock
+ * of the order's reservation row, a REJECTED one refuses (inventory.cancel_refused),
+ * any other forwards to payment (inventory.cancel_forwarded), and none at all
+ * (order.created was dead-lettered) records a CANCELLED row without items and
+ * publishes inventory.cancelled; a later order.created then finds the row and
+ * reserves nothing. The outcome is kept on the row (cancel_outcome), so a cancel
+ * re-sent under a new event id decides nothing again. The verdicts that end a
+ * cancel downstream, payment.cancelled and delivery.cancelled, are compensated
+ * here: a HELD or SOLD reservation gives its units back to available (RELEASED,
+ * reason ORDER_CANCELLED, inventory.released). A late payment.authorized for it
+ * then takes nothing: only a hold released as HOLD_EXPIRED is retaken, and a
+ * verdict finding such a hold marks it ORDER_CANCELLED for that reason. Stock is
+ * conserved: these moves change where units are, never how many.
+ *
  * inventory.reserved carries holdExpiresAt, the reservation instant plus
  * INVENTORY_HOLD_TTL_S: payment-service charges no hold past it, and the sweeper
  * (sweeper.c) releases through inv_events_expire a hold still HELD a grace later.
@@ -63,6 +78,13 @@ struct inv_events {
     deta_counter_t *sold;
     deta_counter_t *late_sold;
     deta_counter_t *late_unfulfillable;
+    /* the cancellation saga */
+    deta_counter_t *cancel_forwarded;
+    deta_counter_t *cancel_refused;
+    deta_counter_t *cancel_cancelled;
+    deta_counter_t *cancel_release_held;
+    deta_counter_t *cancel_release_sold;
+    deta_counter_t *created_after_cancel;
 };
 
 inv_events_t *inv_events_new(deta_service_t *svc, const inv_settings_t *settings) {
@@ -84,6 +106,22 @@ inv_events_t *inv_events_new(deta_service_t *svc, const inv_settings_t *settings
                                "Held reservations released after a failed payment", NULL);
     e->sold = deta_counter(m, "inventory_sold_total",
                            "Held reservations sold after an authorized payment", NULL);
+    const char *cancels = "Cancel requests decided by inventory, by outcome";
+    e->cancel_forwarded = deta_counter(m, "inventory_cancel_requests_total", cancels,
+                                       "outcome=\"forwarded\"");
+    e->cancel_refused = deta_counter(m, "inventory_cancel_requests_total", cancels,
+                                     "outcome=\"refused\"");
+    e->cancel_cancelled = deta_counter(m, "inventory_cancel_requests_total", cancels,
+                                       "outcome=\"cancelled\"");
+    const char *releases = "Reservations released because their order was cancelled, by what "
+                           "the units were";
+    e->cancel_release_held = deta_counter(m, "inventory_cancel_releases_total", releases,
+                                          "from=\"HELD\"");
+    e->cancel_release_sold = deta_counter(m, "inventory_cancel_releases_total", releases,
+                                          "from=\"SOLD\"");
+    e->created_after_cancel =
+        deta_counter(m, "inventory_orders_after_cancel_total",
+                     "order.created for an order cancelled before it: nothing reserved", NULL);
     return e;
 }
 
@@ -136,6 +174,27 @@ static deta_err_t reject(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
     return DETA_OK;
 }
 
+/* order.created for an order that has a row: a re-sent one, or one whose cancel
+ * came first (a CANCELLED row, which is final: nothing is reserved for it). */
+static deta_err_t already_there(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
+                                char *errstr, size_t errsize) {
+    char status[16];
+    deta_err_t err = inv_store_status(db, ev->order_id, status, errstr, errsize);
+    if (err)
+        return err;
+    if (strcmp(status, INV_STATUS_CANCELLED) == 0) {
+        deta_counter_inc(e->created_after_cancel);
+        deta_log(DETA_LOG_WARN, ev->order_id, ev->correlation_id,
+                 "order.created %s for an order cancelled before it: nothing reserved",
+                 ev->event_id);
+        return DETA_OK;
+    }
+    deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+             "order.created %s: the order has a reservation already, nothing to do",
+             ev->event_id);
+    return DETA_OK;
+}
+
 static deta_err_t on_order_created(deta_db_t *db, const deta_event_t *ev, void *opaque,
                                    char *errstr, size_t errsize) {
     inv_events_t *e = opaque;
@@ -163,20 +222,20 @@ static deta_err_t on_order_created(deta_db_t *db, const deta_event_t *ev, void *
                                        d.reserve ? expires : NULL, &inserted, errstr, errsize);
     if (err)
         return err;
-    if (!inserted) {
-        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
-                 "order.created %s: the order has a reservation already, nothing to do",
-                 ev->event_id);
-        return DETA_OK;
-    }
+    if (!inserted)
+        return already_there(e, db, ev, errstr, errsize);
     return d.reserve ? reserve(e, db, ev, &r, reservation_id, at, expires, errstr, errsize)
                      : reject(e, db, ev, &r, &d, at, errstr, errsize);
 }
 
-/* Returns a HELD reservation's units to available and announces it. */
+/* Returns a HELD reservation's units (or a SOLD one's, when its order was
+ * cancelled) to available and announces it. */
 static deta_err_t release(inv_events_t *e, deta_db_t *db, const inv_reservation_t *res,
                           const char *reason, const char *at, char *errstr, size_t errsize) {
-    deta_err_t err = inv_store_settle(db, res, INV_STATUS_RELEASED, reason, at, errstr, errsize);
+    deta_err_t err = strcmp(res->status, INV_STATUS_SOLD) == 0
+                         ? inv_store_unsell(db, res, reason, at, errstr, errsize)
+                         : inv_store_settle(db, res, INV_STATUS_RELEASED, reason, at, errstr,
+                                            errsize);
     if (!err)
         err = publish(e, db, DETA_EVT_INVENTORY_RELEASED, res->order_id, res->correlation_id,
                       inv_released_payload(res->order_id, res->reservation_id, reason, res->lines,
@@ -282,28 +341,177 @@ static deta_err_t on_payment_failed(deta_db_t *db, const deta_event_t *ev, void 
     return settle(opaque, db, ev, false, errstr, errsize);
 }
 
-/* Two consumers: orders, and payment outcomes. A payment outcome that has to wait
- * for its reservation (retried in place) then holds up only other outcomes, never
- * the order.created that would create the reservation it waits for. */
+/* ---- the cancellation saga ---- */
+
+/* Queues the cancel's verdict or forward of this step, and records it. */
+static deta_err_t decide_cancel(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
+                                const inv_cancel_request_t *c, const inv_reservation_t *res,
+                                inv_cancel_step_t step, char *errstr, size_t errsize) {
+    char at[DETA_TS_LEN];
+    deta_timestamp_now(at);
+    deta_err_t err = DETA_OK;
+    switch (step) {
+    case INV_CANCEL_STEP_FORWARD:
+        err = inv_store_record_cancel(db, c->order_id, INV_CANCEL_FORWARDED, c->requested_at,
+                                      errstr, errsize);
+        if (!err)
+            err = publish(e, db, DETA_EVT_INVENTORY_CANCEL_FORWARDED, ev->order_id,
+                          ev->correlation_id,
+                          inv_cancel_forwarded_payload(c, res->reservation_id, at), at, errstr,
+                          errsize);
+        if (!err) {
+            deta_counter_inc(e->cancel_forwarded);
+            deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+                     "cancel forwarded to payment: reservation %s is %s", res->reservation_id,
+                     res->status);
+        }
+        return err;
+    case INV_CANCEL_STEP_REFUSE:
+        err = inv_store_record_cancel(db, c->order_id, INV_CANCEL_REFUSED, c->requested_at,
+                                      errstr, errsize);
+        if (!err)
+            err = publish(e, db, DETA_EVT_INVENTORY_CANCEL_REFUSED, ev->order_id,
+                          ev->correlation_id, inv_cancel_refused_payload(c, at), at, errstr,
+                          errsize);
+        if (!err) {
+            deta_counter_inc(e->cancel_refused);
+            deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+                     "cancel refused: the order was rejected (%s)", res->reason);
+        }
+        return err;
+    case INV_CANCEL_STEP_RECORD: {
+        char reservation_id[DETA_UUID_LEN + 1];
+        bool inserted = false;
+        deta_uuid_new(reservation_id);
+        err = inv_store_insert_cancelled(db, c->order_id, reservation_id, ev->correlation_id,
+                                         c->requested_at, at, &inserted, errstr, errsize);
+        if (!err && !inserted) /* its order.created committed meanwhile (a rebalance) */
+            return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                             "order %s got a reservation while its cancel was decided",
+                             c->order_id);
+        if (!err)
+            err = publish(e, db, DETA_EVT_INVENTORY_CANCELLED, ev->order_id, ev->correlation_id,
+                          inv_cancelled_payload(c, at), at, errstr, errsize);
+        if (!err) {
+            deta_counter_inc(e->cancel_cancelled);
+            deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+                     "cancelled before anything was reserved: a later order.created reserves "
+                     "nothing");
+        }
+        return err;
+    }
+    case INV_CANCEL_STEP_NOTHING:
+        break;
+    }
+    deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+             "order.cancel_requested %s: the cancel was decided already (%s), nothing to do",
+             ev->event_id, res->cancel_outcome);
+    return DETA_OK;
+}
+
+/* order.cancel_requested: decided under the lock of the order's reservation row,
+ * after its order.created (same key, same partition, same consumer). */
+static deta_err_t on_cancel_requested(deta_db_t *db, const deta_event_t *ev, void *opaque,
+                                      char *errstr, size_t errsize) {
+    inv_events_t *e = opaque;
+    inv_cancel_request_t c;
+    if (inv_cancel_request_read(ev->payload, ev->order_id, &c, errstr, errsize))
+        return DETA_ERR_INVALID;
+    inv_reservation_t res;
+    deta_err_t err = inv_store_lock_reservation(db, ev->order_id, &res, errstr, errsize);
+    if (err && err != DETA_ERR_NOT_FOUND)
+        return err;
+    bool found = err == DETA_OK;
+    inv_cancel_step_t step = inv_cancel_step(found ? res.status : NULL,
+                                             found && res.cancel_outcome[0] != '\0');
+    return decide_cancel(e, db, ev, &c, &res, step, errstr, errsize);
+}
+
+/* payment.cancelled, delivery.cancelled: the cancel won, so whatever this order
+ * holds or bought goes back to available. A verdict for an order with no
+ * reservation is skipped, not dead-lettered: every verdict follows this
+ * service's inventory.cancel_forwarded, so it cannot happen in the saga, and
+ * there is nothing to give back (a retry or a dead letter would help no one). */
+static deta_err_t compensate(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
+                             char *errstr, size_t errsize) {
+    if (inv_cancel_verdict_read(ev->payload, ev->order_id, errstr, errsize))
+        return DETA_ERR_INVALID;
+    inv_reservation_t res;
+    deta_err_t err = inv_store_lock_reservation(db, ev->order_id, &res, errstr, errsize);
+    if (err == DETA_ERR_NOT_FOUND) {
+        deta_log(DETA_LOG_WARN, ev->order_id, ev->correlation_id,
+                 "%s %s for an order with no reservation: nothing to give back", ev->event_type,
+                 ev->event_id);
+        return DETA_OK;
+    }
+    if (err)
+        return err;
+    char at[DETA_TS_LEN];
+    deta_timestamp_now(at);
+    switch (inv_compensation(res.status, res.reason)) {
+    case INV_COMPENSATE_RELEASE_HELD:
+    case INV_COMPENSATE_RELEASE_SOLD: {
+        bool sold = strcmp(res.status, INV_STATUS_SOLD) == 0;
+        err = release(e, db, &res, INV_REASON_ORDER_CANCELLED, at, errstr, errsize);
+        if (!err)
+            deta_counter_inc(sold ? e->cancel_release_sold : e->cancel_release_held);
+        return err;
+    }
+    case INV_COMPENSATE_FENCE:
+        err = inv_store_set_reason(db, &res, INV_REASON_ORDER_CANCELLED, at, errstr, errsize);
+        if (!err)
+            deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+                     "%s: reservation %s was released already (hold expired); marked cancelled "
+                     "so that a late authorization takes nothing",
+                     ev->event_type, res.reservation_id);
+        return err;
+    case INV_COMPENSATE_NOTHING:
+        break;
+    }
+    deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+             "%s for a %s reservation: nothing to give back", ev->event_type, res.status);
+    return DETA_OK;
+}
+
+static deta_err_t on_cancel_verdict(deta_db_t *db, const deta_event_t *ev, void *opaque,
+                                    char *errstr, size_t errsize) {
+    return compensate(opaque, db, ev, errstr, errsize);
+}
+
+/* Three consumers: orders (and their cancel requests), payment outcomes (and
+ * payment.cancelled), delivery verdicts. A payment outcome that has to wait for
+ * its reservation (retried in place) then holds up only other outcomes, never
+ * the order.created that would create the reservation it waits for; and the
+ * delivery verdicts, which only this service's third consumer reads, wait for
+ * nothing of the busy order and payment topics. */
 static const deta_event_route_t ORDER_ROUTES[] = {
     {DETA_EVT_ORDER_CREATED, on_order_created},
+    {DETA_EVT_ORDER_CANCEL_REQUESTED, on_cancel_requested},
 };
 static const deta_event_route_t PAYMENT_ROUTES[] = {
     {DETA_EVT_PAYMENT_AUTHORIZED, on_payment_authorized},
     {DETA_EVT_PAYMENT_FAILED, on_payment_failed},
+    {DETA_EVT_PAYMENT_CANCELLED, on_cancel_verdict},
+};
+static const deta_event_route_t DELIVERY_ROUTES[] = {
+    {DETA_EVT_DELIVERY_CANCELLED, on_cancel_verdict},
 };
 
 static const char *const ORDER_TOPICS[] = {DETA_TOPIC_ORDER_EVENTS};
 static const char *const PAYMENT_TOPICS[] = {DETA_TOPIC_PAYMENT_EVENTS};
+static const char *const DELIVERY_TOPICS[] = {DETA_TOPIC_DELIVERY_EVENTS};
+
+#define NROUTES(r) (sizeof r / sizeof *r)
 
 deta_err_t inv_events_subscribe(inv_events_t *e, char *errstr, size_t errsize) {
     deta_consumer_opts_t opts = {.workers = INV_CONSUMER_WORKERS};
     deta_err_t err = deta_service_on_events(e->svc, ORDER_TOPICS, 1, ORDER_ROUTES,
-                                            sizeof ORDER_ROUTES / sizeof *ORDER_ROUTES, e, &opts,
-                                            errstr, errsize);
-    if (err)
-        return err;
-    return deta_service_on_events(e->svc, PAYMENT_TOPICS, 1, PAYMENT_ROUTES,
-                                  sizeof PAYMENT_ROUTES / sizeof *PAYMENT_ROUTES, e, &opts, errstr,
-                                  errsize);
+                                            NROUTES(ORDER_ROUTES), e, &opts, errstr, errsize);
+    if (!err)
+        err = deta_service_on_events(e->svc, PAYMENT_TOPICS, 1, PAYMENT_ROUTES,
+                                     NROUTES(PAYMENT_ROUTES), e, &opts, errstr, errsize);
+    if (!err)
+        err = deta_service_on_events(e->svc, DELIVERY_TOPICS, 1, DELIVERY_ROUTES,
+                                     NROUTES(DELIVERY_ROUTES), e, &opts, errstr, errsize);
+    return err;
 }

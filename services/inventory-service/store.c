@@ -69,6 +69,26 @@ const deta_migration_t inv_migrations[] = {
      "  CHECK (status IN ('HELD', 'SOLD', 'RELEASED', 'REJECTED', 'UNFULFILLABLE'));"
      "CREATE INDEX reservations_held_by_expiry ON reservations (hold_expires_at)"
      "  WHERE status = 'HELD';"},
+    /* A cancel that comes before its order.created (which was dead-lettered) is
+     * recorded as a CANCELLED row with no items; nothing is known of the order
+     * then, so its customer, amount and currency are NULL (and only then). The
+     * cancel's outcome on any row makes the stage decide once. */
+    {3, "cancellation: CANCELLED reservations, the cancel's outcome",
+     "ALTER TABLE reservations ALTER COLUMN customer_id DROP NOT NULL,"
+     "  ALTER COLUMN total_amount DROP NOT NULL,"
+     "  ALTER COLUMN currency DROP NOT NULL,"
+     "  ADD COLUMN cancel_outcome text"
+     "    CHECK (cancel_outcome IN ('FORWARDED', 'REFUSED', 'CANCELLED')),"
+     "  ADD COLUMN cancel_requested_at timestamptz;"
+     "ALTER TABLE reservations DROP CONSTRAINT reservations_status_check;"
+     "ALTER TABLE reservations ADD CONSTRAINT reservations_status_check"
+     "  CHECK (status IN ('HELD', 'SOLD', 'RELEASED', 'REJECTED', 'UNFULFILLABLE',"
+     "                    'CANCELLED'));"
+     "ALTER TABLE reservations ADD CONSTRAINT reservations_order_known"
+     "  CHECK (status = 'CANCELLED' OR (customer_id IS NOT NULL AND total_amount IS NOT NULL"
+     "                                 AND currency IS NOT NULL));"
+     "ALTER TABLE reservations ADD CONSTRAINT reservations_cancelled_recorded"
+     "  CHECK (status <> 'CANCELLED' OR cancel_outcome = 'CANCELLED');"},
 };
 const size_t inv_migrations_count = sizeof inv_migrations / sizeof *inv_migrations;
 
@@ -302,8 +322,8 @@ deta_err_t inv_store_take(deta_db_t *db, const inv_line_t *lines, size_t nlines,
 /* ---- settling ---- */
 
 static const char LOCK_RESERVATION_SQL[] =
-    "SELECT reservation_id, status, coalesce(reason, ''), customer_id,"
-    "  coalesce(correlation_id, order_id)"
+    "SELECT reservation_id, status, coalesce(reason, ''), coalesce(customer_id, ''),"
+    "  coalesce(correlation_id, order_id), coalesce(cancel_outcome, '')"
     " FROM reservations WHERE order_id = $1 FOR UPDATE";
 
 deta_err_t inv_store_lock_reservation(deta_db_t *db, const char *order_id, inv_reservation_t *res,
@@ -325,6 +345,7 @@ deta_err_t inv_store_lock_reservation(deta_db_t *db, const char *order_id, inv_r
     snprintf(res->reason, sizeof res->reason, "%s", PQgetvalue(r, 0, 2));
     snprintf(res->customer_id, sizeof res->customer_id, "%s", PQgetvalue(r, 0, 3));
     snprintf(res->correlation_id, sizeof res->correlation_id, "%s", PQgetvalue(r, 0, 4));
+    snprintf(res->cancel_outcome, sizeof res->cancel_outcome, "%s", PQgetvalue(r, 0, 5));
     PQclear(r);
 
     r = deta_db_exec(db,
@@ -408,5 +429,69 @@ deta_err_t inv_store_settle(deta_db_t *db, const inv_reservation_t *res, const c
 deta_err_t inv_store_set_status(deta_db_t *db, const inv_reservation_t *res, const char *status,
                                 const char *at, char *errstr, size_t errsize) {
     const char *params[] = {res->order_id, status, at, NULL};
+    return deta_db_run(db, SET_STATUS_SQL, 4, params, errstr, errsize);
+}
+
+/* ---- cancelling ---- */
+
+deta_err_t inv_store_status(deta_db_t *db, const char *order_id, char status[16], char *errstr,
+                            size_t errsize) {
+    const char *params[] = {order_id};
+    deta_err_t err;
+    PGresult *r = deta_db_exec(db, "SELECT status FROM reservations WHERE order_id = $1", 1,
+                               params, &err, errstr, errsize);
+    if (!r)
+        return err;
+    snprintf(status, 16, "%s", PQntuples(r) ? PQgetvalue(r, 0, 0) : "");
+    PQclear(r);
+    return DETA_OK;
+}
+
+static const char INSERT_CANCELLED_SQL[] =
+    "INSERT INTO reservations (order_id, reservation_id, status, reason, created_at, updated_at,"
+    "                          correlation_id, cancel_outcome, cancel_requested_at)"
+    " VALUES ($1, $2, 'CANCELLED', $3, $4::timestamptz, $4::timestamptz, $5, 'CANCELLED',"
+    "         $6::timestamptz)"
+    " ON CONFLICT (order_id) DO NOTHING";
+
+deta_err_t inv_store_insert_cancelled(deta_db_t *db, const char *order_id,
+                                      const char *reservation_id, const char *correlation_id,
+                                      const char *requested_at, const char *at, bool *inserted,
+                                      char *errstr, size_t errsize) {
+    const char *params[] = {order_id, reservation_id, INV_REASON_ORDER_CANCELLED, at,
+                            correlation_id, requested_at};
+    deta_err_t err = DETA_OK;
+    *inserted = run_counted(db, INSERT_CANCELLED_SQL, 6, params, &err, errstr, errsize) == 1;
+    return err;
+}
+
+deta_err_t inv_store_record_cancel(deta_db_t *db, const char *order_id, const char *outcome,
+                                   const char *requested_at, char *errstr, size_t errsize) {
+    const char *params[] = {order_id, outcome, requested_at};
+    return deta_db_run(db,
+                       "UPDATE reservations SET cancel_outcome = $2,"
+                       "  cancel_requested_at = $3::timestamptz WHERE order_id = $1",
+                       3, params, errstr, errsize);
+}
+
+static const char UNSELL_STOCK_SQL[] =
+    "UPDATE stock s SET sold = s.sold - ri.quantity, available = s.available + ri.quantity,"
+    "  version = s.version + 1, updated_at = now()"
+    " FROM reservation_items ri WHERE ri.order_id = $1 AND ri.item_id = s.item_id";
+
+deta_err_t inv_store_unsell(deta_db_t *db, const inv_reservation_t *res, const char *reason,
+                            const char *at, char *errstr, size_t errsize) {
+    const char *params[] = {res->order_id, INV_STATUS_RELEASED, at, reason};
+    deta_err_t err = deta_db_run(db, LOCK_RESERVED_STOCK_SQL, 1, params, errstr, errsize);
+    if (!err)
+        err = deta_db_run(db, UNSELL_STOCK_SQL, 1, params, errstr, errsize);
+    if (!err)
+        err = deta_db_run(db, SET_STATUS_SQL, 4, params, errstr, errsize);
+    return err;
+}
+
+deta_err_t inv_store_set_reason(deta_db_t *db, const inv_reservation_t *res, const char *reason,
+                                const char *at, char *errstr, size_t errsize) {
+    const char *params[] = {res->order_id, res->status, at, reason};
     return deta_db_run(db, SET_STATUS_SQL, 4, params, errstr, errsize);
 }

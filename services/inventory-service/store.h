@@ -69,6 +69,7 @@ typedef struct inv_reservation {
     char reason[32]; /* "" when none */
     char customer_id[INV_ID_MAX + 1];
     char correlation_id[DETA_ID_MAX + 1]; /* the order id for rows older than the column */
+    char cancel_outcome[16]; /* INV_CANCEL_*, "" when no cancel was decided */
     size_t nlines;
     inv_line_t lines[INV_MAX_LINES];
 } inv_reservation_t;
@@ -97,6 +98,35 @@ deta_err_t inv_store_settle(deta_db_t *db, const inv_reservation_t *res, const c
 
 /* In the caller's transaction: the reservation's new status, no stock moved. */
 deta_err_t inv_store_set_status(deta_db_t *db, const inv_reservation_t *res, const char *status,
+                                const char *at, char *errstr, size_t errsize);
+
+/* ---- the cancellation saga ---- */
+
+/* The order's reservation status, unlocked ("" when it has none). */
+deta_err_t inv_store_status(deta_db_t *db, const char *order_id, char status[16], char *errstr,
+                            size_t errsize);
+
+/* In the caller's transaction: records a cancel that came before any
+ * order.created, a CANCELLED row without items (customer, amount and currency
+ * unknown: NULL). *inserted false when the order has a row already. */
+deta_err_t inv_store_insert_cancelled(deta_db_t *db, const char *order_id,
+                                      const char *reservation_id, const char *correlation_id,
+                                      const char *requested_at, const char *at, bool *inserted,
+                                      char *errstr, size_t errsize);
+
+/* In the caller's transaction: what was decided about the order's cancel
+ * (INV_CANCEL_FORWARDED or INV_CANCEL_REFUSED) on its locked reservation. */
+deta_err_t inv_store_record_cancel(deta_db_t *db, const char *order_id, const char *outcome,
+                                   const char *requested_at, char *errstr, size_t errsize);
+
+/* In the caller's transaction: returns a SOLD reservation's units from sold to
+ * available (status RELEASED, reason). */
+deta_err_t inv_store_unsell(deta_db_t *db, const inv_reservation_t *res, const char *reason,
+                            const char *at, char *errstr, size_t errsize);
+
+/* In the caller's transaction: the reservation's reason, its status and stock
+ * unchanged. */
+deta_err_t inv_store_set_reason(deta_db_t *db, const inv_reservation_t *res, const char *reason,
                                 const char *at, char *errstr, size_t errsize);
 
 #endif

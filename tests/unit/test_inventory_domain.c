@@ -2,8 +2,10 @@
  * test_inventory_domain.c - inventory-service's rules, no server: reading
  * order.created (and refusing malformed ones), the all-or-nothing decision,
  * settling after payments (a late authorization of an expired hold included),
- * item ids, the catalog, the admin's versioned and relative stock changes and
- * the payloads of docs/contracts.md.
+ * item ids, the catalog, the admin's versioned and relative stock changes, the
+ * cancellation saga's rules (a cancel request by reservation status, the
+ * compensation of a verdict, reading their events) and the payloads of
+ * docs/contracts.md.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -631,6 +633,196 @@ static void released_payload_lists_what_went_back(void **state) {
     json_decref(none);
 }
 
+/* ---- the cancellation saga ---- */
+
+static deta_err_t read_cancel(const char *json, inv_cancel_request_t *c, char *why,
+                              size_t whysize) {
+    json_error_t jerr;
+    json_t *payload = json_loads(json, JSON_DECODE_ANY, &jerr);
+    if (!payload)
+        fail_msg("test JSON does not parse: %s: %s", jerr.text, json);
+    deta_err_t err = inv_cancel_request_read(payload, ORDER, c, why, whysize);
+    json_decref(payload);
+    return err;
+}
+
+static void a_cancel_request_is_read_with_or_without_a_reason(void **state) {
+    (void)state;
+    inv_cancel_request_t c;
+    char why[256] = "";
+    assert_int_equal(read_cancel("{\"orderId\":\"" ORDER "\",\"reason\":\"changed my mind\","
+                                 "\"requestedAt\":\"2026-11-25T12:38:05.123Z\"}",
+                                 &c, why, sizeof why),
+                     DETA_OK);
+    assert_string_equal(c.order_id, ORDER);
+    assert_true(c.has_reason);
+    assert_string_equal(c.reason, "changed my mind");
+    assert_string_equal(c.requested_at, "2026-11-25T12:38:05.123Z");
+    const char *no_reason[] = {
+        "{\"orderId\":\"" ORDER "\",\"reason\":null,\"requestedAt\":\"2026-11-25T12:38:05Z\"}",
+        "{\"orderId\":\"" ORDER "\",\"requestedAt\":\"2026-11-25T12:38:05Z\"}",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        assert_int_equal(read_cancel(no_reason[i], &c, why, sizeof why), DETA_OK);
+        assert_false(c.has_reason);
+    }
+    char long_reason[512];
+    snprintf(long_reason, sizeof long_reason,
+             "{\"orderId\":\"" ORDER "\",\"reason\":\"%0200d\",\"requestedAt\":\"2026-11-25T12:38:05Z\"}",
+             0);
+    assert_int_equal(read_cancel(long_reason, &c, why, sizeof why), DETA_OK);
+    assert_int_equal(strlen(c.reason), 200);
+}
+
+static void malformed_cancel_requests_name_the_field(void **state) {
+    (void)state;
+    const struct {
+        const char *json, *field;
+    } cases[] = {
+        {"[]", "payload"},
+        {"{\"reason\":null,\"requestedAt\":\"2026-11-25T12:38:05Z\"}", "orderId"},
+        {"{\"orderId\":7,\"reason\":null,\"requestedAt\":\"2026-11-25T12:38:05Z\"}", "orderId"},
+        {"{\"orderId\":\"3f1c2b7e-0000-4000-8000-000000000002\",\"reason\":null,"
+         "\"requestedAt\":\"2026-11-25T12:38:05Z\"}",
+         "orderId"},
+        {"{\"orderId\":\"" ORDER "\",\"reason\":null}", "requestedAt"},
+        {"{\"orderId\":\"" ORDER "\",\"reason\":null,\"requestedAt\":\"yesterday\"}",
+         "requestedAt"},
+        {"{\"orderId\":\"" ORDER "\",\"reason\":\"\",\"requestedAt\":\"2026-11-25T12:38:05Z\"}",
+         "reason"},
+        {"{\"orderId\":\"" ORDER "\",\"reason\":5,\"requestedAt\":\"2026-11-25T12:38:05Z\"}",
+         "reason"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        inv_cancel_request_t c;
+        char why[256] = "";
+        if (read_cancel(cases[i].json, &c, why, sizeof why) != DETA_ERR_INVALID)
+            fail_msg("case %zu accepted: %s", i, cases[i].json);
+        if (strncmp(why, cases[i].field, strlen(cases[i].field)) != 0)
+            fail_msg("case %zu: \"%s\" does not start with %s", i, why, cases[i].field);
+    }
+    char too_long[512];
+    snprintf(too_long, sizeof too_long,
+             "{\"orderId\":\"" ORDER "\",\"reason\":\"%0201d\",\"requestedAt\":\"2026-11-25T12:38:05Z\"}",
+             0);
+    inv_cancel_request_t c;
+    char why[256] = "";
+    assert_int_equal(read_cancel(too_long, &c, why, sizeof why), DETA_ERR_INVALID);
+    assert_non_null(strstr(why, "reason"));
+}
+
+static void a_verdict_must_name_the_envelopes_order(void **state) {
+    (void)state;
+    char why[256] = "";
+    json_t *ok = json_pack("{s:s, s:s}", "orderId", ORDER, "stage", "NONE");
+    assert_int_equal(inv_cancel_verdict_read(ok, ORDER, why, sizeof why), DETA_OK);
+    json_decref(ok);
+    json_t *other = json_pack("{s:s}", "orderId", "3f1c2b7e-0000-4000-8000-000000000002");
+    assert_int_equal(inv_cancel_verdict_read(other, ORDER, why, sizeof why), DETA_ERR_INVALID);
+    assert_non_null(strstr(why, "orderId"));
+    json_decref(other);
+    json_t *none = json_pack("{s:s}", "stage", "NONE");
+    assert_int_equal(inv_cancel_verdict_read(none, ORDER, why, sizeof why), DETA_ERR_INVALID);
+    assert_string_equal(why, "orderId is required");
+    json_decref(none);
+}
+
+static void a_cancel_request_is_decided_by_the_reservation(void **state) {
+    (void)state;
+    assert_int_equal(inv_cancel_step(NULL, false), INV_CANCEL_STEP_RECORD);
+    assert_int_equal(inv_cancel_step("", false), INV_CANCEL_STEP_RECORD);
+    assert_int_equal(inv_cancel_step(INV_STATUS_REJECTED, false), INV_CANCEL_STEP_REFUSE);
+    const char *forward[] = {INV_STATUS_HELD, INV_STATUS_SOLD, INV_STATUS_RELEASED,
+                             INV_STATUS_UNFULFILLABLE};
+    for (size_t i = 0; i < 4; i++) {
+        if (inv_cancel_step(forward[i], false) != INV_CANCEL_STEP_FORWARD)
+            fail_msg("%s does not forward", forward[i]);
+        /* decided once: a re-sent request (new event id) does nothing */
+        if (inv_cancel_step(forward[i], true) != INV_CANCEL_STEP_NOTHING)
+            fail_msg("%s decides twice", forward[i]);
+    }
+    assert_int_equal(inv_cancel_step(INV_STATUS_REJECTED, true), INV_CANCEL_STEP_NOTHING);
+    assert_int_equal(inv_cancel_step(INV_STATUS_CANCELLED, true), INV_CANCEL_STEP_NOTHING);
+    assert_int_equal(inv_cancel_step(INV_STATUS_CANCELLED, false), INV_CANCEL_STEP_NOTHING);
+}
+
+static void a_verdict_gives_back_what_is_held_or_sold(void **state) {
+    (void)state;
+    assert_int_equal(inv_compensation(INV_STATUS_HELD, ""), INV_COMPENSATE_RELEASE_HELD);
+    assert_int_equal(inv_compensation(INV_STATUS_SOLD, ""), INV_COMPENSATE_RELEASE_SOLD);
+    /* sold by a late authorization of an expired hold: sold all the same */
+    assert_int_equal(inv_compensation(INV_STATUS_SOLD, INV_REASON_HOLD_EXPIRED),
+                     INV_COMPENSATE_RELEASE_SOLD);
+    /* released by the sweep: nothing to give back, but no late retake either */
+    assert_int_equal(inv_compensation(INV_STATUS_RELEASED, INV_REASON_HOLD_EXPIRED),
+                     INV_COMPENSATE_FENCE);
+    const struct {
+        const char *status, *reason;
+    } nothing[] = {
+        {INV_STATUS_RELEASED, INV_REASON_ORDER_CANCELLED}, /* a second verdict */
+        {INV_STATUS_RELEASED, INV_REASON_PAYMENT_FAILED},
+        {INV_STATUS_REJECTED, INV_REASON_INSUFFICIENT_STOCK},
+        {INV_STATUS_UNFULFILLABLE, INV_REASON_HOLD_EXPIRED},
+        {INV_STATUS_CANCELLED, INV_REASON_ORDER_CANCELLED},
+        {"", ""},
+        {NULL, NULL},
+    };
+    for (size_t i = 0; i < sizeof nothing / sizeof *nothing; i++)
+        if (inv_compensation(nothing[i].status, nothing[i].reason) != INV_COMPENSATE_NOTHING)
+            fail_msg("case %zu gives something back", i);
+}
+
+/* After a cancel's release, or for a cancelled row, a payment outcome moves nothing. */
+static void a_payment_outcome_after_a_cancel_changes_nothing(void **state) {
+    (void)state;
+    for (int authorized = 0; authorized < 2; authorized++) {
+        assert_int_equal(inv_settlement_after_payment(INV_STATUS_RELEASED,
+                                                      INV_REASON_ORDER_CANCELLED, authorized),
+                         INV_SETTLE_NOTHING);
+        assert_int_equal(inv_settlement_after_payment(INV_STATUS_CANCELLED,
+                                                      INV_REASON_ORDER_CANCELLED, authorized),
+                         INV_SETTLE_NOTHING);
+    }
+}
+
+static void cancel_payloads_copy_the_request_forward(void **state) {
+    (void)state;
+    inv_cancel_request_t c = {.order_id = ORDER, .has_reason = true, .reason = "too slow",
+                              .requested_at = "2026-11-25T12:38:05.123Z"};
+    const char *at = "2026-11-25T12:38:06.000Z";
+    json_t *p = inv_cancel_forwarded_payload(&c, "11111111-2222-4333-8444-555555555555", at);
+    assert_int_equal(json_object_size(p), 5);
+    assert_string_equal(str_of(p, "orderId"), ORDER);
+    assert_string_equal(str_of(p, "reservationId"), "11111111-2222-4333-8444-555555555555");
+    assert_string_equal(str_of(p, "reason"), "too slow");
+    assert_string_equal(str_of(p, "requestedAt"), "2026-11-25T12:38:05.123Z");
+    assert_string_equal(str_of(p, "forwardedAt"), at);
+    json_decref(p);
+
+    c.has_reason = false;
+    p = inv_cancel_refused_payload(&c, at);
+    assert_int_equal(json_object_size(p), 5);
+    assert_string_equal(str_of(p, "orderStatus"), "INVENTORY_REJECTED");
+    assert_true(json_is_null(json_object_get(p, "reason")));
+    assert_string_equal(str_of(p, "requestedAt"), "2026-11-25T12:38:05.123Z");
+    assert_string_equal(str_of(p, "refusedAt"), at);
+    json_decref(p);
+
+    p = inv_cancelled_payload(&c, at);
+    assert_int_equal(json_object_size(p), 5);
+    assert_string_equal(str_of(p, "orderId"), ORDER);
+    assert_string_equal(str_of(p, "stage"), "NONE");
+    assert_true(json_is_null(json_object_get(p, "reason")));
+    assert_string_equal(str_of(p, "cancelledAt"), at);
+    json_decref(p);
+
+    const inv_line_t lines[] = {{"a", 2}};
+    p = inv_released_payload(ORDER, "11111111-2222-4333-8444-555555555555",
+                             INV_REASON_ORDER_CANCELLED, lines, 1, at);
+    assert_string_equal(str_of(p, "reason"), "ORDER_CANCELLED");
+    json_decref(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(order_created_is_read_with_duplicates_added),
@@ -656,6 +848,13 @@ int main(void) {
         cmocka_unit_test(reserved_payload_carries_the_order_forward),
         cmocka_unit_test(rejected_payload_names_the_item_at_fault),
         cmocka_unit_test(released_payload_lists_what_went_back),
+        cmocka_unit_test(a_cancel_request_is_read_with_or_without_a_reason),
+        cmocka_unit_test(malformed_cancel_requests_name_the_field),
+        cmocka_unit_test(a_verdict_must_name_the_envelopes_order),
+        cmocka_unit_test(a_cancel_request_is_decided_by_the_reservation),
+        cmocka_unit_test(a_verdict_gives_back_what_is_held_or_sold),
+        cmocka_unit_test(a_payment_outcome_after_a_cancel_changes_nothing),
+        cmocka_unit_test(cancel_payloads_copy_the_request_forward),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
