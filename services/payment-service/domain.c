@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "deta/fields.h"
+#include "deta/states.h"
 #include "deta/topics.h"
 
 #define PAYMENT_PRODUCER "payment-service"
@@ -291,6 +292,196 @@ deta_err_t payment_event_build(const payment_t *p, deta_event_t *ev, char *errst
     if (err == DETA_OK)
         snprintf(ev->occurred_at, sizeof ev->occurred_at, "%s", p->decided_at);
     return err;
+}
+
+/* ---- the cancellation saga ---- */
+
+static deta_err_t invalid_of(const char *type, char *errstr, size_t errsize, const char *field,
+                             const char *why) {
+    return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s %s %s", type, field, why);
+}
+
+/* The envelope's orderId a UUID and the payload's the same (every event here). */
+static deta_err_t check_order(const deta_event_t *ev, const char *type, char *errstr,
+                              size_t errsize) {
+    if (!deta_uuid_valid(ev->order_id))
+        return invalid_of(type, errstr, errsize, "orderId", "must be a UUID");
+    if (!json_is_object(ev->payload))
+        return invalid_of(type, errstr, errsize, "payload", "must be an object");
+    const json_t *oid = json_object_get(ev->payload, "orderId");
+    if (!json_is_string(oid) || strcmp(json_string_value(oid), ev->order_id) != 0)
+        return invalid_of(type, errstr, errsize, "payload.orderId",
+                          "must equal the envelope's orderId");
+    return DETA_OK;
+}
+
+static const deta_field_t CANCEL_FIELDS[] = {
+    DETA_FIELD("reservationId", DETA_FIELD_TEXT, true, 1, DETA_ID_MAX, payment_cancel_t,
+               reservation_id),
+    DETA_FIELD("requestedAt", DETA_FIELD_INSTANT, true, 0, 0, payment_cancel_t, requested_at),
+};
+static const deta_field_t CANCEL_REASON_FIELD[] = {
+    DETA_FIELD("reason", DETA_FIELD_TEXT, true, 1, PAYMENT_REASON_MAX, payment_cancel_t,
+               reason),
+};
+
+deta_err_t payment_cancel_from_event(const deta_event_t *ev, payment_cancel_t *c, char *errstr,
+                                     size_t errsize) {
+    static const char type[] = DETA_EVT_INVENTORY_CANCEL_FORWARDED;
+    memset(c, 0, sizeof *c);
+    deta_err_t err = check_order(ev, type, errstr, errsize);
+    if (err)
+        return err;
+    deta_field_error_t e;
+    if (deta_fields_read(ev->payload, "payload.", CANCEL_FIELDS,
+                         sizeof CANCEL_FIELDS / sizeof *CANCEL_FIELDS, c, &e))
+        return invalid_of(type, errstr, errsize, e.field, e.message);
+    /* reason: the client's, or null (absent is taken as null too) */
+    const json_t *reason = json_object_get(ev->payload, "reason");
+    if (reason && !json_is_null(reason)) {
+        if (deta_fields_read(ev->payload, "payload.", CANCEL_REASON_FIELD, 1, c, &e))
+            return invalid_of(type, errstr, errsize, e.field, e.message);
+        c->has_reason = true;
+    }
+    memcpy(c->event_id, ev->event_id, sizeof c->event_id);
+    memcpy(c->order_id, ev->order_id, sizeof c->order_id);
+    memcpy(c->correlation_id, ev->correlation_id, sizeof c->correlation_id);
+    return DETA_OK;
+}
+
+payment_cancel_verdict_t payment_cancel_decide(bool decided_before, const char *payment_status) {
+    if (decided_before)
+        return PAYMENT_CANCEL_DECIDED;
+    if (!payment_status)
+        return PAYMENT_CANCEL_FENCE;
+    if (strcmp(payment_status, PAYMENT_STATUS_AUTHORIZED) == 0)
+        return PAYMENT_CANCEL_FORWARD;
+    return PAYMENT_CANCEL_REFUSE;
+}
+
+const char *payment_cancel_verdict_name(payment_cancel_verdict_t v) {
+    switch (v) {
+    case PAYMENT_CANCEL_FORWARD:
+        return "FORWARDED";
+    case PAYMENT_CANCEL_REFUSE:
+        return "REFUSED";
+    case PAYMENT_CANCEL_FENCE:
+        return "CANCELLED";
+    case PAYMENT_CANCEL_DECIDED:
+        break;
+    }
+    return NULL;
+}
+
+static json_t *cancel_payload(const payment_cancel_t *c, payment_cancel_verdict_t v,
+                              const char *payment_id, const char *at) {
+    json_t *reason = c->has_reason ? json_string(c->reason) : json_null();
+    switch (v) {
+    case PAYMENT_CANCEL_FORWARD:
+        return json_pack("{s:s, s:s, s:o, s:s, s:s}", "orderId", c->order_id, "paymentId",
+                         payment_id, "reason", reason, "requestedAt", c->requested_at,
+                         "forwardedAt", at);
+    case PAYMENT_CANCEL_REFUSE:
+        return json_pack("{s:s, s:s, s:o, s:s, s:s}", "orderId", c->order_id, "orderStatus",
+                         DETA_STATE_PAYMENT_FAILED, "reason", reason, "requestedAt",
+                         c->requested_at, "refusedAt", at);
+    case PAYMENT_CANCEL_FENCE:
+        return json_pack("{s:s, s:s, s:s, s:o, s:s, s:s}", "orderId", c->order_id, "stage",
+                         PAYMENT_STAGE_NONE, "reservationId", c->reservation_id, "reason",
+                         reason, "requestedAt", c->requested_at, "cancelledAt", at);
+    case PAYMENT_CANCEL_DECIDED:
+        break;
+    }
+    json_decref(reason);
+    return NULL;
+}
+
+static const char *cancel_event_type(payment_cancel_verdict_t v) {
+    return v == PAYMENT_CANCEL_FORWARD  ? DETA_EVT_PAYMENT_CANCEL_FORWARDED
+           : v == PAYMENT_CANCEL_REFUSE ? DETA_EVT_PAYMENT_CANCEL_REFUSED
+                                        : DETA_EVT_PAYMENT_CANCELLED;
+}
+
+deta_err_t payment_cancel_event_build(const payment_cancel_t *c, payment_cancel_verdict_t v,
+                                      const char *payment_id, const char *decided_at,
+                                      deta_event_t *ev, char *errstr, size_t errsize) {
+    memset(ev, 0, sizeof *ev);
+    if (v == PAYMENT_CANCEL_DECIDED || (v == PAYMENT_CANCEL_FORWARD && !payment_id))
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "no event for this verdict");
+    json_t *payload = cancel_payload(c, v, payment_id, decided_at);
+    if (!payload)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    deta_err_t err = deta_event_init(ev, cancel_event_type(v), c->order_id, c->correlation_id,
+                                     PAYMENT_PRODUCER, payload, errstr, errsize);
+    if (err == DETA_OK)
+        snprintf(ev->occurred_at, sizeof ev->occurred_at, "%s", decided_at);
+    return err;
+}
+
+/* ---- refunds ---- */
+
+deta_err_t payment_refund_request_from_event(const deta_event_t *ev,
+                                             payment_refund_request_t *r, char *errstr,
+                                             size_t errsize) {
+    memset(r, 0, sizeof *r);
+    deta_err_t err = check_order(ev, DETA_EVT_DELIVERY_CANCELLED, errstr, errsize);
+    if (err)
+        return err;
+    memcpy(r->event_id, ev->event_id, sizeof r->event_id);
+    memcpy(r->order_id, ev->order_id, sizeof r->order_id);
+    memcpy(r->correlation_id, ev->correlation_id, sizeof r->correlation_id);
+    return DETA_OK;
+}
+
+bool payment_refund_amount(const char *payment_status, deta_money_t charged,
+                           deta_money_t *amount) {
+    if (!payment_status || strcmp(payment_status, PAYMENT_STATUS_AUTHORIZED) != 0 || charged < 0)
+        return false;
+    *amount = charged; /* whole: a cancelled order is refunded what it was charged */
+    return true;
+}
+
+json_t *payment_refund_payload(const payment_refund_t *r) {
+    char amount[DETA_MONEY_STRLEN];
+    deta_money_format(r->amount, amount);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "orderId", r->req.order_id,
+                     "paymentId", r->payment_id, "refundId", r->refund_id, "amount", amount,
+                     "currency", r->currency, "reason", DETA_REASON_ORDER_CANCELLED,
+                     "refundedAt", r->refunded_at);
+}
+
+deta_err_t payment_refund_event_build(const payment_refund_t *r, deta_event_t *ev,
+                                      char *errstr, size_t errsize) {
+    json_t *payload = payment_refund_payload(r);
+    if (!payload) {
+        memset(ev, 0, sizeof *ev);
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    }
+    deta_err_t err = deta_event_init(ev, DETA_EVT_PAYMENT_REFUNDED, r->req.order_id,
+                                     r->req.correlation_id, PAYMENT_PRODUCER, payload, errstr,
+                                     errsize);
+    if (err == DETA_OK)
+        snprintf(ev->occurred_at, sizeof ev->occurred_at, "%s", r->refunded_at);
+    return err;
+}
+
+void payment_ledger_format_refund(char out[PAYMENT_LEDGER_LINE_MAX], const char *key,
+                                  deta_money_t amount, const char *instance) {
+    char text[DETA_MONEY_STRLEN];
+    snprintf(out, PAYMENT_LEDGER_LINE_MAX, "\nrefund %s %s %.96s\n", key,
+             deta_money_format(amount, text), instance);
+}
+
+bool payment_ledger_parse_refund(const char *line, char key[DETA_UUID_LEN + 1],
+                                 deta_money_t *amount) {
+    char k[DETA_UUID_LEN + 2], text[DETA_MONEY_STRLEN + 1], instance[2];
+    deta_money_t m;
+    if (sscanf(line, "refund %37s %24s %1s", k, text, instance) != 3 || !deta_uuid_valid(k) ||
+        deta_money_parse(text, &m, NULL, 0) != DETA_OK || m < 0)
+        return false;
+    memcpy(key, k, DETA_UUID_LEN + 1);
+    *amount = m;
+    return true;
 }
 
 void payment_dedup_key(char out[PAYMENT_KEY_MAX], const char *event_id) {

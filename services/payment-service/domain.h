@@ -156,6 +156,100 @@ json_t *payment_event_payload(const payment_t *p);
 deta_err_t payment_event_build(const payment_t *p, deta_event_t *ev, char *errstr,
                                size_t errsize);
 
+/* ---- the cancellation saga (docs/contracts.md#cancellation) ---- */
+
+#define PAYMENT_REASON_MAX 200 /* the client's reason, as order-service accepts it */
+#define PAYMENT_STAGE_NONE "NONE"
+
+/* What an inventory.cancel_forwarded asks: payment decides the cancel of the
+ * order. reason is the client's, "" (has_reason false) when it gave none. */
+typedef struct payment_cancel {
+    char event_id[DETA_UUID_LEN + 1];
+    char order_id[DETA_UUID_LEN + 1];
+    char correlation_id[DETA_ID_MAX + 1];
+    char reservation_id[DETA_ID_MAX + 1];
+    bool has_reason;
+    char reason[PAYMENT_REASON_MAX + 1];
+    char requested_at[DETA_TS_LEN];
+} payment_cancel_t;
+
+/* From a parsed inventory.cancel_forwarded: orderId a UUID (the payload's the
+ * same), reservationId 1..64 bytes, reason null or 1..200 bytes, requestedAt an
+ * instant; DETA_ERR_INVALID naming the field otherwise. */
+deta_err_t payment_cancel_from_event(const deta_event_t *ev, payment_cancel_t *c, char *errstr,
+                                     size_t errsize);
+
+typedef enum payment_cancel_verdict {
+    PAYMENT_CANCEL_DECIDED,  /* decided before (a redelivery or a second forward): nothing */
+    PAYMENT_CANCEL_FORWARD,  /* the order is paid: delivery decides (payment.cancel_forwarded) */
+    PAYMENT_CANCEL_REFUSE,   /* the payment was declined: PAYMENT_FAILED (payment.cancel_refused) */
+    PAYMENT_CANCEL_FENCE,    /* no payment: the cancel wins, the charge is fenced off
+                              * (payment_cancellations, payment.cancelled) */
+} payment_cancel_verdict_t;
+
+/* The verdict from what payment-service holds of the order: whether it decided
+ * a cancel of it already, and its payment's status (NULL when it has none). */
+payment_cancel_verdict_t payment_cancel_decide(bool decided_before, const char *payment_status);
+/* The word stored in payment_cancellations.verdict: FORWARDED, REFUSED or
+ * CANCELLED (NULL for PAYMENT_CANCEL_DECIDED). */
+const char *payment_cancel_verdict_name(payment_cancel_verdict_t v);
+
+/* The verdict's event, decided at decided_at: payment.cancel_forwarded
+ * {orderId, paymentId, reason, requestedAt, forwardedAt}, payment.cancel_refused
+ * {orderId, orderStatus PAYMENT_FAILED, reason, requestedAt, refusedAt} or
+ * payment.cancelled {orderId, stage NONE, reservationId, reason, requestedAt,
+ * cancelledAt}; reason is null when the client gave none. payment_id is used
+ * by the forward only. occurredAt = decided_at. */
+deta_err_t payment_cancel_event_build(const payment_cancel_t *c, payment_cancel_verdict_t v,
+                                      const char *payment_id, const char *decided_at,
+                                      deta_event_t *ev, char *errstr, size_t errsize);
+
+/* ---- refunds (docs/contracts.md#refunds) ---- */
+
+/* What a delivery.cancelled asks of payment: refund the order's charge. Only
+ * the orderId (a UUID, the payload's the same) is read; the amount is the
+ * charge's own, never the event's. */
+typedef struct payment_refund_request {
+    char event_id[DETA_UUID_LEN + 1]; /* the refund's idempotency key */
+    char order_id[DETA_UUID_LEN + 1];
+    char correlation_id[DETA_ID_MAX + 1];
+} payment_refund_request_t;
+
+deta_err_t payment_refund_request_from_event(const deta_event_t *ev,
+                                             payment_refund_request_t *r, char *errstr,
+                                             size_t errsize);
+
+/* The refund a payment calls for: true with *amount = the whole charge when
+ * its status is AUTHORIZED; false (nothing to refund) for a decline or no
+ * payment (status NULL). */
+bool payment_refund_amount(const char *payment_status, deta_money_t charged,
+                           deta_money_t *amount);
+
+/* A refund, as recorded and announced. */
+typedef struct payment_refund {
+    char refund_id[DETA_UUID_LEN + 1];
+    char payment_id[DETA_UUID_LEN + 1];
+    payment_refund_request_t req;
+    deta_money_t amount;
+    char currency[4];
+    char refunded_at[DETA_TS_LEN];
+} payment_refund_t;
+
+/* payment.refunded {orderId, paymentId, refundId, amount, currency, reason
+ * ORDER_CANCELLED, refundedAt}; occurredAt = refundedAt. */
+json_t *payment_refund_payload(const payment_refund_t *r);
+deta_err_t payment_refund_event_build(const payment_refund_t *r, deta_event_t *ev,
+                                      char *errstr, size_t errsize);
+
+/* The ledger's refund line, "refund <key> <amount> <instance>", between two
+ * newlines like a charge's; parse reads one line (without its newline): true
+ * with key and amount when it is a well-formed refund line (a charge line is
+ * not, and payment_ledger_parse takes no refund line). */
+void payment_ledger_format_refund(char out[PAYMENT_LEDGER_LINE_MAX], const char *key,
+                                  deta_money_t amount, const char *instance);
+bool payment_ledger_parse_refund(const char *line, char key[DETA_UUID_LEN + 1],
+                                 deta_money_t *amount);
+
 /* payment:dedup:{eventId} and payment-lock:order:{orderId}. */
 void payment_dedup_key(char out[PAYMENT_KEY_MAX], const char *event_id);
 void payment_lock_key(char out[PAYMENT_KEY_MAX], const char *order_id);

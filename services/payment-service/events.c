@@ -1,5 +1,7 @@
 /*
- * events.c - payment-service's consumer of raw.inventory-events.
+ * events.c - payment-service's consumers: raw.inventory-events (the charge of
+ * inventory.reserved, the cancel's inventory.cancel_forwarded) and
+ * raw.delivery-events (the refund of delivery.cancelled).
  *
  * Why not events.h's dispatcher: that opens the database transaction first and
  * claims the event in processed_events inside it. Payments follow the layers of
@@ -55,6 +57,20 @@
  * expiry. The retry budget (PAYMENT_MAX_RETRIES 12 with the consumer's backoff
  * 0.2, 0.4, ... capped at 5 s: 41 s in all) outlasts that with room to spare.
  *
+ * The cancellation saga (docs/contracts.md#cancellation). inventory.cancel_forwarded
+ * takes the same Redis lock and Postgres claim as a charge, and decides in one
+ * transaction (store.c): paid -> payment.cancel_forwarded, declined ->
+ * payment.cancel_refused, no payment -> the fence (payment_cancellations) and
+ * payment.cancelled; a charge attempt of the order that is unfinished makes it
+ * wait (transient). The charge's step 3 reads the fence under its claim and
+ * charges nothing for a cancelled order.
+ *
+ * Refunds (docs/contracts.md#refunds): delivery.cancelled goes through the same
+ * six steps with refunds and refund_attempts in place of payments and
+ * payment_attempts, and the gateway's refund under the order's key; a resumed
+ * attempt looks the refund up first. An order without an authorized payment is
+ * skipped (nothing to refund), not dead-lettered.
+ *
  * Housekeeping: at most once per HOUSEKEEP_MS, the worker that passes deletes
  * expired claims and counts stale attempts (payment_attempts_stale).
  *
@@ -88,6 +104,7 @@ typedef enum outcome {
     OUTCOME_NEW,       /* a payment was decided and recorded */
     OUTCOME_DUP_REDIS, /* the marker said: done before */
     OUTCOME_DUP_DB,    /* the payments table said: done before */
+    OUTCOME_FENCED,    /* the order was cancelled before any charge: nothing charged */
 } outcome_t;
 
 struct payment_events {
@@ -113,6 +130,12 @@ struct payment_events {
     deta_gauge_t *stale_attempts;
     deta_gauge_t *in_flight;   /* gateway calls waiting now */
     deta_gauge_t *connections; /* shared Postgres connections opened */
+    /* the cancellation saga and refunds */
+    deta_counter_t *cancel_forwarded, *cancel_refused, *cancel_fenced;
+    deta_counter_t *cancel_duplicate;
+    deta_counter_t *cancelled_before_charge;
+    deta_counter_t *refunded, *refund_duplicate, *refund_skipped;
+    deta_counter_t *refund_calls, *refund_lookups;
 };
 
 payment_events_t *payment_events_new(deta_service_t *svc, const payment_settings_t *settings,
@@ -164,6 +187,35 @@ payment_events_t *payment_events_new(deta_service_t *svc, const payment_settings
     pe->connections = deta_gauge(m, "payment_db_connections",
                                  "Postgres connections the consumer's workers share (opened)",
                                  NULL);
+    static const char verdicts[] = "Cancels decided by payment-service, by verdict";
+    pe->cancel_forwarded = deta_counter(m, "payment_cancel_verdicts_total", verdicts,
+                                        "verdict=\"FORWARDED\"");
+    pe->cancel_refused = deta_counter(m, "payment_cancel_verdicts_total", verdicts,
+                                      "verdict=\"REFUSED\"");
+    pe->cancel_fenced = deta_counter(m, "payment_cancel_verdicts_total", verdicts,
+                                     "verdict=\"CANCELLED\"");
+    pe->cancel_duplicate = deta_counter(m, "payment_cancel_duplicate_total",
+                                        "inventory.cancel_forwarded events of a cancel decided "
+                                        "before (nothing published)",
+                                        NULL);
+    pe->cancelled_before_charge =
+        deta_counter(m, "payment_cancelled_before_charge_total",
+                     "inventory.reserved events of orders cancelled before any charge "
+                     "(not charged)",
+                     NULL);
+    pe->refunded = deta_counter(m, "payment_refunded_total", "Refunds made and recorded", NULL);
+    pe->refund_duplicate = deta_counter(m, "payment_refund_duplicate_total",
+                                        "delivery.cancelled events of orders refunded already",
+                                        NULL);
+    pe->refund_skipped = deta_counter(m, "payment_refund_skipped_total",
+                                      "delivery.cancelled events without an authorized payment "
+                                      "(nothing to refund)",
+                                      NULL);
+    pe->refund_calls = deta_counter(m, "payment_gateway_refund_calls_total",
+                                    "Refunds asked of the payment gateway (one per order)", NULL);
+    pe->refund_lookups = deta_counter(m, "payment_gateway_refund_lookups_total",
+                                      "Look-ups of an earlier attempt's refund at the gateway",
+                                      NULL);
     return pe;
 }
 
@@ -225,14 +277,13 @@ static deta_err_t begin_attempt(payment_events_t *pe, const payment_request_t *r
 }
 
 /* Before any charge: the claim goes back (a retry may then begin at once). */
-static deta_err_t give_back(payment_events_t *pe, const payment_request_t *req,
-                            const char *holder, deta_err_t err, char *errstr, size_t errsize,
-                            const char *why) {
+static deta_err_t give_back(payment_events_t *pe, const char *order_id, const char *holder,
+                            deta_err_t err, char *errstr, size_t errsize, const char *why) {
     char reason[256];
     snprintf(reason, sizeof reason, "%s", why ? why : ""); /* why may be errstr itself */
     deta_db_t *db = deta_db_shared_take(pe->db, DB_TAKE_MS);
     if (db) {
-        payment_store_unclaim(db, req->order_id, holder);
+        payment_store_unclaim(db, order_id, holder);
         deta_db_shared_give(pe->db, db);
     }
     return deta_errf(err, errstr, errsize, "%s", reason);
@@ -260,7 +311,8 @@ static deta_err_t decide(payment_events_t *pe, const payment_request_t *req, con
         deta_err_t err = payment_gateway_lookup(pe->gateway, req->order_id, req, &found,
                                                 decision, errstr, errsize);
         if (err)
-            return give_back(pe, req, holder, err, errstr, errsize, errstr ? errstr : "");
+            return give_back(pe, req->order_id, holder, err, errstr, errsize,
+                             errstr ? errstr : "");
         if (found)
             return DETA_OK;
     }
@@ -270,44 +322,63 @@ static deta_err_t decide(payment_events_t *pe, const payment_request_t *req, con
         return DETA_OK;
     }
     if (stopping(pe))
-        return give_back(pe, req, holder, DETA_ERR_TRANSIENT, errstr, errsize,
+        return give_back(pe, req->order_id, holder, DETA_ERR_TRANSIENT, errstr, errsize,
                          "stopping: the gateway is not called, the event comes again");
     if (deta_clock_ms() - claimed_at > CHARGE_DEADLINE_MS)
-        return give_back(pe, req, holder, DETA_ERR_TRANSIENT, errstr, errsize,
+        return give_back(pe, req->order_id, holder, DETA_ERR_TRANSIENT, errstr, errsize,
                          "the claim is too old to charge on: it could expire during the call");
     deta_err_t err = charge(pe, req, decision, errstr, errsize);
     if (err) /* the gateway took no charge */
-        return give_back(pe, req, holder, err, errstr, errsize, errstr ? errstr : "");
+        return give_back(pe, req->order_id, holder, err, errstr, errsize,
+                             errstr ? errstr : "");
     return DETA_OK;
 }
 
+/* A record of step 5 (a payment or a refund): one transaction, store.c's. */
+typedef deta_err_t (*record_fn)(deta_db_t *db, const void *item, const deta_event_t *ev,
+                                const char *holder, bool *recorded, char *errstr,
+                                size_t errsize);
+
+static deta_err_t record_payment(deta_db_t *db, const void *item, const deta_event_t *ev,
+                                 const char *holder, bool *recorded, char *errstr,
+                                 size_t errsize) {
+    return payment_store_record(db, item, ev, holder, recorded, errstr, errsize);
+}
+
+static deta_err_t record_refund(deta_db_t *db, const void *item, const deta_event_t *ev,
+                                const char *holder, bool *recorded, char *errstr,
+                                size_t errsize) {
+    return payment_store_refund_record(db, item, ev, holder, recorded, errstr, errsize);
+}
+
 /* One try of step 5; the claim renewed first on a retry. */
-static deta_err_t record_try(payment_events_t *pe, const payment_t *p, const deta_event_t *ev,
-                             const char *holder, int attempt, bool *recorded, char *errstr,
-                             size_t errsize) {
+static deta_err_t record_try(payment_events_t *pe, record_fn fn, const void *item,
+                             const char *order_id, const deta_event_t *ev, const char *holder,
+                             int attempt, bool *recorded, char *errstr, size_t errsize) {
     deta_db_t *db = take_db(pe, errstr, errsize);
     if (!db)
         return DETA_ERR_TRANSIENT;
     bool held = true;
     deta_err_t err = DETA_OK;
     if (attempt > 1)
-        err = payment_store_extend(db, p->req.order_id, holder, &held, errstr, errsize);
+        err = payment_store_extend(db, order_id, holder, &held, errstr, errsize);
     if (!err)
-        err = payment_store_record(db, p, ev, holder, recorded, errstr, errsize);
+        err = fn(db, item, ev, holder, recorded, errstr, errsize);
     deta_db_shared_give(pe->db, db);
     return err;
 }
 
-/* Step 5, retried in place until it commits (see the top of this file). */
-static deta_err_t record_decided(payment_events_t *pe, const payment_t *p, const char *holder,
-                                 bool *recorded, char *errstr, size_t errsize) {
-    deta_event_t ev;
-    deta_err_t err = payment_event_build(p, &ev, errstr, errsize);
-    if (err) /* out of memory, after the charge: the next attempt resumes by a look-up */
-        return DETA_ERR_TRANSIENT;
+/* Step 5, retried in place until it commits (see the top of this file). what
+ * names the record in the log ("payment <id>", "refund <id>"). */
+static deta_err_t record_retried(payment_events_t *pe, record_fn fn, const void *item,
+                                 const char *order_id, const char *what,
+                                 const deta_event_t *ev, const char *holder, bool *recorded,
+                                 char *errstr, size_t errsize) {
+    deta_err_t err;
     long stop_deadline = 0, backoff = RECORD_BACKOFF_MS;
     for (int attempt = 1;; attempt++) {
-        err = record_try(pe, p, &ev, holder, attempt, recorded, errstr, errsize);
+        err = record_try(pe, fn, item, order_id, ev, holder, attempt, recorded, errstr,
+                         errsize);
         if (!err)
             break;
         if (stopping(pe) && !stop_deadline)
@@ -316,14 +387,26 @@ static deta_err_t record_decided(payment_events_t *pe, const payment_t *p, const
             break; /* the attempt stays: the next one resumes it by a look-up */
         deta_counter_inc(pe->record_retries);
         if (attempt == 1 || attempt % 10 == 0)
-            DETA_WARN("payment %s of order %s decided but not recorded (try %d, %s): %s",
-                      p->payment_id, p->req.order_id, attempt, deta_err_name(err),
-                      errstr ? errstr : "");
+            DETA_WARN("%s of order %s decided but not recorded (try %d, %s): %s", what,
+                      order_id, attempt, deta_err_name(err), errstr ? errstr : "");
         deta_sleep_ms(backoff);
         backoff = backoff * 2 > RECORD_BACKOFF_MAX_MS ? RECORD_BACKOFF_MAX_MS : backoff * 2;
     }
-    deta_event_clear(&ev);
     return err == DETA_OK ? DETA_OK : DETA_ERR_TRANSIENT;
+}
+
+static deta_err_t record_decided(payment_events_t *pe, const payment_t *p, const char *holder,
+                                 bool *recorded, char *errstr, size_t errsize) {
+    deta_event_t ev;
+    deta_err_t err = payment_event_build(p, &ev, errstr, errsize);
+    if (err) /* out of memory, after the charge: the next attempt resumes by a look-up */
+        return DETA_ERR_TRANSIENT;
+    char what[64];
+    snprintf(what, sizeof what, "payment %s", p->payment_id);
+    err = record_retried(pe, record_payment, p, p->req.order_id, what, &ev, holder, recorded,
+                         errstr, errsize);
+    deta_event_clear(&ev);
+    return err;
 }
 
 /* Steps 3 to 5. */
@@ -337,6 +420,10 @@ static deta_err_t record_once(payment_events_t *pe, const payment_request_t *req
     deta_err_t err = begin_attempt(pe, req, holder, &attempt, payment_id, errstr, errsize);
     if (err || attempt == PAYMENT_ATTEMPT_DONE)
         return err;
+    if (attempt == PAYMENT_ATTEMPT_FENCED) {
+        *out = OUTCOME_FENCED;
+        return DETA_OK;
+    }
     if (attempt == PAYMENT_ATTEMPT_BUSY) {
         deta_counter_inc(pe->lock_timeout);
         return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
@@ -373,6 +460,224 @@ static deta_err_t charge_once(payment_events_t *pe, const payment_request_t *req
     return err;
 }
 
+/* ---- the cancellation saga: inventory.cancel_forwarded ---- */
+
+/* Under the order's Redis lock (steps 1 and 2 as for a charge) and its claim:
+ * store.c's one transaction decides and publishes; then the marker (step 6).
+ * A charge in flight holds the claim (on another instance) or runs before this
+ * on the same worker (one order's messages in order): the cancel waits for it.
+ * A redelivered forward stops at its marker, or, without Redis, at the row of
+ * payment_cancellations its first delivery committed. */
+static deta_err_t cancel_once(payment_events_t *pe, const payment_cancel_t *c,
+                              payment_cancel_verdict_t *verdict, char *errstr,
+                              size_t errsize) {
+    char token[DETA_UUID_LEN + 1], payment_id[DETA_UUID_LEN + 1];
+    deta_uuid_new(token);
+    *verdict = PAYMENT_CANCEL_DECIDED;
+    guard_entry_t entry = payment_guard_enter(pe->guard, c->event_id, c->order_id, token);
+    if (entry == GUARD_DUPLICATE)
+        return DETA_OK;
+    if (entry == GUARD_BUSY) {
+        deta_counter_inc(pe->lock_timeout);
+        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                         "the order's payment lock is held by another consumer");
+    }
+    payment_cancel_step_t step = PAYMENT_CANCEL_STEP_BUSY;
+    deta_err_t err = DETA_ERR_TRANSIENT;
+    deta_db_t *db = take_db(pe, errstr, errsize);
+    if (db) {
+        err = payment_store_cancel(db, c, token, &step, verdict, payment_id, errstr, errsize);
+        deta_db_shared_give(pe->db, db);
+    }
+    if (!err && step == PAYMENT_CANCEL_STEP_BUSY) {
+        deta_counter_inc(pe->lock_timeout);
+        err = deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                        "the order's payment claim in Postgres is held by another consumer");
+    } else if (!err && step == PAYMENT_CANCEL_STEP_CHARGING) {
+        err = deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                        "a charge of the order is unfinished: the cancel waits for it");
+    }
+    if (entry == GUARD_LOCKED)
+        payment_guard_leave(pe->guard, c->event_id, c->order_id, token, err == DETA_OK);
+    return err;
+}
+
+static deta_err_t handle_cancel_forwarded(payment_events_t *pe, const deta_kafka_msg_t *msg,
+                                          const deta_event_t *ev, char *errstr,
+                                          size_t errsize) {
+    char why[512] = "";
+    payment_cancel_t c;
+    payment_cancel_verdict_t verdict = PAYMENT_CANCEL_DECIDED;
+    deta_err_t err = payment_cancel_from_event(ev, &c, why, sizeof why);
+    if (!err)
+        err = cancel_once(pe, &c, &verdict, why, sizeof why);
+    if (err) {
+        deta_log(err == DETA_ERR_TRANSIENT ? DETA_LOG_WARN : DETA_LOG_ERROR, ev->order_id,
+                 ev->correlation_id, "%s %s not processed (%s, attempt %d): %s", ev->event_type,
+                 ev->event_id, deta_err_name(err), msg->attempt + 1, why);
+        return deta_errf(err, errstr, errsize, "%s", why);
+    }
+    switch (verdict) {
+    case PAYMENT_CANCEL_FORWARD:
+        deta_counter_inc(pe->cancel_forwarded);
+        break;
+    case PAYMENT_CANCEL_REFUSE:
+        deta_counter_inc(pe->cancel_refused);
+        break;
+    case PAYMENT_CANCEL_FENCE:
+        deta_counter_inc(pe->cancel_fenced);
+        break;
+    case PAYMENT_CANCEL_DECIDED:
+        deta_counter_inc(pe->cancel_duplicate);
+        break;
+    }
+    const char *name = payment_cancel_verdict_name(verdict);
+    deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id, "%s %s: %s", ev->event_type,
+             ev->event_id, name ? name : "decided before, nothing published");
+    return DETA_OK;
+}
+
+/* ---- refunds: delivery.cancelled ---- */
+
+typedef enum refund_outcome {
+    REFUND_NEW,       /* refunded and recorded */
+    REFUND_DUPLICATE, /* refunded before (the marker or the refunds table said) */
+    REFUND_SKIPPED,   /* no authorized payment: nothing to refund */
+} refund_outcome_t;
+
+/* Step 4 for a refund: a resumed attempt looks the refund up first. */
+static deta_err_t decide_refund(payment_events_t *pe, const payment_refund_t *r,
+                                const char *holder, payment_refund_attempt_t attempt,
+                                long claimed_at, char *errstr, size_t errsize) {
+    const char *order = r->req.order_id;
+    if (attempt == PAYMENT_REFUND_RESUMED) {
+        bool found = false;
+        deta_money_t amount = 0;
+        deta_counter_inc(pe->resumed);
+        deta_counter_inc(pe->refund_lookups);
+        deta_err_t err =
+            payment_gateway_refund_lookup(pe->gateway, order, &found, &amount, errstr, errsize);
+        if (err)
+            return give_back(pe, order, holder, err, errstr, errsize, errstr ? errstr : "");
+        if (found)
+            return DETA_OK;
+    }
+    if (stopping(pe))
+        return give_back(pe, order, holder, DETA_ERR_TRANSIENT, errstr, errsize,
+                         "stopping: the gateway is not called, the event comes again");
+    if (deta_clock_ms() - claimed_at > CHARGE_DEADLINE_MS)
+        return give_back(pe, order, holder, DETA_ERR_TRANSIENT, errstr, errsize,
+                         "the claim is too old to refund on: it could expire during the call");
+    deta_counter_inc(pe->refund_calls);
+    deta_gauge_add(pe->in_flight, 1);
+    deta_err_t err = payment_gateway_refund(pe->gateway, order, r->amount, errstr, errsize);
+    deta_gauge_add(pe->in_flight, -1);
+    if (err) /* the gateway refunded nothing */
+        return give_back(pe, order, holder, err, errstr, errsize, errstr ? errstr : "");
+    return DETA_OK;
+}
+
+/* Steps 3 to 5 of a refund. */
+static deta_err_t refund_record_once(payment_events_t *pe, const payment_refund_request_t *req,
+                                     const char *holder, payment_refund_t *r,
+                                     refund_outcome_t *out, char *errstr, size_t errsize) {
+    *out = REFUND_DUPLICATE;
+    payment_refund_attempt_t attempt = PAYMENT_REFUND_BUSY;
+    long claimed_at = deta_clock_ms();
+    deta_db_t *db = take_db(pe, errstr, errsize);
+    if (!db)
+        return DETA_ERR_TRANSIENT;
+    deta_err_t err = payment_store_refund_begin(db, req, holder, &attempt, r, errstr, errsize);
+    deta_db_shared_give(pe->db, db);
+    if (err || attempt == PAYMENT_REFUND_DONE)
+        return err;
+    if (attempt == PAYMENT_REFUND_NOTHING) {
+        *out = REFUND_SKIPPED;
+        return DETA_OK;
+    }
+    if (attempt == PAYMENT_REFUND_BUSY) {
+        deta_counter_inc(pe->lock_timeout);
+        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                         "the order's payment claim in Postgres is held by another consumer");
+    }
+    if ((err = decide_refund(pe, r, holder, attempt, claimed_at, errstr, errsize)))
+        return err;
+    deta_timestamp_now(r->refunded_at);
+    deta_event_t ev;
+    if (payment_refund_event_build(r, &ev, errstr, errsize)) /* out of memory */
+        return DETA_ERR_TRANSIENT;
+    char what[64];
+    snprintf(what, sizeof what, "refund %s", r->refund_id);
+    bool recorded = false;
+    err = record_retried(pe, record_refund, r, req->order_id, what, &ev, holder, &recorded,
+                         errstr, errsize);
+    deta_event_clear(&ev);
+    *out = recorded ? REFUND_NEW : REFUND_DUPLICATE;
+    return err;
+}
+
+/* Steps 1 to 6 of a refund, the Redis layers around refund_record_once. */
+static deta_err_t refund_once(payment_events_t *pe, const payment_refund_request_t *req,
+                              payment_refund_t *r, refund_outcome_t *out, char *errstr,
+                              size_t errsize) {
+    char token[DETA_UUID_LEN + 1];
+    deta_uuid_new(token);
+    guard_entry_t entry = payment_guard_enter(pe->guard, req->event_id, req->order_id, token);
+    if (entry == GUARD_DUPLICATE) {
+        *out = REFUND_DUPLICATE;
+        return DETA_OK;
+    }
+    if (entry == GUARD_BUSY) {
+        deta_counter_inc(pe->lock_timeout);
+        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                         "the order's payment lock is held by another consumer");
+    }
+    deta_err_t err = refund_record_once(pe, req, token, r, out, errstr, errsize);
+    if (entry == GUARD_LOCKED)
+        payment_guard_leave(pe->guard, req->event_id, req->order_id, token, err == DETA_OK);
+    return err;
+}
+
+static deta_err_t handle_delivery_cancelled(payment_events_t *pe, const deta_kafka_msg_t *msg,
+                                            const deta_event_t *ev, char *errstr,
+                                            size_t errsize) {
+    char why[512] = "";
+    payment_refund_request_t req;
+    payment_refund_t r;
+    refund_outcome_t out = REFUND_DUPLICATE;
+    memset(&r, 0, sizeof r);
+    deta_err_t err = payment_refund_request_from_event(ev, &req, why, sizeof why);
+    if (!err)
+        err = refund_once(pe, &req, &r, &out, why, sizeof why);
+    if (err) {
+        deta_log(err == DETA_ERR_TRANSIENT ? DETA_LOG_WARN : DETA_LOG_ERROR, ev->order_id,
+                 ev->correlation_id, "%s %s not processed (%s, attempt %d): %s", ev->event_type,
+                 ev->event_id, deta_err_name(err), msg->attempt + 1, why);
+        return deta_errf(err, errstr, errsize, "%s", why);
+    }
+    char amount[DETA_MONEY_STRLEN];
+    switch (out) {
+    case REFUND_NEW:
+        deta_counter_inc(pe->refunded);
+        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+                 "refund %s of payment %s: %s %s", r.refund_id, r.payment_id,
+                 deta_money_format(r.amount, amount), r.currency);
+        break;
+    case REFUND_DUPLICATE:
+        deta_counter_inc(pe->refund_duplicate);
+        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+                 "delivery.cancelled %s: the order is refunded already", ev->event_id);
+        break;
+    case REFUND_SKIPPED:
+        deta_counter_inc(pe->refund_skipped);
+        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+                 "delivery.cancelled %s: no authorized payment, nothing to refund",
+                 ev->event_id);
+        break;
+    }
+    return DETA_OK;
+}
+
 /* ---- reporting ---- */
 
 static double seconds_since(const struct timespec *t0) {
@@ -383,6 +688,14 @@ static double seconds_since(const struct timespec *t0) {
 
 static void report_success(payment_events_t *pe, const deta_event_t *ev, outcome_t out,
                            const payment_t *p) {
+    if (out == OUTCOME_FENCED) {
+        deta_counter_inc(pe->cancelled_before_charge);
+        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+                 "inventory.reserved %s: the order was cancelled before any charge: "
+                 "nothing charged, nothing published",
+                 ev->event_id);
+        return;
+    }
     if (out != OUTCOME_NEW) {
         bool redis = out == OUTCOME_DUP_REDIS;
         deta_counter_inc(pe->duplicate);
@@ -458,15 +771,27 @@ deta_err_t payment_events_handle(const deta_kafka_msg_t *msg, void *opaque, char
                  ev.event_id, errstr ? errstr : "bad key");
     } else if (strcmp(ev.event_type, DETA_EVT_INVENTORY_RESERVED) == 0) {
         err = handle_reserved(pe, msg, &ev, errstr, errsize);
+    } else if (strcmp(ev.event_type, DETA_EVT_INVENTORY_CANCEL_FORWARDED) == 0) {
+        err = handle_cancel_forwarded(pe, msg, &ev, errstr, errsize);
+    } else if (strcmp(ev.event_type, DETA_EVT_DELIVERY_CANCELLED) == 0) {
+        err = handle_delivery_cancelled(pe, msg, &ev, errstr, errsize);
     }
     deta_event_clear(&ev);
     return err;
 }
 
+/* Two consumers in the group: the inventory events (charges and the cancel's
+ * forward) and the delivery events (refunds), each with its own workers, so a
+ * refund never waits behind a charge of another order. */
 deta_err_t payment_events_subscribe(payment_events_t *pe, char *errstr, size_t errsize) {
-    static const char *const topics[] = {DETA_TOPIC_INVENTORY_EVENTS};
+    static const char *const inventory[] = {DETA_TOPIC_INVENTORY_EVENTS};
+    static const char *const delivery[] = {DETA_TOPIC_DELIVERY_EVENTS};
     deta_consumer_opts_t opts = {.max_retries = PAYMENT_MAX_RETRIES,
                                  .workers = pe->settings.workers};
-    return deta_service_consume(pe->svc, topics, 1, payment_events_handle, pe, &opts, errstr,
-                                errsize);
+    deta_err_t err = deta_service_consume(pe->svc, inventory, 1, payment_events_handle, pe,
+                                          &opts, errstr, errsize);
+    if (!err)
+        err = deta_service_consume(pe->svc, delivery, 1, payment_events_handle, pe, &opts,
+                                   errstr, errsize);
+    return err;
 }

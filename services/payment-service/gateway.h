@@ -52,4 +52,18 @@ deta_err_t payment_gateway_lookup(payment_gateway_t *gw, const char *key,
                                   const payment_request_t *req, bool *found,
                                   payment_decision_t *out, char *errstr, size_t errsize);
 
+/* Refunds, under the same key (docs/contracts.md#refunds): the ledger line is
+ * "refund <key> <amount> <instance>", written halfway through the latency like
+ * a charge's. refund pays amount back under key; TRANSIENT when it cannot (the
+ * ledger cannot be written): then nothing was refunded. The simulation, like
+ * for charges, does not answer a second refund under a key with the first. */
+deta_err_t payment_gateway_refund(payment_gateway_t *gw, const char *key, deta_money_t amount,
+                                  char *errstr, size_t errsize);
+/* What was refunded under key: *found false when nothing was. Charge lines are
+ * not refunds. Without a ledger the simulation remembers nothing and answers
+ * found (with amount untouched): an attempt that may have refunded is then
+ * taken as done rather than risk a second refund. */
+deta_err_t payment_gateway_refund_lookup(payment_gateway_t *gw, const char *key, bool *found,
+                                         deta_money_t *amount, char *errstr, size_t errsize);
+
 #endif

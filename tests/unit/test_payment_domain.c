@@ -53,6 +53,7 @@ static payment_request_t request(const char *order_id, const char *customer,
 }
 
 static const char ORDER[] = "7d9f2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f";
+static const char PAYMENT_ID[] = "0f0e0d0c-0b0a-4908-8706-050403020100";
 
 /* ---- settings ---- */
 
@@ -450,6 +451,254 @@ static void redis_keys_follow_the_contract(void **state) {
     assert_string_equal(key, "payment-lock:order:7d9f2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f");
 }
 
+/* ---- the cancellation saga and refunds ---- */
+
+static deta_err_t parse_event(const char *type, const char *order_id, const char *payload_json,
+                              deta_event_t *ev, char *err, size_t errsize) {
+    json_error_t jerr;
+    json_t *payload = json_loads(payload_json, 0, &jerr);
+    assert_non_null(payload);
+    return deta_event_init(ev, type, order_id, "corr-9", "inventory-service", payload, err,
+                           errsize);
+}
+
+static deta_err_t parse_cancel(const char *order_id, const char *payload_json,
+                               payment_cancel_t *c, char *err, size_t errsize) {
+    deta_event_t ev;
+    assert_int_equal(parse_event(DETA_EVT_INVENTORY_CANCEL_FORWARDED, order_id, payload_json,
+                                 &ev, err, errsize),
+                     DETA_OK);
+    deta_err_t e = payment_cancel_from_event(&ev, c, err, errsize);
+    deta_event_clear(&ev);
+    return e;
+}
+
+static void cancel_forward_becomes_a_cancel(void **state) {
+    (void)state;
+    char payload[512], err[256];
+    payment_cancel_t c;
+    snprintf(payload, sizeof payload,
+             "{\"orderId\":\"%s\",\"reservationId\":\"res-1\",\"reason\":\"changed my mind\","
+             "\"requestedAt\":\"2026-11-25T12:00:00.000Z\","
+             "\"forwardedAt\":\"2026-11-25T12:00:01.000Z\"}",
+             ORDER);
+    assert_int_equal(parse_cancel(ORDER, payload, &c, err, sizeof err), DETA_OK);
+    assert_string_equal(c.order_id, ORDER);
+    assert_string_equal(c.correlation_id, "corr-9");
+    assert_string_equal(c.reservation_id, "res-1");
+    assert_true(c.has_reason);
+    assert_string_equal(c.reason, "changed my mind");
+    assert_string_equal(c.requested_at, "2026-11-25T12:00:00.000Z");
+    snprintf(payload, sizeof payload,
+             "{\"orderId\":\"%s\",\"reservationId\":\"res-1\",\"reason\":null,"
+             "\"requestedAt\":\"2026-11-25T12:00:00.000Z\"}",
+             ORDER);
+    assert_int_equal(parse_cancel(ORDER, payload, &c, err, sizeof err), DETA_OK);
+    assert_false(c.has_reason);
+
+    const char *cases[][2] = {
+        {"{\"orderId\":\"%s\",\"requestedAt\":\"2026-11-25T12:00:00Z\"}", "reservationId"},
+        {"{\"orderId\":\"%s\",\"reservationId\":\"r\"}", "requestedAt"},
+        {"{\"orderId\":\"%s\",\"reservationId\":\"r\",\"requestedAt\":\"yesterday\"}",
+         "requestedAt"},
+        {"{\"orderId\":\"%s\",\"reservationId\":\"r\",\"reason\":7,"
+         "\"requestedAt\":\"2026-11-25T12:00:00Z\"}",
+         "reason"},
+        {"{\"orderId\":\"%s\",\"reservationId\":\"r\",\"reason\":\"\","
+         "\"requestedAt\":\"2026-11-25T12:00:00Z\"}",
+         "reason"},
+        {"{\"reservationId\":\"r\",\"requestedAt\":\"2026-11-25T12:00:00Z\"}", "orderId"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        snprintf(payload, sizeof payload, cases[i][0], ORDER);
+        err[0] = '\0';
+        if (parse_cancel(ORDER, payload, &c, err, sizeof err) != DETA_ERR_INVALID)
+            fail_msg("accepted: %s", payload);
+        if (!strstr(err, cases[i][1]))
+            fail_msg("%s: message does not name %s: %s", payload, cases[i][1], err);
+    }
+}
+
+/* The verdict depends on the payment alone, and is given once. */
+static void cancel_verdict_follows_the_payment(void **state) {
+    (void)state;
+    assert_int_equal(payment_cancel_decide(false, PAYMENT_STATUS_AUTHORIZED),
+                     PAYMENT_CANCEL_FORWARD);
+    assert_int_equal(payment_cancel_decide(false, PAYMENT_STATUS_DECLINED),
+                     PAYMENT_CANCEL_REFUSE);
+    assert_int_equal(payment_cancel_decide(false, NULL), PAYMENT_CANCEL_FENCE);
+    assert_int_equal(payment_cancel_decide(true, NULL), PAYMENT_CANCEL_DECIDED);
+    assert_int_equal(payment_cancel_decide(true, PAYMENT_STATUS_AUTHORIZED),
+                     PAYMENT_CANCEL_DECIDED);
+    assert_string_equal(payment_cancel_verdict_name(PAYMENT_CANCEL_FORWARD), "FORWARDED");
+    assert_string_equal(payment_cancel_verdict_name(PAYMENT_CANCEL_REFUSE), "REFUSED");
+    assert_string_equal(payment_cancel_verdict_name(PAYMENT_CANCEL_FENCE), "CANCELLED");
+    assert_null(payment_cancel_verdict_name(PAYMENT_CANCEL_DECIDED));
+}
+
+static json_t *cancel_payload_of(payment_cancel_verdict_t v, bool with_reason,
+                                 const char **type) {
+    payment_cancel_t c;
+    memset(&c, 0, sizeof c);
+    strcpy(c.order_id, ORDER);
+    strcpy(c.correlation_id, "corr-1");
+    strcpy(c.reservation_id, "res-1");
+    strcpy(c.requested_at, "2026-11-25T12:00:00.000Z");
+    c.has_reason = with_reason;
+    if (with_reason)
+        strcpy(c.reason, "too slow");
+    deta_event_t ev;
+    assert_int_equal(payment_cancel_event_build(&c, v, PAYMENT_ID, "2026-11-25T12:00:05.000Z",
+                                                &ev, NULL, 0),
+                     DETA_OK);
+    assert_string_equal(ev.occurred_at, "2026-11-25T12:00:05.000Z");
+    assert_string_equal(ev.producer, "payment-service");
+    assert_string_equal(ev.correlation_id, "corr-1");
+    static char t[sizeof ev.event_type];
+    snprintf(t, sizeof t, "%s", ev.event_type);
+    *type = t;
+    json_t *p = json_incref(ev.payload);
+    deta_event_clear(&ev);
+    return p;
+}
+
+static void cancel_events_carry_the_contracts_fields(void **state) {
+    (void)state;
+    const char *type;
+    json_t *p = cancel_payload_of(PAYMENT_CANCEL_FORWARD, true, &type);
+    assert_string_equal(type, DETA_EVT_PAYMENT_CANCEL_FORWARDED);
+    assert_int_equal(json_object_size(p), 5);
+    assert_string_equal(json_string_value(json_object_get(p, "orderId")), ORDER);
+    assert_string_equal(json_string_value(json_object_get(p, "paymentId")), PAYMENT_ID);
+    assert_string_equal(json_string_value(json_object_get(p, "reason")), "too slow");
+    assert_string_equal(json_string_value(json_object_get(p, "requestedAt")),
+                        "2026-11-25T12:00:00.000Z");
+    assert_string_equal(json_string_value(json_object_get(p, "forwardedAt")),
+                        "2026-11-25T12:00:05.000Z");
+    json_decref(p);
+
+    p = cancel_payload_of(PAYMENT_CANCEL_REFUSE, false, &type);
+    assert_string_equal(type, DETA_EVT_PAYMENT_CANCEL_REFUSED);
+    assert_int_equal(json_object_size(p), 5);
+    assert_string_equal(json_string_value(json_object_get(p, "orderStatus")), "PAYMENT_FAILED");
+    assert_true(json_is_null(json_object_get(p, "reason")));
+    assert_string_equal(json_string_value(json_object_get(p, "refusedAt")),
+                        "2026-11-25T12:00:05.000Z");
+    json_decref(p);
+
+    p = cancel_payload_of(PAYMENT_CANCEL_FENCE, true, &type);
+    assert_string_equal(type, DETA_EVT_PAYMENT_CANCELLED);
+    assert_int_equal(json_object_size(p), 6);
+    assert_string_equal(json_string_value(json_object_get(p, "stage")), "NONE");
+    assert_string_equal(json_string_value(json_object_get(p, "reservationId")), "res-1");
+    assert_string_equal(json_string_value(json_object_get(p, "cancelledAt")),
+                        "2026-11-25T12:00:05.000Z");
+    json_decref(p);
+
+    payment_cancel_t c;
+    memset(&c, 0, sizeof c);
+    strcpy(c.order_id, ORDER);
+    strcpy(c.correlation_id, "corr-1");
+    deta_event_t ev;
+    assert_int_equal(payment_cancel_event_build(&c, PAYMENT_CANCEL_DECIDED, NULL, "x", &ev,
+                                                NULL, 0),
+                     DETA_ERR_INTERNAL);
+}
+
+/* A refund is the whole charge, of an authorized payment only. */
+static void refund_is_the_whole_charge_of_an_authorized_payment(void **state) {
+    (void)state;
+    deta_money_t amount = -1;
+    assert_true(payment_refund_amount(PAYMENT_STATUS_AUTHORIZED, 2048, &amount));
+    assert_int_equal(amount, 2048);
+    assert_true(payment_refund_amount(PAYMENT_STATUS_AUTHORIZED, 0, &amount));
+    assert_int_equal(amount, 0);
+    amount = -1;
+    assert_false(payment_refund_amount(PAYMENT_STATUS_DECLINED, 2048, &amount));
+    assert_false(payment_refund_amount(NULL, 2048, &amount));
+    assert_int_equal(amount, -1);
+}
+
+static void delivery_cancelled_becomes_a_refund_request(void **state) {
+    (void)state;
+    char payload[512], err[256] = "";
+    snprintf(payload, sizeof payload,
+             "{\"orderId\":\"%s\",\"stage\":\"ASSIGNED\",\"paymentId\":\"%s\","
+             "\"amount\":\"999.99\"}",
+             ORDER, PAYMENT_ID);
+    deta_event_t ev;
+    assert_int_equal(
+        parse_event(DETA_EVT_DELIVERY_CANCELLED, ORDER, payload, &ev, err, sizeof err), DETA_OK);
+    payment_refund_request_t r;
+    assert_int_equal(payment_refund_request_from_event(&ev, &r, err, sizeof err), DETA_OK);
+    assert_string_equal(r.order_id, ORDER);
+    assert_string_equal(r.event_id, ev.event_id);
+    assert_string_equal(r.correlation_id, "corr-9");
+    deta_event_clear(&ev);
+
+    snprintf(payload, sizeof payload, "{\"orderId\":\"00000000-0000-4000-8000-000000000001\"}");
+    assert_int_equal(
+        parse_event(DETA_EVT_DELIVERY_CANCELLED, ORDER, payload, &ev, err, sizeof err), DETA_OK);
+    assert_int_equal(payment_refund_request_from_event(&ev, &r, err, sizeof err),
+                     DETA_ERR_INVALID);
+    assert_non_null(strstr(err, "payload.orderId"));
+    deta_event_clear(&ev);
+}
+
+static void refunded_payload_carries_the_refund(void **state) {
+    (void)state;
+    payment_refund_t r;
+    memset(&r, 0, sizeof r);
+    strcpy(r.req.order_id, ORDER);
+    strcpy(r.req.correlation_id, "corr-2");
+    strcpy(r.payment_id, PAYMENT_ID);
+    strcpy(r.refund_id, "11111111-2222-4333-8444-555555555555");
+    r.amount = 705;
+    strcpy(r.currency, "EUR");
+    strcpy(r.refunded_at, "2026-11-25T12:30:00.000Z");
+    deta_event_t ev;
+    assert_int_equal(payment_refund_event_build(&r, &ev, NULL, 0), DETA_OK);
+    assert_string_equal(ev.event_type, DETA_EVT_PAYMENT_REFUNDED);
+    assert_string_equal(ev.occurred_at, "2026-11-25T12:30:00.000Z");
+    json_t *p = ev.payload;
+    assert_int_equal(json_object_size(p), 7);
+    assert_string_equal(json_string_value(json_object_get(p, "orderId")), ORDER);
+    assert_string_equal(json_string_value(json_object_get(p, "paymentId")), PAYMENT_ID);
+    assert_string_equal(json_string_value(json_object_get(p, "refundId")), r.refund_id);
+    assert_string_equal(json_string_value(json_object_get(p, "amount")), "7.05");
+    assert_string_equal(json_string_value(json_object_get(p, "currency")), "EUR");
+    assert_string_equal(json_string_value(json_object_get(p, "reason")), "ORDER_CANCELLED");
+    assert_string_equal(json_string_value(json_object_get(p, "refundedAt")), r.refunded_at);
+    deta_event_clear(&ev);
+}
+
+/* Refund lines round-trip; a charge's look-up takes no refund line and a
+ * refund's no charge line. */
+static void refund_ledger_lines_round_trip_apart_from_charges(void **state) {
+    (void)state;
+    char line[PAYMENT_LEDGER_LINE_MAX], key[DETA_UUID_LEN + 1];
+    deta_money_t amount = 0;
+    payment_decision_t d;
+    payment_ledger_format_refund(line, ORDER, 1234, "payment-service-7");
+    assert_string_equal(line, "\nrefund 7d9f2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f 12.34 "
+                              "payment-service-7\n");
+    assert_true(payment_ledger_parse_refund(line + 1, key, &amount));
+    assert_string_equal(key, ORDER);
+    assert_int_equal(amount, 1234);
+    assert_false(payment_ledger_parse(line + 1, key, &d));
+
+    payment_ledger_format(line, ORDER, (payment_decision_t){true, NULL}, "x");
+    assert_false(payment_ledger_parse_refund(line + 1, key, &amount));
+    const char *bad[] = {"", "refund", "refund not-a-uuid 1.00 x",
+                         "refund 7d9f2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f -1.00 x",
+                         "refund 7d9f2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f 1.00",
+                         "refund 7d9f2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f lots x",
+                         "charge 7d9f2c4e-1a2b-4c3d-8e9f-0a1b2c3d4e5f AUTHORIZED - x"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        if (payment_ledger_parse_refund(bad[i], key, &amount))
+            fail_msg("accepted refund line \"%s\"", bad[i]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(settings_have_the_documented_defaults, clear_env),
@@ -467,6 +716,13 @@ int main(void) {
         cmocka_unit_test(authorized_payload_carries_the_charge),
         cmocka_unit_test(failed_payload_carries_the_reason),
         cmocka_unit_test(redis_keys_follow_the_contract),
+        cmocka_unit_test(cancel_forward_becomes_a_cancel),
+        cmocka_unit_test(cancel_verdict_follows_the_payment),
+        cmocka_unit_test(cancel_events_carry_the_contracts_fields),
+        cmocka_unit_test(refund_is_the_whole_charge_of_an_authorized_payment),
+        cmocka_unit_test(delivery_cancelled_becomes_a_refund_request),
+        cmocka_unit_test(refunded_payload_carries_the_refund),
+        cmocka_unit_test(refund_ledger_lines_round_trip_apart_from_charges),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
