@@ -97,6 +97,52 @@ deta_err_t delivery_assign_order(delivery_assigner_t *a, deta_db_t *db, delivery
     return delivery_store_announce(db, d, correlation_id, errstr, errsize);
 }
 
+/* Waiting orders, first paid first served, get the drivers that have room
+ * (every driver's row is locked by the caller), up to max; *n how many. */
+static deta_err_t assign_waiting(delivery_assigner_t *a, deta_db_t *db,
+                                 delivery_assignment_t *out, int max, int *n, char *errstr,
+                                 size_t errsize) {
+    delivery_driver_t *rows = NULL;
+    size_t nrows = 0;
+    deta_err_t err = delivery_store_load_drivers(db, &rows, &nrows, errstr, errsize);
+    while (!err && *n < max) {
+        delivery_waiting_t w;
+        bool found = false, assigned = false;
+        delivery_assignment_t *s = &out[*n];
+        err = delivery_store_next_waiting(db, &w, &found, errstr, errsize);
+        if (!err && found && w.has_delivery) { /* nothing more to give it */
+            err = delivery_store_unpark(db, w.order_id, errstr, errsize);
+            continue;
+        }
+        if (!err && found)
+            err = delivery_assign_order(a, db, rows, nrows, w.order_id, w.payment_id,
+                                        w.correlation_id, &s->d, &assigned, errstr, errsize);
+        if (err || !assigned)
+            break;
+        err = delivery_store_unpark(db, w.order_id, errstr, errsize);
+        memcpy(s->correlation_id, w.correlation_id, sizeof s->correlation_id);
+        (*n)++;
+    }
+    free(rows);
+    return err;
+}
+
+deta_err_t delivery_release_and_serve(delivery_assigner_t *a, deta_db_t *db,
+                                      const char *const *released, size_t nreleased,
+                                      delivery_assignment_t *out, int max, int *assigned,
+                                      char *errstr, size_t errsize) {
+    *assigned = 0;
+    bool waiting = false;
+    deta_err_t err = delivery_store_anyone_waiting(db, &waiting, errstr, errsize);
+    if (!err)
+        err = delivery_store_lock_drivers(db, released, nreleased, waiting, errstr, errsize);
+    if (!err)
+        err = delivery_store_release_drivers(db, released, nreleased, errstr, errsize);
+    if (!err && waiting)
+        err = assign_waiting(a, db, out, max, assigned, errstr, errsize);
+    return err;
+}
+
 void delivery_assigner_report(delivery_assigner_t *a, const delivery_t *d,
                               const char *correlation_id) {
     deta_counter_inc(a->assigned);

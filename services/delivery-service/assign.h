@@ -2,7 +2,9 @@
  * assign.h - giving a paid order a driver and its delivery: the one step shared
  * by the consumer (an order that finds a driver free at once) and the ticker
  * (an order that waited, assigned when a driver has room), with the metrics and
- * the log line of an assignment.
+ * the log line of an assignment; and freeing drivers' slots and giving them to
+ * the waiting orders, shared by the ticker (deliveries handed over) and the
+ * cancel (a delivery cancelled).
  */
 #ifndef DELIVERY_ASSIGN_H
 #define DELIVERY_ASSIGN_H
@@ -31,6 +33,24 @@ deta_err_t delivery_assign_order(delivery_assigner_t *a, deta_db_t *db, delivery
                                  size_t n, const char *order_id, const char *payment_id,
                                  const char *correlation_id, delivery_t *d, bool *assigned,
                                  char *errstr, size_t errsize);
+
+/* An assignment made in a transaction, to be reported once it committed. */
+typedef struct delivery_assignment {
+    delivery_t d;
+    char correlation_id[DETA_ID_MAX + 1];
+} delivery_assignment_t;
+
+/* In a transaction, after the caller changed its deliveries (their rows come
+ * first in the lock order): locks the drivers named in released[0..nreleased)
+ * (every driver when orders wait) in driver_id order in one statement, frees
+ * one slot for each entry (a driver named twice loses two), then, when orders
+ * wait, gives the drivers with room to them in paid order, up to max, into
+ * out[]; *assigned how many. So a slot freed goes to the first waiting order in
+ * the very transaction that frees it. */
+deta_err_t delivery_release_and_serve(delivery_assigner_t *a, deta_db_t *db,
+                                      const char *const *released, size_t nreleased,
+                                      delivery_assignment_t *out, int max, int *assigned,
+                                      char *errstr, size_t errsize);
 
 /* After the commit: the metrics and the log line of an assignment made by
  * delivery_assign_order. */

@@ -9,7 +9,10 @@
  *     the instant it is computed at); the pickup stage draws a new jitter that is
  *     never equal to the first, so the ETA published at pickup differs;
  *   - a stage never happens before the previous one, even if the caller's clock
- *     stepped back: instants are clamped, so assigned <= picked up <= delivered.
+ *     stepped back: instants are clamped, so assigned <= picked up <= delivered;
+ *   - a cancel's reason may be absent as well as null (both mean none);
+ *   - a second cancel of an order already refused is decided too (nothing is
+ *     published for it), like one already cancelled: a verdict is given once.
  * The hash is FNV-1a with a final avalanche (splitmix64's), so that order ids that
  * differ in one character land far apart.
  */
@@ -19,11 +22,12 @@
 #include <string.h>
 
 #include "deta/fields.h"
+#include "deta/states.h"
 #include "deta/topics.h"
 
 /* ---- stages ---- */
 
-static const char *const STAGE_NAMES[] = {"ASSIGNED", "PICKED_UP", "DELIVERED"};
+static const char *const STAGE_NAMES[] = {"ASSIGNED", "PICKED_UP", "DELIVERED", "CANCELLED"};
 #define STAGE_COUNT (sizeof STAGE_NAMES / sizeof *STAGE_NAMES)
 
 const char *delivery_stage_name(delivery_stage_t stage) {
@@ -47,6 +51,8 @@ const char *delivery_stage_event_type(delivery_stage_t stage) {
         return DETA_EVT_DELIVERY_PICKED_UP;
     case DELIVERY_DELIVERED:
         return DETA_EVT_DELIVERY_DELIVERED;
+    case DELIVERY_CANCELLED: /* delivery.cancelled has a payload of its own */
+        return NULL;
     }
     return NULL;
 }
@@ -221,21 +227,9 @@ static const deta_field_t ORDER_ID_FIELD[] = {
     DETA_FIELD("orderId", DETA_FIELD_TEXT, true, 0, 0, order_id_in_t, order_id),
 };
 
-static deta_err_t check_order_id(const deta_event_t *ev, const payment_authorized_t *out,
-                                 char *errstr, size_t errsize) {
-    if (strcmp(out->order_id, ev->order_id) != 0)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                         "payload.orderId %s differs from the envelope's orderId %s",
-                         out->order_id, ev->order_id);
-    if (!deta_uuid_valid(out->order_id))
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "orderId %s is not a UUID",
-                         out->order_id);
-    return DETA_OK;
-}
-
-deta_err_t delivery_parse_payment_authorized(const deta_event_t *ev, payment_authorized_t *out,
-                                             char *errstr, size_t errsize) {
-    memset(out, 0, sizeof *out);
+/* The payload's orderId into order_id: present, equal to the envelope's, a UUID. */
+static deta_err_t read_order_id(const deta_event_t *ev, char order_id[DETA_UUID_LEN + 1],
+                                char *errstr, size_t errsize) {
     const json_t *p = ev->payload;
     if (!json_is_object(p))
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload must be an object");
@@ -243,15 +237,134 @@ deta_err_t delivery_parse_payment_authorized(const deta_event_t *ev, payment_aut
     deta_field_error_t e;
     if (deta_fields_read(p, "payload.", ORDER_ID_FIELD, 1, &in, &e))
         return deta_field_error_text(&e, errstr, errsize);
-    if (!copy_text(out->order_id, sizeof out->order_id, in.order_id))
+    if (!copy_text(order_id, DETA_UUID_LEN + 1, in.order_id))
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "payload.orderId is not a UUID");
-    deta_err_t err = check_order_id(ev, out, errstr, errsize);
+    if (strcmp(order_id, ev->order_id) != 0)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "payload.orderId %s differs from the envelope's orderId %s", order_id,
+                         ev->order_id);
+    if (!deta_uuid_valid(order_id))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "orderId %s is not a UUID",
+                         order_id);
+    return DETA_OK;
+}
+
+deta_err_t delivery_parse_payment_authorized(const deta_event_t *ev, payment_authorized_t *out,
+                                             char *errstr, size_t errsize) {
+    memset(out, 0, sizeof *out);
+    deta_err_t err = read_order_id(ev, out->order_id, errstr, errsize);
     if (err)
         return err;
-    if (deta_fields_read(p, "payload.", AUTHORIZED_FIELDS,
+    deta_field_error_t e;
+    if (deta_fields_read(ev->payload, "payload.", AUTHORIZED_FIELDS,
                          sizeof AUTHORIZED_FIELDS / sizeof *AUTHORIZED_FIELDS, out, &e))
         return deta_field_error_text(&e, errstr, errsize);
     return DETA_OK;
+}
+
+/* ---- payment.cancel_forwarded ---- */
+
+static const deta_field_t FORWARDED_FIELDS[] = {
+    DETA_FIELD("paymentId", DETA_FIELD_TEXT, true, 0, 0, payment_cancel_forwarded_t,
+               payment_id),
+    DETA_FIELD("requestedAt", DETA_FIELD_INSTANT, true, 0, 0, payment_cancel_forwarded_t,
+               requested_at),
+    DETA_FIELD("forwardedAt", DETA_FIELD_INSTANT, true, 0, 0, payment_cancel_forwarded_t,
+               forwarded_at),
+};
+
+/* reason is the client's, copied along the saga: null when the client gave none. */
+static const deta_field_t REASON_FIELD[] = {
+    DETA_FIELD("reason", DETA_FIELD_TEXT, false, 0, DELIVERY_REASON_MAX,
+               payment_cancel_forwarded_t, reason),
+};
+
+deta_err_t delivery_parse_cancel_forwarded(const deta_event_t *ev,
+                                           payment_cancel_forwarded_t *out, char *errstr,
+                                           size_t errsize) {
+    memset(out, 0, sizeof *out);
+    deta_err_t err = read_order_id(ev, out->order_id, errstr, errsize);
+    if (err)
+        return err;
+    deta_field_error_t e;
+    if (deta_fields_read(ev->payload, "payload.", FORWARDED_FIELDS,
+                         sizeof FORWARDED_FIELDS / sizeof *FORWARDED_FIELDS, out, &e))
+        return deta_field_error_text(&e, errstr, errsize);
+    const json_t *reason = json_object_get(ev->payload, "reason");
+    if (reason && !json_is_null(reason)) {
+        if (deta_fields_read(ev->payload, "payload.", REASON_FIELD, 1, out, &e))
+            return deta_field_error_text(&e, errstr, errsize);
+        out->has_reason = true;
+    }
+    return DETA_OK;
+}
+
+delivery_cancel_verdict_t delivery_cancel_decide(const delivery_cancel_facts_t *f) {
+    if (f->cancelled || f->refused)
+        return DELIVERY_CANCEL_DECIDED;
+    if (f->has_delivery) {
+        switch (f->stage) {
+        case DELIVERY_ASSIGNED:
+            return DELIVERY_CANCEL_ASSIGNED;
+        case DELIVERY_PICKED_UP:
+        case DELIVERY_DELIVERED:
+            return DELIVERY_CANCEL_REFUSE;
+        case DELIVERY_CANCELLED: /* written with its cancelled_orders row: not seen alone */
+            return DELIVERY_CANCEL_DECIDED;
+        }
+        return DELIVERY_CANCEL_DECIDED;
+    }
+    return f->waiting ? DELIVERY_CANCEL_WAITING : DELIVERY_CANCEL_NONE;
+}
+
+const char *delivery_cancel_stage(delivery_cancel_verdict_t v) {
+    switch (v) {
+    case DELIVERY_CANCEL_ASSIGNED:
+        return "ASSIGNED";
+    case DELIVERY_CANCEL_WAITING:
+        return "WAITING";
+    case DELIVERY_CANCEL_NONE:
+        return "NONE";
+    case DELIVERY_CANCEL_DECIDED:
+    case DELIVERY_CANCEL_REFUSE:
+        return NULL;
+    }
+    return NULL;
+}
+
+/* A string, or JSON null for NULL. */
+static json_t *text_or_null(const char *s) { return s ? json_string(s) : json_null(); }
+
+json_t *delivery_cancelled_payload(delivery_cancel_verdict_t v, const char *order_id,
+                                   const char *delivery_id, const char *driver_id,
+                                   const char *payment_id, const char *reason,
+                                   const char *requested_at, int64_t cancelled_ms) {
+    const char *stage = delivery_cancel_stage(v);
+    bool assigned = v == DELIVERY_CANCEL_ASSIGNED;
+    if (!stage || (assigned && (!delivery_id || !driver_id)))
+        return NULL;
+    char at[DETA_TS_LEN];
+    deta_timestamp_from_ms(cancelled_ms, at);
+    return json_pack("{s:s, s:s, s:o, s:o, s:s, s:o, s:s, s:s}", "orderId", order_id, "stage",
+                     stage, "deliveryId", text_or_null(assigned ? delivery_id : NULL),
+                     "driverId", text_or_null(assigned ? driver_id : NULL), "paymentId",
+                     payment_id, "reason", text_or_null(reason), "requestedAt", requested_at,
+                     "cancelledAt", at);
+}
+
+json_t *delivery_cancel_refused_payload(const char *order_id, delivery_stage_t stage,
+                                        const char *reason, const char *requested_at,
+                                        int64_t refused_ms) {
+    const char *status = stage == DELIVERY_PICKED_UP   ? DETA_STATE_PICKED_UP
+                         : stage == DELIVERY_DELIVERED ? DETA_STATE_DELIVERED
+                                                       : NULL;
+    if (!status)
+        return NULL;
+    char at[DETA_TS_LEN];
+    deta_timestamp_from_ms(refused_ms, at);
+    return json_pack("{s:s, s:s, s:o, s:s, s:s}", "orderId", order_id, "orderStatus", status,
+                     "reason", text_or_null(reason), "requestedAt", requested_at, "refusedAt",
+                     at);
 }
 
 /* ---- events out ---- */
@@ -278,6 +391,8 @@ json_t *delivery_stage_payload(const delivery_t *d) {
         deta_timestamp_from_ms(d->delivered_ms, at);
         return json_pack("{s:s, s:s, s:s, s:s}", "orderId", d->order_id, "deliveryId",
                          d->delivery_id, "driverId", d->driver_id, "deliveredAt", at);
+    case DELIVERY_CANCELLED:
+        return NULL;
     }
     return NULL;
 }

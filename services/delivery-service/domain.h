@@ -18,6 +18,12 @@
  * delivery.waiting with its place in the queue, and is assigned as soon as a
  * driver has room (delivery_waiting_payload).
  *
+ * Cancelling. delivery-service is where a paid order's cancel is decided
+ * (docs/contracts.md#cancellation): delivery_cancel_decide says what the cancel
+ * does to an order in each state it may find it in, and the payloads of its two
+ * verdicts are built here. An ASSIGNED delivery may end CANCELLED instead of
+ * being picked up.
+ *
  * The life of a delivery is ASSIGNED -> PICKED_UP -> DELIVERED; each step is a
  * pure function of the delivery and the instant it happens (delivery_assign,
  * delivery_advance), and each step is announced by its own event followed by an
@@ -45,9 +51,10 @@ typedef enum delivery_stage {
     DELIVERY_ASSIGNED = 0,
     DELIVERY_PICKED_UP,
     DELIVERY_DELIVERED,
+    DELIVERY_CANCELLED, /* the cancel won before the pick-up; an end, like DELIVERED */
 } delivery_stage_t;
 
-/* "ASSIGNED", "PICKED_UP", "DELIVERED"; NULL for anything else. */
+/* "ASSIGNED", "PICKED_UP", "DELIVERED", "CANCELLED"; NULL for anything else. */
 const char *delivery_stage_name(delivery_stage_t stage);
 /* The inverse; false when s names no stage. */
 bool delivery_stage_parse(const char *s, delivery_stage_t *out);
@@ -149,9 +156,10 @@ deta_err_t delivery_parse_payment_authorized(const deta_event_t *ev, payment_aut
                                              char *errstr, size_t errsize);
 
 /* The payload of the event that announces d's current stage: delivery.assigned,
- * delivery.picked_up or delivery.delivered (docs/contracts.md). */
+ * delivery.picked_up or delivery.delivered (docs/contracts.md); NULL for a
+ * CANCELLED delivery (its event is delivery_cancelled_payload's). */
 json_t *delivery_stage_payload(const delivery_t *d);
-/* Its event type. */
+/* Its event type (NULL for CANCELLED). */
 const char *delivery_stage_event_type(delivery_stage_t stage);
 /* delivery.waiting: the order waits for a driver since since_ms, at position
  * (1 = next to be served) in the queue when it began to wait. */
@@ -159,6 +167,70 @@ json_t *delivery_waiting_payload(const char *order_id, const char *payment_id, i
                                  long position);
 /* eta.updated for d's current stage, calculated at calculated_ms. */
 json_t *delivery_eta_payload(const delivery_t *d, int64_t calculated_ms);
+
+/* ---- cancellation ---- */
+
+#define DELIVERY_REASON_MAX 200 /* a cancel's reason, as order-service accepts it */
+
+/* payment.cancel_forwarded, as docs/contracts.md defines its payload. reason is
+ * the client's, and may be null (has_reason false). */
+typedef struct payment_cancel_forwarded {
+    char order_id[DETA_UUID_LEN + 1];
+    char payment_id[DETA_ID_MAX + 1];
+    bool has_reason;
+    char reason[DELIVERY_REASON_MAX + 1];
+    char requested_at[DETA_TS_LEN];
+    char forwarded_at[DETA_TS_LEN];
+} payment_cancel_forwarded_t;
+
+/* Validates a payment.cancel_forwarded event like
+ * delivery_parse_payment_authorized: paymentId, requestedAt and forwardedAt
+ * required, reason a string of 1..DELIVERY_REASON_MAX bytes, null or absent.
+ * DETA_ERR_INVALID with errstr naming the field. */
+deta_err_t delivery_parse_cancel_forwarded(const deta_event_t *ev,
+                                           payment_cancel_forwarded_t *out, char *errstr,
+                                           size_t errsize);
+
+/* What delivery-service knows of an order when its cancel arrives. */
+typedef struct delivery_cancel_facts {
+    bool cancelled;         /* the order is in cancelled_orders: a cancel won already */
+    bool refused;           /* a cancel of it was refused already */
+    bool has_delivery;
+    delivery_stage_t stage; /* the delivery's, when has_delivery */
+    bool waiting;           /* the order is in the queue */
+} delivery_cancel_facts_t;
+
+typedef enum delivery_cancel_verdict {
+    DELIVERY_CANCEL_DECIDED = 0, /* decided before (a second forward): nothing to do */
+    DELIVERY_CANCEL_ASSIGNED,    /* cancel the delivery, free its driver */
+    DELIVERY_CANCEL_WAITING,     /* the order leaves the queue */
+    DELIVERY_CANCEL_NONE,        /* never seen: fence it off */
+    DELIVERY_CANCEL_REFUSE,      /* picked up or delivered: too late */
+} delivery_cancel_verdict_t;
+
+/* The verdict for an order in the state f describes. A verdict is final: an
+ * order cancelled or refused once is DECIDED. A delivery wins over a place in
+ * the queue (both are seen only while the ticker's assignment of the order
+ * commits). */
+delivery_cancel_verdict_t delivery_cancel_decide(const delivery_cancel_facts_t *f);
+
+/* The stage that delivery.cancelled and cancelled_orders name for a verdict that
+ * cancels: "ASSIGNED", "WAITING", "NONE"; NULL for DECIDED and REFUSE. */
+const char *delivery_cancel_stage(delivery_cancel_verdict_t v);
+
+/* delivery.cancelled: stage as delivery_cancel_stage; delivery_id and driver_id
+ * NULL (JSON null) unless ASSIGNED; reason NULL for null. NULL for a verdict
+ * that does not cancel or an ASSIGNED one without its ids. */
+json_t *delivery_cancelled_payload(delivery_cancel_verdict_t v, const char *order_id,
+                                   const char *delivery_id, const char *driver_id,
+                                   const char *payment_id, const char *reason,
+                                   const char *requested_at, int64_t cancelled_ms);
+
+/* delivery.cancel_refused for a delivery at stage (PICKED_UP or DELIVERED, the
+ * order's state of the same name); NULL for another stage. */
+json_t *delivery_cancel_refused_payload(const char *order_id, delivery_stage_t stage,
+                                        const char *reason, const char *requested_at,
+                                        int64_t refused_ms);
 
 /* "7.3" for 73 hectometres. */
 void delivery_format_km(int distance_hm, char *out, size_t outsize);

@@ -20,6 +20,15 @@
  *     deadlocked (40P01) and rolled their turns back.
  * Lock order is deliveries rows, then drivers rows, then waiting_orders rows.
  *
+ * The cancel (events.c) and the ticker race for a delivery and for a waiting
+ * order; exactly one wins each time, because every change of a delivery's
+ * status is conditional on the status it changes from (UPDATE ... WHERE status
+ * = ...), evaluated again on the latest row version once a lock is granted, and
+ * because the queue's rows are taken FOR UPDATE SKIP LOCKED by the ticker and
+ * deleted by the cancel: a cancel that waited for the ticker's assignment finds
+ * nothing to delete and re-reads (a delivery now), and a ticker never sees a
+ * row the cancel holds. The loser of either race changes nothing.
+ *
  * The queue. waiting_orders holds the paid orders that found no free driver, in
  * paid order (authorizedAt, then arrival). Only a transaction that holds every
  * driver's row takes orders out of it, so instances serve it strictly in order.
@@ -73,6 +82,24 @@ const deta_migration_t delivery_migrations[] = {
      "  waiting_since timestamptz NOT NULL,"
      "  seq bigint GENERATED ALWAYS AS IDENTITY);"
      "CREATE INDEX waiting_orders_queue_idx ON waiting_orders (paid_at, seq);"},
+    /* A delivery may end CANCELLED (its next_transition_at cleared, so it is
+     * never due again); cancel_refused_at records a refusal, so that a second
+     * forward of the cancel finds the verdict given. cancelled_orders lists
+     * every order whose cancel won here, whatever the stage, and fences off a
+     * later payment.authorized for it. */
+    {3, "cancellation",
+     "ALTER TABLE deliveries DROP CONSTRAINT deliveries_status_check,"
+     "  ADD CONSTRAINT deliveries_status_check"
+     "    CHECK (status IN ('ASSIGNED', 'PICKED_UP', 'DELIVERED', 'CANCELLED')),"
+     "  ADD COLUMN cancelled_at timestamptz,"
+     "  ADD COLUMN cancel_refused_at timestamptz;"
+     "CREATE TABLE cancelled_orders ("
+     "  order_id uuid PRIMARY KEY,"
+     "  stage text NOT NULL CHECK (stage IN ('NONE', 'WAITING', 'ASSIGNED')),"
+     "  delivery_id uuid REFERENCES deliveries (delivery_id),"
+     "  payment_id text NOT NULL,"
+     "  cancelled_at timestamptz NOT NULL,"
+     "  CHECK ((stage = 'ASSIGNED') = (delivery_id IS NOT NULL)));"},
 };
 const size_t delivery_migrations_count = sizeof delivery_migrations / sizeof *delivery_migrations;
 
@@ -303,7 +330,9 @@ deta_err_t delivery_store_order_known(deta_db_t *db, const char *order_id, bool 
     deta_err_t err;
     PGresult *res = deta_db_exec(db,
                                  "SELECT 1 FROM deliveries WHERE order_id = $1::uuid"
-                                 " UNION ALL SELECT 1 FROM waiting_orders WHERE order_id = $1::uuid",
+                                 " UNION ALL SELECT 1 FROM waiting_orders WHERE order_id = $1::uuid"
+                                 " UNION ALL SELECT 1 FROM cancelled_orders"
+                                 "   WHERE order_id = $1::uuid",
                                  1, params, &err, errstr, errsize);
     if (!res)
         return err;
@@ -352,7 +381,8 @@ static const char CLAIM_DUE_SQL[] =
     MS("d.delivered_at") ", " MS("d.estimated_delivery_at") ", " MS("d.next_transition_at") ","
     "  d.correlation_id"
     " FROM deliveries d JOIN drivers r ON r.driver_id = d.driver_id"
-    " WHERE d.status <> 'DELIVERED' AND d.next_transition_at <= $1"
+    " WHERE d.status <> 'DELIVERED' AND d.status <> 'CANCELLED'"
+    "   AND d.next_transition_at <= $1"
     " ORDER BY d.next_transition_at"
     " LIMIT 1 FOR UPDATE OF d SKIP LOCKED";
 
@@ -391,8 +421,8 @@ deta_err_t delivery_store_claim_due(deta_db_t *db, int64_t now_ms, delivery_t *d
     return err;
 }
 
-deta_err_t delivery_store_save_stage(deta_db_t *db, const delivery_t *d, char *errstr,
-                                     size_t errsize) {
+deta_err_t delivery_store_save_stage(deta_db_t *db, const delivery_t *d, delivery_stage_t from,
+                                     bool *saved, char *errstr, size_t errsize) {
     instant_param_t picked, delivered, eta, next;
     int64_t changed_ms = d->delivered_ms ? d->delivered_ms
                          : d->picked_up_ms ? d->picked_up_ms
@@ -404,19 +434,138 @@ deta_err_t delivery_store_save_stage(deta_db_t *db, const delivery_t *d, char *e
                             instant(&delivered, d->delivered_ms),
                             instant(&eta, d->eta_ms),
                             instant(&next, d->next_transition_ms),
-                            instant(&changed, changed_ms)};
-    return deta_db_run(db,
-                       "UPDATE deliveries SET status = $2, picked_up_at = $3,"
-                       "  delivered_at = $4, estimated_delivery_at = $5,"
-                       "  next_transition_at = $6, updated_at = $7"
-                       " WHERE delivery_id = $1",
-                       7, params, errstr, errsize);
+                            instant(&changed, changed_ms),
+                            delivery_stage_name(from)};
+    deta_err_t err;
+    PGresult *res = deta_db_exec(db,
+                                 "UPDATE deliveries SET status = $2, picked_up_at = $3,"
+                                 "  delivered_at = $4, estimated_delivery_at = $5,"
+                                 "  next_transition_at = $6, updated_at = $7"
+                                 " WHERE delivery_id = $1 AND status = $8 RETURNING 1",
+                                 8, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    *saved = PQntuples(res) == 1;
+    PQclear(res);
+    return DETA_OK;
+}
+
+/* ---- cancellation ---- */
+
+deta_err_t delivery_store_lock_order(deta_db_t *db, const char *order_id, char *errstr,
+                                     size_t errsize) {
+    const char *params[] = {order_id};
+    return deta_db_run(db, "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", 1, params,
+                       errstr, errsize);
+}
+
+deta_err_t delivery_store_cancel_facts(deta_db_t *db, const char *order_id,
+                                       delivery_cancel_facts_t *f, char *errstr,
+                                       size_t errsize) {
+    const char *params[] = {order_id};
+    deta_err_t err;
+    PGresult *res = deta_db_exec(
+        db,
+        "SELECT EXISTS (SELECT 1 FROM cancelled_orders WHERE order_id = $1::uuid),"
+        "  d.cancel_refused_at IS NOT NULL, d.status,"
+        "  EXISTS (SELECT 1 FROM waiting_orders WHERE order_id = $1::uuid)"
+        " FROM (SELECT 1) one LEFT JOIN deliveries d ON d.order_id = $1::uuid",
+        1, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    memset(f, 0, sizeof *f);
+    f->cancelled = PQgetvalue(res, 0, 0)[0] == 't';
+    f->refused = PQgetvalue(res, 0, 1)[0] == 't';
+    f->has_delivery = !PQgetisnull(res, 0, 2);
+    if (f->has_delivery && !delivery_stage_parse(PQgetvalue(res, 0, 2), &f->stage))
+        err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "order %s's delivery has status %s",
+                        order_id, PQgetvalue(res, 0, 2));
+    f->waiting = PQgetvalue(res, 0, 3)[0] == 't';
+    PQclear(res);
+    return err;
+}
+
+deta_err_t delivery_store_cancel_delivery(deta_db_t *db, const char *order_id, int64_t now_ms,
+                                          bool *cancelled, char delivery_id[DETA_UUID_LEN + 1],
+                                          char driver_id[DELIVERY_DRIVER_ID_MAX + 1],
+                                          char *errstr, size_t errsize) {
+    instant_param_t now;
+    const char *params[] = {order_id, instant(&now, now_ms)};
+    deta_err_t err;
+    PGresult *res = deta_db_exec(db,
+                                 "UPDATE deliveries SET status = 'CANCELLED', cancelled_at = $2,"
+                                 "  next_transition_at = NULL, updated_at = $2"
+                                 " WHERE order_id = $1::uuid AND status = 'ASSIGNED'"
+                                 " RETURNING delivery_id, driver_id",
+                                 2, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    *cancelled = PQntuples(res) == 1;
+    if (*cancelled) {
+        copy_column(delivery_id, DETA_UUID_LEN + 1, res, 0, 0);
+        copy_column(driver_id, DELIVERY_DRIVER_ID_MAX + 1, res, 0, 1);
+    }
+    PQclear(res);
+    return DETA_OK;
+}
+
+deta_err_t delivery_store_refuse_cancel(deta_db_t *db, const char *order_id, int64_t now_ms,
+                                        bool *refused, delivery_stage_t *stage, char *errstr,
+                                        size_t errsize) {
+    instant_param_t now;
+    const char *params[] = {order_id, instant(&now, now_ms)};
+    deta_err_t err;
+    PGresult *res = deta_db_exec(db,
+                                 "UPDATE deliveries SET cancel_refused_at = $2"
+                                 " WHERE order_id = $1::uuid"
+                                 "   AND status IN ('PICKED_UP', 'DELIVERED')"
+                                 "   AND cancel_refused_at IS NULL"
+                                 " RETURNING status",
+                                 2, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    *refused = PQntuples(res) == 1 && delivery_stage_parse(PQgetvalue(res, 0, 0), stage);
+    PQclear(res);
+    return DETA_OK;
+}
+
+deta_err_t delivery_store_leave_queue(deta_db_t *db, const char *order_id, bool *left,
+                                      char *errstr, size_t errsize) {
+    const char *params[] = {order_id};
+    deta_err_t err;
+    PGresult *res = deta_db_exec(db,
+                                 "DELETE FROM waiting_orders WHERE order_id = $1::uuid"
+                                 " RETURNING 1",
+                                 1, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    *left = PQntuples(res) == 1;
+    PQclear(res);
+    return DETA_OK;
+}
+
+deta_err_t delivery_store_record_cancelled(deta_db_t *db, const char *order_id,
+                                           const char *stage, const char *delivery_id,
+                                           const char *payment_id, int64_t now_ms,
+                                           bool *recorded, char *errstr, size_t errsize) {
+    instant_param_t now;
+    const char *params[] = {order_id, stage, delivery_id, payment_id, instant(&now, now_ms)};
+    deta_err_t err;
+    PGresult *res = deta_db_exec(db,
+                                 "INSERT INTO cancelled_orders (order_id, stage, delivery_id,"
+                                 "  payment_id, cancelled_at) VALUES ($1, $2, $3, $4, $5)"
+                                 " ON CONFLICT (order_id) DO NOTHING RETURNING 1",
+                                 5, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    *recorded = PQntuples(res) == 1;
+    PQclear(res);
+    return DETA_OK;
 }
 
 /* ---- events ---- */
 
-/* One event for the order to the outbox, occurring at occurred_ms. Takes payload. */
-static deta_err_t add_event(deta_db_t *db, const char *type, const char *order_id,
+deta_err_t delivery_store_add_event(deta_db_t *db, const char *type, const char *order_id,
                             const char *correlation_id, json_t *payload, int64_t occurred_ms,
                             char *errstr, size_t errsize) {
     if (!payload)
@@ -440,6 +589,8 @@ static int64_t stage_instant(const delivery_t *d) {
         return d->picked_up_ms;
     case DELIVERY_DELIVERED:
         return d->delivered_ms;
+    case DELIVERY_CANCELLED:
+        return 0;
     }
     return 0;
 }
@@ -447,17 +598,17 @@ static int64_t stage_instant(const delivery_t *d) {
 deta_err_t delivery_store_announce(deta_db_t *db, const delivery_t *d, const char *correlation_id,
                                    char *errstr, size_t errsize) {
     int64_t at = stage_instant(d);
-    deta_err_t err = add_event(db, delivery_stage_event_type(d->status), d->order_id,
+    deta_err_t err = delivery_store_add_event(db, delivery_stage_event_type(d->status), d->order_id,
                                correlation_id, delivery_stage_payload(d), at, errstr, errsize);
     if (!err)
-        err = add_event(db, DETA_EVT_ETA_UPDATED, d->order_id, correlation_id,
+        err = delivery_store_add_event(db, DETA_EVT_ETA_UPDATED, d->order_id, correlation_id,
                         delivery_eta_payload(d, at), at, errstr, errsize);
     return err;
 }
 
 static deta_err_t announce_waiting(deta_db_t *db, const delivery_waiting_t *w, int64_t now_ms,
                                    long position, char *errstr, size_t errsize) {
-    return add_event(db, DETA_EVT_DELIVERY_WAITING, w->order_id, w->correlation_id,
+    return delivery_store_add_event(db, DETA_EVT_DELIVERY_WAITING, w->order_id, w->correlation_id,
                      delivery_waiting_payload(w->order_id, w->payment_id, now_ms, position),
                      now_ms, errstr, errsize);
 }
@@ -474,6 +625,7 @@ static const char SELECT_DELIVERY_SQL[] =
     "  'assignedAt', " ISO("d.assigned_at") ","
     "  'pickedUpAt', " ISO("d.picked_up_at") ","
     "  'deliveredAt', " ISO("d.delivered_at") ","
+    "  'cancelledAt', " ISO("d.cancelled_at") ","
     "  'estimatedDeliveryAt', " ISO("d.estimated_delivery_at") ","
     "  'updatedAt', " ISO("d.updated_at") ")::text"
     " FROM deliveries d JOIN drivers r ON r.driver_id = d.driver_id"
@@ -505,12 +657,23 @@ static const char SELECT_WAITING_SQL[] =
     "                   WHERE (q.paid_at, q.seq) < (w.paid_at, w.seq)))::text"
     " FROM waiting_orders w WHERE w.order_id = $1::uuid";
 
+/* An order cancelled before it had a delivery (stage WAITING or NONE); one
+ * cancelled with its delivery (ASSIGNED) shows the delivery instead. */
+static const char SELECT_CANCELLED_SQL[] =
+    "SELECT json_build_object("
+    "  'orderId', c.order_id, 'status', 'CANCELLED', 'stage', c.stage,"
+    "  'deliveryId', c.delivery_id, 'paymentId', c.payment_id,"
+    "  'cancelledAt', " ISO("c.cancelled_at") ")::text"
+    " FROM cancelled_orders c WHERE c.order_id = $1::uuid";
+
 deta_err_t delivery_store_get_json(deta_db_t *db, const char *order_id, char **json,
                                    char *errstr, size_t errsize) {
     const char *params[] = {order_id};
     deta_err_t err = query_text(db, SELECT_DELIVERY_SQL, 1, params, json, errstr, errsize);
     if (err == DETA_ERR_NOT_FOUND)
         err = query_text(db, SELECT_WAITING_SQL, 1, params, json, errstr, errsize);
+    if (err == DETA_ERR_NOT_FOUND)
+        err = query_text(db, SELECT_CANCELLED_SQL, 1, params, json, errstr, errsize);
     return err;
 }
 
@@ -533,7 +696,7 @@ deta_err_t delivery_store_count_active(deta_db_t *db, long *n, long *waiting, ch
     deta_err_t err;
     PGresult *res = deta_db_exec(db,
                                  "SELECT (SELECT count(*) FROM deliveries"
-                                 "        WHERE status <> 'DELIVERED'),"
+                                 "        WHERE status IN ('ASSIGNED', 'PICKED_UP')),"
                                  "  (SELECT count(*) FROM waiting_orders)",
                                  0, NULL, &err, errstr, errsize);
     if (!res)

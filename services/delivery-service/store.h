@@ -23,7 +23,8 @@ extern const size_t delivery_migrations_count;
  * seed once. */
 deta_err_t delivery_store_seed_drivers(deta_db_t *db, long count, char *errstr, size_t errsize);
 
-/* Whether the order already has a delivery or waits for one. */
+/* Whether the order already has a delivery, waits for one, or was cancelled
+ * (cancelled_orders): a payment.authorized for it then does nothing. */
 deta_err_t delivery_store_order_known(deta_db_t *db, const char *order_id, bool *known,
                                       char *errstr, size_t errsize);
 
@@ -95,10 +96,62 @@ deta_err_t delivery_store_claim_due(deta_db_t *db, int64_t now_ms, delivery_t *d
                                     char correlation_id[DETA_ID_MAX + 1], bool *found,
                                     char *errstr, size_t errsize);
 
-/* In a transaction: d's status, instants, ETA and next transition (the driver
- * is released by the caller, delivery_store_release_drivers). */
-deta_err_t delivery_store_save_stage(deta_db_t *db, const delivery_t *d, char *errstr,
+/* In a transaction: d's status, instants, ETA and next transition, only if the
+ * delivery is still at stage from (the driver is released by the caller,
+ * delivery_store_release_drivers). *saved false when it is not: another
+ * transaction (a cancel) changed it first, and nothing was written. */
+deta_err_t delivery_store_save_stage(deta_db_t *db, const delivery_t *d, delivery_stage_t from,
+                                     bool *saved, char *errstr, size_t errsize);
+
+/* ---- cancellation (in a transaction, each) ---- */
+
+/* Serializes the consumer's transactions for one order (a transaction-scoped
+ * advisory lock on the order id): a cancel and a payment.authorized of the order
+ * never decide side by side, even while partitions move between instances. The
+ * ticker does not take it. */
+deta_err_t delivery_store_lock_order(deta_db_t *db, const char *order_id, char *errstr,
                                      size_t errsize);
+
+/* What is known of the order, for delivery_cancel_decide. */
+deta_err_t delivery_store_cancel_facts(deta_db_t *db, const char *order_id,
+                                       delivery_cancel_facts_t *f, char *errstr,
+                                       size_t errsize);
+
+/* The order's delivery becomes CANCELLED at now_ms, only if it is ASSIGNED (a
+ * row another transaction holds is waited for, and the condition checked again
+ * on its latest version). *cancelled false when it was not; otherwise its id
+ * and driver. The driver is released by the caller. */
+deta_err_t delivery_store_cancel_delivery(deta_db_t *db, const char *order_id, int64_t now_ms,
+                                          bool *cancelled, char delivery_id[DETA_UUID_LEN + 1],
+                                          char driver_id[DELIVERY_DRIVER_ID_MAX + 1],
+                                          char *errstr, size_t errsize);
+
+/* Records at now_ms that the order's cancel was refused, only if its delivery
+ * is PICKED_UP or DELIVERED and no refusal was recorded; *refused false when
+ * not, else *stage the delivery's. */
+deta_err_t delivery_store_refuse_cancel(deta_db_t *db, const char *order_id, int64_t now_ms,
+                                        bool *refused, delivery_stage_t *stage, char *errstr,
+                                        size_t errsize);
+
+/* The order leaves the queue; *left false when it was not in it (any more: the
+ * ticker's assignment of it committed first). */
+deta_err_t delivery_store_leave_queue(deta_db_t *db, const char *order_id, bool *left,
+                                      char *errstr, size_t errsize);
+
+/* The order joins cancelled_orders with its stage ("NONE", "WAITING",
+ * "ASSIGNED"), its delivery (NULL unless ASSIGNED) and payment; *recorded false
+ * when it is there already. */
+deta_err_t delivery_store_record_cancelled(deta_db_t *db, const char *order_id,
+                                           const char *stage, const char *delivery_id,
+                                           const char *payment_id, int64_t now_ms,
+                                           bool *recorded, char *errstr, size_t errsize);
+
+/* In a transaction: one event of type for the order to the outbox
+ * (raw.delivery-events), occurring at occurred_ms. Takes payload (NULL is an
+ * error: the payload could not be built). */
+deta_err_t delivery_store_add_event(deta_db_t *db, const char *type, const char *order_id,
+                                    const char *correlation_id, json_t *payload,
+                                    int64_t occurred_ms, char *errstr, size_t errsize);
 
 /* In a transaction: the event of d's current stage, then eta.updated, to the
  * outbox (raw.delivery-events). */
@@ -106,8 +159,11 @@ deta_err_t delivery_store_announce(deta_db_t *db, const delivery_t *d, const cha
                                    char *errstr, size_t errsize);
 
 /* The delivery of an order as the REST API shows it (JSON text, malloc'd): the
- * delivery, or while the order waits {orderId, status "WAITING", paymentId,
- * waitingSince, position (1 = next)}; DETA_ERR_NOT_FOUND for neither. */
+ * delivery (cancelledAt null unless CANCELLED), or while the order waits
+ * {orderId, status "WAITING", paymentId, waitingSince, position (1 = next)}, or
+ * for an order cancelled without a delivery {orderId, status "CANCELLED", stage
+ * ("WAITING" or "NONE"), deliveryId null, paymentId, cancelledAt};
+ * DETA_ERR_NOT_FOUND for none of them. */
 deta_err_t delivery_store_get_json(deta_db_t *db, const char *order_id, char **json,
                                    char *errstr, size_t errsize);
 
@@ -116,7 +172,8 @@ deta_err_t delivery_store_get_json(deta_db_t *db, const char *order_id, char **j
 deta_err_t delivery_store_drivers_json(deta_db_t *db, long capacity, char **json, char *errstr,
                                        size_t errsize);
 
-/* How many deliveries are not yet delivered, and how many orders wait. */
+/* How many deliveries are active (ASSIGNED or PICKED_UP), and how many orders
+ * wait. */
 deta_err_t delivery_store_count_active(deta_db_t *db, long *n, long *waiting, char *errstr,
                                        size_t errsize);
 

@@ -19,7 +19,13 @@
  * order. A slot freed is thus given to the first waiting order in the very
  * transaction that frees it. Two tickers whose deliveries meet the drivers in
  * crossing orders wait for each other at most, never deadlock (they did when
- * each delivery released its driver as the turn went).
+ * each delivery released its driver as the turn went). That part is assign.c's
+ * delivery_release_and_serve, which a cancelled delivery goes through too.
+ *
+ * The pick-up races the cancel (events.c) for an ASSIGNED delivery: the claim
+ * locks the row, and the save is conditional on the stage it was claimed at, so
+ * a pick-up never overwrites a cancel; a row the cancel holds is skipped (SKIP
+ * LOCKED), and once the cancel committed it is no longer due.
  *
  * One transaction per turn rather than per delivery: a turn under load moves
  * tens of deliveries, and each commit is a WAL flush and two round trips. Nothing
@@ -69,10 +75,8 @@ struct delivery_ticker {
     deta_gauge_t *active;
     deta_gauge_t *waiting;
     delivery_assigner_t *assigner;
-    struct step {
-        delivery_t d;
-        char correlation_id[DETA_ID_MAX + 1];
-    } turn[TICK_BATCH], assigned[TICK_BATCH]; /* the thread's own: what one turn did */
+    /* the thread's own: what one turn did */
+    delivery_assignment_t turn[TICK_BATCH], assigned[TICK_BATCH];
 };
 
 static bool stopping(delivery_ticker_t *t) {
@@ -90,20 +94,31 @@ static void nap(delivery_ticker_t *t, long ms) {
 }
 
 /* The next due delivery moved on inside the open transaction; *moved false
- * when none was due. */
+ * when none was due, or when it was no longer at the stage it was claimed at
+ * (*lost: a cancel changed it first; nothing is written nor announced). The
+ * claim locks the row, so that cannot happen today; the conditional save keeps
+ * the pick-up's one-winner rule true whatever locking the claim does. */
 static deta_err_t advance_next(delivery_ticker_t *t, deta_db_t *db, delivery_t *d,
-                               char *correlation_id, bool *moved, char *errstr,
+                               char *correlation_id, bool *moved, bool *lost, char *errstr,
                                size_t errsize) {
     int64_t now = delivery_now_ms();
+    *lost = false;
     deta_err_t err = delivery_store_claim_due(db, now, d, correlation_id, moved, errstr, errsize);
     if (err || !*moved)
         return err;
+    delivery_stage_t from = d->status;
     if (delivery_advance(&t->params, d, now) != DETA_OK) {
         *moved = false;
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "delivery %s cannot advance",
                          d->delivery_id);
     }
-    err = delivery_store_save_stage(db, d, errstr, errsize);
+    bool saved = false;
+    err = delivery_store_save_stage(db, d, from, &saved, errstr, errsize);
+    if (!err && !saved) {
+        *moved = false;
+        *lost = true;
+        return DETA_OK;
+    }
     if (!err)
         err = delivery_store_announce(db, d, correlation_id, errstr, errsize);
     return err;
@@ -125,38 +140,8 @@ static void report_step(delivery_ticker_t *t, const delivery_t *d, const char *c
     }
 }
 
-/* Waiting orders, first paid first served, get the drivers that have room
- * (every driver's row is locked by the caller); *n how many. */
-static deta_err_t assign_waiting(delivery_ticker_t *t, deta_db_t *db, int *n, char *errstr,
-                                 size_t errsize) {
-    delivery_driver_t *rows = NULL;
-    size_t nrows = 0;
-    deta_err_t err = delivery_store_load_drivers(db, &rows, &nrows, errstr, errsize);
-    while (!err && *n < TICK_BATCH) {
-        delivery_waiting_t w;
-        bool found = false, assigned = false;
-        struct step *s = &t->assigned[*n];
-        err = delivery_store_next_waiting(db, &w, &found, errstr, errsize);
-        if (!err && found && w.has_delivery) { /* nothing more to give it */
-            err = delivery_store_unpark(db, w.order_id, errstr, errsize);
-            continue;
-        }
-        if (!err && found)
-            err = delivery_assign_order(t->assigner, db, rows, nrows, w.order_id, w.payment_id,
-                                        w.correlation_id, &s->d, &assigned, errstr, errsize);
-        if (err || !assigned)
-            break;
-        err = delivery_store_unpark(db, w.order_id, errstr, errsize);
-        memcpy(s->correlation_id, w.correlation_id, sizeof s->correlation_id);
-        (*n)++;
-    }
-    free(rows);
-    return err;
-}
-
-/* The drivers' part of a turn, after its n moves: lock the drivers it touches in
- * driver_id order, release those of the delivered, assign waiting orders;
- * *assigned how many were. */
+/* The drivers' part of a turn, after its n moves: the drivers of the delivered
+ * are released and waiting orders assigned (assign.c); *assigned how many were. */
 static deta_err_t settle_drivers(delivery_ticker_t *t, deta_db_t *db, int n, int *assigned,
                                  char *errstr, size_t errsize) {
     const char *released[TICK_BATCH];
@@ -164,15 +149,8 @@ static deta_err_t settle_drivers(delivery_ticker_t *t, deta_db_t *db, int n, int
     for (int i = 0; i < n; i++)
         if (t->turn[i].d.status == DELIVERY_DELIVERED)
             released[nreleased++] = t->turn[i].d.driver_id;
-    bool waiting = false;
-    deta_err_t err = delivery_store_anyone_waiting(db, &waiting, errstr, errsize);
-    if (!err)
-        err = delivery_store_lock_drivers(db, released, nreleased, waiting, errstr, errsize);
-    if (!err)
-        err = delivery_store_release_drivers(db, released, nreleased, errstr, errsize);
-    if (!err && waiting)
-        err = assign_waiting(t, db, assigned, errstr, errsize);
-    return err;
+    return delivery_release_and_serve(t->assigner, db, released, nreleased, t->assigned,
+                                      TICK_BATCH, assigned, errstr, errsize);
 }
 
 /* One turn: up to TICK_BATCH due deliveries, their drivers and the waiting
@@ -184,10 +162,13 @@ static int advance_due(delivery_ticker_t *t, deta_db_t *db) {
     deta_err_t err = deta_db_begin(db, why, sizeof why);
     int n = 0, assigned = 0;
     bool refused = false;
-    while (!err && n < TICK_BATCH && !stopping(t)) {
-        bool moved = false;
-        err = advance_next(t, db, &t->turn[n].d, t->turn[n].correlation_id, &moved, why,
+    for (int tries = 0; !err && n < TICK_BATCH && tries < 2 * TICK_BATCH && !stopping(t);
+         tries++) {
+        bool moved = false, lost = false;
+        err = advance_next(t, db, &t->turn[n].d, t->turn[n].correlation_id, &moved, &lost, why,
                            sizeof why);
+        if (!err && lost)
+            continue; /* the cancel won this one: the next */
         if (err == DETA_ERR_INTERNAL && !moved) {
             refused = true; /* nothing written for it: keep the others */
             DETA_WARN("ticker: %s", why);

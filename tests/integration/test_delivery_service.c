@@ -406,13 +406,14 @@ static void assert_driver_counts_consistent(PGconn *db, long cap) {
     assert_int_equal(ts_pg_long(db,
                                 "SELECT count(*) FROM drivers r WHERE active_deliveries <> "
                                 "(SELECT count(*) FROM deliveries d WHERE d.driver_id = "
-                                "r.driver_id AND d.status <> 'DELIVERED')",
+                                "r.driver_id AND d.status IN ('ASSIGNED', 'PICKED_UP'))",
                                 0, NULL),
                      0);
 }
 
 /* For each delivery of the burst, the load of every available driver at the
- * instant it was assigned, rebuilt from all deliveries. The chosen driver must
+ * instant it was assigned, rebuilt from all deliveries (a cancelled one was
+ * active until its cancel). The chosen driver must
  * have been below capacity and among the least busy (one of slack for a delivery
  * that completed in the same few milliseconds as the assignment read the rows). */
 static const char LOAD_SQL[] =
@@ -421,7 +422,8 @@ static const char LOAD_SQL[] =
     " load AS (SELECT m.delivery_id, r.driver_id,"
     "            (SELECT count(*) FROM deliveries x WHERE x.driver_id = r.driver_id"
     "               AND x.assigned_at < m.assigned_at"
-    "               AND (x.delivered_at IS NULL OR x.delivered_at > m.assigned_at)) AS active"
+    "               AND (x.delivered_at IS NULL OR x.delivered_at > m.assigned_at)"
+    "               AND (x.cancelled_at IS NULL OR x.cancelled_at > m.assigned_at)) AS active"
     "          FROM mine m CROSS JOIN drivers r WHERE r.available)"
     " SELECT count(*) FROM mine m"
     "  JOIN load c ON c.delivery_id = m.delivery_id AND c.driver_id = m.driver_id"

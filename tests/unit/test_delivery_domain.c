@@ -2,7 +2,8 @@
  * test_delivery_domain.c - delivery-service's rules without any server: stable
  * distances and jitters, ETAs on the simulated clock (stages in order, clock-speed
  * conversion), the choice of the least busy driver, the payloads it writes and the
- * validation of the payment.authorized it reads.
+ * validation of the payment.authorized it reads; the cancel's verdicts, the
+ * validation of payment.cancel_forwarded and the verdicts' payloads.
  *
  * The header is included by path: every service's folder has a domain.h, and the
  * unit tests see all of their include directories.
@@ -34,13 +35,17 @@ static delivery_params_t defaults(void) {
 
 static void stages_have_names_and_parse_back(void **state) {
     (void)state;
-    const delivery_stage_t all[] = {DELIVERY_ASSIGNED, DELIVERY_PICKED_UP, DELIVERY_DELIVERED};
-    const char *names[] = {"ASSIGNED", "PICKED_UP", "DELIVERED"};
+    const delivery_stage_t all[] = {DELIVERY_ASSIGNED, DELIVERY_PICKED_UP, DELIVERY_DELIVERED,
+                                    DELIVERY_CANCELLED};
+    const char *names[] = {"ASSIGNED", "PICKED_UP", "DELIVERED", "CANCELLED"};
     const char *types[] = {DETA_EVT_DELIVERY_ASSIGNED, DETA_EVT_DELIVERY_PICKED_UP,
-                           DETA_EVT_DELIVERY_DELIVERED};
-    for (size_t i = 0; i < 3; i++) {
+                           DETA_EVT_DELIVERY_DELIVERED, NULL};
+    for (size_t i = 0; i < 4; i++) {
         assert_string_equal(delivery_stage_name(all[i]), names[i]);
-        assert_string_equal(delivery_stage_event_type(all[i]), types[i]);
+        if (types[i])
+            assert_string_equal(delivery_stage_event_type(all[i]), types[i]);
+        else /* delivery.cancelled is not a stage's announcement */
+            assert_null(delivery_stage_event_type(all[i]));
         delivery_stage_t back = DELIVERY_DELIVERED;
         assert_true(delivery_stage_parse(names[i], &back));
         assert_int_equal(back, all[i]);
@@ -502,6 +507,182 @@ static void distances_format_exactly(void **state) {
     delivery_format_km(150, km, sizeof km);
     assert_string_equal(km, "15.0");
 }
+/* ---- the cancel ---- */
+
+static delivery_cancel_facts_t facts(bool cancelled, bool refused, bool has_delivery,
+                                     delivery_stage_t stage, bool waiting) {
+    delivery_cancel_facts_t f = {cancelled, refused, has_delivery, stage, waiting};
+    return f;
+}
+
+static void cancel_verdict_follows_the_stage_that_holds_the_order(void **state) {
+    (void)state;
+    const struct {
+        delivery_cancel_facts_t f;
+        delivery_cancel_verdict_t want;
+    } cases[] = {
+        /* first verdicts */
+        {facts(false, false, true, DELIVERY_ASSIGNED, false), DELIVERY_CANCEL_ASSIGNED},
+        {facts(false, false, true, DELIVERY_PICKED_UP, false), DELIVERY_CANCEL_REFUSE},
+        {facts(false, false, true, DELIVERY_DELIVERED, false), DELIVERY_CANCEL_REFUSE},
+        {facts(false, false, false, DELIVERY_ASSIGNED, true), DELIVERY_CANCEL_WAITING},
+        {facts(false, false, false, DELIVERY_ASSIGNED, false), DELIVERY_CANCEL_NONE},
+        /* the ticker's assignment of a waiting order committing: the delivery wins */
+        {facts(false, false, true, DELIVERY_ASSIGNED, true), DELIVERY_CANCEL_ASSIGNED},
+        {facts(false, false, true, DELIVERY_PICKED_UP, true), DELIVERY_CANCEL_REFUSE},
+        /* a verdict is given once */
+        {facts(true, false, true, DELIVERY_CANCELLED, false), DELIVERY_CANCEL_DECIDED},
+        {facts(true, false, false, DELIVERY_ASSIGNED, false), DELIVERY_CANCEL_DECIDED},
+        {facts(true, false, false, DELIVERY_ASSIGNED, true), DELIVERY_CANCEL_DECIDED},
+        {facts(false, true, true, DELIVERY_PICKED_UP, false), DELIVERY_CANCEL_DECIDED},
+        {facts(false, true, true, DELIVERY_DELIVERED, false), DELIVERY_CANCEL_DECIDED},
+        {facts(false, false, true, DELIVERY_CANCELLED, false), DELIVERY_CANCEL_DECIDED},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        if (delivery_cancel_decide(&cases[i].f) != cases[i].want)
+            fail_msg("case %zu: verdict %d, expected %d", i,
+                     (int)delivery_cancel_decide(&cases[i].f), (int)cases[i].want);
+    assert_string_equal(delivery_cancel_stage(DELIVERY_CANCEL_ASSIGNED), "ASSIGNED");
+    assert_string_equal(delivery_cancel_stage(DELIVERY_CANCEL_WAITING), "WAITING");
+    assert_string_equal(delivery_cancel_stage(DELIVERY_CANCEL_NONE), "NONE");
+    assert_null(delivery_cancel_stage(DELIVERY_CANCEL_REFUSE));
+    assert_null(delivery_cancel_stage(DELIVERY_CANCEL_DECIDED));
+}
+
+static const char VALID_FORWARD[] =
+    "{\"orderId\":\"" ORDER "\",\"paymentId\":\"pay-1\",\"reason\":\"changed my mind\","
+    "\"requestedAt\":\"2025-11-25T12:38:05.123Z\",\"forwardedAt\":\"2025-11-25T12:38:06.000Z\"}";
+
+static deta_err_t parse_forward(const char *envelope_order, const char *payload_json,
+                                payment_cancel_forwarded_t *out, char *why, size_t whysize) {
+    json_t *payload = json_loads(payload_json, 0, NULL);
+    assert_non_null(payload);
+    deta_event_t ev;
+    char err[256];
+    if (deta_event_init(&ev, DETA_EVT_PAYMENT_CANCEL_FORWARDED, envelope_order, CORR, "test",
+                        payload, err, sizeof err) != DETA_OK)
+        fail_msg("event: %s", err);
+    why[0] = 0;
+    deta_err_t e = delivery_parse_cancel_forwarded(&ev, out, why, whysize);
+    deta_event_clear(&ev);
+    return e;
+}
+
+static char *forward_variant(const char *key, const char *raw) {
+    json_t *p = json_loads(VALID_FORWARD, 0, NULL);
+    assert_non_null(p);
+    if (raw)
+        json_object_set_new(p, key, json_loads(raw, JSON_DECODE_ANY, NULL));
+    else
+        json_object_del(p, key);
+    char *text = json_dumps(p, JSON_COMPACT);
+    json_decref(p);
+    return text;
+}
+
+static void cancel_forward_is_read_and_checked(void **state) {
+    (void)state;
+    payment_cancel_forwarded_t cf;
+    char why[256];
+    assert_int_equal(parse_forward(ORDER, VALID_FORWARD, &cf, why, sizeof why), DETA_OK);
+    assert_string_equal(cf.order_id, ORDER);
+    assert_string_equal(cf.payment_id, "pay-1");
+    assert_true(cf.has_reason);
+    assert_string_equal(cf.reason, "changed my mind");
+    assert_string_equal(cf.requested_at, "2025-11-25T12:38:05.123Z");
+    assert_string_equal(cf.forwarded_at, "2025-11-25T12:38:06.000Z");
+    /* no reason: null or absent */
+    const char *none[] = {"null", NULL};
+    for (size_t i = 0; i < 2; i++) {
+        char *text = forward_variant("reason", none[i]);
+        assert_int_equal(parse_forward(ORDER, text, &cf, why, sizeof why), DETA_OK);
+        assert_false(cf.has_reason);
+        free(text);
+    }
+    const struct {
+        const char *key, *raw, *named;
+    } bad[] = {
+        {"paymentId", NULL, "payload.paymentId is required"},
+        {"requestedAt", NULL, "payload.requestedAt is required"},
+        {"forwardedAt", NULL, "payload.forwardedAt is required"},
+        {"orderId", NULL, "payload.orderId is required"},
+        {"paymentId", "7", "payload.paymentId"},
+        {"requestedAt", "\"soon\"", "payload.requestedAt"},
+        {"reason", "42", "payload.reason"},
+        {"reason", "\"\"", "payload.reason"},
+        {"reason", "\"" "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                   "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                   "x\"", "payload.reason"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char *text = forward_variant(bad[i].key, bad[i].raw);
+        assert_int_equal(parse_forward(ORDER, text, &cf, why, sizeof why), DETA_ERR_INVALID);
+        if (!strstr(why, bad[i].named))
+            fail_msg("error \"%s\" does not name %s", why, bad[i].named);
+        free(text);
+    }
+    char other[DETA_UUID_LEN + 1];
+    deta_uuid_new(other);
+    assert_int_equal(parse_forward(other, VALID_FORWARD, &cf, why, sizeof why), DETA_ERR_INVALID);
+    assert_non_null(strstr(why, "differs from the envelope"));
+}
+
+static void cancel_verdicts_payloads_follow_the_contract(void **state) {
+    (void)state;
+    const char *req = "2025-11-25T12:38:05.123Z";
+    json_t *p = delivery_cancelled_payload(DELIVERY_CANCEL_ASSIGNED, ORDER, "del-1", "driver-03",
+                                           "pay-1", "why not", req, T0);
+    assert_non_null(p);
+    expect_keys(p, 8);
+    assert_string_equal(str(p, "orderId"), ORDER);
+    assert_string_equal(str(p, "stage"), "ASSIGNED");
+    assert_string_equal(str(p, "deliveryId"), "del-1");
+    assert_string_equal(str(p, "driverId"), "driver-03");
+    assert_string_equal(str(p, "paymentId"), "pay-1");
+    assert_string_equal(str(p, "reason"), "why not");
+    assert_string_equal(str(p, "requestedAt"), req);
+    assert_string_equal(str(p, "cancelledAt"), "2025-11-25T12:38:05.123Z");
+    json_decref(p);
+    const delivery_cancel_verdict_t early[] = {DELIVERY_CANCEL_WAITING, DELIVERY_CANCEL_NONE};
+    for (size_t i = 0; i < 2; i++) {
+        /* ids given or not, they are null before any assignment */
+        p = delivery_cancelled_payload(early[i], ORDER, "del-1", "driver-03", "pay-1", NULL,
+                                       req, T0);
+        assert_non_null(p);
+        expect_keys(p, 8);
+        assert_string_equal(str(p, "stage"), delivery_cancel_stage(early[i]));
+        assert_true(json_is_null(json_object_get(p, "deliveryId")));
+        assert_true(json_is_null(json_object_get(p, "driverId")));
+        assert_true(json_is_null(json_object_get(p, "reason")));
+        json_decref(p);
+    }
+    assert_null(delivery_cancelled_payload(DELIVERY_CANCEL_REFUSE, ORDER, NULL, NULL, "pay-1",
+                                           NULL, req, T0));
+    assert_null(delivery_cancelled_payload(DELIVERY_CANCEL_ASSIGNED, ORDER, NULL, "driver-03",
+                                           "pay-1", NULL, req, T0));
+
+    const delivery_stage_t late[] = {DELIVERY_PICKED_UP, DELIVERY_DELIVERED};
+    const char *status[] = {"PICKED_UP", "DELIVERED"};
+    for (size_t i = 0; i < 2; i++) {
+        p = delivery_cancel_refused_payload(ORDER, late[i], "r", req, T0 + 1);
+        assert_non_null(p);
+        expect_keys(p, 5);
+        assert_string_equal(str(p, "orderId"), ORDER);
+        assert_string_equal(str(p, "orderStatus"), status[i]);
+        assert_string_equal(str(p, "reason"), "r");
+        assert_string_equal(str(p, "requestedAt"), req);
+        assert_string_equal(str(p, "refusedAt"), "2025-11-25T12:38:05.124Z");
+        json_decref(p);
+    }
+    assert_null(delivery_cancel_refused_payload(ORDER, DELIVERY_ASSIGNED, NULL, req, T0));
+    assert_null(delivery_cancel_refused_payload(ORDER, DELIVERY_CANCELLED, NULL, req, T0));
+    delivery_t d;
+    assert_int_equal(delivery_assign(&(delivery_params_t){20, 5, 10, 25, 1, 200}, &d, "del-1",
+                                     ORDER, "driver-03", "Driver 03", T0),
+                     DETA_OK);
+    d.status = DELIVERY_CANCELLED;
+    assert_null(delivery_stage_payload(&d));
+}
 
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -527,6 +708,9 @@ int main(void) {
         cmocka_unit_test(payloads_follow_the_contract),
         cmocka_unit_test(waiting_payload_says_since_when_and_where_in_the_queue),
         cmocka_unit_test(distances_format_exactly),
+        cmocka_unit_test(cancel_verdict_follows_the_stage_that_holds_the_order),
+        cmocka_unit_test(cancel_forward_is_read_and_checked),
+        cmocka_unit_test(cancel_verdicts_payloads_follow_the_contract),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
