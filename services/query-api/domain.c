@@ -59,13 +59,14 @@ typedef struct event_rule {
  * dead-lettered naming it rather than shown in the timeline. */
 #define V(json, kind, req) {json, kind, CHECK_ONLY, SCRATCH_MAX, req}
 
-/* estimatedDeliveryAt goes to estimated_delivery_at, and the instant the estimate
- * was made (assignedAt, pickedUpAt, calculatedAt) to eta_calculated_at; when an
- * event has an estimate but no such instant, its occurredAt stands in. */
+/* The three refusals of a cancel share their payload. */
 #define CANCEL_REFUSED_FIELDS                                                                \
     {V("orderStatus", FIELD_STATE, true), V("reason", FIELD_NOTE, false),                   \
      V("requestedAt", FIELD_INSTANT, true), V("refusedAt", FIELD_INSTANT, true)}
 
+/* estimatedDeliveryAt goes to estimated_delivery_at, and the instant the estimate
+ * was made (assignedAt, pickedUpAt, calculatedAt) to eta_calculated_at; when an
+ * event has an estimate but no such instant, its occurredAt stands in. */
 static const event_rule_t event_rules[] = {
     {DETA_EVT_ORDER_CREATED, true, false,
      {F("customerId", FIELD_ID, customer_id, true),
