@@ -4,13 +4,16 @@
  * validation. (The dead-letter administration's rules: deadletters/domain.c.)
  *
  * What each event type contributes is a table (event_rules below), not code: a
- * reader sees at a glance which payload field lands in which column, whether it
- * is required, and which state the type moves the order to. A required field
- * missing, or any known field of the wrong shape, makes the event invalid (it is
- * dead-lettered and visible there, rather than silently half-applied).
+ * reader sees at a glance which payload field lands in which column (or is only
+ * checked), and whether it is required. Which state a type moves the order to is
+ * libdeta's table (deta_state_for_event), the one order-service reads too. A
+ * required field missing, or any known field of the wrong shape, makes the event
+ * invalid (it is dead-lettered and visible there, rather than silently
+ * half-applied).
  */
 #include "domain.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,34 +21,6 @@
 
 #include "deta/states.h"
 #include "deta/topics.h"
-
-/* ---- states ---- */
-
-const char *const query_statuses[QUERY_STATUS_COUNT] = {
-    DETA_STATE_CREATED,          DETA_STATE_INVENTORY_RESERVED, DETA_STATE_PAYMENT_AUTHORIZED,
-    DETA_STATE_DELIVERY_WAITING, DETA_STATE_DELIVERY_ASSIGNED,  DETA_STATE_PICKED_UP,
-    DETA_STATE_DELIVERED,        DETA_STATE_INVENTORY_REJECTED, DETA_STATE_PAYMENT_FAILED,
-};
-
-/* DELIVERY_WAITING (4) is a paid order that waits for a driver (delivery.waiting);
- * it moves on to DELIVERY_ASSIGNED once one has room. */
-static const int status_ranks[QUERY_STATUS_COUNT] = {1, 2, 3, 4, 5, 6, 7, QUERY_RANK_FAILED,
-                                                     QUERY_RANK_FAILED};
-
-int query_status_rank(const char *status) {
-    if (!status)
-        return 0;
-    for (int i = 0; i < QUERY_STATUS_COUNT; i++)
-        if (strcmp(query_statuses[i], status) == 0)
-            return status_ranks[i];
-    return 0;
-}
-
-bool query_status_valid(const char *status) { return query_status_rank(status) > 0; }
-
-bool query_status_may_move(const char *from, const char *to) {
-    return query_status_rank(to) > query_status_rank(from);
-}
 
 /* ---- what each event type contributes ---- */
 
@@ -55,21 +30,24 @@ typedef enum field_kind {
     FIELD_MONEY,    /* decimal amount >= 0, kept in canonical text */
     FIELD_CURRENCY, /* three capital letters */
     FIELD_INSTANT,  /* ISO-8601 UTC, kept normalized */
+    FIELD_NOTE,     /* string of 1..200 bytes (a cancel's reason, the client's) */
+    FIELD_STATE,    /* one of the order states (deta/states.h) */
 } field_kind_t;
 
 typedef struct field_rule {
     const char *name; /* in the payload */
     field_kind_t kind;
-    size_t offset; /* into query_view_t */
+    size_t offset; /* into query_view_t; CHECK_ONLY: validated, kept nowhere */
     size_t size;
     bool required;
 } field_rule_t;
 
-#define QUERY_MAX_FIELDS 6
+#define QUERY_MAX_FIELDS 8
+#define CHECK_ONLY SIZE_MAX
+#define SCRATCH_MAX 256 /* room for any field kind's value that is only checked */
 
 typedef struct event_rule {
     const char *type;
-    const char *status; /* NULL: the type moves no state */
     bool authoritative; /* its identity fields overwrite */
     bool eta_is_delivery; /* the ETA becomes the delivery instant */
     field_rule_t fields[QUERY_MAX_FIELDS];
@@ -77,56 +55,100 @@ typedef struct event_rule {
 
 #define F(json, kind, member, req) \
     {json, kind, offsetof(query_view_t, member), sizeof(((query_view_t *)0)->member), req}
+/* A field the read model does not keep but checks, so that a malformed event is
+ * dead-lettered naming it rather than shown in the timeline. */
+#define V(json, kind, req) {json, kind, CHECK_ONLY, SCRATCH_MAX, req}
+
+/* The three refusals of a cancel share their payload. */
+#define CANCEL_REFUSED_FIELDS                                                                \
+    {V("orderStatus", FIELD_STATE, true), V("reason", FIELD_NOTE, false),                   \
+     V("requestedAt", FIELD_INSTANT, true), V("refusedAt", FIELD_INSTANT, true)}
 
 /* estimatedDeliveryAt goes to estimated_delivery_at, and the instant the estimate
  * was made (assignedAt, pickedUpAt, calculatedAt) to eta_calculated_at; when an
  * event has an estimate but no such instant, its occurredAt stands in. */
 static const event_rule_t event_rules[] = {
-    {DETA_EVT_ORDER_CREATED, DETA_STATE_CREATED, true, false,
+    {DETA_EVT_ORDER_CREATED, true, false,
      {F("customerId", FIELD_ID, customer_id, true),
       F("totalAmount", FIELD_MONEY, total_amount, true),
       F("currency", FIELD_CURRENCY, currency, true),
       F("createdAt", FIELD_INSTANT, created_at, true)}},
-    {DETA_EVT_INVENTORY_RESERVED, DETA_STATE_INVENTORY_RESERVED, false, false,
+    {DETA_EVT_INVENTORY_RESERVED, false, false,
      {F("reservationId", FIELD_ID, reservation_id, false),
       F("customerId", FIELD_ID, customer_id, false),
       F("totalAmount", FIELD_MONEY, total_amount, false),
       F("currency", FIELD_CURRENCY, currency, false)}},
-    {DETA_EVT_INVENTORY_REJECTED, DETA_STATE_INVENTORY_REJECTED, false, false,
+    {DETA_EVT_INVENTORY_REJECTED, false, false,
      {F("customerId", FIELD_ID, customer_id, false),
       F("reason", FIELD_TEXT, failure_reason, false)}},
-    {DETA_EVT_INVENTORY_RELEASED, NULL, false, false, {{0}}},
-    {DETA_EVT_PAYMENT_AUTHORIZED, DETA_STATE_PAYMENT_AUTHORIZED, false, false,
+    {DETA_EVT_INVENTORY_RELEASED, false, false, {{0}}},
+    {DETA_EVT_PAYMENT_AUTHORIZED, false, false,
      {F("paymentId", FIELD_ID, payment_id, true),
       F("customerId", FIELD_ID, customer_id, false)}},
-    {DETA_EVT_PAYMENT_FAILED, DETA_STATE_PAYMENT_FAILED, false, false,
+    {DETA_EVT_PAYMENT_FAILED, false, false,
      {F("paymentId", FIELD_ID, payment_id, false),
       F("customerId", FIELD_ID, customer_id, false),
       F("reason", FIELD_TEXT, failure_reason, false)}},
-    {DETA_EVT_DELIVERY_WAITING, DETA_STATE_DELIVERY_WAITING, false, false,
+    {DETA_EVT_DELIVERY_WAITING, false, false,
      {F("paymentId", FIELD_ID, payment_id, false)}},
-    {DETA_EVT_DELIVERY_ASSIGNED, DETA_STATE_DELIVERY_ASSIGNED, false, false,
+    {DETA_EVT_DELIVERY_ASSIGNED, false, false,
      {F("deliveryId", FIELD_ID, delivery_id, true),
       F("driverId", FIELD_ID, driver_id, false),
       F("driverName", FIELD_TEXT, driver_name, false),
       F("estimatedDeliveryAt", FIELD_INSTANT, estimated_delivery_at, true),
       F("assignedAt", FIELD_INSTANT, eta_calculated_at, false)}},
-    {DETA_EVT_DELIVERY_PICKED_UP, DETA_STATE_PICKED_UP, false, false,
+    {DETA_EVT_DELIVERY_PICKED_UP, false, false,
      {F("deliveryId", FIELD_ID, delivery_id, true),
       F("driverId", FIELD_ID, driver_id, false),
       F("estimatedDeliveryAt", FIELD_INSTANT, estimated_delivery_at, false),
       F("pickedUpAt", FIELD_INSTANT, eta_calculated_at, false)}},
-    {DETA_EVT_DELIVERY_DELIVERED, DETA_STATE_DELIVERED, false, true,
+    {DETA_EVT_DELIVERY_DELIVERED, false, true,
      {F("deliveryId", FIELD_ID, delivery_id, true),
       F("driverId", FIELD_ID, driver_id, false),
       F("deliveredAt", FIELD_INSTANT, delivered_at, true)}},
-    {DETA_EVT_ETA_UPDATED, NULL, false, false,
+    {DETA_EVT_ETA_UPDATED, false, false,
      {F("deliveryId", FIELD_ID, delivery_id, false),
       F("estimatedDeliveryAt", FIELD_INSTANT, estimated_delivery_at, true),
       F("calculatedAt", FIELD_INSTANT, eta_calculated_at, true)}},
+    /* The cancellation (docs/contracts.md#cancellation). Requests, forwards and
+     * refusals set nothing but the timeline; the copied-forward ids and the
+     * reason are checked when present (a reason may be null); the instants of
+     * the step and a refusal's orderStatus are required. */
+    {DETA_EVT_ORDER_CANCEL_REQUESTED, false, false,
+     {V("reason", FIELD_NOTE, false), V("requestedAt", FIELD_INSTANT, true)}},
+    {DETA_EVT_INVENTORY_CANCEL_FORWARDED, false, false,
+     {V("reservationId", FIELD_ID, false), V("reason", FIELD_NOTE, false),
+      V("requestedAt", FIELD_INSTANT, true), V("forwardedAt", FIELD_INSTANT, true)}},
+    {DETA_EVT_PAYMENT_CANCEL_FORWARDED, false, false,
+     {F("paymentId", FIELD_ID, payment_id, true), V("reason", FIELD_NOTE, false),
+      V("requestedAt", FIELD_INSTANT, true), V("forwardedAt", FIELD_INSTANT, true)}},
+    {DETA_EVT_INVENTORY_CANCEL_REFUSED, false, false, CANCEL_REFUSED_FIELDS},
+    {DETA_EVT_PAYMENT_CANCEL_REFUSED, false, false, CANCEL_REFUSED_FIELDS},
+    {DETA_EVT_DELIVERY_CANCEL_REFUSED, false, false, CANCEL_REFUSED_FIELDS},
+    /* the verdicts: CANCELLED (deta_state_for_event), and when */
+    {DETA_EVT_INVENTORY_CANCELLED, false, false,
+     {V("stage", FIELD_ID, true), V("reason", FIELD_NOTE, false),
+      V("requestedAt", FIELD_INSTANT, true),
+      F("cancelledAt", FIELD_INSTANT, cancelled_at, true)}},
+    {DETA_EVT_PAYMENT_CANCELLED, false, false,
+     {V("stage", FIELD_ID, true), V("reservationId", FIELD_ID, false),
+      V("reason", FIELD_NOTE, false), V("requestedAt", FIELD_INSTANT, true),
+      F("cancelledAt", FIELD_INSTANT, cancelled_at, true)}},
+    {DETA_EVT_DELIVERY_CANCELLED, false, false,
+     {V("stage", FIELD_ID, true), F("deliveryId", FIELD_ID, delivery_id, false),
+      F("driverId", FIELD_ID, driver_id, false), V("paymentId", FIELD_ID, false),
+      V("reason", FIELD_NOTE, false), V("requestedAt", FIELD_INSTANT, true),
+      F("cancelledAt", FIELD_INSTANT, cancelled_at, true)}},
+    /* the compensation the customer sees */
+    {DETA_EVT_PAYMENT_REFUNDED, false, false,
+     {F("paymentId", FIELD_ID, payment_id, true), V("refundId", FIELD_ID, true),
+      F("amount", FIELD_MONEY, refunded_amount, true), V("currency", FIELD_CURRENCY, true),
+      V("reason", FIELD_NOTE, false), V("refundedAt", FIELD_INSTANT, true)}},
 };
 
 #undef F
+#undef V
+#undef CANCEL_REFUSED_FIELDS
 
 static const event_rule_t *rule_for(const char *event_type) {
     for (size_t i = 0; i < sizeof event_rules / sizeof *event_rules; i++)
@@ -135,10 +157,7 @@ static const event_rule_t *rule_for(const char *event_type) {
     return NULL;
 }
 
-const char *query_status_for_event(const char *event_type) {
-    const event_rule_t *r = rule_for(event_type);
-    return r ? r->status : NULL;
-}
+bool query_handles_event(const char *event_type) { return rule_for(event_type) != NULL; }
 
 /* ---- the ETA rule (instants: deta/timestamp.h) ---- */
 
@@ -177,6 +196,13 @@ static deta_err_t read_field(const field_rule_t *f, const json_t *v, char *dst, 
         return read_string(f, v, DETA_ID_MAX, dst, errstr, errsize);
     case FIELD_TEXT:
         return read_string(f, v, QUERY_TEXT_MAX, dst, errstr, errsize);
+    case FIELD_NOTE:
+        return read_string(f, v, QUERY_NOTE_MAX, dst, errstr, errsize);
+    case FIELD_STATE:
+        if (deta_state_rank(json_string_value(v)) == 0)
+            return field_invalid(f->name, "must be an order state", errstr, errsize);
+        snprintf(dst, f->size, "%s", json_string_value(v));
+        return DETA_OK;
     case FIELD_CURRENCY:
         if (!deta_currency_valid(json_string_value(v)))
             return field_invalid(f->name, "must be three capital letters", errstr, errsize);
@@ -212,7 +238,9 @@ static deta_err_t read_fields(const event_rule_t *r, const json_t *payload, quer
                 return field_invalid(f->name, "is required", errstr, errsize);
             continue;
         }
-        deta_err_t err = read_field(f, v, (char *)out + f->offset, errstr, errsize);
+        char scratch[SCRATCH_MAX];
+        char *dst = f->offset == CHECK_ONLY ? scratch : (char *)out + f->offset;
+        deta_err_t err = read_field(f, v, dst, errstr, errsize);
         if (err)
             return err;
     }
@@ -282,9 +310,10 @@ deta_err_t query_change_from_event(const deta_event_t *ev, query_change_t *c, ch
     lower_copy(f->order_id, ev->order_id, sizeof f->order_id);
     snprintf(f->correlation_id, sizeof f->correlation_id, "%s", ev->correlation_id);
     memcpy(f->updated_at, c->occurred_at, sizeof c->occurred_at);
-    if (r->status) {
-        snprintf(f->status, sizeof f->status, "%s", r->status);
-        f->status_rank = query_status_rank(r->status);
+    const char *status = deta_state_for_event(r->type);
+    if (status) {
+        snprintf(f->status, sizeof f->status, "%s", status);
+        f->status_rank = deta_state_rank(status);
     }
     return DETA_OK;
 }
@@ -335,6 +364,9 @@ bool query_view_merge(query_view_t *v, const query_change_t *c) {
     TAKE(v, f, driver_name);
     TAKE(v, f, delivered_at);
     TAKE(v, f, failure_reason);
+    TAKE(v, f, refunded_amount);
+    if (f->cancelled_at[0] && (!v->cancelled_at[0] || later(v->cancelled_at, f->cancelled_at)))
+        TAKE(v, f, cancelled_at);
     if (f->estimated_delivery_at[0] && query_eta_is_newer(f->eta_calculated_at,
                                                          v->eta_calculated_at)) {
         TAKE(v, f, estimated_delivery_at);
@@ -471,12 +503,12 @@ deta_err_t query_list_params_parse(const char *limit, const char *cursor, const 
         p->has_cursor = true;
     }
     if (status) {
-        if (!query_status_valid(status))
+        if (deta_state_rank(status) == 0)
             return query_violation(v, "status",
                                    "status must be CREATED, INVENTORY_RESERVED, "
                                    "PAYMENT_AUTHORIZED, DELIVERY_WAITING, DELIVERY_ASSIGNED, "
                                    "PICKED_UP, DELIVERED, "
-                                   "INVENTORY_REJECTED, PAYMENT_FAILED");
+                                   "INVENTORY_REJECTED, PAYMENT_FAILED, CANCELLED");
         snprintf(p->status, sizeof p->status, "%s", status);
     }
     if (customer_id) {
@@ -512,6 +544,8 @@ json_t *query_view_to_json(const query_view_t *v) {
     json_object_set_new(o, "etaCalculatedAt", text_or_null(v->eta_calculated_at));
     json_object_set_new(o, "deliveredAt", text_or_null(v->delivered_at));
     json_object_set_new(o, "failureReason", text_or_null(v->failure_reason));
+    json_object_set_new(o, "cancelledAt", text_or_null(v->cancelled_at));
+    json_object_set_new(o, "refundedAmount", text_or_null(v->refunded_amount));
     json_object_set_new(o, "correlationId", text_or_null(v->correlation_id));
     return o;
 }
@@ -525,8 +559,8 @@ json_t *query_timeline_entry_to_json(const query_timeline_entry_t *e) {
 json_t *query_stats_to_json(const query_stats_t *s) {
     json_t *by = json_object();
     long total = s->without_status;
-    for (int i = 0; i < QUERY_STATUS_COUNT; i++) {
-        json_object_set_new(by, query_statuses[i], json_integer(s->by_status[i]));
+    for (int i = 0; i < DETA_STATES_COUNT; i++) {
+        json_object_set_new(by, deta_states[i], json_integer(s->by_status[i]));
         total += s->by_status[i];
     }
     return json_pack("{s:I, s:o, s:I}", "total", (json_int_t)total, "byStatus", by,

@@ -13,6 +13,8 @@
  *     order.created, which overwrites; other events that copy it forward only
  *     fill gaps, so a partial row gets its identity once order.created arrives;
  *   - an ETA replaces another only when its calculatedAt is strictly later;
+ *   - cancelledAt is the earliest of the verdicts' (min, commutative; there is
+ *     one verdict per order, but a fold must not depend on it);
  *   - updatedAt is the latest occurredAt of any event applied (max again).
  *
  * query_view_merge() is that fold, step by step. The Postgres model does the same
@@ -36,27 +38,15 @@
 #include "deta/envelope.h"
 #include "deta/err.h"
 #include "deta/money.h"
+#include "deta/states.h"
 #include "deta/topics.h"
 #include "violation.h"
 
 /* ---- states ---- */
 
-#define QUERY_STATUS_COUNT 9
-#define QUERY_STATUS_MAX 24   /* longest state name plus NUL */
-#define QUERY_RANK_FAILED 8
-
-/* The states in rank order (failure ends last), for listing and stats. */
-extern const char *const query_statuses[QUERY_STATUS_COUNT];
-
-/* A state's rank (CREATED 1 ... DELIVERED 7, failure ends 8); 0 for anything else. */
-int query_status_rank(const char *status);
-bool query_status_valid(const char *status);
-/* The state an event type moves an order to, or NULL when it moves none
- * (inventory.released, eta.updated, unknown types). */
-const char *query_status_for_event(const char *event_type);
-/* The transition rule: an order in state `from` (NULL or "" when it has none yet)
- * moves to `to` only when to's rank is higher. */
-bool query_status_may_move(const char *from, const char *to);
+/* The states, their ranks and which event type sets which are libdeta's
+ * (deta/states.h: deta_states, deta_state_rank, deta_state_for_event), shared
+ * with order-service's status fold: one home for the ranks. */
 
 /* ---- instants ---- */
 
@@ -70,6 +60,7 @@ bool query_eta_is_newer(const char *candidate, const char *current);
 /* ---- the view and what one event contributes to it ---- */
 
 #define QUERY_TEXT_MAX 128 /* driverName, reasons */
+#define QUERY_NOTE_MAX 200 /* a cancel's reason: the client's (order-service takes 1..200 bytes) */
 
 /* One row of the read model. Text fields are "" when unknown; status_rank is 0
  * while the order has no status. first_seen_at is the storage's list key (when
@@ -79,7 +70,7 @@ typedef struct query_view {
     char customer_id[DETA_ID_MAX + 1];
     char total_amount[DETA_MONEY_STRLEN];
     char currency[4];
-    char status[QUERY_STATUS_MAX];
+    char status[DETA_STATE_MAX];
     int status_rank;
     char created_at[DETA_TS_LEN];
     char updated_at[DETA_TS_LEN];
@@ -93,6 +84,8 @@ typedef struct query_view {
     char delivered_at[DETA_TS_LEN];
     char failure_reason[QUERY_TEXT_MAX + 1];
     char correlation_id[DETA_ID_MAX + 1];
+    char cancelled_at[DETA_TS_LEN];               /* the earliest cancelledAt of a verdict */
+    char refunded_amount[DETA_MONEY_STRLEN];      /* payment.refunded's amount */
     char first_seen_at[DETA_TS_LEN];
 } query_view_t;
 
@@ -107,6 +100,10 @@ typedef struct query_change {
     json_t *payload;        /* borrowed from the event */
     query_view_t fields;
 } query_change_t;
+
+/* Whether the table of domain.c has a rule for the type (events.c routes exactly
+ * those). */
+bool query_handles_event(const char *event_type);
 
 /* Validates an event of a known type and extracts what it contributes (see the
  * table in domain.c). DETA_ERR_INVALID, with the payload field named in errstr,
@@ -141,7 +138,7 @@ typedef struct query_list_params {
     int limit;
     bool has_cursor;
     query_cursor_t after;
-    char status[QUERY_STATUS_MAX];      /* "" for any */
+    char status[DETA_STATE_MAX];        /* "" for any */
     char customer_id[DETA_ID_MAX + 1];  /* "" for any */
 } query_list_params_t;
 
@@ -169,7 +166,7 @@ typedef struct query_timeline_entry {
 json_t *query_timeline_entry_to_json(const query_timeline_entry_t *e);
 
 typedef struct query_stats {
-    long by_status[QUERY_STATUS_COUNT]; /* in query_statuses order */
+    long by_status[DETA_STATES_COUNT]; /* in deta_states order */
     long without_status;                /* partial rows that no status event reached yet */
 } query_stats_t;
 

@@ -113,6 +113,8 @@ static const view_col_t view_cols[] = {
     C(delivered_at, COL_INSTANT),
     C(failure_reason, COL_TEXT),
     C(correlation_id, COL_TEXT),
+    C(cancelled_at, COL_INSTANT),
+    C(refunded_amount, COL_TEXT),
     C(first_seen_at, COL_INSTANT),
 };
 #undef C
@@ -760,13 +762,13 @@ static deta_err_t cql_stats(void *impl, query_stats_t *out, char *errstr, size_t
         if (err)
             return store_err(err);
         for (size_t row = 0; row < r.nrows && !err; row++) {
-            char status[QUERY_STATUS_MAX];
+            char status[DETA_STATE_MAX];
             bool null = false;
             err = deta_cql_get_text(&r, row, 0, status, sizeof status, &null, errstr, errsize);
             int i = 0;
-            while (!null && i < QUERY_STATUS_COUNT && strcmp(query_statuses[i], status) != 0)
+            while (!null && i < DETA_STATES_COUNT && strcmp(deta_states[i], status) != 0)
                 i++;
-            if (!null && i < QUERY_STATUS_COUNT)
+            if (!null && i < DETA_STATES_COUNT)
                 out->by_status[i]++;
             else
                 out->without_status++;
@@ -879,6 +881,16 @@ static deta_err_t await_agreement(cql_model_t *m, deta_cql_t *c, char *errstr,
     }
 }
 
+/* Whether a refused schema statement is an ALTER TABLE ... ADD of a column the
+ * table has already (a keyspace made at the current schema, or a start that
+ * stopped half way): Invalid, "Column with name 'x' already exists" (Cassandra
+ * 4 and later; 3.x says "... conflicts with an existing column"). */
+static bool column_exists(const deta_cql_t *c, const char *ddl, const char *why) {
+    return strncmp(ddl, "ALTER TABLE ", 12) == 0 && strstr(ddl, " ADD ") &&
+           deta_cql_last_error(c) == DETA_CQL_E_INVALID &&
+           (strstr(why, "already exists") || strstr(why, "conflicts with an existing column"));
+}
+
 static deta_err_t create_schema(cql_model_t *m, deta_cql_t *c, char *errstr, size_t errsize) {
     deta_err_t err = DETA_OK;
     for (size_t i = 0; i < read_model_cql_ddl_count() && !err; i++) {
@@ -890,6 +902,10 @@ static deta_err_t create_schema(cql_model_t *m, deta_cql_t *c, char *errstr, siz
         memset(&r, 0, sizeof r);
         err = deta_cql_query(c, &q, &r, errstr, errsize);
         deta_cql_result_clear(&r);
+        if (err && column_exists(c, ddl, errstr)) {
+            DETA_DEBUG("cassandra: %s: the column is there already", ddl);
+            err = DETA_OK;
+        }
         if (!err)
             err = await_agreement(m, c, errstr, errsize);
         else
@@ -1032,7 +1048,7 @@ static bool belongs(const page_walk_t *w, const query_view_t *v, bool *stale) {
     if (p->status[0] && strcmp(v->status, p->status) != 0) {
         /* a status only rises: a view at or past the key's rank has left it; one
          * below it is a read behind the key's write, not a stale key */
-        *stale = w->by_status && v->status_rank >= query_status_rank(p->status);
+        *stale = w->by_status && v->status_rank >= deta_state_rank(p->status);
         return false;
     }
     return true;

@@ -13,8 +13,9 @@
 #include "read_model.h"
 #include "settings.h"
 
-/* schema_meta's version once every statement below has run. */
-#define READ_MODEL_CQL_SCHEMA_VERSION 1
+/* schema_meta's version once every statement below has run (2: order_view's
+ * cancelled_at and refunded_amount). */
+#define READ_MODEL_CQL_SCHEMA_VERSION 2
 
 /* How many schema statements there are: the keyspace's, then the tables'. */
 size_t read_model_cql_ddl_count(void);

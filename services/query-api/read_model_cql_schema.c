@@ -2,8 +2,9 @@
  * read_model_cql_schema.c - the CQL text of the Cassandra read model's schema
  * (docs/read-model-cassandra.md says why each table is shaped as it is).
  *
- * Every statement is idempotent (IF NOT EXISTS), so a start that stopped half
- * way, or two instances starting at once, simply run them again. read_model_cql.c
+ * Every statement is idempotent (IF NOT EXISTS; an ALTER TABLE ... ADD of a
+ * column that exists is taken as done), so a start that stopped half way, or two
+ * instances starting at once, simply run them again. read_model_cql.c
  * sends them one at a time and waits for schema agreement after each; the last
  * step writes schema_meta, which is how read_model_ping knows the schema is whole.
  * A change of schema gets a new READ_MODEL_CQL_SCHEMA_VERSION and statements that
@@ -24,8 +25,14 @@ static const char *const tables[] = {
     "status text, status_rank int, created_at bigint, updated_at bigint, "
     "reservation_id text, payment_id text, delivery_id text, driver_id text, "
     "driver_name text, estimated_delivery_at bigint, eta_calculated_at bigint, "
-    "delivered_at bigint, failure_reason text, correlation_id text, first_seen_at bigint, "
-    "version bigint)",
+    "delivered_at bigint, failure_reason text, correlation_id text, cancelled_at bigint, "
+    "refunded_amount text, first_seen_at bigint, version bigint)",
+    /* schema 2, the cancellation: a keyspace made by schema 1 gets the columns;
+     * one made now has them already, and Cassandra refuses to add a column twice
+     * (Invalid, "already exists"; before 5.0 there is no ADD IF NOT EXISTS), which
+     * read_model_cql.c takes as done */
+    "ALTER TABLE %s.order_view ADD cancelled_at bigint",
+    "ALTER TABLE %s.order_view ADD refunded_amount text",
     /* the timeline: an order's events, in occurredAt order, ties by eventId; a
      * redelivered event overwrites itself with the same values */
     "CREATE TABLE IF NOT EXISTS %s.order_events ("

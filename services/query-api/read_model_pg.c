@@ -75,6 +75,9 @@ static const deta_migration_t read_model_migrations[] = {
     {3, "the timeline orders ties by event_id, not by arrival",
      "CREATE INDEX order_events_order_event_idx ON order_events (order_id, occurred_at, event_id);"
      "DROP INDEX order_events_order_idx;"},
+    {4, "the cancellation: cancelled_at and refunded_amount",
+     "ALTER TABLE order_view ADD COLUMN cancelled_at timestamptz,"
+     "  ADD COLUMN refunded_amount numeric(15,2);"},
 };
 
 static void *pg_open(deta_service_t *svc, const query_settings_t *settings, char *errstr,
@@ -116,8 +119,10 @@ static const char *nullable(const char *s) { return s[0] ? s : NULL; }
 
 /* One statement, one round trip per event: the timeline row, and only when it
  * is new (the event id is the timeline's key, so a redelivery inserts nothing)
- * the order's view row. Parameters: $1..$6 the event, $7..$24 the view.
- * Identity fields: order.created ($24) overwrites, other events fill gaps. The
+ * the order's view row. Parameters: $1..$6 the event, $7..$23 the view, $24
+ * whether the event is order.created (its identity fields overwrite, other
+ * events' fill gaps), $25..$26 the cancellation's fields (cancelled_at keeps
+ * the earliest: LEAST ignores NULL, as the C fold ignores ""). The
  * answer is one row: whether the event was new, and whether it set the status. */
 #define IDENTITY(col)                                                                  \
     " " col " = CASE WHEN $24::bool THEN COALESCE(EXCLUDED." col ", v." col ")"         \
@@ -137,11 +142,12 @@ static const char APPLY_SQL[] =
     " INSERT INTO order_view AS v (order_id, customer_id, total_amount, currency, status,"
     "  status_rank, status_event_id, created_at, updated_at, reservation_id, payment_id,"
     "  delivery_id, driver_id, driver_name, estimated_delivery_at, eta_calculated_at,"
-    "  delivered_at, failure_reason, correlation_id)"
+    "  delivered_at, failure_reason, correlation_id, cancelled_at, refunded_amount)"
     " SELECT $2::uuid, $7::text, $8::numeric, $9::text, $10::text, $11::int,"
     "  CASE WHEN $11::int > 0 THEN $1::uuid END, $12::timestamptz, $13::timestamptz,"
     "  $14::text, $15::text, $16::text, $17::text, $18::text, $19::timestamptz,"
-    "  $20::timestamptz, $21::timestamptz, $22::text, $23::text FROM ev"
+    "  $20::timestamptz, $21::timestamptz, $22::text, $23::text, $25::timestamptz,"
+    "  $26::numeric FROM ev"
     " ON CONFLICT (order_id) DO UPDATE SET"
     IDENTITY("customer_id") IDENTITY("total_amount") IDENTITY("currency") IDENTITY("created_at")
     " status = CASE WHEN" RANK_RISES "THEN EXCLUDED.status ELSE v.status END,"
@@ -151,7 +157,8 @@ static const char APPLY_SQL[] =
     " updated_at = GREATEST(v.updated_at, EXCLUDED.updated_at),"
     COALESCED("reservation_id") COALESCED("payment_id") COALESCED("delivery_id")
     COALESCED("driver_id") COALESCED("driver_name") COALESCED("delivered_at")
-    COALESCED("failure_reason")
+    COALESCED("failure_reason") COALESCED("refunded_amount")
+    " cancelled_at = LEAST(v.cancelled_at, EXCLUDED.cancelled_at),"
     " estimated_delivery_at = CASE WHEN" ETA_NEWER
     "   THEN EXCLUDED.estimated_delivery_at ELSE v.estimated_delivery_at END,"
     " eta_calculated_at = CASE WHEN" ETA_NEWER
@@ -200,9 +207,12 @@ static deta_err_t pg_apply(void *impl, deta_db_t *tx, const query_change_t *c,
         nullable(f->failure_reason),
         nullable(f->correlation_id),
         c->authoritative ? "true" : "false",
+        nullable(f->cancelled_at),
+        nullable(f->refunded_amount),
     };
     deta_err_t err;
-    PGresult *res = deta_db_exec(tx, APPLY_SQL, 24, params, &err, errstr, errsize);
+    int nparams = (int)(sizeof params / sizeof *params);
+    PGresult *res = deta_db_exec(tx, APPLY_SQL, nparams, params, &err, errstr, errsize);
     free(payload);
     if (!res)
         return err;
@@ -220,7 +230,8 @@ static const char VIEW_COLUMNS[] =
     "order_id::text, customer_id, total_amount::text, currency, status, status_rank, "
     MICROS("created_at") ", " MICROS("updated_at") ", reservation_id, payment_id, delivery_id, "
     "driver_id, driver_name, " MICROS("estimated_delivery_at") ", " MICROS("eta_calculated_at")
-    ", " MICROS("delivered_at") ", failure_reason, correlation_id, " MICROS("first_seen_at");
+    ", " MICROS("delivered_at") ", failure_reason, correlation_id, " MICROS("cancelled_at")
+    ", refunded_amount::text, " MICROS("first_seen_at");
 
 static void text_col(const PGresult *res, int row, int col, char *dst, size_t size) {
     snprintf(dst, size, "%s", PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col));
@@ -256,6 +267,8 @@ static void view_from_row(const PGresult *res, int row, query_view_t *v) {
     INSTANT(delivered_at);
     TEXT(failure_reason);
     TEXT(correlation_id);
+    INSTANT(cancelled_at);
+    TEXT(refunded_amount);
     INSTANT(first_seen_at);
 }
 
@@ -267,7 +280,7 @@ static void view_from_row(const PGresult *res, int row, query_view_t *v) {
 static deta_err_t pg_get(void *impl, const char *order_id, query_view_t *out, char *errstr,
                          size_t errsize) {
     pg_model_t *rm = impl;
-    char sql[1024];
+    char sql[2048];
     snprintf(sql, sizeof sql, "SELECT %s FROM order_view WHERE order_id = $1::uuid",
              VIEW_COLUMNS);
     const char *params[] = {order_id};
@@ -298,7 +311,7 @@ static deta_err_t pg_list(void *impl, const query_list_params_t *p, query_page_t
                           char *errstr, size_t errsize) {
     pg_model_t *rm = impl;
     memset(out, 0, sizeof *out);
-    char sql[2048], limit[16];
+    char sql[4096], limit[16];
     snprintf(sql, sizeof sql, "SELECT %s%s", VIEW_COLUMNS, LIST_WHERE);
     snprintf(limit, sizeof limit, "%d", p->limit + 1);
     const char *params[] = {nullable(p->status), nullable(p->customer_id),
@@ -387,9 +400,9 @@ static deta_err_t pg_stats(void *impl, query_stats_t *out, char *errstr, size_t 
         long n = strtol(PQgetvalue(res, row, 1), NULL, 10);
         const char *status = PQgetisnull(res, row, 0) ? NULL : PQgetvalue(res, row, 0);
         int i = 0;
-        while (status && i < QUERY_STATUS_COUNT && strcmp(query_statuses[i], status) != 0)
+        while (status && i < DETA_STATES_COUNT && strcmp(deta_states[i], status) != 0)
             i++;
-        if (status && i < QUERY_STATUS_COUNT)
+        if (status && i < DETA_STATES_COUNT)
             out->by_status[i] += n;
         else
             out->without_status += n;

@@ -13,7 +13,7 @@
 
 typedef struct query_violation {
     char field[24];
-    char message[160];
+    char message[200];
 } query_violation_t;
 
 /* Fills *v and returns DETA_ERR_INVALID, for `return query_violation(v, ...)`. */

@@ -11,7 +11,10 @@
  * sent at once, which query-api applies in batches (one transaction, a
  * savepoint per event); keyset pagination visiting every order
  * exactly once even while orders change state; filters; 400s naming the field,
- * 404s; stats, health and metrics.
+ * 404s; stats, health and metrics; a cancelled order (CANCELLED, cancelledAt,
+ * refundedAmount, every event of the saga in its timeline) from events shuffled
+ * and duplicated, a malformed cancel event dead-lettered naming its field, the
+ * CANCELLED filter and count.
  *
  * Events of one order on different topics are consumed independently, so to make
  * "B arrives after A" happen for real, the test waits until A's effect is visible
@@ -718,6 +721,213 @@ static void pagination_visits_every_order_once(void **state) {
     json_decref(page);
 }
 
+/* ---- the cancellation saga (docs/contracts.md#cancellation) ---- */
+
+#define CANCEL_REQ_AT "2026-11-25T12:05:00.000Z"
+#define CANCEL_AT "2026-11-25T12:05:03.000Z"
+
+/* One event of a cancelled order, by type (payloads as the contract has them). */
+static json_t *cancel_payload(const char *type) {
+    if (strcmp(type, DETA_EVT_ORDER_CANCEL_REQUESTED) == 0)
+        return json_pack("{s:s, s:s}", "reason", "changed my mind", "requestedAt", CANCEL_REQ_AT);
+    if (strcmp(type, DETA_EVT_INVENTORY_CANCEL_FORWARDED) == 0)
+        return json_pack("{s:s, s:s, s:s, s:s}", "reservationId",
+                         "aaaaaaaa-0000-4000-8000-00000000000c", "reason", "changed my mind",
+                         "requestedAt", CANCEL_REQ_AT, "forwardedAt", "2026-11-25T12:05:01.000Z");
+    if (strcmp(type, DETA_EVT_PAYMENT_CANCEL_FORWARDED) == 0)
+        return json_pack("{s:s, s:s, s:s, s:s}", "paymentId",
+                         "bbbbbbbb-0000-4000-8000-00000000000c", "reason", "changed my mind",
+                         "requestedAt", CANCEL_REQ_AT, "forwardedAt", "2026-11-25T12:05:02.000Z");
+    if (strcmp(type, DETA_EVT_DELIVERY_CANCELLED) == 0)
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "stage", "ASSIGNED",
+                         "deliveryId", "d0d0d0d0-0000-4000-8000-000000000001", "driverId",
+                         "drv-7", "paymentId", "bbbbbbbb-0000-4000-8000-00000000000c", "reason",
+                         "changed my mind", "requestedAt", CANCEL_REQ_AT, "cancelledAt",
+                         CANCEL_AT);
+    if (strcmp(type, DETA_EVT_PAYMENT_REFUNDED) == 0)
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "paymentId",
+                         "bbbbbbbb-0000-4000-8000-00000000000c", "refundId",
+                         "cccccccc-0000-4000-8000-00000000000c", "amount", "20.48", "currency",
+                         "EUR", "reason", DETA_REASON_ORDER_CANCELLED, "refundedAt",
+                         "2026-11-25T12:05:04.000Z");
+    if (strcmp(type, DETA_EVT_INVENTORY_RELEASED) == 0)
+        return json_pack("{s:s, s:s, s:[], s:s}", "reservationId",
+                         "aaaaaaaa-0000-4000-8000-00000000000c", "reason",
+                         DETA_REASON_ORDER_CANCELLED, "items", "releasedAt",
+                         "2026-11-25T12:05:05.000Z");
+    return NULL;
+}
+
+/* A paid, assigned order cancelled before its pick-up: every event of the saga
+ * (and a pick-up that lost the race) arrives shuffled, some twice. The view ends
+ * CANCELLED with cancelledAt and refundedAmount, and the timeline holds each
+ * event once, in occurredAt order. (The payloads that would set a running
+ * service to work leave out what it needs, as above; a running saga may still
+ * answer the cancel events with verdicts of its own, at today's instants, so the
+ * timeline is checked for the test's events, not counted.) */
+static void a_cancelled_order_shows_its_verdict_and_refund(void **state) {
+    (void)state;
+    char order[37], customer[64];
+    ts_uuid(order);
+    snprintf(customer, sizeof customer, "cancel-%.8s", order);
+    struct {
+        const char *type, *at;
+        json_t *payload;
+        char id[37];
+        char *text;
+    } ev[] = {
+        {DETA_EVT_ORDER_CREATED, "2026-11-25T12:00:00.000Z",
+         json_pack("{s:s, s:s, s:s, s:s, s:s, s:[]}", "customerId", customer, "totalAmount",
+                   "20.48", "currency", "EUR", "status", DETA_STATE_CREATED, "createdAt",
+                   "2026-11-25T12:00:00.000Z", "items"),
+         "", NULL},
+        {DETA_EVT_INVENTORY_RESERVED, "2026-11-25T12:00:01.000Z",
+         json_pack("{s:s}", "reservationId", "aaaaaaaa-0000-4000-8000-00000000000c"), "", NULL},
+        {DETA_EVT_PAYMENT_AUTHORIZED, "2026-11-25T12:00:02.000Z",
+         payment_authorized("bbbbbbbb-0000-4000-8000-00000000000c"), "", NULL},
+        {DETA_EVT_DELIVERY_ASSIGNED, "2026-11-25T12:00:03.000Z",
+         delivery_assigned("2026-11-25T12:40:00.000Z"), "", NULL},
+        {DETA_EVT_ORDER_CANCEL_REQUESTED, CANCEL_REQ_AT,
+         cancel_payload(DETA_EVT_ORDER_CANCEL_REQUESTED), "", NULL},
+        {DETA_EVT_INVENTORY_CANCEL_FORWARDED, "2026-11-25T12:05:01.000Z",
+         cancel_payload(DETA_EVT_INVENTORY_CANCEL_FORWARDED), "", NULL},
+        {DETA_EVT_PAYMENT_CANCEL_FORWARDED, "2026-11-25T12:05:02.000Z",
+         cancel_payload(DETA_EVT_PAYMENT_CANCEL_FORWARDED), "", NULL},
+        {DETA_EVT_DELIVERY_CANCELLED, CANCEL_AT, cancel_payload(DETA_EVT_DELIVERY_CANCELLED), "",
+         NULL},
+        {DETA_EVT_PAYMENT_REFUNDED, "2026-11-25T12:05:04.000Z",
+         cancel_payload(DETA_EVT_PAYMENT_REFUNDED), "", NULL},
+        {DETA_EVT_INVENTORY_RELEASED, "2026-11-25T12:05:05.000Z",
+         cancel_payload(DETA_EVT_INVENTORY_RELEASED), "", NULL},
+        /* the pick-up that lost the race in delivery-service's row never happens;
+         * one that did would still not move a cancelled order */
+        {DETA_EVT_DELIVERY_PICKED_UP, "2026-11-25T12:06:00.000Z",
+         json_pack("{s:s, s:s}", "deliveryId", "d0d0d0d0-0000-4000-8000-000000000001",
+                   "pickedUpAt", "2026-11-25T12:06:00.000Z"),
+         "", NULL},
+    };
+    enum { N = sizeof ev / sizeof *ev };
+    for (int i = 0; i < N; i++)
+        ev[i].text = envelope(ev[i].type, order, ev[i].at, ev[i].payload, ev[i].id);
+    /* shuffled (the verdict and the refund before the order exists), with duplicates */
+    static const int arrival[] = {8, 7, 10, 4, 8, 9, 0, 7, 3, 6, 5, 1, 2, 10, 4};
+    for (size_t k = 0; k < sizeof arrival / sizeof *arrival; k++) {
+        int i = arrival[k];
+        ts_kafka_produce(deta_topic_for_event_type(ev[i].type), order, ev[i].text);
+    }
+    for (int i = 0; i < N; i++)
+        json_decref(await_event(order, ev[i].id));
+
+    json_t *v = await_field(order, "status", DETA_STATE_CANCELLED);
+    json_decref(v);
+    v = await_field(order, "customerId", customer); /* order.created applied too */
+    assert_string_equal(str(v, "status"), DETA_STATE_CANCELLED);
+    assert_string_equal(str(v, "cancelledAt"), CANCEL_AT);
+    assert_string_equal(str(v, "refundedAmount"), "20.48");
+    assert_string_equal(str(v, "totalAmount"), "20.48");
+    assert_string_equal(str(v, "paymentId"), "bbbbbbbb-0000-4000-8000-00000000000c");
+    assert_string_equal(str(v, "deliveryId"), "d0d0d0d0-0000-4000-8000-000000000001");
+    assert_true(json_is_null(json_object_get(v, "deliveredAt")));
+    json_decref(v);
+
+    json_t *events = timeline(order);
+    for (int i = 0; i < N; i++) {
+        size_t copies = 0, k;
+        json_t *e;
+        json_array_foreach(events, k, e) copies += strcmp(str(e, "eventId"), ev[i].id) == 0;
+        if (copies != 1)
+            fail_msg("%s is %zu times in the timeline", ev[i].type, copies);
+    }
+    const char *prev = "";
+    size_t k;
+    json_t *e;
+    json_array_foreach(events, k, e) {
+        assert_true(strcmp(prev, str(e, "occurredAt")) <= 0);
+        prev = str(e, "occurredAt");
+        if (strcmp(str(e, "eventId"), ev[9].id) == 0)
+            assert_string_equal(str(json_object_get(e, "payload"), "reason"),
+                                DETA_REASON_ORDER_CANCELLED);
+        if (strcmp(str(e, "eventId"), ev[8].id) == 0) {
+            assert_string_equal(str(e, "topic"), DETA_TOPIC_PAYMENT_EVENTS);
+            assert_string_equal(str(json_object_get(e, "payload"), "amount"), "20.48");
+        }
+    }
+    json_decref(events);
+    for (int i = 0; i < N; i++)
+        free(ev[i].text);
+
+    /* the list's CANCELLED filter finds it */
+    char path[160];
+    snprintf(path, sizeof path, "/api/orders?status=CANCELLED&customerId=%s", customer);
+    json_t *page = NULL;
+    assert_int_equal(get(path, &page), 200);
+    json_t *items = json_object_get(page, "items");
+    assert_int_equal(json_array_size(items), 1);
+    assert_string_equal(str(json_array_get(items, 0), "orderId"), order);
+    assert_string_equal(str(json_array_get(items, 0), "refundedAmount"), "20.48");
+    json_decref(page);
+    snprintf(path, sizeof path, "/api/orders?status=DELIVERY_ASSIGNED&customerId=%s", customer);
+    assert_int_equal(get(path, &page), 200);
+    assert_int_equal(json_array_size(json_object_get(page, "items")), 0);
+    json_decref(page);
+}
+
+static bool is_query_apis(const ts_kafka_msg_t *m) {
+    const char *group = ts_kafka_header(m, "x-consumer-group");
+    return group && strcmp(group, "query-api") == 0;
+}
+
+/* A cancel event that breaks the contract is dead-lettered naming the field, and
+ * the next event of the order on its topic is applied. */
+static void a_malformed_cancel_event_is_dead_lettered(void **state) {
+    (void)state;
+    char order[37], good[37];
+    ts_uuid(order);
+    inject(DETA_EVT_DELIVERY_CANCEL_REFUSED, order, "2026-11-25T12:05:01.000Z",
+           json_pack("{s:s, s:n, s:s, s:s}", "orderStatus", "SHIPPED", "reason", "requestedAt",
+                     CANCEL_REQ_AT, "refusedAt", "2026-11-25T12:05:01.000Z"),
+           NULL);
+    inject(DETA_EVT_DELIVERY_CANCELLED, order, CANCEL_AT,
+           json_pack("{s:s, s:n, s:n, s:s, s:n, s:s}", "stage", "NONE", "deliveryId", "driverId",
+                     "paymentId", "bbbbbbbb-0000-4000-8000-00000000000d", "reason",
+                     "requestedAt", CANCEL_REQ_AT),
+           NULL); /* no cancelledAt */
+    inject(DETA_EVT_DELIVERY_CANCEL_REFUSED, order, "2026-11-25T12:05:06.000Z",
+           json_pack("{s:s, s:n, s:s, s:s}", "orderStatus", DETA_STATE_PICKED_UP, "reason",
+                     "requestedAt", CANCEL_REQ_AT, "refusedAt", "2026-11-25T12:05:06.000Z"),
+           good);
+    json_t *events = await_event(order, good);
+    assert_int_equal(count_type(events, DETA_EVT_DELIVERY_CANCELLED), 0);
+    json_decref(events);
+    json_t *v = await_field(order, "updatedAt", "2026-11-25T12:05:06.000Z");
+    assert_true(json_is_null(json_object_get(v, "status"))); /* a refusal sets none */
+    assert_true(json_is_null(json_object_get(v, "cancelledAt")));
+    json_decref(v);
+    /* both dead letters are query-api's, each naming its field (other services
+     * that consume these types may dead-letter them too, under their groups) */
+    ts_kafka_msg_t m[8];
+    int n = 0, mine = 0;
+    for (int waited = 0; waited < WAIT_MS && mine < 2; waited += 500) {
+        for (int i = 0; i < n; i++)
+            ts_kafka_msg_free(&m[i]);
+        n = ts_kafka_collect(DETA_TOPIC_DLQ_DELIVERY_EVENTS, order, 8, 500, m, 8);
+        mine = 0;
+        for (int i = 0; i < n; i++)
+            mine += is_query_apis(&m[i]);
+    }
+    bool status_named = false, cancelled_at_named = false;
+    for (int i = 0; i < n; i++) {
+        const char *why = ts_kafka_header(&m[i], "x-error");
+        if (is_query_apis(&m[i]) && why) {
+            status_named |= strstr(why, "payload.orderStatus must be an order state") != NULL;
+            cancelled_at_named |= strstr(why, "payload.cancelledAt is required") != NULL;
+        }
+        ts_kafka_msg_free(&m[i]);
+    }
+    assert_true(status_named);
+    assert_true(cancelled_at_named);
+}
+
 static void bad_requests_name_the_field(void **state) {
     (void)state;
     expect_error("/api/orders?limit=0", 400, "limit");
@@ -728,6 +938,7 @@ static void bad_requests_name_the_field(void **state) {
     expect_error("/api/orders?cursor=MjAyNi0xMS0yNVQxMjozODowNVp8eA", 400, "cursor");
     expect_error("/api/orders?status=SHIPPED", 400, "status");
     expect_error("/api/orders?status=created", 400, "status");
+    expect_error("/api/orders?status=cancelled", 400, "status");
     expect_error("/api/orders?customerId=", 400, "customerId");
     expect_error("/api/orders/not-a-uuid", 400, "orderId");
     expect_error("/api/orders/not-a-uuid/events", 400, "orderId");
@@ -745,17 +956,28 @@ static void stats_and_health(void **state) {
     json_t *before = NULL, *after = NULL;
     assert_int_equal(get("/api/stats", &before), 200);
     json_t *by = json_object_get(before, "byStatus");
-    assert_int_equal(json_object_size(by), 9); /* docs/contracts.md: the nine states */
+    assert_int_equal(json_object_size(by), 10); /* docs/contracts.md: the ten states */
     assert_true(json_is_integer(json_object_get(by, DETA_STATE_PAYMENT_FAILED)));
     assert_true(json_is_integer(json_object_get(by, DETA_STATE_DELIVERY_WAITING)));
-    char order[37];
+    assert_true(json_is_integer(json_object_get(by, DETA_STATE_CANCELLED)));
+    char order[37], cancelled[37];
     ts_uuid(order);
     inject_created(order, "cust-stats", "2026-11-25T12:00:00.000Z");
     json_decref(await_field(order, "status", DETA_STATE_CREATED));
+    /* an order cancelled before anything was reserved counts as CANCELLED */
+    ts_uuid(cancelled);
+    inject(DETA_EVT_INVENTORY_CANCELLED, cancelled, CANCEL_AT,
+           json_pack("{s:s, s:n, s:s, s:s}", "stage", "NONE", "reason", "requestedAt",
+                     CANCEL_REQ_AT, "cancelledAt", CANCEL_AT),
+           NULL);
+    json_decref(await_field(cancelled, "status", DETA_STATE_CANCELLED));
     assert_int_equal(get("/api/stats", &after), 200);
-    /* rows are never deleted: the total grows by at least our order */
+    /* rows are never deleted: the total grows by at least our orders */
     assert_true(json_integer_value(json_object_get(after, "total")) >=
-                json_integer_value(json_object_get(before, "total")) + 1);
+                json_integer_value(json_object_get(before, "total")) + 2);
+    json_t *by_after = json_object_get(after, "byStatus");
+    assert_true(json_integer_value(json_object_get(by_after, DETA_STATE_CANCELLED)) >=
+                json_integer_value(json_object_get(by, DETA_STATE_CANCELLED)) + 1);
     json_decref(before);
     json_decref(after);
 
@@ -866,6 +1088,8 @@ int main(void) {
         cmocka_unit_test(bad_messages_go_to_the_dead_letter_topic),
         cmocka_unit_test(a_bad_event_in_a_batch_is_dead_lettered_alone),
         cmocka_unit_test(pagination_visits_every_order_once),
+        cmocka_unit_test(a_cancelled_order_shows_its_verdict_and_refund),
+        cmocka_unit_test(a_malformed_cancel_event_is_dead_lettered),
         cmocka_unit_test(bad_requests_name_the_field),
         cmocka_unit_test(stats_and_health),
         cmocka_unit_test(an_overloaded_store_is_retried_not_dead_lettered),

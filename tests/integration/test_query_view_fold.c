@@ -17,7 +17,9 @@
  * exactly when it did in the other. The scenarios cover every order of arrival of
  * a delivered order's events, ETAs out of order and tied (the first wins),
  * duplicate deliveries, events arriving after an end state, failures of equal
- * rank, and an identity told differently by later events (order.created wins).
+ * rank, an identity told differently by later events (order.created wins), and
+ * the cancellation: CANCELLED holding against a late pick-up or payment.failed,
+ * a refund before its verdict, refusals, verdicts delivered twice.
  *
  * The C fold sees duplicates as they come (it has no timeline to stop them: its
  * idempotence is part of the contract); the Postgres store stops them at its
@@ -233,7 +235,8 @@ static const view_field_t view_fields[] = {
     FIELD(updated_at),     FIELD(reservation_id),  FIELD(payment_id),
     FIELD(delivery_id),    FIELD(driver_id),       FIELD(driver_name),
     FIELD(estimated_delivery_at), FIELD(eta_calculated_at), FIELD(delivered_at),
-    FIELD(failure_reason), FIELD(correlation_id),
+    FIELD(failure_reason), FIELD(correlation_id), FIELD(cancelled_at),
+    FIELD(refunded_amount),
 };
 #undef FIELD
 
@@ -284,6 +287,30 @@ typedef struct scenario {
      "{\"deliveryId\":\"d-1\",\"estimatedDeliveryAt\":\"" T(eta) "\","                    \
      "\"calculatedAt\":\"" T(calc) "\"}"}
 
+/* the cancellation saga (docs/contracts.md#cancellation) */
+#define CANCEL_TIMES "\"reason\":null,\"requestedAt\":\"" T("12:04") "\""
+#define CANCEL_REQUESTED(at) {DETA_EVT_ORDER_CANCEL_REQUESTED, T(at), "{" CANCEL_TIMES "}"}
+#define INV_CANCEL_FORWARDED(at)                                                         \
+    {DETA_EVT_INVENTORY_CANCEL_FORWARDED, T(at),                                         \
+     "{\"reservationId\":\"r-1\"," CANCEL_TIMES ",\"forwardedAt\":\"" T(at) "\"}"}
+#define CANCEL_REFUSED(type, at, state)                                                  \
+    {type, T(at), "{\"orderStatus\":\"" state "\"," CANCEL_TIMES ",\"refusedAt\":\"" T(at) "\"}"}
+#define INV_CANCELLED(at)                                                                \
+    {DETA_EVT_INVENTORY_CANCELLED, T(at),                                                \
+     "{\"stage\":\"NONE\"," CANCEL_TIMES ",\"cancelledAt\":\"" T(at) "\"}"}
+#define PAY_CANCELLED(at)                                                                \
+    {DETA_EVT_PAYMENT_CANCELLED, T(at),                                                  \
+     "{\"stage\":\"NONE\",\"reservationId\":\"r-1\"," CANCEL_TIMES                         \
+     ",\"cancelledAt\":\"" T(at) "\"}"}
+#define DEL_CANCELLED(at)                                                                \
+    {DETA_EVT_DELIVERY_CANCELLED, T(at),                                                 \
+     "{\"stage\":\"ASSIGNED\",\"deliveryId\":\"d-1\",\"driverId\":\"drv-1\","            \
+     "\"paymentId\":\"p-1\"," CANCEL_TIMES ",\"cancelledAt\":\"" T(at) "\"}"}
+#define REFUNDED(at)                                                                     \
+    {DETA_EVT_PAYMENT_REFUNDED, T(at),                                                   \
+     "{\"paymentId\":\"p-1\",\"refundId\":\"rf-1\",\"amount\":\"20.5\",\"currency\":\"EUR\"," \
+     "\"reason\":\"ORDER_CANCELLED\",\"refundedAt\":\"" T(at) "\"}"}
+
 static const scenario_t scenarios[] = {
     {"a delivered order, every order of arrival",
      {CREATED("12:00"), RESERVED("12:01"), AUTHORIZED("12:02"),
@@ -310,7 +337,7 @@ static const scenario_t scenarios[] = {
       {DETA_EVT_INVENTORY_RELEASED, T("12:04"), "{\"reservationId\":\"r-1\"}"},
       AUTHORIZED("12:05")},
      {0, 1, 2, 3, 4, 5, -1},
-     QUERY_RANK_FAILED},
+     DETA_STATE_RANK_FAILED},
     {"late events after delivery, an ETA calculated after it",
      {CREATED("12:00"), ASSIGNED("12:03", "12:40"), PICKED_UP("12:10", "12:35"),
       DELIVERED("12:30"), ETA("12:20", "12:20", "12:50"), ETA("12:31", "12:31", "13:00")},
@@ -324,7 +351,30 @@ static const scenario_t scenarios[] = {
       {DETA_EVT_PAYMENT_FAILED, T("12:03"), "{\"customerId\":\"c-y\",\"reason\":\"d\"}"},
       ETA("12:04", "12:04", "12:30")},
      {0, 1, 2, 3, 4, -1},
-     QUERY_RANK_FAILED},
+     DETA_STATE_RANK_FAILED},
+    {"a cancel won before the pick-up: a late pick-up, the refund before its verdict",
+     {CREATED("12:00"), ASSIGNED("12:03", "12:40"), DEL_CANCELLED("12:05"),
+      PICKED_UP("12:06", "12:35"), REFUNDED("12:07")},
+     {0, 1, 2, 3, 4, -1},
+     DETA_STATE_RANK_CANCELLED},
+    {"a cancel won before the charge: payment.failed after payment.cancelled",
+     {CREATED("12:00"), INV_CANCEL_FORWARDED("12:05"), PAY_CANCELLED("12:06"),
+      {DETA_EVT_PAYMENT_FAILED, T("12:07"), "{\"paymentId\":\"p-1\",\"reason\":\"declined\"}"},
+      {DETA_EVT_INVENTORY_RELEASED, T("12:08"),
+       "{\"reservationId\":\"r-1\",\"reason\":\"ORDER_CANCELLED\"}"}},
+     {0, 1, 2, 3, 4, -1},
+     DETA_STATE_RANK_CANCELLED},
+    {"a cancel refused after the pick-up, its refusal delivered twice",
+     {PICKED_UP("12:03", "12:35"), CANCEL_REQUESTED("12:04"),
+      CANCEL_REFUSED(DETA_EVT_DELIVERY_CANCEL_REFUSED, "12:05", "PICKED_UP"),
+      DELIVERED("12:30")},
+     {0, 1, 2, 2, 3, -1},
+     7},
+    {"a cancel before anything was reserved, its verdict twice, stray events after it",
+     {CREATED("12:00"), INV_CANCELLED("12:05"), RESERVED("12:06"),
+      CANCEL_REFUSED(DETA_EVT_INVENTORY_CANCEL_REFUSED, "12:07", "INVENTORY_REJECTED")},
+     {0, 1, 1, 2, 3, -1},
+     DETA_STATE_RANK_CANCELLED},
 };
 
 /* ---- orders: one arrival order each ---- */
@@ -519,6 +569,7 @@ static int teardown(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         SCENARIO(0), SCENARIO(1), SCENARIO(2), SCENARIO(3), SCENARIO(4), SCENARIO(5),
+        SCENARIO(6), SCENARIO(7), SCENARIO(8), SCENARIO(9),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

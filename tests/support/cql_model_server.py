@@ -12,7 +12,9 @@ read_model_cql.c): a small parser of that subset of CQL, not a database.
   requests         QUERY, PREPARE, EXECUTE (UNPREPARED for an id it never gave),
                    BATCH (LOGGED/UNLOGGED, text or prepared statements), REGISTER
   schema           CREATE KEYSPACE / CREATE TABLE [IF NOT EXISTS] (the answers
-                   are Schema_change results, or Void when it existed), USE;
+                   are Schema_change results, or Void when it existed), ALTER
+                   TABLE ... ADD <column> <type> (Invalid "Column with name '<c>'
+                   already exists" for a column it has, as Cassandra 4 answers), USE;
                    system.local and system.peers (no peers: the schema agrees)
   statements       INSERT [IF NOT EXISTS], UPDATE ... SET ... WHERE <primary key>
                    [IF col = term AND ...], DELETE of a row or a partition,
@@ -288,7 +290,7 @@ TOKEN = re.compile(r"""
 KEYWORDS = {"select", "from", "where", "and", "in", "limit", "order", "by", "asc", "desc",
             "insert", "into", "values", "if", "not", "exists", "update", "set", "delete",
             "create", "keyspace", "table", "with", "primary", "key", "clustering", "use",
-            "allow", "filtering", "true", "false", "null"}
+            "allow", "filtering", "true", "false", "null", "alter", "add"}
 
 
 # keywords that may still name a column or a keyspace (Cassandra's unreserved ones)
@@ -449,6 +451,8 @@ def parse_text(text):
         st = parse_delete(p)
     elif t == ("kw", "create"):
         st = parse_create(p)
+    elif t == ("kw", "alter"):
+        st = parse_alter(p)
     elif t == ("kw", "use"):
         st = {"kind": "use", "keyspace": p.ident()}
     else:
@@ -644,6 +648,19 @@ def parse_create(p):
             "columns": columns, "pk": pk, "ck": [(c, order.get(c, False)) for c in ck]}
 
 
+def parse_alter(p):
+    """ALTER TABLE <table> ADD <column> <type>: the one shape the store sends (a
+    column added to an existing keyspace's table)."""
+    p.expect("kw", "table")
+    table = p.table_ref()
+    p.expect("kw", "add")
+    name = p.ident()
+    typ = p.next()
+    if typ[0] not in ("id", "kw") or typ[1] not in TYPE_IDS:
+        raise syntax("unknown type %s" % (typ[1],))
+    return {"kind": "alter_table", "table": table, "column": (name, typ[1])}
+
+
 # ---- the tables ----
 
 class Table:
@@ -653,10 +670,19 @@ class Table:
         self.pk = pk
         self.ck = ck  # [(name, desc)]
         self.ck_names = [c for c, _ in ck]
-        keys = set(pk) | set(self.ck_names)
-        self.regular = sorted(c for c, _ in columns if c not in keys)
-        self.star = pk + self.ck_names + self.regular  # SELECT *'s order
         self.partitions = {}  # pk tuple -> {ck tuple: row dict}
+        self.columns_changed()
+
+    def columns_changed(self):
+        keys = set(self.pk) | set(self.ck_names)
+        self.regular = sorted(c for c in self.types if c not in keys)
+        self.star = self.pk + self.ck_names + self.regular  # SELECT *'s order
+
+    def add_column(self, name, typ):
+        if name in self.types:
+            raise invalid("Column with name '%s' already exists" % name)
+        self.types[name] = typ  # existing rows have no cell: null
+        self.columns_changed()
 
     def column(self, c):
         if c not in self.types:
@@ -733,7 +759,7 @@ def resolve_markers(store, st, session_ks):
     """Fills st["markers"] with each '?''s (column, type) and returns the table (or
     None for statements on no table)."""
     kind = st["kind"]
-    if kind in ("create_keyspace", "create_table", "use"):
+    if kind in ("create_keyspace", "create_table", "alter_table", "use"):
         if st["markers"]:
             raise invalid("bind markers are not allowed in schema statements")
         return None
@@ -1098,6 +1124,12 @@ def run_schema(store, st):
     if ks not in store.keyspaces:
         raise invalid("Keyspace %s doesn't exist" % ks)
     tables = store.keyspaces[ks]["tables"]
+    if st["kind"] == "alter_table":
+        if name not in tables:
+            raise invalid("Table '%s.%s' doesn't exist" % (ks, name))
+        tables[name].add_column(*st["column"])
+        store.schema_version = uuid.uuid4().bytes
+        return ("schema", "UPDATED", "TABLE", ks, name)
     if name in tables:
         if st["if_not_exists"]:
             return ("void",)
@@ -1116,7 +1148,7 @@ def execute(store, session, st, values):
             raise invalid("Keyspace '%s' does not exist" % st["keyspace"])
         session.keyspace = st["keyspace"]
         return ("keyspace", st["keyspace"])
-    if st["kind"] in ("create_keyspace", "create_table"):
+    if st["kind"] in ("create_keyspace", "create_table", "alter_table"):
         return run_schema(store, st)
     t = resolve_markers(store, st, session.keyspace)
     b = Bound(st, t, values)

@@ -167,6 +167,35 @@ class ModelServerTest(unittest.TestCase):
         r = c.query("USE other")
         self.assertEqual(r.new_keyspace, "other")
 
+    def test_alter_table_adds_a_column(self):
+        c = Conn(self.model.port)
+        self.addCleanup(c.s.close)
+        c.startup()
+        c.query("CREATE KEYSPACE IF NOT EXISTS alt WITH replication = "
+                "{'class': 'SimpleStrategy', 'replication_factor': 1}")
+        c.query("CREATE TABLE IF NOT EXISTS alt.v (id uuid PRIMARY KEY, name text)")
+        oid = uuid.uuid4()
+        c.query("INSERT INTO alt.v (id, name) VALUES (%s, 'old')" % oid)
+        r = c.query("ALTER TABLE alt.v ADD since bigint")
+        self.assertEqual(r.kind, 5)
+        self.assertEqual(r.schema_change_event, {"target_type": "TABLE", "change_type": "UPDATED",
+                                                 "keyspace": "alt", "table": "v"})
+        r = c.query("SELECT id, name, since FROM alt.v WHERE id = %s" % oid)
+        self.assertEqual(r.parsed_rows, [(oid, "old", None)])  # old rows: null
+        ins = c.prepare("INSERT INTO alt.v (id, name, since) VALUES (?, ?, ?)")
+        c.execute(ins, [oid.bytes, text("new"), big(7)])
+        r = c.query("SELECT * FROM alt.v WHERE id = %s" % oid)
+        self.assertEqual(r.column_names, ["id", "name", "since"])
+        self.assertEqual(r.parsed_rows, [(oid, "new", 7)])
+        r = c.query("ALTER TABLE alt.v ADD since bigint")  # as Cassandra 4 answers
+        self.assertIsInstance(r, ErrorMessage)
+        self.assertEqual(r.code, 0x2200)
+        self.assertIn("already exists", r.message)
+        r = c.query("ALTER TABLE alt.nothing ADD x text")
+        self.assertEqual(r.code, 0x2200)
+        r = c.query("ALTER TABLE alt.v ADD x sometype")
+        self.assertEqual(r.code, 0x2000)
+
     def test_unknown_statements_fail_loudly(self):
         c = self.conn()
         for cql, code in [("SELECT count(*) FROM ks.v", 0x2000),

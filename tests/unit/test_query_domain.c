@@ -57,68 +57,216 @@ static json_t *created_payload(void) {
                      DETA_STATE_CREATED, "createdAt", "2026-11-25T12:00:00.000Z", "items");
 }
 
-/* ---- states ---- */
+/* ---- states: libdeta's, and the payloads of every type ---- */
 
-static void ranks_follow_the_docs(void **state) {
-    (void)state;
-    const char *order[] = {
-        DETA_STATE_CREATED,          DETA_STATE_INVENTORY_RESERVED, DETA_STATE_PAYMENT_AUTHORIZED,
-        DETA_STATE_DELIVERY_WAITING, DETA_STATE_DELIVERY_ASSIGNED,  DETA_STATE_PICKED_UP,
-        DETA_STATE_DELIVERED};
-    for (int i = 0; i < 7; i++)
-        assert_int_equal(query_status_rank(order[i]), i + 1);
-    assert_int_equal(query_status_rank(DETA_STATE_INVENTORY_REJECTED), 8);
-    assert_int_equal(query_status_rank(DETA_STATE_PAYMENT_FAILED), 8);
-    assert_int_equal(query_status_rank("created"), 0);
-    assert_int_equal(query_status_rank(""), 0);
-    assert_int_equal(query_status_rank(NULL), 0);
-    assert_true(query_status_valid(DETA_STATE_PICKED_UP));
-    assert_false(query_status_valid("SHIPPED"));
-    for (int i = 0; i < QUERY_STATUS_COUNT; i++)
-        assert_true(query_status_valid(query_statuses[i]));
+#define REQ_AT "2026-11-25T12:30:00.000Z"
+#define CANCEL_AT "2026-11-25T12:30:01.250Z"
+
+/* A valid payload of each type query-api handles (docs/contracts.md#event-payloads). */
+static json_t *payload_of(const char *type) {
+    if (strcmp(type, DETA_EVT_ORDER_CREATED) == 0)
+        return created_payload();
+    if (strcmp(type, DETA_EVT_INVENTORY_RESERVED) == 0)
+        return json_pack("{s:s}", "reservationId", "r-1");
+    if (strcmp(type, DETA_EVT_INVENTORY_REJECTED) == 0)
+        return json_pack("{s:s}", "reason", "INSUFFICIENT_STOCK");
+    if (strcmp(type, DETA_EVT_INVENTORY_RELEASED) == 0)
+        return json_pack("{s:s, s:s}", "reservationId", "r-1", "reason", "ORDER_CANCELLED");
+    if (strcmp(type, DETA_EVT_PAYMENT_AUTHORIZED) == 0)
+        return json_pack("{s:s}", "paymentId", "p-1");
+    if (strcmp(type, DETA_EVT_PAYMENT_FAILED) == 0)
+        return json_pack("{s:s, s:s}", "paymentId", "p-1", "reason", "DECLINED_RANDOM");
+    if (strcmp(type, DETA_EVT_DELIVERY_WAITING) == 0)
+        return json_pack("{s:s, s:i}", "paymentId", "p-1", "position", 1);
+    if (strcmp(type, DETA_EVT_DELIVERY_ASSIGNED) == 0)
+        return json_pack("{s:s, s:s, s:s}", "deliveryId", "d-1", "driverId", "drv-1",
+                         "estimatedDeliveryAt", "2026-11-25T13:00:00Z");
+    if (strcmp(type, DETA_EVT_DELIVERY_PICKED_UP) == 0)
+        return json_pack("{s:s, s:s}", "deliveryId", "d-1", "pickedUpAt", "2026-11-25T12:40:00Z");
+    if (strcmp(type, DETA_EVT_DELIVERY_DELIVERED) == 0)
+        return json_pack("{s:s, s:s}", "deliveryId", "d-1", "deliveredAt",
+                         "2026-11-25T12:50:00Z");
+    if (strcmp(type, DETA_EVT_ETA_UPDATED) == 0)
+        return json_pack("{s:s, s:s, s:s}", "deliveryId", "d-1", "estimatedDeliveryAt",
+                         "2026-11-25T13:00:00Z", "calculatedAt", "2026-11-25T12:20:00Z");
+    if (strcmp(type, DETA_EVT_ORDER_CANCEL_REQUESTED) == 0)
+        return json_pack("{s:s, s:n, s:s}", "orderId", ORDER, "reason", "requestedAt", REQ_AT);
+    if (strcmp(type, DETA_EVT_INVENTORY_CANCEL_FORWARDED) == 0)
+        return json_pack("{s:s, s:s, s:s, s:s}", "reservationId", "r-1", "reason", "changed mind",
+                         "requestedAt", REQ_AT, "forwardedAt", "2026-11-25T12:30:00.500Z");
+    if (strcmp(type, DETA_EVT_PAYMENT_CANCEL_FORWARDED) == 0)
+        return json_pack("{s:s, s:n, s:s, s:s}", "paymentId", "p-1", "reason", "requestedAt",
+                         REQ_AT, "forwardedAt", "2026-11-25T12:30:00.700Z");
+    if (strcmp(type, DETA_EVT_INVENTORY_CANCEL_REFUSED) == 0 ||
+        strcmp(type, DETA_EVT_PAYMENT_CANCEL_REFUSED) == 0 ||
+        strcmp(type, DETA_EVT_DELIVERY_CANCEL_REFUSED) == 0)
+        return json_pack("{s:s, s:n, s:s, s:s}", "orderStatus", DETA_STATE_PICKED_UP, "reason",
+                         "requestedAt", REQ_AT, "refusedAt", CANCEL_AT);
+    if (strcmp(type, DETA_EVT_INVENTORY_CANCELLED) == 0)
+        return json_pack("{s:s, s:n, s:s, s:s}", "stage", "NONE", "reason", "requestedAt",
+                         REQ_AT, "cancelledAt", CANCEL_AT);
+    if (strcmp(type, DETA_EVT_PAYMENT_CANCELLED) == 0)
+        return json_pack("{s:s, s:s, s:n, s:s, s:s}", "stage", "NONE", "reservationId", "r-1",
+                         "reason", "requestedAt", REQ_AT, "cancelledAt", CANCEL_AT);
+    if (strcmp(type, DETA_EVT_DELIVERY_CANCELLED) == 0)
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "stage", "ASSIGNED",
+                         "deliveryId", "d-1", "driverId", "drv-1", "paymentId", "p-1", "reason",
+                         "too slow", "requestedAt", REQ_AT, "cancelledAt", CANCEL_AT);
+    if (strcmp(type, DETA_EVT_PAYMENT_REFUNDED) == 0)
+        return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "paymentId", "p-1", "refundId",
+                         "rf-1", "amount", "20.48", "currency", "EUR", "reason",
+                         DETA_REASON_ORDER_CANCELLED, "refundedAt", "2026-11-25T12:31:00Z");
+    return NULL;
 }
 
-static void event_types_map_to_states(void **state) {
+static const char *const handled_types[] = {
+    DETA_EVT_ORDER_CREATED,           DETA_EVT_INVENTORY_RESERVED,
+    DETA_EVT_INVENTORY_REJECTED,      DETA_EVT_INVENTORY_RELEASED,
+    DETA_EVT_PAYMENT_AUTHORIZED,      DETA_EVT_PAYMENT_FAILED,
+    DETA_EVT_DELIVERY_WAITING,        DETA_EVT_DELIVERY_ASSIGNED,
+    DETA_EVT_DELIVERY_PICKED_UP,      DETA_EVT_DELIVERY_DELIVERED,
+    DETA_EVT_ETA_UPDATED,             DETA_EVT_ORDER_CANCEL_REQUESTED,
+    DETA_EVT_INVENTORY_CANCEL_FORWARDED, DETA_EVT_INVENTORY_CANCEL_REFUSED,
+    DETA_EVT_INVENTORY_CANCELLED,     DETA_EVT_PAYMENT_CANCEL_FORWARDED,
+    DETA_EVT_PAYMENT_CANCEL_REFUSED,  DETA_EVT_PAYMENT_CANCELLED,
+    DETA_EVT_PAYMENT_REFUNDED,        DETA_EVT_DELIVERY_CANCELLED,
+    DETA_EVT_DELIVERY_CANCEL_REFUSED,
+};
+#define HANDLED_TYPES (sizeof handled_types / sizeof *handled_types)
+
+/* Every type of the contract is handled, and the state each sets is libdeta's
+ * (deta_state_for_event): the read model has no rank table of its own. */
+static void every_type_sets_libdetas_state(void **state) {
     (void)state;
-    assert_string_equal(query_status_for_event(DETA_EVT_ORDER_CREATED), DETA_STATE_CREATED);
-    assert_string_equal(query_status_for_event(DETA_EVT_INVENTORY_RESERVED),
-                        DETA_STATE_INVENTORY_RESERVED);
-    assert_string_equal(query_status_for_event(DETA_EVT_INVENTORY_REJECTED),
-                        DETA_STATE_INVENTORY_REJECTED);
-    assert_string_equal(query_status_for_event(DETA_EVT_PAYMENT_AUTHORIZED),
-                        DETA_STATE_PAYMENT_AUTHORIZED);
-    assert_string_equal(query_status_for_event(DETA_EVT_PAYMENT_FAILED), DETA_STATE_PAYMENT_FAILED);
-    assert_string_equal(query_status_for_event(DETA_EVT_DELIVERY_WAITING),
-                        DETA_STATE_DELIVERY_WAITING);
-    assert_string_equal(query_status_for_event(DETA_EVT_DELIVERY_ASSIGNED),
-                        DETA_STATE_DELIVERY_ASSIGNED);
-    assert_string_equal(query_status_for_event(DETA_EVT_DELIVERY_PICKED_UP), DETA_STATE_PICKED_UP);
-    assert_string_equal(query_status_for_event(DETA_EVT_DELIVERY_DELIVERED), DETA_STATE_DELIVERED);
-    assert_null(query_status_for_event(DETA_EVT_INVENTORY_RELEASED));
-    assert_null(query_status_for_event(DETA_EVT_ETA_UPDATED));
-    assert_null(query_status_for_event("order.cancelled"));
-    assert_null(query_status_for_event(NULL));
+    assert_int_equal(HANDLED_TYPES, 21);
+    for (size_t i = 0; i < HANDLED_TYPES; i++) {
+        const char *type = handled_types[i];
+        assert_true(query_handles_event(type));
+        query_change_t c;
+        change_of(type, "2026-11-25T12:00:00.000Z", payload_of(type), &c);
+        const char *want = deta_state_for_event(type);
+        if (strcmp(c.fields.status, want ? want : "") != 0)
+            fail_msg("%s sets \"%s\", libdeta says \"%s\"", type, c.fields.status,
+                     want ? want : "");
+        assert_int_equal(c.fields.status_rank, deta_state_rank(want));
+        assert_string_equal(c.topic, deta_topic_for_event_type(type));
+    }
+    assert_false(query_handles_event("order.cancelled"));
+    assert_false(query_handles_event(NULL));
 }
 
-static void status_moves_only_up(void **state) {
+static void cancelled_ranks_above_everything(void **state) {
     (void)state;
-    assert_true(query_status_may_move(NULL, DETA_STATE_CREATED));
-    assert_true(query_status_may_move("", DETA_STATE_DELIVERY_ASSIGNED));
-    assert_true(query_status_may_move(DETA_STATE_CREATED, DETA_STATE_INVENTORY_RESERVED));
-    assert_true(query_status_may_move(DETA_STATE_CREATED, DETA_STATE_DELIVERED));
-    assert_true(query_status_may_move(DETA_STATE_PAYMENT_AUTHORIZED, DETA_STATE_PAYMENT_FAILED));
-    assert_false(
-        query_status_may_move(DETA_STATE_DELIVERY_ASSIGNED, DETA_STATE_PAYMENT_AUTHORIZED));
-    assert_false(query_status_may_move(DETA_STATE_DELIVERY_ASSIGNED, DETA_STATE_DELIVERY_ASSIGNED));
-    /* a waiting order moves on to its assignment, never back to waiting */
-    assert_true(query_status_may_move(DETA_STATE_PAYMENT_AUTHORIZED, DETA_STATE_DELIVERY_WAITING));
-    assert_true(query_status_may_move(DETA_STATE_DELIVERY_WAITING, DETA_STATE_DELIVERY_ASSIGNED));
-    assert_false(query_status_may_move(DETA_STATE_DELIVERY_ASSIGNED, DETA_STATE_DELIVERY_WAITING));
-    assert_false(query_status_may_move(DETA_STATE_DELIVERED, DETA_STATE_DELIVERY_WAITING));
-    assert_false(query_status_may_move(DETA_STATE_DELIVERED, DETA_STATE_CREATED));
-    assert_false(query_status_may_move(DETA_STATE_INVENTORY_REJECTED, DETA_STATE_PAYMENT_FAILED));
-    assert_false(query_status_may_move(DETA_STATE_PAYMENT_FAILED, DETA_STATE_DELIVERED));
-    assert_false(query_status_may_move(DETA_STATE_CREATED, "BOGUS"));
+    query_change_t c;
+    const char *verdicts[] = {DETA_EVT_INVENTORY_CANCELLED, DETA_EVT_PAYMENT_CANCELLED,
+                              DETA_EVT_DELIVERY_CANCELLED};
+    for (size_t i = 0; i < 3; i++) {
+        change_of(verdicts[i], "2026-11-25T12:30:02.000Z", payload_of(verdicts[i]), &c);
+        assert_string_equal(c.fields.status, DETA_STATE_CANCELLED);
+        assert_int_equal(c.fields.status_rank, 9);
+        assert_string_equal(c.fields.cancelled_at, CANCEL_AT);
+    }
+    /* no state, whatever came before, outranks it */
+    for (int i = 0; i < DETA_STATES_COUNT; i++) {
+        query_view_t v;
+        memset(&v, 0, sizeof v);
+        snprintf(v.status, sizeof v.status, "%s", deta_states[i]);
+        v.status_rank = deta_state_rank(deta_states[i]);
+        bool moved = query_view_merge(&v, &c);
+        assert_int_equal(moved, i != DETA_STATES_COUNT - 1);
+        assert_string_equal(v.status, DETA_STATE_CANCELLED);
+    }
+    assert_string_equal(deta_states[DETA_STATES_COUNT - 1], DETA_STATE_CANCELLED);
+}
+
+/* What the cancel events give the view, and what they are refused for. */
+static void cancel_events_give_their_fields(void **state) {
+    (void)state;
+    query_change_t c;
+    change_of(DETA_EVT_PAYMENT_REFUNDED, "2026-11-25T12:31:00.000Z",
+              payload_of(DETA_EVT_PAYMENT_REFUNDED), &c);
+    assert_string_equal(c.fields.refunded_amount, "20.48");
+    assert_string_equal(c.fields.payment_id, "p-1");
+    assert_string_equal(c.fields.status, "");
+    assert_string_equal(c.fields.currency, ""); /* checked, not taken: order.created's */
+    assert_string_equal(c.topic, DETA_TOPIC_PAYMENT_EVENTS);
+
+    change_of(DETA_EVT_DELIVERY_CANCELLED, "2026-11-25T12:31:00.000Z",
+              payload_of(DETA_EVT_DELIVERY_CANCELLED), &c);
+    assert_string_equal(c.fields.delivery_id, "d-1");
+    assert_string_equal(c.fields.driver_id, "drv-1");
+    assert_string_equal(c.fields.payment_id, ""); /* paymentId: payment.* and waiting */
+    assert_string_equal(c.fields.cancelled_at, CANCEL_AT);
+
+    /* the timeline-only types give nothing but updatedAt */
+    const char *quiet[] = {DETA_EVT_ORDER_CANCEL_REQUESTED, DETA_EVT_INVENTORY_CANCEL_FORWARDED,
+                           DETA_EVT_INVENTORY_CANCEL_REFUSED, DETA_EVT_PAYMENT_CANCEL_REFUSED,
+                           DETA_EVT_DELIVERY_CANCEL_REFUSED};
+    for (size_t i = 0; i < 5; i++) {
+        change_of(quiet[i], "2026-11-25T12:30:00.900Z", payload_of(quiet[i]), &c);
+        query_view_t empty;
+        memset(&empty, 0, sizeof empty);
+        memcpy(empty.order_id, c.fields.order_id, sizeof empty.order_id);
+        memcpy(empty.correlation_id, c.fields.correlation_id, sizeof empty.correlation_id);
+        memcpy(empty.updated_at, c.fields.updated_at, sizeof empty.updated_at);
+        assert_memory_equal(&empty, &c.fields, sizeof empty);
+    }
+
+    /* a reason is the client's: up to 200 bytes, or null */
+    char reason[202];
+    memset(reason, 'r', 200);
+    reason[200] = '\0';
+    json_t *p = payload_of(DETA_EVT_ORDER_CANCEL_REQUESTED);
+    json_object_set_new(p, "reason", json_string(reason));
+    change_of(DETA_EVT_ORDER_CANCEL_REQUESTED, REQ_AT, p, &c);
+    reason[200] = 'r';
+    reason[201] = '\0';
+    p = payload_of(DETA_EVT_ORDER_CANCEL_REQUESTED);
+    json_object_set_new(p, "reason", json_string(reason));
+    expect_refused(DETA_EVT_ORDER_CANCEL_REQUESTED, p, "payload.reason is too long");
+}
+
+static void malformed_cancel_events_are_refused_naming_the_field(void **state) {
+    (void)state;
+    static const struct {
+        const char *type, *field;
+        int value; /* 0: removed, 1: a number, 2: a bad string */
+        const char *needle;
+    } cases[] = {
+        {DETA_EVT_ORDER_CANCEL_REQUESTED, "requestedAt", 0, "payload.requestedAt is required"},
+        {DETA_EVT_ORDER_CANCEL_REQUESTED, "requestedAt", 2, "payload.requestedAt"},
+        {DETA_EVT_ORDER_CANCEL_REQUESTED, "reason", 1, "payload.reason"},
+        {DETA_EVT_INVENTORY_CANCEL_FORWARDED, "forwardedAt", 0, "payload.forwardedAt"},
+        {DETA_EVT_INVENTORY_CANCEL_FORWARDED, "reservationId", 1, "payload.reservationId"},
+        {DETA_EVT_PAYMENT_CANCEL_FORWARDED, "paymentId", 0, "payload.paymentId is required"},
+        {DETA_EVT_INVENTORY_CANCEL_REFUSED, "orderStatus", 0, "payload.orderStatus"},
+        {DETA_EVT_PAYMENT_CANCEL_REFUSED, "orderStatus", 2, "payload.orderStatus must be an order state"},
+        {DETA_EVT_DELIVERY_CANCEL_REFUSED, "refusedAt", 2, "payload.refusedAt"},
+        {DETA_EVT_INVENTORY_CANCELLED, "cancelledAt", 0, "payload.cancelledAt is required"},
+        {DETA_EVT_INVENTORY_CANCELLED, "stage", 0, "payload.stage is required"},
+        {DETA_EVT_PAYMENT_CANCELLED, "cancelledAt", 2, "payload.cancelledAt"},
+        {DETA_EVT_PAYMENT_CANCELLED, "reservationId", 1, "payload.reservationId"},
+        {DETA_EVT_DELIVERY_CANCELLED, "requestedAt", 0, "payload.requestedAt"},
+        {DETA_EVT_DELIVERY_CANCELLED, "driverId", 1, "payload.driverId"},
+        {DETA_EVT_PAYMENT_REFUNDED, "amount", 0, "payload.amount is required"},
+        {DETA_EVT_PAYMENT_REFUNDED, "amount", 2, "payload.amount"},
+        {DETA_EVT_PAYMENT_REFUNDED, "currency", 2, "payload.currency"},
+        {DETA_EVT_PAYMENT_REFUNDED, "refundId", 0, "payload.refundId"},
+        {DETA_EVT_PAYMENT_REFUNDED, "refundedAt", 0, "payload.refundedAt"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        json_t *p = payload_of(cases[i].type);
+        if (cases[i].value == 0)
+            json_object_del(p, cases[i].field);
+        else if (cases[i].value == 1)
+            json_object_set_new(p, cases[i].field, json_integer(7));
+        else
+            json_object_set_new(p, cases[i].field, json_string("bogus"));
+        expect_refused(cases[i].type, p, cases[i].needle);
+    }
+    json_t *p = payload_of(DETA_EVT_DELIVERY_CANCELLED);
+    json_object_set_new(p, "orderId", json_string("11111111-1111-4111-8111-111111111111"));
+    expect_refused(DETA_EVT_DELIVERY_CANCELLED, p, "payload.orderId");
 }
 
 /* ---- instants and the ETA rule ---- */
@@ -229,7 +377,7 @@ static void optional_fields_may_be_absent_or_null(void **state) {
     assert_string_equal(c.fields.payment_id, "");
     assert_string_equal(c.fields.failure_reason, "DECLINED_RANDOM");
     assert_string_equal(c.fields.status, DETA_STATE_PAYMENT_FAILED);
-    assert_int_equal(c.fields.status_rank, QUERY_RANK_FAILED);
+    assert_int_equal(c.fields.status_rank, DETA_STATE_RANK_FAILED);
 
     change_of(DETA_EVT_INVENTORY_RELEASED, "2026-11-25T12:00:02.000Z",
               json_pack("{s:s, s:s, s:s, s:[]}", "orderId", ORDER, "reservationId", "r-1",
@@ -492,6 +640,70 @@ static void failure_ends_hold(void **state) {
     assert_string_equal(v.customer_id, "cust-7");
 }
 
+/* A cancelled order's events in every order of arrival: a pick-up that lost the
+ * race (or arrives late), the refund before or after its verdict, all fold to
+ * CANCELLED with cancelledAt and refundedAmount. */
+static void a_cancel_folds_alike_in_every_order(void **state) {
+    (void)state;
+    const char *types[] = {DETA_EVT_ORDER_CREATED,      DETA_EVT_INVENTORY_RESERVED,
+                           DETA_EVT_PAYMENT_AUTHORIZED, DETA_EVT_DELIVERY_ASSIGNED,
+                           DETA_EVT_DELIVERY_PICKED_UP, DETA_EVT_DELIVERY_CANCELLED,
+                           DETA_EVT_PAYMENT_REFUNDED,   DETA_EVT_ORDER_CANCEL_REQUESTED};
+    enum { N = sizeof types / sizeof *types };
+    query_change_t c[N];
+    for (int i = 0; i < N; i++) {
+        char at[DETA_TS_LEN];
+        snprintf(at, sizeof at, "2026-11-25T12:0%d:00.000Z", i);
+        change_of(types[i], at, payload_of(types[i]), &c[i]);
+    }
+    query_view_t want;
+    memset(&want, 0, sizeof want);
+    for (int i = 0; i < N; i++)
+        query_view_merge(&want, &c[i]);
+    assert_string_equal(want.status, DETA_STATE_CANCELLED);
+    assert_int_equal(want.status_rank, DETA_STATE_RANK_CANCELLED);
+    assert_string_equal(want.cancelled_at, CANCEL_AT);
+    assert_string_equal(want.refunded_amount, "20.48");
+    json_t *j = query_view_to_json(&want);
+    assert_string_equal(json_string_value(json_object_get(j, "cancelledAt")), CANCEL_AT);
+    assert_string_equal(json_string_value(json_object_get(j, "refundedAmount")), "20.48");
+    json_decref(j);
+    int perm[N];
+    for (int i = 0; i < N; i++)
+        perm[i] = i;
+    long n = 0;
+    do {
+        query_view_t v;
+        memset(&v, 0, sizeof v);
+        for (int i = 0; i < N; i++)
+            query_view_merge(&v, &c[perm[i]]);
+        expect_views_equal(&v, &want);
+        n++;
+    } while (next_permutation(perm, N));
+    assert_int_equal(n, 40320);
+
+    /* payment.failed after payment.cancelled stays CANCELLED, and of two
+     * verdicts' instants (one per order in the contract) the earliest stays */
+    query_change_t d[3];
+    change_of(DETA_EVT_PAYMENT_CANCELLED, "2026-11-25T12:30:02.000Z",
+              payload_of(DETA_EVT_PAYMENT_CANCELLED), &d[0]);
+    change_of(DETA_EVT_PAYMENT_FAILED, "2026-11-25T12:30:03.000Z",
+              payload_of(DETA_EVT_PAYMENT_FAILED), &d[1]);
+    json_t *p = payload_of(DETA_EVT_INVENTORY_CANCELLED);
+    json_object_set_new(p, "cancelledAt", json_string("2026-11-25T12:29:00Z"));
+    change_of(DETA_EVT_INVENTORY_CANCELLED, "2026-11-25T12:29:00.000Z", p, &d[2]);
+    int q[3] = {0, 1, 2};
+    do {
+        query_view_t v;
+        memset(&v, 0, sizeof v);
+        for (int i = 0; i < 3; i++)
+            query_view_merge(&v, &d[q[i]]);
+        assert_string_equal(v.status, DETA_STATE_CANCELLED);
+        assert_string_equal(v.cancelled_at, "2026-11-25T12:29:00.000Z");
+        assert_string_equal(v.failure_reason, "DECLINED_RANDOM");
+    } while (next_permutation(q, 3));
+}
+
 /* ---- cursors ---- */
 
 static const char CURSOR_TEXT[] =
@@ -589,6 +801,10 @@ static void list_params_default_and_validate(void **state) {
     expect_param_refused(NULL, "", NULL, NULL, "cursor");
     expect_param_refused(NULL, NULL, "created", NULL, "status");
     expect_param_refused(NULL, NULL, "SHIPPED", NULL, "status");
+    expect_param_refused(NULL, NULL, "cancelled", NULL, "status");
+    assert_int_equal(query_list_params_parse(NULL, NULL, DETA_STATE_CANCELLED, NULL, &p, &v),
+                     DETA_OK);
+    assert_string_equal(p.status, DETA_STATE_CANCELLED);
     expect_param_refused(NULL, NULL, "", NULL, "status");
     expect_param_refused(NULL, NULL, NULL, "", "customerId");
     char long_customer[80];
@@ -631,12 +847,14 @@ static void views_render_unknown_fields_as_null(void **state) {
     query_stats_t s;
     memset(&s, 0, sizeof s);
     s.by_status[0] = 3;
-    s.by_status[QUERY_STATUS_COUNT - 1] = 2; /* PAYMENT_FAILED, the last */
+    s.by_status[DETA_STATES_COUNT - 2] = 2; /* PAYMENT_FAILED */
+    s.by_status[DETA_STATES_COUNT - 1] = 4; /* CANCELLED, the last */
     s.without_status = 1;
     j = query_stats_to_json(&s);
-    assert_int_equal(json_integer_value(json_object_get(j, "total")), 6);
+    assert_int_equal(json_integer_value(json_object_get(j, "total")), 10);
     json_t *by = json_object_get(j, "byStatus");
-    assert_int_equal(json_object_size(by), QUERY_STATUS_COUNT);
+    assert_int_equal(json_object_size(by), 10);
+    assert_int_equal(json_integer_value(json_object_get(by, DETA_STATE_CANCELLED)), 4);
     assert_int_equal(json_integer_value(json_object_get(by, DETA_STATE_CREATED)), 3);
     assert_int_equal(json_integer_value(json_object_get(by, DETA_STATE_PAYMENT_FAILED)), 2);
     assert_int_equal(json_integer_value(json_object_get(by, DETA_STATE_DELIVERED)), 0);
@@ -646,9 +864,10 @@ static void views_render_unknown_fields_as_null(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(ranks_follow_the_docs),
-        cmocka_unit_test(event_types_map_to_states),
-        cmocka_unit_test(status_moves_only_up),
+        cmocka_unit_test(every_type_sets_libdetas_state),
+        cmocka_unit_test(cancelled_ranks_above_everything),
+        cmocka_unit_test(cancel_events_give_their_fields),
+        cmocka_unit_test(malformed_cancel_events_are_refused_naming_the_field),
         cmocka_unit_test(eta_newer_means_strictly_later_calculation),
         cmocka_unit_test(order_created_gives_the_identity),
         cmocka_unit_test(bad_payloads_are_refused_naming_the_field),
@@ -660,6 +879,7 @@ int main(void) {
         cmocka_unit_test(order_created_outranks_copies_of_its_identity),
         cmocka_unit_test(an_older_eta_never_overwrites_a_newer_one),
         cmocka_unit_test(failure_ends_hold),
+        cmocka_unit_test(a_cancel_folds_alike_in_every_order),
         cmocka_unit_test(cursors_round_trip),
         cmocka_unit_test(undecodable_cursors_are_refused),
         cmocka_unit_test(list_params_default_and_validate),
