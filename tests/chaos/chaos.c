@@ -21,13 +21,13 @@
  *      order of the run reached an end state in every database, then checks the
  *      invariants against every database and the topics.
  *
- * Which orders count: those answered 201 ("accepted") must all exist; but a
- * client cut off mid-answer, or answered 503 while the commit went through, may
- * have created an order it never heard of. So the run's orders are the rows of
- * order_db whose customer names this run (every plan index has a customer of its
- * own, and the client never re-sends a request that may have arrived, so a
- * customer with two orders would be a duplicate); each of them must end like
- * any other.
+ * Which orders count: the rows of order_db whose customer names this run (every
+ * plan index has a customer of its own). Each order goes with an
+ * Idempotency-Key of its own and is retried under it through every fault, so
+ * every plan index must have exactly one order, whatever the clients heard;
+ * CHAOS_CANCEL_SHARE (0.15) of them are also cancelled, at stages drawn from
+ * the five of chaos_cancel_at_t (load.c), and must end CANCELLED with every
+ * compensation made, or refused and ended otherwise.
  *
  * The plan comes from CHAOS_SEED (printed, so a run can be repeated with the
  * same orders); the moments of the faults cannot be replayed exactly, so every
