@@ -190,6 +190,11 @@ static deta_outcome_t attempt(const deta_retry_policy_t *p, deta_client_t *c, co
         snprintf(out->error, sizeof out->error, "out of memory");
     bool got = rc == 0;
     deta_outcome_t o = call->classify(got, r.status);
+    if (got && o != DETA_OUTCOME_CREATED && o != DETA_OUTCOME_REPLAYED &&
+        o != DETA_OUTCOME_REQUESTED && o != DETA_OUTCOME_CANCELLED)
+        deta_client_resp_describe(&r, out->error, sizeof out->error); /* reads r.json */
+    else if (got)
+        out->error[0] = '\0';
     json_decref(out->json);
     out->json = r.json; /* the caller's now */
     r.json = NULL;
@@ -198,11 +203,6 @@ static deta_outcome_t attempt(const deta_retry_policy_t *p, deta_client_t *c, co
     char v[16];
     out->replay_header = got && deta_client_header(r.headers, "Idempotent-Replayed", v, sizeof v) &&
                          strcasecmp(v, "true") == 0;
-    if (got && o != DETA_OUTCOME_CREATED && o != DETA_OUTCOME_REPLAYED &&
-        o != DETA_OUTCOME_REQUESTED && o != DETA_OUTCOME_CANCELLED)
-        deta_client_resp_describe(&r, out->error, sizeof out->error);
-    else if (got)
-        out->error[0] = '\0';
     deta_client_resp_clear(&r);
     deta_client_free(own);
     return o;
