@@ -33,6 +33,8 @@
 # orders are placed), CHAOS_TARGETS (default: postgres, redis and every running
 # service instance; "broker" adds outages of the broker),
 # CHAOS_CONVERGE_S (300: patience for the system to settle),
+# CHAOS_CANCEL_SHARE (0.15: the share of orders also cancelled, at stages drawn
+# from after create, reserved, paid, assigned and picked up),
 # CHAOS_GATEWAY_LATENCY_MS (300: the simulated gateway's, so that faults hit
 # calls in flight; every charge is counted in the stack's gateway ledger).
 set -euo pipefail

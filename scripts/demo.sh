@@ -2,6 +2,7 @@
 # demo.sh - the system at work, end to end, on this machine (`make demo`).
 #
 #   scripts/demo.sh [--keep]        ORDERS=300 CONCURRENCY=8 KEEP=0 JOBS=2
+#                                   DEMO_CANCELS=ORDERS/20 (orders the demo cancels)
 #
 # 1. dependencies (scripts/deps.sh), 2. a release build in build/release,
 # 3. the local stack (.local) with every service, 4. `deta-cli demo`: ORDERS
@@ -27,6 +28,7 @@ cd "$ROOT"
 
 ORDERS=${ORDERS:-300}
 CONCURRENCY=${CONCURRENCY:-8}
+DEMO_CANCELS=${DEMO_CANCELS:-$((ORDERS / 20))}
 KEEP=${KEEP:-0}
 JOBS=${JOBS:-2}
 export STACK_DIR=${DEMO_STACK_DIR:-.local}
@@ -115,8 +117,9 @@ main() {
   load_stack_env
   check_services
 
-  step "deta-cli demo: $ORDERS orders"
-  "$BUILD_DIR/tools/deta-cli" demo --orders "$ORDERS" --concurrency "$CONCURRENCY"
+  step "deta-cli demo: $ORDERS orders, $DEMO_CANCELS of them cancelled"
+  "$BUILD_DIR/tools/deta-cli" demo --orders "$ORDERS" --concurrency "$CONCURRENCY" \
+    --cancels "$DEMO_CANCELS"
 }
 
 main "$@"

@@ -21,13 +21,13 @@
  *      order of the run reached an end state in every database, then checks the
  *      invariants against every database and the topics.
  *
- * Which orders count: those answered 201 ("accepted") must all exist; but a
- * client cut off mid-answer, or answered 503 while the commit went through, may
- * have created an order it never heard of. So the run's orders are the rows of
- * order_db whose customer names this run (every plan index has a customer of its
- * own, and the client never re-sends a request that may have arrived, so a
- * customer with two orders would be a duplicate); each of them must end like
- * any other.
+ * Which orders count: the rows of order_db whose customer names this run (every
+ * plan index has a customer of its own). Each order goes with an
+ * Idempotency-Key of its own and is retried under it through every fault, so
+ * every plan index must have exactly one order, whatever the clients heard;
+ * CHAOS_CANCEL_SHARE (0.15) of them are also cancelled, at stages drawn from
+ * the five of chaos_cancel_at_t (load.c), and must end CANCELLED with every
+ * compensation made, or refused and ended otherwise.
  *
  * The plan comes from CHAOS_SEED (printed, so a run can be repeated with the
  * same orders); the moments of the faults cannot be replayed exactly, so every
@@ -51,6 +51,7 @@
 
 #include "chaos.h"
 #include "deta/client.h"
+#include "deta/client_retry.h"
 
 /* ---- small helpers ---- */
 
@@ -103,6 +104,24 @@ static bool env_long(const char *name, long def, long min, long max, long *out) 
     return true;
 }
 
+/* A share from 0 to 1 ("0.15"). */
+static bool env_share(const char *name, double def, double *out) {
+    const char *v = getenv(name);
+    if (!v || !*v) {
+        *out = def;
+        return true;
+    }
+    char *end;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (errno || *end || !(d >= 0.0 && d <= 1.0)) {
+        fprintf(stderr, "chaos: %s=%s: must be a number from 0 to 1\n", name, v);
+        return false;
+    }
+    *out = d;
+    return true;
+}
+
 static const char *env_required(const char *name) {
     const char *v = getenv(name);
     if (!v || !*v)
@@ -142,7 +161,8 @@ static bool load_settings(chaos_settings_t *s) {
         !env_long("CHAOS_DOWN_MAX_MS", 2000, 0, 3600000, &s->down_max_ms) ||
         !env_long("CHAOS_CONVERGE_S", 300, 1, 86400, &s->converge_s) ||
         !env_long("CHAOS_GRACEFUL", 20, 0, 100, &s->graceful_percent) ||
-        !env_long("CHAOS_FAULT_S", 0, 0, 86400, &s->fault_s) || !load_targets(s))
+        !env_long("CHAOS_FAULT_S", 0, 0, 86400, &s->fault_s) || !load_targets(s) ||
+        !env_share("CHAOS_CANCEL_SHARE", 0.15, &s->cancel_share))
         return false;
     if (s->kill_max_ms < s->kill_min_ms || s->down_max_ms < s->down_min_ms) {
         fprintf(stderr, "chaos: a *_MAX_MS setting is below its *_MIN_MS\n");
@@ -155,7 +175,8 @@ static bool load_settings(chaos_settings_t *s) {
     s->stack_log = log && *log ? log : "/dev/null";
     s->order_url = env_required("ORDER_SERVICE_URL");
     s->inventory_url = env_required("INVENTORY_SERVICE_URL");
-    return s->order_url && s->inventory_url && env_required("PGHOST") &&
+    s->query_url = env_required("QUERY_API_URL");
+    return s->order_url && s->inventory_url && s->query_url && env_required("PGHOST") &&
            env_required("KAFKA_BOOTSTRAP_SERVERS");
 }
 
@@ -163,9 +184,15 @@ static bool load_settings(chaos_settings_t *s) {
 
 /* One order: 1..3 lines of 1..3 units; a line takes a scarce item one time in
  * ten; one customer in ten is a decliner; one order in fifty carries a line
- * priced above the gateway's limit (10000.00). */
-static void plan_order(chaos_order_t *o, uint64_t *rng) {
+ * priced above the gateway's limit (10000.00); CHAOS_CANCEL_SHARE of them are
+ * cancelled, at a stage drawn evenly from the five of chaos_cancel_at_t. */
+static void plan_order(chaos_order_t *o, uint64_t *rng, double cancel_share) {
     memset(o, 0, sizeof *o);
+    /* drawn first and always, so that the rest of the plan does not depend on
+     * the share */
+    double u = (double)(chaos_rand(rng) >> 11) / 9007199254740992.0;
+    long stage = chaos_rand_between(rng, CANCEL_AT_CREATED, CANCEL_STAGES - 1);
+    o->cancel_at = u < cancel_share ? (chaos_cancel_at_t)stage : CANCEL_NONE;
     o->decline_customer = chaos_rand_between(rng, 1, 10) == 1;
     bool expensive = chaos_rand_between(rng, 1, 50) == 1;
     o->nlines = (int)chaos_rand_between(rng, 1, CHAOS_MAX_LINES);
@@ -202,27 +229,49 @@ static bool make_plan(chaos_run_t *run, const char *verify_only) {
     if (!run->orders)
         return false;
     for (long i = 0; i < run->s.orders; i++)
-        plan_order(&run->orders[i], &rng);
+        plan_order(&run->orders[i], &rng, run->s.cancel_share);
     return true;
 }
 
 /* ---- the report ---- */
 
 static void report_placing(const chaos_run_t *run, double seconds) {
-    long n[PLACED_UNREACHABLE + 1] = {0};
-    for (long i = 0; i < run->s.orders; i++)
-        n[run->orders[i].placed]++;
-    printf("chaos: placed %ld orders in %.1f s: %ld accepted (201), %ld refused (4xx), "
-           "%ld unavailable (5xx), %ld cut off, %ld unreachable\n",
+    long n[PLACED_UNREACHABLE + 1] = {0}, retried = 0, replayed = 0;
+    long planned[CANCEL_STAGES] = {0}, sent[CANCEL_STAGES] = {0}, answers[DETA_OUTCOME_COUNT] = {0};
+    for (long i = 0; i < run->s.orders; i++) {
+        const chaos_order_t *o = &run->orders[i];
+        n[o->placed]++;
+        retried += o->attempts > 1;
+        replayed += o->replayed;
+        planned[o->cancel_at]++;
+        if (o->cancel_sent) {
+            sent[o->cancel_at]++;
+            answers[o->cancel_outcome]++;
+        }
+    }
+    printf("chaos: placed %ld orders in %.1f s: %ld accepted (201 or replay), %ld refused "
+           "(4xx), %ld unavailable (5xx), %ld cut off, %ld unreachable; %ld retried under "
+           "their key, %ld answered as a replay\n",
            run->s.orders, seconds, n[PLACED_ACCEPTED], n[PLACED_REFUSED], n[PLACED_UNAVAILABLE],
-           n[PLACED_CUT_OFF], n[PLACED_UNREACHABLE]);
+           n[PLACED_CUT_OFF], n[PLACED_UNREACHABLE], retried, replayed);
+    printf("chaos: cancels sent (of planned):");
+    for (int st = CANCEL_AT_CREATED; st < CANCEL_STAGES; st++)
+        printf("%s %ld/%ld %s", st == CANCEL_AT_CREATED ? "" : ",", sent[st], planned[st],
+               chaos_cancel_at_name((chaos_cancel_at_t)st));
+    printf("; answered %ld requested (202), %ld cancelled (200), %ld refused (409), %ld "
+           "not found, %ld unanswered\n",
+           answers[DETA_OUTCOME_REQUESTED], answers[DETA_OUTCOME_CANCELLED],
+           answers[DETA_OUTCOME_REFUSED], answers[DETA_OUTCOME_NOT_FOUND],
+           answers[DETA_OUTCOME_TRANSIENT]);
 }
 
 static void print_settings(const chaos_run_t *run) {
     const chaos_settings_t *s = &run->s;
-    printf("chaos: run %s, seed %" PRIu64 ": %ld orders from %ld clients at %ld/s; a fault every "
-           "%ld..%ld ms (%ld%% graceful stops), down %ld..%ld ms; targets:",
-           run->tag, s->seed, s->orders, s->threads, s->rate, s->kill_min_ms, s->kill_max_ms,
+    printf("chaos: run %s, seed %" PRIu64 ": %ld orders from %ld clients at %ld/s, %.0f%% of "
+           "them cancelled; a fault every %ld..%ld ms (%ld%% graceful stops), down %ld..%ld ms; "
+           "targets:",
+           run->tag, s->seed, s->orders, s->threads, s->rate, s->cancel_share * 100.0,
+           s->kill_min_ms, s->kill_max_ms,
            s->graceful_percent, s->down_min_ms, s->down_max_ms);
     for (int i = 0; i < s->ntargets; i++)
         printf(" %s", s->targets[i]);

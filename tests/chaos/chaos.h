@@ -39,8 +39,10 @@ typedef struct chaos_settings {
     int ntargets;
     const char *stack_sh;  /* CHAOS_STACK_SH: scripts/stack.sh */
     const char *stack_log; /* CHAOS_STACK_LOG: where stack.sh's own output goes */
+    double cancel_share; /* CHAOS_CANCEL_SHARE: orders the load cancels, 0..1 */
     const char *order_url;
     const char *inventory_url;
+    const char *query_url; /* where the canceller reads how far an order got */
 } chaos_settings_t;
 
 typedef struct chaos_line {
@@ -49,15 +51,27 @@ typedef struct chaos_line {
     long cents;   /* unit price */
 } chaos_line_t;
 
-/* What a client got for one order. */
+/* What a client got for one order, after its retries under its key. */
 typedef enum chaos_placed_kind {
     PLACED_NOT_YET,
-    PLACED_ACCEPTED,    /* 201 with an orderId */
+    PLACED_ACCEPTED,    /* 201 (or a replay's 200) with an orderId */
     PLACED_REFUSED,     /* 4xx: a valid order refused is a violation */
-    PLACED_UNAVAILABLE, /* 5xx: nothing promised (the order may still exist) */
-    PLACED_CUT_OFF,     /* sent, but no complete answer (it may exist) */
+    PLACED_UNAVAILABLE, /* 5xx on the last attempt: nothing promised (it may exist) */
+    PLACED_CUT_OFF,     /* no complete answer on the last attempt (it may exist) */
     PLACED_UNREACHABLE, /* never reached order-service within the patience */
 } chaos_placed_kind_t;
+
+/* When the load cancels an order: a stage the order must have reached first
+ * (the read model's status), so that cancels land all along the saga. */
+typedef enum chaos_cancel_at {
+    CANCEL_NONE,
+    CANCEL_AT_CREATED,   /* right after the 201 */
+    CANCEL_AT_RESERVED,  /* INVENTORY_RESERVED or later */
+    CANCEL_AT_PAID,      /* PAYMENT_AUTHORIZED or later */
+    CANCEL_AT_ASSIGNED,  /* DELIVERY_ASSIGNED or later */
+    CANCEL_AT_PICKED_UP, /* PICKED_UP or later: expect a refusal (409) */
+    CANCEL_STAGES
+} chaos_cancel_at_t;
 
 typedef struct chaos_order {
     /* the plan */
@@ -65,10 +79,18 @@ typedef struct chaos_order {
     int nlines;
     chaos_line_t lines[CHAOS_MAX_LINES];
     long total_cents;
+    chaos_cancel_at_t cancel_at;
+    atomic_int ready; /* 1 once its client placed it (the canceller reads it then) */
     /* what the client saw */
+    char key[40];      /* its Idempotency-Key, the same on every retry */
+    int attempts;      /* POSTs it took */
+    bool replayed;     /* accepted as a replay (200) */
     chaos_placed_kind_t placed;
     long http_status;
     char order_id[40];
+    bool cancel_sent;
+    int cancel_outcome; /* deta_outcome_t of the cancel, when sent */
+    char cancel_seen[24]; /* the status the canceller saw when it sent it */
 } chaos_order_t;
 
 typedef struct chaos_item {
@@ -102,8 +124,11 @@ void chaos_customer_id(const chaos_run_t *run, long i, char *out, size_t outsize
 
 /* load.c: creates the run's items with their stock; false on failure. */
 bool chaos_setup_items(chaos_run_t *run);
-/* load.c: places every order of the plan from s.threads clients; returns when done. */
+/* load.c: places every order of the plan from s.threads clients, and cancels
+ * those the plan cancels (a canceller thread follows the later stages); returns
+ * when every order is placed and every due cancel sent (or its patience ran out). */
 void chaos_place_orders(chaos_run_t *run);
+const char *chaos_cancel_at_name(chaos_cancel_at_t at);
 
 /* killer.c */
 typedef struct chaos_killer chaos_killer_t;

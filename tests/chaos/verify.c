@@ -51,6 +51,27 @@
  *     charge for every order with a payment, whose answer is the payment's
  *     status, and none for any other order (a rejected one, or one declined
  *     uncharged because its hold had expired).
+ *
+ * Issue #14 (keys and cancels). CANCELLED is an end state: a cancelled order is
+ * finished once its stock is released, its delivery undone, its charge refunded
+ * and the read model says so. Invariants, each named like the others:
+ *   - every key the load issued has exactly one order (idempotency_keys), the
+ *     one of its plan index, and every intended order exists;
+ *   - read model CANCELLED iff order_db orders.cancel_status CANCELLED, and
+ *     refundedAmount equal to the refund;
+ *   - a cancelled order keeps no stock (reservation RELEASED with reason
+ *     ORDER_CANCELLED, CANCELLED, REJECTED or UNFULFILLABLE) and has no
+ *     delivery under way (none, or CANCELLED; not in waiting_orders; in
+ *     cancelled_orders when it had been paid);
+ *   - refunds: one for each cancelled paid order, of its whole charge, none
+ *     elsewhere; the gateway's ledger has at most one "refund" line per order,
+ *     matching the refunds row;
+ *   - a refused cancel's order ended DELIVERED or in a failure; on the topics
+ *     one cancel request per asked cancel and exactly one verdict;
+ *   - stock conservation needs nothing new: a cancel's release moves units
+ *     back to available, and sold is compared with the SOLD reservations only.
+ * The cancellation's rows are read apart from the rest (load_cancellation): a
+ * stack without those tables still converges, and that is one violation.
  */
 #include <libpq-fe.h>
 #include <jansson.h>
@@ -60,6 +81,7 @@
 #include <string.h>
 
 #include "chaos.h"
+#include "deta/client_retry.h"
 #include "deta/states.h"
 #include "deta/topics.h"
 #include "testsupport.h"
@@ -101,6 +123,21 @@ typedef struct order_row {
     long v_timeline; /* rows of query-api's order_events */
     int charges;           /* lines of the gateway's ledger under the order's key */
     char charge_status[TXT]; /* the first one's status */
+    /* the cancellation (issue #14): read apart from the rest, so that a stack
+     * without its tables still converges and says so once */
+    int ncancel;
+    char cancel_status[TXT]; /* order_db orders.cancel_status: REQUESTED, CANCELLED, REFUSED */
+    int nref;
+    char ref_amount[TXT];    /* delivery_eta refunds.amount */
+    int ledger_refunds;      /* "refund <orderId> ..." lines of the gateway's ledger */
+    char ledger_refund_amount[TXT];
+    int ncancelled_rec;      /* delivery_db cancelled_orders rows */
+    char cancelled_rec_stage[TXT];
+    int nwaiting;            /* delivery_db waiting_orders rows */
+    int nview_cancel;
+    char v_refunded[TXT];    /* order_view.refunded_amount */
+    int nkey;
+    char key[TXT];           /* order_db idempotency_keys.idempotency_key */
     int unsent;
     seen_event_t *events;
     int nevents, capevents;
@@ -115,6 +152,7 @@ typedef struct item_row {
 typedef struct snapshot {
     order_row_t *orders;
     size_t n;
+    bool cancel_readable; /* the cancellation's tables answered */
     item_row_t items[CHAOS_ITEMS];
     char *ids; /* "{id,id,...}": the orders as a Postgres array literal */
 } snapshot_t;
@@ -420,12 +458,55 @@ static bool load_stock(const chaos_run_t *run, snapshot_t *s) {
     return true;
 }
 
+/* The cancellation's rows (issue #14's tables and columns). Where the code
+ * names them differently, these queries are the one place to change. */
+static const per_order_query_t CANCEL_STATUS = {
+    "order_db",
+    "SELECT order_id::text, cancel_status FROM orders"
+    " WHERE order_id = ANY($1::uuid[]) AND cancel_status IS NOT NULL",
+    offsetof(order_row_t, ncancel), {FIELD(cancel_status)}, 1};
+
+static const per_order_query_t REFUNDS = {
+    "delivery_eta",
+    "SELECT order_id::text, amount::text FROM refunds WHERE order_id = ANY($1::uuid[])",
+    offsetof(order_row_t, nref), {FIELD(ref_amount)}, 1};
+
+static const per_order_query_t CANCELLED_ORDERS = {
+    "delivery_db",
+    "SELECT order_id::text, stage FROM cancelled_orders WHERE order_id = ANY($1::uuid[])",
+    offsetof(order_row_t, ncancelled_rec), {FIELD(cancelled_rec_stage)}, 1};
+
+static const per_order_query_t WAITING = {
+    "delivery_db",
+    "SELECT order_id::text, order_id::text FROM waiting_orders WHERE order_id = ANY($1::uuid[])",
+    offsetof(order_row_t, nwaiting), {FIELD(cancelled_rec_stage)}, 0};
+
+static const per_order_query_t VIEW_CANCEL = {
+    "delivery_query",
+    "SELECT order_id::text, refunded_amount::text FROM order_view"
+    " WHERE order_id = ANY($1::uuid[])",
+    offsetof(order_row_t, nview_cancel), {FIELD(v_refunded)}, 1};
+
+static const per_order_query_t KEYS = {
+    "order_db",
+    "SELECT order_id::text, idempotency_key FROM idempotency_keys"
+    " WHERE order_id = ANY($1::uuid[])",
+    offsetof(order_row_t, nkey), {FIELD(key)}, 1};
+
+static bool load_cancellation(snapshot_t *s) {
+    return load_per_order(s, &CANCEL_STATUS) && load_per_order(s, &REFUNDS) &&
+           load_per_order(s, &CANCELLED_ORDERS) && load_per_order(s, &WAITING) &&
+           load_per_order(s, &VIEW_CANCEL) && load_per_order(s, &KEYS);
+}
+
 static bool snapshot_load(const chaos_run_t *run, snapshot_t *s) {
     memset(s, 0, sizeof *s);
     if (load_orders(run, s) && load_per_order(s, &RESERVATIONS) &&
         load_per_order(s, &PAYMENTS) && load_per_order(s, &DELIVERIES) && load_view(s) &&
-        load_unsent(s) && load_stock(run, s) && load_lines(s))
+        load_unsent(s) && load_stock(run, s) && load_lines(s)) {
+        s->cancel_readable = load_cancellation(s);
         return true;
+    }
     snapshot_free(s);
     return false;
 }
@@ -434,10 +515,37 @@ static bool snapshot_load(const chaos_run_t *run, snapshot_t *s) {
 
 static bool is(const char *a, const char *b) { return strcmp(a, b) == 0; }
 
+static bool cancelled(const order_row_t *o) { return is(o->cancel_status, "CANCELLED"); }
+
+static bool active_delivery(const order_row_t *o) {
+    return o->ndel == 1 && (is(o->del_status, "ASSIGNED") || is(o->del_status, "PICKED_UP"));
+}
+
+/* Where a cancelled order stands: NULL when every compensation is done. */
+static const char *cancelled_stage(const order_row_t *o) {
+    if (is(o->res_status, "HELD") || is(o->res_status, "SOLD"))
+        return "cancelled, stock not released yet";
+    if (active_delivery(o) || o->nwaiting)
+        return "cancelled, delivery not undone yet";
+    if (o->npay == 1 && is(o->pay_status, "AUTHORIZED") && o->nref == 0)
+        return "cancelled, not refunded yet";
+    if (!is(o->v_status, DETA_STATE_CANCELLED))
+        return "cancelled, read model behind";
+    if (o->nref == 1 && !is(o->v_refunded, o->ref_amount))
+        return "refunded, read model behind";
+    return NULL;
+}
+
 /* Where an order stands: NULL when finished, else a short phrase. */
 static const char *pending_stage(const order_row_t *o) {
     if (o->nres == 0)
         return "no reservation yet";
+    if (is(o->cancel_status, "REQUESTED"))
+        return "cancel asked, no verdict yet";
+    if (cancelled(o)) {
+        const char *st = cancelled_stage(o);
+        return st ? st : o->unsent ? "outbox rows unpublished" : NULL;
+    }
     if (is(o->res_status, "HELD"))
         return o->npay ? "paid, stock still held" : "reserved, no payment yet";
     if (is(o->res_status, "REJECTED")) {
@@ -586,6 +694,8 @@ static bool default_gateway(void) {
 }
 
 static void check_payment(const chaos_run_t *run, const order_row_t *o, bool gateway) {
+    if (o->npay == 0 && cancelled(o))
+        return; /* cancelled before its charge: payment.cancelled fenced it off */
     if (o->npay != 1) {
         chaos_violation("reserved order without exactly one payment", "order %s: %d payment(s)",
                         o->id, o->npay);
@@ -595,7 +705,9 @@ static void check_payment(const chaos_run_t *run, const order_row_t *o, bool gat
         chaos_violation("payment amount differs from the order", "order %s: paid %s of %s",
                         o->id, o->pay_amount, o->total);
     bool authorized = is(o->pay_status, "AUTHORIZED");
-    if (!is(o->res_status, "HELD") && !is(o->res_status, authorized ? "SOLD" : "RELEASED"))
+    bool released_by_cancel = cancelled(o) && is(o->res_status, "RELEASED");
+    if (!is(o->res_status, "HELD") && !released_by_cancel &&
+        !is(o->res_status, authorized ? "SOLD" : "RELEASED"))
         chaos_violation("reservation disagrees with payment", "order %s: %s reservation, %s payment",
                         o->id, o->res_status, o->pay_status);
     if (o->decline && authorized)
@@ -608,6 +720,16 @@ static void check_payment(const chaos_run_t *run, const order_row_t *o, bool gat
 
 static void check_delivery(const order_row_t *o) {
     bool authorized = o->npay == 1 && is(o->pay_status, "AUTHORIZED");
+    if (cancelled(o)) {
+        /* a waiting or never-seen order has no delivery; an assigned one CANCELLED */
+        if (o->ndel > 1 || (o->ndel && !authorized))
+            chaos_violation("cancelled order with a wrong delivery", "order %s: %d deliveries, "
+                            "payment %s", o->id, o->ndel, o->pay_status);
+        else if (o->ndel == 1 && !is(o->del_payment, o->pay_id))
+            chaos_violation("delivery names another payment", "order %s: delivery's %s, "
+                            "payment %s", o->id, o->del_payment, o->pay_id);
+        return;
+    }
     if (!authorized) {
         if (o->ndel)
             chaos_violation("delivery without an authorized payment", "order %s: %d deliveries",
@@ -628,6 +750,15 @@ static void check_write_side(const chaos_run_t *run, const order_row_t *o, bool 
         chaos_violation("order not in an end state", "order %s: %s", o->id, stage);
     if (o->nres != 1) {
         chaos_violation("order without exactly one reservation", "order %s: %d", o->id, o->nres);
+        return;
+    }
+    if (is(o->res_status, "CANCELLED")) {
+        /* cancelled before anything was reserved: a row of no items, nothing else */
+        if (!cancelled(o))
+            chaos_violation("CANCELLED reservation of an order not cancelled", "order %s", o->id);
+        if (o->npay || o->ndel)
+            chaos_violation("order cancelled before its reservation paid or delivered",
+                            "order %s: %d payment(s), %d deliveries", o->id, o->npay, o->ndel);
         return;
     }
     if (!is(o->res_total, o->total))
@@ -654,7 +785,10 @@ static void check_view(const order_row_t *o) {
     }
     bool rejected = is(o->res_status, "REJECTED");
     bool declined = o->npay == 1 && is(o->pay_status, "DECLINED");
-    const char *want = rejected   ? DETA_STATE_INVENTORY_REJECTED
+    bool gone = cancelled(o);
+    bool reserved = !rejected && !is(o->res_status, "CANCELLED");
+    const char *want = gone       ? DETA_STATE_CANCELLED
+                       : rejected ? DETA_STATE_INVENTORY_REJECTED
                        : declined ? DETA_STATE_PAYMENT_FAILED
                                   : DETA_STATE_DELIVERED;
     const struct {
@@ -663,7 +797,7 @@ static void check_view(const order_row_t *o) {
         {"status", o->v_status, want},
         {"customer", o->v_customer, o->customer},
         {"total", o->v_total, o->total},
-        {"reservationId", o->v_res, rejected ? "" : o->res_id},
+        {"reservationId", o->v_res, reserved ? o->res_id : ""},
         {"paymentId", o->v_pay, o->npay ? o->pay_id : ""},
         {"deliveryId", o->v_del, o->ndel ? o->del_id : ""},
         {"driverId", o->v_driver, o->ndel ? o->del_driver : ""},
@@ -674,7 +808,9 @@ static void check_view(const order_row_t *o) {
         {"correlationId", o->v_correlation, o->correlation},
         {"driverName", o->v_driver_name, o->ndel ? o->del_driver_name : ""},
         /* at delivery the estimate is the delivery instant (docs/contracts.md) */
-        {"estimatedDeliveryAt", o->v_eta, o->ndel ? o->del_at : ""},
+        {"estimatedDeliveryAt", o->v_eta, gone ? o->v_eta : o->ndel ? o->del_at : ""},
+        /* a cancelled assignment keeps its first ETA in the view: not compared */
+        {"refundedAmount", o->v_refunded, o->nref ? o->ref_amount : ""},
     };
     for (size_t i = 0; i < sizeof pairs / sizeof *pairs; i++)
         if (!is(pairs[i].view, pairs[i].write))
@@ -708,7 +844,7 @@ static void check_drivers(void) {
     PGresult *r = db_query("delivery_db",
                            "SELECT d.driver_id, d.active_deliveries, count(x.delivery_id)"
                            " FROM drivers d LEFT JOIN deliveries x ON x.driver_id = d.driver_id"
-                           " AND x.status <> 'DELIVERED'"
+                           " AND x.status IN ('ASSIGNED', 'PICKED_UP')"
                            " GROUP BY d.driver_id, d.active_deliveries"
                            " HAVING d.active_deliveries <> count(x.delivery_id)",
                            0, NULL);
@@ -811,21 +947,47 @@ static void expect_events(const order_row_t *o, const char *type, int want, cons
                         "database %s", o->id, type, e->ref, ref);
 }
 
-static void check_events(const order_row_t *o) {
+/* The cancel's own events: one request when one was asked, then exactly one
+ * verdict, a win or a refusal, and a refund for a cancelled paid order. */
+static void check_cancel_events(const order_row_t *o, bool authorized) {
+    bool asked = o->cancel_status[0] != '\0';
+    expect_events(o, DETA_EVT_ORDER_CANCEL_REQUESTED, asked, NULL, NULL);
+    int won = count_type(o, DETA_EVT_INVENTORY_CANCELLED, NULL) +
+              count_type(o, DETA_EVT_PAYMENT_CANCELLED, NULL) +
+              count_type(o, DETA_EVT_DELIVERY_CANCELLED, NULL);
+    int lost = count_type(o, DETA_EVT_INVENTORY_CANCEL_REFUSED, NULL) +
+               count_type(o, DETA_EVT_PAYMENT_CANCEL_REFUSED, NULL) +
+               count_type(o, DETA_EVT_DELIVERY_CANCEL_REFUSED, NULL);
+    bool refused = is(o->cancel_status, "REFUSED");
+    if (won != (cancelled(o) ? 1 : 0) || lost != (refused ? 1 : 0))
+        chaos_violation("cancel verdict events wrong", "order %s: cancel %s, %d win(s), %d "
+                        "refusal(s) on the topics", o->id, asked ? o->cancel_status : "not asked",
+                        won, lost);
+    expect_events(o, DETA_EVT_PAYMENT_REFUNDED, cancelled(o) && authorized, NULL, NULL);
+}
+
+static void check_events(const order_row_t *o, bool cancel_readable) {
     bool rejected = is(o->res_status, "REJECTED");
     bool authorized = o->npay == 1 && is(o->pay_status, "AUTHORIZED");
     bool declined = o->npay == 1 && is(o->pay_status, "DECLINED");
+    bool gone = cancelled(o);
+    bool reserved = !rejected && !is(o->res_status, "CANCELLED");
+    bool released = is(o->res_status, "RELEASED");
+    /* a cancelled order's delivery stops at its assignment (or before) */
+    int delivery_steps = gone ? o->ndel : authorized;
     expect_events(o, DETA_EVT_ORDER_CREATED, 1, NULL, NULL);
     expect_events(o, DETA_EVT_INVENTORY_REJECTED, rejected, NULL, NULL);
-    expect_events(o, DETA_EVT_INVENTORY_RESERVED, !rejected, o->res_id, NULL);
-    expect_events(o, DETA_EVT_INVENTORY_RELEASED, declined, o->res_id, NULL);
+    expect_events(o, DETA_EVT_INVENTORY_RESERVED, reserved, o->res_id, NULL);
+    expect_events(o, DETA_EVT_INVENTORY_RELEASED, declined || released, o->res_id, NULL);
     expect_events(o, DETA_EVT_PAYMENT_AUTHORIZED, authorized, o->pay_id, NULL);
     expect_events(o, DETA_EVT_PAYMENT_FAILED, declined, o->pay_id, NULL);
     const seen_event_t *a = NULL, *p = NULL, *d = NULL;
-    expect_events(o, DETA_EVT_DELIVERY_ASSIGNED, authorized, o->del_id, &a);
-    expect_events(o, DETA_EVT_DELIVERY_PICKED_UP, authorized, o->del_id, &p);
-    expect_events(o, DETA_EVT_DELIVERY_DELIVERED, authorized, o->del_id, &d);
-    expect_events(o, DETA_EVT_ETA_UPDATED, authorized ? 3 : 0, o->del_id, NULL);
+    expect_events(o, DETA_EVT_DELIVERY_ASSIGNED, delivery_steps, o->del_id, &a);
+    expect_events(o, DETA_EVT_DELIVERY_PICKED_UP, gone ? 0 : authorized, o->del_id, &p);
+    expect_events(o, DETA_EVT_DELIVERY_DELIVERED, gone ? 0 : authorized, o->del_id, &d);
+    expect_events(o, DETA_EVT_ETA_UPDATED, gone ? o->ndel : authorized ? 3 : 0, o->del_id, NULL);
+    if (cancel_readable)
+        check_cancel_events(o, authorized);
     if (o->v_timeline != o->nevents)
         chaos_violation("read model timeline differs from the topics", "order %s: %ld events in "
                         "order_events, %d distinct on the topics", o->id, o->v_timeline,
@@ -856,7 +1018,7 @@ static void check_topics(snapshot_t *s) {
     printf("chaos: %ld messages read from the raw and dlq topics\n", read);
     for (size_t i = 0; i < s->n; i++)
         if (s->orders[i].nres == 1)
-            check_events(&s->orders[i]);
+            check_events(&s->orders[i], s->cancel_readable);
 }
 
 /* ---- the gateway's ledger ---- */
@@ -873,6 +1035,12 @@ static bool load_charges(snapshot_t *s) {
     }
     char line[512], key[40], status[TXT];
     while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "refund %39s %47s", key, status) == 2) {
+            order_row_t *o = find_order(s, key);
+            if (o && o->ledger_refunds++ == 0)
+                snprintf(o->ledger_refund_amount, TXT, "%s", status);
+            continue;
+        }
         if (sscanf(line, "charge %39s %47s", key, status) != 2)
             continue;
         order_row_t *o = find_order(s, key);
@@ -896,14 +1064,114 @@ static void check_charges(const order_row_t *o) {
                         o->charge_status);
 }
 
+/* ---- the cancellation and the keys (issue #14) ---- */
+
+/* A cancelled order left nothing behind; a refused one ended some other way;
+ * refunds only for cancelled paid orders, once, of the whole charge. */
+static void check_cancellation(const chaos_run_t *run, const order_row_t *o) {
+    bool authorized = o->npay == 1 && is(o->pay_status, "AUTHORIZED");
+    if (is(o->v_status, DETA_STATE_CANCELLED) != cancelled(o))
+        chaos_violation("read model CANCELLED differs from order-service", "order %s: view %s, "
+                        "cancel_status %s", o->id, o->v_status, o->cancel_status);
+    if (cancelled(o)) {
+        bool released = is(o->res_status, "RELEASED") && is(o->res_reason, "ORDER_CANCELLED");
+        if (!released && !is(o->res_status, "CANCELLED") && !is(o->res_status, "REJECTED") &&
+            !is(o->res_status, "UNFULFILLABLE"))
+            chaos_violation("cancelled order keeps its stock", "order %s: reservation %s (%s)",
+                            o->id, o->res_status, o->res_reason);
+        if (active_delivery(o) || (o->ndel == 1 && !is(o->del_status, "CANCELLED")) ||
+            o->nwaiting)
+            chaos_violation("cancelled order still in delivery", "order %s: delivery %s, %d in "
+                            "the queue", o->id, o->ndel ? o->del_status : "none", o->nwaiting);
+        if (authorized && o->ncancelled_rec != 1)
+            chaos_violation("cancelled paid order not in cancelled_orders", "order %s: %d rows",
+                            o->id, o->ncancelled_rec);
+        if (authorized && (o->nref != 1 || !is(o->ref_amount, o->pay_amount)))
+            chaos_violation("cancelled paid order not refunded its charge", "order %s: %d "
+                            "refund(s) of %s, charge %s", o->id, o->nref, o->ref_amount,
+                            o->pay_amount);
+        if (!authorized && o->nref)
+            chaos_violation("refund without a charge", "order %s: payment %s", o->id,
+                            o->npay ? o->pay_status : "none");
+    } else {
+        if (o->nref)
+            chaos_violation("refund for an order not cancelled", "order %s: %s refunded, cancel "
+                            "%s", o->id, o->ref_amount, o->cancel_status);
+        if (o->ncancelled_rec)
+            chaos_violation("order in cancelled_orders not cancelled", "order %s", o->id);
+    }
+    if (is(o->cancel_status, "REFUSED") && !is(o->v_status, DETA_STATE_DELIVERED) &&
+        !is(o->v_status, DETA_STATE_INVENTORY_REJECTED) &&
+        !is(o->v_status, DETA_STATE_PAYMENT_FAILED))
+        chaos_violation("refused cancel but the order did not end otherwise", "order %s: %s",
+                        o->id, o->v_status);
+    /* what the load asked: a cancel it was told was taken must be on record */
+    const chaos_order_t *c = o->idx >= 0 ? &run->orders[o->idx] : NULL;
+    if (c && c->cancel_sent && !o->cancel_status[0] &&
+        (c->cancel_outcome == DETA_OUTCOME_REQUESTED || c->cancel_outcome == DETA_OUTCOME_CANCELLED))
+        chaos_violation("cancel answered 202/200 but not recorded", "order %s", o->id);
+    if (c && !c->cancel_sent && o->cancel_status[0])
+        chaos_violation("cancel recorded that no client asked", "order %s: %s", o->id,
+                        o->cancel_status);
+}
+
+/* The gateway refunds each order at most once, and exactly as the refunds rows say. */
+static void check_ledger_refunds(const order_row_t *o) {
+    if (o->ledger_refunds > 1)
+        chaos_violation("payment refunded twice at the gateway", "order %s: %d refunds", o->id,
+                        o->ledger_refunds);
+    else if (o->ledger_refunds != o->nref ||
+             (o->nref && !is(o->ledger_refund_amount, o->ref_amount)))
+        chaos_violation("gateway refunds differ from the refunds rows", "order %s: ledger %d of "
+                        "%s, rows %d of %s", o->id, o->ledger_refunds, o->ledger_refund_amount,
+                        o->nref, o->ref_amount);
+}
+
+/* Every key the load issued names exactly one order, the one of its plan index,
+ * and every intended order exists: a killed order-service lost and doubled
+ * nothing. (No order exists twice for one key: a customer with two orders is
+ * "order created twice" in check_client_view.) */
+static void check_keys(const chaos_run_t *run, const snapshot_t *s) {
+    long *order_of = malloc((size_t)run->s.orders * sizeof *order_of);
+    if (!order_of)
+        return;
+    for (long i = 0; i < run->s.orders; i++)
+        order_of[i] = -1;
+    for (size_t k = 0; k < s->n; k++)
+        if (s->orders[k].idx >= 0)
+            order_of[s->orders[k].idx] = (long)k;
+    long missing = 0;
+    for (long i = 0; i < run->s.orders; i++) {
+        const chaos_order_t *c = &run->orders[i];
+        if (!c->key[0])
+            continue; /* CHAOS_VERIFY_ONLY: the keys were the clients' */
+        if (order_of[i] < 0) {
+            missing++;
+            chaos_violation("intended order not created", "plan %ld (key %s): no order", i,
+                            c->key);
+            continue;
+        }
+        const order_row_t *o = &s->orders[order_of[i]];
+        if (s->cancel_readable && (o->nkey != 1 || !is(o->key, c->key)))
+            chaos_violation("key without exactly its one order", "plan %ld: key %s, order %s "
+                            "has %d key row(s) (%s)", i, c->key, o->id, o->nkey, o->key);
+    }
+    if (missing == 0)
+        printf("chaos: every intended order exists, once\n");
+    free(order_of);
+}
+
 /* ---- the whole ---- */
 
 static void print_outcomes(const snapshot_t *s) {
-    long rejected = 0, failed = 0, delivered = 0, other = 0;
+    long rejected = 0, failed = 0, delivered = 0, other = 0, gone = 0, refused = 0;
     for (size_t i = 0; i < s->n; i++) {
         const order_row_t *o = &s->orders[i];
+        refused += is(o->cancel_status, "REFUSED");
         if (pending_stage(o))
             other++;
+        else if (cancelled(o))
+            gone++;
         else if (is(o->res_status, "REJECTED"))
             rejected++;
         else if (is(o->pay_status, "DECLINED"))
@@ -912,8 +1180,8 @@ static void print_outcomes(const snapshot_t *s) {
             delivered++;
     }
     printf("chaos: %zu orders in order_db: %ld delivered, %ld rejected, %ld payment failed, "
-           "%ld unfinished\n",
-           s->n, delivered, rejected, failed, other);
+           "%ld cancelled, %ld unfinished; %ld cancels refused\n",
+           s->n, delivered, rejected, failed, gone, other, refused);
 }
 
 double chaos_converge_and_verify(chaos_run_t *run) {
@@ -929,9 +1197,18 @@ double chaos_converge_and_verify(chaos_run_t *run) {
         check_write_side(run, &s.orders[i], gateway);
         check_view(&s.orders[i]);
     }
+    check_keys(run, &s);
+    if (!s.cancel_readable)
+        chaos_violation("cancellation tables unreadable", "orders.cancel_status, refunds, "
+                        "cancelled_orders, order_view.refunded_amount or idempotency_keys");
+    for (size_t i = 0; s.cancel_readable && i < s.n; i++)
+        check_cancellation(run, &s.orders[i]);
     if (load_charges(&s))
-        for (size_t i = 0; i < s.n; i++)
+        for (size_t i = 0; i < s.n; i++) {
             check_charges(&s.orders[i]);
+            if (s.cancel_readable)
+                check_ledger_refunds(&s.orders[i]);
+        }
     check_stock(run, &s);
     check_drivers();
     check_topics(&s);

@@ -8,6 +8,13 @@
  * 1 failure, 2 usage) and what the output says. An order of a fresh customer is
  * followed by `watch` to its end state (every service runs in the test stack)
  * and then found by `list --customer`.
+ *
+ * Issue #14: `create` goes with an Idempotency-Key (--idempotency-key, else a
+ * fresh UUID) and `cancel` asks order-service to cancel. The usage cases and
+ * the unreachable service hold on any branch; the cases against the stack are
+ * written for the contract (docs/contracts.md) and need order-service's key
+ * (order-idem) and the whole cancellation saga (order-cancel, inventory-cancel,
+ * payment-refund, delivery-cancel, query-cancel) merged.
  */
 #include <limits.h>
 #include <stdbool.h>
@@ -75,11 +82,12 @@ static void expect(run_t r, int status, const char *needle) {
         fail();
 }
 
-/* Creates an order for customer; returns its id (37 bytes into id). */
-static void create_order(const char *customer, char id[37]) {
-    char args[256];
-    snprintf(args, sizeof args, "create --customer %s --currency EUR --item sku-1:2:2.50",
-             customer);
+/* Creates an order for customer (under key, when given); returns its id (37
+ * bytes into id). */
+static void create_order_keyed(const char *customer, const char *key, char id[37]) {
+    char args[384];
+    snprintf(args, sizeof args, "create --customer %s --currency EUR --item sku-1:2:2.50%s%s",
+             customer, key ? " --idempotency-key " : "", key ? key : "");
     run_t r = cli(args);
     if (r.status != 0)
         fail_msg("create: exit %d: %s", r.status, r.out);
@@ -95,6 +103,10 @@ static void create_order(const char *customer, char id[37]) {
     memcpy(id, oid, 37);
     json_decref(j);
     free(r.out);
+}
+
+static void create_order(const char *customer, char id[37]) {
+    create_order_keyed(customer, NULL, id);
 }
 
 static void usage_errors_exit_2(void **state) {
@@ -158,8 +170,98 @@ static void created_order_is_watched_to_its_end_and_listed(void **state) {
     assert_true(listed);
 }
 
+static void cancel_and_key_usage_errors_exit_2(void **state) {
+    (void)state;
+    char reason[260] = "--reason ";
+    memset(reason + 9, 'r', 201);
+    reason[210] = '\0';
+    char args[512];
+    expect(cli("cancel"), 2, "the order id is missing");
+    expect(cli("cancel not-a-uuid"), 2, "'not-a-uuid' is not an order id");
+    expect(cli("cancel 3f2504e0-4f89-11d3-9a0c-0305e82c3301 extra"), 2, "unexpected argument");
+    expect(cli("cancel 3f2504e0-4f89-11d3-9a0c-0305e82c3301 --reason ''"), 2, "--reason");
+    snprintf(args, sizeof args, "cancel 3f2504e0-4f89-11d3-9a0c-0305e82c3301 %s", reason);
+    expect(cli(args), 2, "--reason must be 1 to 200 bytes");
+    expect(cli("cancel 3f2504e0-4f89-11d3-9a0c-0305e82c3301 --bogus"), 2, "'--bogus'");
+    expect(cli("cancel --help"), 0, "usage: deta-cli cancel");
+    expect(cli("create --customer c-1 --item sku-1:1:1.00 --idempotency-key 'a b'"), 2,
+           "--idempotency-key");
+    expect(cli("create --customer c-1 --item sku-1:1:1.00 --idempotency-key ''"), 2,
+           "--idempotency-key");
+    expect(cli("demo --cancels -1"), 2, "--cancels");
+    expect(cli("--help"), 0, "cancel ID [--reason TEXT]");
+}
+
+static void unreachable_service_is_retried_then_said(void **state) {
+    (void)state;
+    /* connection refused on every attempt: the default policy's 8, then exit 1 */
+    expect(cli("cancel 3f2504e0-4f89-11d3-9a0c-0305e82c3301 --order-url http://127.0.0.1:1"), 1,
+           "did not answer the cancel after 8 attempts");
+    expect(cli("create --customer c-1 --item sku-1:1:1.00 --order-url http://127.0.0.1:1"), 1,
+           "--idempotency-key");
+}
+
+/* Needs order-idem merged: the same key answers the first order (200, replayed). */
+static void same_key_makes_one_order(void **state) {
+    (void)state;
+    char customer[64], uuid[37], key[37], first[37], again[37];
+    ts_uuid(uuid);
+    ts_uuid(key);
+    snprintf(customer, sizeof customer, "cli-key-%.8s", uuid);
+    create_order_keyed(customer, key, first);
+    char args[384];
+    snprintf(args, sizeof args,
+             "create --customer %s --currency EUR --item sku-1:2:2.50 --idempotency-key %s",
+             customer, key);
+    run_t r = cli(args);
+    bool replayed = r.status == 0 && strstr(r.out, "replayed") && strstr(r.out, first);
+    if (!replayed)
+        print_error("second create under key %s: exit %d:\n%s\n", key, r.status, r.out);
+    free(r.out);
+    assert_true(replayed);
+    create_order(customer, again); /* a fresh key: a new order */
+    assert_string_not_equal(first, again);
+    /* the same key for another order: 422, refused */
+    snprintf(args, sizeof args,
+             "create --customer %s --currency EUR --item sku-1:3:2.50 --idempotency-key %s",
+             customer, key);
+    expect(cli(args), 1, "key reused");
+}
+
+/* Needs the whole cancellation saga merged: a cancel right after create wins
+ * (202, then CANCELLED at the end), a second one answers 200, and a cancel of
+ * a delivered order is refused with exit 3 and its status. */
+static void cancel_wins_early_and_is_refused_late(void **state) {
+    (void)state;
+    char customer[64], uuid[37], id[37], args[256];
+    ts_uuid(uuid);
+    snprintf(customer, sizeof customer, "cli-cancel-%.8s", uuid);
+    create_order(customer, id);
+    snprintf(args, sizeof args, "cancel %s --reason 'changed my mind'", id);
+    expect(cli(args), 0, "cancel requested for order");
+    snprintf(args, sizeof args, "watch %s --timeout 90", id);
+    expect(cli(args), 0, "ended: CANCELLED");
+    snprintf(args, sizeof args, "cancel %s", id);
+    expect(cli(args), 0, "is cancelled");
+
+    char late[37];
+    create_order(customer, late);
+    snprintf(args, sizeof args, "watch %s --timeout 90", late);
+    expect(cli(args), 0, "ended: DELIVERED");
+    snprintf(args, sizeof args, "cancel %s", late);
+    expect(cli(args), 3, "cannot be cancelled: its status is DELIVERED");
+
+    ts_uuid(id);
+    snprintf(args, sizeof args, "cancel %s", id);
+    expect(cli(args), 1, "not found");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(cancel_and_key_usage_errors_exit_2),
+        cmocka_unit_test(unreachable_service_is_retried_then_said),
+        cmocka_unit_test(same_key_makes_one_order),
+        cmocka_unit_test(cancel_wins_early_and_is_refused_late),
         cmocka_unit_test(usage_errors_exit_2),
         cmocka_unit_test(failures_exit_1_and_say_why),
         cmocka_unit_test(created_order_is_watched_to_its_end_and_listed),

@@ -8,7 +8,7 @@
  *
  *   main.c      argument dispatch, usage, service URLs (env, then flags), the
  *               HTTP handle every command uses (lib/client: deta/client.h)
- *   commands.c  create, get, list, watch
+ *   commands.c  create, get, list, watch, cancel
  *   mix.c       the demo's deterministic (seeded) mix of orders; no I/O
  *   stock.c     the inventory's stock levels, parsed and compared
  *   progress.c  the single updating progress line on stderr
@@ -16,7 +16,8 @@
  *   report.c    latency statistics, timestamps and the demo's final report
  *
  * Exit status everywhere: 0 success, 1 failure (a service unreachable or saying
- * no, an order that never finished), 2 usage (bad arguments, missing settings).
+ * no, an order that never finished), 2 usage (bad arguments, missing settings);
+ * and 3 for a cancel that order-service refused (409: too late).
  */
 #ifndef DETA_CLI_H
 #define DETA_CLI_H
@@ -28,9 +29,10 @@
 
 #include "deta/client.h"
 #include "deta/client_orders.h"
+#include "deta/client_retry.h"
 #include "deta/money.h"
 
-enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2, CLI_REFUSED = 3 };
 
 /* ---- main.c ---------------------------------------------------------------- */
 
@@ -60,6 +62,10 @@ bool cli_parse_long(const char *s, long min, long max, long *out);
 /* A keep-alive HTTP handle for one thread: 10 s per request, 5 s to connect.
  * NULL when out of memory. */
 deta_client_t *cli_client_new(void);
+/* How create, cancel and the demo retry order-service: the library's default
+ * policy (8 attempts, backoff 100 ms to 2 s, 30 s in all), with the same
+ * per-request timeouts as cli_client_new. */
+deta_retry_policy_t cli_retry_policy(void);
 
 /* ---- commands.c -------------------------------------------------------------- */
 
@@ -67,6 +73,7 @@ int cli_cmd_create(cli_ctx_t *ctx, int argc, char **argv);
 int cli_cmd_get(cli_ctx_t *ctx, int argc, char **argv);
 int cli_cmd_list(cli_ctx_t *ctx, int argc, char **argv);
 int cli_cmd_watch(cli_ctx_t *ctx, int argc, char **argv);
+int cli_cmd_cancel(cli_ctx_t *ctx, int argc, char **argv);
 /* The list of events in GET /api/orders/{id}/events's answer
  * ({"orderId", "events": [...]}); NULL when there is none. */
 const json_t *cli_timeline_events(const json_t *timeline);
@@ -150,8 +157,27 @@ void lat_stats_format(const lat_stats_t *s, char *buf, size_t size);
 
 /* ---- demo.c ------------------------------------------------------------------ */
 
+/* When the demo cancels an order (none for most). */
+typedef enum demo_cancel_at {
+    CANCEL_NONE,
+    CANCEL_AT_CREATED,  /* right after the 201 */
+    CANCEL_AT_PAID,     /* once the read model shows PAYMENT_AUTHORIZED or later */
+    CANCEL_AT_ASSIGNED, /* once it shows DELIVERY_ASSIGNED or later */
+    CANCEL_MOMENTS
+} demo_cancel_at_t;
+
 typedef struct demo_order {
     mix_order_t plan;
+    char key[40];         /* its Idempotency-Key, the same on every retry */
+    bool replayed;        /* answered as a replay (a retry after a lost answer) */
+    int attempts;         /* POSTs it took */
+    demo_cancel_at_t cancel_at;
+    bool cancel_sent;
+    deta_outcome_t cancel_outcome; /* the cancel's answer (valid when cancel_sent) */
+    char cancel_seen[32];  /* the status the demo saw when it sent the cancel */
+    char refunded[24];     /* refundedAmount in the read model ("" while none) */
+    char total[24];        /* totalAmount in the read model */
+    bool paid_seen;        /* the read model showed a paymentId */
     long http_status;     /* answer to the POST; 0 when none came */
     char error[160];      /* why it was not accepted */
     double intake_ms;     /* POST round trip, for 201s */
@@ -166,6 +192,7 @@ typedef struct demo_order {
 typedef struct demo_run {
     cli_ctx_t *ctx;
     size_t norders;
+    size_t ncancels; /* --cancels: orders the demo cancels, spread over the moments */
     int concurrency;
     uint64_t seed;
     int wait_seconds;
@@ -177,6 +204,10 @@ typedef struct demo_run {
 } demo_run_t;
 
 int cli_cmd_demo(cli_ctx_t *ctx, int argc, char **argv);
+/* Which orders the demo cancels, and when: ncancels of norders, spread evenly,
+ * the moments taken in turn (plain, for the tests). */
+demo_cancel_at_t demo_cancel_moment(size_t index, size_t norders, size_t ncancels);
+const char *demo_cancel_moment_name(demo_cancel_at_t at);
 
 /* Prints the report of a finished run; returns CLI_OK when every number adds up. */
 int report_print(const demo_run_t *run);

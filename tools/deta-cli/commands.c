@@ -76,8 +76,10 @@ const json_t *cli_timeline_events(const json_t *timeline) {
 
 static const char CREATE_USAGE[] =
     "usage: deta-cli create --customer C [--currency EUR] --item SKU:QTY:PRICE [--item ...]\n"
-    "                       [--order-url URL]\n"
-    "  e.g. deta-cli create --customer c-1 --item sku-1:2:9.99 --item sku-2:1:0.50\n";
+    "                       [--idempotency-key KEY] [--order-url URL]\n"
+    "  e.g. deta-cli create --customer c-1 --item sku-1:2:9.99 --item sku-2:1:0.50\n"
+    "  the order goes with an Idempotency-Key (KEY, or a fresh UUID) and is retried on\n"
+    "  5xx, timeouts and lost connections: the same key never makes a second order\n";
 
 bool cli_parse_item(const char *spec, char *item_id, size_t idsize, long *quantity,
                     deta_money_t *unit_price, char *why, size_t whysize) {
@@ -130,26 +132,36 @@ static bool add_item(json_t *items, const char *spec) {
     return true;
 }
 
-static int post_order(const char *order_url, const json_t *body) {
-    char *url = deta_client_url(order_url, "/api/orders");
+/* Places the order under key, retrying what may be retried (lib/client's
+ * deta_order_create): a repeat of an order that went through is answered with
+ * that order, so a retry never makes a second one. */
+static int post_order(const char *order_url, const json_t *body, const char *key) {
     char *text = json_dumps(body, JSON_COMPACT);
-    deta_client_t *h = cli_client_new();
+    if (!text)
+        return cli_fail(CLI_FAIL, "out of memory");
+    deta_retry_policy_t policy = cli_retry_policy();
+    deta_call_result_t r;
+    deta_outcome_t o = deta_order_create(&policy, NULL, order_url, text, key, &r);
     int status = CLI_FAIL;
-    deta_client_resp_t r;
-    if (url && text && h && call(h, "POST", url, text, &r)) {
-        if (r.status == 201 && r.json) {
-            print_json(r.json);
-            status = CLI_OK;
-        } else {
-            char why[512];
-            deta_client_resp_describe(&r, why, sizeof why);
-            cli_fail(CLI_FAIL, "order-service refused the order (POST %s): %s", url, why);
-        }
-        deta_client_resp_clear(&r);
+    if ((o == DETA_OUTCOME_CREATED || o == DETA_OUTCOME_REPLAYED) && r.json) {
+        print_json(r.json);
+        if (o == DETA_OUTCOME_REPLAYED)
+            fprintf(stderr, "deta-cli: replayed: order-service already had this order under "
+                            "key %s (HTTP 200%s)\n",
+                    key, r.replay_header ? ", Idempotent-Replayed: true" : "");
+        status = CLI_OK;
+    } else if (o == DETA_OUTCOME_TRANSIENT) {
+        cli_fail(CLI_FAIL,
+                 "order-service did not take the order after %d attempt%s in %.1f s (%s); "
+                 "sending the same command with --idempotency-key %s cannot make a second "
+                 "order",
+                 r.attempts, r.attempts == 1 ? "" : "s", r.millis / 1000.0, r.error, key);
+    } else {
+        cli_fail(CLI_FAIL, "order-service refused the order (POST %s/api/orders, %s): %s",
+                 order_url, deta_outcome_name(o), r.error);
     }
-    deta_client_free(h);
+    deta_call_result_clear(&r);
     free(text);
-    free(url);
     return status;
 }
 
@@ -157,15 +169,19 @@ int cli_cmd_create(cli_ctx_t *ctx, int argc, char **argv) {
     static const struct option opts[] = {{"customer", 1, NULL, 'c'},
                                          {"currency", 1, NULL, 'u'},
                                          {"item", 1, NULL, 'i'},
+                                         {"idempotency-key", 1, NULL, 'k'},
                                          CLI_URL_OPTIONS,
                                          {NULL, 0, NULL, 0}};
     json_t *body = json_object();
     json_t *items = json_array();
     json_object_set_new(body, "items", items);
+    const char *key = NULL;
     int opt, status = CLI_OK;
     optind = 0;
     while (status == CLI_OK && (opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (opt == 'c')
+        if (opt == 'k')
+            key = optarg;
+        else if (opt == 'c')
             json_object_set_new(body, "customerId", json_string(optarg));
         else if (opt == 'u')
             json_object_set_new(body, "currency", json_string(optarg));
@@ -185,12 +201,22 @@ int cli_cmd_create(cli_ctx_t *ctx, int argc, char **argv) {
         status = usage_error(CREATE_USAGE, "%s", "--customer is required");
     if (status == CLI_OK && json_array_size(items) == 0)
         status = usage_error(CREATE_USAGE, "%s", "at least one --item is required");
+    if (status == CLI_OK && key && !deta_idempotency_key_valid(key))
+        status = usage_error(CREATE_USAGE,
+                             "--idempotency-key '%s' must be 1 to 255 visible ASCII characters",
+                             key);
+    char fresh[DETA_KEY_UUID_LEN + 1];
+    if (status == CLI_OK && !key) {
+        if (!deta_idempotency_key_new(fresh))
+            status = cli_fail(CLI_FAIL, "no random source for an idempotency key");
+        key = fresh;
+    }
     const char *url = NULL;
     if (status == CLI_OK &&
         !(url = cli_need_url(ctx->order_url, "ORDER_SERVICE_URL", "--order-url")))
         status = CLI_USAGE;
     if (status == CLI_OK)
-        status = post_order(url, body);
+        status = post_order(url, body, key);
     json_decref(body);
     return status;
 }
@@ -579,4 +605,78 @@ int cli_cmd_watch(cli_ctx_t *ctx, int argc, char **argv) {
         return CLI_USAGE;
     const char *base = cli_need_url(ctx->query_url, "QUERY_API_URL", "--query-url");
     return base ? watch_order(base, id, timeout_s) : CLI_USAGE;
+}
+
+/* ---- cancel -------------------------------------------------------------- */
+
+static const char CANCEL_USAGE[] =
+    "usage: deta-cli cancel ORDER_ID [--reason TEXT] [--order-url URL]\n"
+    "  asks order-service to cancel the order (retried: a cancel is idempotent);\n"
+    "  exit 0 when the cancel is asked (202, decided downstream: follow it with\n"
+    "  deta-cli watch) or won (200), 3 when refused (409: picked up, delivered,\n"
+    "  failed, or a cancel refused before), 1 for an unknown order or no answer\n";
+
+#define CANCEL_REASON_MAX 200 /* bytes, the contract's */
+
+static int cancel_order(const char *base, const char *id, const char *reason) {
+    deta_retry_policy_t policy = cli_retry_policy();
+    deta_call_result_t r;
+    deta_outcome_t o = deta_order_cancel(&policy, NULL, base, id, reason, &r);
+    int status = CLI_FAIL;
+    const char *order_status = str_field(r.json, "status", NULL);
+    switch (o) {
+    case DETA_OUTCOME_REQUESTED:
+        printf("cancel requested for order %s (status %s); the saga decides it: "
+               "deta-cli watch %s\n",
+               id, order_status ? order_status : "?", id);
+        print_json(r.json);
+        status = CLI_OK;
+        break;
+    case DETA_OUTCOME_CANCELLED:
+        printf("order %s is cancelled\n", id);
+        print_json(r.json);
+        status = CLI_OK;
+        break;
+    case DETA_OUTCOME_REFUSED:
+        status = cli_fail(CLI_REFUSED, "order %s cannot be cancelled: its status is %s (%s)", id,
+                          str_field(r.json, "orderStatus", "unknown"), r.error);
+        break;
+    case DETA_OUTCOME_NOT_FOUND:
+        cli_fail(CLI_FAIL, "order %s not found (order-service at %s: %s)", id, base, r.error);
+        break;
+    case DETA_OUTCOME_TRANSIENT:
+        cli_fail(CLI_FAIL, "order-service did not answer the cancel after %d attempt%s in %.1f s "
+                           "(%s); asking again is safe",
+                 r.attempts, r.attempts == 1 ? "" : "s", r.millis / 1000.0, r.error);
+        break;
+    default:
+        cli_fail(CLI_FAIL, "order-service refused the cancel of %s: %s", id, r.error);
+    }
+    deta_call_result_clear(&r);
+    return status;
+}
+
+int cli_cmd_cancel(cli_ctx_t *ctx, int argc, char **argv) {
+    static const struct option opts[] = {
+        {"reason", 1, NULL, 'r'}, CLI_URL_OPTIONS, {NULL, 0, NULL, 0}};
+    const char *reason = NULL;
+    int opt;
+    optind = 0;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        if (opt == 'r') {
+            reason = optarg;
+            if (!*reason || strlen(reason) > CANCEL_REASON_MAX)
+                return usage_error(CANCEL_USAGE, "--reason must be 1 to 200 bytes%s", "");
+        } else if (opt == CLI_OPT_HELP) {
+            return fputs(CANCEL_USAGE, stdout), CLI_OK;
+        } else if (!cli_take_url_option(ctx, opt, optarg)) {
+            return usage_error(CANCEL_USAGE, "unknown option or missing value: '%s'",
+                               argv[optind - 1]);
+        }
+    }
+    const char *id;
+    if (!take_order_id(argc, argv, CANCEL_USAGE, &id))
+        return CLI_USAGE;
+    const char *base = cli_need_url(ctx->order_url, "ORDER_SERVICE_URL", "--order-url");
+    return base ? cancel_order(base, id, reason) : CLI_USAGE;
 }

@@ -6,9 +6,16 @@
  *   1. stock before: GET /api/inventory;
  *   2. intake: the seeded mix (mix.c) is POSTed by --concurrency threads, each
  *      with its own keep-alive HTTP handle, taking the next order from a shared
- *      counter; every 201's round trip is its intake latency;
+ *      counter, each under an Idempotency-Key of its own and retried by the
+ *      clients' library (lib/client, deta_order_create); its round trip,
+ *      retries included, is its intake latency; the orders to cancel right
+ *      after create are cancelled then (deta_order_cancel);
  *   3. settling: rounds of GET /api/orders/{id} on the query-api for the orders
  *      not finished yet, until each is in an end state or --wait seconds pass;
+ *      an order to cancel after payment or after assignment is cancelled in
+ *      the round that first sees it there (or past it: the answer is then a
+ *      refusal); a cancelled order that was paid is finished once its
+ *      refundedAmount shows;
  *   4. timelines: for delivered orders, GET .../events gives delivery.assigned
  *      and delivery.delivered, the order-to-driver and order-to-door latencies;
  *   5. stock after: polled until nothing the demo touched is still held (the
@@ -39,10 +46,12 @@
 
 static const char DEMO_USAGE[] =
     "usage: deta-cli demo [--orders N] [--concurrency C] [--seed S] [--wait SECONDS]\n"
-    "                     [--order-url URL] [--query-url URL] [--inventory-url URL]\n"
-    "  places N orders (default 300) with C threads (8), waits up to --wait seconds (180)\n"
-    "  for every accepted order to reach an end state, then reports; exit 0 only when\n"
-    "  every order ended and the numbers add up\n";
+    "                     [--cancels K] [--order-url URL] [--query-url URL]\n"
+    "                     [--inventory-url URL]\n"
+    "  places N orders (default 300) with C threads (8), cancels K of them (default N/20)\n"
+    "  right after create, after payment or after assignment, waits up to --wait seconds\n"
+    "  (180) for every accepted order to reach an end state (CANCELLED is one), then\n"
+    "  reports; exit 0 only when every order ended and the numbers add up\n";
 
 static double monotonic(void) {
     struct timespec ts;
@@ -114,28 +123,90 @@ static void run_pass(demo_run_t *run, const size_t *indices, size_t n, order_wor
 
 /* ---- intake ----------------------------------------------------------------- */
 
+/* ---- cancels ----------------------------------------------------------------- */
+
+demo_cancel_at_t demo_cancel_moment(size_t index, size_t norders, size_t ncancels) {
+    if (ncancels == 0 || norders == 0)
+        return CANCEL_NONE;
+    if (ncancels > norders)
+        ncancels = norders;
+    /* the k-th cancel falls on index k * norders / ncancels (+ a third of the
+     * step, so that it is not always the mix's first kind of order) */
+    size_t step = norders / ncancels, shift = step / 3;
+    if (index < shift || (index - shift) % step != 0)
+        return CANCEL_NONE;
+    size_t k = (index - shift) / step;
+    if (k >= ncancels)
+        return CANCEL_NONE;
+    return (demo_cancel_at_t)(CANCEL_AT_CREATED + k % (CANCEL_MOMENTS - 1));
+}
+
+const char *demo_cancel_moment_name(demo_cancel_at_t at) {
+    switch (at) {
+    case CANCEL_AT_CREATED: return "right after create";
+    case CANCEL_AT_PAID: return "after payment";
+    case CANCEL_AT_ASSIGNED: return "after assignment";
+    default: return "never";
+    }
+}
+
+/* Whether the order, last seen in status, is due its cancel now. */
+static bool cancel_due(const demo_order_t *o, const char *status) {
+    if (o->cancel_at == CANCEL_NONE || o->cancel_sent || !o->id[0])
+        return false;
+    if (o->cancel_at == CANCEL_AT_CREATED || deta_order_is_end_state(status))
+        return true; /* an order that ended first is asked anyway: the answer is 409 */
+    return deta_order_reached(status, o->cancel_at == CANCEL_AT_PAID
+                                          ? DETA_STATE_PAYMENT_AUTHORIZED
+                                          : DETA_STATE_DELIVERY_ASSIGNED);
+}
+
+static void send_cancel(demo_run_t *run, deta_client_t *h, demo_order_t *o, const char *seen) {
+    deta_retry_policy_t policy = cli_retry_policy();
+    deta_call_result_t r;
+    char reason[64];
+    snprintf(reason, sizeof reason, "demo: %s", demo_cancel_moment_name(o->cancel_at));
+    o->cancel_outcome = deta_order_cancel(&policy, h, run->ctx->order_url, o->id, reason, &r);
+    o->cancel_sent = true;
+    snprintf(o->cancel_seen, sizeof o->cancel_seen, "%s", seen && *seen ? seen : "CREATED");
+    deta_call_result_clear(&r);
+}
+
+/* ---- intake ----------------------------------------------------------------- */
+
+/* Places the order under its own key with the clients' retrying call: an
+ * answer lost to a timeout is asked again, and order-service answers the
+ * repeat with the order it made (a replay), never a second one. */
 static bool place_one(demo_run_t *run, deta_client_t *h, demo_order_t *o) {
     char *body = mix_order_body(&o->plan);
-    deta_client_resp_t r;
     bool accepted = false;
-    if (!body) {
-        snprintf(o->error, sizeof o->error, "out of memory");
-    } else if (deta_order_place(h, run->ctx->order_url, body, &r, o->error, sizeof o->error) ==
-               0) {
-        o->http_status = r.status;
-        char id[sizeof o->id];
-        const char *created = json_string_value(json_object_get(r.json, "createdAt"));
-        if (r.status == 201 && deta_order_id_of(r.json, id, sizeof id) && created &&
-            (o->created_ms = deta_timestamp_ms(created)) >= 0) {
-            memcpy(o->id, id, sizeof id);
-            o->intake_ms = r.millis;
-            accepted = true;
-        } else {
-            deta_client_resp_describe(&r, o->error, sizeof o->error);
-        }
-        deta_client_resp_clear(&r);
+    if (!body || !deta_idempotency_key_new(o->key)) {
+        snprintf(o->error, sizeof o->error, "out of memory or no random source");
+        free(body);
+        return false;
     }
+    deta_retry_policy_t policy = cli_retry_policy();
+    deta_call_result_t r;
+    deta_outcome_t outcome = deta_order_create(&policy, h, run->ctx->order_url, body, o->key, &r);
+    o->http_status = r.status;
+    o->attempts = r.attempts;
+    char id[sizeof o->id];
+    const char *created = json_string_value(json_object_get(r.json, "createdAt"));
+    if ((outcome == DETA_OUTCOME_CREATED || outcome == DETA_OUTCOME_REPLAYED) &&
+        deta_order_id_of(r.json, id, sizeof id) && created &&
+        (o->created_ms = deta_timestamp_ms(created)) >= 0) {
+        memcpy(o->id, id, sizeof id);
+        o->intake_ms = r.millis;
+        o->replayed = outcome == DETA_OUTCOME_REPLAYED;
+        accepted = true;
+    } else {
+        snprintf(o->error, sizeof o->error, "%s after %d attempt(s): %.100s",
+                 deta_outcome_name(outcome), r.attempts, r.error);
+    }
+    deta_call_result_clear(&r);
     free(body);
+    if (accepted && o->cancel_at == CANCEL_AT_CREATED)
+        send_cancel(run, h, o, DETA_STATE_CREATED);
     return accepted;
 }
 
@@ -163,19 +234,38 @@ static void place_orders(demo_run_t *run) {
 
 /* ---- settling: every accepted order to an end state -------------------------- */
 
+/* The money field of the view, or "" when null. */
+static void money_field(const json_t *view, const char *key, char *out, size_t size) {
+    const char *v = json_string_value(json_object_get(view, key));
+    snprintf(out, size, "%s", v ? v : "");
+}
+
+/* One read of the order; sends its cancel when due. Done: an end state, and
+ * for a cancelled order that was paid, its refund shown too (payment.refunded
+ * follows delivery.cancelled, which set CANCELLED). */
 static bool poll_one(demo_run_t *run, deta_client_t *h, demo_order_t *o) {
     deta_client_resp_t r;
     if (deta_order_read(h, run->ctx->query_url, o->id, &r, o->error, sizeof o->error) == 0) {
         const char *status = json_string_value(json_object_get(r.json, "status"));
         if (r.status == 200 && status) {
             snprintf(o->status, sizeof o->status, "%s", status);
-            o->done = deta_order_is_end_state(status);
+            money_field(r.json, "refundedAmount", o->refunded, sizeof o->refunded);
+            money_field(r.json, "totalAmount", o->total, sizeof o->total);
+            o->paid_seen = json_is_string(json_object_get(r.json, "paymentId"));
             o->error[0] = '\0';
         } else if (r.status != 404) {
             deta_client_resp_describe(&r, o->error, sizeof o->error);
         }
         deta_client_resp_clear(&r);
     }
+    if (cancel_due(o, o->status)) {
+        send_cancel(run, h, o, o->status);
+        return false; /* read again next round: the cancel may change where it ends */
+    }
+    bool cancelled = strcmp(o->status, DETA_STATE_CANCELLED) == 0;
+    o->done = deta_order_is_end_state(o->status) &&
+              (!cancelled || !o->paid_seen || o->refunded[0]) &&
+              (o->cancel_at == CANCEL_NONE || o->cancel_sent);
     return o->done;
 }
 
@@ -315,7 +405,9 @@ static bool read_stock_after(demo_run_t *run, char *errstr, size_t errsize) {
 static int parse_demo_options(demo_run_t *run, cli_ctx_t *ctx, int argc, char **argv) {
     static const struct option opts[] = {{"orders", 1, NULL, 'n'}, {"concurrency", 1, NULL, 'c'},
                                          {"seed", 1, NULL, 's'},   {"wait", 1, NULL, 'w'},
-                                         CLI_URL_OPTIONS,          {NULL, 0, NULL, 0}};
+                                         {"cancels", 1, NULL, 'x'}, CLI_URL_OPTIONS,
+                                         {NULL, 0, NULL, 0}};
+    long cancels = -1;
     long v;
     int opt;
     optind = 0;
@@ -331,6 +423,9 @@ static int parse_demo_options(demo_run_t *run, cli_ctx_t *ctx, int argc, char **
         else if (opt == 's')
             cli_parse_long(optarg, 0, 2147483647L, &v) ? (void)(run->seed = (uint64_t)v)
                                                        : (void)(bad = "--seed must be a number");
+        else if (opt == 'x')
+            cli_parse_long(optarg, 0, 100000, &v) ? (void)(cancels = v)
+                                                  : (void)(bad = "--cancels must be 0..100000");
         else if (opt == 'w')
             cli_parse_long(optarg, 1, 86400, &v) ? (void)(run->wait_seconds = (int)v)
                                                  : (void)(bad = "--wait must be 1..86400 seconds");
@@ -344,6 +439,10 @@ static int parse_demo_options(demo_run_t *run, cli_ctx_t *ctx, int argc, char **
             return CLI_USAGE;
         }
     }
+    /* default: about one order in twenty */
+    run->ncancels = cancels >= 0 ? (size_t)cancels : run->norders / 20;
+    if (run->ncancels > run->norders)
+        run->ncancels = run->norders;
     if (optind < argc) {
         cli_fail(CLI_USAGE, "unexpected argument '%s'", argv[optind]);
         fputs(DEMO_USAGE, stderr);
@@ -358,8 +457,8 @@ static int parse_demo_options(demo_run_t *run, cli_ctx_t *ctx, int argc, char **
 
 static int run_demo(demo_run_t *run) {
     char err[512];
-    printf("deta-cli demo: %zu orders, %d threads, seed %llu\n", run->norders, run->concurrency,
-           (unsigned long long)run->seed);
+    printf("deta-cli demo: %zu orders (%zu to cancel), %d threads, seed %llu\n", run->norders,
+           run->ncancels, run->concurrency, (unsigned long long)run->seed);
     printf("  order-service %s, query-api %s, inventory-service %s\n", run->ctx->order_url,
            run->ctx->query_url, run->ctx->inventory_url);
     fflush(stdout);
@@ -396,6 +495,7 @@ int cli_cmd_demo(cli_ctx_t *ctx, int argc, char **argv) {
     for (size_t i = 0; i < run.norders; i++) {
         run.orders[i].plan = plan[i];
         run.orders[i].assigned_ms = run.orders[i].delivered_ms = -1;
+        run.orders[i].cancel_at = demo_cancel_moment(i, run.norders, run.ncancels);
     }
     free(plan);
     status = run_demo(&run);

@@ -2,9 +2,11 @@
  * main.c - deta-cli's entry point: picks the command and says how to use it.
  *
  *   deta-cli create --customer C [--currency EUR] --item sku-1:2:9.99 [--item ...]
+ *                   [--idempotency-key K]
  *   deta-cli get ID [--write-side]
  *   deta-cli list [--status S] [--customer C] [--limit N] [--cursor X] [--all]
  *   deta-cli watch ID [--timeout S]
+ *   deta-cli cancel ID [--reason TEXT]
  *   deta-cli demo [--orders 300] [--concurrency 8] [--seed 42] [--wait 180]
  *
  * The service URLs come from the environment that stack.env sets
@@ -31,7 +33,9 @@ static const char USAGE[] =
     "\n"
     "commands:\n"
     "  create --customer C [--currency EUR] --item SKU:QTY:PRICE [--item ...]\n"
-    "                     place an order (order-service) and print it\n"
+    "         [--idempotency-key KEY]\n"
+    "                     place an order (order-service) and print it; retried under\n"
+    "                     an idempotency key (KEY, or a fresh UUID), never made twice\n"
     "  get ID [--write-side]\n"
     "                     an order from the read model (query-api), or from\n"
     "                     order-service with --write-side\n"
@@ -39,7 +43,11 @@ static const char USAGE[] =
     "                     orders from the read model as a table (--all follows cursors)\n"
     "  watch ID [--timeout S]\n"
     "                     print each status change and event of an order until it ends\n"
-    "                     (DELIVERED, INVENTORY_REJECTED or PAYMENT_FAILED); default 120 s\n"
+    "                     (DELIVERED, INVENTORY_REJECTED, PAYMENT_FAILED or CANCELLED);\n"
+    "                     default 120 s\n"
+    "  cancel ID [--reason TEXT]\n"
+    "                     ask order-service to cancel an order: exit 0 when asked (202)\n"
+    "                     or cancelled (200), 3 when refused (409: too late)\n"
     "  demo [--orders N] [--concurrency C] [--seed S] [--wait S]\n"
     "                     run N orders (300) through the whole saga and report on them\n"
     "\n"
@@ -47,7 +55,7 @@ static const char USAGE[] =
     "  --query-url URL (env QUERY_API_URL), --inventory-url URL (env INVENTORY_SERVICE_URL);\n"
     "  the local stack writes them to .local/stack.env: set -a; . .local/stack.env; set +a\n"
     "\n"
-    "exit status: 0 success, 1 failure, 2 usage error\n";
+    "exit status: 0 success, 1 failure, 2 usage error, 3 cancel refused\n";
 
 int cli_fail(int status, const char *fmt, ...) {
     va_list ap;
@@ -73,6 +81,13 @@ bool cli_parse_long(const char *s, long min, long max, long *out) {
 
 deta_client_t *cli_client_new(void) {
     return deta_client_new(REQUEST_TIMEOUT_MS, CONNECT_TIMEOUT_MS);
+}
+
+deta_retry_policy_t cli_retry_policy(void) {
+    deta_retry_policy_t p = deta_retry_policy_default();
+    p.request_timeout_ms = REQUEST_TIMEOUT_MS;
+    p.connect_timeout_ms = CONNECT_TIMEOUT_MS;
+    return p;
 }
 
 bool cli_take_url_option(cli_ctx_t *ctx, int opt, const char *arg) {
@@ -109,6 +124,7 @@ static command_fn find_command(const char *name) {
                     {"get", cli_cmd_get},
                     {"list", cli_cmd_list},
                     {"watch", cli_cmd_watch},
+                    {"cancel", cli_cmd_cancel},
                     {"demo", cli_cmd_demo}};
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (strcmp(commands[i].name, name) == 0)

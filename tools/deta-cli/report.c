@@ -5,8 +5,11 @@
  * lines, and every check says what it compared, so that a FAIL explains itself.
  * The verdict is PASS only when
  *   - every order was accepted (201): the demo's orders are all valid;
- *   - every accepted order reached an end state, and the end states add up to the
- *     accepted count;
+ *   - every accepted order reached an end state (CANCELLED is one), and the end
+ *     states add up to the accepted count;
+ *   - every planned cancel was sent and answered 202, 200 or 409; a cancelled
+ *     order that had been paid shows a refund of its whole total, and no other
+ *     order shows one;
  *   - for each item the demo touched, available + held + sold is the same before
  *     and after, nothing is left held, and sold grew by exactly the units of the
  *     demo's paid orders (inventory-service sells at payment.authorized), which
@@ -118,8 +121,16 @@ static void report_intake(const demo_run_t *run, verdict_t *v) {
         }
     }
     printf("\nintake (POST /api/orders)\n");
+    size_t replayed = 0, retried = 0;
+    for (size_t i = 0; i < run->norders; i++) {
+        replayed += run->orders[i].replayed;
+        retried += run->orders[i].attempts > 1;
+    }
     printf("  placed %zu, accepted %zu, refused or failed %zu\n", run->norders, accepted,
            run->norders - accepted);
+    printf("  each under an Idempotency-Key: %zu retried, %zu answered as a replay "
+           "(the order a lost answer had made)\n",
+           retried, replayed);
     char line[256];
     lat_stats_t s = lat_stats_of(lat, lat ? accepted : 0);
     lat_stats_format(&s, line, sizeof line);
@@ -178,16 +189,16 @@ static void report_end_states(const demo_run_t *run, verdict_t *v) {
 }
 
 static void report_kinds(const demo_run_t *run) {
-    printf("\nby kind of order          %10s %10s %10s   expected\n", "DELIVERED", "REJECTED",
-           "PAY_FAILED");
+    printf("\nby kind of order          %10s %10s %10s %10s   expected\n", "DELIVERED", "REJECTED",
+           "PAY_FAILED", "CANCELLED");
     for (int k = 0; k < MIX_KINDS; k++) {
         size_t n[DETA_ORDER_END_STATES], all = 0;
         for (int e = 0; e < DETA_ORDER_END_STATES; e++)
             all += n[e] = count_status(run, deta_order_end_states[e], k);
         if (all == 0)
             continue;
-        printf("  %-22s %10zu %10zu %10zu   %s\n", mix_kind_name((mix_kind_t)k), n[0], n[1], n[2],
-               mix_kind_expectation((mix_kind_t)k));
+        printf("  %-22s %10zu %10zu %10zu %10zu   %s\n", mix_kind_name((mix_kind_t)k), n[0], n[1],
+               n[2], n[3], mix_kind_expectation((mix_kind_t)k));
     }
     size_t declined_ok = count_status(run, DETA_STATE_PAYMENT_FAILED, MIX_DECLINED_CUSTOMER),
            declined_all = 0,
@@ -253,6 +264,64 @@ static bool item_in_orders(const demo_run_t *run, const char *item_id) {
     return false;
 }
 
+/* The cancels: when they were sent, what order-service answered, where the
+ * orders ended, and the refunds of the cancelled ones that had been paid. */
+static void report_cancels(const demo_run_t *run, verdict_t *v) {
+    size_t asked[CANCEL_MOMENTS] = {0}, answers[DETA_OUTCOME_COUNT] = {0};
+    size_t sent = 0, planned = 0, cancelled = 0, went_on = 0, paid = 0, refunded = 0,
+           wrong_refund = 0, refund_elsewhere = 0;
+    for (size_t i = 0; i < run->norders; i++) {
+        const demo_order_t *o = &run->orders[i];
+        bool is_cancelled = o->done && !strcmp(o->status, DETA_STATE_CANCELLED);
+        if (o->refunded[0] && !is_cancelled)
+            refund_elsewhere++;
+        if (o->cancel_at == CANCEL_NONE || !o->id[0])
+            continue;
+        planned++;
+        if (!o->cancel_sent)
+            continue;
+        sent++;
+        asked[o->cancel_at]++;
+        answers[o->cancel_outcome]++;
+        if (is_cancelled) {
+            cancelled++;
+            if (o->paid_seen) {
+                paid++;
+                refunded += o->refunded[0] != '\0';
+                wrong_refund += !o->refunded[0] || strcmp(o->refunded, o->total) != 0;
+            }
+        } else if (o->done) {
+            went_on++;
+        }
+    }
+    printf("\ncancels (POST /api/orders/{id}/cancel)\n");
+    printf("  asked %zu of %zu planned:", sent, planned);
+    for (int m = CANCEL_AT_CREATED; m < CANCEL_MOMENTS; m++)
+        printf("%s %zu %s", m == CANCEL_AT_CREATED ? "" : ",", asked[m],
+               demo_cancel_moment_name((demo_cancel_at_t)m));
+    printf("\n  answered: %zu requested (202), %zu cancelled (200), %zu refused (409), "
+           "%zu other\n",
+           answers[DETA_OUTCOME_REQUESTED], answers[DETA_OUTCOME_CANCELLED],
+           answers[DETA_OUTCOME_REFUSED],
+           sent - answers[DETA_OUTCOME_REQUESTED] - answers[DETA_OUTCOME_CANCELLED] -
+               answers[DETA_OUTCOME_REFUSED]);
+    printf("  ended CANCELLED %zu, went on to another end state %zu (a cancel that came too "
+           "late)\n",
+           cancelled, went_on);
+    printf("  refunds: %zu of the %zu cancelled orders that had been paid\n", refunded, paid);
+    check(v, sent == planned, "every planned cancel was sent (%zu of %zu)", sent, planned);
+    check(v, answers[DETA_OUTCOME_REQUESTED] + answers[DETA_OUTCOME_CANCELLED] +
+                     answers[DETA_OUTCOME_REFUSED] == sent,
+          "every cancel answered 202, 200 or 409 (%zu of %zu)",
+          answers[DETA_OUTCOME_REQUESTED] + answers[DETA_OUTCOME_CANCELLED] +
+              answers[DETA_OUTCOME_REFUSED],
+          sent);
+    check(v, wrong_refund == 0, "each paid cancelled order refunded its whole total (%zu not)",
+          wrong_refund);
+    check(v, refund_elsewhere == 0, "no refund on an order that was not cancelled (%zu)",
+          refund_elsewhere);
+}
+
 static void report_stock(const demo_run_t *run, verdict_t *v) {
     printf("\nstock of the items ordered (GET /api/inventory): before -> after\n");
     printf("  %-12s %20s   %20s   %s\n", "ITEM", "available/held/sold", "available/held/sold",
@@ -305,6 +374,7 @@ static void report_where_next(const demo_run_t *run) {
     if (o)
         printf("  deta-cli watch %s    # its timeline, event by event\n", o->id);
     printf("  deta-cli list --status PAYMENT_FAILED --limit 20\n");
+    printf("  deta-cli list --status CANCELLED --limit 20\n");
     printf("  deta-cli list --customer %s\n", run->norders ? run->orders[0].plan.customer : "c-1");
     const char *stack_dir = getenv("STACK_DIR");
     printf("  logs:    %s/logs/ (one file per service)\n",
@@ -325,6 +395,7 @@ int report_print(const demo_run_t *run) {
     report_end_states(run, &v);
     report_kinds(run);
     report_saga_latency(run);
+    report_cancels(run, &v);
     report_stock(run, &v);
     report_where_next(run);
     if (v.failures == 0)

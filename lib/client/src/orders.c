@@ -16,7 +16,8 @@
 #include "deta/states.h"
 
 const char *const deta_order_end_states[DETA_ORDER_END_STATES] = {
-    DETA_STATE_DELIVERED, DETA_STATE_INVENTORY_REJECTED, DETA_STATE_PAYMENT_FAILED};
+    DETA_STATE_DELIVERED, DETA_STATE_INVENTORY_REJECTED, DETA_STATE_PAYMENT_FAILED,
+    DETA_STATE_CANCELLED};
 
 static const char *const HAPPY_PATH[] = {
     DETA_STATE_CREATED,           DETA_STATE_INVENTORY_RESERVED, DETA_STATE_PAYMENT_AUTHORIZED,
@@ -40,7 +41,9 @@ bool deta_order_is_end_state(const char *status) {
 }
 
 bool deta_order_is_failed(const char *status) {
-    return deta_order_is_end_state(status) && happy_step(status) < 0;
+    /* by name: CANCELLED is an end state off the happy path, but no failure */
+    return status && (strcmp(status, DETA_STATE_INVENTORY_REJECTED) == 0 ||
+                      strcmp(status, DETA_STATE_PAYMENT_FAILED) == 0);
 }
 
 bool deta_order_reached(const char *status, const char *step) {

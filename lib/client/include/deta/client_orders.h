@@ -4,8 +4,8 @@
  * until it reaches a status, and the statuses themselves.
  *
  * Design. The read model's statuses are named here once for every client: the
- * happy path in its order, the two failure ends, and the three end states an
- * order never leaves. The predicates are plain functions; the calls are thin
+ * happy path in its order, the two failure ends, and the four end states an
+ * order never leaves (CANCELLED among them). The predicates are plain functions; the calls are thin
  * requests on a caller's handle (its keep-alive connection), and the wait is a
  * bounded poll of the read model that treats "not there yet" and "no answer"
  * alike, as not yet.
@@ -19,11 +19,13 @@
 
 #include "deta/client.h"
 
-/* The end states, in the order reports list them: an order in one never moves. */
-#define DETA_ORDER_END_STATES 3
+/* The end states, in the order reports list them: an order in one never moves.
+ * CANCELLED last (a cancel that won: docs/contracts.md#cancellation). */
+#define DETA_ORDER_END_STATES 4
 extern const char *const deta_order_end_states[DETA_ORDER_END_STATES];
 
-/* True for DELIVERED, INVENTORY_REJECTED and PAYMENT_FAILED (false for NULL). */
+/* True for DELIVERED, INVENTORY_REJECTED, PAYMENT_FAILED and CANCELLED (false
+ * for NULL). */
 bool deta_order_is_end_state(const char *status);
 /* True for the failure ends: INVENTORY_REJECTED and PAYMENT_FAILED. */
 bool deta_order_is_failed(const char *status);
