@@ -101,7 +101,7 @@ static void killed_after_refunding_resumes_without_refunding_again(void **state)
     restart_payment("4000"); /* refunded at 2 s, answered at 4 s */
     for (int i = 0; i < N; i++)
         produce_event(DETA_TOPIC_DELIVERY_EVENTS, DETA_EVT_DELIVERY_CANCELLED, orders[i],
-                      json_pack("{s:s, s:s, s:n, s:n, s:n, s:s, s:s}", "orderId", orders[i],
+                      json_pack("{s:s, s:s, s:n, s:n, s:n, s:s, s:s, s:s}", "orderId", orders[i],
                                 "stage", "NONE", "deliveryId", "driverId", "reason",
                                 "paymentId", "unused", "requestedAt",
                                 "2026-11-25T12:01:00.000Z", "cancelledAt",
