@@ -115,7 +115,7 @@ struct deta_service {
     deta_producer_t *producer;
     bool use_outbox;
     deta_outbox_relay_t *relay;
-    deta_inbox_purger_t *inbox_purger; /* one of the tasks below */
+    deta_retention_t *inbox_purger; /* one of the tasks below */
     struct {
         deta_service_task_fn fn;
         void *opaque;
@@ -364,8 +364,6 @@ deta_err_t deta_service_use_outbox(deta_service_t *s, char *errstr, size_t errsi
     return err;
 }
 
-static void run_inbox_purger(void *purger, deta_db_t *db) { deta_inbox_purger_run(purger, db); }
-
 deta_err_t deta_service_use_inbox(deta_service_t *s, char *errstr, size_t errsize) {
     deta_err_t err = deta_service_migrate(s, "inbox", deta_inbox_migrations,
                                           deta_inbox_migrations_count, errstr, errsize);
@@ -373,7 +371,7 @@ deta_err_t deta_service_use_inbox(deta_service_t *s, char *errstr, size_t errsiz
         return err;
     if (!(s->inbox_purger = deta_inbox_purger_new(&s->cfg, s->metrics, errstr, errsize)))
         return DETA_ERR_INVALID;
-    if (deta_service_add_task(s, run_inbox_purger, s->inbox_purger))
+    if (deta_service_add_task(s, deta_retention_run, s->inbox_purger))
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "too many periodic tasks");
     return DETA_OK;
 }
@@ -693,7 +691,7 @@ void deta_service_free(deta_service_t *s) {
     stop_consumers(s, 0);
     deta_http_server_free(s->http);
     deta_outbox_relay_free(s->relay);
-    deta_inbox_purger_free(s->inbox_purger);
+    deta_retention_free(s->inbox_purger);
     deta_producer_free(s->producer);
     deta_db_pool_free(s->db);
     for (size_t i = s->nadopted; i > 0; i--)

@@ -5,25 +5,40 @@
  * wires.
  *
  * Its settings (ORDER_IDEMPOTENCY_TTL_HOURS) are read in settings.c; a bad value
- * stops the service at start (exit status 2). The purge of old idempotency keys
- * runs on the service's main loop (purger.c), which the service frees last.
+ * stops the service at start (exit status 2). Idempotency keys older than the TTL
+ * are purged by libdeta's retention purge (deta/retention.h) on the service's
+ * main loop, which the service frees last.
  */
 #include <stdio.h>
 
 #include "api.h"
 #include "deta/log.h"
+#include "deta/retention.h"
 #include "deta/service.h"
 #include "deta_services.h"
-#include "purger.h"
 #include "settings.h"
 #include "events.h"
 #include "store.h"
 
 static const deta_service_def_t self = DETA_SERVICE_ORDER_SERVICE;
 
-static deta_err_t schedule_purge(deta_service_t *svc, order_purger_t *purger, char *errstr,
+/* The keys table's created_at is indexed (store.c's migrations). */
+static deta_retention_t *key_purger(deta_service_t *svc, const order_settings_t *settings,
+                                    char *errstr, size_t errsize) {
+    const deta_retention_spec_t spec = {
+        .table = "idempotency_keys",
+        .column = "created_at",
+        .keep_s = settings->idempotency_ttl_hours * 3600,
+        .what = "idempotency keys",
+        .metric = "order_idempotency_keys_purged_total",
+        .help = "Idempotency keys deleted after ORDER_IDEMPOTENCY_TTL_HOURS",
+    };
+    return deta_retention_new(&spec, deta_service_metrics(svc), errstr, errsize);
+}
+
+static deta_err_t schedule_purge(deta_service_t *svc, deta_retention_t *purger, char *errstr,
                                  size_t errsize) {
-    if (deta_service_add_task(svc, order_purger_run, purger))
+    if (deta_service_add_task(svc, deta_retention_run, purger))
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot schedule the key purge");
     return DETA_OK;
 }
@@ -41,8 +56,8 @@ int main(void) {
         deta_service_free(svc);
         return 2;
     }
-    order_purger_t *purger = order_purger_new(svc, &settings);
-    if (purger && deta_service_adopt(svc, purger, order_purger_free))
+    deta_retention_t *purger = key_purger(svc, &settings, err, sizeof err);
+    if (purger && deta_service_adopt(svc, purger, deta_retention_free))
         purger = NULL; /* freed by the refusal */
     order_api_t *api = order_api_new(svc);
     order_events_t *events = order_events_new(svc);

@@ -9,7 +9,7 @@
  * An Idempotency-Key is written in the order's own transaction, before the
  * order (so the key and the order exist together or not at all, and a second
  * request with the key waits on the first's row lock, whatever instance serves
- * it). Keys are purged after ORDER_IDEMPOTENCY_TTL_HOURS (purger.c).
+ * it). Keys are purged after ORDER_IDEMPOTENCY_TTL_HOURS (main.c, deta/retention.h).
  */
 #include "store.h"
 
@@ -197,27 +197,6 @@ deta_err_t order_store_create_keyed(deta_db_t *db, const order_t *o, const char 
                      "idempotency key %.64s: neither new nor found", key);
 }
 
-deta_err_t order_store_purge_keys(deta_db_t *db, long ttl_s, int max_rows, long *purged,
-                                  char *errstr, size_t errsize) {
-    *purged = 0;
-    char secs[24], limit[16];
-    snprintf(secs, sizeof secs, "%ld", ttl_s);
-    snprintf(limit, sizeof limit, "%d", max_rows);
-    const char *params[] = {secs, limit};
-    deta_err_t err;
-    /* By ctid, what a LIMITed scan of the created_at index finds: each DELETE
-     * locks at most a batch of rows, briefly (as the inbox purge does). */
-    PGresult *res = deta_db_exec(db,
-                                 "DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY ("
-                                 "SELECT ctid FROM idempotency_keys WHERE created_at <"
-                                 " now() - make_interval(secs => $1::bigint) LIMIT $2::int))",
-                                 2, params, &err, errstr, errsize);
-    if (!res)
-        return err;
-    *purged = atol(PQcmdTuples(res));
-    PQclear(res);
-    return DETA_OK;
-}
 /* An instant column as the API writes instants (milliseconds, Z); NULL stays NULL. */
 #define INSTANT(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 

@@ -33,10 +33,6 @@ deta_err_t order_store_create_keyed(deta_db_t *db, const order_t *o, const char 
                                     const char *canonical, order_keyed_outcome_t *outcome,
                                     json_t **existing, char *errstr, size_t errsize);
 
-/* Deletes at most max_rows idempotency keys created more than ttl_s seconds ago;
- * *purged = how many went. */
-deta_err_t order_store_purge_keys(deta_db_t *db, long ttl_s, int max_rows, long *purged,
-                                  char *errstr, size_t errsize);
 
 /* The order as the REST API shows it, or DETA_ERR_NOT_FOUND. */
 deta_err_t order_store_get(deta_db_t *db, const char *order_id, json_t **out, char *errstr,

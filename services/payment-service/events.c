@@ -409,6 +409,38 @@ static deta_err_t record_decided(payment_events_t *pe, const payment_t *p, const
     return err;
 }
 
+/* What runs under the order's Redis lock: holder is the lock's token, which
+ * also holds the order's claim in Postgres. */
+typedef deta_err_t (*locked_fn)(payment_events_t *pe, void *work, const char *holder,
+                                char *errstr, size_t errsize);
+
+/* Steps 1, 2 and 6 around fn (a charge's, a cancel's, a refund's steps 3 to 5):
+ * the event's Redis marker and the order's lock in one round trip, then the
+ * marker set and the lock released in another. *duplicate when the marker says
+ * the event was handled: fn does not run. Without Redis fn runs unguarded, and
+ * Postgres's claim and unique keys decide alone. */
+static deta_err_t under_guard(payment_events_t *pe, const char *event_id, const char *order_id,
+                              locked_fn fn, void *work, bool *duplicate, char *errstr,
+                              size_t errsize) {
+    char token[DETA_UUID_LEN + 1];
+    deta_uuid_new(token);
+    *duplicate = false;
+    guard_entry_t entry = payment_guard_enter(pe->guard, event_id, order_id, token);
+    if (entry == GUARD_DUPLICATE) {
+        *duplicate = true;
+        return DETA_OK;
+    }
+    if (entry == GUARD_BUSY) {
+        deta_counter_inc(pe->lock_timeout);
+        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                         "the order's payment lock is held by another consumer");
+    }
+    deta_err_t err = fn(pe, work, token, errstr, errsize);
+    if (entry == GUARD_LOCKED)
+        payment_guard_leave(pe->guard, event_id, order_id, token, err == DETA_OK);
+    return err;
+}
+
 /* Steps 3 to 5. */
 static deta_err_t record_once(payment_events_t *pe, const payment_request_t *req,
                               const char *holder, payment_t *p, outcome_t *out, char *errstr,
@@ -439,24 +471,27 @@ static deta_err_t record_once(payment_events_t *pe, const payment_request_t *req
     return err;
 }
 
-/* Steps 1 to 6: steps 1+2 are one Redis round trip, and so are those of 6. */
+typedef struct {
+    const payment_request_t *req;
+    payment_t *p;
+    outcome_t *out;
+} charge_work_t;
+
+static deta_err_t charge_locked(payment_events_t *pe, void *work, const char *holder,
+                                char *errstr, size_t errsize) {
+    charge_work_t *w = work;
+    return record_once(pe, w->req, holder, w->p, w->out, errstr, errsize);
+}
+
+/* Steps 1 to 6. */
 static deta_err_t charge_once(payment_events_t *pe, const payment_request_t *req, payment_t *p,
                               outcome_t *out, char *errstr, size_t errsize) {
-    char token[DETA_UUID_LEN + 1]; /* holds the Redis lock and the claim */
-    deta_uuid_new(token);
-    guard_entry_t entry = payment_guard_enter(pe->guard, req->event_id, req->order_id, token);
-    if (entry == GUARD_DUPLICATE) {
+    charge_work_t w = {req, p, out};
+    bool duplicate;
+    deta_err_t err = under_guard(pe, req->event_id, req->order_id, charge_locked, &w,
+                                 &duplicate, errstr, errsize);
+    if (duplicate)
         *out = OUTCOME_DUP_REDIS;
-        return DETA_OK;
-    }
-    if (entry == GUARD_BUSY) {
-        deta_counter_inc(pe->lock_timeout);
-        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
-                         "the order's payment lock is held by another consumer");
-    }
-    deta_err_t err = record_once(pe, req, token, p, out, errstr, errsize);
-    if (entry == GUARD_LOCKED)
-        payment_guard_leave(pe->guard, req->event_id, req->order_id, token, err == DETA_OK);
     return err;
 }
 
@@ -468,25 +503,21 @@ static deta_err_t charge_once(payment_events_t *pe, const payment_request_t *req
  * on the same worker (one order's messages in order): the cancel waits for it.
  * A redelivered forward stops at its marker, or, without Redis, at the row of
  * payment_cancellations its first delivery committed. */
-static deta_err_t cancel_once(payment_events_t *pe, const payment_cancel_t *c,
-                              payment_cancel_verdict_t *verdict, char *errstr,
-                              size_t errsize) {
-    char token[DETA_UUID_LEN + 1], payment_id[DETA_UUID_LEN + 1];
-    deta_uuid_new(token);
-    *verdict = PAYMENT_CANCEL_DECIDED;
-    guard_entry_t entry = payment_guard_enter(pe->guard, c->event_id, c->order_id, token);
-    if (entry == GUARD_DUPLICATE)
-        return DETA_OK;
-    if (entry == GUARD_BUSY) {
-        deta_counter_inc(pe->lock_timeout);
-        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
-                         "the order's payment lock is held by another consumer");
-    }
+typedef struct {
+    const payment_cancel_t *c;
+    payment_cancel_verdict_t *verdict;
+} cancel_work_t;
+
+static deta_err_t cancel_locked(payment_events_t *pe, void *work, const char *holder,
+                                char *errstr, size_t errsize) {
+    cancel_work_t *w = work;
+    char payment_id[DETA_UUID_LEN + 1];
     payment_cancel_step_t step = PAYMENT_CANCEL_STEP_BUSY;
     deta_err_t err = DETA_ERR_TRANSIENT;
     deta_db_t *db = take_db(pe, errstr, errsize);
     if (db) {
-        err = payment_store_cancel(db, c, token, &step, verdict, payment_id, errstr, errsize);
+        err = payment_store_cancel(db, w->c, holder, &step, w->verdict, payment_id, errstr,
+                                   errsize);
         deta_db_shared_give(pe->db, db);
     }
     if (!err && step == PAYMENT_CANCEL_STEP_BUSY) {
@@ -497,9 +528,17 @@ static deta_err_t cancel_once(payment_events_t *pe, const payment_cancel_t *c,
         err = deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
                         "a charge of the order is unfinished: the cancel waits for it");
     }
-    if (entry == GUARD_LOCKED)
-        payment_guard_leave(pe->guard, c->event_id, c->order_id, token, err == DETA_OK);
     return err;
+}
+
+static deta_err_t cancel_once(payment_events_t *pe, const payment_cancel_t *c,
+                              payment_cancel_verdict_t *verdict, char *errstr,
+                              size_t errsize) {
+    *verdict = PAYMENT_CANCEL_DECIDED;
+    cancel_work_t w = {c, verdict};
+    bool duplicate;
+    return under_guard(pe, c->event_id, c->order_id, cancel_locked, &w, &duplicate, errstr,
+                       errsize);
 }
 
 static deta_err_t handle_cancel_forwarded(payment_events_t *pe, const deta_kafka_msg_t *msg,
@@ -616,25 +655,28 @@ static deta_err_t refund_record_once(payment_events_t *pe, const payment_refund_
     return err;
 }
 
-/* Steps 1 to 6 of a refund, the Redis layers around refund_record_once. */
+typedef struct {
+    const payment_refund_request_t *req;
+    payment_refund_t *r;
+    refund_outcome_t *out;
+} refund_work_t;
+
+static deta_err_t refund_locked(payment_events_t *pe, void *work, const char *holder,
+                                char *errstr, size_t errsize) {
+    refund_work_t *w = work;
+    return refund_record_once(pe, w->req, holder, w->r, w->out, errstr, errsize);
+}
+
+/* Steps 1 to 6 of a refund. */
 static deta_err_t refund_once(payment_events_t *pe, const payment_refund_request_t *req,
                               payment_refund_t *r, refund_outcome_t *out, char *errstr,
                               size_t errsize) {
-    char token[DETA_UUID_LEN + 1];
-    deta_uuid_new(token);
-    guard_entry_t entry = payment_guard_enter(pe->guard, req->event_id, req->order_id, token);
-    if (entry == GUARD_DUPLICATE) {
+    refund_work_t w = {req, r, out};
+    bool duplicate;
+    deta_err_t err = under_guard(pe, req->event_id, req->order_id, refund_locked, &w,
+                                 &duplicate, errstr, errsize);
+    if (duplicate)
         *out = REFUND_DUPLICATE;
-        return DETA_OK;
-    }
-    if (entry == GUARD_BUSY) {
-        deta_counter_inc(pe->lock_timeout);
-        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
-                         "the order's payment lock is held by another consumer");
-    }
-    deta_err_t err = refund_record_once(pe, req, token, r, out, errstr, errsize);
-    if (entry == GUARD_LOCKED)
-        payment_guard_leave(pe->guard, req->event_id, req->order_id, token, err == DETA_OK);
     return err;
 }
 

@@ -20,7 +20,7 @@
 #include "testsupport.h"
 
 #define WEEK_S (7L * 24 * 3600)
-#define SERVICE_PURGE_WAIT_MS (3 * DETA_INBOX_PURGE_EVERY_MS)
+#define SERVICE_PURGE_WAIT_MS (3 * DETA_RETENTION_EVERY_MS)
 
 static char dbname[64];
 static deta_config_t cfg;
@@ -117,8 +117,8 @@ static void test_purge_deletes_old_claims_in_batches(void **state) {
     assert_non_null(strstr(why, "INBOX_RETENTION_HOURS"));
     unsetenv("INBOX_RETENTION_HOURS");
     assert_null(deta_inbox_purger_new(NULL, NULL, why, sizeof why));
-    deta_inbox_purger_free(NULL);
-    deta_inbox_purger_run(NULL, db);
+    deta_retention_free(NULL);
+    deta_retention_run(NULL, db);
 }
 
 /* The purger, as a service's main loop runs it: due at once, then after its
@@ -130,22 +130,22 @@ static void test_purger_runs_when_due(void **state) {
     deta_metrics_t *m = deta_metrics_new();
     deta_config_t forever = cfg;
     forever.inbox_retention_hours = 0;
-    deta_inbox_purger_t *keep = deta_inbox_purger_new(&forever, m, why, sizeof why);
-    deta_inbox_purger_t *p = deta_inbox_purger_new(&cfg, m, why, sizeof why);
+    deta_retention_t *keep = deta_inbox_purger_new(&forever, m, why, sizeof why);
+    deta_retention_t *p = deta_inbox_purger_new(&cfg, m, why, sizeof why);
     assert_non_null(keep);
     assert_non_null(p);
     add_claims(c, "it-due", 1500, WEEK_S + 60);
-    deta_inbox_purger_run(keep, db);
+    deta_retention_run(keep, db);
     assert_int_equal(claims(c, "it-due"), 1500);
-    deta_inbox_purger_run(p, db);
+    deta_retention_run(p, db);
     assert_int_equal(claims(c, "it-due"), 0);
     deta_counter_t *purged = deta_counter(m, "deta_inbox_purged_total", "", NULL);
     assert_true(deta_counter_value(purged) == 1500);
     add_claims(c, "it-due", 10, WEEK_S + 60);
-    deta_inbox_purger_run(p, db); /* not due again before its interval */
+    deta_retention_run(p, db); /* not due again before its interval */
     assert_int_equal(claims(c, "it-due"), 10);
-    deta_inbox_purger_free(keep);
-    deta_inbox_purger_free(p);
+    deta_retention_free(keep);
+    deta_retention_free(p);
     deta_metrics_free(m);
     PQfinish(c);
 }

@@ -7,9 +7,8 @@
  * the claim and the effects commit together, a crash between them leaves neither.
  *
  * Claims are kept for INBOX_RETENTION_HOURS (default 168, a week; 0 keeps them
- * for ever), then purged in small batches by a deta_inbox_purger_t that the
- * service's main loop runs once a second (it acts every DETA_INBOX_PURGE_EVERY_MS,
- * and at once again while a backlog is left). A claim is what makes a redelivered
+ * for ever), then purged in small batches by the retention purge
+ * (deta/retention.h) that deta_service_use_inbox schedules on the main loop. A claim is what makes a redelivered
  * event a no-op, so the retention must be longer than any event can come back:
  * Kafka's retention of the raw topics (a consumer group reset to the earliest
  * offset) and the age of dead letters that may be replayed. Past it, such an
@@ -23,6 +22,7 @@
 #include "deta/config.h"
 #include "deta/db.h"
 #include "deta/metrics.h"
+#include "deta/retention.h"
 
 extern const deta_migration_t deta_inbox_migrations[];
 extern const size_t deta_inbox_migrations_count;
@@ -37,18 +37,11 @@ deta_err_t deta_inbox_claim(deta_db_t *db, const char *consumer, const char *eve
 deta_err_t deta_inbox_purge(deta_db_t *db, long retention_s, int max_rows, long *purged,
                             char *errstr, size_t errsize);
 
-#define DETA_INBOX_PURGE_EVERY_MS 10000
-#define DETA_INBOX_PURGE_BATCH 1000 /* rows per DELETE: short row locks, short statements */
-#define DETA_INBOX_PURGE_BATCHES 10 /* DELETEs per run at most: the caller's loop goes on */
-
-typedef struct deta_inbox_purger deta_inbox_purger_t;
-/* Keeps claims for cfg's INBOX_RETENTION_HOURS (config.h); metrics optional
- * (deta_inbox_purged_total). NULL with errstr when cfg is NULL or on no memory. */
-deta_inbox_purger_t *deta_inbox_purger_new(const deta_config_t *cfg, deta_metrics_t *metrics,
-                                           char *errstr, size_t errsize);
-/* When due: purges on db (the caller's connection, outside a transaction).
- * Failures are logged and tried again at the next due time. */
-void deta_inbox_purger_run(deta_inbox_purger_t *p, deta_db_t *db);
-void deta_inbox_purger_free(deta_inbox_purger_t *p);
+/* The service's purge of claims older than cfg's INBOX_RETENTION_HOURS
+ * (config.h), counted in deta_inbox_purged_total when metrics is given; run and
+ * free it as any deta_retention_t. NULL with errstr when cfg is NULL or on no
+ * memory. */
+deta_retention_t *deta_inbox_purger_new(const deta_config_t *cfg, deta_metrics_t *metrics,
+                                        char *errstr, size_t errsize);
 
 #endif
