@@ -1,0 +1,189 @@
+// The dead letters (#/dead-letters?topic=&id=): query-api's administration.
+// The admin token is typed in a password field and kept in sessionStorage only
+// (gone with the tab), sent as Authorization: Bearer, and never put in a URL or
+// logged. 401 (refused) and 503 (administration off) are said as such.
+
+import { request } from './api.js';
+import { fill, h, instant, uid } from './dom.js';
+
+const KEY = 'deta.adminToken';
+
+function token() {
+  try {
+    return sessionStorage.getItem(KEY) || '';
+  } catch {
+    return '';
+  }
+}
+
+function explain(r) {
+  if (r.status === 401) return 'The token was refused (401): type the admin token of this query-api.';
+  if (r.status === 503) return `Not available (503): ${r.message}. Without QUERY_API_ADMIN_TOKEN the administration is off; a replay is 503 while the broker is away.`;
+  return r.message;
+}
+
+export async function mount(main, ctx) {
+  const { signal, params } = ctx;
+  const topic = params.get('topic') || '';
+  const id = params.get('id') || '';
+
+  const admin = (method, path) => request(path, {
+    method, signal, headers: { Authorization: `Bearer ${token()}` },
+  });
+
+  const tokenId = uid('f-token');
+  const tokenInput = h('input', { id: tokenId, name: 'token', type: 'password', autocomplete: 'off', spellcheck: 'false' });
+  const forget = h('button', { type: 'button' }, 'Forget the token');
+  const tokenForm = h('form', { class: 'token', 'aria-label': 'Admin token' },
+    h('div', { class: 'row' },
+      h('label', { for: tokenId }, h('span', null, 'Admin token'), tokenInput),
+      h('button', { type: 'submit', class: 'primary' }, 'Use this token'),
+      forget));
+  const problem = h('p', { class: 'notice error', role: 'alert', hidden: true, id: 'dl-problem' });
+  const done = h('p', { role: 'status', 'aria-live': 'polite', id: 'dl-done' });
+  const overview = h('section', { 'aria-labelledby': 'dl-topics' });
+  const listBox = h('section', { 'aria-labelledby': 'dl-list' });
+  const recordBox = h('section', { 'aria-labelledby': 'dl-record' });
+  fill(main, h('h1', null, 'Dead letters'), tokenForm, problem, done, overview, listBox, recordBox);
+
+  function fail(r) {
+    problem.textContent = explain(r);
+    problem.hidden = false;
+  }
+
+  tokenForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    try {
+      sessionStorage.setItem(KEY, tokenInput.value);
+    } catch {
+      // A browser without sessionStorage: the token lives as long as the field.
+    }
+    tokenInput.value = '';
+    load();
+  });
+  forget.addEventListener('click', () => {
+    try {
+      sessionStorage.removeItem(KEY);
+    } catch {
+      // nothing kept
+    }
+    overview.replaceChildren();
+    listBox.replaceChildren();
+    recordBox.replaceChildren();
+    done.textContent = 'The token is forgotten.';
+  });
+
+  const link = (q) => `#/dead-letters?${new URLSearchParams(q)}`;
+
+  async function replay(path, what) {
+    const r = await admin('POST', path);
+    if (signal.aborted) return;
+    if (!r.ok) {
+      fail(r);
+      return;
+    }
+    if (r.body && typeof r.body.replayed === 'number') {
+      const skipped = Array.isArray(r.body.skipped) ? r.body.skipped.length : 0;
+      done.textContent = `${what}: ${r.body.replayed} replayed, ${skipped} skipped.`;
+    } else {
+      done.textContent = `${what}: replayed to ${r.body && r.body.replayedTo ? r.body.replayedTo : 'its topic'}.`;
+    }
+    load();
+  }
+
+  async function loadOverview() {
+    const r = await admin('GET', '/api/admin/dead-letters');
+    if (signal.aborted) return false;
+    if (!r.ok || !r.body || !Array.isArray(r.body.topics)) {
+      fail(r);
+      return false;
+    }
+    fill(overview, h('h2', { id: 'dl-topics' }, 'Topics'),
+      h('table', { class: 'topics' },
+        h('thead', null, h('tr', null, ['topic', 'from', 'total', 'pending', 'replayed', ''].map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', null, r.body.topics.map((t) => {
+          const all = h('button', { type: 'button', disabled: !t.pending }, `Replay all ${t.pending} pending`);
+          all.addEventListener('click', () => replay(`/api/admin/dead-letters/${encodeURIComponent(t.topic)}/replay`, `Replay of ${t.topic}`));
+          return h('tr', { 'data-topic': t.topic },
+            h('td', null, h('a', { href: link({ topic: t.topic }) }, t.topic)),
+            h('td', null, t.originalTopic ?? '—'),
+            h('td', { class: 'num', 'data-count': 'total' }, t.total ?? 0),
+            h('td', { class: 'num', 'data-count': 'pending' }, t.pending ?? 0),
+            h('td', { class: 'num', 'data-count': 'replayed' }, t.replayed ?? 0),
+            h('td', null, all));
+        }))));
+    return true;
+  }
+
+  async function loadList() {
+    if (!topic) {
+      listBox.replaceChildren();
+      return;
+    }
+    const r = await admin('GET', `/api/admin/dead-letters/${encodeURIComponent(topic)}?status=all&limit=200`);
+    if (signal.aborted) return;
+    if (!r.ok || !r.body || !Array.isArray(r.body.items)) {
+      fail(r);
+      return;
+    }
+    fill(listBox, h('h2', { id: 'dl-list' }, `${topic}: ${r.body.total ?? r.body.items.length} messages`),
+      h('table', { class: 'dead-letters' },
+        h('thead', null, h('tr', null, ['id', 'key', 'error', 'group', 'received', 'replays'].map((c) => h('th', { scope: 'col' }, c)))),
+        h('tbody', null, r.body.items.map((d) => h('tr', { 'data-id': d.id },
+          h('td', null, h('a', { href: link({ topic, id: d.id }) }, String(d.id))),
+          h('td', { class: 'mono' }, d.key ?? '—'),
+          h('td', null, d.error ?? '—'),
+          h('td', null, d.consumerGroup ?? '—'),
+          h('td', null, instant(d.receivedAt)),
+          h('td', { class: 'num' }, d.replayCount ?? 0))))));
+  }
+
+  async function loadRecord() {
+    if (!topic || !id) {
+      recordBox.replaceChildren();
+      return;
+    }
+    const path = `/api/admin/dead-letters/${encodeURIComponent(topic)}/${encodeURIComponent(id)}`;
+    const r = await admin('GET', path);
+    if (signal.aborted) return;
+    if (!r.ok || !r.body) {
+      fail(r);
+      return;
+    }
+    const d = r.body;
+    const headers = d.headers && typeof d.headers === 'object' ? d.headers : {};
+    const headerRows = Array.isArray(headers)
+      ? headers.map((x) => [x && (x.name ?? x.key), x && x.value])
+      : Object.entries(headers);
+    const one = h('button', { type: 'button', id: 'replay-one' }, 'Replay this message');
+    one.addEventListener('click', () => replay(`${path}/replay`, `Message ${d.id}`));
+    fill(recordBox, h('h2', { id: 'dl-record' }, `Message ${d.id}`),
+      h('dl', { class: 'facts' },
+        [['key', d.key], ['key encoding', d.keyEncoding], ['from', `${d.originalTopic}/${d.originalPartition}/${d.originalOffset}`],
+          ['group', d.consumerGroup], ['error', d.error], ['retries', d.retryCount], ['replayed from', d.replayedFrom],
+          ['received', instant(d.receivedAt)], ['replays', d.replayCount], ['last replayed', instant(d.lastReplayedAt)]]
+          .map(([k, v]) => [h('dt', null, k), h('dd', null, v ?? '—')])),
+      h('h3', null, 'Headers'),
+      h('table', { class: 'headers' },
+        h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'header'), h('th', { scope: 'col' }, 'value'))),
+        h('tbody', null, headerRows.map(([k, v]) => h('tr', null, h('td', { class: 'mono' }, k ?? ''),
+          h('td', { class: 'mono' }, typeof v === 'string' ? v : JSON.stringify(v)))))),
+      h('h3', null, `Body (${d.valueEncoding ?? 'utf-8'})`),
+      h('pre', { id: 'dl-body' }, d.value ?? ''),
+      one);
+  }
+
+  async function load() {
+    problem.hidden = true;
+    if (!token()) {
+      problem.textContent = 'Type the admin token to see the dead letters.';
+      problem.hidden = false;
+      return;
+    }
+    if (await loadOverview()) {
+      await loadList();
+      await loadRecord();
+    }
+  }
+  await load();
+}
