@@ -7,6 +7,8 @@
 # by .ci/run just before), then apt-get install -y. Runs apt as root directly,
 # through sudo when the caller is not root and sudo exists, and otherwise stops
 # with the list of what is missing so that someone with root can install it.
+# Then the browser tests' npm packages: `npm ci` in tests/browser, skipped when
+# its package-lock.json has not changed since the last install.
 set -euo pipefail
 
 PACKAGES=(
@@ -21,8 +23,10 @@ PACKAGES=(
 # tests/deploy/check_dockerfile.py compares with PACKAGES, and none of these.
 # python3-cassandra: the CQL codec's conformance test (tests/conformance) and the
 # check of the model CQL server (tests/support/test_cql_model_server.py);
-# clang and libclang-rt-14-dev (libFuzzer's runtime): tests/fuzz/run.sh.
-TEST_PACKAGES=(python3-cassandra clang libclang-rt-14-dev)
+# clang and libclang-rt-14-dev (libFuzzer's runtime): tests/fuzz/run.sh;
+# chromium and nodejs: the web console's browser tests (tests/browser), which
+# drive Debian's chromium with puppeteer-core from npm (it never downloads a browser).
+TEST_PACKAGES=(python3-cassandra clang libclang-rt-14-dev chromium nodejs)
 
 # Prints the packages that are not installed, one per line.
 missing_packages() {
@@ -32,6 +36,26 @@ missing_packages() {
       echo "$p"
     fi
   done
+}
+
+# npm is checked by its command, not its package: a nodejs from elsewhere (such
+# as NodeSource's) brings npm itself and conflicts with Debian's npm package.
+missing_npm() {
+  command -v npm >/dev/null 2>&1 || echo npm
+}
+
+# The browser tests' npm packages (tests/browser/package-lock.json), installed
+# with `npm ci` only when the lock file changed since the last install, so that
+# a machine that has them needs no network. PUPPETEER_SKIP_DOWNLOAD: puppeteer
+# never fetches a browser of its own (puppeteer-core does not anyway).
+browser_test_modules() {
+  local dir=tests/browser stamp=tests/browser/node_modules/.deta-lock
+  if [ -f "$stamp" ] && cmp -s "$dir/package-lock.json" "$stamp"; then
+    return 0
+  fi
+  echo "deps.sh: npm ci in $dir"
+  (cd "$dir" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund)
+  cp "$dir/package-lock.json" "$stamp"
 }
 
 # True when apt's package lists exist and are less than 30 minutes old.
@@ -53,10 +77,12 @@ main() {
     echo "deps.sh: this script needs a Debian-based system (dpkg/apt-get)" >&2
     exit 1
   fi
+  cd "$(dirname "${BASH_SOURCE[0]}")/.."
   local missing
-  mapfile -t missing < <(missing_packages)
+  mapfile -t missing < <(missing_packages; missing_npm)
   if [ "${#missing[@]}" -eq 0 ]; then
-    echo "deps.sh: all $((${#PACKAGES[@]} + ${#TEST_PACKAGES[@]})) packages already installed, nothing to do"
+    echo "deps.sh: all $((${#PACKAGES[@]} + ${#TEST_PACKAGES[@]} + 1)) packages already installed"
+    browser_test_modules
     return 0
   fi
   if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
@@ -70,6 +96,7 @@ main() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update
   fi
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+  browser_test_modules
 }
 
 main "$@"

@@ -11,7 +11,10 @@
 #      developer's `make up` stack is left alone) built from build/asan, so the
 #      services and the broker run instrumented too; its stack.env is exported;
 #   6. integration tests: ctest -L integration against that stack, then the
-#      fault tests (ctest -L faults), which stop, kill and restart its parts;
+#      web console's browser tests (ctest -L browser: Debian's chromium driven
+#      by puppeteer-core, the page served by the stack's query-api; one of them
+#      restarts query-api), then the fault tests (ctest -L faults), which stop,
+#      kill and restart its parts;
 #   7. the stack is brought down (always, by trap, even on failure or ^C), and
 #      its logs are searched for sanitizer reports: a service that leaked or
 #      hit undefined behaviour fails the run even when every test passed;
@@ -86,6 +89,8 @@ main() {
     set +a
     step "integration tests"
     ctest --test-dir "$ASAN_BUILD" -L integration --output-on-failure || fail "integration tests"
+    step "browser tests (screenshots in $ASAN_BUILD/browser-shots)"
+    ctest --test-dir "$ASAN_BUILD" -L browser --output-on-failure || fail "browser tests"
     step "fault tests"
     ctest --test-dir "$ASAN_BUILD" -L faults --output-on-failure --no-tests=ignore \
       || fail "fault tests"
