@@ -165,8 +165,15 @@ export async function mount(main, ctx) {
   const tick = setInterval(renderEta, 1000);
   signal.addEventListener('abort', () => clearInterval(tick));
 
+  // One fetch of the view at a time, and at most one more queued behind it: a
+  // burst of events (the whole timeline at first) costs two requests, not one each.
   let loading = Promise.resolve();
-  const reload = () => { loading = loading.then(loadView); };
+  let queued = false;
+  const reload = () => {
+    if (queued) return;
+    queued = true;
+    loading = loading.then(() => { queued = false; return loadView(); });
+  };
   openStream(`${path}/stream`, {
     signal,
     onEvent: (e) => { addEvent(e); reload(); },
