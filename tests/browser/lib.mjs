@@ -131,6 +131,9 @@ function proxyServer() {
       const up = httpRequest({ host: to.hostname, port: to.port, path: req.url, method: req.method, headers: { ...req.headers, host: to.host } }, (ur) => {
         res.writeHead(ur.statusCode, ur.headers);
         ur.pipe(res);
+        // An upstream that went away mid-answer (query-api stopped under a
+        // stream) ends the browser's connection too, so that EventSource resumes.
+        ur.on('close', () => { if (!res.writableEnded) res.destroy(); });
       });
       up.on('error', () => { if (!res.headersSent) res.writeHead(502); res.end(); });
       req.pipe(up);

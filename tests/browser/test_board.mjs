@@ -10,14 +10,17 @@ let t;
 before(async () => { t = await setup(); });
 after(async () => { await t.close(); });
 
+// Both as {name: text}, names in one order so that they compare as JSON.
+const sorted = (o) => Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b)));
+
 async function pageCounts(page) {
-  return page.$$eval('[data-count]', (tds) => Object.fromEntries(tds.map((td) => [td.dataset.count, td.textContent])));
+  return sorted(await page.$$eval('[data-count]', (tds) => Object.fromEntries(tds.map((td) => [td.dataset.count, td.textContent]))));
 }
 
 function apiCounts(stats) {
   const c = { total: String(stats.total), withoutStatus: String(stats.withoutStatus) };
   for (const s of STATES) c[s] = String(stats.byStatus[s] ?? 0);
-  return c;
+  return sorted(c);
 }
 
 test('the board\'s counts follow orders placed through the API while it is open', async () => {
