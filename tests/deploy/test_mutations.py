@@ -320,7 +320,7 @@ def copy_tree(dst):
         src = os.path.join(dl.REPO, rel)
         target = os.path.join(dst, rel)
         if os.path.isdir(src):
-            shutil.copytree(src, target, ignore=shutil.ignore_patterns("secrets.env", ".env"))
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("secrets.env", ".env", "node_modules"))
         else:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.copy(src, target)
