@@ -2,7 +2,8 @@
 # chaos.sh - the chaos test: orders under random kill -9, then the invariants.
 #
 #   scripts/chaos.sh                  # 600 orders in 100 s, ~20 faults: 2 to 3 minutes
-#   CHAOS_ORDERS=20000 CHAOS_RATE=20 BUILD_DIR=build/release scripts/chaos.sh  # a long one
+#   CHAOS_ORDERS=20000 CHAOS_RATE=20 DELIVERY_DRIVERS=40 CHAOS_CONVERGE_S=1200 \
+#     BUILD_DIR=build/release scripts/chaos.sh  # a long one (scripts/README.md)
 #
 # What it does:
 #   1. a stack of its own in $STACK_DIR (default .local/chaos, wiped first so
