@@ -43,6 +43,7 @@
 # to the repository; PG_PORT REDIS_PORT ORDER_SERVICE_PORT PAYMENT_SERVICE_PORT
 # INVENTORY_SERVICE_PORT DELIVERY_SERVICE_PORT QUERY_API_PORT; KAFKA_PARTITIONS
 # (6), KAFKA_BROKERS (1), LOG_LEVEL (info), STACK_TIMEOUT (30 s per part);
+# PG_CHECKPOINT_TIMEOUT (Postgres's own default unless set, e.g. 30s);
 # STACK_SERVICES ("order-service payment-service": start only these services);
 # STACK_INSTANCES ("payment-service=2 delivery-service=3": `up` starts that many
 # instances of those services; one of every other).
@@ -454,6 +455,9 @@ start_postgres() {
   choose_port postgres
   local pg_cmd=("$bin/postgres" -D "$PG_DATA" -p "$CHOSEN_PORT" -k "$PG_SOCK"
     -c listen_addresses=127.0.0.1 -c max_connections=200)
+  # A stack killed with SIGKILL at random (chaos.sh) recovers from the last
+  # checkpoint on every start: PG_CHECKPOINT_TIMEOUT keeps that replay short.
+  [ -z "${PG_CHECKPOINT_TIMEOUT:-}" ] || pg_cmd+=(-c "checkpoint_timeout=$PG_CHECKPOINT_TIMEOUT")
   if is_root; then pg_cmd=(runuser -u postgres -- "${pg_cmd[@]}"); fi
   launch postgres / "${pg_cmd[@]}"
   wait_healthy postgres "$LAUNCHED_PID" "$CHOSEN_PORT" || exit 1
