@@ -395,7 +395,7 @@ void deta_http_server_quiesce(deta_http_server_t *srv) {
     if (!srv || !srv->daemon || srv->quiesced_fd != MHD_INVALID_SOCKET)
         return;
     srv->quiesced_fd = MHD_quiesce_daemon(srv->daemon);
-    deta_http_streams_stop(srv->daemon);
+    deta_http_streams_stop(srv);
     if (srv->quiesced_fd != MHD_INVALID_SOCKET)
         shutdown(srv->quiesced_fd, SHUT_RDWR);
 }
@@ -404,9 +404,9 @@ void deta_http_server_free(deta_http_server_t *srv) {
     if (!srv)
         return;
     if (srv->daemon) {
-        deta_http_streams_stop(srv->daemon); /* none may stay suspended */
+        deta_http_streams_stop(srv); /* none may stay suspended */
         MHD_stop_daemon(srv->daemon);
-        deta_http_streams_forget(srv->daemon);
+        deta_http_streams_forget(srv);
     }
     if (srv->quiesced_fd != MHD_INVALID_SOCKET)
         close(srv->quiesced_fd);
@@ -467,7 +467,7 @@ static void count_rejection(const request_t *r, const char *reason) {
 static enum MHD_Result queue_response(request_t *r, deta_http_resp_t *resp, const char *allow) {
     struct MHD_Response *mr;
     if (resp->stream) /* http_stream.c */
-        mr = deta_http_stream_response(resp->stream, r->conn);
+        mr = deta_http_stream_response(resp->stream, r->conn, r->srv);
     else if (resp->body)
         mr = MHD_create_response_from_buffer(strlen(resp->body), resp->body,
                                              MHD_RESPMEM_MUST_FREE);

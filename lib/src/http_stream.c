@@ -18,8 +18,8 @@
  * with no lock held.
  *
  * MHD_stop_daemon must find no suspended connection, so stopping a server ends
- * every stream of its daemon (each is resumed, sends what it has, then ends) and
- * marks the daemon so that a stream opened afterwards (a request already in
+ * every stream of that server (each is resumed, sends what it has, then ends) and
+ * marks the server so that a stream opened afterwards (a request already in
  * flight on a kept-alive connection) starts ended.
  *
  * A dropped stream (a write past the limit) frees its bytes at once; the callback
@@ -49,7 +49,7 @@ struct deta_http_stream {
     bool done;       /* the connection is gone (MHD freed the response) */
     bool high_water; /* the buffer went past half: notify when it empties */
     struct MHD_Connection *conn;
-    struct MHD_Daemon *daemon;
+    const deta_http_server_t *owner;
     void (*notify)(void *opaque);
     void *opaque;
     struct deta_http_stream *prev, *next; /* the registry, while attached */
@@ -57,7 +57,7 @@ struct deta_http_stream {
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static deta_http_stream_t *registry;
-static struct MHD_Daemon *stopped[MAX_STOPPED];
+static const deta_http_server_t *stopped[MAX_STOPPED];
 
 static void stream_unref(deta_http_stream_t *s) {
     pthread_mutex_lock(&s->lock);
@@ -235,7 +235,7 @@ static void free_stream(void *cls) {
     stream_unref(s);
 }
 
-static bool is_stopped_locked(const struct MHD_Daemon *d) {
+static bool is_stopped_locked(const deta_http_server_t *d) {
     for (size_t i = 0; i < MAX_STOPPED; i++)
         if (d && stopped[i] == d)
             return true;
@@ -243,9 +243,8 @@ static bool is_stopped_locked(const struct MHD_Daemon *d) {
 }
 
 struct MHD_Response *deta_http_stream_response(deta_http_stream_t *s,
-                                               struct MHD_Connection *conn) {
-    const union MHD_ConnectionInfo *info =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_DAEMON);
+                                               struct MHD_Connection *conn,
+                                               const deta_http_server_t *srv) {
     struct MHD_Response *mr = MHD_create_response_from_callback(
         MHD_SIZE_UNKNOWN, STREAM_BLOCK, read_stream, s, free_stream);
     if (!mr) {
@@ -261,8 +260,8 @@ struct MHD_Response *deta_http_stream_response(deta_http_stream_t *s,
     pthread_mutex_lock(&registry_lock);
     pthread_mutex_lock(&s->lock);
     s->conn = conn;
-    s->daemon = info ? info->daemon : NULL;
-    if (is_stopped_locked(s->daemon))
+    s->owner = srv;
+    if (is_stopped_locked(s->owner))
         s->ending = true;
     pthread_mutex_unlock(&s->lock);
     s->next = registry;
@@ -273,26 +272,26 @@ struct MHD_Response *deta_http_stream_response(deta_http_stream_t *s,
     return mr;
 }
 
-void deta_http_streams_stop(struct MHD_Daemon *daemon) {
-    if (!daemon)
+void deta_http_streams_stop(const deta_http_server_t *srv) {
+    if (!srv)
         return;
     pthread_mutex_lock(&registry_lock);
-    if (!is_stopped_locked(daemon))
+    if (!is_stopped_locked(srv))
         for (size_t i = 0; i < MAX_STOPPED; i++)
             if (!stopped[i]) {
-                stopped[i] = daemon;
+                stopped[i] = srv;
                 break;
             }
     for (deta_http_stream_t *s = registry; s; s = s->next)
-        if (s->daemon == daemon)
+        if (s->owner == srv)
             deta_http_stream_end(s);
     pthread_mutex_unlock(&registry_lock);
 }
 
-void deta_http_streams_forget(struct MHD_Daemon *daemon) {
+void deta_http_streams_forget(const deta_http_server_t *srv) {
     pthread_mutex_lock(&registry_lock);
     for (size_t i = 0; i < MAX_STOPPED; i++)
-        if (stopped[i] == daemon)
+        if (stopped[i] == srv)
             stopped[i] = NULL;
     pthread_mutex_unlock(&registry_lock);
 }
