@@ -67,6 +67,7 @@
 #include <unistd.h>
 
 #include "deta/log.h"
+#include "http_stream_internal.h"
 
 #define ROUTE_UNMATCHED "unmatched"
 #define DISCARD_SLACK (1024L * 1024L)
@@ -394,6 +395,7 @@ void deta_http_server_quiesce(deta_http_server_t *srv) {
     if (!srv || !srv->daemon || srv->quiesced_fd != MHD_INVALID_SOCKET)
         return;
     srv->quiesced_fd = MHD_quiesce_daemon(srv->daemon);
+    deta_http_streams_stop(srv);
     if (srv->quiesced_fd != MHD_INVALID_SOCKET)
         shutdown(srv->quiesced_fd, SHUT_RDWR);
 }
@@ -401,8 +403,11 @@ void deta_http_server_quiesce(deta_http_server_t *srv) {
 void deta_http_server_free(deta_http_server_t *srv) {
     if (!srv)
         return;
-    if (srv->daemon)
+    if (srv->daemon) {
+        deta_http_streams_stop(srv); /* none may stay suspended */
         MHD_stop_daemon(srv->daemon);
+        deta_http_streams_forget(srv);
+    }
     if (srv->quiesced_fd != MHD_INVALID_SOCKET)
         close(srv->quiesced_fd);
     for (size_t i = 0; i < srv->nroutes; i++) {
@@ -461,7 +466,9 @@ static void count_rejection(const request_t *r, const char *reason) {
 /* Hands resp (and its body) to MHD. */
 static enum MHD_Result queue_response(request_t *r, deta_http_resp_t *resp, const char *allow) {
     struct MHD_Response *mr;
-    if (resp->body)
+    if (resp->stream) /* http_stream.c */
+        mr = deta_http_stream_response(resp->stream, r->conn, r->srv);
+    else if (resp->body)
         mr = MHD_create_response_from_buffer(strlen(resp->body), resp->body,
                                              MHD_RESPMEM_MUST_FREE);
     else
@@ -471,6 +478,7 @@ static enum MHD_Result queue_response(request_t *r, deta_http_resp_t *resp, cons
         return MHD_NO;
     }
     resp->body = NULL; /* MHD frees it with the response */
+    resp->stream = NULL;
     if (resp->content_type)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
     if (allow)
@@ -753,7 +761,7 @@ deta_err_t deta_http_server_start(deta_http_server_t *srv, char *errstr, size_t 
     if (!srv || srv->daemon)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "HTTP server missing or started");
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC |
-                         MHD_USE_ERROR_LOG;
+                         MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME; /* http_stream.c */
     /* MHD warns about a pool of one: one thread is simply no pool option. */
     struct MHD_OptionItem pool[] = {
         {srv->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,

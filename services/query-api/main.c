@@ -19,6 +19,9 @@
 #include "events.h"
 #include "read_model.h"
 #include "settings.h"
+#include "stream/feed.h"
+#include "stream/hub.h"
+#include "stream/stream_api.h"
 
 static const deta_service_def_t self = DETA_SERVICE_QUERY_API;
 
@@ -47,11 +50,19 @@ int main(void) {
     dead_letters_t *dl = dead_letters_new(svc);
     query_dlq_capture_t *capture = dl ? query_dlq_capture_new(svc, dl) : NULL;
     query_admin_t *admin = dl ? query_admin_new(svc, dl, settings.admin_token) : NULL;
+    /* The service frees the hub after its HTTP server (which ends the streams). */
+    hub_t *hub = hub_new(svc, &settings.stream);
+    if (hub && deta_service_adopt(svc, hub, hub_free) != DETA_OK) {
+        hub_free(hub);
+        hub = NULL;
+    }
     int status = 1;
-    if (!events || !api || !dl || !capture || !admin)
+    if (!events || !api || !dl || !capture || !admin || !hub)
         DETA_ERROR("out of memory");
     else if (read_model_prepare(rm, err, sizeof err) ||
-             dead_letters_prepare(dl, err, sizeof err) ||
+             dead_letters_prepare(dl, err, sizeof err) || feed_prepare(svc, err, sizeof err) ||
+             feed_retain(svc, settings.stream.retention_hours, err, sizeof err) ||
+             hub_start(hub, err, sizeof err) || stream_api_mount(svc, hub, err, sizeof err) ||
              query_events_subscribe(events, settings.consumer_workers, err, sizeof err) ||
              query_dlq_capture_subscribe(capture, err, sizeof err) ||
              query_api_mount(api, err, sizeof err) || query_admin_mount(admin, err, sizeof err))

@@ -217,6 +217,27 @@ static deta_err_t load_store(query_settings_t *s, char *errstr, size_t errsize) 
     return DETA_OK;
 }
 
+static deta_err_t load_long(const char *name, long def, long min, long max, long *dst,
+                            char *errstr, size_t errsize) {
+    return deta_config_int(name, def, min, max, dst, errstr, errsize);
+}
+
+static deta_err_t load_stream(query_stream_settings_t *st, char *errstr, size_t errsize) {
+    deta_err_t err;
+    if ((err = load_int("QUERY_STREAM_MAX", 256, 1, 10000, &st->max, errstr, errsize)) ||
+        (err = load_long("QUERY_STREAM_BUFFER_BYTES", 262144, 4096, 67108864,
+                         &st->buffer_bytes, errstr, errsize)) ||
+        (err = load_int("QUERY_STREAM_HEARTBEAT_S", 15, 1, 300, &st->heartbeat_s, errstr,
+                        errsize)) ||
+        (err = load_long("QUERY_STREAM_GAP_MS", 2000, 0, 60000, &st->gap_ms, errstr,
+                         errsize)) ||
+        (err = load_long("QUERY_STREAM_BACKLOG_MAX", 10000, 1, 1000000, &st->backlog_max,
+                         errstr, errsize)))
+        return err;
+    return load_long("QUERY_STREAM_RETENTION_HOURS", 24, 1, 8760, &st->retention_hours,
+                     errstr, errsize);
+}
+
 deta_err_t query_settings_load(query_settings_t *s, char *errstr, size_t errsize) {
     memset(s, 0, sizeof *s);
     long workers;
@@ -225,6 +246,9 @@ deta_err_t query_settings_load(query_settings_t *s, char *errstr, size_t errsize
     if (err)
         return err;
     s->consumer_workers = (int)workers;
+    err = load_stream(&s->stream, errstr, errsize);
+    if (err)
+        return err;
     err = load_admin_token(s, errstr, errsize);
     if (err)
         return err;

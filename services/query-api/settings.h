@@ -37,6 +37,18 @@
  *                                     (SERIAL or LOCAL_SERIAL)
  *   CASSANDRA_REQUEST_TIMEOUT_MS 12000 a request's bound (100..600000)
  *
+ * The live streams (docs/console.md, "Live updates"; stream/hub.h):
+ *   QUERY_STREAM_MAX            256   open streams per instance (1..10000); the next
+ *                                     gets 503 with Retry-After: 5
+ *   QUERY_STREAM_BUFFER_BYTES   262144  bytes that may wait for one client before it
+ *                                     is dropped (4096..67108864)
+ *   QUERY_STREAM_HEARTBEAT_S    15    a comment after this many quiet seconds (1..300)
+ *   QUERY_STREAM_GAP_MS         2000  how long the feed reader waits for a missing
+ *                                     sequence number before skipping it (0..60000)
+ *   QUERY_STREAM_BACKLOG_MAX    10000 a resume point further behind gets a reset
+ *                                     (1..1000000)
+ *   QUERY_STREAM_RETENTION_HOURS 24   feed rows are purged after this (1..8760)
+ *
  * Only query-api reads these, so the token and the password never sit in another
  * service's memory.
  */
@@ -75,11 +87,21 @@ typedef struct query_cassandra_settings {
     int request_timeout_ms;
 } query_cassandra_settings_t;
 
+typedef struct query_stream_settings {
+    int max;               /* QUERY_STREAM_MAX */
+    long buffer_bytes;     /* QUERY_STREAM_BUFFER_BYTES */
+    int heartbeat_s;       /* QUERY_STREAM_HEARTBEAT_S */
+    long gap_ms;           /* QUERY_STREAM_GAP_MS */
+    long backlog_max;      /* QUERY_STREAM_BACKLOG_MAX */
+    long retention_hours;  /* QUERY_STREAM_RETENTION_HOURS */
+} query_stream_settings_t;
+
 typedef struct query_settings {
     int consumer_workers;                        /* QUERY_API_CONSUMER_WORKERS */
     char admin_token[QUERY_ADMIN_TOKEN_MAX + 1]; /* QUERY_API_ADMIN_TOKEN; "" when not set */
     query_store_t store;                         /* QUERY_STORE */
     query_cassandra_settings_t cassandra;        /* CASSANDRA_*, when store is cassandra */
+    query_stream_settings_t stream;              /* QUERY_STREAM_* */
 } query_settings_t;
 
 /* Reads and validates the settings above. DETA_ERR_INVALID with the variable's

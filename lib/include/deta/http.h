@@ -51,6 +51,8 @@ typedef struct deta_http_resp {
      * deta_http_resp_header; static strings. */
     const char *header_name;
     const char *header_value;
+    /* A streamed answer instead of body (deta_http_resp_stream, deta/http_stream.h). */
+    struct deta_http_stream *stream;
 } deta_http_resp_t;
 
 typedef void (*deta_http_handler_fn)(const deta_http_req_t *req, deta_http_resp_t *resp,
