@@ -254,7 +254,7 @@ struct MHD_Response *deta_http_stream_response(deta_http_stream_t *s,
         stream_unref(s);
         return NULL;
     }
-    MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    /* Cache-Control: no-store and the other headers of every answer: http.c. */
     /* A stream ends only when one side stops: nothing follows on the connection. */
     MHD_add_response_header(mr, MHD_HTTP_HEADER_CONNECTION, "close");
     pthread_mutex_lock(&registry_lock);

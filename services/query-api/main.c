@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "console.h"
 #include "deadletters/admin_api.h"
 #include "deadletters/dead_letter_events.h"
 #include "deadletters/dead_letters.h"
@@ -56,8 +57,9 @@ int main(void) {
         hub_free(hub);
         hub = NULL;
     }
+    query_console_t *console = query_console_new(svc, &settings.console);
     int status = 1;
-    if (!events || !api || !dl || !capture || !admin || !hub)
+    if (!events || !api || !dl || !capture || !admin || !hub || !console)
         DETA_ERROR("out of memory");
     else if (read_model_prepare(rm, err, sizeof err) ||
              dead_letters_prepare(dl, err, sizeof err) || feed_prepare(svc, err, sizeof err) ||
@@ -65,11 +67,13 @@ int main(void) {
              hub_start(hub, err, sizeof err) || stream_api_mount(svc, hub, err, sizeof err) ||
              query_events_subscribe(events, settings.consumer_workers, err, sizeof err) ||
              query_dlq_capture_subscribe(capture, err, sizeof err) ||
-             query_api_mount(api, err, sizeof err) || query_admin_mount(admin, err, sizeof err))
+             query_api_mount(api, err, sizeof err) || query_admin_mount(admin, err, sizeof err) ||
+             query_console_mount(console, err, sizeof err))
         DETA_ERROR("cannot start: %s", err);
     else
         status = deta_service_run(svc);
     deta_service_free(svc);
+    query_console_free(console);
     query_admin_free(admin);
     query_dlq_capture_free(capture);
     dead_letters_free(dl);

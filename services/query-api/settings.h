@@ -15,6 +15,14 @@
  *                                     cassandra (read_model_cql.c). The dead letters and
  *                                     the consumer's inbox claims stay in Postgres
  *                                     either way (docs/read-model-cassandra.md).
+ *   QUERY_CONSOLE_DIR           none  the web console's files (docs/console.md), served at
+ *                                     "/"; unset or empty: no console. When set it must
+ *                                     be a directory.
+ *   QUERY_CONSOLE_ORDER_URL     none  order-service's and inventory-service's origins
+ *   QUERY_CONSOLE_INVENTORY_URL none  as the browser reaches them (http(s)://host[:port],
+ *                                     deta/http_cors.h's syntax), handed to the page in
+ *                                     GET /console-config.json and allowed in the page's
+ *                                     connect-src; unset or empty: null (not configured).
  *
  * With QUERY_STORE=cassandra (ignored otherwise):
  *   CASSANDRA_CONTACT_POINTS    none  required: host[:port],host[:port]...
@@ -95,6 +103,15 @@ typedef struct query_stream_settings {
     long backlog_max;      /* QUERY_STREAM_BACKLOG_MAX */
     long retention_hours;  /* QUERY_STREAM_RETENTION_HOURS */
 } query_stream_settings_t;
+#define QUERY_CONSOLE_DIR_MAX 1024
+#define QUERY_CONSOLE_URL_MAX 255
+
+/* The console's settings (QUERY_CONSOLE_*); "" when not set. */
+typedef struct query_console_settings {
+    char dir[QUERY_CONSOLE_DIR_MAX + 1];
+    char order_url[QUERY_CONSOLE_URL_MAX + 1];
+    char inventory_url[QUERY_CONSOLE_URL_MAX + 1];
+} query_console_settings_t;
 
 typedef struct query_settings {
     int consumer_workers;                        /* QUERY_API_CONSUMER_WORKERS */
@@ -102,6 +119,7 @@ typedef struct query_settings {
     query_store_t store;                         /* QUERY_STORE */
     query_cassandra_settings_t cassandra;        /* CASSANDRA_*, when store is cassandra */
     query_stream_settings_t stream;              /* QUERY_STREAM_* */
+    query_console_settings_t console;            /* QUERY_CONSOLE_* */
 } query_settings_t;
 
 /* Reads and validates the settings above. DETA_ERR_INVALID with the variable's
@@ -113,5 +131,13 @@ deta_err_t query_settings_load(query_settings_t *s, char *errstr, size_t errsize
  * tools that open the Cassandra store without the rest). */
 deta_err_t query_cassandra_settings_load(query_cassandra_settings_t *c, char *errstr,
                                          size_t errsize);
+
+/* The console's settings alone, as query_settings_load reads them. */
+deta_err_t query_console_settings_load(query_console_settings_t *c, char *errstr,
+                                       size_t errsize);
+
+/* The Content-Security-Policy of the console's files (docs/console.md): connect-src
+ * 'self' and the two origins that are set. Pure; false when size is too small. */
+bool query_console_csp(const query_console_settings_t *c, char *buf, size_t size);
 
 #endif
