@@ -238,6 +238,8 @@ static deta_err_t load_stream(query_stream_settings_t *st, char *errstr, size_t 
         return err;
     return load_long("QUERY_STREAM_RETENTION_HOURS", 24, 1, 8760, &st->retention_hours,
                      errstr, errsize);
+}
+
 /* ---- the console ---- */
 
 /* An origin the browser reaches (the same syntax as HTTP_CORS_ORIGINS' entries). */
