@@ -2,7 +2,8 @@
 # chaos.sh - the chaos test: orders under random kill -9, then the invariants.
 #
 #   scripts/chaos.sh                  # 600 orders in 100 s, ~20 faults: 2 to 3 minutes
-#   CHAOS_ORDERS=20000 CHAOS_RATE=20 BUILD_DIR=build/release scripts/chaos.sh  # a long one
+#   CHAOS_ORDERS=20000 CHAOS_RATE=20 DELIVERY_DRIVERS=40 CHAOS_CONVERGE_S=1200 \
+#     BUILD_DIR=build/release scripts/chaos.sh  # a long one (scripts/README.md)
 #
 # What it does:
 #   1. a stack of its own in $STACK_DIR (default .local/chaos, wiped first so
@@ -49,6 +50,9 @@ export PG_PORT=$((BASE + 432)) REDIS_PORT=$((BASE + 379)) QUERY_API_PORT=$((BASE
   ORDER_SERVICE_PORT=$((BASE + 81)) PAYMENT_SERVICE_PORT=$((BASE + 82)) \
   INVENTORY_SERVICE_PORT=$((BASE + 83)) DELIVERY_SERVICE_PORT=$((BASE + 84))
 export DELIVERY_CLOCK_SPEED=${DELIVERY_CLOCK_SPEED:-600}
+# Postgres is killed with SIGKILL again and again: frequent checkpoints keep its
+# crash recovery short, and a loaded machine gets more patience for a restart.
+export PG_CHECKPOINT_TIMEOUT=${PG_CHECKPOINT_TIMEOUT:-30s} STACK_TIMEOUT=${STACK_TIMEOUT:-90}
 # A fleet too small for the load (10 slots for about 4 paid orders a second, each
 # delivery 1-6 s): orders wait for a driver, and must all be delivered anyway.
 export DELIVERY_DRIVERS=${DELIVERY_DRIVERS:-5} DELIVERY_DRIVER_CAPACITY=${DELIVERY_DRIVER_CAPACITY:-2}

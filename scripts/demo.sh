@@ -8,6 +8,9 @@
 # 3. the local stack (.local) with every service, 4. `deta-cli demo`: ORDERS
 # orders through the whole saga, then a report of end states, stock, latencies
 # and where to look next, 5. the stack is stopped unless KEEP=1 or --keep.
+# The web console's address (http://localhost:<query-api's port>/, stack.env's
+# CONSOLE_URL) is printed once the stack is up, and again at the end with KEEP=1,
+# when the stack, and so the console, stays up.
 #
 # Design. The work is in deta-cli (tools/deta-cli): this script only prepares
 # the ground. The services get the demo's settings unless the caller set them:
@@ -56,6 +59,7 @@ finish() {
   fi
   if [ "$KEEP" = 1 ]; then
     step "the stack keeps running (KEEP=1): scripts/stack.sh status; stop it with make down"
+    if [ -n "${CONSOLE_URL:-}" ]; then echo "the web console stays at $CONSOLE_URL"; fi
   else
     step "stopping the stack (KEEP=1 or --keep leaves it running)"
     scripts/stack.sh down || true
@@ -116,6 +120,8 @@ main() {
   fi
   load_stack_env
   check_services
+  # The console (docs/console.md), worth opening while the orders go through.
+  echo "the web console: ${CONSOLE_URL:-http://localhost:${QUERY_API_PORT:-8080}/}"
 
   step "deta-cli demo: $ORDERS orders, $DEMO_CANCELS of them cancelled"
   "$BUILD_DIR/tools/deta-cli" demo --orders "$ORDERS" --concurrency "$CONCURRENCY" \

@@ -43,12 +43,19 @@
 # to the repository; PG_PORT REDIS_PORT ORDER_SERVICE_PORT PAYMENT_SERVICE_PORT
 # INVENTORY_SERVICE_PORT DELIVERY_SERVICE_PORT QUERY_API_PORT; KAFKA_PARTITIONS
 # (6), KAFKA_BROKERS (1), LOG_LEVEL (info), STACK_TIMEOUT (30 s per part);
+# PG_CHECKPOINT_TIMEOUT (Postgres's own default unless set, e.g. 30s);
 # STACK_SERVICES ("order-service payment-service": start only these services);
 # STACK_INSTANCES ("payment-service=2 delivery-service=3": `up` starts that many
 # instances of those services; one of every other).
 # Services inherit the caller's environment, so their own settings pass through.
 # PAYMENT_GATEWAY_LEDGER (the simulated gateway's charges, one file for every
 # payment-service instance) is the caller's, or $STACK_DIR/payment-gateway.ledger.
+# The web console (docs/console.md): query-api gets QUERY_CONSOLE_DIR (the
+# repository's frontend/), QUERY_CONSOLE_ORDER_URL and QUERY_CONSOLE_INVENTORY_URL
+# (http://localhost:<their ports>); order-service and inventory-service get
+# HTTP_CORS_ORIGINS, query-api's origin as http://localhost:<port> and
+# http://127.0.0.1:<port>. The caller's values of these win. The console is at
+# http://localhost:<query-api's port>/ (stack.env's CONSOLE_URL).
 # QUERY_API_ADMIN_TOKEN (query-api's dead-letter administration) is the caller's,
 # or else made at random once per stack directory; stack.env carries it.
 set -euo pipefail
@@ -454,6 +461,9 @@ start_postgres() {
   choose_port postgres
   local pg_cmd=("$bin/postgres" -D "$PG_DATA" -p "$CHOSEN_PORT" -k "$PG_SOCK"
     -c listen_addresses=127.0.0.1 -c max_connections=200)
+  # A stack killed with SIGKILL at random (chaos.sh) recovers from the last
+  # checkpoint on every start: PG_CHECKPOINT_TIMEOUT keeps that replay short.
+  [ -z "${PG_CHECKPOINT_TIMEOUT:-}" ] || pg_cmd+=(-c "checkpoint_timeout=$PG_CHECKPOINT_TIMEOUT")
   if is_root; then pg_cmd=(runuser -u postgres -- "${pg_cmd[@]}"); fi
   launch postgres / "${pg_cmd[@]}"
   wait_healthy postgres "$LAUNCHED_PID" "$CHOSEN_PORT" || exit 1
@@ -524,6 +534,36 @@ broker_command() {
 
 service_binary() { echo "$BUILD_DIR/services/$1"; }
 
+# The port of a service: its port file while it runs, else the one it will ask
+# for (order-service and inventory-service start before query-api, whose origin
+# they allow).
+service_port() {
+  if part_running "$1" && [ -n "$(part_port "$1")" ]; then part_port "$1"; else preferred_port "$1"; fi
+}
+
+# The web console's settings (docs/console.md), one VAR=value a line: query-api
+# serves frontend/ (when the tree has it) and tells the page where order-service
+# and inventory-service are; those two allow query-api's origin, by both names a
+# browser may use for it. The caller's values win.
+console_env() {
+  local q
+  case "$(part_service "$1")" in
+    order-service | inventory-service)
+      q=$(service_port query-api)
+      echo "HTTP_CORS_ORIGINS=${HTTP_CORS_ORIGINS:-http://localhost:$q,http://127.0.0.1:$q}"
+      ;;
+    query-api)
+      if [ -n "${QUERY_CONSOLE_DIR:-}" ]; then
+        echo "QUERY_CONSOLE_DIR=$QUERY_CONSOLE_DIR"
+      elif [ -d "$ROOT/frontend" ]; then
+        echo "QUERY_CONSOLE_DIR=$ROOT/frontend"
+      fi
+      echo "QUERY_CONSOLE_ORDER_URL=${QUERY_CONSOLE_ORDER_URL:-http://localhost:$(service_port order-service)}"
+      echo "QUERY_CONSOLE_INVENTORY_URL=${QUERY_CONSOLE_INVENTORY_URL:-http://localhost:$(service_port inventory-service)}"
+      ;;
+  esac
+}
+
 start_service() {
   local name=$1 bin pg redis k instance=()
   bin=$(service_binary "$(part_service "$name")")
@@ -536,7 +576,9 @@ start_service() {
   choose_port "$name"
   k=$(part_instance "$name")
   if [ "$k" != 1 ]; then instance=(INSTANCE_ID="$(part_service "$name")-$k"); fi
-  launch "$name" "$ROOT" env "${instance[@]}" HTTP_PORT="$CHOSEN_PORT" \
+  local console=()
+  mapfile -t console < <(console_env "$name")
+  launch "$name" "$ROOT" env "${instance[@]}" "${console[@]}" HTTP_PORT="$CHOSEN_PORT" \
     KAFKA_BOOTSTRAP_SERVERS="$(broker_bootstrap)" KAFKA_SESSION_TIMEOUT_MS=6000 \
     PGHOST=127.0.0.1 PGPORT="$pg" PGUSER=postgres PGPASSWORD=postgres \
     REDIS_HOST=127.0.0.1 REDIS_PORT="$redis" LOG_LEVEL="$LOG_LEVEL" \
@@ -620,6 +662,7 @@ write_env() {
     fi
     if part_running query-api; then
       env_line QUERY_API_ADMIN_TOKEN "$(admin_token)"
+      env_line CONSOLE_URL "http://localhost:$(part_port query-api)/"
     fi
     if part_running payment-service; then
       env_line PAYMENT_GATEWAY_LEDGER "$(gateway_ledger)"

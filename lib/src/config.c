@@ -30,6 +30,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "deta/http_cors.h"
 #include "deta/log.h"
 
 const char *deta_config_str(const char *name, const char *def) {
@@ -177,7 +178,14 @@ static deta_err_t load_http(deta_config_t *cfg, int port, char *errstr, size_t e
         (err = deta_config_int("HTTP_BODY_LIMIT", 65536, 1024, 67108864, &cfg->http_body_limit,
                                errstr, errsize)))
         return err;
-    return config_int("HTTP_THREADS", 4, 1, 64, &cfg->http_threads, errstr, errsize);
+    if ((err = config_int("HTTP_THREADS", 4, 1, 64, &cfg->http_threads, errstr, errsize)) ||
+        (err = config_copy("HTTP_CORS_ORIGINS", "", cfg->http_cors_origins,
+                           sizeof cfg->http_cors_origins, errstr, errsize)))
+        return err;
+    /* Checked here, so that a bad list stops the service with the others' errors. */
+    deta_cors_origins_t origins;
+    return deta_cors_origins_parse(cfg->http_cors_origins, "HTTP_CORS_ORIGINS", &origins, errstr,
+                                   errsize);
 }
 
 /* One of the four level names, in any case; kept in lower case. */

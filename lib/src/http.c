@@ -63,15 +63,24 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "deta/http_cors.h"
+#include "deta/http_static.h"
 #include "deta/log.h"
+#include "http_stream_internal.h"
+#include "http_internal.h"
 
 #define ROUTE_UNMATCHED "unmatched"
 #define DISCARD_SLACK (1024L * 1024L)
 #define CONNECTION_TIMEOUT_SECONDS 30u
 #define JSON_MEDIA_TYPE "application/json"
+#define ROUTE_STATIC "static"
+#define CORS_ALLOW_HEADERS "Content-Type, Idempotency-Key, Authorization"
+#define CORS_EXPOSE_HEADERS "Location, Idempotent-Replayed"
+#define CORS_MAX_AGE "600"
 
 typedef struct route {
     char *method;
@@ -91,6 +100,9 @@ struct deta_http_server {
     deta_metrics_t *metrics;
     struct MHD_Daemon *daemon;
     MHD_socket quiesced_fd; /* the listen socket MHD hands back on quiesce */
+    deta_cors_origins_t cors; /* HTTP_CORS_ORIGINS; empty: no CORS header at all */
+    char *static_root;        /* canonical directory of the static files; NULL: none */
+    char *static_csp;         /* their Content-Security-Policy */
 };
 
 typedef struct request {
@@ -383,6 +395,36 @@ void deta_http_server_set_metrics(deta_http_server_t *srv, deta_metrics_t *metri
         srv->metrics = metrics;
 }
 
+deta_err_t deta_http_server_set_cors(deta_http_server_t *srv, const char *origins,
+                                     char *errstr, size_t errsize) {
+    if (!srv || srv->daemon)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "HTTP server missing or started");
+    return deta_cors_origins_parse(origins, "HTTP_CORS_ORIGINS", &srv->cors, errstr, errsize);
+}
+
+deta_err_t deta_http_static(deta_http_server_t *srv, const char *dir, const char *csp,
+                            char *errstr, size_t errsize) {
+    if (!srv || srv->daemon || !dir || !csp || strpbrk(csp, "\r\n"))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "static files: server missing or started, or no directory or policy");
+    char *root = realpath(dir, NULL);
+    struct stat st;
+    if (!root || stat(root, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        free(root);
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%.200s is not a directory", dir);
+    }
+    char *policy = strdup(csp);
+    if (!policy) {
+        free(root);
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    }
+    free(srv->static_root);
+    free(srv->static_csp);
+    srv->static_root = root;
+    srv->static_csp = policy;
+    return DETA_OK;
+}
+
 int deta_http_server_port(const deta_http_server_t *srv) { return srv ? srv->port : 0; }
 
 /* MHD stops accepting but hands the listen socket back, still listening: new
@@ -394,6 +436,7 @@ void deta_http_server_quiesce(deta_http_server_t *srv) {
     if (!srv || !srv->daemon || srv->quiesced_fd != MHD_INVALID_SOCKET)
         return;
     srv->quiesced_fd = MHD_quiesce_daemon(srv->daemon);
+    deta_http_streams_stop(srv);
     if (srv->quiesced_fd != MHD_INVALID_SOCKET)
         shutdown(srv->quiesced_fd, SHUT_RDWR);
 }
@@ -401,8 +444,11 @@ void deta_http_server_quiesce(deta_http_server_t *srv) {
 void deta_http_server_free(deta_http_server_t *srv) {
     if (!srv)
         return;
-    if (srv->daemon)
+    if (srv->daemon) {
+        deta_http_streams_stop(srv); /* none may stay suspended */
         MHD_stop_daemon(srv->daemon);
+        deta_http_streams_forget(srv);
+    }
     if (srv->quiesced_fd != MHD_INVALID_SOCKET)
         close(srv->quiesced_fd);
     for (size_t i = 0; i < srv->nroutes; i++) {
@@ -410,6 +456,8 @@ void deta_http_server_free(deta_http_server_t *srv) {
         free(srv->routes[i].pattern);
     }
     free(srv->routes);
+    free(srv->static_root);
+    free(srv->static_csp);
     free(srv);
 }
 
@@ -458,10 +506,31 @@ static void count_rejection(const request_t *r, const char *reason) {
     free(labels);
 }
 
+/* ---- the headers of every answer ---- */
+
+void http_add_answer_headers(struct MHD_Response *mr, const deta_http_server_t *srv,
+                             struct MHD_Connection *conn, const char *csp) {
+    MHD_add_response_header(mr, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header(mr, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header(mr, "X-Frame-Options", "DENY");
+    MHD_add_response_header(mr, "Content-Security-Policy", csp ? csp : DETA_HTTP_API_CSP);
+    if (!csp)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    const char *origin = deta_cors_origins_match(
+        &srv->cors, MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Origin"));
+    if (origin) {
+        MHD_add_response_header(mr, "Access-Control-Allow-Origin", origin);
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_VARY, "Origin");
+        MHD_add_response_header(mr, "Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS);
+    }
+}
+
 /* Hands resp (and its body) to MHD. */
 static enum MHD_Result queue_response(request_t *r, deta_http_resp_t *resp, const char *allow) {
     struct MHD_Response *mr;
-    if (resp->body)
+    if (resp->stream) /* http_stream.c */
+        mr = deta_http_stream_response(resp->stream, r->conn, r->srv);
+    else if (resp->body)
         mr = MHD_create_response_from_buffer(strlen(resp->body), resp->body,
                                              MHD_RESPMEM_MUST_FREE);
     else
@@ -471,12 +540,14 @@ static enum MHD_Result queue_response(request_t *r, deta_http_resp_t *resp, cons
         return MHD_NO;
     }
     resp->body = NULL; /* MHD frees it with the response */
+    resp->stream = NULL;
     if (resp->content_type)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, resp->content_type);
     if (allow)
         MHD_add_response_header(mr, MHD_HTTP_HEADER_ALLOW, allow);
     if (resp->header_name && resp->header_value)
         MHD_add_response_header(mr, resp->header_name, resp->header_value);
+    http_add_answer_headers(mr, r->srv, r->conn, NULL);
     record_metrics(r, resp->status);
     enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)resp->status, mr);
     MHD_destroy_response(mr);
@@ -605,6 +676,85 @@ static request_t *request_new(deta_http_server_t *srv, struct MHD_Connection *co
     return r;
 }
 
+/* ---- static files (deta_http_static) ---- */
+
+/* GET or HEAD of a path no route has: the file, or the usual 404. MHD leaves the
+ * body out of a HEAD answer itself. */
+static enum MHD_Result serve_static(request_t *r) {
+    const deta_http_server_t *srv = r->srv;
+    const char *name = deta_static_name(r->req.path, strlen(r->req.path));
+    const char *type = deta_static_content_type(name);
+    char *data = NULL;
+    size_t len = 0;
+    deta_err_t err = type ? deta_static_read(srv->static_root, name, DETA_STATIC_MAX_FILE,
+                                             &data, &len)
+                          : DETA_ERR_NOT_FOUND;
+    if (err == DETA_ERR_NOT_FOUND)
+        return respond_error(r, 404, NULL, "no route for %s", r->req.path);
+    r->route_label = ROUTE_STATIC;
+    if (err == DETA_ERR_INVALID) {
+        DETA_ERROR("static file %s is larger than %ld bytes: not served", name,
+                   DETA_STATIC_MAX_FILE);
+        return respond_error(r, 500, NULL, "internal error");
+    }
+    if (err != DETA_OK) {
+        DETA_ERROR("static file %s: cannot read it", name);
+        return respond_error(r, 500, NULL, "internal error");
+    }
+    struct MHD_Response *mr = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (!mr) {
+        free(data);
+        return MHD_NO;
+    }
+    MHD_add_response_header(mr, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    http_add_answer_headers(mr, srv, r->conn, srv->static_csp);
+    /* Revalidated on every load, so a new deployment's files show at once. */
+    MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    record_metrics(r, 200);
+    enum MHD_Result ok = MHD_queue_response(r->conn, 200, mr);
+    MHD_destroy_response(mr);
+    return ok;
+}
+
+/* ---- CORS preflight ---- */
+
+/* OPTIONS with Access-Control-Request-Method: 404 for a path no route has, 403 for an
+ * origin not on the list (CORS off included), else 204 with the path's methods. */
+static enum MHD_Result respond_preflight(request_t *r) {
+    char *methods = allowed_methods(r);
+    if (!methods || !*methods) {
+        free(methods);
+        return respond_error(r, 404, NULL, "no route for %s", r->req.path);
+    }
+    const char *origin = deta_http_header(&r->req, "Origin");
+    if (!deta_cors_origins_match(&r->srv->cors, origin)) {
+        free(methods);
+        count_rejection(r, "cors_origin");
+        return respond_error(r, 403, "Origin", "origin %.100s is not allowed",
+                             origin ? origin : "(none)");
+    }
+    struct MHD_Response *mr = MHD_create_response_from_buffer(0, (void *)"",
+                                                              MHD_RESPMEM_PERSISTENT);
+    if (!mr) {
+        free(methods);
+        return MHD_NO;
+    }
+    MHD_add_response_header(mr, "Access-Control-Allow-Methods", methods);
+    MHD_add_response_header(mr, "Access-Control-Allow-Headers", CORS_ALLOW_HEADERS);
+    MHD_add_response_header(mr, "Access-Control-Max-Age", CORS_MAX_AGE);
+    http_add_answer_headers(mr, r->srv, r->conn, NULL);
+    free(methods);
+    record_metrics(r, 204);
+    enum MHD_Result ok = MHD_queue_response(r->conn, 204, mr);
+    MHD_destroy_response(mr);
+    return ok;
+}
+
+static bool is_preflight(const request_t *r) {
+    return strcmp(r->req.method, "OPTIONS") == 0 &&
+           deta_http_header(&r->req, "Access-Control-Request-Method") != NULL;
+}
+
 /* The headers are in: route, and answer at once what can be answered. */
 static enum MHD_Result begin_request(deta_http_server_t *srv, struct MHD_Connection *conn,
                                      const char *url, const char *method, void **con_cls) {
@@ -612,7 +762,12 @@ static enum MHD_Result begin_request(deta_http_server_t *srv, struct MHD_Connect
     if (!r)
         return MHD_NO;
     *con_cls = r;
+    if (is_preflight(r))
+        return respond_preflight(r);
     int status = match_route(r);
+    if (status == 404 && srv->static_root &&
+        (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0))
+        return serve_static(r);
     if (status == 404)
         return respond_error(r, 404, NULL, "no route for %s", url);
     if (status == 405)
@@ -725,6 +880,37 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
+static int hex_value(char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* MHD's own unescaper, but "%00" (and a malformed escape) is left as it is: a decoded
+ * NUL would cut the C string MHD hands us, so "/index.html%00.png" would be looked up
+ * as "/index.html"; kept, its '%' makes it match nothing. */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s) {
+    (void)cls;
+    (void)conn;
+    char *out = s;
+    for (const char *in = s; *in;) {
+        int hi, lo;
+        if (in[0] == '%' && (hi = hex_value(in[1])) >= 0 && (lo = hex_value(in[2])) >= 0 &&
+            (hi | lo) != 0) {
+            *out++ = (char)(hi * 16 + lo);
+            in += 3;
+        } else {
+            *out++ = *in++;
+        }
+    }
+    *out = '\0';
+    return (size_t)(out - s);
+}
+
 static void log_mhd(void *cls, const char *fmt, va_list ap) {
     (void)cls;
     char line[512];
@@ -753,7 +939,7 @@ deta_err_t deta_http_server_start(deta_http_server_t *srv, char *errstr, size_t 
     if (!srv || srv->daemon)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "HTTP server missing or started");
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC |
-                         MHD_USE_ERROR_LOG;
+                         MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME; /* http_stream.c */
     /* MHD warns about a pool of one: one thread is simply no pool option. */
     struct MHD_OptionItem pool[] = {
         {srv->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
@@ -763,7 +949,8 @@ deta_err_t deta_http_server_start(deta_http_server_t *srv, char *errstr, size_t 
     srv->daemon = MHD_start_daemon(
         flags, (uint16_t)srv->port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER,
         log_mhd, (void *)NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)NULL,
-        MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_SECONDS, MHD_OPTION_ARRAY, pool,
+        MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_SECONDS, MHD_OPTION_UNESCAPE_CALLBACK,
+        unescape, (void *)NULL, MHD_OPTION_ARRAY, pool,
         MHD_OPTION_END);
     if (!srv->daemon) {
         if (port_in_use(srv->port))

@@ -297,6 +297,10 @@ deta_service_t *deta_service_new(const deta_service_def_t *def, char *errstr, si
         return NULL;
     }
     deta_http_server_set_metrics(s->http, s->metrics);
+    if (deta_http_server_set_cors(s->http, s->cfg.http_cors_origins, errstr, errsize) != DETA_OK) {
+        deta_service_free(s);
+        return NULL;
+    }
     deta_health_add(s->health, "db", true, check_db, s);
     deta_health_add(s->health, "kafka", true, check_kafka, s);
     if (mount_observability(s) != DETA_OK) {

@@ -402,7 +402,7 @@ static deta_err_t record_decided(payment_events_t *pe, const payment_t *p, const
     if (err) /* out of memory, after the charge: the next attempt resumes by a look-up */
         return DETA_ERR_TRANSIENT;
     char what[64];
-    snprintf(what, sizeof what, "payment %s", p->payment_id);
+    snprintf(what, sizeof what, "payment %.36s", p->payment_id);
     err = record_retried(pe, record_payment, p, p->req.order_id, what, &ev, holder, recorded,
                          errstr, errsize);
     deta_event_clear(&ev);
@@ -646,7 +646,7 @@ static deta_err_t refund_record_once(payment_events_t *pe, const payment_refund_
     if (payment_refund_event_build(r, &ev, errstr, errsize)) /* out of memory */
         return DETA_ERR_TRANSIENT;
     char what[64];
-    snprintf(what, sizeof what, "refund %s", r->refund_id);
+    snprintf(what, sizeof what, "refund %.36s", r->refund_id);
     bool recorded = false;
     err = record_retried(pe, record_refund, r, req->order_id, what, &ev, holder, &recorded,
                          errstr, errsize);

@@ -35,6 +35,7 @@
 #include "deta/events.h"
 #include "deta/log.h"
 #include "deta/topics.h"
+#include "stream/feed.h"
 
 static const char *const event_types[] = {
     DETA_EVT_ORDER_CREATED,      DETA_EVT_INVENTORY_RESERVED, DETA_EVT_INVENTORY_REJECTED,
@@ -97,6 +98,14 @@ static deta_err_t apply_event(deta_db_t *db, const deta_event_t *ev, void *opaqu
     read_model_outcome_t out;
     err = read_model_apply(qe->rm, db, &c, &out, errstr, errsize);
     if (err || !out.applied)
+        return err;
+    /* The live streams' feed, after the view and in the same transaction (with the
+     * Postgres store, the view's; with Cassandra's, the claim's): idempotent by
+     * event id. */
+    feed_entry_t fe = {c.event_id,    c.fields.order_id, c.event_type,  c.topic,
+                       c.occurred_at, out.status,        out.customer_id};
+    err = feed_append(db, &fe, errstr, errsize);
+    if (err)
         return err;
     if (nnotes < QUERY_BATCH_MAX) {
         applied_note_t *note = &notes[nnotes++];

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "console.h"
 #include "deadletters/admin_api.h"
 #include "deadletters/dead_letter_events.h"
 #include "deadletters/dead_letters.h"
@@ -19,6 +20,9 @@
 #include "events.h"
 #include "read_model.h"
 #include "settings.h"
+#include "stream/feed.h"
+#include "stream/hub.h"
+#include "stream/stream_api.h"
 
 static const deta_service_def_t self = DETA_SERVICE_QUERY_API;
 
@@ -47,18 +51,29 @@ int main(void) {
     dead_letters_t *dl = dead_letters_new(svc);
     query_dlq_capture_t *capture = dl ? query_dlq_capture_new(svc, dl) : NULL;
     query_admin_t *admin = dl ? query_admin_new(svc, dl, settings.admin_token) : NULL;
+    /* The service frees the hub after its HTTP server (which ends the streams). */
+    hub_t *hub = hub_new(svc, &settings.stream);
+    if (hub && deta_service_adopt(svc, hub, hub_free) != DETA_OK) {
+        hub_free(hub);
+        hub = NULL;
+    }
+    query_console_t *console = query_console_new(svc, &settings.console);
     int status = 1;
-    if (!events || !api || !dl || !capture || !admin)
+    if (!events || !api || !dl || !capture || !admin || !hub || !console)
         DETA_ERROR("out of memory");
     else if (read_model_prepare(rm, err, sizeof err) ||
-             dead_letters_prepare(dl, err, sizeof err) ||
+             dead_letters_prepare(dl, err, sizeof err) || feed_prepare(svc, err, sizeof err) ||
+             feed_retain(svc, settings.stream.retention_hours, err, sizeof err) ||
+             hub_start(hub, err, sizeof err) || stream_api_mount(svc, hub, err, sizeof err) ||
              query_events_subscribe(events, settings.consumer_workers, err, sizeof err) ||
              query_dlq_capture_subscribe(capture, err, sizeof err) ||
-             query_api_mount(api, err, sizeof err) || query_admin_mount(admin, err, sizeof err))
+             query_api_mount(api, err, sizeof err) || query_admin_mount(admin, err, sizeof err) ||
+             query_console_mount(console, err, sizeof err))
         DETA_ERROR("cannot start: %s", err);
     else
         status = deta_service_run(svc);
     deta_service_free(svc);
+    query_console_free(console);
     query_admin_free(admin);
     query_dlq_capture_free(capture);
     dead_letters_free(dl);

@@ -80,6 +80,9 @@ deta_err_t read_model_prepare(read_model_t *rm, char *errstr, size_t errsize);
 typedef struct read_model_outcome {
     bool applied;        /* false: the event was in the timeline already */
     bool status_changed; /* this event moved the order's status */
+    /* The view after the event, for the feed (stream/feed.h); "" when unset. */
+    char status[DETA_STATE_MAX];
+    char customer_id[DETA_ID_MAX + 1];
 } read_model_outcome_t;
 
 /* Applies one event: its timeline entry and its fold into the order's view.

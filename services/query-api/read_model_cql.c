@@ -661,6 +661,8 @@ static deta_err_t apply_once(cql_model_t *m, const query_change_t *ch, read_mode
         return err;
     out->applied = true;
     out->status_changed = moved;
+    snprintf(out->status, sizeof out->status, "%s", cur.status); /* the view now, for the feed */
+    snprintf(out->customer_id, sizeof out->customer_id, "%s", cur.customer_id);
     return DETA_OK;
 }
 

@@ -112,6 +112,8 @@ static PGresult *query(pg_model_t *rm, const char *sql, int nparams, const char 
     return deta_db_exec(db, sql, nparams, params, err, errstr, errsize);
 }
 
+static void text_col(const PGresult *res, int row, int col, char *dst, size_t size);
+
 /* "" is SQL NULL. */
 static const char *nullable(const char *s) { return s[0] ? s : NULL; }
 
@@ -164,8 +166,10 @@ static const char APPLY_SQL[] =
     " eta_calculated_at = CASE WHEN" ETA_NEWER
     "   THEN EXCLUDED.eta_calculated_at ELSE v.eta_calculated_at END,"
     " correlation_id = COALESCE(v.correlation_id, EXCLUDED.correlation_id)"
-    " RETURNING COALESCE(status_event_id = $1::uuid, false) AS status_changed)"
-    " SELECT EXISTS (SELECT 1 FROM ev), COALESCE((SELECT status_changed FROM vw), false)";
+    " RETURNING COALESCE(status_event_id = $1::uuid, false) AS status_changed,"
+    "  v.status, v.customer_id)"
+    " SELECT EXISTS (SELECT 1 FROM ev), COALESCE((SELECT status_changed FROM vw), false),"
+    "  (SELECT status FROM vw), (SELECT customer_id FROM vw)";
 
 #undef IDENTITY
 #undef COALESCED
@@ -218,6 +222,10 @@ static deta_err_t pg_apply(void *impl, deta_db_t *tx, const query_change_t *c,
         return err;
     out->applied = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
     out->status_changed = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+    if (PQntuples(res) == 1) { /* the view after the event, for the feed */
+        text_col(res, 0, 2, out->status, sizeof out->status);
+        text_col(res, 0, 3, out->customer_id, sizeof out->customer_id);
+    }
     PQclear(res);
     return DETA_OK;
 }

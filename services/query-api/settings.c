@@ -17,9 +17,11 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "deta/config.h"
 #include "deta/cql.h"
+#include "deta/http_cors.h"
 
 #define ADMIN_TOKEN_VAR "QUERY_API_ADMIN_TOKEN"
 
@@ -217,6 +219,69 @@ static deta_err_t load_store(query_settings_t *s, char *errstr, size_t errsize) 
     return DETA_OK;
 }
 
+static deta_err_t load_long(const char *name, long def, long min, long max, long *dst,
+                            char *errstr, size_t errsize) {
+    return deta_config_int(name, def, min, max, dst, errstr, errsize);
+}
+
+static deta_err_t load_stream(query_stream_settings_t *st, char *errstr, size_t errsize) {
+    deta_err_t err;
+    if ((err = load_int("QUERY_STREAM_MAX", 256, 1, 10000, &st->max, errstr, errsize)) ||
+        (err = load_long("QUERY_STREAM_BUFFER_BYTES", 262144, 4096, 67108864,
+                         &st->buffer_bytes, errstr, errsize)) ||
+        (err = load_int("QUERY_STREAM_HEARTBEAT_S", 15, 1, 300, &st->heartbeat_s, errstr,
+                        errsize)) ||
+        (err = load_long("QUERY_STREAM_GAP_MS", 2000, 0, 60000, &st->gap_ms, errstr,
+                         errsize)) ||
+        (err = load_long("QUERY_STREAM_BACKLOG_MAX", 10000, 1, 1000000, &st->backlog_max,
+                         errstr, errsize)))
+        return err;
+    return load_long("QUERY_STREAM_RETENTION_HOURS", 24, 1, 8760, &st->retention_hours,
+                     errstr, errsize);
+}
+
+/* ---- the console ---- */
+
+/* An origin the browser reaches (the same syntax as HTTP_CORS_ORIGINS' entries). */
+static deta_err_t load_origin(const char *name, char *dst, size_t size, char *errstr,
+                              size_t errsize) {
+    deta_err_t err = load_text(name, "", dst, size, errstr, errsize);
+    const char *why = NULL;
+    if (err || !dst[0] || deta_cors_origin_valid(dst, strlen(dst), &why))
+        return err;
+    dst[0] = '\0';
+    return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                     "%s: %s; want an origin such as http://localhost:8081", name, why);
+}
+
+deta_err_t query_console_settings_load(query_console_settings_t *c, char *errstr,
+                                       size_t errsize) {
+    memset(c, 0, sizeof *c);
+    deta_err_t err;
+    if ((err = load_text("QUERY_CONSOLE_DIR", "", c->dir, sizeof c->dir, errstr, errsize)))
+        return err;
+    struct stat st;
+    if (c->dir[0] && (stat(c->dir, &st) != 0 || !S_ISDIR(st.st_mode))) {
+        c->dir[0] = '\0';
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "QUERY_CONSOLE_DIR: not a directory");
+    }
+    if ((err = load_origin("QUERY_CONSOLE_ORDER_URL", c->order_url, sizeof c->order_url, errstr,
+                           errsize)))
+        return err;
+    return load_origin("QUERY_CONSOLE_INVENTORY_URL", c->inventory_url, sizeof c->inventory_url,
+                       errstr, errsize);
+}
+
+bool query_console_csp(const query_console_settings_t *c, char *buf, size_t size) {
+    int n = snprintf(buf, size,
+                     "default-src 'self'; script-src 'self'; style-src 'self'; "
+                     "img-src 'self' data:; connect-src 'self'%s%s%s%s; "
+                     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+                     c->order_url[0] ? " " : "", c->order_url,
+                     c->inventory_url[0] ? " " : "", c->inventory_url);
+    return n > 0 && (size_t)n < size;
+}
+
 deta_err_t query_settings_load(query_settings_t *s, char *errstr, size_t errsize) {
     memset(s, 0, sizeof *s);
     long workers;
@@ -225,11 +290,18 @@ deta_err_t query_settings_load(query_settings_t *s, char *errstr, size_t errsize
     if (err)
         return err;
     s->consumer_workers = (int)workers;
+    err = load_stream(&s->stream, errstr, errsize);
+    if (err)
+        return err;
     err = load_admin_token(s, errstr, errsize);
     if (err)
         return err;
     err = load_store(s, errstr, errsize);
-    if (err)
+    if (!err)
+        err = query_console_settings_load(&s->console, errstr, errsize);
+    if (err) {
         memset(s->admin_token, 0, sizeof s->admin_token);
+        memset(s->cassandra.password, 0, sizeof s->cassandra.password);
+    }
     return err;
 }

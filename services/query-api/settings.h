@@ -15,6 +15,14 @@
  *                                     cassandra (read_model_cql.c). The dead letters and
  *                                     the consumer's inbox claims stay in Postgres
  *                                     either way (docs/read-model-cassandra.md).
+ *   QUERY_CONSOLE_DIR           none  the web console's files (docs/console.md), served at
+ *                                     "/"; unset or empty: no console. When set it must
+ *                                     be a directory.
+ *   QUERY_CONSOLE_ORDER_URL     none  order-service's and inventory-service's origins
+ *   QUERY_CONSOLE_INVENTORY_URL none  as the browser reaches them (http(s)://host[:port],
+ *                                     deta/http_cors.h's syntax), handed to the page in
+ *                                     GET /console-config.json and allowed in the page's
+ *                                     connect-src; unset or empty: null (not configured).
  *
  * With QUERY_STORE=cassandra (ignored otherwise):
  *   CASSANDRA_CONTACT_POINTS    none  required: host[:port],host[:port]...
@@ -36,6 +44,18 @@
  *   CASSANDRA_SERIAL_CONSISTENCY LOCAL_SERIAL  the lightweight transactions' Paxos
  *                                     (SERIAL or LOCAL_SERIAL)
  *   CASSANDRA_REQUEST_TIMEOUT_MS 12000 a request's bound (100..600000)
+ *
+ * The live streams (docs/console.md, "Live updates"; stream/hub.h):
+ *   QUERY_STREAM_MAX            256   open streams per instance (1..10000); the next
+ *                                     gets 503 with Retry-After: 5
+ *   QUERY_STREAM_BUFFER_BYTES   262144  bytes that may wait for one client before it
+ *                                     is dropped (4096..67108864)
+ *   QUERY_STREAM_HEARTBEAT_S    15    a comment after this many quiet seconds (1..300)
+ *   QUERY_STREAM_GAP_MS         2000  how long the feed reader waits for a missing
+ *                                     sequence number before skipping it (0..60000)
+ *   QUERY_STREAM_BACKLOG_MAX    10000 a resume point further behind gets a reset
+ *                                     (1..1000000)
+ *   QUERY_STREAM_RETENTION_HOURS 24   feed rows are purged after this (1..8760)
  *
  * Only query-api reads these, so the token and the password never sit in another
  * service's memory.
@@ -75,11 +95,31 @@ typedef struct query_cassandra_settings {
     int request_timeout_ms;
 } query_cassandra_settings_t;
 
+typedef struct query_stream_settings {
+    int max;               /* QUERY_STREAM_MAX */
+    long buffer_bytes;     /* QUERY_STREAM_BUFFER_BYTES */
+    int heartbeat_s;       /* QUERY_STREAM_HEARTBEAT_S */
+    long gap_ms;           /* QUERY_STREAM_GAP_MS */
+    long backlog_max;      /* QUERY_STREAM_BACKLOG_MAX */
+    long retention_hours;  /* QUERY_STREAM_RETENTION_HOURS */
+} query_stream_settings_t;
+#define QUERY_CONSOLE_DIR_MAX 1024
+#define QUERY_CONSOLE_URL_MAX 255
+
+/* The console's settings (QUERY_CONSOLE_*); "" when not set. */
+typedef struct query_console_settings {
+    char dir[QUERY_CONSOLE_DIR_MAX + 1];
+    char order_url[QUERY_CONSOLE_URL_MAX + 1];
+    char inventory_url[QUERY_CONSOLE_URL_MAX + 1];
+} query_console_settings_t;
+
 typedef struct query_settings {
     int consumer_workers;                        /* QUERY_API_CONSUMER_WORKERS */
     char admin_token[QUERY_ADMIN_TOKEN_MAX + 1]; /* QUERY_API_ADMIN_TOKEN; "" when not set */
     query_store_t store;                         /* QUERY_STORE */
     query_cassandra_settings_t cassandra;        /* CASSANDRA_*, when store is cassandra */
+    query_stream_settings_t stream;              /* QUERY_STREAM_* */
+    query_console_settings_t console;            /* QUERY_CONSOLE_* */
 } query_settings_t;
 
 /* Reads and validates the settings above. DETA_ERR_INVALID with the variable's
@@ -91,5 +131,13 @@ deta_err_t query_settings_load(query_settings_t *s, char *errstr, size_t errsize
  * tools that open the Cassandra store without the rest). */
 deta_err_t query_cassandra_settings_load(query_cassandra_settings_t *c, char *errstr,
                                          size_t errsize);
+
+/* The console's settings alone, as query_settings_load reads them. */
+deta_err_t query_console_settings_load(query_console_settings_t *c, char *errstr,
+                                       size_t errsize);
+
+/* The Content-Security-Policy of the console's files (docs/console.md): connect-src
+ * 'self' and the two origins that are set. Pure; false when size is too small. */
+bool query_console_csp(const query_console_settings_t *c, char *buf, size_t size);
 
 #endif

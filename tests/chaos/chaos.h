@@ -142,9 +142,32 @@ void chaos_killer_finish(chaos_killer_t *k);
  * status (-1 when it could not run). */
 int chaos_stack(const chaos_settings_t *s, const char *const *args, char **out);
 
+/* tap.c: follows the raw and dlq topics from their first message while the run
+ * goes on (the local broker drops a long run's oldest messages). */
+typedef struct chaos_tap chaos_tap_t;
+typedef struct chaos_tap_msg {
+    bool dlq;
+    int64_t offset;
+    char *key;            /* NULL when none */
+    char *value;          /* raw topics */
+    char *original_topic; /* dlq topics: the x- headers the checks name */
+    char *consumer_group;
+    char *error;
+} chaos_tap_msg_t;
+/* NULL (said on stderr) when the topics cannot be followed. */
+chaos_tap_t *chaos_tap_start(void);
+/* Waits until every partition is read to its high watermark as it is then, or
+ * timeout_ms; stops following. A tap that fell short or lost messages reports a
+ * violation and returns false. */
+bool chaos_tap_finish(chaos_tap_t *t, int timeout_ms);
+/* What the tap kept, in the order read (per partition, by offset). */
+size_t chaos_tap_messages(const chaos_tap_t *t, const chaos_tap_msg_t **msgs);
+void chaos_tap_free(chaos_tap_t *t);
+
 /* verify.c: waits (bounded, with progress) until every order of the run reached
- * an end state everywhere, then checks every invariant. Returns seconds waited. */
-double chaos_converge_and_verify(chaos_run_t *run);
+ * an end state everywhere, then checks every invariant, the topics' through tap
+ * (which it finishes). Returns seconds waited. */
+double chaos_converge_and_verify(chaos_run_t *run, chaos_tap_t *tap);
 
 /* Small shared helpers (chaos.c). */
 uint64_t chaos_rand(uint64_t *state);

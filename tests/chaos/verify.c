@@ -896,8 +896,7 @@ static const char *payload_ref(const json_t *payload) {
     return NULL;
 }
 
-static void visit_raw(const ts_kafka_msg_t *m, void *opaque) {
-    snapshot_t *s = opaque;
+static void visit_raw(const chaos_tap_msg_t *m, snapshot_t *s) {
     order_row_t *o = m->key ? find_order(s, m->key) : NULL;
     if (!o)
         return;
@@ -911,16 +910,13 @@ static void visit_raw(const ts_kafka_msg_t *m, void *opaque) {
     json_decref(ev);
 }
 
-static void visit_dlq(const ts_kafka_msg_t *m, void *opaque) {
-    const snapshot_t *s = opaque;
+static void visit_dlq(const chaos_tap_msg_t *m, const snapshot_t *s) {
     const order_row_t *o = m->key ? find_order(s, m->key) : NULL;
     if (!o)
         return;
-    const char *topic = ts_kafka_header(m, "x-original-topic");
-    const char *group = ts_kafka_header(m, "x-consumer-group");
-    const char *error = ts_kafka_header(m, "x-error");
     chaos_violation("dead letter for an order of the run", "order %s from %s by %s: %s", o->id,
-                    topic ? topic : "?", group ? group : "?", error ? error : "?");
+                    m->original_topic ? m->original_topic : "?",
+                    m->consumer_group ? m->consumer_group : "?", m->error ? m->error : "?");
 }
 
 /* The distinct events of type the order has, the first in *first. */
@@ -1004,18 +1000,18 @@ static void check_events(const order_row_t *o, bool cancel_readable) {
                         (long long)p->offset, (long long)d->offset);
 }
 
-static void check_topics(snapshot_t *s) {
-    static const char *const raw[] = {DETA_TOPIC_ORDER_EVENTS, DETA_TOPIC_INVENTORY_EVENTS,
-                                      DETA_TOPIC_PAYMENT_EVENTS, DETA_TOPIC_DELIVERY_EVENTS};
-    static const char *const dlq[] = {DETA_TOPIC_DLQ_ORDER_EVENTS, DETA_TOPIC_DLQ_INVENTORY_EVENTS,
-                                      DETA_TOPIC_DLQ_PAYMENT_EVENTS,
-                                      DETA_TOPIC_DLQ_DELIVERY_EVENTS};
-    long read = 0;
-    for (size_t t = 0; t < 4; t++)
-        read += ts_kafka_scan_all(raw[t], KAFKA_SCAN_MS, visit_raw, s);
-    for (size_t t = 0; t < 4; t++)
-        read += ts_kafka_scan_all(dlq[t], KAFKA_SCAN_MS, visit_dlq, s);
-    printf("chaos: %ld messages read from the raw and dlq topics\n", read);
+static void check_topics(snapshot_t *s, chaos_tap_t *tap) {
+    if (!chaos_tap_finish(tap, KAFKA_SCAN_MS))
+        return; /* violations said; checks on a partial log would only add noise */
+    const chaos_tap_msg_t *msgs;
+    size_t read = chaos_tap_messages(tap, &msgs);
+    for (size_t i = 0; i < read; i++) {
+        if (msgs[i].dlq)
+            visit_dlq(&msgs[i], s);
+        else
+            visit_raw(&msgs[i], s);
+    }
+    printf("chaos: %zu messages read from the raw and dlq topics\n", read);
     for (size_t i = 0; i < s->n; i++)
         if (s->orders[i].nres == 1)
             check_events(&s->orders[i], s->cancel_readable);
@@ -1184,7 +1180,7 @@ static void print_outcomes(const snapshot_t *s) {
            s->n, delivered, rejected, failed, gone, other, refused);
 }
 
-double chaos_converge_and_verify(chaos_run_t *run) {
+double chaos_converge_and_verify(chaos_run_t *run, chaos_tap_t *tap) {
     snapshot_t s;
     memset(&s, 0, sizeof s);
     double waited = converge(run, &s);
@@ -1211,7 +1207,7 @@ double chaos_converge_and_verify(chaos_run_t *run) {
         }
     check_stock(run, &s);
     check_drivers();
-    check_topics(&s);
+    check_topics(&s, tap);
     snapshot_free(&s);
     return waited;
 }

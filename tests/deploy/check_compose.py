@@ -26,7 +26,10 @@ Checks, each against its source of truth (deploylib.py):
     with their SERVICE and HTTP_PORT, port published, through kafka:29092,
     every variable their code reads set (and none it does not), no literal
     password (each is ${VAR:?...} and listed in .env.example), each started
-    after what it needs is healthy.
+    after what it needs is healthy;
+  - the web console: query-api serves the image's console files and names
+    order-service and inventory-service at their published ports, and those two
+    allow query-api's origin in HTTP_CORS_ORIGINS (deploylib.console_problems).
 """
 
 import os
@@ -340,6 +343,7 @@ def check_service(root, c, seed, name, port, db, problems):
     for var, value in expect.items():
         if var in env and env[var] != value:
             problems.append("%s: %s is %r, want %r" % (name, var, env[var], value))
+    problems.extend(dl.console_problems(name, env, dl.services(root)))
     role, pwvar = dl.init_roles(root).get(db, (None, None))
     if env.get("PGUSER") != role or role in (None, "postgres"):
         problems.append("%s: PGUSER is %r, want its own role %r (init-roles.sh)" %

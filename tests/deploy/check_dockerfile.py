@@ -166,6 +166,19 @@ def check_general(instrs, root, problems):
                 problems.append("Dockerfile.dockerignore does not leave out %s" % d)
 
 
+def check_console(instrs, problems):
+    """query-api's image carries the web console's files (CMake's console component
+    from frontend/) and points QUERY_CONSOLE_DIR at them."""
+    if not any(w == "COPY" and a.split()[0].rstrip("/") == "frontend" for w, a in instrs):
+        problems.append("the build stage does not COPY frontend/ (the web console)")
+    if not any(w == "RUN" and "--component console" in a for w, a in instrs):
+        problems.append("no RUN installs the console component (cmake --install ... "
+                        "--component console)")
+    envs = " ".join(a for w, a in instrs if w == "ENV")
+    if not re.search(r'\bQUERY_CONSOLE_DIR="?%s"?(\s|$)' % re.escape(dl.CONSOLE_DIR), envs):
+        problems.append("ENV QUERY_CONSOLE_DIR is not %s" % dl.CONSOLE_DIR)
+
+
 def check(root):
     problems = []
     text = open(os.path.join(root, "infra", "docker", "Dockerfile"), encoding="utf-8").read()
@@ -173,6 +186,7 @@ def check(root):
     st = stages(instrs)
     build, runtime = check_stages(st, root, problems)
     check_general(instrs, root, problems)
+    check_console(instrs, problems)
     if runtime:
         check_runtime(runtime, k8s_run_as_users(root), problems)
     return problems

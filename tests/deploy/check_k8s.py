@@ -23,7 +23,8 @@ Checks:
   - the five services: readiness and liveness probes on their health
     endpoints and port, every variable their code reads coming from the
     ConfigMaps or env (none unknown), their own role and database, the
-    password only from the Secret, a non-root security context;
+    password only from the Secret, a non-root security context; the web
+    console's settings and CORS as for compose (deploylib.console_problems);
   - every container (init containers and the Job included): resource requests
     and limits for cpu and memory, requests not above limits; every pod:
     enableServiceLinks false (service links would inject REDIS_PORT=tcp://...
@@ -469,6 +470,8 @@ def check_service(root, m, name, port, db, problems):
         problems.append("%s: %s is read by the code but not set" % (name, var))
     for var in sorted(have - reads):
         problems.append("%s: %s is set but no code reads it" % (name, var))
+    problems.extend(dl.console_problems(
+        name, {var: env_value(m, ctr, var) for var in have}, dl.services(root)))
     role, pwvar = dl.init_roles(root).get(db, (None, None))
     expect = {"HTTP_PORT": str(port), "PGDATABASE": db, "PGUSER": role, "PGHOST": "postgres",
               "REDIS_HOST": "redis"}

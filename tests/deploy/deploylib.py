@@ -371,6 +371,42 @@ def service_vars(name, repo=REPO):
     return library_vars(repo) | own, problems
 
 
+# The web console (docs/console.md): where the image installs its files (CMake's
+# console component under /usr, infra/docker/Dockerfile), and the services the page
+# calls from query-api's origin, which must allow that origin (CORS).
+CONSOLE_DIR = "/usr/share/delivery-eta/console"
+CONSOLE_CALLED = {"order-service": "QUERY_CONSOLE_ORDER_URL",
+                  "inventory-service": "QUERY_CONSOLE_INVENTORY_URL"}
+
+
+def console_problems(name, env, services):
+    """What a deployment must give the web console: query-api serves the image's
+    files and names order-service and inventory-service at their published ports on
+    localhost; those two allow query-api's origin (http://localhost:<its port>) in
+    HTTP_CORS_ORIGINS; no service allows "*". env: {VAR: value}; services: the
+    table of services.tsv."""
+    problems = []
+    p = problems.append
+    origins = [o.strip() for o in str(env.get("HTTP_CORS_ORIGINS") or "").split(",") if o.strip()]
+    if "*" in origins:
+        p('%s: HTTP_CORS_ORIGINS allows "*" (the list must be explicit)' % name)
+    if name == "query-api":
+        if env.get("QUERY_CONSOLE_DIR") != CONSOLE_DIR:
+            p("query-api: QUERY_CONSOLE_DIR is %r, want %r (where the image has the console)"
+              % (env.get("QUERY_CONSOLE_DIR"), CONSOLE_DIR))
+        for svc, var in sorted(CONSOLE_CALLED.items()):
+            want = "http://localhost:%d" % services[svc][0]
+            if env.get(var) != want:
+                p("query-api: %s is %r, want %r (%s's published port)"
+                  % (var, env.get(var), want, svc))
+    elif name in CONSOLE_CALLED:
+        want = "http://localhost:%d" % services["query-api"][0]
+        if want not in origins:
+            p("%s: HTTP_CORS_ORIGINS %r does not allow the console's origin %s"
+              % (name, env.get("HTTP_CORS_ORIGINS"), want))
+    return problems
+
+
 def init_roles(repo=REPO):
     """{database: (role, password variable)} from init-roles.sh."""
     text = open(os.path.join(repo, "infra", "compose", "init-roles.sh"), encoding="utf-8").read()

@@ -30,6 +30,28 @@ CASSANDRA_INIT = "infra/compose/init-cassandra.sh"
 
 # (check, file, old text, new text, a word of the expected problem)
 CASES = [
+    # the web console (docs/console.md)
+    ("compose", COMPOSE, "QUERY_CONSOLE_DIR: /usr/share/delivery-eta/console",
+     "QUERY_CONSOLE_DIR: /srv/console", "QUERY_CONSOLE_DIR is"),
+    ("compose", COMPOSE, "QUERY_CONSOLE_ORDER_URL: http://localhost:8081",
+     "QUERY_CONSOLE_ORDER_URL: http://localhost:8080", "QUERY_CONSOLE_ORDER_URL is"),
+    ("compose", COMPOSE, "      QUERY_CONSOLE_INVENTORY_URL: http://localhost:8083\n", "",
+     "QUERY_CONSOLE_INVENTORY_URL is read by the code but not set"),
+    ("compose", COMPOSE, "shows the stock from the browser.\n"
+     '      HTTP_CORS_ORIGINS: "http://localhost:8080,http://127.0.0.1:8080"',
+     "shows the stock from the browser.\n"
+     '      HTTP_CORS_ORIGINS: "http://127.0.0.1:8080"',
+     "inventory-service: HTTP_CORS_ORIGINS"),
+    ("compose", COMPOSE, '  HTTP_CORS_ORIGINS: ""\n', '  HTTP_CORS_ORIGINS: "*"\n', 'allows "*"'),
+    ("k8s", K8S + "config.yaml", "  QUERY_CONSOLE_ORDER_URL: http://localhost:8081\n", "",
+     "QUERY_CONSOLE_ORDER_URL"),
+    ("k8s", K8S + "config.yaml", "shows the stock.\n"
+     '  HTTP_CORS_ORIGINS: "http://localhost:8080,http://127.0.0.1:8080"\n', "shows the stock.\n",
+     "inventory-service: HTTP_CORS_ORIGINS"),
+    ("dockerfile", DOCKERFILE, "COPY frontend/ frontend/\n", "", "COPY frontend/"),
+    ("dockerfile", DOCKERFILE, "QUERY_CONSOLE_DIR=/usr/share/delivery-eta/console",
+     "QUERY_CONSOLE_DIR=/console", "ENV QUERY_CONSOLE_DIR"),
+    ("dockerfile", DOCKERFILE, "--component console", "--component docs", "console component"),
     # compose: the seed's fields
     ("compose", COMPOSE, "image: confluentinc/cp-kafka:7.5.0\n    depends_on:\n      zookeeper",
      "image: confluentinc/cp-kafka:7.4.0\n    depends_on:\n      zookeeper", "kafka: image"),

@@ -30,7 +30,7 @@ static const char *const all_vars[] = {
     "PGPASSWORD", "PGDATABASE", "REDIS_HOST", "REDIS_PORT", "HTTP_PORT", "HTTP_BODY_LIMIT",
     "HTTP_THREADS", "LOG_LEVEL", "INSTANCE_ID", "DETA_TEST_INT", "DETA_TEST_STR",
     "PG_PREPARED_STATEMENTS", "PG_STATEMENT_TIMEOUT_MS",
-    "PG_LOCK_TIMEOUT_MS", "OUTBOX_RETENTION_S", "INBOX_RETENTION_HOURS",
+    "PG_LOCK_TIMEOUT_MS", "OUTBOX_RETENTION_S", "INBOX_RETENTION_HOURS", "HTTP_CORS_ORIGINS",
 };
 
 static int clear_env(void **state) {
@@ -287,6 +287,20 @@ static void test_out_of_range_rejected(void **state) {
     load_bad("INBOX_RETENTION_HOURS", "87601");
 }
 
+static void test_cors_origins(void **state) {
+    (void)state;
+    deta_config_t cfg;
+    load_ok(&cfg, "order-service");
+    assert_string_equal(cfg.http_cors_origins, ""); /* no CORS by default */
+    setenv("HTTP_CORS_ORIGINS", "http://localhost:8080, http://127.0.0.1:8080", 1);
+    load_ok(&cfg, "order-service");
+    assert_string_equal(cfg.http_cors_origins, "http://localhost:8080, http://127.0.0.1:8080");
+    load_bad("HTTP_CORS_ORIGINS", "*");
+    load_bad("HTTP_CORS_ORIGINS", "http://localhost:8080/");
+    load_bad("HTTP_CORS_ORIGINS", "localhost:8080");
+    load_bad("HTTP_CORS_ORIGINS", "http://localhost:8080,,http://a.example");
+}
+
 static void test_bad_log_level_rejected(void **state) {
     (void)state;
     load_bad("LOG_LEVEL", "verbose");
@@ -405,6 +419,7 @@ int main(void) {
         T(test_too_long_strings_rejected), T(test_bad_service_name),
         T(test_config_int),            T(test_config_str),
         T(test_prepared_statements_switch), T(test_prepared_statements_bad_value),
+        T(test_cors_origins),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

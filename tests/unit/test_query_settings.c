@@ -41,6 +41,9 @@ static int clear_env(void **state) {
     unsetenv("QUERY_API_CONSUMER_WORKERS");
     for (size_t i = 0; i < sizeof cassandra_vars / sizeof *cassandra_vars; i++)
         unsetenv(cassandra_vars[i]);
+    unsetenv("QUERY_CONSOLE_DIR");
+    unsetenv("QUERY_CONSOLE_ORDER_URL");
+    unsetenv("QUERY_CONSOLE_INVENTORY_URL");
     return 0;
 }
 
@@ -276,11 +279,77 @@ static void test_cassandra_credentials(void **state) {
     assert_string_equal(s.cassandra.password, "");
 }
 
+/* ---- the console ---- */
+
+static void test_console_defaults(void **state) {
+    (void)state;
+    query_settings_t s;
+    load_ok(&s);
+    assert_string_equal(s.console.dir, ""); /* no console */
+    assert_string_equal(s.console.order_url, "");
+    assert_string_equal(s.console.inventory_url, "");
+    char csp[512];
+    assert_true(query_console_csp(&s.console, csp, sizeof csp));
+    assert_string_equal(csp, "default-src 'self'; script-src 'self'; style-src 'self'; "
+                             "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
+                             "base-uri 'none'; form-action 'self'");
+}
+
+static void test_console_values(void **state) {
+    (void)state;
+    query_settings_t s;
+    setenv("QUERY_CONSOLE_DIR", "/tmp", 1);
+    setenv("QUERY_CONSOLE_ORDER_URL", "http://localhost:8081", 1);
+    setenv("QUERY_CONSOLE_INVENTORY_URL", "https://stock.example", 1);
+    load_ok(&s);
+    assert_string_equal(s.console.dir, "/tmp");
+    assert_string_equal(s.console.order_url, "http://localhost:8081");
+    assert_string_equal(s.console.inventory_url, "https://stock.example");
+    char csp[512];
+    assert_true(query_console_csp(&s.console, csp, sizeof csp));
+    assert_string_equal(csp, "default-src 'self'; script-src 'self'; style-src 'self'; "
+                             "img-src 'self' data:; connect-src 'self' http://localhost:8081 "
+                             "https://stock.example; frame-ancestors 'none'; base-uri 'none'; "
+                             "form-action 'self'");
+    assert_false(query_console_csp(&s.console, csp, 40)); /* too small: refused, not cut */
+    unsetenv("QUERY_CONSOLE_ORDER_URL");
+    load_ok(&s);
+    assert_true(query_console_csp(&s.console, csp, sizeof csp));
+    assert_non_null(strstr(csp, "connect-src 'self' https://stock.example;"));
+}
+
+static void console_bad(const char *name, const char *value) {
+    clear_env(NULL);
+    setenv(name, value, 1);
+    query_settings_t s;
+    char err[256] = "";
+    if (query_settings_load(&s, err, sizeof err) != DETA_ERR_INVALID)
+        fail_msg("%s=%s accepted", name, value);
+    if (!strstr(err, name))
+        fail_msg("%s=%s: \"%s\" does not name it", name, value, err);
+}
+
+static void test_console_refusals(void **state) {
+    (void)state;
+    console_bad("QUERY_CONSOLE_DIR", "/nonexistent/console");
+    console_bad("QUERY_CONSOLE_DIR", "/etc/hostname"); /* a file */
+    const char *urls[] = {"localhost:8081", "http://localhost:8081/", "http://localhost:8081/api",
+                          "*", "ftp://localhost", "http://localhost:8081,http://x",
+                          "javascript:alert(1)", "http://a b", "http://localhost:8081 'unsafe-inline'"};
+    for (size_t i = 0; i < sizeof urls / sizeof *urls; i++) {
+        console_bad("QUERY_CONSOLE_ORDER_URL", urls[i]);
+        console_bad("QUERY_CONSOLE_INVENTORY_URL", urls[i]);
+    }
+}
+
 #define T(f) cmocka_unit_test_setup(f, clear_env)
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         T(test_defaults),
+        T(test_console_defaults),
+        T(test_console_values),
+        T(test_console_refusals),
         T(test_consumer_workers),
         T(test_admin_token_has_no_default),
         T(test_admin_token_is_query_apis_alone),

@@ -25,6 +25,10 @@
  *   HTTP_PORT                 the service's port (deta_service_def_t; docs/contracts.md)
  *   HTTP_BODY_LIMIT           65536 bytes
  *   HTTP_THREADS              4
+ *   HTTP_CORS_ORIGINS         ""      (comma-separated exact origins allowed to call the
+ *                                      service from a browser, such as
+ *                                      http://localhost:8080; no "*"; empty: no CORS
+ *                                      headers at all; deta/http_cors.h)
  *   LOG_LEVEL                 info    (debug, info, warn, error)
  *   INSTANCE_ID               <service>-<pid>
  *   OUTBOX_RETENTION_S        3600    (0..31536000: published outbox rows kept this long)
@@ -66,6 +70,7 @@ typedef struct deta_config {
     int http_port;
     long http_body_limit;
     int http_threads;
+    char http_cors_origins[1024]; /* HTTP_CORS_ORIGINS, checked by deta_cors_origins_parse */
     char log_level[16];
     long outbox_retention_s;   /* OUTBOX_RETENTION_S */
     long inbox_retention_hours; /* INBOX_RETENTION_HOURS; 0: for ever */

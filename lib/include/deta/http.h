@@ -16,6 +16,24 @@
  * Error bodies always have the shape
  *   {"status":400,"error":"Bad Request","field":"items[0].quantity","message":"..."}
  * with "field" present only when a field is to blame.
+ *
+ * Every answer, the server's own errors included, carries the security headers of
+ * docs/console.md: X-Content-Type-Options: nosniff, Referrer-Policy: no-referrer,
+ * X-Frame-Options: DENY, and on API answers Cache-Control: no-store and the
+ * Content-Security-Policy DETA_HTTP_API_CSP (static files: the policy given to
+ * deta_http_static, and Cache-Control: no-cache).
+ *
+ * CORS (deta_http_server_set_cors; the setting HTTP_CORS_ORIGINS, deta/http_cors.h):
+ * a request whose Origin is on the list gets Access-Control-Allow-Origin: <origin>,
+ * Vary: Origin and Access-Control-Expose-Headers: Location, Idempotent-Replayed; a
+ * preflight (OPTIONS with Access-Control-Request-Method) is answered by the server:
+ * 404 when no route has the path, 403 naming "Origin" when the origin is not listed
+ * (or the list is empty), else 204 with Access-Control-Allow-Methods (the path's),
+ * Access-Control-Allow-Headers: Content-Type, Idempotency-Key, Authorization and
+ * Access-Control-Max-Age: 600. Credentials are never allowed.
+ *
+ * Static files (deta_http_static): a GET or HEAD whose path no route has is looked up
+ * below the directory by the rules of deta/http_static.h; the JSON 404 otherwise.
  */
 #ifndef DETA_HTTP_H
 #define DETA_HTTP_H
@@ -51,6 +69,8 @@ typedef struct deta_http_resp {
      * deta_http_resp_header; static strings. */
     const char *header_name;
     const char *header_value;
+    /* A streamed answer instead of body (deta_http_resp_stream, deta/http_stream.h). */
+    struct deta_http_stream *stream;
 } deta_http_resp_t;
 
 typedef void (*deta_http_handler_fn)(const deta_http_req_t *req, deta_http_resp_t *resp,
@@ -68,6 +88,20 @@ deta_err_t deta_http_route(deta_http_server_t *srv, const char *method, const ch
 /* Optional: observe every request in http_request_duration_seconds{method,route,status}
  * (route = the pattern, or "unmatched") and count http_requests_total likewise. */
 void deta_http_server_set_metrics(deta_http_server_t *srv, deta_metrics_t *metrics);
+/* The Content-Security-Policy of every API answer. */
+#define DETA_HTTP_API_CSP "default-src 'none'; frame-ancestors 'none'"
+
+/* CORS from the allow-list origins (HTTP_CORS_ORIGINS' syntax, deta/http_cors.h; NULL or
+ * empty: none). DETA_ERR_INVALID naming the bad entry. Before deta_http_server_start. */
+deta_err_t deta_http_server_set_cors(deta_http_server_t *srv, const char *origins,
+                                     char *errstr, size_t errsize);
+/* Serves the files below dir (made canonical now; it must be a directory) to GET and
+ * HEAD requests whose path no route has, with csp as their Content-Security-Policy (one
+ * line). Files are read per request, at most DETA_STATIC_MAX_FILE bytes (a larger one
+ * is a 500, logged). DETA_ERR_INVALID when dir is no directory. Before
+ * deta_http_server_start. */
+deta_err_t deta_http_static(deta_http_server_t *srv, const char *dir, const char *csp,
+                            char *errstr, size_t errsize);
 /* Binds and starts serving; DETA_ERR_TRANSIENT when the port is taken. */
 deta_err_t deta_http_server_start(deta_http_server_t *srv, char *errstr, size_t errsize);
 int deta_http_server_port(const deta_http_server_t *srv);

@@ -1,0 +1,152 @@
+/*
+ * feed.c - the feed's table and statements (feed.h).
+ *
+ * created_at is the insert's clock_timestamp(), not now(): now() is the start of
+ * the consumer's transaction, and the delay histogram measures from the row to
+ * the client. The contract's DEFAULT now() stays for rows written by others.
+ */
+#include "query-api/stream/feed.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "deta/retention.h"
+
+static const deta_migration_t feed_migrations[] = {
+    {1, "stream_feed: the applied events, in order, for the live streams",
+     "CREATE TABLE stream_feed ("
+     "  seq bigserial PRIMARY KEY,"
+     "  event_id uuid UNIQUE NOT NULL,"
+     "  order_id text NOT NULL,"
+     "  event_type text NOT NULL,"
+     "  topic text NOT NULL,"
+     "  occurred_at timestamptz NOT NULL,"
+     "  status text NULL,"
+     "  customer_id text NULL,"
+     "  created_at timestamptz NOT NULL DEFAULT now());"
+     "CREATE INDEX stream_feed_order_idx ON stream_feed (order_id, seq);"
+     "CREATE INDEX stream_feed_created_idx ON stream_feed (created_at);"},
+};
+
+deta_err_t feed_prepare(deta_service_t *svc, char *errstr, size_t errsize) {
+    return deta_service_migrate(svc, "query-feed", feed_migrations,
+                                sizeof feed_migrations / sizeof *feed_migrations, errstr,
+                                errsize);
+}
+
+/* INSERT ... SELECT ... WHERE NOT EXISTS produces no row for a known event, so the
+ * serial's default is never evaluated for it (ON CONFLICT alone would still take a
+ * number); ON CONFLICT covers two deliveries racing. */
+static const char APPEND_SQL[] =
+    "WITH f AS (INSERT INTO stream_feed (event_id, order_id, event_type, topic, occurred_at,"
+    "  status, customer_id, created_at)"
+    " SELECT $1::uuid, $2, $3, $4, $5::timestamptz, $6, $7, clock_timestamp()"
+    " WHERE NOT EXISTS (SELECT 1 FROM stream_feed WHERE event_id = $1::uuid)"
+    " ON CONFLICT (event_id) DO NOTHING RETURNING seq)"
+    " SELECT pg_notify('" FEED_CHANNEL "', '') FROM f";
+
+static const char *nullable(const char *s) { return s && s[0] ? s : NULL; }
+
+deta_err_t feed_append(deta_db_t *tx, const feed_entry_t *e, char *errstr, size_t errsize) {
+    const char *params[] = {e->event_id,   e->order_id,         e->event_type,
+                            e->topic,      e->occurred_at,      nullable(e->status),
+                            nullable(e->customer_id)};
+    return deta_db_run(tx, APPEND_SQL, 7, params, errstr, errsize);
+}
+
+static const char READ_SQL[] =
+    "SELECT seq, order_id, event_id::text, event_type, topic,"
+    " (extract(epoch FROM occurred_at) * 1000000)::bigint, status, customer_id,"
+    " (extract(epoch FROM created_at) * 1000000)::bigint"
+    " FROM stream_feed WHERE seq > $1::bigint AND ($2::bigint < 0 OR seq <= $2::bigint)"
+    " AND ($3::text IS NULL OR order_id = $3) ORDER BY seq LIMIT $4::int";
+
+static void text_col(const PGresult *res, int row, int col, char *dst, size_t size) {
+    snprintf(dst, size, "%s", PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col));
+}
+
+deta_err_t feed_read(deta_db_t *db, int64_t after, int64_t upto, const char *order_id,
+                     feed_row_t *rows, size_t max, size_t *n, char *errstr, size_t errsize) {
+    char a[24], u[24], lim[24];
+    snprintf(a, sizeof a, "%" PRId64, after);
+    snprintf(u, sizeof u, "%" PRId64, upto);
+    snprintf(lim, sizeof lim, "%zu", max);
+    const char *params[] = {a, u, order_id, lim};
+    deta_err_t err;
+    *n = 0;
+    PGresult *res = deta_db_exec(db, READ_SQL, 4, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    int k = PQntuples(res);
+    for (int i = 0; i < k && (size_t)i < max; i++) {
+        feed_row_t *r = &rows[i];
+        memset(r, 0, sizeof *r);
+        r->seq = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+        text_col(res, i, 1, r->order_id, sizeof r->order_id);
+        text_col(res, i, 2, r->event_id, sizeof r->event_id);
+        text_col(res, i, 3, r->event_type, sizeof r->event_type);
+        text_col(res, i, 4, r->topic, sizeof r->topic);
+        deta_timestamp_from_us(strtoll(PQgetvalue(res, i, 5), NULL, 10), r->occurred_at);
+        text_col(res, i, 6, r->status, sizeof r->status);
+        text_col(res, i, 7, r->customer_id, sizeof r->customer_id);
+        r->created_us = strtoll(PQgetvalue(res, i, 8), NULL, 10);
+        *n = (size_t)i + 1;
+    }
+    PQclear(res);
+    return DETA_OK;
+}
+
+deta_err_t feed_bounds(deta_db_t *db, int64_t *oldest, int64_t *newest, char *errstr,
+                       size_t errsize) {
+    deta_err_t err;
+    PGresult *res = deta_db_exec(
+        db, "SELECT COALESCE(min(seq), 0), COALESCE(max(seq), 0) FROM stream_feed", 0, NULL,
+        &err, errstr, errsize);
+    if (!res)
+        return err;
+    *oldest = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    *newest = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    PQclear(res);
+    return DETA_OK;
+}
+
+deta_err_t feed_count(deta_db_t *db, int64_t after, int64_t upto, const char *order_id,
+                      long limit, long *n, char *errstr, size_t errsize) {
+    char a[24], u[24], lim[24];
+    snprintf(a, sizeof a, "%" PRId64, after);
+    snprintf(u, sizeof u, "%" PRId64, upto);
+    snprintf(lim, sizeof lim, "%ld", limit);
+    const char *params[] = {a, u, order_id, lim};
+    deta_err_t err;
+    PGresult *res = deta_db_exec(
+        db,
+        "SELECT count(*) FROM (SELECT 1 FROM stream_feed WHERE seq > $1::bigint"
+        " AND seq <= $2::bigint AND ($3::text IS NULL OR order_id = $3) LIMIT $4::int) x",
+        4, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    *n = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return DETA_OK;
+}
+
+deta_err_t feed_retain(deta_service_t *svc, long hours, char *errstr, size_t errsize) {
+    deta_retention_spec_t spec = {.table = "stream_feed",
+                                  .column = "created_at",
+                                  .keep_s = hours * 3600,
+                                  .what = "stream feed rows",
+                                  .metric = "query_stream_feed_purged_total",
+                                  .help = "Feed rows deleted after QUERY_STREAM_RETENTION_HOURS"};
+    deta_retention_t *r = deta_retention_new(&spec, deta_service_metrics(svc), errstr, errsize);
+    if (!r)
+        return DETA_ERR_INTERNAL;
+    if (deta_service_adopt(svc, r, deta_retention_free) != DETA_OK) {
+        deta_retention_free(r);
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot adopt the feed's purge");
+    }
+    if (deta_service_add_task(svc, deta_retention_run, r) != DETA_OK)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "too many periodic tasks");
+    return DETA_OK;
+}

@@ -1,0 +1,52 @@
+/*
+ * feed.h - query-api's feed (docs/console.md, "Live updates"): the table
+ * stream_feed in query-api's Postgres database, whatever QUERY_STORE is. One row
+ * per event the read model applied, written after the event's view (in the
+ * consumer's transaction, so with the Postgres store in the same transaction as
+ * the view), with the view's status and customerId after the event. A redelivered
+ * event adds nothing (event_id is unique, and the insert does not even take a
+ * sequence number for it, so redeliveries leave no gaps for the reader to wait
+ * on). The insert NOTIFYs channel stream_feed, delivered at commit, which wakes
+ * the readers.
+ */
+#ifndef QUERY_STREAM_FEED_H
+#define QUERY_STREAM_FEED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "deta/db.h"
+#include "deta/service.h"
+#include "query-api/stream/sse.h"
+
+#define FEED_CHANNEL "stream_feed"
+
+/* Creates or migrates the table (component "query-feed"). */
+deta_err_t feed_prepare(deta_service_t *svc, char *errstr, size_t errsize);
+
+/* What one applied event adds. status and customer_id "" for NULL. */
+typedef struct feed_entry {
+    const char *event_id, *order_id, *event_type, *topic, *occurred_at;
+    const char *status, *customer_id;
+} feed_entry_t;
+
+/* In tx (the consumer's transaction). */
+deta_err_t feed_append(deta_db_t *tx, const feed_entry_t *e, char *errstr, size_t errsize);
+
+/* Rows with after < seq <= upto (upto < 0: no bound), of order_id (NULL: all),
+ * in seq order, at most max into rows; *n how many. */
+deta_err_t feed_read(deta_db_t *db, int64_t after, int64_t upto, const char *order_id,
+                     feed_row_t *rows, size_t max, size_t *n, char *errstr, size_t errsize);
+/* Oldest and newest seq (0 when empty). */
+deta_err_t feed_bounds(deta_db_t *db, int64_t *oldest, int64_t *newest, char *errstr,
+                       size_t errsize);
+/* How many rows after < seq <= upto of order_id (NULL: all) there are, counting
+ * at most limit. */
+deta_err_t feed_count(deta_db_t *db, int64_t after, int64_t upto, const char *order_id,
+                      long limit, long *n, char *errstr, size_t errsize);
+
+/* The retention purge of the feed as a task of svc's main loop (rows older than
+ * hours by created_at); the service frees it. */
+deta_err_t feed_retain(deta_service_t *svc, long hours, char *errstr, size_t errsize);
+
+#endif

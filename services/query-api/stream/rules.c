@@ -1,0 +1,46 @@
+/*
+ * rules.c - the gap rule and where a stream starts (rules.h). No I/O.
+ */
+#include "query-api/stream/rules.h"
+
+gap_verdict_t gap_check(gap_wait_t *w, int64_t pos, int64_t seq, long now_ms, long gap_ms) {
+    if (seq <= pos + 1) {
+        w->missing = 0;
+        return GAP_TAKE;
+    }
+    if (w->missing != pos + 1) { /* a new hole (or the old one partly filled) */
+        w->missing = pos + 1;
+        w->since_ms = now_ms;
+    }
+    if (now_ms - w->since_ms >= gap_ms) {
+        w->missing = 0;
+        return GAP_TAKE;
+    }
+    return GAP_WAIT;
+}
+
+long gap_remaining_ms(const gap_wait_t *w, long now_ms, long gap_ms) {
+    if (w->missing == 0)
+        return -1;
+    long left = gap_ms - (now_ms - w->since_ms);
+    return left > 0 ? left : 0;
+}
+
+start_verdict_t stream_start_decide(const stream_start_t *s, const feed_extent_t *e,
+                                    long backlog_max, int64_t *cursor) {
+    if (!s->has_resume) {
+        *cursor = s->order_stream ? 0 : e->newest;
+        return START_FROM;
+    }
+    int64_t r = s->resume;
+    /* Purged: rows after r are gone (the oldest left is past r + 1). Beyond the
+     * newest: the id is not from this feed (or its rows are lost). */
+    bool purged = e->oldest > 0 && r + 1 < e->oldest;
+    bool ahead = r > e->newest;
+    if (purged || ahead || e->behind > backlog_max) {
+        *cursor = e->newest;
+        return START_RESET;
+    }
+    *cursor = r;
+    return START_FROM;
+}

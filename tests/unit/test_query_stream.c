@@ -1,0 +1,182 @@
+/*
+ * test_query_stream.c - query-api's stream rules (services/query-api/stream/):
+ * the SSE frames, the strict parse of a resume point, the gap rule and where a
+ * stream starts.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "query-api/stream/rules.h"
+#include "query-api/stream/sse.h"
+
+static feed_row_t row(int64_t seq) {
+    feed_row_t r = {.seq = seq};
+    strcpy(r.order_id, "6f1c1f4e-0000-4000-8000-000000000001");
+    strcpy(r.event_id, "6f1c1f4e-0000-4000-8000-0000000000aa");
+    strcpy(r.event_type, "payment.authorized");
+    strcpy(r.topic, "raw.payment-events");
+    strcpy(r.occurred_at, "2026-01-02T03:04:05.678Z");
+    strcpy(r.status, "PAID");
+    strcpy(r.customer_id, "c-1");
+    return r;
+}
+
+static void order_frame_has_id_event_and_one_data_line(void **state) {
+    (void)state;
+    feed_row_t r = row(1234);
+    size_t len = 0;
+    char *f = sse_order_frame(&r, &len);
+    assert_non_null(f);
+    assert_int_equal(len, strlen(f));
+    assert_string_equal(
+        f, "id: 1234\nevent: order\ndata: {\"seq\":1234,\"orderId\":\"6f1c1f4e-0000-4000-8000-"
+           "000000000001\",\"eventId\":\"6f1c1f4e-0000-4000-8000-0000000000aa\",\"eventType\":"
+           "\"payment.authorized\",\"topic\":\"raw.payment-events\",\"occurredAt\":\"2026-01-"
+           "02T03:04:05.678Z\",\"status\":\"PAID\",\"customerId\":\"c-1\"}\n\n");
+    free(f);
+}
+
+static void order_frame_sends_null_for_unset_and_escapes_newlines(void **state) {
+    (void)state;
+    feed_row_t r = row(7);
+    r.status[0] = '\0';
+    strcpy(r.customer_id, "a\nb");
+    size_t len;
+    char *f = sse_order_frame(&r, &len);
+    assert_non_null(strstr(f, "\"status\":null"));
+    assert_non_null(strstr(f, "\"customerId\":\"a\\nb\""));
+    /* exactly the three field lines and the blank line */
+    int newlines = 0;
+    for (char *p = f; *p; p++)
+        newlines += *p == '\n';
+    assert_int_equal(newlines, 4);
+    free(f);
+}
+
+static void reset_frame_carries_the_newest_seq(void **state) {
+    (void)state;
+    char buf[96];
+    size_t n = sse_reset_frame(99, buf, sizeof buf);
+    assert_int_equal(n, strlen(buf));
+    assert_string_equal(buf, "id: 99\nevent: reset\ndata: {\"seq\":99}\n\n");
+    assert_int_equal(sse_reset_frame(99, buf, 10), 0);
+}
+
+static void event_id_parse_takes_decimals_in_range_only(void **state) {
+    (void)state;
+    int64_t v = -1;
+    assert_true(sse_parse_event_id("0", &v));
+    assert_int_equal(v, 0);
+    assert_true(sse_parse_event_id("1234", &v));
+    assert_int_equal(v, 1234);
+    assert_true(sse_parse_event_id("9223372036854775807", &v));
+    assert_int_equal(v, INT64_MAX);
+    const char *bad[] = {"",    "-1",  "+1",  " 1",  "1 ", "1a", "0x10", "1.0",
+                         "9223372036854775808", "99999999999999999999", "１", "1\n"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        v = 42;
+        assert_false(sse_parse_event_id(bad[i], &v));
+        assert_int_equal(v, 42);
+    }
+    assert_false(sse_parse_event_id(NULL, &v));
+}
+
+static void gap_takes_the_next_row_at_once(void **state) {
+    (void)state;
+    gap_wait_t w = {0};
+    assert_int_equal(gap_check(&w, 10, 11, 1000, 2000), GAP_TAKE);
+    assert_int_equal(gap_remaining_ms(&w, 1000, 2000), -1);
+}
+
+static void gap_waits_for_a_missing_number_then_skips_it(void **state) {
+    (void)state;
+    gap_wait_t w = {0};
+    assert_int_equal(gap_check(&w, 10, 12, 1000, 2000), GAP_WAIT);
+    assert_int_equal(gap_remaining_ms(&w, 1500, 2000), 1500);
+    assert_int_equal(gap_check(&w, 10, 12, 2999, 2000), GAP_WAIT);
+    assert_int_equal(gap_check(&w, 10, 12, 3000, 2000), GAP_TAKE);
+    assert_int_equal(gap_remaining_ms(&w, 3000, 2000), -1);
+}
+
+static void gap_filled_in_time_restarts_the_clock_for_the_next_hole(void **state) {
+    (void)state;
+    gap_wait_t w = {0};
+    assert_int_equal(gap_check(&w, 10, 13, 1000, 2000), GAP_WAIT);
+    /* 11 committed: taken; now 12 is missing, waited for from now */
+    assert_int_equal(gap_check(&w, 10, 11, 1800, 2000), GAP_TAKE);
+    assert_int_equal(gap_check(&w, 11, 13, 1900, 2000), GAP_WAIT);
+    assert_int_equal(gap_check(&w, 11, 13, 3800, 2000), GAP_WAIT);
+    assert_int_equal(gap_check(&w, 11, 13, 3900, 2000), GAP_TAKE);
+}
+
+static void gap_of_zero_ms_never_waits(void **state) {
+    (void)state;
+    gap_wait_t w = {0};
+    assert_int_equal(gap_check(&w, 10, 20, 5, 0), GAP_TAKE);
+}
+
+static void start_without_resume_point(void **state) {
+    (void)state;
+    feed_extent_t e = {.oldest = 5, .newest = 100};
+    int64_t c = -1;
+    stream_start_t order = {.order_stream = true};
+    assert_int_equal(stream_start_decide(&order, &e, 10000, &c), START_FROM);
+    assert_int_equal(c, 0); /* every retained row of the order */
+    stream_start_t board = {.order_stream = false};
+    assert_int_equal(stream_start_decide(&board, &e, 10000, &c), START_FROM);
+    assert_int_equal(c, 100); /* nothing old */
+}
+
+static void start_from_a_served_resume_point(void **state) {
+    (void)state;
+    feed_extent_t e = {.oldest = 5, .newest = 100, .behind = 30};
+    int64_t c = -1;
+    stream_start_t s = {.has_resume = true, .resume = 70};
+    assert_int_equal(stream_start_decide(&s, &e, 10000, &c), START_FROM);
+    assert_int_equal(c, 70);
+    s.resume = 4; /* the row just before the oldest retained: nothing purged after it */
+    assert_int_equal(stream_start_decide(&s, &e, 10000, &c), START_FROM);
+    assert_int_equal(c, 4);
+    s.resume = 100;
+    e.behind = 0;
+    assert_int_equal(stream_start_decide(&s, &e, 10000, &c), START_FROM);
+    assert_int_equal(c, 100);
+}
+
+static void start_resets_when_purged_ahead_or_too_far_behind(void **state) {
+    (void)state;
+    int64_t c = -1;
+    stream_start_t s = {.has_resume = true, .resume = 3};
+    feed_extent_t e = {.oldest = 5, .newest = 100, .behind = 10};
+    assert_int_equal(stream_start_decide(&s, &e, 10000, &c), START_RESET);
+    assert_int_equal(c, 100);
+    s.resume = 101;
+    assert_int_equal(stream_start_decide(&s, &e, 10000, &c), START_RESET);
+    s.resume = 50;
+    e.behind = 10001;
+    assert_int_equal(stream_start_decide(&s, &e, 10000, &c), START_RESET);
+    e.behind = 10000;
+    assert_int_equal(stream_start_decide(&s, &e, 10000, &c), START_FROM);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(order_frame_has_id_event_and_one_data_line),
+        cmocka_unit_test(order_frame_sends_null_for_unset_and_escapes_newlines),
+        cmocka_unit_test(reset_frame_carries_the_newest_seq),
+        cmocka_unit_test(event_id_parse_takes_decimals_in_range_only),
+        cmocka_unit_test(gap_takes_the_next_row_at_once),
+        cmocka_unit_test(gap_waits_for_a_missing_number_then_skips_it),
+        cmocka_unit_test(gap_filled_in_time_restarts_the_clock_for_the_next_hole),
+        cmocka_unit_test(gap_of_zero_ms_never_waits),
+        cmocka_unit_test(start_without_resume_point),
+        cmocka_unit_test(start_from_a_served_resume_point),
+        cmocka_unit_test(start_resets_when_purged_ahead_or_too_far_behind),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
