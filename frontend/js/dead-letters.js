@@ -7,6 +7,7 @@ import { request } from './api.js';
 import { fill, h, instant, uid } from './dom.js';
 
 const KEY = 'deta.adminToken';
+const LIST_MAX = 200; // the API's largest page
 
 function token() {
   try {
@@ -120,16 +121,26 @@ export async function mount(main, ctx) {
       listBox.replaceChildren();
       return;
     }
-    const r = await admin('GET', `/api/admin/dead-letters/${encodeURIComponent(topic)}?status=all&limit=200`);
+    // The API lists oldest first; the page shows the newest LIST_MAX, newest first,
+    // so that a fresh dead letter is on it however many came before.
+    const base = `/api/admin/dead-letters/${encodeURIComponent(topic)}?status=all&limit=${LIST_MAX}`;
+    let r = await admin('GET', base);
+    if (!signal.aborted && r.ok && r.body && r.body.total > LIST_MAX)
+      r = await admin('GET', `${base}&offset=${r.body.total - LIST_MAX}`);
     if (signal.aborted) return;
     if (!r.ok || !r.body || !Array.isArray(r.body.items)) {
       fail(r);
       return;
     }
-    fill(listBox, h('h2', { id: 'dl-list' }, `${topic}: ${r.body.total ?? r.body.items.length} messages`),
+    const items = r.body.items.slice().reverse();
+    const total = r.body.total ?? items.length;
+    const title = total > items.length
+      ? `${topic}: ${total} messages, the newest ${items.length} shown`
+      : `${topic}: ${total} messages, newest first`;
+    fill(listBox, h('h2', { id: 'dl-list' }, title),
       h('table', { class: 'dead-letters' },
         h('thead', null, h('tr', null, ['id', 'key', 'error', 'group', 'received', 'replays'].map((c) => h('th', { scope: 'col' }, c)))),
-        h('tbody', null, r.body.items.map((d) => h('tr', { 'data-id': d.id },
+        h('tbody', null, items.map((d) => h('tr', { 'data-id': d.id },
           h('td', null, h('a', { href: link({ topic, id: d.id }) }, String(d.id))),
           h('td', { class: 'mono' }, d.key ?? '—'),
           h('td', null, d.error ?? '—'),
