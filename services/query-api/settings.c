@@ -231,7 +231,7 @@ static deta_err_t load_stream(query_stream_settings_t *st, char *errstr, size_t 
                          &st->buffer_bytes, errstr, errsize)) ||
         (err = load_int("QUERY_STREAM_HEARTBEAT_S", 15, 1, 300, &st->heartbeat_s, errstr,
                         errsize)) ||
-        (err = load_long("QUERY_STREAM_GAP_MS", 2000, 0, 60000, &st->gap_ms, errstr,
+        (err = load_long("QUERY_STREAM_GAP_MS", 10000, 0, 60000, &st->gap_ms, errstr,
                          errsize)) ||
         (err = load_long("QUERY_STREAM_BACKLOG_MAX", 10000, 1, 1000000, &st->backlog_max,
                          errstr, errsize)))

@@ -51,8 +51,11 @@
  *   QUERY_STREAM_BUFFER_BYTES   262144  bytes that may wait for one client before it
  *                                     is dropped (4096..67108864)
  *   QUERY_STREAM_HEARTBEAT_S    15    a comment after this many quiet seconds (1..300)
- *   QUERY_STREAM_GAP_MS         2000  how long the feed reader waits for a missing
- *                                     sequence number before skipping it (0..60000)
+ *   QUERY_STREAM_GAP_MS         10000 how long the feed reader waits for a missing
+ *                                     sequence number while a transaction that may
+ *                                     hold it is still open, before giving it up
+ *                                     (0..60000; one that rolled back is skipped
+ *                                     as soon as that is certain)
  *   QUERY_STREAM_BACKLOG_MAX    10000 a resume point further behind gets a reset
  *                                     (1..1000000)
  *   QUERY_STREAM_RETENTION_HOURS 24   feed rows are purged after this (1..8760)

@@ -89,40 +89,99 @@ static void event_id_parse_takes_decimals_in_range_only(void **state) {
 static void gap_takes_the_next_row_at_once(void **state) {
     (void)state;
     gap_wait_t w = {0};
-    assert_int_equal(gap_check(&w, 10, 11, 1000, 2000), GAP_TAKE);
-    assert_int_equal(gap_remaining_ms(&w, 1000, 2000), -1);
+    assert_int_equal(gap_check(&w, 10, 11, false, 1000, 10000), GAP_TAKE);
+    assert_int_equal(gap_remaining_ms(&w, 1000, 10000), -1);
 }
 
-static void gap_waits_for_a_missing_number_then_skips_it(void **state) {
+static void gap_looks_again_before_it_notes_holders(void **state) {
     (void)state;
     gap_wait_t w = {0};
-    assert_int_equal(gap_check(&w, 10, 12, 1000, 2000), GAP_WAIT);
-    assert_int_equal(gap_remaining_ms(&w, 1500, 2000), 1500);
-    assert_int_equal(gap_check(&w, 10, 12, 2999, 2000), GAP_WAIT);
-    assert_int_equal(gap_check(&w, 10, 12, 3000, 2000), GAP_TAKE);
+    /* 11 missing, 12 seen: most holes fill within milliseconds, so first a wait */
+    assert_int_equal(gap_check(&w, 10, 12, false, 1000, 10000), GAP_WAIT);
+    /* 11 committed meanwhile: taken, the wait ends */
+    assert_int_equal(gap_check(&w, 10, 11, false, 1020, 10000), GAP_TAKE);
+    assert_int_equal(w.missing, 0);
+}
+
+static void gap_notes_holders_then_skips_once_they_ended(void **state) {
+    (void)state;
+    gap_wait_t w = {0};
+    assert_int_equal(gap_check(&w, 10, 12, false, 1000, 10000), GAP_WAIT);
+    /* still missing at the second look: the holders are asked for; a settled flag
+     * from a read made before they were noted means nothing */
+    assert_int_equal(gap_check(&w, 10, 12, true, 1020, 10000), GAP_HOLDERS);
+    assert_int_equal(gap_check(&w, 10, 12, true, 1021, 10000), GAP_HOLDERS);
+    gap_holders_noted(&w);
+    assert_int_equal(gap_check(&w, 10, 12, false, 1040, 10000), GAP_WAIT);
+    assert_int_equal(gap_remaining_ms(&w, 1500, 10000), 9500);
+    /* a read whose snapshot shows every holder ended: 11 rolled back */
+    assert_int_equal(gap_check(&w, 10, 12, true, 1060, 10000), GAP_SKIP);
+    assert_int_equal(gap_remaining_ms(&w, 1060, 10000), -1);
+}
+
+static void gap_waits_for_a_slow_holder_however_long_within_the_bound(void **state) {
+    (void)state;
+    gap_wait_t w = {0};
+    assert_int_equal(gap_check(&w, 10, 12, false, 0, 10000), GAP_WAIT);
+    assert_int_equal(gap_check(&w, 10, 12, false, 20, 10000), GAP_HOLDERS);
+    gap_holders_noted(&w);
+    /* the old rule gave up after 2 s; a holder still open keeps the wait */
+    assert_int_equal(gap_check(&w, 10, 12, false, 5000, 10000), GAP_WAIT);
+    assert_int_equal(gap_check(&w, 10, 12, false, 9999, 10000), GAP_WAIT);
+    /* it committed: 11 is the next row */
+    assert_int_equal(gap_check(&w, 10, 11, false, 9999, 10000), GAP_TAKE);
+    assert_int_equal(w.missing, 0);
+}
+
+static void gap_given_up_after_the_bound(void **state) {
+    (void)state;
+    gap_wait_t w = {0};
+    assert_int_equal(gap_check(&w, 10, 12, false, 1000, 2000), GAP_WAIT);
+    assert_int_equal(gap_check(&w, 10, 12, false, 1020, 2000), GAP_HOLDERS);
+    gap_holders_noted(&w);
+    assert_int_equal(gap_check(&w, 10, 12, false, 2999, 2000), GAP_WAIT);
+    assert_int_equal(gap_check(&w, 10, 12, false, 3000, 2000), GAP_SKIP_BOUND);
     assert_int_equal(gap_remaining_ms(&w, 3000, 2000), -1);
+    /* without holders noted too (their query kept failing) */
+    assert_int_equal(gap_check(&w, 20, 22, false, 4000, 2000), GAP_WAIT);
+    assert_int_equal(gap_check(&w, 20, 22, false, 4020, 2000), GAP_HOLDERS);
+    assert_int_equal(gap_check(&w, 20, 22, false, 6000, 2000), GAP_SKIP_BOUND);
 }
 
-static void gap_filled_in_time_restarts_the_clock_for_the_next_hole(void **state) {
+static void gap_partly_filled_starts_a_new_wait(void **state) {
     (void)state;
     gap_wait_t w = {0};
-    assert_int_equal(gap_check(&w, 10, 13, 1000, 2000), GAP_WAIT);
-    /* 11 committed: taken; now 12 is missing, waited for from now */
-    assert_int_equal(gap_check(&w, 10, 11, 1800, 2000), GAP_TAKE);
-    assert_int_equal(gap_check(&w, 11, 13, 1900, 2000), GAP_WAIT);
-    assert_int_equal(gap_check(&w, 11, 13, 3800, 2000), GAP_WAIT);
-    assert_int_equal(gap_check(&w, 11, 13, 3900, 2000), GAP_TAKE);
+    /* 11 and 12 missing, 13 seen */
+    assert_int_equal(gap_check(&w, 10, 13, false, 1000, 10000), GAP_WAIT);
+    assert_int_equal(gap_check(&w, 10, 13, false, 1020, 10000), GAP_HOLDERS);
+    gap_holders_noted(&w);
+    /* 11 committed: taken, the wait ends */
+    assert_int_equal(gap_check(&w, 10, 11, true, 1100, 10000), GAP_TAKE);
+    /* 12 still missing: a new wait, its clock from now, holders noted anew */
+    assert_int_equal(gap_check(&w, 11, 13, true, 1200, 10000), GAP_WAIT);
+    assert_int_equal(gap_remaining_ms(&w, 1200, 10000), 10000);
+    assert_int_equal(gap_check(&w, 11, 13, true, 1220, 10000), GAP_HOLDERS);
+    gap_holders_noted(&w);
+    assert_int_equal(gap_check(&w, 11, 13, true, 1240, 10000), GAP_SKIP);
 }
 
 static void gap_of_zero_ms_never_waits(void **state) {
     (void)state;
     gap_wait_t w = {0};
-    assert_int_equal(gap_check(&w, 10, 20, 5, 0), GAP_TAKE);
+    assert_int_equal(gap_check(&w, 10, 20, false, 5, 0), GAP_SKIP_BOUND);
+}
+
+static void gap_holders_noted_without_a_wait_do_nothing(void **state) {
+    (void)state;
+    gap_wait_t w = {0};
+    gap_holders_noted(&w);
+    assert_false(w.holders);
+    assert_int_equal(gap_check(&w, 10, 12, true, 0, 10000), GAP_WAIT);
 }
 
 static void start_without_resume_point(void **state) {
     (void)state;
-    feed_extent_t e = {.oldest = 5, .newest = 100};
+    feed_extent_t e = {.oldest = 5, .newest = 100, .delivered = 100};
     int64_t c = -1;
     stream_start_t order = {.order_stream = true};
     assert_int_equal(stream_start_decide(&order, &e, 10000, &c), START_FROM);
@@ -132,9 +191,25 @@ static void start_without_resume_point(void **state) {
     assert_int_equal(c, 100); /* nothing old */
 }
 
+static void start_of_the_board_is_where_the_reader_is(void **state) {
+    (void)state;
+    /* the reader waits for a hole at 91: 92..100 committed, not yet sent to anyone */
+    feed_extent_t e = {.oldest = 5, .newest = 100, .delivered = 90};
+    int64_t c = -1;
+    stream_start_t board = {.order_stream = false};
+    assert_int_equal(stream_start_decide(&board, &e, 10000, &c), START_FROM);
+    assert_int_equal(c, 90); /* so that 91..100 reach the new stream live */
+    stream_start_t late = {.has_resume = true, .resume = 101}; /* beyond the newest */
+    assert_int_equal(stream_start_decide(&late, &e, 10000, &c), START_RESET);
+    assert_int_equal(c, 90);
+    stream_start_t seen = {.has_resume = true, .resume = 95}; /* seen elsewhere: kept */
+    assert_int_equal(stream_start_decide(&seen, &e, 10000, &c), START_FROM);
+    assert_int_equal(c, 95);
+}
+
 static void start_from_a_served_resume_point(void **state) {
     (void)state;
-    feed_extent_t e = {.oldest = 5, .newest = 100, .behind = 30};
+    feed_extent_t e = {.oldest = 5, .newest = 100, .delivered = 100, .behind = 30};
     int64_t c = -1;
     stream_start_t s = {.has_resume = true, .resume = 70};
     assert_int_equal(stream_start_decide(&s, &e, 10000, &c), START_FROM);
@@ -152,7 +227,7 @@ static void start_resets_when_purged_ahead_or_too_far_behind(void **state) {
     (void)state;
     int64_t c = -1;
     stream_start_t s = {.has_resume = true, .resume = 3};
-    feed_extent_t e = {.oldest = 5, .newest = 100, .behind = 10};
+    feed_extent_t e = {.oldest = 5, .newest = 100, .delivered = 100, .behind = 10};
     assert_int_equal(stream_start_decide(&s, &e, 10000, &c), START_RESET);
     assert_int_equal(c, 100);
     s.resume = 101;
@@ -171,10 +246,15 @@ int main(void) {
         cmocka_unit_test(reset_frame_carries_the_newest_seq),
         cmocka_unit_test(event_id_parse_takes_decimals_in_range_only),
         cmocka_unit_test(gap_takes_the_next_row_at_once),
-        cmocka_unit_test(gap_waits_for_a_missing_number_then_skips_it),
-        cmocka_unit_test(gap_filled_in_time_restarts_the_clock_for_the_next_hole),
+        cmocka_unit_test(gap_looks_again_before_it_notes_holders),
+        cmocka_unit_test(gap_notes_holders_then_skips_once_they_ended),
+        cmocka_unit_test(gap_waits_for_a_slow_holder_however_long_within_the_bound),
+        cmocka_unit_test(gap_given_up_after_the_bound),
+        cmocka_unit_test(gap_partly_filled_starts_a_new_wait),
         cmocka_unit_test(gap_of_zero_ms_never_waits),
+        cmocka_unit_test(gap_holders_noted_without_a_wait_do_nothing),
         cmocka_unit_test(start_without_resume_point),
+        cmocka_unit_test(start_of_the_board_is_where_the_reader_is),
         cmocka_unit_test(start_from_a_served_resume_point),
         cmocka_unit_test(start_resets_when_purged_ahead_or_too_far_behind),
     };

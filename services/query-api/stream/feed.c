@@ -38,12 +38,18 @@ deta_err_t feed_prepare(deta_service_t *svc, char *errstr, size_t errsize) {
 
 /* INSERT ... SELECT ... WHERE NOT EXISTS produces no row for a known event, so the
  * serial's default is never evaluated for it (ON CONFLICT alone would still take a
- * number); ON CONFLICT covers two deliveries racing. */
+ * number); ON CONFLICT covers two deliveries racing. pg_current_xact_id() gives
+ * the transaction its id, if it has none yet, in the WHERE clause: before the
+ * projection that takes the sequence number (the gap rule, rules.h, needs every
+ * holder of a number to be visible by its id). The consumer's transaction has
+ * one already, from its inbox claim and the view; this makes it hold whatever
+ * came before. */
 static const char APPEND_SQL[] =
     "WITH f AS (INSERT INTO stream_feed (event_id, order_id, event_type, topic, occurred_at,"
     "  status, customer_id, created_at)"
     " SELECT $1::uuid, $2, $3, $4, $5::timestamptz, $6, $7, clock_timestamp()"
-    " WHERE NOT EXISTS (SELECT 1 FROM stream_feed WHERE event_id = $1::uuid)"
+    " WHERE pg_current_xact_id() IS NOT NULL"
+    " AND NOT EXISTS (SELECT 1 FROM stream_feed WHERE event_id = $1::uuid)"
     " ON CONFLICT (event_id) DO NOTHING RETURNING seq)"
     " SELECT pg_notify('" FEED_CHANNEL "', '') FROM f";
 
@@ -56,10 +62,16 @@ deta_err_t feed_append(deta_db_t *tx, const feed_entry_t *e, char *errstr, size_
     return deta_db_run(tx, APPEND_SQL, 7, params, errstr, errsize);
 }
 
+/* The settled column is an uncorrelated subquery, so it is computed once, in the
+ * statement's snapshot: the same snapshot as the rows. A holder is ended in it
+ * when pg_visible_in_snapshot() says so (older than the snapshot's xmin, or below
+ * its xmax and not in progress; committed or aborted alike). */
 static const char READ_SQL[] =
     "SELECT seq, order_id, event_id::text, event_type, topic,"
     " (extract(epoch FROM occurred_at) * 1000000)::bigint, status, customer_id,"
-    " (extract(epoch FROM created_at) * 1000000)::bigint"
+    " (extract(epoch FROM created_at) * 1000000)::bigint,"
+    " (SELECT $5::xid8[] IS NOT NULL AND COALESCE(bool_and(pg_visible_in_snapshot(h, s)), true)"
+    "  FROM unnest($5::xid8[]) h, pg_current_snapshot() s)"
     " FROM stream_feed WHERE seq > $1::bigint AND ($2::bigint < 0 OR seq <= $2::bigint)"
     " AND ($3::text IS NULL OR order_id = $3) ORDER BY seq LIMIT $4::int";
 
@@ -68,15 +80,17 @@ static void text_col(const PGresult *res, int row, int col, char *dst, size_t si
 }
 
 deta_err_t feed_read(deta_db_t *db, int64_t after, int64_t upto, const char *order_id,
-                     feed_row_t *rows, size_t max, size_t *n, char *errstr, size_t errsize) {
+                     const char *holders, feed_row_t *rows, size_t max, size_t *n,
+                     bool *settled, char *errstr, size_t errsize) {
     char a[24], u[24], lim[24];
     snprintf(a, sizeof a, "%" PRId64, after);
     snprintf(u, sizeof u, "%" PRId64, upto);
     snprintf(lim, sizeof lim, "%zu", max);
-    const char *params[] = {a, u, order_id, lim};
+    const char *params[] = {a, u, order_id, lim, holders};
     deta_err_t err;
     *n = 0;
-    PGresult *res = deta_db_exec(db, READ_SQL, 4, params, &err, errstr, errsize);
+    *settled = false;
+    PGresult *res = deta_db_exec(db, READ_SQL, 5, params, &err, errstr, errsize);
     if (!res)
         return err;
     int k = PQntuples(res);
@@ -94,8 +108,47 @@ deta_err_t feed_read(deta_db_t *db, int64_t after, int64_t upto, const char *ord
         r->created_us = strtoll(PQgetvalue(res, i, 8), NULL, 10);
         *n = (size_t)i + 1;
     }
+    if (k > 0)
+        *settled = strcmp(PQgetvalue(res, 0, 9), "t") == 0;
     PQclear(res);
     return DETA_OK;
+}
+
+/* pg_stat_activity's backend_xid (a 32-bit xid; shown for every backend, whatever
+ * its role) of this database's backends, widened to xid8 by its signed distance
+ * from the snapshot's xmax (open transactions are within 2^31 of it). Not
+ * pg_snapshot_xip(): a snapshot leaves out the transactions at or above its xmax
+ * (one past the newest that ended), and a holder can be such a transaction (its
+ * id older than its number's, a younger id's commit not yet seen). The CTE
+ * `open` is used twice, so it is computed once. */
+static const char HOLDERS_SQL[] =
+    "WITH m AS (SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS m),"
+    " open AS (SELECT (m + ((backend_xid::text::bigint - m % 4294967296 + 6442450944)"
+    "   % 4294967296 - 2147483648))::text::xid8 AS x"
+    "  FROM m, pg_stat_activity"
+    "  WHERE datname = current_database() AND backend_xid IS NOT NULL)"
+    " SELECT COALESCE((SELECT array_agg(x)::text FROM open"
+    "   WHERE x <> ALL (COALESCE($1::xid8[], '{}'))), '{}'),"
+    "  COALESCE((SELECT array_agg(x)::text FROM open"
+    "   WHERE x = ANY (COALESCE($1::xid8[], '{}'))), '{}')";
+
+deta_err_t feed_holders(deta_db_t *db, const char *given_up, char **holders,
+                        char **still_given_up, char *errstr, size_t errsize) {
+    deta_err_t err;
+    *holders = *still_given_up = NULL;
+    const char *params[] = {given_up};
+    PGresult *res = deta_db_exec(db, HOLDERS_SQL, 1, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    *holders = strdup(PQgetvalue(res, 0, 0));
+    *still_given_up = strdup(PQgetvalue(res, 0, 1));
+    PQclear(res);
+    if (*holders && *still_given_up)
+        return DETA_OK;
+    free(*holders);
+    free(*still_given_up);
+    *holders = *still_given_up = NULL;
+    return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
 }
 
 deta_err_t feed_bounds(deta_db_t *db, int64_t *oldest, int64_t *newest, char *errstr,

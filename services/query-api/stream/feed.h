@@ -3,7 +3,9 @@
  * stream_feed in query-api's Postgres database, whatever QUERY_STORE is. One row
  * per event the read model applied, written after the event's view (in the
  * consumer's transaction, so with the Postgres store in the same transaction as
- * the view), with the view's status and customerId after the event. A redelivered
+ * the view), with the view's status and customerId after the event. The insert's
+ * transaction has a transaction id before it takes a sequence number, which the
+ * reader's gap rule relies on (rules.h). A redelivered
  * event adds nothing (event_id is unique, and the insert does not even take a
  * sequence number for it, so redeliveries leave no gaps for the reader to wait
  * on). The insert NOTIFYs channel stream_feed, delivered at commit, which wakes
@@ -12,6 +14,7 @@
 #ifndef QUERY_STREAM_FEED_H
 #define QUERY_STREAM_FEED_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,9 +37,17 @@ typedef struct feed_entry {
 deta_err_t feed_append(deta_db_t *tx, const feed_entry_t *e, char *errstr, size_t errsize);
 
 /* Rows with after < seq <= upto (upto < 0: no bound), of order_id (NULL: all),
- * in seq order, at most max into rows; *n how many. */
+ * in seq order, at most max into rows; *n how many. With holders (a list from
+ * feed_holders, else NULL), *settled says whether the read's snapshot shows every
+ * one of them ended (rules.h, the gap rule); without, it is false. */
 deta_err_t feed_read(deta_db_t *db, int64_t after, int64_t upto, const char *order_id,
-                     feed_row_t *rows, size_t max, size_t *n, char *errstr, size_t errsize);
+                     const char *holders, feed_row_t *rows, size_t max, size_t *n,
+                     bool *settled, char *errstr, size_t errsize);
+/* The transactions of query-api's database open now with a transaction id, as
+ * Postgres xid8[] literals (malloc'd): into *holders those not in given_up (a
+ * list from an earlier call, or NULL), into *still_given_up those that are. */
+deta_err_t feed_holders(deta_db_t *db, const char *given_up, char **holders,
+                        char **still_given_up, char *errstr, size_t errsize);
 /* Oldest and newest seq (0 when empty). */
 deta_err_t feed_bounds(deta_db_t *db, int64_t *oldest, int64_t *newest, char *errstr,
                        size_t errsize);

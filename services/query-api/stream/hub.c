@@ -30,6 +30,7 @@
 #define LIVE_PAGE 500   /* feed rows the reader takes per query */
 #define CATCHUP_PAGE 200 /* rows of one stream's backlog per query */
 #define IDLE_WAIT_MS 1000
+#define GAP_POLL_MS 20 /* a rolled-back number sends no NOTIFY: the reader looks again */
 
 typedef enum sub_state { SUB_NEW, SUB_CATCHUP, SUB_LIVE } sub_state_t;
 
@@ -61,11 +62,14 @@ struct hub {
     bool listening;
     int64_t pos; /* every row up to it is fanned out; -1 before the first look */
     gap_wait_t gap;
+    char *holders;  /* the gap's holders (feed_holders), while gap.holders */
+    char *given_up; /* holders of given-up holes, still open when last looked at */
     bool failing;
     feed_row_t rows[LIVE_PAGE];
     /* metrics */
     deta_gauge_t *open_gauge;
     deta_counter_t *sent, *dropped_slow, *dropped_limit;
+    deta_counter_t *gaps_rolled_back, *gaps_given_up;
     deta_histogram_t *delay;
 };
 
@@ -101,6 +105,12 @@ hub_t *hub_new(deta_service_t *svc, const hub_settings_t *settings) {
                                    "Streams dropped or refused, by reason", "reason=\"slow\"");
     h->dropped_limit = deta_counter(m, "query_streams_dropped_total",
                                     "Streams dropped or refused, by reason", "reason=\"limit\"");
+    h->gaps_rolled_back = deta_counter(m, "query_stream_gaps_total",
+                                       "Holes in the feed's numbers skipped, by why",
+                                       "outcome=\"rolled_back\"");
+    h->gaps_given_up = deta_counter(m, "query_stream_gaps_total",
+                                    "Holes in the feed's numbers skipped, by why",
+                                    "outcome=\"given_up\"");
     h->delay = deta_histogram(m, "query_stream_delay_seconds",
                               "From a feed row's created_at to its write to a stream", NULL,
                               delay_buckets, sizeof delay_buckets / sizeof *delay_buckets);
@@ -230,7 +240,7 @@ static const char *sub_order(const sub_t *s) { return s->board ? NULL : s->order
  * is tried again on the next round). */
 static bool start_sub(hub_t *h, sub_t *s) {
     char why[256] = "";
-    feed_extent_t e = {0};
+    feed_extent_t e = {.delivered = h->pos};
     if (feed_bounds(h->db, &e.oldest, &e.newest, why, sizeof why)) {
         reader_fail(h, "the feed's bounds", why);
         return false;
@@ -265,9 +275,10 @@ static bool catch_up(hub_t *h, sub_t *s) {
     if (!rows)
         return false;
     size_t n = 0;
+    bool settled;
     char why[256] = "";
-    if (feed_read(h->db, s->cursor, h->pos, sub_order(s), rows, CATCHUP_PAGE, &n, why,
-                  sizeof why)) {
+    if (feed_read(h->db, s->cursor, h->pos, sub_order(s), NULL, rows, CATCHUP_PAGE, &n,
+                  &settled, why, sizeof why)) {
         reader_fail(h, "a stream's backlog", why);
         free(rows);
         return false;
@@ -301,8 +312,58 @@ static void fan_out(hub_t *h, const feed_row_t *r) {
     }
 }
 
+/* Notes the gap's holders, leaving out those of given-up holes; false on a
+ * database error. */
+static bool note_holders(hub_t *h) {
+    char why[256] = "";
+    char *holders, *still_given_up;
+    if (feed_holders(h->db, h->given_up, &holders, &still_given_up, why, sizeof why)) {
+        reader_fail(h, "the feed's open transactions", why);
+        return false;
+    }
+    free(h->holders);
+    free(h->given_up);
+    h->holders = holders;
+    h->given_up = still_given_up;
+    gap_holders_noted(&h->gap);
+    return true;
+}
+
+/* "{a,b}" and "{c}" as "{a,b,c}" (xid8[] literals; NULL as empty). */
+static char *join_lists(const char *a, const char *b) {
+    size_t la = a && strlen(a) > 2 ? strlen(a) - 2 : 0, lb = b && strlen(b) > 2 ? strlen(b) - 2 : 0;
+    char *out = malloc(la + lb + 4);
+    if (!out)
+        return NULL;
+    snprintf(out, la + lb + 4, "{%.*s%s%.*s}", (int)la, la ? a + 1 : "", la && lb ? "," : "",
+             (int)lb, lb ? b + 1 : "");
+    return out;
+}
+
+/* A skipped hole: counted; a given-up one said, and its holders left out of the
+ * next holes' (they are given up with it). */
+static void skipped(hub_t *h, gap_verdict_t v, int64_t from, int64_t to) {
+    if (v == GAP_SKIP) {
+        deta_counter_inc(h->gaps_rolled_back);
+        return;
+    }
+    deta_counter_inc(h->gaps_given_up);
+    if (h->holders) {
+        char *joined = join_lists(h->given_up, h->holders);
+        if (joined) {
+            free(h->given_up);
+            h->given_up = joined;
+        }
+    }
+    if (h->set.gap_ms > 0)
+        DETA_WARN("stream feed reader: seq %" PRId64 "..%" PRId64 " given up after %ld ms with"
+                  " a transaction of the database that may hold them still open (%s)",
+                  from, to, h->set.gap_ms, h->holders ? h->holders : "not known");
+}
+
 /* Takes the committed rows after pos, by the gap rule. Returns the longest the
- * reader may sleep (0: more is waiting). */
+ * reader may sleep (0: more is waiting). While a hole is waited for, a read takes
+ * one row: only the first one matters until the hole is decided. */
 static long follow(hub_t *h) {
     char why[256] = "";
     if (h->pos < 0) {
@@ -313,22 +374,36 @@ static long follow(hub_t *h) {
             return IDLE_WAIT_MS;
         }
     }
-    size_t n = 0;
-    if (feed_read(h->db, h->pos, -1, NULL, h->rows, LIVE_PAGE, &n, why, sizeof why)) {
+    size_t n = 0, page = h->gap.missing ? 1 : LIVE_PAGE;
+    bool settled = false;
+    const char *holders = h->gap.holders ? h->holders : NULL;
+    if (feed_read(h->db, h->pos, -1, NULL, holders, h->rows, page, &n, &settled, why,
+                  sizeof why)) {
         reader_fail(h, "the feed", why);
         return IDLE_WAIT_MS;
     }
-    reader_ok(h);
     for (size_t i = 0; i < n; i++) {
         long now = deta_clock_ms();
-        if (gap_check(&h->gap, h->pos, h->rows[i].seq, now, h->set.gap_ms) == GAP_WAIT) {
-            long left = gap_remaining_ms(&h->gap, now, h->set.gap_ms);
-            return left < IDLE_WAIT_MS ? left : IDLE_WAIT_MS;
+        int64_t seq = h->rows[i].seq;
+        gap_verdict_t v = gap_check(&h->gap, h->pos, seq, settled, now, h->set.gap_ms);
+        if (v == GAP_HOLDERS) {
+            if (!note_holders(h))
+                return IDLE_WAIT_MS;
+            reader_ok(h);
+            return 0; /* read again with them */
         }
+        if (v == GAP_WAIT) {
+            reader_ok(h);
+            long left = gap_remaining_ms(&h->gap, now, h->set.gap_ms);
+            return left < GAP_POLL_MS ? left : GAP_POLL_MS;
+        }
+        if (v == GAP_SKIP || v == GAP_SKIP_BOUND)
+            skipped(h, v, h->pos + 1, seq - 1);
         fan_out(h, &h->rows[i]);
-        h->pos = h->rows[i].seq;
+        h->pos = seq;
     }
-    return n == LIVE_PAGE ? 0 : IDLE_WAIT_MS;
+    reader_ok(h);
+    return n == page ? 0 : IDLE_WAIT_MS;
 }
 
 static void heartbeats(hub_t *h) {
@@ -355,21 +430,29 @@ static int listen_socket(hub_t *h) {
     return c ? PQsocket(c) : -1;
 }
 
-static void drain_notifications(hub_t *h) {
+/* Takes every notification libpq holds or the socket has; true when there was
+ * one. libpq keeps a NOTIFY that arrives while a query runs in its own queue,
+ * where poll() on the socket cannot see it. */
+static bool drain_notifications(hub_t *h) {
     char why[64];
     PGconn *c = h->listening ? deta_db_conn(h->db, why, sizeof why) : NULL;
     if (!c)
-        return;
+        return false;
     PQconsumeInput(c);
+    bool any = false;
     PGnotify *n;
-    while ((n = PQnotifies(c)))
+    while ((n = PQnotifies(c))) {
+        any = true;
         PQfreemem(n);
+    }
+    return any;
 }
 
 static void *reader_main(void *arg) {
     hub_t *h = arg;
     atomic_bool *stopping = deta_service_stopping(h->svc);
     while (!atomic_load(&h->stop) && !atomic_load(stopping)) {
+        drain_notifications(h); /* what woke the reader: the reads below see it */
         take_and_reap(h);
         long wait = follow(h);
         for (sub_t *s = h->subs; s && h->pos >= 0; s = s->next) {
@@ -382,6 +465,10 @@ static void *reader_main(void *arg) {
         }
         heartbeats(h);
         int sock = listen_socket(h);
+        /* A commit that came while this round's queries ran: look again at once
+         * (it would otherwise wait for the next wake, up to a second). */
+        if (drain_notifications(h))
+            wait = 0;
         struct pollfd fds[2] = {{.fd = h->wake_fd, .events = POLLIN},
                                 {.fd = sock, .events = POLLIN}};
         if (wait > 0)
@@ -389,7 +476,6 @@ static void *reader_main(void *arg) {
         uint64_t count;
         while (read(h->wake_fd, &count, sizeof count) > 0) {
         }
-        drain_notifications(h);
     }
     return NULL;
 }
@@ -419,6 +505,8 @@ void hub_free(void *opaque) {
         sub_free(s);
     }
     deta_db_free(h->db);
+    free(h->holders);
+    free(h->given_up);
     close(h->wake_fd);
     pthread_mutex_destroy(&h->lock);
     free(h);

@@ -3,33 +3,45 @@
  */
 #include "query-api/stream/rules.h"
 
-gap_verdict_t gap_check(gap_wait_t *w, int64_t pos, int64_t seq, long now_ms, long gap_ms) {
+gap_verdict_t gap_check(gap_wait_t *w, int64_t pos, int64_t seq, bool settled, long now_ms,
+                        long bound_ms) {
     if (seq <= pos + 1) {
-        w->missing = 0;
+        *w = (gap_wait_t){0};
         return GAP_TAKE;
     }
-    if (w->missing != pos + 1) { /* a new hole (or the old one partly filled) */
-        w->missing = pos + 1;
-        w->since_ms = now_ms;
+    bool fresh = w->missing == 0;
+    if (fresh)
+        *w = (gap_wait_t){.missing = pos + 1, .since_ms = now_ms};
+    if (w->holders && settled) {
+        *w = (gap_wait_t){0};
+        return GAP_SKIP;
     }
-    if (now_ms - w->since_ms >= gap_ms) {
-        w->missing = 0;
-        return GAP_TAKE;
+    if (now_ms - w->since_ms >= bound_ms) {
+        *w = (gap_wait_t){0};
+        return GAP_SKIP_BOUND;
     }
+    if (!w->holders && !fresh)
+        return GAP_HOLDERS;
     return GAP_WAIT;
 }
 
-long gap_remaining_ms(const gap_wait_t *w, long now_ms, long gap_ms) {
+void gap_holders_noted(gap_wait_t *w) {
+    if (w->missing != 0)
+        w->holders = true;
+}
+
+long gap_remaining_ms(const gap_wait_t *w, long now_ms, long bound_ms) {
     if (w->missing == 0)
         return -1;
-    long left = gap_ms - (now_ms - w->since_ms);
+    long left = bound_ms - (now_ms - w->since_ms);
     return left > 0 ? left : 0;
 }
 
 start_verdict_t stream_start_decide(const stream_start_t *s, const feed_extent_t *e,
                                     long backlog_max, int64_t *cursor) {
+    int64_t newest = e->delivered < e->newest ? e->delivered : e->newest;
     if (!s->has_resume) {
-        *cursor = s->order_stream ? 0 : e->newest;
+        *cursor = s->order_stream ? 0 : newest;
         return START_FROM;
     }
     int64_t r = s->resume;
@@ -38,7 +50,7 @@ start_verdict_t stream_start_decide(const stream_start_t *s, const feed_extent_t
     bool purged = e->oldest > 0 && r + 1 < e->oldest;
     bool ahead = r > e->newest;
     if (purged || ahead || e->behind > backlog_max) {
-        *cursor = e->newest;
+        *cursor = newest;
         return START_RESET;
     }
     *cursor = r;

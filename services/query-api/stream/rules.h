@@ -2,15 +2,32 @@
  * rules.h - the decisions of query-api's streams, as pure functions:
  *
  * The gap rule. Feed sequence numbers are taken before commit, so seq 41 may
- * commit after 42, or never (its transaction rolled back). The reader follows the
- * feed in seq order: a row whose seq is not the next one waits until the missing
- * number commits, or until it has been missing for gap_ms, after which it is taken
- * as rolled back and skipped.
+ * commit after 42, or never (its transaction, or its event's savepoint, rolled
+ * back). The reader follows the feed in seq order. When the smallest committed
+ * seq above what it has delivered is not the next one, the missing numbers were
+ * taken by transactions that had them before that row committed, and each of
+ * those transactions had its (top-level) transaction id before it took its
+ * number (feed.c makes sure of it). Most holes fill within milliseconds, so the
+ * reader first looks again; a hole still there is when it notes the *holders*:
+ * the transactions of query-api's database open with an id (feed_holders). Once
+ * a read's own snapshot shows every holder ended, that read holds every missing
+ * number that committed: the ones still missing rolled back, and are skipped at
+ * once. A hole whose holders are not all ended after bound_ms
+ * (QUERY_STREAM_GAP_MS) is given up (counted and logged), and its holders still
+ * open are left out of later holes' holders: a transaction of query-api's
+ * database open that long is a fault of its own, and stalls the streams once,
+ * not at every hole.
+ *
+ * What this relies on: the reader reads the primary (a standby has no
+ * backend_xid of the primary's transactions); no prepared (two-phase)
+ * transactions write the feed; the feed's sequence hands out numbers in order
+ * (CACHE 1, bigserial's default).
  *
  * Where a stream starts (docs/console.md): from its resume point when it has one
  * (Last-Event-ID wins over ?lastEventId=, since EventSource keeps the first URL
  * when it reconnects); without one, an order's stream from its first retained row,
- * the board's from the newest. A resume point that cannot be served (rows after it
+ * the board's from the newest the reader has delivered (not the newest committed:
+ * rows below that one may still be waited for, and must reach the new stream). A resume point that cannot be served (rows after it
  * purged, or beyond the newest row, or too far behind) is a reset: the client gets
  * `event: reset` with the newest seq and goes on from there.
  */
@@ -20,22 +37,31 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* The reader's wait for a missing number. */
+/* The reader's wait for missing numbers. */
 typedef struct gap_wait {
-    int64_t missing; /* the number waited for; 0 when none */
-    long since_ms;   /* when the wait for it began */
+    int64_t missing; /* the first number waited for; 0 when none */
+    bool holders;    /* the holders are noted */
+    long since_ms;   /* when the wait began */
 } gap_wait_t;
 
 typedef enum gap_verdict {
-    GAP_TAKE, /* deliver the row (it is the next, or the numbers before it are given up) */
-    GAP_WAIT, /* wait: come back with the same row later */
+    GAP_TAKE,       /* deliver the row: it is the next one */
+    GAP_SKIP,       /* deliver it: the numbers before it rolled back */
+    GAP_SKIP_BOUND, /* deliver it: the numbers before it are given up after bound_ms */
+    GAP_HOLDERS,    /* note the holders (then gap_holders_noted), and read again */
+    GAP_WAIT,       /* read again soon (with the holders, when noted) */
 } gap_verdict_t;
 
-/* The reader has delivered everything up to pos; the smallest committed seq above
- * it is seq. */
-gap_verdict_t gap_check(gap_wait_t *w, int64_t pos, int64_t seq, long now_ms, long gap_ms);
-/* How long until the wait in w gives up (>= 0), or -1 when nothing is waited for. */
-long gap_remaining_ms(const gap_wait_t *w, long now_ms, long gap_ms);
+/* The reader has delivered everything up to pos; in a read, the smallest
+ * committed seq above it is seq, and settled says whether that read's snapshot
+ * showed every holder noted in w ended (false when the read was made before
+ * they were noted). */
+gap_verdict_t gap_check(gap_wait_t *w, int64_t pos, int64_t seq, bool settled, long now_ms,
+                        long bound_ms);
+/* The holders asked for by GAP_HOLDERS are noted. */
+void gap_holders_noted(gap_wait_t *w);
+/* How long until the wait in w is given up (>= 0), or -1 when nothing is waited for. */
+long gap_remaining_ms(const gap_wait_t *w, long now_ms, long bound_ms);
 
 typedef struct stream_start {
     bool has_resume;
@@ -44,16 +70,17 @@ typedef struct stream_start {
 } stream_start_t;
 
 /* The feed as the stream starts: oldest and newest committed seq (0 when empty),
+ * delivered the reader's position (every row up to it has been fanned out),
  * and how many rows matching the stream follow the resume point (counted up to
  * backlog_max + 1). */
 typedef struct feed_extent {
-    int64_t oldest, newest;
+    int64_t oldest, newest, delivered;
     long behind;
 } feed_extent_t;
 
 typedef enum start_verdict {
     START_FROM,  /* send the matching rows after *cursor, then the live ones */
-    START_RESET, /* send reset with *cursor (the newest), then go on from it */
+    START_RESET, /* send reset with *cursor (the newest delivered), then go on from it */
 } start_verdict_t;
 
 /* Whether the extent's `behind` is needed: only a resume point is checked. */
