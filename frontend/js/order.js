@@ -49,7 +49,7 @@ export async function mount(main, ctx) {
   const items = h('tbody');
   const timeline = h('ol', { class: 'timeline', id: 'timeline', 'aria-live': 'polite' });
   const cancelBox = h('div', { class: 'cancel' });
-  const cancelMsg = h('p', { role: 'status', 'aria-live': 'polite' });
+  const cancelMsg = h('p', { role: 'status', 'aria-live': 'polite', id: 'cancel-message' });
   fill(main,
     h('h1', null, 'Order ', h('span', { class: 'mono' }, orderId)),
     problem,
