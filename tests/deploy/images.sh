@@ -25,7 +25,9 @@
 #    127.0.0.1 and this stack's ports), the Kafka session timeout (the
 #    local broker's 6 s, as stack.sh gives every service: see write_env_file)
 #    and query-api's store (Postgres: no Cassandra here), plus the demo's
-#    gateway and clock settings. As Kubernetes runs them: read-only root, every capability
+#    gateway and clock settings; an address of a service as compose publishes it
+#    (localhost:<its port>, in the console's settings and the CORS origins) names
+#    this run's port instead. As Kubernetes runs them: read-only root, every capability
 #    dropped, no new privileges. Each must pass its own HEALTHCHECK (its
 #    command, run inside the container with `podman exec`: podman's timer
 #    needs systemd).
@@ -33,7 +35,13 @@
 #    stock, one declined by the gateway (each read back from the containerized
 #    query-api in its end state), then `deta-cli demo` (IMAGES_ORDERS orders,
 #    every one ended, stock and numbers checked).
-# 6. Stop: SIGTERM to each container (order-service first), with the engine's
+# 6. The web console from query-api's container (the files the image carries,
+#    served with compose's settings), in Debian's chromium: the browser tests'
+#    test_place_order.mjs with the page's origin the container's query-api (an
+#    order placed through the form, with CORS to order-service's container,
+#    reaches its end state on its page live). Skipped, and said, without node,
+#    chromium or the browser tests' npm install (scripts/deps.sh installs them).
+# 7. Stop: SIGTERM to each container (order-service first), with the engine's
 #    grace period set to the services' shutdown bound (DETA_SHUTDOWN_TIMEOUT_MS
 #    from compose, plus 2 s): a service that overruns it is killed (137), so
 #    the check is an exit status of 0.
@@ -77,6 +85,7 @@ PODMAN=(podman)
 if [ -n "${PODMAN_RUNTIME:-}" ]; then PODMAN+=(--runtime "$PODMAN_RUNTIME"); fi
 
 declare -A IMAGE=() PORT=() SIZE=()
+REWRITE=() # sed expressions: compose's published addresses to this run's
 IMAGES_BEFORE=""
 FAILS=0
 STARTED=$(date +%s)
@@ -275,7 +284,7 @@ write_env_file() {
     die "compose.yml: no environment for $svc"
   {
     grep -v -E '^(KAFKA_BOOTSTRAP_SERVERS|KAFKA_SESSION_TIMEOUT_MS|PGHOST|PGPORT|REDIS_HOST|REDIS_PORT|HTTP_PORT|QUERY_STORE)=' \
-      "$file.compose"
+      "$file.compose" | sed "${REWRITE[@]}"
     printf '%s\n' "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS" KAFKA_SESSION_TIMEOUT_MS=6000 \
       PGHOST=127.0.0.1 "PGPORT=$PGPORT" REDIS_HOST=127.0.0.1 "REDIS_PORT=$REDIS_PORT" \
       "HTTP_PORT=${PORT[$svc]}" "${SAGA_ENV[@]}"
@@ -283,6 +292,18 @@ write_env_file() {
   } >"$file"
   chmod 600 "$file" "$file.compose"
   echo "$file"
+}
+
+# Compose publishes each service on its HTTP_PORT; the browser reaches them as
+# localhost:<that port> (the console's settings, the CORS origins).
+published_addresses() {
+  local svc p
+  for svc in "${SERVICES[@]}"; do
+    p=$(python3 "$HERE/compose_service.py" env "$svc" | sed -n 's/^HTTP_PORT=//p')
+    [[ "$p" =~ ^[0-9]+$ ]] || die "compose.yml: no HTTP_PORT for $svc"
+    REWRITE+=(-e "s#//localhost:$p\b#//localhost:${PORT[$svc]}#g"
+      -e "s#//127\.0\.0\.1:$p\b#//127.0.0.1:${PORT[$svc]}#g")
+  done
 }
 
 run_container() {
@@ -353,6 +374,25 @@ run_saga() {
   fi
 }
 
+# ---- the console --------------------------------------------------------------
+
+run_console() {
+  local out=$STACK_DIR/logs/console.out
+  if ! command -v node >/dev/null || [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ] ||
+    [ ! -d tests/browser/node_modules/puppeteer-core ]; then
+    say "the console in chromium: skipped (node, chromium or tests/browser's npm install is missing; scripts/deps.sh)"
+    return
+  fi
+  if CONSOLE_URL=http://localhost:${PORT[query-api]} BROWSER_SHOTS_DIR=$STACK_DIR/logs/console-shots \
+    PUPPETEER_SKIP_DOWNLOAD=1 node --test --test-timeout=300000 tests/browser/test_place_order.mjs \
+    >"$out" 2>&1; then
+    say "the console from query-api's container, in chromium: an order placed through its form reached its end state on its page"
+  else
+    tail -n 40 "$out" >&2
+    fail "the console from query-api's container (tests/browser/test_place_order.mjs; $out)"
+  fi
+}
+
 # ---- stop -------------------------------------------------------------------
 
 stop_containers() {
@@ -416,10 +456,13 @@ main() {
   step "Postgres, Redis and the broker (stack.sh, $STACK_DIR)"
   start_infra
   step "running the five containers"
+  published_addresses
   for svc in "${SERVICES[@]}"; do run_container "$svc"; done
   for svc in "${SERVICES[@]}"; do await_healthy "$svc"; done
   step "a saga through the containers"
   run_saga
+  step "the web console from query-api's container"
+  run_console
   step "SIGTERM to each container"
   stop_containers
   if [ "$FAILS" -gt 0 ]; then
