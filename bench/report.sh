@@ -9,7 +9,7 @@
 # meta.env, result.env, ceilings.env, startup.csv, steps.csv (one row per
 # step of the ramps), latency.summary and latency-orders.csv, hops.csv,
 # events-per-order.txt, cpu-before.txt / cpu-after.txt, commits-before.csv /
-# commits-after.csv, memory.csv, pg-top.txt. A file that is missing (a phase
+# commits-after.csv, memory.csv, pg-top.txt, streams.txt. A file that is missing (a phase
 # that was skipped) leaves its section saying so. The plot is drawn with
 # gnuplot's pngcairo terminal (package gnuplot-nox).
 set -euo pipefail
@@ -382,6 +382,32 @@ latest_block() {
   summary | sed -n '/^| figure/,/^$/p' | sed '/^$/d'
 }
 
+streams_section() {
+  echo "## The console's live streams"
+  echo
+  if [ -z "$(res stream_kb_per_stream)$(res stream_delay_p50_ms)$(res page_delay_p50_ms)" ]; then
+    echo "Not measured in this run."
+    echo
+    return
+  fi
+  echo "query-api's Server-Sent Events (docs/console.md, \"Live updates\"), after the ramps:"
+  echo
+  echo "| figure | value |"
+  echo "|---|---:|"
+  echo "| open streams allowed per instance (QUERY_STREAM_MAX) | $(res stream_limit) |"
+  echo "| query-api's memory per idle stream, $(res stream_idle_streams) open | $(res stream_kb_per_stream) kB |"
+  echo "| feed row to a stream's client, p50 / p99 ($(res stream_delay_samples) rows) | $(res stream_delay_p50_ms) / $(res stream_delay_p99_ms) ms |"
+  if [ -n "$(res page_delay_p50_ms)" ]; then
+    echo "| feed row to its line on an order's page in chromium, p50 / p99 ($(res page_delay_samples) lines) | $(res page_delay_p50_ms) / $(res page_delay_p99_ms) ms |"
+  else
+    echo "| feed row to an order's page | not measured (no chromium or npm install) |"
+  fi
+  echo
+  echo "A feed row's created_at is its insert's clock_timestamp(), a little before its commit:"
+  echo "the delays are an upper bound of commit to client. bench/README.md, \"The console's streams\"."
+  echo
+}
+
 main() {
   latest_block >"$RUN/latest-block.md"
   {
@@ -394,6 +420,7 @@ main() {
     profile_section
     ceilings_section
     if grep -q '^gateway,' "$RUN/steps.csv" 2>/dev/null; then gateway_section; fi
+    streams_section
   } >"$OUT"
   plot
   echo "report: $OUT"

@@ -14,6 +14,8 @@
  *     prints query-api's (PID) resident memory, opens N idle board streams, waits 3 s,
  *     prints it again and the difference per stream, then closes them.
  *
+ * Each ends with key=value lines of its figures (scripts/bench.sh keeps them).
+ *
  * Streams are read over plain sockets with HTTP/1.0 (no chunking). A client of the
  * system: it links libcurl, jansson and libpq, not libdeta.
  */
@@ -237,10 +239,13 @@ static int run_delay(const char *url, const char *order_url, const char *item, i
     qsort(delays, (size_t)nd, sizeof *delays, cmp_double);
     printf("orders %d placed, %d delivered on the stream; %d rows received\n", orders.n,
            orders.ndelivered, nd);
-    if (nd > 0)
+    if (nd > 0) {
+        double p50 = 1000 * delays[nd / 2], p99 = 1000 * delays[(int)(nd * 0.99)];
         printf("delay feed row -> client: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms\n",
-               1000 * delays[nd / 2], 1000 * delays[(int)(nd * 0.9)],
-               1000 * delays[(int)(nd * 0.99)], 1000 * delays[nd - 1]);
+               p50, 1000 * delays[(int)(nd * 0.9)], p99, 1000 * delays[nd - 1]);
+        printf("stream_delay_samples=%d\nstream_delay_p50_ms=%.1f\nstream_delay_p99_ms=%.1f\n",
+               nd, p50, p99);
+    }
     return orders.ndelivered == orders.n && nd > 0 ? 0 : 1;
 }
 
@@ -266,8 +271,10 @@ static int run_idle(const char *url, long pid, int n) {
         fds[i] = open_stream(url, "/api/stream");
     sleep(3);
     long after = rss_kb(pid);
+    double per = n ? (double)(after - before) / n : 0.0;
     printf("query-api RSS: %ld kB with no stream of ours, %ld kB with %d idle streams: "
-           "%.1f kB per stream\n", before, after, n, n ? (double)(after - before) / n : 0.0);
+           "%.1f kB per stream\n", before, after, n, per);
+    printf("stream_idle_streams=%d\nstream_kb_per_stream=%.1f\n", n, per);
     for (int i = 0; i < n; i++)
         close(fds[i]);
     free(fds);

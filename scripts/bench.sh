@@ -29,7 +29,12 @@
 #   7. peak RSS of every part (VmHWM: covers phases 5 and 6);
 #   8. payment-service restarted with PAYMENT_GATEWAY_LATENCY_MS=100, and the
 #      ramp again;
-#   9. bench/report.sh writes report.md and latency.png into
+#   9. the console's live streams (docs/console.md): query-api's memory per
+#      idle stream (bench/streambench idle), the delay from a feed row to a
+#      stream's client (bench/streambench delay) and to the timeline of an
+#      order's page in chromium (bench/pagedelay.mjs; skipped when node,
+#      chromium or the browser tests' npm install is missing);
+#  10. bench/report.sh writes report.md and latency.png into
 #      bench/results/<UTC time>/ and copies them to bench/results/latest/.
 # The stack is stopped on every exit (trap) unless BENCH_KEEP=1.
 #
@@ -39,7 +44,8 @@
 # BENCH_REFINE (2), BENCH_LATENCY_SECONDS (30), BENCH_CONNECTIONS (8),
 # BENCH_PGBENCH_SECONDS (10), BENCH_BROKER_MESSAGES (200000),
 # BENCH_STARTUP_REPEATS (3), BENCH_GATEWAY_MS (100), BENCH_PROFILE_SECONDS (15),
-# BENCH_QUICK (0),
+# BENCH_STREAMS_IDLE (200), BENCH_STREAM_ORDERS (300), BENCH_STREAM_RATE (10),
+# BENCH_PAGE_ORDERS (40), BENCH_PAGES (4), BENCH_QUICK (0),
 # BENCH_KEEP (0), BENCH_STACK_DIR (.local/bench), BUILD_DIR (build/release),
 # BENCH_PG_PORT (19432), BENCH_REDIS_PORT (19379), BENCH_HTTP_PORT_BASE (19080:
 # query-api 19080, order 19081, payment 19082, inventory 19083, delivery 19084),
@@ -64,6 +70,8 @@ if [ "$QUICK" = 1 ]; then
   STARTUP_REPEATS=${BENCH_STARTUP_REPEATS:-1}
   IDLE_S=3
   PROFILE_S=${BENCH_PROFILE_SECONDS:-4}
+  STREAM_ORDERS=${BENCH_STREAM_ORDERS:-30}
+  PAGE_ORDERS=${BENCH_PAGE_ORDERS:-8}
 else
   RATES=${BENCH_RATES:-"10 20 40 80 160 320 640 1280"}
   STEP_S=${BENCH_STEP_SECONDS:-10}
@@ -75,7 +83,12 @@ else
   STARTUP_REPEATS=${BENCH_STARTUP_REPEATS:-3}
   IDLE_S=5
   PROFILE_S=${BENCH_PROFILE_SECONDS:-15}
+  STREAM_ORDERS=${BENCH_STREAM_ORDERS:-300}
+  PAGE_ORDERS=${BENCH_PAGE_ORDERS:-40}
 fi
+STREAMS_IDLE=${BENCH_STREAMS_IDLE:-200}
+STREAM_RATE=${BENCH_STREAM_RATE:-10}
+PAGES=${BENCH_PAGES:-4}
 P99_BOUND_MS=${BENCH_P99_BOUND_MS:-1000}
 P99_FACTOR=${BENCH_P99_FACTOR:-3}
 BASELINE_RATE=${BENCH_BASELINE_RATE:-5}
@@ -109,7 +122,7 @@ export LOG_LEVEL=${BENCH_LOG_LEVEL:-info}
 . "$ROOT/scripts/services.sh"
 deta_services_load
 PARTS=("${SERVICES[@]}" broker redis postgres)
-TARGETS=(local-broker loadgen brokerbench healthtime "${SERVICES[@]}")
+TARGETS=(local-broker loadgen brokerbench healthtime streambench "${SERVICES[@]}")
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)
 RUN_DIR=$RESULTS/$RUN_ID
 BIN=$BUILD_DIR/bench
@@ -643,6 +656,29 @@ record_meta() {
   } >"$RUN_DIR/meta.env"
 }
 
+# The console's live streams, after the ramps (payment's gateway still slow, which
+# moves the saga but not a feed row's way to its clients). Each figure is a
+# key=value line of the programs' output, copied to result.env; streams.txt keeps
+# the whole output.
+measure_streams() {
+  local out=$RUN_DIR/streams.txt conn
+  conn="host=$PGHOST port=$PGPORT user=$PGUSER password=$PGPASSWORD dbname=delivery_query"
+  echo "stream_limit=${QUERY_STREAM_MAX:-256}" >>"$out" # query-api's setting (its default)
+  "$BIN/streambench" idle "$QUERY_API_URL" "$(pid_of query-api)" "$STREAMS_IDLE" >>"$out" ||
+    note "streambench idle failed"
+  "$BIN/streambench" delay "$QUERY_API_URL" "$ORDER_SERVICE_URL" sku-1 "$STREAM_ORDERS" \
+    "$STREAM_RATE" "$conn" >>"$out" || note "streambench delay failed"
+  if command -v node >/dev/null && [ -x "${CHROMIUM:-/usr/bin/chromium}" ] &&
+    [ -d tests/browser/node_modules/puppeteer-core ]; then
+    node bench/pagedelay.mjs sku-2 "$PAGE_ORDERS" "$PAGES" >>"$out" 2>>"$RUN_DIR/pagedelay.err" ||
+      note "pagedelay failed (pagedelay.err)"
+  else
+    note "no page delay: node, chromium or tests/browser's npm install is missing (scripts/deps.sh)"
+  fi
+  grep -v '=' "$out" | sed 's/^/    /' >&2 || true
+  grep -E '^[a-z0-9_]+=' "$out" >>"$RUN_DIR/result.env" || true
+}
+
 build() {
   cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDETA_SANITIZE=OFF >/dev/null
   cmake --build "$BUILD_DIR" -j "$JOBS" --target "${TARGETS[@]}" >"$RUN_DIR/build.log" 2>&1 ||
@@ -654,18 +690,18 @@ main() {
   : >"$RUN_DIR/result.env"
   trap finish EXIT
   record_meta
-  phase 1/9 "release build in $BUILD_DIR"
+  phase 1/10 "release build in $BUILD_DIR"
   build
-  phase 2/9 "stack in $STACK_DIR (wiped), pg_stat_statements loaded"
+  phase 2/10 "stack in $STACK_DIR (wiped), pg_stat_statements loaded"
   start_stack
-  phase 3/9 "time from launch to healthy, each service x$STARTUP_REPEATS"
+  phase 3/10 "time from launch to healthy, each service x$STARTUP_REPEATS"
   measure_startup
   measure_idle
-  phase 4/9 "the machine's ceilings: pgbench and the broker"
+  phase 4/10 "the machine's ceilings: pgbench and the broker"
   run_pgbench
   run_brokerbench
   echo "$STEP_CSV_HEADER" >"$RUN_DIR/steps.csv"
-  phase 5/9 "rate ramp: $RATES orders/s, ${STEP_S}s each (+ warm-up)"
+  phase 5/10 "rate ramp: $RATES orders/s, ${STEP_S}s each (+ warm-up)"
   run_step warmup 10 3 "[warm-up]" || true
   measure_baseline
   local max half gmax
@@ -675,18 +711,18 @@ main() {
   note "highest sustained rate: $max orders/s"
   half=$(calc "$max / 2")
   if [ "$(calc "$half >= 0.5")" = 1 ]; then
-    phase 6/9 "latency run at half the maximum: $half orders/s for ${LATENCY_S}s"
+    phase 6/10 "latency run at half the maximum: $half orders/s for ${LATENCY_S}s"
     latency_run "$half"
     note "profile at $max orders/s for ${PROFILE_S}s"
     profile_run "$max"
   else
-    phase 6/9 "latency run skipped: no rate was sustained"
+    phase 6/10 "latency run skipped: no rate was sustained"
   fi
   echo "latency_rate=$half" >>"$RUN_DIR/result.env"
-  phase 7/9 "peak memory of every part"
+  phase 7/10 "peak memory of every part"
   record_memory
   column -t -s, "$RUN_DIR/memory.csv" | sed 's/^/    /' >&2
-  phase 8/9 "payment-service with a ${GATEWAY_MS} ms gateway: the ramp again"
+  phase 8/10 "payment-service with a ${GATEWAY_MS} ms gateway: the ramp again"
   stack stop payment-service >/dev/null
   PAYMENT_GATEWAY_LATENCY_MS=$GATEWAY_MS stack start payment-service >/dev/null
   load_env
@@ -695,9 +731,11 @@ main() {
   gmax=$RAMP_BEST
   echo "gateway_max_sustained=$gmax" >>"$RUN_DIR/result.env"
   note "highest sustained rate with the ${GATEWAY_MS} ms gateway: $gmax orders/s"
+  phase 9/10 "the console's live streams: memory per stream, delay to a client and to a page"
+  measure_streams
   echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RUN_DIR/meta.env"
   echo "duration_s=$((SECONDS - T0))" >>"$RUN_DIR/meta.env"
-  phase 9/9 "report"
+  phase 10/10 "report"
   bench/report.sh "$RUN_DIR"
   publish_latest
 }
