@@ -7,13 +7,15 @@
 # above FUZZ_MALLOC_MB (256) fails the run; the input that did it is left in
 # build/fuzz/ as crash-*, leak-*, oom-* (replay: build/fuzz/fuzz_<target> FILE).
 #
-# FUZZ_TARGETS ("cql_frame http_rules") picks the targets:
-#   cql_frame   the CQL response frames (fuzz_cql_frame.c): the codec and the
-#               result getters
-#   http_rules  the HTTP server's rules on outside bytes (fuzz_http_rules.c): static
-#               file paths, origins, the CORS allow-list
-# Only those files and what they need from lib/src are compiled: no service
-# library, no server.
+# FUZZ_TARGETS ("cql_frame http_rules stream_resume") picks the targets:
+#   cql_frame      the CQL response frames (fuzz_cql_frame.c): the codec and the
+#                  result getters
+#   http_rules     the HTTP server's rules on outside bytes (fuzz_http_rules.c):
+#                  static file paths, origins, the CORS allow-list
+#   stream_resume  query-api's stream resume point (fuzz_stream_resume.c): the
+#                  Last-Event-ID parse and where a stream starts from it
+# Only those files and what they need from lib/src (and query-api's stream/ rules)
+# are compiled: no service library, no server.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -21,7 +23,7 @@ cd "$ROOT"
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 FUZZ_MALLOC_MB=${FUZZ_MALLOC_MB:-256}
-FUZZ_TARGETS=${FUZZ_TARGETS:-cql_frame http_rules}
+FUZZ_TARGETS=${FUZZ_TARGETS:-cql_frame http_rules stream_resume}
 CLANG=${CLANG:-clang}
 OUT=build/fuzz
 
@@ -35,7 +37,8 @@ sources_of() {
   case "$1" in
     cql_frame) echo lib/src/cql_codec.c lib/src/cql_values.c lib/src/err.c ;;
     http_rules) echo lib/src/http_static.c lib/src/http_cors.c lib/src/err.c ;;
-    *) echo "run.sh: no fuzz target $1 (cql_frame, http_rules)" >&2; return 1 ;;
+    stream_resume) echo services/query-api/stream/sse.c services/query-api/stream/rules.c -ljansson ;;
+    *) echo "run.sh: no fuzz target $1 (cql_frame, http_rules, stream_resume)" >&2; return 1 ;;
   esac
 }
 
@@ -48,7 +51,7 @@ fuzz() {
   # shellcheck disable=SC2086 # the sources are words
   if ! "$CLANG" -std=c11 -D_GNU_SOURCE -g -O1 -Wall -Wextra -Werror \
     -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-    -fno-omit-frame-pointer -Ilib/include -Ilib/src \
+    -fno-omit-frame-pointer -Ilib/include -Ilib/src -Iservices \
     "tests/fuzz/fuzz_$target.c" $sources -o "$OUT/fuzz_$target"; then
     echo "run.sh: the fuzz target did not build (libFuzzer's runtime is in libclang-rt-14-dev)" >&2
     exit 1

@@ -344,6 +344,15 @@ static void malformed_resume_points_are_400_naming_them(void **state) {
     assert_int_equal(r.status, 400);
     assert_string_equal(str(r.json, "field"), "orderId");
     ts_http_resp_free(&r);
+    /* The largest valid one, beyond every row: a reset (its rule once overflowed) */
+    sse_t c;
+    sse_open(&c, "/api/stream", "Last-Event-ID: 9223372036854775807", 0);
+    assert_int_equal(c.status, 200);
+    sse_event_t ev;
+    assert_true(sse_next(&c, 10000, &ev));
+    assert_string_equal(ev.event, "reset");
+    json_decref(ev.data);
+    sse_close(&c);
 }
 
 static void a_client_that_stops_reading_is_dropped(void **state) {

@@ -237,6 +237,12 @@ static void start_resets_when_purged_ahead_or_too_far_behind(void **state) {
     assert_int_equal(stream_start_decide(&s, &e, 10000, &c), START_RESET);
     e.behind = 10000;
     assert_int_equal(stream_start_decide(&s, &e, 10000, &c), START_FROM);
+    /* the largest resume point a client may send (found by fuzz_stream_resume:
+     * resume + 1 overflowed) */
+    s.resume = INT64_MAX;
+    e.behind = 0;
+    assert_int_equal(stream_start_decide(&s, &e, 10000, &c), START_RESET);
+    assert_int_equal(c, 100);
 }
 
 int main(void) {

@@ -47,7 +47,7 @@ start_verdict_t stream_start_decide(const stream_start_t *s, const feed_extent_t
     int64_t r = s->resume;
     /* Purged: rows after r are gone (the oldest left is past r + 1). Beyond the
      * newest: the id is not from this feed (or its rows are lost). */
-    bool purged = e->oldest > 0 && r + 1 < e->oldest;
+    bool purged = e->oldest > 0 && r < e->oldest - 1; /* r + 1 would overflow at 2^63-1 */
     bool ahead = r > e->newest;
     if (purged || ahead || e->behind > backlog_max) {
         *cursor = newest;
