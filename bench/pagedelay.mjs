@@ -59,7 +59,9 @@ async function onePage(browser, count, w) {
   await page.evaluateOnNewDocument(instrument);
   for (let i = 0; i < count; i++) {
     const order = await placeOrder(`bench-page-${w}`, [{ itemId: item, quantity: 1, unitPrice: '2.50' }]);
-    // A fresh document per order, so that its notes are the order's alone.
+    // A fresh document per order, so that its notes are the order's alone (a goto
+    // that changes only the hash would keep the document).
+    await page.goto('about:blank');
     await page.goto(`${QUERY}/#/orders/${order.orderId}`, { waitUntil: 'domcontentloaded' });
     await waitFor(`order ${order.orderId} in an end state on its page`, async () => {
       const s = await page.$eval('#order-status', (el) => el.textContent).catch(() => null);
