@@ -4,11 +4,11 @@
 //   node bench/pagedelay.mjs ITEM N PAGES
 //
 // With QUERY_API_URL, ORDER_SERVICE_URL and the PG* variables of a running stack
-// in the environment (scripts/bench.sh passes them). PAGES pages of Debian's
-// chromium (puppeteer-core, from the browser tests' install: tests/browser/lib.mjs)
-// each place orders of ITEM one after the other through order-service, open the
-// order's page (#/orders/{id}) and keep it until the page shows an end state;
-// N orders in all. A script added to every page notes when each timeline line
+// in the environment (scripts/bench.sh passes them). PAGES workers, each with a
+// tab of Debian's chromium at a time (puppeteer-core, from the browser tests'
+// install: tests/browser/lib.mjs), place orders of ITEM one after the other
+// through order-service, open the order's page (#/orders/{id}) in a new tab and
+// keep it until the page shows an end state; N orders in all. A script added to every page notes when each timeline line
 // (li[data-event-id], added by the page's stream) enters the document, and when
 // the page's EventSource opened. Afterwards each line's event is looked up in
 // stream_feed (psql, query-api's database) for its created_at: the feed insert's
@@ -54,14 +54,13 @@ function instrument() {
 
 const samples = []; // { eventId, shownAt, openedAt }
 
+// One tab per order, closed after it: a tab's connections (its stream among them)
+// end with it, and the browser's six connections per host stay free for the next.
 async function onePage(browser, count, w) {
-  const page = await browser.newPage();
-  await page.evaluateOnNewDocument(instrument);
   for (let i = 0; i < count; i++) {
     const order = await placeOrder(`bench-page-${w}`, [{ itemId: item, quantity: 1, unitPrice: '2.50' }]);
-    // A fresh document per order, so that its notes are the order's alone (a goto
-    // that changes only the hash would keep the document).
-    await page.goto('about:blank');
+    const page = await browser.newPage();
+    await page.evaluateOnNewDocument(instrument);
     await page.goto(`${QUERY}/#/orders/${order.orderId}`, { waitUntil: 'domcontentloaded' });
     await waitFor(`order ${order.orderId} in an end state on its page`, async () => {
       const s = await page.$eval('#order-status', (el) => el.textContent).catch(() => null);
@@ -69,11 +68,11 @@ async function onePage(browser, count, w) {
     }, 120000, 50);
     await sleep(1000); // the events after the end state (a last ETA)
     const { lines, opened } = await page.evaluate(() => ({ lines: window.__lines, opened: window.__opened }));
+    await page.close();
     const openedAt = opened.length ? Math.min(...opened) : Infinity;
     for (const [eventId, shownAt] of Object.entries(lines))
       samples.push({ eventId, shownAt, openedAt });
   }
-  await page.close();
 }
 
 function createdAt(eventIds) {
