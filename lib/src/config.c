@@ -30,6 +30,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "config_kafka.h"
 #include "deta/http_cors.h"
 #include "deta/log.h"
 
@@ -136,8 +137,11 @@ static deta_err_t load_kafka(deta_config_t *cfg, char *errstr, size_t errsize) {
     if ((err = config_int("KAFKA_SESSION_TIMEOUT_MS", 45000, 1000, 300000,
                           &cfg->kafka_session_timeout_ms, errstr, errsize)))
         return err;
-    return config_int("KAFKA_FETCH_WAIT_MAX_MS", 10, 1, 500, &cfg->kafka_fetch_wait_max_ms,
-                      errstr, errsize);
+    if ((err = config_int("KAFKA_FETCH_WAIT_MAX_MS", 10, 1, 500, &cfg->kafka_fetch_wait_max_ms,
+                          errstr, errsize)))
+        return err;
+    /* The transport (protocol, SASL, TLS): config_kafka.c. */
+    return deta_config_load_kafka_security(&cfg->kafka_security, errstr, errsize);
 }
 
 static deta_err_t load_postgres(deta_config_t *cfg, const char *database, char *errstr,

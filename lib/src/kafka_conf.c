@@ -29,6 +29,15 @@
  * MB, as fast; 2 MB with queued.min.messages 1000 kept it under 20 MB but cut
  * its catch-up rate several times (measured on the local stack, issue #6).
  *
+ * Transport. Every handle the library makes (the producer, which also sends the
+ * dead letters, and each consumer) gets cfg->kafka_security: security.protocol,
+ * and with SASL sasl.mechanisms, sasl.username and sasl.password, with TLS
+ * ssl.ca.location, ssl.certificate.location, ssl.key.location, ssl.key.password
+ * and ssl.endpoint.identification.algorithm (config_kafka.c checked them). A
+ * setting not given is left at librdkafka's default (no CA: the system's).
+ * librdkafka marks the passwords sensitive: its configuration dumps (debug=conf,
+ * which the library never sets) print them redacted; nothing here logs a value.
+ *
  * Assignment strategy: cooperative-sticky (incremental rebalances: members that
  * keep their partitions keep consuming while another joins or leaves). It works
  * against librdkafka's mock cluster too, since the assignment is computed by the
@@ -67,6 +76,41 @@ static bool conf_set_all(rd_kafka_conf_t *conf, const char *const (*kv)[2], size
     return true;
 }
 
+/* The transport settings on conf; errstr names the property, never its value
+ * (two of them are secrets). */
+static bool conf_set_security(rd_kafka_conf_t *conf, const deta_kafka_security_t *sec,
+                              char *errstr, size_t errsize) {
+    const char *const kv[][2] = {
+        {"security.protocol", sec->protocol[0] ? sec->protocol : "PLAINTEXT"},
+        {"sasl.mechanisms", sec->sasl_mechanism},
+        {"sasl.username", sec->sasl_username},
+        {"sasl.password", sec->sasl_password},
+        {"ssl.ca.location", sec->ssl_ca_location},
+        {"ssl.certificate.location", sec->ssl_certificate_location},
+        {"ssl.key.location", sec->ssl_key_location},
+        {"ssl.key.password", sec->ssl_key_password},
+        {"ssl.endpoint.identification.algorithm", sec->ssl_endpoint_identification},
+    };
+    char why[256];
+    for (size_t i = 0; i < sizeof kv / sizeof *kv; i++) {
+        if (!kv[i][1][0])
+            continue; /* not given: librdkafka's default */
+        if (rd_kafka_conf_set(conf, kv[i][0], kv[i][1], why, sizeof why) != RD_KAFKA_CONF_OK) {
+            deta_errf(DETA_ERR_INVALID, errstr, errsize, "kafka setting %s: %s", kv[i][0], why);
+            return false;
+        }
+    }
+    return true;
+}
+
+deta_err_t deta_kafka_conf_security(rd_kafka_conf_t *conf, const deta_config_t *cfg,
+                                    char *errstr, size_t errsize) {
+    if (!conf || !cfg)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "no configuration");
+    return conf_set_security(conf, &cfg->kafka_security, errstr, errsize) ? DETA_OK
+                                                                          : DETA_ERR_INVALID;
+}
+
 rd_kafka_conf_t *deta_kafka_producer_conf(const deta_config_t *cfg, char *errstr,
                                           size_t errsize) {
     const char *const kv[][2] = {
@@ -78,7 +122,8 @@ rd_kafka_conf_t *deta_kafka_producer_conf(const deta_config_t *cfg, char *errstr
         {"message.timeout.ms", DETA_KAFKA_MESSAGE_TIMEOUT},
     };
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (!conf_set_all(conf, kv, sizeof kv / sizeof *kv, errstr, errsize)) {
+    if (!conf_set_all(conf, kv, sizeof kv / sizeof *kv, errstr, errsize) ||
+        !conf_set_security(conf, &cfg->kafka_security, errstr, errsize)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
@@ -108,7 +153,8 @@ rd_kafka_conf_t *deta_kafka_consumer_conf(const deta_config_t *cfg, const char *
         {"fetch.max.bytes", DETA_KAFKA_FETCH_MAX_BYTES},
     };
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    if (!conf_set_all(conf, kv, sizeof kv / sizeof *kv, errstr, errsize)) {
+    if (!conf_set_all(conf, kv, sizeof kv / sizeof *kv, errstr, errsize) ||
+        !conf_set_security(conf, &cfg->kafka_security, errstr, errsize)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }

@@ -14,6 +14,21 @@
  *   KAFKA_SESSION_TIMEOUT_MS  45000   (the local stack sets 6000)
  *   KAFKA_FETCH_WAIT_MAX_MS   10      (1..500: how long a broker may hold a consumer's
  *                                      fetch that found no data; see kafka_conf.c)
+ *   KAFKA_SECURITY_PROTOCOL   PLAINTEXT (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL; every
+ *                                      handle the library makes; see config_kafka.c)
+ *   KAFKA_SASL_MECHANISM      none    (with SASL_*, required: PLAIN, SCRAM-SHA-256,
+ *                                      SCRAM-SHA-512)
+ *   KAFKA_SASL_USERNAME       none    (with SASL_*, required)
+ *   KAFKA_SASL_PASSWORD       none    (with SASL_*, required; a secret)
+ *   KAFKA_SSL_CA_LOCATION     none    (with SSL, SASL_SSL: the CA file or directory the
+ *                                      broker's certificate is verified with; none: the
+ *                                      system's CAs; must be readable)
+ *   KAFKA_SSL_CERTIFICATE_LOCATION, KAFKA_SSL_KEY_LOCATION
+ *                             none    (with SSL, SASL_SSL: a client certificate and its
+ *                                      key, both or neither; readable files)
+ *   KAFKA_SSL_KEY_PASSWORD    none    (the key's passphrase, with the key; a secret)
+ *   KAFKA_SSL_ENDPOINT_IDENTIFICATION https (https: the broker's certificate must name
+ *                                      the host connected to; none: not checked)
  *   PGHOST PGPORT PGUSER PGPASSWORD   localhost 5432 postgres postgres
  *   PGDATABASE                the service's own database (deta_service_def_t)
  *   PG_PREPARED_STATEMENTS    on      (on/off: named prepared statements per connection, see
@@ -51,12 +66,28 @@ typedef struct deta_service_def {
     const char *database;
 } deta_service_def_t;
 
+/* How the library's Kafka clients reach the brokers (KAFKA_SECURITY_PROTOCOL and
+ * the KAFKA_SASL_* and KAFKA_SSL_* settings, config_kafka.c); applied to every
+ * librdkafka handle by kafka_conf.c. An empty string is a setting not given. */
+typedef struct deta_kafka_security {
+    char protocol[16];       /* PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL */
+    char sasl_mechanism[16]; /* PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; "" without SASL */
+    char sasl_username[256];
+    char sasl_password[256]; /* a secret: never logged */
+    char ssl_ca_location[1024];
+    char ssl_certificate_location[1024];
+    char ssl_key_location[1024];
+    char ssl_key_password[256];          /* a secret: never logged */
+    char ssl_endpoint_identification[16]; /* https or none */
+} deta_kafka_security_t;
+
 typedef struct deta_config {
     char service[64];
     char instance_id[96];
     char kafka_bootstrap[512];
     int kafka_session_timeout_ms;
     int kafka_fetch_wait_max_ms;
+    deta_kafka_security_t kafka_security;
     char pg_host[256];
     int pg_port;
     char pg_user[64];

@@ -68,6 +68,15 @@
 #include "deta/err.h"
 #include "deta/metrics.h"
 
+/* The transport settings of cfg (KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_*,
+ * KAFKA_SSL_*: deta/config.h) set on a librdkafka configuration (an
+ * rd_kafka_conf_t *), for a program that makes librdkafka handles of its own (a
+ * test's, a tool's): the library's own producer and consumers have them
+ * already. DETA_ERR_INVALID when librdkafka refuses one (errstr names it). */
+struct rd_kafka_conf_s;
+deta_err_t deta_kafka_conf_security(struct rd_kafka_conf_s *conf, const deta_config_t *cfg,
+                                    char *errstr, size_t errsize);
+
 typedef struct deta_producer deta_producer_t;
 typedef struct deta_consumer deta_consumer_t;
 
