@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deta/event_check.h"
 #include "deta/inbox.h"
 #include "deta/log.h"
 
@@ -49,23 +50,18 @@ static const deta_event_route_t *route_for(const deta_event_dispatch_t *d, const
     return NULL;
 }
 
-/* Parse, key check and route: what every message goes through before any
- * transaction, one at a time or in a batch. *parsed says whether ev must be
- * cleared; on DETA_OK *route may be NULL (a type this service ignores). */
+/* Parse, key and producer checks (deta/event_check.h) and route: what every
+ * message goes through before any transaction, one at a time or in a batch.
+ * *parsed says whether ev must be cleared; on DETA_OK *route may be NULL (a
+ * type this service ignores). */
 static deta_err_t check_message(const deta_event_dispatch_t *d, const deta_kafka_msg_t *msg,
                                 deta_event_t *ev, bool *parsed,
                                 const deta_event_route_t **route, char *errstr,
                                 size_t errsize) {
-    char why[256];
-    *parsed = false;
     *route = NULL;
-    if (deta_event_parse(msg->value, msg->len, ev, why, sizeof why) != DETA_OK)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "malformed event: %s", why);
-    *parsed = true;
-    if (!msg->key || msg->key_len != strlen(ev->order_id) ||
-        memcmp(msg->key, ev->order_id, msg->key_len) != 0)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                         "message key does not match orderId %s", ev->order_id);
+    deta_err_t err = deta_event_from_msg(msg, ev, parsed, errstr, errsize);
+    if (err)
+        return err;
     *route = route_for(d, ev->event_type);
     return DETA_OK;
 }

@@ -8,6 +8,8 @@
  * Adding a type means adding a constant to topics.h and a row here. Dead letters,
  * by contrast, follow the seed's naming rule (raw.X -> dlq.X) for any topic, so a
  * consumer of a topic outside the seed's eight still has somewhere to put them.
+ * Each raw topic has one owner, the service that publishes on it; consumers
+ * refuse an event of another producer (event_check.c).
  */
 #include "deta/topics.h"
 
@@ -61,6 +63,20 @@ static const char *lookup(const topic_pair_t *pairs, size_t n, const char *key) 
 
 const char *deta_topic_for_event_type(const char *event_type) {
     return lookup(event_topics, sizeof event_topics / sizeof event_topics[0], event_type);
+}
+
+/* Each raw topic's owner (in the pair's second field): the service name its
+ * events carry as their producer (every service writes its own name, never an
+ * instance id). */
+static const topic_pair_t topic_owners[] = {
+    {DETA_TOPIC_ORDER_EVENTS, "order-service"},
+    {DETA_TOPIC_INVENTORY_EVENTS, "inventory-service"},
+    {DETA_TOPIC_PAYMENT_EVENTS, "payment-service"},
+    {DETA_TOPIC_DELIVERY_EVENTS, "delivery-service"},
+};
+
+const char *deta_topic_owner(const char *topic) {
+    return lookup(topic_owners, sizeof topic_owners / sizeof topic_owners[0], topic);
 }
 
 const char *deta_topic_dlq_for(const char *raw_topic, char *buf, size_t bufsize) {

@@ -10,8 +10,8 @@
  * rank, and a verdict is recorded only over no verdict (contracts: "verdicts
  * are final"). A redelivered or re-sent event (another eventId) is therefore
  * harmless, without a table that would grow with every event and need a purge.
- * The envelope, key and routing steps are the dispatcher's, written here: parse
- * (malformed -> dead letter), key == orderId (else dead letter), skip types
+ * The envelope, key and producer checks are the dispatcher's (deta_event_from_msg:
+ * a refused message is a dead letter); then, written here: skip types
  * not followed, read the payload (a bad field -> dead letter naming it), apply
  * in one transaction; a database error is transient and retried.
  *
@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deta/event_check.h"
 #include "deta/log.h"
 #include "deta/topics.h"
 #include "domain.h"
@@ -70,11 +71,6 @@ static const char *outcome_name(order_event_result_t r) {
     return "applied";
 }
 
-static bool key_is_order_id(const deta_kafka_msg_t *msg, const char *order_id) {
-    return msg->key && msg->key_len == strlen(order_id) &&
-           memcmp(msg->key, order_id, msg->key_len) == 0;
-}
-
 /* A parsed event this service follows: read, then applied. */
 static deta_err_t follow(order_events_t *e, const deta_event_t *ev, char *errstr,
                          size_t errsize) {
@@ -107,16 +103,14 @@ static deta_err_t consume(const deta_kafka_msg_t *msg, void *opaque, char *errst
                           size_t errsize) {
     order_events_t *e = opaque;
     deta_event_t ev;
-    char why[256];
-    if (deta_event_parse(msg->value, msg->len, &ev, why, sizeof why) != DETA_OK) {
+    bool parsed = false;
+    deta_err_t err = deta_event_from_msg(msg, &ev, &parsed, errstr, errsize);
+    if (err && !parsed) {
         count(e, "unparsable", "failed");
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "malformed event: %s", why);
+        return err;
     }
-    deta_err_t err = DETA_OK;
-    if (!key_is_order_id(msg, ev.order_id)) {
+    if (err) {
         count(e, ev.event_type, "failed");
-        err = deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                        "message key does not match orderId %s", ev.order_id);
     } else if (!order_event_followed(ev.event_type)) {
         count(e, ev.event_type, "ignored");
     } else {

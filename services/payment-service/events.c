@@ -88,6 +88,7 @@
 #include <time.h>
 
 #include "deta/clock.h"
+#include "deta/event_check.h"
 #include "deta/log.h"
 #include "deta/topics.h"
 #include "store.h"
@@ -770,11 +771,6 @@ static void report_failure(const deta_event_t *ev, const deta_kafka_msg_t *msg, 
 
 /* ---- the handler ---- */
 
-static bool key_is_order(const deta_kafka_msg_t *msg, const char *order_id) {
-    return msg->key && msg->key_len == strlen(order_id) &&
-           memcmp(msg->key, order_id, msg->key_len) == 0;
-}
-
 static deta_err_t handle_reserved(payment_events_t *pe, const deta_kafka_msg_t *msg,
                                   const deta_event_t *ev, char *errstr, size_t errsize) {
     struct timespec t0;
@@ -799,18 +795,16 @@ deta_err_t payment_events_handle(const deta_kafka_msg_t *msg, void *opaque, char
                                  size_t errsize) {
     payment_events_t *pe = opaque;
     deta_event_t ev;
-    char why[256];
-    if (deta_event_parse(msg->value, msg->len, &ev, why, sizeof why) != DETA_OK) {
-        DETA_ERROR("malformed event on %s [%d] at %lld: %s", msg->topic, (int)msg->partition,
-                   (long long)msg->offset, why);
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "malformed event: %s", why);
+    bool parsed = false;
+    deta_err_t err = deta_event_from_msg(msg, &ev, &parsed, errstr, errsize);
+    if (err && !parsed) {
+        DETA_ERROR("refused %s [%d] at %lld: %s", msg->topic, (int)msg->partition,
+                   (long long)msg->offset, errstr ? errstr : "malformed event");
+        return err;
     }
-    deta_err_t err = DETA_OK;
-    if (!key_is_order(msg, ev.order_id)) {
-        err = deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                        "message key does not match orderId %s", ev.order_id);
+    if (err) {
         deta_log(DETA_LOG_ERROR, ev.order_id, ev.correlation_id, "%s %s: %s", ev.event_type,
-                 ev.event_id, errstr ? errstr : "bad key");
+                 ev.event_id, errstr ? errstr : "refused");
     } else if (strcmp(ev.event_type, DETA_EVT_INVENTORY_RESERVED) == 0) {
         err = handle_reserved(pe, msg, &ev, errstr, errsize);
     } else if (strcmp(ev.event_type, DETA_EVT_INVENTORY_CANCEL_FORWARDED) == 0) {

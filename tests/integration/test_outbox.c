@@ -94,7 +94,7 @@ static void new_key(char *out, size_t size, const char *prefix) {
 static void add_event(const char *key, const char *type, char event_id[DETA_UUID_LEN + 1]) {
     deta_event_t ev;
     char err[256];
-    if (deta_event_init(&ev, type, key, "corr-1", "it-outbox", json_pack("{s:s}", "k", key), err,
+    if (deta_event_init(&ev, type, key, "corr-1", "order-service", json_pack("{s:s}", "k", key), err,
                         sizeof err) != DETA_OK)
         fail_msg("event: %s", err);
     if (event_id)

@@ -73,7 +73,8 @@ static char *envelope(const char *type, const char *order_id, const char *at, js
     deta_event_t ev;
     char err[256];
     json_object_set_new(payload, "orderId", json_string(order_id));
-    if (deta_event_init(&ev, type, order_id, order_id, "test-query-api", payload, err,
+    if (deta_event_init(&ev, type, order_id, order_id,
+                        deta_topic_owner(deta_topic_for_event_type(type)), payload, err,
                         sizeof err) != DETA_OK)
         fail_msg("event_init: %s", err);
     if (at)

@@ -25,6 +25,7 @@
 
 #include "deta/client_orders.h"
 #include "deta/envelope.h"
+#include "deta/topics.h"
 
 const char *ts_env(const char *name) {
     const char *v = getenv(name);
@@ -450,8 +451,11 @@ char *ts_event(const char *event_type, const char *order_id, const char *correla
                json_t *payload, char *event_id) {
     deta_event_t ev;
     char err[256];
+    /* Written as the owner of the type's topic writes it: consumers refuse another
+     * producer (deta/event_check.h). */
+    const char *owner = deta_topic_owner(deta_topic_for_event_type(event_type));
     if (deta_event_init(&ev, event_type, order_id, correlation_id ? correlation_id : order_id,
-                        "testsupport", payload, err, sizeof err) != DETA_OK)
+                        owner ? owner : "testsupport", payload, err, sizeof err) != DETA_OK)
         fail_msg("ts_event: %s", err);
     if (event_id)
         memcpy(event_id, ev.event_id, sizeof ev.event_id);

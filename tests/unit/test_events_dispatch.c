@@ -1,7 +1,8 @@
 /*
  * test_events_dispatch.c - the idempotent dispatcher (deta/events.h,
- * lib/src/events.c) up to its transaction: a malformed envelope and a key that
- * is not the envelope's orderId are refused for good, a type without a route is
+ * lib/src/events.c) up to its transaction: a malformed envelope, a key that is
+ * not the envelope's orderId and a producer that does not own the message's
+ * topic (deta/event_check.h) are refused for good, a type without a route is
  * skipped, each counted by deta_events_total; a routed event goes no further
  * than its transaction, which fails TRANSIENT when Postgres cannot be reached,
  * handler not called. A batch reports each message's refusal and records no
@@ -76,11 +77,11 @@ static double counted(fixture_t *f, const char *type, const char *outcome) {
                                            "Events consumed, by type and outcome", labels));
 }
 
-/* A valid envelope of type for ORDER, serialized (to free). */
-static char *envelope(const char *type) {
+/* A valid envelope of type for ORDER written by producer, serialized (to free). */
+static char *envelope_by(const char *type, const char *producer) {
     deta_event_t ev;
     char why[256];
-    assert_int_equal(deta_event_init(&ev, type, ORDER, ORDER, "unit-test", json_object(), why,
+    assert_int_equal(deta_event_init(&ev, type, ORDER, ORDER, producer, json_object(), why,
                                      sizeof why),
                      DETA_OK);
     char *text = deta_event_serialize(&ev);
@@ -88,6 +89,9 @@ static char *envelope(const char *type) {
     assert_non_null(text);
     return text;
 }
+
+/* The same by the owner of the topic the tests' messages are on. */
+static char *envelope(const char *type) { return envelope_by(type, "order-service"); }
 
 static deta_kafka_msg_t message(const char *key, const char *value) {
     return (deta_kafka_msg_t){.topic = DETA_TOPIC_ORDER_EVENTS,
@@ -130,6 +134,26 @@ static void test_key_must_be_the_order_id(void **state) {
     assert_true(counted(f, DETA_EVT_ORDER_CREATED, "failed") == 3);
 }
 
+/* An event on raw.order-events that order-service did not write: refused
+ * before any route or transaction, even for a type the service handles. */
+static void test_producer_must_own_the_topic(void **state) {
+    fixture_t *f = *state;
+    const char *others[] = {"payment-service", "testsupport", "order-service-1234"};
+    for (size_t i = 0; i < sizeof others / sizeof *others; i++) {
+        char *value = envelope_by(DETA_EVT_ORDER_CREATED, others[i]);
+        deta_kafka_msg_t m = message(ORDER, value);
+        char why[256] = "", want[256];
+        assert_int_equal(deta_event_dispatch(&m, f->d, why, sizeof why), DETA_ERR_INVALID);
+        snprintf(want, sizeof want,
+                 "producer \"%s\" does not own raw.order-events (its owner is order-service)",
+                 others[i]);
+        assert_string_equal(why, want);
+        free(value);
+    }
+    assert_int_equal(f->calls, 0);
+    assert_true(counted(f, DETA_EVT_ORDER_CREATED, "failed") == 3);
+}
+
 static void test_type_without_route_is_skipped(void **state) {
     fixture_t *f = *state;
     char why[256] = "";
@@ -153,17 +177,22 @@ static void test_batch_reports_each_refusal(void **state) {
     fixture_t *f = *state;
     char *created = envelope(DETA_EVT_ORDER_CREATED);
     char *released = envelope(DETA_EVT_INVENTORY_RELEASED);
+    char *forged = envelope_by(DETA_EVT_ORDER_CREATED, "inventory-service");
     deta_kafka_msg_t msgs[] = {message(ORDER, "[]"), message("another-order", created),
-                               message(ORDER, released)};
-    deta_err_t results[3];
-    char why[3][DETA_KAFKA_WHY_MAX];
-    assert_int_equal(deta_event_dispatch_batch(msgs, 3, f->d, results, why), DETA_ERR_TRANSIENT);
+                               message(ORDER, released), message(ORDER, forged)};
+    deta_err_t results[4];
+    char why[4][DETA_KAFKA_WHY_MAX];
+    assert_int_equal(deta_event_dispatch_batch(msgs, 4, f->d, results, why), DETA_ERR_TRANSIENT);
     assert_int_equal(results[0], DETA_ERR_INVALID);
     assert_memory_equal(why[0], "malformed event: ", strlen("malformed event: "));
     assert_int_equal(results[1], DETA_ERR_INVALID);
     assert_string_equal(why[1], "message key does not match orderId " ORDER);
     assert_int_equal(results[2], DETA_OK);
     assert_string_equal(why[2], "");
+    assert_int_equal(results[3], DETA_ERR_INVALID);
+    assert_string_equal(why[3], "producer \"inventory-service\" does not own raw.order-events "
+                                "(its owner is order-service)");
+    free(forged);
     free(created);
     free(released);
     assert_int_equal(f->calls, 0);
@@ -177,6 +206,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_malformed_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_must_be_the_order_id, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_producer_must_own_the_topic, setup, teardown),
         cmocka_unit_test_setup_teardown(test_type_without_route_is_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_routed_event_waits_for_its_transaction, setup,
                                         teardown),

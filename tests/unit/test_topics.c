@@ -1,6 +1,6 @@
 /*
- * test_topics.c - event type to topic mapping and dead-letter twins
- * (lib/src/topics.c).
+ * test_topics.c - event type to topic mapping, dead-letter twins and each raw
+ * topic's owner (lib/src/topics.c).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -115,6 +115,19 @@ static void test_every_type_has_a_dlq(void **state) {
         assert_non_null(deta_topic_dlq_for(deta_topic_for_event_type(types[i]), buf, sizeof buf));
 }
 
+/* Each raw topic's owner, as docs/contracts.md's table has it; no other topic
+ * has one. */
+static void test_owners(void **state) {
+    (void)state;
+    assert_string_equal(deta_topic_owner("raw.order-events"), "order-service");
+    assert_string_equal(deta_topic_owner("raw.inventory-events"), "inventory-service");
+    assert_string_equal(deta_topic_owner("raw.payment-events"), "payment-service");
+    assert_string_equal(deta_topic_owner("raw.delivery-events"), "delivery-service");
+    assert_null(deta_topic_owner("dlq.payment-events"));
+    assert_null(deta_topic_owner("raw.other-events"));
+    assert_null(deta_topic_owner(NULL));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_all_topics_raw_then_dlq),
@@ -124,6 +137,7 @@ int main(void) {
         cmocka_unit_test(test_dlq_of_non_raw_topics_is_null),
         cmocka_unit_test(test_dlq_of_any_raw_topic),
         cmocka_unit_test(test_every_type_has_a_dlq),
+        cmocka_unit_test(test_owners),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

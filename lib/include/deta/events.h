@@ -3,7 +3,9 @@
  * same in every service, written once.
  *
  * For each message: the envelope is parsed and validated (a malformed one is a
- * dead letter); the message key must equal the envelope's orderId; an event type
+ * dead letter); the message key must equal the envelope's orderId, and the
+ * envelope's producer must be the owner of the message's topic (both checks in
+ * deta/event_check.h; a refused message is a dead letter); an event type
  * the service has no route for is skipped (consumers ignore what they do not
  * handle); otherwise, in one transaction, the event id is claimed in
  * processed_events (a duplicate delivery stops here and changes nothing) and the
@@ -51,7 +53,7 @@ deta_err_t deta_event_dispatch(const deta_kafka_msg_t *msg, void *dispatch, char
  * the dispatch (deta_consumer_opts_t.batch_fn; deta_service_on_events passes the
  * dispatch as opaque, so setting opts.batch_fn to this batches its consumer):
  * one transaction, each message claimed and applied under a savepoint of its
- * own. A message that is malformed, has the wrong key or whose handler fails
+ * own. A message that is malformed, has the wrong key or producer or whose handler fails
  * with a non-transient code is rolled back to its savepoint and reported in
  * results/why (to be dead-lettered); the rest commit together. A transient
  * failure (or a failed commit) rolls back the whole batch and is returned: the

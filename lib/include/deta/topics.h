@@ -50,6 +50,12 @@ extern const char *const deta_topics_all[8];
 /* The raw topic an event type is published on, or NULL for an unknown type. */
 const char *deta_topic_for_event_type(const char *event_type);
 
+/* The service that owns a raw topic, the only one that publishes on it
+ * (docs/contracts.md#topics-and-event-types): "order-service" for
+ * raw.order-events, "inventory-service", "payment-service", "delivery-service"
+ * for theirs; NULL for any other topic (the dlq. twins have no single writer). */
+const char *deta_topic_owner(const char *topic);
+
 /* The seed's naming rule for dead letters, for any topic: "raw.<name>" ->
  * "dlq.<name>", written into buf. NULL (buf untouched) when topic is not of the
  * form raw.<name> or the name does not fit. */
