@@ -25,7 +25,8 @@ Checks, each against its source of truth (deploylib.py):
   - the five services of lib/src/config.c: built from infra/docker/Dockerfile
     with their SERVICE and HTTP_PORT, port published, through kafka:29092,
     every variable their code reads set (and none it does not), no literal
-    password (each is ${VAR:?...} and listed in .env.example), each started
+    password (each is ${VAR:?...}, or ${VAR?...} for the Kafka credentials
+    that may be empty, and listed in .env.example), each started
     after what it needs is healthy;
   - the web console: query-api serves the image's console files and names
     order-service and inventory-service at their published ports, and those two
@@ -40,6 +41,8 @@ import deploylib as dl
 
 INFRA = ("zookeeper", "kafka", "postgres", "cassandra", "redis")
 REQUIRED_VAR = re.compile(r"^\$\{(" + dl.VAR_RE + r"):\?[^}]*\}$")
+# Set, maybe empty, no default: dl.OPTIONAL_CREDENTIALS only.
+SET_VAR = re.compile(r"^\$\{(" + dl.VAR_RE + r")\?[^}]*\}$")
 
 
 def env_dict(svc):
@@ -293,6 +296,11 @@ def password_refs(c, problems):
             if not dl.is_password_name(key):
                 continue
             m = REQUIRED_VAR.match(value or "")
+            if not m and key in dl.OPTIONAL_CREDENTIALS:
+                m = SET_VAR.match(value or "")
+                if m and not dl.is_optional_credential_key(m.group(1)):
+                    problems.append("%s: %s takes %s, which is no *_KAFKA_*PASSWORD key"
+                                    % (name, key, m.group(1)))
             if not m:
                 problems.append("%s: %s is %r: a literal or defaulted password; use ${VAR:?...}"
                                 % (name, key, value))

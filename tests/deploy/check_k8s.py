@@ -7,7 +7,8 @@ Checks:
   - kustomization.yaml lists every manifest of the folder (and only existing
     ones), sets the namespace, which namespace.yaml defines, and generates the
     Secret from secrets.env (ignored by git; secrets.env.example lists exactly
-    the keys the pods use, with placeholders only);
+    the keys the pods use, with placeholders only: change-me, or empty for
+    the Kafka credentials a PLAINTEXT cluster does without);
   - the seed's infrastructure: a Deployment and a Service per part with the
     seed's image and port, the readiness probe being the seed's health check
     at its interval, the seed's volumes as claims mounted at the seed's paths,
@@ -80,9 +81,10 @@ class Manifests:
                 text = open(example, encoding="utf-8").read()
                 for key, value in re.findall(r"^(" + dl.VAR_RE + r")=(.*)$", text, re.M):
                     keys.add(key)
-                    if value != "change-me":
+                    if value != "change-me" and not (value == "" and
+                                                     dl.is_optional_credential_key(key)):
                         problems.append("%s.example: %s has a value; placeholders only "
-                                        "(change-me)" % (env, key))
+                                        "(change-me; empty for *_KAFKA_*PASSWORD)" % (env, key))
                 ignore = os.path.join(self.dir, ".gitignore")
                 if not os.path.exists(ignore) or env not in open(ignore).read().split():
                     problems.append("infra/k8s/.gitignore must ignore %s" % env)

@@ -581,6 +581,20 @@ def is_password_name(name):
     return "PASSWORD" in upper or "SECRET" in upper or "TOKEN" in upper
 
 
+# The credentials of an optional transport (Kafka's SASL and a client key's
+# passphrase): a service refuses them while KAFKA_SECURITY_PROTOCOL does not use
+# them (lib/src/config_kafka.c), so a deployment file passes them without a
+# default (compose: ${VAR?...}) but may leave them empty, and an example file's
+# placeholder for them is empty rather than change-me.
+OPTIONAL_CREDENTIALS = ("KAFKA_SASL_PASSWORD", "KAFKA_SSL_KEY_PASSWORD")
+OPTIONAL_CREDENTIAL_KEY = re.compile(r"[A-Z]+_KAFKA_(?:PASSWORD|SSL_KEY_PASSWORD)")
+
+
+def is_optional_credential_key(key):
+    """A key of .env.example or secrets.env.example that holds one of them."""
+    return OPTIONAL_CREDENTIAL_KEY.fullmatch(key) is not None
+
+
 def report(name, problems):
     """Prints the problems (or OK) and returns the exit status."""
     if problems:
