@@ -173,6 +173,27 @@ static deta_err_t load_redis(deta_config_t *cfg, char *errstr, size_t errsize) {
     return config_int("REDIS_PORT", 6379, 1, 65535, &cfg->redis_port, errstr, errsize);
 }
 
+/* The HTTP bounds under abuse (deta/http.h, lib/src/http_guard.c). */
+static deta_err_t load_http_bounds(deta_config_t *cfg, char *errstr, size_t errsize) {
+    deta_err_t err;
+    if ((err = config_int("HTTP_MAX_CONNECTIONS", 4096, 1, 1000000, &cfg->http_max_connections,
+                          errstr, errsize)) ||
+        (err = config_int("HTTP_MAX_CONNECTIONS_PER_CLIENT", 512, 1, 1000000,
+                          &cfg->http_max_connections_per_client, errstr, errsize)) ||
+        (err = config_int("HTTP_HEADER_TIMEOUT_MS", 10000, 100, 3600000,
+                          &cfg->http_header_timeout_ms, errstr, errsize)) ||
+        (err = config_int("HTTP_BODY_TIMEOUT_MS", 30000, 100, 3600000, &cfg->http_body_timeout_ms,
+                          errstr, errsize)) ||
+        (err = deta_config_int("HTTP_HEADER_LIMIT", 8192, 1024, 1048576, &cfg->http_header_limit,
+                               errstr, errsize)))
+        return err;
+    if (cfg->http_max_connections_per_client > cfg->http_max_connections)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "HTTP_MAX_CONNECTIONS_PER_CLIENT: %d is more than HTTP_MAX_CONNECTIONS (%d)",
+                         cfg->http_max_connections_per_client, cfg->http_max_connections);
+    return DETA_OK;
+}
+
 /* HTTP_PORT defaults to the service's port of docs/contracts.md; for a program that
  * has none (a tool, a test) the default is 0, which asks for an ephemeral port. */
 static deta_err_t load_http(deta_config_t *cfg, int port, char *errstr, size_t errsize) {
@@ -185,6 +206,8 @@ static deta_err_t load_http(deta_config_t *cfg, int port, char *errstr, size_t e
     if ((err = config_int("HTTP_THREADS", 4, 1, 64, &cfg->http_threads, errstr, errsize)) ||
         (err = config_copy("HTTP_CORS_ORIGINS", "", cfg->http_cors_origins,
                            sizeof cfg->http_cors_origins, errstr, errsize)))
+        return err;
+    if ((err = load_http_bounds(cfg, errstr, errsize)))
         return err;
     /* Checked here, so that a bad list stops the service with the others' errors. */
     deta_cors_origins_t origins;

@@ -46,6 +46,19 @@
  * names case-insensitively) and may add one response header of its own
  * (deta_http_resp_header: WWW-Authenticate on a 401 is what needs it).
  *
+ * Bounds under abuse (http_guard.c has the design). Connections are counted at
+ * accept (MHD_OPTION_NOTIFY_CONNECTION); one over HTTP_MAX_CONNECTIONS or its
+ * address's HTTP_MAX_CONNECTIONS_PER_CLIENT gets 503 or 429 (JSON, Retry-After: 1,
+ * Connection: close) once its headers are in, unless its route is DETA_HTTP_ALWAYS
+ * (health and metrics: served, then closed). MHD's own connection and per-address
+ * limits sit DETA_HTTP_RESERVED_* above ours, so those answers have room. Headers
+ * larger than HTTP_HEADER_LIMIT are 431 (JSON; MHD's memory pool per connection is
+ * 2 x HTTP_HEADER_LIMIT + 16 KiB, and headers that do not fit even there get MHD's
+ * own 431 with its HTML body). The guard's watchdog cuts headers slower than
+ * HTTP_HEADER_TIMEOUT_MS and bodies slower than HTTP_BODY_TIMEOUT_MS (408); the
+ * phases it times are set here: headers in (begin_request), request in or answered
+ * (finish_request, every queued answer), request done (on_completed).
+ *
  * Metrics. The duration (from the headers to the queued response) and the count
  * are recorded when the response is queued, labelled method (one of the
  * standard methods or OTHER, to bound cardinality), route (the pattern, or
@@ -70,6 +83,7 @@
 #include "deta/http_cors.h"
 #include "deta/http_static.h"
 #include "deta/log.h"
+#include "http_guard.h"
 #include "http_stream_internal.h"
 #include "http_internal.h"
 
@@ -103,6 +117,8 @@ struct deta_http_server {
     deta_cors_origins_t cors; /* HTTP_CORS_ORIGINS; empty: no CORS header at all */
     char *static_root;        /* canonical directory of the static files; NULL: none */
     char *static_csp;         /* their Content-Security-Policy */
+    deta_http_limits_t limits; /* HTTP_MAX_CONNECTIONS and the other bounds */
+    http_guard_t *guard;       /* those bounds at work, while started */
 };
 
 typedef struct request {
@@ -117,6 +133,9 @@ typedef struct request {
     size_t body_len, body_cap;
     size_t received;           /* body bytes seen, kept or dropped */
     bool too_large;
+    http_conn_t *conn_rec;     /* the guard's record of the connection */
+    bool close_after;          /* answer with Connection: close (over a connection bound) */
+    bool refused;              /* the answer is a 429 or 503 of a bound: Retry-After */
     deta_http_req_t req;
 } request_t;
 
@@ -310,7 +329,26 @@ deta_http_server_t *deta_http_server_new(int port, long body_limit, int threads,
     srv->body_limit = body_limit;
     srv->threads = threads;
     srv->quiesced_fd = MHD_INVALID_SOCKET;
+    srv->limits = (deta_http_limits_t)DETA_HTTP_LIMITS_DEFAULT;
     return srv;
+}
+
+deta_err_t deta_http_server_set_limits(deta_http_server_t *srv, const deta_http_limits_t *limits,
+                                       char *errstr, size_t errsize) {
+    if (!srv || srv->daemon || !limits)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "HTTP server missing or started");
+    if (limits->max_connections < 1 || limits->max_connections_per_client < 1 ||
+        limits->max_connections_per_client > limits->max_connections ||
+        limits->header_timeout_ms < 1 || limits->body_timeout_ms < 1 ||
+        limits->header_limit < 1024 || limits->header_limit > (1L << 24))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "bad HTTP bounds: %d connections, %d per client (1..connections), "
+                         "timeouts %d and %d ms (>= 1), header limit %ld (1024..16777216)",
+                         limits->max_connections, limits->max_connections_per_client,
+                         limits->header_timeout_ms, limits->body_timeout_ms,
+                         limits->header_limit);
+    srv->limits = *limits;
+    return DETA_OK;
 }
 
 static bool valid_method(const char *method) {
@@ -446,9 +484,11 @@ void deta_http_server_free(deta_http_server_t *srv) {
         return;
     if (srv->daemon) {
         deta_http_streams_stop(srv); /* none may stay suspended */
+        http_guard_stop(srv->guard);
         MHD_stop_daemon(srv->daemon);
         deta_http_streams_forget(srv);
     }
+    http_guard_free(srv->guard); /* every connection is closed */
     if (srv->quiesced_fd != MHD_INVALID_SOCKET)
         close(srv->quiesced_fd);
     for (size_t i = 0; i < srv->nroutes; i++) {
@@ -547,7 +587,12 @@ static enum MHD_Result queue_response(request_t *r, deta_http_resp_t *resp, cons
         MHD_add_response_header(mr, MHD_HTTP_HEADER_ALLOW, allow);
     if (resp->header_name && resp->header_value)
         MHD_add_response_header(mr, resp->header_name, resp->header_value);
+    if (r->refused)
+        MHD_add_response_header(mr, "Retry-After", "1");
+    if (r->close_after && !resp->stream)
+        MHD_add_response_header(mr, MHD_HTTP_HEADER_CONNECTION, "close");
     http_add_answer_headers(mr, r->srv, r->conn, NULL);
+    http_guard_request_in(r->srv->guard, r->conn_rec);
     record_metrics(r, resp->status);
     enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)resp->status, mr);
     MHD_destroy_response(mr);
@@ -710,6 +755,7 @@ static enum MHD_Result serve_static(request_t *r) {
     http_add_answer_headers(mr, srv, r->conn, srv->static_csp);
     /* Revalidated on every load, so a new deployment's files show at once. */
     MHD_add_response_header(mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    http_guard_request_in(srv->guard, r->conn_rec);
     record_metrics(r, 200);
     enum MHD_Result ok = MHD_queue_response(r->conn, 200, mr);
     MHD_destroy_response(mr);
@@ -744,6 +790,7 @@ static enum MHD_Result respond_preflight(request_t *r) {
     MHD_add_response_header(mr, "Access-Control-Max-Age", CORS_MAX_AGE);
     http_add_answer_headers(mr, r->srv, r->conn, NULL);
     free(methods);
+    http_guard_request_in(r->srv->guard, r->conn_rec);
     record_metrics(r, 204);
     enum MHD_Result ok = MHD_queue_response(r->conn, 204, mr);
     MHD_destroy_response(mr);
@@ -755,6 +802,41 @@ static bool is_preflight(const request_t *r) {
            deta_http_header(&r->req, "Access-Control-Request-Method") != NULL;
 }
 
+/* Request line and headers, in bytes, as MHD counted them. */
+static size_t header_size(struct MHD_Connection *conn) {
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    return info ? info->header_size : 0;
+}
+
+/* A request on a connection over a connection bound: 503 or 429, unless its route is
+ * DETA_HTTP_ALWAYS (then served as usual, and the connection closed after). Returns
+ * true when it answered. */
+static bool refuse_over_bound(request_t *r, enum MHD_Result *ok) {
+    http_admission_t admission = http_guard_admission(r->conn_rec);
+    if (admission == HTTP_ADMITTED)
+        return false;
+    r->close_after = true;
+    if (match_route(r) == 0 && (r->route->flags & DETA_HTTP_ALWAYS))
+        return false;
+    r->refused = true;
+    const deta_http_limits_t *l = &r->srv->limits;
+    if (admission == HTTP_OVER_CLIENT) {
+        http_guard_count(r->srv->guard, "connections_per_client");
+        *ok = respond_error(r, 429, NULL,
+                            "this client address has HTTP_MAX_CONNECTIONS_PER_CLIENT (%d) "
+                            "connections open; retry later",
+                            l->max_connections_per_client);
+    } else {
+        http_guard_count(r->srv->guard, "connections");
+        *ok = respond_error(r, 503, NULL,
+                            "the server has HTTP_MAX_CONNECTIONS (%d) connections open; "
+                            "retry later",
+                            l->max_connections);
+    }
+    return true;
+}
+
 /* The headers are in: route, and answer at once what can be answered. */
 static enum MHD_Result begin_request(deta_http_server_t *srv, struct MHD_Connection *conn,
                                      const char *url, const char *method, void **con_cls) {
@@ -762,6 +844,16 @@ static enum MHD_Result begin_request(deta_http_server_t *srv, struct MHD_Connect
     if (!r)
         return MHD_NO;
     *con_cls = r;
+    r->conn_rec = http_guard_conn(conn);
+    http_guard_headers_in(srv->guard, r->conn_rec);
+    if (header_size(conn) > (size_t)srv->limits.header_limit) {
+        http_guard_count(srv->guard, "header_too_large");
+        return respond_error(r, 431, NULL, "request headers exceed HTTP_HEADER_LIMIT (%ld bytes)",
+                             srv->limits.header_limit);
+    }
+    enum MHD_Result refused;
+    if (refuse_over_bound(r, &refused))
+        return refused;
     if (is_preflight(r))
         return respond_preflight(r);
     int status = match_route(r);
@@ -823,6 +915,7 @@ static enum MHD_Result receive_body(request_t *r, const char *data, size_t *size
 
 /* The whole body is in: parse, run the handler, answer. */
 static enum MHD_Result finish_request(request_t *r) {
+    http_guard_request_in(r->srv->guard, r->conn_rec);
     if (r->too_large) {
         count_rejection(r, "body_too_large");
         return respond_error(r, 413, NULL, "request body exceeds %ld bytes", r->srv->body_limit);
@@ -873,9 +966,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe) {
-    (void)cls;
-    (void)conn;
+    deta_http_server_t *srv = cls;
     (void)toe;
+    /* A kept-alive connection waits for the next request's headers from now. */
+    http_guard_request_done(srv->guard, http_guard_conn(conn));
     request_free(*con_cls);
     *con_cls = NULL;
 }
@@ -946,13 +1040,31 @@ deta_err_t deta_http_server_start(deta_http_server_t *srv, char *errstr, size_t 
          (intptr_t)srv->threads, NULL},
         {MHD_OPTION_END, 0, NULL},
     };
+    srv->guard = http_guard_new(&srv->limits, srv->metrics);
+    if (!srv->guard)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    const deta_http_limits_t *l = &srv->limits;
     srv->daemon = MHD_start_daemon(
         flags, (uint16_t)srv->port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER,
-        log_mhd, (void *)NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)NULL,
+        log_mhd, (void *)NULL, MHD_OPTION_NOTIFY_COMPLETED, on_completed, (void *)srv,
         MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_SECONDS, MHD_OPTION_UNESCAPE_CALLBACK,
-        unescape, (void *)NULL, MHD_OPTION_ARRAY, pool,
-        MHD_OPTION_END);
+        unescape, (void *)NULL, MHD_OPTION_NOTIFY_CONNECTION, http_guard_notify,
+        (void *)srv->guard, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)(l->max_connections + DETA_HTTP_RESERVED_CONNECTIONS),
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned int)(l->max_connections_per_client + DETA_HTTP_RESERVED_PER_CLIENT),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(2 * l->header_limit + 16384),
+        MHD_OPTION_ARRAY, pool, MHD_OPTION_END);
+    if (srv->daemon && http_guard_start(srv->guard, errstr, errsize) != DETA_OK) {
+        MHD_stop_daemon(srv->daemon);
+        srv->daemon = NULL;
+        http_guard_free(srv->guard);
+        srv->guard = NULL;
+        return DETA_ERR_INTERNAL;
+    }
     if (!srv->daemon) {
+        http_guard_free(srv->guard);
+        srv->guard = NULL;
         if (port_in_use(srv->port))
             return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize, "port %d is in use",
                              srv->port);

@@ -34,6 +34,13 @@
  * failures, from many threads at once, so the answer is cached for
  * DETA_READINESS_CACHE_MS and refreshed by one caller at a time while the others
  * take the cached answer.
+ *
+ * Open files: every HTTP connection is a descriptor, and HTTP_MAX_CONNECTIONS (4096 by
+ * default) is above the usual soft RLIMIT_NOFILE of 1024. At start the soft limit is
+ * raised to the hard one (logged), and the service refuses to start (exit 2, naming
+ * HTTP_MAX_CONNECTIONS) when libmicrohttpd's connection limit (HTTP_MAX_CONNECTIONS +
+ * DETA_HTTP_RESERVED_CONNECTIONS) plus DETA_FD_MARGIN for everything else (Postgres,
+ * Kafka, Redis, logs) does not fit below it.
  */
 #include "clock.h"
 #include "deta/service.h"
@@ -41,6 +48,7 @@
 #include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
+#include <sys/resource.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +65,7 @@
 #define DETA_MAX_TOPICS 8
 #define DETA_READINESS_CACHE_MS 300
 #define DETA_HTTP_GRACE_MAX_MS 500
+#define DETA_FD_MARGIN 256 /* open files besides HTTP connections */
 #define DETA_CONSUMER_CLOSE_MS 10000 /* a consumer that ended without a shutdown */
 
 typedef struct deta_consumer_slot {
@@ -226,13 +235,16 @@ static deta_err_t mount_observability(deta_service_t *s) {
     static const char *const metrics_paths[] = {"/actuator/prometheus", "/metrics"};
     deta_err_t err = DETA_OK;
     for (size_t i = 0; i < sizeof health_paths / sizeof *health_paths && !err; i++)
-        err = deta_http_route(s->http, "GET", health_paths[i], 0, handle_health, s);
+        err = deta_http_route(s->http, "GET", health_paths[i], DETA_HTTP_ALWAYS, handle_health, s);
     for (size_t i = 0; i < sizeof metrics_paths / sizeof *metrics_paths && !err; i++)
-        err = deta_http_route(s->http, "GET", metrics_paths[i], 0, handle_metrics, s);
+        err = deta_http_route(s->http, "GET", metrics_paths[i], DETA_HTTP_ALWAYS, handle_metrics,
+                              s);
     if (!err)
-        err = deta_http_route(s->http, "GET", "/actuator/health/readiness", 0, handle_readiness, s);
+        err = deta_http_route(s->http, "GET", "/actuator/health/readiness", DETA_HTTP_ALWAYS,
+                              handle_readiness, s);
     if (!err)
-        err = deta_http_route(s->http, "GET", "/actuator/health/liveness", 0, handle_liveness, s);
+        err = deta_http_route(s->http, "GET", "/actuator/health/liveness", DETA_HTTP_ALWAYS,
+                              handle_liveness, s);
     return err;
 }
 
@@ -254,6 +266,46 @@ static void block_signals(void) {
  * at the cost of some lock contention that these allocation rates do not show.
  * (Set here rather than through MALLOC_ARENA_MAX so that every deployment gets it.) */
 static void limit_malloc_arenas(void) { mallopt(M_ARENA_MAX, DETA_MALLOC_ARENAS); }
+
+/* Raises the soft open-file limit to the hard one, and checks that the HTTP server's
+ * connections fit below it (see the top of this file). */
+static deta_err_t fit_open_files(const deta_config_t *cfg, char *errstr, size_t errsize) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return DETA_OK;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0) {
+            DETA_INFO("open files: soft limit raised from %llu to the hard limit %llu",
+                      (unsigned long long)was, (unsigned long long)rl.rlim_max);
+        } else {
+            DETA_WARN("open files: cannot raise the soft limit %llu to %llu: %s",
+                      (unsigned long long)was, (unsigned long long)rl.rlim_max, strerror(errno));
+            rl.rlim_cur = was;
+        }
+    }
+    long need = (long)cfg->http_max_connections + DETA_HTTP_RESERVED_CONNECTIONS + DETA_FD_MARGIN;
+    if (rl.rlim_cur != RLIM_INFINITY && (rlim_t)need > rl.rlim_cur)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "HTTP_MAX_CONNECTIONS: %d connections need %ld open files, and the "
+                         "open-file limit is %llu: lower HTTP_MAX_CONNECTIONS or raise the "
+                         "limit (ulimit -n, the container's nofile)",
+                         cfg->http_max_connections, need, (unsigned long long)rl.rlim_cur);
+    return DETA_OK;
+}
+
+/* The HTTP bounds of the settings, handed to the server. */
+static deta_err_t set_http_limits(deta_service_t *s, char *errstr, size_t errsize) {
+    const deta_http_limits_t limits = {
+        .max_connections = s->cfg.http_max_connections,
+        .max_connections_per_client = s->cfg.http_max_connections_per_client,
+        .header_timeout_ms = s->cfg.http_header_timeout_ms,
+        .body_timeout_ms = s->cfg.http_body_timeout_ms,
+        .header_limit = s->cfg.http_header_limit,
+    };
+    return deta_http_server_set_limits(s->http, &limits, errstr, errsize);
+}
 
 deta_service_t *deta_service_new(const deta_service_def_t *def, char *errstr, size_t errsize) {
     limit_malloc_arenas();
@@ -282,6 +334,10 @@ deta_service_t *deta_service_new(const deta_service_def_t *def, char *errstr, si
     deta_log_level_t level = DETA_LOG_INFO;
     deta_log_level_parse(s->cfg.log_level, &level);
     deta_log_init(s->cfg.service, level);
+    if (fit_open_files(&s->cfg, errstr, errsize) != DETA_OK) {
+        deta_service_free(s);
+        return NULL;
+    }
 
     s->metrics = deta_metrics_new();
     s->health = deta_health_new();
@@ -297,7 +353,8 @@ deta_service_t *deta_service_new(const deta_service_def_t *def, char *errstr, si
         return NULL;
     }
     deta_http_server_set_metrics(s->http, s->metrics);
-    if (deta_http_server_set_cors(s->http, s->cfg.http_cors_origins, errstr, errsize) != DETA_OK) {
+    if (set_http_limits(s, errstr, errsize) != DETA_OK ||
+        deta_http_server_set_cors(s->http, s->cfg.http_cors_origins, errstr, errsize) != DETA_OK) {
         deta_service_free(s);
         return NULL;
     }

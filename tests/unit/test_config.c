@@ -407,6 +407,52 @@ static void test_prepared_statements_bad_value(void **state) {
     assert_non_null(strstr(err, "on or off"));
 }
 
+/* The HTTP bounds under abuse: defaults, overrides, ranges, and the per-client bound
+ * no larger than the total. */
+static void test_http_bounds(void **state) {
+    (void)state;
+    static const char *const vars[] = {"HTTP_MAX_CONNECTIONS", "HTTP_MAX_CONNECTIONS_PER_CLIENT",
+                                       "HTTP_HEADER_TIMEOUT_MS", "HTTP_BODY_TIMEOUT_MS",
+                                       "HTTP_HEADER_LIMIT"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++)
+        unsetenv(vars[i]);
+    deta_config_t cfg;
+    load_ok(&cfg, "order-service");
+    assert_int_equal(cfg.http_max_connections, 4096);
+    assert_int_equal(cfg.http_max_connections_per_client, 512);
+    assert_int_equal(cfg.http_header_timeout_ms, 10000);
+    assert_int_equal(cfg.http_body_timeout_ms, 30000);
+    assert_int_equal(cfg.http_header_limit, 8192);
+    setenv("HTTP_MAX_CONNECTIONS", "16", 1);
+    setenv("HTTP_MAX_CONNECTIONS_PER_CLIENT", "16", 1);
+    setenv("HTTP_HEADER_TIMEOUT_MS", "100", 1);
+    setenv("HTTP_BODY_TIMEOUT_MS", "3600000", 1);
+    setenv("HTTP_HEADER_LIMIT", "1024", 1);
+    load_ok(&cfg, "order-service");
+    assert_int_equal(cfg.http_max_connections, 16);
+    assert_int_equal(cfg.http_max_connections_per_client, 16);
+    assert_int_equal(cfg.http_header_timeout_ms, 100);
+    assert_int_equal(cfg.http_body_timeout_ms, 3600000);
+    assert_int_equal(cfg.http_header_limit, 1024);
+    setenv("HTTP_MAX_CONNECTIONS_PER_CLIENT", "17", 1); /* more than the total */
+    char err[256] = "";
+    assert_int_equal(deta_config_load(&cfg, "order-service", err, sizeof err), DETA_ERR_INVALID);
+    assert_non_null(strstr(err, "HTTP_MAX_CONNECTIONS_PER_CLIENT"));
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++)
+        unsetenv(vars[i]);
+    load_bad("HTTP_MAX_CONNECTIONS", "0");
+    load_bad("HTTP_MAX_CONNECTIONS", "1000001");
+    load_bad("HTTP_MAX_CONNECTIONS", "many");
+    load_bad("HTTP_MAX_CONNECTIONS_PER_CLIENT", "0");
+    load_bad("HTTP_MAX_CONNECTIONS_PER_CLIENT", "4097"); /* above the default total */
+    load_bad("HTTP_HEADER_TIMEOUT_MS", "99");
+    load_bad("HTTP_HEADER_TIMEOUT_MS", "3600001");
+    load_bad("HTTP_BODY_TIMEOUT_MS", "99");
+    load_bad("HTTP_BODY_TIMEOUT_MS", "10s");
+    load_bad("HTTP_HEADER_LIMIT", "1023");
+    load_bad("HTTP_HEADER_LIMIT", "1048577");
+}
+
 #define T(f) cmocka_unit_test_setup(f, clear_env)
 
 int main(void) {
@@ -419,7 +465,7 @@ int main(void) {
         T(test_too_long_strings_rejected), T(test_bad_service_name),
         T(test_config_int),            T(test_config_str),
         T(test_prepared_statements_switch), T(test_prepared_statements_bad_value),
-        T(test_cors_origins),
+        T(test_cors_origins),          T(test_http_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

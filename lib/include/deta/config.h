@@ -44,6 +44,18 @@
  *                                      service from a browser, such as
  *                                      http://localhost:8080; no "*"; empty: no CORS
  *                                      headers at all; deta/http_cors.h)
+ *   HTTP_MAX_CONNECTIONS      4096    (1..1000000: connections served at once; one more is
+ *                                      answered 503, health and metrics excepted; the
+ *                                      open-file limit must hold it, see service.c)
+ *   HTTP_MAX_CONNECTIONS_PER_CLIENT 512 (1..HTTP_MAX_CONNECTIONS: from one client address;
+ *                                      one more is answered 429)
+ *   HTTP_HEADER_TIMEOUT_MS    10000   (100..3600000: request line and headers must be in
+ *                                      this long after the accept or the previous answer,
+ *                                      else the connection is closed)
+ *   HTTP_BODY_TIMEOUT_MS      30000   (100..3600000: the body this long after the headers,
+ *                                      else 408 and closed)
+ *   HTTP_HEADER_LIMIT         8192    (1024..1048576 bytes: request line and headers; more
+ *                                      is 431)
  *   LOG_LEVEL                 info    (debug, info, warn, error)
  *   INSTANCE_ID               <service>-<pid>
  *   OUTBOX_RETENTION_S        3600    (0..31536000: published outbox rows kept this long)
@@ -102,6 +114,11 @@ typedef struct deta_config {
     long http_body_limit;
     int http_threads;
     char http_cors_origins[1024]; /* HTTP_CORS_ORIGINS, checked by deta_cors_origins_parse */
+    int http_max_connections;            /* HTTP_MAX_CONNECTIONS */
+    int http_max_connections_per_client; /* HTTP_MAX_CONNECTIONS_PER_CLIENT */
+    int http_header_timeout_ms;          /* HTTP_HEADER_TIMEOUT_MS */
+    int http_body_timeout_ms;            /* HTTP_BODY_TIMEOUT_MS */
+    long http_header_limit;              /* HTTP_HEADER_LIMIT */
     char log_level[16];
     long outbox_retention_s;   /* OUTBOX_RETENTION_S */
     long inbox_retention_hours; /* INBOX_RETENTION_HOURS; 0: for ever */

@@ -34,6 +34,19 @@
  *
  * Static files (deta_http_static): a GET or HEAD whose path no route has is looked up
  * below the directory by the rules of deta/http_static.h; the JSON 404 otherwise.
+ *
+ * Bounds under abuse (deta_http_server_set_limits; the HTTP_MAX_* settings, deta/config.h):
+ * a connection accepted while HTTP_MAX_CONNECTIONS connections are admitted is answered
+ * 503, one from an address that has HTTP_MAX_CONNECTIONS_PER_CLIENT admitted is answered
+ * 429 (both with Retry-After: 1, Connection: close and the JSON error body naming the
+ * setting), except on DETA_HTTP_ALWAYS routes (health, metrics), which a reserve of
+ * DETA_HTTP_RESERVED_CONNECTIONS connections above the bound keeps answerable. Request
+ * headers larger than HTTP_HEADER_LIMIT are 431. Headers that take longer than
+ * HTTP_HEADER_TIMEOUT_MS (from the accept, or from the previous answer on a kept-alive
+ * connection) close the connection; a body that takes longer than HTTP_BODY_TIMEOUT_MS
+ * (from the end of the headers) is answered 408 and closed. Each refusal is counted in
+ * http_refused_total{reason}; http_connections is the number of open connections.
+ * How: lib/src/http_guard.c.
  */
 #ifndef DETA_HTTP_H
 #define DETA_HTTP_H
@@ -79,6 +92,23 @@ typedef void (*deta_http_handler_fn)(const deta_http_req_t *req, deta_http_resp_
 /* Route flags. */
 #define DETA_HTTP_JSON_BODY 0x1
 #define DETA_HTTP_EMPTY_BODY_OK 0x2 /* with DETA_HTTP_JSON_BODY: the body is optional */
+/* Served on every connection, also on one over a connection bound (health, metrics). */
+#define DETA_HTTP_ALWAYS 0x4
+
+/* The bounds of deta_http_server_set_limits (the settings of the same names). */
+typedef struct deta_http_limits {
+    int max_connections;            /* HTTP_MAX_CONNECTIONS: admitted at once */
+    int max_connections_per_client; /* HTTP_MAX_CONNECTIONS_PER_CLIENT: from one address */
+    int header_timeout_ms;          /* HTTP_HEADER_TIMEOUT_MS: request line and headers */
+    int body_timeout_ms;            /* HTTP_BODY_TIMEOUT_MS: the body, after the headers */
+    long header_limit;              /* HTTP_HEADER_LIMIT: request line and headers, bytes */
+} deta_http_limits_t;
+#define DETA_HTTP_LIMITS_DEFAULT {4096, 512, 10000, 30000, 8192}
+/* Connections libmicrohttpd takes beyond max_connections (its own limit is the sum):
+ * the over-the-bound ones that get their 503 or 429, and those of DETA_HTTP_ALWAYS
+ * routes. Per address, DETA_HTTP_RESERVED_PER_CLIENT beyond max_connections_per_client. */
+#define DETA_HTTP_RESERVED_CONNECTIONS 64
+#define DETA_HTTP_RESERVED_PER_CLIENT 16
 
 /* port 0 picks a free port (see deta_http_server_port). */
 deta_http_server_t *deta_http_server_new(int port, long body_limit, int threads, char *errstr,
@@ -102,6 +132,11 @@ deta_err_t deta_http_server_set_cors(deta_http_server_t *srv, const char *origin
  * deta_http_server_start. */
 deta_err_t deta_http_static(deta_http_server_t *srv, const char *dir, const char *csp,
                             char *errstr, size_t errsize);
+/* The bounds under abuse (the defaults: DETA_HTTP_LIMITS_DEFAULT); DETA_ERR_INVALID when
+ * one is out of range (max_connections >= 1, 1 <= per client <= max_connections,
+ * timeouts >= 1 ms, header_limit >= 1024). Before deta_http_server_start. */
+deta_err_t deta_http_server_set_limits(deta_http_server_t *srv, const deta_http_limits_t *limits,
+                                       char *errstr, size_t errsize);
 /* Binds and starts serving; DETA_ERR_TRANSIENT when the port is taken. */
 deta_err_t deta_http_server_start(deta_http_server_t *srv, char *errstr, size_t errsize);
 int deta_http_server_port(const deta_http_server_t *srv);
