@@ -2,6 +2,8 @@
 #
 #   make          dependencies + release build (RelWithDebInfo) in build/release
 #   make test     every test under ASan/UBSan, with a test stack of its own
+#   make fuzz     every fuzz target of tests/fuzz for FUZZ_TOTAL_SECONDS in all
+#                 (600), new coverage merged into tests/fuzz/corpus/ to commit
 #   make test-cassandra  query-api's Cassandra store against the real Cassandra at
 #                 CASSANDRA_CONTACT_POINTS (scripts/test-cassandra.sh; exit 77,
 #                 not a pass, when there is none)
@@ -15,8 +17,9 @@
 SHELL := /bin/bash
 JOBS ?= 2
 RELEASE_DIR := build/release
+FUZZ_TOTAL_SECONDS ?= 600
 
-.PHONY: all deps build test test-cassandra demo bench images up down status clean
+.PHONY: all deps build test fuzz test-cassandra demo bench images up down status clean
 
 all: build
 
@@ -29,6 +32,9 @@ build: deps
 
 test:
 	scripts/test.sh
+
+fuzz:
+	FUZZ_TOTAL_SECONDS=$(FUZZ_TOTAL_SECONDS) FUZZ_MERGE=1 tests/fuzz/run.sh
 
 test-cassandra:
 	scripts/test-cassandra.sh

@@ -139,66 +139,6 @@ typedef struct request {
     deta_http_req_t req;
 } request_t;
 
-/* ---- path matching (pure) ---- */
-
-/* Length without one trailing slash ("/a/" -> "/a"; "/" and "/a//" unchanged). */
-static size_t trimmed_length(const char *s) {
-    size_t n = strlen(s);
-    if (n > 1 && s[n - 1] == '/' && s[n - 2] != '/')
-        n--;
-    return n;
-}
-
-static bool is_param_segment(const char *seg, size_t len) {
-    return len >= 3 && seg[0] == '{' && seg[len - 1] == '}';
-}
-
-static const char *segment_end(const char *seg, const char *end) {
-    const char *slash = memchr(seg, '/', (size_t)(end - seg));
-    return slash ? slash : end;
-}
-
-/* Appends len bytes and a NUL at buf[*used]; NULL when it does not fit. */
-static const char *copy_into(char *buf, size_t buflen, size_t *used, const char *s, size_t len) {
-    if (!buf || buflen - *used < len + 1)
-        return NULL;
-    char *dst = buf + *used;
-    memcpy(dst, s, len);
-    dst[len] = '\0';
-    *used += len + 1;
-    return dst;
-}
-
-int deta_http_match(const char *pattern, const char *path, char *buf, size_t buflen,
-                    const char **names, const char **values, int max) {
-    if (!pattern || !path || pattern[0] != '/' || path[0] != '/')
-        return -1;
-    const char *p = path + 1, *p_end = path + trimmed_length(path);
-    const char *t = pattern + 1, *t_end = pattern + trimmed_length(pattern);
-    size_t used = 0;
-    int n = 0;
-    for (;;) {
-        const char *p_seg_end = segment_end(p, p_end), *t_seg_end = segment_end(t, t_end);
-        size_t p_len = (size_t)(p_seg_end - p), t_len = (size_t)(t_seg_end - t);
-        if (is_param_segment(t, t_len)) {
-            if (p_len == 0 || n >= max || !names || !values)
-                return -1;
-            values[n] = copy_into(buf, buflen, &used, p, p_len);
-            names[n] = copy_into(buf, buflen, &used, t + 1, t_len - 2);
-            if (!values[n] || !names[n])
-                return -1;
-            n++;
-        } else if (p_len != t_len || memcmp(p, t, p_len) != 0) {
-            return -1;
-        }
-        bool path_done = p_seg_end == p_end, pattern_done = t_seg_end == t_end;
-        if (path_done || pattern_done)
-            return path_done && pattern_done ? n : -1;
-        p = p_seg_end + 1;
-        t = t_seg_end + 1;
-    }
-}
-
 /* ---- responses ---- */
 
 static void resp_reset(deta_http_resp_t *resp) {
@@ -361,28 +301,6 @@ static bool valid_method(const char *method) {
     return true;
 }
 
-/* Starts with '/', has no characters that would break a metric label or can
- * never reach us in a path, and every '{' opens a whole-segment "{name}".
- * Returns the number of parameters, or -1. */
-static int pattern_params(const char *pattern) {
-    if (!pattern || pattern[0] != '/' || strpbrk(pattern, "\"\\?# \t\r\n"))
-        return -1;
-    int n = 0;
-    const char *end = pattern + strlen(pattern);
-    for (const char *seg = pattern + 1; seg <= end;) {
-        const char *seg_end = segment_end(seg, end);
-        size_t len = (size_t)(seg_end - seg);
-        bool braces = memchr(seg, '{', len) || memchr(seg, '}', len);
-        if (is_param_segment(seg, len) && !memchr(seg + 1, '{', len - 2) &&
-            !memchr(seg + 1, '}', len - 2))
-            n++;
-        else if (braces)
-            return -1;
-        seg = seg_end + 1;
-    }
-    return n;
-}
-
 static const route_t *find_exact_route(const deta_http_server_t *srv, const char *method,
                                        const char *pattern) {
     for (size_t i = 0; i < srv->nroutes; i++) {
@@ -409,7 +327,7 @@ deta_err_t deta_http_route(deta_http_server_t *srv, const char *method, const ch
                            int flags, deta_http_handler_fn fn, void *opaque) {
     if (!srv || !fn || srv->daemon || !valid_method(method))
         return DETA_ERR_INVALID;
-    int nparams = pattern_params(pattern);
+    int nparams = deta_http_pattern_params(pattern);
     if (nparams < 0 || nparams > DETA_HTTP_MAX_PARAMS)
         return DETA_ERR_INVALID;
     if (find_exact_route(srv, method, pattern))

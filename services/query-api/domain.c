@@ -470,7 +470,9 @@ bool query_cursor_decode(const char *text, query_cursor_t *c) {
         return false;
     *bar = '\0';
     const char *at = (const char *)plain, *id = bar + 1;
-    if (!normalized_instant(at) || strlen(id) != DETA_UUID_LEN || !deta_uuid_valid(id))
+    /* the UUID in lower case, as the encoder writes it: one position, one cursor */
+    if (!normalized_instant(at) || strlen(id) != DETA_UUID_LEN || !deta_uuid_valid(id) ||
+        strspn(id, "0123456789abcdef-") != DETA_UUID_LEN)
         return false;
     memcpy(c->at, at, strlen(at) + 1);
     lower_copy(c->order_id, id, sizeof c->order_id);

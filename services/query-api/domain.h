@@ -131,7 +131,8 @@ typedef struct query_cursor {
 /* base64url without padding of "<at>|<orderId>". false when out does not fit. */
 bool query_cursor_encode(const query_cursor_t *c, char *out, size_t outsize);
 /* Strict: the base64url alphabet only, no padding, canonical trailing bits, and
- * the text must be exactly a normalized instant, '|', a UUID. */
+ * the text must be exactly a normalized instant, '|', a UUID in lower case (so
+ * a cursor that decodes is the one query_cursor_encode writes for it). */
 bool query_cursor_decode(const char *text, query_cursor_t *c);
 
 typedef struct query_list_params {

@@ -173,5 +173,9 @@ void deta_http_resp_header(deta_http_resp_t *resp, const char *name, const char 
  * strlen(pattern) + 2 bytes always suffice. */
 int deta_http_match(const char *pattern, const char *path, char *buf, size_t buflen,
                     const char **names, const char **values, int max);
+/* Pure: the number of parameters of a route pattern deta_http_route takes (it
+ * starts with '/', holds none of "\"\\?# \t\r\n", and every brace belongs to a
+ * whole-segment "{name}"), or -1 for one it refuses. */
+int deta_http_pattern_params(const char *pattern);
 
 #endif

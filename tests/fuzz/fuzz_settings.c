@@ -1,0 +1,211 @@
+/*
+ * fuzz_settings.c - libFuzzer target of settings values: every variable the
+ * library (lib/src/config.c) and the services (their settings.c, with the pure
+ * parsers behind them: the catalog, the decline rules, origins, consistencies,
+ * Cassandra's contact points ...) read at start. An input's first byte picks a
+ * variable, the rest is its value (cut at a NUL: an environment value is a C
+ * string), set with setenv; then the loader that reads it runs as a service's
+ * start does. Every other variable is unset, so their defaults stand.
+ *
+ * Checks what must hold whatever the value, besides memory safety and no leak:
+ *   - a refused value gives an error that names the variable;
+ *   - a refused secret (PGPASSWORD, QUERY_API_ADMIN_TOKEN, CASSANDRA_PASSWORD) is
+ *     never quoted in the error;
+ *   - the library's integer variables, when accepted, are decimal digits (with
+ *     an optional '-') of the value loaded; its switches one of on/off, true/false,
+ *     yes/no, 1/0 in any case; its texts kept whole.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "delivery-service/settings.h"
+#include "deta/config.h"
+#include "fuzz.h"
+#include "inventory-service/settings.h"
+#include "order-service/settings.h"
+#include "payment-service/settings.h"
+#include "query-api/settings.h"
+
+typedef enum loader { LIBRARY, ORDER, PAYMENT, INVENTORY, DELIVERY, QUERY } loader_t;
+typedef enum kind { OTHER, INT, LONG, BOOL, TEXT, SECRET } kind_t;
+
+typedef struct var {
+    const char *name;
+    loader_t loader;
+    kind_t kind;
+    size_t offset; /* in deta_config_t, for the library's INT, LONG, BOOL, TEXT */
+} var_t;
+
+#define LIB(name, kind, member) {name, LIBRARY, kind, offsetof(deta_config_t, member)}
+static const var_t vars[] = {
+    LIB("INSTANCE_ID", TEXT, instance_id),
+    LIB("KAFKA_BOOTSTRAP_SERVERS", TEXT, kafka_bootstrap),
+    LIB("KAFKA_SESSION_TIMEOUT_MS", INT, kafka_session_timeout_ms),
+    LIB("KAFKA_FETCH_WAIT_MAX_MS", INT, kafka_fetch_wait_max_ms),
+    LIB("PGHOST", TEXT, pg_host),
+    LIB("PGPORT", INT, pg_port),
+    LIB("PGUSER", TEXT, pg_user),
+    LIB("PGPASSWORD", SECRET, pg_password),
+    LIB("PGDATABASE", TEXT, pg_database),
+    LIB("PG_PREPARED_STATEMENTS", BOOL, pg_prepared_statements),
+    LIB("PG_STATEMENT_TIMEOUT_MS", INT, pg_statement_timeout_ms),
+    LIB("PG_LOCK_TIMEOUT_MS", INT, pg_lock_timeout_ms),
+    LIB("REDIS_HOST", TEXT, redis_host),
+    LIB("REDIS_PORT", INT, redis_port),
+    LIB("HTTP_PORT", INT, http_port),
+    LIB("HTTP_BODY_LIMIT", LONG, http_body_limit),
+    LIB("HTTP_THREADS", INT, http_threads),
+    LIB("HTTP_CORS_ORIGINS", TEXT, http_cors_origins),
+    LIB("LOG_LEVEL", OTHER, log_level),
+    LIB("OUTBOX_RETENTION_S", LONG, outbox_retention_s),
+    LIB("INBOX_RETENTION_HOURS", LONG, inbox_retention_hours),
+    LIB("DETA_SHUTDOWN_TIMEOUT_MS", INT, shutdown_timeout_ms),
+    {"ORDER_IDEMPOTENCY_TTL_HOURS", ORDER, OTHER, 0},
+    {"PAYMENT_DECLINE_ABOVE", PAYMENT, OTHER, 0},
+    {"PAYMENT_DECLINE_CUSTOMERS", PAYMENT, OTHER, 0},
+    {"PAYMENT_DECLINE_RATE", PAYMENT, OTHER, 0},
+    {"PAYMENT_DECLINE_SEED", PAYMENT, OTHER, 0},
+    {"PAYMENT_GATEWAY_LATENCY_MS", PAYMENT, OTHER, 0},
+    {"PAYMENT_GATEWAY_LEDGER", PAYMENT, OTHER, 0},
+    {"PAYMENT_WORKERS", PAYMENT, OTHER, 0},
+    {"PAYMENT_DB_CONNECTIONS", PAYMENT, OTHER, 0},
+    {"INVENTORY_CATALOG", INVENTORY, OTHER, 0},
+    {"INVENTORY_HOLD_TTL_S", INVENTORY, OTHER, 0},
+    {"INVENTORY_HOLD_GRACE_S", INVENTORY, OTHER, 0},
+    {"DELIVERY_CLOCK_SPEED", DELIVERY, OTHER, 0},
+    {"DELIVERY_DRIVERS", DELIVERY, OTHER, 0},
+    {"DELIVERY_DRIVER_CAPACITY", DELIVERY, OTHER, 0},
+    {"DELIVERY_PICKUP_MINUTES", DELIVERY, OTHER, 0},
+    {"DELIVERY_SPEED_KMH", DELIVERY, OTHER, 0},
+    {"DELIVERY_TICK_MS", DELIVERY, OTHER, 0},
+    {"QUERY_API_ADMIN_TOKEN", QUERY, SECRET, 0},
+    {"QUERY_API_CONSUMER_WORKERS", QUERY, OTHER, 0},
+    {"QUERY_STORE", QUERY, OTHER, 0},
+    {"QUERY_STREAM_BACKLOG_MAX", QUERY, OTHER, 0},
+    {"QUERY_STREAM_BUFFER_BYTES", QUERY, OTHER, 0},
+    {"QUERY_STREAM_GAP_MS", QUERY, OTHER, 0},
+    {"QUERY_STREAM_HEARTBEAT_S", QUERY, OTHER, 0},
+    {"QUERY_STREAM_MAX", QUERY, OTHER, 0},
+    {"QUERY_STREAM_RETENTION_HOURS", QUERY, OTHER, 0},
+    {"QUERY_CONSOLE_DIR", QUERY, OTHER, 0},
+    {"QUERY_CONSOLE_INVENTORY_URL", QUERY, OTHER, 0},
+    {"QUERY_CONSOLE_ORDER_URL", QUERY, OTHER, 0},
+    {"CASSANDRA_CONTACT_POINTS", QUERY, OTHER, 0},
+    {"CASSANDRA_KEYSPACE", QUERY, OTHER, 0},
+    {"CASSANDRA_LOCAL_DC", QUERY, OTHER, 0},
+    {"CASSANDRA_USERNAME", QUERY, OTHER, 0},
+    {"CASSANDRA_PASSWORD", QUERY, SECRET, 0},
+    {"CASSANDRA_PORT", QUERY, OTHER, 0},
+    {"CASSANDRA_READ_CONSISTENCY", QUERY, OTHER, 0},
+    {"CASSANDRA_WRITE_CONSISTENCY", QUERY, OTHER, 0},
+    {"CASSANDRA_SERIAL_CONSISTENCY", QUERY, OTHER, 0},
+    {"CASSANDRA_REPLICATION_CLASS", QUERY, OTHER, 0},
+    {"CASSANDRA_REPLICATION_FACTOR", QUERY, OTHER, 0},
+    {"CASSANDRA_REQUEST_TIMEOUT_MS", QUERY, OTHER, 0},
+};
+#undef LIB
+#define NVARS (sizeof vars / sizeof *vars)
+
+/* Decimal digits with an optional leading '-', the plain way. */
+static bool decimal(const char *s, long *out) {
+    const char *p = *s == '-' ? s + 1 : s;
+    if (!*p || strspn(p, "0123456789") != strlen(p))
+        return false;
+    *out = strtol(s, NULL, 10);
+    return true;
+}
+
+static void check_library(const var_t *var, const char *value, const deta_config_t *cfg) {
+    const char *field = (const char *)cfg + var->offset;
+    long n;
+    switch (var->kind) {
+    case INT:
+        FUZZ_CHECK(decimal(value, &n) && n == *(const int *)(const void *)field);
+        break;
+    case LONG:
+        FUZZ_CHECK(decimal(value, &n) && n == *(const long *)(const void *)field);
+        break;
+    case BOOL: {
+        static const char *const words[] = {"on", "true", "yes", "1", "off", "false", "no", "0"};
+        int found = -1;
+        for (int i = 0; i < 8; i++)
+            if (strcasecmp(value, words[i]) == 0)
+                found = i;
+        FUZZ_CHECK(found >= 0 && *(const bool *)(const void *)field == (found < 4));
+        break;
+    }
+    case TEXT:
+    case SECRET:
+        FUZZ_CHECK(strcmp(field, value) == 0);
+        break;
+    case OTHER:
+        break;
+    }
+}
+
+static deta_err_t load(const var_t *var, const char *value, char *err, size_t errsize) {
+    deta_err_t rc = DETA_ERR_INTERNAL;
+    switch (var->loader) {
+    case LIBRARY: {
+        deta_config_t cfg;
+        rc = deta_config_load(&cfg, "fuzz", err, errsize);
+        if (rc == DETA_OK && value[0])
+            check_library(var, value, &cfg);
+        break;
+    }
+    case ORDER: {
+        order_settings_t s;
+        rc = order_settings_load(&s, err, errsize);
+        break;
+    }
+    case PAYMENT: {
+        payment_settings_t s;
+        rc = payment_settings_load(&s, err, errsize);
+        break;
+    }
+    case INVENTORY: {
+        inv_settings_t s;
+        inv_catalog_t c;
+        memset(&c, 0, sizeof c);
+        rc = inv_settings_load(&s, &c, err, errsize);
+        inv_catalog_clear(&c);
+        break;
+    }
+    case DELIVERY: {
+        delivery_params_t p;
+        rc = delivery_settings_load(&p, err, errsize);
+        break;
+    }
+    case QUERY: {
+        query_settings_t *s = calloc(1, sizeof *s);
+        FUZZ_CHECK(s != NULL);
+        rc = query_settings_load(s, err, errsize);
+        free(s);
+        break;
+    }
+    }
+    return rc;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 1)
+        return 0;
+    const var_t *var = &vars[data[0] % NVARS];
+    char *value = fuzz_text(data + 1, size - 1);
+    for (size_t i = 0; i < NVARS; i++)
+        unsetenv(vars[i].name);
+    FUZZ_CHECK(setenv(var->name, value, 1) == 0);
+    char err[512] = "";
+    deta_err_t rc = load(var, value, err, sizeof err);
+    if (rc != DETA_OK) {
+        FUZZ_CHECK(strstr(err, var->name) != NULL);
+        if (var->kind == SECRET && strlen(value) >= 6)
+            FUZZ_CHECK(strstr(err, value) == NULL);
+    }
+    unsetenv(var->name);
+    free(value);
+    return 0;
+}
