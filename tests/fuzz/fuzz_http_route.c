@@ -13,15 +13,24 @@
  *     its braces, each value a non-empty segment without '/';
  *   - putting the values back into the pattern gives the path (up to the one
  *     trailing slash either may have);
- *   - room for fewer parameters than the pattern has never matches.
+ *   - room for fewer parameters than the pattern has never matches;
+ *   - the handlers' checks of the values they take from the path agree with
+ *     their rules written again the plain way: an {orderId} is a UUID
+ *     (deta_uuid_valid), an {itemId} 1..64 of A-Z a-z 0-9 . _ ~ -
+ *     (inv_item_id_valid), a dead letter's {topic} one of the four dlq.* topics
+ *     (query_dlq_topic_index) and its {id} a record id (query_dlq_id_parse).
  */
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "deta/envelope.h"
 #include "deta/http.h"
 #include "fuzz.h"
+#include "inventory-service/domain.h"
+#include "query-api/deadletters/domain.h"
 
 static const char *const patterns[] = {
     "/", "/actuator/health/liveness", "/actuator/health/readiness", "/metrics",
@@ -70,6 +79,34 @@ static bool rebuilds(const char *pattern, const char *path, const char **names,
     return same;
 }
 
+/* A path parameter as its handler checks it, against the rule the plain way. */
+static void check_value(const char *name, const char *value) {
+    size_t n = strlen(value);
+    if (strcmp(name, "orderId") == 0) {
+        bool plain = n == 36;
+        for (size_t i = 0; plain && i < n; i++)
+            plain = (i == 8 || i == 13 || i == 18 || i == 23) ? value[i] == '-'
+                                                                : strchr("0123456789abcdefABCDEF",
+                                                                         value[i]) != NULL;
+        FUZZ_CHECK(deta_uuid_valid(value) == plain);
+    } else if (strcmp(name, "itemId") == 0) {
+        bool plain = n >= 1 && n <= 64 &&
+                     strspn(value, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                   "0123456789._~-") == n;
+        FUZZ_CHECK(inv_item_id_valid(value) == plain);
+    } else if (strcmp(name, "topic") == 0) {
+        int i = query_dlq_topic_index(value);
+        FUZZ_CHECK(i == -1 || (i >= 0 && i < QUERY_DLQ_TOPIC_COUNT &&
+                               strcmp(query_dlq_topics[i], value) == 0));
+    } else if (strcmp(name, "id") == 0) {
+        int64_t id = -3;
+        bool ok = query_dlq_id_parse(value, &id);
+        char back[24];
+        snprintf(back, sizeof back, "%lld", (long long)id);
+        FUZZ_CHECK(ok ? id >= 1 && strcmp(back, value) == 0 : id == -3);
+    }
+}
+
 static void check(const char *pattern, const char *path) {
     int nparams = deta_http_pattern_params(pattern);
     const char *names[DETA_HTTP_MAX_PARAMS], *values[DETA_HTTP_MAX_PARAMS];
@@ -98,6 +135,8 @@ static void check(const char *pattern, const char *path) {
             FUZZ_CHECK(strcmp(values[i], lvalues[i]) == 0 && strcmp(names[i], lnames[i]) == 0);
         }
         FUZZ_CHECK(rebuilds(pattern, path, names, values, n));
+        for (int i = 0; i < n; i++)
+            check_value(names[i], values[i]);
         if (n > 0)
             FUZZ_CHECK(deta_http_match(pattern, path, large, need * 2 + 64, lnames, lvalues,
                                        n - 1) == -1);

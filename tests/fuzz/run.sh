@@ -14,7 +14,8 @@
 #                  result getters
 #   http_rules     the HTTP server's rules on outside bytes (fuzz_http_rules.c):
 #                  static file paths, origins, the CORS allow-list
-#   http_route     the router's path matching and path parameters (fuzz_http_route.c)
+#   http_route     the router's path matching and path parameters, and the
+#                  handlers' checks of those (fuzz_http_route.c)
 #   stream_resume  query-api's stream resume point (fuzz_stream_resume.c): the
 #                  Last-Event-ID parse and where a stream starts from it
 #   envelope       the event envelope and ISO-8601 instants (fuzz_envelope.c)
@@ -65,7 +66,8 @@ sources_of() {
   case "$1" in
     cql_frame) echo lib/src/cql_codec.c lib/src/cql_values.c lib/src/err.c ;;
     http_rules) echo lib/src/http_static.c lib/src/http_cors.c lib/src/err.c ;;
-    http_route) echo lib/src/http_match.c ;;
+    http_route) echo lib/src/http_match.c services/inventory-service/domain.c \
+      services/query-api/deadletters/domain.c "$EVENT_SOURCES" ;;
     stream_resume) echo services/query-api/stream/sse.c services/query-api/stream/rules.c -ljansson ;;
     envelope) echo "$EVENT_SOURCES" ;;
     payloads) echo services/order-service/domain.c services/payment-service/domain.c \
