@@ -15,7 +15,7 @@ PACKAGES=(
   build-essential cmake pkg-config
   librdkafka-dev libpq-dev postgresql redis-server libhiredis-dev
   libmicrohttpd-dev libjansson-dev uuid-dev libcmocka-dev libcurl4-openssl-dev
-  kcat curl gnuplot-nox linux-perf python3 python3-yaml
+  kcat curl gnuplot-nox linux-perf python3 python3-yaml openssl
   podman runc debootstrap
 )
 # What only tests use, kept apart from PACKAGES: the image's build stage

@@ -58,6 +58,23 @@
 # http://localhost:<query-api's port>/ (stack.env's CONSOLE_URL).
 # QUERY_API_ADMIN_TOKEN (query-api's dead-letter administration) is the caller's,
 # or else made at random once per stack directory; stack.env carries it.
+#
+# Least privilege. Each service logs in to Postgres as its own role, owning its
+# own database and reaching no other: the roles of infra/compose/init-roles.sh
+# (the one table of them; run here on every Postgres start), with passwords made
+# at random once per stack directory ($STACK_DIR/secrets/, mode 0600). Redis
+# runs with the default user off and the users of infra/compose/redis-users.sh:
+# deta-admin (every command and key: the tests) and payment-service (its own key
+# patterns, the few commands it sends). A service gets its own credentials only (PGUSER/PGPASSWORD, and
+# REDIS_USERNAME/REDIS_PASSWORD for payment-service); the others' are removed
+# from its environment. stack.env carries them all for the tests: PGUSER and
+# PGPASSWORD stay the superuser's (inspection), REDIS_USERNAME/REDIS_PASSWORD are
+# deta-admin's, <X>_DB_PASSWORD each role's, PAYMENT_REDIS_USERNAME and
+# PAYMENT_REDIS_PASSWORD payment-service's.
+# PG_TLS=on: Postgres accepts TLS connections only (hostssl, no plain host
+# line), with a certificate for localhost and 127.0.0.1 signed by a CA made with
+# openssl once per stack directory ($STACK_DIR/tls/ca.crt); services get
+# PGSSLMODE=verify-full and PGSSLROOTCERT=that CA, and so does stack.env.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -297,7 +314,10 @@ part_healthy() {
   local part=$1 port=$2
   case "$part" in
     postgres) pg_isready -q -h 127.0.0.1 -p "$port" -t 2 ;;
-    redis) [ "$(timeout 2 redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" = PONG ] ;;
+    redis)
+      [ "$(REDISCLI_AUTH=$(stack_secret REDIS_PASSWORD) timeout 2 redis-cli --no-auth-warning \
+        -h 127.0.0.1 -p "$port" --user "$REDIS_ADMIN_USER" ping 2>/dev/null)" = PONG ]
+      ;;
     broker) broker_reachable ;;
     *) curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/actuator/health" 2>/dev/null ;;
   esac
@@ -438,11 +458,11 @@ pg_init_once() {
 pg_create_databases() {
   local bin=$1 port=$2 db exists
   for db in "${DATABASES[@]}"; do
-    exists=$(PGPASSWORD=postgres "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres \
+    exists=$(pg_superuser "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -d postgres \
       -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'") ||
       die "postgres: cannot list databases"
     if [ "$exists" != 1 ]; then
-      PGPASSWORD=postgres "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres "$db" ||
+      pg_superuser "$bin/createdb" -h 127.0.0.1 -p "$port" -U postgres "$db" ||
         die "postgres: cannot create database $db"
       say "postgres: database $db created"
     fi
@@ -461,6 +481,12 @@ start_postgres() {
   choose_port postgres
   local pg_cmd=("$bin/postgres" -D "$PG_DATA" -p "$CHOSEN_PORT" -k "$PG_SOCK"
     -c listen_addresses=127.0.0.1 -c max_connections=200)
+  rm -f "$STACK_DIR/tls/on"
+  if pg_tls_wanted; then
+    pg_tls_setup
+    pg_cmd+=(-c ssl=on -c "ssl_cert_file=$PG_DATA/server.crt" -c "ssl_key_file=$PG_DATA/server.key"
+      -c "hba_file=$PG_DATA/deta_hba_tls.conf")
+  fi
   # A stack killed with SIGKILL at random (chaos.sh) recovers from the last
   # checkpoint on every start: PG_CHECKPOINT_TIMEOUT keeps that replay short.
   [ -z "${PG_CHECKPOINT_TIMEOUT:-}" ] || pg_cmd+=(-c "checkpoint_timeout=$PG_CHECKPOINT_TIMEOUT")
@@ -469,7 +495,126 @@ start_postgres() {
   wait_healthy postgres "$LAUNCHED_PID" "$CHOSEN_PORT" || exit 1
   # The pid to keep is the postmaster's (runuser, when used, is its parent).
   read_first_line "$PG_DATA/postmaster.pid" >"$(pid_file postgres)"
+  if pg_tls_wanted; then touch "$STACK_DIR/tls/on"; fi
   pg_create_databases "$bin" "$CHOSEN_PORT"
+  pg_init_roles "$bin" "$CHOSEN_PORT"
+}
+
+# ---- least privilege: the services' roles and secrets ----------------------
+
+INIT_ROLES=$ROOT/infra/compose/init-roles.sh
+
+# A secret of this stack, made at random once per stack directory and kept
+# (mode 0600) in $STACK_DIR/secrets/<name>.
+stack_secret() {
+  local dir=$STACK_DIR/secrets file=$STACK_DIR/secrets/$1
+  if [ ! -s "$file" ]; then
+    (umask 077 && mkdir -p "$dir" &&
+      od -An -N18 -tx1 /dev/urandom | tr -d ' \n' >"$file.tmp" && mv "$file.tmp" "$file")
+  fi
+  read_first_line "$file"
+}
+
+# "role database PASSWORD_VARIABLE", one line per service: init-roles.sh's own
+# table (its deta_init_role lines), so that the roles are listed once.
+role_rows() {
+  awk '$1 == "deta_init_role" && NF == 4 { print $2, $3, $4 }' "$INIT_ROLES"
+}
+
+# "role PASSWORD_VARIABLE" of a service, through its database (services.tsv).
+service_role() {
+  local i
+  for i in "${!SERVICES[@]}"; do
+    if [ "${SERVICES[i]}" = "$1" ]; then
+      role_rows | awk -v db="${DATABASES[i]}" '$2 == db { print $1, $3 }'
+      return 0
+    fi
+  done
+}
+
+# Runs a Postgres client as the superuser, over TLS (verified against the
+# stack's CA) when the stack runs it, whatever the caller's PGSSL* say.
+pg_superuser() {
+  local ssl=(PGSSLMODE=prefer)
+  if pg_tls_running; then ssl=(PGSSLMODE=verify-full "PGSSLROOTCERT=$STACK_DIR/tls/ca.crt"); fi
+  env -u PGSSLCERT -u PGSSLKEY -u PGSSLROOTCERT "${ssl[@]}" PGPASSWORD=postgres "$@"
+}
+
+# init-roles.sh, as compose runs it, with this stack's passwords (through the
+# environment only), then each database's tables handed to its role: a stack
+# made before the roles existed has them owned by the superuser.
+pg_init_roles() {
+  local bin=$1 port=$2 role db var log
+  log=$(log_file postgres)
+  [ -n "$(role_rows)" ] || die "no roles in $INIT_ROLES"
+  (
+    while read -r role db var; do export "$var=$(stack_secret "$var")"; done < <(role_rows)
+    pg_superuser env PATH="$bin:$PATH" POSTGRES_USER=postgres PGHOST=127.0.0.1 \
+      PGPORT="$port" PGUSER=postgres sh "$INIT_ROLES"
+  ) >>"$log" 2>&1 || { log_tail postgres; die "postgres: init-roles.sh failed"; }
+  while read -r role db var; do
+    pg_superuser "$bin/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d "$db" \
+      -v role="$role" >>"$log" 2>&1 <<'SQL' || die "postgres: cannot give $db's tables to $role"
+SELECT format('ALTER %s %s OWNER TO %I', CASE c.relkind WHEN 'S' THEN 'SEQUENCE' ELSE 'TABLE' END,
+              c.oid::regclass, :'role')
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p', 'S') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND n.nspname NOT LIKE 'pg_toast%' AND pg_get_userbyid(c.relowner) <> :'role'
+   AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                     AND d.objid = c.oid AND d.deptype IN ('a', 'i')) \gexec
+SQL
+  done < <(role_rows)
+  say "postgres: one role per service, each owning its own database"
+}
+
+# ---- Postgres over TLS (PG_TLS=on) -------------------------------------------
+
+pg_tls_wanted() {
+  case "${PG_TLS:-off}" in
+    on | true | yes | 1) return 0 ;;
+    off | false | no | 0) return 1 ;;
+    *) die "PG_TLS: \"$PG_TLS\" is not on or off" ;;
+  esac
+}
+
+# True when this stack's Postgres was started with TLS required.
+pg_tls_running() { [ -e "$STACK_DIR/tls/on" ]; }
+
+# A CA (once per stack directory) and a server certificate it signs, for
+# localhost and 127.0.0.1 (subject and SAN: verify-full checks the SAN), put
+# where the server reads them (owned by the server's user, key 0600); and an
+# hba file that takes TLS connections only (hostssl: a plain one finds no line
+# and is refused), with trust on the local socket as initdb set it.
+pg_tls_setup() {
+  local dir=$STACK_DIR/tls
+  need_command openssl openssl
+  mkdir -p "$dir"
+  if [ ! -s "$dir/ca.crt" ] || [ ! -s "$dir/server.crt" ]; then
+    say "postgres: making a CA and a server certificate in $dir (openssl)"
+    (umask 077 &&
+      openssl req -x509 -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$dir/ca.key" -out "$dir/ca.crt" -days 3650 -subj "/CN=delivery-eta local stack CA" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign &&
+      openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$dir/server.key" -out "$dir/server.csr" -subj "/CN=localhost" &&
+      printf '%s\n' 'subjectAltName=DNS:localhost,IP:127.0.0.1' 'basicConstraints=CA:FALSE' \
+        'keyUsage=critical,digitalSignature,keyEncipherment' 'extendedKeyUsage=serverAuth' \
+        >"$dir/server.ext" &&
+      openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" \
+        -CAcreateserial -days 825 -extfile "$dir/server.ext" -out "$dir/server.crt") \
+      >>"$(log_file postgres)" 2>&1 || die "postgres: openssl could not make the certificates"
+    chmod 0644 "$dir/ca.crt" "$dir/server.crt"
+  fi
+  chmod 0755 "$dir"
+  cp "$dir/server.crt" "$PG_DATA/server.crt"
+  cp "$dir/server.key" "$PG_DATA/server.key"
+  printf '%s\n' '# stack.sh (PG_TLS=on): TLS connections only' 'local all all trust' \
+    'hostssl all all 127.0.0.1/32 scram-sha-256' 'hostssl all all ::1/128 scram-sha-256' \
+    >"$PG_DATA/deta_hba_tls.conf"
+  chmod 0600 "$PG_DATA/server.key"
+  if is_root; then
+    chown postgres:postgres "$PG_DATA/server.crt" "$PG_DATA/server.key" "$PG_DATA/deta_hba_tls.conf"
+  fi
 }
 
 stop_postgres() {
@@ -488,10 +633,26 @@ start_redis() {
   need_command redis-server redis-server
   need_command redis-cli redis-tools
   mkdir -p "$STACK_DIR/redis"
+  redis_acl_file
   choose_port redis
   launch redis "$STACK_DIR/redis" redis-server --bind 127.0.0.1 --port "$CHOSEN_PORT" \
-    --dir "$STACK_DIR/redis" --appendonly yes --daemonize no
+    --dir "$STACK_DIR/redis" --appendonly yes --daemonize no --aclfile "$STACK_DIR/redis/users.acl"
   wait_healthy redis "$LAUNCHED_PID" "$CHOSEN_PORT" || exit 1
+}
+
+REDIS_ADMIN_USER=deta-admin
+REDIS_PAYMENT_USER=payment-service
+
+# Redis's users: infra/compose/redis-users.sh's ACL file (the default user off,
+# deta-admin with every right for the tests and the health check, payment-service
+# on its own keys and commands), with this stack's passwords (environment only).
+redis_acl_file() {
+  (
+    REDIS_ADMIN_PASSWORD=$(stack_secret REDIS_PASSWORD)
+    REDIS_PAYMENT_PASSWORD=$(stack_secret PAYMENT_REDIS_PASSWORD)
+    export REDIS_ADMIN_PASSWORD REDIS_PAYMENT_PASSWORD
+    sh "$ROOT/infra/compose/redis-users.sh" "$STACK_DIR/redis/users.acl"
+  ) || die "redis: infra/compose/redis-users.sh failed"
 }
 
 # ---- broker ----------------------------------------------------------------
@@ -564,6 +725,31 @@ console_env() {
   esac
 }
 
+# The arguments of env(1) that give a service its own credentials and no
+# other's: every stack secret unset (-u), then its role's PGUSER/PGPASSWORD,
+# the stack's CA when Postgres runs TLS, and for payment-service its Redis user.
+service_credentials() {
+  local service=$1 role var line
+  for var in $(role_rows | cut -d' ' -f3) REDIS_USERNAME REDIS_PASSWORD PAYMENT_REDIS_USERNAME \
+    PAYMENT_REDIS_PASSWORD PGSSLCERT PGSSLKEY; do
+    printf '%s\n' -u "$var"
+  done
+  line=$(service_role "$service")
+  [ -n "$line" ] || die "$service: no role for its database in $INIT_ROLES"
+  role=${line% *}
+  var=${line#* }
+  echo "PGUSER=$role"
+  echo "PGPASSWORD=$(stack_secret "$var")"
+  if pg_tls_running; then
+    echo PGSSLMODE=verify-full
+    echo "PGSSLROOTCERT=$STACK_DIR/tls/ca.crt"
+  fi
+  if [ "$service" = payment-service ]; then
+    echo "REDIS_USERNAME=$REDIS_PAYMENT_USER"
+    echo "REDIS_PASSWORD=$(stack_secret PAYMENT_REDIS_PASSWORD)"
+  fi
+}
+
 start_service() {
   local name=$1 bin pg redis k instance=()
   bin=$(service_binary "$(part_service "$name")")
@@ -576,11 +762,12 @@ start_service() {
   choose_port "$name"
   k=$(part_instance "$name")
   if [ "$k" != 1 ]; then instance=(INSTANCE_ID="$(part_service "$name")-$k"); fi
-  local console=()
+  local console=() creds=()
   mapfile -t console < <(console_env "$name")
-  launch "$name" "$ROOT" env "${instance[@]}" "${console[@]}" HTTP_PORT="$CHOSEN_PORT" \
+  mapfile -t creds < <(service_credentials "$(part_service "$name")")
+  launch "$name" "$ROOT" env "${creds[@]}" "${instance[@]}" "${console[@]}" HTTP_PORT="$CHOSEN_PORT" \
     KAFKA_BOOTSTRAP_SERVERS="$(broker_bootstrap)" KAFKA_SESSION_TIMEOUT_MS=6000 \
-    PGHOST=127.0.0.1 PGPORT="$pg" PGUSER=postgres PGPASSWORD=postgres \
+    PGHOST=127.0.0.1 PGPORT="$pg" \
     REDIS_HOST=127.0.0.1 REDIS_PORT="$redis" LOG_LEVEL="$LOG_LEVEL" \
     QUERY_API_ADMIN_TOKEN="$(admin_token)" PAYMENT_GATEWAY_LEDGER="$(gateway_ledger)" "$bin"
   wait_healthy "$name" "$LAUNCHED_PID" "$CHOSEN_PORT" || exit 1
@@ -653,11 +840,21 @@ write_env() {
       env_line PG_PORT "$port"
       env_line PGUSER postgres
       env_line PGPASSWORD postgres
+      if pg_tls_running; then
+        env_line PGSSLMODE verify-full
+        env_line PGSSLROOTCERT "$STACK_DIR/tls/ca.crt"
+      fi
+      local role db pwvar
+      while read -r role db pwvar; do env_line "$pwvar" "$(stack_secret "$pwvar")"; done < <(role_rows)
       any=1
     fi
     if part_running redis; then
       env_line REDIS_HOST 127.0.0.1
       env_line REDIS_PORT "$(part_port redis)"
+      env_line REDIS_USERNAME "$REDIS_ADMIN_USER"
+      env_line REDIS_PASSWORD "$(stack_secret REDIS_PASSWORD)"
+      env_line PAYMENT_REDIS_USERNAME "$REDIS_PAYMENT_USER"
+      env_line PAYMENT_REDIS_PASSWORD "$(stack_secret PAYMENT_REDIS_PASSWORD)"
       any=1
     fi
     if part_running query-api; then

@@ -9,7 +9,8 @@
 #   5. a test stack of its own (.local/test, wiped first so that runs are
 #      independent; ports 25432, 26379 and 28080..28084 preferred, so that a
 #      developer's `make up` stack is left alone) built from build/asan, so the
-#      services and the broker run instrumented too; its stack.env is exported;
+#      services and the broker run instrumented too, with Postgres over TLS only
+#      (PG_TLS=on, also for the chaos and images stacks); its stack.env is exported;
 #   6. integration tests: ctest -L integration against that stack, then the
 #      web console's browser tests (ctest -L browser: Debian's chromium driven
 #      by puppeteer-core, the page served by the stack's query-api; one of them
@@ -41,6 +42,9 @@ export STACK_DIR=.local/test BUILD_DIR=$ASAN_BUILD
 # completes in seconds; the gateway declines customers named decline-*.
 export DELIVERY_CLOCK_SPEED=${DELIVERY_CLOCK_SPEED:-600}
 export PAYMENT_DECLINE_CUSTOMERS=${PAYMENT_DECLINE_CUSTOMERS:-decline-*}
+# Postgres over TLS only (stack.sh's PG_TLS): every integration test proves that
+# the services and the tests connect with verify-full against the stack's CA.
+export PG_TLS=${PG_TLS:-on}
 export PG_PORT=25432 REDIS_PORT=26379 QUERY_API_PORT=28080 ORDER_SERVICE_PORT=28081 \
   PAYMENT_SERVICE_PORT=28082 INVENTORY_SERVICE_PORT=28083 DELIVERY_SERVICE_PORT=28084
 

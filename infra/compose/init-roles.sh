@@ -3,6 +3,8 @@
 # database and reaching no other. Run by Postgres's entrypoint after
 # init-postgres.sql, on the first start of an empty data directory only
 # (changing a password later: ALTER ROLE ... PASSWORD, as the superuser).
+# scripts/stack.sh runs it too, on every start of the local stack's Postgres:
+# run again, it sets each role's password (and its lack of rights) anew.
 #
 #   role           database         password from
 #   order_svc      order_db         ORDER_DB_PASSWORD
@@ -32,6 +34,7 @@ deta_init_role() {
 \getenv password :pwvar
 SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'role', :'password')
   WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
+SELECT format('ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L', :'role', :'password') \gexec
 SELECT format('ALTER DATABASE %I OWNER TO %I', :'db', :'role') \gexec
 SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'db') \gexec
 SELECT format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', :'db', :'role') \gexec

@@ -165,11 +165,69 @@ static deta_err_t load_postgres(deta_config_t *cfg, const char *database, char *
                        sizeof cfg->pg_database, errstr, errsize);
 }
 
+/* A file setting: copied like a string, and when set, readable now, so that a
+ * wrong path stops the service at start rather than failing every connection. */
+static deta_err_t config_file(const char *name, char *dst, size_t dstsize, char *errstr,
+                              size_t errsize) {
+    deta_err_t err = config_copy(name, "", dst, dstsize, errstr, errsize);
+    if (err || !dst[0])
+        return err;
+    if (access(dst, R_OK) != 0)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: cannot read \"%.200s\": %s",
+                         name, dst, strerror(errno));
+    return DETA_OK;
+}
+
+/* Postgres's transport: libpq's sslmode and certificate files (db_params.c
+ * passes them to libpq). Unset, the mode is verify-full when a CA is given (a
+ * CA is only worth giving to check the server against it), else libpq's own
+ * prefer (TLS when the server offers it, without checking who it is). */
+static deta_err_t load_postgres_tls(deta_config_t *cfg, char *errstr, size_t errsize) {
+    static const char *const modes[] = {"disable", "allow",     "prefer",
+                                        "require", "verify-ca", "verify-full"};
+    deta_err_t err;
+    if ((err = config_file("PGSSLROOTCERT", cfg->pg_sslrootcert, sizeof cfg->pg_sslrootcert,
+                           errstr, errsize)) ||
+        (err = config_file("PGSSLCERT", cfg->pg_sslcert, sizeof cfg->pg_sslcert, errstr,
+                           errsize)) ||
+        (err = config_file("PGSSLKEY", cfg->pg_sslkey, sizeof cfg->pg_sslkey, errstr, errsize)))
+        return err;
+    const char *mode = deta_config_str("PGSSLMODE", cfg->pg_sslrootcert[0] ? "verify-full"
+                                                                            : "prefer");
+    bool known = false;
+    for (size_t i = 0; i < sizeof modes / sizeof *modes; i++)
+        known = known || strcmp(mode, modes[i]) == 0;
+    if (!known)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "PGSSLMODE: \"%.32s\" is not one of disable, allow, prefer, require, "
+                         "verify-ca, verify-full",
+                         mode);
+    snprintf(cfg->pg_sslmode, sizeof cfg->pg_sslmode, "%s", mode);
+    if (strncmp(mode, "verify-", 7) == 0 && !cfg->pg_sslrootcert[0])
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "PGSSLMODE: %s needs PGSSLROOTCERT (the CA to verify the server with)",
+                         mode);
+    if (!cfg->pg_sslcert[0] != !cfg->pg_sslkey[0])
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "%s: set without %s (a client certificate needs both)",
+                         cfg->pg_sslcert[0] ? "PGSSLCERT" : "PGSSLKEY",
+                         cfg->pg_sslcert[0] ? "PGSSLKEY" : "PGSSLCERT");
+    return DETA_OK;
+}
+
 static deta_err_t load_redis(deta_config_t *cfg, char *errstr, size_t errsize) {
     deta_err_t err = config_copy("REDIS_HOST", "localhost", cfg->redis_host,
                                  sizeof cfg->redis_host, errstr, errsize);
     if (err)
         return err;
+    if ((err = config_copy("REDIS_USERNAME", "", cfg->redis_username,
+                           sizeof cfg->redis_username, errstr, errsize)) ||
+        (err = config_copy("REDIS_PASSWORD", "", cfg->redis_password,
+                           sizeof cfg->redis_password, errstr, errsize)))
+        return err;
+    if (cfg->redis_username[0] && !cfg->redis_password[0])
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "REDIS_USERNAME: set without REDIS_PASSWORD");
     return config_int("REDIS_PORT", 6379, 1, 65535, &cfg->redis_port, errstr, errsize);
 }
 
@@ -252,6 +310,7 @@ deta_err_t deta_config_load_service(deta_config_t *cfg, const deta_service_def_t
     if ((err = load_identity(cfg, def ? def->name : NULL, errstr, errsize)) ||
         (err = load_kafka(cfg, errstr, errsize)) ||
         (err = load_postgres(cfg, def->database, errstr, errsize)) ||
+        (err = load_postgres_tls(cfg, errstr, errsize)) ||
         (err = load_redis(cfg, errstr, errsize)) ||
         (err = load_http(cfg, def->http_port, errstr, errsize)) ||
         (err = load_log_level(cfg, errstr, errsize)) ||

@@ -98,6 +98,7 @@
  */
 #include "clock.h"
 #include "deta/db.h"
+#include "deta/db_params.h"
 
 #include <ctype.h>
 #include <poll.h>
@@ -112,12 +113,6 @@
 #include "db_internal.h"
 #include "deta/log.h"
 
-#define DB_CONNECT_TIMEOUT_S "3"
-#define DB_KEEPALIVE_IDLE_S "10"     /* idle seconds before the first probe */
-#define DB_KEEPALIVE_INTERVAL_S "5"  /* between unanswered probes */
-#define DB_KEEPALIVE_COUNT "3"       /* unanswered probes that end the connection */
-#define DB_TCP_USER_TIMEOUT_MS "20000" /* unacknowledged data that ends it */
-#define DB_IDLE_IN_TX_TIMEOUT_MS 60000
 #define DB_IDLE_READS 4 /* bounded: notifications may keep the socket readable */
 #define DB_STMT_MAX 128 /* prepared statements per connection */
 #define DB_STMT_NAME_SIZE 32
@@ -141,13 +136,7 @@ typedef struct db_cmd {
 } db_cmd_t;
 
 struct deta_db {
-    char host[256];
-    char port[16];
-    char user[64];
-    char password[128];
-    char dbname[64];
-    char appname[64];
-    char options[384]; /* the session's settings, sent at connect (see open_connection) */
+    deta_db_params_t params; /* libpq's keywords and values (db_params.c) */
     unsigned long session; /* counts the connections made: another one, another session */
     PGconn *conn;
     bool in_tx; /* between a successful begin and commit/rollback */
@@ -211,20 +200,8 @@ deta_db_t *deta_db_new(const deta_config_t *cfg) {
     deta_db_t *db = calloc(1, sizeof *db);
     if (!db)
         return NULL;
-    snprintf(db->host, sizeof db->host, "%s", cfg->pg_host);
-    snprintf(db->port, sizeof db->port, "%d", cfg->pg_port);
-    snprintf(db->user, sizeof db->user, "%s", cfg->pg_user);
-    snprintf(db->password, sizeof db->password, "%s", cfg->pg_password);
-    snprintf(db->dbname, sizeof db->dbname, "%s", cfg->pg_database);
-    snprintf(db->appname, sizeof db->appname, "%s", cfg->service[0] ? cfg->service : "deta");
+    deta_db_params_init(&db->params, cfg);
     db->prepare = cfg->pg_prepared_statements;
-    snprintf(db->options, sizeof db->options,
-             "-c statement_timeout=%d -c lock_timeout=%d -c idle_in_transaction_session_timeout=%d"
-             " -c tcp_keepalives_idle=%s -c tcp_keepalives_interval=%s"
-             " -c tcp_keepalives_count=%s -c tcp_user_timeout=%s",
-             cfg->pg_statement_timeout_ms, cfg->pg_lock_timeout_ms, DB_IDLE_IN_TX_TIMEOUT_MS,
-             DB_KEEPALIVE_IDLE_S, DB_KEEPALIVE_INTERVAL_S, DB_KEEPALIVE_COUNT,
-             DB_TCP_USER_TIMEOUT_MS);
     return db;
 }
 
@@ -257,27 +234,9 @@ static void log_notice(void *arg, const char *message) {
     DETA_DEBUG("postgres: %.*s", len, message);
 }
 
-/* A peer that vanishes without closing (a partition, a frozen host) must not hold
- * a session, its advisory locks or its transaction for the kernel's default of
- * hours. Both ends therefore probe an idle connection (TCP keepalives) and give
- * up on unacknowledged data (TCP_USER_TIMEOUT): the client's side is set here,
- * the server's in options, so that a zombie client's backend, and the relay lock
- * it holds, are gone within about half a minute. Statements and lock waits are
- * bounded by the settings (PG_STATEMENT_TIMEOUT_MS, PG_LOCK_TIMEOUT_MS; their
- * failures are transient), and a transaction left idle by a stalled client is
- * ended by the server after DB_IDLE_IN_TX_TIMEOUT_MS. */
+/* The keepalives, timeouts and TLS of the connection: db_params.c. */
 static void open_connection(deta_db_t *db) {
-    const char *keys[] = {"host",         "port",          "user",
-                          "password",     "dbname",        "connect_timeout",
-                          "application_name", "options",   "keepalives",
-                          "keepalives_idle",  "keepalives_interval", "keepalives_count",
-                          "tcp_user_timeout", NULL};
-    const char *vals[] = {db->host,         db->port,          db->user,
-                          db->password,     db->dbname,        DB_CONNECT_TIMEOUT_S,
-                          db->appname,      db->options,       "1",
-                          DB_KEEPALIVE_IDLE_S, DB_KEEPALIVE_INTERVAL_S, DB_KEEPALIVE_COUNT,
-                          DB_TCP_USER_TIMEOUT_MS, NULL};
-    db->conn = PQconnectdbParams(keys, vals, 0);
+    db->conn = PQconnectdbParams(db->params.keys, db->params.vals, 0);
     db->session++;
     if (db->conn)
         PQsetNoticeProcessor(db->conn, log_notice, NULL);

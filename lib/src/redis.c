@@ -39,6 +39,11 @@
  * INTERNAL otherwise (a bug of ours, such as a wrong command). They are one
  * op's outcome: the others of its batch are unaffected.
  *
+ * Authentication: with REDIS_PASSWORD set, every connection, the first and each
+ * reconnect, begins with AUTH [REDIS_USERNAME] REDIS_PASSWORD (Redis 6+ ACL users;
+ * the password alone authenticates the default user). The password is sent as a
+ * command argument and never appears in an error or a log line.
+ *
  * Each connection names itself (CLIENT SETNAME) after the instance id, so that
  * CLIENT LIST tells the services apart, as application_name does in Postgres.
  *
@@ -70,6 +75,8 @@ static const char DEL_IF_EQUAL_SCRIPT[] =
 struct deta_redis {
     char host[256];
     int port;
+    char username[64];  /* REDIS_USERNAME; "" AUTH with the password alone */
+    char password[128]; /* REDIS_PASSWORD; "" no AUTH */
     char client_name[96];
     redisContext *ctx;
 };
@@ -92,6 +99,8 @@ deta_redis_t *deta_redis_new(const deta_config_t *cfg) {
         return NULL;
     snprintf(r->host, sizeof r->host, "%s", cfg->redis_host);
     r->port = cfg->redis_port;
+    snprintf(r->username, sizeof r->username, "%s", cfg->redis_username);
+    snprintf(r->password, sizeof r->password, "%s", cfg->redis_password);
     make_client_name(r->client_name, sizeof r->client_name,
                      cfg->instance_id[0] ? cfg->instance_id : cfg->service);
     return r;
@@ -133,6 +142,34 @@ static bool name_connection(deta_redis_t *r) {
     return reply != NULL;
 }
 
+/* AUTH [username] password on a fresh connection, when a password is set.
+ * Passed as arguments (never formatted into a command string), and never put in
+ * a message: a refusal says only what the server answered. DETA_OK, or TRANSIENT
+ * with errstr (a wrong password is a deployment's error, but a server restarted
+ * before its ACL file was back is not, and the caller retries either way). */
+static deta_err_t authenticate(deta_redis_t *r, char *errstr, size_t errsize) {
+    if (!r->password[0])
+        return DETA_OK;
+    const char *argv[3] = {"AUTH", r->username, r->password};
+    int argc = 3;
+    if (!r->username[0]) {
+        argv[1] = r->password;
+        argc = 2;
+    }
+    redisReply *reply = redisCommandArgv(r->ctx, argc, argv, NULL);
+    if (!reply)
+        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                         "cannot connect to Redis at %s:%d: %s", r->host, r->port,
+                         r->ctx->errstr[0] ? r->ctx->errstr : "no reply to AUTH");
+    deta_err_t err = DETA_OK;
+    if (reply->type == REDIS_REPLY_ERROR)
+        err = deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                        "Redis at %s:%d refused AUTH as user %s: %.200s", r->host, r->port,
+                        r->username[0] ? r->username : "default", reply->str ? reply->str : "");
+    freeReplyObject(reply);
+    return err;
+}
+
 static deta_err_t connect_now(deta_redis_t *r, char *errstr, size_t errsize) {
     r->ctx = redisConnectWithTimeout(r->host, r->port, timeout_tv());
     if (!r->ctx)
@@ -140,6 +177,10 @@ static deta_err_t connect_now(deta_redis_t *r, char *errstr, size_t errsize) {
                          "cannot connect to Redis at %s:%d: out of memory", r->host, r->port);
     if (r->ctx->err == 0 && redisSetTimeout(r->ctx, timeout_tv()) == REDIS_OK) {
         redisEnableKeepAlive(r->ctx);
+        if (authenticate(r, errstr, errsize) != DETA_OK) {
+            drop_connection(r);
+            return DETA_ERR_TRANSIENT;
+        }
         if (name_connection(r))
             return DETA_OK;
     }

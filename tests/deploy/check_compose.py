@@ -80,7 +80,18 @@ def depends(svc):
     return {name: (v or {}).get("condition") for name, v in d.items()}
 
 
+def check_redis_acl(c, problems):
+    """Redis runs with the users of redis-users.sh (the default user off)."""
+    r = (c.get("services") or {}).get("redis") or {}
+    start = " ".join(str(w) for w in (r.get("entrypoint") or []) + (r.get("command") or []))
+    if "redis-users.sh" not in start or "--aclfile" not in start:
+        problems.append("redis: must start with the ACL file of redis-users.sh (--aclfile)")
+    if not any(str(v).endswith("/redis-users.sh:ro") for v in r.get("volumes") or []):
+        problems.append("redis: ./redis-users.sh is not mounted read-only")
+
+
 def check_infra(c, seed, problems):
+    check_redis_acl(c, problems)
     svcs = c.get("services") or {}
     for name in INFRA:
         s = svcs.get(name)
@@ -359,6 +370,11 @@ def check_service(root, c, seed, name, port, db, problems):
     m = REQUIRED_VAR.match(env.get("PGPASSWORD") or "")
     if not m or m.group(1) != pwvar:
         problems.append("%s: PGPASSWORD must be ${%s:?...}, the password of %s" % (name, pwvar, role))
+    if name in dl.REDIS_USERS:
+        m = REQUIRED_VAR.match(env.get("REDIS_PASSWORD") or "")
+        if env.get("REDIS_USERNAME") != name or not m or m.group(1) != "REDIS_PAYMENT_PASSWORD":
+            problems.append("%s: Redis login must be REDIS_USERNAME=%s and REDIS_PASSWORD="
+                            "${REDIS_PAYMENT_PASSWORD:?...} (redis-users.sh)" % (name, name))
     needs = {"postgres": "service_healthy", "kafka": "service_healthy",
              "kafka-init": "service_completed_successfully"}
     if name in dl.REDIS_USERS:

@@ -336,6 +336,25 @@ def check_kafka(root, m, seed, problems):
             problems.append("ConfigMap kafka-topics-config: KAFKA_TOPIC_PARTITIONS is not set")
 
 
+def check_redis_acl(root, m, problems):
+    """Redis runs with the users of infra/compose/redis-users.sh (same text)."""
+    data = m.configmap("redis-init") or {}
+    text = open(os.path.join(root, "infra", "compose", "redis-users.sh"), encoding="utf-8").read()
+    if data.get("redis-users.sh") != text:
+        problems.append("ConfigMap redis-init: redis-users.sh missing or different from "
+                        "infra/compose/redis-users.sh")
+    dep, ctr = main_container(m, "redis", [])
+    if not ctr:
+        return
+    cmd = " ".join(ctr.get("command") or []) + " " + " ".join(ctr.get("args") or [])
+    if "redis-users.sh" not in cmd or "--aclfile" not in cmd:
+        problems.append("redis: must start with the ACL file of redis-users.sh (--aclfile)")
+    names = {e["name"] for e in ctr.get("env") or []}
+    for var in ("REDIS_ADMIN_PASSWORD", "REDIS_PAYMENT_PASSWORD"):
+        if var not in names:
+            problems.append("redis: %s (read by redis-users.sh) is not passed" % var)
+
+
 def check_postgres(root, m, services, problems):
     data = m.configmap("postgres-init") or {}
     compose = os.path.join(root, "infra", "compose")
@@ -531,6 +550,7 @@ def check(root):
     check_infra(root, m, seed, problems)
     check_kafka(root, m, seed, problems)
     check_postgres(root, m, services, problems)
+    check_redis_acl(root, m, problems)
     check_cassandra(root, m, seed, dl.CassandraInit(root), problems)
     for name, (port, db) in services.items():
         check_service(root, m, name, port, db, problems)

@@ -153,8 +153,23 @@ class Seed:
             port = m.group(1)
             return port in joined and ("/dev/tcp/" in joined or "nc -z" in joined)
         want = shlex.split(check)
-        words = shell_words(argv)
+        words = without_login_options(shell_words(argv))
         return any(words[i:i + len(want)] == want for i in range(len(words)))
+
+
+def without_login_options(words):
+    """words without redis-cli's ACL login options (--user NAME,
+    --no-auth-warning; the password comes from REDISCLI_AUTH): the seed's
+    `redis-cli ping`, run as a user of redis-users.sh, is still that check."""
+    out, skip = [], False
+    for i, w in enumerate(words):
+        if skip:
+            skip = False
+        elif w == "--user" and "redis-cli" in words[:i]:
+            skip = True
+        elif w != "--no-auth-warning":
+            out.append(w)
+    return out
 
 
 def shell_words(argv):
@@ -364,11 +379,19 @@ def library_vars(repo=REPO):
     return found | config_h_vars(repo)
 
 
+# Redis's credentials: only a service that uses Redis gets them (least privilege).
+REDIS_AUTH_VARS = {"REDIS_USERNAME", "REDIS_PASSWORD"}
+
+
 def service_vars(name, repo=REPO):
     """(every variable the named service reads, problems): the library's and
-    its own sources' and headers' (its settings.c)."""
+    its own sources' and headers' (its settings.c); Redis's credentials only
+    for a service of REDIS_USERS."""
     own, problems = _read_vars(_sources(os.path.join(repo, "services", name)), strict=True)
-    return library_vars(repo) | own, problems
+    reads = library_vars(repo) | own
+    if name not in REDIS_USERS:
+        reads -= REDIS_AUTH_VARS
+    return reads, problems
 
 
 # The web console (docs/console.md): where the image installs its files (CMake's

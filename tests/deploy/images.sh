@@ -20,7 +20,7 @@
 #    the packages inside; the size.
 # 4. Run: Postgres, Redis and the broker of a stack of its own (stack.sh start,
 #    in IMAGES_STACK_DIR), one login role per service made by compose's own
-#    init-roles.sh, then the five containers with compose's environment
+#    init-roles.sh and Redis's users by redis-users.sh (stack.sh runs both), then the five containers with compose's environment
 #    (compose_service.py env) where only the addresses differ (host network:
 #    127.0.0.1 and this stack's ports), the Kafka session timeout (the
 #    local broker's 6 s, as stack.sh gives every service: see write_env_file)
@@ -254,15 +254,19 @@ start_infra() {
   # shellcheck disable=SC1091
   . "$STACK_DIR/stack.env"
   set +a
-  # The credentials compose takes from .env: made up for this run.
+  # The credentials compose takes from .env. The roles' passwords (*_DB_PASSWORD)
+  # and the Redis users' are the stack's (stack.env): stack.sh ran compose's own
+  # init-roles.sh and redis-users.sh with them, so each container logs in as its
+  # role, to its database only, and payment-service as its Redis user. The rest
+  # are made up for this run.
   for pw in ORDER_DB_PASSWORD INVENTORY_DB_PASSWORD PAYMENT_DB_PASSWORD DELIVERY_DB_PASSWORD \
-    QUERY_DB_PASSWORD QUERY_API_ADMIN_TOKEN CASSANDRA_QUERY_API_PASSWORD; do
+    QUERY_DB_PASSWORD PAYMENT_REDIS_PASSWORD REDIS_PASSWORD; do
+    [ -n "${!pw:-}" ] || die "stack.env has no $pw"
+  done
+  export REDIS_PAYMENT_PASSWORD=$PAYMENT_REDIS_PASSWORD REDIS_ADMIN_PASSWORD=$REDIS_PASSWORD
+  for pw in QUERY_API_ADMIN_TOKEN CASSANDRA_QUERY_API_PASSWORD; do
     export "$pw=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
   done
-  # Compose's own init-roles.sh: each service logs in as its role, to its database only.
-  POSTGRES_USER=postgres PGUSER=postgres PGPASSWORD=postgres \
-    sh infra/compose/init-roles.sh >"$STACK_DIR/logs/init-roles.out" 2>&1 ||
-    { cat "$STACK_DIR/logs/init-roles.out" >&2; die "init-roles.sh failed"; }
   say "Postgres :$PGPORT, Redis :$REDIS_PORT, broker $KAFKA_BOOTSTRAP_SERVERS; one role per service"
 }
 

@@ -30,6 +30,18 @@ CASSANDRA_INIT = "infra/compose/init-cassandra.sh"
 
 # (check, file, old text, new text, a word of the expected problem)
 CASES = [
+    # least privilege in Redis (infra/compose/redis-users.sh, docs/security.md)
+    ("compose", COMPOSE, "      REDIS_USERNAME: payment-service\n", "",
+     "payment-service: REDIS_USERNAME is read by the code but not set"),
+    ("compose", COMPOSE, "INSTANCE_ID: order-service\n",
+     "INSTANCE_ID: order-service\n      REDIS_PASSWORD: ${REDIS_PAYMENT_PASSWORD:?x}\n",
+     "order-service: REDIS_PASSWORD is set but no code reads it"),
+    ("compose", COMPOSE, "exec docker-entrypoint.sh redis-server --aclfile /data/users.acl",
+     "exec docker-entrypoint.sh redis-server", "redis: must start with the ACL file"),
+    ("k8s", K8S + "redis.yaml", "exec docker-entrypoint.sh redis-server --aclfile /data/users.acl",
+     "exec docker-entrypoint.sh redis-server", "redis: must start with the ACL file"),
+    ("k8s", K8S + "redis.yaml", "~payment:* ~payment-lock:*", "~*",
+     "redis-users.sh missing or different"),
     # the web console (docs/console.md)
     ("compose", COMPOSE, "QUERY_CONSOLE_DIR: /usr/share/delivery-eta/console",
      "QUERY_CONSOLE_DIR: /srv/console", "QUERY_CONSOLE_DIR is"),
@@ -62,7 +74,7 @@ CASES = [
      "KAFKA_LISTENERS: PLAINTEXT://0.0.0.0:29093,", "does not bind PLAINTEXT"),
     ("compose", COMPOSE, '2>&1"]\n      interval: 30s', '2>&1"]\n      interval: 10s',
      "cassandra: healthcheck interval"),
-    ("compose", COMPOSE, '["CMD", "redis-cli", "ping"]', '["CMD", "redis-cli", "info"]',
+    ("compose", COMPOSE, 'redis-cli --no-auth-warning --user deta-admin ping', 'redis-cli --no-auth-warning --user deta-admin info',
      "redis: healthcheck"),
     ("compose", COMPOSE, '"exec 3<>/dev/tcp/127.0.0.1/2181"', '"exit 0"', "zookeeper: healthcheck"),
     ("compose", COMPOSE, "redis_data:/data", "redis_data:/var/lib/redis", "volume redis_data"),
@@ -176,8 +188,8 @@ CASES = [
      "inventory-service: PGPASSWORD"),
     ("k8s", K8S + "cassandra.yaml", "image: cassandra:4.1", "image: cassandra:4.0",
      "cassandra: image"),
-    ("k8s", K8S + "redis.yaml", '["redis-cli", "ping"]\n            periodSeconds: 10',
-     '["redis-cli", "ping"]\n            periodSeconds: 5', "readiness period"),
+    ("k8s", K8S + "redis.yaml", 'deta-admin ping | grep -q PONG"]\n            periodSeconds: 10',
+     'deta-admin ping | grep -q PONG"]\n            periodSeconds: 5', "readiness period"),
     ("k8s", K8S + "postgres.yaml", 'command: ["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-U", "postgres"]\n            periodSeconds: 10',
      'command: ["true"]\n            periodSeconds: 10', "postgres: readiness probe"),
     ("k8s", K8S + "kafka.yaml", "value: PLAINTEXT://0.0.0.0:9092",

@@ -598,6 +598,7 @@ static deta_redis_t *connect_to_fake(const fake_redis_t *f) {
     deta_config_t cfg = config_for("test-redis-fake");
     snprintf(cfg.redis_host, sizeof cfg.redis_host, "127.0.0.1");
     cfg.redis_port = f->port;
+    cfg.redis_username[0] = cfg.redis_password[0] = '\0'; /* its script has no AUTH */
     deta_redis_t *r = deta_redis_new(&cfg);
     assert_non_null(r);
     return r;

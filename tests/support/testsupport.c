@@ -128,6 +128,15 @@ redisContext *ts_redis_connect(void) {
         redisConnectWithTimeout(ts_env("REDIS_HOST"), atoi(ts_env("REDIS_PORT")), tv);
     if (!c || c->err)
         fail_msg("raw Redis connection: %s", c ? c->errstr : "out of memory");
+    /* The stack's Redis wants a user (stack.env: the admin's REDIS_USERNAME/_PASSWORD). */
+    const char *user = getenv("REDIS_USERNAME"), *pass = getenv("REDIS_PASSWORD");
+    if (pass && *pass) {
+        const char *argv[] = {"AUTH", user && *user ? user : "default", pass};
+        redisReply *reply = redisCommandArgv(c, 3, argv, NULL);
+        if (!reply || reply->type == REDIS_REPLY_ERROR)
+            fail_msg("raw Redis AUTH as %s: %s", argv[1], reply ? reply->str : c->errstr);
+        freeReplyObject(reply);
+    }
     return c;
 }
 

@@ -31,6 +31,7 @@ static const char *const all_vars[] = {
     "HTTP_THREADS", "LOG_LEVEL", "INSTANCE_ID", "DETA_TEST_INT", "DETA_TEST_STR",
     "PG_PREPARED_STATEMENTS", "PG_STATEMENT_TIMEOUT_MS",
     "PG_LOCK_TIMEOUT_MS", "OUTBOX_RETENTION_S", "INBOX_RETENTION_HOURS", "HTTP_CORS_ORIGINS",
+    "PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY", "REDIS_USERNAME", "REDIS_PASSWORD",
 };
 
 static int clear_env(void **state) {
@@ -451,6 +452,59 @@ static void test_http_bounds(void **state) {
     load_bad("HTTP_BODY_TIMEOUT_MS", "10s");
     load_bad("HTTP_HEADER_LIMIT", "1023");
     load_bad("HTTP_HEADER_LIMIT", "1048577");
+/* Postgres's TLS: prefer by default, verify-full once a CA is given, any of
+ * libpq's modes by name; verify-* without a CA, a certificate without its key,
+ * an unreadable file or an unknown mode stop the start, naming the variable. */
+static void test_postgres_tls(void **state) {
+    (void)state;
+    char ca[] = "/tmp/deta-test-ca.XXXXXX";
+    int fd = mkstemp(ca);
+    assert_true(fd >= 0);
+    close(fd);
+    deta_config_t cfg;
+    load_ok(&cfg, "order-service");
+    assert_string_equal(cfg.pg_sslmode, "prefer");
+    assert_string_equal(cfg.pg_sslrootcert, "");
+    setenv("PGSSLROOTCERT", ca, 1);
+    load_ok(&cfg, "order-service");
+    assert_string_equal(cfg.pg_sslmode, "verify-full");
+    assert_string_equal(cfg.pg_sslrootcert, ca);
+    setenv("PGSSLMODE", "verify-ca", 1);
+    load_ok(&cfg, "order-service");
+    assert_string_equal(cfg.pg_sslmode, "verify-ca");
+    setenv("PGSSLCERT", ca, 1);
+    setenv("PGSSLKEY", ca, 1);
+    load_ok(&cfg, "order-service");
+    assert_string_equal(cfg.pg_sslcert, ca);
+    assert_string_equal(cfg.pg_sslkey, ca);
+    clear_env(NULL);
+    setenv("PGSSLMODE", "require", 1);
+    load_ok(&cfg, "order-service");
+    assert_string_equal(cfg.pg_sslmode, "require");
+
+    load_bad("PGSSLMODE", "verify_full");
+    load_bad("PGSSLMODE", "on");
+    load_bad("PGSSLMODE", "verify-full"); /* no CA */
+    load_bad("PGSSLROOTCERT", "/nonexistent/ca.crt");
+    load_bad("PGSSLCERT", ca);            /* no key */
+    load_bad("PGSSLKEY", ca);             /* no certificate */
+    unlink(ca);
+}
+
+/* Redis AUTH: none by default; a user and a password; a user needs one. */
+static void test_redis_auth(void **state) {
+    (void)state;
+    deta_config_t cfg;
+    load_ok(&cfg, "payment-service");
+    assert_string_equal(cfg.redis_username, "");
+    assert_string_equal(cfg.redis_password, "");
+    setenv("REDIS_PASSWORD", "p4ss", 1);
+    load_ok(&cfg, "payment-service");
+    assert_string_equal(cfg.redis_password, "p4ss");
+    setenv("REDIS_USERNAME", "payment-service", 1);
+    load_ok(&cfg, "payment-service");
+    assert_string_equal(cfg.redis_username, "payment-service");
+    load_bad("REDIS_USERNAME", "payment-service"); /* without a password */
 }
 
 #define T(f) cmocka_unit_test_setup(f, clear_env)
@@ -466,6 +520,8 @@ int main(void) {
         T(test_config_int),            T(test_config_str),
         T(test_prepared_statements_switch), T(test_prepared_statements_bad_value),
         T(test_cors_origins),          T(test_http_bounds),
+        T(test_postgres_tls),
+        T(test_redis_auth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

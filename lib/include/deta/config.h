@@ -36,7 +36,16 @@
  *   PG_STATEMENT_TIMEOUT_MS   30000   (0..3600000, 0 none: the server cancels a longer
  *                                      statement; the failure is transient)
  *   PG_LOCK_TIMEOUT_MS        10000   (0..3600000, 0 none: the longest wait for a lock)
+ *   PGSSLMODE                 verify-full when PGSSLROOTCERT is set, else prefer (libpq's
+ *                                      modes: disable allow prefer require verify-ca
+ *                                      verify-full; verify-ca and verify-full need
+ *                                      PGSSLROOTCERT; passed to libpq explicitly, db_params.c)
+ *   PGSSLROOTCERT             ""      (the CA file that must have signed the server's
+ *                                      certificate; readable at start)
+ *   PGSSLCERT PGSSLKEY        ""      (a client certificate and its key: both or neither)
  *   REDIS_HOST REDIS_PORT     localhost 6379
+ *   REDIS_USERNAME            ""      (the ACL user; empty: AUTH with the password alone)
+ *   REDIS_PASSWORD            ""      (empty: no AUTH; sent on every (re)connect, never logged)
  *   HTTP_PORT                 the service's port (deta_service_def_t; docs/contracts.md)
  *   HTTP_BODY_LIMIT           65536 bytes
  *   HTTP_THREADS              4
@@ -108,8 +117,14 @@ typedef struct deta_config {
     bool pg_prepared_statements; /* PG_PREPARED_STATEMENTS */
     int pg_statement_timeout_ms; /* PG_STATEMENT_TIMEOUT_MS; 0: none */
     int pg_lock_timeout_ms;      /* PG_LOCK_TIMEOUT_MS; 0: none */
+    char pg_sslmode[16];         /* PGSSLMODE, defaulted (see above) */
+    char pg_sslrootcert[256];    /* PGSSLROOTCERT; "" none */
+    char pg_sslcert[256];        /* PGSSLCERT; "" none */
+    char pg_sslkey[256];         /* PGSSLKEY; "" none */
     char redis_host[256];
     int redis_port;
+    char redis_username[64];  /* REDIS_USERNAME; "" the default user */
+    char redis_password[128]; /* REDIS_PASSWORD; "" no AUTH */
     int http_port;
     long http_body_limit;
     int http_threads;

@@ -34,7 +34,8 @@
 typedef struct deta_redis deta_redis_t;
 typedef struct deta_redis_pool deta_redis_pool_t;
 
-/* For cfg's redis_host and redis_port. Never fails for an unreachable server: the
+/* For cfg's redis_host and redis_port, authenticating as redis_username with
+ * redis_password when a password is set (on every connect). Never fails for an unreachable server: the
  * handle connects on first use. NULL only when out of memory. */
 deta_redis_t *deta_redis_new(const deta_config_t *cfg);
 void deta_redis_free(deta_redis_t *r);
