@@ -58,7 +58,7 @@
 # http://localhost:<query-api's port>/ (stack.env's CONSOLE_URL).
 # OPERATOR_TOKEN (the operator routes: stock changes, query-api's dead-letter
 # administration; docs/security.md) and READER_TOKEN (the reading endpoints when
-# HTTP_READS_NEED_TOKEN closes them) are the caller's, or else made at random once
+# HTTP_READS_NEED_AUTH closes them) are the caller's, or else made at random once
 # per stack directory (operator.token, reader.token, mode 0600); stack.env carries
 # both. OPERATOR_TOKEN goes only to the services with operator routes
 # (inventory-service, query-api), READER_TOKEN to every service.

@@ -343,7 +343,7 @@ static deta_err_t load_auth(deta_auth_t *a, char *errstr, size_t errsize) {
         (err = deta_config_secret("READER_TOKEN", "", a->reader_token, sizeof a->reader_token,
                                   errstr, errsize)) ||
         (err = deta_auth_check_token("READER_TOKEN", a->reader_token, errstr, errsize)) ||
-        (err = config_bool("HTTP_READS_NEED_TOKEN", false, &a->reads_need_token, errstr,
+        (err = config_bool("HTTP_READS_NEED_AUTH", false, &a->reads_need_token, errstr,
                            errsize)))
         return err;
     if (a->operator_token[0] && strcmp(a->operator_token, a->reader_token) == 0)
@@ -352,7 +352,7 @@ static deta_err_t load_auth(deta_auth_t *a, char *errstr, size_t errsize) {
                          "operator");
     if (a->reads_need_token && !a->operator_token[0] && !a->reader_token[0])
         return deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                         "HTTP_READS_NEED_TOKEN: on, but neither READER_TOKEN nor "
+                         "HTTP_READS_NEED_AUTH: on, but neither READER_TOKEN nor "
                          "OPERATOR_TOKEN is set: nothing could read");
     return DETA_OK;
 }

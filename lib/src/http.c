@@ -47,7 +47,7 @@
  * (deta_http_resp_header: WWW-Authenticate on a 401 is what needs it).
  *
  * Tokens. After routing, a route's role (deta_auth_route_role: DETA_HTTP_OPERATOR,
- * or a read below /api/ while HTTP_READS_NEED_TOKEN is on) is decided against the
+ * or a read below /api/ while HTTP_READS_NEED_AUTH is on) is decided against the
  * Authorization header (deta_auth_decide) before anything else about the request:
  * a refusal is queued with the headers like the other early errors, so the body is
  * never read and no handler runs. Counted in http_auth_total{role,outcome}.
@@ -612,7 +612,7 @@ static enum MHD_Result respond_auth_refusal(request_t *r, deta_auth_role_t role,
                                  "operator actions are disabled: OPERATOR_TOKEN is not set");
         else
             deta_http_resp_error(&resp, 503, NULL,
-                                 "reads need a token (HTTP_READS_NEED_TOKEN) but neither "
+                                 "reads need a token (HTTP_READS_NEED_AUTH) but neither "
                                  "READER_TOKEN nor OPERATOR_TOKEN is set");
         break;
     case DETA_AUTH_FORBIDDEN:

@@ -1,7 +1,7 @@
 /*
  * api.c - inventory-service's REST handlers.
  *
- * Reading the stock is for everyone (unless HTTP_READS_NEED_TOKEN closes the reads);
+ * Reading the stock is for everyone (unless HTTP_READS_NEED_AUTH closes the reads);
  * PUT and PATCH are the operators' way to change it: operator routes
  * (DETA_HTTP_OPERATOR), which libdeta's HTTP server lets through only with the
  * operator token (deta/auth.h), so no handler here runs without it (rules in domain.h, inv_stock_apply). PUT sets an

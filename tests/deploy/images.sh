@@ -256,7 +256,7 @@ start_infra() {
   set +a
   # The credentials compose takes from .env: made up for this run.
   for pw in ORDER_DB_PASSWORD INVENTORY_DB_PASSWORD PAYMENT_DB_PASSWORD DELIVERY_DB_PASSWORD \
-    QUERY_DB_PASSWORD QUERY_API_ADMIN_TOKEN CASSANDRA_QUERY_API_PASSWORD; do
+    QUERY_DB_PASSWORD OPERATOR_TOKEN READER_TOKEN CASSANDRA_QUERY_API_PASSWORD; do
     export "$pw=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
   done
   # Compose's own init-roles.sh: each service logs in as its role, to its database only.

@@ -12,7 +12,7 @@
  *   - reads are open by default: GET of the stock and of the read model without a
  *     token is 200.
  *   - reads closed: inventory-service and query-api restarted with
- *     HTTP_READS_NEED_TOKEN=on (scripts/stack.sh stop/start with the setting in the
+ *     HTTP_READS_NEED_AUTH=on (scripts/stack.sh stop/start with the setting in the
  *     environment, as the services inherit it): GET /api/... without a token or with
  *     a wrong one is 401, with the reader token or the operator token 200; health,
  *     metrics, the console's files and /console-config.json stay 200; placing an order
@@ -190,7 +190,7 @@ static int reads_closed(void **state) {
     (void)state;
     stack_ok("stop inventory-service");
     stack_ok("stop query-api");
-    setenv("HTTP_READS_NEED_TOKEN", "on", 1);
+    setenv("HTTP_READS_NEED_AUTH", "on", 1);
     stack_ok("start inventory-service");
     stack_ok("start query-api");
     return 0;
@@ -198,7 +198,7 @@ static int reads_closed(void **state) {
 
 static int reads_open_again(void **state) {
     (void)state;
-    unsetenv("HTTP_READS_NEED_TOKEN");
+    unsetenv("HTTP_READS_NEED_AUTH");
     stack_ok("stop inventory-service");
     stack_ok("stop query-api");
     stack_ok("start inventory-service");

@@ -3,7 +3,7 @@
  * NAME or from the file NAME_FILE names (real temporary files), both set refused
  * naming both, one trailing newline removed, an unreadable, non-regular, too long or
  * NUL-holding file refused naming NAME_FILE and never showing the content; and the
- * library's token settings (OPERATOR_TOKEN, READER_TOKEN, HTTP_READS_NEED_TOKEN):
+ * library's token settings (OPERATOR_TOKEN, READER_TOKEN, HTTP_READS_NEED_AUTH):
  * no default, checked, the two distinct, reads closed only with a token, a refused
  * configuration wiped.
  *
@@ -31,7 +31,7 @@
 static const char *const vars[] = {
     "DETA_TEST_SECRET", "DETA_TEST_SECRET_FILE", "PGPASSWORD", "PGPASSWORD_FILE",
     "OPERATOR_TOKEN", "OPERATOR_TOKEN_FILE", "READER_TOKEN", "READER_TOKEN_FILE",
-    "HTTP_READS_NEED_TOKEN"};
+    "HTTP_READS_NEED_AUTH"};
 
 static char dir[64];
 
@@ -183,7 +183,7 @@ static void test_library_secrets_from_files(void **state) {
     write_file("op", OP "\n", strlen(OP) + 1, path, sizeof path);
     setenv("OPERATOR_TOKEN_FILE", path, 1);
     setenv("READER_TOKEN", RD, 1);
-    setenv("HTTP_READS_NEED_TOKEN", "on", 1);
+    setenv("HTTP_READS_NEED_AUTH", "on", 1);
     if (load(&cfg, err, sizeof err) != DETA_OK)
         fail_msg("%s", err);
     assert_string_equal(cfg.pg_password, SECRET);
@@ -222,11 +222,11 @@ static void test_token_settings_refused(void **state) {
     refused_config("READER_TOKEN");
     unsetenv("READER_TOKEN");
     unsetenv("OPERATOR_TOKEN");
-    setenv("HTTP_READS_NEED_TOKEN", "on", 1); /* closed, and no token could open them */
-    refused_config("HTTP_READS_NEED_TOKEN");
-    setenv("HTTP_READS_NEED_TOKEN", "maybe", 1);
-    refused_config("HTTP_READS_NEED_TOKEN");
-    setenv("HTTP_READS_NEED_TOKEN", "off", 1);
+    setenv("HTTP_READS_NEED_AUTH", "on", 1); /* closed, and no token could open them */
+    refused_config("HTTP_READS_NEED_AUTH");
+    setenv("HTTP_READS_NEED_AUTH", "maybe", 1);
+    refused_config("HTTP_READS_NEED_AUTH");
+    setenv("HTTP_READS_NEED_AUTH", "off", 1);
     deta_config_t cfg;
     char err[256];
     assert_int_equal(load(&cfg, err, sizeof err), DETA_OK);

@@ -6,7 +6,7 @@
  *     (stock PUT and PATCH, the dead-letter administration); a route says so with
  *     DETA_HTTP_OPERATOR (deta/http.h). The operator token may also read.
  *   - reader: the reading endpoints (GET and HEAD of a route below /api/), only when
- *     HTTP_READS_NEED_TOKEN closes them; open to anyone otherwise.
+ *     HTTP_READS_NEED_AUTH closes them; open to anyone otherwise.
  * Health, metrics, the console's static files and /console-config.json never need
  * a token.
  *
@@ -51,7 +51,7 @@ typedef enum deta_auth_outcome {
 typedef struct deta_auth {
     char operator_token[DETA_AUTH_TOKEN_MAX + 1]; /* OPERATOR_TOKEN */
     char reader_token[DETA_AUTH_TOKEN_MAX + 1];   /* READER_TOKEN */
-    bool reads_need_token;                        /* HTTP_READS_NEED_TOKEN */
+    bool reads_need_token;                        /* HTTP_READS_NEED_AUTH */
 } deta_auth_t;
 
 /* The role a route needs: operator when it is flagged so; reader for GET and HEAD

@@ -39,9 +39,9 @@
  *                                      16..256 of A-Z a-z 0-9 - . _ ~ + / =; unset: those
  *                                      routes answer 503. Never logged)
  *   READER_TOKEN              none    (the bearer token of the reading endpoints when
- *                                      HTTP_READS_NEED_TOKEN is on; same rules; must
+ *                                      HTTP_READS_NEED_AUTH is on; same rules; must
  *                                      differ from OPERATOR_TOKEN)
- *   HTTP_READS_NEED_TOKEN     off     (on: GET and HEAD below /api/ need the reader or the
+ *   HTTP_READS_NEED_AUTH     off     (on: GET and HEAD below /api/ need the reader or the
  *                                      operator token; health, metrics and the console's
  *                                      files stay open. On needs one of the two tokens)
  *
@@ -92,7 +92,7 @@ typedef struct deta_config {
     long outbox_retention_s;   /* OUTBOX_RETENTION_S */
     long inbox_retention_hours; /* INBOX_RETENTION_HOURS; 0: for ever */
     int shutdown_timeout_ms;
-    deta_auth_t auth; /* OPERATOR_TOKEN, READER_TOKEN, HTTP_READS_NEED_TOKEN (secrets) */
+    deta_auth_t auth; /* OPERATOR_TOKEN, READER_TOKEN, HTTP_READS_NEED_AUTH (secrets) */
 } deta_config_t;
 
 /* Fills cfg for the service def names, with its defaults. DETA_ERR_INVALID with

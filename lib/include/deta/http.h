@@ -33,7 +33,7 @@
  * Access-Control-Max-Age: 600. Credentials are never allowed.
  *
  * Tokens (deta_http_server_set_auth; deta/auth.h): a route registered with
- * DETA_HTTP_OPERATOR needs the operator token, and with HTTP_READS_NEED_TOKEN on
+ * DETA_HTTP_OPERATOR needs the operator token, and with HTTP_READS_NEED_AUTH on
  * every GET and HEAD route below /api/ needs the reader or the operator token. The
  * server decides right after routing, before the body is read and before any
  * handler runs: 503 when no token that could open the route is configured (naming

@@ -79,7 +79,7 @@ void deta_client_free(deta_client_t *c);
 bool deta_client_set_token(deta_client_t *c, const char *token);
 /* The token the system's own clients send, from the environment: for an operator
  * action OPERATOR_TOKEN; for a read READER_TOKEN, else OPERATOR_TOKEN (reads need
- * one only when HTTP_READS_NEED_TOKEN closes them). NULL when unset or empty. */
+ * one only when HTTP_READS_NEED_AUTH closes them). NULL when unset or empty. */
 const char *deta_client_env_token(bool operator_action);
 /* Returns 0 when an answer arrived (whatever its status), -1 when none did:
  * errstr then says why ("cannot reach http://...: Connection refused") and out
