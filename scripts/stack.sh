@@ -685,7 +685,14 @@ write_env() {
       any=1
     done
   } >"$tmp"
-  if [ "$any" = 1 ]; then mv "$tmp" "$ENV_FILE"; else rm -f "$tmp" "$ENV_FILE"; fi
+  if [ "$any" = 1 ]; then
+    # The secrets alone (names ending in _PASSWORD or _TOKEN), kept after `down` until
+    # `clean`, for scripts/scan-secrets.sh to look for in the stack's logs.
+    (umask 077 && grep -E '^[A-Za-z_][A-Za-z0-9_]*_(PASSWORD|TOKEN)=' "$tmp" >"$STACK_DIR/secrets.env" || true)
+    mv "$tmp" "$ENV_FILE"
+  else
+    rm -f "$tmp" "$ENV_FILE"
+  fi
 }
 
 # The stack's operator or reader token ($1: operator or reader): the caller's
