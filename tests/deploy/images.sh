@@ -254,9 +254,11 @@ start_infra() {
   # shellcheck disable=SC1091
   . "$STACK_DIR/stack.env"
   set +a
-  # The credentials compose takes from .env: made up for this run.
+  # The credentials compose takes from .env: made up for this run (OPERATOR_TOKEN and
+  # READER_TOKEN are the stack's, from stack.env, so that scripts/scan-secrets.sh looks
+  # for the containers' tokens in this stack's logs).
   for pw in ORDER_DB_PASSWORD INVENTORY_DB_PASSWORD PAYMENT_DB_PASSWORD DELIVERY_DB_PASSWORD \
-    QUERY_DB_PASSWORD OPERATOR_TOKEN READER_TOKEN CASSANDRA_QUERY_API_PASSWORD; do
+    QUERY_DB_PASSWORD CASSANDRA_QUERY_API_PASSWORD; do
     export "$pw=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
   done
   # Compose's own init-roles.sh: each service logs in as its role, to its database only.
