@@ -193,6 +193,11 @@ void *lg_poller_main(void *arg) {
     poller_t p = {.run = arg};
     p.nwindows = (p.run->n + p.run->per_window - 1) / p.run->per_window;
     p.client = deta_client_new(p.run->timeout_ms, 0);
+    /* A read of the read model: READER_TOKEN (or OPERATOR_TOKEN) when reads are closed. */
+    if (p.client && !deta_client_set_token(p.client, deta_client_env_token(false))) {
+        deta_client_free(p.client);
+        p.client = NULL;
+    }
     if (p.client) {
         poll_until_done(&p);
         deta_client_free(p.client);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make-env.sh - write a settings file from a template, with a fresh random
-# password wherever the template says `change-me` (the passwords, and
-# query-api's admin token QUERY_API_ADMIN_TOKEN, which takes the same form).
+# password wherever the template says `change-me` (the passwords, and the
+# operator and reader tokens OPERATOR_TOKEN and READER_TOKEN, which take the same
+# form).
 #
 #   infra/make-env.sh compose/.env.example compose/.env   # docker compose
 #   infra/make-env.sh k8s/secrets.env.example k8s/secrets.env   # kubectl apply -k

@@ -56,8 +56,12 @@
 # HTTP_CORS_ORIGINS, query-api's origin as http://localhost:<port> and
 # http://127.0.0.1:<port>. The caller's values of these win. The console is at
 # http://localhost:<query-api's port>/ (stack.env's CONSOLE_URL).
-# QUERY_API_ADMIN_TOKEN (query-api's dead-letter administration) is the caller's,
-# or else made at random once per stack directory; stack.env carries it.
+# OPERATOR_TOKEN (the operator routes: stock changes, query-api's dead-letter
+# administration; docs/security.md) and READER_TOKEN (the reading endpoints when
+# HTTP_READS_NEED_AUTH closes them) are the caller's, or else made at random once
+# per stack directory (operator.token, reader.token, mode 0600); stack.env carries
+# both. OPERATOR_TOKEN goes only to the services with operator routes
+# (inventory-service, query-api), READER_TOKEN to every service.
 #
 # Least privilege. Each service logs in to Postgres as its own role, owning its
 # own database and reaching no other: the roles of infra/compose/init-roles.sh
@@ -765,11 +769,15 @@ start_service() {
   local console=() creds=()
   mapfile -t console < <(console_env "$name")
   mapfile -t creds < <(service_credentials "$(part_service "$name")")
-  launch "$name" "$ROOT" env "${creds[@]}" "${instance[@]}" "${console[@]}" HTTP_PORT="$CHOSEN_PORT" \
+  local tokens=(-u OPERATOR_TOKEN)
+  case "$(part_service "$name")" in
+    inventory-service | query-api) tokens=(OPERATOR_TOKEN="$(stack_token operator)") ;;
+  esac
+  launch "$name" "$ROOT" env "${creds[@]}" "${tokens[@]}" "${instance[@]}" "${console[@]}" HTTP_PORT="$CHOSEN_PORT" \
     KAFKA_BOOTSTRAP_SERVERS="$(broker_bootstrap)" KAFKA_SESSION_TIMEOUT_MS=6000 \
     PGHOST=127.0.0.1 PGPORT="$pg" \
     REDIS_HOST=127.0.0.1 REDIS_PORT="$redis" LOG_LEVEL="$LOG_LEVEL" \
-    QUERY_API_ADMIN_TOKEN="$(admin_token)" PAYMENT_GATEWAY_LEDGER="$(gateway_ledger)" "$bin"
+    READER_TOKEN="$(stack_token reader)" PAYMENT_GATEWAY_LEDGER="$(gateway_ledger)" "$bin"
   wait_healthy "$name" "$LAUNCHED_PID" "$CHOSEN_PORT" || exit 1
 }
 
@@ -857,8 +865,9 @@ write_env() {
       env_line PAYMENT_REDIS_PASSWORD "$(stack_secret PAYMENT_REDIS_PASSWORD)"
       any=1
     fi
+    env_line OPERATOR_TOKEN "$(stack_token operator)"
+    env_line READER_TOKEN "$(stack_token reader)"
     if part_running query-api; then
-      env_line QUERY_API_ADMIN_TOKEN "$(admin_token)"
       env_line CONSOLE_URL "http://localhost:$(part_port query-api)/"
     fi
     if part_running payment-service; then
@@ -873,16 +882,24 @@ write_env() {
       any=1
     done
   } >"$tmp"
-  if [ "$any" = 1 ]; then mv "$tmp" "$ENV_FILE"; else rm -f "$tmp" "$ENV_FILE"; fi
+  if [ "$any" = 1 ]; then
+    # The secrets alone (names ending in _PASSWORD or _TOKEN), kept after `down` until
+    # `clean`, for scripts/scan-secrets.sh to look for in the stack's logs.
+    (umask 077 && grep -E '^[A-Za-z_][A-Za-z0-9_]*_(PASSWORD|TOKEN)=' "$tmp" >"$STACK_DIR/secrets.env" || true)
+    mv "$tmp" "$ENV_FILE"
+  else
+    rm -f "$tmp" "$ENV_FILE"
+  fi
 }
 
-# The token of query-api's dead-letter administration for this stack: the
-# caller's QUERY_API_ADMIN_TOKEN, else one made at random once per stack
-# directory and kept (mode 0600) in $STACK_DIR/admin.token.
-admin_token() {
-  local file=$STACK_DIR/admin.token
-  if [ -n "${QUERY_API_ADMIN_TOKEN:-}" ]; then
-    printf '%s\n' "$QUERY_API_ADMIN_TOKEN"
+# The stack's operator or reader token ($1: operator or reader): the caller's
+# OPERATOR_TOKEN / READER_TOKEN, else one made at random once per stack directory
+# and kept (mode 0600) in $STACK_DIR/$1.token.
+stack_token() {
+  local file=$STACK_DIR/$1.token var
+  var=$(printf '%s_TOKEN' "$1" | tr '[:lower:]' '[:upper:]')
+  if [ -n "${!var:-}" ]; then
+    printf '%s\n' "${!var}"
     return
   fi
   if [ ! -s "$file" ]; then

@@ -25,7 +25,10 @@
 #   9. the container images (tests/deploy/images.sh): the five built with
 #      podman from infra/docker/Dockerfile as compose builds them, checked, and
 #      run with a saga through them against a stack of their own
-#      (.local/images); every container and image it made is removed.
+#      (.local/images); every container and image it made is removed;
+#  10. no secret in a log (scripts/scan-secrets.sh): the passwords and tokens of
+#      each of the three stacks (their secrets.env) are searched for in that
+#      stack's logs, and the test stack's also in ctest's logs (build/asan/Testing).
 # Every step runs even when an earlier test step failed (a build failure stops
 # the run); the exit status is non-zero when anything failed.
 set -euo pipefail
@@ -113,6 +116,13 @@ main() {
 
   step "container images (tests/deploy/images.sh)"
   BUILD_DIR=$ASAN_BUILD tests/deploy/images.sh || fail "container images"
+
+  step "no secret in the logs (scripts/scan-secrets.sh)"
+  scripts/scan-secrets.sh .local/test "$ASAN_BUILD/Testing" || fail "secrets in the test stack's logs"
+  scripts/scan-secrets.sh .local/chaos || fail "secrets in the chaos stack's logs"
+  if [ -e .local/images/secrets.env ]; then
+    scripts/scan-secrets.sh .local/images || fail "secrets in the images stack's logs"
+  fi
 
   if [ "${#FAILED[@]}" -gt 0 ]; then
     printf '\n==> test.sh: FAILED: %s\n' "$(IFS=';'; echo "${FAILED[*]}")" >&2

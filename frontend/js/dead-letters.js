@@ -1,25 +1,18 @@
-// The dead letters (#/dead-letters?topic=&id=): query-api's administration.
-// The admin token is typed in a password field and kept in sessionStorage only
-// (gone with the tab), sent as Authorization: Bearer, and never put in a URL or
-// logged. 401 (refused) and 503 (administration off) are said as such.
+// The dead letters (#/dead-letters?topic=&id=): query-api's administration, behind
+// the operator token (operator-token.js: a password field, sessionStorage only, sent
+// as Authorization: Bearer, never in a URL or a log). 401 (refused), 403 (the reader
+// token) and 503 (OPERATOR_TOKEN not set, or the broker away) are said as such.
 
 import { request } from './api.js';
-import { fill, h, instant, uid } from './dom.js';
+import { fill, h, instant } from './dom.js';
+import { explainRefusal, operatorHeaders, operatorToken, operatorTokenForm } from './operator-token.js';
 
-const KEY = 'deta.adminToken';
 const LIST_MAX = 200; // the API's largest page
 
-function token() {
-  try {
-    return sessionStorage.getItem(KEY) || '';
-  } catch {
-    return '';
-  }
-}
-
 function explain(r) {
-  if (r.status === 401) return 'The token was refused (401): type the admin token of this query-api.';
-  if (r.status === 503) return `Not available (503): ${r.message}. Without QUERY_API_ADMIN_TOKEN the administration is off; a replay is 503 while the broker is away.`;
+  const refusal = explainRefusal(r);
+  if (refusal) return refusal;
+  if (r.status === 503) return `Not available (503): ${r.message}. A replay is 503 while the broker is away.`;
   return r.message;
 }
 
@@ -28,18 +21,17 @@ export async function mount(main, ctx) {
   const topic = params.get('topic') || '';
   const id = params.get('id') || '';
 
-  const admin = (method, path) => request(path, {
-    method, signal, headers: { Authorization: `Bearer ${token()}` },
-  });
+  const admin = (method, path) => request(path, { method, signal, headers: operatorHeaders() });
 
-  const tokenId = uid('f-token');
-  const tokenInput = h('input', { id: tokenId, name: 'token', type: 'password', autocomplete: 'off', spellcheck: 'false' });
-  const forget = h('button', { type: 'button' }, 'Forget the token');
-  const tokenForm = h('form', { class: 'token', 'aria-label': 'Admin token' },
-    h('div', { class: 'row' },
-      h('label', { for: tokenId }, h('span', null, 'Admin token'), tokenInput),
-      h('button', { type: 'submit', class: 'primary' }, 'Use this token'),
-      forget));
+  const tokenForm = operatorTokenForm({
+    onSaved: () => load(),
+    onForgotten: () => {
+      overview.replaceChildren();
+      listBox.replaceChildren();
+      recordBox.replaceChildren();
+      done.textContent = 'The token is forgotten.';
+    },
+  });
   const problem = h('p', { class: 'notice error', role: 'alert', hidden: true, id: 'dl-problem' });
   const done = h('p', { role: 'status', 'aria-live': 'polite', id: 'dl-done' });
   const overview = h('section', { 'aria-labelledby': 'dl-topics' });
@@ -51,28 +43,6 @@ export async function mount(main, ctx) {
     problem.textContent = explain(r);
     problem.hidden = false;
   }
-
-  tokenForm.addEventListener('submit', (e) => {
-    e.preventDefault();
-    try {
-      sessionStorage.setItem(KEY, tokenInput.value);
-    } catch {
-      // A browser without sessionStorage: the token lives as long as the field.
-    }
-    tokenInput.value = '';
-    load();
-  });
-  forget.addEventListener('click', () => {
-    try {
-      sessionStorage.removeItem(KEY);
-    } catch {
-      // nothing kept
-    }
-    overview.replaceChildren();
-    listBox.replaceChildren();
-    recordBox.replaceChildren();
-    done.textContent = 'The token is forgotten.';
-  });
 
   const link = (q) => `#/dead-letters?${new URLSearchParams(q)}`;
 
@@ -186,8 +156,8 @@ export async function mount(main, ctx) {
 
   async function load() {
     problem.hidden = true;
-    if (!token()) {
-      problem.textContent = 'Type the admin token to see the dead letters.';
+    if (!operatorToken()) {
+      problem.textContent = 'Type the operator token to see the dead letters.';
       problem.hidden = false;
       return;
     }

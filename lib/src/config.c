@@ -15,19 +15,28 @@
  *
  * The library knows no service: the caller says who it is (deta_service_def_t,
  * from services/services.tsv) and so gives the defaults of HTTP_PORT and
- * PGDATABASE. A service's own settings are read in its settings.c, so a secret
- * such as query-api's admin token never sits in another service's memory.
+ * PGDATABASE. A service's own settings are read in its settings.c.
+ *
+ * Secrets (deta_config_secret): a password or token may be set directly (NAME) or
+ * as a file (NAME_FILE), the way Docker and Kubernetes hand secrets to a container;
+ * never both, so that which one wins is never a question. A secret's value is never
+ * part of an error message (only its variable's name, and a file's path), and the
+ * buffer a file was read into is wiped before it is freed. The operator and reader
+ * tokens (deta/auth.h) are library settings because libdeta's HTTP server enforces
+ * them; a deployment gives them only to the services that need them.
  */
 #include "deta/config.h"
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config_kafka.h"
@@ -114,6 +123,113 @@ static deta_err_t config_int(const char *name, long def, long min, long max, int
     return err;
 }
 
+/* ---- secrets ---- */
+
+/* Reads path (a regular file) into a malloc'd buffer of at most max bytes; *len its
+ * length. DETA_ERR_INVALID naming var when it cannot be read or is longer (said as
+ * longer than limit bytes, the value's own bound). */
+static deta_err_t read_secret_file(const char *var, const char *path, size_t max, size_t limit,
+                                   char **out, size_t *len, char *errstr, size_t errsize) {
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: cannot read %.200s: %s", var,
+                         path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: %.200s is not a regular file",
+                         var, path);
+    }
+    char *buf = malloc(max + 1);
+    if (!buf) {
+        close(fd);
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "%s: out of memory", var);
+    }
+    size_t n = 0;
+    int saved = 0;
+    while (n <= max) {
+        ssize_t got = read(fd, buf + n, max + 1 - n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            saved = errno;
+        if (got <= 0)
+            break;
+        n += (size_t)got;
+    }
+    close(fd);
+    if (saved || n > max) {
+        explicit_bzero(buf, max + 1);
+        free(buf);
+        if (saved)
+            return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: cannot read %.200s: %s",
+                             var, path, strerror(saved));
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "%s: %.200s is longer than %zu bytes", var, path, limit);
+    }
+    *out = buf;
+    *len = n;
+    return DETA_OK;
+}
+
+/* v (NULL: "") into dst, or an error naming the variable when it does not fit. */
+static deta_err_t copy_secret(const char *name, const char *v, char *dst, size_t dstsize,
+                              char *errstr, size_t errsize) {
+    v = v ? v : "";
+    size_t len = strlen(v);
+    if (len >= dstsize)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: longer than %zu bytes", name,
+                         dstsize - 1);
+    memcpy(dst, v, len + 1);
+    return DETA_OK;
+}
+
+deta_err_t deta_config_secret(const char *name, const char *def, char *dst, size_t dstsize,
+                              char *errstr, size_t errsize) {
+    if (dstsize == 0)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: no room", name);
+    dst[0] = '\0';
+    char file_var[128];
+    if (snprintf(file_var, sizeof file_var, "%s_FILE", name) >= (int)sizeof file_var)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%.64s: name too long", name);
+    const char *value = deta_config_str(name, NULL);
+    const char *path = deta_config_str(file_var, NULL);
+    if (value && path)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "%s and %s are both set: set one of them", name, file_var);
+    if (!path)
+        return copy_secret(name, value ? value : def, dst, dstsize, errstr, errsize);
+    /* Room for the value and a trailing "\r\n". */
+    char *buf;
+    size_t len;
+    deta_err_t err =
+        read_secret_file(file_var, path, dstsize + 1, dstsize - 1, &buf, &len, errstr, errsize);
+    if (err)
+        return err;
+    size_t n = len;
+    if (n > 0 && buf[n - 1] == '\n') {
+        n--;
+        if (n > 0 && buf[n - 1] == '\r')
+            n--;
+    }
+    if (memchr(buf, '\0', n))
+        err = deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: %.200s holds a NUL byte",
+                        file_var, path);
+    else if (n >= dstsize)
+        err = deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: %.200s is longer than %zu bytes",
+                        file_var, path, dstsize - 1);
+    else if (n == 0)
+        err = copy_secret(name, def, dst, dstsize, errstr, errsize);
+    else {
+        memcpy(dst, buf, n);
+        dst[n] = '\0';
+    }
+    explicit_bzero(buf, len);
+    free(buf);
+    return err;
+}
+
 static deta_err_t load_identity(deta_config_t *cfg, const char *service, char *errstr,
                                 size_t errsize) {
     if (!service || !*service)
@@ -152,8 +268,8 @@ static deta_err_t load_postgres(deta_config_t *cfg, const char *database, char *
         (err = config_int("PGPORT", 5432, 1, 65535, &cfg->pg_port, errstr, errsize)) ||
         (err = config_copy("PGUSER", "postgres", cfg->pg_user, sizeof cfg->pg_user, errstr,
                            errsize)) ||
-        (err = config_copy("PGPASSWORD", "postgres", cfg->pg_password,
-                           sizeof cfg->pg_password, errstr, errsize)) ||
+        (err = deta_config_secret("PGPASSWORD", "postgres", cfg->pg_password,
+                                  sizeof cfg->pg_password, errstr, errsize)) ||
         (err = config_bool("PG_PREPARED_STATEMENTS", true, &cfg->pg_prepared_statements,
                            errstr, errsize)) ||
         (err = config_int("PG_STATEMENT_TIMEOUT_MS", 30000, 0, 3600000,
@@ -303,6 +419,29 @@ static deta_err_t load_shutdown(deta_config_t *cfg, char *errstr, size_t errsize
                       errstr, errsize);
 }
 
+/* The operator and reader tokens (deta/auth.h) and whether reads need one. */
+static deta_err_t load_auth(deta_auth_t *a, char *errstr, size_t errsize) {
+    deta_err_t err;
+    if ((err = deta_config_secret("OPERATOR_TOKEN", "", a->operator_token,
+                                  sizeof a->operator_token, errstr, errsize)) ||
+        (err = deta_auth_check_token("OPERATOR_TOKEN", a->operator_token, errstr, errsize)) ||
+        (err = deta_config_secret("READER_TOKEN", "", a->reader_token, sizeof a->reader_token,
+                                  errstr, errsize)) ||
+        (err = deta_auth_check_token("READER_TOKEN", a->reader_token, errstr, errsize)) ||
+        (err = config_bool("HTTP_READS_NEED_AUTH", false, &a->reads_need_token, errstr,
+                           errsize)))
+        return err;
+    if (a->operator_token[0] && strcmp(a->operator_token, a->reader_token) == 0)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "OPERATOR_TOKEN and READER_TOKEN are the same: a reader would be an "
+                         "operator");
+    if (a->reads_need_token && !a->operator_token[0] && !a->reader_token[0])
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "HTTP_READS_NEED_AUTH: on, but neither READER_TOKEN nor "
+                         "OPERATOR_TOKEN is set: nothing could read");
+    return DETA_OK;
+}
+
 deta_err_t deta_config_load_service(deta_config_t *cfg, const deta_service_def_t *def,
                                     char *errstr, size_t errsize) {
     memset(cfg, 0, sizeof *cfg);
@@ -314,8 +453,13 @@ deta_err_t deta_config_load_service(deta_config_t *cfg, const deta_service_def_t
         (err = load_redis(cfg, errstr, errsize)) ||
         (err = load_http(cfg, def->http_port, errstr, errsize)) ||
         (err = load_log_level(cfg, errstr, errsize)) ||
-        (err = load_retention(cfg, errstr, errsize)) || (err = load_shutdown(cfg, errstr, errsize)))
+        (err = load_retention(cfg, errstr, errsize)) || (err = load_shutdown(cfg, errstr, errsize)) ||
+        (err = load_auth(&cfg->auth, errstr, errsize))) {
+        /* No secret outlives a refused configuration. */
+        explicit_bzero(cfg->pg_password, sizeof cfg->pg_password);
+        explicit_bzero(&cfg->auth, sizeof cfg->auth);
         return err;
+    }
     return DETA_OK;
 }
 

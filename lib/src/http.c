@@ -59,6 +59,12 @@
  * phases it times are set here: headers in (begin_request), request in or answered
  * (finish_request, every queued answer), request done (on_completed).
  *
+ * Tokens. After routing, a route's role (deta_auth_route_role: DETA_HTTP_OPERATOR,
+ * or a read below /api/ while HTTP_READS_NEED_AUTH is on) is decided against the
+ * Authorization header (deta_auth_decide) before anything else about the request:
+ * a refusal is queued with the headers like the other early errors, so the body is
+ * never read and no handler runs. Counted in http_auth_total{role,outcome}.
+ *
  * Metrics. The duration (from the headers to the queued response) and the count
  * are recorded when the response is queued, labelled method (one of the
  * standard methods or OTHER, to bound cardinality), route (the pattern, or
@@ -95,6 +101,9 @@
 #define CORS_ALLOW_HEADERS "Content-Type, Idempotency-Key, Authorization"
 #define CORS_EXPOSE_HEADERS "Location, Idempotent-Replayed"
 #define CORS_MAX_AGE "600"
+#define BEARER_CHALLENGE "Bearer realm=\"delivery-eta\""
+#define BEARER_INVALID BEARER_CHALLENGE ", error=\"invalid_token\""
+#define BEARER_SCOPE BEARER_CHALLENGE ", error=\"insufficient_scope\""
 
 typedef struct route {
     char *method;
@@ -119,6 +128,7 @@ struct deta_http_server {
     char *static_csp;         /* their Content-Security-Policy */
     deta_http_limits_t limits; /* HTTP_MAX_CONNECTIONS and the other bounds */
     http_guard_t *guard;       /* those bounds at work, while started */
+    deta_auth_t auth;         /* the tokens; "" when not set */
 };
 
 typedef struct request {
@@ -381,6 +391,15 @@ deta_err_t deta_http_static(deta_http_server_t *srv, const char *dir, const char
     return DETA_OK;
 }
 
+void deta_http_server_set_auth(deta_http_server_t *srv, const deta_auth_t *auth) {
+    if (!srv || srv->daemon)
+        return;
+    if (auth)
+        srv->auth = *auth;
+    else
+        explicit_bzero(&srv->auth, sizeof srv->auth);
+}
+
 int deta_http_server_port(const deta_http_server_t *srv) { return srv ? srv->port : 0; }
 
 /* MHD stops accepting but hands the listen socket back, still listening: new
@@ -416,6 +435,7 @@ void deta_http_server_free(deta_http_server_t *srv) {
     free(srv->routes);
     free(srv->static_root);
     free(srv->static_csp);
+    explicit_bzero(&srv->auth, sizeof srv->auth);
     free(srv);
 }
 
@@ -462,6 +482,19 @@ static void count_rejection(const request_t *r, const char *reason) {
     deta_counter_inc(deta_counter(m, "http_requests_rejected_total",
                                   "Requests refused by the HTTP layer, by reason", labels));
     free(labels);
+}
+
+/* Every token decision, by the role the route needs and its outcome. */
+static void count_auth(const request_t *r, deta_auth_role_t role, deta_auth_outcome_t o) {
+    deta_metrics_t *m = r->srv->metrics;
+    char labels[96];
+    if (!m)
+        return;
+    snprintf(labels, sizeof labels, "role=\"%s\",outcome=\"%s\"", deta_auth_role_name(role),
+             deta_auth_outcome_label(o));
+    deta_counter_inc(deta_counter(m, "http_auth_total",
+                                  "Token checks of operator and reader routes, by outcome",
+                                  labels));
 }
 
 /* ---- the headers of every answer ---- */
@@ -527,6 +560,45 @@ static enum MHD_Result respond_error(request_t *r, int status, const char *field
     va_start(ap, fmt);
     resp_verror(&resp, status, field, fmt, ap);
     va_end(ap);
+    return queue_response(r, &resp, NULL);
+}
+
+/* The answer to a request the tokens refuse (o is not DETA_AUTH_ALLOWED). */
+static enum MHD_Result respond_auth_refusal(request_t *r, deta_auth_role_t role,
+                                            deta_auth_outcome_t o) {
+    bool operator_route = role == DETA_ROLE_OPERATOR;
+    deta_http_resp_t resp = {0};
+    switch (o) {
+    case DETA_AUTH_DISABLED:
+        if (operator_route)
+            deta_http_resp_error(&resp, 503, NULL,
+                                 "operator actions are disabled: OPERATOR_TOKEN is not set");
+        else
+            deta_http_resp_error(&resp, 503, NULL,
+                                 "reads need a token (HTTP_READS_NEED_AUTH) but neither "
+                                 "READER_TOKEN nor OPERATOR_TOKEN is set");
+        break;
+    case DETA_AUTH_FORBIDDEN:
+        deta_http_resp_error(&resp, 403, NULL,
+                             "this route needs the operator token; the reader token may only read");
+        deta_http_resp_header(&resp, "WWW-Authenticate", BEARER_SCOPE);
+        break;
+    case DETA_AUTH_WRONG:
+        deta_http_resp_error(&resp, 401, NULL, "the bearer token is not valid");
+        deta_http_resp_header(&resp, "WWW-Authenticate", BEARER_INVALID);
+        break;
+    default:
+        deta_http_resp_error(&resp, 401, NULL, "this route needs Authorization: Bearer <%s>",
+                             operator_route ? "operator token" : "reader or operator token");
+        deta_http_resp_header(&resp, "WWW-Authenticate", BEARER_CHALLENGE);
+        break;
+    }
+    DETA_WARN("refused %s %.200s (%s route): %s", r->req.method, r->req.path,
+              deta_auth_role_name(role),
+              o == DETA_AUTH_DISABLED    ? "no token is configured"
+              : o == DETA_AUTH_FORBIDDEN ? "the reader token on an operator route"
+              : o == DETA_AUTH_WRONG     ? "wrong bearer token"
+                                         : "no bearer token");
     return queue_response(r, &resp, NULL);
 }
 
@@ -782,6 +854,16 @@ static enum MHD_Result begin_request(deta_http_server_t *srv, struct MHD_Connect
         return respond_error(r, 404, NULL, "no route for %s", url);
     if (status == 405)
         return respond_405(r);
+    deta_auth_role_t role = deta_auth_route_role((r->route->flags & DETA_HTTP_OPERATOR) != 0,
+                                                 method, r->route->pattern,
+                                                 srv->auth.reads_need_token);
+    if (role != DETA_ROLE_NONE) {
+        deta_auth_outcome_t o =
+            deta_auth_decide(&srv->auth, role, deta_http_header(&r->req, "Authorization"));
+        count_auth(r, role, o);
+        if (o != DETA_AUTH_ALLOWED)
+            return respond_auth_refusal(r, role, o);
+    }
     bool json = (r->route->flags & DETA_HTTP_JSON_BODY) != 0;
     bool may_be_empty = (r->route->flags & DETA_HTTP_EMPTY_BODY_OK) != 0;
     if (json && !may_be_empty && !is_json_media_type(r->req.content_type)) {
@@ -989,6 +1071,12 @@ deta_err_t deta_http_server_start(deta_http_server_t *srv, char *errstr, size_t 
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize,
                          "libmicrohttpd could not start on port %d", srv->port);
     }
+    bool operator_routes = false;
+    for (size_t i = 0; i < srv->nroutes; i++)
+        operator_routes |= (srv->routes[i].flags & DETA_HTTP_OPERATOR) != 0;
+    if (operator_routes && !srv->auth.operator_token[0])
+        DETA_WARN("OPERATOR_TOKEN is not set: the operator routes (stock changes, the "
+                  "dead-letter administration) answer 503");
     const union MHD_DaemonInfo *info =
         MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_BIND_PORT);
     if (info && info->port)

@@ -1,8 +1,10 @@
 /*
  * api.c - inventory-service's REST handlers.
  *
- * Reading the stock is for everyone; PUT and PATCH are the operators' (and the
- * tests') way to change it (rules in domain.h, inv_stock_apply). PUT sets an
+ * Reading the stock is for everyone (unless HTTP_READS_NEED_AUTH closes the reads);
+ * PUT and PATCH are the operators' way to change it: operator routes
+ * (DETA_HTTP_OPERATOR), which libdeta's HTTP server lets through only with the
+ * operator token (deta/auth.h), so no handler here runs without it (rules in domain.h, inv_stock_apply). PUT sets an
  * item's available count, creating the item when it is new (201) or, with the
  * version the client read (expectedVersion), updating it (200): reservations
  * move available all the time, so a count computed from an older read must not
@@ -156,10 +158,10 @@ deta_err_t inv_api_mount(inv_api_t *api, char *errstr, size_t errsize) {
     deta_http_server_t *http = deta_service_http(api->svc);
     if (deta_http_route(http, "GET", "/api/inventory", 0, handle_list, api) ||
         deta_http_route(http, "GET", "/api/inventory/{itemId}", 0, handle_get, api) ||
-        deta_http_route(http, "PUT", "/api/inventory/{itemId}", DETA_HTTP_JSON_BODY, handle_put,
-                        api) ||
-        deta_http_route(http, "PATCH", "/api/inventory/{itemId}", DETA_HTTP_JSON_BODY,
-                        handle_patch, api))
+        deta_http_route(http, "PUT", "/api/inventory/{itemId}",
+                        DETA_HTTP_JSON_BODY | DETA_HTTP_OPERATOR, handle_put, api) ||
+        deta_http_route(http, "PATCH", "/api/inventory/{itemId}",
+                        DETA_HTTP_JSON_BODY | DETA_HTTP_OPERATOR, handle_patch, api))
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot register routes");
     return DETA_OK;
 }

@@ -2,7 +2,7 @@
  * main.c - query-api: the read model of every order, folded from the four raw
  * topics and served over REST, and the administration of the dead letters of
  * the four dlq topics (deadletters/: captured by a second consumer, listed and
- * replayed over REST behind a token). This file only wires. The read model's
+ * replayed over REST behind the operator token). This file only wires. The read model's
  * store is QUERY_STORE's (read_model.h); the dead letters and the inbox are in
  * Postgres whatever it is.
  */
@@ -50,7 +50,7 @@ int main(void) {
     query_api_t *api = query_api_new(svc, rm);
     dead_letters_t *dl = dead_letters_new(svc);
     query_dlq_capture_t *capture = dl ? query_dlq_capture_new(svc, dl) : NULL;
-    query_admin_t *admin = dl ? query_admin_new(svc, dl, settings.admin_token) : NULL;
+    query_admin_t *admin = dl ? query_admin_new(svc, dl) : NULL;
     /* The service frees the hub after its HTTP server (which ends the streams). */
     hub_t *hub = hub_new(svc, &settings.stream);
     if (hub && deta_service_adopt(svc, hub, hub_free) != DETA_OK) {

@@ -2,9 +2,9 @@
  * settings.c - reads query-api's variables (settings.h) through deta_config (so
  * they are validated like the library's own).
  *
- * The admin token and the Cassandra password are secrets: a value that is
- * refused is wiped, and the error says what is wrong with it (too short, which
- * character) without echoing it.
+ * The Cassandra password is a secret: a value that is refused is wiped, and the
+ * error says what is wrong with it without echoing it. (The operator token is
+ * libdeta's setting, OPERATOR_TOKEN: deta/config.h.)
  *
  * The Cassandra keyspace and data center are written into CQL text (CREATE
  * KEYSPACE, the tables' names), so they are held to the characters an unquoted
@@ -22,42 +22,6 @@
 #include "deta/config.h"
 #include "deta/cql.h"
 #include "deta/http_cors.h"
-
-#define ADMIN_TOKEN_VAR "QUERY_API_ADMIN_TOKEN"
-
-/* RFC 6750's b64token characters: what a bearer token may be made of. */
-static bool is_token_char(unsigned char ch) {
-    return isalnum(ch) || strchr("-._~+/=", ch) != NULL;
-}
-
-static deta_err_t check_admin_token(const char *value, char *errstr, size_t errsize) {
-    size_t len = strlen(value);
-    if (len < QUERY_ADMIN_TOKEN_MIN)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: shorter than %d characters",
-                         ADMIN_TOKEN_VAR, QUERY_ADMIN_TOKEN_MIN);
-    for (size_t i = 0; i < len; i++)
-        if (!is_token_char((unsigned char)value[i]))
-            return deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                             "%s: character %zu is not one of A-Z a-z 0-9 - . _ ~ + / =",
-                             ADMIN_TOKEN_VAR, i + 1);
-    return DETA_OK;
-}
-
-/* No default; "" when unset or empty. */
-static deta_err_t load_admin_token(query_settings_t *s, char *errstr, size_t errsize) {
-    const char *v = deta_config_str(ADMIN_TOKEN_VAR, "");
-    size_t len = strlen(v);
-    if (len >= sizeof s->admin_token)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: longer than %zu bytes",
-                         ADMIN_TOKEN_VAR, sizeof s->admin_token - 1);
-    if (len > 0) {
-        deta_err_t err = check_admin_token(v, errstr, errsize);
-        if (err)
-            return err;
-    }
-    memcpy(s->admin_token, v, len + 1);
-    return DETA_OK;
-}
 
 /* ---- the Cassandra store ---- */
 
@@ -145,14 +109,16 @@ static deta_err_t load_credentials(query_cassandra_settings_t *c, char *errstr,
                                errstr, errsize);
     if (err)
         return err;
-    const char *pw = deta_config_str("CASSANDRA_PASSWORD", "");
-    if (strlen(pw) >= sizeof c->password)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                         "CASSANDRA_PASSWORD: longer than %zu bytes", sizeof c->password - 1);
-    if (!c->username[0] != !pw[0])
+    /* CASSANDRA_PASSWORD or CASSANDRA_PASSWORD_FILE (deta/config.h). */
+    err = deta_config_secret("CASSANDRA_PASSWORD", "", c->password, sizeof c->password, errstr,
+                             errsize);
+    if (err)
+        return err;
+    if (!c->username[0] != !c->password[0]) {
+        memset(c->password, 0, sizeof c->password);
         return deta_errf(DETA_ERR_INVALID, errstr, errsize,
                          "CASSANDRA_USERNAME and CASSANDRA_PASSWORD: set both or neither");
-    memcpy(c->password, pw, strlen(pw) + 1);
+    }
     return DETA_OK;
 }
 
@@ -293,14 +259,10 @@ deta_err_t query_settings_load(query_settings_t *s, char *errstr, size_t errsize
     err = load_stream(&s->stream, errstr, errsize);
     if (err)
         return err;
-    err = load_admin_token(s, errstr, errsize);
-    if (err)
-        return err;
     err = load_store(s, errstr, errsize);
     if (!err)
         err = query_console_settings_load(&s->console, errstr, errsize);
     if (err) {
-        memset(s->admin_token, 0, sizeof s->admin_token);
         memset(s->cassandra.password, 0, sizeof s->cassandra.password);
     }
     return err;

@@ -4,12 +4,6 @@
  *
  *   QUERY_API_CONSUMER_WORKERS  4     read-model events applied concurrently (1..32;
  *                                     one order's in order)
- *   QUERY_API_ADMIN_TOKEN       none  the bearer token of the dead-letter
- *                                     administration. No default: unset or empty
- *                                     disables those routes (503). When set it must be
- *                                     16 to 256 characters of A-Z a-z 0-9 - . _ ~ + / =
- *                                     (RFC 6750's token characters), so that a typo or
- *                                     a toy token stops the service. Never logged.
  *   QUERY_STORE                 postgres  where the read model is kept: postgres
  *                                     (database delivery_query, read_model_pg.c) or
  *                                     cassandra (read_model_cql.c). The dead letters and
@@ -29,7 +23,8 @@
  *   CASSANDRA_PORT              9042  for contact points without a port
  *   CASSANDRA_USERNAME / CASSANDRA_PASSWORD   optional, both or neither
  *                                     (PasswordAuthenticator); the password is never
- *                                     logged nor echoed in an error
+ *                                     logged nor echoed in an error; it may come from a
+ *                                     file, CASSANDRA_PASSWORD_FILE (deta/config.h)
  *   CASSANDRA_KEYSPACE          delivery_query  created on start when missing; a
  *                                     lower-case identifier (a-z, 0-9, _, at most 48)
  *   CASSANDRA_LOCAL_DC          dc1   the data center this instance prefers, and the
@@ -60,8 +55,9 @@
  *                                     (1..1000000)
  *   QUERY_STREAM_RETENTION_HOURS 24   feed rows are purged after this (1..8760)
  *
- * Only query-api reads these, so the token and the password never sit in another
- * service's memory.
+ * Only query-api reads these, so the Cassandra password never sits in another
+ * service's memory. The dead-letter administration's token is libdeta's
+ * OPERATOR_TOKEN (deta/config.h, deta/auth.h).
  */
 #ifndef QUERY_SETTINGS_H
 #define QUERY_SETTINGS_H
@@ -70,9 +66,6 @@
 #include <stddef.h>
 
 #include "deta/err.h"
-
-#define QUERY_ADMIN_TOKEN_MIN 16
-#define QUERY_ADMIN_TOKEN_MAX 256
 
 typedef enum query_store {
     QUERY_STORE_POSTGRES = 0,
@@ -118,7 +111,6 @@ typedef struct query_console_settings {
 
 typedef struct query_settings {
     int consumer_workers;                        /* QUERY_API_CONSUMER_WORKERS */
-    char admin_token[QUERY_ADMIN_TOKEN_MAX + 1]; /* QUERY_API_ADMIN_TOKEN; "" when not set */
     query_store_t store;                         /* QUERY_STORE */
     query_cassandra_settings_t cassandra;        /* CASSANDRA_*, when store is cassandra */
     query_stream_settings_t stream;              /* QUERY_STREAM_* */
@@ -126,8 +118,8 @@ typedef struct query_settings {
 } query_settings_t;
 
 /* Reads and validates the settings above. DETA_ERR_INVALID with the variable's
- * name in errstr (never the token's nor the password's value) when a value is
- * malformed or out of range; the secrets are then left empty. */
+ * name in errstr (never the password's value) when a value is malformed or out of
+ * range; the password is then left empty. */
 deta_err_t query_settings_load(query_settings_t *s, char *errstr, size_t errsize);
 
 /* The Cassandra settings alone, as query_settings_load reads them (for tests and

@@ -21,7 +21,7 @@ function producePoison(key) {
   if (r.status !== 0) throw new Error(`kcat: ${r.status} ${r.stderr}`);
 }
 
-const auth = () => ({ Authorization: `Bearer ${env('QUERY_API_ADMIN_TOKEN')}` });
+const auth = () => ({ Authorization: `Bearer ${env('OPERATOR_TOKEN')}` });
 
 async function useToken(page, value) {
   await page.$eval('input[type="password"]', (el) => { el.value = ''; });
@@ -46,10 +46,10 @@ test('the dead-letter page refuses a wrong token, lists a poison message with it
   // The token is in sessionStorage, never in the URL.
   assert.ok(!page.url().includes('not-the-token'));
 
-  await useToken(page, env('QUERY_API_ADMIN_TOKEN'));
+  await useToken(page, env('OPERATOR_TOKEN'));
   await waitFor('the poison message in the list', () => page.$(`table.dead-letters tr[data-id="${record.id}"]`));
   assert.equal(await page.$eval('#dl-problem', (el) => el.hidden), true);
-  assert.ok(!page.url().includes(env('QUERY_API_ADMIN_TOKEN')), 'the token is in the URL');
+  assert.ok(!page.url().includes(env('OPERATOR_TOKEN')), 'the token is in the URL');
   const row = await page.$eval(`table.dead-letters tr[data-id="${record.id}"]`, (tr) => tr.textContent);
   assert.ok(row.includes(key));
   await page.click(`table.dead-letters tr[data-id="${record.id}"] a`);

@@ -28,7 +28,7 @@ async function open(page, p) {
   await page.goto(t.url(p.hash), { waitUntil: 'domcontentloaded' });
   if (p.token) {
     await page.waitForSelector('input[type="password"]');
-    await page.type('input[type="password"]', env('QUERY_API_ADMIN_TOKEN'));
+    await page.type('input[type="password"]', env('OPERATOR_TOKEN'));
     await page.click('form.token button[type="submit"]');
   }
   await page.waitForSelector(p.ready, { timeout: 30000 });

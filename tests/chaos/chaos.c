@@ -5,8 +5,8 @@
  * never by ctest. The run:
  *
  *   1. setup (load.c): the run's own items, created with known stock through
- *      PUT /api/inventory/{item} - most plentiful, CHAOS_SCARCE_ITEMS scarce, so
- *      that some orders are rejected; about one customer in ten is named
+ *      PUT /api/inventory/{item} (as the operator: OPERATOR_TOKEN) - most
+ *      plentiful, CHAOS_SCARCE_ITEMS scarce, so that some orders are rejected; about one customer in ten is named
  *      decline-*, so that some payments fail (the stack runs with
  *      PAYMENT_DECLINE_CUSTOMERS='decline-*'), and a few orders exceed the
  *      gateway's amount limit;
@@ -177,7 +177,7 @@ static bool load_settings(chaos_settings_t *s) {
     s->inventory_url = env_required("INVENTORY_SERVICE_URL");
     s->query_url = env_required("QUERY_API_URL");
     return s->order_url && s->inventory_url && s->query_url && env_required("PGHOST") &&
-           env_required("KAFKA_BOOTSTRAP_SERVERS");
+           env_required("KAFKA_BOOTSTRAP_SERVERS") && env_required("OPERATOR_TOKEN");
 }
 
 /* ---- the plan ---- */

@@ -47,12 +47,13 @@ static deta_client_t *fresh_client(char *err, size_t errsize) {
 
 /* ---- items ---- */
 
-/* One PUT of the item's stock; true when answered 200 or 201. */
+/* One PUT of the item's stock, as the operator (OPERATOR_TOKEN, from the stack's
+ * stack.env); true when answered 200 or 201. */
 static bool put_once(const char *url, const char *body) {
     char err[512];
     deta_client_t *c = fresh_client(err, sizeof err);
     deta_client_resp_t r = {.body = ""};
-    if (c)
+    if (c && deta_client_set_token(c, deta_client_env_token(true)))
         deta_client_json(c, "PUT", url, body, &r, err, sizeof err);
     bool ok = r.status == 200 || r.status == 201;
     if (!ok)

@@ -242,7 +242,7 @@ def _resolve(arg, text, defines):
 
 # The functions that read one environment variable, named by their first argument.
 READERS = ("deta_config_str", "deta_config_int", "config_copy", "config_int", "getenv",
-           "secure_getenv")
+           "secure_getenv", "deta_config_secret")
 # A function's definition: its name and its parameter list, then its body's "{".
 FUNC_HEAD = re.compile(r"^[A-Za-z_][\w \t*]*?\b(\w+)\s*\(([^;{}()]*)\)\s*\{", re.M)
 
@@ -391,7 +391,20 @@ def service_vars(name, repo=REPO):
     reads = library_vars(repo) | own
     if name not in REDIS_USERS:
         reads -= REDIS_AUTH_VARS
+    # The operator token is for the services with operator routes only (a route
+    # registered with DETA_HTTP_OPERATOR, deta/auth.h); the others are not given it.
+    if not any("DETA_HTTP_OPERATOR" in open(p, encoding="utf-8", errors="replace").read()
+               for p in _sources_deep(os.path.join(repo, "services", name))):
+        reads.discard("OPERATOR_TOKEN")
     return reads, problems
+
+
+def _sources_deep(directory):
+    """Every .c and .h below directory, subdirectories included."""
+    found = []
+    for base, _, files in os.walk(directory):
+        found += [os.path.join(base, f) for f in files if f.endswith((".c", ".h"))]
+    return sorted(found)
 
 
 # The web console (docs/console.md): where the image installs its files (CMake's
@@ -598,7 +611,7 @@ def load_yaml_all(path):
 
 
 def is_password_name(name):
-    """A credential: a password, a secret or a token (QUERY_API_ADMIN_TOKEN).
+    """A credential: a password, a secret or a token (OPERATOR_TOKEN).
     Such a value never has a literal or a default in a deployment file."""
     upper = name.upper()
     return "PASSWORD" in upper or "SECRET" in upper or "TOKEN" in upper

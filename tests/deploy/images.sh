@@ -258,13 +258,14 @@ start_infra() {
   # and the Redis users' are the stack's (stack.env): stack.sh ran compose's own
   # init-roles.sh and redis-users.sh with them, so each container logs in as its
   # role, to its database only, and payment-service as its Redis user. The rest
-  # are made up for this run.
+  # are made up for this run, but OPERATOR_TOKEN and READER_TOKEN, the stack's (stack.env),
+  # so that scripts/scan-secrets.sh looks for the containers' tokens in this stack's logs.
   for pw in ORDER_DB_PASSWORD INVENTORY_DB_PASSWORD PAYMENT_DB_PASSWORD DELIVERY_DB_PASSWORD \
     QUERY_DB_PASSWORD PAYMENT_REDIS_PASSWORD REDIS_PASSWORD; do
     [ -n "${!pw:-}" ] || die "stack.env has no $pw"
   done
   export REDIS_PAYMENT_PASSWORD=$PAYMENT_REDIS_PASSWORD REDIS_ADMIN_PASSWORD=$REDIS_PASSWORD
-  for pw in QUERY_API_ADMIN_TOKEN CASSANDRA_QUERY_API_PASSWORD; do
+  for pw in CASSANDRA_QUERY_API_PASSWORD; do
     export "$pw=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
   done
   say "Postgres :$PGPORT, Redis :$REDIS_PORT, broker $KAFKA_BOOTSTRAP_SERVERS; one role per service"

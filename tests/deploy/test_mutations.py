@@ -125,41 +125,41 @@ CASES = [
      'static const char *knob(const char *var) { return deta_config_str(var, "x"); }\n'
      'static const char *wrapped(void) { return knob("ORDER_WRAPPED_KNOB"); }\n'
      "int main(void) {", "ORDER_WRAPPED_KNOB is read by the code but not set"),
-    # query-api's admin token: no literal, no default, in both deployments, and
-    # query-api's alone (read in services/query-api/settings.c)
-    ("compose", COMPOSE, "QUERY_API_ADMIN_TOKEN: ${QUERY_API_ADMIN_TOKEN:?set QUERY_API_ADMIN_TOKEN in .env "
-     "(see .env.example)}", "QUERY_API_ADMIN_TOKEN: ${QUERY_API_ADMIN_TOKEN:-0123456789abcdef0123}",
-     "QUERY_API_ADMIN_TOKEN is '${QUERY_API_ADMIN_TOKEN:-"),
-    ("compose", COMPOSE, "QUERY_API_ADMIN_TOKEN: ${QUERY_API_ADMIN_TOKEN:?set QUERY_API_ADMIN_TOKEN in .env "
-     "(see .env.example)}", 'QUERY_API_ADMIN_TOKEN: "0123456789abcdef0123"',
-     "QUERY_API_ADMIN_TOKEN is '0123456789abcdef0123': a literal"),
-    ("compose", COMPOSE, "      QUERY_API_ADMIN_TOKEN: ${QUERY_API_ADMIN_TOKEN:?set QUERY_API_ADMIN_TOKEN in "
-     ".env (see .env.example)}\n", "", "query-api: QUERY_API_ADMIN_TOKEN is read by the code but not set"),
-    ("compose", "infra/compose/.env.example", "QUERY_API_ADMIN_TOKEN=change-me\n", "",
-     ".env.example does not list QUERY_API_ADMIN_TOKEN"),
+    # the operator token: no literal, no default, in both deployments, and given
+    # only to the services with operator routes (DETA_HTTP_OPERATOR)
+    ("compose", COMPOSE, "OPERATOR_TOKEN: ${OPERATOR_TOKEN:?set OPERATOR_TOKEN in .env "
+     "(see .env.example)}", "OPERATOR_TOKEN: ${OPERATOR_TOKEN:-0123456789abcdef0123}",
+     "OPERATOR_TOKEN is '${OPERATOR_TOKEN:-"),
+    ("compose", COMPOSE, "OPERATOR_TOKEN: ${OPERATOR_TOKEN:?set OPERATOR_TOKEN in .env "
+     "(see .env.example)}", 'OPERATOR_TOKEN: "0123456789abcdef0123"',
+     "OPERATOR_TOKEN is '0123456789abcdef0123': a literal"),
+    ("compose", COMPOSE, "      OPERATOR_TOKEN: ${OPERATOR_TOKEN:?set OPERATOR_TOKEN in "
+     ".env (see .env.example)}\n", "",
+     "inventory-service: OPERATOR_TOKEN is read by the code but not set"),
+    ("compose", "infra/compose/.env.example", "OPERATOR_TOKEN=change-me\n", "",
+     ".env.example does not list OPERATOR_TOKEN"),
+    ("compose", "infra/compose/.env.example", "READER_TOKEN=change-me\n", "",
+     ".env.example does not list READER_TOKEN"),
     ("compose", COMPOSE, "INSTANCE_ID: order-service\n",
-     "INSTANCE_ID: order-service\n      QUERY_API_ADMIN_TOKEN: ${QUERY_API_ADMIN_TOKEN:?x}\n",
-     "order-service: QUERY_API_ADMIN_TOKEN is set but no code reads it"),
+     "INSTANCE_ID: order-service\n      OPERATOR_TOKEN: ${OPERATOR_TOKEN:?x}\n",
+     "order-service: OPERATOR_TOKEN is set but no code reads it"),
     ("compose", "services/order-service/main.c", "int main(void) {",
-     'static const char *token(void) { return deta_config_str("QUERY_API_ADMIN_TOKEN", ""); }\n'
-     "int main(void) {", "order-service: QUERY_API_ADMIN_TOKEN is read by the code but not set"),
-    ("compose", "services/query-api/settings.c", '#define ADMIN_TOKEN_VAR "QUERY_API_ADMIN_TOKEN"',
-     '#define ADMIN_TOKEN_VAR "QUERY_API_ADMIN_SECRET"',
-     "query-api: QUERY_API_ADMIN_TOKEN is set but no code reads it"),
+     "static const int operator_route = DETA_HTTP_OPERATOR;\n"
+     "int main(void) {", "order-service: OPERATOR_TOKEN is read by the code but not set"),
     ("k8s", K8S + "query-api.yaml",
-     "            - name: QUERY_API_ADMIN_TOKEN\n              valueFrom:\n                secretKeyRef:\n"
-     "                  name: deta-credentials\n                  key: QUERY_API_ADMIN_TOKEN\n", "",
-     "query-api: QUERY_API_ADMIN_TOKEN is read by the code but not set"),
+     "            - name: OPERATOR_TOKEN\n              valueFrom:\n                secretKeyRef:\n"
+     "                  name: deta-credentials\n                  key: OPERATOR_TOKEN\n", "",
+     "query-api: OPERATOR_TOKEN is read by the code but not set"),
     ("k8s", K8S + "query-api.yaml",
-     "            - name: QUERY_API_ADMIN_TOKEN\n              valueFrom:\n                secretKeyRef:\n"
-     "                  name: deta-credentials\n                  key: QUERY_API_ADMIN_TOKEN\n",
-     '            - name: QUERY_API_ADMIN_TOKEN\n              value: "0123456789abcdef0123"\n',
-     "QUERY_API_ADMIN_TOKEN must come from a Secret"),
-    ("k8s", K8S + "secrets.env.example", "QUERY_API_ADMIN_TOKEN=change-me\n", "",
-     "has no key QUERY_API_ADMIN_TOKEN"),
+     "            - name: OPERATOR_TOKEN\n              valueFrom:\n                secretKeyRef:\n"
+     "                  name: deta-credentials\n                  key: OPERATOR_TOKEN\n",
+     '            - name: OPERATOR_TOKEN\n              value: "0123456789abcdef0123"\n',
+     "OPERATOR_TOKEN must come from a Secret"),
+    ("k8s", K8S + "secrets.env.example", "OPERATOR_TOKEN=change-me\n", "",
+     "has no key OPERATOR_TOKEN"),
     ("k8s", K8S + "config.yaml", '  QUERY_API_CONSUMER_WORKERS: "4"\n',
-     '  QUERY_API_CONSUMER_WORKERS: "4"\n  QUERY_API_ADMIN_TOKEN: "0123456789abcdef0123"\n',
-     "QUERY_API_ADMIN_TOKEN is a password"),
+     '  QUERY_API_CONSUMER_WORKERS: "4"\n  OPERATOR_TOKEN: "0123456789abcdef0123"\n',
+     "OPERATOR_TOKEN is a password"),
     # the table of the services (services/services.tsv) is what both deployments
     # are checked against: a port or a database changed there alone is caught
     ("compose", "services/services.tsv", "delivery-service\t8084\tdelivery_db",

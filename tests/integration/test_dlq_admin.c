@@ -3,9 +3,10 @@
  * test stack (every service running): the token, the arguments, the capture of
  * dead letters from the four dlq topics, and replays.
  *
- *   - every admin route answers 401 (with WWW-Authenticate: Bearer) without the
- *     token, with a wrong one or another scheme, before looking at its arguments,
- *     and a refused replay replays nothing;
+ *   - every admin route is an operator route: it answers 401 (with
+ *     WWW-Authenticate: Bearer) without the operator token (OPERATOR_TOKEN), with a
+ *     wrong one or another scheme, and 403 with the reader token (READER_TOKEN),
+ *     before looking at its arguments, and a refused replay replays nothing;
  *   - bad arguments are 400 naming the field, an unknown topic or id 404 naming it;
  *   - a poison message produced on a raw topic is dead-lettered by its consumer,
  *     captured by query-api and listed under its dlq topic (found by its key) with
@@ -53,14 +54,17 @@
 
 /* ---- requests ---- */
 
-typedef enum auth { AUTH_TOKEN, AUTH_NONE, AUTH_WRONG, AUTH_BASIC } auth_t;
+typedef enum auth { AUTH_TOKEN, AUTH_NONE, AUTH_WRONG, AUTH_BASIC, AUTH_READER } auth_t;
 
 /* A request to query-api with the given credentials; *resp_headers as ts_http_headers. */
 static void request(const char *method, const char *path, auth_t auth, ts_http_resp_t *r,
                     char **resp_headers) {
     char header[600];
-    const char *token = ts_env("QUERY_API_ADMIN_TOKEN");
+    const char *token = ts_env("OPERATOR_TOKEN");
     switch (auth) {
+    case AUTH_READER:
+        snprintf(header, sizeof header, "Authorization: Bearer %s", ts_env("READER_TOKEN"));
+        break;
     case AUTH_TOKEN:
         snprintf(header, sizeof header, "Authorization: Bearer %s", token);
         break;
@@ -293,17 +297,20 @@ static void expect_refused(const char *method, const char *path, auth_t auth,
     ts_http_resp_t r;
     char *headers = NULL;
     request(method, path, auth, &r, &headers);
-    if (r.status != 401)
-        fail_msg("%s %s (auth %d): expected 401, got %ld %s", method, path, (int)auth, r.status,
-                 r.body);
+    long want = auth == AUTH_READER ? 403 : 401;
+    if (r.status != want)
+        fail_msg("%s %s (auth %d): expected %ld, got %ld %s", method, path, (int)auth, want,
+                 r.status, r.body);
     assert_non_null(r.json);
-    assert_int_equal(json_integer_value(json_object_get(r.json, "status")), 401);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "status")), want);
     assert_non_null(json_object_get(r.json, "message"));
     if (!strcasestr(headers, challenge))
         fail_msg("%s %s: no \"%s\" in the response headers:\n%s", method, path, challenge,
                  headers);
     /* The token is never echoed. */
-    assert_null(strstr(r.body, ts_env("QUERY_API_ADMIN_TOKEN")));
+    assert_null(strstr(r.body, ts_env("OPERATOR_TOKEN")));
+    assert_null(strstr(r.body, ts_env("READER_TOKEN")));
+    assert_null(strstr(headers, ts_env("OPERATOR_TOKEN")));
     free(headers);
     ts_http_resp_free(&r);
 }
@@ -324,6 +331,8 @@ static void every_route_needs_the_token(void **state) {
         expect_refused(routes[i][0], routes[i][1], AUTH_NONE, "WWW-Authenticate: Bearer");
         expect_refused(routes[i][0], routes[i][1], AUTH_BASIC, "WWW-Authenticate: Bearer");
         expect_refused(routes[i][0], routes[i][1], AUTH_WRONG, "error=\"invalid_token\"");
+        expect_refused(routes[i][0], routes[i][1], AUTH_READER,
+                       "error=\"insufficient_scope\"");
     }
 }
 
@@ -336,6 +345,7 @@ static void a_refused_replay_replays_nothing(void **state) {
     snprintf(path, sizeof path, BASE "/%s/%ld/replay", DETA_TOPIC_DLQ_DELIVERY_EVENTS,
              num(rec, "id"));
     expect_refused("POST", path, AUTH_WRONG, "invalid_token");
+    expect_refused("POST", path, AUTH_READER, "insufficient_scope");
     expect_refused("POST", BASE "/" DETA_TOPIC_DLQ_DELIVERY_EVENTS "/replay", AUTH_NONE,
                    "Bearer");
     json_t *now = show(DETA_TOPIC_DLQ_DELIVERY_EVENTS, num(rec, "id"));
@@ -731,8 +741,9 @@ static void metrics_count_access_and_replays(void **state) {
     ts_http("GET", "QUERY_API_URL", "/actuator/prometheus", NULL, NULL, &r);
     assert_int_equal(r.status, 200);
     const char *want[] = {
-        "query_api_admin_requests_total{outcome=\"unauthorized\"}",
-        "query_api_admin_requests_total{outcome=\"allowed\"}",
+        "http_auth_total{role=\"operator\",outcome=\"unauthorized\"}",
+        "http_auth_total{role=\"operator\",outcome=\"forbidden\"}",
+        "http_auth_total{role=\"operator\",outcome=\"allowed\"}",
         "query_api_dead_letters_total{topic=\"dlq.delivery-events\"}",
         "query_api_dead_letter_replays_total{topic=\"dlq.payment-events\",outcome=\"replayed\"}",
         "query_api_dead_letter_replays_total{topic=\"dlq.delivery-events\","

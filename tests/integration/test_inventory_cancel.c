@@ -63,7 +63,7 @@ static void new_item(char out[64], const char *tag, long available) {
     snprintf(path, sizeof path, "/api/inventory/%s", out);
     snprintf(body, sizeof body, "{\"available\":%ld}", available);
     ts_http_resp_t r;
-    ts_http("PUT", "INVENTORY_SERVICE_URL", path, "application/json", body, &r);
+    ts_http_operator("PUT", "INVENTORY_SERVICE_URL", path, "application/json", body, &r);
     if (r.status != 201)
         fail_msg("PUT %s: expected 201, got %ld %s", path, r.status, r.body);
     ts_http_resp_free(&r);

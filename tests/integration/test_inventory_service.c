@@ -43,7 +43,7 @@ static void new_item(char out[64], const char *tag, long available) {
     snprintf(path, sizeof path, "/api/inventory/%s", out);
     snprintf(body, sizeof body, "{\"available\":%ld}", available);
     ts_http_resp_t r;
-    ts_http("PUT", "INVENTORY_SERVICE_URL", path, "application/json", body, &r);
+    ts_http_operator("PUT", "INVENTORY_SERVICE_URL", path, "application/json", body, &r);
     if (r.status != 201)
         fail_msg("PUT %s: expected 201, got %ld %s", path, r.status, r.body);
     ts_http_resp_free(&r);
@@ -276,7 +276,7 @@ static void item_request(const char *method, const char *item, const char *body,
                          ts_http_resp_t *r) {
     char path[128];
     snprintf(path, sizeof path, "/api/inventory/%s", item);
-    ts_http(method, "INVENTORY_SERVICE_URL", path, "application/json", body, r);
+    ts_http_operator(method, "INVENTORY_SERVICE_URL", path, "application/json", body, r);
 }
 
 /* The item's version as GET answers it. */
@@ -684,7 +684,7 @@ static void rest_lists_gets_and_refuses_bad_input(void **state) {
     char body[96];
     snprintf(body, sizeof body, "{\"available\":3,\"name\":\"Blue mug\",\"expectedVersion\":%ld}",
              version_of(a));
-    ts_http("PUT", "INVENTORY_SERVICE_URL", path, "application/json", body, &r);
+    ts_http_operator("PUT", "INVENTORY_SERVICE_URL", path, "application/json", body, &r);
     assert_int_equal(r.status, 200);
     assert_string_equal(json_string_value(json_object_get(r.json, "name")), "Blue mug");
     assert_int_equal(int_field(r.json, "available", r.body), 3);
@@ -722,8 +722,8 @@ static void rest_lists_gets_and_refuses_bad_input(void **state) {
         {"PATCH", "text/plain", "{\"delta\":1}", 415, NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        ts_http(cases[i].method, "INVENTORY_SERVICE_URL", path, cases[i].content_type,
-                cases[i].body, &r);
+        ts_http_operator(cases[i].method, "INVENTORY_SERVICE_URL", path, cases[i].content_type,
+                         cases[i].body, &r);
         if (r.status != cases[i].status)
             fail_msg("case %zu: expected %ld, got %ld %s", i, cases[i].status, r.status, r.body);
         assert_non_null(r.json);
@@ -734,8 +734,8 @@ static void rest_lists_gets_and_refuses_bad_input(void **state) {
         }
         ts_http_resp_free(&r);
     }
-    ts_http("PUT", "INVENTORY_SERVICE_URL", "/api/inventory/bad%20id", "application/json",
-            "{\"available\":1}", &r);
+    ts_http_operator("PUT", "INVENTORY_SERVICE_URL", "/api/inventory/bad%20id",
+                     "application/json", "{\"available\":1}", &r);
     assert_int_equal(r.status, 400);
     assert_string_equal(json_string_value(json_object_get(r.json, "field")), "itemId");
     ts_http_resp_free(&r);

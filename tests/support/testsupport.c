@@ -100,6 +100,23 @@ void ts_http(const char *method, const char *base_var, const char *path,
     perform_or_fail(method, base_var, path, headers, body, 30000L, out, NULL);
 }
 
+void ts_http_bearer(const char *method, const char *base_var, const char *path,
+                    const char *token, const char *content_type, const char *body,
+                    ts_http_resp_t *out) {
+    char ct[256], *auth = NULL;
+    content_type_line(content_type, ct, sizeof ct);
+    if (token)
+        assert_true(asprintf(&auth, "Authorization: Bearer %s", token) > 0);
+    const char *const headers[] = {ct, auth, NULL};
+    perform_or_fail(method, base_var, path, headers, body, 30000L, out, NULL);
+    free(auth);
+}
+
+void ts_http_operator(const char *method, const char *base_var, const char *path,
+                      const char *content_type, const char *body, ts_http_resp_t *out) {
+    ts_http_bearer(method, base_var, path, ts_env("OPERATOR_TOKEN"), content_type, body, out);
+}
+
 void ts_http_resp_free(ts_http_resp_t *r) {
     free(r->body);
     json_decref(r->json);
@@ -605,7 +622,7 @@ void ts_stock_set(const char *item, int available) {
     snprintf(path, sizeof path, "/api/inventory/%s", item);
     snprintf(body, sizeof body, "{\"available\":%d}", available);
     ts_http_resp_t r;
-    ts_http("PUT", "INVENTORY_SERVICE_URL", path, "application/json", body, &r);
+    ts_http_operator("PUT", "INVENTORY_SERVICE_URL", path, "application/json", body, &r);
     if (r.status != 200 && r.status != 201)
         fail_msg("PUT %s: %ld %s", path, r.status, r.body);
     ts_http_resp_free(&r);

@@ -32,6 +32,14 @@ typedef struct ts_http_resp {
 void ts_http(const char *method, const char *base_var, const char *path,
              const char *content_type, const char *body, ts_http_resp_t *out);
 void ts_http_resp_free(ts_http_resp_t *r);
+/* ts_http with "Authorization: Bearer <token>" (token NULL: no such header). */
+void ts_http_bearer(const char *method, const char *base_var, const char *path,
+                    const char *token, const char *content_type, const char *body,
+                    ts_http_resp_t *out);
+/* ts_http as the operator: with the stack's OPERATOR_TOKEN (stock changes, the
+ * dead-letter administration; docs/security.md). */
+void ts_http_operator(const char *method, const char *base_var, const char *path,
+                      const char *content_type, const char *body, ts_http_resp_t *out);
 /* ts_http without a body, with extra request headers ("Name: value", a
  * NULL-terminated list; NULL for none). *resp_headers, when not NULL, receives the
  * response's status line and header lines as one malloc'd text. */

@@ -6,8 +6,9 @@
  * Every test starts from an environment with none of the library's variables
  * set (setup clears them), so results never depend on the shell running ctest.
  * PG_PREPARED_STATEMENTS is a switch (on/off and the usual spellings, default
- * on) that refuses anything else. The library loads no service's own setting:
- * QUERY_API_ADMIN_TOKEN is query-api's (test_query_settings.c).
+ * on) that refuses anything else. The library loads no service's own setting
+ * (query-api's are in test_query_settings.c); its secrets and tokens are in
+ * test_config_secret.c.
  */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -4,7 +4,7 @@
  * record made of a consumed dead letter (tolerant of anything), its JSON (text
  * or base64), the list's arguments and the record id, what a replay sends
  * (target topic, headers filtered and x-replayed-from added, what cannot be
- * sent), the summary, and the bearer-token check.
+ * sent), and the summary (the bearer token is libdeta's: test_auth.c).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,7 +20,6 @@
 
 #define KEY "0b7e8c1a-1111-4222-8333-444455556666"
 #define VALUE "{\"eventType\":\"order.created\""
-#define TOKEN "0123456789abcdef0123456789abcdef"
 
 /* ---- helpers ---- */
 
@@ -381,43 +380,6 @@ static void test_replay_refuses_what_cannot_be_sent(void **state) {
     query_dead_letter_clear(&d);
 }
 
-/* ---- the token ---- */
-
-static void test_authorize(void **state) {
-    (void)state;
-    assert_int_equal(query_admin_authorize(NULL, "Bearer " TOKEN), QUERY_ADMIN_DISABLED);
-    assert_int_equal(query_admin_authorize("", "Bearer " TOKEN), QUERY_ADMIN_DISABLED);
-    assert_int_equal(query_admin_authorize("", NULL), QUERY_ADMIN_DISABLED);
-
-    assert_int_equal(query_admin_authorize(TOKEN, "Bearer " TOKEN), QUERY_ADMIN_OK);
-    assert_int_equal(query_admin_authorize(TOKEN, "bearer " TOKEN), QUERY_ADMIN_OK);
-    assert_int_equal(query_admin_authorize(TOKEN, "BEARER   " TOKEN), QUERY_ADMIN_OK);
-
-    const char *missing[] = {NULL, "", "Bearer", "Bearer ", "Bearer    ", "Basic " TOKEN,
-                             "Bearer" TOKEN, TOKEN, "Token " TOKEN};
-    for (size_t i = 0; i < sizeof missing / sizeof *missing; i++)
-        if (query_admin_authorize(TOKEN, missing[i]) != QUERY_ADMIN_MISSING)
-            fail_msg("\"%s\" is not a missing token", missing[i] ? missing[i] : "(null)");
-
-    const char *wrong[] = {"Bearer x", "Bearer " TOKEN "0", "Bearer 0123456789abcdef",
-                           "Bearer 0123456789ABCDEF0123456789ABCDEF", "Bearer " TOKEN " extra"};
-    for (size_t i = 0; i < sizeof wrong / sizeof *wrong; i++)
-        if (query_admin_authorize(TOKEN, wrong[i]) != QUERY_ADMIN_WRONG)
-            fail_msg("\"%s\" is not a wrong token", wrong[i]);
-}
-
-static void test_secret_equal(void **state) {
-    (void)state;
-    assert_true(query_secret_equal("abc", "abc"));
-    assert_true(query_secret_equal("", ""));
-    assert_false(query_secret_equal("abc", "abd"));
-    assert_false(query_secret_equal("abc", "ab"));
-    assert_false(query_secret_equal("abc", "abcabc")); /* the wrap-around must not match */
-    assert_false(query_secret_equal("abcabc", "abc"));
-    assert_false(query_secret_equal("abc", ""));
-    assert_false(query_secret_equal("", "a"));
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_topics),
@@ -432,8 +394,6 @@ int main(void) {
         cmocka_unit_test(test_replay_of_a_replay_names_only_the_latest),
         cmocka_unit_test(test_replay_sends_binary_header_bytes_back),
         cmocka_unit_test(test_replay_refuses_what_cannot_be_sent),
-        cmocka_unit_test(test_authorize),
-        cmocka_unit_test(test_secret_equal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

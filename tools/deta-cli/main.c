@@ -80,7 +80,14 @@ bool cli_parse_long(const char *s, long min, long max, long *out) {
 }
 
 deta_client_t *cli_client_new(void) {
-    return deta_client_new(REQUEST_TIMEOUT_MS, CONNECT_TIMEOUT_MS);
+    deta_client_t *h = deta_client_new(REQUEST_TIMEOUT_MS, CONNECT_TIMEOUT_MS);
+    /* The CLI only reads what needs a token (the read model, the stock): READER_TOKEN,
+     * else OPERATOR_TOKEN, sent when set (needed when HTTP_READS_NEED_AUTH is on). */
+    if (h && !deta_client_set_token(h, deta_client_env_token(false))) {
+        deta_client_free(h);
+        return NULL;
+    }
+    return h;
 }
 
 deta_retry_policy_t cli_retry_policy(void) {

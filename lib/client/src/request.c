@@ -21,6 +21,7 @@ struct deta_client {
     long connect_timeout_ms;
     deta_client_buf_t body;
     deta_client_buf_t head;
+    char *auth_header; /* "Authorization: Bearer <token>", or NULL */
 };
 
 bool deta_client_global_init(void) { return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK; }
@@ -41,18 +42,45 @@ deta_client_t *deta_client_new(long timeout_ms, long connect_timeout_ms) {
     return c;
 }
 
+static void forget_token(deta_client_t *c) {
+    if (c->auth_header) {
+        explicit_bzero(c->auth_header, strlen(c->auth_header));
+        free(c->auth_header);
+        c->auth_header = NULL;
+    }
+}
+
+bool deta_client_set_token(deta_client_t *c, const char *token) {
+    forget_token(c);
+    if (!token || !token[0])
+        return true;
+    return asprintf(&c->auth_header, "Authorization: Bearer %s", token) >= 0 ||
+           (c->auth_header = NULL, false);
+}
+
+const char *deta_client_env_token(bool operator_action) {
+    const char *op = getenv("OPERATOR_TOKEN"), *rd = getenv("READER_TOKEN");
+    if (!operator_action && rd && rd[0])
+        return rd;
+    return op && op[0] ? op : NULL;
+}
+
 void deta_client_free(deta_client_t *c) {
     if (!c)
         return;
+    forget_token(c);
     curl_easy_cleanup(c->curl);
     deta_client_buf_free(&c->body);
     deta_client_buf_free(&c->head);
     free(c);
 }
 
-/* The request's header lines as curl's list; false when out of memory. */
-static bool header_list(const char *const *lines, struct curl_slist **out) {
+/* The request's header lines as curl's list, after the handle's Authorization line
+ * (auth, NULL for none); false when out of memory. */
+static bool header_list(const char *auth, const char *const *lines, struct curl_slist **out) {
     *out = NULL;
+    if (auth && !(*out = curl_slist_append(NULL, auth)))
+        return false;
     for (size_t i = 0; lines && lines[i]; i++) {
         struct curl_slist *l = curl_slist_append(*out, lines[i]);
         if (!l) {
@@ -113,7 +141,7 @@ int deta_client_request(deta_client_t *c, const deta_client_req_t *req, deta_cli
     struct curl_slist *headers;
     CURLcode rc = CURLE_OUT_OF_MEMORY;
     char curl_err[CURL_ERROR_SIZE] = "";
-    if (header_list(req->headers, &headers)) {
+    if (header_list(c->auth_header, req->headers, &headers)) {
         prepare(c, req, headers, curl_err);
         rc = curl_easy_perform(c->curl);
         curl_easy_setopt(c->curl, CURLOPT_ERRORBUFFER, NULL); /* curl_err goes out of scope */

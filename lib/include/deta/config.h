@@ -70,12 +70,29 @@
  *   OUTBOX_RETENTION_S        3600    (0..31536000: published outbox rows kept this long)
  *   INBOX_RETENTION_HOURS     168     (0..87600, 0 for ever: processed-event claims kept)
  *   DETA_SHUTDOWN_TIMEOUT_MS  10000   (SIGTERM to exit; past it the service exits non-zero)
+ *   OPERATOR_TOKEN            none    (the bearer token of the operator routes, deta/auth.h:
+ *                                      stock changes, the dead-letter administration;
+ *                                      16..256 of A-Z a-z 0-9 - . _ ~ + / =; unset: those
+ *                                      routes answer 503. Never logged)
+ *   READER_TOKEN              none    (the bearer token of the reading endpoints when
+ *                                      HTTP_READS_NEED_AUTH is on; same rules; must
+ *                                      differ from OPERATOR_TOKEN)
+ *   HTTP_READS_NEED_AUTH     off     (on: GET and HEAD below /api/ need the reader or the
+ *                                      operator token; health, metrics and the console's
+ *                                      files stay open. On needs one of the two tokens)
+ *
+ * Secrets. PGPASSWORD, OPERATOR_TOKEN and READER_TOKEN (and every secret a service
+ * reads, with deta_config_secret) may instead come from a file: NAME_FILE names it
+ * (a Docker or Kubernetes secret), its one trailing newline removed. Setting both
+ * NAME and NAME_FILE is an error naming both. A secret's value is never echoed in
+ * an error.
  */
 #ifndef DETA_CONFIG_H
 #define DETA_CONFIG_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include "deta/auth.h"
 #include "deta/err.h"
 
 /* What the library is told about the program it runs in, since it knows no
@@ -138,6 +155,7 @@ typedef struct deta_config {
     long outbox_retention_s;   /* OUTBOX_RETENTION_S */
     long inbox_retention_hours; /* INBOX_RETENTION_HOURS; 0: for ever */
     int shutdown_timeout_ms;
+    deta_auth_t auth; /* OPERATOR_TOKEN, READER_TOKEN, HTTP_READS_NEED_AUTH (secrets) */
 } deta_config_t;
 
 /* Fills cfg for the service def names, with its defaults. DETA_ERR_INVALID with
@@ -153,5 +171,19 @@ const char *deta_config_str(const char *name, const char *def);
 /* An integer variable within [min, max]; def when unset or empty. */
 deta_err_t deta_config_int(const char *name, long def, long min, long max, long *out,
                            char *errstr, size_t errsize);
+
+/* A secret setting: the value of NAME, or else the content of the file that
+ * NAME_FILE names (as Docker and Kubernetes provide secrets), with one trailing
+ * newline ("\n" or "\r\n") removed; def (NULL: "") when neither is set or the value
+ * is empty. Copied into dst (dstsize bytes, NUL included). DETA_ERR_INVALID when
+ * both NAME and NAME_FILE are set (naming both), when the value does not fit
+ * (naming the variable it came from), or when the file cannot be read, is not a
+ * regular file or holds a NUL byte (naming NAME_FILE and the path); the error
+ * never holds the value. On error dst is "". Example:
+ *   char password[128];
+ *   if (deta_config_secret("REDIS_PASSWORD", "", password, sizeof password, err,
+ *                          sizeof err)) ... */
+deta_err_t deta_config_secret(const char *name, const char *def, char *dst, size_t dstsize,
+                              char *errstr, size_t errsize);
 
 #endif

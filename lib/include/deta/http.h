@@ -32,6 +32,18 @@
  * Access-Control-Allow-Headers: Content-Type, Idempotency-Key, Authorization and
  * Access-Control-Max-Age: 600. Credentials are never allowed.
  *
+ * Tokens (deta_http_server_set_auth; deta/auth.h): a route registered with
+ * DETA_HTTP_OPERATOR needs the operator token, and with HTTP_READS_NEED_AUTH on
+ * every GET and HEAD route below /api/ needs the reader or the operator token. The
+ * server decides right after routing, before the body is read and before any
+ * handler runs: 503 when no token that could open the route is configured (naming
+ * the setting), 401 with WWW-Authenticate: Bearer realm="delivery-eta" without a
+ * bearer token (error="invalid_token" added for a wrong one), 403 with
+ * error="insufficient_scope" for the reader token on an operator route. Every
+ * decision is counted in http_auth_total{role,outcome} (outcome allowed,
+ * unauthorized, forbidden or disabled); a refusal is logged as a WARN naming the
+ * method, path and reason, never the token.
+ *
  * Static files (deta_http_static): a GET or HEAD whose path no route has is looked up
  * below the directory by the rules of deta/http_static.h; the JSON 404 otherwise.
  *
@@ -54,6 +66,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <jansson.h>
+#include "deta/auth.h"
 #include "deta/err.h"
 #include "deta/metrics.h"
 
@@ -109,6 +122,7 @@ typedef struct deta_http_limits {
  * routes. Per address, DETA_HTTP_RESERVED_PER_CLIENT beyond max_connections_per_client. */
 #define DETA_HTTP_RESERVED_CONNECTIONS 64
 #define DETA_HTTP_RESERVED_PER_CLIENT 16
+#define DETA_HTTP_OPERATOR 0x8      /* needs the operator token (deta/auth.h) */
 
 /* port 0 picks a free port (see deta_http_server_port). */
 deta_http_server_t *deta_http_server_new(int port, long body_limit, int threads, char *errstr,
@@ -118,6 +132,11 @@ deta_err_t deta_http_route(deta_http_server_t *srv, const char *method, const ch
 /* Optional: observe every request in http_request_duration_seconds{method,route,status}
  * (route = the pattern, or "unmatched") and count http_requests_total likewise. */
 void deta_http_server_set_metrics(deta_http_server_t *srv, deta_metrics_t *metrics);
+/* The tokens the server checks (copied; the copy is wiped when the server is freed);
+ * NULL or never called: none, so operator routes answer 503. Before
+ * deta_http_server_start. The service skeleton sets its configuration's
+ * (deta_config_t.auth). */
+void deta_http_server_set_auth(deta_http_server_t *srv, const deta_auth_t *auth);
 /* The Content-Security-Policy of every API answer. */
 #define DETA_HTTP_API_CSP "default-src 'none'; frame-ancestors 'none'"
 

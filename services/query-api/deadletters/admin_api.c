@@ -1,16 +1,12 @@
 /*
  * admin_api.c - the dead-letter administration's REST handlers (admin_api.h).
  *
- * Access. Every route first checks the bearer token (domain.c's
- * query_admin_authorize, a constant-time comparison) before it looks at its
- * arguments, so a caller without the token learns nothing, not even whether a
- * topic or id exists:
- *   - no token configured (QUERY_API_ADMIN_TOKEN unset or empty): 503, the
- *     administration is off; there is no default token;
- *   - no "Authorization: Bearer ..." or a wrong token: 401 with
- *     WWW-Authenticate: Bearer (error="invalid_token" for a wrong one).
- * The token is never logged; refusals are logged without it and counted in
- * query_api_admin_requests_total{outcome="allowed|unauthorized|disabled"}.
+ * Access. Every route is an operator route (DETA_HTTP_OPERATOR, deta/auth.h): libdeta's
+ * HTTP server checks the operator token (OPERATOR_TOKEN) before it reads anything
+ * else, so no handler here runs for a caller without it, who learns nothing, not
+ * even whether a topic or id exists: 503 when OPERATOR_TOKEN is not set, 401
+ * without the token or with a wrong one, 403 with the reader token; counted in
+ * http_auth_total{role="operator",outcome}.
  *
  * Answers. {topic} is one of the four dlq topics (404 naming "topic" otherwise),
  * {id} a record id (400 naming "id" when not a positive integer, 404 when the
@@ -50,8 +46,6 @@
  * replay answered 503 was not delivered and will not be. */
 #define REPLAY_SEND_MS 20000
 #define REPLAY_ALL_BATCH 100
-#define BEARER_CHALLENGE "Bearer realm=\"query-api admin\""
-#define BEARER_INVALID BEARER_CHALLENGE ", error=\"invalid_token\""
 
 typedef enum replay_outcome {
     REPLAY_DONE = 0,
@@ -65,27 +59,15 @@ typedef enum replay_outcome {
 static const char *const replay_outcome_names[REPLAY_OUTCOMES] = {
     "replayed", "refused", "broker_unavailable", "store_error"};
 
-enum { AUTH_ALLOWED, AUTH_UNAUTHORIZED, AUTH_DISABLED, AUTH_OUTCOMES };
-static const char *const auth_outcome_names[AUTH_OUTCOMES] = {"allowed", "unauthorized",
-                                                              "disabled"};
-
 struct query_admin {
     deta_service_t *svc;
     dead_letters_t *store;
-    const char *token; /* QUERY_API_ADMIN_TOKEN (settings.h): "" when unset */
-    deta_counter_t *requests[AUTH_OUTCOMES];
     deta_counter_t *replays[QUERY_DLQ_TOPIC_COUNT][REPLAY_OUTCOMES];
 };
 
 static void register_metrics(query_admin_t *a) {
     deta_metrics_t *m = deta_service_metrics(a->svc);
     char labels[160];
-    for (int i = 0; i < AUTH_OUTCOMES; i++) {
-        snprintf(labels, sizeof labels, "outcome=\"%s\"", auth_outcome_names[i]);
-        a->requests[i] = deta_counter(m, "query_api_admin_requests_total",
-                                      "Requests to the dead-letter administration, by access",
-                                      labels);
-    }
     for (int t = 0; t < QUERY_DLQ_TOPIC_COUNT; t++)
         for (int o = 0; o < REPLAY_OUTCOMES; o++) {
             snprintf(labels, sizeof labels, "topic=\"%s\",outcome=\"%s\"", query_dlq_topics[t],
@@ -96,49 +78,17 @@ static void register_metrics(query_admin_t *a) {
         }
 }
 
-query_admin_t *query_admin_new(deta_service_t *svc, dead_letters_t *store, const char *token) {
+query_admin_t *query_admin_new(deta_service_t *svc, dead_letters_t *store) {
     query_admin_t *a = calloc(1, sizeof *a);
     if (!a)
         return NULL;
     a->svc = svc;
     a->store = store;
-    a->token = token;
     register_metrics(a);
     return a;
 }
 
 void query_admin_free(query_admin_t *a) { free(a); }
-
-/* ---- access ---- */
-
-/* True when the request may go on; otherwise resp is the refusal. */
-static bool authorized(query_admin_t *a, const deta_http_req_t *req, deta_http_resp_t *resp) {
-    query_admin_auth_t auth =
-        query_admin_authorize(a->token, deta_http_header(req, "Authorization"));
-    switch (auth) {
-    case QUERY_ADMIN_OK:
-        deta_counter_inc(a->requests[AUTH_ALLOWED]);
-        return true;
-    case QUERY_ADMIN_DISABLED:
-        deta_counter_inc(a->requests[AUTH_DISABLED]);
-        deta_http_resp_error(resp, 503, NULL,
-                             "the dead-letter administration is disabled: "
-                             "QUERY_API_ADMIN_TOKEN is not set");
-        return false;
-    case QUERY_ADMIN_MISSING:
-    case QUERY_ADMIN_WRONG:
-        break;
-    }
-    bool wrong = auth == QUERY_ADMIN_WRONG;
-    deta_counter_inc(a->requests[AUTH_UNAUTHORIZED]);
-    DETA_WARN("admin request refused: %s %s: %s", req->method, req->path,
-              wrong ? "wrong bearer token" : "no bearer token");
-    deta_http_resp_error(resp, 401, NULL, "%s",
-                         wrong ? "the bearer token is not valid"
-                               : "this route needs Authorization: Bearer <admin token>");
-    deta_http_resp_header(resp, "WWW-Authenticate", wrong ? BEARER_INVALID : BEARER_CHALLENGE);
-    return false;
-}
 
 /* ---- arguments ---- */
 
@@ -175,8 +125,7 @@ static bool id_of(const deta_http_req_t *req, deta_http_resp_t *resp, int64_t *i
 
 static void handle_summary(const deta_http_req_t *req, deta_http_resp_t *resp, void *opaque) {
     query_admin_t *a = opaque;
-    if (!authorized(a, req, resp))
-        return;
+    (void)req;
     char why[256] = "";
     query_dlq_counts_t counts[QUERY_DLQ_TOPIC_COUNT];
     deta_err_t err = dead_letters_counts(a->store, counts, why, sizeof why);
@@ -199,7 +148,7 @@ static json_t *page_to_json(const char *topic, const query_dlq_list_params_t *p,
 static void handle_list(const deta_http_req_t *req, deta_http_resp_t *resp, void *opaque) {
     query_admin_t *a = opaque;
     const char *topic;
-    if (!authorized(a, req, resp) || !(topic = topic_of(req, resp)))
+    if (!(topic = topic_of(req, resp)))
         return;
     query_dlq_list_params_t p;
     query_violation_t v;
@@ -224,7 +173,7 @@ static void handle_show(const deta_http_req_t *req, deta_http_resp_t *resp, void
     query_admin_t *a = opaque;
     const char *topic;
     int64_t id;
-    if (!authorized(a, req, resp) || !(topic = topic_of(req, resp)) || !id_of(req, resp, &id))
+    if (!(topic = topic_of(req, resp)) || !id_of(req, resp, &id))
         return;
     char why[256] = "";
     query_dead_letter_t d;
@@ -344,7 +293,7 @@ static void handle_replay_one(const deta_http_req_t *req, deta_http_resp_t *resp
     query_admin_t *a = opaque;
     const char *topic;
     int64_t id;
-    if (!authorized(a, req, resp) || !(topic = topic_of(req, resp)) || !id_of(req, resp, &id))
+    if (!(topic = topic_of(req, resp)) || !id_of(req, resp, &id))
         return;
     query_dead_letter_t d;
     replay_ctx_t x;
@@ -422,7 +371,7 @@ static void answer_replay_all_stopped(deta_http_resp_t *resp, const char *topic,
 static void handle_replay_all(const deta_http_req_t *req, deta_http_resp_t *resp, void *opaque) {
     query_admin_t *a = opaque;
     const char *topic;
-    if (!authorized(a, req, resp) || !(topic = topic_of(req, resp)))
+    if (!(topic = topic_of(req, resp)))
         return;
     replay_all_t w = {.skipped = json_array()};
     replay_ctx_t x;
@@ -449,14 +398,12 @@ static void handle_replay_all(const deta_http_req_t *req, deta_http_resp_t *resp
 
 deta_err_t query_admin_mount(query_admin_t *a, char *errstr, size_t errsize) {
     deta_http_server_t *http = deta_service_http(a->svc);
-    if (deta_http_route(http, "GET", ADMIN_BASE, 0, handle_summary, a) ||
-        deta_http_route(http, "GET", ADMIN_BASE "/{topic}", 0, handle_list, a) ||
-        deta_http_route(http, "POST", ADMIN_BASE "/{topic}/replay", 0, handle_replay_all, a) ||
-        deta_http_route(http, "GET", ADMIN_BASE "/{topic}/{id}", 0, handle_show, a) ||
-        deta_http_route(http, "POST", ADMIN_BASE "/{topic}/{id}/replay", 0, handle_replay_one, a))
+    const int op = DETA_HTTP_OPERATOR;
+    if (deta_http_route(http, "GET", ADMIN_BASE, op, handle_summary, a) ||
+        deta_http_route(http, "GET", ADMIN_BASE "/{topic}", op, handle_list, a) ||
+        deta_http_route(http, "POST", ADMIN_BASE "/{topic}/replay", op, handle_replay_all, a) ||
+        deta_http_route(http, "GET", ADMIN_BASE "/{topic}/{id}", op, handle_show, a) ||
+        deta_http_route(http, "POST", ADMIN_BASE "/{topic}/{id}/replay", op, handle_replay_one, a))
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot register the admin routes");
-    if (!a->token[0])
-        DETA_WARN("the dead-letter administration is disabled: QUERY_API_ADMIN_TOKEN is not set "
-                  "(its routes answer 503)");
     return DETA_OK;
 }

@@ -1,6 +1,6 @@
 /*
  * admin_api.h - query-api's dead-letter administration over REST, behind the
- * bearer token QUERY_API_ADMIN_TOKEN:
+ * operator token (OPERATOR_TOKEN, deta/auth.h; checked by libdeta's HTTP server):
  *
  *   GET  /api/admin/dead-letters                       counts per dlq topic
  *   GET  /api/admin/dead-letters/{topic}               a page of one topic
@@ -16,9 +16,9 @@
 
 typedef struct query_admin query_admin_t;
 
-query_admin_t *query_admin_new(deta_service_t *svc, dead_letters_t *store, const char *token);
+query_admin_t *query_admin_new(deta_service_t *svc, dead_letters_t *store);
 void query_admin_free(query_admin_t *a);
-/* Adds the routes; warns when no token is configured (the routes then answer 503). */
+/* Adds the routes, as operator routes (they answer 503 while OPERATOR_TOKEN is unset). */
 deta_err_t query_admin_mount(query_admin_t *a, char *errstr, size_t errsize);
 
 #endif

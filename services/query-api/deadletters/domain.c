@@ -1,7 +1,7 @@
 /*
  * domain.c - the dead-letter administration's rules (domain.h): the record of a
  * consumed dead letter, its JSON, the list's arguments and the record id, what a
- * replay sends, and the admin token check.
+ * replay sends.
  *
  * Bytes from a dead letter are shown as text only when they are valid UTF-8
  * without NUL (what JSON and Postgres text can hold unchanged); anything else is
@@ -14,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 static json_t *text_or_null(const char *s) { return s[0] ? json_string(s) : json_null(); }
 
@@ -481,28 +480,4 @@ deta_err_t query_replay_prepare(const query_dead_letter_t *d, query_replay_t *r,
     if (err)
         query_replay_clear(r);
     return err;
-}
-
-/* ---- the admin token ---- */
-
-bool query_secret_equal(const char *expected, const char *given) {
-    size_t elen = strlen(expected), glen = strlen(given);
-    volatile unsigned char diff = elen != glen;
-    for (size_t i = 0; i < elen; i++)
-        diff |= (unsigned char)expected[i] ^ (unsigned char)(glen ? given[i % glen] : 0);
-    return diff == 0;
-}
-
-query_admin_auth_t query_admin_authorize(const char *token, const char *authorization) {
-    static const char scheme[] = "Bearer";
-    if (!token || !token[0])
-        return QUERY_ADMIN_DISABLED;
-    if (!authorization || strncasecmp(authorization, scheme, sizeof scheme - 1) != 0 ||
-        authorization[sizeof scheme - 1] != ' ')
-        return QUERY_ADMIN_MISSING;
-    const char *given = authorization + sizeof scheme - 1;
-    given += strspn(given, " ");
-    if (!given[0])
-        return QUERY_ADMIN_MISSING;
-    return query_secret_equal(token, given) ? QUERY_ADMIN_OK : QUERY_ADMIN_WRONG;
 }

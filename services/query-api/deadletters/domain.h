@@ -6,7 +6,8 @@
  * consumer of its own) so that a person can list them, read one, and replay
  * one or all of a topic to the topic they came from. The rules of that live
  * here: turning a consumed dead letter into a record, the record's JSON, the
- * list's arguments, what a replay sends, and the bearer token check. The
+ * list's arguments, what a replay sends (the operator token is libdeta's:
+ * deta/auth.h). The
  * administration is a product of its own beside the read model (../domain.h),
  * sharing only the service's process, its database and its request violations
  * (../violation.h).
@@ -159,23 +160,5 @@ typedef struct query_replay {
 deta_err_t query_replay_prepare(const query_dead_letter_t *d, query_replay_t *r,
                                 query_violation_t *v);
 void query_replay_clear(query_replay_t *r);
-
-/* ---- the admin token ---- */
-
-typedef enum query_admin_auth {
-    QUERY_ADMIN_OK = 0,
-    QUERY_ADMIN_DISABLED, /* no token configured: the administration is off */
-    QUERY_ADMIN_MISSING,  /* no "Authorization: Bearer <token>" */
-    QUERY_ADMIN_WRONG,    /* a bearer token, not the configured one */
-} query_admin_auth_t;
-
-/* Checks an Authorization header (NULL when absent) against the configured
- * token ("" or NULL: none). The scheme is case-insensitive, then one or more
- * spaces, then the token. The comparison takes the same time whatever the
- * given token holds (query_secret_equal). */
-query_admin_auth_t query_admin_authorize(const char *token, const char *authorization);
-
-/* expected == given, in a time that depends on expected's length only. */
-bool query_secret_equal(const char *expected, const char *given);
 
 #endif

@@ -72,6 +72,15 @@ typedef struct deta_client_resp {
  * curl's defaults). NULL when out of memory. */
 deta_client_t *deta_client_new(long timeout_ms, long connect_timeout_ms);
 void deta_client_free(deta_client_t *c);
+/* Every later request of c carries "Authorization: Bearer <token>" (an operator or
+ * reader token, deta/auth.h); NULL or "" for none. The handle keeps a copy (wiped
+ * when replaced or freed); the token never appears in an error text. False when out
+ * of memory. */
+bool deta_client_set_token(deta_client_t *c, const char *token);
+/* The token the system's own clients send, from the environment: for an operator
+ * action OPERATOR_TOKEN; for a read READER_TOKEN, else OPERATOR_TOKEN (reads need
+ * one only when HTTP_READS_NEED_AUTH closes them). NULL when unset or empty. */
+const char *deta_client_env_token(bool operator_action);
 /* Returns 0 when an answer arrived (whatever its status), -1 when none did:
  * errstr then says why ("cannot reach http://...: Connection refused") and out
  * has status 0, body "" and its error. */
