@@ -338,8 +338,8 @@ static deta_err_t load_redis(deta_config_t *cfg, char *errstr, size_t errsize) {
         return err;
     if ((err = config_copy("REDIS_USERNAME", "", cfg->redis_username,
                            sizeof cfg->redis_username, errstr, errsize)) ||
-        (err = config_copy("REDIS_PASSWORD", "", cfg->redis_password,
-                           sizeof cfg->redis_password, errstr, errsize)))
+        (err = deta_config_secret("REDIS_PASSWORD", "", cfg->redis_password,
+                                  sizeof cfg->redis_password, errstr, errsize)))
         return err;
     if (cfg->redis_username[0] && !cfg->redis_password[0])
         return deta_errf(DETA_ERR_INVALID, errstr, errsize,

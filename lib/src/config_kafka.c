@@ -47,6 +47,8 @@ static const char *const unsupported_mechanisms[] = {"GSSAPI", "OAUTHBEARER"};
 /* A variable's value into dst, "" when unset or empty; too long is an error. */
 static deta_err_t copy_var(const char *name, char *dst, size_t dstsize, char *errstr,
                            size_t errsize) {
+    if (strstr(name, "_PASSWORD"))
+        return deta_config_secret(name, "", dst, dstsize, errstr, errsize);
     const char *v = deta_config_str(name, "");
     size_t len = strlen(v);
     if (len >= dstsize)
@@ -187,7 +189,7 @@ static deta_err_t load(deta_kafka_security_t *sec, char *errstr, size_t errsize)
     const var_t sasl[] = {
         {"KAFKA_SASL_MECHANISM", sec->sasl_mechanism, sizeof sec->sasl_mechanism},
         {"KAFKA_SASL_USERNAME", sec->sasl_username, sizeof sec->sasl_username},
-        /* A secret: read through deta_config_str for now (see the README). */
+        /* A secret: NAME or NAME_FILE (deta_config_secret, in copy_var). */
         {"KAFKA_SASL_PASSWORD", sec->sasl_password, sizeof sec->sasl_password},
     };
     const var_t ssl[] = {

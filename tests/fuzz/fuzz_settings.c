@@ -9,7 +9,7 @@
  *
  * Checks what must hold whatever the value, besides memory safety and no leak:
  *   - a refused value gives an error that names the variable;
- *   - a refused secret (PGPASSWORD, QUERY_API_ADMIN_TOKEN, CASSANDRA_PASSWORD) is
+ *   - a refused secret (the passwords and tokens: PGPASSWORD, OPERATOR_TOKEN, ...) is
  *     never quoted in the error;
  *   - the library's integer variables, when accepted, are decimal digits (with
  *     an optional '-') of the value loaded; its switches one of on/off, true/false,
@@ -56,6 +56,22 @@ static const var_t vars[] = {
     LIB("REDIS_HOST", TEXT, redis_host),
     LIB("REDIS_PORT", INT, redis_port),
     LIB("HTTP_PORT", INT, http_port),
+    LIB("OPERATOR_TOKEN", SECRET, auth.operator_token),
+    LIB("READER_TOKEN", SECRET, auth.reader_token),
+    LIB("HTTP_READS_NEED_AUTH", OTHER, auth),
+    LIB("REDIS_USERNAME", OTHER, redis_username),
+    LIB("REDIS_PASSWORD", SECRET, redis_password),
+    LIB("PGSSLMODE", OTHER, pg_sslmode),
+    {"PGSSLROOTCERT", LIBRARY, OTHER, 0},
+    LIB("HTTP_MAX_CONNECTIONS", INT, http_max_connections),
+    LIB("HTTP_MAX_CONNECTIONS_PER_CLIENT", INT, http_max_connections_per_client),
+    {"HTTP_HEADER_TIMEOUT_MS", LIBRARY, OTHER, 0},
+    {"HTTP_BODY_TIMEOUT_MS", LIBRARY, OTHER, 0},
+    {"HTTP_HEADER_LIMIT", LIBRARY, OTHER, 0},
+    {"KAFKA_SECURITY_PROTOCOL", LIBRARY, OTHER, 0},
+    {"KAFKA_SASL_MECHANISM", LIBRARY, OTHER, 0},
+    LIB("KAFKA_SASL_PASSWORD", SECRET, kafka_security.sasl_password),
+    LIB("KAFKA_SSL_KEY_PASSWORD", SECRET, kafka_security.ssl_key_password),
     LIB("HTTP_BODY_LIMIT", LONG, http_body_limit),
     LIB("HTTP_THREADS", INT, http_threads),
     LIB("HTTP_CORS_ORIGINS", TEXT, http_cors_origins),
@@ -81,7 +97,6 @@ static const var_t vars[] = {
     {"DELIVERY_PICKUP_MINUTES", DELIVERY, OTHER, 0},
     {"DELIVERY_SPEED_KMH", DELIVERY, OTHER, 0},
     {"DELIVERY_TICK_MS", DELIVERY, OTHER, 0},
-    {"QUERY_API_ADMIN_TOKEN", QUERY, SECRET, 0},
     {"QUERY_API_CONSUMER_WORKERS", QUERY, OTHER, 0},
     {"QUERY_STORE", QUERY, OTHER, 0},
     {"QUERY_STREAM_BACKLOG_MAX", QUERY, OTHER, 0},

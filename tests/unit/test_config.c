@@ -453,6 +453,8 @@ static void test_http_bounds(void **state) {
     load_bad("HTTP_BODY_TIMEOUT_MS", "10s");
     load_bad("HTTP_HEADER_LIMIT", "1023");
     load_bad("HTTP_HEADER_LIMIT", "1048577");
+}
+
 /* Postgres's TLS: prefer by default, verify-full once a CA is given, any of
  * libpq's modes by name; verify-* without a CA, a certificate without its key,
  * an unreadable file or an unknown mode stop the start, naming the variable. */
