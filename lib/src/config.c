@@ -101,16 +101,21 @@ static deta_err_t config_bool(const char *name, bool def, bool *dst, char *errst
                      v);
 }
 
-/* A string variable copied into dst, or def when unset; too long is an error. */
-static deta_err_t config_copy(const char *name, const char *def, char *dst, size_t dstsize,
-                              char *errstr, size_t errsize) {
-    const char *v = deta_config_str(name, def);
+/* v (NULL: "") into dst, or an error naming the variable when it does not fit. */
+static deta_err_t copy_value(const char *name, const char *v, char *dst, size_t dstsize,
+                             char *errstr, size_t errsize) {
+    v = v ? v : "";
     size_t len = strlen(v);
     if (len >= dstsize)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: longer than %zu bytes", name,
                          dstsize - 1);
     memcpy(dst, v, len + 1);
     return DETA_OK;
+}
+
+deta_err_t deta_config_text(const char *name, const char *def, char *dst, size_t dstsize,
+                            char *errstr, size_t errsize) {
+    return copy_value(name, deta_config_str(name, def), dst, dstsize, errstr, errsize);
 }
 
 /* deta_config_int into an int field. */
@@ -173,18 +178,6 @@ static deta_err_t read_secret_file(const char *var, const char *path, size_t max
     return DETA_OK;
 }
 
-/* v (NULL: "") into dst, or an error naming the variable when it does not fit. */
-static deta_err_t copy_secret(const char *name, const char *v, char *dst, size_t dstsize,
-                              char *errstr, size_t errsize) {
-    v = v ? v : "";
-    size_t len = strlen(v);
-    if (len >= dstsize)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: longer than %zu bytes", name,
-                         dstsize - 1);
-    memcpy(dst, v, len + 1);
-    return DETA_OK;
-}
-
 deta_err_t deta_config_secret(const char *name, const char *def, char *dst, size_t dstsize,
                               char *errstr, size_t errsize) {
     if (dstsize == 0)
@@ -199,7 +192,7 @@ deta_err_t deta_config_secret(const char *name, const char *def, char *dst, size
         return deta_errf(DETA_ERR_INVALID, errstr, errsize,
                          "%s and %s are both set: set one of them", name, file_var);
     if (!path)
-        return copy_secret(name, value ? value : def, dst, dstsize, errstr, errsize);
+        return copy_value(name, value ? value : def, dst, dstsize, errstr, errsize);
     /* Room for the value and a trailing "\r\n". */
     char *buf;
     size_t len;
@@ -220,7 +213,7 @@ deta_err_t deta_config_secret(const char *name, const char *def, char *dst, size
         err = deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: %.200s is longer than %zu bytes",
                         file_var, path, dstsize - 1);
     else if (n == 0)
-        err = copy_secret(name, def, dst, dstsize, errstr, errsize);
+        err = copy_value(name, def, dst, dstsize, errstr, errsize);
     else {
         memcpy(dst, buf, n);
         dst[n] = '\0';
@@ -240,12 +233,12 @@ static deta_err_t load_identity(deta_config_t *cfg, const char *service, char *e
     strcpy(cfg->service, service);
     char def[sizeof cfg->instance_id];
     snprintf(def, sizeof def, "%s-%ld", service, (long)getpid());
-    return config_copy("INSTANCE_ID", def, cfg->instance_id, sizeof cfg->instance_id, errstr,
+    return deta_config_text("INSTANCE_ID", def, cfg->instance_id, sizeof cfg->instance_id, errstr,
                        errsize);
 }
 
 static deta_err_t load_kafka(deta_config_t *cfg, char *errstr, size_t errsize) {
-    deta_err_t err = config_copy("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092",
+    deta_err_t err = deta_config_text("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092",
                                  cfg->kafka_bootstrap, sizeof cfg->kafka_bootstrap, errstr,
                                  errsize);
     if (err)
@@ -263,10 +256,10 @@ static deta_err_t load_kafka(deta_config_t *cfg, char *errstr, size_t errsize) {
 static deta_err_t load_postgres(deta_config_t *cfg, const char *database, char *errstr,
                                 size_t errsize) {
     deta_err_t err;
-    if ((err = config_copy("PGHOST", "localhost", cfg->pg_host, sizeof cfg->pg_host, errstr,
+    if ((err = deta_config_text("PGHOST", "localhost", cfg->pg_host, sizeof cfg->pg_host, errstr,
                            errsize)) ||
         (err = config_int("PGPORT", 5432, 1, 65535, &cfg->pg_port, errstr, errsize)) ||
-        (err = config_copy("PGUSER", "postgres", cfg->pg_user, sizeof cfg->pg_user, errstr,
+        (err = deta_config_text("PGUSER", "postgres", cfg->pg_user, sizeof cfg->pg_user, errstr,
                            errsize)) ||
         (err = deta_config_secret("PGPASSWORD", "postgres", cfg->pg_password,
                                   sizeof cfg->pg_password, errstr, errsize)) ||
@@ -277,7 +270,7 @@ static deta_err_t load_postgres(deta_config_t *cfg, const char *database, char *
         (err = config_int("PG_LOCK_TIMEOUT_MS", 10000, 0, 3600000, &cfg->pg_lock_timeout_ms,
                           errstr, errsize)))
         return err;
-    return config_copy("PGDATABASE", database ? database : "postgres", cfg->pg_database,
+    return deta_config_text("PGDATABASE", database ? database : "postgres", cfg->pg_database,
                        sizeof cfg->pg_database, errstr, errsize);
 }
 
@@ -285,7 +278,7 @@ static deta_err_t load_postgres(deta_config_t *cfg, const char *database, char *
  * wrong path stops the service at start rather than failing every connection. */
 static deta_err_t config_file(const char *name, char *dst, size_t dstsize, char *errstr,
                               size_t errsize) {
-    deta_err_t err = config_copy(name, "", dst, dstsize, errstr, errsize);
+    deta_err_t err = deta_config_text(name, "", dst, dstsize, errstr, errsize);
     if (err || !dst[0])
         return err;
     if (access(dst, R_OK) != 0)
@@ -332,11 +325,11 @@ static deta_err_t load_postgres_tls(deta_config_t *cfg, char *errstr, size_t err
 }
 
 static deta_err_t load_redis(deta_config_t *cfg, char *errstr, size_t errsize) {
-    deta_err_t err = config_copy("REDIS_HOST", "localhost", cfg->redis_host,
+    deta_err_t err = deta_config_text("REDIS_HOST", "localhost", cfg->redis_host,
                                  sizeof cfg->redis_host, errstr, errsize);
     if (err)
         return err;
-    if ((err = config_copy("REDIS_USERNAME", "", cfg->redis_username,
+    if ((err = deta_config_text("REDIS_USERNAME", "", cfg->redis_username,
                            sizeof cfg->redis_username, errstr, errsize)) ||
         (err = deta_config_secret("REDIS_PASSWORD", "", cfg->redis_password,
                                   sizeof cfg->redis_password, errstr, errsize)))
@@ -378,7 +371,7 @@ static deta_err_t load_http(deta_config_t *cfg, int port, char *errstr, size_t e
                                errstr, errsize)))
         return err;
     if ((err = config_int("HTTP_THREADS", 4, 1, 64, &cfg->http_threads, errstr, errsize)) ||
-        (err = config_copy("HTTP_CORS_ORIGINS", "", cfg->http_cors_origins,
+        (err = deta_config_text("HTTP_CORS_ORIGINS", "", cfg->http_cors_origins,
                            sizeof cfg->http_cors_origins, errstr, errsize)))
         return err;
     if ((err = load_http_bounds(cfg, errstr, errsize)))

@@ -44,18 +44,13 @@ static const char *const mechanisms[] = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-51
 /* Built into librdkafka, refused here (see the top). */
 static const char *const unsupported_mechanisms[] = {"GSSAPI", "OAUTHBEARER"};
 
-/* A variable's value into dst, "" when unset or empty; too long is an error. */
+/* A variable's value into dst, "" when unset or empty; too long is an error. The
+ * passwords may come from NAME_FILE (deta_config_secret). */
 static deta_err_t copy_var(const char *name, char *dst, size_t dstsize, char *errstr,
                            size_t errsize) {
     if (strstr(name, "_PASSWORD"))
         return deta_config_secret(name, "", dst, dstsize, errstr, errsize);
-    const char *v = deta_config_str(name, "");
-    size_t len = strlen(v);
-    if (len >= dstsize)
-        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "%s: longer than %zu bytes", name,
-                         dstsize - 1);
-    memcpy(dst, v, len + 1);
-    return DETA_OK;
+    return deta_config_text(name, "", dst, dstsize, errstr, errsize);
 }
 
 /* value's canonical spelling among names, compared without case; NULL if none. */

@@ -31,7 +31,9 @@
 static const char *const vars[] = {
     "DETA_TEST_SECRET", "DETA_TEST_SECRET_FILE", "PGPASSWORD", "PGPASSWORD_FILE",
     "OPERATOR_TOKEN", "OPERATOR_TOKEN_FILE", "READER_TOKEN", "READER_TOKEN_FILE",
-    "HTTP_READS_NEED_AUTH"};
+    "HTTP_READS_NEED_AUTH", "REDIS_USERNAME", "REDIS_PASSWORD", "REDIS_PASSWORD_FILE",
+    "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME",
+    "KAFKA_SASL_PASSWORD", "KAFKA_SASL_PASSWORD_FILE"};
 
 static char dir[64];
 
@@ -195,6 +197,29 @@ static void test_library_secrets_from_files(void **state) {
     assert_non_null(strstr(err, "PGPASSWORD and PGPASSWORD_FILE"));
 }
 
+/* Redis's and Kafka's passwords from files too. */
+static void test_redis_and_kafka_secrets_from_files(void **state) {
+    (void)state;
+    char path[256], err[256];
+    deta_config_t cfg;
+    write_file("redis", SECRET "\n", strlen(SECRET) + 1, path, sizeof path);
+    setenv("REDIS_USERNAME", "payment-service", 1);
+    setenv("REDIS_PASSWORD_FILE", path, 1);
+    write_file("kafka", OP, strlen(OP), path, sizeof path);
+    setenv("KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT", 1);
+    setenv("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512", 1);
+    setenv("KAFKA_SASL_USERNAME", "payment-service", 1);
+    setenv("KAFKA_SASL_PASSWORD_FILE", path, 1);
+    if (load(&cfg, err, sizeof err) != DETA_OK)
+        fail_msg("%s", err);
+    assert_string_equal(cfg.redis_password, SECRET);
+    assert_string_equal(cfg.kafka_security.sasl_password, OP);
+    setenv("KAFKA_SASL_PASSWORD", OP, 1);
+    assert_int_equal(load(&cfg, err, sizeof err), DETA_ERR_INVALID);
+    assert_non_null(strstr(err, "KAFKA_SASL_PASSWORD and KAFKA_SASL_PASSWORD_FILE"));
+    assert_null(strstr(err, OP));
+}
+
 /* A refused token setting: named, not shown, and nothing secret left behind. */
 static void refused_config(const char *named) {
     deta_config_t cfg;
@@ -237,6 +262,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         T(test_from_variable_or_default), T(test_from_file), T(test_bad_files),
         T(test_both_set), T(test_library_secrets_from_files), T(test_token_settings_refused),
+        T(test_redis_and_kafka_secrets_from_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -81,7 +81,8 @@
  *                                      operator token; health, metrics and the console's
  *                                      files stay open. On needs one of the two tokens)
  *
- * Secrets. PGPASSWORD, OPERATOR_TOKEN and READER_TOKEN (and every secret a service
+ * Secrets. PGPASSWORD, REDIS_PASSWORD, KAFKA_SASL_PASSWORD, KAFKA_SSL_KEY_PASSWORD,
+ * OPERATOR_TOKEN and READER_TOKEN (and every secret a service
  * reads, with deta_config_secret) may instead come from a file: NAME_FILE names it
  * (a Docker or Kubernetes secret), its one trailing newline removed. Setting both
  * NAME and NAME_FILE is an error naming both. A secret's value is never echoed in
@@ -168,6 +169,10 @@ deta_err_t deta_config_load(deta_config_t *cfg, const char *name, char *errstr, 
 
 /* getenv, with def when unset or empty. */
 const char *deta_config_str(const char *name, const char *def);
+/* A text variable (def when unset or empty) copied into dst; DETA_ERR_INVALID naming
+ * the variable when it does not fit (never truncated). */
+deta_err_t deta_config_text(const char *name, const char *def, char *dst, size_t dstsize,
+                            char *errstr, size_t errsize);
 /* An integer variable within [min, max]; def when unset or empty. */
 deta_err_t deta_config_int(const char *name, long def, long min, long max, long *out,
                            char *errstr, size_t errsize);
