@@ -769,11 +769,12 @@ start_service() {
   local console=() creds=()
   mapfile -t console < <(console_env "$name")
   mapfile -t creds < <(service_credentials "$(part_service "$name")")
-  local tokens=(-u OPERATOR_TOKEN)
+  # env's options (-u) before its assignments.
+  local unset=(-u OPERATOR_TOKEN) tokens=()
   case "$(part_service "$name")" in
-    inventory-service | query-api) tokens=(OPERATOR_TOKEN="$(stack_token operator)") ;;
+    inventory-service | query-api) unset=() tokens=(OPERATOR_TOKEN="$(stack_token operator)") ;;
   esac
-  launch "$name" "$ROOT" env "${creds[@]}" "${tokens[@]}" "${instance[@]}" "${console[@]}" HTTP_PORT="$CHOSEN_PORT" \
+  launch "$name" "$ROOT" env "${unset[@]}" "${creds[@]}" "${tokens[@]}" "${instance[@]}" "${console[@]}" HTTP_PORT="$CHOSEN_PORT" \
     KAFKA_BOOTSTRAP_SERVERS="$(broker_bootstrap)" KAFKA_SESSION_TIMEOUT_MS=6000 \
     PGHOST=127.0.0.1 PGPORT="$pg" \
     REDIS_HOST=127.0.0.1 REDIS_PORT="$redis" LOG_LEVEL="$LOG_LEVEL" \

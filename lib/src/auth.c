@@ -15,6 +15,12 @@
 #include <string.h>
 #include <strings.h>
 
+void deta_auth_wipe(deta_auth_t *auth) {
+    explicit_bzero(auth->operator_token, sizeof auth->operator_token);
+    explicit_bzero(auth->reader_token, sizeof auth->reader_token);
+    auth->reads_need_token = false;
+}
+
 bool deta_secret_equal(const char *expected, const char *given) {
     size_t elen = strlen(expected), glen = strlen(given);
     volatile unsigned char diff = elen != glen;

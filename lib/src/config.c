@@ -194,8 +194,8 @@ deta_err_t deta_config_secret(const char *name, const char *def, char *dst, size
     if (!path)
         return copy_value(name, value ? value : def, dst, dstsize, errstr, errsize);
     /* Room for the value and a trailing "\r\n". */
-    char *buf;
-    size_t len;
+    char *buf = NULL;
+    size_t len = 0;
     deta_err_t err =
         read_secret_file(file_var, path, dstsize + 1, dstsize - 1, &buf, &len, errstr, errsize);
     if (err)
@@ -450,7 +450,8 @@ deta_err_t deta_config_load_service(deta_config_t *cfg, const deta_service_def_t
         (err = load_auth(&cfg->auth, errstr, errsize))) {
         /* No secret outlives a refused configuration. */
         explicit_bzero(cfg->pg_password, sizeof cfg->pg_password);
-        explicit_bzero(&cfg->auth, sizeof cfg->auth);
+        explicit_bzero(cfg->redis_password, sizeof cfg->redis_password);
+        deta_auth_wipe(&cfg->auth);
         return err;
     }
     return DETA_OK;

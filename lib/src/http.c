@@ -397,7 +397,7 @@ void deta_http_server_set_auth(deta_http_server_t *srv, const deta_auth_t *auth)
     if (auth)
         srv->auth = *auth;
     else
-        explicit_bzero(&srv->auth, sizeof srv->auth);
+        deta_auth_wipe(&srv->auth);
 }
 
 int deta_http_server_port(const deta_http_server_t *srv) { return srv ? srv->port : 0; }
@@ -435,7 +435,7 @@ void deta_http_server_free(deta_http_server_t *srv) {
     free(srv->routes);
     free(srv->static_root);
     free(srv->static_csp);
-    explicit_bzero(&srv->auth, sizeof srv->auth);
+    deta_auth_wipe(&srv->auth);
     free(srv);
 }
 
@@ -835,7 +835,8 @@ static enum MHD_Result begin_request(deta_http_server_t *srv, struct MHD_Connect
         return MHD_NO;
     *con_cls = r;
     r->conn_rec = http_guard_conn(conn);
-    http_guard_headers_in(srv->guard, r->conn_rec);
+    if (!http_guard_headers_in(srv->guard, r->conn_rec))
+        return MHD_NO; /* cut by the watchdog while MHD still held the headers */
     if (header_size(conn) > (size_t)srv->limits.header_limit) {
         http_guard_count(srv->guard, "header_too_large");
         return respond_error(r, 431, NULL, "request headers exceed HTTP_HEADER_LIMIT (%ld bytes)",
@@ -915,7 +916,8 @@ static enum MHD_Result receive_body(request_t *r, const char *data, size_t *size
 
 /* The whole body is in: parse, run the handler, answer. */
 static enum MHD_Result finish_request(request_t *r) {
-    http_guard_request_in(r->srv->guard, r->conn_rec);
+    if (!http_guard_request_in(r->srv->guard, r->conn_rec))
+        return MHD_NO; /* answered 408 and cut: the rest of the body came too late */
     if (r->too_large) {
         count_rejection(r, "body_too_large");
         return respond_error(r, 413, NULL, "request body exceeds %ld bytes", r->srv->body_limit);

@@ -391,23 +391,29 @@ http_admission_t http_guard_admission(const http_conn_t *c) {
     return c ? c->admission : HTTP_ADMITTED; /* constant after STARTED */
 }
 
-static void set_phase(http_guard_t *g, http_conn_t *c, phase_t phase, int timeout_ms) {
+/* false when the watchdog cut the connection: whatever is still buffered of its
+ * request must not be served (its client was told 408, or nothing). */
+static bool set_phase(http_guard_t *g, http_conn_t *c, phase_t phase, int timeout_ms) {
     if (!g || !c)
-        return;
+        return true;
     pthread_mutex_lock(&g->lock);
-    if (c->phase != PHASE_CUT) {
+    bool live = c->phase != PHASE_CUT;
+    if (live) {
         c->phase = phase;
         c->deadline = timeout_ms > 0 ? deta_clock_ms() + timeout_ms : 0;
     }
     pthread_mutex_unlock(&g->lock);
+    return live;
 }
 
-void http_guard_headers_in(http_guard_t *g, http_conn_t *c) {
-    set_phase(g, c, PHASE_BODY, g ? g->limits.body_timeout_ms : 0);
+bool http_guard_headers_in(http_guard_t *g, http_conn_t *c) {
+    return set_phase(g, c, PHASE_BODY, g ? g->limits.body_timeout_ms : 0);
 }
 
-void http_guard_request_in(http_guard_t *g, http_conn_t *c) { set_phase(g, c, PHASE_SERVED, 0); }
+bool http_guard_request_in(http_guard_t *g, http_conn_t *c) {
+    return set_phase(g, c, PHASE_SERVED, 0);
+}
 
 void http_guard_request_done(http_guard_t *g, http_conn_t *c) {
-    set_phase(g, c, PHASE_HEADERS, g ? g->limits.header_timeout_ms : 0);
+    (void)set_phase(g, c, PHASE_HEADERS, g ? g->limits.header_timeout_ms : 0);
 }

@@ -8,6 +8,7 @@
 #define DETA_HTTP_GUARD_H
 
 #include <microhttpd.h>
+#include <stdbool.h>
 
 #include "deta/err.h"
 #include "deta/http.h"
@@ -42,9 +43,12 @@ http_admission_t http_guard_admission(const http_conn_t *c);
 /* The phases of a request, each from the connection's own thread: the headers are in
  * (the body's time starts), the whole request is in or was answered early (no time
  * bound: the handler runs, the answer goes out), the request is done and the
- * connection waits for the next one's headers (kept alive). c may be NULL. */
-void http_guard_headers_in(http_guard_t *g, http_conn_t *c);
-void http_guard_request_in(http_guard_t *g, http_conn_t *c);
+ * connection waits for the next one's headers (kept alive). c may be NULL. The first
+ * two are false when the watchdog has cut the connection: what MHD still had buffered
+ * of its request is then dropped, never served (its client was answered 408 or
+ * nothing, so it must not be carried out). */
+bool http_guard_headers_in(http_guard_t *g, http_conn_t *c);
+bool http_guard_request_in(http_guard_t *g, http_conn_t *c);
 void http_guard_request_done(http_guard_t *g, http_conn_t *c);
 
 /* Counts one refusal in http_refused_total{reason}: "connections",

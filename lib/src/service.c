@@ -355,7 +355,7 @@ deta_service_t *deta_service_new(const deta_service_def_t *def, char *errstr, si
     deta_http_server_set_metrics(s->http, s->metrics);
     /* The tokens live in the HTTP server alone from here on. */
     deta_http_server_set_auth(s->http, &s->cfg.auth);
-    explicit_bzero(&s->cfg.auth, sizeof s->cfg.auth);
+    deta_auth_wipe(&s->cfg.auth);
     if (set_http_limits(s, errstr, errsize) != DETA_OK ||
         deta_http_server_set_cors(s->http, s->cfg.http_cors_origins, errstr, errsize) != DETA_OK) {
         deta_service_free(s);

@@ -78,7 +78,8 @@ sources_of() {
     query_params) echo services/query-api/domain.c services/query-api/deadletters/domain.c \
       "$EVENT_SOURCES" ;;
     dead_letter) echo services/query-api/deadletters/domain.c "$EVENT_SOURCES" ;;
-    settings) echo lib/src/config.c lib/src/http_cors.c lib/src/log.c lib/src/cql_values.c \
+    settings) echo lib/src/config.c lib/src/config_kafka.c lib/src/auth.c lib/src/http_cors.c \
+      lib/src/log.c lib/src/cql_values.c \
       services/order-service/settings.c services/payment-service/settings.c \
       services/inventory-service/settings.c services/delivery-service/settings.c \
       services/query-api/settings.c services/payment-service/domain.c \

@@ -79,4 +79,8 @@ bool deta_secret_equal(const char *expected, const char *given);
 deta_err_t deta_auth_check_token(const char *name, const char *value, char *errstr,
                                  size_t errsize);
 
+/* Both tokens wiped (explicit_bzero) and reads opened: what a copy that is done with
+ * leaves behind. */
+void deta_auth_wipe(deta_auth_t *auth);
+
 #endif
