@@ -77,6 +77,10 @@ start_cluster() {
   exit 1
 }
 
+# This server is plain TCP, whatever the caller's stack uses (test.sh exports
+# PGSSLMODE=verify-full for its TLS Postgres): no TLS settings leak in.
+unset PGSSLMODE PGSSLROOTCERT PGSSLCERT PGSSLKEY PGUSER PGPASSWORD PGDATABASE PGPORT
+
 # What the entrypoint does: the superuser over the Unix socket.
 export PGHOST=$TMP/sock POSTGRES_USER=postgres
 export ORDER_DB_PASSWORD="o'p \"w\" \$x \\y"
