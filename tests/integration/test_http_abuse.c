@@ -240,21 +240,11 @@ static void idle_connections_and_a_slow_client_do_not_stop_an_order(void **state
 static pid_t own = -1;
 static int own_port;
 
-static void free_port(char *buf, size_t size) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    snprintf(buf, size, "%d", ntohs(a.sin_port));
-    close(fd);
-}
-
 static int own_start(void **state) {
     (void)state;
     char port[16];
     static char url[64];
-    free_port(port, sizeof port);
+    ts_free_port(port, sizeof port);
     own_port = atoi(port);
     setenv("ABUSE_TEST_PORT", port, 1);
     snprintf(url, sizeof url, "http://127.0.0.1:%s", port);

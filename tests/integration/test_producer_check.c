@@ -74,24 +74,7 @@ static char *payment_event(const char *type, const char *producer, const char *o
         json_object_set_new(payload, "reason", json_string("DECLINED_CUSTOMER"));
         json_object_set_new(payload, "failedAt", json_string(now));
     }
-    deta_event_t ev;
-    char err[256];
-    if (deta_event_init(&ev, type, order, order, producer, payload, err, sizeof err) != DETA_OK)
-        fail_msg("event: %s", err);
-    if (event_id)
-        memcpy(event_id, ev.event_id, sizeof ev.event_id);
-    char *text = deta_event_serialize(&ev);
-    deta_event_clear(&ev);
-    assert_non_null(text);
-    return text;
-}
-
-static long count_rows(const char *db, const char *sql, const char *order) {
-    PGconn *c = ts_pg(db);
-    const char *params[] = {order};
-    long n = ts_pg_long(c, sql, 1, params);
-    PQfinish(c);
-    return n;
+    return ts_event_by(producer, type, order, order, payload, event_id);
 }
 
 /* The order's read-model document, as text (to free). */
@@ -134,7 +117,7 @@ static void forged_payment_authorized_is_dead_lettered(void **state) {
 
     /* Not paid: no delivery, the read model never authorized. */
     assert_int_equal(
-        count_rows("delivery_db", "SELECT count(*) FROM deliveries WHERE order_id = $1", order), 0);
+        ts_db_long("delivery_db", "SELECT count(*) FROM deliveries WHERE order_id = $1", order), 0);
     char *doc = read_model(order);
     assert_null(strstr(doc, DETA_EVT_PAYMENT_AUTHORIZED));
     assert_null(strstr(doc, DETA_STATE_PAYMENT_AUTHORIZED));

@@ -14,9 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -149,16 +147,6 @@ static void order_and_inventory_allow_query_apis_origin(void **state) {
 
 /* ---- a query-api of the test's own ---- */
 
-static void free_port(char *buf, size_t size) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    snprintf(buf, size, "%d", ntohs(a.sin_port));
-    close(fd);
-}
-
 static void stop(pid_t pid) {
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
@@ -172,7 +160,7 @@ static void own_query_api_serves_the_console(void **state) {
     FILE *f = fopen(path, "w");
     fputs("<!doctype html><title>console</title>", f);
     fclose(f);
-    free_port(port, sizeof port);
+    ts_free_port(port, sizeof port);
     setenv("CONSOLE_TEST_PORT", port, 1);
     snprintf(url, sizeof url, "http://127.0.0.1:%s", port);
     setenv("CONSOLE_TEST_URL", url, 1);
@@ -220,7 +208,7 @@ static void own_query_api_serves_the_console(void **state) {
 /* query-api with one bad setting exits 2 before it serves anything. */
 static void exits_2_with(const char *setting) {
     char port[16];
-    free_port(port, sizeof port);
+    ts_free_port(port, sizeof port);
     setenv("CONSOLE_TEST_PORT", port, 1);
     const char *extra[] = {setting, NULL};
     pid_t pid = ts_service_spawn("query-api", "CONSOLE_TEST_PORT", extra);

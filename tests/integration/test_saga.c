@@ -69,19 +69,11 @@ static int timeline_count(const char *order_id, const char *type) {
     return n;
 }
 
-static long count_in(const char *db, const char *sql, const char *order_id) {
-    PGconn *c = ts_pg(db);
-    const char *params[] = {order_id};
-    long n = ts_pg_long(c, sql, 1, params);
-    PQfinish(c);
-    return n;
-}
-
 /* Each service settles on its own schedule (inventory learns of the payment from
  * another topic than the read model does): poll a service's database, 60 s at most. */
-static void await_count_in(const char *db, const char *sql, const char *order_id, long want) {
+static void await_ts_db_long(const char *db, const char *sql, const char *order_id, long want) {
     long n = -1;
-    for (int i = 0; i < 300 && (n = count_in(db, sql, order_id)) != want; i++)
+    for (int i = 0; i < 300 && (n = ts_db_long(db, sql, order_id)) != want; i++)
         ts_sleep_ms(200);
     if (n != want)
         fail_msg("%s: %s for %s gave %ld, expected %ld", db, sql, order_id, n, want);
@@ -111,11 +103,11 @@ static void happy_path_reaches_delivered(void **state) {
             fail_msg("order %s: expected one %s in the timeline", id, chain[i]);
     assert_int_equal(timeline_count(id, "eta.updated"), 3);
 
-    await_count_in("inventory_db", "SELECT count(*) FROM reservations WHERE order_id = "
+    await_ts_db_long("inventory_db", "SELECT count(*) FROM reservations WHERE order_id = "
                                               "$1 AND status = 'SOLD'", id, 1);
-    await_count_in("delivery_eta", "SELECT count(*) FROM payments WHERE order_id = $1 "
+    await_ts_db_long("delivery_eta", "SELECT count(*) FROM payments WHERE order_id = $1 "
                                               "AND status = 'AUTHORIZED'", id, 1);
-    await_count_in("delivery_db", "SELECT count(*) FROM deliveries WHERE order_id = $1 "
+    await_ts_db_long("delivery_db", "SELECT count(*) FROM deliveries WHERE order_id = $1 "
                                              "AND status = 'DELIVERED'", id, 1);
     await_stock(item, "available", 7);
     await_stock(item, "held", 0);
@@ -133,8 +125,8 @@ static void short_stock_is_rejected_and_never_charged(void **state) {
     await_status(id, DETA_STATE_INVENTORY_REJECTED);
     assert_int_equal(timeline_count(id, "inventory.rejected"), 1);
     assert_int_equal(timeline_count(id, "inventory.reserved"), 0);
-    await_count_in("delivery_eta", "SELECT count(*) FROM payments WHERE order_id = $1", id, 0);
-    await_count_in("delivery_db", "SELECT count(*) FROM deliveries WHERE order_id = $1", id, 0);
+    await_ts_db_long("delivery_eta", "SELECT count(*) FROM payments WHERE order_id = $1", id, 0);
+    await_ts_db_long("delivery_db", "SELECT count(*) FROM deliveries WHERE order_id = $1", id, 0);
     await_stock(item, "available", 1);
     await_stock(item, "held", 0);
     free(id);
@@ -153,11 +145,11 @@ static void declined_payment_releases_the_stock(void **state) {
     for (int i = 0; i < 300 && timeline_count(id, "inventory.released") == 0; i++)
         ts_sleep_ms(200);
     assert_int_equal(timeline_count(id, "inventory.released"), 1);
-    await_count_in("delivery_eta", "SELECT count(*) FROM payments WHERE order_id = $1 "
+    await_ts_db_long("delivery_eta", "SELECT count(*) FROM payments WHERE order_id = $1 "
                                               "AND status = 'DECLINED'", id, 1);
-    await_count_in("inventory_db", "SELECT count(*) FROM reservations WHERE order_id = "
+    await_ts_db_long("inventory_db", "SELECT count(*) FROM reservations WHERE order_id = "
                                               "$1 AND status = 'RELEASED'", id, 1);
-    await_count_in("delivery_db", "SELECT count(*) FROM deliveries WHERE order_id = $1", id, 0);
+    await_ts_db_long("delivery_db", "SELECT count(*) FROM deliveries WHERE order_id = $1", id, 0);
     await_stock(item, "available", 5);
     await_stock(item, "held", 0);
     await_stock(item, "sold", 0);

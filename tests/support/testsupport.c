@@ -12,7 +12,9 @@
 
 #include <hiredis/hiredis.h>
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <librdkafka/rdkafka.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -20,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -196,6 +199,14 @@ long ts_pg_long(PGconn *c, const char *sql, int nparams, const char *const *para
     long v = PQgetisnull(r, 0, 0) ? 0 : atol(PQgetvalue(r, 0, 0));
     PQclear(r);
     return v;
+}
+
+long ts_db_long(const char *dbname, const char *sql, const char *param) {
+    PGconn *c = ts_pg(dbname);
+    const char *params[] = {param};
+    long n = ts_pg_long(c, sql, 1, params);
+    PQfinish(c);
+    return n;
 }
 
 /* ---- Kafka ---- */
@@ -473,15 +484,12 @@ void ts_kafka_produce(const char *topic, const char *key, const char *value) {
     ts_kafka_produce_many(topic, &key, &value, 1);
 }
 
-char *ts_event(const char *event_type, const char *order_id, const char *correlation_id,
-               json_t *payload, char *event_id) {
+char *ts_event_by(const char *producer, const char *event_type, const char *order_id,
+                  const char *correlation_id, json_t *payload, char *event_id) {
     deta_event_t ev;
     char err[256];
-    /* Written as the owner of the type's topic writes it: consumers refuse another
-     * producer (deta/event_check.h). */
-    const char *owner = deta_topic_owner(deta_topic_for_event_type(event_type));
     if (deta_event_init(&ev, event_type, order_id, correlation_id ? correlation_id : order_id,
-                        owner ? owner : "testsupport", payload, err, sizeof err) != DETA_OK)
+                        producer, payload, err, sizeof err) != DETA_OK)
         fail_msg("ts_event: %s", err);
     if (event_id)
         memcpy(event_id, ev.event_id, sizeof ev.event_id);
@@ -491,7 +499,27 @@ char *ts_event(const char *event_type, const char *order_id, const char *correla
     return text;
 }
 
+char *ts_event(const char *event_type, const char *order_id, const char *correlation_id,
+               json_t *payload, char *event_id) {
+    /* Written as the owner of the type's topic writes it: consumers refuse another
+     * producer (deta/event_check.h). */
+    const char *owner = deta_topic_owner(deta_topic_for_event_type(event_type));
+    return ts_event_by(owner ? owner : "testsupport", event_type, order_id, correlation_id,
+                       payload, event_id);
+}
+
 void ts_uuid(char out[37]) { deta_uuid_new(out); }
+
+void ts_free_port(char *buf, size_t size) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    snprintf(buf, size, "%d", ntohs(a.sin_port));
+    close(fd);
+}
 
 /* ---- the local broker's control FIFO ---- */
 

@@ -50,6 +50,8 @@ void ts_http_headers(const char *method, const char *base_var, const char *path,
 PGconn *ts_pg(const char *dbname);
 /* First column of the first row of a query with text parameters, as a long. */
 long ts_pg_long(PGconn *c, const char *sql, int nparams, const char *const *params);
+/* The same on a connection of its own to dbname, for a query with one parameter. */
+long ts_db_long(const char *dbname, const char *sql, const char *param);
 
 /* A fresh raw connection to the test stack's Redis (hiredis's redisContext,
  * declared opaque here); fails the test when it cannot connect. */
@@ -107,8 +109,15 @@ void ts_kafka_produce_many(const char *topic, const char *const *keys,
  * (37 bytes). correlation_id NULL means a fresh one. */
 char *ts_event(const char *event_type, const char *order_id, const char *correlation_id,
                json_t *payload, char *event_id);
+/* The same, written by producer (a test of who may write what). */
+char *ts_event_by(const char *producer, const char *event_type, const char *order_id,
+                  const char *correlation_id, json_t *payload, char *event_id);
 /* A fresh UUID, for order ids and the like. */
 void ts_uuid(char out[37]);
+
+/* A TCP port on 127.0.0.1 that was free a moment ago, as decimal text: for a
+ * service the test starts of its own. */
+void ts_free_port(char *buf, size_t size);
 
 /* A line for the local broker's control FIFO: "down all", "up all", ... */
 void ts_broker(const char *command);
