@@ -317,7 +317,7 @@ launch() {
 part_healthy() {
   local part=$1 port=$2
   case "$part" in
-    postgres) pg_isready -q -h 127.0.0.1 -p "$port" -t 2 ;;
+    postgres) pg_superuser pg_isready -q -h 127.0.0.1 -p "$port" -t 2 ;;
     redis)
       [ "$(REDISCLI_AUTH=$(stack_secret REDIS_PASSWORD) timeout 2 redis-cli --no-auth-warning \
         -h 127.0.0.1 -p "$port" --user "$REDIS_ADMIN_USER" ping 2>/dev/null)" = PONG ]

@@ -48,8 +48,11 @@ export PAYMENT_DECLINE_CUSTOMERS=${PAYMENT_DECLINE_CUSTOMERS:-decline-*}
 # Postgres over TLS only (stack.sh's PG_TLS): every integration test proves that
 # the services and the tests connect with verify-full against the stack's CA.
 export PG_TLS=${PG_TLS:-on}
-export PG_PORT=25432 REDIS_PORT=26379 QUERY_API_PORT=28080 ORDER_SERVICE_PORT=28081 \
-  PAYMENT_SERVICE_PORT=28082 INVENTORY_SERVICE_PORT=28083 DELIVERY_SERVICE_PORT=28084
+test_ports() {
+  export PG_PORT=25432 REDIS_PORT=26379 QUERY_API_PORT=28080 ORDER_SERVICE_PORT=28081 \
+    PAYMENT_SERVICE_PORT=28082 INVENTORY_SERVICE_PORT=28083 DELIVERY_SERVICE_PORT=28084
+}
+test_ports
 
 FAILED=()
 step() { printf '\n==> %s\n' "$*"; }
@@ -90,6 +93,7 @@ main() {
   scripts/stack.sh clean
   trap stack_down EXIT
   if scripts/stack.sh up; then
+    STACK_VARS=$(sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' "$STACK_DIR/stack.env")
     set -a
     # shellcheck disable=SC1091
     . "$STACK_DIR/stack.env"
@@ -106,6 +110,12 @@ main() {
   fi
   trap - EXIT
   stack_down
+  # The stacks below are others: none of this one's addresses, passwords, tokens
+  # or CA (PGSSLROOTCERT) may leak into them.
+  local v
+  for v in ${STACK_VARS:-}; do unset "$v"; done
+  export STACK_DIR=.local/test BUILD_DIR=$ASAN_BUILD
+  test_ports
 
   step "sanitizer reports in the stack's logs"
   scan_sanitizer_logs

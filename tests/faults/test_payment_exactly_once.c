@@ -318,11 +318,16 @@ static void lost_commit_answer_is_recorded_not_a_duplicate(void **state) {
     (void)state;
     assert_int_equal(ts_stack("stop payment-service"), 0);
     int port = 0;
-    cut = pgcut_start(atoi(ts_env("PGPORT")), &port);
+    char pg_socket[256];
+    snprintf(pg_socket, sizeof pg_socket, "%s/run/.s.PGSQL.%s", ts_env("STACK_DIR"),
+             ts_env("PGPORT"));
+    cut = pgcut_start(pg_socket, &port);
     assert_non_null(cut);
     static char pgport[32];
     snprintf(pgport, sizeof pgport, "PGPORT=%d", port);
-    const char *extra[] = {pgport, "PGHOST=127.0.0.1", "PAYMENT_DB_CONNECTIONS=1", NULL};
+    /* Plain to the relay (it reads the statements), which is plain to the socket. */
+    const char *extra[] = {pgport, "PGHOST=127.0.0.1", "PGSSLMODE=disable",
+                           "PAYMENT_DB_CONNECTIONS=1", NULL};
     child = ts_service_spawn("payment-service", "PAYMENT_SERVICE_PORT", extra);
     await_child_healthy();
 

@@ -8,9 +8,11 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define PGCUT_MARKER_MAX 128
@@ -26,7 +28,7 @@ static bool has_commit(const char *buf, size_t n);
 
 struct pgcut {
     int listener;
-    int pg_port;
+    char pg_socket[108]; /* sun_path's size */
     pthread_t acceptor;
     pthread_mutex_t lock;
     char marker[PGCUT_MARKER_MAX]; /* "" when not armed */
@@ -118,10 +120,10 @@ static void *relay(void *arg) {
     return NULL;
 }
 
-static int connect_pg(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+static int connect_pg(const char *path) {
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
     if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
         close(fd);
         fd = -1;
@@ -139,7 +141,7 @@ static void *accept_loop(void *arg) {
         if (client < 0)
             continue;
         pgcut_pair_t *p = malloc(sizeof *p);
-        int server = connect_pg(c->pg_port);
+        int server = connect_pg(c->pg_socket);
         pthread_t t;
         if (!p || server < 0) {
             close(client);
@@ -162,11 +164,13 @@ static void *accept_loop(void *arg) {
     return NULL;
 }
 
-pgcut_t *pgcut_start(int pg_port, int *port) {
+pgcut_t *pgcut_start(const char *pg_socket, int *port) {
+    if (strlen(pg_socket) >= sizeof((struct sockaddr_un *)0)->sun_path)
+        return NULL;
     pgcut_t *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    c->pg_port = pg_port;
+    snprintf(c->pg_socket, sizeof c->pg_socket, "%s", pg_socket);
     pthread_mutex_init(&c->lock, NULL);
     c->listener = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET};

@@ -18,8 +18,12 @@
 
 typedef struct pgcut pgcut_t;
 
-/* A relay to 127.0.0.1:pg_port; its own port in *port. NULL on failure. */
-pgcut_t *pgcut_start(int pg_port, int *port);
+/* A relay to the Postgres listening on the Unix socket at pg_socket (a path,
+ * e.g. "<STACK_DIR>/run/.s.PGSQL.<port>"); its own loopback TCP port in *port.
+ * The socket, not TCP: where the server takes TCP over TLS only (stack.sh's
+ * PG_TLS=on), its socket is still plain, so the relay can read the statements;
+ * its clients connect with PGSSLMODE=disable. NULL on failure. */
+pgcut_t *pgcut_start(const char *pg_socket, int *port);
 /* The next COMMIT after a client message containing marker loses its answer. */
 void pgcut_arm(pgcut_t *c, const char *marker);
 /* Whether an armed cut has happened. */
