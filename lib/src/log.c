@@ -12,6 +12,8 @@
  * silently because of what it was asked to say.
  *
  * Before deta_log_init the service is "unknown" and the level filter is info.
+ * A line written inside a span (the thread's current span, deta/trace.h) carries
+ * "trace_id" and "span_id", so that logs and traces join.
  */
 #include "deta/log.h"
 
@@ -26,6 +28,7 @@
 #include <jansson.h>
 
 #include "deta/envelope.h"
+#include "deta/trace.h"
 
 #define LOG_MSG_MAX 4096   /* longest message kept, in bytes */
 #define LOG_ID_MAX 128     /* longest orderId / correlationId kept */
@@ -140,6 +143,10 @@ static char *build_line(deta_log_level_t level, const char *order_id,
         ok = add_text(j, "orderId", order_id, LOG_ID_MAX);
     if (ok && correlation_id)
         ok = add_text(j, "correlationId", correlation_id, LOG_ID_MAX);
+    char trace_id[33], span_id[17];
+    if (ok && deta_span_current_ids(trace_id, span_id)) /* inside a span (deta/trace.h) */
+        ok = add_text(j, "trace_id", trace_id, sizeof trace_id) &&
+             add_text(j, "span_id", span_id, sizeof span_id);
     char *line = ok ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     return line;

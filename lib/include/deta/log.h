@@ -4,7 +4,8 @@
  *   {"time":"2026-11-25T12:38:05.123Z","level":"info","service":"order-service",
  *    "message":"order created","orderId":"...","correlationId":"..."}
  *
- * orderId and correlationId appear only when given. Lines are written whole
+ * orderId and correlationId appear only when given; trace_id and span_id (hex)
+ * only inside a span (deta/trace.h). Lines are written whole
  * (thread-safe, never interleaved) and flushed.
  */
 #ifndef DETA_LOG_H
