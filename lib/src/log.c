@@ -28,7 +28,6 @@
 #include <jansson.h>
 
 #include "deta/envelope.h"
-#include "deta/trace.h"
 
 #define LOG_MSG_MAX 4096   /* longest message kept, in bytes */
 #define LOG_ID_MAX 128     /* longest orderId / correlationId kept */
@@ -39,6 +38,9 @@ static const char *const level_names[] = {"debug", "info", "warn", "error"};
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int log_min_level = DETA_LOG_INFO;
 static char log_service[LOG_SERVICE_MAX] = "unknown";
+static _Atomic(deta_log_ids_fn) log_trace_ids; /* NULL: none */
+
+void deta_log_set_trace_ids(deta_log_ids_fn fn) { atomic_store(&log_trace_ids, fn); }
 
 bool deta_log_level_parse(const char *name, deta_log_level_t *out) {
     if (!name)
@@ -144,7 +146,8 @@ static char *build_line(deta_log_level_t level, const char *order_id,
     if (ok && correlation_id)
         ok = add_text(j, "correlationId", correlation_id, LOG_ID_MAX);
     char trace_id[33], span_id[17];
-    if (ok && deta_span_current_ids(trace_id, span_id)) /* inside a span (deta/trace.h) */
+    deta_log_ids_fn ids = atomic_load(&log_trace_ids);
+    if (ok && ids && ids(trace_id, span_id)) /* inside a span (deta/trace.h) */
         ok = add_text(j, "trace_id", trace_id, sizeof trace_id) &&
              add_text(j, "span_id", span_id, sizeof span_id);
     char *line = ok ? json_dumps(j, JSON_COMPACT) : NULL;

@@ -21,6 +21,7 @@
  * one in the span, and ending an entered span puts that one back.
  */
 #include "trace_internal.h"
+#include "deta/log.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -107,27 +108,6 @@ static int64_t now_ns(void) {
 
 /* ---- the sampler ---- */
 
-static const char *const sampler_names[] = {
-    [DETA_SAMPLER_ALWAYS_ON] = "always_on",
-    [DETA_SAMPLER_ALWAYS_OFF] = "always_off",
-    [DETA_SAMPLER_TRACEIDRATIO] = "traceidratio",
-    [DETA_SAMPLER_PARENTBASED_ALWAYS_ON] = "parentbased_always_on",
-    [DETA_SAMPLER_PARENTBASED_ALWAYS_OFF] = "parentbased_always_off",
-    [DETA_SAMPLER_PARENTBASED_TRACEIDRATIO] = "parentbased_traceidratio",
-};
-
-bool deta_sampler_parse(const char *name, deta_sampler_kind_t *out) {
-    if (!name)
-        return false;
-    for (size_t i = 0; i < sizeof sampler_names / sizeof *sampler_names; i++) {
-        if (strcmp(name, sampler_names[i]) == 0) {
-            *out = (deta_sampler_kind_t)i;
-            return true;
-        }
-    }
-    return false;
-}
-
 /* The ratio decision: the trace id's last 8 bytes (the random part, W3C level
  * 2) as a number below ratio * 2^64. */
 static bool ratio_says(double ratio, const uint8_t trace_id[16]) {
@@ -170,8 +150,10 @@ deta_err_t deta_trace_start(const deta_trace_config_t *cfg, const char *instance
         return DETA_OK;
     sampler = cfg->sampler;
     deta_err_t err = deta_otlp_start(cfg, instance, metrics, errstr, errsize);
-    if (err == DETA_OK)
+    if (err == DETA_OK) {
+        deta_log_set_trace_ids(deta_span_current_ids);
         atomic_store(&tracing_on, true);
+    }
     return err;
 }
 

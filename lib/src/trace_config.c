@@ -57,6 +57,27 @@ static deta_err_t otel_bool(const char *name, bool *out, char *errstr, size_t er
                      name, v);
 }
 
+static const char *const sampler_names[] = {
+    [DETA_SAMPLER_ALWAYS_ON] = "always_on",
+    [DETA_SAMPLER_ALWAYS_OFF] = "always_off",
+    [DETA_SAMPLER_TRACEIDRATIO] = "traceidratio",
+    [DETA_SAMPLER_PARENTBASED_ALWAYS_ON] = "parentbased_always_on",
+    [DETA_SAMPLER_PARENTBASED_ALWAYS_OFF] = "parentbased_always_off",
+    [DETA_SAMPLER_PARENTBASED_TRACEIDRATIO] = "parentbased_traceidratio",
+};
+
+bool deta_sampler_parse(const char *name, deta_sampler_kind_t *out) {
+    if (!name)
+        return false;
+    for (size_t i = 0; i < sizeof sampler_names / sizeof *sampler_names; i++) {
+        if (strcmp(name, sampler_names[i]) == 0) {
+            *out = (deta_sampler_kind_t)i;
+            return true;
+        }
+    }
+    return false;
+}
+
 static deta_err_t load_endpoint(deta_trace_config_t *cfg, char *errstr, size_t errsize) {
     const char *name = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
     const char *url = deta_config_str(name, NULL);
