@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """otlp_receiver.py - a small OTLP/HTTP receiver for the tests (JSON encoding).
 
-    otlp_receiver.py --port N --out FILE [--delay-ms MS] [--status CODE]
+    otlp_receiver.py --port N --out FILE [--delay-ms MS] [--status CODE] [--discard]
 
 Accepts POST /v1/traces with Content-Type application/json (OTLP's protobuf-JSON
 mapping), appends each request's body, as one line, to FILE (flushed, so a test
@@ -9,7 +9,8 @@ reads what arrived so far) and answers 200 with {} (or --status). With --delay-m
 it holds every request that long before reading and answering: a collector
 slower than the exporter's timeout. "Dead" is the process stopped (SIGTERM):
 connections are then refused. A body that is not JSON is answered 400 and not
-stored. GET /health answers 200, for the test to wait until the receiver
+stored. --discard answers every POST 200 unread (the benchmark's collector, as
+cheap as it gets: scripts/bench.sh BENCH_TRACING=1). GET /health answers 200, for the test to wait until the receiver
 listens. Debian's python3 alone, no package.
 
 tests/faults/test_tracing.c starts it on a free port and points the services'
@@ -33,6 +34,8 @@ def main():
     ap.add_argument("--delay-ms", type=int, default=0)
     ap.add_argument("--status", type=int, default=200)
     ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--discard", action="store_true",
+                    help="answer 200 without parsing or storing (the benchmark's)")
     args = ap.parse_args()
     out = open(args.out, "a", encoding="utf-8")
 
@@ -62,6 +65,9 @@ def main():
             body = self.rfile.read(length) if length else b""
             if self.path != "/v1/traces":
                 self.answer(404)
+                return
+            if args.discard:
+                self.answer(args.status)
                 return
             try:
                 doc = json.loads(body)
