@@ -98,7 +98,9 @@ const deta_migration_t deta_outbox_migrations[] = {
      " WHERE parked_at IS NOT NULL;"},
     {3, "carry the trace context of the transaction that wrote the row",
      "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS traceparent text,"
-     " ADD COLUMN IF NOT EXISTS tracestate text;"},
+     " ADD COLUMN IF NOT EXISTS tracestate text;"
+     "CREATE INDEX IF NOT EXISTS outbox_traced_key_idx ON outbox (msg_key, id)"
+     " WHERE traceparent IS NOT NULL;"},
 };
 const size_t deta_outbox_migrations_count =
     sizeof deta_outbox_migrations / sizeof deta_outbox_migrations[0];
@@ -119,19 +121,33 @@ deta_err_t deta_outbox_add(deta_db_t *db, const char *topic, const deta_event_t 
     char *payload = deta_event_serialize(ev);
     if (!payload)
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
-    /* The current span's context (the transaction's: deta/trace.h); NULL
-     * columns outside any span or with tracing off. */
+    /* The row's trace context (deta/trace.h): the current span's (the
+     * transaction's); outside any span (a ticker, a sweeper), that of the
+     * order's latest traced row, so that the order's saga stays one trace
+     * (none found: the relay starts a new one); NULL with tracing off. */
     char traceparent[DETA_TRACEPARENT_LEN + 1], tracestate[DETA_TRACESTATE_MAX + 1];
     bool traced = deta_span_current_headers(traceparent, tracestate);
     deta_span_event(deta_span_current(), "outbox.add", "messaging.destination.name", topic);
     const char *params[] = {topic, ev->order_id, payload, traced ? traceparent : NULL,
                             traced && tracestate[0] ? tracestate : NULL};
-    deta_err_t err = deta_db_run(db,
-                                 "WITH ins AS (INSERT INTO outbox (topic, msg_key, payload,"
-                                 " traceparent, tracestate)"
-                                 " VALUES ($1, $2, $3, $4, $5) RETURNING id)"
-                                 " SELECT pg_notify('" OUTBOX_CHANNEL "', '') FROM ins",
-                                 5, params, errstr, errsize);
+    deta_err_t err;
+    if (traced || !deta_trace_enabled())
+        err = deta_db_run(db,
+                          "WITH ins AS (INSERT INTO outbox (topic, msg_key, payload,"
+                          " traceparent, tracestate)"
+                          " VALUES ($1, $2, $3, $4, $5) RETURNING id)"
+                          " SELECT pg_notify('" OUTBOX_CHANNEL "', '') FROM ins",
+                          5, params, errstr, errsize);
+    else
+        err = deta_db_run(db,
+                          "WITH ins AS (INSERT INTO outbox (topic, msg_key, payload,"
+                          " traceparent, tracestate)"
+                          " SELECT $1, $2, $3, p.traceparent, p.tracestate FROM (SELECT 1) one"
+                          " LEFT JOIN LATERAL (SELECT traceparent, tracestate FROM outbox"
+                          "  WHERE msg_key = $2 AND traceparent IS NOT NULL"
+                          "  ORDER BY id DESC LIMIT 1) p ON true RETURNING id)"
+                          " SELECT pg_notify('" OUTBOX_CHANNEL "', '') FROM ins",
+                          3, params, errstr, errsize);
     free(payload);
     return err;
 }

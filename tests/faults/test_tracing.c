@@ -21,7 +21,8 @@
  *              db.transaction's child and every consumer span ("process
  *              <topic>") a producer span's child, in a service whose name is
  *              its consumer group; payment-service's gateway call is a client
- *              span under its consumer span. A declined order (customer
+ *              span under its consumer span; the ticker's events (picked up,
+ *              delivered: written outside any span) are in the trace. A declined order (customer
  *              decline-*, the stack's PAYMENT_DECLINE_CUSTOMERS) is one tree too,
  *              its compensation included (inventory-service consuming the
  *              payment's failure). A request with an invalid traceparent is
@@ -385,6 +386,15 @@ static void one_tree(void **state) {
     }
     assert_true(gateway);
     assert_true(tx_under_server);
+    /* the ticker's events (picked up, delivered: written outside any span) are in
+     * the order's trace too: query-api read at least assigned, picked up and
+     * delivered with their eta.updated */
+    int delivery_events = 0;
+    for (int i = 0; i < n; i++)
+        delivery_events += strcmp(spans[i].service, "query-api") == 0 &&
+                           strcmp(spans[i].name, "process raw.delivery-events") == 0;
+    printf("query-api consumed %d delivery events of the order in its trace\n", delivery_events);
+    assert_true(delivery_events >= 6);
 }
 
 static void declined_one_tree(void **state) {
