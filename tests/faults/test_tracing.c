@@ -34,6 +34,7 @@
  *              exporter's timeout: the same.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -76,6 +77,14 @@ static void receiver_start(int delay_ms) {
     assert_true(receiver >= 0);
     if (receiver == 0) {
         setsid();
+        char log[1024];
+        snprintf(log, sizeof log, "%s/logs/otlp-receiver.log", getenv("STACK_DIR"));
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
         execl("/usr/bin/python3", "python3", script, "--port", receiver_port, "--out",
               spans_file, "--delay-ms", delay, (char *)NULL);
         _exit(127);
