@@ -19,6 +19,7 @@ a local stack's traces in a file a person can read (docs/observability.md).
 """
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
@@ -37,6 +38,9 @@ def main():
     ap.add_argument("--discard", action="store_true",
                     help="answer 200 without parsing or storing (the benchmark's)")
     args = ap.parse_args()
+    # SIGTERM stops it whatever its parent left ignored or blocked.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     out = open(args.out, "a", encoding="utf-8")
 
     class Handler(BaseHTTPRequestHandler):
