@@ -19,6 +19,7 @@
 
 #include "deta/config.h"
 #include "deta/log.h"
+#include "deta/metrics.h"
 #include "deta/trace.h"
 #include "trace_internal.h"
 
@@ -379,7 +380,8 @@ static void spans_and_current(void **state) {
                                .sampler = {DETA_SAMPLER_PARENTBASED_ALWAYS_ON, 1}};
     snprintf(cfg.endpoint, sizeof cfg.endpoint, "http://127.0.0.1:1/v1/traces");
     char err[256];
-    assert_int_equal(deta_trace_start(&cfg, "unit-1", NULL, err, sizeof err), DETA_OK);
+    deta_metrics_t *metrics = deta_metrics_new();
+    assert_int_equal(deta_trace_start(&cfg, "unit-1", metrics, err, sizeof err), DETA_OK);
     deta_span_t *root = deta_span_begin("root", DETA_SPAN_SERVER, NULL);
     assert_non_null(root);
     assert_false(root->has_parent);
@@ -412,10 +414,17 @@ static void spans_and_current(void **state) {
     deta_span_end(r);
     deta_span_end(root);
     assert_null(deta_span_current());
-    /* a full queue drops, never blocks */
+    /* a full queue drops (counted), never blocks */
     for (int i = 0; i < 100; i++)
         deta_span_end(deta_span_begin("many", DETA_SPAN_INTERNAL, NULL));
     assert_true(deta_trace_stop(500) >= 0);
+    char *text = deta_metrics_render(metrics);
+    const char *full = strstr(text, "deta_trace_spans_dropped_total{reason=\"queue_full\"} ");
+    assert_non_null(full);
+    assert_true(atof(strchr(full, ' ') + 1) >= 50);
+    assert_non_null(strstr(text, "deta_trace_spans_dropped_total{reason=\"export_failed\"} "));
+    free(text);
+    deta_metrics_free(metrics);
     assert_false(deta_trace_enabled());
     assert_null(deta_span_begin("after", DETA_SPAN_INTERNAL, NULL));
 }
