@@ -108,7 +108,8 @@ static json_t *encode_span(deta_span_t *s) {
     json_t *attrs = json_array(), *events = json_array();
     for (int i = 0; i < s->nattrs; i++) {
         ascii_clean(s->attrs[i].key);
-        ascii_clean(s->attrs[i].sval);
+        if (!s->attrs[i].is_int)
+            ascii_clean(s->attrs[i].sval);
         json_array_append_new(attrs, key_value(s->attrs[i].key, any_value(&s->attrs[i])));
     }
     for (int i = 0; i < s->nevents; i++) {

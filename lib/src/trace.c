@@ -227,6 +227,7 @@ static span_attr_t *next_attr(deta_span_t *s, const char *key) {
         return NULL;
     span_attr_t *a = &s->attrs[s->nattrs++];
     copy_text(a->key, sizeof a->key, key);
+    a->sval[0] = '\0';
     return a;
 }
 
@@ -257,6 +258,8 @@ void deta_span_event(deta_span_t *span, const char *name, const char *key, const
     copy_text(e->name, sizeof e->name, name);
     e->time_ns = now_ns();
     e->attr.key[0] = '\0';
+    e->attr.sval[0] = '\0';
+    e->attr.is_int = false;
     if (key) {
         copy_text(e->attr.key, sizeof e->attr.key, key);
         e->attr.is_int = false;

@@ -394,6 +394,18 @@ static void spans_and_current(void **state) {
     assert_ptr_equal(deta_span_enter(child), root);
     char tp[DETA_TRACEPARENT_LEN + 1], ts[DETA_TRACESTATE_MAX + 1];
     assert_true(deta_span_current_headers(tp, ts));
+    /* a span made by the API encodes (its int and text attributes, its events) */
+    deta_span_attr_int(child, "n", 5);
+    deta_span_attr(child, "s", "x");
+    deta_span_attr_int(child, "n", 6); /* set again: replaced */
+    deta_span_event(child, "plain", NULL, NULL);
+    deta_span_event(child, "with", "k", "v");
+    char *json = deta_otlp_encode(&child, 1, "unit", NULL);
+    assert_non_null(json);
+    assert_non_null(strstr(json, "{\"key\":\"n\",\"value\":{\"intValue\":\"6\"}}"));
+    assert_non_null(strstr(json, "{\"key\":\"s\",\"value\":{\"stringValue\":\"x\"}}"));
+    assert_int_equal(child->nattrs, 2);
+    free(json);
     deta_trace_ctx_t back;
     assert_true(deta_traceparent_parse(tp, strlen(tp), &back));
     assert_memory_equal(back.span_id, child->ctx.span_id, 8);
