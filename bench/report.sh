@@ -96,6 +96,7 @@ header() {
 
 Made by \`$(meta command)\` (scripts/bench.sh) at commit \`$(meta commit)\`$( [ "$(meta dirty)" = yes ] && echo ' with uncommitted changes'),
 in $(meta duration_s) s, on $(meta cores) cores ($(meta cpu)), $(meta memory_mb) MB of memory.
+$( [ "$(res tracing)" = 1 ] && echo 'Tracing was on at 100% sampling (`BENCH_TRACING=1`: every span exported over OTLP/HTTP to a receiver on this machine).' || echo 'Tracing was off (`BENCH_TRACING=1` turns it on; docs/observability.md#traces).')
 Everything ran on this one machine: the five services, Postgres, Redis, the local broker
 (librdkafka's mock cluster) and the load generator. Load average before the run
 $(meta load_before), after it $(meta load_after): anything well above zero before the

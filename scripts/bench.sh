@@ -50,6 +50,11 @@
 # BENCH_PG_PORT (19432), BENCH_REDIS_PORT (19379), BENCH_HTTP_PORT_BASE (19080:
 # query-api 19080, order 19081, payment 19082, inventory 19083, delivery 19084),
 # BENCH_LOG_LEVEL (info), BENCH_RESULTS (bench/results), JOBS (2).
+# BENCH_TRACING (0): 1 runs the services with tracing on at 100% sampling
+# (OTEL_TRACES_SAMPLER=always_on), exporting to the test suite's OTLP receiver
+# (tests/support/otlp_receiver.py --discard, started here on BENCH_OTLP_PORT,
+# 19418), or to BENCH_OTLP_ENDPOINT when that is set; compare "CPU s / 1000
+# orders" of a run with and without it (docs/observability.md#traces).
 # Nothing in `make test` runs this: the benchmark measures time, tests do not.
 set -euo pipefail
 
@@ -118,6 +123,9 @@ export PAYMENT_DECLINE_CUSTOMERS=none PAYMENT_DECLINE_RATE=0 PAYMENT_GATEWAY_LAT
 INVENTORY_CATALOG=$(for i in $(seq 1 20); do printf 'sku-%d:1000000000,' "$i"; done)
 export INVENTORY_CATALOG=${INVENTORY_CATALOG%,}
 export LOG_LEVEL=${BENCH_LOG_LEVEL:-info}
+TRACING=${BENCH_TRACING:-0}
+OTLP_PORT=${BENCH_OTLP_PORT:-19418}
+OTLP_PID=
 
 . "$ROOT/scripts/services.sh"
 deta_services_load
@@ -153,8 +161,25 @@ calc() { awk "BEGIN { print ($1) }"; }
 
 stack() { scripts/stack.sh "$@"; }
 
+# Tracing for the run (BENCH_TRACING=1): the endpoint and the sampler in the
+# services' environment, and a receiver that discards what it gets.
+start_tracing() {
+  echo "tracing=$TRACING" >>"$RUN_DIR/result.env"
+  [ "$TRACING" = 1 ] || return 0
+  local endpoint=${BENCH_OTLP_ENDPOINT:-}
+  if [ -z "$endpoint" ]; then
+    /usr/bin/python3 tests/support/otlp_receiver.py --port "$OTLP_PORT" --discard \
+      --out /dev/null >"$RUN_DIR/otlp-receiver.log" 2>&1 &
+    OTLP_PID=$!
+    endpoint=http://127.0.0.1:$OTLP_PORT
+  fi
+  export OTEL_EXPORTER_OTLP_ENDPOINT=$endpoint OTEL_TRACES_SAMPLER=always_on
+  note "tracing on at 100% sampling, spans to $endpoint"
+}
+
 finish() {
   local status=$?
+  [ -z "$OTLP_PID" ] || kill "$OTLP_PID" 2>/dev/null || true
   if [ "$STACK_STARTED" = 1 ] && [ "$KEEP" != 1 ]; then
     phase end "stopping the benchmark stack"
     stack down >/dev/null 2>&1 || true
@@ -693,6 +718,7 @@ main() {
   phase 1/10 "release build in $BUILD_DIR"
   build
   phase 2/10 "stack in $STACK_DIR (wiped), pg_stat_statements loaded"
+  start_tracing
   start_stack
   phase 3/10 "time from launch to healthy, each service x$STARTUP_REPEATS"
   measure_startup

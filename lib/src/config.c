@@ -447,7 +447,8 @@ deta_err_t deta_config_load_service(deta_config_t *cfg, const deta_service_def_t
         (err = load_http(cfg, def->http_port, errstr, errsize)) ||
         (err = load_log_level(cfg, errstr, errsize)) ||
         (err = load_retention(cfg, errstr, errsize)) || (err = load_shutdown(cfg, errstr, errsize)) ||
-        (err = load_auth(&cfg->auth, errstr, errsize))) {
+        (err = load_auth(&cfg->auth, errstr, errsize)) ||
+        (err = deta_trace_config_load(&cfg->trace, cfg->service, errstr, errsize))) {
         /* No secret outlives a refused configuration. */
         explicit_bzero(cfg->pg_password, sizeof cfg->pg_password);
         explicit_bzero(cfg->redis_password, sizeof cfg->redis_password);

@@ -112,6 +112,7 @@
 
 #include "db_internal.h"
 #include "deta/log.h"
+#include "deta/trace.h"
 
 #define DB_IDLE_READS 4 /* bounded: notifications may keep the socket readable */
 #define DB_STMT_MAX 128 /* prepared statements per connection */
@@ -149,7 +150,33 @@ struct deta_db {
     db_stmt_t stmts[DB_STMT_MAX];
     int nqueued;
     db_cmd_t queue[DB_QUEUE_MAX]; /* in the order they are to run */
+    deta_span_t *tx_span; /* the open transaction's span, current meanwhile (below) */
 };
+
+/* ---- the transaction's span (deta/trace.h) ----
+ *
+ * A transaction begun inside a span (a request's, a consumer's) gets a span of
+ * its own, "db.transaction", current until commit or rollback, so that the
+ * outbox rows it writes (deta_outbox_add) are its children and the trace shows
+ * the transaction between the request and the relay's publish. A transaction
+ * outside any span (migrations, periodic tasks) gets none: its rows start their
+ * own traces at the relay. */
+static void tx_span_begin(deta_db_t *db) {
+    if (!deta_span_current())
+        return;
+    db->tx_span = deta_span_begin("db.transaction", DETA_SPAN_INTERNAL, NULL);
+    deta_span_attr(db->tx_span, "db.system", "postgresql");
+    deta_span_enter(db->tx_span);
+}
+
+static void tx_span_end(deta_db_t *db, const char *error) {
+    if (!db->tx_span)
+        return;
+    if (error)
+        deta_span_set_error(db->tx_span, error);
+    deta_span_end(db->tx_span);
+    db->tx_span = NULL;
+}
 
 /* ---- the prepared statements' cache (see the top of this file) ---- */
 
@@ -211,6 +238,7 @@ void deta_db_free(deta_db_t *db) {
     if (db->conn)
         PQfinish(db->conn);
     stmts_clear(db);
+    tx_span_end(db, "the handle was freed inside the transaction");
     free(db);
 }
 
@@ -805,6 +833,7 @@ deta_err_t deta_db_begin(deta_db_t *db, char *errstr, size_t errsize) {
     if (err == DETA_OK) {
         db->in_tx = true;
         db->tx_sent = false;
+        tx_span_begin(db);
     }
     return err;
 }
@@ -819,11 +848,13 @@ deta_err_t deta_db_commit(deta_db_t *db, char *errstr, size_t errsize) {
     db->nqueued = 0;
     if (db->tx_lost) {
         db->in_tx = db->tx_lost = db->tx_sent = false;
+        tx_span_end(db, "the connection was lost inside the transaction");
         return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
                          "the connection was lost inside the transaction: nothing committed");
     }
     if (!db->tx_sent) {
         db->in_tx = false; /* nothing ran: nothing to commit */
+        tx_span_end(db, NULL);
         return DETA_OK;
     }
     /* COMMIT of an aborted transaction "succeeds" as a ROLLBACK: report that. */
@@ -833,6 +864,7 @@ deta_err_t deta_db_commit(deta_db_t *db, char *errstr, size_t errsize) {
     if (err == DETA_OK && aborted)
         err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize,
                         "the transaction had failed: it was rolled back");
+    tx_span_end(db, err == DETA_OK ? NULL : "commit failed");
     return err;
 }
 
@@ -846,6 +878,7 @@ void deta_db_rollback(deta_db_t *db) {
         PQclear(res);
     }
     db->in_tx = db->tx_lost = db->tx_sent = false;
+    tx_span_end(db, "rolled back");
 }
 
 bool deta_db_in_tx(const deta_db_t *db) { return db->in_tx; }

@@ -89,6 +89,7 @@
 #include "deta/http_cors.h"
 #include "deta/http_static.h"
 #include "deta/log.h"
+#include "deta/trace.h"
 #include "http_guard.h"
 #include "http_stream_internal.h"
 #include "http_internal.h"
@@ -146,6 +147,7 @@ typedef struct request {
     http_conn_t *conn_rec;     /* the guard's record of the connection */
     bool close_after;          /* answer with Connection: close (over a connection bound) */
     bool refused;              /* the answer is a 429 or 503 of a bound: Retry-After */
+    int status;                /* of the answer queued */
     deta_http_req_t req;
 } request_t;
 
@@ -545,6 +547,7 @@ static enum MHD_Result queue_response(request_t *r, deta_http_resp_t *resp, cons
     http_add_answer_headers(mr, r->srv, r->conn, NULL);
     http_guard_request_in(r->srv->guard, r->conn_rec);
     record_metrics(r, resp->status);
+    r->status = resp->status;
     enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)resp->status, mr);
     MHD_destroy_response(mr);
     return ok;
@@ -915,7 +918,7 @@ static enum MHD_Result receive_body(request_t *r, const char *data, size_t *size
 }
 
 /* The whole body is in: parse, run the handler, answer. */
-static enum MHD_Result finish_request(request_t *r) {
+static enum MHD_Result answer_request(request_t *r) {
     if (!http_guard_request_in(r->srv->guard, r->conn_rec))
         return MHD_NO; /* answered 408 and cut: the rest of the body came too late */
     if (r->too_large) {
@@ -951,6 +954,46 @@ static enum MHD_Result finish_request(request_t *r) {
         deta_http_resp_error(&resp, 500, NULL, "the handler produced no response");
     }
     return queue_response(r, &resp, NULL);
+}
+
+/* ---- the request's server span (deta/trace.h) ---- */
+
+/* The server span of a request that reached its route, child of the caller's
+ * traceparent (and tracestate) when those parse; an invalid one is ignored (a
+ * new trace begins), never refused. Health and metrics (DETA_HTTP_ALWAYS) are
+ * not traced. It starts when the request's headers came in. */
+static deta_span_t *begin_server_span(const request_t *r) {
+    deta_trace_ctx_t parent;
+    bool has_parent = deta_trace_ctx_from_headers(
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "traceparent"),
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "tracestate"), &parent);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t start_ns = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec -
+                       (int64_t)(seconds_since(&r->started) * 1e9);
+    char name[DETA_SPAN_NAME_MAX];
+    snprintf(name, sizeof name, "%s %s", method_label(r->req.method), r->route_label);
+    deta_span_t *span =
+        deta_span_begin_at(name, DETA_SPAN_SERVER, has_parent ? &parent : NULL, start_ns);
+    deta_span_attr(span, "http.request.method", method_label(r->req.method));
+    deta_span_attr(span, "http.route", r->route_label);
+    deta_span_attr(span, "url.path", r->req.path);
+    return span;
+}
+
+static enum MHD_Result finish_request(request_t *r) {
+    deta_span_t *span = NULL;
+    if (deta_trace_enabled() && r->route && !(r->route->flags & DETA_HTTP_ALWAYS))
+        span = begin_server_span(r);
+    deta_span_enter(span);
+    enum MHD_Result ok = answer_request(r);
+    if (span) {
+        deta_span_attr_int(span, "http.response.status_code", r->status);
+        if (r->status >= 500)
+            deta_span_set_error(span, NULL);
+        deta_span_end(span); /* no longer current */
+    }
+    return ok;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,

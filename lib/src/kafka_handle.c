@@ -43,6 +43,7 @@
 #include "alloc.h"
 #include "clock.h"
 #include "deta/log.h"
+#include "deta/trace.h"
 
 /* The consumer is to stop: run()'s flag, or a failure of its own (halt). */
 bool deta_kafka_must_stop(const deta_consumer_t *c) {
@@ -163,6 +164,43 @@ bool deta_kafka_msg_view(const rd_kafka_message_t *m, deta_kafka_msg_t *msg) {
     return true;
 }
 
+/* ---- the message's span (deta/trace.h) ---- */
+
+/* The context of m's traceparent and tracestate headers; false when it has none
+ * that parses (then its span starts a new trace). */
+static bool message_ctx(const rd_kafka_message_t *m, deta_trace_ctx_t *ctx) {
+    rd_kafka_headers_t *h = NULL;
+    const void *v = NULL;
+    size_t len = 0;
+    if (rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(h, "traceparent", &v, &len) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        !v || !deta_traceparent_parse(v, len, ctx))
+        return false;
+    if (rd_kafka_header_get_last(h, "tracestate", &v, &len) == RD_KAFKA_RESP_ERR_NO_ERROR && v)
+        deta_tracestate_clean(v, len, ctx->state, sizeof ctx->state);
+    return true;
+}
+
+deta_span_t *deta_kafka_span_begin(const deta_consumer_t *c, const rd_kafka_message_t *m,
+                                   int64_t start_ns) {
+    if (!deta_trace_enabled())
+        return NULL;
+    deta_trace_ctx_t parent;
+    bool has = message_ctx(m, &parent);
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    char name[DETA_SPAN_NAME_MAX];
+    snprintf(name, sizeof name, "process %s", topic);
+    deta_span_t *span = start_ns ? deta_span_begin_at(name, DETA_SPAN_CONSUMER, has ? &parent : NULL, start_ns)
+                                 : deta_span_begin(name, DETA_SPAN_CONSUMER, has ? &parent : NULL);
+    deta_span_attr(span, "messaging.system", "kafka");
+    deta_span_attr(span, "messaging.operation", "process");
+    deta_span_attr(span, "messaging.destination.name", topic);
+    deta_span_attr(span, "messaging.kafka.consumer.group", c->group);
+    deta_span_attr_int(span, "messaging.kafka.destination.partition", m->partition);
+    deta_span_attr_int(span, "messaging.kafka.message.offset", m->offset);
+    return span;
+}
+
 /* Runs the handler, retrying transient failures, dead-lettering what fails for
  * good; retries made while the dependencies are down do not count (see the top).
  * True when the message is finished one way or the other (its offset may be
@@ -177,11 +215,17 @@ bool deta_kafka_handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
     const char *topic = msg.topic;
     bool finished = false, waiting = false;
     int counted = 0, backoff = c->backoff_ms;
+    /* The consumer span covers every attempt (retries and waits are its events)
+     * and the dead letter; current meanwhile, so the rows the handler writes
+     * carry it on. */
+    deta_span_t *span = deta_kafka_span_begin(c, m, 0);
+    deta_span_enter(span);
     for (;;) {
         char why[512] = "";
         deta_err_t err = c->fn(&msg, c->opaque, why, sizeof why);
         if (err == DETA_OK) {
             deta_kafka_count_outcome(c, topic, "processed");
+            deta_span_set_ok(span);
             finished = true;
             break;
         }
@@ -197,9 +241,13 @@ bool deta_kafka_handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
          * never the message's last word: it is left for redelivery (a handler
          * may fail transiently because the service stops, after work that the
          * next attempt resumes), not dead-lettered on a spent budget. */
-        if (err == DETA_ERR_TRANSIENT && deta_kafka_cancelled(cancel))
+        if (err == DETA_ERR_TRANSIENT && deta_kafka_cancelled(cancel)) {
+            deta_span_set_error(span, "stopped or revoked: left for redelivery");
             break;
+        }
         if (err != DETA_ERR_TRANSIENT || (up && counted >= c->max_retries)) {
+            deta_span_event(span, "dead_letter", "error", why);
+            deta_span_set_error(span, why);
             finished = deta_kafka_dead_letter(c, m, msg.attempt, why, cancel);
             break;
         }
@@ -209,11 +257,13 @@ bool deta_kafka_handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
                       (int)m->partition, (long long)m->offset, backoff, counted, c->max_retries,
                       why);
             deta_kafka_count_outcome(c, topic, "retried");
+            deta_span_event(span, "retry", "error", why);
         } else {
             if (!waiting)
                 wait_begins(c, m, why);
             waiting = true;
             deta_kafka_count_outcome(c, topic, "waiting");
+            deta_span_event(span, "waiting", "error", why);
         }
         if (!deta_kafka_sleep_unless_cancelled(backoff, cancel))
             break;
@@ -222,6 +272,9 @@ bool deta_kafka_handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
     }
     if (waiting)
         wait_ends(c, finished);
+    deta_span_attr_int(span, "messaging.kafka.retries", counted);
+    deta_span_attr_int(span, "deta.attempts", msg.attempt + 1);
+    deta_span_end(span);
     free((char *)msg.value);
     return finished;
 }

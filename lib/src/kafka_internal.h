@@ -110,6 +110,7 @@ typedef struct out_msg {
     const void *value;
     size_t len;
     rd_kafka_headers_t *headers;
+    bool resendable; /* deta_kafka_out_t's: recognized by topic, key and value */
 } out_msg_t;
 
 /* What may end a wait for delivery reports before its deadline: when now(arg)
@@ -221,6 +222,12 @@ bool deta_kafka_msg_view(const rd_kafka_message_t *m, deta_kafka_msg_t *msg);
  * finished (its offset may be stored), false when cancelled first. */
 bool deta_kafka_handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
                                const cancel_t *cancel);
+
+/* The consumer span of m ("process <topic>"), child of its traceparent header
+ * (deta/trace.h), started at start_ns (0: now); NULL with tracing off. */
+struct deta_span;
+struct deta_span *deta_kafka_span_begin(const deta_consumer_t *c, const rd_kafka_message_t *m,
+                                        int64_t start_ns);
 
 /* kafka_dlq.c: handles a message that failed for good; false when cancelled
  * before it was done. */

@@ -298,7 +298,7 @@ static size_t enqueue_all(deta_producer_t *p, rd_kafka_t *rk, dr_batch_t *b, out
                           size_t from, size_t n, rd_kafka_resp_err_t *err) {
     for (size_t i = from; i < n; i++) {
         b->slots[i].batch = b;
-        b->slots[i].plain = msgs[i].headers == NULL;
+        b->slots[i].plain = msgs[i].headers == NULL || msgs[i].resendable;
         pthread_mutex_lock(&p->lock);
         b->refs++;
         b->pending++;
@@ -447,7 +447,8 @@ static deta_err_t send_batch(deta_producer_t *p, const deta_kafka_out_t *msgs, s
                              .key_len = msgs[i].key ? strlen(msgs[i].key) : 0,
                              .value = msgs[i].value,
                              .len = msgs[i].len,
-                             .headers = msgs[i].nheaders ? headers_of(&msgs[i]) : NULL};
+                             .headers = msgs[i].nheaders ? headers_of(&msgs[i]) : NULL,
+                             .resendable = msgs[i].resendable};
     }
     deta_err_t err = deta_kafka_send_out(p, out, n, timeout_ms, g, nacked, errstr, errsize);
     deta_kafka_free_out_headers(out, n);

@@ -5,7 +5,8 @@
  * A sender that stopped waiting sends the same messages again (the outbox
  * relay: the rows it could not mark), and those the broker acknowledged after
  * it stopped waiting are in the log already. So the producer keeps a copy of
- * each abandoned batch's messages (those without headers, the relay's; at most
+ * each abandoned batch's messages (the relay's: those without headers, or
+ * whose headers are only its trace context, deta_kafka_out_t.resendable; at most
  * DETA_KAFKA_KEEP_ABANDONED batches): a send whose leading messages equal them
  * (topic, key, value), in order, while they were acknowledged, reports those as
  * acknowledged without producing them again, and the rest go out behind them.
@@ -99,7 +100,7 @@ void deta_kafka_abandon(deta_producer_t *p, dr_batch_t *b, const out_msg_t *msgs
 }
 
 static bool same_msg(const out_msg_t *m, const kept_msg_t *k) {
-    return !m->headers && m->len == k->len && m->key_len == k->key_len &&
+    return (!m->headers || m->resendable) && m->len == k->len && m->key_len == k->key_len &&
            strcmp(m->topic, k->topic) == 0 && (!m->len || !memcmp(m->value, k->value, m->len)) &&
            (!m->key_len || !memcmp(m->key, k->key, m->key_len));
 }

@@ -79,10 +79,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "alloc.h"
 #include "clock.h"
 #include "deta/log.h"
+#include "deta/trace.h"
 #include "offsets.h"
 
 #define DETA_KAFKA_HELD_POLL_MS 10      /* poll wait while messages are held */
@@ -392,17 +394,28 @@ static bool handle_job(deta_consumer_t *c, job_t *j) {
 /* After the batch handler committed: the refused messages are dead-lettered,
  * the others are done. True when a dead letter was given up. */
 static bool settle_committed_batch(deta_consumer_t *c, job_t **jobs, size_t n,
-                                   const deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX]) {
+                                   const deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX],
+                                   int64_t started_ns) {
     bool gave_up = false;
     for (size_t i = 0; i < n; i++) {
         cancel_t cancel = {.c = c, .revoked = &jobs[i]->revoked};
         const rd_kafka_message_t *m = jobs[i]->m;
         bool finished = true;
-        if (results[i] == DETA_OK)
+        /* One consumer span per message, each a child of its own message's
+         * context, all covering the batch's transaction (made once it committed:
+         * a batch that did not is handled again one at a time, spans and all). */
+        deta_span_t *span = deta_kafka_span_begin(c, m, started_ns);
+        deta_span_attr_int(span, "deta.batch.size", (long long)n);
+        if (results[i] == DETA_OK) {
             deta_kafka_count_outcome(c, rd_kafka_topic_name(m->rkt), "processed");
-        else
-            finished = deta_kafka_dead_letter(c, m, 0, why[i][0] ? why[i] : "refused in a batch",
-                                              &cancel);
+            deta_span_set_ok(span);
+        } else {
+            const char *reason = why[i][0] ? why[i] : "refused in a batch";
+            deta_span_event(span, "dead_letter", "error", reason);
+            deta_span_set_error(span, reason);
+            finished = deta_kafka_dead_letter(c, m, 0, reason, &cancel);
+        }
+        deta_span_end(span);
         job_settle(c, jobs[i], finished);
         gave_up = gave_up || !finished;
     }
@@ -445,6 +458,9 @@ static bool handle_batch(deta_consumer_t *c, job_t **jobs, size_t n) {
     size_t nviews = 0;
     while (why && nviews < n && deta_kafka_msg_view(jobs[nviews]->m, &msgs[nviews]))
         nviews++;
+    struct timespec t0;
+    clock_gettime(CLOCK_REALTIME, &t0);
+    int64_t started_ns = deta_trace_enabled() ? (int64_t)t0.tv_sec * 1000000000LL + t0.tv_nsec : 0;
     deta_err_t err = nviews == n ? c->batch_fn(msgs, n, c->opaque, results, why)
                                  : DETA_ERR_INTERNAL;
     for (size_t i = 0; i < nviews; i++)
@@ -454,7 +470,7 @@ static bool handle_batch(deta_consumer_t *c, job_t **jobs, size_t n) {
                                       "Batches of messages handed to the batch handler, by outcome",
                                       err == DETA_OK ? "outcome=\"committed\""
                                                      : "outcome=\"one_at_a_time\""));
-    bool gave_up = err == DETA_OK ? settle_committed_batch(c, jobs, n, results, why)
+    bool gave_up = err == DETA_OK ? settle_committed_batch(c, jobs, n, results, why, started_ns)
                                   : handle_one_at_a_time(c, jobs, n);
     free(why);
     return gave_up;

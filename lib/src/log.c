@@ -12,6 +12,8 @@
  * silently because of what it was asked to say.
  *
  * Before deta_log_init the service is "unknown" and the level filter is info.
+ * A line written inside a span (the thread's current span, deta/trace.h) carries
+ * "trace_id" and "span_id", so that logs and traces join.
  */
 #include "deta/log.h"
 
@@ -36,6 +38,9 @@ static const char *const level_names[] = {"debug", "info", "warn", "error"};
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_int log_min_level = DETA_LOG_INFO;
 static char log_service[LOG_SERVICE_MAX] = "unknown";
+static _Atomic(deta_log_ids_fn) log_trace_ids; /* NULL: none */
+
+void deta_log_set_trace_ids(deta_log_ids_fn fn) { atomic_store(&log_trace_ids, fn); }
 
 bool deta_log_level_parse(const char *name, deta_log_level_t *out) {
     if (!name)
@@ -140,6 +145,11 @@ static char *build_line(deta_log_level_t level, const char *order_id,
         ok = add_text(j, "orderId", order_id, LOG_ID_MAX);
     if (ok && correlation_id)
         ok = add_text(j, "correlationId", correlation_id, LOG_ID_MAX);
+    char trace_id[33], span_id[17];
+    deta_log_ids_fn ids = atomic_load(&log_trace_ids);
+    if (ok && ids && ids(trace_id, span_id)) /* inside a span (deta/trace.h) */
+        ok = add_text(j, "trace_id", trace_id, sizeof trace_id) &&
+             add_text(j, "span_id", span_id, sizeof span_id);
     char *line = ok ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     return line;

@@ -69,6 +69,7 @@
 #include <unistd.h>
 
 #include "deta/log.h"
+#include "deta/trace.h"
 
 #define OUTBOX_CHANNEL "deta_outbox"
 #define OUTBOX_LOCK "deta_outbox_relay"
@@ -95,6 +96,11 @@ const deta_migration_t deta_outbox_migrations[] = {
      " ADD COLUMN IF NOT EXISTS parked_reason text;"
      "CREATE INDEX IF NOT EXISTS outbox_parked_key_idx ON outbox (msg_key)"
      " WHERE parked_at IS NOT NULL;"},
+    {3, "carry the trace context of the transaction that wrote the row",
+     "ALTER TABLE outbox ADD COLUMN IF NOT EXISTS traceparent text,"
+     " ADD COLUMN IF NOT EXISTS tracestate text;"
+     "CREATE INDEX IF NOT EXISTS outbox_traced_key_idx ON outbox (msg_key, id)"
+     " WHERE traceparent IS NOT NULL;"},
 };
 const size_t deta_outbox_migrations_count =
     sizeof deta_outbox_migrations / sizeof deta_outbox_migrations[0];
@@ -115,12 +121,33 @@ deta_err_t deta_outbox_add(deta_db_t *db, const char *topic, const deta_event_t 
     char *payload = deta_event_serialize(ev);
     if (!payload)
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
-    const char *params[] = {topic, ev->order_id, payload};
-    deta_err_t err = deta_db_run(db,
-                                 "WITH ins AS (INSERT INTO outbox (topic, msg_key, payload)"
-                                 " VALUES ($1, $2, $3) RETURNING id)"
-                                 " SELECT pg_notify('" OUTBOX_CHANNEL "', '') FROM ins",
-                                 3, params, errstr, errsize);
+    /* The row's trace context (deta/trace.h): the current span's (the
+     * transaction's); outside any span (a ticker, a sweeper), that of the
+     * order's latest traced row, so that the order's saga stays one trace
+     * (none found: the relay starts a new one); NULL with tracing off. */
+    char traceparent[DETA_TRACEPARENT_LEN + 1], tracestate[DETA_TRACESTATE_MAX + 1];
+    bool traced = deta_span_current_headers(traceparent, tracestate);
+    deta_span_event(deta_span_current(), "outbox.add", "messaging.destination.name", topic);
+    const char *params[] = {topic, ev->order_id, payload, traced ? traceparent : NULL,
+                            traced && tracestate[0] ? tracestate : NULL};
+    deta_err_t err;
+    if (traced || !deta_trace_enabled())
+        err = deta_db_run(db,
+                          "WITH ins AS (INSERT INTO outbox (topic, msg_key, payload,"
+                          " traceparent, tracestate)"
+                          " VALUES ($1, $2, $3, $4, $5) RETURNING id)"
+                          " SELECT pg_notify('" OUTBOX_CHANNEL "', '') FROM ins",
+                          5, params, errstr, errsize);
+    else
+        err = deta_db_run(db,
+                          "WITH ins AS (INSERT INTO outbox (topic, msg_key, payload,"
+                          " traceparent, tracestate)"
+                          " SELECT $1, $2, $3, p.traceparent, p.tracestate FROM (SELECT 1) one"
+                          " LEFT JOIN LATERAL (SELECT traceparent, tracestate FROM outbox"
+                          "  WHERE msg_key = $2 AND traceparent IS NOT NULL"
+                          "  ORDER BY id DESC LIMIT 1) p ON true RETURNING id)"
+                          " SELECT pg_notify('" OUTBOX_CHANNEL "', '') FROM ins",
+                          3, params, errstr, errsize);
     free(payload);
     return err;
 }
@@ -336,6 +363,64 @@ static deta_err_t park(deta_outbox_relay_t *r, PGresult *rows, const int *idx, s
     return DETA_OK;
 }
 
+/* ---- a row's trace (deta/trace.h) ----
+ *
+ * Each row sent gets a producer span, "publish <topic>", child of the context
+ * its transaction wrote in the row (or, without one, the root of a new trace:
+ * rows written outside any request or message, old rows), and the message
+ * carries that span's context as the headers traceparent and tracestate. The
+ * span ends when the broker acknowledged the row (ok) or the send failed
+ * (error). With tracing off no span is made, but a row that has a context
+ * passes it on as it is. The headers differ from one send of a row to the next
+ * (a new span each time): the messages are marked resendable, so that the
+ * producer still recognizes a resend (deta/kafka.h). */
+typedef struct publish_trace {
+    deta_span_t *span;
+    deta_kafka_header_t headers[2];
+    char traceparent[DETA_TRACEPARENT_LEN + 1];
+    char tracestate[DETA_TRACESTATE_MAX + 1];
+} publish_trace_t;
+
+/* The span and headers of row i, message m. */
+static void trace_row(PGresult *rows, int i, deta_kafka_out_t *m, publish_trace_t *t) {
+    deta_trace_ctx_t row;
+    bool has = deta_trace_ctx_from_headers(PQgetisnull(rows, i, 5) ? NULL : PQgetvalue(rows, i, 5),
+                                           PQgetisnull(rows, i, 6) ? NULL : PQgetvalue(rows, i, 6),
+                                           &row);
+    char name[DETA_SPAN_NAME_MAX];
+    snprintf(name, sizeof name, "publish %s", m->topic);
+    t->span = deta_span_begin(name, DETA_SPAN_PRODUCER, has ? &row : NULL);
+    deta_span_attr(t->span, "messaging.system", "kafka");
+    deta_span_attr(t->span, "messaging.operation", "publish");
+    deta_span_attr(t->span, "messaging.destination.name", m->topic);
+    deta_span_attr(t->span, "messaging.kafka.message.key", m->key);
+    deta_span_attr(t->span, "deta.outbox.id", PQgetvalue(rows, i, 0));
+    const deta_trace_ctx_t *ctx = t->span ? deta_span_ctx(t->span) : has ? &row : NULL;
+    if (!ctx)
+        return;
+    deta_traceparent_format(ctx, t->traceparent);
+    snprintf(t->tracestate, sizeof t->tracestate, "%s", ctx->state);
+    t->headers[0] = (deta_kafka_header_t){"traceparent", t->traceparent};
+    t->headers[1] = (deta_kafka_header_t){"tracestate", t->tracestate};
+    m->headers = t->headers;
+    m->nheaders = t->tracestate[0] ? 2 : 1;
+    m->resendable = true;
+}
+
+/* Ends the spans of msgs[0..n): the first nacked acknowledged, the rest not. */
+static void trace_sent(publish_trace_t *t, size_t n, size_t nacked, const char *why) {
+    for (size_t i = 0; i < n; i++) {
+        if (!t[i].span)
+            continue;
+        if (i < nacked)
+            deta_span_set_ok(t[i].span);
+        else
+            deta_span_set_error(t[i].span, why && *why ? why : "not acknowledged");
+        deta_span_end(t[i].span);
+        t[i].span = NULL;
+    }
+}
+
 /* The rows of one selected batch, sorted by what happens to them. */
 typedef struct batch {
     int *send;       /* row indexes to send, in id order */
@@ -345,13 +430,17 @@ typedef struct batch {
     int *untopical;  /* rows without a topic (written around deta_outbox_add) */
     size_t nuntopical;
     deta_kafka_out_t *msgs; /* msgs[i] is row send[i] */
+    publish_trace_t *traces; /* traces[i]: msgs[i]'s span and headers */
 } batch_t;
 
 static void batch_free(batch_t *b) {
+    if (b->traces) /* spans of rows that were not sent (a park failed first) */
+        trace_sent(b->traces, b->nsend, 0, "not sent");
     free(b->send);
     free(b->held);
     free(b->untopical);
     free(b->msgs);
+    free(b->traces);
 }
 
 static bool batch_sort(batch_t *b, PGresult *rows) {
@@ -359,8 +448,9 @@ static bool batch_sort(batch_t *b, PGresult *rows) {
     *b = (batch_t){.send = calloc(n, sizeof(int)),
                    .held = calloc(n, sizeof(int)),
                    .untopical = calloc(n, sizeof(int)),
-                   .msgs = calloc(n, sizeof(deta_kafka_out_t))};
-    if (!b->send || !b->held || !b->untopical || !b->msgs)
+                   .msgs = calloc(n, sizeof(deta_kafka_out_t)),
+                   .traces = calloc(n, sizeof(publish_trace_t))};
+    if (!b->send || !b->held || !b->untopical || !b->msgs || !b->traces)
         return false;
     for (int i = 0; i < (int)n; i++) {
         if (!*PQgetvalue(rows, i, 1)) {
@@ -372,6 +462,7 @@ static bool batch_sort(batch_t *b, PGresult *rows) {
                                                    .key = PQgetvalue(rows, i, 2),
                                                    .value = PQgetvalue(rows, i, 3),
                                                    .len = (size_t)PQgetlength(rows, i, 3)};
+            trace_row(rows, i, &b->msgs[b->nsend], &b->traces[b->nsend]);
             b->send[b->nsend++] = i;
         }
     }
@@ -388,6 +479,7 @@ static deta_err_t send_rows(deta_outbox_relay_t *r, PGresult *rows, const batch_
     deta_err_t err = deta_producer_send_batch_until(r->producer, b->msgs, b->nsend,
                                                     send_timeout_ms, &r->give_up, &nacked, why,
                                                     whysize);
+    trace_sent(b->traces, b->nsend, nacked, why);
     if (nacked > 0) {
         char mark_why[256];
         deta_err_t mark_err = mark_published(r, rows, b->send, nacked, mark_why, sizeof mark_why);
@@ -446,10 +538,12 @@ static deta_err_t publish_batch(deta_outbox_relay_t *r, int send_timeout_ms, boo
                                   r->any_parked
                                       ? "SELECT o.id, o.topic, o.msg_key, o.payload, EXISTS ("
                                         "SELECT 1 FROM outbox p WHERE p.parked_at IS NOT NULL"
-                                        " AND p.msg_key = o.msg_key) FROM outbox o"
+                                        " AND p.msg_key = o.msg_key), o.traceparent,"
+                                        " o.tracestate FROM outbox o"
                                         " WHERE o.published_at IS NULL AND o.parked_at IS NULL"
                                         " ORDER BY o.id LIMIT $1::int"
-                                      : "SELECT id, topic, msg_key, payload, false FROM outbox"
+                                      : "SELECT id, topic, msg_key, payload, false, traceparent,"
+                                        " tracestate FROM outbox"
                                         " WHERE published_at IS NULL AND parked_at IS NULL"
                                         " ORDER BY id LIMIT $1::int",
                                   1, params, &err, why, whysize);

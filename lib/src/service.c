@@ -59,6 +59,7 @@
 #include "deta/inbox.h"
 #include "deta/log.h"
 #include "deta/outbox.h"
+#include "deta/trace.h"
 
 #define DETA_MAX_CONSUMERS 8
 #define DETA_MALLOC_ARENAS 2
@@ -67,6 +68,7 @@
 #define DETA_HTTP_GRACE_MAX_MS 500
 #define DETA_FD_MARGIN 256 /* open files besides HTTP connections */
 #define DETA_CONSUMER_CLOSE_MS 10000 /* a consumer that ended without a shutdown */
+#define DETA_TRACE_FREE_FLUSH_MS 1000 /* spans of a service freed without run()'s shutdown */
 
 typedef struct deta_consumer_slot {
     deta_service_t *svc;
@@ -353,6 +355,12 @@ deta_service_t *deta_service_new(const deta_service_def_t *def, char *errstr, si
         return NULL;
     }
     deta_http_server_set_metrics(s->http, s->metrics);
+    /* Tracing (deta/trace.h): on when OTEL_EXPORTER_OTLP_ENDPOINT is set. */
+    if (deta_trace_start(&s->cfg.trace, s->cfg.instance_id, s->metrics, errstr, errsize) !=
+        DETA_OK) {
+        deta_service_free(s);
+        return NULL;
+    }
     /* The tokens live in the HTTP server alone from here on. */
     deta_http_server_set_auth(s->http, &s->cfg.auth);
     deta_auth_wipe(&s->cfg.auth);
@@ -694,6 +702,11 @@ static int shut_down(deta_service_t *s) {
     bool clean = stop_consumers(s, shutdown_mark(s, 0.6));
     phase_done(s, &t, clean);
     clean = stop_publishing(s, &t) && clean;
+    /* The spans of all that (the relay's last publishes too), by 0.99 T; spans
+     * left are dropped, counted, and never fail the shutdown. */
+    int trace_left = deta_trace_stop(ms_until(shutdown_mark(s, 0.99)));
+    if (trace_left > 0)
+        DETA_WARN("shutdown: %d spans were not exported in time", trace_left);
     const long *ms = s->shutdown.phase_ms;
     deta_log(clean ? DETA_LOG_INFO : DETA_LOG_WARN, NULL, NULL,
              "stopped in %ld ms (bound %d ms): http intake %ld ms, http requests %ld ms, "
@@ -757,6 +770,7 @@ void deta_service_free(deta_service_t *s) {
     deta_outbox_relay_free(s->relay);
     deta_retention_free(s->inbox_purger);
     deta_producer_free(s->producer);
+    deta_trace_stop(DETA_TRACE_FREE_FLUSH_MS);
     deta_db_pool_free(s->db);
     for (size_t i = s->nadopted; i > 0; i--)
         s->adopted[i - 1].free_fn(s->adopted[i - 1].obj);

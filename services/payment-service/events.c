@@ -83,6 +83,7 @@
 #include "events.h"
 
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -91,6 +92,7 @@
 #include "deta/event_check.h"
 #include "deta/log.h"
 #include "deta/topics.h"
+#include "deta/trace.h"
 #include "store.h"
 
 #define PAYMENT_MAX_RETRIES 12
@@ -290,12 +292,32 @@ static deta_err_t give_back(payment_events_t *pe, const char *order_id, const ch
     return deta_errf(err, errstr, errsize, "%s", reason);
 }
 
+/* A client span around a gateway call (deta/trace.h), child of the consumer's. */
+static deta_span_t *gateway_span(const char *operation, const char *order_id) {
+    char name[64];
+    snprintf(name, sizeof name, "payment.gateway %s", operation);
+    deta_span_t *span = deta_span_begin(name, DETA_SPAN_CLIENT, NULL);
+    deta_span_attr(span, "deta.gateway.operation", operation);
+    deta_span_attr(span, "deta.order_id", order_id);
+    return span;
+}
+
+static void gateway_span_end(deta_span_t *span, deta_err_t err, const char *why) {
+    if (err)
+        deta_span_set_error(span, why);
+    deta_span_end(span);
+}
+
 static deta_err_t charge(payment_events_t *pe, const payment_request_t *req,
                          payment_decision_t *decision, char *errstr, size_t errsize) {
     deta_counter_inc(pe->gateway_calls);
     deta_gauge_add(pe->in_flight, 1);
+    deta_span_t *span = gateway_span("charge", req->order_id);
     deta_err_t err =
         payment_gateway_charge(pe->gateway, req->order_id, req, decision, errstr, errsize);
+    if (!err)
+        deta_span_attr(span, "deta.payment.authorized", decision->authorized ? "true" : "false");
+    gateway_span_end(span, err, errstr);
     deta_gauge_add(pe->in_flight, -1);
     return err;
 }
@@ -309,8 +331,10 @@ static deta_err_t decide(payment_events_t *pe, const payment_request_t *req, con
         bool found = false;
         deta_counter_inc(pe->resumed);
         deta_counter_inc(pe->gateway_lookups);
+        deta_span_t *span = gateway_span("lookup", req->order_id);
         deta_err_t err = payment_gateway_lookup(pe->gateway, req->order_id, req, &found,
                                                 decision, errstr, errsize);
+        gateway_span_end(span, err, errstr);
         if (err)
             return give_back(pe, req->order_id, holder, err, errstr, errsize,
                              errstr ? errstr : "");
@@ -610,7 +634,9 @@ static deta_err_t decide_refund(payment_events_t *pe, const payment_refund_t *r,
                          "the claim is too old to refund on: it could expire during the call");
     deta_counter_inc(pe->refund_calls);
     deta_gauge_add(pe->in_flight, 1);
+    deta_span_t *span = gateway_span("refund", order);
     deta_err_t err = payment_gateway_refund(pe->gateway, order, r->amount, errstr, errsize);
+    gateway_span_end(span, err, errstr);
     deta_gauge_add(pe->in_flight, -1);
     if (err) /* the gateway refunded nothing */
         return give_back(pe, order, holder, err, errstr, errsize, errstr ? errstr : "");

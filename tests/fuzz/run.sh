@@ -30,6 +30,8 @@
 #   settings       settings values: the library's variables and the services'
 #                  own parsers (fuzz_settings.c)
 #   money          money text, JSON amounts and checked arithmetic (fuzz_money.c)
+#   trace_context  the W3C traceparent and tracestate headers, the OTLP exporter's
+#                  endpoint URL and its collector's status line (fuzz_trace_context.c)
 # Only those files and what they need from lib/src and the services' pure rules
 # are compiled: no service library, no server, no I/O.
 #
@@ -46,7 +48,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 
-ALL_TARGETS="cql_frame http_rules http_route stream_resume envelope payloads order_request query_params dead_letter settings money"
+ALL_TARGETS="cql_frame http_rules http_route stream_resume envelope payloads order_request query_params dead_letter settings money trace_context"
 FUZZ_TARGETS=${FUZZ_TARGETS:-$ALL_TARGETS}
 FUZZ_MALLOC_MB=${FUZZ_MALLOC_MB:-256}
 FUZZ_MERGE=${FUZZ_MERGE:-0}
@@ -79,12 +81,14 @@ sources_of() {
       "$EVENT_SOURCES" ;;
     dead_letter) echo services/query-api/deadletters/domain.c "$EVENT_SOURCES" ;;
     settings) echo lib/src/config.c lib/src/config_kafka.c lib/src/auth.c lib/src/http_cors.c \
-      lib/src/log.c lib/src/cql_values.c \
+      lib/src/log.c lib/src/cql_values.c lib/src/trace_config.c lib/src/otlp_http.c \
+      lib/src/trace_context.c \
       services/order-service/settings.c services/payment-service/settings.c \
       services/inventory-service/settings.c services/delivery-service/settings.c \
       services/query-api/settings.c services/payment-service/domain.c \
       services/inventory-service/domain.c services/delivery-service/domain.c "$EVENT_SOURCES" ;;
     money) echo lib/src/money.c lib/src/err.c -ljansson ;;
+    trace_context) echo lib/src/trace_context.c lib/src/otlp_http.c ;;
     *) echo "run.sh: no fuzz target $1 ($ALL_TARGETS)" >&2; return 1 ;;
   esac
 }

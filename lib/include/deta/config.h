@@ -80,6 +80,14 @@
  *   HTTP_READS_NEED_AUTH     off     (on: GET and HEAD below /api/ need the reader or the
  *                                      operator token; health, metrics and the console's
  *                                      files stay open. On needs one of the two tokens)
+ *   OTEL_EXPORTER_OTLP_ENDPOINT       none    (tracing: spans are POSTed, OTLP/HTTP JSON, to
+ *                                      <it>/v1/traces; http:// only; unset: tracing off.
+ *                                      The other OTEL_* settings (TRACES_ENDPOINT, TIMEOUT,
+ *                                      PROTOCOL, SERVICE_NAME, TRACES_SAMPLER(_ARG),
+ *                                      TRACES_EXPORTER, SDK_DISABLED, BSP_MAX_QUEUE_SIZE,
+ *                                      BSP_MAX_EXPORT_BATCH_SIZE, BSP_SCHEDULE_DELAY) are
+ *                                      listed in lib/src/trace_config.c and
+ *                                      docs/observability.md#traces)
  *
  * Secrets. PGPASSWORD, REDIS_PASSWORD, KAFKA_SASL_PASSWORD, KAFKA_SSL_KEY_PASSWORD,
  * OPERATOR_TOKEN and READER_TOKEN (and every secret a service
@@ -95,6 +103,7 @@
 #include <stddef.h>
 #include "deta/auth.h"
 #include "deta/err.h"
+#include "deta/trace.h"
 
 /* What the library is told about the program it runs in, since it knows no
  * service: its name, its default HTTP port (0: an ephemeral one) and its own
@@ -157,6 +166,7 @@ typedef struct deta_config {
     long inbox_retention_hours; /* INBOX_RETENTION_HOURS; 0: for ever */
     int shutdown_timeout_ms;
     deta_auth_t auth; /* OPERATOR_TOKEN, READER_TOKEN, HTTP_READS_NEED_AUTH (secrets) */
+    deta_trace_config_t trace; /* the OTEL_* settings (deta/trace.h, trace_config.c) */
 } deta_config_t;
 
 /* Fills cfg for the service def names, with its defaults. DETA_ERR_INVALID with

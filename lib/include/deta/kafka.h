@@ -92,6 +92,10 @@ typedef struct deta_kafka_out {
     size_t len;
     const deta_kafka_header_t *headers;
     size_t nheaders;
+    /* Headers that may differ between two sends of the same message (the
+     * relay's trace context): a resend is still recognized by topic, key and
+     * value (see the producer above). */
+    bool resendable;
 } deta_kafka_out_t;
 
 deta_producer_t *deta_producer_new(const deta_config_t *cfg, char *errstr, size_t errsize);
