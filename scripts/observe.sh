@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # observe.sh - sourced by scripts/stack.sh: the local stack's Prometheus
 # (STACK_OBSERVE=on), Debian's `prometheus` scraping every service of the stack with
 # the repository's rules (infra/observability/prometheus/rules.yml) loaded.

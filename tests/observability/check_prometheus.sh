@@ -48,9 +48,12 @@ promtool check config "$TMP/k8s.yml"
 
 echo "== promtool check config (the local stack's, scripts/observe.sh)"
 (
-  # shellcheck source=/dev/null
+  # What observe.sh takes from stack.sh.
+  # shellcheck disable=SC2317,SC2034
   die() { echo "observe.sh: $*" >&2; exit 1; }
-  STACK_DIR=$TMP ROOT=$ROOT
+  # shellcheck disable=SC2034
+  STACK_DIR=$TMP
+  # shellcheck source=/dev/null
   . "$ROOT/scripts/observe.sh"
   observe_config "$TMP/local.yml" "$TMP/rules.yml" "$TMP/targets.json"
 )
