@@ -12,6 +12,8 @@
 #   make images   the five container images built with podman, checked, and run
 #                 with a saga through them (tests/deploy/images.sh; ~5 min)
 #   make up       build, then start the local stack (.local); make down stops it
+#                 (STACK_OBSERVE=on make up: with Prometheus and the alert rules,
+#                 docs/observability.md#seeing-it-locally)
 #   make status   what runs, on which port, and whether it is healthy
 #   make clean    remove build/release and build/asan (not the stack's data)
 SHELL := /bin/bash

@@ -26,7 +26,10 @@ PACKAGES=(
 # clang and libclang-rt-14-dev (libFuzzer's runtime): tests/fuzz/run.sh;
 # chromium and nodejs: the web console's browser tests (tests/browser), which
 # drive Debian's chromium with puppeteer-core from npm (it never downloads a browser).
-TEST_PACKAGES=(python3-cassandra clang libclang-rt-14-dev chromium nodejs)
+# prometheus: promtool for the alert rules' tests (tests/observability), and the
+# local stack's Prometheus (stack.sh, STACK_OBSERVE=on). Where systemd runs, the package
+# also starts a Prometheus of its own on port 9090: stack.sh's takes the next free port.
+TEST_PACKAGES=(python3-cassandra clang libclang-rt-14-dev chromium nodejs prometheus)
 
 # Prints the packages that are not installed, one per line.
 missing_packages() {

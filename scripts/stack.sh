@@ -7,7 +7,7 @@
 #   stack.sh scale <service> <N>
 #   stack.sh broker <down N|up N|down all|up all|errors K C N|clear>
 #
-# Parts: postgres redis broker, the services of services/services.tsv
+# Parts: postgres redis broker, prometheus (STACK_OBSERVE), the services of services/services.tsv
 # (order-service inventory-service payment-service delivery-service query-api,
 # started in that order), and further instances of a service, named
 # <service>.<K> (K = 2..99; <service>.1 is <service> itself). A service is
@@ -75,6 +75,10 @@
 # PGPASSWORD stay the superuser's (inspection), REDIS_USERNAME/REDIS_PASSWORD are
 # deta-admin's, <X>_DB_PASSWORD each role's, PAYMENT_REDIS_USERNAME and
 # PAYMENT_REDIS_PASSWORD payment-service's.
+# STACK_OBSERVE=on: `up` also starts the part prometheus, Debian's Prometheus
+# scraping every service of the stack with the repository's alert rules
+# (scripts/observe.sh; port PROMETHEUS_PORT, 9090; stack.env's PROMETHEUS_URL);
+# `stack.sh start prometheus` adds it to a running stack, `down` stops it.
 # PG_TLS=on: Postgres accepts TLS connections only (hostssl, no plain host
 # line), with a certificate for localhost and 127.0.0.1 signed by a CA made with
 # openssl once per stack directory ($STACK_DIR/tls/ca.crt); services get
@@ -100,6 +104,8 @@ INFRA=(postgres redis broker)
 # SERVICES, DATABASES and service_default_port: services/services.tsv.
 . "$ROOT/scripts/services.sh"
 deta_services_load
+# The part prometheus (STACK_OBSERVE=on): start_prometheus, observe_targets.
+. "$ROOT/scripts/observe.sh"
 BOOTSTRAP_FILE=$STACK_DIR/kafka.bootstrap
 CONTROL_FIFO=$STACK_DIR/broker.ctl
 ENV_FILE=$STACK_DIR/stack.env
@@ -125,7 +131,7 @@ is_instance_name() {
 }
 
 is_part() {
-  case "$1" in postgres | redis | broker) return 0 ;; esac
+  case "$1" in postgres | redis | broker | prometheus) return 0 ;; esac
   is_service "$1" || is_instance_name "$1"
 }
 
@@ -160,6 +166,7 @@ default_port() {
   case "$1" in
     postgres) echo 5432 ;;
     redis) echo 6379 ;;
+    prometheus) echo 9090 ;;
     *) if is_service "$1"; then service_default_port "$1"; else echo 0; fi ;;
   esac
 }
@@ -323,6 +330,7 @@ part_healthy() {
         -h 127.0.0.1 -p "$port" --user "$REDIS_ADMIN_USER" ping 2>/dev/null)" = PONG ]
       ;;
     broker) broker_reachable ;;
+    prometheus) curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/-/ready" 2>/dev/null ;;
     *) curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$port/actuator/health" 2>/dev/null ;;
   esac
 }
@@ -805,6 +813,7 @@ start_part() {
     postgres) start_postgres ;;
     redis) start_redis ;;
     broker) start_broker ;;
+    prometheus) start_prometheus ;;
     *) start_service "$part" ;;
   esac
   say "$part is up (pid $(part_pid "$part"), port $(part_port "$part"))"
@@ -874,6 +883,10 @@ write_env() {
     if part_running payment-service; then
       env_line PAYMENT_GATEWAY_LEDGER "$(gateway_ledger)"
     fi
+    if part_running prometheus; then
+      env_line PROMETHEUS_PORT "$(part_port prometheus)"
+      env_line PROMETHEUS_URL "http://127.0.0.1:$(part_port prometheus)"
+    fi
     for s in $(all_service_parts); do
       part_running "$s" || continue
       port=$(part_port "$s")
@@ -883,6 +896,7 @@ write_env() {
       any=1
     done
   } >"$tmp"
+  observe_targets
   if [ "$any" = 1 ]; then
     # The secrets alone (names ending in _PASSWORD or _TOKEN), kept after `down` until
     # `clean`, for scripts/scan-secrets.sh to look for in the stack's logs.
@@ -959,6 +973,7 @@ cmd_up() {
       say "$part: not built yet ($(service_binary "$part") missing), skipped"
     fi
   done
+  if observe_wanted; then start_part prometheus; fi
   write_env
   say "stack is up; its settings: $ENV_FILE (source it, or: scripts/stack.sh env)"
 }
@@ -966,6 +981,7 @@ cmd_up() {
 cmd_down() {
   local i part
   take_lock
+  stop_part prometheus
   for part in $(extra_instances | sort -r); do stop_part "$part"; done
   for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do stop_part "${SERVICES[i]}"; done
   stop_part broker
@@ -978,7 +994,9 @@ cmd_down() {
 cmd_status() {
   local part pid port state health
   printf '%-22s %-8s %-6s %-8s %s\n' PART PID PORT STATE HEALTH
-  for part in "${INFRA[@]}" $(all_service_parts); do
+  local observe=
+  if observe_wanted || [ -e "$(pid_file prometheus)" ]; then observe=prometheus; fi
+  for part in "${INFRA[@]}" $(all_service_parts) $observe; do
     pid=- port=- state=stopped health=DOWN
     if part_running "$part"; then
       pid=$(part_pid "$part")
@@ -990,7 +1008,7 @@ cmd_status() {
   done
 }
 
-PARTS_HELP="parts: ${INFRA[*]} ${SERVICES[*]}, or <service>.<K> for instance K"
+PARTS_HELP="parts: ${INFRA[*]} ${SERVICES[*]} prometheus, or <service>.<K> for instance K"
 
 cmd_start() {
   is_part "${1:-}" || die "usage: stack.sh start <part> ($PARTS_HELP)"
@@ -1096,7 +1114,7 @@ cmd_clean() {
   local part target
   [ -d "$STACK_DIR" ] || return 0
   case "$STACK_DIR" in / | "$ROOT" | "$HOME") die "refusing to remove $STACK_DIR" ;; esac
-  for part in "${INFRA[@]}" $(all_service_parts); do
+  for part in "${INFRA[@]}" $(all_service_parts) prometheus; do
     if part_running "$part"; then die "$part is running: scripts/stack.sh down first"; fi
   done
   if [ -L "$STACK_DIR/pg" ]; then

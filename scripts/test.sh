@@ -3,15 +3,20 @@
 #
 #   1. dependencies (scripts/deps.sh: does nothing when all is installed);
 #   2. configure and build with -DDETA_SANITIZE=ON (ASan + UBSan) in build/asan;
-#   3. unit tests: ctest -L unit (no server needed);
+#   3. unit tests: ctest -L unit (no server needed; among them the alert rules'
+#      promtool tests, tests/observability);
 #   4. every fuzz target (tests/fuzz/run.sh: clang's libFuzzer, ASan, UBSan)
 #      for FUZZ_SECONDS (5) seconds each, from the seeds in tests/fuzz/corpus;
 #   5. a test stack of its own (.local/test, wiped first so that runs are
 #      independent; ports 25432, 26379 and 28080..28084 preferred, so that a
 #      developer's `make up` stack is left alone) built from build/asan, so the
 #      services and the broker run instrumented too, with Postgres over TLS only
-#      (PG_TLS=on, also for the chaos and images stacks); its stack.env is exported;
-#   6. integration tests: ctest -L integration against that stack, then the
+#      (PG_TLS=on, also for the chaos and images stacks), and Prometheus
+#      (STACK_OBSERVE=on, port 29090: scripts/observe.sh); its stack.env is exported;
+#   6. integration tests: ctest -L integration against that stack, then every
+#      metric name of the alert rules and the dashboard checked against what the
+#      stack's services expose, and Prometheus scraping them all with every rule
+#      loaded (tests/observability/check_stack.py), then the
 #      web console's browser tests (ctest -L browser: Debian's chromium driven
 #      by puppeteer-core, the page served by the stack's query-api; one of them
 #      restarts query-api), then the fault tests (ctest -L faults), which stop,
@@ -51,6 +56,7 @@ export PG_TLS=${PG_TLS:-on}
 test_ports() {
   export PG_PORT=25432 REDIS_PORT=26379 QUERY_API_PORT=28080 ORDER_SERVICE_PORT=28081 \
     PAYMENT_SERVICE_PORT=28082 INVENTORY_SERVICE_PORT=28083 DELIVERY_SERVICE_PORT=28084
+  export PROMETHEUS_PORT=29090
 }
 test_ports
 
@@ -92,7 +98,7 @@ main() {
   scripts/stack.sh down >/dev/null 2>&1 || true
   scripts/stack.sh clean
   trap stack_down EXIT
-  if scripts/stack.sh up; then
+  if STACK_OBSERVE=on scripts/stack.sh up; then
     STACK_VARS=$(sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)=.*/\1/p' "$STACK_DIR/stack.env")
     set -a
     # shellcheck disable=SC1091
@@ -100,6 +106,9 @@ main() {
     set +a
     step "integration tests"
     ctest --test-dir "$ASAN_BUILD" -L integration --output-on-failure || fail "integration tests"
+    step "metrics of the alert rules and the dashboard on the stack (tests/observability/check_stack.py)"
+    python3 tests/observability/check_stack.py "$ASAN_BUILD/observability" \
+      || fail "rules' and dashboard's metrics on the stack"
     step "browser tests (screenshots in $ASAN_BUILD/browser-shots)"
     ctest --test-dir "$ASAN_BUILD" -L browser --output-on-failure || fail "browser tests"
     step "fault tests"

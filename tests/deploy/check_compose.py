@@ -30,7 +30,14 @@ Checks, each against its source of truth (deploylib.py):
     after what it needs is healthy;
   - the web console: query-api serves the image's console files and names
     order-service and inventory-service at their published ports, and those two
-    allow query-api's origin in HTTP_CORS_ORIGINS (deploylib.console_problems).
+    allow query-api's origin in HTTP_CORS_ORIGINS (deploylib.console_problems);
+  - observability (docs/observability.md): prometheus and grafana at pinned
+    versions, prometheus with infra/observability/prometheus mounted as its
+    configuration (the file its --config.file names, whose rule files exist there),
+    grafana with the provisioning and dashboards of infra/observability/grafana (its
+    datasource reaching the prometheus service, its dashboard provider reading the
+    dashboards' mount), after a healthy prometheus; each with a named volume of its
+    own (the only named volumes beside the seed's), and no service waiting for them.
 """
 
 import os
@@ -177,8 +184,13 @@ def mounts(svc):
     return out
 
 
+# The observability services (docs/observability.md) and their named volumes.
+OBSERVABILITY = {"prometheus": "prometheus_data", "grafana": "grafana_data"}
+OBS_DIR = os.path.join("infra", "observability")
+
+
 def check_volumes(c, seed, problems):
-    declared = set((c.get("volumes") or {}).keys())
+    declared = set((c.get("volumes") or {}).keys()) - set(OBSERVABILITY.values())
     if declared != set(seed.volumes):
         problems.append("named volumes %s, the seed has %s" % (sorted(declared), sorted(seed.volumes)))
     for vol, (service, path) in seed.volumes.items():
@@ -390,6 +402,85 @@ def check_service(root, c, seed, name, port, db, problems):
             problems.append("%s: waits for %s to be healthy, which has no healthcheck" % (name, dep))
 
 
+def pinned(image):
+    """True for repository:tag with a version in the tag (not latest, not bare)."""
+    m = re.match(r"^[^:@]+:v?(\d+)(\.\d+)+$", str(image or ""))
+    return bool(m)
+
+
+def mount_of(svc, host_dir):
+    """The container path where host_dir (relative to infra/compose) is mounted
+    read-only, or None."""
+    for v in svc.get("volumes") or []:
+        parts = str(v).split(":") if not isinstance(v, dict) else \
+            [str(v.get("source")), str(v.get("target")), "ro" if v.get("read_only") else "rw"]
+        if len(parts) >= 3 and os.path.normpath(parts[0]) == os.path.normpath(host_dir) \
+                and "ro" in parts[2].split(","):
+            return parts[1]
+    return None
+
+
+def check_observability(root, c, problems):
+    svcs = c.get("services") or {}
+    for name, volume in OBSERVABILITY.items():
+        s = svcs.get(name)
+        if s is None:
+            problems.append("service %s (observability) is missing" % name)
+            continue
+        if not pinned(s.get("image")):
+            problems.append("%s: image %r is not pinned to a version" % (name, s.get("image")))
+        if not any(src == volume for src, _ in mounts(s)):
+            problems.append("%s: its named volume %s is not mounted" % (name, volume))
+        if volume not in (c.get("volumes") or {}):
+            problems.append("named volume %s (%s's) is not declared" % (volume, name))
+        if not (s.get("healthcheck") or {}).get("test"):
+            problems.append("%s: no healthcheck" % name)
+    for name, s in svcs.items():
+        for dep in depends(s):
+            if dep in OBSERVABILITY and name not in OBSERVABILITY:
+                problems.append("%s: depends on %s; the system must run without it" % (name, dep))
+    prom, graf = svcs.get("prometheus") or {}, svcs.get("grafana") or {}
+    conf_dir = mount_of(prom, "../observability/prometheus")
+    if not conf_dir:
+        problems.append("prometheus: ../observability/prometheus is not mounted read-only")
+    else:
+        flags = dict(w.split("=", 1) for w in command_of(prom) if w.startswith("--") and "=" in w)
+        conf = flags.get("--config.file", "")
+        if os.path.dirname(conf) != conf_dir.rstrip("/"):
+            problems.append("prometheus: --config.file=%r is not in its mount %s" % (conf, conf_dir))
+        else:
+            host = os.path.join(root, OBS_DIR, "prometheus", os.path.basename(conf))
+            if not os.path.exists(host):
+                problems.append("prometheus: %s does not exist" % os.path.relpath(host, root))
+            else:
+                cfg = dl.load_yaml(host) or {}
+                for rf in cfg.get("rule_files") or []:
+                    if not os.path.exists(os.path.join(os.path.dirname(host), rf)):
+                        problems.append("prometheus.yml: rule file %s is not beside it" % rf)
+                if not cfg.get("rule_files"):
+                    problems.append("prometheus.yml: no rule_files (rules.yml)")
+    prov = mount_of(graf, "../observability/grafana/provisioning")
+    dash = mount_of(graf, "../observability/grafana/dashboards")
+    if prov != "/etc/grafana/provisioning":
+        problems.append("grafana: ../observability/grafana/provisioning is not mounted "
+                        "read-only at /etc/grafana/provisioning")
+    if not dash:
+        problems.append("grafana: ../observability/grafana/dashboards is not mounted read-only")
+    gdir = os.path.join(root, OBS_DIR, "grafana", "provisioning")
+    port = next((cont for _, cont in published_ports(prom)), 9090)
+    urls = [d.get("url") for f in sorted(os.listdir(os.path.join(gdir, "datasources")))
+            for d in (dl.load_yaml(os.path.join(gdir, "datasources", f)) or {}).get("datasources") or []]
+    if "http://prometheus:%d" % port not in urls:
+        problems.append("grafana: no datasource at http://prometheus:%d (has %r)" % (port, urls))
+    paths = [(p.get("options") or {}).get("path")
+             for f in sorted(os.listdir(os.path.join(gdir, "dashboards")))
+             for p in (dl.load_yaml(os.path.join(gdir, "dashboards", f)) or {}).get("providers") or []]
+    if dash and dash not in paths:
+        problems.append("grafana: no dashboard provider reads %s (paths %r)" % (dash, paths))
+    if depends(graf).get("prometheus") != "service_healthy":
+        problems.append("grafana: must start after a healthy prometheus")
+
+
 def check(root):
     seed, problems = dl.load_seed(root)
     c = dl.load_yaml(os.path.join(root, "infra", "compose", "compose.yml"))
@@ -403,7 +494,8 @@ def check(root):
     for name, (port, db) in services.items():
         check_service(root, c, seed, name, port, db, problems)
     check_env_example(root, password_refs(c, problems), problems)
-    known = set(INFRA) | set(services) | {"kafka-init", "cassandra-init"}
+    check_observability(root, c, problems)
+    known = set(INFRA) | set(services) | {"kafka-init", "cassandra-init"} | set(OBSERVABILITY)
     for extra in sorted(set(c.get("services") or {}) - known):
         problems.append("service %s is neither the seed's nor one of the five" % extra)
     return problems
