@@ -17,8 +17,9 @@
 # HTTP_READS_NEED_AUTH closes the reads).
 #
 # Traces: the services export spans when OTEL_EXPORTER_OTLP_ENDPOINT is set in the
-# caller's environment (stack.sh passes it on, like every setting); an OTLP
-# receiver started here with the stack would go in observe_start_traces below.
+# caller's environment (stack.sh passes it on, like every setting): start the test
+# suite's OTLP receiver (tests/support/otlp_receiver.py) before `up` to read them
+# (docs/observability.md, "Looking at one order's trace locally").
 
 OBSERVE_DIR=$STACK_DIR/prometheus
 OBSERVE_RULES=$ROOT/infra/observability/prometheus/rules.yml
@@ -96,11 +97,5 @@ start_prometheus() {
     --storage.tsdb.path="$OBSERVE_DIR/data" --storage.tsdb.retention.time=2d \
     --web.listen-address="127.0.0.1:$CHOSEN_PORT" --log.format=json
   wait_healthy prometheus "$LAUNCHED_PID" "$CHOSEN_PORT" || exit 1
-  observe_start_traces
 }
 
-# The hook for an OTLP receiver writing the stack's traces where a person can read
-# them (the tracing work's test receiver): started here, stopped in cmd_down, its
-# endpoint given to the services started after it. None yet: the services export to
-# whatever OTEL_EXPORTER_OTLP_ENDPOINT the caller sets.
-observe_start_traces() { :; }
