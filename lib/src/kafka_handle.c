@@ -177,6 +177,7 @@ bool deta_kafka_handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
     const char *topic = msg.topic;
     bool finished = false, waiting = false;
     int counted = 0, backoff = c->backoff_ms;
+    deta_kafka_note_handed(c, topic);
     for (;;) {
         char why[512] = "";
         deta_err_t err = c->fn(&msg, c->opaque, why, sizeof why);

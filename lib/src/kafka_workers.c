@@ -445,6 +445,8 @@ static bool handle_batch(deta_consumer_t *c, job_t **jobs, size_t n) {
     size_t nviews = 0;
     while (why && nviews < n && deta_kafka_msg_view(jobs[nviews]->m, &msgs[nviews]))
         nviews++;
+    for (size_t i = 0; i < nviews; i++)
+        deta_kafka_note_handed(c, msgs[i].topic);
     deta_err_t err = nviews == n ? c->batch_fn(msgs, n, c->opaque, results, why)
                                  : DETA_ERR_INTERNAL;
     for (size_t i = 0; i < nviews; i++)
