@@ -249,6 +249,14 @@ static deta_err_t load_kafka(deta_config_t *cfg, char *errstr, size_t errsize) {
     if ((err = config_int("KAFKA_FETCH_WAIT_MAX_MS", 10, 1, 500, &cfg->kafka_fetch_wait_max_ms,
                           errstr, errsize)))
         return err;
+    if ((err = config_int("KAFKA_STATISTICS_INTERVAL_MS", 5000, 0, 3600000,
+                          &cfg->kafka_statistics_interval_ms, errstr, errsize)))
+        return err;
+    if (cfg->kafka_statistics_interval_ms > 0 && cfg->kafka_statistics_interval_ms < 1000)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "KAFKA_STATISTICS_INTERVAL_MS must be 0 (off) or 1000..3600000 "
+                         "(librdkafka's statistics come by the second), not %d",
+                         cfg->kafka_statistics_interval_ms);
     /* The transport (protocol, SASL, TLS): config_kafka.c. */
     return deta_config_load_kafka_security(&cfg->kafka_security, errstr, errsize);
 }

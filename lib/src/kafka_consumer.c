@@ -18,7 +18,8 @@
  * N > 1 the loop is kafka_workers.c's.
  *
  * Rebalance callback. Set in both modes: with workers it settles revoked
- * partitions (kafka_workers.c); in both it keeps the assigned-partitions gauge,
+ * partitions (kafka_workers.c); in both it unsets the revoked partitions' lag
+ * gauges (kafka_metrics.c) and keeps the assigned-partitions gauge,
  * recounted from rd_kafka_assignment() after each assign or unassign, and
  * applied as a difference, so two consumers of one group in a process add up.
  *
@@ -99,6 +100,19 @@ static rd_kafka_conf_t *consumer_conf(const deta_config_t *cfg, const char *grou
     /* Revocations must wait for the workers; assignments feed the gauge. */
     rd_kafka_conf_set_opaque(conf, c);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    /* The lag gauges come from librdkafka's statistics (kafka_metrics.c). */
+    int every = c->metrics ? cfg->kafka_statistics_interval_ms : 0;
+    char every_s[16], why[256];
+    snprintf(every_s, sizeof every_s, "%d", every > 0 ? every : 0);
+    if (rd_kafka_conf_set(conf, "statistics.interval.ms", every_s, why, sizeof why) !=
+        RD_KAFKA_CONF_OK) {
+        deta_errf(DETA_ERR_INVALID, errstr, errsize, "kafka setting statistics.interval.ms=%s: %s",
+                  every_s, why);
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    if (every > 0)
+        rd_kafka_conf_set_stats_cb(conf, deta_kafka_on_stats);
     return conf;
 }
 
@@ -158,6 +172,7 @@ static void register_gauges(deta_consumer_t *c) {
             deta_gauge(c->metrics, "deta_consumer_assigned_partitions",
                        "Partitions of the topic assigned to this consumer", labels);
     }
+    deta_kafka_metrics_register(c);
 }
 
 static bool copy_topics(deta_consumer_t *c, const char *const *topics, size_t ntopics) {
@@ -210,6 +225,7 @@ static void consumer_release(deta_consumer_t *c) {
     for (size_t i = 0; c->topics && i < c->ntopics; i++)
         free(c->topics[i].name);
     free(c->topics);
+    free(c->lags);
     free(c);
 }
 
@@ -284,6 +300,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         if (c->nworkers > 1)
             deta_kafka_revoke_parts(c, partitions);
+        deta_kafka_lag_forget(c, partitions);
     } else {
         DETA_WARN("kafka rebalance: %s", rd_kafka_err2str(err));
     }
@@ -401,6 +418,7 @@ deta_err_t deta_consumer_close(deta_consumer_t *c, int timeout_ms) {
     }
     rd_kafka_queue_destroy(q);
     update_assigned(c, true);
+    deta_kafka_lag_forget(c, NULL);
     return c->close_result;
 }
 

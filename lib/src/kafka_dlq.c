@@ -6,7 +6,8 @@
  * borrowed producer, synchronously, retried forever with backoff (until *stop,
  * or with workers until its partition is revoked) since skipping the message
  * would lose it. A message on a topic with no dead-letter twin is logged as an
- * error and its offset stored: there is nowhere to put it, and blocking the
+ * error, counted (deta_consumer_messages_total{outcome="dropped"}) and its
+ * offset stored: there is nowhere to put it, and blocking the
  * partition forever would be worse. The wait for a dead letter's
  * acknowledgement watches the same cancellation: once cancelled it allows
  * DETA_KAFKA_CANCEL_GRACE_MS more (an ack that is on its way saves a duplicate
@@ -94,6 +95,7 @@ bool deta_kafka_dead_letter(deta_consumer_t *c, const rd_kafka_message_t *m, int
     if (!dlq_topic) {
         DETA_ERROR("dropping %s[%d]@%lld after %d retries, no dead-letter topic for it: %s", topic,
                    (int)m->partition, (long long)m->offset, retries, why);
+        deta_kafka_count_outcome(c, topic, "dropped");
         return true;
     }
     if (!send_dead_letter(c, m, dlq_topic, retries, why, cancel))

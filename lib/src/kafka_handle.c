@@ -220,6 +220,7 @@ bool deta_kafka_handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
      * carry it on. */
     deta_span_t *span = deta_kafka_span_begin(c, m, 0);
     deta_span_enter(span);
+    deta_kafka_note_handed(c, topic);
     for (;;) {
         char why[512] = "";
         deta_err_t err = c->fn(&msg, c->opaque, why, sizeof why);

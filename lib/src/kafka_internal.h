@@ -19,6 +19,8 @@
  *                      dlq. twin of its topic
  *   kafka_workers.c    the per-key workers (opts.workers > 1): dispatch,
  *                      backpressure, per-partition watermarks, revokes, stop
+ *   kafka_metrics.c    the lag per partition (from librdkafka's statistics,
+ *                      read by kafka_stats.c) and the last message's time
  *
  * Each file's top comment holds the design of its part. Names shared between
  * the files start with deta_kafka_ (libdeta is a static library: an extern
@@ -148,12 +150,15 @@ void deta_kafka_abandoned_free_all(deta_producer_t *p);
 
 typedef struct worker worker_t;
 typedef struct part part_t;
+typedef struct lag_series lag_series_t; /* kafka_metrics.c */
 
-/* A subscribed topic and its share of the assigned-partitions gauge. */
+/* A subscribed topic, its share of the assigned-partitions gauge and its
+ * last-message gauge. */
 typedef struct sub_topic {
     char *name;
     deta_gauge_t *assigned_gauge; /* NULL without metrics */
     int assigned;                 /* what this consumer added to the gauge */
+    deta_gauge_t *last_gauge;     /* NULL without metrics */
 } sub_topic_t;
 
 struct deta_consumer {
@@ -190,6 +195,10 @@ struct deta_consumer {
     atomic_bool halt;        /* stopping on its own (out of memory): run() fails */
     part_t *parts;           /* the poller's thread only */
     size_t nheld;            /* the poller's thread only */
+    /* The lag gauges (kafka_metrics.c; the poller's thread only). */
+    lag_series_t *lags;
+    size_t nlags, lags_cap;
+    bool stats_refused; /* statistics were unreadable once: logged */
 };
 
 /* What makes a retry or dead-letter loop give up on its message: the consumer
@@ -233,6 +242,15 @@ struct deta_span *deta_kafka_span_begin(const deta_consumer_t *c, const rd_kafka
  * before it was done. */
 bool deta_kafka_dead_letter(deta_consumer_t *c, const rd_kafka_message_t *m, int retries,
                             const char *why, const cancel_t *cancel);
+
+/* kafka_metrics.c. Registers the last-message gauges (with metrics). */
+void deta_kafka_metrics_register(deta_consumer_t *c);
+/* A message of topic is handed to the handler (its first attempt). */
+void deta_kafka_note_handed(deta_consumer_t *c, const char *topic);
+/* librdkafka's stats callback (the consumer is the handle's opaque). */
+int deta_kafka_on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque);
+/* Unsets the lag series of parts (all of them when NULL): no longer assigned. */
+void deta_kafka_lag_forget(deta_consumer_t *c, const rd_kafka_topic_partition_list_t *parts);
 
 /* kafka_workers.c (only with nworkers > 1). */
 bool deta_kafka_workers_init(deta_consumer_t *c);

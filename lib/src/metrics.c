@@ -8,7 +8,9 @@
  * rendering take it, updates do not. Series are never removed before the
  * registry is freed, which is what lets callers keep the handles.
  *
- * Counters and gauges are one _Atomic double each: a counter must accept
+ * Counters and gauges are one _Atomic double each (a gauge also has a flag,
+ * "unset", that leaves it out of the rendering while the value means nothing:
+ * deta_gauge_unset; the series and its handle stay): a counter must accept
  * fractional increments (deta_counter_add takes a double, e.g. seconds), so a
  * uint64 would not do; additions are compare-and-swap loops, which are lock-free
  * on every 64-bit target we build for. A double counts integers exactly up to
@@ -40,7 +42,8 @@ struct deta_counter {
 };
 
 struct deta_gauge {
-    _Atomic double value;
+    _Atomic double value; /* first, as in deta_counter */
+    atomic_bool unset;    /* left out of the rendering until the next update */
 };
 
 struct deta_histogram {
@@ -203,8 +206,11 @@ static series_t *series_new(const family_t *f, const char *labels) {
             return NULL;
         }
         pthread_mutex_init(&h->lock, NULL);
+    } else if (f->type == TYPE_GAUGE) {
+        atomic_init(&s->u.gauge.value, 0.0);
+        atomic_init(&s->u.gauge.unset, false);
     } else {
-        atomic_init(&s->u.counter.value, 0.0); /* the gauge shares the layout */
+        atomic_init(&s->u.counter.value, 0.0);
     }
     return s;
 }
@@ -292,13 +298,22 @@ deta_gauge_t *deta_gauge(deta_metrics_t *m, const char *name, const char *help,
 }
 
 void deta_gauge_set(deta_gauge_t *g, double v) {
-    if (g)
-        atomic_store(&g->value, v);
+    if (!g)
+        return;
+    atomic_store(&g->value, v);
+    atomic_store(&g->unset, false);
 }
 
 void deta_gauge_add(deta_gauge_t *g, double v) {
+    if (!g)
+        return;
+    atomic_add_double(&g->value, v);
+    atomic_store(&g->unset, false);
+}
+
+void deta_gauge_unset(deta_gauge_t *g) {
     if (g)
-        atomic_add_double(&g->value, v);
+        atomic_store(&g->unset, true);
 }
 
 double deta_gauge_value(const deta_gauge_t *g) {
@@ -429,11 +444,13 @@ static void write_family(FILE *out, const family_t *f) {
     write_help(out, f);
     fprintf(out, "# TYPE %s %s\n", f->name, type_name(f->type));
     for (const series_t *s = f->series; s; s = s->next) {
+        series_t *w = (series_t *)s;
         if (f->type == TYPE_HISTOGRAM)
             write_histogram(out, f->name, s);
-        else
-            write_sample(out, f->name, "", s->labels,
-                         atomic_load(&((series_t *)s)->u.counter.value));
+        else if (f->type == TYPE_GAUGE && !atomic_load(&w->u.gauge.unset))
+            write_sample(out, f->name, "", s->labels, atomic_load(&w->u.gauge.value));
+        else if (f->type == TYPE_COUNTER)
+            write_sample(out, f->name, "", s->labels, atomic_load(&w->u.counter.value));
     }
 }
 

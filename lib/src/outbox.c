@@ -15,8 +15,9 @@
  *   2. as the lock holder (the leader), publish: select up to 500 unsent rows by
  *      id, send them as one batch, mark the acknowledged prefix published, repeat
  *      while batches come back full; then purge old rows (once a minute) and
- *      update the pending gauge (0 after a complete drain, without a query; a
- *      count only after a failed or cut-short turn). Standbys do nothing but
+ *      update the pending gauges, rows and the oldest row's age (0 after a
+ *      complete drain, without a query; counted only after a failed or
+ *      cut-short turn). Standbys do nothing but
  *      try the lock each turn. A batch read on another session than the one
  *      that took the lock (deta_db reconnected under the drain: the backend was
  *      terminated, the server restarted) is dropped unsent and the drain ends:
@@ -182,6 +183,7 @@ struct deta_outbox_relay {
     deta_counter_t *errors;
     deta_counter_t *parked_total;
     deta_gauge_t *pending;
+    deta_gauge_t *oldest_age;
     deta_gauge_t *parked;
     deta_counter_t *woke_notify;
     deta_counter_t *woke_poll;
@@ -199,6 +201,9 @@ static void register_metrics(deta_outbox_relay_t *r, deta_metrics_t *m) {
                                    "Outbox rows parked: refused by the broker for good, or"
                                    " held behind such a row of the same order", NULL);
     r->pending = deta_gauge(m, "deta_outbox_pending", "Outbox rows not yet published", NULL);
+    r->oldest_age = deta_gauge(m, "deta_outbox_oldest_pending_age_seconds",
+                               "Age of the oldest outbox row not yet published (0 when none)",
+                               NULL);
     r->parked = deta_gauge(m, "deta_outbox_parked", "Outbox rows parked now (alert when > 0)",
                            NULL);
     r->woke_notify = deta_counter(m, "deta_outbox_wakeups_total",
@@ -598,25 +603,35 @@ static void purge_if_due(deta_outbox_relay_t *r) {
         DETA_WARN("outbox purge failed: %s", why);
 }
 
-/* The pending gauge. A drain that ended on a batch that was not full, all of it
- * acknowledged and marked, left nothing behind as of its last SELECT: the gauge
- * is 0 without asking (rows committed since then have notified and are the next
- * turn's). Only a turn that failed or stopped with rows left counts them, so the
- * relay does not run a count(*) per wake-up, i.e. per order. */
+/* The pending gauges, rows and the oldest row's age. A drain that ended on a
+ * batch that was not full, all of it acknowledged and marked, left nothing behind
+ * as of its last SELECT: both are 0 without asking (rows committed since then have
+ * notified and are the next turn's). Only a turn that failed or stopped with rows
+ * left counts them, in the same statement and scan (the rows left, through the
+ * partial index of unpublished rows), so the relay does not run a count(*) per
+ * wake-up, i.e. per order. While the relay fails (broker or Postgres away) each
+ * turn, at most OUTBOX_BACKOFF_MAX_MS apart, counts again, so the age keeps
+ * growing on /metrics as long as the rows stay; a turn that cannot reach
+ * Postgres leaves both as they were. */
 static void update_pending(deta_outbox_relay_t *r, bool drained) {
     if (!r->pending)
         return;
     if (drained) {
         deta_gauge_set(r->pending, 0);
+        deta_gauge_set(r->oldest_age, 0);
         return;
     }
     deta_err_t err;
     PGresult *res = deta_db_exec(r->db,
-                                 "SELECT count(*) FROM outbox WHERE published_at IS NULL"
-                                 " AND parked_at IS NULL",
+                                 "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM"
+                                 " clock_timestamp() - min(created_at)), 0)"
+                                 " FROM outbox WHERE published_at IS NULL AND parked_at IS NULL",
                                  0, NULL, &err, NULL, 0);
-    if (res)
+    if (res) {
         deta_gauge_set(r->pending, atof(PQgetvalue(res, 0, 0)));
+        double age = atof(PQgetvalue(res, 0, 1));
+        deta_gauge_set(r->oldest_age, age > 0 ? age : 0);
+    }
     PQclear(res);
 }
 

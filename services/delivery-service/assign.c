@@ -17,14 +17,16 @@
 #include "settings.h"
 #include "store.h"
 
-static const double ETA_MINUTE_BUCKETS[] = {10, 15, 20, 25, 30, 35, 40, 45, 50, 60, 75, 90, 120};
+/* Seconds (simulated): 10 to 120 minutes, the estimates a ride of the simulation gives. */
+static const double ETA_BUCKETS_SECONDS[] = {600,  900,  1200, 1500, 1800, 2100, 2400,
+                                             2700, 3000, 3600, 4500, 5400, 7200};
 
 struct delivery_assigner {
     delivery_params_t params;
     deta_counter_t *assigned;
     deta_counter_t *eta_updates;
     deta_gauge_t *active;
-    deta_histogram_t *eta_minutes;
+    deta_histogram_t *eta_seconds;
 };
 
 delivery_assigner_t *delivery_assigner_new(deta_service_t *svc, const delivery_params_t *params) {
@@ -37,10 +39,10 @@ delivery_assigner_t *delivery_assigner_new(deta_service_t *svc, const delivery_p
                                NULL);
     a->eta_updates = deta_counter(m, "eta_updates_total", "ETAs published (eta.updated)", NULL);
     a->active = deta_gauge(m, "delivery_active", "Deliveries not yet delivered", NULL);
-    a->eta_minutes = deta_histogram(
-        m, "delivery_eta_minutes", "Estimated minutes to delivery at assignment (simulated)", NULL,
-        ETA_MINUTE_BUCKETS, sizeof ETA_MINUTE_BUCKETS / sizeof *ETA_MINUTE_BUCKETS);
-    if (!a->assigned || !a->eta_updates || !a->active || !a->eta_minutes) {
+    a->eta_seconds = deta_histogram(
+        m, "delivery_eta_seconds", "Estimated seconds to delivery at assignment (simulated)",
+        NULL, ETA_BUCKETS_SECONDS, sizeof ETA_BUCKETS_SECONDS / sizeof *ETA_BUCKETS_SECONDS);
+    if (!a->assigned || !a->eta_updates || !a->active || !a->eta_seconds) {
         free(a);
         return NULL;
     }
@@ -148,7 +150,7 @@ void delivery_assigner_report(delivery_assigner_t *a, const delivery_t *d,
     deta_counter_inc(a->assigned);
     deta_counter_inc(a->eta_updates);
     deta_gauge_add(a->active, 1);
-    deta_histogram_observe(a->eta_minutes, delivery_estimated_minutes(&a->params, d));
+    deta_histogram_observe(a->eta_seconds, delivery_estimated_seconds(&a->params, d));
     char eta[DETA_TS_LEN];
     deta_timestamp_from_ms(d->eta_ms, eta);
     deta_log(DETA_LOG_INFO, d->order_id, correlation_id,

@@ -18,7 +18,7 @@
 typedef struct delivery_assigner delivery_assigner_t;
 
 /* params is copied. Registers delivery_assigned_total, eta_updates_total,
- * delivery_active and delivery_eta_minutes (shared by name with the ticker). */
+ * delivery_active and delivery_eta_seconds (shared by name with the ticker). */
 delivery_assigner_t *delivery_assigner_new(deta_service_t *svc, const delivery_params_t *params);
 void delivery_assigner_free(delivery_assigner_t *a);
 

@@ -172,10 +172,10 @@ deta_err_t delivery_advance(const delivery_params_t *p, delivery_t *d, int64_t n
     return DETA_ERR_INVALID;
 }
 
-double delivery_estimated_minutes(const delivery_params_t *p, const delivery_t *d) {
+double delivery_estimated_seconds(const delivery_params_t *p, const delivery_t *d) {
     int64_t travel = delivery_travel_s(p, d->distance_hm);
     int64_t jitter = delivery_jitter_s(d->order_id, travel, DELIVERY_ASSIGNED);
-    return (double)(pickup_s(p) + travel + jitter) / 60.0;
+    return (double)(pickup_s(p) + travel + jitter);
 }
 
 /* ---- drivers ---- */

@@ -115,9 +115,9 @@ deta_err_t delivery_assign(const delivery_params_t *p, delivery_t *d, const char
  * DETA_ERR_INVALID for a delivery that is already DELIVERED. */
 deta_err_t delivery_advance(const delivery_params_t *p, delivery_t *d, int64_t now_ms);
 
-/* Estimated minutes from assignment to delivery, in simulated time (what
- * delivery_eta_minutes observes). */
-double delivery_estimated_minutes(const delivery_params_t *p, const delivery_t *d);
+/* Estimated seconds from assignment to delivery, in simulated time (what
+ * delivery_eta_seconds observes). */
+double delivery_estimated_seconds(const delivery_params_t *p, const delivery_t *d);
 
 /* ---- drivers ---- */
 

@@ -156,6 +156,7 @@ payment_events_t *payment_events_new(deta_service_t *svc, const payment_settings
         free(pe);
         return NULL;
     }
+    deta_db_shared_metrics(pe->db, m); /* waits for a shared connection */
     pe->processed = deta_counter(m, "payment_processed_total",
                                  "Payments decided and recorded (authorized or declined)", NULL);
     pe->failed = deta_counter(m, "payment_failed_total", "Payments declined", NULL);

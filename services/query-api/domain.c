@@ -159,6 +159,35 @@ static const event_rule_t *rule_for(const char *event_type) {
 
 bool query_handles_event(const char *event_type) { return rule_for(event_type) != NULL; }
 
+/* ---- the saga's stages ---- */
+
+static const struct {
+    const char *event_type;
+    const char *name;
+} saga_stages[QUERY_STAGE_COUNT] = {
+    [QUERY_STAGE_RESERVED] = {DETA_EVT_INVENTORY_RESERVED, "reserved"},
+    [QUERY_STAGE_AUTHORIZED] = {DETA_EVT_PAYMENT_AUTHORIZED, "authorized"},
+    [QUERY_STAGE_ASSIGNED] = {DETA_EVT_DELIVERY_ASSIGNED, "assigned"},
+    [QUERY_STAGE_DELIVERED] = {DETA_EVT_DELIVERY_DELIVERED, "delivered"},
+};
+
+int query_saga_stage_of(const char *event_type) {
+    for (int i = 0; event_type && i < QUERY_STAGE_COUNT; i++)
+        if (strcmp(saga_stages[i].event_type, event_type) == 0)
+            return i;
+    return -1;
+}
+
+const char *query_saga_stage_name(int stage) {
+    return stage >= 0 && stage < QUERY_STAGE_COUNT ? saga_stages[stage].name : NULL;
+}
+
+double query_saga_stage_seconds(int64_t created_us, int64_t reached_us) {
+    if (created_us <= 0)
+        return -1;
+    return reached_us > created_us ? (double)(reached_us - created_us) / 1e6 : 0.0;
+}
+
 /* ---- the ETA rule (instants: deta/timestamp.h) ---- */
 
 bool query_eta_is_newer(const char *candidate, const char *current) {

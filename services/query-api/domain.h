@@ -116,6 +116,29 @@ deta_err_t query_change_from_event(const deta_event_t *ev, query_change_t *c, ch
  * Returns true when the status changed. */
 bool query_view_merge(query_view_t *v, const query_change_t *c);
 
+/* ---- the saga's stages (query_saga_stage_duration_seconds) ---- */
+
+/* The stages an order's saga reaches, each by one event type: inventory.reserved,
+ * payment.authorized, delivery.assigned, delivery.delivered. */
+typedef enum query_saga_stage {
+    QUERY_STAGE_RESERVED,
+    QUERY_STAGE_AUTHORIZED,
+    QUERY_STAGE_ASSIGNED,
+    QUERY_STAGE_DELIVERED,
+    QUERY_STAGE_COUNT
+} query_saga_stage_t;
+
+/* The stage event_type reaches, or -1 for an event that reaches none. */
+int query_saga_stage_of(const char *event_type);
+/* "reserved", "authorized", "assigned", "delivered" (the metric's stage label);
+ * NULL out of range. */
+const char *query_saga_stage_name(int stage);
+/* Seconds from the order's creation (created_us, its createdAt) to the event that
+ * reached the stage (reached_us, its occurredAt), both µs since the epoch; 0 when
+ * the clocks put the event first (producers' clocks differ a little); -1 when the
+ * creation is not known (0: order.created not applied yet). */
+double query_saga_stage_seconds(int64_t created_us, int64_t reached_us);
+
 /* ---- list requests and their cursor ---- */
 
 #define QUERY_LIMIT_DEFAULT 50

@@ -21,6 +21,18 @@
  *   query_events_applied_total{type}   events folded into the read model
  *   query_view_status_changes_total    events that moved an order's status
  *   query_event_lag_seconds            now - occurredAt when applied
+ *   query_saga_stage_duration_seconds{stage}
+ *                                      the order's createdAt to the occurredAt of the
+ *                                      event that reached the stage (domain.h's
+ *                                      query_saga_stage_of)
+ *
+ * A stage is observed once per order: only an event the read model took as new
+ * (read_model_apply's applied: its event id was not in the timeline; with
+ * Cassandra, the inbox claim, which commits with the note, counts events once)
+ * and committed is noted, and each stage has one event type, which an order's
+ * saga emits once. A replay or a redelivery observes nothing. A stage event
+ * applied before the order's order.created (query-api catching up on several
+ * topics at once) has no creation to measure from and is not observed.
  *
  * The consumer runs QUERY_API_CONSUMER_WORKERS worker threads (settings.h); the
  * events of one order always go to the same worker, in order.
@@ -59,6 +71,16 @@ static const char *const raw_topics[] = {DETA_TOPIC_ORDER_EVENTS, DETA_TOPIC_INV
 static const double lag_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
                                      2.5,   5,    10,    30,   60,  300, 3600};
 
+/* Seconds from an order's creation to a stage. Reserved and authorized come
+ * within tens of milliseconds to a few seconds; assigned after a driver is free
+ * (seconds, or minutes while every driver is busy); delivered after the
+ * simulated pickup and ride: about 20 to 60 minutes at DELIVERY_CLOCK_SPEED 1
+ * (real life), a few seconds at the test stack's 600. One set of bounds covers
+ * both, 10 ms to 2 h. */
+static const double stage_buckets[] = {0.01, 0.025, 0.05, 0.1,  0.25, 0.5,  1,    2.5,
+                                       5,    10,    30,   60,   120,  300,  600,  900,
+                                       1200, 1800,  2700, 3600, 5400, 7200};
+
 struct query_events {
     deta_service_t *svc;
     read_model_t *rm;
@@ -67,6 +89,7 @@ struct query_events {
     deta_counter_t *applied[QUERY_EVENT_TYPES];
     deta_counter_t *status_changes;
     deta_histogram_t *lag;
+    deta_histogram_t *stages[QUERY_STAGE_COUNT];
 };
 
 #define QUERY_BATCH_MAX 16
@@ -76,6 +99,8 @@ typedef struct applied_note {
     size_t type;
     int64_t occurred_us;
     bool status_changed;
+    int stage;          /* query_saga_stage_of the type, -1 for none */
+    int64_t created_us; /* the order's createdAt, 0 unknown */
 } applied_note_t;
 
 static _Thread_local applied_note_t notes[QUERY_BATCH_MAX];
@@ -112,6 +137,8 @@ static deta_err_t apply_event(deta_db_t *db, const deta_event_t *ev, void *opaqu
         note->type = type_index(c.event_type);
         deta_timestamp_us(c.occurred_at, &note->occurred_us);
         note->status_changed = out.status_changed;
+        note->stage = query_saga_stage_of(c.event_type);
+        note->created_us = out.created_us;
     }
     if (out.status_changed)
         deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id, "status %s after %s",
@@ -132,6 +159,9 @@ static void record(query_events_t *qe) {
         if (notes[i].status_changed)
             deta_counter_inc(qe->status_changes);
         deta_histogram_observe(qe->lag, seconds_since(notes[i].occurred_us));
+        double stage = query_saga_stage_seconds(notes[i].created_us, notes[i].occurred_us);
+        if (notes[i].stage >= 0 && stage >= 0)
+            deta_histogram_observe(qe->stages[notes[i].stage], stage);
     }
     nnotes = 0;
 }
@@ -170,6 +200,15 @@ static void register_metrics(query_events_t *qe) {
     qe->lag = deta_histogram(m, "query_event_lag_seconds",
                              "Time from an event's occurredAt to its application", NULL,
                              lag_buckets, sizeof lag_buckets / sizeof *lag_buckets);
+    for (int i = 0; i < QUERY_STAGE_COUNT; i++) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "stage=\"%s\"", query_saga_stage_name(i));
+        qe->stages[i] = deta_histogram(
+            m, "query_saga_stage_duration_seconds",
+            "Seconds from an order's creation to the event that reached the stage, once per "
+            "order and stage",
+            labels, stage_buckets, sizeof stage_buckets / sizeof *stage_buckets);
+    }
 }
 
 query_events_t *query_events_new(deta_service_t *svc, read_model_t *rm) {

@@ -83,6 +83,9 @@ typedef struct read_model_outcome {
     /* The view after the event, for the feed (stream/feed.h); "" when unset. */
     char status[DETA_STATE_MAX];
     char customer_id[DETA_ID_MAX + 1];
+    /* The order's createdAt after the event, in µs since the epoch; 0 while no
+     * order.created has been applied (for the saga's stage durations). */
+    int64_t created_us;
 } read_model_outcome_t;
 
 /* Applies one event: its timeline entry and its fold into the order's view.

@@ -663,6 +663,8 @@ static deta_err_t apply_once(cql_model_t *m, const query_change_t *ch, read_mode
     out->status_changed = moved;
     snprintf(out->status, sizeof out->status, "%s", cur.status); /* the view now, for the feed */
     snprintf(out->customer_id, sizeof out->customer_id, "%s", cur.customer_id);
+    if (!cur.created_at[0] || !deta_timestamp_us(cur.created_at, &out->created_us))
+        out->created_us = 0;
     return DETA_OK;
 }
 

@@ -125,7 +125,8 @@ static const char *nullable(const char *s) { return s[0] ? s : NULL; }
  * whether the event is order.created (its identity fields overwrite, other
  * events' fill gaps), $25..$26 the cancellation's fields (cancelled_at keeps
  * the earliest: LEAST ignores NULL, as the C fold ignores ""). The
- * answer is one row: whether the event was new, and whether it set the status. */
+ * answer is one row: whether the event was new, whether it set the status, and
+ * the view's status, customer and createdAt (µs) after it. */
 #define IDENTITY(col)                                                                  \
     " " col " = CASE WHEN $24::bool THEN COALESCE(EXCLUDED." col ", v." col ")"         \
     " ELSE COALESCE(v." col ", EXCLUDED." col ") END,"
@@ -167,9 +168,10 @@ static const char APPLY_SQL[] =
     "   THEN EXCLUDED.eta_calculated_at ELSE v.eta_calculated_at END,"
     " correlation_id = COALESCE(v.correlation_id, EXCLUDED.correlation_id)"
     " RETURNING COALESCE(status_event_id = $1::uuid, false) AS status_changed,"
-    "  v.status, v.customer_id)"
+    "  v.status, v.customer_id,"
+    "  (EXTRACT(EPOCH FROM v.created_at) * 1000000)::bigint AS created_us)"
     " SELECT EXISTS (SELECT 1 FROM ev), COALESCE((SELECT status_changed FROM vw), false),"
-    "  (SELECT status FROM vw), (SELECT customer_id FROM vw)";
+    "  (SELECT status FROM vw), (SELECT customer_id FROM vw), (SELECT created_us FROM vw)";
 
 #undef IDENTITY
 #undef COALESCED
@@ -225,6 +227,8 @@ static deta_err_t pg_apply(void *impl, deta_db_t *tx, const query_change_t *c,
     if (PQntuples(res) == 1) { /* the view after the event, for the feed */
         text_col(res, 0, 2, out->status, sizeof out->status);
         text_col(res, 0, 3, out->customer_id, sizeof out->customer_id);
+        if (!PQgetisnull(res, 0, 4))
+            out->created_us = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
     }
     PQclear(res);
     return DETA_OK;

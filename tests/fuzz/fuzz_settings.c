@@ -133,6 +133,7 @@ static const var_t vars[] = {
     {"CASSANDRA_REPLICATION_CLASS", QUERY, OTHER, 0},
     {"CASSANDRA_REPLICATION_FACTOR", QUERY, OTHER, 0},
     {"CASSANDRA_REQUEST_TIMEOUT_MS", QUERY, OTHER, 0},
+    LIB("KAFKA_STATISTICS_INTERVAL_MS", INT, kafka_statistics_interval_ms),
 };
 #undef LIB
 #define NVARS (sizeof vars / sizeof *vars)

@@ -32,6 +32,8 @@
 #   money          money text, JSON amounts and checked arithmetic (fuzz_money.c)
 #   trace_context  the W3C traceparent and tracestate headers, the OTLP exporter's
 #                  endpoint URL and its collector's status line (fuzz_trace_context.c)
+#   kafka_stats    the consumer lag read from librdkafka's statistics JSON
+#                  (fuzz_kafka_stats.c)
 # Only those files and what they need from lib/src and the services' pure rules
 # are compiled: no service library, no server, no I/O.
 #
@@ -48,7 +50,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 
-ALL_TARGETS="cql_frame http_rules http_route stream_resume envelope payloads order_request query_params dead_letter settings money trace_context"
+ALL_TARGETS="cql_frame http_rules http_route stream_resume envelope payloads order_request query_params dead_letter settings money trace_context kafka_stats"
 FUZZ_TARGETS=${FUZZ_TARGETS:-$ALL_TARGETS}
 FUZZ_MALLOC_MB=${FUZZ_MALLOC_MB:-256}
 FUZZ_MERGE=${FUZZ_MERGE:-0}
@@ -89,6 +91,7 @@ sources_of() {
       services/inventory-service/domain.c services/delivery-service/domain.c "$EVENT_SOURCES" ;;
     money) echo lib/src/money.c lib/src/err.c -ljansson ;;
     trace_context) echo lib/src/trace_context.c lib/src/otlp_http.c ;;
+    kafka_stats) echo lib/src/kafka_stats.c -ljansson ;;
     *) echo "run.sh: no fuzz target $1 ($ALL_TARGETS)" >&2; return 1 ;;
   esac
 }
@@ -115,7 +118,7 @@ fuzz() {
   local log=$OUT/fuzz_$1.log dict=()
   mkdir -p "$corpus" "$seeds"
   case "$target" in
-    envelope | payloads | order_request) dict=("-dict=tests/fuzz/json.dict") ;;
+    envelope | payloads | order_request | kafka_stats) dict=("-dict=tests/fuzz/json.dict") ;;
   esac
   echo "run.sh: fuzzing $target for ${seconds}s from $seeds and $corpus"
   ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=0 \

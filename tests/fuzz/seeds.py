@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """seeds.py - writes the seed corpora of the JSON-shaped fuzz targets into
 tests/fuzz/corpus/<target>/ (envelope, payloads, order_request, dead_letter,
-settings): valid examples of docs/contracts.md and edge cases of each rule.
+settings, kafka_stats): valid examples of docs/contracts.md and edge cases of each rule.
 Run it again after changing it; it only (over)writes its own files, so the
 regression_* inputs and what `make fuzz` merged stay. The other targets' seeds
 are small files written by hand (cql_frame's by the conformance test)."""
@@ -210,8 +210,10 @@ def settings_seeds():
              "CASSANDRA_USERNAME", "CASSANDRA_PASSWORD", "CASSANDRA_PORT",
              "CASSANDRA_READ_CONSISTENCY", "CASSANDRA_WRITE_CONSISTENCY",
              "CASSANDRA_SERIAL_CONSISTENCY", "CASSANDRA_REPLICATION_CLASS",
-             "CASSANDRA_REPLICATION_FACTOR", "CASSANDRA_REQUEST_TIMEOUT_MS"]
-    values = {"KAFKA_SESSION_TIMEOUT_MS": ["45000", "999", "-0", "4294967296045000"],
+             "CASSANDRA_REPLICATION_FACTOR", "CASSANDRA_REQUEST_TIMEOUT_MS",
+             "KAFKA_STATISTICS_INTERVAL_MS"]
+    values = {"KAFKA_STATISTICS_INTERVAL_MS": ["5000", "0", "999", "3600001"],
+              "KAFKA_SESSION_TIMEOUT_MS": ["45000", "999", "-0", "4294967296045000"],
               "PGPORT": ["5432", "0x10", " 1", "65536"],
               "PG_PREPARED_STATEMENTS": ["off", "TRUE", "maybe"],
               "HTTP_CORS_ORIGINS": ["http://localhost:5173, https://console.example.com", "*"],
@@ -240,9 +242,65 @@ def settings_seeds():
             write("settings", "%s_%d" % (name.lower(), k), bytes([i]) + v.encode())
 
 
+# ---- librdkafka's statistics, as its STATISTICS.md describes a consumer's ----
+def stats_partition(pid, state, committed, lo, hi, ls, lag):
+    return {"partition": pid, "broker": 1, "leader": 1, "desired": state != "none",
+            "unknown": False, "msgq_cnt": 0, "msgq_bytes": 0, "xmit_msgq_cnt": 0,
+            "xmit_msgq_bytes": 0, "fetchq_cnt": 0, "fetchq_size": 0,
+            "fetch_state": state, "query_offset": -1001, "next_offset": committed,
+            "app_offset": -1001, "stored_offset": -1001, "stored_leader_epoch": -1,
+            "commited_offset": committed, "committed_offset": committed,
+            "committed_leader_epoch": -1, "eof_offset": -1001, "lo_offset": lo,
+            "hi_offset": hi, "ls_offset": ls, "consumer_lag": lag,
+            "consumer_lag_stored": -1, "leader_epoch": -1, "txmsgs": 0, "txbytes": 0,
+            "rxmsgs": 3, "rxbytes": 900, "msgs": 3, "rx_ver_drops": 0,
+            "msgs_inflight": 0, "next_ack_seq": 0, "next_err_seq": 0, "acked_msgid": 0}
+
+
+def stats(topics):
+    return {"name": "query-api#consumer-2", "client_id": "query-api", "type": "consumer",
+            "ts": 5046218113, "time": 1764600000, "age": 5004000, "replyq": 0,
+            "msg_cnt": 0, "msg_size": 0, "msg_max": 100000, "msg_size_max": 1073741824,
+            "simple_cnt": 0, "metadata_cache_cnt": 4,
+            "brokers": {"localhost:9092/1": {"name": "localhost:9092/1", "nodeid": 1,
+                                             "state": "UP", "rtt": {"min": 90, "max": 900,
+                                                                    "avg": 300, "p99": 800}}},
+            "topics": topics,
+            "cgrp": {"state": "up", "stateage": 4000, "join_state": "steady",
+                     "rebalance_age": 4000, "rebalance_cnt": 1, "assignment_size": 2},
+            "tx": 10, "rx": 10, "txmsgs": 0, "rxmsgs": 3}
+
+
+def kafka_stats_seeds():
+    p = stats_partition
+    write("kafka_stats", "consumer", compact(stats({
+        "raw.order-events": {"topic": "raw.order-events", "age": 4000, "metadata_age": 4000,
+                             "partitions": {"0": p(0, "active", 40, 0, 42, 42, 2),
+                                            "1": p(1, "none", 7, 0, 9, 9, 2),
+                                            "-1": p(-1, "none", -1001, -1001, -1001, -1001,
+                                                    -1)}},
+        "raw.payment-events": {"partitions": {"2": p(2, "active", -1001, 0, 5, 5, -1)}}})))
+    write("kafka_stats", "nothing_committed", compact(stats({
+        "t": {"partitions": {"0": p(0, "active", -1001, 0, 0, 0, -1),
+                             "1": p(1, "offset-query", -1001, 0, 5, -1, -1),
+                             "2": p(2, "active", -1001, 3, 9, -1001, -1)}}})))
+    write("kafka_stats", "no_topics", compact({"name": "c", "type": "consumer", "ts": 1}))
+    write("kafka_stats", "odd_keys", compact({"topics": {"t": {"partitions": {
+        "01": {"fetch_state": "active", "consumer_lag": 1},
+        "2147483648": {"fetch_state": "active", "consumer_lag": 1},
+        "2147483647": {"fetch_state": "active", "consumer_lag": 9223372036854775807},
+        "5": {"fetch_state": "active", "consumer_lag": 1.5},
+        "6": {"fetch_state": "stopped", "consumer_lag": 6}}}}}))
+    write("kafka_stats", "not_an_object", "[{\"topics\":{}}]")
+    write("kafka_stats", "topics_not_an_object", "{\"topics\":[]}")
+    write("kafka_stats", "cut_short", compact(stats({"t": {"partitions": {
+        "0": p(0, "active", 1, 0, 3, 3, 2)}}}))[:-7])
+
+
 if __name__ == "__main__":
     envelope_seeds()
     payload_seeds()
     order_request_seeds()
     dead_letter_seeds()
     settings_seeds()
+    kafka_stats_seeds()

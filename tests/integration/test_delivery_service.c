@@ -821,9 +821,13 @@ static void metrics_and_health_report_the_deliveries(void **state) {
     assert_true(metric_value(r.body, "eta_updates_total") >= 3);
     assert_true(metric_value(r.body, "delivery_active") >= 0);
     assert_true(metric_value(r.body, "delivery_waiting") >= 0);
-    assert_true(metric_value(r.body, "delivery_eta_minutes_count") >= 1);
-    assert_non_null(strstr(r.body, "# TYPE delivery_eta_minutes histogram"));
-    assert_non_null(strstr(r.body, "delivery_eta_minutes_bucket{le=\"60\"}"));
+    double n = metric_value(r.body, "delivery_eta_seconds_count");
+    assert_true(n >= 1);
+    assert_non_null(strstr(r.body, "# TYPE delivery_eta_seconds histogram"));
+    assert_non_null(strstr(r.body, "delivery_eta_seconds_bucket{le=\"3600\"}"));
+    /* In seconds: every estimate holds the 10 simulated minutes of the pickup. */
+    assert_true(metric_value(r.body, "delivery_eta_seconds_sum") / n >= 600);
+    assert_null(strstr(r.body, "delivery_eta_minutes"));
     ts_http_resp_free(&r);
 
     ts_http("GET", "DELIVERY_SERVICE_URL", "/actuator/health", NULL, NULL, &r);

@@ -22,8 +22,12 @@
  * "retried" not), and it is processed once the hook says "up"; a message that
  * still fails when the hook says "up" is dead-lettered after exactly max_retries
  * counted retries (the hook said "up" max_retries + 1 times), its x-retry-count
- * counting every retry. The assigned-partitions gauge follows a second member
- * joining and leaving, and drops to 0 on close. send_batch_until gives up when
+ * counting every retry; with workers the waiting message shows as lag
+ * (deta_consumer_lag_messages >= 1, from librdkafka's statistics) and its
+ * last-message time is the handing-over's. The assigned-partitions gauge follows
+ * a second member joining and leaving, and drops to 0 on close; the lag series
+ * follow them: one per partition assigned, each partition in one member only once
+ * the rebalance is over, none once a member has left. send_batch_until gives up when
  * told; deta_producer_flush reports what it could not deliver.
  *
  * With workers (opts.workers = 4) also: every message handled exactly once, in
@@ -1260,6 +1264,34 @@ static bool wait_outage(outage_t *o, const int *field, int at_least, int timeout
     return false;
 }
 
+/* The lag series of group on TOPIC that m renders now: how many, their sum, and
+ * which partitions (each must appear once). */
+static int rendered_lags(deta_metrics_t *m, const char *group, double *sum, bool seen[64]) {
+    char prefix[256];
+    snprintf(prefix, sizeof prefix,
+             "\ndeta_consumer_lag_messages{group=\"%s\",topic=\"%s\",partition=\"", group,
+             TOPIC);
+    char *text = deta_metrics_render(m);
+    assert_non_null(text);
+    int n = 0;
+    *sum = 0;
+    for (int i = 0; i < 64; i++)
+        seen[i] = false;
+    for (const char *at = text; (at = strstr(at, prefix)) != NULL; at++) {
+        char *end;
+        long part = strtol(at + strlen(prefix), &end, 10);
+        assert_true(part >= 0 && part < 64 && strncmp(end, "\"} ", 3) == 0);
+        assert_false(seen[part]);
+        seen[part] = true;
+        double v = strtod(end + 3, NULL);
+        assert_true(v >= 0);
+        *sum += v;
+        n++;
+    }
+    free(text);
+    return n;
+}
+
 static double waiting_gauge(deta_metrics_t *m, const char *group) {
     char labels[160];
     snprintf(labels, sizeof labels, "group=\"%s\"", group);
@@ -1284,6 +1316,7 @@ static void check_waits_while_dependencies_down(void **state) {
     const char *values[] = {"order"};
     send_values(key, values, 1);
     runner_t r;
+    double started = (double)time(NULL);
     runner_start_fn(&r, group, outage_handler, &o, producer, &opts);
 
     /* Five times the budget of retries while down. */
@@ -1293,6 +1326,23 @@ static void check_waits_while_dependencies_down(void **state) {
     assert_true(counter_value(metrics, "waiting") >= 5 * (opts.max_retries + 1) - 1);
     assert_int_equal(counter_value(metrics, "dead_lettered"), 0);
     assert_int_equal(outage_get(&o, &o.hook_up), 0);
+    char labels[256];
+    snprintf(labels, sizeof labels, "group=\"%s\",topic=\"%s\"", group, TOPIC);
+    double last = deta_gauge_value(
+        deta_gauge(metrics, "deta_consumer_last_message_timestamp_seconds", "", labels));
+    assert_true(last >= started - 1 && last <= (double)time(NULL) + 1);
+    if (workers > 1) {
+        /* The poller goes on polling, so the statistics come: the waiting message
+         * is not committed, its partition lags. (Without workers the loop does not
+         * poll while it waits: no statistics until the message is done.) */
+        double sum = 0;
+        bool seen[64];
+        long deadline = now_ms() + WAIT_MS;
+        while ((rendered_lags(metrics, group, &sum, seen) == 0 || sum < 1) &&
+               now_ms() < deadline)
+            ts_sleep_ms(200);
+        assert_true(sum >= 1);
+    }
 
     atomic_store(&o.down, false); /* the dependency is back */
     assert_true(wait_outage(&o, &o.ok_calls, 1, WAIT_MS));
@@ -1400,6 +1450,12 @@ static void test_assigned_partitions_gauge(void **state) {
     runner_t ra, rb;
     runner_start(&ra, group, &p, producer, &oa);
     assert_true(wait_assigned(ma, group, partitions, WAIT_MS));
+    double sum;
+    bool sa[64], sb[64];
+    long lag_deadline = now_ms() + WAIT_MS; /* the first statistics */
+    while (rendered_lags(ma, group, &sum, sa) < partitions && now_ms() < lag_deadline)
+        ts_sleep_ms(100);
+    assert_int_equal(rendered_lags(ma, group, &sum, sa), partitions);
     runner_start(&rb, group, &p, producer, &ob);
     cfg.kafka_session_timeout_ms = session;
     long deadline = now_ms() + WAIT_MS;
@@ -1413,11 +1469,30 @@ static void test_assigned_partitions_gauge(void **state) {
     }
     assert_true(a > 0 && b > 0);
     assert_int_equal(a + b, partitions);
+    /* The lag series follow: each partition in one member only, a's revoked ones
+     * gone from a's text. */
+    int na = 0, nb = 0;
+    bool split = false;
+    lag_deadline = now_ms() + WAIT_MS;
+    while (!split && now_ms() < lag_deadline) {
+        na = rendered_lags(ma, group, &sum, sa);
+        nb = rendered_lags(mb, group, &sum, sb);
+        split = na == (int)assigned_gauge(ma, group) && nb == (int)assigned_gauge(mb, group) &&
+                na + nb == partitions;
+        for (int i = 0; split && i < partitions; i++)
+            split = sa[i] != sb[i];
+        if (!split)
+            ts_sleep_ms(100);
+    }
+    if (!split)
+        fail_msg("lag series: %d in a, %d in b, for %d partitions", na, nb, partitions);
     runner_stop(&rb); /* leaves: its partitions go back to the first member */
     assert_int_equal(assigned_gauge(mb, group), 0);
+    assert_int_equal(rendered_lags(mb, group, &sum, sb), 0); /* closed: none left */
     assert_true(wait_assigned(ma, group, partitions, WAIT_MS));
     runner_stop(&ra);
     assert_int_equal(assigned_gauge(ma, group), 0);
+    assert_int_equal(rendered_lags(ma, group, &sum, sa), 0);
     deta_metrics_free(ma);
     deta_metrics_free(mb);
 }

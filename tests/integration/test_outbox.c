@@ -8,7 +8,8 @@
  * nothing; notifications (not the fallback poll) wake the relay, also after its
  * connection was killed; two relays on one database publish each row once and the
  * standby takes over; a relay stopping flushes; a failed publish leaves the row
- * for later; published rows are purged after the retention; bad input.
+ * for later (counted pending, with the oldest row's age in seconds, both 0 once
+ * drained); published rows are purged after the retention; bad input.
  * deta_outbox_relay_stop: a healthy relay publishes what was committed and stops
  * at once; one whose broker does not answer stops within its bound (not the 12 s
  * of a send), reports rows left, and leaves the row for the next relay.
@@ -384,7 +385,17 @@ static void test_failed_publish_keeps_the_row(void **state) {
     while (counter(m, "deta_outbox_publish_errors_total", NULL) < 1 && now_ms() < deadline)
         ts_sleep_ms(100);
     assert_true(counter(m, "deta_outbox_publish_errors_total", NULL) >= 1);
-    assert_true(deta_gauge_value(deta_gauge(m, "deta_outbox_pending", "", NULL)) >= 1);
+    /* The failed turn counts what is left right after the error is counted. */
+    deta_gauge_t *left = deta_gauge(m, "deta_outbox_pending", "", NULL);
+    deta_gauge_t *oldest_left = deta_gauge(m, "deta_outbox_oldest_pending_age_seconds", "", NULL);
+    deadline = now_ms() + 10000;
+    while ((deta_gauge_value(left) < 1 || deta_gauge_value(oldest_left) <= 0) &&
+           now_ms() < deadline)
+        ts_sleep_ms(20);
+    assert_true(deta_gauge_value(left) >= 1);
+    /* The row waited at least the failed send's 12 s: its age says so, in seconds. */
+    double age = deta_gauge_value(oldest_left);
+    assert_true(age >= 1 && age < 3600);
     assert_true(published_by(m) == 0);
     long t0 = now_ms();
     deta_outbox_relay_free(r);
@@ -401,10 +412,13 @@ static void test_failed_publish_keeps_the_row(void **state) {
     assert_true(wait_published(key, 1, WAIT_MS));
     assert_true(ts_kafka_count(TOPIC, key, 10000) >= 1); /* at least once */
     deta_gauge_t *pending = deta_gauge(metrics1, "deta_outbox_pending", "", NULL);
+    deta_gauge_t *oldest = deta_gauge(metrics1, "deta_outbox_oldest_pending_age_seconds", "", NULL);
     deadline = now_ms() + WAIT_MS;
-    while (deta_gauge_value(pending) != 0 && now_ms() < deadline)
+    while ((deta_gauge_value(pending) != 0 || deta_gauge_value(oldest) != 0) &&
+           now_ms() < deadline)
         ts_sleep_ms(50);
     assert_true(deta_gauge_value(pending) == 0);
+    assert_true(deta_gauge_value(oldest) == 0);
 }
 
 static void test_database_down(void **state) {

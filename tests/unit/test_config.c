@@ -27,7 +27,7 @@
 
 static const char *const all_vars[] = {
     "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_SESSION_TIMEOUT_MS", "KAFKA_FETCH_WAIT_MAX_MS",
-    "PGHOST", "PGPORT", "PGUSER",
+    "KAFKA_STATISTICS_INTERVAL_MS", "PGHOST", "PGPORT", "PGUSER",
     "PGPASSWORD", "PGDATABASE", "REDIS_HOST", "REDIS_PORT", "HTTP_PORT", "HTTP_BODY_LIMIT",
     "HTTP_THREADS", "LOG_LEVEL", "INSTANCE_ID", "DETA_TEST_INT", "DETA_TEST_STR",
     "PG_PREPARED_STATEMENTS", "PG_STATEMENT_TIMEOUT_MS",
@@ -109,6 +109,7 @@ static void test_common_defaults(void **state) {
     assert_string_equal(cfg.kafka_bootstrap, "localhost:9092");
     assert_int_equal(cfg.kafka_session_timeout_ms, 45000);
     assert_int_equal(cfg.kafka_fetch_wait_max_ms, 10);
+    assert_int_equal(cfg.kafka_statistics_interval_ms, 5000);
     assert_string_equal(cfg.pg_host, "localhost");
     assert_int_equal(cfg.pg_port, 5432);
     assert_string_equal(cfg.pg_user, "postgres");
@@ -233,6 +234,15 @@ static void test_bounds_accepted(void **state) {
     setenv("KAFKA_FETCH_WAIT_MAX_MS", "500", 1);
     load_ok(&cfg, "query-api");
     assert_int_equal(cfg.kafka_fetch_wait_max_ms, 500);
+    setenv("KAFKA_STATISTICS_INTERVAL_MS", "0", 1); /* off */
+    load_ok(&cfg, "query-api");
+    assert_int_equal(cfg.kafka_statistics_interval_ms, 0);
+    setenv("KAFKA_STATISTICS_INTERVAL_MS", "1000", 1);
+    load_ok(&cfg, "query-api");
+    assert_int_equal(cfg.kafka_statistics_interval_ms, 1000);
+    setenv("KAFKA_STATISTICS_INTERVAL_MS", "3600000", 1);
+    load_ok(&cfg, "query-api");
+    assert_int_equal(cfg.kafka_statistics_interval_ms, 3600000);
     setenv("PG_STATEMENT_TIMEOUT_MS", "0", 1);
     setenv("PG_LOCK_TIMEOUT_MS", "3600000", 1);
     load_ok(&cfg, "query-api");
@@ -253,6 +263,7 @@ static void test_bounds_accepted(void **state) {
 static void test_bad_numbers_rejected(void **state) {
     (void)state;
     const char *ints[] = {"KAFKA_SESSION_TIMEOUT_MS", "KAFKA_FETCH_WAIT_MAX_MS",
+                          "KAFKA_STATISTICS_INTERVAL_MS",
                           "PGPORT", "REDIS_PORT", "HTTP_PORT",
                           "HTTP_BODY_LIMIT", "HTTP_THREADS", "PG_STATEMENT_TIMEOUT_MS",
                           "PG_LOCK_TIMEOUT_MS", "OUTBOX_RETENTION_S", "INBOX_RETENTION_HOURS"};
@@ -275,6 +286,10 @@ static void test_out_of_range_rejected(void **state) {
     load_bad("KAFKA_SESSION_TIMEOUT_MS", "300001");
     load_bad("KAFKA_FETCH_WAIT_MAX_MS", "0");
     load_bad("KAFKA_FETCH_WAIT_MAX_MS", "501");
+    load_bad("KAFKA_STATISTICS_INTERVAL_MS", "-1");
+    load_bad("KAFKA_STATISTICS_INTERVAL_MS", "1");
+    load_bad("KAFKA_STATISTICS_INTERVAL_MS", "999");
+    load_bad("KAFKA_STATISTICS_INTERVAL_MS", "3600001");
     load_bad("HTTP_BODY_LIMIT", "1023");
     load_bad("HTTP_BODY_LIMIT", "67108865");
     load_bad("HTTP_THREADS", "0");

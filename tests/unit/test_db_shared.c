@@ -2,13 +2,16 @@
  * test_db_shared.c - the bounded set of shared Postgres connections (deta/db.h,
  * lib/src/db_shared.c): at most `size` are opened, on first need; they are lent
  * last-in first-out; a take finds none free waits until one is given back or its
- * timeout passes. No server: a deta_db_t connects only on first use, and these
+ * timeout passes; with metrics, every take's wait is observed and a take that
+ * timed out is counted. No server: a deta_db_t connects only on first use, and these
  * tests never use one, they only lend it around.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 #include <pthread.h>
 #include <time.h>
 #include <cmocka.h>
@@ -115,6 +118,30 @@ static void test_bad_arguments(void **state) {
     deta_db_shared_free(NULL);
 }
 
+static void test_waits_are_measured(void **state) {
+    (void)state;
+    deta_db_shared_t *s = shared(1);
+    deta_metrics_t *m = deta_metrics_new();
+    deta_db_shared_metrics(s, m);
+    deta_histogram_t *wait = deta_histogram(m, "deta_db_shared_wait_seconds", "", NULL, NULL, 0);
+    deta_counter_t *timeouts = deta_counter(m, "deta_db_shared_timeouts_total", "", NULL);
+    deta_db_t *a = deta_db_shared_take(s, 1000);
+    assert_non_null(a);
+    assert_int_equal(deta_histogram_count(wait), 1);
+    assert_null(deta_db_shared_take(s, 50)); /* the only one is lent: waits 50 ms */
+    assert_int_equal(deta_histogram_count(wait), 2);
+    assert_true(deta_counter_value(timeouts) == 1.0);
+    char *text = deta_metrics_render(m);
+    const char *sum = strstr(text, "\ndeta_db_shared_wait_seconds_sum ");
+    assert_non_null(sum);
+    assert_true(strtod(sum + strlen("\ndeta_db_shared_wait_seconds_sum "), NULL) >= 0.04);
+    assert_non_null(strstr(text, "deta_db_shared_wait_seconds_bucket{le=\"0.0001\"}"));
+    free(text);
+    deta_db_shared_give(s, a);
+    deta_db_shared_free(s);
+    deta_metrics_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_opens_on_need_up_to_size),
@@ -122,6 +149,7 @@ int main(void) {
         cmocka_unit_test(test_take_times_out_when_all_are_lent),
         cmocka_unit_test(test_waiting_take_gets_the_one_given_back),
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_waits_are_measured),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

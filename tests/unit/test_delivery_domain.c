@@ -164,10 +164,10 @@ static void assignment_schedules_pickup_and_first_eta(void **state) {
     assert_int_equal(d.eta_ms, T0 + (600 + travel + jitter) * 1000);
     assert_true(d.eta_ms > d.next_transition_ms);
 
-    double minutes = delivery_estimated_minutes(&p, &d);
-    assert_true(minutes >= 10.0 + (double)travel * 0.8 / 60.0 - 1e-9);
-    assert_true(minutes <= 10.0 + (double)travel * 1.2 / 60.0 + 1e-9);
-    double gap = minutes * 60000.0 - (double)(d.eta_ms - T0); /* one clock: real = simulated */
+    double seconds = delivery_estimated_seconds(&p, &d);
+    assert_true(seconds >= 600.0 + (double)travel * 0.8 - 1e-9);
+    assert_true(seconds <= 600.0 + (double)travel * 1.2 + 1e-9);
+    double gap = seconds * 1000.0 - (double)(d.eta_ms - T0); /* one clock: real = simulated */
     assert_true(gap > -1e-6 && gap < 1e-6);
 }
 
@@ -181,10 +181,10 @@ static void fast_clock_brings_every_instant_closer(void **state) {
     assert_int_equal(d.next_transition_ms, T0 + 1000); /* ten simulated minutes */
     assert_int_equal(d.eta_ms, T0 + delivery_real_ms(&p, 600 + travel + jitter));
     assert_true(d.eta_ms - T0 < 6000); /* at most about 54 simulated minutes */
-    /* the estimate in simulated minutes does not depend on the clock */
+    /* the estimate in simulated seconds does not depend on the clock */
     delivery_params_t slow = defaults();
     delivery_t s = assigned(&slow, T0);
-    assert_true(delivery_estimated_minutes(&p, &d) == delivery_estimated_minutes(&slow, &s));
+    assert_true(delivery_estimated_seconds(&p, &d) == delivery_estimated_seconds(&slow, &s));
 }
 
 static void stages_advance_in_order_with_fresh_etas(void **state) {

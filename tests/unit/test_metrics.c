@@ -1,7 +1,8 @@
 /*
  * test_metrics.c - the metrics registry: counter, gauge and histogram values,
  * the exact Prometheus text of a small registry, handle identity, type clashes,
- * bad names and buckets, and exact totals under concurrent increments.
+ * bad names and buckets, exact totals under concurrent increments, and a gauge
+ * left out of the rendering while unset.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -45,6 +46,35 @@ static void gauges_go_both_ways(void **state) {
     assert_true(deta_gauge_value(g) == 6.5);
     deta_gauge_set(g, -1);
     assert_true(deta_gauge_value(g) == -1.0);
+}
+
+/* An unset gauge is left out of the text (its family's HELP and TYPE stay), and
+ * comes back with its next update; the other series of the family are untouched. */
+static void an_unset_gauge_is_not_rendered_until_set_again(void **state) {
+    deta_metrics_t *m = *state;
+    deta_gauge_t *p0 = deta_gauge(m, "lag_messages", "Lag", "partition=\"0\"");
+    deta_gauge_t *p1 = deta_gauge(m, "lag_messages", "Lag", "partition=\"1\"");
+    deta_gauge_set(p0, 5);
+    deta_gauge_set(p1, 7);
+    deta_gauge_unset(p1);
+    char *text = deta_metrics_render(m);
+    assert_string_equal(text, "# HELP lag_messages Lag\n"
+                              "# TYPE lag_messages gauge\n"
+                              "lag_messages{partition=\"0\"} 5\n");
+    free(text);
+    deta_gauge_unset(p0);
+    text = deta_metrics_render(m);
+    assert_string_equal(text, "# HELP lag_messages Lag\n# TYPE lag_messages gauge\n");
+    free(text);
+    deta_gauge_add(p1, 1); /* an update brings it back, with its value */
+    deta_gauge_set(p0, 0);
+    text = deta_metrics_render(m);
+    assert_string_equal(text, "# HELP lag_messages Lag\n"
+                              "# TYPE lag_messages gauge\n"
+                              "lag_messages{partition=\"0\"} 0\n"
+                              "lag_messages{partition=\"1\"} 8\n");
+    free(text);
+    deta_gauge_unset(NULL);
 }
 
 static void histograms_count_observations(void **state) {
@@ -256,6 +286,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(counters_only_go_up, setup, teardown),
         cmocka_unit_test_setup_teardown(gauges_go_both_ways, setup, teardown),
+        cmocka_unit_test_setup_teardown(an_unset_gauge_is_not_rendered_until_set_again, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(histograms_count_observations, setup, teardown),
         cmocka_unit_test_setup_teardown(same_name_and_labels_give_the_same_handle, setup,
                                         teardown),

@@ -864,6 +864,31 @@ static void views_render_unknown_fields_as_null(void **state) {
     json_decref(j);
 }
 
+/* The saga's stages: one event type each, and the seconds from the creation. */
+static void saga_stages_are_named_and_timed(void **state) {
+    (void)state;
+    assert_int_equal(query_saga_stage_of("inventory.reserved"), QUERY_STAGE_RESERVED);
+    assert_int_equal(query_saga_stage_of("payment.authorized"), QUERY_STAGE_AUTHORIZED);
+    assert_int_equal(query_saga_stage_of("delivery.assigned"), QUERY_STAGE_ASSIGNED);
+    assert_int_equal(query_saga_stage_of("delivery.delivered"), QUERY_STAGE_DELIVERED);
+    const char *none[] = {"order.created", "payment.failed", "delivery.picked_up",
+                          "eta.updated", "inventory.rejected", "", NULL};
+    for (size_t i = 0; i < sizeof none / sizeof *none; i++)
+        assert_int_equal(query_saga_stage_of(none[i]), -1);
+    assert_string_equal(query_saga_stage_name(QUERY_STAGE_RESERVED), "reserved");
+    assert_string_equal(query_saga_stage_name(QUERY_STAGE_AUTHORIZED), "authorized");
+    assert_string_equal(query_saga_stage_name(QUERY_STAGE_ASSIGNED), "assigned");
+    assert_string_equal(query_saga_stage_name(QUERY_STAGE_DELIVERED), "delivered");
+    assert_null(query_saga_stage_name(-1));
+    assert_null(query_saga_stage_name(QUERY_STAGE_COUNT));
+    int64_t t0 = 1764600000000000; /* µs */
+    assert_true(query_saga_stage_seconds(t0, t0 + 1500000) == 1.5);
+    assert_true(query_saga_stage_seconds(t0, t0 + 2700000000LL) == 2700.0);
+    assert_true(query_saga_stage_seconds(t0, t0) == 0.0);
+    assert_true(query_saga_stage_seconds(t0, t0 - 3000) == 0.0); /* clocks a little apart */
+    assert_true(query_saga_stage_seconds(0, t0) == -1.0);        /* no order.created yet */
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_type_sets_libdetas_state),
@@ -886,6 +911,7 @@ int main(void) {
         cmocka_unit_test(undecodable_cursors_are_refused),
         cmocka_unit_test(list_params_default_and_validate),
         cmocka_unit_test(views_render_unknown_fields_as_null),
+        cmocka_unit_test(saga_stages_are_named_and_timed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

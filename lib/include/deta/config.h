@@ -14,6 +14,9 @@
  *   KAFKA_SESSION_TIMEOUT_MS  45000   (the local stack sets 6000)
  *   KAFKA_FETCH_WAIT_MAX_MS   10      (1..500: how long a broker may hold a consumer's
  *                                      fetch that found no data; see kafka_conf.c)
+ *   KAFKA_STATISTICS_INTERVAL_MS 5000 (0 off, or 1000..3600000: how often librdkafka hands
+ *                                      each consumer its statistics, read for the lag
+ *                                      gauge deta_consumer_lag_messages; kafka_consumer.c)
  *   KAFKA_SECURITY_PROTOCOL   PLAINTEXT (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL; every
  *                                      handle the library makes; see config_kafka.c)
  *   KAFKA_SASL_MECHANISM      none    (with SASL_*, required: PLAIN, SCRAM-SHA-256,
@@ -135,6 +138,7 @@ typedef struct deta_config {
     char kafka_bootstrap[512];
     int kafka_session_timeout_ms;
     int kafka_fetch_wait_max_ms;
+    int kafka_statistics_interval_ms; /* KAFKA_STATISTICS_INTERVAL_MS; 0: no statistics */
     deta_kafka_security_t kafka_security;
     char pg_host[256];
     int pg_port;

@@ -40,6 +40,7 @@
 #include <libpq-fe.h>
 #include "deta/config.h"
 #include "deta/err.h"
+#include "deta/metrics.h"
 
 typedef struct deta_db deta_db_t;
 typedef struct deta_db_pool deta_db_pool_t;
@@ -131,6 +132,11 @@ deta_db_t *deta_db_shared_take(deta_db_shared_t *s, long timeout_ms);
 void deta_db_shared_give(deta_db_shared_t *s, deta_db_t *db);
 /* Connections opened so far (never more than size). */
 int deta_db_shared_opened(deta_db_shared_t *s);
+/* Measures every take from now on in m: deta_db_shared_wait_seconds (histogram,
+ * how long a take waited for a connection, 0 when one was free) and
+ * deta_db_shared_timeouts_total (takes that got none in time). Before the
+ * borrowers start; m outlives s. */
+void deta_db_shared_metrics(deta_db_shared_t *s, deta_metrics_t *m);
 /* After every borrower has given its connection back. */
 void deta_db_shared_free(deta_db_shared_t *s);
 

@@ -46,7 +46,16 @@
  *
  * With opts.metrics, deta_consumer_assigned_partitions{group,topic} is the number
  * of the topic's partitions assigned to this consumer, updated on every
- * rebalance (incremental with cooperative-sticky).
+ * rebalance (incremental with cooperative-sticky);
+ * deta_consumer_messages_total{topic,outcome} counts each message processed,
+ * each retry (retried), each wait for the dependencies (waiting), each dead
+ * letter (dead_lettered) and each message dropped for want of a dead-letter
+ * topic (dropped), in every mode (one at a time, workers, batches);
+ * deta_consumer_lag_messages{group,topic,partition} is librdkafka's consumer lag
+ * of each partition assigned here, every KAFKA_STATISTICS_INTERVAL_MS (the series
+ * of a partition no longer assigned is left out), and
+ * deta_consumer_last_message_timestamp_seconds{group,topic} the Unix time a
+ * message last reached the handler (kafka_metrics.c).
  *
  * Out of memory: a message the consumer cannot allocate for is never counted as
  * handled; the consumer stops as on *stop and run() fails (see below).

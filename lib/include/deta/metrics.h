@@ -33,6 +33,11 @@ deta_gauge_t *deta_gauge(deta_metrics_t *m, const char *name, const char *help,
 void deta_gauge_set(deta_gauge_t *g, double v);
 void deta_gauge_add(deta_gauge_t *g, double v);
 double deta_gauge_value(const deta_gauge_t *g);
+/* Leaves the series out of the rendering (Prometheus then sees it end) until the
+ * next deta_gauge_set or deta_gauge_add, which bring it back. For a series that
+ * stops meaning anything, such as the lag of a partition no longer assigned; the
+ * handle stays valid. */
+void deta_gauge_unset(deta_gauge_t *g);
 
 /* buckets: ascending upper bounds, +Inf implied; NULL for the default latency
  * buckets in seconds (0.001 ... 10). */

@@ -50,7 +50,8 @@ deta_err_t deta_outbox_add(deta_db_t *db, const char *topic, const deta_event_t 
 typedef struct deta_outbox_relay deta_outbox_relay_t;
 
 /* producer borrowed; metrics optional (deta_outbox_published_total,
- * deta_outbox_publish_errors_total, deta_outbox_pending gauge,
+ * deta_outbox_publish_errors_total, deta_outbox_pending gauge (rows),
+ * deta_outbox_oldest_pending_age_seconds gauge (0 when none pending),
  * deta_outbox_parked_total, deta_outbox_parked gauge: alert when above 0). */
 deta_outbox_relay_t *deta_outbox_relay_new(const deta_config_t *cfg, deta_producer_t *producer,
                                            deta_metrics_t *metrics, char *errstr,
