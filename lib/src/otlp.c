@@ -278,6 +278,17 @@ static void *exporter_main(void *arg) {
     return NULL;
 }
 
+void deta_otlp_counters(struct deta_metrics *metrics, struct deta_counter **exported,
+                        struct deta_counter **dropped_full, struct deta_counter **dropped_failed) {
+    const char *help = "Spans dropped before export, by reason";
+    *exported = deta_counter(metrics, "deta_trace_spans_exported_total",
+                             "Spans the collector accepted", NULL);
+    *dropped_full = deta_counter(metrics, "deta_trace_spans_dropped_total", help,
+                                 "reason=\"queue_full\"");
+    *dropped_failed = deta_counter(metrics, "deta_trace_spans_dropped_total", help,
+                                   "reason=\"export_failed\"");
+}
+
 deta_err_t deta_otlp_start(const deta_trace_config_t *cfg, const char *instance,
                            struct deta_metrics *metrics, char *errstr, size_t errsize) {
     if (exp_global)
@@ -305,15 +316,8 @@ deta_err_t deta_otlp_start(const deta_trace_config_t *cfg, const char *instance,
     pthread_mutex_init(&e->lock, NULL);
     deta_cond_init_monotonic(&e->wake);
     deta_cond_init_monotonic(&e->finished);
-    if (metrics) {
-        const char *help = "Spans dropped before export, by reason";
-        e->exported = deta_counter(metrics, "deta_trace_spans_exported_total",
-                                   "Spans the collector accepted", NULL);
-        e->dropped_full = deta_counter(metrics, "deta_trace_spans_dropped_total", help,
-                                       "reason=\"queue_full\"");
-        e->dropped_failed = deta_counter(metrics, "deta_trace_spans_dropped_total", help,
-                                         "reason=\"export_failed\"");
-    }
+    if (metrics)
+        deta_otlp_counters(metrics, &e->exported, &e->dropped_full, &e->dropped_failed);
     if (pthread_create(&e->thread, NULL, exporter_main, e) != 0) {
         free(e->ring);
         free(e);

@@ -146,8 +146,13 @@ bool deta_sampler_decide(const deta_sampler_t *s, const deta_trace_ctx_t *parent
 
 deta_err_t deta_trace_start(const deta_trace_config_t *cfg, const char *instance,
                             struct deta_metrics *metrics, char *errstr, size_t errsize) {
-    if (!cfg || !cfg->enabled)
+    if (!cfg || !cfg->enabled) {
+        if (metrics) { /* the families at 0: the alerts and the dashboard read them */
+            struct deta_counter *exported, *full, *failed;
+            deta_otlp_counters(metrics, &exported, &full, &failed);
+        }
         return DETA_OK;
+    }
     sampler = cfg->sampler;
     deta_err_t err = deta_otlp_start(cfg, instance, metrics, errstr, errsize);
     if (err == DETA_OK) {

@@ -46,6 +46,12 @@ struct deta_span {
 };
 
 /* otlp.c: the exporter. */
+/* The exporter's counters in metrics (created at 0): deta_trace_spans_exported_total
+ * and deta_trace_spans_dropped_total by reason. Registered with tracing off too, so
+ * that every service exposes the families the alerts and the dashboard read. */
+struct deta_counter;
+void deta_otlp_counters(struct deta_metrics *metrics, struct deta_counter **exported,
+                        struct deta_counter **dropped_full, struct deta_counter **dropped_failed);
 deta_err_t deta_otlp_start(const deta_trace_config_t *cfg, const char *instance,
                            struct deta_metrics *metrics, char *errstr, size_t errsize);
 /* Takes the span (frees it): queued, or dropped and counted when the queue is full. */

@@ -369,6 +369,25 @@ static void otlp_json(void **state) {
     free(spans[1]);
 }
 
+/* Tracing off: no spans, but the exporter's counters exist at 0 (the alerts and
+ * the dashboard read them on every service). */
+static void off_exposes_counters(void **state) {
+    (void)state;
+    deta_trace_config_t cfg = {.enabled = false};
+    char err[256];
+    deta_metrics_t *metrics = deta_metrics_new();
+    assert_int_equal(deta_trace_start(&cfg, "unit-1", metrics, err, sizeof err), DETA_OK);
+    assert_false(deta_trace_enabled());
+    assert_null(deta_span_begin("off", DETA_SPAN_INTERNAL, NULL));
+    char *text = deta_metrics_render(metrics);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "deta_trace_spans_exported_total 0"));
+    assert_non_null(strstr(text, "deta_trace_spans_dropped_total{reason=\"queue_full\"} 0"));
+    assert_non_null(strstr(text, "deta_trace_spans_dropped_total{reason=\"export_failed\"} 0"));
+    free(text);
+    deta_metrics_free(metrics);
+}
+
 /* Spans with tracing started (towards a port nothing listens on). */
 static void spans_and_current(void **state) {
     (void)state;
@@ -496,7 +515,7 @@ int main(void) {
         cmocka_unit_test(tracestate),        cmocka_unit_test(sampler),
         cmocka_unit_test(settings),          cmocka_unit_test(url_and_status),
         cmocka_unit_test(otlp_json),         cmocka_unit_test(spans_and_current),
-        cmocka_unit_test(log_ids),
+        cmocka_unit_test(log_ids),           cmocka_unit_test(off_exposes_counters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
