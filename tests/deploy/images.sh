@@ -268,6 +268,11 @@ start_infra() {
   for pw in CASSANDRA_QUERY_API_PASSWORD; do
     export "$pw=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
   done
+  # Kafka's SASL and client-key passwords: set, and empty as .env.example has them
+  # (the local broker speaks PLAINTEXT only: docs/security.md).
+  for svc in ORDER INVENTORY PAYMENT DELIVERY QUERY; do
+    export "${svc}_KAFKA_PASSWORD=" "${svc}_KAFKA_SSL_KEY_PASSWORD="
+  done
   say "Postgres :$PGPORT, Redis :$REDIS_PORT, broker $KAFKA_BOOTSTRAP_SERVERS; one role per service"
 }
 
