@@ -967,10 +967,7 @@ static deta_span_t *begin_server_span(const request_t *r) {
     bool has_parent = deta_trace_ctx_from_headers(
         MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "traceparent"),
         MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "tracestate"), &parent);
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
-    int64_t start_ns = (int64_t)now.tv_sec * 1000000000LL + now.tv_nsec -
-                       (int64_t)(seconds_since(&r->started) * 1e9);
+    int64_t start_ns = deta_trace_now_ns() - (int64_t)(seconds_since(&r->started) * 1e9);
     char name[DETA_SPAN_NAME_MAX];
     snprintf(name, sizeof name, "%s %s", method_label(r->req.method), r->route_label);
     deta_span_t *span =

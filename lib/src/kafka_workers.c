@@ -79,7 +79,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "alloc.h"
 #include "clock.h"
@@ -458,9 +457,7 @@ static bool handle_batch(deta_consumer_t *c, job_t **jobs, size_t n) {
     size_t nviews = 0;
     while (why && nviews < n && deta_kafka_msg_view(jobs[nviews]->m, &msgs[nviews]))
         nviews++;
-    struct timespec t0;
-    clock_gettime(CLOCK_REALTIME, &t0);
-    int64_t started_ns = deta_trace_enabled() ? (int64_t)t0.tv_sec * 1000000000LL + t0.tv_nsec : 0;
+    int64_t started_ns = deta_trace_enabled() ? deta_trace_now_ns() : 0;
     for (size_t i = 0; i < nviews; i++)
         deta_kafka_note_handed(c, msgs[i].topic);
     deta_err_t err = nviews == n ? c->batch_fn(msgs, n, c->opaque, results, why)

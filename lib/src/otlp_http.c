@@ -32,6 +32,7 @@
  * tests/fuzz/fuzz_trace_context.c); the rest is discarded.
  */
 #include "trace_internal.h"
+#include "deta/clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -140,16 +141,10 @@ int deta_otlp_status_code(const char *buf, size_t len) {
     return code;
 }
 
-static long mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
 /* Waits for events on fd until deadline; false on timeout or error. */
 static bool wait_fd(int fd, short events, long deadline) {
     for (;;) {
-        long left = deadline - mono_ms();
+        long left = deadline - deta_clock_ms();
         if (left <= 0)
             return false;
         struct pollfd p = {.fd = fd, .events = events};
@@ -209,7 +204,7 @@ static bool send_all(int fd, const char *data, size_t len, long deadline) {
 
 int deta_otlp_post(const otlp_url_t *url, const char *body, size_t len, int timeout_ms,
                    char *why, size_t whysize) {
-    long deadline = mono_ms() + timeout_ms;
+    long deadline = deta_clock_ms() + timeout_ms;
     int fd = connect_by(url, deadline, why, whysize);
     if (fd < 0)
         return 0;
@@ -222,7 +217,7 @@ int deta_otlp_post(const otlp_url_t *url, const char *body, size_t len, int time
     if (hl <= 0 || (size_t)hl >= sizeof head || !send_all(fd, head, (size_t)hl, deadline) ||
         !send_all(fd, body, len, deadline)) {
         snprintf(why, whysize, "cannot send to %s:%s: %s", url->host, url->port,
-                 mono_ms() >= deadline ? "timed out" : "connection lost");
+                 deta_clock_ms() >= deadline ? "timed out" : "connection lost");
         close(fd);
         return 0;
     }
@@ -240,7 +235,7 @@ int deta_otlp_post(const otlp_url_t *url, const char *body, size_t len, int time
     }
     if (!code)
         snprintf(why, whysize, "no answer from %s:%s%s", url->host, url->port,
-                 mono_ms() >= deadline ? " in time" : "");
+                 deta_clock_ms() >= deadline ? " in time" : "");
     close(fd);
     return code;
 }

@@ -100,7 +100,7 @@ static void random_id(uint8_t *out, size_t n) {
     } while (all_zero(out, n));
 }
 
-static int64_t now_ns(void) {
+int64_t deta_trace_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
@@ -219,7 +219,7 @@ deta_span_t *deta_span_begin(const char *name, deta_span_kind_t kind,
                              const deta_trace_ctx_t *parent) {
     if (!deta_trace_enabled())
         return NULL;
-    return deta_span_begin_at(name, kind, parent, now_ns());
+    return deta_span_begin_at(name, kind, parent, deta_trace_now_ns());
 }
 
 static span_attr_t *next_attr(deta_span_t *s, const char *key) {
@@ -261,7 +261,7 @@ void deta_span_event(deta_span_t *span, const char *name, const char *key, const
     }
     span_event_t *e = &span->events[span->nevents++];
     copy_text(e->name, sizeof e->name, name);
-    e->time_ns = now_ns();
+    e->time_ns = deta_trace_now_ns();
     e->attr.key[0] = '\0';
     e->attr.sval[0] = '\0';
     e->attr.is_int = false;
@@ -300,7 +300,7 @@ void deta_span_end(deta_span_t *span) {
                 current = span->prev_current;
                 break;
             }
-    span->end_ns = now_ns();
+    span->end_ns = deta_trace_now_ns();
     if (span->end_ns < span->start_ns)
         span->end_ns = span->start_ns;
     if (span->sampled && deta_trace_enabled())

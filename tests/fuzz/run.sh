@@ -90,7 +90,7 @@ sources_of() {
       services/query-api/settings.c services/payment-service/domain.c \
       services/inventory-service/domain.c services/delivery-service/domain.c "$EVENT_SOURCES" ;;
     money) echo lib/src/money.c lib/src/err.c -ljansson ;;
-    trace_context) echo lib/src/trace_context.c lib/src/otlp_http.c ;;
+    trace_context) echo lib/src/trace_context.c lib/src/otlp_http.c lib/src/clock.c ;;
     kafka_stats) echo lib/src/kafka_stats.c -ljansson ;;
     *) echo "run.sh: no fuzz target $1 ($ALL_TARGETS)" >&2; return 1 ;;
   esac

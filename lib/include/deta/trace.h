@@ -146,6 +146,8 @@ typedef struct deta_span deta_span_t;
  * parent (a header that did not parse) counts as none. */
 deta_span_t *deta_span_begin(const char *name, deta_span_kind_t kind,
                              const deta_trace_ctx_t *parent);
+/* Now, as span times are kept: Unix time in ns (CLOCK_REALTIME). */
+int64_t deta_trace_now_ns(void);
 /* The same, started at start_ns (Unix time in ns), for work measured before the
  * span could be made (a batch, once it committed). */
 deta_span_t *deta_span_begin_at(const char *name, deta_span_kind_t kind,
