@@ -372,15 +372,23 @@ static void fresh_item(char *item, size_t size) {
 
 /* ---- the tests ---- */
 
-static void one_tree(void **state) {
-    (void)state;
-    char item[64], trace_id[33], client_span[17], traceparent[64], id[1][37];
+/* Places an order for customer under a trace of the test's own (trace_id, and
+ * client_span as the caller's span) and waits for it to reach state. */
+static void traced_order(const char *customer, const char *state, char trace_id[33],
+                         char client_span[17]) {
+    char item[64], traceparent[64], id[1][37];
     fresh_item(item, sizeof item);
     hex(trace_id, 32);
     hex(client_span, 16);
     snprintf(traceparent, sizeof traceparent, "00-%s-%s-01", trace_id, client_span);
-    assert_int_equal(place("trace-customer", item, traceparent, id[0]), 201);
-    assert_true(ts_orders_await(id, 1, DETA_STATE_DELIVERED, END_WAIT_MS));
+    assert_int_equal(place(customer, item, traceparent, id[0]), 201);
+    assert_true(ts_orders_await(id, 1, state, END_WAIT_MS));
+}
+
+static void one_tree(void **state) {
+    (void)state;
+    char trace_id[33], client_span[17];
+    traced_order("trace-customer", DETA_STATE_DELIVERED, trace_id, client_span);
     static span_t spans[MAX_SPANS];
     int n = await_spans(trace_id, spans, MAX_SPANS, services, NSERVICES);
     assert_true(n > 0);
@@ -408,13 +416,8 @@ static void one_tree(void **state) {
 
 static void declined_one_tree(void **state) {
     (void)state;
-    char item[64], trace_id[33], client_span[17], traceparent[64], id[1][37];
-    fresh_item(item, sizeof item);
-    hex(trace_id, 32);
-    hex(client_span, 16);
-    snprintf(traceparent, sizeof traceparent, "00-%s-%s-01", trace_id, client_span);
-    assert_int_equal(place("decline-trace", item, traceparent, id[0]), 201);
-    assert_true(ts_orders_await(id, 1, DETA_STATE_PAYMENT_FAILED, END_WAIT_MS));
+    char trace_id[33], client_span[17];
+    traced_order("decline-trace", DETA_STATE_PAYMENT_FAILED, trace_id, client_span);
     static span_t spans[MAX_SPANS];
     const char *const want[] = {"order-service", "inventory-service", "payment-service",
                                 "query-api"};
