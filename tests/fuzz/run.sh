@@ -84,7 +84,7 @@ sources_of() {
     dead_letter) echo services/query-api/deadletters/domain.c "$EVENT_SOURCES" ;;
     settings) echo lib/src/config.c lib/src/config_kafka.c lib/src/auth.c lib/src/http_cors.c \
       lib/src/log.c lib/src/cql_values.c lib/src/trace_config.c lib/src/otlp_http.c \
-      lib/src/trace_context.c \
+      lib/src/trace_context.c lib/src/clock.c \
       services/order-service/settings.c services/payment-service/settings.c \
       services/inventory-service/settings.c services/delivery-service/settings.c \
       services/query-api/settings.c services/payment-service/domain.c \

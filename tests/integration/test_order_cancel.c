@@ -592,10 +592,35 @@ static void hold_run(PGconn *c, const char *sql, int n, const char *const *param
     PQclear(res);
 }
 
+/* Waits until `want` cancels wait on the held row. *waited counts the
+ * milliseconds since the first request, and all of them must be waiting within
+ * order-service's lock timeout (10 s); if they are not by 8 s, lets go of the
+ * row, prints what the `started` requests answered and what order_db's sessions
+ * did, and fails. */
+static void await_cancels_waiting(long want, int *waited, PGconn *holder, pthread_t *threads,
+                                  racer_t *racers, int started) {
+    for (; cancels_waiting() < want; *waited += 50) {
+        if (*waited >= 8000) {
+            print_activity();
+            PQfinish(holder);
+            for (int i = 0; i < started; i++) {
+                pthread_join(threads[i], NULL);
+                fprintf(stderr, "  answer %d: %ld %s\n", i, racers[i].resp.status,
+                        racers[i].resp.body ? racers[i].resp.body : "");
+                ts_http_resp_free(&racers[i].resp);
+            }
+            fail_msg("the cancels never waited on the row together (%ld wanted)", want);
+        }
+        ts_sleep_ms(50);
+    }
+}
+
 /* The test holds the order's row (on a connection of its own: pg_stat_activity
  * is read once per transaction), so both requests are in their UPDATE, waiting,
  * before either can write: the first to get the row asks, the other finds the
- * request and writes nothing. */
+ * request and writes nothing. The second request is sent once the first waits:
+ * sent together, both connections can be accepted by the same one of
+ * libmicrohttpd's threads, which serves the second only after the first. */
 static void two_cancels_at_once_ask_once(void **state) {
     (void)state;
     char id[37];
@@ -606,21 +631,10 @@ static void two_cancels_at_once_ask_once(void **state) {
     hold_run(holder, "SELECT 1 FROM orders WHERE order_id = $1 FOR UPDATE", 1, params);
     racer_t racers[2] = {{.id = id}, {.id = id}};
     pthread_t threads[2];
-    for (int i = 0; i < 2; i++)
+    int waited = 0;
+    for (int i = 0; i < 2; i++) {
         assert_int_equal(pthread_create(&threads[i], NULL, race, &racers[i]), 0);
-    for (int waited = 0; cancels_waiting() < 2; waited += 50) {
-        if (waited >= 8000) { /* within order-service's lock timeout (10 s) */
-            print_activity();
-            PQfinish(holder);
-            for (int i = 0; i < 2; i++) {
-                pthread_join(threads[i], NULL);
-                fprintf(stderr, "  answer %d: %ld %s\n", i, racers[i].resp.status,
-                        racers[i].resp.body ? racers[i].resp.body : "");
-                ts_http_resp_free(&racers[i].resp);
-            }
-            fail_msg("the two cancels never waited on the row together");
-        }
-        ts_sleep_ms(50);
+        await_cancels_waiting(i + 1, &waited, holder, threads, racers, i + 1);
     }
     hold_run(holder, "COMMIT", 0, NULL);
     PQfinish(holder);
