@@ -3,8 +3,8 @@
 # loaded until its latency breaks down, with the machine's own ceilings
 # measured in the same run. bench/README.md says what each figure means.
 #
-#   scripts/bench.sh            about 6 to 10 minutes
-#   BENCH_QUICK=1 scripts/bench.sh   a smoke run of about 2 minutes
+#   scripts/bench.sh            about 8 to 12 minutes
+#   BENCH_QUICK=1 scripts/bench.sh   a smoke run of about 3.5 minutes
 #
 # Phases, in this order (the progress goes to stderr):
 #   1. release build in $BUILD_DIR (services, broker, bench/ programs);
@@ -667,6 +667,7 @@ scaled_run() {
   done
   load_env
   echo "scale_instances=$SCALE_INSTANCES" >>"$RUN_DIR/result.env"
+  wait_groups_settled || note "the consumer groups did not settle within 60 s; measuring anyway"
   sleep 2
   cpu_snapshot >"$RUN_DIR/scaled-idle-before.txt"
   sleep "$IDLE_S"
@@ -674,6 +675,36 @@ scaled_run() {
   run_step warmup 10 3 "[two instances: warm-up]" || true
   latency_run "$rate" scaled
   scale_back
+}
+
+# Waits (up to 60 s) until every consumer group's instances together hold every
+# partition of each topic they read, each running instance holding some: the
+# rebalance after the new instances joined is over. The partition counts are the
+# latency run's topic marks; the assignments, each instance's
+# deta_consumer_assigned_partitions series.
+wait_groups_settled() {
+  local deadline=$((SECONDS + 60)) f series
+  [ -s "$RUN_DIR/topics-after.txt" ] || { sleep 10; return 0; }
+  while ((SECONDS < deadline)); do
+    series=""
+    for f in "$STACK_DIR"/ports/*.port; do
+      case "${f##*/}" in postgres.port | redis.port | broker.port | prometheus.port) continue ;; esac
+      series+=$(curl -fsS --max-time 2 "http://127.0.0.1:$(cat "$f")/metrics" 2>/dev/null |
+        sed -n "s|^deta_consumer_assigned_partitions{group=\"\([^\"]*\)\",topic=\"\([^\"]*\)\".*} \([0-9.]*\)$|${f##*/} \1 \2 \3|p")
+      series+=$'\n'
+    done
+    if awk 'NR == FNR { parts[$1]++; next }
+      NF == 4 { held[$2 " " $3] += $4; inst[$1] += $4; want[$2 " " $3] = parts[$3] }
+      END {
+        for (k in want) if (held[k] != want[k]) exit 1
+        for (i in inst) if (inst[i] == 0) exit 1
+        exit !length(want)
+      }' "$RUN_DIR/topics-after.txt" - <<<"$series"; then
+      return 0
+    fi
+    sleep 1
+  done
+  return 1
 }
 
 scale_back() {
