@@ -236,7 +236,7 @@ load generator, i.e. what a deployment on a real Kafka would spend on these mach
 | ... as a ratio to pgbench one-row insert TPS ($TPS TPS, $(ceil pgbench_clients) clients) | $(calc "$TPS > 0 ? sprintf(\"%.3f (%.1f %%)\", $MAX / $TPS, 100 * $MAX / $TPS) : \"n/a\"") | >= 25 %: $(mark "$TPS > 0 && $MAX / $TPS >= 0.25") | |
 | ... as a ratio to the broker's raw produce-to-consume rate ($BROKER msg/s) | $(calc "$BROKER > 0 ? sprintf(\"%.5f\", $MAX / $BROKER) : \"n/a\"") orders per raw message; with ${EVENTS:-?} messages per order, the system moved $(calc "sprintf(\"%.0f\", $MAX * ${EVENTS:-0})") msg/s, $(calc "$BROKER > 0 ? sprintf(\"%.1f %%\", 100 * $MAX * ${EVENTS:-0} / $BROKER) : \"n/a\"") of the raw rate | | |
 | committed transactions per order, the five databases together (by database: "Postgres during the latency run") | **$(shown "$commits")** | | <= 8: $(verdict "$commits" "v <= 8") |
-| CPU s / 1000 orders, the system alone (services, Postgres, Redis; latency run) | **$(shown "$sys")**$( [ -n "$all" ] && echo " (all-in $all, with the mock broker and the generator; without the generator $nolg)") | | <= 7, the system alone: $(verdict "$sys" "v <= 7") |
+| CPU s / 1000 orders, the system alone (services, Postgres, Redis; latency run) | **$(shown "$sys")**$( [ -n "$all" ] && [ "$all" != - ] && echo " (all-in $all, with the mock broker and the generator; without the generator $nolg)") | | <= 7, the system alone: $(verdict "$sys" "v <= 7") |
 | intake latency at $HALF orders/s (half the maximum): p50 / p95 / p99 / max | $(lat intake_p50_ms) / $(lat intake_p95_ms) / $(lat intake_p99_ms) / $(lat intake_max_ms) ms | | |
 | saga latency at $HALF orders/s: p50 / p95 / p99 / max | $(lat saga_p50_ms) / $(lat saga_p95_ms) / **$(shown "$saga99")** / $(lat saga_max_ms) ms | p99 < 250 ms: $(verdict "$saga99" "v < 250") | p99 < 250 ms: $(verdict "$saga99" "v < 250") |
 | sustained throughput with a $(meta gateway_ms) ms payment gateway | $gw_value | no cap | no cap: $gw18 |
@@ -363,7 +363,7 @@ EOF
   done
   local all nolg sys
   read -r all nolg sys <<<"$(cpu_totals "" "$(lat accepted)" "$(lat loadgen_cpu_s)")"
-  if [ -n "$all" ]; then
+  if [ -n "$all" ] && [ "$all" != - ]; then
     echo "| total without the generator | $nolg | $(calc "sprintf(\"%.0f%%\", 100 * $nolg / $all)") | | | | | |"
     echo "| **the system alone** (without the mock broker and the generator) | **$sys** | $(calc "sprintf(\"%.0f%%\", 100 * $sys / $all)") | | | | | |"
   fi

@@ -34,7 +34,7 @@
 #      deta_consumer_assigned_partitions series): the scaling model's inputs;
 #   7. peak RSS of every part (VmHWM: covers phases 5 and 6);
 #   8. the scaling model's testable claim: BENCH_SCALE_INSTANCES (every service
-#      at two instances, `stack.sh scale`), idle CPU again, a warm-up and the
+#      at two instances, `stack.sh scale`), a warm-up, idle CPU again, and the
 #      latency run again at the same rate with CPU per part (every instance
 #      summed); then back to one instance each;
 #   9. payment-service restarted with PAYMENT_GATEWAY_LATENCY_MS=100, and the
@@ -656,9 +656,9 @@ latency_run() {
 
 # Phase 8: the scaling model's claim, that CPU per order does not grow with more
 # instances. Every service of BENCH_SCALE_INSTANCES is brought to its count
-# (`stack.sh scale`, the instances STACK_INSTANCES starts), idle CPU is read
-# again, then a warm-up (the groups rebalance) and the latency run at the same
-# rate; then every service back to one instance.
+# (`stack.sh scale`, the instances STACK_INSTANCES starts), the groups settle, a
+# warm-up runs, idle CPU is read again (once the warm-up's orders are delivered),
+# then the latency run at the same rate; then every service back to one instance.
 scaled_run() {
   local rate=$1 entry
   for entry in $SCALE_INSTANCES; do
@@ -668,11 +668,11 @@ scaled_run() {
   load_env
   echo "scale_instances=$SCALE_INSTANCES" >>"$RUN_DIR/result.env"
   wait_groups_settled || note "the consumer groups did not settle within 60 s; measuring anyway"
+  run_step warmup 10 3 "[two instances: warm-up]" || true
   sleep 2
   cpu_snapshot >"$RUN_DIR/scaled-idle-before.txt"
   sleep "$IDLE_S"
   cpu_snapshot >"$RUN_DIR/scaled-idle-after.txt"
-  run_step warmup 10 3 "[two instances: warm-up]" || true
   latency_run "$rate" scaled
   scale_back
 }
