@@ -116,8 +116,8 @@ pg_cpu_by_db() {
     { d = $3 - ($1 in b ? b[$1] : 0); if (d < 0) d = 0; db[$2] += d; sum += d }
     END {
       for (n in db) printf "%s %.3f\n", n, db[n] / ticks * 1000 / orders
-      rest = pa - pb - sum; if (rest < 0) rest = 0
-      printf "(shared) %.3f\n", rest / ticks * 1000 / orders
+      rest = pa - pb - sum
+      if (rest < 0) print "(shared) -"; else printf "(shared) %.3f\n", rest / ticks * 1000 / orders
     }' "$RUN/cpu-before.txt" "$RUN/cpu-after.txt" "$RUN/pg-backends-before.txt" \
     "$RUN/pg-backends-after.txt" | sort
 }
@@ -398,7 +398,7 @@ postgres_section() {
       while read -r db c; do
         echo "| $db | $c | $(shown "$(awk -v d="$db" '$1 == d { print $2 }' <<<"$bydb")") |"
       done
-    [ -z "$bydb" ] || echo "| (shared) | | $(awk '$1 == "(shared)" { print $2 }' <<<"$bydb") |"
+    [ -z "$bydb" ] || echo "| (shared) | | $(awk '$1 == "(shared)" { print ($2 == "-" ? "none left over (the backends summed to Postgres'"'"'s whole CPU, within the readings'"'"' resolution)" : $2) }' <<<"$bydb") |"
     echo "| **all five** | **$(commits_total "" "$(lat accepted)")** | $(shown "$(awk '{ t += $2 } END { if (NR) printf "%.3f", t }' <<<"$bydb")") |"
     echo
     local wal
@@ -502,7 +502,7 @@ model_facts() {
         echo "pg $db $c $(awk -v d="$db" '$1 == d { printf "%.6f", $2 / 1000; f = 1 } END { if (!f) print "-" }' <<<"$bydb")"
       done
   fi
-  awk '$1 == "(shared)" { printf "pgshared %.6f\n", $2 / 1000 }' <<<"$bydb"
+  awk '$1 == "(shared)" && $2 != "-" { printf "pgshared %.6f\n", $2 / 1000 }' <<<"$bydb"
   wal_per_order | awk '{ print "wal", $1 }'
   if have topics.csv; then
     awk -F, -v orders="$orders" 'NR > 1 && $2 > 0 {
@@ -670,16 +670,10 @@ EOF
     echo "CPU per order of the system alone: $one -> $two s / 1000 orders, **$pc %**, against a"
     echo "margin of $(meta scale_margin_pct) % (BENCH_SCALE_MARGIN_PCT): $k. The idle columns show the part of it that"
     echo "every instance costs whatever the rate (relay and consumer polling, tickers): at a low rate"
-    echo "it weighs more, so a growth here at a low rate is mostly that fixed cost."
-    local n1 n2 i1 i2
-    i1=$(awk '$1 != "broker" { t += $2 } END { if (NR) print t }' <<<"$ia")
-    i2=$(awk '$1 != "broker" { t += $2 } END { if (NR) print t }' <<<"$ib")
-    if [ -n "$i1" ] && [ -n "$i2" ] && [ -n "$(lat wall_s)" ] && [ -n "$(kv "$RUN/scaled.summary" wall_s)" ]; then
-      n1=$(calc "sprintf(\"%.3f\", $one - $i1 / 1000 * $(lat wall_s) * 1000 / $(lat accepted))")
-      n2=$(calc "sprintf(\"%.3f\", $two - $i2 / 1000 * $(kv "$RUN/scaled.summary" wall_s) * 1000 / $(kv "$RUN/scaled.summary" accepted))")
-      echo "Less that background (the idle CPU of the system alone x each run's"
-      echo "$(calc "sprintf(\"%.1f\", $(lat wall_s))") s and $(calc "sprintf(\"%.1f\", $(kv "$RUN/scaled.summary" wall_s))") s of wall time): $n1 -> $n2 s / 1000 orders, $(calc "$n1 > 0 && $n2 > 0 ? sprintf(\"%+.1f %%\", 100 * ($n2 - $n1) / $n1) : \"not comparable: an idle reading is as large as its run's CPU, so it was disturbed (a rebalance, a start) or the background is the whole figure\"")."
-    fi
+    echo "it weighs more, so a growth here at a low rate is mostly that fixed cost. It is not simply"
+    echo "additive: on this machine, idle CPU x wall time, subtracted, left almost nothing of the"
+    echo "two-instance run's CPU (the background under load is less than idle), so it is not"
+    echo "subtracted here; it says how much of a growth at a low rate is fixed cost."
   else
     echo
     echo "CPU per order with more instances: not measured (the CPU readings are missing)."
