@@ -3,8 +3,8 @@
 # loaded until its latency breaks down, with the machine's own ceilings
 # measured in the same run. bench/README.md says what each figure means.
 #
-#   scripts/bench.sh            about 6 to 10 minutes
-#   BENCH_QUICK=1 scripts/bench.sh   a smoke run of about 2 minutes
+#   scripts/bench.sh            about 8 to 12 minutes
+#   BENCH_QUICK=1 scripts/bench.sh   a smoke run of about 3.5 minutes
 #
 # Phases, in this order (the progress goes to stderr):
 #   1. release build in $BUILD_DIR (services, broker, bench/ programs);
@@ -26,15 +26,25 @@
 #      then a profile at the highest sustained rate: perf samples every CPU
 #      for BENCH_PROFILE_SECONDS, each sample charged to a part and to user or
 #      kernel space (skipped when perf, package linux-perf, is missing);
+#      Around the latency run are also read: Postgres's CPU per database (each
+#      backend's ticks, by pg_stat_activity's datname), pg_stat_wal's wal_bytes,
+#      and every topic's high watermarks (bench/topicstat marks; afterwards
+#      topicstat count reads that window: messages and bytes per topic); and
+#      once, which consumer group reads which topic (each service's
+#      deta_consumer_assigned_partitions series): the scaling model's inputs;
 #   7. peak RSS of every part (VmHWM: covers phases 5 and 6);
-#   8. payment-service restarted with PAYMENT_GATEWAY_LATENCY_MS=100, and the
-#      ramp again;
-#   9. the console's live streams (docs/console.md): query-api's memory per
+#   8. the scaling model's testable claim: BENCH_SCALE_INSTANCES (every service
+#      at two instances, `stack.sh scale`), a warm-up, idle CPU again, and the
+#      latency run again at the same rate with CPU per part (every instance
+#      summed); then back to one instance each;
+#   9. payment-service restarted with PAYMENT_GATEWAY_LATENCY_MS=100, and the
+#      ramp again, from the highest ramp rate below a quarter of the maximum;
+#  10. the console's live streams (docs/console.md): query-api's memory per
 #      idle stream (bench/streambench idle), the delay from a feed row to a
 #      stream's client (bench/streambench delay) and to the timeline of an
 #      order's page in chromium (bench/pagedelay.mjs; skipped when node,
 #      chromium or the browser tests' npm install is missing);
-#  10. bench/report.sh writes report.md and latency.png into
+#  11. bench/report.sh writes report.md and latency.png into
 #      bench/results/<UTC time>/ and copies them to bench/results/latest/.
 # The stack is stopped on every exit (trap) unless BENCH_KEEP=1.
 #
@@ -55,6 +65,13 @@
 # (tests/support/otlp_receiver.py --discard, started here on BENCH_OTLP_PORT,
 # 19418), or to BENCH_OTLP_ENDPOINT when that is set; compare "CPU s / 1000
 # orders" of a run with and without it (docs/observability.md#traces).
+# The scaling model and its check (bench/README.md, "The scaling model"):
+# BENCH_SCALE_INSTANCES ("order-service=2 inventory-service=2 payment-service=2
+# delivery-service=2 query-api=2", STACK_INSTANCES' form; "none" skips phase 8),
+# BENCH_SCALE_MARGIN_PCT (15: the largest growth of CPU per order, system alone,
+# the claim allows), BENCH_MODEL_RATES ("1000 10000" orders/s),
+# BENCH_MODEL_HEADROOM (1.5: cores planned per core measured),
+# BENCH_MODEL_INSTANCE_CORES (1: the cores one instance of a service is given).
 # Nothing in `make test` runs this: the benchmark measures time, tests do not.
 set -euo pipefail
 
@@ -104,6 +121,11 @@ JOBS=${JOBS:-2}
 QUIET_TIMEOUT_S=${BENCH_QUIET_TIMEOUT:-180}
 RESULTS=${BENCH_RESULTS:-bench/results}
 PG_BIN=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+SCALE_INSTANCES=${BENCH_SCALE_INSTANCES-"order-service=2 inventory-service=2 payment-service=2 delivery-service=2 query-api=2"}
+SCALE_MARGIN_PCT=${BENCH_SCALE_MARGIN_PCT:-15}
+MODEL_RATES=${BENCH_MODEL_RATES:-"1000 10000"}
+MODEL_HEADROOM=${BENCH_MODEL_HEADROOM:-1.5}
+MODEL_INSTANCE_CORES=${BENCH_MODEL_INSTANCE_CORES:-1}
 
 export STACK_DIR=${BENCH_STACK_DIR:-.local/bench}
 export BUILD_DIR=${BUILD_DIR:-build/release}
@@ -130,7 +152,7 @@ OTLP_PID=
 . "$ROOT/scripts/services.sh"
 deta_services_load
 PARTS=("${SERVICES[@]}" broker redis postgres)
-TARGETS=(local-broker loadgen brokerbench healthtime streambench "${SERVICES[@]}")
+TARGETS=(local-broker loadgen brokerbench healthtime streambench topicstat "${SERVICES[@]}")
 RUN_ID=$(date -u +%Y%m%dT%H%M%SZ)
 RUN_DIR=$RESULTS/$RUN_ID
 BIN=$BUILD_DIR/bench
@@ -156,6 +178,34 @@ kv() { sed -n "s/^$2=//p" "$1" | head -n 1; }
 
 # awk arithmetic on shell values: calc '<expression>' (numbers only).
 calc() { awk "BEGIN { print ($1) }"; }
+
+# The scaling model's settings, checked before anything runs.
+validate_settings() {
+  local entry svc n
+  if [ "$SCALE_INSTANCES" != none ]; then
+    [ -n "$SCALE_INSTANCES" ] || die "BENCH_SCALE_INSTANCES is empty: give service=N words, or none"
+    for entry in $SCALE_INSTANCES; do
+      svc=${entry%%=*}
+      n=${entry#*=}
+      if ! [[ "$entry" == *=* && "$n" =~ ^[1-9]$ ]] || ! printf '%s\n' "${SERVICES[@]}" | grep -qx -- "$svc"; then
+        die "BENCH_SCALE_INSTANCES: \"$entry\" is not <service>=<1..9> (services: ${SERVICES[*]})"
+      fi
+    done
+  fi
+  [[ "$SCALE_MARGIN_PCT" =~ ^[0-9]+([.][0-9]+)?$ ]] ||
+    die "BENCH_SCALE_MARGIN_PCT=$SCALE_MARGIN_PCT is not a percentage (a number >= 0)"
+  [ -n "$MODEL_RATES" ] || die "BENCH_MODEL_RATES is empty: give orders/s, such as \"1000 10000\""
+  for n in $MODEL_RATES; do
+    [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "BENCH_MODEL_RATES: \"$n\" is not a whole number of orders/s > 0"
+  done
+  if ! [[ "$MODEL_HEADROOM" =~ ^[0-9]+([.][0-9]+)?$ ]] || [ "$(calc "$MODEL_HEADROOM >= 1")" != 1 ]; then
+    die "BENCH_MODEL_HEADROOM=$MODEL_HEADROOM is not a number >= 1"
+  fi
+  if ! [[ "$MODEL_INSTANCE_CORES" =~ ^[0-9]+([.][0-9]+)?$ ]] ||
+    [ "$(calc "$MODEL_INSTANCE_CORES > 0")" != 1 ]; then
+    die "BENCH_MODEL_INSTANCE_CORES=$MODEL_INSTANCE_CORES is not a number > 0"
+  fi
+}
 
 # ---- the stack ------------------------------------------------------------------
 
@@ -234,6 +284,15 @@ start_stack() {
 
 pid_of() { head -n 1 "$STACK_DIR/pids/$1.pid" 2>/dev/null || true; }
 
+# The pids of every running instance of a service (<service>.pid, <service>.K.pid).
+instance_pids() {
+  local f
+  for f in "$STACK_DIR/pids/$1.pid" "$STACK_DIR/pids/$1".[0-9]*.pid; do
+    [ -r "$f" ] && head -n 1 "$f"
+  done
+  return 0
+}
+
 # ---- /proc: CPU and memory ---------------------------------------------------------
 
 # utime+stime of a process in clock ticks (with its reaped children's when $2=1).
@@ -261,16 +320,49 @@ postgres_ticks() {
   echo "$total"
 }
 
-# "part ticks" for every part.
+# "part ticks" for every part (a service: all its instances together).
 cpu_snapshot() {
-  local part
+  local part pid total
   for part in "${PARTS[@]}"; do
     if [ "$part" = postgres ]; then
       echo "postgres $(postgres_ticks)"
     else
-      echo "$part $(ticks_of "$(pid_of "$part")")"
+      total=0
+      for pid in $(instance_pids "$part"); do total=$((total + $(ticks_of "$pid"))); done
+      echo "$part $total"
     fi
   done
+}
+
+# "pid database ticks" for every Postgres backend that pg_stat_activity names a
+# database of (the others, background processes, are in postgres_ticks only).
+pg_backend_snapshot() {
+  local pid db
+  psql_db postgres -At -F' ' -c "SELECT pid, datname FROM pg_stat_activity
+    WHERE datname IS NOT NULL AND pid <> pg_backend_pid()" |
+    while read -r pid db; do
+      echo "$pid $db $(ticks_of "$pid")"
+    done
+}
+
+# pg_stat_wal: "wal_bytes wal_records wal_fpi" of the whole cluster (empty when
+# the server has no pg_stat_wal, before PostgreSQL 14).
+wal_snapshot() {
+  psql_db postgres -At -F' ' -c "SELECT wal_bytes, wal_records, wal_fpi FROM pg_stat_wal" \
+    2>/dev/null || true
+}
+
+# Which consumer group reads which topic, "group,topic": the
+# deta_consumer_assigned_partitions series every service exposes for each topic
+# it subscribes to.
+record_subscriptions() {
+  local svc port
+  echo "group,topic" >"$RUN_DIR/subscriptions.csv"
+  for svc in "${SERVICES[@]}"; do
+    port=$(cat "$STACK_DIR/ports/$svc.port" 2>/dev/null) || continue
+    curl -fsS --max-time 5 "http://127.0.0.1:$port/metrics" 2>/dev/null |
+      sed -n 's/^deta_consumer_assigned_partitions{group="\([^"]*\)",topic="\([^"]*\)".*/\1,\2/p'
+  done | sort -u >>"$RUN_DIR/subscriptions.csv"
 }
 
 # VmHWM and VmRSS (kB) of one process.
@@ -447,12 +539,21 @@ step_csv_row() {
 
 sustained() { [ "$(kv "$STEP_SUMMARY" sustained)" = 1 ]; }
 
+# The gateway ramp's rates: the question is only whether the gateway caps the
+# throughput, so it starts at the highest of BENCH_RATES below a quarter of the
+# maximum (at the first rate when none is), not at the bottom.
+gateway_rates() {
+  local start
+  start=$(tr ' ' '\n' <<<"$RATES" | awk -v q="$(calc "$1 / 4")" 'NF && $1 < q { s = $1 } END { print s }')
+  tr ' ' '\n' <<<"$RATES" | awk -v s="${start:-0}" 'NF && $1 >= s' | tr '\n' ' '
+}
+
 # The ramp: rising rates until a breakdown, then bisection. Sets RAMP_BEST,
-# the highest sustained rate (0 when none). ramp <phase> <label>
+# the highest sustained rate (0 when none). ramp <phase> <label> [rates]
 ramp() {
-  local phase=$1 label=$2 best=0 bad="" rate n=0 total k
-  total=$(wc -w <<<"$RATES")
-  for rate in $RATES; do
+  local phase=$1 label=$2 rates=${3:-$RATES} best=0 bad="" rate n=0 total k
+  total=$(wc -w <<<"$rates")
+  for rate in $rates; do
     n=$((n + 1))
     run_step "$phase" "$rate" "$STEP_S" "[$label $n/$total]" || { bad=$rate; break; }
     if sustained; then best=$rate; else bad=$rate; break; fi
@@ -504,21 +605,114 @@ db_commits() {
     ORDER BY datname"
 }
 
+# The topics' high watermarks into <file> (bench/topicstat marks); on failure
+# the file is removed, and the report says the broker's figures are missing.
+topic_marks() {
+  "$BIN/topicstat" --bootstrap "$KAFKA_BOOTSTRAP_SERVERS" marks >"$1" 2>>"$RUN_DIR/topicstat.log" ||
+    { note "topicstat marks failed (topicstat.log)"; rm -f "$1"; }
+}
+
+# latency_run <rate> [scaled]: the latency run, with everything read around it.
+# The scaled run (phase 8) writes scaled-*.txt and scaled.summary and reads only
+# the CPU and the commits.
 latency_run() {
-  local rate=$1 before after
-  psql_db postgres -c "SELECT pg_stat_statements_reset()" >/dev/null
-  db_commits >"$RUN_DIR/commits-before.csv"
-  cpu_snapshot >"$RUN_DIR/cpu-before.txt"
+  local rate=$1 p="" phase=latency before after
+  if [ "${2:-}" = scaled ]; then p=scaled- phase=scaled; fi
+  [ -n "$p" ] || psql_db postgres -c "SELECT pg_stat_statements_reset()" >/dev/null
+  db_commits >"$RUN_DIR/${p}commits-before.csv"
+  if [ -z "$p" ]; then
+    wal_snapshot >"$RUN_DIR/wal-before.txt"
+    topic_marks "$RUN_DIR/topics-before.txt"
+    pg_backend_snapshot >"$RUN_DIR/pg-backends-before.txt"
+  fi
+  cpu_snapshot >"$RUN_DIR/${p}cpu-before.txt"
   before=$(date +%s%N)
-  run_step latency "$rate" "$LATENCY_S" "[latency run]" || true
+  run_step "$phase" "$rate" "$LATENCY_S" "[${p:+two instances: }latency run]" || true
   after=$(date +%s%N)
-  cpu_snapshot >"$RUN_DIR/cpu-after.txt"
-  db_commits >"$RUN_DIR/commits-after.csv"
+  cpu_snapshot >"$RUN_DIR/${p}cpu-after.txt"
+  if [ -z "$p" ]; then
+    pg_backend_snapshot >"$RUN_DIR/pg-backends-after.txt"
+    topic_marks "$RUN_DIR/topics-after.txt"
+    wal_snapshot >"$RUN_DIR/wal-after.txt"
+  fi
+  db_commits >"$RUN_DIR/${p}commits-after.csv"
+  if [ -n "$p" ]; then
+    cp "$STEP_SUMMARY" "$RUN_DIR/scaled.summary"
+    echo "wall_s=$(calc "($after - $before) / 1e9")" >>"$RUN_DIR/scaled.summary"
+    return 0
+  fi
   cp "$STEP_SUMMARY" "$RUN_DIR/latency.summary"
   cp "${STEP_SUMMARY%.summary}.csv" "$RUN_DIR/latency-orders.csv"
   echo "wall_s=$(calc "($after - $before) / 1e9")" >>"$RUN_DIR/latency.summary"
   pg_top_statements
   saga_hops
+  if [ -s "$RUN_DIR/topics-before.txt" ] && [ -s "$RUN_DIR/topics-after.txt" ]; then
+    "$BIN/topicstat" --bootstrap "$KAFKA_BOOTSTRAP_SERVERS" count --from "$RUN_DIR/topics-before.txt" \
+      --to "$RUN_DIR/topics-after.txt" >"$RUN_DIR/topics.csv" 2>>"$RUN_DIR/topicstat.log" ||
+      { note "topicstat count failed (topicstat.log)"; rm -f "$RUN_DIR/topics.csv"; }
+  fi
+  record_subscriptions
+}
+
+# Phase 8: the scaling model's claim, that CPU per order does not grow with more
+# instances. Every service of BENCH_SCALE_INSTANCES is brought to its count
+# (`stack.sh scale`, the instances STACK_INSTANCES starts), the groups settle, a
+# warm-up runs, idle CPU is read again (once the warm-up's orders are delivered),
+# then the latency run at the same rate; then every service back to one instance.
+scaled_run() {
+  local rate=$1 entry
+  for entry in $SCALE_INSTANCES; do
+    stack scale "${entry%%=*}" "${entry#*=}" >>"$RUN_DIR/scale-stack.log" 2>&1 ||
+      { note "stack.sh scale $entry failed (scale-stack.log): the two-instance run is skipped"; scale_back; return 0; }
+  done
+  load_env
+  echo "scale_instances=$SCALE_INSTANCES" >>"$RUN_DIR/result.env"
+  wait_groups_settled || note "the consumer groups did not settle within 60 s; measuring anyway"
+  run_step warmup 10 3 "[two instances: warm-up]" || true
+  sleep 2
+  cpu_snapshot >"$RUN_DIR/scaled-idle-before.txt"
+  sleep "$IDLE_S"
+  cpu_snapshot >"$RUN_DIR/scaled-idle-after.txt"
+  latency_run "$rate" scaled
+  scale_back
+}
+
+# Waits (up to 60 s) until every consumer group's instances together hold every
+# partition of each topic they read, each running instance holding some: the
+# rebalance after the new instances joined is over. The partition counts are the
+# latency run's topic marks; the assignments, each instance's
+# deta_consumer_assigned_partitions series.
+wait_groups_settled() {
+  local deadline=$((SECONDS + 60)) f series
+  [ -s "$RUN_DIR/topics-after.txt" ] || { sleep 10; return 0; }
+  while ((SECONDS < deadline)); do
+    series=""
+    for f in "$STACK_DIR"/ports/*.port; do
+      case "${f##*/}" in postgres.port | redis.port | broker.port | prometheus.port) continue ;; esac
+      series+=$(curl -fsS --max-time 2 "http://127.0.0.1:$(cat "$f")/metrics" 2>/dev/null |
+        sed -n "s|^deta_consumer_assigned_partitions{group=\"\([^\"]*\)\",topic=\"\([^\"]*\)\".*} \([0-9.]*\)$|${f##*/} \1 \2 \3|p")
+      series+=$'\n'
+    done
+    if awk 'NR == FNR { parts[$1]++; next }
+      NF == 4 { held[$2 " " $3] += $4; inst[$1] += $4; want[$2 " " $3] = parts[$3] }
+      END {
+        for (k in want) if (held[k] != want[k]) exit 1
+        for (i in inst) if (inst[i] == 0) exit 1
+        exit !length(want)
+      }' "$RUN_DIR/topics-after.txt" - <<<"$series"; then
+      return 0
+    fi
+    sleep 1
+  done
+  return 1
+}
+
+scale_back() {
+  local entry
+  for entry in $SCALE_INSTANCES; do
+    stack scale "${entry%%=*}" 1 >>"$RUN_DIR/scale-stack.log" 2>&1 || die "stack.sh scale ${entry%%=*} 1 failed"
+  done
+  load_env
 }
 
 # ---- phase 6, continued: where the CPU goes at the highest sustained rate --------
@@ -677,6 +871,11 @@ record_meta() {
     echo "gateway_ms=$GATEWAY_MS"
     echo "profile_s=$PROFILE_S"
     echo "log_level=$LOG_LEVEL"
+    echo "scale_margin_pct=$SCALE_MARGIN_PCT"
+    echo "model_rates=$MODEL_RATES"
+    echo "model_headroom=$MODEL_HEADROOM"
+    echo "model_instance_cores=$MODEL_INSTANCE_CORES"
+    echo "kafka_partitions=${KAFKA_PARTITIONS:-6}"
     echo "command=$(the_command)"
   } >"$RUN_DIR/meta.env"
 }
@@ -715,19 +914,20 @@ main() {
   : >"$RUN_DIR/result.env"
   trap finish EXIT
   record_meta
-  phase 1/10 "release build in $BUILD_DIR"
+  validate_settings
+  phase 1/11 "release build in $BUILD_DIR"
   build
-  phase 2/10 "stack in $STACK_DIR (wiped), pg_stat_statements loaded"
+  phase 2/11 "stack in $STACK_DIR (wiped), pg_stat_statements loaded"
   start_tracing
   start_stack
-  phase 3/10 "time from launch to healthy, each service x$STARTUP_REPEATS"
+  phase 3/11 "time from launch to healthy, each service x$STARTUP_REPEATS"
   measure_startup
   measure_idle
-  phase 4/10 "the machine's ceilings: pgbench and the broker"
+  phase 4/11 "the machine's ceilings: pgbench and the broker"
   run_pgbench
   run_brokerbench
   echo "$STEP_CSV_HEADER" >"$RUN_DIR/steps.csv"
-  phase 5/10 "rate ramp: $RATES orders/s, ${STEP_S}s each (+ warm-up)"
+  phase 5/11 "rate ramp: $RATES orders/s, ${STEP_S}s each (+ warm-up)"
   run_step warmup 10 3 "[warm-up]" || true
   measure_baseline
   local max half gmax
@@ -737,31 +937,37 @@ main() {
   note "highest sustained rate: $max orders/s"
   half=$(calc "$max / 2")
   if [ "$(calc "$half >= 0.5")" = 1 ]; then
-    phase 6/10 "latency run at half the maximum: $half orders/s for ${LATENCY_S}s"
+    phase 6/11 "latency run at half the maximum: $half orders/s for ${LATENCY_S}s"
     latency_run "$half"
     note "profile at $max orders/s for ${PROFILE_S}s"
     profile_run "$max"
   else
-    phase 6/10 "latency run skipped: no rate was sustained"
+    phase 6/11 "latency run skipped: no rate was sustained"
   fi
   echo "latency_rate=$half" >>"$RUN_DIR/result.env"
-  phase 7/10 "peak memory of every part"
+  phase 7/11 "peak memory of every part"
   record_memory
   column -t -s, "$RUN_DIR/memory.csv" | sed 's/^/    /' >&2
-  phase 8/10 "payment-service with a ${GATEWAY_MS} ms gateway: the ramp again"
+  if [ "$SCALE_INSTANCES" = none ] || [ "$(calc "$half >= 0.5")" != 1 ]; then
+    phase 8/11 "two instances: skipped (BENCH_SCALE_INSTANCES=none, or no rate sustained)"
+  else
+    phase 8/11 "the scaling model's claim: $SCALE_INSTANCES, latency run at $half orders/s again"
+    scaled_run "$half"
+  fi
+  phase 9/11 "payment-service with a ${GATEWAY_MS} ms gateway: the ramp again"
   stack stop payment-service >/dev/null
   PAYMENT_GATEWAY_LATENCY_MS=$GATEWAY_MS stack start payment-service >/dev/null
   load_env
   run_step warmup 10 3 "[warm-up]" || true
-  ramp gateway "gateway ${GATEWAY_MS}ms"
+  ramp gateway "gateway ${GATEWAY_MS}ms" "$(gateway_rates "$max")"
   gmax=$RAMP_BEST
   echo "gateway_max_sustained=$gmax" >>"$RUN_DIR/result.env"
   note "highest sustained rate with the ${GATEWAY_MS} ms gateway: $gmax orders/s"
-  phase 9/10 "the console's live streams: memory per stream, delay to a client and to a page"
+  phase 10/11 "the console's live streams: memory per stream, delay to a client and to a page"
   measure_streams
   echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RUN_DIR/meta.env"
   echo "duration_s=$((SECONDS - T0))" >>"$RUN_DIR/meta.env"
-  phase 10/10 "report"
+  phase 11/11 "report"
   bench/report.sh "$RUN_DIR"
   publish_latest
 }
