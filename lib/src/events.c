@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deta/batch.h"
 #include "deta/event_check.h"
 #include "deta/inbox.h"
 #include "deta/log.h"
@@ -142,51 +143,42 @@ typedef struct batch_item {
     bool duplicate;
 } batch_item_t;
 
-/* Claim and apply one event inside the batch's transaction, under a savepoint:
- * a failure rolls back this event alone. SAVEPOINT and RELEASE cost no round trip
- * of their own (deta/db.h): they go with the next statement (the claim), so their
- * errors come back from it. Inside a live transaction they cannot fail (failed
- * events are rolled back to their savepoint, so it is never left aborted); a lost
- * connection fails the claim and then the rollback to the savepoint: TRANSIENT,
- * the whole batch rolled back, as before. */
-static deta_err_t batch_apply_one(deta_event_dispatch_t *d, deta_db_t *db, batch_item_t *it,
-                                  char *why, size_t whysize) {
-    deta_err_t err = deta_db_savepoint(db, "deta_event", why, whysize);
-    if (err)
-        return DETA_ERR_TRANSIENT;
-    err = claim_and_apply(d, db, it->route, &it->ev, &it->duplicate, why, whysize);
-    if (err) {
-        char ignored[128];
-        if (deta_db_rollback_to(db, "deta_event", ignored, sizeof ignored) != DETA_OK)
-            return DETA_ERR_TRANSIENT;
-        return err;
-    }
-    return deta_db_release(db, "deta_event", why, whysize) ? DETA_ERR_TRANSIENT : DETA_OK;
+/* One routed item of the batch, inside the transaction deta_batch_run opened
+ * (under the item's savepoint). */
+typedef struct batch_ctx {
+    deta_event_dispatch_t *d;
+    batch_item_t *items;
+} batch_ctx_t;
+
+static deta_err_t batch_apply_one(deta_db_t *db, size_t i, void *opaque, char *why,
+                                  size_t whysize) {
+    batch_ctx_t *b = opaque;
+    batch_item_t *it = &b->items[i];
+    if (!it->route)
+        return DETA_OK; /* a type this service ignores */
+    return claim_and_apply(b->d, db, it->route, &it->ev, &it->duplicate, why, whysize);
 }
 
-/* The transaction: every routed item under its savepoint, then one commit. A
- * transient failure anywhere rolls back the whole batch. */
+/* The transaction (deta/batch.h): every routed item under its savepoint, then
+ * one commit. A transient failure anywhere rolls back the whole batch. */
 static deta_err_t batch_apply(deta_event_dispatch_t *d, batch_item_t *items, size_t n,
-                              deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX]) {
+                              int lock_timeout_ms, deta_err_t *results,
+                              char (*why)[DETA_KAFKA_WHY_MAX]) {
     deta_db_t *db = deta_db_pool_get(deta_service_db(d->svc));
     if (!db)
         return DETA_ERR_INTERNAL;
-    char tx_why[256];
-    if (deta_db_begin(db, tx_why, sizeof tx_why) != DETA_OK)
-        return DETA_ERR_TRANSIENT;
-    for (size_t i = 0; i < n; i++) {
-        if (results[i] != DETA_OK || !items[i].route)
-            continue;
-        results[i] = batch_apply_one(d, db, &items[i], why[i], DETA_KAFKA_WHY_MAX);
-        if (results[i] == DETA_ERR_TRANSIENT) {
-            deta_log(DETA_LOG_WARN, items[i].ev.order_id, items[i].ev.correlation_id,
-                     "%s %s: batch of %zu rolled back, applying one at a time: %s",
-                     items[i].ev.event_type, items[i].ev.event_id, n, why[i]);
-            deta_db_rollback(db);
-            return DETA_ERR_TRANSIENT;
-        }
-    }
-    return deta_db_commit(db, tx_why, sizeof tx_why) ? DETA_ERR_TRANSIENT : DETA_OK;
+    batch_ctx_t b = {d, items};
+    char tx_why[256] = "";
+    size_t failed = n;
+    deta_err_t err = deta_batch_run(db, n, lock_timeout_ms, batch_apply_one, &b, results, why,
+                                    &failed, tx_why, sizeof tx_why);
+    if (err && failed < n && items[failed].parsed)
+        deta_log(DETA_LOG_WARN, items[failed].ev.order_id, items[failed].ev.correlation_id,
+                 "%s %s: batch of %zu rolled back, applying one at a time: %s",
+                 items[failed].ev.event_type, items[failed].ev.event_id, n, why[failed]);
+    else if (err)
+        DETA_WARN("batch of %zu rolled back, applying one at a time: %s", n, tx_why);
+    return err;
 }
 
 /* After the commit: the same metrics and log lines as one at a time. */
@@ -210,6 +202,13 @@ static void batch_report(deta_event_dispatch_t *d, batch_item_t *it, deta_err_t 
 
 deta_err_t deta_event_dispatch_batch(const deta_kafka_msg_t *msgs, size_t n, void *dispatch,
                                      deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX]) {
+    return deta_event_dispatch_batch_bounded(msgs, n, dispatch, 0, results, why);
+}
+
+deta_err_t deta_event_dispatch_batch_bounded(const deta_kafka_msg_t *msgs, size_t n,
+                                             void *dispatch, int lock_timeout_ms,
+                                             deta_err_t *results,
+                                             char (*why)[DETA_KAFKA_WHY_MAX]) {
     deta_event_dispatch_t *d = dispatch;
     batch_item_t *items = calloc(n, sizeof *items);
     if (!items)
@@ -219,7 +218,7 @@ deta_err_t deta_event_dispatch_batch(const deta_kafka_msg_t *msgs, size_t n, voi
         results[i] = check_message(d, &msgs[i], &items[i].ev, &items[i].parsed, &items[i].route,
                                    why[i], DETA_KAFKA_WHY_MAX);
     }
-    deta_err_t err = batch_apply(d, items, n, results, why);
+    deta_err_t err = batch_apply(d, items, n, lock_timeout_ms, results, why);
     for (size_t i = 0; i < n; i++) {
         if (err == DETA_OK)
             batch_report(d, &items[i], results[i], why[i]);

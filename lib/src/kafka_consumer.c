@@ -438,6 +438,8 @@ static void run_inline(deta_consumer_t *c) {
         if (!m)
             continue;
         if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            const char *topic = rd_kafka_topic_name(m->rkt);
+            deta_kafka_note_batch(c, &topic, 1);
             if (deta_kafka_handle_message(c, m, &cancel))
                 deta_kafka_store_offset(c, rd_kafka_topic_name(m->rkt), m->partition,
                                         m->offset + 1);

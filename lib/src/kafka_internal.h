@@ -159,6 +159,7 @@ typedef struct sub_topic {
     deta_gauge_t *assigned_gauge; /* NULL without metrics */
     int assigned;                 /* what this consumer added to the gauge */
     deta_gauge_t *last_gauge;     /* NULL without metrics */
+    deta_histogram_t *batch_size; /* NULL without metrics */
 } sub_topic_t;
 
 struct deta_consumer {
@@ -247,6 +248,10 @@ bool deta_kafka_dead_letter(deta_consumer_t *c, const rd_kafka_message_t *m, int
 void deta_kafka_metrics_register(deta_consumer_t *c);
 /* A message of topic is handed to the handler (its first attempt). */
 void deta_kafka_note_handed(deta_consumer_t *c, const char *topic);
+/* n messages (of topics[0..n)) are handed to the handler together (1: alone):
+ * deta_consumer_batch_size{group,topic} observes, for each topic among them,
+ * how many were of it. */
+void deta_kafka_note_batch(deta_consumer_t *c, const char *const *topics, size_t n);
 /* librdkafka's stats callback (the consumer is the handle's opaque). */
 int deta_kafka_on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque);
 /* Unsets the lag series of parts (all of them when NULL): no longer assigned. */

@@ -28,6 +28,14 @@
  * until the first message, so that "nothing for N minutes while the lag is above
  * 0" also catches a consumer stuck from its start.
  *
+ * Batch sizes. deta_consumer_batch_size{group,topic} observes each handing of
+ * messages to the handler: 1 for a message handled alone (the inline loop, a
+ * worker that found one message queued), n for a batch of n (opts.batch_fn), by
+ * topic: a batch of messages of two topics is one observation in each topic's
+ * series, of the number of that topic's messages. Its count is how many times
+ * the handler was called, its sum the messages: sum / count is the mean batch.
+ * A batch that fell back to one at a time is observed once, as the batch.
+ *
  * The lag series are the poller thread's (the stats and rebalance callbacks run
  * there, and the close after the loop): no lock. The last-message gauges are
  * written by the workers too; a gauge set is atomic.
@@ -61,6 +69,9 @@ static long topic_index(const deta_consumer_t *c, const char *topic) {
     return -1;
 }
 
+/* Messages handed to the handler at once: 1 up to the worker queue (16). */
+static const double batch_buckets[] = {1, 2, 3, 4, 6, 8, 12, 16};
+
 void deta_kafka_metrics_register(deta_consumer_t *c) {
     if (!c->metrics)
         return;
@@ -68,6 +79,11 @@ void deta_kafka_metrics_register(deta_consumer_t *c) {
     for (size_t i = 0; i < c->ntopics; i++) {
         char labels[512];
         snprintf(labels, sizeof labels, "group=\"%s\",topic=\"%s\"", c->group, c->topics[i].name);
+        c->topics[i].batch_size = deta_histogram(
+            c->metrics, "deta_consumer_batch_size",
+            "Messages of the topic handed to the handler at once (1: alone; more: a batch "
+            "in one transaction)",
+            labels, batch_buckets, sizeof batch_buckets / sizeof *batch_buckets);
         c->topics[i].last_gauge = deta_gauge(
             c->metrics, "deta_consumer_last_message_timestamp_seconds",
             "Unix time the consumer last handed a message of the topic to its handler (its "
@@ -81,6 +97,18 @@ void deta_kafka_note_handed(deta_consumer_t *c, const char *topic) {
     long t = c->metrics ? topic_index(c, topic) : -1;
     if (t >= 0)
         deta_gauge_set(c->topics[t].last_gauge, unix_now());
+}
+
+void deta_kafka_note_batch(deta_consumer_t *c, const char *const *topics, size_t n) {
+    if (!c->metrics)
+        return;
+    for (size_t t = 0; t < c->ntopics; t++) {
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            k += strcmp(topics[i], c->topics[t].name) == 0;
+        if (k > 0)
+            deta_histogram_observe(c->topics[t].batch_size, (double)k);
+    }
 }
 
 /* The series of (topic, partition), registered when new; NULL out of memory. */

@@ -498,6 +498,11 @@ static void *worker_main(void *arg) {
         size_t n = w->ncurrent;
         pthread_mutex_unlock(&c->lock);
 
+        const char *topics[DETA_KAFKA_WORKER_QUEUE];
+        for (size_t i = 0; i < n; i++)
+            topics[i] = rd_kafka_topic_name(w->current[i]->m->rkt);
+        deta_kafka_note_batch(c, topics, n);
+
         bool lost = n == 1 ? handle_job(c, w->current[0]) : handle_batch(c, w->current, n);
 
         pthread_mutex_lock(&c->lock);

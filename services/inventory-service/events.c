@@ -47,9 +47,22 @@
  * INVENTORY_HOLD_TTL_S: payment-service charges no hold past it, and the sweeper
  * (sweeper.c) releases through inv_events_expire a hold still HELD a grace later.
  *
+ * Batches. Each consumer applies the events a worker finds queued in one
+ * transaction, a savepoint each (deta_event_dispatch_batch_bounded, deta/batch.h):
+ * one commit instead of one per event; an event refused for good (a bad payload,
+ * an outcome with no reservation) is rolled back alone and dead-lettered. The
+ * stock rows are shared by every order of an item, and a batch holds the ones
+ * it locked until it commits: two workers' batches can take two items in
+ * opposite orders, which one at a time cannot (an order's rows are locked in a
+ * fixed order). Such a batch must not wait for Postgres's deadlock detection
+ * (deadlock_timeout, 1 s): its lock waits are bounded by
+ * INV_BATCH_LOCK_TIMEOUT_MS, after which it is rolled back (transient) and its
+ * events are applied one at a time, as without batches.
+ *
  * Metrics are counted when a handler has applied its effects, just before the
- * dispatcher commits; a commit that then fails (rare: the connection died) is
- * retried and may count twice.
+ * dispatcher commits; a commit that then fails (rare: the connection died), or
+ * a batch rolled back after the event was applied in it, is retried and may
+ * count twice.
  */
 #include "events.h"
 
@@ -68,6 +81,12 @@
 /* Worker threads of the consumer: orders are independent, and the stock locks
  * keep concurrent reservations of one item correct. */
 #define INV_CONSUMER_WORKERS 4
+/* Batches: the events a worker finds queued, up to INV_BATCH_MAX, in one
+ * transaction; a batch waits at most INV_BATCH_LOCK_TIMEOUT_MS for a row lock
+ * (see "Batches" above). A stock row is held for a few milliseconds by a batch
+ * that commits; a wait as long as this is two batches in each other's way. */
+#define INV_BATCH_MAX 16
+#define INV_BATCH_LOCK_TIMEOUT_MS 100
 
 struct inv_events {
     deta_service_t *svc;
@@ -503,8 +522,17 @@ static const char *const DELIVERY_TOPICS[] = {DETA_TOPIC_DELIVERY_EVENTS};
 
 #define NROUTES(r) (sizeof r / sizeof *r)
 
+/* The batch handler: opaque is the dispatch deta_service_on_events made. */
+static deta_err_t consume_batch(const deta_kafka_msg_t *msgs, size_t n, void *dispatch,
+                                deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX]) {
+    return deta_event_dispatch_batch_bounded(msgs, n, dispatch, INV_BATCH_LOCK_TIMEOUT_MS,
+                                             results, why);
+}
+
 deta_err_t inv_events_subscribe(inv_events_t *e, char *errstr, size_t errsize) {
-    deta_consumer_opts_t opts = {.workers = INV_CONSUMER_WORKERS};
+    deta_consumer_opts_t opts = {.workers = INV_CONSUMER_WORKERS,
+                                 .batch_fn = consume_batch,
+                                 .batch_max = INV_BATCH_MAX};
     deta_err_t err = deta_service_on_events(e->svc, ORDER_TOPICS, 1, ORDER_ROUTES,
                                             NROUTES(ORDER_ROUTES), e, &opts, errstr, errsize);
     if (!err)

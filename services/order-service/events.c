@@ -23,8 +23,20 @@
  * itself: order-service commits the order before its order.created is
  * published, and every other event follows that one.
  *
+ * Batches: a worker that finds several events queued (up to ORDER_BATCH_MAX)
+ * applies them in one transaction, each under its savepoint (deta/batch.h): one
+ * commit instead of one per event. An event refused before any SQL (malformed,
+ * wrong key or producer, a bad field) is dead-lettered alone and the others
+ * apply; a database error rolls the batch back, and the consumer then applies
+ * the events one at a time, retries and all. The conditional UPDATEs lock only
+ * the row of the event's order, and every event of an order goes to one worker,
+ * so two batches of one instance never wait for each other (with several
+ * instances they could, rarely: Postgres breaks such a deadlock by failing one
+ * batch, which then goes one at a time).
+ *
  * Metrics: deta_events_total{type,outcome="applied|unchanged|unknown_order|
- * ignored|failed"}, as the dispatcher counts (applied: something changed).
+ * ignored|failed"}, as the dispatcher counts (applied: something changed),
+ * counted once the event's transaction (or batch) committed.
  */
 #include "events.h"
 
@@ -32,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deta/batch.h"
 #include "deta/event_check.h"
 #include "deta/log.h"
 #include "deta/topics.h"
@@ -41,6 +54,7 @@
 /* The events of one order stay on one worker (kafka.h), so the per-order order of
  * each topic holds; orders proceed in parallel. */
 #define CONSUMER_WORKERS 4
+#define ORDER_BATCH_MAX 16
 
 struct order_events {
     deta_service_t *svc;
@@ -71,6 +85,25 @@ static const char *outcome_name(order_event_result_t r) {
     return "applied";
 }
 
+/* The metrics and log line of a followed event once its fate is known. */
+static void report(order_events_t *e, const deta_event_t *ev, const order_event_effect_t *eff,
+                   order_event_result_t result, deta_err_t err, const char *why) {
+    if (err) {
+        count(e, ev->event_type, "failed");
+        deta_log(err == DETA_ERR_TRANSIENT ? DETA_LOG_WARN : DETA_LOG_ERROR, ev->order_id,
+                 ev->correlation_id, "%s %s not applied (%s): %s", ev->event_type, ev->event_id,
+                 deta_err_name(err), why ? why : "");
+        return;
+    }
+    count(e, ev->event_type, outcome_name(result));
+    if (result == ORDER_EVENT_UNKNOWN_ORDER)
+        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+                 "%s %s: no such order here, skipped", ev->event_type, ev->event_id);
+    else if (result == ORDER_EVENT_APPLIED && eff->verdict)
+        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id, "cancel %s (%s)",
+                 eff->verdict, ev->event_type);
+}
+
 /* A parsed event this service follows: read, then applied. */
 static deta_err_t follow(order_events_t *e, const deta_event_t *ev, char *errstr,
                          size_t errsize) {
@@ -82,21 +115,8 @@ static deta_err_t follow(order_events_t *e, const deta_event_t *ev, char *errstr
         err = db ? order_store_apply_event(db, &eff, &result, errstr, errsize)
                  : deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
     }
-    if (err) {
-        count(e, ev->event_type, "failed");
-        deta_log(err == DETA_ERR_TRANSIENT ? DETA_LOG_WARN : DETA_LOG_ERROR, ev->order_id,
-                 ev->correlation_id, "%s %s not applied (%s): %s", ev->event_type, ev->event_id,
-                 deta_err_name(err), errstr ? errstr : "");
-        return err;
-    }
-    count(e, ev->event_type, outcome_name(result));
-    if (result == ORDER_EVENT_UNKNOWN_ORDER)
-        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
-                 "%s %s: no such order here, skipped", ev->event_type, ev->event_id);
-    else if (result == ORDER_EVENT_APPLIED && eff.verdict)
-        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id, "cancel %s (%s)",
-                 eff.verdict, ev->event_type);
-    return DETA_OK;
+    report(e, ev, &eff, result, err, errstr);
+    return err;
 }
 
 static deta_err_t consume(const deta_kafka_msg_t *msg, void *opaque, char *errstr,
@@ -120,11 +140,85 @@ static deta_err_t consume(const deta_kafka_msg_t *msg, void *opaque, char *errst
     return err;
 }
 
+/* ---- batches ---- */
+
+/* One message of a batch: parsed and read before the transaction. */
+typedef struct batch_item {
+    deta_event_t ev;
+    bool parsed;
+    bool followed; /* read, to apply */
+    order_event_effect_t eff;
+    order_event_result_t result;
+} batch_item_t;
+
+static deta_err_t batch_apply_one(deta_db_t *db, size_t i, void *opaque, char *why,
+                                  size_t whysize) {
+    batch_item_t *it = &((batch_item_t *)opaque)[i];
+    if (!it->followed)
+        return DETA_OK;
+    return order_store_apply_event_in(db, &it->eff, &it->result, why, whysize);
+}
+
+/* Checks and reads message i into *it: results[i] is DETA_OK to apply (or skip),
+ * another code to dead-letter. */
+static deta_err_t batch_read(const deta_kafka_msg_t *msg, batch_item_t *it, char *why,
+                             size_t whysize) {
+    deta_err_t err = deta_event_from_msg(msg, &it->ev, &it->parsed, why, whysize);
+    if (err || !order_event_followed(it->ev.event_type))
+        return err;
+    err = order_event_read(&it->ev, &it->eff, why, whysize);
+    it->followed = err == DETA_OK;
+    return err;
+}
+
+/* After the commit: each message's metrics and log line, as one at a time. */
+static void batch_report(order_events_t *e, batch_item_t *it, deta_err_t result,
+                         const char *why) {
+    if (!it->parsed)
+        count(e, "unparsable", "failed");
+    else if (result == DETA_OK && !it->followed)
+        count(e, it->ev.event_type, "ignored");
+    else
+        report(e, &it->ev, &it->eff, it->result, result, why);
+}
+
+static deta_err_t consume_batch(const deta_kafka_msg_t *msgs, size_t n, void *opaque,
+                                deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX]) {
+    order_events_t *e = opaque;
+    batch_item_t *items = calloc(n, sizeof *items);
+    deta_db_t *db = deta_db_pool_get(deta_service_db(e->svc));
+    if (!items || !db) {
+        free(items);
+        return DETA_ERR_INTERNAL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        why[i][0] = '\0';
+        results[i] = batch_read(&msgs[i], &items[i], why[i], DETA_KAFKA_WHY_MAX);
+    }
+    char tx_why[256] = "";
+    size_t failed = n;
+    deta_err_t err = deta_batch_run(db, n, 0, batch_apply_one, items, results, why, &failed,
+                                    tx_why, sizeof tx_why);
+    if (err)
+        DETA_WARN("batch of %zu events rolled back, applying one at a time: %s", n,
+                  failed < n ? why[failed] : tx_why);
+    for (size_t i = 0; i < n; i++) {
+        if (!err)
+            batch_report(e, &items[i], results[i], why[i]);
+        if (items[i].parsed)
+            deta_event_clear(&items[i].ev);
+    }
+    free(items);
+    return err;
+}
+
 deta_err_t order_events_subscribe(order_events_t *e, char *errstr, size_t errsize) {
     static const char *const topics[] = {DETA_TOPIC_INVENTORY_EVENTS, DETA_TOPIC_PAYMENT_EVENTS,
                                          DETA_TOPIC_DELIVERY_EVENTS};
     deta_consumer_opts_t opts = {.workers = CONSUMER_WORKERS,
-                                 .metrics = deta_service_metrics(e->svc)};
+                                 .metrics = deta_service_metrics(e->svc),
+                                 .batch_fn = consume_batch,
+                                 .batch_max = ORDER_BATCH_MAX};
     return deta_service_consume(e->svc, topics, sizeof topics / sizeof *topics, consume, e,
                                 &opts, errstr, errsize);
 }

@@ -359,6 +359,13 @@ static deta_err_t apply_effect(deta_db_t *db, const order_event_effect_t *eff,
     return err;
 }
 
+deta_err_t order_store_apply_event_in(deta_db_t *db, const order_event_effect_t *eff,
+                                      order_event_result_t *result, char *errstr,
+                                      size_t errsize) {
+    *result = ORDER_EVENT_UNCHANGED;
+    return apply_effect(db, eff, result, errstr, errsize);
+}
+
 deta_err_t order_store_apply_event(deta_db_t *db, const order_event_effect_t *eff,
                                    order_event_result_t *result, char *errstr, size_t errsize) {
     *result = ORDER_EVENT_UNCHANGED;

@@ -53,7 +53,7 @@ deta_err_t deta_event_dispatch(const deta_kafka_msg_t *msg, void *dispatch, char
  * the dispatch (deta_consumer_opts_t.batch_fn; deta_service_on_events passes the
  * dispatch as opaque, so setting opts.batch_fn to this batches its consumer):
  * one transaction, each message claimed and applied under a savepoint of its
- * own. A message that is malformed, has the wrong key or producer or whose handler fails
+ * own (deta/batch.h). A message that is malformed, has the wrong key or producer or whose handler fails
  * with a non-transient code is rolled back to its savepoint and reported in
  * results/why (to be dead-lettered); the rest commit together. A transient
  * failure (or a failed commit) rolls back the whole batch and is returned: the
@@ -61,5 +61,13 @@ deta_err_t deta_event_dispatch(const deta_kafka_msg_t *msg, void *dispatch, char
  * those of deta_event_dispatch, recorded once the batch committed. */
 deta_err_t deta_event_dispatch_batch(const deta_kafka_msg_t *msgs, size_t n, void *dispatch,
                                      deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX]);
+/* The same with the batch's row-lock waits bounded by lock_timeout_ms (0: the
+ * connection's PG_LOCK_TIMEOUT_MS), for handlers that lock rows shared between
+ * orders (deta/batch.h says why): a batch wrapper of the service's calls it with
+ * the dispatch deta_service_on_events passes as opaque. */
+deta_err_t deta_event_dispatch_batch_bounded(const deta_kafka_msg_t *msgs, size_t n,
+                                             void *dispatch, int lock_timeout_ms,
+                                             deta_err_t *results,
+                                             char (*why)[DETA_KAFKA_WHY_MAX]);
 
 #endif

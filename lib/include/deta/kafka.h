@@ -55,7 +55,9 @@
  * of each partition assigned here, every KAFKA_STATISTICS_INTERVAL_MS (the series
  * of a partition no longer assigned is left out), and
  * deta_consumer_last_message_timestamp_seconds{group,topic} the Unix time a
- * message last reached the handler (kafka_metrics.c).
+ * message last reached the handler, and the histogram
+ * deta_consumer_batch_size{group,topic} the messages of the topic handed to the
+ * handler at once (1 alone, n in a batch of opts.batch_fn) (kafka_metrics.c).
  *
  * Out of memory: a message the consumer cannot allocate for is never counted as
  * handled; the consumer stops as on *stop and run() fails (see below).

@@ -1,0 +1,48 @@
+/*
+ * batch.h - several consumed messages applied in one database transaction, each
+ * under a savepoint of its own: the part of every batch handler
+ * (deta_consume_batch_fn, kafka.h) that is the same whatever the messages are.
+ *
+ * One BEGIN, then for each message still to apply: SAVEPOINT, the caller's
+ * apply, RELEASE; one COMMIT at the end. A message whose apply fails with a code
+ * other than DETA_ERR_TRANSIENT (malformed, refused for good) is rolled back to
+ * its savepoint alone, its code and reason left in results[i] and why[i] (the
+ * consumer dead-letters it once the batch committed), and the others go on. A
+ * transient failure (a lost connection, a deadlock, a lock or statement timeout)
+ * or a failed commit rolls back the whole batch and is returned: nothing was
+ * applied, and the consumer then handles the messages one at a time with their
+ * retries. SAVEPOINT and RELEASE are queued (deta/db.h): they go with the next
+ * statement, so a batch costs the round trips of its statements and one commit.
+ *
+ * Rows shared between orders (inventory's stock levels) make a batch hold their
+ * locks for the whole batch, and two batches may take them in opposite orders:
+ * Postgres then breaks the deadlock after deadlock_timeout (1 s by default) by
+ * failing one transaction (40P01, transient: that batch goes one at a time).
+ * lock_timeout_ms > 0 bounds that wait for the batch's transaction (SET LOCAL
+ * lock_timeout, one more round trip): a batch that waits longer for a row lock
+ * gives up (55P03, transient) and its messages go one at a time, as before
+ * batching, where the locks are taken in a fixed order and cannot deadlock.
+ */
+#ifndef DETA_BATCH_H
+#define DETA_BATCH_H
+
+#include <stddef.h>
+#include "deta/db.h"
+#include "deta/kafka.h"
+
+/* Applies message i inside the open transaction (under its savepoint). why has
+ * DETA_KAFKA_WHY_MAX bytes. */
+typedef deta_err_t (*deta_batch_apply_fn)(deta_db_t *db, size_t i, void *opaque, char *why,
+                                          size_t whysize);
+
+/* The transaction above on db over messages 0..n: those with results[i] ==
+ * DETA_OK on entry are applied, the others (refused before any transaction)
+ * left as they are. DETA_OK once committed; otherwise the transient error, with
+ * *failed the message it came from (n: the begin, the lock timeout or the
+ * commit) and its reason in why[*failed] (or in errstr for n). */
+deta_err_t deta_batch_run(deta_db_t *db, size_t n, int lock_timeout_ms,
+                          deta_batch_apply_fn apply, void *opaque, deta_err_t *results,
+                          char (*why)[DETA_KAFKA_WHY_MAX], size_t *failed, char *errstr,
+                          size_t errsize);
+
+#endif
