@@ -39,28 +39,6 @@
 #define ORDERS 8
 #define MAX_MSGS (3 * ORDERS + 1)
 
-static void stack_ok(const char *args) {
-    int rc = ts_stack("%s", args);
-    if (rc != 0)
-        fail_msg("scripts/stack.sh %s: exit status %d", args, rc);
-}
-
-/* Sends msgs in one producer batch, so that they reach the consumer together. */
-static void send_together(const deta_kafka_out_t *msgs, size_t n) {
-    deta_config_t cfg;
-    char err[256];
-    if (deta_config_load(&cfg, "it-consumer-batches", err, sizeof err) != DETA_OK)
-        fail_msg("config: %s", err);
-    deta_producer_t *p = deta_producer_new(&cfg, err, sizeof err);
-    if (!p)
-        fail_msg("producer: %s", err);
-    size_t nacked = 0;
-    if (deta_producer_send_batch(p, msgs, n, 15000, &nacked, err, sizeof err) != DETA_OK)
-        fail_msg("send_batch: %s", err);
-    assert_int_equal(nacked, n);
-    deta_producer_free(p);
-}
-
 /* The events to send: texts owned here, keys borrowed. */
 typedef struct outbox {
     deta_kafka_out_t msgs[MAX_MSGS];
@@ -77,7 +55,7 @@ static void add(outbox_t *o, const char *topic, const char *key, char *text) {
 }
 
 static void send_and_free(outbox_t *o) {
-    send_together(o->msgs, o->n);
+    ts_kafka_send_together("it-consumer-batches", o->msgs, o->n);
     for (size_t i = 0; i < o->n; i++)
         free(o->texts[i]);
 }
@@ -151,13 +129,13 @@ static void await_text(PGconn *db, const char *sql, const char *param, const cha
 
 static int inventory_stopped(void **state) {
     (void)state;
-    stack_ok("stop inventory-service");
+    ts_stack_ok("stop inventory-service");
     return 0;
 }
 
 static int inventory_back(void **state) {
     (void)state;
-    stack_ok("start inventory-service");
+    ts_stack_ok("start inventory-service");
     return 0;
 }
 
@@ -203,13 +181,13 @@ static void order_service_applies_a_batch_and_dead_letters_its_bad_event_alone(v
 
 static int payment_stopped(void **state) {
     (void)state;
-    stack_ok("stop payment-service");
+    ts_stack_ok("stop payment-service");
     return 0;
 }
 
 static int payment_back(void **state) {
     (void)state;
-    stack_ok("start payment-service");
+    ts_stack_ok("start payment-service");
     return 0;
 }
 

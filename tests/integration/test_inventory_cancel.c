@@ -35,21 +35,15 @@
 
 /* ---- the stack ---- */
 
-static void stack_ok(const char *args) {
-    int rc = ts_stack("%s", args);
-    if (rc != 0)
-        fail_msg("scripts/stack.sh %s: exit status %d", args, rc);
-}
-
 static int payment_stopped(void **state) {
     (void)state;
-    stack_ok("stop payment-service");
+    ts_stack_ok("stop payment-service");
     return 0;
 }
 
 static int payment_back(void **state) {
     (void)state;
-    stack_ok("start payment-service");
+    ts_stack_ok("start payment-service");
     return 0;
 }
 
@@ -609,10 +603,10 @@ static void the_cancels_are_counted(void **state) {
 
 static int short_holds(void **state) {
     (void)state;
-    stack_ok("stop inventory-service");
+    ts_stack_ok("stop inventory-service");
     setenv("INVENTORY_HOLD_TTL_S", "2", 1);
     setenv("INVENTORY_HOLD_GRACE_S", "1", 1);
-    stack_ok("start inventory-service");
+    ts_stack_ok("start inventory-service");
     return 0;
 }
 
@@ -620,8 +614,8 @@ static int short_holds(void **state) {
 static int stack_settings_back(void **state) {
     unsetenv("INVENTORY_HOLD_TTL_S");
     unsetenv("INVENTORY_HOLD_GRACE_S");
-    stack_ok("stop inventory-service");
-    stack_ok("start inventory-service");
+    ts_stack_ok("stop inventory-service");
+    ts_stack_ok("start inventory-service");
     return payment_back(state);
 }
 

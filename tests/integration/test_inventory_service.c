@@ -860,19 +860,13 @@ static void a_put_creates_and_a_patch_needs_an_item(void **state) {
 #define HOLD_TTL "2"
 #define HOLD_GRACE "1"
 
-static void stack_ok(const char *args) {
-    int rc = ts_stack("%s", args);
-    if (rc != 0)
-        fail_msg("scripts/stack.sh %s: exit status %d", args, rc);
-}
-
 static int short_holds(void **state) {
     (void)state;
-    stack_ok("stop payment-service");
-    stack_ok("stop inventory-service");
+    ts_stack_ok("stop payment-service");
+    ts_stack_ok("stop inventory-service");
     setenv("INVENTORY_HOLD_TTL_S", HOLD_TTL, 1);
     setenv("INVENTORY_HOLD_GRACE_S", HOLD_GRACE, 1);
-    stack_ok("start inventory-service");
+    ts_stack_ok("start inventory-service");
     return 0;
 }
 
@@ -880,9 +874,9 @@ static int stack_settings_back(void **state) {
     (void)state;
     unsetenv("INVENTORY_HOLD_TTL_S");
     unsetenv("INVENTORY_HOLD_GRACE_S");
-    stack_ok("stop inventory-service");
-    stack_ok("start inventory-service");
-    stack_ok("start payment-service");
+    ts_stack_ok("stop inventory-service");
+    ts_stack_ok("start inventory-service");
+    ts_stack_ok("start payment-service");
     return 0;
 }
 

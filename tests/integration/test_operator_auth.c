@@ -180,29 +180,23 @@ static void reads_are_open_by_default(void **state) {
 
 /* ---- reads closed ---- */
 
-static void stack_ok(const char *args) {
-    int rc = ts_stack("%s", args);
-    if (rc != 0)
-        fail_msg("scripts/stack.sh %s: exit status %d", args, rc);
-}
-
 static int reads_closed(void **state) {
     (void)state;
-    stack_ok("stop inventory-service");
-    stack_ok("stop query-api");
+    ts_stack_ok("stop inventory-service");
+    ts_stack_ok("stop query-api");
     setenv("HTTP_READS_NEED_AUTH", "on", 1);
-    stack_ok("start inventory-service");
-    stack_ok("start query-api");
+    ts_stack_ok("start inventory-service");
+    ts_stack_ok("start query-api");
     return 0;
 }
 
 static int reads_open_again(void **state) {
     (void)state;
     unsetenv("HTTP_READS_NEED_AUTH");
-    stack_ok("stop inventory-service");
-    stack_ok("stop query-api");
-    stack_ok("start inventory-service");
-    stack_ok("start query-api");
+    ts_stack_ok("stop inventory-service");
+    ts_stack_ok("stop query-api");
+    ts_stack_ok("start inventory-service");
+    ts_stack_ok("start query-api");
     return 0;
 }
 

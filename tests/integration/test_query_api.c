@@ -566,22 +566,6 @@ static void bad_messages_go_to_the_dead_letter_topic(void **state) {
 
 #define BATCH_ORDERS 6
 
-/* Sends msgs in one producer batch, so that they reach the consumer together. */
-static void send_together(const deta_kafka_out_t *msgs, size_t n) {
-    deta_config_t cfg;
-    char err[256];
-    if (deta_config_load(&cfg, "it-query-api", err, sizeof err) != DETA_OK)
-        fail_msg("config: %s", err);
-    deta_producer_t *p = deta_producer_new(&cfg, err, sizeof err);
-    if (!p)
-        fail_msg("producer: %s", err);
-    size_t nacked = 0;
-    if (deta_producer_send_batch(p, msgs, n, 15000, &nacked, err, sizeof err) != DETA_OK)
-        fail_msg("send_batch: %s", err);
-    assert_int_equal(nacked, n);
-    deta_producer_free(p);
-}
-
 static void a_bad_event_in_a_batch_is_dead_lettered_alone(void **state) {
     (void)state;
     const char *series = "deta_consumer_batches_total{outcome=\"committed\"}";
@@ -613,7 +597,7 @@ static void a_bad_event_in_a_batch_is_dead_lettered_alone(void **state) {
         msgs[i].value = texts[i];
         msgs[i].len = strlen(texts[i]);
     }
-    send_together(msgs, n);
+    ts_kafka_send_together("it-query-api", msgs, n);
     for (size_t i = 0; i < n; i++)
         free(texts[i]);
 

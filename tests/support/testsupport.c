@@ -28,6 +28,7 @@
 
 #include "deta/client_orders.h"
 #include "deta/envelope.h"
+#include "deta/kafka.h"
 #include "deta/topics.h"
 
 const char *ts_env(const char *name) {
@@ -443,6 +444,21 @@ int ts_kafka_scan_all(const char *topic, int timeout_ms,
     return n;
 }
 
+void ts_kafka_send_together(const char *client, const struct deta_kafka_out *msgs, size_t n) {
+    deta_config_t cfg;
+    char err[256];
+    if (deta_config_load(&cfg, client, err, sizeof err) != DETA_OK)
+        fail_msg("config: %s", err);
+    deta_producer_t *p = deta_producer_new(&cfg, err, sizeof err);
+    if (!p)
+        fail_msg("producer: %s", err);
+    size_t nacked = 0;
+    if (deta_producer_send_batch(p, msgs, n, 15000, &nacked, err, sizeof err) != DETA_OK)
+        fail_msg("send_batch: %s", err);
+    assert_int_equal(nacked, n);
+    deta_producer_free(p);
+}
+
 const char *ts_kafka_header(const ts_kafka_msg_t *m, const char *name) {
     for (int i = 0; i < m->nheaders; i++)
         if (strcmp(m->headers[i][0], name) == 0)
@@ -562,6 +578,12 @@ int ts_stack(const char *fmt, ...) {
     fprintf(stderr, "ts_stack: %s\n", args);
     int rc = system(cmd);
     return rc == -1 ? -1 : WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+}
+
+void ts_stack_ok(const char *args) {
+    int rc = ts_stack("%s", args);
+    if (rc != 0)
+        fail_msg("scripts/stack.sh %s: exit status %d", args, rc);
 }
 
 long ts_stack_pid(const char *part) {

@@ -96,6 +96,11 @@ int ts_kafka_count(const char *topic, const char *key, int timeout_ms);
  * reached within timeout_ms. */
 int ts_kafka_scan_all(const char *topic, int timeout_ms,
                       void (*visit)(const ts_kafka_msg_t *m, void *opaque), void *opaque);
+/* Sends msgs (deta/kafka.h's deta_kafka_out_t) with a producer of the test's own
+ * (client id `client`, the stack's Kafka settings) as one producer batch, so that
+ * they reach a consumer together; fails the test unless every one was acked. */
+struct deta_kafka_out;
+void ts_kafka_send_together(const char *client, const struct deta_kafka_out *msgs, size_t n);
 const char *ts_kafka_header(const ts_kafka_msg_t *m, const char *name);
 void ts_kafka_msg_free(ts_kafka_msg_t *m);
 
@@ -129,6 +134,8 @@ void ts_sleep_ms(int ms);
 /* Runs scripts/stack.sh (of this repository) with the arguments, printf-style,
  * under the caller's environment (STACK_DIR, BUILD_DIR); returns its exit status. */
 int ts_stack(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* ts_stack that fails the test when stack.sh exits other than 0. */
+void ts_stack_ok(const char *args);
 /* The pid in $STACK_DIR/pids/<part>.pid, or 0 when there is none. */
 long ts_stack_pid(const char *part);
 /* Like ts_http, but a request that gets no answer (connection refused, timeout
