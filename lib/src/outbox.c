@@ -789,9 +789,9 @@ static void wait_for_work(deta_outbox_relay_t *r) {
         return; /* reconnected just now: LISTEN first, then wait */
     struct pollfd fds[2] = {{.fd = r->wake_fd, .events = POLLIN},
                             {.fd = conn ? PQsocket(conn) : -1, .events = POLLIN}};
-    /* Marks in hand wait a short while for a notification's turn to carry
-     * them; if none comes, the turn runs anyway (it marks and finds nothing),
-     * uncounted: it is not a wake-up for new rows. */
+    /* Marks in hand wait up to OUTBOX_MARK_IDLE_MS for a notification's turn
+     * to carry them; if none comes, the turn runs anyway (it marks and finds
+     * nothing), uncounted: it is not a wake-up for new rows. */
     bool marking = r->marks && !r->backoff_ms;
     int timeout = r->backoff_ms ? r->backoff_ms : marking ? OUTBOX_MARK_IDLE_MS
                                                           : DETA_OUTBOX_POLL_MS;
