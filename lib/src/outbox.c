@@ -13,8 +13,9 @@
  *      a reconnect, seen as a new deta_db_session number) needs LISTEN again and
  *      has lost the session advisory lock, which is then tried again;
  *   2. as the lock holder (the leader), publish: select up to 500 unsent rows by
- *      id, send them as one batch, mark the acknowledged prefix published, repeat
- *      while batches come back full; then purge old rows (once a minute) and
+ *      id, send them as one batch, keep the ids of the acknowledged prefix (the
+ *      marks, see below), repeat while batches come back full; then purge old
+ *      rows (once a minute) and
  *      update the pending gauges, rows and the oldest row's age (0 after a
  *      complete drain, without a query; counted only after a failed or
  *      cut-short turn). Standbys do nothing but
@@ -39,11 +40,34 @@
  *      notification, up to DETA_OUTBOX_POLL_MS, or the backoff after a failure.
  *
  * A notification read by some other call on the connection (libpq queues them)
- * is looked for before waiting, so none is slept through. Marking happens after
- * the broker's acknowledgement: a crash in between republishes the batch
- * (at-least-once; consumers are idempotent). A failed turn (broker down or
- * failing, Postgres away) backs off, doubling from OUTBOX_BACKOFF_MIN_MS to
- * OUTBOX_BACKOFF_MAX_MS; rows stay unpublished and go out, in id order, on the
+ * is looked for before waiting, so none is slept through.
+ *
+ * Marks: one transaction per turn. The ids the broker acknowledged are not
+ * marked by an UPDATE of their own (a second commit per turn, per order at
+ * moderate rates, in every database): the next batch's SELECT carries them, as
+ * a data-modifying CTE (WITH sent AS (UPDATE ... published_at = now() WHERE id =
+ * ANY($2))), in one statement and round trip. That SELECT reads the snapshot
+ * from before its own UPDATE, so it leaves the marked ids out by id (id <>
+ * ALL($2)). Marks in hand wait at most OUTBOX_MARK_IDLE_MS (the fallback
+ * poll's second) for the notification of the next commit; then a turn runs
+ * anyway (it marks and finds nothing; not counted as a wake-up). A relay that
+ * lost the lock (standby) writes its marks alone, and so does the final flush
+ * when stopping: a row sent is a row to mark, on whichever session (the rows
+ * went out under the lock). A turn is one transaction; a lone commit (nothing
+ * else within a second) still costs two: the turn that sends it, the turn that
+ * marks it.
+ *
+ * Marking happens after the broker's acknowledgement: a crash in between
+ * republishes those rows (at-least-once; consumers are idempotent). What a
+ * crash can republish is the last batch sent, at most OUTBOX_BATCH rows (as a
+ * rule the rows of one turn), acknowledged less than OUTBOX_MARK_IDLE_MS before,
+ * or whose marks were riding on a statement that did not commit (Postgres
+ * away: they stay in hand and go with the next). The pending gauges count rows
+ * not sent: rows sent whose marks are in hand are not pending (they are out),
+ * so a complete drain sets both to 0, and a counting turn leaves their ids out.
+ *
+ * A failed turn (broker down or failing, Postgres away) backs off, doubling
+ * from OUTBOX_BACKOFF_MIN_MS to OUTBOX_BACKOFF_MAX_MS; rows stay unpublished and go out, in id order, on the
  * first turn that works. Each wake-up is counted by reason in
  * deta_outbox_wakeups_total{reason="notify|poll"}, which shows (and lets tests
  * check) that notifications, not the fallback poll, drive the relay.
@@ -80,6 +104,7 @@
 #define OUTBOX_BACKOFF_MAX_MS 5000
 #define OUTBOX_PURGE_EVERY_MS 60000L
 #define OUTBOX_DRAIN_SLICE_MS 10000L /* a long backlog still lets the loop look around */
+#define OUTBOX_MARK_IDLE_MS DETA_OUTBOX_POLL_MS /* marks wait this long for a turn to carry them */
 
 const deta_migration_t deta_outbox_migrations[] = {
     {1, "create outbox",
@@ -177,6 +202,8 @@ struct deta_outbox_relay {
     bool unchecked;  /* the lock was just taken: is the server writable? */
     int backoff_ms; /* 0 while things work */
     bool more;      /* the last drain stopped at its deadline, not at the end */
+    char *marks;    /* ids sent and acknowledged, not yet marked: "{1,2,3}" or NULL */
+    size_t nmarks;
     long last_purge_ms;
 
     deta_counter_t *published;
@@ -340,10 +367,42 @@ static deta_err_t update_rows(deta_outbox_relay_t *r, const char *sql, PGresult 
     return err;
 }
 
+/* The marks carried: what the broker acknowledged is marked published by the
+ * relay's next statement (see the top), or here, alone, when no statement comes
+ * soon enough (idle, stopping, standing by). */
+static void marks_done(deta_outbox_relay_t *r) {
+    count(r->published, (double)r->nmarks);
+    free(r->marks);
+    r->marks = NULL;
+    r->nmarks = 0;
+}
+
+static deta_err_t flush_marks(deta_outbox_relay_t *r, char *why, size_t whysize) {
+    if (!r->marks)
+        return DETA_OK;
+    const char *params[] = {r->marks};
+    deta_err_t err = deta_db_run(r->db,
+                                 "UPDATE outbox SET published_at = now()"
+                                 " WHERE id = ANY($1::bigint[])",
+                                 1, params, why, whysize);
+    if (err == DETA_OK)
+        marks_done(r);
+    return err;
+}
+
+/* Keeps the ids of rows idx[0..n), sent and acknowledged, for the next statement
+ * to mark. Marks not yet carried (none, as a rule: every batch is selected by a
+ * statement that carries them) are written first. */
 static deta_err_t mark_published(deta_outbox_relay_t *r, PGresult *rows, const int *idx,
                                  size_t n, char *why, size_t whysize) {
-    return update_rows(r, "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                       rows, idx, n, NULL, why, whysize);
+    deta_err_t err = flush_marks(r, why, whysize);
+    if (err != DETA_OK)
+        return err;
+    r->marks = ids_literal(rows, idx, n);
+    if (!r->marks)
+        return deta_errf(DETA_ERR_INTERNAL, why, whysize, "out of memory");
+    r->nmarks = n;
+    return DETA_OK;
 }
 
 /* Takes rows out of the drain for good (until someone clears parked_at), with
@@ -493,7 +552,6 @@ static deta_err_t send_rows(deta_outbox_relay_t *r, PGresult *rows, const batch_
             snprintf(why, whysize, "published %zu rows but cannot mark them: %s", nacked, mark_why);
             return mark_err;
         }
-        count(r->published, (double)nacked);
     }
     if (err == DETA_ERR_INVALID && nacked < b->nsend) {
         char reason[512];
@@ -536,25 +594,36 @@ static deta_err_t publish_batch(deta_outbox_relay_t *r, int send_timeout_ms, boo
                                 size_t whysize) {
     char limit[16];
     snprintf(limit, sizeof limit, "%d", OUTBOX_BATCH);
-    const char *params[] = {limit};
+    /* Without parked rows (the rule) nothing is held: no lookup per row. With
+     * marks in hand the statement writes them first (a data-modifying CTE, in
+     * the same transaction); its SELECT sees the snapshot from before that
+     * UPDATE, so the rows just marked are left out by id. */
+    const char *params[] = {limit, r->marks};
+    static const char *const sql[2][2] = {
+        {"SELECT id, topic, msg_key, payload, false, traceparent, tracestate FROM outbox"
+         " WHERE published_at IS NULL AND parked_at IS NULL ORDER BY id LIMIT $1::int",
+         "SELECT o.id, o.topic, o.msg_key, o.payload, EXISTS (SELECT 1 FROM outbox p"
+         " WHERE p.parked_at IS NOT NULL AND p.msg_key = o.msg_key), o.traceparent,"
+         " o.tracestate FROM outbox o WHERE o.published_at IS NULL AND o.parked_at IS NULL"
+         " ORDER BY o.id LIMIT $1::int"},
+        {"WITH sent AS (UPDATE outbox SET published_at = now() WHERE id = ANY($2::bigint[]))"
+         " SELECT id, topic, msg_key, payload, false, traceparent, tracestate FROM outbox"
+         " WHERE published_at IS NULL AND parked_at IS NULL AND id <> ALL($2::bigint[])"
+         " ORDER BY id LIMIT $1::int",
+         "WITH sent AS (UPDATE outbox SET published_at = now() WHERE id = ANY($2::bigint[]))"
+         " SELECT o.id, o.topic, o.msg_key, o.payload, EXISTS (SELECT 1 FROM outbox p"
+         " WHERE p.parked_at IS NOT NULL AND p.msg_key = o.msg_key), o.traceparent,"
+         " o.tracestate FROM outbox o WHERE o.published_at IS NULL AND o.parked_at IS NULL"
+         " AND o.id <> ALL($2::bigint[]) ORDER BY o.id LIMIT $1::int"}};
     deta_err_t err;
-    /* Without parked rows (the rule) nothing is held: no lookup per row. */
-    PGresult *rows = deta_db_exec(r->db,
-                                  r->any_parked
-                                      ? "SELECT o.id, o.topic, o.msg_key, o.payload, EXISTS ("
-                                        "SELECT 1 FROM outbox p WHERE p.parked_at IS NOT NULL"
-                                        " AND p.msg_key = o.msg_key), o.traceparent,"
-                                        " o.tracestate FROM outbox o"
-                                        " WHERE o.published_at IS NULL AND o.parked_at IS NULL"
-                                        " ORDER BY o.id LIMIT $1::int"
-                                      : "SELECT id, topic, msg_key, payload, false, traceparent,"
-                                        " tracestate FROM outbox"
-                                        " WHERE published_at IS NULL AND parked_at IS NULL"
-                                        " ORDER BY id LIMIT $1::int",
-                                  1, params, &err, why, whysize);
+    PGresult *rows = deta_db_exec(r->db, sql[r->marks != NULL][r->any_parked], r->marks ? 2 : 1,
+                                  params, &err, why, whysize);
     *full = false;
     if (!rows)
         return err;
+    /* The marks are written, whichever session ran the statement: those rows
+     * went out under the lock, and a row sent is a row to mark. */
+    marks_done(r);
     if (deta_db_session(r->db) != r->session) {
         PQclear(rows);
         r->leader = false;
@@ -612,7 +681,8 @@ static void purge_if_due(deta_outbox_relay_t *r) {
  * wake-up, i.e. per order. While the relay fails (broker or Postgres away) each
  * turn, at most OUTBOX_BACKOFF_MAX_MS apart, counts again, so the age keeps
  * growing on /metrics as long as the rows stay; a turn that cannot reach
- * Postgres leaves both as they were. */
+ * Postgres leaves both as they were. Rows sent and acknowledged whose marks are
+ * still in hand are not pending: they are out, and left out of the count. */
 static void update_pending(deta_outbox_relay_t *r, bool drained) {
     if (!r->pending)
         return;
@@ -622,11 +692,13 @@ static void update_pending(deta_outbox_relay_t *r, bool drained) {
         return;
     }
     deta_err_t err;
+    const char *params[] = {r->marks ? r->marks : "{}"};
     PGresult *res = deta_db_exec(r->db,
                                  "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM"
                                  " clock_timestamp() - min(created_at)), 0)"
-                                 " FROM outbox WHERE published_at IS NULL AND parked_at IS NULL",
-                                 0, NULL, &err, NULL, 0);
+                                 " FROM outbox WHERE published_at IS NULL AND parked_at IS NULL"
+                                 " AND id <> ALL($1::bigint[])",
+                                 1, params, &err, NULL, 0);
     if (res) {
         deta_gauge_set(r->pending, atof(PQgetvalue(res, 0, 0)));
         double age = atof(PQgetvalue(res, 0, 1));
@@ -653,6 +725,13 @@ static void relay_turn(deta_outbox_relay_t *r) {
         return;
     }
     if (!r->leader) {
+        /* Marks of rows sent while leading (the session was lost since): a
+         * standby writes them alone, and the new leader need not send them
+         * again. */
+        if (flush_marks(r, why, sizeof why) != DETA_OK) {
+            note_failure(r, why);
+            return;
+        }
         r->backoff_ms = 0;
         return;
     }
@@ -710,7 +789,12 @@ static void wait_for_work(deta_outbox_relay_t *r) {
         return; /* reconnected just now: LISTEN first, then wait */
     struct pollfd fds[2] = {{.fd = r->wake_fd, .events = POLLIN},
                             {.fd = conn ? PQsocket(conn) : -1, .events = POLLIN}};
-    int timeout = r->backoff_ms ? r->backoff_ms : DETA_OUTBOX_POLL_MS;
+    /* Marks in hand wait up to OUTBOX_MARK_IDLE_MS for a notification's turn
+     * to carry them; if none comes, the turn runs anyway (it marks and finds
+     * nothing), uncounted: it is not a wake-up for new rows. */
+    bool marking = r->marks && !r->backoff_ms;
+    int timeout = r->backoff_ms ? r->backoff_ms : marking ? OUTBOX_MARK_IDLE_MS
+                                                          : DETA_OUTBOX_POLL_MS;
     long deadline = deta_clock_ms() + timeout;
     for (;;) {
         int ready = poll(fds, 2, timeout);
@@ -728,7 +812,8 @@ static void wait_for_work(deta_outbox_relay_t *r) {
         }
         timeout = (int)(deadline - deta_clock_ms());
         if (timeout <= 0) {
-            count(r->woke_poll, 1);
+            if (!marking)
+                count(r->woke_poll, 1);
             return;
         }
     }
@@ -738,11 +823,15 @@ static void wait_for_work(deta_outbox_relay_t *r) {
  * relay is a standby, which has nothing to publish). */
 static deta_err_t final_flush(deta_outbox_relay_t *r) {
     char why[512] = "";
-    if (!r->leader)
+    if (!r->leader && !r->marks)
         return DETA_OK;
     deta_err_t err = ensure_session(r, why, sizeof why) ? DETA_OK : DETA_ERR_TRANSIENT;
     if (!err && r->leader)
         err = drain(r, atomic_load(&r->stop_deadline_ms), true, why, sizeof why);
+    /* The last batch's marks: no statement follows to carry them. */
+    deta_err_t mark_err = flush_marks(r, err ? NULL : why, err ? 0 : sizeof why);
+    if (!err && mark_err)
+        err = mark_err;
     if (!err && r->more)
         err = deta_errf(DETA_ERR_TRANSIENT, why, sizeof why, "out of time");
     if (err)
@@ -818,6 +907,7 @@ void deta_outbox_relay_free(deta_outbox_relay_t *r) {
         return;
     deta_outbox_relay_stop(r, DETA_OUTBOX_FINAL_FLUSH_MS);
     close(r->wake_fd);
+    free(r->marks);
     deta_db_free(r->db);
     pthread_cond_destroy(&r->finished_cond);
     pthread_mutex_destroy(&r->lock);

@@ -781,6 +781,109 @@ static void test_a_read_only_server_gets_nothing_published(void **state) {
     assert_int_equal(ts_kafka_count(TOPIC, key, 10000), 1);
 }
 
+/* ---- one transaction per turn (#18) ---- */
+
+/* Committed transactions of the scratch database, read from another database
+ * (reading them here would add one); a backend's counts reach the statistics at
+ * the latest when it exits. */
+static long scratch_commits(void) {
+    const char *params[] = {dbname};
+    PGconn *c = ts_pg("postgres");
+    long n = ts_pg_long(c, "SELECT xact_commit FROM pg_stat_database WHERE datname = $1", 1,
+                        params);
+    PQfinish(c);
+    return n;
+}
+
+/* Waits until no backend is connected to the scratch database: each has
+ * flushed its statistics. */
+static void await_no_backends(void) {
+    const char *params[] = {dbname};
+    PGconn *c = ts_pg("postgres");
+    for (long end = now_ms() + WAIT_MS; now_ms() < end; ts_sleep_ms(50))
+        if (ts_pg_long(c, "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", 1,
+                       params) == 0)
+            break;
+    PQfinish(c);
+    ts_sleep_ms(300);
+}
+
+#define TURN_ROWS 60
+
+/* Commits TURN_ROWS rows of order key, one transaction each, 15 ms apart, on a
+ * connection of its own (ended when done: its statistics are flushed). */
+static void commit_apart(const char *key) {
+    PGconn *c = ts_pg(dbname);
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO outbox (topic, msg_key, payload) VALUES ('" TOPIC "', '%s', '{}');"
+             " SELECT pg_notify('deta_outbox', '')",
+             key);
+    for (int i = 0; i < TURN_ROWS; i++) {
+        PGresult *res = PQexec(c, sql); /* one implicit transaction */
+        assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
+        PQclear(res);
+        ts_sleep_ms(15);
+    }
+    PQfinish(c);
+}
+
+/* Rows committed one at a time, each waking the relay: a turn marks what the
+ * previous one sent in the statement that selects its rows, so the relay's
+ * transactions are about one per turn (plus its setup and the marks written
+ * alone when no turn follows soon), not two (a SELECT, then an UPDATE). The
+ * committer's own transactions are counted first, with no relay running. */
+static void test_a_turn_is_one_transaction(void **state) {
+    (void)state;
+    char err[256], key[64];
+    deta_outbox_relay_free(relay1);
+    relay1 = NULL;
+    deta_db_free(db);
+    db = NULL;
+    await_no_backends();
+    long before = scratch_commits();
+    new_key(key, sizeof key, "turns-unsent");
+    commit_apart(key); /* the relay sends them in its first turn */
+    await_no_backends();
+    long committer = scratch_commits() - before;
+
+    before = scratch_commits();
+    deta_metrics_t *m = deta_metrics_new();
+    deta_outbox_relay_t *r = deta_outbox_relay_new(&cfg, producer, m, err, sizeof err);
+    assert_non_null(r);
+    assert_int_equal(deta_outbox_relay_start(r, err, sizeof err), DETA_OK);
+    for (long end = now_ms() + WAIT_MS; published_by(m) < TURN_ROWS && now_ms() < end;)
+        ts_sleep_ms(20);
+    assert_int_equal((long)published_by(m), TURN_ROWS);
+    new_key(key, sizeof key, "turns");
+    commit_apart(key);
+    for (long end = now_ms() + WAIT_MS; published_by(m) < 2 * TURN_ROWS && now_ms() < end;)
+        ts_sleep_ms(20);
+    assert_int_equal((long)published_by(m), 2 * TURN_ROWS);
+    double turns = counter(m, "deta_outbox_wakeups_total", "reason=\"notify\"") +
+                   counter(m, "deta_outbox_wakeups_total", "reason=\"poll\"") + 1;
+    deta_outbox_relay_free(r);
+    deta_metrics_free(m);
+    await_no_backends();
+    long relay_commits = scratch_commits() - before - committer;
+    print_message("%d rows, %.0f turns: %ld transactions of the relay (the committer's: %ld)\n",
+                  TURN_ROWS, turns, relay_commits, committer);
+    /* Besides its statements, the relay's session spends a transaction on each
+     * notification Postgres delivers to it while idle (at most one per commit).
+     * Two statements a turn would make that about TURN_ROWS + 2 * turns. The
+     * slack: the setup (connection, LISTEN, the lock, the parked count, the
+     * ping, the purge), the stop, and the marks written alone after each pause
+     * (two). */
+    assert_true(relay_commits <= TURN_ROWS + (long)turns + 14);
+    assert_true(rows(key, true) == TURN_ROWS);
+
+    db = deta_db_new(&cfg);
+    assert_non_null(db);
+    relay1 = deta_outbox_relay_new(&cfg, producer, metrics1, err, sizeof err);
+    assert_non_null(relay1);
+    assert_int_equal(deta_outbox_relay_start(relay1, err, sizeof err), DETA_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_add_needs_a_transaction_and_valid_input),
@@ -797,6 +900,7 @@ int main(void) {
         cmocka_unit_test(test_a_relay_that_lost_its_lock_stops),
         cmocka_unit_test(test_a_refused_row_is_parked),
         cmocka_unit_test(test_a_read_only_server_gets_nothing_published),
+        cmocka_unit_test(test_a_turn_is_one_transaction),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

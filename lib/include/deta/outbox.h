@@ -7,8 +7,9 @@
  * LISTENs on that channel and wakes at once (with a fallback poll every
  * DETA_OUTBOX_POLL_MS in case a notification was lost across a reconnect). It
  * publishes unsent rows in id order, in batches, waits for the broker's
- * acknowledgement and only then marks them sent; a failed publish is retried with
- * backoff. Only one relay per database publishes at a time (a session advisory
+ * acknowledgement and only then marks them sent (the marks ride on the relay's
+ * next statement, so a turn is one transaction; see outbox.c); a failed publish
+ * is retried with backoff. Only one relay per database publishes at a time (a session advisory
  * lock), so rows keep their order even with several instances running; the
  * others wait as standby. A relay whose connection was replaced (deta_db
  * reconnects by itself) has lost the lock: it publishes nothing it reads on the

@@ -61,6 +61,8 @@ struct hub {
     unsigned long listen_session;
     bool listening;
     int64_t pos; /* every row up to it is fanned out; -1 before the first look */
+    long followed_ms; /* when the feed was last read */
+    bool behind;      /* reads were skipped (no stream open): follow before starting one */
     gap_wait_t gap;
     char *holders;  /* the gap's holders (feed_holders), while gap.holders */
     char *given_up; /* holders of given-up holes, still open when last looked at */
@@ -414,9 +416,20 @@ static void heartbeats(hub_t *h) {
 }
 
 /* LISTEN on the reader's session (again after a reconnect); the socket to wait
- * on, or -1 (then the reader polls). */
-static int listen_socket(hub_t *h) {
+ * on, or -1 (then the reader polls). With no stream open the reader does not
+ * listen (UNLISTEN): Postgres delivers each notification to a listening session
+ * in a transaction of its own, one per consumer commit for nobody. *fresh says
+ * that LISTEN was just issued: what committed before it sent no wake-up. */
+static int listen_socket(hub_t *h, bool *fresh) {
     char why[256] = "";
+    *fresh = false;
+    if (!h->subs) {
+        if (h->listening && deta_db_session(h->db) == h->listen_session &&
+            deta_db_run(h->db, "UNLISTEN " FEED_CHANNEL, 0, NULL, why, sizeof why))
+            return -1; /* still listening: try again next time */
+        h->listening = false;
+        return -1;
+    }
     if (h->listening && deta_db_session(h->db) == h->listen_session) {
         PGconn *c = deta_db_conn(h->db, why, sizeof why);
         return c ? PQsocket(c) : -1;
@@ -425,6 +438,7 @@ static int listen_socket(hub_t *h) {
     if (deta_db_run(h->db, "LISTEN " FEED_CHANNEL, 0, NULL, why, sizeof why))
         return -1;
     h->listening = true;
+    *fresh = true;
     h->listen_session = deta_db_session(h->db);
     PGconn *c = deta_db_conn(h->db, why, sizeof why);
     return c ? PQsocket(c) : -1;
@@ -454,9 +468,24 @@ static void *reader_main(void *arg) {
     while (!atomic_load(&h->stop) && !atomic_load(stopping)) {
         drain_notifications(h); /* what woke the reader: the reads below see it */
         take_and_reap(h);
-        long wait = follow(h);
+        /* With no stream open the feed is read at most once a second, not on
+         * every notification (one per consumer commit): nothing is fanned out,
+         * and pos only has to stay near the newest row, by the same gap rule, so
+         * that a stream opening finds the reader close behind. Such a stream
+         * starts once the reader has caught up (follow returned a wait). */
+        long now = deta_clock_ms(), wait;
+        if (!h->subs && h->pos >= 0 && now - h->followed_ms < IDLE_WAIT_MS) {
+            wait = IDLE_WAIT_MS - (now - h->followed_ms);
+            h->behind = true;
+        } else {
+            wait = follow(h);
+            h->followed_ms = now;
+            h->behind = h->behind && wait == 0;
+        }
         for (sub_t *s = h->subs; s && h->pos >= 0; s = s->next) {
             if (deta_http_stream_closed(s->stream))
+                continue;
+            if (s->state == SUB_NEW && h->behind)
                 continue;
             if (s->state == SUB_NEW && !start_sub(h, s))
                 wait = IDLE_WAIT_MS;
@@ -464,10 +493,12 @@ static void *reader_main(void *arg) {
                 wait = 0;
         }
         heartbeats(h);
-        int sock = listen_socket(h);
-        /* A commit that came while this round's queries ran: look again at once
-         * (it would otherwise wait for the next wake, up to a second). */
-        if (drain_notifications(h))
+        bool listened;
+        int sock = listen_socket(h, &listened);
+        /* A commit that came while this round's queries ran (or before LISTEN):
+         * look again at once (it would otherwise wait for the next wake, up to a
+         * second). */
+        if (drain_notifications(h) || listened)
             wait = 0;
         struct pollfd fds[2] = {{.fd = h->wake_fd, .events = POLLIN},
                                 {.fd = sock, .events = POLLIN}};
