@@ -125,6 +125,16 @@ static void await_text(PGconn *db, const char *sql, const char *param, const cha
     fail_msg("%s for %s: %s, expected %s", sql, param, got, want);
 }
 
+/* The orders each test sets going, which go on once the stopped service is
+ * back: the group's teardown waits for them to end, so that no later test sees
+ * their events. */
+static char order_test_orders[ORDERS][37], inventory_test_orders[ORDERS][37];
+
+static void await_ended(char (*ids)[37]) {
+    if (ids[0][0] && !ts_orders_await(ids, ORDERS, NULL, 60000))
+        fail_msg("the test's orders did not reach an end state once the service was back");
+}
+
 /* ---- order-service ---- */
 
 static int inventory_stopped(void **state) {
@@ -136,6 +146,7 @@ static int inventory_stopped(void **state) {
 static int inventory_back(void **state) {
     (void)state;
     ts_stack_ok("start inventory-service");
+    await_ended(order_test_orders);
     return 0;
 }
 
@@ -151,6 +162,7 @@ static void order_service_applies_a_batch_and_dead_letters_its_bad_event_alone(v
     for (int k = 0; k < ORDERS; k++)
         assert_int_equal(ts_order_place("cust-batch", "sku-batch", 1, orders[k]), 201);
     ts_uuid(stranger);
+    memcpy(order_test_orders, orders, sizeof orders);
     batch_figures_t before = batch_figures(url, "order-service", topic);
 
     /* Each order's inventory.reserved twice (the second changes nothing); order
@@ -188,6 +200,7 @@ static int payment_stopped(void **state) {
 static int payment_back(void **state) {
     (void)state;
     ts_stack_ok("start payment-service");
+    await_ended(inventory_test_orders);
     return 0;
 }
 
@@ -220,6 +233,7 @@ static void inventory_applies_a_batch_and_dead_letters_its_bad_event_alone(void 
             add(&o, topic, orders[k], order_created(orders[k], item, 0));
         add(&o, topic, orders[k], order_created(orders[k], item, 1));
     }
+    memcpy(inventory_test_orders, orders, sizeof orders);
     send_and_free(&o);
 
     PGconn *db = ts_pg("inventory_db");

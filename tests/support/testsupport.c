@@ -714,7 +714,7 @@ int ts_orders_await(char (*ids)[37], size_t n, const char *want, int timeout_ms)
         if (!deta_order_await(c, query_url, ids[i], want, deadline - now_ms(), 200, status,
                               sizeof status)) {
             fprintf(stderr, "order %s: status \"%s\", not %s, after %d ms\n", ids[i], status,
-                    want, timeout_ms);
+                    want ? want : "an end state", timeout_ms);
             deta_client_free(c);
             return 0;
         }

@@ -167,7 +167,8 @@ void ts_stock_set(const char *item, int available);
 long ts_order_place(const char *customer, const char *item, int qty, char id[37]);
 /* The order's status in the query-api's read model into status ("" when absent). */
 void ts_order_status(const char *order_id, char *status, size_t size);
-/* Polls the read model until every order of ids has status want; false (with
+/* Polls the read model until every order of ids has status want (NULL: any end
+ * state, deta_state_is_end); false (with
  * the first one that has not, and its status, on stderr) after timeout_ms. */
 int ts_orders_await(char (*ids)[37], size_t n, const char *want, int timeout_ms);
 /* SELECT count(*) ... WHERE order_id = $1 in database db, for each order of ids:
