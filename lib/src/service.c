@@ -431,6 +431,12 @@ deta_err_t deta_service_migrate(deta_service_t *s, const char *component,
 deta_err_t deta_service_use_outbox(deta_service_t *s, char *errstr, size_t errsize) {
     deta_err_t err = deta_service_migrate(s, "outbox", deta_outbox_migrations,
                                           deta_outbox_migrations_count, errstr, errsize);
+    /* Postgres just answered: a server the relay cannot stream from stops the
+     * service here, with the reason, not later in a relay that never publishes. */
+    deta_db_t *db = err == DETA_OK ? deta_db_pool_get(s->db) : NULL;
+    if (err == DETA_OK)
+        err = db ? deta_outbox_check_server(db, errstr, errsize)
+                 : deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
     if (err == DETA_OK)
         s->use_outbox = true;
     return err;

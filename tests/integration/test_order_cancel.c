@@ -649,14 +649,8 @@ static void two_cancels_at_once_ask_once(void **state) {
     ts_kafka_msg_t m;
     assert_true(ts_kafka_find(DETA_TOPIC_ORDER_EVENTS, id, 30000, &m));
     ts_kafka_msg_free(&m);
-    for (int waited = 0;
-         ts_pg_long(db, "SELECT count(*) FROM outbox WHERE msg_key = $1 AND published_at IS NULL",
-                    1, params) > 0;
-         waited += 100) {
-        if (waited >= AWAIT_MS)
-            fail_msg("the request of %s was never published", id);
-        ts_sleep_ms(100);
-    }
+    if (!ts_outbox_relayed(db, AWAIT_MS))
+        fail_msg("the request of %s was never published", id);
     assert_int_equal(ts_kafka_count(DETA_TOPIC_ORDER_EVENTS, id, 30000), 1);
 }
 

@@ -29,18 +29,13 @@ static char *post_valid_order(void) {
     return id;
 }
 
-/* Waits (10 s at most) until the order's outbox row is marked published. The
- * relay marks what the broker acknowledged with its next statement, or alone
- * after a second without one (lib/src/outbox.c), so the mark may follow the
- * message by up to that second. */
+/* Waits (10 s at most) until the relay has confirmed its stream past the
+ * order's outbox row (lib/src/outbox_relay.c): the row is out, and there is one. */
 static void await_marked_published(PGconn *db, const char *order_id) {
     const char *params[] = {order_id};
-    long published = 0;
-    for (int i = 0; i < 50 && !published; i++, ts_sleep_ms(200))
-        published = ts_pg_long(db, "SELECT count(*) FROM outbox WHERE msg_key = $1 AND "
-                                   "published_at IS NOT NULL",
-                               1, params);
-    assert_int_equal(published, 1);
+    assert_int_equal(ts_pg_long(db, "SELECT count(*) FROM outbox WHERE msg_key = $1", 1, params),
+                     1);
+    assert_true(ts_outbox_relayed(db, 10000));
 }
 
 static void order_reaches_the_topic_with_its_envelope(void **state) {
@@ -248,10 +243,9 @@ static void outbox_holds_orders_through_a_broker_outage(void **state) {
     ts_sleep_ms(2000);
     PGconn *db = ts_pg("order_db");
     const char *params[] = {id};
-    assert_int_equal(ts_pg_long(db, "SELECT count(*) FROM outbox WHERE msg_key = $1 AND "
-                                    "published_at IS NULL",
-                                1, params),
+    assert_int_equal(ts_pg_long(db, "SELECT count(*) FROM outbox WHERE msg_key = $1", 1, params),
                      1);
+    assert_false(ts_outbox_relayed(db, 1500)); /* the relay's stream stays before it */
     ts_http_resp_t r;
     ts_http("GET", "ORDER_SERVICE_URL", "/actuator/health", NULL, NULL, &r);
     assert_int_equal(r.status, 503);

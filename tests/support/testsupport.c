@@ -885,6 +885,51 @@ int ts_scratch_db_create(const char *service, const char *tag, deta_config_t *cf
 
 void ts_scratch_db_drop(const deta_config_t *cfg) {
     char sql[160];
+    PGconn *admin = ts_pg("postgres");
+    const char *params[] = {cfg->pg_database};
+    /* A slot still streamed is released when its walsender ends. */
+    for (int i = 0; i < 50; i++) {
+        PGresult *r = PQexecParams(admin,
+                                   "SELECT pg_terminate_backend(active_pid) FROM"
+                                   " pg_replication_slots WHERE database = $1 AND active_pid IS"
+                                   " NOT NULL",
+                                   1, NULL, params, NULL, NULL, 0);
+        PQclear(r);
+        r = PQexecParams(admin,
+                         "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                         " WHERE database = $1",
+                         1, NULL, params, NULL, NULL, 0);
+        bool done = PQresultStatus(r) == PGRES_TUPLES_OK;
+        PQclear(r);
+        if (done)
+            break;
+        ts_sleep_ms(100);
+    }
+    PQfinish(admin);
     snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", cfg->pg_database);
     ts_pg_admin(sql);
+}
+
+bool ts_outbox_relayed(PGconn *c, long timeout_ms) {
+    PGresult *r = PQexec(c, "SELECT pg_current_wal_flush_lsn()::text");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        fprintf(stderr, "ts_outbox_relayed: %s", PQerrorMessage(c));
+        PQclear(r);
+        return false;
+    }
+    char target[32];
+    snprintf(target, sizeof target, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    const char *params[] = {target};
+    for (long waited = 0;; waited += 100) {
+        if (ts_pg_long(c,
+                       "SELECT count(*) FROM pg_replication_slots WHERE slot_name ="
+                       " 'deta_outbox_' || current_database() AND confirmed_flush_lsn >="
+                       " $1::pg_lsn",
+                       1, params) == 1)
+            return true;
+        if (waited >= timeout_ms)
+            return false;
+        ts_sleep_ms(100);
+    }
 }

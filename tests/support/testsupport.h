@@ -188,8 +188,17 @@ void ts_pg_admin(const char *sql);
 /* Loads cfg for service, names its database it_<tag>_<pid> and creates it: 0 on
  * success, -1 (printed) otherwise; for a group setup. */
 int ts_scratch_db_create(const char *service, const char *tag, deta_config_t *cfg);
-/* Drops cfg's database, whoever is still connected. */
+/* Drops cfg's database, whoever is still connected, and the outbox relay's
+ * replication slot in it (a database with a slot cannot be dropped). */
 void ts_scratch_db_drop(const deta_config_t *cfg);
+
+/* ---- the outbox relay's progress ---- */
+
+/* Waits up to timeout_ms until the outbox relay of c's database has confirmed
+ * its stream past everything committed before the call (the slot
+ * deta_outbox_<database>: lib/src/outbox_relay.c): every outbox row written
+ * by then is published or parked. true when it has. */
+bool ts_outbox_relayed(PGconn *c, long timeout_ms);
 
 /* ---- a service of the test's own ---- */
 
