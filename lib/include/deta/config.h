@@ -70,7 +70,7 @@
  *                                      is 431)
  *   LOG_LEVEL                 info    (debug, info, warn, error)
  *   INSTANCE_ID               <service>-<pid>
- *   OUTBOX_RETENTION_S        3600    (0..31536000: published outbox rows kept this long)
+ *   OUTBOX_RETENTION_S        3600    (0..31536000: outbox rows kept this long in the table)
  *   INBOX_RETENTION_HOURS     168     (0..87600, 0 for ever: processed-event claims kept)
  *   DETA_SHUTDOWN_TIMEOUT_MS  10000   (SIGTERM to exit; past it the service exits non-zero)
  *   OPERATOR_TOKEN            none    (the bearer token of the operator routes, deta/auth.h:
