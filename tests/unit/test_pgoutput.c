@@ -42,9 +42,9 @@
  *   UPDATE t2 SET note = NULL WHERE id = 1;
  *   DELETE FROM t2;
  * (outbox's oid was 16385, t2's 16407, mood's 16402.) The walsender sends each
- * of these messages as the data of one XLogData 'w' frame; the frames' own
- * bytes ('w', 'k', 'r') are written here by hand from the protocol's
- * documentation.
+ * of these messages as the data of one XLogData 'w' frame: walsender_frames
+ * below are such frames and keepalives, read from a real walsender; more frames
+ * ('w', 'k', 'r') are written here by hand from the protocol's documentation.
  *
  * Every message is also parsed cut at every length and with a byte more, from a
  * heap buffer of exactly its size (AddressSanitizer sees a read past it): each
@@ -391,6 +391,34 @@ static const captured_t origin_stream[] = {
      "44000040174f0003740000000131740000000568617070796e"},
     {"0/153C2B0",
      "4300000000000153c280000000000153c2b0000304d556d1bc9c"},
+};
+
+/* What a walsender sent (each CopyData message of the stream, as libpq's
+ * PQgetCopyData gave it) to a client of its own that ran
+ *   START_REPLICATION SLOT s3 LOGICAL 0/0 (proto_version '1', publication_names 'p')
+ * over a connection with replication=database, on a fresh cluster (wal_level=
+ * logical, wal_sender_timeout=4s) with the outbox table, publication p, slot s3
+ * and one INSERT INTO outbox (topic, msg_key, payload, created_at) VALUES
+ * ('orders.created', 'order-1', '{"a":1}', '2026-12-04 22:00:00+00'); the client
+ * sent no status update, so the last keepalive asks for one. */
+static const char *const walsender_frames[] = {
+    "6b000000000152c0d8000304d5ba3e713b00",
+    "77000000000152c140000000000152c140000304d5ba3e76b642000000000152c250000304d5ba3d4a4c0000"
+    "02d6",
+    "7700000000000000000000000000000000000304d5ba3e786e52000040017075626c6963006f7574626f7800"
+    "64000a0169640000000014ffffffff00746f7069630000000019ffffffff006d73675f6b65790000000019ff"
+    "ffffff007061796c6f61640000000019ffffffff00637265617465645f617400000004a0ffffffff00707562"
+    "6c69736865645f617400000004a0ffffffff007061726b65645f617400000004a0ffffffff007061726b6564"
+    "5f726561736f6e0000000019ffffffff007472616365706172656e740000000019ffffffff00747261636573"
+    "746174650000000019ffffffff",
+    "77000000000152c140000000000152c140000304d5ba3e799149000040014e000a740000000131740000000e"
+    "6f72646572732e6372656174656474000000076f726465722d3174000000077b2261223a317d740000001632"
+    "3032362d31322d30342032323a30303a30302b30306e6e6e6e6e",
+    "77000000000152c280000000000152c280000304d5ba3e79c34300000000000152c250000000000152c28000"
+    "0304d5ba3d4a4c",
+    "6b000000000152c280000304d5ba3e79ff00",
+    "6b000000000152c280000304d5ba5d037000",
+    "6b000000000152c280000304d5ba5d037e01",
 };
 
 /* ---- helpers ---- */
@@ -853,6 +881,56 @@ static void standby_status_update(void **state) {
     assert_true(all_zero(out + 1, DETA_REPL_STATUS_LEN - 1));
 }
 
+/* The frames of a real walsender: a keepalive, then Begin, Relation, Insert and
+ * Commit each in an XLogData frame (the Relation's at WAL position 0: it is no
+ * record of the WAL), then keepalives at the commit's end, the last asking for a
+ * reply. */
+static void frames_of_a_walsender(void **state) {
+    (void)state;
+    enum { N = COUNT(walsender_frames) };
+    static const char kinds[] = "kwwwwkkk", messages[] = " BRIC   ";
+    deta_repl_frame_t f[N];
+    deta_pgo_msg_t *m = calloc(N, sizeof *m);
+    uint8_t *bufs[N];
+    assert_non_null(m);
+    for (size_t i = 0; i < N; i++) {
+        size_t len;
+        bufs[i] = unhex(walsender_frames[i], &len);
+        assert_int_equal(deta_repl_frame_parse(bufs[i], len, &f[i]), 0);
+        assert_int_equal(f[i].kind, kinds[i]);
+        if (i > 0) /* the server's clock goes on */
+            assert_true(f[i].send_time >= f[i - 1].send_time);
+        int64_t t = deta_pg_time_to_unix_ms(f[i].send_time);
+        assert_true(t >= INT64_C(1796342400000) && t < INT64_C(1796428800000));
+        if (f[i].kind == 'k') {
+            assert_null(f[i].data);
+            assert_int_equal(f[i].reply_requested, i == N - 1);
+            continue;
+        }
+        assert_ptr_equal(f[i].data, bufs[i] + 25);
+        assert_int_equal(deta_pgo_parse(f[i].data, f[i].len, &m[i]), 0);
+        assert_int_equal(m[i].kind, messages[i]);
+        deta_repl_frame_t scratch;
+        for (size_t cut = 0; cut < 25; cut++)
+            assert_int_equal(frame_parse(bufs[i], cut, &scratch), -1);
+    }
+    assert_true(f[0].wal_end == UINT64_C(0x152C0D8)); /* before the insert */
+    assert_true(f[1].wal_start == UINT64_C(0x152C140) && f[1].wal_end == f[1].wal_start);
+    assert_true(f[2].wal_start == 0 && f[2].wal_end == 0);
+    assert_string_equal(m[2].u.relation.relname, "outbox");
+    assert_text(&m[3].u.change.tuple.cols[1], "orders.created");
+    assert_true(m[4].u.commit.commit_lsn == m[1].u.begin.final_lsn);
+    /* the commit's frame is at the transaction's end, where the keepalives are */
+    assert_true(f[4].wal_start == m[4].u.commit.end_lsn);
+    assert_true(f[4].wal_end == m[4].u.commit.end_lsn);
+    for (size_t i = 5; i < N; i++) {
+        assert_true(f[i].wal_start == 0);
+        assert_true(f[i].wal_end == m[4].u.commit.end_lsn);
+    }
+    free_bufs(bufs, N);
+    free(m);
+}
+
 /* ---- hand-made messages: what is refused ---- */
 
 typedef struct msg {
@@ -1114,6 +1192,7 @@ int main(void) {
         cmocka_unit_test(the_outbox_stream_of_postgres_15),
         cmocka_unit_test(origins_types_and_old_rows_of_postgres_15),
         cmocka_unit_test(xlogdata_and_keepalive_frames),
+        cmocka_unit_test(frames_of_a_walsender),
         cmocka_unit_test(standby_status_update),
         cmocka_unit_test(tuples_refused),
         cmocka_unit_test(changes_refused),
