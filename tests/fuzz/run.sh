@@ -34,6 +34,9 @@
 #                  endpoint URL and its collector's status line (fuzz_trace_context.c)
 #   kafka_stats    the consumer lag read from librdkafka's statistics JSON
 #                  (fuzz_kafka_stats.c)
+#   pgoutput       the logical replication stream the outbox relay reads: its
+#                  CopyData frames, pgoutput's messages, WAL positions as text
+#                  (fuzz_pgoutput.c)
 # Only those files and what they need from lib/src and the services' pure rules
 # are compiled: no service library, no server, no I/O.
 #
@@ -50,7 +53,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 
-ALL_TARGETS="cql_frame http_rules http_route stream_resume envelope payloads order_request query_params dead_letter settings money trace_context kafka_stats"
+ALL_TARGETS="cql_frame http_rules http_route stream_resume envelope payloads order_request query_params dead_letter settings money trace_context kafka_stats pgoutput"
 FUZZ_TARGETS=${FUZZ_TARGETS:-$ALL_TARGETS}
 FUZZ_MALLOC_MB=${FUZZ_MALLOC_MB:-256}
 FUZZ_MERGE=${FUZZ_MERGE:-0}
@@ -92,6 +95,7 @@ sources_of() {
     money) echo lib/src/money.c lib/src/err.c -ljansson ;;
     trace_context) echo lib/src/trace_context.c lib/src/otlp_http.c lib/src/clock.c ;;
     kafka_stats) echo lib/src/kafka_stats.c -ljansson ;;
+    pgoutput) echo lib/src/pgoutput.c ;;
     *) echo "run.sh: no fuzz target $1 ($ALL_TARGETS)" >&2; return 1 ;;
   esac
 }
