@@ -65,7 +65,8 @@ deta_err_t outbox_park(deta_db_t *db, outbox_held_t *h, outbox_row_t *const *row
                        const char *reason, char *why, size_t whysize);
 
 /* The rows cleared by hand, up to limit, in id order (free each, then the
- * array); *n their number. */
+ * array); *n their number. A cleared row behind a row of its order still
+ * parked stays where it is: it would overtake that row. */
 deta_err_t outbox_cleared_rows(deta_db_t *db, int limit, outbox_row_t ***rows, size_t *n,
                                char *why, size_t whysize);
 /* Rows published again: their parked_reason cleared. */

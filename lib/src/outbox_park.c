@@ -148,7 +148,9 @@ deta_err_t outbox_cleared_rows(deta_db_t *db, int limit, outbox_row_t ***rows, s
     deta_err_t err;
     PGresult *res = deta_db_exec(db,
                                  "SELECT id, topic, msg_key, payload, traceparent, tracestate"
-                                 " FROM outbox WHERE parked_reason IS NOT NULL AND parked_at IS NULL"
+                                 " FROM outbox o WHERE parked_reason IS NOT NULL AND parked_at IS NULL"
+                                 " AND NOT EXISTS (SELECT FROM outbox p WHERE p.msg_key = o.msg_key"
+                                 "  AND p.parked_at IS NOT NULL AND p.id < o.id)"
                                  " ORDER BY id LIMIT $1::int",
                                  1, params, &err, why, whysize);
     if (!res)

@@ -119,6 +119,7 @@ struct deta_outbox_relay {
     deta_lsn_t reported;  /* the last position sent in a status update */
     deta_lsn_t server_lsn; /* how far the server has sent, as far as known */
     long last_status_ms;
+    deta_pgo_msg_t msg; /* the message being read (large: kept here, not on the stack) */
 
     long last_purge_ms, last_slots_ms, last_republish_ms, oldest_failed_ms;
     bool slot_ready; /* the slot is known to exist */
@@ -519,9 +520,7 @@ static deta_err_t on_frame(deta_outbox_relay_t *r, const uint8_t *buf, size_t le
             return send_status(r, false, why, whysize);
         return DETA_OK;
     }
-    deta_pgo_msg_t *m = malloc(sizeof *m);
-    if (!m)
-        return deta_errf(DETA_ERR_INTERNAL, why, whysize, "out of memory");
+    deta_pgo_msg_t *m = &r->msg;
     deta_err_t err = DETA_OK;
     if (deta_pgo_parse(f.data, f.len, m) != 0) {
         err = deta_errf(DETA_ERR_INTERNAL, why, whysize, "a malformed pgoutput message");
@@ -544,7 +543,6 @@ static deta_err_t on_frame(deta_outbox_relay_t *r, const uint8_t *buf, size_t le
     } else if (m->kind == 'I') {
         err = on_insert(r, m, why, whysize);
     }
-    free(m);
     return err;
 }
 
