@@ -4,6 +4,11 @@
  * The claim and the effects share one transaction, so there is no window in which
  * an event is marked processed without its effects, or applied without its mark:
  * a crash anywhere in between rolls back both, and the redelivery applies it once.
+ *
+ * A dispatch with own_key makes no claim: its handlers' own key (written in the
+ * same transaction as the rest of their effects) plays the claim's part, and a
+ * handler's DETA_ERR_CONFLICT is the duplicate that the claim would have found.
+ * Its effects, if it wrote any, are rolled back all the same.
  */
 #include "deta/events.h"
 
@@ -21,10 +26,13 @@ struct deta_event_dispatch {
     const deta_event_route_t *routes;
     size_t nroutes;
     void *opaque;
+    deta_event_dispatch_opts_t opts;
 };
 
-deta_event_dispatch_t *deta_event_dispatch_new(deta_service_t *s, const deta_event_route_t *routes,
-                                               size_t nroutes, void *opaque) {
+deta_event_dispatch_t *deta_event_dispatch_new_opts(deta_service_t *s,
+                                                    const deta_event_route_t *routes,
+                                                    size_t nroutes, void *opaque,
+                                                    const deta_event_dispatch_opts_t *opts) {
     deta_event_dispatch_t *d = calloc(1, sizeof *d);
     if (!d)
         return NULL;
@@ -32,7 +40,14 @@ deta_event_dispatch_t *deta_event_dispatch_new(deta_service_t *s, const deta_eve
     d->routes = routes;
     d->nroutes = nroutes;
     d->opaque = opaque;
+    if (opts)
+        d->opts = *opts;
     return d;
+}
+
+deta_event_dispatch_t *deta_event_dispatch_new(deta_service_t *s, const deta_event_route_t *routes,
+                                               size_t nroutes, void *opaque) {
+    return deta_event_dispatch_new_opts(s, routes, nroutes, opaque, NULL);
 }
 
 void deta_event_dispatch_free(deta_event_dispatch_t *d) { free(d); }
@@ -68,10 +83,18 @@ static deta_err_t check_message(const deta_event_dispatch_t *d, const deta_kafka
 }
 
 /* Claims the event and, the first time, applies it, inside the transaction (or
- * savepoint) the caller opened on db. */
+ * savepoint) the caller opened on db. Without the claim (own_key) the handler
+ * always runs, and its DETA_ERR_CONFLICT says duplicate: that code is returned
+ * with *duplicate true, so that the caller rolls back what the handler wrote and
+ * then reports DETA_OK. */
 static deta_err_t claim_and_apply(deta_event_dispatch_t *d, deta_db_t *db,
                                   const deta_event_route_t *r, const deta_event_t *ev,
                                   bool *duplicate, char *errstr, size_t errsize) {
+    if (d->opts.own_key) {
+        deta_err_t err = r->fn(db, ev, d->opaque, errstr, errsize);
+        *duplicate = err == DETA_ERR_CONFLICT;
+        return err;
+    }
     bool first = false;
     deta_err_t err = deta_inbox_claim(db, deta_service_config(d->svc)->service, ev->event_id,
                                       &first, errstr, errsize);
@@ -82,7 +105,8 @@ static deta_err_t claim_and_apply(deta_event_dispatch_t *d, deta_db_t *db,
     return err;
 }
 
-/* Claim and apply in one transaction. */
+/* Claim and apply in one transaction. A duplicate that only the handler could
+ * tell (own_key) is rolled back: nothing of it is kept, and nothing to commit. */
 static deta_err_t apply(deta_event_dispatch_t *d, const deta_event_route_t *r,
                         const deta_event_t *ev, bool *duplicate, char *errstr, size_t errsize) {
     deta_db_t *db = deta_db_pool_get(deta_service_db(d->svc));
@@ -94,7 +118,7 @@ static deta_err_t apply(deta_event_dispatch_t *d, const deta_event_route_t *r,
     err = claim_and_apply(d, db, r, ev, duplicate, errstr, errsize);
     if (err) {
         deta_db_rollback(db);
-        return err;
+        return *duplicate ? DETA_OK : err;
     }
     return deta_db_commit(db, errstr, errsize);
 }
@@ -220,6 +244,11 @@ deta_err_t deta_event_dispatch_batch_bounded(const deta_kafka_msg_t *msgs, size_
     }
     deta_err_t err = batch_apply(d, items, n, lock_timeout_ms, results, why);
     for (size_t i = 0; i < n; i++) {
+        if (err == DETA_OK && items[i].duplicate && results[i] == DETA_ERR_CONFLICT) {
+            /* own_key: the handler's duplicate, rolled back to its savepoint; done */
+            results[i] = DETA_OK;
+            why[i][0] = '\0';
+        }
         if (err == DETA_OK)
             batch_report(d, &items[i], results[i], why[i]);
         if (items[i].parsed)

@@ -2,10 +2,22 @@
  * events.c - query-api's event handlers.
  *
  * One consumer reads all four raw topics through libdeta's dispatcher
- * (deta/events.h): parse, route by type, claim the event id and apply it in one
- * transaction. Every type has a route, and every route is the same handler: the
+ * (deta/events.h): parse, route by type, and apply the event in one transaction.
+ * Every type has a route, and every route is the same handler: the
  * differences between types are data (domain.c's table), not code. An event
  * whose payload breaks the contract is refused as invalid and so dead-lettered.
+ *
+ * The claim: with the Cassandra store the dispatcher claims the event id in
+ * processed_events first (the store's writes are outside the transaction). With
+ * the Postgres store it does not (deta_event_dispatch_opts_t.own_key,
+ * read_model_needs_claim): the timeline row, keyed by the event id and inserted
+ * ON CONFLICT DO NOTHING in the same transaction, is the claim. Every effect of
+ * the event follows from that row being new: the view's upsert is fed by the
+ * insert's RETURNING (read_model_pg.c), and the feed row, the notes behind the
+ * metrics and the log line come after applied only. An event already in the
+ * timeline is returned as DETA_ERR_CONFLICT, which the dispatcher counts as a
+ * duplicate and rolls back. That saves a statement (a round trip and an index
+ * entry, and the purge of the row) per event.
  *
  * Batches: a worker that finds several events queued applies them (up to
  * QUERY_BATCH_MAX) in one transaction, a savepoint each
@@ -84,6 +96,7 @@ static const double stage_buckets[] = {0.01, 0.025, 0.05, 0.1,  0.25, 0.5,  1,  
 struct query_events {
     deta_service_t *svc;
     read_model_t *rm;
+    bool own_key; /* no claim: the store's timeline key is it */
     deta_event_route_t routes[QUERY_EVENT_TYPES];
     deta_event_dispatch_t *dispatch;
     deta_counter_t *applied[QUERY_EVENT_TYPES];
@@ -113,6 +126,13 @@ static size_t type_index(const char *type) {
     return 0; /* unreachable: only routed types reach the handler */
 }
 
+/* A unique violation (deta_db's DETA_ERR_CONFLICT) in the store's or the feed's
+ * statements is a bug, not the duplicate that DETA_ERR_CONFLICT tells the
+ * dispatcher (own_key): it must be dead-lettered, not skipped. */
+static deta_err_t own_error(deta_err_t err) {
+    return err == DETA_ERR_CONFLICT ? DETA_ERR_INTERNAL : err;
+}
+
 static deta_err_t apply_event(deta_db_t *db, const deta_event_t *ev, void *opaque,
                               char *errstr, size_t errsize) {
     query_events_t *qe = opaque;
@@ -121,15 +141,17 @@ static deta_err_t apply_event(deta_db_t *db, const deta_event_t *ev, void *opaqu
     if (err)
         return err; /* the dispatcher logs it with the order's ids, and dead-letters it */
     read_model_outcome_t out;
-    err = read_model_apply(qe->rm, db, &c, &out, errstr, errsize);
-    if (err || !out.applied)
+    err = own_error(read_model_apply(qe->rm, db, &c, &out, errstr, errsize));
+    if (err)
         return err;
+    if (!out.applied) /* in the timeline already: nothing else happens */
+        return qe->own_key ? DETA_ERR_CONFLICT : DETA_OK;
     /* The live streams' feed, after the view and in the same transaction (with the
      * Postgres store, the view's; with Cassandra's, the claim's): idempotent by
      * event id. */
     feed_entry_t fe = {c.event_id,    c.fields.order_id, c.event_type,  c.topic,
                        c.occurred_at, out.status,        out.customer_id};
-    err = feed_append(db, &fe, errstr, errsize);
+    err = own_error(feed_append(db, &fe, errstr, errsize));
     if (err)
         return err;
     if (nnotes < QUERY_BATCH_MAX) {
@@ -217,9 +239,11 @@ query_events_t *query_events_new(deta_service_t *svc, read_model_t *rm) {
         return NULL;
     qe->svc = svc;
     qe->rm = rm;
+    qe->own_key = !read_model_needs_claim(rm);
     for (size_t i = 0; i < QUERY_EVENT_TYPES; i++)
         qe->routes[i] = (deta_event_route_t){event_types[i], apply_event};
-    qe->dispatch = deta_event_dispatch_new(svc, qe->routes, QUERY_EVENT_TYPES, qe);
+    const deta_event_dispatch_opts_t opts = {.own_key = qe->own_key};
+    qe->dispatch = deta_event_dispatch_new_opts(svc, qe->routes, QUERY_EVENT_TYPES, qe, &opts);
     if (!qe->dispatch) {
         free(qe);
         return NULL;
@@ -237,6 +261,8 @@ void query_events_free(query_events_t *qe) {
 
 deta_err_t query_events_subscribe(query_events_t *qe, int workers, char *errstr,
                                   size_t errsize) {
+    /* Even without claims (the Postgres store): the table stays (migrations only
+     * go forward), and the purge takes away the claims written before. */
     deta_err_t err = deta_service_use_inbox(qe->svc, errstr, errsize);
     if (err)
         return err;

@@ -15,7 +15,8 @@ query_events_t *query_events_new(deta_service_t *svc, read_model_t *rm);
 void query_events_free(query_events_t *qe);
 
 /* One consumer in group query-api on raw.order-events, raw.inventory-events,
- * raw.payment-events and raw.delivery-events; migrates the inbox table. */
+ * raw.payment-events and raw.delivery-events; migrates the inbox table (written
+ * only with a store that needs the claim, read_model_needs_claim). */
 deta_err_t query_events_subscribe(query_events_t *qe, int workers, char *errstr,
                                   size_t errsize);
 

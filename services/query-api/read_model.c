@@ -78,3 +78,5 @@ deta_err_t read_model_stats(read_model_t *rm, query_stats_t *out, char *errstr,
 bool read_model_ping(read_model_t *rm, char *detail, size_t detailsize) {
     return rm->ops->ping(rm->impl, detail, detailsize);
 }
+
+bool read_model_needs_claim(const read_model_t *rm) { return rm->ops->needs_claim; }

@@ -12,8 +12,10 @@
  * views (query_view_merge()'s fold), the same list order and cursor, the same
  * timeline order (occurredAt, then eventId).
  *
- * Whatever the store, the dead letters (deadletters/) and the consumer's inbox
- * claims (processed_events) stay in query-api's Postgres database.
+ * Whatever the store, the dead letters (deadletters/) stay in query-api's
+ * Postgres database, and so do the consumer's inbox claims (processed_events)
+ * where the store needs them (read_model_needs_claim: Cassandra's does, the
+ * Postgres store's own key does their work).
  *
  * Threads: every function may be called from any thread; each store uses the
  * calling thread's connection of its pool.
@@ -89,12 +91,13 @@ typedef struct read_model_outcome {
 } read_model_outcome_t;
 
 /* Applies one event: its timeline entry and its fold into the order's view.
- * tx is the transaction in which the consumer claimed the event. The Postgres
- * store writes in it, so claim, entry and view commit together, and an event
- * already in the timeline (same eventId) changes nothing (applied false). The
- * Cassandra store ignores tx: its writes are idempotent, so an event whose claim
- * rolls back after it wrote folds to the same row when it comes again (applied
- * is then true again: the claim, not the store, counts events once).
+ * tx is the consumer's transaction (in which it claimed the event, if the store
+ * needs the claim). The Postgres store writes in it, so entry and view commit
+ * together, and an event already in the timeline (same eventId) changes nothing
+ * (applied false): the timeline's key is the claim, and the consumer makes no
+ * other. The Cassandra store ignores tx: its writes are idempotent, so an event
+ * whose claim rolls back after it wrote folds to the same row when it comes again
+ * (applied is always true: the claim, not the store, counts events once).
  * DETA_ERR_TRANSIENT when the store is away or overloaded (the consumer retries);
  * DETA_ERR_INTERNAL when it refuses a statement. */
 deta_err_t read_model_apply(read_model_t *rm, deta_db_t *tx, const query_change_t *c,
@@ -117,11 +120,18 @@ deta_err_t read_model_stats(read_model_t *rm, query_stats_t *out, char *errstr,
 /* For the health report: the store answers and its schema is in place. */
 bool read_model_ping(read_model_t *rm, char *detail, size_t detailsize);
 
+/* Whether the consumer must claim each event in processed_events before applying
+ * it: true for Cassandra, whose writes ignore the consumer's transaction; false
+ * for Postgres, where read_model_apply's applied is that claim, in the same
+ * transaction (deta_event_dispatch_opts_t.own_key). */
+bool read_model_needs_claim(const read_model_t *rm);
+
 /* ---- the stores ---- */
 
 /* One store's implementation of the functions above; impl is its own state. */
 typedef struct read_model_ops {
     const char *name;
+    bool needs_claim; /* read_model_needs_claim */
     void *(*open)(deta_service_t *svc, const query_settings_t *settings, char *errstr,
                   size_t errsize);
     void (*close)(void *impl);

@@ -1216,6 +1216,7 @@ bool read_model_cql_client_stats(read_model_t *rm, deta_cql_stats_t *out) {
 
 const read_model_ops_t read_model_cql_ops = {
     .name = "cassandra",
+    .needs_claim = true, /* its writes are outside the consumer's transaction */
     .open = cql_open,
     .close = cql_close,
     .prepare = cql_prepare,

@@ -5,7 +5,9 @@
  *
  * Applying an event is one statement (two data-modifying parts, one round trip)
  * in the consumer's transaction: the timeline row (ON CONFLICT (event_id) DO
- * NOTHING, so a duplicate stops there) and, fed by it, one upsert of the view
+ * NOTHING, so a duplicate stops there: applied false, and events.c makes nothing
+ * else of it; that is why the consumer needs no processed_events claim with this
+ * store, read_model_needs_claim) and, fed by it, one upsert of the view
  * that does query_view_merge()'s fold in SQL, atomically
  * under the row lock that INSERT ... ON CONFLICT takes: GREATEST for the rank and
  * updatedAt, COALESCE for fields, a strict comparison of calculatedAt for the ETA.
@@ -436,6 +438,7 @@ static bool pg_ping(void *impl, char *detail, size_t detailsize) {
 
 const read_model_ops_t read_model_pg_ops = {
     .name = "postgres",
+    .needs_claim = false, /* the timeline's key on the event id is the claim */
     .open = pg_open,
     .close = pg_close,
     .prepare = pg_prepare,

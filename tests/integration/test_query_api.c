@@ -5,7 +5,9 @@
  * service running. Covered: the happy path state by state; every out-of-order
  * arrival that matters (a late order.created fills a partial row, a late
  * payment.authorized or an older ETA changes nothing back); failure ends and
- * inventory.released (timeline only); the same event delivered five times; a
+ * inventory.released (timeline only); the same event delivered five times; old
+ * events delivered again after later ones changing nothing at all (view, timeline,
+ * feed, stored rows, metrics: with Postgres, by the timeline's key alone); a
  * malformed message and a contract-breaking payload going to their dead-letter
  * topic while the next event is applied; the same for a bad event among many
  * sent at once, which query-api applies in batches (one transaction, a
@@ -487,11 +489,12 @@ static void the_same_event_five_times_is_applied_once(void **state) {
 
     PGconn *db = ts_pg("delivery_query");
     const char *params[] = {event_id};
-    /* the inbox's claims are in Postgres whatever the store */
+    /* the inbox's claims are in Postgres, and only the Cassandra store needs them:
+     * with Postgres the timeline's key is the claim (read_model_needs_claim) */
     assert_int_equal(ts_pg_long(db, "SELECT count(*) FROM processed_events WHERE event_id::text"
                                     " = $1",
                                 1, params),
-                     1);
+                     cassandra ? 1 : 0);
     const char *order_param[] = {order};
     if (!cassandra) {
         assert_int_equal(ts_pg_long(db, "SELECT count(*) FROM order_events WHERE event_id = "
@@ -517,6 +520,152 @@ static void the_same_event_five_times_is_applied_once(void **state) {
     PQfinish(db);
     assert_true(metric("deta_events_total{type=\"order.created\",outcome=\"duplicate\"}") >=
                 dups_before + 4);
+}
+
+/* One text of Postgres's answer (caller frees): what the read model holds
+ * beyond the REST answers. */
+static char *pg_text(PGconn *db, const char *sql, const char *param) {
+    const char *params[] = {param};
+    PGresult *res = PQexecParams(db, sql, 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+        fail_msg("%s: %s", sql, PQerrorMessage(db));
+    char *text = strdup(PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0));
+    PQclear(res);
+    assert_non_null(text);
+    return text;
+}
+
+/* What an order is in the read model: its view and timeline over REST, its feed
+ * rows (what its live streams send), the timeline rows as stored (with Postgres:
+ * applied_at is rewritten by an insert that does not stop at the event id), and
+ * the claims of its events. */
+typedef struct order_state {
+    char *view, *timeline, *feed, *stored;
+    long claims;
+} order_state_t;
+
+static order_state_t order_state(const char *order_id) {
+    order_state_t st;
+    char path[128];
+    snprintf(path, sizeof path, "/api/orders/%s", order_id);
+    json_t *v = NULL;
+    assert_int_equal(get(path, &v), 200);
+    st.view = json_dumps(v, JSON_SORT_KEYS | JSON_COMPACT);
+    json_decref(v);
+    json_t *t = timeline(order_id);
+    st.timeline = json_dumps(t, JSON_SORT_KEYS | JSON_COMPACT);
+    json_decref(t);
+    PGconn *db = ts_pg("delivery_query");
+    st.feed = pg_text(db,
+                      "SELECT string_agg(seq || ' ' || event_id || ' ' || coalesce(status, '-'),"
+                      " ',' ORDER BY seq) FROM stream_feed WHERE order_id = $1",
+                      order_id);
+    st.stored = cassandra ? strdup("")
+                          : pg_text(db,
+                                    "SELECT string_agg(event_id || ' ' || seq || ' ' ||"
+                                    " applied_at, ',' ORDER BY event_id) FROM order_events"
+                                    " WHERE order_id = $1::uuid",
+                                    order_id);
+    const char *params[] = {order_id};
+    st.claims = ts_pg_long(db,
+                           "SELECT count(*) FROM processed_events WHERE event_id IN"
+                           " (SELECT event_id FROM stream_feed WHERE order_id = $1)",
+                           1, params);
+    PQfinish(db);
+    return st;
+}
+
+static void order_state_free(order_state_t *st) {
+    free(st->view);
+    free(st->timeline);
+    free(st->feed);
+    free(st->stored);
+}
+
+/* The same event delivered again, and old events delivered again after later ones,
+ * change nothing: not the view, the timeline, the feed (the live streams) nor
+ * the stored rows, and no metric but the dispatcher's duplicates. With the
+ * Postgres store there is no claim: the timeline's key on the event id is all
+ * that stops them (remove its ON CONFLICT ... DO NOTHING, or let it return the
+ * row, and this fails). */
+static void events_delivered_again_change_nothing(void **state) {
+    (void)state;
+    enum { CREATED, AUTHORIZED, ASSIGNED, ETA, N };
+    static const char *const types[N] = {DETA_EVT_ORDER_CREATED, DETA_EVT_PAYMENT_AUTHORIZED,
+                                         DETA_EVT_DELIVERY_ASSIGNED, DETA_EVT_ETA_UPDATED};
+    char order[37], ids[N][37];
+    char *text[N];
+    ts_uuid(order);
+    text[CREATED] = envelope(DETA_EVT_ORDER_CREATED, order, "2026-11-25T12:00:00.000Z",
+                             json_pack("{s:s, s:s, s:s, s:s, s:s, s:[]}", "customerId",
+                                       "cust-again", "totalAmount", "7.50", "currency", "EUR",
+                                       "status", DETA_STATE_CREATED, "createdAt",
+                                       "2026-11-25T12:00:00.000Z", "items"),
+                             ids[CREATED]);
+    text[AUTHORIZED] = envelope(DETA_EVT_PAYMENT_AUTHORIZED, order, "2026-11-25T12:00:02.000Z",
+                                payment_authorized("bbbbbbbb-0000-4000-8000-000000000009"),
+                                ids[AUTHORIZED]);
+    text[ASSIGNED] = envelope(DETA_EVT_DELIVERY_ASSIGNED, order, "2026-11-25T12:00:03.000Z",
+                              delivery_assigned("2026-11-25T12:40:00.000Z"), ids[ASSIGNED]);
+    text[ETA] = envelope(DETA_EVT_ETA_UPDATED, order, "2026-11-25T12:00:04.000Z",
+                         eta_updated("2026-11-25T12:45:00.000Z", "2026-11-25T12:00:04.000Z"),
+                         ids[ETA]);
+    /* first, in order, each seen applied before the next */
+    static const char *const field[N] = {"status", "status", "status", "estimatedDeliveryAt"};
+    const char *want[N] = {DETA_STATE_CREATED, DETA_STATE_PAYMENT_AUTHORIZED,
+                           DETA_STATE_DELIVERY_ASSIGNED, "2026-11-25T12:45:00.000Z"};
+    for (int i = 0; i < N; i++) {
+        ts_kafka_produce(deta_topic_for_event_type(types[i]), order, text[i]);
+        json_decref(await_field(order, field[i], want[i]));
+    }
+    json_decref(await_event(order, ids[ETA]));
+    order_state_t before = order_state(order);
+    assert_int_equal(before.claims, cassandra ? N : 0);
+    double applied[N], dups[N], changes = metric("query_view_status_changes_total");
+    for (int i = 0; i < N; i++) {
+        char series[160];
+        snprintf(series, sizeof series, "query_events_applied_total{type=\"%s\"}", types[i]);
+        applied[i] = metric(series);
+        snprintf(series, sizeof series, "deta_events_total{type=\"%s\",outcome=\"duplicate\"}",
+                 types[i]);
+        dups[i] = metric(series);
+    }
+
+    /* again: the newest first, the oldest last (and twice), the one that set the
+     * status among them */
+    for (int i = N - 1; i >= 0; i--)
+        ts_kafka_produce(deta_topic_for_event_type(types[i]), order, text[i]);
+    ts_kafka_produce(DETA_TOPIC_ORDER_EVENTS, order, text[CREATED]);
+    for (int i = 0; i < N; i++) {
+        char series[160];
+        snprintf(series, sizeof series, "deta_events_total{type=\"%s\",outcome=\"duplicate\"}",
+                 types[i]);
+        double expected = dups[i] + (i == CREATED ? 2 : 1), got = dups[i];
+        for (int waited = 0; waited < WAIT_MS && got < expected; waited += POLL_MS) {
+            ts_sleep_ms(POLL_MS);
+            got = metric(series);
+        }
+        if (got < expected)
+            fail_msg("%s delivered again: %g duplicates counted, expected %g", types[i],
+                     got - dups[i], expected - dups[i]);
+        free(text[i]);
+    }
+
+    order_state_t after = order_state(order);
+    assert_string_equal(after.view, before.view);
+    assert_string_equal(after.timeline, before.timeline);
+    assert_string_equal(after.feed, before.feed);
+    assert_string_equal(after.stored, before.stored);
+    assert_int_equal(after.claims, before.claims);
+    for (int i = 0; i < N; i++) {
+        char series[160];
+        snprintf(series, sizeof series, "query_events_applied_total{type=\"%s\"}", types[i]);
+        if (metric(series) != applied[i])
+            fail_msg("%s delivered again was applied again", types[i]);
+    }
+    assert_true(metric("query_view_status_changes_total") == changes);
+    order_state_free(&before);
+    order_state_free(&after);
 }
 
 /* The first dead letter of the order on dlq.delivery-events, checked. */
@@ -1070,6 +1219,7 @@ int main(void) {
         cmocka_unit_test(older_eta_does_not_overwrite_a_newer_one),
         cmocka_unit_test(failure_ends_and_release_in_the_timeline),
         cmocka_unit_test(the_same_event_five_times_is_applied_once),
+        cmocka_unit_test(events_delivered_again_change_nothing),
         cmocka_unit_test(bad_messages_go_to_the_dead_letter_topic),
         cmocka_unit_test(a_bad_event_in_a_batch_is_dead_lettered_alone),
         cmocka_unit_test(pagination_visits_every_order_once),

@@ -6,7 +6,11 @@
  * skipped, each counted by deta_events_total; a routed event goes no further
  * than its transaction, which fails TRANSIENT when Postgres cannot be reached,
  * handler not called. A batch reports each message's refusal and records no
- * metric unless it committed.
+ * metric unless it committed. All of it alike with and without the claim
+ * (deta_event_dispatch_opts_t.own_key): the handler of a dispatch without claim
+ * runs inside the transaction too, never before it. What own_key changes inside
+ * the transaction (no claim; the handler's CONFLICT a duplicate, rolled back) needs
+ * Postgres: integration.test_query_api checks it through query-api.
  *
  * No server: the service is made with addresses where nothing listens (Postgres
  * and the broker on port 1, refused at once; nothing is started), so the only
@@ -43,7 +47,7 @@ static const deta_event_route_t routes[] = {{DETA_EVT_ORDER_CREATED, on_created}
 
 static const deta_service_def_t self = {"unit-events", 0, NULL};
 
-static int setup(void **state) {
+static int setup_with(void **state, const deta_event_dispatch_opts_t *opts) {
     setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1", 1);
     setenv("PGHOST", "127.0.0.1", 1);
     setenv("PGPORT", "1", 1);
@@ -56,9 +60,17 @@ static int setup(void **state) {
         free(f);
         return -1;
     }
-    f->d = deta_event_dispatch_new(f->svc, routes, 1, f);
+    f->d = deta_event_dispatch_new_opts(f->svc, routes, 1, f, opts);
     *state = f;
     return f->d ? 0 : -1;
+}
+
+static int setup(void **state) { return setup_with(state, NULL); }
+
+/* A dispatch without the claim: every step before the transaction is the same. */
+static int setup_own_key(void **state) {
+    const deta_event_dispatch_opts_t opts = {.own_key = true};
+    return setup_with(state, &opts);
 }
 
 static int teardown(void **state) {
@@ -211,6 +223,17 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_routed_event_waits_for_its_transaction, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_batch_reports_each_refusal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_malformed_is_refused, setup_own_key, teardown),
+        cmocka_unit_test_setup_teardown(test_key_must_be_the_order_id, setup_own_key,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_producer_must_own_the_topic, setup_own_key,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_type_without_route_is_skipped, setup_own_key,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_routed_event_waits_for_its_transaction,
+                                        setup_own_key, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_reports_each_refusal, setup_own_key,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

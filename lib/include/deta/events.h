@@ -14,18 +14,30 @@
  * DETA_ERR_TRANSIENT (rolled back, retried with backoff) or another code (rolled
  * back, dead-lettered with errstr as x-error).
  *
+ * Without the claim (deta_event_dispatch_opts_t.own_key, for one dispatch): the
+ * handler is called for every delivery, and is idempotent by a key of its own
+ * (query-api's timeline row, keyed by the event id, written with ON CONFLICT DO
+ * NOTHING, every other effect following from that row being new). When its key
+ * says the event was applied before, it returns DETA_ERR_CONFLICT (err.h: "a
+ * duplicate"): the dispatcher rolls back whatever the handler wrote (the
+ * transaction, or in a batch the message's savepoint), counts a duplicate, and the
+ * message is done, not dead-lettered. deta_db maps a unique violation to
+ * DETA_ERR_CONFLICT as well, so such a handler must not let one through that is
+ * not its key's (turn it into DETA_ERR_INTERNAL). The default is the claim.
+ *
  * Metrics: deta_events_total{type,outcome="applied|duplicate|ignored|failed"}.
  */
 #ifndef DETA_EVENTS_H
 #define DETA_EVENTS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include "deta/db.h"
 #include "deta/envelope.h"
 #include "deta/kafka.h"
 #include "deta/service.h"
 
-/* Runs inside the open transaction on db, after the claim. */
+/* Runs inside the open transaction on db, after the claim (if the dispatch claims). */
 typedef deta_err_t (*deta_event_fn)(deta_db_t *db, const deta_event_t *ev, void *opaque,
                                     char *errstr, size_t errsize);
 
@@ -33,6 +45,14 @@ typedef struct deta_event_route {
     const char *event_type;
     deta_event_fn fn;
 } deta_event_route_t;
+
+/* A dispatch's options; all zero is the default. */
+typedef struct deta_event_dispatch_opts {
+    /* true: no claim in processed_events; every route's handler is idempotent by
+     * its own key and returns DETA_ERR_CONFLICT for a duplicate (above). A claim
+     * is one statement, one round trip and one row (and its purge) per event. */
+    bool own_key;
+} deta_event_dispatch_opts_t;
 
 /* Subscribes the service's consumer group to topics and dispatches by type.
  * routes must stay valid while the service runs. Migrates the inbox table. */
@@ -42,18 +62,23 @@ deta_err_t deta_service_on_events(deta_service_t *s, const char *const *topics, 
                                   size_t errsize);
 
 /* The same steps for one message, for a service that drives its own consumer
- * (and for tests): parse, check, claim, apply, commit. */
+ * (and for tests): parse, check, claim (unless own_key), apply, commit. */
 typedef struct deta_event_dispatch deta_event_dispatch_t;
 deta_event_dispatch_t *deta_event_dispatch_new(deta_service_t *s, const deta_event_route_t *routes,
                                                size_t nroutes, void *opaque);
+/* The same with options (NULL: the defaults, as deta_event_dispatch_new). */
+deta_event_dispatch_t *deta_event_dispatch_new_opts(deta_service_t *s,
+                                                    const deta_event_route_t *routes,
+                                                    size_t nroutes, void *opaque,
+                                                    const deta_event_dispatch_opts_t *opts);
 void deta_event_dispatch_free(deta_event_dispatch_t *d);
 deta_err_t deta_event_dispatch(const deta_kafka_msg_t *msg, void *dispatch, char *errstr,
                                size_t errsize);
 /* The same for several messages at once, a deta_consume_batch_fn whose opaque is
  * the dispatch (deta_consumer_opts_t.batch_fn; deta_service_on_events passes the
  * dispatch as opaque, so setting opts.batch_fn to this batches its consumer):
- * one transaction, each message claimed and applied under a savepoint of its
- * own (deta/batch.h). A message that is malformed, has the wrong key or producer or whose handler fails
+ * one transaction, each message claimed (unless own_key) and applied under a
+ * savepoint of its own (deta/batch.h). A message that is malformed, has the wrong key or producer or whose handler fails
  * with a non-transient code is rolled back to its savepoint and reported in
  * results/why (to be dead-lettered); the rest commit together. A transient
  * failure (or a failed commit) rolls back the whole batch and is returned: the

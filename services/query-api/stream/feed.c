@@ -42,8 +42,8 @@ deta_err_t feed_prepare(deta_service_t *svc, char *errstr, size_t errsize) {
  * the transaction its id, if it has none yet, in the WHERE clause: before the
  * projection that takes the sequence number (the gap rule, rules.h, needs every
  * holder of a number to be visible by its id). The consumer's transaction has
- * one already, from its inbox claim and the view; this makes it hold whatever
- * came before. */
+ * one already, from the timeline row and the view (and, with Cassandra, its
+ * inbox claim); this makes it hold whatever came before. */
 static const char APPEND_SQL[] =
     "WITH f AS (INSERT INTO stream_feed (event_id, order_id, event_type, topic, occurred_at,"
     "  status, customer_id, created_at)"
