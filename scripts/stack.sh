@@ -493,11 +493,19 @@ start_postgres() {
   choose_port postgres
   local pg_cmd=("$bin/postgres" -D "$PG_DATA" -p "$CHOSEN_PORT" -k "$PG_SOCK"
     -c listen_addresses=127.0.0.1 -c max_connections=200)
+  # The outbox relays read their outbox from the WAL (logical decoding), as in
+  # compose and Kubernetes (infra/README.md#logical-replication-slots): the
+  # same settings and the same bound on what an abandoned slot may hold.
+  pg_cmd+=(-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=24
+    -c max_slot_wal_keep_size=1GB)
   rm -f "$STACK_DIR/tls/on"
   if pg_tls_wanted; then
     pg_tls_setup
     pg_cmd+=(-c ssl=on -c "ssl_cert_file=$PG_DATA/server.crt" -c "ssl_key_file=$PG_DATA/server.key"
       -c "hba_file=$PG_DATA/deta_hba_tls.conf")
+  else
+    pg_hba_plain
+    pg_cmd+=(-c "hba_file=$PG_DATA/deta_hba.conf")
   fi
   # A stack killed with SIGKILL at random (chaos.sh) recovers from the last
   # checkpoint on every start: PG_CHECKPOINT_TIMEOUT keeps that replay short.
@@ -622,11 +630,27 @@ pg_tls_setup() {
   cp "$dir/server.key" "$PG_DATA/server.key"
   printf '%s\n' '# stack.sh (PG_TLS=on): TLS connections only' 'local all all trust' \
     'hostssl all all 127.0.0.1/32 scram-sha-256' 'hostssl all all ::1/128 scram-sha-256' \
+    'local replication postgres trust' 'hostssl replication postgres 127.0.0.1/32 scram-sha-256' \
     >"$PG_DATA/deta_hba_tls.conf"
   chmod 0600 "$PG_DATA/server.key"
   if is_root; then
     chown postgres:postgres "$PG_DATA/server.crt" "$PG_DATA/server.key" "$PG_DATA/deta_hba_tls.conf"
   fi
+}
+
+# The hba file of a plain (PG_TLS=off) stack, written on every start (a stack
+# made before it had initdb's): initdb's lines, but physical replication
+# (`replication` lines: the whole cluster, BASE_BACKUP) for the superuser
+# only. The service roles have REPLICATION for their relays' logical
+# replication connections (replication=database), which match the database
+# lines like any connection and reach only the role's own database
+# (docs/security.md#least-privilege).
+pg_hba_plain() {
+  printf '%s\n' '# stack.sh: initdb'"'"'s lines; physical replication for the superuser only' \
+    'local all all trust' 'host all all 127.0.0.1/32 scram-sha-256' 'host all all ::1/128 scram-sha-256' \
+    'local replication postgres trust' 'host replication postgres 127.0.0.1/32 scram-sha-256' \
+    >"$PG_DATA/deta_hba.conf"
+  if is_root; then chown postgres:postgres "$PG_DATA/deta_hba.conf"; fi
 }
 
 stop_postgres() {

@@ -19,7 +19,11 @@
 # lets a service run its own migrations (in Postgres 15 the public schema
 # belongs to the database owner); CONNECT is revoked from PUBLIC on every
 # database, the superuser's included, so a role logs in to its own database
-# only. The superuser (POSTGRES_USER/POSTGRES_PASSWORD) is untouched.
+# only. REPLICATION lets a service's outbox relay open a logical replication
+# connection (replication=database) to its own database and create its slot
+# there; the hba files give physical replication (the whole cluster) to the
+# superuser only (docs/security.md#least-privilege). The superuser
+# (POSTGRES_USER/POSTGRES_PASSWORD) is untouched.
 # The entrypoint may source this file rather than execute it, so it defines
 # uniquely named functions and stops with `exit 1` only on a real failure.
 
@@ -34,7 +38,7 @@ deta_init_role() {
 \getenv password :pwvar
 SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'role', :'password')
   WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
-SELECT format('ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L', :'role', :'password') \gexec
+SELECT format('ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE REPLICATION PASSWORD %L', :'role', :'password') \gexec
 SELECT format('ALTER DATABASE %I OWNER TO %I', :'db', :'role') \gexec
 SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'db') \gexec
 SELECT format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', :'db', :'role') \gexec

@@ -222,6 +222,18 @@ def check_postgres_init(root, c, services, problems):
     for _, var in roles.values():
         if var not in env:
             problems.append("postgres: %s (read by init-roles.sh) is not passed" % var)
+    # Logical decoding for the outbox relays, the bound on a slot, our hba file.
+    command = pg.get("command") or []
+    if isinstance(command, str):
+        command = command.split()
+    if [str(w) for w in command[:1]] != ["postgres"]:
+        problems.append("postgres: command %r does not start the server (postgres -c ...)" % command)
+    settings = dl.postgres_settings(command)
+    problems += dl.postgres_settings_problems("postgres", settings, len(roles))
+    hba = settings.get("hba_file")
+    if hba and targets.get("./pg_hba.conf") != hba:
+        problems.append("postgres: ./pg_hba.conf is not mounted at hba_file %s" % hba)
+    problems += dl.hba_problems(open(os.path.join(root, dl.PG_HBA), encoding="utf-8").read())
 
 
 def check_topics(root, c, seed, problems):

@@ -381,6 +381,25 @@ def check_postgres(root, m, services, problems):
     for _, var in dl.init_roles(root).values():
         if var not in names:
             problems.append("postgres: %s (read by init-roles.sh) is not passed" % var)
+    # compose's server settings (logical decoding, the bound on a slot, the hba
+    # file) and compose's hba file, mounted where hba_file says.
+    compose_pg = (dl.load_yaml(os.path.join(compose, "compose.yml")).get("services") or {}) \
+        .get("postgres") or {}
+    want = [str(w) for w in (compose_pg.get("command") or [])[1:]]
+    args = [str(w) for w in (ctr.get("command") or []) + (ctr.get("args") or [])]
+    if args != want:
+        problems.append("postgres: args %r differ from compose's command %r" % (args, want))
+    settings = dl.postgres_settings(args)
+    problems += dl.postgres_settings_problems("postgres", settings, len(dl.init_roles(root)))
+    hba_text = open(os.path.join(root, dl.PG_HBA), encoding="utf-8").read()
+    if (m.configmap("postgres-hba") or {}).get("pg_hba.conf") != hba_text:
+        problems.append("ConfigMap postgres-hba: pg_hba.conf missing or different from "
+                        "infra/compose/pg_hba.conf")
+    hba = settings.get("hba_file") or ""
+    if not any(vols.get(vm["name"]) == "postgres-hba" and
+               vm["mountPath"].rstrip("/") == os.path.dirname(hba)
+               for vm in ctr.get("volumeMounts") or []):
+        problems.append("postgres: postgres-hba is not mounted at %s" % os.path.dirname(hba))
 
 
 def secret_key(ctr, var):

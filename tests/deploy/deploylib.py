@@ -450,6 +450,67 @@ def init_roles(repo=REPO):
             re.findall(r"^\s*deta_init_role\s+(\S+)\s+(\S+)\s+(\S+)\s*$", text, re.M)}
 
 
+PG_HBA = os.path.join("infra", "compose", "pg_hba.conf")
+
+
+def postgres_settings(words):
+    """{name: value} of the `-c name=value` options of a postgres command line."""
+    words = [str(w) for w in words]
+    out = {}
+    for i, w in enumerate(words):
+        if w == "-c" and i + 1 < len(words) and "=" in words[i + 1]:
+            name, value = words[i + 1].split("=", 1)
+            out[name] = value
+    return out
+
+
+def postgres_settings_problems(where, settings, nroles):
+    """What the outbox relays need of Postgres (logical decoding) and the bound
+    on an abandoned slot, in a postgres command line's settings."""
+    problems = []
+    if settings.get("wal_level") != "logical":
+        problems.append("%s: wal_level is %r, the relays need logical" %
+                        (where, settings.get("wal_level")))
+    for name, least in (("max_replication_slots", nroles), ("max_wal_senders", 2 * nroles)):
+        value = settings.get(name, "")
+        if not value.isdigit() or int(value) < least:
+            problems.append("%s: %s is %r, want at least %d (a slot per service database, "
+                            "two replication connections per service)" % (where, name, value, least))
+    bound = settings.get("max_slot_wal_keep_size", "")
+    if not re.fullmatch(r"[1-9][0-9]*(MB|GB)", bound):
+        problems.append("%s: max_slot_wal_keep_size is %r: an abandoned slot would keep WAL "
+                        "without bound (want a size such as 1GB)" % (where, bound))
+    if not settings.get("hba_file"):
+        problems.append("%s: no hba_file (infra/compose/pg_hba.conf): the image's file lets "
+                        "every role replicate the cluster from localhost" % where)
+    return problems
+
+
+def hba_problems(text, superuser="postgres"):
+    """An hba file's lines that give physical replication (a `replication`
+    database) to anyone but the superuser, or take a connection without a
+    password from the network."""
+    problems = []
+    for n, line in enumerate(text.splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        kind = words[0]
+        if kind == "local" and len(words) >= 4:
+            dbs, users, method = words[1], words[2], words[3]
+        elif kind.startswith("host") and len(words) >= 5:
+            dbs, users, method = words[1], words[2], words[4]
+        else:
+            problems.append("pg_hba.conf:%d: cannot read %r" % (n, line))
+            continue
+        if "replication" in dbs.split(",") and users != superuser:
+            problems.append("pg_hba.conf:%d: physical replication for %s, not only the "
+                            "superuser %s" % (n, users, superuser))
+        if kind.startswith("host") and method in ("trust", "password"):
+            problems.append("pg_hba.conf:%d: %s over TCP" % (n, method))
+    return problems
+
+
 CASSANDRA_INIT = os.path.join("infra", "compose", "init-cassandra.sh")
 # The consistency levels a query-api setting may name (CQL v4 spec, section 3).
 CQL_CONSISTENCIES = {"ANY", "ONE", "TWO", "THREE", "QUORUM", "ALL", "LOCAL_QUORUM",

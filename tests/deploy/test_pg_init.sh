@@ -14,8 +14,21 @@
 #   - a missing password stops the script with its name; running it again (or
 #     sourcing it, as the entrypoint does with a non-executable script) is
 #     harmless.
-# Needs the postgresql package (scripts/deps.sh), no running server: it starts
-# its own on a free port and removes it at the end.
+# The server runs with compose's settings (its postgres command's -c options:
+# wal_level=logical and the rest, Kubernetes has the same) and compose's hba
+# file (infra/compose/pg_hba.conf), so that for the outbox relays' logical
+# decoding:
+#   - each role opens a logical replication connection (replication=database)
+#     to its own database (IDENTIFY_SYSTEM), creates its publication and its
+#     slot there, but not to another database; a physical one
+#     (replication=true, the whole cluster) is refused by the hba file;
+#   - the bound: a slot nobody reads survives WAL written within
+#     max_slot_wal_keep_size, and once the server runs with a small bound
+#     (1MB, restarted: a -c option outranks ALTER SYSTEM), a WAL switch and a
+#     checkpoint invalidate it (wal_status "lost", restart_lsn gone) instead of
+#     keeping the WAL for it.
+# Needs the postgresql package (scripts/deps.sh) and python3-yaml, no running
+# server: it starts its own on a free port and removes it at the end.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -59,6 +72,26 @@ free_port() {
   return 1
 }
 
+# compose's postgres command's -c options, one a line (hba_file: the
+# repository's file, mounted there by compose).
+compose_settings() {
+  python3 - "$ROOT/infra/compose/compose.yml" "$ROOT/infra/compose/pg_hba.conf" <<'PY'
+import sys, yaml
+words = [str(w) for w in yaml.safe_load(open(sys.argv[1]))["services"]["postgres"]["command"]]
+for i, w in enumerate(words):
+    if w == "-c":
+        name = words[i + 1].split("=", 1)[0]
+        print("%s=%s" % (name, sys.argv[2]) if name == "hba_file" else words[i + 1])
+PY
+}
+
+# The server's options: compose's settings, then OVERRIDES ("name=value"...).
+server_options() {
+  local opts="-p $PORT -k $TMP/sock -c listen_addresses=127.0.0.1" line
+  while read -r line; do opts+=" -c $line"; done < <(compose_settings; [ $# -eq 0 ] || printf '%s\n' "$@")
+  echo "$opts"
+}
+
 start_cluster() {
   mkdir -p "$TMP/data" "$TMP/sock"
   echo "super-secret" >"$TMP/pw"
@@ -69,7 +102,7 @@ start_cluster() {
   for _ in 1 2 3 4 5; do  # a port can be taken between the look and the bind
     PORT=$(free_port)
     if as_owner "$PG_BIN/pg_ctl" start -D "$TMP/data" -w -l "$TMP/server.log" \
-      -o "-p $PORT -k $TMP/sock -c listen_addresses=127.0.0.1" >/dev/null; then
+      -o "$(server_options)" >/dev/null; then
       return 0
     fi
   done
@@ -122,8 +155,91 @@ check_role() {
     fail "$role logs in with a wrong password"
   else ok; fi
   expect "$role holds a special power" \
-    [ "$(superuser "SELECT rolsuper OR rolcreatedb OR rolcreaterole OR rolreplication OR rolbypassrls
+    [ "$(superuser "SELECT rolsuper OR rolcreatedb OR rolcreaterole OR rolbypassrls
                     FROM pg_roles WHERE rolname = '$role'")" = f ]
+  check_replication "$role" "$db" "$pw"
+}
+
+# repl_as ROLE PASSWORD DB MODE COMMAND: a replication connection (MODE
+# database: logical, true: physical) over TCP, as a relay would open it.
+repl_as() {
+  PGPASSWORD=$2 psql -X -q -t -A -v ON_ERROR_STOP=1 \
+    "host=127.0.0.1 port=$PORT user=$1 dbname=$3 replication=$4" -c "$5" 2>"$TMP/psql.err"
+}
+
+# The outbox relay's rights (REPLICATION): logical decoding of its own
+# database, nothing of another's, no physical replication.
+check_replication() {
+  local role=$1 db=$2 pw=$3 out other slot=deta_outbox_$2
+  expect "$role lacks REPLICATION" \
+    [ "$(superuser "SELECT rolreplication FROM pg_roles WHERE rolname = '$role'")" = t ]
+  out=$(repl_as "$role" "$pw" "$db" database IDENTIFY_SYSTEM) ||
+    fail "$role: no logical replication connection to $db: $(cat "$TMP/psql.err")"
+  if [ "$(cut -d'|' -f4 <<<"$out")" = "$db" ]; then ok
+  else fail "$role: IDENTIFY_SYSTEM on $db says '$out'"; fi
+  # What the relay does at start: its publication (a migration, as the owner)
+  # and its slot; then what an operator does when the service goes: drop it.
+  if quietly psql_as "$role" "$pw" "$db" "CREATE PUBLICATION deta_outbox FOR TABLE t_$role"; then ok
+  else fail "$role cannot create its publication in $db: $(cat "$TMP/psql.err")"; fi
+  if quietly psql_as "$role" "$pw" "$db" "SELECT pg_create_logical_replication_slot('$slot', 'pgoutput')"
+  then ok; else fail "$role cannot create its slot in $db: $(cat "$TMP/psql.err")"; fi
+  expect "$slot is not a logical pgoutput slot of $db" \
+    [ "$(superuser "SELECT slot_type || ' ' || plugin || ' ' || database
+                    FROM pg_replication_slots WHERE slot_name = '$slot'")" = "logical pgoutput $db" ]
+  expect "the superuser cannot drop $slot" quietly superuser "SELECT pg_drop_replication_slot('$slot')"
+  other=order_db
+  [ "$db" = order_db ] && other=inventory_db
+  if repl_as "$role" "$pw" "$other" database IDENTIFY_SYSTEM >/dev/null; then
+    fail "$role opened a logical replication connection to $other"
+  elif grep -q "permission denied for database" "$TMP/psql.err"; then ok
+  else fail "$role to $other (replication=database): $(cat "$TMP/psql.err")"; fi
+  if repl_as "$role" "$pw" "$db" true IDENTIFY_SYSTEM >/dev/null; then
+    fail "$role opened a physical replication connection"
+  elif grep -q "no pg_hba.conf entry for replication connection" "$TMP/psql.err"; then ok
+  else fail "$role (replication=true): not refused by the hba file: $(cat "$TMP/psql.err")"; fi
+}
+
+# slot_status SLOT: its wal_status, and "no-lsn" when its restart_lsn is gone.
+slot_status() {
+  superuser "SELECT wal_status || CASE WHEN restart_lsn IS NULL THEN ' no-lsn' ELSE '' END
+               FROM pg_replication_slots WHERE slot_name = '$1'"
+}
+
+# WAL_SEGMENTS segments of WAL past the current position: a row, then a switch
+# to the next segment (each switch skips the rest of a 16MB segment), then a
+# checkpoint, which is when Postgres invalidates the slots past the bound.
+write_wal() {
+  local _
+  for _ in $(seq "$1"); do
+    psql_as order_svc "$ORDER_DB_PASSWORD" order_db "INSERT INTO t_order_svc SELECT max(id) + 1 FROM t_order_svc" ||
+      fail "writing WAL: $(cat "$TMP/psql.err")"
+    superuser "SELECT pg_switch_wal()" >/dev/null
+  done
+  superuser CHECKPOINT
+}
+
+# An abandoned slot (a service removed without dropping it) cannot keep WAL
+# without bound: max_slot_wal_keep_size invalidates it.
+check_slot_bound() {
+  local slot=deta_outbox_abandoned
+  expect "the server does not run compose's bound" \
+    [ "$(superuser "SHOW max_slot_wal_keep_size")" = "$(compose_settings |
+      sed -n 's/^max_slot_wal_keep_size=//p')" ]
+  expect "order_svc cannot create a slot" quietly psql_as order_svc "$ORDER_DB_PASSWORD" order_db \
+    "SELECT pg_create_logical_replication_slot('$slot', 'pgoutput')"
+  write_wal 3
+  expect "a slot within the bound is not kept: $(slot_status "$slot")" \
+    [ "$(slot_status "$slot")" = reserved ]
+  as_owner "$PG_BIN/pg_ctl" restart -D "$TMP/data" -w -m fast -l "$TMP/server.log" \
+    -o "$(server_options max_slot_wal_keep_size=1MB)" >/dev/null ||
+    { cat "$TMP/server.log" >&2; exit 1; }
+  write_wal 2
+  expect "a slot past max_slot_wal_keep_size is not lost: $(slot_status "$slot")" \
+    [ "$(slot_status "$slot")" = "lost no-lsn" ]
+  expect "Postgres did not log the invalidation" \
+    grep -q "invalidating slot \"$slot\" because its restart_lsn .* exceeds max_slot_wal_keep_size" \
+    "$TMP/server.log"
+  expect "the superuser cannot drop the lost slot" quietly superuser "SELECT pg_drop_replication_slot('$slot')"
 }
 
 main() {
@@ -156,6 +272,8 @@ main() {
   else fail "init-roles.sh sourced a second time failed: $(cat "$TMP/again.log")"; fi
   expect "order_svc lost its password or table after a second run" \
     quietly psql_as order_svc "$ORDER_DB_PASSWORD" order_db "SELECT count(*) FROM t_order_svc"
+
+  check_slot_bound
 
   echo "test_pg_init: $CHECKS checks passed, $FAILS failed"
   [ "$FAILS" -eq 0 ]

@@ -13,6 +13,13 @@
  *   - a wrong password is refused.
  * And, as the superuser, every session of a service (pg_stat_activity's
  * application_name is the service's name) is its role's, none the superuser's.
+ *
+ * Replication (the outbox relays read the WAL, docs/security.md): each role
+ * opens a logical replication connection (replication=database) to its own
+ * database (IDENTIFY_SYSTEM names it), but not to another service's database,
+ * and a physical one (replication=true: the whole cluster, BASE_BACKUP) is
+ * refused by the stack's hba file; the server runs wal_level=logical with a
+ * bound on what a slot may hold (max_slot_wal_keep_size).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +49,16 @@ static const role_row_t roles[] = {
 static PGconn *connect_as(const char *user, const char *password, const char *dbname) {
     const char *keys[] = {"host", "port", "user", "password", "dbname", "connect_timeout", NULL};
     const char *vals[] = {ts_env("PGHOST"), ts_env("PGPORT"), user, password, dbname, "5", NULL};
+    return PQconnectdbParams(keys, vals, 0);
+}
+
+/* The same, as a replication connection: "database" (logical) or "true"
+ * (physical). */
+static PGconn *connect_replication(const role_row_t *r, const char *dbname, const char *mode) {
+    const char *keys[] = {"host",   "port",        "user", "password", "dbname",
+                          "connect_timeout", "replication", NULL};
+    const char *vals[] = {ts_env("PGHOST"), ts_env("PGPORT"), r->role, ts_env(r->password_var),
+                          dbname, "5", mode, NULL};
     return PQconnectdbParams(keys, vals, 0);
 }
 
@@ -112,7 +129,9 @@ static void no_role_creates_roles_or_databases(void **state) {
         refused(c, r->role, "CREATE ROLE roles_probe_role LOGIN PASSWORD 'x'",
                 "permission denied to create role");
         refused(c, r->role, "CREATE DATABASE roles_probe_db", "permission denied to create database");
-        refused(c, r->role, "ALTER ROLE CURRENT_USER CREATEDB", "permission denied");
+        /* A REPLICATION role may not be altered but by a superuser. */
+        refused(c, r->role, "ALTER ROLE CURRENT_USER CREATEDB",
+                "must be superuser to alter replication roles");
         PQfinish(c);
     }
 }
@@ -155,6 +174,49 @@ static void services_run_as_their_roles(void **state) {
     PQfinish(su);
 }
 
+static void logical_replication_to_its_own_database_only(void **state) {
+    (void)state;
+    PGconn *su = ts_pg("postgres");
+    assert_int_equal(ts_pg_long(su, "SELECT (current_setting('wal_level') = 'logical')::int", 0,
+                                NULL),
+                     1);
+    assert_int_equal(ts_pg_long(su, "SELECT (setting::bigint > 0)::int FROM pg_settings"
+                                    " WHERE name = 'max_slot_wal_keep_size'",
+                                0, NULL),
+                     1);
+    PQfinish(su);
+    for (size_t i = 0; i < NROLES; i++) {
+        const role_row_t *r = &roles[i];
+        PGconn *c = connect_replication(r, r->database, "database");
+        if (PQstatus(c) != CONNECTION_OK)
+            fail_msg("%s: no logical replication connection to %s: %s", r->role, r->database,
+                     PQerrorMessage(c));
+        PGresult *res = PQexec(c, "IDENTIFY_SYSTEM");
+        if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 || PQnfields(res) < 4)
+            fail_msg("%s: IDENTIFY_SYSTEM on %s: %s", r->role, r->database, PQerrorMessage(c));
+        assert_string_equal(PQgetvalue(res, 0, 3), r->database);
+        PQclear(res);
+        PQfinish(c);
+
+        const char *other = roles[(i + 1) % NROLES].database;
+        c = connect_replication(r, other, "database");
+        if (PQstatus(c) == CONNECTION_OK)
+            fail_msg("%s opened a logical replication connection to %s", r->role, other);
+        if (!strstr(PQerrorMessage(c), "permission denied for database"))
+            fail_msg("%s to %s (replication=database): refused, but not for want of CONNECT: %s",
+                     r->role, other, PQerrorMessage(c));
+        PQfinish(c);
+
+        c = connect_replication(r, r->database, "true");
+        if (PQstatus(c) == CONNECTION_OK)
+            fail_msg("%s opened a physical replication connection", r->role);
+        if (!strstr(PQerrorMessage(c), "no pg_hba.conf entry for replication connection"))
+            fail_msg("%s (replication=true): refused, but not by the hba file: %s", r->role,
+                     PQerrorMessage(c));
+        PQfinish(c);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(each_role_owns_its_database),
@@ -162,6 +224,7 @@ int main(void) {
         cmocka_unit_test(no_role_creates_roles_or_databases),
         cmocka_unit_test(a_wrong_password_is_refused),
         cmocka_unit_test(services_run_as_their_roles),
+        cmocka_unit_test(logical_replication_to_its_own_database_only),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
