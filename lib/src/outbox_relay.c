@@ -570,11 +570,23 @@ static deta_err_t learn_slot(deta_outbox_relay_t *r, char *why, size_t whysize) 
 }
 
 /* Creates the slot unless it exists. *created: this call made it. Two
- * instances racing: the loser is told it exists (42710), which is fine. */
+ * instances racing: the loser is told it exists (42710), which is fine.
+ * Rows committed before a slot exists never come through it: when the table
+ * holds rows and the slot is missing (dropped, or made again after Postgres
+ * invalidated it), the table is published once more first (legacy_drain, set
+ * before the slot is made so that a crash in between cannot skip it):
+ * duplicates, never a loss, for the rows within OUTBOX_RETENTION_S. */
 static deta_err_t ensure_slot(deta_outbox_relay_t *r, bool *created, char *why, size_t whysize) {
     *created = false;
     const char *params[] = {r->slot};
-    deta_err_t err;
+    deta_err_t err = deta_db_run(r->db,
+                                 "UPDATE outbox_relay_state SET legacy_drain = true"
+                                 " WHERE NOT legacy_drain AND NOT EXISTS (SELECT FROM"
+                                 " pg_replication_slots WHERE slot_name = $1)"
+                                 " AND EXISTS (SELECT FROM outbox WHERE published_at IS NULL)",
+                                 1, params, why, whysize);
+    if (err)
+        return err;
     PGresult *res = deta_db_exec(r->db,
                                  "SELECT pg_create_logical_replication_slot($1, 'pgoutput')"
                                  " WHERE NOT EXISTS (SELECT FROM pg_replication_slots"
@@ -660,6 +672,28 @@ static deta_err_t legacy_drain(deta_outbox_relay_t *r, char *why, size_t whysize
                        whysize);
 }
 
+/* A slot Postgres invalidated (it held more WAL than max_slot_wal_keep_size)
+ * can never stream again: it is dropped, so that the next turn makes it anew
+ * and publishes the table again (ensure_slot). true when it was so. */
+static bool drop_if_lost(deta_outbox_relay_t *r) {
+    const char *params[] = {r->slot};
+    deta_err_t err;
+    char why[256];
+    PGresult *res = deta_db_exec(r->db,
+                                 "SELECT pg_drop_replication_slot(slot_name) FROM"
+                                 " pg_replication_slots WHERE slot_name = $1 AND wal_status = 'lost'"
+                                 " AND NOT active",
+                                 1, params, &err, why, sizeof why);
+    bool dropped = res && PQntuples(res) == 1;
+    PQclear(res);
+    if (dropped)
+        DETA_ERROR("outbox relay: Postgres invalidated the slot %s (it held back more than"
+                   " max_slot_wal_keep_size); dropped it: the next turn makes it again and"
+                   " publishes the outbox table once more (duplicates, no loss within"
+                   " OUTBOX_RETENTION_S)", r->slot);
+    return dropped;
+}
+
 /* A standby's turn: try to stream the slot. */
 static void standby_turn(deta_outbox_relay_t *r) {
     char why[512] = "";
@@ -670,6 +704,11 @@ static void standby_turn(deta_outbox_relay_t *r) {
     r->slot_ready = !err;
     if (!err)
         err = outbox_stream_start(r->stream, r->slot, OUTBOX_PUBLICATION, why, sizeof why);
+    if (err && err != DETA_ERR_CONFLICT) {
+        r->slot_ready = false; /* dropped or invalidated? look again next turn */
+        if (r->slot[0])
+            drop_if_lost(r);
+    }
     if (err == DETA_ERR_CONFLICT) {
         r->backoff_ms = 0; /* another instance publishes */
         return;

@@ -20,7 +20,7 @@
  * The server needs wal_level = logical, and the service's role the
  * REPLICATION attribute (deta_outbox_check_server says so at start). A slot
  * keeps the WAL its relay has not confirmed: a service removed for good must
- * have its slot dropped (docs/operations), and the server's
+ * have its slot dropped (infra/README.md), and the server's
  * max_slot_wal_keep_size bounds what an abandoned slot can hold; the relay
  * reports every logical slot's retained WAL (deta_outbox_slot_retained_bytes)
  * and whether the server gave it up (deta_outbox_slot_lost).
