@@ -7,9 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "deta/log.h"
 #include "outbox_internal.h"
+
+#define PARK_TRIES 20     /* a park finding fewer rows than asked: tries again... */
+#define PARK_RETRY_MS 25 /* ...this far apart */
 
 outbox_row_t *outbox_row_new(const char *const vals[OUTBOX_NCOLS],
                              const size_t lens[OUTBOX_NCOLS]) {
@@ -115,10 +119,22 @@ deta_err_t outbox_park(deta_db_t *db, outbox_held_t *h, outbox_row_t *const *row
         return deta_errf(DETA_ERR_INTERNAL, why, whysize, "out of memory");
     const char *params[] = {ids, reason};
     deta_err_t err;
-    PGresult *res = deta_db_exec(db,
-                                 "UPDATE outbox SET parked_at = now(), parked_reason = $2"
-                                 " WHERE id = ANY($1::bigint[]) RETURNING id",
-                                 2, params, &err, why, whysize);
+    /* The stream may bring a transaction a moment before it is visible to
+     * other sessions (Postgres writes the commit to the WAL, which the
+     * walsender decodes, before it ends the transaction in shared memory): a
+     * row just streamed may not be found yet. The UPDATE is tried again, each
+     * time with a new snapshot, before the rows are taken for purged. */
+    PGresult *res = NULL;
+    for (int tries = 0;; tries++) {
+        res = deta_db_exec(db,
+                           "UPDATE outbox SET parked_at = now(), parked_reason = $2"
+                           " WHERE id = ANY($1::bigint[]) RETURNING id",
+                           2, params, &err, why, whysize);
+        if (!res || (size_t)PQntuples(res) == n || tries == PARK_TRIES)
+            break;
+        PQclear(res);
+        nanosleep(&(struct timespec){.tv_nsec = PARK_RETRY_MS * 1000000L}, NULL);
+    }
     free(ids);
     if (!res)
         return err;
