@@ -52,6 +52,10 @@ PG_BIN=$(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 
 TMP=$(mktemp -d /tmp/deta-pg-init.XXXXXX)
 chmod 755 "$TMP"
+# compose's hba file, where the server's user can read it (the clone may sit
+# under a directory only root can enter).
+cp "$ROOT/infra/compose/pg_hba.conf" "$TMP/pg_hba.conf"
+chmod 644 "$TMP/pg_hba.conf"
 as_owner() {
   if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
@@ -72,10 +76,10 @@ free_port() {
   return 1
 }
 
-# compose's postgres command's -c options, one a line (hba_file: the
-# repository's file, mounted there by compose).
+# compose's postgres command's -c options, one a line (hba_file: the copy of
+# the repository's file, which compose mounts there).
 compose_settings() {
-  python3 - "$ROOT/infra/compose/compose.yml" "$ROOT/infra/compose/pg_hba.conf" <<'PY'
+  python3 - "$ROOT/infra/compose/compose.yml" "$TMP/pg_hba.conf" <<'PY'
 import sys, yaml
 words = [str(w) for w in yaml.safe_load(open(sys.argv[1]))["services"]["postgres"]["command"]]
 for i, w in enumerate(words):
