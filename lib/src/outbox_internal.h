@@ -37,6 +37,10 @@ enum { OUTBOX_COL_ID, OUTBOX_COL_TOPIC, OUTBOX_COL_KEY, OUTBOX_COL_PAYLOAD,
 outbox_row_t *outbox_row_new(const char *const vals[OUTBOX_NCOLS],
                              const size_t lens[OUTBOX_NCOLS]);
 
+/* Row i of res, whose columns are the OUTBOX_COL_* in that order; NULL when
+ * out of memory. */
+outbox_row_t *outbox_row_from_result(const PGresult *res, int i);
+
 /* ---- parked rows (outbox_park.c) ----
  *
  * A row the broker refuses for good is parked: parked_at and parked_reason

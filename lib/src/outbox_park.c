@@ -38,6 +38,16 @@ outbox_row_t *outbox_row_new(const char *const vals[OUTBOX_NCOLS],
     return row;
 }
 
+outbox_row_t *outbox_row_from_result(const PGresult *res, int i) {
+    const char *vals[OUTBOX_NCOLS];
+    size_t lens[OUTBOX_NCOLS];
+    for (int c = 0; c < OUTBOX_NCOLS; c++) {
+        vals[c] = PQgetisnull(res, i, c) ? NULL : PQgetvalue(res, i, c);
+        lens[c] = (size_t)PQgetlength(res, i, c);
+    }
+    return outbox_row_new(vals, lens);
+}
+
 char *outbox_ids_literal(outbox_row_t *const *rows, size_t n, bool only_done) {
     size_t cap = 3;
     for (size_t i = 0; i < n; i++)
@@ -178,13 +188,7 @@ deta_err_t outbox_cleared_rows(deta_db_t *db, int limit, outbox_row_t ***rows, s
         return deta_errf(DETA_ERR_INTERNAL, why, whysize, "out of memory");
     }
     for (int i = 0; i < count; i++) {
-        const char *vals[OUTBOX_NCOLS];
-        size_t lens[OUTBOX_NCOLS];
-        for (int c = 0; c < OUTBOX_NCOLS; c++) {
-            vals[c] = PQgetisnull(res, i, c) ? NULL : PQgetvalue(res, i, c);
-            lens[c] = (size_t)PQgetlength(res, i, c);
-        }
-        outbox_row_t *row = outbox_row_new(vals, lens);
+        outbox_row_t *row = outbox_row_from_result(res, i);
         if (!row) {
             PQclear(res);
             return deta_errf(DETA_ERR_INTERNAL, why, whysize, "out of memory");

@@ -634,13 +634,7 @@ static deta_err_t legacy_drain(deta_outbox_relay_t *r, char *why, size_t whysize
         outbox_row_t *rows[OUTBOX_BATCH];
         size_t made = 0;
         for (; made < n; made++) {
-            const char *vals[OUTBOX_NCOLS];
-            size_t lens[OUTBOX_NCOLS];
-            for (int c = 0; c < OUTBOX_NCOLS; c++) {
-                vals[c] = PQgetisnull(res, (int)made, c) ? NULL : PQgetvalue(res, (int)made, c);
-                lens[c] = (size_t)PQgetlength(res, (int)made, c);
-            }
-            if (!(rows[made] = outbox_row_new(vals, lens)))
+            if (!(rows[made] = outbox_row_from_result(res, (int)made)))
                 break;
         }
         PQclear(res);
