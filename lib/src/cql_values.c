@@ -11,6 +11,7 @@
  * length only, and errors name the column by position.
  */
 #include "deta/cql.h"
+#include "hex.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -142,16 +143,6 @@ deta_cql_value_t deta_cql_blob(const uint8_t *p, size_t n) {
     return v;
 }
 
-static int hexval(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 bool deta_cql_uuid_text(const char *s, deta_cql_value_t *v) {
     *v = deta_cql_null();
     if (!s || !*s)
@@ -167,7 +158,7 @@ bool deta_cql_uuid_text(const char *s, deta_cql_value_t *v) {
             i++;
             continue;
         }
-        int hi = hexval(s[i]), lo = hexval(s[i + 1]);
+        int hi = deta_hex_digit(s[i]), lo = deta_hex_digit(s[i + 1]);
         if (hi < 0 || lo < 0)
             return false;
         u[k++] = (uint8_t)(hi << 4 | lo);

@@ -93,6 +93,7 @@
 #include "http_guard.h"
 #include "http_stream_internal.h"
 #include "http_internal.h"
+#include "hex.h"
 
 #define ROUTE_UNMATCHED "unmatched"
 #define DISCARD_SLACK (1024L * 1024L)
@@ -1016,16 +1017,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
-static int hex_value(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* MHD's own unescaper, but "%00" (and a malformed escape) is left as it is: a decoded
  * NUL would cut the C string MHD hands us, so "/index.html%00.png" would be looked up
  * as "/index.html"; kept, its '%' makes it match nothing. */
@@ -1035,7 +1026,7 @@ static size_t unescape(void *cls, struct MHD_Connection *conn, char *s) {
     char *out = s;
     for (const char *in = s; *in;) {
         int hi, lo;
-        if (in[0] == '%' && (hi = hex_value(in[1])) >= 0 && (lo = hex_value(in[2])) >= 0 &&
+        if (in[0] == '%' && (hi = deta_hex_digit(in[1])) >= 0 && (lo = deta_hex_digit(in[2])) >= 0 &&
             (hi | lo) != 0) {
             *out++ = (char)(hi * 16 + lo);
             in += 3;

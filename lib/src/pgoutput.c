@@ -36,6 +36,7 @@
  * pointer into it) can be used by mistake.
  */
 #include "pgoutput.h"
+#include "hex.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -46,21 +47,11 @@
 
 /* ---- WAL positions ---- */
 
-static int hex_digit(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* One half: 1 to 8 hex digits, then stop (which it passes over); NULL if not. */
 static const char *lsn_half(const char *s, char stop, uint32_t *out) {
     uint32_t v = 0;
     int n = 0, d;
-    for (; (d = hex_digit(*s)) >= 0; s++) {
+    for (; (d = deta_hex_digit(*s)) >= 0; s++) {
         if (++n > LSN_HALF_DIGITS)
             return NULL;
         v = (v << 4) | (uint32_t)d;
