@@ -83,3 +83,21 @@ const char *deta_db_params_get(const deta_db_params_t *p, const char *key) {
             return p->vals[i];
     return NULL;
 }
+
+void deta_db_params_init_replication(deta_db_params_t *p, const deta_config_t *cfg) {
+    deta_db_params_init(p, cfg);
+    /* A walsender runs no statement a statement or lock timeout should bound,
+     * and the stream stays open as long as the service runs: the session keeps
+     * only the TCP settings. */
+    snprintf(p->options, sizeof p->options,
+             "-c tcp_keepalives_idle=%s -c tcp_keepalives_interval=%s"
+             " -c tcp_keepalives_count=%s -c tcp_user_timeout=%s",
+             DB_KEEPALIVE_IDLE_S, DB_KEEPALIVE_INTERVAL_S, DB_KEEPALIVE_COUNT,
+             DB_TCP_USER_TIMEOUT_MS);
+    int n = 0;
+    while (p->keys[n])
+        n++;
+    add(p, &n, "replication", "database");
+    p->keys[n] = NULL;
+    p->vals[n] = NULL;
+}

@@ -2,11 +2,9 @@
  * outbox_stream.c - the relay's logical replication connection (see
  * outbox_stream.h).
  *
- * The connection takes the service's usual parameters (deta/db_params.h:
- * address, credentials, TLS, keepalives) with replication=database added and
- * the session settings cut down to the TCP ones: a walsender runs no
- * statements that a statement or lock timeout should bound, and the stream is
- * held open for as long as the service runs. After START_REPLICATION the
+ * The connection takes the service's usual parameters with
+ * replication=database (deta_db_params_init_replication: address,
+ * credentials, TLS, keepalives; no statement or lock timeout). After START_REPLICATION the
  * connection is in COPY BOTH mode: the server's CopyData messages are read
  * without blocking (PQgetCopyData async) and waited for with poll(); the
  * relay's status updates go the other way.
@@ -24,12 +22,8 @@
 #include "clock.h"
 #include "deta/db_params.h"
 
-#define STREAM_OPTIONS "-c statement_timeout=0 -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
-
 struct outbox_stream {
     deta_db_params_t params;
-    const char *keys[DETA_DB_PARAMS_MAX + 1];
-    const char *vals[DETA_DB_PARAMS_MAX + 1];
     PGconn *conn;
     char *frame; /* the last message handed out (PQfreemem on the next call) */
 };
@@ -38,18 +32,7 @@ outbox_stream_t *outbox_stream_new(const deta_config_t *cfg) {
     outbox_stream_t *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
-    deta_db_params_init(&s->params, cfg);
-    int n = 0;
-    for (int i = 0; s->params.keys[i]; i++) {
-        s->keys[n] = s->params.keys[i];
-        s->vals[n] = strcmp(s->params.keys[i], "options") == 0 ? STREAM_OPTIONS
-                                                                : s->params.vals[i];
-        n++;
-    }
-    s->keys[n] = "replication";
-    s->vals[n] = "database";
-    s->keys[n + 1] = NULL;
-    s->vals[n + 1] = NULL;
+    deta_db_params_init_replication(&s->params, cfg);
     return s;
 }
 
@@ -88,7 +71,7 @@ static void conn_error(PGconn *conn, const char *what, char *why, size_t whysize
 deta_err_t outbox_stream_start(outbox_stream_t *s, const char *slot, const char *publication,
                                char *why, size_t whysize) {
     if (!s->conn) {
-        s->conn = PQconnectdbParams(s->keys, s->vals, 0);
+        s->conn = PQconnectdbParams(s->params.keys, s->params.vals, 0);
         if (!s->conn || PQstatus(s->conn) != CONNECTION_OK) {
             conn_error(s->conn, "cannot open the replication connection", why, whysize);
             outbox_stream_close(s);

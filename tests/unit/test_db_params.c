@@ -48,6 +48,22 @@ static void test_address_role_and_database(void **state) {
     assert_non_null(strstr(deta_db_params_get(&p, "options"), "lock_timeout=10000"));
 }
 
+static void test_replication_connection(void **state) {
+    (void)state;
+    deta_config_t cfg = base_config();
+    deta_db_params_t p;
+    deta_db_params_init_replication(&p, &cfg);
+    assert_string_equal(deta_db_params_get(&p, "replication"), "database");
+    assert_string_equal(deta_db_params_get(&p, "dbname"), "order_db");
+    assert_string_equal(deta_db_params_get(&p, "user"), "order_svc");
+    assert_string_equal(deta_db_params_get(&p, "sslmode"), "prefer");
+    assert_non_null(strstr(deta_db_params_get(&p, "options"), "tcp_keepalives_idle=10"));
+    assert_null(strstr(deta_db_params_get(&p, "options"), "statement_timeout"));
+    assert_null(strstr(deta_db_params_get(&p, "options"), "lock_timeout"));
+    deta_db_params_init(&p, &cfg);
+    assert_null(deta_db_params_get(&p, "replication"));
+}
+
 static void test_tls_default_is_passed(void **state) {
     (void)state;
     deta_config_t cfg = base_config();
@@ -97,6 +113,7 @@ static void test_arrays_are_well_formed(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_address_role_and_database),
+        cmocka_unit_test(test_replication_connection),
         cmocka_unit_test(test_tls_default_is_passed),
         cmocka_unit_test(test_tls_settings_reach_libpq),
         cmocka_unit_test(test_arrays_are_well_formed),

@@ -36,6 +36,10 @@ typedef struct deta_db_params {
  * application name (the service), the session's settings, the keepalives and
  * the TLS settings that are set. */
 void deta_db_params_init(deta_db_params_t *p, const deta_config_t *cfg);
+/* The same for a logical replication connection to the same database (the
+ * outbox relay's stream): replication=database, and of the session's settings
+ * only the TCP keepalives and timeout. */
+void deta_db_params_init_replication(deta_db_params_t *p, const deta_config_t *cfg);
 /* The value passed for keyword key, or NULL when it is not passed. */
 const char *deta_db_params_get(const deta_db_params_t *p, const char *key);
 
