@@ -10,7 +10,12 @@
  * Checks what must hold whatever the value, besides memory safety and no leak:
  *   - a refused value gives an error that names the variable;
  *   - a refused secret (the passwords and tokens: PGPASSWORD, OPERATOR_TOKEN, ...) is
- *     never quoted in the error;
+ *     never quoted in the error. A secret may spell words the message has anyway
+ *     (KAFKA_SASL_PASSWORD=SASL_SSL, refused because the protocol is not SASL_SSL):
+ *     text found in the error is a leak only when it goes away with the secret,
+ *     that is when the same variable set to a stand-in of the same shape (letters,
+ *     digits and a token's punctuation rotated, the rest kept) gives an error
+ *     without it. A value the rotation leaves alone is checked strictly;
  *   - the library's integer variables, when accepted, are decimal digits (with
  *     an optional '-') of the value loaded; its switches one of on/off, true/false,
  *     yes/no, 1/0 in any case; its texts kept whole.
@@ -219,6 +224,45 @@ static deta_err_t load(const var_t *var, const char *value, char *err, size_t er
     return rc;
 }
 
+/* A stand-in for a secret that a loader treats alike: the same length and the
+ * same kind of character at each place (letters rot13, digits rotated by 5, the
+ * punctuation a token may hold rotated among itself). */
+static char *stand_in(const char *value) {
+    static const char token_punct[] = "-._~+/=";
+    char *s = strdup(value);
+    FUZZ_CHECK(s != NULL);
+    for (char *p = s; *p; p++) {
+        const char *t = *p ? strchr(token_punct, *p) : NULL;
+        if (t)
+            *p = token_punct[(size_t)(t - token_punct + 1) % (sizeof token_punct - 1)];
+        else if (*p >= 'a' && *p <= 'z')
+            *p = (char)('a' + (*p - 'a' + 13) % 26);
+        else if (*p >= 'A' && *p <= 'Z')
+            *p = (char)('A' + (*p - 'A' + 13) % 26);
+        else if (*p >= '0' && *p <= '9')
+            *p = (char)('0' + (*p - '0' + 5) % 10);
+    }
+    return s;
+}
+
+/* Whether the error err, given for the secret variable var set to value, quotes
+ * the secret: value is in err and not in the error the stand-in gives. */
+static bool quotes_secret(const var_t *var, const char *value, const char *err) {
+    if (strstr(err, value) == NULL)
+        return false;
+    char *other = stand_in(value);
+    if (strcmp(other, value) == 0) {
+        free(other);
+        return true;
+    }
+    FUZZ_CHECK(setenv(var->name, other, 1) == 0);
+    char err2[512] = "";
+    deta_err_t rc = load(var, other, err2, sizeof err2);
+    FUZZ_CHECK(setenv(var->name, value, 1) == 0);
+    free(other);
+    return rc == DETA_OK || strstr(err2, value) == NULL;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1)
         return 0;
@@ -232,7 +276,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (rc != DETA_OK) {
         FUZZ_CHECK(strstr(err, var->name) != NULL);
         if (var->kind == SECRET && strlen(value) >= 6)
-            FUZZ_CHECK(strstr(err, value) == NULL);
+            FUZZ_CHECK(!quotes_secret(var, value, err));
     }
     unsetenv(var->name);
     free(value);
