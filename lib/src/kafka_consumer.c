@@ -133,6 +133,9 @@ static deta_err_t check_consumer_args(const deta_config_t *cfg, const char *grou
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "negative retry settings");
     if (opts && opts->batch_max < 0)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "negative batch_max");
+    if (opts && (opts->batch_wait_ms < 0 || opts->batch_wait_ms > DETA_KAFKA_BATCH_WAIT_MAX_MS))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "batch_wait_ms must be 0..%d, not %d",
+                         DETA_KAFKA_BATCH_WAIT_MAX_MS, opts->batch_wait_ms);
     if (opts && (opts->workers < 0 || opts->workers > DETA_KAFKA_MAX_WORKERS))
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "workers must be 0..%d, not %d",
                          DETA_KAFKA_MAX_WORKERS, opts->workers);
@@ -154,6 +157,7 @@ static void apply_opts(deta_consumer_t *c, const deta_consumer_opts_t *opts) {
     c->batch_max = opts && opts->batch_max > 0 && opts->batch_max < DETA_KAFKA_WORKER_QUEUE
                        ? opts->batch_max
                        : DETA_KAFKA_WORKER_QUEUE;
+    c->batch_wait_ms = c->batch_fn ? opts->batch_wait_ms : 0;
 }
 
 /* The gauges of this consumer's group (and topics), when it has metrics. */

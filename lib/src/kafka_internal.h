@@ -168,6 +168,7 @@ struct deta_consumer {
     deta_consume_fn fn;
     deta_consume_batch_fn batch_fn; /* NULL: one message at a time */
     int batch_max;
+    int batch_wait_ms; /* a worker waits this long to fill a batch (0: never) */
     void *opaque;
     deta_producer_t *dlq;
     int max_retries;

@@ -54,7 +54,7 @@
  * does not skip them; deta_consumer_commit() and _close() then commit and leave.
  *
  * Batches (opts.batch_fn). A worker takes every job already in its queue, up to
- * batch_max, never waiting for more, and hands them to batch_fn, which applies
+ * batch_max, and hands them to batch_fn, which applies
  * them in one transaction with a savepoint each (deta_event_dispatch_batch). A
  * message it refuses for good was rolled back alone and is dead-lettered here,
  * after the commit; the others are finished. A batch that did not commit (a
@@ -67,6 +67,13 @@
  * runs, then the one being handled on its own; a job of a revoked partition not
  * started yet is left to the new owner, so one given up for the revoke is never
  * overtaken by the next message of its key (issue #22).
+ *
+ * Batch wait (opts.batch_wait_ms). A worker that finds fewer than batch_max
+ * jobs queued waits up to batch_wait_ms, from when it woke to the first, for
+ * the queue to fill, before it takes them: under a steady trickle one
+ * transaction then carries what arrived in that time instead of one job. The
+ * jobs stay queued (not running) while it waits, so a revoke drops them as any
+ * queued job, and a stop ends the wait at once.
  *
  * Ownership. c->lock guards the queues, the workers' current jobs, the trackers,
  * job->part, job->running and c->stopping. Only the poller's thread creates,
@@ -131,7 +138,7 @@ bool deta_kafka_workers_init(deta_consumer_t *c) {
     deta_cond_init_monotonic(&c->progress);
     for (int i = 0; i < c->nworkers; i++) {
         c->workers[i].c = c;
-        pthread_cond_init(&c->workers[i].wake, NULL);
+        deta_cond_init_monotonic(&c->workers[i].wake);
     }
     return true;
 }
@@ -475,6 +482,17 @@ static bool handle_batch(deta_consumer_t *c, job_t **jobs, size_t n) {
     return gave_up;
 }
 
+/* Under c->lock, with jobs queued: waits up to batch_wait_ms for the worker's
+ * queue to hold max jobs (see "Batch wait" above). */
+static void wait_for_batch(deta_consumer_t *c, worker_t *w, size_t max) {
+    if (c->batch_wait_ms <= 0 || max <= 1)
+        return;
+    struct timespec until = deta_clock_after(c->batch_wait_ms);
+    while (!c->stopping && w->count > 0 && w->count < max)
+        if (pthread_cond_timedwait(&w->wake, &c->lock, &until) != 0)
+            break;
+}
+
 /* Handles the worker's queue in order: up to batch_max queued jobs at once with
  * a batch handler, else one. Once stopping it still empties the queue (see
  * "Stop" above), unless a message is given up: those after it in the queue may
@@ -490,6 +508,9 @@ static void *worker_main(void *arg) {
         if (w->count == 0 || (gave_up && deta_kafka_must_stop(c)))
             break;
         size_t max = c->batch_fn ? (size_t)c->batch_max : 1;
+        wait_for_batch(c, w, max);
+        if (w->count == 0)
+            continue; /* revoked while it waited */
         while (w->ncurrent < max && w->count > 0) {
             job_t *j = queue_pop(w);
             j->running = true;

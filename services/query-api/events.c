@@ -22,7 +22,10 @@
  * Batches: a worker that finds several events queued applies them (up to
  * QUERY_BATCH_MAX) in one transaction, a savepoint each
  * (deta_event_dispatch_batch): one commit instead of one per event, and an event
- * that breaks the contract is rolled back alone and dead-lettered.
+ * that breaks the contract is rolled back alone and dead-lettered. A worker with
+ * fewer queued waits up to QUERY_API_BATCH_WAIT_MS for more (the consumer's
+ * batch_wait_ms), so that a moderate, steady rate is applied in batches too, at
+ * that much latency on the read model.
  *
  * Metrics count only what committed. The handler runs inside the transaction,
  * which may still roll back (and be retried), so it leaves what it applied in a
@@ -259,8 +262,8 @@ void query_events_free(query_events_t *qe) {
     free(qe);
 }
 
-deta_err_t query_events_subscribe(query_events_t *qe, int workers, char *errstr,
-                                  size_t errsize) {
+deta_err_t query_events_subscribe(query_events_t *qe, int workers, int batch_wait_ms,
+                                  char *errstr, size_t errsize) {
     /* Even without claims (the Postgres store): the table stays (migrations only
      * go forward), and the purge takes away the claims written before. */
     deta_err_t err = deta_service_use_inbox(qe->svc, errstr, errsize);
@@ -269,7 +272,8 @@ deta_err_t query_events_subscribe(query_events_t *qe, int workers, char *errstr,
     deta_consumer_opts_t opts = {.metrics = deta_service_metrics(qe->svc),
                                  .workers = workers,
                                  .batch_fn = consume_batch,
-                                 .batch_max = QUERY_BATCH_MAX};
+                                 .batch_max = QUERY_BATCH_MAX,
+                                 .batch_wait_ms = batch_wait_ms};
     return deta_service_consume(qe->svc, raw_topics, sizeof raw_topics / sizeof *raw_topics,
                                 consume, qe, &opts, errstr, errsize);
 }

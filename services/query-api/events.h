@@ -16,8 +16,9 @@ void query_events_free(query_events_t *qe);
 
 /* One consumer in group query-api on raw.order-events, raw.inventory-events,
  * raw.payment-events and raw.delivery-events; migrates the inbox table (written
- * only with a store that needs the claim, read_model_needs_claim). */
-deta_err_t query_events_subscribe(query_events_t *qe, int workers, char *errstr,
-                                  size_t errsize);
+ * only with a store that needs the claim, read_model_needs_claim). workers and
+ * batch_wait_ms: QUERY_API_CONSUMER_WORKERS and QUERY_API_BATCH_WAIT_MS. */
+deta_err_t query_events_subscribe(query_events_t *qe, int workers, int batch_wait_ms,
+                                  char *errstr, size_t errsize);
 
 #endif

@@ -65,7 +65,8 @@ int main(void) {
              dead_letters_prepare(dl, err, sizeof err) || feed_prepare(svc, err, sizeof err) ||
              feed_retain(svc, settings.stream.retention_hours, err, sizeof err) ||
              hub_start(hub, err, sizeof err) || stream_api_mount(svc, hub, err, sizeof err) ||
-             query_events_subscribe(events, settings.consumer_workers, err, sizeof err) ||
+             query_events_subscribe(events, settings.consumer_workers, settings.batch_wait_ms, err,
+                                    sizeof err) ||
              query_dlq_capture_subscribe(capture, err, sizeof err) ||
              query_api_mount(api, err, sizeof err) || query_admin_mount(admin, err, sizeof err) ||
              query_console_mount(console, err, sizeof err))

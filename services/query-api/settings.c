@@ -22,6 +22,7 @@
 #include "deta/config.h"
 #include "deta/cql.h"
 #include "deta/http_cors.h"
+#include "deta/kafka.h"
 
 /* ---- the Cassandra store ---- */
 
@@ -256,6 +257,12 @@ deta_err_t query_settings_load(query_settings_t *s, char *errstr, size_t errsize
     if (err)
         return err;
     s->consumer_workers = (int)workers;
+    long wait_ms;
+    err = deta_config_int("QUERY_API_BATCH_WAIT_MS", 20, 0, DETA_KAFKA_BATCH_WAIT_MAX_MS, &wait_ms,
+                          errstr, errsize);
+    if (err)
+        return err;
+    s->batch_wait_ms = (int)wait_ms;
     err = load_stream(&s->stream, errstr, errsize);
     if (err)
         return err;

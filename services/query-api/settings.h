@@ -4,6 +4,9 @@
  *
  *   QUERY_API_CONSUMER_WORKERS  4     read-model events applied concurrently (1..32;
  *                                     one order's in order)
+ *   QUERY_API_BATCH_WAIT_MS     20    how long a worker with fewer than a batch's
+ *                                     events queued waits for more before it applies
+ *                                     them in one transaction (0..1000; 0: never)
  *   QUERY_STORE                 postgres  where the read model is kept: postgres
  *                                     (database delivery_query, read_model_pg.c) or
  *                                     cassandra (read_model_cql.c). The dead letters and
@@ -111,6 +114,7 @@ typedef struct query_console_settings {
 
 typedef struct query_settings {
     int consumer_workers;                        /* QUERY_API_CONSUMER_WORKERS */
+    int batch_wait_ms;                           /* QUERY_API_BATCH_WAIT_MS */
     query_store_t store;                         /* QUERY_STORE */
     query_cassandra_settings_t cassandra;        /* CASSANDRA_*, when store is cassandra */
     query_stream_settings_t stream;              /* QUERY_STREAM_* */

@@ -139,6 +139,7 @@ static const var_t vars[] = {
     {"CASSANDRA_REPLICATION_FACTOR", QUERY, OTHER, 0},
     {"CASSANDRA_REQUEST_TIMEOUT_MS", QUERY, OTHER, 0},
     LIB("KAFKA_STATISTICS_INTERVAL_MS", INT, kafka_statistics_interval_ms),
+    {"QUERY_API_BATCH_WAIT_MS", QUERY, OTHER, 0},
 };
 #undef LIB
 #define NVARS (sizeof vars / sizeof *vars)

@@ -39,6 +39,9 @@
  * by both members at once and without losing a message; a revoke that finds a
  * failed batch's message being retried leaves the rest of its partition's batch
  * unhandled for the new owner, so N+1 is never applied before N (issue #22).
+ * With a batch wait (opts.batch_wait_ms), messages sent one at a time 60 ms apart
+ * reach the batch handler together, each once and in order; a wait out of
+ * bounds is refused.
  *
  * Out of memory (alloc.h's hook makes the copy of one message fail): the
  * consumer stops with DETA_ERR_INTERNAL instead of going on past the message,
@@ -1672,6 +1675,44 @@ static void test_workers_batch_falls_back_one_at_a_time(void **state) {
     check_batch("bf", true);
 }
 
+/* With a batch wait, messages that trickle in (one every 60 ms, each sent on its
+ * own) are applied together: the worker woken by the first waits for the rest. */
+static void test_workers_batch_waits_for_more(void **state) {
+    (void)state;
+    char prefix[48], key[64], group[64];
+    snprintf(prefix, sizeof prefix, "bw-%s", run);
+    snprintf(key, sizeof key, "%s-a", prefix);
+    snprintf(group, sizeof group, "it-kafka-%s", prefix);
+    batcher_t *b = calloc(1, sizeof *b);
+    assert_non_null(b);
+    probe_init(&b->probe, prefix, DETA_OK);
+    deta_consumer_opts_t opts = {.backoff_ms = 50, .workers = 2, .batch_fn = batch_many,
+                                 .batch_wait_ms = DETA_KAFKA_BATCH_WAIT_MAX_MS};
+    runner_t r;
+    runner_start_fn(&r, group, batch_single, b, producer, &opts);
+    const char *first[] = {"w0"};
+    send_values(key, first, 1);
+    assert_true(wait_seen(&b->probe, key, "w0", 1, WAIT_MS)); /* assigned, fetching */
+    const char *values[] = {"c1", "c2", "c3", "c4", "c5", "c6"};
+    for (size_t i = 0; i < 6; i++) {
+        send_values(key, &values[i], 1);
+        ts_sleep_ms(60);
+    }
+    assert_true(wait_seen(&b->probe, key, "c6", 1, WAIT_MS));
+    runner_stop(&r);
+    assert_true(atomic_load(&b->max_n) >= 4);
+    int j = 0; /* each once, in order */
+    for (int i = 0; i < b->probe.nseen; i++)
+        if (strcmp(b->probe.seen[i].key, key) == 0 && strcmp(b->probe.seen[i].value, "w0") != 0) {
+            assert_true(j < 6);
+            assert_string_equal(b->probe.seen[i].value, values[j]);
+            j++;
+        }
+    assert_int_equal(j, 6);
+    pthread_mutex_destroy(&b->probe.lock);
+    free(b);
+}
+
 static void test_consumer_bad_input(void **state) {
     (void)state;
     const char *topics[] = {TOPIC};
@@ -1699,6 +1740,14 @@ static void test_consumer_bad_input(void **state) {
         assert_null(deta_consumer_new(&cfg, "g", topics, 1, probe_handler, &p, producer,
                                       &bad_workers[i], err, sizeof err));
         assert_non_null(strstr(err, "workers"));
+    }
+    deta_consumer_opts_t bad_waits[] = {{.batch_wait_ms = -1},
+                                        {.batch_wait_ms = DETA_KAFKA_BATCH_WAIT_MAX_MS + 1}};
+    for (size_t i = 0; i < 2; i++) {
+        err[0] = 0;
+        assert_null(deta_consumer_new(&cfg, "g", topics, 1, probe_handler, &p, producer,
+                                      &bad_waits[i], err, sizeof err));
+        assert_non_null(strstr(err, "batch_wait_ms"));
     }
     assert_int_equal(deta_consumer_run(NULL, NULL), DETA_ERR_INVALID);
     assert_int_equal(deta_consumer_close(NULL, 10), DETA_ERR_INVALID);
@@ -1920,6 +1969,7 @@ int main(void) {
         cmocka_unit_test(test_workers_rebalance_hands_over),
         cmocka_unit_test(test_workers_batch_dead_letters_one),
         cmocka_unit_test(test_workers_batch_falls_back_one_at_a_time),
+        cmocka_unit_test(test_workers_batch_waits_for_more),
         IN_MODE(check_waits_while_dependencies_down, "dep", 0),
         IN_MODE(check_waits_while_dependencies_down, "depw", 4),
         IN_MODE(check_budget_applies_when_up, "bud", 0),

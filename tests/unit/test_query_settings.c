@@ -35,6 +35,7 @@ static const char *const cassandra_vars[] = {
 static int clear_env(void **state) {
     (void)state;
     unsetenv("QUERY_API_CONSUMER_WORKERS");
+    unsetenv("QUERY_API_BATCH_WAIT_MS");
     for (size_t i = 0; i < sizeof cassandra_vars / sizeof *cassandra_vars; i++)
         unsetenv(cassandra_vars[i]);
     unsetenv("QUERY_CONSOLE_DIR");
@@ -54,6 +55,25 @@ static void test_defaults(void **state) {
     query_settings_t s;
     load_ok(&s);
     assert_int_equal(s.consumer_workers, 4);
+    assert_int_equal(s.batch_wait_ms, 20);
+}
+
+static void test_batch_wait(void **state) {
+    (void)state;
+    query_settings_t s;
+    setenv("QUERY_API_BATCH_WAIT_MS", "0", 1);
+    load_ok(&s);
+    assert_int_equal(s.batch_wait_ms, 0);
+    setenv("QUERY_API_BATCH_WAIT_MS", "1000", 1);
+    load_ok(&s);
+    assert_int_equal(s.batch_wait_ms, 1000);
+    const char *bad[] = {"1001", "-1", "5ms", "2 0"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char err[256] = "";
+        setenv("QUERY_API_BATCH_WAIT_MS", bad[i], 1);
+        assert_int_equal(query_settings_load(&s, err, sizeof err), DETA_ERR_INVALID);
+        assert_non_null(strstr(err, "QUERY_API_BATCH_WAIT_MS"));
+    }
 }
 
 static void test_consumer_workers(void **state) {
@@ -274,6 +294,7 @@ int main(void) {
         T(test_console_values),
         T(test_console_refusals),
         T(test_consumer_workers),
+        T(test_batch_wait),
         T(test_store_defaults_to_postgres),
         T(test_cassandra_defaults),
         T(test_cassandra_values),

@@ -162,6 +162,8 @@ typedef deta_err_t (*deta_consume_fn)(const deta_kafka_msg_t *msg, void *opaque,
 
 /* Room for the reason a batch handler gives for each message it refuses. */
 #define DETA_KAFKA_WHY_MAX 512
+/* The longest a worker may wait to fill a batch (deta_consumer_opts_t). */
+#define DETA_KAFKA_BATCH_WAIT_MAX_MS 1000
 
 /* Optional batch handler (workers > 1 only): applies msgs[0..n), n >= 2, the
  * consecutive messages already queued for one worker, in one transaction. It
@@ -198,6 +200,12 @@ typedef struct deta_consumer_opts {
      * with the consumer's opaque, instead of one at a time to fn. */
     deta_consume_batch_fn batch_fn;
     int batch_max;
+    /* Optional, with batch_fn: a worker that finds fewer than batch_max messages
+     * queued waits up to batch_wait_ms (0, the default: never; at most
+     * DETA_KAFKA_BATCH_WAIT_MAX_MS) for more before it starts, so that a steady
+     * trickle is applied in fewer, larger transactions: each message may wait
+     * that long more. A stop cuts the wait short. */
+    int batch_wait_ms;
 } deta_consumer_opts_t;
 
 /* group: the consumer group (the service's name). dlq: the producer used for dead
