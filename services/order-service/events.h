@@ -14,6 +14,7 @@ order_events_t *order_events_new(deta_service_t *svc);
 /* After the service stopped (its consumer uses this object until then). */
 void order_events_free(order_events_t *e);
 /* Subscribes the service's consumer group to the three topics. */
-deta_err_t order_events_subscribe(order_events_t *e, char *errstr, size_t errsize);
+deta_err_t order_events_subscribe(order_events_t *e, int batch_wait_ms, char *errstr,
+                                  size_t errsize);
 
 #endif

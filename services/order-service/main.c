@@ -67,7 +67,7 @@ int main(void) {
     else if (deta_service_migrate(svc, "order-service", order_migrations, order_migrations_count,
                                   err, sizeof err) ||
              deta_service_use_outbox(svc, err, sizeof err) ||
-             order_events_subscribe(events, err, sizeof err) ||
+             order_events_subscribe(events, (int)settings.batch_wait_ms, err, sizeof err) ||
              order_api_mount(api, err, sizeof err) ||
              schedule_purge(svc, purger, err, sizeof err))
         DETA_ERROR("cannot start: %s", err);

@@ -3,6 +3,9 @@
  *
  *   ORDER_IDEMPOTENCY_TTL_HOURS  24   an Idempotency-Key is kept this long after
  *                                     its order was created, then purged (1..8760)
+ *   ORDER_BATCH_WAIT_MS          20   how long a consumer worker with fewer than a
+ *                                     batch of events queued waits for more before it
+ *                                     applies them in one transaction (0..1000; 0: never)
  */
 #ifndef ORDER_SETTINGS_H
 #define ORDER_SETTINGS_H
@@ -14,9 +17,12 @@
 #define ORDER_IDEMPOTENCY_TTL_VAR "ORDER_IDEMPOTENCY_TTL_HOURS"
 #define ORDER_DEFAULT_IDEMPOTENCY_TTL_HOURS 24
 #define ORDER_MAX_IDEMPOTENCY_TTL_HOURS 8760 /* a year */
+#define ORDER_BATCH_WAIT_VAR "ORDER_BATCH_WAIT_MS"
+#define ORDER_DEFAULT_BATCH_WAIT_MS 20
 
 typedef struct order_settings {
     long idempotency_ttl_hours;
+    long batch_wait_ms;
 } order_settings_t;
 
 /* Reads and validates the settings above into s. DETA_ERR_INVALID with the

@@ -140,6 +140,7 @@ static const var_t vars[] = {
     {"CASSANDRA_REQUEST_TIMEOUT_MS", QUERY, OTHER, 0},
     LIB("KAFKA_STATISTICS_INTERVAL_MS", INT, kafka_statistics_interval_ms),
     {"QUERY_API_BATCH_WAIT_MS", QUERY, OTHER, 0},
+    {"ORDER_BATCH_WAIT_MS", ORDER, OTHER, 0},
 };
 #undef LIB
 #define NVARS (sizeof vars / sizeof *vars)

@@ -211,7 +211,7 @@ def settings_seeds():
              "CASSANDRA_READ_CONSISTENCY", "CASSANDRA_WRITE_CONSISTENCY",
              "CASSANDRA_SERIAL_CONSISTENCY", "CASSANDRA_REPLICATION_CLASS",
              "CASSANDRA_REPLICATION_FACTOR", "CASSANDRA_REQUEST_TIMEOUT_MS",
-             "KAFKA_STATISTICS_INTERVAL_MS", "QUERY_API_BATCH_WAIT_MS"]
+             "KAFKA_STATISTICS_INTERVAL_MS", "QUERY_API_BATCH_WAIT_MS", "ORDER_BATCH_WAIT_MS"]
     values = {"KAFKA_STATISTICS_INTERVAL_MS": ["5000", "0", "999", "3600001"],
               "KAFKA_SESSION_TIMEOUT_MS": ["45000", "999", "-0", "4294967296045000"],
               "PGPORT": ["5432", "0x10", " 1", "65536"],
@@ -237,7 +237,8 @@ def settings_seeds():
               "CASSANDRA_PASSWORD": ["hunter2-hunter2"],
               "QUERY_CONSOLE_ORDER_URL": ["http://localhost:8081", "javascript:alert(1)"],
               "DELIVERY_CLOCK_SPEED": ["600", "0"],
-              "QUERY_API_BATCH_WAIT_MS": ["20", "0", "1001", "-5"]}
+              "QUERY_API_BATCH_WAIT_MS": ["20", "0", "1001", "-5"],
+              "ORDER_BATCH_WAIT_MS": ["20", "1000", "1001", "2O"]}
     for i, name in enumerate(names):
         for k, v in enumerate(values.get(name, ["1"])):
             write("settings", "%s_%d" % (name.lower(), k), bytes([i]) + v.encode())

@@ -4,7 +4,8 @@
  * named), the canonical form of a request that a replay is compared by (equal
  * after validation: amounts by value, the currency's default; different for a
  * different customer, currency, line, quantity, price or line order), and the
- * ORDER_IDEMPOTENCY_TTL_HOURS setting (services/order-service/settings.c).
+ * ORDER_IDEMPOTENCY_TTL_HOURS setting (services/order-service/settings.c), and
+ * the other setting read there, ORDER_BATCH_WAIT_MS.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -158,11 +159,12 @@ static void every_other_difference_counts(void **state) {
                "\"customerId\":\"c\",\"extra\":true}");
 }
 
-/* ---- the setting ---- */
+/* ---- the settings ---- */
 
 static int clear_env(void **state) {
     (void)state;
     unsetenv(ORDER_IDEMPOTENCY_TTL_VAR);
+    unsetenv(ORDER_BATCH_WAIT_VAR);
     return 0;
 }
 
@@ -189,6 +191,29 @@ static void ttl_defaults_and_bounds(void **state) {
     }
 }
 
+static void batch_wait_defaults_and_bounds(void **state) {
+    (void)state;
+    order_settings_t s;
+    char err[256] = "";
+    assert_int_equal(order_settings_load(&s, err, sizeof err), DETA_OK);
+    assert_int_equal(s.batch_wait_ms, 20);
+    const char *good[] = {"0", "1000", "5"};
+    const long want[] = {0, 1000, 5};
+    for (size_t i = 0; i < 3; i++) {
+        setenv(ORDER_BATCH_WAIT_VAR, good[i], 1);
+        assert_int_equal(order_settings_load(&s, err, sizeof err), DETA_OK);
+        assert_int_equal(s.batch_wait_ms, want[i]);
+    }
+    const char *bad[] = {"1001", "-1", "20ms", "x"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        setenv(ORDER_BATCH_WAIT_VAR, bad[i], 1);
+        err[0] = 0;
+        if (order_settings_load(&s, err, sizeof err) != DETA_ERR_INVALID)
+            fail_msg("%s=\"%s\" accepted", ORDER_BATCH_WAIT_VAR, bad[i]);
+        assert_non_null(strstr(err, "ORDER_BATCH_WAIT_MS"));
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(keys_of_visible_ascii_up_to_255_pass),
@@ -199,6 +224,7 @@ int main(void) {
         cmocka_unit_test(lines_compare_in_order),
         cmocka_unit_test(every_other_difference_counts),
         cmocka_unit_test_setup_teardown(ttl_defaults_and_bounds, clear_env, clear_env),
+        cmocka_unit_test_setup_teardown(batch_wait_defaults_and_bounds, clear_env, clear_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
