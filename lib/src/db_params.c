@@ -27,6 +27,11 @@
 #define DB_KEEPALIVE_COUNT "3"         /* unanswered probes that end the connection */
 #define DB_TCP_USER_TIMEOUT_MS "20000" /* unacknowledged data that ends it */
 #define DB_IDLE_IN_TX_TIMEOUT_MS 60000
+/* The server's side of the same TCP settings, in every session's options. */
+#define DB_TCP_OPTIONS                                                                         \
+    "-c tcp_keepalives_idle=" DB_KEEPALIVE_IDLE_S                                              \
+    " -c tcp_keepalives_interval=" DB_KEEPALIVE_INTERVAL_S                                     \
+    " -c tcp_keepalives_count=" DB_KEEPALIVE_COUNT " -c tcp_user_timeout=" DB_TCP_USER_TIMEOUT_MS
 
 static void add(deta_db_params_t *p, int *n, const char *key, const char *val) {
     if (*n >= DETA_DB_PARAMS_MAX - 1 || !val[0])
@@ -45,12 +50,9 @@ void deta_db_params_init(deta_db_params_t *p, const deta_config_t *cfg) {
     snprintf(p->dbname, sizeof p->dbname, "%s", cfg->pg_database);
     snprintf(p->appname, sizeof p->appname, "%s", cfg->service[0] ? cfg->service : "deta");
     snprintf(p->options, sizeof p->options,
-             "-c statement_timeout=%d -c lock_timeout=%d -c idle_in_transaction_session_timeout=%d"
-             " -c tcp_keepalives_idle=%s -c tcp_keepalives_interval=%s"
-             " -c tcp_keepalives_count=%s -c tcp_user_timeout=%s",
-             cfg->pg_statement_timeout_ms, cfg->pg_lock_timeout_ms, DB_IDLE_IN_TX_TIMEOUT_MS,
-             DB_KEEPALIVE_IDLE_S, DB_KEEPALIVE_INTERVAL_S, DB_KEEPALIVE_COUNT,
-             DB_TCP_USER_TIMEOUT_MS);
+             "-c statement_timeout=%d -c lock_timeout=%d -c idle_in_transaction_session_timeout=%d "
+             DB_TCP_OPTIONS,
+             cfg->pg_statement_timeout_ms, cfg->pg_lock_timeout_ms, DB_IDLE_IN_TX_TIMEOUT_MS);
     snprintf(p->sslmode, sizeof p->sslmode, "%s", cfg->pg_sslmode);
     snprintf(p->sslrootcert, sizeof p->sslrootcert, "%s", cfg->pg_sslrootcert);
     snprintf(p->sslcert, sizeof p->sslcert, "%s", cfg->pg_sslcert);
@@ -89,11 +91,7 @@ void deta_db_params_init_replication(deta_db_params_t *p, const deta_config_t *c
     /* A walsender runs no statement a statement or lock timeout should bound,
      * and the stream stays open as long as the service runs: the session keeps
      * only the TCP settings. */
-    snprintf(p->options, sizeof p->options,
-             "-c tcp_keepalives_idle=%s -c tcp_keepalives_interval=%s"
-             " -c tcp_keepalives_count=%s -c tcp_user_timeout=%s",
-             DB_KEEPALIVE_IDLE_S, DB_KEEPALIVE_INTERVAL_S, DB_KEEPALIVE_COUNT,
-             DB_TCP_USER_TIMEOUT_MS);
+    snprintf(p->options, sizeof p->options, "%s", DB_TCP_OPTIONS);
     int n = 0;
     while (p->keys[n])
         n++;
