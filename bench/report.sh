@@ -93,12 +93,19 @@ cpu_totals() {
 # The system's own commits per order: commits_total's less the load generator's reads,
 # its list requests to query-api (one read-only transaction each, in delivery_query):
 # own_commits <commits per order>; empty when either is not known.
-own_commits() {
-  local total=$1 polls accepted
+# The generator's list requests per order; empty when not known.
+polls_per_order() {
+  local polls accepted
   polls=$(lat poll_requests)
   accepted=$(lat accepted)
-  [ -n "$total" ] && [ -n "$polls" ] && [ "${accepted:-0}" -gt 0 ] 2>/dev/null || return 0
-  calc "sprintf(\"%.2f\", $total - $polls / $accepted)"
+  [ -n "$polls" ] && [ "${accepted:-0}" -gt 0 ] 2>/dev/null || return 0
+  calc "$polls / $accepted"
+}
+own_commits() {
+  local total=$1 per
+  per=$(polls_per_order)
+  [ -n "$total" ] && [ -n "$per" ] || return 0
+  calc "sprintf(\"%.2f\", $total - $per)"
 }
 
 # Committed transactions per order across the five databases: commits_total <prefix> <orders>.
@@ -249,7 +256,7 @@ out, and the count with them is beside it.
 | sustained throughput (every order to DELIVERY_ASSIGNED, saga p99 <= $BOUND ms) | **$max_text** | | >= 400 orders/s: $(mark "$MAX >= 400") |
 | ... as a ratio to pgbench one-row insert TPS ($TPS TPS, $(ceil pgbench_clients) clients) | $(calc "$TPS > 0 ? sprintf(\"%.3f (%.1f %%)\", $MAX / $TPS, 100 * $MAX / $TPS) : \"n/a\"") | >= 25 %: $(mark "$TPS > 0 && $MAX / $TPS >= 0.25") | |
 | ... as a ratio to the broker's raw produce-to-consume rate ($BROKER msg/s) | $(calc "$BROKER > 0 ? sprintf(\"%.5f\", $MAX / $BROKER) : \"n/a\"") orders per raw message; with ${EVENTS:-?} messages per order, the system moved $(calc "sprintf(\"%.0f\", $MAX * ${EVENTS:-0})") msg/s, $(calc "$BROKER > 0 ? sprintf(\"%.1f %%\", 100 * $MAX * ${EVENTS:-0} / $BROKER) : \"n/a\"") of the raw rate | | |
-| committed transactions per order, the five databases together, the system's own (by database: "Postgres during the latency run") | **$(shown "$own")** (with the generator's $(calc "sprintf(\"%.2f\", $(lat poll_requests) / ($(lat accepted) > 0 ? $(lat accepted) : 1))") list requests: $(shown "$commits")) | | <= 8, the system's own: $(verdict "$own" "v <= 8") |
+| committed transactions per order, the five databases together, the system's own (by database: "Postgres during the latency run") | **$(shown "$own")** (with the generator's $(p=$(polls_per_order); if [ -n "$p" ]; then calc "sprintf(\"%.2f\", $p)"; else shown ""; fi) list requests: $(shown "$commits")) | | <= 8, the system's own: $(verdict "$own" "v <= 8") |
 | CPU s / 1000 orders, the system alone (services, Postgres, Redis; latency run) | **$(shown "$sys")**$( [ -n "$all" ] && [ "$all" != - ] && echo " (all-in $all, with the mock broker and the generator; without the generator $nolg)") | | <= 7, the system alone: $(verdict "$sys" "v <= 7") |
 | intake latency at $HALF orders/s (half the maximum): p50 / p95 / p99 / max | $(lat intake_p50_ms) / $(lat intake_p95_ms) / $(lat intake_p99_ms) / $(lat intake_max_ms) ms | | |
 | saga latency at $HALF orders/s: p50 / p95 / p99 / max | $(lat saga_p50_ms) / $(lat saga_p95_ms) / **$(shown "$saga99")** / $(lat saga_max_ms) ms | p99 < 250 ms: $(verdict "$saga99" "v < 250") | p99 < 250 ms: $(verdict "$saga99" "v < 250") |
