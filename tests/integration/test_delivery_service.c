@@ -616,11 +616,37 @@ static void await_view_status(const char *order_id, const char *want) {
     assert_string_equal(status, want);
 }
 
+/* The queue as it is now, for a failure's message: "order paid_at seq; ...". */
+static void queue_text(char *out, size_t size) {
+    PGconn *db = ts_pg("delivery_db");
+    PGresult *res = PQexec(db, "SELECT coalesce(string_agg(order_id || ' ' || paid_at"
+                               "  || ' ' || seq, '; ' ORDER BY paid_at, seq), 'empty')"
+                               " FROM waiting_orders");
+    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    snprintf(out, size, "%s", ok ? PQgetvalue(res, 0, 0) : PQerrorMessage(db));
+    PQclear(res);
+    PQfinish(db);
+}
+
+/* delivery.waiting ev announced position want; otherwise fails showing the queue. */
+static void assert_position(const deta_event_t *ev, json_int_t want) {
+    json_int_t got = json_integer_value(json_object_get(ev->payload, "position"));
+    if (got != want) {
+        char queue[2048];
+        queue_text(queue, sizeof queue);
+        fail_msg("delivery.waiting for %s: position %lld, expected %lld; waiting now: %s",
+                 ev->order_id, (long long)got, (long long)want, queue);
+    }
+}
+
 /* One driver with room for one delivery. A is assigned at once; B and C, paid
  * while the driver is busy (and while it is off duty), are not retried nor
  * dead-lettered but wait, each announced by delivery.waiting, shown as
  * DELIVERY_WAITING by the query-api and by GET /api/deliveries; C, paid before
- * B but arriving after it, is served first once the driver is back. */
+ * B but arriving after it (once B waits), is served first once the driver is
+ * back. They were paid long before any other test's orders (2001), so that an
+ * order another test left waiting, or one that arrives meanwhile, is behind
+ * them and changes none of their positions. */
 static void paid_orders_wait_for_a_driver_first_paid_first_served(void **state) {
     (void)state;
     clock_speed();
@@ -628,18 +654,19 @@ static void paid_orders_wait_for_a_driver_first_paid_first_served(void **state) 
     run_sql("UPDATE drivers SET available = (driver_id = 'driver-01')");
     await_long("SELECT active_deliveries FROM drivers WHERE driver_id = 'driver-01'", NULL, 0);
     char a[37] = "", b[37] = "", c[37] = "";
-    inject_paid_at(a, "2026-11-25T12:00:01.000Z");
+    inject_paid_at(a, "2001-01-01T00:00:01.000Z");
     await_long(COUNT_DELIVERIES, a, 1);
     /* off duty: nobody is assigned, whatever frees up, until it is back */
     run_sql("UPDATE drivers SET available = false");
-    inject_paid_at(b, "2026-11-25T12:00:03.000Z");
-    inject_paid_at(c, "2026-11-25T12:00:02.000Z");
+    inject_paid_at(b, "2001-01-01T00:00:03.000Z");
+    await_long("SELECT count(*) FROM waiting_orders WHERE order_id = $1", b, 1);
+    inject_paid_at(c, "2001-01-01T00:00:02.000Z");
 
     deta_event_t wb, wc;
     first_event_of(b, DETA_EVT_DELIVERY_WAITING, &wb);
     first_event_of(c, DETA_EVT_DELIVERY_WAITING, &wc);
-    assert_int_equal(json_integer_value(json_object_get(wb.payload, "position")), 1);
-    assert_int_equal(json_integer_value(json_object_get(wc.payload, "position")), 1);
+    assert_position(&wb, 1);
+    assert_position(&wc, 1); /* paid before B: ahead of it */
     assert_true(deta_timestamp_valid(field(wc.payload, "waitingSince")));
     assert_non_null(json_object_get(wc.payload, "paymentId"));
     deta_event_clear(&wb);
