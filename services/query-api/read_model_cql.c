@@ -63,6 +63,7 @@
 #define AGREEMENT_MS 10000    /* the longest wait for schema agreement */
 #define FAILING_MS 10000      /* how long a failed apply keeps the store DOWN */
 #define DAY_US 86400000000LL
+#define CQL_SETS_MAX 1024     /* "col = ?, ..." of the view's UPDATE */
 #define SCOPE_MAX (sizeof "customer:" + DETA_ID_MAX)
 
 /* ---- the clock (first_seen_at) ---- */
@@ -147,7 +148,7 @@ typedef struct cql_model {
     /* the statements, with the keyspace in them */
     char select_view[1024];
     char insert_view[1024];
-    char update_view[1024];
+    char update_view[CQL_SETS_MAX + 128]; /* the SET list, the keyspace and the rest */
     char insert_event[256];
     char insert_key[256];
     char insert_bucket[256];
@@ -172,7 +173,7 @@ static void column_list(char *out, size_t size) {
 
 static void build_statements(cql_model_t *m) {
     const char *ks = m->cfg.keyspace;
-    char cols[512], marks[128] = "", sets[1024] = "";
+    char cols[512], marks[128] = "", sets[CQL_SETS_MAX] = "";
     column_list(cols, sizeof cols);
     size_t used = 0;
     for (size_t i = 0; i < NCOLS + 2; i++)

@@ -667,6 +667,18 @@ static void paid_orders_wait_for_a_driver_first_paid_first_served(void **state) 
     first_event_of(c, DETA_EVT_DELIVERY_WAITING, &wc);
     assert_position(&wb, 1);
     assert_position(&wc, 1); /* paid before B: ahead of it */
+    /* No order waits that has a delivery. Any order waiting beside B and C
+     * (another test's, left or late) is named, for a later failure's reader. */
+    assert_int_equal(sql_long("SELECT count(*) FROM waiting_orders w"
+                              " WHERE EXISTS (SELECT 1 FROM deliveries d"
+                              "               WHERE d.order_id = w.order_id)",
+                              NULL),
+                     0);
+    if (sql_long("SELECT count(*) FROM waiting_orders", NULL) != 2) {
+        char queue[2048];
+        queue_text(queue, sizeof queue);
+        print_message("waiting beside B and C: %s\n", queue);
+    }
     assert_true(deta_timestamp_valid(field(wc.payload, "waitingSince")));
     assert_non_null(json_object_get(wc.payload, "paymentId"));
     deta_event_clear(&wb);
