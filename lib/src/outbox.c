@@ -59,47 +59,87 @@ const size_t deta_outbox_migrations_count =
 
 /* ---- writing ---- */
 
-deta_err_t deta_outbox_add(deta_db_t *db, const char *topic, const deta_event_t *ev,
-                           char *errstr, size_t errsize) {
-    if (!db || !topic || !*topic || !ev || !ev->order_id[0])
+/* The INSERT of n rows of one topic and key, in the order given: $1 topic, $2
+ * key, then with the trace context given ($3, $4) the payloads from $5, else the
+ * payloads from $3 and the context of the key's latest traced row. */
+static void insert_sql(char *sql, size_t size, size_t n, bool context_given) {
+    size_t first = context_given ? 5 : 3;
+    size_t used = (size_t)snprintf(sql, size, "%s",
+                                   "INSERT INTO outbox (topic, msg_key, payload, traceparent,"
+                                   " tracestate)");
+    if (context_given) {
+        used += (size_t)snprintf(sql + used, size - used, " VALUES");
+        for (size_t i = 0; i < n; i++)
+            used += (size_t)snprintf(sql + used, size - used, "%s ($1, $2, $%zu, $3, $4)",
+                                     i ? "," : "", first + i);
+        return;
+    }
+    used += (size_t)snprintf(sql + used, size - used,
+                             " SELECT $1, $2, v.p, t.traceparent, t.tracestate FROM (VALUES");
+    for (size_t i = 0; i < n; i++)
+        used += (size_t)snprintf(sql + used, size - used, "%s (%zu, $%zu::text)", i ? "," : "",
+                                 i, first + i);
+    snprintf(sql + used, size - used, "%s",
+             ") v(n, p) LEFT JOIN LATERAL (SELECT traceparent, tracestate FROM outbox"
+             "  WHERE msg_key = $2 AND traceparent IS NOT NULL"
+             "  ORDER BY id DESC LIMIT 1) t ON true ORDER BY v.n");
+}
+
+deta_err_t deta_outbox_add_many(deta_db_t *db, const char *topic, const deta_event_t *const *evs,
+                                size_t n, char *errstr, size_t errsize) {
+    if (!db || !topic || !*topic || !evs || n < 1 || n > DETA_OUTBOX_ADD_MAX)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                         "an outbox row needs a topic and an event with an orderId");
+                         "an outbox write needs a topic and 1 to %d events",
+                         DETA_OUTBOX_ADD_MAX);
+    for (size_t i = 0; i < n; i++)
+        if (!evs[i] || !evs[i]->order_id[0] || strcmp(evs[i]->order_id, evs[0]->order_id) != 0)
+            return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                             "the events of an outbox write have one orderId (their key)");
     PGconn *conn = deta_db_conn(db, errstr, errsize);
     if (!conn)
         return DETA_ERR_TRANSIENT;
     if (PQtransactionStatus(conn) == PQTRANS_IDLE)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize,
                          "deta_outbox_add must run inside the caller's transaction");
-    char *payload = deta_event_serialize(ev);
-    if (!payload)
-        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
-    /* The row's trace context (deta/trace.h): the current span's (the
+    /* The rows' trace context (deta/trace.h): the current span's (the
      * transaction's); outside any span (a ticker, a sweeper), that of the
      * order's latest traced row, so that the order's saga stays one trace
      * (none found: the relay starts a new one); NULL with tracing off. */
     char traceparent[DETA_TRACEPARENT_LEN + 1], tracestate[DETA_TRACESTATE_MAX + 1];
     bool traced = deta_span_current_headers(traceparent, tracestate);
-    deta_span_event(deta_span_current(), "outbox.add", "messaging.destination.name", topic);
-    const char *params[] = {topic, ev->order_id, payload, traced ? traceparent : NULL,
-                            traced && tracestate[0] ? tracestate : NULL};
-    deta_err_t err;
-    if (traced || !deta_trace_enabled())
-        err = deta_db_run(db,
-                          "INSERT INTO outbox (topic, msg_key, payload, traceparent, tracestate)"
-                          " VALUES ($1, $2, $3, $4, $5)",
-                          5, params, errstr, errsize);
-    else
-        err = deta_db_run(db,
-                          "INSERT INTO outbox (topic, msg_key, payload, traceparent, tracestate)"
-                          " SELECT $1, $2, $3, p.traceparent, p.tracestate FROM (SELECT 1) one"
-                          " LEFT JOIN LATERAL (SELECT traceparent, tracestate FROM outbox"
-                          "  WHERE msg_key = $2 AND traceparent IS NOT NULL"
-                          "  ORDER BY id DESC LIMIT 1) p ON true",
-                          3, params, errstr, errsize);
-    free(payload);
+    bool context_given = traced || !deta_trace_enabled();
+    const char *params[4 + DETA_OUTBOX_ADD_MAX] = {topic, evs[0]->order_id};
+    size_t first = 2;
+    if (context_given) {
+        params[2] = traced ? traceparent : NULL;
+        params[3] = traced && tracestate[0] ? tracestate : NULL;
+        first = 4;
+    }
+    char *payloads[DETA_OUTBOX_ADD_MAX] = {NULL};
+    deta_err_t err = DETA_OK;
+    for (size_t i = 0; i < n && !err; i++) {
+        deta_span_event(deta_span_current(), "outbox.add", "messaging.destination.name", topic);
+        if (!(payloads[i] = deta_event_serialize(evs[i])))
+            err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+        params[first + i] = payloads[i];
+    }
+    if (!err) {
+        char sql[1024];
+        insert_sql(sql, sizeof sql, n, context_given);
+        err = deta_db_run(db, sql, (int)(first + n), params, errstr, errsize);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(payloads[i]);
     return err;
 }
 
+deta_err_t deta_outbox_add(deta_db_t *db, const char *topic, const deta_event_t *ev,
+                           char *errstr, size_t errsize) {
+    if (!ev)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "an outbox row needs a topic and an event with an orderId");
+    return deta_outbox_add_many(db, topic, &ev, 1, errstr, errsize);
+}
 
 deta_err_t deta_outbox_check_server(deta_db_t *db, char *errstr, size_t errsize) {
     deta_err_t err;

@@ -565,17 +565,27 @@ deta_err_t delivery_store_record_cancelled(deta_db_t *db, const char *order_id,
 
 /* ---- events ---- */
 
+/* ev: a delivery event of type for order_id, occurred at occurred_ms (takes payload). */
+static deta_err_t event_of(deta_event_t *ev, const char *type, const char *order_id,
+                           const char *correlation_id, json_t *payload, int64_t occurred_ms,
+                           char *errstr, size_t errsize) {
+    if (!payload)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot build the %s payload", type);
+    deta_err_t err =
+        deta_event_init(ev, type, order_id, correlation_id, PRODUCER, payload, errstr, errsize);
+    if (!err)
+        deta_timestamp_from_ms(occurred_ms, ev->occurred_at);
+    return err;
+}
+
 deta_err_t delivery_store_add_event(deta_db_t *db, const char *type, const char *order_id,
                             const char *correlation_id, json_t *payload, int64_t occurred_ms,
                             char *errstr, size_t errsize) {
-    if (!payload)
-        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot build the %s payload", type);
     deta_event_t ev;
-    deta_err_t err =
-        deta_event_init(&ev, type, order_id, correlation_id, PRODUCER, payload, errstr, errsize);
+    deta_err_t err = event_of(&ev, type, order_id, correlation_id, payload, occurred_ms, errstr,
+                              errsize);
     if (err)
         return err;
-    deta_timestamp_from_ms(occurred_ms, ev.occurred_at);
     err = deta_outbox_add(db, DETA_TOPIC_DELIVERY_EVENTS, &ev, errstr, errsize);
     deta_event_clear(&ev);
     return err;
@@ -595,14 +605,26 @@ static int64_t stage_instant(const delivery_t *d) {
     return 0;
 }
 
+/* The stage's event and its eta.updated, in that order, in one statement. */
 deta_err_t delivery_store_announce(deta_db_t *db, const delivery_t *d, const char *correlation_id,
                                    char *errstr, size_t errsize) {
     int64_t at = stage_instant(d);
-    deta_err_t err = delivery_store_add_event(db, delivery_stage_event_type(d->status), d->order_id,
-                               correlation_id, delivery_stage_payload(d), at, errstr, errsize);
-    if (!err)
-        err = delivery_store_add_event(db, DETA_EVT_ETA_UPDATED, d->order_id, correlation_id,
-                        delivery_eta_payload(d, at), at, errstr, errsize);
+    deta_event_t stage, eta;
+    json_t *eta_payload = delivery_eta_payload(d, at);
+    deta_err_t err = event_of(&stage, delivery_stage_event_type(d->status), d->order_id,
+                              correlation_id, delivery_stage_payload(d), at, errstr, errsize);
+    if (err) {
+        json_decref(eta_payload);
+        return err;
+    }
+    err = event_of(&eta, DETA_EVT_ETA_UPDATED, d->order_id, correlation_id, eta_payload, at,
+                   errstr, errsize);
+    if (!err) {
+        const deta_event_t *both[] = {&stage, &eta};
+        err = deta_outbox_add_many(db, DETA_TOPIC_DELIVERY_EVENTS, both, 2, errstr, errsize);
+        deta_event_clear(&eta);
+    }
+    deta_event_clear(&stage);
     return err;
 }
 

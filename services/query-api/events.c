@@ -13,8 +13,9 @@
  * read_model_needs_claim): the timeline row, keyed by the event id and inserted
  * ON CONFLICT DO NOTHING in the same transaction, is the claim. Every effect of
  * the event follows from that row being new: the view's upsert is fed by the
- * insert's RETURNING (read_model_pg.c), and the feed row, the notes behind the
- * metrics and the log line come after applied only. An event already in the
+ * insert's RETURNING, and the feed row by the upsert's, all in one statement
+ * (read_model_pg.c); the notes behind the metrics and the log line come after
+ * applied only. An event already in the
  * timeline is returned as DETA_ERR_CONFLICT, which the dispatcher counts as a
  * duplicate and rolls back. That saves a statement (a round trip and an index
  * entry, and the purge of the row) per event.
@@ -149,14 +150,16 @@ static deta_err_t apply_event(deta_db_t *db, const deta_event_t *ev, void *opaqu
         return err;
     if (!out.applied) /* in the timeline already: nothing else happens */
         return qe->own_key ? DETA_ERR_CONFLICT : DETA_OK;
-    /* The live streams' feed, after the view and in the same transaction (with the
-     * Postgres store, the view's; with Cassandra's, the claim's): idempotent by
-     * event id. */
-    feed_entry_t fe = {c.event_id,    c.fields.order_id, c.event_type,  c.topic,
-                       c.occurred_at, out.status,        out.customer_id};
-    err = own_error(feed_append(db, &fe, errstr, errsize));
-    if (err)
-        return err;
+    /* The live streams' feed, after the view and in the same transaction: the
+     * Postgres store's statement wrote it; with Cassandra's, it goes in the
+     * claim's transaction here. Idempotent by event id. */
+    if (!out.feed_written) {
+        feed_entry_t fe = {c.event_id,    c.fields.order_id, c.event_type,  c.topic,
+                           c.occurred_at, out.status,        out.customer_id};
+        err = own_error(feed_append(db, &fe, errstr, errsize));
+        if (err)
+            return err;
+    }
     if (nnotes < QUERY_BATCH_MAX) {
         applied_note_t *note = &notes[nnotes++];
         note->type = type_index(c.event_type);

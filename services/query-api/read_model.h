@@ -88,6 +88,10 @@ typedef struct read_model_outcome {
     /* The order's createdAt after the event, in µs since the epoch; 0 while no
      * order.created has been applied (for the saga's stage durations). */
     int64_t created_us;
+    /* The store's statement wrote the event's row of the live streams' feed
+     * (stream/feed.h) too: the Postgres store, for an applied event. Otherwise
+     * the consumer appends it (feed_append). */
+    bool feed_written;
 } read_model_outcome_t;
 
 /* Applies one event: its timeline entry and its fold into the order's view.

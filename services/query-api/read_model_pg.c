@@ -3,7 +3,7 @@
  * QUERY_STORE=postgres, the default): read_model.h's functions, as the table
  * read_model_pg_ops.
  *
- * Applying an event is one statement (two data-modifying parts, one round trip)
+ * Applying an event is one statement (three data-modifying parts, one round trip)
  * in the consumer's transaction: the timeline row (ON CONFLICT (event_id) DO
  * NOTHING, so a duplicate stops there: applied false, and events.c makes nothing
  * else of it; that is why the consumer needs no processed_events claim with this
@@ -13,7 +13,10 @@
  * updatedAt, COALESCE for fields, a strict comparison of calculatedAt for the ETA.
  * No read-modify-write in C, so two events of one order applied at once by two
  * consumers still fold correctly. status_event_id records which event set the
- * status; it is also how the upsert tells whether this event moved it.
+ * status; it is also how the upsert tells whether this event moved it. The third
+ * part is the event's row of the live streams' feed (stream/feed.h), from the
+ * view the upsert returned, which the consumer would otherwise write with a
+ * statement of its own (outcome feed_written).
  *
  * The timeline is ordered by (occurred_at, event_id), like the Cassandra store's
  * clustering, so that ties do not depend on arrival order.
@@ -29,6 +32,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "query-api/stream/feed.h"
 
 typedef struct pg_model {
     deta_service_t *svc;
@@ -123,7 +128,8 @@ static const char *nullable(const char *s) { return s[0] ? s : NULL; }
 
 /* One statement, one round trip per event: the timeline row, and only when it
  * is new (the event id is the timeline's key, so a redelivery inserts nothing)
- * the order's view row. Parameters: $1..$6 the event, $7..$23 the view, $24
+ * the order's view row and, from the view after it, the event's row of the live
+ * streams' feed with its NOTIFY (stream/feed.h's FEED_INSERT_FROM). Parameters: $1..$6 the event, $7..$23 the view, $24
  * whether the event is order.created (its identity fields overwrite, other
  * events' fill gaps), $25..$26 the cancellation's fields (cancelled_at keeps
  * the earliest: LEAST ignores NULL, as the C fold ignores ""). The
@@ -171,9 +177,13 @@ static const char APPLY_SQL[] =
     " correlation_id = COALESCE(v.correlation_id, EXCLUDED.correlation_id)"
     " RETURNING COALESCE(status_event_id = $1::uuid, false) AS status_changed,"
     "  v.status, v.customer_id,"
-    "  (EXTRACT(EPOCH FROM v.created_at) * 1000000)::bigint AS created_us)"
+    "  (EXTRACT(EPOCH FROM v.created_at) * 1000000)::bigint AS created_us),"
+    " fs AS (SELECT $1::uuid AS event_id, $2::uuid::text AS order_id, $3::text AS event_type,"
+    "  $4::text AS topic, $5::timestamptz AS occurred_at, status, customer_id FROM vw),"
+    " fd AS (" FEED_INSERT_FROM("fs") ")"
     " SELECT EXISTS (SELECT 1 FROM ev), COALESCE((SELECT status_changed FROM vw), false),"
-    "  (SELECT status FROM vw), (SELECT customer_id FROM vw), (SELECT created_us FROM vw)";
+    "  (SELECT status FROM vw), (SELECT customer_id FROM vw), (SELECT created_us FROM vw),"
+    "  (SELECT " FEED_NOTIFY " FROM fd)";
 
 #undef IDENTITY
 #undef COALESCED
@@ -225,6 +235,7 @@ static deta_err_t pg_apply(void *impl, deta_db_t *tx, const query_change_t *c,
     if (!res)
         return err;
     out->applied = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    out->feed_written = out->applied;
     out->status_changed = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
     if (PQntuples(res) == 1) { /* the view after the event, for the feed */
         text_col(res, 0, 2, out->status, sizeof out->status);

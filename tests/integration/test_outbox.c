@@ -7,6 +7,8 @@
  * slot deta_outbox_<database>, whose confirmed position is their progress
  * (ts_outbox_relayed waits for it). What is checked:
  *   - deta_outbox_add needs a transaction and valid input;
+ *   - deta_outbox_add_many writes one order's events in one statement, in
+ *     order, and refuses no events, too many, or events of several orders;
  *   - rows are published only after their transaction commits, in id order
  *     within an order, keyed by orderId; a rollback publishes nothing;
  *   - the relay spends no SQL transaction per row or per batch: over 200
@@ -378,6 +380,68 @@ static void test_published_after_commit_in_order(void **state) {
     }
     assert_int_equal(rows(key), 5);
     assert_int_equal(ts_kafka_count(TOPIC, key, 10000), 5);
+}
+
+/* deta_outbox_add_many: the events of one order in one statement (their rows
+ * share the inserting command's id, cmin), published in the order given, before
+ * a row added after them; bad input is refused and writes nothing. */
+static void test_many_in_one_statement_in_order(void **state) {
+    (void)state;
+    char key[64], other[64], err[256];
+    new_key(key, sizeof key, "many");
+    new_key(other, sizeof other, "many-other");
+    const char *types[] = {DETA_EVT_DELIVERY_ASSIGNED, DETA_EVT_ETA_UPDATED,
+                           DETA_EVT_DELIVERY_PICKED_UP};
+    deta_event_t evs[3], stray;
+    const deta_event_t *many[DETA_OUTBOX_ADD_MAX + 1];
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(deta_event_init(&evs[i], types[i], key, "corr-m", "delivery-service",
+                                         json_pack("{s:i}", "n", i), err, sizeof err),
+                         DETA_OK);
+        many[i] = &evs[i];
+    }
+    assert_int_equal(deta_event_init(&stray, types[0], other, "corr-m", "delivery-service",
+                                     json_object(), err, sizeof err),
+                     DETA_OK);
+    assert_int_equal(deta_db_begin(db, err, sizeof err), DETA_OK);
+    assert_int_equal(deta_outbox_add_many(db, TOPIC, many, 0, err, sizeof err), DETA_ERR_INVALID);
+    for (int i = 3; i <= DETA_OUTBOX_ADD_MAX; i++)
+        many[i] = &evs[0];
+    assert_int_equal(deta_outbox_add_many(db, TOPIC, many, DETA_OUTBOX_ADD_MAX + 1, err,
+                                          sizeof err),
+                     DETA_ERR_INVALID);
+    many[3] = &stray; /* another order's: another key */
+    assert_int_equal(deta_outbox_add_many(db, TOPIC, many, 4, err, sizeof err), DETA_ERR_INVALID);
+    assert_non_null(strstr(err, "orderId"));
+    assert_int_equal(deta_outbox_add_many(db, TOPIC, many, 3, err, sizeof err), DETA_OK);
+    char last_id[DETA_UUID_LEN + 1];
+    add_event(key, DETA_EVT_DELIVERY_DELIVERED, last_id);
+    assert_int_equal(deta_db_commit(db, err, sizeof err), DETA_OK);
+    assert_int_equal(rows(other), 0);
+    assert_int_equal(scratch_long("SELECT count(DISTINCT cmin::text) FROM outbox WHERE msg_key = $1"
+                                  " AND payload NOT LIKE '%' || $2 || '%'",
+                                  2, key, last_id, NULL),
+                     1);
+    assert_int_equal(scratch_long("SELECT count(DISTINCT cmin::text) FROM outbox WHERE msg_key = $1",
+                                  1, key, NULL, NULL),
+                     2);
+    assert_true(relayed(WAIT_MS));
+    char *values[4] = {0};
+    assert_int_equal(read_values(TOPIC, key, 4, WAIT_MS, values), 4);
+    for (int i = 0; i < 4; i++) {
+        deta_event_t ev;
+        assert_int_equal(deta_event_parse(values[i], strlen(values[i]), &ev, err, sizeof err),
+                         DETA_OK);
+        assert_string_equal(ev.event_id, i < 3 ? evs[i].event_id : last_id);
+        assert_string_equal(ev.order_id, key);
+        if (i < 3)
+            assert_int_equal(json_integer_value(json_object_get(ev.payload, "n")), i);
+        deta_event_clear(&ev);
+        free(values[i]);
+    }
+    for (int i = 0; i < 3; i++)
+        deta_event_clear(&evs[i]);
+    deta_event_clear(&stray);
 }
 
 static void test_rollback_publishes_nothing(void **state) {
@@ -990,6 +1054,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_add_needs_a_transaction_and_valid_input),
         cmocka_unit_test(test_published_after_commit_in_order),
+        cmocka_unit_test(test_many_in_one_statement_in_order),
         cmocka_unit_test(test_rollback_publishes_nothing),
         cmocka_unit_test(test_no_transaction_per_row),
         cmocka_unit_test(test_streams_again_after_its_walsender_ends),

@@ -21,6 +21,10 @@
  * the cancellation: CANCELLED holding against a late pick-up or payment.failed,
  * a refund before its verdict, refusals, verdicts delivered twice.
  *
+ * The Postgres store's statement also writes the live streams' feed: after each
+ * batch the feed must hold exactly the timeline's events, told the same, and each
+ * order's last feed row the view's status and customer.
+ *
  * The C fold sees duplicates as they come (it has no timeline to stop them: its
  * idempotence is part of the contract); the Postgres store stops them at its
  * timeline; the Cassandra store folds them again (its fold is query_view_merge
@@ -37,6 +41,7 @@
 #include "deta/service.h"
 #include "deta/topics.h"
 #include "cql_model.h"
+#include "query-api/stream/feed.h"
 #include "read_model.h"
 #include "testsupport.h"
 
@@ -105,7 +110,9 @@ static int pg_open(void **s) {
     pg.svc = deta_service_new(&self, err, sizeof err);
     static const query_settings_t settings = {.store = QUERY_STORE_POSTGRES};
     pg.rm = pg.svc ? read_model_new(pg.svc, &settings, err, sizeof err) : NULL;
-    if (!pg.rm || read_model_prepare(pg.rm, err, sizeof err) != DETA_OK) {
+    /* The store's statement writes the live streams' feed too: its table first. */
+    if (!pg.rm || feed_prepare(pg.svc, err, sizeof err) != DETA_OK ||
+        read_model_prepare(pg.rm, err, sizeof err) != DETA_OK) {
         fprintf(stderr, "the Postgres read model: %s\n", err);
         return -1;
     }
@@ -136,14 +143,42 @@ static bool pg_apply(void *s, size_t n, const query_change_t *c) {
     read_model_outcome_t out;
     if (read_model_apply(pg->rm, pg->tx, c, &out, err, sizeof err) != DETA_OK)
         fail_msg("read_model_apply %s: %s", c->event_type, err);
+    if (out.feed_written != out.applied)
+        fail_msg("%s %s: applied %d, but the feed row written %d", c->event_type, c->event_id,
+                 out.applied, out.feed_written);
     return out.status_changed;
 }
+
+/* Rows of the scratch database's timeline and feed that disagree: an event in
+ * one and not the other, or told differently, or an order whose last feed row
+ * (the view after its last applied event) has not the view's status and
+ * customer. */
+static const char FEED_MISMATCHES[] =
+    "SELECT (SELECT count(*) FROM order_events e FULL JOIN stream_feed f"
+    "         ON f.event_id = e.event_id"
+    "        WHERE f.event_id IS NULL OR e.event_id IS NULL OR f.order_id <> e.order_id::text"
+    "           OR f.event_type <> e.event_type OR f.topic <> e.topic"
+    "           OR f.occurred_at <> e.occurred_at)"
+    " + (SELECT count(*) FROM order_view v"
+    "     JOIN LATERAL (SELECT status, customer_id FROM stream_feed f"
+    "                   WHERE f.order_id = v.order_id::text ORDER BY seq DESC LIMIT 1) l"
+    "       ON true"
+    "     WHERE l.status IS DISTINCT FROM v.status"
+    "        OR l.customer_id IS DISTINCT FROM v.customer_id)";
 
 static void pg_commit(void *s) {
     pg_fold_t *pg = s;
     char err[256] = "";
     if (deta_db_commit(pg->tx, err, sizeof err) != DETA_OK)
         fail_msg("commit: %s", err);
+    deta_err_t derr;
+    PGresult *res = deta_db_exec(pg->tx, FEED_MISMATCHES, 0, NULL, &derr, err, sizeof err);
+    if (!res)
+        fail_msg("the feed against the timeline: %s", err);
+    long bad = strtol(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    if (bad != 0)
+        fail_msg("the feed disagrees with the timeline or the view in %ld rows", bad);
 }
 
 static void pg_view(void *s, size_t n, const char *order_id, query_view_t *out) {

@@ -2,7 +2,8 @@
  * outbox.h - the transactional outbox.
  *
  * A service writes its events with deta_outbox_add() inside the same transaction
- * as its state change: a row of the outbox table, which exists only if the
+ * as its state change (deta_outbox_add_many: several events of one order in one
+ * statement): a row of the outbox table, which exists only if the
  * transaction commits. The relay, a thread with its own connections, reads
  * those rows from Postgres's write-ahead log, not from the table: a logical
  * replication slot (deta_outbox_<database>) streams the publication
@@ -59,6 +60,13 @@ deta_err_t deta_outbox_check_server(deta_db_t *db, char *errstr, size_t errsize)
 /* Inside the caller's open transaction: queue ev for topic (key = ev->order_id). */
 deta_err_t deta_outbox_add(deta_db_t *db, const char *topic, const deta_event_t *ev,
                            char *errstr, size_t errsize);
+
+#define DETA_OUTBOX_ADD_MAX 8
+/* The same for n (1..DETA_OUTBOX_ADD_MAX) events of one order (one key), in one
+ * statement (one round trip), published in the order given; DETA_ERR_INVALID
+ * when n is out of range or the events' orderIds differ. */
+deta_err_t deta_outbox_add_many(deta_db_t *db, const char *topic, const deta_event_t *const *evs,
+                                size_t n, char *errstr, size_t errsize);
 
 typedef struct deta_outbox_relay deta_outbox_relay_t;
 

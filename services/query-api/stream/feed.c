@@ -36,22 +36,13 @@ deta_err_t feed_prepare(deta_service_t *svc, char *errstr, size_t errsize) {
                                 errsize);
 }
 
-/* INSERT ... SELECT ... WHERE NOT EXISTS produces no row for a known event, so the
- * serial's default is never evaluated for it (ON CONFLICT alone would still take a
- * number); ON CONFLICT covers two deliveries racing. pg_current_xact_id() gives
- * the transaction its id, if it has none yet, in the WHERE clause: before the
- * projection that takes the sequence number (the gap rule, rules.h, needs every
- * holder of a number to be visible by its id). The consumer's transaction has
- * one already, from the timeline row and the view (and, with Cassandra, its
- * inbox claim); this makes it hold whatever came before. */
+/* The event's row alone (FEED_INSERT_FROM), and the NOTIFY when it is new. */
 static const char APPEND_SQL[] =
-    "WITH f AS (INSERT INTO stream_feed (event_id, order_id, event_type, topic, occurred_at,"
-    "  status, customer_id, created_at)"
-    " SELECT $1::uuid, $2, $3, $4, $5::timestamptz, $6, $7, clock_timestamp()"
-    " WHERE pg_current_xact_id() IS NOT NULL"
-    " AND NOT EXISTS (SELECT 1 FROM stream_feed WHERE event_id = $1::uuid)"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING seq)"
-    " SELECT pg_notify('" FEED_CHANNEL "', '') FROM f";
+    "WITH e AS (SELECT $1::uuid AS event_id, $2::text AS order_id, $3::text AS event_type,"
+    "  $4::text AS topic, $5::timestamptz AS occurred_at, $6::text AS status,"
+    "  $7::text AS customer_id),"
+    " f AS (" FEED_INSERT_FROM("e") ")"
+    " SELECT " FEED_NOTIFY " FROM f";
 
 static const char *nullable(const char *s) { return s && s[0] ? s : NULL; }
 

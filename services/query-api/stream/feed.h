@@ -24,6 +24,30 @@
 
 #define FEED_CHANNEL "stream_feed"
 
+/* The feed's insert, as a part of the caller's statement: the rows of src (a
+ * relation of that statement with the columns event_id uuid, order_id,
+ * event_type, topic text, occurred_at timestamptz, status, customer_id text or
+ * NULL), returning each new row's seq. The Postgres read model folds it into
+ * its statement, so that an event costs one round trip (read_model_pg.c);
+ * feed_append runs it alone (the Cassandra store).
+ *   pg_current_xact_id() in the WHERE clause gives the transaction its id, if it
+ * has none yet, before the projection that takes the sequence number: the gap
+ * rule (rules.h) needs every holder of a number to be visible by its id.
+ *   NOT EXISTS: a known event produces no row, so the serial's default is never
+ * evaluated for it (ON CONFLICT alone would still take a number); ON CONFLICT
+ * covers two deliveries racing. */
+#define FEED_INSERT_FROM(src)                                                             \
+    "INSERT INTO stream_feed (event_id, order_id, event_type, topic, occurred_at,"        \
+    "  status, customer_id, created_at)"                                                  \
+    " SELECT s.event_id, s.order_id, s.event_type, s.topic, s.occurred_at, s.status,"     \
+    "  s.customer_id, clock_timestamp() FROM " src " s"                                   \
+    " WHERE pg_current_xact_id() IS NOT NULL"                                             \
+    " AND NOT EXISTS (SELECT 1 FROM stream_feed f WHERE f.event_id = s.event_id)"         \
+    " ON CONFLICT (event_id) DO NOTHING RETURNING seq"
+/* The NOTIFY that wakes the readers at commit, as an expression: select it from
+ * the rows FEED_INSERT_FROM returned, so that it is sent only when one was new. */
+#define FEED_NOTIFY "pg_notify('" FEED_CHANNEL "', '')"
+
 /* Creates or migrates the table (component "query-feed"). */
 deta_err_t feed_prepare(deta_service_t *svc, char *errstr, size_t errsize);
 
@@ -33,7 +57,8 @@ typedef struct feed_entry {
     const char *status, *customer_id;
 } feed_entry_t;
 
-/* In tx (the consumer's transaction). */
+/* In tx (the consumer's transaction), one statement: for a store whose own
+ * statement does not write the feed (read_model_outcome_t.feed_written). */
 deta_err_t feed_append(deta_db_t *tx, const feed_entry_t *e, char *errstr, size_t errsize);
 
 /* Rows with after < seq <= upto (upto < 0: no bound), of order_id (NULL: all),
