@@ -198,27 +198,10 @@ deta_err_t delivery_store_book_driver(deta_db_t *db, const char *driver_id, long
     return DETA_OK;
 }
 
-/* ids as a Postgres text[] literal, malloc'd: {"a","b"}. Driver ids are the
- * service's own (delivery_driver_identity), never holding quotes or backslashes. */
-static char *text_array(const char *const *ids, size_t n) {
-    size_t size = 3;
-    for (size_t i = 0; i < n; i++)
-        size += strlen(ids[i]) + 3;
-    char *out = malloc(size);
-    if (!out)
-        return NULL;
-    char *p = out;
-    *p++ = '{';
-    for (size_t i = 0; i < n; i++)
-        p += sprintf(p, "%s\"%s\"", i ? "," : "", ids[i]);
-    strcpy(p, "}");
-    return out;
-}
-
 /* One statement over the drivers named in ids (text[] as $1). */
 static deta_err_t run_on_drivers(deta_db_t *db, const char *sql, const char *const *ids, size_t n,
                                  char *errstr, size_t errsize) {
-    char *array = text_array(ids, n);
+    char *array = deta_db_array(ids, n);
     if (!array)
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
     const char *params[] = {array};

@@ -132,6 +132,12 @@ typedef struct order_event_effect {
     char refused_because[DETA_STATE_MAX];         /* a refusal's orderStatus */
 } order_event_effect_t;
 
+typedef enum order_event_result {
+    ORDER_EVENT_APPLIED,       /* the status moved, or the verdict was recorded */
+    ORDER_EVENT_UNCHANGED,     /* nothing to change: a lower rank, a verdict known */
+    ORDER_EVENT_UNKNOWN_ORDER, /* no such order here */
+} order_event_result_t;
+
 /* Whether order-service reads events of this type: the ones that set a state,
  * and the cancel's verdicts (*.cancelled, *.cancel_refused). */
 bool order_event_followed(const char *event_type);
@@ -143,5 +149,18 @@ bool order_event_followed(const char *event_type);
  * followed. */
 deta_err_t order_event_read(const deta_event_t *ev, order_event_effect_t *eff, char *errstr,
                             size_t errsize);
+
+/* A batch's status changes go in one statement (store.c's order_store_fold_status)
+ * where an effect only raises a status: it sets a state and records no verdict.
+ * Status ranks only rise, so the highest rank of each order's effects is what
+ * applying them one by one would leave. */
+bool order_effect_foldable(const order_event_effect_t *eff);
+
+/* What each of n folded effects, in batch order, would have been one by one:
+ * UNKNOWN_ORDER when before[i] < 0 (no such order); APPLIED when effs[i]'s rank
+ * is above its order's rank before the batch and above every earlier effect's
+ * of that order; UNCHANGED otherwise. */
+void order_fold_outcomes(const order_event_effect_t *const *effs, const int *before, size_t n,
+                         order_event_result_t *results);
 
 #endif

@@ -29,6 +29,11 @@
  * ORDER_BATCH_WAIT_MS (settings.h) for more: nothing downstream waits for these
  * updates (the saga's next steps follow the events, not orders.status), so the
  * order's status shows them that much later for fewer commits at moderate rates.
+ * Inside the batch, the events that only raise a status (every type but the
+ * cancel's verdicts) go in one statement together (order_store_fold_status:
+ * each order to its highest rank, ranks only rise), run under the first one's
+ * savepoint; their outcomes are what one by one would have given
+ * (order_fold_outcomes). A verdict goes alone under its savepoint as before.
  * An event refused before any SQL (malformed,
  * wrong key or producer, a bad field) is dead-lettered alone and the others
  * apply; a database error rolls the batch back, and the consumer then applies
@@ -151,15 +156,57 @@ typedef struct batch_item {
     deta_event_t ev;
     bool parsed;
     bool followed; /* read, to apply */
+    bool folded;   /* followed, and its status change goes in the batch's fold */
     order_event_effect_t eff;
     order_event_result_t result;
 } batch_item_t;
 
+typedef struct batch {
+    batch_item_t *items;
+    size_t n;
+    bool folded; /* the fold statement ran */
+} batch_t;
+
+/* The status changes of every folded item, in one statement: run at the first
+ * folded item, under its savepoint; the later ones find their outcome set. Any
+ * failure is reported transient, so that the batch rolls back and its events
+ * go one at a time, each to its own fate. */
+static deta_err_t batch_fold(batch_t *b, deta_db_t *db, char *why, size_t whysize) {
+    const order_event_effect_t **effs = calloc(b->n, sizeof *effs);
+    int *before = calloc(b->n, sizeof *before);
+    order_event_result_t *outcomes = calloc(b->n, sizeof *outcomes);
+    deta_err_t err = DETA_OK;
+    size_t k = 0;
+    if (!effs || !before || !outcomes) {
+        err = deta_errf(DETA_ERR_TRANSIENT, why, whysize, "out of memory");
+    } else {
+        for (size_t i = 0; i < b->n; i++)
+            if (b->items[i].folded)
+                effs[k++] = &b->items[i].eff;
+        err = order_store_fold_status(db, effs, k, before, why, whysize);
+    }
+    if (!err) {
+        order_fold_outcomes(effs, before, k, outcomes);
+        k = 0;
+        for (size_t i = 0; i < b->n; i++)
+            if (b->items[i].folded)
+                b->items[i].result = outcomes[k++];
+        b->folded = true;
+    }
+    free(effs);
+    free(before);
+    free(outcomes);
+    return err ? DETA_ERR_TRANSIENT : DETA_OK;
+}
+
 static deta_err_t batch_apply_one(deta_db_t *db, size_t i, void *opaque, char *why,
                                   size_t whysize) {
-    batch_item_t *it = &((batch_item_t *)opaque)[i];
+    batch_t *b = opaque;
+    batch_item_t *it = &b->items[i];
     if (!it->followed)
         return DETA_OK;
+    if (it->folded)
+        return b->folded ? DETA_OK : batch_fold(b, db, why, whysize);
     return order_store_apply_event_in(db, &it->eff, &it->result, why, whysize);
 }
 
@@ -198,10 +245,13 @@ static deta_err_t consume_batch(const deta_kafka_msg_t *msgs, size_t n, void *op
     for (size_t i = 0; i < n; i++) {
         why[i][0] = '\0';
         results[i] = batch_read(&msgs[i], &items[i], why[i], DETA_KAFKA_WHY_MAX);
+        items[i].folded = results[i] == DETA_OK && items[i].followed &&
+                          order_effect_foldable(&items[i].eff);
     }
+    batch_t batch = {.items = items, .n = n, .folded = false};
     char tx_why[256] = "";
     size_t failed = n;
-    deta_err_t err = deta_batch_run(db, n, 0, batch_apply_one, items, results, why, &failed,
+    deta_err_t err = deta_batch_run(db, n, 0, batch_apply_one, &batch, results, why, &failed,
                                     tx_why, sizeof tx_why);
     if (err)
         DETA_WARN("batch of %zu events rolled back, applying one at a time: %s", n,

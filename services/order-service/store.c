@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "deta/outbox.h"
 #include "deta/states.h"
@@ -376,5 +377,63 @@ deta_err_t order_store_apply_event(deta_db_t *db, const order_event_effect_t *ef
         err = deta_db_commit(db, errstr, errsize);
     else
         deta_db_rollback(db);
+    return err;
+}
+
+/* ---- a batch's status changes in one statement ---- */
+
+/* The effects as rows (order, state, rank); each order raised to its highest
+ * rank when that is above its own; the ranks the orders had, read in the same
+ * snapshot as the update's (a concurrent instance's change in between moves
+ * only the outcomes counted, never the status, which the update's own rank
+ * condition decides). */
+static const char FOLD_MANY_SQL[] =
+    "WITH e AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[]) AS e(order_id, state,"
+    "    rank)),"
+    " top AS (SELECT DISTINCT ON (order_id) order_id, state, rank FROM e"
+    "    ORDER BY order_id, rank DESC),"
+    " was AS (SELECT o.order_id, o.status_rank FROM orders o JOIN top USING (order_id)),"
+    " raised AS (UPDATE orders o SET status = top.state, status_rank = top.rank,"
+    "    updated_at = now() FROM top"
+    "    WHERE o.order_id = top.order_id AND o.status_rank < top.rank)"
+    " SELECT order_id::text, status_rank FROM was";
+
+deta_err_t order_store_fold_status(deta_db_t *db, const order_event_effect_t *const *effs,
+                                   size_t n, int *before, char *errstr, size_t errsize) {
+    const char **ids = calloc(n ? n : 1, sizeof *ids);
+    const char **states = calloc(n ? n : 1, sizeof *states);
+    char (*ranks)[16] = calloc(n ? n : 1, sizeof *ranks);
+    const char **rank_texts = calloc(n ? n : 1, sizeof *rank_texts);
+    char *arrays[3] = {NULL, NULL, NULL};
+    deta_err_t err = DETA_OK;
+    if (ids && states && ranks && rank_texts) {
+        for (size_t i = 0; i < n; i++) {
+            ids[i] = effs[i]->order_id;
+            states[i] = effs[i]->state;
+            snprintf(ranks[i], sizeof ranks[i], "%d", effs[i]->rank);
+            rank_texts[i] = ranks[i];
+            before[i] = -1;
+        }
+        arrays[0] = deta_db_array(ids, n);
+        arrays[1] = deta_db_array(states, n);
+        arrays[2] = deta_db_array(rank_texts, n);
+    }
+    if (!arrays[0] || !arrays[1] || !arrays[2]) {
+        err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    } else {
+        const char *params[] = {arrays[0], arrays[1], arrays[2]};
+        PGresult *res = deta_db_exec(db, FOLD_MANY_SQL, 3, params, &err, errstr, errsize);
+        for (int r = 0; res && r < PQntuples(res); r++)
+            for (size_t i = 0; i < n; i++)
+                if (strcasecmp(PQgetvalue(res, r, 0), effs[i]->order_id) == 0)
+                    before[i] = (int)strtol(PQgetvalue(res, r, 1), NULL, 10);
+        PQclear(res);
+    }
+    for (int a = 0; a < 3; a++)
+        free(arrays[a]);
+    free(ids);
+    free(states);
+    free(ranks);
+    free(rank_texts);
     return err;
 }

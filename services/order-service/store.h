@@ -46,12 +46,6 @@ deta_err_t order_store_request_cancel(deta_db_t *db, const char *order_id, const
                                       const char *requested_at, bool *requested, json_t **order,
                                       char *errstr, size_t errsize);
 
-typedef enum order_event_result {
-    ORDER_EVENT_APPLIED,       /* the status moved, or the verdict was recorded */
-    ORDER_EVENT_UNCHANGED,     /* nothing to change: a lower rank, a verdict known */
-    ORDER_EVENT_UNKNOWN_ORDER, /* no such order here */
-} order_event_result_t;
-
 /* One transaction: folds eff's state into the order's status (strictly higher
  * rank only) and records its verdict (over none or a request only). */
 deta_err_t order_store_apply_event(deta_db_t *db, const order_event_effect_t *eff,
@@ -61,5 +55,13 @@ deta_err_t order_store_apply_event(deta_db_t *db, const order_event_effect_t *ef
 deta_err_t order_store_apply_event_in(deta_db_t *db, const order_event_effect_t *eff,
                                       order_event_result_t *result, char *errstr,
                                       size_t errsize);
+
+/* The status changes of n effects that set a state and record no verdict
+ * (order_effect_foldable), applied in one statement inside the caller's
+ * transaction: each order takes the highest rank among its effects when that
+ * is above its own. before[i] is effs[i]'s order's rank as the statement found
+ * it, -1 when there is no such order (for order_fold_outcomes). */
+deta_err_t order_store_fold_status(deta_db_t *db, const order_event_effect_t *const *effs,
+                                   size_t n, int *before, char *errstr, size_t errsize);
 
 #endif

@@ -37,7 +37,7 @@
 #include "testsupport.h"
 
 #define ORDERS 8
-#define MAX_MSGS (3 * ORDERS + 1)
+#define MAX_MSGS (3 * ORDERS + 2)
 
 /* The events to send: texts owned here, keys borrowed. */
 typedef struct outbox {
@@ -155,24 +155,54 @@ static char *reserved(const char *order, const char *payload_order) {
                        json_pack("{s:s}", "orderId", payload_order), NULL);
 }
 
+/* order-service's count of inventory.reserved events with outcome. */
+static double reserved_outcome(const char *outcome) {
+    char series[160];
+    snprintf(series, sizeof series, "deta_events_total{type=\"%s\",outcome=\"%s\"}",
+             DETA_EVT_INVENTORY_RESERVED, outcome);
+    return metric_or_zero("ORDER_SERVICE_URL", series);
+}
+
+/* Polls until order-service counted want more inventory.reserved events with
+ * outcome than was. */
+static void await_outcomes(const char *outcome, double was, double want) {
+    double got = 0;
+    for (int i = 0; i < 200; i++) {
+        got = reserved_outcome(outcome) - was;
+        if (got >= want)
+            break;
+        ts_sleep_ms(100);
+    }
+    if (got != want)
+        fail_msg("inventory.reserved outcome %s: %g more, expected %g", outcome, got, want);
+}
+
 static void order_service_applies_a_batch_and_dead_letters_its_bad_event_alone(void **state) {
     (void)state;
     const char *url = "ORDER_SERVICE_URL", *topic = DETA_TOPIC_INVENTORY_EVENTS;
-    char orders[ORDERS][37], stranger[37];
+    char orders[ORDERS][37], stranger[37], unknown[37];
     for (int k = 0; k < ORDERS; k++)
         assert_int_equal(ts_order_place("cust-batch", "sku-batch", 1, orders[k]), 201);
     ts_uuid(stranger);
+    ts_uuid(unknown);
     memcpy(order_test_orders, orders, sizeof orders);
     batch_figures_t before = batch_figures(url, "order-service", topic);
+    double applied = reserved_outcome("applied"), unchanged = reserved_outcome("unchanged"),
+           unknown_order = reserved_outcome("unknown_order");
 
     /* Each order's inventory.reserved twice (the second changes nothing); order
-     * 0's pair has a bad one between them: its payload names another order. */
+     * 0's pair has a bad one between them: its payload names another order; and
+     * one of an order order-service does not know. The status changes of a
+     * batch go in one statement (order_store_fold_status): each event's outcome
+     * is still the one it would have had alone. */
     outbox_t o = {.n = 0};
     for (int k = 0; k < ORDERS; k++) {
         add(&o, topic, orders[k], reserved(orders[k], orders[k]));
         if (k == 0)
             add(&o, topic, orders[k], reserved(orders[k], stranger));
         add(&o, topic, orders[k], reserved(orders[k], orders[k]));
+        if (k == ORDERS / 2)
+            add(&o, topic, unknown, reserved(unknown, unknown));
     }
     send_and_free(&o);
 
@@ -183,6 +213,9 @@ static void order_service_applies_a_batch_and_dead_letters_its_bad_event_alone(v
     PQfinish(db);
     expect_dead_letter_alone(DETA_TOPIC_DLQ_INVENTORY_EVENTS, orders[0], "order-service",
                              "orderId");
+    await_outcomes("applied", applied, ORDERS);
+    await_outcomes("unchanged", unchanged, ORDERS);
+    await_outcomes("unknown_order", unknown_order, 1);
     batch_figures_t after = batch_figures(url, "order-service", topic);
     expect_batched(&before, &after);
     /* the bad event was refused inside its batch, not by a fallback */

@@ -132,6 +132,41 @@ static void test_exec_with_params(void **state) {
     deta_db_free(db);
 }
 
+/* deta_db_array's literal reaches the server as the very elements given, in
+ * order, however much array syntax they hold. */
+static void test_array_parameter(void **state) {
+    (void)state;
+    deta_db_t *db = new_db();
+    char why[256];
+    const char *items[] = {"NULL", "a,b", "{x}", "say \"hi\"", "back\\slash", "", " sp ",
+                           "0b6c1a52-8d1e-4c4e-9f38-2a3c3f4b5d6e"};
+    enum { N = sizeof items / sizeof *items };
+    char *array = deta_db_array(items, N);
+    assert_non_null(array);
+    const char *params[] = {array};
+    deta_err_t err = DETA_ERR_INTERNAL;
+    PGresult *r = deta_db_exec(db, "SELECT e IS NULL, e FROM unnest($1::text[]) e", 1, params,
+                               &err, why, sizeof why);
+    if (!r)
+        fail_msg("unnest: %s", why);
+    assert_int_equal(PQntuples(r), N);
+    for (int i = 0; i < N; i++) {
+        assert_string_equal(PQgetvalue(r, i, 0), "f");
+        assert_string_equal(PQgetvalue(r, i, 1), items[i]);
+    }
+    PQclear(r);
+    free(array);
+    array = deta_db_array(NULL, 0);
+    const char *none[] = {array};
+    r = deta_db_exec(db, "SELECT cardinality($1::int[])", 1, none, &err, why, sizeof why);
+    if (!r)
+        fail_msg("cardinality: %s", why);
+    assert_string_equal(PQgetvalue(r, 0, 0), "0");
+    PQclear(r);
+    free(array);
+    deta_db_free(db);
+}
+
 static void test_error_mapping(void **state) {
     (void)state;
     deta_db_t *db = new_db();
@@ -1398,6 +1433,7 @@ static const bool PREPARED = true, UNNAMED = false;
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exec_with_params),
+        cmocka_unit_test(test_array_parameter),
         cmocka_unit_test(test_error_mapping),
         cmocka_unit_test(test_transient_sqlstates),
         cmocka_unit_test(test_session_bounds),

@@ -275,6 +275,61 @@ static void a_bad_payload_names_its_field(void **state) {
     deta_event_clear(&ev);
 }
 
+static order_event_effect_t effect(const char *order, const char *state, const char *verdict) {
+    order_event_effect_t e;
+    memset(&e, 0, sizeof e);
+    snprintf(e.order_id, sizeof e.order_id, "%s", order);
+    e.state = state;
+    e.rank = state ? deta_state_rank(state) : 0;
+    e.verdict = verdict;
+    return e;
+}
+
+static void only_status_raising_effects_fold(void **state) {
+    (void)state;
+    order_event_effect_t raise = effect(ORDER, DETA_STATE_PICKED_UP, NULL);
+    order_event_effect_t cancelled = effect(ORDER, DETA_STATE_CANCELLED, ORDER_CANCEL_CANCELLED);
+    order_event_effect_t refused = effect(ORDER, NULL, ORDER_CANCEL_REFUSED);
+    assert_true(order_effect_foldable(&raise));
+    assert_false(order_effect_foldable(&cancelled));
+    assert_false(order_effect_foldable(&refused));
+}
+
+/* A batch of three orders' effects, interleaved: A known at INVENTORY_RESERVED,
+ * B unknown, C known at DELIVERED. Each outcome is what applying the effects one
+ * by one, in this order, gives. */
+static void a_fold_reports_what_one_by_one_would(void **state) {
+    (void)state;
+    const char *a = ORDER, *b = "1b6c1a52-8d1e-4c4e-9f38-2a3c3f4b5d6e",
+               *c = "2b6c1a52-8d1e-4c4e-9f38-2a3c3f4b5d6e";
+    order_event_effect_t e[] = {
+        effect(a, DETA_STATE_PAYMENT_AUTHORIZED, NULL), /* above RESERVED: applied */
+        effect(b, DETA_STATE_PAYMENT_AUTHORIZED, NULL), /* no such order */
+        effect(a, DETA_STATE_PAYMENT_AUTHORIZED, NULL), /* a repeat: unchanged */
+        effect(a, DETA_STATE_DELIVERY_ASSIGNED, NULL),  /* applied */
+        effect(c, DETA_STATE_PICKED_UP, NULL),          /* below DELIVERED: unchanged */
+        effect(a, DETA_STATE_DELIVERY_WAITING, NULL),   /* late, below ASSIGNED: unchanged */
+        effect(a, DETA_STATE_INVENTORY_RESERVED, NULL), /* the order's own: unchanged */
+        effect(a, DETA_STATE_PICKED_UP, NULL),          /* applied */
+    };
+    enum { N = sizeof e / sizeof *e };
+    int reserved = deta_state_rank(DETA_STATE_INVENTORY_RESERVED),
+        delivered = deta_state_rank(DETA_STATE_DELIVERED);
+    int before[N] = {reserved, -1, reserved, reserved, delivered, reserved, reserved, reserved};
+    const order_event_effect_t *effs[N];
+    for (int i = 0; i < N; i++)
+        effs[i] = &e[i];
+    order_event_result_t got[N];
+    order_fold_outcomes(effs, before, N, got);
+    const order_event_result_t want[N] = {
+        ORDER_EVENT_APPLIED,   ORDER_EVENT_UNKNOWN_ORDER, ORDER_EVENT_UNCHANGED,
+        ORDER_EVENT_APPLIED,   ORDER_EVENT_UNCHANGED,     ORDER_EVENT_UNCHANGED,
+        ORDER_EVENT_UNCHANGED, ORDER_EVENT_APPLIED};
+    for (int i = 0; i < N; i++)
+        if (got[i] != want[i])
+            fail_msg("effect %d: outcome %d, expected %d", i, (int)got[i], (int)want[i]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(cancel_body_is_optional),
@@ -285,6 +340,8 @@ int main(void) {
         cmocka_unit_test(a_state_event_folds_its_state),
         cmocka_unit_test(verdicts_are_read),
         cmocka_unit_test(a_bad_payload_names_its_field),
+        cmocka_unit_test(only_status_raising_effects_fold),
+        cmocka_unit_test(a_fold_reports_what_one_by_one_would),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -59,6 +59,11 @@ PGresult *deta_db_exec(deta_db_t *db, const char *sql, int nparams, const char *
 deta_err_t deta_db_run(deta_db_t *db, const char *sql, int nparams, const char *const *params,
                        char *errstr, size_t errsize);
 
+/* A Postgres array literal of the n texts, for an array parameter ($1::text[],
+ * ::uuid[], ::int[]): {"a","b"}, every element quoted (its quotes and
+ * backslashes escaped), {} for none. malloc'd; NULL when out of memory. */
+char *deta_db_array(const char *const *items, size_t n);
+
 /* The first column of the first row, parsed as JSON (the services build their
  * REST answers with json_build_object in SQL). DETA_ERR_NOT_FOUND when there is
  * no row; *out is a new reference on success. */
