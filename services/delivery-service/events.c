@@ -2,17 +2,22 @@
  * events.c - payment.authorized -> a driver, a delivery and its first ETA, or a
  * place in the queue of orders waiting for a driver.
  *
- * The steps of events.h's dispatcher (parse, claim the event id, apply, commit)
- * are used as they are; this file adds the handler and a thin wrapper around the
+ * The steps of events.h's dispatcher (parse, apply, commit) are used as they
+ * are, without the claim of the event id (own_key): every route is idempotent by
+ * the order's own rows, so a claim would only cost a statement, a round trip and
+ * a row per event. This file adds the handlers and a thin wrapper around the
  * dispatcher so that metrics and the log line are written only after the
  * transaction committed (a rolled-back or retried attempt counts nothing).
  *
- * One delivery per order, however often the event arrives: a redelivered event
- * finds its claim; a second payment.authorized for the order (another event id)
- * finds the delivery, or the order waiting, and does nothing; two racing
+ * One delivery per order, however often the event arrives: a payment.authorized
+ * again (redelivered, or another event id) finds the order known here (a
+ * delivery, a place in the queue, or a cancelled_orders row: none of them is
+ * ever deleted without another taking its place in the same transaction) and
+ * does nothing: the dispatcher counts a duplicate and rolls back. Two racing
  * instances both insert with ON CONFLICT DO NOTHING, and the loser rolls back
  * (its driver booking with it) and retries, which then finds the winner's
- * delivery.
+ * delivery. A payment.cancel_forwarded again finds its verdict given (a
+ * cancelled_orders row or the refusal recorded): a duplicate too.
  *
  * Waiting for a driver is a state, not a failure. When other orders wait already
  * (they keep their turn: first paid, first served) or no driver has room, the
@@ -21,13 +26,18 @@
  * moves on to the next message at once. The ticker (ticker.c) assigns waiting
  * orders, in paid order, as soon as drivers have room.
  *
+ * Round trips: after the order's lock, one statement says whether
+ * the order is known here, whether anyone waits, and, when neither, gives the
+ * drivers' rows (delivery_store_intake); then the booking, the delivery, and its
+ * two events in one statement (delivery_store_announce).
+ *
  * payment.cancel_forwarded -> the cancel's verdict (docs/contracts.md
  * #cancellation), decided by delivery_cancel_decide on what the order is here:
  * an ASSIGNED delivery is CANCELLED and its driver's slot freed and given to the
  * first waiting order (assign.c, as at a delivery); an order in the queue leaves
  * it; an order never seen is fenced off; each of those joins cancelled_orders
  * and delivery.cancelled says so. A delivery picked up or delivered refuses
- * (delivery.cancel_refused). All in the transaction of the event's claim.
+ * (delivery.cancel_refused). All in the event's one transaction.
  *
  * The cancel races the ticker, which may be picking the delivery up or
  * assigning the waiting order at that very moment. Each step the cancel takes
@@ -91,45 +101,35 @@ typedef struct pending {
 } pending_t;
 static _Thread_local pending_t pending;
 
-/* A driver for the order now, unless it must wait: *assigned says which. */
-static deta_err_t try_assign(delivery_events_t *e, deta_db_t *db, const payment_authorized_t *pa,
-                             const char *correlation_id, bool *assigned, char *errstr,
-                             size_t errsize) {
-    *assigned = false;
-    bool others_waiting = false;
-    deta_err_t err = delivery_store_anyone_waiting(db, &others_waiting, errstr, errsize);
-    if (err || others_waiting) /* they keep their turn */
-        return err;
-    delivery_driver_t *rows = NULL;
-    size_t n = 0;
-    if ((err = delivery_store_load_drivers(db, &rows, &n, errstr, errsize)))
-        return err;
-    err = delivery_assign_order(e->assigner, db, rows, n, pa->order_id, pa->payment_id,
-                                correlation_id, &pending.delivery, assigned, errstr, errsize);
-    free(rows);
-    return err;
-}
-
-static deta_err_t on_payment_authorized(deta_db_t *db, const deta_event_t *ev, void *opaque,
-                                        char *errstr, size_t errsize) {
-    delivery_events_t *e = opaque;
+/* *duplicate when the order is known here already: the event then does nothing. */
+static deta_err_t authorized(delivery_events_t *e, deta_db_t *db, const deta_event_t *ev,
+                             bool *duplicate, char *errstr, size_t errsize) {
     payment_authorized_t pa;
     deta_err_t err = delivery_parse_payment_authorized(ev, &pa, errstr, errsize);
     if (err)
         return err;
     if ((err = delivery_store_lock_order(db, pa.order_id, errstr, errsize)))
         return err;
-    bool known = false;
-    if ((err = delivery_store_order_known(db, pa.order_id, &known, errstr, errsize)))
+    bool known = false, others_waiting = false;
+    delivery_driver_t *rows = NULL;
+    size_t n = 0;
+    if ((err = delivery_store_intake(db, pa.order_id, &known, &others_waiting, &rows, &n, errstr,
+                                     errsize))) {
+        free(rows);
         return err;
-    if (known) {
-        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
-                 "payment.authorized %s: the order has a delivery, waits or was cancelled",
-                 ev->event_id);
+    }
+    if (known) { /* it has a delivery, waits for one, or was cancelled */
+        free(rows);
+        *duplicate = true;
         return DETA_OK;
     }
     bool assigned = false;
-    if ((err = try_assign(e, db, &pa, ev->correlation_id, &assigned, errstr, errsize)))
+    if (!others_waiting) /* else they keep their turn */
+        err = delivery_assign_order(e->assigner, db, rows, n, pa.order_id, pa.payment_id,
+                                    ev->correlation_id, &pending.delivery, &assigned, errstr,
+                                    errsize);
+    free(rows);
+    if (err)
         return err;
     if (!assigned) {
         delivery_waiting_t w;
@@ -144,6 +144,13 @@ static deta_err_t on_payment_authorized(deta_db_t *db, const deta_event_t *ev, v
     memcpy(pending.order_id, pa.order_id, sizeof pending.order_id);
     snprintf(pending.correlation_id, sizeof pending.correlation_id, "%s", ev->correlation_id);
     return DETA_OK;
+}
+
+static deta_err_t on_payment_authorized(deta_db_t *db, const deta_event_t *ev, void *opaque,
+                                        char *errstr, size_t errsize) {
+    bool duplicate = false;
+    deta_err_t err = authorized(opaque, db, ev, &duplicate, errstr, errsize);
+    return deta_event_own_result(err, duplicate);
 }
 
 /* ---- the cancel ---- */
@@ -219,9 +226,10 @@ static deta_err_t carry_out(delivery_events_t *e, deta_db_t *db, const deta_even
     return err;
 }
 
-static deta_err_t on_cancel_forwarded(deta_db_t *db, const deta_event_t *ev, void *opaque,
-                                      char *errstr, size_t errsize) {
-    delivery_events_t *e = opaque;
+/* *duplicate when the verdict was given already (a cancelled_orders row, or the
+ * refusal recorded): the event then does nothing. */
+static deta_err_t cancel_forwarded(delivery_events_t *e, deta_db_t *db, const deta_event_t *ev,
+                                   bool *duplicate, char *errstr, size_t errsize) {
     payment_cancel_forwarded_t cf;
     deta_err_t err = delivery_parse_cancel_forwarded(ev, &cf, errstr, errsize);
     if (err)
@@ -239,8 +247,9 @@ static deta_err_t on_cancel_forwarded(deta_db_t *db, const deta_event_t *ev, voi
         if ((err = carry_out(e, db, ev, &cf, v, &done, errstr, errsize)))
             return err;
         if (done) {
+            *duplicate = v == DELIVERY_CANCEL_DECIDED;
             pending.verdict = v;
-            pending.cancel = true;
+            pending.cancel = !*duplicate;
             return DETA_OK;
         }
     }
@@ -248,14 +257,19 @@ static deta_err_t on_cancel_forwarded(deta_db_t *db, const deta_event_t *ev, voi
                      "order %s kept changing under the cancel", cf.order_id);
 }
 
+static deta_err_t on_cancel_forwarded(deta_db_t *db, const deta_event_t *ev, void *opaque,
+                                      char *errstr, size_t errsize) {
+    bool duplicate = false;
+    deta_err_t err = cancel_forwarded(opaque, db, ev, &duplicate, errstr, errsize);
+    return deta_event_own_result(err, duplicate);
+}
+
 /* After the commit: the verdict's metrics and log line, and the assignments of
  * the waiting orders that got the freed slot. */
 static void report_cancel(delivery_events_t *e) {
     const pending_t *p = &pending;
     switch (p->verdict) {
-    case DELIVERY_CANCEL_DECIDED:
-        deta_log(DETA_LOG_INFO, p->order_id, p->correlation_id,
-                 "cancel forwarded again: the verdict was given already");
+    case DELIVERY_CANCEL_DECIDED: /* a duplicate: not reported */
         return;
     case DELIVERY_CANCEL_REFUSE:
         deta_counter_inc(e->cancel_refused);
@@ -310,7 +324,10 @@ delivery_events_t *delivery_events_new(deta_service_t *svc, const delivery_param
         return NULL;
     e->svc = svc;
     e->params = *params;
-    e->dispatch = deta_event_dispatch_new(svc, ROUTES, sizeof ROUTES / sizeof *ROUTES, e);
+    /* No claim: both routes are idempotent by the order's own rows (above). */
+    static const deta_event_dispatch_opts_t own = {.own_key = true};
+    e->dispatch =
+        deta_event_dispatch_new_opts(svc, ROUTES, sizeof ROUTES / sizeof *ROUTES, e, &own);
     e->assigner = delivery_assigner_new(svc, params);
     deta_metrics_t *m = deta_service_metrics(svc);
     const char *help = "Cancels of paid orders decided here, by verdict";

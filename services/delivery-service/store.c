@@ -145,6 +145,26 @@ deta_err_t delivery_store_seed_drivers(deta_db_t *db, long count, char *errstr, 
     return err;
 }
 
+/* Rows first..end of res's columns col..col+3 (driver_id, name,
+ * active_deliveries, available) as driver rows; NULL columns end the list (the
+ * outer join of delivery_store_intake). *rows malloc'd. */
+static deta_err_t drivers_from(PGresult *res, int col, delivery_driver_t **rows, size_t *n,
+                               char *errstr, size_t errsize) {
+    int count = PQntuples(res);
+    *rows = calloc(count > 0 ? (size_t)count : 1, sizeof **rows);
+    *n = 0;
+    if (!*rows)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    for (int i = 0; i < count && !PQgetisnull(res, i, col); i++) {
+        delivery_driver_t *r = &(*rows)[(*n)++];
+        copy_column(r->driver_id, sizeof r->driver_id, res, i, col);
+        copy_column(r->name, sizeof r->name, res, i, col + 1);
+        r->active = strtol(PQgetvalue(res, i, col + 2), NULL, 10);
+        r->available = PQgetvalue(res, i, col + 3)[0] == 't';
+    }
+    return DETA_OK;
+}
+
 deta_err_t delivery_store_load_drivers(deta_db_t *db, delivery_driver_t **rows, size_t *n,
                                        char *errstr, size_t errsize) {
     deta_err_t err;
@@ -156,22 +176,34 @@ deta_err_t delivery_store_load_drivers(deta_db_t *db, delivery_driver_t **rows, 
                                  0, NULL, &err, errstr, errsize);
     if (!res)
         return err;
-    int count = PQntuples(res);
-    *rows = calloc(count > 0 ? (size_t)count : 1, sizeof **rows);
-    if (!*rows) {
-        PQclear(res);
-        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
-    }
-    for (int i = 0; i < count; i++) {
-        delivery_driver_t *r = &(*rows)[i];
-        copy_column(r->driver_id, sizeof r->driver_id, res, i, 0);
-        copy_column(r->name, sizeof r->name, res, i, 1);
-        r->active = strtol(PQgetvalue(res, i, 2), NULL, 10);
-        r->available = PQgetvalue(res, i, 3)[0] == 't';
-    }
-    *n = (size_t)count;
+    err = drivers_from(res, 0, rows, n, errstr, errsize);
     PQclear(res);
-    return DETA_OK;
+    return err;
+}
+
+deta_err_t delivery_store_intake(deta_db_t *db, const char *order_id, bool *known,
+                                 bool *waiting, delivery_driver_t **rows, size_t *n,
+                                 char *errstr, size_t errsize) {
+    const char *params[] = {order_id};
+    deta_err_t err;
+    *rows = NULL;
+    *n = 0;
+    PGresult *res = deta_db_exec(
+        db,
+        "SELECT k.known, k.waiting, d.driver_id, d.name, d.active_deliveries, d.available"
+        " FROM (SELECT EXISTS (SELECT 1 FROM deliveries WHERE order_id = $1::uuid)"
+        "   OR EXISTS (SELECT 1 FROM waiting_orders WHERE order_id = $1::uuid)"
+        "   OR EXISTS (SELECT 1 FROM cancelled_orders WHERE order_id = $1::uuid) AS known,"
+        "  EXISTS (SELECT 1 FROM waiting_orders) AS waiting) k"
+        " LEFT JOIN drivers d ON NOT k.known AND NOT k.waiting",
+        1, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    *known = PQgetvalue(res, 0, 0)[0] == 't';
+    *waiting = PQgetvalue(res, 0, 1)[0] == 't';
+    err = drivers_from(res, 2, rows, n, errstr, errsize);
+    PQclear(res);
+    return err;
 }
 
 deta_err_t delivery_store_book_driver(deta_db_t *db, const char *driver_id, long capacity,
@@ -306,23 +338,6 @@ deta_err_t delivery_store_unpark(deta_db_t *db, const char *order_id, char *errs
 }
 
 /* ---- deliveries ---- */
-
-deta_err_t delivery_store_order_known(deta_db_t *db, const char *order_id, bool *known,
-                                      char *errstr, size_t errsize) {
-    const char *params[] = {order_id};
-    deta_err_t err;
-    PGresult *res = deta_db_exec(db,
-                                 "SELECT 1 FROM deliveries WHERE order_id = $1::uuid"
-                                 " UNION ALL SELECT 1 FROM waiting_orders WHERE order_id = $1::uuid"
-                                 " UNION ALL SELECT 1 FROM cancelled_orders"
-                                 "   WHERE order_id = $1::uuid",
-                                 1, params, &err, errstr, errsize);
-    if (!res)
-        return err;
-    *known = PQntuples(res) > 0;
-    PQclear(res);
-    return DETA_OK;
-}
 
 deta_err_t delivery_store_insert(deta_db_t *db, const delivery_t *d, const char *payment_id,
                                  const char *correlation_id, bool *inserted, char *errstr,

@@ -23,15 +23,20 @@ extern const size_t delivery_migrations_count;
  * seed once. */
 deta_err_t delivery_store_seed_drivers(deta_db_t *db, long count, char *errstr, size_t errsize);
 
-/* Whether the order already has a delivery, waits for one, or was cancelled
- * (cancelled_orders): a payment.authorized for it then does nothing. */
-deta_err_t delivery_store_order_known(deta_db_t *db, const char *order_id, bool *known,
-                                      char *errstr, size_t errsize);
-
 /* Every driver, as rows for delivery_choose_driver; *rows is malloc'd (the caller
  * frees it), *n may be 0. */
 deta_err_t delivery_store_load_drivers(deta_db_t *db, delivery_driver_t **rows, size_t *n,
                                        char *errstr, size_t errsize);
+
+/* What a payment.authorized needs, in one round trip (after the order's lock):
+ * *known, whether the order already has a delivery, waits for one, or was
+ * cancelled (cancelled_orders), when the event does nothing; *waiting, whether
+ * any order waits for a driver (delivery_store_anyone_waiting), when it joins
+ * the queue; and, when neither, every driver's row as delivery_store_load_drivers
+ * (else none). *rows is malloc'd either way (the caller frees it). */
+deta_err_t delivery_store_intake(deta_db_t *db, const char *order_id, bool *known,
+                                 bool *waiting, delivery_driver_t **rows, size_t *n,
+                                 char *errstr, size_t errsize);
 
 /* In a transaction: one more active delivery for the driver, only if it is still
  * available and below capacity (re-checked on the locked row, so concurrent

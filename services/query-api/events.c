@@ -130,13 +130,6 @@ static size_t type_index(const char *type) {
     return 0; /* unreachable: only routed types reach the handler */
 }
 
-/* A unique violation (deta_db's DETA_ERR_CONFLICT) in the store's or the feed's
- * statements is a bug, not the duplicate that DETA_ERR_CONFLICT tells the
- * dispatcher (own_key): it must be dead-lettered, not skipped. */
-static deta_err_t own_error(deta_err_t err) {
-    return err == DETA_ERR_CONFLICT ? DETA_ERR_INTERNAL : err;
-}
-
 static deta_err_t apply_event(deta_db_t *db, const deta_event_t *ev, void *opaque,
                               char *errstr, size_t errsize) {
     query_events_t *qe = opaque;
@@ -145,18 +138,19 @@ static deta_err_t apply_event(deta_db_t *db, const deta_event_t *ev, void *opaqu
     if (err)
         return err; /* the dispatcher logs it with the order's ids, and dead-letters it */
     read_model_outcome_t out;
-    err = own_error(read_model_apply(qe->rm, db, &c, &out, errstr, errsize));
+    /* a unique violation in the store's statements is a bug, never the duplicate */
+    err = deta_event_own_result(read_model_apply(qe->rm, db, &c, &out, errstr, errsize), false);
     if (err)
         return err;
     if (!out.applied) /* in the timeline already: nothing else happens */
-        return qe->own_key ? DETA_ERR_CONFLICT : DETA_OK;
+        return deta_event_own_result(DETA_OK, qe->own_key);
     /* The live streams' feed, after the view and in the same transaction: the
      * Postgres store's statement wrote it; with Cassandra's, it goes in the
      * claim's transaction here. Idempotent by event id. */
     if (!out.feed_written) {
         feed_entry_t fe = {c.event_id,    c.fields.order_id, c.event_type,  c.topic,
                            c.occurred_at, out.status,        out.customer_id};
-        err = own_error(feed_append(db, &fe, errstr, errsize));
+        err = deta_event_own_result(feed_append(db, &fe, errstr, errsize), false);
         if (err)
             return err;
     }

@@ -26,8 +26,8 @@
  * payment lock since the orders began (payment_duplicate_total,
  * payment_lock_timeout_total, and delivery's deta_events_total{outcome=
  * "duplicate"}): an order handled by both would show as one of them (the second
- * finds the Redis lock held, the Redis marker, or the payments/processed_events
- * row). After the kill duplicates are expected (the survivor re-reads what the
+ * finds the Redis lock held, the Redis marker, the payments row, or the order's
+ * delivery). After the kill duplicates are expected (the survivor re-reads what the
  * dead one had not committed) and the unique keys keep their effects single.
  * What this does not prove: that two instances never entered a handler for one
  * order at the same instant when the database and Redis guards would have hidden

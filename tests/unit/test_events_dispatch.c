@@ -214,8 +214,23 @@ static void test_batch_reports_each_refusal(void **state) {
     assert_true(counted(f, DETA_EVT_INVENTORY_RELEASED, "ignored") == 0);
 }
 
+/* What an own_key handler returns (deta_event_own_result): its duplicate as
+ * CONFLICT, a unique violation of its statements as INTERNAL (dead-lettered,
+ * never taken for the duplicate), every other code as it was. */
+static void test_own_result(void **state) {
+    (void)state;
+    assert_int_equal(deta_event_own_result(DETA_OK, false), DETA_OK);
+    assert_int_equal(deta_event_own_result(DETA_OK, true), DETA_ERR_CONFLICT);
+    assert_int_equal(deta_event_own_result(DETA_ERR_CONFLICT, false), DETA_ERR_INTERNAL);
+    assert_int_equal(deta_event_own_result(DETA_ERR_CONFLICT, true), DETA_ERR_INTERNAL);
+    assert_int_equal(deta_event_own_result(DETA_ERR_TRANSIENT, true), DETA_ERR_TRANSIENT);
+    assert_int_equal(deta_event_own_result(DETA_ERR_INVALID, false), DETA_ERR_INVALID);
+    assert_int_equal(deta_event_own_result(DETA_ERR_NOT_FOUND, false), DETA_ERR_NOT_FOUND);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_own_result),
         cmocka_unit_test_setup_teardown(test_malformed_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_key_must_be_the_order_id, setup, teardown),
         cmocka_unit_test_setup_teardown(test_producer_must_own_the_topic, setup, teardown),
