@@ -118,8 +118,11 @@ static deta_err_t authorized(delivery_events_t *e, deta_db_t *db, const deta_eve
         free(rows);
         return err;
     }
-    if (known) { /* it has a delivery, waits for one, or was cancelled */
+    if (known) {
         free(rows);
+        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+                 "payment.authorized %s: the order has a delivery, waits or was cancelled",
+                 ev->event_id);
         *duplicate = true;
         return DETA_OK;
     }
@@ -246,10 +249,16 @@ static deta_err_t cancel_forwarded(delivery_events_t *e, deta_db_t *db, const de
         bool done = false;
         if ((err = carry_out(e, db, ev, &cf, v, &done, errstr, errsize)))
             return err;
+        if (done && v == DELIVERY_CANCEL_DECIDED) {
+            deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
+                     "payment.cancel_forwarded %s: the verdict was given already",
+                     ev->event_id);
+            *duplicate = true;
+            return DETA_OK;
+        }
         if (done) {
-            *duplicate = v == DELIVERY_CANCEL_DECIDED;
             pending.verdict = v;
-            pending.cancel = !*duplicate;
+            pending.cancel = true;
             return DETA_OK;
         }
     }
@@ -269,7 +278,7 @@ static deta_err_t on_cancel_forwarded(deta_db_t *db, const deta_event_t *ev, voi
 static void report_cancel(delivery_events_t *e) {
     const pending_t *p = &pending;
     switch (p->verdict) {
-    case DELIVERY_CANCEL_DECIDED: /* a duplicate: not reported */
+    case DELIVERY_CANCEL_DECIDED: /* a duplicate, logged by the handler: never pending */
         return;
     case DELIVERY_CANCEL_REFUSE:
         deta_counter_inc(e->cancel_refused);

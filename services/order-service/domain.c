@@ -15,6 +15,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "deta/fields.h"
 #include "deta/money.h"
@@ -345,16 +346,18 @@ bool order_effect_foldable(const order_event_effect_t *eff) {
     return eff->state != NULL && eff->verdict == NULL;
 }
 
-void order_fold_outcomes(const order_event_effect_t *const *effs, const int *before, size_t n,
-                         order_event_result_t *results) {
+void order_fold_outcomes(const order_event_effect_t *const *effs, const bool *folded,
+                         const int *before, size_t n, order_event_result_t *results) {
     for (size_t i = 0; i < n; i++) {
+        if (!folded[i])
+            continue;
         if (before[i] < 0) {
             results[i] = ORDER_EVENT_UNKNOWN_ORDER;
             continue;
         }
         int highest = before[i];
         for (size_t j = 0; j < i; j++)
-            if (strcmp(effs[j]->order_id, effs[i]->order_id) == 0 && effs[j]->rank > highest)
+            if (strcasecmp(effs[j]->order_id, effs[i]->order_id) == 0 && effs[j]->rank > highest)
                 highest = effs[j]->rank;
         results[i] = effs[i]->rank > highest ? ORDER_EVENT_APPLIED : ORDER_EVENT_UNCHANGED;
     }

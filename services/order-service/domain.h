@@ -156,11 +156,15 @@ deta_err_t order_event_read(const deta_event_t *ev, order_event_effect_t *eff, c
  * applying them one by one would leave. */
 bool order_effect_foldable(const order_event_effect_t *eff);
 
-/* What each of n folded effects, in batch order, would have been one by one:
- * UNKNOWN_ORDER when before[i] < 0 (no such order); APPLIED when effs[i]'s rank
- * is above its order's rank before the batch and above every earlier effect's
- * of that order; UNCHANGED otherwise. */
-void order_fold_outcomes(const order_event_effect_t *const *effs, const int *before, size_t n,
-                         order_event_result_t *results);
+/* What each folded effect would have been one by one. effs are every effect of
+ * the batch that sets a state, in batch order; folded[i] says which went into
+ * the fold, and before[i] is, for those, the rank its order had when the fold
+ * read it (< 0: no such order). A folded effect is UNKNOWN_ORDER without its
+ * order; APPLIED when its rank is above that and above every earlier effect's
+ * of its order, folded or not (a verdict's state, applied on its own, counts
+ * for the events after it); UNCHANGED otherwise. results[i] is set for the
+ * folded effects only. */
+void order_fold_outcomes(const order_event_effect_t *const *effs, const bool *folded,
+                         const int *before, size_t n, order_event_result_t *results);
 
 #endif

@@ -168,33 +168,51 @@ typedef struct batch {
 } batch_t;
 
 /* The status changes of every folded item, in one statement: run at the first
- * folded item, under its savepoint; the later ones find their outcome set. Any
- * failure is reported transient, so that the batch rolls back and its events
- * go one at a time, each to its own fate. */
+ * folded item, under its savepoint; the later ones find their outcome set. The
+ * outcomes count every item that sets a state, verdicts too (their own
+ * statements run apart, but a verdict's state comes before the events after
+ * it, one by one). Any failure is reported transient, so that the batch rolls
+ * back and its events go one at a time, each to its own fate. */
 static deta_err_t batch_fold(batch_t *b, deta_db_t *db, char *why, size_t whysize) {
     const order_event_effect_t **effs = calloc(b->n, sizeof *effs);
-    int *before = calloc(b->n, sizeof *before);
+    const order_event_effect_t **fold = calloc(b->n, sizeof *fold);
+    size_t *item = calloc(b->n, sizeof *item);
+    bool *folded = calloc(b->n, sizeof *folded);
+    int *before = calloc(b->n, sizeof *before), *fold_before = calloc(b->n, sizeof *fold_before);
     order_event_result_t *outcomes = calloc(b->n, sizeof *outcomes);
     deta_err_t err = DETA_OK;
-    size_t k = 0;
-    if (!effs || !before || !outcomes) {
+    size_t n = 0, nfold = 0;
+    if (!effs || !fold || !item || !folded || !before || !fold_before || !outcomes) {
         err = deta_errf(DETA_ERR_TRANSIENT, why, whysize, "out of memory");
     } else {
-        for (size_t i = 0; i < b->n; i++)
-            if (b->items[i].folded)
-                effs[k++] = &b->items[i].eff;
-        err = order_store_fold_status(db, effs, k, before, why, whysize);
+        for (size_t i = 0; i < b->n; i++) {
+            const batch_item_t *it = &b->items[i];
+            if (!it->followed || !it->eff.state)
+                continue;
+            effs[n] = &it->eff;
+            item[n] = i;
+            folded[n] = it->folded;
+            if (it->folded)
+                fold[nfold++] = &it->eff;
+            n++;
+        }
+        err = order_store_fold_status(db, fold, nfold, fold_before, why, whysize);
     }
     if (!err) {
-        order_fold_outcomes(effs, before, k, outcomes);
-        k = 0;
-        for (size_t i = 0; i < b->n; i++)
-            if (b->items[i].folded)
-                b->items[i].result = outcomes[k++];
+        for (size_t k = 0, f = 0; k < n; k++)
+            before[k] = folded[k] ? fold_before[f++] : 0;
+        order_fold_outcomes(effs, folded, before, n, outcomes);
+        for (size_t k = 0; k < n; k++)
+            if (folded[k])
+                b->items[item[k]].result = outcomes[k];
         b->folded = true;
     }
     free(effs);
+    free(fold);
+    free(item);
+    free(folded);
     free(before);
+    free(fold_before);
     free(outcomes);
     return err ? DETA_ERR_TRANSIENT : DETA_OK;
 }

@@ -166,7 +166,10 @@ static double events_of(const char *type, const char *outcome) {
 }
 
 /* Events of type handled so far: applied, or found to change nothing (duplicate;
- * the consumer claims no event ids, its README says why). */
+ * the consumer claims no event ids, its README says why). The counts are the
+ * service's, so an event of another order handled meanwhile counts too: the
+ * waits and checks on them are lower bounds, and what the test asserts on the
+ * order's own rows and events is what decides. */
 static double handled(const char *type) {
     return events_of(type, "applied") + events_of(type, "duplicate");
 }
@@ -685,7 +688,7 @@ static void unknown_order_is_fenced(void **state) {
     double seen = handled(DETA_EVT_PAYMENT_AUTHORIZED);
     produce(&o, authorized_event(&o, NULL));
     await_handled(DETA_EVT_PAYMENT_AUTHORIZED, seen, 1);
-    assert_true(events_of(DETA_EVT_PAYMENT_AUTHORIZED, "duplicate") == dup + 1);
+    assert_true(events_of(DETA_EVT_PAYMENT_AUTHORIZED, "duplicate") >= dup + 1);
     assert_int_equal(sql_long(COUNT_DELIVERIES, o.id), 0);
     assert_int_equal(sql_long("SELECT count(*) FROM waiting_orders WHERE order_id = $1", o.id),
                      0);
@@ -707,7 +710,7 @@ static void a_second_forward_changes_nothing(void **state) {
     free(texts[0]);
     free(texts[1]);
     await_handled(DETA_EVT_PAYMENT_CANCEL_FORWARDED, seen, 2);
-    assert_true(events_of(DETA_EVT_PAYMENT_CANCEL_FORWARDED, "duplicate") == dup + 1);
+    assert_true(events_of(DETA_EVT_PAYMENT_CANCEL_FORWARDED, "duplicate") >= dup + 1);
     outcome_t ev;
     read_events(o.id, 3, &ev);
     assert_int_equal(ev.n, 3);
@@ -726,7 +729,7 @@ static void a_second_forward_changes_nothing(void **state) {
     free(texts[0]);
     free(texts[1]);
     await_handled(DETA_EVT_PAYMENT_CANCEL_FORWARDED, seen, 2);
-    assert_true(events_of(DETA_EVT_PAYMENT_CANCEL_FORWARDED, "duplicate") == dup + 1);
+    assert_true(events_of(DETA_EVT_PAYMENT_CANCEL_FORWARDED, "duplicate") >= dup + 1);
     read_events(p.id, 5, &ev);
     assert_int_equal(ev.n, 5);
     assert_int_equal(count_type(&ev, DETA_EVT_DELIVERY_CANCEL_REFUSED), 1);

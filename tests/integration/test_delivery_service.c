@@ -287,11 +287,12 @@ static void duplicate_deliveries_make_one_delivery(void **state) {
     free_journey(&j);
     /* No claims (the consumer's README): the four copies of the first event and
      * the second event find the order known here, each a duplicate that changes
-     * nothing. */
+     * nothing. The count is the service's (a lower bound: another order's
+     * duplicate counts too); the order's own rows and events below decide. */
     long long deadline = mono_ms() + WAIT_MS;
     while (ts_metric("DELIVERY_SERVICE_URL", DUPLICATES) < dup + 5 && mono_ms() < deadline)
         ts_sleep_ms(200);
-    assert_true(ts_metric("DELIVERY_SERVICE_URL", DUPLICATES) == dup + 5);
+    assert_true(ts_metric("DELIVERY_SERVICE_URL", DUPLICATES) >= dup + 5);
     assert_int_equal(sql_long("SELECT count(*) FROM processed_events WHERE event_id = $1::uuid",
                               event_id),
                      0);

@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -317,10 +318,13 @@ static void a_fold_reports_what_one_by_one_would(void **state) {
         delivered = deta_state_rank(DETA_STATE_DELIVERED);
     int before[N] = {reserved, -1, reserved, reserved, delivered, reserved, reserved, reserved};
     const order_event_effect_t *effs[N];
-    for (int i = 0; i < N; i++)
+    bool folded[N];
+    for (int i = 0; i < N; i++) {
         effs[i] = &e[i];
+        folded[i] = true;
+    }
     order_event_result_t got[N];
-    order_fold_outcomes(effs, before, N, got);
+    order_fold_outcomes(effs, folded, before, N, got);
     const order_event_result_t want[N] = {
         ORDER_EVENT_APPLIED,   ORDER_EVENT_UNKNOWN_ORDER, ORDER_EVENT_UNCHANGED,
         ORDER_EVENT_APPLIED,   ORDER_EVENT_UNCHANGED,     ORDER_EVENT_UNCHANGED,
@@ -328,6 +332,35 @@ static void a_fold_reports_what_one_by_one_would(void **state) {
     for (int i = 0; i < N; i++)
         if (got[i] != want[i])
             fail_msg("effect %d: outcome %d, expected %d", i, (int)got[i], (int)want[i]);
+}
+
+/* A verdict's state in the batch (applied on its own, not folded) counts for
+ * the folded events after it, as one by one: A is cancelled between its two
+ * events, so the late inventory.reserved after the verdict changes nothing;
+ * B's event before its verdict still applied. */
+static void a_verdict_in_the_batch_counts_for_later_events(void **state) {
+    (void)state;
+    const char *a = ORDER, *b = "1b6c1a52-8d1e-4c4e-9f38-2a3c3f4b5d6e";
+    order_event_effect_t e[] = {
+        effect(b, DETA_STATE_INVENTORY_RESERVED, NULL),
+        effect(a, DETA_STATE_CANCELLED, ORDER_CANCEL_CANCELLED),
+        effect(b, DETA_STATE_CANCELLED, ORDER_CANCEL_CANCELLED),
+        effect(a, DETA_STATE_INVENTORY_RESERVED, NULL),
+    };
+    enum { N = sizeof e / sizeof *e };
+    int created = deta_state_rank(DETA_STATE_CREATED);
+    const bool folded[N] = {true, false, false, true};
+    /* the fold ran at the first folded event, before both verdicts */
+    const int before[N] = {created, 0, 0, created};
+    const order_event_effect_t *effs[N] = {&e[0], &e[1], &e[2], &e[3]};
+    order_event_result_t got[N] = {ORDER_EVENT_UNCHANGED, ORDER_EVENT_UNKNOWN_ORDER,
+                                   ORDER_EVENT_UNKNOWN_ORDER, ORDER_EVENT_UNKNOWN_ORDER};
+    order_fold_outcomes(effs, folded, before, N, got);
+    assert_int_equal(got[0], ORDER_EVENT_APPLIED);
+    assert_int_equal(got[3], ORDER_EVENT_UNCHANGED);
+    /* the verdicts' own outcomes are their statements', not set here */
+    assert_int_equal(got[1], ORDER_EVENT_UNKNOWN_ORDER);
+    assert_int_equal(got[2], ORDER_EVENT_UNKNOWN_ORDER);
 }
 
 int main(void) {
@@ -342,6 +375,7 @@ int main(void) {
         cmocka_unit_test(a_bad_payload_names_its_field),
         cmocka_unit_test(only_status_raising_effects_fold),
         cmocka_unit_test(a_fold_reports_what_one_by_one_would),
+        cmocka_unit_test(a_verdict_in_the_batch_counts_for_later_events),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -55,19 +55,11 @@ typedef struct deta_event_dispatch_opts {
 } deta_event_dispatch_opts_t;
 
 /* Subscribes the service's consumer group to topics and dispatches by type.
- * routes must stay valid while the service runs. Migrates the inbox table (its
- * purge keeps running for the claims of an earlier version, with own_key too). */
+ * routes must stay valid while the service runs. Migrates the inbox table. */
 deta_err_t deta_service_on_events(deta_service_t *s, const char *const *topics, size_t ntopics,
                                   const deta_event_route_t *routes, size_t nroutes,
                                   void *opaque, const deta_consumer_opts_t *opts, char *errstr,
                                   size_t errsize);
-/* The same with the dispatch's options (NULL: the defaults). */
-deta_err_t deta_service_on_events_opts(deta_service_t *s, const char *const *topics,
-                                       size_t ntopics, const deta_event_route_t *routes,
-                                       size_t nroutes, void *opaque,
-                                       const deta_consumer_opts_t *opts,
-                                       const deta_event_dispatch_opts_t *dispatch_opts,
-                                       char *errstr, size_t errsize);
 
 /* What an own_key handler returns, from err (its statements' outcome) and
  * duplicate (its key showed the event applied before: nothing to do). A
