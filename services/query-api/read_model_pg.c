@@ -129,55 +129,76 @@ static const char *nullable(const char *s) { return s[0] ? s : NULL; }
 /* One statement, one round trip per event: the timeline row, and only when it
  * is new (the event id is the timeline's key, so a redelivery inserts nothing)
  * the order's view row and, from the view after it, the event's row of the live
- * streams' feed with its NOTIFY (stream/feed.h's FEED_INSERT_FROM). Parameters: $1..$6 the event, $7..$23 the view, $24
- * whether the event is order.created (its identity fields overwrite, other
- * events' fill gaps), $25..$26 the cancellation's fields (cancelled_at keeps
- * the earliest: LEAST ignores NULL, as the C fold ignores ""). The
- * answer is one row: whether the event was new, whether it set the status, and
- * the view's status, customer and createdAt (µs) after it. */
-#define IDENTITY(col)                                                                  \
-    " " col " = CASE WHEN $24::bool THEN COALESCE(EXCLUDED." col ", v." col ")"         \
-    " ELSE COALESCE(v." col ", EXCLUDED." col ") END,"
-#define COALESCED(col) " " col " = COALESCE(EXCLUDED." col ", v." col "),"
-#define RANK_RISES " EXCLUDED.status_rank > v.status_rank "
-#define ETA_NEWER                                                                      \
-    " EXCLUDED.eta_calculated_at IS NOT NULL AND (v.eta_calculated_at IS NULL"         \
-    " OR EXCLUDED.eta_calculated_at > v.eta_calculated_at) "
+ * streams' feed with its NOTIFY (stream/feed.h's FEED_INSERT_FROM). Parameters:
+ * $1..$6 the event, $7..$23 the view, $24 whether the event is order.created (its
+ * identity fields overwrite, other events' fill gaps), $25..$26 the cancellation's
+ * fields (cancelled_at keeps the earliest: LEAST ignores NULL, as the C fold
+ * ignores ""). The answer is one row: whether the event was new, whether it set
+ * the status, and the view's status, customer and createdAt (µs) after it.
+ *
+ * The view row is updated when it exists (up) and inserted only when it does not
+ * (ins): an INSERT ... ON CONFLICT DO UPDATE of an existing row locks it first, a
+ * WAL record more per event than the UPDATE. A row that another transaction
+ * inserts at the same time is a conflict of the insert, which then updates it as
+ * up would have: VIEW_SETS is the one fold, from the new values n (up's src, or
+ * EXCLUDED) over the row v. */
+#define IDENTITY(n, col)                                                               \
+    " " col " = CASE WHEN $24::bool THEN COALESCE(" n "." col ", v." col ")"            \
+    " ELSE COALESCE(v." col ", " n "." col ") END,"
+#define COALESCED(n, col) " " col " = COALESCE(" n "." col ", v." col "),"
+#define RANK_RISES(n) " " n ".status_rank > v.status_rank "
+#define ETA_NEWER(n)                                                                   \
+    " " n ".eta_calculated_at IS NOT NULL AND (v.eta_calculated_at IS NULL"            \
+    " OR " n ".eta_calculated_at > v.eta_calculated_at) "
+#define VIEW_SETS(n)                                                                   \
+    IDENTITY(n, "customer_id") IDENTITY(n, "total_amount") IDENTITY(n, "currency")     \
+    IDENTITY(n, "created_at")                                                          \
+    " status = CASE WHEN" RANK_RISES(n) "THEN " n ".status ELSE v.status END,"         \
+    " status_event_id = CASE WHEN" RANK_RISES(n)                                       \
+    "   THEN " n ".status_event_id ELSE v.status_event_id END,"                        \
+    " status_rank = GREATEST(v.status_rank, " n ".status_rank),"                       \
+    " updated_at = GREATEST(v.updated_at, " n ".updated_at),"                          \
+    COALESCED(n, "reservation_id") COALESCED(n, "payment_id")                          \
+    COALESCED(n, "delivery_id") COALESCED(n, "driver_id") COALESCED(n, "driver_name")  \
+    COALESCED(n, "delivered_at") COALESCED(n, "failure_reason")                        \
+    COALESCED(n, "refunded_amount")                                                    \
+    " cancelled_at = LEAST(v.cancelled_at, " n ".cancelled_at),"                       \
+    " estimated_delivery_at = CASE WHEN" ETA_NEWER(n)                                  \
+    "   THEN " n ".estimated_delivery_at ELSE v.estimated_delivery_at END,"            \
+    " eta_calculated_at = CASE WHEN" ETA_NEWER(n)                                      \
+    "   THEN " n ".eta_calculated_at ELSE v.eta_calculated_at END,"                    \
+    " correlation_id = COALESCE(v.correlation_id, " n ".correlation_id)"
+#define VIEW_COLS                                                                      \
+    "order_id, customer_id, total_amount, currency, status, status_rank,"              \
+    " status_event_id, created_at, updated_at, reservation_id, payment_id, delivery_id," \
+    " driver_id, driver_name, estimated_delivery_at, eta_calculated_at, delivered_at,"  \
+    " failure_reason, correlation_id, cancelled_at, refunded_amount"
+#define VIEW_RETURNING                                                                 \
+    " RETURNING COALESCE(v.status_event_id = $1::uuid, false) AS status_changed,"      \
+    "  v.status, v.customer_id,"                                                       \
+    "  (EXTRACT(EPOCH FROM v.created_at) * 1000000)::bigint AS created_us"
 
 static const char APPLY_SQL[] =
     "WITH ev AS ("
     " INSERT INTO order_events (event_id, order_id, event_type, topic, occurred_at, payload)"
     " VALUES ($1::uuid, $2::uuid, $3, $4, $5::timestamptz, $6::jsonb)"
     " ON CONFLICT (event_id) DO NOTHING RETURNING seq),"
-    " vw AS ("
-    " INSERT INTO order_view AS v (order_id, customer_id, total_amount, currency, status,"
-    "  status_rank, status_event_id, created_at, updated_at, reservation_id, payment_id,"
-    "  delivery_id, driver_id, driver_name, estimated_delivery_at, eta_calculated_at,"
-    "  delivered_at, failure_reason, correlation_id, cancelled_at, refunded_amount)"
-    " SELECT $2::uuid, $7::text, $8::numeric, $9::text, $10::text, $11::int,"
-    "  CASE WHEN $11::int > 0 THEN $1::uuid END, $12::timestamptz, $13::timestamptz,"
-    "  $14::text, $15::text, $16::text, $17::text, $18::text, $19::timestamptz,"
-    "  $20::timestamptz, $21::timestamptz, $22::text, $23::text, $25::timestamptz,"
-    "  $26::numeric FROM ev"
-    " ON CONFLICT (order_id) DO UPDATE SET"
-    IDENTITY("customer_id") IDENTITY("total_amount") IDENTITY("currency") IDENTITY("created_at")
-    " status = CASE WHEN" RANK_RISES "THEN EXCLUDED.status ELSE v.status END,"
-    " status_event_id = CASE WHEN" RANK_RISES
-    "   THEN EXCLUDED.status_event_id ELSE v.status_event_id END,"
-    " status_rank = GREATEST(v.status_rank, EXCLUDED.status_rank),"
-    " updated_at = GREATEST(v.updated_at, EXCLUDED.updated_at),"
-    COALESCED("reservation_id") COALESCED("payment_id") COALESCED("delivery_id")
-    COALESCED("driver_id") COALESCED("driver_name") COALESCED("delivered_at")
-    COALESCED("failure_reason") COALESCED("refunded_amount")
-    " cancelled_at = LEAST(v.cancelled_at, EXCLUDED.cancelled_at),"
-    " estimated_delivery_at = CASE WHEN" ETA_NEWER
-    "   THEN EXCLUDED.estimated_delivery_at ELSE v.estimated_delivery_at END,"
-    " eta_calculated_at = CASE WHEN" ETA_NEWER
-    "   THEN EXCLUDED.eta_calculated_at ELSE v.eta_calculated_at END,"
-    " correlation_id = COALESCE(v.correlation_id, EXCLUDED.correlation_id)"
-    " RETURNING COALESCE(status_event_id = $1::uuid, false) AS status_changed,"
-    "  v.status, v.customer_id,"
-    "  (EXTRACT(EPOCH FROM v.created_at) * 1000000)::bigint AS created_us),"
+    " src AS (SELECT $2::uuid AS order_id, $7::text AS customer_id,"
+    "  $8::numeric AS total_amount, $9::text AS currency, $10::text AS status,"
+    "  $11::int AS status_rank, CASE WHEN $11::int > 0 THEN $1::uuid END AS status_event_id,"
+    "  $12::timestamptz AS created_at, $13::timestamptz AS updated_at,"
+    "  $14::text AS reservation_id, $15::text AS payment_id, $16::text AS delivery_id,"
+    "  $17::text AS driver_id, $18::text AS driver_name,"
+    "  $19::timestamptz AS estimated_delivery_at, $20::timestamptz AS eta_calculated_at,"
+    "  $21::timestamptz AS delivered_at, $22::text AS failure_reason,"
+    "  $23::text AS correlation_id, $25::timestamptz AS cancelled_at,"
+    "  $26::numeric AS refunded_amount FROM ev),"
+    " up AS (UPDATE order_view AS v SET" VIEW_SETS("n") " FROM src n"
+    "  WHERE v.order_id = n.order_id" VIEW_RETURNING "),"
+    " ins AS (INSERT INTO order_view AS v (" VIEW_COLS ")"
+    "  SELECT " VIEW_COLS " FROM src WHERE NOT EXISTS (SELECT 1 FROM up)"
+    "  ON CONFLICT (order_id) DO UPDATE SET" VIEW_SETS("EXCLUDED") VIEW_RETURNING "),"
+    " vw AS (SELECT * FROM up UNION ALL SELECT * FROM ins),"
     " fs AS (SELECT $1::uuid AS event_id, $2::uuid::text AS order_id, $3::text AS event_type,"
     "  $4::text AS topic, $5::timestamptz AS occurred_at, status, customer_id FROM vw),"
     " fd AS (" FEED_INSERT_FROM("fs") ")"
@@ -189,6 +210,9 @@ static const char APPLY_SQL[] =
 #undef COALESCED
 #undef RANK_RISES
 #undef ETA_NEWER
+#undef VIEW_SETS
+#undef VIEW_COLS
+#undef VIEW_RETURNING
 
 static deta_err_t pg_apply(void *impl, deta_db_t *tx, const query_change_t *c,
                            read_model_outcome_t *out, char *errstr, size_t errsize) {

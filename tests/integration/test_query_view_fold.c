@@ -1,7 +1,7 @@
 /*
  * test_query_view_fold.c - query-api's three folds of events into an order's view
  * agree: query_view_merge() (the C fold, services/query-api/domain.c), the
- * upsert of the Postgres read model (read_model_pg.c, run through read_model.h
+ * statement of the Postgres read model (read_model_pg.c, run through read_model.h
  * on a scratch database it_query_fold_<pid> of the test stack's Postgres), and
  * the lightweight transactions of the Cassandra read model (read_model_cql.c,
  * through read_model.h too, on a keyspace it_query_fold_<pid> of the model CQL
@@ -25,12 +25,16 @@
  * batch the feed must hold exactly the timeline's events, told the same, and each
  * order's last feed row the view's status and customer.
  *
+ * One more test races two transactions folding the first events of one new order
+ * (the Postgres store's insert then meets the other's row and folds over it).
+ *
  * The C fold sees duplicates as they come (it has no timeline to stop them: its
  * idempotence is part of the contract); the Postgres store stops them at its
  * timeline; the Cassandra store folds them again (its fold is query_view_merge
  * itself, so a duplicate changes nothing). The folds are a table (folds[]): the
  * first is the reference, each store one more entry.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,11 +170,8 @@ static const char FEED_MISMATCHES[] =
     "     WHERE l.status IS DISTINCT FROM v.status"
     "        OR l.customer_id IS DISTINCT FROM v.customer_id)";
 
-static void pg_commit(void *s) {
-    pg_fold_t *pg = s;
+static void pg_feed_check(pg_fold_t *pg) {
     char err[256] = "";
-    if (deta_db_commit(pg->tx, err, sizeof err) != DETA_OK)
-        fail_msg("commit: %s", err);
     deta_err_t derr;
     PGresult *res = deta_db_exec(pg->tx, FEED_MISMATCHES, 0, NULL, &derr, err, sizeof err);
     if (!res)
@@ -179,6 +180,14 @@ static void pg_commit(void *s) {
     PQclear(res);
     if (bad != 0)
         fail_msg("the feed disagrees with the timeline or the view in %ld rows", bad);
+}
+
+static void pg_commit(void *s) {
+    pg_fold_t *pg = s;
+    char err[256] = "";
+    if (deta_db_commit(pg->tx, err, sizeof err) != DETA_OK)
+        fail_msg("commit: %s", err);
+    pg_feed_check(pg);
 }
 
 static void pg_view(void *s, size_t n, const char *order_id, query_view_t *out) {
@@ -575,6 +584,87 @@ static void run_scenario(void **state) {
     printf("%s: %zu orders of arrival, folded alike by %zu folds\n", sc->name, total, NFOLDS);
 }
 
+/* ---- two first events of a new order at once ---- */
+
+/* The Postgres store updates an order's row when it sees one, else inserts it. Two
+ * transactions folding the first events of one new order both see none: the
+ * second's insert meets the first's uncommitted row, waits for it, and then folds
+ * over it (the statement's ON CONFLICT branch). The view must be the C fold of
+ * the two in their order of commit, the feed one row each. */
+typedef struct racer {
+    pg_fold_t *pg;
+    const query_change_t *c;
+    bool changed;
+    int rc;
+    char err[256];
+} racer_t;
+
+static void *race_second(void *arg) {
+    racer_t *r = arg;
+    deta_db_t *tx = deta_db_pool_get(deta_service_db(r->pg->svc));
+    read_model_outcome_t out;
+    r->rc = -1;
+    if (!tx || deta_db_begin(tx, r->err, sizeof r->err) != DETA_OK)
+        return NULL;
+    if (read_model_apply(r->pg->rm, tx, r->c, &out, r->err, sizeof r->err) != DETA_OK ||
+        !out.applied) {
+        deta_db_rollback(tx);
+        return NULL;
+    }
+    if (deta_db_commit(tx, r->err, sizeof r->err) != DETA_OK)
+        return NULL;
+    r->changed = out.status_changed;
+    r->rc = 0;
+    return NULL;
+}
+
+/* Backends of the database waiting for a lock (the second racer at the insert). */
+static const char LOCK_WAITERS[] = "SELECT count(*) FROM pg_stat_activity"
+                                   " WHERE datname = $1 AND wait_event_type = 'Lock'";
+
+static void first_events_race(void **state) {
+    (void)state;
+    static const scenario_t sc = {"race", {CREATED("12:00"), RESERVED("12:01")}, {0, 1, -1}, 3};
+    pg_fold_t *pg = fold_state[1];
+    order_t *o = &batch[0];
+    const int arrivals[] = {0, 1};
+    order_build(o, &sc, arrivals, 2);
+    query_view_t want;
+    memset(&want, 0, sizeof want);
+    bool want_changed[2];
+    for (size_t k = 0; k < 2; k++)
+        want_changed[k] = query_view_merge(&want, &o->changes[k]);
+
+    pg_begin(pg);
+    bool changed0 = pg_apply(pg, 0, &o->changes[0]); /* inserts the row, uncommitted */
+    racer_t second = {.pg = pg, .c = &o->changes[1]};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, race_second, &second), 0);
+    long waiting = 0;
+    for (int i = 0; i < 500 && waiting == 0; i++) {
+        ts_sleep_ms(10);
+        waiting = ts_db_long(pg->cfg.pg_database, LOCK_WAITERS, pg->cfg.pg_database);
+    }
+    pg_commit(pg);
+    pthread_join(t, NULL);
+    if (waiting == 0)
+        fail_msg("the second transaction never waited for the first's row");
+    if (second.rc != 0)
+        fail_msg("the second transaction: %s", second.err);
+    pg_feed_check(pg);
+
+    query_view_t got;
+    pg_view(pg, 0, o->id, &got);
+    for (size_t i = 0; i < sizeof view_fields / sizeof *view_fields; i++)
+        if (strcmp(field_of(&want, &view_fields[i]), field_of(&got, &view_fields[i])) != 0)
+            fail_msg("%s: the C fold has \"%s\", Postgres \"%s\"", view_fields[i].name,
+                     field_of(&want, &view_fields[i]), field_of(&got, &view_fields[i]));
+    assert_int_equal(changed0, want_changed[0]);
+    assert_int_equal(second.changed, want_changed[1]);
+    assert_true(want_changed[1]); /* the second event's fold is seen in the view */
+    order_clear(o);
+}
+
 /* ---- setup ---- */
 
 static int setup(void **state) {
@@ -605,6 +695,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         SCENARIO(0), SCENARIO(1), SCENARIO(2), SCENARIO(3), SCENARIO(4), SCENARIO(5),
         SCENARIO(6), SCENARIO(7), SCENARIO(8), SCENARIO(9),
+        cmocka_unit_test(first_events_race),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

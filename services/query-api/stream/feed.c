@@ -28,6 +28,8 @@ static const deta_migration_t feed_migrations[] = {
      "  created_at timestamptz NOT NULL DEFAULT now());"
      "CREATE INDEX stream_feed_order_idx ON stream_feed (order_id, seq);"
      "CREATE INDEX stream_feed_created_idx ON stream_feed (created_at);"},
+    {2, "stream_feed: no unique index on event_id (feed.h, FEED_INSERT_FROM)",
+     "ALTER TABLE stream_feed DROP CONSTRAINT IF EXISTS stream_feed_event_id_key;"},
 };
 
 deta_err_t feed_prepare(deta_service_t *svc, char *errstr, size_t errsize) {
