@@ -345,29 +345,49 @@ static deta_err_t pg_get(void *impl, const char *order_id, query_view_t *out, ch
     return err;
 }
 
-/* One statement for every combination of filters: an absent filter is a NULL
- * parameter. Parameters are sent with each query (no prepared generic plan), so
- * the planner still sees which index fits. One row more than asked tells whether
+/* A statement of its own for each combination of filters present (eight texts at
+ * most), each with only its own conditions: prepared once per connection, its
+ * plan is made for what it filters on, and the server may keep it (a generic
+ * plan) instead of planning each call as one text with every filter optional
+ * ("$1 IS NULL OR ...") made it do. One row more than asked tells whether
  * another page follows. */
-static const char LIST_WHERE[] =
-    " FROM order_view"
-    " WHERE ($1::text IS NULL OR status = $1)"
-    "   AND ($2::text IS NULL OR customer_id = $2)"
-    "   AND ($3::timestamptz IS NULL OR (first_seen_at, order_id) < ($3::timestamptz, $4::uuid))"
-    " ORDER BY first_seen_at DESC, order_id DESC LIMIT $5::int";
+static void list_sql(const query_list_params_t *p, char *sql, size_t size) {
+    int n = snprintf(sql, size, "SELECT %s FROM order_view WHERE true", VIEW_COLUMNS);
+    int k = 0;
+    if (p->status[0])
+        n += snprintf(sql + n, size - (size_t)n, " AND status = $%d", ++k);
+    if (p->customer_id[0])
+        n += snprintf(sql + n, size - (size_t)n, " AND customer_id = $%d", ++k);
+    if (p->has_cursor) {
+        n += snprintf(sql + n, size - (size_t)n,
+                      " AND (first_seen_at, order_id) < ($%d::timestamptz, $%d::uuid)", k + 1,
+                      k + 2);
+        k += 2;
+    }
+    snprintf(sql + n, size - (size_t)n,
+             " ORDER BY first_seen_at DESC, order_id DESC LIMIT $%d::int", k + 1);
+}
 
 static deta_err_t pg_list(void *impl, const query_list_params_t *p, query_page_t *out,
                           char *errstr, size_t errsize) {
     pg_model_t *rm = impl;
     memset(out, 0, sizeof *out);
     char sql[4096], limit[16];
-    snprintf(sql, sizeof sql, "SELECT %s%s", VIEW_COLUMNS, LIST_WHERE);
+    list_sql(p, sql, sizeof sql);
     snprintf(limit, sizeof limit, "%d", p->limit + 1);
-    const char *params[] = {nullable(p->status), nullable(p->customer_id),
-                            p->has_cursor ? p->after.at : NULL,
-                            p->has_cursor ? p->after.order_id : NULL, limit};
+    const char *params[5];
+    int np = 0;
+    if (p->status[0])
+        params[np++] = p->status;
+    if (p->customer_id[0])
+        params[np++] = p->customer_id;
+    if (p->has_cursor) {
+        params[np++] = p->after.at;
+        params[np++] = p->after.order_id;
+    }
+    params[np++] = limit;
     deta_err_t err;
-    PGresult *res = query(rm, sql, 5, params, &err, errstr, errsize);
+    PGresult *res = query(rm, sql, np, params, &err, errstr, errsize);
     if (!res)
         return err;
     int rows = PQntuples(res);
