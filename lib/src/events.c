@@ -258,14 +258,17 @@ deta_err_t deta_event_dispatch_batch_bounded(const deta_kafka_msg_t *msgs, size_
     return err;
 }
 
-deta_err_t deta_service_on_events(deta_service_t *s, const char *const *topics, size_t ntopics,
-                                  const deta_event_route_t *routes, size_t nroutes,
-                                  void *opaque, const deta_consumer_opts_t *opts, char *errstr,
-                                  size_t errsize) {
+deta_err_t deta_service_on_events_opts(deta_service_t *s, const char *const *topics,
+                                       size_t ntopics, const deta_event_route_t *routes,
+                                       size_t nroutes, void *opaque,
+                                       const deta_consumer_opts_t *opts,
+                                       const deta_event_dispatch_opts_t *dispatch_opts,
+                                       char *errstr, size_t errsize) {
     deta_err_t err = deta_service_use_inbox(s, errstr, errsize);
     if (err)
         return err;
-    deta_event_dispatch_t *d = deta_event_dispatch_new(s, routes, nroutes, opaque);
+    deta_event_dispatch_t *d = deta_event_dispatch_new_opts(s, routes, nroutes, opaque,
+                                                            dispatch_opts);
     if (!d)
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
     err = deta_service_consume(s, topics, ntopics, deta_event_dispatch, d, opts, errstr, errsize);
@@ -275,6 +278,14 @@ deta_err_t deta_service_on_events(deta_service_t *s, const char *const *topics, 
     }
     deta_service_adopt(s, d, (void (*)(void *))deta_event_dispatch_free);
     return DETA_OK;
+}
+
+deta_err_t deta_service_on_events(deta_service_t *s, const char *const *topics, size_t ntopics,
+                                  const deta_event_route_t *routes, size_t nroutes,
+                                  void *opaque, const deta_consumer_opts_t *opts, char *errstr,
+                                  size_t errsize) {
+    return deta_service_on_events_opts(s, topics, ntopics, routes, nroutes, opaque, opts, NULL,
+                                       errstr, errsize);
 }
 
 deta_err_t deta_event_own_result(deta_err_t err, bool duplicate) {

@@ -55,11 +55,24 @@ typedef struct deta_event_dispatch_opts {
 } deta_event_dispatch_opts_t;
 
 /* Subscribes the service's consumer group to topics and dispatches by type.
- * routes must stay valid while the service runs. Migrates the inbox table. */
+ * routes must stay valid while the service runs. Migrates the inbox table and
+ * schedules its purge (deta_service_use_inbox), with own_key too: the purge then
+ * takes away the claims an earlier version wrote, and costs one empty DELETE a
+ * turn once they are gone. */
 deta_err_t deta_service_on_events(deta_service_t *s, const char *const *topics, size_t ntopics,
                                   const deta_event_route_t *routes, size_t nroutes,
                                   void *opaque, const deta_consumer_opts_t *opts, char *errstr,
                                   size_t errsize);
+/* The same with the dispatch's options (NULL: the defaults, as
+ * deta_service_on_events), e.g. own_key for a consumer whose routes are all
+ * idempotent by their own keys. The options are per call: each consumer of a
+ * service chooses its own. */
+deta_err_t deta_service_on_events_opts(deta_service_t *s, const char *const *topics,
+                                       size_t ntopics, const deta_event_route_t *routes,
+                                       size_t nroutes, void *opaque,
+                                       const deta_consumer_opts_t *opts,
+                                       const deta_event_dispatch_opts_t *dispatch_opts,
+                                       char *errstr, size_t errsize);
 
 /* What an own_key handler returns, from err (its statements' outcome) and
  * duplicate (its key showed the event applied before: nothing to do). A
