@@ -1,16 +1,45 @@
 /*
  * events.c - inventory-service's event handlers (see events.h).
  *
- * Each handler runs inside the transaction the events.h dispatcher opened after
- * claiming the event id, and writes its own event only through the outbox in that
- * same transaction: the stock move, the reservation, the claim and the outbox row
- * commit together, or nothing does and the message is retried.
+ * Each handler runs inside the transaction the events.h dispatcher opened, and
+ * writes its own event only through the outbox in that same transaction: the
+ * stock move, the reservation and the outbox row commit together, or nothing
+ * does and the message is retried.
+ *
+ * No claim of the event id (the dispatcher's own_key, for all three consumers):
+ * every route is idempotent by the order's own reservation row, which nothing
+ * deletes. A route acts only on states of the row that its action leaves and
+ * that, once left, never come back (no route and no sweep leads back to them),
+ * so the same event again, or another event id for the same step, finds nothing
+ * to do, whenever it comes and whatever the order's other routes did meanwhile;
+ * and an event that found nothing to do once finds nothing later either (but for
+ * a verdict for an order with no row, which the saga never sends: compensate):
+ *   order.created acts when the order has no row (its insert is the key), or
+ *     on a CANCELLED row that no order.created reached (the first records the
+ *     order's customer on it, counted once in inventory_orders_after_cancel_total);
+ *   payment.authorized acts on HELD, or RELEASED with reason HOLD_EXPIRED, and
+ *     leaves SOLD or UNFULFILLABLE; payment.failed acts on HELD and leaves
+ *     RELEASED; HELD is only ever inserted, and HOLD_EXPIRED only set from HELD;
+ *   order.cancel_requested acts while the row has no cancel_outcome (or there
+ *     is no row) and records one;
+ *   payment.cancelled and delivery.cancelled act on HELD, SOLD, or RELEASED
+ *     with HOLD_EXPIRED, and leave RELEASED with ORDER_CANCELLED.
+ * A route that finds nothing to do writes nothing, publishes nothing and counts
+ * nothing, and answers a duplicate (deta_event_own_result): the dispatcher rolls
+ * it back and counts it in deta_events_total{outcome="duplicate"}, whether it
+ * is a redelivery, a re-send, or an outcome the row's state has made moot. Two
+ * instances applying the same event at once (a rebalance) serialize on the
+ * reservation row: its lock (FOR UPDATE), or for an insert the primary key, on
+ * which the second waits and then finds the first's row. A unique violation of
+ * any other key is a bug: deta_event_own_result dead-letters it, never takes it
+ * for the duplicate. Unlike a claim, the rows are never purged, so a replay long
+ * after INBOX_RETENTION_HOURS is still a duplicate.
  *
  * order.created: the order's stock rows are locked in a fixed order and read, the
  * domain decides all-or-nothing, and the order's single reservation row is
  * inserted (HELD or REJECTED) before any stock moves. The reservation's key is
- * the order id, so an order.created re-sent with a new event id (which the claim
- * does not catch) finds the row and changes nothing.
+ * the order id, so an order.created delivered again or re-sent with a new event
+ * id finds the row and changes nothing.
  *
  * Payment outcomes settle a HELD reservation: payment.authorized moves held to
  * sold (status SOLD; nothing is published, since no one waits for it: the order's
@@ -35,13 +64,14 @@
  * (order.created was dead-lettered) records a CANCELLED row without items and
  * publishes inventory.cancelled; a later order.created then finds the row and
  * reserves nothing. The outcome is kept on the row (cancel_outcome), so a cancel
- * re-sent under a new event id decides nothing again. The verdicts that end a
- * cancel downstream, payment.cancelled and delivery.cancelled, are compensated
- * here: a HELD or SOLD reservation gives its units back to available (RELEASED,
- * reason ORDER_CANCELLED, inventory.released). A late payment.authorized for it
- * then takes nothing: only a hold released as HOLD_EXPIRED is retaken, and a
- * verdict finding such a hold marks it ORDER_CANCELLED for that reason. Stock is
- * conserved: these moves change where units are, never how many.
+ * delivered again or re-sent under a new event id decides nothing again. The
+ * verdicts that end a cancel downstream, payment.cancelled and delivery.cancelled,
+ * are compensated here: a HELD or SOLD reservation gives its units back to
+ * available (RELEASED, reason ORDER_CANCELLED, inventory.released). A late
+ * payment.authorized for it then takes nothing: only a hold released as
+ * HOLD_EXPIRED is retaken, and a verdict finding such a hold marks it
+ * ORDER_CANCELLED for that reason. Stock is conserved: these moves change where
+ * units are, never how many.
  *
  * inventory.reserved carries holdExpiresAt, the reservation instant plus
  * INVENTORY_HOLD_TTL_S: payment-service charges no hold past it, and the sweeper
@@ -193,15 +223,19 @@ static deta_err_t reject(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
     return DETA_OK;
 }
 
-/* order.created for an order that has a row: a re-sent one, or one whose cancel
- * came first (a CANCELLED row, which is final: nothing is reserved for it). */
+/* order.created for an order that has a row: the first one whose cancel came
+ * first (a CANCELLED row, which is final: nothing is reserved for it), or a
+ * duplicate: delivered again, re-sent, or after such a first. */
 static deta_err_t already_there(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
+                                const inv_request_t *r, const char *at, bool *duplicate,
                                 char *errstr, size_t errsize) {
     char status[16];
-    deta_err_t err = inv_store_status(db, ev->order_id, status, errstr, errsize);
+    bool first_after_cancel = false;
+    deta_err_t err = inv_store_created_again(db, r, at, status, &first_after_cancel, errstr,
+                                             errsize);
     if (err)
         return err;
-    if (strcmp(status, INV_STATUS_CANCELLED) == 0) {
+    if (first_after_cancel) {
         deta_counter_inc(e->created_after_cancel);
         deta_log(DETA_LOG_WARN, ev->order_id, ev->correlation_id,
                  "order.created %s for an order cancelled before it: nothing reserved",
@@ -209,14 +243,14 @@ static deta_err_t already_there(inv_events_t *e, deta_db_t *db, const deta_event
         return DETA_OK;
     }
     deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
-             "order.created %s: the order has a reservation already, nothing to do",
-             ev->event_id);
+             "order.created %s: the order has a %s reservation already, nothing to do",
+             ev->event_id, status);
+    *duplicate = true;
     return DETA_OK;
 }
 
-static deta_err_t on_order_created(deta_db_t *db, const deta_event_t *ev, void *opaque,
-                                   char *errstr, size_t errsize) {
-    inv_events_t *e = opaque;
+static deta_err_t order_created(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
+                                bool *duplicate, char *errstr, size_t errsize) {
     inv_request_t r;
     inv_level_t levels[INV_MAX_LINES];
     size_t nlevels = 0;
@@ -242,7 +276,7 @@ static deta_err_t on_order_created(deta_db_t *db, const deta_event_t *ev, void *
     if (err)
         return err;
     if (!inserted)
-        return already_there(e, db, ev, errstr, errsize);
+        return already_there(e, db, ev, &r, at, duplicate, errstr, errsize);
     return d.reserve ? reserve(e, db, ev, &r, reservation_id, at, expires, errstr, errsize)
                      : reject(e, db, ev, &r, &d, at, errstr, errsize);
 }
@@ -307,8 +341,9 @@ static deta_err_t retake(inv_events_t *e, deta_db_t *db, const inv_reservation_t
     return DETA_OK;
 }
 
+/* *duplicate when the reservation's status leaves the outcome nothing to do. */
 static deta_err_t settle(inv_events_t *e, deta_db_t *db, const deta_event_t *ev, bool authorized,
-                         char *errstr, size_t errsize) {
+                         bool *duplicate, char *errstr, size_t errsize) {
     inv_reservation_t res;
     deta_err_t err = inv_store_lock_reservation(db, ev->order_id, &res, errstr, errsize);
     if (err == DETA_ERR_NOT_FOUND)
@@ -340,6 +375,7 @@ static deta_err_t settle(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
     }
     deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
              "%s for a %s reservation: nothing to do", ev->event_type, res.status);
+    *duplicate = true;
     return DETA_OK;
 }
 
@@ -350,22 +386,24 @@ deta_err_t inv_events_expire(inv_events_t *e, deta_db_t *db, const inv_reservati
     return release(e, db, res, INV_REASON_HOLD_EXPIRED, at, errstr, errsize);
 }
 
-static deta_err_t on_payment_authorized(deta_db_t *db, const deta_event_t *ev, void *opaque,
-                                        char *errstr, size_t errsize) {
-    return settle(opaque, db, ev, true, errstr, errsize);
+static deta_err_t payment_authorized(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
+                                     bool *duplicate, char *errstr, size_t errsize) {
+    return settle(e, db, ev, true, duplicate, errstr, errsize);
 }
 
-static deta_err_t on_payment_failed(deta_db_t *db, const deta_event_t *ev, void *opaque,
-                                    char *errstr, size_t errsize) {
-    return settle(opaque, db, ev, false, errstr, errsize);
+static deta_err_t payment_failed(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
+                                 bool *duplicate, char *errstr, size_t errsize) {
+    return settle(e, db, ev, false, duplicate, errstr, errsize);
 }
 
 /* ---- the cancellation saga ---- */
 
-/* Queues the cancel's verdict or forward of this step, and records it. */
+/* Queues the cancel's verdict or forward of this step, and records it;
+ * *duplicate when the cancel was decided before. */
 static deta_err_t decide_cancel(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
                                 const inv_cancel_request_t *c, const inv_reservation_t *res,
-                                inv_cancel_step_t step, char *errstr, size_t errsize) {
+                                inv_cancel_step_t step, bool *duplicate, char *errstr,
+                                size_t errsize) {
     char at[DETA_TS_LEN];
     deta_timestamp_now(at);
     deta_err_t err = DETA_OK;
@@ -404,7 +442,9 @@ static deta_err_t decide_cancel(inv_events_t *e, deta_db_t *db, const deta_event
         deta_uuid_new(reservation_id);
         err = inv_store_insert_cancelled(db, c->order_id, reservation_id, ev->correlation_id,
                                          c->requested_at, at, &inserted, errstr, errsize);
-        if (!err && !inserted) /* its order.created committed meanwhile (a rebalance) */
+        /* its order.created, or this cancel on another instance, committed
+         * meanwhile (a rebalance): decided again on that row */
+        if (!err && !inserted)
             return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
                              "order %s got a reservation while its cancel was decided",
                              c->order_id);
@@ -425,14 +465,14 @@ static deta_err_t decide_cancel(inv_events_t *e, deta_db_t *db, const deta_event
     deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
              "order.cancel_requested %s: the cancel was decided already (%s), nothing to do",
              ev->event_id, res->cancel_outcome);
+    *duplicate = true;
     return DETA_OK;
 }
 
 /* order.cancel_requested: decided under the lock of the order's reservation row,
  * after its order.created (same key, same partition, same consumer). */
-static deta_err_t on_cancel_requested(deta_db_t *db, const deta_event_t *ev, void *opaque,
-                                      char *errstr, size_t errsize) {
-    inv_events_t *e = opaque;
+static deta_err_t cancel_requested(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
+                                   bool *duplicate, char *errstr, size_t errsize) {
     inv_cancel_request_t c;
     if (inv_cancel_request_read(ev->payload, ev->order_id, &c, errstr, errsize))
         return DETA_ERR_INVALID;
@@ -443,16 +483,18 @@ static deta_err_t on_cancel_requested(deta_db_t *db, const deta_event_t *ev, voi
     bool found = err == DETA_OK;
     inv_cancel_step_t step = inv_cancel_step(found ? res.status : NULL,
                                              found && res.cancel_outcome[0] != '\0');
-    return decide_cancel(e, db, ev, &c, &res, step, errstr, errsize);
+    return decide_cancel(e, db, ev, &c, &res, step, duplicate, errstr, errsize);
 }
 
 /* payment.cancelled, delivery.cancelled: the cancel won, so whatever this order
  * holds or bought goes back to available. A verdict for an order with no
  * reservation is skipped, not dead-lettered: every verdict follows this
  * service's inventory.cancel_forwarded, so it cannot happen in the saga, and
- * there is nothing to give back (a retry or a dead letter would help no one). */
+ * there is nothing to give back (a retry or a dead letter would help no one);
+ * it is applied (nothing written), not a duplicate: nothing was done before.
+ * *duplicate when the reservation has nothing (more) to give back. */
 static deta_err_t compensate(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
-                             char *errstr, size_t errsize) {
+                             bool *duplicate, char *errstr, size_t errsize) {
     if (inv_cancel_verdict_read(ev->payload, ev->order_id, errstr, errsize))
         return DETA_ERR_INVALID;
     inv_reservation_t res;
@@ -489,12 +531,41 @@ static deta_err_t compensate(inv_events_t *e, deta_db_t *db, const deta_event_t 
     }
     deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id,
              "%s for a %s reservation: nothing to give back", ev->event_type, res.status);
+    *duplicate = true;
     return DETA_OK;
 }
 
-static deta_err_t on_cancel_verdict(deta_db_t *db, const deta_event_t *ev, void *opaque,
-                                    char *errstr, size_t errsize) {
-    return compensate(opaque, db, ev, errstr, errsize);
+/* ---- the routes ---- */
+
+/* A route's step: its effects, or *duplicate when it finds nothing to do. */
+typedef deta_err_t (*inv_step_fn)(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
+                                  bool *duplicate, char *errstr, size_t errsize);
+
+static const struct {
+    const char *event_type;
+    inv_step_fn step;
+} STEPS[] = {
+    {DETA_EVT_ORDER_CREATED, order_created},
+    {DETA_EVT_ORDER_CANCEL_REQUESTED, cancel_requested},
+    {DETA_EVT_PAYMENT_AUTHORIZED, payment_authorized},
+    {DETA_EVT_PAYMENT_FAILED, payment_failed},
+    {DETA_EVT_PAYMENT_CANCELLED, compensate},
+    {DETA_EVT_DELIVERY_CANCELLED, compensate},
+};
+
+/* The handler of every route below: the step of the event's type, and what the
+ * dispatcher (own_key) gets of it: its duplicate as DETA_ERR_CONFLICT, a unique
+ * violation of its statements as a failure (deta_event_own_result). */
+static deta_err_t on_event(deta_db_t *db, const deta_event_t *ev, void *opaque, char *errstr,
+                           size_t errsize) {
+    for (size_t i = 0; i < sizeof STEPS / sizeof *STEPS; i++) {
+        if (strcmp(STEPS[i].event_type, ev->event_type) != 0)
+            continue;
+        bool duplicate = false;
+        deta_err_t err = STEPS[i].step(opaque, db, ev, &duplicate, errstr, errsize);
+        return deta_event_own_result(err, duplicate);
+    }
+    return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "no step for %s", ev->event_type);
 }
 
 /* Three consumers: orders (and their cancel requests), payment outcomes (and
@@ -504,16 +575,16 @@ static deta_err_t on_cancel_verdict(deta_db_t *db, const deta_event_t *ev, void 
  * delivery verdicts, which only this service's third consumer reads, wait for
  * nothing of the busy order and payment topics. */
 static const deta_event_route_t ORDER_ROUTES[] = {
-    {DETA_EVT_ORDER_CREATED, on_order_created},
-    {DETA_EVT_ORDER_CANCEL_REQUESTED, on_cancel_requested},
+    {DETA_EVT_ORDER_CREATED, on_event},
+    {DETA_EVT_ORDER_CANCEL_REQUESTED, on_event},
 };
 static const deta_event_route_t PAYMENT_ROUTES[] = {
-    {DETA_EVT_PAYMENT_AUTHORIZED, on_payment_authorized},
-    {DETA_EVT_PAYMENT_FAILED, on_payment_failed},
-    {DETA_EVT_PAYMENT_CANCELLED, on_cancel_verdict},
+    {DETA_EVT_PAYMENT_AUTHORIZED, on_event},
+    {DETA_EVT_PAYMENT_FAILED, on_event},
+    {DETA_EVT_PAYMENT_CANCELLED, on_event},
 };
 static const deta_event_route_t DELIVERY_ROUTES[] = {
-    {DETA_EVT_DELIVERY_CANCELLED, on_cancel_verdict},
+    {DETA_EVT_DELIVERY_CANCELLED, on_event},
 };
 
 static const char *const ORDER_TOPICS[] = {DETA_TOPIC_ORDER_EVENTS};
@@ -522,7 +593,7 @@ static const char *const DELIVERY_TOPICS[] = {DETA_TOPIC_DELIVERY_EVENTS};
 
 #define NROUTES(r) (sizeof r / sizeof *r)
 
-/* The batch handler: opaque is the dispatch deta_service_on_events made. */
+/* The batch handler: opaque is the dispatch deta_service_on_events_opts made. */
 static deta_err_t consume_batch(const deta_kafka_msg_t *msgs, size_t n, void *dispatch,
                                 deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX]) {
     return deta_event_dispatch_batch_bounded(msgs, n, dispatch, INV_BATCH_LOCK_TIMEOUT_MS,
@@ -533,13 +604,18 @@ deta_err_t inv_events_subscribe(inv_events_t *e, char *errstr, size_t errsize) {
     deta_consumer_opts_t opts = {.workers = INV_CONSUMER_WORKERS,
                                  .batch_fn = consume_batch,
                                  .batch_max = INV_BATCH_MAX};
-    deta_err_t err = deta_service_on_events(e->svc, ORDER_TOPICS, 1, ORDER_ROUTES,
-                                            NROUTES(ORDER_ROUTES), e, &opts, errstr, errsize);
+    /* No claim: every route is idempotent by the order's reservation row (above). */
+    static const deta_event_dispatch_opts_t own_key = {.own_key = true};
+    deta_err_t err = deta_service_on_events_opts(e->svc, ORDER_TOPICS, 1, ORDER_ROUTES,
+                                                 NROUTES(ORDER_ROUTES), e, &opts, &own_key,
+                                                 errstr, errsize);
     if (!err)
-        err = deta_service_on_events(e->svc, PAYMENT_TOPICS, 1, PAYMENT_ROUTES,
-                                     NROUTES(PAYMENT_ROUTES), e, &opts, errstr, errsize);
+        err = deta_service_on_events_opts(e->svc, PAYMENT_TOPICS, 1, PAYMENT_ROUTES,
+                                          NROUTES(PAYMENT_ROUTES), e, &opts, &own_key, errstr,
+                                          errsize);
     if (!err)
-        err = deta_service_on_events(e->svc, DELIVERY_TOPICS, 1, DELIVERY_ROUTES,
-                                     NROUTES(DELIVERY_ROUTES), e, &opts, errstr, errsize);
+        err = deta_service_on_events_opts(e->svc, DELIVERY_TOPICS, 1, DELIVERY_ROUTES,
+                                          NROUTES(DELIVERY_ROUTES), e, &opts, &own_key, errstr,
+                                          errsize);
     return err;
 }

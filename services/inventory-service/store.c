@@ -434,16 +434,32 @@ deta_err_t inv_store_set_status(deta_db_t *db, const inv_reservation_t *res, con
 
 /* ---- cancelling ---- */
 
-deta_err_t inv_store_status(deta_db_t *db, const char *order_id, char status[16], char *errstr,
-                            size_t errsize) {
-    const char *params[] = {order_id};
+/* The row was there (the caller's insert found it). A CANCELLED row that no
+ * order.created reached yet has no customer: the first to reach it records the
+ * order's customer, amount and currency, and the statement says whether it did.
+ * Its status is read from the statement's snapshot: a CANCELLED row stays so. */
+static const char CREATED_AGAIN_SQL[] =
+    "WITH seen AS ("
+    "  UPDATE reservations SET customer_id = $2, total_amount = $3::numeric, currency = $4,"
+    "    updated_at = $5::timestamptz"
+    "  WHERE order_id = $1 AND status = 'CANCELLED' AND customer_id IS NULL"
+    "  RETURNING order_id)"
+    "SELECT status, EXISTS (SELECT 1 FROM seen) FROM reservations WHERE order_id = $1";
+
+deta_err_t inv_store_created_again(deta_db_t *db, const inv_request_t *r, const char *at,
+                                   char status[16], bool *first_after_cancel, char *errstr,
+                                   size_t errsize) {
+    char total[DETA_MONEY_STRLEN];
+    const char *params[] = {r->order_id, r->customer_id, deta_money_format(r->total, total),
+                            r->currency, at};
     deta_err_t err;
-    PGresult *r = deta_db_exec(db, "SELECT status FROM reservations WHERE order_id = $1", 1,
-                               params, &err, errstr, errsize);
-    if (!r)
+    PGresult *res = deta_db_exec(db, CREATED_AGAIN_SQL, 5, params, &err, errstr, errsize);
+    if (!res)
         return err;
-    snprintf(status, 16, "%s", PQntuples(r) ? PQgetvalue(r, 0, 0) : "");
-    PQclear(r);
+    bool found = PQntuples(res) == 1;
+    snprintf(status, 16, "%s", found ? PQgetvalue(res, 0, 0) : "");
+    *first_after_cancel = found && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+    PQclear(res);
     return DETA_OK;
 }
 

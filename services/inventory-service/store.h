@@ -4,8 +4,8 @@
  * sweeper of expired holds do with them.
  *
  * Functions marked "in the caller's transaction" run inside the transaction the
- * events.h dispatcher opened for an event, so the stock, the reservation, the
- * processed-events claim and the outbox row commit together or not at all.
+ * events.h dispatcher opened for an event, so the stock, the reservation and the
+ * outbox row commit together or not at all.
  */
 #ifndef INVENTORY_STORE_H
 #define INVENTORY_STORE_H
@@ -102,13 +102,20 @@ deta_err_t inv_store_set_status(deta_db_t *db, const inv_reservation_t *res, con
 
 /* ---- the cancellation saga ---- */
 
-/* The order's reservation status, unlocked ("" when it has none). */
-deta_err_t inv_store_status(deta_db_t *db, const char *order_id, char status[16], char *errstr,
-                            size_t errsize);
+/* In the caller's transaction, for an order.created whose order has a row
+ * already (inv_store_insert_reservation inserted nothing): the row's status
+ * ("" when it has none), and *first_after_cancel true when it is a CANCELLED row
+ * that no order.created had reached: the order's customer, amount and currency
+ * are then recorded on it, so that the next order.created of the order (a
+ * redelivery, or a re-send under a new event id) finds them and is a duplicate. */
+deta_err_t inv_store_created_again(deta_db_t *db, const inv_request_t *r, const char *at,
+                                   char status[16], bool *first_after_cancel, char *errstr,
+                                   size_t errsize);
 
 /* In the caller's transaction: records a cancel that came before any
  * order.created, a CANCELLED row without items (customer, amount and currency
- * unknown: NULL). *inserted false when the order has a row already. */
+ * unknown: NULL, until an order.created comes: inv_store_created_again).
+ * *inserted false when the order has a row already. */
 deta_err_t inv_store_insert_cancelled(deta_db_t *db, const char *order_id,
                                       const char *reservation_id, const char *correlation_id,
                                       const char *requested_at, const char *at, bool *inserted,

@@ -19,7 +19,8 @@
  *   process stays 0 once every order is reserved. Had the stopping consumer not
  *   committed its offsets, the messages handled since the last auto-commit (up to
  *   5 s of them, under load always some) would come again and be counted as
- *   duplicates by the inbox.
+ *   duplicates: it claims no event ids, and each would find its reservation (or
+ *   its sale) on the order's own row.
  *
  *   out of time: order-service with DETA_SHUTDOWN_TIMEOUT_MS=3000, the brokers
  *   down and an order in its outbox: it exits with status 1 (not 0, and not

@@ -12,9 +12,14 @@
  * wants: the interleavings named in the issue are forced, not hoped for. Every
  * test uses items of its own, created through PUT, so stock numbers are exact.
  *
- * Waiting: "this event was handled" is the service's processed_events claim of
- * its id, polled; events of one order on one topic share a key, hence a
- * partition, and are handled in the order they were produced.
+ * Waiting: "this event was handled" is the service's deta_events_total, polled:
+ * it claims no event ids (its README says why), and an event that finds nothing
+ * to do is counted as a duplicate. The counts are the service's, so the waits and
+ * checks on them are lower bounds (with payment-service stopped, hardly another
+ * event comes meanwhile), and the order's rows and events decide; the inventory_*
+ * counters checked exactly move only in the situation under test. Events of one
+ * order on one topic share a key, hence a partition, and are handled in the order
+ * they were produced.
  *
  * The second group restarts inventory-service with holds of 2 s and a grace of
  * 1 s, for a verdict that finds a hold the sweep released already.
@@ -140,6 +145,15 @@ static void inject(const char *type, const char *order_id, json_t *payload, char
     free(text);
 }
 
+/* The same, twice, as a redelivery brings it: one event id, one serialized text. */
+static void inject_twice(const char *type, const char *order_id, json_t *payload,
+                         char event_id[37]) {
+    char *text = ts_event(type, order_id, NULL, payload, event_id);
+    ts_kafka_produce(topic_of(type), order_id, text);
+    ts_kafka_produce(topic_of(type), order_id, text);
+    free(text);
+}
+
 static void inject_order(const char *order_id, const char *item, int qty, char event_id[37]) {
     inject(DETA_EVT_ORDER_CREATED, order_id, order_payload(order_id, item, qty), event_id);
 }
@@ -180,18 +194,21 @@ static void await_status(PGconn *db, const char *order_id, const char *want) {
     fail_msg("order %s: reservation is \"%s\", expected %s", order_id, status, want);
 }
 
-/* Waits until the service has claimed (so applied or skipped) this event. */
-static void await_handled(PGconn *db, const char *event_id) {
-    const char *params[] = {SERVICE, event_id};
-    for (int waited = 0; waited < WAIT_MS; waited += 100) {
-        if (ts_pg_long(db,
-                       "SELECT count(*) FROM processed_events WHERE consumer = $1 AND "
-                       "event_id = $2::uuid",
-                       2, params) == 1)
-            return;
-        ts_sleep_ms(100);
-    }
-    fail_msg("event %s was not handled within %d ms", event_id, WAIT_MS);
+/* ---- the service's counts ---- */
+
+/* deta_events_total of type and outcome (NULL: handled), or another series. */
+static double events_of(const char *type, const char *outcome) {
+    return ts_events("INVENTORY_SERVICE_URL", type, outcome);
+}
+
+static double metric(const char *series) {
+    double v = ts_metric("INVENTORY_SERVICE_URL", series);
+    return v < 0 ? 0 : v;
+}
+
+/* Waits until the service counted n more events of type with outcome than before. */
+static void await_events(const char *type, const char *outcome, double before, int n) {
+    ts_events_await("INVENTORY_SERVICE_URL", type, outcome, before, n, WAIT_MS);
 }
 
 static void expect_reservation(PGconn *db, const char *order_id, const char *status,
@@ -304,7 +321,12 @@ static void a_cancel_after_a_hold_is_forwarded_once(void **state) {
     PGconn *db = ts_pg("inventory_db");
     char a[64], order[37], ev[37], again[37];
     held(db, "fwd", 10, 3, a, order);
-    inject_cancel(order, "changed my mind", ev);
+    static const char FORWARDED[] = "inventory_cancel_requests_total{outcome=\"forwarded\"}";
+    double forwarded = metric(FORWARDED);
+    double dup = events_of(DETA_EVT_ORDER_CANCEL_REQUESTED, "duplicate");
+    /* delivered twice: the second finds the cancel decided, a duplicate */
+    inject_twice(DETA_EVT_ORDER_CANCEL_REQUESTED, order,
+                 cancel_payload(order, "changed my mind"), ev);
 
     deta_event_t evs[2];
     const char *types[] = {DETA_EVT_INVENTORY_RESERVED, DETA_EVT_INVENTORY_CANCEL_FORWARDED};
@@ -326,7 +348,11 @@ static void a_cancel_after_a_hold_is_forwarded_once(void **state) {
 
     /* A cancel re-sent under a new event id: decided once, nothing more. */
     inject_cancel(order, "changed my mind", again);
-    await_handled(db, again);
+    await_events(DETA_EVT_ORDER_CANCEL_REQUESTED, "duplicate", dup, 2);
+    assert_true(events_of(DETA_EVT_ORDER_CANCEL_REQUESTED, "duplicate") >= dup + 2);
+    assert_true(metric(FORWARDED) == forwarded + 1);
+    assert_int_equal(ts_claims(db, SERVICE, ev), 0);
+    assert_int_equal(ts_claims(db, SERVICE, again), 0);
     assert_int_equal(outbox_count(db, order, ""), 2);
     expect_stock(a, 7, 3, 0);
     PQfinish(db);
@@ -392,7 +418,7 @@ static void a_cancel_of_a_rejected_order_is_refused(void **state) {
 static void a_cancel_before_any_order_cancels_and_the_late_order_reserves_nothing(void **state) {
     (void)state;
     PGconn *db = ts_pg("inventory_db");
-    char a[64], order[37], ev[37], created[37], again[37], paid[37];
+    char a[64], order[37], ev[37], created[37], resent[37], again[37], paid[37];
     new_item(a, "none", 10);
     ts_uuid(order);
     inject_cancel(order, "never mind", ev);
@@ -412,18 +438,38 @@ static void a_cancel_before_any_order_cancels_and_the_late_order_reserves_nothin
                                 1, params),
                      0);
 
-    inject_order(order, a, 2, created);
-    await_handled(db, created);
+    /* order.created after all, delivered twice, and re-sent under a new event id:
+     * the first records the order's customer on the row and is counted once; the
+     * other two find it recorded, duplicates */
+    static const char AFTER_CANCEL[] = "inventory_orders_after_cancel_total";
+    double after_cancel = metric(AFTER_CANCEL);
+    double applied = events_of(DETA_EVT_ORDER_CREATED, "applied");
+    double dup = events_of(DETA_EVT_ORDER_CREATED, "duplicate");
+    inject_twice(DETA_EVT_ORDER_CREATED, order, order_payload(order, a, 2), created);
+    inject_order(order, a, 2, resent);
+    await_events(DETA_EVT_ORDER_CREATED, "duplicate", dup, 2);
+    assert_true(events_of(DETA_EVT_ORDER_CREATED, "applied") >= applied + 1);
+    assert_true(events_of(DETA_EVT_ORDER_CREATED, "duplicate") >= dup + 2);
+    assert_true(metric(AFTER_CANCEL) == after_cancel + 1);
+    char customer[64];
+    pg_text(db, "SELECT customer_id FROM reservations WHERE order_id = $1", order, customer,
+            sizeof customer);
+    assert_string_equal(customer, CUSTOMER);
     expect_stock(a, 10, 0, 0);
     expect_reservation(db, order, "CANCELLED", DETA_REASON_ORDER_CANCELLED);
     assert_int_equal(ts_pg_long(db, "SELECT count(*) FROM reservation_items WHERE order_id = $1",
                                 1, params),
                      0);
     /* a second cancel and a payment outcome for a cancelled row: nothing */
+    double cancels = events_of(DETA_EVT_ORDER_CANCEL_REQUESTED, "duplicate");
+    double payments = events_of(DETA_EVT_PAYMENT_AUTHORIZED, "duplicate");
     inject_cancel(order, NULL, again);
     inject_authorized(order, paid);
-    await_handled(db, again);
-    await_handled(db, paid);
+    await_events(DETA_EVT_ORDER_CANCEL_REQUESTED, "duplicate", cancels, 1);
+    await_events(DETA_EVT_PAYMENT_AUTHORIZED, "duplicate", payments, 1);
+    const char *const handled[] = {ev, created, resent, again, paid};
+    for (size_t i = 0; i < sizeof handled / sizeof *handled; i++)
+        assert_int_equal(ts_claims(db, SERVICE, handled[i]), 0);
     expect_stock(a, 10, 0, 0);
     expect_reservation(db, order, "CANCELLED", DETA_REASON_ORDER_CANCELLED);
     assert_int_equal(outbox_count(db, order, ""), 1);
@@ -438,8 +484,9 @@ static void payment_cancelled_releases_a_hold(void **state) {
     PGconn *db = ts_pg("inventory_db");
     char a[64], order[37], fwd[37], ev[37];
     held(db, "pc", 10, 3, a, order);
+    double cancels = events_of(DETA_EVT_ORDER_CANCEL_REQUESTED, "applied");
     inject_cancel(order, NULL, fwd);
-    await_handled(db, fwd);
+    await_events(DETA_EVT_ORDER_CANCEL_REQUESTED, "applied", cancels, 1);
     inject_verdict(DETA_EVT_PAYMENT_CANCELLED, order, ev);
     await_status(db, order, "RELEASED");
     expect_reservation(db, order, "RELEASED", DETA_REASON_ORDER_CANCELLED);
@@ -479,8 +526,9 @@ static void an_authorization_after_the_cancels_release_takes_nothing(void **stat
     await_status(db, order, "RELEASED");
     expect_stock(a, 10, 0, 0);
 
+    double dup = events_of(DETA_EVT_PAYMENT_AUTHORIZED, "duplicate");
     inject_authorized(order, paid);
-    await_handled(db, paid);
+    await_events(DETA_EVT_PAYMENT_AUTHORIZED, "duplicate", dup, 1);
     expect_reservation(db, order, "RELEASED", DETA_REASON_ORDER_CANCELLED);
     expect_stock(a, 10, 0, 0); /* available + held + sold still 10, and all available */
     assert_int_equal(outbox_count(db, order, ""), 2); /* reserved, released */
@@ -492,35 +540,47 @@ static void duplicate_verdicts_release_once(void **state) {
     PGconn *db = ts_pg("inventory_db");
     char a[64], order[37], ev1[37], ev2[37], ev3[37];
     held(db, "dup", 10, 3, a, order);
+    static const char RELEASES[] = "inventory_cancel_releases_total{from=\"HELD\"}";
+    double releases = metric(RELEASES);
+    double delivery = events_of(DETA_EVT_DELIVERY_CANCELLED, NULL);
+    double payment = events_of(DETA_EVT_PAYMENT_CANCELLED, NULL);
+    double dups = events_of(DETA_EVT_DELIVERY_CANCELLED, "duplicate") +
+                  events_of(DETA_EVT_PAYMENT_CANCELLED, "duplicate");
     /* two verdicts of delivery-service under different event ids, the first also
-     * redelivered as it was, and payment-service's */
-    char *first = ts_event(DETA_EVT_DELIVERY_CANCELLED, order, NULL,
-                           verdict_payload(DETA_EVT_DELIVERY_CANCELLED, order), ev1);
-    ts_kafka_produce(DETA_TOPIC_DELIVERY_EVENTS, order, first);
-    ts_kafka_produce(DETA_TOPIC_DELIVERY_EVENTS, order, first);
-    free(first);
+     * redelivered as it was, and payment-service's: whichever comes first (two
+     * consumers) releases, the three others are duplicates */
+    inject_twice(DETA_EVT_DELIVERY_CANCELLED, order,
+                 verdict_payload(DETA_EVT_DELIVERY_CANCELLED, order), ev1);
     inject_verdict(DETA_EVT_DELIVERY_CANCELLED, order, ev2);
     inject_verdict(DETA_EVT_PAYMENT_CANCELLED, order, ev3);
-    await_handled(db, ev1);
-    await_handled(db, ev2);
-    await_handled(db, ev3);
+    await_events(DETA_EVT_DELIVERY_CANCELLED, NULL, delivery, 3);
+    await_events(DETA_EVT_PAYMENT_CANCELLED, NULL, payment, 1);
+    assert_true(events_of(DETA_EVT_DELIVERY_CANCELLED, "duplicate") +
+                    events_of(DETA_EVT_PAYMENT_CANCELLED, "duplicate") >=
+                dups + 3);
+    assert_true(metric(RELEASES) == releases + 1);
+    assert_int_equal(ts_claims(db, SERVICE, ev1), 0);
+    assert_int_equal(ts_claims(db, SERVICE, ev2), 0);
+    assert_int_equal(ts_claims(db, SERVICE, ev3), 0);
     expect_reservation(db, order, "RELEASED", DETA_REASON_ORDER_CANCELLED);
     expect_stock(a, 10, 0, 0); /* not 13: released once */
     expect_released(db, order, a, 3);
     PQfinish(db);
 }
 
-/* A verdict for an order this service never saw: skipped (claimed, committed),
- * neither retried nor dead-lettered. */
+/* A verdict for an order this service never saw: skipped (applied, nothing
+ * written: it is no duplicate of anything), neither retried nor dead-lettered. */
 static void a_verdict_for_an_unknown_order_is_skipped(void **state) {
     (void)state;
     PGconn *db = ts_pg("inventory_db");
     char order[37], ev1[37], ev2[37];
     ts_uuid(order);
+    double delivery = events_of(DETA_EVT_DELIVERY_CANCELLED, "applied");
+    double payment = events_of(DETA_EVT_PAYMENT_CANCELLED, "applied");
     inject_verdict(DETA_EVT_DELIVERY_CANCELLED, order, ev1);
     inject_verdict(DETA_EVT_PAYMENT_CANCELLED, order, ev2);
-    await_handled(db, ev1);
-    await_handled(db, ev2);
+    await_events(DETA_EVT_DELIVERY_CANCELLED, "applied", delivery, 1);
+    await_events(DETA_EVT_PAYMENT_CANCELLED, "applied", payment, 1);
     const char *params[] = {order};
     assert_int_equal(
         ts_pg_long(db, "SELECT count(*) FROM reservations WHERE order_id = $1", 1, params), 0);
@@ -633,11 +693,13 @@ static void a_verdict_after_the_sweep_stops_a_late_retake(void **state) {
     expect_reservation(db, order, "RELEASED", "HOLD_EXPIRED");
     expect_stock(a, 10, 0, 0);
 
+    double verdicts = events_of(DETA_EVT_DELIVERY_CANCELLED, "applied");
     inject_verdict(DETA_EVT_DELIVERY_CANCELLED, order, ev);
-    await_handled(db, ev);
+    await_events(DETA_EVT_DELIVERY_CANCELLED, "applied", verdicts, 1);
     expect_reservation(db, order, "RELEASED", DETA_REASON_ORDER_CANCELLED);
+    double dup = events_of(DETA_EVT_PAYMENT_AUTHORIZED, "duplicate");
     inject_authorized(order, paid);
-    await_handled(db, paid);
+    await_events(DETA_EVT_PAYMENT_AUTHORIZED, "duplicate", dup, 1);
     expect_reservation(db, order, "RELEASED", DETA_REASON_ORDER_CANCELLED);
     expect_stock(a, 10, 0, 0);
     /* reserved and the sweep's released; the verdict published nothing */

@@ -8,9 +8,13 @@
  * catalog and other tests' stock are untouched and exact stock numbers hold.
  *
  * Waiting: a reservation is awaited by polling its row; "this event was handled"
- * (for events that must change nothing) is awaited by polling the service's
- * processed_events claim of that event id. Events of one order share a key, hence
- * a partition, so they are handled in the order they were produced.
+ * (for events that must change nothing) is awaited on the service's
+ * deta_events_total: it claims no event ids (its README says why), and an event
+ * that finds nothing to do is counted as a duplicate. The counts are the
+ * service's, so the waits are lower bounds (payment-service's own outcomes for
+ * this run's orders count too); the order's rows and events decide. Events of one
+ * order share a key, hence a partition, so they are handled in the order they
+ * were produced: the wait for the last one covers those before it.
  *
  * The second group runs with payment-service stopped (no outcome ever comes on
  * its own) and inventory-service restarted with holds of 2 s and a grace of 1 s
@@ -92,7 +96,7 @@ static json_t *order_payload(const char *order_id, const char *customer, int nli
                      DETA_STATE_CREATED, "createdAt", "2026-11-25T12:38:05.123Z", "items", items);
 }
 
-/* Injects an event on topic; returns its serialized text (to re-send) when keep. */
+/* Injects an event on topic; returns its serialized text (to redeliver) when keep. */
 static char *inject(const char *topic, const char *type, const char *order_id, json_t *payload,
                     char event_id[37], int keep) {
     char *text = ts_event(type, order_id, NULL, payload, event_id);
@@ -109,7 +113,10 @@ static void inject_order(const char *order_id, const char *customer, int nlines,
            order_payload(order_id, customer, nlines, ids, qty), NULL, 0);
 }
 
-static void inject_payment(const char *type, const char *order_id, char event_id[37]) {
+/* A payment outcome for order_id, injected; its serialized text (to redeliver) when
+ * keep. */
+static char *inject_payment_kept(const char *type, const char *order_id, char event_id[37],
+                                 int keep) {
     char payment_id[37];
     ts_uuid(payment_id);
     json_t *p = json_pack("{s:s, s:s, s:s, s:s, s:s}", "orderId", order_id, "paymentId",
@@ -121,7 +128,11 @@ static void inject_payment(const char *type, const char *order_id, char event_id
     } else {
         json_object_set_new(p, "authorizedAt", json_string("2026-11-25T12:38:06.000Z"));
     }
-    inject(DETA_TOPIC_PAYMENT_EVENTS, type, order_id, p, event_id, 0);
+    return inject(DETA_TOPIC_PAYMENT_EVENTS, type, order_id, p, event_id, keep);
+}
+
+static void inject_payment(const char *type, const char *order_id, char event_id[37]) {
+    inject_payment_kept(type, order_id, event_id, 0);
 }
 
 /* The text of the first column of the first row, or "" when there is no row. */
@@ -158,18 +169,21 @@ static void await_status(PGconn *db, const char *order_id, const char *want) {
     fail_msg("order %s: reservation is \"%s\", expected %s", order_id, status, want);
 }
 
-/* Waits until the service has claimed (so applied or skipped) this event. */
-static void await_handled(PGconn *db, const char *event_id) {
-    const char *params[] = {SERVICE, event_id};
-    for (int waited = 0; waited < WAIT_MS; waited += 100) {
-        if (ts_pg_long(db,
-                       "SELECT count(*) FROM processed_events WHERE consumer = $1 AND "
-                       "event_id = $2::uuid",
-                       2, params) == 1)
-            return;
-        ts_sleep_ms(100);
-    }
-    fail_msg("event %s was not handled within %d ms", event_id, WAIT_MS);
+/* The service's deta_events_total of type and outcome (NULL: handled). */
+static double events_of(const char *type, const char *outcome) {
+    return ts_events("INVENTORY_SERVICE_URL", type, outcome);
+}
+
+/* Waits until the service counted n more events of type with outcome than before. */
+static void await_events(const char *type, const char *outcome, double before, int n) {
+    ts_events_await("INVENTORY_SERVICE_URL", type, outcome, before, n, WAIT_MS);
+}
+
+/* The service wrote no processed_events claim of these events. */
+static void expect_no_claims(PGconn *db, const char *const *event_ids, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (ts_claims(db, SERVICE, event_ids[i]) != 0)
+            fail_msg("inventory-service claimed event %s", event_ids[i]);
 }
 
 static long count_for(PGconn *db, const char *sql, const char *order_id) {
@@ -387,11 +401,16 @@ static void a_short_second_item_holds_nothing_of_the_first(void **state) {
     deta_event_clear(&ev);
     assert_int_equal(ts_kafka_count(DETA_TOPIC_INVENTORY_EVENTS, order, 30000), 1);
 
-    /* Payment outcomes for a rejected order change nothing. */
+    /* Payment outcomes for a rejected order change nothing: duplicates, rolled back. */
     char e1[37], e2[37];
+    double failed = events_of(DETA_EVT_PAYMENT_FAILED, "duplicate");
+    double authorized = events_of(DETA_EVT_PAYMENT_AUTHORIZED, "duplicate");
     inject_payment(DETA_EVT_PAYMENT_FAILED, order, e1);
     inject_payment(DETA_EVT_PAYMENT_AUTHORIZED, order, e2);
-    await_handled(db, e2);
+    await_events(DETA_EVT_PAYMENT_FAILED, "duplicate", failed, 1);
+    await_events(DETA_EVT_PAYMENT_AUTHORIZED, "duplicate", authorized, 1);
+    const char *const handled[] = {e1, e2};
+    expect_no_claims(db, handled, 2);
     await_status(db, order, "REJECTED");
     expect_stock(a, 10, 0, 0);
     assert_int_equal(ts_kafka_count(DETA_TOPIC_INVENTORY_EVENTS, order, 30000), 1);
@@ -430,19 +449,29 @@ static void duplicate_deliveries_reserve_once(void **state) {
     ts_uuid(order);
     const char *ids[] = {a};
     const int qty[] = {2};
+    static const char RESERVED[] = "inventory_reservations_total{outcome=\"reserved\"}";
+    double reserved = ts_metric("INVENTORY_SERVICE_URL", RESERVED);
+    double applied = events_of(DETA_EVT_ORDER_CREATED, "applied");
+    double duplicates = events_of(DETA_EVT_ORDER_CREATED, "duplicate");
     char *text = inject(DETA_TOPIC_ORDER_EVENTS, DETA_EVT_ORDER_CREATED, order,
                         order_payload(order, CUSTOMER, 1, ids, qty), first_id, 1);
     for (int i = 0; i < 4; i++) /* the same serialized event, 5 times in all */
         ts_kafka_produce(DETA_TOPIC_ORDER_EVENTS, order, text);
     free(text);
-    /* The same order again under a new event id: the claim does not catch it,
-     * the reservation's key does. Same key, same partition: handled last. */
+    /* The same order again under a new event id. Same key, same partition:
+     * handled last. No claim: each of the five after the first finds the
+     * reservation (its key is the order id) and is a duplicate, rolled back. */
     inject(DETA_TOPIC_ORDER_EVENTS, DETA_EVT_ORDER_CREATED, order,
            order_payload(order, CUSTOMER, 1, ids, qty), second_id, 0);
 
     PGconn *db = ts_pg("inventory_db");
-    await_handled(db, second_id);
-    await_handled(db, first_id);
+    await_events(DETA_EVT_ORDER_CREATED, "duplicate", duplicates, 5);
+    /* reserved once: no other order is reserved meanwhile */
+    assert_true(events_of(DETA_EVT_ORDER_CREATED, "applied") >= applied + 1);
+    assert_true(events_of(DETA_EVT_ORDER_CREATED, "duplicate") >= duplicates + 5);
+    assert_true(ts_metric("INVENTORY_SERVICE_URL", RESERVED) == reserved + 1);
+    const char *const handled[] = {first_id, second_id};
+    expect_no_claims(db, handled, 2);
     assert_int_equal(count_for(db, "SELECT count(*) FROM reservations WHERE order_id = $1", order),
                      1);
     expect_consistent(db, order, a, 10, 2, "HELD SOLD"); /* moved once */
@@ -500,10 +529,17 @@ static void payment_failed_releases_the_stock(void **state) {
         ts_sleep_ms(200);
     assert_int_equal(ts_kafka_count(DETA_TOPIC_INVENTORY_EVENTS, order, 30000), 2);
 
-    /* Another failure or a late authorization of a released reservation: no-op. */
+    /* Another failure or a late authorization of a released reservation: no-op,
+     * a duplicate. ev3 comes after ev2 on the order's partition: once it is
+     * counted, ev2 was handled. */
+    double failed = events_of(DETA_EVT_PAYMENT_FAILED, "duplicate");
+    double authorized = events_of(DETA_EVT_PAYMENT_AUTHORIZED, "duplicate");
     inject_payment(DETA_EVT_PAYMENT_FAILED, order, ev2);
     inject_payment(DETA_EVT_PAYMENT_AUTHORIZED, order, ev3);
-    await_handled(db, ev3);
+    await_events(DETA_EVT_PAYMENT_AUTHORIZED, "duplicate", authorized, 1);
+    assert_true(events_of(DETA_EVT_PAYMENT_FAILED, "duplicate") >= failed + 1);
+    const char *const handled[] = {ev1, ev2, ev3};
+    expect_no_claims(db, handled, 3);
     await_status(db, order, "RELEASED");
     expect_stock(a, 10, 0, 0);
     assert_int_equal(count_for(db, "SELECT count(*) FROM outbox WHERE msg_key = $1", order), 2);
@@ -516,13 +552,22 @@ static void payment_authorized_sells_the_stock(void **state) {
     char a[64], order[37], ev1[37], ev2[37];
     held_order(db, "sold", 10, 3, CUSTOMER, "SOLD", a, order);
 
-    inject_payment(DETA_EVT_PAYMENT_AUTHORIZED, order, ev1);
+    char *text = inject_payment_kept(DETA_EVT_PAYMENT_AUTHORIZED, order, ev1, 1);
     await_status(db, order, "SOLD");
     expect_stock(a, 7, 0, 3);
 
-    /* A failure after the sale gives nothing back; no event either way. */
+    /* The same authorization delivered again, then a failure after the sale: both
+     * find the reservation SOLD, change nothing and are duplicates; no event either
+     * way. The failure comes last on the order's partition. */
+    double authorized = events_of(DETA_EVT_PAYMENT_AUTHORIZED, "duplicate");
+    double failed = events_of(DETA_EVT_PAYMENT_FAILED, "duplicate");
+    ts_kafka_produce(DETA_TOPIC_PAYMENT_EVENTS, order, text);
+    free(text);
     inject_payment(DETA_EVT_PAYMENT_FAILED, order, ev2);
-    await_handled(db, ev2);
+    await_events(DETA_EVT_PAYMENT_FAILED, "duplicate", failed, 1);
+    assert_true(events_of(DETA_EVT_PAYMENT_AUTHORIZED, "duplicate") >= authorized + 1);
+    const char *const handled[] = {ev1, ev2};
+    expect_no_claims(db, handled, 2);
     await_status(db, order, "SOLD");
     expect_stock(a, 7, 0, 3);
     assert_int_equal(count_for(db, "SELECT count(*) FROM outbox WHERE msg_key = $1", order), 1);
@@ -930,10 +975,14 @@ static void a_hold_whose_payment_never_comes_is_released_after_ttl_and_grace(voi
         ts_sleep_ms(200);
     assert_int_equal(ts_kafka_count(DETA_TOPIC_INVENTORY_EVENTS, order, 30000), 2);
 
-    /* payment-service's "hold expired" failure, coming after the release: nothing. */
+    /* payment-service's "hold expired" failure, coming after the release: nothing,
+     * a duplicate (payment-service is stopped: no other outcome comes). */
     char ev[37];
+    double failed = events_of(DETA_EVT_PAYMENT_FAILED, "duplicate");
     inject_payment(DETA_EVT_PAYMENT_FAILED, order, ev);
-    await_handled(db, ev);
+    await_events(DETA_EVT_PAYMENT_FAILED, "duplicate", failed, 1);
+    const char *const handled[] = {ev};
+    expect_no_claims(db, handled, 1);
     await_status(db, order, "RELEASED");
     expect_stock(a, 10, 0, 0);
     assert_int_equal(count_for(db, "SELECT count(*) FROM outbox WHERE msg_key = $1", order), 2);

@@ -627,6 +627,36 @@ double ts_metric(const char *base_var, const char *series) {
     return v;
 }
 
+double ts_events(const char *base_var, const char *type, const char *outcome) {
+    if (!outcome)
+        return ts_events(base_var, type, "applied") + ts_events(base_var, type, "duplicate");
+    char series[160];
+    snprintf(series, sizeof series, "deta_events_total{type=\"%s\",outcome=\"%s\"}", type,
+             outcome);
+    double v = ts_metric(base_var, series);
+    return v < 0 ? 0 : v;
+}
+
+void ts_events_await(const char *base_var, const char *type, const char *outcome, double before,
+                     int n, int timeout_ms) {
+    double got = ts_events(base_var, type, outcome);
+    for (int waited = 0; got < before + n && waited < timeout_ms; waited += 100) {
+        ts_sleep_ms(100);
+        got = ts_events(base_var, type, outcome);
+    }
+    if (got < before + n)
+        fail_msg("%s: %g more %s %s after %d ms, expected %d", base_var, got - before, type,
+                 outcome ? outcome : "handled", timeout_ms, n);
+}
+
+long ts_claims(PGconn *c, const char *consumer, const char *event_id) {
+    const char *params[] = {consumer, event_id};
+    return ts_pg_long(c,
+                      "SELECT count(*) FROM processed_events WHERE consumer = $1 AND"
+                      " event_id = $2::uuid",
+                      2, params);
+}
+
 const char *const ts_services[5] = {"order-service", "inventory-service", "payment-service",
                                     "delivery-service", "query-api"};
 const char *const ts_service_urls[5] = {"ORDER_SERVICE_URL", "INVENTORY_SERVICE_URL",

@@ -148,6 +148,18 @@ int ts_http_try(const char *method, const char *base_var, const char *path,
  * "deta_consumer_assigned_partitions{group=\"g\",topic=\"t\"}"); -1 when the
  * series is absent or the service does not answer. */
 double ts_metric(const char *base_var, const char *series);
+/* base_var's deta_events_total{type,outcome} (0 when absent); outcome NULL: the
+ * events of type handled, applied or found to change nothing (duplicate). */
+double ts_events(const char *base_var, const char *type, const char *outcome);
+/* Waits up to timeout_ms until ts_events(base_var, type, outcome) is n more than
+ * before; fails the test otherwise. For a consumer that claims no event ids, this
+ * is how a test knows that an event which must change nothing was handled. The
+ * counts are the service's, so another order's event counts too: a lower bound,
+ * and the order's own rows decide. */
+void ts_events_await(const char *base_var, const char *type, const char *outcome, double before,
+                     int n, int timeout_ms);
+/* processed_events rows of consumer for event_id, in c's database. */
+long ts_claims(PGconn *c, const char *consumer, const char *event_id);
 /* The service parts of the stack, by name and URL variable (the five services). */
 extern const char *const ts_services[5];
 extern const char *const ts_service_urls[5];
