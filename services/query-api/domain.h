@@ -18,7 +18,7 @@
  *   - updatedAt is the latest occurredAt of any event applied (max again).
  *
  * query_view_merge() is that fold, step by step. The Postgres model does the same
- * in one atomic upsert (read_model_pg.c); a store without conditional updates would
+ * in one statement, atomically (read_model_pg.c); a store without conditional updates would
  * read, merge with this function and write back conditionally.
  *
  * Timestamps are normalized on the way in to "YYYY-MM-DDTHH:MM:SS.ffffffZ" so that

@@ -12,8 +12,8 @@
  * the Postgres store it does not (deta_event_dispatch_opts_t.own_key,
  * read_model_needs_claim): the timeline row, keyed by the event id and inserted
  * ON CONFLICT DO NOTHING in the same transaction, is the claim. Every effect of
- * the event follows from that row being new: the view's upsert is fed by the
- * insert's RETURNING, and the feed row by the upsert's, all in one statement
+ * the event follows from that row being new: the view's update (or insert) is
+ * fed by the insert's RETURNING, and the feed row by the view's, all in one statement
  * (read_model_pg.c); the notes behind the metrics and the log line come after
  * applied only. An event already in the
  * timeline is returned as DETA_ERR_CONFLICT, which the dispatcher counts as a
@@ -146,7 +146,7 @@ static deta_err_t apply_event(deta_db_t *db, const deta_event_t *ev, void *opaqu
         return deta_event_own_result(DETA_OK, qe->own_key);
     /* The live streams' feed, after the view and in the same transaction: the
      * Postgres store's statement wrote it; with Cassandra's, it goes in the
-     * claim's transaction here. Idempotent by event id. */
+     * claim's transaction here, which the claim lets through once per event. */
     if (!out.feed_written) {
         feed_entry_t fe = {c.event_id,    c.fields.order_id, c.event_type,  c.topic,
                            c.occurred_at, out.status,        out.customer_id};

@@ -3,19 +3,19 @@
  * QUERY_STORE=postgres, the default): read_model.h's functions, as the table
  * read_model_pg_ops.
  *
- * Applying an event is one statement (three data-modifying parts, one round trip)
- * in the consumer's transaction: the timeline row (ON CONFLICT (event_id) DO
- * NOTHING, so a duplicate stops there: applied false, and events.c makes nothing
- * else of it; that is why the consumer needs no processed_events claim with this
- * store, read_model_needs_claim) and, fed by it, one upsert of the view
- * that does query_view_merge()'s fold in SQL, atomically
- * under the row lock that INSERT ... ON CONFLICT takes: GREATEST for the rank and
+ * Applying an event is one statement (one round trip) in the consumer's
+ * transaction: the timeline row (ON CONFLICT (event_id) DO NOTHING, so a
+ * duplicate stops there: applied false, and events.c makes nothing else of it;
+ * that is why the consumer needs no processed_events claim with this store,
+ * read_model_needs_claim) and, fed by it, the view's row: an UPDATE when the
+ * order has one, else an INSERT ... ON CONFLICT DO UPDATE, both doing
+ * query_view_merge()'s fold in SQL under the row's lock: GREATEST for the rank and
  * updatedAt, COALESCE for fields, a strict comparison of calculatedAt for the ETA.
  * No read-modify-write in C, so two events of one order applied at once by two
  * consumers still fold correctly. status_event_id records which event set the
- * status; it is also how the upsert tells whether this event moved it. The third
- * part is the event's row of the live streams' feed (stream/feed.h), from the
- * view the upsert returned, which the consumer would otherwise write with a
+ * status; it is also how the statement tells whether this event moved it. The
+ * last part is the event's row of the live streams' feed (stream/feed.h), from
+ * the view after the event, which the consumer would otherwise write with a
  * statement of its own (outcome feed_written).
  *
  * The timeline is ordered by (occurred_at, event_id), like the Cassandra store's

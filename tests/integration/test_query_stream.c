@@ -393,48 +393,6 @@ static void a_client_that_stops_reading_is_dropped(void **state) {
     assert_true(after > before);
 }
 
-/* Rows older than QUERY_STREAM_RETENTION_HOURS (at most 8760) go by query-api's
- * purge, which runs every 10 s and finds them through the age's BRIN index; a
- * young row of the same order stays. */
-static void old_feed_rows_are_purged(void **state) {
-    (void)state;
-    PGconn *pg = ts_pg("delivery_query");
-    char order[37];
-    ts_uuid(order);
-    const char *p[] = {order};
-    double before = ts_metric("QUERY_API_URL", "query_stream_feed_purged_total");
-    static const char INSERT_SQL[] =
-        "WITH i AS (INSERT INTO stream_feed (event_id, order_id, event_type, topic,"
-        " occurred_at, created_at) SELECT gen_random_uuid(), $1, 'test.purge',"
-        " 'raw.order-events', now(), now() - make_interval(hours => 9000 - g)"
-        " FROM generate_series(0, 2) g RETURNING 1) SELECT count(*) FROM i";
-    assert_int_equal(ts_pg_long(pg, INSERT_SQL, 1, p), 3);
-    assert_int_equal(ts_pg_long(pg,
-                                "WITH i AS (INSERT INTO stream_feed (event_id, order_id,"
-                                " event_type, topic, occurred_at) SELECT gen_random_uuid(), $1,"
-                                " 'test.young', 'raw.order-events', now() RETURNING 1)"
-                                " SELECT count(*) FROM i",
-                                1, p),
-                     1);
-    static const char OLD_SQL[] = "SELECT count(*) FROM stream_feed WHERE order_id = $1"
-                                  " AND event_type = 'test.purge'";
-    long old = 3;
-    for (int waited = 0; waited < 30000 && old > 0; waited += 500) {
-        ts_sleep_ms(500);
-        old = ts_pg_long(pg, OLD_SQL, 1, p);
-    }
-    long young = ts_pg_long(pg,
-                            "SELECT count(*) FROM stream_feed WHERE order_id = $1"
-                            " AND event_type = 'test.young'",
-                            1, p);
-    PQclear(PQexecParams(pg, "DELETE FROM stream_feed WHERE order_id = $1", 1, NULL, p, NULL,
-                         NULL, 0));
-    PQfinish(pg);
-    assert_int_equal(old, 0);
-    assert_int_equal(young, 1);
-    assert_true(ts_metric("QUERY_API_URL", "query_stream_feed_purged_total") >= before + 3);
-}
-
 static void the_limit_then_503_with_retry_after(void **state) {
     (void)state;
     int open_before = (int)ts_metric("QUERY_API_URL", "query_streams_open");
@@ -563,7 +521,6 @@ int main(void) {
         cmocka_unit_test(board_sees_orders_placed_through_the_api),
         cmocka_unit_test(reconnect_after_restart_misses_nothing_repeats_nothing),
         cmocka_unit_test(a_client_that_stops_reading_is_dropped),
-        cmocka_unit_test(old_feed_rows_are_purged),
         cmocka_unit_test(the_limit_then_503_with_retry_after),
         cmocka_unit_test(the_gap_rule_waits_for_a_slow_holder_and_skips_a_rolled_back_one),
     };

@@ -28,15 +28,6 @@ static const deta_migration_t feed_migrations[] = {
      "  created_at timestamptz NOT NULL DEFAULT now());"
      "CREATE INDEX stream_feed_order_idx ON stream_feed (order_id, seq);"
      "CREATE INDEX stream_feed_created_idx ON stream_feed (created_at);"},
-    {2, "stream_feed: no unique index on event_id (feed.h, FEED_INSERT_FROM)",
-     "ALTER TABLE stream_feed DROP CONSTRAINT IF EXISTS stream_feed_event_id_key;"},
-    /* The purge by age (libdeta's retention) finds its rows through a BRIN index:
-     * rows are appended in the order of their ages, so a block range's summary
-     * rarely changes, where a B-tree took an entry (a WAL record) for each row.
-     * The outbox's purge does the same (lib/src/outbox.c). */
-    {3, "stream_feed: the age index is a BRIN",
-     "DROP INDEX IF EXISTS stream_feed_created_idx;"
-     "CREATE INDEX IF NOT EXISTS stream_feed_created_brin ON stream_feed USING brin (created_at);"},
 };
 
 deta_err_t feed_prepare(deta_service_t *svc, char *errstr, size_t errsize) {

@@ -6,9 +6,9 @@
  * the view), with the view's status and customerId after the event. The insert's
  * transaction has a transaction id before it takes a sequence number, which the
  * reader's gap rule relies on (rules.h). A redelivered
- * event adds nothing (event_id is unique, and the insert does not even take a
- * sequence number for it, so redeliveries leave no gaps for the reader to wait
- * on). The insert NOTIFYs channel stream_feed, delivered at commit, which wakes
+ * event adds nothing: it never reaches the insert (FEED_INSERT_FROM), so it takes
+ * no sequence number either and redeliveries leave no gaps for the reader to wait
+ * on. The insert NOTIFYs channel stream_feed, delivered at commit, which wakes
  * the readers.
  */
 #ifndef QUERY_STREAM_FEED_H
@@ -37,8 +37,11 @@
  * for one: the Postgres read model inserts from its timeline's new row only (the
  * event id is the timeline's key), and with Cassandra's the dispatcher's claim of
  * the event id, in the same transaction, lets one delivery through (two racing
- * ones meet at the claim's key). Hence no unique index on event_id: one index and
- * a speculative insertion (two WAL records) less per event. */
+ * ones meet at the claim's key). No ON CONFLICT, so no speculative insertion (a
+ * WAL record per event). The unique index on event_id stays: instances of the
+ * previous version name it in their ON CONFLICT, and should a delivery ever get
+ * past the rules above, its insert fails loudly (dead-lettered) rather than
+ * adding a second row. */
 #define FEED_INSERT_FROM(src)                                                             \
     "INSERT INTO stream_feed (event_id, order_id, event_type, topic, occurred_at,"        \
     "  status, customer_id, created_at)"                                                  \
