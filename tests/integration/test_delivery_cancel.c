@@ -28,6 +28,7 @@
 #include "testsupport.h"
 
 #define WAIT_MS 60000
+#define DELIVERY "DELIVERY_SERVICE_URL"
 #define MAX_MSGS 32
 #define GROUP "delivery-service"
 #define FILLER "cancel-test-filler"
@@ -154,33 +155,6 @@ static void produce(const order_t *o, char *text) {
 static void inject_authorized(const order_t *o) { produce(o, authorized_event(o, NULL)); }
 static void inject_forward(const order_t *o, const char *reason) {
     produce(o, forward_event(o, reason, NULL));
-}
-
-/* The service's count of events of type with outcome (deta_events_total). */
-static double events_of(const char *type, const char *outcome) {
-    char series[160];
-    snprintf(series, sizeof series, "deta_events_total{type=\"%s\",outcome=\"%s\"}", type,
-             outcome);
-    double v = ts_metric("DELIVERY_SERVICE_URL", series);
-    return v < 0 ? 0 : v;
-}
-
-/* Events of type handled so far: applied, or found to change nothing (duplicate;
- * the consumer claims no event ids, its README says why). The counts are the
- * service's, so an event of another order handled meanwhile counts too: the
- * waits and checks on them are lower bounds, and what the test asserts on the
- * order's own rows and events is what decides. */
-static double handled(const char *type) {
-    return events_of(type, "applied") + events_of(type, "duplicate");
-}
-
-/* Waits until the service handled n more events of type than before. */
-static void await_handled(const char *type, double before, int n) {
-    long long deadline = mono_ms() + WAIT_MS;
-    while (handled(type) < before + n && mono_ms() < deadline)
-        ts_sleep_ms(100);
-    if (handled(type) < before + n)
-        fail_msg("%s: %g handled, expected %d", type, handled(type) - before, n);
 }
 
 /* A fresh order assigned a driver and held ASSIGNED: its pick-up moved an hour
@@ -684,11 +658,11 @@ static void unknown_order_is_fenced(void **state) {
     assert_string_equal(field(r.json, "stage"), "NONE");
     ts_http_resp_free(&r);
 
-    double dup = events_of(DETA_EVT_PAYMENT_AUTHORIZED, "duplicate");
-    double seen = handled(DETA_EVT_PAYMENT_AUTHORIZED);
+    double dup = ts_events(DELIVERY, DETA_EVT_PAYMENT_AUTHORIZED, "duplicate");
+    double seen = ts_events(DELIVERY, DETA_EVT_PAYMENT_AUTHORIZED, NULL);
     produce(&o, authorized_event(&o, NULL));
-    await_handled(DETA_EVT_PAYMENT_AUTHORIZED, seen, 1);
-    assert_true(events_of(DETA_EVT_PAYMENT_AUTHORIZED, "duplicate") >= dup + 1);
+    ts_events_await(DELIVERY, DETA_EVT_PAYMENT_AUTHORIZED, NULL, seen, 1, WAIT_MS);
+    assert_true(ts_events(DELIVERY, DETA_EVT_PAYMENT_AUTHORIZED, "duplicate") >= dup + 1);
     assert_int_equal(sql_long(COUNT_DELIVERIES, o.id), 0);
     assert_int_equal(sql_long("SELECT count(*) FROM waiting_orders WHERE order_id = $1", o.id),
                      0);
@@ -702,15 +676,15 @@ static void a_second_forward_changes_nothing(void **state) {
     clock_speed();
     order_t o;
     assigned_and_held(&o);
-    double dup = events_of(DETA_EVT_PAYMENT_CANCEL_FORWARDED, "duplicate");
-    double seen = handled(DETA_EVT_PAYMENT_CANCEL_FORWARDED);
+    double dup = ts_events(DELIVERY, DETA_EVT_PAYMENT_CANCEL_FORWARDED, "duplicate");
+    double seen = ts_events(DELIVERY, DETA_EVT_PAYMENT_CANCEL_FORWARDED, NULL);
     char *texts[2] = {forward_event(&o, NULL, NULL), forward_event(&o, NULL, NULL)};
     const char *keys[2] = {o.id, o.id};
     ts_kafka_produce_many(DETA_TOPIC_PAYMENT_EVENTS, keys, (const char *const *)texts, 2);
     free(texts[0]);
     free(texts[1]);
-    await_handled(DETA_EVT_PAYMENT_CANCEL_FORWARDED, seen, 2);
-    assert_true(events_of(DETA_EVT_PAYMENT_CANCEL_FORWARDED, "duplicate") >= dup + 1);
+    ts_events_await(DELIVERY, DETA_EVT_PAYMENT_CANCEL_FORWARDED, NULL, seen, 2, WAIT_MS);
+    assert_true(ts_events(DELIVERY, DETA_EVT_PAYMENT_CANCEL_FORWARDED, "duplicate") >= dup + 1);
     outcome_t ev;
     read_events(o.id, 3, &ev);
     assert_int_equal(ev.n, 3);
@@ -720,16 +694,16 @@ static void a_second_forward_changes_nothing(void **state) {
 
     order_t p;
     picked_up_and_held(&p);
-    dup = events_of(DETA_EVT_PAYMENT_CANCEL_FORWARDED, "duplicate");
-    seen = handled(DETA_EVT_PAYMENT_CANCEL_FORWARDED);
+    dup = ts_events(DELIVERY, DETA_EVT_PAYMENT_CANCEL_FORWARDED, "duplicate");
+    seen = ts_events(DELIVERY, DETA_EVT_PAYMENT_CANCEL_FORWARDED, NULL);
     texts[0] = forward_event(&p, NULL, NULL);
     texts[1] = forward_event(&p, NULL, NULL);
     keys[0] = keys[1] = p.id;
     ts_kafka_produce_many(DETA_TOPIC_PAYMENT_EVENTS, keys, (const char *const *)texts, 2);
     free(texts[0]);
     free(texts[1]);
-    await_handled(DETA_EVT_PAYMENT_CANCEL_FORWARDED, seen, 2);
-    assert_true(events_of(DETA_EVT_PAYMENT_CANCEL_FORWARDED, "duplicate") >= dup + 1);
+    ts_events_await(DELIVERY, DETA_EVT_PAYMENT_CANCEL_FORWARDED, NULL, seen, 2, WAIT_MS);
+    assert_true(ts_events(DELIVERY, DETA_EVT_PAYMENT_CANCEL_FORWARDED, "duplicate") >= dup + 1);
     read_events(p.id, 5, &ev);
     assert_int_equal(ev.n, 5);
     assert_int_equal(count_type(&ev, DETA_EVT_DELIVERY_CANCEL_REFUSED), 1);

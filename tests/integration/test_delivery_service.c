@@ -268,10 +268,7 @@ static void delivery_goes_from_assigned_to_delivered_with_etas(void **state) {
 static void duplicate_deliveries_make_one_delivery(void **state) {
     (void)state;
     clock_speed();
-    static const char DUPLICATES[] =
-        "deta_events_total{type=\"payment.authorized\",outcome=\"duplicate\"}";
-    double dup = ts_metric("DELIVERY_SERVICE_URL", DUPLICATES);
-    dup = dup < 0 ? 0 : dup;
+    double dup = ts_events("DELIVERY_SERVICE_URL", DETA_EVT_PAYMENT_AUTHORIZED, "duplicate");
     char order[37], corr[37], event_id[37];
     char *text = inject_authorized(order, corr, event_id);
     for (int i = 0; i < 4; i++)
@@ -289,10 +286,8 @@ static void duplicate_deliveries_make_one_delivery(void **state) {
      * the second event find the order known here, each a duplicate that changes
      * nothing. The count is the service's (a lower bound: another order's
      * duplicate counts too); the order's own rows and events below decide. */
-    long long deadline = mono_ms() + WAIT_MS;
-    while (ts_metric("DELIVERY_SERVICE_URL", DUPLICATES) < dup + 5 && mono_ms() < deadline)
-        ts_sleep_ms(200);
-    assert_true(ts_metric("DELIVERY_SERVICE_URL", DUPLICATES) >= dup + 5);
+    ts_events_await("DELIVERY_SERVICE_URL", DETA_EVT_PAYMENT_AUTHORIZED, "duplicate", dup, 5,
+                    WAIT_MS);
     assert_int_equal(sql_long("SELECT count(*) FROM processed_events WHERE event_id = $1::uuid",
                               event_id),
                      0);

@@ -7,7 +7,8 @@
  * is 400 naming it; a client that stops reading is dropped; QUERY_STREAM_MAX
  * streams, then 503 with Retry-After; the gap rule against real transactions (a
  * feed number held by a slow transaction is waited for, one rolled back is
- * skipped as rolled back).
+ * skipped as rolled back, a hole after the row above the last one was deleted is
+ * a new wait); a number held as the reader starts reaches the streams.
  *
  * The streams are read over plain sockets with HTTP/1.0 requests (so the body is
  * not chunked and a test can stop reading whenever it likes).
@@ -236,6 +237,25 @@ static void assert_matches_feed(const seen_t *seen, const char *order_id) {
     PQfinish(pg);
 }
 
+/* Opens order_id's stream on c, up to its first frame. */
+static void open_order_stream(sse_t *c, const char *order_id) {
+    char path[128];
+    snprintf(path, sizeof path, "/api/orders/%s/stream", order_id);
+    sse_open(c, path, NULL, 0);
+    assert_int_equal(c->status, 200);
+    assert_true(read_until(c, "retry: 2000\n\n", 5000));
+}
+
+/* Deletes order_id's feed rows, which must be want. */
+static void delete_rows(PGconn *c, const char *order_id, long long want) {
+    const char *p[] = {order_id};
+    assert_int_equal(ts_pg_long(c,
+                                "WITH d AS (DELETE FROM stream_feed WHERE order_id = $1"
+                                " RETURNING 1) SELECT count(*) FROM d",
+                                1, p),
+                     want);
+}
+
 static int setup(void **state) {
     (void)state;
     snprintf(item, sizeof item, "STREAM-%ld-%ld", (long)getpid(), (long)time(NULL));
@@ -251,14 +271,10 @@ static void order_stream_shows_created_to_delivered_once_in_order(void **state) 
     (void)state;
     char id[1][37];
     place(id[0]);
-    char path[128];
-    snprintf(path, sizeof path, "/api/orders/%s/stream", id[0]);
     sse_t c;
-    sse_open(&c, path, NULL, 0);
-    assert_int_equal(c.status, 200);
+    open_order_stream(&c, id[0]);
     assert_non_null(strcasestr(c.headers, "Content-Type: text/event-stream"));
     assert_non_null(strcasestr(c.headers, "Cache-Control: no-store"));
-    assert_true(read_until(&c, "retry: 2000\n\n", 5000));
     static seen_t seen;
     memset(&seen, 0, sizeof seen);
     read_until_delivered(&c, &seen, id, 1, 120000, 3000);
@@ -451,6 +467,14 @@ static long long next_id(sse_t *c, int timeout_ms) {
     return strcmp(ev.event, "order") == 0 ? ev.id : -2;
 }
 
+/* slow commits (and wakes the reader): c gets first, then second. */
+static void commit_then_expect(PGconn *slow, sse_t *c, long long first, long long second) {
+    pg_ok(slow, "COMMIT");
+    pg_ok(slow, "SELECT pg_notify('stream_feed', '')");
+    assert_int_equal(next_id(c, 15000), first);
+    assert_int_equal(next_id(c, 15000), second);
+}
+
 #define GAPS_ROLLED_BACK "query_stream_gaps_total{outcome=\"rolled_back\"}"
 #define GAPS_GIVEN_UP "query_stream_gaps_total{outcome=\"given_up\"}"
 
@@ -462,13 +486,10 @@ static long long next_id(sse_t *c, int timeout_ms) {
  * as rolled back (its holders ended), not given up by the clock. */
 static void the_gap_rule_waits_for_a_slow_holder_and_skips_a_rolled_back_one(void **state) {
     (void)state;
-    char oid[37], path[128];
+    char oid[37];
     ts_uuid(oid);
-    snprintf(path, sizeof path, "/api/orders/%s/stream", oid);
     sse_t c;
-    sse_open(&c, path, NULL, 0);
-    assert_int_equal(c.status, 200);
-    assert_true(read_until(&c, "retry: 2000\n\n", 5000));
+    open_order_stream(&c, oid);
     ts_sleep_ms(1500); /* the reader has taken the stream */
     double rolled0 = ts_metric("QUERY_API_URL", GAPS_ROLLED_BACK);
     double given0 = ts_metric("QUERY_API_URL", GAPS_GIVEN_UP);
@@ -487,10 +508,7 @@ static void the_gap_rule_waits_for_a_slow_holder_and_skips_a_rolled_back_one(voi
     pg_ok(fast, "SELECT pg_notify('stream_feed', '')");
     assert_true(s2 > s1);
     assert_int_equal(next_id(&c, 3000), -1); /* s2 waits behind s1 */
-    pg_ok(slow, "COMMIT");
-    pg_ok(slow, "SELECT pg_notify('stream_feed', '')");
-    assert_int_equal(next_id(&c, 15000), s1);
-    assert_int_equal(next_id(&c, 15000), s2);
+    commit_then_expect(slow, &c, s1, s2);
 
     pg_ok(slow, "BEGIN");
     long long s3 = feed_insert(slow, oid);
@@ -504,12 +522,78 @@ static void the_gap_rule_waits_for_a_slow_holder_and_skips_a_rolled_back_one(voi
     assert_true(ts_metric("QUERY_API_URL", GAPS_GIVEN_UP) == given0);
 
     sse_close(&c);
-    const char *p[] = {oid};
+    delete_rows(fast, oid, 3);
+    PQfinish(slow);
+    PQfinish(fast);
+}
+
+/* The reader noted slow's transaction at a hole; the row above the hole was
+ * then deleted (as the purge does) and slow rolled back. A later hole, held by
+ * another transaction, is a new wait: the old rule judged it by the old wait's
+ * holders (all ended) and skipped it at once, and the held row, committed
+ * later, never reached the stream. */
+static void a_hole_after_the_row_above_the_last_went_is_waited_for_anew(void **state) {
+    (void)state;
+    char oid[37];
+    ts_uuid(oid);
+    sse_t c;
+    open_order_stream(&c, oid);
+    ts_sleep_ms(1500); /* the reader has taken the stream */
+    PGconn *slow = ts_pg("delivery_query"), *fast = ts_pg("delivery_query");
+
+    pg_ok(slow, "BEGIN");
+    long long s1 = feed_insert(slow, oid);
+    long long s2 = feed_insert(fast, oid);
+    pg_ok(fast, "SELECT pg_notify('stream_feed', '')");
+    assert_int_equal(next_id(&c, 1500), -1); /* s2 waits behind s1, slow noted */
+    char s2text[24];
+    snprintf(s2text, sizeof s2text, "%lld", s2);
+    const char *p2[] = {s2text};
     assert_int_equal(ts_pg_long(fast,
-                                "WITH d AS (DELETE FROM stream_feed WHERE order_id = $1"
+                                "WITH d AS (DELETE FROM stream_feed WHERE seq = $1::bigint"
                                 " RETURNING 1) SELECT count(*) FROM d",
-                                1, p),
-                     3);
+                                1, p2),
+                     1);
+    pg_ok(slow, "ROLLBACK");
+    ts_sleep_ms(500); /* the reader looked: nothing above the hole */
+
+    pg_ok(slow, "BEGIN");
+    long long s3 = feed_insert(slow, oid);
+    long long s4 = feed_insert(fast, oid);
+    pg_ok(fast, "SELECT pg_notify('stream_feed', '')");
+    assert_true(s1 < s2 && s2 < s3 && s3 < s4);
+    assert_int_equal(next_id(&c, 3000), -1); /* s4 waits behind s3 */
+    commit_then_expect(slow, &c, s3, s4);
+
+    sse_close(&c);
+    delete_rows(fast, oid, 2);
+    PQfinish(slow);
+    PQfinish(fast);
+}
+
+/* query-api starts while a transaction holds a feed number below the newest
+ * row. The reader takes its position only once that transaction ended, so an
+ * order's stream opened meanwhile gets the held row, in order, when it commits;
+ * the old reader started at the newest row at once, the stream's catch-up read
+ * sent the newer row alone, and the held one never came. */
+static void a_number_held_as_the_reader_starts_reaches_the_streams(void **state) {
+    (void)state;
+    char oid[37];
+    ts_uuid(oid);
+    PGconn *slow = ts_pg("delivery_query"), *fast = ts_pg("delivery_query");
+    pg_ok(slow, "BEGIN");
+    long long s1 = feed_insert(slow, oid);
+    long long s2 = feed_insert(fast, oid);
+    assert_true(s2 > s1);
+    assert_int_equal(ts_stack("stop query-api"), 0);
+    assert_int_equal(ts_stack("start query-api"), 0);
+    sse_t c;
+    open_order_stream(&c, oid);
+    assert_int_equal(next_id(&c, 2000), -1); /* the stream waits for the reader */
+    commit_then_expect(slow, &c, s1, s2);
+
+    sse_close(&c);
+    delete_rows(fast, oid, 2);
     PQfinish(slow);
     PQfinish(fast);
 }
@@ -523,6 +607,8 @@ int main(void) {
         cmocka_unit_test(a_client_that_stops_reading_is_dropped),
         cmocka_unit_test(the_limit_then_503_with_retry_after),
         cmocka_unit_test(the_gap_rule_waits_for_a_slow_holder_and_skips_a_rolled_back_one),
+        cmocka_unit_test(a_hole_after_the_row_above_the_last_went_is_waited_for_anew),
+        cmocka_unit_test(a_number_held_as_the_reader_starts_reaches_the_streams),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

@@ -1,7 +1,7 @@
 /*
  * test_query_stream.c - query-api's stream rules (services/query-api/stream/):
- * the SSE frames, the strict parse of a resume point, the gap rule and where a
- * stream starts.
+ * the SSE frames, the strict parse of a resume point, the gap rule, the feed
+ * reader's first look and where a stream starts.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -165,6 +165,40 @@ static void gap_partly_filled_starts_a_new_wait(void **state) {
     assert_int_equal(gap_check(&w, 11, 13, true, 1240, 10000), GAP_SKIP);
 }
 
+static void gap_whose_first_row_went_starts_a_new_wait(void **state) {
+    (void)state;
+    gap_wait_t w = {0};
+    /* 11..19 missing, 20 seen; the holders are noted and hold 11..19 */
+    assert_int_equal(gap_check(&w, 10, 20, false, 0, 10000), GAP_WAIT);
+    assert_int_equal(gap_check(&w, 10, 20, false, 20, 10000), GAP_HOLDERS);
+    gap_holders_noted(&w);
+    assert_int_equal(gap_check(&w, 10, 20, false, 40, 10000), GAP_WAIT);
+    /* 15 committed: the holders noted cover 11..14 as well, the wait goes on */
+    assert_int_equal(gap_check(&w, 10, 15, false, 60, 10000), GAP_WAIT);
+    assert_int_equal(gap_check(&w, 10, 20, false, 80, 10000), GAP_WAIT);
+    /* 15 and 20 deleted; later the holders ended, and 25 is the first row. 21..24
+     * may be held by transactions that began after the holders were noted: a new
+     * wait, not a skip by the old holders, nor a give-up by the old clock */
+    assert_int_equal(gap_check(&w, 10, 25, true, 60000, 10000), GAP_WAIT);
+    assert_int_equal(gap_remaining_ms(&w, 60000, 10000), 10000);
+    assert_int_equal(gap_check(&w, 10, 25, true, 60020, 10000), GAP_HOLDERS);
+    gap_holders_noted(&w);
+    assert_int_equal(gap_check(&w, 10, 25, false, 60040, 10000), GAP_WAIT);
+    assert_int_equal(gap_check(&w, 10, 25, true, 60060, 10000), GAP_SKIP);
+}
+
+static void first_look_starts_once_its_holders_ended(void **state) {
+    (void)state;
+    first_look_t f = {.pending = true, .newest = 100, .since_ms = 1000};
+    assert_int_equal(first_look_check(&f, false, 1000, 10000), LOOK_WAIT);
+    assert_int_equal(first_look_check(&f, false, 10999, 10000), LOOK_WAIT);
+    assert_int_equal(first_look_check(&f, true, 10999, 10000), LOOK_START);
+    /* ended wins over the clock; the clock alone gives them up */
+    assert_int_equal(first_look_check(&f, true, 20000, 10000), LOOK_START);
+    assert_int_equal(first_look_check(&f, false, 11000, 10000), LOOK_GIVE_UP);
+    assert_int_equal(first_look_check(&f, false, 1000, 0), LOOK_GIVE_UP);
+}
+
 static void gap_of_zero_ms_never_waits(void **state) {
     (void)state;
     gap_wait_t w = {0};
@@ -257,6 +291,8 @@ int main(void) {
         cmocka_unit_test(gap_waits_for_a_slow_holder_however_long_within_the_bound),
         cmocka_unit_test(gap_given_up_after_the_bound),
         cmocka_unit_test(gap_partly_filled_starts_a_new_wait),
+        cmocka_unit_test(gap_whose_first_row_went_starts_a_new_wait),
+        cmocka_unit_test(first_look_starts_once_its_holders_ended),
         cmocka_unit_test(gap_of_zero_ms_never_waits),
         cmocka_unit_test(gap_holders_noted_without_a_wait_do_nothing),
         cmocka_unit_test(start_without_resume_point),

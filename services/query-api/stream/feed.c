@@ -53,16 +53,20 @@ deta_err_t feed_append(deta_db_t *tx, const feed_entry_t *e, char *errstr, size_
     return deta_db_run(tx, APPEND_SQL, 7, params, errstr, errsize);
 }
 
-/* The settled column is an uncorrelated subquery, so it is computed once, in the
- * statement's snapshot: the same snapshot as the rows. A holder is ended in it
- * when pg_visible_in_snapshot() says so (older than the snapshot's xmin, or below
- * its xmax and not in progress; committed or aborted alike). */
+/* Whether the statement's snapshot shows every holder in the list p ended
+ * (false for NULL): an uncorrelated subquery, so computed once, in the
+ * statement's snapshot. A holder is ended in it when pg_visible_in_snapshot()
+ * says so (older than the snapshot's xmin, or below its xmax and not in
+ * progress; committed or aborted alike). */
+#define HOLDERS_ENDED(p)                                                                  \
+    "(SELECT " p "::xid8[] IS NOT NULL AND COALESCE(bool_and(pg_visible_in_snapshot(h, s)),"  \
+    "  true) FROM unnest(" p "::xid8[]) h, pg_current_snapshot() s)"
+
+/* The settled column is computed in the same snapshot as the rows. */
 static const char READ_SQL[] =
     "SELECT seq, order_id, event_id::text, event_type, topic,"
     " (extract(epoch FROM occurred_at) * 1000000)::bigint, status, customer_id,"
-    " (extract(epoch FROM created_at) * 1000000)::bigint,"
-    " (SELECT $5::xid8[] IS NOT NULL AND COALESCE(bool_and(pg_visible_in_snapshot(h, s)), true)"
-    "  FROM unnest($5::xid8[]) h, pg_current_snapshot() s)"
+    " (extract(epoch FROM created_at) * 1000000)::bigint, " HOLDERS_ENDED("$5")
     " FROM stream_feed WHERE seq > $1::bigint AND ($2::bigint < 0 OR seq <= $2::bigint)"
     " AND ($3::text IS NULL OR order_id = $3) ORDER BY seq LIMIT $4::int";
 
@@ -140,6 +144,20 @@ deta_err_t feed_holders(deta_db_t *db, const char *given_up, char **holders,
     free(*still_given_up);
     *holders = *still_given_up = NULL;
     return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+}
+
+deta_err_t feed_ended(deta_db_t *db, const char *holders, bool *ended, char *errstr,
+                      size_t errsize) {
+    deta_err_t err;
+    const char *params[] = {holders};
+    *ended = false;
+    PGresult *res = deta_db_exec(db, "SELECT " HOLDERS_ENDED("$1"), 1, params, &err, errstr,
+                                 errsize);
+    if (!res)
+        return err;
+    *ended = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    return DETA_OK;
 }
 
 deta_err_t feed_bounds(deta_db_t *db, int64_t *oldest, int64_t *newest, char *errstr,

@@ -77,6 +77,10 @@ deta_err_t feed_read(deta_db_t *db, int64_t after, int64_t upto, const char *ord
  * list from an earlier call, or NULL), into *still_given_up those that are. */
 deta_err_t feed_holders(deta_db_t *db, const char *given_up, char **holders,
                         char **still_given_up, char *errstr, size_t errsize);
+/* Whether this statement's snapshot shows every one of holders (a list from
+ * feed_holders) ended. */
+deta_err_t feed_ended(deta_db_t *db, const char *holders, bool *ended, char *errstr,
+                      size_t errsize);
 /* Oldest and newest seq (0 when empty). */
 deta_err_t feed_bounds(deta_db_t *db, int64_t *oldest, int64_t *newest, char *errstr,
                        size_t errsize);

@@ -61,10 +61,11 @@ struct hub {
     unsigned long listen_session;
     bool listening;
     int64_t pos; /* every row up to it is fanned out; -1 before the first look */
+    first_look_t first;
     long followed_ms; /* when the feed was last read */
     bool behind;      /* reads were skipped (no stream open): follow before starting one */
     gap_wait_t gap;
-    char *holders;  /* the gap's holders (feed_holders), while gap.holders */
+    char *holders;  /* the gap's holders (feed_holders), while gap.holders or first.pending */
     char *given_up; /* holders of given-up holes, still open when last looked at */
     bool failing;
     feed_row_t rows[LIVE_PAGE];
@@ -363,18 +364,58 @@ static void skipped(hub_t *h, gap_verdict_t v, int64_t from, int64_t to) {
                   from, to, h->set.gap_ms, h->holders ? h->holders : "not known");
 }
 
+/* The reader's first look (rules.h): sets pos once the holders of the numbers
+ * below the newest row have ended, or are given up. Returns how long the reader
+ * may sleep before looking again, or 0 once pos is set. */
+static long first_look(hub_t *h) {
+    char why[256] = "";
+    if (!h->first.pending) {
+        int64_t oldest, newest;
+        char *holders, *none;
+        if (feed_bounds(h->db, &oldest, &newest, why, sizeof why) ||
+            feed_holders(h->db, NULL, &holders, &none, why, sizeof why)) {
+            reader_fail(h, "the feed's newest row", why);
+            return IDLE_WAIT_MS;
+        }
+        free(none);
+        free(h->holders);
+        h->holders = holders;
+        h->first = (first_look_t){.pending = true, .newest = newest, .since_ms = deta_clock_ms()};
+    }
+    bool ended;
+    if (feed_ended(h->db, h->holders, &ended, why, sizeof why)) {
+        reader_fail(h, "the feed's open transactions", why);
+        return IDLE_WAIT_MS;
+    }
+    reader_ok(h);
+    look_verdict_t v = first_look_check(&h->first, ended, deta_clock_ms(), h->set.gap_ms);
+    if (v == LOOK_WAIT)
+        return GAP_POLL_MS;
+    if (v == LOOK_GIVE_UP) {
+        deta_counter_inc(h->gaps_given_up);
+        DETA_WARN("stream feed reader: started at seq %" PRId64 " after %ld ms with a"
+                  " transaction of the database that may hold a number below it still open (%s)",
+                  h->first.newest, h->set.gap_ms, h->holders);
+        free(h->given_up);
+        h->given_up = h->holders; /* left out of the holes' holders, as a hole's are */
+    } else {
+        free(h->holders);
+    }
+    h->holders = NULL;
+    h->pos = h->first.newest;
+    h->first = (first_look_t){0};
+    return 0;
+}
+
 /* Takes the committed rows after pos, by the gap rule. Returns the longest the
  * reader may sleep (0: more is waiting). While a hole is waited for, a read takes
  * one row: only the first one matters until the hole is decided. */
 static long follow(hub_t *h) {
     char why[256] = "";
     if (h->pos < 0) {
-        int64_t oldest;
-        if (feed_bounds(h->db, &oldest, &h->pos, why, sizeof why)) {
-            h->pos = -1;
-            reader_fail(h, "the feed's newest row", why);
-            return IDLE_WAIT_MS;
-        }
+        long wait = first_look(h);
+        if (h->pos < 0)
+            return wait;
     }
     size_t n = 0, page = h->gap.missing ? 1 : LIVE_PAGE;
     bool settled = false;

@@ -1,5 +1,6 @@
 /*
- * rules.c - the gap rule and where a stream starts (rules.h). No I/O.
+ * rules.c - the gap rule, the reader's first look and where a stream starts
+ * (rules.h). No I/O.
  */
 #include "query-api/stream/rules.h"
 
@@ -9,9 +10,9 @@ gap_verdict_t gap_check(gap_wait_t *w, int64_t pos, int64_t seq, bool settled, l
         *w = (gap_wait_t){0};
         return GAP_TAKE;
     }
-    bool fresh = w->missing == 0;
+    bool fresh = w->missing != pos + 1 || seq > w->seq;
     if (fresh)
-        *w = (gap_wait_t){.missing = pos + 1, .since_ms = now_ms};
+        *w = (gap_wait_t){.missing = pos + 1, .seq = seq, .since_ms = now_ms};
     if (w->holders && settled) {
         *w = (gap_wait_t){0};
         return GAP_SKIP;
@@ -35,6 +36,12 @@ long gap_remaining_ms(const gap_wait_t *w, long now_ms, long bound_ms) {
         return -1;
     long left = bound_ms - (now_ms - w->since_ms);
     return left > 0 ? left : 0;
+}
+
+look_verdict_t first_look_check(const first_look_t *f, bool ended, long now_ms, long bound_ms) {
+    if (ended)
+        return LOOK_START;
+    return now_ms - f->since_ms >= bound_ms ? LOOK_GIVE_UP : LOOK_WAIT;
 }
 
 start_verdict_t stream_start_decide(const stream_start_t *s, const feed_extent_t *e,

@@ -16,7 +16,7 @@
  * (QUERY_STREAM_GAP_MS) is given up (counted and logged), and its holders still
  * open are left out of later holes' holders: a transaction of query-api's
  * database open that long is a fault of its own, and stalls the streams once,
- * not at every hole.
+ * not at every hole. The reader's first look is such a wait too (first_look_t).
  *
  * What this relies on: the reader reads the primary (a standby has no
  * backend_xid of the primary's transactions); no prepared (two-phase)
@@ -40,6 +40,7 @@
 /* The reader's wait for missing numbers. */
 typedef struct gap_wait {
     int64_t missing; /* the first number waited for; 0 when none */
+    int64_t seq;     /* the row above the hole when the wait began */
     bool holders;    /* the holders are noted */
     long since_ms;   /* when the wait began */
 } gap_wait_t;
@@ -55,13 +56,39 @@ typedef enum gap_verdict {
 /* The reader has delivered everything up to pos; in a read, the smallest
  * committed seq above it is seq, and settled says whether that read's snapshot
  * showed every holder noted in w ended (false when the read was made before
- * they were noted). */
+ * they were noted). The holders of a wait cover the numbers below its first row
+ * (w->seq): each was taken before that row's, by a transaction that had its id
+ * then. A row above that one (the first was deleted meanwhile, by the purge or
+ * by hand) makes a hole they may not cover: a new wait, its clock from now. */
 gap_verdict_t gap_check(gap_wait_t *w, int64_t pos, int64_t seq, bool settled, long now_ms,
                         long bound_ms);
 /* The holders asked for by GAP_HOLDERS are noted. */
 void gap_holders_noted(gap_wait_t *w);
 /* How long until the wait in w is given up (>= 0), or -1 when nothing is waited for. */
 long gap_remaining_ms(const gap_wait_t *w, long now_ms, long bound_ms);
+
+/* The reader's first look, before it has a position: the newest committed seq
+ * then, and the holders open after it was read. A number below it still
+ * missing is held by one of them; should it commit after a stream started at
+ * that position, no stream would get it. So the reader takes the position once
+ * a read's snapshot shows all of them ended (most end within milliseconds),
+ * and no stream starts before; holders still open after bound_ms are given up
+ * as a hole's are. */
+typedef struct first_look {
+    bool pending; /* newest and the holders are noted */
+    int64_t newest;
+    long since_ms;
+} first_look_t;
+
+typedef enum look_verdict {
+    LOOK_START,   /* the position is newest */
+    LOOK_GIVE_UP, /* the same, the holders still open given up */
+    LOOK_WAIT,    /* look again soon */
+} look_verdict_t;
+
+/* ended: whether a read's snapshot, made after the holders were noted, shows
+ * every one of them ended. */
+look_verdict_t first_look_check(const first_look_t *f, bool ended, long now_ms, long bound_ms);
 
 typedef struct stream_start {
     bool has_resume;
