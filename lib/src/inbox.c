@@ -52,8 +52,9 @@ deta_err_t deta_inbox_claim(deta_db_t *db, const char *consumer, const char *eve
 
 deta_err_t deta_inbox_purge(deta_db_t *db, long retention_s, int max_rows, long *purged,
                             char *errstr, size_t errsize) {
-    return deta_retention_purge(db, "processed_events", "processed_at", retention_s, max_rows,
-                                purged, errstr, errsize);
+    const deta_retention_spec_t spec = {
+        .table = "processed_events", .column = "processed_at", .keep_s = retention_s};
+    return deta_retention_purge(db, &spec, max_rows, purged, errstr, errsize);
 }
 
 deta_retention_t *deta_inbox_purger_new(const deta_config_t *cfg, deta_metrics_t *metrics,

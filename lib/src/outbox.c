@@ -53,6 +53,11 @@ const deta_migration_t deta_outbox_migrations[] = {
      " IF NOT EXISTS (SELECT FROM pg_publication WHERE pubname = 'deta_outbox') THEN"
      "  CREATE PUBLICATION deta_outbox FOR TABLE outbox WITH (publish = 'insert');"
      " END IF; END $$;"},
+    {5, "purge by id: no index on the rows' age",
+     /* A BRIN's ranges only widen: once purged pages were reused, every range
+      * matched and each purge read the whole table. The purge now takes the
+      * oldest rows by id (retention.h), and no insert writes an age index. */
+     "DROP INDEX IF EXISTS outbox_created_idx;"},
 };
 const size_t deta_outbox_migrations_count =
     sizeof deta_outbox_migrations / sizeof deta_outbox_migrations[0];

@@ -66,6 +66,7 @@
 
 #include "clock.h"
 #include "deta/log.h"
+#include "deta/retention.h"
 #include "deta/outbox.h"
 #include "deta/trace.h"
 #include "outbox_internal.h"
@@ -728,22 +729,28 @@ static void standby_turn(deta_outbox_relay_t *r) {
 
 /* ---- housekeeping ---- */
 
+/* Published or streamed: the stream reads the WAL, so a row it has not reached
+ * yet may go from the table. Parked rows stay until handled, and rows an older
+ * relay left stay until the legacy drain took them. Oldest first by id (ids and
+ * ages ascend together): the table has no index on its age (retention.h). */
 static void purge_if_due(deta_outbox_relay_t *r) {
     if (deta_clock_ms() - r->last_purge_ms < OUTBOX_PURGE_EVERY_MS)
         return;
     r->last_purge_ms = deta_clock_ms();
-    char secs[24], why[256];
-    snprintf(secs, sizeof secs, "%ld", r->retention_s);
-    const char *params[] = {secs};
-    /* Published or streamed: the stream reads the WAL, so a row it has not
-     * reached yet may go from the table. Parked rows stay until handled, and
-     * rows an older relay left stay until the legacy drain took them. */
-    if (deta_db_run(r->db,
-                    "DELETE FROM outbox WHERE created_at < now() - make_interval(secs => $1::bigint)"
-                    " AND parked_reason IS NULL AND NOT EXISTS (SELECT FROM outbox_relay_state"
-                    " WHERE legacy_drain)",
-                    1, params, why, sizeof why) != DETA_OK)
+    const deta_retention_spec_t spec = {
+        .table = "outbox",
+        .column = "created_at",
+        .key = "id",
+        .only = "parked_reason IS NULL AND NOT EXISTS (SELECT FROM outbox_relay_state"
+                " WHERE legacy_drain)",
+        .keep_s = r->retention_s};
+    long purged;
+    bool backlog;
+    char why[256] = "";
+    if (deta_retention_sweep(r->db, &spec, &purged, &backlog, why, sizeof why) != DETA_OK)
         DETA_WARN("outbox purge failed: %s", why);
+    if (backlog)
+        r->last_purge_ms -= OUTBOX_PURGE_EVERY_MS; /* due again at the next turn */
 }
 
 static slot_metrics_t *slot_entry(deta_outbox_relay_t *r, const char *name) {

@@ -14,11 +14,15 @@
 
 #define IDENT_MAX 63 /* Postgres's NAMEDATALEN - 1 */
 
+#define ONLY_MAX 255
+
 struct deta_retention {
+    deta_retention_spec_t spec; /* its strings are the copies below */
     char table[IDENT_MAX + 1];
     char column[IDENT_MAX + 1];
+    char key[IDENT_MAX + 1];
+    char only[ONLY_MAX + 1];
     char what[64];
-    long keep_s;
     long next_ms;
     deta_counter_t *purged;
 };
@@ -33,19 +37,36 @@ static bool plain_identifier(const char *s) {
     return true;
 }
 
-deta_err_t deta_retention_purge(deta_db_t *db, const char *table, const char *column,
-                                long keep_s, int max_rows, long *purged, char *errstr,
-                                size_t errsize) {
-    if (!db || keep_s < 0 || max_rows <= 0 || !purged || !plain_identifier(table) ||
-        !plain_identifier(column))
+static bool spec_ok(const deta_retention_spec_t *s) {
+    return s && plain_identifier(s->table) && plain_identifier(s->column) &&
+           (!s->key || plain_identifier(s->key)) && (!s->only || strlen(s->only) <= ONLY_MAX) &&
+           s->keep_s >= 0;
+}
+
+/* The DELETE of one batch: $1 the retention in seconds, $2 the batch. */
+static void purge_sql(const deta_retention_spec_t *s, char *sql, size_t size) {
+    const char *only = s->only ? s->only : "true";
+    if (s->key)
+        snprintf(sql, size,
+                 "DELETE FROM %s WHERE ctid = ANY (ARRAY (SELECT ctid FROM (SELECT ctid, %s"
+                 " FROM %s WHERE %s ORDER BY %s LIMIT $2::int) b WHERE %s <"
+                 " now() - make_interval(secs => $1::bigint)))",
+                 s->table, s->column, s->table, only, s->key, s->column);
+    else
+        snprintf(sql, size,
+                 "DELETE FROM %s WHERE ctid = ANY (ARRAY (SELECT ctid FROM %s WHERE %s <"
+                 " now() - make_interval(secs => $1::bigint) AND %s LIMIT $2::int))",
+                 s->table, s->table, s->column, only);
+}
+
+deta_err_t deta_retention_purge(deta_db_t *db, const deta_retention_spec_t *spec, int max_rows,
+                                long *purged, char *errstr, size_t errsize) {
+    if (!db || !spec_ok(spec) || max_rows <= 0 || !purged)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "bad arguments to the purge");
     *purged = 0;
-    char sql[512], secs[24], limit[16];
-    snprintf(sql, sizeof sql,
-             "DELETE FROM %s WHERE ctid = ANY (ARRAY (SELECT ctid FROM %s WHERE %s <"
-             " now() - make_interval(secs => $1::bigint) LIMIT $2::int))",
-             table, table, column);
-    snprintf(secs, sizeof secs, "%ld", keep_s);
+    char sql[4 * IDENT_MAX + ONLY_MAX + 256], secs[24], limit[16];
+    purge_sql(spec, sql, sizeof sql);
+    snprintf(secs, sizeof secs, "%ld", spec->keep_s);
     snprintf(limit, sizeof limit, "%d", max_rows);
     const char *params[] = {secs, limit};
     deta_err_t err;
@@ -57,10 +78,27 @@ deta_err_t deta_retention_purge(deta_db_t *db, const char *table, const char *co
     return DETA_OK;
 }
 
+deta_err_t deta_retention_sweep(deta_db_t *db, const deta_retention_spec_t *spec, long *purged,
+                                bool *backlog, char *errstr, size_t errsize) {
+    if (backlog)
+        *backlog = false;
+    if (!purged)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "bad arguments to the purge");
+    *purged = 0;
+    long n = DETA_RETENTION_BATCH;
+    deta_err_t err = DETA_OK;
+    for (int i = 0; i < DETA_RETENTION_BATCHES && n == DETA_RETENTION_BATCH && !err; i++) {
+        err = deta_retention_purge(db, spec, DETA_RETENTION_BATCH, &n, errstr, errsize);
+        *purged += err ? 0 : n;
+    }
+    if (backlog)
+        *backlog = !err && n == DETA_RETENTION_BATCH;
+    return err;
+}
+
 deta_retention_t *deta_retention_new(const deta_retention_spec_t *spec,
                                      deta_metrics_t *metrics, char *errstr, size_t errsize) {
-    if (!spec || !plain_identifier(spec->table) || !plain_identifier(spec->column) ||
-        spec->keep_s < 0) {
+    if (!spec_ok(spec)) {
         deta_errf(DETA_ERR_INVALID, errstr, errsize,
                   "a retention needs a table, its age column and a retention >= 0");
         return NULL;
@@ -72,8 +110,15 @@ deta_retention_t *deta_retention_new(const deta_retention_spec_t *spec,
     }
     snprintf(r->table, sizeof r->table, "%s", spec->table);
     snprintf(r->column, sizeof r->column, "%s", spec->column);
+    snprintf(r->key, sizeof r->key, "%s", spec->key ? spec->key : "");
+    snprintf(r->only, sizeof r->only, "%s", spec->only ? spec->only : "");
     snprintf(r->what, sizeof r->what, "%s", spec->what ? spec->what : spec->table);
-    r->keep_s = spec->keep_s;
+    r->spec = (deta_retention_spec_t){.table = r->table,
+                                      .column = r->column,
+                                      .key = spec->key ? r->key : NULL,
+                                      .only = spec->only ? r->only : NULL,
+                                      .keep_s = spec->keep_s,
+                                      .what = r->what};
     r->next_ms = deta_clock_ms();
     if (metrics && spec->metric)
         r->purged = deta_counter(metrics, spec->metric, spec->help ? spec->help : "", NULL);
@@ -82,25 +127,20 @@ deta_retention_t *deta_retention_new(const deta_retention_spec_t *spec,
 
 void deta_retention_run(void *retention, deta_db_t *db) {
     deta_retention_t *r = retention;
-    if (!r || !db || r->keep_s == 0 || deta_clock_ms() < r->next_ms)
+    if (!r || !db || r->spec.keep_s == 0 || deta_clock_ms() < r->next_ms)
         return;
-    long total = 0, n = DETA_RETENTION_BATCH;
+    long total = 0;
+    bool backlog;
     char why[256] = "";
-    deta_err_t err = DETA_OK;
-    for (int i = 0; i < DETA_RETENTION_BATCHES && n == DETA_RETENTION_BATCH && !err; i++) {
-        err = deta_retention_purge(db, r->table, r->column, r->keep_s, DETA_RETENTION_BATCH, &n,
-                                   why, sizeof why);
-        total += err ? 0 : n;
-    }
+    deta_err_t err = deta_retention_sweep(db, &r->spec, &total, &backlog, why, sizeof why);
     if (err)
         DETA_WARN("purge of %s failed (tried again in %d ms): %s", r->what,
                   DETA_RETENTION_EVERY_MS, why);
     if (total > 0) {
         if (r->purged)
             deta_counter_add(r->purged, (double)total);
-        DETA_DEBUG("purge: %ld %s older than %ld h deleted", total, r->what, r->keep_s / 3600);
+        DETA_DEBUG("purge: %ld %s older than %ld s deleted", total, r->what, r->spec.keep_s);
     }
-    bool backlog = !err && n == DETA_RETENTION_BATCH;
     r->next_ms = deta_clock_ms() + (backlog ? 0 : DETA_RETENTION_EVERY_MS);
 }
 

@@ -774,7 +774,9 @@ static void test_stop_is_bounded(void **state) {
 /* ---- housekeeping ---- */
 
 /* The purge runs at a relay's start (and once a minute): with a retention of
- * a minute, rows made two hours old go, a recent one and a parked old one stay. */
+ * a minute, rows made two hours old go, a recent one and a parked old one stay.
+ * Ids and ages ascend together (the purge takes the oldest by id), so every row
+ * up to the old one is made old, not that row alone. */
 static void test_purges_old_rows_not_parked_ones(void **state) {
     (void)state;
     char err[256], old_key[64], recent_key[64], parked_key[64];
@@ -789,7 +791,8 @@ static void test_purges_old_rows_not_parked_ones(void **state) {
     relay1 = NULL;
     char sql[512];
     snprintf(sql, sizeof sql,
-             "UPDATE outbox SET created_at = now() - interval '2 hours' WHERE msg_key IN ('%s', '%s');"
+             "UPDATE outbox SET created_at = now() - interval '2 hours' WHERE id <= (SELECT id"
+             " FROM outbox WHERE msg_key = '%s') OR msg_key = '%s';"
              " UPDATE outbox SET parked_at = now(), parked_reason = 'it: parked by hand'"
              " WHERE msg_key = '%s'",
              old_key, parked_key, parked_key);

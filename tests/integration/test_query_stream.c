@@ -8,7 +8,8 @@
  * streams, then 503 with Retry-After; the gap rule against real transactions (a
  * feed number held by a slow transaction is waited for, one rolled back is
  * skipped as rolled back, a hole after the row above the last one was deleted is
- * a new wait); a number held as the reader starts reaches the streams.
+ * a new wait); a number held as the reader starts reaches the streams; old
+ * rows are purged, oldest first by seq.
  *
  * The streams are read over plain sockets with HTTP/1.0 requests (so the body is
  * not chunked and a test can stop reading whenever it likes).
@@ -598,6 +599,43 @@ static void a_number_held_as_the_reader_starts_reaches_the_streams(void **state)
     PQfinish(fast);
 }
 
+#define FEED_PURGED "query_stream_feed_purged_total"
+
+/* Rows older than QUERY_STREAM_RETENTION_HOURS (24) go, oldest first by seq
+ * (the feed has no index on its age): every row up to the third of an order's
+ * four is made 25 hours old, and the running query-api's purge (every 10 s)
+ * deletes those three, not the fourth. */
+static void old_feed_rows_are_purged_oldest_first(void **state) {
+    (void)state;
+    char oid[37];
+    ts_uuid(oid);
+    PGconn *c = ts_pg("delivery_query");
+    double purged0 = ts_metric("QUERY_API_URL", FEED_PURGED);
+    assert_true(purged0 >= 0);
+    long long seq[4];
+    for (int i = 0; i < 4; i++)
+        seq[i] = feed_insert(c, oid);
+    char upto[24];
+    snprintf(upto, sizeof upto, "%lld", seq[2]);
+    const char *p[] = {upto};
+    assert_true(ts_pg_long(c,
+                           "WITH u AS (UPDATE stream_feed SET created_at = now() - interval"
+                           " '25 hours' WHERE seq <= $1::bigint RETURNING 1) SELECT count(*) FROM u",
+                           1, p) >= 3);
+    const char *o[] = {oid};
+    long long left = 4;
+    for (int waited = 0; left > 1 && waited < 60000; waited += 500) {
+        ts_sleep_ms(500);
+        left = ts_pg_long(c, "SELECT count(*) FROM stream_feed WHERE order_id = $1", 1, o);
+    }
+    assert_int_equal(left, 1);
+    assert_int_equal(ts_pg_long(c, "SELECT seq FROM stream_feed WHERE order_id = $1", 1, o),
+                     seq[3]);
+    assert_true(ts_metric("QUERY_API_URL", FEED_PURGED) >= purged0 + 3);
+    delete_rows(c, oid, 1);
+    PQfinish(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(malformed_resume_points_are_400_naming_them),
@@ -609,6 +647,7 @@ int main(void) {
         cmocka_unit_test(the_gap_rule_waits_for_a_slow_holder_and_skips_a_rolled_back_one),
         cmocka_unit_test(a_hole_after_the_row_above_the_last_went_is_waited_for_anew),
         cmocka_unit_test(a_number_held_as_the_reader_starts_reaches_the_streams),
+        cmocka_unit_test(old_feed_rows_are_purged_oldest_first),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

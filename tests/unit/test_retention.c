@@ -110,18 +110,30 @@ static void test_purge_refuses_bad_arguments_before_sql(void **state) {
     deta_db_t *db = deta_db_new(&cfg);
     char why[256];
     long n = 7;
-    const char *ok = "created_at";
-    assert_int_equal(deta_retention_purge(NULL, "keys", ok, 60, 10, &n, why, sizeof why),
+    deta_retention_spec_t ok = {.table = "keys", .column = "created_at", .keep_s = 60};
+    deta_retention_spec_t bad[] = {ok, ok, ok, ok, ok};
+    bad[0].table = "keys x";
+    bad[1].column = "at;";
+    bad[2].keep_s = -1;
+    bad[3].key = "id desc";
+    bad[4].only = "true OR true OR true OR true OR true OR true OR true OR true OR true OR true"
+                  " OR true OR true OR true OR true OR true OR true OR true OR true OR true OR"
+                  " true OR true OR true OR true OR true OR true OR true OR true OR true OR true"
+                  " OR true OR true OR true OR true OR true OR true OR true OR true OR true";
+    assert_int_equal(deta_retention_purge(NULL, &ok, 10, &n, why, sizeof why), DETA_ERR_INVALID);
+    assert_int_equal(deta_retention_purge(db, NULL, 10, &n, why, sizeof why), DETA_ERR_INVALID);
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(deta_retention_purge(db, &bad[i], 10, &n, why, sizeof why),
+                         DETA_ERR_INVALID);
+        assert_null(deta_retention_new(&bad[i], NULL, why, sizeof why));
+    }
+    assert_int_equal(deta_retention_purge(db, &ok, 0, &n, why, sizeof why), DETA_ERR_INVALID);
+    assert_int_equal(deta_retention_purge(db, &ok, 10, NULL, why, sizeof why), DETA_ERR_INVALID);
+    bool backlog = true;
+    assert_int_equal(deta_retention_sweep(db, &bad[0], &n, &backlog, why, sizeof why),
                      DETA_ERR_INVALID);
-    assert_int_equal(deta_retention_purge(db, "keys x", ok, 60, 10, &n, why, sizeof why),
-                     DETA_ERR_INVALID);
-    assert_int_equal(deta_retention_purge(db, "keys", "at;", 60, 10, &n, why, sizeof why),
-                     DETA_ERR_INVALID);
-    assert_int_equal(deta_retention_purge(db, "keys", ok, -1, 10, &n, why, sizeof why),
-                     DETA_ERR_INVALID);
-    assert_int_equal(deta_retention_purge(db, "keys", ok, 60, 0, &n, why, sizeof why),
-                     DETA_ERR_INVALID);
-    assert_int_equal(deta_retention_purge(db, "keys", ok, 60, 10, NULL, why, sizeof why),
+    assert_false(backlog);
+    assert_int_equal(deta_retention_sweep(db, &ok, NULL, NULL, why, sizeof why),
                      DETA_ERR_INVALID);
     assert_int_equal(deta_db_session(db), 0); /* never connected */
     deta_db_free(db);

@@ -28,6 +28,11 @@ static const deta_migration_t feed_migrations[] = {
      "  created_at timestamptz NOT NULL DEFAULT now());"
      "CREATE INDEX stream_feed_order_idx ON stream_feed (order_id, seq);"
      "CREATE INDEX stream_feed_created_idx ON stream_feed (created_at);"},
+    {2, "stream_feed: purged by seq, no index on created_at",
+     /* The purge takes the oldest rows by seq (retention.h); an instance of the
+      * previous version purges by created_at without the index, a scan each
+      * time, until it is replaced. */
+     "DROP INDEX IF EXISTS stream_feed_created_idx;"},
 };
 
 deta_err_t feed_prepare(deta_service_t *svc, char *errstr, size_t errsize) {
@@ -197,6 +202,7 @@ deta_err_t feed_count(deta_db_t *db, int64_t after, int64_t upto, const char *or
 deta_err_t feed_retain(deta_service_t *svc, long hours, char *errstr, size_t errsize) {
     deta_retention_spec_t spec = {.table = "stream_feed",
                                   .column = "created_at",
+                                  .key = "seq",
                                   .keep_s = hours * 3600,
                                   .what = "stream feed rows",
                                   .metric = "query_stream_feed_purged_total",
