@@ -151,6 +151,7 @@ struct deta_db {
     int nqueued;
     db_cmd_t queue[DB_QUEUE_MAX]; /* in the order they are to run */
     deta_span_t *tx_span; /* the open transaction's span, current meanwhile (below) */
+    char violated[64];    /* the constraint of the last failure's unique violation */
 };
 
 /* ---- the transaction's span (deta/trace.h) ----
@@ -359,6 +360,9 @@ static deta_err_t result_error(deta_db_t *db, const PGresult *res, char *errstr,
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
     deta_err_t err = err_from_sqlstate(state);
+    const char *constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
+    snprintf(db->violated, sizeof db->violated, "%s",
+             err == DETA_ERR_CONFLICT && constraint ? constraint : "");
     return deta_errf(err, errstr, errsize, "%s (SQLSTATE %s)", msg ? msg : "query failed",
                      state ? state : "none");
 }
@@ -882,6 +886,8 @@ void deta_db_rollback(deta_db_t *db) {
 }
 
 bool deta_db_in_tx(const deta_db_t *db) { return db->in_tx; }
+
+const char *deta_db_violated(const deta_db_t *db) { return db ? db->violated : ""; }
 
 unsigned long deta_db_session(const deta_db_t *db) {
     return db ? db->session : 0;

@@ -11,7 +11,7 @@
  * processed_events first (the store's writes are outside the transaction). With
  * the Postgres store it does not (deta_event_dispatch_opts_t.own_key,
  * read_model_needs_claim): the timeline row, keyed by the event id and inserted
- * ON CONFLICT DO NOTHING in the same transaction, is the claim. Every effect of
+ * only when new in the same transaction, is the claim. Every effect of
  * the event follows from that row being new: the view's update (or insert) is
  * fed by the insert's RETURNING, and the feed row by the view's, all in one statement
  * (read_model_pg.c); the notes behind the metrics and the log line come after
@@ -142,7 +142,10 @@ static deta_err_t apply_event(deta_db_t *db, const deta_event_t *ev, void *opaqu
     err = deta_event_own_result(read_model_apply(qe->rm, db, &c, &out, errstr, errsize), false);
     if (err)
         return err;
-    if (!out.applied) /* in the timeline already: nothing else happens */
+    /* In the timeline already: nothing else happens. (rolled_back: a racing
+     * delivery put it there, and the dispatcher's rollback of the duplicate ends
+     * the aborted transaction, or savepoint.) */
+    if (!out.applied)
         return deta_event_own_result(DETA_OK, qe->own_key);
     /* The live streams' feed, after the view and in the same transaction: the
      * Postgres store's statement wrote it; with Cassandra's, it goes in the

@@ -81,6 +81,7 @@ deta_err_t read_model_prepare(read_model_t *rm, char *errstr, size_t errsize);
 
 typedef struct read_model_outcome {
     bool applied;        /* false: the event was in the timeline already */
+    bool rolled_back;    /* with applied false: tx is aborted (below) */
     bool status_changed; /* this event moved the order's status */
     /* The view after the event, for the feed (stream/feed.h); "" when unset. */
     char status[DETA_STATE_MAX];
@@ -99,7 +100,10 @@ typedef struct read_model_outcome {
  * needs the claim). The Postgres store writes in it, so entry and view commit
  * together, and an event already in the timeline (same eventId) changes nothing
  * (applied false): the timeline's key is the claim, and the consumer makes no
- * other. The Cassandra store ignores tx: its writes are idempotent, so an event
+ * other. When a concurrent transaction (another instance, in a rebalance)
+ * inserted the same event first, the statement fails on the key once that
+ * transaction commits: applied false and rolled_back true, tx (or its savepoint)
+ * aborted, for the caller to roll back, as it does for any duplicate. The Cassandra store ignores tx: its writes are idempotent, so an event
  * whose claim rolls back after it wrote folds to the same row when it comes again
  * (applied is always true: the claim, not the store, counts events once).
  * DETA_ERR_TRANSIENT when the store is away or overloaded (the consumer retries);

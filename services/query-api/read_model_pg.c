@@ -4,10 +4,13 @@
  * read_model_pg_ops.
  *
  * Applying an event is one statement (one round trip) in the consumer's
- * transaction: the timeline row (ON CONFLICT (event_id) DO NOTHING, so a
+ * transaction: the timeline row (inserted when no row has its event id, so a
  * duplicate stops there: applied false, and events.c makes nothing else of it;
  * that is why the consumer needs no processed_events claim with this store,
- * read_model_needs_claim) and, fed by it, the view's row: an UPDATE when the
+ * read_model_needs_claim; not ON CONFLICT DO NOTHING, whose speculative
+ * insertion costs a WAL record per event: a delivery racing another of the same
+ * event fails on the key once that one commits, which pg_apply reports as the
+ * duplicate, rolled_back) and, fed by it, the view's row: an UPDATE when the
  * order has one, else an INSERT ... ON CONFLICT DO UPDATE, both doing
  * query_view_merge()'s fold in SQL under the row's lock: GREATEST for the rank and
  * updatedAt, COALESCE for fields, a strict comparison of calculatedAt for the ETA.
@@ -178,11 +181,14 @@ static const char *nullable(const char *s) { return s[0] ? s : NULL; }
     "  v.status, v.customer_id,"                                                       \
     "  (EXTRACT(EPOCH FROM v.created_at) * 1000000)::bigint AS created_us"
 
+/* The timeline's primary key (its constraint's name, as CREATE TABLE gave it). */
+#define TIMELINE_KEY "order_events_pkey"
+
 static const char APPLY_SQL[] =
     "WITH ev AS ("
     " INSERT INTO order_events (event_id, order_id, event_type, topic, occurred_at, payload)"
-    " VALUES ($1::uuid, $2::uuid, $3, $4, $5::timestamptz, $6::jsonb)"
-    " ON CONFLICT (event_id) DO NOTHING RETURNING seq),"
+    " SELECT $1::uuid, $2::uuid, $3, $4, $5::timestamptz, $6::jsonb"
+    " WHERE NOT EXISTS (SELECT 1 FROM order_events WHERE event_id = $1::uuid) RETURNING seq),"
     " src AS (SELECT $2::uuid AS order_id, $7::text AS customer_id,"
     "  $8::numeric AS total_amount, $9::text AS currency, $10::text AS status,"
     "  $11::int AS status_rank, CASE WHEN $11::int > 0 THEN $1::uuid END AS status_event_id,"
@@ -256,6 +262,10 @@ static deta_err_t pg_apply(void *impl, deta_db_t *tx, const query_change_t *c,
     int nparams = (int)(sizeof params / sizeof *params);
     PGresult *res = deta_db_exec(tx, APPLY_SQL, nparams, params, &err, errstr, errsize);
     free(payload);
+    if (!res && err == DETA_ERR_CONFLICT && strcmp(deta_db_violated(tx), TIMELINE_KEY) == 0) {
+        out->rolled_back = true; /* another transaction inserted the event first */
+        return DETA_OK;
+    }
     if (!res)
         return err;
     out->applied = PQntuples(res) == 1 && strcmp(PQgetvalue(res, 0, 0), "t") == 0;

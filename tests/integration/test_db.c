@@ -180,6 +180,7 @@ static void test_error_mapping(void **state) {
     assert_int_equal(deta_db_run(db, "INSERT INTO uniq VALUES ($1)", 1, k, why, sizeof why),
                      DETA_ERR_CONFLICT);
     assert_non_null(strstr(why, "23505"));
+    assert_string_equal(deta_db_violated(db), "uniq_pkey"); /* which key */
 
     deta_err_t err = DETA_OK;
     why[0] = 0;
@@ -189,6 +190,8 @@ static void test_error_mapping(void **state) {
     assert_non_null(strstr(why, "42601"));
     assert_int_equal(deta_db_run(db, "SELECT * FROM no_such_table", 0, NULL, why, sizeof why),
                      DETA_ERR_INTERNAL);
+    assert_string_equal(deta_db_violated(db), ""); /* not a unique violation */
+    assert_string_equal(deta_db_violated(NULL), "");
     /* The connection is fine after errors. */
     assert_int_equal(query_long(db, "SELECT 41 + 1"), 42);
 

@@ -27,7 +27,8 @@
  *
  * Two more tests race two transactions folding the first events of one new order
  * (the Postgres store's insert then meets the other's row and folds over it),
- * order.created second and first.
+ * order.created second and first; a third races two deliveries of one event
+ * (the second is the duplicate, not an error).
  *
  * The C fold sees duplicates as they come (it has no timeline to stop them: its
  * idempotence is part of the contract); the Postgres store stops them at its
@@ -598,11 +599,13 @@ static void run_scenario(void **state) {
 typedef struct racer {
     pg_fold_t *pg;
     const query_change_t *c;
-    bool changed;
+    bool applied, rolled_back, changed;
     int rc;
     char err[256];
 } racer_t;
 
+/* The second transaction: applies its event, commits what it applied and rolls
+ * back a duplicate. */
 static void *race_second(void *arg) {
     racer_t *r = arg;
     deta_db_t *tx = deta_db_pool_get(deta_service_db(r->pg->svc));
@@ -610,14 +613,17 @@ static void *race_second(void *arg) {
     r->rc = -1;
     if (!tx || deta_db_begin(tx, r->err, sizeof r->err) != DETA_OK)
         return NULL;
-    if (read_model_apply(r->pg->rm, tx, r->c, &out, r->err, sizeof r->err) != DETA_OK ||
-        !out.applied) {
+    if (read_model_apply(r->pg->rm, tx, r->c, &out, r->err, sizeof r->err) != DETA_OK) {
         deta_db_rollback(tx);
         return NULL;
     }
-    if (deta_db_commit(tx, r->err, sizeof r->err) != DETA_OK)
-        return NULL;
+    r->applied = out.applied;
+    r->rolled_back = out.rolled_back;
     r->changed = out.status_changed;
+    if (!out.applied)
+        deta_db_rollback(tx);
+    else if (deta_db_commit(tx, r->err, sizeof r->err) != DETA_OK)
+        return NULL;
     r->rc = 0;
     return NULL;
 }
@@ -642,6 +648,43 @@ static const scenario_t races[] = {
 };
 #undef CREATED_BY
 
+/* Applies a in the fold's transaction, then b from another while a is not
+ * committed; commits a once b waits for it, and returns b's outcome in second.
+ * Returns a's status_changed. */
+static bool race(pg_fold_t *pg, const query_change_t *a, const query_change_t *b,
+                 racer_t *second) {
+    pg_begin(pg);
+    bool changed0 = pg_apply(pg, 0, a); /* its rows, uncommitted */
+    *second = (racer_t){.pg = pg, .c = b};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, race_second, second), 0);
+    long waiting = 0;
+    for (int i = 0; i < 500 && waiting == 0; i++) {
+        ts_sleep_ms(10);
+        waiting = ts_db_long(pg->cfg.pg_database, ROW_WAITERS, pg->cfg.pg_database);
+    }
+    char err[256] = "";
+    deta_err_t committed = deta_db_commit(pg->tx, err, sizeof err);
+    pthread_join(t, NULL); /* before anything can fail */
+    if (committed != DETA_OK)
+        fail_msg("commit: %s", err);
+    if (waiting == 0)
+        fail_msg("the second transaction never waited for the first's row");
+    if (second->rc != 0)
+        fail_msg("the second transaction: %s", second->err);
+    pg_feed_check(pg);
+    return changed0;
+}
+
+static void assert_view_is(pg_fold_t *pg, const char *order_id, const query_view_t *want) {
+    query_view_t got;
+    pg_view(pg, 0, order_id, &got);
+    for (size_t i = 0; i < sizeof view_fields / sizeof *view_fields; i++)
+        if (strcmp(field_of(want, &view_fields[i]), field_of(&got, &view_fields[i])) != 0)
+            fail_msg("%s: the C fold has \"%s\", Postgres \"%s\"", view_fields[i].name,
+                     field_of(want, &view_fields[i]), field_of(&got, &view_fields[i]));
+}
+
 static void first_events_race(void **state) {
     const scenario_t *sc = *state;
     pg_fold_t *pg = fold_state[1];
@@ -654,35 +697,40 @@ static void first_events_race(void **state) {
     for (size_t k = 0; k < 2; k++)
         want_changed[k] = query_view_merge(&want, &o->changes[k]);
 
-    pg_begin(pg);
-    bool changed0 = pg_apply(pg, 0, &o->changes[0]); /* inserts the row, uncommitted */
-    racer_t second = {.pg = pg, .c = &o->changes[1]};
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, race_second, &second), 0);
-    long waiting = 0;
-    for (int i = 0; i < 500 && waiting == 0; i++) {
-        ts_sleep_ms(10);
-        waiting = ts_db_long(pg->cfg.pg_database, ROW_WAITERS, pg->cfg.pg_database);
-    }
-    char err[256] = "";
-    deta_err_t committed = deta_db_commit(pg->tx, err, sizeof err);
-    pthread_join(t, NULL); /* before anything can fail: second lives in this frame */
-    if (committed != DETA_OK)
-        fail_msg("commit: %s", err);
-    if (waiting == 0)
-        fail_msg("the second transaction never waited for the first's row");
-    if (second.rc != 0)
-        fail_msg("the second transaction: %s", second.err);
-    pg_feed_check(pg);
-
-    query_view_t got;
-    pg_view(pg, 0, o->id, &got);
-    for (size_t i = 0; i < sizeof view_fields / sizeof *view_fields; i++)
-        if (strcmp(field_of(&want, &view_fields[i]), field_of(&got, &view_fields[i])) != 0)
-            fail_msg("%s: the C fold has \"%s\", Postgres \"%s\"", view_fields[i].name,
-                     field_of(&want, &view_fields[i]), field_of(&got, &view_fields[i]));
+    racer_t second;
+    bool changed0 = race(pg, &o->changes[0], &o->changes[1], &second);
+    assert_true(second.applied);
+    assert_view_is(pg, o->id, &want);
     assert_int_equal(changed0, want_changed[0]);
     assert_int_equal(second.changed, want_changed[1]);
+    order_clear(o);
+}
+
+/* One event delivered twice at once (two instances during a rebalance): the
+ * second delivery's insert waits for the first's uncommitted timeline row and,
+ * once it commits, fails on the timeline's key. The store reports the duplicate
+ * (applied false, rolled_back: its transaction is aborted and rolled back), not
+ * an error that would dead-letter the event; the event is applied once. */
+static void same_event_race(void **state) {
+    (void)state;
+    pg_fold_t *pg = fold_state[1];
+    order_t *o = &batch[0];
+    const int arrivals[] = {0};
+    order_build(o, &races[1], arrivals, 1);
+    query_view_t want;
+    memset(&want, 0, sizeof want);
+    bool want_changed = query_view_merge(&want, &o->changes[0]);
+
+    racer_t second;
+    bool changed0 = race(pg, &o->changes[0], &o->changes[0], &second);
+    assert_false(second.applied);
+    assert_true(second.rolled_back);
+    assert_view_is(pg, o->id, &want);
+    assert_int_equal(changed0, want_changed);
+    assert_int_equal(ts_db_long(pg->cfg.pg_database,
+                                "SELECT count(*) FROM order_events WHERE order_id = $1::uuid",
+                                o->id),
+                     1);
     order_clear(o);
 }
 
@@ -718,6 +766,7 @@ int main(void) {
         SCENARIO(6), SCENARIO(7), SCENARIO(8), SCENARIO(9),
         {races[0].name, first_events_race, NULL, NULL, (void *)&races[0]},
         {races[1].name, first_events_race, NULL, NULL, (void *)&races[1]},
+        cmocka_unit_test(same_event_race),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

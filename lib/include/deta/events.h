@@ -16,8 +16,8 @@
  *
  * Without the claim (deta_event_dispatch_opts_t.own_key, for one dispatch): the
  * handler is called for every delivery, and is idempotent by a key of its own
- * (query-api's timeline row, keyed by the event id, written with ON CONFLICT DO
- * NOTHING, every other effect following from that row being new). When its key
+ * (query-api's timeline row, keyed by the event id and written only when new,
+ * every other effect following from that row being new). When its key
  * says the event was applied before, it returns DETA_ERR_CONFLICT (err.h: "a
  * duplicate"): the dispatcher rolls back whatever the handler wrote (the
  * transaction, or in a batch the message's savepoint), counts a duplicate, and the
