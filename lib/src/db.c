@@ -664,6 +664,7 @@ PGresult *deta_db_exec(deta_db_t *db, const char *sql, int nparams, const char *
         *err = deta_errf(DETA_ERR_INVALID, errstr, errsize, "bad arguments to deta_db_exec");
         return NULL;
     }
+    db->violated[0] = '\0'; /* set again by this statement's unique violation only */
     PGconn *conn = usable_connection(db, errstr, errsize);
     if (!conn) {
         *err = DETA_ERR_TRANSIENT;

@@ -49,13 +49,13 @@ static void purge_sql(const deta_retention_spec_t *s, char *sql, size_t size) {
     if (s->key)
         snprintf(sql, size,
                  "DELETE FROM %s WHERE ctid = ANY (ARRAY (SELECT ctid FROM (SELECT ctid, %s"
-                 " FROM %s WHERE %s ORDER BY %s LIMIT $2::int) b WHERE %s <"
+                 " FROM %s WHERE (%s) ORDER BY %s LIMIT $2::int) b WHERE %s <"
                  " now() - make_interval(secs => $1::bigint)))",
                  s->table, s->column, s->table, only, s->key, s->column);
     else
         snprintf(sql, size,
                  "DELETE FROM %s WHERE ctid = ANY (ARRAY (SELECT ctid FROM %s WHERE %s <"
-                 " now() - make_interval(secs => $1::bigint) AND %s LIMIT $2::int))",
+                 " now() - make_interval(secs => $1::bigint) AND (%s) LIMIT $2::int))",
                  s->table, s->table, s->column, only);
 }
 

@@ -181,6 +181,10 @@ static void test_error_mapping(void **state) {
                      DETA_ERR_CONFLICT);
     assert_non_null(strstr(why, "23505"));
     assert_string_equal(deta_db_violated(db), "uniq_pkey"); /* which key */
+    assert_int_equal(deta_db_run(db, "SELECT 1", 0, NULL, why, sizeof why), DETA_OK);
+    assert_string_equal(deta_db_violated(db), ""); /* the last call's only */
+    assert_int_equal(deta_db_run(db, "INSERT INTO uniq VALUES ($1)", 1, k, why, sizeof why),
+                     DETA_ERR_CONFLICT);
 
     deta_err_t err = DETA_OK;
     why[0] = 0;

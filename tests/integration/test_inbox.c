@@ -214,9 +214,61 @@ static void test_claim_past_the_lock_timeout_is_transient(void **state) {
     PQfinish(other);
 }
 
+static long count_of(const char *sql) {
+    deta_err_t err;
+    char why[256] = "";
+    PGresult *r = deta_db_exec(db, sql, 0, NULL, &err, why, sizeof why);
+    if (!r)
+        fail_msg("%s: %s", sql, why);
+    long n = atol(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return n;
+}
+
+/* libdeta's purge with a condition, without and with a key (deta/retention.h),
+ * on a table of the scratch database whose ids and ages ascend together: five
+ * old rows, then three young ones. The old ones go in batches, the young ones
+ * stay: the condition is kept whole (an OR in it cannot let a young row go). */
+static void test_purge_by_key_keeps_its_condition_whole(void **state) {
+    (void)state;
+    char why[256] = "";
+    for (int keyed = 0; keyed < 2; keyed++) {
+        assert_int_equal(deta_db_run(db,
+                                     "CREATE TABLE aged (id bigserial PRIMARY KEY,"
+                                     " at timestamptz, k text)",
+                                     0, NULL, why, sizeof why),
+                         DETA_OK);
+        assert_int_equal(deta_db_run(db,
+                                     "INSERT INTO aged (at, k) SELECT CASE WHEN g <= 5 THEN"
+                                     " now() - interval '2 hours' ELSE now() END, CASE WHEN"
+                                     " g <= 5 THEN 'a' ELSE 'b' END"
+                                     " FROM generate_series(1, 8) g ORDER BY g",
+                                     0, NULL, why, sizeof why),
+                         DETA_OK);
+        deta_retention_spec_t spec = {.table = "aged",
+                                      .column = "at",
+                                      .key = keyed ? "id" : NULL,
+                                      .only = "k = 'a' OR k = 'b'",
+                                      .keep_s = 3600};
+        long n = -1;
+        assert_int_equal(deta_retention_purge(db, &spec, 2, &n, why, sizeof why), DETA_OK);
+        assert_int_equal(n, 2);
+        assert_int_equal(count_of("SELECT count(*) FROM aged WHERE id <= 2"), 0);
+        bool backlog = true;
+        assert_int_equal(deta_retention_sweep(db, &spec, &n, &backlog, why, sizeof why),
+                         DETA_OK);
+        assert_int_equal(n, 3);
+        assert_false(backlog);
+        assert_int_equal(count_of("SELECT count(*) FROM aged WHERE k = 'a'"), 0);
+        assert_int_equal(count_of("SELECT count(*) FROM aged WHERE k = 'b'"), 3);
+        assert_int_equal(deta_db_run(db, "DROP TABLE aged", 0, NULL, why, sizeof why), DETA_OK);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_purge_deletes_old_claims_in_batches),
+        cmocka_unit_test(test_purge_by_key_keeps_its_condition_whole),
         cmocka_unit_test(test_purger_runs_when_due),
         cmocka_unit_test(test_services_purge_old_claims),
         cmocka_unit_test(test_claim_past_the_lock_timeout_is_transient),

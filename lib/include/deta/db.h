@@ -98,9 +98,9 @@ deta_err_t deta_db_rollback_to(deta_db_t *db, const char *name, char *errstr, si
  * errstr) when it is unreachable, slow, or read-only (a standby, a demoted
  * primary). */
 bool deta_db_ping(deta_db_t *db, char *errstr, size_t errsize);
-/* After a call that failed DETA_ERR_CONFLICT, the unique constraint (or index)
- * the violation named, so that a caller can tell its own key's from another's;
- * "" after another failure. */
+/* After a deta_db_exec or deta_db_run that failed DETA_ERR_CONFLICT, the unique
+ * constraint (or index) the violation named, so that a caller can tell its own
+ * key's from another's; "" after any other outcome of those calls. */
 const char *deta_db_violated(const deta_db_t *db);
 /* Which server session the handle has: a number that changes whenever the
  * connection is replaced (a reconnect after a loss, a reset). Session state

@@ -393,9 +393,11 @@ static long first_look(hub_t *h) {
         return GAP_POLL_MS;
     if (v == LOOK_GIVE_UP) {
         deta_counter_inc(h->gaps_given_up);
-        DETA_WARN("stream feed reader: started at seq %" PRId64 " after %ld ms with a"
-                  " transaction of the database that may hold a number below it still open (%s)",
-                  h->first.newest, h->set.gap_ms, h->holders);
+        if (h->set.gap_ms > 0)
+            DETA_WARN("stream feed reader: started at seq %" PRId64 " after %ld ms with a"
+                      " transaction of the database that may hold a number below it still"
+                      " open (%s)",
+                      h->first.newest, h->set.gap_ms, h->holders);
         free(h->given_up);
         h->given_up = h->holders; /* left out of the holes' holders, as a hole's are */
     } else {
