@@ -50,10 +50,21 @@ deta_err_t deta_inbox_claim(deta_db_t *db, const char *consumer, const char *eve
     return DETA_OK;
 }
 
+/* The claims' retention: what the purge and the purger both delete. */
+static deta_retention_spec_t claims_retention(long keep_s) {
+    return (deta_retention_spec_t){
+        .table = "processed_events",
+        .column = "processed_at",
+        .keep_s = keep_s,
+        .what = "inbox claims",
+        .metric = "deta_inbox_purged_total",
+        .help = "Processed-event claims deleted after INBOX_RETENTION_HOURS",
+    };
+}
+
 deta_err_t deta_inbox_purge(deta_db_t *db, long retention_s, int max_rows, long *purged,
                             char *errstr, size_t errsize) {
-    const deta_retention_spec_t spec = {
-        .table = "processed_events", .column = "processed_at", .keep_s = retention_s};
+    const deta_retention_spec_t spec = claims_retention(retention_s);
     return deta_retention_purge(db, &spec, max_rows, purged, errstr, errsize);
 }
 
@@ -63,13 +74,6 @@ deta_retention_t *deta_inbox_purger_new(const deta_config_t *cfg, deta_metrics_t
         deta_errf(DETA_ERR_INVALID, errstr, errsize, "the purger needs a configuration");
         return NULL;
     }
-    const deta_retention_spec_t spec = {
-        .table = "processed_events",
-        .column = "processed_at",
-        .keep_s = cfg->inbox_retention_hours * 3600,
-        .what = "inbox claims",
-        .metric = "deta_inbox_purged_total",
-        .help = "Processed-event claims deleted after INBOX_RETENTION_HOURS",
-    };
+    const deta_retention_spec_t spec = claims_retention(cfg->inbox_retention_hours * 3600);
     return deta_retention_new(&spec, metrics, errstr, errsize);
 }

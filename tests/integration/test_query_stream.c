@@ -476,6 +476,25 @@ static void commit_then_expect(PGconn *slow, sse_t *c, long long first, long lon
     assert_int_equal(next_id(c, 15000), second);
 }
 
+/* A gap test's start: a fresh order id, its stream taken by the reader, and two
+ * connections to query-api's database (slow holds numbers, fast commits). */
+static void gap_test_open(char oid[37], sse_t *c, PGconn **slow, PGconn **fast) {
+    ts_uuid(oid);
+    open_order_stream(c, oid);
+    ts_sleep_ms(1500); /* the reader has taken the stream */
+    *slow = ts_pg("delivery_query");
+    *fast = ts_pg("delivery_query");
+}
+
+/* Its end: the stream closed, the order's rows (which must be rows) deleted. */
+static void gap_test_close(sse_t *c, PGconn *slow, PGconn *fast, const char *oid,
+                           long long rows) {
+    sse_close(c);
+    delete_rows(fast, oid, rows);
+    PQfinish(slow);
+    PQfinish(fast);
+}
+
 #define GAPS_ROLLED_BACK "query_stream_gaps_total{outcome=\"rolled_back\"}"
 #define GAPS_GIVEN_UP "query_stream_gaps_total{outcome=\"given_up\"}"
 
@@ -488,14 +507,12 @@ static void commit_then_expect(PGconn *slow, sse_t *c, long long first, long lon
 static void the_gap_rule_waits_for_a_slow_holder_and_skips_a_rolled_back_one(void **state) {
     (void)state;
     char oid[37];
-    ts_uuid(oid);
     sse_t c;
-    open_order_stream(&c, oid);
-    ts_sleep_ms(1500); /* the reader has taken the stream */
+    PGconn *slow, *fast;
+    gap_test_open(oid, &c, &slow, &fast);
     double rolled0 = ts_metric("QUERY_API_URL", GAPS_ROLLED_BACK);
     double given0 = ts_metric("QUERY_API_URL", GAPS_GIVEN_UP);
     assert_true(rolled0 >= 0 && given0 >= 0);
-    PGconn *slow = ts_pg("delivery_query"), *fast = ts_pg("delivery_query");
 
     /* The hard order: fast has the older transaction id and commits first, so a
      * snapshot's xmax stops below slow's id and leaves slow out of its list of
@@ -522,10 +539,7 @@ static void the_gap_rule_waits_for_a_slow_holder_and_skips_a_rolled_back_one(voi
     assert_true(ts_metric("QUERY_API_URL", GAPS_ROLLED_BACK) >= rolled0 + 1);
     assert_true(ts_metric("QUERY_API_URL", GAPS_GIVEN_UP) == given0);
 
-    sse_close(&c);
-    delete_rows(fast, oid, 3);
-    PQfinish(slow);
-    PQfinish(fast);
+    gap_test_close(&c, slow, fast, oid, 3);
 }
 
 /* The reader noted slow's transaction at a hole; the row above the hole was
@@ -536,11 +550,9 @@ static void the_gap_rule_waits_for_a_slow_holder_and_skips_a_rolled_back_one(voi
 static void a_hole_after_the_row_above_the_last_went_is_waited_for_anew(void **state) {
     (void)state;
     char oid[37];
-    ts_uuid(oid);
     sse_t c;
-    open_order_stream(&c, oid);
-    ts_sleep_ms(1500); /* the reader has taken the stream */
-    PGconn *slow = ts_pg("delivery_query"), *fast = ts_pg("delivery_query");
+    PGconn *slow, *fast;
+    gap_test_open(oid, &c, &slow, &fast);
 
     pg_ok(slow, "BEGIN");
     long long s1 = feed_insert(slow, oid);
@@ -566,10 +578,7 @@ static void a_hole_after_the_row_above_the_last_went_is_waited_for_anew(void **s
     assert_int_equal(next_id(&c, 3000), -1); /* s4 waits behind s3 */
     commit_then_expect(slow, &c, s3, s4);
 
-    sse_close(&c);
-    delete_rows(fast, oid, 2);
-    PQfinish(slow);
-    PQfinish(fast);
+    gap_test_close(&c, slow, fast, oid, 2);
 }
 
 /* query-api starts while a transaction holds a feed number below the newest
@@ -593,10 +602,7 @@ static void a_number_held_as_the_reader_starts_reaches_the_streams(void **state)
     assert_int_equal(next_id(&c, 2000), -1); /* the stream waits for the reader */
     commit_then_expect(slow, &c, s1, s2);
 
-    sse_close(&c);
-    delete_rows(fast, oid, 2);
-    PQfinish(slow);
-    PQfinish(fast);
+    gap_test_close(&c, slow, fast, oid, 2);
 }
 
 #define FEED_PURGED "query_stream_feed_purged_total"

@@ -391,18 +391,9 @@ static long first_look(hub_t *h) {
     look_verdict_t v = first_look_check(&h->first, ended, deta_clock_ms(), h->set.gap_ms);
     if (v == LOOK_WAIT)
         return GAP_POLL_MS;
-    if (v == LOOK_GIVE_UP) {
-        deta_counter_inc(h->gaps_given_up);
-        if (h->set.gap_ms > 0)
-            DETA_WARN("stream feed reader: started at seq %" PRId64 " after %ld ms with a"
-                      " transaction of the database that may hold a number below it still"
-                      " open (%s)",
-                      h->first.newest, h->set.gap_ms, h->holders);
-        free(h->given_up);
-        h->given_up = h->holders; /* left out of the holes' holders, as a hole's are */
-    } else {
-        free(h->holders);
-    }
+    if (v == LOOK_GIVE_UP) /* the numbers up to newest not committed, as a hole's */
+        skipped(h, GAP_SKIP_BOUND, 1, h->first.newest);
+    free(h->holders);
     h->holders = NULL;
     h->pos = h->first.newest;
     h->first = (first_look_t){0};
