@@ -197,6 +197,9 @@ static void first_look_starts_once_its_holders_ended(void **state) {
     assert_int_equal(first_look_check(&f, true, 20000, 10000), LOOK_START);
     assert_int_equal(first_look_check(&f, false, 11000, 10000), LOOK_GIVE_UP);
     assert_int_equal(first_look_check(&f, false, 1000, 0), LOOK_GIVE_UP);
+    /* an empty feed has no number below its start to wait for */
+    first_look_t empty = {.pending = true, .newest = 0, .since_ms = 1000};
+    assert_int_equal(first_look_check(&empty, false, 1000, 10000), LOOK_START);
 }
 
 static void gap_of_zero_ms_never_waits(void **state) {

@@ -39,7 +39,7 @@ long gap_remaining_ms(const gap_wait_t *w, long now_ms, long bound_ms) {
 }
 
 look_verdict_t first_look_check(const first_look_t *f, bool ended, long now_ms, long bound_ms) {
-    if (ended)
+    if (ended || f->newest == 0) /* an empty feed: no number below it to hold */
         return LOOK_START;
     return now_ms - f->since_ms >= bound_ms ? LOOK_GIVE_UP : LOOK_WAIT;
 }

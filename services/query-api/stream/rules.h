@@ -87,7 +87,8 @@ typedef enum look_verdict {
 } look_verdict_t;
 
 /* ended: whether a read's snapshot, made after the holders were noted, shows
- * every one of them ended. */
+ * every one of them ended. An empty feed (newest 0) starts at once: every number
+ * is above it, where the gap rule waits. */
 look_verdict_t first_look_check(const first_look_t *f, bool ended, long now_ms, long bound_ms);
 
 typedef struct stream_start {
