@@ -1,9 +1,17 @@
 /*
  * http.c - the JSON HTTP server on libmicrohttpd (see deta/http.h).
  *
- * Threads. libmicrohttpd runs its own polling threads (epoll on Linux, picked by
- * MHD_USE_AUTO) in a pool of `threads`; the access handler, and so every route
- * handler, runs in those threads. The route table is written only before
+ * Threads. libmicrohttpd runs its own polling threads, with poll(2), in a pool of
+ * `threads`; the access handler, and so every route handler, runs in those threads.
+ * Not epoll (what MHD_USE_AUTO picks on Linux): 0.9.75's epoll loop (MHD_epoll in
+ * daemon.c) drains the events in rounds of 128 while a round comes back full, each
+ * round with the loop's first timeout, so a worker that finds exactly 128 (or 256,
+ * ...) events ready, and then nothing, sleeps with them unhandled until its next
+ * event or its oldest connection's timeout (30 s): a request that arrives together
+ * with 127 closing connections (the watchdog cutting idle ones, below) waits that
+ * long for its answer. poll(2) is level-triggered and is asked once per round.
+ * Its cost grows with the connections a worker holds; it is the same at the tens
+ * a service has in use. The route table is written only before
  * deta_http_server_start (deta_http_route refuses afterwards), so the pool reads
  * it without a lock. MHD_USE_ITC is set because MHD_quiesce_daemon needs it.
  * Without an address option MHD binds 0.0.0.0, which is what a service in a
@@ -1065,7 +1073,7 @@ static bool port_in_use(int port) {
 deta_err_t deta_http_server_start(deta_http_server_t *srv, char *errstr, size_t errsize) {
     if (!srv || srv->daemon)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "HTTP server missing or started");
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ITC |
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC |
                          MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME; /* http_stream.c */
     /* MHD warns about a pool of one: one thread is simply no pool option. */
     struct MHD_OptionItem pool[] = {

@@ -12,7 +12,11 @@
  *   (c) over HTTP_MAX_CONNECTIONS: 503 with the JSON error body, while /health and
  *       /metrics still answer, and ordinary requests again once connections close;
  *   (d) headers over HTTP_HEADER_LIMIT: 431 (JSON), far over it: MHD's own 431; a body
- *       trickled slower than HTTP_BODY_TIMEOUT_MS: 408 (JSON) and closed.
+ *       trickled slower than HTTP_BODY_TIMEOUT_MS: 408 (JSON) and closed;
+ *   and on one with a single HTTP thread:
+ *   (e) a request that reaches the server together with 127 (or 255) closing
+ *       connections is answered, not left waiting for the oldest connection's timeout
+ *       (as libmicrohttpd's epoll loop left it).
  * The process raises its own open-file limit for (a).
  */
 #include <setjmp.h>
@@ -40,6 +44,7 @@
 
 #define IDLE_CONNECTIONS 2000
 #define IDLE_ADDRESSES 20 /* 100 connections from each: far below the per-client bound */
+#define HEADER_TIMEOUTS "http_refused_total{reason=\"header_timeout\"}"
 #define SLOW_CUT_BY_MS 25000 /* the stack's header timeout is 10 s */
 
 /* The order-service of the test's own: small bounds. */
@@ -194,7 +199,9 @@ static void idle_connections_and_a_slow_client_do_not_stop_an_order(void **state
     (void)state;
     raise_open_files();
     int port = atoi(ts_env("ORDER_SERVICE_PORT"));
-    double cut_before = ts_metric("ORDER_SERVICE_URL", "http_refused_total{reason=\"header_timeout\"}");
+    double cut_before = ts_metric("ORDER_SERVICE_URL", HEADER_TIMEOUTS);
+    if (cut_before < 0)
+        fail_msg("order-service's metrics have no %s", HEADER_TIMEOUTS);
     static int idle[IDLE_CONNECTIONS];
     for (int i = 0; i < IDLE_CONNECTIONS; i++) {
         char from[32];
@@ -229,8 +236,13 @@ static void idle_connections_and_a_slow_client_do_not_stop_an_order(void **state
         fail_msg("a client sending its headers at 1 byte/s was not cut off in %d ms",
                  SLOW_CUT_BY_MS);
     printf("# the slow client was cut off after %ld ms\n", slow.cut_after_ms);
-    assert_true(ts_metric("ORDER_SERVICE_URL", "http_refused_total{reason=\"header_timeout\"}") >
-                cut_before);
+    /* The watchdog counts a cut before it shuts the socket, so the count is up by now.
+     * (This read once got no answer: it came with the idle connections' closing, and
+     * MHD's epoll loop left it waiting; test (e) below holds that case.) */
+    double cut_after = ts_metric("ORDER_SERVICE_URL", HEADER_TIMEOUTS);
+    if (!(cut_after > cut_before))
+        fail_msg("header timeouts counted: %g before, %g after (-1: no answer)", cut_before,
+                 cut_after);
     for (int i = 0; i < IDLE_CONNECTIONS; i++)
         close(idle[i]);
 }
@@ -240,8 +252,9 @@ static void idle_connections_and_a_slow_client_do_not_stop_an_order(void **state
 static pid_t own = -1;
 static int own_port;
 
-static int own_start(void **state) {
-    (void)state;
+/* Starts the test's own order-service with the settings extra (own, own_port,
+ * ABUSE_TEST_PORT, ABUSE_TEST_URL). */
+static int own_spawn(const char *const *extra) {
     char port[16];
     static char url[64];
     ts_free_port(port, sizeof port);
@@ -249,10 +262,6 @@ static int own_start(void **state) {
     setenv("ABUSE_TEST_PORT", port, 1);
     snprintf(url, sizeof url, "http://127.0.0.1:%s", port);
     setenv("ABUSE_TEST_URL", url, 1);
-    const char *extra[] = {"HTTP_MAX_CONNECTIONS=" OWN_MAX,
-                           "HTTP_MAX_CONNECTIONS_PER_CLIENT=" OWN_PER_CLIENT,
-                           "HTTP_BODY_TIMEOUT_MS=" OWN_BODY_TIMEOUT_MS,
-                           "INSTANCE_ID=order-service-abuse", NULL};
     own = ts_service_spawn("order-service", "ABUSE_TEST_PORT", extra);
     if (ts_service_await_healthy(own, "ABUSE_TEST_URL", 60000) != 1) {
         fprintf(stderr, "the test's order-service did not become healthy\n");
@@ -261,11 +270,28 @@ static int own_start(void **state) {
     return 0;
 }
 
+static int own_start(void **state) {
+    (void)state;
+    const char *extra[] = {"HTTP_MAX_CONNECTIONS=" OWN_MAX,
+                           "HTTP_MAX_CONNECTIONS_PER_CLIENT=" OWN_PER_CLIENT,
+                           "HTTP_BODY_TIMEOUT_MS=" OWN_BODY_TIMEOUT_MS,
+                           "INSTANCE_ID=order-service-abuse", NULL};
+    return own_spawn(extra);
+}
+
+/* One HTTP thread: every connection's events reach the same loop (test (e)). */
+static int own_start_one_thread(void **state) {
+    (void)state;
+    const char *extra[] = {"HTTP_THREADS=1", "INSTANCE_ID=order-service-abuse-1", NULL};
+    return own_spawn(extra);
+}
+
 static int own_stop(void **state) {
     (void)state;
     if (own > 0) {
         kill(own, SIGTERM);
         waitpid(own, NULL, 0);
+        own = -1;
     }
     return 0;
 }
@@ -438,6 +464,70 @@ static void large_headers_are_431_and_a_slow_body_408(void **state) {
                 1);
 }
 
+/* ---- (e) a request that arrives together with many closing connections ---- */
+
+/* Waits until the process is in state `want` of /proc/<pid>/stat (T: stopped). */
+static void await_process_state(pid_t pid, char want) {
+    char path[64], line[512], state = '?';
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    for (long deadline = now_ms() + 5000; now_ms() < deadline; ts_sleep_ms(10)) {
+        FILE *f = fopen(path, "r");
+        if (!f)
+            break;
+        char *got = fgets(line, sizeof line, f);
+        fclose(f);
+        const char *paren = got ? strrchr(line, ')') : NULL;
+        state = paren && paren[1] ? paren[2] : '?';
+        if (state == want)
+            return;
+    }
+    fail_msg("process %d is in state %c, not %c", (int)pid, state, want);
+}
+
+/* The test's order-service has one HTTP thread. n idle connections and a probe are
+ * accepted; the service is stopped (SIGSTOP); the n are closed and the probe sends
+ * its request; the service goes on (SIGCONT) and its one loop finds n + 1 events at
+ * once. 128 and 256 are the counts at which libmicrohttpd 0.9.75's epoll loop slept
+ * with them unhandled until its oldest connection's timeout (lib/src/http.c). */
+static void a_request_among_closing_connections_is_answered(void **state) {
+    (void)state;
+    static const int counts[] = {127, 255};
+    static int idle[255];
+    static const char req[] =
+        "GET /actuator/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    for (size_t k = 0; k < sizeof counts / sizeof *counts; k++) {
+        int n = counts[k];
+        for (int i = 0; i < n; i++)
+            idle[i] = connect_from(NULL, own_port);
+        int probe = connect_from(NULL, own_port);
+        double open = -1; /* the metrics request's own connection counts too */
+        for (long deadline = now_ms() + 5000; open < n + 2 && now_ms() < deadline;
+             ts_sleep_ms(50))
+            open = ts_metric("ABUSE_TEST_URL", "http_connections");
+        if (open < n + 2)
+            fail_msg("the server has %.0f connections open, not %d", open, n + 2);
+        ts_sleep_ms(300); /* the metrics request's connection closed, and that noticed */
+        assert_int_equal(kill(own, SIGSTOP), 0);
+        await_process_state(own, 'T');
+        for (int i = 0; i < n; i++)
+            close(idle[i]);
+        send_all(probe, req, sizeof req - 1);
+        ts_sleep_ms(100);
+        long start = now_ms();
+        assert_int_equal(kill(own, SIGCONT), 0);
+        answer_t a;
+        read_answer(probe, 10000, &a);
+        close(probe);
+        printf("# %d connections closing: the request beside them answered %d after %ld ms\n",
+               n, a.status, now_ms() - start);
+        if (a.status != 200)
+            fail_msg("%d connections closing: the request beside them got %.200s", n,
+                     a.len ? a.raw : "no answer in 10 s");
+        answer_clear(&a);
+        await_closed_down_to(1);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest stack[] = {
         cmocka_unit_test(idle_connections_and_a_slow_client_do_not_stop_an_order),
@@ -447,7 +537,12 @@ int main(void) {
         cmocka_unit_test(over_the_per_client_bound_is_429_while_health_answers),
         cmocka_unit_test(large_headers_are_431_and_a_slow_body_408),
     };
+    const struct CMUnitTest own_one_thread[] = {
+        cmocka_unit_test(a_request_among_closing_connections_is_answered),
+    };
     int failed = cmocka_run_group_tests_name("stack", stack, NULL, NULL);
     failed += cmocka_run_group_tests_name("own order-service", own_service, own_start, own_stop);
+    failed += cmocka_run_group_tests_name("own order-service, one HTTP thread", own_one_thread,
+                                          own_start_one_thread, own_stop);
     return failed;
 }
