@@ -279,10 +279,12 @@ static int own_start(void **state) {
     return own_spawn(extra);
 }
 
-/* One HTTP thread: every connection's events reach the same loop (test (e)). */
+/* One HTTP thread: every connection's events reach the same loop (test (e)). The
+ * header timeout is far above the test, so that no watchdog cut wakes the loop. */
 static int own_start_one_thread(void **state) {
     (void)state;
-    const char *extra[] = {"HTTP_THREADS=1", "INSTANCE_ID=order-service-abuse-1", NULL};
+    const char *extra[] = {"HTTP_THREADS=1", "HTTP_HEADER_TIMEOUT_MS=120000",
+                           "INSTANCE_ID=order-service-abuse-1", NULL};
     return own_spawn(extra);
 }
 
@@ -290,6 +292,7 @@ static int own_stop(void **state) {
     (void)state;
     if (own > 0) {
         kill(own, SIGTERM);
+        kill(own, SIGCONT); /* test (e) may have failed with it stopped */
         waitpid(own, NULL, 0);
         own = -1;
     }
@@ -466,29 +469,12 @@ static void large_headers_are_431_and_a_slow_body_408(void **state) {
 
 /* ---- (e) a request that arrives together with many closing connections ---- */
 
-/* Waits until the process is in state `want` of /proc/<pid>/stat (T: stopped). */
-static void await_process_state(pid_t pid, char want) {
-    char path[64], line[512], state = '?';
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    for (long deadline = now_ms() + 5000; now_ms() < deadline; ts_sleep_ms(10)) {
-        FILE *f = fopen(path, "r");
-        if (!f)
-            break;
-        char *got = fgets(line, sizeof line, f);
-        fclose(f);
-        const char *paren = got ? strrchr(line, ')') : NULL;
-        state = paren && paren[1] ? paren[2] : '?';
-        if (state == want)
-            return;
-    }
-    fail_msg("process %d is in state %c, not %c", (int)pid, state, want);
-}
-
 /* The test's order-service has one HTTP thread. n idle connections and a probe are
  * accepted; the service is stopped (SIGSTOP); the n are closed and the probe sends
  * its request; the service goes on (SIGCONT) and its one loop finds n + 1 events at
  * once. 128 and 256 are the counts at which libmicrohttpd 0.9.75's epoll loop slept
- * with them unhandled until its oldest connection's timeout (lib/src/http.c). */
+ * with them unhandled until its oldest connection's 30 s timeout (lib/src/http.c).
+ * Any answer will do (its status depends on the dependencies' health). */
 static void a_request_among_closing_connections_is_answered(void **state) {
     (void)state;
     static const int counts[] = {127, 255};
@@ -508,7 +494,9 @@ static void a_request_among_closing_connections_is_answered(void **state) {
             fail_msg("the server has %.0f connections open, not %d", open, n + 2);
         ts_sleep_ms(300); /* the metrics request's connection closed, and that noticed */
         assert_int_equal(kill(own, SIGSTOP), 0);
-        await_process_state(own, 'T');
+        int st = 0; /* reported once every thread has stopped */
+        assert_int_equal(waitpid(own, &st, WUNTRACED), own);
+        assert_true(WIFSTOPPED(st));
         for (int i = 0; i < n; i++)
             close(idle[i]);
         send_all(probe, req, sizeof req - 1);
@@ -520,7 +508,7 @@ static void a_request_among_closing_connections_is_answered(void **state) {
         close(probe);
         printf("# %d connections closing: the request beside them answered %d after %ld ms\n",
                n, a.status, now_ms() - start);
-        if (a.status != 200)
+        if (a.status == 0)
             fail_msg("%d connections closing: the request beside them got %.200s", n,
                      a.len ? a.raw : "no answer in 10 s");
         answer_clear(&a);
