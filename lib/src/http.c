@@ -12,11 +12,12 @@
  * long for its answer. poll(2) is level-triggered and is asked once per round.
  * A round costs time linear in the connections its worker holds (MHD builds the
  * pollfd array and looks at every connection each round): nothing at the tens a
- * service has in use, and the 2,000 idle connections of the abuse test are served. The route table is written only before
- * deta_http_server_start (deta_http_route refuses afterwards), so the pool reads
- * it without a lock. MHD_USE_ITC is set because MHD_quiesce_daemon needs it.
- * Without an address option MHD binds 0.0.0.0, which is what a service in a
- * container wants; port 0 lets the kernel pick and is read back from MHD.
+ * service has in use, and the 2,000 idle connections of the abuse test are served.
+ * The route table is written only before deta_http_server_start (deta_http_route
+ * refuses afterwards), so the pool reads it without a lock. MHD_USE_ITC is set
+ * because MHD_quiesce_daemon needs it. Without an address option MHD binds
+ * 0.0.0.0, which is what a service in a container wants; port 0 lets the kernel
+ * pick and is read back from MHD.
  *
  * One request. MHD calls the access handler several times per request: once
  * with the headers (we allocate a request_t, match the route and decide the

@@ -214,17 +214,6 @@ static void test_claim_past_the_lock_timeout_is_transient(void **state) {
     PQfinish(other);
 }
 
-static long count_of(const char *sql) {
-    deta_err_t err;
-    char why[256] = "";
-    PGresult *r = deta_db_exec(db, sql, 0, NULL, &err, why, sizeof why);
-    if (!r)
-        fail_msg("%s: %s", sql, why);
-    long n = atol(PQgetvalue(r, 0, 0));
-    PQclear(r);
-    return n;
-}
-
 /* libdeta's purge with a condition, without and with a key (deta/retention.h),
  * on a table of the scratch database whose ids and ages ascend together: five
  * old rows, then three young ones. The old ones go in batches, the young ones
@@ -232,6 +221,7 @@ static long count_of(const char *sql) {
 static void test_purge_by_key_keeps_its_condition_whole(void **state) {
     (void)state;
     char why[256] = "";
+    PGconn *c = ts_pg(dbname);
     for (int keyed = 0; keyed < 2; keyed++) {
         assert_int_equal(deta_db_run(db,
                                      "CREATE TABLE aged (id bigserial PRIMARY KEY,"
@@ -253,16 +243,17 @@ static void test_purge_by_key_keeps_its_condition_whole(void **state) {
         long n = -1;
         assert_int_equal(deta_retention_purge(db, &spec, 2, &n, why, sizeof why), DETA_OK);
         assert_int_equal(n, 2);
-        assert_int_equal(count_of("SELECT count(*) FROM aged WHERE id <= 2"), 0);
+        assert_int_equal(ts_pg_long(c, "SELECT count(*) FROM aged WHERE id <= 2", 0, NULL), 0);
         bool backlog = true;
         assert_int_equal(deta_retention_sweep(db, &spec, &n, &backlog, why, sizeof why),
                          DETA_OK);
         assert_int_equal(n, 3);
         assert_false(backlog);
-        assert_int_equal(count_of("SELECT count(*) FROM aged WHERE k = 'a'"), 0);
-        assert_int_equal(count_of("SELECT count(*) FROM aged WHERE k = 'b'"), 3);
+        assert_int_equal(ts_pg_long(c, "SELECT count(*) FROM aged WHERE k = 'a'", 0, NULL), 0);
+        assert_int_equal(ts_pg_long(c, "SELECT count(*) FROM aged WHERE k = 'b'", 0, NULL), 3);
         assert_int_equal(deta_db_run(db, "DROP TABLE aged", 0, NULL, why, sizeof why), DETA_OK);
     }
+    PQfinish(c);
 }
 
 int main(void) {
