@@ -183,11 +183,24 @@ static deta_err_t batch_apply_one(deta_db_t *db, size_t i, void *opaque, char *w
     return claim_and_apply(b->d, db, it->route, &it->ev, &it->duplicate, why, whysize);
 }
 
+/* Whether some item is still to apply: one refused before any SQL, or of a type
+ * this service ignores, needs no transaction. */
+static bool batch_has_work(const batch_item_t *items, size_t n, const deta_err_t *results) {
+    for (size_t i = 0; i < n; i++)
+        if (results[i] == DETA_OK && items[i].route)
+            return true;
+    return false;
+}
+
 /* The transaction (deta/batch.h): every routed item under its savepoint, then
- * one commit. A transient failure anywhere rolls back the whole batch. */
+ * one commit. A transient failure anywhere rolls back the whole batch. A batch
+ * with nothing to apply opens none: with a lock timeout its SET LOCAL alone
+ * would cost a round trip and a read-only transaction. */
 static deta_err_t batch_apply(deta_event_dispatch_t *d, batch_item_t *items, size_t n,
                               int lock_timeout_ms, deta_err_t *results,
                               char (*why)[DETA_KAFKA_WHY_MAX]) {
+    if (!batch_has_work(items, n, results))
+        return DETA_OK;
     deta_db_t *db = deta_db_pool_get(deta_service_db(d->svc));
     if (!db)
         return DETA_ERR_INTERNAL;

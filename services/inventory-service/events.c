@@ -87,7 +87,15 @@
  * fixed order). Such a batch must not wait for Postgres's deadlock detection
  * (deadlock_timeout, 1 s): its lock waits are bounded by
  * INV_BATCH_LOCK_TIMEOUT_MS, after which it is rolled back (transient) and its
- * events are applied one at a time, as without batches.
+ * events are applied one at a time, as without batches. The payment outcomes'
+ * consumer has INV_SETTLE_WORKERS workers, not INV_CONSUMER_WORKERS (each batches
+ * only its own queue: fewer workers, fuller batches), and waits up to
+ * INV_SETTLE_BATCH_WAIT_MS for more events when it finds fewer than a batch queued:
+ * a settlement is on no step's path (an authorization publishes nothing; no service
+ * acts on the inventory.released of a failure or a cancel, which only the read
+ * model shows, that much later), and one commit then carries several orders' at
+ * moderate rates, where most would otherwise commit alone. order.created gets no
+ * wait: the saga waits for it.
  *
  * Metrics are counted when a handler has applied its effects, just before the
  * dispatcher commits; a commit that then fails (rare: the connection died), or
@@ -117,6 +125,10 @@
  * that commits; a wait as long as this is two batches in each other's way. */
 #define INV_BATCH_MAX 16
 #define INV_BATCH_LOCK_TIMEOUT_MS 100
+/* The payment outcomes' consumer: fewer workers, and a wait for a fuller batch
+ * (see "Batches" above): nothing on the saga's path waits for a settlement. */
+#define INV_SETTLE_WORKERS 2
+#define INV_SETTLE_BATCH_WAIT_MS 100
 
 struct inv_events {
     deta_service_t *svc;
@@ -609,9 +621,12 @@ deta_err_t inv_events_subscribe(inv_events_t *e, char *errstr, size_t errsize) {
     deta_err_t err = deta_service_on_events_opts(e->svc, ORDER_TOPICS, 1, ORDER_ROUTES,
                                                  NROUTES(ORDER_ROUTES), e, &opts, &own_key,
                                                  errstr, errsize);
+    deta_consumer_opts_t settle = opts;
+    settle.workers = INV_SETTLE_WORKERS;
+    settle.batch_wait_ms = INV_SETTLE_BATCH_WAIT_MS;
     if (!err)
         err = deta_service_on_events_opts(e->svc, PAYMENT_TOPICS, 1, PAYMENT_ROUTES,
-                                          NROUTES(PAYMENT_ROUTES), e, &opts, &own_key, errstr,
+                                          NROUTES(PAYMENT_ROUTES), e, &settle, &own_key, errstr,
                                           errsize);
     if (!err)
         err = deta_service_on_events_opts(e->svc, DELIVERY_TOPICS, 1, DELIVERY_ROUTES,

@@ -61,8 +61,10 @@
 #include "store.h"
 
 /* The events of one order stay on one worker (kafka.h), so the per-order order of
- * each topic holds; orders proceed in parallel. */
-#define CONSUMER_WORKERS 4
+ * each topic holds; orders proceed in parallel. Two, not more: nothing waits for
+ * these updates, and each worker batches only what its own queue holds, so more
+ * workers would mean smaller batches and more commits (bench/README.md). */
+#define CONSUMER_WORKERS 2
 #define ORDER_BATCH_MAX 16
 
 struct order_events {

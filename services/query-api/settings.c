@@ -252,7 +252,7 @@ bool query_console_csp(const query_console_settings_t *c, char *buf, size_t size
 deta_err_t query_settings_load(query_settings_t *s, char *errstr, size_t errsize) {
     memset(s, 0, sizeof *s);
     long workers;
-    deta_err_t err = deta_config_int("QUERY_API_CONSUMER_WORKERS", 4, 1, 32, &workers, errstr,
+    deta_err_t err = deta_config_int("QUERY_API_CONSUMER_WORKERS", 2, 1, 32, &workers, errstr,
                                      errsize);
     if (err)
         return err;

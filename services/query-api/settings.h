@@ -2,8 +2,9 @@
  * settings.h - query-api's own settings, read once at start and validated, each
  * error naming its variable.
  *
- *   QUERY_API_CONSUMER_WORKERS  4     read-model events applied concurrently (1..32;
- *                                     one order's in order)
+ *   QUERY_API_CONSUMER_WORKERS  2     read-model events applied concurrently (1..32;
+ *                                     one order's in order; each worker batches its
+ *                                     own queue, so more workers, smaller batches)
  *   QUERY_API_BATCH_WAIT_MS     20    how long a worker with fewer than a batch's
  *                                     events queued waits for more before it applies
  *                                     them in one transaction (0..1000; 0: never)

@@ -177,8 +177,8 @@ CASES = [
      "OPERATOR_TOKEN must come from a Secret"),
     ("k8s", K8S + "secrets.env.example", "OPERATOR_TOKEN=change-me\n", "",
      "has no key OPERATOR_TOKEN"),
-    ("k8s", K8S + "config.yaml", '  QUERY_API_CONSUMER_WORKERS: "4"\n',
-     '  QUERY_API_CONSUMER_WORKERS: "4"\n  OPERATOR_TOKEN: "0123456789abcdef0123"\n',
+    ("k8s", K8S + "config.yaml", '  QUERY_API_CONSUMER_WORKERS: "2"\n',
+     '  QUERY_API_CONSUMER_WORKERS: "2"\n  OPERATOR_TOKEN: "0123456789abcdef0123"\n',
      "OPERATOR_TOKEN is a password"),
     # the table of the services (services/services.tsv) is what both deployments
     # are checked against: a port or a database changed there alone is caught

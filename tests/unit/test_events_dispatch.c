@@ -6,7 +6,8 @@
  * skipped, each counted by deta_events_total; a routed event goes no further
  * than its transaction, which fails TRANSIENT when Postgres cannot be reached,
  * handler not called. A batch reports each message's refusal and records no
- * metric unless it committed. All of it alike with and without the claim
+ * metric unless it committed; a batch with nothing to apply (refused or ignored
+ * messages only) needs no transaction, so it succeeds with Postgres unreachable. All of it alike with and without the claim
  * (deta_event_dispatch_opts_t.own_key): the handler of a dispatch without claim
  * runs inside the transaction too, never before it. What own_key changes inside
  * the transaction (no claim; the handler's CONFLICT a duplicate, rolled back) needs
@@ -185,16 +186,18 @@ static void test_routed_event_waits_for_its_transaction(void **state) {
     assert_true(counted(f, DETA_EVT_ORDER_CREATED, "applied") == 0);
 }
 
+/* The last message is routed, so the batch needs its transaction, which fails. */
 static void test_batch_reports_each_refusal(void **state) {
     fixture_t *f = *state;
     char *created = envelope(DETA_EVT_ORDER_CREATED);
     char *released = envelope(DETA_EVT_INVENTORY_RELEASED);
     char *forged = envelope_by(DETA_EVT_ORDER_CREATED, "inventory-service");
     deta_kafka_msg_t msgs[] = {message(ORDER, "[]"), message("another-order", created),
-                               message(ORDER, released), message(ORDER, forged)};
-    deta_err_t results[4];
-    char why[4][DETA_KAFKA_WHY_MAX];
-    assert_int_equal(deta_event_dispatch_batch(msgs, 4, f->d, results, why), DETA_ERR_TRANSIENT);
+                               message(ORDER, released), message(ORDER, forged),
+                               message(ORDER, created)};
+    deta_err_t results[5];
+    char why[5][DETA_KAFKA_WHY_MAX];
+    assert_int_equal(deta_event_dispatch_batch(msgs, 5, f->d, results, why), DETA_ERR_TRANSIENT);
     assert_int_equal(results[0], DETA_ERR_INVALID);
     assert_memory_equal(why[0], "malformed event: ", strlen("malformed event: "));
     assert_int_equal(results[1], DETA_ERR_INVALID);
@@ -204,6 +207,7 @@ static void test_batch_reports_each_refusal(void **state) {
     assert_int_equal(results[3], DETA_ERR_INVALID);
     assert_string_equal(why[3], "producer \"inventory-service\" does not own raw.order-events "
                                 "(its owner is order-service)");
+    assert_int_equal(results[4], DETA_OK); /* not refused: it waited for the transaction */
     free(forged);
     free(created);
     free(released);
@@ -212,6 +216,32 @@ static void test_batch_reports_each_refusal(void **state) {
     assert_true(counted(f, "unparsable", "failed") == 0);
     assert_true(counted(f, DETA_EVT_ORDER_CREATED, "failed") == 0);
     assert_true(counted(f, DETA_EVT_INVENTORY_RELEASED, "ignored") == 0);
+}
+
+/* Nothing routed: no transaction is opened (none is needed; with a lock
+ * timeout its SET LOCAL alone would be a round trip and a read-only
+ * transaction), so Postgres being unreachable does not matter, and the batch's
+ * outcomes are recorded as after a commit. */
+static void test_batch_without_work_needs_no_transaction(void **state) {
+    fixture_t *f = *state;
+    char *released = envelope(DETA_EVT_INVENTORY_RELEASED);
+    char *forged = envelope_by(DETA_EVT_ORDER_CREATED, "inventory-service");
+    deta_kafka_msg_t msgs[] = {message(ORDER, "[]"), message(ORDER, released),
+                               message(ORDER, forged), message(ORDER, released)};
+    deta_err_t results[4];
+    char why[4][DETA_KAFKA_WHY_MAX];
+    assert_int_equal(deta_event_dispatch_batch(msgs, 4, f->d, results, why), DETA_OK);
+    assert_int_equal(results[0], DETA_ERR_INVALID);
+    assert_int_equal(results[1], DETA_OK);
+    assert_int_equal(results[2], DETA_ERR_INVALID);
+    assert_int_equal(results[3], DETA_OK);
+    assert_string_equal(why[1], "");
+    free(forged);
+    free(released);
+    assert_int_equal(f->calls, 0);
+    assert_true(counted(f, "unparsable", "failed") == 1);
+    assert_true(counted(f, DETA_EVT_ORDER_CREATED, "failed") == 1);
+    assert_true(counted(f, DETA_EVT_INVENTORY_RELEASED, "ignored") == 2);
 }
 
 /* What an own_key handler returns (deta_event_own_result): its duplicate as
@@ -238,6 +268,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_routed_event_waits_for_its_transaction, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_batch_reports_each_refusal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_without_work_needs_no_transaction, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_malformed_is_refused, setup_own_key, teardown),
         cmocka_unit_test_setup_teardown(test_key_must_be_the_order_id, setup_own_key,
                                         teardown),
@@ -249,6 +281,8 @@ int main(void) {
                                         setup_own_key, teardown),
         cmocka_unit_test_setup_teardown(test_batch_reports_each_refusal, setup_own_key,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_batch_without_work_needs_no_transaction,
+                                        setup_own_key, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -54,7 +54,7 @@ static void test_defaults(void **state) {
     (void)state;
     query_settings_t s;
     load_ok(&s);
-    assert_int_equal(s.consumer_workers, 4);
+    assert_int_equal(s.consumer_workers, 2);
     assert_int_equal(s.batch_wait_ms, 20);
 }
 
