@@ -128,7 +128,7 @@
 /* The payment outcomes' consumer: fewer workers, and a wait for a fuller batch
  * (see "Batches" above): nothing on the saga's path waits for a settlement. */
 #define INV_SETTLE_WORKERS 2
-#define INV_SETTLE_BATCH_WAIT_MS 100
+#define INV_SETTLE_BATCH_WAIT_MS 200
 
 struct inv_events {
     deta_service_t *svc;

@@ -3,7 +3,7 @@
  *
  *   ORDER_IDEMPOTENCY_TTL_HOURS  24   an Idempotency-Key is kept this long after
  *                                     its order was created, then purged (1..8760)
- *   ORDER_BATCH_WAIT_MS         100   how long a consumer worker with fewer than a
+ *   ORDER_BATCH_WAIT_MS         200   how long a consumer worker with fewer than a
  *                                     batch of events queued waits for more before it
  *                                     applies them in one transaction (0..1000; 0: never)
  */
@@ -18,7 +18,7 @@
 #define ORDER_DEFAULT_IDEMPOTENCY_TTL_HOURS 24
 #define ORDER_MAX_IDEMPOTENCY_TTL_HOURS 8760 /* a year */
 #define ORDER_BATCH_WAIT_VAR "ORDER_BATCH_WAIT_MS"
-#define ORDER_DEFAULT_BATCH_WAIT_MS 100
+#define ORDER_DEFAULT_BATCH_WAIT_MS 200
 
 typedef struct order_settings {
     long idempotency_ttl_hours;

@@ -196,7 +196,7 @@ static void batch_wait_defaults_and_bounds(void **state) {
     order_settings_t s;
     char err[256] = "";
     assert_int_equal(order_settings_load(&s, err, sizeof err), DETA_OK);
-    assert_int_equal(s.batch_wait_ms, 100);
+    assert_int_equal(s.batch_wait_ms, 200);
     const char *good[] = {"0", "1000", "5"};
     const long want[] = {0, 1000, 5};
     for (size_t i = 0; i < 3; i++) {
