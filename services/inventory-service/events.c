@@ -91,11 +91,12 @@
  * consumer has INV_SETTLE_WORKERS workers, not INV_CONSUMER_WORKERS (each batches
  * only its own queue: fewer workers, fuller batches), and waits up to
  * INV_SETTLE_BATCH_WAIT_MS for more events when it finds fewer than a batch queued:
- * a settlement is on no step's path (an authorization publishes nothing; no service
- * acts on the inventory.released of a failure or a cancel, which only the read
- * model shows, that much later), and one commit then carries several orders' at
- * moderate rates, where most would otherwise commit alone. order.created gets no
- * wait: the saga waits for it.
+ * a settlement is on no step's path (an authorization of a live hold publishes
+ * nothing, a late one's rare inventory.rejected only moves order-service's status
+ * and the read model; no service acts on the inventory.released of a failure or a
+ * cancel, which only the read model shows, that much later), and one commit then
+ * carries several orders' at moderate rates, where most would otherwise commit
+ * alone. order.created gets no wait: the saga waits for it.
  *
  * Metrics are counted when a handler has applied its effects, just before the
  * dispatcher commits; a commit that then fails (rare: the connection died), or

@@ -7,11 +7,12 @@
  * than its transaction, which fails TRANSIENT when Postgres cannot be reached,
  * handler not called. A batch reports each message's refusal and records no
  * metric unless it committed; a batch with nothing to apply (refused or ignored
- * messages only) needs no transaction, so it succeeds with Postgres unreachable. All of it alike with and without the claim
+ * messages only) needs no transaction, so it succeeds with Postgres unreachable.
+ * All of it alike with and without the claim
  * (deta_event_dispatch_opts_t.own_key): the handler of a dispatch without claim
  * runs inside the transaction too, never before it. What own_key changes inside
- * the transaction (no claim; the handler's CONFLICT a duplicate, rolled back) needs
- * Postgres: integration.test_query_api checks it through query-api.
+ * the transaction (no claim; the handler's CONFLICT a duplicate, rolled back)
+ * needs Postgres: integration.test_query_api checks it through query-api.
  *
  * No server: the service is made with addresses where nothing listens (Postgres
  * and the broker on port 1, refused at once; nothing is started), so the only

@@ -102,8 +102,10 @@ deta_err_t deta_event_dispatch(const deta_kafka_msg_t *msg, void *dispatch, char
  * with a non-transient code is rolled back to its savepoint and reported in
  * results/why (to be dead-lettered); the rest commit together. A transient
  * failure (or a failed commit) rolls back the whole batch and is returned: the
- * consumer then handles the messages one at a time. Metrics and log lines are
- * those of deta_event_dispatch, recorded once the batch committed. */
+ * consumer then handles the messages one at a time. A batch with nothing to
+ * apply (ignored types and refusals only) opens no transaction. Metrics and log
+ * lines are those of deta_event_dispatch, recorded once the batch committed (or
+ * needed no transaction). */
 deta_err_t deta_event_dispatch_batch(const deta_kafka_msg_t *msgs, size_t n, void *dispatch,
                                      deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX]);
 /* The same with the batch's row-lock waits bounded by lock_timeout_ms (0: the
