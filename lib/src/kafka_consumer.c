@@ -154,9 +154,13 @@ static void apply_opts(deta_consumer_t *c, const deta_consumer_opts_t *opts) {
     c->dependencies_up = opts ? opts->dependencies_up : NULL;
     c->dependencies_opaque = opts ? opts->dependencies_opaque : NULL;
     c->batch_fn = c->nworkers > 1 && opts ? opts->batch_fn : NULL;
-    c->batch_max = opts && opts->batch_max > 0 && opts->batch_max < DETA_KAFKA_WORKER_QUEUE
-                       ? opts->batch_max
-                       : DETA_KAFKA_WORKER_QUEUE;
+    c->batch_max = opts && opts->batch_max > 0 ? opts->batch_max : DETA_KAFKA_WORKER_QUEUE;
+    if (c->batch_max > DETA_KAFKA_BATCH_MAX)
+        c->batch_max = DETA_KAFKA_BATCH_MAX;
+    /* A batch is taken from the worker's queue, so a larger batch needs a longer
+     * queue; without batches the queue stays short (kafka_workers.c). */
+    c->queue_max = c->batch_fn && c->batch_max > DETA_KAFKA_WORKER_QUEUE ? c->batch_max
+                                                                          : DETA_KAFKA_WORKER_QUEUE;
     c->batch_wait_ms = c->batch_fn ? opts->batch_wait_ms : 0;
 }
 

@@ -39,7 +39,10 @@
 #include "deta/kafka.h"
 
 #define DETA_KAFKA_POLL_MS 100
-#define DETA_KAFKA_WORKER_QUEUE 16 /* jobs queued per worker before the poller holds */
+/* Jobs queued per worker before the poller holds: DETA_KAFKA_WORKER_QUEUE, or the
+ * consumer's batch_max where that is larger, which is at most DETA_KAFKA_BATCH_MAX. */
+#define DETA_KAFKA_WORKER_QUEUE 16
+#define DETA_KAFKA_BATCH_MAX 64
 
 /* ---- the handles' settings (kafka_conf.c) ---- */
 
@@ -168,6 +171,7 @@ struct deta_consumer {
     deta_consume_fn fn;
     deta_consume_batch_fn batch_fn; /* NULL: one message at a time */
     int batch_max;
+    int queue_max;     /* jobs a worker queues before the poller holds */
     int batch_wait_ms; /* a worker waits this long to fill a batch (0: never) */
     void *opaque;
     deta_producer_t *dlq;

@@ -42,7 +42,7 @@
  * librdkafka commits the stored offsets as it unassigns them.
  *
  * Stop. The poller stops polling and tells the workers: each handles what its
- * queue still holds (at most DETA_KAFKA_WORKER_QUEUE messages, already fetched and
+ * queue still holds (at most c->queue_max messages, already fetched and
  * usually quick), so that every dispatched message is finished and the watermark,
  * which is what gets committed, passes them all: otherwise a message finished by
  * one worker behind one still queued on another would be past the watermark and
@@ -122,9 +122,9 @@ struct worker {
     deta_consumer_t *c;
     pthread_t thread;
     pthread_cond_t wake; /* a job was queued, or stopping */
-    job_t *queue[DETA_KAFKA_WORKER_QUEUE];
+    job_t *queue[DETA_KAFKA_BATCH_MAX]; /* a ring; c->queue_max of it in use */
     size_t head, count;
-    job_t *current[DETA_KAFKA_WORKER_QUEUE]; /* being handled (a batch, or one) */
+    job_t *current[DETA_KAFKA_BATCH_MAX]; /* being handled (a batch, or one) */
     size_t ncurrent;
 };
 
@@ -184,15 +184,15 @@ static void job_free(job_t *j) {
     free(j);
 }
 
-static bool queue_full(const worker_t *w) { return w->count == DETA_KAFKA_WORKER_QUEUE; }
+static bool queue_full(const worker_t *w) { return w->count == (size_t)w->c->queue_max; }
 
 static void queue_push(worker_t *w, job_t *j) {
-    w->queue[(w->head + w->count++) % DETA_KAFKA_WORKER_QUEUE] = j;
+    w->queue[(w->head + w->count++) % DETA_KAFKA_BATCH_MAX] = j;
 }
 
 static job_t *queue_pop(worker_t *w) {
     job_t *j = w->queue[w->head];
-    w->head = (w->head + 1) % DETA_KAFKA_WORKER_QUEUE;
+    w->head = (w->head + 1) % DETA_KAFKA_BATCH_MAX;
     w->count--;
     return j;
 }
@@ -458,8 +458,8 @@ static bool handle_one_at_a_time(deta_consumer_t *c, job_t **jobs, size_t n) {
 /* Handles jobs[0..n) (all running) with the batch handler (see "Batches"
  * above), settling each; true when one was given up. */
 static bool handle_batch(deta_consumer_t *c, job_t **jobs, size_t n) {
-    deta_kafka_msg_t msgs[DETA_KAFKA_WORKER_QUEUE];
-    deta_err_t results[DETA_KAFKA_WORKER_QUEUE];
+    deta_kafka_msg_t msgs[DETA_KAFKA_BATCH_MAX];
+    deta_err_t results[DETA_KAFKA_BATCH_MAX];
     char(*why)[DETA_KAFKA_WHY_MAX] = calloc(n, sizeof *why);
     size_t nviews = 0;
     while (why && nviews < n && deta_kafka_msg_view(jobs[nviews]->m, &msgs[nviews]))
@@ -519,7 +519,7 @@ static void *worker_main(void *arg) {
         size_t n = w->ncurrent;
         pthread_mutex_unlock(&c->lock);
 
-        const char *topics[DETA_KAFKA_WORKER_QUEUE];
+        const char *topics[DETA_KAFKA_BATCH_MAX];
         for (size_t i = 0; i < n; i++)
             topics[i] = rd_kafka_topic_name(w->current[i]->m->rkt);
         deta_kafka_note_batch(c, topics, n);
@@ -529,7 +529,7 @@ static void *worker_main(void *arg) {
         pthread_mutex_lock(&c->lock);
         if (lost && deta_kafka_must_stop(c))
             gave_up = true;
-        job_t *done[DETA_KAFKA_WORKER_QUEUE];
+        job_t *done[DETA_KAFKA_BATCH_MAX];
         memcpy(done, w->current, n * sizeof *done);
         w->ncurrent = 0;
         pthread_cond_broadcast(&c->progress);

@@ -1590,6 +1590,9 @@ static deta_err_t batch_many(const deta_kafka_msg_t *msgs, size_t n, void *opaqu
         any = any || ours(&b->probe, &msgs[i]);
     if (any && atomic_exchange(&b->fail_next, false))
         return DETA_ERR_TRANSIENT;
+    for (size_t i = 0; i < n; i++) /* as batch_single: what follows queues up */
+        if (ours(&b->probe, &msgs[i]) && strcmp(msgs[i].value, "slow") == 0)
+            ts_sleep_ms(500);
     if (any) {
         atomic_fetch_add(&b->nbatches, 1);
         int seen = atomic_load(&b->max_n);
@@ -1711,6 +1714,60 @@ static void test_workers_batch_waits_for_more(void **state) {
     assert_int_equal(j, 6);
     pthread_mutex_destroy(&b->probe.lock);
     free(b);
+}
+
+/* A worker's batch is what its queue holds: 40 messages of one key queued behind
+ * a slow first one come in batches of at most batch_max, and a batch_max above
+ * 16 lengthens the queue to match (kafka_consumer.c), so that they can. */
+static void check_batch_size(const char *tag, int batch_max, int min_seen, int max_seen) {
+    char prefix[48], key[64], group[64];
+    snprintf(prefix, sizeof prefix, "%s-%s", tag, run);
+    snprintf(key, sizeof key, "%s-a", prefix);
+    snprintf(group, sizeof group, "it-kafka-%s", prefix);
+    char names[40][8];
+    const char *values[40];
+    for (int i = 0; i < 40; i++) {
+        snprintf(names[i], sizeof names[i], i == 0 ? "slow" : "q%02d", i);
+        values[i] = names[i];
+    }
+    for (int i = 0; i < 40; i += 8)
+        send_values(key, &values[i], 8);
+    batcher_t *b = calloc(1, sizeof *b);
+    assert_non_null(b);
+    probe_init(&b->probe, prefix, DETA_OK);
+    deta_consumer_opts_t opts = {.backoff_ms = 50, .workers = 2, .batch_fn = batch_many,
+                                 .batch_max = batch_max};
+    runner_t r;
+    runner_start_fn(&r, group, batch_single, b, producer, &opts);
+    assert_true(wait_seen(&b->probe, key, values[39], 1, WAIT_MS));
+    runner_stop(&r);
+    int largest = atomic_load(&b->max_n);
+    if (largest < min_seen || largest > max_seen)
+        fail_msg("batch_max %d: the largest batch was %d, not within %d..%d", batch_max, largest,
+                 min_seen, max_seen);
+    int j = 0; /* each once, in order */
+    for (int i = 0; i < b->probe.nseen; i++)
+        if (strcmp(b->probe.seen[i].key, key) == 0) {
+            assert_true(j < 40);
+            assert_string_equal(b->probe.seen[i].value, values[j]);
+            j++;
+        }
+    assert_int_equal(j, 40);
+    pthread_mutex_destroy(&b->probe.lock);
+    free(b);
+}
+
+/* The default: at most 16 at a time, the poller holding the rest. */
+static void test_workers_batch_default_max(void **state) {
+    (void)state;
+    check_batch_size("bd", 0, 9, 16);
+}
+
+/* batch_max 32: the queue holds 32, so a batch takes more than 16 (whatever the
+ * first batch took, the 40 cannot all come in batches of 16 or fewer). */
+static void test_workers_batch_max_beyond_default(void **state) {
+    (void)state;
+    check_batch_size("bx", 32, 17, 32);
 }
 
 static void test_consumer_bad_input(void **state) {
@@ -1970,6 +2027,8 @@ int main(void) {
         cmocka_unit_test(test_workers_batch_dead_letters_one),
         cmocka_unit_test(test_workers_batch_falls_back_one_at_a_time),
         cmocka_unit_test(test_workers_batch_waits_for_more),
+        cmocka_unit_test(test_workers_batch_default_max),
+        cmocka_unit_test(test_workers_batch_max_beyond_default),
         IN_MODE(check_waits_while_dependencies_down, "dep", 0),
         IN_MODE(check_waits_while_dependencies_down, "depw", 4),
         IN_MODE(check_budget_applies_when_up, "bud", 0),

@@ -196,8 +196,10 @@ typedef struct deta_consumer_opts {
     bool (*dependencies_up)(void *opaque);
     void *dependencies_opaque;
     /* Optional, with workers > 1: a worker that finds several messages queued
-     * hands up to batch_max of them (default and most 16) to batch_fn, called
-     * with the consumer's opaque, instead of one at a time to fn. */
+     * hands up to batch_max of them (default 16, at most 64) to batch_fn, called
+     * with the consumer's opaque, instead of one at a time to fn. A batch_max
+     * above 16 lets each worker queue that many messages before the poller
+     * holds their partitions (16 otherwise). */
     deta_consume_batch_fn batch_fn;
     int batch_max;
     /* Optional, with batch_fn: a worker that finds fewer than batch_max messages
