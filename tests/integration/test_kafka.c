@@ -1611,18 +1611,48 @@ static deta_err_t batch_many(const deta_kafka_msg_t *msgs, size_t n, void *opaqu
     return DETA_OK;
 }
 
-static void check_batch(const char *tag, bool fail_first) {
+/* A batch test's names (its keys' prefix, its key, its group) and batcher. */
+typedef struct batch_case {
     char prefix[48], key[64], group[64];
-    snprintf(prefix, sizeof prefix, "%s-%s", tag, run);
-    snprintf(key, sizeof key, "%s-a", prefix);
-    snprintf(group, sizeof group, "it-kafka-%s", prefix);
+    batcher_t *b;
+} batch_case_t;
+
+static void batch_case_init(batch_case_t *t, const char *tag) {
+    snprintf(t->prefix, sizeof t->prefix, "%s-%s", tag, run);
+    snprintf(t->key, sizeof t->key, "%s-a", t->prefix);
+    snprintf(t->group, sizeof t->group, "it-kafka-%s", t->prefix);
+    t->b = calloc(1, sizeof *t->b);
+    assert_non_null(t->b);
+    probe_init(&t->b->probe, t->prefix, DETA_OK);
+}
+
+static void batch_case_free(batch_case_t *t) {
+    pthread_mutex_destroy(&t->b->probe.lock);
+    free(t->b);
+}
+
+/* The handler saw the key's values (but skip) each once, in order. */
+static void assert_seen_in_order(probe_t *p, const char *key, const char *skip,
+                                 const char *const *values, int n) {
+    int j = 0;
+    for (int i = 0; i < p->nseen; i++)
+        if (strcmp(p->seen[i].key, key) == 0 && (!skip || strcmp(p->seen[i].value, skip) != 0)) {
+            assert_true(j < n);
+            assert_string_equal(p->seen[i].value, values[j]);
+            j++;
+        }
+    assert_int_equal(j, n);
+}
+
+static void check_batch(const char *tag, bool fail_first) {
+    batch_case_t t;
+    batch_case_init(&t, tag);
+    const char *key = t.key, *group = t.group, *prefix = t.prefix;
+    batcher_t *b = t.b;
     const char *values[] = {"slow", "b1", "b2", "poison", "b4", "b5", "b6", "b7"};
     send_values(key, values, 8);
 
     deta_metrics_t *metrics = deta_metrics_new();
-    batcher_t *b = calloc(1, sizeof *b);
-    assert_non_null(b);
-    probe_init(&b->probe, prefix, DETA_OK);
     atomic_init(&b->fail_next, fail_first);
     deta_consumer_opts_t opts = {.backoff_ms = 50, .metrics = metrics, .workers = 2,
                                  .batch_fn = batch_many};
@@ -1635,14 +1665,7 @@ static void check_batch(const char *tag, bool fail_first) {
     runner_stop(&r);
 
     /* Each message applied once, in partition order; the poison once, refused. */
-    int j = 0;
-    for (int i = 0; i < b->probe.nseen; i++)
-        if (strcmp(b->probe.seen[i].key, key) == 0) {
-            assert_true(j < 8);
-            assert_string_equal(b->probe.seen[i].value, values[j]);
-            j++;
-        }
-    assert_int_equal(j, 8);
+    assert_seen_in_order(&b->probe, key, NULL, values, 8);
     if (fail_first)
         assert_false(atomic_load(&b->fail_next)); /* a batch failed, went one at a time */
     else
@@ -1663,8 +1686,7 @@ static void check_batch(const char *tag, bool fail_first) {
     runner_stop(&r);
     assert_int_equal(again.nseen, 0);
     pthread_mutex_destroy(&again.lock);
-    pthread_mutex_destroy(&b->probe.lock);
-    free(b);
+    batch_case_free(&t);
     deta_metrics_free(metrics);
 }
 
@@ -1682,48 +1704,33 @@ static void test_workers_batch_falls_back_one_at_a_time(void **state) {
  * own) are applied together: the worker woken by the first waits for the rest. */
 static void test_workers_batch_waits_for_more(void **state) {
     (void)state;
-    char prefix[48], key[64], group[64];
-    snprintf(prefix, sizeof prefix, "bw-%s", run);
-    snprintf(key, sizeof key, "%s-a", prefix);
-    snprintf(group, sizeof group, "it-kafka-%s", prefix);
-    batcher_t *b = calloc(1, sizeof *b);
-    assert_non_null(b);
-    probe_init(&b->probe, prefix, DETA_OK);
+    batch_case_t t;
+    batch_case_init(&t, "bw");
     deta_consumer_opts_t opts = {.backoff_ms = 50, .workers = 2, .batch_fn = batch_many,
                                  .batch_wait_ms = DETA_KAFKA_BATCH_WAIT_MAX_MS};
     runner_t r;
-    runner_start_fn(&r, group, batch_single, b, producer, &opts);
+    runner_start_fn(&r, t.group, batch_single, t.b, producer, &opts);
     const char *first[] = {"w0"};
-    send_values(key, first, 1);
-    assert_true(wait_seen(&b->probe, key, "w0", 1, WAIT_MS)); /* assigned, fetching */
+    send_values(t.key, first, 1);
+    assert_true(wait_seen(&t.b->probe, t.key, "w0", 1, WAIT_MS)); /* assigned, fetching */
     const char *values[] = {"c1", "c2", "c3", "c4", "c5", "c6"};
     for (size_t i = 0; i < 6; i++) {
-        send_values(key, &values[i], 1);
+        send_values(t.key, &values[i], 1);
         ts_sleep_ms(60);
     }
-    assert_true(wait_seen(&b->probe, key, "c6", 1, WAIT_MS));
+    assert_true(wait_seen(&t.b->probe, t.key, "c6", 1, WAIT_MS));
     runner_stop(&r);
-    assert_true(atomic_load(&b->max_n) >= 4);
-    int j = 0; /* each once, in order */
-    for (int i = 0; i < b->probe.nseen; i++)
-        if (strcmp(b->probe.seen[i].key, key) == 0 && strcmp(b->probe.seen[i].value, "w0") != 0) {
-            assert_true(j < 6);
-            assert_string_equal(b->probe.seen[i].value, values[j]);
-            j++;
-        }
-    assert_int_equal(j, 6);
-    pthread_mutex_destroy(&b->probe.lock);
-    free(b);
+    assert_true(atomic_load(&t.b->max_n) >= 4);
+    assert_seen_in_order(&t.b->probe, t.key, "w0", values, 6);
+    batch_case_free(&t);
 }
 
 /* A worker's batch is what its queue holds: 40 messages of one key queued behind
  * a slow first one come in batches of at most batch_max, and a batch_max above
  * 16 lengthens the queue to match (kafka_consumer.c), so that they can. */
 static void check_batch_size(const char *tag, int batch_max, int min_seen, int max_seen) {
-    char prefix[48], key[64], group[64];
-    snprintf(prefix, sizeof prefix, "%s-%s", tag, run);
-    snprintf(key, sizeof key, "%s-a", prefix);
-    snprintf(group, sizeof group, "it-kafka-%s", prefix);
+    batch_case_t t;
+    batch_case_init(&t, tag);
     char names[40][8];
     const char *values[40];
     for (int i = 0; i < 40; i++) {
@@ -1731,30 +1738,19 @@ static void check_batch_size(const char *tag, int batch_max, int min_seen, int m
         values[i] = names[i];
     }
     for (int i = 0; i < 40; i += 8)
-        send_values(key, &values[i], 8);
-    batcher_t *b = calloc(1, sizeof *b);
-    assert_non_null(b);
-    probe_init(&b->probe, prefix, DETA_OK);
+        send_values(t.key, &values[i], 8);
     deta_consumer_opts_t opts = {.backoff_ms = 50, .workers = 2, .batch_fn = batch_many,
                                  .batch_max = batch_max};
     runner_t r;
-    runner_start_fn(&r, group, batch_single, b, producer, &opts);
-    assert_true(wait_seen(&b->probe, key, values[39], 1, WAIT_MS));
+    runner_start_fn(&r, t.group, batch_single, t.b, producer, &opts);
+    assert_true(wait_seen(&t.b->probe, t.key, values[39], 1, WAIT_MS));
     runner_stop(&r);
-    int largest = atomic_load(&b->max_n);
+    int largest = atomic_load(&t.b->max_n);
     if (largest < min_seen || largest > max_seen)
         fail_msg("batch_max %d: the largest batch was %d, not within %d..%d", batch_max, largest,
                  min_seen, max_seen);
-    int j = 0; /* each once, in order */
-    for (int i = 0; i < b->probe.nseen; i++)
-        if (strcmp(b->probe.seen[i].key, key) == 0) {
-            assert_true(j < 40);
-            assert_string_equal(b->probe.seen[i].value, values[j]);
-            j++;
-        }
-    assert_int_equal(j, 40);
-    pthread_mutex_destroy(&b->probe.lock);
-    free(b);
+    assert_seen_in_order(&t.b->probe, t.key, NULL, values, 40);
+    batch_case_free(&t);
 }
 
 /* The default: at most 16 at a time, the poller holding the rest. */
