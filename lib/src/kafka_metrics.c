@@ -69,8 +69,9 @@ static long topic_index(const deta_consumer_t *c, const char *topic) {
     return -1;
 }
 
-/* Messages handed to the handler at once: 1 up to the worker queue (16). */
-static const double batch_buckets[] = {1, 2, 3, 4, 6, 8, 12, 16};
+/* Messages handed to the handler at once: 1 up to the largest batch_max
+ * (DETA_KAFKA_BATCH_MAX, 64; 16 by default). */
+static const double batch_buckets[] = {1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64};
 
 void deta_kafka_metrics_register(deta_consumer_t *c) {
     if (!c->metrics)

@@ -395,7 +395,7 @@ deta_err_t order_store_apply_event(deta_db_t *db, const order_event_effect_t *ef
  * keeps; with unnest over an array parameter it guessed 10 rows, found each
  * custom plan cheaper, and planned the statement again on every call (0.36 ms,
  * more than the round trips the fold saves, in the first bench of it). */
-#define FOLD_ROWS_MAX 16
+#define FOLD_ROWS_MAX ORDER_STORE_FOLD_ROWS_MAX
 
 static const char FOLD_HEAD_SQL[] = "WITH e (order_id, state, rank, i) AS (VALUES ";
 static const char FOLD_TAIL_SQL[] =

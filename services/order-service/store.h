@@ -58,9 +58,11 @@ deta_err_t order_store_apply_event_in(deta_db_t *db, const order_event_effect_t 
 
 /* The status changes of n effects that set a state and record no verdict
  * (order_effect_foldable), applied in one statement inside the caller's
- * transaction: each order takes the highest rank among its effects when that
- * is above its own. before[i] is effs[i]'s order's rank as the statement found
- * it, -1 when there is no such order (for order_fold_outcomes). */
+ * transaction (one per ORDER_STORE_FOLD_ROWS_MAX effects, a batch's most): each
+ * order takes the highest rank among its effects when that is above its own.
+ * before[i] is effs[i]'s order's rank as the statement found it, -1 when there
+ * is no such order (for order_fold_outcomes). */
+#define ORDER_STORE_FOLD_ROWS_MAX 64
 deta_err_t order_store_fold_status(deta_db_t *db, const order_event_effect_t *const *effs,
                                    size_t n, int *before, char *errstr, size_t errsize);
 

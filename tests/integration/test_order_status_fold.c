@@ -86,7 +86,7 @@ typedef struct step {
 } step_t;
 
 #define ORDERS 5
-#define STEPS 24
+#define STEPS (ORDER_STORE_FOLD_ROWS_MAX + 8)
 
 /* The case's orders (start[k] their statuses, NULL: not there) get steps, folded
  * on one copy and one by one on the other: same statuses after, the same
@@ -134,8 +134,8 @@ static void fold_equals_one_by_one(const char *const start[ORDERS], const step_t
     for (size_t i = 0; i < n; i++) {
         const char *st = start[steps[i].order];
         int want = st ? deta_state_rank(st) : -1;
-        /* rows past the first statement's 16 read what the first one raised */
-        bool read_ok = i < 16 ? before[i] == want : (want < 0 ? before[i] < 0 : before[i] >= want);
+        /* rows past the first statement's read what the first one raised */
+        bool read_ok = i < ORDER_STORE_FOLD_ROWS_MAX ? before[i] == want : (want < 0 ? before[i] < 0 : before[i] >= want);
         if (!read_ok)
             fail_msg("event %zu: the fold read rank %d, the order had %d", i, before[i], want);
         if (fold_out[i] != one_out[i])
@@ -186,8 +186,8 @@ static void late_events_first(void **state) {
     fold_equals_one_by_one(start, steps, sizeof steps / sizeof *steps);
 }
 
-/* More events than one statement takes (FOLD_ROWS_MAX, 16): the fold goes in
- * two statements, the second reading what the first raised. */
+/* More events than one statement takes (ORDER_STORE_FOLD_ROWS_MAX): the fold
+ * goes in two statements, the second reading what the first raised. */
 static void more_than_one_statement(void **state) {
     (void)state;
     const char *start[ORDERS] = {DETA_STATE_CREATED, DETA_STATE_CREATED, DETA_STATE_CREATED,
@@ -196,10 +196,11 @@ static void more_than_one_statement(void **state) {
         DETA_STATE_INVENTORY_RESERVED, DETA_STATE_PAYMENT_AUTHORIZED,
         DETA_STATE_DELIVERY_WAITING,   DETA_STATE_DELIVERY_ASSIGNED,
         DETA_STATE_INVENTORY_RESERVED, DETA_STATE_PICKED_UP};
-    step_t steps[20];
-    for (int i = 0; i < 20; i++)
-        steps[i] = (step_t){i % ORDERS, ladder[(i / ORDERS + i) % 6]};
-    fold_equals_one_by_one(start, steps, 20);
+    step_t steps[ORDER_STORE_FOLD_ROWS_MAX + 4];
+    size_t n = sizeof steps / sizeof *steps;
+    for (size_t i = 0; i < n; i++)
+        steps[i] = (step_t){(int)(i % ORDERS), ladder[(i / ORDERS + i) % 6]};
+    fold_equals_one_by_one(start, steps, n);
 }
 
 int main(void) {
