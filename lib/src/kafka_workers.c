@@ -122,10 +122,13 @@ struct worker {
     deta_consumer_t *c;
     pthread_t thread;
     pthread_cond_t wake; /* a job was queued, or stopping */
-    job_t *queue[DETA_KAFKA_BATCH_MAX]; /* a ring; c->queue_max of it in use */
+    /* Three arrays of c->queue_max entries each, in one allocation, so that a
+     * worker costs memory for the queue its consumer asked for, no more. */
+    job_t **queue;   /* a ring */
     size_t head, count;
-    job_t *current[DETA_KAFKA_BATCH_MAX]; /* being handled (a batch, or one) */
+    job_t **current; /* being handled (a batch, or one) */
     size_t ncurrent;
+    const char **topics; /* the current jobs' topics, for the batch metrics */
 };
 
 bool deta_kafka_workers_init(deta_consumer_t *c) {
@@ -140,14 +143,28 @@ bool deta_kafka_workers_init(deta_consumer_t *c) {
         c->workers[i].c = c;
         deta_cond_init_monotonic(&c->workers[i].wake);
     }
+    size_t cap = (size_t)c->queue_max;
+    for (int i = 0; i < c->nworkers; i++) {
+        worker_t *w = &c->workers[i];
+        void **slots = calloc(3 * cap, sizeof *slots);
+        if (!slots) {
+            deta_kafka_workers_destroy(c);
+            return false;
+        }
+        w->queue = (job_t **)slots;
+        w->current = (job_t **)(slots + cap);
+        w->topics = (const char **)(slots + 2 * cap);
+    }
     return true;
 }
 
 void deta_kafka_workers_destroy(deta_consumer_t *c) {
     if (!c->workers)
         return;
-    for (int i = 0; i < c->nworkers; i++)
+    for (int i = 0; i < c->nworkers; i++) {
         pthread_cond_destroy(&c->workers[i].wake);
+        free(c->workers[i].queue); /* the three arrays' one allocation */
+    }
     pthread_cond_destroy(&c->progress);
     pthread_mutex_destroy(&c->lock);
     free(c->workers);
@@ -187,12 +204,12 @@ static void job_free(job_t *j) {
 static bool queue_full(const worker_t *w) { return w->count == (size_t)w->c->queue_max; }
 
 static void queue_push(worker_t *w, job_t *j) {
-    w->queue[(w->head + w->count++) % DETA_KAFKA_BATCH_MAX] = j;
+    w->queue[(w->head + w->count++) % (size_t)w->c->queue_max] = j;
 }
 
 static job_t *queue_pop(worker_t *w) {
     job_t *j = w->queue[w->head];
-    w->head = (w->head + 1) % DETA_KAFKA_BATCH_MAX;
+    w->head = (w->head + 1) % (size_t)w->c->queue_max;
     w->count--;
     return j;
 }
@@ -458,11 +475,12 @@ static bool handle_one_at_a_time(deta_consumer_t *c, job_t **jobs, size_t n) {
 /* Handles jobs[0..n) (all running) with the batch handler (see "Batches"
  * above), settling each; true when one was given up. */
 static bool handle_batch(deta_consumer_t *c, job_t **jobs, size_t n) {
-    deta_kafka_msg_t msgs[DETA_KAFKA_BATCH_MAX];
-    deta_err_t results[DETA_KAFKA_BATCH_MAX];
+    deta_kafka_msg_t *msgs = calloc(n, sizeof *msgs);
+    deta_err_t *results = calloc(n, sizeof *results);
     char(*why)[DETA_KAFKA_WHY_MAX] = calloc(n, sizeof *why);
     size_t nviews = 0;
-    while (why && nviews < n && deta_kafka_msg_view(jobs[nviews]->m, &msgs[nviews]))
+    while (msgs && results && why && nviews < n &&
+           deta_kafka_msg_view(jobs[nviews]->m, &msgs[nviews]))
         nviews++;
     int64_t started_ns = deta_trace_enabled() ? deta_trace_now_ns() : 0;
     for (size_t i = 0; i < nviews; i++)
@@ -478,6 +496,8 @@ static bool handle_batch(deta_consumer_t *c, job_t **jobs, size_t n) {
                                                      : "outcome=\"one_at_a_time\""));
     bool gave_up = err == DETA_OK ? settle_committed_batch(c, jobs, n, results, why, started_ns)
                                   : handle_one_at_a_time(c, jobs, n);
+    free(msgs);
+    free(results);
     free(why);
     return gave_up;
 }
@@ -519,23 +539,21 @@ static void *worker_main(void *arg) {
         size_t n = w->ncurrent;
         pthread_mutex_unlock(&c->lock);
 
-        const char *topics[DETA_KAFKA_BATCH_MAX];
         for (size_t i = 0; i < n; i++)
-            topics[i] = rd_kafka_topic_name(w->current[i]->m->rkt);
-        deta_kafka_note_batch(c, topics, n);
+            w->topics[i] = rd_kafka_topic_name(w->current[i]->m->rkt);
+        deta_kafka_note_batch(c, w->topics, n);
 
         bool lost = n == 1 ? handle_job(c, w->current[0]) : handle_batch(c, w->current, n);
 
         pthread_mutex_lock(&c->lock);
         if (lost && deta_kafka_must_stop(c))
             gave_up = true;
-        job_t *done[DETA_KAFKA_BATCH_MAX];
-        memcpy(done, w->current, n * sizeof *done);
         w->ncurrent = 0;
         pthread_cond_broadcast(&c->progress);
         pthread_mutex_unlock(&c->lock);
+        /* Past ncurrent nobody else reads current[], and only this thread writes it. */
         for (size_t i = 0; i < n; i++)
-            job_free(done[i]);
+            job_free(w->current[i]);
         pthread_mutex_lock(&c->lock);
     }
     pthread_mutex_unlock(&c->lock);

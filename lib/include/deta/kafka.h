@@ -199,7 +199,8 @@ typedef struct deta_consumer_opts {
      * hands up to batch_max of them (default 16, at most 64) to batch_fn, called
      * with the consumer's opaque, instead of one at a time to fn. A batch_max
      * above 16 lets each worker queue that many messages before the poller
-     * holds their partitions (16 otherwise). */
+     * holds their partitions (16 otherwise); each worker's queue is allocated at
+     * that length, so a consumer pays only for the batches it asks for. */
     deta_consume_batch_fn batch_fn;
     int batch_max;
     /* Optional, with batch_fn: a worker that finds fewer than batch_max messages
