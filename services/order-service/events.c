@@ -66,8 +66,9 @@
  * workers would mean smaller batches and more commits (bench/README.md). */
 #define CONSUMER_WORKERS 2
 /* Up to 64 events a transaction: at ORDER_BATCH_WAIT_MS a worker's queue fills
- * past 16 at a few tens of orders a second (an order is 8 events here). */
-#define ORDER_BATCH_MAX 64
+ * past 16 at a few tens of orders a second (an order is 8 events here). As many
+ * as one fold statement takes, so that a batch's status changes are one. */
+#define ORDER_BATCH_MAX ORDER_STORE_FOLD_ROWS_MAX
 
 struct order_events {
     deta_service_t *svc;

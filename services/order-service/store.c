@@ -390,13 +390,11 @@ deta_err_t order_store_apply_event(deta_db_t *db, const order_event_effect_t *ef
  * the update's own rank condition decides).
  *
  * The rows are a VALUES list of n rows, one statement text per n (at most
- * FOLD_ROWS_MAX, each prepared once per connection), not arrays: the planner
- * knows the row count of a VALUES list in the generic plan, which it then
- * keeps; with unnest over an array parameter it guessed 10 rows, found each
+ * ORDER_STORE_FOLD_ROWS_MAX, each prepared once per connection), not arrays:
+ * the planner knows the row count of a VALUES list in the generic plan, which
+ * it then keeps; with unnest over an array parameter it guessed 10 rows, found each
  * custom plan cheaper, and planned the statement again on every call (0.36 ms,
  * more than the round trips the fold saves, in the first bench of it). */
-#define FOLD_ROWS_MAX ORDER_STORE_FOLD_ROWS_MAX
-
 static const char FOLD_HEAD_SQL[] = "WITH e (order_id, state, rank, i) AS (VALUES ";
 static const char FOLD_TAIL_SQL[] =
     "), top AS (SELECT DISTINCT ON (order_id) order_id, state, rank FROM e"
@@ -407,7 +405,7 @@ static const char FOLD_TAIL_SQL[] =
     "    WHERE o.order_id = top.order_id AND o.status_rank < top.rank)"
     " SELECT order_id::text, status_rank FROM was";
 
-/* The statement for n rows (1..FOLD_ROWS_MAX) into sql. */
+/* The statement for n rows (1..ORDER_STORE_FOLD_ROWS_MAX) into sql. */
 static void fold_sql(size_t n, char *sql, size_t size) {
     size_t len = (size_t)snprintf(sql, size, "%s", FOLD_HEAD_SQL);
     for (size_t i = 0; i < n && len < size; i++)
@@ -418,13 +416,13 @@ static void fold_sql(size_t n, char *sql, size_t size) {
         snprintf(sql + len, size - len, "%s", FOLD_TAIL_SQL);
 }
 
-/* One statement for effs[0..n), n <= FOLD_ROWS_MAX. */
+/* One statement for effs[0..n), n <= ORDER_STORE_FOLD_ROWS_MAX. */
 static deta_err_t fold_some(deta_db_t *db, const order_event_effect_t *const *effs, size_t n,
                             int *before, char *errstr, size_t errsize) {
-    char sql[sizeof FOLD_HEAD_SQL + sizeof FOLD_TAIL_SQL + FOLD_ROWS_MAX * 64];
+    char sql[sizeof FOLD_HEAD_SQL + sizeof FOLD_TAIL_SQL + ORDER_STORE_FOLD_ROWS_MAX * 64];
     fold_sql(n, sql, sizeof sql);
-    const char *params[3 * FOLD_ROWS_MAX];
-    char ranks[FOLD_ROWS_MAX][16];
+    const char *params[3 * ORDER_STORE_FOLD_ROWS_MAX];
+    char ranks[ORDER_STORE_FOLD_ROWS_MAX][16];
     for (size_t i = 0; i < n; i++) {
         snprintf(ranks[i], sizeof ranks[i], "%d", effs[i]->rank);
         params[3 * i] = effs[i]->order_id;
@@ -447,8 +445,8 @@ static deta_err_t fold_some(deta_db_t *db, const order_event_effect_t *const *ef
 deta_err_t order_store_fold_status(deta_db_t *db, const order_event_effect_t *const *effs,
                                    size_t n, int *before, char *errstr, size_t errsize) {
     deta_err_t err = DETA_OK;
-    for (size_t at = 0; at < n && !err; at += FOLD_ROWS_MAX) {
-        size_t k = n - at < FOLD_ROWS_MAX ? n - at : FOLD_ROWS_MAX;
+    for (size_t at = 0; at < n && !err; at += ORDER_STORE_FOLD_ROWS_MAX) {
+        size_t k = n - at < ORDER_STORE_FOLD_ROWS_MAX ? n - at : ORDER_STORE_FOLD_ROWS_MAX;
         err = fold_some(db, effs + at, k, before + at, errstr, errsize);
     }
     return err;

@@ -135,7 +135,9 @@ static void fold_equals_one_by_one(const char *const start[ORDERS], const step_t
         const char *st = start[steps[i].order];
         int want = st ? deta_state_rank(st) : -1;
         /* rows past the first statement's read what the first one raised */
-        bool read_ok = i < ORDER_STORE_FOLD_ROWS_MAX ? before[i] == want : (want < 0 ? before[i] < 0 : before[i] >= want);
+        bool read_ok = i < ORDER_STORE_FOLD_ROWS_MAX
+                           ? before[i] == want
+                           : (want < 0 ? before[i] < 0 : before[i] >= want);
         if (!read_ok)
             fail_msg("event %zu: the fold read rank %d, the order had %d", i, before[i], want);
         if (fold_out[i] != one_out[i])

@@ -170,8 +170,9 @@ typedef deta_err_t (*deta_consume_fn)(const deta_kafka_msg_t *msg, void *opaque,
  * returns DETA_OK once that transaction committed (or when nothing needed it),
  * with results[i] DETA_OK for a message applied (or skipped) and another code,
  * not DETA_ERR_TRANSIENT, for one refused for good and rolled back alone (why[i]
- * says why): those are dead-lettered. Any other return means nothing was applied: the consumer then
- * handles the messages one at a time with fn, retries and all. */
+ * says why): those are dead-lettered. Any other return means nothing was
+ * applied: the consumer then handles the messages one at a time with fn,
+ * retries and all. */
 typedef deta_err_t (*deta_consume_batch_fn)(const deta_kafka_msg_t *msgs, size_t n, void *opaque,
                                             deta_err_t *results,
                                             char (*why)[DETA_KAFKA_WHY_MAX]);
