@@ -569,9 +569,13 @@ static void check_dead_letter_never_skipped(void **state) {
 #define OOM_LEN 777 /* the value whose copy for the handler fails */
 
 static atomic_bool oom_armed;
+/* The armed size: each mode's big value has a length of its own, because a new
+ * group reads the topic from the start, the earlier mode's big value too, and
+ * must fail on its own key's, not on that one in another worker. */
+static atomic_size_t oom_size;
 
 static bool fail_oom_copy(size_t size) {
-    return size == OOM_LEN + 1 && atomic_load(&oom_armed);
+    return size == atomic_load(&oom_size) && atomic_load(&oom_armed);
 }
 
 /* The copy of a message for its handler fails (out of memory): the consumer
@@ -579,11 +583,12 @@ static bool fail_oom_copy(size_t size) {
  * past the one it could not handle; the group's next member gets that one. */
 static void check_out_of_memory_stops(void **state) {
     const run_mode_t *mode = *state;
-    char key[64], group[96], big[OOM_LEN + 1], big_seen[32];
+    size_t len = OOM_LEN + (size_t)mode->workers; /* one length per mode (above) */
+    char key[64], group[96], big[OOM_LEN + 64], big_seen[32];
     snprintf(key, sizeof key, "%s-%s", mode->tag, run);
     snprintf(group, sizeof group, "it-kafka-oom-%s", key);
-    memset(big, 'x', OOM_LEN);
-    big[OOM_LEN] = '\0';
+    memset(big, 'x', len);
+    big[len] = '\0';
     memcpy(big_seen, big, sizeof big_seen - 1); /* as the probe records it */
     big_seen[sizeof big_seen - 1] = '\0';
     const char *values[] = {"before", big, "after"};
@@ -591,6 +596,7 @@ static void check_out_of_memory_stops(void **state) {
     deta_consumer_opts_t opts = {.workers = mode->workers};
 
     atomic_store(&deta_alloc_fail, fail_oom_copy);
+    atomic_store(&oom_size, len + 1);
     atomic_store(&oom_armed, true);
     probe_t a;
     probe_init(&a, key, DETA_OK);
