@@ -1,8 +1,9 @@
 #!/bin/bash
-# init-topics.sh - pre-create the eight topics of the system with an explicit
-# partition count, as the seed recommends for production (its broker would
-# auto-create them with 1 partition on first use, and one partition caps each
-# consumer group at one busy member). Runs in the broker's own image
+# init-topics.sh - pre-create the topics of the system (the seed's eight, and
+# raw.eta-events with its twin) with an explicit partition count, as the seed
+# recommends for production (its broker would auto-create them with 1
+# partition on first use, and one partition caps each consumer group at one
+# busy member). Runs in the broker's own image
 # (confluentinc/cp-kafka, for kafka-topics): compose's kafka-init container and
 # the Kubernetes Job in ../k8s/kafka.yaml (same text, checked by tests/deploy).
 #
@@ -18,7 +19,9 @@ set -euo pipefail
 
 TOPICS=(
   raw.order-events raw.inventory-events raw.payment-events raw.delivery-events
+  raw.eta-events
   dlq.order-events dlq.inventory-events dlq.payment-events dlq.delivery-events
+  dlq.eta-events
 )
 BOOTSTRAP=${KAFKA_BOOTSTRAP_SERVERS:?KAFKA_BOOTSTRAP_SERVERS is not set}
 PARTITIONS=${KAFKA_TOPIC_PARTITIONS:-6}

@@ -64,38 +64,43 @@ const size_t deta_outbox_migrations_count =
 
 /* ---- writing ---- */
 
-/* The INSERT of n rows of one topic and key, in the order given: $1 topic, $2
- * key, then with the trace context given ($3, $4) the payloads from $5, else the
- * payloads from $3 and the context of the key's latest traced row. */
+/* The INSERT of n rows of one key, in the order given: $1 the key, then with
+ * the trace context given ($2, $3) the rows' (topic, payload) pairs from $4,
+ * else the pairs from $2 and the context of the key's latest traced row. */
 static void insert_sql(char *sql, size_t size, size_t n, bool context_given) {
-    size_t first = context_given ? 5 : 3;
+    size_t first = context_given ? 4 : 2;
     size_t used = (size_t)snprintf(sql, size, "%s",
                                    "INSERT INTO outbox (topic, msg_key, payload, traceparent,"
                                    " tracestate)");
     if (context_given) {
         used += (size_t)snprintf(sql + used, size - used, " VALUES");
         for (size_t i = 0; i < n; i++)
-            used += (size_t)snprintf(sql + used, size - used, "%s ($1, $2, $%zu, $3, $4)",
-                                     i ? "," : "", first + i);
+            used += (size_t)snprintf(sql + used, size - used, "%s ($%zu, $1, $%zu, $2, $3)",
+                                     i ? "," : "", first + 2 * i, first + 2 * i + 1);
         return;
     }
     used += (size_t)snprintf(sql + used, size - used,
-                             " SELECT $1, $2, v.p, t.traceparent, t.tracestate FROM (VALUES");
+                             " SELECT v.t, $1, v.p, c.traceparent, c.tracestate FROM (VALUES");
     for (size_t i = 0; i < n; i++)
-        used += (size_t)snprintf(sql + used, size - used, "%s (%zu, $%zu::text)", i ? "," : "",
-                                 i, first + i);
+        used += (size_t)snprintf(sql + used, size - used, "%s (%zu, $%zu::text, $%zu::text)",
+                                 i ? "," : "", i, first + 2 * i, first + 2 * i + 1);
     snprintf(sql + used, size - used, "%s",
-             ") v(n, p) LEFT JOIN LATERAL (SELECT traceparent, tracestate FROM outbox"
-             "  WHERE msg_key = $2 AND traceparent IS NOT NULL"
-             "  ORDER BY id DESC LIMIT 1) t ON true ORDER BY v.n");
+             ") v(n, t, p) LEFT JOIN LATERAL (SELECT traceparent, tracestate FROM outbox"
+             "  WHERE msg_key = $1 AND traceparent IS NOT NULL"
+             "  ORDER BY id DESC LIMIT 1) c ON true ORDER BY v.n");
 }
 
-deta_err_t deta_outbox_add_many(deta_db_t *db, const char *topic, const deta_event_t *const *evs,
-                                size_t n, char *errstr, size_t errsize) {
-    if (!db || !topic || !*topic || !evs || n < 1 || n > DETA_OUTBOX_ADD_MAX)
+deta_err_t deta_outbox_add_many(deta_db_t *db, const char *const *topics,
+                                const deta_event_t *const *evs, size_t n, char *errstr,
+                                size_t errsize) {
+    if (!db || !topics || !evs || n < 1 || n > DETA_OUTBOX_ADD_MAX)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                         "an outbox write needs a topic and 1 to %d events",
+                         "an outbox write needs 1 to %d events, each with a topic",
                          DETA_OUTBOX_ADD_MAX);
+    for (size_t i = 0; i < n; i++)
+        if (!topics[i] || !*topics[i])
+            return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                             "an outbox write needs a topic for each event");
     for (size_t i = 0; i < n; i++)
         if (!evs[i] || !evs[i]->order_id[0] || strcmp(evs[i]->order_id, evs[0]->order_id) != 0)
             return deta_errf(DETA_ERR_INVALID, errstr, errsize,
@@ -113,25 +118,27 @@ deta_err_t deta_outbox_add_many(deta_db_t *db, const char *topic, const deta_eve
     char traceparent[DETA_TRACEPARENT_LEN + 1], tracestate[DETA_TRACESTATE_MAX + 1];
     bool traced = deta_span_current_headers(traceparent, tracestate);
     bool context_given = traced || !deta_trace_enabled();
-    const char *params[4 + DETA_OUTBOX_ADD_MAX] = {topic, evs[0]->order_id};
-    size_t first = 2;
+    const char *params[3 + 2 * DETA_OUTBOX_ADD_MAX] = {evs[0]->order_id};
+    size_t first = 1;
     if (context_given) {
-        params[2] = traced ? traceparent : NULL;
-        params[3] = traced && tracestate[0] ? tracestate : NULL;
-        first = 4;
+        params[1] = traced ? traceparent : NULL;
+        params[2] = traced && tracestate[0] ? tracestate : NULL;
+        first = 3;
     }
     char *payloads[DETA_OUTBOX_ADD_MAX] = {NULL};
     deta_err_t err = DETA_OK;
     for (size_t i = 0; i < n && !err; i++) {
-        deta_span_event(deta_span_current(), "outbox.add", "messaging.destination.name", topic);
+        deta_span_event(deta_span_current(), "outbox.add", "messaging.destination.name",
+                        topics[i]);
         if (!(payloads[i] = deta_event_serialize(evs[i])))
             err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
-        params[first + i] = payloads[i];
+        params[first + 2 * i] = topics[i];
+        params[first + 2 * i + 1] = payloads[i];
     }
     if (!err) {
         char sql[1024];
         insert_sql(sql, sizeof sql, n, context_given);
-        err = deta_db_run(db, sql, (int)(first + n), params, errstr, errsize);
+        err = deta_db_run(db, sql, (int)(first + 2 * n), params, errstr, errsize);
     }
     for (size_t i = 0; i < n; i++)
         free(payloads[i]);
@@ -143,7 +150,7 @@ deta_err_t deta_outbox_add(deta_db_t *db, const char *topic, const deta_event_t 
     if (!ev)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize,
                          "an outbox row needs a topic and an event with an orderId");
-    return deta_outbox_add_many(db, topic, &ev, 1, errstr, errsize);
+    return deta_outbox_add_many(db, &topic, &ev, 1, errstr, errsize);
 }
 
 deta_err_t deta_outbox_check_server(deta_db_t *db, char *errstr, size_t errsize) {

@@ -7,7 +7,7 @@
  * the producer (NULL) instead of being published on a plausible-looking topic.
  * Adding a type means adding a constant to topics.h and a row here. Dead letters,
  * by contrast, follow the seed's naming rule (raw.X -> dlq.X) for any topic, so a
- * consumer of a topic outside the seed's eight still has somewhere to put them.
+ * consumer of a topic outside the system's list still has somewhere to put them.
  * Each raw topic has one owner, the service that publishes on it; consumers
  * refuse an event of another producer (event_check.c).
  */
@@ -17,10 +17,11 @@
 #include <string.h>
 
 const char *const deta_topics_all[DETA_TOPICS_COUNT] = {
-    DETA_TOPIC_ORDER_EVENTS,         DETA_TOPIC_INVENTORY_EVENTS,
-    DETA_TOPIC_PAYMENT_EVENTS,       DETA_TOPIC_DELIVERY_EVENTS,
-    DETA_TOPIC_DLQ_ORDER_EVENTS,     DETA_TOPIC_DLQ_INVENTORY_EVENTS,
-    DETA_TOPIC_DLQ_PAYMENT_EVENTS,   DETA_TOPIC_DLQ_DELIVERY_EVENTS,
+    DETA_TOPIC_ORDER_EVENTS,        DETA_TOPIC_INVENTORY_EVENTS,
+    DETA_TOPIC_PAYMENT_EVENTS,      DETA_TOPIC_DELIVERY_EVENTS,
+    DETA_TOPIC_ETA_EVENTS,          DETA_TOPIC_DLQ_ORDER_EVENTS,
+    DETA_TOPIC_DLQ_INVENTORY_EVENTS, DETA_TOPIC_DLQ_PAYMENT_EVENTS,
+    DETA_TOPIC_DLQ_DELIVERY_EVENTS, DETA_TOPIC_DLQ_ETA_EVENTS,
 };
 
 typedef struct topic_pair {
@@ -37,7 +38,7 @@ static const topic_pair_t event_topics[] = {
     {DETA_EVT_PAYMENT_FAILED, DETA_TOPIC_PAYMENT_EVENTS},
     {DETA_EVT_DELIVERY_WAITING, DETA_TOPIC_DELIVERY_EVENTS},
     {DETA_EVT_DELIVERY_ASSIGNED, DETA_TOPIC_DELIVERY_EVENTS},
-    {DETA_EVT_ETA_UPDATED, DETA_TOPIC_DELIVERY_EVENTS},
+    {DETA_EVT_ETA_UPDATED, DETA_TOPIC_ETA_EVENTS},
     {DETA_EVT_DELIVERY_PICKED_UP, DETA_TOPIC_DELIVERY_EVENTS},
     {DETA_EVT_DELIVERY_DELIVERED, DETA_TOPIC_DELIVERY_EVENTS},
     {DETA_EVT_ORDER_CANCEL_REQUESTED, DETA_TOPIC_ORDER_EVENTS},
@@ -73,6 +74,7 @@ static const topic_pair_t topic_owners[] = {
     {DETA_TOPIC_INVENTORY_EVENTS, "inventory-service"},
     {DETA_TOPIC_PAYMENT_EVENTS, "payment-service"},
     {DETA_TOPIC_DELIVERY_EVENTS, "delivery-service"},
+    {DETA_TOPIC_ETA_EVENTS, "delivery-service"},
 };
 
 const char *deta_topic_owner(const char *topic) {

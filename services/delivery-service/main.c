@@ -1,7 +1,8 @@
 /*
  * main.c - delivery-service: assigns a driver when a payment is authorized, keeps
  * the ETA current while the delivery moves on (ASSIGNED -> PICKED_UP ->
- * DELIVERED) and announces every step on raw.delivery-events through its outbox.
+ * DELIVERED) and announces every step on raw.delivery-events, and each new ETA
+ * on raw.eta-events, through its outbox.
  * This file only wires; the ticker thread is started here and stopped before the
  * service is freed, since it uses the service's connection pool.
  */

@@ -603,7 +603,8 @@ static int64_t stage_instant(const delivery_t *d) {
     return 0;
 }
 
-/* The stage's event and its eta.updated, in that order, in one statement. */
+/* The stage's event (raw.delivery-events) and its eta.updated (raw.eta-events),
+ * in one statement. */
 deta_err_t delivery_store_announce(deta_db_t *db, const delivery_t *d, const char *correlation_id,
                                    char *errstr, size_t errsize) {
     int64_t at = stage_instant(d);
@@ -619,7 +620,8 @@ deta_err_t delivery_store_announce(deta_db_t *db, const delivery_t *d, const cha
                    errstr, errsize);
     if (!err) {
         const deta_event_t *both[] = {&stage, &eta};
-        err = deta_outbox_add_many(db, DETA_TOPIC_DELIVERY_EVENTS, both, 2, errstr, errsize);
+        static const char *const topics[] = {DETA_TOPIC_DELIVERY_EVENTS, DETA_TOPIC_ETA_EVENTS};
+        err = deta_outbox_add_many(db, topics, both, 2, errstr, errsize);
         deta_event_clear(&eta);
     }
     deta_event_clear(&stage);

@@ -158,8 +158,8 @@ deta_err_t delivery_store_add_event(deta_db_t *db, const char *type, const char 
                                     const char *correlation_id, json_t *payload,
                                     int64_t occurred_ms, char *errstr, size_t errsize);
 
-/* In a transaction: the event of d's current stage, then eta.updated, to the
- * outbox (raw.delivery-events). */
+/* In a transaction: the event of d's current stage (raw.delivery-events), then
+ * eta.updated (raw.eta-events), to the outbox. */
 deta_err_t delivery_store_announce(deta_db_t *db, const delivery_t *d, const char *correlation_id,
                                    char *errstr, size_t errsize);
 

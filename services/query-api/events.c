@@ -80,8 +80,8 @@ static const char *const event_types[] = {
 #define QUERY_EVENT_TYPES (sizeof event_types / sizeof *event_types)
 
 static const char *const raw_topics[] = {DETA_TOPIC_ORDER_EVENTS, DETA_TOPIC_INVENTORY_EVENTS,
-                                         DETA_TOPIC_PAYMENT_EVENTS,
-                                         DETA_TOPIC_DELIVERY_EVENTS};
+                                         DETA_TOPIC_PAYMENT_EVENTS, DETA_TOPIC_DELIVERY_EVENTS,
+                                         DETA_TOPIC_ETA_EVENTS};
 
 /* Seconds; events are normally applied within milliseconds, a replay lags hours. */
 static const double lag_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,

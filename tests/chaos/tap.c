@@ -53,11 +53,6 @@ struct chaos_tap {
     char lost_why[256]; /* the first loss, for the report */
 };
 
-static const char *const RAW[] = {DETA_TOPIC_ORDER_EVENTS, DETA_TOPIC_INVENTORY_EVENTS,
-                                  DETA_TOPIC_PAYMENT_EVENTS, DETA_TOPIC_DELIVERY_EVENTS};
-static const char *const DLQ[] = {DETA_TOPIC_DLQ_ORDER_EVENTS, DETA_TOPIC_DLQ_INVENTORY_EVENTS,
-                                  DETA_TOPIC_DLQ_PAYMENT_EVENTS, DETA_TOPIC_DLQ_DELIVERY_EVENTS};
-
 /* Called with t->mu held (or before the thread runs). */
 static void note_loss(chaos_tap_t *t, long n, const char *topic, int32_t part, const char *what,
                       long long a, long long b) {
@@ -225,8 +220,8 @@ chaos_tap_t *chaos_tap_start(void) {
     }
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(64);
     bool ok = true;
-    for (size_t i = 0; i < 4 && ok; i++)
-        ok = add_topic(t, parts, RAW[i]) && add_topic(t, parts, DLQ[i]);
+    for (size_t i = 0; i < DETA_TOPICS_COUNT && ok; i++)
+        ok = add_topic(t, parts, deta_topics_all[i]);
     if (ok)
         ok = !rd_kafka_assign(t->rk, parts);
     rd_kafka_topic_partition_list_destroy(parts);

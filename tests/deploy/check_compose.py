@@ -11,7 +11,9 @@ Checks, each against its source of truth (deploylib.py):
   - init-postgres.sql (mounted into /docker-entrypoint-initdb.d) creates every
     database of the seed and of the five services; init-roles.sh gives each
     service's database a role, and that role and password are the service's;
-  - kafka-init creates exactly the seed's eight topics, after a healthy Kafka;
+  - kafka-init creates exactly the system's topics (the seed's eight and
+    raw.eta-events with its twin, as lib/include/deta/topics.h has them),
+    after a healthy Kafka;
   - Cassandra with authentication (init-cassandra.sh --server) and a health
     check that logs in; cassandra-init, after a healthy Cassandra, runs
     init-cassandra.sh with the superuser's and every role's password; the
@@ -252,9 +254,10 @@ def check_topics(root, c, seed, problems):
     if not env.get("KAFKA_TOPIC_PARTITIONS"):
         problems.append("kafka-init: KAFKA_TOPIC_PARTITIONS is not set")
     script = open(os.path.join(root, "infra", "compose", "init-topics.sh"), encoding="utf-8").read()
-    topics = dl.topics_in_script(script)
-    if sorted(topics) != sorted(seed.topics):
-        problems.append("init-topics.sh creates %s, the seed has %s" % (topics, seed.topics))
+    topics, want = dl.topics_in_script(script), dl.repo_topics(root, seed, problems)
+    if sorted(topics) != sorted(want):
+        problems.append("init-topics.sh creates %s, the system has %s (%s)"
+                        % (topics, want, dl.TOPICS_HEADER))
     if "./init-topics.sh" not in dict(mounts(init)):
         problems.append("kafka-init: init-topics.sh is not mounted")
 

@@ -323,8 +323,10 @@ def check_kafka(root, m, seed, problems):
     if scripts.get("init-topics.sh") != compose_script:
         problems.append("ConfigMap kafka-init-scripts: init-topics.sh differs from "
                         "infra/compose/init-topics.sh")
-    if sorted(dl.topics_in_script(scripts.get("init-topics.sh", ""))) != sorted(seed.topics):
-        problems.append("kafka-init-scripts: the topics are not the seed's eight")
+    if sorted(dl.topics_in_script(scripts.get("init-topics.sh", ""))) != \
+            sorted(dl.repo_topics(root, seed, problems)):
+        problems.append("kafka-init-scripts: the topics are not the system's (%s)"
+                        % dl.TOPICS_HEADER)
     job = m.one("Job", "kafka-init", problems)
     if job:
         spec = pod_spec(job)

@@ -659,6 +659,21 @@ def topics_in_script(text):
     return m.group(1).split() if m else []
 
 
+TOPICS_HEADER = "lib/include/deta/topics.h"
+
+
+def repo_topics(root, seed, problems):
+    """The system's topics as TOPICS_HEADER defines them (its DETA_TOPIC_*
+    names, raw. and dlq.): the seed's eight and the repository's own (a
+    problem when one of the seed's is missing)."""
+    with open(os.path.join(root, TOPICS_HEADER), encoding="utf-8") as f:
+        topics = re.findall(r'#define DETA_TOPIC_\w+ "((?:raw|dlq)\.[^"]+)"', f.read())
+    for t in seed.topics:
+        if t not in topics:
+            problems.append("%s does not define the seed's topic %s" % (TOPICS_HEADER, t))
+    return topics
+
+
 # ---- YAML and reporting -----------------------------------------------------
 
 def load_yaml(path):

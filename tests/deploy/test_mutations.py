@@ -85,7 +85,8 @@ CASES = [
      "does not create database delivery_query"),
     ("compose", "infra/compose/init-roles.sh", "deta_init_role query_svc delivery_query QUERY_DB_PASSWORD",
      "", "gives database delivery_query no role"),
-    ("compose", "infra/compose/init-topics.sh", "dlq.delivery-events\n)", ")", "init-topics.sh creates"),
+    ("compose", "infra/compose/init-topics.sh", "dlq.delivery-events\n", "\n", "init-topics.sh creates"),
+    ("compose", "infra/compose/init-topics.sh", "  dlq.eta-events\n", "", "init-topics.sh creates"),
     ("compose", COMPOSE, "./init-roles.sh:/docker-entrypoint-initdb.d/02-init-roles.sh",
      "./init-roles.sh:/docker-entrypoint-initdb.d/00-init-roles.sh", "must run after"),
     # logical decoding for the outbox relays, the bound on a slot, the hba file

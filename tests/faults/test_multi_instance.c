@@ -327,11 +327,8 @@ static void check_topics(const run_t *r) {
     assert_non_null(sc.orders);
     ts_kafka_scan_all(DETA_TOPIC_PAYMENT_EVENTS, KAFKA_SCAN_MS, visit_event, &sc);
     ts_kafka_scan_all(DETA_TOPIC_DELIVERY_EVENTS, KAFKA_SCAN_MS, visit_event, &sc);
-    static const char *const dlq[] = {DETA_TOPIC_DLQ_ORDER_EVENTS, DETA_TOPIC_DLQ_INVENTORY_EVENTS,
-                                      DETA_TOPIC_DLQ_PAYMENT_EVENTS,
-                                      DETA_TOPIC_DLQ_DELIVERY_EVENTS};
-    for (size_t t = 0; t < 4; t++)
-        ts_kafka_scan_all(dlq[t], KAFKA_SCAN_MS, visit_dead_letter, &sc);
+    for (size_t t = DETA_TOPICS_RAW_COUNT; t < DETA_TOPICS_COUNT; t++) /* the dlq. twins */
+        ts_kafka_scan_all(deta_topics_all[t], KAFKA_SCAN_MS, visit_dead_letter, &sc);
     int bad = check_events(r, sc.orders);
     free(sc.orders);
     assert_int_equal(bad, 0);

@@ -51,8 +51,9 @@
 #define END_WAIT_MS 180000
 #define HEAL_MS 120000
 
-static const char *const dlq_topics[] = {"dlq.order-events", "dlq.inventory-events",
-                                         "dlq.payment-events", "dlq.delivery-events"};
+static const char *const dlq_topics[] = {"dlq.order-events",    "dlq.inventory-events",
+                                         "dlq.payment-events",  "dlq.delivery-events",
+                                         "dlq.eta-events"};
 
 static long held_pid; /* a service this test SIGSTOPped: its teardown continues it */
 

@@ -106,12 +106,13 @@ static void check_replay(const query_dead_letter_t *d, const query_header_t *h, 
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    static const char *const topics[] = {"dlq.order-events", "dlq.inventory-events",
-                                         "dlq.payment-events", "dlq.delivery-events",
-                                         "raw.order-events", "dlq.\xff\xfeorder-events"};
+    static const char *const topics[] = {"dlq.order-events",    "dlq.inventory-events",
+                                         "dlq.payment-events",  "dlq.delivery-events",
+                                         "dlq.eta-events",      "raw.order-events",
+                                         "dlq.\xff\xfeorder-events"};
     reader_t r = {data, size};
     unsigned flags = (unsigned)take_len(&r, 1);
-    const char *topic = topics[(flags >> 2) % 6];
+    const char *topic = topics[(flags >> 2) % (sizeof topics / sizeof *topics)];
     int32_t partition = (int32_t)take_len(&r, 2);
     size_t key_len, value_len;
     uint8_t *key = take_bytes(&r, take_len(&r, 1), &key_len);

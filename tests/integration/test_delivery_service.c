@@ -2,8 +2,8 @@
  * test_delivery_service.c - delivery-service against the real test stack.
  *
  * The tests inject payment events themselves (fresh order ids, ts_event) and read
- * what comes out on raw.delivery-events, dlq.payment-events, delivery_db and the
- * REST API. They need the stack's delivery clock sped up (scripts/test.sh exports
+ * what comes out on raw.delivery-events, raw.eta-events, dlq.payment-events,
+ * delivery_db and the REST API. They need the stack's delivery clock sped up (scripts/test.sh exports
  * DELIVERY_CLOCK_SPEED=600 for the services and the tests alike), so that a
  * delivery completes in a few real seconds; they poll with generous timeouts and
  * never assume timing.
@@ -163,30 +163,38 @@ static void await_long(const char *sql, const char *order_id, long want) {
 
 static const char COUNT_DELIVERIES[] = "SELECT count(*) FROM deliveries WHERE order_id = $1";
 
-/* The six events of a completed delivery, parsed, in order. */
+/* The six events of a completed delivery, parsed, in the order they happened:
+ * each stage's event (raw.delivery-events) followed by its eta.updated
+ * (raw.eta-events); msg[i] is ev[i]'s message. */
 typedef struct journey {
-    ts_kafka_msg_t raw[MAX_MSGS];
+    ts_kafka_msg_t stages[MAX_MSGS], etas[MAX_MSGS];
+    int nstages, netas;
+    const ts_kafka_msg_t *msg[6];
     deta_event_t ev[6];
-    int n;
 } journey_t;
 
 static void read_journey(const char *order_id, journey_t *j) {
     memset(j, 0, sizeof *j);
-    j->n = ts_kafka_collect(DETA_TOPIC_DELIVERY_EVENTS, order_id, 6, WAIT_MS, j->raw, MAX_MSGS);
-    if (j->n != 6)
-        fail_msg("order %s: %d delivery events, expected 6", order_id, j->n);
+    j->nstages = ts_kafka_collect(DETA_TOPIC_DELIVERY_EVENTS, order_id, 3, WAIT_MS, j->stages,
+                                  MAX_MSGS);
+    j->netas = ts_kafka_collect(DETA_TOPIC_ETA_EVENTS, order_id, 3, WAIT_MS, j->etas, MAX_MSGS);
+    if (j->nstages != 3 || j->netas != 3)
+        fail_msg("order %s: %d events on %s and %d on %s, expected 3 and 3", order_id,
+                 j->nstages, DETA_TOPIC_DELIVERY_EVENTS, j->netas, DETA_TOPIC_ETA_EVENTS);
     for (int i = 0; i < 6; i++) {
         char why[256];
-        if (deta_event_parse(j->raw[i].value, strlen(j->raw[i].value), &j->ev[i], why,
+        j->msg[i] = i % 2 ? &j->etas[i / 2] : &j->stages[i / 2];
+        if (deta_event_parse(j->msg[i]->value, strlen(j->msg[i]->value), &j->ev[i], why,
                              sizeof why) != DETA_OK)
-            fail_msg("event %d does not validate: %s: %s", i, why, j->raw[i].value);
+            fail_msg("event %d does not validate: %s: %s", i, why, j->msg[i]->value);
     }
 }
 
 static void free_journey(journey_t *j) {
-    for (int i = 0; i < 6 && i < j->n; i++)
+    for (int i = 0; i < 6 && j->msg[i]; i++)
         deta_event_clear(&j->ev[i]);
-    free_messages(j->raw, j->n);
+    free_messages(j->stages, j->nstages);
+    free_messages(j->etas, j->netas);
 }
 
 /* ---- tests ---- */
@@ -210,7 +218,7 @@ static void delivery_goes_from_assigned_to_delivered_with_etas(void **state) {
         assert_string_equal(e->order_id, order);
         assert_string_equal(e->correlation_id, corr);
         assert_string_equal(e->producer, "delivery-service");
-        assert_string_equal(j.raw[i].key, order);
+        assert_string_equal(j.msg[i]->key, order);
         assert_string_equal(field(e->payload, "orderId"), order);
         assert_string_equal(field(e->payload, "deliveryId"), delivery_id);
         if (stages[i])
@@ -297,7 +305,8 @@ static void duplicate_deliveries_make_one_delivery(void **state) {
     assert_true(ts_outbox_relayed(relayed, 30000));
     PQfinish(relayed);
     assert_int_equal(sql_long("SELECT count(*) FROM outbox WHERE msg_key = $1", order), 6);
-    assert_int_equal(ts_kafka_count(DETA_TOPIC_DELIVERY_EVENTS, order, 30000), 6);
+    assert_int_equal(ts_kafka_count(DETA_TOPIC_DELIVERY_EVENTS, order, 30000), 3);
+    assert_int_equal(ts_kafka_count(DETA_TOPIC_ETA_EVENTS, order, 30000), 3);
     free(text);
     free(second);
 }
@@ -319,6 +328,7 @@ static void payment_failed_delivers_nothing(void **state) {
     assert_int_equal(sql_long(COUNT_DELIVERIES, order), 0);
     assert_int_equal(sql_long("SELECT count(*) FROM outbox WHERE msg_key = $1", order), 0);
     assert_int_equal(ts_kafka_count(DETA_TOPIC_DELIVERY_EVENTS, order, 10000), 0);
+    assert_int_equal(ts_kafka_count(DETA_TOPIC_ETA_EVENTS, order, 10000), 0);
 }
 
 /* A dead letter of ours for key on dlq.payment-events whose x-error mentions

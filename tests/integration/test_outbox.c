@@ -60,6 +60,7 @@
 #include "testsupport.h"
 
 #define TOPIC DETA_TOPIC_ORDER_EVENTS
+#define OTHER_TOPIC DETA_TOPIC_ETA_EVENTS
 #define WAIT_MS 20000
 
 static char dbname[64];
@@ -383,8 +384,9 @@ static void test_published_after_commit_in_order(void **state) {
 }
 
 /* deta_outbox_add_many: the events of one order in one statement (their rows
- * share the inserting command's id, cmin), published in the order given, before
- * a row added after them; bad input is refused and writes nothing. */
+ * share the inserting command's id, cmin), each on its own topic, published in
+ * the order given, before a row added after them; bad input is refused and
+ * writes nothing. */
 static void test_many_in_one_statement_in_order(void **state) {
     (void)state;
     char key[64], other[64], err[256];
@@ -403,17 +405,29 @@ static void test_many_in_one_statement_in_order(void **state) {
     assert_int_equal(deta_event_init(&stray, types[0], other, "corr-m", "delivery-service",
                                      json_object(), err, sizeof err),
                      DETA_OK);
+    /* the second on a topic of its own, as delivery-service's eta.updated */
+    const char *topics[DETA_OUTBOX_ADD_MAX + 1] = {TOPIC, OTHER_TOPIC, TOPIC};
     assert_int_equal(deta_db_begin(db, err, sizeof err), DETA_OK);
-    assert_int_equal(deta_outbox_add_many(db, TOPIC, many, 0, err, sizeof err), DETA_ERR_INVALID);
-    for (int i = 3; i <= DETA_OUTBOX_ADD_MAX; i++)
+    assert_int_equal(deta_outbox_add_many(db, topics, many, 0, err, sizeof err),
+                     DETA_ERR_INVALID);
+    for (int i = 3; i <= DETA_OUTBOX_ADD_MAX; i++) {
         many[i] = &evs[0];
-    assert_int_equal(deta_outbox_add_many(db, TOPIC, many, DETA_OUTBOX_ADD_MAX + 1, err,
+        topics[i] = TOPIC;
+    }
+    assert_int_equal(deta_outbox_add_many(db, topics, many, DETA_OUTBOX_ADD_MAX + 1, err,
                                           sizeof err),
                      DETA_ERR_INVALID);
     many[3] = &stray; /* another order's: another key */
-    assert_int_equal(deta_outbox_add_many(db, TOPIC, many, 4, err, sizeof err), DETA_ERR_INVALID);
+    assert_int_equal(deta_outbox_add_many(db, topics, many, 4, err, sizeof err),
+                     DETA_ERR_INVALID);
     assert_non_null(strstr(err, "orderId"));
-    assert_int_equal(deta_outbox_add_many(db, TOPIC, many, 3, err, sizeof err), DETA_OK);
+    topics[1] = ""; /* a row without a topic */
+    assert_int_equal(deta_outbox_add_many(db, topics, many, 3, err, sizeof err),
+                     DETA_ERR_INVALID);
+    assert_non_null(strstr(err, "topic"));
+    topics[1] = OTHER_TOPIC;
+    assert_int_equal(deta_outbox_add_many(db, NULL, many, 3, err, sizeof err), DETA_ERR_INVALID);
+    assert_int_equal(deta_outbox_add_many(db, topics, many, 3, err, sizeof err), DETA_OK);
     char last_id[DETA_UUID_LEN + 1];
     add_event(key, DETA_EVT_DELIVERY_DELIVERED, last_id);
     assert_int_equal(deta_db_commit(db, err, sizeof err), DETA_OK);
@@ -426,16 +440,20 @@ static void test_many_in_one_statement_in_order(void **state) {
                                   1, key, NULL, NULL),
                      2);
     assert_true(relayed(WAIT_MS));
+    /* TOPIC has the first, the third and the row added after them, in that
+     * order; OTHER_TOPIC the second */
     char *values[4] = {0};
-    assert_int_equal(read_values(TOPIC, key, 4, WAIT_MS, values), 4);
+    assert_int_equal(read_values(TOPIC, key, 3, WAIT_MS, values), 3);
+    assert_int_equal(read_values(OTHER_TOPIC, key, 1, WAIT_MS, values + 3), 1);
+    const int from[4] = {0, 2, 3, 1}; /* values[i] is the from[i]-th row written */
     for (int i = 0; i < 4; i++) {
         deta_event_t ev;
         assert_int_equal(deta_event_parse(values[i], strlen(values[i]), &ev, err, sizeof err),
                          DETA_OK);
-        assert_string_equal(ev.event_id, i < 3 ? evs[i].event_id : last_id);
+        assert_string_equal(ev.event_id, from[i] < 3 ? evs[from[i]].event_id : last_id);
         assert_string_equal(ev.order_id, key);
-        if (i < 3)
-            assert_int_equal(json_integer_value(json_object_get(ev.payload, "n")), i);
+        if (from[i] < 3)
+            assert_int_equal(json_integer_value(json_object_get(ev.payload, "n")), from[i]);
         deta_event_clear(&ev);
         free(values[i]);
     }

@@ -385,6 +385,9 @@ static void late_payment_authorized_does_not_move_back(void **state) {
     json_decref(v);
 }
 
+/* ETAs travel on raw.eta-events, their stage events on raw.delivery-events,
+ * with no order between the two topics: here the ETAs come first, the stage
+ * event last, and the newest calculation wins whatever arrived when. */
 static void older_eta_does_not_overwrite_a_newer_one(void **state) {
     (void)state;
     char order[37], older_id[37];
@@ -668,19 +671,26 @@ static void events_delivered_again_change_nothing(void **state) {
     order_state_free(&after);
 }
 
-/* The first dead letter of the order on dlq.delivery-events, checked. */
-static void expect_dead_letter(const char *order_id, const char *value, const char *error_part) {
+/* query-api's first dead letter of the order from raw_topic (on its dlq. twin),
+ * checked. */
+static void expect_dead_letter_of(const char *raw_topic, const char *order_id, const char *value,
+                                  const char *error_part) {
+    char dlq[DETA_TOPIC_MAX + 1];
+    assert_non_null(deta_topic_dlq_for(raw_topic, dlq, sizeof dlq));
     ts_kafka_msg_t m;
-    assert_true(ts_kafka_find_where(DETA_TOPIC_DLQ_DELIVERY_EVENTS, order_id, "x-consumer-group",
-                                    "query-api", WAIT_MS, &m));
+    assert_true(ts_kafka_find_where(dlq, order_id, "x-consumer-group", "query-api", WAIT_MS, &m));
     if (value)
         assert_string_equal(m.value, value);
-    assert_string_equal(ts_kafka_header(&m, "x-original-topic"), DETA_TOPIC_DELIVERY_EVENTS);
+    assert_string_equal(ts_kafka_header(&m, "x-original-topic"), raw_topic);
     const char *why = ts_kafka_header(&m, "x-error");
     assert_non_null(why);
     if (!strstr(why, error_part))
         fail_msg("x-error does not say why (%s): %s", error_part, why);
     ts_kafka_msg_free(&m);
+}
+
+static void expect_dead_letter(const char *order_id, const char *value, const char *error_part) {
+    expect_dead_letter_of(DETA_TOPIC_DELIVERY_EVENTS, order_id, value, error_part);
 }
 
 static void bad_messages_go_to_the_dead_letter_topic(void **state) {
@@ -711,6 +721,35 @@ static void bad_messages_go_to_the_dead_letter_topic(void **state) {
     assert_int_equal(json_array_size(events), 1);
     assert_int_equal(count_type(events, "delivery.assigned"), 0);
     json_decref(events);
+
+    /* on raw.eta-events alike: an ETA without its calculatedAt goes to
+     * dlq.eta-events, and the good one after it is applied */
+    char eta[37], good_id[37];
+    ts_uuid(eta);
+    inject(DETA_EVT_ETA_UPDATED, eta, "2026-11-25T12:00:04.000Z",
+           json_pack("{s:s, s:s, s:s}", "deliveryId", "d0d0d0d0-0000-4000-8000-000000000001",
+                     "stage", "ASSIGNED", "estimatedDeliveryAt", "2026-11-25T12:45:00.000Z"),
+           NULL);
+    inject(DETA_EVT_ETA_UPDATED, eta, "2026-11-25T12:00:05.000Z",
+           eta_updated("2026-11-25T12:46:00.000Z", "2026-11-25T12:00:05.000Z"), good_id);
+    json_decref(await_field(eta, "estimatedDeliveryAt", "2026-11-25T12:46:00.000Z"));
+    expect_dead_letter_of(DETA_TOPIC_ETA_EVENTS, eta, NULL, "calculatedAt");
+    /* and the dead-letter administration keeps it, under its topic */
+    PGconn *db = ts_pg("delivery_query");
+    const char *params[] = {eta};
+    long kept = 0;
+    for (int waited = 0; kept == 0 && waited < WAIT_MS; waited += POLL_MS) {
+        kept = ts_pg_long(db, "SELECT count(*) FROM dead_letters WHERE topic = 'dlq.eta-events'"
+                              " AND msg_key = convert_to($1, 'UTF8')", 1, params);
+        if (kept == 0)
+            ts_sleep_ms(POLL_MS);
+    }
+    PQfinish(db);
+    assert_int_equal(kept, 1);
+    events = timeline(eta);
+    assert_int_equal(json_array_size(events), 1);
+    assert_string_equal(str(json_array_get(events, 0), "eventId"), good_id);
+    json_decref(events);
 }
 
 #define BATCH_ORDERS 6
@@ -736,6 +775,8 @@ static void a_bad_event_in_a_batch_is_dead_lettered_alone(void **state) {
             msgs[n] = (deta_kafka_out_t){.topic = DETA_TOPIC_DELIVERY_EVENTS, .key = orders[k]};
             n++;
         }
+        /* on raw.delivery-events, where a delivery-service before raw.eta-events
+         * wrote it: query-api applies an event by its type, whatever its topic */
         texts[n] = envelope(DETA_EVT_ETA_UPDATED, orders[k], "2026-11-25T12:05:00.000Z",
                             eta_updated("2026-11-25T12:45:00.000Z", "2026-11-25T12:05:00.000Z"),
                             eta_ids[k]);

@@ -390,7 +390,7 @@ static void a_client_that_stops_reading_is_dropped(void **state) {
     PGresult *r = PQexecParams(
         pg,
         "INSERT INTO stream_feed (event_id, order_id, event_type, topic, occurred_at, status,"
-        " customer_id) SELECT gen_random_uuid(), $1, 'eta.updated', 'raw.delivery-events',"
+        " customer_id) SELECT gen_random_uuid(), $1, 'eta.updated', 'raw.eta-events',"
         " now(), 'IN_TRANSIT', repeat('x', 60) FROM generate_series(1, 30000)",
         1, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_COMMAND_OK)

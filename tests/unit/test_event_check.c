@@ -27,6 +27,7 @@ static void test_owner_passes(void **state) {
         {DETA_TOPIC_INVENTORY_EVENTS, "inventory-service"},
         {DETA_TOPIC_PAYMENT_EVENTS, "payment-service"},
         {DETA_TOPIC_DELIVERY_EVENTS, "delivery-service"},
+        {DETA_TOPIC_ETA_EVENTS, "delivery-service"},
     };
     for (size_t i = 0; i < sizeof pairs / sizeof *pairs; i++) {
         char why[256] = "";
@@ -47,7 +48,7 @@ static void test_another_producer_is_refused(void **state) {
     /* Every other service, on every raw topic it does not own. */
     const char *const services[] = {"order-service", "inventory-service", "payment-service",
                                     "delivery-service", "query-api"};
-    for (size_t t = 0; t < 4; t++) {
+    for (size_t t = 0; t < DETA_TOPICS_RAW_COUNT; t++) {
         const char *owner = deta_topic_owner(deta_topics_all[t]);
         for (size_t s = 0; s < sizeof services / sizeof *services; s++)
             if (strcmp(services[s], owner) != 0)
@@ -83,7 +84,7 @@ static void test_topics_without_owner_pass(void **state) {
 static void test_owners_are_services(void **state) {
     (void)state;
     static const deta_service_def_t defs[] = DETA_SERVICES;
-    for (size_t t = 0; t < 4; t++) {
+    for (size_t t = 0; t < DETA_TOPICS_RAW_COUNT; t++) {
         const char *owner = deta_topic_owner(deta_topics_all[t]);
         assert_non_null(owner);
         bool found = false;
@@ -92,7 +93,7 @@ static void test_owners_are_services(void **state) {
         if (!found)
             fail_msg("%s's owner %s is no service", deta_topics_all[t], owner);
     }
-    for (size_t t = 4; t < DETA_TOPICS_COUNT; t++)
+    for (size_t t = DETA_TOPICS_RAW_COUNT; t < DETA_TOPICS_COUNT; t++)
         assert_null(deta_topic_owner(deta_topics_all[t]));
 }
 

@@ -69,6 +69,7 @@ static void test_topics(void **state) {
     (void)state;
     assert_int_equal(query_dlq_topic_index(DETA_TOPIC_DLQ_ORDER_EVENTS), 0);
     assert_int_equal(query_dlq_topic_index(DETA_TOPIC_DLQ_DELIVERY_EVENTS), 3);
+    assert_int_equal(query_dlq_topic_index(DETA_TOPIC_DLQ_ETA_EVENTS), 4);
     assert_int_equal(query_dlq_topic_index(DETA_TOPIC_ORDER_EVENTS), -1);
     assert_int_equal(query_dlq_topic_index("dlq.other-events"), -1);
     assert_int_equal(query_dlq_topic_index(""), -1);
@@ -199,19 +200,20 @@ static void test_json_shows_text_or_base64(void **state) {
 
 static void test_summary_adds_up(void **state) {
     (void)state;
-    query_dlq_counts_t c[QUERY_DLQ_TOPIC_COUNT] = {{5, 2}, {0, 0}, {3, 3}, {1, 0}};
+    query_dlq_counts_t c[QUERY_DLQ_TOPIC_COUNT] = {{5, 2}, {0, 0}, {3, 3}, {1, 0}, {2, 1}};
     json_t *j = query_dlq_summary_to_json(c);
-    assert_int_equal(json_integer_value(json_object_get(j, "total")), 9);
-    assert_int_equal(json_integer_value(json_object_get(j, "pending")), 5);
-    assert_int_equal(json_integer_value(json_object_get(j, "replayed")), 4);
+    assert_int_equal(json_integer_value(json_object_get(j, "total")), 11);
+    assert_int_equal(json_integer_value(json_object_get(j, "pending")), 6);
+    assert_int_equal(json_integer_value(json_object_get(j, "replayed")), 5);
     const json_t *topics = json_object_get(j, "topics");
-    assert_int_equal(json_array_size(topics), 4);
+    assert_int_equal(json_array_size(topics), 5);
     const json_t *first = json_array_get(topics, 0);
     assert_string_equal(str(first, "topic"), DETA_TOPIC_DLQ_ORDER_EVENTS);
     assert_string_equal(str(first, "originalTopic"), DETA_TOPIC_ORDER_EVENTS);
     assert_int_equal(json_integer_value(json_object_get(first, "replayed")), 3);
     assert_string_equal(str(json_array_get(topics, 3), "originalTopic"),
                         DETA_TOPIC_DELIVERY_EVENTS);
+    assert_string_equal(str(json_array_get(topics, 4), "originalTopic"), DETA_TOPIC_ETA_EVENTS);
     json_decref(j);
 }
 

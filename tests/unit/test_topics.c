@@ -16,7 +16,8 @@ static void test_all_topics_raw_then_dlq(void **state) {
     (void)state;
     const char *want[DETA_TOPICS_COUNT] = {
         "raw.order-events", "raw.inventory-events", "raw.payment-events", "raw.delivery-events",
-        "dlq.order-events", "dlq.inventory-events", "dlq.payment-events", "dlq.delivery-events",
+        "raw.eta-events",   "dlq.order-events",     "dlq.inventory-events", "dlq.payment-events",
+        "dlq.delivery-events", "dlq.eta-events",
     };
     assert_int_equal(sizeof deta_topics_all / sizeof deta_topics_all[0], DETA_TOPICS_COUNT);
     for (size_t i = 0; i < DETA_TOPICS_COUNT; i++)
@@ -39,7 +40,7 @@ static void test_known_types_map_to_their_topic(void **state) {
     assert_topic("payment.authorized", "raw.payment-events");
     assert_topic("payment.failed", "raw.payment-events");
     assert_topic("delivery.assigned", "raw.delivery-events");
-    assert_topic("eta.updated", "raw.delivery-events");
+    assert_topic("eta.updated", "raw.eta-events");
     assert_topic("delivery.picked_up", "raw.delivery-events");
     assert_topic("delivery.delivered", "raw.delivery-events");
     assert_topic("delivery.waiting", "raw.delivery-events");
@@ -68,11 +69,11 @@ static void test_unknown_types_map_to_null(void **state) {
 
 static void test_dlq_twins(void **state) {
     (void)state;
-    for (size_t i = 0; i < 4; i++) {
+    for (size_t i = 0; i < DETA_TOPICS_RAW_COUNT; i++) {
         char buf[DETA_TOPIC_MAX + 1];
         const char *dlq = deta_topic_dlq_for(deta_topics_all[i], buf, sizeof buf);
         assert_non_null(dlq);
-        assert_string_equal(dlq, deta_topics_all[i + 4]);
+        assert_string_equal(dlq, deta_topics_all[i + DETA_TOPICS_RAW_COUNT]);
         assert_int_equal(strncmp(dlq, "dlq.", 4), 0);
         assert_string_equal(dlq + 4, deta_topics_all[i] + 4);
     }
@@ -123,7 +124,9 @@ static void test_owners(void **state) {
     assert_string_equal(deta_topic_owner("raw.inventory-events"), "inventory-service");
     assert_string_equal(deta_topic_owner("raw.payment-events"), "payment-service");
     assert_string_equal(deta_topic_owner("raw.delivery-events"), "delivery-service");
+    assert_string_equal(deta_topic_owner("raw.eta-events"), "delivery-service");
     assert_null(deta_topic_owner("dlq.payment-events"));
+    assert_null(deta_topic_owner("dlq.eta-events"));
     assert_null(deta_topic_owner("raw.other-events"));
     assert_null(deta_topic_owner(NULL));
 }

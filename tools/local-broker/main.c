@@ -9,7 +9,7 @@
  *   1. a producer handle is created that never connects anywhere: the mock
  *      cluster needs an rd_kafka_t to live in (its threads, timers and logs);
  *   2. the cluster is started with --brokers brokers, and the topics (the
- *      eight of the seed unless --topics names others) are created with
+ *      system's ten unless --topics names others) are created with
  *      --partitions partitions and replication min(brokers, 3). Any other
  *      topic a producer asks for is auto-created by the mock with its built-in
  *      default of 4 partitions (librdkafka 2.0.2 offers no way to change it);
@@ -64,7 +64,7 @@ typedef struct broker_opts {
     int partitions;
     const char *bootstrap_file;
     const char *control_path;
-    const char *topics; /* comma-separated; NULL for the seed's eight */
+    const char *topics; /* comma-separated; NULL for the system's (deta_topics_all) */
 } broker_opts_t;
 
 /* A FIFO reader: bytes read but not yet ending in a newline. */
@@ -84,7 +84,7 @@ static void usage(FILE *out)
             "                    [--bootstrap-file PATH] [--control FIFO]\n"
             "  --brokers N          mock brokers, ids 1..N (default 1, max %d)\n"
             "  --partitions P       partitions of each created topic (default 6)\n"
-            "  --topics LIST        topics to create (default: the eight of the seed)\n"
+            "  --topics LIST        topics to create (default: the system's ten)\n"
             "  --bootstrap-file F   write the bootstrap address to F (atomically)\n"
             "  --control FIFO       create FIFO and read commands from it:\n"
             "                       down <id|all>, up <id|all>,\n"
@@ -220,7 +220,7 @@ static bool create_topic(rd_kafka_mock_cluster_t *mcluster, const char *topic,
     return true;
 }
 
-/* The seed's eight topics, or each non-empty name of the --topics list. */
+/* The system's topics (deta_topics_all), or each non-empty name of the --topics list. */
 static bool create_topics(rd_kafka_mock_cluster_t *mcluster, const broker_opts_t *opts)
 {
     char *list, *name, *save = NULL;

@@ -62,11 +62,14 @@ deta_err_t deta_outbox_add(deta_db_t *db, const char *topic, const deta_event_t 
                            char *errstr, size_t errsize);
 
 #define DETA_OUTBOX_ADD_MAX 8
-/* The same for n (1..DETA_OUTBOX_ADD_MAX) events of one order (one key), in one
- * statement (one round trip), published in the order given; DETA_ERR_INVALID
- * when n is out of range or the events' orderIds differ. */
-deta_err_t deta_outbox_add_many(deta_db_t *db, const char *topic, const deta_event_t *const *evs,
-                                size_t n, char *errstr, size_t errsize);
+/* The same for n (1..DETA_OUTBOX_ADD_MAX) events of one order (one key), evs[i]
+ * for topics[i], in one statement (one round trip), published in the order
+ * given (each topic keeps that order; two topics are two streams);
+ * DETA_ERR_INVALID when n is out of range, a topic is missing or the events'
+ * orderIds differ. */
+deta_err_t deta_outbox_add_many(deta_db_t *db, const char *const *topics,
+                                const deta_event_t *const *evs, size_t n, char *errstr,
+                                size_t errsize);
 
 typedef struct deta_outbox_relay deta_outbox_relay_t;
 

@@ -10,15 +10,23 @@
 #define DETA_TOPIC_INVENTORY_EVENTS "raw.inventory-events"
 #define DETA_TOPIC_PAYMENT_EVENTS "raw.payment-events"
 #define DETA_TOPIC_DELIVERY_EVENTS "raw.delivery-events"
+/* delivery-service's ETA updates, apart from its stage events: only the read
+ * model follows them, so the sagas' consumers of raw.delivery-events do not
+ * fetch three messages an order they would skip (docs/contracts.md#topics). */
+#define DETA_TOPIC_ETA_EVENTS "raw.eta-events"
 
 #define DETA_TOPIC_DLQ_ORDER_EVENTS "dlq.order-events"
 #define DETA_TOPIC_DLQ_INVENTORY_EVENTS "dlq.inventory-events"
 #define DETA_TOPIC_DLQ_PAYMENT_EVENTS "dlq.payment-events"
 #define DETA_TOPIC_DLQ_DELIVERY_EVENTS "dlq.delivery-events"
+#define DETA_TOPIC_DLQ_ETA_EVENTS "dlq.eta-events"
 
-/* The eight topics of the seed, raw first, then their dead-letter twins. */
-extern const char *const deta_topics_all[8];
-#define DETA_TOPICS_COUNT 8
+/* The system's topics: the seed's eight and raw.eta-events with its twin, the
+ * raw ones first, then their dead-letter twins in the same order
+ * (deta_topics_all[i + DETA_TOPICS_RAW_COUNT] is the twin of the i-th). */
+#define DETA_TOPICS_RAW_COUNT 5
+#define DETA_TOPICS_COUNT (2 * DETA_TOPICS_RAW_COUNT)
+extern const char *const deta_topics_all[DETA_TOPICS_COUNT];
 
 #define DETA_EVT_ORDER_CREATED "order.created"
 #define DETA_EVT_INVENTORY_RESERVED "inventory.reserved"
@@ -53,7 +61,7 @@ const char *deta_topic_for_event_type(const char *event_type);
 /* The service that owns a raw topic, the only one that publishes on it
  * (docs/contracts.md#topics-and-event-types): "order-service" for
  * raw.order-events, "inventory-service", "payment-service", "delivery-service"
- * for theirs; NULL for any other topic (the dlq. twins have no single writer). */
+ * for theirs (raw.delivery-events and raw.eta-events); NULL for any other topic (the dlq. twins have no single writer). */
 const char *deta_topic_owner(const char *topic);
 
 /* The seed's naming rule for dead letters, for any topic: "raw.<name>" ->

@@ -108,7 +108,7 @@ static const char *topic_of(const deta_http_req_t *req, deta_http_resp_t *resp) 
         return topic;
     deta_http_resp_error(resp, 404, "topic",
                          "no dead-letter topic %s: one of dlq.order-events, dlq.inventory-events, "
-                         "dlq.payment-events, dlq.delivery-events",
+                         "dlq.payment-events, dlq.delivery-events, dlq.eta-events",
                          topic && echoable(topic) ? topic : "by that name");
     return NULL;
 }

@@ -33,7 +33,7 @@
 #include "query-api/violation.h"
 
 
-#define QUERY_DLQ_TOPIC_COUNT 4
+#define QUERY_DLQ_TOPIC_COUNT 5
 #define QUERY_DLQ_TEXT_MAX 1024  /* x-error kept, in bytes */
 #define QUERY_DLQ_NAME_MAX 255   /* consumer group, x-replayed-from */
 #define QUERY_DLQ_KEY_MAX 256    /* the list's key filter */
@@ -41,7 +41,8 @@
 #define QUERY_DLQ_LIMIT_DEFAULT 50
 #define QUERY_DLQ_LIMIT_MAX 200
 
-/* dlq.order-events, dlq.inventory-events, dlq.payment-events, dlq.delivery-events. */
+/* dlq.order-events, dlq.inventory-events, dlq.payment-events, dlq.delivery-events,
+ * dlq.eta-events. */
 extern const char *const query_dlq_topics[QUERY_DLQ_TOPIC_COUNT];
 /* The index of one of those in query_dlq_topics, or -1 for anything else. */
 int query_dlq_topic_index(const char *topic);
