@@ -9,6 +9,8 @@
  */
 #include "deta/outbox.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -64,30 +66,44 @@ const size_t deta_outbox_migrations_count =
 
 /* ---- writing ---- */
 
+/* Appends to sql (size bytes, *used of them written); false, and nothing more
+ * appended after, once it would not fit. */
+static bool append(char *sql, size_t size, size_t *used, const char *fmt, ...) {
+    if (*used >= size)
+        return false;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(sql + *used, size - *used, fmt, ap);
+    va_end(ap);
+    *used = n < 0 || (size_t)n >= size - *used ? size : *used + (size_t)n;
+    return *used < size;
+}
+
 /* The INSERT of n rows of one key, in the order given: $1 the key, then with
  * the trace context given ($2, $3) the rows' (topic, payload) pairs from $4,
- * else the pairs from $2 and the context of the key's latest traced row. */
-static void insert_sql(char *sql, size_t size, size_t n, bool context_given) {
-    size_t first = context_given ? 4 : 2;
-    size_t used = (size_t)snprintf(sql, size, "%s",
-                                   "INSERT INTO outbox (topic, msg_key, payload, traceparent,"
-                                   " tracestate)");
+ * else the pairs from $2 and the context of the key's latest traced row. False
+ * when it does not fit in size (at DETA_OUTBOX_ADD_MAX rows it is about 510
+ * bytes). */
+static bool insert_sql(char *sql, size_t size, size_t n, bool context_given) {
+    size_t first = context_given ? 4 : 2, used = 0;
+    bool ok = append(sql, size, &used, "%s",
+                     "INSERT INTO outbox (topic, msg_key, payload, traceparent, tracestate)");
     if (context_given) {
-        used += (size_t)snprintf(sql + used, size - used, " VALUES");
+        ok = ok && append(sql, size, &used, " VALUES");
         for (size_t i = 0; i < n; i++)
-            used += (size_t)snprintf(sql + used, size - used, "%s ($%zu, $1, $%zu, $2, $3)",
-                                     i ? "," : "", first + 2 * i, first + 2 * i + 1);
-        return;
+            ok = ok && append(sql, size, &used, "%s ($%zu, $1, $%zu, $2, $3)", i ? "," : "",
+                              first + 2 * i, first + 2 * i + 1);
+        return ok;
     }
-    used += (size_t)snprintf(sql + used, size - used,
-                             " SELECT v.t, $1, v.p, c.traceparent, c.tracestate FROM (VALUES");
+    ok = ok && append(sql, size, &used, "%s",
+                      " SELECT v.t, $1, v.p, c.traceparent, c.tracestate FROM (VALUES");
     for (size_t i = 0; i < n; i++)
-        used += (size_t)snprintf(sql + used, size - used, "%s (%zu, $%zu::text, $%zu::text)",
-                                 i ? "," : "", i, first + 2 * i, first + 2 * i + 1);
-    snprintf(sql + used, size - used, "%s",
-             ") v(n, t, p) LEFT JOIN LATERAL (SELECT traceparent, tracestate FROM outbox"
-             "  WHERE msg_key = $1 AND traceparent IS NOT NULL"
-             "  ORDER BY id DESC LIMIT 1) c ON true ORDER BY v.n");
+        ok = ok && append(sql, size, &used, "%s (%zu, $%zu::text, $%zu::text)", i ? "," : "", i,
+                          first + 2 * i, first + 2 * i + 1);
+    return ok && append(sql, size, &used, "%s",
+                        ") v(n, t, p) LEFT JOIN LATERAL (SELECT traceparent, tracestate"
+                        " FROM outbox WHERE msg_key = $1 AND traceparent IS NOT NULL"
+                        " ORDER BY id DESC LIMIT 1) c ON true ORDER BY v.n");
 }
 
 deta_err_t deta_outbox_add_many(deta_db_t *db, const char *const *topics,
@@ -137,8 +153,9 @@ deta_err_t deta_outbox_add_many(deta_db_t *db, const char *const *topics,
     }
     if (!err) {
         char sql[1024];
-        insert_sql(sql, sizeof sql, n, context_given);
-        err = deta_db_run(db, sql, (int)(first + 2 * n), params, errstr, errsize);
+        err = insert_sql(sql, sizeof sql, n, context_given)
+                  ? deta_db_run(db, sql, (int)(first + 2 * n), params, errstr, errsize)
+                  : deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "the outbox INSERT is too long");
     }
     for (size_t i = 0; i < n; i++)
         free(payloads[i]);

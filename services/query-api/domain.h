@@ -2,7 +2,7 @@
  * domain.h - query-api's rules, as plain functions without I/O.
  *
  * The read model is a fold of every event of an order into one row, and the
- * events of one order reach it in any order across the four topics. So the fold
+ * events of one order reach it in any order across the five topics. So the fold
  * is written to be order-independent (the same set of events gives the same row
  * whatever order they come in) and idempotent (an event applied twice changes
  * nothing more):

@@ -1,7 +1,7 @@
 /*
  * events.c - query-api's event handlers.
  *
- * One consumer reads all four raw topics through libdeta's dispatcher
+ * One consumer reads all five raw topics through libdeta's dispatcher
  * (deta/events.h): parse, route by type, and apply the event in one transaction.
  * Every type has a route, and every route is the same handler: the
  * differences between types are data (domain.c's table), not code. An event

@@ -1,6 +1,6 @@
 /*
  * events.h - query-api's event handlers: every event type of docs/contracts.md, from
- * the four raw topics, folded into the read model.
+ * the five raw topics, folded into the read model.
  */
 #ifndef QUERY_EVENTS_H
 #define QUERY_EVENTS_H

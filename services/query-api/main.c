@@ -1,7 +1,7 @@
 /*
- * main.c - query-api: the read model of every order, folded from the four raw
+ * main.c - query-api: the read model of every order, folded from the five raw
  * topics and served over REST, and the administration of the dead letters of
- * the four dlq topics (deadletters/: captured by a second consumer, listed and
+ * the five dlq topics (deadletters/: captured by a second consumer, listed and
  * replayed over REST behind the operator token). This file only wires. The read model's
  * store is QUERY_STORE's (read_model.h); the dead letters and the inbox are in
  * Postgres whatever it is.

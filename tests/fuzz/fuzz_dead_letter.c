@@ -6,7 +6,7 @@
  * (query_dead_letter_to_json) and prepared for a replay (query_replay_prepare).
  *
  * An input is laid out as: a byte of flags (bit 0 a key, bit 1 a value, bits 2..4
- * the topic: one of the four dlq.* topics, a raw one or a malformed one), two
+ * the topic: one of the five dlq.* topics, a raw one or a malformed one), two
  * bytes of partition, a key (a length byte, then the bytes), a value (two length
  * bytes, big-endian, then the bytes), then headers until the input ends: a name
  * (a length byte, then the bytes, cut at a NUL as the C string it is) and a value

@@ -17,7 +17,7 @@
  *   - the handlers' checks of the values they take from the path agree with
  *     their rules written again the plain way: an {orderId} is a UUID
  *     (deta_uuid_valid), an {itemId} 1..64 of A-Z a-z 0-9 . _ ~ -
- *     (inv_item_id_valid), a dead letter's {topic} one of the four dlq.* topics
+ *     (inv_item_id_valid), a dead letter's {topic} one of the five dlq.* topics
  *     (query_dlq_topic_index) and its {id} a record id (query_dlq_id_parse).
  */
 #include <stdbool.h>

@@ -179,6 +179,11 @@ def dead_letter_seeds():
     write("dead_letter", "wrong_original_topic", message(0x07, b"k", b"v",
                                                          [(b"x-original-topic", b"raw.other")]))
     write("dead_letter", "no_key_no_value", message(0x00, b"", b"", [(b"x-retry-count", None)]))
+    eta = compact(envelope("eta.updated", PAYLOADS["eta.updated"])).encode()
+    write("dead_letter", "eta_events", message(0x13, ORDER.encode(), eta,
+                                               [(b"x-original-topic", b"raw.eta-events"),
+                                                (b"x-consumer-group", b"query-api"),
+                                                (b"x-error", b"payload.calculatedAt is required")]))
     write("dead_letter", "replayed", message(0x0f, b"k", b"v",
                                              [(b"x-replayed-from", b"dlq.delivery-events/0/7"),
                                               (b"x-original-offset", b"99999999999999999999")]))

@@ -580,6 +580,7 @@ static void waiting_order_cancelled_leaves_the_queue(void **state) {
     assert_int_equal(sql_long("SELECT count(*) FROM waiting_orders WHERE order_id = $1", a.id),
                      0);
     assert_int_equal(ts_kafka_count(DETA_TOPIC_DELIVERY_EVENTS, a.id, 10000), 2);
+    assert_int_equal(ts_kafka_count(DETA_TOPIC_ETA_EVENTS, a.id, 10000), 0);
     assert_driver_counts_right();
 }
 
@@ -606,6 +607,7 @@ static void picked_up_or_delivered_refuses(void **state) {
     assert_string_equal(field(x, "requestedAt"), "2026-11-25T12:00:05.000Z");
     assert_true(deta_timestamp_valid(field(x, "refusedAt")));
     assert_int_equal(count_type(&ev, DETA_EVT_DELIVERY_CANCELLED), 0);
+    assert_int_equal(ts_kafka_count(DETA_TOPIC_ETA_EVENTS, p.id, 10000), 2); /* no third */
     assert_int_equal(sql_long("SELECT count(*) FROM cancelled_orders WHERE order_id = $1", p.id),
                      0);
     free_events(&ev);
@@ -626,6 +628,7 @@ static void picked_up_or_delivered_refuses(void **state) {
     assert_string_equal(field(ev.ev[3].payload, "orderStatus"), "DELIVERED");
     assert_true(is_null(ev.ev[3].payload, "reason"));
     free_events(&ev);
+    assert_int_equal(ts_kafka_count(DETA_TOPIC_ETA_EVENTS, d.id, 10000), 3);
     ts_http_resp_t r;
     get_delivery(d.id, &r);
     assert_string_equal(field(r.json, "status"), "DELIVERED");
@@ -668,6 +671,7 @@ static void unknown_order_is_fenced(void **state) {
     assert_int_equal(sql_long("SELECT count(*) FROM waiting_orders WHERE order_id = $1", o.id),
                      0);
     assert_int_equal(ts_kafka_count(DETA_TOPIC_DELIVERY_EVENTS, o.id, 10000), 1);
+    assert_int_equal(ts_kafka_count(DETA_TOPIC_ETA_EVENTS, o.id, 10000), 0);
 }
 
 /* A forward sent twice (another event id each time) gets one verdict, for a
@@ -691,6 +695,7 @@ static void a_second_forward_changes_nothing(void **state) {
     assert_int_equal(ev.n, 2);
     assert_int_equal(count_type(&ev, DETA_EVT_DELIVERY_CANCELLED), 1);
     free_events(&ev);
+    assert_int_equal(ts_kafka_count(DETA_TOPIC_ETA_EVENTS, o.id, 10000), 1);
     assert_driver_counts_right();
 
     order_t p;
@@ -709,6 +714,7 @@ static void a_second_forward_changes_nothing(void **state) {
     assert_int_equal(ev.n, 3);
     assert_int_equal(count_type(&ev, DETA_EVT_DELIVERY_CANCEL_REFUSED), 1);
     free_events(&ev);
+    assert_int_equal(ts_kafka_count(DETA_TOPIC_ETA_EVENTS, p.id, 10000), 2);
     release_hold(&p);
 }
 

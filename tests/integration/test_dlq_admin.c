@@ -1,7 +1,7 @@
 /*
  * test_dlq_admin.c - query-api's dead-letter administration against the real
  * test stack (every service running): the token, the arguments, the capture of
- * dead letters from the four dlq topics, and replays.
+ * dead letters from the five dlq topics, and replays.
  *
  *   - every admin route is an operator route: it answers 401 (with
  *     WWW-Authenticate: Bearer) without the operator token (OPERATOR_TOKEN), with a

@@ -216,10 +216,10 @@ static void one_order_observes_each_stage_once(void **state) {
      * nothing more is observed. */
     PGconn *query_db = ts_pg("delivery_query");
     const char *topics[] = {DETA_TOPIC_INVENTORY_EVENTS, DETA_TOPIC_PAYMENT_EVENTS,
-                            DETA_TOPIC_DELIVERY_EVENTS};
+                            DETA_TOPIC_DELIVERY_EVENTS, DETA_TOPIC_ETA_EVENTS};
+    const char *last = topics[sizeof topics / sizeof *topics - 1];
     char processed[128];
-    snprintf(processed, sizeof processed, "topic=\"%s\",outcome=\"processed\"",
-             DETA_TOPIC_DELIVERY_EVENTS);
+    snprintf(processed, sizeof processed, "topic=\"%s\",outcome=\"processed\"", last);
     char *text = scrape("QUERY_API_URL");
     double before = value_of(text, "deta_consumer_messages_total", processed);
     free(text);

@@ -124,6 +124,7 @@ static void forged_payment_authorized_is_dead_lettered(void **state) {
     assert_null(strstr(doc, forged_id));
     free(doc);
     assert_int_equal(ts_kafka_count(DETA_TOPIC_DELIVERY_EVENTS, order, 5000), 0);
+    assert_int_equal(ts_kafka_count(DETA_TOPIC_ETA_EVENTS, order, 5000), 0);
 
 
     /* Every consumer group of the topic dead-lettered the forgery, saying why. */

@@ -29,8 +29,9 @@
  * those three payloads leaves out what its downstream consumer needs and the
  * query-api does not read (order.created has no items, inventory.reserved no
  * totalAmount, payment.authorized no amount): a running service dead-letters them
- * and adds nothing to the order. Dead-letter assertions use raw.delivery-events,
- * which only the query-api consumes, so every dead letter there is its own.
+ * and adds nothing to the order. Dead-letter assertions on raw.delivery-events
+ * (which four groups read) and raw.eta-events (query-api's alone) look for
+ * query-api's own by their x-consumer-group.
  *
  * Two stores, one test: run as integration.test_query_api it reads the stack's
  * query-api (the Postgres store); run as integration.test_query_api_cassandra

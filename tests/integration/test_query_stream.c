@@ -282,7 +282,7 @@ static void order_stream_shows_created_to_delivered_once_in_order(void **state) 
     sse_close(&c);
     assert_true(seen.n >= 4);
     /* The feed is in the order the read model applied the events, which need not be
-     * the saga's (the four topics are consumed apart: on a fresh stack
+     * the saga's (the five topics are consumed apart: on a fresh stack
      * payment.authorized can come first); the stream shows it as it is. */
     bool created = false;
     for (size_t i = 0; i < seen.n; i++)

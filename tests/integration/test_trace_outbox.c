@@ -9,8 +9,9 @@
  *     (the same trace, another span than the caller's, sampled) and the
  *     caller's tracestate; its message carries the relay's producer span: the
  *     same trace, yet another span;
- *   - a row written outside any span continues its order's trace (the context of
- *     the order's latest traced row);
+ *   - rows written outside any span continue their order's trace (the context of
+ *     the order's latest traced row), also two rows of two topics written in one
+ *     statement (deta_outbox_add_many, as delivery-service's stage and ETA);
  *   - a row of an order with no traced row, outside any span, has no context,
  *     and its message starts a new trace (the producer span is its root).
  */
@@ -29,6 +30,7 @@
 #include "testsupport.h"
 
 #define TOPIC DETA_TOPIC_ORDER_EVENTS
+#define OTHER_TOPIC DETA_TOPIC_ETA_EVENTS
 #define WAIT_MS 20000
 
 static deta_config_t cfg;
@@ -78,20 +80,28 @@ static int teardown(void **state) {
     return 0;
 }
 
-/* One event of order key in a transaction of its own. */
-static void write_row(const char *key) {
-    deta_event_t ev;
+/* n (1 or 2) events of order key in a transaction of its own, in one
+ * statement: the first on TOPIC, the second on OTHER_TOPIC. */
+static void write_rows(const char *key, size_t n) {
+    deta_event_t ev[2];
+    const deta_event_t *evs[2] = {&ev[0], &ev[1]};
+    const char *topics[2] = {TOPIC, OTHER_TOPIC};
     char err[256];
     assert_int_equal(deta_db_begin(db, err, sizeof err), DETA_OK);
-    if (deta_event_init(&ev, DETA_EVT_ORDER_CREATED, key, "corr-1", "order-service",
-                        json_pack("{s:s}", "k", key), err, sizeof err) != DETA_OK)
-        fail_msg("event: %s", err);
-    deta_err_t rc = deta_outbox_add(db, TOPIC, &ev, err, sizeof err);
-    deta_event_clear(&ev);
+    for (size_t i = 0; i < n; i++)
+        if (deta_event_init(&ev[i], DETA_EVT_ORDER_CREATED, key, "corr-1", "order-service",
+                            json_pack("{s:s, s:i}", "k", key, "i", (int)i), err,
+                            sizeof err) != DETA_OK)
+            fail_msg("event: %s", err);
+    deta_err_t rc = deta_outbox_add_many(db, topics, evs, n, err, sizeof err);
+    for (size_t i = 0; i < n; i++)
+        deta_event_clear(&ev[i]);
     if (rc != DETA_OK)
         fail_msg("outbox add: %s", err);
     assert_int_equal(deta_db_commit(db, err, sizeof err), DETA_OK);
 }
+
+static void write_row(const char *key) { write_rows(key, 1); }
 
 /* The traceparent column of the order's n-th row (0 first), "" when NULL. */
 static void row_context(const char *key, int n, char *out, size_t size) {
@@ -156,12 +166,21 @@ static void row_inside_a_span(void **state) {
     assert_memory_not_equal(msg.span_id, row.span_id, 8); /* the producer span's */
     ts_kafka_msg_free(&m);
 
-    /* the next row of the order, outside any span: the same context as the first */
-    write_row(key);
-    char col2[700];
-    row_context(key, 1, col2, sizeof col2);
-    *strchr(col2, '|') = '\0';
-    assert_string_equal(col2, col);
+    /* the next rows of the order, outside any span, two topics in one statement:
+     * the same context as the first, and the second's message in its trace */
+    write_rows(key, 2);
+    for (int n = 1; n <= 2; n++) {
+        char col2[700];
+        row_context(key, n, col2, sizeof col2);
+        *strchr(col2, '|') = '\0';
+        assert_string_equal(col2, col);
+    }
+    assert_true(ts_kafka_find(OTHER_TOPIC, key, WAIT_MS, &m));
+    tp = ts_kafka_header(&m, "traceparent");
+    assert_non_null(tp);
+    parse(tp, &msg);
+    assert_memory_equal(msg.trace_id, caller.trace_id, 16);
+    ts_kafka_msg_free(&m);
 }
 
 static void row_outside_any_trace(void **state) {

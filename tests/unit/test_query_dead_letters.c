@@ -374,7 +374,7 @@ static void test_replay_refuses_what_cannot_be_sent(void **state) {
                      DETA_OK);
     expect_refused(&d, "headers");
     query_dead_letter_clear(&d);
-    /* Not one of the four dlq topics. */
+    /* Not one of the five dlq topics. */
     assert_int_equal(query_dead_letter_from_message("dlq.other", 0, 1, "k", 1, "v", 1, NULL, 0,
                                                     &d),
                      DETA_OK);

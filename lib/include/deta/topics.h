@@ -12,7 +12,8 @@
 #define DETA_TOPIC_DELIVERY_EVENTS "raw.delivery-events"
 /* delivery-service's ETA updates, apart from its stage events: only the read
  * model follows them, so the sagas' consumers of raw.delivery-events do not
- * fetch three messages an order they would skip (docs/contracts.md#topics). */
+ * fetch three messages an order they would skip
+ * (docs/contracts.md#eta-on-its-own-topic). */
 #define DETA_TOPIC_ETA_EVENTS "raw.eta-events"
 
 #define DETA_TOPIC_DLQ_ORDER_EVENTS "dlq.order-events"
@@ -61,7 +62,8 @@ const char *deta_topic_for_event_type(const char *event_type);
 /* The service that owns a raw topic, the only one that publishes on it
  * (docs/contracts.md#topics-and-event-types): "order-service" for
  * raw.order-events, "inventory-service", "payment-service", "delivery-service"
- * for theirs (raw.delivery-events and raw.eta-events); NULL for any other topic (the dlq. twins have no single writer). */
+ * for theirs (delivery-service: raw.delivery-events and raw.eta-events); NULL
+ * for any other topic (the dlq. twins have no single writer). */
 const char *deta_topic_owner(const char *topic);
 
 /* The seed's naming rule for dead letters, for any topic: "raw.<name>" ->

@@ -8,7 +8,7 @@
  * without the token or with a wrong one, 403 with the reader token; counted in
  * http_auth_total{role="operator",outcome}.
  *
- * Answers. {topic} is one of the four dlq topics (404 naming "topic" otherwise),
+ * Answers. {topic} is one of the five dlq topics (404 naming "topic" otherwise),
  * {id} a record id (400 naming "id" when not a positive integer, 404 when the
  * topic has no such record); the list's bad arguments are 400 naming the field.
  * A store that is away is 503.

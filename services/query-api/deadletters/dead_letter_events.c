@@ -1,8 +1,8 @@
 /*
  * dead_letter_events.c - the capture of dead letters: one consumer in group
  * query-api (besides the read model's, as inventory-service runs two) on
- * dlq.order-events, dlq.inventory-events, dlq.payment-events and
- * dlq.delivery-events. Each message becomes one record of the store.
+ * dlq.order-events, dlq.inventory-events, dlq.payment-events,
+ * dlq.delivery-events and dlq.eta-events. Each message becomes one record of the store.
  *
  * A dead letter is by definition a message someone could not handle, so the
  * capture trusts nothing in it (domain.c makes a record of whatever arrives) and

@@ -1,6 +1,6 @@
 /*
  * dead_letter_events.h - query-api's capture of dead letters: a second consumer
- * of group query-api, on the four dlq.* topics, storing every message it reads
+ * of group query-api, on the five dlq.* topics, storing every message it reads
  * (dead_letters.h) for the administration (admin_api.h).
  */
 #ifndef QUERY_DEAD_LETTER_EVENTS_H

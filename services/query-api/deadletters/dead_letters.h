@@ -1,5 +1,5 @@
 /*
- * dead_letters.h - where query-api keeps the dead letters of the four dlq.*
+ * dead_letters.h - where query-api keeps the dead letters of the five dlq.*
  * topics, behind an interface as narrow as read_model.h's.
  *
  * What the administration needs and nothing more: prepare the schema, add one

@@ -2,7 +2,7 @@
  * domain.h - the rules of query-api's dead-letter administration, as plain
  * functions without I/O.
  *
- * query-api keeps every dead letter of the four dlq.* topics (captured by a
+ * query-api keeps every dead letter of the five dlq.* topics (captured by a
  * consumer of its own) so that a person can list them, read one, and replay
  * one or all of a topic to the topic they came from. The rules of that live
  * here: turning a consumed dead letter into a record, the record's JSON, the
@@ -111,7 +111,7 @@ typedef struct query_dlq_counts {
     long pending; /* never replayed */
 } query_dlq_counts_t;
 
-/* {"topics":[{"topic","originalTopic","total","pending","replayed"} x4],
+/* {"topics":[{"topic","originalTopic","total","pending","replayed"} x5],
  *  "total","pending","replayed"}; counts in query_dlq_topics order. */
 json_t *query_dlq_summary_to_json(const query_dlq_counts_t counts[QUERY_DLQ_TOPIC_COUNT]);
 
