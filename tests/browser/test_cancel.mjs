@@ -33,7 +33,13 @@ test('the Cancel button cancels a paid order, and the page follows it to CANCELL
   // delivery-service, the cancel's arbiter for a paid order, decides it.
   stack('start', 'delivery-service');
   await waitFor('CANCELLED on the page', async () => (await textOf(page, '#order-status')) === 'CANCELLED', 120000);
-  const view = await waitEnd(orderId);
+  // CANCELLED comes with delivery.cancelled; the refund after it, once
+  // payment-service has read that verdict, called its gateway and published
+  // payment.refunded: the view has it only some milliseconds later.
+  const view = await waitFor('the refund in the read model', async () => {
+    const v = await orderView(orderId);
+    return v && v.refundedAmount != null ? v : null;
+  }, 60000);
   assert.equal(view.status, 'CANCELLED');
   assert.equal(view.refundedAmount, totalAmount, 'the refund is the charge');
   await waitFor('the refund in the page\'s note', async () => /refunded/.test(await textOf(page, '#order-note') ?? ''), 60000);
