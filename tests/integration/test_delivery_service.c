@@ -3,10 +3,10 @@
  *
  * The tests inject payment events themselves (fresh order ids, ts_event) and read
  * what comes out on raw.delivery-events, raw.eta-events, dlq.payment-events,
- * delivery_db and the REST API. They need the stack's delivery clock sped up (scripts/test.sh exports
- * DELIVERY_CLOCK_SPEED=600 for the services and the tests alike), so that a
- * delivery completes in a few real seconds; they poll with generous timeouts and
- * never assume timing.
+ * delivery_db and the REST API. They need the stack's delivery clock sped up
+ * (scripts/test.sh exports DELIVERY_CLOCK_SPEED=600 for the services and the
+ * tests alike), so that a delivery completes in a few real seconds; they poll
+ * with generous timeouts and never assume timing.
  *
  * The order of an order's events matters here, so the tests read them with
  * ts_kafka_collect: every message of a key in partition order (one key lives on
