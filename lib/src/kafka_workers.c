@@ -60,8 +60,15 @@
  * after the commit; the others are finished. A batch that did not commit (a
  * transient failure, anything) changed nothing, and its messages go one at a
  * time through handle_message, with its retries, backoff and dead letters. The
- * jobs are in queue order and their offsets are recorded in that order, so the
- * per-key order and the watermark are as without batches. Each job is settled
+ * batch is handed over in key order: sorted by key, each key's jobs in queue
+ * order (a stable sort), so the per-key order is as without batches, and the
+ * watermark is too (offsets are marked finished one by one, in any order).
+ * Handlers write rows keyed by the order, so every batch then locks its rows in
+ * the same (ascending) order, and two batches of one group on two instances,
+ * which can share orders since an order's topics need not be assigned to the
+ * same instance, wait for each other instead of deadlocking: Postgres would
+ * break such a deadlock only after deadlock_timeout (1 s) by failing one of
+ * them, and that batch would then go one at a time. Each job is settled
  * (its offset recorded, or given up) as soon as its handling ends. A revoke
  * waits for the jobs in a handler now: the whole batch while the batch handler
  * runs, then the one being handled on its own; a job of a revoked partition not
@@ -502,6 +509,25 @@ static bool handle_batch(deta_consumer_t *c, job_t **jobs, size_t n) {
     return gave_up;
 }
 
+/* Orders jobs[0..n) by key, bytewise (a missing key as empty), keeping the queue
+ * order of equal keys (see "Batches" above). An insertion sort: a batch holds at
+ * most 64 jobs, mostly arriving in few runs. */
+static int key_cmp(const rd_kafka_message_t *a, const rd_kafka_message_t *b) {
+    size_t la = a->key ? a->key_len : 0, lb = b->key ? b->key_len : 0;
+    int c = la && lb ? memcmp(a->key, b->key, la < lb ? la : lb) : 0;
+    return c ? c : (la > lb) - (la < lb);
+}
+
+static void sort_by_key(job_t **jobs, size_t n) {
+    for (size_t i = 1; i < n; i++) {
+        job_t *j = jobs[i];
+        size_t k = i;
+        for (; k > 0 && key_cmp(jobs[k - 1]->m, j->m) > 0; k--)
+            jobs[k] = jobs[k - 1];
+        jobs[k] = j;
+    }
+}
+
 /* Under c->lock, with jobs queued: waits up to batch_wait_ms for the worker's
  * queue to hold max jobs (see "Batch wait" above). */
 static void wait_for_batch(deta_consumer_t *c, worker_t *w, size_t max) {
@@ -537,6 +563,7 @@ static void *worker_main(void *arg) {
             w->current[w->ncurrent++] = j;
         }
         size_t n = w->ncurrent;
+        sort_by_key(w->current, n); /* under the lock: a revoke reads current[] */
         pthread_mutex_unlock(&c->lock);
 
         for (size_t i = 0; i < n; i++)

@@ -1570,6 +1570,8 @@ typedef struct batcher {
     atomic_int nbatches; /* calls of the batch handler with this run's messages */
     atomic_int max_n;
     atomic_bool fail_next; /* the next batch with this run's messages fails: transient */
+    atomic_int unsorted;   /* batches whose keys (this run's) were not in ascending order */
+    atomic_int mixed;      /* batches with more than one of this run's keys */
 } batcher_t;
 
 static bool ours(const probe_t *p, const deta_kafka_msg_t *msg) {
@@ -1599,6 +1601,24 @@ static deta_err_t batch_many(const deta_kafka_msg_t *msgs, size_t n, void *opaqu
     for (size_t i = 0; i < n; i++) /* as batch_single: what follows queues up */
         if (ours(&b->probe, &msgs[i]) && strcmp(msgs[i].value, "slow") == 0)
             ts_sleep_ms(500);
+    const deta_kafka_msg_t *prev = NULL;
+    bool unsorted = false, mixed = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!ours(&b->probe, &msgs[i]))
+            continue;
+        if (prev) {
+            size_t la = prev->key_len, lb = msgs[i].key_len;
+            int c = memcmp(prev->key, msgs[i].key, la < lb ? la : lb);
+            c = c ? c : (la > lb) - (la < lb);
+            unsorted = unsorted || c > 0;
+            mixed = mixed || c != 0;
+        }
+        prev = &msgs[i];
+    }
+    if (unsorted)
+        atomic_fetch_add(&b->unsorted, 1);
+    if (mixed)
+        atomic_fetch_add(&b->mixed, 1);
     if (any) {
         atomic_fetch_add(&b->nbatches, 1);
         int seen = atomic_load(&b->max_n);
@@ -1728,6 +1748,36 @@ static void test_workers_batch_waits_for_more(void **state) {
     runner_stop(&r);
     assert_true(atomic_load(&t.b->max_n) >= 4);
     assert_seen_in_order(&t.b->probe, t.key, "w0", values, 6);
+    batch_case_free(&t);
+}
+
+/* A batch comes sorted by key, each key's messages in their order, whatever the
+ * order they were queued in: six keys, sent in descending order four times over,
+ * queue behind their slow first messages. Handlers write rows keyed by the key,
+ * so batches that lock them in one order cannot deadlock (kafka_workers.c). */
+static void test_workers_batch_in_key_order(void **state) {
+    (void)state;
+    batch_case_t t;
+    batch_case_init(&t, "bk");
+    char keys[6][80];
+    const char *const rounds[][1] = {{"slow"}, {"r1"}, {"r2"}, {"r3"}};
+    for (int k = 0; k < 6; k++)
+        snprintf(keys[k], sizeof keys[k], "%s-k%d", t.prefix, k);
+    for (size_t r = 0; r < 4; r++)
+        for (int k = 5; k >= 0; k--)
+            send_values(keys[k], rounds[r], 1);
+    deta_consumer_opts_t opts = {.backoff_ms = 50, .workers = 2, .batch_fn = batch_many};
+    runner_t r;
+    runner_start_fn(&r, t.group, batch_single, t.b, producer, &opts);
+    for (int k = 0; k < 6; k++)
+        assert_true(wait_seen(&t.b->probe, keys[k], "r3", 1, WAIT_MS));
+    runner_stop(&r);
+    const char *values[] = {"slow", "r1", "r2", "r3"};
+    for (int k = 0; k < 6; k++)
+        assert_seen_in_order(&t.b->probe, keys[k], NULL, values, 4);
+    /* Two workers, six keys: some worker queued several keys behind its slow one. */
+    assert_true(atomic_load(&t.b->mixed) >= 1);
+    assert_int_equal(atomic_load(&t.b->unsorted), 0);
     batch_case_free(&t);
 }
 
@@ -2030,6 +2080,7 @@ int main(void) {
         cmocka_unit_test(test_workers_batch_dead_letters_one),
         cmocka_unit_test(test_workers_batch_falls_back_one_at_a_time),
         cmocka_unit_test(test_workers_batch_waits_for_more),
+        cmocka_unit_test(test_workers_batch_in_key_order),
         cmocka_unit_test(test_workers_batch_default_max),
         cmocka_unit_test(test_workers_batch_max_beyond_default),
         IN_MODE(check_waits_while_dependencies_down, "dep", 0),

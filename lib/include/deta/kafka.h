@@ -166,7 +166,9 @@ typedef deta_err_t (*deta_consume_fn)(const deta_kafka_msg_t *msg, void *opaque,
 #define DETA_KAFKA_BATCH_WAIT_MAX_MS 1000
 
 /* Optional batch handler (workers > 1 only): applies msgs[0..n), n >= 2, the
- * consecutive messages already queued for one worker, in one transaction. It
+ * messages already queued for one worker, in one transaction. They come sorted
+ * by key, each key's in the order they arrived, so that batches lock rows keyed
+ * by the order in one global order and never deadlock on them. It
  * returns DETA_OK once that transaction committed (or when nothing needed it),
  * with results[i] DETA_OK for a message applied (or skipped) and another code,
  * not DETA_ERR_TRANSIENT, for one refused for good and rolled back alone (why[i]
