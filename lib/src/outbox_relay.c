@@ -10,11 +10,13 @@
  * nothing marks its rows: the slot's confirmed position is the relay's
  * progress. Each turn of its loop:
  *
- *   1. as a standby (no stream): make sure the slot exists and try to stream
- *      it. Only one session can stream a slot, so of several instances one
- *      publishes (the leader) and the others try again every
- *      DETA_OUTBOX_POLL_MS; when the leader's session ends (stop, crash, a lost
- *      connection) the slot is free and a standby takes it over. A leader
+ *   1. as a standby (no stream): make sure the slot exists and, unless
+ *      another session streams it (asked with SQL: a standby holds no
+ *      replication connection, see slot_in_use), try to stream it. Only one
+ *      session can stream a slot, so of several instances one publishes (the
+ *      leader) and the others look again every DETA_OUTBOX_POLL_MS; when the
+ *      leader's session ends (stop, crash, a lost connection) the slot is free
+ *      and a standby takes it over. A leader
  *      first loads the parked rows' orders, and finishes the migration from the
  *      polled outbox if one is pending (see legacy_drain below);
  *   2. as the leader: read the stream. Postgres sends each transaction that
@@ -689,7 +691,25 @@ static bool drop_if_lost(deta_outbox_relay_t *r) {
     return dropped;
 }
 
-/* A standby's turn: try to stream the slot. */
+/* Whether another session streams the slot now (pg_replication_slots.active):
+ * DETA_ERR_CONFLICT when one does. Asked on the SQL connection, so that a
+ * standby holds no replication connection while a leader streams: Postgres
+ * wakes every walsender on every flush of its WAL, in any database, streaming
+ * or not, and each holds one of max_wal_senders. */
+static deta_err_t slot_in_use(deta_outbox_relay_t *r, char *why, size_t whysize) {
+    const char *params[] = {r->slot};
+    deta_err_t err;
+    PGresult *res = deta_db_exec(r->db,
+                                 "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
+                                 1, params, &err, why, whysize);
+    if (!res)
+        return err;
+    bool active = PQntuples(res) > 0;
+    PQclear(res);
+    return active ? DETA_ERR_CONFLICT : DETA_OK;
+}
+
+/* A standby's turn: unless another session streams the slot, try to stream it. */
 static void standby_turn(deta_outbox_relay_t *r) {
     char why[512] = "";
     bool created = false;
@@ -697,6 +717,8 @@ static void standby_turn(deta_outbox_relay_t *r) {
     if (!err && !r->slot_ready)
         err = ensure_slot(r, &created, why, sizeof why);
     r->slot_ready = !err;
+    if (!err)
+        err = slot_in_use(r, why, sizeof why);
     if (!err)
         err = outbox_stream_start(r->stream, r->slot, OUTBOX_PUBLICATION, why, sizeof why);
     if (err && err != DETA_ERR_CONFLICT) {

@@ -100,10 +100,10 @@ deta_err_t outbox_stream_start(outbox_stream_t *s, const char *slot, const char 
     deta_err_t err = state && strcmp(state, "55006") == 0 ? DETA_ERR_CONFLICT : DETA_ERR_TRANSIENT;
     conn_error(s->conn, "START_REPLICATION refused", why, whysize);
     PQclear(res);
-    /* Told the slot is in use, the session is fine: a standby keeps it for
-     * its next try, rather than connecting (and TLS) every second. */
-    if (err != DETA_ERR_CONFLICT || PQstatus(s->conn) != CONNECTION_OK)
-        outbox_stream_close(s);
+    /* Even when only told the slot is in use: an open replication connection is
+     * a walsender, which Postgres wakes on every WAL flush (outbox_relay.c's
+     * slot_in_use). */
+    outbox_stream_close(s);
     return err;
 }
 

@@ -29,9 +29,8 @@ void outbox_stream_free(outbox_stream_t *s);
 
 /* Connects (when not connected) and starts streaming slot from its confirmed
  * position. DETA_OK: streaming; DETA_ERR_CONFLICT: another session streams the
- * slot (this relay stands by; the connection stays open for its next try);
- * DETA_ERR_TRANSIENT: the server cannot be reached or refused (why says what;
- * the connection is closed). */
+ * slot (this relay stands by); DETA_ERR_TRANSIENT: the server cannot be reached
+ * or refused. Unless streaming, the connection is closed (why says why). */
 deta_err_t outbox_stream_start(outbox_stream_t *s, const char *slot, const char *publication,
                                char *why, size_t whysize);
 

@@ -17,9 +17,9 @@
  *   - a walsender terminated: the relay streams again, publishes what was
  *     committed meanwhile, and sends nothing it had confirmed again;
  *   - two relays on one database: one streams (START_REPLICATION elsewhere is
- *     refused: the slot "is active for PID"), each row goes once; the leader
- *     stopping hands over to the standby, whose stop publishes what was
- *     committed before it;
+ *     refused: the slot "is active for PID"), each row goes once, the standby
+ *     holds no walsender; the leader stopping hands over to the standby, whose
+ *     stop publishes what was committed before it;
  *   - the broker down: the row stays unconfirmed, unparked, the oldest pending
  *     age above 0 and the errors counted; the broker back: published, the
  *     gauges 0;
@@ -642,6 +642,15 @@ static void test_two_relays_publish_each_row_once(void **state) {
     assert_int_equal(slot_pid(), leader);
     assert_true(published_by(metrics1) - one_before == 20);
     assert_true(published_by(metrics2) == 0);
+    /* The standby looks with SQL and holds no replication connection: one
+     * walsender in the database, the leader's, across two of its turns. */
+    for (int turn = 0; turn < 2; turn++) {
+        ts_sleep_ms(DETA_OUTBOX_POLL_MS + 200);
+        assert_int_equal(scratch_long("SELECT count(*) FROM pg_stat_activity WHERE backend_type"
+                                      " = 'walsender' AND datname = current_database()",
+                                      0, NULL, NULL, NULL),
+                         1);
+    }
     /* Only one session streams the slot. */
     try_streaming(why, sizeof why);
     if (!strstr(why, "is active for PID"))

@@ -14,8 +14,9 @@
  * streams again from the last confirmed position (at-least-once). Nothing
  * polls the table, and nothing marks its rows: the slot's confirmed position
  * is the relay's progress. Only one session can stream a slot, so with several
- * instances running one publishes and the others stand by, trying every
- * DETA_OUTBOX_POLL_MS, and take over when its session ends. Rows are deleted
+ * instances running one publishes and the others stand by, looking every
+ * DETA_OUTBOX_POLL_MS (with SQL: a standby holds no replication connection),
+ * and take over when its session ends. Rows are deleted
  * after a retention period (OUTBOX_RETENTION_S).
  *
  * The server needs wal_level = logical, and the service's role the
