@@ -300,13 +300,26 @@ steps_table() {
   }' "$RUN/steps.csv" | sort -t'|' -k2,2n
 }
 
+# With BENCH_FRESH_BROKER=1 (meta fresh_broker; runs before it had none) every
+# ramp step and measured run had a new local broker (scripts/bench.sh's fresh_broker).
+fresh_note() {
+  [ "$(meta fresh_broker)" = 1 ] || return 0
+  printf ', on a new local broker with the services started again against it and\n'
+  printf 'a warm-up (the mock'"'"'s cost per message grows with every message it holds:\n'
+  printf '[bench/README.md](../../README.md#a-new-broker-for-each-step))'
+}
+fresh_rss_note() {
+  [ "$(meta fresh_broker)" = 1 ] || return 0
+  printf ' (each step started new processes: the peak is the largest of them)'
+}
+
 ramp_section() {
   cat <<EOF
 ## The rate ramp
 
 Each step offers a fixed rate for $(meta step_s) s (open loop) and waits up to
 $(meta drain_s) s more for every saga; the next step starts once the system is idle
-again. A step is sustained when every order was accepted, every order reached
+again$(fresh_note). A step is sustained when every order was accepted, every order reached
 DELIVERY_ASSIGNED in the query-api within the drain time, and the saga's p99 was at
 most $BOUND ms: the larger of $(meta p99_bound_ms) ms and $(meta p99_factor) times the
 saga p99 of the idle baseline ($(res baseline_saga_p99_ms) ms at $(res baseline_rate) orders/s,
@@ -358,7 +371,8 @@ CPU is user + system time from /proc over the latency run, from its first order 
 every one of its orders was delivered (pick-up and delivery included), per 1000 orders
 accepted. Idle CPU is the same measure over $(res idle_s) s with no order moving: the
 background work (outbox relays, consumers' fetches, the delivery ticker), which is in
-the per-order figures too and weighs more the lower the rate. Peak RSS is VmHWM after the ramp and the latency run. Time to healthy runs
+the per-order figures too and weighs more the lower the rate. Peak RSS is the largest VmHWM of the
+service's processes up to the end of the latency run$(fresh_rss_note). Time to healthy runs
 from the fork of the service's process (stack.sh's launcher) to its first 200 on
 /actuator/health, polled every 5 ms; dependencies were up.
 
