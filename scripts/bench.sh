@@ -56,8 +56,8 @@
 # BENCH_STARTUP_REPEATS (3), BENCH_GATEWAY_MS (100), BENCH_PROFILE_SECONDS (15),
 # BENCH_STREAMS_IDLE (200), BENCH_STREAM_ORDERS (300), BENCH_STREAM_RATE (10),
 # BENCH_PAGE_ORDERS (40), BENCH_PAGES (4), BENCH_QUICK (0),
-# BENCH_KEEP (0), BENCH_FRESH_BROKER (1: every ramp step and measured run on a
-# new local broker, see fresh_broker; 0: one broker for the whole run),
+# BENCH_KEEP (0), BENCH_FRESH_BROKER (0: one broker for the whole run; 1: every
+# ramp step and measured run on a new local broker, see fresh_broker),
 # BENCH_STACK_DIR (.local/bench), BUILD_DIR (build/release),
 # BENCH_PG_PORT (19432), BENCH_REDIS_PORT (19379), BENCH_HTTP_PORT_BASE (19080:
 # query-api 19080, order 19081, payment 19082, inventory 19083, delivery 19084),
@@ -119,7 +119,7 @@ BASELINE_RATE=${BENCH_BASELINE_RATE:-5}
 CONNECTIONS=${BENCH_CONNECTIONS:-8}
 GATEWAY_MS=${BENCH_GATEWAY_MS:-100}
 KEEP=${BENCH_KEEP:-0}
-FRESH_BROKER=${BENCH_FRESH_BROKER:-1}
+FRESH_BROKER=${BENCH_FRESH_BROKER:-0}
 JOBS=${JOBS:-2}
 QUIET_TIMEOUT_S=${BENCH_QUIET_TIMEOUT:-180}
 RESULTS=${BENCH_RESULTS:-bench/results}
@@ -502,14 +502,15 @@ wait_quiet() {
   return 1
 }
 
-# A new local broker, empty, for the step or run that follows. librdkafka
+# With BENCH_FRESH_BROKER=1, a new local broker, empty, for the step or run
+# that follows (bench/README.md, "A new broker for each step"). librdkafka
 # 2.0.2's mock finds the message set a fetch asks for by walking the
 # partition's log from its start (rd_kafka_mock_msgset_find, "FIXME: Maintain
 # an index"), up to 5 MB of it per partition, so what it spends per message
 # grows with every message it took before: measured on a stack at 60 orders/s,
 # 1.3 CPU-s per 1000 orders on a new broker and 3.0 four runs (3600 orders)
-# later, and the system's own CPU rose with it (the two cores are shared). A
-# real broker indexes its log. So the services are stopped, the broker started
+# later. A real broker indexes its log. Not the default: the README says what
+# it changed and what it did not. The services are stopped, the broker started
 # again (topics, offsets and address new; Postgres and Redis stay up, and
 # nothing is in flight: the step before ended quiet), the services started
 # against it, and a warm-up runs. Each part's peak RSS so far is kept first

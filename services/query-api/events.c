@@ -79,10 +79,6 @@ static const char *const event_types[] = {
 };
 #define QUERY_EVENT_TYPES (sizeof event_types / sizeof *event_types)
 
-static const char *const raw_topics[] = {DETA_TOPIC_ORDER_EVENTS, DETA_TOPIC_INVENTORY_EVENTS,
-                                         DETA_TOPIC_PAYMENT_EVENTS, DETA_TOPIC_DELIVERY_EVENTS,
-                                         DETA_TOPIC_ETA_EVENTS};
-
 /* Seconds; events are normally applied within milliseconds, a replay lags hours. */
 static const double lag_buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
                                      2.5,   5,    10,    30,   60,  300, 3600};
@@ -274,6 +270,7 @@ deta_err_t query_events_subscribe(query_events_t *qe, int workers, int batch_wai
                                  .batch_fn = consume_batch,
                                  .batch_max = QUERY_BATCH_MAX,
                                  .batch_wait_ms = batch_wait_ms};
-    return deta_service_consume(qe->svc, raw_topics, sizeof raw_topics / sizeof *raw_topics,
-                                consume, qe, &opts, errstr, errsize);
+    /* Every raw topic: deta_topics_all's first half. */
+    return deta_service_consume(qe->svc, deta_topics_all, DETA_TOPICS_RAW_COUNT, consume, qe,
+                                &opts, errstr, errsize);
 }

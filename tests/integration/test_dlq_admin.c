@@ -364,6 +364,15 @@ static void bad_requests_name_the_field(void **state) {
     expect_error("GET", BASE "/dlq.nope/1", 404, "topic");
     expect_error("POST", BASE "/dlq.nope/replay", 404, "topic");
     expect_error("POST", BASE "/dlq.nope/1/replay", 404, "topic");
+    /* The 404 names the topics there are: every dead-letter twin. */
+    ts_http_resp_t r;
+    admin("GET", BASE "/dlq.nope", &r);
+    const char *msg = r.json ? json_string_value(json_object_get(r.json, "message")) : NULL;
+    assert_non_null(msg);
+    for (int i = DETA_TOPICS_RAW_COUNT; i < DETA_TOPICS_COUNT; i++)
+        if (!strstr(msg, deta_topics_all[i]))
+            fail_msg("the 404 does not name %s: %s", deta_topics_all[i], msg);
+    ts_http_resp_free(&r);
     expect_error("GET", BASE "/dlq.order-events?status=bogus", 400, "status");
     expect_error("GET", BASE "/dlq.order-events?limit=0", 400, "limit");
     expect_error("GET", BASE "/dlq.order-events?limit=201", 400, "limit");

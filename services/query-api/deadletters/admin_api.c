@@ -106,10 +106,12 @@ static const char *topic_of(const deta_http_req_t *req, deta_http_resp_t *resp) 
     const char *topic = deta_http_param(req, "topic");
     if (topic && query_dlq_topic_index(topic) >= 0)
         return topic;
-    deta_http_resp_error(resp, 404, "topic",
-                         "no dead-letter topic %s: one of dlq.order-events, dlq.inventory-events, "
-                         "dlq.payment-events, dlq.delivery-events, dlq.eta-events",
-                         topic && echoable(topic) ? topic : "by that name");
+    char names[QUERY_DLQ_TOPIC_COUNT * (DETA_TOPIC_MAX + 2)] = "";
+    for (int i = 0; i < QUERY_DLQ_TOPIC_COUNT; i++)
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "",
+                 query_dlq_topics[i]);
+    deta_http_resp_error(resp, 404, "topic", "no dead-letter topic %s: one of %s",
+                         topic && echoable(topic) ? topic : "by that name", names);
     return NULL;
 }
 

@@ -19,9 +19,7 @@ static json_t *text_or_null(const char *s) { return s[0] ? json_string(s) : json
 
 /* ---- topics and headers ---- */
 
-const char *const query_dlq_topics[QUERY_DLQ_TOPIC_COUNT] = {
-    DETA_TOPIC_DLQ_ORDER_EVENTS, DETA_TOPIC_DLQ_INVENTORY_EVENTS, DETA_TOPIC_DLQ_PAYMENT_EVENTS,
-    DETA_TOPIC_DLQ_DELIVERY_EVENTS, DETA_TOPIC_DLQ_ETA_EVENTS};
+const char *const *const query_dlq_topics = deta_topics_all + DETA_TOPICS_RAW_COUNT;
 
 int query_dlq_topic_index(const char *topic) {
     for (int i = 0; topic && i < QUERY_DLQ_TOPIC_COUNT; i++)

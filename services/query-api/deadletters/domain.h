@@ -33,7 +33,7 @@
 #include "query-api/violation.h"
 
 
-#define QUERY_DLQ_TOPIC_COUNT 5
+#define QUERY_DLQ_TOPIC_COUNT DETA_TOPICS_RAW_COUNT
 #define QUERY_DLQ_TEXT_MAX 1024  /* x-error kept, in bytes */
 #define QUERY_DLQ_NAME_MAX 255   /* consumer group, x-replayed-from */
 #define QUERY_DLQ_KEY_MAX 256    /* the list's key filter */
@@ -41,9 +41,10 @@
 #define QUERY_DLQ_LIMIT_DEFAULT 50
 #define QUERY_DLQ_LIMIT_MAX 200
 
-/* dlq.order-events, dlq.inventory-events, dlq.payment-events, dlq.delivery-events,
+/* The dead-letter twins of the raw topics (deta_topics_all's second half):
+ * dlq.order-events, dlq.inventory-events, dlq.payment-events, dlq.delivery-events,
  * dlq.eta-events. */
-extern const char *const query_dlq_topics[QUERY_DLQ_TOPIC_COUNT];
+extern const char *const *const query_dlq_topics;
 /* The index of one of those in query_dlq_topics, or -1 for anything else. */
 int query_dlq_topic_index(const char *topic);
 
