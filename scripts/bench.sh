@@ -513,11 +513,13 @@ wait_quiet() {
 # later. A real broker indexes its log. Not the default: the README says what
 # it changed and what it did not. The services are stopped, the broker started
 # again (topics, offsets and address new; Postgres and Redis stay up, and
-# nothing is in flight: the step before ended quiet), the services started
+# nothing is in flight: it waits for quiet first), the services started
 # against it, and a warm-up runs. Each part's peak RSS so far is kept first
 # (keep_memory_peaks): a new process starts its own.
 fresh_broker() {
   [ "$FRESH_BROKER" = 1 ] || return 0
+  # A step that broke down may have left orders moving: let them end first.
+  wait_quiet || note "the system did not settle within ${QUIET_TIMEOUT_S}s; a new broker anyway"
   keep_memory_peaks
   local i
   for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
@@ -886,8 +888,11 @@ record_memory() {
     pid=$(pid_of "$part")
     [ -n "$pid" ] || continue
     read -r peak rss <<<"$(memory_of "$pid")"
-    kept=$(awk -v p="$part" '$1 == p && $2 > m { m = $2 } END { print m + 0 }' \
-      "$RUN_DIR/memory-peaks.txt" 2>/dev/null || echo 0)
+    kept=0
+    if [ -s "$RUN_DIR/memory-peaks.txt" ]; then
+      kept=$(awk -v p="$part" '$1 == p && $2 > m { m = $2 } END { print m + 0 }' \
+        "$RUN_DIR/memory-peaks.txt")
+    fi
     echo "$part,$((kept > peak ? kept : peak)),$rss" >>"$RUN_DIR/memory.csv"
   done
 }
@@ -1016,7 +1021,7 @@ main() {
   # every service started again (whatever BENCH_FRESH_BROKER says), rather than
   # on a broker whose every fetch walks the whole run's log (fresh_broker).
   export PAYMENT_GATEWAY_LATENCY_MS=$GATEWAY_MS
-  FRESH_BROKER=1 fresh_broker
+  [ "$FRESH_BROKER" = 1 ] || FRESH_BROKER=1 fresh_broker # with 1, ramp makes its own
   ramp gateway "gateway ${GATEWAY_MS}ms" "$(gateway_rates "$max")"
   export PAYMENT_GATEWAY_LATENCY_MS=0
   gmax=$RAMP_BEST

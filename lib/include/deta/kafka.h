@@ -168,7 +168,10 @@ typedef deta_err_t (*deta_consume_fn)(const deta_kafka_msg_t *msg, void *opaque,
 /* Optional batch handler (workers > 1 only): applies msgs[0..n), n >= 2, the
  * messages already queued for one worker, in one transaction. They come sorted
  * by key, each key's in the order they arrived, so that batches lock rows keyed
- * by the order in one global order and never deadlock on them. It
+ * by the order in one global order and never deadlock on them (rows shared
+ * between keys, such as inventory's stock, are not covered: see deta/batch.h's
+ * lock timeout), and messages of different keys are applied in key order, not
+ * in the order they arrived. It
  * returns DETA_OK once that transaction committed (or when nothing needed it),
  * with results[i] DETA_OK for a message applied (or skipped) and another code,
  * not DETA_ERR_TRANSIENT, for one refused for good and rolled back alone (why[i]
