@@ -126,6 +126,9 @@ static bool restart_services(void) {
 static const char *const otel_vars[] = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_BSP_SCHEDULE_DELAY",
                                         "OTEL_EXPORTER_OTLP_TIMEOUT"};
 
+static void traced_order(const char *customer, const char *state, char trace_id[33],
+                         char client_span[17]);
+
 static int traced_setup(void **state) {
     (void)state;
     ts_free_port(receiver_port, sizeof receiver_port);
@@ -138,7 +141,17 @@ static int traced_setup(void **state) {
     setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint, 1);
     setenv("OTEL_BSP_SCHEDULE_DELAY", "200", 1);
     setenv("OTEL_EXPORTER_OTLP_TIMEOUT", EXPORT_TIMEOUT_MS, 1);
-    return restart_services() ? 0 : -1;
+    if (!restart_services())
+        return -1;
+    /* One order through the whole saga first, so that every consumer has
+     * rejoined its group and caught up with what the restarts left before a
+     * test's order comes: messages that arrive together are applied in one
+     * batch, where no span is current (docs/observability.md, "Batches"), so an
+     * outbox row written there carries no trace context and the trace stops. A
+     * test's order alone is handled one at a time. */
+    char trace_id[33], client_span[17];
+    traced_order("trace-settle", DETA_STATE_DELIVERED, trace_id, client_span);
+    return 0;
 }
 
 static int traced_teardown(void **state) {
