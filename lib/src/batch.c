@@ -6,12 +6,65 @@
  * is rolled back to its savepoint, so the transaction is never left aborted. A
  * lost connection fails the message's first statement and then the rollback to
  * its savepoint: that is transient, and the whole batch is rolled back.
+ *
+ * Spans: a consumer's worker thread has no current span, so db.c gives the
+ * batch's transaction none. Each message's part gets one instead,
+ * "db.transaction", a child of the message's consumer span (msgs[i].span),
+ * current while the message is applied (so the outbox rows it writes are its
+ * children, as one at a time) and ended once the batch committed or rolled
+ * back. A caller that is inside a span of its own keeps it: then the
+ * transaction is that span's child (db.c) and no item spans are made.
  */
 #include "deta/batch.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+
+#include "deta/trace.h"
 
 #define BATCH_SAVEPOINT "deta_batch_item"
+
+/* Room for the messages' db.transaction spans, or NULL when none are made: no
+ * message has a consumer span (tracing off), or a span is current (above). */
+static deta_span_t **item_spans_new(const deta_kafka_msg_t *msgs, size_t n) {
+    if (!msgs || deta_span_current())
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (msgs[i].span)
+            return calloc(n, sizeof(deta_span_t *));
+    return NULL;
+}
+
+/* Message i's db.transaction span (NULL without a consumer span), current, and
+ * its consumer span under it, until leave_item. */
+static deta_span_t *enter_item(const deta_kafka_msg_t *msgs, size_t i, size_t n) {
+    if (!msgs[i].span)
+        return NULL;
+    deta_span_enter(msgs[i].span);
+    deta_span_t *span = deta_span_begin("db.transaction", DETA_SPAN_INTERNAL, NULL);
+    deta_span_attr(span, "db.system", "postgresql");
+    deta_span_attr_int(span, "deta.batch.size", (long long)n);
+    deta_span_enter(span);
+    return span;
+}
+
+/* None was current before enter_item (item_spans_new), and none is again: the
+ * spans entered stay alive until end_items and the consumer end them. */
+static void leave_item(void) { deta_span_enter(NULL); }
+
+/* Ends the messages' db.transaction spans: with error when not committed. */
+static void end_items(deta_span_t **spans, size_t n, const char *error) {
+    if (!spans)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        if (!spans[i])
+            continue;
+        if (error)
+            deta_span_set_error(spans[i], error);
+        deta_span_end(spans[i]);
+    }
+    free(spans);
+}
 
 /* One message under its savepoint: DETA_OK (applied, savepoint released), its
  * own non-transient error (rolled back alone) or TRANSIENT (the batch is lost). */
@@ -31,10 +84,10 @@ static deta_err_t apply_one(deta_db_t *db, size_t i, deta_batch_apply_fn apply, 
     return deta_db_release(db, BATCH_SAVEPOINT, why, whysize) ? DETA_ERR_TRANSIENT : DETA_OK;
 }
 
-deta_err_t deta_batch_run(deta_db_t *db, size_t n, int lock_timeout_ms,
-                          deta_batch_apply_fn apply, void *opaque, deta_err_t *results,
-                          char (*why)[DETA_KAFKA_WHY_MAX], size_t *failed, char *errstr,
-                          size_t errsize) {
+deta_err_t deta_batch_run(deta_db_t *db, const deta_kafka_msg_t *msgs, size_t n,
+                          int lock_timeout_ms, deta_batch_apply_fn apply, void *opaque,
+                          deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX], size_t *failed,
+                          char *errstr, size_t errsize) {
     *failed = n;
     if (deta_db_begin(db, errstr, errsize) != DETA_OK)
         return DETA_ERR_TRANSIENT;
@@ -46,15 +99,26 @@ deta_err_t deta_batch_run(deta_db_t *db, size_t n, int lock_timeout_ms,
             return DETA_ERR_TRANSIENT;
         }
     }
+    deta_span_t **spans = item_spans_new(msgs, n);
     for (size_t i = 0; i < n; i++) {
         if (results[i] != DETA_OK)
             continue;
+        deta_span_t *span = spans ? enter_item(msgs, i, n) : NULL;
+        if (spans)
+            spans[i] = span;
         results[i] = apply_one(db, i, apply, opaque, why[i], DETA_KAFKA_WHY_MAX);
+        if (spans)
+            leave_item();
+        if (span && results[i] != DETA_OK && results[i] != DETA_ERR_TRANSIENT)
+            deta_span_set_error(span, why[i]);
         if (results[i] == DETA_ERR_TRANSIENT) {
             *failed = i;
             deta_db_rollback(db);
+            end_items(spans, n, "the batch rolled back");
             return DETA_ERR_TRANSIENT;
         }
     }
-    return deta_db_commit(db, errstr, errsize) ? DETA_ERR_TRANSIENT : DETA_OK;
+    deta_err_t err = deta_db_commit(db, errstr, errsize) ? DETA_ERR_TRANSIENT : DETA_OK;
+    end_items(spans, n, err ? "the batch's commit failed" : NULL);
+    return err;
 }

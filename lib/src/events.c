@@ -196,9 +196,9 @@ static bool batch_has_work(const batch_item_t *items, size_t n, const deta_err_t
  * one commit. A transient failure anywhere rolls back the whole batch. A batch
  * with nothing to apply opens none: with a lock timeout its SET LOCAL alone
  * would cost a round trip and a read-only transaction. */
-static deta_err_t batch_apply(deta_event_dispatch_t *d, batch_item_t *items, size_t n,
-                              int lock_timeout_ms, deta_err_t *results,
-                              char (*why)[DETA_KAFKA_WHY_MAX]) {
+static deta_err_t batch_apply(deta_event_dispatch_t *d, const deta_kafka_msg_t *msgs,
+                              batch_item_t *items, size_t n, int lock_timeout_ms,
+                              deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX]) {
     if (!batch_has_work(items, n, results))
         return DETA_OK;
     deta_db_t *db = deta_db_pool_get(deta_service_db(d->svc));
@@ -207,8 +207,8 @@ static deta_err_t batch_apply(deta_event_dispatch_t *d, batch_item_t *items, siz
     batch_ctx_t b = {d, items};
     char tx_why[256] = "";
     size_t failed = n;
-    deta_err_t err = deta_batch_run(db, n, lock_timeout_ms, batch_apply_one, &b, results, why,
-                                    &failed, tx_why, sizeof tx_why);
+    deta_err_t err = deta_batch_run(db, msgs, n, lock_timeout_ms, batch_apply_one, &b, results,
+                                    why, &failed, tx_why, sizeof tx_why);
     if (err && failed < n && items[failed].parsed)
         deta_log(DETA_LOG_WARN, items[failed].ev.order_id, items[failed].ev.correlation_id,
                  "%s %s: batch of %zu rolled back, applying one at a time: %s",
@@ -255,7 +255,7 @@ deta_err_t deta_event_dispatch_batch_bounded(const deta_kafka_msg_t *msgs, size_
         results[i] = check_message(d, &msgs[i], &items[i].ev, &items[i].parsed, &items[i].route,
                                    why[i], DETA_KAFKA_WHY_MAX);
     }
-    deta_err_t err = batch_apply(d, items, n, lock_timeout_ms, results, why);
+    deta_err_t err = batch_apply(d, msgs, items, n, lock_timeout_ms, results, why);
     for (size_t i = 0; i < n; i++) {
         if (err == DETA_OK && items[i].duplicate && results[i] == DETA_ERR_CONFLICT) {
             /* own_key: the handler's duplicate, rolled back to its savepoint; done */

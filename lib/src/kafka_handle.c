@@ -181,8 +181,7 @@ static bool message_ctx(const rd_kafka_message_t *m, deta_trace_ctx_t *ctx) {
     return true;
 }
 
-deta_span_t *deta_kafka_span_begin(const deta_consumer_t *c, const rd_kafka_message_t *m,
-                                   int64_t start_ns) {
+deta_span_t *deta_kafka_span_begin(const deta_consumer_t *c, const rd_kafka_message_t *m) {
     if (!deta_trace_enabled())
         return NULL;
     deta_trace_ctx_t parent;
@@ -190,8 +189,7 @@ deta_span_t *deta_kafka_span_begin(const deta_consumer_t *c, const rd_kafka_mess
     const char *topic = rd_kafka_topic_name(m->rkt);
     char name[DETA_SPAN_NAME_MAX];
     snprintf(name, sizeof name, "process %s", topic);
-    deta_span_t *span = start_ns ? deta_span_begin_at(name, DETA_SPAN_CONSUMER, has ? &parent : NULL, start_ns)
-                                 : deta_span_begin(name, DETA_SPAN_CONSUMER, has ? &parent : NULL);
+    deta_span_t *span = deta_span_begin(name, DETA_SPAN_CONSUMER, has ? &parent : NULL);
     deta_span_attr(span, "messaging.system", "kafka");
     deta_span_attr(span, "messaging.operation", "process");
     deta_span_attr(span, "messaging.destination.name", topic);
@@ -218,7 +216,7 @@ bool deta_kafka_handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
     /* The consumer span covers every attempt (retries and waits are its events)
      * and the dead letter; current meanwhile, so the rows the handler writes
      * carry it on. */
-    deta_span_t *span = deta_kafka_span_begin(c, m, 0);
+    deta_span_t *span = deta_kafka_span_begin(c, m);
     deta_span_enter(span);
     deta_kafka_note_handed(c, topic);
     for (;;) {

@@ -239,10 +239,9 @@ bool deta_kafka_handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
                                const cancel_t *cancel);
 
 /* The consumer span of m ("process <topic>"), child of its traceparent header
- * (deta/trace.h), started at start_ns (0: now); NULL with tracing off. */
+ * (deta/trace.h), started now; NULL with tracing off. */
 struct deta_span;
-struct deta_span *deta_kafka_span_begin(const deta_consumer_t *c, const rd_kafka_message_t *m,
-                                        int64_t start_ns);
+struct deta_span *deta_kafka_span_begin(const deta_consumer_t *c, const rd_kafka_message_t *m);
 
 /* kafka_dlq.c: handles a message that failed for good; false when cancelled
  * before it was done. */

@@ -422,20 +422,17 @@ static bool handle_job(deta_consumer_t *c, job_t *j) {
 }
 
 /* After the batch handler committed: the refused messages are dead-lettered,
- * the others are done. True when a dead letter was given up. */
+ * the others are done, and each message's span ends with its outcome. True
+ * when a dead letter was given up. */
 static bool settle_committed_batch(deta_consumer_t *c, job_t **jobs, size_t n,
                                    const deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX],
-                                   int64_t started_ns) {
+                                   const deta_kafka_msg_t *msgs) {
     bool gave_up = false;
     for (size_t i = 0; i < n; i++) {
         cancel_t cancel = {.c = c, .revoked = &jobs[i]->revoked};
         const rd_kafka_message_t *m = jobs[i]->m;
         bool finished = true;
-        /* One consumer span per message, each a child of its own message's
-         * context, all covering the batch's transaction (made once it committed:
-         * a batch that did not is handled again one at a time, spans and all). */
-        deta_span_t *span = deta_kafka_span_begin(c, m, started_ns);
-        deta_span_attr_int(span, "deta.batch.size", (long long)n);
+        deta_span_t *span = msgs[i].span;
         if (results[i] == DETA_OK) {
             deta_kafka_count_outcome(c, rd_kafka_topic_name(m->rkt), "processed");
             deta_span_set_ok(span);
@@ -489,19 +486,33 @@ static bool handle_batch(deta_consumer_t *c, job_t **jobs, size_t n) {
     while (msgs && results && why && nviews < n &&
            deta_kafka_msg_view(jobs[nviews]->m, &msgs[nviews]))
         nviews++;
-    int64_t started_ns = deta_trace_enabled() ? deta_trace_now_ns() : 0;
-    for (size_t i = 0; i < nviews; i++)
+    /* One consumer span per message, a child of its own message's context, made
+     * before the handler so that what the message causes (its db.transaction,
+     * the outbox rows it writes) is its child (deta_batch_run enters it). */
+    for (size_t i = 0; i < nviews; i++) {
         deta_kafka_note_handed(c, msgs[i].topic);
+        if (nviews < n)
+            continue; /* no batch: no spans */
+        msgs[i].span = deta_kafka_span_begin(c, jobs[i]->m);
+        deta_span_attr_int(msgs[i].span, "deta.batch.size", (long long)n);
+    }
     deta_err_t err = nviews == n ? c->batch_fn(msgs, n, c->opaque, results, why)
                                  : DETA_ERR_INTERNAL;
-    for (size_t i = 0; i < nviews; i++)
+    for (size_t i = 0; i < nviews; i++) {
         free((char *)msgs[i].value);
+        if (err == DETA_OK)
+            continue;
+        /* The attempt is in the trace as it happened; the message is handled
+         * again one at a time, under a span of its own. */
+        deta_span_set_error(msgs[i].span, "rolled back with its batch: handled again alone");
+        deta_span_end(msgs[i].span);
+    }
     if (c->metrics)
         deta_counter_inc(deta_counter(c->metrics, "deta_consumer_batches_total",
                                       "Batches of messages handed to the batch handler, by outcome",
                                       err == DETA_OK ? "outcome=\"committed\""
                                                      : "outcome=\"one_at_a_time\""));
-    bool gave_up = err == DETA_OK ? settle_committed_batch(c, jobs, n, results, why, started_ns)
+    bool gave_up = err == DETA_OK ? settle_committed_batch(c, jobs, n, results, why, msgs)
                                   : handle_one_at_a_time(c, jobs, n);
     free(msgs);
     free(results);

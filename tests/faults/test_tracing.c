@@ -27,6 +27,13 @@
  *              its compensation included (inventory-service consuming the
  *              payment's failure). A request with an invalid traceparent is
  *              served (201) in a new trace.
+ *   batched    eight declined orders placed at once: inventory-service takes
+ *              their payment failures in batches (its settle consumer waits
+ *              200 ms to fill one) and writes their inventory.released there;
+ *              every order is still one tree with both of its inventory events
+ *              in it, and for some order the release was written in a batch:
+ *              its publish is under a db.transaction of the message's own,
+ *              under a consumer span with deta.batch.size >= 2.
  *   dead       the receiver stopped: an order still reaches DELIVERED, and the
  *              spans that could not go are counted in
  *              deta_trace_spans_dropped_total{reason="export_failed"}.
@@ -145,10 +152,7 @@ static int traced_setup(void **state) {
         return -1;
     /* One order through the whole saga first, so that every consumer has
      * rejoined its group and caught up with what the restarts left before a
-     * test's order comes: messages that arrive together are applied in one
-     * batch, where no span is current (docs/observability.md, "Batches"), so an
-     * outbox row written there carries no trace context and the trace stops. A
-     * test's order alone is handled one at a time. */
+     * test's order comes. */
     char trace_id[33], client_span[17];
     traced_order("trace-settle", DETA_STATE_DELIVERED, trace_id, client_span);
     return 0;
@@ -173,6 +177,7 @@ typedef struct span {
     char name[128];
     char group[64]; /* messaging.kafka.consumer.group, "" when none */
     int kind;
+    long batch; /* deta.batch.size, 0 when none */
 } span_t;
 
 static const char *attr_str(json_t *attrs, const char *key) {
@@ -183,6 +188,21 @@ static const char *attr_str(json_t *attrs, const char *key) {
             return json_string_value(json_object_get(json_object_get(a, "value"), "stringValue"));
     }
     return NULL;
+}
+
+/* An integer attribute (OTLP/JSON spells intValue as a decimal string); 0 when none. */
+static long attr_int(json_t *attrs, const char *key) {
+    size_t i;
+    json_t *a;
+    json_array_foreach(attrs, i, a) {
+        const char *k = json_string_value(json_object_get(a, "key"));
+        if (!k || strcmp(k, key) != 0)
+            continue;
+        json_t *v = json_object_get(json_object_get(a, "value"), "intValue");
+        return json_is_string(v) ? strtol(json_string_value(v), NULL, 10)
+                                 : (long)json_integer_value(v);
+    }
+    return 0;
 }
 
 static void copy(char *dst, size_t size, const char *src) {
@@ -221,6 +241,7 @@ static int spans_of(const char *trace_id, span_t *out, int max) {
                          attr_str(json_object_get(sp, "attributes"),
                                   "messaging.kafka.consumer.group"));
                     s->kind = (int)json_integer_value(json_object_get(sp, "kind"));
+                    s->batch = attr_int(json_object_get(sp, "attributes"), "deta.batch.size");
                 }
             }
         }
@@ -448,6 +469,55 @@ static void declined_one_tree(void **state) {
     assert_true(compensated);
 }
 
+#define BATCHED_ORDERS 8
+
+static int count_spans(const span_t *s, int n, const char *service, const char *name) {
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        k += strcmp(s[i].service, service) == 0 && strcmp(s[i].name, name) == 0;
+    return k;
+}
+
+static void batched(void **state) {
+    (void)state;
+    char trace_id[BATCHED_ORDERS][33], client_span[BATCHED_ORDERS][17], id[BATCHED_ORDERS][37];
+    for (int i = 0; i < BATCHED_ORDERS; i++) {
+        char item[64], traceparent[512]; /* room for what gcc reckons the rows could hold */
+        fresh_item(item, sizeof item);
+        hex(trace_id[i], 32);
+        hex(client_span[i], 16);
+        snprintf(traceparent, sizeof traceparent, "00-%s-%s-01", trace_id[i], client_span[i]);
+        assert_int_equal(place("decline-batch", item, traceparent, id[i]), 201);
+    }
+    assert_true(ts_orders_await(id, BATCHED_ORDERS, DETA_STATE_PAYMENT_FAILED, END_WAIT_MS));
+    const char *const want[] = {"order-service", "inventory-service", "payment-service",
+                                "query-api"};
+    static span_t spans[MAX_SPANS];
+    int in_batch = 0; /* orders whose release was written in a batch */
+    for (int i = 0; i < BATCHED_ORDERS; i++) {
+        int n = await_spans(trace_id[i], spans, MAX_SPANS, want, 4);
+        assert_true(n > 0);
+        assert_one_tree(spans, n, client_span[i], want, 4);
+        /* inventory.reserved and inventory.released both in the trace, and read
+         * by query-api there */
+        assert_true(count_spans(spans, n, "inventory-service", "publish raw.inventory-events") >=
+                    2);
+        assert_true(count_spans(spans, n, "query-api", "process raw.inventory-events") >= 2);
+        for (int j = 0; j < n; j++) {
+            const span_t *p = by_id(spans, n, spans[j].parent_id);
+            const span_t *pp = p ? by_id(spans, n, p->parent_id) : NULL;
+            if (spans[j].kind == KIND_PRODUCER && strcmp(spans[j].service, "inventory-service") == 0 &&
+                pp && strcmp(pp->name, "process raw.payment-events") == 0 && pp->batch >= 2) {
+                assert_int_equal(p->batch, pp->batch);
+                in_batch++;
+            }
+        }
+    }
+    printf("%d of %d releases were written in a batch, in their order's trace\n", in_batch,
+           BATCHED_ORDERS);
+    assert_true(in_batch > 0);
+}
+
 static void invalid_traceparent(void **state) {
     (void)state;
     char item[64], id[37];
@@ -498,7 +568,8 @@ static void slow_receiver(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(one_tree),       cmocka_unit_test(declined_one_tree),
-        cmocka_unit_test(invalid_traceparent), cmocka_unit_test(dead_receiver),
+        cmocka_unit_test(batched),        cmocka_unit_test(invalid_traceparent),
+        cmocka_unit_test(dead_receiver),
         cmocka_unit_test(slow_receiver),
     };
     return cmocka_run_group_tests_name("traces", tests, traced_setup, traced_teardown);

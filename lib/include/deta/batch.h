@@ -14,6 +14,13 @@
  * retries. SAVEPOINT and RELEASE are queued (deta/db.h): they go with the next
  * statement, so a batch costs the round trips of its statements and one commit.
  *
+ * With tracing on, each message applied gets a "db.transaction" span of its own,
+ * a child of its consumer span (msgs[i].span, deta/kafka.h), current while the
+ * message is applied and ended when the batch commits or rolls back, so the
+ * outbox rows a message writes carry its trace, as one at a time
+ * (docs/observability.md, "Batches"). Called inside a span of the caller's, it
+ * makes none: the transaction is that span's child.
+ *
  * Rows shared between orders (inventory's stock levels) make a batch hold their
  * locks for the whole batch, and two batches may take them in opposite orders:
  * Postgres then breaks the deadlock after deadlock_timeout (1 s by default) by
@@ -35,14 +42,15 @@
 typedef deta_err_t (*deta_batch_apply_fn)(deta_db_t *db, size_t i, void *opaque, char *why,
                                           size_t whysize);
 
-/* The transaction above on db over messages 0..n: those with results[i] ==
- * DETA_OK on entry are applied, the others (refused before any transaction)
- * left as they are. DETA_OK once committed; otherwise the transient error, with
- * *failed the message it came from (n: the begin, the lock timeout or the
- * commit) and its reason in why[*failed] (or in errstr for n). */
-deta_err_t deta_batch_run(deta_db_t *db, size_t n, int lock_timeout_ms,
-                          deta_batch_apply_fn apply, void *opaque, deta_err_t *results,
-                          char (*why)[DETA_KAFKA_WHY_MAX], size_t *failed, char *errstr,
-                          size_t errsize);
+/* The transaction above on db over messages msgs[0..n) (the batch handler's;
+ * NULL: no spans): those with results[i] == DETA_OK on entry are applied, the
+ * others (refused before any transaction) left as they are. DETA_OK once
+ * committed; otherwise the transient error, with *failed the message it came
+ * from (n: the begin, the lock timeout or the commit) and its reason in
+ * why[*failed] (or in errstr for n). */
+deta_err_t deta_batch_run(deta_db_t *db, const deta_kafka_msg_t *msgs, size_t n,
+                          int lock_timeout_ms, deta_batch_apply_fn apply, void *opaque,
+                          deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX], size_t *failed,
+                          char *errstr, size_t errsize);
 
 #endif

@@ -85,6 +85,7 @@
  * test's, a tool's): the library's own producer and consumers have them
  * already. DETA_ERR_INVALID when librdkafka refuses one (errstr names it). */
 struct rd_kafka_conf_s;
+struct deta_span; /* deta/trace.h */
 deta_err_t deta_kafka_conf_security(struct rd_kafka_conf_s *conf, const deta_config_t *cfg,
                                     char *errstr, size_t errsize);
 
@@ -149,6 +150,14 @@ typedef struct deta_kafka_msg {
     const char *value; /* NUL-terminated copy; len bytes before the NUL */
     size_t len;
     int attempt; /* 0 on first delivery to the handler, then 1, 2, ... on retries */
+    /* In a batch handler's messages (deta_consume_batch_fn), the message's
+     * consumer span (deta/trace.h), made before the batch so that what the
+     * message causes is its child: deta_batch_run makes a db.transaction child
+     * of it current while the message is applied. The consumer owns and ends it
+     * once the handler returned: a handler never ends it nor keeps it. NULL
+     * elsewhere (one at a time the span is the thread's current one), with
+     * tracing off, and when it could not be made. */
+    struct deta_span *span;
     void *impl;
 } deta_kafka_msg_t;
 

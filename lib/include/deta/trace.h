@@ -149,7 +149,7 @@ deta_span_t *deta_span_begin(const char *name, deta_span_kind_t kind,
 /* Now, as span times are kept: Unix time in ns (CLOCK_REALTIME). */
 int64_t deta_trace_now_ns(void);
 /* The same, started at start_ns (Unix time in ns), for work measured before the
- * span could be made (a batch, once it committed). */
+ * span could be made (a request, from when it arrived). */
 deta_span_t *deta_span_begin_at(const char *name, deta_span_kind_t kind,
                                 const deta_trace_ctx_t *parent, int64_t start_ns);
 /* Attributes (the first DETA_SPAN_MAX_ATTRS kept; texts cut to fit). */
