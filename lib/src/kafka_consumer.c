@@ -93,7 +93,8 @@ static void on_consumer_log(const rd_kafka_t *rk, int level, const char *fac, co
 
 static rd_kafka_conf_t *consumer_conf(const deta_config_t *cfg, const char *group,
                                       deta_consumer_t *c, char *errstr, size_t errsize) {
-    rd_kafka_conf_t *conf = deta_kafka_consumer_conf(cfg, group, errstr, errsize);
+    rd_kafka_conf_t *conf =
+        deta_kafka_consumer_conf(cfg, group, c->fetch_wait_min_ms, errstr, errsize);
     if (!conf)
         return NULL;
     rd_kafka_conf_set_log_cb(conf, on_consumer_log);
@@ -136,6 +137,11 @@ static deta_err_t check_consumer_args(const deta_config_t *cfg, const char *grou
     if (opts && (opts->batch_wait_ms < 0 || opts->batch_wait_ms > DETA_KAFKA_BATCH_WAIT_MAX_MS))
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "batch_wait_ms must be 0..%d, not %d",
                          DETA_KAFKA_BATCH_WAIT_MAX_MS, opts->batch_wait_ms);
+    if (opts && (opts->fetch_wait_min_ms < 0 ||
+                 opts->fetch_wait_min_ms > DETA_KAFKA_FETCH_WAIT_MIN_MAX_MS))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "fetch_wait_min_ms must be 0..%d, not %d",
+                         DETA_KAFKA_FETCH_WAIT_MIN_MAX_MS, opts->fetch_wait_min_ms);
     if (opts && (opts->workers < 0 || opts->workers > DETA_KAFKA_MAX_WORKERS))
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "workers must be 0..%d, not %d",
                          DETA_KAFKA_MAX_WORKERS, opts->workers);
@@ -162,6 +168,7 @@ static void apply_opts(deta_consumer_t *c, const deta_consumer_opts_t *opts) {
     c->queue_max = c->batch_fn && c->batch_max > DETA_KAFKA_WORKER_QUEUE ? c->batch_max
                                                                           : DETA_KAFKA_WORKER_QUEUE;
     c->batch_wait_ms = c->batch_fn ? opts->batch_wait_ms : 0;
+    c->fetch_wait_min_ms = opts ? opts->fetch_wait_min_ms : 0;
 }
 
 /* The gauges of this consumer's group (and topics), when it has metrics. */

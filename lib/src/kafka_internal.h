@@ -49,11 +49,13 @@
 /* librdkafka's log lines, through deta_log. */
 void deta_kafka_on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
 /* The settings of a producer's or a group consumer's handle, callbacks not set;
- * NULL (errstr says why) when librdkafka refuses one. */
+ * NULL (errstr says why) when librdkafka refuses one. A consumer's
+ * fetch.wait.max.ms is KAFKA_FETCH_WAIT_MAX_MS, or fetch_wait_min_ms when that
+ * is larger (deta_consumer_opts_t). */
 rd_kafka_conf_t *deta_kafka_producer_conf(const deta_config_t *cfg, char *errstr,
                                           size_t errsize);
 rd_kafka_conf_t *deta_kafka_consumer_conf(const deta_config_t *cfg, const char *group,
-                                          char *errstr, size_t errsize);
+                                          int fetch_wait_min_ms, char *errstr, size_t errsize);
 
 /* ---- the producer (kafka_producer.c, kafka_resend.c) ---- */
 
@@ -173,6 +175,7 @@ struct deta_consumer {
     int batch_max;
     int queue_max;     /* jobs a worker queues before the poller holds */
     int batch_wait_ms; /* a worker waits this long to fill a batch (0: never) */
+    int fetch_wait_min_ms; /* opts.fetch_wait_min_ms (0: as configured) */
     void *opaque;
     deta_producer_t *dlq;
     int max_retries;

@@ -622,16 +622,21 @@ deta_err_t inv_events_subscribe(inv_events_t *e, char *errstr, size_t errsize) {
     deta_err_t err = deta_service_on_events_opts(e->svc, ORDER_TOPICS, 1, ORDER_ROUTES,
                                                  NROUTES(ORDER_ROUTES), e, &opts, &own_key,
                                                  errstr, errsize);
+    /* The payment outcomes and the delivery verdicts are off the saga's
+     * critical path: their consumers ask the broker less often. */
     deta_consumer_opts_t settle = opts;
     settle.workers = INV_SETTLE_WORKERS;
     settle.batch_wait_ms = INV_SETTLE_BATCH_WAIT_MS;
+    settle.fetch_wait_min_ms = DETA_KAFKA_FETCH_WAIT_RELAXED_MS;
+    deta_consumer_opts_t verdicts = opts;
+    verdicts.fetch_wait_min_ms = DETA_KAFKA_FETCH_WAIT_RELAXED_MS;
     if (!err)
         err = deta_service_on_events_opts(e->svc, PAYMENT_TOPICS, 1, PAYMENT_ROUTES,
                                           NROUTES(PAYMENT_ROUTES), e, &settle, &own_key, errstr,
                                           errsize);
     if (!err)
         err = deta_service_on_events_opts(e->svc, DELIVERY_TOPICS, 1, DELIVERY_ROUTES,
-                                          NROUTES(DELIVERY_ROUTES), e, &opts, &own_key, errstr,
-                                          errsize);
+                                          NROUTES(DELIVERY_ROUTES), e, &verdicts, &own_key,
+                                          errstr, errsize);
     return err;
 }

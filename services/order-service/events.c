@@ -297,7 +297,8 @@ deta_err_t order_events_subscribe(order_events_t *e, int batch_wait_ms, char *er
                                  .metrics = deta_service_metrics(e->svc),
                                  .batch_fn = consume_batch,
                                  .batch_max = ORDER_BATCH_MAX,
-                                 .batch_wait_ms = batch_wait_ms};
+                                 .batch_wait_ms = batch_wait_ms,
+                                 .fetch_wait_min_ms = DETA_KAFKA_FETCH_WAIT_RELAXED_MS};
     return deta_service_consume(e->svc, topics, sizeof topics / sizeof *topics, consume, e,
                                 &opts, errstr, errsize);
 }

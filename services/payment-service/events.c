@@ -845,7 +845,8 @@ deta_err_t payment_events_handle(const deta_kafka_msg_t *msg, void *opaque, char
 
 /* Two consumers in the group: the inventory events (charges and the cancel's
  * forward) and the delivery events (refunds), each with its own workers, so a
- * refund never waits behind a charge of another order. */
+ * refund never waits behind a charge of another order. Refunds are off the
+ * saga's critical path: their consumer asks the broker less often. */
 deta_err_t payment_events_subscribe(payment_events_t *pe, char *errstr, size_t errsize) {
     static const char *const inventory[] = {DETA_TOPIC_INVENTORY_EVENTS};
     static const char *const delivery[] = {DETA_TOPIC_DELIVERY_EVENTS};
@@ -853,8 +854,10 @@ deta_err_t payment_events_subscribe(payment_events_t *pe, char *errstr, size_t e
                                  .workers = pe->settings.workers};
     deta_err_t err = deta_service_consume(pe->svc, inventory, 1, payment_events_handle, pe,
                                           &opts, errstr, errsize);
+    deta_consumer_opts_t refunds = opts;
+    refunds.fetch_wait_min_ms = DETA_KAFKA_FETCH_WAIT_RELAXED_MS;
     if (!err)
-        err = deta_service_consume(pe->svc, delivery, 1, payment_events_handle, pe, &opts,
+        err = deta_service_consume(pe->svc, delivery, 1, payment_events_handle, pe, &refunds,
                                    errstr, errsize);
     return err;
 }

@@ -29,7 +29,7 @@ static const char *const vars[] = {
     "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM",           "KAFKA_SASL_USERNAME",
     "KAFKA_SASL_PASSWORD",     "KAFKA_SSL_CA_LOCATION",          "KAFKA_SSL_CERTIFICATE_LOCATION",
     "KAFKA_SSL_KEY_LOCATION",  "KAFKA_SSL_KEY_PASSWORD",         "KAFKA_SSL_ENDPOINT_IDENTIFICATION",
-    "KAFKA_BOOTSTRAP_SERVERS",
+    "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_FETCH_WAIT_MAX_MS",
 };
 
 #define PASSWORD "s3cret-sasl-pw"
@@ -118,7 +118,7 @@ static void each_conf(const deta_config_t *cfg, void (*check)(rd_kafka_conf_t *)
         fail_msg("producer conf: %s", err);
     check(p);
     rd_kafka_conf_destroy(p);
-    rd_kafka_conf_t *c = deta_kafka_consumer_conf(cfg, "order-service", err, sizeof err);
+    rd_kafka_conf_t *c = deta_kafka_consumer_conf(cfg, "order-service", 0, err, sizeof err);
     if (!c)
         fail_msg("consumer conf: %s", err);
     check(c);
@@ -326,6 +326,29 @@ static void test_too_long_refused(void **state) {
     load_refused("KAFKA_SASL_PASSWORD", "longer than", NULL);
 }
 
+/* A consumer's fetch.wait.max.ms: KAFKA_FETCH_WAIT_MAX_MS, raised to the
+ * consumer's least (fetch_wait_min_ms), never lowered by it. */
+static void fetch_wait_is(int least, const char *want) {
+    deta_config_t cfg;
+    load_ok(&cfg);
+    char err[256] = "";
+    rd_kafka_conf_t *c = deta_kafka_consumer_conf(&cfg, "order-service", least, err, sizeof err);
+    if (!c)
+        fail_msg("consumer conf: %s", err);
+    assert_conf(c, "fetch.wait.max.ms", want);
+    rd_kafka_conf_destroy(c);
+}
+
+static void test_fetch_wait_least(void **state) {
+    (void)state;
+    fetch_wait_is(0, "10"); /* the default */
+    fetch_wait_is(100, "100");
+    setenv("KAFKA_FETCH_WAIT_MAX_MS", "250", 1);
+    fetch_wait_is(0, "250");
+    fetch_wait_is(100, "250");
+    fetch_wait_is(400, "400");
+}
+
 #define T(f) cmocka_unit_test_setup(f, clear_env)
 
 int main(void) {
@@ -343,6 +366,7 @@ int main(void) {
         T(test_certificate_and_key_go_together),
         T(test_endpoint_identification_values),
         T(test_too_long_refused),
+        T(test_fetch_wait_least),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -173,6 +173,13 @@ typedef deta_err_t (*deta_consume_fn)(const deta_kafka_msg_t *msg, void *opaque,
 #define DETA_KAFKA_WHY_MAX 512
 /* The longest a worker may wait to fill a batch (deta_consumer_opts_t). */
 #define DETA_KAFKA_BATCH_WAIT_MAX_MS 1000
+/* The largest fetch_wait_min_ms (deta_consumer_opts_t): librdkafka's default. */
+#define DETA_KAFKA_FETCH_WAIT_MIN_MAX_MS 500
+/* The fetch_wait_min_ms of the services' consumers off the saga's critical path
+ * (order-service following the statuses, inventory-service settling and reading
+ * delivery verdicts, payment-service's refunds): half the 200 ms their batches
+ * wait to fill, or rare events; a tenth of the asks of an idle consumer at 10 ms. */
+#define DETA_KAFKA_FETCH_WAIT_RELAXED_MS 100
 
 /* Optional batch handler (workers > 1 only): applies msgs[0..n), n >= 2, the
  * messages already queued for one worker, in one transaction. They come sorted
@@ -224,6 +231,16 @@ typedef struct deta_consumer_opts {
      * trickle is applied in fewer, larger transactions: each message may wait
      * that long more. A stop cuts the wait short. */
     int batch_wait_ms;
+    /* Optional: the least fetch.wait.max.ms of this consumer's handle (0, the
+     * default: KAFKA_FETCH_WAIT_MAX_MS as configured; a larger configured value
+     * stays; at most DETA_KAFKA_FETCH_WAIT_MIN_MAX_MS). For a consumer off the
+     * saga's critical path, whose messages may wait that long more (one that
+     * already waits to fill its batches, or reads rare events): a broker that
+     * answers a fetch only when its wait is over (the local mock) is asked
+     * that much less often while there is nothing to read, each ask costing
+     * the service and the broker CPU; a real broker answers as soon as data
+     * comes, so there it changes only how often an idle consumer asks. */
+    int fetch_wait_min_ms;
 } deta_consumer_opts_t;
 
 /* group: the consumer group (the service's name). dlq: the producer used for dead
