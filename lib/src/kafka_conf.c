@@ -23,7 +23,7 @@
  * so with the default 500 every hop of the saga cost half a second there. A
  * consumer off the saga's critical path asks for a longer wait
  * (deta_consumer_opts_t.fetch_wait_min_ms): on the mock, each idle handle
- * asking every 10 ms cost its service about 4.5 ms of CPU a second.
+ * asking every 10 ms cost its service about 4 ms of CPU a second.
  *
  * Memory. librdkafka prefetches up to queued.max.messages.kbytes (64 MB) per
  * consumer, in fetch answers of up to fetch.max.bytes (50 MB): sized for big

@@ -260,7 +260,8 @@ static void inventory_commits_on_shutdown(void **state) {
     assert_int_equal(ts_stack("stop inventory-service"), 0);
     child = ts_service_spawn("inventory-service", "INVENTORY_SERVICE_PORT", NULL);
     await_healthy(child, "INVENTORY_SERVICE_URL", 30000);
-    /* Both of its consumers (one group, two topics) have their partitions. */
+    /* Its consumers of orders and of payments (one group, a topic each) have
+     * their partitions. */
 #define ASSIGNED(topic) \
     "deta_consumer_assigned_partitions{group=\"inventory-service\",topic=\"" topic "\"}"
     static const char *const assigned[] = {ASSIGNED("raw.order-events"),

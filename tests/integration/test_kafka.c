@@ -1859,6 +1859,14 @@ static void test_consumer_bad_input(void **state) {
                                       &bad_waits[i], err, sizeof err));
         assert_non_null(strstr(err, "batch_wait_ms"));
     }
+    deta_consumer_opts_t bad_fetch[] = {
+        {.fetch_wait_min_ms = -1}, {.fetch_wait_min_ms = DETA_KAFKA_FETCH_WAIT_MIN_MAX_MS + 1}};
+    for (size_t i = 0; i < 2; i++) {
+        err[0] = 0;
+        assert_null(deta_consumer_new(&cfg, "g", topics, 1, probe_handler, &p, producer,
+                                      &bad_fetch[i], err, sizeof err));
+        assert_non_null(strstr(err, "fetch_wait_min_ms"));
+    }
     assert_int_equal(deta_consumer_run(NULL, NULL), DETA_ERR_INVALID);
     assert_int_equal(deta_consumer_close(NULL, 10), DETA_ERR_INVALID);
     deta_consumer_free(NULL);

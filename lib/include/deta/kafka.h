@@ -177,8 +177,10 @@ typedef deta_err_t (*deta_consume_fn)(const deta_kafka_msg_t *msg, void *opaque,
 #define DETA_KAFKA_FETCH_WAIT_MIN_MAX_MS 500
 /* The fetch_wait_min_ms of the services' consumers off the saga's critical path
  * (order-service following the statuses, inventory-service settling and reading
- * delivery verdicts, payment-service's refunds): half the 200 ms their batches
- * wait to fill, or rare events; a tenth of the asks of an idle consumer at 10 ms. */
+ * delivery verdicts, payment-service's refunds): half the 200 ms that
+ * order-service's and inventory-service's settling batches wait to fill by
+ * default (ORDER_BATCH_WAIT_MS lowered does not lower it), or rare events; a
+ * tenth of the asks of an idle consumer at 10 ms. */
 #define DETA_KAFKA_FETCH_WAIT_RELAXED_MS 100
 
 /* Optional batch handler (workers > 1 only): applies msgs[0..n), n >= 2, the
