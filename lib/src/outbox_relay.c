@@ -22,7 +22,8 @@
  *   2. as the leader: read the stream. Postgres sends each transaction that
  *      committed after the slot's confirmed position, whole and in commit
  *      order: Begin, the outbox rows it inserted, Commit. Rows are kept until
- *      no message is waiting or OUTBOX_BATCH rows are in hand; then they go to
+ *      no message is waiting (in libpq's buffer or the socket: see
+ *      outbox_stream_next) or OUTBOX_BATCH rows are in hand; then they go to
  *      the broker as one batch, and once the broker acknowledged them the
  *      relay confirms the stream up to the end of the last transaction whose
  *      rows are all out (a Standby status update: no transaction, no write).

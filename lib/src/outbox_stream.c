@@ -142,18 +142,20 @@ int outbox_stream_next(outbox_stream_t *s, int timeout_ms, int wake_fd, const ui
             outbox_stream_close(s);
             return -1;
         }
+        /* Out of time, the socket is still looked at without waiting: what the
+         * kernel already holds is "there" too, not only libpq's buffer (one
+         * read's worth), or a caller that reads on while messages wait would
+         * take one read's rows per turn. */
         long left = deadline - deta_clock_ms();
-        if (left <= 0)
-            return 0;
         struct pollfd fds[2] = {{.fd = PQsocket(s->conn), .events = POLLIN},
                                 {.fd = wake_fd, .events = POLLIN}};
-        int ready = poll(fds, wake_fd >= 0 ? 2 : 1, (int)left);
+        int ready = poll(fds, wake_fd >= 0 ? 2 : 1, left > 0 ? (int)left : 0);
         if (ready < 0 && errno != EINTR) {
             snprintf(why, whysize, "poll: %s", strerror(errno));
             outbox_stream_close(s);
             return -1;
         }
-        if (wake_fd >= 0 && fds[1].revents)
+        if (ready == 0 || (wake_fd >= 0 && fds[1].revents))
             return 0;
         if (ready > 0 && !PQconsumeInput(s->conn)) {
             conn_error(s->conn, "reading the replication stream", why, whysize);

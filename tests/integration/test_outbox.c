@@ -42,7 +42,14 @@
  *     again;
  *   - the migration from the polled outbox: rows that committed before the
  *     slot existed and had no published_at are published once, in id order,
- *     marked, and legacy_drain is turned off; rows marked before are not sent.
+ *     marked, and legacy_drain is turned off; rows marked before are not sent;
+ *   - the stream (lib/src/outbox_stream.h) read without waiting hands over
+ *     everything the server has already sent, not one socket read's worth: a
+ *     backlog of 120 rows (about 50 kB, over three of libpq's 16 kB reads), all
+ *     in the socket, comes out whole from calls that do not wait. The relay
+ *     publishes what it read when a call returns nothing, so one read per
+ *     batch capped a database's rows per second at one read per broker round
+ *     trip.
  * CMOCKA_TEST_FILTER="test_x*" runs some of them.
  */
 #include <librdkafka/rdkafka.h>
@@ -57,6 +64,8 @@
 #include "deta/metrics.h"
 #include "deta/outbox.h"
 #include "deta/topics.h"
+#include "outbox_internal.h"
+#include "outbox_stream.h"
 #include "testsupport.h"
 
 #define TOPIC DETA_TOPIC_ORDER_EVENTS
@@ -1080,6 +1089,78 @@ static void test_legacy_rows_are_published_once(void **state) {
     assert_int_equal(ts_kafka_count(TOPIC, a, 10000), 3);
 }
 
+/* The stream's calls that do not wait: everything already sent, not one read. */
+static void test_stream_hands_over_all_that_is_there(void **state) {
+    (void)state;
+    char own_slot[128], sql[512], err[256];
+    snprintf(own_slot, sizeof own_slot, "%s_drain", slot);
+    snprintf(sql, sizeof sql, "SELECT pg_create_logical_replication_slot('%s', 'pgoutput')",
+             own_slot);
+    scratch_sql(sql);
+    enum { NROWS = 120 };
+    char key[96];
+    new_key(key, sizeof key, "drain");
+    const char *params[] = {key};
+    PGconn *c = ts_pg(dbname);
+    PGresult *r = PQexecParams(c,
+                               "INSERT INTO outbox (topic, msg_key, payload)"
+                               " SELECT 'it.drain', $1, json_build_object('n', n, 'pad',"
+                               " repeat('x', 300))::text FROM generate_series(1, 120) AS n",
+                               1, NULL, params, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(c);
+    char target[32];
+    wal_flushed(target);
+
+    outbox_stream_t *stream = outbox_stream_new(&cfg);
+    assert_non_null(stream);
+    assert_int_equal(outbox_stream_start(stream, own_slot, OUTBOX_PUBLICATION, err, sizeof err),
+                     DETA_OK);
+    /* The walsender has sent the whole transaction: it is in the socket. */
+    const char *lsn_params[] = {own_slot, target};
+    PGconn *pg = ts_pg("postgres");
+    long sent = 0;
+    for (long end = now_ms() + WAIT_MS; !sent && now_ms() < end; ts_sleep_ms(20))
+        sent = ts_pg_long(pg,
+                          "SELECT count(*) FROM pg_stat_replication r JOIN pg_replication_slots s"
+                          " ON s.active_pid = r.pid WHERE s.slot_name = $1"
+                          " AND r.sent_lsn >= $2::pg_lsn",
+                          2, lsn_params);
+    assert_int_equal(sent, 1);
+
+    /* The first frame may wait; the rest come from calls that do not. */
+    int inserts = 0, commits = 0, got;
+    const uint8_t *buf;
+    size_t len;
+    for (int timeout = 5000;
+         (got = outbox_stream_next(stream, timeout, -1, &buf, &len, err, sizeof err)) > 0;
+         timeout = 0) {
+        deta_repl_frame_t f;
+        assert_int_equal(deta_repl_frame_parse(buf, len, &f), 0);
+        deta_pgo_msg_t m;
+        if (f.kind == 'w' && deta_pgo_parse(f.data, f.len, &m) == 0) {
+            inserts += m.kind == 'I';
+            commits += m.kind == 'C';
+        }
+    }
+    assert_int_equal(got, 0);
+    assert_int_equal(inserts, NROWS);
+    assert_int_equal(commits, 1);
+
+    outbox_stream_free(stream);
+    /* The walsender goes with the connection; then the slot can be dropped. */
+    snprintf(sql, sizeof sql, "SELECT pg_drop_replication_slot('%s')", own_slot);
+    long active = 1;
+    const char *slot_params[] = {own_slot};
+    for (long end = now_ms() + WAIT_MS; active && now_ms() < end; ts_sleep_ms(20))
+        active = ts_pg_long(pg, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1"
+                                " AND active", 1, slot_params);
+    PQfinish(pg);
+    assert_int_equal(active, 0);
+    scratch_sql(sql);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_add_needs_a_transaction_and_valid_input),
@@ -1097,6 +1178,7 @@ int main(void) {
         cmocka_unit_test(test_check_server),
         cmocka_unit_test(test_refused_rows_are_parked_and_come_back),
         cmocka_unit_test(test_legacy_rows_are_published_once),
+        cmocka_unit_test(test_stream_hands_over_all_that_is_there),
     };
     if (getenv("CMOCKA_TEST_FILTER"))
         cmocka_set_test_filter(getenv("CMOCKA_TEST_FILTER"));
