@@ -23,10 +23,11 @@
  *      committed after the slot's confirmed position, whole and in commit
  *      order: Begin, the outbox rows it inserted, Commit. Rows are kept until
  *      no message is waiting (in libpq's buffer or the socket: see
- *      outbox_stream_next) or OUTBOX_BATCH rows are in hand; then they go to
- *      the broker as one batch, and once the broker acknowledged them the
- *      relay confirms the stream up to the end of the last transaction whose
- *      rows are all out (a Standby status update: no transaction, no write).
+ *      outbox_stream_next) or OUTBOX_BATCH rows (or OUTBOX_BATCH_BYTES of
+ *      payload) are in hand; then they go to the broker as one batch, and
+ *      once the broker acknowledged them the relay confirms the stream up to
+ *      the end of the last transaction whose rows are all out (a Standby
+ *      status update: no transaction, no write).
  *      A row with no topic, or of an order that is held (outbox_park.c), is
  *      parked instead of sent; a row the broker refuses for good is parked
  *      and the rows behind it go on. Parks are written before the position
@@ -76,6 +77,7 @@
 #include "outbox_stream.h"
 
 #define OUTBOX_BATCH 500
+#define OUTBOX_BATCH_BYTES (1024 * 1024) /* rows in hand: their payloads' bytes, at most about */
 #define OUTBOX_SEND_TIMEOUT_MS 12000 /* a send waited for; the producer keeps what is left in flight */
 #define OUTBOX_BACKOFF_MIN_MS 100
 #define OUTBOX_BACKOFF_MAX_MS 5000
@@ -119,6 +121,7 @@ struct deta_outbox_relay {
     int64_t tx_commit_ms;
     outbox_row_t **ready; /* rows of committed transactions, in commit order */
     size_t nready, capready;
+    size_t ready_bytes; /* the payloads' bytes of the rows in hand */
     deta_lsn_t confirmed; /* everything up to here is out (or not ours) */
     deta_lsn_t reported;  /* the last position sent in a status update */
     deta_lsn_t server_lsn; /* how far the server has sent, as far as known */
@@ -214,6 +217,12 @@ static void drop_ready(deta_outbox_relay_t *r) {
     for (size_t i = 0; i < r->nready; i++)
         free(r->ready[i]);
     r->nready = 0;
+    r->ready_bytes = 0;
+}
+
+/* Whether a batch is full: OUTBOX_BATCH rows, or OUTBOX_BATCH_BYTES of payload. */
+static bool batch_full(const deta_outbox_relay_t *r) {
+    return r->nready >= OUTBOX_BATCH || r->ready_bytes >= OUTBOX_BATCH_BYTES;
 }
 
 static bool push_ready(deta_outbox_relay_t *r, outbox_row_t *row) {
@@ -226,6 +235,7 @@ static bool push_ready(deta_outbox_relay_t *r, outbox_row_t *row) {
         r->capready = cap;
     }
     r->ready[r->nready++] = row;
+    r->ready_bytes += row->payload_len;
     return true;
 }
 
@@ -880,7 +890,7 @@ static void leader_turn(deta_outbox_relay_t *r) {
         err = DETA_ERR_TRANSIENT;
     } else if (got > 0) {
         err = on_frame(r, buf, len, why, sizeof why);
-        if (!err && r->nready < OUTBOX_BATCH)
+        if (!err && !batch_full(r))
             return; /* read on while messages wait */
     }
     if (!err && r->nready > 0)
@@ -958,7 +968,7 @@ static deta_err_t final_flush(deta_outbox_relay_t *r) {
             err = DETA_ERR_TRANSIENT;
         } else if (got > 0) {
             err = on_frame(r, buf, len, why, sizeof why);
-            if (!err && r->nready >= OUTBOX_BATCH)
+            if (!err && batch_full(r))
                 err = publish_ready(r, (int)left, why, sizeof why);
         } else if (r->nready > 0) {
             err = publish_ready(r, (int)left, why, sizeof why);

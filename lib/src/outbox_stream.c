@@ -125,6 +125,7 @@ int outbox_stream_next(outbox_stream_t *s, int timeout_ms, int wake_fd, const ui
         return -1;
     }
     long deadline = deta_clock_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    bool tls = PQsslInUse(s->conn), drained_tls = false;
     for (;;) {
         int n = PQgetCopyData(s->conn, &s->frame, 1);
         if (n > 0) {
@@ -142,10 +143,23 @@ int outbox_stream_next(outbox_stream_t *s, int timeout_ms, int wake_fd, const ui
             outbox_stream_close(s);
             return -1;
         }
-        /* Out of time, the socket is still looked at without waiting: what the
-         * kernel already holds is "there" too, not only libpq's buffer (one
-         * read's worth), or a caller that reads on while messages wait would
-         * take one read's rows per turn. */
+        /* With TLS, bytes already read from the socket may wait decrypted in
+         * the TLS library, which poll cannot see: libpq takes them first (it
+         * never blocks), once between two polls. */
+        if (tls && !drained_tls) {
+            drained_tls = true;
+            if (!PQconsumeInput(s->conn)) {
+                conn_error(s->conn, "reading the replication stream", why, whysize);
+                outbox_stream_close(s);
+                return -1;
+            }
+            continue;
+        }
+        drained_tls = false;
+        /* Even once the time is up the socket is polled, without waiting: bytes
+         * the kernel already holds count as waiting too, not only libpq's
+         * buffer (one read's worth); otherwise a caller that reads on while
+         * messages wait gets one read's rows per batch. */
         long left = deadline - deta_clock_ms();
         struct pollfd fds[2] = {{.fd = PQsocket(s->conn), .events = POLLIN},
                                 {.fd = wake_fd, .events = POLLIN}};

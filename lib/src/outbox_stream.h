@@ -37,9 +37,11 @@ deta_err_t outbox_stream_start(outbox_stream_t *s, const char *slot, const char 
 /* The next CopyData message, waiting up to timeout_ms (and no longer once
  * wake_fd, when >= 0, is readable): 1 with *buf, *len set (valid until the next
  * call), 0 when nothing came in time or wake_fd woke it, -1 when the stream
- * ended or failed (why says why; the connection is closed). Out of time (or
- * with timeout_ms <= 0) it still reads what the socket already holds, so calls
- * that do not wait return every message the server has sent so far. */
+ * ended or failed (why says why; the connection is closed). Once the time is up
+ * (at once with timeout_ms <= 0) it still reads what has already arrived, in
+ * the socket or held by TLS, so successive calls that do not wait return, one
+ * by one, every message already received before they return 0. A readable
+ * wake_fd wins even when messages are waiting. */
 int outbox_stream_next(outbox_stream_t *s, int timeout_ms, int wake_fd, const uint8_t **buf,
                        size_t *len, char *why, size_t whysize);
 
