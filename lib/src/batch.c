@@ -103,9 +103,9 @@ deta_err_t deta_batch_run(deta_db_t *db, const deta_kafka_msg_t *msgs, size_t n,
     for (size_t i = 0; i < n; i++) {
         if (results[i] != DETA_OK)
             continue;
-        deta_span_t *span = spans ? enter_item(msgs, i, n) : NULL;
+        deta_span_t *span = NULL;
         if (spans)
-            spans[i] = span;
+            span = spans[i] = enter_item(msgs, i, n);
         results[i] = apply_one(db, i, apply, opaque, why[i], DETA_KAFKA_WHY_MAX);
         if (spans)
             leave_item();

@@ -486,13 +486,13 @@ static bool handle_batch(deta_consumer_t *c, job_t **jobs, size_t n) {
     while (msgs && results && why && nviews < n &&
            deta_kafka_msg_view(jobs[nviews]->m, &msgs[nviews]))
         nviews++;
+    for (size_t i = 0; i < nviews; i++)
+        deta_kafka_note_handed(c, msgs[i].topic);
     /* One consumer span per message, a child of its own message's context, made
      * before the handler so that what the message causes (its db.transaction,
-     * the outbox rows it writes) is its child (deta_batch_run enters it). */
-    for (size_t i = 0; i < nviews; i++) {
-        deta_kafka_note_handed(c, msgs[i].topic);
-        if (nviews < n)
-            continue; /* no batch: no spans */
+     * the outbox rows it writes) is its child (deta_batch_run enters it). No
+     * batch (a copy failed), no spans. */
+    for (size_t i = 0; nviews == n && i < n; i++) {
         msgs[i].span = deta_kafka_span_begin(c, jobs[i]->m);
         deta_span_attr_int(msgs[i].span, "deta.batch.size", (long long)n);
     }

@@ -180,29 +180,26 @@ typedef struct span {
     long batch; /* deta.batch.size, 0 when none */
 } span_t;
 
-static const char *attr_str(json_t *attrs, const char *key) {
-    size_t i;
-    json_t *a;
-    json_array_foreach(attrs, i, a) {
-        if (strcmp(json_string_value(json_object_get(a, "key")), key) == 0)
-            return json_string_value(json_object_get(json_object_get(a, "value"), "stringValue"));
-    }
-    return NULL;
-}
-
-/* An integer attribute (OTLP/JSON spells intValue as a decimal string); 0 when none. */
-static long attr_int(json_t *attrs, const char *key) {
+/* The value object of attribute key (OTLP/JSON), NULL when none. */
+static json_t *attr_value(json_t *attrs, const char *key) {
     size_t i;
     json_t *a;
     json_array_foreach(attrs, i, a) {
         const char *k = json_string_value(json_object_get(a, "key"));
-        if (!k || strcmp(k, key) != 0)
-            continue;
-        json_t *v = json_object_get(json_object_get(a, "value"), "intValue");
-        return json_is_string(v) ? strtol(json_string_value(v), NULL, 10)
-                                 : (long)json_integer_value(v);
+        if (k && strcmp(k, key) == 0)
+            return json_object_get(a, "value");
     }
-    return 0;
+    return NULL;
+}
+
+static const char *attr_str(json_t *attrs, const char *key) {
+    return json_string_value(json_object_get(attr_value(attrs, key), "stringValue"));
+}
+
+/* An integer attribute (OTLP/JSON spells intValue as a decimal string); 0 when none. */
+static long attr_int(json_t *attrs, const char *key) {
+    json_t *v = json_object_get(attr_value(attrs, key), "intValue");
+    return json_is_string(v) ? strtol(json_string_value(v), NULL, 10) : (long)json_integer_value(v);
 }
 
 static void copy(char *dst, size_t size, const char *src) {

@@ -226,9 +226,9 @@ static bool relayed(long timeout_ms) {
     return done;
 }
 
-/* The slot's walsender (0: nobody streams it), asked from another database. */
-static long slot_pid(void) {
-    const char *params[] = {slot};
+/* The walsender of slot name (0: nobody streams it), asked from another database. */
+static long slot_pid_of(const char *name) {
+    const char *params[] = {name};
     PGconn *c = ts_pg("postgres");
     long pid = ts_pg_long(c,
                           "SELECT coalesce(max(active_pid), 0) FROM pg_replication_slots"
@@ -237,6 +237,9 @@ static long slot_pid(void) {
     PQfinish(c);
     return pid;
 }
+
+/* The suite's slot's walsender (0: nobody streams it). */
+static long slot_pid(void) { return slot_pid_of(slot); }
 
 /* Waits until a walsender other than not_pid streams the slot; its pid. */
 static long await_streamer(long not_pid, int timeout_ms) {
@@ -1157,15 +1160,13 @@ static void test_stream_hands_over_all_that_is_there(void **state) {
     assert_true(bytes > 2 * 16384);
 
     outbox_stream_free(stream);
-    /* The walsender goes with the connection; then the slot can be dropped. */
-    snprintf(sql, sizeof sql, "SELECT pg_drop_replication_slot('%s')", own_slot);
-    long active = 1;
-    const char *slot_params[] = {own_slot};
-    for (long end = now_ms() + WAIT_MS; active && now_ms() < end; ts_sleep_ms(20))
-        active = ts_pg_long(pg, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1"
-                                " AND active", 1, slot_params);
     PQfinish(pg);
+    /* The walsender goes with the connection; then the slot can be dropped. */
+    long active = 1;
+    for (long end = now_ms() + WAIT_MS; active && now_ms() < end; ts_sleep_ms(20))
+        active = slot_pid_of(own_slot);
     assert_int_equal(active, 0);
+    snprintf(sql, sizeof sql, "SELECT pg_drop_replication_slot('%s')", own_slot);
     scratch_sql(sql);
 }
 
