@@ -18,8 +18,11 @@
  * makes the outage one warning and one "back" line in the log whatever the
  * number of messages and retries. Up: the retry counts, and once max_retries
  * counted retries failed the message is dead-lettered. When the dependencies come
- * back the backoff restarts from backoff_ms, so the waiting messages are handled
- * within a few hundred ms. A message's attempt number (and x-retry-count) counts
+ * back the message starts afresh: the backoff restarts from backoff_ms, so the
+ * waiting messages are handled within a few hundred ms, and the count from 0, so
+ * that the budget still spans the wall time its handler relies on (payment-service
+ * waits out a crashed holder's 30 s lock with it): the retries counted before the
+ * outage, at a backoff then reset, would otherwise leave a budget of short waits. A message's attempt number (and x-retry-count) counts
  * every retry, waiting ones included. An inline consumer waiting out an outage
  * longer than max.poll.interval.ms (5 min) loses its membership; its message is
  * then redelivered to the group, which is what an outage that long deserves.
@@ -212,7 +215,7 @@ bool deta_kafka_handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
     }
     const char *topic = msg.topic;
     bool finished = false, waiting = false;
-    int counted = 0, backoff = c->backoff_ms;
+    int counted = 0, retried = 0, backoff = c->backoff_ms; /* counted: since the last outage */
     /* The consumer span covers every attempt (retries and waits are its events)
      * and the dead letter; current meanwhile, so the rows the handler writes
      * carry it on. */
@@ -231,10 +234,11 @@ bool deta_kafka_handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
         if (!why[0])
             snprintf(why, sizeof why, "handler failed: %s", deta_err_name(err));
         bool up = err == DETA_ERR_TRANSIENT && dependencies_up(c);
-        if (up && waiting) { /* back: a fresh start with the whole budget's backoff */
+        if (up && waiting) { /* back: a fresh start with the whole budget */
             waiting = false;
             wait_ends(c, true);
             backoff = c->backoff_ms;
+            counted = 0;
         }
         /* A transient failure while the consumer is being stopped or revoked is
          * never the message's last word: it is left for redelivery (a handler
@@ -252,6 +256,7 @@ bool deta_kafka_handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
         }
         if (up) {
             counted++;
+            retried++;
             DETA_WARN("retrying %s[%d]@%lld in %d ms (retry %d of %d): %s", topic,
                       (int)m->partition, (long long)m->offset, backoff, counted, c->max_retries,
                       why);
@@ -271,7 +276,7 @@ bool deta_kafka_handle_message(deta_consumer_t *c, const rd_kafka_message_t *m,
     }
     if (waiting)
         wait_ends(c, finished);
-    deta_span_attr_int(span, "messaging.kafka.retries", counted);
+    deta_span_attr_int(span, "messaging.kafka.retries", retried);
     deta_span_attr_int(span, "deta.attempts", msg.attempt + 1);
     deta_span_end(span);
     free((char *)msg.value);

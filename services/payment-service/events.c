@@ -56,6 +56,9 @@
  * a gateway call, but one left by a crashed consumer lives until its 30 s
  * expiry. The retry budget (PAYMENT_MAX_RETRIES 12 with the consumer's backoff
  * 0.2, 0.4, ... capped at 5 s: 41 s in all) outlasts that with room to spare.
+ * An outage in between (the consumer's dependencies down: the retries wait, not
+ * counted) gives the message the whole budget again once it is over, so the
+ * 41 s run from then.
  *
  * The cancellation saga (docs/contracts.md#cancellation). inventory.cancel_forwarded
  * takes the same Redis lock and Postgres claim as a charge, and decides in one

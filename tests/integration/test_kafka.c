@@ -22,7 +22,8 @@
  * "retried" not), and it is processed once the hook says "up"; a message that
  * still fails when the hook says "up" is dead-lettered after exactly max_retries
  * counted retries (the hook said "up" max_retries + 1 times), its x-retry-count
- * counting every retry; with workers the waiting message shows as lag
+ * counting every retry; one that waited out an outage halfway through its retries
+ * starts afresh with the whole budget once the hook says "up" again; with workers the waiting message shows as lag
  * (deta_consumer_lag_messages >= 1, from librdkafka's statistics) and its
  * last-message time is the handing-over's. The assigned-partitions gauge follows
  * a second member joining and leaving, and drops to 0 on close; the lag series
@@ -1407,6 +1408,56 @@ static void check_budget_applies_when_up(void **state) {
     deta_metrics_free(metrics);
 }
 
+/* A message that fails on its own, with an outage in the middle of its retries:
+ * once the dependencies are back it starts afresh, with the whole budget (the
+ * hook says "up" max_retries + 1 more times before the dead letter), not with
+ * what the retries before the outage left of it. The backoff restarts from its
+ * first step then, so a budget left over would run out in a fraction of the time
+ * the whole one spans (payment-service counts on it to outlast a crashed lock). */
+static void check_budget_restarts_after_outage(void **state) {
+    const run_mode_t *mode = *state;
+    const char *tag = mode->tag;
+    int workers = mode->workers;
+    char prefix[48], key[64], group[96];
+    snprintf(prefix, sizeof prefix, "%s-%s", tag, run);
+    snprintf(key, sizeof key, "%s-a", prefix);
+    snprintf(group, sizeof group, "it-kafka-rebudget-%s", prefix);
+    deta_metrics_t *metrics = deta_metrics_new();
+    outage_t o;
+    outage_init(&o, prefix, false, true);
+    /* 200 ms, 400 ms, then 400 ms: two counted retries take 600 ms, the budget's
+     * fourth failure comes 1 s in, time enough to begin the outage before it. */
+    deta_consumer_opts_t opts = {.max_retries = 3, .backoff_ms = 200, .backoff_max_ms = 400,
+                                 .metrics = metrics, .workers = workers,
+                                 .dependencies_up = outage_hook, .dependencies_opaque = &o};
+    const char *values[] = {"lock-held"};
+    send_values(key, values, 1);
+    runner_t r;
+    runner_start_fn(&r, group, outage_handler, &o, producer, &opts);
+    assert_true(wait_outage(&o, &o.hook_up, 2, WAIT_MS));
+    atomic_store(&o.down, true);
+    int before = outage_get(&o, &o.hook_up); /* stays put while down */
+    assert_true(before >= 2 && before <= opts.max_retries);
+    assert_true(wait_outage(&o, &o.hook_down, 3, WAIT_MS));
+    assert_int_equal(counter_value(metrics, "dead_lettered"), 0);
+    assert_int_equal(outage_get(&o, &o.hook_up), before);
+
+    atomic_store(&o.down, false); /* back; the message still fails */
+    ts_kafka_msg_t dl;
+    assert_true(ts_kafka_find(DLQ, key, 20000, &dl));
+    ts_sleep_ms(600); /* would another call come? */
+    runner_stop(&r);
+    assert_int_equal(outage_get(&o, &o.hook_up) - before, opts.max_retries + 1);
+    assert_int_equal(counter_value(metrics, "retried"), before + opts.max_retries);
+    assert_int_equal(counter_value(metrics, "dead_lettered"), 1);
+    char retries[16];
+    snprintf(retries, sizeof retries, "%d", outage_get(&o, &o.calls) - 1);
+    assert_string_equal(ts_kafka_header(&dl, "x-retry-count"), retries);
+    assert_int_equal(ts_kafka_count(DLQ, key, 5000), 1);
+    ts_kafka_msg_free(&dl);
+    deta_metrics_free(metrics);
+}
+
 /* ---- the assigned-partitions gauge ---- */
 
 static double assigned_gauge(deta_metrics_t *m, const char *group) {
@@ -2095,6 +2146,8 @@ int main(void) {
         IN_MODE(check_waits_while_dependencies_down, "depw", 4),
         IN_MODE(check_budget_applies_when_up, "bud", 0),
         IN_MODE(check_budget_applies_when_up, "budw", 4),
+        IN_MODE(check_budget_restarts_after_outage, "rebud", 0),
+        IN_MODE(check_budget_restarts_after_outage, "rebudw", 4),
         cmocka_unit_test(test_assigned_partitions_gauge),
         cmocka_unit_test(test_send_until_gives_up_and_flush),
         cmocka_unit_test(test_consumer_bad_input),
