@@ -1308,104 +1308,110 @@ static double waiting_gauge(deta_metrics_t *m, const char *group) {
     return deta_gauge_value(deta_gauge(m, "deta_consumer_waiting_on_dependencies", "", labels));
 }
 
+/* One outage test's message, consumer options and runner: the key and group
+ * are named from the mode's tag and the test's word, the message (value) is sent
+ * to the key, the hook starts down or up, the handler fails always or only while
+ * down. outage_case_start runs the consumer. */
+typedef struct outage_case {
+    char prefix[48], key[64], group[96];
+    int workers;
+    deta_metrics_t *metrics;
+    outage_t o;
+    deta_consumer_opts_t opts;
+    runner_t r;
+} outage_case_t;
+
+static void outage_case_init(outage_case_t *t, void **state, const char *word, bool down,
+                             bool always_fail, int max_retries, int backoff_ms,
+                             int backoff_max_ms, const char *value) {
+    const run_mode_t *mode = *state;
+    t->workers = mode->workers;
+    snprintf(t->prefix, sizeof t->prefix, "%s-%s", mode->tag, run);
+    snprintf(t->key, sizeof t->key, "%s-a", t->prefix);
+    snprintf(t->group, sizeof t->group, "it-kafka-%s-%s", word, t->prefix);
+    t->metrics = deta_metrics_new();
+    outage_init(&t->o, t->prefix, down, always_fail);
+    t->opts = (deta_consumer_opts_t){.max_retries = max_retries, .backoff_ms = backoff_ms,
+                                     .backoff_max_ms = backoff_max_ms, .metrics = t->metrics,
+                                     .workers = t->workers, .dependencies_up = outage_hook,
+                                     .dependencies_opaque = &t->o};
+    send_values(t->key, &value, 1);
+}
+
+static void outage_case_start(outage_case_t *t) {
+    runner_start_fn(&t->r, t->group, outage_handler, &t->o, producer, &t->opts);
+}
+
 /* Down for many times the retry budget: no dead letter; up: processed once. */
 static void check_waits_while_dependencies_down(void **state) {
-    const run_mode_t *mode = *state;
-    const char *tag = mode->tag;
-    int workers = mode->workers;
-    char prefix[48], key[64], group[96];
-    snprintf(prefix, sizeof prefix, "%s-%s", tag, run);
-    snprintf(key, sizeof key, "%s-a", prefix);
-    snprintf(group, sizeof group, "it-kafka-outage-%s", prefix);
-    deta_metrics_t *metrics = deta_metrics_new();
-    outage_t o;
-    outage_init(&o, prefix, true, false);
-    deta_consumer_opts_t opts = {.max_retries = 2, .backoff_ms = 20, .backoff_max_ms = 50,
-                                 .metrics = metrics, .workers = workers,
-                                 .dependencies_up = outage_hook, .dependencies_opaque = &o};
-    const char *values[] = {"order"};
-    send_values(key, values, 1);
-    runner_t r;
+    outage_case_t t;
+    outage_case_init(&t, state, "outage", true, false, 2, 20, 50, "order");
     double started = (double)time(NULL);
-    runner_start_fn(&r, group, outage_handler, &o, producer, &opts);
+    outage_case_start(&t);
 
     /* Five times the budget of retries while down. */
-    assert_true(wait_outage(&o, &o.calls, 5 * (opts.max_retries + 1), WAIT_MS));
-    assert_int_equal(waiting_gauge(metrics, group), 1);
-    assert_int_equal(counter_value(metrics, "retried"), 0);
-    assert_true(counter_value(metrics, "waiting") >= 5 * (opts.max_retries + 1) - 1);
-    assert_int_equal(counter_value(metrics, "dead_lettered"), 0);
-    assert_int_equal(outage_get(&o, &o.hook_up), 0);
+    assert_true(wait_outage(&t.o, &t.o.calls, 5 * (t.opts.max_retries + 1), WAIT_MS));
+    assert_int_equal(waiting_gauge(t.metrics, t.group), 1);
+    assert_int_equal(counter_value(t.metrics, "retried"), 0);
+    assert_true(counter_value(t.metrics, "waiting") >= 5 * (t.opts.max_retries + 1) - 1);
+    assert_int_equal(counter_value(t.metrics, "dead_lettered"), 0);
+    assert_int_equal(outage_get(&t.o, &t.o.hook_up), 0);
     char labels[256];
-    snprintf(labels, sizeof labels, "group=\"%s\",topic=\"%s\"", group, TOPIC);
+    snprintf(labels, sizeof labels, "group=\"%s\",topic=\"%s\"", t.group, TOPIC);
     double last = deta_gauge_value(
-        deta_gauge(metrics, "deta_consumer_last_message_timestamp_seconds", "", labels));
+        deta_gauge(t.metrics, "deta_consumer_last_message_timestamp_seconds", "", labels));
     assert_true(last >= started - 1 && last <= (double)time(NULL) + 1);
-    if (workers > 1) {
+    if (t.workers > 1) {
         /* The poller goes on polling, so the statistics come: the waiting message
          * is not committed, its partition lags. (Without workers the loop does not
          * poll while it waits: no statistics until the message is done.) */
         double sum = 0;
         bool seen[64];
         long deadline = now_ms() + WAIT_MS;
-        while ((rendered_lags(metrics, group, &sum, seen) == 0 || sum < 1) &&
+        while ((rendered_lags(t.metrics, t.group, &sum, seen) == 0 || sum < 1) &&
                now_ms() < deadline)
             ts_sleep_ms(200);
         assert_true(sum >= 1);
     }
 
-    atomic_store(&o.down, false); /* the dependency is back */
-    assert_true(wait_outage(&o, &o.ok_calls, 1, WAIT_MS));
+    atomic_store(&t.o.down, false); /* the dependency is back */
+    assert_true(wait_outage(&t.o, &t.o.ok_calls, 1, WAIT_MS));
     ts_sleep_ms(300);
-    runner_stop(&r);
-    assert_int_equal(outage_get(&o, &o.ok_calls), 1);
-    assert_int_equal(counter_value(metrics, "dead_lettered"), 0);
-    assert_int_equal(waiting_gauge(metrics, group), 0);
-    assert_int_equal(ts_kafka_count(DLQ, key, 5000), 0);
-    deta_metrics_free(metrics);
+    runner_stop(&t.r);
+    assert_int_equal(outage_get(&t.o, &t.o.ok_calls), 1);
+    assert_int_equal(counter_value(t.metrics, "dead_lettered"), 0);
+    assert_int_equal(waiting_gauge(t.metrics, t.group), 0);
+    assert_int_equal(ts_kafka_count(DLQ, t.key, 5000), 0);
+    deta_metrics_free(t.metrics);
 }
 
 /* A message that fails on its own: waiting while down does not spend its budget,
  * and once up it is dead-lettered after exactly max_retries counted retries. */
 static void check_budget_applies_when_up(void **state) {
-    const run_mode_t *mode = *state;
-    const char *tag = mode->tag;
-    int workers = mode->workers;
-    char prefix[48], key[64], group[96];
-    snprintf(prefix, sizeof prefix, "%s-%s", tag, run);
-    snprintf(key, sizeof key, "%s-a", prefix);
-    snprintf(group, sizeof group, "it-kafka-budget-%s", prefix);
-    deta_metrics_t *metrics = deta_metrics_new();
-    outage_t o;
-    outage_init(&o, prefix, true, true);
-    deta_consumer_opts_t opts = {.max_retries = 3, .backoff_ms = 20, .backoff_max_ms = 50,
-                                 .metrics = metrics, .workers = workers,
-                                 .dependencies_up = outage_hook, .dependencies_opaque = &o};
-    const char *values[] = {"lock-timeout"};
-    send_values(key, values, 1);
-    runner_t r;
-    runner_start_fn(&r, group, outage_handler, &o, producer, &opts);
-    assert_true(wait_outage(&o, &o.calls, 10, WAIT_MS));
-    assert_int_equal(counter_value(metrics, "dead_lettered"), 0);
+    outage_case_t t;
+    outage_case_init(&t, state, "budget", true, true, 3, 20, 50, "lock-timeout");
+    outage_case_start(&t);
+    assert_true(wait_outage(&t.o, &t.o.calls, 10, WAIT_MS));
+    assert_int_equal(counter_value(t.metrics, "dead_lettered"), 0);
 
-    atomic_store(&o.down, false); /* everything is up, the message still fails */
+    atomic_store(&t.o.down, false); /* everything is up, the message still fails */
     ts_kafka_msg_t dl;
-    assert_true(ts_kafka_find(DLQ, key, 20000, &dl));
+    assert_true(ts_kafka_find(DLQ, t.key, 20000, &dl));
     ts_sleep_ms(300); /* would another call come? */
-    runner_stop(&r);
-    assert_int_equal(outage_get(&o, &o.hook_up), opts.max_retries + 1);
-    int calls = outage_get(&o, &o.calls);
-    assert_int_equal(calls, outage_get(&o, &o.hook_down) + opts.max_retries + 1);
+    runner_stop(&t.r);
+    assert_int_equal(outage_get(&t.o, &t.o.hook_up), t.opts.max_retries + 1);
+    int calls = outage_get(&t.o, &t.o.calls);
+    assert_int_equal(calls, outage_get(&t.o, &t.o.hook_down) + t.opts.max_retries + 1);
     char retries[16];
     snprintf(retries, sizeof retries, "%d", calls - 1);
     assert_string_equal(ts_kafka_header(&dl, "x-retry-count"), retries);
     assert_string_equal(ts_kafka_header(&dl, "x-error"), "database unreachable");
-    assert_int_equal(counter_value(metrics, "retried"), opts.max_retries);
-    assert_int_equal(counter_value(metrics, "dead_lettered"), 1);
-    assert_int_equal(waiting_gauge(metrics, group), 0);
-    assert_int_equal(ts_kafka_count(DLQ, key, 5000), 1);
+    assert_int_equal(counter_value(t.metrics, "retried"), t.opts.max_retries);
+    assert_int_equal(counter_value(t.metrics, "dead_lettered"), 1);
+    assert_int_equal(waiting_gauge(t.metrics, t.group), 0);
+    assert_int_equal(ts_kafka_count(DLQ, t.key, 5000), 1);
     ts_kafka_msg_free(&dl);
-    deta_metrics_free(metrics);
+    deta_metrics_free(t.metrics);
 }
 
 /* A message that fails on its own, with an outage in the middle of its retries:
@@ -1415,47 +1421,33 @@ static void check_budget_applies_when_up(void **state) {
  * first step then, so a budget left over would run out in a fraction of the time
  * the whole one spans (payment-service counts on it to outlast a crashed lock). */
 static void check_budget_restarts_after_outage(void **state) {
-    const run_mode_t *mode = *state;
-    const char *tag = mode->tag;
-    int workers = mode->workers;
-    char prefix[48], key[64], group[96];
-    snprintf(prefix, sizeof prefix, "%s-%s", tag, run);
-    snprintf(key, sizeof key, "%s-a", prefix);
-    snprintf(group, sizeof group, "it-kafka-rebudget-%s", prefix);
-    deta_metrics_t *metrics = deta_metrics_new();
-    outage_t o;
-    outage_init(&o, prefix, false, true);
+    outage_case_t t;
+    outage_case_init(&t, state, "rebudget", false, true, 3, 200, 400, "lock-held");
     /* 200 ms, 400 ms, then 400 ms: two counted retries take 600 ms, the budget's
      * fourth failure comes 1 s in, time enough to begin the outage before it. */
-    deta_consumer_opts_t opts = {.max_retries = 3, .backoff_ms = 200, .backoff_max_ms = 400,
-                                 .metrics = metrics, .workers = workers,
-                                 .dependencies_up = outage_hook, .dependencies_opaque = &o};
-    const char *values[] = {"lock-held"};
-    send_values(key, values, 1);
-    runner_t r;
-    runner_start_fn(&r, group, outage_handler, &o, producer, &opts);
-    assert_true(wait_outage(&o, &o.hook_up, 2, WAIT_MS));
-    atomic_store(&o.down, true);
-    int before = outage_get(&o, &o.hook_up); /* stays put while down */
-    assert_true(before >= 2 && before <= opts.max_retries);
-    assert_true(wait_outage(&o, &o.hook_down, 3, WAIT_MS));
-    assert_int_equal(counter_value(metrics, "dead_lettered"), 0);
-    assert_int_equal(outage_get(&o, &o.hook_up), before);
+    outage_case_start(&t);
+    assert_true(wait_outage(&t.o, &t.o.hook_up, 2, WAIT_MS));
+    atomic_store(&t.o.down, true);
+    int before = outage_get(&t.o, &t.o.hook_up); /* stays put while down */
+    assert_true(before >= 2 && before <= t.opts.max_retries);
+    assert_true(wait_outage(&t.o, &t.o.hook_down, 3, WAIT_MS));
+    assert_int_equal(counter_value(t.metrics, "dead_lettered"), 0);
+    assert_int_equal(outage_get(&t.o, &t.o.hook_up), before);
 
-    atomic_store(&o.down, false); /* back; the message still fails */
+    atomic_store(&t.o.down, false); /* back; the message still fails */
     ts_kafka_msg_t dl;
-    assert_true(ts_kafka_find(DLQ, key, 20000, &dl));
+    assert_true(ts_kafka_find(DLQ, t.key, 20000, &dl));
     ts_sleep_ms(600); /* would another call come? */
-    runner_stop(&r);
-    assert_int_equal(outage_get(&o, &o.hook_up) - before, opts.max_retries + 1);
-    assert_int_equal(counter_value(metrics, "retried"), before + opts.max_retries);
-    assert_int_equal(counter_value(metrics, "dead_lettered"), 1);
+    runner_stop(&t.r);
+    assert_int_equal(outage_get(&t.o, &t.o.hook_up) - before, t.opts.max_retries + 1);
+    assert_int_equal(counter_value(t.metrics, "retried"), before + t.opts.max_retries);
+    assert_int_equal(counter_value(t.metrics, "dead_lettered"), 1);
     char retries[16];
-    snprintf(retries, sizeof retries, "%d", outage_get(&o, &o.calls) - 1);
+    snprintf(retries, sizeof retries, "%d", outage_get(&t.o, &t.o.calls) - 1);
     assert_string_equal(ts_kafka_header(&dl, "x-retry-count"), retries);
-    assert_int_equal(ts_kafka_count(DLQ, key, 5000), 1);
+    assert_int_equal(ts_kafka_count(DLQ, t.key, 5000), 1);
     ts_kafka_msg_free(&dl);
-    deta_metrics_free(metrics);
+    deta_metrics_free(t.metrics);
 }
 
 /* ---- the assigned-partitions gauge ---- */
