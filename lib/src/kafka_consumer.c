@@ -180,6 +180,9 @@ static void register_gauges(deta_consumer_t *c) {
     c->waiting_gauge = deta_gauge(c->metrics, "deta_consumer_waiting_on_dependencies",
                                   "Messages whose handling waits for a dependency to come back",
                                   labels);
+    c->pauses = deta_counter(c->metrics, "deta_consumer_pauses_total",
+                             "Partitions paused because the worker of their next message had no room",
+                             labels);
     for (size_t i = 0; i < c->ntopics; i++) {
         snprintf(labels, sizeof labels, "group=\"%s\",topic=\"%s\"", c->group,
                  c->topics[i].name);

@@ -185,6 +185,7 @@ struct deta_consumer {
     bool (*dependencies_up)(void *opaque);
     void *dependencies_opaque;
     deta_gauge_t *waiting_gauge; /* messages waiting for their dependencies */
+    deta_counter_t *pauses;      /* partitions paused for a full worker queue */
     atomic_bool outage;          /* a message is waiting: the outage was logged */
     atomic_int nwaiting;         /* messages waiting now */
     atomic_long outage_since_ms;

@@ -17,13 +17,20 @@
  * in parallel: a message being retried holds up its worker only.
  *
  * Backpressure. Each worker has a short bounded queue. When a message's queue is
- * full, the poller holds it (in its partition's held list) and pauses that
- * partition: librdkafka then drops what it prefetched for it and, on resume,
- * fetches again from just after the held message. The poller keeps polling the
- * other partitions meanwhile, so it never stops calling poll for long and
- * max.poll.interval.ms is not at risk even while a worker retries for minutes.
- * Held messages are dispatched in order as room appears; then the partition
- * resumes.
+ * full and the worker is flowing (between handler calls, or in one that began
+ * within DETA_KAFKA_FLOWING_MS), the poller waits for room, up to DETA_KAFKA_ROOM_WAIT_MS:
+ * a worker that keeps up makes room within a batch. Otherwise (a worker retrying,
+ * or still full after the wait) the poller holds the message (in its partition's
+ * held list) and pauses that partition: librdkafka then drops what it prefetched
+ * for it and, on resume, fetches again from just after the held message. The
+ * poller keeps polling the other partitions meanwhile, so it never stops calling
+ * poll for long and max.poll.interval.ms is not at risk even while a worker
+ * retries for minutes. Held messages are dispatched in order as room appears;
+ * then the partition resumes (deta_consumer_pauses_total counts the pauses).
+ * Pausing is kept for a worker that does not flow because a resume is slow:
+ * librdkafka 2.0 fetches a resumed partition again only at its broker thread's
+ * next round, up to a second later when every partition was paused, so a
+ * backlog taken a queueful per pause crawled (under 100 messages/s, issue 18).
  *
  * Offsets. Per partition the poller has a part_t whose tracker (offsets.h) lists
  * the offsets dispatched, in order. A worker that finishes a message (handled or
@@ -101,6 +108,8 @@
 #include "offsets.h"
 
 #define DETA_KAFKA_HELD_POLL_MS 10      /* poll wait while messages are held */
+#define DETA_KAFKA_ROOM_WAIT_MS 100     /* the poller waits this long for a flowing worker */
+#define DETA_KAFKA_FLOWING_MS 200       /* a worker that took jobs this recently flows */
 #define DETA_KAFKA_REVOKE_WAIT_MS 10000 /* a revoke waits this long for running handlers */
 #define DETA_KAFKA_SEEK_MS 5000
 
@@ -135,6 +144,7 @@ struct worker {
     size_t head, count;
     job_t **current; /* being handled (a batch, or one) */
     size_t ncurrent;
+    long took_ms;    /* when it took its current jobs (deta_clock_ms) */
     const char **topics; /* the current jobs' topics, for the batch metrics */
 };
 
@@ -326,8 +336,24 @@ static void hold(deta_consumer_t *c, job_t *j) {
         p->held = j;
     p->held_tail = j;
     c->nheld++;
-    if (!p->paused)
+    if (!p->paused) {
         part_set_paused(c, p, true);
+        if (c->pauses)
+            deta_counter_inc(c->pauses);
+    }
+}
+
+/* Under c->lock, w's queue full: waits (up to DETA_KAFKA_ROOM_WAIT_MS) for room
+ * when w is flowing, i.e. between handler calls or in one that began within
+ * DETA_KAFKA_FLOWING_MS; true when there is room. See "Backpressure" above. */
+static bool wait_for_room(deta_consumer_t *c, worker_t *w) {
+    if (w->ncurrent > 0 && deta_clock_ms() - w->took_ms > DETA_KAFKA_FLOWING_MS)
+        return false;
+    struct timespec until = deta_clock_after(DETA_KAFKA_ROOM_WAIT_MS);
+    while (queue_full(w) && !c->stopping && !deta_kafka_must_stop(c))
+        if (pthread_cond_timedwait(&c->progress, &c->lock, &until) != 0)
+            break;
+    return !queue_full(w);
 }
 
 static void dispatch_polled(deta_consumer_t *c, rd_kafka_message_t *m) {
@@ -340,7 +366,8 @@ static void dispatch_polled(deta_consumer_t *c, rd_kafka_message_t *m) {
     }
     worker_t *w = worker_for(c, m);
     pthread_mutex_lock(&c->lock);
-    bool room = !p->held && !queue_full(w); /* never overtake a held message */
+    /* never overtake a held message */
+    bool room = !p->held && (!queue_full(w) || wait_for_room(c, w));
     bool lost = room && !dispatch_locked(w, j);
     if (lost) {
         deta_kafka_halt(c, m, "tracking its offset");
@@ -573,6 +600,8 @@ static void *worker_main(void *arg) {
             j->running = true;
             w->current[w->ncurrent++] = j;
         }
+        w->took_ms = deta_clock_ms();
+        pthread_cond_broadcast(&c->progress); /* room in the queue */
         size_t n = w->ncurrent;
         sort_by_key(w->current, n); /* under the lock: a revoke reads current[] */
         pthread_mutex_unlock(&c->lock);
