@@ -3,7 +3,8 @@
  * kafka_consumer.c has the loop without them, kafka_internal.h the map).
  *
  * The polling thread hands each message to worker hash(key) % N through a short
- * bounded queue, pausing a partition whose next message finds its queue full; the
+ * bounded queue, waiting for room in a flowing worker's queue and otherwise pausing
+ * a partition whose next message finds its queue full; the
  * workers run the same handling as the loop without workers (kafka_handle.c). A
  * partition's offset is stored only up to its completed watermark (offsets.h):
  * the highest offset that, with every earlier one dispatched, is finished. A
@@ -18,9 +19,10 @@
  *
  * Backpressure. Each worker has a short bounded queue. When a message's queue is
  * full and the worker is flowing (between handler calls, or in one that began
- * within DETA_KAFKA_FLOWING_MS), the poller waits for room, up to DETA_KAFKA_ROOM_WAIT_MS:
- * a worker that keeps up makes room within a batch. Otherwise (a worker retrying,
- * or still full after the wait) the poller holds the message (in its partition's
+ * less than DETA_KAFKA_ROOM_WAIT_MS ago), the poller waits for room until that
+ * call has run that long (or that long from now, between calls): a worker that
+ * keeps up makes room within a batch. Otherwise (a worker retrying, a long call,
+ * still full after the wait) the poller holds the message (in its partition's
  * held list) and pauses that partition: librdkafka then drops what it prefetched
  * for it and, on resume, fetches again from just after the held message. The
  * poller keeps polling the other partitions meanwhile, so it never stops calling
@@ -89,8 +91,8 @@
  * jobs stay queued (not running) while it waits, so a revoke drops them as any
  * queued job, and a stop ends the wait at once.
  *
- * Ownership. c->lock guards the queues, the workers' current jobs, the trackers,
- * job->part, job->running and c->stopping. Only the poller's thread creates,
+ * Ownership. c->lock guards the queues, the workers' current jobs and took_ms,
+ * the trackers, job->part, job->running and c->stopping. Only the poller's thread creates,
  * lists and frees parts and their held lists, and it calls librdkafka (pause,
  * resume, seek, assign) without holding the lock; workers call only
  * rd_kafka_offsets_store, under it.
@@ -108,8 +110,7 @@
 #include "offsets.h"
 
 #define DETA_KAFKA_HELD_POLL_MS 10      /* poll wait while messages are held */
-#define DETA_KAFKA_ROOM_WAIT_MS 100     /* the poller waits this long for a flowing worker */
-#define DETA_KAFKA_FLOWING_MS 200       /* a worker that took jobs this recently flows */
+#define DETA_KAFKA_ROOM_WAIT_MS 100     /* how long a worker's call may make the poller wait */
 #define DETA_KAFKA_REVOKE_WAIT_MS 10000 /* a revoke waits this long for running handlers */
 #define DETA_KAFKA_SEEK_MS 5000
 
@@ -343,13 +344,19 @@ static void hold(deta_consumer_t *c, job_t *j) {
     }
 }
 
-/* Under c->lock, w's queue full: waits (up to DETA_KAFKA_ROOM_WAIT_MS) for room
- * when w is flowing, i.e. between handler calls or in one that began within
- * DETA_KAFKA_FLOWING_MS; true when there is room. See "Backpressure" above. */
+/* Under c->lock, w's queue full: waits for room while w is flowing, i.e. until
+ * its current call (if any) has run DETA_KAFKA_ROOM_WAIT_MS, and at most that
+ * long; true when there is room. See "Backpressure" above. */
 static bool wait_for_room(deta_consumer_t *c, worker_t *w) {
-    if (w->ncurrent > 0 && deta_clock_ms() - w->took_ms > DETA_KAFKA_FLOWING_MS)
-        return false;
-    struct timespec until = deta_clock_after(DETA_KAFKA_ROOM_WAIT_MS);
+    long wait_ms = DETA_KAFKA_ROOM_WAIT_MS;
+    if (w->ncurrent > 0) {
+        long left = w->took_ms + DETA_KAFKA_ROOM_WAIT_MS - deta_clock_ms();
+        if (left <= 0)
+            return false;
+        if (left < wait_ms)
+            wait_ms = left;
+    }
+    struct timespec until = deta_clock_after(wait_ms);
     while (queue_full(w) && !c->stopping && !deta_kafka_must_stop(c))
         if (pthread_cond_timedwait(&c->progress, &c->lock, &until) != 0)
             break;

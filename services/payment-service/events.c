@@ -57,8 +57,7 @@
  * expiry. The retry budget (PAYMENT_MAX_RETRIES 12 with the consumer's backoff
  * 0.2, 0.4, ... capped at 5 s: 41 s in all) outlasts that with room to spare.
  * An outage in between (the consumer's dependencies down: the retries wait, not
- * counted) gives the message the whole budget again once it is over, so the
- * 41 s run from then.
+ * counted) only adds its time: the retries go on at the backoff they had reached.
  *
  * The cancellation saga (docs/contracts.md#cancellation). inventory.cancel_forwarded
  * takes the same Redis lock and Postgres claim as a charge, and decides in one

@@ -23,7 +23,8 @@
  *   DETA_OK            effects are durable: the offset is stored for commit;
  *   DETA_ERR_TRANSIENT retried with exponential backoff; dead-lettered once
  *                      max_retries retries were made while the dependencies
- *                      were up (see below);
+ *                      were up (see below; after an outage the retries go on
+ *                      at the backoff they had reached);
  *   anything else      dead-lettered at once (malformed, fails validation, cannot
  *                      be applied).
  * Outages are not the message's fault. With opts.dependencies_up set (services
