@@ -26,10 +26,11 @@
  * the backoff at backoff_ms while the count went on left a budget of short waits
  * (a chaos run dead-lettered a payment after 12 retries in 17 s); restarting the
  * count too would leave none, a dependency blipping once per budget keeping a
- * message that fails on its own from ever being dead-lettered. A message's attempt number (and x-retry-count) counts
- * every retry, waiting ones included. An inline consumer waiting out an outage
- * longer than max.poll.interval.ms (5 min) loses its membership; its message is
- * then redelivered to the group, which is what an outage that long deserves.
+ * message that fails on its own from ever being dead-lettered. A message's
+ * attempt number (and x-retry-count) counts every retry, waiting ones included.
+ * An inline consumer waiting out an outage longer than max.poll.interval.ms
+ * (5 min) loses its membership; its message is then redelivered to the group,
+ * which is what an outage that long deserves.
  *
  * Out of memory. The memory a message needs (its copy for the handler, its job,
  * its partition's state and offset tracker) comes through alloc.h, which tests

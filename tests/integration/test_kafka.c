@@ -22,8 +22,9 @@
  * "retried" not), and it is processed once the hook says "up"; a message that
  * still fails when the hook says "up" is dead-lettered after exactly max_retries
  * counted retries (the hook said "up" max_retries + 1 times), its x-retry-count
- * counting every retry; one that waited out an outage halfway through its retries
- * goes on at the backoff it had reached, with what was left of its budget; with workers the waiting message shows as lag
+ * counting every retry; one that waited out an outage halfway through its
+ * retries goes on at the backoff it had reached, with what was left of its
+ * budget; with workers the waiting message shows as lag
  * (deta_consumer_lag_messages >= 1, from librdkafka's statistics) and its
  * last-message time is the handing-over's. The assigned-partitions gauge follows
  * a second member joining and leaving, and drops to 0 on close; the lag series
