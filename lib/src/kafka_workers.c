@@ -3,9 +3,9 @@
  * kafka_consumer.c has the loop without them, kafka_internal.h the map).
  *
  * The polling thread hands each message to worker hash(key) % N through a short
- * bounded queue, waiting for room in a flowing worker's queue and otherwise pausing
- * a partition whose next message finds its queue full; the
- * workers run the same handling as the loop without workers (kafka_handle.c). A
+ * bounded queue, waiting for room in a flowing worker's queue and otherwise
+ * pausing a partition whose next message finds its queue full; the workers run
+ * the same handling as the loop without workers (kafka_handle.c). A
  * partition's offset is stored only up to its completed watermark (offsets.h):
  * the highest offset that, with every earlier one dispatched, is finished. A
  * revoke waits (bounded) for the revoked partitions' running handlers; a stop
@@ -92,10 +92,10 @@
  * queued job, and a stop ends the wait at once.
  *
  * Ownership. c->lock guards the queues, the workers' current jobs and took_ms,
- * the trackers, job->part, job->running and c->stopping. Only the poller's thread creates,
- * lists and frees parts and their held lists, and it calls librdkafka (pause,
- * resume, seek, assign) without holding the lock; workers call only
- * rd_kafka_offsets_store, under it.
+ * the trackers, job->part, job->running and c->stopping. Only the poller's
+ * thread creates, lists and frees parts and their held lists, and it calls
+ * librdkafka (pause, resume, seek, assign) without holding the lock; workers call
+ * only rd_kafka_offsets_store, under it.
  */
 #include "kafka_internal.h"
 
@@ -357,7 +357,7 @@ static bool wait_for_room(deta_consumer_t *c, worker_t *w) {
             wait_ms = left;
     }
     struct timespec until = deta_clock_after(wait_ms);
-    while (queue_full(w) && !c->stopping && !deta_kafka_must_stop(c))
+    while (queue_full(w) && !deta_kafka_must_stop(c))
         if (pthread_cond_timedwait(&c->progress, &c->lock, &until) != 0)
             break;
     return !queue_full(w);

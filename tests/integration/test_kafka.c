@@ -908,25 +908,32 @@ static void assert_rounds_in_order(journal_t *j, const char *prefix, int keys, i
     assert_int_equal(j->overlaps, 0);
 }
 
-static void test_workers_parallel_in_key_order(void **state) {
-    (void)state;
-    enum { KEYS = 20, ROUNDS = 10 };
-    char prefix[48], group[64];
-    snprintf(prefix, sizeof prefix, "w-%s", run);
-    snprintf(group, sizeof group, "it-kafka-%s", prefix);
-    send_rounds(prefix, KEYS, ROUNDS);
+/* Sends rounds of keys (keys tag-<run>-00..), consumes them all with opts in the
+ * group it names (it-kafka-tag-<run>), each call taking sleep_ms, and checks
+ * them (assert_rounds_in_order); j keeps the calls for more checks. */
+static void consume_rounds(journal_t *j, const char *tag, int keys, int rounds, int sleep_ms,
+                           const deta_consumer_opts_t *opts, char *group, size_t group_size) {
+    char prefix[48];
+    snprintf(prefix, sizeof prefix, "%s-%s", tag, run);
+    snprintf(group, group_size, "it-kafka-%s", prefix);
+    send_rounds(prefix, keys, rounds);
 
-    journal_t j;
-    journal_init(&j, prefix, 50);
-    member_t mb = {&j, 1};
-    deta_consumer_opts_t opts = {.workers = 4};
+    journal_init(j, prefix, sleep_ms);
+    member_t mb = {j, 1};
     runner_t r;
-    runner_start_fn(&r, group, journal_handler, &mb, producer, &opts);
-    assert_true(wait_ok_total(&j, 0, KEYS * ROUNDS, WAIT_MS));
+    runner_start_fn(&r, group, journal_handler, &mb, producer, opts);
+    assert_true(wait_ok_total(j, 0, keys * rounds, WAIT_MS));
     ts_sleep_ms(300); /* would anything come twice? */
     runner_stop(&r);
+    assert_rounds_in_order(j, prefix, keys, rounds);
+}
 
-    assert_rounds_in_order(&j, prefix, KEYS, ROUNDS);
+static void test_workers_parallel_in_key_order(void **state) {
+    (void)state;
+    journal_t j;
+    char group[96];
+    deta_consumer_opts_t opts = {.workers = 4};
+    consume_rounds(&j, "w", 20, 10, 50, &opts, group, sizeof group);
     assert_true(j.max_running > 1); /* in parallel... */
     assert_true(j.max_running <= 4); /* ...on the 4 workers only */
     journal_free(&j);
@@ -941,24 +948,11 @@ static void test_workers_parallel_in_key_order(void **state) {
  * queueful, as before, made 25 to 29 here. */
 static void test_workers_backlog_flows_without_pauses(void **state) {
     (void)state;
-    enum { KEYS = 40, ROUNDS = 20 };
-    char prefix[48], group[64];
-    snprintf(prefix, sizeof prefix, "f-%s", run);
-    snprintf(group, sizeof group, "it-kafka-%s", prefix);
-    send_rounds(prefix, KEYS, ROUNDS);
-
     deta_metrics_t *metrics = deta_metrics_new();
     journal_t j;
-    journal_init(&j, prefix, 0);
-    member_t mb = {&j, 1};
+    char group[96];
     deta_consumer_opts_t opts = {.workers = 2, .metrics = metrics};
-    runner_t r;
-    runner_start_fn(&r, group, journal_handler, &mb, producer, &opts);
-    assert_true(wait_ok_total(&j, 0, KEYS * ROUNDS, WAIT_MS));
-    ts_sleep_ms(300); /* would anything come twice? */
-    runner_stop(&r);
-
-    assert_rounds_in_order(&j, prefix, KEYS, ROUNDS);
+    consume_rounds(&j, "f", 40, 20, 0, &opts, group, sizeof group);
     char series[160];
     snprintf(series, sizeof series, "\ndeta_consumer_pauses_total{group=\"%s\"} ", group);
     char *text = deta_metrics_render(metrics);
