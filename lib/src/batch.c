@@ -85,7 +85,8 @@ static deta_err_t apply_one(deta_db_t *db, size_t i, deta_batch_apply_fn apply, 
 }
 
 deta_err_t deta_batch_run(deta_db_t *db, const deta_kafka_msg_t *msgs, size_t n,
-                          int lock_timeout_ms, deta_batch_apply_fn apply, void *opaque,
+                          int lock_timeout_ms, deta_batch_prepare_fn prepare,
+                          deta_batch_apply_fn apply, void *opaque,
                           deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX], size_t *failed,
                           char *errstr, size_t errsize) {
     *failed = n;
@@ -98,6 +99,10 @@ deta_err_t deta_batch_run(deta_db_t *db, const deta_kafka_msg_t *msgs, size_t n,
             deta_db_rollback(db);
             return DETA_ERR_TRANSIENT;
         }
+    }
+    if (prepare && prepare(db, opaque, errstr, errsize) != DETA_OK) {
+        deta_db_rollback(db);
+        return DETA_ERR_TRANSIENT;
     }
     deta_span_t **spans = item_spans_new(msgs, n);
     for (size_t i = 0; i < n; i++) {

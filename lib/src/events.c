@@ -172,6 +172,8 @@ typedef struct batch_item {
 typedef struct batch_ctx {
     deta_event_dispatch_t *d;
     batch_item_t *items;
+    const deta_err_t *results; /* the refusals before the transaction */
+    size_t n;
 } batch_ctx_t;
 
 static deta_err_t batch_apply_one(deta_db_t *db, size_t i, void *opaque, char *why,
@@ -181,6 +183,22 @@ static deta_err_t batch_apply_one(deta_db_t *db, size_t i, void *opaque, char *w
     if (!it->route)
         return DETA_OK; /* a type this service ignores */
     return claim_and_apply(b->d, db, it->route, &it->ev, &it->duplicate, why, whysize);
+}
+
+/* The dispatch's batch_lock over the items still to apply (deta/batch.h's
+ * prepare). */
+static deta_err_t batch_lock(deta_db_t *db, void *opaque, char *errstr, size_t errsize) {
+    batch_ctx_t *b = opaque;
+    const deta_event_t **evs = calloc(b->n, sizeof *evs);
+    if (!evs)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    size_t k = 0;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->results[i] == DETA_OK && b->items[i].route)
+            evs[k++] = &b->items[i].ev;
+    deta_err_t err = b->d->opts.batch_lock(db, evs, k, b->d->opaque, errstr, errsize);
+    free(evs);
+    return err;
 }
 
 /* Whether some item is still to apply: one refused before any SQL, or of a type
@@ -204,11 +222,12 @@ static deta_err_t batch_apply(deta_event_dispatch_t *d, const deta_kafka_msg_t *
     deta_db_t *db = deta_db_pool_get(deta_service_db(d->svc));
     if (!db)
         return DETA_ERR_INTERNAL;
-    batch_ctx_t b = {d, items};
+    batch_ctx_t b = {d, items, results, n};
     char tx_why[256] = "";
     size_t failed = n;
-    deta_err_t err = deta_batch_run(db, msgs, n, lock_timeout_ms, batch_apply_one, &b, results,
-                                    why, &failed, tx_why, sizeof tx_why);
+    deta_err_t err = deta_batch_run(db, msgs, n, lock_timeout_ms,
+                                    d->opts.batch_lock ? batch_lock : NULL, batch_apply_one, &b,
+                                    results, why, &failed, tx_why, sizeof tx_why);
     if (err && failed < n && items[failed].parsed)
         deta_log(DETA_LOG_WARN, items[failed].ev.order_id, items[failed].ev.correlation_id,
                  "%s %s: batch of %zu rolled back, applying one at a time: %s",

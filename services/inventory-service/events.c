@@ -82,12 +82,18 @@
  * one commit instead of one per event; an event refused for good (a bad payload,
  * an outcome with no reservation) is rolled back alone and dead-lettered. The
  * stock rows are shared by every order of an item, and a batch holds the ones
- * it locked until it commits: two workers' batches can take two items in
- * opposite orders, which one at a time cannot (an order's rows are locked in a
- * fixed order). Such a batch must not wait for Postgres's deadlock detection
- * (deadlock_timeout, 1 s): its lock waits are bounded by
- * INV_BATCH_LOCK_TIMEOUT_MS, after which it is rolled back (transient) and its
- * events are applied one at a time, as without batches. The payment outcomes'
+ * it locked until it commits: two workers' batches that took two items in
+ * opposite orders would wait on each other, which one at a time cannot (an
+ * order's rows are locked in a fixed order). So a batch first locks the stock
+ * rows of all its events' steps, at once in item order (batch_lock, the
+ * dispatch's deta_event_dispatch_opts_t.batch_lock): batches then queue on the
+ * items they share. A cycle is still possible with a transaction that locks a
+ * reservation before its stock (a settlement applied alone, the sweeper) on
+ * the same order at the same instant; such a batch must not wait for
+ * Postgres's deadlock detection (deadlock_timeout, 1 s): its lock waits are
+ * bounded by INV_BATCH_LOCK_TIMEOUT_MS, after which it is rolled back
+ * (transient) and its events are applied one at a time, as without batches.
+ * The payment outcomes'
  * consumer has INV_SETTLE_WORKERS workers, not INV_CONSUMER_WORKERS (each batches
  * only its own queue: fewer workers, fuller batches), and waits up to
  * INV_SETTLE_BATCH_WAIT_MS for more events when it finds fewer than a batch queued:
@@ -123,7 +129,9 @@
 /* Batches: the events a worker finds queued, up to INV_BATCH_MAX, in one
  * transaction; a batch waits at most INV_BATCH_LOCK_TIMEOUT_MS for a row lock
  * (see "Batches" above). A stock row is held for a few milliseconds by a batch
- * that commits; a wait as long as this is two batches in each other's way. */
+ * that commits; a wait as long as this is a long queue of batches or a cycle.
+ * Unbounded waits were measured too: no fallbacks at 240 orders/s, but no more
+ * orders ended. */
 #define INV_BATCH_MAX 16
 #define INV_BATCH_LOCK_TIMEOUT_MS 100
 /* The payment outcomes' consumer: fewer workers, and a wait for a fuller batch
@@ -554,17 +562,80 @@ static deta_err_t compensate(inv_events_t *e, deta_db_t *db, const deta_event_t 
 typedef deta_err_t (*inv_step_fn)(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
                                   bool *duplicate, char *errstr, size_t errsize);
 
+/* Which stock rows a step may move: a batch locks them first (batch_lock). */
+typedef enum inv_step_stock {
+    INV_STOCK_NONE,     /* none (a cancel request only decides) */
+    INV_STOCK_ORDERED,  /* the items of the order in the payload */
+    INV_STOCK_RESERVED, /* the items of the order's reservation */
+} inv_step_stock_t;
+
 static const struct {
     const char *event_type;
     inv_step_fn step;
+    inv_step_stock_t stock;
 } STEPS[] = {
-    {DETA_EVT_ORDER_CREATED, order_created},
-    {DETA_EVT_ORDER_CANCEL_REQUESTED, cancel_requested},
-    {DETA_EVT_PAYMENT_AUTHORIZED, payment_authorized},
-    {DETA_EVT_PAYMENT_FAILED, payment_failed},
-    {DETA_EVT_PAYMENT_CANCELLED, compensate},
-    {DETA_EVT_DELIVERY_CANCELLED, compensate},
+    {DETA_EVT_ORDER_CREATED, order_created, INV_STOCK_ORDERED},
+    {DETA_EVT_ORDER_CANCEL_REQUESTED, cancel_requested, INV_STOCK_NONE},
+    {DETA_EVT_PAYMENT_AUTHORIZED, payment_authorized, INV_STOCK_RESERVED},
+    {DETA_EVT_PAYMENT_FAILED, payment_failed, INV_STOCK_RESERVED},
+    {DETA_EVT_PAYMENT_CANCELLED, compensate, INV_STOCK_RESERVED},
+    {DETA_EVT_DELIVERY_CANCELLED, compensate, INV_STOCK_RESERVED},
 };
+
+static inv_step_stock_t step_stock(const char *event_type) {
+    for (size_t i = 0; i < sizeof STEPS / sizeof *STEPS; i++)
+        if (strcmp(STEPS[i].event_type, event_type) == 0)
+            return STEPS[i].stock;
+    return INV_STOCK_NONE;
+}
+
+/* Adds what ev's step may move to lines (its order's items) or orders (its
+ * order's id). A payload that does not parse adds nothing: its step refuses it. */
+static bool add_stock(const deta_event_t *ev, json_t *lines, json_t *orders) {
+    switch (step_stock(ev->event_type)) {
+    case INV_STOCK_ORDERED: {
+        inv_request_t r;
+        char ignored[DETA_KAFKA_WHY_MAX];
+        if (inv_request_from_order_created(ev->payload, ev->order_id, &r, ignored,
+                                           sizeof ignored))
+            return true;
+        json_t *mine = inv_lines_json(r.lines, r.nlines);
+        bool ok = mine && json_array_extend(lines, mine) == 0;
+        json_decref(mine);
+        return ok;
+    }
+    case INV_STOCK_RESERVED:
+        return json_array_append_new(orders, json_string(ev->order_id)) == 0;
+    case INV_STOCK_NONE:
+        break;
+    }
+    return true;
+}
+
+/* The batch's shared locks (deta_event_dispatch_opts_t.batch_lock): the stock
+ * rows of every event's step, taken at once in itemId order before any event is
+ * applied, so that two batches queue on the rows they share instead of waiting
+ * on each other in a cycle (see "Batches" above). */
+static deta_err_t batch_lock(deta_db_t *db, const deta_event_t *const *events, size_t n,
+                             void *opaque, char *errstr, size_t errsize) {
+    (void)opaque;
+    json_t *lines = json_array(), *orders = json_array();
+    bool ok = lines && orders;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = add_stock(events[i], lines, orders);
+    char *lines_text = ok ? json_dumps(lines, JSON_COMPACT) : NULL;
+    char *orders_text = ok ? json_dumps(orders, JSON_COMPACT) : NULL;
+    json_decref(lines);
+    json_decref(orders);
+    deta_err_t err = DETA_OK;
+    if (!lines_text || !orders_text)
+        err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    else
+        err = inv_store_lock_batch(db, lines_text, orders_text, errstr, errsize);
+    free(lines_text);
+    free(orders_text);
+    return err;
+}
 
 /* The handler of every route below: the step of the event's type, and what the
  * dispatcher (own_key) gets of it: its duplicate as DETA_ERR_CONFLICT, a unique
@@ -618,7 +689,8 @@ deta_err_t inv_events_subscribe(inv_events_t *e, char *errstr, size_t errsize) {
                                  .batch_fn = consume_batch,
                                  .batch_max = INV_BATCH_MAX};
     /* No claim: every route is idempotent by the order's reservation row (above). */
-    static const deta_event_dispatch_opts_t own_key = {.own_key = true};
+    static const deta_event_dispatch_opts_t own_key = {.own_key = true,
+                                                       .batch_lock = batch_lock};
     deta_err_t err = deta_service_on_events_opts(e->svc, ORDER_TOPICS, 1, ORDER_ROUTES,
                                                  NROUTES(ORDER_ROUTES), e, &opts, &own_key,
                                                  errstr, errsize);

@@ -12,7 +12,13 @@
  * sort, so rows are locked in that order), the same order in every instance.
  * Settling locks its reservation row before the stock rows; reserving takes no
  * reservation lock it could wait on, so the two never wait on each other in a
- * cycle.
+ * cycle. A batch (several events in one transaction, events.c) locks the stock
+ * rows of all its events first, at once and in that order (inv_store_lock_batch),
+ * so two batches never wait in a cycle either: the later queues behind the
+ * earlier. It takes them before its reservation rows, the reverse of a lone
+ * settlement: a batch and a lone settlement or the sweeper on the same order at
+ * the same instant can wait on each other, which the batch's lock timeout ends
+ * (its events are then applied one at a time).
  *
  * Lines travel to Postgres as the JSON array of the payload ([{itemId, quantity}])
  * and are unpacked there, so an order costs a few round trips whatever its size.
@@ -231,6 +237,24 @@ deta_err_t inv_store_change(deta_db_t *db, const char *item_id, const inv_stock_
 }
 
 /* ---- reserving ---- */
+
+static const char LOCK_BATCH_SQL[] =
+    "SELECT item_id FROM stock WHERE item_id IN ("
+    "  SELECT e->>'itemId' FROM jsonb_array_elements($1::jsonb) e"
+    "  UNION SELECT ri.item_id FROM reservation_items ri"
+    "  WHERE ri.order_id IN (SELECT jsonb_array_elements_text($2::jsonb)))"
+    " ORDER BY item_id COLLATE \"C\" FOR UPDATE";
+
+deta_err_t inv_store_lock_batch(deta_db_t *db, const char *lines, const char *orders,
+                                char *errstr, size_t errsize) {
+    const char *params[] = {lines, orders};
+    deta_err_t err;
+    PGresult *res = deta_db_exec(db, LOCK_BATCH_SQL, 2, params, &err, errstr, errsize);
+    if (!res)
+        return err;
+    PQclear(res);
+    return DETA_OK;
+}
 
 static const char LOCK_LEVELS_SQL[] =
     "SELECT item_id, available, sellable FROM stock"

@@ -39,6 +39,14 @@ deta_err_t inv_store_change(deta_db_t *db, const char *item_id, const inv_stock_
                             inv_change_outcome_t *outcome, inv_violation_t *v, json_t **item,
                             char *errstr, size_t errsize);
 
+/* In a batch's transaction, before any of its events is applied: locks the stock
+ * rows of the items of lines (a JSON array of {itemId, ...}, the orders to
+ * reserve) and of the reservations of orders (a JSON array of order ids, the
+ * reservations to settle or give back), all at once in itemId byte order. The
+ * handlers' own locks then find them held. */
+deta_err_t inv_store_lock_batch(deta_db_t *db, const char *lines, const char *orders,
+                                char *errstr, size_t errsize);
+
 /* In the caller's transaction: locks the stock rows of the lines' items in itemId
  * byte order (so that concurrent reservations never deadlock) and reads their
  * levels into levels[INV_MAX_LINES]; unknown items are simply absent. */

@@ -274,7 +274,7 @@ static deta_err_t consume_batch(const deta_kafka_msg_t *msgs, size_t n, void *op
     batch_t batch = {.items = items, .n = n, .folded = false};
     char tx_why[256] = "";
     size_t failed = n;
-    deta_err_t err = deta_batch_run(db, msgs, n, 0, batch_apply_one, &batch, results, why,
+    deta_err_t err = deta_batch_run(db, msgs, n, 0, NULL, batch_apply_one, &batch, results, why,
                                     &failed, tx_why, sizeof tx_why);
     if (err)
         DETA_WARN("batch of %zu events rolled back, applying one at a time: %s", n,

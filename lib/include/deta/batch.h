@@ -29,6 +29,9 @@
  * lock_timeout, one more round trip): a batch that waits longer for a row lock
  * gives up (55P03, transient) and its messages go one at a time, as before
  * batching, where the locks are taken in a fixed order and cannot deadlock.
+ * A prepare step (below) that takes every such lock the batch needs, at once
+ * and in one fixed order, before any message is applied, keeps two batches
+ * from waiting on each other in a cycle: then they only queue.
  */
 #ifndef DETA_BATCH_H
 #define DETA_BATCH_H
@@ -42,14 +45,22 @@
 typedef deta_err_t (*deta_batch_apply_fn)(deta_db_t *db, size_t i, void *opaque, char *why,
                                           size_t whysize);
 
+/* Run in the batch's transaction before any message is applied, with the
+ * apply's opaque (e.g. the row locks the batch will take, at once, in a fixed
+ * order). A failure rolls the batch back: deta_batch_run returns it as
+ * DETA_ERR_TRANSIENT, its reason in errstr. */
+typedef deta_err_t (*deta_batch_prepare_fn)(deta_db_t *db, void *opaque, char *errstr,
+                                            size_t errsize);
+
 /* The transaction above on db over messages msgs[0..n) (the batch handler's;
  * NULL: no spans): those with results[i] == DETA_OK on entry are applied, the
- * others (refused before any transaction) left as they are. DETA_OK once
- * committed; otherwise the transient error, with *failed the message it came
- * from (n: the begin, the lock timeout or the commit) and its reason in
- * why[*failed] (or in errstr for n). */
+ * others (refused before any transaction) left as they are; prepare (NULL:
+ * none) first. DETA_OK once committed; otherwise the transient error, with
+ * *failed the message it came from (n: the begin, the lock timeout, the prepare
+ * or the commit) and its reason in why[*failed] (or in errstr for n). */
 deta_err_t deta_batch_run(deta_db_t *db, const deta_kafka_msg_t *msgs, size_t n,
-                          int lock_timeout_ms, deta_batch_apply_fn apply, void *opaque,
+                          int lock_timeout_ms, deta_batch_prepare_fn prepare,
+                          deta_batch_apply_fn apply, void *opaque,
                           deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX], size_t *failed,
                           char *errstr, size_t errsize);
 

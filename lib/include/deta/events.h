@@ -46,12 +46,24 @@ typedef struct deta_event_route {
     deta_event_fn fn;
 } deta_event_route_t;
 
+/* Takes, in a batch's transaction before any of its events is applied, the
+ * locks its handlers will take on rows shared between orders, all at once and in
+ * one fixed order (deta/batch.h, prepare): events[0..n) are the batch's events
+ * still to apply, opaque the dispatch's. */
+typedef deta_err_t (*deta_event_batch_lock_fn)(deta_db_t *db, const deta_event_t *const *events,
+                                               size_t n, void *opaque, char *errstr,
+                                               size_t errsize);
+
 /* A dispatch's options; all zero is the default. */
 typedef struct deta_event_dispatch_opts {
     /* true: no claim in processed_events; every route's handler is idempotent by
      * its own key and returns DETA_ERR_CONFLICT for a duplicate (above). A claim
      * is one statement, one round trip and one row (and its purge) per event. */
     bool own_key;
+    /* Batches only (NULL: none): the batch's shared locks, taken first. Without
+     * it, two batches that lock the same rows in opposite orders wait on each
+     * other until one times out or Postgres breaks the deadlock. */
+    deta_event_batch_lock_fn batch_lock;
 } deta_event_dispatch_opts_t;
 
 /* Subscribes the service's consumer group to topics and dispatches by type.

@@ -1,0 +1,296 @@
+/*
+ * test_batch.c - deta_batch_run (deta/batch.h) against the test stack's
+ * Postgres, on a scratch database of its own (it_batch_<pid>).
+ *
+ * Its savepoints are checked through the services that batch
+ * (test_consumer_batches.c). Here: the prepare step, which runs in the batch's
+ * transaction before any message, rolls the batch back when it fails, and is
+ * what keeps two batches over shared rows from deadlocking. Two threads run a
+ * batch each over the same two rows, in opposite orders, and pause between
+ * their two messages: without a prepare each holds the row the other is about
+ * to take, and Postgres breaks the cycle by failing one of them (the check
+ * that the case is the one it claims to be); with a prepare that locks both
+ * rows in one fixed order first, the second batch queues behind the first and
+ * both commit. The dispatcher's batches (deta_event_dispatch_batch) hand such a
+ * prepare, the dispatch's batch_lock, the events still to apply, before any
+ * handler: not the malformed one, not one of a type without a route.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "deta/batch.h"
+#include "deta/events.h"
+#include "deta/log.h"
+#include "deta/topics.h"
+#include "testsupport.h"
+
+/* Long enough for both batches to take their first row before either takes its
+ * second (a batch's first statement follows its thread's start at once). */
+#define PAUSE_MS 300
+
+static deta_config_t cfg;
+
+static void run_admin(deta_db_t *db, const char *sql) {
+    char why[256] = "";
+    if (deta_db_run(db, sql, 0, NULL, why, sizeof why) != DETA_OK)
+        fail_msg("%s: %s", sql, why);
+}
+
+static int setup(void **state) {
+    (void)state;
+    deta_log_init("it-batch", DETA_LOG_ERROR);
+    if (ts_scratch_db_create("it-batch", "batch", &cfg) != 0)
+        return -1;
+    deta_db_t *db = deta_db_new(&cfg);
+    if (!db)
+        return -1;
+    char why[256] = "";
+    deta_err_t err = deta_db_run(db, "CREATE TABLE shared (k text PRIMARY KEY, n int NOT NULL)",
+                                 0, NULL, why, sizeof why);
+    deta_db_free(db);
+    if (err)
+        fprintf(stderr, "create: %s\n", why);
+    return err ? -1 : 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    ts_scratch_db_drop(&cfg);
+    return 0;
+}
+
+static long count_of(deta_db_t *db, const char *k) {
+    const char *params[] = {k};
+    deta_err_t err;
+    char why[256] = "";
+    PGresult *r = deta_db_exec(db, "SELECT n FROM shared WHERE k = $1", 1, params, &err, why,
+                               sizeof why);
+    if (!r)
+        fail_msg("count of %s: %s", k, why);
+    long n = PQntuples(r) == 1 ? atol(PQgetvalue(r, 0, 0)) : -1;
+    PQclear(r);
+    return n;
+}
+
+static void reset_rows(deta_db_t *db) {
+    run_admin(db, "DELETE FROM shared");
+    run_admin(db, "INSERT INTO shared VALUES ('a', 0), ('b', 0)");
+}
+
+/* One thread's batch: a message per key of keys, each adding one to its row,
+ * with a pause after every message but the last. */
+typedef struct batcher {
+    const char *keys[2];
+    bool prepare; /* lock both rows, in key order, first */
+    pthread_barrier_t *start;
+    deta_err_t err;
+    deta_err_t results[2];
+    char why[2][DETA_KAFKA_WHY_MAX];
+    int prepared; /* times the prepare ran */
+} batcher_t;
+
+static deta_err_t add_one(deta_db_t *db, size_t i, void *opaque, char *why, size_t whysize) {
+    batcher_t *b = opaque;
+    const char *params[] = {b->keys[i]};
+    deta_err_t err = deta_db_run(db, "UPDATE shared SET n = n + 1 WHERE k = $1", 1, params, why,
+                                 whysize);
+    if (!err && i + 1 < 2)
+        ts_sleep_ms(PAUSE_MS);
+    return err;
+}
+
+static deta_err_t lock_both(deta_db_t *db, void *opaque, char *errstr, size_t errsize) {
+    batcher_t *b = opaque;
+    b->prepared++;
+    return deta_db_run(db, "SELECT k FROM shared ORDER BY k COLLATE \"C\" FOR UPDATE", 0, NULL,
+                       errstr, errsize);
+}
+
+static void *run_batch(void *arg) {
+    batcher_t *b = arg;
+    deta_db_t *db = deta_db_new(&cfg);
+    char errstr[256] = "";
+    size_t failed = 0;
+    pthread_barrier_wait(b->start);
+    b->err = db ? deta_batch_run(db, NULL, 2, 0, b->prepare ? lock_both : NULL, add_one, b,
+                                 b->results, b->why, &failed, errstr, sizeof errstr)
+                : DETA_ERR_INTERNAL;
+    deta_db_free(db);
+    return NULL;
+}
+
+/* Both batches at once, one over a then b, the other over b then a. */
+static void run_crossed(bool prepare, batcher_t *out) {
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, 2);
+    out[0] = (batcher_t){.keys = {"a", "b"}, .prepare = prepare, .start = &start};
+    out[1] = (batcher_t){.keys = {"b", "a"}, .prepare = prepare, .start = &start};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, run_batch, &out[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&start);
+}
+
+static void test_crossed_batches_deadlock_without_a_prepare(void **state) {
+    (void)state;
+    deta_db_t *db = deta_db_new(&cfg);
+    reset_rows(db);
+    batcher_t b[2];
+    run_crossed(false, b);
+    /* Postgres failed one of the two (deadlock detected, 40P01: transient),
+     * which rolled back whole; the other committed. */
+    int committed = (b[0].err == DETA_OK) + (b[1].err == DETA_OK);
+    assert_int_equal(committed, 1);
+    assert_int_equal(b[b[0].err == DETA_OK ? 1 : 0].err, DETA_ERR_TRANSIENT);
+    assert_int_equal(count_of(db, "a"), 1);
+    assert_int_equal(count_of(db, "b"), 1);
+    deta_db_free(db);
+}
+
+static void test_a_prepare_in_key_order_queues_them_instead(void **state) {
+    (void)state;
+    deta_db_t *db = deta_db_new(&cfg);
+    reset_rows(db);
+    batcher_t b[2];
+    run_crossed(true, b);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(b[i].err, DETA_OK);
+        assert_int_equal(b[i].prepared, 1);
+        assert_int_equal(b[i].results[0], DETA_OK);
+        assert_int_equal(b[i].results[1], DETA_OK);
+    }
+    assert_int_equal(count_of(db, "a"), 2);
+    assert_int_equal(count_of(db, "b"), 2);
+    deta_db_free(db);
+}
+
+static deta_err_t refuse(deta_db_t *db, void *opaque, char *errstr, size_t errsize) {
+    (void)opaque;
+    /* It wrote before refusing: the rollback takes that back too. */
+    run_admin(db, "UPDATE shared SET n = 100 WHERE k = 'a'");
+    return deta_errf(DETA_ERR_INVALID, errstr, errsize, "refused by the prepare");
+}
+
+static deta_err_t must_not_apply(deta_db_t *db, size_t i, void *opaque, char *why,
+                                 size_t whysize) {
+    (void)db, (void)i, (void)why, (void)whysize;
+    (*(int *)opaque)++;
+    return DETA_OK;
+}
+
+static void test_a_failed_prepare_rolls_the_batch_back(void **state) {
+    (void)state;
+    deta_db_t *db = deta_db_new(&cfg);
+    reset_rows(db);
+    int applied = 0;
+    deta_err_t results[2] = {DETA_OK, DETA_OK};
+    char why[2][DETA_KAFKA_WHY_MAX] = {"", ""};
+    char errstr[256] = "";
+    size_t failed = 0;
+    deta_err_t err = deta_batch_run(db, NULL, 2, 0, refuse, must_not_apply, &applied, results,
+                                    why, &failed, errstr, sizeof errstr);
+    assert_int_equal(err, DETA_ERR_TRANSIENT);
+    assert_int_equal(failed, 2);
+    assert_string_equal(errstr, "refused by the prepare");
+    assert_int_equal(applied, 0);
+    /* Rolled back, and the connection usable (no aborted transaction left). */
+    assert_int_equal(count_of(db, "a"), 0);
+    deta_db_free(db);
+}
+
+/* ---- the dispatcher's batch_lock ---- */
+
+#define ORDER_1 "5b1e7c2a-0f3d-4c1e-9a7b-2d6e8f0a1b31"
+#define ORDER_2 "5b1e7c2a-0f3d-4c1e-9a7b-2d6e8f0a1b32"
+#define ORDER_3 "5b1e7c2a-0f3d-4c1e-9a7b-2d6e8f0a1b33"
+
+/* What the dispatch did, in order: "lock <orders>" and "apply <order>". */
+typedef struct calls {
+    char log[4][160];
+    size_t n;
+} calls_t;
+
+static void note(calls_t *c, const char *fmt, const char *a, const char *b) {
+    assert_true(c->n < 4);
+    snprintf(c->log[c->n++], sizeof c->log[0], fmt, a, b);
+}
+
+static deta_err_t record_lock(deta_db_t *db, const deta_event_t *const *events, size_t n,
+                              void *opaque, char *errstr, size_t errsize) {
+    (void)db, (void)errstr, (void)errsize;
+    assert_int_equal(n, 2);
+    note(opaque, "lock %s %s", events[0]->order_id, events[1]->order_id);
+    return DETA_OK;
+}
+
+static deta_err_t record_apply(deta_db_t *db, const deta_event_t *ev, void *opaque,
+                               char *errstr, size_t errsize) {
+    (void)db, (void)errstr, (void)errsize;
+    note(opaque, "apply %s%s", ev->order_id, "");
+    return DETA_OK;
+}
+
+static char *envelope(const char *type, const char *order) {
+    return ts_event_by("order-service", type, order, order, json_object(), NULL);
+}
+
+static deta_kafka_msg_t message(const char *key, const char *value) {
+    return (deta_kafka_msg_t){.topic = DETA_TOPIC_ORDER_EVENTS,
+                              .key = key,
+                              .key_len = strlen(key),
+                              .value = value,
+                              .len = strlen(value)};
+}
+
+static void test_the_dispatch_locks_the_events_to_apply_first(void **state) {
+    (void)state;
+    setenv("PGDATABASE", cfg.pg_database, 1);
+    static const deta_service_def_t self = {"it-batch", 0, NULL};
+    char why[256] = "";
+    deta_service_t *svc = deta_service_new(&self, why, sizeof why);
+    if (!svc)
+        fail_msg("deta_service_new: %s", why);
+    calls_t calls = {.n = 0};
+    static const deta_event_route_t routes[] = {{DETA_EVT_ORDER_CREATED, record_apply}};
+    const deta_event_dispatch_opts_t opts = {.own_key = true, .batch_lock = record_lock};
+    deta_event_dispatch_t *d = deta_event_dispatch_new_opts(svc, routes, 1, &calls, &opts);
+    assert_non_null(d);
+
+    char *texts[] = {envelope(DETA_EVT_ORDER_CREATED, ORDER_1), strdup("{\"eventType\":"),
+                     envelope(DETA_EVT_ORDER_CANCEL_REQUESTED, ORDER_2),
+                     envelope(DETA_EVT_ORDER_CREATED, ORDER_3)};
+    const char *keys[] = {ORDER_1, ORDER_2, ORDER_2, ORDER_3};
+    deta_kafka_msg_t msgs[4];
+    for (int i = 0; i < 4; i++)
+        msgs[i] = message(keys[i], texts[i]);
+    deta_err_t results[4];
+    char whys[4][DETA_KAFKA_WHY_MAX];
+    assert_int_equal(deta_event_dispatch_batch(msgs, 4, d, results, whys), DETA_OK);
+    assert_int_equal(results[0], DETA_OK);
+    assert_int_equal(results[1], DETA_ERR_INVALID); /* to be dead-lettered */
+    assert_int_equal(results[2], DETA_OK);          /* ignored */
+    assert_int_equal(results[3], DETA_OK);
+    assert_int_equal(calls.n, 3);
+    assert_string_equal(calls.log[0], "lock " ORDER_1 " " ORDER_3);
+    assert_string_equal(calls.log[1], "apply " ORDER_1);
+    assert_string_equal(calls.log[2], "apply " ORDER_3);
+
+    for (int i = 0; i < 4; i++)
+        free(texts[i]);
+    deta_event_dispatch_free(d);
+    deta_service_free(svc);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_crossed_batches_deadlock_without_a_prepare),
+        cmocka_unit_test(test_a_prepare_in_key_order_queues_them_instead),
+        cmocka_unit_test(test_a_failed_prepare_rolls_the_batch_back),
+        cmocka_unit_test(test_the_dispatch_locks_the_events_to_apply_first),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
