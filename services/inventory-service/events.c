@@ -84,12 +84,12 @@
  * stock rows are shared by every order of an item, and a batch holds the ones
  * it locked until it commits: two workers' batches that took two items in
  * opposite orders would wait on each other, which one at a time cannot (an
- * order's rows are locked in a fixed order). So a batch first locks the stock
- * rows of all its events' steps, at once in item order (batch_lock, the
- * dispatch's deta_event_dispatch_opts_t.batch_lock): batches then queue on the
- * items they share. A cycle is still possible with a transaction that locks a
- * reservation before its stock (a settlement applied alone, the sweeper) on
- * the same order at the same instant; such a batch must not wait for
+ * order's rows are locked in a fixed order). So a batch first takes every lock
+ * its events' steps will take (batch_lock, the dispatch's
+ * deta_event_dispatch_opts_t.batch_lock), in the order every transaction here
+ * takes them (store.c, "Deadlocks"): reservation rows, then stock rows. Batches
+ * then queue on the rows they share. Should a batch still wait long (a long
+ * queue; a stock row created meanwhile, store.c), it must not wait for
  * Postgres's deadlock detection (deadlock_timeout, 1 s): its lock waits are
  * bounded by INV_BATCH_LOCK_TIMEOUT_MS, after which it is rolled back
  * (transient) and its events are applied one at a time, as without batches.
@@ -562,78 +562,92 @@ static deta_err_t compensate(inv_events_t *e, deta_db_t *db, const deta_event_t 
 typedef deta_err_t (*inv_step_fn)(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
                                   bool *duplicate, char *errstr, size_t errsize);
 
-/* Which stock rows a step may move: a batch locks them first (batch_lock). */
-typedef enum inv_step_stock {
-    INV_STOCK_NONE,     /* none (a cancel request only decides) */
-    INV_STOCK_ORDERED,  /* the items of the order in the payload */
-    INV_STOCK_RESERVED, /* the items of the order's reservation */
-} inv_step_stock_t;
+/* Which rows a step locks: a batch locks them first (batch_lock). */
+typedef enum inv_step_locks {
+    INV_LOCKS_ORDERED,     /* the stock of the items ordered (it inserts the reservation) */
+    INV_LOCKS_RESERVATION, /* the order's reservation (a cancel request only decides) */
+    INV_LOCKS_SETTLED,     /* the reservation, then the stock of its items */
+} inv_step_locks_t;
 
 static const struct {
     const char *event_type;
     inv_step_fn step;
-    inv_step_stock_t stock;
+    inv_step_locks_t locks;
 } STEPS[] = {
-    {DETA_EVT_ORDER_CREATED, order_created, INV_STOCK_ORDERED},
-    {DETA_EVT_ORDER_CANCEL_REQUESTED, cancel_requested, INV_STOCK_NONE},
-    {DETA_EVT_PAYMENT_AUTHORIZED, payment_authorized, INV_STOCK_RESERVED},
-    {DETA_EVT_PAYMENT_FAILED, payment_failed, INV_STOCK_RESERVED},
-    {DETA_EVT_PAYMENT_CANCELLED, compensate, INV_STOCK_RESERVED},
-    {DETA_EVT_DELIVERY_CANCELLED, compensate, INV_STOCK_RESERVED},
+    {DETA_EVT_ORDER_CREATED, order_created, INV_LOCKS_ORDERED},
+    {DETA_EVT_ORDER_CANCEL_REQUESTED, cancel_requested, INV_LOCKS_RESERVATION},
+    {DETA_EVT_PAYMENT_AUTHORIZED, payment_authorized, INV_LOCKS_SETTLED},
+    {DETA_EVT_PAYMENT_FAILED, payment_failed, INV_LOCKS_SETTLED},
+    {DETA_EVT_PAYMENT_CANCELLED, compensate, INV_LOCKS_SETTLED},
+    {DETA_EVT_DELIVERY_CANCELLED, compensate, INV_LOCKS_SETTLED},
 };
 
-static inv_step_stock_t step_stock(const char *event_type) {
-    for (size_t i = 0; i < sizeof STEPS / sizeof *STEPS; i++)
-        if (strcmp(STEPS[i].event_type, event_type) == 0)
-            return STEPS[i].stock;
-    return INV_STOCK_NONE;
+/* What a batch locks first: JSON arrays, NULL while empty. */
+typedef struct batch_locks {
+    json_t *held;    /* order ids whose reservation rows its steps lock */
+    json_t *lines;   /* the lines of the orders it reserves */
+    json_t *settled; /* order ids whose reservations' stock it moves */
+} batch_locks_t;
+
+/* Appends item (a new reference) to *array, made on first use. */
+static bool append(json_t **array, json_t *item) {
+    if (!*array)
+        *array = json_array();
+    return *array && json_array_append_new(*array, item) == 0;
 }
 
-/* Adds what ev's step may move to lines (its order's items) or orders (its
- * order's id). A payload that does not parse adds nothing: its step refuses it. */
-static bool add_stock(const deta_event_t *ev, json_t *lines, json_t *orders) {
-    switch (step_stock(ev->event_type)) {
-    case INV_STOCK_ORDERED: {
+/* Adds what ev's step locks to l. A payload that does not parse adds nothing:
+ * its step refuses it. */
+static bool add_locks(const deta_event_t *ev, batch_locks_t *l) {
+    inv_step_locks_t locks = INV_LOCKS_RESERVATION;
+    for (size_t i = 0; i < sizeof STEPS / sizeof *STEPS; i++)
+        if (strcmp(STEPS[i].event_type, ev->event_type) == 0)
+            locks = STEPS[i].locks;
+    if (locks == INV_LOCKS_ORDERED) {
         inv_request_t r;
         char ignored[DETA_KAFKA_WHY_MAX];
         if (inv_request_from_order_created(ev->payload, ev->order_id, &r, ignored,
                                            sizeof ignored))
             return true;
-        json_t *mine = inv_lines_json(r.lines, r.nlines);
-        bool ok = mine && json_array_extend(lines, mine) == 0;
-        json_decref(mine);
+        bool ok = true;
+        for (size_t i = 0; ok && i < r.nlines; i++)
+            ok = append(&l->lines, json_pack("{s:s}", "itemId", r.lines[i].item_id));
         return ok;
     }
-    case INV_STOCK_RESERVED:
-        return json_array_append_new(orders, json_string(ev->order_id)) == 0;
-    case INV_STOCK_NONE:
-        break;
-    }
-    return true;
+    if (!append(&l->held, json_string(ev->order_id)))
+        return false;
+    return locks != INV_LOCKS_SETTLED || append(&l->settled, json_string(ev->order_id));
 }
 
-/* The batch's shared locks (deta_event_dispatch_opts_t.batch_lock): the stock
- * rows of every event's step, taken at once in itemId order before any event is
- * applied, so that two batches queue on the rows they share instead of waiting
- * on each other in a cycle (see "Batches" above). */
+/* An array's text, or NULL for none; *ok false when it could not be made. */
+static char *array_text(const json_t *array, bool *ok) {
+    char *text = array ? json_dumps(array, JSON_COMPACT) : NULL;
+    if (array && !text)
+        *ok = false;
+    return text;
+}
+
+/* The batch's locks (deta_event_dispatch_opts_t.batch_lock): every lock its
+ * events' steps will take, taken before any event is applied and in the order
+ * of store.c's "Deadlocks", so that a batch queues behind whatever holds the
+ * rows it shares instead of waiting in a cycle (see "Batches" above). */
 static deta_err_t batch_lock(deta_db_t *db, const deta_event_t *const *events, size_t n,
                              void *opaque, char *errstr, size_t errsize) {
     (void)opaque;
-    json_t *lines = json_array(), *orders = json_array();
-    bool ok = lines && orders;
+    batch_locks_t l = {NULL, NULL, NULL};
+    bool ok = true;
     for (size_t i = 0; ok && i < n; i++)
-        ok = add_stock(events[i], lines, orders);
-    char *lines_text = ok ? json_dumps(lines, JSON_COMPACT) : NULL;
-    char *orders_text = ok ? json_dumps(orders, JSON_COMPACT) : NULL;
-    json_decref(lines);
-    json_decref(orders);
-    deta_err_t err = DETA_OK;
-    if (!lines_text || !orders_text)
-        err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
-    else
-        err = inv_store_lock_batch(db, lines_text, orders_text, errstr, errsize);
-    free(lines_text);
-    free(orders_text);
+        ok = add_locks(events[i], &l);
+    char *held = array_text(l.held, &ok), *lines = array_text(l.lines, &ok),
+         *settled = array_text(l.settled, &ok);
+    json_decref(l.held);
+    json_decref(l.lines);
+    json_decref(l.settled);
+    deta_err_t err = ok ? inv_store_lock_batch(db, held, lines, settled, errstr, errsize)
+                        : deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    free(held);
+    free(lines);
+    free(settled);
     return err;
 }
 

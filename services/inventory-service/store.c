@@ -12,13 +12,14 @@
  * sort, so rows are locked in that order), the same order in every instance.
  * Settling locks its reservation row before the stock rows; reserving takes no
  * reservation lock it could wait on, so the two never wait on each other in a
- * cycle. A batch (several events in one transaction, events.c) locks the stock
- * rows of all its events first, at once and in that order (inv_store_lock_batch),
- * so two batches never wait in a cycle either: the later queues behind the
- * earlier. It takes them before its reservation rows, the reverse of a lone
- * settlement: a batch and a lone settlement or the sweeper on the same order at
- * the same instant can wait on each other, which the batch's lock timeout ends
- * (its events are then applied one at a time).
+ * cycle. A batch (several events in one transaction, events.c) takes every lock
+ * its events will take first, in the same order: the reservation rows it acts
+ * on, by order_id, then all its stock rows, by item_id (inv_store_lock_batch).
+ * So batches, lone events and the sweeper never wait on one another in a cycle:
+ * a batch queues behind whatever holds the rows it shares. (Not covered: a stock
+ * row created by the admin API while the batch runs, which only its
+ * order.created would then lock: a cycle there ends at the batch's lock timeout,
+ * and its events go one at a time.)
  *
  * Lines travel to Postgres as the JSON array of the payload ([{itemId, quantity}])
  * and are unpacked there, so an order costs a few round trips whatever its size.
@@ -238,22 +239,41 @@ deta_err_t inv_store_change(deta_db_t *db, const char *item_id, const inv_stock_
 
 /* ---- reserving ---- */
 
-static const char LOCK_BATCH_SQL[] =
+static const char LOCK_BATCH_RESERVATIONS_SQL[] =
+    "SELECT order_id FROM reservations"
+    " WHERE order_id IN (SELECT jsonb_array_elements_text($1::jsonb))"
+    " ORDER BY order_id COLLATE \"C\" FOR UPDATE";
+
+static const char LOCK_BATCH_STOCK_SQL[] =
     "SELECT item_id FROM stock WHERE item_id IN ("
     "  SELECT e->>'itemId' FROM jsonb_array_elements($1::jsonb) e"
     "  UNION SELECT ri.item_id FROM reservation_items ri"
     "  WHERE ri.order_id IN (SELECT jsonb_array_elements_text($2::jsonb)))"
     " ORDER BY item_id COLLATE \"C\" FOR UPDATE";
 
-deta_err_t inv_store_lock_batch(deta_db_t *db, const char *lines, const char *orders,
-                                char *errstr, size_t errsize) {
-    const char *params[] = {lines, orders};
+/* Runs one of the locking SELECTs above. */
+static deta_err_t lock_rows(deta_db_t *db, const char *sql, int nparams,
+                            const char *const *params, char *errstr, size_t errsize) {
     deta_err_t err;
-    PGresult *res = deta_db_exec(db, LOCK_BATCH_SQL, 2, params, &err, errstr, errsize);
+    PGresult *res = deta_db_exec(db, sql, nparams, params, &err, errstr, errsize);
     if (!res)
         return err;
     PQclear(res);
     return DETA_OK;
+}
+
+deta_err_t inv_store_lock_batch(deta_db_t *db, const char *held, const char *lines,
+                                const char *settled, char *errstr, size_t errsize) {
+    deta_err_t err = DETA_OK;
+    if (held) {
+        const char *params[] = {held};
+        err = lock_rows(db, LOCK_BATCH_RESERVATIONS_SQL, 1, params, errstr, errsize);
+    }
+    if (!err && (lines || settled)) {
+        const char *params[] = {lines ? lines : "[]", settled ? settled : "[]"};
+        err = lock_rows(db, LOCK_BATCH_STOCK_SQL, 2, params, errstr, errsize);
+    }
+    return err;
 }
 
 static const char LOCK_LEVELS_SQL[] =

@@ -39,13 +39,15 @@ deta_err_t inv_store_change(deta_db_t *db, const char *item_id, const inv_stock_
                             inv_change_outcome_t *outcome, inv_violation_t *v, json_t **item,
                             char *errstr, size_t errsize);
 
-/* In a batch's transaction, before any of its events is applied: locks the stock
- * rows of the items of lines (a JSON array of {itemId, ...}, the orders to
- * reserve) and of the reservations of orders (a JSON array of order ids, the
- * reservations to settle or give back), all at once in itemId byte order. The
- * handlers' own locks then find them held. */
-deta_err_t inv_store_lock_batch(deta_db_t *db, const char *lines, const char *orders,
-                                char *errstr, size_t errsize);
+/* In a batch's transaction, before any of its events is applied, the locks its
+ * events' steps will take, in the order every transaction of this service takes
+ * them: the reservation rows of held (a JSON array of order ids) in order_id byte
+ * order, then the stock rows of the items of lines (a JSON array of {itemId, ...}:
+ * the orders to reserve) and of the reservations of settled (a JSON array of
+ * order ids: the reservations to settle or give back) in itemId byte order. A
+ * NULL array takes none. The handlers' own locks then find them held. */
+deta_err_t inv_store_lock_batch(deta_db_t *db, const char *held, const char *lines,
+                                const char *settled, char *errstr, size_t errsize);
 
 /* In the caller's transaction: locks the stock rows of the lines' items in itemId
  * byte order (so that concurrent reservations never deadlock) and reads their

@@ -6,11 +6,11 @@
  * (test_consumer_batches.c). Here: the prepare step, which runs in the batch's
  * transaction before any message, rolls the batch back when it fails, and is
  * what keeps two batches over shared rows from deadlocking. Two threads run a
- * batch each over the same two rows, in opposite orders, and pause between
- * their two messages: without a prepare each holds the row the other is about
- * to take, and Postgres breaks the cycle by failing one of them (the check
- * that the case is the one it claims to be); with a prepare that locks both
- * rows in one fixed order first, the second batch queues behind the first and
+ * batch each over the same two rows, in opposite orders: without a prepare each
+ * takes its first row and then (a barrier) asks for the one the other holds,
+ * and Postgres breaks the cycle by failing one of them (the check that the case
+ * is the one it claims to be); with a prepare that locks both rows in one fixed
+ * order first, the second batch has them only once the first committed, and
  * both commit. The dispatcher's batches (deta_event_dispatch_batch) hand such a
  * prepare, the dispatch's batch_lock, the events still to apply, before any
  * handler: not the malformed one, not one of a type without a route.
@@ -21,13 +21,14 @@
 #include <string.h>
 
 #include "deta/batch.h"
+#include "deta/clock.h"
 #include "deta/events.h"
 #include "deta/log.h"
 #include "deta/topics.h"
 #include "testsupport.h"
 
-/* Long enough for both batches to take their first row before either takes its
- * second (a batch's first statement follows its thread's start at once). */
+/* A batch's pause between its two messages, with a prepare: what the other one
+ * waits out. */
 #define PAUSE_MS 300
 
 static deta_config_t cfg;
@@ -79,16 +80,19 @@ static void reset_rows(deta_db_t *db) {
     run_admin(db, "INSERT INTO shared VALUES ('a', 0), ('b', 0)");
 }
 
-/* One thread's batch: a message per key of keys, each adding one to its row,
- * with a pause after every message but the last. */
+/* One thread's batch: a message per key of keys, each adding one to its row.
+ * Without a prepare, both threads meet at a barrier once each has taken its first
+ * row, so each then asks for the row the other holds; with one, a batch pauses
+ * PAUSE_MS between its two messages, which the other waits out. */
 typedef struct batcher {
     const char *keys[2];
     bool prepare; /* lock both rows, in key order, first */
-    pthread_barrier_t *start;
+    pthread_barrier_t *start, *first_taken;
     deta_err_t err;
     deta_err_t results[2];
     char why[2][DETA_KAFKA_WHY_MAX];
-    int prepared; /* times the prepare ran */
+    int prepared;      /* times the prepare ran */
+    long prepared_ms;  /* when it had the rows (deta_clock_ms) */
 } batcher_t;
 
 static deta_err_t add_one(deta_db_t *db, size_t i, void *opaque, char *why, size_t whysize) {
@@ -96,16 +100,20 @@ static deta_err_t add_one(deta_db_t *db, size_t i, void *opaque, char *why, size
     const char *params[] = {b->keys[i]};
     deta_err_t err = deta_db_run(db, "UPDATE shared SET n = n + 1 WHERE k = $1", 1, params, why,
                                  whysize);
-    if (!err && i + 1 < 2)
+    if (!err && i == 0 && b->prepare)
         ts_sleep_ms(PAUSE_MS);
+    else if (!err && i == 0)
+        pthread_barrier_wait(b->first_taken);
     return err;
 }
 
 static deta_err_t lock_both(deta_db_t *db, void *opaque, char *errstr, size_t errsize) {
     batcher_t *b = opaque;
     b->prepared++;
-    return deta_db_run(db, "SELECT k FROM shared ORDER BY k COLLATE \"C\" FOR UPDATE", 0, NULL,
-                       errstr, errsize);
+    deta_err_t err = deta_db_run(db, "SELECT k FROM shared ORDER BY k COLLATE \"C\" FOR UPDATE",
+                                 0, NULL, errstr, errsize);
+    b->prepared_ms = deta_clock_ms();
+    return err;
 }
 
 static void *run_batch(void *arg) {
@@ -113,8 +121,10 @@ static void *run_batch(void *arg) {
     deta_db_t *db = deta_db_new(&cfg);
     char errstr[256] = "";
     size_t failed = 0;
+    /* connected before the start, so that both begin at once */
+    bool up = db && deta_db_run(db, "SELECT 1", 0, NULL, errstr, sizeof errstr) == DETA_OK;
     pthread_barrier_wait(b->start);
-    b->err = db ? deta_batch_run(db, NULL, 2, 0, b->prepare ? lock_both : NULL, add_one, b,
+    b->err = up ? deta_batch_run(db, NULL, 2, 0, b->prepare ? lock_both : NULL, add_one, b,
                                  b->results, b->why, &failed, errstr, sizeof errstr)
                 : DETA_ERR_INTERNAL;
     deta_db_free(db);
@@ -123,16 +133,20 @@ static void *run_batch(void *arg) {
 
 /* Both batches at once, one over a then b, the other over b then a. */
 static void run_crossed(bool prepare, batcher_t *out) {
-    pthread_barrier_t start;
+    pthread_barrier_t start, first_taken;
     pthread_barrier_init(&start, NULL, 2);
-    out[0] = (batcher_t){.keys = {"a", "b"}, .prepare = prepare, .start = &start};
-    out[1] = (batcher_t){.keys = {"b", "a"}, .prepare = prepare, .start = &start};
+    pthread_barrier_init(&first_taken, NULL, 2);
+    out[0] = (batcher_t){
+        .keys = {"a", "b"}, .prepare = prepare, .start = &start, .first_taken = &first_taken};
+    out[1] = (batcher_t){
+        .keys = {"b", "a"}, .prepare = prepare, .start = &start, .first_taken = &first_taken};
     pthread_t t[2];
     for (int i = 0; i < 2; i++)
         assert_int_equal(pthread_create(&t[i], NULL, run_batch, &out[i]), 0);
     for (int i = 0; i < 2; i++)
         pthread_join(t[i], NULL);
     pthread_barrier_destroy(&start);
+    pthread_barrier_destroy(&first_taken);
 }
 
 static void test_crossed_batches_deadlock_without_a_prepare(void **state) {
@@ -163,6 +177,10 @@ static void test_a_prepare_in_key_order_queues_them_instead(void **state) {
         assert_int_equal(b[i].results[0], DETA_OK);
         assert_int_equal(b[i].results[1], DETA_OK);
     }
+    /* The second had the rows only once the first committed: after its pause. */
+    long apart = labs(b[0].prepared_ms - b[1].prepared_ms);
+    if (apart < PAUSE_MS)
+        fail_msg("the batches had the rows %ld ms apart, not one after the other", apart);
     assert_int_equal(count_of(db, "a"), 2);
     assert_int_equal(count_of(db, "b"), 2);
     deta_db_free(db);

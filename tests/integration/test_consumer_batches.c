@@ -17,7 +17,9 @@
  * order-service: inventory-service is stopped meanwhile, so that the orders the
  * test places stay CREATED until its inventory.reserved events move them.
  * inventory-service: payment-service is stopped meanwhile, so that nothing else
- * consumes or settles the holds; the test plays order-service.
+ * consumes or settles the holds; the test plays order-service, then
+ * payment-service (every hold authorized at once: those batches lock the
+ * reservations and the stock of their items first, and none falls back).
  */
 #include <stdarg.h>
 #include <setjmp.h>
@@ -247,6 +249,38 @@ static char *order_created(const char *order, const char *item, int qty) {
     return ts_event_by("order-service", DETA_EVT_ORDER_CREATED, order, NULL, p, NULL);
 }
 
+static char *authorized(const char *order) {
+    char payment[37];
+    ts_uuid(payment);
+    json_t *p = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "orderId", order, "paymentId",
+                          payment, "customerId", "cust-batch", "amount", "1.50", "currency",
+                          "EUR", "authorizedAt", "2026-11-25T12:38:06.123Z");
+    return ts_event(DETA_EVT_PAYMENT_AUTHORIZED, order, NULL, p, NULL);
+}
+
+/* The test playing payment-service: every order's hold authorized at once. Their
+ * batches lock the reservations and then the stock of their items first
+ * (events.c, batch_lock), so none falls back to one at a time. */
+static void settle_in_batches(char (*orders)[37], const char *item) {
+    const char *url = "INVENTORY_SERVICE_URL", *topic = DETA_TOPIC_PAYMENT_EVENTS;
+    batch_figures_t before = batch_figures(url, "inventory-service", topic);
+    outbox_t o = {.n = 0};
+    for (int k = 0; k < ORDERS; k++)
+        add(&o, topic, orders[k], authorized(orders[k]));
+    send_and_free(&o);
+    PGconn *db = ts_pg("inventory_db");
+    for (int k = 0; k < ORDERS; k++)
+        await_text(db, "SELECT status FROM reservations WHERE order_id = $1", orders[k], "SOLD");
+    char sold[16];
+    snprintf(sold, sizeof sold, "%d", ORDERS);
+    await_text(db, "SELECT sold FROM stock WHERE item_id = $1", item, sold);
+    await_text(db, "SELECT held FROM stock WHERE item_id = $1", item, "0");
+    PQfinish(db);
+    batch_figures_t after = batch_figures(url, "inventory-service", topic);
+    expect_batched(&before, &after);
+    assert_true(after.one_by_one == before.one_by_one);
+}
+
 static void inventory_applies_a_batch_and_dead_letters_its_bad_event_alone(void **state) {
     (void)state;
     const char *url = "INVENTORY_SERVICE_URL", *topic = DETA_TOPIC_ORDER_EVENTS;
@@ -283,6 +317,7 @@ static void inventory_applies_a_batch_and_dead_letters_its_bad_event_alone(void 
     batch_figures_t after = batch_figures(url, "inventory-service", topic);
     expect_batched(&before, &after);
     assert_true(after.one_by_one == before.one_by_one);
+    settle_in_batches(orders, item);
 }
 
 int main(void) {

@@ -62,7 +62,10 @@ typedef struct deta_event_dispatch_opts {
     bool own_key;
     /* Batches only (NULL: none): the batch's shared locks, taken first. Without
      * it, two batches that lock the same rows in opposite orders wait on each
-     * other until one times out or Postgres breaks the deadlock. */
+     * other until one times out or Postgres breaks the deadlock. Called once
+     * per batch that opens a transaction (a message handled alone takes its
+     * locks as its handler does), with at least one event; its failure rolls
+     * the batch back, whose events then go one at a time. */
     deta_event_batch_lock_fn batch_lock;
 } deta_event_dispatch_opts_t;
 
