@@ -31,6 +31,11 @@
  * catching up on a 10000-event backlog peaked at 25 MB RSS instead of 29 to 32
  * MB, as fast; 2 MB with queued.min.messages 1000 kept it under 20 MB but cut
  * its catch-up rate several times (measured on the local stack, issue #6).
+ * That cut was the pause-and-resume stall that kafka_workers.c's backpressure
+ * has since removed: with 2 MB (queued.min.messages left alone) query-api took
+ * an 18000-event backlog in about 5 s (about 4 s with 8 MB) and peaked at 19.8
+ * to 20.1 MB, where with 8 MB the benchmark's ramp, once inventory-service let
+ * 240 and 320 orders/s through, took it to 23.7 MB (issue #18). So 2 MB.
  *
  * Transport. Every handle the library makes (the producer, which also sends the
  * dead letters, and each consumer) gets cfg->kafka_security: security.protocol,
@@ -54,7 +59,7 @@
 
 #define DETA_KAFKA_MESSAGE_TIMEOUT "0" /* librdkafka never gives a message up */
 #define DETA_KAFKA_LINGER_MS "1" /* the relay sends whole batches: waiting adds latency */
-#define DETA_KAFKA_QUEUED_MAX_KBYTES "8192"   /* prefetch per consumer (default 64 MB) */
+#define DETA_KAFKA_QUEUED_MAX_KBYTES "2048"   /* prefetch per consumer (default 64 MB) */
 #define DETA_KAFKA_FETCH_MAX_BYTES "1048576"  /* one fetch answer (default 50 MB) */
 #define DETA_KAFKA_ASSIGNMENT "cooperative-sticky"
 
