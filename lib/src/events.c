@@ -185,6 +185,12 @@ static deta_err_t batch_apply_one(deta_db_t *db, size_t i, void *opaque, char *w
     return claim_and_apply(b->d, db, it->route, &it->ev, &it->duplicate, why, whysize);
 }
 
+/* Whether item i is still to apply: not refused before any SQL, and of a type
+ * this service handles. */
+static bool to_apply(const batch_item_t *items, const deta_err_t *results, size_t i) {
+    return results[i] == DETA_OK && items[i].route;
+}
+
 /* The dispatch's batch_lock over the items still to apply (deta/batch.h's
  * prepare). */
 static deta_err_t batch_lock(deta_db_t *db, void *opaque, char *errstr, size_t errsize) {
@@ -194,7 +200,7 @@ static deta_err_t batch_lock(deta_db_t *db, void *opaque, char *errstr, size_t e
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
     size_t k = 0;
     for (size_t i = 0; i < b->n; i++)
-        if (b->results[i] == DETA_OK && b->items[i].route)
+        if (to_apply(b->items, b->results, i))
             evs[k++] = &b->items[i].ev;
     deta_err_t err = b->d->opts.batch_lock(db, evs, k, b->d->opaque, errstr, errsize);
     free(evs);
@@ -205,7 +211,7 @@ static deta_err_t batch_lock(deta_db_t *db, void *opaque, char *errstr, size_t e
  * this service ignores, needs no transaction. */
 static bool batch_has_work(const batch_item_t *items, size_t n, const deta_err_t *results) {
     for (size_t i = 0; i < n; i++)
-        if (results[i] == DETA_OK && items[i].route)
+        if (to_apply(items, results, i))
             return true;
     return false;
 }

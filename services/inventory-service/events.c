@@ -569,11 +569,13 @@ typedef enum inv_step_locks {
     INV_LOCKS_SETTLED,     /* the reservation, then the stock of its items */
 } inv_step_locks_t;
 
-static const struct {
+typedef struct inv_route_step {
     const char *event_type;
     inv_step_fn step;
     inv_step_locks_t locks;
-} STEPS[] = {
+} inv_route_step_t;
+
+static const inv_route_step_t STEPS[] = {
     {DETA_EVT_ORDER_CREATED, order_created, INV_LOCKS_ORDERED},
     {DETA_EVT_ORDER_CANCEL_REQUESTED, cancel_requested, INV_LOCKS_RESERVATION},
     {DETA_EVT_PAYMENT_AUTHORIZED, payment_authorized, INV_LOCKS_SETTLED},
@@ -581,6 +583,14 @@ static const struct {
     {DETA_EVT_PAYMENT_CANCELLED, compensate, INV_LOCKS_SETTLED},
     {DETA_EVT_DELIVERY_CANCELLED, compensate, INV_LOCKS_SETTLED},
 };
+
+/* The step of an event type, or NULL (no route leads a type without one here). */
+static const inv_route_step_t *step_of(const char *event_type) {
+    for (size_t i = 0; i < sizeof STEPS / sizeof *STEPS; i++)
+        if (strcmp(STEPS[i].event_type, event_type) == 0)
+            return &STEPS[i];
+    return NULL;
+}
 
 /* What a batch locks first: JSON arrays, NULL while empty. */
 typedef struct batch_locks {
@@ -599,11 +609,10 @@ static bool append(json_t **array, json_t *item) {
 /* Adds what ev's step locks to l. A payload that does not parse adds nothing:
  * its step refuses it. */
 static bool add_locks(const deta_event_t *ev, batch_locks_t *l) {
-    inv_step_locks_t locks = INV_LOCKS_RESERVATION;
-    for (size_t i = 0; i < sizeof STEPS / sizeof *STEPS; i++)
-        if (strcmp(STEPS[i].event_type, ev->event_type) == 0)
-            locks = STEPS[i].locks;
-    if (locks == INV_LOCKS_ORDERED) {
+    const inv_route_step_t *s = step_of(ev->event_type);
+    if (!s)
+        return true; /* on_event refuses it */
+    if (s->locks == INV_LOCKS_ORDERED) {
         inv_request_t r;
         char ignored[DETA_KAFKA_WHY_MAX];
         if (inv_request_from_order_created(ev->payload, ev->order_id, &r, ignored,
@@ -616,7 +625,7 @@ static bool add_locks(const deta_event_t *ev, batch_locks_t *l) {
     }
     if (!append(&l->held, json_string(ev->order_id)))
         return false;
-    return locks != INV_LOCKS_SETTLED || append(&l->settled, json_string(ev->order_id));
+    return s->locks != INV_LOCKS_SETTLED || append(&l->settled, json_string(ev->order_id));
 }
 
 /* An array's text, or NULL for none; *ok false when it could not be made. */
@@ -656,14 +665,12 @@ static deta_err_t batch_lock(deta_db_t *db, const deta_event_t *const *events, s
  * violation of its statements as a failure (deta_event_own_result). */
 static deta_err_t on_event(deta_db_t *db, const deta_event_t *ev, void *opaque, char *errstr,
                            size_t errsize) {
-    for (size_t i = 0; i < sizeof STEPS / sizeof *STEPS; i++) {
-        if (strcmp(STEPS[i].event_type, ev->event_type) != 0)
-            continue;
-        bool duplicate = false;
-        deta_err_t err = STEPS[i].step(opaque, db, ev, &duplicate, errstr, errsize);
-        return deta_event_own_result(err, duplicate);
-    }
-    return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "no step for %s", ev->event_type);
+    const inv_route_step_t *s = step_of(ev->event_type);
+    if (!s)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "no step for %s", ev->event_type);
+    bool duplicate = false;
+    deta_err_t err = s->step(opaque, db, ev, &duplicate, errstr, errsize);
+    return deta_event_own_result(err, duplicate);
 }
 
 /* Three consumers: orders (and their cancel requests), payment outcomes (and

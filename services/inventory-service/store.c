@@ -251,27 +251,16 @@ static const char LOCK_BATCH_STOCK_SQL[] =
     "  WHERE ri.order_id IN (SELECT jsonb_array_elements_text($2::jsonb)))"
     " ORDER BY item_id COLLATE \"C\" FOR UPDATE";
 
-/* Runs one of the locking SELECTs above. */
-static deta_err_t lock_rows(deta_db_t *db, const char *sql, int nparams,
-                            const char *const *params, char *errstr, size_t errsize) {
-    deta_err_t err;
-    PGresult *res = deta_db_exec(db, sql, nparams, params, &err, errstr, errsize);
-    if (!res)
-        return err;
-    PQclear(res);
-    return DETA_OK;
-}
-
 deta_err_t inv_store_lock_batch(deta_db_t *db, const char *held, const char *lines,
                                 const char *settled, char *errstr, size_t errsize) {
     deta_err_t err = DETA_OK;
     if (held) {
         const char *params[] = {held};
-        err = lock_rows(db, LOCK_BATCH_RESERVATIONS_SQL, 1, params, errstr, errsize);
+        err = deta_db_run(db, LOCK_BATCH_RESERVATIONS_SQL, 1, params, errstr, errsize);
     }
     if (!err && (lines || settled)) {
         const char *params[] = {lines ? lines : "[]", settled ? settled : "[]"};
-        err = lock_rows(db, LOCK_BATCH_STOCK_SQL, 2, params, errstr, errsize);
+        err = deta_db_run(db, LOCK_BATCH_STOCK_SQL, 2, params, errstr, errsize);
     }
     return err;
 }
