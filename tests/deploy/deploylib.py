@@ -480,6 +480,12 @@ def postgres_settings_problems(where, settings, nroles):
     if not re.fullmatch(r"[1-9][0-9]*(MB|GB)", bound):
         problems.append("%s: max_slot_wal_keep_size is %r: an abandoned slot would keep WAL "
                         "without bound (want a size such as 1GB)" % (where, bound))
+    delay, siblings = settings.get("commit_delay", ""), settings.get("commit_siblings", "")
+    if not (delay.isdigit() and 0 < int(delay) <= 10000 and siblings.isdigit()
+            and int(siblings) >= 1):
+        problems.append("%s: commit_delay is %r and commit_siblings %r: no group commit "
+                        "(want a delay of 1 to 10000 us, and siblings >= 1; "
+                        "infra/README.md#group-commit)" % (where, delay, siblings))
     if not settings.get("hba_file"):
         problems.append("%s: no hba_file (infra/compose/pg_hba.conf): the image's file lets "
                         "every role replicate the cluster from localhost" % where)

@@ -96,6 +96,8 @@ CASES = [
      "max_slot_wal_keep_size is '-1'"),
     ("compose", COMPOSE, "      - max_wal_senders=24\n", "      - max_wal_senders=5\n",
      "max_wal_senders is '5'"),
+    ("compose", COMPOSE, "      - commit_delay=1000\n", "      - commit_delay=0\n",
+     "no group commit"),
     ("compose", COMPOSE, "      - ./pg_hba.conf:/etc/postgresql/hba/pg_hba.conf:ro\n", "",
      "./pg_hba.conf is not mounted"),
     ("compose", "infra/compose/pg_hba.conf", "local   replication  postgres           trust",

@@ -26,7 +26,9 @@
 #     max_slot_wal_keep_size, and once the server runs with a small bound
 #     (1MB, restarted: a -c option outranks ALTER SYSTEM), a WAL switch and a
 #     checkpoint invalidate it (wal_status "lost", restart_lsn gone) instead of
-#     keeping the WAL for it.
+#     keeping the WAL for it;
+#   - group commit: the server runs compose's commit_delay and commit_siblings
+#     (infra/README.md#group-commit).
 # Needs the postgresql package (scripts/deps.sh) and python3-yaml, no running
 # server: it starts its own on a free port and removes it at the end.
 set -euo pipefail
@@ -246,6 +248,19 @@ check_slot_bound() {
   expect "the superuser cannot drop the lost slot" quietly superuser "SELECT pg_drop_replication_slot('$slot')"
 }
 
+# Group commit (infra/README.md#group-commit): the values compose gives are
+# the ones the server runs with.
+check_group_commit() {
+  local name
+  for name in commit_delay commit_siblings; do
+    expect "the server does not run compose's $name" \
+      [ "$(superuser "SELECT setting FROM pg_settings WHERE name = '$name'")" = "$(compose_settings |
+        sed -n "s/^$name=//p")" ]
+  done
+  expect "group commit is off (commit_delay 0)" \
+    [ "$(superuser "SELECT setting FROM pg_settings WHERE name = 'commit_delay'")" != 0 ]
+}
+
 main() {
   start_cluster
   psql -X -q -v ON_ERROR_STOP=1 -p "$PORT" -U postgres -d postgres -f "$INIT_SQL" >/dev/null ||
@@ -277,6 +292,7 @@ main() {
   expect "order_svc lost its password or table after a second run" \
     quietly psql_as order_svc "$ORDER_DB_PASSWORD" order_db "SELECT count(*) FROM t_order_svc"
 
+  check_group_commit
   check_slot_bound
 
   echo "test_pg_init: $CHECKS checks passed, $FAILS failed"
