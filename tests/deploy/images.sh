@@ -51,8 +51,11 @@
 # IMAGES_STACK_DIR/logs. IMAGES_KEEP=1 keeps the images (to try them by hand).
 #
 # Settings (env): BUILD_DIR (build/release: deta-cli and the local broker),
-# IMAGES_STACK_DIR (.local/images), IMAGES_PORT_BASE (47080: the services on
-# 47080..47084, Postgres +352, Redis +299), IMAGES_ORDERS (60), IMAGES_KEEP,
+# IMAGES_STACK_DIR (.local/images), IMAGES_PORT_BASE (31080: the services on
+# 31080..31084, Postgres +352, Redis +299; below Linux's ephemeral ports,
+# 32768..60999, which the containers' own connections take: a service port in
+# that range was once taken by one of them before query-api could bind it),
+# IMAGES_ORDERS (60), IMAGES_KEEP,
 # PODMAN_RUNTIME (runc when installed: crun refuses this kind of machine's
 # hybrid cgroups), BASE_MAX_AGE_DAYS. Needs root (podman, debootstrap).
 set -euo pipefail
@@ -65,7 +68,7 @@ BUILD_DIR=${BUILD_DIR:-build/release}
 case "$BUILD_DIR" in /*) ;; *) BUILD_DIR=$ROOT/$BUILD_DIR ;; esac
 export BUILD_DIR
 export STACK_DIR=${IMAGES_STACK_DIR:-.local/images}
-PORT_BASE=${IMAGES_PORT_BASE:-47080}
+PORT_BASE=${IMAGES_PORT_BASE:-31080}
 ORDERS=${IMAGES_ORDERS:-60}
 KEEP=${IMAGES_KEEP:-0}
 TAG=images-test
