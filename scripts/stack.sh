@@ -499,8 +499,8 @@ start_postgres() {
   pg_cmd+=(-c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=24
     -c max_slot_wal_keep_size=1GB)
   # Group commit, as in compose and Kubernetes (infra/README.md#group-commit):
-  # a commit that finds two others in flight waits 1 ms for them to share its
-  # WAL flush. Every commit is still flushed before it returns.
+  # a commit that finds two other writing transactions waits 1 ms for them to
+  # share its WAL flush. Every commit is still flushed before it returns.
   pg_cmd+=(-c commit_delay=1000 -c commit_siblings=2)
   rm -f "$STACK_DIR/tls/on"
   if pg_tls_wanted; then
