@@ -1,11 +1,6 @@
 /*
- * batch.c - several messages in one transaction, a savepoint each (see
- * deta/batch.h).
- *
- * Inside a live transaction SAVEPOINT and RELEASE cannot fail: a failed message
- * is rolled back to its savepoint, so the transaction is never left aborted. A
- * lost connection fails the message's first statement and then the rollback to
- * its savepoint: that is transient, and the whole batch is rolled back.
+ * batch.c - several messages in one transaction (see deta/batch.h): a message
+ * that fails, but for its duplicate, rolls the whole batch back.
  *
  * Spans: a consumer's worker thread has no current span, so db.c gives the
  * batch's transaction none. Each message's part gets one instead,
@@ -20,9 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "db_internal.h"
 #include "deta/trace.h"
-
-#define BATCH_SAVEPOINT "deta_batch_item"
 
 /* Room for the messages' db.transaction spans, or NULL when none are made: no
  * message has a consumer span (tracing off), or a span is current (above). */
@@ -66,22 +60,11 @@ static void end_items(deta_span_t **spans, size_t n, const char *error) {
     free(spans);
 }
 
-/* One message under its savepoint: DETA_OK (applied, savepoint released), its
- * own non-transient error (rolled back alone) or TRANSIENT (the batch is lost). */
-static deta_err_t apply_one(deta_db_t *db, size_t i, deta_batch_apply_fn apply, void *opaque,
-                            char *why, size_t whysize) {
-    if (deta_db_savepoint(db, BATCH_SAVEPOINT, why, whysize))
-        return DETA_ERR_TRANSIENT;
-    deta_err_t err = apply(db, i, opaque, why, whysize);
-    if (err == DETA_ERR_TRANSIENT)
-        return err;
-    if (err) {
-        char ignored[128];
-        if (deta_db_rollback_to(db, BATCH_SAVEPOINT, ignored, sizeof ignored) != DETA_OK)
-            return DETA_ERR_TRANSIENT;
-        return err;
-    }
-    return deta_db_release(db, BATCH_SAVEPOINT, why, whysize) ? DETA_ERR_TRANSIENT : DETA_OK;
+/* Whether message i's apply leaves the batch going: applied, or its own
+ * duplicate (DETA_ERR_CONFLICT, which wrote nothing: deta/batch.h) in a
+ * transaction that is not aborted (a racing insert's unique violation). */
+static bool batch_goes_on(deta_db_t *db, deta_err_t err) {
+    return err == DETA_OK || (err == DETA_ERR_CONFLICT && !deta_db_tx_aborted(db));
 }
 
 deta_err_t deta_batch_run(deta_db_t *db, const deta_kafka_msg_t *msgs, size_t n,
@@ -111,12 +94,12 @@ deta_err_t deta_batch_run(deta_db_t *db, const deta_kafka_msg_t *msgs, size_t n,
         deta_span_t *span = NULL;
         if (spans)
             span = spans[i] = enter_item(msgs, i, n);
-        results[i] = apply_one(db, i, apply, opaque, why[i], DETA_KAFKA_WHY_MAX);
+        results[i] = apply(db, i, opaque, why[i], DETA_KAFKA_WHY_MAX);
         if (spans)
             leave_item();
-        if (span && results[i] != DETA_OK && results[i] != DETA_ERR_TRANSIENT)
-            deta_span_set_error(span, why[i]);
-        if (results[i] == DETA_ERR_TRANSIENT) {
+        if (!batch_goes_on(db, results[i])) {
+            if (span)
+                deta_span_set_error(span, why[i]);
             *failed = i;
             deta_db_rollback(db);
             end_items(spans, n, "the batch rolled back");

@@ -888,6 +888,11 @@ void deta_db_rollback(deta_db_t *db) {
 
 bool deta_db_in_tx(const deta_db_t *db) { return db->in_tx; }
 
+bool deta_db_tx_aborted(const deta_db_t *db) {
+    return db->in_tx && (db->tx_lost || (db->tx_sent && db->conn &&
+                                         PQtransactionStatus(db->conn) == PQTRANS_INERROR));
+}
+
 const char *deta_db_violated(const deta_db_t *db) { return db ? db->violated : ""; }
 
 unsigned long deta_db_session(const deta_db_t *db) {

@@ -17,6 +17,9 @@
 deta_err_t deta_db_run_script(deta_db_t *db, const char *sql, char *errstr, size_t errsize);
 /* Between a successful begin and its commit or rollback. */
 bool deta_db_in_tx(const deta_db_t *db);
+/* In a transaction that a failed statement aborted (Postgres refuses everything
+ * else until the rollback), or that lost its connection; no I/O. */
+bool deta_db_tx_aborted(const deta_db_t *db);
 
 /* The handle's connection, reconnected first when it died (at most one
  * reconnect); NULL with errstr when Postgres cannot be reached. */

@@ -66,8 +66,9 @@ static const deta_event_route_t *route_for(const deta_event_dispatch_t *d, const
     return NULL;
 }
 
-/* Parse, key and producer checks (deta/event_check.h) and route: what every
- * message goes through before any transaction, one at a time or in a batch.
+/* Parse, key and producer checks (deta/event_check.h), route and the route's
+ * payload check: what every message goes through before any transaction, one at
+ * a time or in a batch.
  * *parsed says whether ev must be cleared; on DETA_OK *route may be NULL (a
  * type this service ignores). */
 static deta_err_t check_message(const deta_event_dispatch_t *d, const deta_kafka_msg_t *msg,
@@ -79,14 +80,14 @@ static deta_err_t check_message(const deta_event_dispatch_t *d, const deta_kafka
     if (err)
         return err;
     *route = route_for(d, ev->event_type);
-    return DETA_OK;
+    return *route && (*route)->check ? (*route)->check(ev, errstr, errsize) : DETA_OK;
 }
 
-/* Claims the event and, the first time, applies it, inside the transaction (or
- * savepoint) the caller opened on db. Without the claim (own_key) the handler
- * always runs, and its DETA_ERR_CONFLICT says duplicate: that code is returned
- * with *duplicate true, so that the caller rolls back what the handler wrote and
- * then reports DETA_OK. */
+/* Claims the event and, the first time, applies it, inside the transaction the
+ * caller opened on db. Without the claim (own_key) the handler always runs, and
+ * its DETA_ERR_CONFLICT says duplicate: that code is returned with *duplicate
+ * true, and the caller reports DETA_OK (one at a time after rolling back; in a
+ * batch the duplicate wrote nothing and the batch goes on, deta/batch.h). */
 static deta_err_t claim_and_apply(deta_event_dispatch_t *d, deta_db_t *db,
                                   const deta_event_route_t *r, const deta_event_t *ev,
                                   bool *duplicate, char *errstr, size_t errsize) {
@@ -167,8 +168,7 @@ typedef struct batch_item {
     bool duplicate;
 } batch_item_t;
 
-/* One routed item of the batch, inside the transaction deta_batch_run opened
- * (under the item's savepoint). */
+/* One routed item of the batch, inside the transaction deta_batch_run opened. */
 typedef struct batch_ctx {
     deta_event_dispatch_t *d;
     batch_item_t *items;
@@ -182,7 +182,10 @@ static deta_err_t batch_apply_one(deta_db_t *db, size_t i, void *opaque, char *w
     batch_item_t *it = &b->items[i];
     if (!it->route)
         return DETA_OK; /* a type this service ignores */
-    return claim_and_apply(b->d, db, it->route, &it->ev, &it->duplicate, why, whysize);
+    deta_err_t err = claim_and_apply(b->d, db, it->route, &it->ev, &it->duplicate, why, whysize);
+    /* Only the duplicate leaves the batch going (deta/batch.h): a conflict that is
+     * not one (a handler's with the claim) loses it. */
+    return err == DETA_ERR_CONFLICT && !it->duplicate ? DETA_ERR_INTERNAL : err;
 }
 
 /* Whether item i is still to apply: not refused before any SQL, and of a type
@@ -216,8 +219,8 @@ static bool batch_has_work(const batch_item_t *items, size_t n, const deta_err_t
     return false;
 }
 
-/* The transaction (deta/batch.h): every routed item under its savepoint, then
- * one commit. A transient failure anywhere rolls back the whole batch. A batch
+/* The transaction (deta/batch.h): every routed item, then one commit. A failure
+ * of an item, but for its duplicate, rolls back the whole batch. A batch
  * with nothing to apply opens none: with a lock timeout its SET LOCAL alone
  * would cost a round trip and a read-only transaction. */
 static deta_err_t batch_apply(deta_event_dispatch_t *d, const deta_kafka_msg_t *msgs,
@@ -283,7 +286,7 @@ deta_err_t deta_event_dispatch_batch_bounded(const deta_kafka_msg_t *msgs, size_
     deta_err_t err = batch_apply(d, msgs, items, n, lock_timeout_ms, results, why);
     for (size_t i = 0; i < n; i++) {
         if (err == DETA_OK && items[i].duplicate && results[i] == DETA_ERR_CONFLICT) {
-            /* own_key: the handler's duplicate, rolled back to its savepoint; done */
+            /* own_key: the handler's duplicate, which wrote nothing; done */
             results[i] = DETA_OK;
             why[i][0] = '\0';
         }

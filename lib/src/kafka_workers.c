@@ -64,10 +64,10 @@
  *
  * Batches (opts.batch_fn). A worker takes every job already in its queue, up to
  * batch_max, and hands them to batch_fn, which applies
- * them in one transaction with a savepoint each (deta_event_dispatch_batch). A
- * message it refuses for good was rolled back alone and is dead-lettered here,
- * after the commit; the others are finished. A batch that did not commit (a
- * transient failure, anything) changed nothing, and its messages go one at a
+ * them in one transaction (deta_event_dispatch_batch, deta/batch.h). A message
+ * it refused for good before its transaction is dead-lettered here, after the
+ * commit; the others are finished. A batch that did not commit (a message's
+ * failure, a transient one, anything) changed nothing, and its messages go one at a
  * time through handle_message, with its retries, backoff and dead letters. The
  * batch is handed over in key order: sorted by key, each key's jobs in queue
  * order (a stable sort), so the per-key order is as without batches, and the

@@ -304,8 +304,8 @@ static void report_cancel(delivery_events_t *e) {
 
 /* payment.failed and any other type have no route: nothing to deliver. */
 static const deta_event_route_t ROUTES[] = {
-    {DETA_EVT_PAYMENT_AUTHORIZED, on_payment_authorized},
-    {DETA_EVT_PAYMENT_CANCEL_FORWARDED, on_cancel_forwarded},
+    {DETA_EVT_PAYMENT_AUTHORIZED, on_payment_authorized, NULL},
+    {DETA_EVT_PAYMENT_CANCEL_FORWARDED, on_cancel_forwarded, NULL},
 };
 
 static deta_err_t consume(const deta_kafka_msg_t *msg, void *opaque, char *errstr,

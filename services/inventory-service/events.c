@@ -78,9 +78,12 @@
  * (sweeper.c) releases through inv_events_expire a hold still HELD a grace later.
  *
  * Batches. Each consumer applies the events a worker finds queued in one
- * transaction, a savepoint each (deta_event_dispatch_batch_bounded, deta/batch.h):
- * one commit instead of one per event; an event refused for good (a bad payload,
- * an outcome with no reservation) is rolled back alone and dead-lettered. The
+ * transaction (deta_event_dispatch_batch_bounded, deta/batch.h): one commit
+ * instead of one per event. A bad payload is refused before the transaction (the
+ * routes' check, the step's own reading) and dead-lettered alone; a duplicate
+ * writes nothing and leaves the batch going; an outcome with no reservation,
+ * known only from the table, rolls the batch back and its events go one at a
+ * time, where it is dead-lettered alone. The
  * stock rows are shared by every order of an item, and a batch holds the ones
  * it locked until it commits: two workers' batches that took two items in
  * opposite orders would wait on each other, which one at a time cannot (an
@@ -569,19 +572,46 @@ typedef enum inv_step_locks {
     INV_LOCKS_SETTLED,     /* the reservation, then the stock of its items */
 } inv_step_locks_t;
 
+/* A step's payload check, before any transaction: the same reading the step
+ * does first, so that a payload it would refuse is refused without SQL (a dead
+ * letter that leaves its batch going: deta_event_route_t.check). */
+typedef deta_err_t (*inv_check_fn)(const deta_event_t *ev, char *errstr, size_t errsize);
+
+static deta_err_t check_order_created(const deta_event_t *ev, char *errstr, size_t errsize) {
+    inv_request_t r;
+    return inv_request_from_order_created(ev->payload, ev->order_id, &r, errstr, errsize)
+               ? DETA_ERR_INVALID
+               : DETA_OK;
+}
+
+static deta_err_t check_cancel_request(const deta_event_t *ev, char *errstr, size_t errsize) {
+    inv_cancel_request_t c;
+    return inv_cancel_request_read(ev->payload, ev->order_id, &c, errstr, errsize)
+               ? DETA_ERR_INVALID
+               : DETA_OK;
+}
+
+static deta_err_t check_cancel_verdict(const deta_event_t *ev, char *errstr, size_t errsize) {
+    return inv_cancel_verdict_read(ev->payload, ev->order_id, errstr, errsize)
+               ? DETA_ERR_INVALID
+               : DETA_OK;
+}
+
 typedef struct inv_route_step {
     const char *event_type;
     inv_step_fn step;
     inv_step_locks_t locks;
+    inv_check_fn check; /* NULL: the step reads nothing of the payload */
 } inv_route_step_t;
 
 static const inv_route_step_t STEPS[] = {
-    {DETA_EVT_ORDER_CREATED, order_created, INV_LOCKS_ORDERED},
-    {DETA_EVT_ORDER_CANCEL_REQUESTED, cancel_requested, INV_LOCKS_RESERVATION},
-    {DETA_EVT_PAYMENT_AUTHORIZED, payment_authorized, INV_LOCKS_SETTLED},
-    {DETA_EVT_PAYMENT_FAILED, payment_failed, INV_LOCKS_SETTLED},
-    {DETA_EVT_PAYMENT_CANCELLED, compensate, INV_LOCKS_SETTLED},
-    {DETA_EVT_DELIVERY_CANCELLED, compensate, INV_LOCKS_SETTLED},
+    {DETA_EVT_ORDER_CREATED, order_created, INV_LOCKS_ORDERED, check_order_created},
+    {DETA_EVT_ORDER_CANCEL_REQUESTED, cancel_requested, INV_LOCKS_RESERVATION,
+     check_cancel_request},
+    {DETA_EVT_PAYMENT_AUTHORIZED, payment_authorized, INV_LOCKS_SETTLED, NULL},
+    {DETA_EVT_PAYMENT_FAILED, payment_failed, INV_LOCKS_SETTLED, NULL},
+    {DETA_EVT_PAYMENT_CANCELLED, compensate, INV_LOCKS_SETTLED, check_cancel_verdict},
+    {DETA_EVT_DELIVERY_CANCELLED, compensate, INV_LOCKS_SETTLED, check_cancel_verdict},
 };
 
 /* The step of an event type, or NULL (no route leads a type without one here). */
@@ -673,6 +703,12 @@ static deta_err_t on_event(deta_db_t *db, const deta_event_t *ev, void *opaque, 
     return deta_event_own_result(err, duplicate);
 }
 
+/* Every route's check (deta_event_route_t.check): its step's. */
+static deta_err_t check_event(const deta_event_t *ev, char *errstr, size_t errsize) {
+    const inv_route_step_t *s = step_of(ev->event_type);
+    return s && s->check ? s->check(ev, errstr, errsize) : DETA_OK;
+}
+
 /* Three consumers: orders (and their cancel requests), payment outcomes (and
  * payment.cancelled), delivery verdicts. A payment outcome that has to wait for
  * its reservation (retried in place) then holds up only other outcomes, never
@@ -680,16 +716,16 @@ static deta_err_t on_event(deta_db_t *db, const deta_event_t *ev, void *opaque, 
  * delivery verdicts, which only this service's third consumer reads, wait for
  * nothing of the busy order and payment topics. */
 static const deta_event_route_t ORDER_ROUTES[] = {
-    {DETA_EVT_ORDER_CREATED, on_event},
-    {DETA_EVT_ORDER_CANCEL_REQUESTED, on_event},
+    {DETA_EVT_ORDER_CREATED, on_event, check_event},
+    {DETA_EVT_ORDER_CANCEL_REQUESTED, on_event, check_event},
 };
 static const deta_event_route_t PAYMENT_ROUTES[] = {
-    {DETA_EVT_PAYMENT_AUTHORIZED, on_event},
-    {DETA_EVT_PAYMENT_FAILED, on_event},
-    {DETA_EVT_PAYMENT_CANCELLED, on_event},
+    {DETA_EVT_PAYMENT_AUTHORIZED, on_event, check_event},
+    {DETA_EVT_PAYMENT_FAILED, on_event, check_event},
+    {DETA_EVT_PAYMENT_CANCELLED, on_event, check_event},
 };
 static const deta_event_route_t DELIVERY_ROUTES[] = {
-    {DETA_EVT_DELIVERY_CANCELLED, on_event},
+    {DETA_EVT_DELIVERY_CANCELLED, on_event, check_event},
 };
 
 static const char *const ORDER_TOPICS[] = {DETA_TOPIC_ORDER_EVENTS};

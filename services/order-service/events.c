@@ -24,16 +24,16 @@
  * published, and every other event follows that one.
  *
  * Batches: a worker that finds several events queued (up to ORDER_BATCH_MAX)
- * applies them in one transaction, each under its savepoint (deta/batch.h): one
- * commit instead of one per event. A worker with fewer queued waits up to
+ * applies them in one transaction (deta/batch.h): one commit instead of one per
+ * event. A worker with fewer queued waits up to
  * ORDER_BATCH_WAIT_MS (settings.h) for more: nothing downstream waits for these
  * updates (the saga's next steps follow the events, not orders.status), so the
  * order's status shows them that much later for fewer commits at moderate rates.
  * Inside the batch, the events that only raise a status (every type but the
  * cancel's verdicts) go in one statement together (order_store_fold_status:
- * each order to its highest rank, ranks only rise), run under the first one's
- * savepoint; their outcomes are what one by one would have given
- * (order_fold_outcomes). A verdict goes alone under its savepoint as before.
+ * each order to its highest rank, ranks only rise), run at the first one; their
+ * outcomes are what one by one would have given (order_fold_outcomes). A
+ * verdict goes alone as before.
  * An event refused before any SQL (malformed,
  * wrong key or producer, a bad field) is dead-lettered alone and the others
  * apply; a database error rolls the batch back, and the consumer then applies
@@ -173,7 +173,7 @@ typedef struct batch {
 } batch_t;
 
 /* The status changes of every folded item, in one statement: run at the first
- * folded item, under its savepoint; the later ones find their outcome set. The
+ * folded item; the later ones find their outcome set. The
  * outcomes count every item that sets a state, verdicts too (their own
  * statements run apart, but a verdict's state comes before the events after
  * it, one by one). Any failure is reported transient, so that the batch rolls

@@ -50,8 +50,8 @@ deta_err_t order_store_request_cancel(deta_db_t *db, const char *order_id, const
  * rank only) and records its verdict (over none or a request only). */
 deta_err_t order_store_apply_event(deta_db_t *db, const order_event_effect_t *eff,
                                    order_event_result_t *result, char *errstr, size_t errsize);
-/* The same statements inside the transaction the caller opened (a batch's,
- * under the event's savepoint: deta/batch.h). */
+/* The same statements inside the transaction the caller opened (a batch's:
+ * deta/batch.h). */
 deta_err_t order_store_apply_event_in(deta_db_t *db, const order_event_effect_t *eff,
                                       order_event_result_t *result, char *errstr,
                                       size_t errsize);

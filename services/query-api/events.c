@@ -21,9 +21,12 @@
  * entry, and the purge of the row) per event.
  *
  * Batches: a worker that finds several events queued applies them (up to
- * QUERY_BATCH_MAX) in one transaction, a savepoint each
- * (deta_event_dispatch_batch): one commit instead of one per event, and an event
- * that breaks the contract is rolled back alone and dead-lettered. A worker with
+ * QUERY_BATCH_MAX) in one transaction (deta_event_dispatch_batch): one commit
+ * instead of one per event. An event that breaks the contract is refused before
+ * the transaction (the routes' check, query_change_from_event) and dead-lettered
+ * alone; a duplicate writes nothing (the statement's insert into the timeline is
+ * its first step, and every other write follows from it) and leaves the batch
+ * going. A worker with
  * fewer queued waits up to QUERY_API_BATCH_WAIT_MS for more (the consumer's
  * batch_wait_ms), so that a moderate, steady rate is applied in batches too, at
  * that much latency on the read model.
@@ -126,6 +129,13 @@ static size_t type_index(const char *type) {
     return 0; /* unreachable: only routed types reach the handler */
 }
 
+/* The event's change, before any transaction (deta_event_route_t.check): an event
+ * that does not give one is a dead letter, and leaves its batch going. */
+static deta_err_t check_event(const deta_event_t *ev, char *errstr, size_t errsize) {
+    query_change_t c;
+    return query_change_from_event(ev, &c, errstr, errsize);
+}
+
 static deta_err_t apply_event(deta_db_t *db, const deta_event_t *ev, void *opaque,
                               char *errstr, size_t errsize) {
     query_events_t *qe = opaque;
@@ -139,8 +149,9 @@ static deta_err_t apply_event(deta_db_t *db, const deta_event_t *ev, void *opaqu
     if (err)
         return err;
     /* In the timeline already: nothing else happens. (rolled_back: a racing
-     * delivery put it there, and the dispatcher's rollback of the duplicate ends
-     * the aborted transaction, or savepoint.) */
+     * delivery put it there and the statement aborted the transaction; the
+     * dispatcher rolls it back, one at a time, and a batch sees it aborted and
+     * goes one at a time: deta/batch.h.) */
     if (!out.applied)
         return deta_event_own_result(DETA_OK, qe->own_key);
     /* The live streams' feed, after the view and in the same transaction: the
@@ -240,7 +251,7 @@ query_events_t *query_events_new(deta_service_t *svc, read_model_t *rm) {
     qe->rm = rm;
     qe->own_key = !read_model_needs_claim(rm);
     for (size_t i = 0; i < QUERY_EVENT_TYPES; i++)
-        qe->routes[i] = (deta_event_route_t){event_types[i], apply_event};
+        qe->routes[i] = (deta_event_route_t){event_types[i], apply_event, check_event};
     const deta_event_dispatch_opts_t opts = {.own_key = qe->own_key};
     qe->dispatch = deta_event_dispatch_new_opts(svc, qe->routes, QUERY_EVENT_TYPES, qe, &opts);
     if (!qe->dispatch) {

@@ -102,8 +102,8 @@ typedef struct read_model_outcome {
  * (applied false): the timeline's key is the claim, and the consumer makes no
  * other. When a concurrent transaction (another instance, in a rebalance)
  * inserted the same event first, the statement fails on the key once that
- * transaction commits: applied false and rolled_back true, tx (or its savepoint)
- * aborted, for the caller to roll back, as it does for any duplicate. The
+ * transaction commits: applied false and rolled_back true, tx aborted, for the
+ * caller to roll back, as it does for any duplicate. The
  * Cassandra store ignores tx: its writes are idempotent, so an event
  * whose claim rolls back after it wrote folds to the same row when it comes again
  * (applied is always true: the claim, not the store, counts events once).

@@ -2,8 +2,10 @@
  * test_batch.c - deta_batch_run (deta/batch.h) against the test stack's
  * Postgres, on a scratch database of its own (it_batch_<pid>).
  *
- * Its savepoints are checked through the services that batch
- * (test_consumer_batches.c). Here: the prepare step, which runs in the batch's
+ * A message's own outcome: a duplicate (DETA_ERR_CONFLICT, which writes nothing)
+ * leaves the batch going; any other failure, or a duplicate whose statement
+ * aborted the transaction after all, rolls the whole batch back (the services'
+ * batches: test_consumer_batches.c). The prepare step, which runs in the batch's
  * transaction before any message, rolls the batch back when it fails, and is
  * what keeps two batches over shared rows from deadlocking. Two threads run a
  * batch each over the same two rows, in opposite orders: without a prepare each
@@ -220,6 +222,119 @@ static void test_a_failed_prepare_rolls_the_batch_back(void **state) {
     deta_db_free(db);
 }
 
+/* ---- a message's own outcome, without savepoints ---- */
+
+/* Each message adds one to row a; what the one at index fail_at then answers
+ * (DETA_OK for none). */
+typedef struct scripted {
+    size_t fail_at;
+    deta_err_t answer;
+    int applied;
+} scripted_t;
+
+static deta_err_t add_then_answer(deta_db_t *db, size_t i, void *opaque, char *why,
+                                  size_t whysize) {
+    scripted_t *s = opaque;
+    s->applied++;
+    if (i == s->fail_at && s->answer == DETA_ERR_CONFLICT)
+        return deta_errf(DETA_ERR_CONFLICT, why, whysize, "a duplicate: nothing written");
+    deta_err_t err =
+        deta_db_run(db, "UPDATE shared SET n = n + 1 WHERE k = 'a'", 0, NULL, why, whysize);
+    if (!err && i == s->fail_at && s->answer != DETA_OK)
+        return deta_errf(s->answer, why, whysize, "refused after writing");
+    return err;
+}
+
+static deta_err_t run_scripted(deta_db_t *db, scripted_t *s, deta_err_t results[3],
+                               char why[3][DETA_KAFKA_WHY_MAX], size_t *failed) {
+    char errstr[256] = "";
+    for (int i = 0; i < 3; i++) {
+        results[i] = DETA_OK;
+        why[i][0] = '\0';
+    }
+    return deta_batch_run(db, NULL, 3, 0, NULL, add_then_answer, s, results, why, failed, errstr,
+                          sizeof errstr);
+}
+
+/* A duplicate (DETA_ERR_CONFLICT, which writes nothing: deta/batch.h) leaves the
+ * batch going: the others commit together, its code stays in results. */
+static void test_a_duplicate_leaves_the_batch_going(void **state) {
+    (void)state;
+    deta_db_t *db = deta_db_new(&cfg);
+    reset_rows(db);
+    scripted_t s = {.fail_at = 1, .answer = DETA_ERR_CONFLICT};
+    deta_err_t results[3];
+    char why[3][DETA_KAFKA_WHY_MAX];
+    size_t failed = 0;
+    assert_int_equal(run_scripted(db, &s, results, why, &failed), DETA_OK);
+    assert_int_equal(s.applied, 3);
+    assert_int_equal(results[0], DETA_OK);
+    assert_int_equal(results[1], DETA_ERR_CONFLICT);
+    assert_int_equal(results[2], DETA_OK);
+    assert_int_equal(count_of(db, "a"), 2);
+    deta_db_free(db);
+}
+
+/* Any other failure of a message loses the batch: nothing of it is kept, not
+ * the messages before it nor what the failed one wrote, the ones after it are
+ * not applied, and the caller hears TRANSIENT with the message and its reason
+ * (the consumer then applies them one at a time). */
+static void test_a_failed_message_rolls_the_batch_back(void **state) {
+    (void)state;
+    deta_db_t *db = deta_db_new(&cfg);
+    reset_rows(db);
+    scripted_t s = {.fail_at = 1, .answer = DETA_ERR_INVALID};
+    deta_err_t results[3];
+    char why[3][DETA_KAFKA_WHY_MAX];
+    size_t failed = 0;
+    assert_int_equal(run_scripted(db, &s, results, why, &failed), DETA_ERR_TRANSIENT);
+    assert_int_equal(failed, 1);
+    assert_int_equal(results[1], DETA_ERR_INVALID);
+    assert_string_equal(why[1], "refused after writing");
+    assert_int_equal(s.applied, 2);
+    assert_int_equal(count_of(db, "a"), 0);
+    /* and the connection is usable for the next batch */
+    s = (scripted_t){.fail_at = 3, .answer = DETA_OK};
+    assert_int_equal(run_scripted(db, &s, results, why, &failed), DETA_OK);
+    assert_int_equal(count_of(db, "a"), 3);
+    deta_db_free(db);
+}
+
+/* Message 1 is a duplicate that a racing insert made: its statement failed on the
+ * key (Postgres answers DETA_ERR_CONFLICT), and it says duplicate, but its
+ * transaction is aborted. */
+static deta_err_t add_then_race(deta_db_t *db, size_t i, void *opaque, char *why,
+                                size_t whysize) {
+    (*(int *)opaque)++;
+    if (i != 1)
+        return deta_db_run(db, "UPDATE shared SET n = n + 1 WHERE k = 'a'", 0, NULL, why,
+                           whysize);
+    deta_err_t err =
+        deta_db_run(db, "INSERT INTO shared VALUES ('a', 0)", 0, NULL, why, whysize);
+    assert_int_equal(err, DETA_ERR_CONFLICT);
+    return err;
+}
+
+/* ... so the batch is lost after all: rolled back, TRANSIENT, the message named. */
+static void test_a_duplicate_in_an_aborted_transaction_rolls_the_batch_back(void **state) {
+    (void)state;
+    deta_db_t *db = deta_db_new(&cfg);
+    reset_rows(db);
+    int applied = 0;
+    deta_err_t results[3] = {DETA_OK, DETA_OK, DETA_OK};
+    char why[3][DETA_KAFKA_WHY_MAX] = {"", "", ""};
+    char errstr[256] = "";
+    size_t failed = 0;
+    assert_int_equal(deta_batch_run(db, NULL, 3, 0, NULL, add_then_race, &applied, results, why,
+                                    &failed, errstr, sizeof errstr),
+                     DETA_ERR_TRANSIENT);
+    assert_int_equal(failed, 1);
+    assert_int_equal(results[1], DETA_ERR_CONFLICT);
+    assert_int_equal(applied, 2);
+    assert_int_equal(count_of(db, "a"), 0);
+    deta_db_free(db);
+}
+
 /* ---- the dispatcher's batch_lock ---- */
 
 #define ORDER_1 "5b1e7c2a-0f3d-4c1e-9a7b-2d6e8f0a1b31"
@@ -273,7 +388,7 @@ static void test_the_dispatch_locks_the_events_to_apply_first(void **state) {
     if (!svc)
         fail_msg("deta_service_new: %s", why);
     calls_t calls = {.n = 0};
-    static const deta_event_route_t routes[] = {{DETA_EVT_ORDER_CREATED, record_apply}};
+    static const deta_event_route_t routes[] = {{DETA_EVT_ORDER_CREATED, record_apply, NULL}};
     const deta_event_dispatch_opts_t opts = {.own_key = true, .batch_lock = record_lock};
     deta_event_dispatch_t *d = deta_event_dispatch_new_opts(svc, routes, 1, &calls, &opts);
     assert_non_null(d);
@@ -308,6 +423,9 @@ int main(void) {
         cmocka_unit_test(test_crossed_batches_deadlock_without_a_prepare),
         cmocka_unit_test(test_a_prepare_in_key_order_queues_them_instead),
         cmocka_unit_test(test_a_failed_prepare_rolls_the_batch_back),
+        cmocka_unit_test(test_a_duplicate_leaves_the_batch_going),
+        cmocka_unit_test(test_a_failed_message_rolls_the_batch_back),
+        cmocka_unit_test(test_a_duplicate_in_an_aborted_transaction_rolls_the_batch_back),
         cmocka_unit_test(test_the_dispatch_locks_the_events_to_apply_first),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,7 +1,7 @@
 /*
  * test_consumer_batches.c - order-service's and inventory-service's consumers
- * apply the events a worker finds queued in one transaction, a savepoint each
- * (deta/batch.h), against the real test stack.
+ * apply the events a worker finds queued in one transaction (deta/batch.h),
+ * against the real test stack.
  *
  * Each test sends its events in one producer batch, so that they reach the
  * consumer together and queue up behind one another on its workers (every

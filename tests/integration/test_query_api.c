@@ -10,8 +10,8 @@
  * feed, stored rows, metrics: with Postgres, by the timeline's key alone); a
  * malformed message and a contract-breaking payload going to their dead-letter
  * topic while the next event is applied; the same for a bad event among many
- * sent at once, which query-api applies in batches (one transaction, a
- * savepoint per event); keyset pagination visiting every order
+ * sent at once, which query-api applies in batches (one transaction; the bad
+ * one refused before it); keyset pagination visiting every order
  * exactly once even while orders change state; filters; 400s naming the field,
  * 404s; stats, health and metrics; a cancelled order (CANCELLED, cancelledAt,
  * refundedAmount, every event of the saga in its timeline) from events shuffled

@@ -45,7 +45,15 @@ static deta_err_t on_created(deta_db_t *db, const deta_event_t *ev, void *opaque
     return DETA_OK;
 }
 
-static const deta_event_route_t routes[] = {{DETA_EVT_ORDER_CREATED, on_created}};
+/* The route's payload check: a payload with "refuse" is refused for good. */
+static deta_err_t check_created(const deta_event_t *ev, char *errstr, size_t errsize) {
+    if (json_object_get(ev->payload, "refuse"))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "refuse is not allowed");
+    return DETA_OK;
+}
+
+static const deta_event_route_t routes[] = {
+    {DETA_EVT_ORDER_CREATED, on_created, check_created}};
 
 static const deta_service_def_t self = {"unit-events", 0, NULL};
 
@@ -91,17 +99,27 @@ static double counted(fixture_t *f, const char *type, const char *outcome) {
                                            "Events consumed, by type and outcome", labels));
 }
 
-/* A valid envelope of type for ORDER written by producer, serialized (to free). */
-static char *envelope_by(const char *type, const char *producer) {
+/* A valid envelope of type for ORDER written by producer, with payload (taken;
+ * NULL: an empty object), serialized (to free). */
+static char *envelope_with(const char *type, const char *producer, json_t *payload) {
     deta_event_t ev;
     char why[256];
-    assert_int_equal(deta_event_init(&ev, type, ORDER, ORDER, producer, json_object(), why,
-                                     sizeof why),
+    assert_int_equal(deta_event_init(&ev, type, ORDER, ORDER, producer,
+                                     payload ? payload : json_object(), why, sizeof why),
                      DETA_OK);
     char *text = deta_event_serialize(&ev);
     deta_event_clear(&ev);
     assert_non_null(text);
     return text;
+}
+
+static char *envelope_by(const char *type, const char *producer) {
+    return envelope_with(type, producer, NULL);
+}
+
+/* An order.created whose payload the route's check refuses. */
+static char *refused_envelope(void) {
+    return envelope_with(DETA_EVT_ORDER_CREATED, "order-service", json_pack("{s:b}", "refuse", 1));
 }
 
 /* The same by the owner of the topic the tests' messages are on. */
@@ -187,6 +205,21 @@ static void test_routed_event_waits_for_its_transaction(void **state) {
     assert_true(counted(f, DETA_EVT_ORDER_CREATED, "applied") == 0);
 }
 
+/* The route's check refuses the payload before any transaction: for good
+ * (INVALID, not the TRANSIENT of the transaction Postgres would refuse), the
+ * handler not called. */
+static void test_route_check_refuses_before_the_transaction(void **state) {
+    fixture_t *f = *state;
+    char *value = refused_envelope();
+    deta_kafka_msg_t m = message(ORDER, value);
+    char why[256] = "";
+    assert_int_equal(deta_event_dispatch(&m, f->d, why, sizeof why), DETA_ERR_INVALID);
+    assert_string_equal(why, "refuse is not allowed");
+    free(value);
+    assert_int_equal(f->calls, 0);
+    assert_true(counted(f, DETA_EVT_ORDER_CREATED, "failed") == 1);
+}
+
 /* The last message is routed, so the batch needs its transaction, which fails. */
 static void test_batch_reports_each_refusal(void **state) {
     fixture_t *f = *state;
@@ -227,21 +260,26 @@ static void test_batch_without_work_needs_no_transaction(void **state) {
     fixture_t *f = *state;
     char *released = envelope(DETA_EVT_INVENTORY_RELEASED);
     char *forged = envelope_by(DETA_EVT_ORDER_CREATED, "inventory-service");
+    char *refused = refused_envelope();
     deta_kafka_msg_t msgs[] = {message(ORDER, "[]"), message(ORDER, released),
-                               message(ORDER, forged), message(ORDER, released)};
-    deta_err_t results[4];
-    char why[4][DETA_KAFKA_WHY_MAX];
-    assert_int_equal(deta_event_dispatch_batch(msgs, 4, f->d, results, why), DETA_OK);
+                               message(ORDER, forged), message(ORDER, released),
+                               message(ORDER, refused)};
+    deta_err_t results[5];
+    char why[5][DETA_KAFKA_WHY_MAX];
+    assert_int_equal(deta_event_dispatch_batch(msgs, 5, f->d, results, why), DETA_OK);
     assert_int_equal(results[0], DETA_ERR_INVALID);
     assert_int_equal(results[1], DETA_OK);
     assert_int_equal(results[2], DETA_ERR_INVALID);
     assert_int_equal(results[3], DETA_OK);
+    assert_int_equal(results[4], DETA_ERR_INVALID); /* the route's check */
+    assert_string_equal(why[4], "refuse is not allowed");
     assert_string_equal(why[1], "");
+    free(refused);
     free(forged);
     free(released);
     assert_int_equal(f->calls, 0);
     assert_true(counted(f, "unparsable", "failed") == 1);
-    assert_true(counted(f, DETA_EVT_ORDER_CREATED, "failed") == 1);
+    assert_true(counted(f, DETA_EVT_ORDER_CREATED, "failed") == 2);
     assert_true(counted(f, DETA_EVT_INVENTORY_RELEASED, "ignored") == 2);
 }
 
@@ -268,6 +306,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_type_without_route_is_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_routed_event_waits_for_its_transaction, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_route_check_refuses_before_the_transaction, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_batch_reports_each_refusal, setup, teardown),
         cmocka_unit_test_setup_teardown(test_batch_without_work_needs_no_transaction, setup,
                                         teardown),
@@ -279,6 +319,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_type_without_route_is_skipped, setup_own_key,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_routed_event_waits_for_its_transaction,
+                                        setup_own_key, teardown),
+        cmocka_unit_test_setup_teardown(test_route_check_refuses_before_the_transaction,
                                         setup_own_key, teardown),
         cmocka_unit_test_setup_teardown(test_batch_reports_each_refusal, setup_own_key,
                                         teardown),

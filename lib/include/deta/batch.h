@@ -1,18 +1,29 @@
 /*
- * batch.h - several consumed messages applied in one database transaction, each
- * under a savepoint of its own: the part of every batch handler
- * (deta_consume_batch_fn, kafka.h) that is the same whatever the messages are.
+ * batch.h - several consumed messages applied in one database transaction: the
+ * part of every batch handler (deta_consume_batch_fn, kafka.h) that is the same
+ * whatever the messages are.
  *
- * One BEGIN, then for each message still to apply: SAVEPOINT, the caller's
- * apply, RELEASE; one COMMIT at the end. A message whose apply fails with a code
- * other than DETA_ERR_TRANSIENT (malformed, refused for good) is rolled back to
- * its savepoint alone, its code and reason left in results[i] and why[i] (the
- * consumer dead-letters it once the batch committed), and the others go on. A
- * transient failure (a lost connection, a deadlock, a lock or statement timeout)
- * or a failed commit rolls back the whole batch and is returned: nothing was
- * applied, and the consumer then handles the messages one at a time with their
- * retries. SAVEPOINT and RELEASE are queued (deta/db.h): they go with the next
- * statement, so a batch costs the round trips of its statements and one commit.
+ * One BEGIN, the caller's apply of each message still to apply, one COMMIT. A
+ * message refused before the transaction (results[i] not DETA_OK on entry) is
+ * left out, and so is one whose apply answers DETA_ERR_CONFLICT: its duplicate,
+ * which by the apply's contract wrote nothing (deta/events.h, own_key); the
+ * others go on. Any other failure of a message (transient: a lost connection, a
+ * deadlock, a lock or statement timeout; or refused for good once applied), or
+ * a failed commit, rolls back the whole batch and is returned as TRANSIENT:
+ * nothing was applied, and the consumer then handles the messages one at a time
+ * with their retries, where a message refused for good is dead-lettered alone.
+ * A duplicate whose transaction was aborted after all (a racing insert's unique
+ * violation) makes the statements after it, or the commit, fail: the batch then
+ * goes one at a time as well.
+ *
+ * No savepoint per message. One cost two statements (SAVEPOINT and RELEASE)
+ * and a subtransaction per message, and a row locked in the batch (a prepare's
+ * FOR UPDATE) and then changed under a message's savepoint was marked with a
+ * multixact, which every later reader of the row had to look up. What a
+ * savepoint bought, that a message refused for good did not cost its batch, is
+ * had before the transaction instead: the dispatcher refuses a malformed
+ * envelope, a wrong key or producer and a payload its route's check refuses
+ * (deta/events.h) before any SQL.
  *
  * With tracing on, each message applied gets a "db.transaction" span of its own,
  * a child of its consumer span (msgs[i].span, deta/kafka.h), current while the
@@ -40,8 +51,8 @@
 #include "deta/db.h"
 #include "deta/kafka.h"
 
-/* Applies message i inside the open transaction (under its savepoint). why has
- * DETA_KAFKA_WHY_MAX bytes. */
+/* Applies message i inside the open transaction. DETA_ERR_CONFLICT only for a
+ * duplicate that wrote nothing (above). why has DETA_KAFKA_WHY_MAX bytes. */
 typedef deta_err_t (*deta_batch_apply_fn)(deta_db_t *db, size_t i, void *opaque, char *why,
                                           size_t whysize);
 

@@ -7,7 +7,8 @@
  * envelope's producer must be the owner of the message's topic (both checks in
  * deta/event_check.h; a refused message is a dead letter); an event type
  * the service has no route for is skipped (consumers ignore what they do not
- * handle); otherwise, in one transaction, the event id is claimed in
+ * handle); a payload the route's check refuses is a dead letter, before any
+ * transaction; otherwise, in one transaction, the event id is claimed in
  * processed_events (a duplicate delivery stops here and changes nothing) and the
  * route's handler applies its effects and writes its own events to the outbox.
  * The transaction commits before the offset is stored. A handler returns DETA_OK,
@@ -19,9 +20,9 @@
  * (query-api's timeline row, keyed by the event id and written only when new,
  * every other effect following from that row being new). When its key
  * says the event was applied before, it returns DETA_ERR_CONFLICT (err.h: "a
- * duplicate"): the dispatcher rolls back whatever the handler wrote (the
- * transaction, or in a batch the message's savepoint), counts a duplicate, and the
- * message is done, not dead-lettered. deta_db maps a unique violation to
+ * duplicate"): the dispatcher rolls back the transaction (in a batch, where the
+ * others go on, the handler must have written nothing before it answers so:
+ * deta/batch.h), counts a duplicate, and the message is done, not dead-lettered. deta_db maps a unique violation to
  * DETA_ERR_CONFLICT as well, so such a handler must not let one through that is
  * not its key's (turn it into DETA_ERR_INTERNAL). The default is the claim.
  *
@@ -41,9 +42,17 @@
 typedef deta_err_t (*deta_event_fn)(deta_db_t *db, const deta_event_t *ev, void *opaque,
                                     char *errstr, size_t errsize);
 
+/* Checks an event's payload before any transaction, without I/O: DETA_OK, or the
+ * code and reason of a payload the handler would refuse for good. */
+typedef deta_err_t (*deta_event_check_fn)(const deta_event_t *ev, char *errstr, size_t errsize);
+
+/* A type's handler, and its check (NULL: none). A check's refusal is a dead
+ * letter, as a malformed envelope is: no transaction is opened for it, and in a
+ * batch the other messages go on without it (deta/batch.h). */
 typedef struct deta_event_route {
     const char *event_type;
     deta_event_fn fn;
+    deta_event_check_fn check;
 } deta_event_route_t;
 
 /* Takes, in a batch's transaction before any of its events is applied, the
@@ -112,11 +121,12 @@ deta_err_t deta_event_dispatch(const deta_kafka_msg_t *msg, void *dispatch, char
 /* The same for several messages at once, a deta_consume_batch_fn whose opaque is
  * the dispatch (deta_consumer_opts_t.batch_fn; deta_service_on_events passes the
  * dispatch as opaque, so setting opts.batch_fn to this batches its consumer):
- * one transaction, each message claimed (unless own_key) and applied under a
- * savepoint of its own (deta/batch.h). A message that is malformed, has the wrong key or producer or whose handler fails
- * with a non-transient code is rolled back to its savepoint and reported in
- * results/why (to be dead-lettered); the rest commit together. A transient
- * failure (or a failed commit) rolls back the whole batch and is returned: the
+ * one transaction, each message claimed (unless own_key) and applied
+ * (deta/batch.h). A message that is malformed, has the wrong key or producer or
+ * a payload its route's check refuses is left out before the transaction and
+ * reported in results/why (to be dead-lettered), and a duplicate is left out;
+ * the rest commit together. Any other failure of a handler (transient or not),
+ * or a failed commit, rolls back the whole batch and is returned: the
  * consumer then handles the messages one at a time. A batch with nothing to
  * apply (ignored types and refusals only) opens no transaction. Metrics and log
  * lines are those of deta_event_dispatch, recorded once the batch committed (or

@@ -2,14 +2,14 @@
  * rules.h - the decisions of query-api's streams, as pure functions:
  *
  * The gap rule. Feed sequence numbers are taken before commit, so seq 41 may
- * commit after 42, or never (its transaction, or its event's savepoint, rolled
- * back). The reader follows the feed in seq order. When the smallest committed
- * seq above what it has delivered is not the next one, the missing numbers were
- * taken by transactions that had them before that row committed, and each of
- * those transactions had its (top-level) transaction id before it took its
- * number (feed.c makes sure of it). Most holes fill within milliseconds, so the
- * reader first looks again; a hole still there is when it notes the *holders*:
- * the transactions of query-api's database open with an id (feed_holders). Once
+ * commit after 42, or never (its transaction rolled back). The reader follows
+ * the feed in seq order. When the smallest committed seq above what it has
+ * delivered is not the next one, the missing numbers were taken by transactions
+ * that had them before that row committed, and each of those transactions had
+ * its (top-level) transaction id before it took its number (feed.c makes sure
+ * of it). Most holes fill within milliseconds, so the reader first looks again;
+ * a hole still there is when it notes the *holders*: the transactions of
+ * query-api's database open with an id (feed_holders). Once
  * a read's own snapshot shows every holder ended, that read holds every missing
  * number that committed: the ones still missing rolled back, and are skipped at
  * once. A hole whose holders are not all ended after bound_ms
