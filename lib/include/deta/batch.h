@@ -12,9 +12,9 @@
  * a failed commit, rolls back the whole batch and is returned as TRANSIENT:
  * nothing was applied, and the consumer then handles the messages one at a time
  * with their retries, where a message refused for good is dead-lettered alone.
- * A duplicate whose transaction was aborted after all (a racing insert's unique
- * violation) makes the statements after it, or the commit, fail: the batch then
- * goes one at a time as well.
+ * A duplicate whose statement aborted the transaction after all (a racing
+ * insert's unique violation) is told apart at once (no I/O: libpq knows the
+ * transaction's state), and the batch goes one at a time as well.
  *
  * No savepoint per message. One cost two statements (SAVEPOINT and RELEASE)
  * and a subtransaction per message, and a row locked in the batch (a prepare's
