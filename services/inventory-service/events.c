@@ -572,11 +572,9 @@ typedef enum inv_step_locks {
     INV_LOCKS_SETTLED,     /* the reservation, then the stock of its items */
 } inv_step_locks_t;
 
-/* A step's payload check, before any transaction: the same reading the step
- * does first, so that a payload it would refuse is refused without SQL (a dead
- * letter that leaves its batch going: deta_event_route_t.check). */
-typedef deta_err_t (*inv_check_fn)(const deta_event_t *ev, char *errstr, size_t errsize);
-
+/* A step's payload check (a deta_event_check_fn), before any transaction: the
+ * same reading the step does first, so that a payload it would refuse is refused
+ * without SQL (a dead letter that leaves its batch going). */
 static deta_err_t check_order_created(const deta_event_t *ev, char *errstr, size_t errsize) {
     inv_request_t r;
     return inv_request_from_order_created(ev->payload, ev->order_id, &r, errstr, errsize)
@@ -601,7 +599,7 @@ typedef struct inv_route_step {
     const char *event_type;
     inv_step_fn step;
     inv_step_locks_t locks;
-    inv_check_fn check; /* NULL: the step reads nothing of the payload */
+    deta_event_check_fn check; /* NULL: the step reads nothing of the payload */
 } inv_route_step_t;
 
 static const inv_route_step_t STEPS[] = {

@@ -245,15 +245,22 @@ static deta_err_t add_then_answer(deta_db_t *db, size_t i, void *opaque, char *w
     return err;
 }
 
-static deta_err_t run_scripted(deta_db_t *db, scripted_t *s, deta_err_t results[3],
-                               char why[3][DETA_KAFKA_WHY_MAX], size_t *failed) {
+/* A batch of three messages through apply, none refused before it. */
+static deta_err_t run_three(deta_db_t *db, deta_batch_apply_fn apply, void *opaque,
+                            deta_err_t results[3], char why[3][DETA_KAFKA_WHY_MAX],
+                            size_t *failed) {
     char errstr[256] = "";
     for (int i = 0; i < 3; i++) {
         results[i] = DETA_OK;
         why[i][0] = '\0';
     }
-    return deta_batch_run(db, NULL, 3, 0, NULL, add_then_answer, s, results, why, failed, errstr,
+    return deta_batch_run(db, NULL, 3, 0, NULL, apply, opaque, results, why, failed, errstr,
                           sizeof errstr);
+}
+
+static deta_err_t run_scripted(deta_db_t *db, scripted_t *s, deta_err_t results[3],
+                               char why[3][DETA_KAFKA_WHY_MAX], size_t *failed) {
+    return run_three(db, add_then_answer, s, results, why, failed);
 }
 
 /* A duplicate (DETA_ERR_CONFLICT, which writes nothing: deta/batch.h) leaves the
@@ -321,12 +328,10 @@ static void test_a_duplicate_in_an_aborted_transaction_rolls_the_batch_back(void
     deta_db_t *db = deta_db_new(&cfg);
     reset_rows(db);
     int applied = 0;
-    deta_err_t results[3] = {DETA_OK, DETA_OK, DETA_OK};
-    char why[3][DETA_KAFKA_WHY_MAX] = {"", "", ""};
-    char errstr[256] = "";
+    deta_err_t results[3];
+    char why[3][DETA_KAFKA_WHY_MAX];
     size_t failed = 0;
-    assert_int_equal(deta_batch_run(db, NULL, 3, 0, NULL, add_then_race, &applied, results, why,
-                                    &failed, errstr, sizeof errstr),
+    assert_int_equal(run_three(db, add_then_race, &applied, results, why, &failed),
                      DETA_ERR_TRANSIENT);
     assert_int_equal(failed, 1);
     assert_int_equal(results[1], DETA_ERR_CONFLICT);
