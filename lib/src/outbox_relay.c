@@ -27,7 +27,11 @@
  *      payload) are in hand; then they go to the broker as one batch, and
  *      once the broker acknowledged them the relay confirms the stream up to
  *      the end of the last transaction whose rows are all out (a Standby
- *      status update: no transaction, no write).
+ *      status update: no transaction, no write), at most every
+ *      OUTBOX_CONFIRM_EVERY_MS: Postgres sends a keepalive after every commit
+ *      of every database of the server to each walsender's client that has
+ *      not confirmed all it was sent, and answering each one cost a status
+ *      update and a walsender wake-up per commit (docs/architecture.md).
  *      A row with no topic, or of an order that is held (outbox_park.c), is
  *      parked instead of sent; a row the broker refuses for good is parked
  *      and the rows behind it go on. Parks are written before the position
@@ -83,6 +87,8 @@
 #define OUTBOX_BACKOFF_MAX_MS 5000
 #define OUTBOX_PURGE_EVERY_MS 60000L
 #define OUTBOX_SLOTS_EVERY_MS 10000L
+/* A new confirmed position is reported at most this often (item 2 above). */
+#define OUTBOX_CONFIRM_EVERY_MS 100L
 #define OUTBOX_MAX_SLOTS 32 /* slots reported in the metrics */
 
 typedef struct slot_metrics {
@@ -462,7 +468,7 @@ static deta_err_t publish_ready(deta_outbox_relay_t *r, int send_timeout_ms, cha
     r->oldest_failed_ms = 0;
     set_gauge(r->pending, 0);
     set_gauge(r->oldest_age, 0);
-    return send_status(r, false, why, whysize);
+    return DETA_OK; /* the new position is reported by the caller's cadence */
 }
 
 /* ---- the stream's messages ---- */
@@ -879,11 +885,11 @@ static void leader_turn(deta_outbox_relay_t *r) {
     char why[512] = "";
     const uint8_t *buf;
     size_t len;
-    /* With rows in hand, only what is already there is read before they go. */
+    /* With rows in hand, only what is already there is read before they go;
+     * with none, the wait ends when a status update is due. */
     long since = deta_clock_ms() - r->last_status_ms;
-    int timeout = r->nready > 0 ? 0
-                  : since >= DETA_OUTBOX_POLL_MS ? 0
-                                                 : (int)(DETA_OUTBOX_POLL_MS - since);
+    long due = r->confirmed > r->reported ? OUTBOX_CONFIRM_EVERY_MS : DETA_OUTBOX_POLL_MS;
+    int timeout = r->nready > 0 || since >= due ? 0 : (int)(due - since);
     int got = outbox_stream_next(r->stream, timeout, r->wake_fd, &buf, &len, why, sizeof why);
     deta_err_t err = DETA_OK;
     if (got < 0) {
@@ -897,9 +903,12 @@ static void leader_turn(deta_outbox_relay_t *r) {
         err = publish_ready(r, OUTBOX_SEND_TIMEOUT_MS, why, sizeof why);
     /* A status update each DETA_OUTBOX_POLL_MS asks for a keepalive (how far
      * the server is, see on_frame); one that only confirms does not, or the
-     * answers of a busy server would keep the two talking. */
-    bool interval = deta_clock_ms() - r->last_status_ms >= DETA_OUTBOX_POLL_MS;
-    if (!err && (r->confirmed > r->reported || interval))
+     * answers of a busy server would keep the two talking. A new position
+     * goes at most every OUTBOX_CONFIRM_EVERY_MS. */
+    since = deta_clock_ms() - r->last_status_ms;
+    bool interval = since >= DETA_OUTBOX_POLL_MS;
+    bool confirm = r->confirmed > r->reported && since >= OUTBOX_CONFIRM_EVERY_MS;
+    if (!err && (confirm || interval))
         err = send_status(r, interval && r->nready == 0 && !r->in_tx, why, sizeof why);
     if (!err && deta_clock_ms() - r->last_republish_ms >= DETA_OUTBOX_POLL_MS) {
         r->last_republish_ms = deta_clock_ms();
