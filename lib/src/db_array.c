@@ -5,7 +5,8 @@
  *
  * Every element is double-quoted, with '"' and '\' escaped by a backslash (the
  * array input syntax of Postgres's documentation, "Array Value Input"), so any
- * text is taken as one element, never as NULL or as a separator.
+ * text is taken as one element, never as NULL or as a separator. A NULL item is
+ * the element NULL, unquoted.
  */
 #include "deta/db.h"
 
@@ -15,8 +16,8 @@
 char *deta_db_array(const char *const *items, size_t n) {
     size_t size = 3; /* '{', '}', '\0' */
     for (size_t i = 0; i < n; i++) {
-        size += 3; /* the quotes, the comma */
-        for (const char *c = items[i]; *c; c++)
+        size += items[i] ? 3 : 5; /* the quotes and the comma, or NULL and the comma */
+        for (const char *c = items[i]; c && *c; c++)
             size += (*c == '"' || *c == '\\') ? 2 : 1;
     }
     char *out = malloc(size);
@@ -27,6 +28,11 @@ char *deta_db_array(const char *const *items, size_t n) {
     for (size_t i = 0; i < n; i++) {
         if (i)
             *p++ = ',';
+        if (!items[i]) {
+            memcpy(p, "NULL", 4);
+            p += 4;
+            continue;
+        }
         *p++ = '"';
         for (const char *c = items[i]; *c; c++) {
             if (*c == '"' || *c == '\\')

@@ -382,70 +382,108 @@ static const char CLAIM_DUE_SQL[] =
     " WHERE d.status <> 'DELIVERED' AND d.status <> 'CANCELLED'"
     "   AND d.next_transition_at <= $1"
     " ORDER BY d.next_transition_at"
-    " LIMIT 1 FOR UPDATE OF d SKIP LOCKED";
+    " LIMIT $2 FOR UPDATE OF d SKIP LOCKED";
 
-static deta_err_t delivery_from_row(const PGresult *res, delivery_t *d, char *correlation_id,
-                                    char *errstr, size_t errsize) {
+static deta_err_t due_from_row(const PGresult *res, int row, delivery_due_t *out, char *errstr,
+                               size_t errsize) {
+    delivery_t *d = &out->d;
     memset(d, 0, sizeof *d);
-    copy_column(d->delivery_id, sizeof d->delivery_id, res, 0, 0);
-    copy_column(d->order_id, sizeof d->order_id, res, 0, 1);
-    copy_column(d->driver_id, sizeof d->driver_id, res, 0, 2);
-    copy_column(d->driver_name, sizeof d->driver_name, res, 0, 3);
-    if (!delivery_stage_parse(PQgetvalue(res, 0, 4), &d->status))
+    copy_column(d->delivery_id, sizeof d->delivery_id, res, row, 0);
+    copy_column(d->order_id, sizeof d->order_id, res, row, 1);
+    copy_column(d->driver_id, sizeof d->driver_id, res, row, 2);
+    copy_column(d->driver_name, sizeof d->driver_name, res, row, 3);
+    if (!delivery_stage_parse(PQgetvalue(res, row, 4), &d->status))
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "delivery %s has status %s",
-                         d->delivery_id, PQgetvalue(res, 0, 4));
-    d->distance_hm = (int)strtol(PQgetvalue(res, 0, 5), NULL, 10);
-    d->assigned_ms = column_ms(res, 0, 6);
-    d->picked_up_ms = column_ms(res, 0, 7);
-    d->delivered_ms = column_ms(res, 0, 8);
-    d->eta_ms = column_ms(res, 0, 9);
-    d->next_transition_ms = column_ms(res, 0, 10);
-    snprintf(correlation_id, DETA_ID_MAX + 1, "%s", PQgetvalue(res, 0, 11));
+                         d->delivery_id, PQgetvalue(res, row, 4));
+    d->distance_hm = (int)strtol(PQgetvalue(res, row, 5), NULL, 10);
+    d->assigned_ms = column_ms(res, row, 6);
+    d->picked_up_ms = column_ms(res, row, 7);
+    d->delivered_ms = column_ms(res, row, 8);
+    d->eta_ms = column_ms(res, row, 9);
+    d->next_transition_ms = column_ms(res, row, 10);
+    copy_column(out->correlation_id, sizeof out->correlation_id, res, row, 11);
     return DETA_OK;
 }
 
-deta_err_t delivery_store_claim_due(deta_db_t *db, int64_t now_ms, delivery_t *d,
-                                    char correlation_id[DETA_ID_MAX + 1], bool *found,
-                                    char *errstr, size_t errsize) {
+deta_err_t delivery_store_claim_due(deta_db_t *db, int64_t now_ms, size_t max,
+                                    delivery_due_t *out, size_t *n, char *errstr,
+                                    size_t errsize) {
     instant_param_t now;
-    const char *params[] = {instant(&now, now_ms)};
+    char limit[24];
+    snprintf(limit, sizeof limit, "%zu", max);
+    const char *params[] = {instant(&now, now_ms), limit};
     deta_err_t err;
-    PGresult *res = deta_db_exec(db, CLAIM_DUE_SQL, 1, params, &err, errstr, errsize);
+    *n = 0;
+    PGresult *res = deta_db_exec(db, CLAIM_DUE_SQL, 2, params, &err, errstr, errsize);
     if (!res)
         return err;
-    *found = PQntuples(res) == 1;
-    err = *found ? delivery_from_row(res, d, correlation_id, errstr, errsize) : DETA_OK;
+    size_t rows = (size_t)PQntuples(res);
+    err = DETA_OK;
+    for (size_t i = 0; i < rows && i < max && !err; i++)
+        if ((err = due_from_row(res, (int)i, &out[i], errstr, errsize)) == DETA_OK)
+            *n = i + 1;
     PQclear(res);
     return err;
 }
 
-deta_err_t delivery_store_save_stage(deta_db_t *db, const delivery_t *d, delivery_stage_t from,
-                                     bool *saved, char *errstr, size_t errsize) {
-    instant_param_t picked, delivered, eta, next;
-    int64_t changed_ms = d->delivered_ms ? d->delivered_ms
-                         : d->picked_up_ms ? d->picked_up_ms
-                                           : d->assigned_ms;
-    instant_param_t changed;
-    const char *params[] = {d->delivery_id,
-                            delivery_stage_name(d->status),
-                            instant(&picked, d->picked_up_ms),
-                            instant(&delivered, d->delivered_ms),
-                            instant(&eta, d->eta_ms),
-                            instant(&next, d->next_transition_ms),
-                            instant(&changed, changed_ms),
-                            delivery_stage_name(from)};
-    deta_err_t err;
-    PGresult *res = deta_db_exec(db,
-                                 "UPDATE deliveries SET status = $2, picked_up_at = $3,"
-                                 "  delivered_at = $4, estimated_delivery_at = $5,"
-                                 "  next_transition_at = $6, updated_at = $7"
-                                 " WHERE delivery_id = $1 AND status = $8 RETURNING 1",
-                                 8, params, &err, errstr, errsize);
-    if (!res)
-        return err;
-    *saved = PQntuples(res) == 1;
-    PQclear(res);
-    return DETA_OK;
+/* The deliveries' new stages as arrays ($1..$8), unnested into one row each. */
+static const char SAVE_STAGES_SQL[] =
+    "UPDATE deliveries d SET status = v.status, picked_up_at = v.picked_up_at,"
+    "  delivered_at = v.delivered_at, estimated_delivery_at = v.eta,"
+    "  next_transition_at = v.next_at, updated_at = v.changed_at"
+    " FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::timestamptz[],"
+    "  $5::timestamptz[], $6::timestamptz[], $7::timestamptz[], $8::text[])"
+    "  AS v(delivery_id, status, picked_up_at, delivered_at, eta, next_at, changed_at, was)"
+    " WHERE d.delivery_id = v.delivery_id AND d.status = v.was"
+    " RETURNING d.delivery_id::text";
+
+enum { STAGE_COLS = 8 };
+
+deta_err_t delivery_store_save_stages(deta_db_t *db, const delivery_due_t *ds,
+                                      const delivery_stage_t *from, size_t n, bool *saved,
+                                      char *errstr, size_t errsize) {
+    for (size_t i = 0; i < n; i++)
+        saved[i] = false;
+    if (n == 0)
+        return DETA_OK;
+    /* vals[c * n + i]: column c of delivery i */
+    const char **vals = calloc(STAGE_COLS * n, sizeof *vals);
+    instant_param_t *at = calloc(5 * n, sizeof *at);
+    char *arrays[STAGE_COLS] = {0};
+    deta_err_t err = vals && at ? DETA_OK : DETA_ERR_INTERNAL;
+    for (size_t i = 0; i < n && !err; i++) {
+        const delivery_t *d = &ds[i].d;
+        int64_t changed_ms = d->delivered_ms ? d->delivered_ms
+                             : d->picked_up_ms ? d->picked_up_ms
+                                               : d->assigned_ms;
+        vals[0 * n + i] = d->delivery_id;
+        vals[1 * n + i] = delivery_stage_name(d->status);
+        vals[2 * n + i] = instant(&at[5 * i], d->picked_up_ms);
+        vals[3 * n + i] = instant(&at[5 * i + 1], d->delivered_ms);
+        vals[4 * n + i] = instant(&at[5 * i + 2], d->eta_ms);
+        vals[5 * n + i] = instant(&at[5 * i + 3], d->next_transition_ms);
+        vals[6 * n + i] = instant(&at[5 * i + 4], changed_ms);
+        vals[7 * n + i] = delivery_stage_name(from[i]);
+    }
+    for (int c = 0; c < STAGE_COLS && !err; c++)
+        if (!(arrays[c] = deta_db_array(&vals[(size_t)c * n], n)))
+            err = DETA_ERR_INTERNAL;
+    if (err) {
+        err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    } else {
+        PGresult *res = deta_db_exec(db, SAVE_STAGES_SQL, STAGE_COLS,
+                                     (const char *const *)arrays, &err, errstr, errsize);
+        for (int r = 0; res && r < PQntuples(res); r++)
+            for (size_t i = 0; i < n; i++)
+                if (strcmp(PQgetvalue(res, r, 0), ds[i].d.delivery_id) == 0)
+                    saved[i] = true;
+        PQclear(res);
+    }
+    for (int c = 0; c < STAGE_COLS; c++)
+        free(arrays[c]);
+    free(vals);
+    free(at);
+    return err;
 }
 
 /* ---- cancellation ---- */

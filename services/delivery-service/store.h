@@ -94,19 +94,27 @@ deta_err_t delivery_store_insert(deta_db_t *db, const delivery_t *d, const char 
                                  const char *correlation_id, bool *inserted, char *errstr,
                                  size_t errsize);
 
-/* In a transaction: the most overdue delivery whose next stage is due at now_ms,
- * locked (FOR UPDATE SKIP LOCKED: rows other instances hold are passed over).
- * *found false when none is due. */
-deta_err_t delivery_store_claim_due(deta_db_t *db, int64_t now_ms, delivery_t *d,
-                                    char correlation_id[DETA_ID_MAX + 1], bool *found,
-                                    char *errstr, size_t errsize);
+/* A delivery the ticker claimed: its row and its saga's correlation id. */
+typedef struct delivery_due {
+    delivery_t d;
+    char correlation_id[DETA_ID_MAX + 1];
+} delivery_due_t;
 
-/* In a transaction: d's status, instants, ETA and next transition, only if the
- * delivery is still at stage from (the driver is released by the caller,
- * delivery_store_release_drivers). *saved false when it is not: another
- * transaction (a cancel) changed it first, and nothing was written. */
-deta_err_t delivery_store_save_stage(deta_db_t *db, const delivery_t *d, delivery_stage_t from,
-                                     bool *saved, char *errstr, size_t errsize);
+/* In a transaction, one statement: up to max deliveries whose next stage is due
+ * at now_ms, most overdue first, locked (FOR UPDATE SKIP LOCKED: rows other
+ * instances hold are passed over), into out[0..*n). */
+deta_err_t delivery_store_claim_due(deta_db_t *db, int64_t now_ms, size_t max,
+                                    delivery_due_t *out, size_t *n, char *errstr,
+                                    size_t errsize);
+
+/* In a transaction, one statement: each of ds[0..n)'s status, instants, ETA and
+ * next transition, each only if the delivery is still at the stage from[i]
+ * (the drivers are released by the caller, delivery_store_release_drivers).
+ * saved[i] false when it is not: another transaction (a cancel) changed it
+ * first, and nothing was written for it. */
+deta_err_t delivery_store_save_stages(deta_db_t *db, const delivery_due_t *ds,
+                                      const delivery_stage_t *from, size_t n, bool *saved,
+                                      char *errstr, size_t errsize);
 
 /* ---- cancellation (in a transaction, each) ---- */
 

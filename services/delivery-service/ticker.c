@@ -2,12 +2,13 @@
  * ticker.c - the thread that advances due deliveries on the simulated clock.
  *
  * Every DELIVERY_TICK_MS it takes the due deliveries (next_transition_at <= now)
- * in one transaction per turn: lock the most overdue row with FOR UPDATE SKIP
- * LOCKED, advance it (domain.c), save it, write its stage event and eta.updated
- * to the outbox, and take the next, up to TICK_BATCH. A row advanced in this turn
- * is no longer due, so it is not taken twice. SKIP LOCKED lets several instances
- * tick side by side without waiting for or repeating each other's work. A full
- * batch starts the next turn at once.
+ * in one transaction per turn: lock up to TICK_BATCH of them, most overdue
+ * first, in one statement (FOR UPDATE SKIP LOCKED), advance each (domain.c),
+ * save them all in one statement, and write each one's stage event and
+ * eta.updated to the outbox. SKIP LOCKED lets several instances tick side by
+ * side without waiting for or repeating each other's work. A full batch starts
+ * the next turn at once. (A turn took one claim and one save per delivery until
+ * 12-07: two statements per stage, four per order.)
  *
  * Drivers last, in the same transaction, and in a fixed order: once the turn's
  * deliveries are moved, it locks the drivers it touches in one statement, in
@@ -29,8 +30,9 @@
  *
  * One transaction per turn rather than per delivery: a turn under load moves
  * tens of deliveries, and each commit is a WAL flush and two round trips. Nothing
- * is lost by it: a delivery the domain refuses to advance (no writes made for it
- * yet) ends the turn, the ones before it commit, and the turn backs off as
+ * is lost by it: a delivery the domain refuses to advance (nothing is written
+ * for it or the ones claimed after it, which stay due) ends the turn, the ones
+ * before it commit, and the turn backs off as
  * before; a failing statement aborts the transaction, so the whole turn rolls
  * back, nothing of it was announced, and the next turn does it again. Logs and
  * metrics follow the commit.
@@ -76,7 +78,8 @@ struct delivery_ticker {
     deta_gauge_t *waiting;
     delivery_assigner_t *assigner;
     /* the thread's own: what one turn did */
-    delivery_assignment_t turn[TICK_BATCH], assigned[TICK_BATCH];
+    delivery_due_t turn[TICK_BATCH];
+    delivery_assignment_t assigned[TICK_BATCH];
 };
 
 static bool stopping(delivery_ticker_t *t) {
@@ -93,34 +96,44 @@ static void nap(delivery_ticker_t *t, long ms) {
     }
 }
 
-/* The next due delivery moved on inside the open transaction; *moved false
- * when none was due, or when it was no longer at the stage it was claimed at
- * (*lost: a cancel changed it first; nothing is written nor announced). The
- * claim locks the row, so that cannot happen today; the conditional save keeps
- * the pick-up's one-winner rule true whatever locking the claim does. */
-static deta_err_t advance_next(delivery_ticker_t *t, deta_db_t *db, delivery_t *d,
-                               char *correlation_id, bool *moved, bool *lost, char *errstr,
-                               size_t errsize) {
+/* The turn's moves, in the open transaction: claims up to TICK_BATCH due
+ * deliveries, advances them in order up to the first one the domain refuses
+ * (*refused; it and those after it are left as they were), saves the moved in
+ * one statement and announces each one saved. One not saved was changed by a
+ * cancel first (the save is conditional on the stage it was claimed at; the
+ * claim locks the rows, so that cannot happen today, but the pick-up's
+ * one-winner rule holds whatever locking the claim does): nothing is written
+ * nor announced for it. t->turn[0..*n) the deliveries moved. */
+static deta_err_t move_due(delivery_ticker_t *t, deta_db_t *db, int *n, bool *refused,
+                           char *errstr, size_t errsize) {
     int64_t now = delivery_now_ms();
-    *lost = false;
-    deta_err_t err = delivery_store_claim_due(db, now, d, correlation_id, moved, errstr, errsize);
-    if (err || !*moved)
-        return err;
-    delivery_stage_t from = d->status;
-    if (delivery_advance(&t->params, d, now) != DETA_OK) {
-        *moved = false;
-        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "delivery %s cannot advance",
-                         d->delivery_id);
+    size_t claimed = 0, moved = 0;
+    *n = 0;
+    *refused = false;
+    deta_err_t err =
+        delivery_store_claim_due(db, now, TICK_BATCH, t->turn, &claimed, errstr, errsize);
+    delivery_stage_t from[TICK_BATCH];
+    for (; !err && moved < claimed; moved++) {
+        from[moved] = t->turn[moved].d.status;
+        if (delivery_advance(&t->params, &t->turn[moved].d, now) != DETA_OK) {
+            *refused = true;
+            DETA_WARN("ticker: delivery %s cannot advance", t->turn[moved].d.delivery_id);
+            break;
+        }
     }
-    bool saved = false;
-    err = delivery_store_save_stage(db, d, from, &saved, errstr, errsize);
-    if (!err && !saved) {
-        *moved = false;
-        *lost = true;
-        return DETA_OK;
-    }
+    bool saved[TICK_BATCH];
     if (!err)
-        err = delivery_store_announce(db, d, correlation_id, errstr, errsize);
+        err = delivery_store_save_stages(db, t->turn, from, moved, saved, errstr, errsize);
+    for (size_t i = 0; !err && i < moved; i++) {
+        if (!saved[i])
+            continue;
+        if ((size_t)*n != i)
+            t->turn[*n] = t->turn[i];
+        err = delivery_store_announce(db, &t->turn[*n].d, t->turn[*n].correlation_id, errstr,
+                                      errsize);
+        if (!err)
+            (*n)++;
+    }
     return err;
 }
 
@@ -162,23 +175,8 @@ static int advance_due(delivery_ticker_t *t, deta_db_t *db) {
     deta_err_t err = deta_db_begin(db, why, sizeof why);
     int n = 0, assigned = 0;
     bool refused = false;
-    for (int tries = 0; !err && n < TICK_BATCH && tries < 2 * TICK_BATCH && !stopping(t);
-         tries++) {
-        bool moved = false, lost = false;
-        err = advance_next(t, db, &t->turn[n].d, t->turn[n].correlation_id, &moved, &lost, why,
-                           sizeof why);
-        if (!err && lost)
-            continue; /* the cancel won this one: the next */
-        if (err == DETA_ERR_INTERNAL && !moved) {
-            refused = true; /* nothing written for it: keep the others */
-            DETA_WARN("ticker: %s", why);
-            err = DETA_OK;
-            break;
-        }
-        if (err || !moved)
-            break;
-        n++;
-    }
+    if (!err && !stopping(t))
+        err = move_due(t, db, &n, &refused, why, sizeof why);
     if (!err)
         err = settle_drivers(t, db, n, &assigned, why, sizeof why);
     if (!err)

@@ -133,7 +133,7 @@ static void test_exec_with_params(void **state) {
 }
 
 /* deta_db_array's literal reaches the server as the very elements given, in
- * order, however much array syntax they hold. */
+ * order, however much array syntax they hold, and a NULL item as NULL. */
 static void test_array_parameter(void **state) {
     (void)state;
     deta_db_t *db = new_db();
@@ -154,6 +154,22 @@ static void test_array_parameter(void **state) {
         assert_string_equal(PQgetvalue(r, i, 0), "f");
         assert_string_equal(PQgetvalue(r, i, 1), items[i]);
     }
+    PQclear(r);
+    free(array);
+    const char *holes[] = {NULL, "2026-12-07T10:00:00.123Z", NULL};
+    array = deta_db_array(holes, 3);
+    const char *hp[] = {array};
+    r = deta_db_exec(db,
+                     "SELECT e IS NULL, coalesce((extract(epoch FROM e) * 1000)::bigint, 0)"
+                     " FROM unnest($1::timestamptz[]) WITH ORDINALITY u(e, n) ORDER BY n",
+                     1, hp, &err, why, sizeof why);
+    if (!r)
+        fail_msg("unnest with NULLs: %s", why);
+    assert_int_equal(PQntuples(r), 3);
+    assert_string_equal(PQgetvalue(r, 0, 0), "t");
+    assert_string_equal(PQgetvalue(r, 1, 0), "f");
+    assert_string_equal(PQgetvalue(r, 1, 1), "1796637600123");
+    assert_string_equal(PQgetvalue(r, 2, 0), "t");
     PQclear(r);
     free(array);
     array = deta_db_array(NULL, 0);

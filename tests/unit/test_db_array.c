@@ -2,7 +2,7 @@
  * test_db_array.c - the array literals of a statement's array parameters
  * (deta_db_array, lib/src/db_array.c): every element quoted, its quotes and
  * backslashes escaped, so that no text becomes NULL, a separator or two
- * elements. That Postgres reads them back as given is checked against the
+ * elements; a NULL item is the element NULL. That Postgres reads them back as given is checked against the
  * real server by the services' integration tests.
  */
 #include <setjmp.h>
@@ -42,11 +42,20 @@ static void syntax_inside_an_element_stays_text(void **state) {
                    "\" sp \"}");
 }
 
+static void a_null_item_is_the_null_element(void **state) {
+    (void)state;
+    const char *items[] = {NULL, "NULL", NULL};
+    expect_literal(items, 3, "{NULL,\"NULL\",NULL}");
+    const char *only[] = {NULL};
+    expect_literal(only, 1, "{NULL}");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(plain_elements_are_quoted),
         cmocka_unit_test(none_is_the_empty_array),
         cmocka_unit_test(syntax_inside_an_element_stays_text),
+        cmocka_unit_test(a_null_item_is_the_null_element),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

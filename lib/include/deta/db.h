@@ -61,7 +61,8 @@ deta_err_t deta_db_run(deta_db_t *db, const char *sql, int nparams, const char *
 
 /* A Postgres array literal of the n texts, for an array parameter ($1::text[],
  * ::uuid[], ::int[]): {"a","b"}, every element quoted (its quotes and
- * backslashes escaped), {} for none. malloc'd; NULL when out of memory. */
+ * backslashes escaped), a NULL item the element NULL, {} for none. malloc'd;
+ * NULL when out of memory. */
 char *deta_db_array(const char *const *items, size_t n);
 
 /* The first column of the first row, parsed as JSON (the services build their
