@@ -28,18 +28,18 @@
  *      once the broker acknowledged them the relay confirms the stream up to
  *      the end of the last transaction whose rows are all out (a Standby
  *      status update: no transaction, no write), at most every
- *      OUTBOX_CONFIRM_EVERY_MS: Postgres sends a keepalive after every commit
- *      of every database of the server to each walsender's client that has
- *      not confirmed all it was sent, and answering each one cost a status
- *      update and a walsender wake-up per commit (docs/architecture.md).
+ *      OUTBOX_CONFIRM_EVERY_MS rather than after every batch, which under
+ *      load was about once per commit of the database's own
+ *      (docs/architecture.md, "How often it confirms").
  *      A row with no topic, or of an order that is held (outbox_park.c), is
  *      parked instead of sent; a row the broker refuses for good is parked
  *      and the rows behind it go on. Parks are written before the position
  *      moves past them;
  *   3. every DETA_OUTBOX_POLL_MS without traffic, the leader asks for a
- *      keepalive: with nothing in hand, the position it reports (how far the
- *      server has decoded) is confirmed, so that a quiet outbox in a busy
- *      database does not hold the server's WAL back. Once a minute, rows
+ *      keepalive: with nothing in hand, the position a keepalive reports (how
+ *      far the server has decoded) is confirmed, with the next status update
+ *      of that interval, so that a quiet outbox in a busy database does not
+ *      hold the server's WAL back. Once a minute, rows
  *      older than OUTBOX_RETENTION_S are deleted (the stream reads the WAL,
  *      not the table); every 10 s the slots' metrics are read; while rows are
  *      cleared by hand, they are published again.
@@ -130,6 +130,7 @@ struct deta_outbox_relay {
     size_t ready_bytes; /* the payloads' bytes of the rows in hand */
     deta_lsn_t confirmed; /* everything up to here is out (or not ours) */
     deta_lsn_t reported;  /* the last position sent in a status update */
+    bool published_unreported; /* confirmed moved past published rows since */
     deta_lsn_t server_lsn; /* how far the server has sent, as far as known */
     long last_status_ms;
     deta_pgo_msg_t msg; /* the message being read (large: kept here, not on the stack) */
@@ -246,13 +247,20 @@ static bool push_ready(deta_outbox_relay_t *r, outbox_row_t *row) {
 }
 
 /* The stream is gone (or going): what was in hand is streamed again. */
+static deta_err_t send_status(deta_outbox_relay_t *r, bool reply, char *why, size_t whysize);
+
+/* Closes the stream, first confirming what went out if the stream still takes
+ * it (a failed turn need not send that again). */
 static void stream_reset(deta_outbox_relay_t *r) {
+    if (outbox_stream_is_open(r->stream) && r->confirmed > r->reported)
+        send_status(r, false, NULL, 0);
     outbox_stream_close(r->stream);
     drop_ready(r);
     r->leader = false;
     r->in_tx = false;
     r->outbox_oid = 0;
     r->reported = 0;
+    r->published_unreported = false;
 }
 
 static void note_failure(deta_outbox_relay_t *r, const char *why) {
@@ -442,18 +450,22 @@ static deta_err_t send_status(deta_outbox_relay_t *r, bool reply, char *why, siz
     if (!err) {
         r->reported = r->confirmed;
         r->last_status_ms = deta_clock_ms();
+        r->published_unreported = false;
     }
     return err;
 }
 
-/* Publishes the rows in hand and confirms the stream past what went out. */
+/* Publishes the rows in hand and moves the position to confirm past what went
+ * out: it is sent at once after a failure, else by leader_turn's cadence. */
 static deta_err_t publish_ready(deta_outbox_relay_t *r, int send_timeout_ms, char *why,
                                 size_t whysize) {
     deta_err_t err = publish_rows(r, r->ready, r->nready, send_timeout_ms, why, whysize);
     size_t ndone;
     deta_lsn_t pos = done_position(r, &ndone);
-    if (pos > r->confirmed)
+    if (pos > r->confirmed) {
         r->confirmed = pos;
+        r->published_unreported = true;
+    }
     if (err) {
         if (!r->oldest_failed_ms) {
             const outbox_row_t *first = ndone < r->nready ? r->ready[ndone] : NULL;
@@ -751,6 +763,7 @@ static void standby_turn(deta_outbox_relay_t *r) {
         r->outbox_oid = 0;
         r->in_tx = false;
         r->confirmed = r->reported = 0;
+        r->published_unreported = false;
         err = outbox_held_load(r->db, &r->held, why, sizeof why);
         if (!err)
             err = legacy_drain(r, why, sizeof why);
@@ -888,7 +901,7 @@ static void leader_turn(deta_outbox_relay_t *r) {
     /* With rows in hand, only what is already there is read before they go;
      * with none, the wait ends when a status update is due. */
     long since = deta_clock_ms() - r->last_status_ms;
-    long due = r->confirmed > r->reported ? OUTBOX_CONFIRM_EVERY_MS : DETA_OUTBOX_POLL_MS;
+    long due = r->published_unreported ? OUTBOX_CONFIRM_EVERY_MS : DETA_OUTBOX_POLL_MS;
     int timeout = r->nready > 0 || since >= due ? 0 : (int)(due - since);
     int got = outbox_stream_next(r->stream, timeout, r->wake_fd, &buf, &len, why, sizeof why);
     deta_err_t err = DETA_OK;
@@ -903,11 +916,12 @@ static void leader_turn(deta_outbox_relay_t *r) {
         err = publish_ready(r, OUTBOX_SEND_TIMEOUT_MS, why, sizeof why);
     /* A status update each DETA_OUTBOX_POLL_MS asks for a keepalive (how far
      * the server is, see on_frame); one that only confirms does not, or the
-     * answers of a busy server would keep the two talking. A new position
-     * goes at most every OUTBOX_CONFIRM_EVERY_MS. */
+     * answers of a busy server would keep the two talking. A position past
+     * published rows goes at most every OUTBOX_CONFIRM_EVERY_MS, one learned
+     * only from keepalives with the interval's. */
     since = deta_clock_ms() - r->last_status_ms;
     bool interval = since >= DETA_OUTBOX_POLL_MS;
-    bool confirm = r->confirmed > r->reported && since >= OUTBOX_CONFIRM_EVERY_MS;
+    bool confirm = r->published_unreported && since >= OUTBOX_CONFIRM_EVERY_MS;
     if (!err && (confirm || interval))
         err = send_status(r, interval && r->nready == 0 && !r->in_tx, why, sizeof why);
     if (!err && deta_clock_ms() - r->last_republish_ms >= DETA_OUTBOX_POLL_MS) {
