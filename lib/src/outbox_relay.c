@@ -246,11 +246,11 @@ static bool push_ready(deta_outbox_relay_t *r, outbox_row_t *row) {
     return true;
 }
 
-/* The stream is gone (or going): what was in hand is streamed again. */
 static deta_err_t send_status(deta_outbox_relay_t *r, bool reply, char *why, size_t whysize);
 
-/* Closes the stream, first confirming what went out if the stream still takes
- * it (a failed turn need not send that again). */
+/* The stream is gone (or going): what was in hand is streamed again. What went
+ * out is confirmed first if the stream still takes it (a failed turn need not
+ * send that again). */
 static void stream_reset(deta_outbox_relay_t *r) {
     if (outbox_stream_is_open(r->stream) && r->confirmed > r->reported)
         send_status(r, false, NULL, 0);

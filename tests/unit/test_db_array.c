@@ -2,8 +2,9 @@
  * test_db_array.c - the array literals of a statement's array parameters
  * (deta_db_array, lib/src/db_array.c): every element quoted, its quotes and
  * backslashes escaped, so that no text becomes NULL, a separator or two
- * elements; a NULL item is the element NULL. That Postgres reads them back as given is checked against the
- * real server by the services' integration tests.
+ * elements; a NULL item is the element NULL. That Postgres reads them back as
+ * given is checked against the real server by integration.test_db and the
+ * services' integration tests.
  */
 #include <setjmp.h>
 #include <stdarg.h>
