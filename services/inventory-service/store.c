@@ -354,10 +354,16 @@ deta_err_t inv_store_take(deta_db_t *db, const inv_line_t *lines, size_t nlines,
 
 /* ---- settling ---- */
 
+/* The reservation row, locked, with its lines in one round trip: a row per line
+ * (one row with NULL line columns for a reservation without lines), in the
+ * order every lock of stock rows takes them. Only the reservation row is
+ * locked (FOR UPDATE OF r), and it is locked once however many lines join it. */
 static const char LOCK_RESERVATION_SQL[] =
-    "SELECT reservation_id, status, coalesce(reason, ''), coalesce(customer_id, ''),"
-    "  coalesce(correlation_id, order_id), coalesce(cancel_outcome, '')"
-    " FROM reservations WHERE order_id = $1 FOR UPDATE";
+    "SELECT r.reservation_id, r.status, coalesce(r.reason, ''), coalesce(r.customer_id, ''),"
+    "  coalesce(r.correlation_id, r.order_id), coalesce(r.cancel_outcome, ''),"
+    "  ri.item_id, ri.quantity"
+    " FROM reservations r LEFT JOIN reservation_items ri ON ri.order_id = r.order_id"
+    " WHERE r.order_id = $1 ORDER BY ri.item_id COLLATE \"C\" FOR UPDATE OF r";
 
 deta_err_t inv_store_lock_reservation(deta_db_t *db, const char *order_id, inv_reservation_t *res,
                                       char *errstr, size_t errsize) {
@@ -379,18 +385,12 @@ deta_err_t inv_store_lock_reservation(deta_db_t *db, const char *order_id, inv_r
     snprintf(res->customer_id, sizeof res->customer_id, "%s", PQgetvalue(r, 0, 3));
     snprintf(res->correlation_id, sizeof res->correlation_id, "%s", PQgetvalue(r, 0, 4));
     snprintf(res->cancel_outcome, sizeof res->cancel_outcome, "%s", PQgetvalue(r, 0, 5));
-    PQclear(r);
-
-    r = deta_db_exec(db,
-                     "SELECT item_id, quantity FROM reservation_items WHERE order_id = $1"
-                     " ORDER BY item_id COLLATE \"C\"",
-                     1, params, &err, errstr, errsize);
-    if (!r)
-        return err;
-    for (int i = 0; i < PQntuples(r) && i < INV_MAX_LINES; i++) {
+    for (int i = 0; i < PQntuples(r) && res->nlines < INV_MAX_LINES; i++) {
+        if (PQgetisnull(r, i, 6))
+            continue; /* the one row of a reservation without lines */
         inv_line_t *l = &res->lines[res->nlines++];
-        snprintf(l->item_id, sizeof l->item_id, "%s", PQgetvalue(r, i, 0));
-        l->quantity = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+        snprintf(l->item_id, sizeof l->item_id, "%s", PQgetvalue(r, i, 6));
+        l->quantity = strtoll(PQgetvalue(r, i, 7), NULL, 10);
     }
     PQclear(r);
     return DETA_OK;
@@ -432,31 +432,44 @@ deta_err_t inv_store_oldest_hold_age(deta_db_t *db, double *seconds, char *errst
     return DETA_OK;
 }
 
-static const char LOCK_RESERVED_STOCK_SQL[] =
-    "SELECT s.item_id FROM stock s"
-    " JOIN reservation_items ri ON ri.item_id = s.item_id AND ri.order_id = $1"
-    " ORDER BY s.item_id COLLATE \"C\" FOR UPDATE OF s";
-
-static const char SETTLE_STOCK_SQL[] =
-    "UPDATE stock s SET held = s.held - ri.quantity,"
-    "  available = s.available + CASE WHEN $2::text = 'RELEASED' THEN ri.quantity ELSE 0 END,"
-    "  sold = s.sold + CASE WHEN $2::text = 'SOLD' THEN ri.quantity ELSE 0 END,"
-    "  version = s.version + 1, updated_at = now()"
-    " FROM reservation_items ri WHERE ri.order_id = $1 AND ri.item_id = s.item_id";
-
 static const char SET_STATUS_SQL[] =
     "UPDATE reservations SET status = $2, updated_at = $3::timestamptz,"
     "  reason = coalesce($4, reason) WHERE order_id = $1";
 
+/* Moving a reservation's stock and setting its status, in one statement: l locks
+ * the stock rows of its lines in the order of "Deadlocks" (LockRows above the
+ * sort); m moves only rows l returned (the IN), so each row it updates is one l
+ * locked first, whatever plan joins them; the reservation's UPDATE is the
+ * statement's own. Parameters: $1 the order, $2 the new status, $3 the instant,
+ * $4 the reason (NULL keeps it). A stock row changed by another transaction
+ * after the statement's snapshot is locked at its newest version by l, and m
+ * moves that version (READ COMMITTED rechecks an updated row). */
+#define MOVE_STOCK_SQL(set)                                                            \
+    "WITH l AS (SELECT s.item_id FROM stock s"                                         \
+    "  JOIN reservation_items ri ON ri.item_id = s.item_id AND ri.order_id = $1"       \
+    "  ORDER BY s.item_id COLLATE \"C\" FOR UPDATE OF s),"                             \
+    " m AS (UPDATE stock s SET " set ", version = s.version + 1, updated_at = now()"   \
+    "  FROM reservation_items ri WHERE ri.order_id = $1 AND ri.item_id = s.item_id"     \
+    "  AND s.item_id IN (SELECT item_id FROM l))"                                      \
+    " UPDATE reservations SET status = $2::text, updated_at = $3::timestamptz,"        \
+    "  reason = coalesce($4, reason) WHERE order_id = $1"
+
+/* Held stock to sold (SOLD) or back to available (RELEASED). */
+static const char SETTLE_SQL[] = MOVE_STOCK_SQL(
+    "held = s.held - ri.quantity,"
+    "  available = s.available + CASE WHEN $2::text = 'RELEASED' THEN ri.quantity ELSE 0 END,"
+    "  sold = s.sold + CASE WHEN $2::text = 'SOLD' THEN ri.quantity ELSE 0 END");
+
+/* Sold stock back to available. */
+static const char UNSELL_SQL[] =
+    MOVE_STOCK_SQL("sold = s.sold - ri.quantity, available = s.available + ri.quantity");
+
+#undef MOVE_STOCK_SQL
+
 deta_err_t inv_store_settle(deta_db_t *db, const inv_reservation_t *res, const char *status,
                             const char *reason, const char *at, char *errstr, size_t errsize) {
     const char *params[] = {res->order_id, status, at, reason};
-    deta_err_t err = deta_db_run(db, LOCK_RESERVED_STOCK_SQL, 1, params, errstr, errsize);
-    if (!err)
-        err = deta_db_run(db, SETTLE_STOCK_SQL, 2, params, errstr, errsize);
-    if (!err)
-        err = deta_db_run(db, SET_STATUS_SQL, 4, params, errstr, errsize);
-    return err;
+    return deta_db_run(db, SETTLE_SQL, 4, params, errstr, errsize);
 }
 
 deta_err_t inv_store_set_status(deta_db_t *db, const inv_reservation_t *res, const char *status,
@@ -523,20 +536,10 @@ deta_err_t inv_store_record_cancel(deta_db_t *db, const char *order_id, const ch
                        3, params, errstr, errsize);
 }
 
-static const char UNSELL_STOCK_SQL[] =
-    "UPDATE stock s SET sold = s.sold - ri.quantity, available = s.available + ri.quantity,"
-    "  version = s.version + 1, updated_at = now()"
-    " FROM reservation_items ri WHERE ri.order_id = $1 AND ri.item_id = s.item_id";
-
 deta_err_t inv_store_unsell(deta_db_t *db, const inv_reservation_t *res, const char *reason,
                             const char *at, char *errstr, size_t errsize) {
     const char *params[] = {res->order_id, INV_STATUS_RELEASED, at, reason};
-    deta_err_t err = deta_db_run(db, LOCK_RESERVED_STOCK_SQL, 1, params, errstr, errsize);
-    if (!err)
-        err = deta_db_run(db, UNSELL_STOCK_SQL, 1, params, errstr, errsize);
-    if (!err)
-        err = deta_db_run(db, SET_STATUS_SQL, 4, params, errstr, errsize);
-    return err;
+    return deta_db_run(db, UNSELL_SQL, 4, params, errstr, errsize);
 }
 
 deta_err_t inv_store_set_reason(deta_db_t *db, const inv_reservation_t *res, const char *reason,
