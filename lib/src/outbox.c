@@ -106,59 +106,143 @@ static bool insert_sql(char *sql, size_t size, size_t n, bool context_given) {
                         " ORDER BY id DESC LIMIT 1) c ON true ORDER BY v.n");
 }
 
-deta_err_t deta_outbox_add_many(deta_db_t *db, const char *const *topics,
-                                const deta_event_t *const *evs, size_t n, char *errstr,
-                                size_t errsize) {
-    if (!db || !topics || !evs || n < 1 || n > DETA_OUTBOX_ADD_MAX)
+/* DETA_OK when the n events, each with a topic, are a write of 1..max of them
+ * (and, with one_key, of one orderId), inside an open transaction of db. */
+static deta_err_t check_write(deta_db_t *db, const char *const *topics,
+                              const deta_event_t *const *evs, size_t n, size_t max, bool one_key,
+                              char *errstr, size_t errsize) {
+    if (!db || !topics || !evs || n < 1 || n > max)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                         "an outbox write needs 1 to %d events, each with a topic",
-                         DETA_OUTBOX_ADD_MAX);
+                         "an outbox write needs 1 to %zu events, each with a topic", max);
     for (size_t i = 0; i < n; i++)
         if (!topics[i] || !*topics[i])
             return deta_errf(DETA_ERR_INVALID, errstr, errsize,
                              "an outbox write needs a topic for each event");
     for (size_t i = 0; i < n; i++)
-        if (!evs[i] || !evs[i]->order_id[0] || strcmp(evs[i]->order_id, evs[0]->order_id) != 0)
+        if (!evs[i] || !evs[i]->order_id[0] ||
+            (one_key && strcmp(evs[i]->order_id, evs[0]->order_id) != 0))
             return deta_errf(DETA_ERR_INVALID, errstr, errsize,
-                             "the events of an outbox write have one orderId (their key)");
+                             one_key ? "the events of an outbox write have one orderId (their key)"
+                                     : "each event of an outbox write needs an orderId (its key)");
     PGconn *conn = deta_db_conn(db, errstr, errsize);
     if (!conn)
         return DETA_ERR_TRANSIENT;
     if (PQtransactionStatus(conn) == PQTRANS_IDLE)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize,
                          "deta_outbox_add must run inside the caller's transaction");
-    /* The rows' trace context (deta/trace.h): the current span's (the
-     * transaction's); outside any span (a ticker, a sweeper), that of the
-     * order's latest traced row, so that the order's saga stays one trace
-     * (none found: the relay starts a new one); NULL with tracing off. */
+    return DETA_OK;
+}
+
+/* The rows' trace context (deta/trace.h): the current span's (the
+ * transaction's), written into traceparent and tracestate; false outside any
+ * span with tracing on (a ticker, a sweeper): then each row takes that of its
+ * order's latest traced row, so that the order's saga stays one trace (none
+ * found: the relay starts a new one). With tracing off the context is given,
+ * and empty. */
+static bool context_given(char traceparent[DETA_TRACEPARENT_LEN + 1],
+                          char tracestate[DETA_TRACESTATE_MAX + 1], bool *traced) {
+    *traced = deta_span_current_headers(traceparent, tracestate);
+    return *traced || !deta_trace_enabled();
+}
+
+/* Each event's envelope, malloc'd, into payloads (freed by the caller, NULL
+ * when not made); false when out of memory. */
+static bool serialize_all(const char *const *topics, const deta_event_t *const *evs, size_t n,
+                          char **payloads) {
+    bool ok = true;
+    for (size_t i = 0; i < n && ok; i++) {
+        deta_span_event(deta_span_current(), "outbox.add", "messaging.destination.name",
+                        topics[i]);
+        ok = (payloads[i] = deta_event_serialize(evs[i])) != NULL;
+    }
+    return ok;
+}
+
+deta_err_t deta_outbox_add_many(deta_db_t *db, const char *const *topics,
+                                const deta_event_t *const *evs, size_t n, char *errstr,
+                                size_t errsize) {
+    deta_err_t err = check_write(db, topics, evs, n, DETA_OUTBOX_ADD_MAX, true, errstr, errsize);
+    if (err)
+        return err;
     char traceparent[DETA_TRACEPARENT_LEN + 1], tracestate[DETA_TRACESTATE_MAX + 1];
-    bool traced = deta_span_current_headers(traceparent, tracestate);
-    bool context_given = traced || !deta_trace_enabled();
+    bool traced, given = context_given(traceparent, tracestate, &traced);
     const char *params[3 + 2 * DETA_OUTBOX_ADD_MAX] = {evs[0]->order_id};
     size_t first = 1;
-    if (context_given) {
+    if (given) {
         params[1] = traced ? traceparent : NULL;
         params[2] = traced && tracestate[0] ? tracestate : NULL;
         first = 3;
     }
     char *payloads[DETA_OUTBOX_ADD_MAX] = {NULL};
-    deta_err_t err = DETA_OK;
-    for (size_t i = 0; i < n && !err; i++) {
-        deta_span_event(deta_span_current(), "outbox.add", "messaging.destination.name",
-                        topics[i]);
-        if (!(payloads[i] = deta_event_serialize(evs[i])))
-            err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    if (!serialize_all(topics, evs, n, payloads))
+        err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    for (size_t i = 0; i < n; i++) {
         params[first + 2 * i] = topics[i];
         params[first + 2 * i + 1] = payloads[i];
     }
     if (!err) {
         char sql[1024];
-        err = insert_sql(sql, sizeof sql, n, context_given)
+        err = insert_sql(sql, sizeof sql, n, given)
                   ? deta_db_run(db, sql, (int)(first + 2 * n), params, errstr, errsize)
                   : deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "the outbox INSERT is too long");
     }
     for (size_t i = 0; i < n; i++)
         free(payloads[i]);
+    return err;
+}
+
+/* deta_outbox_add_each's INSERT: the rows from three arrays, $1 the topics, $2
+ * the keys, $3 the payloads, in the order given (WITH ORDINALITY: the ids follow
+ * it). One text whatever the count: one prepared statement. */
+#define EACH_ROWS                                                                      \
+    " FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY v(t, k, p, n)"
+/* ... with the trace context given, $4 and $5, every row's */
+static const char INSERT_EACH_GIVEN_SQL[] =
+    "INSERT INTO outbox (topic, msg_key, payload, traceparent, tracestate)"
+    " SELECT v.t, v.k, v.p, $4, $5" EACH_ROWS " ORDER BY v.n";
+/* ... else the context of each key's latest traced row */
+static const char INSERT_EACH_SQL[] =
+    "INSERT INTO outbox (topic, msg_key, payload, traceparent, tracestate)"
+    " SELECT v.t, v.k, v.p, c.traceparent, c.tracestate" EACH_ROWS
+    " LEFT JOIN LATERAL (SELECT traceparent, tracestate FROM outbox"
+    "  WHERE msg_key = v.k AND traceparent IS NOT NULL ORDER BY id DESC LIMIT 1) c ON true"
+    " ORDER BY v.n";
+#undef EACH_ROWS
+
+deta_err_t deta_outbox_add_each(deta_db_t *db, const char *const *topics,
+                                const deta_event_t *const *evs, size_t n, char *errstr,
+                                size_t errsize) {
+    deta_err_t err = check_write(db, topics, evs, n, DETA_OUTBOX_EACH_MAX, false, errstr, errsize);
+    if (err)
+        return err;
+    char traceparent[DETA_TRACEPARENT_LEN + 1], tracestate[DETA_TRACESTATE_MAX + 1];
+    bool traced, given = context_given(traceparent, tracestate, &traced);
+    char **payloads = calloc(n, sizeof *payloads);
+    const char **keys = calloc(n, sizeof *keys);
+    char *arrays[3] = {NULL, NULL, NULL};
+    bool ok = payloads && keys && serialize_all(topics, evs, n, payloads);
+    for (size_t i = 0; ok && i < n; i++)
+        keys[i] = evs[i]->order_id;
+    if (ok) {
+        arrays[0] = deta_db_array(topics, n);
+        arrays[1] = deta_db_array(keys, n);
+        arrays[2] = deta_db_array((const char *const *)payloads, n);
+        ok = arrays[0] && arrays[1] && arrays[2];
+    }
+    if (ok) {
+        const char *params[] = {arrays[0], arrays[1], arrays[2], traced ? traceparent : NULL,
+                                traced && tracestate[0] ? tracestate : NULL};
+        err = given ? deta_db_run(db, INSERT_EACH_GIVEN_SQL, 5, params, errstr, errsize)
+                    : deta_db_run(db, INSERT_EACH_SQL, 3, params, errstr, errsize);
+    } else {
+        err = deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    }
+    for (size_t i = 0; payloads && i < n; i++)
+        free(payloads[i]);
+    for (size_t i = 0; i < 3; i++)
+        free(arrays[i]);
+    free(payloads);
+    free(keys);
     return err;
 }
 

@@ -641,28 +641,73 @@ static int64_t stage_instant(const delivery_t *d) {
     return 0;
 }
 
-/* The stage's event (raw.delivery-events) and its eta.updated (raw.eta-events),
- * in one statement. */
-deta_err_t delivery_store_announce(deta_db_t *db, const delivery_t *d, const char *correlation_id,
-                                   char *errstr, size_t errsize) {
+/* The stage's event (raw.delivery-events) and its eta.updated (raw.eta-events)
+ * of d into two[0] and two[1], both cleared on error. */
+static deta_err_t announcement(const delivery_t *d, const char *correlation_id,
+                               deta_event_t two[2], char *errstr, size_t errsize) {
     int64_t at = stage_instant(d);
-    deta_event_t stage, eta;
     json_t *eta_payload = delivery_eta_payload(d, at);
-    deta_err_t err = event_of(&stage, delivery_stage_event_type(d->status), d->order_id,
+    deta_err_t err = event_of(&two[0], delivery_stage_event_type(d->status), d->order_id,
                               correlation_id, delivery_stage_payload(d), at, errstr, errsize);
     if (err) {
         json_decref(eta_payload);
         return err;
     }
-    err = event_of(&eta, DETA_EVT_ETA_UPDATED, d->order_id, correlation_id, eta_payload, at,
+    err = event_of(&two[1], DETA_EVT_ETA_UPDATED, d->order_id, correlation_id, eta_payload, at,
                    errstr, errsize);
-    if (!err) {
-        const deta_event_t *both[] = {&stage, &eta};
-        static const char *const topics[] = {DETA_TOPIC_DELIVERY_EVENTS, DETA_TOPIC_ETA_EVENTS};
-        err = deta_outbox_add_many(db, topics, both, 2, errstr, errsize);
-        deta_event_clear(&eta);
+    if (err)
+        deta_event_clear(&two[0]);
+    return err;
+}
+
+static const char *const ANNOUNCED_TOPICS[] = {DETA_TOPIC_DELIVERY_EVENTS, DETA_TOPIC_ETA_EVENTS};
+
+/* Both in one statement. */
+deta_err_t delivery_store_announce(deta_db_t *db, const delivery_t *d, const char *correlation_id,
+                                   char *errstr, size_t errsize) {
+    deta_event_t two[2];
+    deta_err_t err = announcement(d, correlation_id, two, errstr, errsize);
+    if (err)
+        return err;
+    const deta_event_t *both[] = {&two[0], &two[1]};
+    err = deta_outbox_add_many(db, ANNOUNCED_TOPICS, both, 2, errstr, errsize);
+    deta_event_clear(&two[1]);
+    deta_event_clear(&two[0]);
+    return err;
+}
+
+/* All of them in one statement: each delivery's two events, in turn order. */
+deta_err_t delivery_store_announce_all(deta_db_t *db, const delivery_due_t *ds, size_t n,
+                                       char *errstr, size_t errsize) {
+    if (n == 0)
+        return DETA_OK;
+    if (n > DETA_OUTBOX_EACH_MAX / 2)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "%zu deliveries to announce at once, at most %d", n,
+                         DETA_OUTBOX_EACH_MAX / 2);
+    deta_event_t *evs = calloc(2 * n, sizeof *evs);
+    const deta_event_t **ptrs = calloc(2 * n, sizeof *ptrs);
+    const char **topics = calloc(2 * n, sizeof *topics);
+    deta_err_t err = evs && ptrs && topics
+                         ? DETA_OK
+                         : deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    size_t made = 0; /* deliveries whose two events were made */
+    for (; !err && made < n; made++)
+        err = announcement(&ds[made].d, ds[made].correlation_id, &evs[2 * made], errstr,
+                           errsize);
+    if (err && made > 0)
+        made--; /* the failed one's events are cleared already */
+    for (size_t i = 0; !err && i < 2 * n; i++) {
+        ptrs[i] = &evs[i];
+        topics[i] = ANNOUNCED_TOPICS[i % 2];
     }
-    deta_event_clear(&stage);
+    if (!err)
+        err = deta_outbox_add_each(db, topics, ptrs, 2 * n, errstr, errsize);
+    for (size_t i = 0; evs && i < 2 * made; i++)
+        deta_event_clear(&evs[i]);
+    free(evs);
+    free(ptrs);
+    free(topics);
     return err;
 }
 

@@ -171,6 +171,11 @@ deta_err_t delivery_store_add_event(deta_db_t *db, const char *type, const char 
 deta_err_t delivery_store_announce(deta_db_t *db, const delivery_t *d, const char *correlation_id,
                                    char *errstr, size_t errsize);
 
+/* The same for the n deliveries of ds (at most DETA_OUTBOX_EACH_MAX / 2), in one
+ * statement: a ticker's turn. */
+deta_err_t delivery_store_announce_all(deta_db_t *db, const delivery_due_t *ds, size_t n,
+                                       char *errstr, size_t errsize);
+
 /* The delivery of an order as the REST API shows it (JSON text, malloc'd): the
  * delivery (cancelledAt null unless CANCELLED), or while the order waits
  * {orderId, status "WAITING", paymentId, waitingSince, position (1 = next)}, or

@@ -5,10 +5,11 @@
  * in one transaction per turn: lock up to TICK_BATCH of them, most overdue
  * first, in one statement (FOR UPDATE SKIP LOCKED), advance each (domain.c),
  * save them all in one statement, and write each one's stage event and
- * eta.updated to the outbox. SKIP LOCKED lets several instances tick side by
+ * eta.updated to the outbox in one more. SKIP LOCKED lets several instances tick side by
  * side without waiting for or repeating each other's work. A full batch starts
  * the next turn at once. (A turn took one claim and one save per delivery until
- * 12-07: two statements per stage, four per order.)
+ * 12-07: two statements per stage, four per order; and an outbox write per
+ * delivery until 12-07's afternoon, two per order.)
  *
  * Drivers last, in the same transaction, and in a fixed order: once the turn's
  * deliveries are moved, it locks the drivers it touches in one statement, in
@@ -56,8 +57,10 @@
 #include "deta/log.h"
 #include "settings.h"
 #include "store.h"
+#include "deta/outbox.h"
 
 #define TICK_BATCH 100
+_Static_assert(2 * TICK_BATCH <= DETA_OUTBOX_EACH_MAX, "a turn's events fit one outbox write");
 #define GAUGE_REFRESH_MS 1000
 #define BACKOFF_MAX_MS 5000
 #define STALE_MIN_MS 10000 /* the health check's patience, at least */
@@ -99,7 +102,7 @@ static void nap(delivery_ticker_t *t, long ms) {
 /* The turn's moves, in the open transaction: claims up to TICK_BATCH due
  * deliveries, advances them in order up to the first one the domain refuses
  * (*refused; it and those after it are left as they were), saves the moved in
- * one statement and announces each one saved. One not saved was changed by a
+ * one statement and announces those saved in one more. One not saved was changed by a
  * cancel first (the save is conditional on the stage it was claimed at; the
  * claim locks the rows, so that cannot happen today, but the pick-up's
  * one-winner rule holds whatever locking the claim does): nothing is written
@@ -129,11 +132,12 @@ static deta_err_t move_due(delivery_ticker_t *t, deta_db_t *db, int *n, bool *re
             continue;
         if ((size_t)*n != i)
             t->turn[*n] = t->turn[i];
-        err = delivery_store_announce(db, &t->turn[*n].d, t->turn[*n].correlation_id, errstr,
-                                      errsize);
-        if (!err)
-            (*n)++;
+        (*n)++;
     }
+    if (!err)
+        err = delivery_store_announce_all(db, t->turn, (size_t)*n, errstr, errsize);
+    if (err)
+        *n = 0;
     return err;
 }
 

@@ -9,6 +9,9 @@
  *   - deta_outbox_add needs a transaction and valid input;
  *   - deta_outbox_add_many writes one order's events in one statement, in
  *     order, and refuses no events, too many, or events of several orders;
+ *   - deta_outbox_add_each writes several orders' events in one statement,
+ *     each keyed by its own order and published in the order given per key and
+ *     topic, and refuses no events, too many, or one without orderId or topic;
  *   - rows are published only after their transaction commits, in id order
  *     within an order, keyed by orderId; a rollback publishes nothing;
  *   - the relay spends no SQL transaction per row or per batch: over 200
@@ -472,6 +475,78 @@ static void test_many_in_one_statement_in_order(void **state) {
     for (int i = 0; i < 3; i++)
         deta_event_clear(&evs[i]);
     deta_event_clear(&stray);
+}
+
+/* deta_outbox_add_each: three orders' events interleaved, on two topics, in
+ * one statement (one cmin); each order's rows are published under its own key,
+ * in the order given; bad input is refused and writes nothing. */
+static void test_each_in_one_statement_in_order(void **state) {
+    (void)state;
+    char keys[3][64], err[256];
+    for (int k = 0; k < 3; k++)
+        new_key(keys[k], sizeof keys[k], "each");
+    enum { N = 7 };
+    /* the i-th event is of order of[i], on topic on[i] */
+    const int of[N] = {0, 1, 0, 2, 1, 0, 2};
+    const char *on[N] = {TOPIC, TOPIC, OTHER_TOPIC, TOPIC, TOPIC, TOPIC, OTHER_TOPIC};
+    deta_event_t evs[N], nokey;
+    const deta_event_t *each[N];
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(deta_event_init(&evs[i], DETA_EVT_DELIVERY_PICKED_UP, keys[of[i]],
+                                         "corr-e", "delivery-service",
+                                         json_pack("{s:i}", "n", i), err, sizeof err),
+                         DETA_OK);
+        each[i] = &evs[i];
+    }
+    assert_int_equal(deta_event_init(&nokey, DETA_EVT_DELIVERY_PICKED_UP, keys[0], "corr-e",
+                                     "delivery-service", json_object(), err, sizeof err),
+                     DETA_OK);
+    nokey.order_id[0] = '\0';
+    /* outside a transaction */
+    assert_int_equal(deta_outbox_add_each(db, on, each, N, err, sizeof err), DETA_ERR_INVALID);
+    assert_int_equal(deta_db_begin(db, err, sizeof err), DETA_OK);
+    assert_int_equal(deta_outbox_add_each(db, on, each, 0, err, sizeof err), DETA_ERR_INVALID);
+    assert_int_equal(deta_outbox_add_each(db, on, each, DETA_OUTBOX_EACH_MAX + 1, err,
+                                          sizeof err),
+                     DETA_ERR_INVALID);
+    assert_int_equal(deta_outbox_add_each(db, NULL, each, N, err, sizeof err), DETA_ERR_INVALID);
+    const deta_event_t *bad[2] = {each[0], &nokey};
+    assert_int_equal(deta_outbox_add_each(db, on, bad, 2, err, sizeof err), DETA_ERR_INVALID);
+    assert_non_null(strstr(err, "orderId"));
+    const char *untopiced[2] = {TOPIC, ""};
+    assert_int_equal(deta_outbox_add_each(db, untopiced, each, 2, err, sizeof err),
+                     DETA_ERR_INVALID);
+    assert_non_null(strstr(err, "topic"));
+    assert_int_equal(deta_outbox_add_each(db, on, each, N, err, sizeof err), DETA_OK);
+    assert_int_equal(deta_db_commit(db, err, sizeof err), DETA_OK);
+    assert_int_equal(scratch_long("SELECT count(DISTINCT cmin::text) FROM outbox"
+                                  " WHERE msg_key IN ($1, $2, $3)",
+                                  3, keys[0], keys[1], keys[2]),
+                     1);
+    assert_true(relayed(WAIT_MS));
+    const char *topics[2] = {TOPIC, OTHER_TOPIC};
+    for (int k = 0; k < 3; k++)
+        for (int t = 0; t < 2; t++) {
+            int want[N], nwant = 0;
+            for (int i = 0; i < N; i++)
+                if (of[i] == k && strcmp(on[i], topics[t]) == 0)
+                    want[nwant++] = i;
+            char *values[N] = {0};
+            assert_int_equal(read_values(topics[t], keys[k], nwant, WAIT_MS, values), nwant);
+            for (int j = 0; j < nwant; j++) {
+                deta_event_t ev;
+                assert_int_equal(
+                    deta_event_parse(values[j], strlen(values[j]), &ev, err, sizeof err), DETA_OK);
+                assert_string_equal(ev.event_id, evs[want[j]].event_id);
+                assert_string_equal(ev.order_id, keys[k]);
+                assert_int_equal(json_integer_value(json_object_get(ev.payload, "n")), want[j]);
+                deta_event_clear(&ev);
+                free(values[j]);
+            }
+        }
+    for (int i = 0; i < N; i++)
+        deta_event_clear(&evs[i]);
+    deta_event_clear(&nokey);
 }
 
 static void test_rollback_publishes_nothing(void **state) {
@@ -1175,6 +1250,7 @@ int main(void) {
         cmocka_unit_test(test_add_needs_a_transaction_and_valid_input),
         cmocka_unit_test(test_published_after_commit_in_order),
         cmocka_unit_test(test_many_in_one_statement_in_order),
+        cmocka_unit_test(test_each_in_one_statement_in_order),
         cmocka_unit_test(test_rollback_publishes_nothing),
         cmocka_unit_test(test_no_transaction_per_row),
         cmocka_unit_test(test_streams_again_after_its_walsender_ends),

@@ -13,7 +13,10 @@
  *     the order's latest traced row), also two rows of two topics written in one
  *     statement (deta_outbox_add_many, as delivery-service's stage and ETA);
  *   - a row of an order with no traced row, outside any span, has no context,
- *     and its message starts a new trace (the producer span is its root).
+ *     and its message starts a new trace (the producer span is its root);
+ *   - rows of several orders in one statement (deta_outbox_add_each, as
+ *     delivery-service's ticker): outside any span each continues its own
+ *     order's trace, or has none; inside a span all carry the span's.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -202,10 +205,100 @@ static void row_outside_any_trace(void **state) {
     ts_kafka_msg_free(&m);
 }
 
+/* Events of the orders keys[i] (one each), in one deta_outbox_add_each, the
+ * i-th on topics[i], in a transaction of their own. */
+static void write_each(const char *const *keys, const char *const *topics, size_t n) {
+    deta_event_t ev[4];
+    const deta_event_t *evs[4];
+    char err[256];
+    assert_true(n <= 4);
+    assert_int_equal(deta_db_begin(db, err, sizeof err), DETA_OK);
+    for (size_t i = 0; i < n; i++) {
+        if (deta_event_init(&ev[i], DETA_EVT_DELIVERY_PICKED_UP, keys[i], "corr-e",
+                            "delivery-service", json_pack("{s:i}", "i", (int)i), err,
+                            sizeof err) != DETA_OK)
+            fail_msg("event: %s", err);
+        evs[i] = &ev[i];
+    }
+    deta_err_t rc = deta_outbox_add_each(db, topics, evs, n, err, sizeof err);
+    for (size_t i = 0; i < n; i++)
+        deta_event_clear(&ev[i]);
+    if (rc != DETA_OK)
+        fail_msg("outbox add_each: %s", err);
+    assert_int_equal(deta_db_commit(db, err, sizeof err), DETA_OK);
+}
+
+/* The traceparent of the order's n-th row ("" when none). */
+static void row_traceparent(const char *key, int n, char *out, size_t size) {
+    row_context(key, n, out, size);
+    *strchr(out, '|') = '\0';
+}
+
+static void rows_of_several_orders(void **state) {
+    (void)state;
+    char traced[64], untraced[64], uuid[37];
+    ts_uuid(uuid);
+    snprintf(traced, sizeof traced, "each-traced-%s", uuid);
+    snprintf(untraced, sizeof untraced, "each-untraced-%s", uuid);
+    deta_trace_ctx_t caller;
+    assert_true(deta_trace_ctx_from_headers(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", NULL, &caller));
+    deta_span_t *server = deta_span_begin("POST /each", DETA_SPAN_SERVER, &caller);
+    assert_non_null(server);
+    deta_span_enter(server);
+    write_row(traced);
+    deta_span_end(server);
+    assert_null(deta_span_current());
+    char first[700];
+    row_traceparent(traced, 0, first, sizeof first);
+    assert_true(first[0] != '\0');
+
+    /* outside any span: the traced order's rows take its latest row's context,
+     * the other order's row none */
+    const char *keys[] = {traced, untraced, traced};
+    const char *topics[] = {TOPIC, TOPIC, OTHER_TOPIC};
+    write_each(keys, topics, 3);
+    char col[700];
+    for (int n = 1; n <= 2; n++) {
+        row_traceparent(traced, n, col, sizeof col);
+        assert_string_equal(col, first);
+    }
+    row_context(untraced, 0, col, sizeof col);
+    assert_string_equal(col, "|");
+    ts_kafka_msg_t m;
+    assert_true(ts_kafka_find(OTHER_TOPIC, traced, WAIT_MS, &m));
+    const char *tp = ts_kafka_header(&m, "traceparent");
+    assert_non_null(tp);
+    deta_trace_ctx_t msg;
+    parse(tp, &msg);
+    assert_memory_equal(msg.trace_id, caller.trace_id, 16);
+    ts_kafka_msg_free(&m);
+
+    /* inside a span: every row, of either order, carries the span's context */
+    deta_trace_ctx_t other;
+    assert_true(deta_trace_ctx_from_headers(
+        "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01", "k=v", &other));
+    server = deta_span_begin("POST /each-2", DETA_SPAN_SERVER, &other);
+    deta_span_enter(server);
+    const char *keys2[] = {untraced, traced};
+    write_each(keys2, topics, 2);
+    deta_span_end(server);
+    char a[700], b[700];
+    row_context(untraced, 1, a, sizeof a);
+    row_context(traced, 3, b, sizeof b);
+    assert_string_equal(a, b);
+    assert_non_null(strstr(a, "|k=v"));
+    *strchr(a, '|') = '\0';
+    deta_trace_ctx_t row;
+    parse(a, &row);
+    assert_memory_equal(row.trace_id, other.trace_id, 16);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(row_inside_a_span),
         cmocka_unit_test(row_outside_any_trace),
+        cmocka_unit_test(rows_of_several_orders),
     };
     return cmocka_run_group_tests_name("trace outbox", tests, setup, teardown);
 }

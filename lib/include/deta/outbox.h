@@ -72,6 +72,14 @@ deta_err_t deta_outbox_add_many(deta_db_t *db, const char *const *topics,
                                 const deta_event_t *const *evs, size_t n, char *errstr,
                                 size_t errsize);
 
+#define DETA_OUTBOX_EACH_MAX 256
+/* The same for n (1..DETA_OUTBOX_EACH_MAX) events of any orders, each keyed by
+ * its own orderId, in one statement whatever n (a batch's events: a ticker's
+ * turn); published in the order given within each key and topic. */
+deta_err_t deta_outbox_add_each(deta_db_t *db, const char *const *topics,
+                                const deta_event_t *const *evs, size_t n, char *errstr,
+                                size_t errsize);
+
 typedef struct deta_outbox_relay deta_outbox_relay_t;
 
 /* producer borrowed; metrics optional (deta_outbox_published_total,
