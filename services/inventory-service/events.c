@@ -219,10 +219,10 @@ static deta_err_t publish(inv_events_t *e, deta_db_t *db, const char *type, cons
 static deta_err_t reserve(inv_events_t *e, deta_db_t *db, const deta_event_t *ev,
                           const inv_request_t *r, const char *reservation_id, const char *at,
                           const char *expires, char *errstr, size_t errsize) {
-    deta_err_t err = inv_store_take(db, r->lines, r->nlines, INV_STATUS_HELD, errstr, errsize);
-    if (!err)
-        err = publish(e, db, DETA_EVT_INVENTORY_RESERVED, ev->order_id, ev->correlation_id,
-                      inv_reserved_payload(r, reservation_id, at, expires), at, errstr, errsize);
+    /* the units were moved to held with the reservation's row */
+    deta_err_t err =
+        publish(e, db, DETA_EVT_INVENTORY_RESERVED, ev->order_id, ev->correlation_id,
+                inv_reserved_payload(r, reservation_id, at, expires), at, errstr, errsize);
     if (err)
         return err;
     deta_counter_inc(e->reserved);

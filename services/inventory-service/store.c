@@ -294,6 +294,10 @@ deta_err_t inv_store_lock_levels(deta_db_t *db, const inv_line_t *lines, size_t 
     return DETA_OK;
 }
 
+/* The reservation row and its lines, and for a HELD one its units moved from
+ * available to held, in one statement; only when the row is new (r), so a
+ * duplicate order.created writes nothing. The stock rows are locked already
+ * (inv_store_lock_levels). The answer: the lines inserted, the stock rows moved. */
 static const char INSERT_RESERVATION_SQL[] =
     "WITH r AS ("
     "  INSERT INTO reservations (order_id, reservation_id, status, customer_id, total_amount,"
@@ -301,10 +305,17 @@ static const char INSERT_RESERVATION_SQL[] =
     "                            hold_expires_at)"
     "  VALUES ($1, $2, $3, $4, $5::numeric, $6, $7, $8::timestamptz, $8::timestamptz, $10,"
     "          $11::timestamptz)"
-    "  ON CONFLICT (order_id) DO NOTHING RETURNING order_id)"
-    "INSERT INTO reservation_items (order_id, item_id, quantity)"
+    "  ON CONFLICT (order_id) DO NOTHING RETURNING order_id),"
+    " i AS (INSERT INTO reservation_items (order_id, item_id, quantity)"
     "  SELECT r.order_id, e->>'itemId', (e->>'quantity')::bigint"
-    "  FROM r, jsonb_array_elements($9::jsonb) e";
+    "  FROM r, jsonb_array_elements($9::jsonb) e RETURNING 1),"
+    " t AS (UPDATE stock s SET available = s.available - l.q, held = s.held + l.q,"
+    "  version = s.version + 1, updated_at = now()"
+    "  FROM (SELECT e->>'itemId' AS item_id, (e->>'quantity')::bigint AS q"
+    "        FROM jsonb_array_elements($9::jsonb) e) l"
+    "  WHERE s.item_id = l.item_id AND $3::text = 'HELD' AND EXISTS (SELECT 1 FROM r)"
+    "  RETURNING 1)"
+    " SELECT (SELECT count(*) FROM i), (SELECT count(*) FROM t)";
 
 deta_err_t inv_store_insert_reservation(deta_db_t *db, const inv_request_t *r,
                                         const char *reservation_id, const char *correlation_id,
@@ -321,11 +332,19 @@ deta_err_t inv_store_insert_reservation(deta_db_t *db, const inv_request_t *r,
                             r->currency,    reason,
                             at,             items,
                             correlation_id, hold_expires_at};
-    deta_err_t err = DETA_OK;
-    long n = run_counted(db, INSERT_RESERVATION_SQL, 11, params, &err, errstr, errsize);
+    deta_err_t err;
+    PGresult *res = deta_db_exec(db, INSERT_RESERVATION_SQL, 11, params, &err, errstr, errsize);
     free(items);
-    *inserted = n > 0; /* a request has at least one line */
-    return err;
+    if (!res)
+        return err;
+    long lines = atol(PQgetvalue(res, 0, 0)), moved = atol(PQgetvalue(res, 0, 1));
+    PQclear(res);
+    *inserted = lines > 0; /* a request has at least one line */
+    bool held = strcmp(status, INV_STATUS_HELD) == 0;
+    if (*inserted && held && moved != (long)r->nlines)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize,
+                         "moved %ld stock rows for %zu lines", moved, r->nlines);
+    return DETA_OK;
 }
 
 static const char TAKE_SQL[] =

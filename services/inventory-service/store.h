@@ -58,8 +58,10 @@ deta_err_t inv_store_lock_levels(deta_db_t *db, const inv_line_t *lines, size_t 
 
 /* In the caller's transaction: the order's one reservation row with status (HELD
  * or REJECTED), its saga's correlation id, the instant its hold expires (NULL
- * when rejected) and its lines. *inserted is false when the order has one
- * already (then nothing was written). */
+ * when rejected) and its lines, and for HELD the lines' quantities moved from
+ * available to held (rows already locked by inv_store_lock_levels), in one
+ * statement. *inserted is false when the order has one already (then nothing
+ * was written). */
 deta_err_t inv_store_insert_reservation(deta_db_t *db, const inv_request_t *r,
                                         const char *reservation_id, const char *correlation_id,
                                         const char *status, const char *reason, const char *at,
@@ -68,7 +70,8 @@ deta_err_t inv_store_insert_reservation(deta_db_t *db, const inv_request_t *r,
 
 /* In the caller's transaction: moves the lines' quantities from available to
  * held (into INV_STATUS_HELD) or to sold (INV_STATUS_SOLD: a late authorization
- * retaking them); rows already locked by inv_store_lock_levels. */
+ * retaking them); rows already locked by inv_store_lock_levels. (A new HELD
+ * reservation's are moved by inv_store_insert_reservation.) */
 deta_err_t inv_store_take(deta_db_t *db, const inv_line_t *lines, size_t nlines, const char *into,
                           char *errstr, size_t errsize);
 

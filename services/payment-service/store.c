@@ -136,48 +136,52 @@ static deta_err_t first_value(deta_db_t *db, const char *sql, int nparams,
     return DETA_OK;
 }
 
-/* Inside begin's transaction, after the claim: what the tables say of the order. */
+/* Inside begin's transaction, after the claim (a statement of its own, so that
+ * this one's snapshot is taken under it): what the tables say of the order, in
+ * one statement. Its payment when it is paid already (done); else whether a
+ * cancel fenced it (a cancel that won before any charge, read under the claim,
+ * which the cancel's own transaction takes too, so the two never overlap);
+ * else the attempt: begun by this statement with the fresh payment id $3
+ * (added), or begun earlier (the last column: the statement does not see its
+ * own insert). $1 the order, $2 the event (the idempotency key). */
+static const char ATTEMPT_SQL[] =
+    "WITH done AS (SELECT payment_id FROM payments"
+    "  WHERE order_id = $1::uuid OR idempotency_key = $2::uuid LIMIT 1),"
+    " fenced AS (SELECT 1 FROM payment_cancellations WHERE order_id = $1::uuid"
+    "  AND verdict = 'CANCELLED' AND NOT EXISTS (SELECT 1 FROM done)),"
+    " added AS (INSERT INTO payment_attempts (order_id, payment_id, event_id)"
+    "  SELECT $1::uuid, $3::uuid, $2::uuid"
+    "  WHERE NOT EXISTS (SELECT 1 FROM done) AND NOT EXISTS (SELECT 1 FROM fenced)"
+    "  ON CONFLICT (order_id) DO NOTHING RETURNING payment_id)"
+    " SELECT (SELECT payment_id::text FROM done), EXISTS (SELECT 1 FROM fenced),"
+    "  (SELECT payment_id::text FROM added),"
+    "  (SELECT payment_id::text FROM payment_attempts WHERE order_id = $1::uuid)";
+
 static deta_err_t attempt_in_tx(deta_db_t *db, const payment_request_t *req,
                                 payment_attempt_t *out, char payment_id[DETA_UUID_LEN + 1],
                                 char *errstr, size_t errsize) {
-    const char *find[] = {req->order_id, req->event_id};
-    bool got = false;
-    deta_err_t err = first_value(db,
-                                 "SELECT payment_id FROM payments"
-                                 " WHERE order_id = $1 OR idempotency_key = $2 LIMIT 1",
-                                 2, find, &got, payment_id, DETA_UUID_LEN + 1, errstr, errsize);
-    if (err || got) {
-        *out = PAYMENT_ATTEMPT_DONE;
-        return err;
-    }
-    /* The fence: a cancel that won before any charge. Read under the claim, which
-     * the cancel's own transaction takes too, so the two never overlap. */
-    err = first_value(db,
-                      "SELECT 1 FROM payment_cancellations"
-                      " WHERE order_id = $1 AND verdict = 'CANCELLED'",
-                      1, find, &got, NULL, 0, errstr, errsize);
-    if (err || got) {
-        *out = PAYMENT_ATTEMPT_FENCED;
-        return err;
-    }
     char fresh[DETA_UUID_LEN + 1];
     deta_uuid_new(fresh);
-    const char *add[] = {req->order_id, fresh, req->event_id};
-    err = first_value(db,
-                      "INSERT INTO payment_attempts (order_id, payment_id, event_id)"
-                      " VALUES ($1, $2, $3) ON CONFLICT (order_id) DO NOTHING"
-                      " RETURNING payment_id",
-                      3, add, &got, payment_id, DETA_UUID_LEN + 1, errstr, errsize);
-    if (err || got) {
-        *out = PAYMENT_ATTEMPT_NEW;
+    const char *params[] = {req->order_id, req->event_id, fresh};
+    deta_err_t err;
+    PGresult *res = deta_db_exec(db, ATTEMPT_SQL, 3, params, &err, errstr, errsize);
+    if (!res)
         return err;
-    }
-    *out = PAYMENT_ATTEMPT_RESUMED;
-    err = first_value(db, "SELECT payment_id FROM payment_attempts WHERE order_id = $1", 1,
-                      find, &got, payment_id, DETA_UUID_LEN + 1, errstr, errsize);
-    if (!err && !got) /* it was there a moment ago, in this transaction */
-        err = deta_errf(DETA_ERR_TRANSIENT, errstr, errsize, "the order's attempt vanished");
-    return err;
+    int col = !PQgetisnull(res, 0, 0)                   ? 0  /* done */
+              : strcmp(PQgetvalue(res, 0, 1), "t") == 0 ? 1  /* fenced */
+              : !PQgetisnull(res, 0, 2)                 ? 2  /* added */
+              : !PQgetisnull(res, 0, 3)                 ? 3  /* resumed */
+                                                        : -1;
+    static const payment_attempt_t outcome[] = {PAYMENT_ATTEMPT_DONE, PAYMENT_ATTEMPT_FENCED,
+                                                PAYMENT_ATTEMPT_NEW, PAYMENT_ATTEMPT_RESUMED};
+    if (col >= 0)
+        *out = outcome[col];
+    if (col >= 0 && col != 1)
+        snprintf(payment_id, DETA_UUID_LEN + 1, "%s", PQgetvalue(res, 0, col));
+    PQclear(res);
+    if (col < 0) /* the insert met an attempt this snapshot does not show */
+        return deta_errf(DETA_ERR_TRANSIENT, errstr, errsize, "the order's attempt vanished");
+    return DETA_OK;
 }
 
 deta_err_t payment_store_begin(deta_db_t *db, const payment_request_t *req, const char *holder,
@@ -202,30 +206,37 @@ deta_err_t payment_store_begin(deta_db_t *db, const payment_request_t *req, cons
 
 /* ---- an attempt ends ---- */
 
-static const char INSERT_PAYMENT_SQL[] =
-    "INSERT INTO payments (payment_id, order_id, idempotency_key, customer_id, amount,"
-    "                      currency, status, reason, created_at)"
-    " VALUES ($1, $2, $3, $4, $5::numeric, $6, $7, $8, $9)"
-    " ON CONFLICT DO NOTHING RETURNING 1";
+/* The attempt and the holder's claim end together (both statements run whatever
+ * the other finds: a claim taken over by another attempt is left to it). */
+#define END_ATTEMPT(order, holder)                                                     \
+    " a AS (DELETE FROM payment_attempts WHERE order_id = " order "),"                 \
+    " c AS (DELETE FROM payment_claims WHERE order_id = " order " AND holder = " holder ")"
 
-/* Inside the open transaction: *inserted is false when a twin exists. */
-static deta_err_t insert_payment(deta_db_t *db, const payment_t *p, bool *inserted,
-                                 char *errstr, size_t errsize) {
+static const char END_ATTEMPT_SQL[] = "WITH" END_ATTEMPT("$1", "$2") " SELECT 1";
+
+/* The payment, and only when it is new (its row is returned) the attempt's end,
+ * in one statement: a twin (ON CONFLICT) ends nothing. */
+static const char RECORD_SQL[] =
+    "WITH p AS (INSERT INTO payments (payment_id, order_id, idempotency_key, customer_id,"
+    "  amount, currency, status, reason, created_at)"
+    "  VALUES ($1, $2, $3, $4, $5::numeric, $6, $7, $8, $9)"
+    "  ON CONFLICT DO NOTHING RETURNING order_id),"
+    END_ATTEMPT("(SELECT order_id FROM p)", "$10::uuid") " SELECT 1 FROM p";
+
+#undef END_ATTEMPT
+
+/* Inside the open transaction: *inserted is false when a twin exists (and
+ * then nothing was written). */
+static deta_err_t insert_payment(deta_db_t *db, const payment_t *p, const char *holder,
+                                 bool *inserted, char *errstr, size_t errsize) {
     char amount[DETA_MONEY_STRLEN];
     const char *params[] = {p->payment_id,     p->req.order_id,
                             p->req.event_id,   p->req.customer_id,
                             deta_money_format(p->req.amount, amount), p->req.currency,
                             payment_status(p), p->decision.reason,
-                            p->decided_at};
-    return first_value(db, INSERT_PAYMENT_SQL, 9, params, inserted, NULL, 0, errstr, errsize);
+                            p->decided_at,     holder};
+    return first_value(db, RECORD_SQL, 10, params, inserted, NULL, 0, errstr, errsize);
 }
-
-/* The attempt and the holder's claim end together (both statements run whatever
- * the other finds: a claim taken over by another attempt is left to it). */
-static const char END_ATTEMPT_SQL[] =
-    "WITH a AS (DELETE FROM payment_attempts WHERE order_id = $1),"
-    "     c AS (DELETE FROM payment_claims WHERE order_id = $1 AND holder = $2)"
-    " SELECT 1";
 
 deta_err_t payment_store_record(deta_db_t *db, const payment_t *p, const deta_event_t *ev,
                                 const char *holder, bool *recorded, char *errstr,
@@ -235,9 +246,8 @@ deta_err_t payment_store_record(deta_db_t *db, const payment_t *p, const deta_ev
     *recorded = false;
     deta_err_t err = deta_db_begin(db, errstr, errsize);
     if (!err)
-        err = insert_payment(db, p, &inserted, errstr, errsize);
-    if (!err && inserted &&
-        !(err = deta_db_run(db, END_ATTEMPT_SQL, 2, end, errstr, errsize)))
+        err = insert_payment(db, p, holder, &inserted, errstr, errsize);
+    if (!err && inserted)
         err = deta_outbox_add(db, DETA_TOPIC_PAYMENT_EVENTS, ev, errstr, errsize);
     if (!err && inserted) {
         err = deta_db_commit(db, errstr, errsize);
