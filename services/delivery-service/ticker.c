@@ -5,9 +5,9 @@
  * in one transaction per turn: lock up to TICK_BATCH of them, most overdue
  * first, in one statement (FOR UPDATE SKIP LOCKED), advance each (domain.c),
  * save them all in one statement, and write each one's stage event and
- * eta.updated to the outbox in one more. SKIP LOCKED lets several instances tick side by
- * side without waiting for or repeating each other's work. A full batch starts
- * the next turn at once. (A turn took one claim and one save per delivery until
+ * eta.updated to the outbox in one more. SKIP LOCKED lets several instances
+ * tick side by side without waiting for or repeating each other's work. A full
+ * batch starts the next turn at once. (A turn took one claim and one save per delivery until
  * 12-07: two statements per stage, four per order; and an outbox write per
  * delivery until 12-07's afternoon, two per order.)
  *
@@ -55,9 +55,9 @@
 
 #include "assign.h"
 #include "deta/log.h"
+#include "deta/outbox.h"
 #include "settings.h"
 #include "store.h"
-#include "deta/outbox.h"
 
 #define TICK_BATCH 100
 _Static_assert(2 * TICK_BATCH <= DETA_OUTBOX_EACH_MAX, "a turn's events fit one outbox write");
@@ -102,11 +102,11 @@ static void nap(delivery_ticker_t *t, long ms) {
 /* The turn's moves, in the open transaction: claims up to TICK_BATCH due
  * deliveries, advances them in order up to the first one the domain refuses
  * (*refused; it and those after it are left as they were), saves the moved in
- * one statement and announces those saved in one more. One not saved was changed by a
- * cancel first (the save is conditional on the stage it was claimed at; the
- * claim locks the rows, so that cannot happen today, but the pick-up's
- * one-winner rule holds whatever locking the claim does): nothing is written
- * nor announced for it. t->turn[0..*n) the deliveries moved. */
+ * one statement and announces those saved in one more. One not saved was
+ * changed by a cancel first (the save is conditional on the stage it was
+ * claimed at; the claim locks the rows, so that cannot happen today, but the
+ * pick-up's one-winner rule holds whatever locking the claim does): nothing is
+ * written nor announced for it. t->turn[0..*n) the deliveries moved. */
 static deta_err_t move_due(delivery_ticker_t *t, deta_db_t *db, int *n, bool *refused,
                            char *errstr, size_t errsize) {
     int64_t now = delivery_now_ms();

@@ -37,9 +37,10 @@
  *
  * order.created: the order's stock rows are locked in a fixed order and read, the
  * domain decides all-or-nothing, and the order's single reservation row is
- * inserted (HELD or REJECTED) before any stock moves. The reservation's key is
- * the order id, so an order.created delivered again or re-sent with a new event
- * id finds the row and changes nothing.
+ * inserted (HELD or REJECTED); a HELD one's units move to held in the same
+ * statement, only when the row is new. The reservation's key is the order id,
+ * so an order.created delivered again or re-sent with a new event id finds the
+ * row and changes nothing.
  *
  * Payment outcomes settle a HELD reservation: payment.authorized moves held to
  * sold (status SOLD; nothing is published, since no one waits for it: the order's

@@ -7,9 +7,11 @@
  * or re-sent order.created can never hold stock twice; its lines are kept in
  * reservation_items, which is what a release or a sale moves back.
  *
- * Deadlocks: every transaction that touches several stock rows first locks them
- * with SELECT ... ORDER BY item_id COLLATE "C" FOR UPDATE (LockRows runs above the
- * sort, so rows are locked in that order), the same order in every instance.
+ * Deadlocks: every transaction that touches several stock rows locks each one
+ * before changing it, in item_id COLLATE "C" order: a SELECT ... ORDER BY item_id
+ * COLLATE "C" FOR UPDATE (LockRows runs above the sort, so rows are locked in that
+ * order), alone or as a CTE that the statement's UPDATE reads (settling), the
+ * same order in every instance.
  * Settling locks its reservation row before the stock rows; reserving takes no
  * reservation lock it could wait on, so the two never wait on each other in a
  * cycle. A batch (several events in one transaction, events.c) takes every lock

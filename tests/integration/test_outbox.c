@@ -523,6 +523,9 @@ static void test_each_in_one_statement_in_order(void **state) {
                                   " WHERE msg_key IN ($1, $2, $3)",
                                   3, keys[0], keys[1], keys[2]),
                      1);
+    assert_int_equal(scratch_long("SELECT count(*) FROM outbox WHERE msg_key IN ($1, $2, $3)", 3,
+                                  keys[0], keys[1], keys[2]),
+                     N);
     assert_true(relayed(WAIT_MS));
     const char *topics[2] = {TOPIC, OTHER_TOPIC};
     for (int k = 0; k < 3; k++)

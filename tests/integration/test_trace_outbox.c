@@ -279,6 +279,7 @@ static void rows_of_several_orders(void **state) {
     assert_true(deta_trace_ctx_from_headers(
         "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01", "k=v", &other));
     server = deta_span_begin("POST /each-2", DETA_SPAN_SERVER, &other);
+    assert_non_null(server);
     deta_span_enter(server);
     const char *keys2[] = {untraced, traced};
     write_each(keys2, topics, 2);

@@ -3,15 +3,16 @@
  *
  * A service writes its events with deta_outbox_add() inside the same transaction
  * as its state change (deta_outbox_add_many: several events of one order in one
- * statement): a row of the outbox table, which exists only if the
- * transaction commits. The relay, a thread with its own connections, reads
- * those rows from Postgres's write-ahead log, not from the table: a logical
- * replication slot (deta_outbox_<database>) streams the publication
- * deta_outbox (the table's inserts) with the pgoutput plugin, and Postgres
- * sends each committed transaction whole, in commit order, as soon as it
- * commits. The relay publishes the rows in batches, waits for the broker's
- * acknowledgement and only then confirms the stream past them; a failure
- * streams again from the last confirmed position (at-least-once). Nothing
+ * statement; deta_outbox_add_each: events of many orders in one): a row of
+ * the outbox table, which exists only if the transaction commits. The relay,
+ * a thread with its own connections, reads those rows from Postgres's
+ * write-ahead log, not from the table: a logical replication slot
+ * (deta_outbox_<database>) streams the publication deta_outbox (the table's
+ * inserts) with the pgoutput plugin, and Postgres sends each committed
+ * transaction whole, in commit order, as soon as it commits. The relay
+ * publishes the rows in batches, waits for the broker's acknowledgement and
+ * only then confirms the stream past them; a failure streams again from the
+ * last confirmed position (at-least-once). Nothing
  * polls the table, and nothing marks its rows: the slot's confirmed position
  * is the relay's progress. Only one session can stream a slot, so with several
  * instances running one publishes and the others stand by, looking every
