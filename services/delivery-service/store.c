@@ -691,12 +691,13 @@ deta_err_t delivery_store_announce_all(deta_db_t *db, const delivery_due_t *ds, 
     deta_err_t err = evs && ptrs && topics
                          ? DETA_OK
                          : deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
-    size_t made = 0; /* deliveries whose two events were made */
-    for (; !err && made < n; made++)
+    size_t made = 0; /* deliveries whose two events were made (a failed one's are cleared) */
+    while (!err && made < n) {
         err = announcement(&ds[made].d, ds[made].correlation_id, &evs[2 * made], errstr,
                            errsize);
-    if (err && made > 0)
-        made--; /* the failed one's events are cleared already */
+        if (!err)
+            made++;
+    }
     for (size_t i = 0; !err && i < 2 * n; i++) {
         ptrs[i] = &evs[i];
         topics[i] = ANNOUNCED_TOPICS[i % 2];

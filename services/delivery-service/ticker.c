@@ -7,9 +7,9 @@
  * save them all in one statement, and write each one's stage event and
  * eta.updated to the outbox in one more. SKIP LOCKED lets several instances
  * tick side by side without waiting for or repeating each other's work. A full
- * batch starts the next turn at once. (A turn took one claim and one save per delivery until
- * 12-07: two statements per stage, four per order; and an outbox write per
- * delivery until 12-07's afternoon, two per order.)
+ * batch starts the next turn at once. (A turn took one claim and one save per
+ * delivery until 12-07: two statements per stage, four per order; and an
+ * outbox write per delivery until 12-07's afternoon, two per order.)
  *
  * Drivers last, in the same transaction, and in a fixed order: once the turn's
  * deliveries are moved, it locks the drivers it touches in one statement, in

@@ -337,7 +337,7 @@ static deta_err_t retake(inv_events_t *e, deta_db_t *db, const inv_reservation_t
     inv_decision_t d;
     inv_decide(res->lines, res->nlines, levels, nlevels, &d);
     if (d.reserve) {
-        err = inv_store_take(db, res->lines, res->nlines, INV_STATUS_SOLD, errstr, errsize);
+        err = inv_store_take(db, res->lines, res->nlines, errstr, errsize);
         if (!err)
             err = inv_store_set_status(db, res, INV_STATUS_SOLD, at, errstr, errsize);
         if (err)

@@ -350,22 +350,20 @@ deta_err_t inv_store_insert_reservation(deta_db_t *db, const inv_request_t *r,
 }
 
 static const char TAKE_SQL[] =
-    "UPDATE stock s SET available = s.available - l.q,"
-    "  held = s.held + CASE WHEN $2::text = 'HELD' THEN l.q ELSE 0 END,"
-    "  sold = s.sold + CASE WHEN $2::text = 'SOLD' THEN l.q ELSE 0 END,"
+    "UPDATE stock s SET available = s.available - l.q, sold = s.sold + l.q,"
     "  version = s.version + 1, updated_at = now()"
     " FROM (SELECT e->>'itemId' AS item_id, (e->>'quantity')::bigint AS q"
     "       FROM jsonb_array_elements($1::jsonb) e) l"
     " WHERE s.item_id = l.item_id";
 
-deta_err_t inv_store_take(deta_db_t *db, const inv_line_t *lines, size_t nlines, const char *into,
-                          char *errstr, size_t errsize) {
+deta_err_t inv_store_take(deta_db_t *db, const inv_line_t *lines, size_t nlines, char *errstr,
+                          size_t errsize) {
     char *items = lines_text(lines, nlines);
     if (!items)
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
-    const char *params[] = {items, into};
+    const char *params[] = {items};
     deta_err_t err = DETA_OK;
-    long n = run_counted(db, TAKE_SQL, 2, params, &err, errstr, errsize);
+    long n = run_counted(db, TAKE_SQL, 1, params, &err, errstr, errsize);
     free(items);
     if (!err && n != (long)nlines)
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize,

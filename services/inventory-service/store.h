@@ -69,11 +69,10 @@ deta_err_t inv_store_insert_reservation(deta_db_t *db, const inv_request_t *r,
                                         char *errstr, size_t errsize);
 
 /* In the caller's transaction: moves the lines' quantities from available to
- * held (into INV_STATUS_HELD) or to sold (INV_STATUS_SOLD: a late authorization
- * retaking them); rows already locked by inv_store_lock_levels. (A new HELD
- * reservation's units are moved by inv_store_insert_reservation; the HELD case
- * here is for a caller that holds an existing reservation again.) */
-deta_err_t inv_store_take(deta_db_t *db, const inv_line_t *lines, size_t nlines, const char *into,
+ * sold (a late authorization retaking them); rows already locked by
+ * inv_store_lock_levels. (A new HELD reservation's units are moved by
+ * inv_store_insert_reservation.) */
+deta_err_t inv_store_take(deta_db_t *db, const inv_line_t *lines, size_t nlines,
                           char *errstr, size_t errsize);
 
 typedef struct inv_reservation {
