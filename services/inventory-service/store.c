@@ -243,14 +243,14 @@ deta_err_t inv_store_change(deta_db_t *db, const char *item_id, const inv_stock_
 
 static const char LOCK_BATCH_RESERVATIONS_SQL[] =
     "SELECT order_id FROM reservations"
-    " WHERE order_id IN (SELECT jsonb_array_elements_text($1::jsonb))"
+    " WHERE order_id = ANY (ARRAY(SELECT jsonb_array_elements_text($1::jsonb)))"
     " ORDER BY order_id COLLATE \"C\" FOR UPDATE";
 
 static const char LOCK_BATCH_STOCK_SQL[] =
-    "SELECT item_id FROM stock WHERE item_id IN ("
+    "SELECT item_id FROM stock WHERE item_id = ANY (ARRAY("
     "  SELECT e->>'itemId' FROM jsonb_array_elements($1::jsonb) e"
     "  UNION SELECT ri.item_id FROM reservation_items ri"
-    "  WHERE ri.order_id IN (SELECT jsonb_array_elements_text($2::jsonb)))"
+    "  WHERE ri.order_id = ANY (ARRAY(SELECT jsonb_array_elements_text($2::jsonb)))))"
     " ORDER BY item_id COLLATE \"C\" FOR UPDATE";
 
 deta_err_t inv_store_lock_batch(deta_db_t *db, const char *held, const char *lines,
@@ -269,7 +269,7 @@ deta_err_t inv_store_lock_batch(deta_db_t *db, const char *held, const char *lin
 
 static const char LOCK_LEVELS_SQL[] =
     "SELECT item_id, available, sellable FROM stock"
-    " WHERE item_id IN (SELECT e->>'itemId' FROM jsonb_array_elements($1::jsonb) e)"
+    " WHERE item_id = ANY (ARRAY(SELECT e->>'itemId' FROM jsonb_array_elements($1::jsonb) e))"
     " ORDER BY item_id COLLATE \"C\" FOR UPDATE";
 
 deta_err_t inv_store_lock_levels(deta_db_t *db, const inv_line_t *lines, size_t nlines,
