@@ -174,6 +174,7 @@ typedef struct batch_ctx {
     batch_item_t *items;
     const deta_err_t *results; /* the refusals before the transaction */
     size_t n;
+    bool at_once; /* the items were applied by opts.batch_apply (batch_prepare) */
 } batch_ctx_t;
 
 static deta_err_t batch_apply_one(deta_db_t *db, size_t i, void *opaque, char *why,
@@ -182,6 +183,8 @@ static deta_err_t batch_apply_one(deta_db_t *db, size_t i, void *opaque, char *w
     batch_item_t *it = &b->items[i];
     if (!it->route)
         return DETA_OK; /* a type this service ignores */
+    if (b->at_once) /* applied already: what remains is its outcome */
+        return it->duplicate ? DETA_ERR_CONFLICT : DETA_OK;
     deta_err_t err = claim_and_apply(b->d, db, it->route, &it->ev, &it->duplicate, why, whysize);
     /* Only the duplicate leaves the batch going (deta/batch.h): a conflict that is
      * not one (a handler's with the claim) loses it. */
@@ -194,29 +197,46 @@ static bool to_apply(const batch_item_t *items, const deta_err_t *results, size_
     return results[i] == DETA_OK && items[i].route;
 }
 
-/* The dispatch's batch_lock over the items still to apply (deta/batch.h's
- * prepare). */
-static deta_err_t batch_lock(deta_db_t *db, void *opaque, char *errstr, size_t errsize) {
+/* deta/batch.h's prepare over the items still to apply: the dispatch's
+ * batch_lock, then, when the batch applies at once, its batch_apply, whose
+ * duplicates go to the items (batch_apply_one then only reports them). */
+static deta_err_t batch_prepare(deta_db_t *db, void *opaque, char *errstr, size_t errsize) {
     batch_ctx_t *b = opaque;
     const deta_event_t **evs = calloc(b->n, sizeof *evs);
-    if (!evs)
+    bool *dup = calloc(b->n, sizeof *dup);
+    size_t *at = calloc(b->n, sizeof *at);
+    if (!evs || !dup || !at) {
+        free(evs);
+        free(dup);
+        free(at);
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    }
     size_t k = 0;
     for (size_t i = 0; i < b->n; i++)
-        if (to_apply(b->items, b->results, i))
+        if (to_apply(b->items, b->results, i)) {
+            at[k] = i;
             evs[k++] = &b->items[i].ev;
-    deta_err_t err = b->d->opts.batch_lock(db, evs, k, b->d->opaque, errstr, errsize);
+        }
+    const deta_event_dispatch_opts_t *o = &b->d->opts;
+    deta_err_t err = o->batch_lock ? o->batch_lock(db, evs, k, b->d->opaque, errstr, errsize)
+                                   : DETA_OK;
+    if (!err && b->at_once)
+        err = o->batch_apply(db, evs, k, dup, b->d->opaque, errstr, errsize);
+    for (size_t j = 0; !err && j < k; j++)
+        b->items[at[j]].duplicate = dup[j];
     free(evs);
+    free(dup);
+    free(at);
     return err;
 }
 
-/* Whether some item is still to apply: one refused before any SQL, or of a type
+/* How many items are still to apply: one refused before any SQL, or of a type
  * this service ignores, needs no transaction. */
-static bool batch_has_work(const batch_item_t *items, size_t n, const deta_err_t *results) {
+static size_t batch_work(const batch_item_t *items, size_t n, const deta_err_t *results) {
+    size_t k = 0;
     for (size_t i = 0; i < n; i++)
-        if (to_apply(items, results, i))
-            return true;
-    return false;
+        k += to_apply(items, results, i);
+    return k;
 }
 
 /* The transaction (deta/batch.h): every routed item, then one commit. A failure
@@ -226,17 +246,20 @@ static bool batch_has_work(const batch_item_t *items, size_t n, const deta_err_t
 static deta_err_t batch_apply(deta_event_dispatch_t *d, const deta_kafka_msg_t *msgs,
                               batch_item_t *items, size_t n, int lock_timeout_ms,
                               deta_err_t *results, char (*why)[DETA_KAFKA_WHY_MAX]) {
-    if (!batch_has_work(items, n, results))
+    size_t work = batch_work(items, n, results);
+    if (work == 0)
         return DETA_OK;
     deta_db_t *db = deta_db_pool_get(deta_service_db(d->svc));
     if (!db)
         return DETA_ERR_INTERNAL;
-    batch_ctx_t b = {d, items, results, n};
+    bool at_once = d->opts.own_key && d->opts.batch_apply && work >= 2;
+    batch_ctx_t b = {d, items, results, n, at_once};
     char tx_why[256] = "";
     size_t failed = n;
     deta_err_t err = deta_batch_run(db, msgs, n, lock_timeout_ms,
-                                    d->opts.batch_lock ? batch_lock : NULL, batch_apply_one, &b,
-                                    results, why, &failed, tx_why, sizeof tx_why);
+                                    d->opts.batch_lock || at_once ? batch_prepare : NULL,
+                                    batch_apply_one, &b, results, why, &failed, tx_why,
+                                    sizeof tx_why);
     if (err && failed < n && items[failed].parsed)
         deta_log(DETA_LOG_WARN, items[failed].ev.order_id, items[failed].ev.correlation_id,
                  "%s %s: batch of %zu rolled back, applying one at a time: %s",

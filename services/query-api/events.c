@@ -136,6 +136,23 @@ static deta_err_t check_event(const deta_event_t *ev, char *errstr, size_t errsi
     return query_change_from_event(ev, &c, errstr, errsize);
 }
 
+/* What an applied event leaves for the metrics (recorded once its transaction
+ * commits), and its log line. */
+static void note_applied(const deta_event_t *ev, const query_change_t *c,
+                         const read_model_outcome_t *out) {
+    if (nnotes < QUERY_BATCH_MAX) {
+        applied_note_t *note = &notes[nnotes++];
+        note->type = type_index(c->event_type);
+        deta_timestamp_us(c->occurred_at, &note->occurred_us);
+        note->status_changed = out->status_changed;
+        note->stage = query_saga_stage_of(c->event_type);
+        note->created_us = out->created_us;
+    }
+    if (out->status_changed)
+        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id, "status %s after %s",
+                 c->fields.status, c->event_type);
+}
+
 static deta_err_t apply_event(deta_db_t *db, const deta_event_t *ev, void *opaque,
                               char *errstr, size_t errsize) {
     query_events_t *qe = opaque;
@@ -164,18 +181,39 @@ static deta_err_t apply_event(deta_db_t *db, const deta_event_t *ev, void *opaqu
         if (err)
             return err;
     }
-    if (nnotes < QUERY_BATCH_MAX) {
-        applied_note_t *note = &notes[nnotes++];
-        note->type = type_index(c.event_type);
-        deta_timestamp_us(c.occurred_at, &note->occurred_us);
-        note->status_changed = out.status_changed;
-        note->stage = query_saga_stage_of(c.event_type);
-        note->created_us = out.created_us;
-    }
-    if (out.status_changed)
-        deta_log(DETA_LOG_INFO, ev->order_id, ev->correlation_id, "status %s after %s",
-                 c.fields.status, c.event_type);
+    note_applied(ev, &c, &out);
     return DETA_OK;
+}
+
+/* deta_event_dispatch_opts_t.batch_apply (the Postgres store, own_key): the
+ * batch's events in one read_model_apply_batch, which writes their feed rows
+ * too. A racing transaction's row (rolled_back) is left to one at a time. */
+static deta_err_t apply_events(deta_db_t *db, const deta_event_t *const *evs, size_t n,
+                               bool *duplicate, void *opaque, char *errstr, size_t errsize) {
+    query_events_t *qe = opaque;
+    query_change_t *changes = calloc(n, sizeof *changes);
+    read_model_outcome_t *outs = calloc(n, sizeof *outs);
+    deta_err_t err = changes && outs ? DETA_OK
+                                     : deta_errf(DETA_ERR_INTERNAL, errstr, errsize,
+                                                 "out of memory");
+    for (size_t i = 0; i < n && !err; i++)
+        err = query_change_from_event(evs[i], &changes[i], errstr, errsize);
+    bool rolled_back = false;
+    if (!err)
+        err = deta_event_own_result(
+            read_model_apply_batch(qe->rm, db, changes, n, outs, &rolled_back, errstr, errsize),
+            false);
+    if (!err && rolled_back)
+        err = deta_errf(DETA_ERR_TRANSIENT, errstr, errsize,
+                        "a concurrent transaction applied one of the batch's events or orders");
+    for (size_t i = 0; i < n && !err; i++) {
+        duplicate[i] = !outs[i].applied;
+        if (outs[i].applied)
+            note_applied(evs[i], &changes[i], &outs[i]);
+    }
+    free(changes);
+    free(outs);
+    return err;
 }
 
 static double seconds_since(int64_t occurred_us) {
@@ -252,7 +290,9 @@ query_events_t *query_events_new(deta_service_t *svc, read_model_t *rm) {
     qe->own_key = !read_model_needs_claim(rm);
     for (size_t i = 0; i < QUERY_EVENT_TYPES; i++)
         qe->routes[i] = (deta_event_route_t){event_types[i], apply_event, check_event};
-    const deta_event_dispatch_opts_t opts = {.own_key = qe->own_key};
+    /* Without claims, a batch is applied at once (read_model_apply_batch). */
+    const deta_event_dispatch_opts_t opts = {.own_key = qe->own_key,
+                                             .batch_apply = qe->own_key ? apply_events : NULL};
     qe->dispatch = deta_event_dispatch_new_opts(svc, qe->routes, QUERY_EVENT_TYPES, qe, &opts);
     if (!qe->dispatch) {
         free(qe);

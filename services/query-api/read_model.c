@@ -55,6 +55,24 @@ deta_err_t read_model_apply(read_model_t *rm, deta_db_t *tx, const query_change_
     return rm->ops->apply(rm->impl, tx, c, out, errstr, errsize);
 }
 
+deta_err_t read_model_apply_batch(read_model_t *rm, deta_db_t *tx, const query_change_t *changes,
+                                  size_t n, read_model_outcome_t *outs, bool *rolled_back,
+                                  char *errstr, size_t errsize) {
+    *rolled_back = false;
+    if (rm->ops->apply_batch)
+        return rm->ops->apply_batch(rm->impl, tx, changes, n, outs, rolled_back, errstr, errsize);
+    for (size_t i = 0; i < n; i++) {
+        deta_err_t err = rm->ops->apply(rm->impl, tx, &changes[i], &outs[i], errstr, errsize);
+        if (err)
+            return err;
+        if (outs[i].rolled_back) {
+            *rolled_back = true;
+            return DETA_OK;
+        }
+    }
+    return DETA_OK;
+}
+
 deta_err_t read_model_get(read_model_t *rm, const char *order_id, query_view_t *out,
                           char *errstr, size_t errsize) {
     return rm->ops->get(rm->impl, order_id, out, errstr, errsize);

@@ -112,6 +112,20 @@ typedef struct read_model_outcome {
 deta_err_t read_model_apply(read_model_t *rm, deta_db_t *tx, const query_change_t *c,
                             read_model_outcome_t *out, char *errstr, size_t errsize);
 
+/* Applies changes[0..n) in tx as read_model_apply would apply them one after
+ * another, in their order: the same rows, and outs[i] what the i-th call would
+ * have answered (an event given twice is the duplicate the second time). The
+ * Postgres store does it in two statements for the whole batch, whatever n
+ * (read_model_pg_batch.c). A concurrent transaction's row in the way (another
+ * delivery of one of the events, or another first event of one of the new
+ * orders) makes its statement fail once that transaction commits: then
+ * *rolled_back, tx is aborted and outs mean nothing, and the caller rolls back
+ * and applies the events one at a time, where read_model_apply settles the race.
+ * A store without a batch of its own (Cassandra's) applies each in turn. */
+deta_err_t read_model_apply_batch(read_model_t *rm, deta_db_t *tx, const query_change_t *changes,
+                                  size_t n, read_model_outcome_t *outs, bool *rolled_back,
+                                  char *errstr, size_t errsize);
+
 /* DETA_ERR_NOT_FOUND when the read model has never heard of the order. */
 deta_err_t read_model_get(read_model_t *rm, const char *order_id, query_view_t *out,
                           char *errstr, size_t errsize);
@@ -147,6 +161,10 @@ typedef struct read_model_ops {
     deta_err_t (*prepare)(void *impl, char *errstr, size_t errsize);
     deta_err_t (*apply)(void *impl, deta_db_t *tx, const query_change_t *c,
                         read_model_outcome_t *out, char *errstr, size_t errsize);
+    /* NULL: read_model_apply_batch calls apply for each change. */
+    deta_err_t (*apply_batch)(void *impl, deta_db_t *tx, const query_change_t *changes, size_t n,
+                              read_model_outcome_t *outs, bool *rolled_back, char *errstr,
+                              size_t errsize);
     deta_err_t (*get)(void *impl, const char *order_id, query_view_t *out, char *errstr,
                       size_t errsize);
     deta_err_t (*list)(void *impl, const query_list_params_t *p, query_page_t *out,

@@ -31,6 +31,7 @@
  * round-trips exactly.
  */
 #include "read_model.h"
+#include "read_model_pg.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,9 +182,6 @@ static const char *nullable(const char *s) { return s[0] ? s : NULL; }
     "  v.status, v.customer_id,"                                                       \
     "  (EXTRACT(EPOCH FROM v.created_at) * 1000000)::bigint AS created_us"
 
-/* The timeline's primary key (its constraint's name, as CREATE TABLE gave it). */
-#define TIMELINE_KEY "order_events_pkey"
-
 static const char APPLY_SQL[] =
     "WITH ev AS ("
     " INSERT INTO order_events (event_id, order_id, event_type, topic, occurred_at, payload)"
@@ -262,7 +260,7 @@ static deta_err_t pg_apply(void *impl, deta_db_t *tx, const query_change_t *c,
     int nparams = (int)(sizeof params / sizeof *params);
     PGresult *res = deta_db_exec(tx, APPLY_SQL, nparams, params, &err, errstr, errsize);
     free(payload);
-    if (!res && err == DETA_ERR_CONFLICT && strcmp(deta_db_violated(tx), TIMELINE_KEY) == 0) {
+    if (!res && err == DETA_ERR_CONFLICT && strcmp(deta_db_violated(tx), PG_TIMELINE_KEY) == 0) {
         out->rolled_back = true; /* another transaction inserted the event first */
         return DETA_OK;
     }
@@ -283,15 +281,6 @@ static deta_err_t pg_apply(void *impl, deta_db_t *tx, const query_change_t *c,
 
 /* ---- reading rows ---- */
 
-#define MICROS(col) "(extract(epoch FROM " col ") * 1000000)::bigint"
-
-static const char VIEW_COLUMNS[] =
-    "order_id::text, customer_id, total_amount::text, currency, status, status_rank, "
-    MICROS("created_at") ", " MICROS("updated_at") ", reservation_id, payment_id, delivery_id, "
-    "driver_id, driver_name, " MICROS("estimated_delivery_at") ", " MICROS("eta_calculated_at")
-    ", " MICROS("delivered_at") ", failure_reason, correlation_id, " MICROS("cancelled_at")
-    ", refunded_amount::text, " MICROS("first_seen_at");
-
 static void text_col(const PGresult *res, int row, int col, char *dst, size_t size) {
     snprintf(dst, size, "%s", PQgetisnull(res, row, col) ? "" : PQgetvalue(res, row, col));
 }
@@ -305,7 +294,7 @@ static void instant_col(const PGresult *res, int row, int col, char dst[DETA_TS_
 #define TEXT(member) text_col(res, row, col++, v->member, sizeof v->member)
 #define INSTANT(member) instant_col(res, row, col++, v->member)
 
-static void view_from_row(const PGresult *res, int row, query_view_t *v) {
+void pg_view_from_row(const PGresult *res, int row, query_view_t *v) {
     memset(v, 0, sizeof *v);
     int col = 0;
     TEXT(order_id);
@@ -341,7 +330,7 @@ static deta_err_t pg_get(void *impl, const char *order_id, query_view_t *out, ch
     pg_model_t *rm = impl;
     char sql[2048];
     snprintf(sql, sizeof sql, "SELECT %s FROM order_view WHERE order_id = $1::uuid",
-             VIEW_COLUMNS);
+             PG_VIEW_COLUMNS);
     const char *params[] = {order_id};
     deta_err_t err;
     PGresult *res = query(rm, sql, 1, params, &err, errstr, errsize);
@@ -350,7 +339,7 @@ static deta_err_t pg_get(void *impl, const char *order_id, query_view_t *out, ch
     if (PQntuples(res) == 0)
         err = deta_errf(DETA_ERR_NOT_FOUND, errstr, errsize, "no order %s", order_id);
     else
-        view_from_row(res, 0, out);
+        pg_view_from_row(res, 0, out);
     PQclear(res);
     return err;
 }
@@ -362,7 +351,7 @@ static deta_err_t pg_get(void *impl, const char *order_id, query_view_t *out, ch
  * ("$1 IS NULL OR ...") made it do. One row more than asked tells whether
  * another page follows. */
 static void list_sql(const query_list_params_t *p, char *sql, size_t size) {
-    int n = snprintf(sql, size, "SELECT %s FROM order_view WHERE true", VIEW_COLUMNS);
+    int n = snprintf(sql, size, "SELECT %s FROM order_view WHERE true", PG_VIEW_COLUMNS);
     int k = 0;
     if (p->status[0])
         n += snprintf(sql + n, size - (size_t)n, " AND status = $%d", ++k);
@@ -408,7 +397,7 @@ static deta_err_t pg_list(void *impl, const query_list_params_t *p, query_page_t
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
     }
     for (size_t i = 0; i < n; i++)
-        view_from_row(res, (int)i, &out->items[i]);
+        pg_view_from_row(res, (int)i, &out->items[i]);
     out->n = n;
     out->more = rows > p->limit;
     PQclear(res);
@@ -418,7 +407,7 @@ static deta_err_t pg_list(void *impl, const query_list_params_t *p, query_page_t
 /* ---- timeline and stats ---- */
 
 static const char TIMELINE_SQL[] =
-    "SELECT event_id::text, event_type, topic, " MICROS("occurred_at") ", payload::text"
+    "SELECT event_id::text, event_type, topic, " PG_MICROS("occurred_at") ", payload::text"
     " FROM order_events WHERE order_id = $1::uuid ORDER BY occurred_at, event_id LIMIT $2::int";
 
 static deta_err_t entry_from_row(const PGresult *res, int row, query_timeline_entry_t *e,
@@ -499,7 +488,6 @@ static bool pg_ping(void *impl, char *detail, size_t detailsize) {
     return res != NULL;
 }
 
-#undef MICROS
 
 const read_model_ops_t read_model_pg_ops = {
     .name = "postgres",
@@ -508,6 +496,7 @@ const read_model_ops_t read_model_pg_ops = {
     .close = pg_close,
     .prepare = pg_prepare,
     .apply = pg_apply,
+    .apply_batch = pg_apply_batch,
     .get = pg_get,
     .list = pg_list,
     .timeline = pg_timeline,

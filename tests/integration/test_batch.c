@@ -15,7 +15,9 @@
  * order first, the second batch has them only once the first committed, and
  * both commit. The dispatcher's batches (deta_event_dispatch_batch) hand such a
  * prepare, the dispatch's batch_lock, the events still to apply, before any
- * handler: not the malformed one, not one of a type without a route.
+ * handler: not the malformed one, not one of a type without a route. A
+ * dispatch with batch_apply hands those to it in one call instead of to the
+ * routes' handlers (one event alone still goes through its route).
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -423,6 +425,91 @@ static void test_the_dispatch_locks_the_events_to_apply_first(void **state) {
     deta_service_free(svc);
 }
 
+/* ---- the dispatcher's batch_apply ---- */
+
+/* What the batch's one call saw, and what it answers: it adds one to row 'a'
+ * per event it applies (in the batch's transaction), takes the second event as
+ * the duplicate, and fails when told to. */
+typedef struct at_once {
+    calls_t calls;
+    bool fail;
+} at_once_t;
+
+static deta_err_t apply_all(deta_db_t *db, const deta_event_t *const *events, size_t n,
+                            bool *duplicate, void *opaque, char *errstr, size_t errsize) {
+    at_once_t *a = opaque;
+    assert_int_equal(n, 2);
+    note(&a->calls, "all %s %s", events[0]->order_id, events[1]->order_id);
+    duplicate[1] = true;
+    deta_err_t err = deta_db_run(db, "UPDATE shared SET n = n + 1 WHERE k = 'a'", 0, NULL,
+                                 errstr, errsize);
+    if (!err && a->fail)
+        err = deta_errf(DETA_ERR_TRANSIENT, errstr, errsize, "told to fail");
+    return err;
+}
+
+static deta_err_t apply_one_of(deta_db_t *db, const deta_event_t *ev, void *opaque,
+                               char *errstr, size_t errsize) {
+    (void)db, (void)errstr, (void)errsize;
+    note(&((at_once_t *)opaque)->calls, "apply %s%s", ev->order_id, "");
+    return DETA_OK;
+}
+
+/* With batch_apply, the events still to apply go to it in one call, after the
+ * batch's lock (none here) and in their order; the routes' handlers are not
+ * called, the duplicate it names is done (not dead-lettered), and what it wrote
+ * commits with the batch. When it fails, nothing of it stays and the batch's
+ * error is returned, for the consumer to go one at a time; a batch with one
+ * event to apply goes through its route. */
+static void test_the_dispatch_applies_a_batch_at_once(void **state) {
+    (void)state;
+    setenv("PGDATABASE", cfg.pg_database, 1);
+    static const deta_service_def_t self = {"it-batch", 0, NULL};
+    char why[256] = "";
+    deta_service_t *svc = deta_service_new(&self, why, sizeof why);
+    if (!svc)
+        fail_msg("deta_service_new: %s", why);
+    deta_db_t *db = deta_db_pool_get(deta_service_db(svc));
+    reset_rows(db);
+    at_once_t a = {.fail = false};
+    static const deta_event_route_t routes[] = {{DETA_EVT_ORDER_CREATED, apply_one_of, NULL}};
+    const deta_event_dispatch_opts_t opts = {.own_key = true, .batch_apply = apply_all};
+    deta_event_dispatch_t *d = deta_event_dispatch_new_opts(svc, routes, 1, &a, &opts);
+    assert_non_null(d);
+
+    char *texts[] = {envelope(DETA_EVT_ORDER_CREATED, ORDER_1), strdup("{\"eventType\":"),
+                     envelope(DETA_EVT_ORDER_CREATED, ORDER_3)};
+    const char *keys[] = {ORDER_1, ORDER_2, ORDER_3};
+    deta_kafka_msg_t msgs[3];
+    for (int i = 0; i < 3; i++)
+        msgs[i] = message(keys[i], texts[i]);
+    deta_err_t results[3];
+    char whys[3][DETA_KAFKA_WHY_MAX];
+    assert_int_equal(deta_event_dispatch_batch(msgs, 3, d, results, whys), DETA_OK);
+    assert_int_equal(results[0], DETA_OK);
+    assert_int_equal(results[1], DETA_ERR_INVALID); /* to be dead-lettered */
+    assert_int_equal(results[2], DETA_OK);          /* the duplicate: done */
+    assert_int_equal(a.calls.n, 1);
+    assert_string_equal(a.calls.log[0], "all " ORDER_1 " " ORDER_3);
+    assert_int_equal(count_of(db, "a"), 1);
+
+    a = (at_once_t){.fail = true};
+    assert_int_equal(deta_event_dispatch_batch(msgs, 3, d, results, whys), DETA_ERR_TRANSIENT);
+    assert_int_equal(a.calls.n, 1);
+    assert_int_equal(count_of(db, "a"), 1); /* its update rolled back */
+
+    a = (at_once_t){.fail = false};
+    assert_int_equal(deta_event_dispatch_batch(msgs, 2, d, results, whys), DETA_OK);
+    assert_int_equal(a.calls.n, 1);
+    assert_string_equal(a.calls.log[0], "apply " ORDER_1);
+    assert_int_equal(count_of(db, "a"), 1);
+
+    for (int i = 0; i < 3; i++)
+        free(texts[i]);
+    deta_event_dispatch_free(d);
+    deta_service_free(svc);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crossed_batches_deadlock_without_a_prepare),
@@ -432,6 +519,7 @@ int main(void) {
         cmocka_unit_test(test_a_failed_message_rolls_the_batch_back),
         cmocka_unit_test(test_a_duplicate_in_an_aborted_transaction_rolls_the_batch_back),
         cmocka_unit_test(test_the_dispatch_locks_the_events_to_apply_first),
+        cmocka_unit_test(test_the_dispatch_applies_a_batch_at_once),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

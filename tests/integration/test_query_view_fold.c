@@ -67,6 +67,9 @@ typedef struct fold {
     void (*commit)(void *s);
     /* The view of the batch's order n, whose id is order_id, after commit. */
     void (*view)(void *s, size_t n, const char *order_id, query_view_t *out);
+    /* Instead of begin, apply and commit (NULL: those): folds the first norders
+     * orders of the batch as fold f, filling their changed[f]. */
+    void (*apply_all)(void *s, size_t f, size_t norders);
 } fold_t;
 
 /* The C fold: the batch's views in memory. */
@@ -105,27 +108,32 @@ typedef struct pg_fold {
     deta_db_t *tx;
 } pg_fold_t;
 
-static int pg_open(void **s) {
-    static pg_fold_t pg;
+/* The store on a scratch database of its own (tag names it). */
+static int pg_open_on(pg_fold_t *pg, const char *tag) {
     char err[512] = "";
-    if (ts_scratch_db_create("it-query-fold", "query_fold", &pg.cfg) != 0)
+    if (ts_scratch_db_create("it-query-fold", tag, &pg->cfg) != 0)
         return -1;
-    setenv("PGDATABASE", pg.cfg.pg_database, 1);
+    setenv("PGDATABASE", pg->cfg.pg_database, 1);
     /* A service of its own name, on the scratch database (PGDATABASE above). */
     static const deta_service_def_t self = {"it-query-fold", 0, "postgres"};
-    pg.svc = deta_service_new(&self, err, sizeof err);
+    pg->svc = deta_service_new(&self, err, sizeof err);
     static const query_settings_t settings = {.store = QUERY_STORE_POSTGRES};
-    pg.rm = pg.svc ? read_model_new(pg.svc, &settings, err, sizeof err) : NULL;
+    pg->rm = pg->svc ? read_model_new(pg->svc, &settings, err, sizeof err) : NULL;
     /* The store's statement writes the live streams' feed too: its table first. */
-    if (!pg.rm || feed_prepare(pg.svc, err, sizeof err) != DETA_OK ||
-        read_model_prepare(pg.rm, err, sizeof err) != DETA_OK) {
+    if (!pg->rm || feed_prepare(pg->svc, err, sizeof err) != DETA_OK ||
+        read_model_prepare(pg->rm, err, sizeof err) != DETA_OK) {
         fprintf(stderr, "the Postgres read model: %s\n", err);
         return -1;
     }
     deta_log_init("it-query-fold", DETA_LOG_WARN);
-    pg.tx = deta_db_pool_get(deta_service_db(pg.svc));
-    *s = &pg;
+    pg->tx = deta_db_pool_get(deta_service_db(pg->svc));
     return 0;
+}
+
+static int pg_open(void **s) {
+    static pg_fold_t pg;
+    *s = &pg;
+    return pg_open_on(&pg, "query_fold");
 }
 
 static void pg_close(void *s) {
@@ -201,6 +209,48 @@ static void pg_view(void *s, size_t n, const char *order_id, query_view_t *out) 
         fail_msg("read_model_get %s: %s", order_id, err);
 }
 
+/* The Postgres store's batch (read_model_apply_batch, as query-api's consumer
+ * applies a batch), on a database of its own: the orders' arrivals one after
+ * another, cut into batches of changing sizes (batch_sizes), each in a
+ * transaction. So a batch ends at every place among an order's events, and
+ * holds several events of one order, over a row an earlier batch wrote or none;
+ * a duplicate is within its batch or in the timeline from an earlier one. */
+static const size_t batch_sizes[] = {2, 3, 5, 7, 16};
+#define BATCH_SIZES (sizeof batch_sizes / sizeof *batch_sizes)
+#define BATCH_SIZE_MAX 16
+
+static int pgb_open(void **s) {
+    static pg_fold_t pg;
+    *s = &pg;
+    return pg_open_on(&pg, "query_fold_batch");
+}
+
+/* One batch of k changes, in a transaction; *changed[i] what cs[i] did. */
+static void pgb_run(pg_fold_t *pg, const query_change_t *const *cs, bool *const *changed,
+                    size_t k) {
+    query_change_t changes[BATCH_SIZE_MAX];
+    read_model_outcome_t outs[BATCH_SIZE_MAX];
+    for (size_t i = 0; i < k; i++)
+        changes[i] = *cs[i];
+    pg_begin(pg);
+    bool rolled_back = true;
+    char err[256] = "";
+    if (read_model_apply_batch(pg->rm, pg->tx, changes, k, outs, &rolled_back, err,
+                               sizeof err) != DETA_OK)
+        fail_msg("read_model_apply_batch of %zu: %s", k, err);
+    if (rolled_back)
+        fail_msg("a batch of %zu rolled back with no other transaction running", k);
+    for (size_t i = 0; i < k; i++) {
+        if (outs[i].feed_written != outs[i].applied)
+            fail_msg("%s %s: applied %d, but the feed row written %d", changes[i].event_type,
+                     changes[i].event_id, outs[i].applied, outs[i].feed_written);
+        *changed[i] = outs[i].status_changed;
+    }
+    pg_commit(pg);
+}
+
+static void pgb_apply_all(void *s, size_t f, size_t norders); /* after the orders */
+
 /* The Cassandra store on a keyspace of its own. It has no transaction (begin and
  * commit do nothing) and no service (NULL: its schema does not wait for an
  * absent server, it fails). */
@@ -259,9 +309,10 @@ static void cql_view(void *s, size_t n, const char *order_id, query_view_t *out)
 }
 
 static const fold_t folds[] = {
-    {"query_view_merge", c_open, c_close, c_begin, c_apply, c_commit, c_view},
-    {"postgres", pg_open, pg_close, pg_begin, pg_apply, pg_commit, pg_view},
-    {"cassandra", cql_open, cql_close, cql_nothing, cql_apply, cql_nothing, cql_view},
+    {"query_view_merge", c_open, c_close, c_begin, c_apply, c_commit, c_view, NULL},
+    {"postgres", pg_open, pg_close, pg_begin, pg_apply, pg_commit, pg_view, NULL},
+    {"postgres, in batches", pgb_open, pg_close, NULL, NULL, NULL, pg_view, pgb_apply_all},
+    {"cassandra", cql_open, cql_close, cql_nothing, cql_apply, cql_nothing, cql_view, NULL},
 };
 #define NFOLDS (sizeof folds / sizeof *folds)
 
@@ -498,14 +549,37 @@ static bool next_arrival_order(int *a, size_t n) {
 
 /* ---- folding and comparing ---- */
 
+static void pgb_apply_all(void *s, size_t f, size_t norders) {
+    static size_t turn;
+    const query_change_t *cs[BATCH_SIZE_MAX];
+    bool *changed[BATCH_SIZE_MAX];
+    size_t k = 0, size = batch_sizes[turn++ % BATCH_SIZES];
+    for (size_t i = 0; i < norders; i++)
+        for (size_t a = 0; a < batch[i].n; a++) {
+            cs[k] = &batch[i].changes[batch[i].arrivals[a]];
+            changed[k++] = &batch[i].changed[f][a];
+            if (k == size) {
+                pgb_run(s, cs, changed, k);
+                k = 0;
+                size = batch_sizes[turn++ % BATCH_SIZES];
+            }
+        }
+    if (k)
+        pgb_run(s, cs, changed, k);
+}
+
 static void fold_batch(size_t f, size_t norders) {
     const fold_t *fold = &folds[f];
-    fold->begin(fold_state[f]);
-    for (size_t i = 0; i < norders; i++)
-        for (size_t k = 0; k < batch[i].n; k++)
-            batch[i].changed[f][k] =
-                fold->apply(fold_state[f], i, &batch[i].changes[batch[i].arrivals[k]]);
-    fold->commit(fold_state[f]);
+    if (fold->apply_all) {
+        fold->apply_all(fold_state[f], f, norders);
+    } else {
+        fold->begin(fold_state[f]);
+        for (size_t i = 0; i < norders; i++)
+            for (size_t k = 0; k < batch[i].n; k++)
+                batch[i].changed[f][k] =
+                    fold->apply(fold_state[f], i, &batch[i].changes[batch[i].arrivals[k]]);
+        fold->commit(fold_state[f]);
+    }
     for (size_t i = 0; i < norders; i++)
         fold->view(fold_state[f], i, batch[i].id, &batch[i].views[f]);
 }
@@ -734,6 +808,148 @@ static void same_event_race(void **state) {
     order_clear(o);
 }
 
+/* ---- a batch against another transaction ---- */
+
+/* The batch's side: applies its changes at once and commits; when the batch
+ * reports it rolled back (a racing transaction's row stood in its way), rolls
+ * back and applies them one at a time, as the consumer then does. */
+typedef struct batch_racer {
+    pg_fold_t *pg;
+    query_change_t changes[4];
+    size_t n;
+    bool rolled_back;
+    read_model_outcome_t outs[4];
+    int rc;
+    char err[256];
+} batch_racer_t;
+
+static void *race_batch(void *arg) {
+    batch_racer_t *r = arg;
+    deta_db_t *tx = deta_db_pool_get(deta_service_db(r->pg->svc));
+    r->rc = -1;
+    if (!tx || deta_db_begin(tx, r->err, sizeof r->err) != DETA_OK)
+        return NULL;
+    if (read_model_apply_batch(r->pg->rm, tx, r->changes, r->n, r->outs, &r->rolled_back,
+                               r->err, sizeof r->err) != DETA_OK) {
+        deta_db_rollback(tx);
+        return NULL;
+    }
+    if (!r->rolled_back) {
+        if (deta_db_commit(tx, r->err, sizeof r->err) != DETA_OK)
+            return NULL;
+        r->rc = 0;
+        return NULL;
+    }
+    deta_db_rollback(tx);
+    for (size_t i = 0; i < r->n; i++) {
+        if (deta_db_begin(tx, r->err, sizeof r->err) != DETA_OK)
+            return NULL;
+        if (read_model_apply(r->pg->rm, tx, &r->changes[i], &r->outs[i], r->err,
+                             sizeof r->err) != DETA_OK) {
+            deta_db_rollback(tx);
+            return NULL;
+        }
+        if (deta_db_commit(tx, r->err, sizeof r->err) != DETA_OK)
+            return NULL;
+    }
+    r->rc = 0;
+    return NULL;
+}
+
+/* Backends of the database waiting for another transaction to end in the
+ * batch's write (at the other's uncommitted row of a new order) or in its lock
+ * of the orders' rows (at the other's locked row). */
+static const char BATCH_WRITE_WAITERS[] =
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
+    " AND wait_event = 'transactionid'"
+    " AND query LIKE 'WITH k AS (SELECT event_id::text AS id FROM order_events%'";
+static const char BATCH_LOCK_WAITERS[] =
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
+    " AND wait_event = 'transactionid'"
+    " AND query LIKE 'SELECT order_id::text, customer_id, total_amount::text%'";
+
+/* Runs r on a thread of its own while the fold's transaction is open; commits
+ * that once the batch waits for it (waiters), and joins the thread. */
+static void batch_race(pg_fold_t *pg, batch_racer_t *r, const char *waiters) {
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, race_batch, r), 0);
+    long waiting = 0;
+    for (int i = 0; i < 500 && waiting == 0; i++) {
+        ts_sleep_ms(10);
+        waiting = ts_db_long(pg->cfg.pg_database, waiters, pg->cfg.pg_database);
+    }
+    char err[256] = "";
+    deta_err_t committed = deta_db_commit(pg->tx, err, sizeof err);
+    pthread_join(t, NULL); /* before anything can fail */
+    if (committed != DETA_OK)
+        fail_msg("commit: %s", err);
+    if (waiting == 0)
+        fail_msg("the batch never waited for the other transaction");
+    if (r->rc != 0)
+        fail_msg("the batch's side: %s", r->err);
+    pg_feed_check(pg);
+}
+
+/* The first of a delivered order's events, then its next k, built into o with
+ * the C fold of all 1 + k into want and what each did into want_changed. */
+static void race_order(order_t *o, size_t k, query_view_t *want, bool *want_changed) {
+    const int arrivals[] = {0, 1, 2, 3, 4, 5};
+    order_build(o, &scenarios[0], arrivals, 1 + k);
+    memset(want, 0, sizeof *want);
+    for (size_t i = 0; i <= k; i++)
+        want_changed[i] = query_view_merge(want, &o->changes[i]);
+}
+
+/* A batch of a new order's second and third events while another transaction
+ * has inserted its first, uncommitted: the batch found no row to lock, so its
+ * insert of the order's row meets the other's, waits, and fails on the key once
+ * that commits. The batch reports rolled_back (not an error that would
+ * dead-letter its events), and one at a time they fold over the other's row. */
+static void batch_meets_new_row(void **state) {
+    (void)state;
+    pg_fold_t *pg = fold_state[2];
+    order_t *o = &batch[0];
+    query_view_t want;
+    bool want_changed[3];
+    race_order(o, 2, &want, want_changed);
+    pg_begin(pg);
+    bool changed0 = pg_apply(pg, 0, &o->changes[0]);
+    batch_racer_t r = {.pg = pg, .n = 2, .changes = {o->changes[1], o->changes[2]}};
+    batch_race(pg, &r, BATCH_WRITE_WAITERS);
+    assert_true(r.rolled_back);
+    assert_view_is(pg, o->id, &want);
+    assert_int_equal(changed0, want_changed[0]);
+    assert_int_equal(r.outs[0].status_changed, want_changed[1]);
+    assert_int_equal(r.outs[1].status_changed, want_changed[2]);
+    order_clear(o);
+}
+
+/* A batch of an order's third and fourth events while another transaction has
+ * applied its second, uncommitted, over the committed first: the batch's lock
+ * waits for the row, then reads it as the other committed it, and folds over
+ * that, in the batch, without rolling back. */
+static void batch_waits_for_row(void **state) {
+    (void)state;
+    pg_fold_t *pg = fold_state[2];
+    order_t *o = &batch[0];
+    query_view_t want;
+    bool want_changed[4];
+    race_order(o, 3, &want, want_changed);
+    pg_begin(pg);
+    assert_int_equal(pg_apply(pg, 0, &o->changes[0]), want_changed[0]);
+    pg_commit(pg);
+    pg_begin(pg);
+    assert_int_equal(pg_apply(pg, 0, &o->changes[1]), want_changed[1]);
+    batch_racer_t r = {.pg = pg, .n = 2, .changes = {o->changes[2], o->changes[3]}};
+    batch_race(pg, &r, BATCH_LOCK_WAITERS);
+    assert_false(r.rolled_back);
+    assert_true(r.outs[0].applied && r.outs[1].applied);
+    assert_view_is(pg, o->id, &want);
+    assert_int_equal(r.outs[0].status_changed, want_changed[2]);
+    assert_int_equal(r.outs[1].status_changed, want_changed[3]);
+    order_clear(o);
+}
+
 /* ---- setup ---- */
 
 static int setup(void **state) {
@@ -767,6 +983,8 @@ int main(void) {
         {races[0].name, first_events_race, NULL, NULL, (void *)&races[0]},
         {races[1].name, first_events_race, NULL, NULL, (void *)&races[1]},
         cmocka_unit_test(same_event_race),
+        cmocka_unit_test(batch_meets_new_row),
+        cmocka_unit_test(batch_waits_for_row),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -63,6 +63,17 @@ typedef deta_err_t (*deta_event_batch_lock_fn)(deta_db_t *db, const deta_event_t
                                                size_t n, void *opaque, char *errstr,
                                                size_t errsize);
 
+/* Applies a batch's events at once, inside its transaction (own_key only):
+ * events[0..n) in their order of arrival, n >= 2. duplicate[i] (false on entry)
+ * is set for an event the handler's key shows applied before, which wrote
+ * nothing. DETA_OK when every event was applied or is such a duplicate; any
+ * failure rolls the batch back and its events go one at a time, through their
+ * routes (so a handler may answer DETA_ERR_TRANSIENT for whatever it would
+ * rather leave to them: a racing transaction's row, say). */
+typedef deta_err_t (*deta_event_batch_apply_fn)(deta_db_t *db, const deta_event_t *const *events,
+                                                size_t n, bool *duplicate, void *opaque,
+                                                char *errstr, size_t errsize);
+
 /* A dispatch's options; all zero is the default. */
 typedef struct deta_event_dispatch_opts {
     /* true: no claim in processed_events; every route's handler is idempotent by
@@ -76,6 +87,13 @@ typedef struct deta_event_dispatch_opts {
      * locks as its handler does), with at least one event; its failure rolls
      * the batch back, whose events then go one at a time. */
     deta_event_batch_lock_fn batch_lock;
+    /* Batches only, with own_key (NULL: none): the batch's events applied by one
+     * call (above) instead of each by its route, when two or more are to apply
+     * (after batch_lock, if any), e.g. in a statement or two for the whole batch
+     * rather than one per event. The routes still check each event before the
+     * transaction, and still apply each one alone: a single message, and every
+     * message of a batch that rolled back. */
+    deta_event_batch_apply_fn batch_apply;
 } deta_event_dispatch_opts_t;
 
 /* Subscribes the service's consumer group to topics and dispatches by type.
