@@ -26,7 +26,10 @@
  * the transaction (the routes' check, query_change_from_event) and dead-lettered
  * alone; a duplicate writes nothing (the statement's insert into the timeline is
  * its first step, and every other write follows from it) and leaves the batch
- * going. A worker with
+ * going. With the Postgres store the batch's events are applied by one call,
+ * apply_events (deta_event_dispatch_opts_t.batch_apply): read_model_apply_batch,
+ * two statements for the whole batch, whose outcomes give the same notes and log
+ * lines as one at a time. A worker with
  * fewer queued waits up to QUERY_API_BATCH_WAIT_MS for more (the consumer's
  * batch_wait_ms), so that a moderate, steady rate is applied in batches too, at
  * that much latency on the read model.

@@ -21,6 +21,11 @@
  * the view after the event, which the consumer would otherwise write with a
  * statement of its own (outcome feed_written).
  *
+ * That statement applies one event: a message consumed alone, and each message
+ * of a batch that rolled back. A batch of several is applied by pg_apply_batch
+ * (read_model_pg_batch.c) in two statements: its rows locked and read, then the
+ * fold of query_view_merge done in C and written in one statement.
+ *
  * The timeline is ordered by (occurred_at, event_id), like the Cassandra store's
  * clustering, so that ties do not depend on arrival order.
  *

@@ -374,6 +374,17 @@ static deta_err_t record_apply(deta_db_t *db, const deta_event_t *ev, void *opaq
     return DETA_OK;
 }
 
+/* A service on the scratch database, for a dispatch of its own. */
+static deta_service_t *scratch_service(void) {
+    setenv("PGDATABASE", cfg.pg_database, 1);
+    static const deta_service_def_t self = {"it-batch", 0, NULL};
+    char why[256] = "";
+    deta_service_t *svc = deta_service_new(&self, why, sizeof why);
+    if (!svc)
+        fail_msg("deta_service_new: %s", why);
+    return svc;
+}
+
 static char *envelope(const char *type, const char *order) {
     return ts_event_by("order-service", type, order, order, json_object(), NULL);
 }
@@ -388,12 +399,7 @@ static deta_kafka_msg_t message(const char *key, const char *value) {
 
 static void test_the_dispatch_locks_the_events_to_apply_first(void **state) {
     (void)state;
-    setenv("PGDATABASE", cfg.pg_database, 1);
-    static const deta_service_def_t self = {"it-batch", 0, NULL};
-    char why[256] = "";
-    deta_service_t *svc = deta_service_new(&self, why, sizeof why);
-    if (!svc)
-        fail_msg("deta_service_new: %s", why);
+    deta_service_t *svc = scratch_service();
     calls_t calls = {.n = 0};
     static const deta_event_route_t routes[] = {{DETA_EVT_ORDER_CREATED, record_apply, NULL}};
     const deta_event_dispatch_opts_t opts = {.own_key = true, .batch_lock = record_lock};
@@ -463,12 +469,7 @@ static deta_err_t apply_one_of(deta_db_t *db, const deta_event_t *ev, void *opaq
  * event to apply goes through its route. */
 static void test_the_dispatch_applies_a_batch_at_once(void **state) {
     (void)state;
-    setenv("PGDATABASE", cfg.pg_database, 1);
-    static const deta_service_def_t self = {"it-batch", 0, NULL};
-    char why[256] = "";
-    deta_service_t *svc = deta_service_new(&self, why, sizeof why);
-    if (!svc)
-        fail_msg("deta_service_new: %s", why);
+    deta_service_t *svc = scratch_service();
     deta_db_t *db = deta_db_pool_get(deta_service_db(svc));
     reset_rows(db);
     at_once_t a = {.fail = false};

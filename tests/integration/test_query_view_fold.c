@@ -722,6 +722,32 @@ static const scenario_t races[] = {
 };
 #undef CREATED_BY
 
+/* Runs fn(arg) on a thread of its own while the fold's transaction is open;
+ * commits that once the thread waits for it (waiters counts the backends of
+ * the database waiting for another transaction in the thread's statement),
+ * joins the thread, checks its *rc (its err when not 0; who names it) and the
+ * feed. */
+static void race_open_tx(pg_fold_t *pg, void *(*fn)(void *), void *arg, const char *waiters,
+                         const int *rc, const char *rc_err, const char *who) {
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, fn, arg), 0);
+    long waiting = 0;
+    for (int i = 0; i < 500 && waiting == 0; i++) {
+        ts_sleep_ms(10);
+        waiting = ts_db_long(pg->cfg.pg_database, waiters, pg->cfg.pg_database);
+    }
+    char err[256] = "";
+    deta_err_t committed = deta_db_commit(pg->tx, err, sizeof err);
+    pthread_join(t, NULL); /* before anything can fail */
+    if (committed != DETA_OK)
+        fail_msg("commit: %s", err);
+    if (waiting == 0)
+        fail_msg("%s never waited for the other transaction", who);
+    if (*rc != 0)
+        fail_msg("%s: %s", who, rc_err);
+    pg_feed_check(pg);
+}
+
 /* Applies a in the fold's transaction, then b from another while a is not
  * committed; commits a once b waits for it, and returns b's outcome in second.
  * Returns a's status_changed. */
@@ -730,23 +756,8 @@ static bool race(pg_fold_t *pg, const query_change_t *a, const query_change_t *b
     pg_begin(pg);
     bool changed0 = pg_apply(pg, 0, a); /* its rows, uncommitted */
     *second = (racer_t){.pg = pg, .c = b};
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, race_second, second), 0);
-    long waiting = 0;
-    for (int i = 0; i < 500 && waiting == 0; i++) {
-        ts_sleep_ms(10);
-        waiting = ts_db_long(pg->cfg.pg_database, ROW_WAITERS, pg->cfg.pg_database);
-    }
-    char err[256] = "";
-    deta_err_t committed = deta_db_commit(pg->tx, err, sizeof err);
-    pthread_join(t, NULL); /* before anything can fail */
-    if (committed != DETA_OK)
-        fail_msg("commit: %s", err);
-    if (waiting == 0)
-        fail_msg("the second transaction never waited for the first's row");
-    if (second->rc != 0)
-        fail_msg("the second transaction: %s", second->err);
-    pg_feed_check(pg);
+    race_open_tx(pg, race_second, second, ROW_WAITERS, &second->rc, second->err,
+                 "the second transaction");
     return changed0;
 }
 
@@ -868,26 +879,9 @@ static const char BATCH_LOCK_WAITERS[] =
     " AND wait_event = 'transactionid'"
     " AND query LIKE 'SELECT order_id::text, customer_id, total_amount::text%'";
 
-/* Runs r on a thread of its own while the fold's transaction is open; commits
- * that once the batch waits for it (waiters), and joins the thread. */
+/* The batch's side against the fold's open transaction (race_open_tx). */
 static void batch_race(pg_fold_t *pg, batch_racer_t *r, const char *waiters) {
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, race_batch, r), 0);
-    long waiting = 0;
-    for (int i = 0; i < 500 && waiting == 0; i++) {
-        ts_sleep_ms(10);
-        waiting = ts_db_long(pg->cfg.pg_database, waiters, pg->cfg.pg_database);
-    }
-    char err[256] = "";
-    deta_err_t committed = deta_db_commit(pg->tx, err, sizeof err);
-    pthread_join(t, NULL); /* before anything can fail */
-    if (committed != DETA_OK)
-        fail_msg("commit: %s", err);
-    if (waiting == 0)
-        fail_msg("the batch never waited for the other transaction");
-    if (r->rc != 0)
-        fail_msg("the batch's side: %s", r->err);
-    pg_feed_check(pg);
+    race_open_tx(pg, race_batch, r, waiters, &r->rc, r->err, "the batch's side");
 }
 
 /* The first of a delivered order's events, then its next k, built into o with
