@@ -18,8 +18,10 @@
  *   - updatedAt is the latest occurredAt of any event applied (max again).
  *
  * query_view_merge() is that fold, step by step. The Postgres model does the same
- * in one statement, atomically (read_model_pg.c); a store without conditional updates would
- * read, merge with this function and write back conditionally.
+ * in one statement, atomically, for one event (read_model_pg.c), and uses this
+ * function for a batch, over rows it locked (read_model_pg_batch.c); a store
+ * without conditional updates would read, merge with this function and write
+ * back conditionally.
  *
  * Timestamps are normalized on the way in to "YYYY-MM-DDTHH:MM:SS.ffffffZ" so that
  * comparing and storing them never depends on how a producer spelled them.

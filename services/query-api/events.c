@@ -14,7 +14,7 @@
  * only when new in the same transaction, is the claim. Every effect of
  * the event follows from that row being new: the view's update (or insert) is
  * fed by the insert's RETURNING, and the feed row by the view's, all in one statement
- * (read_model_pg.c); the notes behind the metrics and the log line come after
+ * (read_model_pg.c; a batch: its new events only, below); the notes behind the metrics and the log line come after
  * applied only. An event already in the
  * timeline is returned as DETA_ERR_CONFLICT, which the dispatcher counts as a
  * duplicate and rolls back. That saves a statement (a round trip and an index

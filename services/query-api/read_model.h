@@ -115,8 +115,8 @@ deta_err_t read_model_apply(read_model_t *rm, deta_db_t *tx, const query_change_
 /* Applies changes[0..n) in tx as read_model_apply would apply them one after
  * another, in their order: the same rows, and outs[i] what the i-th call would
  * have answered (an event given twice is the duplicate the second time). The
- * Postgres store does it in two statements for the whole batch, whatever n
- * (read_model_pg_batch.c). A concurrent transaction's row in the way (another
+ * Postgres store does it in two statements for the whole batch, whatever n (a
+ * redelivery it finds late costs one more: read_model_pg_batch.c). A concurrent transaction's row in the way (another
  * delivery of one of the events, or another first event of one of the new
  * orders) makes its statement fail once that transaction commits: then
  * *rolled_back, tx is aborted and outs mean nothing, and the caller rolls back

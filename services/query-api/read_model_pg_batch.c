@@ -1,11 +1,11 @@
 /*
  * read_model_pg_batch.c - the Postgres store's batch (read_model_apply_batch):
- * a consumer's batch of events applied in two statements, whatever its size,
- * where read_model_pg.c's pg_apply costs one statement per event.
+ * a consumer's batch of events applied in two statements, whatever its size
+ * (one more for each redelivery found late, below), where read_model_pg.c's
+ * pg_apply costs one statement per event.
  *
- * 1. LOCK_SQL locks the view rows of the batch's orders (in order_id order, so
- *    two batches never wait on each other in a cycle) and reads them, and says
- *    which of the batch's events the timeline has already.
+ * 1. LOCK_SQL locks the view rows of the batch's orders, in order_id order, and
+ *    reads them.
  * 2. In C, each order's new events are folded over its row one after another
  *    with query_view_merge, the fold the store's single statement does in SQL
  *    (integration.test_query_view_fold holds the two to the same views and the
@@ -15,7 +15,10 @@
  *    given earlier in the same batch, is the duplicate and changes nothing.
  * 3. WRITE_SQL inserts the new events into the timeline, writes each touched
  *    order's row once (an UPDATE of the rows locked in 1, an INSERT of the new
- *    ones) and the feed's rows in the batch's order, with the feed's NOTIFY.
+ *    ones, in order_id order too) and the feed's rows in the batch's order, with
+ *    the feed's NOTIFY. An event the timeline has already (a redelivery) makes it
+ *    write nothing and name the event: step 2 is done again without it, and 3
+ *    once more.
  *
  * The locks of 1 keep every row read there as it was until the commit. What
  * they cannot keep is a row that did not exist: another transaction may insert
@@ -24,6 +27,14 @@
  * CONFLICT: it would need the fold of step 2 in SQL again), and the batch is
  * reported rolled back, to be applied one event at a time, where pg_apply's
  * statement settles both races as it always has.
+ *
+ * Two batches take their rows in one order and only queue. A batch and a
+ * single event's statement (pg_apply) can cross, though, when they carry the
+ * same event (two instances in a rebalance): the batch holds the order's row
+ * and inserts the event, the single statement inserted the event first and
+ * updates the row. Postgres breaks that cycle after deadlock_timeout (1 s) by
+ * failing one of them (transient): a batch then goes one at a time, a single
+ * event is retried, and each event is still applied once.
  */
 #include "read_model_pg.h"
 
@@ -119,19 +130,32 @@ static bool listed(const char *ids, const char *id) {
     return false;
 }
 
-/* The batch's distinct orders into ids[0..*nids), and for each change the index
+/* The index of order_id in ids[0..nids), or nids. */
+static size_t order_index(const char *const *ids, size_t nids, const char *order_id) {
+    size_t k = 0;
+    while (k < nids && strcasecmp(ids[k], order_id) != 0)
+        k++;
+    return k;
+}
+
+/* The batch's distinct orders into ids[0..*nids), in order_id order (so that
+ * new orders' rows are inserted in the order the locks are taken: two batches
+ * creating the same orders queue, never cross), and for each change the index
  * of its order in at[]. */
 static void orders_of(const query_change_t *changes, size_t n, const char **ids, size_t *nids,
                       size_t *at) {
     *nids = 0;
     for (size_t i = 0; i < n; i++) {
-        size_t k = 0;
-        while (k < *nids && strcasecmp(ids[k], changes[i].fields.order_id) != 0)
-            k++;
-        if (k == *nids)
-            ids[(*nids)++] = changes[i].fields.order_id;
-        at[i] = k;
+        const char *id = changes[i].fields.order_id;
+        if (order_index(ids, *nids, id) < *nids)
+            continue;
+        size_t k = (*nids)++;
+        for (; k > 0 && strcasecmp(ids[k - 1], id) > 0; k--)
+            ids[k] = ids[k - 1];
+        ids[k] = id;
     }
+    for (size_t i = 0; i < n; i++)
+        at[i] = order_index(ids, *nids, changes[i].fields.order_id);
 }
 
 /* LOCK_SQL's list has at least this many ids, the first repeated (= ANY takes

@@ -454,6 +454,16 @@ static deta_err_t apply_all(deta_db_t *db, const deta_event_t *const *events, si
     return err;
 }
 
+/* deta_events_total{type="order.created",outcome=...} of svc's dispatches. */
+static long events_counted(deta_service_t *svc, const char *outcome) {
+    char labels[96];
+    snprintf(labels, sizeof labels, "type=\"%s\",outcome=\"%s\"", DETA_EVT_ORDER_CREATED,
+             outcome);
+    return (long)deta_counter_value(deta_counter(deta_service_metrics(svc), "deta_events_total",
+                                                 "Events consumed, by type and outcome",
+                                                 labels));
+}
+
 static deta_err_t apply_one_of(deta_db_t *db, const deta_event_t *ev, void *opaque,
                                char *errstr, size_t errsize) {
     (void)db, (void)errstr, (void)errsize;
@@ -493,6 +503,8 @@ static void test_the_dispatch_applies_a_batch_at_once(void **state) {
     assert_int_equal(a.calls.n, 1);
     assert_string_equal(a.calls.log[0], "all " ORDER_1 " " ORDER_3);
     assert_int_equal(count_of(db, "a"), 1);
+    assert_int_equal(events_counted(svc, "applied"), 1); /* ORDER_1 */
+    assert_int_equal(events_counted(svc, "duplicate"), 1); /* ORDER_3, as apply_all said */
 
     a = (at_once_t){.fail = true};
     assert_int_equal(deta_event_dispatch_batch(msgs, 3, d, results, whys), DETA_ERR_TRANSIENT);

@@ -21,6 +21,10 @@
  * the cancellation: CANCELLED holding against a late pick-up or payment.failed,
  * a refund before its verdict, refusals, verdicts delivered twice.
  *
+ * The Postgres store's batch (read_model_apply_batch) is a fold of its own, on
+ * a database of its own: the same arrivals cut into batches of changing sizes,
+ * each event's outcome checked against the C fold's view after it.
+ *
  * The Postgres store's statement also writes the live streams' feed: after each
  * batch the feed must hold exactly the timeline's events, told the same, and each
  * order's last feed row the view's status and customer.
@@ -225,9 +229,17 @@ static int pgb_open(void **s) {
     return pg_open_on(&pg, "query_fold_batch");
 }
 
-/* One batch of k changes, in a transaction; *changed[i] what cs[i] did. */
+/* What one change of a batch must answer: the duplicate (applied false), or
+ * the view after it as the C fold has it (its status, customer and createdAt). */
+typedef struct batch_want {
+    bool duplicate;
+    query_view_t after;
+} batch_want_t;
+
+/* One batch of k changes, in a transaction; *changed[i] what cs[i] did, which
+ * must be wants[i]. */
 static void pgb_run(pg_fold_t *pg, const query_change_t *const *cs, bool *const *changed,
-                    size_t k) {
+                    const batch_want_t *wants, size_t k) {
     query_change_t changes[BATCH_SIZE_MAX];
     read_model_outcome_t outs[BATCH_SIZE_MAX];
     for (size_t i = 0; i < k; i++)
@@ -245,6 +257,20 @@ static void pgb_run(pg_fold_t *pg, const query_change_t *const *cs, bool *const 
             fail_msg("%s %s: applied %d, but the feed row written %d", changes[i].event_type,
                      changes[i].event_id, outs[i].applied, outs[i].feed_written);
         *changed[i] = outs[i].status_changed;
+        const batch_want_t *w = &wants[i];
+        int64_t created_us = 0;
+        if (w->after.created_at[0] && !deta_timestamp_us(w->after.created_at, &created_us))
+            fail_msg("the C fold's createdAt %s", w->after.created_at);
+        if (outs[i].applied == w->duplicate || (outs[i].applied &&
+            (strcmp(outs[i].status, w->after.status) != 0 ||
+             strcmp(outs[i].customer_id, w->after.customer_id) != 0 ||
+             outs[i].created_us != created_us)))
+            fail_msg("%s %s, %zu of a batch of %zu: applied %d, status \"%s\", customer \"%s\","
+                     " createdAt %lld µs; the C fold: %s, \"%s\", \"%s\", %lld",
+                     changes[i].event_type, changes[i].event_id, i, k, outs[i].applied,
+                     outs[i].status, outs[i].customer_id, (long long)outs[i].created_us,
+                     w->duplicate ? "a duplicate" : "applied", w->after.status,
+                     w->after.customer_id, (long long)created_us);
     }
     pg_commit(pg);
 }
@@ -549,23 +575,39 @@ static bool next_arrival_order(int *a, size_t n) {
 
 /* ---- folding and comparing ---- */
 
+/* Whether arrival a of o repeats an earlier one (the same event delivered again). */
+static bool arrived_before(const order_t *o, size_t a) {
+    for (size_t b = 0; b < a; b++)
+        if (o->arrivals[b] == o->arrivals[a])
+            return true;
+    return false;
+}
+
 static void pgb_apply_all(void *s, size_t f, size_t norders) {
     static size_t turn;
     const query_change_t *cs[BATCH_SIZE_MAX];
     bool *changed[BATCH_SIZE_MAX];
+    batch_want_t wants[BATCH_SIZE_MAX];
     size_t k = 0, size = batch_sizes[turn++ % BATCH_SIZES];
-    for (size_t i = 0; i < norders; i++)
+    for (size_t i = 0; i < norders; i++) {
+        query_view_t ref; /* the C fold of the order so far */
+        memset(&ref, 0, sizeof ref);
         for (size_t a = 0; a < batch[i].n; a++) {
             cs[k] = &batch[i].changes[batch[i].arrivals[a]];
-            changed[k++] = &batch[i].changed[f][a];
+            changed[k] = &batch[i].changed[f][a];
+            wants[k].duplicate = arrived_before(&batch[i], a);
+            if (!wants[k].duplicate)
+                query_view_merge(&ref, cs[k]);
+            wants[k++].after = ref;
             if (k == size) {
-                pgb_run(s, cs, changed, k);
+                pgb_run(s, cs, changed, wants, k);
                 k = 0;
                 size = batch_sizes[turn++ % BATCH_SIZES];
             }
         }
+    }
     if (k)
-        pgb_run(s, cs, changed, k);
+        pgb_run(s, cs, changed, wants, k);
 }
 
 static void fold_batch(size_t f, size_t norders) {

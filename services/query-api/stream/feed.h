@@ -35,7 +35,8 @@
  * rule (rules.h) needs every holder of a number to be visible by its id.
  *   A redelivered event never reaches it, so it neither checks nor takes a number
  * for one: the Postgres read model inserts from its timeline's new row only (the
- * event id is the timeline's key), and with Cassandra's the dispatcher's claim of
+ * event id is the timeline's key; a batch, from the events its timeline insert
+ * takes, in the same statement, which fails whole on that key), and with Cassandra's the dispatcher's claim of
  * the event id, in the same transaction, lets one delivery through (two racing
  * ones meet at the claim's key). No ON CONFLICT, so no speculative insertion (a
  * WAL record per event). The unique index on event_id stays: instances of the
