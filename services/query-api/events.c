@@ -293,9 +293,10 @@ query_events_t *query_events_new(deta_service_t *svc, read_model_t *rm) {
     qe->own_key = !read_model_needs_claim(rm);
     for (size_t i = 0; i < QUERY_EVENT_TYPES; i++)
         qe->routes[i] = (deta_event_route_t){event_types[i], apply_event, check_event};
-    /* Without claims, a batch is applied at once (read_model_apply_batch). */
-    const deta_event_dispatch_opts_t opts = {.own_key = qe->own_key,
-                                             .batch_apply = qe->own_key ? apply_events : NULL};
+    /* Without claims, a store that can applies a batch at once. */
+    const deta_event_dispatch_opts_t opts = {
+        .own_key = qe->own_key,
+        .batch_apply = qe->own_key && read_model_batches(rm) ? apply_events : NULL};
     qe->dispatch = deta_event_dispatch_new_opts(svc, qe->routes, QUERY_EVENT_TYPES, qe, &opts);
     if (!qe->dispatch) {
         free(qe);

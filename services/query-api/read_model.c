@@ -59,19 +59,13 @@ deta_err_t read_model_apply_batch(read_model_t *rm, deta_db_t *tx, const query_c
                                   size_t n, read_model_outcome_t *outs, bool *rolled_back,
                                   char *errstr, size_t errsize) {
     *rolled_back = false;
-    if (rm->ops->apply_batch)
-        return rm->ops->apply_batch(rm->impl, tx, changes, n, outs, rolled_back, errstr, errsize);
-    for (size_t i = 0; i < n; i++) {
-        deta_err_t err = rm->ops->apply(rm->impl, tx, &changes[i], &outs[i], errstr, errsize);
-        if (err)
-            return err;
-        if (outs[i].rolled_back) {
-            *rolled_back = true;
-            return DETA_OK;
-        }
-    }
-    return DETA_OK;
+    if (!rm->ops->apply_batch)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "the %s store applies no batches",
+                         rm->ops->name);
+    return rm->ops->apply_batch(rm->impl, tx, changes, n, outs, rolled_back, errstr, errsize);
 }
+
+bool read_model_batches(const read_model_t *rm) { return rm->ops->apply_batch != NULL; }
 
 deta_err_t read_model_get(read_model_t *rm, const char *order_id, query_view_t *out,
                           char *errstr, size_t errsize) {

@@ -121,10 +121,14 @@ deta_err_t read_model_apply(read_model_t *rm, deta_db_t *tx, const query_change_
  * orders) makes its statement fail once that transaction commits: then
  * *rolled_back, tx is aborted and outs mean nothing, and the caller rolls back
  * and applies the events one at a time, where read_model_apply settles the race.
- * A store without a batch of its own (Cassandra's) applies each in turn. */
+ * Only for a store that read_model_batches (Postgres's): another answers
+ * DETA_ERR_INTERNAL. */
 deta_err_t read_model_apply_batch(read_model_t *rm, deta_db_t *tx, const query_change_t *changes,
                                   size_t n, read_model_outcome_t *outs, bool *rolled_back,
                                   char *errstr, size_t errsize);
+
+/* Whether the store applies batches (read_model_apply_batch). */
+bool read_model_batches(const read_model_t *rm);
 
 /* DETA_ERR_NOT_FOUND when the read model has never heard of the order. */
 deta_err_t read_model_get(read_model_t *rm, const char *order_id, query_view_t *out,
@@ -161,7 +165,7 @@ typedef struct read_model_ops {
     deta_err_t (*prepare)(void *impl, char *errstr, size_t errsize);
     deta_err_t (*apply)(void *impl, deta_db_t *tx, const query_change_t *c,
                         read_model_outcome_t *out, char *errstr, size_t errsize);
-    /* NULL: read_model_apply_batch calls apply for each change. */
+    /* NULL: no batches (read_model_batches). */
     deta_err_t (*apply_batch)(void *impl, deta_db_t *tx, const query_change_t *changes, size_t n,
                               read_model_outcome_t *outs, bool *rolled_back, char *errstr,
                               size_t errsize);

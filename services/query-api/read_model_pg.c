@@ -130,8 +130,6 @@ static PGresult *query(pg_model_t *rm, const char *sql, int nparams, const char 
 
 static void text_col(const PGresult *res, int row, int col, char *dst, size_t size);
 
-/* "" is SQL NULL. */
-static const char *nullable(const char *s) { return s[0] ? s : NULL; }
 
 /* ---- apply ---- */
 
@@ -240,26 +238,26 @@ static deta_err_t pg_apply(void *impl, deta_db_t *tx, const query_change_t *c,
         c->topic,
         c->occurred_at,
         payload,
-        nullable(f->customer_id),
-        nullable(f->total_amount),
-        nullable(f->currency),
-        nullable(f->status),
+        pg_nullable(f->customer_id),
+        pg_nullable(f->total_amount),
+        pg_nullable(f->currency),
+        pg_nullable(f->status),
         rank,
-        nullable(f->created_at),
+        pg_nullable(f->created_at),
         f->updated_at,
-        nullable(f->reservation_id),
-        nullable(f->payment_id),
-        nullable(f->delivery_id),
-        nullable(f->driver_id),
-        nullable(f->driver_name),
-        nullable(f->estimated_delivery_at),
-        nullable(f->eta_calculated_at),
-        nullable(f->delivered_at),
-        nullable(f->failure_reason),
-        nullable(f->correlation_id),
+        pg_nullable(f->reservation_id),
+        pg_nullable(f->payment_id),
+        pg_nullable(f->delivery_id),
+        pg_nullable(f->driver_id),
+        pg_nullable(f->driver_name),
+        pg_nullable(f->estimated_delivery_at),
+        pg_nullable(f->eta_calculated_at),
+        pg_nullable(f->delivered_at),
+        pg_nullable(f->failure_reason),
+        pg_nullable(f->correlation_id),
         c->authoritative ? "true" : "false",
-        nullable(f->cancelled_at),
-        nullable(f->refunded_amount),
+        pg_nullable(f->cancelled_at),
+        pg_nullable(f->refunded_amount),
     };
     deta_err_t err;
     int nparams = (int)(sizeof params / sizeof *params);

@@ -28,6 +28,9 @@
  * the violation a racing delivery of the same event meets. */
 #define PG_TIMELINE_KEY "order_events_pkey"
 
+/* "" (or NULL) is SQL NULL. */
+static inline const char *pg_nullable(const char *s) { return s && s[0] ? s : NULL; }
+
 /* Row row of res, whose first PG_VIEW_NCOLUMNS columns are PG_VIEW_COLUMNS. */
 void pg_view_from_row(const PGresult *res, int row, query_view_t *v);
 

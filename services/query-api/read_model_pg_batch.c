@@ -114,8 +114,6 @@ typedef struct batch_order {
     bool touched; /* a new event of it was folded */
 } batch_order_t;
 
-/* "" is SQL NULL. */
-static const char *nullable(const char *s) { return s && s[0] ? s : NULL; }
 
 /* Whether the text[] literal ids ({a,b,...}, UUIDs, never quoted) holds id. */
 static bool listed(const char *ids, const char *id) {
@@ -260,7 +258,7 @@ static bool write_arrays(const query_change_t *changes, size_t n,
                 ch->topic,       ch->occurred_at,     payloads[i],
                 outs[i].status,  outs[i].customer_id,
             };
-            items[k++] = c >= 6 ? nullable(col[c]) : col[c];
+            items[k++] = c >= 6 ? pg_nullable(col[c]) : col[c];
         }
         ok = (cols[c] = deta_db_array(items, k)) != NULL;
     }
@@ -295,7 +293,7 @@ static bool write_arrays(const query_change_t *changes, size_t n,
                 v->refunded_amount,
                 o->existed ? "true" : "false",
             };
-            items[k++] = nullable(col[c]);
+            items[k++] = pg_nullable(col[c]);
         }
         ok = (cols[EVENT_ARRAYS + c] = deta_db_array(items, k)) != NULL;
     }
