@@ -140,6 +140,21 @@ pg_cpu_by_db() {
     "$RUN/pg-backends-after.txt" | sort
 }
 
+# The outbox relays' walsenders within pg_cpu_by_db's figures: "count seconds"
+# per 1000 orders (the snapshots' fourth field, backend_type; nothing for a run
+# made before the snapshots had it).
+pg_walsender_cpu() {
+  local orders
+  orders=$(lat accepted)
+  [ -n "$orders" ] && [ "$orders" -gt 0 ] 2>/dev/null && have pg-backends-before.txt &&
+    have pg-backends-after.txt || return 0
+  awk -v ticks="$TICKS" -v orders="$orders" '
+    FILENAME ~ /backends-before/ { b[$1] = $3; next }
+    $4 == "walsender" { d = $3 - ($1 in b ? b[$1] : 0); if (d > 0) t += d; n++ }
+    END { if (n) printf "%d %.3f\n", n, t / ticks * 1000 / orders }' \
+    "$RUN/pg-backends-before.txt" "$RUN/pg-backends-after.txt"
+}
+
 # WAL bytes per order over the latency run (pg_stat_wal, the whole cluster).
 wal_per_order() {
   local orders
@@ -434,6 +449,9 @@ postgres_section() {
         echo "| $db | $c | $(shown "$(awk -v d="$db" '$1 == d { print $2 }' <<<"$bydb")") |"
       done
     [ -z "$bydb" ] || echo "| (shared) | | $(awk '$1 == "(shared)" { print ($2 == "-" ? "none left over (the backends summed to Postgres'"'"'s whole CPU, within the readings'"'"' resolution)" : $2) }' <<<"$bydb") |"
+    local ws
+    ws=$(pg_walsender_cpu)
+    [ -z "$ws" ] || echo "| ... of which the outbox relays' $(awk '{ print $1 }' <<<"$ws") walsenders (in their databases' rows; each decodes the whole server's WAL and is woken by each of its flushes) | | $(awk '{ print $2 }' <<<"$ws") |"
     echo "| **all five** | **$(commits_total "" "$(lat accepted)")** | $(shown "$(awk '{ t += $2 } END { if (NR) printf "%.3f", t }' <<<"$bydb")") |"
     echo "| the system's own (all five less the generator's $(lat poll_requests) list requests, each a read-only transaction in delivery_query) | **$(own_commits "$(commits_total "" "$(lat accepted)")")** | |"
     echo

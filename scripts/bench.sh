@@ -338,14 +338,15 @@ cpu_snapshot() {
   done
 }
 
-# "pid database ticks" for every Postgres backend that pg_stat_activity names a
-# database of (the others, background processes, are in postgres_ticks only).
+# "pid database ticks type" for every Postgres backend that pg_stat_activity names
+# a database of (the others, background processes, are in postgres_ticks only);
+# type is its backend_type, spaces as underscores (client_backend, walsender).
 pg_backend_snapshot() {
-  local pid db
-  psql_db postgres -At -F' ' -c "SELECT pid, datname FROM pg_stat_activity
-    WHERE datname IS NOT NULL AND pid <> pg_backend_pid()" |
-    while read -r pid db; do
-      echo "$pid $db $(ticks_of "$pid")"
+  local pid db type
+  psql_db postgres -At -F' ' -c "SELECT pid, datname, replace(backend_type, ' ', '_')
+    FROM pg_stat_activity WHERE datname IS NOT NULL AND pid <> pg_backend_pid()" |
+    while read -r pid db type; do
+      echo "$pid $db $(ticks_of "$pid") $type"
     done
 }
 
