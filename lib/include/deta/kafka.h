@@ -178,8 +178,7 @@ typedef deta_err_t (*deta_consume_fn)(const deta_kafka_msg_t *msg, void *opaque,
 #define DETA_KAFKA_FETCH_WAIT_MIN_MAX_MS 500
 /* The fetch_wait_min_ms of the services' consumers off the saga's critical path
  * (order-service following the statuses, inventory-service settling and reading
- * delivery verdicts, payment-service's refunds, query-api's capture of the dead
- * letters): half the 200 ms that
+ * delivery verdicts, payment-service's refunds): half the 200 ms that
  * order-service's and inventory-service's settling batches wait to fill by
  * default (ORDER_BATCH_WAIT_MS lowered does not lower it), or rare events; a
  * tenth of the asks of an idle consumer at 10 ms. */

@@ -123,14 +123,9 @@ static deta_err_t capture(const deta_kafka_msg_t *msg, void *opaque, char *errst
 }
 
 deta_err_t query_dlq_capture_subscribe(query_dlq_capture_t *c, char *errstr, size_t errsize) {
-    /* Off the saga's critical path: a dead letter may reach the console up to
-     * DETA_KAFKA_FETCH_WAIT_RELAXED_MS later on the local mock broker, which
-     * answers an empty fetch only when its wait is over; asked every 10 ms, the
-     * empty dead-letter topics cost query-api about 10 ms of CPU a second. */
     deta_consumer_opts_t opts = {.metrics = deta_service_metrics(c->svc),
                                  .max_retries = CAPTURE_MAX_RETRIES,
-                                 .backoff_max_ms = CAPTURE_BACKOFF_MAX_MS,
-                                 .fetch_wait_min_ms = DETA_KAFKA_FETCH_WAIT_RELAXED_MS};
+                                 .backoff_max_ms = CAPTURE_BACKOFF_MAX_MS};
     return deta_service_consume(c->svc, query_dlq_topics, QUERY_DLQ_TOPIC_COUNT, capture, c,
                                 &opts, errstr, errsize);
 }
