@@ -119,7 +119,8 @@ commits_total() {
 
 # Postgres's CPU of the latency run by database, seconds per 1000 orders:
 # "database seconds". Each backend's ticks (pg-backends-*.txt: pid, database,
-# ticks; a backend that started during the run counts from zero); "(shared)" is
+# ticks, and since 12-07 backend_type; a backend that started during the run
+# counts from zero); "(shared)" is
 # the rest of Postgres's CPU: background processes (WAL writer, checkpointer,
 # autovacuum) and the backends that ended during the run.
 pg_cpu_by_db() {
@@ -448,10 +449,10 @@ postgres_section() {
       while read -r db c; do
         echo "| $db | $c | $(shown "$(awk -v d="$db" '$1 == d { print $2 }' <<<"$bydb")") |"
       done
-    [ -z "$bydb" ] || echo "| (shared) | | $(awk '$1 == "(shared)" { print ($2 == "-" ? "none left over (the backends summed to Postgres'"'"'s whole CPU, within the readings'"'"' resolution)" : $2) }' <<<"$bydb") |"
     local ws
     ws=$(pg_walsender_cpu)
-    [ -z "$ws" ] || echo "| ... of which the outbox relays' $(awk '{ print $1 }' <<<"$ws") walsenders (in their databases' rows; each decodes the whole server's WAL and is woken by each of its flushes) | | $(awk '{ print $2 }' <<<"$ws") |"
+    [ -z "$ws" ] || echo "| ... of which the outbox relays' $(awk '{ print $1 }' <<<"$ws") walsenders (within the database rows above; each decodes the whole server's WAL and is woken by each of its flushes) | | $(awk '{ print $2 }' <<<"$ws") |"
+    [ -z "$bydb" ] || echo "| (shared) | | $(awk '$1 == "(shared)" { print ($2 == "-" ? "none left over (the backends summed to Postgres'"'"'s whole CPU, within the readings'"'"' resolution)" : $2) }' <<<"$bydb") |"
     echo "| **all five** | **$(commits_total "" "$(lat accepted)")** | $(shown "$(awk '{ t += $2 } END { if (NR) printf "%.3f", t }' <<<"$bydb")") |"
     echo "| the system's own (all five less the generator's $(lat poll_requests) list requests, each a read-only transaction in delivery_query) | **$(own_commits "$(commits_total "" "$(lat accepted)")")** | |"
     echo
