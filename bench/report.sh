@@ -122,7 +122,9 @@ commits_total() {
 # ticks, and since 12-07 backend_type; a backend that started during the run
 # counts from zero); "(shared)" is
 # the rest of Postgres's CPU: background processes (WAL writer, checkpointer,
-# autovacuum) and the backends that ended during the run.
+# autovacuum) and the backends that ended during the run. With the types, one
+# more line, "(walsenders) seconds count": the outbox relays' walsenders, whose
+# CPU is within their databases' lines already (a sum leaves it out).
 pg_cpu_by_db() {
   local orders
   orders=$(lat accepted)
@@ -133,27 +135,14 @@ pg_cpu_by_db() {
     FILENAME ~ /cpu-after/ { if ($1 == "postgres") pa = $2; next }
     FILENAME ~ /backends-before/ { b[$1] = $3; next }
     { d = $3 - ($1 in b ? b[$1] : 0); if (d < 0) d = 0; db[$2] += d; sum += d }
+    $4 == "walsender" { ws += d; nws++ }
     END {
       for (n in db) printf "%s %.3f\n", n, db[n] / ticks * 1000 / orders
+      if (nws) printf "(walsenders) %.3f %d\n", ws / ticks * 1000 / orders, nws
       rest = pa - pb - sum
       if (rest < 0) print "(shared) -"; else printf "(shared) %.3f\n", rest / ticks * 1000 / orders
     }' "$RUN/cpu-before.txt" "$RUN/cpu-after.txt" "$RUN/pg-backends-before.txt" \
     "$RUN/pg-backends-after.txt" | sort
-}
-
-# The outbox relays' walsenders within pg_cpu_by_db's figures: "count seconds"
-# per 1000 orders (the snapshots' fourth field, backend_type; nothing for a run
-# made before the snapshots had it).
-pg_walsender_cpu() {
-  local orders
-  orders=$(lat accepted)
-  [ -n "$orders" ] && [ "$orders" -gt 0 ] 2>/dev/null && have pg-backends-before.txt &&
-    have pg-backends-after.txt || return 0
-  awk -v ticks="$TICKS" -v orders="$orders" '
-    FILENAME ~ /backends-before/ { b[$1] = $3; next }
-    $4 == "walsender" { d = $3 - ($1 in b ? b[$1] : 0); if (d > 0) t += d; n++ }
-    END { if (n) printf "%d %.3f\n", n, t / ticks * 1000 / orders }' \
-    "$RUN/pg-backends-before.txt" "$RUN/pg-backends-after.txt"
 }
 
 # WAL bytes per order over the latency run (pg_stat_wal, the whole cluster).
@@ -449,11 +438,9 @@ postgres_section() {
       while read -r db c; do
         echo "| $db | $c | $(shown "$(awk -v d="$db" '$1 == d { print $2 }' <<<"$bydb")") |"
       done
-    local ws
-    ws=$(pg_walsender_cpu)
-    [ -z "$ws" ] || echo "| ... of which the outbox relays' $(awk '{ print $1 }' <<<"$ws") walsenders (within the database rows above; each decodes the whole server's WAL and is woken by each of its flushes) | | $(awk '{ print $2 }' <<<"$ws") |"
+    awk '$1 == "(walsenders)" { print "| ... of which the outbox relays'"'"' " $3 " walsenders (within the database rows above; each decodes the whole server'"'"'s WAL and is woken by each of its flushes) | | " $2 " |" }' <<<"$bydb"
     [ -z "$bydb" ] || echo "| (shared) | | $(awk '$1 == "(shared)" { print ($2 == "-" ? "none left over (the backends summed to Postgres'"'"'s whole CPU, within the readings'"'"' resolution)" : $2) }' <<<"$bydb") |"
-    echo "| **all five** | **$(commits_total "" "$(lat accepted)")** | $(shown "$(awk '{ t += $2 } END { if (NR) printf "%.3f", t }' <<<"$bydb")") |"
+    echo "| **all five** | **$(commits_total "" "$(lat accepted)")** | $(shown "$(awk '$1 != "(walsenders)" { t += $2; n++ } END { if (n) printf "%.3f", t }' <<<"$bydb")") |"
     echo "| the system's own (all five less the generator's $(lat poll_requests) list requests, each a read-only transaction in delivery_query) | **$(own_commits "$(commits_total "" "$(lat accepted)")")** | |"
     echo
     local wal

@@ -130,7 +130,6 @@ static PGresult *query(pg_model_t *rm, const char *sql, int nparams, const char 
 
 static void text_col(const PGresult *res, int row, int col, char *dst, size_t size);
 
-
 /* ---- apply ---- */
 
 /* One statement, one round trip per event: the timeline row, and only when it

@@ -114,7 +114,6 @@ typedef struct batch_order {
     bool touched; /* a new event of it was folded */
 } batch_order_t;
 
-
 /* Whether the text[] literal ids ({a,b,...}, UUIDs, never quoted) holds id. */
 static bool listed(const char *ids, const char *id) {
     size_t len = strlen(id);
