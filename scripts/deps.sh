@@ -7,8 +7,9 @@
 # by .ci/run just before), then apt-get install -y. Runs apt as root directly,
 # through sudo when the caller is not root and sudo exists, and otherwise stops
 # with the list of what is missing so that someone with root can install it.
-# Then the browser tests' npm packages: `npm ci` in tests/browser, skipped when
-# its package-lock.json has not changed since the last install.
+# Then the npm packages of the Node tests: `npm ci` in tests/browser and
+# tests/openapi, each skipped when its package-lock.json has not changed since
+# the last install.
 set -euo pipefail
 
 PACKAGES=(
@@ -47,18 +48,22 @@ missing_npm() {
   command -v npm >/dev/null 2>&1 || echo npm
 }
 
-# The browser tests' npm packages (tests/browser/package-lock.json), installed
-# with `npm ci` only when the lock file changed since the last install, so that
-# a machine that has them needs no network. PUPPETEER_SKIP_DOWNLOAD: puppeteer
-# never fetches a browser of its own (puppeteer-core does not anyway).
-browser_test_modules() {
-  local dir=tests/browser stamp=tests/browser/node_modules/.deta-lock
-  if [ -f "$stamp" ] && cmp -s "$dir/package-lock.json" "$stamp"; then
-    return 0
-  fi
-  echo "deps.sh: npm ci in $dir"
-  (cd "$dir" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund)
-  cp "$dir/package-lock.json" "$stamp"
+# The npm packages of the tests written for Node (each folder's package-lock.json:
+# tests/browser drives chromium, tests/openapi validates the OpenAPI documents),
+# installed with `npm ci` only when the lock file changed since the last install,
+# so that a machine that has them needs no network. PUPPETEER_SKIP_DOWNLOAD:
+# puppeteer never fetches a browser of its own (puppeteer-core does not anyway).
+node_test_modules() {
+  local dir stamp
+  for dir in tests/browser tests/openapi; do
+    stamp=$dir/node_modules/.deta-lock
+    if [ -f "$stamp" ] && cmp -s "$dir/package-lock.json" "$stamp"; then
+      continue
+    fi
+    echo "deps.sh: npm ci in $dir"
+    (cd "$dir" && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund)
+    cp "$dir/package-lock.json" "$stamp"
+  done
 }
 
 # True when apt's package lists exist and are less than 30 minutes old.
@@ -85,7 +90,7 @@ main() {
   mapfile -t missing < <(missing_packages; missing_npm)
   if [ "${#missing[@]}" -eq 0 ]; then
     echo "deps.sh: all $((${#PACKAGES[@]} + ${#TEST_PACKAGES[@]} + 1)) packages already installed"
-    browser_test_modules
+    node_test_modules
     return 0
   fi
   if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null 2>&1; then
@@ -99,7 +104,7 @@ main() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update
   fi
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
-  browser_test_modules
+  node_test_modules
 }
 
 main "$@"

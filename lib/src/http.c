@@ -369,6 +369,15 @@ deta_err_t deta_http_route(deta_http_server_t *srv, const char *method, const ch
     return DETA_OK;
 }
 
+bool deta_http_route_at(const deta_http_server_t *srv, size_t i, const char **method,
+                        const char **pattern) {
+    if (!srv || i >= srv->nroutes)
+        return false;
+    *method = srv->routes[i].method;
+    *pattern = srv->routes[i].pattern;
+    return true;
+}
+
 void deta_http_server_set_metrics(deta_http_server_t *srv, deta_metrics_t *metrics) {
     if (srv && !srv->daemon)
         srv->metrics = metrics;

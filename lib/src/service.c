@@ -58,6 +58,7 @@
 
 #include "deta/inbox.h"
 #include "deta/log.h"
+#include "deta/openapi.h"
 #include "deta/outbox.h"
 #include "deta/trace.h"
 
@@ -125,6 +126,7 @@ struct deta_service {
     deta_db_pool_t *db;
     deta_producer_t *producer;
     bool use_outbox;
+    const char *openapi; /* the OpenAPI document served; NULL: none */
     deta_outbox_relay_t *relay;
     deta_retention_t *inbox_purger; /* one of the tasks below */
     struct {
@@ -426,6 +428,40 @@ deta_err_t deta_service_migrate(deta_service_t *s, const char *component,
         }
         backoff_ms = backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2;
     }
+}
+
+static void handle_openapi(const deta_http_req_t *req, deta_http_resp_t *resp, void *opaque) {
+    (void)req;
+    deta_service_t *s = opaque;
+    deta_http_resp_text(resp, 200, "application/json", s->openapi);
+}
+
+deta_err_t deta_service_openapi(deta_service_t *s, const char *document, char *errstr,
+                                size_t errsize) {
+    if (s->openapi)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize, "the OpenAPI document is set twice");
+    s->openapi = document;
+    if (deta_http_route(s->http, "GET", "/openapi.json", 0, handle_openapi, s) != DETA_OK)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot register /openapi.json");
+    return DETA_OK;
+}
+
+/* The routes registered against the OpenAPI document, when there is one. */
+static deta_err_t check_openapi(deta_service_t *s, char *errstr, size_t errsize) {
+    if (!s->openapi)
+        return DETA_OK;
+    size_t n = 0;
+    const char *method, *pattern;
+    while (deta_http_route_at(s->http, n, &method, &pattern))
+        n++;
+    deta_openapi_route_t *routes = calloc(n ? n : 1, sizeof *routes);
+    if (!routes)
+        return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
+    for (size_t i = 0; i < n; i++)
+        deta_http_route_at(s->http, i, &routes[i].method, &routes[i].pattern);
+    deta_err_t err = deta_openapi_match_routes(s->openapi, routes, n, errstr, errsize);
+    free(routes);
+    return err;
 }
 
 deta_err_t deta_service_use_outbox(deta_service_t *s, char *errstr, size_t errsize) {
@@ -733,6 +769,10 @@ int deta_service_run(deta_service_t *s) {
     char err[512] = "";
     if (atomic_load(&s->stop))
         return 0;
+    if (check_openapi(s, err, sizeof err) != DETA_OK) {
+        DETA_ERROR("the OpenAPI document and the routes differ: %s", err);
+        return 1;
+    }
     if (s->use_outbox) {
         s->relay = deta_outbox_relay_new(&s->cfg, s->producer, s->metrics, err, sizeof err);
         if (!s->relay || deta_outbox_relay_start(s->relay, err, sizeof err) != DETA_OK) {

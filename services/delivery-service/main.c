@@ -11,6 +11,7 @@
 
 #include "api.h"
 #include "deta/log.h"
+#include "deta/openapi.h"
 #include "deta/service.h"
 #include "deta_services.h"
 #include "events.h"
@@ -55,6 +56,7 @@ int main(void) {
         DETA_ERROR("out of memory");
     else if (prepare_database(svc, &params, err, sizeof err) ||
              delivery_events_subscribe(events, err, sizeof err) ||
+             deta_service_openapi(svc, deta_openapi_document, err, sizeof err) ||
              delivery_api_mount(api, err, sizeof err) ||
              delivery_ticker_start(ticker, err, sizeof err))
         DETA_ERROR("cannot start: %s", err);

@@ -7,6 +7,7 @@
 
 #include "api.h"
 #include "deta/log.h"
+#include "deta/openapi.h"
 #include "deta/service.h"
 #include "deta_services.h"
 #include "events.h"
@@ -23,6 +24,7 @@ static deta_err_t wire(deta_service_t *svc, payment_guard_t *guard, payment_even
     if ((e = deta_service_migrate(svc, "payment-service", payment_migrations,
                                   payment_migrations_count, err, errsize)) ||
         (e = deta_service_use_outbox(svc, err, errsize)) ||
+        (e = deta_service_openapi(svc, deta_openapi_document, err, errsize)) ||
         (e = payment_api_mount(api, err, errsize)))
         return e;
     return payment_events_subscribe(events, err, errsize);

@@ -15,6 +15,7 @@ import { dirname, join, resolve, extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
 import puppeteer from 'puppeteer-core';
+import { sleep, waitFor } from '../support/poll.mjs';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -28,28 +29,9 @@ export const QUERY = () => env('QUERY_API_URL');
 export const ORDERS = () => env('ORDER_SERVICE_URL');
 export const INVENTORY = () => env('INVENTORY_SERVICE_URL');
 
-// ---- polling ----
+// ---- polling (tests/support/poll.mjs, shared with the OpenAPI test) ----
 
-export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// Polls fn until it returns a truthy value (returned) or the time is up (throws
-// with what was last seen). No test depends on timing but through this.
-export async function waitFor(what, fn, timeoutMs = 60000, everyMs = 250) {
-  const end = Date.now() + timeoutMs;
-  let last;
-  for (;;) {
-    try {
-      last = await fn();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`);
-    }
-    await sleep(everyMs);
-  }
-}
+export { sleep, waitFor };
 
 // ---- the API ----
 

@@ -5,7 +5,7 @@
  * topics, the objects it adopts (at most DETA_SERVICE_MAX_ADOPTED; one more is
  * freed at once; the rest freed by deta_service_free, last adopted first), and a
  * stop signal ending a migration that waits for Postgres and marking the service
- * as stopping.
+ * as stopping, and an OpenAPI document that leaves out a route stopping the start.
  *
  * No server: Postgres and the broker are given addresses where nothing listens
  * (port 1, refused at once) and nothing is started.
@@ -166,6 +166,22 @@ static void test_tasks_run_until_stopped(void **state) {
     assert_true(atomic_load(deta_service_stopping(s)));
 }
 
+/* A service whose OpenAPI document leaves out one of its routes (here libdeta's
+ * /metrics) refuses to run, before it starts anything; a document is set once. */
+static void test_a_document_without_a_route_stops_the_start(void **state) {
+    deta_service_t *s = *state;
+    static const char doc[] = "{\"openapi\":\"3.1.0\",\"paths\":{"
+                              "\"/openapi.json\":{\"get\":{}},"
+                              "\"/actuator/health\":{\"get\":{}},\"/health\":{\"get\":{}},"
+                              "\"/actuator/health/readiness\":{\"get\":{}},"
+                              "\"/actuator/health/liveness\":{\"get\":{}},"
+                              "\"/actuator/prometheus\":{\"get\":{}}}}";
+    char why[256] = "";
+    assert_int_equal(deta_service_openapi(s, doc, why, sizeof why), DETA_OK);
+    assert_int_equal(deta_service_openapi(s, doc, why, sizeof why), DETA_ERR_INVALID);
+    assert_int_equal(deta_service_run(s), 1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_reads_its_configuration, setup, teardown),
@@ -175,6 +191,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_stop_signal_ends_a_waiting_migration, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_tasks_run_until_stopped, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_document_without_a_route_stops_the_start, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

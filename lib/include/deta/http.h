@@ -129,6 +129,10 @@ deta_http_server_t *deta_http_server_new(int port, long body_limit, int threads,
                                          size_t errsize);
 deta_err_t deta_http_route(deta_http_server_t *srv, const char *method, const char *pattern,
                            int flags, deta_http_handler_fn fn, void *opaque);
+/* Route i of those registered, in registration order (its method and pattern,
+ * owned by the server); false past the last. */
+bool deta_http_route_at(const deta_http_server_t *srv, size_t i, const char **method,
+                        const char **pattern);
 /* Optional: observe every request in http_request_duration_seconds{method,route,status}
  * (route = the pattern, or "unmatched") and count http_requests_total likewise. */
 void deta_http_server_set_metrics(deta_http_server_t *srv, deta_metrics_t *metrics);

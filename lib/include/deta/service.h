@@ -63,6 +63,11 @@ deta_err_t deta_service_migrate(deta_service_t *s, const char *component,
                                 size_t errsize);
 /* Migrates the outbox table and has run() start the relay. */
 deta_err_t deta_service_use_outbox(deta_service_t *s, char *errstr, size_t errsize);
+/* Serves document (the service's OpenAPI document, deta_openapi_document of
+ * deta/openapi.h) at GET /openapi.json; deta_service_run then refuses to start
+ * when the routes registered by then and the document's operations differ. */
+deta_err_t deta_service_openapi(deta_service_t *s, const char *document, char *errstr,
+                                size_t errsize);
 /* Migrates the processed-events table (for idempotent consumers). */
 deta_err_t deta_service_use_inbox(deta_service_t *s, char *errstr, size_t errsize);
 /* A consumer thread in the service's group, started by run(). opts may be NULL;
