@@ -126,7 +126,7 @@ struct deta_service {
     deta_db_pool_t *db;
     deta_producer_t *producer;
     bool use_outbox;
-    const char *openapi; /* the OpenAPI document served; NULL: none */
+    const deta_openapi_t *openapi; /* the OpenAPI document served; NULL: none */
     deta_outbox_relay_t *relay;
     deta_retention_t *inbox_purger; /* one of the tasks below */
     struct {
@@ -433,14 +433,14 @@ deta_err_t deta_service_migrate(deta_service_t *s, const char *component,
 static void handle_openapi(const deta_http_req_t *req, deta_http_resp_t *resp, void *opaque) {
     (void)req;
     deta_service_t *s = opaque;
-    deta_http_resp_text(resp, 200, "application/json", s->openapi);
+    deta_http_resp_text(resp, 200, "application/json", s->openapi->document);
 }
 
-deta_err_t deta_service_openapi(deta_service_t *s, const char *document, char *errstr,
+deta_err_t deta_service_openapi(deta_service_t *s, const deta_openapi_t *openapi, char *errstr,
                                 size_t errsize) {
     if (s->openapi)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "the OpenAPI document is set twice");
-    s->openapi = document;
+    s->openapi = openapi;
     if (deta_http_route(s->http, "GET", "/openapi.json", 0, handle_openapi, s) != DETA_OK)
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "cannot register /openapi.json");
     return DETA_OK;
@@ -459,7 +459,7 @@ static deta_err_t check_openapi(deta_service_t *s, char *errstr, size_t errsize)
         return deta_errf(DETA_ERR_INTERNAL, errstr, errsize, "out of memory");
     for (size_t i = 0; i < n; i++)
         deta_http_route_at(s->http, i, &routes[i].method, &routes[i].pattern);
-    deta_err_t err = deta_openapi_match_routes(s->openapi, routes, n, errstr, errsize);
+    deta_err_t err = deta_openapi_match_routes(s->openapi->operations, routes, n, errstr, errsize);
     free(routes);
     return err;
 }

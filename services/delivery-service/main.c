@@ -56,7 +56,7 @@ int main(void) {
         DETA_ERROR("out of memory");
     else if (prepare_database(svc, &params, err, sizeof err) ||
              delivery_events_subscribe(events, err, sizeof err) ||
-             deta_service_openapi(svc, deta_openapi_document, err, sizeof err) ||
+             deta_service_openapi(svc, &deta_openapi, err, sizeof err) ||
              delivery_api_mount(api, err, sizeof err) ||
              delivery_ticker_start(ticker, err, sizeof err))
         DETA_ERROR("cannot start: %s", err);

@@ -61,7 +61,7 @@ int main(void) {
                                   inv_migrations_count, err, sizeof err) ||
              seed_catalog(svc, &catalog, err, sizeof err) ||
              deta_service_use_outbox(svc, err, sizeof err) ||
-             deta_service_openapi(svc, deta_openapi_document, err, sizeof err) ||
+             deta_service_openapi(svc, &deta_openapi, err, sizeof err) ||
              inv_api_mount(api, err, sizeof err) ||
              inv_events_subscribe(events, err, sizeof err) ||
              inv_sweeper_start(sweeper, err, sizeof err))

@@ -69,7 +69,7 @@ int main(void) {
                                   err, sizeof err) ||
              deta_service_use_outbox(svc, err, sizeof err) ||
              order_events_subscribe(events, (int)settings.batch_wait_ms, err, sizeof err) ||
-             deta_service_openapi(svc, deta_openapi_document, err, sizeof err) ||
+             deta_service_openapi(svc, &deta_openapi, err, sizeof err) ||
              order_api_mount(api, err, sizeof err) ||
              schedule_purge(svc, purger, err, sizeof err))
         DETA_ERROR("cannot start: %s", err);

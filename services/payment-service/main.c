@@ -24,7 +24,7 @@ static deta_err_t wire(deta_service_t *svc, payment_guard_t *guard, payment_even
     if ((e = deta_service_migrate(svc, "payment-service", payment_migrations,
                                   payment_migrations_count, err, errsize)) ||
         (e = deta_service_use_outbox(svc, err, errsize)) ||
-        (e = deta_service_openapi(svc, deta_openapi_document, err, errsize)) ||
+        (e = deta_service_openapi(svc, &deta_openapi, err, errsize)) ||
         (e = payment_api_mount(api, err, errsize)))
         return e;
     return payment_events_subscribe(events, err, errsize);

@@ -69,7 +69,7 @@ int main(void) {
              query_events_subscribe(events, settings.consumer_workers, settings.batch_wait_ms, err,
                                     sizeof err) ||
              query_dlq_capture_subscribe(capture, err, sizeof err) ||
-             deta_service_openapi(svc, deta_openapi_document, err, sizeof err) ||
+             deta_service_openapi(svc, &deta_openapi, err, sizeof err) ||
              query_api_mount(api, err, sizeof err) || query_admin_mount(admin, err, sizeof err) ||
              query_console_mount(console, err, sizeof err))
         DETA_ERROR("cannot start: %s", err);

@@ -170,15 +170,13 @@ static void test_tasks_run_until_stopped(void **state) {
  * /metrics) refuses to run, before it starts anything; a document is set once. */
 static void test_a_document_without_a_route_stops_the_start(void **state) {
     deta_service_t *s = *state;
-    static const char doc[] = "{\"openapi\":\"3.1.0\",\"paths\":{"
-                              "\"/openapi.json\":{\"get\":{}},"
-                              "\"/actuator/health\":{\"get\":{}},\"/health\":{\"get\":{}},"
-                              "\"/actuator/health/readiness\":{\"get\":{}},"
-                              "\"/actuator/health/liveness\":{\"get\":{}},"
-                              "\"/actuator/prometheus\":{\"get\":{}}}}";
+    static const deta_openapi_t doc = {
+        "{}", "GET /openapi.json\nGET /actuator/health\nGET /health\n"
+              "GET /actuator/health/readiness\nGET /actuator/health/liveness\n"
+              "GET /actuator/prometheus\n"};
     char why[256] = "";
-    assert_int_equal(deta_service_openapi(s, doc, why, sizeof why), DETA_OK);
-    assert_int_equal(deta_service_openapi(s, doc, why, sizeof why), DETA_ERR_INVALID);
+    assert_int_equal(deta_service_openapi(s, &doc, why, sizeof why), DETA_OK);
+    assert_int_equal(deta_service_openapi(s, &doc, why, sizeof why), DETA_ERR_INVALID);
     assert_int_equal(deta_service_run(s), 1);
 }
 

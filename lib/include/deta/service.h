@@ -36,6 +36,7 @@
 #include "deta/http.h"
 #include "deta/kafka.h"
 #include "deta/metrics.h"
+#include "deta/openapi.h"
 
 typedef struct deta_service deta_service_t;
 
@@ -63,10 +64,10 @@ deta_err_t deta_service_migrate(deta_service_t *s, const char *component,
                                 size_t errsize);
 /* Migrates the outbox table and has run() start the relay. */
 deta_err_t deta_service_use_outbox(deta_service_t *s, char *errstr, size_t errsize);
-/* Serves document (the service's OpenAPI document, deta_openapi_document of
- * deta/openapi.h) at GET /openapi.json; deta_service_run then refuses to start
- * when the routes registered by then and the document's operations differ. */
-deta_err_t deta_service_openapi(deta_service_t *s, const char *document, char *errstr,
+/* Serves openapi's document (the service's, deta_openapi of deta/openapi.h) at
+ * GET /openapi.json; deta_service_run then refuses to start when the routes
+ * registered by then differ from its operations. */
+deta_err_t deta_service_openapi(deta_service_t *s, const deta_openapi_t *openapi, char *errstr,
                                 size_t errsize);
 /* Migrates the processed-events table (for idempotent consumers). */
 deta_err_t deta_service_use_inbox(deta_service_t *s, char *errstr, size_t errsize);
