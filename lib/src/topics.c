@@ -66,6 +66,10 @@ const char *deta_topic_for_event_type(const char *event_type) {
     return lookup(event_topics, sizeof event_topics / sizeof event_topics[0], event_type);
 }
 
+const char *deta_event_type_at(size_t i) {
+    return i < sizeof event_topics / sizeof event_topics[0] ? event_topics[i].key : NULL;
+}
+
 /* Each raw topic's owner (in the pair's second field): the service name its
  * events carry as their producer (every service writes its own name, never an
  * instance id). */

@@ -31,6 +31,7 @@ import { waitFor } from '../support/poll.mjs';
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '../..');
 const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
+const STREAM_READ_MS = 1500;
 
 function env(name) {
   const v = process.env[name];
@@ -104,6 +105,7 @@ async function send(base, c, ctx) {
   const headers = { ...(typeof c.headers === 'function' ? c.headers(ctx) : c.headers ?? {}) };
   const init = { method: c.method, headers, redirect: 'manual' };
   let body = typeof c.body === 'function' ? c.body(ctx) : c.body;
+  const sent = body;
   if (body !== undefined) {
     if (typeof body !== 'string') {
       body = JSON.stringify(body);
@@ -119,13 +121,19 @@ async function send(base, c, ctx) {
     const res = await fetch(base + path, init);
     let text = '';
     if (c.stream) {
-      // The head, and what the stream says first; then the stream is closed.
+      // The head, and what the stream says in its first STREAM_READ_MS (enough
+      // for the frames a resume point replays); then the stream is closed.
       const reader = res.body.getReader();
-      const first = await Promise.race([
-        reader.read(),
-        new Promise((r) => setTimeout(() => r({ value: undefined }), 3000)),
-      ]);
-      text = first.value ? new TextDecoder().decode(first.value) : '';
+      const decoder = new TextDecoder();
+      const end = Date.now() + STREAM_READ_MS;
+      for (;;) {
+        let timer;
+        const wait = new Promise((r) => { timer = setTimeout(() => r({ done: true }), Math.max(0, end - Date.now())); });
+        const chunk = await Promise.race([reader.read(), wait]);
+        clearTimeout(timer);
+        if (chunk.done || !chunk.value) break;
+        text += decoder.decode(chunk.value, { stream: true });
+      }
       controller.abort();
     } else {
       text = await res.text();
@@ -136,7 +144,7 @@ async function send(base, c, ctx) {
     } catch {
       json = undefined;
     }
-    return { path, status: res.status, headers: res.headers, text, json };
+    return { path, status: res.status, headers: res.headers, text, json, sent };
   } finally {
     clearTimeout(timer);
   }
@@ -190,6 +198,10 @@ function conformance(doc, o, res, validate) {
       const why = validate(`${respPointer}/content/${esc(type)}/schema`, res.json);
       if (why) return `the body does not match the document: ${why}; body: ${res.text.slice(0, 400)}`;
     }
+    if (type === 'text/event-stream') {
+      const why = frames(res, media, `${respPointer}/content/${esc(type)}`, validate);
+      if (why) return why;
+    }
   } else if (res.text.length) {
     return `status ${res.status} is documented without a body, and the answer has one`;
   }
@@ -204,6 +216,86 @@ function conformance(doc, o, res, validate) {
     if (why) return `header ${name}: ${why.replace(/^body/, name)}`;
   }
   return null;
+}
+
+// What is wrong with the frames of an event stream res read (null: nothing): the
+// data of each complete frame must be JSON valid against the schema the media
+// type names for its event ("x-deta-event-schemas": event name -> schema); an
+// event without one is an error; res.frames counts the frames checked.
+function frames(res, media, mediaPointer, validate) {
+  const known = media['x-deta-event-schemas'] ?? {};
+  res.frames = 0;
+  const complete = res.text.slice(0, res.text.lastIndexOf('\n\n') + 2);
+  for (const block of complete.split('\n\n')) {
+    const lines = block.split('\n').filter((l) => l && !l.startsWith(':'));
+    const data = lines.filter((l) => l.startsWith('data:')).map((l) => l.slice(5).replace(/^ /, ''));
+    if (!data.length) continue;
+    const event = lines.find((l) => l.startsWith('event:'))?.slice(6).trim() ?? 'message';
+    if (!known[event]) return `an event "${event}" the document has no schema for: ${block}`;
+    let value;
+    try {
+      value = JSON.parse(data.join('\n'));
+    } catch {
+      return `the data of an "${event}" event is not JSON: ${block}`;
+    }
+    const why = validate(`${mediaPointer}/x-deta-event-schemas/${esc(event)}`, value);
+    if (why) return `an "${event}" event does not match the document: ${why}; ${block}`;
+    res.frames++;
+  }
+  return null;
+}
+
+// What is wrong with the request c sent, by the document (null: nothing): each
+// query argument must be a documented parameter of the operation; a JSON body
+// of a request that succeeded must be valid against the documented request body.
+function requestConformance(doc, o, res, validate) {
+  const body = res.sent;
+  const params = [...(doc.paths[o.path].parameters ?? []), ...(o.op.parameters ?? [])]
+    .map((p) => follow(doc, p, '')[0]);
+  const query = new URL(res.path, 'http://x').searchParams;
+  for (const name of query.keys()) {
+    if (!params.some((p) => p.in === 'query' && p.name === name)) return `query argument ${name} is not documented`;
+  }
+  if (res.status < 300 && body !== undefined && typeof body !== 'string') {
+    const pointer = `#/paths/${esc(o.path)}/${o.method}/requestBody`;
+    const [rb, rbPointer] = follow(doc, o.op.requestBody, pointer);
+    if (!rb?.content?.['application/json']) return 'a JSON body was accepted, and the document has none';
+    const why = validate(`${rbPointer}/content/application~1json/schema`, body);
+    if (why) return `the accepted request body does not match the document: ${why.replace(/^body/, 'request')}`;
+  }
+  return null;
+}
+
+// Every example of the document against its schema: a media type's examples
+// against the media type's schema, a schema's examples against that schema.
+// Returns the first that does not match, or null.
+function examples(doc, validate) {
+  const walk = (node, pointer) => {
+    if (!node || typeof node !== 'object') return null;
+    if (node.schema && (node.examples || node.example !== undefined) && !Array.isArray(node.examples)) {
+      // A media type, parameter or header: its examples against its schema.
+      const values = node.example !== undefined ? [node.example]
+        : Object.values(node.examples).map((e) => follow(doc, e, '')[0]?.value);
+      for (const v of values) {
+        const why = validate(`${pointer}/schema`, v);
+        if (why) return `the example at ${pointer}: ${why}`;
+      }
+    }
+    if (Array.isArray(node.examples)) {
+      // A schema (the one place OpenAPI 3.1 has an array of examples).
+      for (const v of node.examples) {
+        const why = validate(pointer, v);
+        if (why) return `the schema example at ${pointer}: ${why}`;
+      }
+    }
+    for (const [k, v] of Object.entries(node)) {
+      if (k === 'examples' || k === 'example') continue;
+      const why = walk(v, `${pointer}/${esc(k)}`);
+      if (why) return why;
+    }
+    return null;
+  };
+  return walk(doc.paths, '#/paths') ?? walk(doc.components, '#/components');
 }
 
 // ---- the run ----
@@ -224,6 +316,8 @@ for (const service of services()) {
 
     const ops = operations(doc);
     const validate = checker(doc);
+    const badExample = examples(doc, validate);
+    assert.equal(badExample, null, `${service}: ${badExample}`);
     const load = async (name) => (await import(pathToFileURL(join(HERE, 'cases', `${name}.mjs`)))).default;
     const cases = [...(await load('common')), ...(await load(service))];
     const ctx = makeCtx();
@@ -239,8 +333,10 @@ for (const service of services()) {
       assert.equal(res.status, c.expect, `${where}: status ${res.status}, expected ${c.expect}; body: ${res.text.slice(0, 400)}`);
       const o = matchOperation(ops, c.method, res.path.split('?')[0]);
       assert.ok(o, `${where}: no documented operation matches`);
-      const why = conformance(doc, o, res, validate);
+      const why = conformance(doc, o, res, validate) ??
+        requestConformance(doc, o, res, validate);
       assert.equal(why, null, `${where}: ${why}`);
+      if (c.frames) assert.ok(res.frames >= c.frames, `${where}: ${res.frames} frames, expected at least ${c.frames}: ${res.text.slice(0, 400)}`);
       covered.add(`${o.method} ${o.path}`);
       statuses.add(`${o.method} ${o.path} ${res.status}`);
       if (c.then) await c.then(ctx, res);

@@ -31,6 +31,7 @@
  */
 #include <ctype.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -151,21 +152,26 @@ static bool each_ref(json_t *node, json_t *doc, bool (*visit)(json_t *ref, json_
     return true;
 }
 
-/* A reference into the common document made local; any other external one is
- * an error. */
+/* The common document's real path, and the service document's directory: a
+ * reference's file part is read from the latter (set by main). */
+static char common_path[PATH_MAX];
+static char service_dir[PATH_MAX];
+
+/* A reference into the common document made local; a reference to any other
+ * file is an error. */
 static bool localize(json_t *v, json_t *doc) {
     (void)doc;
-    static const char FILE_NAME[] = "common.json";
     const char *ref = json_string_value(v);
     const char *hash = strchr(ref, '#');
     if (!hash)
         return fail("reference \"%s\" has no fragment", ref);
     if (hash == ref)
         return true;
-    size_t len = (size_t)(hash - ref);
-    if (len < sizeof FILE_NAME - 1 ||
-        memcmp(hash - (sizeof FILE_NAME - 1), FILE_NAME, sizeof FILE_NAME - 1) != 0)
-        return fail("reference \"%s\" is to another document than common.json", ref);
+    char file[PATH_MAX], real[PATH_MAX];
+    int n = snprintf(file, sizeof file, "%s/%.*s", service_dir, (int)(hash - ref), ref);
+    if (n < 0 || (size_t)n >= sizeof file || !realpath(file, real) ||
+        strcmp(real, common_path) != 0)
+        return fail("reference \"%s\" is to another document than %s", ref, common_path);
     return json_string_set(v, hash) == 0 || fail("out of memory");
 }
 
@@ -213,12 +219,19 @@ static json_t *bundle(json_t *common, json_t *doc) {
     return doc;
 }
 
+/* Closes f, which was written to path: false (said) when anything failed. */
+static bool close_written(FILE *f, const char *path) {
+    bool ok = !ferror(f);
+    return (fclose(f) == 0 && ok) || fail("cannot write %s", path);
+}
+
 static bool write_json(const char *path, const char *text) {
     FILE *f = fopen(path, "w");
     if (!f)
         return fail("cannot write %s", path);
-    bool ok = fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    return (fclose(f) == 0 && ok) || fail("cannot write %s", path);
+    fputs(text, f);
+    fputc('\n', f);
+    return close_written(f, path);
 }
 
 /* One C array: name[] = the bytes of text and its NUL. */
@@ -266,13 +279,22 @@ static bool write_c(const char *path, const char *text, const char *ops) {
     c_array(f, "document", text);
     c_array(f, "operations", ops);
     fprintf(f, "\nconst deta_openapi_t deta_openapi = {document, operations};\n");
-    return fclose(f) == 0 || fail("cannot write %s", path);
+    return close_written(f, path);
 }
 
 int main(int argc, char **argv) {
     if (argc != 5) {
         fprintf(stderr, "usage: openapi-bundle COMMON SERVICE OUT_JSON OUT_C\n");
         return 2;
+    }
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", argv[2]);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = '\0';
+    if (!realpath(argv[1], common_path) || !realpath(slash ? dir : ".", service_dir)) {
+        fail("cannot find %s or %s", argv[1], argv[2]);
+        return 1;
     }
     json_t *common = load(argv[1]);
     json_t *doc = common ? load(argv[2]) : NULL;
@@ -287,5 +309,9 @@ int main(int argc, char **argv) {
     }
     json_decref(doc);
     json_decref(common);
+    if (status != 0) {
+        remove(argv[3]); /* never a half-written output the build would take */
+        remove(argv[4]);
+    }
     return status;
 }

@@ -58,6 +58,8 @@ extern const char *const deta_topics_all[DETA_TOPICS_COUNT];
 
 /* The raw topic an event type is published on, or NULL for an unknown type. */
 const char *deta_topic_for_event_type(const char *event_type);
+/* The i-th event type the system knows (from 0), NULL past the last. */
+const char *deta_event_type_at(size_t i);
 
 /* The service that owns a raw topic, the only one that publishes on it
  * (docs/contracts.md#topics-and-event-types): "order-service" for

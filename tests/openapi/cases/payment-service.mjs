@@ -10,10 +10,12 @@
 // 100000 units by the default INVENTORY_CATALOG, used by no other test). The
 // test stack (scripts/test.sh) declines customers named decline-*. A cancel asked
 // right after the create travels behind the order's own events (docs/contracts.md,
-// "Cancellation"): the charge is made first, then the cancel wins at
-// delivery-service long before the pick-up, and the payment is refunded.
+// "Cancellation"): the charge is made first, then the cancel is granted and the
+// payment refunded (saga.mjs: a new order when a cancel loses its race with the
+// pick-up).
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { cancelledOrder } from './saga.mjs';
 
 export const service = 'payment-service';
 
@@ -52,12 +54,10 @@ export default [
     before: async (ctx) => {
       ctx.paid = await createOrder(ctx, `openapi-pay-${RUN}`);
       ctx.declined = await createOrder(ctx, `decline-openapi-${RUN}`);
-      ctx.refunded = await createOrder(ctx, `openapi-refund-${RUN}`);
-      const res = await ctx.api(ctx.url.order, `/api/orders/${ctx.refunded}/cancel`, {
-        method: 'POST',
-        body: { reason: 'openapi conformance: refund' },
-      });
-      if (res.status !== 202) throw new Error(`the cancel of ${ctx.refunded}: ${res.status} ${res.text}`);
+      ctx.refunded = await cancelledOrder(ctx, {
+        customerId: `openapi-refund-${RUN}`,
+        items: [{ itemId: ITEM, quantity: 2, unitPrice: '3.40' }],
+      }, 'openapi conformance: refund', { timeoutMs: WAIT_MS });
     },
   },
   {

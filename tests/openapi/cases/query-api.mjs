@@ -3,10 +3,16 @@
 // Two orders of one new customer are created through order-service (sku-1 is in
 // inventory-service's default catalog, which the test stack keeps), then waited for in
 // the read model; the cases read them, page through the customer's list with a cursor,
-// open both streams, and walk the dead-letter administration with each token. The
-// replay-all case replays the pending dead letters of dlq.eta-events, which is harmless
-// (every consumer is idempotent on the eventId). Reads carry the reader token, so the
-// cases pass whether or not the stack sets HTTP_READS_NEED_AUTH.
+// open both streams, and walk the dead-letter administration with each token: a poison
+// message of the test's own (not JSON, its own key and a header) is put on
+// raw.eta-events with kcat, which only query-api reads, so that its dead letter in
+// dlq.eta-events can be listed, shown and replayed. The replay-all case replays every
+// pending dead letter of dlq.eta-events, other tests' too: each is a message some
+// consumer refused, and comes back as a new dead letter (docs/contracts.md, dead-letter
+// administration). Reads carry the reader token, so the cases pass whether or not the
+// stack sets HTTP_READS_NEED_AUTH.
+import { spawnSync } from 'node:child_process';
+
 export const service = 'query-api';
 
 const ADMIN = '/api/admin/dead-letters';
@@ -30,6 +36,15 @@ const names = (field) => (ctx, res) => {
   if (field === null) check(!('field' in res.json), `expected no field, got ${res.json.field}`);
   else check(res.json.field === field, `expected field ${field}, got ${res.json.field}`);
 };
+
+// The test's poison message on raw.eta-events: not JSON, keyed key, one header.
+function producePoison(key) {
+  const brokers = process.env.KAFKA_BOOTSTRAP_SERVERS;
+  check(brokers, 'KAFKA_BOOTSTRAP_SERVERS is not set: source the test stack\'s stack.env');
+  const r = spawnSync('kcat', ['-P', '-b', brokers, '-t', 'raw.eta-events', '-k', key,
+    '-H', 'x-openapi=conformance'], { input: 'not json: openapi conformance\n', encoding: 'utf8' });
+  check(r.status === 0, `kcat: ${r.status} ${r.stderr}`);
+}
 
 const isEventStream = (ctx, res) => {
   const type = res.headers.get('content-type') || '';
@@ -224,7 +239,7 @@ export default [
 
   // ---- GET /api/stream ----
   { name: 'the board stream', method: 'GET', path: '/api/stream', headers: reader, expect: 200, stream: true, then: isEventStream },
-  { name: 'the board stream, resumed by query', method: 'GET', path: '/api/stream?lastEventId=0', headers: reader, expect: 200, stream: true, then: isEventStream },
+  { name: 'the board stream, resumed by query (frames replayed)', method: 'GET', path: '/api/stream?lastEventId=0', headers: reader, expect: 200, stream: true, frames: 1, then: isEventStream },
   {
     name: 'the board stream, resumed by header',
     method: 'GET',
@@ -249,12 +264,13 @@ export default [
   { name: 'an order stream', method: 'GET', path: (ctx) => `/api/orders/${ctx.orderId}/stream`, headers: reader, expect: 200, stream: true, then: isEventStream },
   { name: 'an unknown order stream (streamed anyway)', method: 'GET', path: (ctx) => `/api/orders/${ctx.unknownOrderId}/stream`, headers: reader, expect: 200, stream: true, then: isEventStream },
   {
-    name: 'an order stream, resumed by header',
+    name: 'an order stream, resumed by header (its events replayed)',
     method: 'GET',
     path: (ctx) => `/api/orders/${ctx.orderId}/stream`,
     headers: (ctx) => ({ ...reader(ctx), 'Last-Event-ID': '0' }),
     expect: 200,
     stream: true,
+    frames: 1,
     then: isEventStream,
   },
   { name: 'an order stream, id not a UUID', method: 'GET', path: '/api/orders/not-a-uuid/stream', headers: reader, expect: 400, then: names('orderId') },
@@ -350,6 +366,36 @@ export default [
   { name: 'a dlq topic, the reader token', method: 'GET', path: `${ADMIN}/${TOPIC}`, headers: reader, expect: 403, then: names(null) },
 
   // ---- GET /api/admin/dead-letters/{topic}/{id} ----
+  {
+    name: 'a poison message of the test\'s own, dead-lettered',
+    before: async (ctx) => {
+      ctx.poisonKey = 'openapi-' + ctx.uuid();
+      producePoison(ctx.poisonKey);
+      ctx.deadLetter = await ctx.waitFor('the poison message in dlq.eta-events', async () => {
+        const res = await ctx.api(ctx.url.query, `${ADMIN}/${TOPIC}?key=${q(ctx.poisonKey)}`,
+          { headers: operator(ctx) });
+        return res.status === 200 && res.json.items.length ? res.json.items[0] : null;
+      });
+    },
+  },
+  {
+    name: 'a dlq topic, by the poison message\'s key',
+    method: 'GET',
+    path: (ctx) => `${ADMIN}/${TOPIC}?status=pending&key=${q(ctx.poisonKey)}`,
+    headers: operator,
+    expect: 200,
+    then: (ctx, res) => check(res.json.items.length === 1 && res.json.items[0].id === ctx.deadLetter.id,
+      `expected the one poison message, got ${res.text}`),
+  },
+  {
+    name: 'a dead letter, whole',
+    method: 'GET',
+    path: (ctx) => `${ADMIN}/${TOPIC}/${ctx.deadLetter.id}`,
+    headers: operator,
+    expect: 200,
+    then: (ctx, res) => check(res.json.key === ctx.poisonKey &&
+      res.json.headers.some((h) => h.name === 'x-openapi'), `not the poison message: ${res.text}`),
+  },
   { name: 'a dead letter, id 0', method: 'GET', path: `${ADMIN}/${TOPIC}/0`, headers: operator, expect: 400, then: names('id') },
   { name: 'a dead letter, id with a leading zero', method: 'GET', path: `${ADMIN}/${TOPIC}/07`, headers: operator, expect: 400, then: names('id') },
   { name: 'a dead letter, id not a number', method: 'GET', path: `${ADMIN}/${TOPIC}/abc`, headers: operator, expect: 400, then: names('id') },
@@ -370,6 +416,7 @@ export default [
     then: (ctx, res) => {
       check(res.json.topic === TOPIC, 'another topic');
       check(Array.isArray(res.json.skipped), 'no skipped list');
+      check(res.json.replayed >= 1, `the poison message was pending, yet replayed is ${res.json.replayed}`);
     },
   },
   { name: 'replay all of an unknown topic', method: 'POST', path: `${ADMIN}/dlq.nothing/replay`, headers: operator, expect: 404, then: names('topic') },
@@ -377,6 +424,15 @@ export default [
   { name: 'replay all, the reader token', method: 'POST', path: `${ADMIN}/${TOPIC}/replay`, headers: reader, expect: 403, then: names(null) },
 
   // ---- POST /api/admin/dead-letters/{topic}/{id}/replay ----
+  {
+    name: 'replay the poison message (it comes back as a new dead letter)',
+    method: 'POST',
+    path: (ctx) => `${ADMIN}/${TOPIC}/${ctx.deadLetter.id}/replay`,
+    headers: operator,
+    expect: 200,
+    then: (ctx, res) => check(res.json.replayedTo === 'raw.eta-events' && res.json.replayCount >= 1,
+      `not replayed: ${res.text}`),
+  },
   { name: 'replay a dead letter that is not there', method: 'POST', path: `${ADMIN}/${TOPIC}/${MISSING_ID}/replay`, headers: operator, expect: 404, then: names('id') },
   { name: 'replay a dead letter, id not a number', method: 'POST', path: `${ADMIN}/${TOPIC}/abc/replay`, headers: operator, expect: 400, then: names('id') },
   { name: 'replay a dead letter of an unknown topic', method: 'POST', path: `${ADMIN}/dlq.nothing/abc/replay`, headers: operator, expect: 404, then: names('topic') },
