@@ -15,21 +15,17 @@ import { dirname, join, resolve, extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
 import puppeteer from 'puppeteer-core';
-import { sleep, waitFor } from '../support/poll.mjs';
+import { env, sleep, waitFor } from '../support/stack.mjs';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 
-export function env(name) {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set: source the test stack's stack.env (scripts/test.sh does)`);
-  return v;
-}
+export { env };
 
 export const QUERY = () => env('QUERY_API_URL');
 export const ORDERS = () => env('ORDER_SERVICE_URL');
 export const INVENTORY = () => env('INVENTORY_SERVICE_URL');
 
-// ---- polling (tests/support/poll.mjs, shared with the OpenAPI test) ----
+// ---- polling (tests/support/stack.mjs, shared with the OpenAPI test) ----
 
 export { sleep, waitFor };
 

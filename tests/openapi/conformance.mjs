@@ -26,18 +26,12 @@ import { randomUUID } from 'node:crypto';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import Ajv2020 from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
-import { waitFor } from '../support/poll.mjs';
+import { env, waitFor } from '../support/stack.mjs';
+import { METHODS, esc, follow } from './document.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '../..');
-const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
 const STREAM_READ_MS = 1500;
-
-function env(name) {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set: source the test stack's stack.env (scripts/test.sh does)`);
-  return v;
-}
 
 // The services of services/services.tsv, in its order.
 function services() {
@@ -50,26 +44,6 @@ function services() {
 const urlVar = (service) => `${service.toUpperCase().replace(/-/g, '_')}_URL`;
 
 // ---- the document ----
-
-// JSON pointer escaping of one token.
-const esc = (t) => String(t).replace(/~/g, '~0').replace(/\//g, '~1');
-
-function at(doc, pointer) {
-  let node = doc;
-  for (const raw of pointer.replace(/^#\//, '').split('/')) {
-    node = node?.[raw.replace(/~1/g, '/').replace(/~0/g, '~')];
-  }
-  return node;
-}
-
-// obj (found at pointer) with its $ref followed, as [object, its pointer].
-function follow(doc, obj, pointer) {
-  while (obj && typeof obj.$ref === 'string') {
-    pointer = obj.$ref;
-    obj = at(doc, pointer);
-  }
-  return [obj, pointer];
-}
 
 // Every operation: {method, path, op, regex, params}.
 function operations(doc) {

@@ -7,8 +7,8 @@
 // as the document writes it): its description, parameters, request body and each
 // answer, with every schema written out in full (references followed).
 import { readFileSync } from 'node:fs';
+import { METHODS, at } from './document.mjs';
 
-const METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
 
 async function load(where) {
   if (/^https?:\/\//.test(where)) {
@@ -25,9 +25,7 @@ function inline(doc, node, seen = new Set()) {
   if (Array.isArray(node)) return node.map((n) => inline(doc, n, seen));
   if (!node || typeof node !== 'object') return node;
   if (typeof node.$ref === 'string' && node.$ref.startsWith('#/') && !seen.has(node.$ref)) {
-    const target = node.$ref.slice(2).split('/')
-      .reduce((n, t) => n?.[t.replace(/~1/g, '/').replace(/~0/g, '~')], doc);
-    return inline(doc, target, new Set([...seen, node.$ref]));
+    return inline(doc, at(doc, node.$ref), new Set([...seen, node.$ref]));
   }
   return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, inline(doc, v, seen)]));
 }

@@ -247,25 +247,26 @@ static void c_array(FILE *f, const char *name, const char *text) {
  * service checks its routes against when it starts, without parsing the
  * document (deta/openapi.h). NULL when out of memory. */
 static char *operations(json_t *doc) {
-    size_t size = 1, len = 0;
-    char *out = calloc(1, size);
+    char *out = NULL;
+    size_t size = 0;
+    FILE *m = open_memstream(&out, &size);
+    if (!m)
+        return NULL;
     const char *path;
     json_t *item;
     json_object_foreach(json_object_get(doc, "paths"), path, item) {
-        for (size_t m = 0; out && m < sizeof METHODS / sizeof METHODS[0]; m++) {
-            if (!json_object_get(item, METHODS[m]))
+        for (size_t k = 0; k < sizeof METHODS / sizeof METHODS[0]; k++) {
+            if (!json_object_get(item, METHODS[k]))
                 continue;
-            size_t need = len + strlen(METHODS[m]) + 1 + strlen(path) + 2;
-            char *grown = need > size ? realloc(out, size = 2 * need) : out;
-            if (!grown) {
-                free(out);
-                return NULL;
-            }
-            out = grown;
-            for (const char *c = METHODS[m]; *c; c++)
-                out[len++] = (char)toupper((unsigned char)*c);
-            len += (size_t)sprintf(out + len, " %s\n", path);
+            for (const char *c = METHODS[k]; *c; c++)
+                fputc(toupper((unsigned char)*c), m);
+            fprintf(m, " %s\n", path);
         }
+    }
+    bool ok = !ferror(m);
+    if (fclose(m) != 0 || !ok) {
+        free(out);
+        return NULL;
     }
     return out;
 }

@@ -10,13 +10,10 @@
 // HTTP_READS_NEED_AUTH=on; the reads send the reader token, which is ignored while
 // reads are open), 500 and 503 (a database failure). The delivery case accepts
 // whichever shape the order is in when read.
+import { check, operator, placeOrder, reader } from './helpers.mjs';
+
 export const service = 'delivery-service';
 
-const reader = (ctx) => ({ Authorization: `Bearer ${ctx.reader}` });
-
-function check(ok, what) {
-  if (!ok) throw new Error(what);
-}
 
 export default [
   {
@@ -26,18 +23,13 @@ export default [
       const put = await ctx.api(ctx.url.inventory, `/api/inventory/${ctx.itemId}`, {
         method: 'PUT',
         body: { available: 1000, name: 'OpenAPI conformance delivery item' },
-        headers: { Authorization: `Bearer ${ctx.operator}` },
+        headers: operator(ctx),
       });
       check(put.status === 201, `PUT /api/inventory/${ctx.itemId}: ${put.status} ${put.text}`);
-      const order = await ctx.api(ctx.url.order, '/api/orders', {
-        method: 'POST',
-        body: {
-          customerId: `oa-delivery-${ctx.uuid()}`,
-          items: [{ itemId: ctx.itemId, quantity: 1, unitPrice: '1.00' }],
-        },
+      ctx.orderId = await placeOrder(ctx, {
+        customerId: `oa-delivery-${ctx.uuid()}`,
+        items: [{ itemId: ctx.itemId, quantity: 1, unitPrice: '1.00' }],
       });
-      check(order.status === 201, `POST /api/orders: ${order.status} ${order.text}`);
-      ctx.orderId = order.json.orderId;
     },
   },
   {

@@ -8,20 +8,12 @@
 // OPERATOR_TOKEN, which the test stack sets), and 401 on the reads (only with
 // HTTP_READS_NEED_AUTH=on; the reads send the reader token, which is ignored
 // while reads are open).
+import { check, names, operator, reader } from './helpers.mjs';
+
 export const service = 'inventory-service';
 
-const operator = (ctx) => ({ Authorization: `Bearer ${ctx.operator}` });
-const reader = (ctx) => ({ Authorization: `Bearer ${ctx.reader}` });
 const item = (ctx) => `/api/inventory/${ctx.itemId}`;
 
-function check(ok, what) {
-  if (!ok) throw new Error(what);
-}
-
-// A 400/404/409/428 must name the field the code names.
-const names = (field) => (ctx, res) => {
-  check(res.json && res.json.field === field, `expected field ${field}, got ${res.text}`);
-};
 
 export default [
   {

@@ -18,6 +18,7 @@
 // other test uses. Customer ids and keys are new on every run.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { placeOrder, reader } from './helpers.mjs';
 import { cancelWon, cancelledOrder } from './saga.mjs';
 
 export const service = 'order-service';
@@ -63,22 +64,15 @@ const withoutKey = (obj, key) => {
   return copy;
 };
 
-// The reads carry the reader token: needed when HTTP_READS_NEED_AUTH=on, ignored otherwise.
-const reads = (ctx) => (ctx.reader ? { Authorization: `Bearer ${ctx.reader}` } : {});
-
-async function createOrder(ctx, customerId) {
-  const res = await ctx.api(ctx.url.order, '/api/orders', {
-    method: 'POST',
-    body: { customerId, items: [{ itemId: ITEM, quantity: 1, unitPrice: '2.50' }] },
-  });
-  if (res.status !== 201) throw new Error(`POST /api/orders for ${customerId}: ${res.status} ${res.text}`);
-  return res.json.orderId;
-}
+// The reads carry the reader token (helpers.mjs): needed when HTTP_READS_NEED_AUTH=on,
+// ignored otherwise.
+const createOrder = (ctx, customerId) =>
+  placeOrder(ctx, { customerId, items: [{ itemId: ITEM, quantity: 1, unitPrice: '2.50' }] });
 
 // The order as order-service shows it, or null (not there yet, or a failed read).
 async function readOrder(ctx, orderId) {
   try {
-    const res = await ctx.api(ctx.url.order, `/api/orders/${orderId}`, { method: 'GET', headers: reads(ctx) });
+    const res = await ctx.api(ctx.url.order, `/api/orders/${orderId}`, { method: 'GET', headers: reader(ctx) });
     return res.status === 200 ? res.json : null;
   } catch {
     return null;
@@ -236,7 +230,7 @@ export default [
     name: 'reads the order',
     method: 'GET',
     path: (ctx) => `/api/orders/${ctx.orderId}`,
-    headers: reads,
+    headers: reader,
     expect: 200,
     then: (ctx, res) => {
       assert.equal(res.json.orderId, ctx.orderId);
@@ -253,7 +247,7 @@ export default [
     name: 'an orderId that is not a UUID is 400',
     method: 'GET',
     path: '/api/orders/not-a-uuid',
-    headers: reads,
+    headers: reader,
     expect: 400,
     then: (ctx, res) => assert.equal(res.json.field, 'orderId', res.text),
   },
@@ -261,7 +255,7 @@ export default [
     name: 'an unknown order is 404',
     method: 'GET',
     path: (ctx) => `/api/orders/${ctx.uuid()}`,
-    headers: reads,
+    headers: reader,
     expect: 404,
     then: (ctx, res) => assert.equal(res.json.field, 'orderId', res.text),
   },
@@ -311,7 +305,7 @@ export default [
     name: 'reads the cancelled order',
     method: 'GET',
     path: (ctx) => `/api/orders/${ctx.cancelled}`,
-    headers: reads,
+    headers: reader,
     expect: 200,
     then: (ctx, res) => {
       assert.equal(res.json.status, 'CANCELLED');
@@ -339,7 +333,7 @@ export default [
     name: 'reads the delivered order',
     method: 'GET',
     path: (ctx) => `/api/orders/${ctx.toDeliver}`,
-    headers: reads,
+    headers: reader,
     expect: 200,
     then: (ctx, res) => {
       assert.equal(res.json.status, 'DELIVERED');
@@ -395,7 +389,7 @@ export default [
     name: 'the rejected cancels changed nothing',
     method: 'GET',
     path: (ctx) => `/api/orders/${ctx.orderId}`,
-    headers: reads,
+    headers: reader,
     expect: 200,
     then: (ctx, res) => assert.equal(res.json.cancellation, null),
   },

@@ -15,6 +15,7 @@
 // pick-up).
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { placeOrder, reader } from './helpers.mjs';
 import { cancelledOrder } from './saga.mjs';
 
 export const service = 'payment-service';
@@ -23,24 +24,16 @@ const RUN = randomUUID();
 const ITEM = 'sku-11';
 const WAIT_MS = 120000;
 
-// The reads carry the reader token: needed when HTTP_READS_NEED_AUTH=on, ignored otherwise.
-const reads = (ctx) => (ctx.reader ? { Authorization: `Bearer ${ctx.reader}` } : {});
-
-// An order of 2 x 3.40 = 6.80 USD for customerId; its id.
-async function createOrder(ctx, customerId) {
-  const res = await ctx.api(ctx.url.order, '/api/orders', {
-    method: 'POST',
-    body: { customerId, items: [{ itemId: ITEM, quantity: 2, unitPrice: '3.40' }] },
-  });
-  if (res.status !== 201) throw new Error(`POST /api/orders for ${customerId}: ${res.status} ${res.text}`);
-  return res.json.orderId;
-}
+// The reads carry the reader token (helpers.mjs): needed when HTTP_READS_NEED_AUTH=on,
+// ignored otherwise. An order of 2 x 3.40 = 6.80 USD for customerId; its id.
+const createOrder = (ctx, customerId) =>
+  placeOrder(ctx, { customerId, items: [{ itemId: ITEM, quantity: 2, unitPrice: '3.40' }] });
 
 // Polls payment-service until the order's payment satisfies ok; returns it.
 function waitPayment(ctx, orderId, what, ok) {
   return ctx.waitFor(`${what} of order ${orderId}`, async () => {
     try {
-      const res = await ctx.api(ctx.url.payment, `/api/payments/${orderId}`, { method: 'GET', headers: reads(ctx) });
+      const res = await ctx.api(ctx.url.payment, `/api/payments/${orderId}`, { method: 'GET', headers: reader(ctx) });
       return res.status === 200 && ok(res.json) ? res.json : null;
     } catch {
       return null;
@@ -70,7 +63,7 @@ export default [
     name: 'an authorized payment',
     method: 'GET',
     path: (ctx) => `/api/payments/${ctx.paid}`,
-    headers: reads,
+    headers: reader,
     expect: 200,
     then: (ctx, res) => {
       assert.equal(res.json.orderId, ctx.paid);
@@ -92,7 +85,7 @@ export default [
     name: 'a declined payment, with its reason',
     method: 'GET',
     path: (ctx) => `/api/payments/${ctx.declined}`,
-    headers: reads,
+    headers: reader,
     expect: 200,
     then: (ctx, res) => {
       assert.equal(res.json.status, 'DECLINED');
@@ -111,7 +104,7 @@ export default [
     name: 'a refunded payment',
     method: 'GET',
     path: (ctx) => `/api/payments/${ctx.refunded}`,
-    headers: reads,
+    headers: reader,
     expect: 200,
     then: (ctx, res) => {
       assert.equal(res.json.status, 'AUTHORIZED');
@@ -124,7 +117,7 @@ export default [
     name: 'an orderId that is not a UUID is 400',
     method: 'GET',
     path: '/api/payments/not-a-uuid',
-    headers: reads,
+    headers: reader,
     expect: 400,
     then: (ctx, res) => assert.equal(res.json.field, 'orderId', res.text),
   },
@@ -132,7 +125,7 @@ export default [
     name: 'an order without a payment is 404',
     method: 'GET',
     path: (ctx) => `/api/payments/${ctx.uuid()}`,
-    headers: reads,
+    headers: reader,
     expect: 404,
     then: (ctx, res) => assert.equal(res.json.field, 'orderId', res.text),
   },

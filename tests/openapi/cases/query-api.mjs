@@ -12,6 +12,7 @@
 // administration). Reads carry the reader token, so the cases pass whether or not the
 // stack sets HTTP_READS_NEED_AUTH.
 import { spawnSync } from 'node:child_process';
+import { check, names, operator, placeOrder, reader } from './helpers.mjs';
 
 export const service = 'query-api';
 
@@ -22,20 +23,8 @@ const STATES = ['CREATED', 'INVENTORY_RESERVED', 'PAYMENT_AUTHORIZED', 'DELIVERY
   'DELIVERY_ASSIGNED', 'PICKED_UP', 'DELIVERED', 'INVENTORY_REJECTED', 'PAYMENT_FAILED',
   'CANCELLED'];
 
-const reader = (ctx) => ({ Authorization: `Bearer ${ctx.reader}` });
-const operator = (ctx) => ({ Authorization: `Bearer ${ctx.operator}` });
 const q = encodeURIComponent;
 
-function check(cond, what) {
-  if (!cond) throw new Error(what);
-}
-
-// An error answer naming `field` (or naming none, field === null).
-const names = (field) => (ctx, res) => {
-  check(res.json && typeof res.json === 'object', `expected a JSON error body, got ${res.text}`);
-  if (field === null) check(!('field' in res.json), `expected no field, got ${res.json.field}`);
-  else check(res.json.field === field, `expected field ${field}, got ${res.json.field}`);
-};
 
 // The test's poison message on raw.eta-events: not JSON, keyed key, one header.
 function producePoison(key) {
@@ -59,15 +48,10 @@ export default [
       ctx.customerId = 'openapi-' + ctx.uuid();
       ctx.orderIds = [];
       for (let i = 0; i < 2; i++) {
-        const res = await ctx.api(ctx.url.order, '/api/orders', {
-          method: 'POST',
-          body: {
-            customerId: ctx.customerId,
-            items: [{ itemId: 'sku-1', quantity: 1, unitPrice: '1.00' }],
-          },
-        });
-        check(res.status === 201, `POST /api/orders answered ${res.status}: ${res.text}`);
-        ctx.orderIds.push(res.json.orderId);
+        ctx.orderIds.push(await placeOrder(ctx, {
+          customerId: ctx.customerId,
+          items: [{ itemId: 'sku-1', quantity: 1, unitPrice: '1.00' }],
+        }));
       }
       ctx.orderId = ctx.orderIds[0];
       ctx.unknownOrderId = ctx.uuid();

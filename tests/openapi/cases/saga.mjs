@@ -1,4 +1,5 @@
 // saga.mjs - what more than one service's cases need from the saga itself.
+import { placeOrder } from './helpers.mjs';
 //
 // An order whose cancel won. The test stack runs the delivery clock 600x, so a
 // pick-up comes about a second after the assignment, and a cancel asked right
@@ -10,9 +11,7 @@
 export async function cancelledOrder(ctx, body, reason, { attempts = 5, timeoutMs = 120000 } = {}) {
   const refused = [];
   for (let i = 0; i < attempts; i++) {
-    const made = await ctx.api(ctx.url.order, '/api/orders', { method: 'POST', body });
-    if (made.status !== 201) throw new Error(`POST /api/orders: ${made.status} ${made.text}`);
-    const id = made.json.orderId;
+    const id = await placeOrder(ctx, body);
     if (await cancelWon(ctx, id, reason, timeoutMs)) return id;
     refused.push(id);
   }

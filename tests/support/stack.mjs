@@ -1,4 +1,13 @@
-// poll.mjs - what the Node tests (tests/browser, tests/openapi) share: waiting.
+// stack.mjs - what the Node tests (tests/browser, tests/openapi) share: the test
+// stack's settings, and waiting.
+
+// A setting of the test stack (scripts/test.sh exports its stack.env).
+export function env(name) {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} is not set: source the test stack's stack.env (scripts/test.sh does)`);
+  return v;
+}
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Polls fn until it returns a truthy value (returned) or the time is up (throws
