@@ -5,7 +5,7 @@
 #   stack.sh up | down | status | env | clean
 #   stack.sh start <part> | stop <part> | kill <part>
 #   stack.sh scale <service> <N>
-#   stack.sh broker <down N|up N|down all|up all|errors K C N|clear>
+#   stack.sh broker <down N|up N|down all|up all|leader T P N|preferred|errors K C N|clear>
 #
 # Parts: postgres redis broker, prometheus (STACK_OBSERVE), the services of services/services.tsv
 # (order-service inventory-service payment-service delivery-service query-api,
@@ -699,6 +699,17 @@ redis_acl_file() {
 
 broker_bootstrap() { read_first_line "$BOOTSTRAP_FILE"; }
 
+# The Kafka settings tuned to librdkafka's mock cluster, not to a real broker
+# (libdeta's defaults are a real cluster's: README.md, Configuration). Every
+# service the stack starts gets them, and stack.env carries them to the tests
+# and the benchmark. The mock answers a fetch only when fetch.wait.max.ms has
+# passed (a real broker answers when data arrives), so 10 ms instead of 500
+# keeps each hop of the saga quick; and a stopped or killed member leaves its
+# group after 6 s instead of 45, so tests that restart services wait less.
+mock_tuning() {
+  printf '%s\n' KAFKA_FETCH_WAIT_MAX_MS=10 KAFKA_SESSION_TIMEOUT_MS=6000
+}
+
 # The bootstrap file exists and its first address accepts a TCP connection.
 broker_reachable() {
   local first host port
@@ -722,7 +733,7 @@ start_broker() {
 
 # stack.sh broker <command...>: one line to the broker's control FIFO.
 broker_command() {
-  [ $# -gt 0 ] || die "usage: stack.sh broker <down N|up N|down all|up all|errors K C N|clear>"
+  [ $# -gt 0 ] || die "usage: stack.sh broker <down N|up N|down all|up all|leader T P N|preferred|errors K C N|clear>"
   part_running broker || die "the broker is not running (stack.sh up)"
   [ -p "$CONTROL_FIFO" ] || die "no control FIFO at $CONTROL_FIFO"
   # shellcheck disable=SC2016 # expanded by the inner bash
@@ -802,8 +813,9 @@ start_service() {
   choose_port "$name"
   k=$(part_instance "$name")
   if [ "$k" != 1 ]; then instance=(INSTANCE_ID="$(part_service "$name")-$k"); fi
-  local console=() creds=()
+  local console=() creds=() tuning=()
   mapfile -t console < <(console_env "$name")
+  mapfile -t tuning < <(mock_tuning)
   mapfile -t creds < <(service_credentials "$(part_service "$name")")
   # env's options (-u) before its assignments.
   local unset=(-u OPERATOR_TOKEN) tokens=()
@@ -811,7 +823,7 @@ start_service() {
     inventory-service | query-api) unset=() tokens=(OPERATOR_TOKEN="$(stack_token operator)") ;;
   esac
   launch "$name" "$ROOT" env "${unset[@]}" "${creds[@]}" "${tokens[@]}" "${instance[@]}" "${console[@]}" HTTP_PORT="$CHOSEN_PORT" \
-    KAFKA_BOOTSTRAP_SERVERS="$(broker_bootstrap)" KAFKA_SESSION_TIMEOUT_MS=6000 \
+    KAFKA_BOOTSTRAP_SERVERS="$(broker_bootstrap)" "${tuning[@]}" \
     PGHOST=127.0.0.1 PGPORT="$pg" \
     REDIS_HOST=127.0.0.1 REDIS_PORT="$redis" LOG_LEVEL="$LOG_LEVEL" \
     READER_TOKEN="$(stack_token reader)" PAYMENT_GATEWAY_LEDGER="$(gateway_ledger)" "$bin"
@@ -877,6 +889,7 @@ write_env() {
     env_line STACK_DIR "$STACK_DIR"
     if part_running broker; then
       env_line KAFKA_BOOTSTRAP_SERVERS "$(broker_bootstrap)"
+      mock_tuning
       any=1
     fi
     if part_running postgres; then

@@ -246,7 +246,7 @@ static deta_err_t load_kafka(deta_config_t *cfg, char *errstr, size_t errsize) {
     if ((err = config_int("KAFKA_SESSION_TIMEOUT_MS", 45000, 1000, 300000,
                           &cfg->kafka_session_timeout_ms, errstr, errsize)))
         return err;
-    if ((err = config_int("KAFKA_FETCH_WAIT_MAX_MS", 10, 1, 500, &cfg->kafka_fetch_wait_max_ms,
+    if ((err = config_int("KAFKA_FETCH_WAIT_MAX_MS", 500, 1, 500, &cfg->kafka_fetch_wait_max_ms,
                           errstr, errsize)))
         return err;
     if ((err = config_int("KAFKA_STATISTICS_INTERVAL_MS", 5000, 0, 3600000,

@@ -14,16 +14,19 @@
  * sends the stored offsets. A group with no committed offset starts at the
  * earliest message.
  *
- * Fetch latency. fetch.wait.max.ms is KAFKA_FETCH_WAIT_MAX_MS (default 10).
- * A real broker answers a fetch as soon as fetch.min.bytes (1) has arrived, so
- * there the setting only bounds how often an idle consumer asks (every 10 ms:
- * 100 small requests a second per broker it fetches from, cheap for a broker,
- * and what keeps an idle consumer's first message quick); librdkafka's mock
- * cluster (the local broker) answers only when the wait has passed, data or not,
- * so with the default 500 every hop of the saga cost half a second there. A
- * consumer off the saga's critical path asks for a longer wait
- * (deta_consumer_opts_t.fetch_wait_min_ms): on the mock, each idle handle
- * asking every 10 ms cost its service about 4 ms of CPU a second.
+ * Fetch latency. fetch.wait.max.ms is KAFKA_FETCH_WAIT_MAX_MS, by default 500,
+ * librdkafka's own. A real broker answers a fetch as soon as fetch.min.bytes (1)
+ * has arrived, so there the setting costs no latency and only bounds how often
+ * an idle consumer asks: twice a second per broker it fetches from, where 10 ms
+ * would make every idle consumer send 100 requests a second to each broker for
+ * nothing. librdkafka's mock cluster (the local broker) answers only when the
+ * wait has passed, data or not, so with 500 every hop of the saga would cost
+ * half a second there: the local stack, the tests and the benchmark set 10
+ * (scripts/stack.sh's mock tuning, written into stack.env). A consumer off the
+ * saga's critical path asks for a longer wait (deta_consumer_opts_t.
+ * fetch_wait_min_ms, 100): on the mock, each idle handle asking every 10 ms
+ * cost its service about 4 ms of CPU a second; with the default it changes
+ * nothing.
  *
  * Memory. librdkafka prefetches up to queued.max.messages.kbytes (64 MB) per
  * consumer, in fetch answers of up to fetch.max.bytes (50 MB): sized for big
@@ -141,7 +144,7 @@ rd_kafka_conf_t *deta_kafka_producer_conf(const deta_config_t *cfg, char *errstr
 rd_kafka_conf_t *deta_kafka_consumer_conf(const deta_config_t *cfg, const char *group,
                                           int fetch_wait_min_ms, char *errstr, size_t errsize) {
     int session = cfg->kafka_session_timeout_ms > 0 ? cfg->kafka_session_timeout_ms : 45000;
-    int fetch_wait = cfg->kafka_fetch_wait_max_ms > 0 ? cfg->kafka_fetch_wait_max_ms : 10;
+    int fetch_wait = cfg->kafka_fetch_wait_max_ms > 0 ? cfg->kafka_fetch_wait_max_ms : 500;
     if (fetch_wait < fetch_wait_min_ms)
         fetch_wait = fetch_wait_min_ms;
     char session_s[16], heartbeat_s[16], fetch_wait_s[16];

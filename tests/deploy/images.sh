@@ -285,6 +285,8 @@ start_infra() {
 # (scripts/README.md), so with compose's 45 s, query-api's second
 # consumer of its group waits up to 45 s for its first assignment, and a
 # SIGTERM in that time overruns the shutdown bound. A real broker does not.
+# Likewise the mock's fetch wait (10 ms for compose's 500: the mock answers a
+# fetch only when the wait is over; stack.sh's mock_tuning).
 # query-api's store, too: compose runs it on Cassandra (QUERY_STORE=cassandra),
 # and no Cassandra runs here (no server package, no registry to pull
 # cassandra:4.1 from), so its container keeps the read model in this stack's
@@ -296,9 +298,10 @@ write_env_file() {
   python3 "$HERE/compose_service.py" env "$svc" >"$file.compose" ||
     die "compose.yml: no environment for $svc"
   {
-    grep -v -E '^(KAFKA_BOOTSTRAP_SERVERS|KAFKA_SESSION_TIMEOUT_MS|PGHOST|PGPORT|REDIS_HOST|REDIS_PORT|HTTP_PORT|QUERY_STORE)=' \
+    grep -v -E '^(KAFKA_BOOTSTRAP_SERVERS|KAFKA_SESSION_TIMEOUT_MS|KAFKA_FETCH_WAIT_MAX_MS|PGHOST|PGPORT|REDIS_HOST|REDIS_PORT|HTTP_PORT|QUERY_STORE)=' \
       "$file.compose" | sed "${REWRITE[@]}"
     printf '%s\n' "KAFKA_BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP_SERVERS" KAFKA_SESSION_TIMEOUT_MS=6000 \
+      KAFKA_FETCH_WAIT_MAX_MS=10 \
       PGHOST=127.0.0.1 "PGPORT=$PGPORT" REDIS_HOST=127.0.0.1 "REDIS_PORT=$REDIS_PORT" \
       "HTTP_PORT=${PORT[$svc]}" "${SAGA_ENV[@]}"
     if [ "$svc" = query-api ]; then echo QUERY_STORE=postgres; fi

@@ -108,7 +108,7 @@ static void test_common_defaults(void **state) {
     load_ok(&cfg, "payment-service");
     assert_string_equal(cfg.kafka_bootstrap, "localhost:9092");
     assert_int_equal(cfg.kafka_session_timeout_ms, 45000);
-    assert_int_equal(cfg.kafka_fetch_wait_max_ms, 10);
+    assert_int_equal(cfg.kafka_fetch_wait_max_ms, 500);
     assert_int_equal(cfg.kafka_statistics_interval_ms, 5000);
     assert_string_equal(cfg.pg_host, "localhost");
     assert_int_equal(cfg.pg_port, 5432);

@@ -12,8 +12,9 @@
  *
  *   KAFKA_BOOTSTRAP_SERVERS   localhost:9092
  *   KAFKA_SESSION_TIMEOUT_MS  45000   (the local stack sets 6000)
- *   KAFKA_FETCH_WAIT_MAX_MS   10      (1..500: how long a broker may hold a consumer's
- *                                      fetch that found no data; see kafka_conf.c)
+ *   KAFKA_FETCH_WAIT_MAX_MS   500     (1..500: how long a broker may hold a consumer's
+ *                                      fetch that found no data, librdkafka's default;
+ *                                      the local stack sets 10; see kafka_conf.c)
  *   KAFKA_STATISTICS_INTERVAL_MS 5000 (0 off, or 1000..3600000: how often librdkafka hands
  *                                      each consumer its statistics, read for the lag
  *                                      gauge deta_consumer_lag_messages; kafka_consumer.c)
