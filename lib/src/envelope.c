@@ -21,6 +21,7 @@
  *   to emit the fields in the contract's order.
  */
 #include "deta/envelope.h"
+#include "deta/topics.h"
 
 #include <limits.h>
 #include <string.h>
@@ -93,7 +94,7 @@ deta_err_t deta_event_init(deta_event_t *ev, const char *event_type, const char 
     }
     deta_uuid_new(ev->event_id);
     strcpy(ev->event_type, event_type);
-    ev->schema_version = 1;
+    ev->schema_version = DETA_SCHEMA_VERSION;
     deta_timestamp_now(ev->occurred_at);
     strcpy(ev->produced_at, ev->occurred_at);
     strcpy(ev->order_id, order_id);

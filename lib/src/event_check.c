@@ -1,6 +1,6 @@
 /*
  * event_check.c - the checks every consumed event passes before a service acts
- * on it: envelope, key, producer (see deta/event_check.h).
+ * on it: envelope, key, producer, version (see deta/event_check.h).
  */
 #include "deta/event_check.h"
 
@@ -20,6 +20,15 @@ deta_err_t deta_event_producer_check(const char *topic, const char *producer, ch
                      producer ? producer : "", topic, owner);
 }
 
+deta_err_t deta_event_version_check(const deta_event_t *ev, char *errstr, size_t errsize) {
+    int reads = deta_event_type_version(ev->event_type);
+    if (reads == 0 || ev->schema_version <= reads)
+        return DETA_OK;
+    return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                     "schemaVersion %d of %s is newer than this consumer reads (%d)",
+                     ev->schema_version, ev->event_type, reads);
+}
+
 deta_err_t deta_event_from_msg(const deta_kafka_msg_t *msg, deta_event_t *ev, bool *parsed,
                                char *errstr, size_t errsize) {
     char why[256];
@@ -31,5 +40,8 @@ deta_err_t deta_event_from_msg(const deta_kafka_msg_t *msg, deta_event_t *ev, bo
         memcmp(msg->key, ev->order_id, msg->key_len) != 0)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize,
                          "message key does not match orderId %s", ev->order_id);
-    return deta_event_producer_check(msg->topic, ev->producer, errstr, errsize);
+    deta_err_t err = deta_event_producer_check(msg->topic, ev->producer, errstr, errsize);
+    if (err)
+        return err;
+    return deta_event_version_check(ev, errstr, errsize);
 }

@@ -8,6 +8,8 @@
  * Adding a type means adding a constant to topics.h and a row here. Dead letters,
  * by contrast, follow the seed's naming rule (raw.X -> dlq.X) for any topic, so a
  * consumer of a topic outside the system's list still has somewhere to put them.
+ * Each type's row also says the newest schemaVersion this build reads of it
+ * (all 1 today; docs/events.md#versions).
  * Each raw topic has one owner, the service that publishes on it; consumers
  * refuse an event of another producer (event_check.c).
  */
@@ -29,28 +31,35 @@ typedef struct topic_pair {
     const char *topic;
 } topic_pair_t;
 
-static const topic_pair_t event_topics[] = {
-    {DETA_EVT_ORDER_CREATED, DETA_TOPIC_ORDER_EVENTS},
-    {DETA_EVT_INVENTORY_RESERVED, DETA_TOPIC_INVENTORY_EVENTS},
-    {DETA_EVT_INVENTORY_REJECTED, DETA_TOPIC_INVENTORY_EVENTS},
-    {DETA_EVT_INVENTORY_RELEASED, DETA_TOPIC_INVENTORY_EVENTS},
-    {DETA_EVT_PAYMENT_AUTHORIZED, DETA_TOPIC_PAYMENT_EVENTS},
-    {DETA_EVT_PAYMENT_FAILED, DETA_TOPIC_PAYMENT_EVENTS},
-    {DETA_EVT_DELIVERY_WAITING, DETA_TOPIC_DELIVERY_EVENTS},
-    {DETA_EVT_DELIVERY_ASSIGNED, DETA_TOPIC_DELIVERY_EVENTS},
-    {DETA_EVT_ETA_UPDATED, DETA_TOPIC_ETA_EVENTS},
-    {DETA_EVT_DELIVERY_PICKED_UP, DETA_TOPIC_DELIVERY_EVENTS},
-    {DETA_EVT_DELIVERY_DELIVERED, DETA_TOPIC_DELIVERY_EVENTS},
-    {DETA_EVT_ORDER_CANCEL_REQUESTED, DETA_TOPIC_ORDER_EVENTS},
-    {DETA_EVT_INVENTORY_CANCEL_FORWARDED, DETA_TOPIC_INVENTORY_EVENTS},
-    {DETA_EVT_INVENTORY_CANCEL_REFUSED, DETA_TOPIC_INVENTORY_EVENTS},
-    {DETA_EVT_INVENTORY_CANCELLED, DETA_TOPIC_INVENTORY_EVENTS},
-    {DETA_EVT_PAYMENT_CANCEL_FORWARDED, DETA_TOPIC_PAYMENT_EVENTS},
-    {DETA_EVT_PAYMENT_CANCEL_REFUSED, DETA_TOPIC_PAYMENT_EVENTS},
-    {DETA_EVT_PAYMENT_CANCELLED, DETA_TOPIC_PAYMENT_EVENTS},
-    {DETA_EVT_PAYMENT_REFUNDED, DETA_TOPIC_PAYMENT_EVENTS},
-    {DETA_EVT_DELIVERY_CANCELLED, DETA_TOPIC_DELIVERY_EVENTS},
-    {DETA_EVT_DELIVERY_CANCEL_REFUSED, DETA_TOPIC_DELIVERY_EVENTS},
+/* An event type, its topic, and the newest schemaVersion of it this build reads. */
+typedef struct event_row {
+    const char *key;
+    const char *topic;
+    int version;
+} event_row_t;
+
+static const event_row_t event_topics[] = {
+    {DETA_EVT_ORDER_CREATED, DETA_TOPIC_ORDER_EVENTS, 1},
+    {DETA_EVT_INVENTORY_RESERVED, DETA_TOPIC_INVENTORY_EVENTS, 1},
+    {DETA_EVT_INVENTORY_REJECTED, DETA_TOPIC_INVENTORY_EVENTS, 1},
+    {DETA_EVT_INVENTORY_RELEASED, DETA_TOPIC_INVENTORY_EVENTS, 1},
+    {DETA_EVT_PAYMENT_AUTHORIZED, DETA_TOPIC_PAYMENT_EVENTS, 1},
+    {DETA_EVT_PAYMENT_FAILED, DETA_TOPIC_PAYMENT_EVENTS, 1},
+    {DETA_EVT_DELIVERY_WAITING, DETA_TOPIC_DELIVERY_EVENTS, 1},
+    {DETA_EVT_DELIVERY_ASSIGNED, DETA_TOPIC_DELIVERY_EVENTS, 1},
+    {DETA_EVT_ETA_UPDATED, DETA_TOPIC_ETA_EVENTS, 1},
+    {DETA_EVT_DELIVERY_PICKED_UP, DETA_TOPIC_DELIVERY_EVENTS, 1},
+    {DETA_EVT_DELIVERY_DELIVERED, DETA_TOPIC_DELIVERY_EVENTS, 1},
+    {DETA_EVT_ORDER_CANCEL_REQUESTED, DETA_TOPIC_ORDER_EVENTS, 1},
+    {DETA_EVT_INVENTORY_CANCEL_FORWARDED, DETA_TOPIC_INVENTORY_EVENTS, 1},
+    {DETA_EVT_INVENTORY_CANCEL_REFUSED, DETA_TOPIC_INVENTORY_EVENTS, 1},
+    {DETA_EVT_INVENTORY_CANCELLED, DETA_TOPIC_INVENTORY_EVENTS, 1},
+    {DETA_EVT_PAYMENT_CANCEL_FORWARDED, DETA_TOPIC_PAYMENT_EVENTS, 1},
+    {DETA_EVT_PAYMENT_CANCEL_REFUSED, DETA_TOPIC_PAYMENT_EVENTS, 1},
+    {DETA_EVT_PAYMENT_CANCELLED, DETA_TOPIC_PAYMENT_EVENTS, 1},
+    {DETA_EVT_PAYMENT_REFUNDED, DETA_TOPIC_PAYMENT_EVENTS, 1},
+    {DETA_EVT_DELIVERY_CANCELLED, DETA_TOPIC_DELIVERY_EVENTS, 1},
+    {DETA_EVT_DELIVERY_CANCEL_REFUSED, DETA_TOPIC_DELIVERY_EVENTS, 1},
 };
 
 static const char *lookup(const topic_pair_t *pairs, size_t n, const char *key) {
@@ -62,8 +71,25 @@ static const char *lookup(const topic_pair_t *pairs, size_t n, const char *key) 
     return NULL;
 }
 
+static const event_row_t *event_row(const char *event_type) {
+    if (!event_type)
+        return NULL;
+    for (size_t i = 0; i < sizeof event_topics / sizeof event_topics[0]; i++)
+        if (strcmp(event_topics[i].key, event_type) == 0)
+            return &event_topics[i];
+    return NULL;
+}
+
 const char *deta_topic_for_event_type(const char *event_type) {
-    return lookup(event_topics, sizeof event_topics / sizeof event_topics[0], event_type);
+    const event_row_t *row = event_row(event_type);
+    return row ? row->topic : NULL;
+}
+
+int deta_event_type_version(const char *event_type) {
+    const event_row_t *row = event_row(event_type);
+    if (!row)
+        return 0;
+    return row->version;
 }
 
 const char *deta_event_type_at(size_t i) {

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,16 +98,22 @@ static void test_owners_are_services(void **state) {
         assert_null(deta_topic_owner(deta_topics_all[t]));
 }
 
-/* A serialized payment.authorized for ORDER written by producer. */
-static char *authorized_by(const char *producer) {
+/* A serialized event of type for ORDER written by producer, of schemaVersion version. */
+static char *event_text(const char *type, const char *producer, int version) {
     deta_event_t ev;
-    assert_int_equal(deta_event_init(&ev, DETA_EVT_PAYMENT_AUTHORIZED, ORDER, ORDER, producer,
-                                     json_object(), NULL, 0),
+    assert_int_equal(deta_event_init(&ev, type, ORDER, ORDER, producer, json_object(), NULL, 0),
                      DETA_OK);
+    assert_int_equal(ev.schema_version, DETA_SCHEMA_VERSION);
+    ev.schema_version = version;
     char *text = deta_event_serialize(&ev);
     deta_event_clear(&ev);
     assert_non_null(text);
     return text;
+}
+
+/* A serialized payment.authorized for ORDER written by producer. */
+static char *authorized_by(const char *producer) {
+    return event_text(DETA_EVT_PAYMENT_AUTHORIZED, producer, DETA_SCHEMA_VERSION);
 }
 
 static deta_err_t from_msg(const char *topic, const char *key, const char *value, bool *parsed,
@@ -154,6 +161,59 @@ static void test_message_checks_in_order(void **state) {
     free(real);
 }
 
+/* Every type the system knows is read up to the version its producers write;
+ * an unknown type has none. */
+static void test_versions_known(void **state) {
+    (void)state;
+    size_t n = 0;
+    for (const char *t; (t = deta_event_type_at(n)) != NULL; n++)
+        assert_int_equal(deta_event_type_version(t), DETA_SCHEMA_VERSION);
+    assert_true(n > 20);
+    assert_int_equal(deta_event_type_version("order.craeted"), 0);
+    assert_int_equal(deta_event_type_version(NULL), 0);
+}
+
+/* Step 4: a newer version than this build reads is refused, named; the version
+ * it reads and older ones pass; a type it does not know is not judged. */
+static void test_newer_version_is_refused(void **state) {
+    (void)state;
+    char why[256] = "";
+    bool parsed = false;
+    const int newer[] = {DETA_SCHEMA_VERSION + 1, 7, 1000, 2147483647};
+    for (size_t i = 0; i < sizeof newer / sizeof *newer; i++) {
+        char *v = event_text(DETA_EVT_PAYMENT_AUTHORIZED, "payment-service", newer[i]);
+        assert_int_equal(from_msg(DETA_TOPIC_PAYMENT_EVENTS, ORDER, v, &parsed, why, sizeof why),
+                         DETA_ERR_INVALID);
+        assert_true(parsed);
+        char want[160];
+        snprintf(want, sizeof want,
+                 "schemaVersion %d of payment.authorized is newer than this consumer reads (%d)",
+                 newer[i], DETA_SCHEMA_VERSION);
+        assert_string_equal(why, want);
+        free(v);
+    }
+    /* The producer is judged first: a forged event of a newer version says so. */
+    char *forged = event_text(DETA_EVT_PAYMENT_AUTHORIZED, "order-service", 2);
+    assert_int_equal(from_msg(DETA_TOPIC_PAYMENT_EVENTS, ORDER, forged, &parsed, why, sizeof why),
+                     DETA_ERR_INVALID);
+    assert_non_null(strstr(why, "does not own"));
+    free(forged);
+
+    char *unknown = event_text("payment.invented", "payment-service", 9);
+    why[0] = '\0';
+    assert_int_equal(from_msg(DETA_TOPIC_PAYMENT_EVENTS, ORDER, unknown, &parsed, why, sizeof why),
+                     DETA_OK);
+    assert_string_equal(why, "");
+    free(unknown);
+
+    deta_event_t ev = {.schema_version = DETA_SCHEMA_VERSION};
+    snprintf(ev.event_type, sizeof ev.event_type, "%s", DETA_EVT_ORDER_CREATED);
+    assert_int_equal(deta_event_version_check(&ev, why, sizeof why), DETA_OK);
+    ev.schema_version = DETA_SCHEMA_VERSION + 1;
+    assert_int_equal(deta_event_version_check(&ev, why, sizeof why), DETA_ERR_INVALID);
+    assert_non_null(strstr(why, "of order.created is newer"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_owner_passes),
@@ -162,6 +222,8 @@ int main(void) {
         cmocka_unit_test(test_topics_without_owner_pass),
         cmocka_unit_test(test_owners_are_services),
         cmocka_unit_test(test_message_checks_in_order),
+        cmocka_unit_test(test_versions_known),
+        cmocka_unit_test(test_newer_version_is_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,7 +7,10 @@
  *   2. its key is the envelope's orderId;
  *   3. the envelope's producer owns the topic the message came from
  *      (deta_topic_owner): only payment-service writes raw.payment-events, so a
- *      payment.authorized that says it was produced by anyone else is refused.
+ *      payment.authorized that says it was produced by anyone else is refused;
+ *   4. its schemaVersion is one this build reads (deta_event_type_version): an
+ *      event of a newer version than it knows is refused rather than misread
+ *      (docs/events.md#versions); an older one is read as its handler knows how.
  *
  * Each refusal is DETA_ERR_INVALID with the reason in errstr, which the
  * consumer loop writes into the dead letter's x-error (the message goes to the
@@ -38,7 +41,14 @@
 deta_err_t deta_event_producer_check(const char *topic, const char *producer, char *errstr,
                                      size_t errsize);
 
-/* Steps 1 to 3 on a consumed message: *ev is filled and *parsed set once the
+/* Step 4: DETA_OK when ev's type is unknown here (no handler reads it) or its
+ * schemaVersion is at most the newest this build reads; otherwise
+ * DETA_ERR_INVALID with errstr
+ *   schemaVersion 2 of payment.authorized is newer than this consumer reads (1)
+ */
+deta_err_t deta_event_version_check(const deta_event_t *ev, char *errstr, size_t errsize);
+
+/* Steps 1 to 4 on a consumed message: *ev is filled and *parsed set once the
  * value parsed (then the caller clears ev, whatever the result). */
 deta_err_t deta_event_from_msg(const deta_kafka_msg_t *msg, deta_event_t *ev, bool *parsed,
                                char *errstr, size_t errsize);

@@ -56,6 +56,17 @@ extern const char *const deta_topics_all[DETA_TOPICS_COUNT];
 #define DETA_EVT_DELIVERY_CANCELLED "delivery.cancelled"
 #define DETA_EVT_DELIVERY_CANCEL_REFUSED "delivery.cancel_refused"
 
+/* The version of an event type's schema (its envelope's schemaVersion,
+ * docs/events.md#versions): an additive change (a new optional payload field)
+ * keeps it; any other change raises it. Every producer writes
+ * DETA_SCHEMA_VERSION today. */
+#define DETA_SCHEMA_VERSION 1
+
+/* The newest schemaVersion of event_type that this build reads, 0 for a type it
+ * does not know. A consumer dead-letters an event of a newer version rather than
+ * misread it (deta_event_version_check). */
+int deta_event_type_version(const char *event_type);
+
 /* The raw topic an event type is published on, or NULL for an unknown type. */
 const char *deta_topic_for_event_type(const char *event_type);
 /* The i-th event type the system knows (from 0), NULL past the last. */
