@@ -51,10 +51,6 @@
 #define END_WAIT_MS 180000
 #define HEAL_MS 120000
 
-static const char *const dlq_topics[] = {"dlq.order-events",    "dlq.inventory-events",
-                                         "dlq.payment-events",  "dlq.delivery-events",
-                                         "dlq.eta-events"};
-
 static long held_pid; /* a service this test SIGSTOPped: its teardown continues it */
 
 static long now_ms(void) {
@@ -72,45 +68,12 @@ static int heal(void **state) {
 }
 
 /* A fresh item with plenty of stock, so that every order is reserved. */
-static void fresh_item(const char *tag, char *item, size_t size) {
-    char uuid[37];
-    ts_uuid(uuid);
-    snprintf(item, size, "%s-%.8s", tag, uuid);
-    ts_stock_set(item, 1000);
-}
-
 static void place_orders(const char *item, char (*ids)[37], size_t n) {
     for (size_t i = 0; i < n; i++) {
         long status = ts_order_place("outage-customer", item, 1, ids[i]);
         if (status != 201)
             fail_msg("POST /api/orders: %ld", status);
     }
-}
-
-/* The orders ended DELIVERED with one reservation, payment and delivery each. */
-static void assert_completed_once(char (*ids)[37], size_t n) {
-    assert_true(ts_orders_await(ids, n, DETA_STATE_DELIVERED, END_WAIT_MS));
-    assert_int_equal(ts_orders_rows_not("inventory_db", "reservations", ids, n, 1), 0);
-    assert_int_equal(ts_orders_rows_not("delivery_eta", "payments", ids, n, 1), 0);
-    assert_int_equal(ts_orders_rows_not("delivery_db", "deliveries", ids, n, 1), 0);
-}
-
-static void assert_no_dead_letters(char (*ids)[37], size_t n) {
-    for (size_t t = 0; t < sizeof dlq_topics / sizeof *dlq_topics; t++) {
-        int found = ts_kafka_count_keys(dlq_topics[t], ids, n, 30000);
-        if (found != 0)
-            fail_msg("%d dead letters of this test's orders on %s", found, dlq_topics[t]);
-    }
-}
-
-/* Each order's order.created is on raw.order-events exactly once. */
-static void assert_published_once(char (*ids)[37], size_t n) {
-    int counts[N_ORDERS];
-    assert_true(n <= N_ORDERS);
-    ts_kafka_counts_by_key("raw.order-events", ids, n, counts, 30000);
-    for (size_t i = 0; i < n; i++)
-        if (counts[i] != 1)
-            fail_msg("order %s is on raw.order-events %d times", ids[i], counts[i]);
 }
 
 /* GET path of the service; the status must be want and, when component is not
@@ -188,7 +151,7 @@ static void postgres_outage_waits_and_resumes(void **state) {
     (void)state;
     char item[64];
     char ids[N_ORDERS][37];
-    fresh_item("outage-pg", item, sizeof item);
+    ts_fresh_item("outage-pg", item, sizeof item);
     held_pid = ts_stack_pid("inventory-service");
     assert_true(held_pid > 0);
     assert_int_equal(kill((pid_t)held_pid, SIGSTOP), 0);
@@ -222,8 +185,8 @@ static void postgres_outage_waits_and_resumes(void **state) {
         assert_alive(ts_services[i]);
     assert_int_equal(ts_stack("start postgres"), 0);
 
-    assert_completed_once(ids, N_ORDERS);
-    assert_no_dead_letters(ids, N_ORDERS);
+    ts_assert_completed_once(ids, N_ORDERS, END_WAIT_MS);
+    ts_assert_no_dead_letters(ids, N_ORDERS);
     assert_true(ts_metric("INVENTORY_SERVICE_URL", waiting) == 0);
     for (size_t i = 0; i < 5; i++)
         await_health(ts_service_urls[i], "UP", "db", "UP", 30000);
@@ -235,16 +198,16 @@ static void redis_outage_degrades_payment(void **state) {
     (void)state;
     char item[64];
     char ids[N_ORDERS][37];
-    fresh_item("outage-redis", item, sizeof item);
+    ts_fresh_item("outage-redis", item, sizeof item);
     assert_int_equal(ts_stack("stop redis"), 0);
     await_health("PAYMENT_SERVICE_URL", "DEGRADED", "redis", "DOWN", 30000);
     expect_health("PAYMENT_SERVICE_URL", "/actuator/health", 200, "db", "UP");
     expect_health("PAYMENT_SERVICE_URL", "/actuator/health/readiness", 200, "redis", "DOWN");
     place_orders(item, ids, N_ORDERS);
-    assert_completed_once(ids, N_ORDERS);
+    ts_assert_completed_once(ids, N_ORDERS, END_WAIT_MS);
     assert_int_equal(ts_stack("start redis"), 0);
     await_health("PAYMENT_SERVICE_URL", "UP", "redis", "UP", 30000);
-    assert_no_dead_letters(ids, N_ORDERS);
+    ts_assert_no_dead_letters(ids, N_ORDERS);
 }
 
 /* ---- the broker ---- */
@@ -304,7 +267,7 @@ static void broker_failures_hold_orders_in_the_outbox(void **state) {
     (void)state;
     char item[64];
     char ids[2 * N_ORDERS][37];
-    fresh_item("outage-broker", item, sizeof item);
+    ts_fresh_item("outage-broker", item, sizeof item);
 
     /* Produce requests failing (REQUEST_TIMED_OUT): retried, never doubled. */
     assert_int_equal(ts_stack("broker errors 0 7 6"), 0);
@@ -334,13 +297,13 @@ static void broker_failures_hold_orders_in_the_outbox(void **state) {
         assert_alive(ts_services[i]);
     assert_int_equal(ts_stack("broker up all"), 0);
 
-    assert_completed_once(ids, 2 * N_ORDERS);
+    ts_assert_completed_once(ids, 2 * N_ORDERS, END_WAIT_MS);
     assert_int_equal(outbox_unpublished(ids, 2 * N_ORDERS, 30000), 0);
-    assert_published_once(ids, N_ORDERS);
-    assert_published_once(ids + N_ORDERS, N_ORDERS);
+    ts_assert_published_once(ids, N_ORDERS);
+    ts_assert_published_once(ids + N_ORDERS, N_ORDERS);
     assert_delivery_events_in_order(ids, N_ORDERS);
     assert_delivery_events_in_order(ids + N_ORDERS, N_ORDERS);
-    assert_no_dead_letters(ids, 2 * N_ORDERS);
+    ts_assert_no_dead_letters(ids, 2 * N_ORDERS);
     for (size_t i = 0; i < 5; i++)
         await_health(ts_service_urls[i], "UP", "kafka", "UP", 60000);
 }
@@ -349,7 +312,7 @@ static void killed_relay_publishes_after_restart(void **state) {
     (void)state;
     char item[64];
     char ids[N_ORDERS][37];
-    fresh_item("outage-kill", item, sizeof item);
+    ts_fresh_item("outage-kill", item, sizeof item);
     assert_int_equal(ts_stack("broker down all"), 0);
     await_health("ORDER_SERVICE_URL", "DOWN", "kafka", "DOWN", 30000);
     place_orders(item, ids, N_ORDERS);
@@ -365,10 +328,10 @@ static void killed_relay_publishes_after_restart(void **state) {
     assert_int_equal(ts_stack("broker up all"), 0);
     assert_int_equal(ts_stack("start order-service"), 0);
 
-    assert_completed_once(ids, N_ORDERS);
+    ts_assert_completed_once(ids, N_ORDERS, END_WAIT_MS);
     assert_int_equal(outbox_unpublished(ids, N_ORDERS, 30000), 0);
-    assert_published_once(ids, N_ORDERS);
-    assert_no_dead_letters(ids, N_ORDERS);
+    ts_assert_published_once(ids, N_ORDERS);
+    ts_assert_no_dead_letters(ids, N_ORDERS);
 }
 
 /* ---- kill -9 of the relay, again and again, while orders flow ---- */
@@ -577,7 +540,7 @@ static void assert_sagas_completed(kill_order_t *orders, size_t n) {
         memcpy(asked ? cancelled[ncancelled++] : plain[nplain++], orders[i].id, 37);
     }
     fprintf(stderr, "kill -9: %zu orders to deliver, %zu with a cancel\n", nplain, ncancelled);
-    assert_completed_once(plain, nplain);
+    ts_assert_completed_once(plain, nplain, END_WAIT_MS);
     assert_true(ts_orders_await(cancelled, ncancelled, NULL, END_WAIT_MS));
     for (size_t i = 0; i < ncancelled; i++) {
         const char *params[] = {cancelled[i]};
@@ -608,7 +571,7 @@ static void assert_sagas_completed(kill_order_t *orders, size_t n) {
 static void relay_killed_again_and_again(void **state) {
     (void)state;
     char item[64];
-    fresh_item("outage-kills", item, sizeof item);
+    ts_fresh_item("outage-kills", item, sizeof item);
     unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
     fprintf(stderr, "kill -9: seed %u\n", seed);
     static order_flow_t flow_state; /* static: a failure frees nothing */
@@ -658,7 +621,7 @@ static void relay_killed_again_and_again(void **state) {
     static char ids[KILL_ORDERS_MAX][37];
     for (size_t i = 0; i < n; i++)
         memcpy(ids[i], f->orders[i].id, 37);
-    assert_no_dead_letters(ids, n);
+    ts_assert_no_dead_letters(ids, n);
 }
 
 static int setup(void **state) {

@@ -29,6 +29,7 @@
 #include "deta/client_orders.h"
 #include "deta/envelope.h"
 #include "deta/kafka.h"
+#include "deta/states.h"
 #include "deta/topics.h"
 
 const char *ts_env(const char *name) {
@@ -696,6 +697,38 @@ int ts_stack_heal(int timeout_ms) {
 }
 
 /* ---- orders ---- */
+
+void ts_fresh_item(const char *tag, char *item, size_t size) {
+    char uuid[37];
+    ts_uuid(uuid);
+    snprintf(item, size, "%s-%.8s", tag, uuid);
+    ts_stock_set(item, 1000);
+}
+
+void ts_assert_completed_once(char (*ids)[37], size_t n, int timeout_ms) {
+    assert_true(ts_orders_await(ids, n, DETA_STATE_DELIVERED, timeout_ms));
+    assert_int_equal(ts_orders_rows_not("inventory_db", "reservations", ids, n, 1), 0);
+    assert_int_equal(ts_orders_rows_not("delivery_eta", "payments", ids, n, 1), 0);
+    assert_int_equal(ts_orders_rows_not("delivery_db", "deliveries", ids, n, 1), 0);
+}
+
+void ts_assert_no_dead_letters(char (*ids)[37], size_t n) {
+    for (size_t t = DETA_TOPICS_RAW_COUNT; t < DETA_TOPICS_COUNT; t++) {
+        int found = ts_kafka_count_keys(deta_topics_all[t], ids, n, 30000);
+        if (found != 0)
+            fail_msg("%d dead letters of this test's orders on %s", found, deta_topics_all[t]);
+    }
+}
+
+void ts_assert_published_once(char (*ids)[37], size_t n) {
+    int *counts = calloc(n ? n : 1, sizeof *counts);
+    assert_non_null(counts);
+    ts_kafka_counts_by_key(DETA_TOPIC_ORDER_EVENTS, ids, n, counts, 30000);
+    for (size_t i = 0; i < n; i++)
+        if (counts[i] != 1)
+            fail_msg("order %s is on raw.order-events %d times", ids[i], counts[i]);
+    free(counts);
+}
 
 void ts_stock_set(const char *item, int available) {
     char path[160], body[64];

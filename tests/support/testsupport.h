@@ -192,6 +192,16 @@ int ts_kafka_count_keys(const char *topic, char (*ids)[37], size_t n, int timeou
 void ts_kafka_counts_by_key(const char *topic, char (*ids)[37], size_t n, int *counts,
                             int timeout_ms);
 
+/* A new item named <tag>-<8 hex digits>, with 1000 in stock, into item. */
+void ts_fresh_item(const char *tag, char *item, size_t size);
+/* The orders ended DELIVERED within timeout_ms, with one reservation, payment
+ * and delivery each; fails the test otherwise. */
+void ts_assert_completed_once(char (*ids)[37], size_t n, int timeout_ms);
+/* No dlq.* topic holds a message of these orders. */
+void ts_assert_no_dead_letters(char (*ids)[37], size_t n);
+/* Each order's order.created is on raw.order-events exactly once. */
+void ts_assert_published_once(char (*ids)[37], size_t n);
+
 /* ---- a scratch database of the test's own ---- */
 
 /* Runs sql on the "postgres" database (CREATE, DROP, ALTER DATABASE): a failure

@@ -17,8 +17,17 @@
  *      is written to --bootstrap-file (temporary file + rename, so a reader
  *      never sees half of it) and logged in the "local broker ready" line;
  *   4. line commands on the --control FIFO inject faults for tests:
- *        down <broker-id|all>       disconnect and refuse connections
- *        up <broker-id|all>         accept connections again
+ *        down <broker-id|all>       disconnect and refuse connections; with
+ *                                   other brokers up, the partitions it led
+ *                                   and the groups it coordinated move to
+ *                                   them, as a real cluster's controller would
+ *        up <broker-id|all>         accept connections again (leadership stays
+ *                                   where it moved, until `preferred`)
+ *        leader <topic|all> <partition|all> <broker-id>
+ *                                   move partition leadership, as a
+ *                                   reassignment or an election does
+ *        preferred                  every partition and group back on its
+ *                                   first broker (a preferred leader election)
  *        errors <api-key> <code> <count>
  *                                   the next <count> requests of that ApiKey
  *                                   (0 Produce, 1 Fetch, 3 Metadata, 8
@@ -26,6 +35,16 @@
  *        clear                      forget injected errors, every broker up
  *      The FIFO is opened read-write so that it never reports end-of-file
  *      when a writer goes away: each `echo ... > fifo` is just more input.
+ *
+ * Leaders. The mock picks a random leader for each partition, hashes a group
+ * to its coordinator whether that broker is up or not, and keeps no broker's
+ * copy of the data apart (every replica is the same log); it never moves a
+ * leader by itself. So with more than one broker this program learns the
+ * leaders the mock chose (one metadata request of its own, right after the
+ * topics are made: their preferred places), puts the j-th group of the
+ * system's services on broker j % N + 1, remembers both, and moves them as
+ * said above. A group of another name keeps the mock's hashed coordinator, and
+ * a topic the mock auto-creates later is not moved.
  *
  * SIGTERM and SIGINT are blocked in every thread and read from a signalfd in
  * the same poll() as the FIFO, so shutdown is immediate and happens on the
@@ -52,12 +71,15 @@
 
 #include "deta/log.h"
 #include "deta/topics.h"
+#include "deta_services.h"
 
 #define MAX_BROKERS 32
 #define MAX_PARTITIONS 1024
 #define MAX_API_KEY 127      /* Kafka's ApiKeys are well below this */
 #define MAX_ERROR_COUNT 100000
 #define CONTROL_LINE_MAX 256
+#define MAX_TOPICS 64
+#define TOPIC_NAME_MAX 250
 
 typedef struct broker_opts {
     int brokers;
@@ -66,6 +88,19 @@ typedef struct broker_opts {
     const char *control_path;
     const char *topics; /* comma-separated; NULL for the system's (deta_topics_all) */
 } broker_opts_t;
+
+/* Where each partition's leadership and each group's coordination is, and which
+ * brokers are up (ids 1..brokers; index 0 unused). */
+typedef struct placement {
+    int brokers;
+    int partitions;
+    int ntopics;
+    char topics[MAX_TOPICS][TOPIC_NAME_MAX + 1];
+    int32_t leader[MAX_TOPICS][MAX_PARTITIONS];    /* now */
+    int32_t preferred[MAX_TOPICS][MAX_PARTITIONS]; /* as the mock chose them */
+    int32_t coordinator[DETA_SERVICE_COUNT];
+    bool up[MAX_BROKERS + 1];
+} placement_t;
 
 /* A FIFO reader: bytes read but not yet ending in a newline. */
 typedef struct control_reader {
@@ -87,7 +122,8 @@ static void usage(FILE *out)
             "  --topics LIST        topics to create (default: the system's ten)\n"
             "  --bootstrap-file F   write the bootstrap address to F (atomically)\n"
             "  --control FIFO       create FIFO and read commands from it:\n"
-            "                       down <id|all>, up <id|all>,\n"
+            "                       down <id|all>, up <id|all>, preferred,\n"
+            "                       leader <topic|all> <partition|all> <id>,\n"
             "                       errors <api-key> <error-code> <count>, clear\n",
             MAX_BROKERS);
 }
@@ -204,31 +240,124 @@ static rd_kafka_t *host_handle_new(void)
     return rk;
 }
 
-static bool create_topic(rd_kafka_mock_cluster_t *mcluster, const char *topic,
-                         const broker_opts_t *opts)
+/* Broker id of the k-th preferred place (0-based) among n brokers. */
+static int32_t preferred_broker(int k, int brokers)
 {
-    int replication = opts->brokers < 3 ? opts->brokers : 3;
-    rd_kafka_resp_err_t err =
-        rd_kafka_mock_topic_create(mcluster, topic, opts->partitions, replication);
+    return (int32_t)(k % brokers) + 1;
+}
 
+static bool set_leader(rd_kafka_mock_cluster_t *mcluster, placement_t *pl, int t, int p,
+                       int32_t id)
+{
+    rd_kafka_resp_err_t err = rd_kafka_mock_partition_set_leader(mcluster, pl->topics[t], p, id);
+
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        DETA_WARN("cannot make broker %d the leader of %s [%d]: %s", (int)id, pl->topics[t], p,
+                  rd_kafka_err2str(err));
+        return false;
+    }
+    pl->leader[t][p] = id;
+    return true;
+}
+
+static bool set_coordinator(rd_kafka_mock_cluster_t *mcluster, placement_t *pl, int g, int32_t id)
+{
+    static const deta_service_def_t services[] = DETA_SERVICES;
+    rd_kafka_resp_err_t err =
+        rd_kafka_mock_coordinator_set(mcluster, "group", services[g].name, id);
+
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        DETA_WARN("cannot make broker %d the coordinator of group %s: %s", (int)id,
+                  services[g].name, rd_kafka_err2str(err));
+        return false;
+    }
+    pl->coordinator[g] = id;
+    return true;
+}
+
+static bool create_topic(rd_kafka_mock_cluster_t *mcluster, placement_t *pl, const char *topic)
+{
+    int replication = pl->brokers < 3 ? pl->brokers : 3;
+    int t = pl->ntopics;
+    rd_kafka_resp_err_t err;
+
+    if (t == MAX_TOPICS || strlen(topic) > TOPIC_NAME_MAX) {
+        DETA_ERROR("cannot create topic %s: at most %d topics of at most %d bytes", topic,
+                   MAX_TOPICS, TOPIC_NAME_MAX);
+        return false;
+    }
+    err = rd_kafka_mock_topic_create(mcluster, topic, pl->partitions, replication);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         DETA_ERROR("cannot create topic %s: %s", topic, rd_kafka_err2str(err));
         return false;
     }
-    DETA_DEBUG("topic %s created: %d partitions, replication %d", topic,
-               opts->partitions, replication);
+    snprintf(pl->topics[t], sizeof(pl->topics[t]), "%s", topic);
+    pl->ntopics++;
+    DETA_DEBUG("topic %s created: %d partitions, replication %d", topic, pl->partitions,
+               replication);
     return true;
 }
 
-/* The system's topics (deta_topics_all), or each non-empty name of the --topics list. */
-static bool create_topics(rd_kafka_mock_cluster_t *mcluster, const broker_opts_t *opts)
+/* The leaders the mock chose for the topics made, from a metadata request of a
+ * client of its own: the partitions' preferred places. */
+static bool learn_leaders(placement_t *pl, const char *bootstrap)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err;
+    rd_kafka_t *rk;
+    int found = 0;
+
+    rd_kafka_conf_set_log_cb(conf, log_from_librdkafka);
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr, sizeof(errstr)) !=
+            RD_KAFKA_CONF_OK ||
+        (rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr))) == NULL) {
+        DETA_ERROR("cannot make the metadata client: %s", errstr);
+        rd_kafka_conf_destroy(conf);
+        return false;
+    }
+    if ((err = rd_kafka_metadata(rk, 1, NULL, &md, 10000)) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        DETA_ERROR("cannot read the cluster's metadata: %s", rd_kafka_err2str(err));
+        rd_kafka_destroy(rk);
+        return false;
+    }
+    for (int i = 0; i < md->topic_cnt; i++)
+        for (int t = 0; t < pl->ntopics; t++) {
+            if (strcmp(md->topics[i].topic, pl->topics[t]) != 0)
+                continue;
+            for (int k = 0; k < md->topics[i].partition_cnt; k++) {
+                const rd_kafka_metadata_partition_t *part = &md->topics[i].partitions[k];
+                if (part->id >= 0 && part->id < pl->partitions) {
+                    pl->leader[t][part->id] = pl->preferred[t][part->id] = part->leader;
+                    found++;
+                }
+            }
+        }
+    rd_kafka_metadata_destroy(md);
+    rd_kafka_destroy(rk);
+    if (found != pl->ntopics * pl->partitions) {
+        DETA_ERROR("the metadata named %d leaders of %d partitions", found,
+                   pl->ntopics * pl->partitions);
+        return false;
+    }
+    return true;
+}
+
+/* The system's topics (deta_topics_all), or each non-empty name of the --topics
+ * list; then, with several brokers, the services' groups on their preferred
+ * coordinators. */
+static bool create_topics(rd_kafka_mock_cluster_t *mcluster, placement_t *pl,
+                          const broker_opts_t *opts)
 {
     char *list, *name, *save = NULL;
     bool ok = true;
 
+    for (int g = 0; g < DETA_SERVICE_COUNT && ok && pl->brokers > 1; g++)
+        ok = set_coordinator(mcluster, pl, g, preferred_broker(g, pl->brokers));
     if (opts->topics == NULL) {
         for (int i = 0; i < DETA_TOPICS_COUNT && ok; i++)
-            ok = create_topic(mcluster, deta_topics_all[i], opts);
+            ok = create_topic(mcluster, pl, deta_topics_all[i]);
         return ok;
     }
     if ((list = strdup(opts->topics)) == NULL) {
@@ -237,9 +366,47 @@ static bool create_topics(rd_kafka_mock_cluster_t *mcluster, const broker_opts_t
     }
     for (name = strtok_r(list, ", ", &save); name != NULL && ok;
          name = strtok_r(NULL, ", ", &save))
-        ok = create_topic(mcluster, name, opts);
+        ok = create_topic(mcluster, pl, name);
     free(list);
     return ok;
+}
+
+/* The first broker up after id (wrapping), other than id; 0 when none is. */
+static int32_t next_up(const placement_t *pl, int32_t id)
+{
+    for (int k = 1; k < pl->brokers; k++) {
+        int32_t other = (int32_t)((id - 1 + k) % pl->brokers) + 1;
+        if (pl->up[other])
+            return other;
+    }
+    return 0;
+}
+
+/* What a controller does when broker id is lost: the partitions it led and the
+ * groups it coordinated go to the brokers still up (spread: each to the next
+ * one up after id, in turn). */
+static void fail_over(rd_kafka_mock_cluster_t *mcluster, placement_t *pl, int32_t id)
+{
+    int moved = 0, groups = 0;
+    int32_t to;
+
+    if ((to = next_up(pl, id)) == 0) {
+        DETA_WARN("control: no other broker is up: broker %d keeps its leaders", (int)id);
+        return;
+    }
+    for (int t = 0; t < pl->ntopics; t++)
+        for (int p = 0; p < pl->partitions; p++)
+            if (pl->leader[t][p] == id && set_leader(mcluster, pl, t, p, to)) {
+                int32_t after = next_up(pl, to);
+                moved++;
+                if (after != 0)
+                    to = after;
+            }
+    for (int g = 0; g < DETA_SERVICE_COUNT; g++)
+        if (pl->coordinator[g] == id && set_coordinator(mcluster, pl, g, next_up(pl, id)))
+            groups++;
+    DETA_INFO("control: broker %d lost: %d partition leader(s) and %d group coordinator(s) "
+              "moved to the brokers up", (int)id, moved, groups);
 }
 
 /* ---- files -------------------------------------------------------------- */
@@ -314,22 +481,75 @@ static bool parse_broker_id(const char *s, int brokers, int32_t *id)
     return true;
 }
 
-static void command_broker_state(rd_kafka_mock_cluster_t *mcluster, bool up,
-                                 const char *arg, int brokers)
+static void command_broker_state(rd_kafka_mock_cluster_t *mcluster, placement_t *pl, bool up,
+                                 const char *arg)
 {
     int32_t id;
     rd_kafka_resp_err_t err;
 
-    if (arg == NULL || !parse_broker_id(arg, brokers, &id)) {
-        DETA_WARN("control: %s needs a broker id 1..%d or 'all'", up ? "up" : "down", brokers);
+    if (arg == NULL || !parse_broker_id(arg, pl->brokers, &id)) {
+        DETA_WARN("control: %s needs a broker id 1..%d or 'all'", up ? "up" : "down",
+                  pl->brokers);
         return;
     }
     err = up ? rd_kafka_mock_broker_set_up(mcluster, id)
              : rd_kafka_mock_broker_set_down(mcluster, id);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         DETA_WARN("control: %s %s failed: %s", up ? "up" : "down", arg, rd_kafka_err2str(err));
+        return;
+    }
+    for (int32_t b = 1; b <= pl->brokers; b++)
+        if (id == -1 || b == id)
+            pl->up[b] = up;
+    DETA_INFO("control: broker %s %s", arg, up ? "up" : "down");
+    if (!up && id != -1)
+        fail_over(mcluster, pl, id);
+}
+
+/* leader <topic|all> <partition|all> <broker-id> */
+static void command_leader(rd_kafka_mock_cluster_t *mcluster, placement_t *pl, char *const *args,
+                           int nargs)
+{
+    int32_t id;
+    long part = -1;
+    int moved = 0;
+
+    if (nargs != 3 || !parse_broker_id(args[2], pl->brokers, &id) || id == -1 ||
+        (strcmp(args[1], "all") != 0 && !parse_int(args[1], 0, pl->partitions - 1, &part))) {
+        DETA_WARN("control: usage: leader <topic|all> <partition 0..%d|all> <broker-id 1..%d>",
+                  pl->partitions - 1, pl->brokers);
+        return;
+    }
+    for (int t = 0; t < pl->ntopics; t++) {
+        if (strcmp(args[0], "all") != 0 && strcmp(args[0], pl->topics[t]) != 0)
+            continue;
+        for (int p = 0; p < pl->partitions; p++)
+            if ((part == -1 || p == part) && set_leader(mcluster, pl, t, p, id))
+                moved++;
+    }
+    if (moved == 0)
+        DETA_WARN("control: leader: no partition of %s matched", args[0]);
     else
-        DETA_INFO("control: broker %s %s", arg, up ? "up" : "down");
+        DETA_INFO("control: broker %d leads %d more partition(s)", (int)id, moved);
+}
+
+/* Every partition and group back on its preferred broker, where that one is up. */
+static void command_preferred(rd_kafka_mock_cluster_t *mcluster, placement_t *pl)
+{
+    int moved = 0;
+
+    for (int t = 0; t < pl->ntopics; t++)
+        for (int p = 0; p < pl->partitions; p++) {
+            int32_t want = pl->preferred[t][p];
+            if (pl->leader[t][p] != want && pl->up[want] && set_leader(mcluster, pl, t, p, want))
+                moved++;
+        }
+    for (int g = 0; g < DETA_SERVICE_COUNT; g++) {
+        int32_t want = preferred_broker(g, pl->brokers);
+        if (pl->coordinator[g] != want && pl->up[want] && set_coordinator(mcluster, pl, g, want))
+            moved++;
+    }
+    DETA_INFO("control: preferred leaders: %d partition(s) and group(s) moved back", moved);
 }
 
 /* errors <api-key> <error-code> <count>: pushed one at a time, so that any
@@ -352,11 +572,13 @@ static void command_errors(rd_kafka_mock_cluster_t *mcluster, char *const *args,
               api_key, code, rd_kafka_err2name((rd_kafka_resp_err_t)code));
 }
 
-static void command_clear(rd_kafka_mock_cluster_t *mcluster)
+static void command_clear(rd_kafka_mock_cluster_t *mcluster, placement_t *pl)
 {
     for (int16_t key = 0; key <= MAX_API_KEY; key++)
         rd_kafka_mock_clear_request_errors(mcluster, key);
     rd_kafka_mock_broker_set_up(mcluster, -1);
+    for (int32_t b = 1; b <= pl->brokers; b++)
+        pl->up[b] = true;
     DETA_INFO("control: injected errors cleared, every broker up");
 }
 
@@ -374,7 +596,7 @@ static int split_words(char *line, char **words, int max)
     return n;
 }
 
-static void control_execute(rd_kafka_mock_cluster_t *mcluster, char *line, int brokers)
+static void control_execute(rd_kafka_mock_cluster_t *mcluster, char *line, placement_t *pl)
 {
     char *w[5];
     int n = split_words(line, w, 4);
@@ -382,19 +604,24 @@ static void control_execute(rd_kafka_mock_cluster_t *mcluster, char *line, int b
     if (n == 0)
         return;
     if (strcmp(w[0], "down") == 0 || strcmp(w[0], "up") == 0)
-        command_broker_state(mcluster, w[0][0] == 'u', n == 2 ? w[1] : NULL, brokers);
+        command_broker_state(mcluster, pl, w[0][0] == 'u', n == 2 ? w[1] : NULL);
     else if (strcmp(w[0], "errors") == 0)
         command_errors(mcluster, w + 1, n > 4 ? 4 : n - 1);
+    else if (strcmp(w[0], "leader") == 0)
+        command_leader(mcluster, pl, w + 1, n > 4 ? 4 : n - 1);
+    else if (strcmp(w[0], "preferred") == 0 && n == 1)
+        command_preferred(mcluster, pl);
     else if (strcmp(w[0], "clear") == 0 && n == 1)
-        command_clear(mcluster);
+        command_clear(mcluster, pl);
     else
         DETA_WARN("control: unknown or malformed command '%s' (down <id|all>, up <id|all>, "
+                  "leader <topic|all> <partition|all> <id>, preferred, "
                   "errors <api-key> <code> <count>, clear)", w[0]);
 }
 
 /* One byte of FIFO input: a newline completes a command. */
 static void control_feed(control_reader_t *r, rd_kafka_mock_cluster_t *mcluster, char c,
-                         int brokers)
+                         placement_t *pl)
 {
     if (c == '\n') {
         if (r->overflow)
@@ -403,7 +630,7 @@ static void control_feed(control_reader_t *r, rd_kafka_mock_cluster_t *mcluster,
             r->line[r->len] = '\0';
             if (r->line[strspn(r->line, " \t\r")] != '\0') { /* blank lines are no command */
                 DETA_INFO("control: command '%s'", r->line);
-                control_execute(mcluster, r->line, brokers);
+                control_execute(mcluster, r->line, pl);
             }
         }
         r->len = 0;
@@ -416,14 +643,14 @@ static void control_feed(control_reader_t *r, rd_kafka_mock_cluster_t *mcluster,
 }
 
 /* Reads whatever is buffered in the FIFO and runs each complete line. */
-static void control_drain(control_reader_t *r, rd_kafka_mock_cluster_t *mcluster, int brokers)
+static void control_drain(control_reader_t *r, rd_kafka_mock_cluster_t *mcluster, placement_t *pl)
 {
     char buf[512];
     ssize_t n;
 
     while ((n = read(r->fd, buf, sizeof(buf))) > 0)
         for (ssize_t i = 0; i < n; i++)
-            control_feed(r, mcluster, buf[i], brokers);
+            control_feed(r, mcluster, buf[i], pl);
     if (n < 0 && errno != EAGAIN && errno != EINTR)
         DETA_WARN("control: read failed: %s", strerror(errno));
 }
@@ -450,7 +677,7 @@ static int shutdown_signals_fd(void)
 
 /* Until SIGTERM/SIGINT: runs control commands as they come. */
 static void serve(rd_kafka_mock_cluster_t *mcluster, int sig_fd, control_reader_t *ctl,
-                  int brokers)
+                  placement_t *pl)
 {
     struct pollfd fds[2] = {{.fd = sig_fd, .events = POLLIN}, {.fd = ctl->fd, .events = POLLIN}};
     nfds_t nfds = ctl->fd >= 0 ? 2 : 1;
@@ -469,13 +696,14 @@ static void serve(rd_kafka_mock_cluster_t *mcluster, int sig_fd, control_reader_
             return;
         }
         if (nfds == 2 && (fds[1].revents & POLLIN))
-            control_drain(ctl, mcluster, brokers);
+            control_drain(ctl, mcluster, pl);
     }
 }
 
 /* Starts the cluster, announces it, serves until a signal; 0 on a clean run. */
 static int run(const broker_opts_t *opts, int sig_fd)
 {
+    static placement_t pl; /* 256 KiB of leaders: not on the stack */
     control_reader_t ctl = {.fd = -1};
     rd_kafka_mock_cluster_t *mcluster = NULL;
     rd_kafka_t *rk;
@@ -489,7 +717,12 @@ static int run(const broker_opts_t *opts, int sig_fd)
         goto out;
     }
     bootstrap = rd_kafka_mock_cluster_bootstraps(mcluster);
-    if (!create_topics(mcluster, opts))
+    pl.brokers = opts->brokers;
+    pl.partitions = opts->partitions;
+    for (int b = 1; b <= opts->brokers; b++)
+        pl.up[b] = true;
+    if (!create_topics(mcluster, &pl, opts) ||
+        (opts->brokers > 1 && !learn_leaders(&pl, bootstrap)))
         goto out;
     if (opts->control_path != NULL && (ctl.fd = control_open(opts->control_path)) < 0)
         goto out;
@@ -499,7 +732,7 @@ static int run(const broker_opts_t *opts, int sig_fd)
     /* deta_log has no extra fields: the address goes into the message. */
     DETA_INFO("local broker ready; bootstrap %s (%d broker(s), %d partitions per topic)",
               bootstrap, opts->brokers, opts->partitions);
-    serve(mcluster, sig_fd, &ctl, opts->brokers);
+    serve(mcluster, sig_fd, &ctl, &pl);
     rc = 0;
 out:
     if (ctl.fd >= 0) {
