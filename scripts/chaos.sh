@@ -31,8 +31,11 @@
 # CHAOS_DOWN_MIN_MS / CHAOS_DOWN_MAX_MS (0 / 2000 before the restart),
 # CHAOS_GRACEFUL (20: percent of the faults that are a SIGTERM stop instead),
 # CHAOS_FAULT_S (0: faults go on at least this many seconds, even after the
-# orders are placed), CHAOS_TARGETS (default: postgres, redis and every running
-# service instance; "broker" adds outages of the broker),
+# orders are placed), CHAOS_BROKERS (3: the local Kafka cluster's brokers, each
+# partition replicated on three), CHAOS_TARGETS (default: postgres, redis, every
+# running service instance and, with more than one broker, "one-broker": one
+# broker lost and back, its partitions' leaders moving away and back; "broker"
+# adds outages of every broker at once),
 # CHAOS_CONVERGE_S (300: patience for the system to settle),
 # CHAOS_CANCEL_SHARE (0.15: the share of orders also cancelled, at stages drawn
 # from after create, reserved, paid, assigned and picked up),
@@ -63,6 +66,7 @@ export PAYMENT_GATEWAY_LATENCY_MS=${CHAOS_GATEWAY_LATENCY_MS:-300}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export STACK_INSTANCES=${CHAOS_INSTANCES:-}
+export KAFKA_BROKERS=${CHAOS_BROKERS:-3}
 # Another stack's settings must not leak in from a sourced stack.env: only
 # this stack's ports (instances' follow from the services').
 unset STACK_SERVICES
@@ -97,12 +101,13 @@ stack_down() {
   fi
 }
 
-# The parts the killer may choose: Postgres, Redis and every running service
-# instance (the broker keeps its data only in memory: killing it is a
-# different test).
+# The parts the killer may choose: Postgres, Redis, every running service
+# instance, and one broker of several (the broker process keeps its data only in
+# memory: killing it is a different test).
 default_targets() {
   "$STACK" status | awk 'NR > 1 && $4 == "running" && $1 != "broker" { print $1 }' |
     tr '\n' ' '
+  if [ "$KAFKA_BROKERS" -gt 1 ]; then printf 'one-broker'; fi
 }
 
 main() {

@@ -15,7 +15,9 @@
  *      kill -9s a random part of CHAOS_TARGETS (services, Redis, Postgres,
  *      through `stack.sh kill`) and starts it again after a random pause; some
  *      faults are a graceful stop (SIGTERM) instead, and the target "broker"
- *      is an outage of the broker (connections refused, data kept);
+ *      is an outage of the broker (connections refused, data kept), the
+ *      target "one-broker" the loss of one broker of several (its partitions'
+ *      leadership moves to the others) until it comes back;
  *   3. the killer stops, every part is brought back and must become healthy;
  *   4. verify (verify.c): waits, bounded and with progress lines, until every
  *      order of the run reached an end state in every database, then checks the
@@ -162,6 +164,7 @@ static bool load_settings(chaos_settings_t *s) {
         !env_long("CHAOS_CONVERGE_S", 300, 1, 86400, &s->converge_s) ||
         !env_long("CHAOS_GRACEFUL", 20, 0, 100, &s->graceful_percent) ||
         !env_long("CHAOS_FAULT_S", 0, 0, 86400, &s->fault_s) || !load_targets(s) ||
+        !env_long("KAFKA_BROKERS", 1, 1, 32, &s->brokers) ||
         !env_share("CHAOS_CANCEL_SHARE", 0.15, &s->cancel_share))
         return false;
     if (s->kill_max_ms < s->kill_min_ms || s->down_max_ms < s->down_min_ms) {

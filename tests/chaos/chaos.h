@@ -37,6 +37,7 @@ typedef struct chaos_settings {
     long fault_s;     /* CHAOS_FAULT_S: faults go on at least this long (0: while placing) */
     char targets[CHAOS_MAX_TARGETS][CHAOS_NAME_MAX]; /* CHAOS_TARGETS: stack.sh parts */
     int ntargets;
+    long brokers;          /* KAFKA_BROKERS: the local cluster's (stack.sh's), for "one-broker" */
     const char *stack_sh;  /* CHAOS_STACK_SH: scripts/stack.sh */
     const char *stack_log; /* CHAOS_STACK_LOG: where stack.sh's own output goes */
     double cancel_share; /* CHAOS_CANCEL_SHARE: orders the load cancels, 0..1 */

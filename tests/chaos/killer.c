@@ -9,7 +9,12 @@
  * (SIGTERM: the graceful shutdown; Postgres's fast shutdown) instead of a kill.
  * The target "broker" takes the local broker's brokers down and up again
  * (`stack.sh broker down all` / `up all`: connections refused, data kept), as
- * killing it would lose every topic. Its random numbers come from CHAOS_SEED
+ * killing it would lose every topic. The target "one-broker" takes one broker
+ * of the local cluster (KAFKA_BROKERS of them; chosen at random) down: the
+ * partitions it led and the groups it coordinated move to the others, as a
+ * controller would move them; then it comes back and the leaders return to
+ * their preferred brokers (`stack.sh broker down <id>`, `up <id>`,
+ * `preferred`): two leader moves per fault. Its random numbers come from CHAOS_SEED
  * too, so a seed gives the same sequence of targets and pauses.
  *
  * After every restart it asks `stack.sh status` whether anything else stopped:
@@ -186,6 +191,20 @@ static bool broker_outage(const chaos_settings_t *s, long down) {
     return chaos_stack(s, on, NULL) == 0 && ok;
 }
 
+/* One broker of several lost, then back, its leadership returned to it. */
+static bool one_broker_outage(chaos_killer_t *k, long down, long *id) {
+    const chaos_settings_t *s = k->s;
+    char which[16];
+    *id = chaos_rand_between(&k->rng, 1, s->brokers);
+    snprintf(which, sizeof which, "%ld", *id);
+    const char *off[] = {"broker", "down", which, NULL}, *on[] = {"broker", "up", which, NULL};
+    const char *back[] = {"broker", "preferred", NULL};
+    bool ok = chaos_stack(s, off, NULL) == 0;
+    chaos_sleep_ms(down);
+    ok = chaos_stack(s, on, NULL) == 0 && ok;
+    return chaos_stack(s, back, NULL) == 0 && ok;
+}
+
 static void strike(chaos_killer_t *k) {
     const chaos_settings_t *s = k->s;
     int t = (int)chaos_rand_between(&k->rng, 0, s->ntargets - 1);
@@ -193,6 +212,15 @@ static void strike(chaos_killer_t *k) {
     long down = chaos_rand_between(&k->rng, s->down_min_ms, s->down_max_ms);
     bool graceful = chaos_rand_between(&k->rng, 1, 100) <= s->graceful_percent;
     double t0 = chaos_now();
+    if (strcmp(part, "one-broker") == 0) {
+        long id;
+        if (!one_broker_outage(k, down, &id))
+            chaos_violation("broker outage failed", "stack.sh broker down/up/preferred failed");
+        k->kills[t]++;
+        printf("chaos: broker %ld of %ld down, back after %.1f s\n", id, s->brokers,
+               chaos_now() - t0);
+        return;
+    }
     if (strcmp(part, "broker") == 0) {
         if (!broker_outage(s, down))
             chaos_violation("broker outage failed", "stack.sh broker down/up all failed");
