@@ -237,6 +237,29 @@ static deta_err_t load_identity(deta_config_t *cfg, const char *service, char *e
                        errsize);
 }
 
+/* Static membership needs an instance id that survives a restart: one set in
+ * INSTANCE_ID (a pod's name, say), not the pid-based default, and one Kafka
+ * accepts in a group.instance.id. */
+static deta_err_t load_static_membership(deta_config_t *cfg, char *errstr, size_t errsize) {
+    deta_err_t err = config_bool("KAFKA_STATIC_MEMBERSHIP", false, &cfg->kafka_static_membership,
+                                 errstr, errsize);
+    if (err || !cfg->kafka_static_membership)
+        return err;
+    const char *set = getenv("INSTANCE_ID");
+    if (!set || !*set)
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "KAFKA_STATIC_MEMBERSHIP: on needs INSTANCE_ID, the same at every start "
+                         "of this instance (the default, %s-<pid>, changes)",
+                         cfg->service);
+    static const char member_chars[] =
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-";
+    if (strspn(cfg->instance_id, member_chars) != strlen(cfg->instance_id))
+        return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                         "INSTANCE_ID: with KAFKA_STATIC_MEMBERSHIP on, only letters, digits, "
+                         "'.', '_' and '-' (it names the group member)");
+    return DETA_OK;
+}
+
 static deta_err_t load_kafka(deta_config_t *cfg, char *errstr, size_t errsize) {
     deta_err_t err = deta_config_text("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092",
                                  cfg->kafka_bootstrap, sizeof cfg->kafka_bootstrap, errstr,
@@ -258,6 +281,8 @@ static deta_err_t load_kafka(deta_config_t *cfg, char *errstr, size_t errsize) {
                          "(librdkafka's statistics come by the second), not %d",
                          cfg->kafka_statistics_interval_ms);
     /* The transport (protocol, SASL, TLS): config_kafka.c. */
+    if ((err = load_static_membership(cfg, errstr, errsize)))
+        return err;
     return deta_config_load_kafka_security(&cfg->kafka_security, errstr, errsize);
 }
 

@@ -53,6 +53,20 @@
  * keep their partitions keep consuming while another joins or leaves). It works
  * against librdkafka's mock cluster too, since the assignment is computed by the
  * group leader on the client side.
+ *
+ * Static membership (KAFKA_STATIC_MEMBERSHIP on, config.c): each consumer joins
+ * as group.instance.id <INSTANCE_ID>.<its first topic> (a service may run two
+ * consumers in one group, on different topics; the id must differ). A static
+ * member that stops sends no LeaveGroup, and one that comes back with the same
+ * id within session.timeout.ms takes its partitions back with no rebalance of
+ * the group: a restarted pod of a StatefulSet (stable names) costs its own
+ * partitions' few seconds and nobody else's. The price: a static member that
+ * stops for good holds its partitions, unread, until the session times out;
+ * hence off by default and with the pid-based default INSTANCE_ID, which
+ * changes at every start. The session timeout stays KAFKA_SESSION_TIMEOUT_MS:
+ * Kafka's default, 45 s, covers a container restart and a rolling update's pod
+ * replacement (a few to about 30 s), and bounds how long a lost node's
+ * partitions wait.
  */
 #include "kafka_internal.h"
 
@@ -65,6 +79,7 @@
 #define DETA_KAFKA_QUEUED_MAX_KBYTES "2048"   /* prefetch per consumer (default 64 MB) */
 #define DETA_KAFKA_FETCH_MAX_BYTES "1048576"  /* one fetch answer (default 50 MB) */
 #define DETA_KAFKA_ASSIGNMENT "cooperative-sticky"
+#define DETA_KAFKA_MEMBER_MAX 249 /* Kafka's limit on a group.instance.id */
 
 /* librdkafka's log lines go through deta_log. Its LOG_ERR lines (a refused
  * connection, a broker gone) are conditions it recovers from by itself: warnings
@@ -141,8 +156,30 @@ rd_kafka_conf_t *deta_kafka_producer_conf(const deta_config_t *cfg, char *errstr
     return conf;
 }
 
+/* With static membership, group.instance.id on conf: <INSTANCE_ID>.<member>. */
+static bool conf_set_member(rd_kafka_conf_t *conf, const deta_config_t *cfg, const char *member,
+                            char *errstr, size_t errsize) {
+    if (!cfg->kafka_static_membership)
+        return true;
+    char id[DETA_KAFKA_MEMBER_MAX + 1], why[256];
+    int n = snprintf(id, sizeof id, "%s.%s", cfg->instance_id, member ? member : "");
+    if (n < 0 || (size_t)n >= sizeof id) {
+        deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                  "group.instance.id longer than %d bytes: %s.%.40s...", DETA_KAFKA_MEMBER_MAX,
+                  cfg->instance_id, member ? member : "");
+        return false;
+    }
+    if (rd_kafka_conf_set(conf, "group.instance.id", id, why, sizeof why) != RD_KAFKA_CONF_OK) {
+        deta_errf(DETA_ERR_INVALID, errstr, errsize, "kafka setting group.instance.id=%s: %s", id,
+                  why);
+        return false;
+    }
+    return true;
+}
+
 rd_kafka_conf_t *deta_kafka_consumer_conf(const deta_config_t *cfg, const char *group,
-                                          int fetch_wait_min_ms, char *errstr, size_t errsize) {
+                                          const char *member, int fetch_wait_min_ms,
+                                          char *errstr, size_t errsize) {
     int session = cfg->kafka_session_timeout_ms > 0 ? cfg->kafka_session_timeout_ms : 45000;
     int fetch_wait = cfg->kafka_fetch_wait_max_ms > 0 ? cfg->kafka_fetch_wait_max_ms : 500;
     if (fetch_wait < fetch_wait_min_ms)
@@ -167,6 +204,7 @@ rd_kafka_conf_t *deta_kafka_consumer_conf(const deta_config_t *cfg, const char *
     };
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (!conf_set_all(conf, kv, sizeof kv / sizeof *kv, errstr, errsize) ||
+        !conf_set_member(conf, cfg, member, errstr, errsize) ||
         !conf_set_security(conf, &cfg->kafka_security, errstr, errsize)) {
         rd_kafka_conf_destroy(conf);
         return NULL;

@@ -94,7 +94,8 @@ static void on_consumer_log(const rd_kafka_t *rk, int level, const char *fac, co
 static rd_kafka_conf_t *consumer_conf(const deta_config_t *cfg, const char *group,
                                       deta_consumer_t *c, char *errstr, size_t errsize) {
     rd_kafka_conf_t *conf =
-        deta_kafka_consumer_conf(cfg, group, c->fetch_wait_min_ms, errstr, errsize);
+        deta_kafka_consumer_conf(cfg, group, c->topics[0].name, c->fetch_wait_min_ms, errstr,
+                                 errsize);
     if (!conf)
         return NULL;
     rd_kafka_conf_set_log_cb(conf, on_consumer_log);

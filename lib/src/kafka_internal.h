@@ -51,11 +51,14 @@ void deta_kafka_on_log(const rd_kafka_t *rk, int level, const char *fac, const c
 /* The settings of a producer's or a group consumer's handle, callbacks not set;
  * NULL (errstr says why) when librdkafka refuses one. A consumer's
  * fetch.wait.max.ms is KAFKA_FETCH_WAIT_MAX_MS, or fetch_wait_min_ms when that
- * is larger (deta_consumer_opts_t). */
+ * is larger (deta_consumer_opts_t). member names the consumer among its
+ * process's consumers of the group (its first topic): with
+ * KAFKA_STATIC_MEMBERSHIP on, its group.instance.id is <INSTANCE_ID>.<member>. */
 rd_kafka_conf_t *deta_kafka_producer_conf(const deta_config_t *cfg, char *errstr,
                                           size_t errsize);
 rd_kafka_conf_t *deta_kafka_consumer_conf(const deta_config_t *cfg, const char *group,
-                                          int fetch_wait_min_ms, char *errstr, size_t errsize);
+                                          const char *member, int fetch_wait_min_ms,
+                                          char *errstr, size_t errsize);
 
 /* ---- the producer (kafka_producer.c, kafka_resend.c) ---- */
 

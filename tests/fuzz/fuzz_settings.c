@@ -50,6 +50,7 @@ static const var_t vars[] = {
     LIB("KAFKA_BOOTSTRAP_SERVERS", TEXT, kafka_bootstrap),
     LIB("KAFKA_SESSION_TIMEOUT_MS", INT, kafka_session_timeout_ms),
     LIB("KAFKA_FETCH_WAIT_MAX_MS", INT, kafka_fetch_wait_max_ms),
+    LIB("KAFKA_STATIC_MEMBERSHIP", BOOL, kafka_static_membership),
     LIB("PGHOST", TEXT, pg_host),
     LIB("PGPORT", INT, pg_port),
     LIB("PGUSER", TEXT, pg_user),

@@ -29,7 +29,8 @@ static const char *const vars[] = {
     "KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM",           "KAFKA_SASL_USERNAME",
     "KAFKA_SASL_PASSWORD",     "KAFKA_SSL_CA_LOCATION",          "KAFKA_SSL_CERTIFICATE_LOCATION",
     "KAFKA_SSL_KEY_LOCATION",  "KAFKA_SSL_KEY_PASSWORD",         "KAFKA_SSL_ENDPOINT_IDENTIFICATION",
-    "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_FETCH_WAIT_MAX_MS",
+    "KAFKA_BOOTSTRAP_SERVERS", "KAFKA_FETCH_WAIT_MAX_MS",        "KAFKA_STATIC_MEMBERSHIP",
+    "INSTANCE_ID",
 };
 
 #define PASSWORD "s3cret-sasl-pw"
@@ -118,7 +119,8 @@ static void each_conf(const deta_config_t *cfg, void (*check)(rd_kafka_conf_t *)
         fail_msg("producer conf: %s", err);
     check(p);
     rd_kafka_conf_destroy(p);
-    rd_kafka_conf_t *c = deta_kafka_consumer_conf(cfg, "order-service", 0, err, sizeof err);
+    rd_kafka_conf_t *c =
+        deta_kafka_consumer_conf(cfg, "order-service", "raw.order-events", 0, err, sizeof err);
     if (!c)
         fail_msg("consumer conf: %s", err);
     check(c);
@@ -332,7 +334,8 @@ static void fetch_wait_is(int least, const char *want) {
     deta_config_t cfg;
     load_ok(&cfg);
     char err[256] = "";
-    rd_kafka_conf_t *c = deta_kafka_consumer_conf(&cfg, "order-service", least, err, sizeof err);
+    rd_kafka_conf_t *c =
+        deta_kafka_consumer_conf(&cfg, "order-service", "raw.order-events", least, err, sizeof err);
     if (!c)
         fail_msg("consumer conf: %s", err);
     assert_conf(c, "fetch.wait.max.ms", want);
@@ -350,6 +353,48 @@ static void test_fetch_wait_least(void **state) {
     fetch_wait_is(0, "250");
     fetch_wait_is(100, "250");
     fetch_wait_is(400, "400");
+}
+
+/* The consumer of member's group.instance.id ("" when none). */
+static void member_is(const char *member, const char *want) {
+    deta_config_t cfg;
+    load_ok(&cfg);
+    char err[256] = "";
+    rd_kafka_conf_t *c = deta_kafka_consumer_conf(&cfg, "payment-service", member, 0, err,
+                                                  sizeof err);
+    if (!c)
+        fail_msg("consumer conf: %s", err);
+    assert_conf(c, "group.instance.id", want);
+    rd_kafka_conf_destroy(c);
+}
+
+/* Static membership: off by default, even with INSTANCE_ID; on, each consumer
+ * is <INSTANCE_ID>.<its first topic>; refused without a stable INSTANCE_ID or
+ * with one Kafka would not take. */
+static void test_static_membership(void **state) {
+    (void)state;
+    member_is("raw.inventory-events", "");
+    setenv("INSTANCE_ID", "payment-service-0", 1);
+    member_is("raw.inventory-events", "");
+    setenv("KAFKA_STATIC_MEMBERSHIP", "on", 1);
+    member_is("raw.inventory-events", "payment-service-0.raw.inventory-events");
+    member_is("raw.delivery-events", "payment-service-0.raw.delivery-events");
+
+    char topic[260];
+    memset(topic, 'x', sizeof topic - 1);
+    topic[sizeof topic - 1] = '\0';
+    deta_config_t cfg;
+    load_ok(&cfg);
+    char err[256] = "";
+    assert_null(deta_kafka_consumer_conf(&cfg, "payment-service", topic, 0, err, sizeof err));
+    assert_non_null(strstr(err, "longer than 249 bytes"));
+
+    setenv("INSTANCE_ID", "payment/0", 1);
+    load_refused("INSTANCE_ID", "KAFKA_STATIC_MEMBERSHIP", NULL);
+    unsetenv("INSTANCE_ID");
+    load_refused("KAFKA_STATIC_MEMBERSHIP", "INSTANCE_ID", NULL);
+    setenv("KAFKA_STATIC_MEMBERSHIP", "sometimes", 1);
+    load_refused("KAFKA_STATIC_MEMBERSHIP", NULL);
 }
 
 #define T(f) cmocka_unit_test_setup(f, clear_env)
@@ -370,6 +415,7 @@ int main(void) {
         T(test_endpoint_identification_values),
         T(test_too_long_refused),
         T(test_fetch_wait_least),
+        T(test_static_membership),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

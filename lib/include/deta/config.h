@@ -15,6 +15,12 @@
  *   KAFKA_FETCH_WAIT_MAX_MS   500     (1..500: how long a broker may hold a consumer's
  *                                      fetch that found no data, librdkafka's default;
  *                                      the local stack sets 10; see kafka_conf.c)
+ *   KAFKA_STATIC_MEMBERSHIP   off     (on: each consumer joins its group as the static
+ *                                      member <INSTANCE_ID>.<its first topic>, so that an
+ *                                      instance restarted within the session timeout takes
+ *                                      its partitions back without a rebalance; needs
+ *                                      INSTANCE_ID set, stable across restarts, of
+ *                                      [A-Za-z0-9._-]; see kafka_conf.c)
  *   KAFKA_STATISTICS_INTERVAL_MS 5000 (0 off, or 1000..3600000: how often librdkafka hands
  *                                      each consumer its statistics, read for the lag
  *                                      gauge deta_consumer_lag_messages; kafka_consumer.c)
@@ -140,6 +146,7 @@ typedef struct deta_config {
     int kafka_session_timeout_ms;
     int kafka_fetch_wait_max_ms;
     int kafka_statistics_interval_ms; /* KAFKA_STATISTICS_INTERVAL_MS; 0: no statistics */
+    bool kafka_static_membership;     /* KAFKA_STATIC_MEMBERSHIP (kafka_conf.c) */
     deta_kafka_security_t kafka_security;
     char pg_host[256];
     int pg_port;
