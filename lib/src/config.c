@@ -280,9 +280,9 @@ static deta_err_t load_kafka(deta_config_t *cfg, char *errstr, size_t errsize) {
                          "KAFKA_STATISTICS_INTERVAL_MS must be 0 (off) or 1000..3600000 "
                          "(librdkafka's statistics come by the second), not %d",
                          cfg->kafka_statistics_interval_ms);
-    /* The transport (protocol, SASL, TLS): config_kafka.c. */
     if ((err = load_static_membership(cfg, errstr, errsize)))
         return err;
+    /* The transport (protocol, SASL, TLS): config_kafka.c. */
     return deta_config_load_kafka_security(&cfg->kafka_security, errstr, errsize);
 }
 

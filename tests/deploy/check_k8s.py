@@ -26,6 +26,11 @@ Checks:
     ConfigMaps or env (none unknown), their own role and database, the
     password only from the Secret, a non-root security context; the web
     console's settings and CORS as for compose (deploylib.console_problems);
+  - the five services' static group membership: each a StatefulSet (stable
+    pod names) whose serviceName is its Service, KAFKA_STATIC_MEMBERSHIP "on"
+    from deta-common, and INSTANCE_ID the pod's name (metadata.name), so that
+    each consumer's group.instance.id stays the same across a restart and a
+    rolling update (lib/src/kafka_conf.c);
   - every container (init containers and the Job included): resource requests
     and limits for cpu and memory, requests not above limits; every pod:
     enableServiceLinks false (service links would inject REDIS_PORT=tcp://...
@@ -42,7 +47,10 @@ import tempfile
 
 import deploylib as dl
 
-INFRA = ("zookeeper", "kafka", "postgres", "cassandra", "redis")
+INFRA = ("zookeeper", "kafka", "postgres", "cassandra", "redis")  # a Deployment each
+# The services are StatefulSets: a pod's name, its INSTANCE_ID, survives a restart
+# and a rolling update, and with it its consumers' static group membership.
+SERVICE_KIND = "StatefulSet"
 RUN_KUSTOMIZE = True  # test_mutations.py turns it off: no case is about rendering
 
 
@@ -226,14 +234,17 @@ def service_port(m, name, problems):
 
 
 def main_container(m, name, problems):
-    dep = m.one("Deployment", name, problems) or (m.find("StatefulSet", name) or [None])[0]
-    if not dep:
+    """(workload, its container) of name: the Deployment of a part of the
+    infrastructure, the StatefulSet of a service; None for what is missing."""
+    kind = "Deployment" if name in INFRA else SERVICE_KIND
+    obj = m.one(kind, name, problems)
+    if not obj:
         return None, None
-    ctrs = pod_spec(dep).get("containers") or []
+    ctrs = pod_spec(obj).get("containers") or []
     if len(ctrs) != 1:
         problems.append("%s: want one container, found %d" % (name, len(ctrs)))
-        return dep, None
-    return dep, ctrs[0]
+        return obj, None
+    return obj, ctrs[0]
 
 
 def env_names(m, ctr):
@@ -463,14 +474,14 @@ def check_cassandra(root, m, seed, init, problems):
                 problems.append("Job cassandra-init: %s (read by init-cassandra.sh) must be the "
                                 "Secret's %s" % (var, var))
     for name in sorted(seed.cassandra_users):
-        udep, uctr = main_container(m, name, [])
+        uobj, uctr = main_container(m, name, [])
         if not uctr:
             continue
         names, from_maps = env_names(m, uctr)
         env = {var: env_value(m, uctr, var) for var in set(names) | set(from_maps)}
         pw_var = secret_key(uctr, "CASSANDRA_PASSWORD")
         problems.extend(dl.query_store_problems(name, env, pw_var, seed, init, server_dc))
-        spec = pod_spec(udep)
+        spec = pod_spec(uobj)
         waits = [c for c in spec.get("initContainers") or []
                  if runs_script(c, "init-cassandra.sh", "--wait")]
         if not waits:
@@ -488,10 +499,35 @@ def check_cassandra(root, m, seed, init, problems):
                                 "(the Secret's %s)" % (name, w.get("name"), pw_var))
 
 
+def check_static_membership(m, name, sts, ctr, problems):
+    """A service's consumers join their groups as static members
+    (lib/src/kafka_conf.c): group.instance.id <INSTANCE_ID>.<topic>, which must
+    be the same when the pod comes back, or every restart and rollout would
+    leave the old member's partitions unread for the session timeout."""
+    if sts["spec"].get("serviceName") != name:
+        problems.append("%s: the StatefulSet's serviceName is %r, want its Service %r" %
+                        (name, sts["spec"].get("serviceName"), name))
+    common = (m.configmap("deta-common") or {}).get("KAFKA_STATIC_MEMBERSHIP")
+    value = env_value(m, ctr, "KAFKA_STATIC_MEMBERSHIP")
+    if common != "on" or value != "on":
+        problems.append('%s: KAFKA_STATIC_MEMBERSHIP is %r (deta-common: %r), want "on" from '
+                        "deta-common" % (name, value, common))
+    names, _ = env_names(m, ctr)
+    field = (((names.get("INSTANCE_ID") or {}).get("valueFrom") or {}).get("fieldRef") or {}) \
+        .get("fieldPath")
+    if field != "metadata.name":
+        problems.append("%s: INSTANCE_ID must be the pod's name (fieldRef metadata.name, stable "
+                        "in a StatefulSet): it names the static group members" % name)
+
+
 def check_service(root, m, name, port, db, problems):
-    dep, ctr = main_container(m, name, problems)
+    sts, ctr = main_container(m, name, problems)
+    if not sts and m.find("Deployment", name):
+        problems.append("%s: a Deployment; must be a %s (stable pod names for static group "
+                        "membership)" % (name, SERVICE_KIND))
     if not ctr:
         return
+    check_static_membership(m, name, sts, ctr, problems)
     if service_port(m, name, problems) != port:
         problems.append("%s: Service port is not %d" % (name, port))
     if port not in ports_of(ctr).values():
@@ -524,7 +560,7 @@ def check_service(root, m, name, port, db, problems):
     if ref.get("key") != pwvar:
         problems.append("%s: PGPASSWORD must be the Secret's %s (the password of %s)" %
                         (name, pwvar, role))
-    spec = pod_spec(dep)
+    spec = pod_spec(sts)
     sc = dict(spec.get("securityContext") or {})
     sc.update(ctr.get("securityContext") or {})
     if sc.get("runAsNonRoot") is not True or not sc.get("runAsUser"):

@@ -196,6 +196,15 @@ CASES = [
     # k8s
     ("k8s", K8S + "order-service.yaml", "path: /actuator/health/readiness", "path: /ready",
      "readinessProbe must GET"),
+    # static group membership: StatefulSets (stable pod names), KAFKA_STATIC_MEMBERSHIP on
+    ("k8s", K8S + "payment-service.yaml", "kind: StatefulSet\n", "kind: Deployment\n",
+     "payment-service: a Deployment; must be a StatefulSet"),
+    ("k8s", K8S + "config.yaml", 'KAFKA_STATIC_MEMBERSHIP: "on"', 'KAFKA_STATIC_MEMBERSHIP: "off"',
+     "KAFKA_STATIC_MEMBERSHIP is 'off'"),
+    ("k8s", K8S + "delivery-service.yaml", "serviceName: delivery-service\n",
+     "serviceName: delivery\n", "delivery-service: the StatefulSet's serviceName is 'delivery'"),
+    ("k8s", K8S + "query-api.yaml", "fieldPath: metadata.name", "fieldPath: metadata.uid",
+     "query-api: INSTANCE_ID must be the pod's name"),
     ("k8s", K8S + "payment-service.yaml",
      "          limits:\n              cpu: 500m\n              memory: 256Mi\n          securityContext",
      "          securityContext", "no limits.cpu"),
