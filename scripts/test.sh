@@ -20,13 +20,15 @@
 #      web console's browser tests (ctest -L browser: Debian's chromium driven
 #      by puppeteer-core, the page served by the stack's query-api; one of them
 #      restarts query-api), then the fault tests (ctest -L faults), which stop,
-#      kill and restart its parts;
+#      kill and restart its parts, and last the broker restarted as a cluster of
+#      three brokers for the failover test (ctest -L cluster);
 #   7. the stack is brought down (always, by trap, even on failure or ^C), and
 #      its logs are searched for sanitizer reports: a service that leaked or
 #      hit undefined behaviour fails the run even when every test passed;
 #   8. the chaos test (scripts/chaos.sh) at CI size, CHAOS_ORDERS (600) orders
-#      while services, Redis and Postgres are killed at random, on a stack of
-#      its own (.local/chaos), whose logs it scans the same way;
+#      while services, Redis and Postgres are killed at random and one broker
+#      of three is lost and comes back, on a stack of its own (.local/chaos),
+#      whose logs it scans the same way;
 #   9. the container images (tests/deploy/images.sh): the five built with
 #      podman from infra/docker/Dockerfile as compose builds them, checked, and
 #      run with a saga through them against a stack of their own
@@ -114,6 +116,16 @@ main() {
     step "fault tests"
     ctest --test-dir "$ASAN_BUILD" -L faults --output-on-failure --no-tests=ignore \
       || fail "fault tests"
+    step "fault tests on a cluster of three brokers (the broker restarted with KAFKA_BROKERS=3)"
+    # Last: the broker's restart gives it a new address, which the tests before
+    # would not know; the services are restarted by stack.sh for it.
+    { KAFKA_BROKERS=3 scripts/stack.sh stop broker && KAFKA_BROKERS=3 scripts/stack.sh start broker; } \
+      || fail "restarting the broker as three brokers"
+    set -a
+    # shellcheck disable=SC1091
+    . "$STACK_DIR/stack.env"
+    set +a
+    ctest --test-dir "$ASAN_BUILD" -L cluster --output-on-failure || fail "fault tests on three brokers"
   else
     fail "starting the test stack"
   fi

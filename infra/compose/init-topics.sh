@@ -82,6 +82,21 @@ check_settings() {
 
 # Creates each missing topic with its configs, sets them again on each
 # existing one, and reports every topic's partitions and replication factor.
+# kafka-topics --describe of one topic; a topic just created may not be in every
+# broker's metadata yet, so a failed describe is tried again (5 times, 2 s apart).
+describe_topic() {
+  local attempt out
+  for attempt in 1 2 3 4 5; do
+    if out=$(kafka-topics --bootstrap-server "$BOOTSTRAP" --describe --topic "$1") && [ -n "$out" ]; then
+      printf '%s\n' "$out"
+      return 0
+    fi
+    echo "init-topics: describing $1 failed (attempt $attempt of 5)" >&2
+    sleep 2
+  done
+  return 1
+}
+
 setup_topics() {
   local topic existing retention description count replicas
   existing=$(kafka-topics --bootstrap-server "$BOOTSTRAP" --list)
@@ -95,7 +110,7 @@ setup_topics() {
         --topic "$topic" --partitions "$PARTITIONS" --replication-factor "$REPLICATION" \
         --config "min.insync.replicas=$MIN_INSYNC" --config "retention.ms=$retention"
     fi
-    description=$(kafka-topics --bootstrap-server "$BOOTSTRAP" --describe --topic "$topic")
+    description=$(describe_topic "$topic")
     count=$(grep -c 'Partition: ' <<<"$description" || true)
     replicas=0
     if [[ $description =~ ReplicationFactor:\ *([0-9]+) ]]; then

@@ -504,6 +504,13 @@ deta_err_t deta_service_consume(deta_service_t *s, const char *const *topics, si
                                 const deta_consumer_opts_t *opts, char *errstr, size_t errsize) {
     if (s->nconsumers == DETA_MAX_CONSUMERS || ntopics == 0 || ntopics > DETA_MAX_TOPICS)
         return deta_errf(DETA_ERR_INVALID, errstr, errsize, "too many consumers or topics");
+    /* Every consumer is in the service's group, and a static member's id is
+     * <INSTANCE_ID>.<its first topic> (kafka_conf.c): two with one first topic
+     * would fence each other. */
+    for (size_t i = 0; i < s->nconsumers; i++)
+        if (strcmp(s->consumers[i].topics[0], topics[0]) == 0)
+            return deta_errf(DETA_ERR_INVALID, errstr, errsize,
+                             "two consumers of the service begin with topic %s", topics[0]);
     deta_consumer_slot_t *slot = &s->consumers[s->nconsumers++];
     slot->svc = s;
     for (size_t i = 0; i < ntopics; i++)

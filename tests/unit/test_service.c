@@ -84,11 +84,28 @@ static void test_consumer_and_topic_bounds(void **state) {
     assert_int_equal(deta_service_consume(s, topics, 9, never, NULL, NULL, why, sizeof why),
                      DETA_ERR_INVALID);
     assert_string_equal(why, "too many consumers or topics");
+    /* Each consumer begins with a topic of its own (a static member's id is made
+     * of it: kafka_conf.c). */
     for (int i = 0; i < 8; i++)
-        assert_int_equal(deta_service_consume(s, topics, 8, never, NULL, NULL, why, sizeof why),
+        assert_int_equal(deta_service_consume(s, topics + i, 1, never, NULL, NULL, why, sizeof why),
                          DETA_OK);
-    assert_int_equal(deta_service_consume(s, topics, 1, never, NULL, NULL, why, sizeof why),
+    assert_int_equal(deta_service_consume(s, topics + 8, 1, never, NULL, NULL, why, sizeof why),
                      DETA_ERR_INVALID);
+    assert_string_equal(why, "too many consumers or topics");
+}
+
+static void test_consumers_begin_with_their_own_topic(void **state) {
+    deta_service_t *s = *state;
+    const char *first[] = {"raw.inventory-events", "raw.payment-events"};
+    const char *again[] = {"raw.inventory-events"};
+    char why[128] = "";
+    assert_int_equal(deta_service_consume(s, first, 2, never, NULL, NULL, why, sizeof why),
+                     DETA_OK);
+    assert_int_equal(deta_service_consume(s, again, 1, never, NULL, NULL, why, sizeof why),
+                     DETA_ERR_INVALID);
+    assert_string_equal(why, "two consumers of the service begin with topic raw.inventory-events");
+    assert_int_equal(deta_service_consume(s, first + 1, 1, never, NULL, NULL, why, sizeof why),
+                     DETA_OK);
 }
 
 static int freed[DETA_SERVICE_MAX_ADOPTED + 1];
@@ -185,6 +202,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_reads_its_configuration, setup, teardown),
         cmocka_unit_test(test_bad_setting_fails_new),
         cmocka_unit_test_setup_teardown(test_consumer_and_topic_bounds, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_consumers_begin_with_their_own_topic, setup,
+                                        teardown),
         cmocka_unit_test(test_adopted_objects_freed_last_first),
         cmocka_unit_test_setup_teardown(test_stop_signal_ends_a_waiting_migration, setup,
                                         teardown),

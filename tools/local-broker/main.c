@@ -42,8 +42,11 @@
  * leader by itself. So with more than one broker this program learns the
  * leaders the mock chose (one metadata request of its own, right after the
  * topics are made: their preferred places), puts the j-th group of the
- * system's services on broker j % N + 1, remembers both, and moves them as
- * said above. A group of another name keeps the mock's hashed coordinator, and
+ * system's services on broker j % R + 1, remembers both, and moves them as
+ * said above; when brokers come back, what was left on none that is up goes to
+ * its preferred broker or the next one up. The mock makes brokers 1..R, R =
+ * min(N, 3), the replicas of every partition, so leaders and coordinators move
+ * only among those. A group of another name keeps the mock's hashed coordinator, and
  * a topic the mock auto-creates later is not moved.
  *
  * SIGTERM and SIGINT are blocked in every thread and read from a signalfd in
@@ -93,6 +96,7 @@ typedef struct broker_opts {
  * brokers are up (ids 1..brokers; index 0 unused). */
 typedef struct placement {
     int brokers;
+    int replicas; /* the mock's replicas of every partition: brokers 1..replicas */
     int partitions;
     int ntopics;
     char topics[MAX_TOPICS][TOPIC_NAME_MAX + 1];
@@ -328,7 +332,8 @@ static bool learn_leaders(placement_t *pl, const char *bootstrap)
                 continue;
             for (int k = 0; k < md->topics[i].partition_cnt; k++) {
                 const rd_kafka_metadata_partition_t *part = &md->topics[i].partitions[k];
-                if (part->id >= 0 && part->id < pl->partitions) {
+                if (part->id >= 0 && part->id < pl->partitions && part->leader >= 1 &&
+                    part->leader <= pl->replicas) {
                     pl->leader[t][part->id] = pl->preferred[t][part->id] = part->leader;
                     found++;
                 }
@@ -354,7 +359,7 @@ static bool create_topics(rd_kafka_mock_cluster_t *mcluster, placement_t *pl,
     bool ok = true;
 
     for (int g = 0; g < DETA_SERVICE_COUNT && ok && pl->brokers > 1; g++)
-        ok = set_coordinator(mcluster, pl, g, preferred_broker(g, pl->brokers));
+        ok = set_coordinator(mcluster, pl, g, preferred_broker(g, pl->replicas));
     if (opts->topics == NULL) {
         for (int i = 0; i < DETA_TOPICS_COUNT && ok; i++)
             ok = create_topic(mcluster, pl, deta_topics_all[i]);
@@ -371,15 +376,47 @@ static bool create_topics(rd_kafka_mock_cluster_t *mcluster, placement_t *pl,
     return ok;
 }
 
-/* The first broker up after id (wrapping), other than id; 0 when none is. */
+/* The first replica broker up after id (wrapping), other than id; 0 when none is. */
 static int32_t next_up(const placement_t *pl, int32_t id)
 {
-    for (int k = 1; k < pl->brokers; k++) {
-        int32_t other = (int32_t)((id - 1 + k) % pl->brokers) + 1;
-        if (pl->up[other])
+    for (int k = 1; k <= pl->replicas; k++) {
+        int32_t other = (int32_t)((id - 1 + k) % pl->replicas) + 1;
+        if (other != id && pl->up[other])
             return other;
     }
     return 0;
+}
+
+/* What a controller does when brokers come back: every partition whose leader,
+ * and every group whose coordinator, is still down goes to its preferred broker
+ * if that one is up, else to the next replica up. */
+static void elect_orphans(rd_kafka_mock_cluster_t *mcluster, placement_t *pl)
+{
+    int moved = 0;
+
+    if (pl->brokers < 2)
+        return;
+    for (int t = 0; t < pl->ntopics; t++)
+        for (int p = 0; p < pl->partitions; p++) {
+            int32_t now = pl->leader[t][p], want = pl->preferred[t][p];
+            if (pl->up[now])
+                continue;
+            if (!pl->up[want])
+                want = next_up(pl, now);
+            if (want != 0 && set_leader(mcluster, pl, t, p, want))
+                moved++;
+        }
+    for (int g = 0; g < DETA_SERVICE_COUNT; g++) {
+        int32_t now = pl->coordinator[g], want = preferred_broker(g, pl->replicas);
+        if (pl->up[now])
+            continue;
+        if (!pl->up[want])
+            want = next_up(pl, now);
+        if (want != 0 && set_coordinator(mcluster, pl, g, want))
+            moved++;
+    }
+    if (moved > 0)
+        DETA_INFO("control: %d partition(s) and group(s) without a broker up moved to one", moved);
 }
 
 /* What a controller does when broker id is lost: the partitions it led and the
@@ -502,8 +539,10 @@ static void command_broker_state(rd_kafka_mock_cluster_t *mcluster, placement_t 
         if (id == -1 || b == id)
             pl->up[b] = up;
     DETA_INFO("control: broker %s %s", arg, up ? "up" : "down");
-    if (!up && id != -1)
+    if (!up && id != -1 && pl->brokers > 1)
         fail_over(mcluster, pl, id);
+    else if (up)
+        elect_orphans(mcluster, pl);
 }
 
 /* leader <topic|all> <partition|all> <broker-id> */
@@ -514,10 +553,11 @@ static void command_leader(rd_kafka_mock_cluster_t *mcluster, placement_t *pl, c
     long part = -1;
     int moved = 0;
 
-    if (nargs != 3 || !parse_broker_id(args[2], pl->brokers, &id) || id == -1 ||
+    if (nargs != 3 || !parse_broker_id(args[2], pl->replicas, &id) || id == -1 ||
         (strcmp(args[1], "all") != 0 && !parse_int(args[1], 0, pl->partitions - 1, &part))) {
-        DETA_WARN("control: usage: leader <topic|all> <partition 0..%d|all> <broker-id 1..%d>",
-                  pl->partitions - 1, pl->brokers);
+        DETA_WARN("control: usage: leader <topic|all> <partition 0..%d|all> <broker-id 1..%d, "
+                  "a replica>",
+                  pl->partitions - 1, pl->replicas);
         return;
     }
     for (int t = 0; t < pl->ntopics; t++) {
@@ -545,7 +585,7 @@ static void command_preferred(rd_kafka_mock_cluster_t *mcluster, placement_t *pl
                 moved++;
         }
     for (int g = 0; g < DETA_SERVICE_COUNT; g++) {
-        int32_t want = preferred_broker(g, pl->brokers);
+        int32_t want = preferred_broker(g, pl->replicas);
         if (pl->coordinator[g] != want && pl->up[want] && set_coordinator(mcluster, pl, g, want))
             moved++;
     }
@@ -580,6 +620,7 @@ static void command_clear(rd_kafka_mock_cluster_t *mcluster, placement_t *pl)
     for (int32_t b = 1; b <= pl->brokers; b++)
         pl->up[b] = true;
     DETA_INFO("control: injected errors cleared, every broker up");
+    elect_orphans(mcluster, pl);
 }
 
 /* Splits line into at most max words in place; returns how many. */
@@ -718,6 +759,7 @@ static int run(const broker_opts_t *opts, int sig_fd)
     }
     bootstrap = rd_kafka_mock_cluster_bootstraps(mcluster);
     pl.brokers = opts->brokers;
+    pl.replicas = opts->brokers < 3 ? opts->brokers : 3;
     pl.partitions = opts->partitions;
     for (int b = 1; b <= opts->brokers; b++)
         pl.up[b] = true;

@@ -41,8 +41,9 @@
 deta_err_t deta_event_producer_check(const char *topic, const char *producer, char *errstr,
                                      size_t errsize);
 
-/* Step 4: DETA_OK when ev's type is unknown here (no handler reads it) or its
- * schemaVersion is at most the newest this build reads; otherwise
+/* Step 4: DETA_OK when ev's type is not in this build's table of types
+ * (deta_event_type_version 0) or its schemaVersion is at most the newest this
+ * build reads; otherwise
  * DETA_ERR_INVALID with errstr
  *   schemaVersion 2 of payment.authorized is newer than this consumer reads (1)
  */
