@@ -1514,6 +1514,22 @@ static bool wait_assigned(deta_metrics_t *m, const char *group, double want, int
     return false;
 }
 
+/* Waits up to timeout_ms until two members' gauges share the topic (each has
+ * some, together all of partitions); their last readings in *a and *b. */
+static bool wait_shared(deta_metrics_t *ma, deta_metrics_t *mb, const char *group,
+                        int partitions, long timeout_ms, double *a, double *b) {
+    long deadline = now_ms() + timeout_ms;
+    for (;;) {
+        *a = assigned_gauge(ma, group);
+        *b = assigned_gauge(mb, group);
+        if (*a > 0 && *b > 0 && *a + *b == partitions)
+            return true;
+        if (now_ms() >= deadline)
+            return false;
+        ts_sleep_ms(50);
+    }
+}
+
 /* How many partitions TOPIC has, from the cluster's metadata. */
 static int topic_partitions(void) {
     char err[256];
@@ -1556,15 +1572,8 @@ static void test_assigned_partitions_gauge(void **state) {
     assert_int_equal(rendered_lags(ma, group, &sum, sa), partitions);
     runner_start(&rb, group, &p, producer, &ob);
     cfg.kafka_session_timeout_ms = session;
-    long deadline = now_ms() + WAIT_MS;
     double a = 0, b = 0;
-    while (now_ms() < deadline) {
-        a = assigned_gauge(ma, group);
-        b = assigned_gauge(mb, group);
-        if (a > 0 && b > 0 && a + b == partitions)
-            break;
-        ts_sleep_ms(50);
-    }
+    wait_shared(ma, mb, group, partitions, WAIT_MS, &a, &b);
     assert_true(a > 0 && b > 0);
     assert_int_equal(a + b, partitions);
     /* The lag series follow: each partition in one member only, a's revoked ones
@@ -1632,15 +1641,8 @@ static void test_static_member_restart(void **state) {
     assert_true(wait_assigned(ma, group, partitions, WAIT_MS));
     snprintf(cfg.instance_id, sizeof cfg.instance_id, "it-static-b-%s", run);
     runner_start(&rb, group, &p, producer, &ob);
-    long deadline = now_ms() + WAIT_MS;
     double a = 0, b = 0;
-    while (now_ms() < deadline) {
-        a = assigned_gauge(ma, group);
-        b = assigned_gauge(mb, group);
-        if (a > 0 && b > 0 && a + b == partitions)
-            break;
-        ts_sleep_ms(50);
-    }
+    wait_shared(ma, mb, group, partitions, WAIT_MS, &a, &b);
     assert_true(a > 0 && b > 0);
     assert_int_equal(a + b, partitions);
 
@@ -1648,15 +1650,8 @@ static void test_static_member_restart(void **state) {
     runner_stop(&rb);
     runner_start(&rb2, group, &p, producer, &ob2);
     double now_a = 0, b2 = 0;
-    deadline = now_ms() + 3 * cfg.kafka_session_timeout_ms + WAIT_MS;
-    while (now_ms() < deadline) {
-        now_a = assigned_gauge(ma, group);
-        b2 = assigned_gauge(mb2, group);
-        if (b2 > 0 && now_a > 0 && now_a + b2 == partitions)
-            break;
-        ts_sleep_ms(50);
-    }
-    if (!(b2 > 0 && now_a > 0 && now_a + b2 == partitions))
+    if (!wait_shared(ma, mb2, group, partitions, 3L * cfg.kafka_session_timeout_ms + WAIT_MS,
+                     &now_a, &b2))
         fail_msg("static restart: a had %g partitions, b %g; after b's restart a has %g, b %g "
                  "(of %d)",
                  a, b, now_a, b2, partitions);
