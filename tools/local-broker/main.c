@@ -281,7 +281,6 @@ static bool set_coordinator(rd_kafka_mock_cluster_t *mcluster, placement_t *pl, 
 
 static bool create_topic(rd_kafka_mock_cluster_t *mcluster, placement_t *pl, const char *topic)
 {
-    int replication = pl->brokers < 3 ? pl->brokers : 3;
     int t = pl->ntopics;
     rd_kafka_resp_err_t err;
 
@@ -290,7 +289,7 @@ static bool create_topic(rd_kafka_mock_cluster_t *mcluster, placement_t *pl, con
                    MAX_TOPICS, TOPIC_NAME_MAX);
         return false;
     }
-    err = rd_kafka_mock_topic_create(mcluster, topic, pl->partitions, replication);
+    err = rd_kafka_mock_topic_create(mcluster, topic, pl->partitions, pl->replicas);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         DETA_ERROR("cannot create topic %s: %s", topic, rd_kafka_err2str(err));
         return false;
@@ -298,7 +297,7 @@ static bool create_topic(rd_kafka_mock_cluster_t *mcluster, placement_t *pl, con
     snprintf(pl->topics[t], sizeof(pl->topics[t]), "%s", topic);
     pl->ntopics++;
     DETA_DEBUG("topic %s created: %d partitions, replication %d", topic, pl->partitions,
-               replication);
+               pl->replicas);
     return true;
 }
 
